@@ -1,0 +1,477 @@
+/**
+ * The kernel IR: what one compute kernel computes for one output element, as a hash-consed expression DAG.
+ * Both backends consume it (the WGSL renderer for WebGPU, the JS renderer for the float64 CPU backend), and
+ * {@link verifyKernel} checks it between lowering and rendering.
+ *
+ * Integer index arithmetic is built through {@link KBuilder.add}, {@link KBuilder.mul}, {@link KBuilder.div}
+ * and {@link KBuilder.mod}, which keep value bounds and simplify affine forms (so `8*(g/8) + g%8` becomes `g`
+ * and a contiguous load after a reshape costs no division).
+ *
+ * @module
+ */
+import type { DType } from "../dtype.ts";
+import { linearize, type Stmt } from "./linearize.ts";
+import { LOOP_BUDGET } from "./split_loops.ts";
+
+/** Arithmetic and logic operations of the kernel IR. Integer `div`/`mod` truncate toward zero. */
+export type AluOp =
+  | "neg"
+  | "recip"
+  | "exp"
+  | "log"
+  | "sqrt"
+  | "sin"
+  | "cos"
+  | "tanh"
+  | "abs"
+  | "cast"
+  | "add"
+  | "mul"
+  | "div"
+  | "mod"
+  | "max"
+  | "min"
+  | "pow"
+  | "lt"
+  | "eq"
+  | "and"
+  | "where";
+
+/** Fields every kernel-IR node has. */
+export interface KBase {
+  /** Unique within its builder; also a topological order. */
+  readonly id: number;
+  /** Value type. */
+  readonly dtype: DType;
+  /** Lower bound of the value (integers only; -Infinity when unknown). */
+  readonly lo: number;
+  /** Upper bound of the value (integers only; +Infinity when unknown). */
+  readonly hi: number;
+}
+/** A literal. */
+export interface KConst extends KBase {
+  /** Node kind. */
+  readonly k: "const";
+  /** The literal value. */
+  readonly value: number;
+}
+/** An i32 variable: `gid` (flat output index), an output axis `i<n>`, a loop counter, or a template index. */
+export interface KVar extends KBase {
+  /** Node kind. */
+  readonly k: "var";
+  /** Variable name in generated code. */
+  readonly name: string;
+}
+/** A read of input binding `buf` at flat element `index`. */
+export interface KLoad extends KBase {
+  /** Node kind. */
+  readonly k: "load";
+  /** Input binding index. */
+  readonly buf: number;
+  /** Flat element index. */
+  readonly index: KExpr;
+}
+/** An arithmetic/logic op. `cast` converts `args[0]` to this node's dtype. */
+export interface KAlu extends KBase {
+  /** Node kind. */
+  readonly k: "alu";
+  /** The operation. */
+  readonly op: AluOp;
+  /** Operands. */
+  readonly args: readonly KExpr[];
+}
+/** The counter-based uniform generator at element `index`. */
+export interface KRand extends KBase {
+  /** Node kind. */
+  readonly k: "rand";
+  /** Generator seed. */
+  readonly seed: number;
+  /** Flat element index. */
+  readonly index: KExpr;
+}
+/** A loop `for var in 0..size` accumulating `body` with `op`. */
+export interface KReduce extends KBase {
+  /** Node kind. */
+  readonly k: "reduce";
+  /** Accumulation. */
+  readonly op: "sum" | "max";
+  /** Loop counter. */
+  readonly loop: KVar;
+  /** Trip count. */
+  readonly size: number;
+  /** Value accumulated each iteration. */
+  readonly body: KExpr;
+}
+/** The accumulator of the matmul template, inside its epilogue. */
+export interface KAcc extends KBase {
+  /** Node kind. */
+  readonly k: "acc";
+}
+/** Any kernel-IR expression. */
+export type KExpr = KConst | KVar | KLoad | KAlu | KRand | KReduce | KAcc;
+
+/** One input binding of a kernel. */
+export interface KInput {
+  /** Element type. */
+  readonly dtype: DType;
+  /** Number of elements. */
+  readonly size: number;
+}
+
+/** The matmul template's pieces: loads as functions of the `b`, `m`, `n`, `k` variables, plus an epilogue. */
+export interface MatmulSpec {
+  /** Number of matrices in the batch. */
+  readonly batch: number;
+  /** Rows of the output. */
+  readonly m: number;
+  /** Columns of the output. */
+  readonly n: number;
+  /** Contracted dimension. */
+  readonly k: number;
+  /** Value of A at (b, m, k) in terms of the variables named `b`, `m`, `k`. */
+  readonly a: KExpr;
+  /** Value of B at (b, k, n) in terms of `b`, `k`, `n`. */
+  readonly b: KExpr;
+  /** The output element in terms of the output axis variables, with {@link KAcc} standing for the product. */
+  readonly epilogue: KExpr;
+}
+
+/** A complete kernel: every output element is `body` evaluated at its index (or the matmul template). */
+export interface Kernel {
+  /** Short descriptive name, used in errors and DEBUG output. */
+  readonly name: string;
+  /** Input bindings (binding i+1 in WGSL). */
+  readonly inputs: readonly KInput[];
+  /** Output shape. */
+  readonly outShape: readonly number[];
+  /** Output dtype. */
+  readonly outDtype: DType;
+  /** The generic form: the output element in terms of the axis variables `i0..i{r-1}` (and `gid`). */
+  readonly body: KExpr | null;
+  /** The matmul-template form. */
+  readonly matmul: MatmulSpec | null;
+}
+
+const I32_MIN = -2147483648;
+const I32_MAX = 2147483647;
+
+type Sig = { base: KExpr; d: number; m: number };
+
+/** Builds hash-consed kernel-IR nodes for one kernel. */
+export class KBuilder {
+  #table = new Map<string, KExpr>();
+  #next = 0;
+
+  #make<T extends KExpr>(key: string, build: (id: number) => T): T {
+    const hit = this.#table.get(key);
+    if (hit !== undefined) return hit as T;
+    const node = build(this.#next++);
+    this.#table.set(key, node);
+    return node;
+  }
+
+  /** A literal of the given dtype. */
+  const(value: number, dtype: DType): KConst {
+    const v = dtype === "bool" ? (value ? 1 : 0) : value;
+    return this.#make(`c|${dtype}|${Object.is(v, -0) ? "-0" : v}`, (id) => ({
+      k: "const",
+      id,
+      dtype,
+      value: v,
+      lo: v,
+      hi: v,
+    }));
+  }
+
+  /** An i32 variable with value bounds `[lo, hi]`. */
+  var(name: string, lo: number, hi: number): KVar {
+    return this.#make(`v|${name}`, (id) => ({ k: "var", id, dtype: "i32", name, lo, hi }));
+  }
+
+  /** A load of input `buf` at `index`. */
+  load(buf: number, index: KExpr, dtype: DType): KLoad {
+    const lo = dtype === "bool" ? 0 : dtype === "u32" ? 0 : -Infinity;
+    const hi = dtype === "bool" ? 1 : Infinity;
+    return this.#make(
+      `l|${buf}|${index.id}|${dtype}`,
+      (id) => ({ k: "load", id, dtype, buf, index, lo, hi }),
+    );
+  }
+
+  /** The uniform generator at `index`. */
+  rand(seed: number, index: KExpr): KRand {
+    return this.#make(`r|${seed}|${index.id}`, (id) => ({
+      k: "rand",
+      id,
+      dtype: "f32",
+      seed,
+      index,
+      lo: -Infinity,
+      hi: Infinity,
+    }));
+  }
+
+  /** A reduction loop over `loop` (a variable made with {@link var}). */
+  reduce(op: "sum" | "max", loop: KVar, size: number, body: KExpr): KReduce {
+    return this.#make(`R|${op}|${loop.id}|${size}|${body.id}`, (id) => ({
+      k: "reduce",
+      id,
+      dtype: body.dtype,
+      op,
+      loop,
+      size,
+      body,
+      lo: -Infinity,
+      hi: Infinity,
+    }));
+  }
+
+  /** The matmul accumulator placeholder. */
+  acc(dtype: DType): KAcc {
+    return this.#make(`acc|${dtype}`, (id) => ({ k: "acc", id, dtype, lo: -Infinity, hi: Infinity }));
+  }
+
+  /** A raw ALU node (no simplification beyond constant folding of integer bounds). */
+  alu(op: AluOp, args: readonly KExpr[], dtype: DType): KExpr {
+    let lo = -Infinity;
+    let hi = Infinity;
+    if (dtype === "bool") [lo, hi] = [0, 1];
+    if (dtype === "i32") {
+      const [a, b] = args;
+      if (op === "add") [lo, hi] = [a.lo + b.lo, a.hi + b.hi];
+      if (op === "mul" && b.k === "const") {
+        [lo, hi] = b.value >= 0 ? [a.lo * b.value, a.hi * b.value] : [a.hi * b.value, a.lo * b.value];
+      }
+      if (op === "div" && b.k === "const" && b.value > 0 && a.lo >= 0) {
+        [lo, hi] = [Math.floor(a.lo / b.value), Math.floor(a.hi / b.value)];
+      }
+      if (op === "mod" && b.k === "const" && b.value > 0 && a.lo >= 0) {
+        [lo, hi] = [0, Math.min(a.hi, b.value - 1)];
+      }
+      if (op === "min") [lo, hi] = [Math.min(a.lo, b.lo), Math.min(a.hi, b.hi)];
+      if (op === "max") [lo, hi] = [Math.max(a.lo, b.lo), Math.max(a.hi, b.hi)];
+      if (op === "cast") [lo, hi] = [Math.max(a.lo, I32_MIN), Math.min(a.hi, I32_MAX)];
+      if (op === "where") [lo, hi] = [Math.min(args[1].lo, args[2].lo), Math.max(args[1].hi, args[2].hi)];
+      if (!(lo >= I32_MIN && hi <= I32_MAX)) [lo, hi] = [I32_MIN, I32_MAX];
+    }
+    if (lo === hi && Number.isFinite(lo) && (dtype === "i32" || dtype === "bool")) {
+      return this.const(lo, dtype);
+    }
+    return this.#make(`a|${op}|${dtype}|${args.map((x) => x.id).join(",")}`, (id) => ({
+      k: "alu",
+      id,
+      dtype,
+      op,
+      args,
+      lo,
+      hi,
+    }));
+  }
+
+  // ----- integer index arithmetic with affine simplification -----
+
+  /** Decomposes an i32 expression into `Σ coef·term + c`. */
+  #linear(e: KExpr): { terms: Map<KExpr, number>; c: number } {
+    if (e.k === "const") return { terms: new Map(), c: e.value };
+    if (e.k === "alu" && e.op === "add") {
+      const a = this.#linear(e.args[0]);
+      const b = this.#linear(e.args[1]);
+      for (const [t, k] of b.terms) a.terms.set(t, (a.terms.get(t) ?? 0) + k);
+      return { terms: a.terms, c: a.c + b.c };
+    }
+    if (e.k === "alu" && e.op === "mul" && e.args[1].k === "const") {
+      const a = this.#linear(e.args[0]);
+      const k = e.args[1].value;
+      for (const [t, v] of a.terms) a.terms.set(t, v * k);
+      return { terms: a.terms, c: a.c * k };
+    }
+    return { terms: new Map([[e, 1]]), c: 0 };
+  }
+
+  /** `term` as (base / d) % m, with m = Infinity when there is no modulus. */
+  #sig(t: KExpr): Sig {
+    if (t.k === "alu" && t.op === "mod" && t.args[1].k === "const") {
+      const inner = t.args[0];
+      if (inner.k === "alu" && inner.op === "div" && inner.args[1].k === "const") {
+        return { base: inner.args[0], d: inner.args[1].value, m: t.args[1].value };
+      }
+      return { base: inner, d: 1, m: t.args[1].value };
+    }
+    if (t.k === "alu" && t.op === "div" && t.args[1].k === "const") {
+      return { base: t.args[0], d: t.args[1].value, m: Infinity };
+    }
+    return { base: t, d: 1, m: Infinity };
+  }
+
+  /** Rebuilds `Σ coef·term + c`, first merging `k·M·(x/(D·M)) + k·((x/D)%M)` into `k·(x/D)`. */
+  #fromLinear(terms: Map<KExpr, number>, c: number): KExpr {
+    let changed = true;
+    while (changed) {
+      changed = false;
+      const list = [...terms].filter(([, k]) => k !== 0);
+      outer: for (const [t2, c2] of list) {
+        const s2 = this.#sig(t2);
+        if (s2.m === Infinity || s2.base.lo < 0) continue;
+        for (const [t1, c1] of list) {
+          const s1 = this.#sig(t1);
+          if (s1.m === Infinity && s1.base === s2.base && s1.d === s2.d * s2.m && c1 === c2 * s2.m) {
+            terms.delete(t1);
+            terms.delete(t2);
+            const merged = s2.d === 1 ? s2.base : this.div(s2.base, s2.d);
+            terms.set(merged, (terms.get(merged) ?? 0) + c2);
+            changed = true;
+            break outer;
+          }
+        }
+      }
+    }
+    let out: KExpr | null = null;
+    const sorted = [...terms].filter(([, k]) => k !== 0).sort((x, y) => x[0].id - y[0].id);
+    for (const [t, k] of sorted) {
+      const term = k === 1 ? t : this.alu("mul", [t, this.const(k, "i32")], "i32");
+      out = out === null ? term : this.alu("add", [out, term], "i32");
+    }
+    if (out === null) return this.const(c, "i32");
+    return c === 0 ? out : this.alu("add", [out, this.const(c, "i32")], "i32");
+  }
+
+  /** `a + b` on i32 indices (or `a + k` for a number). */
+  add(a: KExpr, b: KExpr | number): KExpr {
+    const bb = typeof b === "number" ? this.const(b, "i32") : b;
+    const la = this.#linear(a);
+    const lb = this.#linear(bb);
+    for (const [t, k] of lb.terms) la.terms.set(t, (la.terms.get(t) ?? 0) + k);
+    return this.#fromLinear(la.terms, la.c + lb.c);
+  }
+
+  /** `a * k` on i32 indices. */
+  mul(a: KExpr, k: number): KExpr {
+    if (k === 0) return this.const(0, "i32");
+    const la = this.#linear(a);
+    for (const [t, v] of la.terms) la.terms.set(t, v * k);
+    return this.#fromLinear(la.terms, la.c * k);
+  }
+
+  /** `a / d` (floor) for a non-negative index and positive constant `d`. */
+  div(a: KExpr, d: number): KExpr {
+    if (d === 1) return a;
+    if (a.lo >= 0 && a.hi < d) return this.const(0, "i32");
+    if (a.lo >= 0) {
+      if (a.k === "alu" && a.op === "div" && a.args[1].k === "const") {
+        return this.div(a.args[0], a.args[1].value * d);
+      }
+      const { terms, c } = this.#linear(a);
+      const q = new Map<KExpr, number>();
+      const r = new Map<KExpr, number>();
+      let rlo = ((c % d) + d) % d;
+      let rhi = rlo;
+      let ok = true;
+      for (const [t, k] of terms) {
+        if (t.lo < 0 || k < 0) ok = false;
+        if (k % d === 0) q.set(t, k / d);
+        else {
+          r.set(t, k);
+          rlo += t.lo * k;
+          rhi += t.hi * k;
+        }
+      }
+      if (ok && rlo >= 0 && rhi < d) return this.#fromLinear(q, Math.floor(c / d));
+    }
+    return this.alu("div", [a, this.const(d, "i32")], "i32");
+  }
+
+  /** `a % d` for a non-negative index and positive constant `d`. */
+  mod(a: KExpr, d: number): KExpr {
+    if (d === 1) return this.const(0, "i32");
+    if (a.lo >= 0 && a.hi < d) return a;
+    if (a.lo >= 0) {
+      const { terms, c } = this.#linear(a);
+      if ([...terms].every(([t, k]) => t.lo >= 0 && k > 0)) {
+        const r = new Map([...terms].filter(([, k]) => k % d !== 0));
+        const rest = this.#fromLinear(r, ((c % d) + d) % d);
+        if (rest.lo >= 0 && rest.hi < d) return rest;
+        if (rest.lo >= 0) return this.alu("mod", [rest, this.const(d, "i32")], "i32");
+      }
+    }
+    return this.alu("mod", [a, this.const(d, "i32")], "i32");
+  }
+
+  /** `a < b` on integers, folded when the bounds decide it. */
+  lt(a: KExpr, b: KExpr | number): KExpr {
+    const bb = typeof b === "number" ? this.const(b, "i32") : b;
+    if (a.hi < bb.lo) return this.const(1, "bool");
+    if (a.lo >= bb.hi) return this.const(0, "bool");
+    return this.alu("lt", [a, bb], "bool");
+  }
+
+  /** Logical and, folded when either side is a constant. */
+  and(a: KExpr, b: KExpr): KExpr {
+    if (a.k === "const") return a.value ? b : a;
+    if (b.k === "const") return b.value ? a : b;
+    return this.alu("and", [a, b], "bool");
+  }
+
+  /** `cond ? a : b`, folded when `cond` is a constant. */
+  where(cond: KExpr, a: KExpr, b: KExpr): KExpr {
+    if (cond.k === "const") return cond.value ? a : b;
+    if (a === b) return a;
+    return this.alu("where", [cond, a, b], a.dtype);
+  }
+}
+
+/** Collects every node reachable from `roots` in id (topological) order. */
+export function kNodes(roots: readonly KExpr[]): KExpr[] {
+  const seen = new Map<number, KExpr>();
+  const visit = (e: KExpr) => {
+    if (seen.has(e.id)) return;
+    seen.set(e.id, e);
+    if (e.k === "load" || e.k === "rand") visit(e.index);
+    if (e.k === "alu") e.args.forEach(visit);
+    if (e.k === "reduce") {
+      visit(e.loop);
+      visit(e.body);
+    }
+  };
+  roots.forEach(visit);
+  return [...seen.values()].sort((a, b) => a.id - b.id);
+}
+
+/** Total loop iterations one invocation runs (loops nested in loops multiply). */
+export function loopIterations(root: KExpr): number {
+  const total = (stmts: readonly Stmt[], mult: number): number =>
+    stmts.reduce(
+      (a, s) => (s.kind === "loop" ? a + mult * s.node.size + total(s.body, mult * s.node.size) : a),
+      0,
+    );
+  return total(linearize([root]), 1);
+}
+
+/** Checks a kernel's internal consistency; throws naming the kernel and the problem. */
+export function verifyKernel(kernel: Kernel): void {
+  const fail = (msg: string): never => {
+    throw new Error(`kernel ${kernel.name}: ${msg}`);
+  };
+  const roots = kernel.matmul !== null
+    ? [kernel.matmul.a, kernel.matmul.b, kernel.matmul.epilogue]
+    : kernel.body !== null
+    ? [kernel.body]
+    : fail("has neither a body nor a matmul spec");
+  for (const e of kNodes(roots)) {
+    if (e.k === "load") {
+      if (e.buf < 0 || e.buf >= kernel.inputs.length) fail(`load from missing input ${e.buf}`);
+      if (kernel.inputs[e.buf].dtype !== e.dtype) fail(`load of input ${e.buf} with dtype ${e.dtype}`);
+      if (e.index.dtype !== "i32") fail(`load index of dtype ${e.index.dtype}`);
+    }
+    if (e.k === "alu") {
+      if (e.op === "where" && e.args[0].dtype !== "bool") fail("where condition is not bool");
+      if (["add", "mul", "div", "max", "min", "pow"].includes(e.op) && e.args[0].dtype !== e.args[1].dtype) {
+        fail(`${e.op} of ${e.args[0].dtype} and ${e.args[1].dtype}`);
+      }
+    }
+    if (e.k === "reduce" && e.size < 0) fail("negative loop size");
+  }
+  const trips = kernel.matmul !== null ? kernel.matmul.k : loopIterations(kernel.body!);
+  if (trips > LOOP_BUDGET) fail(`runs ${trips} loop iterations per invocation (budget ${LOOP_BUDGET})`);
+  const outType = kernel.matmul !== null ? kernel.matmul.epilogue.dtype : kernel.body!.dtype;
+  if (outType !== kernel.outDtype) fail(`body dtype ${outType} but output dtype ${kernel.outDtype}`);
+}

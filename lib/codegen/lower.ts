@@ -1,0 +1,268 @@
+/**
+ * Lowering: turns one scheduled node and the fused region below it into a {@link Kernel}. Each op has one
+ * lowering rule (an exhaustive table keyed by {@link Op}) that maps the index at which its value is wanted to a
+ * kernel-IR expression: views become index arithmetic, elementwise ops become ALU nodes, reductions become loops.
+ *
+ * @module
+ */
+import type { Node } from "../ir/node.ts";
+import { Op } from "../ir/ops.ts";
+import { stridesOf } from "../shape.ts";
+import { type AluOp, KBuilder, type Kernel, type KExpr, type MatmulSpec } from "./kexpr.ts";
+import { ELEMENTWISE_OPS } from "../ir/ops.ts";
+
+/** Matmuls with at least this many multiply-adds use the tiled template. */
+export const MATMUL_TEMPLATE_MIN_FLOPS = 1 << 15;
+
+interface Ctx {
+  kb: KBuilder;
+  root: Node;
+  isInput: (n: Node) => boolean;
+  input: (n: Node) => number;
+  at: (n: Node, idx: readonly KExpr[]) => KExpr;
+  /** The Dot computed by the matmul template (lowered as the accumulator), if any. */
+  templateDot: Node | null;
+  loops: number;
+}
+
+type Rule = (n: Node, idx: readonly KExpr[], c: Ctx) => KExpr;
+
+const ALU_OF: Partial<Record<Op, AluOp>> = {
+  [Op.Neg]: "neg",
+  [Op.Recip]: "recip",
+  [Op.Exp]: "exp",
+  [Op.Log]: "log",
+  [Op.Sqrt]: "sqrt",
+  [Op.Sin]: "sin",
+  [Op.Cos]: "cos",
+  [Op.Tanh]: "tanh",
+  [Op.Abs]: "abs",
+  [Op.Cast]: "cast",
+  [Op.Add]: "add",
+  [Op.Mul]: "mul",
+  [Op.Div]: "div",
+  [Op.Max]: "max",
+  [Op.Pow]: "pow",
+  [Op.CmpLt]: "lt",
+  [Op.CmpEq]: "eq",
+  [Op.Where]: "where",
+};
+
+const elementwise: Rule = (n, idx, c) => c.kb.alu(ALU_OF[n.op]!, n.src.map((s) => c.at(s, idx)), n.dtype);
+
+/** Flat row-major offset of `idx` in `shape`. */
+function flatIndex(kb: KBuilder, idx: readonly KExpr[], shape: readonly number[]): KExpr {
+  const st = stridesOf(shape);
+  let out: KExpr = kb.const(0, "i32");
+  idx.forEach((e, i) => {
+    if (shape[i] !== 1) out = kb.add(out, kb.mul(e, st[i]));
+  });
+  return out;
+}
+
+/** Index along each axis of `shape` for flat offset `flat`. */
+function unflatten(kb: KBuilder, flat: KExpr, shape: readonly number[]): KExpr[] {
+  // An empty shape has no elements to index (its loop never runs): any index will do.
+  if (shape.includes(0)) return shape.map(() => kb.const(0, "i32"));
+  const st = stridesOf(shape);
+  return shape.map((d, i) => (d === 1 ? kb.const(0, "i32") : kb.mod(kb.div(flat, st[i]), d)));
+}
+
+function reduceRule(op: "sum" | "max"): Rule {
+  return (n, idx, c) => {
+    const axes = (n.arg as { axes: number[] }).axes;
+    const inShape = n.src[0].shape;
+    const rshape = axes.map((a) => inShape[a]);
+    const total = rshape.reduce((a, b) => a * b, 1);
+    const loop = c.kb.var(`r${c.loops++}`, 0, Math.max(total - 1, 0));
+    const ridx = unflatten(c.kb, loop, rshape);
+    const inIdx = idx.map((e, i) => (axes.includes(i) ? ridx[axes.indexOf(i)] : e));
+    return c.kb.reduce(op, loop, total, c.at(n.src[0], inIdx));
+  };
+}
+
+/** Lowering rule of every op. */
+export const LOWER_RULES: { [O in Op]: Rule } = {
+  [Op.Buffer]: (n) => {
+    throw new Error(`lower: buffer ${n} must be an input`);
+  },
+  [Op.Const]: (n, _idx, c) => c.kb.const(n.argOf(Op.Const).value, n.dtype),
+  [Op.Iota]: (n, idx, c) => (n.dtype === "i32" ? idx[0] : c.kb.alu("cast", [idx[0]], n.dtype)),
+  [Op.Rand]: (n, idx, c) => c.kb.rand(n.argOf(Op.Rand).seed, flatIndex(c.kb, idx, n.shape)),
+  [Op.Neg]: elementwise,
+  [Op.Recip]: elementwise,
+  [Op.Exp]: elementwise,
+  [Op.Log]: elementwise,
+  [Op.Sqrt]: elementwise,
+  [Op.Sin]: elementwise,
+  [Op.Cos]: elementwise,
+  [Op.Tanh]: elementwise,
+  [Op.Abs]: elementwise,
+  [Op.Cast]: elementwise,
+  [Op.Add]: elementwise,
+  [Op.Mul]: elementwise,
+  [Op.Div]: elementwise,
+  [Op.Max]: elementwise,
+  [Op.Pow]: elementwise,
+  [Op.CmpLt]: elementwise,
+  [Op.CmpEq]: elementwise,
+  [Op.Where]: elementwise,
+  [Op.Sum]: reduceRule("sum"),
+  [Op.ReduceMax]: reduceRule("max"),
+  [Op.Dot]: (n, idx, c) => {
+    if (n === c.templateDot) return c.kb.acc(n.dtype);
+    const r = n.shape.length;
+    const kdim = n.src[0].shape[r - 1];
+    const loop = c.kb.var(`r${c.loops++}`, 0, Math.max(kdim - 1, 0));
+    const batch = idx.slice(0, r - 2);
+    const a = c.at(n.src[0], [...batch, idx[r - 2], loop]);
+    const b = c.at(n.src[1], [...batch, loop, idx[r - 1]]);
+    return c.kb.reduce("sum", loop, kdim, c.kb.alu("mul", [a, b], n.dtype));
+  },
+  [Op.Reshape]: (n, idx, c) => c.at(n.src[0], unflatten(c.kb, flatIndex(c.kb, idx, n.shape), n.src[0].shape)),
+  [Op.Permute]: (n, idx, c) => {
+    const perm = n.argOf(Op.Permute).perm;
+    const inIdx = new Array<KExpr>(perm.length);
+    perm.forEach((p, i) => (inIdx[p] = idx[i]));
+    return c.at(n.src[0], inIdx);
+  },
+  [Op.Expand]: (n, idx, c) => {
+    const s = n.src[0].shape;
+    return c.at(n.src[0], idx.map((e, i) => (s[i] === 1 ? c.kb.const(0, "i32") : e)));
+  },
+  [Op.Shrink]: (n, idx, c) => {
+    const { start, step } = n.argOf(Op.Shrink);
+    return c.at(n.src[0], idx.map((e, i) => c.kb.add(c.kb.mul(e, step[i]), start[i])));
+  },
+  [Op.Pad]: (n, idx, c) => {
+    const { pads, value } = n.argOf(Op.Pad);
+    const s = n.src[0].shape;
+    const kb = c.kb;
+    let valid: KExpr = kb.const(1, "bool");
+    const inIdx = idx.map((e, i) => {
+      const j = kb.add(e, -pads[i][0]);
+      valid = kb.and(valid, kb.and(kb.lt(kb.const(-1, "i32"), j), kb.lt(j, s[i])));
+      return j;
+    });
+    return kb.where(valid, c.at(n.src[0], inIdx), kb.const(value, n.dtype));
+  },
+  [Op.Gather]: (n, idx, c) => {
+    const { axis } = n.argOf(Op.Gather);
+    const [x, index] = n.src;
+    const ir = index.shape.length;
+    const kb = c.kb;
+    let iv = c.at(index, idx.slice(axis, axis + ir));
+    if (iv.dtype !== "i32") iv = kb.alu("cast", [iv], "i32");
+    const clamped = kb.alu("min", [
+      kb.alu("max", [iv, kb.const(0, "i32")], "i32"),
+      kb.const(x.shape[axis] - 1, "i32"),
+    ], "i32");
+    return c.at(x, [...idx.slice(0, axis), clamped, ...idx.slice(axis + ir)]);
+  },
+};
+
+/** Short kernel name from the ops in the root's region, e.g. `dot_add_relu`. */
+function kernelName(root: Node): string {
+  const ops: string[] = [];
+  const visit = (n: Node, depth: number) => {
+    if (depth > 3 || ops.length > 4) return;
+    ops.push(n.op.toLowerCase());
+    n.src.forEach((s) => s.storage === null && visit(s, depth + 1));
+  };
+  visit(root, 0);
+  return `${ops.join("_")}_${root.shape.join("x") || "scalar"}`;
+}
+
+/** Finds the single Dot that the tiled template can compute for `root`: reached from root through elementwise ops. */
+function templateDotOf(root: Node, isInput: (n: Node) => boolean): Node | null {
+  let found: Node | null = null;
+  const visit = (n: Node): boolean => {
+    if (n !== root && isInput(n)) return true;
+    if (n.op === Op.Dot) {
+      if (found !== null && found !== n) return false;
+      found = n;
+      return true;
+    }
+    if (!ELEMENTWISE_OPS.has(n.op)) return true;
+    return n.src.every(visit);
+  };
+  if (!visit(root) || found === null) return null;
+  const d: Node = found;
+  const r = d.shape.length;
+  if (d.shape.join() !== root.shape.join() || d.dtype !== "f32") return null;
+  const flops = d.size * d.src[0].shape[r - 1];
+  return flops >= MATMUL_TEMPLATE_MIN_FLOPS ? d : null;
+}
+
+/** Lowers `root` (whose region stops at nodes for which `isInput` is true) to a kernel and its input nodes. */
+export function lower(
+  root: Node,
+  isInput: (n: Node) => boolean,
+  opts: { matmulTemplate?: boolean } = {},
+): { kernel: Kernel; inputs: Node[] } {
+  const kb = new KBuilder();
+  const inputs: Node[] = [];
+  const inputIdx = new Map<Node, number>();
+  const memo = new Map<string, KExpr>();
+  const ctx: Ctx = {
+    kb,
+    root,
+    isInput: (n) => n !== root && (n.storage !== null || isInput(n)),
+    input: (n) => {
+      let i = inputIdx.get(n);
+      if (i === undefined) {
+        i = inputs.length;
+        inputs.push(n);
+        inputIdx.set(n, i);
+      }
+      return i;
+    },
+    at: (n, idx) => {
+      const key = `${n.id}|${idx.map((e) => e.id).join(",")}`;
+      let e = memo.get(key);
+      if (e === undefined) {
+        e = ctx.isInput(n) ? loadOf(n, idx) : (LOWER_RULES[n.op] as Rule)(n, idx, ctx);
+        memo.set(key, e);
+      }
+      return e;
+    },
+    templateDot: null,
+    loops: 0,
+  };
+  const loadOf = (n: Node, idx: readonly KExpr[]) =>
+    kb.load(ctx.input(n), flatIndex(kb, idx, n.shape), n.dtype);
+
+  const total = root.size;
+  const gid = kb.var("gid", 0, Math.max(total - 1, 0));
+  const body = ctx.at(root, unflatten(kb, gid, root.shape));
+
+  let matmul: MatmulSpec | null = null;
+  const dot = opts.matmulTemplate === false ? null : templateDotOf(root, ctx.isInput);
+  if (dot !== null) {
+    const r = dot.shape.length;
+    const batchShape = dot.shape.slice(0, r - 2);
+    const batch = batchShape.reduce((a, b) => a * b, 1);
+    const [m, n, k] = [dot.shape[r - 2], dot.shape[r - 1], dot.src[0].shape[r - 1]];
+    const vb = kb.var("b", 0, batch - 1);
+    const vm = kb.var("m", 0, m - 1);
+    const vn = kb.var("n", 0, n - 1);
+    const vk = kb.var("k", 0, k - 1);
+    const bidx = unflatten(kb, vb, batchShape);
+    memo.clear();
+    const a = ctx.at(dot.src[0], [...bidx, vm, vk]);
+    const b = ctx.at(dot.src[1], [...bidx, vk, vn]);
+    ctx.templateDot = dot;
+    memo.clear();
+    const epilogue = ctx.at(root, [...bidx, vm, vn]);
+    matmul = { batch, m, n, k, a, b, epilogue };
+  }
+  const kernel: Kernel = {
+    name: kernelName(root),
+    inputs: inputs.map((n) => ({ dtype: n.dtype, size: n.size })),
+    outShape: [...root.shape],
+    outDtype: root.dtype,
+    body,
+    matmul,
+  };
+  return { kernel, inputs };
+}

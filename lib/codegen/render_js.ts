@@ -1,0 +1,151 @@
+/**
+ * The JavaScript renderer: prints a kernel's generic body as a host function that the CPU backend runs. Values
+ * are float64 inside the kernel; the typed output array rounds them to the dtype on store. Integer arithmetic
+ * wraps like 32-bit hardware.
+ *
+ * @module
+ */
+import type { DType } from "../dtype.ts";
+import type { Kernel, KExpr } from "./kexpr.ts";
+import { linearize, type Stmt } from "./linearize.ts";
+import { lowest } from "./render_wgsl.ts";
+
+function lit(value: number): string {
+  if (Number.isNaN(value)) return "NaN";
+  if (value === Infinity) return "Infinity";
+  if (value === -Infinity) return "-Infinity";
+  return Object.is(value, -0) ? "-0" : String(value);
+}
+
+function ref(e: KExpr): string {
+  switch (e.k) {
+    case "const":
+      return lit(
+        e.dtype === "f32" ? Math.fround(e.value) : e.dtype === "f16" ? Math.f16round(e.value) : e.value,
+      );
+    case "var":
+      return e.name;
+    case "acc":
+      return "acc";
+    case "reduce":
+      return `acc${e.id}`;
+    default:
+      return `t${e.id}`;
+  }
+}
+
+const isInt = (d: DType) => d === "i32" || d === "u32";
+const wrap = (d: DType, v: string) => (d === "i32" ? `((${v}) | 0)` : d === "u32" ? `((${v}) >>> 0)` : v);
+
+function castJs(e: KExpr, to: DType): string {
+  const a = ref(e);
+  if (to === "bool") return `(${a} !== 0 ? 1 : 0)`;
+  if (to === "i32") {
+    return e.dtype === "u32" ? `(${a} | 0)` : e.dtype === "f32" || e.dtype === "f16" ? `rt.toI32(${a})` : a;
+  }
+  if (to === "u32") {
+    return e.dtype === "i32" ? `(${a} >>> 0)` : e.dtype === "f32" || e.dtype === "f16" ? `rt.toU32(${a})` : a;
+  }
+  if (to === "f16") return `Math.f16round(${a})`;
+  if (to === "f32" && e.dtype === "f16") return a;
+  return a;
+}
+
+function expr(e: KExpr): string {
+  switch (e.k) {
+    case "load":
+      return `in${e.buf}[${ref(e.index)}]`;
+    case "rand":
+      return `rt.rand(${e.seed >>> 0}, ${ref(e.index)})`;
+    case "alu": {
+      const [a, b, c] = e.args.map(ref);
+      const d = e.dtype;
+      switch (e.op) {
+        case "neg":
+          return wrap(d, `-${a}`);
+        case "recip":
+          return `(1 / ${a})`;
+        case "exp":
+        case "log":
+        case "sqrt":
+        case "sin":
+        case "cos":
+        case "tanh":
+          return `Math.${e.op}(${a})`;
+        case "abs":
+          return wrap(d, `Math.abs(${a})`);
+        case "cast":
+          return castJs(e.args[0], d);
+        case "add":
+          return wrap(d, `${a} + ${b}`);
+        case "mul":
+          return isInt(d) ? wrap(d, `Math.imul(${a}, ${b})`) : `(${a} * ${b})`;
+        case "div":
+          return isInt(d) ? `rt.idiv(${a}, ${b}, ${d === "i32"})` : `(${a} / ${b})`;
+        case "mod":
+          return isInt(d) ? `(${b} === 0 ? 0 : ${wrap(d, `${a} % ${b}`)})` : `(${a} % ${b})`;
+        case "max":
+          return `Math.max(${a}, ${b})`;
+        case "min":
+          return `Math.min(${a}, ${b})`;
+        case "pow":
+          return `Math.pow(${a}, ${b})`;
+        case "lt":
+          return `(${a} < ${b} ? 1 : 0)`;
+        case "eq":
+          return `(${a} === ${b} ? 1 : 0)`;
+        case "and":
+          return `(${a} & ${b})`;
+        case "where":
+          return `(${a} ? ${b} : ${c})`;
+      }
+    }
+  }
+  throw new Error(`render_js: cannot print ${e.k} inline`);
+}
+
+function print(stmts: readonly Stmt[], indent: string): string[] {
+  const out: string[] = [];
+  for (const s of stmts) {
+    if (s.kind === "let") {
+      out.push(`${indent}const ${ref(s.node)} = ${expr(s.node)};`);
+      continue;
+    }
+    const r = s.node;
+    const acc = ref(r);
+    const v = r.loop.name;
+    out.push(`${indent}let ${acc} = ${r.op === "sum" ? "0" : lit(lowest(r.dtype))};`);
+    out.push(`${indent}for (let ${v} = 0; ${v} < ${r.size}; ${v}++) {`);
+    out.push(...print(s.body, indent + "  "));
+    out.push(
+      `${indent}  ${acc} = ${
+        r.op === "sum" ? wrap(r.dtype, `${acc} + ${ref(r.body)}`) : `Math.max(${acc}, ${ref(r.body)})`
+      };`,
+    );
+    out.push(`${indent}}`);
+  }
+  return out;
+}
+
+/** Host helpers a rendered kernel calls through its `rt` argument. */
+export interface JsRuntime {
+  rand(seed: number, i: number): number;
+  toI32(x: number): number;
+  toU32(x: number): number;
+  idiv(a: number, b: number, signed: boolean): number;
+}
+
+/** Renders the kernel's generic body as the source of `function(ins, out, rt)`. */
+export function renderJS(kernel: Kernel): string {
+  const body = kernel.body!;
+  const total = kernel.outShape.reduce((a, b) => a * b, 1);
+  const lines = print(linearize([body]), "    ");
+  const store = kernel.outDtype === "bool" ? `(${ref(body)} ? 1 : 0)` : ref(body);
+  return [
+    ...kernel.inputs.map((_, i) => `const in${i} = ins[${i}];`),
+    `for (let gid = 0; gid < ${total}; gid++) {`,
+    ...lines,
+    `    out[gid] = ${store};`,
+    `}`,
+  ].join("\n");
+}

@@ -1,0 +1,242 @@
+/**
+ * The WGSL renderer: prints a linearized kernel as a compute shader. Loop lengths are already within the loop
+ * budget (see `split_loops.ts`); the verifier checks it before rendering.
+ *
+ * @module
+ */
+import type { DType } from "../dtype.ts";
+import { type Kernel, type KExpr, kNodes, type MatmulSpec } from "./kexpr.ts";
+import { linearize, type Stmt } from "./linearize.ts";
+import { CPU_TILE, type MatmulTile, renderMatmul, SMALL_TILE } from "../../kernels/matmul.wgsl.ts";
+import { WGSL_HELPERS } from "../../kernels/helpers.wgsl.ts";
+
+/** Threads per workgroup of generic kernels. */
+export const WORKGROUP = 64;
+
+/** The WGSL type of a value of dtype `d`. */
+export function wgslType(d: DType): string {
+  return d === "bool" ? "bool" : d;
+}
+
+/** The WGSL element type of a storage buffer of dtype `d` (bool is stored as u32). */
+export function storageType(d: DType): string {
+  return d === "bool" ? "u32" : d;
+}
+
+/** A WGSL literal of dtype `d`. */
+export function literal(value: number, d: DType): string {
+  switch (d) {
+    case "bool":
+      return value ? "true" : "false";
+    case "i32":
+      return `i32(${value | 0})`;
+    case "u32":
+      return `${value >>> 0}u`;
+    default: {
+      const v = d === "f16" ? Math.f16round(value) : Math.fround(value);
+      if (Number.isNaN(v)) {
+        return d === "f16" ? "f16(bitcast<f32>(0x7fc00000u))" : "bitcast<f32>(0x7fc00000u)";
+      }
+      if (v === Infinity) return d === "f16" ? "f16(bitcast<f32>(0x7f800000u))" : "bitcast<f32>(0x7f800000u)";
+      if (v === -Infinity) {
+        return d === "f16" ? "f16(bitcast<f32>(0xff800000u))" : "bitcast<f32>(0xff800000u)";
+      }
+      return `${d}(${Object.is(v, -0) ? "-0.0" : String(v)})`;
+    }
+  }
+}
+
+/** The identity of max-reduction for dtype `d`. */
+export function lowest(d: DType): number {
+  return d === "i32" ? -2147483648 : d === "u32" || d === "bool" ? 0 : -Infinity;
+}
+
+/** Name under which a value is referenced. */
+export function ref(e: KExpr): string {
+  switch (e.k) {
+    case "const":
+      return literal(e.value, e.dtype);
+    case "var":
+      return e.name;
+    case "acc":
+      return "acc";
+    case "reduce":
+      return `acc${e.id}`;
+    default:
+      return `t${e.id}`;
+  }
+}
+
+function castExpr(e: KExpr, to: DType): string {
+  const a = ref(e);
+  if (e.dtype === to) return a;
+  if (e.dtype === "bool") return `select(${literal(0, to)}, ${literal(1, to)}, ${a})`;
+  if (to === "bool") return `(${a} != ${literal(0, e.dtype)})`;
+  return `${wgslType(to)}(${a})`;
+}
+
+/** The right-hand side of one value. */
+function expr(e: KExpr): string {
+  switch (e.k) {
+    case "load": {
+      const v = `in${e.buf}[${ref(e.index)}]`;
+      return e.dtype === "bool" ? `(${v} != 0u)` : v;
+    }
+    case "rand":
+      return `rand_(${e.seed >>> 0}u, u32(${ref(e.index)}))`;
+    case "alu": {
+      const [a, b, c] = e.args.map(ref);
+      switch (e.op) {
+        case "neg":
+          return `(-${a})`;
+        case "recip":
+          return `(${literal(1, e.dtype)} / ${a})`;
+        case "exp":
+        case "log":
+        case "sqrt":
+        case "sin":
+        case "cos":
+        case "abs":
+          return `${e.op}(${a})`;
+        case "tanh":
+          return `${wgslType(e.dtype)}(tanh_(f32(${a})))`;
+        case "cast":
+          return castExpr(e.args[0], e.dtype);
+        case "add":
+          return `(${a} + ${b})`;
+        case "mul":
+          return `(${a} * ${b})`;
+        case "div":
+          return `(${a} / ${b})`;
+        case "mod":
+          return `(${a} % ${b})`;
+        case "max":
+          return `max(${a}, ${b})`;
+        case "min":
+          return `min(${a}, ${b})`;
+        case "pow":
+          return `${wgslType(e.dtype)}(pow_(f32(${a}), f32(${b})))`;
+        case "lt":
+          return `(${a} < ${b})`;
+        case "eq":
+          return `(${a} == ${b})`;
+        case "and":
+          return `(${a} && ${b})`;
+        case "where":
+          return `select(${c}, ${b}, ${a})`;
+      }
+      break;
+    }
+  }
+  throw new Error(`render: cannot print ${e.k} inline`);
+}
+
+/** Prints statements (indented). */
+export function printStmts(stmts: readonly Stmt[], indent: string): string[] {
+  const out: string[] = [];
+  for (const s of stmts) {
+    if (s.kind === "let") {
+      out.push(`${indent}let ${ref(s.node)} = ${expr(s.node)};`);
+      continue;
+    }
+    const r = s.node;
+    const acc = ref(r);
+    const init = literal(r.op === "sum" ? 0 : lowest(r.dtype), r.dtype);
+    out.push(`${indent}var ${acc}: ${wgslType(r.dtype)} = ${init};`);
+    const update = r.op === "sum"
+      ? `${acc} = ${acc} + ${ref(r.body)};`
+      : `${acc} = max(${acc}, ${ref(r.body)});`;
+    const v = r.loop.name;
+    out.push(`${indent}for (var ${v}: i32 = 0; ${v} < ${r.size}; ${v} = ${v} + 1) {`);
+    out.push(...printStmts(s.body, indent + "  "));
+    out.push(`${indent}  ${update}`);
+    out.push(`${indent}}`);
+  }
+  return out;
+}
+
+/** The statements and final expression computing `value`, for splicing into a function body. */
+export function renderValue(value: KExpr, indent: string): { lines: string[]; result: string } {
+  const stmts = linearize([value]);
+  return { lines: printStmts(stmts, indent), result: ref(value) };
+}
+
+/** Converts a value of dtype `d` to its storage representation. */
+export function toStorage(v: string, d: DType): string {
+  return d === "bool" ? `select(0u, 1u, ${v})` : v;
+}
+
+/** Binding declarations: output at binding 0, inputs from binding 1. */
+export function bindings(kernel: Kernel): string[] {
+  const out = [
+    `@group(0) @binding(0) var<storage, read_write> out0: array<${storageType(kernel.outDtype)}>;`,
+  ];
+  kernel.inputs.forEach((inp, i) => {
+    out.push(`@group(0) @binding(${i + 1}) var<storage, read> in${i}: array<${storageType(inp.dtype)}>;`);
+  });
+  return out;
+}
+
+/** Helper functions needed by the nodes of a kernel, plus `enable f16;` when needed. */
+export function preamble(kernel: Kernel, roots: readonly KExpr[]): string[] {
+  const nodes = kNodes(roots);
+  const usesF16 = kernel.outDtype === "f16" || kernel.inputs.some((i) => i.dtype === "f16") ||
+    nodes.some((n) => n.dtype === "f16");
+  const out: string[] = usesF16 ? ["enable f16;"] : [];
+  const need = (op: string) => nodes.some((n) => n.k === "alu" && n.op === op);
+  if (need("tanh")) out.push(WGSL_HELPERS.tanh);
+  if (need("pow")) out.push(WGSL_HELPERS.pow);
+  if (nodes.some((n) => n.k === "rand")) out.push(WGSL_HELPERS.rand);
+  return out;
+}
+
+/** Dispatch grid for `groups` workgroups: x up to the per-dimension limit, the rest in y. */
+export function grid(groups: number, maxPerDim = 65535): [number, number, number] {
+  if (groups <= maxPerDim) return [Math.max(groups, 1), 1, 1];
+  return [maxPerDim, Math.ceil(groups / maxPerDim), 1];
+}
+
+/** A rendered shader with its dispatch size. */
+export interface RenderedKernel {
+  readonly source: string;
+  readonly dispatch: [number, number, number];
+}
+
+/** Renders a kernel to WGSL. `tile` picks the matmul template's blocking when the kernel has a matmul spec. */
+export function renderWGSL(kernel: Kernel, opts: { tile?: MatmulTile } = {}): RenderedKernel {
+  if (kernel.matmul !== null) return renderMatmulKernel(kernel, kernel.matmul, opts.tile);
+  const body = kernel.body!;
+  const total = kernel.outShape.reduce((a, b) => a * b, 1);
+  const groups = Math.ceil(total / WORKGROUP);
+  const [gx] = grid(groups);
+  const { lines, result } = renderValue(body, "  ");
+  const src = [
+    ...preamble(kernel, [body]),
+    ...bindings(kernel),
+    `@compute @workgroup_size(${WORKGROUP})`,
+    `fn main(@builtin(global_invocation_id) g: vec3<u32>) {`,
+    `  let gid = i32(g.x + g.y * ${gx * WORKGROUP}u);`,
+    `  if (gid >= ${total}) { return; }`,
+    ...lines,
+    `  out0[gid] = ${toStorage(result, kernel.outDtype)};`,
+    `}`,
+  ].join("\n");
+  return { source: src, dispatch: grid(groups) };
+}
+
+/** Renders a kernel that has a matmul spec through the tiled template. */
+function renderMatmulKernel(kernel: Kernel, mm: MatmulSpec, tile?: MatmulTile): RenderedKernel {
+  const big = mm.m * mm.n >= 256 * 256;
+  return renderMatmul({
+    header: [...preamble(kernel, [mm.a, mm.b, mm.epilogue]), ...bindings(kernel)],
+    batch: mm.batch,
+    m: mm.m,
+    n: mm.n,
+    k: mm.k,
+    loadA: renderValue(mm.a, "  "),
+    loadB: renderValue(mm.b, "  "),
+    epilogue: renderValue(mm.epilogue, "  "),
+    outType: wgslType(kernel.outDtype),
+    store: (v) => toStorage(v, kernel.outDtype),
+  }, tile ?? (big ? CPU_TILE : SMALL_TILE));
+}

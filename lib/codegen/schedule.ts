@@ -1,0 +1,118 @@
+/**
+ * Scheduling: decides which nodes of an unrealized graph get their own kernel (are "materialized") and which are
+ * fused into their consumers. The rules, in order:
+ *
+ * - every requested root and every node that feeds a different device step is materialized;
+ * - views and elementwise ops are always fused (recomputed per consumer; the kernel IR shares common parts);
+ * - a reduction or matmul is fused into its consumer only when that does not repeat its loop: a single consumer
+ *   that is elementwise or a non-broadcasting view (so matmul + bias + relu is one kernel);
+ * - a kernel holds at most one matmul, at most `maxInputs` input buffers (the device's storage-buffer limit) and
+ *   at most {@link LOOP_BUDGET} loop iterations in total (llvmpipe's per-invocation cap, see `split_loops.ts`);
+ *   extra producers are materialized, largest first.
+ *
+ * @module
+ */
+import type { Node } from "../ir/node.ts";
+import { toposort } from "../ir/node.ts";
+import { ELEMENTWISE_OPS, Op, REDUCE_OPS } from "../ir/ops.ts";
+import { LOOP_BUDGET, tripCount } from "./split_loops.ts";
+
+/** Options of {@link schedule}. */
+export interface ScheduleOptions {
+  /** Input buffers one kernel may bind (the output takes one more binding). */
+  maxInputs: number;
+  /** Materialize every non-view node (used by tests to compare fused with unfused execution). */
+  noFusion?: boolean;
+}
+
+/** The ordered list of nodes to materialize (each becomes one kernel), inputs before their consumers. */
+export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] {
+  const nodes = toposort(roots).filter((n) => n.storage === null);
+  const consumers = new Map<Node, Node[]>();
+  for (const n of nodes) {
+    for (const s of n.src) {
+      if (s.storage !== null) continue;
+      const list = consumers.get(s) ?? [];
+      list.push(n);
+      consumers.set(s, list);
+    }
+  }
+  const materialized = new Set<Node>(roots.filter((r) => r.storage === null));
+  const isLeaf = (n: Node) => n.op === Op.Const || n.op === Op.Iota || n.op === Op.Rand;
+  // heavy: contains a loop that fusion would repeat.
+  const heavy = new Map<Node, boolean>();
+  for (const n of nodes) {
+    if (opts.noFusion && !isLeaf(n) && !(n.op === Op.Reshape || n.op === Op.Permute || n.op === Op.Expand)) {
+      materialized.add(n);
+    }
+    const h = REDUCE_OPS.has(n.op) ||
+      n.src.some((s) => s.storage === null && !materialized.has(s) && heavy.get(s));
+    heavy.set(n, h);
+    const cons = consumers.get(n) ?? [];
+    const fusable = cons.length <= 1 &&
+      cons.every((c) =>
+        ELEMENTWISE_OPS.has(c.op) || c.op === Op.Reshape || c.op === Op.Permute || c.op === Op.Shrink ||
+        c.op === Op.Pad
+      );
+    if (h && !fusable) materialized.add(n);
+  }
+  // Per-kernel limits: one matmul, bounded input count.
+  let changed = true;
+  while (changed) {
+    changed = false;
+    for (const root of nodes.filter((n) => materialized.has(n))) {
+      const region = fusedRegion(root, materialized);
+      const dots = region.filter((n) => n !== root && n.op === Op.Dot);
+      const ownDot = root.op === Op.Dot ? 1 : 0;
+      if (dots.length + ownDot > 1) {
+        const extra = dots.sort((a, b) => b.size - a.size).slice(1 - ownDot);
+        for (const d of extra) materialized.add(d);
+        changed = true;
+        continue;
+      }
+      const loops = region.filter((n) => REDUCE_OPS.has(n.op));
+      if (loops.reduce((a, n) => a + tripCount(n), 0) > LOOP_BUDGET) {
+        const inner = loops.filter((n) => n !== root).sort((a, b) => tripCount(b) - tripCount(a));
+        if (inner.length === 0) throw new Error(`schedule: ${root} needs ${tripCount(root)} loop iterations`);
+        materialized.add(inner[0]);
+        changed = true;
+        continue;
+      }
+      const inputs = regionInputs(region, materialized, root);
+      if (inputs.size > opts.maxInputs) {
+        const kids = root.src.filter((s) => s.storage === null && !materialized.has(s) && !isLeaf(s));
+        if (kids.length === 0) throw new Error(`schedule: ${root} needs ${inputs.size} input buffers`);
+        kids.sort((a, b) =>
+          regionInputs(fusedRegion(b, materialized), materialized, b).size -
+          regionInputs(fusedRegion(a, materialized), materialized, a).size
+        );
+        materialized.add(kids[0]);
+        changed = true;
+      }
+    }
+  }
+  return nodes.filter((n) => materialized.has(n));
+}
+
+/** The nodes computed inside `root`'s kernel. */
+export function fusedRegion(root: Node, materialized: ReadonlySet<Node>): Node[] {
+  const out: Node[] = [];
+  const seen = new Set<Node>();
+  const stack = [root];
+  while (stack.length > 0) {
+    const n = stack.pop()!;
+    if (seen.has(n)) continue;
+    seen.add(n);
+    out.push(n);
+    for (const s of n.src) if (s.storage === null && !materialized.has(s)) stack.push(s);
+  }
+  return out;
+}
+
+function regionInputs(region: readonly Node[], materialized: ReadonlySet<Node>, root: Node): Set<Node> {
+  const inputs = new Set<Node>();
+  for (const n of region) {
+    for (const s of n.src) if (s.storage !== null || (materialized.has(s) && s !== root)) inputs.add(s);
+  }
+  return inputs;
+}

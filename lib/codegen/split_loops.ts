@@ -1,0 +1,97 @@
+/**
+ * The loop-budget pass. llvmpipe (Mesa's CPU driver) counts loop iterations per invocation across *all* loops of
+ * a shader, nested or sequential, and silently stops every loop once the count reaches 65,535 (measured: two
+ * sequential loops of 40,000 run 65,534 iterations in total; a 3 x 32,768 nest runs 65,533). Splitting a loop
+ * into a nest therefore does not help. This pass rewrites every reduction longer than {@link LOOP_BUDGET} into
+ * two passes (chunks of at most the budget, then a reduction over the chunk results), and the scheduler keeps the
+ * summed trip count of each fused kernel under the same budget; the kernel verifier rejects anything over it.
+ *
+ * @module
+ */
+import { mk, type Node } from "../ir/node.ts";
+import { Op } from "../ir/ops.ts";
+import { toposort } from "../ir/node.ts";
+import { lowest } from "./render_wgsl.ts";
+
+/** Most loop iterations one invocation may run (below llvmpipe's 65,535 with a margin for loop bookkeeping). */
+export const LOOP_BUDGET = 60_000;
+
+/** Trip count of a reduction node's loop (0 for other nodes). */
+export function tripCount(n: Node): number {
+  if (n.op === Op.Dot) return n.src[0].shape[n.src[0].shape.length - 1];
+  if (n.op === Op.Sum || n.op === Op.ReduceMax) {
+    const axes = (n.arg as { axes: number[] }).axes;
+    return axes.reduce((a, i) => a * n.src[0].shape[i], 1);
+  }
+  return 0;
+}
+
+function chunking(total: number, limit: number): { len: number; chunks: number } {
+  const chunks = Math.ceil(total / limit);
+  return { len: Math.ceil(total / chunks), chunks };
+}
+
+function splitReduce(n: Node, x: Node, limit: number): Node {
+  const op = n.op as Op.Sum | Op.ReduceMax;
+  const axes = (n.arg as { axes: number[] }).axes;
+  const shape = x.shape;
+  const keep = shape.map((_, i) => i).filter((i) => !axes.includes(i));
+  const perm = [...keep, ...axes];
+  let v = perm.every((p, i) => p === i) ? x : mk(Op.Permute, [x], { perm });
+  const kept = keep.map((i) => shape[i]);
+  const total = tripCount(n);
+  const { len, chunks } = chunking(total, limit);
+  v = mk(Op.Reshape, [v], { shape: [...kept, total] });
+  const padValue = op === Op.Sum ? 0 : lowest(x.dtype);
+  const pads = [...kept.map(() => [0, 0] as [number, number]), [0, len * chunks - total] as [number, number]];
+  if (len * chunks !== total) v = mk(Op.Pad, [v], { pads, value: padValue });
+  v = mk(Op.Reshape, [v], { shape: [...kept, chunks, len] });
+  const r = kept.length;
+  v = mk(op, [v], { axes: [r + 1] });
+  v = mk(op, [v], { axes: [r] });
+  return mk(Op.Reshape, [v], { shape: [...n.shape] });
+}
+
+function splitDot(n: Node, a: Node, b: Node, limit: number): Node {
+  const r = a.shape.length;
+  const batch = a.shape.slice(0, r - 2);
+  const [m, k] = a.shape.slice(r - 2);
+  const nn = b.shape[r - 1];
+  const { len, chunks } = chunking(k, limit);
+  const zero = (rank: number) => new Array(rank).fill(0).map(() => [0, 0] as [number, number]);
+  let ap = a;
+  let bp = b;
+  if (len * chunks !== k) {
+    ap = mk(Op.Pad, [a], { pads: [...zero(r - 1), [0, len * chunks - k]], value: 0 });
+    bp = mk(Op.Pad, [b], { pads: [...zero(r - 2), [0, len * chunks - k], [0, 0]], value: 0 });
+  }
+  const bi = batch.map((_, i) => i);
+  ap = mk(Op.Reshape, [ap], { shape: [...batch, m, chunks, len] });
+  ap = mk(Op.Permute, [ap], { perm: [...bi, r - 1, r - 2, r] });
+  bp = mk(Op.Reshape, [bp], { shape: [...batch, chunks, len, nn] });
+  const d = mk(Op.Dot, [ap, bp], null);
+  const s = mk(Op.Sum, [d], { axes: [r - 2] });
+  return mk(Op.Reshape, [s], { shape: [...n.shape] });
+}
+
+/** Rewrites reductions longer than `limit` into two passes. Returns the (possibly new) roots, same order. */
+export function splitLongLoops(roots: readonly Node[], limit = LOOP_BUDGET): Node[] {
+  const order = toposort(roots);
+  if (!order.some((n) => tripCount(n) > limit)) return [...roots];
+  const map = new Map<Node, Node>();
+  for (const n of order) {
+    if (n.storage !== null || n.src.length === 0) {
+      map.set(n, n);
+      continue;
+    }
+    const src = n.src.map((s) => map.get(s)!);
+    let out: Node;
+    if ((n.op === Op.Sum || n.op === Op.ReduceMax) && tripCount(n) > limit) {
+      out = splitReduce(n, src[0], limit);
+    } else if (n.op === Op.Dot && tripCount(n) > limit) out = splitDot(n, src[0], src[1], limit);
+    else if (src.every((s, i) => s === n.src[i])) out = n;
+    else out = mk(n.op, src, n.arg as never, n.dtype);
+    map.set(n, out);
+  }
+  return roots.map((r) => map.get(r)!);
+}

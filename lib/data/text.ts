@@ -1,0 +1,139 @@
+/**
+ * Plain-text loaders: whole-file corpora (with CRLF normalisation), the nanoGPT train/val split and the
+ * UCI "Sentiment Labelled Sentences" files (`sentence<TAB>label` per line).
+ *
+ * @module
+ */
+
+/** Options for {@linkcode loadText}. */
+export interface LoadTextOptions {
+  /** Replace every `\r\n` with `\n` (Project Gutenberg files use CRLF). Default `true`. */
+  normalizeNewlines?: boolean;
+}
+
+/** Reads a file and decodes it as UTF-8, naming the file when it is not valid UTF-8. */
+async function readUtf8(path: string, what: string): Promise<string> {
+  const bytes = await Deno.readFile(path);
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new Error(`${what} "${path}" is not valid UTF-8 (${bytes.length} bytes)`);
+  }
+}
+
+/**
+ * Loads a UTF-8 text file as one string (a leading byte-order mark is dropped).
+ *
+ * @param path file to read.
+ * @param options `normalizeNewlines` (default `true`) turns CRLF into LF.
+ * @throws {Error} when the file cannot be read or is not valid UTF-8.
+ *
+ * @example
+ * ```ts
+ * import { loadText } from "./text.ts";
+ * const alice = await loadText("../shared/data/text/gutenberg/pg11.txt");
+ * ```
+ */
+export async function loadText(path: string, options: LoadTextOptions = {}): Promise<string> {
+  const { normalizeNewlines = true } = options;
+  const text = await readUtf8(path, "text file");
+  return normalizeNewlines ? text.replaceAll("\r\n", "\n") : text;
+}
+
+/** Options for {@linkcode splitText}. */
+export interface SplitTextOptions {
+  /** Fraction of the text (by UTF-16 code units) that goes to validation, in [0, 1). Default `0.1`. */
+  valFraction?: number;
+}
+
+/** A contiguous train/validation split of one text. */
+export interface TextSplit {
+  /** The first part of the text. */
+  train: string;
+  /** The last part of the text. */
+  val: string;
+}
+
+/**
+ * Splits a text into a leading train part and a trailing validation part (nanoGPT convention:
+ * `train = text[:int(n * 0.9)]`, `val = text[int(n * 0.9):]`). The cut is moved back by one code unit if
+ * it would separate a surrogate pair.
+ *
+ * @param text text to split.
+ * @param options `valFraction` (default `0.1`).
+ * @throws {RangeError} when `valFraction` is outside [0, 1).
+ *
+ * @example
+ * ```ts
+ * import { splitText } from "./text.ts";
+ * const { train, val } = splitText("abcdefghij"); // train "abcdefghi", val "j"
+ * ```
+ */
+export function splitText(text: string, options: SplitTextOptions = {}): TextSplit {
+  const { valFraction = 0.1 } = options;
+  if (!(valFraction >= 0 && valFraction < 1)) {
+    throw new RangeError(`splitText: valFraction must be in [0, 1), got ${valFraction}`);
+  }
+  let cut = Math.floor(text.length * (1 - valFraction));
+  if (cut > 0 && cut < text.length) {
+    const before = text.charCodeAt(cut - 1);
+    if (before >= 0xd800 && before <= 0xdbff) cut -= 1; // keep a surrogate pair together
+  }
+  return { train: text.slice(0, cut), val: text.slice(cut) };
+}
+
+/** One labelled sentence. */
+export interface SentimentExample {
+  /** The sentence, with surrounding whitespace trimmed. */
+  sentence: string;
+  /** 1 = positive, 0 = negative. */
+  label: 0 | 1;
+}
+
+/**
+ * Loads a UCI "Sentiment Labelled Sentences" file: one `sentence<TAB>label` per line, label `0` or `1`.
+ * The line is split at its last tab; the sentence is trimmed. A final empty line is allowed; any other
+ * empty line, a line without a tab, an empty sentence or a label other than 0/1 is an error that names
+ * the file and the 1-based line number.
+ *
+ * @param path file to read (UTF-8, LF or CRLF).
+ * @throws {Error} on the first malformed line.
+ *
+ * @example
+ * ```ts
+ * import { loadSentiment } from "./text.ts";
+ * const yelp = await loadSentiment("../shared/data/text/sentiment_labelled_sentences/yelp_labelled.txt");
+ * const positives = yelp.filter((e) => e.label === 1).length;
+ * ```
+ */
+export async function loadSentiment(path: string): Promise<SentimentExample[]> {
+  const text = await readUtf8(path, "sentiment file");
+  const lines = text.split("\n");
+  if (lines.length > 0 && lines[lines.length - 1] === "") lines.pop();
+  const examples: SentimentExample[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i].endsWith("\r") ? lines[i].slice(0, -1) : lines[i];
+    const where = `sentiment file "${path}" line ${i + 1}`;
+    if (line.trim() === "") {
+      throw new Error(`${where}: expected "sentence<TAB>label" but the line is empty`);
+    }
+    const tab = line.lastIndexOf("\t");
+    if (tab < 0) {
+      throw new Error(`${where}: expected "sentence<TAB>label" but found no tab in ${preview(line)}`);
+    }
+    const sentence = line.slice(0, tab).trim();
+    const labelText = line.slice(tab + 1).trim();
+    if (sentence === "") {
+      throw new Error(`${where}: the sentence before the tab is empty`);
+    }
+    if (labelText !== "0" && labelText !== "1") {
+      throw new Error(`${where}: expected label 0 or 1 after the tab but found ${JSON.stringify(labelText)}`);
+    }
+    examples.push({ sentence, label: labelText === "1" ? 1 : 0 });
+  }
+  return examples;
+}
+
+function preview(line: string): string {
+  return JSON.stringify(line.length > 60 ? `${line.slice(0, 60)}...` : line);
+}

@@ -1,0 +1,117 @@
+/**
+ * Atomic file writes: data goes to a temporary file next to the target, is flushed to disk, and is then
+ * renamed over the target, so a reader never sees a half-written file and a failed write leaves the
+ * original untouched.
+ *
+ * @module
+ */
+
+/** Directory part of a path ("." when there is none). */
+function dirname(path: string): string {
+  const slash = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
+  if (slash < 0) return ".";
+  if (slash === 0) return path.slice(0, 1);
+  return path.slice(0, slash);
+}
+
+/** Last component of a path. */
+function basename(path: string): string {
+  const slash = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
+  return path.slice(slash + 1);
+}
+
+/** A short random hex string for temporary file names. */
+function randomSuffix(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(6));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * Write `data` to `path` atomically.
+ *
+ * The bytes are written to `<path>.tmp-<pid>-<random>` in the same directory, flushed with `fsync` where
+ * the platform allows it, and then renamed over `path` (a rename within one directory is atomic on POSIX
+ * file systems and on NTFS). Missing parent directories are created. If anything fails, the temporary
+ * file is removed, the original file (if any) is left as it was, and the error is rethrown with the
+ * path in its message.
+ *
+ * @param path File to create or replace.
+ * @param data Bytes to write; a string is written as UTF-8.
+ *
+ * @example
+ * ```ts
+ * import { writeFileAtomic } from "./atomic.ts";
+ * await writeFileAtomic("results/run1/weights.bin", new Uint8Array([1, 2, 3]));
+ * ```
+ */
+export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
+  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+  const dir = dirname(path);
+  await Deno.mkdir(dir, { recursive: true });
+  const tmp = `${dir}/${basename(path)}.tmp-${Deno.pid}-${randomSuffix()}`;
+  let file: Deno.FsFile | undefined;
+  try {
+    file = await Deno.open(tmp, { write: true, createNew: true });
+    let written = 0;
+    while (written < bytes.length) {
+      written += await file.write(bytes.subarray(written));
+    }
+    try {
+      await file.syncData();
+    } catch {
+      // Some file systems (or platforms) do not support fsync; the rename is still atomic.
+    }
+    file.close();
+    file = undefined;
+    await Deno.rename(tmp, path);
+  } catch (err) {
+    if (file !== undefined) {
+      try {
+        file.close();
+      } catch {
+        // already closed
+      }
+    }
+    try {
+      await Deno.remove(tmp);
+    } catch {
+      // the temporary file may never have been created
+    }
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new Error(`could not write "${path}" atomically (via temporary file "${tmp}"): ${reason}`, {
+      cause: err,
+    });
+  }
+  await syncDirectory(dir);
+}
+
+/** Flush a directory entry change (the rename) to disk where the platform supports it. */
+async function syncDirectory(dir: string): Promise<void> {
+  if (Deno.build.os === "windows") return;
+  try {
+    const handle = await Deno.open(dir, { read: true });
+    try {
+      await handle.sync();
+    } finally {
+      handle.close();
+    }
+  } catch {
+    // Not every platform lets a directory be opened or synced; the data itself is already written.
+  }
+}
+
+/**
+ * Write a UTF-8 text file atomically (see {@link writeFileAtomic}).
+ *
+ * @param path File to create or replace.
+ * @param text Text to write as UTF-8.
+ *
+ * @example
+ * ```ts
+ * import { writeTextFileAtomic } from "./atomic.ts";
+ * await writeTextFileAtomic("results/run1/config.json", JSON.stringify({ lr: 1e-3 }));
+ * ```
+ */
+export function writeTextFileAtomic(path: string, text: string): Promise<void> {
+  return writeFileAtomic(path, text);
+}

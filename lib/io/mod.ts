@@ -1,0 +1,59 @@
+/**
+ * File formats on plain typed arrays (no tensor code): atomic writes, safetensors, llama2.c
+ * checkpoints and the llama2.c tokenizer.
+ *
+ * @example
+ * ```ts
+ * import { readLlama2c, Tokenizer } from "./mod.ts";
+ * const { config, weights } = await readLlama2c("../shared/data/models/stories260K/stories260K.bin");
+ * const tok = await Tokenizer.load("../shared/data/models/stories260K/tok512.bin");
+ * tok.encode("Once upon a time"); // [1, ...]
+ * ```
+ *
+ * @module
+ */
+
+export { writeFileAtomic, writeTextFileAtomic } from "./atomic.ts";
+export {
+  decodeBf16,
+  decodeF16,
+  encodeBf16,
+  encodeF16,
+  isStDType,
+  parseSafetensors,
+  type ParseSafetensorsOptions,
+  readSafetensors,
+  type Safetensors,
+  serializeSafetensors,
+  ST_DTYPE_BYTES,
+  type StData,
+  type StDType,
+  type StEntry,
+  toFloat32,
+  toInt32,
+  writeSafetensors,
+} from "./safetensors.ts";
+export {
+  type Llama2cCheckpoint,
+  type Llama2cConfig,
+  llama2cLayout,
+  type Llama2cLayoutEntry,
+  type Llama2cWeight,
+  parseLlama2c,
+  readLlama2c,
+  serializeLlama2c,
+  type SerializeLlama2cOptions,
+  writeLlama2c,
+} from "./llama2c.ts";
+export {
+  basePieces,
+  BOS_ID,
+  type EncodeOptions,
+  EOS_ID,
+  serializeTokenizer,
+  Tokenizer,
+  type TokenPiece,
+  type TokenStreamDecoder,
+  UNK_ID,
+  writeTokenizer,
+} from "./tokenizer.ts";

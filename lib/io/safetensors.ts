@@ -1,0 +1,670 @@
+/**
+ * Reader and writer for the safetensors format: an 8-byte little-endian u64 header length N, N bytes of
+ * JSON header `{ name: { dtype, shape, data_offsets: [start, end] }, "__metadata__"?: { key: "value" } }`,
+ * then the tensor data (little-endian, offsets relative to the end of the header).
+ *
+ * Data is always copied out of the file into fresh, aligned typed arrays, so entries never alias the
+ * input bytes. In-memory representation per dtype:
+ *
+ * | dtype | `data` |
+ * |---|---|
+ * | F32 | `Float32Array` |
+ * | F16, BF16 | `Float32Array` (decoded exactly), or the raw bits as `Uint16Array` with `{ rawHalf: true }` |
+ * | F64 | `Float64Array` |
+ * | I64 | `BigInt64Array` (lossless; use {@link toInt32} or {@link toFloat32} to convert) |
+ * | I32 | `Int32Array` |
+ * | U32 | `Uint32Array` |
+ * | I8 | `Int8Array` |
+ * | U8, BOOL | `Uint8Array` (BOOL holds 0 or 1) |
+ *
+ * When writing, F16/BF16 entries accept either a `Float32Array` (rounded to nearest, ties to even) or a
+ * `Uint16Array` of raw bits.
+ *
+ * @module
+ */
+
+import { writeFileAtomic } from "./atomic.ts";
+
+/** The safetensors dtypes this module reads and writes. */
+export type StDType = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "U32" | "I8" | "U8" | "BOOL";
+
+/** Typed arrays that can hold safetensors data in memory. */
+export type StData =
+  | Float32Array
+  | Float64Array
+  | Int32Array
+  | Uint32Array
+  | Uint8Array
+  | Int8Array
+  | BigInt64Array
+  | Uint16Array;
+
+/** One tensor: its dtype, its shape (row-major) and its elements. */
+export type StEntry = {
+  /** On-disk element type. */
+  dtype: StDType;
+  /** Dimensions, outermost first; `[]` for a scalar. */
+  shape: number[];
+  /** Elements in row-major order; see the module documentation for which array goes with which dtype. */
+  data: StData;
+};
+
+/** The contents of a safetensors file. */
+export type Safetensors = {
+  /** Tensors by name, in the order of their data offsets in the file. */
+  tensors: Map<string, StEntry>;
+  /** The `__metadata__` string map (empty when the file has none). */
+  metadata: Record<string, string>;
+};
+
+/** Options for {@link parseSafetensors} and {@link readSafetensors}. */
+export type ParseSafetensorsOptions = {
+  /** Keep F16/BF16 data as raw `Uint16Array` bits instead of decoding to `Float32Array` (default false). */
+  rawHalf?: boolean;
+};
+
+/** Bytes per element for each dtype. */
+export const ST_DTYPE_BYTES: Readonly<Record<StDType, number>> = {
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  U32: 4,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
+};
+
+/** Headers larger than this are rejected (same limit as the reference implementation). */
+const MAX_HEADER_BYTES = 100_000_000;
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** True when `s` names a dtype this module supports. */
+export function isStDType(s: string): s is StDType {
+  return Object.hasOwn(ST_DTYPE_BYTES, s);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Half-precision conversions
+// ---------------------------------------------------------------------------------------------------------
+
+/** Round float32 bits to IEEE binary16 bits, round-to-nearest-even; overflow gives ±Inf, NaN stays NaN. */
+function f32BitsToF16Bits(x: number): number {
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  const mant = x & 0x7fffff;
+  if (exp === 0xff) {
+    // Inf stays Inf; NaN keeps its top payload bits and is forced quiet so it cannot become Inf.
+    return mant === 0 ? sign | 0x7c00 : sign | 0x7c00 | 0x200 | (mant >>> 13);
+  }
+  const e = exp - 112; // binary16 biased exponent: (exp - 127) + 15
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    // binary16 subnormal (or zero): value = m * 2^-24 with m = significand >> (14 - e).
+    if (e < -10) return sign; // below half the smallest subnormal
+    const significand = mant | 0x800000;
+    const shift = 14 - e;
+    const half = 1 << (shift - 1);
+    const rem = significand & ((1 << shift) - 1);
+    let m = significand >>> shift;
+    if (rem > half || (rem === half && (m & 1) === 1)) m += 1;
+    return sign | m; // m may reach 0x400, which is exactly the smallest normal
+  }
+  let m = mant >>> 13;
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (m & 1) === 1)) m += 1;
+  return sign | ((e << 10) + m); // a carry out of the mantissa bumps the exponent (up to Inf)
+}
+
+/** Round float32 bits to bfloat16 bits, round-to-nearest-even; NaN stays NaN. */
+function f32BitsToBf16Bits(x: number): number {
+  if ((x & 0x7fffffff) > 0x7f800000) return ((x >>> 16) | 0x40) & 0xffff;
+  return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/**
+ * Round each float32 value to IEEE binary16 (round to nearest, ties to even; values beyond ±65504 round
+ * to ±Inf when past the halfway point 65520; NaN stays NaN).
+ *
+ * @example
+ * ```ts
+ * import { encodeF16 } from "./safetensors.ts";
+ * encodeF16(new Float32Array([1, 65504, -2])); // Uint16Array [0x3c00, 0x7bff, 0xc000]
+ * ```
+ */
+export function encodeF16(values: Float32Array): Uint16Array {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = f32BitsToF16Bits(bits[i]);
+  return out;
+}
+
+/**
+ * Decode IEEE binary16 bits to float32 (exact: every binary16 value is a float32 value).
+ *
+ * @example
+ * ```ts
+ * import { decodeF16 } from "./safetensors.ts";
+ * decodeF16(new Uint16Array([0x3c00, 0x0001])); // Float32Array [1, 2^-24]
+ * ```
+ */
+export function decodeF16(bits: Uint16Array): Float32Array {
+  const out = new Float32Array(bits.length);
+  const outBits = new Uint32Array(out.buffer);
+  for (let i = 0; i < bits.length; i++) {
+    const h = bits[i];
+    const sign = (h & 0x8000) << 16;
+    const exp = (h >>> 10) & 0x1f;
+    const mant = h & 0x3ff;
+    if (exp === 0) {
+      // zero or subnormal: mant * 2^-24, exact in float32
+      out[i] = mant * 5.960464477539063e-8;
+      outBits[i] |= sign;
+    } else if (exp === 0x1f) {
+      outBits[i] = sign | 0x7f800000 | (mant << 13);
+    } else {
+      outBits[i] = sign | ((exp + 112) << 23) | (mant << 13);
+    }
+  }
+  return out;
+}
+
+/**
+ * Round each float32 value to bfloat16 (round to nearest, ties to even; NaN stays NaN).
+ *
+ * @example
+ * ```ts
+ * import { encodeBf16 } from "./safetensors.ts";
+ * encodeBf16(new Float32Array([1, -2])); // Uint16Array [0x3f80, 0xc000]
+ * ```
+ */
+export function encodeBf16(values: Float32Array): Uint16Array {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = f32BitsToBf16Bits(bits[i]);
+  return out;
+}
+
+/**
+ * Decode bfloat16 bits to float32 (exact: bfloat16 is the top half of a float32).
+ *
+ * @example
+ * ```ts
+ * import { decodeBf16 } from "./safetensors.ts";
+ * decodeBf16(new Uint16Array([0x3f80])); // Float32Array [1]
+ * ```
+ */
+export function decodeBf16(bits: Uint16Array): Float32Array {
+  const out = new Float32Array(bits.length);
+  const outBits = new Uint32Array(out.buffer);
+  for (let i = 0; i < bits.length; i++) outBits[i] = bits[i] << 16;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Conversions of whole entries
+// ---------------------------------------------------------------------------------------------------------
+
+/**
+ * The elements of any numeric entry as a `Float32Array`.
+ *
+ * F32 data is returned as is (same memory); everything else is converted into a new array: F16/BF16
+ * raw bits are decoded, integers and booleans are converted numerically (I64 via `Number`, which may
+ * round beyond 2^24 like any float32 conversion).
+ *
+ * @example
+ * ```ts
+ * import { toFloat32 } from "./safetensors.ts";
+ * toFloat32({ dtype: "I32", shape: [2], data: new Int32Array([3, -4]) }); // Float32Array [3, -4]
+ * ```
+ */
+export function toFloat32(entry: StEntry): Float32Array {
+  const { dtype, data } = entry;
+  if (data instanceof Float32Array) return data;
+  if (data instanceof Uint16Array) {
+    if (dtype === "F16") return decodeF16(data);
+    if (dtype === "BF16") return decodeBf16(data);
+    throw new Error(`toFloat32: a Uint16Array holds raw F16/BF16 bits, but the entry's dtype is ${dtype}`);
+  }
+  if (data instanceof BigInt64Array) {
+    const out = new Float32Array(data.length);
+    for (let i = 0; i < data.length; i++) out[i] = Number(data[i]);
+    return out;
+  }
+  return Float32Array.from(data);
+}
+
+/**
+ * The elements of an integer or boolean entry as an `Int32Array`, checking that every value fits.
+ * Meant for I64 index tensors (token ids, labels), which safetensors files from PyTorch store as int64.
+ *
+ * @param entry An I64, I32, U32, I8, U8 or BOOL entry.
+ * @param name Tensor name used in error messages.
+ *
+ * @example
+ * ```ts
+ * import { toInt32 } from "./safetensors.ts";
+ * toInt32({ dtype: "I64", shape: [2], data: new BigInt64Array([5n, -1n]) }); // Int32Array [5, -1]
+ * ```
+ */
+export function toInt32(entry: StEntry, name = "tensor"): Int32Array {
+  const { dtype, data } = entry;
+  if (data instanceof Int32Array) return data;
+  if (data instanceof BigInt64Array) {
+    const out = new Int32Array(data.length);
+    for (let i = 0; i < data.length; i++) {
+      const v = data[i];
+      if (v > 2147483647n || v < -2147483648n) {
+        throw new Error(`toInt32: ${dtype} tensor "${name}" element ${i} is ${v}, outside the int32 range`);
+      }
+      out[i] = Number(v);
+    }
+    return out;
+  }
+  if (data instanceof Uint32Array) {
+    const out = new Int32Array(data.length);
+    for (let i = 0; i < data.length; i++) {
+      if (data[i] > 2147483647) {
+        throw new Error(`toInt32: U32 tensor "${name}" element ${i} is ${data[i]}, outside the int32 range`);
+      }
+      out[i] = data[i];
+    }
+    return out;
+  }
+  if (data instanceof Int8Array || (data instanceof Uint8Array && (dtype === "U8" || dtype === "BOOL"))) {
+    return Int32Array.from(data);
+  }
+  throw new Error(`toInt32: tensor "${name}" has dtype ${dtype}; only integer and BOOL tensors convert`);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Parsing
+// ---------------------------------------------------------------------------------------------------------
+
+/** Reverse the byte order of each `width`-byte element in place (only used on big-endian hosts). */
+function swapBytes(bytes: Uint8Array, width: number): void {
+  if (width === 1) return;
+  for (let i = 0; i < bytes.length; i += width) {
+    for (let a = i, b = i + width - 1; a < b; a++, b--) {
+      const t = bytes[a];
+      bytes[a] = bytes[b];
+      bytes[b] = t;
+    }
+  }
+}
+
+/** Copy `raw` (little-endian elements of `dtype`) into a fresh typed array. */
+function decodeData(raw: Uint8Array, dtype: StDType, rawHalf: boolean): StData {
+  const copy = raw.slice();
+  if (!LITTLE_ENDIAN) swapBytes(copy, ST_DTYPE_BYTES[dtype]);
+  const buf = copy.buffer;
+  switch (dtype) {
+    case "F64":
+      return new Float64Array(buf);
+    case "F32":
+      return new Float32Array(buf);
+    case "F16":
+      return rawHalf ? new Uint16Array(buf) : decodeF16(new Uint16Array(buf));
+    case "BF16":
+      return rawHalf ? new Uint16Array(buf) : decodeBf16(new Uint16Array(buf));
+    case "I64":
+      return new BigInt64Array(buf);
+    case "I32":
+      return new Int32Array(buf);
+    case "U32":
+      return new Uint32Array(buf);
+    case "I8":
+      return new Int8Array(buf);
+    case "U8":
+    case "BOOL":
+      return copy;
+  }
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function isNonNegativeInteger(v: unknown): v is number {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+}
+
+/**
+ * Parse the bytes of a safetensors file.
+ *
+ * Checks, each with an error naming `source` and the tensor: the file holds the 8-byte length and the
+ * declared header; the header is a JSON object; every dtype is known; every shape is a list of
+ * non-negative integers; `data_offsets` is `[start, end]` with `start <= end` inside the data section
+ * and `end - start` equal to the element count times the dtype size; no two tensors' byte ranges
+ * overlap; `__metadata__` maps strings to strings. Gaps between tensors and trailing bytes are allowed.
+ *
+ * @param bytes The whole file.
+ * @param source Name used in error messages (the path, usually).
+ * @param options See {@link ParseSafetensorsOptions}.
+ *
+ * @example
+ * ```ts
+ * import { parseSafetensors, serializeSafetensors } from "./safetensors.ts";
+ * const bytes = serializeSafetensors({ w: { dtype: "F32", shape: [2], data: new Float32Array([1, 2]) } });
+ * const { tensors } = parseSafetensors(bytes);
+ * tensors.get("w")!.data; // Float32Array [1, 2]
+ * ```
+ */
+export function parseSafetensors(
+  bytes: Uint8Array,
+  source = "<bytes>",
+  options: ParseSafetensorsOptions = {},
+): Safetensors {
+  const where = `safetensors file "${source}"`;
+  if (bytes.length < 8) {
+    throw new Error(`${where} has ${bytes.length} bytes, fewer than the 8-byte header length field`);
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const declared = view.getBigUint64(0, true);
+  const available = bytes.length - 8;
+  if (declared > BigInt(available)) {
+    throw new Error(
+      `safetensors header of "${source}" declares ${declared} bytes but the file has ${available} bytes after the length field`,
+    );
+  }
+  const headerLength = Number(declared);
+  if (headerLength > MAX_HEADER_BYTES) {
+    throw new Error(
+      `${where} declares a ${headerLength}-byte header, above the ${MAX_HEADER_BYTES}-byte limit`,
+    );
+  }
+  let headerText: string;
+  try {
+    headerText = new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + headerLength));
+  } catch {
+    throw new Error(`${where} has a header that is not valid UTF-8`);
+  }
+  let header: unknown;
+  try {
+    header = JSON.parse(headerText);
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    const preview = headerText.length > 80 ? `${headerText.slice(0, 80)}…` : headerText;
+    throw new Error(`${where} has a header that is not valid JSON (${reason}); header starts: ${preview}`);
+  }
+  if (!isPlainObject(header)) {
+    throw new Error(`${where} has a JSON header that is not an object`);
+  }
+
+  const metadata: Record<string, string> = {};
+  const rawMeta = header["__metadata__"];
+  if (rawMeta !== undefined) {
+    if (!isPlainObject(rawMeta)) {
+      throw new Error(`${where} has "__metadata__" that is not an object of strings`);
+    }
+    for (const [key, value] of Object.entries(rawMeta)) {
+      if (typeof value !== "string") {
+        throw new Error(
+          `${where} has metadata "${key}" of type ${
+            value === null ? "null" : typeof value
+          }; metadata values must be strings`,
+        );
+      }
+      metadata[key] = value;
+    }
+  }
+
+  const dataStart = 8 + headerLength;
+  const dataLength = bytes.length - dataStart;
+  type Spec = { name: string; dtype: StDType; shape: number[]; start: number; end: number };
+  const specs: Spec[] = [];
+  for (const [name, info] of Object.entries(header)) {
+    if (name === "__metadata__") continue;
+    const what = `${where}, tensor "${name}"`;
+    if (!isPlainObject(info)) throw new Error(`${what}: header entry is not an object`);
+    const { dtype, shape, data_offsets: offsets } = info;
+    if (typeof dtype !== "string" || !isStDType(dtype)) {
+      throw new Error(
+        `${what}: unknown dtype ${JSON.stringify(dtype)}; supported: ${
+          Object.keys(ST_DTYPE_BYTES).join(", ")
+        }`,
+      );
+    }
+    if (!Array.isArray(shape) || !shape.every(isNonNegativeInteger)) {
+      throw new Error(`${what}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+    }
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isNonNegativeInteger)) {
+      throw new Error(
+        `${what}: data_offsets ${JSON.stringify(offsets)} is not [start, end] with non-negative integers`,
+      );
+    }
+    const [start, end] = offsets as number[];
+    if (start > end) throw new Error(`${what}: data_offsets [${start}, ${end}] has start after end`);
+    if (end > dataLength) {
+      throw new Error(
+        `${what}: data_offsets [${start}, ${end}] reach past the data section, which has ${dataLength} bytes`,
+      );
+    }
+    const count = (shape as number[]).reduce((a, b) => a * b, 1);
+    const expected = count * ST_DTYPE_BYTES[dtype];
+    if (end - start !== expected) {
+      throw new Error(
+        `${what}: data_offsets [${start}, ${end}] span ${end - start} bytes but shape [${
+          (shape as number[]).join(", ")
+        }] of ${dtype} needs ${expected} bytes`,
+      );
+    }
+    specs.push({ name, dtype, shape: (shape as number[]).slice(), start, end });
+  }
+
+  specs.sort((a, b) => a.start - b.start || a.end - b.end);
+  let previous: Spec | undefined;
+  for (const spec of specs) {
+    if (spec.start === spec.end) continue; // empty tensors occupy no bytes
+    if (previous !== undefined && spec.start < previous.end) {
+      throw new Error(
+        `${where}: tensors "${previous.name}" [${previous.start}, ${previous.end}] and "${spec.name}" [${spec.start}, ${spec.end}] overlap`,
+      );
+    }
+    previous = spec;
+  }
+
+  const rawHalf = options.rawHalf ?? false;
+  const tensors = new Map<string, StEntry>();
+  for (const spec of specs) {
+    const raw = bytes.subarray(dataStart + spec.start, dataStart + spec.end);
+    tensors.set(spec.name, {
+      dtype: spec.dtype,
+      shape: spec.shape,
+      data: decodeData(raw, spec.dtype, rawHalf),
+    });
+  }
+  return { tensors, metadata };
+}
+
+/**
+ * Read and parse a safetensors file (see {@link parseSafetensors} for what is checked).
+ *
+ * @example
+ * ```ts
+ * import { readSafetensors } from "./safetensors.ts";
+ * const { tensors, metadata } = await readSafetensors("adapter_model.safetensors");
+ * ```
+ */
+export async function readSafetensors(
+  path: string,
+  options: ParseSafetensorsOptions = {},
+): Promise<Safetensors> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new Error(`cannot read safetensors file "${path}": ${reason}`, { cause: err });
+  }
+  return parseSafetensors(bytes, path, options);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Serialising
+// ---------------------------------------------------------------------------------------------------------
+
+/** Little-endian bytes of one entry's data, after checking that the array type fits the dtype. */
+function encodeData(name: string, entry: StEntry): Uint8Array {
+  const { dtype, data } = entry;
+  const what = `cannot serialize tensor "${name}" (${dtype})`;
+  const expect = (ok: boolean, wanted: string) => {
+    if (!ok) throw new Error(`${what}: data is a ${data.constructor.name}, expected ${wanted}`);
+  };
+  let typed: StData;
+  switch (dtype) {
+    case "F64":
+      expect(data instanceof Float64Array, "Float64Array");
+      typed = data;
+      break;
+    case "F32":
+      expect(data instanceof Float32Array, "Float32Array");
+      typed = data;
+      break;
+    case "F16":
+    case "BF16":
+      expect(
+        data instanceof Float32Array || data instanceof Uint16Array,
+        "Float32Array (values) or Uint16Array (raw bits)",
+      );
+      if (data instanceof Float32Array) typed = dtype === "F16" ? encodeF16(data) : encodeBf16(data);
+      else typed = data;
+      break;
+    case "I64":
+      expect(data instanceof BigInt64Array, "BigInt64Array");
+      typed = data;
+      break;
+    case "I32":
+      expect(data instanceof Int32Array, "Int32Array");
+      typed = data;
+      break;
+    case "U32":
+      expect(data instanceof Uint32Array, "Uint32Array");
+      typed = data;
+      break;
+    case "I8":
+      expect(data instanceof Int8Array, "Int8Array");
+      typed = data;
+      break;
+    case "U8":
+      expect(data instanceof Uint8Array, "Uint8Array");
+      typed = data;
+      break;
+    case "BOOL":
+      expect(data instanceof Uint8Array, "Uint8Array of 0/1");
+      for (let i = 0; i < data.length; i++) {
+        if (data[i] > 1) throw new Error(`${what}: element ${i} is ${data[i]}; BOOL elements must be 0 or 1`);
+      }
+      typed = data;
+      break;
+    default:
+      throw new Error(
+        `cannot serialize tensor "${name}": unknown dtype ${JSON.stringify(dtype)}; supported: ${
+          Object.keys(ST_DTYPE_BYTES).join(", ")
+        }`,
+      );
+  }
+  const out = new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength).slice();
+  if (!LITTLE_ENDIAN) swapBytes(out, ST_DTYPE_BYTES[dtype]);
+  return out;
+}
+
+/**
+ * Serialise tensors (and optional string metadata) to safetensors bytes.
+ *
+ * Tensors are laid out in sorted-name order (by UTF-16 code unit order, as `Array.prototype.sort`)
+ * with no gaps; the JSON header lists `__metadata__` first (when given) and is padded with spaces so
+ * that the data section starts at a multiple of 8 bytes, as the reference implementation does.
+ *
+ * @param tensors Tensors by name (a record or a map).
+ * @param metadata Optional string-to-string metadata stored under `__metadata__`.
+ *
+ * @example
+ * ```ts
+ * import { serializeSafetensors } from "./safetensors.ts";
+ * const bytes = serializeSafetensors(
+ *   { "lora_A.weight": { dtype: "F16", shape: [1, 2], data: new Float32Array([0.5, -1]) } },
+ *   { format: "pt" },
+ * );
+ * ```
+ */
+export function serializeSafetensors(
+  tensors: Record<string, StEntry> | Map<string, StEntry>,
+  metadata?: Record<string, string>,
+): Uint8Array {
+  const entries = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
+  entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const header: Record<string, unknown> = {};
+  if (metadata !== undefined) {
+    for (const [key, value] of Object.entries(metadata)) {
+      if (typeof value !== "string") {
+        throw new Error(
+          `cannot serialize safetensors metadata "${key}": value is ${typeof value}, not a string`,
+        );
+      }
+    }
+    header["__metadata__"] = { ...metadata };
+  }
+  const chunks: Uint8Array[] = [];
+  let offset = 0;
+  for (const [name, entry] of entries) {
+    if (name === "__metadata__") {
+      throw new Error(`cannot serialize a tensor named "__metadata__": the name is reserved`);
+    }
+    const { shape, data } = entry;
+    if (!Array.isArray(shape) || !shape.every(isNonNegativeInteger)) {
+      throw new Error(
+        `cannot serialize tensor "${name}": shape ${
+          JSON.stringify(shape)
+        } is not a list of non-negative integers`,
+      );
+    }
+    const count = shape.reduce((a, b) => a * b, 1);
+    if (data.length !== count) {
+      throw new Error(
+        `cannot serialize tensor "${name}": shape [${
+          shape.join(", ")
+        }] has ${count} elements but data has ${data.length}`,
+      );
+    }
+    const raw = encodeData(name, entry);
+    header[name] = { dtype: entry.dtype, shape: shape.slice(), data_offsets: [offset, offset + raw.length] };
+    chunks.push(raw);
+    offset += raw.length;
+  }
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const headerLength = Math.ceil(json.length / 8) * 8;
+  const out = new Uint8Array(8 + headerLength + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(headerLength), true);
+  out.set(json, 8);
+  out.fill(0x20, 8 + json.length, 8 + headerLength);
+  let at = 8 + headerLength;
+  for (const chunk of chunks) {
+    out.set(chunk, at);
+    at += chunk.length;
+  }
+  return out;
+}
+
+/**
+ * Serialise tensors with {@link serializeSafetensors} and write them atomically to `path`
+ * (parent directories are created).
+ *
+ * @example
+ * ```ts
+ * import { writeSafetensors } from "./safetensors.ts";
+ * await writeSafetensors("results/adapter.safetensors", {
+ *   "lora_B.weight": { dtype: "F32", shape: [2, 1], data: new Float32Array([0, 0]) },
+ * });
+ * ```
+ */
+export async function writeSafetensors(
+  path: string,
+  tensors: Record<string, StEntry> | Map<string, StEntry>,
+  metadata?: Record<string, string>,
+): Promise<void> {
+  await writeFileAtomic(path, serializeSafetensors(tensors, metadata));
+}

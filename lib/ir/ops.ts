@@ -1,0 +1,263 @@
+/**
+ * The closed set of primitives. Everything else (softmax, gelu, layerNorm, ...) is a composite of these.
+ * Per-op concerns are exhaustive tables keyed by {@link Op}: shape/dtype rules ({@link SHAPE_RULES}), CPU
+ * reference rules (`reference.ts`), vector-Jacobian products (autodiff) and lowering (codegen). A table that
+ * misses an op does not compile.
+ *
+ * @module
+ */
+import type { DType } from "../dtype.ts";
+import { fmt } from "../shape.ts";
+
+/** Primitive operations of the IR. */
+export enum Op {
+  // Leaves.
+  /** Data that lives in a device buffer. */
+  Buffer = "Buffer",
+  /** A constant broadcast to a shape. */
+  Const = "Const",
+  /** `0, 1, 2, ...` along a 1-D shape. */
+  Iota = "Iota",
+  /** Counter-based uniform random numbers in [0, 1): the same on every device for a given seed. */
+  Rand = "Rand",
+  // Unary elementwise.
+  Neg = "Neg",
+  Recip = "Recip",
+  Exp = "Exp",
+  Log = "Log",
+  Sqrt = "Sqrt",
+  Sin = "Sin",
+  Cos = "Cos",
+  Tanh = "Tanh",
+  Abs = "Abs",
+  Cast = "Cast",
+  // Binary elementwise (operands have equal shapes; broadcasting is an Expand view).
+  Add = "Add",
+  Mul = "Mul",
+  Div = "Div",
+  Max = "Max",
+  Pow = "Pow",
+  CmpLt = "CmpLt",
+  CmpEq = "CmpEq",
+  // Ternary.
+  Where = "Where",
+  // Reductions (axes kept as size 1).
+  Sum = "Sum",
+  ReduceMax = "ReduceMax",
+  /** Batched matrix product `[..., M, K] x [..., K, N] -> [..., M, N]` with equal batch dims. */
+  Dot = "Dot",
+  // Movement (views: lowered to index arithmetic, never copies by themselves).
+  Reshape = "Reshape",
+  Permute = "Permute",
+  Expand = "Expand",
+  /** Strided slice: per axis `start`, `step` (may be negative) and the result length. */
+  Shrink = "Shrink",
+  /** Zero (or `value`) padding: per axis `[before, after]`. */
+  Pad = "Pad",
+  /** `out[..., j..., ...] = x[..., index[j...], ...]` along one axis. */
+  Gather = "Gather",
+}
+
+/** The argument each op carries. */
+export interface OpArgs {
+  /** Argument of {@link Op.Buffer}. */
+  [Op.Buffer]: null;
+  /** Argument of {@link Op.Const}. */
+  [Op.Const]: { value: number };
+  /** Argument of {@link Op.Iota}. */
+  [Op.Iota]: null;
+  /** Argument of {@link Op.Rand}. */
+  [Op.Rand]: { seed: number };
+  /** Argument of {@link Op.Neg}. */
+  [Op.Neg]: null;
+  /** Argument of {@link Op.Recip}. */
+  [Op.Recip]: null;
+  /** Argument of {@link Op.Exp}. */
+  [Op.Exp]: null;
+  /** Argument of {@link Op.Log}. */
+  [Op.Log]: null;
+  /** Argument of {@link Op.Sqrt}. */
+  [Op.Sqrt]: null;
+  /** Argument of {@link Op.Sin}. */
+  [Op.Sin]: null;
+  /** Argument of {@link Op.Cos}. */
+  [Op.Cos]: null;
+  /** Argument of {@link Op.Tanh}. */
+  [Op.Tanh]: null;
+  /** Argument of {@link Op.Abs}. */
+  [Op.Abs]: null;
+  /** Argument of {@link Op.Cast}. */
+  [Op.Cast]: { dtype: DType };
+  /** Argument of {@link Op.Add}. */
+  [Op.Add]: null;
+  /** Argument of {@link Op.Mul}. */
+  [Op.Mul]: null;
+  /** Argument of {@link Op.Div}. */
+  [Op.Div]: null;
+  /** Argument of {@link Op.Max}. */
+  [Op.Max]: null;
+  /** Argument of {@link Op.Pow}. */
+  [Op.Pow]: null;
+  /** Argument of {@link Op.CmpLt}. */
+  [Op.CmpLt]: null;
+  /** Argument of {@link Op.CmpEq}. */
+  [Op.CmpEq]: null;
+  /** Argument of {@link Op.Where}. */
+  [Op.Where]: null;
+  /** Argument of {@link Op.Sum}. */
+  [Op.Sum]: { axes: number[] };
+  /** Argument of {@link Op.ReduceMax}. */
+  [Op.ReduceMax]: { axes: number[] };
+  /** Argument of {@link Op.Dot}. */
+  [Op.Dot]: null;
+  /** Argument of {@link Op.Reshape}. */
+  [Op.Reshape]: { shape: number[] };
+  /** Argument of {@link Op.Permute}. */
+  [Op.Permute]: { perm: number[] };
+  /** Argument of {@link Op.Expand}. */
+  [Op.Expand]: { shape: number[] };
+  /** Argument of {@link Op.Shrink}. */
+  [Op.Shrink]: { start: number[]; step: number[]; len: number[] };
+  /** Argument of {@link Op.Pad}. */
+  [Op.Pad]: { pads: [number, number][]; value: number };
+  /** Argument of {@link Op.Gather}. */
+  [Op.Gather]: { axis: number };
+}
+
+/** Unary elementwise ops. */
+export const UNARY_OPS: ReadonlySet<Op> = new Set([
+  Op.Neg,
+  Op.Recip,
+  Op.Exp,
+  Op.Log,
+  Op.Sqrt,
+  Op.Sin,
+  Op.Cos,
+  Op.Tanh,
+  Op.Abs,
+  Op.Cast,
+]);
+/** Binary elementwise ops. */
+export const BINARY_OPS: ReadonlySet<Op> = new Set([
+  Op.Add,
+  Op.Mul,
+  Op.Div,
+  Op.Max,
+  Op.Pow,
+  Op.CmpLt,
+  Op.CmpEq,
+]);
+/** Ops that map each output element to the same-index elements of their inputs. */
+export const ELEMENTWISE_OPS: ReadonlySet<Op> = new Set([...UNARY_OPS, ...BINARY_OPS, Op.Where]);
+/** Ops whose result is only an index remapping of their first input. */
+export const VIEW_OPS: ReadonlySet<Op> = new Set([Op.Reshape, Op.Permute, Op.Expand, Op.Shrink, Op.Pad]);
+/** Ops that loop over a reduced dimension. */
+export const REDUCE_OPS: ReadonlySet<Op> = new Set([Op.Sum, Op.ReduceMax, Op.Dot]);
+
+/** Shape and dtype of an op's result given its inputs. */
+export interface ShapeRule<O extends Op> {
+  (src: readonly { shape: readonly number[]; dtype: DType }[], arg: OpArgs[O]): {
+    shape: number[];
+    dtype: DType;
+  };
+}
+
+const same: ShapeRule<Op> = (src) => ({ shape: [...src[0].shape], dtype: src[0].dtype });
+const sameBinary = (name: string): ShapeRule<Op> => (src) => {
+  const [a, b] = src;
+  if (fmt(a.shape) !== fmt(b.shape) || a.dtype !== b.dtype) {
+    throw new Error(`IR ${name}: operands ${fmt(a.shape)} ${a.dtype} and ${fmt(b.shape)} ${b.dtype} differ`);
+  }
+  return { shape: [...a.shape], dtype: a.dtype };
+};
+const compare = (name: string): ShapeRule<Op> => (src) => ({ ...sameBinary(name)(src, null), dtype: "bool" });
+const reduce: ShapeRule<Op.Sum | Op.ReduceMax> = (src, arg) => ({
+  shape: src[0].shape.map((d, i) => (arg.axes.includes(i) ? 1 : d)),
+  dtype: src[0].dtype,
+});
+
+/** Shape/dtype rule of every op (the verifier re-derives each node's shape with these). */
+export const SHAPE_RULES: { [O in Op]: ShapeRule<O> } = {
+  [Op.Buffer]: () => {
+    throw new Error("IR Buffer nodes carry their own shape");
+  },
+  [Op.Const]: () => {
+    throw new Error("IR Const nodes carry their own shape");
+  },
+  [Op.Iota]: () => {
+    throw new Error("IR Iota nodes carry their own shape");
+  },
+  [Op.Rand]: () => {
+    throw new Error("IR Rand nodes carry their own shape");
+  },
+  [Op.Neg]: same,
+  [Op.Recip]: same,
+  [Op.Exp]: same,
+  [Op.Log]: same,
+  [Op.Sqrt]: same,
+  [Op.Sin]: same,
+  [Op.Cos]: same,
+  [Op.Tanh]: same,
+  [Op.Abs]: same,
+  [Op.Cast]: (src, arg) => ({ shape: [...src[0].shape], dtype: arg.dtype }),
+  [Op.Add]: sameBinary("Add"),
+  [Op.Mul]: sameBinary("Mul"),
+  [Op.Div]: sameBinary("Div"),
+  [Op.Max]: sameBinary("Max"),
+  [Op.Pow]: sameBinary("Pow"),
+  [Op.CmpLt]: compare("CmpLt"),
+  [Op.CmpEq]: compare("CmpEq"),
+  [Op.Where]: (src) => {
+    const [c, a, b] = src;
+    if (c.dtype !== "bool" || fmt(c.shape) !== fmt(a.shape)) throw new Error("IR Where: bad condition");
+    return sameBinary("Where")([a, b], null);
+  },
+  [Op.Sum]: reduce,
+  [Op.ReduceMax]: reduce,
+  [Op.Dot]: (src) => {
+    const [a, b] = src;
+    const r = a.shape.length;
+    if (
+      r < 2 || b.shape.length !== r || a.shape[r - 1] !== b.shape[r - 2] ||
+      fmt(a.shape.slice(0, -2)) !== fmt(b.shape.slice(0, -2)) || a.dtype !== b.dtype
+    ) {
+      throw new Error(`IR Dot: operands ${fmt(a.shape)} and ${fmt(b.shape)} do not match`);
+    }
+    return { shape: [...a.shape.slice(0, -1), b.shape[r - 1]], dtype: a.dtype };
+  },
+  [Op.Reshape]: (src, arg) => {
+    const n = src[0].shape.reduce((x, y) => x * y, 1);
+    if (arg.shape.reduce((x, y) => x * y, 1) !== n) throw new Error("IR Reshape: element count changes");
+    return { shape: [...arg.shape], dtype: src[0].dtype };
+  },
+  [Op.Permute]: (src, arg) => ({ shape: arg.perm.map((p) => src[0].shape[p]), dtype: src[0].dtype }),
+  [Op.Expand]: (src, arg) => {
+    const s = src[0].shape;
+    if (s.length !== arg.shape.length || s.some((d, i) => d !== 1 && d !== arg.shape[i])) {
+      throw new Error(`IR Expand: cannot expand ${fmt(s)} to ${fmt(arg.shape)}`);
+    }
+    return { shape: [...arg.shape], dtype: src[0].dtype };
+  },
+  [Op.Shrink]: (src, arg) => {
+    const s = src[0].shape;
+    arg.len.forEach((n, i) => {
+      const last = arg.start[i] + (n - 1) * arg.step[i];
+      if (n > 0 && (arg.start[i] < 0 || arg.start[i] >= s[i] || last < 0 || last >= s[i])) {
+        throw new Error(`IR Shrink: axis ${i} out of range for ${fmt(s)}`);
+      }
+    });
+    return { shape: [...arg.len], dtype: src[0].dtype };
+  },
+  [Op.Pad]: (src, arg) => ({
+    shape: src[0].shape.map((d, i) => d + arg.pads[i][0] + arg.pads[i][1]),
+    dtype: src[0].dtype,
+  }),
+  [Op.Gather]: (src, arg) => {
+    const [x, idx] = src;
+    if (idx.dtype !== "i32" && idx.dtype !== "u32") throw new Error("IR Gather: index must be integer");
+    return {
+      shape: [...x.shape.slice(0, arg.axis), ...idx.shape, ...x.shape.slice(arg.axis + 1)],
+      dtype: x.dtype,
+    };
+  },
+};

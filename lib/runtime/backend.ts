@@ -1,0 +1,99 @@
+/**
+ * The backend interface: a device that allocates memory, runs kernels and reads results back. Buffer lifetime
+ * lives here and in `realize.ts` only; math code never handles it.
+ *
+ * @module
+ */
+import type { AnyDataArray, DType } from "../dtype.ts";
+import type { Kernel } from "../codegen/kexpr.ts";
+import type { DeviceName, Storage } from "../ir/node.ts";
+
+/** One kernel launch: its kernel, the storage of each input binding, and the output storage. */
+export interface Step {
+  /** What to run. */
+  readonly kernel: Kernel;
+  /** Storage bound to each input binding. */
+  readonly inputs: readonly Storage[];
+  /** Storage the kernel writes. */
+  readonly output: Storage;
+}
+
+/** A device able to run kernels. */
+export interface Backend {
+  /** `"webgpu"` or `"cpu"`. */
+  readonly name: DeviceName;
+  /** Human-readable adapter description, printed by every experiment. */
+  readonly description: string;
+  /** Storage buffers one kernel may bind besides its output. */
+  readonly maxInputs: number;
+  /** Largest single buffer in bytes. */
+  readonly maxBufferBytes: number;
+  /** Allocates (from the pool) storage for `n` elements of dtype `d`. */
+  alloc(d: DType, n: number): Storage;
+  /** Allocates storage holding a copy of `data`. */
+  upload(d: DType, data: AnyDataArray): Storage;
+  /** Runs the steps in order (one submission on GPUs); resolves when they are queued (or done, on the CPU). */
+  run(steps: readonly Step[]): Promise<void>;
+  /** Reads `n` elements of dtype `d` back to the host. */
+  read(s: Storage, d: DType, n: number): Promise<AnyDataArray>;
+  /** Live buffers and pool statistics, for leak tests and benchmarks. */
+  stats(): BackendStats;
+}
+
+/** Memory statistics of a backend. */
+export interface BackendStats {
+  /** Buffers currently owned by live storage. */
+  readonly liveBuffers: number;
+  /** Bytes in live buffers. */
+  readonly liveBytes: number;
+  /** Buffers parked in the pool for reuse. */
+  readonly pooledBuffers: number;
+  /** Compiled pipelines (or host functions) in the cache. */
+  readonly cachedKernels: number;
+}
+
+/** Rounds a byte count up to its pool size class: 4 classes per power of two, at least 256 bytes. */
+export function sizeClass(bytes: number): number {
+  if (bytes <= 256) return 256;
+  const p = 2 ** Math.floor(Math.log2(bytes));
+  for (const f of [1, 1.25, 1.5, 1.75, 2]) {
+    const c = Math.ceil((p * f) / 256) * 256;
+    if (c >= bytes) return c;
+  }
+  return 2 * p;
+}
+
+/** A size-class pool of device buffers of type `B`. */
+export class BufferPool<B> {
+  #free = new Map<number, B[]>();
+  #pooled = 0;
+
+  /** A pooled buffer of exactly `cls` bytes, or undefined. */
+  take(cls: number): B | undefined {
+    const list = this.#free.get(cls);
+    const b = list?.pop();
+    if (b !== undefined) this.#pooled--;
+    return b;
+  }
+
+  /** Parks a buffer of `cls` bytes for reuse. */
+  give(cls: number, b: B): void {
+    const list = this.#free.get(cls) ?? [];
+    list.push(b);
+    this.#free.set(cls, list);
+    this.#pooled++;
+  }
+
+  /** Number of parked buffers. */
+  get size(): number {
+    return this.#pooled;
+  }
+
+  /** Removes and returns every parked buffer. */
+  drain(): B[] {
+    const all = [...this.#free.values()].flat();
+    this.#free.clear();
+    this.#pooled = 0;
+    return all;
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * The CPU backend: runs the same kernels as WebGPU through host functions rendered from the kernel IR, computing
+ * in float64 and rounding to the dtype on store. It is the user-selectable `device: "cpu"` and a test oracle.
+ *
+ * @module
+ */
+import { allocData, type AnyDataArray, type DType, toI32, toU32 } from "../dtype.ts";
+import type { Storage } from "../ir/node.ts";
+import { randUniform } from "../ir/rng.ts";
+import { type JsRuntime, renderJS } from "../codegen/render_js.ts";
+import type { Backend, BackendStats, Step } from "./backend.ts";
+import { debugLevel } from "./debug.ts";
+
+type HostArray = Float32Array | Float16Array | Int32Array | Uint32Array;
+
+function hostArray(d: DType, n: number): HostArray {
+  switch (d) {
+    case "f32":
+      return new Float32Array(n);
+    case "f16":
+      return new Float16Array(n);
+    case "i32":
+      return new Int32Array(n);
+    default:
+      return new Uint32Array(n);
+  }
+}
+
+class CpuStorage implements Storage {
+  readonly device = "cpu" as const;
+  readonly bytes: number;
+  #released = false;
+  readonly data: HostArray;
+  readonly #owner: CpuBackend;
+  constructor(owner: CpuBackend, data: HostArray) {
+    this.#owner = owner;
+    this.data = data;
+    this.bytes = data.byteLength;
+    owner.live++;
+  }
+  get released(): boolean {
+    return this.#released;
+  }
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#owner.live--;
+  }
+}
+
+const RT: JsRuntime = {
+  rand: randUniform,
+  toI32,
+  toU32,
+  idiv: (a, b, signed) => {
+    if (b === 0) return a;
+    const q = Math.trunc(a / b);
+    return signed ? q | 0 : q >>> 0;
+  },
+};
+
+type HostKernel = (ins: HostArray[], out: HostArray, rt: JsRuntime) => void;
+
+/** The float64 host backend. */
+export class CpuBackend implements Backend {
+  readonly name = "cpu" as const;
+  readonly description = "cpu (float64 reference interpreter of the kernel IR)";
+  readonly maxInputs = 1024;
+  readonly maxBufferBytes = 2 ** 31;
+  /** Live storage count (for stats). */
+  live = 0;
+  #cache = new Map<string, HostKernel>();
+
+  alloc(d: DType, n: number): Storage {
+    return new CpuStorage(this, hostArray(d, n));
+  }
+
+  upload(d: DType, data: AnyDataArray): Storage {
+    const arr = hostArray(d, data.length);
+    arr.set(data);
+    return new CpuStorage(this, arr);
+  }
+
+  run(steps: readonly Step[]): Promise<void> {
+    for (const s of steps) {
+      const src = renderJS(s.kernel);
+      let fn = this.#cache.get(src);
+      if (fn === undefined) {
+        if (debugLevel() >= 4) console.error(`// ${s.kernel.name}\n${src}`);
+        fn = new Function("ins", "out", "rt", src) as HostKernel;
+        this.#cache.set(src, fn);
+      }
+      const t0 = performance.now();
+      fn(s.inputs.map((i) => (i as CpuStorage).data), (s.output as CpuStorage).data, RT);
+      if (debugLevel() >= 1) console.error(`cpu ${s.kernel.name} ${(performance.now() - t0).toFixed(3)} ms`);
+    }
+    return Promise.resolve();
+  }
+
+  read(s: Storage, d: DType, n: number): Promise<AnyDataArray> {
+    const out = allocData(d, n);
+    const src = (s as CpuStorage).data;
+    for (let i = 0; i < n; i++) out[i] = src[i];
+    return Promise.resolve(out);
+  }
+
+  stats(): BackendStats {
+    return { liveBuffers: this.live, liveBytes: 0, pooledBuffers: 0, cachedKernels: this.#cache.size };
+  }
+}

@@ -1,0 +1,164 @@
+/**
+ * Realization: schedules the unrealized graph below some nodes into kernels, lowers and verifies each, allocates
+ * outputs from the pool (intermediates are released right after their last use, so later kernels of the same
+ * submission reuse their buffers), and runs everything in one submission.
+ *
+ * @module
+ */
+import type { AnyDataArray, DType } from "../dtype.ts";
+import { type DeviceName, type Node, printGraph, type Storage } from "../ir/node.ts";
+import { schedule } from "../codegen/schedule.ts";
+import { splitLongLoops } from "../codegen/split_loops.ts";
+import { lower } from "../codegen/lower.ts";
+import { verifyKernel } from "../codegen/kexpr.ts";
+import type { Backend, Step } from "./backend.ts";
+import { CpuBackend } from "./cpu.ts";
+import { createWebGPUBackend, type WebGPUBackend } from "./webgpu.ts";
+import { debugLevel } from "./debug.ts";
+
+/**
+ * Storage whose data is still on the host: uploaded to its device on first use. Lets tensors be created
+ * synchronously before the (asynchronously created) device exists.
+ */
+export class HostStorage implements Storage {
+  readonly device: DeviceName;
+  readonly bytes: number;
+  #host: AnyDataArray | null;
+  readonly #dtype: DType;
+  #real: Storage | null = null;
+  #released = false;
+  /** Keeps `data` (not copied) to upload later as dtype `dtype`. */
+  constructor(device: DeviceName, dtype: DType, data: AnyDataArray) {
+    this.device = device;
+    this.#dtype = dtype;
+    this.#host = data;
+    this.bytes = data.byteLength;
+  }
+  get released(): boolean {
+    return this.#released;
+  }
+  /** The host data, while not yet uploaded. */
+  get host(): AnyDataArray | null {
+    return this.#host;
+  }
+  /** The device storage, uploading on first call. */
+  resolve(be: Backend): Storage {
+    if (this.#released) throw new Error("tensor used after dispose()");
+    if (this.#real === null) {
+      this.#real = be.upload(this.#dtype, this.#host!);
+      this.#host = null;
+    }
+    return this.#real;
+  }
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#real?.release();
+    this.#host = null;
+  }
+}
+
+/** Device storage behind `s`, uploading host data when needed. */
+export function resolveStorage(s: Storage, be: Backend): Storage {
+  if (s.released) throw new Error("tensor used after dispose(): its device memory was released");
+  return s instanceof HostStorage ? s.resolve(be) : s;
+}
+
+let defaultDevice: DeviceName | null = null;
+const backends: Partial<Record<DeviceName, Promise<Backend>>> = {};
+
+/** The device new tensors go to: `TESSERA_DEVICE` if set (and readable), else `"webgpu"`. */
+export function getDefaultDevice(): DeviceName {
+  if (defaultDevice === null) {
+    defaultDevice = "webgpu";
+    try {
+      if (Deno.permissions.querySync({ name: "env", variable: "TESSERA_DEVICE" }).state === "granted") {
+        const v = Deno.env.get("TESSERA_DEVICE");
+        if (v === "cpu" || v === "webgpu") defaultDevice = v;
+        else if (v) throw new Error(`TESSERA_DEVICE must be "webgpu" or "cpu", got ${JSON.stringify(v)}`);
+      }
+    } catch (e) {
+      if (e instanceof Error && e.message.startsWith("TESSERA_DEVICE")) throw e;
+    }
+  }
+  return defaultDevice;
+}
+
+/** Sets the device new tensors go to. */
+export function setDefaultDevice(d: DeviceName): void {
+  if (d !== "webgpu" && d !== "cpu") {
+    throw new Error(`unknown device ${JSON.stringify(d)}; use "webgpu" or "cpu"`);
+  }
+  defaultDevice = d;
+}
+
+/** The backend of a device, created on first use. */
+export function getBackend(d: DeviceName): Promise<Backend> {
+  let b = backends[d];
+  if (b === undefined) {
+    b = d === "cpu" ? Promise.resolve(new CpuBackend()) : createWebGPUBackend();
+    b.catch(() => delete backends[d]);
+    backends[d] = b;
+  }
+  return b;
+}
+
+/** The WebGPU backend (for benchmarks and reports that need the adapter). */
+export async function getWebGPU(): Promise<WebGPUBackend> {
+  return (await getBackend("webgpu")) as WebGPUBackend;
+}
+
+/** Options of {@link realizeNodes}. */
+export interface RealizeOptions {
+  /** Give every non-view op its own kernel (tests compare fused with unfused results). */
+  noFusion?: boolean;
+  /** Disable the tiled matmul template (tests). */
+  noMatmulTemplate?: boolean;
+}
+
+/** Computes `roots` (all on one device); returns a fresh storage per root, owned by the caller. */
+export async function realizeNodes(roots: readonly Node[], opts: RealizeOptions = {}): Promise<Storage[]> {
+  if (roots.length === 0) return [];
+  const device = roots[0].device;
+  const be = await getBackend(device);
+  if (debugLevel() >= 3) console.error(printGraph(roots));
+  const split = splitLongLoops(roots);
+  const order = schedule(split, { maxInputs: be.maxInputs, noFusion: opts.noFusion });
+  const materialized = new Set(order);
+  const lowered = order.map((n) => {
+    if (n.size === 0) return { kernel: null, inputs: [] }; // nothing to compute
+    const l = lower(n, (m) => materialized.has(m), { matmulTemplate: !opts.noMatmulTemplate });
+    verifyKernel(l.kernel);
+    return l;
+  });
+  const lastUse = new Map<Node, number>();
+  lowered.forEach((l, i) => l.inputs.forEach((inp) => lastUse.set(inp, i)));
+  const rootSet = new Set(split);
+  const out = new Map<Node, Storage>();
+  const steps: Step[] = [];
+  try {
+    order.forEach((n, i) => {
+      const inputs = lowered[i].inputs.map((
+        inp,
+      ) => (inp.storage !== null ? resolveStorage(inp.storage, be) : out.get(inp)!));
+      const output = be.alloc(n.dtype, n.size);
+      out.set(n, output);
+      const kernel = lowered[i].kernel;
+      if (kernel !== null) steps.push({ kernel, inputs, output });
+      for (const inp of lowered[i].inputs) {
+        if (inp.storage === null && !rootSet.has(inp) && lastUse.get(inp) === i) {
+          // Safe to reuse inside this submission: later steps are ordered after this one.
+          out.get(inp)!.release();
+        }
+      }
+    });
+    await be.run(steps);
+  } catch (e) {
+    for (const s of out.values()) s.release();
+    throw e;
+  }
+  return split.map((r) => {
+    if (r.storage !== null) throw new Error(`realizeNodes: ${r} is already realized`);
+    return out.get(r)!;
+  });
+}

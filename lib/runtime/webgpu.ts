@@ -1,0 +1,321 @@
+/**
+ * The WebGPU backend: compiles rendered WGSL into pipelines cached by source, pools buffers by size class,
+ * records every kernel of a realization into one command buffer and submits it once, and reads back only when
+ * asked. Every WebGPU error is turned into a thrown error that names the kernel.
+ *
+ * @module
+ */
+import { type AnyDataArray, type DType, DTYPE_INFO } from "../dtype.ts";
+import type { Storage } from "../ir/node.ts";
+import { renderWGSL } from "../codegen/render_wgsl.ts";
+import { type Backend, type BackendStats, BufferPool, sizeClass, type Step } from "./backend.ts";
+import { debugLevel } from "./debug.ts";
+
+/** No WebGPU adapter could be found. */
+export class NoAdapterError extends Error {
+  /** Builds the message that tells the user what to install. */
+  constructor(detail = "") {
+    super(
+      "No WebGPU adapter found" + (detail ? ` (${detail})` : "") +
+        ". On a CPU-only Linux machine install Mesa's " +
+        "Vulkan driver (lavapipe): `apt-get install -y mesa-vulkan-drivers`; choose a backend with " +
+        'DENO_WEBGPU_BACKEND=vulkan|gl|metal|dx12, or run on the host with device "cpu".',
+    );
+    this.name = "NoAdapterError";
+  }
+}
+
+/** A WebGPU error raised while running a kernel. */
+export class WebGPUError extends Error {
+  /** `kernel` names the failing kernel. */
+  constructor(kernel: string, message: string) {
+    super(`WebGPU error in kernel ${kernel}: ${message}`);
+    this.name = "WebGPUError";
+  }
+}
+
+class GpuStorage implements Storage {
+  readonly device = "webgpu" as const;
+  readonly bytes: number;
+  readonly buffer: GPUBuffer;
+  readonly cls: number;
+  #released = false;
+  readonly #owner: WebGPUBackend;
+  constructor(owner: WebGPUBackend, buffer: GPUBuffer, cls: number, bytes: number) {
+    this.#owner = owner;
+    this.buffer = buffer;
+    this.cls = cls;
+    this.bytes = bytes;
+  }
+  get released(): boolean {
+    return this.#released;
+  }
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#owner.recycle(this);
+  }
+}
+
+/** Encodes host data in the storage layout of dtype `d`. */
+function encode(d: DType, data: AnyDataArray): Uint8Array {
+  let arr: ArrayBufferView;
+  switch (d) {
+    case "f32":
+      arr = data instanceof Float32Array ? data : Float32Array.from(data);
+      break;
+    case "f16":
+      arr = Float16Array.from(data);
+      break;
+    case "i32":
+      arr = data instanceof Int32Array ? data : Int32Array.from(data);
+      break;
+    default:
+      arr = data instanceof Uint32Array ? data : Uint32Array.from(data);
+  }
+  return new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength);
+}
+
+/** Decodes storage bytes of dtype `d` into the host array type of `await t.data()`. */
+function decode(d: DType, bytes: ArrayBuffer, n: number): AnyDataArray {
+  switch (d) {
+    case "f32":
+      return new Float32Array(bytes, 0, n).slice();
+    case "f16":
+      return Float32Array.from(new Float16Array(bytes, 0, n));
+    case "i32":
+      return new Int32Array(bytes, 0, n).slice();
+    case "u32":
+      return new Uint32Array(bytes, 0, n).slice();
+    case "bool":
+      return Uint8Array.from(new Uint32Array(bytes, 0, n));
+  }
+}
+
+/** The WebGPU device backend. Create it with {@link createWebGPUBackend}. */
+export class WebGPUBackend implements Backend {
+  readonly name = "webgpu" as const;
+  readonly description: string;
+  readonly maxInputs: number;
+  readonly maxBufferBytes: number;
+  /** The adapter's info, for reports. */
+  readonly adapterInfo: GPUAdapterInfo;
+  /** True when the adapter is a software fallback. */
+  readonly isFallback: boolean;
+  /** Whether `shader-f16` is available. */
+  readonly hasF16: boolean;
+  readonly #device: GPUDevice;
+  #pool = new BufferPool<GPUBuffer>();
+  #staging = new BufferPool<GPUBuffer>();
+  #pipelines = new Map<string, GPUComputePipeline>();
+  #live = 0;
+  #liveBytes = 0;
+  #lost: string | null = null;
+  #uncaptured: string | null = null;
+
+  /** Use {@link createWebGPUBackend}. */
+  constructor(adapter: GPUAdapter, device: GPUDevice) {
+    this.#device = device;
+    this.adapterInfo = adapter.info;
+    this.isFallback = adapter.info.isFallbackAdapter ?? false;
+    this.hasF16 = device.features.has("shader-f16");
+    const i = adapter.info;
+    this.description = [i.description || "unknown adapter", i.vendor && `vendor ${i.vendor}`, i.architecture]
+      .filter(Boolean).join(", ") + (this.isFallback ? " (fallback adapter)" : "");
+    this.maxInputs = Math.min(device.limits.maxStorageBuffersPerShaderStage - 1, 30);
+    this.maxBufferBytes = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
+    device.lost.then((info) => {
+      this.#lost = `${info.reason}: ${info.message}`;
+    });
+    device.addEventListener("uncapturederror", (e) => {
+      this.#uncaptured = (e as GPUUncapturedErrorEvent).error.message;
+    });
+  }
+
+  /** The underlying device (benchmarks and hand-written kernels). */
+  get device(): GPUDevice {
+    return this.#device;
+  }
+
+  #check(kernel: string): void {
+    if (this.#lost !== null) throw new WebGPUError(kernel, `device lost (${this.#lost})`);
+    if (this.#uncaptured !== null) {
+      const m = this.#uncaptured;
+      this.#uncaptured = null;
+      throw new WebGPUError(kernel, m);
+    }
+  }
+
+  alloc(d: DType, n: number): Storage {
+    const bytes = Math.max(4, Math.ceil((n * DTYPE_INFO[d].bytes) / 4) * 4);
+    if (bytes > this.maxBufferBytes) {
+      throw new RangeError(
+        `Cannot allocate ${n} ${d} elements (${bytes} bytes): the adapter's largest storage buffer is ` +
+          `${this.maxBufferBytes} bytes; split the tensor`,
+      );
+    }
+    const cls = Math.min(sizeClass(bytes), this.maxBufferBytes);
+    let buf = this.#pool.take(cls);
+    if (buf === undefined) {
+      this.#device.pushErrorScope("out-of-memory");
+      buf = this.#device.createBuffer({
+        size: cls,
+        usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+      });
+      this.#device.popErrorScope().then((e) => {
+        if (e) this.#uncaptured = `out of memory allocating ${cls} bytes: ${e.message}`;
+      });
+    }
+    this.#live++;
+    this.#liveBytes += cls;
+    return new GpuStorage(this, buf, cls, bytes);
+  }
+
+  /** Returns a released storage's buffer to the pool (called by the storage). */
+  recycle(storage: Storage): void {
+    const s = storage as GpuStorage;
+    this.#live--;
+    this.#liveBytes -= s.cls;
+    this.#pool.give(s.cls, s.buffer);
+  }
+
+  upload(d: DType, data: AnyDataArray): Storage {
+    const s = this.alloc(d, data.length) as GpuStorage;
+    const bytes = encode(d, data);
+    if (bytes.byteLength === 0) return s; // writeBuffer with no data crashes some Deno versions
+    if (bytes.byteLength % 4 === 0) {
+      this.#device.queue.writeBuffer(s.buffer, 0, bytes as Uint8Array<ArrayBuffer>);
+    } else {
+      const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+      padded.set(bytes);
+      this.#device.queue.writeBuffer(s.buffer, 0, padded);
+    }
+    return s;
+  }
+
+  #pipeline(source: string, name: string): GPUComputePipeline {
+    let p = this.#pipelines.get(source);
+    if (p === undefined) {
+      if (debugLevel() >= 4) console.error(`// kernel ${name}\n${source}`);
+      const module = this.#device.createShaderModule({ code: source, label: name });
+      p = this.#device.createComputePipeline({
+        layout: "auto",
+        compute: { module, entryPoint: "main" },
+        label: name,
+      });
+      this.#pipelines.set(source, p);
+    }
+    return p;
+  }
+
+  async run(steps: readonly Step[]): Promise<void> {
+    if (steps.length === 0) return;
+    this.#check(steps[0].kernel.name);
+    const perKernel = debugLevel() >= 1;
+    let encoder = this.#device.createCommandEncoder();
+    let pass = encoder.beginComputePass();
+    const names: string[] = [];
+    this.#device.pushErrorScope("validation");
+    this.#device.pushErrorScope("internal");
+    for (const s of steps) {
+      const r = renderWGSL(s.kernel);
+      const pipeline = this.#pipeline(r.source, s.kernel.name);
+      if (r.dispatch[1] > 65535 || r.dispatch[2] > 65535) {
+        throw new RangeError(
+          `kernel ${s.kernel.name}: dispatch ${r.dispatch.join("x")} exceeds 65535 per dimension`,
+        );
+      }
+      const entries: GPUBindGroupEntry[] = [{
+        binding: 0,
+        resource: { buffer: (s.output as GpuStorage).buffer },
+      }];
+      s.inputs.forEach((inp, i) =>
+        entries.push({ binding: i + 1, resource: { buffer: (inp as GpuStorage).buffer } })
+      );
+      const group = this.#device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(...r.dispatch);
+      names.push(s.kernel.name);
+      if (perKernel) {
+        pass.end();
+        const t0 = performance.now();
+        this.#device.queue.submit([encoder.finish()]);
+        await this.#device.queue.onSubmittedWorkDone();
+        console.error(
+          `webgpu ${s.kernel.name} ${r.dispatch.join("x")} ${(performance.now() - t0).toFixed(3)} ms`,
+        );
+        encoder = this.#device.createCommandEncoder();
+        pass = encoder.beginComputePass();
+      }
+    }
+    pass.end();
+    this.#device.queue.submit([encoder.finish()]);
+    const internal = await this.#device.popErrorScope();
+    const validation = await this.#device.popErrorScope();
+    const err = validation ?? internal;
+    if (err) {
+      const which = names.length === 1 ? names[0] : `one of [${names.join(", ")}]`;
+      throw new WebGPUError(which, err.message);
+    }
+    this.#check(names[names.length - 1]);
+  }
+
+  async read(s: Storage, d: DType, n: number): Promise<AnyDataArray> {
+    const g = s as GpuStorage;
+    const cls = g.cls;
+    let staging = this.#staging.take(cls);
+    if (staging === undefined) {
+      staging = this.#device.createBuffer({
+        size: cls,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      });
+    }
+    const enc = this.#device.createCommandEncoder();
+    enc.copyBufferToBuffer(g.buffer, 0, staging, 0, cls);
+    this.#device.queue.submit([enc.finish()]);
+    await staging.mapAsync(GPUMapMode.READ);
+    const bytes = staging.getMappedRange().slice(0);
+    staging.unmap();
+    this.#staging.give(cls, staging);
+    this.#check("readback");
+    return decode(d, bytes, n);
+  }
+
+  /** Waits until all submitted work has finished (benchmarks). */
+  async sync(): Promise<void> {
+    await this.#device.queue.onSubmittedWorkDone();
+  }
+
+  stats(): BackendStats {
+    return {
+      liveBuffers: this.#live,
+      liveBytes: this.#liveBytes,
+      pooledBuffers: this.#pool.size,
+      cachedKernels: this.#pipelines.size,
+    };
+  }
+}
+
+/** Requests the adapter and a device with the adapter's own limits (not WebGPU's low defaults). */
+export async function createWebGPUBackend(): Promise<WebGPUBackend> {
+  if (typeof navigator === "undefined" || navigator.gpu === undefined) {
+    throw new NoAdapterError("navigator.gpu missing");
+  }
+  const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (adapter === null) throw new NoAdapterError();
+  const l = adapter.limits;
+  const requiredLimits: Record<string, number> = {
+    maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+    maxBufferSize: l.maxBufferSize,
+    maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
+    maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+    maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+    maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+    maxComputeWorkgroupSizeY: l.maxComputeWorkgroupSizeY,
+    maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+  };
+  const requiredFeatures: GPUFeatureName[] = adapter.features.has("shader-f16") ? ["shader-f16"] : [];
+  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
+  return new WebGPUBackend(adapter, device);
+}

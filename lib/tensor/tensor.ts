@@ -1,0 +1,743 @@
+/**
+ * `Tensor<S, D>`: a lazy, typed n-dimensional array. Methods only build IR; work happens when a tensor is
+ * realized (`await t.data()`, `await realize(...)`). Static shape rules are in the signatures (see `shape.ts`),
+ * and each has a runtime twin so that every misuse fails with a message naming the op and the shapes.
+ *
+ * @module
+ */
+import {
+  allocData,
+  checkDType,
+  checkFloat,
+  checkSameDType,
+  type DataArray,
+  type DType,
+  DTYPE_INFO,
+} from "../dtype.ts";
+import {
+  type AxisOk,
+  broadcast,
+  type BroadcastOk,
+  type BroadcastShape,
+  checkPermutation,
+  fmt,
+  type MatmulOk,
+  type MatmulShape,
+  matmulShape,
+  normAxes,
+  normAxis,
+  type Reduced,
+  reduced,
+  type ReshapeOk,
+  reshapeShape,
+  type Shape,
+  size as sizeOf,
+  type Transposed,
+  type Writable,
+} from "../shape.ts";
+import {
+  bufferNode,
+  constNode,
+  type DeviceName,
+  iotaNode,
+  mk,
+  type Node,
+  releaseBufferNode,
+} from "../ir/node.ts";
+import { Op } from "../ir/ops.ts";
+import { getBackend, HostStorage, realizeNodes, resolveStorage } from "../runtime/realize.ts";
+
+/** Nested arrays as returned by {@link Tensor.toArray}. */
+export type NestedArray = number | NestedArray[];
+
+/** Operand of a binary op: a tensor of the same dtype, or a number (converted to that dtype). */
+export type Operand<D extends DType> = Tensor<Shape, D> | number;
+
+/**
+ * A lazy n-dimensional array with shape `S` and dtype `D`.
+ *
+ * Tensors are covariant in shape and dtype (a `Tensor<[2, 3], "f32">` is a `Tensor`): the static shape checks sit
+ * in method parameters, which TypeScript cannot measure variance through, so the annotation states it.
+ */
+// @ts-expect-error: variance annotation stated on purpose (see above); the checker cannot verify it through the conditional shape types.
+export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
+  #node: Node;
+
+  /** Wraps an IR node. Users create tensors with `tensor`, `zeros`, `randn`, ... */
+  constructor(node: Node) {
+    this.#node = node;
+  }
+
+  /** The IR node currently behind this tensor. */
+  get node(): Node {
+    return this.#node;
+  }
+
+  /** The shape. */
+  get shape(): S {
+    return this.#node.shape as unknown as S;
+  }
+
+  /** The dtype. */
+  get dtype(): D {
+    return this.#node.dtype as D;
+  }
+
+  /** The device holding (or that will hold) the data. */
+  get device(): DeviceName {
+    return this.#node.device;
+  }
+
+  /** Number of axes. */
+  get ndim(): number {
+    return this.#node.shape.length;
+  }
+
+  /** Number of elements. */
+  get size(): number {
+    return this.#node.size;
+  }
+
+  /** True once the data exists in device memory (no pending computation). */
+  get isRealized(): boolean {
+    return this.#node.storage !== null;
+  }
+
+  /** Replaces the node after realization (runtime only). */
+  setNode(n: Node): void {
+    if (n.shape.join() !== this.#node.shape.join() || n.dtype !== this.#node.dtype) {
+      throw new Error("setNode: shape or dtype differs");
+    }
+    this.#node = n;
+  }
+
+  #wrap<S2 extends Shape, D2 extends DType = D>(n: Node): Tensor<S2, D2> {
+    return new Tensor<S2, D2>(n);
+  }
+
+  /** A constant with this tensor's dtype and device, broadcast to `shape`. */
+  #const(value: number, shape: readonly number[], dtype: DType = this.dtype): Node {
+    return constNode(value, shape, dtype, this.device);
+  }
+
+  /** Broadcasts a node to `shape` (rank-extend with leading 1s, then Expand). */
+  static expandNode(n: Node, shape: readonly number[]): Node {
+    if (n.shape.join() === shape.join()) return n;
+    let x = n;
+    if (x.shape.length < shape.length) {
+      x = mk(Op.Reshape, [x], { shape: [...new Array(shape.length - x.shape.length).fill(1), ...x.shape] });
+    }
+    if (x.op === Op.Const) return constNode(x.argOf(Op.Const).value, shape, x.dtype, x.device);
+    return x.shape.join() === shape.join() ? x : mk(Op.Expand, [x], { shape: [...shape] });
+  }
+
+  #operand(op: string, other: Operand<D>): Node {
+    if (typeof other === "number") return this.#const(other, []);
+    if (!(other instanceof Tensor)) {
+      throw new TypeError(`${op}: expected a Tensor or a number, got ${typeof other}`);
+    }
+    checkSameDType(op, this.dtype, other.dtype);
+    return other.#node;
+  }
+
+  #binary(op: Op, name: string, other: Operand<D>, dtype?: DType): Node {
+    const b = this.#operand(name, other);
+    const shape = broadcast(name, this.shape, b.shape);
+    return mk(op, [Tensor.expandNode(this.#node, shape), Tensor.expandNode(b, shape)], null, dtype);
+  }
+
+  #unary(op: Op, name: string, float = true): Tensor<S, D> {
+    if (float) checkFloat(name, this.dtype);
+    return this.#wrap(mk(op, [this.#node], null));
+  }
+
+  // ----- elementwise binary -----
+
+  /** Elementwise sum with broadcasting. */
+  add(other: number): Tensor<S, D>;
+  /** Elementwise sum with broadcasting. */
+  add<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, D>;
+  add(other: Operand<D>): unknown {
+    return this.#wrap(this.#binary(Op.Add, "add", other));
+  }
+  /** Elementwise difference with broadcasting. */
+  sub(other: number): Tensor<S, D>;
+  /** Elementwise difference with broadcasting. */
+  sub<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, D>;
+  sub(other: Operand<D>): unknown {
+    return this.#wrap(this.#binary(Op.Add, "sub", typeof other === "number" ? -other : other.neg()));
+  }
+  /** Elementwise product with broadcasting. */
+  mul(other: number): Tensor<S, D>;
+  /** Elementwise product with broadcasting. */
+  mul<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, D>;
+  mul(other: Operand<D>): unknown {
+    return this.#wrap(this.#binary(Op.Mul, "mul", other));
+  }
+  /** Elementwise quotient with broadcasting (integer division truncates). */
+  div(other: number): Tensor<S, D>;
+  /** Elementwise quotient with broadcasting (integer division truncates). */
+  div<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, D>;
+  div(other: Operand<D>): unknown {
+    return this.#wrap(this.#binary(Op.Div, "div", other));
+  }
+  /** Elementwise power with broadcasting; negative bases need integer exponents. */
+  pow(other: number): Tensor<S, D>;
+  /** Elementwise power with broadcasting; negative bases need integer exponents. */
+  pow<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, D>;
+  pow(other: Operand<D>): unknown {
+    checkFloat("pow", this.dtype);
+    return this.#wrap(this.#binary(Op.Pow, "pow", other));
+  }
+  /** Elementwise maximum with broadcasting. */
+  maximum(other: number): Tensor<S, D>;
+  /** Elementwise maximum with broadcasting. */
+  maximum<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, D>;
+  maximum(other: Operand<D>): unknown {
+    return this.#wrap(this.#binary(Op.Max, "maximum", other));
+  }
+  /** Elementwise minimum with broadcasting. */
+  minimum(other: number): Tensor<S, D>;
+  /** Elementwise minimum with broadcasting. */
+  minimum<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, D>;
+  minimum(other: Operand<D>): unknown {
+    const b = typeof other === "number" ? -other : other.neg();
+    return this.#wrap<Shape, D>(this.neg().#binary(Op.Max, "minimum", b)).neg();
+  }
+  /** `this < other` elementwise. */
+  lt(other: number): Tensor<S, "bool">;
+  /** `this < other` elementwise. */
+  lt<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, "bool">;
+  lt(other: Operand<D>): unknown {
+    return this.#wrap(this.#binary(Op.CmpLt, "lt", other));
+  }
+  /** `this > other` elementwise. */
+  gt(other: number): Tensor<S, "bool">;
+  /** `this > other` elementwise. */
+  gt<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, "bool">;
+  gt(other: Operand<D>): unknown {
+    return this.#wrap(this.#gtNode(other));
+  }
+  /** `this <= other` elementwise. */
+  le(other: number): Tensor<S, "bool">;
+  /** `this <= other` elementwise. */
+  le<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, "bool">;
+  le(other: Operand<D>): unknown {
+    return this.#wrap<S, "bool">(this.#gtNode(other)).logicalNot();
+  }
+  /** `this >= other` elementwise. */
+  ge(other: number): Tensor<S, "bool">;
+  /** `this >= other` elementwise. */
+  ge<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, "bool">;
+  ge(other: Operand<D>): unknown {
+    return this.#wrap<S, "bool">(this.#binary(Op.CmpLt, "ge", other)).logicalNot();
+  }
+  /** `this == other` elementwise. */
+  eq(other: number): Tensor<S, "bool">;
+  /** `this == other` elementwise. */
+  eq<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, "bool">;
+  eq(other: Operand<D>): unknown {
+    return this.#wrap(this.#binary(Op.CmpEq, "eq", other));
+  }
+  /** `this != other` elementwise. */
+  ne(other: number): Tensor<S, "bool">;
+  /** `this != other` elementwise. */
+  ne<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, "bool">;
+  ne(other: Operand<D>): unknown {
+    return this.#wrap<S, "bool">(this.#binary(Op.CmpEq, "ne", other)).logicalNot();
+  }
+
+  #gtNode(other: Operand<D>): Node {
+    const b = this.#operand("gt", other);
+    const shape = broadcast("gt", this.shape, b.shape);
+    return mk(Op.CmpLt, [Tensor.expandNode(b, shape), Tensor.expandNode(this.#node, shape)], null);
+  }
+
+  /** Logical not of a bool tensor. */
+  logicalNot(): Tensor<S, "bool"> {
+    if (this.dtype !== "bool") throw new TypeError(`logicalNot needs a bool tensor, got ${this.dtype}`);
+    return this.#wrap(mk(Op.CmpEq, [this.#node, this.#const(0, this.shape)], null));
+  }
+
+  /** Picks `a` where this (bool) tensor is true, else `b`; all three broadcast. */
+  where<T extends DType>(a: Tensor<Shape, T> | number, b: Tensor<Shape, T> | number): Tensor<number[], T> {
+    if (this.dtype !== "bool") throw new TypeError(`where: condition must be bool, got ${this.dtype}`);
+    const dt = a instanceof Tensor ? a.dtype : b instanceof Tensor ? b.dtype : "f32";
+    const an = a instanceof Tensor ? a.#node : constNode(a, [], dt, this.device);
+    const bn = b instanceof Tensor ? b.#node : constNode(b, [], dt, this.device);
+    checkSameDType("where", an.dtype, bn.dtype);
+    const shape = broadcast("where", broadcast("where", this.shape, an.shape), bn.shape);
+    return this.#wrap(mk(Op.Where, [this.#node, an, bn].map((n) => Tensor.expandNode(n, shape)), null));
+  }
+
+  // ----- elementwise unary -----
+
+  /** `-x`. */
+  neg(): Tensor<S, D> {
+    return this.#unary(Op.Neg, "neg", false);
+  }
+  /** `1/x`. */
+  reciprocal(): Tensor<S, D> {
+    return this.#unary(Op.Recip, "reciprocal");
+  }
+  /** `e^x`. */
+  exp(): Tensor<S, D> {
+    return this.#unary(Op.Exp, "exp");
+  }
+  /** Natural logarithm. */
+  log(): Tensor<S, D> {
+    return this.#unary(Op.Log, "log");
+  }
+  /** Square root. */
+  sqrt(): Tensor<S, D> {
+    return this.#unary(Op.Sqrt, "sqrt");
+  }
+  /** `1/sqrt(x)`. */
+  rsqrt(): Tensor<S, D> {
+    return this.sqrt().reciprocal();
+  }
+  /** Sine. */
+  sin(): Tensor<S, D> {
+    return this.#unary(Op.Sin, "sin");
+  }
+  /** Cosine. */
+  cos(): Tensor<S, D> {
+    return this.#unary(Op.Cos, "cos");
+  }
+  /** Hyperbolic tangent. */
+  tanh(): Tensor<S, D> {
+    return this.#unary(Op.Tanh, "tanh");
+  }
+  /** `|x|`. */
+  abs(): Tensor<S, D> {
+    return this.#unary(Op.Abs, "abs", false);
+  }
+  /** `x*x`. */
+  square(): Tensor<S, D> {
+    return this.#wrap(mk(Op.Mul, [this.#node, this.#node], null));
+  }
+  /** `1/(1+e^-x)`. */
+  sigmoid(): Tensor<S, D> {
+    checkFloat("sigmoid", this.dtype);
+    return this.neg().exp().add(1).reciprocal() as Tensor<S, D>;
+  }
+  /** This tensor with its shape widened to `Shape` (for internal composites). */
+  get #l(): Tensor<Shape, D> {
+    return this as unknown as Tensor<Shape, D>;
+  }
+  /** `max(x, 0)`. */
+  relu(): Tensor<S, D> {
+    return this.maximum(0) as Tensor<S, D>;
+  }
+  /** GELU, tanh approximation: `0.5x(1 + tanh(√(2/π)(x + 0.044715x³)))`. */
+  gelu(): Tensor<S, D> {
+    checkFloat("gelu", this.dtype);
+    const x = this.#l;
+    const inner = x.add(x.square().mul(x).mul(0.044715)).mul(Math.sqrt(2 / Math.PI));
+    return x.mul(0.5).mul(inner.tanh().add(1)) as unknown as Tensor<S, D>;
+  }
+  /** SiLU (swish): `x * sigmoid(x)`. */
+  silu(): Tensor<S, D> {
+    return this.#l.mul(this.#l.sigmoid()) as unknown as Tensor<S, D>;
+  }
+
+  /** Converts to another dtype (float→int truncates toward zero and saturates). */
+  cast<T extends DType>(dtype: T): Tensor<S, T> {
+    checkDType(dtype, "cast");
+    if (dtype === (this.dtype as DType)) return this as unknown as Tensor<S, T>;
+    return this.#wrap(mk(Op.Cast, [this.#node], { dtype }, dtype));
+  }
+
+  // ----- reductions -----
+
+  #reduce(
+    op: Op.Sum | Op.ReduceMax,
+    name: string,
+    axis: number | readonly number[] | undefined,
+    keepdims: boolean,
+  ): Node {
+    const axes = normAxes(name, this.shape, axis);
+    if (op === Op.ReduceMax && axes.some((a) => this.shape[a] === 0)) {
+      throw new RangeError(`${name}: cannot reduce over an empty axis of shape ${fmt(this.shape)}`);
+    }
+    const r = mk(op, [this.#node], { axes });
+    const out = reduced(this.shape, axes, keepdims);
+    return keepdims ? r : mk(Op.Reshape, [r], { shape: out });
+  }
+
+  /** Sum over `axis` (all axes when omitted). */
+  sum<A extends number | undefined = undefined, K extends boolean = false>(
+    axis?: A & AxisArg<S, A>,
+    opts?: { keepdims?: K },
+  ): Tensor<Reduced<S, A, K>, D> {
+    return this.#wrap(this.#reduce(Op.Sum, "sum", axis, opts?.keepdims ?? false));
+  }
+  /** Sum over several axes. */
+  sumAxes(axes: readonly number[], opts: { keepdims?: boolean } = {}): Tensor<number[], D> {
+    return this.#wrap(this.#reduce(Op.Sum, "sum", axes, opts.keepdims ?? false));
+  }
+  /** Mean over `axis` (all axes when omitted). */
+  mean<A extends number | undefined = undefined, K extends boolean = false>(
+    axis?: A & AxisArg<S, A>,
+    opts?: { keepdims?: K },
+  ): Tensor<Reduced<S, A, K>, D> {
+    checkFloat("mean", this.dtype);
+    const axes = normAxes("mean", this.shape, axis);
+    const count = axes.reduce((a, i) => a * this.shape[i], 1);
+    const s = this.#wrap<Shape, D>(this.#reduce(Op.Sum, "mean", axes, opts?.keepdims ?? false));
+    return s.div(count) as unknown as Tensor<Reduced<S, A, K>, D>;
+  }
+  /** Maximum over `axis` (all axes when omitted). */
+  max<A extends number | undefined = undefined, K extends boolean = false>(
+    axis?: A & AxisArg<S, A>,
+    opts?: { keepdims?: K },
+  ): Tensor<Reduced<S, A, K>, D> {
+    return this.#wrap(this.#reduce(Op.ReduceMax, "max", axis, opts?.keepdims ?? false));
+  }
+  /** Minimum over `axis` (all axes when omitted). */
+  min<A extends number | undefined = undefined, K extends boolean = false>(
+    axis?: A & AxisArg<S, A>,
+    opts?: { keepdims?: K },
+  ): Tensor<Reduced<S, A, K>, D> {
+    if (this.dtype === "u32" || this.dtype === "bool") {
+      throw new TypeError(`min over ${this.dtype} is not supported; cast to i32 or f32 first`);
+    }
+    return this.#wrap<Shape, D>(this.neg().#reduce(Op.ReduceMax, "min", axis, opts?.keepdims ?? false))
+      .neg() as Tensor<
+        Reduced<S, A, K>,
+        D
+      >;
+  }
+  /** Index of the maximum along `axis` (the first one on ties), as i32. */
+  argmax<A extends number, K extends boolean = false>(
+    axis: A & AxisArg<S, A>,
+    opts?: { keepdims?: K },
+  ): Tensor<Reduced<S, A, K>, "i32"> {
+    const ax = normAxis("argmax", this.shape, axis);
+    const n = this.shape[ax];
+    const m = this.#wrap<Shape, D>(this.#reduce(Op.ReduceMax, "argmax", [ax], true));
+    const hit = this.#l.eq(m);
+    const shape = this.shape.map((d, i) => (i === ax ? d : 1));
+    const idx = new Tensor<Shape, "i32">(mk(Op.Reshape, [iotaNode(n, "i32", this.device)], { shape }));
+    const cand = hit.where(idx, n) as Tensor<Shape, "i32">;
+    const best = cand.neg().#reduce(Op.ReduceMax, "argmax", [ax], opts?.keepdims ?? false);
+    return this.#wrap<Shape, "i32">(best).neg() as unknown as Tensor<Reduced<S, A, K>, "i32">;
+  }
+  /** Variance over `axis` with `correction` (0 = population variance, numpy's default; 1 = sample). */
+  var<A extends number | undefined = undefined, K extends boolean = false>(
+    axis?: A & AxisArg<S, A>,
+    opts?: { keepdims?: K; correction?: number },
+  ): Tensor<Reduced<S, A, K>, D> {
+    checkFloat("var", this.dtype);
+    const axes = normAxes("var", this.shape, axis);
+    const count = axes.reduce((a, i) => a * this.shape[i], 1);
+    const mu = this.#wrap<Shape, D>(this.#reduce(Op.Sum, "var", axes, true)).div(count);
+    const d = this.#l.sub(mu).square();
+    const ss = d.#reduce(Op.Sum, "var", axes, opts?.keepdims ?? false);
+    return this.#wrap<Shape, D>(ss).div(Math.max(count - (opts?.correction ?? 0), 0)) as unknown as Tensor<
+      Reduced<S, A, K>,
+      D
+    >;
+  }
+  /** `log(sum(exp(x)))` over `axis`, computed stably. */
+  logsumexp<A extends number | undefined = undefined, K extends boolean = false>(
+    axis?: A & AxisArg<S, A>,
+    opts?: { keepdims?: K },
+  ): Tensor<Reduced<S, A, K>, D> {
+    checkFloat("logsumexp", this.dtype);
+    const axes = normAxes("logsumexp", this.shape, axis);
+    const m = this.#wrap<Shape, D>(this.#reduce(Op.ReduceMax, "logsumexp", axes, true));
+    const s = this.#l.sub(m).exp().#reduce(Op.Sum, "logsumexp", axes, true);
+    const out = this.#wrap<Shape, D>(s).log().add(m);
+    return (opts?.keepdims ? out : out.reshape(reduced(this.shape, axes, false))) as unknown as Tensor<
+      Reduced<S, A, K>,
+      D
+    >;
+  }
+  /** Softmax along `axis` (default: last). */
+  softmax(axis = -1): Tensor<S, D> {
+    checkFloat("softmax", this.dtype);
+    const ax = normAxis("softmax", this.shape, axis);
+    const m = this.#wrap<Shape, D>(this.#reduce(Op.ReduceMax, "softmax", [ax], true));
+    const e = this.#l.sub(m).exp();
+    const s = this.#wrap<Shape, D>(e.#reduce(Op.Sum, "softmax", [ax], true));
+    return e.div(s) as unknown as Tensor<S, D>;
+  }
+  /** Log-softmax along `axis` (default: last). */
+  logSoftmax(axis = -1): Tensor<S, D> {
+    checkFloat("logSoftmax", this.dtype);
+    const ax = normAxis("logSoftmax", this.shape, axis);
+    return this.#l.sub(this.#l.logsumexp(ax, { keepdims: true })) as unknown as Tensor<S, D>;
+  }
+
+  // ----- movement -----
+
+  /** Same data, new shape (one dimension may be -1). */
+  reshape<const S2 extends Shape>(shape: S2 & ReshapeOk<S, S2>): Tensor<Writable<S2>, D> {
+    const to = reshapeShape(this.shape, shape as S2);
+    if (to.join() === this.shape.join()) return this as unknown as Tensor<Writable<S2>, D>;
+    return this.#wrap(mk(Op.Reshape, [this.#node], { shape: to }));
+  }
+  /** Flattens to 1-D. */
+  flatten(): Tensor<[number], D> {
+    return this.reshape([this.size] as [number]) as Tensor<[number], D>;
+  }
+  /** Reorders the axes. */
+  permute(perm: readonly number[]): Tensor<number[], D> {
+    const p = checkPermutation("permute", this.shape, perm);
+    if (p.every((v, i) => v === i)) return this as unknown as Tensor<number[], D>;
+    return this.#wrap(mk(Op.Permute, [this.#node], { perm: p }));
+  }
+  /** Swaps the last two axes (a 1-D tensor is returned unchanged). */
+  transpose(): Tensor<Transposed<S>, D> {
+    const r = this.ndim;
+    if (r < 2) return this as unknown as Tensor<Transposed<S>, D>;
+    const perm = [...Array(r).keys()];
+    [perm[r - 2], perm[r - 1]] = [perm[r - 1], perm[r - 2]];
+    return this.permute(perm) as unknown as Tensor<Transposed<S>, D>;
+  }
+  /** Matrix transpose (last two axes), as a property. */
+  get T(): Tensor<Transposed<S>, D> {
+    return this.transpose();
+  }
+  /** Broadcasts to `shape` (numpy rules). */
+  expand<const S2 extends Shape>(shape: S2): Tensor<Writable<S2>, D> {
+    const out = broadcast("expand", this.shape, shape);
+    if (out.join() !== shape.join()) {
+      throw new RangeError(`Cannot expand shape ${fmt(this.shape)} to ${fmt(shape)}`);
+    }
+    return this.#wrap(Tensor.expandNode(this.#node, shape));
+  }
+  /** Inserts a size-1 axis at `axis`. */
+  unsqueeze(axis: number): Tensor<number[], D> {
+    const ax = axis < 0 ? axis + this.ndim + 1 : axis;
+    if (!Number.isInteger(ax) || ax < 0 || ax > this.ndim) {
+      throw new RangeError(`unsqueeze: axis ${axis} is out of range for shape ${fmt(this.shape)}`);
+    }
+    const s = [...this.shape];
+    s.splice(ax, 0, 1);
+    return this.reshape(s as number[]) as Tensor<number[], D>;
+  }
+  /** Removes size-1 axes (all, or the given one). */
+  squeeze(axis?: number): Tensor<number[], D> {
+    if (axis === undefined) {
+      return this.reshape(this.shape.filter((d) => d !== 1) as number[]) as Tensor<number[], D>;
+    }
+    const ax = normAxis("squeeze", this.shape, axis);
+    if (this.shape[ax] !== 1) {
+      throw new RangeError(`squeeze: axis ${axis} of shape ${fmt(this.shape)} is not 1`);
+    }
+    return this.reshape(this.shape.filter((_, i) => i !== ax) as number[]) as Tensor<number[], D>;
+  }
+  /**
+   * Numpy-style basic slicing: one entry per leading axis, each a number (picks and removes the axis), `null`
+   * (whole axis) or `[start, end, step]` with Python semantics (negative indices, omitted ends, negative steps).
+   */
+  slice(
+    ...spec: (number | null | readonly [(number | null)?, (number | null)?, (number | null)?])[]
+  ): Tensor<number[], D> {
+    if (spec.length > this.ndim) {
+      throw new RangeError(`slice: ${spec.length} indices for shape ${fmt(this.shape)}`);
+    }
+    const start: number[] = [];
+    const step: number[] = [];
+    const len: number[] = [];
+    const keep: number[] = [];
+    this.shape.forEach((n, i) => {
+      const s = spec[i];
+      if (typeof s === "number") {
+        const j = s < 0 ? s + n : s;
+        if (!Number.isInteger(j) || j < 0 || j >= n) {
+          throw new RangeError(`slice: index ${s} is out of range for axis ${i} of shape ${fmt(this.shape)}`);
+        }
+        start.push(j), step.push(1), len.push(1);
+        return;
+      }
+      keep.push(i);
+      const [a0, b0, c] = s ?? [];
+      const a = a0 ?? undefined;
+      const b = b0 ?? undefined;
+      const st = c ?? 1;
+      if (!Number.isInteger(st) || st === 0) {
+        throw new RangeError(`slice: step must be a non-zero integer, got ${st}`);
+      }
+      const clamp = (v: number, lo: number, hi: number) => Math.min(Math.max(v, lo), hi);
+      let lo: number;
+      let hi: number;
+      if (st > 0) {
+        lo = a === undefined ? 0 : clamp(a < 0 ? a + n : a, 0, n);
+        hi = b === undefined ? n : clamp(b < 0 ? b + n : b, 0, n);
+      } else {
+        lo = a === undefined ? n - 1 : clamp(a < 0 ? a + n : a, -1, n - 1);
+        hi = b === undefined ? -1 : clamp(b < 0 ? b + n : b, -1, n - 1);
+      }
+      const count = Math.max(0, Math.ceil((hi - lo) / st));
+      start.push(count > 0 ? lo : 0), step.push(st), len.push(count);
+    });
+    let node = this.#node;
+    const trivial = start.every((v) => v === 0) && step.every((v) => v === 1) &&
+      len.every((v, i) => v === this.shape[i]);
+    if (!trivial) node = mk(Op.Shrink, [node], { start, step, len });
+    const out = keep.map((i) => len[i]);
+    return this.#wrap(out.join() === node.shape.join() ? node : mk(Op.Reshape, [node], { shape: out }));
+  }
+  /** Pads each axis with `[before, after]` elements of `value` (default 0). */
+  pad(pads: readonly (readonly [number, number])[], value = 0): Tensor<number[], D> {
+    if (
+      pads.length !== this.ndim ||
+      pads.some((p) => p.length !== 2 || p.some((v) => !Number.isInteger(v) || v < 0))
+    ) {
+      throw new RangeError(
+        `pad: need one [before, after] pair of non-negative integers per axis of ${fmt(this.shape)}`,
+      );
+    }
+    if (pads.every(([a, b]) => a === 0 && b === 0)) return this as unknown as Tensor<number[], D>;
+    return this.#wrap(
+      mk(Op.Pad, [this.#node], { pads: pads.map(([a, b]) => [a, b] as [number, number]), value }),
+    );
+  }
+  /** Elements of this tensor at `indices` along `axis`: the result's shape puts the indices' shape there. */
+  gather(indices: Tensor<Shape, "i32" | "u32">, axis = 0): Tensor<number[], D> {
+    const ax = normAxis("gather", this.shape, axis);
+    if (!(indices instanceof Tensor) || (indices.dtype !== "i32" && indices.dtype !== "u32")) {
+      throw new TypeError(`gather: indices must be an i32 or u32 tensor`);
+    }
+    return this.#wrap(mk(Op.Gather, [this.#node, indices.#node], { axis: ax }));
+  }
+  /** One-hot encoding of an integer tensor: a new last axis of size `n` (f32 by default). */
+  oneHot<T extends DType = "f32">(n: number, dtype: T = "f32" as T): Tensor<number[], T> {
+    if (this.dtype !== "i32" && this.dtype !== "u32") {
+      throw new TypeError(`oneHot needs integer indices, got ${this.dtype}`);
+    }
+    const x = this.cast("i32").unsqueeze(-1);
+    const iota = new Tensor<Shape, "i32">(iotaNode(n, "i32", this.device));
+    return x.eq(iota).cast(dtype) as Tensor<number[], T>;
+  }
+
+  // ----- matmul -----
+
+  /** Matrix product with numpy semantics (batched, broadcast batch dims, 1-D operands promoted). */
+  matmul<S2 extends Shape>(other: Tensor<S2, D> & MatmulOk<S, S2>): Tensor<MatmulShape<S, S2>, D> {
+    if (!(other instanceof Tensor)) throw new TypeError("matmul: expected a Tensor");
+    const b0 = other as Tensor<S2, D>;
+    const out = matmulShape(this.shape, b0.shape);
+    checkSameDType("matmul", this.dtype, b0.dtype);
+    let a = this.#node;
+    let b = b0.#node;
+    if (a.shape.length === 1) a = mk(Op.Reshape, [a], { shape: [1, a.shape[0]] });
+    if (b.shape.length === 1) b = mk(Op.Reshape, [b], { shape: [b.shape[0], 1] });
+    const batch = broadcast("matmul", a.shape.slice(0, -2), b.shape.slice(0, -2));
+    const [m, k] = a.shape.slice(-2);
+    const n = b.shape[b.shape.length - 1];
+    a = Tensor.expandNode(a, [...batch, m, k]);
+    b = Tensor.expandNode(b, [...batch, k, n]);
+    let r = mk(Op.Dot, [a, b], null);
+    if (r.shape.join() !== out.join()) r = mk(Op.Reshape, [r], { shape: out });
+    return this.#wrap(r);
+  }
+
+  // ----- data -----
+
+  /** Computes this tensor (if needed) and keeps the result in device memory. */
+  async realize(): Promise<this> {
+    await realize(this);
+    return this;
+  }
+
+  /** Computes the tensor and copies it to the host as a typed array (f16 is widened to Float32Array). */
+  async data(): Promise<DataArray<D>> {
+    await realize(this);
+    const st = this.#node.storage!;
+    if (this.size === 0) return allocData(this.dtype, 0);
+    const be = await getBackend(this.device);
+    return (await be.read(resolveStorage(st, be), this.dtype, this.size)) as DataArray<D>;
+  }
+
+  /** The data as nested arrays. */
+  async toArray(): Promise<NestedArray> {
+    const d = Array.from(await this.data() as ArrayLike<number>);
+    const build = (off: number, axis: number): NestedArray => {
+      if (axis === this.ndim) return d[off];
+      const stride = sizeOf(this.shape.slice(axis + 1));
+      return Array.from({ length: this.shape[axis] }, (_, i) => build(off + i * stride, axis + 1));
+    };
+    return build(0, 0);
+  }
+
+  /** The single value of a one-element tensor. */
+  async item(): Promise<number> {
+    if (this.size !== 1) {
+      throw new RangeError(`item() needs a one-element tensor, got shape ${fmt(this.shape)}`);
+    }
+    return (await this.data())[0];
+  }
+
+  /** Copies the tensor to another device. */
+  async to(device: DeviceName): Promise<Tensor<S, D>> {
+    if (device === this.device) return this;
+    const d = await this.data();
+    return fromData(d as ArrayLike<number>, this.shape, this.dtype, device) as Tensor<S, D>;
+  }
+
+  /** Releases the device memory now (instead of at garbage collection). Using the tensor afterwards throws. */
+  dispose(): void {
+    releaseBufferNode(this.#node);
+  }
+
+  /** Supports `using t = ...`. */
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** `Tensor([2, 3] f32 on webgpu)` */
+  toString(): string {
+    return `Tensor(${fmt(this.shape)} ${this.dtype} on ${this.device}${this.isRealized ? "" : ", lazy"})`;
+  }
+}
+
+/** Valid axis argument: `undefined` or an axis of S. */
+export type AxisArg<S extends Shape, A> = A extends number ? AxisOk<S, A> : unknown;
+
+/** Makes a tensor from host values (copied; converted to `dtype`). */
+export function fromData(
+  data: ArrayLike<number>,
+  shape: readonly number[],
+  dtype: DType,
+  device: DeviceName,
+): Tensor {
+  const n = sizeOf(shape);
+  if (data.length !== n) {
+    throw new RangeError(`tensor: ${data.length} values do not fill shape ${fmt(shape)} (${n} elements)`);
+  }
+  const arr = allocData(dtype, n);
+  for (let i = 0; i < n; i++) {
+    const v = Number(data[i]);
+    arr[i] = dtype === "bool" ? (v ? 1 : 0) : v;
+  }
+  return new Tensor(bufferNode(new HostStorage(device, dtype, arr), shape, dtype));
+}
+
+/**
+ * Computes several tensors in one submission and keeps them in device memory (no readback). Each tensor's
+ * pending expression is replaced by its stored result.
+ */
+export async function realize(...tensors: Tensor[]): Promise<void> {
+  const byDevice = new Map<DeviceName, Tensor[]>();
+  for (const t of tensors) {
+    if (t.node.storage !== null) continue;
+    const list = byDevice.get(t.device) ?? [];
+    list.push(t);
+    byDevice.set(t.device, list);
+  }
+  for (const list of byDevice.values()) {
+    const nodes = [...new Set(list.map((t) => t.node))];
+    const storages = await realizeNodes(nodes);
+    const leaves = new Map(nodes.map((n, i) => [n, bufferNode(storages[i], n.shape, n.dtype)]));
+    for (const t of list) t.setNode(leaves.get(t.node)!);
+  }
+}
+
+/** Storage bytes of a tensor's elements. */
+export function byteSize(t: Tensor): number {
+  return t.size * DTYPE_INFO[t.dtype].bytes;
+}

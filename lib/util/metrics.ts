@@ -1,0 +1,377 @@
+/**
+ * Metrics logging and whole-file outputs for experiments.
+ *
+ * {@link MetricsWriter} appends one JSON object per line to a `metrics.jsonl` file with one unbuffered
+ * write per record, so a crash loses nothing that was logged; {@link readJsonl} reads such a file back,
+ * tolerating a partially written last line. {@link writeJsonAtomic} and {@link writeTextAtomic} replace
+ * whole files atomically (temporary file in the same directory, then rename). {@link summarizeMetric}
+ * reduces one logged series to a few numbers for a summary table.
+ *
+ * Non-finite numbers (a diverged loss) are written as the strings `"NaN"`, `"Infinity"` and `"-Infinity"`
+ * rather than JSON's lossy `null`.
+ *
+ * @module
+ */
+
+/** One record (line) of a metrics file. */
+export type MetricRecord = Record<string, unknown>;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** JSON.stringify replacer keeping non-finite numbers (which JSON would turn into null) as strings. */
+function keepNonFinite(_key: string, value: unknown): unknown {
+  if (typeof value === "number" && !Number.isFinite(value)) return String(value);
+  if (typeof value === "bigint") return value.toString();
+  return value;
+}
+
+/**
+ * Serialize a value as JSON, keeping `NaN`/`Infinity` as strings and bigints as decimal strings.
+ *
+ * @param value Value to serialize.
+ * @param indent Indentation for pretty-printing; none when omitted.
+ * @returns The JSON text.
+ */
+export function toJson(value: unknown, indent?: number): string {
+  const text = JSON.stringify(value, keepNonFinite, indent);
+  if (text === undefined) throw new Error(`cannot serialize ${typeof value} as JSON`);
+  return text;
+}
+
+function dirname(path: string): string {
+  const slash = path.lastIndexOf("/");
+  if (slash < 0) return ".";
+  return slash === 0 ? "/" : path.slice(0, slash);
+}
+
+function basename(path: string): string {
+  return path.slice(path.lastIndexOf("/") + 1);
+}
+
+function writeAll(file: Deno.FsFile, bytes: Uint8Array): void {
+  let written = 0;
+  while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
+}
+
+/**
+ * Replace `path` with `bytes` atomically: write a temporary file in the same directory, then rename it
+ * over `path`. Missing parent directories are created. On failure the temporary file is removed and the
+ * previous content of `path` (if any) is untouched.
+ *
+ * @param path File to create or replace.
+ * @param bytes Content.
+ *
+ * @example
+ * ```ts
+ * import { writeBytesAtomic } from "./metrics.ts";
+ * const dir = Deno.makeTempDirSync();
+ * writeBytesAtomic(`${dir}/weights.bin`, new Uint8Array([1, 2, 3]));
+ * ```
+ */
+export function writeBytesAtomic(path: string, bytes: Uint8Array): void {
+  const dir = dirname(path);
+  Deno.mkdirSync(dir, { recursive: true });
+  const random = Array.from(
+    crypto.getRandomValues(new Uint8Array(4)),
+    (b) => b.toString(16).padStart(2, "0"),
+  );
+  const tmp = `${dir}/.${basename(path)}.${Deno.pid}.${random.join("")}.tmp`;
+  try {
+    const file = Deno.openSync(tmp, { write: true, createNew: true });
+    try {
+      writeAll(file, bytes);
+    } finally {
+      file.close();
+    }
+    Deno.renameSync(tmp, path);
+  } catch (err) {
+    try {
+      Deno.removeSync(tmp);
+    } catch {
+      // the temporary file may never have been created
+    }
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new Error(`could not write "${path}" (via temporary file "${tmp}"): ${reason}`, { cause: err });
+  }
+}
+
+/**
+ * Replace a UTF-8 text file atomically (see {@link writeBytesAtomic}).
+ *
+ * @param path File to create or replace.
+ * @param text Content.
+ */
+export function writeTextAtomic(path: string, text: string): void {
+  writeBytesAtomic(path, encoder.encode(text));
+}
+
+/**
+ * Replace a JSON file atomically, pretty-printed with a trailing newline (see {@link writeBytesAtomic}).
+ * Non-finite numbers are kept as strings (see {@link toJson}).
+ *
+ * @param path File to create or replace.
+ * @param value Value to serialize.
+ * @param options `indent`: spaces per level (default 2).
+ *
+ * @example
+ * ```ts
+ * import { writeJsonAtomic } from "./metrics.ts";
+ * const dir = Deno.makeTempDirSync();
+ * writeJsonAtomic(`${dir}/summary.json`, { finalLoss: 0.42, steps: 1000 });
+ * ```
+ */
+export function writeJsonAtomic(path: string, value: unknown, options: { indent?: number } = {}): void {
+  writeTextAtomic(path, `${toJson(value, options.indent ?? 2)}\n`);
+}
+
+/** What {@link parseJsonl} found in a JSON-lines text. */
+interface JsonlParse {
+  records: MetricRecord[];
+  /** Byte length of the prefix holding the complete records (including their newlines). */
+  validBytes: number;
+  /** Whether the last complete record lacks its trailing newline. */
+  missingNewline: boolean;
+}
+
+function parseJsonl(bytes: Uint8Array, path: string): JsonlParse {
+  const records: MetricRecord[] = [];
+  let start = 0;
+  let lineNumber = 0;
+  let validBytes = 0;
+  let missingNewline = false;
+  while (start < bytes.length) {
+    let end = bytes.indexOf(0x0a, start);
+    const complete = end >= 0;
+    if (!complete) end = bytes.length;
+    lineNumber++;
+    const line = decoder.decode(bytes.subarray(start, end)).trim();
+    if (line !== "") {
+      let value: unknown;
+      try {
+        value = JSON.parse(line);
+      } catch (err) {
+        if (!complete) break; // a partially written last line: the writer crashed mid-write
+        const reason = err instanceof Error ? err.message : String(err);
+        throw new Error(`"${path}" line ${lineNumber} is not valid JSON (${reason}): ${line.slice(0, 80)}`);
+      }
+      if (typeof value !== "object" || value === null || Array.isArray(value)) {
+        if (!complete) break;
+        throw new Error(`"${path}" line ${lineNumber} holds ${line.slice(0, 40)}, expected a JSON object`);
+      }
+      records.push(value as MetricRecord);
+    }
+    validBytes = complete ? end + 1 : end;
+    missingNewline = !complete && line !== "";
+    start = end + 1;
+  }
+  return { records, validBytes, missingNewline };
+}
+
+/**
+ * Read a JSON-lines file: one JSON object per line; blank lines are skipped.
+ *
+ * A last line that is incomplete (no trailing newline and not valid JSON, as left by a crash mid-write)
+ * is ignored; an invalid line anywhere else is an error naming the file and line.
+ *
+ * @param path File to read.
+ * @returns The records in file order.
+ *
+ * @example
+ * ```ts
+ * import { MetricsWriter, readJsonl } from "./metrics.ts";
+ * const path = `${Deno.makeTempDirSync()}/metrics.jsonl`;
+ * using writer = MetricsWriter.open(path);
+ * writer.write({ step: 1, loss: 2.5 });
+ * console.log(readJsonl(path)); // [{ step: 1, loss: 2.5 }]
+ * ```
+ */
+export function readJsonl(path: string): MetricRecord[] {
+  return parseJsonl(Deno.readFileSync(path), path).records;
+}
+
+/** Options of {@link MetricsWriter.open}. */
+export interface MetricsWriterOptions {
+  /**
+   * Keep the records already in the file (available as {@link MetricsWriter.records}) and append after
+   * them; a partially written last line is cut off first. When false (the default) the file is emptied.
+   */
+  resume?: boolean;
+}
+
+/**
+ * Appends one JSON object per line to a metrics file. Each {@link MetricsWriter.write} is a single
+ * unbuffered write of a complete line, so everything written survives a crash of the process.
+ *
+ * @example
+ * ```ts
+ * import { MetricsWriter } from "./metrics.ts";
+ * const path = `${Deno.makeTempDirSync()}/metrics.jsonl`;
+ * using metrics = MetricsWriter.open(path);
+ * for (let step = 1; step <= 3; step++) metrics.write({ step, loss: 1 / step });
+ * ```
+ */
+export class MetricsWriter {
+  #file: Deno.FsFile | undefined;
+  #path: string;
+  #records: MetricRecord[];
+  #count = 0;
+
+  private constructor(path: string, file: Deno.FsFile, records: MetricRecord[]) {
+    this.#path = path;
+    this.#file = file;
+    this.#records = records;
+  }
+
+  /**
+   * Open (creating it and its directory if needed) a metrics file for appending.
+   *
+   * @param path The `.jsonl` file.
+   * @param options `resume` to keep existing records.
+   * @returns The writer; close it with {@link MetricsWriter.close} or a `using` declaration.
+   */
+  static open(path: string, options: MetricsWriterOptions = {}): MetricsWriter {
+    Deno.mkdirSync(dirname(path), { recursive: true });
+    let records: MetricRecord[] = [];
+    if (options.resume) {
+      let bytes: Uint8Array | undefined;
+      try {
+        bytes = Deno.readFileSync(path);
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      }
+      if (bytes !== undefined) {
+        const parsed = parseJsonl(bytes, path);
+        records = parsed.records;
+        if (parsed.validBytes < bytes.length) Deno.truncateSync(path, parsed.validBytes);
+        if (parsed.missingNewline) {
+          const file = Deno.openSync(path, { append: true });
+          try {
+            writeAll(file, encoder.encode("\n"));
+          } finally {
+            file.close();
+          }
+        }
+      }
+    }
+    const file = Deno.openSync(path, { create: true, append: true, truncate: false, write: true });
+    if (!options.resume) file.truncateSync(0);
+    return new MetricsWriter(path, file, records);
+  }
+
+  /** The file being written. */
+  get path(): string {
+    return this.#path;
+  }
+
+  /** Records that were already in the file when it was opened with `resume: true` (empty otherwise). */
+  get records(): readonly MetricRecord[] {
+    return this.#records;
+  }
+
+  /** Number of records written through this writer. */
+  get count(): number {
+    return this.#count;
+  }
+
+  /**
+   * Append one record as a single line.
+   *
+   * @param record A JSON-serializable object; non-finite numbers are kept as strings.
+   */
+  write(record: MetricRecord): void {
+    if (this.#file === undefined) throw new Error(`metrics file "${this.#path}" is already closed`);
+    const line = toJson(record);
+    if (!line.startsWith("{")) throw new Error(`metrics record must be an object, got ${line.slice(0, 40)}`);
+    writeAll(this.#file, encoder.encode(`${line}\n`));
+    this.#count++;
+  }
+
+  /** Close the file; further writes throw. Closing twice is harmless. */
+  close(): void {
+    this.#file?.close();
+    this.#file = undefined;
+  }
+
+  /** Closes the file (for `using`). */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** A series of logged values reduced to a few numbers (see {@link summarizeMetric}). */
+export interface MetricSummary {
+  /** Number of records holding a finite number under the key. */
+  count: number;
+  /** Number of records holding a non-finite number (`NaN`, `Infinity`) under the key. */
+  nonFinite: number;
+  /** First finite value. */
+  first: number;
+  /** Last finite value. */
+  last: number;
+  /** Smallest finite value. */
+  min: number;
+  /** Largest finite value. */
+  max: number;
+  /** Mean of the finite values. */
+  mean: number;
+  /** Mean of the last `tail` finite values (a less noisy "final" value). */
+  tailMean: number;
+}
+
+function asNumber(value: unknown): number | undefined {
+  if (typeof value === "number") return value;
+  if (value === "NaN" || value === "Infinity" || value === "-Infinity") return Number(value);
+  return undefined;
+}
+
+/**
+ * Summarize the numeric values logged under `key`: first, last, min, max, mean and the mean of the last
+ * few values. Records without the key are skipped; non-finite values are counted but not averaged.
+ *
+ * @param records Records as returned by {@link readJsonl}.
+ * @param key The metric name, e.g. `"loss"`.
+ * @param options `tail`: how many final values {@link MetricSummary.tailMean} averages (default 10).
+ * @returns The summary, or `undefined` when no record holds a finite number under `key`.
+ *
+ * @example
+ * ```ts
+ * import { summarizeMetric } from "./metrics.ts";
+ * const s = summarizeMetric([{ loss: 3 }, { loss: 2 }, { loss: 1 }], "loss", { tail: 2 });
+ * console.log(s?.first, s?.last, s?.tailMean); // 3 1 1.5
+ * ```
+ */
+export function summarizeMetric(
+  records: readonly MetricRecord[],
+  key: string,
+  options: { tail?: number } = {},
+): MetricSummary | undefined {
+  const values: number[] = [];
+  let nonFinite = 0;
+  let min = Infinity;
+  let max = -Infinity;
+  for (const record of records) {
+    const value = asNumber(record[key]);
+    if (value === undefined) continue;
+    if (!Number.isFinite(value)) {
+      nonFinite++;
+      continue;
+    }
+    values.push(value);
+    min = Math.min(min, value);
+    max = Math.max(max, value);
+  }
+  if (values.length === 0) return undefined;
+  const tail = values.slice(-Math.max(1, options.tail ?? 10));
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  return {
+    count: values.length,
+    nonFinite,
+    first: values[0],
+    last: values[values.length - 1],
+    min,
+    max,
+    mean: sum(values) / values.length,
+    tailMean: sum(tail) / tail.length,
+  };
+}

@@ -1,0 +1,438 @@
+/**
+ * Results directories for experiments: `results/<name>/<timestamp>/` holding `config.yaml`,
+ * `metrics.jsonl`, plots, `summary.json` (with git revision, command and wall-clock timings) and
+ * `summary.md`; plus the helpers a summary needs: {@link mdTable} and {@link meanStd}.
+ *
+ * @module
+ */
+import { stringifyYaml } from "../../deps.ts";
+import { MetricsWriter, type MetricsWriterOptions, writeJsonAtomic, writeTextAtomic } from "./metrics.ts";
+import { type SavedPlot, savePlot, type SavePlotOptions } from "./png.ts";
+
+/** Mean, sample standard deviation and count of a list of numbers. */
+export interface MeanStd {
+  /** Arithmetic mean. */
+  mean: number;
+  /** Sample standard deviation (divides by n − 1); 0 for a single value. */
+  std: number;
+  /** Number of values. */
+  n: number;
+}
+
+/**
+ * Mean and sample standard deviation (n − 1 in the denominator), e.g. of a metric over seeds.
+ * Non-finite inputs propagate (a NaN value gives a NaN mean).
+ *
+ * @param values At least one number.
+ * @returns `{ mean, std, n }`.
+ *
+ * @example
+ * ```ts
+ * import { meanStd } from "./results.ts";
+ * console.log(meanStd([1, 2, 3])); // { mean: 2, std: 1, n: 3 }
+ * ```
+ */
+export function meanStd(values: readonly number[]): MeanStd {
+  const n = values.length;
+  if (n === 0) throw new Error("meanStd needs at least one value, got an empty list");
+  let mean = 0;
+  for (const v of values) mean += v;
+  mean /= n;
+  let squares = 0;
+  for (const v of values) squares += (v - mean) ** 2;
+  return { mean, std: n > 1 ? Math.sqrt(squares / (n - 1)) : 0, n };
+}
+
+/**
+ * Format a number with `digits` significant digits, switching to exponent notation for very small or
+ * large magnitudes; integers are printed exactly.
+ *
+ * @param value The number.
+ * @param digits Significant digits (default 4).
+ * @returns The text.
+ */
+export function formatNumber(value: number, digits = 4): string {
+  if (!Number.isFinite(value)) return String(value);
+  if (Number.isInteger(value) && Math.abs(value) < 1e15) return String(value);
+  const abs = Math.abs(value);
+  if (abs !== 0 && (abs < 1e-3 || abs >= 1e6)) return value.toExponential(Math.max(0, digits - 1));
+  return String(Number(value.toPrecision(digits)));
+}
+
+/**
+ * Format a {@link MeanStd} as `mean ± std` (with `(n=…)` left out).
+ *
+ * @param stats The statistics.
+ * @param digits Significant digits of the mean (default 4).
+ * @returns E.g. `0.8123 ± 0.0131`.
+ */
+export function formatMeanStd(stats: MeanStd, digits = 4): string {
+  return `${formatNumber(stats.mean, digits)} ± ${formatNumber(stats.std, Math.max(2, digits - 1))}`;
+}
+
+/** A table cell: text, or a number formatted with {@link formatNumber}. */
+export type Cell = string | number | boolean | null | undefined;
+
+/** Options of {@link mdTable}. */
+export interface MdTableOptions {
+  /** Per-column alignment; numeric columns are right-aligned by default, others left. */
+  align?: readonly ("left" | "right" | "center")[];
+  /** Significant digits for numbers (default 4). */
+  digits?: number;
+}
+
+function cellText(cell: Cell, digits: number): string {
+  if (cell === null || cell === undefined) return "";
+  const raw = typeof cell === "number" ? formatNumber(cell, digits) : String(cell);
+  return raw.replace(/\|/g, "\\|").replace(/\r?\n/g, "<br>");
+}
+
+/**
+ * A GitHub-flavoured markdown table.
+ *
+ * @param headers Column headings.
+ * @param rows Rows of cells, each as long as `headers`.
+ * @param options Alignment and number formatting.
+ * @returns The table, one line per row, ending with a newline.
+ *
+ * @example
+ * ```ts
+ * import { mdTable } from "./results.ts";
+ * console.log(mdTable(["method", "loss"], [["LoRA", 1.23456], ["PiSSA", 1.1]]));
+ * // | method | loss |
+ * // | :--- | ---: |
+ * // | LoRA | 1.235 |
+ * // | PiSSA | 1.1 |
+ * ```
+ */
+export function mdTable(
+  headers: readonly string[],
+  rows: readonly (readonly Cell[])[],
+  options: MdTableOptions = {},
+): string {
+  const digits = options.digits ?? 4;
+  rows.forEach((row, i) => {
+    if (row.length !== headers.length) {
+      throw new Error(
+        `mdTable row ${i} has ${row.length} cells, expected ${headers.length} (one per header)`,
+      );
+    }
+  });
+  const align = headers.map((_, c) => {
+    const given = options.align?.[c];
+    if (given !== undefined) return given;
+    const numeric = rows.length > 0 && rows.every((row) => typeof row[c] === "number" || row[c] == null);
+    return numeric ? "right" : "left";
+  });
+  const rule = { left: ":---", right: "---:", center: ":---:" };
+  const line = (cells: readonly string[]) => `| ${cells.join(" | ")} |`;
+  return [
+    line(headers.map((h) => cellText(h, digits))),
+    line(align.map((a) => rule[a])),
+    ...rows.map((row) => line(row.map((cell) => cellText(cell, digits)))),
+  ].join("\n") + "\n";
+}
+
+/** The git commit a run was made from. */
+export interface GitInfo {
+  /** `git rev-parse HEAD`, or `"unknown"` when git, a repository or a commit is not available. */
+  revision: string;
+  /** Whether tracked or untracked files differ from that commit; `null` when unknown. */
+  dirty: boolean | null;
+}
+
+function runGit(args: string[], cwd: string | undefined): string | undefined {
+  try {
+    const output = new Deno.Command("git", { args, cwd, stdout: "piped", stderr: "null", stdin: "null" })
+      .outputSync();
+    if (!output.success) return undefined;
+    return new TextDecoder().decode(output.stdout).trim();
+  } catch {
+    return undefined; // git missing, or no --allow-run permission
+  }
+}
+
+/**
+ * The current git revision and whether the working tree has changes.
+ *
+ * @param options `cwd`: directory inside the repository (default: the current directory).
+ * @returns The revision (`"unknown"` if it cannot be determined) and the dirty flag.
+ */
+export function gitInfo(options: { cwd?: string } = {}): GitInfo {
+  const revision = runGit(["rev-parse", "HEAD"], options.cwd);
+  if (revision === undefined || !/^[0-9a-f]{7,64}$/.test(revision)) {
+    return { revision: "unknown", dirty: null };
+  }
+  const status = runGit(["status", "--porcelain"], options.cwd);
+  return { revision, dirty: status === undefined ? null : status !== "" };
+}
+
+/**
+ * A filesystem-safe, sortable UTC timestamp: `YYYYMMDD-HHMMSS`.
+ *
+ * @param date The moment (default: now).
+ * @returns E.g. `20250131-235959`.
+ */
+export function runTimestamp(date: Date = new Date()): string {
+  const p = (n: number) => String(n).padStart(2, "0");
+  return `${date.getUTCFullYear()}${p(date.getUTCMonth() + 1)}${p(date.getUTCDate())}-` +
+    `${p(date.getUTCHours())}${p(date.getUTCMinutes())}${p(date.getUTCSeconds())}`;
+}
+
+/** Options of {@link ResultsDir.create}. */
+export interface ResultsDirOptions {
+  /** Parent of all results (default `"results"`, relative to the current directory). */
+  root?: string;
+  /** Start time used for the directory name (default: now). */
+  startedAt?: Date;
+  /** Directory whose git revision is recorded (default: the current directory). */
+  gitCwd?: string;
+}
+
+/** What {@link ResultsDir.writeSummary} adds under the `run` key of `summary.json`. */
+export interface RunInfo {
+  /** Experiment name. */
+  name: string;
+  /** Run directory. */
+  dir: string;
+  /** Git revision and dirty flag. */
+  git: GitInfo;
+  /** Script and arguments: `Deno.mainModule` and `Deno.args`. */
+  command: { mainModule: string; args: string[] };
+  /** Deno version. */
+  deno: string;
+  /** Start time, ISO 8601. */
+  startedAt: string;
+  /** Time the summary was written, ISO 8601. */
+  finishedAt: string;
+  /** Seconds from creating the directory to writing the summary. */
+  wallSeconds: number;
+  /** Seconds per label recorded with {@link ResultsDir.time} / {@link ResultsDir.startTimer}. */
+  timings: Record<string, number>;
+}
+
+/**
+ * One run's output directory `<root>/<name>/<YYYYMMDD-HHMMSS>/` (a `-2`, `-3`, ... suffix is added when two
+ * runs start in the same second).
+ *
+ * @example
+ * ```ts
+ * import { ResultsDir, mdTable } from "./results.ts";
+ * const run = ResultsDir.create("rank_sweep", { root: Deno.makeTempDirSync() });
+ * run.writeConfig({ rank: 8, lr: 1e-3 });
+ * using metrics = run.metrics();
+ * metrics.write({ step: 1, loss: 2.3 });
+ * const loss = run.time("train", () => 1.23);
+ * run.writeSummary({ finalLoss: loss });
+ * run.writeMarkdown(mdTable(["rank", "loss"], [[8, loss]]));
+ * ```
+ */
+export class ResultsDir {
+  #name: string;
+  #path: string;
+  #startedAt: Date;
+  #startMs: number;
+  #git: GitInfo;
+  #timings: Record<string, number> = {};
+
+  private constructor(name: string, path: string, startedAt: Date, git: GitInfo) {
+    this.#name = name;
+    this.#path = path;
+    this.#startedAt = startedAt;
+    this.#startMs = performance.now();
+    this.#git = git;
+  }
+
+  /**
+   * Create a new, empty run directory (and its parents).
+   *
+   * @param name Experiment name: letters, digits, `_`, `-` and `.` only.
+   * @param options Root directory, start time, git directory.
+   * @returns The results directory.
+   */
+  static create(name: string, options: ResultsDirOptions = {}): ResultsDir {
+    if (!/^[A-Za-z0-9_.-]+$/.test(name) || name === "." || name === "..") {
+      throw new Error(`results name must use only letters, digits, "_", "-" and ".", got "${name}"`);
+    }
+    const root = options.root ?? "results";
+    const startedAt = options.startedAt ?? new Date();
+    const parent = `${root.replace(/\/+$/, "")}/${name}`;
+    Deno.mkdirSync(parent, { recursive: true });
+    const stamp = runTimestamp(startedAt);
+    for (let attempt = 1;; attempt++) {
+      const path = attempt === 1 ? `${parent}/${stamp}` : `${parent}/${stamp}-${attempt}`;
+      try {
+        Deno.mkdirSync(path);
+      } catch (err) {
+        if (err instanceof Deno.errors.AlreadyExists && attempt < 1000) continue;
+        throw err;
+      }
+      return new ResultsDir(name, path, startedAt, gitInfo({ cwd: options.gitCwd }));
+    }
+  }
+
+  /** The experiment name. */
+  get name(): string {
+    return this.#name;
+  }
+
+  /** The run directory. */
+  get path(): string {
+    return this.#path;
+  }
+
+  /** When the run started. */
+  get startedAt(): Date {
+    return this.#startedAt;
+  }
+
+  /** Git revision and dirty flag recorded when the directory was created. */
+  get git(): GitInfo {
+    return this.#git;
+  }
+
+  /** Seconds per label recorded so far. */
+  get timings(): Readonly<Record<string, number>> {
+    return { ...this.#timings };
+  }
+
+  /**
+   * Path of a file inside the run directory.
+   *
+   * @param name Relative file name, e.g. `"adapter.safetensors"`.
+   * @returns `<run dir>/<name>`.
+   */
+  file(name: string): string {
+    if (name.startsWith("/") || name.split("/").includes("..")) {
+      throw new Error(`results file name must stay inside "${this.#path}", got "${name}"`);
+    }
+    return `${this.#path}/${name}`;
+  }
+
+  /**
+   * Write the run's configuration as `config.yaml` (atomically).
+   *
+   * @param config The validated configuration.
+   * @returns The file's path.
+   */
+  writeConfig(config: Record<string, unknown>): string {
+    const path = this.file("config.yaml");
+    writeTextAtomic(path, stringifyYaml(config));
+    return path;
+  }
+
+  /**
+   * Open the run's metrics file (see {@link MetricsWriter}).
+   *
+   * @param options `file` (default `"metrics.jsonl"`) and `resume`.
+   * @returns The writer.
+   */
+  metrics(options: MetricsWriterOptions & { file?: string } = {}): MetricsWriter {
+    return MetricsWriter.open(this.file(options.file ?? "metrics.jsonl"), options);
+  }
+
+  /**
+   * Start a wall-clock timer; calling the returned function stops it, adds the seconds to `label`'s total
+   * and returns them.
+   *
+   * @param label Timing name, e.g. `"train"`.
+   * @returns The stop function.
+   */
+  startTimer(label: string): () => number {
+    const start = performance.now();
+    let stopped = false;
+    return () => {
+      const seconds = (performance.now() - start) / 1000;
+      if (!stopped) this.#timings[label] = (this.#timings[label] ?? 0) + seconds;
+      stopped = true;
+      return seconds;
+    };
+  }
+
+  /**
+   * Run `fn`, adding its wall-clock time to `label` (for an async `fn`, the time until its promise settles).
+   *
+   * @param label Timing name.
+   * @param fn The work.
+   * @returns What `fn` returns.
+   */
+  time<T>(label: string, fn: () => T): T {
+    const stop = this.startTimer(label);
+    let result: T;
+    try {
+      result = fn();
+    } catch (err) {
+      stop();
+      throw err;
+    }
+    if (result instanceof Promise) return result.finally(stop) as T;
+    stop();
+    return result;
+  }
+
+  /**
+   * Write `summary.json` (atomically): the given fields plus a `run` entry ({@link RunInfo}) with the git
+   * revision, command, start/finish times, total wall-clock seconds and the recorded timings.
+   *
+   * @param summary The run's results.
+   * @returns The file's path.
+   */
+  writeSummary(summary: Record<string, unknown>): string {
+    const path = this.file("summary.json");
+    writeJsonAtomic(path, { ...summary, run: this.runInfo() });
+    return path;
+  }
+
+  /** The `run` entry written by {@link ResultsDir.writeSummary}, as of now. */
+  runInfo(): RunInfo {
+    return {
+      name: this.#name,
+      dir: this.#path,
+      git: this.#git,
+      command: { mainModule: Deno.mainModule, args: [...Deno.args] },
+      deno: Deno.version.deno,
+      startedAt: this.#startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      wallSeconds: (performance.now() - this.#startMs) / 1000,
+      timings: { ...this.#timings },
+    };
+  }
+
+  /**
+   * Write a markdown file (atomically), by default `summary.md`.
+   *
+   * @param text Markdown text, e.g. built with {@link mdTable}.
+   * @param options `file`: file name (default `"summary.md"`).
+   * @returns The file's path.
+   */
+  writeMarkdown(text: string, options: { file?: string } = {}): string {
+    const path = this.file(options.file ?? "summary.md");
+    writeTextAtomic(path, text.endsWith("\n") ? text : `${text}\n`);
+    return path;
+  }
+
+  /**
+   * Write a JSON file (atomically) in the run directory.
+   *
+   * @param name File name, e.g. `"eval.json"`.
+   * @param value Value to serialize.
+   * @returns The file's path.
+   */
+  writeJson(name: string, value: unknown): string {
+    const path = this.file(name);
+    writeJsonAtomic(path, value);
+    return path;
+  }
+
+  /**
+   * Save a plot as `<name>.svg` and `<name>.png` in the run directory (see `savePlot` in `png.ts`).
+   *
+   * @param name File name without extension.
+   * @param svg The SVG text.
+   * @param options PNG width and font.
+   * @returns Paths written and rendering warnings.
+   */
+  savePlot(name: string, svg: string, options: SavePlotOptions = {}): Promise<SavedPlot> {
+    return savePlot(this.#path, name, svg, options);
+  }
+}

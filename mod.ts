@@ -1,0 +1,41 @@
+/**
+ * tessera: typed tensors compiled to WGSL on Deno's WebGPU, for studying LoRA fine-tuning from a script.
+ *
+ * @example
+ * ```ts
+ * import { randn, tensor } from "./mod.ts";
+ * const a = randn([64, 32], { seed: 1 });
+ * const b = tensor([[1, 2], [3, 4]]);
+ * const y = a.matmul(randn([32, 8], { seed: 2 })).relu().sum(0);
+ * console.log(await y.data(), await b.sum().item());
+ * ```
+ *
+ * @module
+ */
+export type { AnyDataArray, DataArray, DType } from "./lib/dtype.ts";
+export type * from "./lib/shape.ts";
+export { type AxisArg, type NestedArray, type Operand, realize, Tensor } from "./lib/tensor/tensor.ts";
+export {
+  arange,
+  concat,
+  type CreateOptions,
+  eye,
+  full,
+  type Nested,
+  ones,
+  rand,
+  randn,
+  type RandOptions,
+  setSeed,
+  type ShapeOf,
+  stack,
+  tensor,
+  where,
+  zeros,
+} from "./lib/tensor/creation.ts";
+export type { DeviceName, Node, Storage } from "./lib/ir/node.ts";
+export { Op, type OpArgs } from "./lib/ir/ops.ts";
+export type * from "./lib/codegen/kexpr.ts";
+export type { Backend, BackendStats, Step } from "./lib/runtime/backend.ts";
+export { getBackend, getDefaultDevice, getWebGPU, setDefaultDevice } from "./lib/runtime/realize.ts";
+export { NoAdapterError, type WebGPUBackend, WebGPUError } from "./lib/runtime/webgpu.ts";

@@ -1,0 +1,99 @@
+/**
+ * Test helpers: fresh seeded random inputs (the seed is printed in every failure so a run can be repeated with
+ * TEST_SEED), the float64 reference value of any tensor, and closeness assertions with explicit tolerances.
+ */
+import type { Tensor } from "../mod.ts";
+import { getBackend } from "../mod.ts";
+import { evaluateReference } from "../lib/ir/reference.ts";
+import type { Node } from "../lib/ir/node.ts";
+import { toposort } from "../lib/ir/node.ts";
+import { HostStorage, resolveStorage } from "../lib/runtime/realize.ts";
+
+/** Seed of this test process: TEST_SEED if set, else fresh. */
+export const TEST_SEED: number = (() => {
+  const env = Deno.env.get("TEST_SEED");
+  return env !== undefined ? Number(env) >>> 0 : (Math.random() * 2 ** 32) >>> 0;
+})();
+
+/** A small xorshift generator for host-side test data. */
+export class TestRng {
+  #s: number;
+  /** Seeded from TEST_SEED mixed with `salt`, so each test draws its own stream. */
+  constructor(salt: number) {
+    this.#s = ((TEST_SEED ^ Math.imul(salt + 1, 0x9e3779b1)) >>> 0) || 1;
+  }
+  /** Uniform in [0, 1). */
+  next(): number {
+    let x = this.#s;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.#s = x >>> 0;
+    return this.#s / 4294967296;
+  }
+  /** Integer in [lo, hi]. */
+  int(lo: number, hi: number): number {
+    return lo + Math.floor(this.next() * (hi - lo + 1));
+  }
+  /** Standard normal. */
+  normal(): number {
+    const u = 1 - this.next();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.next());
+  }
+  /** `n` normal values as Float32Array. */
+  normals(n: number, scale = 1): Float32Array {
+    return Float32Array.from({ length: n }, () => this.normal() * scale);
+  }
+}
+
+/** Float64 reference values of `t` (the unscheduled interpreter in lib/ir/reference.ts). */
+export async function reference(t: Tensor): Promise<Float64Array> {
+  const leaves = new Map<Node, Float64Array>();
+  for (const n of toposort([t.node])) {
+    if (n.storage === null) continue;
+    const s = n.storage;
+    let data: ArrayLike<number>;
+    if (s instanceof HostStorage && s.host !== null) data = s.host;
+    else {
+      const be = await getBackend(n.device);
+      data = await be.read(resolveStorage(s, be), n.dtype, n.size);
+    }
+    leaves.set(n, Float64Array.from(data));
+  }
+  return evaluateReference(t.node, (n) => leaves.get(n)!);
+}
+
+/** Options of {@link assertClose}. */
+export interface CloseOptions {
+  /** Relative tolerance. */
+  rtol?: number;
+  /** Absolute tolerance. */
+  atol?: number;
+  /** Per-element absolute tolerance (added to atol). */
+  atolEach?: ArrayLike<number>;
+  /** Prefix of the failure message. */
+  what?: string;
+}
+
+/** Asserts |got - want| <= atol + rtol·|want| elementwise (NaN matches NaN, infinities must match exactly). */
+export function assertClose(got: ArrayLike<number>, want: ArrayLike<number>, opts: CloseOptions = {}): void {
+  const { rtol = 1e-5, atol = 1e-6, what = "values" } = opts;
+  if (got.length !== want.length) {
+    throw new Error(`${what}: length ${got.length} != ${want.length} (TEST_SEED=${TEST_SEED})`);
+  }
+  for (let i = 0; i < got.length; i++) {
+    const g = Number(got[i]);
+    const w = Number(want[i]);
+    if (Number.isNaN(w) && Number.isNaN(g)) continue;
+    if (!Number.isFinite(w) || !Number.isFinite(g)) {
+      if (g === w) continue;
+    } else {
+      const tol = atol + (opts.atolEach?.[i] ?? 0) + rtol * Math.abs(w);
+      if (Math.abs(g - w) <= tol) continue;
+    }
+    throw new Error(
+      `${what}: element ${i}: got ${g}, want ${w} (|diff| ${Math.abs(g - w)}, rtol ${rtol}, atol ${atol}) ` +
+        `(TEST_SEED=${TEST_SEED})`,
+    );
+  }
+}

@@ -1,0 +1,74 @@
+/** Misuse fails early with a message that names the op and the shapes or dtypes involved. */
+import { throws } from "node:assert/strict";
+import { arange, concat, ones, rand, tensor, zeros } from "../../mod.ts";
+import type { Shape, Tensor } from "../../mod.ts";
+
+const wide = <D extends "f32" | "i32">(t: Tensor<Shape, D>) => t as Tensor<number[], D>;
+
+Deno.test("shape errors name the op and the shapes", () => {
+  throws(
+    () => wide(ones([2, 3])).matmul(wide(ones([4, 5]))),
+    /Cannot matmul shapes \[2, 3\] and \[4, 5\]: inner dimensions 3 and 4 differ/,
+  );
+  throws(() => wide(ones([2, 3])).add(wide(ones([4]))), /Cannot add shapes \[2, 3\] and \[4\]/);
+  throws(() => wide(ones([2, 3])).mul(wide(ones([3, 2]))), /Cannot mul shapes \[2, 3\] and \[3, 2\]/);
+  throws(
+    () => wide(ones([2, 3])).reshape([4, 2]),
+    /Cannot reshape \[2, 3\] \(6 elements\) to \[4, 2\] \(8 elements\)/,
+  );
+  throws(() => wide(ones([2, 3])).sum(2), /sum: axis 2 is out of range for shape \[2, 3\]/);
+  throws(() => wide(ones([2, 3])).permute([0, 0]), /not a permutation of the axes of shape \[2, 3\]/);
+  throws(() => wide(ones([2, 3])).slice(5), /index 5 is out of range for axis 0 of shape \[2, 3\]/);
+  throws(
+    () => wide(ones([2, 3])).expand([4, 3]),
+    /Cannot expand shapes \[2, 3\] and \[4, 3\]|Cannot expand shape/,
+  );
+  throws(
+    () => concat([ones([2, 3]), ones([3, 3])], 1),
+    /Cannot concat \[2, 3\] f32, \[3, 3\] f32 along axis 1/,
+  );
+  throws(() => wide(ones([0, 3])).max(0), /cannot reduce over an empty axis of shape \[0, 3\]/);
+  throws(() => tensor([[1, 2], [3]]), /ragged nested array/);
+  throws(
+    () => tensor(new Float32Array(5), { shape: [2, 3] }),
+    /5 values do not fill shape \[2, 3\] \(6 elements\)/,
+  );
+  throws(() => zeros([2, -1]), /invalid shape \[2,-1\]/);
+  throws(() => arange(0, 5, 0), /step must be finite and non-zero/);
+});
+
+Deno.test("dtype errors name the op and the dtypes", () => {
+  const i = ones([3], { dtype: "i32" }) as unknown as Tensor<Shape, "f32">;
+  throws(() => ones([3]).add(i), /Cannot add tensors of dtypes f32 and i32; convert one with \.cast\(\)/);
+  throws(() => ones([3], { dtype: "i32" }).exp(), /Cannot exp a tensor of dtype i32; it needs f32 or f16/);
+  throws(() => ones([3], { dtype: "i32" }).softmax(), /Cannot softmax a tensor of dtype i32/);
+  throws(() => ones([3]).where(1, 2), /where: condition must be bool, got f32/);
+  throws(
+    () => ones([3]).gather(ones([2]) as unknown as Tensor<Shape, "i32">),
+    /gather: indices must be an i32 or u32 tensor/,
+  );
+  throws(() => ones([3]).cast("f64" as "f32"), /unknown dtype "f64"/);
+  throws(() => rand([2], { seed: 1.5 }), /seed must be an integer/);
+});
+
+Deno.test("tensors on different devices cannot be combined", () => {
+  const a = ones([2], { device: "cpu" });
+  const b = tensor([1, 2], { device: "webgpu" });
+  throws(() => a.add(b), /Cannot combine tensors on devices cpu and webgpu/);
+});
+
+Deno.test("using a disposed tensor throws instead of reading freed memory", async () => {
+  const t = tensor([1, 2, 3]);
+  await t.realize();
+  const y = t.mul(2);
+  t.dispose();
+  let msg = "";
+  try {
+    await y.data();
+  } catch (e) {
+    msg = (e as Error).message;
+  }
+  if (!/used after dispose/.test(msg)) {
+    throw new Error(`expected a dispose error, got ${JSON.stringify(msg)}`);
+  }
+});

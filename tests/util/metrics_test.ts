@@ -1,0 +1,169 @@
+import assert from "node:assert/strict";
+import {
+  MetricsWriter,
+  readJsonl,
+  summarizeMetric,
+  writeJsonAtomic,
+  writeTextAtomic,
+} from "../../lib/util/metrics.ts";
+
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const tempRoot = Deno.makeTempDirSync({ prefix: "metrics_test_" });
+globalThis.addEventListener("unload", () => Deno.removeSync(tempRoot, { recursive: true }));
+let tempCount = 0;
+function tempPath(name: string): string {
+  return `${tempRoot}/${tempCount++}/${name}`;
+}
+
+function randomRecords(seed: number, n: number, firstStep = 1): Record<string, unknown>[] {
+  const random = rng(seed);
+  return Array.from({ length: n }, (_, i) => ({
+    step: firstStep + i,
+    loss: 5 * random() + 0.1,
+    lr: random() * 1e-3,
+    phase: random() < 0.5 ? "train" : "eval",
+    grads: [random(), random()],
+  }));
+}
+
+Deno.test("metrics: written lines read back equal, one JSON object per line", () => {
+  const path = tempPath("metrics.jsonl");
+  const records = randomRecords(1, 25);
+  const writer = MetricsWriter.open(path);
+  for (const r of records) writer.write(r);
+  assert.equal(writer.count, records.length);
+  // Each write reaches the file immediately (no buffering): read before closing.
+  assert.deepEqual(readJsonl(path), records);
+  writer.close();
+  const lines = Deno.readTextFileSync(path).split("\n");
+  assert.equal(lines.length, records.length + 1, "one line per record plus the final newline");
+  assert.equal(lines.at(-1), "");
+  assert.deepEqual(JSON.parse(lines[3]), records[3]);
+  assert.throws(() => writer.write({ step: 0 }), /already closed/);
+});
+
+Deno.test("metrics: non-finite numbers survive as strings", () => {
+  const path = tempPath("metrics.jsonl");
+  using writer = MetricsWriter.open(path);
+  writer.write({ step: 1, loss: NaN, grad: Infinity, low: -Infinity });
+  assert.deepEqual(readJsonl(path), [{ step: 1, loss: "NaN", grad: "Infinity", low: "-Infinity" }]);
+});
+
+Deno.test("metrics: reopening with resume keeps records and appends; without resume starts empty", () => {
+  const path = tempPath("metrics.jsonl");
+  const first = randomRecords(2, 10);
+  const second = randomRecords(3, 7, 11);
+  {
+    using writer = MetricsWriter.open(path);
+    for (const r of first) writer.write(r);
+  }
+  {
+    using writer = MetricsWriter.open(path, { resume: true });
+    assert.deepEqual(writer.records, first);
+    for (const r of second) writer.write(r);
+  }
+  assert.deepEqual(readJsonl(path), [...first, ...second]);
+  {
+    using writer = MetricsWriter.open(path);
+    assert.equal(writer.records.length, 0);
+  }
+  assert.deepEqual(readJsonl(path), []);
+});
+
+Deno.test("metrics: a partially written last line is tolerated and cut off on resume", () => {
+  const path = tempPath("metrics.jsonl");
+  const records = randomRecords(4, 6);
+  {
+    using writer = MetricsWriter.open(path);
+    for (const r of records) writer.write(r);
+  }
+  const full = JSON.stringify({ step: 7, loss: 0.5 });
+  Deno.writeTextFileSync(path, full.slice(0, 11), { append: true }); // a crash mid-write
+  assert.deepEqual(readJsonl(path), records);
+
+  const extra = { step: 7, loss: 0.25 };
+  {
+    using writer = MetricsWriter.open(path, { resume: true });
+    assert.deepEqual(writer.records, records);
+    writer.write(extra);
+  }
+  assert.deepEqual(readJsonl(path), [...records, extra]);
+  assert.ok(!Deno.readTextFileSync(path).includes(full.slice(0, 11) + "{"), "partial line removed");
+});
+
+Deno.test("metrics: a complete last line without newline is kept, and resume does not glue onto it", () => {
+  const path = tempPath("metrics.jsonl");
+  Deno.mkdirSync(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+  Deno.writeTextFileSync(path, `{"step":1}\n{"step":2}`);
+  assert.deepEqual(readJsonl(path), [{ step: 1 }, { step: 2 }]);
+  {
+    using writer = MetricsWriter.open(path, { resume: true });
+    writer.write({ step: 3 });
+  }
+  assert.deepEqual(readJsonl(path), [{ step: 1 }, { step: 2 }, { step: 3 }]);
+});
+
+Deno.test("metrics: a corrupt line in the middle is an error naming file and line", () => {
+  const path = tempPath("metrics.jsonl");
+  Deno.mkdirSync(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+  Deno.writeTextFileSync(path, `{"step":1}\n{"step":\n{"step":3}\n`);
+  assert.throws(
+    () => readJsonl(path),
+    (err: Error) => err.message.includes(path) && /line 2/.test(err.message),
+  );
+  Deno.writeTextFileSync(path, `{"step":1}\n[1,2]\n`);
+  assert.throws(() => readJsonl(path), /line 2 .*expected a JSON object/);
+});
+
+Deno.test("metrics: writeJsonAtomic replaces the file and leaves no temporary files", () => {
+  const path = tempPath("summary.json");
+  const random = rng(9);
+  const a = { loss: random(), steps: Math.floor(random() * 1000) };
+  const b = { loss: random(), nested: { values: [random(), random()] } };
+  writeJsonAtomic(path, a);
+  assert.deepEqual(JSON.parse(Deno.readTextFileSync(path)), a);
+  writeJsonAtomic(path, b);
+  assert.deepEqual(JSON.parse(Deno.readTextFileSync(path)), b);
+  writeTextAtomic(`${path}.txt`, "hello\n");
+  const dir = path.slice(0, path.lastIndexOf("/"));
+  const names = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+  assert.deepEqual(names, ["summary.json", "summary.json.txt"]);
+});
+
+Deno.test("metrics: summarizeMetric matches an independent computation", () => {
+  const random = rng(12);
+  const losses = Array.from({ length: 40 }, () => random() * 3);
+  const records: Record<string, unknown>[] = losses.map((loss, i) => ({ step: i, loss }));
+  records.splice(5, 0, { step: -1, note: "no loss here" });
+  records.push({ step: 99, loss: "NaN" });
+  const s = summarizeMetric(records, "loss", { tail: 5 });
+  assert.ok(s !== undefined);
+  let min = losses[0];
+  let max = losses[0];
+  let sum = 0;
+  for (const v of losses) {
+    min = v < min ? v : min;
+    max = v > max ? v : max;
+    sum += v;
+  }
+  const tail = losses.slice(35);
+  assert.equal(s.count, 40);
+  assert.equal(s.nonFinite, 1);
+  assert.equal(s.first, losses[0]);
+  assert.equal(s.last, losses[39]);
+  assert.equal(s.min, min);
+  assert.equal(s.max, max);
+  assert.ok(Math.abs(s.mean - sum / 40) < 1e-12);
+  assert.ok(Math.abs(s.tailMean - (tail[0] + tail[1] + tail[2] + tail[3] + tail[4]) / 5) < 1e-12);
+  assert.equal(summarizeMetric(records, "absent"), undefined);
+});

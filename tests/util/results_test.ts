@@ -1,0 +1,159 @@
+import assert from "node:assert/strict";
+import { parseYaml } from "../../deps.ts";
+import { readJsonl } from "../../lib/util/metrics.ts";
+import { gitInfo, mdTable, meanStd, ResultsDir, runTimestamp } from "../../lib/util/results.ts";
+
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const tempRoot = Deno.makeTempDirSync({ prefix: "results_test_" });
+globalThis.addEventListener("unload", () => Deno.removeSync(tempRoot, { recursive: true }));
+
+function busyWait(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    // spin
+  }
+}
+
+Deno.test("results: directory layout results/<name>/<UTC timestamp>/ with a suffix on collision", () => {
+  const root = `${tempRoot}/layout`;
+  const when = new Date(Date.UTC(2025, 0, 9, 7, 5, 3));
+  const a = ResultsDir.create("rank_sweep", { root, startedAt: when });
+  assert.equal(a.path, `${root}/rank_sweep/20250109-070503`);
+  assert.equal(runTimestamp(when), "20250109-070503");
+  assert.ok(Deno.statSync(a.path).isDirectory);
+  const b = ResultsDir.create("rank_sweep", { root, startedAt: when });
+  assert.equal(b.path, `${root}/rank_sweep/20250109-070503-2`);
+  assert.equal(a.file("adapter.bin"), `${a.path}/adapter.bin`);
+  assert.throws(() => a.file("../escape.txt"), /must stay inside/);
+  assert.throws(() => ResultsDir.create("bad/name", { root }), /results name/);
+});
+
+Deno.test("results: config.yaml, metrics.jsonl, summary.json and summary.md", async () => {
+  const random = rng(41);
+  const run = ResultsDir.create("demo", { root: `${tempRoot}/files` });
+  const config = {
+    rank: 1 + Math.floor(random() * 64),
+    lr: random() * 1e-2,
+    method: "pissa",
+    train: { steps: 7 },
+  };
+  run.writeConfig(config);
+  assert.deepEqual(parseYaml(Deno.readTextFileSync(`${run.path}/config.yaml`)), config);
+
+  const losses = Array.from({ length: 5 }, () => random());
+  {
+    using metrics = run.metrics();
+    losses.forEach((loss, step) => metrics.write({ step, loss }));
+  }
+  assert.deepEqual(readJsonl(`${run.path}/metrics.jsonl`).map((r) => r.loss), losses);
+
+  const value = run.time("train", () => {
+    busyWait(30);
+    return 42;
+  });
+  assert.equal(value, 42);
+  const asyncValue = await run.time("eval", async () => {
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    return "done";
+  });
+  assert.equal(asyncValue, "done");
+  const stop = run.startTimer("train");
+  busyWait(10);
+  const seconds = stop();
+  assert.ok(seconds >= 0.01);
+
+  run.writeSummary({ finalLoss: losses.at(-1), perStep: losses });
+  const summary = JSON.parse(Deno.readTextFileSync(`${run.path}/summary.json`));
+  assert.equal(summary.finalLoss, losses.at(-1));
+  assert.deepEqual(summary.perStep, losses);
+  assert.equal(summary.run.name, "demo");
+  assert.equal(summary.run.dir, run.path);
+  assert.ok(summary.run.timings.train >= 0.04, `train timing ${summary.run.timings.train}`);
+  assert.ok(summary.run.timings.eval >= 0.025, `eval timing ${summary.run.timings.eval}`);
+  assert.ok(summary.run.wallSeconds >= summary.run.timings.train);
+  assert.ok(summary.run.git.revision === "unknown" || /^[0-9a-f]{40}$/.test(summary.run.git.revision));
+  assert.equal(new Date(summary.run.startedAt).getTime(), run.startedAt.getTime());
+
+  const table = mdTable(["rank", "loss"], [[config.rank, losses[0]]]);
+  run.writeMarkdown(`# Demo\n\n${table}`);
+  assert.equal(Deno.readTextFileSync(`${run.path}/summary.md`), `# Demo\n\n${table}`);
+  const names = [...Deno.readDirSync(run.path)].map((e) => e.name).sort();
+  assert.deepEqual(names, ["config.yaml", "metrics.jsonl", "summary.json", "summary.md"]);
+});
+
+Deno.test("results: git revision matches git itself in a fresh repository, 'unknown' outside one", () => {
+  const repo = `${tempRoot}/repo`;
+  Deno.mkdirSync(repo);
+  const git = (...args: string[]) =>
+    new Deno.Command("git", {
+      args,
+      cwd: repo,
+      stdout: "piped",
+      stderr: "piped",
+      env: { GIT_CONFIG_NOSYSTEM: "1" },
+    })
+      .outputSync();
+  let available = true;
+  try {
+    available = git("init", "-q").success;
+  } catch {
+    available = false;
+  }
+  if (!available) {
+    assert.deepEqual(gitInfo({ cwd: repo }), { revision: "unknown", dirty: null });
+    return;
+  }
+  assert.deepEqual(gitInfo({ cwd: repo }), { revision: "unknown", dirty: null }, "no commit yet");
+  Deno.writeTextFileSync(`${repo}/a.txt`, "a\n");
+  git("add", "a.txt");
+  assert.ok(git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init").success);
+  const head = new TextDecoder().decode(git("rev-parse", "HEAD").stdout).trim();
+  assert.deepEqual(gitInfo({ cwd: repo }), { revision: head, dirty: false });
+  Deno.writeTextFileSync(`${repo}/a.txt`, "changed\n");
+  assert.deepEqual(gitInfo({ cwd: repo }), { revision: head, dirty: true });
+  const run = ResultsDir.create("git", { root: `${tempRoot}/gitruns`, gitCwd: repo });
+  assert.equal(run.git.revision, head);
+});
+
+Deno.test("results: mdTable layout, alignment and escaping", () => {
+  const table = mdTable(["method", "loss", "note"], [["LoRA", 1.23456, "a|b"], [
+    "PiSSA",
+    0.000012345,
+    "x\ny",
+  ]]);
+  const lines = table.trimEnd().split("\n");
+  assert.equal(lines.length, 4);
+  assert.equal(lines[0], "| method | loss | note |");
+  assert.equal(lines[1], "| :--- | ---: | :--- |");
+  assert.equal(lines[2], "| LoRA | 1.235 | a\\|b |");
+  assert.equal(lines[3], "| PiSSA | 1.234e-5 | x<br>y |");
+  assert.ok(table.endsWith("\n"));
+  assert.throws(() => mdTable(["a", "b"], [["only one"]]), /row 0 has 1 cells, expected 2/);
+});
+
+Deno.test("results: meanStd matches a direct two-pass computation", () => {
+  const random = rng(42);
+  for (let trial = 0; trial < 20; trial++) {
+    const n = 2 + Math.floor(random() * 30);
+    const values = Array.from({ length: n }, () => random() * 100 - 30);
+    const { mean, std, n: count } = meanStd(values);
+    const expectedMean = values.reduce((a, b) => a + b, 0) / n;
+    const expectedVar = values.reduce((a, b) => a + (b - expectedMean) ** 2, 0) / (n - 1);
+    assert.equal(count, n);
+    assert.ok(Math.abs(mean - expectedMean) < 1e-9);
+    assert.ok(Math.abs(std - Math.sqrt(expectedVar)) < 1e-9);
+  }
+  assert.deepEqual(meanStd([3.5]), { mean: 3.5, std: 0, n: 1 });
+  assert.deepEqual(meanStd([2, 4]), { mean: 3, std: Math.SQRT2, n: 2 });
+  assert.throws(() => meanStd([]), /at least one value/);
+});
