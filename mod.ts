@@ -33,9 +33,10 @@ export {
   where,
   zeros,
 } from "./lib/tensor/creation.ts";
+export { type KernelLaunch, type OutputSpec, runKernels } from "./lib/tensor/custom.ts";
 export type { DeviceName, Node, Storage } from "./lib/ir/node.ts";
 export { Op, type OpArgs } from "./lib/ir/ops.ts";
 export type * from "./lib/codegen/kexpr.ts";
-export type { Backend, BackendStats, Step } from "./lib/runtime/backend.ts";
+export type { Backend, BackendStats, RawStep, Step } from "./lib/runtime/backend.ts";
 export { getBackend, getDefaultDevice, getWebGPU, setDefaultDevice } from "./lib/runtime/realize.ts";
 export { NoAdapterError, type WebGPUBackend, WebGPUError } from "./lib/runtime/webgpu.ts";

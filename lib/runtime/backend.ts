@@ -18,6 +18,23 @@ export interface Step {
   readonly output: Storage;
 }
 
+/**
+ * One launch of a hand-written kernel (from `kernels/`): WGSL for GPUs, and a host function with the same effect
+ * for the CPU backend. Binding `i` of the shader is `buffers[i]`.
+ */
+export interface RawStep {
+  /** Name used in errors and DEBUG output. */
+  readonly name: string;
+  /** The compute shader (entry point `main`). */
+  readonly wgsl: string;
+  /** Workgroup counts. */
+  readonly dispatch: readonly [number, number, number];
+  /** The same computation on host arrays (f32 data as Float32Array, i32 as Int32Array, u32/bool as Uint32Array). */
+  readonly host: (buffers: (Float32Array | Int32Array | Uint32Array)[]) => void;
+  /** Storage of each binding. */
+  readonly buffers: readonly Storage[];
+}
+
 /** A device able to run kernels. */
 export interface Backend {
   /** `"webgpu"` or `"cpu"`. */
@@ -33,7 +50,7 @@ export interface Backend {
   /** Allocates storage holding a copy of `data`. */
   upload(d: DType, data: AnyDataArray): Storage;
   /** Runs the steps in order (one submission on GPUs); resolves when they are queued (or done, on the CPU). */
-  run(steps: readonly Step[]): Promise<void>;
+  run(steps: readonly (Step | RawStep)[]): Promise<void>;
   /** Reads `n` elements of dtype `d` back to the host. */
   read(s: Storage, d: DType, n: number): Promise<AnyDataArray>;
   /** Live buffers and pool statistics, for leak tests and benchmarks. */

@@ -8,7 +8,7 @@ import { allocData, type AnyDataArray, type DType, toI32, toU32 } from "../dtype
 import type { Storage } from "../ir/node.ts";
 import { randUniform } from "../ir/rng.ts";
 import { type JsRuntime, renderJS } from "../codegen/render_js.ts";
-import type { Backend, BackendStats, Step } from "./backend.ts";
+import type { Backend, BackendStats, RawStep, Step } from "./backend.ts";
 import { debugLevel } from "./debug.ts";
 
 type HostArray = Float32Array | Float16Array | Int32Array | Uint32Array;
@@ -81,8 +81,12 @@ export class CpuBackend implements Backend {
     return new CpuStorage(this, arr);
   }
 
-  run(steps: readonly Step[]): Promise<void> {
+  run(steps: readonly (Step | RawStep)[]): Promise<void> {
     for (const s of steps) {
+      if ("wgsl" in s) {
+        s.host(s.buffers.map((b) => (b as CpuStorage).data as Float32Array | Int32Array | Uint32Array));
+        continue;
+      }
       const src = renderJS(s.kernel);
       let fn = this.#cache.get(src);
       if (fn === undefined) {

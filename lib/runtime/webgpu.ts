@@ -8,7 +8,14 @@
 import { type AnyDataArray, type DType, DTYPE_INFO } from "../dtype.ts";
 import type { Storage } from "../ir/node.ts";
 import { renderWGSL } from "../codegen/render_wgsl.ts";
-import { type Backend, type BackendStats, BufferPool, sizeClass, type Step } from "./backend.ts";
+import {
+  type Backend,
+  type BackendStats,
+  BufferPool,
+  type RawStep,
+  sizeClass,
+  type Step,
+} from "./backend.ts";
 import { debugLevel } from "./debug.ts";
 
 /** No WebGPU adapter could be found. */
@@ -208,9 +215,9 @@ export class WebGPUBackend implements Backend {
     return p;
   }
 
-  async run(steps: readonly Step[]): Promise<void> {
+  async run(steps: readonly (Step | RawStep)[]): Promise<void> {
     if (steps.length === 0) return;
-    this.#check(steps[0].kernel.name);
+    this.#check("wgsl" in steps[0] ? steps[0].name : steps[0].kernel.name);
     const perKernel = debugLevel() >= 1;
     let encoder = this.#device.createCommandEncoder();
     let pass = encoder.beginComputePass();
@@ -218,32 +225,30 @@ export class WebGPUBackend implements Backend {
     this.#device.pushErrorScope("validation");
     this.#device.pushErrorScope("internal");
     for (const s of steps) {
-      const r = renderWGSL(s.kernel);
-      const pipeline = this.#pipeline(r.source, s.kernel.name);
-      if (r.dispatch[1] > 65535 || r.dispatch[2] > 65535) {
-        throw new RangeError(
-          `kernel ${s.kernel.name}: dispatch ${r.dispatch.join("x")} exceeds 65535 per dimension`,
-        );
+      const raw = "wgsl" in s;
+      const name = raw ? s.name : s.kernel.name;
+      const r = raw ? { source: s.wgsl, dispatch: s.dispatch } : renderWGSL(s.kernel);
+      const pipeline = this.#pipeline(r.source, name);
+      if (r.dispatch.some((d) => d > 65535)) {
+        throw new RangeError(`kernel ${name}: dispatch ${r.dispatch.join("x")} exceeds 65535 per dimension`);
       }
-      const entries: GPUBindGroupEntry[] = [{
-        binding: 0,
-        resource: { buffer: (s.output as GpuStorage).buffer },
-      }];
-      s.inputs.forEach((inp, i) =>
-        entries.push({ binding: i + 1, resource: { buffer: (inp as GpuStorage).buffer } })
-      );
+      const buffers = raw ? s.buffers : [s.output, ...s.inputs];
+      const entries: GPUBindGroupEntry[] = buffers.map((b, i) => ({
+        binding: i,
+        resource: { buffer: (b as GpuStorage).buffer },
+      }));
       const group = this.#device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
       pass.setPipeline(pipeline);
       pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(...r.dispatch);
-      names.push(s.kernel.name);
+      pass.dispatchWorkgroups(r.dispatch[0], r.dispatch[1], r.dispatch[2]);
+      names.push(name);
       if (perKernel) {
         pass.end();
         const t0 = performance.now();
         this.#device.queue.submit([encoder.finish()]);
         await this.#device.queue.onSubmittedWorkDone();
         console.error(
-          `webgpu ${s.kernel.name} ${r.dispatch.join("x")} ${(performance.now() - t0).toFixed(3)} ms`,
+          `webgpu ${name} ${r.dispatch.join("x")} ${(performance.now() - t0).toFixed(3)} ms`,
         );
         encoder = this.#device.createCommandEncoder();
         pass = encoder.beginComputePass();
