@@ -33,9 +33,26 @@ export {
   where,
   zeros,
 } from "./lib/tensor/creation.ts";
+export {
+  backprop,
+  customVjp,
+  flattenParams,
+  grad,
+  gradcheck,
+  type GradcheckOptions,
+  type GradcheckResult,
+  type GradOptions,
+  type Params,
+  stopGradient,
+  unflattenParams,
+  type ValueAndGrad,
+  valueAndGrad,
+  VJP_RULES,
+  type VjpRule,
+} from "./lib/autodiff/mod.ts";
 export { type KernelLaunch, type OutputSpec, runKernels } from "./lib/tensor/custom.ts";
 export type { DeviceName, Node, Storage } from "./lib/ir/node.ts";
-export { Op, type OpArgs } from "./lib/ir/ops.ts";
+export { type CustomVjpArg, Op, type OpArgs } from "./lib/ir/ops.ts";
 export type * from "./lib/codegen/kexpr.ts";
 export type { Backend, BackendStats, RawStep, Step } from "./lib/runtime/backend.ts";
 export { getBackend, getDefaultDevice, getWebGPU, setDefaultDevice } from "./lib/runtime/realize.ts";

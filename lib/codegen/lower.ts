@@ -159,6 +159,8 @@ export const LOWER_RULES: { [O in Op]: Rule } = {
     ], "i32");
     return c.at(x, [...idx.slice(0, axis), clamped, ...idx.slice(axis + ir)]);
   },
+  [Op.Detach]: (n, idx, c) => c.at(n.src[0], idx),
+  [Op.CustomVjp]: (n, idx, c) => c.at(n.src[0], idx),
 };
 
 /** Short kernel name from the ops in the root's region, e.g. `dot_add_relu`. */

@@ -83,7 +83,11 @@ export class Node {
 
   /** `%12 = Add(%3, %7) [4, 8] f32` */
   toString(): string {
-    const a = this.arg === null ? "" : ` ${JSON.stringify(this.arg)}`;
+    const a = this.arg === null
+      ? ""
+      : this.op === Op.CustomVjp
+      ? " <custom vjp>"
+      : ` ${JSON.stringify(this.arg)}`;
     return `%${this.id} = ${this.op}(${this.src.map((s) => `%${s.id}`).join(", ")})${a} ${
       fmt(this.shape)
     } ${this.dtype}`;
@@ -160,6 +164,23 @@ export function randNode(seed: number, shape: readonly number[], device: DeviceN
   consTable.set(key, new WeakRef(node));
   consCleanup.register(node, key);
   return node;
+}
+
+/** An identity node whose gradient `backward` computes (never hash-consed: each call is its own rule). */
+export function customVjpNode(
+  output: Node,
+  inputs: readonly Node[],
+  backward: (cotangent: Node, output: Node, inputs: readonly Node[]) => (Node | null)[],
+): Node {
+  return new Node(
+    Op.CustomVjp,
+    [output],
+    { inputs, backward },
+    output.shape,
+    output.dtype,
+    output.device,
+    null,
+  );
 }
 
 /** All unrealized ancestors of `roots` (and the roots), in topological order (inputs first). */

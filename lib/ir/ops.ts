@@ -8,6 +8,7 @@
  */
 import type { DType } from "../dtype.ts";
 import { fmt } from "../shape.ts";
+import type { Node } from "./node.ts";
 
 /** Primitive operations of the IR. */
 export enum Op {
@@ -56,6 +57,11 @@ export enum Op {
   Pad = "Pad",
   /** `out[..., j..., ...] = x[..., index[j...], ...]` along one axis. */
   Gather = "Gather",
+  // Autodiff markers (identity in the forward pass).
+  /** Identity whose gradient is zero (`stopGradient`). */
+  Detach = "Detach",
+  /** Identity whose gradient is given by a user function (`customVjp`). Never hash-consed. */
+  CustomVjp = "CustomVjp",
 }
 
 /** The argument each op carries. */
@@ -122,6 +128,18 @@ export interface OpArgs {
   [Op.Pad]: { pads: [number, number][]; value: number };
   /** Argument of {@link Op.Gather}. */
   [Op.Gather]: { axis: number };
+  /** Argument of {@link Op.Detach}. */
+  [Op.Detach]: null;
+  /** Argument of {@link Op.CustomVjp}: the primal inputs and the backward function. */
+  [Op.CustomVjp]: CustomVjpArg;
+}
+
+/** The argument of a {@link Op.CustomVjp} node. */
+export interface CustomVjpArg {
+  /** The inputs the custom backward differentiates with respect to. */
+  readonly inputs: readonly Node[];
+  /** Cotangent of the output → one cotangent (or null) per input. Shapes must equal the inputs' shapes. */
+  readonly backward: (cotangent: Node, output: Node, inputs: readonly Node[]) => (Node | null)[];
 }
 
 /** Unary elementwise ops. */
@@ -148,7 +166,13 @@ export const BINARY_OPS: ReadonlySet<Op> = new Set([
   Op.CmpEq,
 ]);
 /** Ops that map each output element to the same-index elements of their inputs. */
-export const ELEMENTWISE_OPS: ReadonlySet<Op> = new Set([...UNARY_OPS, ...BINARY_OPS, Op.Where]);
+export const ELEMENTWISE_OPS: ReadonlySet<Op> = new Set([
+  ...UNARY_OPS,
+  ...BINARY_OPS,
+  Op.Where,
+  Op.Detach,
+  Op.CustomVjp,
+]);
 /** Ops whose result is only an index remapping of their first input. */
 export const VIEW_OPS: ReadonlySet<Op> = new Set([Op.Reshape, Op.Permute, Op.Expand, Op.Shrink, Op.Pad]);
 /** Ops that loop over a reduced dimension. */
@@ -260,4 +284,6 @@ export const SHAPE_RULES: { [O in Op]: ShapeRule<O> } = {
       dtype: x.dtype,
     };
   },
+  [Op.Detach]: same,
+  [Op.CustomVjp]: same,
 };

@@ -199,6 +199,8 @@ export const REFERENCE_RULES: { [O in Op]: RefRule } = {
       return s;
     }, x);
   },
+  [Op.Detach]: (_n, [a]) => a,
+  [Op.CustomVjp]: (_n, [a]) => a,
 };
 
 /**
