@@ -228,6 +228,12 @@ export class WebGPUBackend implements Backend {
       const raw = "wgsl" in s;
       const name = raw ? s.name : s.kernel.name;
       const r = raw ? { source: s.wgsl, dispatch: s.dispatch } : renderWGSL(s.kernel);
+      if (!this.hasF16 && r.source.startsWith("enable f16;")) {
+        throw new TypeError(
+          `kernel ${name} uses f16, but the adapter (${this.description}) lacks the shader-f16 feature; ` +
+            `cast to f32 or run on device "cpu"`,
+        );
+      }
       const pipeline = this.#pipeline(r.source, name);
       if (r.dispatch.some((d) => d > 65535)) {
         throw new RangeError(`kernel ${name}: dispatch ${r.dispatch.join("x")} exceeds 65535 per dimension`);

@@ -1,0 +1,82 @@
+/** Index simplification and the kernel verifier. */
+import { equal, throws } from "node:assert/strict";
+import { KBuilder, type Kernel, type KExpr, verifyKernel } from "../../lib/codegen/kexpr.ts";
+import { TestRng } from "../_helpers.ts";
+
+/** Evaluates an i32 index expression on the host for given variable values. */
+function evalIndex(e: KExpr, vars: Record<string, number>): number {
+  switch (e.k) {
+    case "const":
+      return e.value;
+    case "var":
+      return vars[e.name];
+    case "alu": {
+      const [a, b] = e.args.map((x) => evalIndex(x, vars));
+      if (e.op === "add") return a + b;
+      if (e.op === "mul") return a * b;
+      if (e.op === "div") return Math.trunc(a / b);
+      if (e.op === "mod") return a % b;
+      throw new Error(`unexpected op ${e.op}`);
+    }
+  }
+  throw new Error(`unexpected node ${e.k}`);
+}
+
+Deno.test("unflatten then flatten of an index simplifies back to the index", () => {
+  const rng = new TestRng(30);
+  for (let trial = 0; trial < 20; trial++) {
+    const kb = new KBuilder();
+    const shape = Array.from({ length: rng.int(1, 4) }, () => rng.int(1, 7));
+    const total = shape.reduce((a, b) => a * b, 1);
+    const g = kb.var("gid", 0, total - 1);
+    const strides = shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1));
+    const idx = shape.map((d, i) => (d === 1 ? kb.const(0, "i32") : kb.mod(kb.div(g, strides[i]), d)));
+    let flat: KExpr = kb.const(0, "i32");
+    idx.forEach((e, i) => (flat = kb.add(flat, kb.mul(e, strides[i]))));
+    equal(flat, g, `shape [${shape}] should flatten back to gid`);
+  }
+});
+
+Deno.test("simplified index expressions keep their values", () => {
+  const rng = new TestRng(31);
+  for (let trial = 0; trial < 200; trial++) {
+    const kb = new KBuilder();
+    const n = rng.int(1, 50);
+    const x = kb.var("x", 0, n - 1);
+    const y = kb.var("y", 0, 9);
+    const [a, b, d] = [rng.int(0, 12), rng.int(0, 12), rng.int(1, 16)];
+    const e = kb.add(kb.mul(x, a), kb.add(kb.mul(y, b), rng.int(0, 20)));
+    const q = kb.div(e, d);
+    const r = kb.mod(e, d);
+    for (let xv = 0; xv < n; xv += Math.max(1, n >> 3)) {
+      for (let yv = 0; yv < 10; yv += 3) {
+        const v = evalIndex(e, { x: xv, y: yv });
+        equal(evalIndex(q, { x: xv, y: yv }), Math.floor(v / d));
+        equal(evalIndex(r, { x: xv, y: yv }), v % d);
+      }
+    }
+  }
+});
+
+Deno.test("the verifier rejects malformed kernels", () => {
+  const kb = new KBuilder();
+  const g = kb.var("gid", 0, 9);
+  const base = {
+    name: "k",
+    inputs: [{ dtype: "f32" as const, size: 10 }],
+    outShape: [10],
+    outDtype: "f32" as const,
+    matmul: null,
+  };
+  const ok: Kernel = { ...base, body: kb.load(0, g, "f32") };
+  verifyKernel(ok);
+  throws(() => verifyKernel({ ...base, body: kb.load(1, g, "f32") }), /kernel k: load from missing input 1/);
+  throws(() => verifyKernel({ ...base, body: kb.load(0, g, "i32") }), /load of input 0 with dtype i32/);
+  throws(() => verifyKernel({ ...ok, outDtype: "i32" }), /body dtype f32 but output dtype i32/);
+  const loop = kb.var("r0", 0, 69_999);
+  const long = kb.reduce("sum", loop, 70_000, kb.load(0, kb.mod(loop, 10), "f32"));
+  throws(
+    () => verifyKernel({ ...base, body: long }),
+    /runs 70000 loop iterations per invocation \(budget 60000\)/,
+  );
+});
