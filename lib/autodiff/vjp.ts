@@ -135,6 +135,7 @@ export const VJP_RULES: { [O in Op]: VjpRule } = {
     const share = t(mk(Op.Expand, [t(g).div(count).node], { shape: full }));
     return [hit.mul(share).node];
   },
+  [Op.ArgMax]: none,
   // d(A·B) = (g·Bᵀ, Aᵀ·g)
   [Op.Dot]: (n, g) => {
     const [a, b] = [t(n.src[0]), t(n.src[1])];

@@ -93,8 +93,8 @@ export interface KRand extends KBase {
 export interface KReduce extends KBase {
   /** Node kind. */
   readonly k: "reduce";
-  /** Accumulation. */
-  readonly op: "sum" | "max";
+  /** Accumulation (`argmax` yields the i32 loop index of the first maximum of `body`). */
+  readonly op: "sum" | "max" | "argmax";
   /** Loop counter. */
   readonly loop: KVar;
   /** Trip count. */
@@ -212,11 +212,11 @@ export class KBuilder {
   }
 
   /** A reduction loop over `loop` (a variable made with {@link var}). */
-  reduce(op: "sum" | "max", loop: KVar, size: number, body: KExpr): KReduce {
+  reduce(op: "sum" | "max" | "argmax", loop: KVar, size: number, body: KExpr): KReduce {
     return this.#make(`R|${op}|${loop.id}|${size}|${body.id}`, (id) => ({
       k: "reduce",
       id,
-      dtype: body.dtype,
+      dtype: op === "argmax" ? "i32" : body.dtype,
       op,
       loop,
       size,

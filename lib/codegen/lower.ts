@@ -109,6 +109,12 @@ export const LOWER_RULES: { [O in Op]: Rule } = {
   [Op.Where]: elementwise,
   [Op.Sum]: reduceRule("sum"),
   [Op.ReduceMax]: reduceRule("max"),
+  [Op.ArgMax]: (n, idx, c) => {
+    const { axis } = n.argOf(Op.ArgMax);
+    const len = n.src[0].shape[axis];
+    const loop = c.kb.var(`r${c.loops++}`, 0, Math.max(len - 1, 0));
+    return c.kb.reduce("argmax", loop, len, c.at(n.src[0], idx.map((e, i) => (i === axis ? loop : e))));
+  },
   [Op.Dot]: (n, idx, c) => {
     if (n === c.templateDot) return c.kb.acc(n.dtype);
     const r = n.shape.length;

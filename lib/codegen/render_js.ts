@@ -1,7 +1,8 @@
 /**
- * The JavaScript renderer: prints a kernel's generic body as a host function that the CPU backend runs. Values
- * are float64 inside the kernel; the typed output array rounds them to the dtype on store. Integer arithmetic
- * wraps like 32-bit hardware.
+ * The JavaScript renderer: prints a kernel's generic body as a host function that the CPU backend runs. Each
+ * operation is computed in float64 and its result rounded to its dtype (reductions accumulate in float64 and round
+ * once at the end), so a value recomputed inside a fused kernel equals the same value stored by another kernel.
+ * Integer arithmetic wraps like 32-bit hardware.
  *
  * @module
  */
@@ -104,16 +105,35 @@ function expr(e: KExpr): string {
   throw new Error(`render_js: cannot print ${e.k} inline`);
 }
 
+/** Rounds a float64 expression to what dtype `d` holds (every float value of a kernel is rounded like this). */
+function round(d: DType, v: string): string {
+  return d === "f16" ? `Math.f16round(${v})` : `Math.fround(${v})`;
+}
+
 function print(stmts: readonly Stmt[], indent: string): string[] {
   const out: string[] = [];
   for (const s of stmts) {
     if (s.kind === "let") {
-      out.push(`${indent}const ${ref(s.node)} = ${expr(s.node)};`);
+      const e = s.node;
+      const float = (e.dtype === "f32" || e.dtype === "f16") && e.k !== "load";
+      out.push(`${indent}const ${ref(e)} = ${float ? round(e.dtype, expr(e)) : expr(e)};`);
       continue;
     }
     const r = s.node;
     const acc = ref(r);
     const v = r.loop.name;
+    if (r.op === "argmax") {
+      const best = `best${r.id}`;
+      out.push(`${indent}let ${acc} = 0;`, `${indent}let ${best} = -Infinity;`);
+      out.push(`${indent}for (let ${v} = 0; ${v} < ${r.size}; ${v}++) {`);
+      out.push(...print(s.body, indent + "  "));
+      out.push(
+        `${indent}  if (${ref(r.body)} > ${best} || ${v} === 0) { ${best} = ${ref(r.body)}; ${acc} = ${v}; }`,
+      );
+      out.push(`${indent}}`);
+      continue;
+    }
+    // Accumulate in float64; the reduction's value is rounded to its dtype where it is used (see roundTo).
     out.push(`${indent}let ${acc} = ${r.op === "sum" ? "0" : lit(lowest(r.dtype))};`);
     out.push(`${indent}for (let ${v} = 0; ${v} < ${r.size}; ${v}++) {`);
     out.push(...print(s.body, indent + "  "));
@@ -123,6 +143,7 @@ function print(stmts: readonly Stmt[], indent: string): string[] {
       };`,
     );
     out.push(`${indent}}`);
+    if (r.dtype === "f32" || r.dtype === "f16") out.push(`${indent}${acc} = ${round(r.dtype, acc)};`);
   }
   return out;
 }

@@ -141,12 +141,26 @@ export function printStmts(stmts: readonly Stmt[], indent: string): string[] {
     }
     const r = s.node;
     const acc = ref(r);
+    const v = r.loop.name;
+    if (r.op === "argmax") {
+      const best = `best${r.id}`;
+      out.push(`${indent}var ${acc}: i32 = 0;`);
+      out.push(
+        `${indent}var ${best}: ${wgslType(r.body.dtype)} = ${literal(lowest(r.body.dtype), r.body.dtype)};`,
+      );
+      out.push(`${indent}for (var ${v}: i32 = 0; ${v} < ${r.size}; ${v} = ${v} + 1) {`);
+      out.push(...printStmts(s.body, indent + "  "));
+      out.push(
+        `${indent}  if (${ref(r.body)} > ${best} || ${v} == 0) { ${best} = ${ref(r.body)}; ${acc} = ${v}; }`,
+      );
+      out.push(`${indent}}`);
+      continue;
+    }
     const init = literal(r.op === "sum" ? 0 : lowest(r.dtype), r.dtype);
     out.push(`${indent}var ${acc}: ${wgslType(r.dtype)} = ${init};`);
     const update = r.op === "sum"
       ? `${acc} = ${acc} + ${ref(r.body)};`
       : `${acc} = max(${acc}, ${ref(r.body)});`;
-    const v = r.loop.name;
     out.push(`${indent}for (var ${v}: i32 = 0; ${v} < ${r.size}; ${v} = ${v} + 1) {`);
     out.push(...printStmts(s.body, indent + "  "));
     out.push(`${indent}  ${update}`);

@@ -19,6 +19,7 @@ export const LOOP_BUDGET = 60_000;
 /** Trip count of a reduction node's loop (0 for other nodes). */
 export function tripCount(n: Node): number {
   if (n.op === Op.Dot) return n.src[0].shape[n.src[0].shape.length - 1];
+  if (n.op === Op.ArgMax) return n.src[0].shape[n.argOf(Op.ArgMax).axis];
   if (n.op === Op.Sum || n.op === Op.ReduceMax) {
     const axes = (n.arg as { axes: number[] }).axes;
     return axes.reduce((a, i) => a * n.src[0].shape[i], 1);
@@ -89,7 +90,11 @@ export function splitLongLoops(roots: readonly Node[], limit = LOOP_BUDGET): Nod
     if ((n.op === Op.Sum || n.op === Op.ReduceMax) && tripCount(n) > limit) {
       out = splitReduce(n, src[0], limit);
     } else if (n.op === Op.Dot && tripCount(n) > limit) out = splitDot(n, src[0], src[1], limit);
-    else if (src.every((s, i) => s === n.src[i])) out = n;
+    else if (n.op === Op.ArgMax && tripCount(n) > limit) {
+      throw new RangeError(
+        `argmax over an axis of ${tripCount(n)} elements is not supported (limit ${limit})`,
+      );
+    } else if (src.every((s, i) => s === n.src[i])) out = n;
     else out = mk(n.op, src, n.arg as never, n.dtype);
     map.set(n, out);
   }

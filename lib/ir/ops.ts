@@ -45,6 +45,8 @@ export enum Op {
   // Reductions (axes kept as size 1).
   Sum = "Sum",
   ReduceMax = "ReduceMax",
+  /** Index (i32) of the first maximum along one axis (kept as size 1). */
+  ArgMax = "ArgMax",
   /** Batched matrix product `[..., M, K] x [..., K, N] -> [..., M, N]` with equal batch dims. */
   Dot = "Dot",
   // Movement (views: lowered to index arithmetic, never copies by themselves).
@@ -114,6 +116,8 @@ export interface OpArgs {
   [Op.Sum]: { axes: number[] };
   /** Argument of {@link Op.ReduceMax}. */
   [Op.ReduceMax]: { axes: number[] };
+  /** Argument of {@link Op.ArgMax}. */
+  [Op.ArgMax]: { axis: number };
   /** Argument of {@link Op.Dot}. */
   [Op.Dot]: null;
   /** Argument of {@link Op.Reshape}. */
@@ -176,7 +180,7 @@ export const ELEMENTWISE_OPS: ReadonlySet<Op> = new Set([
 /** Ops whose result is only an index remapping of their first input. */
 export const VIEW_OPS: ReadonlySet<Op> = new Set([Op.Reshape, Op.Permute, Op.Expand, Op.Shrink, Op.Pad]);
 /** Ops that loop over a reduced dimension. */
-export const REDUCE_OPS: ReadonlySet<Op> = new Set([Op.Sum, Op.ReduceMax, Op.Dot]);
+export const REDUCE_OPS: ReadonlySet<Op> = new Set([Op.Sum, Op.ReduceMax, Op.ArgMax, Op.Dot]);
 
 /** Shape and dtype of an op's result given its inputs. */
 export interface ShapeRule<O extends Op> {
@@ -238,6 +242,7 @@ export const SHAPE_RULES: { [O in Op]: ShapeRule<O> } = {
   },
   [Op.Sum]: reduce,
   [Op.ReduceMax]: reduce,
+  [Op.ArgMax]: (src, arg) => ({ shape: src[0].shape.map((d, i) => (i === arg.axis ? 1 : d)), dtype: "i32" }),
   [Op.Dot]: (src) => {
     const [a, b] = src;
     const r = a.shape.length;

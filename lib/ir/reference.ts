@@ -132,6 +132,25 @@ export const REFERENCE_RULES: { [O in Op]: RefRule } = {
   },
   [Op.Sum]: reduceRule(0, (acc, x) => acc + x),
   [Op.ReduceMax]: reduceRule(-Infinity, (acc, x) => Math.max(acc, x)),
+  [Op.ArgMax]: (n, [a]) => {
+    const { axis } = n.argOf(Op.ArgMax);
+    const s = n.src[0].shape;
+    const len = s[axis];
+    const inner = s.slice(axis + 1).reduce((x, y) => x * y, 1);
+    const o = new Float64Array(n.size);
+    for (let i = 0; i < o.length; i++) {
+      const outer = Math.floor(i / inner);
+      const base = outer * len * inner + (i % inner);
+      let best = -Infinity;
+      let bi = 0;
+      for (let j = 0; j < len; j++) {
+        const v = a[base + j * inner];
+        if (v > best) [best, bi] = [v, j];
+      }
+      o[i] = bi;
+    }
+    return o;
+  },
   [Op.Dot]: (n, [a, b]) => {
     const r = n.shape.length;
     const [m, k, nn] = [n.src[0].shape[r - 2], n.src[0].shape[r - 1], n.shape[r - 1]];

@@ -136,11 +136,19 @@ export async function realizeNodes(roots: readonly Node[], opts: RealizeOptions 
   const rootSet = new Set(split);
   const out = new Map<Node, Storage>();
   const steps: Step[] = [];
+  // Upload every host-side leaf before any intermediate is released: an upload is queued ahead of this
+  // submission, so it must never land in a pooled buffer that an earlier step of the same submission still uses.
+  const leaves = new Map<Storage, Storage>();
+  for (const l of lowered) {
+    for (const inp of l.inputs) {
+      if (inp.storage !== null) leaves.set(inp.storage, resolveStorage(inp.storage, be));
+    }
+  }
   try {
     order.forEach((n, i) => {
       const inputs = lowered[i].inputs.map((
         inp,
-      ) => (inp.storage !== null ? resolveStorage(inp.storage, be) : out.get(inp)!));
+      ) => (inp.storage !== null ? leaves.get(inp.storage)! : out.get(inp)!));
       const output = be.alloc(n.dtype, n.size);
       out.set(n, output);
       const kernel = lowered[i].kernel;

@@ -115,6 +115,7 @@ export class WebGPUBackend implements Backend {
   #pool = new BufferPool<GPUBuffer>();
   #staging = new BufferPool<GPUBuffer>();
   #pipelines = new Map<string, GPUComputePipeline>();
+  #layouts = new Map<number, GPUBindGroupLayout>();
   #live = 0;
   #liveBytes = 0;
   #lost: string | null = null;
@@ -200,13 +201,40 @@ export class WebGPUBackend implements Backend {
     return s;
   }
 
-  #pipeline(source: string, name: string): GPUComputePipeline {
+  /**
+   * The bind-group layout of generated kernels with `inputs` inputs: binding 0 is the output, the rest read-only.
+   * Explicit (not "auto") so that a binding the shader happens not to read is still valid.
+   */
+  #layout(inputs: number): GPUBindGroupLayout {
+    let l = this.#layouts.get(inputs);
+    if (l === undefined) {
+      const entries: GPUBindGroupLayoutEntry[] = [{
+        binding: 0,
+        visibility: GPUShaderStage.COMPUTE,
+        buffer: { type: "storage" },
+      }];
+      for (let i = 1; i <= inputs; i++) {
+        entries.push({
+          binding: i,
+          visibility: GPUShaderStage.COMPUTE,
+          buffer: { type: "read-only-storage" },
+        });
+      }
+      l = this.#device.createBindGroupLayout({ entries });
+      this.#layouts.set(inputs, l);
+    }
+    return l;
+  }
+
+  /** A cached pipeline; `layout` null means "auto" (hand-written kernels). */
+  #pipeline(source: string, name: string, layout: GPUBindGroupLayout | null): GPUComputePipeline {
     let p = this.#pipelines.get(source);
     if (p === undefined) {
       if (debugLevel() >= 4) console.error(`// kernel ${name}\n${source}`);
       const module = this.#device.createShaderModule({ code: source, label: name });
+      const pl = layout === null ? "auto" : this.#device.createPipelineLayout({ bindGroupLayouts: [layout] });
       p = this.#device.createComputePipeline({
-        layout: "auto",
+        layout: pl,
         compute: { module, entryPoint: "main" },
         label: name,
       });
@@ -234,7 +262,8 @@ export class WebGPUBackend implements Backend {
             `cast to f32 or run on device "cpu"`,
         );
       }
-      const pipeline = this.#pipeline(r.source, name);
+      const layout = raw ? null : this.#layout(s.inputs.length);
+      const pipeline = this.#pipeline(r.source, name, layout);
       if (r.dispatch.some((d) => d > 65535)) {
         throw new RangeError(`kernel ${name}: dispatch ${r.dispatch.join("x")} exceeds 65535 per dimension`);
       }
@@ -243,7 +272,10 @@ export class WebGPUBackend implements Backend {
         binding: i,
         resource: { buffer: (b as GpuStorage).buffer },
       }));
-      const group = this.#device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+      const group = this.#device.createBindGroup({
+        layout: layout ?? pipeline.getBindGroupLayout(0),
+        entries,
+      });
       pass.setPipeline(pipeline);
       pass.setBindGroup(0, group);
       pass.dispatchWorkgroups(r.dispatch[0], r.dispatch[1], r.dispatch[2]);

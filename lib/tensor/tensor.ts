@@ -414,14 +414,12 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     opts?: { keepdims?: K },
   ): Tensor<Reduced<S, A, K>, "i32"> {
     const ax = normAxis("argmax", this.shape, axis);
-    const n = this.shape[ax];
-    const m = this.#wrap<Shape, D>(this.#reduce(Op.ReduceMax, "argmax", [ax], true));
-    const hit = this.#l.eq(m);
-    const shape = this.shape.map((d, i) => (i === ax ? d : 1));
-    const idx = new Tensor<Shape, "i32">(mk(Op.Reshape, [iotaNode(n, "i32", this.device)], { shape }));
-    const cand = hit.where(idx, n) as Tensor<Shape, "i32">;
-    const best = cand.neg().#reduce(Op.ReduceMax, "argmax", [ax], opts?.keepdims ?? false);
-    return this.#wrap<Shape, "i32">(best).neg() as unknown as Tensor<Reduced<S, A, K>, "i32">;
+    if (this.shape[ax] === 0) {
+      throw new RangeError(`argmax: axis ${axis} of shape ${fmt(this.shape)} is empty`);
+    }
+    const r = mk(Op.ArgMax, [this.#node], { axis: ax });
+    const keep = opts?.keepdims ?? false;
+    return this.#wrap(keep ? r : mk(Op.Reshape, [r], { shape: reduced(this.shape, [ax], false) }));
   }
   /** Variance over `axis` with `correction` (0 = population variance, numpy's default; 1 = sample). */
   var<A extends number | undefined = undefined, K extends boolean = false>(

@@ -1,0 +1,21 @@
+/**
+ * The compiler fuzzer (tools/fuzz.ts) in CI: a fixed number of fresh random graphs per run on each backend, each
+ * compared with the float64 reference. `deno task fuzz --cases N` runs longer campaigns.
+ */
+import { runCase } from "../../tools/fuzz.ts";
+import { TEST_SEED } from "../_helpers.ts";
+
+const CASES = 60;
+
+for (const device of ["webgpu", "cpu"] as const) {
+  Deno.test(`fuzz: ${CASES} random expression graphs match the reference (${device})`, async () => {
+    const failures: string[] = [];
+    for (let i = 0; i < CASES; i++) {
+      const msg = await runCase((TEST_SEED + i * 7919) >>> 0, device);
+      if (msg !== null) failures.push(msg);
+    }
+    if (failures.length > 0) {
+      throw new Error(`${failures.length} of ${CASES} cases failed:\n${failures.join("\n\n")}`);
+    }
+  });
+}

@@ -1,0 +1,247 @@
+/**
+ * Compiler fuzzing: seeded random expression graphs (broadcasting, views, reductions, matmuls, fused chains,
+ * integer and boolean intermediates) evaluated on a backend and compared with the float64 reference interpreter.
+ *
+ * Run: `deno task fuzz --cases 500 [--seed 1] [--device webgpu|cpu]`. A mismatch prints the seed and the graph;
+ * re-running with that seed and `--cases 1` reproduces it, and the case belongs in tests/fuzz/regressions_test.ts.
+ *
+ * Values are kept O(1) (tanh/sigmoid squashing after growth-prone ops), so float32 error stays below ~1e-4 and any
+ * indexing or fusion mistake, which moves values by O(1), stands out.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { concat, type DeviceName, type Shape, type Tensor, tensor } from "../mod.ts";
+import { evaluateReference } from "../lib/ir/reference.ts";
+import { printGraph } from "../lib/ir/node.ts";
+import { leafValues } from "../lib/autodiff/gradcheck.ts";
+
+type F = Tensor<Shape, "f32">;
+
+/** A small deterministic generator for the fuzzer's choices. */
+class Choice {
+  #s: number;
+  constructor(seed: number) {
+    this.#s = (seed >>> 0) || 1;
+  }
+  next(): number {
+    let x = this.#s;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.#s = x >>> 0;
+    return this.#s / 4294967296;
+  }
+  int(lo: number, hi: number): number {
+    return lo + Math.floor(this.next() * (hi - lo + 1));
+  }
+  pick<T>(xs: readonly T[]): T {
+    return xs[this.int(0, xs.length - 1)];
+  }
+}
+
+/** One generated case: its output tensor and a description of how it was built. */
+export interface FuzzCase {
+  out: Tensor;
+  steps: string[];
+}
+
+/** Builds the random graph of case `seed` on `device`. */
+export function generateCase(seed: number, device: DeviceName): FuzzCase {
+  const c = new Choice(seed);
+  const steps: string[] = [];
+  const randShape = (rank: number) =>
+    Array.from({ length: rank }, () => c.pick([1, 2, 3, 5, 7, 8, 13, 64, 65]));
+  const input = (shape: number[]): F => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const data = Float32Array.from({ length: n }, () => c.next() * 4 - 2);
+    steps.push(`input [${shape}]`);
+    return tensor(data, { shape, device }) as unknown as F;
+  };
+  const partner = (s: readonly number[]): number[] => {
+    // A shape that broadcasts with s: drop some leading dims, set some dims to 1.
+    const drop = c.int(0, Math.min(1, s.length));
+    return s.slice(drop).map((d) => (c.next() < 0.3 ? 1 : d));
+  };
+  const pool: F[] = [input(randShape(c.int(1, 3)))];
+  const nOps = c.int(2, 9);
+  for (let i = 0; i < nOps; i++) {
+    const x = c.pick(pool);
+    const r = x.ndim;
+    const kind = c.int(0, 13);
+    let y: F;
+    switch (kind) {
+      case 0: {
+        const op = c.pick(
+          ["exp", "sin", "cos", "sigmoid", "tanh", "abs", "neg", "relu", "gelu", "silu"] as const,
+        );
+        y = (op === "exp" ? x.tanh().exp() : x[op]()) as F;
+        steps.push(op);
+        break;
+      }
+      case 1: {
+        const op = c.pick(["add", "sub", "mul", "maximum", "minimum"] as const);
+        const other = c.next() < 0.5 && pool.length > 1 ? c.pick(pool) : input(partner(x.shape));
+        try {
+          y = x[op](other as F) as F;
+        } catch {
+          y = x[op](input(partner(x.shape))) as F;
+        }
+        y = y.tanh();
+        steps.push(`${op} then tanh`);
+        break;
+      }
+      case 2: {
+        y = x.div(input(partner(x.shape)).abs().add(0.5)).tanh() as F;
+        steps.push("div by (|y|+0.5) then tanh");
+        break;
+      }
+      case 3: {
+        if (r === 0) continue;
+        const axis = c.int(-r, r - 1);
+        const keepdims = c.next() < 0.5;
+        const op = c.pick(["sum", "mean", "max", "min"] as const);
+        y = x[op](axis as never, { keepdims }) as F;
+        if (op === "sum") y = y.tanh();
+        steps.push(`${op}(axis ${axis}, keepdims ${keepdims})`);
+        break;
+      }
+      case 4: {
+        if (r < 2) continue;
+        const perm = [...Array(r).keys()].sort(() => c.next() - 0.5);
+        y = x.permute(perm) as F;
+        steps.push(`permute [${perm}]`);
+        break;
+      }
+      case 5: {
+        const n = x.size;
+        const divs = [...Array(n + 1).keys()].filter((d) => d > 0 && n % d === 0);
+        const a = c.pick(divs.length > 0 ? divs : [1]);
+        y = (n === 0 ? x : x.reshape([a, -1])) as F;
+        steps.push(`reshape [${a}, -1]`);
+        break;
+      }
+      case 6: {
+        if (r === 0) continue;
+        const spec = x.shape.map((d) => {
+          if (c.next() < 0.4) return null;
+          const step = c.pick([1, 1, 2, -1, 3]);
+          const a = c.int(-d, d - 1);
+          return [a, undefined, step] as [number, undefined, number];
+        });
+        y = x.slice(...spec) as F;
+        steps.push(`slice ${JSON.stringify(spec)}`);
+        break;
+      }
+      case 7: {
+        if (r === 0) continue;
+        const pads = x.shape.map(() => [c.int(0, 2), c.int(0, 2)] as [number, number]);
+        y = x.pad(pads, c.pick([0, 1, -0.5])) as F;
+        steps.push(`pad ${JSON.stringify(pads)}`);
+        break;
+      }
+      case 8: {
+        if (r === 0 || x.size > 5000) continue;
+        const k = x.shape[r - 1];
+        const n = c.pick([1, 3, 8, 33, 70]);
+        const w = input(c.next() < 0.5 ? [k, n] : [n, k]);
+        y = (c.next() < 0.5 || w.shape[0] === k ? x.matmul(w.shape[0] === k ? w : w.T) : x.matmul(w.T)) as F;
+        y = y.div(Math.sqrt(k)).tanh();
+        steps.push(`matmul [${w.shape}] scaled, tanh`);
+        break;
+      }
+      case 9: {
+        const other = input(partner(x.shape));
+        y = x.gt(other).where(x, other.mul(2)) as F;
+        steps.push("where(x > y, x, 2y)");
+        break;
+      }
+      case 10: {
+        if (r === 0) continue;
+        const axis = c.int(0, r - 1);
+        y = x.argmax(axis as never).cast("f32").div(Math.max(1, x.shape[axis])) as F;
+        steps.push(`argmax(axis ${axis}) / n`);
+        break;
+      }
+      case 11: {
+        if (r === 0 || x.size === 0) continue;
+        const axis = c.int(0, r - 1);
+        y = x.softmax(axis);
+        steps.push(`softmax(axis ${axis})`);
+        break;
+      }
+      case 12: {
+        if (r === 0) continue;
+        const axis = c.int(0, r - 1);
+        const other = x.mul(0.5).sin();
+        y = concat([x, other], axis) as F;
+        steps.push(`concat with sin(x/2) on axis ${axis}`);
+        break;
+      }
+      default: {
+        if (r === 0 || x.shape[0] === 0) continue;
+        const n = c.int(1, 6);
+        const idx = tensor(Int32Array.from({ length: n }, () => c.int(0, x.shape[0] - 1)), {
+          dtype: "i32",
+          device,
+        });
+        y = x.gather(idx, 0) as F;
+        steps.push(`gather ${n} rows`);
+      }
+    }
+    pool.push(y);
+  }
+  return { out: pool[pool.length - 1], steps };
+}
+
+/** Runs case `seed`; returns null when it matches the reference, else a description of the mismatch. */
+export async function runCase(seed: number, device: DeviceName): Promise<string | null> {
+  const { out, steps } = generateCase(seed, device);
+  const leaves = await leafValues([out.node]);
+  const want = evaluateReference(out.node, (n) => leaves.get(n)!);
+  const got = await out.data();
+  for (let i = 0; i < want.length; i++) {
+    const w = want[i];
+    const g = got[i];
+    if (Math.abs(g - w) <= 1e-3 + 1e-3 * Math.abs(w)) continue;
+    return `seed ${seed} (${device}): element ${i} of [${out.shape}]: got ${g}, want ${w}\n  steps: ${
+      steps.join(" | ")
+    }\n${printGraph([out.node])}`;
+  }
+  return null;
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      cases: { type: "string", default: "200" },
+      seed: { type: "string", default: "1" },
+      device: { type: "string", default: "webgpu" },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (values.help) {
+    console.log("deno task fuzz [--cases N=200] [--seed S=1] [--device webgpu|cpu]");
+    Deno.exit(0);
+  }
+  const n = Number(values.cases);
+  const s0 = Number(values.seed);
+  const device = values.device as DeviceName;
+  if (!Number.isInteger(n) || n < 1) {
+    throw new Error(`--cases must be a positive integer, got ${values.cases}`);
+  }
+  if (device !== "webgpu" && device !== "cpu") {
+    throw new Error(`--device must be webgpu or cpu, got ${device}`);
+  }
+  let failures = 0;
+  for (let i = 0; i < n; i++) {
+    const msg = await runCase(s0 + i, device);
+    if (msg !== null) {
+      failures++;
+      console.log(`MISMATCH ${msg}`);
+    }
+  }
+  console.log(`fuzz: ${n} cases from seed ${s0} on ${device}: ${n - failures} passed, ${failures} failed`);
+  if (failures > 0) Deno.exit(1);
+}
