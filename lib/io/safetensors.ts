@@ -485,8 +485,11 @@ export function parseSafetensors(
  *
  * @example
  * ```ts
- * import { readSafetensors } from "./safetensors.ts";
- * const { tensors, metadata } = await readSafetensors("adapter_model.safetensors");
+ * import { readSafetensors, writeSafetensors } from "./safetensors.ts";
+ * const path = `${await Deno.makeTempDir()}/adapter_model.safetensors`;
+ * await writeSafetensors(path, { "w.weight": { dtype: "F32", shape: [2], data: new Float32Array([1, 2]) } });
+ * const { tensors, metadata } = await readSafetensors(path);
+ * console.log(tensors.get("w.weight")?.shape, metadata);
  * ```
  */
 export async function readSafetensors(

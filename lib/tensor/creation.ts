@@ -59,7 +59,7 @@ function flatten(data: Nested, out: number[]): void {
  *
  * @example
  * ```ts
- * import { tensor } from "./mod.ts";
+ * import { tensor } from "../../mod.ts";
  * const a = tensor([[1, 2], [3, 4]]);   // Tensor<[2, 2], "f32">
  * const b = tensor(new Float32Array(6), { shape: [2, 3] });
  * console.log(a.shape, b.shape);
@@ -186,7 +186,7 @@ export interface RandOptions extends CreateOptions<"f32"> {
  *
  * @example
  * ```ts
- * import { rand } from "./mod.ts";
+ * import { rand } from "../../mod.ts";
  * const u = rand([2, 3], { seed: 7 });
  * console.log(await u.data());
  * ```
