@@ -149,7 +149,12 @@ export async function realizeNodes(roots: readonly Node[], opts: RealizeOptions 
       const inputs = lowered[i].inputs.map((
         inp,
       ) => (inp.storage !== null ? leaves.get(inp.storage)! : out.get(inp)!));
-      const output = be.alloc(n.dtype, n.size);
+      let output: Storage;
+      try {
+        output = be.alloc(n.dtype, n.size);
+      } catch (e) {
+        throw new RangeError(`result of ${n.op} with shape [${n.shape.join(", ")}] ${n.dtype}: ${(e as Error).message}`);
+      }
       out.set(n, output);
       const kernel = lowered[i].kernel;
       if (kernel !== null) steps.push({ kernel, inputs, output });

@@ -16,16 +16,19 @@ function contentType(path: string): string {
 
 Deno.test("mod.ts imports over HTTP from a directory outside the repository", async () => {
   const ac = new AbortController();
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, signal: ac.signal, onListen: () => {} }, async (req) => {
-    const path = decodeURIComponent(new URL(req.url).pathname);
-    if (path.includes("..")) return new Response("bad path", { status: 400 });
-    try {
-      const body = await Deno.readFile(ROOT + path.slice(1));
-      return new Response(body, { headers: { "content-type": contentType(path) } });
-    } catch {
-      return new Response("not found", { status: 404 });
-    }
-  });
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, signal: ac.signal, onListen: () => {} },
+    async (req) => {
+      const path = decodeURIComponent(new URL(req.url).pathname);
+      if (path.includes("..")) return new Response("bad path", { status: 400 });
+      try {
+        const body = await Deno.readFile(ROOT + path.slice(1));
+        return new Response(body, { headers: { "content-type": contentType(path) } });
+      } catch {
+        return new Response("not found", { status: 404 });
+      }
+    },
+  );
   try {
     const base = `http://127.0.0.1:${server.addr.port}`;
     const dir = await Deno.makeTempDir();

@@ -1,6 +1,6 @@
 /** Backend-level behaviour: f16, error surfacing, adapter reporting, DEBUG output, buffer reuse. */
 import { equal, match, ok, rejects } from "node:assert/strict";
-import { getBackend, getWebGPU, randn, realize, tensor } from "../../mod.ts";
+import { getBackend, getWebGPU, randn, realize, tensor, zeros } from "../../mod.ts";
 import { runKernels } from "../../lib/tensor/custom.ts";
 import { assertClose, reference, TestRng } from "../_helpers.ts";
 
@@ -75,14 +75,24 @@ Deno.test("buffers are reused: a loop of realizations keeps the live buffer coun
   let w = randn([64, 64], { seed: 1 });
   await realize(w);
   const counts: number[] = [];
+  let cachedAfterWarmup = -1;
   for (let i = 0; i < 30; i++) {
     const next = w.mul(0.5).add(w.matmul(w).mul(0.01)).tanh();
     await realize(next);
     w.dispose();
     w = next;
     counts.push(be.stats().liveBuffers);
+    if (i === 5) cachedAfterWarmup = be.stats().cachedKernels;
   }
   equal(counts[29], counts[5], `live buffers ${counts.join(",")}`);
+  equal(be.stats().cachedKernels, cachedAfterWarmup, "no new pipelines once the loop is warm");
   const d = await w.data();
   ok(d.every(Number.isFinite));
+});
+
+Deno.test("a result larger than the device's largest buffer is an error naming the op and shape", async () => {
+  const be = await getWebGPU();
+  const n = Math.floor(be.maxBufferBytes / 4) + 1024;
+  const big = zeros([n]).add(1);
+  await rejects(big.data(), /result of Add with shape \[\d+\] f32: Cannot allocate \d+ f32 elements .* split the tensor/);
 });
