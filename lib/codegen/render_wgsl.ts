@@ -207,7 +207,9 @@ export function preamble(kernel: Kernel, roots: readonly KExpr[]): string[] {
 /** Dispatch grid for `groups` workgroups: x up to the per-dimension limit, the rest in y. */
 export function grid(groups: number, maxPerDim = 65535): [number, number, number] {
   if (groups <= maxPerDim) return [Math.max(groups, 1), 1, 1];
-  return [maxPerDim, Math.ceil(groups / maxPerDim), 1];
+  // Split evenly so that at most gy - 1 groups are launched in vain (not up to a whole row of 65,535).
+  const gy = Math.ceil(groups / maxPerDim);
+  return [Math.ceil(groups / gy), gy, 1];
 }
 
 /** A rendered shader with its dispatch size. */
@@ -238,9 +240,22 @@ export function renderWGSL(kernel: Kernel, opts: { tile?: MatmulTile } = {}): Re
   return { source: src, dispatch: grid(groups) };
 }
 
+/** A small tile no wider (or taller) than the product, so narrow outputs keep every invocation busy. */
+function fitTile(m: number, n: number): MatmulTile {
+  const tn = n >= 32 ? 4 : n >= 8 ? 2 : 1;
+  const wn = Math.max(1, Math.min(8, Math.floor(n / tn)));
+  const tm = 4;
+  const wm = Math.max(1, Math.min(64 / wn, Math.floor(m / tm)));
+  return tn === SMALL_TILE.tn && wn === SMALL_TILE.wn && wm === SMALL_TILE.wm
+    ? SMALL_TILE
+    : { tm, tn, wm, wn };
+}
+
 /** Renders a kernel that has a matmul spec through the tiled template. */
 function renderMatmulKernel(kernel: Kernel, mm: MatmulSpec, tile?: MatmulTile): RenderedKernel {
-  const big = mm.m * mm.n >= 256 * 256;
+  // Big register blocks amortise loads on llvmpipe; skinny products (LoRA's rank-r sides) need a tile whose width
+  // fits, or most invocations of a workgroup idle.
+  const big = mm.m * mm.n >= 256 * 256 && mm.n >= 64 && mm.m >= 64;
   return renderMatmul({
     header: [...preamble(kernel, [mm.a, mm.b, mm.epilogue]), ...bindings(kernel)],
     batch: mm.batch,
@@ -252,5 +267,5 @@ function renderMatmulKernel(kernel: Kernel, mm: MatmulSpec, tile?: MatmulTile): 
     epilogue: renderValue(mm.epilogue, "  "),
     outType: wgslType(kernel.outDtype),
     store: (v) => toStorage(v, kernel.outDtype),
-  }, tile ?? (big ? CPU_TILE : SMALL_TILE));
+  }, tile ?? (big ? CPU_TILE : fitTile(mm.m, mm.n)));
 }

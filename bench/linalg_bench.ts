@@ -1,0 +1,83 @@
+/**
+ * Timings of the GPU linear algebra (lib/linalg): qr, svd, svdLowRank (q = 16, niter = 4) and eigh on n×n
+ * Gaussian matrices (eigh: their symmetric part), for n = 64, 256, 1024.
+ *
+ *   deno run -A bench/linalg_bench.ts          # prints a table (one timed call per size after a warm-up)
+ *   deno bench -A bench/linalg_bench.ts        # the same cases as Deno.bench entries
+ *
+ * Environment: LINALG_BENCH_SIZES=64,256 picks the sizes; LINALG_BENCH_4096=1 adds n = 4096 (may not finish
+ * on a CPU adapter such as lavapipe: the Jacobi SVD moves O(n³) data per sweep). Every run prints the
+ * adapter. Times include the submission and one small read-back (~11 ms on lavapipe) that waits for the GPU.
+ *
+ * @module
+ */
+import { getWebGPU, randn, type Tensor } from "../mod.ts";
+import { eigh, qr, svd, svdLowRank } from "../lib/linalg/mod.ts";
+import { defaultSweeps } from "../lib/linalg/jacobi.ts";
+
+type Mat = Tensor<[number, number], "f32">;
+
+const sizes = (Deno.env.get("LINALG_BENCH_SIZES") ?? "64,256,1024").split(",").map(Number)
+  .concat(Deno.env.get("LINALG_BENCH_4096") === "1" ? [4096] : []);
+for (const n of sizes) {
+  if (!Number.isInteger(n) || n < 2) throw new Error(`LINALG_BENCH_SIZES: bad size ${n}`);
+}
+
+/** The operations under test; each resolves once its result has been read back (the GPU is idle). */
+const ops: Record<string, (a: Mat, sym: Mat) => Promise<number>> = {
+  qr: async (a) => (await (await qr(a)).r.slice(0, 0).data())[0],
+  svd: async (a) => (await (await svd(a)).s.slice([0, 1]).data())[0],
+  "svdLowRank q=16 niter=4": async (a) =>
+    (await (await svdLowRank(a, 16, { niter: 4, seed: 1 })).s.slice([0, 1]).data())[0],
+  eigh: async (_, s) => (await (await eigh(s)).values.slice([0, 1]).data())[0],
+};
+
+/** Nominal flop counts (for a GFLOP/s column where one is meaningful). */
+function flops(op: string, n: number): number | null {
+  if (op === "qr") return (8 / 3) * n ** 3; // R (4n³/3) and Q (4n³/3)
+  return null;
+}
+
+async function inputs(n: number): Promise<[Mat, Mat]> {
+  const a = randn([n, n], { seed: n }) as unknown as Mat;
+  const s = a.add(a.transpose()).mul(0.5) as unknown as Mat;
+  await a.realize();
+  await s.realize();
+  return [a, s];
+}
+
+const adapter = (await getWebGPU()).description;
+
+if (import.meta.main) {
+  console.log(`adapter: ${adapter}`);
+  console.log(`sizes: ${sizes.join(", ")} (Jacobi sweeps per size: ${sizes.map(defaultSweeps).join(", ")})`);
+  console.log("| op | n | ms | GFLOP/s |");
+  console.log("|---|---:|---:|---:|");
+  for (const n of sizes) {
+    const [a, s] = await inputs(n);
+    for (const [name, op] of Object.entries(ops)) {
+      if (n <= 256) await op(a, s); // warm-up: compiles the pipelines for this size
+      const t0 = performance.now();
+      await op(a, s);
+      const ms = performance.now() - t0;
+      const f = flops(name, n);
+      console.log(`| ${name} | ${n} | ${ms.toFixed(1)} | ${f === null ? "" : (f / ms / 1e6).toFixed(3)} |`);
+    }
+    a.dispose();
+    s.dispose();
+  }
+} else {
+  console.log(`adapter: ${adapter}`);
+  for (const n of sizes) {
+    const [a, s] = await inputs(n);
+    for (const [name, op] of Object.entries(ops)) {
+      Deno.bench(
+        `${name} n=${n}`,
+        { group: name, n: n >= 1024 ? 1 : 3, warmup: n >= 1024 ? 0 : 1 },
+        async () => {
+          await op(a, s);
+        },
+      );
+    }
+  }
+}
