@@ -6,6 +6,8 @@
  * - views and elementwise ops are always fused (recomputed per consumer; the kernel IR shares common parts);
  * - a reduction or matmul is fused into its consumer only when that does not repeat its loop: a single consumer
  *   that is elementwise or a non-broadcasting view (so matmul + bias + relu is one kernel);
+ * - a matmul's operands are materialized unless they are views of stored data (a fused prologue would be
+ *   recomputed once per output row or column);
  * - a kernel holds at most one matmul, at most `maxInputs` input buffers (the device's storage-buffer limit) and
  *   at most {@link LOOP_BUDGET} loop iterations in total (llvmpipe's per-invocation cap, see `split_loops.ts`);
  *   extra producers are materialized, largest first.
@@ -55,6 +57,17 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
         c.op === Op.Pad
       );
     if (h && !fusable) materialized.add(n);
+  }
+  // A matmul reads each element of A once per output column and each element of B once per output row, so an
+  // elementwise chain fused into its operand would be recomputed that many times: materialize operands that are
+  // more than views of stored data.
+  const VIEWS: ReadonlySet<Op> = new Set([Op.Reshape, Op.Permute, Op.Expand, Op.Shrink, Op.Pad]);
+  for (const d of nodes) {
+    if (d.op !== Op.Dot) continue;
+    for (let s of d.src) {
+      while (VIEWS.has(s.op) && s.storage === null) s = s.src[0];
+      if (s.storage === null && !isLeaf(s) && s.op !== Op.Cast) materialized.add(s);
+    }
   }
   // Per-kernel limits: one matmul, bounded input count.
   let changed = true;
