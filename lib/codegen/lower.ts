@@ -170,34 +170,54 @@ export const LOWER_RULES: { [O in Op]: Rule } = {
 };
 
 /** Short kernel name from the ops in the root's region, e.g. `dot_add_relu`. */
-function kernelName(root: Node): string {
+function kernelName(root: Node, isInput: (n: Node) => boolean): string {
   const ops: string[] = [];
   const visit = (n: Node, depth: number) => {
     if (depth > 3 || ops.length > 4) return;
     ops.push(n.op.toLowerCase());
-    n.src.forEach((s) => s.storage === null && visit(s, depth + 1));
+    n.src.forEach((s) => !isInput(s) && visit(s, depth + 1));
   };
   visit(root, 0);
   return `${ops.join("_")}_${root.shape.join("x") || "scalar"}`;
 }
 
-/** Finds the single Dot that the tiled template can compute for `root`: reached from root through elementwise ops. */
+/**
+ * Finds the Dot the tiled template can compute for `root`: the region's only Dot, reached from the root only
+ * through elementwise ops and reshapes (so the root's flat index is the Dot's flat index, and the epilogue sees the
+ * accumulator of exactly its own element).
+ */
 function templateDotOf(root: Node, isInput: (n: Node) => boolean): Node | null {
-  let found: Node | null = null;
-  const visit = (n: Node): boolean => {
-    if (n !== root && isInput(n)) return true;
-    if (n.op === Op.Dot) {
-      if (found !== null && found !== n) return false;
-      found = n;
-      return true;
+  const region: Node[] = [];
+  const seen = new Set<Node>();
+  const stack = [root];
+  while (stack.length > 0) {
+    const n = stack.pop()!;
+    if (seen.has(n) || (n !== root && isInput(n))) continue;
+    seen.add(n);
+    region.push(n);
+    stack.push(...n.src);
+  }
+  const dots = region.filter((n) => n.op === Op.Dot);
+  if (dots.length !== 1) return null;
+  const d = dots[0];
+  // Every region node on a path from the root to the Dot must map indices one to one.
+  const leads = new Map<Node, boolean>();
+  const reaches = (n: Node): boolean => {
+    if (n === d) return true;
+    if (!seen.has(n)) return false;
+    let r = leads.get(n);
+    if (r === undefined) {
+      leads.set(n, false);
+      r = n.src.some(reaches);
+      leads.set(n, r);
     }
-    if (!ELEMENTWISE_OPS.has(n.op)) return true;
-    return n.src.every(visit);
+    return r;
   };
-  if (!visit(root) || found === null) return null;
-  const d: Node = found;
+  for (const n of region) {
+    if (n !== d && reaches(n) && !ELEMENTWISE_OPS.has(n.op) && n.op !== Op.Reshape) return null;
+  }
   const r = d.shape.length;
-  if (d.shape.join() !== root.shape.join() || d.dtype !== "f32") return null;
+  if (d.size !== root.size || d.dtype !== "f32") return null;
   const flops = d.size * d.src[0].shape[r - 1];
   return flops >= MATMUL_TEMPLATE_MIN_FLOPS ? d : null;
 }
@@ -261,11 +281,13 @@ export function lower(
     const b = ctx.at(dot.src[1], [...bidx, vk, vn]);
     ctx.templateDot = dot;
     memo.clear();
-    const epilogue = ctx.at(root, [...bidx, vm, vn]);
+    // The root's element with the same flat index as the Dot's (b, m, n).
+    const flat = kb.add(kb.mul(kb.add(kb.mul(vb, m), vm), n), vn);
+    const epilogue = ctx.at(root, unflatten(kb, flat, root.shape));
     matmul = { batch, m, n, k, a, b, epilogue };
   }
   const kernel: Kernel = {
-    name: kernelName(root),
+    name: kernelName(root, ctx.isInput),
     inputs: inputs.map((n) => ({ dtype: n.dtype, size: n.size })),
     outShape: [...root.shape],
     outDtype: root.dtype,

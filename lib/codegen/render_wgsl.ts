@@ -7,7 +7,7 @@
 import type { DType } from "../dtype.ts";
 import { type Kernel, type KExpr, kNodes, type MatmulSpec } from "./kexpr.ts";
 import { linearize, type Stmt } from "./linearize.ts";
-import { CPU_TILE, type MatmulTile, renderMatmul, SMALL_TILE } from "../../kernels/matmul.wgsl.ts";
+import { CPU_TILE, type MatmulTile, renderMatmul } from "../../kernels/matmul.wgsl.ts";
 import { WGSL_HELPERS } from "../../kernels/helpers.wgsl.ts";
 
 /** Threads per workgroup of generic kernels. */
@@ -240,15 +240,16 @@ export function renderWGSL(kernel: Kernel, opts: { tile?: MatmulTile } = {}): Re
   return { source: src, dispatch: grid(groups) };
 }
 
-/** A small tile no wider (or taller) than the product, so narrow outputs keep every invocation busy. */
+/**
+ * A tile for products that are narrow in N (LoRA's rank-r sides, attention's head dimension): each invocation
+ * covers up to 8 columns, so narrow outputs keep every invocation busy and still do tm·tn FMAs per tm+tn loads.
+ */
 function fitTile(m: number, n: number): MatmulTile {
-  const tn = n >= 32 ? 4 : n >= 8 ? 2 : 1;
+  const tn = Math.min(8, Math.max(1, n));
   const wn = Math.max(1, Math.min(8, Math.floor(n / tn)));
-  const tm = 4;
-  const wm = Math.max(1, Math.min(64 / wn, Math.floor(m / tm)));
-  return tn === SMALL_TILE.tn && wn === SMALL_TILE.wn && wm === SMALL_TILE.wm
-    ? SMALL_TILE
-    : { tm, tn, wm, wn };
+  const tm = m >= 64 ? 8 : 4;
+  const wm = Math.max(1, Math.min(Math.floor(64 / wn), Math.ceil(m / tm)));
+  return { tm, tn, wm, wn };
 }
 
 /** Renders a kernel that has a matmul spec through the tiled template. */

@@ -27,9 +27,20 @@ export function tripCount(n: Node): number {
   return 0;
 }
 
+/** Chunks of about √total elements (at least 1,024, at most the budget): enough parallel first-pass outputs. */
 function chunking(total: number, limit: number): { len: number; chunks: number } {
-  const chunks = Math.ceil(total / limit);
+  const target = Math.min(limit, Math.max(1024, Math.ceil(Math.sqrt(total))));
+  const chunks = Math.ceil(total / target);
   return { len: Math.ceil(total / chunks), chunks };
+}
+
+/**
+ * Whether a reduction should run in two passes: when its loop is over the budget, or when it is long and has so
+ * few outputs that one pass would leave the device's cores idle.
+ */
+function shouldSplit(n: Node, limit: number): boolean {
+  const trip = tripCount(n);
+  return trip > limit || (trip > 16384 && n.size * 64 < trip && n.size < 1024);
 }
 
 function splitReduce(n: Node, x: Node, limit: number): Node {
@@ -78,7 +89,7 @@ function splitDot(n: Node, a: Node, b: Node, limit: number): Node {
 /** Rewrites reductions longer than `limit` into two passes. Returns the (possibly new) roots, same order. */
 export function splitLongLoops(roots: readonly Node[], limit = LOOP_BUDGET): Node[] {
   const order = toposort(roots);
-  if (!order.some((n) => tripCount(n) > limit)) return [...roots];
+  if (!order.some((n) => n.op !== Op.ArgMax && shouldSplit(n, limit))) return [...roots];
   const map = new Map<Node, Node>();
   for (const n of order) {
     if (n.storage !== null || n.src.length === 0) {
@@ -87,7 +98,7 @@ export function splitLongLoops(roots: readonly Node[], limit = LOOP_BUDGET): Nod
     }
     const src = n.src.map((s) => map.get(s)!);
     let out: Node;
-    if ((n.op === Op.Sum || n.op === Op.ReduceMax) && tripCount(n) > limit) {
+    if ((n.op === Op.Sum || n.op === Op.ReduceMax) && shouldSplit(n, limit)) {
       out = splitReduce(n, src[0], limit);
     } else if (n.op === Op.Dot && tripCount(n) > limit) out = splitDot(n, src[0], src[1], limit);
     else if (n.op === Op.ArgMax && tripCount(n) > limit) {
