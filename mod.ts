@@ -50,6 +50,33 @@ export {
   VJP_RULES,
   type VjpRule,
 } from "./lib/autodiff/mod.ts";
+export {
+  dstBasis,
+  type DstOptions,
+  eigh,
+  type EighOptions,
+  type EighResult,
+  F32_EPS,
+  IncrementalPCA,
+  type IncrementalPCAOptions,
+  NF4_CODE_TABLE,
+  NF4_THRESHOLDS,
+  nf4Dequantize,
+  type Nf4Options,
+  nf4Qdq,
+  nf4Quantize,
+  type Nf4Quantized,
+  pinv,
+  type PinvOptions,
+  qr,
+  type QrOptions,
+  type QrResult,
+  svd,
+  svdLowRank,
+  type SvdLowRankOptions,
+  type SvdOptions,
+  type SvdResult,
+} from "./lib/linalg/mod.ts";
 export { type KernelLaunch, type OutputSpec, runKernels } from "./lib/tensor/custom.ts";
 export type { DeviceName, Node, Storage } from "./lib/ir/node.ts";
 export { type CustomVjpArg, Op, type OpArgs } from "./lib/ir/ops.ts";

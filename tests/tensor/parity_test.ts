@@ -195,6 +195,16 @@ const cases: Case[] = [
   },
   { name: "matmul 1-D x 2-D", build: (mk) => mk([6]).matmul(mk([6, 4])), ...RED },
   { name: "matmul 2-D x 1-D", build: (mk) => mk([4, 6]).matmul(mk([6])), ...RED },
+  {
+    name: "matmul narrow outputs (template tiles for N = 6, 7, 13)",
+    build: (mk) =>
+      concat([
+        mk([96, 64]).matmul(mk([64, 6])),
+        mk([96, 64]).matmul(mk([64, 7])),
+        mk([96, 64]).matmul(mk([64, 13])),
+      ], 1),
+    ...RED,
+  },
   { name: "matmul with size-1 dims", build: (mk) => mk([1, 7]).matmul(mk([7, 1])), ...RED },
   {
     name: "matmul of matmul",

@@ -1,0 +1,101 @@
+/**
+ * Symmetric eigendecomposition on the GPU by Jacobi rotations.
+ *
+ * @module
+ */
+import { eye } from "../tensor/creation.ts";
+import { realize, type Tensor } from "../tensor/tensor.ts";
+import {
+  absMaxScale,
+  checkMatrix,
+  descendingPerm,
+  iota,
+  largestPositiveSigns,
+  type Mat,
+  matmulSafe,
+  widen,
+} from "./common.ts";
+import { svdColumns } from "./svd.ts";
+
+/** Options of {@link eigh}. */
+export interface EighOptions {
+  /** Order of the eigenvalues: `"ascending"` (default, like numpy and torch) or `"descending"`. */
+  order?: "ascending" | "descending";
+  /** Jacobi sweeps (default as in {@link svd}: `max(8, ⌈5 + 0.9·log2 n⌉)`). */
+  sweeps?: number;
+  /** Read back the rotation counter every `check` sweeps and stop early (default 0: no read-back). */
+  check?: number;
+  /** Convergence threshold of `check` on the cosine between columns (default √n · 2⁻²⁴). */
+  tol?: number;
+}
+
+/** Eigenpairs of a symmetric n×n matrix: `S · vectors = vectors · diag(values)`. */
+export interface EighResult<N extends number> {
+  /** The n eigenvalues, sorted as asked. */
+  values: Tensor<[N], "f32">;
+  /** n×n, orthonormal eigenvectors as columns (column k belongs to `values[k]`). */
+  vectors: Tensor<[N, N], "f32">;
+}
+
+/**
+ * Eigendecomposition of a real symmetric matrix, `S = V diag(λ) Vᵀ`, computed on its device.
+ *
+ * Like `numpy.linalg.eigh`, only the lower triangle of `s` is read (the upper one is taken as its mirror).
+ * Method: with `c = ‖S‖_F ≥ ‖S‖₂`, the shifted matrix `S + cI` is positive semi-definite with the same
+ * eigenvectors, so its singular vectors are eigenvectors of S even when eigenvalues of S differ only in sign.
+ * Its SVD is computed by the preconditioned one-sided Jacobi method of {@link svd} (Householder QR, then
+ * Jacobi rotations on Rᵀ accumulated into `Q V'`, which is orthonormal by construction), and the eigenvalues
+ * are the Rayleigh quotients `λ_k = v_kᵀ S v_k` (accurate to about `eps·‖S‖`, independent of the shift).
+ * Eigenvectors of a repeated eigenvalue are an arbitrary orthonormal basis of its eigenspace.
+ *
+ * Sign convention: the largest-magnitude entry of each eigenvector is positive (first one on ties).
+ * Read-backs: none unless `check` is set (see {@link EighOptions.check}).
+ *
+ * @example
+ * ```ts
+ * import { tensor } from "../../mod.ts";
+ * import { eigh } from "./mod.ts";
+ * const { values, vectors } = await eigh(tensor([[2, 1], [1, 2]]));
+ * console.log(await values.data(), vectors.shape); // ≈ [1, 3], [2, 2]
+ * ```
+ */
+export async function eigh<N extends number>(
+  s: Tensor<[N, N], "f32">,
+  opts: EighOptions = {},
+): Promise<EighResult<N>> {
+  const [n, n2] = checkMatrix("eigh", s);
+  if (n !== n2) throw new RangeError(`eigh: expected a square matrix, got shape [${s.shape}]`);
+  const order = opts.order ?? "ascending";
+  if (order !== "ascending" && order !== "descending") {
+    throw new RangeError(`eigh: order must be "ascending" or "descending", got ${JSON.stringify(order)}`);
+  }
+  const x = widen(s);
+  const dev = x.device;
+  const i = iota(n, dev).reshape([n, 1]) as Mat;
+  const j = iota(n, dev).reshape([1, n]) as Mat;
+  const sym = i.ge(j).where(x, x.transpose()) as Mat; // lower triangle, mirrored
+  const scale = absMaxScale(sym);
+  const sn = sym.div(scale) as Mat;
+  await realize(scale, sn);
+  const c = sn.square().sum().sqrt() as Mat;
+  // Symmetric, so it is its own column-major form.
+  const shifted = sn.add((eye(n, n, { device: dev }) as unknown as Mat).mul(c)) as Mat;
+  const core = await svdColumns(shifted, n, n, {
+    sweeps: opts.sweeps,
+    check: opts.check,
+    tol: opts.tol,
+    noV: true,
+  });
+  const vecRows = core.uRows;
+  const lam = matmulSafe(vecRows, sn).mul(vecRows).sum(1) as Mat; // Rayleigh quotients of the scaled matrix
+  const perm = descendingPerm(order === "ascending" ? lam.neg() as Mat : lam);
+  const sorted = vecRows.gather(perm, 0) as Mat;
+  const vectors = sorted.mul(largestPositiveSigns(sorted)).transpose() as Mat;
+  const values = lam.gather(perm, 0).mul(scale) as Mat;
+  await realize(values, vectors);
+  for (const t of [core.uRows, core.s, sn, scale]) t.dispose();
+  return {
+    values: values as unknown as Tensor<[N], "f32">,
+    vectors: vectors as unknown as Tensor<[N, N], "f32">,
+  };
+}

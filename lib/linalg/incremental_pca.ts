@@ -1,0 +1,246 @@
+/**
+ * Incremental (minibatch) PCA with scikit-learn's algorithm, as PEFT's EVA uses it.
+ *
+ * @module
+ */
+import { concat, zeros } from "../tensor/creation.ts";
+import { realize, type Tensor } from "../tensor/tensor.ts";
+import { checkInt, checkMatrix, disposeUnless, type Mat, matmulSafe, widen } from "./common.ts";
+import { type SvdOptions, svdRows } from "./svd.ts";
+import { svdLowRank } from "./svd_lowrank.ts";
+
+/** Options of {@link IncrementalPCA}. */
+export interface IncrementalPCAOptions {
+  /**
+   * Components to keep (default: `min(samples, features)` of the first batch). Every batch must have at least
+   * this many rows (scikit-learn's rule; PEFT's EVA skips smaller batches before calling).
+   */
+  nComponents?: number;
+  /**
+   * Use the randomized {@link svdLowRank} for the inner SVD, like PEFT's `IncrementalPCA(lowrank=True)`:
+   * `q` defaults to `2·nComponents` (clamped to the matrix size), `niter` to 4, `seed` to 0. Default: the
+   * exact Jacobi SVD (deterministic).
+   */
+  lowRank?: { q?: number; niter?: number; seed?: number };
+  /** Options of the exact inner SVD (sweeps, convergence check). */
+  svd?: Pick<SvdOptions, "sweeps" | "check" | "tol">;
+}
+
+interface State {
+  nComponents: number;
+  nFeatures: number;
+  nSeen: number;
+  mean: Mat;
+  var: Mat;
+  components: Mat;
+  singularValues: Mat;
+  explainedVariance: Mat;
+  explainedVarianceRatio: Mat;
+  noiseVariance: Mat;
+}
+
+function stateTensors(st: State): Mat[] {
+  return [
+    st.mean,
+    st.var,
+    st.components,
+    st.singularValues,
+    st.explainedVariance,
+    st.explainedVarianceRatio,
+    st.noiseVariance,
+  ];
+}
+
+/**
+ * Incremental principal component analysis over minibatches (scikit-learn's `IncrementalPCA.partial_fit`,
+ * Ross et al. 2008), all on the device of the data. For each batch X (samples × features):
+ * 1. the running per-feature mean and variance are updated (Chan et al.'s pairwise update);
+ * 2. on the first batch the matrix `X − mean` is decomposed; afterwards the stack
+ *    `[diag(S)·components; X − batch_mean; √(n_seen·n_batch/n_total)·(mean_old − batch_mean)]`;
+ * 3. its thin SVD is sign-normalised with `svd_flip(u_based_decision=False)` (largest-|·| entry of each
+ *    component positive) and the first `nComponents` rows of Vᵀ kept.
+ * Explained variance is `S²/(n_total − 1)` and its ratio `S²/Σ_features(var·n_total)` (the fraction of the
+ * total centred variance), as in scikit-learn and PEFT. The inner SVD is exact (Jacobi) unless `lowRank` is
+ * set. State stays on the device between batches; nothing is read back.
+ *
+ * @example
+ * ```ts
+ * import { randn } from "../../mod.ts";
+ * import { IncrementalPCA } from "./mod.ts";
+ * const pca = new IncrementalPCA({ nComponents: 4 });
+ * for (let b = 0; b < 3; b++) await pca.partialFit(randn([32, 10], { seed: b }));
+ * console.log(pca.components.shape, await pca.explainedVarianceRatio.data()); // [4, 10]
+ * ```
+ */
+export class IncrementalPCA {
+  #opts: IncrementalPCAOptions;
+  #state: State | null = null;
+
+  /** An unfitted model. */
+  constructor(opts: IncrementalPCAOptions = {}) {
+    if (opts.nComponents !== undefined) checkInt("IncrementalPCA", "nComponents", opts.nComponents, 1);
+    this.#opts = opts;
+  }
+
+  #fitted(what: string): State {
+    if (this.#state === null) throw new Error(`IncrementalPCA.${what}: call partialFit with a batch first`);
+    return this.#state;
+  }
+
+  /** Principal axes, `nComponents × features`, orthonormal rows sorted by explained variance. */
+  get components(): Tensor<[number, number], "f32"> {
+    return this.#fitted("components").components as unknown as Tensor<[number, number], "f32">;
+  }
+  /** Singular values of the kept components (descending). */
+  get singularValues(): Tensor<[number], "f32"> {
+    return this.#fitted("singularValues").singularValues as unknown as Tensor<[number], "f32">;
+  }
+  /** Variance along each kept component: `S²/(n − 1)`. */
+  get explainedVariance(): Tensor<[number], "f32"> {
+    return this.#fitted("explainedVariance").explainedVariance as unknown as Tensor<[number], "f32">;
+  }
+  /** Fraction of the total variance along each kept component. */
+  get explainedVarianceRatio(): Tensor<[number], "f32"> {
+    return this.#fitted("explainedVarianceRatio").explainedVarianceRatio as unknown as Tensor<
+      [number],
+      "f32"
+    >;
+  }
+  /** Mean of the discarded components' variances (0 when none is discarded), as a 0-d tensor. */
+  get noiseVariance(): Tensor<[], "f32"> {
+    return this.#fitted("noiseVariance").noiseVariance as unknown as Tensor<[], "f32">;
+  }
+  /** Per-feature mean of all samples seen. */
+  get mean(): Tensor<[number], "f32"> {
+    return this.#fitted("mean").mean as unknown as Tensor<[number], "f32">;
+  }
+  /** Per-feature (population) variance of all samples seen. */
+  get var(): Tensor<[number], "f32"> {
+    return this.#fitted("var").var as unknown as Tensor<[number], "f32">;
+  }
+  /** Samples seen so far. */
+  get nSamplesSeen(): number {
+    return this.#state?.nSeen ?? 0;
+  }
+  /** Number of kept components (known after the first batch). */
+  get nComponents(): number {
+    return this.#fitted("nComponents").nComponents;
+  }
+
+  /**
+   * Updates the model with one batch (samples × features). Returns this model.
+   * Throws when the feature count changes or the batch has fewer rows than `nComponents`.
+   */
+  async partialFit(x: Tensor<[number, number], "f32">): Promise<this> {
+    const [ns, nf] = checkMatrix("IncrementalPCA.partialFit", x);
+    const prev = this.#state;
+    if (prev !== null && prev.nFeatures !== nf) {
+      throw new RangeError(
+        `IncrementalPCA.partialFit: batch has ${nf} features, earlier batches had ${prev.nFeatures}`,
+      );
+    }
+    const k = prev?.nComponents ?? this.#opts.nComponents ?? Math.min(ns, nf);
+    if (k > nf) {
+      throw new RangeError(`IncrementalPCA.partialFit: nComponents=${k} must be at most the ${nf} features`);
+    }
+    if (k > ns) {
+      throw new RangeError(
+        `IncrementalPCA.partialFit: nComponents=${k} must be at most the batch's number of samples ${ns}`,
+      );
+    }
+    const xs = widen(x);
+    const nSeen = prev?.nSeen ?? 0;
+    const nTotal = nSeen + ns;
+    // Running mean and variance (scikit-learn's _incremental_mean_and_var).
+    const batchSum = xs.sum(0) as Mat;
+    const batchMean = batchSum.div(ns) as Mat;
+    const centred = xs.sub(batchMean) as Mat;
+    const correction = centred.sum(0) as Mat;
+    const newUnnorm = centred.square().sum(0).sub(correction.square().div(ns)) as Mat;
+    let mean: Mat;
+    let variance: Mat;
+    let stacked: Mat;
+    if (prev === null) {
+      mean = batchMean;
+      variance = newUnnorm.div(nTotal) as Mat;
+      stacked = centred;
+    } else {
+      mean = prev.mean.mul(nSeen).add(batchSum).div(nTotal) as Mat;
+      const between = prev.mean.sub(batchMean).square().mul((nSeen * ns) / nTotal) as Mat;
+      variance = prev.var.mul(nSeen).add(newUnnorm).add(between).div(nTotal) as Mat;
+      const meanCorrection = prev.mean.sub(batchMean).mul(Math.sqrt((nSeen / nTotal) * ns)).reshape([
+        1,
+        nf,
+      ]) as Mat;
+      const scaled = prev.components.mul(prev.singularValues.reshape([k, 1])) as Mat;
+      stacked = concat([scaled, centred, meanCorrection], 0) as Mat;
+    }
+    const rows = stacked.shape[0];
+    let s: Mat;
+    let vRows: Mat;
+    let uRows: Mat | null = null;
+    if (this.#opts.lowRank !== undefined) {
+      const lr = this.#opts.lowRank;
+      const q = Math.min(lr.q ?? 2 * k, rows, nf);
+      if (q < k) throw new RangeError(`IncrementalPCA: lowRank.q=${q} must be at least nComponents=${k}`);
+      const r = await svdLowRank(stacked as unknown as Tensor<[number, number], "f32">, q, {
+        niter: lr.niter ?? 4,
+        seed: lr.seed ?? 0,
+        flip: "v",
+      });
+      s = r.s as unknown as Mat;
+      vRows = r.vh as unknown as Mat;
+    } else {
+      const r = await svdRows(stacked, { ...this.#opts.svd, flip: "v" });
+      s = r.s;
+      vRows = r.vRows;
+      uRows = r.uRows;
+    }
+    const kk = s.shape[0];
+    const sq = s.square() as Mat;
+    const explained = sq.div(Math.max(nTotal - 1, 1)) as Mat;
+    const ratio = sq.div(variance.mul(nTotal).sum()) as Mat;
+    const noise = k < kk && k !== ns && k !== nf
+      ? explained.slice([k, kk]).mean() as Mat
+      : zeros([], { device: x.device }) as unknown as Mat;
+    const next: State = {
+      nComponents: k,
+      nFeatures: nf,
+      nSeen: nTotal,
+      mean,
+      var: variance,
+      components: vRows.slice([0, k]) as Mat,
+      singularValues: s.slice([0, k]) as Mat,
+      explainedVariance: explained.slice([0, k]) as Mat,
+      explainedVarianceRatio: ratio.slice([0, k]) as Mat,
+      noiseVariance: noise,
+    };
+    await realize(...stateTensors(next));
+    const kept = [next.components, next.singularValues];
+    for (const t of uRows === null ? [s, vRows] : [uRows, s, vRows]) disposeUnless(t, ...kept);
+    if (prev !== null) {
+      for (const t of stateTensors(prev)) t.dispose();
+    }
+    this.#state = next;
+    return this;
+  }
+
+  /** Fits every batch in turn (`partialFit` on each). */
+  async fit(batches: Iterable<Tensor<[number, number], "f32">>): Promise<this> {
+    for (const b of batches) await this.partialFit(b);
+    return this;
+  }
+
+  /** Projects samples on the components: `(x − mean)·componentsᵀ` (lazy). */
+  transform(x: Tensor<[number, number], "f32">): Tensor<[number, number], "f32"> {
+    const st = this.#fitted("transform");
+    const [, nf] = checkMatrix("IncrementalPCA.transform", x);
+    if (nf !== st.nFeatures) {
+      throw new RangeError(`IncrementalPCA.transform: got ${nf} features, the model has ${st.nFeatures}`);
+    }
+    return matmulSafe(widen(x).sub(st.mean) as Mat, st.components.transpose() as Mat) as unknown as Tensor<
+      [number, number],
+      "f32"
+    >;
+  }
+}

@@ -1,0 +1,208 @@
+/**
+ * Thin QR by Householder reflections on the GPU (kernels/householder.wgsl.ts), with LAPACK's conventions.
+ *
+ * @module
+ */
+import { COPY_WGSL, copyGrid, copyHost } from "../../kernels/copy.wgsl.ts";
+import {
+  grid,
+  hhFirstHost,
+  hhFirstWGSL,
+  hhStepHost,
+  hhStepWGSL,
+  type HouseholderLayout,
+  householderParams,
+  qInitHost,
+  qInitWGSL,
+  qStepHost,
+  qStepWGSL,
+  reflectorCount,
+} from "../../kernels/householder.wgsl.ts";
+import type { KernelLaunch } from "../tensor/custom.ts";
+import { runKernels } from "../tensor/custom.ts";
+import { tensor } from "../tensor/creation.ts";
+import { realize, type Tensor } from "../tensor/tensor.ts";
+import { LOOP_BUDGET } from "../codegen/split_loops.ts";
+import { jacobiWorkgroup } from "./jacobi.ts";
+import { absMaxScale, checkMatrix, iota, type Mat, widen } from "./common.ts";
+
+/**
+ * Workgroup size for Householder kernels on columns of `rows`: the device's preference, grown (×4, up to 256)
+ * until one invocation's loops (about 3·rows/wg + 2·wg iterations per launch) fit llvmpipe's loop budget.
+ */
+export function householderWorkgroup(rows: number, preferred: number): number {
+  let wg = preferred;
+  const loops = (w: number) => 3 * Math.ceil(rows / w) + 2 * w + 8;
+  while (loops(wg) > LOOP_BUDGET && wg < 256) wg = Math.min(256, wg * 4);
+  if (loops(wg) > LOOP_BUDGET) {
+    throw new RangeError(
+      `householder: columns of ${rows} rows exceed the per-invocation loop budget; split them`,
+    );
+  }
+  return wg;
+}
+
+/** Result of {@link householderColumns}: everything column-major (record j = column j). */
+export interface HouseholderFactors {
+  /** The factored matrix, `cols` records of `rows`: R on and above the diagonal, reflectors below. */
+  readonly factored: Mat;
+  /** The K = min(rows, cols) reflector coefficients τ. */
+  readonly taus: Mat;
+  /** The thin Q, K records of `rows` (its columns), or null when not asked for. */
+  readonly q: Mat | null;
+}
+
+/**
+ * Householder QR of a matrix given column-major (`cols` rows of `rows` floats, i.e. the transpose), in one
+ * submission. With `guard` (a one-element u32 tensor) every launch is skipped on the GPU when it holds 0;
+ * `wg` overrides the workgroup size (tests).
+ */
+export async function householderColumns(
+  colMajor: Mat,
+  rows: number,
+  cols: number,
+  opts: { wantQ: boolean; guard?: Tensor<number[], "u32">; wg?: number },
+): Promise<HouseholderFactors> {
+  const dev = colMajor.device;
+  const guarded = opts.guard !== undefined;
+  const p: HouseholderLayout = { rows, cols, guarded };
+  const v = { wg: opts.wg ?? householderWorkgroup(rows, await jacobiWorkgroup(dev)), guarded };
+  const k = reflectorCount(p);
+  const params = tensor(householderParams(p), { dtype: "u32", device: dev });
+  const size = tensor(Uint32Array.of(rows * cols), { dtype: "u32", device: dev });
+  // Buffers: inputs [matrix, params, size, guard?], then outputs [factored, taus, Q].
+  const inputs: Tensor[] = [colMajor, params, size, ...(opts.guard ? [opts.guard] : [])];
+  const P = 1;
+  const g = guarded ? [3] : [];
+  const C = inputs.length, T = C + 1, Q = C + 2;
+  const launches: KernelLaunch[] = [{
+    name: "qr_copy",
+    wgsl: COPY_WGSL,
+    dispatch: copyGrid(rows * cols),
+    bindings: [0, C, 2],
+    host: copyHost(rows * cols),
+  }, {
+    name: "qr_first",
+    wgsl: hhFirstWGSL(v),
+    dispatch: [1, 1, 1],
+    bindings: [C, T, P, ...g],
+    host: hhFirstHost(p),
+  }];
+  const step = hhStepWGSL(v);
+  for (let s = 0; s < k - 1; s++) {
+    launches.push({
+      name: "qr_step",
+      wgsl: step,
+      dispatch: [cols - s - 1, 1, 1],
+      bindings: [C, T, P, ...g],
+      host: hhStepHost(p, s),
+    });
+  }
+  if (opts.wantQ) {
+    launches.push({
+      name: "qr_q_init",
+      wgsl: qInitWGSL(v),
+      dispatch: grid(rows * k, 64),
+      bindings: [Q, P, ...g],
+      host: qInitHost(p),
+    });
+    const qStep = qStepWGSL(v);
+    // Reflector rows-1 (a 1x1 block) is always the identity.
+    for (let s = Math.min(k, rows - 1) - 1; s >= 0; s--) {
+      launches.push({
+        name: "qr_q_step",
+        wgsl: qStep,
+        dispatch: [k - s, 1, 1],
+        bindings: [C, T, Q, P, ...g],
+        host: qStepHost(p, s),
+      });
+    }
+  }
+  const outputs = [
+    { shape: [cols, rows], dtype: "f32" as const },
+    { shape: [k], dtype: "f32" as const },
+    { shape: opts.wantQ ? [k, rows] : [1], dtype: "f32" as const },
+  ];
+  const [factored, taus, q] = await runKernels(inputs, outputs, launches) as Mat[];
+  params.dispose();
+  size.dispose();
+  if (!opts.wantQ) q.dispose();
+  return { factored, taus, q: opts.wantQ ? q : null };
+}
+
+/** The upper-triangular R (K×cols) of column-major factors (`cols` records of `rows`), as a lazy tensor. */
+export function upperR(factored: Mat, rows: number, cols: number): Mat {
+  const k = Math.min(rows, cols);
+  const rt = factored.slice(null, [0, k]).transpose() as Mat; // [k, cols], rt[i, j] = factored[j, i]
+  const dev = factored.device;
+  const i = iota(k, dev).reshape([k, 1]) as Mat;
+  const j = iota(cols, dev).reshape([1, cols]) as Mat;
+  return i.le(j).where(rt, 0) as Mat;
+}
+
+/** Options of {@link qr}. */
+export interface QrOptions {
+  /** Also form Q (default true). With `false` only R is computed (half the work) and `q` is null. */
+  wantQ?: boolean;
+}
+
+/** Thin QR factors of an m×n matrix, K = min(m, n). `Q` is the type of `q` (null when Q was not formed). */
+export interface QrResult<M extends number, N extends number, Q = Tensor<[M, number], "f32">> {
+  /** m×K with orthonormal columns. */
+  q: Q;
+  /** K×n upper triangular (upper trapezoidal when n > m). */
+  r: Tensor<[number, N], "f32">;
+}
+
+/**
+ * Thin (reduced) QR decomposition `A = Q R` by Householder reflections, computed on the device of `a` in one
+ * submission without read-back.
+ *
+ * Conventions are LAPACK's (`geqrf` + `orgqr`, as in `numpy.linalg.qr` and `torch.linalg.qr`): reflector k
+ * maps the column below the diagonal onto `β e_k` with `β = −sign(α)·‖x‖` where α is the diagonal entry, so
+ * **R's diagonal entries may be negative** (R_kk < 0 whenever α ≥ 0); a column that is already zero below the
+ * diagonal gets τ = 0 and keeps its diagonal entry. For a full-rank input the result therefore equals
+ * LAPACK's up to rounding. The input is scaled by `1/max|a|` internally (R is scaled back), so the sums of
+ * squares cannot overflow. Q is orthonormal to float32 rounding even when `a` is rank-deficient.
+ *
+ * Cost: about `2mn² − 2n³/3` flops for R and as much again for Q, in `2·min(m, n)` dispatches.
+ *
+ * @example
+ * ```ts
+ * import { randn } from "../../mod.ts";
+ * import { qr } from "./mod.ts";
+ * const a = randn([6, 4], { seed: 1 });
+ * const { q, r } = await qr(a);
+ * console.log(q.shape, r.shape); // [6, 4] [4, 4]
+ * ```
+ */
+export async function qr<M extends number, N extends number>(
+  a: Tensor<[M, N], "f32">,
+  opts?: QrOptions & { wantQ?: true },
+): Promise<QrResult<M, N>>;
+/** R only: `q` is null. */
+export async function qr<M extends number, N extends number>(
+  a: Tensor<[M, N], "f32">,
+  opts: QrOptions & { wantQ: false },
+): Promise<QrResult<M, N, null>>;
+export async function qr<M extends number, N extends number>(
+  a: Tensor<[M, N], "f32">,
+  opts: QrOptions = {},
+): Promise<QrResult<M, N, Tensor<[M, number], "f32"> | null>> {
+  const [m, n] = checkMatrix("qr", a);
+  const wantQ = opts.wantQ ?? true;
+  const x = widen(a);
+  const scale = absMaxScale(x);
+  const xin = x.transpose().div(scale) as Mat;
+  await realize(scale, xin); // one pass over a (possibly lazy) input
+  const f = await householderColumns(xin, m, n, { wantQ });
+  const r = upperR(f.factored, m, n).mul(scale) as Mat;
+  const q = f.q === null ? null : f.q.transpose() as Mat;
+  await (q === null ? realize(r) : realize(r, q));
+  for (const t of [scale, xin, f.factored, f.taus]) t.dispose();
+  f.q?.dispose();
+  return {
+    q: q as unknown as Tensor<[M, number], "f32"> | null,
+    r: r as unknown as Tensor<[number, N], "f32">,
+  };
+}

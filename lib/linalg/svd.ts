@@ -1,0 +1,222 @@
+/**
+ * Thin singular value decomposition on the GPU by one-sided (Hestenes) Jacobi.
+ *
+ * @module
+ */
+import { JACOBI_TINY } from "../../kernels/jacobi.wgsl.ts";
+import { eye, randn } from "../tensor/creation.ts";
+import { realize, type Tensor } from "../tensor/tensor.ts";
+import {
+  absMaxScale,
+  checkInt,
+  checkMatrix,
+  descendingPerm,
+  largestPositiveSigns,
+  type Mat,
+  matmulSafe,
+  widen,
+} from "./common.ts";
+import { defaultSweeps, jacobiSweeps, roundUp4 } from "./jacobi.ts";
+import { householderColumns, upperR } from "./qr.ts";
+
+/** Seed of the random vectors that complete V when the input has exactly zero singular values. */
+const COMPLETION_SEED = 0x51d0_c0de;
+
+/** Options of {@link svd}. */
+export interface SvdOptions {
+  /**
+   * Jacobi sweeps (the maximum when `check` is set). Default: `max(8, ⌈5 + 0.9·log2 k⌉)` for k = min(m, n)
+   * (11 at 64, 13 at 256, 14 at 1024, 16 at 4096), measured to converge on random, rank-deficient,
+   * ill-conditioned and clustered spectra with 1–3 sweeps of margin (see `defaultSweeps` in jacobi.ts).
+   */
+  sweeps?: number;
+  /**
+   * Read the rotation counter back to the host every `check` sweeps (~11 ms each) and stop early once a
+   * sweep made no rotation above `tol`. Default 0: no read-back, run exactly `sweeps` sweeps.
+   */
+  check?: number;
+  /** Convergence threshold of `check` on the cosine of two columns (default √k · 2⁻²⁴, k = min(m, n)). */
+  tol?: number;
+  /**
+   * Sign convention: `"u"` (default) makes the largest-magnitude entry of each left singular vector
+   * positive; `"v"` does so for each right singular vector (scikit-learn's
+   * `svd_flip(u_based_decision=False)`, used by PCA). Ties in magnitude: the first entry decides.
+   */
+  flip?: "u" | "v";
+}
+
+/** Thin SVD factors of an m×n matrix, K = min(m, n): `A = U diag(S) Vᵀ`. */
+export interface SvdResult<M extends number, N extends number> {
+  /** m×K, orthonormal columns (left singular vectors). */
+  u: Tensor<[M, number], "f32">;
+  /** K singular values, descending, non-negative. */
+  s: Tensor<[number], "f32">;
+  /** n×K, orthonormal columns (right singular vectors): a lazy view of `vh` (disposing `vh` releases it). */
+  v: Tensor<[N, number], "f32">;
+  /** K×n, `Vᵀ` (what numpy and `torch.linalg.svd` return). */
+  vh: Tensor<[number, N], "f32">;
+}
+
+/** Internal result: factors as rows (uRows = Uᵀ, vRows = Vᵀ), realized. */
+export interface SvdRows {
+  uRows: Mat;
+  s: Mat;
+  vRows: Mat;
+}
+
+/** Options of the SVD core. */
+export interface SvdCoreOptions extends SvdOptions {
+  /** Skip forming V (only U and S are needed: {@link eigh}); `vRows` is then the same tensor as `s`. */
+  noV?: boolean;
+}
+
+/**
+ * The SVD core on a tall working matrix W (rows ≥ cols) given column-major (`wc`: `cols` records of `rows`),
+ * already scaled. W = Q R (Householder), then one-sided Jacobi on the columns of Rᵀ: Rᵀ V' = B' with B'
+ * having orthogonal columns, so R = V' Σ Ûᵀ (Û = B'/σ) and W = (Q V') Σ Ûᵀ. U = Q V' is a product of
+ * orthonormal factors, so it is orthonormal whatever the rank; V = Û is completed where σ is exactly zero.
+ * Returns Uᵀ (cols×rows), S (cols, descending) and Vᵀ (cols×cols), unsigned.
+ */
+export async function svdColumns(
+  wc: Mat,
+  rows: number,
+  cols: number,
+  opts: SvdCoreOptions,
+): Promise<SvdRows> {
+  const dev = wc.device;
+  const f = await householderColumns(wc, rows, cols, { wantQ: true });
+  const r = upperR(f.factored, rows, cols); // [cols, cols]; row j of R = column j of Rᵀ
+  const qc = f.q!;
+  const slots = cols + (cols % 2);
+  // Records [column of Rᵀ; column of V'] (each padded to a multiple of 4, V' starting as the identity); an
+  // odd column count gets one zero record. The kernel reads them as vec4.
+  const p4 = roundUp4(cols);
+  const records = r.pad([[0, slots - cols], [0, 2 * p4 - cols]]).add(
+    (eye(cols, cols, { device: dev }) as unknown as Mat).pad([[0, slots - cols], [p4, p4 - cols]]),
+  ) as Mat;
+  await realize(records);
+  f.factored.dispose();
+  f.taus.dispose();
+  const run = await jacobiSweeps(records, p4, {
+    sweeps: opts.sweeps ?? defaultSweeps(cols),
+    check: opts.check,
+    tol: opts.tol,
+  });
+  const fin = run.records;
+  const b = fin.slice([0, cols], [0, cols]) as Mat; // rows: Rᵀ v'_j
+  const vp = fin.slice([0, cols], [p4, p4 + cols]) as Mat; // rows: v'_j
+  const sig = b.square().sum(1).sqrt() as Mat;
+  const perm = descendingPerm(sig);
+  const s = sig.gather(perm, 0) as Mat;
+  const uRows = matmulSafe(vp.gather(perm, 0) as Mat, qc); // (Q V')ᵀ, sorted
+  if (opts.noV) {
+    await realize(s, uRows);
+    if (fin !== records) fin.dispose();
+    records.dispose();
+    qc.dispose();
+    return { uRows, s, vRows: s };
+  }
+  // Columns that the Jacobi kernel treated as zero carry no direction: replace them by random vectors and
+  // re-orthonormalise by Householder QR, which is queued always but skipped on the GPU when none is zero.
+  const bs = b.gather(perm, 0) as Mat;
+  const good = s.square().gt(4 * JACOBI_TINY);
+  const rand = randn([cols, cols], { seed: COMPLETION_SEED, device: dev }) as unknown as Mat;
+  const vFill = good.reshape([cols, 1]).where(bs.div(s.reshape([cols, 1])), rand) as Mat;
+  const flag = (good.logicalNot().cast("f32").sum() as Mat).gt(0).cast("u32") as Tensor<number[], "u32">;
+  await realize(vFill, flag, s, uRows);
+  if (fin !== records) fin.dispose();
+  records.dispose();
+  qc.dispose();
+  const c = await householderColumns(vFill, cols, cols, { wantQ: true, guard: flag });
+  // Q's columns match the filled columns up to the signs of R's diagonal.
+  const diag = c.factored.reshape([cols * cols]).slice([0, cols * cols, cols + 1]) as Mat;
+  const d = diag.lt(0).where(-1, 1).reshape([cols, 1]) as Mat;
+  const vRows = flag.gt(0).where(c.q!.mul(d), vFill) as Mat;
+  await realize(vRows);
+  c.factored.dispose();
+  c.taus.dispose();
+  c.q!.dispose();
+  vFill.dispose();
+  flag.dispose();
+  return { uRows, s, vRows };
+}
+
+/**
+ * Thin SVD `A = U diag(S) Vᵀ` of any m×n float32 matrix, computed on its device by one-sided Jacobi with QR
+ * preconditioning.
+ *
+ * Method: the working matrix W (A, or Aᵀ when m < n, so that it is tall) is scaled to max|w| = 1 and factored
+ * `W = Q R` by Householder QR. The columns of Rᵀ are then orthogonalised by cyclic Jacobi rotations in the
+ * parallel circle ordering (all disjoint pairs of a round in one dispatch, n−1 rounds per sweep) while the
+ * same rotations accumulate V'. From `Rᵀ V' = B'` (orthogonal columns, norms σ): `W = (Q V') Σ Ûᵀ` with
+ * `Û = B'/σ`. One-sided (Hestenes) Jacobi is backward stable and keeps small singular values accurate
+ * relative to their size, so ill-conditioned and rank-deficient matrices are handled (an eigendecomposition
+ * of the Gram matrix would square the condition number); the QR step (Drmač–Veselić preconditioning, here
+ * without pivoting) makes the number of sweeps nearly independent of the spectrum: 9–10 sweeps at n = 128
+ * for Gaussian, rank-deficient and 10⁶-conditioned inputs, against 10, 18 and 22 without it. U = Q V' is
+ * orthonormal by construction; columns of Û that come out exactly zero (exact rank deficiency) are replaced
+ * by an orthonormal completion from a Householder QR that is queued always and skipped on the GPU when not
+ * needed. Rotations use Rutishauser's update `x − s(y + τx)`, which keeps the accumulated V' orthogonal to
+ * ~1e-5 (Frobenius) at n = 200 in float32, where the textbook `c·x − s·y` drifts to ~5e-4.
+ *
+ * Accuracy (float32, n = 200): ‖A − U S Vᵀ‖/‖A‖ ≈ 1e-6, ‖UᵀU − I‖_F and ‖VᵀV − I‖_F ≈ 1e-5. The input must
+ * be finite (NaN or infinite entries give unspecified results).
+ *
+ * Read-backs: none by default — all sweeps run in one submission and the results stay on the device. With
+ * `check: k` the rotation counter is read back every k sweeps (~11 ms each) to stop early.
+ *
+ * Sign convention: see {@link SvdOptions.flip} (default: the largest-|·| entry of each column of U positive).
+ *
+ * @example
+ * ```ts
+ * import { randn } from "../../mod.ts";
+ * import { svd } from "./mod.ts";
+ * const a = randn([40, 30], { seed: 3 });
+ * const { u, s, vh } = await svd(a);
+ * const back = u.mul(s).matmul(vh); // ≈ a
+ * console.log(u.shape, s.shape, vh.shape, back.shape);
+ * ```
+ */
+export async function svd<M extends number, N extends number>(
+  a: Tensor<[M, N], "f32">,
+  opts: SvdOptions = {},
+): Promise<SvdResult<M, N>> {
+  const r = await svdRows(widen(a), opts);
+  const u = r.uRows.transpose() as Mat;
+  await realize(u);
+  r.uRows.dispose();
+  return {
+    u: u as unknown as Tensor<[M, number], "f32">,
+    s: r.s as unknown as Tensor<[number], "f32">,
+    v: r.vRows.transpose() as unknown as Tensor<[N, number], "f32">,
+    vh: r.vRows as unknown as Tensor<[number, N], "f32">,
+  };
+}
+
+/** {@link svd} returning Uᵀ and Vᵀ (row-major factors), realized. */
+export async function svdRows(a: Mat, opts: SvdOptions = {}): Promise<SvdRows> {
+  const [m, n] = checkMatrix("svd", a);
+  if (opts.sweeps !== undefined) checkInt("svd", "sweeps", opts.sweeps, 0);
+  if (opts.check !== undefined) checkInt("svd", "check", opts.check, 0);
+  if (opts.flip !== undefined && opts.flip !== "u" && opts.flip !== "v") {
+    throw new RangeError(`svd: flip must be "u" or "v", got ${JSON.stringify(opts.flip)}`);
+  }
+  const wide = m < n;
+  const rows = Math.max(m, n);
+  const cols = Math.min(m, n);
+  const scale = absMaxScale(a);
+  const wc = (wide ? a : a.transpose()).div(scale) as Mat;
+  await realize(scale, wc); // one pass over a (possibly lazy) input
+  const core = await svdColumns(wc, rows, cols, opts);
+  wc.dispose();
+  // For a wide input the core factored Aᵀ = U' S V'ᵀ, so A = V' S U'ᵀ.
+  let uRows = wide ? core.vRows : core.uRows;
+  let vRows = wide ? core.uRows : core.vRows;
+  const signs = largestPositiveSigns((opts.flip ?? "u") === "u" ? uRows : vRows);
+  uRows = uRows.mul(signs) as Mat;
+  vRows = vRows.mul(signs) as Mat;
+  const s = core.s.mul(scale) as Mat;
+  await realize(uRows, vRows, s);
+  for (const t of [core.uRows, core.vRows, core.s, scale]) t.dispose();
+  return { uRows, s, vRows };
+}

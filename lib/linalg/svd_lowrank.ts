@@ -1,0 +1,99 @@
+/**
+ * Randomized SVD with the semantics of `torch.svd_lowrank` (Halko, Martinsson & Tropp 2011, Alg. 4.4 + 5.1).
+ *
+ * @module
+ */
+import { randn } from "../tensor/creation.ts";
+import { realize, type Tensor } from "../tensor/tensor.ts";
+import {
+  checkInt,
+  checkMatrix,
+  disposeUnless,
+  largestPositiveSigns,
+  type Mat,
+  matmulSafe,
+  widen,
+} from "./common.ts";
+import { qr } from "./qr.ts";
+import { type SvdOptions, type SvdResult, svdRows } from "./svd.ts";
+
+/** Options of {@link svdLowRank}. */
+export interface SvdLowRankOptions extends Pick<SvdOptions, "sweeps" | "flip"> {
+  /** Subspace (power) iterations, each followed by re-orthonormalisation as in torch (default 2, torch's). */
+  niter?: number;
+  /** Seed of the Gaussian test matrix (default 0; the same seed gives the same result). */
+  seed?: number;
+  /**
+   * Extra random columns beyond `q` (default 0: torch's semantics, q columns and no oversampling). The range
+   * is then found with `q + oversample` columns and the result truncated to q.
+   */
+  oversample?: number;
+}
+
+/**
+ * Approximate top-q SVD `A ≈ U diag(S) Vᵀ` by randomized subspace iteration, with the semantics of
+ * `torch.svd_lowrank(A, q, niter)` (used by PEFT's `pissa_niter_K`): a wide A is transposed ("assume A is
+ * tall"); `Y = A Ω` with Ω an n×q Gaussian (`randn`, seeded), `Q = qr(Y).Q`; then `niter` times
+ * `Q = qr(Aᵀ Q).Q, Q = qr(A Q).Q`; finally the exact SVD of the small `B = Qᵀ A` gives `U = Q U_B`, S and
+ * V. With q columns and no oversampling the k-th vector converges like `(σ_(q+1)/σ_k)^(2·niter+1)`, so
+ * `niter = 16` recovers the top-q subspace of a matrix whose spectrum decays well past q.
+ *
+ * Everything runs on the device of `a` (Householder QR and Jacobi SVD kernels, tensor matmuls), in about
+ * `2·niter + 2` submissions without read-back. Unlike torch, the signs follow {@link SvdOptions.flip}
+ * (largest-|·| entry of each column of U positive by default) and the random numbers are the project's
+ * counter-based generator, so results are reproducible across devices but not equal to torch's.
+ *
+ * @example
+ * ```ts
+ * import { randn } from "../../mod.ts";
+ * import { svdLowRank } from "./mod.ts";
+ * const a = randn([64, 8], { seed: 1 }).matmul(randn([8, 48], { seed: 2 }));
+ * const { u, s, v } = await svdLowRank(a, 8, { niter: 4, seed: 7 });
+ * console.log(u.shape, s.shape, v.shape); // [64, 8] [8] [48, 8]
+ * ```
+ */
+export async function svdLowRank<M extends number, N extends number>(
+  a: Tensor<[M, N], "f32">,
+  q: number,
+  opts: SvdLowRankOptions = {},
+): Promise<SvdResult<M, N>> {
+  const [m, n] = checkMatrix("svdLowRank", a);
+  checkInt("svdLowRank", "q", q, 1, Math.min(m, n));
+  const niter = checkInt("svdLowRank", "niter", opts.niter ?? 2, 0);
+  const oversample = checkInt("svdLowRank", "oversample", opts.oversample ?? 0, 0);
+  const seed = opts.seed ?? 0;
+  if (!Number.isInteger(seed)) throw new TypeError(`svdLowRank: seed must be an integer, got ${seed}`);
+  const l = Math.min(q + oversample, Math.min(m, n));
+  await a.realize(); // it is read 2·niter + 2 times
+  const tall = m >= n;
+  const x = tall ? widen(a) : widen(a).transpose() as Mat; // working matrix, tall: rows ≥ cols
+  const cols = tall ? n : m;
+  const omega = randn([cols, l], { seed, device: a.device }) as unknown as Mat;
+  let basis = (await qr(matmulSafe(x, omega) as Tensor<[number, number], "f32">)).q as unknown as Mat;
+  for (let i = 0; i < niter; i++) {
+    const z = (await qr(matmulSafe(x.transpose() as Mat, basis) as Tensor<[number, number], "f32">))
+      .q as unknown as Mat;
+    basis.dispose();
+    basis = (await qr(matmulSafe(x, z) as Tensor<[number, number], "f32">)).q as unknown as Mat;
+    z.dispose();
+  }
+  const b = matmulSafe(basis.transpose() as Mat, x); // l × cols
+  const small = await svdRows(b, { sweeps: opts.sweeps });
+  // Working factors: U = Q U_B (rows: U_Bᵀ Qᵀ), V = V_B; truncated to q.
+  let uRows: Mat = matmulSafe(small.uRows.slice([0, q]) as Mat, basis.transpose() as Mat);
+  let vRows = small.vRows.slice([0, q]) as Mat;
+  if (!tall) [uRows, vRows] = [vRows, uRows]; // A = Xᵀ = V S Uᵀ
+  const signs = largestPositiveSigns((opts.flip ?? "u") === "u" ? uRows : vRows);
+  const u = uRows.mul(signs).transpose() as Mat;
+  const vh = vRows.mul(signs) as Mat;
+  const s = small.s.slice([0, q]) as Mat;
+  await realize(u, vh, s);
+  basis.dispose();
+  for (const t of [small.uRows, small.vRows, small.s]) disposeUnless(t, u, vh, s);
+  return {
+    u: u as unknown as Tensor<[M, number], "f32">,
+    s: s as unknown as Tensor<[number], "f32">,
+    v: vh.transpose() as unknown as Tensor<[N, number], "f32">,
+    vh: vh as unknown as Tensor<[number, N], "f32">,
+  };
+}

@@ -1,0 +1,44 @@
+/** The hand-written Householder kernels: WGSL against the host twins, and the guard that skips them. */
+import { deepEqual } from "node:assert/strict";
+import { tensor } from "../../mod.ts";
+import { householderColumns } from "../../lib/linalg/qr.ts";
+import type { Mat } from "../../lib/linalg/common.ts";
+import { assertClose, TestRng } from "../_helpers.ts";
+
+Deno.test("householder kernels: webgpu (workgroups of 8, 64, 256) equals the host twins", async () => {
+  const rng = new TestRng(902);
+  for (const [rows, cols] of [[23, 9], [7, 15], [300, 5]]) {
+    const data = rng.normals(rows * cols);
+    const run = async (device: "webgpu" | "cpu", wg?: number) => {
+      const x = tensor(data, { shape: [cols, rows], device }) as unknown as Mat;
+      const f = await householderColumns(x, rows, cols, { wantQ: true, wg });
+      return [await f.factored.data(), await f.taus.data(), await f.q!.data()] as Float32Array[];
+    };
+    const want = await run("cpu");
+    for (const wg of [8, 64, 256]) {
+      const got = await run("webgpu", wg);
+      for (let i = 0; i < 3; i++) {
+        assertClose(got[i], want[i], {
+          rtol: 1e-4,
+          atol: 1e-5,
+          what: `${rows}x${cols} wg ${wg} output ${i}`,
+        });
+      }
+    }
+  }
+});
+
+Deno.test("householder kernels: a zero guard skips every launch, a non-zero one runs them", async () => {
+  const rng = new TestRng(903);
+  const x = tensor(rng.normals(8 * 5), { shape: [5, 8] }) as unknown as Mat;
+  for (const flag of [0, 1]) {
+    const guard = tensor(Uint32Array.of(flag), { dtype: "u32" });
+    const f = await householderColumns(x, 8, 5, { wantQ: true, guard });
+    const q = await f.q!.data();
+    if (flag === 0) deepEqual(Array.from(q), new Array(40).fill(0), "guard 0: Q untouched (zeros)");
+    else {
+      const plain = await householderColumns(x, 8, 5, { wantQ: true });
+      assertClose(q, await plain.q!.data(), { rtol: 1e-6, atol: 1e-7, what: "guard 1 = unguarded" });
+    }
+  }
+});

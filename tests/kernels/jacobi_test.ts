@@ -1,0 +1,78 @@
+/** The hand-written Jacobi round: its circle ordering, and the WGSL against its host twin. */
+import { deepEqual, equal } from "node:assert/strict";
+import { tensor } from "../../mod.ts";
+import { runKernels } from "../../lib/tensor/custom.ts";
+import {
+  COUNTER_RESET_WGSL,
+  counterResetHost,
+  jacobiParams,
+  jacobiRoundHost,
+  jacobiRoundWGSL,
+  nextSlot,
+} from "../../kernels/jacobi.wgsl.ts";
+import { assertClose, TEST_SEED, TestRng } from "../_helpers.ts";
+
+Deno.test("jacobi ordering: one sweep meets every pair once and brings every record home", () => {
+  for (const slots of [2, 4, 10, 64]) {
+    let pos = Array.from({ length: slots }, (_, i) => i); // pos[slot] = record
+    const met = new Set<string>();
+    for (let r = 0; r < slots - 1; r++) {
+      for (let w = 0; w < slots / 2; w++) {
+        const a = pos[w], b = pos[slots - 1 - w];
+        const key = `${Math.min(a, b)}-${Math.max(a, b)}`;
+        equal(met.has(key), false, `pair ${key} met twice (slots ${slots})`);
+        met.add(key);
+      }
+      const next = new Array<number>(slots);
+      pos.forEach((rec, s) => (next[nextSlot(s, slots)] = rec));
+      pos = next;
+    }
+    equal(met.size, (slots * (slots - 1)) / 2, `all pairs met (slots ${slots})`);
+    deepEqual(pos, Array.from({ length: slots }, (_, i) => i), `records back home (slots ${slots})`);
+  }
+});
+
+Deno.test("jacobi round: WGSL equals the host twin and orthogonalises each pair", async () => {
+  const rng = new TestRng(901);
+  const layout = { rows: 100, stride: 132, slots: 6 }; // longer than one pass of 64 lanes
+  const tol = 1e-6;
+  const data = rng.normals(layout.slots * layout.stride);
+  const outs: Float32Array[] = [];
+  const counts: number[] = [];
+  for (const [device, wg] of [["cpu", 64], ["webgpu", 8], ["webgpu", 64]] as const) {
+    const x = tensor(data, { shape: [layout.slots, layout.stride], device });
+    const params = tensor(jacobiParams(layout, tol), { dtype: "u32", device });
+    const [y, cnt] = await runKernels([x, params], [
+      { shape: [layout.slots, layout.stride], dtype: "f32" },
+      { shape: [1], dtype: "u32" },
+    ], [
+      { name: "reset", wgsl: COUNTER_RESET_WGSL, dispatch: [1, 1, 1], bindings: [3], host: counterResetHost },
+      {
+        name: "round",
+        wgsl: jacobiRoundWGSL(wg),
+        dispatch: [layout.slots / 2, 1, 1],
+        bindings: [0, 2, 3, 1],
+        host: jacobiRoundHost(layout, tol),
+      },
+    ]);
+    outs.push(await y.data() as Float32Array);
+    counts.push((await cnt.data())[0]);
+  }
+  assertClose(outs[1], outs[0], { rtol: 1e-4, atol: 1e-5, what: "webgpu (wg 8) vs host twin" });
+  assertClose(outs[2], outs[0], { rtol: 1e-4, atol: 1e-5, what: "webgpu (wg 64) vs host twin" });
+  deepEqual(counts, [3, 3, 3], `every random pair rotated (TEST_SEED=${TEST_SEED})`);
+  // Pair (w, slots-1-w) ends at (next(w), next(slots-1-w)); their first `rows` entries are now orthogonal.
+  const y = outs[1];
+  for (let w = 0; w < layout.slots / 2; w++) {
+    const p = nextSlot(w, layout.slots) * layout.stride;
+    const q = nextSlot(layout.slots - 1 - w, layout.slots) * layout.stride;
+    let dot = 0, np = 0, nq = 0;
+    for (let i = 0; i < layout.rows; i++) {
+      dot += y[p + i] * y[q + i];
+      np += y[p + i] ** 2;
+      nq += y[q + i] ** 2;
+    }
+    const cos = Math.abs(dot) / Math.sqrt(np * nq);
+    if (cos > 1e-5) throw new Error(`pair ${w}: cos ${cos} after rotation (TEST_SEED=${TEST_SEED})`);
+  }
+});

@@ -1,0 +1,186 @@
+/**
+ * svd against float64 one-sided Jacobi and closed forms: reconstruction, orthogonality, ordering, signs, and
+ * the hard cases (rank-deficient with exact zeros, condition number 1e6, repeated singular values).
+ */
+import { deepEqual, equal, ok } from "node:assert/strict";
+import { getBackend, tensor } from "../../mod.ts";
+import { qr, svd, svdLowRank } from "../../lib/linalg/mod.ts";
+import { TEST_SEED, TestRng } from "../_helpers.ts";
+import {
+  at,
+  colsOf,
+  fro,
+  gaussian,
+  geomspace,
+  jacobiSVD,
+  largestPrincipalAngle,
+  type M64,
+  mat,
+  matmul,
+  orthError,
+  randomOrthonormal,
+  scaleCols,
+  sub,
+  transpose,
+  withSpectrum,
+} from "./_ref64.ts";
+import { argmaxAbsCol, assertBelow, flipLike, readMat, readVec, relMaxDiff } from "./_util.ts";
+
+type Device = "webgpu" | "cpu";
+
+/** Runs svd on the float32 rounding of `a` and returns the factors in float64 with basic checks done. */
+async function run(a: M64, what: string, opts: Parameters<typeof svd>[1] = {}, device: Device = "webgpu") {
+  const t = tensor(Float32Array.from(a.data), { shape: [a.rows, a.cols], device });
+  const r = await svd(t, opts);
+  const k = Math.min(a.rows, a.cols);
+  equal(r.u.shape.join(), `${a.rows},${k}`, `${what}: U shape`);
+  equal(r.vh.shape.join(), `${k},${a.cols}`, `${what}: Vh shape`);
+  equal(r.v.shape.join(), `${a.cols},${k}`, `${what}: V shape`);
+  const u = await readMat(r.u);
+  const s = await readVec(r.s);
+  const v = await readMat(r.v);
+  const a32 = mat(a.rows, a.cols, Float32Array.from(a.data));
+  const rec = fro(sub(a32, matmul(scaleCols(u, s), transpose(v)))) / fro(a32);
+  assertBelow(`${what}: ‖A − USVᵀ‖/‖A‖`, rec, 1e-4);
+  assertBelow(`${what}: ‖UᵀU − I‖_F`, orthError(u), 1e-4);
+  assertBelow(`${what}: ‖VᵀV − I‖_F`, orthError(v), 1e-4);
+  for (let i = 0; i < k; i++) {
+    ok(s[i] >= 0, `${what}: σ${i} = ${s[i]} is negative (TEST_SEED=${TEST_SEED})`);
+    if (i > 0) ok(s[i] <= s[i - 1], `${what}: σ not descending at ${i} (TEST_SEED=${TEST_SEED})`);
+  }
+  return { u, s, v, a32 };
+}
+
+/** The largest-magnitude entry of every column of `m` is positive. */
+function assertLargestPositive(m: M64, what: string): void {
+  for (let j = 0; j < m.cols; j++) {
+    ok(
+      at(m, argmaxAbsCol(m, j), j) > 0,
+      `${what}: column ${j} has a negative largest entry (TEST_SEED=${TEST_SEED})`,
+    );
+  }
+}
+
+Deno.test("svd: random square, tall and wide matrices with odd sizes", async () => {
+  const rng = new TestRng(101);
+  for (const [m, n] of [[37, 37], [83, 29], [23, 61]]) {
+    const a = gaussian(rng, m, n);
+    const what = `gaussian ${m}x${n}`;
+    const { u, s, a32 } = await run(a, what);
+    assertLargestPositive(u, what);
+    const ref = jacobiSVD(a32).s;
+    for (let i = 0; i < s.length; i++) {
+      assertBelow(`${what}: |σ${i} − ref|/σ_max`, Math.abs(s[i] - ref[i]) / ref[0], 1e-5);
+    }
+  }
+});
+
+Deno.test("svd: singular values and vectors match float64 on a well-separated spectrum", async () => {
+  const rng = new TestRng(102);
+  const sigma = geomspace(10, 1, 24); // neighbours 10% apart
+  const a = withSpectrum(rng, 48, 24, sigma);
+  const { u, s, v, a32 } = await run(a, "separated 48x24");
+  const ref = jacobiSVD(a32);
+  for (let i = 0; i < sigma.length; i++) {
+    assertBelow(`σ${i} vs float64 reference`, Math.abs(s[i] - ref.s[i]) / ref.s[i], 1e-4);
+    assertBelow(`σ${i} vs the constructed spectrum`, Math.abs(s[i] - sigma[i]) / sigma[i], 1e-4);
+  }
+  // Same sign convention applied to the reference: the vectors then agree entrywise.
+  const uRef = flipLike(ref.u, ref.u);
+  const vRef = flipLike(ref.v, ref.u);
+  assertBelow("U vs float64 reference", relMaxDiff(u, uRef), 1e-4);
+  assertBelow("V vs float64 reference", relMaxDiff(v, vRef), 1e-4);
+});
+
+Deno.test("svd: rank-deficient, exactly zero columns and condition number 1e6", async () => {
+  const rng = new TestRng(103);
+  // Rank 5 as a product of Gaussians.
+  await run(matmul(gaussian(rng, 40, 5), gaussian(rng, 5, 22)), "rank 5, 40x22");
+  // Exactly zero trailing columns: R gets zero rows, so V needs its orthonormal completion.
+  const g = gaussian(rng, 30, 7);
+  const z = mat(
+    30,
+    11,
+    Float64Array.from({ length: 330 }, (_, i) => (i % 11 < 7 ? at(g, Math.floor(i / 11), i % 11) : 0)),
+  );
+  const { s } = await run(z, "zero columns 30x11");
+  for (let i = 7; i < 11; i++) {
+    equal(s[i], 0, `σ${i} of a rank-7 matrix with zero columns (TEST_SEED=${TEST_SEED})`);
+  }
+  // The same as a wide matrix (zero rows).
+  await run(transpose(z), "zero rows 11x30");
+  // Condition number 1e6, tall.
+  const sigma = geomspace(1, 1e-6, 32);
+  const { s: s2 } = await run(withSpectrum(rng, 56, 32, sigma), "cond 1e6 56x32");
+  assertBelow("σ_max at cond 1e6", Math.abs(s2[0] - 1), 1e-5);
+  assertBelow("σ_min at cond 1e6 (absolute, relative to σ_max)", Math.abs(s2[31] - 1e-6), 1e-6);
+});
+
+Deno.test("svd: repeated singular values give the right subspaces (principal angles)", async () => {
+  const rng = new TestRng(104);
+  const sigma = [4, 4, 4, 2, 2, 1, 0.5, 0.25, 0.25, 0.25];
+  const u0 = randomOrthonormal(rng, 45, 10);
+  const v0 = randomOrthonormal(rng, 30, 10);
+  const a = matmul(scaleCols(u0, sigma), transpose(v0));
+  const { u, s, v } = await run(a, "clustered 45x30");
+  for (let i = 0; i < 10; i++) assertBelow(`σ${i}`, Math.abs(s[i] - sigma[i]) / sigma[i], 1e-4);
+  for (let i = 10; i < 30; i++) assertBelow(`σ${i} (zero)`, s[i], 1e-5);
+  for (const [c0, c1] of [[0, 3], [3, 5], [5, 6], [6, 7], [7, 10]]) {
+    assertBelow(
+      `U cluster ${c0}..${c1} angle`,
+      largestPrincipalAngle(colsOf(u, c0, c1), colsOf(u0, c0, c1)),
+      1e-4,
+    );
+    assertBelow(
+      `V cluster ${c0}..${c1} angle`,
+      largestPrincipalAngle(colsOf(v, c0, c1), colsOf(v0, c0, c1)),
+      1e-4,
+    );
+  }
+});
+
+Deno.test("svd: flip 'v' convention and the convergence check give the same factorisation", async () => {
+  const rng = new TestRng(105);
+  const a = gaussian(rng, 20, 14);
+  const plain = await run(a, "20x14 default");
+  const byV = await run(a, "20x14 flip v", { flip: "v" });
+  assertLargestPositive(byV.v, "flip v");
+  // Each pair (u_k, v_k) is the default pair times ±1.
+  for (let k = 0; k < 14; k++) {
+    let dot = 0;
+    for (let i = 0; i < 14; i++) dot += at(plain.v, i, k) * at(byV.v, i, k);
+    assertBelow(`|v_${k}·v'_${k}| = 1`, Math.abs(Math.abs(dot) - 1), 1e-5);
+  }
+  const checked = await run(a, "20x14 check", { check: 1, sweeps: 40 });
+  for (let k = 0; k < 14; k++) {
+    assertBelow(`σ${k} with check`, Math.abs(checked.s[k] - plain.s[k]), 1e-5 * plain.s[0]);
+  }
+});
+
+Deno.test("svd on the cpu device", async () => {
+  const rng = new TestRng(106);
+  const a = gaussian(rng, 17, 11);
+  const { s, a32 } = await run(a, "cpu 17x11", {}, "cpu");
+  const ref = jacobiSVD(a32).s;
+  for (let i = 0; i < 11; i++) assertBelow(`cpu σ${i}`, Math.abs(s[i] - ref[i]) / ref[0], 1e-5);
+});
+
+Deno.test("svd, qr and svdLowRank release their intermediates (live buffers stay flat)", async () => {
+  const rng = new TestRng(107);
+  const be = await getBackend("webgpu");
+  const a = tensor(rng.normals(24 * 13), { shape: [24, 13] });
+  await a.realize();
+  const live: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const r = await svd(a);
+    await r.s.data();
+    for (const t of [r.u, r.s, r.vh]) t.dispose();
+    const f = await qr(a);
+    f.q.dispose();
+    f.r.dispose();
+    const l = await svdLowRank(a, 3, { niter: 1 });
+    for (const t of [l.u, l.s, l.vh]) t.dispose();
+    live.push(be.stats().liveBuffers);
+  }
+  deepEqual(live, [live[0], live[0], live[0]], `live buffers after each round: ${live}`);
+});
