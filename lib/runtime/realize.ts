@@ -153,7 +153,9 @@ export async function realizeNodes(roots: readonly Node[], opts: RealizeOptions 
       try {
         output = be.alloc(n.dtype, n.size);
       } catch (e) {
-        throw new RangeError(`result of ${n.op} with shape [${n.shape.join(", ")}] ${n.dtype}: ${(e as Error).message}`);
+        throw new RangeError(
+          `result of ${n.op} with shape [${n.shape.join(", ")}] ${n.dtype}: ${(e as Error).message}`,
+        );
       }
       out.set(n, output);
       const kernel = lowered[i].kernel;

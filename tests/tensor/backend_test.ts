@@ -94,5 +94,8 @@ Deno.test("a result larger than the device's largest buffer is an error naming t
   const be = await getWebGPU();
   const n = Math.floor(be.maxBufferBytes / 4) + 1024;
   const big = zeros([n]).add(1);
-  await rejects(big.data(), /result of Add with shape \[\d+\] f32: Cannot allocate \d+ f32 elements .* split the tensor/);
+  await rejects(
+    big.data(),
+    /result of Add with shape \[\d+\] f32: Cannot allocate \d+ f32 elements .* split the tensor/,
+  );
 });
