@@ -296,3 +296,58 @@ export function lower(
   };
   return { kernel, inputs };
 }
+
+/**
+ * A structural key of `root`'s region: ops, arguments, shapes and dtypes of the fused nodes, with each input
+ * replaced by its position of first appearance (plus shape and dtype). Two regions with equal keys lower to the
+ * same kernel, whatever buffers their inputs hold. Returns the key and the inputs in key order.
+ */
+export function regionKey(root: Node, isInput: (n: Node) => boolean): { key: string; inputs: Node[] } {
+  const inputs: Node[] = [];
+  const slot = new Map<Node, number>();
+  const memo = new Map<Node, string>();
+  const keyOf = (n: Node): string => {
+    if (n !== root && (n.storage !== null || isInput(n))) {
+      let i = slot.get(n);
+      if (i === undefined) {
+        i = inputs.length;
+        inputs.push(n);
+        slot.set(n, i);
+      }
+      return `$${i}:${n.shape.join(",")}:${n.dtype}`;
+    }
+    let k = memo.get(n);
+    if (k === undefined) {
+      const arg = n.arg === null || n.op === Op.CustomVjp ? "" : JSON.stringify(n.arg);
+      k = `${n.op}${arg}[${n.shape.join(",")}]${n.dtype}(${n.src.map(keyOf).join(";")})`;
+      memo.set(n, k);
+    }
+    return k;
+  };
+  return { key: keyOf(root), inputs };
+}
+
+const kernelCache = new Map<string, { kernel: Kernel; perm: number[] }>();
+
+/**
+ * {@link lower} with a cache keyed by {@link regionKey}: a training loop that builds the same graph every step
+ * lowers each kernel once. The kernel's inputs are mapped from the cached order to this region's nodes.
+ */
+export function lowerCached(
+  root: Node,
+  isInput: (n: Node) => boolean,
+  opts: { matmulTemplate?: boolean } = {},
+): { kernel: Kernel; inputs: Node[] } {
+  const { key, inputs } = regionKey(root, isInput);
+  const full = `${opts.matmulTemplate === false ? "naive" : "auto"}|${key}`;
+  const hit = kernelCache.get(full);
+  if (hit !== undefined) return { kernel: hit.kernel, inputs: hit.perm.map((i) => inputs[i]) };
+  const res = lower(root, isInput, opts);
+  const pos = new Map(inputs.map((n, i) => [n, i]));
+  const perm = res.inputs.map((n) => pos.get(n)!);
+  if (perm.every((p) => p !== undefined)) {
+    if (kernelCache.size > 4096) kernelCache.clear();
+    kernelCache.set(full, { kernel: res.kernel, perm });
+  }
+  return res;
+}

@@ -8,6 +8,7 @@ import { allocData, type AnyDataArray, type DType, toI32, toU32 } from "../dtype
 import type { Storage } from "../ir/node.ts";
 import { randUniform } from "../ir/rng.ts";
 import { type JsRuntime, renderJS } from "../codegen/render_js.ts";
+import type { Kernel } from "../codegen/kexpr.ts";
 import type { Backend, BackendStats, RawStep, Step } from "./backend.ts";
 import { debugLevel } from "./debug.ts";
 
@@ -70,6 +71,7 @@ export class CpuBackend implements Backend {
   /** Live storage count (for stats). */
   live = 0;
   #cache = new Map<string, HostKernel>();
+  #sources = new WeakMap<Kernel, string>();
 
   alloc(d: DType, n: number): Storage {
     return new CpuStorage(this, hostArray(d, n));
@@ -87,7 +89,11 @@ export class CpuBackend implements Backend {
         s.host(s.buffers.map((b) => (b as CpuStorage).data as Float32Array | Int32Array | Uint32Array));
         continue;
       }
-      const src = renderJS(s.kernel);
+      let src = this.#sources.get(s.kernel);
+      if (src === undefined) {
+        src = renderJS(s.kernel);
+        this.#sources.set(s.kernel, src);
+      }
       let fn = this.#cache.get(src);
       if (fn === undefined) {
         if (debugLevel() >= 4) console.error(`// ${s.kernel.name}\n${src}`);

@@ -9,7 +9,7 @@ import type { AnyDataArray, DType } from "../dtype.ts";
 import { type DeviceName, type Node, printGraph, type Storage } from "../ir/node.ts";
 import { schedule } from "../codegen/schedule.ts";
 import { splitLongLoops } from "../codegen/split_loops.ts";
-import { lower } from "../codegen/lower.ts";
+import { lowerCached } from "../codegen/lower.ts";
 import { verifyKernel } from "../codegen/kexpr.ts";
 import type { Backend, Step } from "./backend.ts";
 import { CpuBackend } from "./cpu.ts";
@@ -127,7 +127,7 @@ export async function realizeNodes(roots: readonly Node[], opts: RealizeOptions 
   const materialized = new Set(order);
   const lowered = order.map((n) => {
     if (n.size === 0) return { kernel: null, inputs: [] }; // nothing to compute
-    const l = lower(n, (m) => materialized.has(m), { matmulTemplate: !opts.noMatmulTemplate });
+    const l = lowerCached(n, (m) => materialized.has(m), { matmulTemplate: !opts.noMatmulTemplate });
     verifyKernel(l.kernel);
     return l;
   });

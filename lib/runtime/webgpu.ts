@@ -7,7 +7,8 @@
  */
 import { type AnyDataArray, type DType, DTYPE_INFO } from "../dtype.ts";
 import type { Storage } from "../ir/node.ts";
-import { renderWGSL } from "../codegen/render_wgsl.ts";
+import { type RenderedKernel, renderWGSL } from "../codegen/render_wgsl.ts";
+import type { Kernel } from "../codegen/kexpr.ts";
 import {
   type Backend,
   type BackendStats,
@@ -115,6 +116,7 @@ export class WebGPUBackend implements Backend {
   #pool = new BufferPool<GPUBuffer>();
   #staging = new BufferPool<GPUBuffer>();
   #pipelines = new Map<string, GPUComputePipeline>();
+  #rendered = new WeakMap<Kernel, RenderedKernel>();
   #layouts = new Map<number, GPUBindGroupLayout>();
   #live = 0;
   #liveBytes = 0;
@@ -226,6 +228,16 @@ export class WebGPUBackend implements Backend {
     return l;
   }
 
+  /** The WGSL of a kernel (kernels from the lowering cache are rendered once). */
+  #render(k: Kernel): RenderedKernel {
+    let r = this.#rendered.get(k);
+    if (r === undefined) {
+      r = renderWGSL(k);
+      this.#rendered.set(k, r);
+    }
+    return r;
+  }
+
   /** A cached pipeline; `layout` null means "auto" (hand-written kernels). */
   #pipeline(source: string, name: string, layout: GPUBindGroupLayout | null): GPUComputePipeline {
     let p = this.#pipelines.get(source);
@@ -255,7 +267,7 @@ export class WebGPUBackend implements Backend {
     for (const s of steps) {
       const raw = "wgsl" in s;
       const name = raw ? s.name : s.kernel.name;
-      const r = raw ? { source: s.wgsl, dispatch: s.dispatch } : renderWGSL(s.kernel);
+      const r = raw ? { source: s.wgsl, dispatch: s.dispatch } : this.#render(s.kernel);
       if (!this.hasF16 && r.source.startsWith("enable f16;")) {
         throw new TypeError(
           `kernel ${name} uses f16, but the adapter (${this.description}) lacks the shader-f16 feature; ` +

@@ -271,6 +271,28 @@ export class ResultsDir {
     }
   }
 
+  /**
+   * Reopen an existing run directory to continue an interrupted run: files already there (finished runs,
+   * metrics) are kept, and new ones are added beside them.
+   *
+   * @param path The run directory, e.g. `results/eva/20261123-171500`.
+   * @param options Git directory.
+   * @returns The results directory.
+   */
+  static open(path: string, options: { gitCwd?: string } = {}): ResultsDir {
+    let info: Deno.FileInfo;
+    try {
+      info = Deno.statSync(path);
+    } catch {
+      throw new Error(`cannot resume: results directory "${path}" does not exist`);
+    }
+    if (!info.isDirectory) throw new Error(`cannot resume: "${path}" is not a directory`);
+    const clean = path.replace(/\/+$/, "");
+    const parts = clean.split("/");
+    const name = parts.length >= 2 ? parts[parts.length - 2] : parts[0];
+    return new ResultsDir(name, clean, new Date(), gitInfo({ cwd: options.gitCwd }));
+  }
+
   /** The experiment name. */
   get name(): string {
     return this.#name;
