@@ -1,0 +1,325 @@
+/**
+ * CNTLoRA — ConsNoTrainLoRA (Das, Park, Hayat, Choi, Yun & Porikli, arXiv 2507.08044): a closed-form target weight
+ * from constraints between pre-training and fine-tuning activations, decomposed into B and A, with optional
+ * variance-based rank allocation across layers (VAS).
+ *
+ * @module
+ */
+import { realize, type Tensor } from "../tensor/tensor.ts";
+import { tensor } from "../tensor/creation.ts";
+import { svd } from "../linalg/svd.ts";
+import { qr } from "../linalg/qr.ts";
+import { F32_EPS, pinv } from "../linalg/pinv.ts";
+import type { InitLayer } from "./registry.ts";
+import { checkLayer, type CommonInitOptions, type F32, type LoraInit, loraScale } from "./types.ts";
+
+/** The constraint set: Cross (Eq. 1–4), Self (Eq. 5–12) or Shift (Eq. 13–17). */
+export type CntLoraMode = "x" | "s" | "sh";
+
+/** Options of {@link cntloraTarget} and {@link cntloraEstimate}. */
+export interface CntLoraTargetOptions {
+  /** Constraint set (default `"x"`). */
+  mode?: CntLoraMode;
+  /** Shift mode: `C = c·I_k` (default 1; the paper's ablations use 10 and 0.1). */
+  c?: number;
+}
+
+/** Options of {@link cntloraInit} and {@link cntloraInitLayers}. */
+export interface CntLoraOptions extends CommonInitOptions, CntLoraTargetOptions {
+  /** Inputs of the layer: `[T, d_in]` (one batch) or `[NB, T, d_in]` (NB batches, averaged by Eq. 18). */
+  activations?: F32;
+  /** Split of ΔW into B and A: `"svd"` (default: `B = U_r S_r^{1−p}`, `A = S_r^p V_rᵀ`) or `"qr"` (`B = Q_r`, `A = R_r`). */
+  split?: "svd" | "qr";
+  /** Fraction p of the singular values put into A by the SVD split (default 0.5). */
+  p?: number;
+  /** Divide by the LoRA scaling so that `s·B·A = ΔW_r` (default false: `B·A = ΔW_r`, as in the paper). */
+  compensateScale?: boolean;
+  /**
+   * Also rewrite the base weight `W_res = W − s·B·A`, so the layer's output is unchanged at step 0 (not in the
+   * paper; default false: W untouched and the model starts near the estimated target).
+   */
+  offset?: boolean;
+  /**
+   * Variance-based rank allocation (Eq. 19; with {@link cntloraInitLayers}, SVD split only): pool the relative
+   * variances of ΔW's singular values over all layers, keep the top K, and give each layer as many ranks as it
+   * has among them (0 = no adapter).
+   */
+  vas?: boolean;
+  /** VAS normalisation: `"energy"` (default) `s_m²/Σ s²`, or `"literal"` `s_m²/Σ s` (METHODS.md §11, Choice 6). */
+  vasNorm?: "energy" | "literal";
+  /** VAS rank budget K (default `r × #layers`). */
+  vasBudget?: number;
+}
+
+type M = Tensor<number[], "f32">;
+type M2 = Tensor<[number, number], "f32">;
+
+function checkActs(name: string, x: F32 | undefined, dIn: number): M2[] {
+  if (x === undefined) throw new RangeError(`cntlora: layer "${name}" needs activations`);
+  const last = x.shape[x.ndim - 1];
+  if ((x.ndim !== 2 && x.ndim !== 3) || last !== dIn || x.shape.some((d) => d === 0)) {
+    throw new RangeError(
+      `cntlora: activations of layer "${name}" are [${x.shape}], expected [T, ${dIn}] or [NB, T, ${dIn}]`,
+    );
+  }
+  if (x.ndim === 2) return [x as unknown as M2];
+  return Array.from({ length: x.shape[0] }, (_, b) => x.slice(b) as unknown as M2);
+}
+
+/**
+ * The target weight `W_tar` `[k, d]` of one batch (the paper's `X = batchᵀ`, `d × b`, not normalised by b):
+ * - `"x"` (Eq. 4): `W_tar = W_src (X Xᵀ)^†`;
+ * - `"s"` (Eq. 12): `W_tar = W_src (P D^{1/2})^†` with `X Xᵀ = P D Pᵀ` (descending, the largest-|·| entry of each
+ *   column of P positive), i.e. `W_src[:, :K] D^{-1/2} P_Kᵀ` over the K kept eigenvalues;
+ * - `"sh"` (Eq. 17): `W_tar = C (W_srcᵀ − X Xᵀ W_srcᵀ)^†` with `C = c·I_k`.
+ *
+ * The eigenpairs of `X Xᵀ` come from the SVD of the batch (`batch = U S Pᵀ`, `D = S²`), which avoids squaring
+ * its condition number; eigenvalues `D_i ≤ d·eps·D_max` count as zero (numpy's pinv tolerance, METHODS.md §11
+ * Choices 4 and 7). Rank-deficient batches (b < d) make modes X and S ill-posed: prefer b ≥ d.
+ *
+ * @example
+ * ```ts
+ * import { randn } from "../../mod.ts";
+ * import { cntloraTarget } from "./cntlora.ts";
+ * const wTar = await cntloraTarget(randn([8, 6], { seed: 0 }), randn([20, 6], { seed: 1 }), { mode: "s" });
+ * console.log(wTar.shape); // [8, 6]
+ * ```
+ */
+export async function cntloraTarget(weight: F32, batch: F32, opts: CntLoraTargetOptions = {}): Promise<F32> {
+  const [k, d] = checkLayer("cntlora", weight, 1, Infinity);
+  if (batch.ndim !== 2 || batch.shape[1] !== d) {
+    throw new RangeError(
+      `cntlora: a batch must be [T, ${d}] for a [${k}, ${d}] weight, got [${batch.shape}]`,
+    );
+  }
+  const w = weight as unknown as M;
+  const xb = batch as unknown as M2;
+  const mode = opts.mode ?? "x";
+  let out: M;
+  if (mode === "x" || mode === "s") {
+    const { s, vh } = await svd(xb, { flip: "v" }); // batch = U S Pᵀ, rows of vh = columns of P
+    const kk = s.shape[0];
+    const dd = s.square() as M;
+    const keep = dd.gt(dd.max().mul(d * F32_EPS));
+    const p = vh as unknown as M; // [K, d]
+    if (mode === "x") {
+      const inv = keep.where(dd.reciprocal(), 0) as M;
+      out = w.matmul(p.transpose()).mul(inv).matmul(p) as M; // W P D⁺ Pᵀ
+    } else {
+      const inv = keep.where(s.reciprocal(), 0) as M; // 1/√D
+      out = w.slice(null, [0, kk]).mul(inv).matmul(p) as M; // W[:, :K] D^{-1/2} P_Kᵀ
+    }
+  } else if (mode === "sh") {
+    const c = opts.c ?? 1;
+    const wt = w.transpose() as M; // [d, k]
+    const shifted = wt.sub(xb.transpose().matmul(xb.matmul(wt))) as M; // Wᵀ − X Xᵀ Wᵀ
+    out = (await pinv(shifted as unknown as M2) as unknown as M).mul(c) as M; // C (·)^†, [k, d]
+  } else {
+    throw new RangeError(`cntlora: unknown mode ${JSON.stringify(mode)} (expected "x", "s" or "sh")`);
+  }
+  await realize(out);
+  return out as unknown as F32;
+}
+
+/**
+ * Eq. 18: `W_est = (W_src + Σ_j W_tar,j) / (NB + 1)` over the NB batches of `activations` (`[T, d]` is one batch),
+ * each `W_tar,j` from {@link cntloraTarget}.
+ *
+ * @example
+ * ```ts
+ * import { randn } from "../../mod.ts";
+ * import { cntloraEstimate } from "./cntlora.ts";
+ * const wEst = await cntloraEstimate(randn([8, 6], { seed: 0 }), randn([3, 20, 6], { seed: 1 }));
+ * console.log(wEst.shape); // [8, 6]
+ * ```
+ */
+export async function cntloraEstimate(
+  weight: F32,
+  activations: F32,
+  opts: CntLoraTargetOptions = {},
+): Promise<F32> {
+  const batches = checkActs("layer", activations, weight.shape[1]);
+  let sum = weight as unknown as M;
+  for (const b of batches) {
+    sum = sum.add(await cntloraTarget(weight, b as unknown as F32, opts)) as M;
+    await realize(sum);
+  }
+  const est = sum.div(batches.length + 1) as M;
+  await realize(est);
+  return est as unknown as F32;
+}
+
+/** ΔW's SVD (for the SVD split and VAS) or QR. */
+interface Decomposed {
+  name: string;
+  weight: F32;
+  delta: M;
+  svd?: { u: M; s: M; vh: M };
+}
+
+function checkOptions(o: CntLoraOptions): void {
+  const p = o.p ?? 0.5;
+  if (!(p >= 0 && p <= 1)) throw new RangeError(`cntlora: p must be in [0, 1], got ${p}`);
+  if (o.c !== undefined && !Number.isFinite(o.c)) {
+    throw new RangeError(`cntlora: c must be finite, got ${o.c}`);
+  }
+  if (o.vas && (o.split ?? "svd") !== "svd") {
+    throw new RangeError('cntlora: VAS allocates ranks by singular values, so it needs split "svd"');
+  }
+  if (o.vasBudget !== undefined && !(Number.isInteger(o.vasBudget) && o.vasBudget >= 0)) {
+    throw new RangeError(`cntlora: vasBudget must be an integer >= 0, got ${o.vasBudget}`);
+  }
+}
+
+async function decompose(l: InitLayer, opts: CntLoraOptions): Promise<Decomposed> {
+  const est = await cntloraEstimate(l.weight, checkPresent(l), opts);
+  const delta = (est as unknown as M).sub(l.weight as unknown as M) as M;
+  await realize(delta);
+  if ((opts.split ?? "svd") === "qr") return { name: l.name, weight: l.weight, delta };
+  const r = await svd(delta as unknown as M2);
+  return {
+    name: l.name,
+    weight: l.weight,
+    delta,
+    svd: { u: r.u as unknown as M, s: r.s as unknown as M, vh: r.vh as unknown as M },
+  };
+}
+
+function checkPresent(l: InitLayer): F32 {
+  const x = l.data?.activations;
+  checkActs(l.name, x, l.weight.shape[1]);
+  return x!;
+}
+
+/** B and A of rank k from a decomposed ΔW. */
+async function split(dec: Decomposed, k: number, opts: CntLoraOptions, alpha: number): Promise<LoraInit> {
+  const [dOut, dIn] = dec.weight.shape;
+  const s = loraScale(alpha, k, opts.useRslora);
+  const device = dec.weight.device;
+  if (k === 0) {
+    return {
+      a: tensor(new Float32Array(0), { shape: [0, dIn], device }) as unknown as F32,
+      b: tensor(new Float32Array(0), { shape: [dOut, 0], device }) as unknown as F32,
+      rank: 0,
+      alpha,
+      scale: 0,
+    };
+  }
+  const comp = opts.compensateScale ? 1 / s : 1;
+  let a: M, b: M;
+  if (dec.svd !== undefined) {
+    const p = opts.p ?? 0.5;
+    const sv = dec.svd.s.slice([0, k]).mul(comp) as M;
+    b = dec.svd.u.slice(null, [0, k]).mul(sv.pow(1 - p)) as M;
+    a = dec.svd.vh.slice([0, k]).mul(sv.pow(p).reshape([k, 1])) as M;
+  } else {
+    const f = await qr(dec.delta as unknown as M2);
+    b = f.q!.slice(null, [0, k]) as unknown as M;
+    a = (f.r.slice([0, k]) as unknown as M).mul(comp) as M;
+  }
+  const base = opts.offset ? (dec.weight as unknown as M).sub(b.matmul(a).mul(s)) as M : undefined;
+  await realize(a, b, ...(base ? [base] : []));
+  return {
+    a: a as unknown as F32,
+    b: b as unknown as F32,
+    ...(base ? { base: base as unknown as F32 } : {}),
+    rank: k,
+    alpha,
+    scale: s,
+  };
+}
+
+/**
+ * VAS (Eq. 19): relative variances `v_m^i = s_m²/Σ_m s_m²` (or `s_m²/Σ_m s_m`) pooled over all layers, sorted
+ * descending (ties: earlier layer, then lower index), the top `budget` kept; returns the count per layer.
+ */
+export function vasRanks(
+  singularValues: readonly (readonly number[])[],
+  budget: number,
+  norm: "energy" | "literal" = "energy",
+): number[] {
+  const pool: { layer: number; m: number; v: number }[] = [];
+  singularValues.forEach((s, layer) => {
+    const denom = norm === "energy" ? s.reduce((a, x) => a + x * x, 0) : s.reduce((a, x) => a + x, 0);
+    s.forEach((x, m) => pool.push({ layer, m, v: denom > 0 ? (x * x) / denom : 0 }));
+  });
+  pool.sort((p, q) => q.v - p.v || p.layer - q.layer || p.m - q.m);
+  const counts = singularValues.map(() => 0);
+  for (const e of pool.slice(0, budget)) counts[e.layer]++;
+  return counts;
+}
+
+/**
+ * CNTLoRA (Das et al., arXiv 2507.08044) for one layer: `W_est` by Eq. 18 from the per-batch target weights of the
+ * chosen constraint set ({@link cntloraTarget}: X `W_src (XXᵀ)^†`, S `W_src (P D^{1/2})^†`, Sh
+ * `C (W_srcᵀ − XXᵀW_srcᵀ)^†`), `ΔW = W_est − W_src`, then `B A = ΔW_r` by the SVD split (`B = U_r S_r^{1−p}`,
+ * `A = S_r^p V_rᵀ`) or the QR split. The base weight is untouched (METHODS.md §11 Choice 1), so the model starts
+ * at ≈ `W + s·ΔW_r`; `compensateScale` makes that `W + ΔW_r`, and `offset` rewrites the base to keep the output.
+ *
+ * @example
+ * ```ts
+ * import { randn } from "../../mod.ts";
+ * import { cntloraInit } from "./cntlora.ts";
+ * const activations = randn([2, 24, 8], { seed: 1 });
+ * const { a, b } = await cntloraInit(randn([12, 8], { seed: 0 }), { rank: 2, mode: "x", activations });
+ * console.log(a.shape, b.shape); // [2, 8] [12, 2]
+ * ```
+ */
+export async function cntloraInit(weight: F32, opts: CntLoraOptions = {}): Promise<LoraInit> {
+  const rank = opts.rank ?? 8;
+  checkLayer("cntlora", weight, rank);
+  const res = await cntloraInitLayers(
+    [{ name: "layer", weight, data: { activations: opts.activations } }],
+    opts,
+  );
+  return res.get("layer")!;
+}
+
+/**
+ * CNTLoRA over several layers; with `vas: true` the ranks are allocated by VAS (Eq. 19) over the singular values
+ * of every layer's ΔW, with budget `K = r × #layers` (or `vasBudget`): a layer gets as many ranks as it has among
+ * the K largest relative variances (never more than its singular values; 0 = no adapter). Without VAS every layer
+ * gets rank r, exactly as {@link cntloraInit}. `alpha` is kept per layer, so `s = alpha/rank_i`.
+ * `info` of each layer: `singularValues` of ΔW (SVD split) and, with VAS, `vasBudget`.
+ *
+ * @example
+ * ```ts
+ * import { randn } from "../../mod.ts";
+ * import { cntloraInitLayers } from "./cntlora.ts";
+ * const layers = ["q", "v"].map((name, i) => ({
+ *   name,
+ *   weight: randn([8, 8], { seed: i }),
+ *   data: { activations: randn([16, 8], { seed: 10 + i }) },
+ * }));
+ * const inits = await cntloraInitLayers(layers, { rank: 2, vas: true });
+ * console.log([...inits.values()].map((i) => i.rank)); // sums to 4
+ * ```
+ */
+export async function cntloraInitLayers(
+  layers: readonly InitLayer[],
+  opts: CntLoraOptions = {},
+): Promise<Map<string, LoraInit>> {
+  checkOptions(opts);
+  const rank = opts.rank ?? 8;
+  const alpha = opts.alpha ?? rank;
+  if (layers.length === 0) throw new RangeError("cntlora: no layers given");
+  for (const l of layers) checkLayer(`cntlora (layer "${l.name}")`, l.weight, rank);
+  const decs: Decomposed[] = [];
+  for (const l of layers) decs.push(await decompose(l, opts));
+  const sv: number[][] = [];
+  for (const d of decs) sv.push(d.svd ? Array.from((await d.svd.s.data()) as Float32Array) : []);
+  const budget = opts.vasBudget ?? rank * layers.length;
+  const ranks = opts.vas ? vasRanks(sv, budget, opts.vasNorm ?? "energy") : decs.map(() => rank);
+  const out = new Map<string, LoraInit>();
+  for (let i = 0; i < decs.length; i++) {
+    const init = await split(decs[i], ranks[i], opts, alpha);
+    init.info = {
+      mode: opts.mode ?? "x",
+      split: opts.split ?? "svd",
+      ...(decs[i].svd ? { singularValues: sv[i] } : {}),
+      ...(opts.vas ? { vasBudget: budget } : {}),
+    };
+    out.set(decs[i].name, init);
+  }
+  return out;
+}

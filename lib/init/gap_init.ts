@@ -1,0 +1,118 @@
+/**
+ * Gap-Init (Zhao, Han & Hovy, "When Is Rank-1 Enough?", arXiv 2602.01522, ICML 2026): the first column of B is the
+ * unit text–vision modality-gap direction of the layer's output space, `A = 0`.
+ *
+ * @module
+ */
+import { randn, tensor } from "../tensor/creation.ts";
+import { realize, type Tensor } from "../tensor/tensor.ts";
+import { qr } from "../linalg/qr.ts";
+import { checkLayer, type CommonInitOptions, type F32, type LoraInit, loraScale } from "./types.ts";
+
+/** Options of {@link gapInit}. */
+export interface GapInitOptions extends CommonInitOptions {
+  /** The gap direction `[d_out]` (used as is; it is normalised to unit length). */
+  gap?: F32;
+  /** Text-side representations `[N, d_out]`, paired row by row with `zVision` (used when `gap` is absent). */
+  zText?: F32;
+  /** Vision-side representations `[N, d_out]`. */
+  zVision?: F32;
+  /**
+   * The paper's undefined `smooth(·)` applied to each `g_i = z_text,i − z_vision,i` before averaging: false
+   * (default) is the identity, true scales each `g_i` to unit length.
+   */
+  normalize?: boolean;
+  /**
+   * The other r − 1 columns of B: `"zeros"` (default; they and the matching rows of A then get no gradient at the
+   * first step) or `"orthonormal"` (a seeded random orthonormal basis of a subspace orthogonal to g).
+   */
+  complement?: "zeros" | "orthonormal";
+}
+
+type M = Tensor<number[], "f32">;
+
+/** The gap vector `[d_out]` from `gap` or `mean_i smooth(z_text,i − z_vision,i)`. */
+function gapVector(dOut: number, opts: GapInitOptions): M {
+  if (opts.gap !== undefined) {
+    if (opts.gap.ndim !== 1 || opts.gap.shape[0] !== dOut) {
+      throw new RangeError(`gap-init: gap is [${opts.gap.shape}], expected [${dOut}] (the layer's d_out)`);
+    }
+    return opts.gap as unknown as M;
+  }
+  const { zText, zVision } = opts;
+  if (zText === undefined || zVision === undefined) {
+    throw new RangeError("gap-init: needs gap [d_out], or zText and zVision [N, d_out]");
+  }
+  for (const [n, z] of [["zText", zText], ["zVision", zVision]] as const) {
+    if (z.ndim !== 2 || z.shape[1] !== dOut || z.shape[0] === 0) {
+      throw new RangeError(
+        `gap-init: ${n} is [${z.shape}], expected [N, ${dOut}] (N ≥ 1, d_out of the layer)`,
+      );
+    }
+  }
+  if (zText.shape[0] !== zVision.shape[0]) {
+    throw new RangeError(
+      `gap-init: zText has ${zText.shape[0]} rows but zVision has ${zVision.shape[0]}; they must be paired`,
+    );
+  }
+  let g = (zText as unknown as M).sub(zVision as unknown as M) as M; // [N, d_out]
+  if (opts.normalize) g = g.div(g.square().sum(1, { keepdims: true }).sqrt()) as M;
+  return g.mean(0) as M;
+}
+
+/**
+ * Gap-Init (Zhao, Han & Hovy, arXiv 2602.01522): with the modality gap `g = mean_i (z_text,i − z_vision,i)` in the
+ * adapted layer's output space (or a given `gap`), `B[:, 0] = g/‖g‖` and `A = 0`, so `B·A = 0` and the base weight
+ * is untouched; the first gradient step then moves the layer along the gap. Rank 1 is the paper's setting; for
+ * r > 1 the other columns of B are zeros or a random orthonormal complement (METHODS.md §12).
+ *
+ * `info`: `gapNorm` (‖g‖ before normalisation).
+ *
+ * @example
+ * ```ts
+ * import { randn } from "../../mod.ts";
+ * import { gapInit } from "./gap_init.ts";
+ * const { a, b } = await gapInit(randn([16, 8], { seed: 0 }), { rank: 1, gap: randn([16], { seed: 1 }) });
+ * console.log(a.shape, b.shape); // [1, 8] [16, 1]
+ * ```
+ */
+export async function gapInit(weight: F32, opts: GapInitOptions = {}): Promise<LoraInit> {
+  const rank = opts.rank ?? 8;
+  const [dOut, dIn] = checkLayer("gap-init", weight, rank, weight.shape[0]);
+  const alpha = opts.alpha ?? rank;
+  const device = weight.device;
+  const g = gapVector(dOut, opts);
+  const norm = g.square().sum().sqrt() as M;
+  const normValue = await norm.item();
+  if (!(normValue > 0) || !Number.isFinite(normValue)) {
+    throw new RangeError(`gap-init: the gap vector has norm ${normValue}; it must be finite and non-zero`);
+  }
+  const unit = g.div(normValue).reshape([dOut, 1]) as M;
+  let b: M;
+  if (rank === 1) b = unit;
+  else if ((opts.complement ?? "zeros") === "zeros") {
+    b = unit.pad([[0, 0], [0, rank - 1]]) as M;
+  } else {
+    // QR of [g, Gaussian]: Q's first column is ±g/‖g‖, the others an orthonormal basis orthogonal to it.
+    const noise = randn([dOut, rank - 1], { seed: opts.seed ?? 0, device }) as unknown as M;
+    const { q } = await qr(
+      unit.pad([[0, 0], [0, rank - 1]]).add(noise.pad([[0, 0], [1, 0]])) as unknown as Tensor<
+        [number, number],
+        "f32"
+      >,
+    );
+    b = unit.pad([[0, 0], [0, rank - 1]]).add(
+      (q as unknown as M).slice(null, [1, rank]).pad([[0, 0], [1, 0]]),
+    ) as M;
+  }
+  await realize(b);
+  const a = tensor(new Float32Array(rank * dIn), { shape: [rank, dIn], device }) as unknown as F32;
+  return {
+    a,
+    b: b as unknown as F32,
+    rank,
+    alpha,
+    scale: loraScale(alpha, rank, opts.useRslora),
+    info: { gapNorm: normValue },
+  };
+}

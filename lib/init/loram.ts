@@ -1,0 +1,195 @@
+/**
+ * LoRAM — magnitude-driven initialisation ("The Primacy of Magnitude in Low-Rank Adaptation", Zhang et al.,
+ * NeurIPS 2025, arXiv 2507.06558; METHODS.md §10). For `W ∈ R^{n×m}` (n = d_out, m = d_in), with the magnitude
+ * `ν[X] = ‖X‖_F² / #entries` and orthonormal bases `Φ_n [n, r]`, `Φ_m [m, r]` (the DST-I basis of Eq. 12 by default):
+ *
+ *   Eq. 11:  `A = β·Φ_mᵀ`,  `B = β·Φ_n`,  `β = (Q[r]·ν[W] / ν[Φ_n Φ_mᵀ])^{1/4}`  ⇒  `ν[B·A] = Q[r]·ν[W]`,
+ *
+ * and `W_res = W − s·B·A` (Algorithm 1 with α = s; the paper fixes α = 1). Since the bases are orthonormal,
+ * `ν[Φ_n Φ_mᵀ] = r/(nm)` and `β⁴ = Q[r]·‖W‖_F² / r`. The gain Q[r] is the logarithmic gain of Algorithm 1,
+ * `ln r / ln min(n, m)` (default), the spectral gain of Eq. 10 `(Σ_{i≤r} σ_i)² / (r·Σ_i σ_i²)` (`gain: "exact"`,
+ * one SVD), or a fixed number. In tracking mode (Sec. 4.3 ablation) β is chosen instead so that `ν[B·A]` equals
+ * `ν[B_ref·A_ref]` of a reference initialisation (PiSSA, MiLoRA, OLoRA, CorDA or LoRA-GA with their default
+ * options) run with the same rank, alpha, rsLoRA setting and seed.
+ *
+ * Rank 1 with the logarithmic gain is degenerate, as published: Q[1] = 0 ⇒ β = 0 ⇒ A = B = 0 (no gradient ever
+ * reaches the adapter). It is reproduced, with a warning printed once.
+ *
+ * @example
+ * ```ts
+ * import { randn } from "../../mod.ts";
+ * import { loramInit } from "./loram.ts";
+ * const w = randn([32, 24], { seed: 0 });
+ * const { a, b, base, info } = await loramInit(w, { rank: 4 });
+ * console.log(a.shape, b.shape, base!.shape, info); // [4, 24] [32, 4] [32, 24] { basis: "dst", gain: 0.436... }
+ * ```
+ *
+ * @module
+ */
+import { deriveSeed } from "../nn/init.ts";
+import { dstBasis } from "../linalg/dst.ts";
+import { qr } from "../linalg/qr.ts";
+import { svd } from "../linalg/svd.ts";
+import { randn } from "../tensor/creation.ts";
+import { realize, type Tensor } from "../tensor/tensor.ts";
+import type { DeviceName } from "../ir/node.ts";
+import { checkLayer, type CommonInitOptions, type F32, type LoraInit, loraScale } from "./types.ts";
+import { pissaInit } from "./pissa.ts";
+import { miloraInit } from "./milora.ts";
+import { oloraInit } from "./olora.ts";
+import { cordaInit } from "./corda.ts";
+import { loraGaInit } from "./lora_ga.ts";
+
+/** The gain Q[r]: logarithmic (Algorithm 1), exact spectral (Eq. 10), or a fixed value ≥ 0. */
+export type LoramGain = "log" | "exact" | number;
+
+/** Reference initialisations whose `ν[B·A]` LoRAM's tracking mode can match. */
+export type LoramTracking = "pissa" | "milora" | "olora" | "corda" | "lora-ga";
+
+/** Options of {@link loramInit}. */
+export interface LoramOptions extends CommonInitOptions {
+  /** Q[r] (default `"log"`: `ln r / ln min(n, m)`). Ignored in tracking mode. */
+  gain?: LoramGain;
+  /** Orthonormal basis: `"dst"` (default, deterministic DST-I of Eq. 12) or `"random-orthogonal"` (Haar, seeded). */
+  basis?: "dst" | "random-orthogonal";
+  /** Choose β so that `ν[B·A]` matches this reference initialisation's (default: unset, use the gain). */
+  trackingMode?: LoramTracking;
+  /** Calibration inputs `[T, d_in]` or `[NB, T, d_in]`, needed only by `trackingMode: "corda"`. */
+  activations?: F32;
+  /** Gradients `[d_out, d_in]` or `[NB, d_out, d_in]`, needed only by `trackingMode: "lora-ga"`. */
+  grads?: F32;
+}
+
+let warnedRankOne = false;
+
+type M = Tensor<[number, number], "f32">;
+
+/** The logarithmic gain of LoRAM's Algorithm 1, `ln r / ln min(n, m)` (0 for r = 1). */
+export function loramLogGain(rank: number, dOut: number, dIn: number): number {
+  if (rank <= 1) return 0;
+  return Math.log(rank) / Math.log(Math.min(dOut, dIn));
+}
+
+/** A Haar-distributed n×r matrix with orthonormal columns: QR of a Gaussian with R's diagonal made positive. */
+async function randomOrthonormal(n: number, r: number, seed: number, device: DeviceName): Promise<F32> {
+  const g = randn([n, r], { seed, device }) as unknown as M;
+  const f = await qr(g);
+  const diag = f.r.reshape([r * r]).slice([0, r * r, r + 1]);
+  const signs = diag.lt(0).where(-1, 1) as unknown as F32;
+  const phi = f.q.mul(signs) as F32;
+  await realize(phi);
+  f.r.dispose();
+  return phi;
+}
+
+async function basisOf(
+  kind: "dst" | "random-orthogonal",
+  n: number,
+  r: number,
+  seed: number,
+  device: DeviceName,
+): Promise<F32> {
+  if (kind === "dst") return await dstBasis(n, r, { device }) as F32;
+  return await randomOrthonormal(n, r, seed, device);
+}
+
+/**
+ * LoRAM: scaled deterministic (or random) orthonormal bases whose product carries the fraction Q[r] of W's
+ * magnitude. Deterministic with the DST basis; the random-orthogonal basis is seeded by `seed`.
+ * Throws when the rank is not in `1..min(d_out, d_in)`, the gain is negative or not finite, or when tracking CorDA
+ * without activations or LoRA-GA without gradients.
+ */
+export async function loramInit(weight: F32, opts: LoramOptions = {}): Promise<LoraInit> {
+  const rank = opts.rank ?? 8;
+  const [n, m] = checkLayer("loram", weight, rank);
+  const alpha = opts.alpha ?? rank;
+  const scale = loraScale(alpha, rank, opts.useRslora);
+  const basis = opts.basis ?? "dst";
+  if (basis !== "dst" && basis !== "random-orthogonal") {
+    throw new RangeError(`loram: basis must be "dst" or "random-orthogonal", got ${JSON.stringify(basis)}`);
+  }
+  const gain = opts.gain ?? "log";
+  const seed = opts.seed ?? 0;
+  const info: Record<string, number | string> = { basis };
+  // β⁴ as a 0-d tensor on the weight's device.
+  let beta4: F32;
+  if (opts.trackingMode !== undefined) {
+    const common = { rank, alpha, useRslora: opts.useRslora, seed };
+    const ref = await referenceInit(opts.trackingMode, weight, common, opts);
+    // ν[BA] = ν_ref ⇔ β⁴·r/(nm) = ν_ref.
+    beta4 = ref.b.matmul(ref.a).square().mean().mul((n * m) / rank) as F32;
+    await realize(beta4);
+    for (const t of [ref.a, ref.b, ref.base]) t?.dispose();
+    info.trackingMode = opts.trackingMode;
+  } else {
+    let q: number;
+    if (gain === "log") {
+      q = loramLogGain(rank, n, m);
+      if (rank === 1 && !warnedRankOne) {
+        warnedRankOne = true;
+        console.warn(
+          "loram: rank 1 with the logarithmic gain gives Q[1] = ln 1 / ln min(n, m) = 0, so β = 0 and A = B = 0 " +
+            '(the adapter never receives a gradient); use gain: "exact" or a fixed gain',
+        );
+      }
+    } else if (gain === "exact") {
+      const f = await svd(weight as M);
+      const sv = f.s;
+      const head = sv.slice([0, rank]).sum().square();
+      const qt = head.div(sv.square().sum().mul(rank));
+      q = await qt.item() as number;
+      for (const t of [f.s, f.vh]) t.dispose();
+    } else if (typeof gain === "number" && Number.isFinite(gain) && gain >= 0) {
+      q = gain;
+    } else {
+      throw new RangeError(`loram: gain must be "log", "exact" or a finite number >= 0, got ${String(gain)}`);
+    }
+    info.gain = q;
+    beta4 = weight.square().sum().mul(q / rank) as F32;
+  }
+  const dev = weight.device;
+  const phiN = await basisOf(basis, n, rank, deriveSeed(seed, "loram", "out"), dev);
+  const phiM = await basisOf(basis, m, rank, deriveSeed(seed, "loram", "in"), dev);
+  const beta = beta4.sqrt().sqrt();
+  const b = phiN.mul(beta) as F32;
+  const a = phiM.transpose().mul(beta) as F32;
+  const base = weight.sub(b.matmul(a).mul(scale)) as F32;
+  await realize(a, b, base);
+  phiN.dispose();
+  phiM.dispose();
+  beta4.dispose();
+  return { a, b, base, rank, alpha, scale, info };
+}
+
+/** The reference initialisation of tracking mode, run with the same common options. */
+function referenceInit(
+  mode: LoramTracking,
+  weight: F32,
+  common: CommonInitOptions,
+  data: { activations?: F32; grads?: F32 },
+): Promise<LoraInit> {
+  switch (mode) {
+    case "pissa":
+      return pissaInit(weight, common);
+    case "milora":
+      return miloraInit(weight, common);
+    case "olora":
+      return oloraInit(weight, common);
+    case "corda":
+      if (data.activations === undefined) {
+        throw new TypeError('loram: trackingMode "corda" needs the layer\'s activations');
+      }
+      return cordaInit(weight, { ...common, activations: data.activations });
+    case "lora-ga":
+      if (data.grads === undefined) {
+        throw new TypeError('loram: trackingMode "lora-ga" needs the layer\'s gradients');
+      }
+      return loraGaInit(weight, { ...common, grads: data.grads });
+    default:
+      throw new RangeError(
+        `loram: trackingMode must be "pissa", "milora", "olora", "corda" or "lora-ga", got ${
+          JSON.stringify(mode)
+        }`,
+      );
+  }
+}

@@ -1,0 +1,105 @@
+/**
+ * PiSSA — Principal Singular values and Singular vectors Adaptation (Meng, Wang & Zhang, NeurIPS 2024,
+ * arXiv 2404.02948; PEFT `init_lora_weights="pissa"` / `"pissa_niter_K"`). With `W = U S Vᵀ` and
+ * `S_r ← S_r / s`:
+ *
+ *   `A = diag(√S_r) Vᵀ[:r]`,  `B = U[:, :r] diag(√S_r)`,  `W_res = W − s·B·A = W − U_r S_r V_rᵀ`.
+ *
+ * The exact variant (default) uses the thin SVD; `{ niter: K }` uses the randomized SVD with the semantics of
+ * `torch.svd_lowrank(W, q = r, niter = K)` (no oversampling), which for slowly decaying spectra is not exact
+ * (METHODS.md §3).
+ *
+ * @example
+ * ```ts
+ * import { randn } from "../../mod.ts";
+ * import { pissaInit } from "./pissa.ts";
+ * const w = randn([32, 24], { seed: 0 });
+ * const exact = await pissaInit(w, { rank: 4 });
+ * const fast = await pissaInit(w, { rank: 4, niter: 16, seed: 1 });
+ * console.log(exact.a.shape, exact.b.shape, exact.base!.shape, fast.info); // [4, 24] [32, 4] [32, 24] ...
+ * ```
+ *
+ * @module
+ */
+import { svd } from "../linalg/svd.ts";
+import { svdLowRank } from "../linalg/svd_lowrank.ts";
+import { disposeUnless } from "../linalg/common.ts";
+import { realize, type Tensor } from "../tensor/tensor.ts";
+import { checkLayer, type CommonInitOptions, type F32, type LoraInit, loraScale } from "./types.ts";
+
+/** Options of {@link pissaInit}. */
+export interface PissaOptions extends CommonInitOptions {
+  /**
+   * Power iterations of the randomized SVD (`torch.svd_lowrank(W, q = r, niter)`, PEFT's `pissa_niter_K`).
+   * Unset (default): the exact SVD.
+   */
+  niter?: number;
+  /** Use the exact SVD even when `niter` is set (default false). */
+  exact?: boolean;
+}
+
+type M = Tensor<[number, number], "f32">;
+
+/** Selected singular triplets of a weight: `U_sel [d_out, r]`, `S_sel [r]`, `Vᵀ_sel [r, d_in]`. */
+export interface Triplets {
+  /** Left singular vectors as columns, `[d_out, r]`. */
+  u: F32;
+  /** Singular values, `[r]`. */
+  s: F32;
+  /** Right singular vectors as rows (for CorDA the rows of `Vᵀ = Vh·C⁻¹`, not orthonormal), `[r, d_in]`. */
+  vh: F32;
+}
+
+/**
+ * The split shared by PiSSA, MiLoRA and CorDA: `S ← S/s`, `A = diag(√S) Vᵀ`, `B = U diag(√S)`, and the base
+ * `W − s·B·A` computed from the returned factors (so `base + s·B·A = W` up to float32 rounding). Returns
+ * realized tensors; `t` is left for the caller to dispose.
+ */
+export async function splitTriplets(
+  weight: F32,
+  t: Triplets,
+  scale: number,
+): Promise<{ a: F32; b: F32; base: F32 }> {
+  const r = t.s.shape[0];
+  const root = t.s.div(scale).sqrt();
+  const a = t.vh.mul(root.reshape([r, 1])) as F32;
+  const b = t.u.mul(root) as F32;
+  const base = weight.sub(b.matmul(a).mul(scale)) as F32;
+  await realize(a, b, base);
+  return { a, b, base };
+}
+
+/**
+ * PiSSA: the r principal singular triplets of W become the adapter and the rest stays in the base weight.
+ * Deterministic with the exact SVD (default); with `niter` the randomized SVD is seeded by `seed`.
+ * Throws when the rank is not in `1..min(d_out, d_in)`.
+ */
+export async function pissaInit(weight: F32, opts: PissaOptions = {}): Promise<LoraInit> {
+  const rank = opts.rank ?? 8;
+  checkLayer("pissa", weight, rank);
+  const alpha = opts.alpha ?? rank;
+  const scale = loraScale(alpha, rank, opts.useRslora);
+  const randomized = opts.niter !== undefined && opts.exact !== true;
+  if (randomized && (!Number.isInteger(opts.niter) || opts.niter! < 0)) {
+    throw new RangeError(`pissa: niter must be an integer >= 0, got ${opts.niter}`);
+  }
+  const f = randomized
+    ? await svdLowRank(weight as M, rank, { niter: opts.niter, seed: opts.seed ?? 0 })
+    : await svd(weight as M);
+  const t: Triplets = {
+    u: f.u.slice(null, [0, rank]) as F32,
+    s: f.s.slice([0, rank]) as F32,
+    vh: f.vh.slice([0, rank]) as F32,
+  };
+  const { a, b, base } = await splitTriplets(weight, t, scale);
+  for (const x of [f.u, f.s, f.vh]) disposeUnless(x, a, b, base);
+  return {
+    a,
+    b,
+    base,
+    rank,
+    alpha,
+    scale,
+    info: randomized ? { svd: "randomized", niter: opts.niter! } : { svd: "exact" },
+  };
+}

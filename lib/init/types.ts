@@ -1,0 +1,81 @@
+/**
+ * The contract every LoRA initialisation follows: one pure function of a weight matrix (and, for data-driven
+ * methods, its activations, gradients or modality gap) to `{ a, b, base?, rank, alpha, scale }`. It never mutates a
+ * layer; attaching the result is `lib/lora`'s job.
+ *
+ * Conventions (see ../shared/METHODS.md §0): `W` is `[d_out, d_in]`, `A = lora_A.weight` is `[r, d_in]`,
+ * `B = lora_B.weight` is `[d_out, r]`, and the adapted layer computes `y = x·baseᵀ + s·x·Aᵀ·Bᵀ` with
+ * `s = alpha/r` (or `alpha/√r` with rsLoRA).
+ *
+ * @module
+ */
+import type { F32 } from "../nn/linear.ts";
+
+export type { F32 };
+
+/** What one initialisation produces for one layer. */
+export interface LoraInit {
+  /** `lora_A.weight`, `[rank, d_in]`. */
+  a: F32;
+  /** `lora_B.weight`, `[d_out, rank]`. */
+  b: F32;
+  /** The weight the adapted layer must use instead of W (offset inits: `W − s·B·A`; LoftQ: the quantised W). */
+  base?: F32;
+  /** The rank actually used (EVA and VAS may change it; 0 means "no adapter on this layer"). */
+  rank: number;
+  /** `lora_alpha` of the layer. */
+  alpha: number;
+  /** The scaling `s` the layer applies to `B·A`. */
+  scale: number;
+  /** Method-specific diagnostics (errors per iteration, explained variance, ...). */
+  info?: Record<string, number | number[] | string | boolean>;
+}
+
+/** Calibration data of one layer, for the data-driven methods. */
+export interface LayerData {
+  /** Inputs of the layer: `[T, d_in]` for one batch or `[NB, T, d_in]` for NB minibatches / samples. */
+  activations?: F32;
+  /** Gradient of the loss w.r.t. W: `[d_out, d_in]`, or `[NB, d_out, d_in]` to be averaged (LoRA-GA). */
+  grads?: F32;
+  /** Gap-Init: the text–vision gap direction `[d_out]`. */
+  gap?: F32;
+  /** Gap-Init: text-side representations `[N, d_out]` (with `zVision`). */
+  zText?: F32;
+  /** Gap-Init: vision-side representations `[N, d_out]` (with `zText`). */
+  zVision?: F32;
+}
+
+/** Options every method takes. */
+export interface CommonInitOptions {
+  /** Rank r (default 8, PEFT's default). */
+  rank?: number;
+  /** lora_alpha (default: equal to the rank, so s = 1). */
+  alpha?: number;
+  /** rsLoRA scaling `alpha/√r` instead of `alpha/r`. */
+  useRslora?: boolean;
+  /** Seed of every random draw (default 0). */
+  seed?: number;
+}
+
+/** `s = alpha/r`, or `alpha/√r` with rsLoRA; 0 for rank 0. */
+export function loraScale(alpha: number, rank: number, useRslora = false): number {
+  if (rank === 0) return 0;
+  return useRslora ? alpha / Math.sqrt(rank) : alpha / rank;
+}
+
+/** Checks the weight is a 2-D float tensor and the rank is a usable integer; returns `[d_out, d_in]`. */
+export function checkLayer(method: string, weight: F32, rank: number, maxRank?: number): [number, number] {
+  if (weight.ndim !== 2 || (weight.dtype as string) !== "f32") {
+    throw new TypeError(
+      `${method}: weight must be a 2-D f32 tensor [d_out, d_in], got [${weight.shape}] ${weight.dtype}`,
+    );
+  }
+  const [dOut, dIn] = weight.shape;
+  const limit = maxRank ?? Math.min(dOut, dIn);
+  if (!Number.isInteger(rank) || rank < 1 || rank > limit) {
+    throw new RangeError(
+      `${method}: rank ${rank} is not possible for a [${dOut}, ${dIn}] weight (it must be an integer in 1..${limit})`,
+    );
+  }
+  return [dOut, dIn];
+}

@@ -1,0 +1,265 @@
+/**
+ * Attaching LoRA to a model by name patterns (PEFT's `target_modules`), with per-module rank and alpha (PEFT's
+ * `rank_pattern` / `alpha_pattern`, needed when EVA or VAS redistribute ranks), any registered initialisation,
+ * and the tracked norms ‖A‖, ‖B‖, ‖s·B·A‖ the training loop records.
+ *
+ * @module
+ */
+import { Linear } from "../nn/linear.ts";
+import { namedModules, replaceModule } from "../nn/module.ts";
+import { deriveSeed } from "../nn/init.ts";
+import { realize, type Tensor } from "../tensor/tensor.ts";
+import { tensor } from "../tensor/creation.ts";
+import { getInitMethod, type InitMethod } from "../init/mod.ts";
+import type { F32, LayerData, LoraInit } from "../init/types.ts";
+import { LoraLinear } from "./linear.ts";
+
+/** How to adapt a model. Field names follow PEFT's `LoraConfig` (camel-cased). */
+export interface LoraConfig {
+  /**
+   * Which `Linear` modules to adapt: a list of names matched as PEFT does (the module path equals the entry or ends
+   * with `.` + entry, e.g. `["wq", "wv"]`), or a regular expression matched against the whole path.
+   */
+  targetModules: readonly string[] | RegExp;
+  /** Rank (default 8). */
+  rank?: number;
+  /** lora_alpha (default 8, PEFT's default). */
+  alpha?: number;
+  /** Per-module ranks: keys are matched like target entries (suffix), values override `rank`. */
+  rankPattern?: Readonly<Record<string, number>>;
+  /** Per-module alphas, matched like `rankPattern`. */
+  alphaPattern?: Readonly<Record<string, number>>;
+  /** rsLoRA scaling `alpha/√r`. */
+  useRslora?: boolean;
+  /** DoRA. */
+  useDora?: boolean;
+  /** Dropout on the LoRA path (default 0). */
+  dropout?: number;
+  /** The initialisation: a registered method name (default `"lora"`). */
+  init?: string;
+  /** Method-specific options of the initialisation. */
+  initOptions?: Readonly<Record<string, unknown>>;
+  /** Calibration data per module path, for data-driven inits. */
+  data?: Readonly<Record<string, LayerData>>;
+  /** Seed (each layer derives its own from it and its path; default 0). */
+  seed?: number;
+}
+
+/** Whether module path `name` is selected by PEFT-style `key`. */
+export function matchesKey(name: string, key: string): boolean {
+  return name === key || name.endsWith(`.${key}`);
+}
+
+/** The target modules of `model` under `cfg.targetModules`, as `[path, Linear]`. */
+export function findTargets(model: object, targets: readonly string[] | RegExp): [string, Linear][] {
+  const out: [string, Linear][] = [];
+  for (const [path, m] of namedModules(model)) {
+    if (!(m instanceof Linear)) continue;
+    const hit = targets instanceof RegExp
+      ? new RegExp(`^(?:${targets.source})$`, targets.flags).test(path)
+      : targets.some((k) => matchesKey(path, k));
+    if (hit) out.push([path, m]);
+  }
+  return out;
+}
+
+function patternValue(
+  name: string,
+  pattern: Readonly<Record<string, number>> | undefined,
+): number | undefined {
+  if (pattern === undefined) return undefined;
+  for (const [k, v] of Object.entries(pattern)) if (matchesKey(name, k)) return v;
+  return undefined;
+}
+
+/** Makes every tensor of `inits` its own buffer (equal lazy expressions would otherwise share a node). */
+async function makeConcrete(inits: LoraInit[]): Promise<void> {
+  const all: Tensor[] = inits.flatMap((i) => [i.a, i.b, ...(i.base ? [i.base] : [])]);
+  await realize(...all);
+  const seen = new Set<unknown>();
+  for (const i of inits) {
+    for (const k of ["a", "b", "base"] as const) {
+      const t = i[k];
+      if (t === undefined) continue;
+      if (seen.has(t.node)) {
+        i[k] = tensor(await t.data(), { shape: [...t.shape], device: t.device }) as F32;
+      }
+      seen.add(i[k]!.node);
+    }
+  }
+}
+
+/** What {@link attachLora} did. */
+export interface AttachResult {
+  /** Adapted module paths, in model order. */
+  layers: string[];
+  /** Per-layer rank, alpha and scale actually used (rank 0: left without adapter). */
+  perLayer: Record<string, { rank: number; alpha: number; scale: number }>;
+  /** Method diagnostics per layer. */
+  info: Record<string, LoraInit["info"]>;
+}
+
+/**
+ * Replaces every target `Linear` of `model` with a {@link LoraLinear} initialised by `cfg.init`. Layers given rank 0
+ * (by EVA/VAS redistribution or `rankPattern`) are left as they are.
+ *
+ * @example
+ * ```ts
+ * import { Linear } from "../nn/linear.ts";
+ * import { attachLora } from "./attach.ts";
+ * const model = { q: new Linear(16, 16, { seed: 0 }), v: new Linear(16, 16, { seed: 1 }) };
+ * const { layers } = await attachLora(model, { targetModules: ["q", "v"], rank: 4, alpha: 8, init: "lora" });
+ * console.log(layers); // ["q", "v"]
+ * ```
+ */
+export async function attachLora(model: object, cfg: LoraConfig): Promise<AttachResult> {
+  const method: InitMethod = getInitMethod(cfg.init ?? "lora");
+  const targets = findTargets(model, cfg.targetModules);
+  if (targets.length === 0) {
+    const names = namedModules(model).filter(([, m]) => m instanceof Linear).map(([p]) => p);
+    throw new RangeError(
+      `attachLora: no Linear module matches targetModules ${String(cfg.targetModules)}; the model has: ${
+        names.join(", ") || "none"
+      }`,
+    );
+  }
+  for (const need of method.needs) {
+    for (const [path] of targets) {
+      const d = cfg.data?.[path];
+      const ok = need === "activations"
+        ? d?.activations
+        : need === "grads"
+        ? d?.grads
+        : d?.gap ?? (d?.zText && d?.zVision);
+      if (!ok) throw new RangeError(`attachLora: init "${method.name}" needs ${need} for layer "${path}"`);
+    }
+  }
+  const base = {
+    rank: cfg.rank ?? 8,
+    alpha: cfg.alpha ?? 8,
+    useRslora: cfg.useRslora ?? false,
+    seed: cfg.seed ?? 0,
+  };
+  const inits = new Map<string, LoraInit>();
+  if (method.initLayers !== undefined) {
+    const res = await method.initLayers(
+      targets.map(([name, m]) => ({ name, weight: m.weight, data: cfg.data?.[name] })),
+      { ...base, ...cfg.initOptions },
+    );
+    for (const [k, v] of res) inits.set(k, v);
+  } else {
+    for (const [path, m] of targets) {
+      const rank = patternValue(path, cfg.rankPattern) ?? base.rank;
+      const alpha = patternValue(path, cfg.alphaPattern) ?? base.alpha;
+      if (rank === 0) continue;
+      inits.set(
+        path,
+        await method.init(m.weight, {
+          ...cfg.initOptions,
+          ...cfg.data?.[path],
+          rank,
+          alpha,
+          useRslora: base.useRslora,
+          seed: deriveSeed(base.seed, path),
+        }),
+      );
+    }
+  }
+  const list = [...inits.values()].filter((i) => i.rank > 0);
+  await makeConcrete(list);
+  const result: AttachResult = { layers: [], perLayer: {}, info: {} };
+  for (const [path, m] of targets) {
+    const init = inits.get(path);
+    if (init === undefined || init.rank === 0) {
+      result.perLayer[path] = { rank: 0, alpha: 0, scale: 0 };
+      continue;
+    }
+    replaceModule(
+      model,
+      path,
+      LoraLinear.wrap(m, init, {
+        dropout: cfg.dropout,
+        useDora: cfg.useDora,
+        seed: deriveSeed(base.seed, path, "dropout"),
+      }),
+    );
+    result.layers.push(path);
+    result.perLayer[path] = { rank: init.rank, alpha: init.alpha, scale: init.scale };
+    if (init.info !== undefined) result.info[path] = init.info;
+  }
+  // DoRA magnitudes are computed from the new weights: make them concrete too.
+  const mags = loraLayers(model).map(([, l]) => l.lora_magnitude_vector).filter((t): t is F32 =>
+    t !== undefined
+  );
+  await realize(...mags);
+  return result;
+}
+
+/** The LoRA layers of a model as `[path, layer]`. */
+export function loraLayers(model: object): [string, LoraLinear][] {
+  return namedModules(model).filter((e): e is [string, LoraLinear] => e[1] instanceof LoraLinear);
+}
+
+/** Selects the trainable parameters of a LoRA model (A, B and DoRA magnitudes) by path. */
+export const LORA_TRAINABLE: RegExp = /(^|\.)(lora_A\.weight|lora_B\.weight|lora_magnitude_vector)$/;
+
+/** Selects the B matrices (and, as PEFT's LoRA+ does, every 1-D trainable tensor) for LoRA+'s faster rate. */
+export const LORA_PLUS_FAST: RegExp = /(^|\.)(lora_B\.weight|lora_magnitude_vector)$/;
+
+/** Lazy norms to track while training: `<path>.A`, `<path>.B`, `<path>.deltaW` (Frobenius of s·B·A). */
+export function loraNorms(model: object): Record<string, Tensor<[], "f32">> {
+  const out: Record<string, Tensor<[], "f32">> = {};
+  for (const [path, l] of loraLayers(model)) {
+    const fro = (t: F32) => t.square().sum().sqrt() as Tensor<[], "f32">;
+    out[`${path}.A`] = fro(l.lora_A.weight);
+    out[`${path}.B`] = fro(l.lora_B.weight);
+    out[`${path}.deltaW`] = fro(l.deltaWeight());
+  }
+  return out;
+}
+
+/** Replaces every LoRA layer with its merged `Linear` (the adapter folded into the weight). */
+export function mergeLora(model: object): void {
+  for (const [path, l] of loraLayers(model)) replaceModule(model, path, l.merge());
+}
+
+/** Optimiser settings for LoRA+ (Hayou, Ghosh & Yu, ICML 2024, arXiv 2402.12354): B learns `ratio` times faster. */
+export interface LoraPlusOptions {
+  /** Learning rate of A (and of everything outside B). */
+  lr: number;
+  /** `lr_B / lr_A` (default 16, the LoRA+ authors' suggestion; the LoRAM paper's baseline used 4). */
+  ratio?: number;
+  /** Weight decay of both groups (default 0). */
+  weightDecay?: number;
+}
+
+/**
+ * Optimiser options that train only the adapters, with B (and DoRA magnitudes, like PEFT's LoRA+) in a group of its
+ * own at `ratio × lr`. Pass the result to an optimiser constructor.
+ *
+ * @example
+ * ```ts
+ * import { Linear } from "../nn/linear.ts";
+ * import { AdamW } from "../nn/optim/mod.ts";
+ * import { attachLora, loraPlusOptions } from "./attach.ts";
+ * const model = { q: new Linear(16, 16, { seed: 0 }) };
+ * await attachLora(model, { targetModules: ["q"], rank: 4 });
+ * const opt = new AdamW(model, loraPlusOptions({ lr: 1e-3, ratio: 16 }));
+ * ```
+ */
+export function loraPlusOptions(opts: LoraPlusOptions): {
+  lr: number;
+  weightDecay: number;
+  trainable: RegExp;
+  groups: { name: string; params: RegExp; lr: number; weightDecay: number }[];
+} {
+  const ratio = opts.ratio ?? 16;
+  if (!(ratio > 0)) throw new RangeError(`LoRA+ ratio must be positive, got ${ratio}`);
+  const wd = opts.weightDecay ?? 0;
+  return {
+    lr: opts.lr,
+    weightDecay: wd,
+    trainable: LORA_TRAINABLE,
+    groups: [{ name: "lora_B", params: LORA_PLUS_FAST, lr: opts.lr * ratio, weightDecay: wd }],
+  };
+}

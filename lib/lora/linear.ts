@@ -1,0 +1,148 @@
+/**
+ * The LoRA layer: `y = x·W_resᵀ + b + s·(x·Aᵀ)·Bᵀ` with the base weight `W_res` frozen and `A`, `B` trained, and
+ * DoRA as an option (`W' = m ⊙ (W_res + s·B·A) / ‖W_res + s·B·A‖_row`, the norm detached as in PEFT).
+ *
+ * Its public fields follow PEFT's module layout, so parameter paths are PEFT's tensor names:
+ * `<module>.base_layer.weight`, `<module>.lora_A.weight` `[r, d_in]`, `<module>.lora_B.weight` `[d_out, r]` and
+ * `<module>.lora_magnitude_vector` `[d_out]`.
+ *
+ * @module
+ */
+import { stopGradient } from "../autodiff/grad.ts";
+import { linear, type LinearLayer } from "../nn/linear.ts";
+import { Linear } from "../nn/linear.ts";
+import { Module } from "../nn/module.ts";
+import { dropout } from "../nn/activations.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { deriveSeed } from "../nn/init.ts";
+import type { F32, LoraInit } from "../init/types.ts";
+
+/** Options of a {@link LoraLinear}. */
+export interface LoraLayerOptions {
+  /** Dropout probability on the LoRA path's input during training (default 0). */
+  dropout?: number;
+  /** Use DoRA (a trainable magnitude per output row). */
+  useDora?: boolean;
+  /** Seed of the dropout masks. */
+  seed?: number;
+}
+
+/** A weight holder with PEFT's field name (`lora_A.weight`). */
+export interface WeightHolder {
+  /** The tensor. */
+  weight: F32;
+}
+
+/** A linear layer with a low-rank adapter. Build it with {@link LoraLinear.wrap}. */
+export class LoraLinear extends Module implements LinearLayer {
+  /** The frozen base layer (weight `W_res`, and the original bias). */
+  base_layer: Linear;
+  /** `lora_A.weight`: `[r, d_in]`. */
+  lora_A: WeightHolder;
+  /** `lora_B.weight`: `[d_out, r]`. */
+  lora_B: WeightHolder;
+  /** DoRA magnitudes `[d_out]` (present with `useDora`). */
+  declare lora_magnitude_vector?: F32;
+  #scale: number;
+  #alpha: number;
+  #dropout: number;
+  #seed: number;
+  #calls = 0;
+  #baseRewritten: boolean;
+  /** Dropout is applied only while this is true. */
+  training = true;
+
+  /** Use {@link LoraLinear.wrap}. */
+  constructor(base: Linear, init: LoraInit, opts: LoraLayerOptions = {}) {
+    super();
+    const [dOut, dIn] = base.weight.shape;
+    if (init.a.shape.join() !== `${init.rank},${dIn}` || init.b.shape.join() !== `${dOut},${init.rank}`) {
+      throw new RangeError(
+        `LoRA init for a [${dOut}, ${dIn}] layer returned A [${init.a.shape}] and B [${init.b.shape}]; ` +
+          `expected [${init.rank}, ${dIn}] and [${dOut}, ${init.rank}]`,
+      );
+    }
+    const p = opts.dropout ?? 0;
+    if (!(p >= 0 && p < 1)) throw new RangeError(`LoRA dropout must be in [0, 1), got ${p}`);
+    this.base_layer = init.base === undefined ? base : Linear.fromWeights(init.base, base.bias);
+    this.lora_A = { weight: init.a };
+    this.lora_B = { weight: init.b };
+    this.#scale = init.scale;
+    this.#alpha = init.alpha;
+    this.#dropout = p;
+    this.#seed = opts.seed ?? 0;
+    this.#baseRewritten = init.base !== undefined;
+    if (opts.useDora) {
+      // m = ‖W_res + s·B·A‖ per output row, computed after the init (so it includes B0·A0).
+      this.lora_magnitude_vector = this.#combined().square().sum(1).sqrt() as F32;
+    }
+  }
+
+  /** Wraps `base` with the adapter `init` (the result of any initialisation method). */
+  static wrap(base: Linear, init: LoraInit, opts: LoraLayerOptions = {}): LoraLinear {
+    return new LoraLinear(base, init, opts);
+  }
+
+  /** Input size. */
+  get inFeatures(): number {
+    return this.base_layer.inFeatures;
+  }
+  /** Output size. */
+  get outFeatures(): number {
+    return this.base_layer.outFeatures;
+  }
+  /** Rank of the adapter. */
+  get rank(): number {
+    return this.lora_A.weight.shape[0];
+  }
+  /** The scaling s applied to B·A. */
+  get scale(): number {
+    return this.#scale;
+  }
+  /** lora_alpha of this layer. */
+  get alpha(): number {
+    return this.#alpha;
+  }
+  /** True when the initialisation rewrote the base weight (offset and quantising inits). */
+  get baseRewritten(): boolean {
+    return this.#baseRewritten;
+  }
+
+  /** `W_res + s·B·A` (the dense weight the adapter currently represents, before DoRA's rescaling). */
+  #combined(): F32 {
+    const delta = this.lora_B.weight.matmul(this.lora_A.weight).mul(this.#scale);
+    return this.base_layer.weight.add(delta) as F32;
+  }
+
+  /** The update the adapter adds to the base weight: `s·B·A` (or DoRA's `W' − W_res`). */
+  deltaWeight(): F32 {
+    return this.mergedWeight().sub(this.base_layer.weight) as F32;
+  }
+
+  /** The dense weight of the adapted layer (`W_res + s·B·A`, or DoRA's `W'`). */
+  mergedWeight(): F32 {
+    const w = this.#combined();
+    const m = this.lora_magnitude_vector;
+    if (m === undefined) return w;
+    const norm = stopGradient(w.square().sum(1, { keepdims: true }).sqrt() as F32);
+    return w.div(norm).mul(m.reshape([-1, 1])) as F32;
+  }
+
+  /** `x·W_resᵀ + b + s·dropout(x)·Aᵀ·Bᵀ` (DoRA: `x·W'ᵀ + b`). */
+  forward(x: F32): Tensor<number[], "f32"> {
+    if (this.lora_magnitude_vector !== undefined) return linear(x, this.mergedWeight(), this.base_layer.bias);
+    const base = this.base_layer.forward(x) as F32;
+    let xin = x;
+    if (this.training && this.#dropout > 0) {
+      // nn's dropout takes its randomness from a key tensor, so every step reuses the same compiled kernel.
+      xin = dropout(x, this.#dropout, { seed: deriveSeed(this.#seed, this.#calls++) }) as F32;
+    }
+    const down = linear(xin, this.lora_A.weight) as F32;
+    return base.add(linear(down, this.lora_B.weight).mul(this.#scale) as F32) as Tensor<number[], "f32">;
+  }
+
+  /** A plain {@link Linear} computing the same function (the adapter folded into the weight). */
+  merge(): Linear {
+    return Linear.fromWeights(this.mergedWeight(), this.base_layer.bias);
+  }
+}

@@ -1,0 +1,785 @@
+/**
+ * A Llama-2 style causal language model with llama2.c semantics: RMSNorm (eps 1e-5), rotary embeddings on
+ * the interleaved pairs `(2i, 2i+1)` of each head (theta 1e4), grouped-query attention, a SwiGLU feed-forward
+ * `w2(silu(w1 x) · w3 x)` and a tied or untied classifier.
+ *
+ * Module paths follow llama2.c's names, so parameters are `tok_embeddings.weight`,
+ * `layers.{i}.attention.{wq,wk,wv,wo}.weight`, `layers.{i}.feed_forward.{w1,w2,w3}.weight`,
+ * `layers.{i}.attention_norm.weight`, `layers.{i}.ffn_norm.weight`, `norm.weight` and (untied only)
+ * `output.weight`. Every projection is a `Linear`, so LoRA attaches by name (`targetModules: ["wq", "wv"]`).
+ *
+ * Two forward passes share the weights: {@link LlamaLM.forward} over whole sequences (training, perplexity)
+ * and {@link LlamaLM.forwardCached}, which appends to a {@link KvCache} (sampling).
+ *
+ * @module
+ */
+import type { DeviceName } from "../ir/node.ts";
+import type { Shape } from "../shape.ts";
+import { arange, tensor, zeros } from "../tensor/creation.ts";
+import { realize, type Tensor } from "../tensor/tensor.ts";
+import { getDefaultDevice } from "../runtime/realize.ts";
+import { type Llama2cConfig, llama2cLayout, type Llama2cWeight, readLlama2c } from "../io/llama2c.ts";
+import { applyRope, causalAttention, type RopeTables, ropeTables } from "../nn/attention.ts";
+import { constantParam, deriveSeed, normalParam } from "../nn/init.ts";
+import { Embedding, type F32, Linear, linear, type LinearLayer } from "../nn/linear.ts";
+import { Module, namedParameters } from "../nn/module.ts";
+import { RMSNorm } from "../nn/norm.ts";
+import { crossEntropy, type CrossEntropyOptions } from "../nn/loss.ts";
+
+/** Hyper-parameters of a {@link LlamaLM} (the llama2.c header fields plus the two RoPE/norm constants). */
+export interface LlamaConfig {
+  /** Model width. */
+  dim: number;
+  /** Inner width of the SwiGLU feed-forward. */
+  hiddenDim: number;
+  /** Number of transformer blocks. */
+  nLayers: number;
+  /** Number of query heads (`dim / nHeads` is the head size, which must be even). */
+  nHeads: number;
+  /** Number of key/value heads; must divide `nHeads`. */
+  nKvHeads: number;
+  /** Vocabulary size. */
+  vocabSize: number;
+  /** Context length: the most positions one sequence may have. */
+  seqLen: number;
+  /** True when the classifier is the token embedding (no `output` module). */
+  sharedClassifier: boolean;
+  /** RMSNorm epsilon (default 1e-5). */
+  normEps?: number;
+  /** RoPE base (default 1e4). */
+  ropeTheta?: number;
+}
+
+/** One host-side float32 weight and its shape (the format of the llama2.c and Hugging Face loaders). */
+export type HostWeight = Llama2cWeight;
+
+/** Options of {@link LlamaLM.random}. */
+export interface LlamaRandomOptions {
+  /** Seed of every weight (each derives its own stream from it and its path). */
+  seed: number;
+  /** Standard deviation of the normal weights (default 0.02, as llama2.c's training script). */
+  std?: number;
+  /** Device of the parameters (default: the default device). */
+  device?: DeviceName;
+}
+
+/** Options of the loaders ({@link LlamaLM.fromWeights}, {@link LlamaLM.fromLlama2c}). */
+export interface LlamaLoadOptions {
+  /** Device of the parameters (default: the default device). */
+  device?: DeviceName;
+}
+
+/** Options of {@link LlamaLM.forwardCached}. */
+export interface ForwardCachedOptions {
+  /** Return the logits of the last new position only (`[B, 1, V]`), as sampling needs. */
+  lastOnly?: boolean;
+}
+
+/** The config with its optional fields filled in. */
+export type ResolvedLlamaConfig = Required<LlamaConfig>;
+
+/**
+ * Checks that a config describes a consistent Llama shape and fills in the defaults; errors start with
+ * `where` (e.g. the file the config came from).
+ *
+ * @example
+ * ```ts
+ * import { resolveLlamaConfig } from "./llama.ts";
+ * const c = resolveLlamaConfig({
+ *   dim: 64, hiddenDim: 172, nLayers: 5, nHeads: 8, nKvHeads: 4, vocabSize: 512, seqLen: 512,
+ *   sharedClassifier: true,
+ * });
+ * c.normEps; // 1e-5
+ * ```
+ */
+export function resolveLlamaConfig(config: LlamaConfig, where = "Llama config"): ResolvedLlamaConfig {
+  const ints = ["dim", "hiddenDim", "nLayers", "nHeads", "nKvHeads", "vocabSize", "seqLen"] as const;
+  for (const key of ints) {
+    const v = config[key];
+    if (!Number.isSafeInteger(v) || v <= 0) {
+      throw new RangeError(`${where}: ${key} must be a positive integer, found ${JSON.stringify(v)}`);
+    }
+  }
+  if (config.dim % config.nHeads !== 0) {
+    throw new RangeError(`${where}: dim ${config.dim} is not divisible by nHeads ${config.nHeads}`);
+  }
+  if ((config.dim / config.nHeads) % 2 !== 0) {
+    throw new RangeError(
+      `${where}: the head size dim / nHeads = ${
+        config.dim / config.nHeads
+      } must be even for rotary embeddings`,
+    );
+  }
+  if (config.nHeads % config.nKvHeads !== 0) {
+    throw new RangeError(`${where}: nHeads ${config.nHeads} is not divisible by nKvHeads ${config.nKvHeads}`);
+  }
+  if (typeof config.sharedClassifier !== "boolean") {
+    throw new RangeError(
+      `${where}: sharedClassifier must be true or false, found ${JSON.stringify(config.sharedClassifier)}`,
+    );
+  }
+  const normEps = config.normEps ?? 1e-5;
+  const ropeTheta = config.ropeTheta ?? 1e4;
+  if (!(normEps > 0) || !Number.isFinite(normEps)) {
+    throw new RangeError(`${where}: normEps must be a positive number, found ${JSON.stringify(normEps)}`);
+  }
+  if (!(ropeTheta > 0) || !Number.isFinite(ropeTheta)) {
+    throw new RangeError(`${where}: ropeTheta must be a positive number, found ${JSON.stringify(ropeTheta)}`);
+  }
+  return {
+    dim: config.dim,
+    hiddenDim: config.hiddenDim,
+    nLayers: config.nLayers,
+    nHeads: config.nHeads,
+    nKvHeads: config.nKvHeads,
+    vocabSize: config.vocabSize,
+    seqLen: config.seqLen,
+    sharedClassifier: config.sharedClassifier,
+    normEps,
+    ropeTheta,
+  };
+}
+
+/**
+ * Every parameter of a model with this config, as `{ name, shape }` in module order (the llama2.c file
+ * order): the names {@link LlamaLM.fromWeights} expects and `namedParameters` returns.
+ *
+ * @example
+ * ```ts
+ * import { llamaParameterShapes } from "./llama.ts";
+ * const shapes = llamaParameterShapes({
+ *   dim: 8, hiddenDim: 16, nLayers: 1, nHeads: 2, nKvHeads: 1, vocabSize: 10, seqLen: 4, sharedClassifier: true,
+ * });
+ * shapes.find((e) => e.name === "layers.0.attention.wk.weight")!.shape; // [4, 8]
+ * ```
+ */
+export function llamaParameterShapes(config: LlamaConfig): { name: string; shape: number[] }[] {
+  const c = resolveLlamaConfig(config);
+  const order = new Map(llama2cLayout(c as Llama2cConfig).map((e) => [e.name, e.shape]));
+  // Module order: per layer attention_norm, wq, wk, wv, wo, ffn_norm, w1, w2, w3.
+  const out: { name: string; shape: number[] }[] = [{
+    name: "tok_embeddings.weight",
+    shape: order.get("tok_embeddings.weight")!,
+  }];
+  const perLayer = [
+    "attention_norm.weight",
+    "attention.wq.weight",
+    "attention.wk.weight",
+    "attention.wv.weight",
+    "attention.wo.weight",
+    "ffn_norm.weight",
+    "feed_forward.w1.weight",
+    "feed_forward.w2.weight",
+    "feed_forward.w3.weight",
+  ];
+  for (let i = 0; i < c.nLayers; i++) {
+    for (const suffix of perLayer) {
+      const name = `layers.${i}.${suffix}`;
+      out.push({ name, shape: order.get(name)! });
+    }
+  }
+  out.push({ name: "norm.weight", shape: [c.dim] });
+  if (!c.sharedClassifier) out.push({ name: "output.weight", shape: [c.vocabSize, c.dim] });
+  return out;
+}
+
+/** Makes the parameter `name` of `shape` (random, or taken from a checkpoint). */
+type WeightSource = (name: string, shape: number[]) => F32;
+
+/** An `Embedding` around an existing table (lib/nn has no `Embedding.fromWeights`). */
+function embeddingFromWeights(weight: F32): Embedding {
+  const layer = Object.create(Embedding.prototype) as Embedding;
+  layer.weight = weight;
+  return layer;
+}
+
+/** An `RMSNorm` with a given gain. */
+function rmsNormFrom(weight: F32, eps: number): RMSNorm {
+  const norm = new RMSNorm(weight.shape[0], { eps, device: weight.device });
+  norm.weight = weight;
+  return norm;
+}
+
+/**
+ * Attention with `mask` (`[T, S]` bool, true = visible) instead of a causal rule: query head `h` uses key/value
+ * head `⌊h / (heads / kvHeads)⌋`, as in `causalAttention`. `q` `[B, T, H, hd]`, `k`, `v` `[B, S, Hkv, hd]`.
+ */
+function maskedAttention(q: F32, k: F32, v: F32, mask: Tensor<Shape, "bool">): F32 {
+  const [b, t, h, d] = q.shape;
+  const [, s, hkv] = k.shape;
+  const g = h / hkv;
+  const qh = q.permute([0, 2, 1, 3]).reshape([b, hkv, g, t, d]) as F32;
+  const kh = k.permute([0, 2, 1, 3]).reshape([b, hkv, 1, s, d]) as F32;
+  const vh = v.permute([0, 2, 1, 3]).reshape([b, hkv, 1, s, d]) as F32;
+  let scores = qh.matmul(kh.transpose() as F32).mul(1 / Math.sqrt(d)) as F32; // [b, hkv, g, t, s]
+  scores = mask.where(scores, -1e30) as F32;
+  const out = scores.softmax(-1).matmul(vh) as F32; // [b, hkv, g, t, d]
+  return out.reshape([b, h, t, d]).permute([0, 2, 1, 3]) as F32;
+}
+
+/** Per-step inputs of {@link LlamaLM.forwardCached}, shared by every layer (built by the model). */
+export interface CachedStep {
+  /** RoPE tables at the new positions, `[T, hd/2]`. */
+  rope: RopeTables;
+  /** Visibility `[T, L]`: slot `j` is visible to new position `p` when `j <= p`. */
+  mask: Tensor<Shape, "bool">;
+  /** Slots written by this step, `[L]` bool. */
+  write: Tensor<Shape, "bool">;
+  /** For each slot, the new position it takes its value from (clamped to a valid index), `[L]` i32. */
+  source: Tensor<Shape, "i32">;
+}
+
+/**
+ * Self-attention of one Llama block: projections `wq`, `wk`, `wv`, `wo` (bias-free `Linear` layers, `[out, in]`),
+ * RoPE on queries and keys, grouped-query causal attention.
+ *
+ * @example
+ * ```ts
+ * import { LlamaLM } from "./llama.ts";
+ * const model = LlamaLM.random({
+ *   dim: 16, hiddenDim: 32, nLayers: 1, nHeads: 4, nKvHeads: 2, vocabSize: 20, seqLen: 8, sharedClassifier: true,
+ * }, { seed: 0 });
+ * model.layers[0].attention.wk.outFeatures; // 8
+ * ```
+ */
+export class LlamaAttention extends Module {
+  /** Query projection `[nHeads·hd, dim]`. */
+  wq: LinearLayer;
+  /** Key projection `[nKvHeads·hd, dim]`. */
+  wk: LinearLayer;
+  /** Value projection `[nKvHeads·hd, dim]`. */
+  wv: LinearLayer;
+  /** Output projection `[dim, nHeads·hd]`. */
+  wo: LinearLayer;
+  #nHeads: number;
+  #nKvHeads: number;
+
+  /** The layer around its four projections. */
+  constructor(
+    projections: { wq: LinearLayer; wk: LinearLayer; wv: LinearLayer; wo: LinearLayer },
+    heads: { nHeads: number; nKvHeads: number },
+  ) {
+    super();
+    this.wq = projections.wq;
+    this.wk = projections.wk;
+    this.wv = projections.wv;
+    this.wo = projections.wo;
+    this.#nHeads = heads.nHeads;
+    this.#nKvHeads = heads.nKvHeads;
+  }
+
+  /** Number of query heads. */
+  get nHeads(): number {
+    return this.#nHeads;
+  }
+
+  /** Number of key/value heads. */
+  get nKvHeads(): number {
+    return this.#nKvHeads;
+  }
+
+  /** Size of one head. */
+  get headDim(): number {
+    return this.wq.outFeatures / this.#nHeads;
+  }
+
+  /** The projections of `x` (`[B, T, dim]`) with RoPE applied to queries and keys. */
+  #qkv(x: F32, rope: RopeTables): { q: F32; k: F32; v: F32 } {
+    const [b, t] = x.shape;
+    const hd = this.headDim;
+    const q = this.wq.forward(x).reshape([b, t, this.#nHeads, hd]) as F32;
+    const k = this.wk.forward(x).reshape([b, t, this.#nKvHeads, hd]) as F32;
+    const v = this.wv.forward(x).reshape([b, t, this.#nKvHeads, hd]) as F32;
+    return { q: applyRope(q, rope) as F32, k: applyRope(k, rope) as F32, v };
+  }
+
+  /** Causal attention over positions `0 .. T−1` of `x` (`[B, T, dim]`); `rope` holds those positions' angles. */
+  forward(x: F32, rope: RopeTables): Tensor<number[], "f32"> {
+    const [b, t] = x.shape;
+    const { q, k, v } = this.#qkv(x, rope);
+    const o = causalAttention(q, k, v).reshape([b, t, this.#nHeads * this.headDim]) as F32;
+    return this.wo.forward(o);
+  }
+
+  /**
+   * Attention of new positions over the cached ones: writes the new keys and values into their slots of
+   * `cache` (`[B, L, Hkv, hd]` each) and returns the output and the updated caches.
+   */
+  forwardCached(x: F32, step: CachedStep, cache: { k: F32; v: F32 }): { y: F32; k: F32; v: F32 } {
+    const [b, t] = x.shape;
+    const { q, k, v } = this.#qkv(x, step.rope);
+    const slots = step.write.reshape([1, -1, 1, 1]) as Tensor<Shape, "bool">;
+    const kc = slots.where(k.gather(step.source, 1), cache.k) as F32;
+    const vc = slots.where(v.gather(step.source, 1), cache.v) as F32;
+    const o = maskedAttention(q, kc, vc, step.mask).reshape([b, t, this.#nHeads * this.headDim]) as F32;
+    return { y: this.wo.forward(o) as F32, k: kc, v: vc };
+  }
+}
+
+/**
+ * Llama's SwiGLU feed-forward `w2(silu(w1 x) · w3 x)`, with bias-free `Linear` layers (`w1`, `w3`: `[hidden, dim]`,
+ * `w2`: `[dim, hidden]`).
+ */
+export class LlamaFeedForward extends Module {
+  /** Gate projection. */
+  w1: LinearLayer;
+  /** Down projection. */
+  w2: LinearLayer;
+  /** Up projection. */
+  w3: LinearLayer;
+
+  /** The block around its three projections. */
+  constructor(projections: { w1: LinearLayer; w2: LinearLayer; w3: LinearLayer }) {
+    super();
+    this.w1 = projections.w1;
+    this.w2 = projections.w2;
+    this.w3 = projections.w3;
+  }
+
+  /** `w2(silu(w1 x) · w3 x)`. */
+  forward(x: F32): Tensor<number[], "f32"> {
+    const gate = this.w1.forward(x).silu() as F32;
+    return this.w2.forward(gate.mul(this.w3.forward(x)) as F32);
+  }
+}
+
+/** One pre-norm decoder layer: `h = x + attention(attention_norm(x))`, `y = h + feed_forward(ffn_norm(h))`. */
+export class LlamaBlock extends Module {
+  /** RMSNorm before attention (llama2.c `rms_att_weight`). */
+  attention_norm: RMSNorm;
+  /** Self-attention. */
+  attention: LlamaAttention;
+  /** RMSNorm before the feed-forward (llama2.c `rms_ffn_weight`). */
+  ffn_norm: RMSNorm;
+  /** SwiGLU feed-forward. */
+  feed_forward: LlamaFeedForward;
+
+  /** The block around its parts. */
+  constructor(parts: {
+    attention_norm: RMSNorm;
+    attention: LlamaAttention;
+    ffn_norm: RMSNorm;
+    feed_forward: LlamaFeedForward;
+  }) {
+    super();
+    this.attention_norm = parts.attention_norm;
+    this.attention = parts.attention;
+    this.ffn_norm = parts.ffn_norm;
+    this.feed_forward = parts.feed_forward;
+  }
+
+  /** The block over whole sequences (`[B, T, dim]`, positions from 0). */
+  forward(x: F32, rope: RopeTables): Tensor<number[], "f32"> {
+    const h = x.add(this.attention.forward(this.attention_norm.forward(x), rope)) as F32;
+    return h.add(this.feed_forward.forward(this.ffn_norm.forward(h))) as Tensor<number[], "f32">;
+  }
+
+  /** The block over new positions, reading and extending the layer's key/value cache. */
+  forwardCached(x: F32, step: CachedStep, cache: { k: F32; v: F32 }): { y: F32; k: F32; v: F32 } {
+    const a = this.attention.forwardCached(this.attention_norm.forward(x), step, cache);
+    const h = x.add(a.y) as F32;
+    const y = h.add(this.feed_forward.forward(this.ffn_norm.forward(h))) as F32;
+    return { y, k: a.k, v: a.v };
+  }
+}
+
+/**
+ * Keys and values of the positions a {@link LlamaLM} has seen, one `[B, capacity, nKvHeads, headDim]` pair per
+ * layer. Make one with {@link LlamaLM.createCache}; {@link LlamaLM.forwardCached} extends it, and
+ * {@link KvCache.realize} computes the new entries (with any other tensors, in one submission) and frees the
+ * old ones.
+ */
+export class KvCache {
+  /** Keys per layer. */
+  readonly k: F32[];
+  /** Values per layer. */
+  readonly v: F32[];
+  #length = 0;
+  #capacity: number;
+  #batch: number;
+  #stale: F32[] = [];
+
+  /** An empty cache (zeros) for `nLayers` layers. */
+  constructor(
+    shape: { nLayers: number; batch: number; capacity: number; nKvHeads: number; headDim: number },
+    device: DeviceName,
+  ) {
+    const s = [shape.batch, shape.capacity, shape.nKvHeads, shape.headDim];
+    this.k = Array.from({ length: shape.nLayers }, () => zeros(s, { device }) as F32);
+    this.v = Array.from({ length: shape.nLayers }, () => zeros(s, { device }) as F32);
+    this.#capacity = shape.capacity;
+    this.#batch = shape.batch;
+  }
+
+  /** Positions filled so far. */
+  get length(): number {
+    return this.#length;
+  }
+
+  /** Positions the cache can hold. */
+  get capacity(): number {
+    return this.#capacity;
+  }
+
+  /** Batch size. */
+  get batch(): number {
+    return this.#batch;
+  }
+
+  /** Records the new entries of `layer` (used by the model; the old ones are freed at the next realize). */
+  set(layer: number, k: F32, v: F32): void {
+    this.#stale.push(this.k[layer], this.v[layer]);
+    this.k[layer] = k;
+    this.v[layer] = v;
+  }
+
+  /** Marks `n` more positions as filled (used by the model). */
+  advance(n: number): void {
+    this.#length += n;
+  }
+
+  /**
+   * Computes the pending entries together with `others` in one submission, then frees the replaced entries.
+   * Pass every lazy tensor of the steps since the last call (e.g. each step's logits) that is still needed:
+   * afterwards the entries they were computed from are gone.
+   */
+  async realize(...others: Tensor[]): Promise<void> {
+    await realize(...others, ...this.k, ...this.v);
+    for (const t of this.#stale) t.dispose();
+    this.#stale = [];
+  }
+}
+
+/**
+ * The Llama-2 causal language model.
+ *
+ * @example
+ * ```ts
+ * import { tensor } from "../tensor/creation.ts";
+ * import { LlamaLM } from "./llama.ts";
+ * const model = await LlamaLM.fromLlama2c("../shared/data/models/stories260K/stories260K.bin");
+ * const logits = model.forward(tensor([[1, 403, 407]], { dtype: "i32" })); // [1, 3, 512]
+ * ```
+ */
+export class LlamaLM extends Module {
+  /** Token embedding `[vocabSize, dim]` (also the classifier when it is shared). */
+  tok_embeddings: Embedding;
+  /** The decoder layers. */
+  layers: LlamaBlock[];
+  /** Final RMSNorm. */
+  norm: RMSNorm;
+  /** Classifier `[vocabSize, dim]`; absent when it is shared with the embedding. */
+  declare output?: LinearLayer;
+  #config: ResolvedLlamaConfig;
+  #rope = new Map<DeviceName, RopeTables>();
+
+  /** A model whose parameters come from `source`; use {@link LlamaLM.random} or the loaders. */
+  private constructor(config: ResolvedLlamaConfig, source: WeightSource) {
+    super();
+    this.#config = config;
+    const shapes = new Map(llamaParameterShapes(config).map((e) => [e.name, e.shape]));
+    const get = (name: string) => source(name, shapes.get(name)!);
+    const eps = config.normEps;
+    this.tok_embeddings = embeddingFromWeights(get("tok_embeddings.weight"));
+    this.layers = Array.from({ length: config.nLayers }, (_, i) => {
+      const p = `layers.${i}`;
+      const lin = (name: string) => Linear.fromWeights(get(`${p}.${name}.weight`));
+      return new LlamaBlock({
+        attention_norm: rmsNormFrom(get(`${p}.attention_norm.weight`), eps),
+        attention: new LlamaAttention(
+          {
+            wq: lin("attention.wq"),
+            wk: lin("attention.wk"),
+            wv: lin("attention.wv"),
+            wo: lin("attention.wo"),
+          },
+          config,
+        ),
+        ffn_norm: rmsNormFrom(get(`${p}.ffn_norm.weight`), eps),
+        feed_forward: new LlamaFeedForward({
+          w1: lin("feed_forward.w1"),
+          w2: lin("feed_forward.w2"),
+          w3: lin("feed_forward.w3"),
+        }),
+      });
+    });
+    this.norm = rmsNormFrom(get("norm.weight"), eps);
+    if (!config.sharedClassifier) this.output = Linear.fromWeights(get("output.weight"));
+  }
+
+  /**
+   * A model with fresh weights: every matrix normal with standard deviation `std` (default 0.02), the output
+   * projections `wo` and `w2` scaled by `1/√(2·nLayers)` (as llama2.c's `model.py`), norm gains 1.
+   *
+   * @example
+   * ```ts
+   * import { LlamaLM } from "./llama.ts";
+   * const model = LlamaLM.random({
+   *   dim: 32, hiddenDim: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, vocabSize: 50, seqLen: 16, sharedClassifier: false,
+   * }, { seed: 1 });
+   * ```
+   */
+  static random(config: LlamaConfig, options: LlamaRandomOptions): LlamaLM {
+    const c = resolveLlamaConfig(config);
+    const std = options.std ?? 0.02;
+    const device = options.device;
+    return new LlamaLM(c, (name, shape) => {
+      if (shape.length === 1) return constantParam(shape, 1, { device }) as F32;
+      const scaled = /\.(wo|w2)\.weight$/.test(name);
+      const s = scaled ? std / Math.sqrt(2 * c.nLayers) : std;
+      return normalParam(shape, s, { seed: deriveSeed(options.seed, name), device }) as F32;
+    });
+  }
+
+  /**
+   * A model from host weights keyed by parameter name (see {@link llamaParameterShapes}). Every weight must be
+   * present with exactly its shape, and unknown names are rejected; `source` names where they came from in errors.
+   *
+   * @example
+   * ```ts
+   * import { readLlama2c } from "../io/llama2c.ts";
+   * import { LlamaLM } from "./llama.ts";
+   * const { config, weights } = await readLlama2c("../shared/data/models/stories260K/stories260K.bin");
+   * const model = LlamaLM.fromWeights(config, weights);
+   * ```
+   */
+  static fromWeights(
+    config: LlamaConfig,
+    weights: ReadonlyMap<string, HostWeight>,
+    options: LlamaLoadOptions & { source?: string } = {},
+  ): LlamaLM {
+    const where = options.source === undefined ? "LlamaLM.fromWeights" : `"${options.source}"`;
+    const c = resolveLlamaConfig(config, `${where}: config`);
+    const expected = llamaParameterShapes(c);
+    const known = new Set(expected.map((e) => e.name));
+    const unknown = [...weights.keys()].filter((k) => !known.has(k));
+    if (unknown.length > 0) {
+      const hint = c.sharedClassifier && unknown.includes("output.weight")
+        ? " (the config says the classifier is shared with the embedding)"
+        : "";
+      throw new RangeError(`${where}: unexpected weight(s) ${unknown.slice(0, 5).join(", ")}${hint}`);
+    }
+    for (const { name, shape } of expected) {
+      const w = weights.get(name);
+      if (w === undefined) {
+        throw new RangeError(`${where}: weight "${name}" [${shape.join(", ")}] is missing`);
+      }
+      const count = shape.reduce((a, b) => a * b, 1);
+      if (w.shape.join() !== shape.join() || w.data.length !== count) {
+        throw new RangeError(
+          `${where}: weight "${name}" has shape [${
+            w.shape.join(", ")
+          }] (${w.data.length} values), expected [${shape.join(", ")}]`,
+        );
+      }
+    }
+    const device = options.device ?? getDefaultDevice();
+    return new LlamaLM(c, (name, shape) => tensor(weights.get(name)!.data, { shape, device }) as F32);
+  }
+
+  /**
+   * Loads a llama2.c checkpoint (legacy version-0 layout, e.g. `stories260K.bin`).
+   *
+   * @example
+   * ```ts
+   * import { LlamaLM } from "./llama.ts";
+   * const model = await LlamaLM.fromLlama2c("../shared/data/models/stories260K/stories260K.bin");
+   * model.config.nKvHeads; // 4
+   * ```
+   */
+  static async fromLlama2c(path: string, options: LlamaLoadOptions = {}): Promise<LlamaLM> {
+    const { config, weights } = await readLlama2c(path);
+    return LlamaLM.fromWeights(config, weights, { ...options, source: path });
+  }
+
+  /** The hyper-parameters (with defaults filled in). */
+  get config(): ResolvedLlamaConfig {
+    return { ...this.#config };
+  }
+
+  /** Size of one attention head. */
+  get headDim(): number {
+    return this.#config.dim / this.#config.nHeads;
+  }
+
+  /** The device of the parameters. */
+  get device(): DeviceName {
+    return this.tok_embeddings.weight.device;
+  }
+
+  /** RoPE tables for every position `0 .. seqLen−1` on `device` (made once per device). */
+  #ropeTables(device: DeviceName): RopeTables {
+    let t = this.#rope.get(device);
+    if (t === undefined) {
+      t = ropeTables(this.headDim, this.#config.seqLen, { theta: this.#config.ropeTheta, device });
+      this.#rope.set(device, t);
+    }
+    return t;
+  }
+
+  #checkTokens(tokens: Tensor, what: string): [number, number] {
+    if (tokens.dtype !== "i32" || tokens.ndim !== 2) {
+      throw new TypeError(
+        `${what}: tokens must be an i32 tensor [B, T], got ${tokens.dtype} [${tokens.shape}]`,
+      );
+    }
+    return [tokens.shape[0], tokens.shape[1]];
+  }
+
+  /** Final norm and classifier. */
+  #logits(h: F32): Tensor<number[], "f32"> {
+    const x = this.norm.forward(h) as F32;
+    return this.output === undefined ? linear(x, this.tok_embeddings.weight) : this.output.forward(x);
+  }
+
+  /**
+   * Logits `[B, T, vocabSize]` of a batch of token ids `[B, T]` (i32, `T ≤ seqLen`), causally: position `t` sees
+   * tokens `0 .. t`.
+   */
+  forward(tokens: Tensor<Shape, "i32">): Tensor<number[], "f32"> {
+    const [, t] = this.#checkTokens(tokens, "LlamaLM.forward");
+    if (t > this.#config.seqLen) {
+      throw new RangeError(
+        `LlamaLM.forward: ${t} positions exceed the context length ${this.#config.seqLen}`,
+      );
+    }
+    const full = this.#ropeTables(tokens.device);
+    const rope = { cos: full.cos.slice([0, t]) as F32, sin: full.sin.slice([0, t]) as F32 };
+    let h = this.tok_embeddings.forward(tokens) as F32;
+    for (const layer of this.layers) h = layer.forward(h, rope) as F32;
+    return this.#logits(h);
+  }
+
+  /**
+   * Mean cross-entropy of next-token predictions: `targets` `[B, T]` (i32) holds the token that should follow
+   * each input position; targets equal to `ignoreIndex` (default -100) are left out.
+   *
+   * @example
+   * ```ts
+   * import { tensor } from "../tensor/creation.ts";
+   * import { LlamaLM } from "./llama.ts";
+   * const model = LlamaLM.random({
+   *   dim: 16, hiddenDim: 32, nLayers: 1, nHeads: 2, nKvHeads: 1, vocabSize: 20, seqLen: 8, sharedClassifier: true,
+   * }, { seed: 0 });
+   * const loss = model.loss(tensor([[1, 5, 7]], { dtype: "i32" }), tensor([[5, 7, -100]], { dtype: "i32" }));
+   * ```
+   */
+  loss(
+    tokens: Tensor<Shape, "i32">,
+    targets: Tensor<Shape, "i32">,
+    options: Omit<CrossEntropyOptions, "weights"> & { weights?: F32 } = {},
+  ): Tensor<number[], "f32"> {
+    return crossEntropy(this.forward(tokens) as F32, targets, options);
+  }
+
+  /**
+   * An empty key/value cache for `batch` sequences of up to `capacity` positions (default `seqLen`).
+   */
+  createCache(options: { batch?: number; capacity?: number; device?: DeviceName } = {}): KvCache {
+    const capacity = options.capacity ?? this.#config.seqLen;
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > this.#config.seqLen) {
+      throw new RangeError(
+        `LlamaLM.createCache: capacity must be an integer in 1..${this.#config.seqLen}, got ${capacity}`,
+      );
+    }
+    return new KvCache({
+      nLayers: this.#config.nLayers,
+      batch: options.batch ?? 1,
+      capacity,
+      nKvHeads: this.#config.nKvHeads,
+      headDim: this.headDim,
+    }, options.device ?? this.device);
+  }
+
+  /**
+   * Logits of new tokens `[B, T]` at positions `cache.length .. cache.length + T − 1`, attending to the cached
+   * positions; the cache is extended by `T` (its new entries are lazy until {@link KvCache.realize}).
+   * Kernels do not depend on the position, so decoding one token at a time reuses compiled pipelines.
+   *
+   * @example
+   * ```ts
+   * import { tensor } from "../tensor/creation.ts";
+   * import { LlamaLM } from "./llama.ts";
+   * const model = await LlamaLM.fromLlama2c("../shared/data/models/stories260K/stories260K.bin");
+   * const cache = model.createCache({ capacity: 16 });
+   * let logits = model.forwardCached(tensor([[1, 403]], { dtype: "i32" }), cache, { lastOnly: true });
+   * await cache.realize(logits);
+   * logits = model.forwardCached(tensor([[407]], { dtype: "i32" }), cache); // position 2
+   * await cache.realize(logits);
+   * ```
+   */
+  forwardCached(
+    tokens: Tensor<Shape, "i32">,
+    cache: KvCache,
+    options: ForwardCachedOptions = {},
+  ): Tensor<number[], "f32"> {
+    const [b, t] = this.#checkTokens(tokens, "LlamaLM.forwardCached");
+    if (b !== cache.batch) {
+      throw new RangeError(
+        `LlamaLM.forwardCached: batch ${b} does not match the cache's batch ${cache.batch}`,
+      );
+    }
+    if (cache.k.length !== this.layers.length) {
+      throw new RangeError(
+        `LlamaLM.forwardCached: the cache has ${cache.k.length} layers, the model ${this.layers.length}`,
+      );
+    }
+    const start = cache.length;
+    const cap = cache.capacity;
+    if (start + t > cap) {
+      throw new RangeError(
+        `LlamaLM.forwardCached: ${t} new position(s) after ${start} exceed the cache capacity ${cap}`,
+      );
+    }
+    const device = tokens.device;
+    const positions = Int32Array.from({ length: t }, (_, i) => start + i);
+    const source = Int32Array.from({ length: cap }, (_, j) => Math.min(Math.max(j - start, 0), t - 1));
+    const write = Uint8Array.from({ length: cap }, (_, j) => (j >= start && j < start + t ? 1 : 0));
+    const pos = tensor(positions, { dtype: "i32", device }) as Tensor<Shape, "i32">;
+    const full = this.#ropeTables(device);
+    const slots = arange(cap, undefined, 1, { dtype: "i32", device }).reshape([1, cap]) as Tensor<
+      Shape,
+      "i32"
+    >;
+    const step: CachedStep = {
+      rope: { cos: full.cos.gather(pos, 0) as F32, sin: full.sin.gather(pos, 0) as F32 },
+      mask: slots.le(pos.reshape([t, 1]) as Tensor<Shape, "i32">) as Tensor<Shape, "bool">,
+      write: tensor(write, { dtype: "bool", device }) as Tensor<Shape, "bool">,
+      source: tensor(source, { dtype: "i32", device }) as Tensor<Shape, "i32">,
+    };
+    let h = this.tok_embeddings.forward(tokens) as F32;
+    this.layers.forEach((layer, i) => {
+      const r = layer.forwardCached(h, step, { k: cache.k[i], v: cache.v[i] });
+      cache.set(i, r.k, r.v);
+      h = r.y;
+    });
+    cache.advance(t);
+    if (options.lastOnly && t > 1) h = h.slice(null, [t - 1, t]) as F32;
+    return this.#logits(h);
+  }
+
+  /**
+   * The weights as host arrays keyed by parameter name (the input of {@link LlamaLM.fromWeights}, and what the
+   * savers write). Throws when the model's parameters are not exactly the plain Llama ones (e.g. LoRA layers
+   * are attached: merge them first).
+   */
+  async hostWeights(): Promise<Map<string, HostWeight>> {
+    const params = new Map(namedParameters(this));
+    const expected = llamaParameterShapes(this.#config);
+    const extra = [...params.keys()].filter((k) => !expected.some((e) => e.name === k));
+    if (extra.length > 0) {
+      throw new RangeError(
+        `LlamaLM.hostWeights: the model has parameters beyond the Llama ones (${
+          extra.slice(0, 3).join(", ")
+        }${extra.length > 3 ? ", ..." : ""}); merge LoRA layers (mergeLora) before saving`,
+      );
+    }
+    const out = new Map<string, HostWeight>();
+    for (const { name, shape } of expected) {
+      const t = params.get(name);
+      if (t === undefined) throw new RangeError(`LlamaLM.hostWeights: parameter "${name}" is missing`);
+      out.set(name, { shape: [...shape], data: Float32Array.from(await t.data() as Float32Array) });
+    }
+    return out;
+  }
+}

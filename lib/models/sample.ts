@@ -1,0 +1,185 @@
+/**
+ * Autoregressive sampling from a {@link LlamaLM} with a key/value cache: the prompt is processed in one
+ * forward pass, then each new token costs one single-position pass and one readback (its logits row).
+ * Greedy decoding (temperature 0), temperature sampling and nucleus (top-p) sampling, all seeded.
+ *
+ * @module
+ */
+import { randUniform } from "../ir/rng.ts";
+import { tensor } from "../tensor/creation.ts";
+import type { Shape } from "../shape.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import type { LlamaLM } from "./llama.ts";
+
+/** Options of {@link generate}. */
+export interface GenerateOptions {
+  /** Number of tokens to generate (fewer when a stop token comes first or the context is full). */
+  steps: number;
+  /** Softmax temperature; 0 (default) picks the most likely token (ties: the lowest id). */
+  temperature?: number;
+  /** Seed of the sampling draws (default 0; unused when greedy). */
+  seed?: number;
+  /** Nucleus sampling: sample among the most likely tokens whose probabilities sum to at least `topP` (default 1). */
+  topP?: number;
+  /** Token ids that end the generation; the stop token itself is not returned (default: none). */
+  stop?: readonly number[];
+  /** Called with each generated token as soon as it is known (for streaming). */
+  onToken?: (id: number) => void;
+}
+
+/** Options of {@link sampleToken}. */
+export interface SampleTokenOptions {
+  /** Softmax temperature; 0 gives the argmax. */
+  temperature: number;
+  /** Nucleus threshold in (0, 1] (default 1). */
+  topP?: number;
+  /** A uniform draw in [0, 1) (unused when greedy). */
+  u: number;
+}
+
+/**
+ * The index of the largest value (the first one on ties; NaN never wins).
+ *
+ * @example
+ * ```ts
+ * import { argmax } from "./sample.ts";
+ * argmax(new Float32Array([0.1, 3, 3, -1])); // 1
+ * ```
+ */
+export function argmax(values: ArrayLike<number>): number {
+  let best = 0;
+  let bestValue = -Infinity;
+  for (let i = 0; i < values.length; i++) {
+    if (values[i] > bestValue) {
+      bestValue = values[i];
+      best = i;
+    }
+  }
+  return best;
+}
+
+/**
+ * Draws a token from a row of logits: the argmax when `temperature` is 0; otherwise from
+ * `softmax(logits / temperature)`, restricted with `topP < 1` to the smallest set of most likely tokens whose
+ * probability reaches `topP` (renormalised), by inverting the cumulative distribution at `u`.
+ *
+ * @example
+ * ```ts
+ * import { sampleToken } from "./sample.ts";
+ * const logits = new Float32Array([2, 1, 0]);
+ * sampleToken(logits, { temperature: 0, u: 0.5 }); // 0
+ * sampleToken(logits, { temperature: 1, u: 0.99 }); // 2
+ * sampleToken(logits, { temperature: 1, topP: 0.5, u: 0.99 }); // 0
+ * ```
+ */
+export function sampleToken(logits: ArrayLike<number>, options: SampleTokenOptions): number {
+  const { temperature, u } = options;
+  const topP = options.topP ?? 1;
+  if (!(temperature >= 0) || !Number.isFinite(temperature)) {
+    throw new RangeError(`sampleToken: temperature must be a finite number >= 0, got ${temperature}`);
+  }
+  if (!(topP > 0 && topP <= 1)) throw new RangeError(`sampleToken: topP must be in (0, 1], got ${topP}`);
+  if (temperature === 0) return argmax(logits);
+  const n = logits.length;
+  const m = logits[argmax(logits)];
+  const p = new Float64Array(n);
+  let z = 0;
+  for (let i = 0; i < n; i++) {
+    p[i] = Math.exp((logits[i] - m) / temperature);
+    z += p[i];
+  }
+  let order: number[];
+  let mass: number;
+  if (topP < 1) {
+    order = Array.from({ length: n }, (_, i) => i).sort((a, b) => p[b] - p[a] || a - b);
+    let cum = 0;
+    let keep = 0;
+    while (keep < n) {
+      cum += p[order[keep]];
+      keep++;
+      if (cum >= topP * z) break;
+    }
+    order = order.slice(0, keep);
+    mass = cum;
+  } else {
+    order = Array.from({ length: n }, (_, i) => i);
+    mass = z;
+  }
+  const target = u * mass;
+  let cum = 0;
+  for (const i of order) {
+    cum += p[i];
+    if (target < cum) return i;
+  }
+  return order[order.length - 1];
+}
+
+/**
+ * Continues `promptTokens` (ids, usually starting with BOS) by up to `steps` tokens and returns the new ids
+ * (not the prompt). Uses a key/value cache sized `prompt + steps` (at most the context length; generation stops
+ * when the context is full). One readback per generated token.
+ *
+ * @example
+ * ```ts
+ * import { Tokenizer } from "../io/tokenizer.ts";
+ * import { LlamaLM } from "./llama.ts";
+ * import { generate } from "./sample.ts";
+ * const model = await LlamaLM.fromLlama2c("../shared/data/models/stories260K/stories260K.bin");
+ * const tok = await Tokenizer.load("../shared/data/models/stories260K/tok512.bin");
+ * const ids = await generate(model, tok.encode(""), { steps: 20 }); // greedy
+ * console.log(tok.decode(ids)); // "Once upon a time, there was a little girl named Lily. ..."
+ * ```
+ */
+export async function generate(
+  model: LlamaLM,
+  promptTokens: readonly number[],
+  options: GenerateOptions,
+): Promise<number[]> {
+  const { steps } = options;
+  const temperature = options.temperature ?? 0;
+  const seed = options.seed ?? 0;
+  const topP = options.topP ?? 1;
+  const { seqLen, vocabSize } = model.config;
+  if (!Number.isInteger(steps) || steps < 0) {
+    throw new RangeError(`generate: steps must be a non-negative integer, got ${steps}`);
+  }
+  if (promptTokens.length === 0) {
+    throw new RangeError("generate: the prompt needs at least one token (e.g. BOS)");
+  }
+  if (promptTokens.length > seqLen) {
+    throw new RangeError(
+      `generate: the prompt has ${promptTokens.length} tokens, more than the context ${seqLen}`,
+    );
+  }
+  for (const id of promptTokens) {
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
+      throw new RangeError(`generate: prompt token ${id} is not an id in 0..${vocabSize - 1}`);
+    }
+  }
+  // Validates temperature and topP before any GPU work.
+  sampleToken([0], { temperature, topP, u: 0 });
+  const stop = new Set(options.stop ?? []);
+  const out: number[] = [];
+  const budget = Math.min(steps, seqLen - promptTokens.length + 1);
+  if (budget <= 0) return out;
+  // The last generated token is never fed back, so the cache needs prompt + budget − 1 positions.
+  const cache = model.createCache({ capacity: Math.max(1, promptTokens.length + budget - 1) });
+  const device = model.device;
+  let input = tensor(Int32Array.from(promptTokens), {
+    shape: [1, promptTokens.length],
+    dtype: "i32",
+    device,
+  });
+  for (let i = 0; i < budget; i++) {
+    const logits = model.forwardCached(input as Tensor<Shape, "i32">, cache, { lastOnly: true });
+    await cache.realize(logits);
+    const row = await logits.data() as Float32Array;
+    logits.dispose();
+    const next = sampleToken(row, { temperature, topP, u: randUniform(seed >>> 0, i) });
+    if (stop.has(next)) break;
+    out.push(next);
+    options.onToken?.(next);
+    if (i + 1 < budget) input = tensor(Int32Array.of(next), { shape: [1, 1], dtype: "i32", device });
+  }
+  return out;
+}

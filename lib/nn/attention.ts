@@ -1,0 +1,293 @@
+/**
+ * Causal multi-head self-attention with grouped key/value heads (GQA) and rotary position embeddings, with
+ * Llama-2 / llama2.c semantics: RoPE with theta 1e4 rotates the interleaved pairs `(2i, 2i+1)` inside each head
+ * by `pos · theta^(−2i/head_dim)`; query head `h` attends with key/value head `⌊h / (n_heads / n_kv_heads)⌋`;
+ * scores are scaled by `1/√head_dim` and causally masked before the softmax.
+ *
+ * @module
+ */
+import type { DeviceName } from "../ir/node.ts";
+import type { Shape } from "../shape.ts";
+import { arange, tensor } from "../tensor/creation.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { deriveSeed } from "./init.ts";
+import { type F32, Linear, type LinearLayer } from "./linear.ts";
+import { Module } from "./module.ts";
+
+/** Cosines and sines of the rotary angles, each `[length, headDim / 2]`. */
+export interface RopeTables {
+  /** `cos(pos · θ_i)`, `[length, headDim / 2]`. */
+  readonly cos: F32;
+  /** `sin(pos · θ_i)`, `[length, headDim / 2]`. */
+  readonly sin: F32;
+}
+
+/** Options of {@link ropeTables}. */
+export interface RopeTableOptions {
+  /** Base of the frequencies (default 1e4, as Llama-2). */
+  theta?: number;
+  /** First position (default 0). */
+  start?: number;
+  /** Device of the tables (default: the default device). */
+  device?: DeviceName;
+}
+
+/**
+ * The rotary tables for positions `start .. start + length − 1`: entry `[p, i]` is `cos` / `sin` of
+ * `(start + p) · theta^(−2i / headDim)`, computed in float64 on the host.
+ *
+ * @example
+ * ```ts
+ * import { ropeTables } from "./attention.ts";
+ * const { cos, sin } = ropeTables(8, 16); // each [16, 4]
+ * ```
+ */
+export function ropeTables(headDim: number, length: number, opts: RopeTableOptions = {}): RopeTables {
+  if (!Number.isInteger(headDim) || headDim < 2 || headDim % 2 !== 0) {
+    throw new RangeError(`ropeTables: headDim must be an even integer >= 2, got ${headDim}`);
+  }
+  const theta = opts.theta ?? 1e4;
+  const start = opts.start ?? 0;
+  const half = headDim / 2;
+  const c = new Float32Array(length * half);
+  const s = new Float32Array(length * half);
+  for (let p = 0; p < length; p++) {
+    for (let i = 0; i < half; i++) {
+      const angle = (start + p) / theta ** ((2 * i) / headDim);
+      c[p * half + i] = Math.cos(angle);
+      s[p * half + i] = Math.sin(angle);
+    }
+  }
+  const device = opts.device;
+  return {
+    cos: tensor(c, { shape: [length, half], device }) as F32,
+    sin: tensor(s, { shape: [length, half], device }) as F32,
+  };
+}
+
+/**
+ * Rotates the interleaved pairs `(x[2i], x[2i+1])` of each head of `x` (`[batch, time, heads, headDim]`) by the
+ * angles in `tables` (`[time, headDim / 2]`):
+ * `(x₀ cos − x₁ sin, x₀ sin + x₁ cos)`.
+ *
+ * @example
+ * ```ts
+ * import { randn } from "../tensor/creation.ts";
+ * import { applyRope, ropeTables } from "./attention.ts";
+ * const q = randn([2, 5, 4, 8], { seed: 0 });
+ * const rotated = applyRope(q, ropeTables(8, 5)); // same shape
+ * ```
+ */
+export function applyRope(x: F32, tables: RopeTables): Tensor<number[], "f32"> {
+  if (x.ndim !== 4) {
+    throw new RangeError(`applyRope: x must be [batch, time, heads, headDim], got [${x.shape.join(", ")}]`);
+  }
+  const [b, t, h, d] = x.shape;
+  const half = d / 2;
+  if (tables.cos.shape.join() !== `${t},${half}` || tables.sin.shape.join() !== `${t},${half}`) {
+    throw new RangeError(
+      `applyRope: tables must be [${t}, ${half}] for x [${x.shape.join(", ")}], got [${
+        tables.cos.shape.join(", ")
+      }]`,
+    );
+  }
+  // With pairs p = (x₀, x₁) and their swap q = (x₁, x₀): y = p·(cos, cos) + q·(−sin, sin), all views and
+  // elementwise ops, so the rotation fuses into its neighbours.
+  const pairs = x.reshape([b, t, h, half, 2]) as F32;
+  const swapped = pairs.slice(null, null, null, null, [null, null, -1]) as F32;
+  const c = tables.cos.reshape([t, 1, half, 1]) as F32;
+  const sign = arange(-1, 2, 2, { device: x.device }) as F32; // [-1, 1], a lazy constant
+  const s = tables.sin.reshape([t, 1, half, 1]).mul(sign) as F32;
+  return pairs.mul(c).add(swapped.mul(s)).reshape([b, t, h, d]) as Tensor<number[], "f32">;
+}
+
+/** Options of {@link causalAttention}. */
+export interface CausalAttentionOptions {
+  /** Score scale (default `1/√headDim`). */
+  scale?: number;
+  /** Mask future keys (default true). */
+  causal?: boolean;
+}
+
+/**
+ * Scaled dot-product attention with grouped key/value heads. `q` is `[batch, T, heads, headDim]`; `k` and `v`
+ * are `[batch, S, kvHeads, headDim]` with `heads` a multiple of `kvHeads` (query head `h` uses key/value head
+ * `⌊h·kvHeads/heads⌋`). With `causal`, query `i` (at position `S − T + i`) sees keys `0 .. S − T + i`, so
+ * `S > T` works for decoding with cached keys. Returns `[batch, T, heads, headDim]`.
+ *
+ * @example
+ * ```ts
+ * import { randn } from "../tensor/creation.ts";
+ * import { causalAttention } from "./attention.ts";
+ * const q = randn([1, 6, 4, 8], { seed: 0 });
+ * const k = randn([1, 6, 2, 8], { seed: 1 });
+ * const v = randn([1, 6, 2, 8], { seed: 2 });
+ * const out = causalAttention(q, k, v); // [1, 6, 4, 8]
+ * ```
+ */
+export function causalAttention(
+  q: F32,
+  k: F32,
+  v: F32,
+  opts: CausalAttentionOptions = {},
+): Tensor<number[], "f32"> {
+  if (q.ndim !== 4 || k.ndim !== 4 || v.ndim !== 4) {
+    throw new RangeError(
+      `causalAttention: q, k, v must be [batch, time, heads, headDim], got [${q.shape.join(", ")}], ` +
+        `[${k.shape.join(", ")}], [${v.shape.join(", ")}]`,
+    );
+  }
+  const [b, t, h, d] = q.shape;
+  const [bk, s, hkv, dk] = k.shape;
+  if (bk !== b || dk !== d || v.shape.join() !== k.shape.join() || h % hkv !== 0) {
+    throw new RangeError(
+      `causalAttention: shapes q [${q.shape.join(", ")}], k [${k.shape.join(", ")}], v [${
+        v.shape.join(", ")
+      }] ` +
+        `do not fit: k and v must match, share batch and headDim with q, and heads must be a multiple of kvHeads`,
+    );
+  }
+  const causal = opts.causal ?? true;
+  if (causal && s < t) {
+    throw new RangeError(`causalAttention: ${t} queries need at least ${t} keys, got ${s}`);
+  }
+  const g = h / hkv;
+  const scale = opts.scale ?? 1 / Math.sqrt(d);
+  const qh = q.permute([0, 2, 1, 3]).reshape([b, hkv, g, t, d]) as F32;
+  const kh = k.permute([0, 2, 1, 3]).reshape([b, hkv, 1, s, d]) as F32;
+  const vh = v.permute([0, 2, 1, 3]).reshape([b, hkv, 1, s, d]) as F32;
+  let scores = qh.matmul(kh.transpose() as F32).mul(scale) as F32; // [b, hkv, g, t, s]
+  if (causal) {
+    const rows = arange(t, undefined, 1, { dtype: "i32", device: q.device }).add(s - t).reshape([t, 1]);
+    const cols = arange(s, undefined, 1, { dtype: "i32", device: q.device }).reshape([1, s]);
+    const visible = (rows as Tensor<Shape, "i32">).ge(cols as Tensor<Shape, "i32">);
+    scores = visible.where(scores, -1e30) as F32;
+  }
+  const out = scores.softmax(-1).matmul(vh) as F32; // [b, hkv, g, t, d]
+  return out.reshape([b, h, t, d]).permute([0, 2, 1, 3]) as Tensor<number[], "f32">;
+}
+
+/** Options of {@link Attention}. */
+export interface AttentionOptions {
+  /** Number of query heads. */
+  nHeads: number;
+  /** Number of key/value heads (default `nHeads`); must divide `nHeads`. */
+  nKvHeads?: number;
+  /** Rotary embeddings (default true). */
+  rope?: boolean;
+  /** RoPE base (default 1e4). */
+  ropeTheta?: number;
+  /** Biases in the projections (default false, as Llama). */
+  bias?: boolean;
+  /** Seed of the initialisation. */
+  seed: number;
+  /** Device of the parameters. */
+  device?: DeviceName;
+}
+
+/** Options of {@link Attention.forward}. */
+export interface AttentionForwardOptions {
+  /** Position of the first token (default 0), for the rotary angles. */
+  start?: number;
+}
+
+/**
+ * Causal self-attention: projections `wq` (`dim → nHeads·headDim`), `wk`, `wv` (`dim → nKvHeads·headDim`) and `wo`
+ * (`nHeads·headDim → dim`), RoPE on queries and keys, GQA and the causal softmax of {@link causalAttention}.
+ *
+ * @example
+ * ```ts
+ * import { randn } from "../tensor/creation.ts";
+ * import { Attention } from "./attention.ts";
+ * const attn = new Attention(32, { nHeads: 4, nKvHeads: 2, seed: 0 });
+ * const y = attn.forward(randn([2, 10, 32], { seed: 1 })); // [2, 10, 32]
+ * ```
+ */
+export class Attention extends Module {
+  /** Query projection. */
+  wq: LinearLayer;
+  /** Key projection. */
+  wk: LinearLayer;
+  /** Value projection. */
+  wv: LinearLayer;
+  /** Output projection. */
+  wo: LinearLayer;
+  #nHeads: number;
+  #nKvHeads: number;
+  #rope: boolean;
+  #theta: number;
+  #tables = new Map<string, RopeTables>();
+
+  /** A layer for inputs `[batch, time, dim]`; `headDim = dim / nHeads`. */
+  constructor(dim: number, opts: AttentionOptions) {
+    super();
+    const nKv = opts.nKvHeads ?? opts.nHeads;
+    if (dim % opts.nHeads !== 0 || opts.nHeads % nKv !== 0) {
+      throw new RangeError(
+        `Attention: dim ${dim} must be a multiple of nHeads ${opts.nHeads}, and nHeads of nKvHeads ${nKv}`,
+      );
+    }
+    const headDim = dim / opts.nHeads;
+    const lin = (o: number, i: number, key: string) =>
+      new Linear(i, o, { seed: deriveSeed(opts.seed, key), bias: opts.bias ?? false, device: opts.device });
+    this.wq = lin(dim, dim, "wq");
+    this.wk = lin(nKv * headDim, dim, "wk");
+    this.wv = lin(nKv * headDim, dim, "wv");
+    this.wo = lin(dim, dim, "wo");
+    this.#nHeads = opts.nHeads;
+    this.#nKvHeads = nKv;
+    this.#rope = opts.rope ?? true;
+    this.#theta = opts.ropeTheta ?? 1e4;
+  }
+
+  /** Number of query heads. */
+  get nHeads(): number {
+    return this.#nHeads;
+  }
+
+  /** Number of key/value heads. */
+  get nKvHeads(): number {
+    return this.#nKvHeads;
+  }
+
+  /** Size of one head. */
+  get headDim(): number {
+    return this.wq.outFeatures / this.#nHeads;
+  }
+
+  /** Model width. */
+  get dim(): number {
+    return this.wq.inFeatures;
+  }
+
+  /** The rotary tables for `length` positions from `start` on `device` (cached; a few are kept). */
+  rope(length: number, start: number, device: DeviceName): RopeTables {
+    const key = `${length}:${start}:${device}`;
+    let t = this.#tables.get(key);
+    if (t === undefined) {
+      t = ropeTables(this.headDim, length, { theta: this.#theta, start, device });
+      if (this.#tables.size >= 8) this.#tables.delete(this.#tables.keys().next().value!);
+      this.#tables.set(key, t);
+    }
+    return t;
+  }
+
+  /** Attention over `x` (`[batch, time, dim]`). */
+  forward(x: F32, opts: AttentionForwardOptions = {}): Tensor<number[], "f32"> {
+    if (x.ndim !== 3) {
+      throw new RangeError(`Attention: x must be [batch, time, dim], got [${x.shape.join(", ")}]`);
+    }
+    const [b, t] = x.shape;
+    const hd = this.headDim;
+    let q = this.wq.forward(x).reshape([b, t, this.#nHeads, hd]) as F32;
+    let k = this.wk.forward(x).reshape([b, t, this.#nKvHeads, hd]) as F32;
+    const v = this.wv.forward(x).reshape([b, t, this.#nKvHeads, hd]) as F32;
+    if (this.#rope) {
+      const tables = this.rope(t, opts.start ?? 0, x.device);
+      q = applyRope(q, tables) as F32;
+      k = applyRope(k, tables) as F32;
+    }
+    const o = causalAttention(q, k, v).reshape([b, t, this.#nHeads * hd]) as F32;
+    return this.wo.forward(o);
+  }
+}

@@ -1,0 +1,113 @@
+/**
+ * Losses: softmax cross-entropy (stable, with an ignore index and per-target weights or masks, with a fused
+ * backward pass) and mean squared error.
+ *
+ * @module
+ */
+import { customVjp } from "../autodiff/grad.ts";
+import type { Shape } from "../shape.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import type { F32 } from "./linear.ts";
+
+/** How per-element losses are combined: their weighted mean, their weighted sum, or none (per element). */
+export type Reduction = "mean" | "sum" | "none";
+
+/** Options of {@link crossEntropy}. */
+export interface CrossEntropyOptions {
+  /** Targets equal to this are ignored (default -100, as PyTorch). */
+  ignoreIndex?: number;
+  /**
+   * Per-target weights or a 0/1 label mask, shaped like `targets` (e.g. 1 on answer tokens, 0 on the prompt).
+   * Multiplied with the ignore-index mask.
+   */
+  weights?: F32;
+  /** `"mean"` (default: weighted mean over the kept targets, 0 when none is kept), `"sum"` or `"none"`. */
+  reduction?: Reduction;
+}
+
+/**
+ * Softmax cross-entropy of `logits` (`[..., classes]`) against integer `targets` (`[...]`):
+ * `logsumexp(logits) − logits[target]` per position, computed stably. Its gradient is the fused
+ * `(softmax(logits) − onehot(target)) · weight`. Targets outside `0 .. classes − 1` other than `ignoreIndex`
+ * contribute `logsumexp(logits)`; keep them in range.
+ *
+ * @example
+ * ```ts
+ * import { tensor } from "../tensor/creation.ts";
+ * import { crossEntropy } from "./loss.ts";
+ * const logits = tensor([[2, 0, 0], [0, 1, 0], [0, 0, 0]]);
+ * const targets = tensor([0, 1, -100], { dtype: "i32" });
+ * const loss = crossEntropy(logits, targets); // mean over the first two rows
+ * console.log(await loss.item());
+ * ```
+ */
+export function crossEntropy(
+  logits: F32,
+  targets: Tensor<Shape, "i32">,
+  opts: CrossEntropyOptions = {},
+): Tensor<number[], "f32"> {
+  if (logits.ndim < 1) throw new RangeError("crossEntropy: logits need a class axis");
+  const lead = logits.shape.slice(0, -1);
+  const classes = logits.shape[logits.ndim - 1];
+  if (targets.dtype !== "i32") throw new TypeError(`crossEntropy: targets must be i32, got ${targets.dtype}`);
+  if (targets.shape.join() !== lead.join()) {
+    throw new RangeError(
+      `crossEntropy: targets [${targets.shape.join(", ")}] must have the shape of logits [${
+        logits.shape.join(", ")
+      }] ` +
+        `without its last axis`,
+    );
+  }
+  if (opts.weights !== undefined && opts.weights.shape.join() !== lead.join()) {
+    throw new RangeError(
+      `crossEntropy: weights [${opts.weights.shape.join(", ")}] must be shaped like targets [${
+        lead.join(", ")
+      }]`,
+    );
+  }
+  const reduction = opts.reduction ?? "mean";
+  const onehot = targets.oneHot(classes) as F32;
+  let w = targets.ne(opts.ignoreIndex ?? -100).cast("f32") as F32;
+  if (opts.weights !== undefined) w = w.mul(opts.weights) as F32;
+  // The mean divides by the total weight; max() keeps an all-ignored batch at 0 instead of 0/0.
+  const denom = reduction === "mean" ? (w.sum().maximum(1e-12) as F32) : null;
+  const perRow = (lg: F32) => lg.logsumexp(-1).sub(lg.mul(onehot).sum(-1)).mul(w) as F32;
+  const fused = customVjp(
+    (lg: F32) => {
+      const rows = perRow(lg);
+      if (reduction === "none") return rows;
+      const total = rows.sum() as F32;
+      return (denom === null ? total : total.div(denom)) as F32;
+    },
+    // d/dlogits = (softmax − onehot) · w · g (/ total weight for the mean)
+    (g, _out, lg) => {
+      let coef = reduction === "none" ? w.mul(g as F32) as F32 : w.mul(g.reshape([]) as F32) as F32;
+      if (denom !== null) coef = coef.div(denom) as F32;
+      return [lg.softmax(-1).sub(onehot).mul(coef.unsqueeze(-1) as F32) as F32];
+    },
+  );
+  return fused(logits) as Tensor<number[], "f32">;
+}
+
+/** Options of {@link mse}. */
+export interface MseOptions {
+  /** `"mean"` (default), `"sum"` or `"none"`. */
+  reduction?: Reduction;
+}
+
+/**
+ * Mean squared error `mean((pred − target)²)` (with broadcasting between the two).
+ *
+ * @example
+ * ```ts
+ * import { tensor } from "../tensor/creation.ts";
+ * import { mse } from "./loss.ts";
+ * console.log(await mse(tensor([1, 2]), tensor([0, 4])).item()); // 2.5
+ * ```
+ */
+export function mse(pred: F32, target: F32, opts: MseOptions = {}): Tensor<number[], "f32"> {
+  const sq = pred.sub(target).square() as F32;
+  const reduction = opts.reduction ?? "mean";
+  if (reduction === "none") return sq as Tensor<number[], "f32">;
+  return (reduction === "sum" ? sq.sum() : sq.mean()) as Tensor<number[], "f32">;
+}

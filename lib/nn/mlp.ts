@@ -1,0 +1,123 @@
+/**
+ * Feed-forward blocks: a plain multi-layer perceptron and Llama's SwiGLU, `w2(silu(w1 x) · w3 x)`.
+ *
+ * @module
+ */
+import type { DeviceName } from "../ir/node.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { type Activation, relu } from "./activations.ts";
+import { deriveSeed } from "./init.ts";
+import { type F32, Linear, linear, type LinearLayer } from "./linear.ts";
+import { Module } from "./module.ts";
+
+/**
+ * `w2(silu(w1 x) · w3 x)` with bias-free projections: `w1`, `w3` are `[hidden, dim]` and `w2` is `[dim, hidden]`
+ * (`[out, in]`, as in llama2.c).
+ *
+ * @example
+ * ```ts
+ * import { randn } from "../tensor/creation.ts";
+ * import { swiglu } from "./mlp.ts";
+ * const y = swiglu(randn([3, 8], { seed: 0 }), randn([16, 8], { seed: 1 }), randn([8, 16], { seed: 2 }),
+ *   randn([16, 8], { seed: 3 })); // [3, 8]
+ * ```
+ */
+export function swiglu(x: F32, w1: F32, w2: F32, w3: F32): Tensor<number[], "f32"> {
+  const gate = linear(x, w1).silu() as F32;
+  return linear(gate.mul(linear(x, w3)) as F32, w2);
+}
+
+/** Options of {@link SwiGLU}. */
+export interface SwiGLUOptions {
+  /** Seed of the initialisation. */
+  seed: number;
+  /** Biases in the projections (default false, as Llama). */
+  bias?: boolean;
+  /** Device of the parameters. */
+  device?: DeviceName;
+}
+
+/**
+ * Llama's feed-forward block: `w2(silu(w1 x) · w3 x)`.
+ *
+ * @example
+ * ```ts
+ * import { randn } from "../tensor/creation.ts";
+ * import { SwiGLU } from "./mlp.ts";
+ * const ffn = new SwiGLU(32, 86, { seed: 0 });
+ * const y = ffn.forward(randn([2, 4, 32], { seed: 1 })); // [2, 4, 32]
+ * ```
+ */
+export class SwiGLU extends Module {
+  /** Gate projection, `dim → hidden`. */
+  w1: LinearLayer;
+  /** Down projection, `hidden → dim`. */
+  w2: LinearLayer;
+  /** Up projection, `dim → hidden`. */
+  w3: LinearLayer;
+
+  /** A block for inputs `[..., dim]` with `hidden` inner units. */
+  constructor(dim: number, hidden: number, opts: SwiGLUOptions) {
+    super();
+    const bias = opts.bias ?? false;
+    this.w1 = new Linear(dim, hidden, { seed: deriveSeed(opts.seed, "w1"), bias, device: opts.device });
+    this.w2 = new Linear(hidden, dim, { seed: deriveSeed(opts.seed, "w2"), bias, device: opts.device });
+    this.w3 = new Linear(dim, hidden, { seed: deriveSeed(opts.seed, "w3"), bias, device: opts.device });
+  }
+
+  /** `w2(silu(w1 x) · w3 x)`. */
+  forward(x: F32): Tensor<number[], "f32"> {
+    const gate = this.w1.forward(x).silu() as F32;
+    return this.w2.forward(gate.mul(this.w3.forward(x)) as F32);
+  }
+}
+
+/** Options of {@link Mlp}. */
+export interface MlpOptions {
+  /** Seed of the initialisation. */
+  seed: number;
+  /** Activation between layers (default {@link relu}); none after the last layer. */
+  activation?: Activation;
+  /** Device of the parameters. */
+  device?: DeviceName;
+}
+
+/**
+ * A stack of {@link Linear} layers with an activation between them: `sizes = [in, h1, ..., out]`.
+ *
+ * @example
+ * ```ts
+ * import { randn } from "../tensor/creation.ts";
+ * import { gelu } from "./activations.ts";
+ * import { Mlp } from "./mlp.ts";
+ * const mlp = new Mlp([4, 32, 32, 3], { seed: 0, activation: gelu });
+ * const logits = mlp.forward(randn([10, 4], { seed: 1 })); // [10, 3]
+ * ```
+ */
+export class Mlp extends Module {
+  /** The layers, `layers.i` maps `sizes[i] → sizes[i + 1]`. */
+  layers: LinearLayer[];
+  #activation: Activation;
+
+  /** An MLP with the given layer sizes (at least two). */
+  constructor(sizes: readonly number[], opts: MlpOptions) {
+    super();
+    if (sizes.length < 2) {
+      throw new RangeError(`Mlp: need at least [in, out] sizes, got [${sizes.join(", ")}]`);
+    }
+    this.layers = sizes.slice(1).map((out, i) =>
+      new Linear(sizes[i], out, { seed: deriveSeed(opts.seed, "layers", i), device: opts.device })
+    );
+    this.#activation = opts.activation ?? relu;
+  }
+
+  /** The layers with the activation between them. */
+  forward(x: F32): Tensor<number[], "f32"> {
+    let h = x;
+    this.layers.forEach((layer, i) => {
+      h = layer.forward(h) as F32;
+      if (i < this.layers.length - 1) h = this.#activation(h);
+    });
+    return h as Tensor<number[], "f32">;
+  }
+}

@@ -1,0 +1,104 @@
+/**
+ * Learning-rate schedules: functions from the 1-based step number to a factor that multiplies every group's
+ * learning rate. All support a linear warm-up (`warmupRatio` of the steps, or `warmupSteps`): step `s ≤ W`
+ * gets `s / W`, so the first step is not wasted at zero and step `W` reaches 1. After the warm-up, with
+ * `progress = (s − W) / (totalSteps − W)` (clamped to 1):
+ *
+ * | schedule | factor |
+ * |---|---|
+ * | constant | 1 |
+ * | linear | `1 − (1 − final) · progress` |
+ * | cosine | `final + (1 − final) · (1 + cos(π · progress)) / 2` |
+ *
+ * @module
+ */
+
+/** A learning-rate factor for each step (1-based). */
+export type Schedule = (step: number) => number;
+
+/** Options of the schedules. */
+export interface ScheduleOptions {
+  /** Number of steps of the run (the decay ends there). */
+  totalSteps: number;
+  /** Fraction of `totalSteps` spent warming up (rounded up; default 0). */
+  warmupRatio?: number;
+  /** Warm-up length in steps (overrides `warmupRatio`). */
+  warmupSteps?: number;
+  /** Factor at the end of the decay (default 0; ignored by the constant schedule). */
+  final?: number;
+}
+
+/** The number of warm-up steps these options give. */
+export function warmupLength(opts: ScheduleOptions): number {
+  const { totalSteps, warmupRatio = 0, warmupSteps } = opts;
+  if (!Number.isInteger(totalSteps) || totalSteps < 1) {
+    throw new RangeError(`schedule: totalSteps must be a positive integer, got ${totalSteps}`);
+  }
+  if (!(warmupRatio >= 0 && warmupRatio <= 1)) {
+    throw new RangeError(`schedule: warmupRatio must be in [0, 1], got ${warmupRatio}`);
+  }
+  const w = warmupSteps ?? Math.ceil(warmupRatio * totalSteps);
+  if (!Number.isInteger(w) || w < 0 || w > totalSteps) {
+    throw new RangeError(`schedule: warmupSteps must be an integer in [0, ${totalSteps}], got ${w}`);
+  }
+  return w;
+}
+
+function make(opts: ScheduleOptions, decay: (progress: number) => number): Schedule {
+  const w = warmupLength(opts);
+  const total = opts.totalSteps;
+  return (step: number) => {
+    if (!Number.isFinite(step) || step < 1) throw new RangeError(`schedule: steps start at 1, got ${step}`);
+    if (step <= w) return step / w;
+    return decay(total === w ? 1 : Math.min(1, (step - w) / (total - w)));
+  };
+}
+
+function checkFinal(final: number): number {
+  if (!(final >= 0 && final <= 1)) throw new RangeError(`schedule: final must be in [0, 1], got ${final}`);
+  return final;
+}
+
+/**
+ * Factor 1 after an optional linear warm-up.
+ *
+ * @example
+ * ```ts
+ * import { constantSchedule } from "./schedule.ts";
+ * const f = constantSchedule({ totalSteps: 100, warmupSteps: 10 });
+ * [f(1), f(5), f(10), f(100)]; // [0.1, 0.5, 1, 1]
+ * ```
+ */
+export function constantSchedule(opts: ScheduleOptions = { totalSteps: 1 }): Schedule {
+  return make(opts, () => 1);
+}
+
+/**
+ * Linear warm-up, then a linear decay to `final` at `totalSteps`.
+ *
+ * @example
+ * ```ts
+ * import { linearSchedule } from "./schedule.ts";
+ * const f = linearSchedule({ totalSteps: 100, warmupRatio: 0.1 });
+ * [f(5), f(10), f(55), f(100)]; // [0.5, 1, 0.5, 0]
+ * ```
+ */
+export function linearSchedule(opts: ScheduleOptions): Schedule {
+  const final = checkFinal(opts.final ?? 0);
+  return make(opts, (p) => 1 - (1 - final) * p);
+}
+
+/**
+ * Linear warm-up, then a half-cosine decay to `final` at `totalSteps`.
+ *
+ * @example
+ * ```ts
+ * import { cosineSchedule } from "./schedule.ts";
+ * const f = cosineSchedule({ totalSteps: 110, warmupSteps: 10, final: 0.1 });
+ * [f(10), f(60), f(110)]; // [1, 0.55, 0.1]
+ * ```
+ */
+export function cosineSchedule(opts: ScheduleOptions): Schedule {
+  const final = checkFinal(opts.final ?? 0);
+  return make(opts, (p) => final + (1 - final) * 0.5 * (1 + Math.cos(Math.PI * p)));
+}

@@ -1,0 +1,202 @@
+/**
+ * Training checkpoints as safetensors files, written atomically: the model's parameters (`params.<path>`), the
+ * optimiser's state (`optim.<slot>.<path>`), and in the metadata the step count, the run's seed, the
+ * optimiser's description and any string metadata of the caller. With batches and dropout keys that are pure
+ * functions of `(seed, step)` and schedules that are functions of the step, this is everything a run needs to
+ * continue exactly where it stopped.
+ *
+ * @module
+ */
+import type { DeviceName } from "../ir/node.ts";
+import { readSafetensors, type StEntry, writeSafetensors } from "../io/safetensors.ts";
+import { loadParameters, namedParameters, type ParamDict } from "../nn/module.ts";
+import type { Optimizer } from "../nn/optim/optimizer.ts";
+import { tensor } from "../tensor/creation.ts";
+import { Tensor } from "../tensor/tensor.ts";
+
+/** Value of the `format` metadata key. */
+export const CHECKPOINT_FORMAT = "tessera-checkpoint";
+const VERSION = "1";
+const RESERVED = new Set(["format", "version", "step", "seed", "optimizer"]);
+
+/** Options of {@link saveCheckpoint}. */
+export interface SaveCheckpointOptions {
+  /** Optimiser whose state (and description) to save. */
+  optimizer?: Optimizer;
+  /** Steps completed (default: the optimiser's step count, else 0). */
+  step?: number;
+  /** Seed of the run. */
+  seed?: number;
+  /** Further string metadata (not `format`, `version`, `step`, `seed` or `optimizer`). */
+  metadata?: Record<string, string>;
+}
+
+/** A checkpoint read back by {@link loadCheckpoint}. */
+export interface Checkpoint {
+  /** Steps completed when it was written. */
+  step: number;
+  /** Seed of the run, when it was saved. */
+  seed?: number;
+  /** Parameters by path, as tensors on the requested device. */
+  params: ParamDict;
+  /** Optimiser state keyed `<slot>.<path>` (empty without an optimiser). */
+  state: ParamDict;
+  /** The saving optimiser's description (name, hyperparameters, groups), when one was saved. */
+  optimizer?: Record<string, unknown>;
+  /** The caller's metadata. */
+  metadata: Record<string, string>;
+}
+
+/**
+ * Host copies of many f32 tensors, reading them back concurrently (one queue wait for all of them). Lazy
+ * tensors (e.g. parameters that are views of an optimiser's buffers) are computed without being replaced by
+ * their results, so the model keeps its views.
+ */
+export async function readTensors(tensors: readonly Tensor[]): Promise<Float32Array[]> {
+  return await Promise.all(tensors.map(async (t) => {
+    if (t.dtype !== "f32") throw new TypeError(`readTensors: only f32 tensors are saved, got ${t.dtype}`);
+    const source = t.isRealized ? t : new Tensor(t.node);
+    return await source.data() as Float32Array;
+  }));
+}
+
+/**
+ * Writes the model's parameters and the optimiser's state to `path` (atomically: a reader never sees a
+ * half-written file).
+ *
+ * @example
+ * ```ts
+ * import { Mlp } from "../nn/mlp.ts";
+ * import { AdamW } from "../nn/optim/adam.ts";
+ * import { saveCheckpoint } from "./checkpoint.ts";
+ * const model = new Mlp([4, 8, 2], { seed: 0 });
+ * const optimizer = new AdamW(model, { lr: 1e-3 });
+ * await saveCheckpoint(`${Deno.makeTempDirSync()}/ckpt.safetensors`, model, { optimizer, seed: 0 });
+ * ```
+ */
+export async function saveCheckpoint(
+  path: string,
+  model: object,
+  opts: SaveCheckpointOptions = {},
+): Promise<void> {
+  const params = namedParameters(model);
+  const state = opts.optimizer === undefined ? [] : Object.entries(opts.optimizer.stateDict());
+  const all = [
+    ...params.map(([p, t]) => [`params.${p}`, t] as const),
+    ...state.map(([k, t]) => [`optim.${k}`, t] as const),
+  ];
+  const data = await readTensors(all.map(([, t]) => t));
+  const entries: Record<string, StEntry> = {};
+  all.forEach(([name, t], i) => (entries[name] = { dtype: "F32", shape: [...t.shape], data: data[i] }));
+  const metadata: Record<string, string> = {};
+  for (const [k, v] of Object.entries(opts.metadata ?? {})) {
+    if (RESERVED.has(k)) throw new RangeError(`saveCheckpoint: metadata key "${k}" is reserved`);
+    if (typeof v !== "string") throw new TypeError(`saveCheckpoint: metadata "${k}" must be a string`);
+    metadata[k] = v;
+  }
+  metadata.format = CHECKPOINT_FORMAT;
+  metadata.version = VERSION;
+  metadata.step = String(opts.step ?? opts.optimizer?.stepCount ?? 0);
+  if (opts.seed !== undefined) metadata.seed = String(opts.seed);
+  if (opts.optimizer !== undefined) metadata.optimizer = JSON.stringify(opts.optimizer.describe());
+  await writeSafetensors(path, entries, metadata);
+}
+
+/** Options of {@link loadCheckpoint}. */
+export interface LoadCheckpointOptions {
+  /** Device of the loaded tensors (default: the default device). */
+  device?: DeviceName;
+}
+
+/**
+ * Reads a checkpoint written by {@link saveCheckpoint}.
+ *
+ * @example
+ * ```ts ignore
+ * import { loadCheckpoint } from "./checkpoint.ts";
+ * const ckpt = await loadCheckpoint("results/run/checkpoint.safetensors");
+ * console.log(ckpt.step, Object.keys(ckpt.params));
+ * ```
+ */
+export async function loadCheckpoint(path: string, opts: LoadCheckpointOptions = {}): Promise<Checkpoint> {
+  const { tensors, metadata } = await readSafetensors(path);
+  if (metadata.format !== CHECKPOINT_FORMAT) {
+    throw new Error(
+      `"${path}" is not a tessera checkpoint: its metadata "format" is ${JSON.stringify(metadata.format)}, ` +
+        `expected "${CHECKPOINT_FORMAT}"`,
+    );
+  }
+  if (metadata.version !== VERSION) {
+    throw new Error(
+      `checkpoint "${path}" has version ${metadata.version}; this code reads version ${VERSION}`,
+    );
+  }
+  const step = Number(metadata.step);
+  if (!Number.isInteger(step) || step < 0) {
+    throw new Error(`checkpoint "${path}" has a bad step ${metadata.step}`);
+  }
+  const params: ParamDict = {};
+  const state: ParamDict = {};
+  for (const [name, entry] of tensors) {
+    if (entry.dtype !== "F32" || !(entry.data instanceof Float32Array)) {
+      throw new Error(`checkpoint "${path}": tensor "${name}" is ${entry.dtype}, expected F32`);
+    }
+    const t = tensor(entry.data, { shape: entry.shape, device: opts.device });
+    if (name.startsWith("params.")) params[name.slice(7)] = t;
+    else if (name.startsWith("optim.")) state[name.slice(6)] = t;
+    else throw new Error(`checkpoint "${path}": unexpected tensor "${name}" (neither params.* nor optim.*)`);
+  }
+  const user = Object.fromEntries(Object.entries(metadata).filter(([k]) => !RESERVED.has(k)));
+  return {
+    step,
+    seed: metadata.seed === undefined ? undefined : Number(metadata.seed),
+    params,
+    state,
+    optimizer: metadata.optimizer === undefined ? undefined : JSON.parse(metadata.optimizer),
+    metadata: user,
+  };
+}
+
+/** Options of {@link restoreCheckpoint}. */
+export interface RestoreCheckpointOptions {
+  /** Optimiser to restore (its state and step count); it must be of the kind that saved the checkpoint. */
+  optimizer?: Optimizer;
+}
+
+/**
+ * Loads a checkpoint into a model (every saved parameter must exist in it with the same shape) and, when
+ * given, into an optimiser over that model. Returns the checkpoint.
+ *
+ * @example
+ * ```ts ignore
+ * import { Mlp } from "../nn/mlp.ts";
+ * import { AdamW } from "../nn/optim/adam.ts";
+ * import { restoreCheckpoint } from "./checkpoint.ts";
+ * const model = new Mlp([4, 8, 2], { seed: 0 });
+ * const optimizer = new AdamW(model, { lr: 1e-3 });
+ * const { step } = await restoreCheckpoint("ckpt.safetensors", model, { optimizer });
+ * ```
+ */
+export async function restoreCheckpoint(
+  path: string,
+  model: object,
+  opts: RestoreCheckpointOptions = {},
+): Promise<Checkpoint> {
+  const device = namedParameters(model)[0]?.[1].device;
+  const ckpt = await loadCheckpoint(path, { device });
+  const opt = opts.optimizer;
+  if (opt !== undefined) {
+    const saved = ckpt.optimizer?.name;
+    if (saved !== opt.name) {
+      throw new Error(
+        `checkpoint "${path}" holds ${
+          saved === undefined ? "no optimiser state" : `${saved} state`
+        }, but the ` +
+          `optimiser to restore is ${opt.name}`,
+      );
+    }
+  }
+  loadParameters(model, ckpt.params);
+  opt?.loadState(ckpt.state, ckpt.step);
+  return ckpt;
+}

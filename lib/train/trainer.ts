@@ -1,0 +1,375 @@
+/**
+ * A training loop that keeps everything on the device and reads back at most once every `readEvery` steps,
+ * while still recording every step.
+ *
+ * Each step builds one lazy graph (batch → loss → gradients → clipped update, plus the step's metrics), computes
+ * it with a single `realize` together with the new parameters and optimiser state, and disposes the previous
+ * step's parameter, state and batch buffers. The step's metrics (loss, global and per-group gradient norms,
+ * norms of tracked tensors, extra metrics from the loss function) are one small device vector; every
+ * `readEvery` steps the pending vectors are stacked and read back with one `data()` call, then written to the
+ * JSONL metrics file and shown on the progress bar.
+ *
+ * @module
+ */
+import { valueAndGrad } from "../autodiff/grad.ts";
+import { functionalCall, type ParamDict } from "../nn/module.ts";
+import { clipByGlobalNorm, sumOfSquares } from "../nn/optim/clip.ts";
+import type { Optimizer } from "../nn/optim/optimizer.ts";
+import type { Schedule } from "../nn/optim/schedule.ts";
+import type { Shape } from "../shape.ts";
+import { stack } from "../tensor/creation.ts";
+import { realize, Tensor } from "../tensor/tensor.ts";
+import { type MetricRecord, MetricsWriter, readJsonl, writeTextAtomic } from "../util/metrics.ts";
+import { Progress } from "../util/progress.ts";
+import { restoreCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+
+type F32 = Tensor<Shape, "f32">;
+
+/** The tensors of one batch, by name. The trainer owns them and disposes them after the step. */
+export type Batch = Record<string, Tensor>;
+
+/** A loss with extra one-element metrics to record under their names. */
+export interface LossOutput {
+  /** The loss (one element). */
+  loss: Tensor;
+  /** Extra metrics (each one element), e.g. `{ accuracy }`. */
+  metrics?: Record<string, Tensor>;
+}
+
+/**
+ * One recorded step: `step` (1-based), `loss`, `grad_norm` (global, before clipping), `grad_norm/<group>` per
+ * optimiser group, `lr` (of the first group) and `lr/<group>` when there are several groups, `norm/<name>` per
+ * tracked tensor (after the step's update), and the loss function's extra metrics.
+ */
+export type StepRecord =
+  & { step: number; loss: number; grad_norm: number; lr: number }
+  & Record<string, number>;
+
+/** Periodic checkpoints. */
+export interface CheckpointSchedule {
+  /** The file (replaced atomically each time). */
+  path: string;
+  /** Save after every `every` steps (and after the last step of a run). */
+  every: number;
+}
+
+/** Options of {@link Trainer}. */
+export interface TrainerOptions<M extends object, B extends Batch> {
+  /** The model; its parameters are replaced by each step. */
+  model: M;
+  /** The optimiser, created over `model` (its `trainable` filter decides what is trained). */
+  optimizer: Optimizer;
+  /**
+   * The batch of a step, as fresh tensors (disposed after the step). Make it a pure function of the run's seed
+   * and `step` (see `sampleWindows`) so a resumed run sees the same batches.
+   */
+  batch?: (step: number) => B;
+  /** The loss of `model` on `batch` at `step` (1-based); may return extra metrics. */
+  loss: (model: M, batch: B, step: number) => Tensor | LossOutput;
+  /** Number of steps of the run. */
+  steps: number;
+  /** Learning-rate factor per step (default constant 1). */
+  schedule?: Schedule;
+  /** Clip gradients to this global L2 norm. */
+  clipNorm?: number;
+  /** Read metrics back every this many steps (default 10). */
+  readEvery?: number;
+  /** Tensors whose Frobenius norm is recorded every step as `norm/<name>` (e.g. LoRA's ‖A‖, ‖B‖, ‖ΔW‖). */
+  track?: Record<string, (model: M) => Tensor>;
+  /** A metrics JSONL path or an open writer: one line per step, written as the values are read back. */
+  metrics?: string | MetricsWriter;
+  /** Progress bar on stderr (default: when stderr is a terminal); a string is used as the bar's label. */
+  progress?: boolean | string;
+  /** Seed of the run, stored in checkpoints and checked when resuming. */
+  seed?: number;
+  /** Save a checkpoint periodically. */
+  checkpoint?: CheckpointSchedule;
+  /** Called with each batch of records after they are read back. */
+  onRecords?: (records: readonly StepRecord[]) => void;
+}
+
+/** Options of {@link Trainer.run}. */
+export interface RunOptions {
+  /** Stop after this step (default: the run's `steps`). */
+  until?: number;
+}
+
+/**
+ * Runs training steps and records their metrics.
+ *
+ * @example
+ * ```ts
+ * import { tensor } from "../tensor/creation.ts";
+ * import { crossEntropy, Mlp } from "../nn/mod.ts";
+ * import { AdamW, cosineSchedule } from "../nn/optim/mod.ts";
+ * import { epochIndices, Trainer } from "./mod.ts";
+ *
+ * // Two features in [-1, 1]; the class is whether they have the same sign.
+ * const xs = Float32Array.from({ length: 256 * 2 }, (_, i) => Math.sin(1.7 * i));
+ * const ys = Int32Array.from({ length: 256 }, (_, i) => (xs[2 * i] * xs[2 * i + 1] > 0 ? 1 : 0));
+ * const model = new Mlp([2, 32, 2], { seed: 0 });
+ * const trainer = new Trainer({
+ *   model,
+ *   optimizer: new AdamW(model, { lr: 1e-2 }),
+ *   batch: (step) => {
+ *     const idx = epochIndices(256, { batchSize: 32, seed: 0, step });
+ *     const x = new Float32Array(64);
+ *     idx.forEach((i, b) => x.set(xs.subarray(2 * i, 2 * i + 2), 2 * b));
+ *     return {
+ *       x: tensor(x, { shape: [32, 2], dtype: "f32" }),
+ *       y: tensor(Int32Array.from(idx, (i) => ys[i]), { dtype: "i32" }),
+ *     };
+ *   },
+ *   loss: (m, b) => crossEntropy(m.forward(b.x), b.y),
+ *   steps: 100,
+ *   schedule: cosineSchedule({ totalSteps: 100, warmupRatio: 0.1 }),
+ *   clipNorm: 1,
+ *   readEvery: 20,
+ * });
+ * const records = await trainer.run();
+ * console.log(records[0].loss, records.at(-1)!.loss);
+ * ```
+ */
+export class Trainer<M extends object, B extends Batch = Batch> {
+  #o: TrainerOptions<M, B>;
+  #step = 0;
+  #readEvery: number;
+  #history: StepRecord[] = [];
+  #pending: { step: number; vector: Tensor; lrs: Record<string, number> }[] = [];
+  #names: string[] | null = null;
+  #auxNames: string[] | null = null;
+  #writer: MetricsWriter | null = null;
+  #ownsWriter = false;
+  #progress: Progress | null = null;
+  #progressStart = 0;
+  #resumedFrom: number | null = null;
+
+  /** A trainer; nothing runs until {@link run}. */
+  constructor(options: TrainerOptions<M, B>) {
+    if (options.optimizer.target !== options.model) {
+      throw new Error(
+        "Trainer: the optimiser must be created over the same model object (new AdamW(model, ...))",
+      );
+    }
+    if (!Number.isInteger(options.steps) || options.steps < 1) {
+      throw new RangeError(`Trainer: steps must be a positive integer, got ${options.steps}`);
+    }
+    this.#readEvery = options.readEvery ?? 10;
+    if (!Number.isInteger(this.#readEvery) || this.#readEvery < 1) {
+      throw new RangeError(`Trainer: readEvery must be a positive integer, got ${options.readEvery}`);
+    }
+    if (options.clipNorm !== undefined && !(options.clipNorm > 0)) {
+      throw new RangeError(`Trainer: clipNorm must be > 0, got ${options.clipNorm}`);
+    }
+    const every = options.checkpoint?.every;
+    if (every !== undefined && (!Number.isInteger(every) || every < 1)) {
+      throw new RangeError(`Trainer: checkpoint.every must be a positive integer, got ${every}`);
+    }
+    this.#o = options;
+  }
+
+  /** Steps completed. */
+  get step(): number {
+    return this.#step;
+  }
+
+  /** Every record read back so far (in this process), in step order. */
+  get history(): readonly StepRecord[] {
+    return this.#history;
+  }
+
+  /** The model. */
+  get model(): M {
+    return this.#o.model;
+  }
+
+  /** The optimiser. */
+  get optimizer(): Optimizer {
+    return this.#o.optimizer;
+  }
+
+  /**
+   * Runs steps `step + 1 .. until` (default: to the end of the run). Returns the records of these steps; all of
+   * them have been read back, written and checkpointed (when scheduled) when it resolves.
+   */
+  async run(opts: RunOptions = {}): Promise<StepRecord[]> {
+    const until = opts.until ?? this.#o.steps;
+    if (!Number.isInteger(until) || until < this.#step) {
+      throw new RangeError(
+        `Trainer.run: until must be an integer >= the current step ${this.#step}, got ${until}`,
+      );
+    }
+    const first = this.#history.length;
+    if (until === this.#step) return [];
+    this.#openMetrics();
+    const label = typeof this.#o.progress === "string" ? this.#o.progress : "train";
+    const enabled = this.#o.progress === undefined || typeof this.#o.progress === "string"
+      ? undefined
+      : this.#o.progress;
+    this.#progress = new Progress(until - this.#step, { label, enabled });
+    this.#progressStart = this.#step;
+    try {
+      while (this.#step < until) {
+        const s = this.#step + 1;
+        await this.#trainStep(s);
+        if (s % this.#readEvery === 0 || s === until) await this.#flush();
+        const ck = this.#o.checkpoint;
+        if (ck !== undefined && (s % ck.every === 0 || s === until)) await this.save(ck.path);
+      }
+    } finally {
+      this.#progress.done();
+      this.#progress = null;
+    }
+    return this.#history.slice(first);
+  }
+
+  async #trainStep(s: number): Promise<void> {
+    const { model, optimizer: opt, track = {} } = this.#o;
+    const batch = this.#o.batch?.(s) ?? ({} as B);
+    const lossOf = (p: ParamDict): [Tensor, Record<string, Tensor>] =>
+      functionalCall(model, p, () => {
+        const r = this.#o.loss(model, batch, s);
+        return r instanceof Tensor ? [r, {}] : [r.loss, r.metrics ?? {}];
+      });
+    const { value, grads, aux } = valueAndGrad(lossOf, { hasAux: true })(opt.params);
+    const auxNames = Object.keys(aux);
+    if (this.#auxNames === null) this.#auxNames = auxNames;
+    else if (auxNames.join() !== this.#auxNames.join()) {
+      throw new Error(
+        `Trainer: the loss returned metrics [${auxNames}] at step ${s} but [${this.#auxNames}] before`,
+      );
+    }
+    const groupSq = opt.groups.map((g) => sumOfSquares(g.paths.map((p) => grads[p])) as F32);
+    let total = groupSq[0];
+    for (const g of groupSq.slice(1)) total = total.add(g) as F32;
+    const norm = total.sqrt() as Tensor<[], "f32">;
+    const used = this.#o.clipNorm === undefined
+      ? grads
+      : clipByGlobalNorm(grads, this.#o.clipNorm, { norm }).grads;
+    const scale = this.#o.schedule?.(s) ?? 1;
+    const pending = opt.update(used, { lrScale: scale });
+    const trackNames = Object.keys(track);
+    const tracked = functionalCall(
+      model,
+      pending.params,
+      () => trackNames.map((n) => (sumOfSquares([track[n](model)]) as F32).sqrt() as F32),
+    );
+    const scalars: F32[] = [
+      value as F32,
+      norm as F32,
+      ...groupSq.map((g) => g.sqrt() as F32),
+      ...tracked,
+      ...auxNames.map((n) => {
+        const t = aux[n];
+        if (t.size !== 1) throw new RangeError(`Trainer: metric "${n}" has ${t.size} elements, expected 1`);
+        return t.reshape([]) as F32;
+      }),
+    ];
+    if (this.#names === null) {
+      this.#names = [
+        "loss",
+        "grad_norm",
+        ...opt.groups.map((g) => `grad_norm/${g.name}`),
+        ...trackNames.map((n) => `norm/${n}`),
+        ...auxNames,
+      ];
+    }
+    const vector = stack(scalars.map((t) => t.reshape([]) as F32));
+    await realize(...pending.tensors, vector);
+    opt.commit(pending);
+    for (const t of Object.values(batch)) if (t.isRealized) t.dispose();
+    this.#pending.push({ step: s, vector, lrs: opt.learningRates(scale) });
+    this.#step = s;
+  }
+
+  /** Reads back the pending metrics (one readback), records and writes them. */
+  async #flush(): Promise<void> {
+    if (this.#pending.length === 0) return;
+    const pending = this.#pending;
+    this.#pending = [];
+    const stacked = stack(pending.map((p) => p.vector as F32));
+    const values = await stacked.data() as Float32Array;
+    stacked.dispose();
+    for (const p of pending) p.vector.dispose();
+    const names = this.#names!;
+    const groups = this.#o.optimizer.groups.map((g) => g.name);
+    const records: StepRecord[] = pending.map((p, i) => {
+      const r: Record<string, number> = { step: p.step };
+      names.forEach((n, j) => (r[n] = values[i * names.length + j]));
+      r.lr = p.lrs[groups[0]];
+      if (groups.length > 1) { for (const g of groups) r[`lr/${g}`] = p.lrs[g]; }
+      return r as StepRecord;
+    });
+    for (const r of records) {
+      this.#history.push(r);
+      this.#writer?.write(r as MetricRecord);
+    }
+    const last = records[records.length - 1];
+    this.#progress?.update(last.step - this.#progressStart, { loss: last.loss });
+    this.#o.onRecords?.(records);
+  }
+
+  #openMetrics(): void {
+    const m = this.#o.metrics;
+    if (m === undefined || this.#writer !== null) return;
+    if (m instanceof MetricsWriter) {
+      this.#writer = m;
+      return;
+    }
+    if (this.#resumedFrom !== null) {
+      // Keep the records up to the checkpoint; later ones (from a run that went on after it) are dropped.
+      let kept: MetricRecord[] = [];
+      try {
+        kept = readJsonl(m).filter((r) => typeof r.step === "number" && r.step <= this.#resumedFrom!);
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      }
+      writeTextAtomic(m, kept.map((r) => `${JSON.stringify(r)}\n`).join(""));
+      this.#writer = MetricsWriter.open(m, { resume: true });
+    } else {
+      this.#writer = MetricsWriter.open(m);
+    }
+    this.#ownsWriter = true;
+  }
+
+  /** Closes the metrics file if the trainer opened it. */
+  close(): void {
+    if (this.#ownsWriter) this.#writer?.close();
+    this.#writer = null;
+    this.#ownsWriter = false;
+  }
+
+  /** Closes the metrics file (for `using`). */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /** Reads back pending metrics, then writes a checkpoint of the model, the optimiser and the step. */
+  async save(path: string): Promise<void> {
+    await this.#flush();
+    await saveCheckpoint(path, this.#o.model, {
+      optimizer: this.#o.optimizer,
+      step: this.#step,
+      seed: this.#o.seed,
+    });
+  }
+
+  /**
+   * Continues from a checkpoint: loads the parameters and optimiser state and sets the step. With a metrics
+   * path, records after the checkpoint's step are dropped from the file and new ones appended.
+   */
+  async resume(path: string): Promise<void> {
+    if (this.#step !== 0 || this.#pending.length > 0) {
+      throw new Error("Trainer.resume: resume a fresh trainer, before running any step");
+    }
+    const ckpt = await restoreCheckpoint(path, this.#o.model, { optimizer: this.#o.optimizer });
+    if (ckpt.seed !== undefined && this.#o.seed !== undefined && ckpt.seed !== this.#o.seed) {
+      throw new Error(
+        `Trainer.resume: checkpoint "${path}" was written by a run with seed ${ckpt.seed}, this one has seed ` +
+          `${this.#o.seed}; its batches would differ`,
+      );
+    }
+    this.#step = ckpt.step;
+    this.#resumedFrom = ckpt.step;
+  }
+}

@@ -1,0 +1,128 @@
+/** `deno task init`: writes adapters that load back into the LoRA layer like a script's, and fails cleanly. */
+import { deepEqual, equal, match, ok, rejects } from "node:assert/strict";
+import { type Shape, type Tensor, tensor } from "../../mod.ts";
+import { runInit } from "../../cli/init.ts";
+import { readSafetensors, toFloat32, writeSafetensors } from "../../lib/io/safetensors.ts";
+import { Linear } from "../../lib/nn/linear.ts";
+import { attachLora, LoraLinear } from "../../lib/lora/mod.ts";
+import { assertClose, TestRng } from "../_helpers.ts";
+
+type F = Tensor<Shape, "f32">;
+
+async function weightsFile(rng: TestRng, dir: string) {
+  const layers = { "blk.q": [12, 10], "blk.v": [6, 10] } as const;
+  const entries = Object.fromEntries(
+    Object.entries(layers).map((
+      [k, s],
+    ) => [`${k}.weight`, { dtype: "F32" as const, shape: [...s], data: rng.normals(s[0] * s[1], 0.3) }]),
+  );
+  await writeSafetensors(`${dir}/w.safetensors`, {
+    ...entries,
+    "blk.norm": { dtype: "F32", shape: [10], data: rng.normals(10) },
+  });
+  return entries;
+}
+
+Deno.test("init command: adapters load into the LoRA layer and match a script's attachLora", async () => {
+  const rng = new TestRng(60);
+  const dir = await Deno.makeTempDir();
+  const w = await weightsFile(rng, dir);
+  const res = await runInit([
+    "--method",
+    "init-b",
+    "--weights",
+    `${dir}/w.safetensors`,
+    "--rank",
+    "3",
+    "--alpha",
+    "6",
+    "--out",
+    `${dir}/out.safetensors`,
+    "--seed",
+    "7",
+    "--distribution",
+    "normal",
+    "--device",
+    "cpu",
+  ]);
+  deepEqual(res.layers["blk.q"], { rank: 3, alpha: 6, scale: 2 });
+  const { tensors, metadata } = await readSafetensors(`${dir}/out.safetensors`);
+  deepEqual([...tensors.keys()].sort(), [
+    "blk.q.lora_A.weight",
+    "blk.q.lora_B.weight",
+    "blk.v.lora_A.weight",
+    "blk.v.lora_B.weight",
+  ]);
+  equal(metadata.method, "init-b");
+  equal(JSON.parse(metadata.options).distribution, "normal");
+  // The same init from a script (same seed) gives the same adapters and the same outputs.
+  const model = {
+    blk: {
+      q: Linear.fromWeights(tensor(w["blk.q.weight"].data, { shape: [12, 10] }) as F),
+      v: Linear.fromWeights(tensor(w["blk.v.weight"].data, { shape: [6, 10] }) as F),
+    },
+  };
+  await attachLora(model, {
+    targetModules: ["q", "v"],
+    rank: 3,
+    alpha: 6,
+    init: "init-b",
+    initOptions: { distribution: "normal" },
+    seed: 7,
+  });
+  const x = tensor(rng.normals(4 * 10), { shape: [4, 10] }) as unknown as F;
+  for (const name of ["q", "v"] as const) {
+    const layer = model.blk[name] as unknown as LoraLinear;
+    const a = tensors.get(`blk.${name}.lora_A.weight`)!;
+    const b = tensors.get(`blk.${name}.lora_B.weight`)!;
+    assertClose(toFloat32(b), await layer.lora_B.weight.data(), { rtol: 0, atol: 0, what: `${name} B` });
+    const fromFile = LoraLinear.wrap(Linear.fromWeights(layer.base_layer.weight), {
+      a: tensor(toFloat32(a), { shape: a.shape }) as F,
+      b: tensor(toFloat32(b), { shape: b.shape }) as F,
+      rank: 3,
+      alpha: 6,
+      scale: 2,
+    });
+    // Give both a non-zero A so the comparison exercises B.
+    const aNew = tensor(rng.normals(30), { shape: [3, 10] }) as F;
+    fromFile.lora_A.weight = aNew;
+    layer.lora_A.weight = aNew;
+    assertClose(await fromFile.forward(x).data(), await layer.forward(x).data(), { rtol: 1e-6, atol: 1e-6 });
+  }
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("init command: bad input gives an error naming the problem, and writes nothing", async () => {
+  const rng = new TestRng(61);
+  const dir = await Deno.makeTempDir();
+  await weightsFile(rng, dir);
+  const base = ["--weights", `${dir}/w.safetensors`, "--out", `${dir}/out.safetensors`, "--device", "cpu"];
+  await rejects(
+    runInit(["--method", "nope", ...base]),
+    /unknown LoRA init method "nope"; known: lora, gaussian, init-b/,
+  );
+  await rejects(
+    runInit(["--method", "lora", ...base, "--rank", "13"]),
+    /layer "blk.q": lora: rank 13 is not possible for a \[12, 10\] weight/,
+  );
+  await rejects(runInit(["--method", "lora", ...base, "--bogus", "1"]), /bogus/);
+  await rejects(
+    runInit(["--method", "lora", "--weights", `${dir}/missing.safetensors`, "--out", `${dir}/o.safetensors`]),
+    /missing\.safetensors/,
+  );
+  let exists = true;
+  try {
+    await Deno.stat(`${dir}/out.safetensors`);
+  } catch {
+    exists = false;
+  }
+  ok(!exists, "nothing written on failure");
+  const help = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../../cli/init.ts", import.meta.url).pathname, "--help"],
+    stdout: "piped",
+  });
+  const out = new TextDecoder().decode((await help.output()).stdout);
+  match(out, /--method init-b/);
+  match(out, /distribution/);
+  await Deno.remove(dir, { recursive: true });
+});

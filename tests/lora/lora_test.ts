@@ -1,0 +1,238 @@
+/** The LoRA layer, attaching by pattern, merging, DoRA and PEFT-format adapter files. */
+import { deepEqual, equal, ok, rejects } from "node:assert/strict";
+import { type Shape, type Tensor, tensor } from "../../mod.ts";
+import { Linear } from "../../lib/nn/linear.ts";
+import { namedParameters } from "../../lib/nn/module.ts";
+import {
+  attachLora,
+  findTargets,
+  loadAdapter,
+  LORA_TRAINABLE,
+  loraLayers,
+  LoraLinear,
+  loraNorms,
+  mergeLora,
+  saveAdapter,
+} from "../../lib/lora/mod.ts";
+import { gradcheck } from "../../lib/autodiff/gradcheck.ts";
+import { assertClose, TestRng } from "../_helpers.ts";
+
+type F = Tensor<Shape, "f32">;
+const mk = (rng: TestRng, shape: number[], device: "webgpu" | "cpu" = "webgpu") =>
+  tensor(rng.normals(shape.reduce((a, b) => a * b, 1)), { shape, device }) as unknown as F;
+
+/** Host float64 matmul of row-major [m,k]·[k,n]. */
+function mm(a: ArrayLike<number>, b: ArrayLike<number>, m: number, k: number, n: number): Float64Array {
+  const o = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let p = 0; p < k; p++) s += a[i * k + p] * b[p * n + j];
+      o[i * n + j] = s;
+    }
+  }
+  return o;
+}
+const transpose = (a: ArrayLike<number>, r: number, c: number) => {
+  const o = new Float64Array(r * c);
+  for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) o[j * r + i] = a[i * c + j];
+  return o;
+};
+
+function toyModel(seed: number) {
+  return {
+    layers: [0, 1].map((i) => ({
+      attention: {
+        wq: new Linear(12, 12, { seed: seed + i * 10 + 1 }),
+        wv: new Linear(12, 6, { seed: seed + i * 10 + 2, bias: false }),
+      },
+      mlp: new Linear(12, 20, { seed: seed + i * 10 + 3 }),
+    })),
+  };
+}
+type Toy = ReturnType<typeof toyModel>;
+const run = (m: Toy, x: F) =>
+  m.layers.reduce(
+    (h, l) => l.attention.wq.forward(h).tanh().add(l.mlp.forward(h).slice(null, [0, 12])) as F,
+    x,
+  );
+
+Deno.test("LoraLinear computes x·W_resᵀ + b + s·x·Aᵀ·Bᵀ (float64 reference)", async () => {
+  const rng = new TestRng(40);
+  const [n, dIn, dOut, r] = [5, 7, 6, 3];
+  const base = Linear.fromWeights(mk(rng, [dOut, dIn]), mk(rng, [dOut]));
+  const a = mk(rng, [r, dIn]);
+  const b = mk(rng, [dOut, r]);
+  const layer = LoraLinear.wrap(base, { a, b, rank: r, alpha: 6, scale: 2 });
+  const x = mk(rng, [n, dIn]);
+  const [xd, wd, bd, ad, bbd] = await Promise.all([x, base.weight, base.bias!, a, b].map((t) => t.data()));
+  const want = mm(xd, transpose(wd, dOut, dIn), n, dIn, dOut);
+  const lora = mm(mm(xd, transpose(ad, r, dIn), n, dIn, r), transpose(bbd, dOut, r), n, r, dOut);
+  for (let i = 0; i < want.length; i++) want[i] += bd[i % dOut] + 2 * lora[i];
+  assertClose(await layer.forward(x).data(), want, { rtol: 1e-5, atol: 1e-5 });
+  assertClose(await layer.merge().forward(x).data(), want, { rtol: 1e-5, atol: 1e-5, what: "merged" });
+});
+
+Deno.test("attachLora: PEFT-style targets, rank/alpha patterns, output unchanged at init, trainable names", async () => {
+  const rng = new TestRng(41);
+  const model = toyModel(7);
+  const x = mk(rng, [4, 12]);
+  const before = await run(model, x).data();
+  deepEqual(findTargets(model, ["wq", "wv"]).map(([p]) => p), [
+    "layers.0.attention.wq",
+    "layers.0.attention.wv",
+    "layers.1.attention.wq",
+    "layers.1.attention.wv",
+  ]);
+  deepEqual(findTargets(model, /layers\.1\..*/).map(([p]) => p), [
+    "layers.1.attention.wq",
+    "layers.1.attention.wv",
+    "layers.1.mlp",
+  ]);
+  const res = await attachLora(model, {
+    targetModules: ["wq", "wv", "mlp"],
+    rank: 4,
+    alpha: 8,
+    rankPattern: { "layers.1.mlp": 2 },
+    alphaPattern: { wv: 16 },
+    seed: 3,
+  });
+  equal(res.layers.length, 6);
+  deepEqual(res.perLayer["layers.1.mlp"], { rank: 2, alpha: 8, scale: 4 });
+  deepEqual(res.perLayer["layers.0.attention.wv"], { rank: 4, alpha: 16, scale: 4 });
+  assertClose(await run(model, x).data(), before, { rtol: 1e-6, atol: 1e-6, what: "B = 0 keeps the output" });
+  const trainable = namedParameters(model).map(([p]) => p).filter((p) => LORA_TRAINABLE.test(p));
+  equal(trainable.length, 12);
+  ok(trainable.includes("layers.0.attention.wq.lora_A.weight"));
+  ok(namedParameters(model).some(([p]) => p === "layers.0.attention.wq.base_layer.weight"));
+  // Every parameter is its own node (so gradients do not alias).
+  const nodes = namedParameters(model).map(([, t]) => t.node);
+  equal(new Set(nodes).size, nodes.length);
+  equal(findTargets(model, ["nothing"]).length, 0);
+  await rejects(attachLora(toyModel(1), { targetModules: ["nope"] }), /no Linear module matches/);
+});
+
+Deno.test("tracked norms and merging", async () => {
+  const rng = new TestRng(42);
+  const model = toyModel(9);
+  await attachLora(model, { targetModules: ["wq"], rank: 3, alpha: 6, init: "init-b", seed: 1 });
+  const norms = loraNorms(model);
+  const [path, layer] = loraLayers(model)[0];
+  const b = await layer.lora_B.weight.data();
+  const fro = Math.sqrt(Array.from(b).reduce((s, v) => s + v * v, 0));
+  assertClose([await norms[`${path}.B`].item()], [fro], { rtol: 1e-5 });
+  equal(await norms[`${path}.A`].item(), 0); // Init[B]: A = 0
+  equal(await norms[`${path}.deltaW`].item(), 0);
+  const x = mk(rng, [3, 12]);
+  const y = await run(model, x).data();
+  mergeLora(model);
+  equal(loraLayers(model).length, 0);
+  assertClose(await run(model, x).data(), y, { rtol: 1e-5, atol: 1e-6 });
+});
+
+Deno.test("DoRA: magnitude = row norms at init (output unchanged) and gradients check", async () => {
+  const rng = new TestRng(43);
+  const base = Linear.fromWeights(mk(rng, [4, 5], "cpu"), mk(rng, [4], "cpu"));
+  const x = mk(rng, [3, 5], "cpu");
+  const before = await base.forward(x).data();
+  const layer = LoraLinear.wrap(base, {
+    a: mk(rng, [2, 5], "cpu"),
+    b: mk(rng, [4, 2], "cpu").mul(0) as F,
+    rank: 2,
+    alpha: 2,
+    scale: 1,
+  }, {
+    useDora: true,
+  });
+  assertClose(await layer.forward(x).data(), before, { rtol: 1e-5, atol: 1e-6 });
+  // PEFT detaches the row norm, so only the magnitude's gradient is the true derivative: check that one.
+  const a = mk(rng, [2, 5], "cpu");
+  const b = mk(rng, [4, 2], "cpu");
+  await gradcheck((m) => {
+    const l = LoraLinear.wrap(Linear.fromWeights(base.weight), { a, b, rank: 2, alpha: 2, scale: 1 });
+    l.lora_magnitude_vector = m as F;
+    return l.forward(x);
+  }, [tensor(rng.normals(4).map((v) => Math.abs(v) + 0.5), { device: "cpu" })]);
+});
+
+/** An independent reader of the safetensors layout (8-byte little-endian header size, JSON header, raw data). */
+function readSafetensorsIndependently(
+  bytes: Uint8Array,
+): Map<string, { dtype: string; shape: number[]; data: Float32Array }> {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const n = Number(view.getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
+  const out = new Map<string, { dtype: string; shape: number[]; data: Float32Array }>();
+  for (
+    const [k, v] of Object.entries(header) as [
+      string,
+      { dtype: string; shape: number[]; data_offsets: [number, number] },
+    ][]
+  ) {
+    if (k === "__metadata__") continue;
+    const [s, e] = v.data_offsets;
+    const raw = bytes.slice(8 + n + s, 8 + n + e);
+    out.set(k, { dtype: v.dtype, shape: v.shape, data: new Float32Array(raw.buffer) });
+  }
+  return out;
+}
+
+Deno.test("adapters round-trip through PEFT-format files and match PEFT's documented schema", async () => {
+  const rng = new TestRng(44);
+  const model = toyModel(11);
+  await attachLora(model, {
+    targetModules: ["wq", "mlp"],
+    rank: 4,
+    alpha: 8,
+    rankPattern: { mlp: 2 },
+    init: "init-b",
+    seed: 5,
+  });
+  // Train-like change so B·A ≠ 0 on every layer.
+  for (const [, l] of loraLayers(model)) l.lora_A.weight = mk(rng, [...l.lora_A.weight.shape]);
+  const x = mk(rng, [5, 12]);
+  const want = await run(model, x).data();
+  const dir = await Deno.makeTempDir();
+  const cfg = await saveAdapter(dir, model, { init: "init-b", baseModel: "toy" });
+  // Independent reader: names, shapes, dtypes.
+  const st = readSafetensorsIndependently(await Deno.readFile(`${dir}/adapter_model.safetensors`));
+  equal(st.size, 8);
+  deepEqual(st.get("base_model.model.layers.0.attention.wq.lora_A.weight")?.shape, [4, 12]);
+  deepEqual(st.get("base_model.model.layers.0.attention.wq.lora_B.weight")?.shape, [12, 4]);
+  deepEqual(st.get("base_model.model.layers.1.mlp.lora_A.weight")?.shape, [2, 12]);
+  deepEqual(st.get("base_model.model.layers.1.mlp.lora_B.weight")?.shape, [20, 2]);
+  ok([...st.values()].every((e) => e.dtype === "F32"));
+  const lA = loraLayers(model)[0][1].lora_A.weight;
+  assertClose(st.get("base_model.model.layers.0.attention.wq.lora_A.weight")!.data, await lA.data(), {
+    rtol: 0,
+    atol: 0,
+  });
+  const json = JSON.parse(await Deno.readTextFile(`${dir}/adapter_config.json`));
+  equal(json.peft_type, "LORA");
+  equal(json.r, 4);
+  equal(json.lora_alpha, 8);
+  deepEqual(json.rank_pattern, { "layers.0.mlp": 2, "layers.1.mlp": 2 });
+  deepEqual(json.alpha_pattern, {});
+  equal(json.use_rslora, false);
+  equal(json.use_dora, false);
+  equal(json.init_lora_weights, "init-b");
+  ok(Array.isArray(json.target_modules));
+  equal(cfg.base_model_name_or_path, "toy");
+  // A fresh model with the same base weights loads the adapter and reproduces the outputs.
+  const fresh = toyModel(11);
+  const loaded = await loadAdapter(dir, fresh);
+  deepEqual(loaded.sort(), [
+    "layers.0.attention.wq",
+    "layers.0.mlp",
+    "layers.1.attention.wq",
+    "layers.1.mlp",
+  ]);
+  assertClose(await run(fresh, x).data(), want, { rtol: 1e-5, atol: 1e-6 });
+  // Mismatches name the tensor.
+  const wrong = { layers: [{ attention: { wq: new Linear(12, 9, { seed: 0 }) } }] };
+  await rejects(
+    loadAdapter(dir, wrong),
+    /module "layers\.0\.attention\.wq" has lora_A \[4,12\] and lora_B \[12,4\]/,
+  );
+  await Deno.remove(dir, { recursive: true });
+});

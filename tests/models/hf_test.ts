@@ -1,0 +1,238 @@
+/**
+ * Hugging Face checkpoints: the save → load round trip is exact (weights and logits), the q/k row permutation
+ * turns llama2.c's interleaved RoPE into transformers' rotate-half RoPE (checked with a float64 rotate-half
+ * implementation written here), and malformed checkpoints fail with errors naming the file.
+ */
+import { deepEqual, equal, ok } from "node:assert/strict";
+import { type Shape, type Tensor, tensor } from "../../mod.ts";
+import { readSafetensors, toFloat32, writeSafetensors } from "../../lib/io/safetensors.ts";
+import { serializeLlama2c } from "../../lib/io/llama2c.ts";
+import { type LlamaConfig, LlamaLM } from "../../lib/models/llama.ts";
+import { readHf, saveHf } from "../../lib/models/hf.ts";
+import { loadLlama } from "../../lib/models/load.ts";
+import { TestRng } from "../_helpers.ts";
+import { randomWeights } from "./_ref.ts";
+
+type I32 = Tensor<Shape, "i32">;
+
+const config: LlamaConfig = {
+  dim: 24,
+  hiddenDim: 40,
+  nLayers: 2,
+  nHeads: 4,
+  nKvHeads: 2,
+  vocabSize: 31,
+  seqLen: 16,
+  sharedClassifier: false,
+  normEps: 1e-5,
+  ropeTheta: 1e4,
+};
+
+async function rejectsWith(fn: () => Promise<unknown>, re: RegExp): Promise<void> {
+  let error: unknown;
+  try {
+    await fn();
+  } catch (err) {
+    error = err;
+  }
+  ok(error instanceof Error, `expected an error matching ${re}, nothing was thrown`);
+  ok(re.test(error.message), `expected an error matching ${re}, got: ${error.message}`);
+}
+
+for (const shared of [false, true]) {
+  Deno.test(`HF save → load is exact: weights and logits (${shared ? "tied" : "untied"})`, async () => {
+    const rng = new TestRng(shared ? 31 : 32);
+    const c = { ...config, sharedClassifier: shared, ropeTheta: 2000, normEps: 1e-6 };
+    const weights = randomWeights(c, rng);
+    const model = LlamaLM.fromWeights(c, weights);
+    const dir = await Deno.makeTempDir();
+    await saveHf(model, dir);
+    const json = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+    equal(json.tie_word_embeddings, shared);
+    equal(json.num_key_value_heads, 2);
+    equal(json.rope_theta, 2000);
+    equal(json.rms_norm_eps, 1e-6);
+    const { tensors } = await readSafetensors(`${dir}/model.safetensors`);
+    equal(tensors.has("lm_head.weight"), !shared);
+    ok(tensors.has("model.layers.1.mlp.gate_proj.weight"));
+    ok([...tensors.values()].every((e) => e.dtype === "F32"));
+    deepEqual(
+      toFloat32(tensors.get("model.layers.1.mlp.gate_proj.weight")!),
+      weights.get("layers.1.feed_forward.w1.weight")!.data,
+    );
+    deepEqual(
+      toFloat32(tensors.get("model.layers.0.mlp.up_proj.weight")!),
+      weights.get("layers.0.feed_forward.w3.weight")!.data,
+    );
+    deepEqual(
+      toFloat32(tensors.get("model.layers.0.mlp.down_proj.weight")!),
+      weights.get("layers.0.feed_forward.w2.weight")!.data,
+    );
+    deepEqual(
+      toFloat32(tensors.get("model.layers.0.post_attention_layernorm.weight")!),
+      weights.get("layers.0.ffn_norm.weight")!.data,
+    );
+
+    const back = await readHf(dir);
+    deepEqual(back.config, c);
+    deepEqual([...back.weights.keys()].sort(), [...weights.keys()].sort());
+    for (const [name, w] of weights) deepEqual(back.weights.get(name)!.data, w.data, name);
+
+    const loaded = await loadLlama(dir);
+    const x = tensor(Array.from({ length: 20 }, () => rng.int(0, c.vocabSize - 1)), {
+      shape: [2, 10],
+      dtype: "i32",
+    });
+    const a = await model.forward(x as I32).data();
+    const b = await loaded.forward(x as I32).data();
+    deepEqual(b, a);
+  });
+}
+
+Deno.test("HF q_proj/k_proj rows give transformers' rotate-half RoPE the llama2.c attention scores", async () => {
+  const rng = new TestRng(33);
+  const weights = randomWeights(config, rng);
+  const dir = await Deno.makeTempDir();
+  await saveHf(LlamaLM.fromWeights(config, weights), dir);
+  const { tensors } = await readSafetensors(`${dir}/model.safetensors`);
+  const hd = config.dim / config.nHeads;
+  const half = hd / 2;
+  const d = config.dim;
+  const x = Float64Array.from({ length: d }, () => rng.normal());
+  const y = Float64Array.from({ length: d }, () => rng.normal());
+  const [pq, pk] = [rng.int(0, 15), rng.int(0, 15)];
+  const rows = (w: ArrayLike<number>, v: Float64Array, n: number) =>
+    Float64Array.from({ length: n }, (_, r) => v.reduce((s, vi, i) => s + w[r * d + i] * vi, 0));
+  const angle = (pos: number, i: number) => pos / 1e4 ** ((2 * i) / hd);
+  // llama2.c: rotate the pairs (2i, 2i+1).
+  const interleaved = (v: Float64Array, pos: number) => {
+    const o = v.slice();
+    for (let h = 0; h < v.length / hd; h++) {
+      for (let i = 0; i < half; i++) {
+        const [a, b] = [v[h * hd + 2 * i], v[h * hd + 2 * i + 1]];
+        const [c, s] = [Math.cos(angle(pos, i)), Math.sin(angle(pos, i))];
+        o[h * hd + 2 * i] = a * c - b * s;
+        o[h * hd + 2 * i + 1] = a * s + b * c;
+      }
+    }
+    return o;
+  };
+  // transformers: q·cos + rotate_half(q)·sin with cos/sin repeated over both halves.
+  const rotateHalf = (v: Float64Array, pos: number) => {
+    const o = v.slice();
+    for (let h = 0; h < v.length / hd; h++) {
+      for (let j = 0; j < hd; j++) {
+        const i = j % half;
+        const rot = j < half ? -v[h * hd + j + half] : v[h * hd + j - half];
+        o[h * hd + j] = v[h * hd + j] * Math.cos(angle(pos, i)) + rot * Math.sin(angle(pos, i));
+      }
+    }
+    return o;
+  };
+  const kvd = hd * config.nKvHeads;
+  const q1 = interleaved(rows(weights.get("layers.1.attention.wq.weight")!.data, x, d), pq);
+  const k1 = interleaved(rows(weights.get("layers.1.attention.wk.weight")!.data, y, kvd), pk);
+  const q2 = rotateHalf(rows(toFloat32(tensors.get("model.layers.1.self_attn.q_proj.weight")!), x, d), pq);
+  const k2 = rotateHalf(rows(toFloat32(tensors.get("model.layers.1.self_attn.k_proj.weight")!), y, kvd), pk);
+  for (let h = 0; h < config.nHeads; h++) {
+    const kvh = Math.floor(h / (config.nHeads / config.nKvHeads));
+    let s1 = 0;
+    let s2 = 0;
+    for (let j = 0; j < hd; j++) {
+      s1 += q1[h * hd + j] * k1[kvh * hd + j];
+      s2 += q2[h * hd + j] * k2[kvh * hd + j];
+    }
+    ok(Math.abs(s1 - s2) <= 1e-9 * (1 + Math.abs(s1)), `head ${h}: score ${s2} vs ${s1}`);
+  }
+  // v_proj and o_proj are not permuted.
+  deepEqual(
+    toFloat32(tensors.get("model.layers.1.self_attn.v_proj.weight")!),
+    weights.get("layers.1.attention.wv.weight")!.data,
+  );
+});
+
+Deno.test("loaders name the file and what was expected", async () => {
+  const rng = new TestRng(34);
+  const dir = await Deno.makeTempDir();
+  const weights = randomWeights(config, rng);
+  await saveHf(LlamaLM.fromWeights(config, weights), dir);
+  const json = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+  const cfgPath = `${dir}/config.json`;
+
+  // llama2.c: a truncated file, and a missing one.
+  const bin = serializeLlama2c({ ...config, sharedClassifier: false }, weights);
+  await Deno.writeFile(`${dir}/m.bin`, bin.subarray(0, bin.length - 40));
+  await rejectsWith(
+    () => LlamaLM.fromLlama2c(`${dir}/m.bin`),
+    new RegExp(`"${dir}/m.bin" has ${bin.length - 40} bytes.*requires`),
+  );
+  await rejectsWith(
+    () => loadLlama(`${dir}/none.bin`),
+    /cannot read model ".*none\.bin".*llama2\.c \.bin file or a Hugging Face directory/,
+  );
+
+  // HF: malformed JSON, a wrong config, unsupported features, missing files and tensors.
+  await Deno.writeTextFile(cfgPath, "{ hidden_size: 24 ");
+  await rejectsWith(() => loadLlama(dir), /config\.json" is not valid JSON/);
+  await Deno.writeTextFile(cfgPath, JSON.stringify({ ...json, hidden_size: 32, head_dim: undefined }));
+  await rejectsWith(
+    () => loadLlama(dir),
+    /tensor "model\.embed_tokens\.weight" has shape \[31, 24\], but ".*config\.json" implies \[31, 32\]/,
+  );
+  await Deno.writeTextFile(cfgPath, JSON.stringify({ ...json, num_key_value_heads: 3 }));
+  await rejectsWith(() => loadLlama(dir), /config\.json.*nHeads 4 is not divisible by nKvHeads 3/);
+  await Deno.writeTextFile(cfgPath, JSON.stringify({ ...json, intermediate_size: undefined }));
+  await rejectsWith(() => loadLlama(dir), /"intermediate_size" must be a positive integer, found undefined/);
+  await Deno.writeTextFile(cfgPath, JSON.stringify({ ...json, rope_scaling: { type: "linear", factor: 2 } }));
+  await rejectsWith(() => loadLlama(dir), /does not have: "rope_scaling"/);
+  await Deno.writeTextFile(cfgPath, JSON.stringify({ ...json, model_type: "gpt2" }));
+  await rejectsWith(() => loadLlama(dir), /model_type "gpt2"/);
+  await Deno.writeTextFile(cfgPath, JSON.stringify({ ...json, num_hidden_layers: 1 }));
+  await rejectsWith(
+    () => loadLlama(dir),
+    /has tensors a Llama model with this config does not: "model\.layers\.1\.[a-z_.]+" \(in ".*model\.safetensors"\)/,
+  );
+  await Deno.writeTextFile(cfgPath, JSON.stringify(json));
+
+  const { tensors } = await readSafetensors(`${dir}/model.safetensors`);
+  tensors.delete("model.layers.1.self_attn.o_proj.weight");
+  await writeSafetensors(`${dir}/model.safetensors`, tensors);
+  await rejectsWith(
+    () => loadLlama(dir),
+    /lacks tensor "model\.layers\.1\.self_attn\.o_proj\.weight" \[24, 24\]/,
+  );
+  const bytes = await Deno.readFile(`${dir}/model.safetensors`);
+  await Deno.writeFile(`${dir}/model.safetensors`, bytes.subarray(0, bytes.length - 100));
+  await rejectsWith(() => loadLlama(dir), /model\.safetensors/);
+  await Deno.remove(`${dir}/model.safetensors`);
+  await rejectsWith(
+    () => loadLlama(dir),
+    /has neither model\.safetensors nor model\.safetensors\.index\.json/,
+  );
+  await Deno.remove(cfgPath);
+  await rejectsWith(() => loadLlama(dir), /cannot read Hugging Face config ".*config\.json"/);
+});
+
+Deno.test("sharded HF checkpoints (model.safetensors.index.json) load like a single file", async () => {
+  const rng = new TestRng(35);
+  const weights = randomWeights(config, rng);
+  const model = LlamaLM.fromWeights(config, weights);
+  const dir = await Deno.makeTempDir();
+  await saveHf(model, dir);
+  const { tensors } = await readSafetensors(`${dir}/model.safetensors`);
+  await Deno.remove(`${dir}/model.safetensors`);
+  const names = [...tensors.keys()];
+  const shards = [names.filter((_, i) => i % 2 === 0), names.filter((_, i) => i % 2 === 1)];
+  const map: Record<string, string> = {};
+  for (const [s, list] of shards.entries()) {
+    const file = `model-0000${s + 1}-of-00002.safetensors`;
+    await writeSafetensors(`${dir}/${file}`, Object.fromEntries(list.map((n) => [n, tensors.get(n)!])));
+    for (const n of list) map[n] = file;
+  }
+  await Deno.writeTextFile(
+    `${dir}/model.safetensors.index.json`,
+    JSON.stringify({ metadata: {}, weight_map: map }),
+  );
+  const back = await readHf(dir);
+  for (const [name, w] of weights) deepEqual(back.weights.get(name)!.data, w.data, name);
+});

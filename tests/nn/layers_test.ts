@@ -1,0 +1,194 @@
+/**
+ * Layers and losses against float64 host computations; initialisers against the device generator; dropout's
+ * statistics, determinism and kernel reuse.
+ */
+import { equal, notDeepEqual, ok, throws } from "node:assert/strict";
+import { getWebGPU, rand, randn, type Shape, type Tensor, tensor } from "../../mod.ts";
+import {
+  constantParam,
+  crossEntropy,
+  deriveSeed,
+  Dropout,
+  dropout,
+  dropoutKey,
+  Embedding,
+  LayerNorm,
+  leakyRelu,
+  Linear,
+  Mlp,
+  mse,
+  normalParam,
+  softplus,
+  uniformParam,
+} from "../../lib/nn/mod.ts";
+import { assertClose, TestRng } from "../_helpers.ts";
+
+type F = Tensor<Shape, "f32">;
+
+Deno.test("Linear computes x·Wᵀ + b over the last axis of a 3-D input", async () => {
+  const rng = new TestRng(21);
+  const [b, t, inF, out] = [2, 3, 5, 4];
+  const layer = new Linear(inF, out, { seed: rng.int(0, 1e6) });
+  equal(layer.inFeatures, inF);
+  equal(layer.outFeatures, out);
+  const xs = rng.normals(b * t * inF);
+  const y = await layer.forward(tensor(xs, { shape: [b, t, inF] })).data();
+  const w = await layer.weight.data();
+  const bias = await layer.bias!.data();
+  const bound = 1 / Math.sqrt(inF);
+  ok(w.every((v) => Math.abs(v) <= bound) && bias.every((v) => Math.abs(v) <= bound), "init within ±1/√in");
+  const want = new Float64Array(b * t * out);
+  for (let r = 0; r < b * t; r++) {
+    for (let o = 0; o < out; o++) {
+      let s = bias[o];
+      for (let i = 0; i < inF; i++) s += xs[r * inF + i] * w[o * inF + i];
+      want[r * out + o] = s;
+    }
+  }
+  assertClose(y, want, { rtol: 1e-5, atol: 1e-6 });
+  const noBias = new Linear(inF, out, { seed: 1, bias: false });
+  ok(!("bias" in noBias), "no bias field without bias");
+  throws(
+    () => layer.forward(tensor(xs, { shape: [b * t, inF] }).reshape([b, t * inF]) as F),
+    /does not end in 5/,
+  );
+});
+
+Deno.test("Embedding gathers rows; LayerNorm normalises with population variance", async () => {
+  const rng = new TestRng(22);
+  const emb = new Embedding(7, 3, { seed: rng.int(0, 1e6) });
+  const table = await emb.weight.data();
+  const ids = Int32Array.from({ length: 6 }, () => rng.int(0, 6));
+  const rows = await emb.forward(tensor(ids, { shape: [2, 3], dtype: "i32" })).data();
+  assertClose(rows, Array.from(ids).flatMap((i) => Array.from(table.slice(i * 3, i * 3 + 3))), {
+    rtol: 0,
+    atol: 0,
+  });
+
+  const norm = new LayerNorm(6, { eps: 1e-5 });
+  const xs = rng.normals(4 * 6, 3);
+  const y = await norm.forward(tensor(xs, { shape: [4, 6] })).data();
+  const want: number[] = [];
+  for (let r = 0; r < 4; r++) {
+    const row = Array.from(xs.slice(r * 6, r * 6 + 6));
+    const mu = row.reduce((a, v) => a + v, 0) / 6;
+    const v = row.reduce((a, x) => a + (x - mu) ** 2, 0) / 6;
+    want.push(...row.map((x) => (x - mu) / Math.sqrt(v + 1e-5)));
+  }
+  assertClose(y, want, { rtol: 1e-4, atol: 1e-5 });
+});
+
+Deno.test("initialisers reproduce rand/randn of the same seed and give each parameter its own buffer", async () => {
+  const seed = new TestRng(23).int(0, 2 ** 30);
+  assertClose(await uniformParam([5, 7], 0, 1, { seed }).data(), await rand([5, 7], { seed }).data(), {
+    rtol: 0,
+    atol: 1e-7,
+  });
+  assertClose(await normalParam([9], 1, { seed }).data(), await randn([9], { seed }).data(), {
+    rtol: 1e-5,
+    atol: 1e-5,
+  });
+  const a = constantParam([4], 1);
+  const b = constantParam([4], 1);
+  ok(a.node !== b.node, "two constant parameters are distinct nodes");
+  notDeepEqual(deriveSeed(seed, "a"), deriveSeed(seed, "b"));
+  equal(deriveSeed(seed, "layers", 3), deriveSeed(seed, "layers", 3));
+});
+
+Deno.test("dropout: rate, scaling, determinism, the same mask on cpu, one kernel for every seed", async () => {
+  const rng = new TestRng(24);
+  const n = 20000;
+  const rate = 0.3;
+  const x = tensor(Float32Array.from({ length: n }, () => 1 + rng.next()));
+  const xs = await x.data();
+  const seed = rng.int(0, 2 ** 30);
+  const y = await dropout(x, rate, { seed }).data();
+  const dropped = y.filter((v) => v === 0).length / n;
+  // Binomial standard deviation √(0.3·0.7/20000) ≈ 0.0032: 5 sigma is 0.016.
+  ok(Math.abs(dropped - rate) < 0.016, `dropped fraction ${dropped}`);
+  for (let i = 0; i < n; i++) if (y[i] !== 0) assertClose([y[i]], [xs[i] / (1 - rate)], { rtol: 1e-6 });
+  assertClose(await dropout(x, rate, { seed }).data(), y, { rtol: 0, atol: 0, what: "same seed" });
+  const other = await dropout(x, rate, { seed: seed + 1 }).data();
+  const agree = other.filter((v, i) => (v === 0) === (y[i] === 0)).length / n;
+  // Independent masks agree with probability 0.3² + 0.7² = 0.58.
+  ok(Math.abs(agree - 0.58) < 0.03, `masks of two seeds agree on ${agree}`);
+  const onCpu = await dropout(tensor(xs, { device: "cpu" }), rate, { seed }).data();
+  assertClose(onCpu, y, { rtol: 1e-6, atol: 0, what: "cpu mask" });
+  const be = await getWebGPU();
+  await dropout(x, rate, { seed: seed + 2 }).data();
+  const kernels = be.stats().cachedKernels;
+  for (let k = 3; k < 6; k++) await dropout(x, rate, { seed: seed + k }).data();
+  equal(be.stats().cachedKernels, kernels, "new seeds compiled new kernels");
+  equal(dropout(x, rate, { seed, training: false }), x);
+  equal(new Dropout(0.5).forward(x), x);
+  // A key tensor with salts: the seed form is the key form with salt 0; other salts give independent masks.
+  const key = dropoutKey(seed);
+  assertClose(await dropout(x, rate, { key }).data(), y, { rtol: 0, atol: 0, what: "key form" });
+  const salted = await new Dropout(rate).forward(x, key, 3).data();
+  const agreeSalt = salted.filter((v, i) => (v === 0) === (y[i] === 0)).length / n;
+  ok(Math.abs(agreeSalt - 0.58) < 0.03, `masks of two salts agree on ${agreeSalt}`);
+  throws(() => dropout(x, rate, {}), /exactly one of seed and key/);
+});
+
+Deno.test("activations: leakyRelu and a softplus that does not overflow", async () => {
+  const v = [-50, -2, 0.5, 3, 90];
+  assertClose(await leakyRelu(tensor(v), 0.1).data(), v.map((x) => (x > 0 ? x : 0.1 * x)), { rtol: 1e-6 });
+  assertClose(
+    await softplus(tensor(v)).data(),
+    v.map((x) => Math.max(x, 0) + Math.log1p(Math.exp(-Math.abs(x)))),
+    {
+      rtol: 1e-5,
+      atol: 1e-7,
+    },
+  );
+  const mlp = new Mlp([3, 4, 2], { seed: 1, activation: (x) => leakyRelu(x) });
+  equal(mlp.forward(tensor([[1, 2, 3]])).shape.join(), "1,2");
+});
+
+Deno.test("crossEntropy matches host float64 with ignore-index and weights; mse", async () => {
+  const rng = new TestRng(25);
+  const [n, c] = [12, 7];
+  const logits = rng.normals(n * c, 4);
+  const targets = Int32Array.from({ length: n }, (_, i) => (i % 5 === 2 ? -100 : rng.int(0, c - 1)));
+  const weights = Float32Array.from({ length: n }, () => rng.next());
+  const nll = (i: number) => {
+    const row = Array.from(logits.slice(i * c, i * c + c));
+    const m = Math.max(...row);
+    return Math.log(row.reduce((a, v) => a + Math.exp(v - m), 0)) + m - row[targets[i]];
+  };
+  let num = 0;
+  let den = 0;
+  let wnum = 0;
+  let wden = 0;
+  for (let i = 0; i < n; i++) {
+    if (targets[i] === -100) continue;
+    num += nll(i);
+    den += 1;
+    wnum += weights[i] * nll(i);
+    wden += weights[i];
+  }
+  const lg = tensor(logits, { shape: [n, c] });
+  const tg = tensor(targets, { dtype: "i32" });
+  assertClose([await crossEntropy(lg, tg).item()], [num / den], { rtol: 1e-5 });
+  assertClose([await crossEntropy(lg, tg, { reduction: "sum" }).item()], [num], { rtol: 1e-5 });
+  assertClose([await crossEntropy(lg, tg, { weights: tensor(weights) }).item()], [wnum / wden], {
+    rtol: 1e-5,
+  });
+  const none = await crossEntropy(lg, tg, { reduction: "none" }).data();
+  assertClose(none, Array.from(targets, (t, i) => (t === -100 ? 0 : nll(i))), { rtol: 1e-5, atol: 1e-6 });
+  const allIgnored = tensor(new Int32Array(n).fill(-100), { dtype: "i32" });
+  equal(await crossEntropy(lg, allIgnored).item(), 0);
+  // Large logits stay finite.
+  const big = tensor(Float32Array.from(logits, (v) => v * 1000), { shape: [n, c] });
+  ok(Number.isFinite(await crossEntropy(big, tg).item()));
+  throws(() => crossEntropy(lg, tensor(targets.slice(1), { dtype: "i32" })), /must have the shape/);
+  const a = rng.normals(10);
+  const b = rng.normals(10);
+  assertClose(
+    [await mse(tensor(a), tensor(b)).item()],
+    [a.reduce((s, v, i) => s + (v - b[i]) ** 2, 0) / 10],
+    {
+      rtol: 1e-5,
+    },
+  );
+});

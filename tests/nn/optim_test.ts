@@ -1,0 +1,244 @@
+/**
+ * Optimisers against hand-written float64 references over a few steps with fresh random parameters and
+ * gradients, parameter groups with their own rate and decay, scheduled rates, clipping, state handling and
+ * device memory staying flat across steps.
+ */
+import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
+import { getWebGPU, type Shape, type Tensor, tensor } from "../../mod.ts";
+import {
+  Adam,
+  AdamW,
+  clipByGlobalNorm,
+  constantSchedule,
+  cosineSchedule,
+  globalNorm,
+  linearSchedule,
+  type Optimizer,
+  type ParamDict,
+  SGD,
+} from "../../lib/nn/mod.ts";
+import { assertClose, TestRng } from "../_helpers.ts";
+
+type F = Tensor<Shape, "f32">;
+
+/** Host state of one parameter in the reference. */
+interface Ref {
+  p: Float64Array;
+  s1: Float64Array;
+  s2: Float64Array;
+}
+
+/** Runs `steps` steps of `opt` on random gradients and the float64 `rule` side by side; compares every step. */
+async function compare(
+  make: (target: Record<string, Record<string, F>>) => Optimizer,
+  rule: (r: Ref, g: Float64Array, lr: number, wd: number, t: number) => void,
+  opts: { salt: number; lrs: Record<string, number>; wds: Record<string, number>; scales: number[] },
+): Promise<void> {
+  const rng = new TestRng(opts.salt);
+  const shapes: Record<string, number[]> = { "enc.w": [3, 4], "enc.b": [4], "head.w": [4, 2] };
+  const host: Record<string, Ref> = {};
+  const target = { enc: {} as Record<string, F>, head: {} as Record<string, F> };
+  for (const [path, shape] of Object.entries(shapes)) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const v = rng.normals(n);
+    host[path] = { p: Float64Array.from(v), s1: new Float64Array(n), s2: new Float64Array(n) };
+    const [mod, key] = path.split(".");
+    (target as Record<string, Record<string, F>>)[mod][key] = tensor(v, { shape }) as F;
+  }
+  const opt = make(target);
+  const groupOf = (path: string) => opt.groupOf(path).name;
+  for (let t = 1; t <= opts.scales.length; t++) {
+    const grads: ParamDict = {};
+    for (const [path, shape] of Object.entries(shapes)) {
+      const g = rng.normals(host[path].p.length);
+      grads[path] = tensor(g, { shape });
+      rule(
+        host[path],
+        Float64Array.from(g),
+        opts.lrs[groupOf(path)] * opts.scales[t - 1],
+        opts.wds[groupOf(path)],
+        t,
+      );
+    }
+    await opt.step(grads, { lrScale: opts.scales[t - 1] });
+    equal(opt.stepCount, t);
+    for (const path of Object.keys(shapes)) {
+      const [mod, key] = path.split(".");
+      const now = (target as Record<string, Record<string, F>>)[mod][key];
+      assertClose(await now.data(), host[path].p, {
+        rtol: 2e-5,
+        atol: 2e-6,
+        what: `${path} after step ${t}`,
+      });
+    }
+  }
+}
+
+const groups = [{ name: "head", params: /^head\./, lr: 0.05, weightDecay: 0.2 }];
+
+Deno.test("SGD with momentum and weight decay matches float64, per group", async () => {
+  await compare(
+    (target) => new SGD(target, { lr: 0.1, momentum: 0.9, weightDecay: 0.01, groups }),
+    (r, g, lr, wd) => {
+      for (let i = 0; i < g.length; i++) {
+        const d = g[i] + wd * r.p[i];
+        r.s1[i] = 0.9 * r.s1[i] + d;
+        r.p[i] -= lr * r.s1[i];
+      }
+    },
+    {
+      salt: 41,
+      lrs: { default: 0.1, head: 0.05 },
+      wds: { default: 0.01, head: 0.2 },
+      scales: [1, 0.5, 0.25, 1],
+    },
+  );
+});
+
+Deno.test("SGD with Nesterov momentum, and plain SGD without state", async () => {
+  await compare(
+    (target) => new SGD(target, { lr: 0.2, momentum: 0.8, nesterov: true }),
+    (r, g, lr) => {
+      for (let i = 0; i < g.length; i++) {
+        r.s1[i] = 0.8 * r.s1[i] + g[i];
+        r.p[i] -= lr * (g[i] + 0.8 * r.s1[i]);
+      }
+    },
+    { salt: 42, lrs: { default: 0.2 }, wds: { default: 0 }, scales: [1, 1, 1] },
+  );
+  await compare(
+    (target) => new SGD(target, { lr: 0.3 }),
+    (r, g, lr) => g.forEach((v, i) => (r.p[i] -= lr * v)),
+    { salt: 43, lrs: { default: 0.3 }, wds: { default: 0 }, scales: [1, 0.3] },
+  );
+});
+
+function adamRule(decoupled: boolean, b1 = 0.9, b2 = 0.999, eps = 1e-8) {
+  return (r: Ref, g: Float64Array, lr: number, wd: number, t: number) => {
+    for (let i = 0; i < g.length; i++) {
+      let gi = g[i];
+      if (decoupled) r.p[i] *= 1 - lr * wd;
+      else gi += wd * r.p[i];
+      r.s1[i] = b1 * r.s1[i] + (1 - b1) * gi;
+      r.s2[i] = b2 * r.s2[i] + (1 - b2) * gi * gi;
+      const mHat = r.s1[i] / (1 - b1 ** t);
+      const vHat = r.s2[i] / (1 - b2 ** t);
+      r.p[i] -= (lr * mHat) / (Math.sqrt(vHat) + eps);
+    }
+  };
+}
+
+Deno.test("Adam (L2 decay) matches float64 with a schedule and groups", async () => {
+  await compare(
+    (target) => new Adam(target, { lr: 0.01, weightDecay: 0.1, groups }),
+    adamRule(false),
+    {
+      salt: 44,
+      lrs: { default: 0.01, head: 0.05 },
+      wds: { default: 0.1, head: 0.2 },
+      scales: [0.25, 0.5, 1, 0.7],
+    },
+  );
+});
+
+Deno.test("AdamW (decoupled decay) matches float64, custom betas", async () => {
+  await compare(
+    (target) => new AdamW(target, { lr: 0.02, betas: [0.8, 0.95], eps: 1e-6, groups }),
+    adamRule(true, 0.8, 0.95, 1e-6),
+    {
+      salt: 45,
+      lrs: { default: 0.02, head: 0.05 },
+      wds: { default: 0.01, head: 0.2 },
+      scales: [1, 0.9, 0.8],
+    },
+  );
+});
+
+Deno.test("optimiser bookkeeping: frozen parameters, groups, state, disposal, flat memory", async () => {
+  const rng = new TestRng(46);
+  const mk = (shape: number[]) => tensor(rng.normals(shape.reduce((a, b) => a * b, 1)), { shape }) as F;
+  const model = { base: { w: mk([8, 8]) }, lora_A: mk([2, 8]), lora_B: mk([8, 2]) };
+  const frozen = model.base.w;
+  const opt = new AdamW(model, {
+    lr: 1e-3,
+    trainable: /^lora_/,
+    groups: [{ name: "B", params: ["lora_B"], lr: 16e-3 }],
+  });
+  deepEqual(opt.paths, ["lora_A", "lora_B"]);
+  deepEqual(opt.groups.map((g) => [g.name, g.lr, g.paths]), [["B", 16e-3, ["lora_B"]], ["default", 1e-3, [
+    "lora_A",
+  ]]]);
+  deepEqual(opt.learningRates(0.5), { B: 8e-3, default: 5e-4 });
+  deepEqual(Object.keys(opt.stateDict()), [
+    "exp_avg.lora_A",
+    "exp_avg.lora_B",
+    "exp_avg_sq.lora_A",
+    "exp_avg_sq.lora_B",
+  ]);
+  throws(
+    () => new AdamW(model, { lr: 1, groups: [{ name: "C", params: /lora_C/ }] }),
+    /matches no trainable/,
+  );
+  throws(() => opt.update({ lora_A: mk([2, 8]) }), /no gradient for 1 parameter\(s\): lora_B/);
+  throws(() => opt.update({ lora_A: mk([8, 2]), lora_B: mk([8, 2]) }), /gradient of "lora_A" is \[8, 2\]/);
+  const pending = opt.update({ lora_A: mk([2, 8]), lora_B: mk([8, 2]) });
+  throws(() => opt.commit(pending), /realize/);
+
+  const be = await getWebGPU();
+  const oldA = model.lora_A;
+  let live = 0;
+  for (let step = 1; step <= 12; step++) {
+    await opt.step({ lora_A: mk([2, 8]), lora_B: mk([8, 2]) });
+    if (step === 4) live = be.stats().liveBuffers;
+  }
+  ok(model.lora_A !== oldA, "the target holds the new tensors");
+  equal(model.base.w, frozen, "frozen parameters are untouched");
+  await rejects(() => oldA.data(), /dispose/);
+  // Only the gradients created by this test (12 × 2 host tensors, released at garbage collection) may remain.
+  ok(be.stats().liveBuffers <= live + 16, `live buffers grew from ${live} to ${be.stats().liveBuffers}`);
+
+  const saved = opt.stateDict();
+  const restored = new AdamW(model, {
+    lr: 1e-3,
+    trainable: /^lora_/,
+    groups: [{ name: "B", params: ["lora_B"] }],
+  });
+  restored.loadState(saved, opt.stepCount);
+  equal(restored.stepCount, 12);
+  throws(() => restored.loadState({ ...saved, "exp_avg.x": mk([1]) }, 1), /does not train: exp_avg.x/);
+});
+
+Deno.test("clipByGlobalNorm scales by min(1, max/(norm + 1e-6)); globalNorm", async () => {
+  const rng = new TestRng(47);
+  const a = rng.normals(6, 3);
+  const b = rng.normals(4, 3);
+  const norm = Math.sqrt([...a, ...b].reduce((s, v) => s + v * v, 0));
+  const grads = { a: tensor(a), b: tensor(b, { shape: [2, 2] }) };
+  assertClose([await globalNorm(grads).item()], [norm], { rtol: 1e-6 });
+  const clipped = clipByGlobalNorm(grads, 1);
+  const scale = Math.min(1, 1 / (norm + 1e-6));
+  assertClose(await clipped.grads.a.data(), Array.from(a, (v) => v * scale), { rtol: 1e-5 });
+  assertClose(await clipped.grads.b.data(), Array.from(b, (v) => v * scale), { rtol: 1e-5 });
+  const loose = clipByGlobalNorm(grads, norm * 2);
+  assertClose(await loose.grads.a.data(), a, { rtol: 1e-6 });
+});
+
+Deno.test("schedules: warm-up s/W, then constant, linear or cosine decay to `final`", () => {
+  const total = 100;
+  const c = constantSchedule({ totalSteps: total, warmupRatio: 0.1 });
+  deepEqual([c(1), c(5), c(10), c(11), c(100)], [0.1, 0.5, 1, 1, 1]);
+  const l = linearSchedule({ totalSteps: total, warmupSteps: 20, final: 0.2 });
+  for (const s of [1, 7, 20, 21, 60, 100, 150]) {
+    const want = s <= 20 ? s / 20 : 1 - 0.8 * Math.min(1, (s - 20) / 80);
+    assertClose([l(s)], [want], { rtol: 1e-12 });
+  }
+  const cos = cosineSchedule({ totalSteps: total, warmupRatio: 0.05 });
+  for (const s of [1, 5, 6, 30, 52.5, 100]) {
+    const want = s <= 5 ? s / 5 : 0.5 * (1 + Math.cos((Math.PI * (s - 5)) / 95));
+    assertClose([cos(s)], [want], { rtol: 1e-12, atol: 1e-15 });
+  }
+  equal(cos(100), 0);
+  equal(constantSchedule()(7), 1);
+  throws(() => cos(0), /steps start at 1/);
+  throws(() => linearSchedule({ totalSteps: 10, warmupRatio: 2 }), /warmupRatio/);
+});

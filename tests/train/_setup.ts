@@ -1,0 +1,88 @@
+/** A small, fully seeded training setup on generated shape images, shared by the trainer tests. */
+import { getWebGPU, type Shape, type Tensor, tensor } from "../../mod.ts";
+import { generateShapes } from "../../lib/data/mod.ts";
+import {
+  AdamW,
+  cosineSchedule,
+  crossEntropy,
+  deriveSeed,
+  dropout,
+  type DropoutKey,
+  dropoutKey,
+  getAt,
+  Mlp,
+} from "../../lib/nn/mod.ts";
+import { epochIndices, type TrainerOptions } from "../../lib/train/mod.ts";
+
+type F = Tensor<Shape, "f32">;
+
+const N = 384;
+const SIZE = 12;
+const DIM = SIZE * SIZE * 3;
+const BATCH = 32;
+const data = generateShapes({ n: N, size: SIZE, seed: 5 });
+
+/** Options of {@link mlpSetup}. */
+export interface MlpSetup {
+  /** Seed of the initialisation. */
+  initSeed: number;
+  /** Seed of the run (batch order, dropout keys). */
+  runSeed: number;
+  /** Steps of the run. */
+  steps: number;
+}
+
+/** An MLP classifying the shape of generated images, trained with AdamW, two groups, cosine warm-up, clipping. */
+export function mlpSetup(s: MlpSetup): TrainerOptions<Mlp, { x: Tensor; y: Tensor; key: Tensor }> {
+  const model = new Mlp([DIM, 48, 4], { seed: s.initSeed });
+  return {
+    model,
+    optimizer: new AdamW(model, {
+      lr: 4e-3,
+      weightDecay: 0.01,
+      groups: [{ name: "head", params: /^layers\.1\./, lr: 8e-3, weightDecay: 0 }],
+    }),
+    batch: (step) => {
+      const idx = epochIndices(N, { batchSize: BATCH, seed: s.runSeed, step });
+      const x = new Float32Array(BATCH * DIM);
+      const y = new Int32Array(BATCH);
+      idx.forEach((i, b) => {
+        x.set(data.images.subarray(i * DIM, (i + 1) * DIM), b * DIM);
+        y[b] = data.labels.shape[i];
+      });
+      return {
+        x: tensor(x, { shape: [BATCH, DIM] }),
+        y: tensor(y, { dtype: "i32" }),
+        key: dropoutKey(deriveSeed(s.runSeed, "dropout", step)),
+      };
+    },
+    loss: (m, b) => {
+      const x = dropout(b.x as F, 0.1, { key: b.key as DropoutKey });
+      const logits = m.forward(x) as F;
+      const accuracy = logits.argmax(1).eq(b.y as Tensor<Shape, "i32">).cast("f32").mean();
+      return { loss: crossEntropy(logits, b.y as Tensor<Shape, "i32">), metrics: { accuracy } };
+    },
+    steps: s.steps,
+    schedule: cosineSchedule({ totalSteps: s.steps, warmupRatio: 0.1, final: 0.1 }),
+    clipNorm: 2,
+    track: { "layers.0.weight": (m) => getAt(m, "layers.0.weight") as Tensor },
+    seed: s.runSeed,
+    progress: false,
+  };
+}
+
+/** Counts readbacks from the WebGPU device while `fn` runs. */
+export async function countReads<T>(fn: () => Promise<T>): Promise<{ result: T; reads: number }> {
+  const be = await getWebGPU();
+  const original = be.read;
+  let reads = 0;
+  be.read = (...args) => {
+    reads++;
+    return original.apply(be, args);
+  };
+  try {
+    return { result: await fn(), reads };
+  } finally {
+    be.read = original;
+  }
+}

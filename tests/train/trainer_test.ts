@@ -1,0 +1,89 @@
+/**
+ * The training loop on an MLP over generated shape images: the loss falls, every step is recorded while the
+ * device is read once every `readEvery` steps, metrics go to JSONL as they are read, norms and learning rates
+ * are consistent, and device memory stays flat.
+ */
+import { deepEqual, equal, ok } from "node:assert/strict";
+import { getWebGPU, type Tensor } from "../../mod.ts";
+import { getAt } from "../../lib/nn/mod.ts";
+import { Trainer } from "../../lib/train/mod.ts";
+import { readJsonl } from "../../lib/util/mod.ts";
+import { assertClose, TestRng } from "../_helpers.ts";
+import { countReads, mlpSetup } from "./_setup.ts";
+
+Deno.test("Trainer: an MLP learns; every step recorded, one readback per readEvery steps, flat memory", async () => {
+  const rng = new TestRng(61);
+  const dir = await Deno.makeTempDir();
+  const steps = 100;
+  const readEvery = 25;
+  const options = mlpSetup({ initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps });
+  const be = await getWebGPU();
+  const live: number[] = [];
+  const flushed: number[] = [];
+  const trainer = new Trainer({
+    ...options,
+    readEvery,
+    metrics: `${dir}/metrics.jsonl`,
+    onRecords: (records) => {
+      flushed.push(records.length);
+      live.push(be.stats().liveBuffers);
+    },
+  });
+  const { result: records, reads } = await countReads(() => trainer.run());
+  trainer.close();
+  equal(reads, steps / readEvery, "one readback per readEvery steps");
+  deepEqual(flushed, [25, 25, 25, 25]);
+  deepEqual(records.map((r) => r.step), Array.from({ length: steps }, (_, i) => i + 1));
+  equal(trainer.step, steps);
+
+  // The loss falls well below its starting value (ln 4 ≈ 1.39 for four balanced classes).
+  const first = records[0].loss;
+  const last = records.slice(-10).reduce((a, r) => a + r.loss, 0) / 10;
+  ok(first > 1 && last < 0.5 * first, `loss went from ${first} to ${last}`);
+  ok(records.slice(-10).reduce((a, r) => a + r.accuracy, 0) / 10 > 0.8, "accuracy metric recorded and high");
+
+  // Metrics file: one line per step, equal to the records.
+  const lines = readJsonl(`${dir}/metrics.jsonl`);
+  equal(lines.length, steps);
+  deepEqual(lines[57], records[57] as unknown as Record<string, unknown>);
+
+  // Norms: the global norm is the root of the summed squares of the group norms.
+  for (const r of records) {
+    assertClose([r.grad_norm ** 2], [r["grad_norm/head"] ** 2 + r["grad_norm/default"] ** 2], { rtol: 1e-4 });
+  }
+  // Learning rates follow the schedule times each group's rate.
+  for (const r of records) {
+    const f = options.schedule!(r.step);
+    assertClose([r["lr/head"], r["lr/default"], r.lr], [8e-3 * f, 4e-3 * f, 8e-3 * f], { rtol: 1e-12 });
+  }
+  // The tracked norm of the last step is the Frobenius norm of the final weight.
+  const w = await (getAt(trainer.model, "layers.0.weight") as Tensor).data() as Float32Array;
+  const norm = Math.sqrt(w.reduce((a, v) => a + v * v, 0));
+  assertClose([records[steps - 1]["norm/layers.0.weight"]], [norm], { rtol: 1e-5 });
+
+  // Old parameters, optimiser state, batches and metric vectors are released each step.
+  // (Garbage collection may only lower the count.)
+  ok(Math.max(...live) <= live[0], `live buffers at each readback: ${live}`);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("Trainer: options are checked", () => {
+  const options = mlpSetup({ initSeed: 1, runSeed: 2, steps: 10 });
+  const other = mlpSetup({ initSeed: 1, runSeed: 2, steps: 10 });
+  let message = "";
+  try {
+    new Trainer({ ...options, optimizer: other.optimizer });
+  } catch (e) {
+    message = (e as Error).message;
+  }
+  ok(message.includes("same model"), message);
+  for (const bad of [{ steps: 0 }, { readEvery: 0 }, { clipNorm: -1 }]) {
+    let threw = false;
+    try {
+      new Trainer({ ...options, ...bad });
+    } catch {
+      threw = true;
+    }
+    ok(threw, `accepted ${JSON.stringify(bad)}`);
+  }
+});
