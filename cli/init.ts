@@ -111,10 +111,12 @@ export async function runInit(args: readonly string[]): Promise<InitRun> {
   const { tensors: weights } = await readSafetensors(cfg.weights);
   const layers = [...weights].filter(([k, v]) => k.endsWith(".weight") && v.shape.length === 2);
   if (layers.length === 0) throw new Error(`"${cfg.weights}" has no 2-D <layer>.weight tensor`);
-  const acts = method.needs.some((n) => n === "activations" || n === "gap")
+  // Calibration files are read when the method needs them or when they are given (options such as LoRAM's
+  // tracking mode may use them).
+  const acts = method.needs.some((n) => n === "activations" || n === "gap") || cfg.activations !== undefined
     ? (await readSafetensors(need(cfg.activations, "activations", name))).tensors
     : new Map<string, StEntry>();
-  const grads = method.needs.includes("grads")
+  const grads = method.needs.includes("grads") || cfg.grads !== undefined
     ? (await readSafetensors(need(cfg.grads, "grads", name))).tensors
     : new Map<string, StEntry>();
   const toT = (e: StEntry) => tensor(toFloat32(e), { shape: e.shape, device }) as unknown as F32;
@@ -125,7 +127,7 @@ export async function runInit(args: readonly string[]): Promise<InitRun> {
     const [dOut, dIn] = w.shape;
     const data: LayerData = {};
     const x = acts.get(`${layer}.input`);
-    if (method.needs.includes("activations")) {
+    if (method.needs.includes("activations") || x !== undefined) {
       if (x === undefined) throw new Error(`layer "${layer}": "${cfg.activations}" has no ${layer}.input`);
       if ((x.shape.length !== 2 && x.shape.length !== 3) || x.shape[x.shape.length - 1] !== dIn) {
         throw new Error(
@@ -134,7 +136,7 @@ export async function runInit(args: readonly string[]): Promise<InitRun> {
       }
       data.activations = toT(x);
     }
-    if (method.needs.includes("grads")) {
+    if (method.needs.includes("grads") || grads.has(`${layer}.grad`)) {
       const g = grads.get(`${layer}.grad`);
       if (g === undefined) throw new Error(`layer "${layer}": "${cfg.grads}" has no ${layer}.grad`);
       if (g.shape.slice(-2).join() !== `${dOut},${dIn}` || g.shape.length > 3) {

@@ -20,7 +20,7 @@
  * const activations = randn([2, 48, 24], { seed: 1 });
  * const ipm = await cordaInit(w, { rank: 4, activations });
  * const kpm = await cordaInit(w, { rank: 4, activations, mode: "kpm" });
- * console.log(ipm.a.shape, kpm.b.shape, ipm.info); // [4, 24] [32, 4] { mode: "ipm", damping: 0.01, samples: 2 }
+ * console.log(ipm.a.shape, kpm.b.shape, ipm.info); // [4, 24] [32, 4] { mode: "ipm", damping: 0.01, ... }
  * ```
  *
  * @module

@@ -16,7 +16,7 @@
  * const w = randn([32, 24], { seed: 0 });
  * const exact = await pissaInit(w, { rank: 4 });
  * const fast = await pissaInit(w, { rank: 4, niter: 16, seed: 1 });
- * console.log(exact.a.shape, exact.b.shape, exact.base!.shape, fast.info); // [4, 24] [32, 4] [32, 24] ...
+ * console.log(exact.a.shape, exact.b.shape, exact.base!.shape, fast.info); // ... { svd: "randomized", niter: 16 }
  * ```
  *
  * @module
