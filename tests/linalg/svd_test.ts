@@ -171,7 +171,7 @@ Deno.test("svd, qr and svdLowRank release their intermediates (live buffers stay
   const a = tensor(rng.normals(24 * 13), { shape: [24, 13] });
   await a.realize();
   const live: number[] = [];
-  for (let i = 0; i < 6; i++) {
+  for (let i = 0; i < 10; i++) {
     const r = await svd(a);
     await r.s.data();
     for (const t of [r.u, r.s, r.vh]) t.dispose();
@@ -182,7 +182,7 @@ Deno.test("svd, qr and svdLowRank release their intermediates (live buffers stay
     for (const t of [l.u, l.s, l.vh]) t.dispose();
     live.push(be.stats().liveBuffers);
   }
-  // Buffers of tensors that were not disposed go back when V8 collects them, at times it chooses; a leak grows
-  // with every round, so the last rounds must not exceed the first ones.
-  ok(Math.max(...live.slice(3)) <= Math.max(...live.slice(0, 3)), `live buffers after each round: ${live}`);
+  // A few internal buffers go back when V8 collects their tensors, at times it chooses (seen: 9 or 12 live after a
+  // round). A leak adds at least one buffer per round, so over 10 rounds the count must stay within that jitter.
+  ok(Math.max(...live) - Math.min(...live) <= 4, `live buffers after each round: ${live}`);
 });
