@@ -17,27 +17,24 @@
  * @module
  */
 import { z } from "../deps.ts";
-import { tensor } from "../lib/tensor/creation.ts";
-import type { Tensor } from "../lib/tensor/tensor.ts";
-import type { Shape } from "../lib/shape.ts";
 import { getDefaultDevice, getWebGPU } from "../lib/runtime/realize.ts";
 import { cliConfig } from "../lib/util/config.ts";
 import { formatMeanStd, mdTable, meanStd, ResultsDir } from "../lib/util/results.ts";
 import { barPlot, linePlot } from "../lib/util/plot.ts";
-import { charVocab, generateTextDomains } from "../lib/data/generated.ts";
-import { loadText, splitText } from "../lib/data/text.ts";
-import { Tokenizer } from "../lib/io/tokenizer.ts";
 import { LlamaLM } from "../lib/models/llama.ts";
-import { loadLlama } from "../lib/models/load.ts";
-import { cachedPretrained } from "../lib/models/cache.ts";
-import { sampleWindows } from "../lib/train/batches.ts";
-import { Trainer } from "../lib/train/trainer.ts";
-import { AdamW } from "../lib/nn/optim/adam.ts";
-import { cosineSchedule } from "../lib/nn/optim/schedule.ts";
-import { attachLora, LORA_TRAINABLE, loraLayers } from "../lib/lora/mod.ts";
-import { collectActivations } from "../lib/init/calibrate.ts";
-import { getInitMethod, type LayerData } from "../lib/init/mod.ts";
+import { attachLora, loraLayers } from "../lib/lora/mod.ts";
 import type { DeviceName } from "../lib/ir/node.ts";
+import {
+  baseModel,
+  calibrate,
+  type Corpus,
+  loadCorpus,
+  meanCurves,
+  meanLoss,
+  runAll,
+  verdictFor,
+  writeCombinedMetrics,
+} from "./_lm.ts";
 
 // ----- configuration (typed defaults; every key can be set by flag or YAML) -----
 
@@ -85,201 +82,6 @@ const QUICK: Partial<Config> = {
   valBatches: 4,
   pretrainSteps: 250,
 };
-
-// ----- data and base model -----
-
-type I32 = Tensor<Shape, "i32">;
-
-interface Corpus {
-  /** Target-domain training tokens. */
-  train: Int32Array;
-  /** Target-domain validation tokens. */
-  val: Int32Array;
-  /** Source-domain tokens (pretraining / forgetting), when generated. */
-  source?: Int32Array;
-  /** Vocabulary size. */
-  vocab: number;
-  /** Where the data came from. */
-  description: string;
-}
-
-async function loadCorpus(cfg: Config): Promise<Corpus> {
-  if (cfg.data !== undefined) {
-    const text = await loadText(cfg.data);
-    const { train, val } = splitText(text);
-    if (cfg.tokenizer !== undefined) {
-      const tok = await Tokenizer.load(cfg.tokenizer);
-      return {
-        train: Int32Array.from(tok.encode(train)),
-        val: Int32Array.from(tok.encode(val)),
-        vocab: tok.vocabSize,
-        description: `${cfg.data} (tokenizer ${cfg.tokenizer})`,
-      };
-    }
-    const v = charVocab(text);
-    return {
-      train: v.encode(train),
-      val: v.encode(val),
-      vocab: v.size,
-      description: `${cfg.data} (characters)`,
-    };
-  }
-  const { source, target } = generateTextDomains({ seed: 0, nSentences: cfg.quick ? 1500 : 4000 });
-  const v = charVocab(source + target);
-  const { train, val } = splitText(target);
-  return {
-    train: v.encode(train),
-    val: v.encode(val),
-    source: v.encode(source),
-    vocab: v.size,
-    description: "generated: synthetic source domain (pretraining) → shifted target domain (fine-tuning)",
-  };
-}
-
-async function baseModel(
-  cfg: Config,
-  corpus: Corpus,
-  device: DeviceName,
-): Promise<{ model: LlamaLM; note: string }> {
-  if (cfg.model !== undefined) return { model: await loadLlama(cfg.model, { device }), note: cfg.model };
-  const spec = {
-    model: {
-      dim: cfg.quick ? 32 : 64,
-      hiddenDim: cfg.quick ? 86 : 172,
-      nLayers: 2,
-      nHeads: 4,
-      nKvHeads: 2,
-      vocabSize: corpus.vocab,
-      seqLen: 128,
-      sharedClassifier: true,
-    },
-    steps: cfg.pretrainSteps,
-    batchSize: 16,
-    seqLen: 64,
-    lr: 3e-3,
-    seed: 1234,
-  };
-  const r = await cachedPretrained(spec, corpus.source!, { device, progress: Deno.stderr.isTerminal() });
-  return {
-    model: r.model,
-    note: `${r.cached ? "cached" : "pretrained"} base in ${r.dir} (${r.seconds.toFixed(1)} s)`,
-  };
-}
-
-// ----- one fine-tuning run -----
-
-interface RunResult {
-  label: MethodLabel;
-  seed: number;
-  losses: number[];
-  gradNorms: number[];
-  valLoss: number;
-  initSeconds: number;
-  trainSeconds: number;
-  ranks: Record<string, number>;
-}
-
-function windows(tokens: Int32Array, cfg: Config, seed: number, step: number, device: DeviceName) {
-  const { x, y } = sampleWindows(tokens, { batchSize: cfg.batchSize, seqLen: cfg.seqLen, seed, step });
-  const shape = [cfg.batchSize, cfg.seqLen];
-  return {
-    x: tensor(x, { shape, dtype: "i32", device }) as I32,
-    y: tensor(y, { shape, dtype: "i32", device }) as I32,
-  };
-}
-
-async function validationLoss(
-  model: LlamaLM,
-  corpus: Corpus,
-  cfg: Config,
-  device: DeviceName,
-): Promise<number> {
-  let total: Tensor | null = null;
-  for (let i = 1; i <= cfg.valBatches; i++) {
-    const b = windows(corpus.val, cfg, 987654, i, device);
-    const l = model.loss(b.x, b.y);
-    total = total === null ? l : total.add(l as never) as Tensor;
-  }
-  return (await total!.item()) / cfg.valBatches;
-}
-
-/** Calibration activations of the targets on target-domain batches (seeded per run). */
-async function calibrate(
-  model: LlamaLM,
-  corpus: Corpus,
-  cfg: Config,
-  seed: number,
-  device: DeviceName,
-  batchSize = cfg.batchSize,
-) {
-  return await collectActivations(model, cfg.targets, (m, i) => {
-    const { x } = sampleWindows(corpus.train, {
-      batchSize,
-      seqLen: cfg.seqLen,
-      seed: seed + 77,
-      step: i + 1,
-    });
-    m.forward(tensor(x, { shape: [batchSize, cfg.seqLen], dtype: "i32", device }) as I32);
-  }, { batches: cfg.calibBatches });
-}
-
-async function fineTune(
-  label: MethodLabel,
-  seed: number,
-  base: Map<string, { shape: number[]; data: Float32Array }>,
-  baseConfig: LlamaLM["config"],
-  corpus: Corpus,
-  cfg: Config,
-  results: ResultsDir,
-  device: DeviceName,
-): Promise<RunResult> {
-  const model = LlamaLM.fromWeights(baseConfig, base, { device });
-  const spec = METHODS[label];
-  const method = getInitMethod(spec.init);
-  const t0 = performance.now();
-  let data: Record<string, LayerData> | undefined;
-  if (method.needs.includes("activations")) data = await calibrate(model, corpus, cfg, seed, device);
-  const attached = await attachLora(model, {
-    targetModules: cfg.targets,
-    rank: cfg.rank,
-    alpha: cfg.alpha,
-    init: spec.init,
-    initOptions: spec.options,
-    data,
-    seed,
-  });
-  const initSeconds = (performance.now() - t0) / 1000;
-  const metrics = results.metrics({ file: `metrics/${label}-seed${seed}.jsonl` });
-  const trainer = new Trainer({
-    model,
-    optimizer: new AdamW(model, { lr: cfg.lr, weightDecay: 0, trainable: LORA_TRAINABLE }),
-    batch: (step) => windows(corpus.train, cfg, seed, step, device),
-    loss: (m, b) => m.loss(b.x as I32, b.y as I32),
-    steps: cfg.steps,
-    schedule: cosineSchedule({ totalSteps: cfg.steps, warmupRatio: 0.1 }),
-    clipNorm: 1,
-    readEvery: 10,
-    metrics,
-    progress: Deno.stderr.isTerminal() ? `${label} seed ${seed}` : false,
-    seed,
-  });
-  const t1 = performance.now();
-  const records = await trainer.run();
-  const trainSeconds = (performance.now() - t1) / 1000;
-  metrics.close();
-  const valLoss = await validationLoss(model, corpus, cfg, device);
-  const ranks = Object.fromEntries(Object.entries(attached.perLayer).map(([k, v]) => [k, v.rank]));
-  return {
-    label,
-    seed,
-    losses: records.map((r) => r.loss),
-    gradNorms: records.map((r) => r.grad_norm),
-    valLoss,
-    initSeconds,
-    trainSeconds,
-    ranks,
-  };
-}
 
 // ----- EVA component stability -----
 
@@ -355,7 +157,6 @@ async function main(): Promise<void> {
   const adapter = device === "webgpu" ? (await getWebGPU()).description : "cpu";
   const results = cfg.resume !== undefined ? ResultsDir.open(cfg.resume) : ResultsDir.create("eva");
   results.writeConfig({ ...cfg, adapter });
-  for (const sub of ["runs", "metrics"]) Deno.mkdirSync(results.file(sub), { recursive: true });
   console.log(`exp:eva → ${results.path}\nadapter: ${adapter}`);
 
   const corpus = await loadCorpus(cfg);
@@ -363,28 +164,21 @@ async function main(): Promise<void> {
   console.log(`data: ${corpus.description}\nbase: ${note}`);
   const baseWeights = await base.hostWeights();
   const baseConfig = base.config;
-  const baseVal = await validationLoss(base, corpus, cfg, device);
+  const baseVal = await meanLoss(base, corpus.val, cfg, device);
 
-  const runs: RunResult[] = [];
-  for (const label of cfg.methods) {
-    for (const seed of cfg.seeds) {
-      const file = results.file(`runs/${label}-seed${seed}.json`);
-      try {
-        runs.push(JSON.parse(await Deno.readTextFile(file)));
-        console.log(`${label} seed ${seed}: reused ${file}`);
-        continue;
-      } catch { /* not finished yet */ }
-      const r = await fineTune(label, seed, baseWeights, baseConfig, corpus, cfg, results, device);
-      results.writeJson(`runs/${label}-seed${seed}.json`, r);
-      runs.push(r);
-      console.log(
-        `${label} seed ${seed}: final train loss ${r.losses.at(-1)!.toFixed(4)}, val ${
-          r.valLoss.toFixed(4)
-        }, ` +
-          `init ${r.initSeconds.toFixed(2)} s, train ${r.trainSeconds.toFixed(1)} s`,
-      );
-    }
-  }
+  const specs = cfg.methods.map((m) => ({
+    label: m,
+    init: METHODS[m].init,
+    initOptions: { ...METHODS[m].options },
+  }));
+  const runs = await runAll(specs, cfg.seeds, {
+    base: baseWeights,
+    baseConfig,
+    corpus,
+    cfg,
+    results,
+    device,
+  });
 
   // Component stability of EVA (ρ = 2): calibration batch size halved/doubled and a different batch order.
   let stability: Record<string, number> | null = null;
@@ -464,11 +258,7 @@ async function main(): Promise<void> {
       claims.push(
         `EVA (${eva}) converges faster than Noise & Zeros (mean train loss over the first 25% of steps ` +
           `${e.early.mean.toFixed(4)} vs ${lora.early.mean.toFixed(4)}, difference ${gap.toFixed(4)}, ` +
-          `combined std over seeds ${noise.toFixed(4)}): **${
-            cfg.seeds.length < 2
-              ? "inconclusive (one seed: no spread to judge the difference against)"
-              : verdict(gap > 2 * noise, gap < -2 * noise)
-          }**.`,
+          `combined std over seeds ${noise.toFixed(4)}): **${verdictFor(gap, noise, cfg.seeds.length)}**.`,
       );
     }
   }
@@ -523,26 +313,11 @@ async function main(): Promise<void> {
     } (SVG beside each).`,
   ].join("\n");
   results.writeMarkdown(md);
-  // One metrics.jsonl with every step of every run (the per-run files under metrics/ are written as training goes).
-  const lines = runs.flatMap((r) =>
-    r.losses.map((loss, i) =>
-      JSON.stringify({ method: r.label, seed: r.seed, step: i + 1, loss, grad_norm: r.gradNorms[i] })
-    )
-  );
-  await Deno.writeTextFile(results.file("metrics.jsonl"), lines.join("\n") + "\n");
+  await writeCombinedMetrics(results, runs);
   results.writeSummary({ config: cfg, adapter, baseValLoss: baseVal, rows, claims, stability });
 
   // ----- plots -----
-  const curve = (key: "losses" | "gradNorms") =>
-    cfg.methods.map((m) => {
-      const rs = by(m);
-      const n = Math.min(...rs.map((r) => r[key].length));
-      const x = Array.from({ length: n }, (_, i) => i + 1);
-      const mean = x.map((_, i) => rs.reduce((s, r) => s + r[key][i], 0) / rs.length);
-      const low = x.map((_, i) => Math.min(...rs.map((r) => r[key][i])));
-      const high = x.map((_, i) => Math.max(...rs.map((r) => r[key][i])));
-      return { name: m, x, y: mean, band: rs.length > 1 ? { low, high } : undefined };
-    });
+  const curve = (key: "losses" | "gradNorms") => meanCurves(runs, cfg.methods, (r) => r[key]);
   await results.savePlot(
     "loss",
     linePlot({

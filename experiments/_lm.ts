@@ -1,0 +1,378 @@
+/**
+ * Shared pieces of the language-model experiments (exp:eva, exp:init-sweep, exp:cntlora): the corpus (generated
+ * source/target domains by default, or a text file with a tokenizer), the pretrained base (cached), seeded batches,
+ * validation loss, calibration activations, and one LoRA fine-tuning run with any registered initialisation.
+ *
+ * @module
+ */
+import { tensor } from "../lib/tensor/creation.ts";
+import type { Tensor } from "../lib/tensor/tensor.ts";
+import type { Shape } from "../lib/shape.ts";
+import { charVocab, generateTextDomains } from "../lib/data/generated.ts";
+import { loadText, splitText } from "../lib/data/text.ts";
+import { Tokenizer } from "../lib/io/tokenizer.ts";
+import { LlamaLM } from "../lib/models/llama.ts";
+import { loadLlama } from "../lib/models/load.ts";
+import { cachedPretrained } from "../lib/models/cache.ts";
+import { sampleWindows } from "../lib/train/batches.ts";
+import { Trainer } from "../lib/train/trainer.ts";
+import { AdamW } from "../lib/nn/optim/adam.ts";
+import { cosineSchedule } from "../lib/nn/optim/schedule.ts";
+import { attachLora, LORA_TRAINABLE, loraNorms, loraPlusOptions } from "../lib/lora/mod.ts";
+import { collectActivations } from "../lib/init/calibrate.ts";
+import { getInitMethod, type LayerData } from "../lib/init/mod.ts";
+import type { DeviceName } from "../lib/ir/node.ts";
+import type { ResultsDir } from "../lib/util/results.ts";
+
+/** An i32 tensor. */
+export type I32 = Tensor<Shape, "i32">;
+
+/** The settings every LM experiment shares (a subset of each experiment's config). */
+export interface LmSettings {
+  quick: boolean;
+  rank: number;
+  alpha: number;
+  targets: string[];
+  steps: number;
+  batchSize: number;
+  seqLen: number;
+  lr: number;
+  calibBatches: number;
+  valBatches: number;
+  model?: string;
+  tokenizer?: string;
+  data?: string;
+  pretrainSteps: number;
+}
+
+/** Token streams of the experiment. */
+export interface Corpus {
+  /** Target-domain training tokens. */
+  train: Int32Array;
+  /** Target-domain validation tokens. */
+  val: Int32Array;
+  /** Source-domain tokens (pretraining data; held out for forgetting), when known. */
+  source?: Int32Array;
+  /** Vocabulary size. */
+  vocab: number;
+  /** Where the data came from. */
+  description: string;
+}
+
+/**
+ * The corpus: `data` (a text file, tokenized with `tokenizer` or as characters) as the target domain, with
+ * `sourceText` (e.g. TinyStories for stories260K) as the source domain when given; or the generated domain pair.
+ */
+export async function loadCorpus(cfg: LmSettings, sourceText?: string): Promise<Corpus> {
+  if (cfg.data !== undefined) {
+    const text = await loadText(cfg.data);
+    const { train, val } = splitText(text);
+    const src = sourceText !== undefined ? await loadText(sourceText) : undefined;
+    if (cfg.tokenizer !== undefined) {
+      const tok = await Tokenizer.load(cfg.tokenizer);
+      return {
+        train: Int32Array.from(tok.encode(train)),
+        val: Int32Array.from(tok.encode(val)),
+        source: src !== undefined ? Int32Array.from(tok.encode(src.slice(0, 200_000))) : undefined,
+        vocab: tok.vocabSize,
+        description: `${cfg.data} (tokenizer ${cfg.tokenizer})${
+          src !== undefined ? `, source ${sourceText}` : ""
+        }`,
+      };
+    }
+    const v = charVocab(text + (src ?? ""));
+    return {
+      train: v.encode(train),
+      val: v.encode(val),
+      source: src !== undefined ? v.encode(src) : undefined,
+      vocab: v.size,
+      description: `${cfg.data} (characters)`,
+    };
+  }
+  const { source, target } = generateTextDomains({ seed: 0, nSentences: cfg.quick ? 1500 : 4000 });
+  const v = charVocab(source + target);
+  const { train, val } = splitText(target);
+  return {
+    train: v.encode(train),
+    val: v.encode(val),
+    source: v.encode(source),
+    vocab: v.size,
+    description: "generated: synthetic source domain (pretraining) → shifted target domain (fine-tuning)",
+  };
+}
+
+/** The base model: `model` from a file, or a small LM pretrained on the source domain (cached). */
+export async function baseModel(
+  cfg: LmSettings,
+  corpus: Corpus,
+  device: DeviceName,
+): Promise<{ model: LlamaLM; note: string }> {
+  if (cfg.model !== undefined) return { model: await loadLlama(cfg.model, { device }), note: cfg.model };
+  const spec = {
+    model: {
+      dim: cfg.quick ? 32 : 64,
+      hiddenDim: cfg.quick ? 86 : 172,
+      nLayers: 2,
+      nHeads: 4,
+      nKvHeads: 2,
+      vocabSize: corpus.vocab,
+      seqLen: 128,
+      sharedClassifier: true,
+    },
+    steps: cfg.pretrainSteps,
+    batchSize: 16,
+    seqLen: 64,
+    lr: 3e-3,
+    seed: 1234,
+  };
+  const r = await cachedPretrained(spec, corpus.source!, { device, progress: Deno.stderr.isTerminal() });
+  return {
+    model: r.model,
+    note: `${r.cached ? "cached" : "pretrained"} base in ${r.dir} (${r.seconds.toFixed(1)} s)`,
+  };
+}
+
+/** Batch `step` of windows from `tokens`, a pure function of (seed, step). */
+export function windows(tokens: Int32Array, cfg: LmSettings, seed: number, step: number, device: DeviceName) {
+  const { x, y } = sampleWindows(tokens, { batchSize: cfg.batchSize, seqLen: cfg.seqLen, seed, step });
+  const shape = [cfg.batchSize, cfg.seqLen];
+  return {
+    x: tensor(x, { shape, dtype: "i32", device }) as I32,
+    y: tensor(y, { shape, dtype: "i32", device }) as I32,
+  };
+}
+
+/** Mean loss over `cfg.valBatches` fixed batches of `tokens` (one readback). */
+export async function meanLoss(
+  model: LlamaLM,
+  tokens: Int32Array,
+  cfg: LmSettings,
+  device: DeviceName,
+): Promise<number> {
+  let total: Tensor | null = null;
+  for (let i = 1; i <= cfg.valBatches; i++) {
+    const b = windows(tokens, cfg, 987654, i, device);
+    const l = model.loss(b.x, b.y);
+    total = total === null ? l : total.add(l as never) as Tensor;
+  }
+  return (await total!.item()) / cfg.valBatches;
+}
+
+/** Calibration activations of the targets on `calibBatches` target-domain batches (seeded per run). */
+export async function calibrate(
+  model: LlamaLM,
+  corpus: Corpus,
+  cfg: LmSettings,
+  seed: number,
+  device: DeviceName,
+  batchSize = cfg.batchSize,
+): Promise<Record<string, LayerData>> {
+  return await collectActivations(model, cfg.targets, (m, i) => {
+    const { x } = sampleWindows(corpus.train, {
+      batchSize,
+      seqLen: cfg.seqLen,
+      seed: seed + 77,
+      step: i + 1,
+    });
+    m.forward(tensor(x, { shape: [batchSize, cfg.seqLen], dtype: "i32", device }) as I32);
+  }, { batches: cfg.calibBatches });
+}
+
+/** One fine-tuning run's outcome. */
+export interface RunResult {
+  label: string;
+  seed: number;
+  losses: number[];
+  gradNorms: number[];
+  valLoss: number;
+  /** Loss on the source domain after fine-tuning (forgetting), when a source corpus exists. */
+  sourceLoss?: number;
+  initSeconds: number;
+  trainSeconds: number;
+  ranks: Record<string, number>;
+  /** Per-step sums over layers of ‖A‖, ‖B‖ and ‖s·B·A‖ (when tracked). */
+  norms?: { a: number[]; b: number[]; delta: number[] };
+}
+
+/** How one run adapts the model. */
+export interface RunSpec {
+  /** Name in tables and plots. */
+  label: string;
+  /** Registered init method. */
+  init: string;
+  /** Its options. */
+  initOptions?: Record<string, unknown>;
+  /** rsLoRA scaling. */
+  useRslora?: boolean;
+  /** LoRA+ ratio lr_B / lr_A (undefined: plain AdamW on A and B). */
+  loraPlusRatio?: number;
+  /** Override the experiment's rank. */
+  rank?: number;
+  /** Override the experiment's alpha. */
+  alpha?: number;
+  /** Record ‖A‖, ‖B‖, ‖ΔW‖ summed over layers every step. */
+  trackNorms?: boolean;
+}
+
+/** Fine-tunes a fresh copy of the base weights with `spec` and records what the experiments report. */
+export async function fineTune(
+  spec: RunSpec,
+  seed: number,
+  base: Map<string, { shape: number[]; data: Float32Array }>,
+  baseConfig: LlamaLM["config"],
+  corpus: Corpus,
+  cfg: LmSettings,
+  results: ResultsDir,
+  device: DeviceName,
+): Promise<RunResult> {
+  const model = LlamaLM.fromWeights(baseConfig, base, { device });
+  const method = getInitMethod(spec.init);
+  const t0 = performance.now();
+  const data = method.needs.includes("activations")
+    ? await calibrate(model, corpus, cfg, seed, device)
+    : undefined;
+  const attached = await attachLora(model, {
+    targetModules: cfg.targets,
+    rank: spec.rank ?? cfg.rank,
+    alpha: spec.alpha ?? cfg.alpha,
+    useRslora: spec.useRslora,
+    init: spec.init,
+    initOptions: spec.initOptions,
+    data,
+    seed,
+  });
+  const initSeconds = (performance.now() - t0) / 1000;
+  const metrics = results.metrics({ file: `metrics/${spec.label}-seed${seed}.jsonl` });
+  const opt = spec.loraPlusRatio !== undefined
+    ? new AdamW(model, loraPlusOptions({ lr: cfg.lr, ratio: spec.loraPlusRatio }))
+    : new AdamW(model, { lr: cfg.lr, weightDecay: 0, trainable: LORA_TRAINABLE });
+  const sum = (m: LlamaLM, suffix: string) => {
+    const parts = Object.entries(loraNorms(m)).filter(([k]) => k.endsWith(suffix)).map(([, v]) => v.square());
+    return parts.reduce((a, b) => a.add(b as never) as Tensor<[], "f32">).sqrt();
+  };
+  const trainer = new Trainer({
+    model,
+    optimizer: opt,
+    batch: (step) => windows(corpus.train, cfg, seed, step, device),
+    loss: (m, b) => m.loss(b.x as I32, b.y as I32),
+    steps: cfg.steps,
+    schedule: cosineSchedule({ totalSteps: cfg.steps, warmupRatio: 0.1 }),
+    clipNorm: 1,
+    readEvery: 10,
+    metrics,
+    track: spec.trackNorms
+      ? { A: (m) => sum(m, ".A"), B: (m) => sum(m, ".B"), deltaW: (m) => sum(m, ".deltaW") }
+      : undefined,
+    progress: Deno.stderr.isTerminal() ? `${spec.label} seed ${seed}` : false,
+    seed,
+  });
+  const t1 = performance.now();
+  const records = await trainer.run();
+  const trainSeconds = (performance.now() - t1) / 1000;
+  metrics.close();
+  const valLoss = await meanLoss(model, corpus.val, cfg, device);
+  const sourceLoss = corpus.source !== undefined
+    ? await meanLoss(model, corpus.source, cfg, device)
+    : undefined;
+  const ranks = Object.fromEntries(Object.entries(attached.perLayer).map(([k, v]) => [k, v.rank]));
+  const norms = spec.trackNorms
+    ? {
+      a: records.map((r) => r["norm/A"]),
+      b: records.map((r) => r["norm/B"]),
+      delta: records.map((r) => r["norm/deltaW"]),
+    }
+    : undefined;
+  return {
+    label: spec.label,
+    seed,
+    losses: records.map((r) => r.loss),
+    gradNorms: records.map((r) => r.grad_norm),
+    valLoss,
+    sourceLoss,
+    initSeconds,
+    trainSeconds,
+    ranks,
+    norms,
+  };
+}
+
+/** Runs `specs × seeds`, reusing finished runs saved under `runs/` (so an interrupted experiment resumes). */
+export async function runAll(
+  specs: readonly RunSpec[],
+  seeds: readonly number[],
+  ctx: {
+    base: Map<string, { shape: number[]; data: Float32Array }>;
+    baseConfig: LlamaLM["config"];
+    corpus: Corpus;
+    cfg: LmSettings;
+    results: ResultsDir;
+    device: DeviceName;
+  },
+): Promise<RunResult[]> {
+  for (const sub of ["runs", "metrics"]) Deno.mkdirSync(ctx.results.file(sub), { recursive: true });
+  const runs: RunResult[] = [];
+  for (const spec of specs) {
+    for (const seed of seeds) {
+      const name = `runs/${spec.label}-seed${seed}.json`;
+      try {
+        runs.push(JSON.parse(await Deno.readTextFile(ctx.results.file(name))));
+        console.log(`${spec.label} seed ${seed}: reused ${name}`);
+        continue;
+      } catch { /* not finished yet */ }
+      const r = await fineTune(
+        spec,
+        seed,
+        ctx.base,
+        ctx.baseConfig,
+        ctx.corpus,
+        ctx.cfg,
+        ctx.results,
+        ctx.device,
+      );
+      ctx.results.writeJson(name, r);
+      runs.push(r);
+      console.log(
+        `${spec.label} seed ${seed}: final train loss ${r.losses.at(-1)!.toFixed(4)}, val ${
+          r.valLoss.toFixed(4)
+        }, ` +
+          `init ${r.initSeconds.toFixed(2)} s, train ${r.trainSeconds.toFixed(1)} s`,
+      );
+    }
+  }
+  return runs;
+}
+
+/** Writes one metrics.jsonl with every step of every run. */
+export async function writeCombinedMetrics(results: ResultsDir, runs: readonly RunResult[]): Promise<void> {
+  const lines = runs.flatMap((r) =>
+    r.losses.map((loss, i) =>
+      JSON.stringify({ method: r.label, seed: r.seed, step: i + 1, loss, grad_norm: r.gradNorms[i] })
+    )
+  );
+  await Deno.writeTextFile(results.file("metrics.jsonl"), lines.join("\n") + "\n");
+}
+
+/** Mean curve (and min..max band) over the runs of each label, for linePlot. */
+export function meanCurves(
+  runs: readonly RunResult[],
+  labels: readonly string[],
+  key: (r: RunResult) => number[],
+) {
+  return labels.map((m) => {
+    const rs = runs.filter((r) => r.label === m);
+    const n = Math.min(...rs.map((r) => key(r).length));
+    const x = Array.from({ length: n }, (_, i) => i + 1);
+    const mean = x.map((_, i) => rs.reduce((s, r) => s + key(r)[i], 0) / rs.length);
+    const low = x.map((_, i) => Math.min(...rs.map((r) => key(r)[i])));
+    const high = x.map((_, i) => Math.max(...rs.map((r) => key(r)[i])));
+    return { name: m, x, y: mean, band: rs.length > 1 ? { low, high } : undefined };
+  });
+}
+
+/** "reproduced" / "not reproduced" / "inconclusive" for a difference against its spread over seeds. */
+export function verdictFor(diff: number, spread: number, seeds: number): string {
+  if (seeds < 2) return "inconclusive (one seed: no spread to judge the difference against)";
+  if (diff > 2 * spread) return "reproduced";
+  if (diff < -2 * spread) return "not reproduced";
+  return "inconclusive";
+}
