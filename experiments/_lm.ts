@@ -18,8 +18,9 @@ import { sampleWindows } from "../lib/train/batches.ts";
 import { Trainer } from "../lib/train/trainer.ts";
 import { AdamW } from "../lib/nn/optim/adam.ts";
 import { cosineSchedule } from "../lib/nn/optim/schedule.ts";
-import { attachLora, LORA_TRAINABLE, loraNorms, loraPlusOptions } from "../lib/lora/mod.ts";
-import { collectActivations } from "../lib/init/calibrate.ts";
+import { attachLora, LORA_TRAINABLE, loraLayers, loraNorms, loraPlusOptions } from "../lib/lora/mod.ts";
+import { type UpdateSimilarity, updateSimilarity } from "../lib/lora/delta_stats.ts";
+import { collectActivations, collectGradients } from "../lib/init/calibrate.ts";
 import { getInitMethod, type LayerData } from "../lib/init/mod.ts";
 import type { DeviceName } from "../lib/ir/node.ts";
 import type { ResultsDir } from "../lib/util/results.ts";
@@ -178,6 +179,29 @@ export async function calibrate(
   }, { batches: cfg.calibBatches });
 }
 
+/**
+ * Full weight gradients of the LM loss on `calibBatches` target-domain training batches (seeded per run), averaged
+ * over the batches: the calibration data of gradient-based inits (LoRA-GA).
+ */
+export async function calibrateGradients(
+  model: LlamaLM,
+  corpus: Corpus,
+  cfg: LmSettings,
+  seed: number,
+  device: DeviceName,
+): Promise<Record<string, LayerData>> {
+  const steps = Array.from({ length: cfg.calibBatches }, (_, i) => i + 1);
+  return await collectGradients(
+    model,
+    cfg.targets,
+    (m, step: number) => {
+      const b = windows(corpus.train, cfg, seed + 55, step, device);
+      return m.loss(b.x, b.y);
+    },
+    steps,
+  );
+}
+
 /** One fine-tuning run's outcome. */
 export interface RunResult {
   label: string;
@@ -192,6 +216,8 @@ export interface RunResult {
   ranks: Record<string, number>;
   /** Per-step sums over layers of ‖A‖, ‖B‖ and ‖s·B·A‖ (when tracked). */
   norms?: { a: number[]; b: number[]; delta: number[] };
+  /** Per adapted layer: the initial update `s·B₀·A₀` against the final `s·B·A` (when `compareDelta`). */
+  delta?: Record<string, UpdateSimilarity>;
 }
 
 /** How one run adapts the model. */
@@ -212,6 +238,10 @@ export interface RunSpec {
   alpha?: number;
   /** Record ‖A‖, ‖B‖, ‖ΔW‖ summed over layers every step. */
   trackNorms?: boolean;
+  /** Override the experiment's number of calibration batches (data-driven inits). */
+  calibBatches?: number;
+  /** Save every layer's `s·B·A` right after attaching and compare it with the final one. */
+  compareDelta?: boolean;
 }
 
 /** Fine-tunes a fresh copy of the base weights with `spec` and records what the experiments report. */
@@ -227,10 +257,15 @@ export async function fineTune(
 ): Promise<RunResult> {
   const model = LlamaLM.fromWeights(baseConfig, base, { device });
   const method = getInitMethod(spec.init);
+  const calibCfg = { ...cfg, calibBatches: spec.calibBatches ?? cfg.calibBatches };
   const t0 = performance.now();
-  const data = method.needs.includes("activations")
-    ? await calibrate(model, corpus, cfg, seed, device)
+  const acts = method.needs.includes("activations")
+    ? await calibrate(model, corpus, calibCfg, seed, device)
     : undefined;
+  const grads = method.needs.includes("grads")
+    ? await calibrateGradients(model, corpus, calibCfg, seed, device)
+    : undefined;
+  const data = acts === undefined && grads === undefined ? undefined : mergeLayerData(acts, grads);
   const attached = await attachLora(model, {
     targetModules: cfg.targets,
     rank: spec.rank ?? cfg.rank,
@@ -242,6 +277,7 @@ export async function fineTune(
     seed,
   });
   const initSeconds = (performance.now() - t0) / 1000;
+  const initialDelta = spec.compareDelta ? await hostDeltas(model) : undefined;
   const metrics = results.metrics({ file: `metrics/${spec.label}-seed${seed}.jsonl` });
   const opt = spec.loraPlusRatio !== undefined
     ? new AdamW(model, loraPlusOptions({ lr: cfg.lr, ratio: spec.loraPlusRatio }))
@@ -282,6 +318,15 @@ export async function fineTune(
       delta: records.map((r) => r["norm/deltaW"]),
     }
     : undefined;
+  let delta: Record<string, UpdateSimilarity> | undefined;
+  if (initialDelta !== undefined) {
+    const finalDelta = await hostDeltas(model);
+    delta = {};
+    for (const [path, d0] of initialDelta) {
+      const d1 = finalDelta.get(path)!;
+      delta[path] = updateSimilarity(d0.data, d1.data, d0.shape);
+    }
+  }
   return {
     label: spec.label,
     seed,
@@ -293,7 +338,30 @@ export async function fineTune(
     trainSeconds,
     ranks,
     norms,
+    delta,
   };
+}
+
+/** Per-layer calibration data with the activations of `a` and the gradients of `b`. */
+function mergeLayerData(
+  a: Record<string, LayerData> | undefined,
+  b: Record<string, LayerData> | undefined,
+): Record<string, LayerData> {
+  const out: Record<string, LayerData> = {};
+  for (const k of new Set([...Object.keys(a ?? {}), ...Object.keys(b ?? {})])) {
+    out[k] = { ...a?.[k], ...b?.[k] };
+  }
+  return out;
+}
+
+/** Every adapted layer's current update `s·B·A` on the host, with its `[d_out, d_in]` shape. */
+async function hostDeltas(model: LlamaLM): Promise<Map<string, { data: Float32Array; shape: [number, number] }>> {
+  const out = new Map<string, { data: Float32Array; shape: [number, number] }>();
+  for (const [path, l] of loraLayers(model)) {
+    const d = l.deltaWeight();
+    out.set(path, { data: (await d.data()) as Float32Array, shape: [d.shape[0], d.shape[1]] });
+  }
+  return out;
 }
 
 /** Runs `specs × seeds`, reusing finished runs saved under `runs/` (so an interrupted experiment resumes). */

@@ -3,11 +3,8 @@
  * TEST_SEED), the float64 reference value of any tensor, and closeness assertions with explicit tolerances.
  */
 import type { Tensor } from "../mod.ts";
-import { getBackend } from "../mod.ts";
 import { evaluateReference } from "../lib/ir/reference.ts";
-import type { Node } from "../lib/ir/node.ts";
-import { toposort } from "../lib/ir/node.ts";
-import { HostStorage, resolveStorage } from "../lib/runtime/realize.ts";
+import { leafValues } from "../lib/autodiff/gradcheck.ts";
 
 /** Seed of this test process: TEST_SEED if set, else fresh. */
 export const TEST_SEED: number = (() => {
@@ -48,18 +45,7 @@ export class TestRng {
 
 /** Float64 reference values of `t` (the unscheduled interpreter in lib/ir/reference.ts). */
 export async function reference(t: Tensor): Promise<Float64Array> {
-  const leaves = new Map<Node, Float64Array>();
-  for (const n of toposort([t.node])) {
-    if (n.storage === null) continue;
-    const s = n.storage;
-    let data: ArrayLike<number>;
-    if (s instanceof HostStorage && s.host !== null) data = s.host;
-    else {
-      const be = await getBackend(n.device);
-      data = await be.read(resolveStorage(s, be), n.dtype, n.size);
-    }
-    leaves.set(n, Float64Array.from(data));
-  }
+  const leaves = await leafValues([t.node]);
   return evaluateReference(t.node, (n) => leaves.get(n)!);
 }
 
