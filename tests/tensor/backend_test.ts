@@ -99,3 +99,19 @@ Deno.test("a result larger than the device's largest buffer is an error naming t
     /result of Add with shape \[\d+\] f32: Cannot allocate \d+ f32 elements .* split the tensor/,
   );
 });
+
+Deno.test("device memory is released by dispose() and at the end of a `using` block", async () => {
+  const be = await getBackend("webgpu");
+  const before = be.stats().liveBuffers;
+  {
+    using a = randn([128, 128], { seed: 3 });
+    await a.realize();
+    equal(be.stats().liveBuffers, before + 1);
+  }
+  equal(be.stats().liveBuffers, before, "released when the block ends");
+  const b = randn([64], { seed: 4 });
+  await b.realize();
+  equal(be.stats().liveBuffers, before + 1);
+  b.dispose();
+  equal(be.stats().liveBuffers, before, "released by dispose()");
+});
