@@ -355,7 +355,9 @@ function mergeLayerData(
 }
 
 /** Every adapted layer's current update `s·B·A` on the host, with its `[d_out, d_in]` shape. */
-async function hostDeltas(model: LlamaLM): Promise<Map<string, { data: Float32Array; shape: [number, number] }>> {
+async function hostDeltas(
+  model: LlamaLM,
+): Promise<Map<string, { data: Float32Array; shape: [number, number] }>> {
   const out = new Map<string, { data: Float32Array; shape: [number, number] }>();
   for (const [path, l] of loraLayers(model)) {
     const d = l.deltaWeight();
@@ -379,6 +381,7 @@ export async function runAll(
 ): Promise<RunResult[]> {
   for (const sub of ["runs", "metrics"]) Deno.mkdirSync(ctx.results.file(sub), { recursive: true });
   const runs: RunResult[] = [];
+  const stopListening = exitOnInterrupt(ctx.results, () => runs.length, specs.length * seeds.length);
   for (const spec of specs) {
     for (const seed of seeds) {
       const name = `runs/${spec.label}-seed${seed}.json`;
@@ -407,7 +410,31 @@ export async function runAll(
       );
     }
   }
+  stopListening();
   return runs;
+}
+
+/**
+ * Until the returned function is called, SIGINT (Ctrl-C) and SIGTERM end the process with status 128 + the
+ * signal's number after saying how to continue; the handler runs between awaits, so never while a result file
+ * is being written. Finished runs are in `runs/`, and `--resume <dir>` reuses them. (A run that throws ends
+ * the experiment, so the listeners need no removal on that path.)
+ */
+function exitOnInterrupt(results: ResultsDir, finished: () => number, total: number): () => void {
+  const listening: [Deno.Signal, () => void][] = [];
+  for (const [signal, status] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+    const handler = () => {
+      const saved = results.file("runs");
+      console.error(`\n${signal}: stopped with ${finished()} of ${total} runs finished (saved in ${saved});`);
+      console.error(`continue with --resume ${results.path}`);
+      Deno.exit(status);
+    };
+    try {
+      Deno.addSignalListener(signal, handler);
+      listening.push([signal, handler]);
+    } catch { /* a signal this platform does not have (SIGTERM on Windows) */ }
+  }
+  return () => listening.forEach(([signal, handler]) => Deno.removeSignalListener(signal, handler));
 }
 
 /** Writes one metrics.jsonl with every step of every run. */
@@ -443,4 +470,16 @@ export function verdictFor(diff: number, spread: number, seeds: number): string 
   if (diff > 2 * spread) return "reproduced";
   if (diff < -2 * spread) return "not reproduced";
   return "inconclusive";
+}
+
+/** Keys the user set explicitly on the command line (so `--quick` presets do not override them). */
+export function explicitFlags<C extends Record<string, unknown>>(cfg: C): Partial<C> {
+  const out: Partial<C> = {};
+  for (const a of Deno.args) {
+    const m = /^--([a-zA-Z-]+)/.exec(a);
+    if (!m) continue;
+    const key = m[1].replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()) as keyof C;
+    if (key in cfg && key !== "quick") out[key] = cfg[key];
+  }
+  return out;
 }

@@ -28,6 +28,7 @@ import {
   baseModel,
   calibrate,
   type Corpus,
+  explicitFlags,
   loadCorpus,
   meanCurves,
   meanLoss,
@@ -152,7 +153,7 @@ async function main(): Promise<void> {
     name: "deno task exp:eva",
     description: "EVA vs Noise & Zeros, PiSSA and CNTLoRA",
   });
-  const cfg: Config = parsed.quick ? { ...parsed, ...QUICK, ...pickExplicit(parsed) } : parsed;
+  const cfg: Config = parsed.quick ? { ...parsed, ...QUICK, ...explicitFlags(parsed) } : parsed;
   const device: DeviceName = (cfg.device as DeviceName | undefined) ?? getDefaultDevice();
   const adapter = device === "webgpu" ? (await getWebGPU()).description : "cpu";
   const results = cfg.resume !== undefined ? ResultsDir.open(cfg.resume) : ResultsDir.create("eva");
@@ -363,18 +364,6 @@ async function main(): Promise<void> {
     );
   }
   console.log(`\n${md}`);
-}
-
-/** Keys the user set explicitly on the command line (so --quick does not override them). */
-function pickExplicit(cfg: Config): Partial<Config> {
-  const out: Record<string, unknown> = {};
-  for (const a of Deno.args) {
-    const m = /^--([a-zA-Z-]+)/.exec(a);
-    if (!m) continue;
-    const key = m[1].replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()) as keyof Config;
-    if (key in cfg && key !== "quick") out[key] = cfg[key];
-  }
-  return out as Partial<Config>;
 }
 
 if (import.meta.main) await main();

@@ -70,3 +70,4 @@ export function getInitMethod(name: string): InitMethod {
   }
   return m;
 }
+export * from "./spectral_gain.ts";

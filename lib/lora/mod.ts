@@ -7,3 +7,4 @@
 export * from "./linear.ts";
 export * from "./attach.ts";
 export * from "./adapter.ts";
+export * from "./delta_stats.ts";

@@ -62,3 +62,4 @@ export type { Embedding, EmbeddingOptions, F32, LinearLayer } from "../nn/linear
 export type { RMSNorm, RMSNormModuleOptions, RmsNormOptions } from "../nn/norm.ts";
 export type { RopeTables } from "../nn/attention.ts";
 export type { CrossEntropyOptions, Reduction } from "../nn/loss.ts";
+export * from "./vlm.ts";

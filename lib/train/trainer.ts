@@ -9,10 +9,16 @@
  * `readEvery` steps the pending vectors are stacked and read back with one `data()` call, then written to the
  * JSONL metrics file and shown on the progress bar.
  *
+ * At each readback the loss and the gradient norms are checked: a NaN or an infinity stops the run with a
+ * {@link NonFiniteError} naming the step, the parameter groups whose gradients were not finite and a checkpoint
+ * of the last good state. To have one without reading parameters back, the trainer keeps device copies of the
+ * trainable parameters and optimiser state as of the last two readbacks whose metrics were finite; the
+ * checkpoint is written only when the run stops.
+ *
  * @module
  */
 import { valueAndGrad } from "../autodiff/grad.ts";
-import { functionalCall, type ParamDict } from "../nn/module.ts";
+import { functionalCall, loadParameters, type ParamDict } from "../nn/module.ts";
 import { clipByGlobalNorm, sumOfSquares } from "../nn/optim/clip.ts";
 import type { Optimizer } from "../nn/optim/optimizer.ts";
 import type { Schedule } from "../nn/optim/schedule.ts";
@@ -86,6 +92,67 @@ export interface TrainerOptions<M extends object, B extends Batch> {
   checkpoint?: CheckpointSchedule;
   /** Called with each batch of records after they are read back. */
   onRecords?: (records: readonly StepRecord[]) => void;
+  /**
+   * Stop with a {@link NonFiniteError} when a read-back loss or gradient norm is NaN or infinite (default
+   * true). While on, the trainer keeps two device copies of the trainable parameters and optimiser state.
+   */
+  stopOnNonFinite?: boolean;
+  /**
+   * Where the last good state is written when the run stops on a non-finite value (default:
+   * `<checkpoint.path>.last-good`, or a new temporary file without a checkpoint schedule).
+   */
+  lastGoodPath?: string;
+}
+
+/**
+ * Thrown by {@link Trainer.run} when a loss or gradient norm read back is NaN or infinite. Before it is thrown
+ * the records up to the readback are written, the model and optimiser are reset to the last good state (the
+ * latest one whose own loss was finite) and that state is saved as a checkpoint at {@link checkpoint}; resume a
+ * new trainer from it (with a lower learning rate, a fixed loss, ...) with {@link Trainer.resume}.
+ */
+export class NonFiniteError extends Error {
+  /** The first step whose loss or gradient norm was not finite. */
+  readonly step: number;
+  /** Optimiser groups whose gradient norm was not finite at that step (may be empty: only the loss was). */
+  readonly groups: readonly string[];
+  /** The metrics of that step. */
+  readonly record: StepRecord;
+  /** The checkpoint of the last good state, or `null` when no state had a finite loss. */
+  readonly checkpoint: string | null;
+  /** The step of that checkpoint (`null` with it). */
+  readonly checkpointStep: number | null;
+
+  /** An error for `record` (the first bad step), its bad `groups` and the saved last good state. */
+  constructor(
+    record: StepRecord,
+    groups: readonly string[],
+    saved: { path: string; step: number } | null,
+  ) {
+    const shown = Object.entries(record)
+      .filter(([k]) => k === "loss" || k === "grad_norm" || k.startsWith("grad_norm/"))
+      .map(([k, v]) => `${k} = ${v}`)
+      .join(", ");
+    const where = groups.length > 0
+      ? `the gradients of parameter group(s) ${groups.map((g) => `"${g}"`).join(", ")} are not finite`
+      : "every group's gradient norm is finite, the loss itself is not";
+    const ckpt = saved === null
+      ? "No state had a finite loss, so no checkpoint was written; check the initialisation and the loss."
+      : `The last good state (after step ${saved.step}, whose loss was finite) is saved in "${saved.path}"; ` +
+        "resume from it (Trainer.resume) with a lower learning rate, gradient clipping or a fixed loss.";
+    super(`Trainer: non-finite metrics at step ${record.step} (${shown}): ${where}. ${ckpt}`);
+    this.name = "NonFiniteError";
+    this.step = record.step;
+    this.groups = groups;
+    this.record = record;
+    this.checkpoint = saved?.path ?? null;
+    this.checkpointStep = saved?.step ?? null;
+  }
+}
+
+/** A device copy of the trainable parameters with their optimiser state (`[1 + slots, ...shape]` per path). */
+interface Snapshot {
+  step: number;
+  packed: Record<string, Tensor>;
 }
 
 /** Options of {@link Trainer.run}. */
@@ -143,6 +210,11 @@ export class Trainer<M extends object, B extends Batch = Batch> {
   #progress: Progress | null = null;
   #progressStart = 0;
   #resumedFrom: number | null = null;
+  // The last state confirmed good (its loss was read back finite) and the newest state read back after finite
+  // metrics (its own loss not yet seen): the two snapshots of the non-finite guard.
+  #good: Snapshot | null = null;
+  #candidate: Snapshot | null = null;
+  #failed: NonFiniteError | null = null;
 
   /** A trainer; nothing runs until {@link run}. */
   constructor(options: TrainerOptions<M, B>) {
@@ -199,9 +271,18 @@ export class Trainer<M extends object, B extends Batch = Batch> {
         `Trainer.run: until must be an integer >= the current step ${this.#step}, got ${until}`,
       );
     }
+    if (this.#failed !== null) {
+      throw new Error(
+        `Trainer.run: this trainer stopped on non-finite metrics at step ${this.#failed.step}; create a new ` +
+          `trainer and resume it from the last good checkpoint${
+            this.#failed.checkpoint === null ? "" : ` "${this.#failed.checkpoint}"`
+          }`,
+      );
+    }
     const first = this.#history.length;
     if (until === this.#step) return [];
     this.#openMetrics();
+    if (this.#guarded && this.#candidate === null) this.#candidate = await this.#snapshot();
     const label = typeof this.#o.progress === "string" ? this.#o.progress : "train";
     const enabled = this.#o.progress === undefined || typeof this.#o.progress === "string"
       ? undefined
@@ -220,6 +301,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       this.#progress.done();
       this.#progress = null;
     }
+    if (this.#step >= this.#o.steps) this.#dropSnapshots();
     return this.#history.slice(first);
   }
 
@@ -282,6 +364,69 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     this.#step = s;
   }
 
+  get #guarded(): boolean {
+    return this.#o.stopOnNonFinite ?? true;
+  }
+
+  /** Device copies of the current trainable parameters and optimiser state (computed, not read back). */
+  async #snapshot(): Promise<Snapshot> {
+    const opt = this.#o.optimizer;
+    const params = opt.params;
+    const state = opt.stateDict();
+    const packed: Record<string, Tensor> = {};
+    for (const path of opt.paths) {
+      packed[path] = stack([params[path] as F32, ...opt.slots.map((s) => state[`${s}.${path}`] as F32)]);
+    }
+    await realize(...Object.values(packed));
+    return { step: this.#step, packed };
+  }
+
+  #disposeSnapshot(snap: Snapshot | null): void {
+    if (snap !== null) { for (const t of Object.values(snap.packed)) t.dispose(); }
+  }
+
+  #dropSnapshots(): void {
+    this.#disposeSnapshot(this.#good);
+    this.#disposeSnapshot(this.#candidate);
+    this.#good = null;
+    this.#candidate = null;
+  }
+
+  /**
+   * Puts a snapshot back into the model and optimiser, saves it as a checkpoint and throws the error for the
+   * first non-finite record.
+   */
+  async #stopNonFinite(bad: StepRecord): Promise<never> {
+    const opt = this.#o.optimizer;
+    const groups = opt.groups.map((g) => g.name).filter((g) => !Number.isFinite(bad[`grad_norm/${g}`]));
+    // The candidate's own loss is that of the step after it: finite unless that step is the bad one.
+    const cand = this.#candidate;
+    const snap = cand !== null && bad.step > cand.step + 1 ? cand : this.#good;
+    let saved: { path: string; step: number } | null = null;
+    if (snap !== null) {
+      const params: ParamDict = {};
+      const state: ParamDict = {};
+      for (const [path, packed] of Object.entries(snap.packed)) {
+        params[path] = packed.slice(0) as Tensor;
+        opt.slots.forEach((s, k) => (state[`${s}.${path}`] = packed.slice(k + 1) as Tensor));
+      }
+      loadParameters(this.#o.model, params);
+      opt.loadState(state, snap.step);
+      this.#step = snap.step;
+      const path = this.#o.lastGoodPath ??
+        (this.#o.checkpoint !== undefined
+          ? `${this.#o.checkpoint.path}.last-good`
+          : Deno.makeTempFileSync({ prefix: "tessera-", suffix: ".last-good.safetensors" }));
+      await saveCheckpoint(path, this.#o.model, { optimizer: opt, step: snap.step, seed: this.#o.seed });
+      saved = { path, step: snap.step };
+    }
+    for (const s of [this.#good, this.#candidate]) if (s !== snap) this.#disposeSnapshot(s);
+    this.#good = null;
+    this.#candidate = null;
+    this.#failed = new NonFiniteError(bad, groups, saved);
+    throw this.#failed;
+  }
+
   /** Reads back the pending metrics (one readback), records and writes them. */
   async #flush(): Promise<void> {
     if (this.#pending.length === 0) return;
@@ -300,6 +445,14 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       if (groups.length > 1) { for (const g of groups) r[`lr/${g}`] = p.lrs[g]; }
       return r as StepRecord;
     });
+    const checked = names.filter((n) => n === "loss" || n === "grad_norm" || n.startsWith("grad_norm/"));
+    const bad = this.#guarded ? records.find((r) => checked.some((n) => !Number.isFinite(r[n]))) : undefined;
+    if (this.#guarded && bad === undefined) {
+      // Every step read back was finite: the candidate's loss (at the first of these steps) is confirmed.
+      this.#disposeSnapshot(this.#good);
+      this.#good = this.#candidate;
+      this.#candidate = this.#step < this.#o.steps ? await this.#snapshot() : null;
+    }
     for (const r of records) {
       this.#history.push(r);
       this.#writer?.write(r as MetricRecord);
@@ -307,6 +460,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     const last = records[records.length - 1];
     this.#progress?.update(last.step - this.#progressStart, { loss: last.loss });
     this.#o.onRecords?.(records);
+    if (bad !== undefined) await this.#stopNonFinite(bad);
   }
 
   #openMetrics(): void {
@@ -332,8 +486,9 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     this.#ownsWriter = true;
   }
 
-  /** Closes the metrics file if the trainer opened it. */
+  /** Closes the metrics file if the trainer opened it, and frees the device copies kept for the guard. */
   close(): void {
+    this.#dropSnapshots();
     if (this.#ownsWriter) this.#writer?.close();
     this.#writer = null;
     this.#ownsWriter = false;
@@ -344,7 +499,10 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     this.close();
   }
 
-  /** Reads back pending metrics, then writes a checkpoint of the model, the optimiser and the step. */
+  /**
+   * Reads back pending metrics, then writes a checkpoint of the model, the optimiser and the step (unless the
+   * metrics are not finite: then the run's {@link NonFiniteError} is thrown and nothing is written at `path`).
+   */
   async save(path: string): Promise<void> {
     await this.#flush();
     await saveCheckpoint(path, this.#o.model, {

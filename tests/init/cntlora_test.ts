@@ -178,7 +178,7 @@ Deno.test("cntlora VAS: ranks follow the pooled relative variances and spend the
   const f = res.get("flat")!;
   deepEqual([f.a.shape, f.b.shape, f.scale], [[0, d], [6, 0], 0], "rank 0: no adapter");
   equal(res.get("rank2")!.scale, 1, "alpha kept: s = alpha/rank_i");
-  // A larger budget reaches the flat layer; ties between equal layers go to the earlier one.
+  // A larger budget reaches the second flat layer.
   const twin = await cntloraInitLayers(
     [{ name: "a", weight: toTensor(flat), data: { activations: acts } }, {
       name: "b",
@@ -187,7 +187,9 @@ Deno.test("cntlora VAS: ranks follow the pooled relative variances and spend the
     }],
     { rank: 1, vas: true, vasBudget: 3 },
   );
-  deepEqual([...twin.values()].map((i) => i.rank), [2, 1]);
+  // The two layers' singular values are equal only up to float32 noise, so which one gets the third rank is
+  // not fixed; the budget is. Exact ties are checked on vasRanks directly.
+  equal([...twin.values()].reduce((a, i) => a + i.rank, 0), 3);
   deepEqual(vasRanks([[1, 1], [1, 1]], 3), [2, 1]);
   deepEqual(vasRanks([[3, 1], [2, 2]], 2, "literal"), [1, 1]); // 9/4 and 4/4 beat 1/4
   await rejects(cntloraInitLayers(layers, { rank: 1, vas: true, split: "qr" }), /split "svd"/);

@@ -2,7 +2,7 @@
  * svd against float64 one-sided Jacobi and closed forms: reconstruction, orthogonality, ordering, signs, and
  * the hard cases (rank-deficient with exact zeros, condition number 1e6, repeated singular values).
  */
-import { deepEqual, equal, ok } from "node:assert/strict";
+import { equal, ok } from "node:assert/strict";
 import { getBackend, tensor } from "../../mod.ts";
 import { qr, svd, svdLowRank } from "../../lib/linalg/mod.ts";
 import { TEST_SEED, TestRng } from "../_helpers.ts";

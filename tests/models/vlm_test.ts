@@ -1,0 +1,190 @@
+import { equal, ok } from "node:assert/strict";
+import { concat, rand, tensor } from "../../mod.ts";
+import type { F32 } from "../../lib/nn/linear.ts";
+import { attachLora, LORA_TRAINABLE } from "../../lib/lora/mod.ts";
+import {
+  captionBatch,
+  captionLoss,
+  captionTensors,
+  captionVocab,
+  emojiVlmData,
+  modalityAnalysis,
+  shapesVlmData,
+  ToyVlm,
+  trainProjector,
+  type VlmConfig,
+  type VlmData,
+} from "../../lib/models/vlm.ts";
+import { captionTrainer } from "../../lib/models/vlm.ts";
+
+const EMOJI = "../shared/data/vl/noto_emoji32";
+const haveEmoji = await Deno.stat(new URL(`../../${EMOJI}/index.tsv`, import.meta.url)).then(
+  () => true,
+  () => false,
+);
+
+function config(vocabSize: number, nClasses = 32): VlmConfig {
+  return {
+    imageSize: 16,
+    channels: 3,
+    patchSize: 4,
+    visionDim: 32,
+    visionLayers: 1,
+    visionHeads: 4,
+    visionMlp: 64,
+    nClasses,
+    lm: {
+      dim: 32,
+      hiddenDim: 64,
+      nLayers: 1,
+      nHeads: 4,
+      nKvHeads: 2,
+      vocabSize,
+      seqLen: 64,
+      sharedClassifier: true,
+    },
+  };
+}
+
+Deno.test("ToyVlm forward: shapes, visual tokens first, loss = cross-entropy of the text positions", async () => {
+  const data = shapesVlmData({ n: 6, seed: 3 });
+  const vocab = captionVocab(data.captions);
+  const model = ToyVlm.random(config(vocab.size), { seed: 11 });
+  equal(model.visualTokens, 16);
+  const textLen = 36;
+  const b = captionBatch(data, vocab, [0, 1, 2], textLen);
+  const x = captionTensors(b, { batchSize: 3, size: 16, textLen });
+  const logits = model.forward(x.images, x.tokens);
+  equal(logits.shape.join(), `3,${16 + textLen},${vocab.size}`);
+  // Independent cross-entropy over the text positions on the host.
+  const host = (await logits.data()) as Float32Array;
+  const v = vocab.size;
+  let total = 0;
+  let n = 0;
+  for (let s = 0; s < 3; s++) {
+    for (let j = 0; j < textLen; j++) {
+      const target = b.targets[s * textLen + j];
+      if (target === -100) continue;
+      const row = host.subarray(((s * (16 + textLen)) + 16 + j) * v, ((s * (16 + textLen)) + 17 + j) * v);
+      const mx = Math.max(...row);
+      const lse = mx + Math.log(row.reduce((a, c) => a + Math.exp(c - mx), 0));
+      total += lse - row[target];
+      n++;
+    }
+  }
+  const loss = await model.loss(x.images, x.tokens, x.targets).item();
+  ok(Math.abs(loss - total / n) < 1e-4, `${loss} vs ${total / n}`);
+  // The image changes the text predictions (the visual tokens are read).
+  const other = rand([3, 16, 16, 3], { seed: 5 }) as F32;
+  const l2 = await model.loss(other, x.tokens, x.targets).item();
+  ok(Math.abs(l2 - loss) > 1e-6, "text loss must depend on the image");
+});
+
+Deno.test("captionBatch: '\\n' + caption as input, caption + '\\n' as targets, padding ignored", () => {
+  const data = shapesVlmData({ n: 4, seed: 9 });
+  const vocab = captionVocab(data.captions);
+  const t = 40;
+  const b = captionBatch(data, vocab, [2, 0], t);
+  for (const [i, k] of [2, 0].entries()) {
+    const cap = data.captions[k];
+    equal(vocab.decode(b.tokens.subarray(i * t + 1, i * t + 1 + cap.length)), cap);
+    equal(vocab.decode(b.tokens.subarray(i * t, i * t + 1)), "\n");
+    const tg = Array.from(b.targets.subarray(i * t, (i + 1) * t));
+    equal(vocab.decode(tg.filter((v) => v !== -100)), cap + "\n");
+    equal(tg.filter((v) => v === -100).length, t - cap.length - 1);
+  }
+  const px = 16 * 16 * 3;
+  equal(b.images[px + 5], data.images[5]);
+});
+
+Deno.test("modalityAnalysis: layer-0 statistics and gaps match a direct computation", async () => {
+  const data = shapesVlmData({ n: 8, seed: 4 });
+  const vocab = captionVocab(data.captions);
+  const model = ToyVlm.random(config(vocab.size), { seed: 2 });
+  const t = 36;
+  const batch = captionBatch(data, vocab, [0, 1, 2, 3], t);
+  const path = "lm.layers.0.attention.wq";
+  const { stats, gapData } = await modalityAnalysis(model, ["wq"], [batch], { size: 16, textLen: t });
+  // Direct: the input of layer 0's wq is attention_norm(concat(visual tokens, text embeddings)).
+  const x = captionTensors(batch, { batchSize: 4, size: 16, textLen: t });
+  const h0 = concat(
+    [model.embedImages(x.images) as F32, model.lm.tok_embeddings.forward(x.tokens) as F32],
+    1,
+  );
+  const inp = (await model.lm.layers[0].attention_norm.forward(h0 as F32).data()) as Float32Array;
+  const d = 32;
+  const vis: number[][] = [];
+  const txt: number[][] = [];
+  for (let s = 0; s < 4; s++) {
+    for (let j = 0; j < 16 + t; j++) {
+      const row = Array.from(inp.subarray((s * (16 + t) + j) * d, (s * (16 + t) + j + 1) * d));
+      if (j < 16) vis.push(row);
+      else if (batch.targets[s * t + j - 16] !== -100) txt.push(row);
+    }
+  }
+  const meanVar = (rows: number[][]) => {
+    let acc = 0;
+    for (let f = 0; f < d; f++) {
+      const m = rows.reduce((a, r) => a + r[f], 0) / rows.length;
+      acc += rows.reduce((a, r) => a + (r[f] - m) ** 2, 0) / rows.length;
+    }
+    return acc / d;
+  };
+  ok(Math.abs(stats[path].visualVar - meanVar(vis)) < 1e-4 * Math.max(1, meanVar(vis)));
+  ok(Math.abs(stats[path].textVar - meanVar(txt)) < 1e-4 * Math.max(1, meanVar(txt)));
+  // Gap of the first image: W·(mean text input − mean visual input).
+  const zt = (await gapData[path].zText!.data()) as Float32Array;
+  const zv = (await gapData[path].zVision!.data()) as Float32Array;
+  equal(gapData[path].zText!.shape.join(), "4,32");
+  const nt0 = batch.targets.subarray(0, t).filter((v) => v !== -100).length;
+  const meanRows = (rows: number[][]) =>
+    Array.from({ length: d }, (_, f) => rows.reduce((a, r) => a + r[f], 0) / rows.length);
+  const mt = meanRows(txt.slice(0, nt0));
+  const mv = meanRows(vis.slice(0, 16));
+  const direct = (await model.lm.layers[0].attention.wq.forward(tensor([mt, mv])).data()) as Float32Array;
+  for (let o = 0; o < 32; o++) {
+    ok(Math.abs(zt[o] - direct[o]) < 1e-4, `zText[${o}]`);
+    ok(Math.abs(zv[o] - direct[32 + o]) < 1e-4, `zVision[${o}]`);
+  }
+});
+
+async function lossFalls(data: VlmData, label: string) {
+  const vocab = captionVocab(data.captions);
+  const model = ToyVlm.random(config(vocab.size, data.nClasses), { seed: 1, lmStd: 0.2 });
+  const evalOpts = { batches: 1, batchSize: 16, seed: 99, textLen: 24 };
+  const before = await captionLoss(model, data, vocab, evalOpts);
+  await trainProjector(model, data, vocab, { steps: 12, batchSize: 8, lr: 3e-2, seed: 0, textLen: 24 });
+  const afterB = await captionLoss(model, data, vocab, evalOpts);
+  ok(afterB < before - 0.05, `${label} stage b: caption loss ${before} → ${afterB} should fall`);
+  await attachLora(model, { targetModules: ["wq", "wv", "w1", "w2"], rank: 4, alpha: 8, seed: 0 });
+  await captionTrainer(model, data, vocab, {
+    steps: 12,
+    batchSize: 8,
+    lr: 3e-2,
+    seed: 1,
+    textLen: 24,
+    trainable: LORA_TRAINABLE,
+  }).run();
+  const afterC = await captionLoss(model, data, vocab, evalOpts);
+  ok(afterC < afterB - 0.05, `${label} stage c: caption loss ${afterB} → ${afterC} should fall`);
+}
+
+Deno.test("caption loss falls in stage b (projector) and stage c (LoRA) on generated shapes", async () => {
+  await lossFalls(shapesVlmData({ n: 16, seed: 7 }), "shapes");
+});
+
+Deno.test({
+  name: "caption loss falls in stage b and c on a slice of the emoji pack",
+  ignore: !haveEmoji,
+  fn: async () => {
+    const data = await emojiVlmData(new URL(`../../${EMOJI}`, import.meta.url).pathname, {
+      start: 100,
+      count: 16,
+      maxCaption: 22,
+    });
+    equal(data.n, 16);
+    equal(data.images.length, 16 * 16 * 16 * 3);
+    ok(data.images.every((v) => v >= 0 && v <= 1));
+    await lossFalls(data, "emoji");
+  },
+});
