@@ -18,6 +18,38 @@ export type { InitKind, InitLayer, InitMethod, InitNeed } from "./registry.ts";
 export { loraInit } from "./lora.ts";
 export { gaussianInit } from "./gaussian.ts";
 export { initBInit, type InitBOptions } from "./init_b.ts";
+export { pissaInit, type PissaOptions } from "./pissa.ts";
+export { miloraInit, type MiloraOptions } from "./milora.ts";
+export { oloraInit, type OloraOptions } from "./olora.ts";
+export { loftqInit, type LoftqOptions } from "./loftq.ts";
+export { type LoramGain, loramInit, loramLogGain, type LoramOptions, type LoramTracking } from "./loram.ts";
+export {
+  cordaCovariance,
+  cordaDecompose,
+  type CordaDecomposition,
+  cordaInit,
+  type CordaOptions,
+} from "./corda.ts";
+export { evaInit, evaInitLayers, type EvaOptions, roundHalfEven } from "./eva.ts";
+export {
+  type LoraGaDirection,
+  loraGaIndices,
+  loraGaInit,
+  type LoraGaOptions,
+  type LoraGaScale,
+} from "./lora_ga.ts";
+export {
+  cntloraEstimate,
+  cntloraInit,
+  cntloraInitLayers,
+  type CntLoraMode,
+  type CntLoraOptions,
+  cntloraTarget,
+  type CntLoraTargetOptions,
+  vasRanks,
+} from "./cntlora.ts";
+export { gapInit, type GapInitOptions } from "./gap_init.ts";
+export { collectActivations, type CollectActivationsOptions, collectGradients } from "./calibrate.ts";
 
 /** Weights-only random methods. */
 const BASIC: Readonly<Record<string, InitMethod>> = {

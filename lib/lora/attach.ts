@@ -263,3 +263,12 @@ export function loraPlusOptions(opts: LoraPlusOptions): {
     groups: [{ name: "lora_B", params: LORA_PLUS_FAST, lr: opts.lr * ratio, weightDecay: wd }],
   };
 }
+
+/** Undoes {@link mergeLora} for the given adapters: each merged `Linear` at a path becomes a LoRA layer again. */
+export function unmergeLora(model: object, adapters: Readonly<Record<string, LoraInit>>): void {
+  for (const [path, adapter] of Object.entries(adapters)) {
+    const m = findTargets(model, new RegExp(path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")))[0]?.[1];
+    if (m === undefined) throw new RangeError(`unmergeLora: the model has no Linear module "${path}"`);
+    replaceModule(model, path, LoraLinear.unmerge(m, adapter));
+  }
+}

@@ -145,4 +145,14 @@ export class LoraLinear extends Module implements LinearLayer {
   merge(): Linear {
     return Linear.fromWeights(this.mergedWeight(), this.base_layer.bias);
   }
+
+  /**
+   * The inverse of {@link merge} for plain LoRA: given a layer whose weight already contains `s·B·A` (a merged
+   * layer, e.g. one saved after merging), recovers the adapted layer with `W_res = W − s·B·A`.
+   */
+  static unmerge(merged: Linear, adapter: LoraInit): LoraLinear {
+    const delta = adapter.b.matmul(adapter.a).mul(adapter.scale);
+    const base = merged.weight.sub(delta as F32) as F32;
+    return new LoraLinear(merged, { ...adapter, base });
+  }
 }

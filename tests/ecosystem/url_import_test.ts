@@ -35,12 +35,15 @@ Deno.test("mod.ts imports over HTTP from a directory outside the repository", as
     const script = `${dir}/use_tessera.ts`;
     await Deno.writeTextFile(
       script,
-      `import { tensor, valueAndGrad } from "${base}/mod.ts";
+      `import { pissaInit, tensor, valueAndGrad } from "${base}/mod.ts";
 const a = tensor([[1, 2], [3, 4]]);
 const b = tensor([[5, 6], [7, 8]]);
 console.log("matmul", (await a.matmul(b).data()).join(","));
 const { grads } = valueAndGrad((p: { w: typeof a }) => p.w.square().sum())({ w: a });
 console.log("grad", (await grads.w.data()).join(","));
+const w = tensor([[3, 0, 0], [0, 2, 0], [0, 0, 1], [0, 0, 0]]);
+const p = await pissaInit(w, { rank: 1 });
+console.log("pissa", (await p.b.matmul(p.a).mul(p.scale).data()).join(","));
 `,
     );
     const cmd = new Deno.Command(Deno.execPath(), {
@@ -54,6 +57,8 @@ console.log("grad", (await grads.w.data()).join(","));
     equal(code, 0, new TextDecoder().decode(stderr));
     match(out, /matmul 19,22,43,50/); // [[1,2],[3,4]]·[[5,6],[7,8]]
     match(out, /grad 2,4,6,8/); // d/dw Σw² = 2w
+    // PiSSA's rank-1 part of diag(3, 2, 1) (padded to 4×3) is its top singular triplet: 3 at (0, 0).
+    match(out, /pissa 3(\.0+)?,0,0,0,0,0,0,0,0,0,0,0/);
     await Deno.remove(dir, { recursive: true });
   } finally {
     ac.abort();

@@ -13,6 +13,7 @@ import {
   loraNorms,
   mergeLora,
   saveAdapter,
+  unmergeLora,
 } from "../../lib/lora/mod.ts";
 import { gradcheck } from "../../lib/autodiff/gradcheck.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
@@ -125,9 +126,21 @@ Deno.test("tracked norms and merging", async () => {
   equal(await norms[`${path}.deltaW`].item(), 0);
   const x = mk(rng, [3, 12]);
   const y = await run(model, x).data();
+  const adapters = Object.fromEntries(
+    loraLayers(model).map((
+      [p, l],
+    ) => [p, { a: l.lora_A.weight, b: l.lora_B.weight, rank: l.rank, alpha: l.alpha, scale: l.scale }]),
+  );
+  const bases = await Promise.all(loraLayers(model).map(([, l]) => l.base_layer.weight.data()));
   mergeLora(model);
   equal(loraLayers(model).length, 0);
   assertClose(await run(model, x).data(), y, { rtol: 1e-5, atol: 1e-6 });
+  // Unmerging recovers the adapted layers: same outputs, same base weights.
+  unmergeLora(model, adapters);
+  equal(loraLayers(model).length, Object.keys(adapters).length);
+  assertClose(await run(model, x).data(), y, { rtol: 1e-5, atol: 1e-6 });
+  const after = await Promise.all(loraLayers(model).map(([, l]) => l.base_layer.weight.data()));
+  after.forEach((w, i) => assertClose(w, bases[i], { rtol: 1e-5, atol: 1e-6, what: "unmerged base" }));
 });
 
 Deno.test("DoRA: magnitude = row norms at init (output unchanged) and gradients check", async () => {
