@@ -15,7 +15,8 @@ import { LlamaLM } from "../lib/models/llama.ts";
 import { loadLlama } from "../lib/models/load.ts";
 import { cachedPretrained } from "../lib/models/cache.ts";
 import { sampleWindows } from "../lib/train/batches.ts";
-import { Trainer } from "../lib/train/trainer.ts";
+import { type StepRecord, Trainer } from "../lib/train/trainer.ts";
+import { readJsonl } from "../lib/util/metrics.ts";
 import { AdamW } from "../lib/nn/optim/adam.ts";
 import { cosineSchedule } from "../lib/nn/optim/schedule.ts";
 import { attachLora, LORA_TRAINABLE, loraLayers, loraNorms, loraPlusOptions } from "../lib/lora/mod.ts";
@@ -278,7 +279,11 @@ export async function fineTune(
   });
   const initSeconds = (performance.now() - t0) / 1000;
   const initialDelta = spec.compareDelta ? await hostDeltas(model) : undefined;
-  const metrics = results.metrics({ file: `metrics/${spec.label}-seed${seed}.jsonl` });
+  // Training checkpoints every 50 steps: an interrupted run continues from its last one (same batches, since they
+  // are a pure function of seed and step), and the metrics file keeps exactly the steps done.
+  const metricsPath = results.file(`metrics/${spec.label}-seed${seed}.jsonl`);
+  const ckptPath = results.file(`checkpoints/${spec.label}-seed${seed}.safetensors`);
+  Deno.mkdirSync(results.file("checkpoints"), { recursive: true });
   const opt = spec.loraPlusRatio !== undefined
     ? new AdamW(model, loraPlusOptions({ lr: cfg.lr, ratio: spec.loraPlusRatio }))
     : new AdamW(model, { lr: cfg.lr, weightDecay: 0, trainable: LORA_TRAINABLE });
@@ -295,17 +300,22 @@ export async function fineTune(
     schedule: cosineSchedule({ totalSteps: cfg.steps, warmupRatio: 0.1 }),
     clipNorm: 1,
     readEvery: 10,
-    metrics,
+    metrics: metricsPath,
+    checkpoint: { path: ckptPath, every: 50 },
     track: spec.trackNorms
       ? { A: (m) => sum(m, ".A"), B: (m) => sum(m, ".B"), deltaW: (m) => sum(m, ".deltaW") }
       : undefined,
     progress: Deno.stderr.isTerminal() ? `${spec.label} seed ${seed}` : false,
     seed,
   });
+  const resumed = await Deno.stat(ckptPath).then(() => true, () => false);
+  if (resumed) await trainer.resume(ckptPath);
   const t1 = performance.now();
-  const records = await trainer.run();
+  await trainer.run();
   const trainSeconds = (performance.now() - t1) / 1000;
-  metrics.close();
+  trainer.close();
+  const records = readJsonl(metricsPath) as unknown as StepRecord[];
+  await Deno.remove(ckptPath).catch(() => {});
   const valLoss = await meanLoss(model, corpus.val, cfg, device);
   const sourceLoss = corpus.source !== undefined
     ? await meanLoss(model, corpus.source, cfg, device)
