@@ -5,7 +5,8 @@
  * - every requested root and every node that feeds a different device step is materialized;
  * - views and elementwise ops are always fused (recomputed per consumer; the kernel IR shares common parts);
  * - a reduction or matmul is fused into its consumer only when that does not repeat its loop: a single consumer
- *   that is elementwise or a non-broadcasting view (so matmul + bias + relu is one kernel);
+ *   that is elementwise or a non-broadcasting view (so matmul + bias + relu is one kernel); for a matmul only an
+ *   elementwise op or a reshape, which keep the tiled template's output order;
  * - a matmul's operands are materialized unless they are views of stored data (a fused prologue would be
  *   recomputed once per output row or column);
  * - a kernel holds at most one matmul, at most `maxInputs` input buffers (the device's storage-buffer limit) and
@@ -43,6 +44,8 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
   const isLeaf = (n: Node) => n.op === Op.Const || n.op === Op.Iota || n.op === Op.Rand;
   // heavy: contains a loop that fusion would repeat.
   const heavy = new Map<Node, boolean>();
+  // dotted: the node's fused region holds a matmul.
+  const hasDot = new Map<Node, boolean>();
   for (const n of nodes) {
     if (opts.noFusion && !isLeaf(n) && !(n.op === Op.Reshape || n.op === Op.Permute || n.op === Op.Expand)) {
       materialized.add(n);
@@ -50,11 +53,16 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
     const h = REDUCE_OPS.has(n.op) ||
       n.src.some((s) => s.storage === null && !materialized.has(s) && heavy.get(s));
     heavy.set(n, h);
+    const dotted = n.op === Op.Dot ||
+      n.src.some((s) => s.storage === null && !materialized.has(s) && hasDot.get(s));
+    hasDot.set(n, dotted);
     const cons = consumers.get(n) ?? [];
+    // A matmul keeps the tiled template only while its kernel stores in the Dot's own element order, so a
+    // permuting, shrinking or padding consumer of a matmul gets its own (cheap, memory-bound) kernel.
     const fusable = cons.length <= 1 &&
       cons.every((c) =>
-        ELEMENTWISE_OPS.has(c.op) || c.op === Op.Reshape || c.op === Op.Permute || c.op === Op.Shrink ||
-        c.op === Op.Pad
+        ELEMENTWISE_OPS.has(c.op) || c.op === Op.Reshape ||
+        (!dotted && (c.op === Op.Permute || c.op === Op.Shrink || c.op === Op.Pad))
       );
     if (h && !fusable) materialized.add(n);
   }

@@ -205,6 +205,12 @@ const cases: Case[] = [
       ], 1),
     ...RED,
   },
+  {
+    name: "batched matmul stored permuted (attention heads back to tokens)",
+    build: (mk) =>
+      mk([2, 3, 40, 16]).matmul(mk([2, 3, 16, 24])).permute([0, 2, 1, 3]).reshape([2, 40, 72]).mul(2),
+    ...RED,
+  },
   { name: "matmul with size-1 dims", build: (mk) => mk([1, 7]).matmul(mk([7, 1])), ...RED },
   {
     name: "matmul of matmul",

@@ -1,0 +1,43 @@
+/**
+ * Scheduling decisions that keep the tiled matmul template: a matmul whose consumer permutes it gets its own
+ * kernel (the template stores in the Dot's element order), while an elementwise epilogue stays fused.
+ */
+import { equal as assertEquals, ok as assert } from "node:assert/strict";
+import { tensor } from "../../mod.ts";
+import { schedule } from "../../lib/codegen/schedule.ts";
+import { lower } from "../../lib/codegen/lower.ts";
+import { Op } from "../../lib/ir/ops.ts";
+import type { Node } from "../../lib/ir/node.ts";
+import { TestRng } from "../_helpers.ts";
+
+function operands(rng: TestRng) {
+  const mk = (shape: number[]) =>
+    tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.next() - 0.5), {
+      shape,
+    });
+  return { a: mk([2, 3, 40, 16]), b: mk([2, 3, 16, 24]) };
+}
+
+function lowered(order: Node[]) {
+  const mat = new Set(order);
+  return order.map((n) => lower(n, (m) => mat.has(m)).kernel);
+}
+
+Deno.test("schedule: a permuted matmul result is its own template kernel, then a copy", () => {
+  const { a, b } = operands(new TestRng(11));
+  const out = a.matmul(b).permute([0, 2, 1, 3]).reshape([2, 40, 72]).mul(2);
+  const order = schedule([out.node], { maxInputs: 8 });
+  assertEquals(order.length, 2);
+  assertEquals(order[0].op, Op.Dot);
+  const kernels = lowered(order);
+  assert(kernels[0].matmul !== null, "the Dot's kernel uses the tiled template");
+  assertEquals(kernels[1].matmul, null);
+});
+
+Deno.test("schedule: an elementwise epilogue stays fused into the matmul template", () => {
+  const { a, b } = operands(new TestRng(12));
+  const out = a.matmul(b).relu().mul(3);
+  const order = schedule([out.node], { maxInputs: 8 });
+  assertEquals(order.length, 1);
+  assert(lowered(order)[0].matmul !== null);
+});
