@@ -63,8 +63,8 @@ const Config = z.object({
   targets: z.array(z.string()).default(["wq", "wk", "wv", "wo", "w1", "w2", "w3"]).describe(
     "LoRA target modules",
   ),
-  steps: z.number().int().positive().default(200).describe("fine-tuning steps"),
-  batchSize: z.number().int().positive().default(16).describe("sequences per batch"),
+  steps: z.number().int().positive().default(100).describe("fine-tuning steps"),
+  batchSize: z.number().int().positive().default(8).describe("sequences per batch"),
   seqLen: z.number().int().positive().default(64).describe("tokens per sequence"),
   lr: z.number().positive().default(3e-3).describe("AdamW learning rate of A (cosine, 10% warm-up)"),
   valBatches: z.number().int().positive().default(8).describe("validation batches (target and source)"),
