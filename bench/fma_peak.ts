@@ -30,7 +30,7 @@ import {
   timeInterleaved,
   watchHostLoad,
 } from "./_timing.ts";
-import { type PreparedMatmul, prepareMatmul } from "./matmul_bench.ts";
+import { type PreparedMatmul, prepareHandMatmul, prepareMatmul } from "./matmul_bench.ts";
 
 /** Shape of the FMA kernel. */
 export interface FmaConfig {
@@ -255,9 +255,15 @@ async function main(args: BenchArgs): Promise<void> {
   const gpu = await getWebGPU();
   const fma = await prepareFma(top.config);
   const mms: PreparedMatmul[] = [];
+  const hands: PreparedMatmul[] = [];
   try {
     for (const n of sizes) mms.push(await prepareMatmul({ label: `${n}`, m: n, k: n, n }));
-    const [tf, ...tm] = await timeInterleaved([fma.run, ...mms.map((m) => m.run)], {
+    for (const n of sizes) hands.push(await prepareHandMatmul({ label: `${n} hand`, m: n, k: n, n }));
+    const [tf, ...rest] = await timeInterleaved([
+      fma.run,
+      ...mms.map((m) => m.run),
+      ...hands.map((h) => h.run),
+    ], {
       sync: () => gpu.sync(),
       reps: args.reps,
       targetMs: args.targetMs,
@@ -270,9 +276,12 @@ async function main(args: BenchArgs): Promise<void> {
         fmt(bestNow, 2)
       })\n`,
     );
+    const tm = rest.slice(0, sizes.length);
+    const th = rest.slice(sizes.length);
     const rows = sizes.map((n, i) => {
       const g = (2 * n ** 3) / (tm[i].ms * 1e6);
       const best = (2 * n ** 3) / (tm[i].minMs * 1e6);
+      const hand = (2 * n ** 3) / (th[i].ms * 1e6);
       return [
         `${n}x${n} · ${n}x${n}`,
         fmt(tm[i].ms, 2),
@@ -280,6 +289,8 @@ async function main(args: BenchArgs): Promise<void> {
         `${fmt((100 * g) / peakNow, 1)}%`,
         fmt(best, 2),
         `${fmt((100 * best) / bestNow, 1)}%`,
+        fmt(hand, 2),
+        `${fmt((100 * g) / hand, 0)}%`,
       ];
     });
     console.log(table(
@@ -290,12 +301,14 @@ async function main(args: BenchArgs): Promise<void> {
         "share of peak",
         "best-rep GFLOP/s",
         "best share",
+        "hand-optimised vec4 GFLOP/s",
+        "share of hand kernel",
       ],
       rows,
     ));
   } finally {
     fma.dispose();
-    for (const m of mms) m.dispose();
+    for (const m of [...mms, ...hands]) m.dispose();
   }
   const note = load();
   if (note) console.log(`\n${note}`);

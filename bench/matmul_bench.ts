@@ -10,7 +10,13 @@
  *
  * @module
  */
-import { randn, realize, type Tensor } from "../mod.ts";
+import { type KernelLaunch, randn, realize, runKernels, type Tensor } from "../mod.ts";
+import {
+  matmulVec4Grid,
+  matmulVec4Host,
+  matmulVec4Unfit,
+  matmulVec4Wgsl,
+} from "../kernels/matmul_vec4.wgsl.ts";
 import { getWebGPU, realizeNodes } from "../lib/runtime/realize.ts";
 import {
   adapterLine,
@@ -176,6 +182,63 @@ export async function prepareMatmul(c: MatmulCase, opts: { seed?: number } = {})
     throw e;
   }
   return { case: c, run: () => runOnce(c, inp), dispose };
+}
+
+/**
+ * The hand-optimised `vec4` kernel of `kernels/matmul_vec4.wgsl.ts` on the inputs of a plain case (no epilogue),
+ * spot-checked like the template; the reference point for the template's share of a hand-written kernel.
+ */
+export async function prepareHandMatmul(
+  c: MatmulCase,
+  opts: { seed?: number } = {},
+): Promise<PreparedMatmul> {
+  if (c.biasRelu || c.naive) throw new RangeError(`prepareHandMatmul: "${c.label}" must be a plain product`);
+  const unfit = matmulVec4Unfit(c.m, c.k, c.n);
+  if (unfit !== null) throw new RangeError(`prepareHandMatmul: "${c.label}": ${unfit}`);
+  const seed = opts.seed ?? 1234;
+  const inp = await makeInputs(c, seed);
+  const launch: KernelLaunch = {
+    name: `hand_matmul_vec4_${c.m}x${c.k}x${c.n}`,
+    wgsl: matmulVec4Wgsl(c.m, c.k, c.n),
+    dispatch: matmulVec4Grid(c.m, c.n),
+    bindings: [2, 0, 1],
+    host: matmulVec4Host(c.m, c.k, c.n),
+  };
+  const once = () => runKernels([inp.a, inp.b], [{ shape: [c.m, c.n], dtype: "f32" }], [launch]);
+  const dispose = () => {
+    inp.a.dispose();
+    inp.b.dispose();
+  };
+  try {
+    const [out] = await once();
+    const got = (await out.data()) as Float32Array;
+    out.dispose();
+    const a = (await inp.a.data()) as Float32Array;
+    const b = (await inp.b.data()) as Float32Array;
+    for (const [i, j] of [[0, 0], [c.m - 1, c.n - 1], [c.m >> 1, c.n >> 2], [c.m - 1, 0], [0, c.n - 1]]) {
+      let acc = 0;
+      let mag = 0;
+      for (let p = 0; p < c.k; p++) {
+        acc += a[i * c.k + p] * b[p * c.n + j];
+        mag += Math.abs(a[i * c.k + p] * b[p * c.n + j]);
+      }
+      const g = got[i * c.n + j];
+      if (!(Math.abs(g - acc) <= 1e-5 * mag + 1e-6)) {
+        throw new Error(`hand matmul "${c.label}": output [${i}, ${j}] is ${g}, host float64 gives ${acc}`);
+      }
+    }
+  } catch (e) {
+    dispose();
+    throw e;
+  }
+  return {
+    case: c,
+    run: async () => {
+      const [out] = await once();
+      out.dispose();
+    },
+    dispose,
+  };
 }
 
 /**

@@ -224,6 +224,7 @@ async function main(): Promise<void> {
       gn: meanStd(rs.map((r) => r.gradNorms.at(-1)!)),
       initS: meanStd(rs.map((r) => r.initSeconds)),
       share: meanStd(initShare),
+      stepS: meanStd(rs.map((r) => r.trainSeconds / Math.max(r.losses.length, 1))),
     };
   });
   const table = mdTable(
@@ -273,7 +274,9 @@ async function main(): Promise<void> {
         `**${
           verdict(evaRow.share.mean < 1, evaRow.share.mean >= 1)
         }** (the share shrinks in proportion to the ` +
-        `length of training; the paper's runs are thousands of steps).`,
+        `length of training: at ${evaRow.stepS.mean.toFixed(3)} s per step it falls under 1% beyond ${
+          Math.ceil((99 * evaRow.initS.mean) / evaRow.stepS.mean)
+        } steps; the paper's runs are thousands of steps).`,
     );
   }
   const evaRanks = by("eva-rho2")[0]?.ranks;

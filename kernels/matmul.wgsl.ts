@@ -28,6 +28,27 @@ export interface Spliced {
   readonly result: string;
 }
 
+/**
+ * An operand read as `vec4<f32>` straight from its binding (declared `array<vec4<f32>>`), for an operand that is
+ * a plain load whose flat index is `c0 + cb·b + c·(row) + (axis)` with unit stride along `axis`:
+ * - A along `"k"`: four steps of k per load (rows m); B along `"k"`: four steps of k per load (columns n);
+ * - A along `"m"`: four rows per load; B along `"n"`: four columns per load.
+ * `c0`, `cb` and the other coefficient are multiples of 4 (the renderer checks), so every load is aligned.
+ * llvmpipe is bound by memory instructions, so a quarter of the loads is most of the speed-up.
+ */
+export interface VecOperand {
+  /** Binding variable name, e.g. `in0`. */
+  readonly name: string;
+  /** The axis along which the operand is contiguous. */
+  readonly axis: "k" | "m" | "n";
+  /** Constant term of the flat index. */
+  readonly c0: number;
+  /** Coefficient of the batch index `b`. */
+  readonly cb: number;
+  /** Coefficient of the non-contiguous index (m or n for axis "k"; k otherwise). */
+  readonly cOther: number;
+}
+
 /** Everything the template needs from the renderer. */
 export interface MatmulParts {
   readonly header: readonly string[];
@@ -44,6 +65,10 @@ export interface MatmulParts {
   readonly outType: string;
   /** Wraps a value of `outType` for storing. */
   readonly store: (v: string) => string;
+  /** A read as `vec4` (then `loadA` is not used). */
+  readonly vecA?: VecOperand;
+  /** B read as `vec4` (then `loadB` is not used). */
+  readonly vecB?: VecOperand;
 }
 
 /** Renders the template. Returns the WGSL source and the dispatch grid. */
@@ -52,9 +77,27 @@ export function renderMatmul(
   tile: MatmulTile,
 ): { source: string; dispatch: [number, number, number] } {
   const { tm, tn, wm, wn } = tile;
+  const { vecA, vecB } = p;
+  if (vecA !== undefined && !(vecA.axis === "k" || (vecA.axis === "m" && tm % 4 === 0 && p.m % 4 === 0))) {
+    throw new RangeError(
+      `matmul template: A cannot be read as vec4 along ${vecA.axis} with tm=${tm}, M=${p.m}`,
+    );
+  }
+  if (vecB !== undefined && !(vecB.axis === "k" || (vecB.axis === "n" && tn % 4 === 0 && p.n % 4 === 0))) {
+    throw new RangeError(
+      `matmul template: B cannot be read as vec4 along ${vecB.axis} with tn=${tn}, N=${p.n}`,
+    );
+  }
+  // Four steps of k per iteration when an operand is read four k at a time.
+  const k4 = vecA?.axis === "k" || vecB?.axis === "k";
+  if (k4 && p.k % 4 !== 0) throw new RangeError(`matmul template: vec4 along k needs K % 4 = 0, got ${p.k}`);
   const L: string[] = [...p.header];
-  L.push(`fn loadA(b: i32, m: i32, k: i32) -> f32 {`, ...p.loadA.lines, `  return ${p.loadA.result};`, `}`);
-  L.push(`fn loadB(b: i32, k: i32, n: i32) -> f32 {`, ...p.loadB.lines, `  return ${p.loadB.result};`, `}`);
+  if (vecA === undefined) {
+    L.push(`fn loadA(b: i32, m: i32, k: i32) -> f32 {`, ...p.loadA.lines, `  return ${p.loadA.result};`, `}`);
+  }
+  if (vecB === undefined) {
+    L.push(`fn loadB(b: i32, k: i32, n: i32) -> f32 {`, ...p.loadB.lines, `  return ${p.loadB.result};`, `}`);
+  }
   L.push(
     `fn epi(b: i32, m: i32, n: i32, acc: f32) -> ${p.outType} {`,
     ...p.epilogue.lines,
@@ -67,16 +110,69 @@ export function renderMatmul(
   L.push(`  if (m0 >= ${p.m} || n0 >= ${p.n}) { return; }`);
   for (let i = 0; i < tm; i++) L.push(`  let mi${i} = min(m0 + ${i}, ${p.m - 1});`);
   for (let j = 0; j < tn; j++) L.push(`  let nj${j} = min(n0 + ${j}, ${p.n - 1});`);
+  // Vec4 index bases that do not change along k (divided by 4: every term is a multiple of 4).
+  const base = (v: VecOperand, other: string) => `(${v.c0} + ${v.cb} * b + ${v.cOther} * ${other}) / 4`;
+  if (vecA?.axis === "k") { for (let i = 0; i < tm; i++) L.push(`  let ra${i} = ${base(vecA, `mi${i}`)};`); }
+  if (vecB?.axis === "k") { for (let j = 0; j < tn; j++) L.push(`  let rb${j} = ${base(vecB, `nj${j}`)};`); }
+  // Along m (n): the 4-aligned group of rows (columns), clamped to the last whole group (M % 4 = 0).
+  if (vecA?.axis === "m") {
+    for (let q = 0; q < tm / 4; q++) L.push(`  let ma${q} = min(m0 + ${4 * q}, ${p.m - 4});`);
+  }
+  if (vecB?.axis === "n") {
+    for (let q = 0; q < tn / 4; q++) L.push(`  let nb${q} = min(n0 + ${4 * q}, ${p.n - 4});`);
+  }
   for (let i = 0; i < tm; i++) for (let j = 0; j < tn; j++) L.push(`  var c${i}_${j}: f32 = 0.0;`);
   for (let i = 0; i < tm; i++) L.push(`  var a${i}: f32;`);
   for (let j = 0; j < tn; j++) L.push(`  var b${j}: f32;`);
-  L.push(`  for (var k: i32 = 0; k < ${p.k}; k = k + 1) {`);
-  for (let i = 0; i < tm; i++) L.push(`    a${i} = loadA(b, mi${i}, k);`);
-  for (let j = 0; j < tn; j++) L.push(`    b${j} = loadB(b, k, nj${j});`);
-  for (let i = 0; i < tm; i++) {
-    for (let j = 0; j < tn; j++) L.push(`    c${i}_${j} = fma(a${i}, b${j}, c${i}_${j});`);
+  const fmas = (ind: string) => {
+    for (let i = 0; i < tm; i++) {
+      for (let j = 0; j < tn; j++) L.push(`${ind}c${i}_${j} = fma(a${i}, b${j}, c${i}_${j});`);
+    }
+  };
+  // Loads of one step of k (`kx` is the WGSL expression of k; `r` its offset inside a vec4 along k).
+  const loads = (ind: string, kx: string, r: number) => {
+    if (vecA === undefined) { for (let i = 0; i < tm; i++) L.push(`${ind}a${i} = loadA(b, mi${i}, ${kx});`); }
+    else if (vecA.axis === "k") { for (let i = 0; i < tm; i++) L.push(`${ind}a${i} = va${i}[${r}];`); }
+    else {
+      for (let q = 0; q < tm / 4; q++) {
+        L.push(
+          `${ind}let wa${q} = ${vecA.name}[(${vecA.c0} + ${vecA.cb} * b + ${vecA.cOther} * (${kx}) + ma${q}) / 4];`,
+        );
+        for (let r2 = 0; r2 < 4; r2++) L.push(`${ind}a${4 * q + r2} = wa${q}[${r2}];`);
+      }
+    }
+    if (vecB === undefined) { for (let j = 0; j < tn; j++) L.push(`${ind}b${j} = loadB(b, ${kx}, nj${j});`); }
+    else if (vecB.axis === "k") { for (let j = 0; j < tn; j++) L.push(`${ind}b${j} = vb${j}[${r}];`); }
+    else {
+      for (let q = 0; q < tn / 4; q++) {
+        L.push(
+          `${ind}let wb${q} = ${vecB.name}[(${vecB.c0} + ${vecB.cb} * b + ${vecB.cOther} * (${kx}) + nb${q}) / 4];`,
+        );
+        for (let r2 = 0; r2 < 4; r2++) L.push(`${ind}b${4 * q + r2} = wb${q}[${r2}];`);
+      }
+    }
+  };
+  if (k4) {
+    L.push(`  for (var kq: i32 = 0; kq < ${p.k / 4}; kq = kq + 1) {`);
+    if (vecA?.axis === "k") {
+      for (let i = 0; i < tm; i++) L.push(`    let va${i} = ${vecA.name}[ra${i} + kq];`);
+    }
+    if (vecB?.axis === "k") {
+      for (let j = 0; j < tn; j++) L.push(`    let vb${j} = ${vecB.name}[rb${j} + kq];`);
+    }
+    for (let r = 0; r < 4; r++) {
+      L.push(`    {`);
+      loads("      ", `kq * 4 + ${r}`, r);
+      fmas("      ");
+      L.push(`    }`);
+    }
+    L.push(`  }`);
+  } else {
+    L.push(`  for (var k: i32 = 0; k < ${p.k}; k = k + 1) {`);
+    loads("    ", "k", 0);
+    fmas("    ");
+    L.push(`  }`);
   }
-  L.push(`  }`);
   for (let i = 0; i < tm; i++) {
     for (let j = 0; j < tn; j++) {
       L.push(

@@ -7,7 +7,7 @@
 import type { DType } from "../dtype.ts";
 import { type Kernel, type KExpr, kNodes, type MatmulSpec } from "./kexpr.ts";
 import { linearize, type Stmt } from "./linearize.ts";
-import { CPU_TILE, type MatmulTile, renderMatmul } from "../../kernels/matmul.wgsl.ts";
+import { CPU_TILE, type MatmulTile, renderMatmul, type VecOperand } from "../../kernels/matmul.wgsl.ts";
 import { WGSL_HELPERS } from "../../kernels/helpers.wgsl.ts";
 
 /** Threads per workgroup of generic kernels. */
@@ -180,13 +180,14 @@ export function toStorage(v: string, d: DType): string {
   return d === "bool" ? `select(0u, 1u, ${v})` : v;
 }
 
-/** Binding declarations: output at binding 0, inputs from binding 1. */
-export function bindings(kernel: Kernel): string[] {
+/** Binding declarations: output at binding 0, inputs from binding 1 (`vec4Inputs`: read as `vec4<f32>`). */
+export function bindings(kernel: Kernel, vec4Inputs: ReadonlySet<string> = new Set()): string[] {
   const out = [
     `@group(0) @binding(0) var<storage, read_write> out0: array<${storageType(kernel.outDtype)}>;`,
   ];
   kernel.inputs.forEach((inp, i) => {
-    out.push(`@group(0) @binding(${i + 1}) var<storage, read> in${i}: array<${storageType(inp.dtype)}>;`);
+    const type = vec4Inputs.has(`in${i}`) ? "vec4<f32>" : storageType(inp.dtype);
+    out.push(`@group(0) @binding(${i + 1}) var<storage, read> in${i}: array<${type}>;`);
   });
   return out;
 }
@@ -218,9 +219,12 @@ export interface RenderedKernel {
   readonly dispatch: [number, number, number];
 }
 
-/** Renders a kernel to WGSL. `tile` picks the matmul template's blocking when the kernel has a matmul spec. */
-export function renderWGSL(kernel: Kernel, opts: { tile?: MatmulTile } = {}): RenderedKernel {
-  if (kernel.matmul !== null) return renderMatmulKernel(kernel, kernel.matmul, opts.tile);
+/**
+ * Renders a kernel to WGSL. `tile` picks the matmul template's blocking when the kernel has a matmul spec;
+ * `vec4: false` makes the template read every operand with scalar loads (the baseline of benchmarks and tests).
+ */
+export function renderWGSL(kernel: Kernel, opts: { tile?: MatmulTile; vec4?: boolean } = {}): RenderedKernel {
+  if (kernel.matmul !== null) return renderMatmulKernel(kernel, kernel.matmul, opts.tile, opts.vec4 ?? true);
   const body = kernel.body!;
   const total = kernel.outShape.reduce((a, b) => a * b, 1);
   const groups = Math.ceil(total / WORKGROUP);
@@ -252,13 +256,92 @@ function fitTile(m: number, n: number): MatmulTile {
   return { tm, tn, wm, wn };
 }
 
+/** `index` as `c0 + Σ coef·v` over the template variables `b`, `m`, `n`, `k`; null when any other term occurs. */
+function templateAffine(index: KExpr): { c0: number; coef: Record<string, number> } | null {
+  if (index.k === "const") return { c0: index.value, coef: {} };
+  if (index.k === "var") {
+    return ["b", "m", "n", "k"].includes(index.name) ? { c0: 0, coef: { [index.name]: 1 } } : null;
+  }
+  if (index.k !== "alu") return null;
+  if (index.op === "add") {
+    const x = templateAffine(index.args[0]);
+    const y = templateAffine(index.args[1]);
+    if (x === null || y === null) return null;
+    for (const [v, c] of Object.entries(y.coef)) x.coef[v] = (x.coef[v] ?? 0) + c;
+    return { c0: x.c0 + y.c0, coef: x.coef };
+  }
+  if (index.op === "mul") {
+    const [e, f] = index.args[1].k === "const" ? index.args : [index.args[1], index.args[0]];
+    if (f.k !== "const") return null;
+    const x = templateAffine(e);
+    if (x === null) return null;
+    for (const v of Object.keys(x.coef)) x.coef[v] *= f.value;
+    return { c0: x.c0 * f.value, coef: x.coef };
+  }
+  return null;
+}
+
+/**
+ * How operand `value` (A: variables b, m, k; B: b, k, n) can be read as `vec4<f32>`: a plain f32 load, contiguous
+ * along k (`rowAxis` then has any stride that is a multiple of 4) or along `rowAxis` (k's stride a multiple of
+ * 4), every other coefficient a multiple of 4, and its binding read nowhere else in the kernel.
+ */
+function vecOperand(
+  kernel: Kernel,
+  mm: MatmulSpec,
+  value: KExpr,
+  rowAxis: "m" | "n",
+): VecOperand | undefined {
+  if (value.k !== "load" || value.dtype !== "f32" || kernel.inputs[value.buf].dtype !== "f32") {
+    return undefined;
+  }
+  // The binding may be read elsewhere only as the other operand's own plain load (x·xᵀ; then both must be vec4).
+  const other = value === mm.a ? mm.b : mm.a;
+  const readsBuf = (e: KExpr) => e.k === "load" && e.buf === value.buf;
+  if (kNodes([mm.epilogue]).some(readsBuf) || kNodes([other]).some((e) => readsBuf(e) && e !== other)) {
+    return undefined;
+  }
+  const aff = templateAffine(value.index);
+  if (aff === null) return undefined;
+  const { k = 0, b = 0, ...rest } = aff.coef;
+  const row = rest[rowAxis] ?? 0;
+  if (Object.keys(rest).some((v) => v !== rowAxis) || aff.c0 % 4 !== 0 || b % 4 !== 0) return undefined;
+  const name = `in${value.buf}`;
+  if (k === 1 && row % 4 === 0 && mm.k % 4 === 0) return { name, axis: "k", c0: aff.c0, cb: b, cOther: row };
+  const rows = rowAxis === "m" ? mm.m : mm.n;
+  if (row === 1 && k % 4 === 0 && rows % 4 === 0) {
+    return { name, axis: rowAxis, c0: aff.c0, cb: b, cOther: k };
+  }
+  return undefined;
+}
+
 /** Renders a kernel that has a matmul spec through the tiled template. */
-function renderMatmulKernel(kernel: Kernel, mm: MatmulSpec, tile?: MatmulTile): RenderedKernel {
+function renderMatmulKernel(
+  kernel: Kernel,
+  mm: MatmulSpec,
+  tile: MatmulTile | undefined,
+  vec4: boolean,
+): RenderedKernel {
   // Big register blocks amortise loads on llvmpipe; skinny products (LoRA's rank-r sides) need a tile whose width
   // fits, or most invocations of a workgroup idle.
   const big = mm.m * mm.n >= 256 * 256 && mm.n >= 64 && mm.m >= 64;
+  const t = tile ?? (big ? CPU_TILE : fitTile(mm.m, mm.n));
+  let vecA = vec4 ? vecOperand(kernel, mm, mm.a, "m") : undefined;
+  let vecB = vec4 ? vecOperand(kernel, mm, mm.b, "n") : undefined;
+  if (vecA?.axis === "m" && t.tm % 4 !== 0) vecA = undefined;
+  if (vecB?.axis === "n" && t.tn % 4 !== 0) vecB = undefined;
+  // A binding read by both operands (x·xᵀ) is declared once: vec4 only when both read it as vec4.
+  if (
+    mm.a.k === "load" && mm.b.k === "load" && mm.a.buf === mm.b.buf &&
+    (vecA === undefined) !== (vecB === undefined)
+  ) {
+    vecA = vecB = undefined;
+  }
+  const vec4Inputs = new Set([vecA, vecB].filter((v) => v !== undefined).map((v) => v.name));
   return renderMatmul({
-    header: [...preamble(kernel, [mm.a, mm.b, mm.epilogue]), ...bindings(kernel)],
+    header: [...preamble(kernel, [mm.a, mm.b, mm.epilogue]), ...bindings(kernel, vec4Inputs)],
+    vecA,
+    vecB,
     batch: mm.batch,
     m: mm.m,
     n: mm.n,
@@ -268,5 +351,5 @@ function renderMatmulKernel(kernel: Kernel, mm: MatmulSpec, tile?: MatmulTile): 
     epilogue: renderValue(mm.epilogue, "  "),
     outType: wgslType(kernel.outDtype),
     store: (v) => toStorage(v, kernel.outDtype),
-  }, tile ?? (big ? CPU_TILE : fitTile(mm.m, mm.n)));
+  }, t);
 }
