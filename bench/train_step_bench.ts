@@ -25,6 +25,8 @@ import {
 } from "../lib/nn/mod.ts";
 import { Trainer } from "../lib/train/mod.ts";
 import { Rng } from "../lib/data/rng.ts";
+import { LlamaLM } from "../lib/models/llama.ts";
+import { attachLora, LORA_TRAINABLE } from "../lib/lora/mod.ts";
 
 type F32 = Tensor<Shape, "f32">;
 type I32 = Tensor<Shape, "i32">;
@@ -73,7 +75,67 @@ interface Case {
   /** Tokens (or examples) per step. */
   tokens: number;
   unit: string;
-  make: (readEvery: number) => Trainer<object>;
+  make: (readEvery: number) => Trainer<object> | Promise<Trainer<object>>;
+}
+
+/** stories260K's checkpoint, when the shared data sits beside the repository. */
+const STORIES = new URL("../../shared/data/models/stories260K/stories260K.bin", import.meta.url);
+
+/**
+ * A LoRA fine-tune of stories260K (rank 8, alpha 8 on wq, wk, wv, wo, w1, w2, w3; AdamW on the adapters only):
+ * the real checkpoint when present, otherwise a random model of the same configuration (the timing depends only on
+ * the shapes). Batches are random token windows.
+ */
+function storiesLoraCase(batch: number, seqLen: number): Case {
+  let real = false;
+  try {
+    real = Deno.statSync(STORIES).isFile;
+  } catch {
+    real = false;
+  }
+  return {
+    name:
+      `LoRA fine-tune of stories260K${real ? "" : " (random weights)"}, r=8 on 7 projections x 5 layers, ` +
+      `batch ${batch}x${seqLen}`,
+    tokens: batch * seqLen,
+    unit: "tokens",
+    make: async (readEvery) => {
+      const model = real ? await LlamaLM.fromLlama2c(STORIES.pathname) : LlamaLM.random({
+        dim: 64,
+        hiddenDim: 172,
+        nLayers: 5,
+        nHeads: 8,
+        nKvHeads: 4,
+        vocabSize: 512,
+        seqLen: 512,
+        sharedClassifier: true,
+      }, { seed: 1 });
+      await attachLora(model, {
+        targetModules: ["wq", "wk", "wv", "wo", "w1", "w2", "w3"],
+        rank: 8,
+        alpha: 8,
+        init: "lora",
+        seed: 0,
+      });
+      return new Trainer({
+        model,
+        optimizer: new AdamW(model, { lr: 1e-3, weightDecay: 0, trainable: LORA_TRAINABLE }),
+        batch: (step) => {
+          const rng = new Rng(deriveSeed(4, step));
+          const ids = () => Int32Array.from({ length: batch * seqLen }, () => rng.int(512));
+          return {
+            x: tensor(ids(), { shape: [batch, seqLen], dtype: "i32" }),
+            y: tensor(ids(), { shape: [batch, seqLen], dtype: "i32" }),
+          };
+        },
+        loss: (m, b) => m.loss(b.x as I32, b.y as I32),
+        steps: 1e9,
+        clipNorm: 1,
+        readEvery,
+        progress: false,
+      }) as unknown as Trainer<object>;
+    },
+  };
 }
 
 function lmCase(name: string, c: LmConfig): Case {
@@ -155,12 +217,13 @@ const cases: Case[] = [
     batch: 4,
     seqLen: 64,
   }),
+  storiesLoraCase(8, 64),
 ];
 
 /** Runs `steps` steps after a warm-up (the first steps compile the kernels) and returns the timings. */
 async function measure(c: Case, steps: number, readEvery: number) {
   const be = await getWebGPU();
-  const trainer = c.make(readEvery);
+  const trainer = await c.make(readEvery);
   await trainer.run({ until: 3 });
   const run = be.run;
   let kernels = 0;
@@ -204,7 +267,7 @@ if (import.meta.main) {
       n: 10,
       warmup: 3,
       async fn() {
-        trainer ??= c.make(1);
+        trainer ??= await c.make(1);
         await trainer.run({ until: trainer.step + 1 });
       },
     });
