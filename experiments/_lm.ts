@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { z } from "../deps.ts";
 import { tensor } from "../lib/tensor/creation.ts";
 import type { Tensor } from "../lib/tensor/tensor.ts";
 import type { Shape } from "../lib/shape.ts";
@@ -482,14 +483,40 @@ export function verdictFor(diff: number, spread: number, seeds: number): string 
   return "inconclusive";
 }
 
-/** Keys the user set explicitly on the command line (so `--quick` presets do not override them). */
-export function explicitFlags<C extends Record<string, unknown>>(cfg: C): Partial<C> {
-  const out: Partial<C> = {};
-  for (const a of Deno.args) {
-    const m = /^--([a-zA-Z-]+)/.exec(a);
-    if (!m) continue;
-    const key = m[1].replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()) as keyof C;
-    if (key in cfg && key !== "quick") out[key] = cfg[key];
-  }
-  return out;
+/**
+ * The configuration keys every LM fine-tuning experiment shares, to spread into its schema (keys listed after
+ * the spread override these): seeds, target modules, training length and batches, the base model and data, resume
+ * and device. `steps` is the experiment's default training length.
+ */
+export function lmFields(steps: number) {
+  return {
+    quick: z.boolean().default(false).describe("small sizes: a few minutes on a 2-core CPU"),
+    seeds: z.array(z.number().int()).default([0, 1, 2]).describe("fine-tuning seeds (mean ± std over them)"),
+    targets: z.array(z.string()).default(["wq", "wk", "wv", "wo", "w1", "w2", "w3"]).describe(
+      "LoRA target modules",
+    ),
+    steps: z.number().int().positive().default(steps).describe("fine-tuning steps"),
+    batchSize: z.number().int().positive().default(8).describe("sequences per batch"),
+    seqLen: z.number().int().positive().default(64).describe("tokens per sequence"),
+    lr: z.number().positive().default(3e-3).describe("AdamW learning rate (cosine, 10% warm-up)"),
+    valBatches: z.number().int().positive().default(8).describe("validation batches of the target domain"),
+    model: z.string().optional().describe(
+      "base model: llama2.c .bin or HF directory (default: pretrain one)",
+    ),
+    tokenizer: z.string().optional().describe("tokenizer.bin for --model (default: characters)"),
+    data: z.string().optional().describe("target-domain text file (default: generated)"),
+    pretrainSteps: z.number().int().positive().default(600).describe("steps of the generated base model"),
+    resume: z.string().optional().describe("a previous results directory: finished runs are reused"),
+    device: z.enum(["webgpu", "cpu"]).optional().describe("device (default webgpu, or TESSERA_DEVICE)"),
+  };
 }
+
+/** The `--quick` preset of the keys in {@link lmFields}: one seed, 40 short steps, the smaller base. */
+export const LM_QUICK = {
+  seeds: [0],
+  steps: 40,
+  batchSize: 8,
+  seqLen: 32,
+  valBatches: 4,
+  pretrainSteps: 250,
+};

@@ -18,22 +18,14 @@
  *
  * @module
  */
+import { startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
-import { getDefaultDevice, getWebGPU } from "../lib/runtime/realize.ts";
-import { cliConfig } from "../lib/util/config.ts";
-import {
-  formatMeanStd,
-  formatNumber,
-  mdTable,
-  type MeanStd,
-  meanStd,
-  ResultsDir,
-} from "../lib/util/results.ts";
+import { formatMeanStd, formatNumber, mdTable, type MeanStd, meanStd } from "../lib/util/results.ts";
 import { barPlot, heatmap, linePlot } from "../lib/util/plot.ts";
-import type { DeviceName } from "../lib/ir/node.ts";
 import {
   baseModel,
-  explicitFlags,
+  LM_QUICK,
+  lmFields,
   loadCorpus,
   meanCurves,
   meanLoss,
@@ -66,41 +58,22 @@ const LABELS = Object.keys(METHODS) as [MethodLabel, ...MethodLabel[]];
 const CNT = (m: string) => m.startsWith("cntlora");
 
 const Config = z.object({
-  quick: z.boolean().default(false).describe("small sizes: a few minutes on a 2-core CPU"),
-  seeds: z.array(z.number().int()).default([0, 1, 2]).describe("fine-tuning seeds (mean ± std over them)"),
+  ...lmFields(80),
   methods: z.array(z.enum(LABELS)).default([...LABELS]).describe("initialisations to compare"),
   calibCounts: z.array(z.number().int().positive()).default([1, 2, 4]).describe(
     "calibration batch counts for CNTLoRA-X (Table 3), besides all (= calibBatches); [] to skip",
   ),
   rank: z.number().int().positive().default(8).describe("LoRA rank r (VAS budget r × #layers)"),
   alpha: z.number().positive().default(16).describe("lora_alpha (the paper's α = 2r: s = 2)"),
-  targets: z.array(z.string()).default(["wq", "wk", "wv", "wo", "w1", "w2", "w3"]).describe(
-    "LoRA target modules",
-  ),
-  steps: z.number().int().positive().default(80).describe("fine-tuning steps"),
-  batchSize: z.number().int().positive().default(8).describe("sequences per batch"),
-  seqLen: z.number().int().positive().default(64).describe("tokens per sequence"),
-  lr: z.number().positive().default(3e-3).describe("AdamW learning rate (cosine, 10% warm-up)"),
   calibBatches: z.number().int().positive().default(8).describe(
     "calibration batches of the data-driven inits (all)",
   ),
-  valBatches: z.number().int().positive().default(8).describe("validation batches of the target domain"),
-  model: z.string().optional().describe("base model: llama2.c .bin or HF directory (default: pretrain one)"),
-  tokenizer: z.string().optional().describe("tokenizer.bin for --model (default: characters)"),
-  data: z.string().optional().describe("target-domain text file (default: generated)"),
-  pretrainSteps: z.number().int().positive().default(600).describe("steps of the generated base model"),
-  resume: z.string().optional().describe("a previous results directory: finished runs are reused"),
-  device: z.enum(["webgpu", "cpu"]).optional().describe("device (default webgpu, or TESSERA_DEVICE)"),
 });
 type Config = z.infer<typeof Config>;
 
 const QUICK: Partial<Config> = {
-  seeds: [0],
-  steps: 40,
-  batchSize: 8,
-  seqLen: 32,
+  ...LM_QUICK,
   calibBatches: 4,
-  valBatches: 4,
   pretrainSteps: 250,
 };
 
@@ -116,16 +89,12 @@ function meanOf(values: readonly (number | null)[]): number | null {
 // ----- main -----
 
 async function main(): Promise<void> {
-  const parsed = cliConfig(Config, {
-    name: "deno task exp:cntlora",
+  const { cfg, device, adapter, results } = await startExperiment(Config, {
+    task: "cntlora",
+    dir: "cntlora",
     description: "CNTLoRA X/S/Sh (± VAS) vs EVA, CorDA, LoRA-GA, PiSSA, OLoRA and LoRA",
+    quick: QUICK,
   });
-  const cfg: Config = parsed.quick ? { ...parsed, ...QUICK, ...explicitFlags(parsed) } : parsed;
-  const device: DeviceName = (cfg.device as DeviceName | undefined) ?? getDefaultDevice();
-  const adapter = device === "webgpu" ? (await getWebGPU()).description : "cpu";
-  const results = cfg.resume !== undefined ? ResultsDir.open(cfg.resume) : ResultsDir.create("cntlora");
-  results.writeConfig({ ...cfg, adapter });
-  console.log(`exp:cntlora → ${results.path}\nadapter: ${adapter}`);
 
   const corpus = await loadCorpus(cfg);
   const { model: base, note } = await baseModel(cfg, corpus, device);

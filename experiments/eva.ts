@@ -16,10 +16,9 @@
  *
  * @module
  */
+import { startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
-import { getDefaultDevice, getWebGPU } from "../lib/runtime/realize.ts";
-import { cliConfig } from "../lib/util/config.ts";
-import { formatMeanStd, mdTable, meanStd, ResultsDir } from "../lib/util/results.ts";
+import { formatMeanStd, mdTable, meanStd } from "../lib/util/results.ts";
 import { barPlot, linePlot } from "../lib/util/plot.ts";
 import { LlamaLM } from "../lib/models/llama.ts";
 import { attachLora, loraLayers } from "../lib/lora/mod.ts";
@@ -28,7 +27,8 @@ import {
   baseModel,
   calibrate,
   type Corpus,
-  explicitFlags,
+  LM_QUICK,
+  lmFields,
   loadCorpus,
   meanCurves,
   meanLoss,
@@ -49,38 +49,19 @@ const METHODS = {
 type MethodLabel = keyof typeof METHODS;
 
 const Config = z.object({
-  quick: z.boolean().default(false).describe("small sizes: a few minutes on a 2-core CPU"),
-  seeds: z.array(z.number().int()).default([0, 1, 2]).describe("fine-tuning seeds (mean ± std over them)"),
+  ...lmFields(100),
   methods: z.array(z.enum(Object.keys(METHODS) as [MethodLabel, ...MethodLabel[]])).default(
     Object.keys(METHODS) as MethodLabel[],
   ).describe("initialisations to compare"),
   rank: z.number().int().positive().default(8).describe("LoRA rank r"),
   alpha: z.number().positive().default(8).describe("lora_alpha"),
-  targets: z.array(z.string()).default(["wq", "wk", "wv", "wo", "w1", "w2", "w3"]).describe(
-    "LoRA target modules",
-  ),
-  steps: z.number().int().positive().default(100).describe("fine-tuning steps"),
-  batchSize: z.number().int().positive().default(8).describe("sequences per batch"),
-  seqLen: z.number().int().positive().default(64).describe("tokens per sequence"),
-  lr: z.number().positive().default(3e-3).describe("AdamW learning rate (cosine, 10% warm-up)"),
   calibBatches: z.number().int().positive().default(4).describe("calibration batches for data-driven inits"),
-  valBatches: z.number().int().positive().default(8).describe("validation batches of the target domain"),
-  model: z.string().optional().describe("base model: llama2.c .bin or HF directory (default: pretrain one)"),
-  tokenizer: z.string().optional().describe("tokenizer.bin for --model (default: characters)"),
-  data: z.string().optional().describe("target-domain text file (default: generated)"),
-  pretrainSteps: z.number().int().positive().default(600).describe("steps of the generated base model"),
-  resume: z.string().optional().describe("a previous results directory: finished runs are reused"),
-  device: z.enum(["webgpu", "cpu"]).optional().describe("device (default webgpu, or TESSERA_DEVICE)"),
 });
 type Config = z.infer<typeof Config>;
 
 const QUICK: Partial<Config> = {
-  seeds: [0],
-  steps: 40,
-  batchSize: 8,
-  seqLen: 32,
+  ...LM_QUICK,
   calibBatches: 4,
-  valBatches: 4,
   pretrainSteps: 250,
 };
 
@@ -149,16 +130,12 @@ function verdict(better: boolean, worse: boolean): string {
 }
 
 async function main(): Promise<void> {
-  const parsed = cliConfig(Config, {
-    name: "deno task exp:eva",
+  const { cfg, device, adapter, results } = await startExperiment(Config, {
+    task: "eva",
+    dir: "eva",
     description: "EVA vs Noise & Zeros, PiSSA and CNTLoRA",
+    quick: QUICK,
   });
-  const cfg: Config = parsed.quick ? { ...parsed, ...QUICK, ...explicitFlags(parsed) } : parsed;
-  const device: DeviceName = (cfg.device as DeviceName | undefined) ?? getDefaultDevice();
-  const adapter = device === "webgpu" ? (await getWebGPU()).description : "cpu";
-  const results = cfg.resume !== undefined ? ResultsDir.open(cfg.resume) : ResultsDir.create("eva");
-  results.writeConfig({ ...cfg, adapter });
-  console.log(`exp:eva → ${results.path}\nadapter: ${adapter}`);
 
   const corpus = await loadCorpus(cfg);
   const { model: base, note } = await baseModel(cfg, corpus, device);

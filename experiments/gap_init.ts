@@ -18,32 +18,28 @@
  *
  * @module
  */
+import { vlmSetup } from "./_vlm.ts";
+import { startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
-import { getDefaultDevice, getWebGPU } from "../lib/runtime/realize.ts";
-import { cliConfig } from "../lib/util/config.ts";
-import { formatMeanStd, mdTable, meanStd, ResultsDir } from "../lib/util/results.ts";
+import { formatMeanStd, mdTable, meanStd, type ResultsDir } from "../lib/util/results.ts";
 import { barPlot, linePlot } from "../lib/util/plot.ts";
-import type { DeviceName } from "../lib/ir/node.ts";
 import { valueAndGrad } from "../lib/autodiff/grad.ts";
 import { functionalCall, type ParamDict, parameters } from "../lib/nn/module.ts";
 import { attachLora, LORA_TRAINABLE } from "../lib/lora/mod.ts";
 import type { LayerData } from "../lib/init/types.ts";
 import {
   batchIndices,
-  cachedVlm,
   captionBatch,
   captionLoss,
   captionTensors,
   captionTrainer,
   copyVlm,
-  defaultVlmSpec,
-  loadVlmData,
   modalityAnalysis,
   type ToyVlm,
   type VlmData,
 } from "../lib/models/vlm.ts";
 import type { CharVocab } from "../lib/data/generated.ts";
-import { explicitFlags, meanCurves, type RunResult, verdictFor, writeCombinedMetrics } from "./_lm.ts";
+import { meanCurves, type RunResult, verdictFor, writeCombinedMetrics } from "./_lm.ts";
 
 const METHODS = {
   "lora-r1": { init: "lora", rank: 1 },
@@ -201,28 +197,14 @@ async function fineTune(label: MethodLabel, seed: number, ctx: Ctx): Promise<Gap
 }
 
 async function main(): Promise<void> {
-  const parsed = cliConfig(Config, {
-    name: "deno task exp:gap-init",
+  const { cfg, device, adapter, results } = await startExperiment(Config, {
+    task: "gap-init",
+    dir: "gap_init",
     description: "Gap-Init vs random rank-1 LoRA (and rank-8 LoRA) on a toy VLM",
+    quick: QUICK,
   });
-  const cfg: Config = parsed.quick ? { ...parsed, ...QUICK, ...explicitFlags(parsed) } : parsed;
-  const device: DeviceName = (cfg.device as DeviceName | undefined) ?? getDefaultDevice();
-  const adapter = device === "webgpu" ? (await getWebGPU()).description : "cpu";
-  const results = cfg.resume !== undefined ? ResultsDir.open(cfg.resume) : ResultsDir.create("gap_init");
-  results.writeConfig({ ...cfg, adapter });
-  console.log(`exp:gap-init → ${results.path}\nadapter: ${adapter}`);
 
-  const pre = await loadVlmData(cfg.data, { n: cfg.images, seed: 0 });
-  const ft = cfg.data === "shapes" ? await loadVlmData(cfg.data, { n: cfg.images, seed: 1 }) : pre;
-  const val = cfg.data === "shapes" ? await loadVlmData(cfg.data, { n: 200, seed: 2 }) : pre;
-  const spec = defaultVlmSpec(pre, {
-    quick: cfg.quick,
-    pretrainSteps: cfg.pretrainSteps,
-    textLen: cfg.textLen,
-  });
-  const base = await cachedVlm(spec, pre, { device, progress: Deno.stderr.isTerminal() });
-  const note = `${base.cached ? "cached" : "pretrained"} base in ${base.dir} (${base.seconds.toFixed(1)} s)`;
-  console.log(`data: ${pre.description}\nbase: ${note}`);
+  const { pre, ft, val, base, note } = await vlmSetup(cfg, device);
   const calib = Array.from(
     { length: cfg.calibBatches },
     (_, i) => captionBatch(ft, base.vocab, batchIndices(ft.n, cfg.batchSize, 4242, i + 1), cfg.textLen),

@@ -19,15 +19,14 @@
  *
  * @module
  */
+import { startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
-import { getDefaultDevice, getWebGPU } from "../lib/runtime/realize.ts";
-import { cliConfig } from "../lib/util/config.ts";
-import { formatMeanStd, mdTable, type MeanStd, meanStd, ResultsDir } from "../lib/util/results.ts";
+import { formatMeanStd, mdTable, type MeanStd, meanStd } from "../lib/util/results.ts";
 import { barPlot, linePlot } from "../lib/util/plot.ts";
-import type { DeviceName } from "../lib/ir/node.ts";
 import {
   baseModel,
-  explicitFlags,
+  LM_QUICK,
+  lmFields,
   type LmSettings,
   loadCorpus,
   meanCurves,
@@ -56,36 +55,16 @@ type MethodLabel = keyof typeof METHODS;
 const LABELS = Object.keys(METHODS) as [MethodLabel, ...MethodLabel[]];
 
 const Config = z.object({
-  quick: z.boolean().default(false).describe("small sizes: a few minutes on a 2-core CPU"),
-  seeds: z.array(z.number().int()).default([0, 1, 2]).describe("fine-tuning seeds (mean ± std over them)"),
+  ...lmFields(100),
   methods: z.array(z.enum(LABELS)).default([...LABELS]).describe("adaptations to compare"),
   ranks: z.array(z.number().int().positive()).default([4, 16]).describe("LoRA ranks (alpha = rank)"),
-  targets: z.array(z.string()).default(["wq", "wk", "wv", "wo", "w1", "w2", "w3"]).describe(
-    "LoRA target modules",
-  ),
-  steps: z.number().int().positive().default(100).describe("fine-tuning steps"),
-  batchSize: z.number().int().positive().default(8).describe("sequences per batch"),
-  seqLen: z.number().int().positive().default(64).describe("tokens per sequence"),
   lr: z.number().positive().default(3e-3).describe("AdamW learning rate of A (cosine, 10% warm-up)"),
   valBatches: z.number().int().positive().default(8).describe("validation batches (target and source)"),
-  model: z.string().optional().describe("base model: llama2.c .bin or HF directory (default: pretrain one)"),
-  tokenizer: z.string().optional().describe("tokenizer.bin for --model (default: characters)"),
-  data: z.string().optional().describe("target-domain text file (default: generated)"),
   source: z.string().optional().describe("source-domain text file for forgetting (with --data)"),
-  pretrainSteps: z.number().int().positive().default(600).describe("steps of the generated base model"),
-  resume: z.string().optional().describe("a previous results directory: finished runs are reused"),
-  device: z.enum(["webgpu", "cpu"]).optional().describe("device (default webgpu, or TESSERA_DEVICE)"),
 });
 type Config = z.infer<typeof Config>;
 
-const QUICK: Partial<Config> = {
-  seeds: [0],
-  steps: 40,
-  batchSize: 8,
-  seqLen: 32,
-  valBatches: 4,
-  pretrainSteps: 250,
-};
+const QUICK: Partial<Config> = LM_QUICK;
 
 /** The shared LM settings at rank `r` (alpha = r). */
 function settings(cfg: Config, r: number): LmSettings {
@@ -134,17 +113,13 @@ function summarise(
 }
 
 async function main(): Promise<void> {
-  const parsed = cliConfig(Config, {
-    name: "deno task exp:init-sweep",
+  const { cfg, device, adapter, results } = await startExperiment(Config, {
+    task: "init-sweep",
+    dir: "init-sweep",
     description:
       "LoRA, rsLoRA, LoRA+, PiSSA, MiLoRA, OLoRA, LoRAM (+ rsLoRA) at two ranks: target loss, forgetting",
+    quick: QUICK,
   });
-  const cfg: Config = parsed.quick ? { ...parsed, ...QUICK, ...explicitFlags(parsed) } : parsed;
-  const device: DeviceName = (cfg.device as DeviceName | undefined) ?? getDefaultDevice();
-  const adapter = device === "webgpu" ? (await getWebGPU()).description : "cpu";
-  const results = cfg.resume !== undefined ? ResultsDir.open(cfg.resume) : ResultsDir.create("init-sweep");
-  results.writeConfig({ ...cfg, adapter });
-  console.log(`exp:init-sweep → ${results.path}\nadapter: ${adapter}`);
 
   const lm0 = settings(cfg, cfg.ranks[0]);
   const corpus = await loadCorpus(lm0, cfg.source);

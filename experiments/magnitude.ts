@@ -32,10 +32,10 @@
  *
  * @module
  */
+import { startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
 import { tensor } from "../lib/tensor/creation.ts";
 import { realize, type Tensor } from "../lib/tensor/tensor.ts";
-import { getDefaultDevice, getWebGPU } from "../lib/runtime/realize.ts";
 import type { DeviceName } from "../lib/ir/node.ts";
 import type { Shape } from "../lib/shape.ts";
 import { Mlp } from "../lib/nn/mlp.ts";
@@ -51,8 +51,7 @@ import { loramInit, loramLogGain } from "../lib/init/loram.ts";
 import { epochIndices } from "../lib/train/batches.ts";
 import { Trainer } from "../lib/train/trainer.ts";
 import { Rng } from "../lib/data/rng.ts";
-import { cliConfig } from "../lib/util/config.ts";
-import { formatMeanStd, mdTable, meanStd, ResultsDir } from "../lib/util/results.ts";
+import { formatMeanStd, mdTable, meanStd } from "../lib/util/results.ts";
 import { linePlot } from "../lib/util/plot.ts";
 
 type F32 = Tensor<Shape, "f32">;
@@ -401,19 +400,16 @@ function meanSeries(runs: RunResult[], key: (r: RunResult) => number[]) {
 }
 
 async function main(): Promise<void> {
-  const quick = Deno.args.includes("--quick");
-  const cfg: Config = cliConfig(Config, {
-    name: "deno task exp:magnitude",
+  const { cfg, device, adapter, results } = await startExperiment(Config, {
+    task: "magnitude",
+    dir: "magnitude",
     description:
       "LoRAM §2: learning rate, scaling factor and init magnitude (Prop. 1); norm growth (Prop. 2)",
-    defaults: quick ? QUICK : undefined,
+    quick: QUICK,
+    check: (c) => {
+      if (c.rank > c.width) throw new RangeError(`--rank ${c.rank} exceeds --width ${c.width}`);
+    },
   });
-  const device: DeviceName = (cfg.device as DeviceName | undefined) ?? getDefaultDevice();
-  const adapter = device === "webgpu" ? (await getWebGPU()).description : "cpu";
-  const results = cfg.resume !== undefined ? ResultsDir.open(cfg.resume) : ResultsDir.create("magnitude");
-  if (cfg.rank > cfg.width) throw new RangeError(`--rank ${cfg.rank} exceeds --width ${cfg.width}`);
-  results.writeConfig({ ...cfg, adapter });
-  console.log(`exp:magnitude → ${results.path}\nadapter: ${adapter}`);
   Deno.mkdirSync(results.file("runs"), { recursive: true });
 
   const p1 = prop1Specs(cfg);

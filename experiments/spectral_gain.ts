@@ -18,10 +18,10 @@
  *
  * @module
  */
+import { startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
 import { randn } from "../lib/tensor/creation.ts";
 import type { Tensor } from "../lib/tensor/tensor.ts";
-import { getDefaultDevice, getWebGPU } from "../lib/runtime/realize.ts";
 import type { DeviceName } from "../lib/ir/node.ts";
 import { Linear } from "../lib/nn/linear.ts";
 import { namedModules } from "../lib/nn/module.ts";
@@ -29,8 +29,7 @@ import { deriveSeed } from "../lib/nn/init.ts";
 import { loadLlama } from "../lib/models/load.ts";
 import type { LlamaLM } from "../lib/models/llama.ts";
 import { type GainComparison, weightGains } from "../lib/init/spectral_gain.ts";
-import { cliConfig } from "../lib/util/config.ts";
-import { formatMeanStd, mdTable, meanStd, ResultsDir } from "../lib/util/results.ts";
+import { formatMeanStd, mdTable, meanStd } from "../lib/util/results.ts";
 import { barPlot, linePlot } from "../lib/util/plot.ts";
 import { baseModel, type LmSettings, loadCorpus } from "./_lm.ts";
 
@@ -85,17 +84,12 @@ interface MatrixResult {
 }
 
 async function main(): Promise<void> {
-  const quick = Deno.args.includes("--quick");
-  const cfg: Config = cliConfig(Config, {
-    name: "deno task exp:spectral-gain",
+  const { cfg, device, adapter, results } = await startExperiment(Config, {
+    task: "spectral-gain",
+    dir: "spectral_gain",
     description: "LoRAM's logarithmic gain vs the spectral gain Q[r] of pretrained weights",
-    defaults: quick ? QUICK : undefined,
+    quick: QUICK,
   });
-  const device: DeviceName = (cfg.device as DeviceName | undefined) ?? getDefaultDevice();
-  const adapter = device === "webgpu" ? (await getWebGPU()).description : "cpu";
-  const results = cfg.resume !== undefined ? ResultsDir.open(cfg.resume) : ResultsDir.create("spectral_gain");
-  results.writeConfig({ ...cfg, adapter });
-  console.log(`exp:spectral-gain → ${results.path}\nadapter: ${adapter}`);
 
   const { model, note } = await loadModel(cfg, device);
   console.log(`model: ${note}`);

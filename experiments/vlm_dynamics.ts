@@ -14,30 +14,27 @@
  *
  * @module
  */
+import { vlmSetup } from "./_vlm.ts";
+import { startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
-import { getDefaultDevice, getWebGPU } from "../lib/runtime/realize.ts";
-import { cliConfig } from "../lib/util/config.ts";
-import { formatMeanStd, mdTable, meanStd, ResultsDir } from "../lib/util/results.ts";
+import { formatMeanStd, mdTable, meanStd, type ResultsDir } from "../lib/util/results.ts";
 import { barPlot, linePlot } from "../lib/util/plot.ts";
 import type { DeviceName } from "../lib/ir/node.ts";
 import { attachLora, LORA_TRAINABLE } from "../lib/lora/mod.ts";
 import { getInitMethod } from "../lib/init/mod.ts";
 import {
   batchIndices,
-  cachedVlm,
   captionBatch,
   captionLoss,
   captionTrainer,
   copyVlm,
-  defaultVlmSpec,
-  loadVlmData,
   modalityAnalysis,
   type ModalityStats,
   type ToyVlm,
   type VlmData,
 } from "../lib/models/vlm.ts";
 import type { CharVocab } from "../lib/data/generated.ts";
-import { explicitFlags, meanCurves, type RunResult, verdictFor, writeCombinedMetrics } from "./_lm.ts";
+import { meanCurves, type RunResult, verdictFor, writeCombinedMetrics } from "./_lm.ts";
 
 const METHODS = {
   lora: { init: "lora", options: {} },
@@ -190,35 +187,14 @@ const short = (k: string) =>
   k.replace("lm.layers.", "L").replace("attention.", "").replace("feed_forward.", "");
 
 async function main(): Promise<void> {
-  const parsed = cliConfig(Config, {
-    name: "deno task exp:vlm-dynamics",
+  const { cfg, device, adapter, results } = await startExperiment(Config, {
+    task: "vlm-dynamics",
+    dir: "vlm_dynamics",
     description: "LoRA / PiSSA / EVA / LoftQ training dynamics on a toy VLM",
+    quick: QUICK,
   });
-  const cfg: Config = parsed.quick ? { ...parsed, ...QUICK, ...explicitFlags(parsed) } : parsed;
-  const device: DeviceName = (cfg.device as DeviceName | undefined) ?? getDefaultDevice();
-  const adapter = device === "webgpu" ? (await getWebGPU()).description : "cpu";
-  const results = cfg.resume !== undefined ? ResultsDir.open(cfg.resume) : ResultsDir.create("vlm_dynamics");
-  results.writeConfig({ ...cfg, adapter });
-  console.log(`exp:vlm-dynamics → ${results.path}\nadapter: ${adapter}`);
 
-  const pre = await loadVlmData(cfg.data, { n: cfg.images, seed: 0 });
-  // Generated data: fine-tune on a fresh draw; the emoji pack: on the same images (a continued stage c).
-  const ft = cfg.data === "shapes" ? await loadVlmData(cfg.data, { n: cfg.images, seed: 1 }) : pre;
-  const val = cfg.data === "shapes" ? await loadVlmData(cfg.data, { n: 200, seed: 2 }) : pre;
-  const spec = defaultVlmSpec(pre, {
-    quick: cfg.quick,
-    pretrainSteps: cfg.pretrainSteps,
-    textLen: cfg.textLen,
-  });
-  const base = await cachedVlm(spec, pre, { device, progress: Deno.stderr.isTerminal() });
-  const note =
-    `${base.cached ? "cached" : "pretrained"} base in ${base.dir} (${base.seconds.toFixed(1)} s); ` +
-    `stage losses first → last: ${
-      Object.entries(base.stages).map(([k, v]) => `${k} ${v.first.toFixed(3)} → ${v.last.toFixed(3)}`).join(
-        ", ",
-      )
-    }`;
-  console.log(`data: ${pre.description}\nbase: ${note}`);
+  const { pre, ft, val, base, note } = await vlmSetup(cfg, device);
   const ctx: Ctx = { base: base.model, train: ft, val, vocab: base.vocab, cfg, results, device };
   const baseVal = await captionLoss(base.model, val, base.vocab, {
     batches: cfg.valBatches,

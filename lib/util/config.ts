@@ -728,7 +728,8 @@ export function configUsage<S extends ConfigSchema>(schema: S, options: ConfigOp
   rows.push(["--config <file.yaml>", "read settings from a YAML file (repeatable; flags override it)"]);
   rows.push(["--help, -h", "print this help and exit"]);
   const width = Math.min(44, Math.max(...rows.map(([flag]) => flag.length)));
-  const lines = [`Usage: deno run -A ${options.name} [--config file.yaml] [--key value ...]`];
+  const command = options.name.startsWith("deno ") ? options.name : `deno run -A ${options.name}`;
+  const lines = [`Usage: ${command} [--config file.yaml] [--key value ...]`];
   if (options.description !== undefined) lines.push("", options.description);
   lines.push("", "Options (flags override --config files, which override defaults):");
   for (const [flag, text] of rows) {
