@@ -129,28 +129,50 @@ export function renderMatmul(
       for (let j = 0; j < tn; j++) L.push(`${ind}c${i}_${j} = fma(a${i}, b${j}, c${i}_${j});`);
     }
   };
-  // Loads of one step of k (`kx` is the WGSL expression of k; `r` its offset inside a vec4 along k).
+  // One operand's values at one step of k into `a0..`/`b0..` (`kx`: WGSL expression of k; `r`: its offset inside
+  // a vec4 along k): through the spliced load function, from the vec4s read once per four k, or from vec4s along
+  // m (n) that start at the 4-aligned groups `ma0..` (`nb0..`).
+  const operandLoads = (
+    ind: string,
+    kx: string,
+    r: number,
+    o: {
+      v: VecOperand | undefined;
+      dst: string;
+      count: number;
+      scalar: (i: number) => string;
+      group: string;
+    },
+  ) => {
+    if (o.v === undefined) {
+      for (let i = 0; i < o.count; i++) {
+        L.push(`${ind}${o.dst}${i} = ${o.scalar(i)};`);
+      }
+    } else if (o.v.axis === "k") {
+      for (let i = 0; i < o.count; i++) L.push(`${ind}${o.dst}${i} = v${o.dst}${i}[${r}];`);
+    } else {
+      for (let q = 0; q < o.count / 4; q++) {
+        const idx = `(${o.v.c0} + ${o.v.cb} * b + ${o.v.cOther} * (${kx}) + ${o.group}${q}) / 4`;
+        L.push(`${ind}let w${o.dst}${q} = ${o.v.name}[${idx}];`);
+        for (let r2 = 0; r2 < 4; r2++) L.push(`${ind}${o.dst}${4 * q + r2} = w${o.dst}${q}[${r2}];`);
+      }
+    }
+  };
   const loads = (ind: string, kx: string, r: number) => {
-    if (vecA === undefined) { for (let i = 0; i < tm; i++) L.push(`${ind}a${i} = loadA(b, mi${i}, ${kx});`); }
-    else if (vecA.axis === "k") { for (let i = 0; i < tm; i++) L.push(`${ind}a${i} = va${i}[${r}];`); }
-    else {
-      for (let q = 0; q < tm / 4; q++) {
-        L.push(
-          `${ind}let wa${q} = ${vecA.name}[(${vecA.c0} + ${vecA.cb} * b + ${vecA.cOther} * (${kx}) + ma${q}) / 4];`,
-        );
-        for (let r2 = 0; r2 < 4; r2++) L.push(`${ind}a${4 * q + r2} = wa${q}[${r2}];`);
-      }
-    }
-    if (vecB === undefined) { for (let j = 0; j < tn; j++) L.push(`${ind}b${j} = loadB(b, ${kx}, nj${j});`); }
-    else if (vecB.axis === "k") { for (let j = 0; j < tn; j++) L.push(`${ind}b${j} = vb${j}[${r}];`); }
-    else {
-      for (let q = 0; q < tn / 4; q++) {
-        L.push(
-          `${ind}let wb${q} = ${vecB.name}[(${vecB.c0} + ${vecB.cb} * b + ${vecB.cOther} * (${kx}) + nb${q}) / 4];`,
-        );
-        for (let r2 = 0; r2 < 4; r2++) L.push(`${ind}b${4 * q + r2} = wb${q}[${r2}];`);
-      }
-    }
+    operandLoads(ind, kx, r, {
+      v: vecA,
+      dst: "a",
+      count: tm,
+      scalar: (i) => `loadA(b, mi${i}, ${kx})`,
+      group: "ma",
+    });
+    operandLoads(ind, kx, r, {
+      v: vecB,
+      dst: "b",
+      count: tn,
+      scalar: (j) => `loadB(b, ${kx}, nj${j})`,
+      group: "nb",
+    });
   };
   if (k4) {
     L.push(`  for (var kq: i32 = 0; kq < ${p.k / 4}; kq = kq + 1) {`);

@@ -110,6 +110,27 @@ export interface KAcc extends KBase {
 /** Any kernel-IR expression. */
 export type KExpr = KConst | KVar | KLoad | KAlu | KRand | KReduce | KAcc;
 
+/**
+ * Decomposes an i32 index expression into `Σ coef·term + c` (terms are the sub-expressions that are neither sums
+ * nor products with a constant; the builder puts constants on the right of a product).
+ */
+export function linearForm(e: KExpr): { terms: Map<KExpr, number>; c: number } {
+  if (e.k === "const") return { terms: new Map(), c: e.value };
+  if (e.k === "alu" && e.op === "add") {
+    const a = linearForm(e.args[0]);
+    const b = linearForm(e.args[1]);
+    for (const [t, k] of b.terms) a.terms.set(t, (a.terms.get(t) ?? 0) + k);
+    return { terms: a.terms, c: a.c + b.c };
+  }
+  if (e.k === "alu" && e.op === "mul" && e.args[1].k === "const") {
+    const a = linearForm(e.args[0]);
+    const k = e.args[1].value;
+    for (const [t, v] of a.terms) a.terms.set(t, v * k);
+    return { terms: a.terms, c: a.c * k };
+  }
+  return { terms: new Map([[e, 1]]), c: 0 };
+}
+
 /** One input binding of a kernel. */
 export interface KInput {
   /** Element type. */
@@ -270,24 +291,6 @@ export class KBuilder {
 
   // ----- integer index arithmetic with affine simplification -----
 
-  /** Decomposes an i32 expression into `Σ coef·term + c`. */
-  #linear(e: KExpr): { terms: Map<KExpr, number>; c: number } {
-    if (e.k === "const") return { terms: new Map(), c: e.value };
-    if (e.k === "alu" && e.op === "add") {
-      const a = this.#linear(e.args[0]);
-      const b = this.#linear(e.args[1]);
-      for (const [t, k] of b.terms) a.terms.set(t, (a.terms.get(t) ?? 0) + k);
-      return { terms: a.terms, c: a.c + b.c };
-    }
-    if (e.k === "alu" && e.op === "mul" && e.args[1].k === "const") {
-      const a = this.#linear(e.args[0]);
-      const k = e.args[1].value;
-      for (const [t, v] of a.terms) a.terms.set(t, v * k);
-      return { terms: a.terms, c: a.c * k };
-    }
-    return { terms: new Map([[e, 1]]), c: 0 };
-  }
-
   /** `term` as (base / d) % m, with m = Infinity when there is no modulus. */
   #sig(t: KExpr): Sig {
     if (t.k === "alu" && t.op === "mod" && t.args[1].k === "const") {
@@ -338,8 +341,8 @@ export class KBuilder {
   /** `a + b` on i32 indices (or `a + k` for a number). */
   add(a: KExpr, b: KExpr | number): KExpr {
     const bb = typeof b === "number" ? this.const(b, "i32") : b;
-    const la = this.#linear(a);
-    const lb = this.#linear(bb);
+    const la = linearForm(a);
+    const lb = linearForm(bb);
     for (const [t, k] of lb.terms) la.terms.set(t, (la.terms.get(t) ?? 0) + k);
     return this.#fromLinear(la.terms, la.c + lb.c);
   }
@@ -347,7 +350,7 @@ export class KBuilder {
   /** `a * k` on i32 indices. */
   mul(a: KExpr, k: number): KExpr {
     if (k === 0) return this.const(0, "i32");
-    const la = this.#linear(a);
+    const la = linearForm(a);
     for (const [t, v] of la.terms) la.terms.set(t, v * k);
     return this.#fromLinear(la.terms, la.c * k);
   }
@@ -360,7 +363,7 @@ export class KBuilder {
       if (a.k === "alu" && a.op === "div" && a.args[1].k === "const") {
         return this.div(a.args[0], a.args[1].value * d);
       }
-      const { terms, c } = this.#linear(a);
+      const { terms, c } = linearForm(a);
       const q = new Map<KExpr, number>();
       const r = new Map<KExpr, number>();
       let rlo = ((c % d) + d) % d;
@@ -385,7 +388,7 @@ export class KBuilder {
     if (d === 1) return this.const(0, "i32");
     if (a.lo >= 0 && a.hi < d) return a;
     if (a.lo >= 0) {
-      const { terms, c } = this.#linear(a);
+      const { terms, c } = linearForm(a);
       if ([...terms].every(([t, k]) => t.lo >= 0 && k > 0)) {
         const r = new Map([...terms].filter(([, k]) => k % d !== 0));
         const rest = this.#fromLinear(r, ((c % d) + d) % d);

@@ -5,7 +5,7 @@
  * @module
  */
 import type { DType } from "../dtype.ts";
-import { type Kernel, type KExpr, kNodes, type MatmulSpec } from "./kexpr.ts";
+import { type Kernel, type KExpr, kNodes, linearForm, type MatmulSpec } from "./kexpr.ts";
 import { linearize, type Stmt } from "./linearize.ts";
 import { CPU_TILE, type MatmulTile, renderMatmul, type VecOperand } from "../../kernels/matmul.wgsl.ts";
 import { WGSL_HELPERS } from "../../kernels/helpers.wgsl.ts";
@@ -258,27 +258,13 @@ function fitTile(m: number, n: number): MatmulTile {
 
 /** `index` as `c0 + Σ coef·v` over the template variables `b`, `m`, `n`, `k`; null when any other term occurs. */
 function templateAffine(index: KExpr): { c0: number; coef: Record<string, number> } | null {
-  if (index.k === "const") return { c0: index.value, coef: {} };
-  if (index.k === "var") {
-    return ["b", "m", "n", "k"].includes(index.name) ? { c0: 0, coef: { [index.name]: 1 } } : null;
+  const { terms, c } = linearForm(index);
+  const coef: Record<string, number> = {};
+  for (const [t, k] of terms) {
+    if (t.k !== "var" || !["b", "m", "n", "k"].includes(t.name)) return null;
+    coef[t.name] = k;
   }
-  if (index.k !== "alu") return null;
-  if (index.op === "add") {
-    const x = templateAffine(index.args[0]);
-    const y = templateAffine(index.args[1]);
-    if (x === null || y === null) return null;
-    for (const [v, c] of Object.entries(y.coef)) x.coef[v] = (x.coef[v] ?? 0) + c;
-    return { c0: x.c0 + y.c0, coef: x.coef };
-  }
-  if (index.op === "mul") {
-    const [e, f] = index.args[1].k === "const" ? index.args : [index.args[1], index.args[0]];
-    if (f.k !== "const") return null;
-    const x = templateAffine(e);
-    if (x === null) return null;
-    for (const v of Object.keys(x.coef)) x.coef[v] *= f.value;
-    return { c0: x.c0 * f.value, coef: x.coef };
-  }
-  return null;
+  return { c0: c, coef };
 }
 
 /**
