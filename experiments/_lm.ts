@@ -135,6 +135,17 @@ export async function baseModel(
   };
 }
 
+/**
+ * The corpus and base model of an LM experiment, plus the base's weights on the host (every run starts from a
+ * copy of them); prints the data and base lines.
+ */
+export async function lmSetup(cfg: LmSettings, device: DeviceName, sourceText?: string) {
+  const corpus = await loadCorpus(cfg, sourceText);
+  const { model: base, note } = await baseModel(cfg, corpus, device);
+  console.log(`data: ${corpus.description}\nbase: ${note}`);
+  return { corpus, base, note, baseWeights: await base.hostWeights() };
+}
+
 /** Batch `step` of windows from `tokens`, a pure function of (seed, step). */
 export function windows(tokens: Int32Array, cfg: LmSettings, seed: number, step: number, device: DeviceName) {
   const { x, y } = sampleWindows(tokens, { batchSize: cfg.batchSize, seqLen: cfg.seqLen, seed, step });

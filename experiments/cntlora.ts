@@ -23,10 +23,9 @@ import { z } from "../deps.ts";
 import { formatMeanStd, formatNumber, mdTable, type MeanStd, meanStd } from "../lib/util/results.ts";
 import { barPlot, heatmap, linePlot } from "../lib/util/plot.ts";
 import {
-  baseModel,
   LM_QUICK,
   lmFields,
-  loadCorpus,
+  lmSetup,
   meanCurves,
   meanLoss,
   runAll,
@@ -96,10 +95,7 @@ async function main(): Promise<void> {
     quick: QUICK,
   });
 
-  const corpus = await loadCorpus(cfg);
-  const { model: base, note } = await baseModel(cfg, corpus, device);
-  console.log(`data: ${corpus.description}\nbase: ${note}`);
-  const baseWeights = await base.hostWeights();
+  const { corpus, base, note, baseWeights } = await lmSetup(cfg, device);
   const baseConfig = base.config;
   const baseVal = await meanLoss(base, corpus.val, cfg, device);
 

@@ -24,12 +24,11 @@ import { LlamaLM } from "../lib/models/llama.ts";
 import { attachLora, loraLayers } from "../lib/lora/mod.ts";
 import type { DeviceName } from "../lib/ir/node.ts";
 import {
-  baseModel,
   calibrate,
   type Corpus,
   LM_QUICK,
   lmFields,
-  loadCorpus,
+  lmSetup,
   meanCurves,
   meanLoss,
   runAll,
@@ -138,10 +137,7 @@ async function main(): Promise<void> {
     quick: QUICK,
   });
 
-  const corpus = await loadCorpus(cfg);
-  const { model: base, note } = await baseModel(cfg, corpus, device);
-  console.log(`data: ${corpus.description}\nbase: ${note}`);
-  const baseWeights = await base.hostWeights();
+  const { corpus, base, note, baseWeights } = await lmSetup(cfg, device);
   const baseConfig = base.config;
   const baseVal = await meanLoss(base, corpus.val, cfg, device);
 

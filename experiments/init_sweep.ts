@@ -24,11 +24,10 @@ import { z } from "../deps.ts";
 import { formatMeanStd, mdTable, type MeanStd, meanStd } from "../lib/util/results.ts";
 import { barPlot, linePlot } from "../lib/util/plot.ts";
 import {
-  baseModel,
   LM_QUICK,
   lmFields,
   type LmSettings,
-  loadCorpus,
+  lmSetup,
   meanCurves,
   meanLoss,
   runAll,
@@ -122,10 +121,7 @@ async function main(): Promise<void> {
   });
 
   const lm0 = settings(cfg, cfg.ranks[0]);
-  const corpus = await loadCorpus(lm0, cfg.source);
-  const { model: base, note } = await baseModel(lm0, corpus, device);
-  console.log(`data: ${corpus.description}\nbase: ${note}`);
-  const baseWeights = await base.hostWeights();
+  const { corpus, base, note, baseWeights } = await lmSetup(lm0, device, cfg.source);
   const baseConfig = base.config;
   const targetBefore = await meanLoss(base, corpus.val, lm0, device);
   const sourceBefore = corpus.source !== undefined
