@@ -6,7 +6,18 @@
  * @module
  */
 import type { DeviceName } from "../lib/ir/node.ts";
-import { type CachedVlm, cachedVlm, defaultVlmSpec, loadVlmData, type VlmData } from "../lib/models/vlm.ts";
+import {
+  type CachedVlm,
+  cachedVlm,
+  captionTrainer,
+  defaultVlmSpec,
+  loadVlmData,
+  type ToyVlm,
+  type VlmData,
+} from "../lib/models/vlm.ts";
+import type { CharVocab } from "../lib/data/generated.ts";
+import { LORA_TRAINABLE } from "../lib/lora/mod.ts";
+import type { ResultsDir } from "../lib/util/results.ts";
 
 /** The configuration keys the VLM set-up reads. */
 export interface VlmSettings {
@@ -50,4 +61,33 @@ export async function vlmSetup(cfg: VlmSettings, device: DeviceName): Promise<Vl
     `stage losses first → last: ${stages}`;
   console.log(`data: ${pre.description}\nbase: ${note}`);
   return { pre, ft, val, base, note };
+}
+
+/** What {@link loraCaptionTrainer} reads: the fine-tuning data and the run's results directory and settings. */
+export interface VlmRunContext {
+  train: VlmData;
+  vocab: CharVocab;
+  results: ResultsDir;
+  cfg: { steps: number; batchSize: number; lr: number; textLen: number };
+}
+
+/**
+ * The caption trainer of one LoRA fine-tuning run (`label`, `seed`) of a VLM experiment: the adapters only,
+ * cosine schedule with 10% warm-up, metrics to `metrics/<label>-seed<seed>.jsonl` (the caller closes the writer),
+ * a progress bar on a terminal.
+ */
+export function loraCaptionTrainer(model: ToyVlm, ctx: VlmRunContext, label: string, seed: number) {
+  const metrics = ctx.results.metrics({ file: `metrics/${label}-seed${seed}.jsonl` });
+  const trainer = captionTrainer(model, ctx.train, ctx.vocab, {
+    steps: ctx.cfg.steps,
+    batchSize: ctx.cfg.batchSize,
+    lr: ctx.cfg.lr,
+    seed,
+    textLen: ctx.cfg.textLen,
+    warmupRatio: 0.1,
+    trainable: LORA_TRAINABLE,
+    metrics,
+    progress: Deno.stderr.isTerminal() ? `${label} seed ${seed}` : false,
+  });
+  return { trainer, metrics };
 }

@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { vlmSetup } from "./_vlm.ts";
+import { loraCaptionTrainer, vlmSetup } from "./_vlm.ts";
 import { startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
 import { formatMeanStd, mdTable, meanStd, type ResultsDir } from "../lib/util/results.ts";
@@ -32,7 +32,6 @@ import {
   captionBatch,
   captionLoss,
   captionTensors,
-  captionTrainer,
   copyVlm,
   modalityAnalysis,
   type ToyVlm,
@@ -154,18 +153,7 @@ async function fineTune(label: MethodLabel, seed: number, ctx: Ctx): Promise<Gap
     seed,
   });
   const initSeconds = (performance.now() - t0) / 1000;
-  const metrics = ctx.results.metrics({ file: `metrics/${label}-seed${seed}.jsonl` });
-  const trainer = captionTrainer(model, ctx.train, ctx.vocab, {
-    steps: cfg.steps,
-    batchSize: cfg.batchSize,
-    lr: cfg.lr,
-    seed,
-    textLen: cfg.textLen,
-    warmupRatio: 0.1,
-    trainable: LORA_TRAINABLE,
-    metrics,
-    progress: Deno.stderr.isTerminal() ? `${label} seed ${seed}` : false,
-  });
+  const { trainer, metrics } = loraCaptionTrainer(model, ctx, label, seed);
   const t1 = performance.now();
   const align: (number | null)[] = [];
   const records = [];

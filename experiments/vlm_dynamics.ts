@@ -14,19 +14,18 @@
  *
  * @module
  */
-import { vlmSetup } from "./_vlm.ts";
+import { loraCaptionTrainer, vlmSetup } from "./_vlm.ts";
 import { startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
 import { formatMeanStd, mdTable, meanStd, type ResultsDir } from "../lib/util/results.ts";
 import { barPlot, linePlot } from "../lib/util/plot.ts";
 import type { DeviceName } from "../lib/ir/node.ts";
-import { attachLora, LORA_TRAINABLE } from "../lib/lora/mod.ts";
+import { attachLora } from "../lib/lora/mod.ts";
 import { getInitMethod } from "../lib/init/mod.ts";
 import {
   batchIndices,
   captionBatch,
   captionLoss,
-  captionTrainer,
   copyVlm,
   modalityAnalysis,
   type ModalityStats,
@@ -133,18 +132,7 @@ async function fineTune(label: MethodLabel, seed: number, ctx: Ctx): Promise<Vlm
     seed,
   });
   const initSeconds = (performance.now() - t0) / 1000;
-  const metrics = ctx.results.metrics({ file: `metrics/${label}-seed${seed}.jsonl` });
-  const trainer = captionTrainer(model, ctx.train, ctx.vocab, {
-    steps: cfg.steps,
-    batchSize: cfg.batchSize,
-    lr: cfg.lr,
-    seed,
-    textLen: cfg.textLen,
-    warmupRatio: 0.1,
-    trainable: LORA_TRAINABLE,
-    metrics,
-    progress: Deno.stderr.isTerminal() ? `${label} seed ${seed}` : false,
-  });
+  const { trainer, metrics } = loraCaptionTrainer(model, ctx, label, seed);
   const t1 = performance.now();
   const records = await trainer.run();
   const trainSeconds = (performance.now() - t1) / 1000;
