@@ -7,7 +7,7 @@
  */
 import { valueAndGrad } from "../autodiff/grad.ts";
 import { findTargets } from "../lora/attach.ts";
-import { linear, type LinearLayer } from "../nn/linear.ts";
+import { type F16, linear, type LinearLayer } from "../nn/linear.ts";
 import type { Linear } from "../nn/linear.ts";
 import { Module, replaceModule } from "../nn/module.ts";
 import { concat, stack, tensor } from "../tensor/creation.ts";
@@ -36,7 +36,7 @@ export interface CollectActivationsOptions {
 
 /** Stands in for a `Linear` while recording its inputs; its public fields are the layer's own tensors. */
 class RecordingLinear extends Module implements LinearLayer {
-  weight: F32;
+  weight: F32 | F16;
   declare bias?: F32;
   #record: (x: F32) => void;
 

@@ -358,13 +358,38 @@ export function parseSafetensors(
   source = "<bytes>",
   options: ParseSafetensorsOptions = {},
 ): Safetensors {
-  const where = `safetensors file "${source}"`;
   if (bytes.length < 8) {
-    throw new Error(`${where} has ${bytes.length} bytes, fewer than the 8-byte header length field`);
+    throw new Error(
+      `safetensors file "${source}" has ${bytes.length} bytes, fewer than the 8-byte header length field`,
+    );
   }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const declared = view.getBigUint64(0, true);
-  const available = bytes.length - 8;
+  const declared = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getBigUint64(0, true);
+  const headerLength = checkHeaderLength(declared, bytes.length, source);
+  const { specs, metadata } = parseHeader(
+    bytes.subarray(8, 8 + headerLength),
+    bytes.length - 8 - headerLength,
+    source,
+  );
+  const dataStart = 8 + headerLength;
+  const rawHalf = options.rawHalf ?? false;
+  const tensors = new Map<string, StEntry>();
+  for (const spec of specs) {
+    const raw = bytes.subarray(dataStart + spec.start, dataStart + spec.end);
+    tensors.set(spec.name, {
+      dtype: spec.dtype,
+      shape: spec.shape,
+      data: decodeData(raw, spec.dtype, rawHalf),
+    });
+  }
+  return { tensors, metadata };
+}
+
+/** One tensor's place in a safetensors file: dtype, shape and byte range relative to the data section. */
+export type StSpec = { name: string; dtype: StDType; shape: number[]; start: number; end: number };
+
+/** The header length after the 8-byte field, checked against the file size and the limit. */
+function checkHeaderLength(declared: bigint, fileBytes: number, source: string): number {
+  const available = fileBytes - 8;
   if (declared > BigInt(available)) {
     throw new Error(
       `safetensors header of "${source}" declares ${declared} bytes but the file has ${available} bytes after the length field`,
@@ -373,12 +398,22 @@ export function parseSafetensors(
   const headerLength = Number(declared);
   if (headerLength > MAX_HEADER_BYTES) {
     throw new Error(
-      `${where} declares a ${headerLength}-byte header, above the ${MAX_HEADER_BYTES}-byte limit`,
+      `safetensors file "${source}" declares a ${headerLength}-byte header, above the ${MAX_HEADER_BYTES}-byte limit`,
     );
   }
+  return headerLength;
+}
+
+/** Validates a header (see {@link parseSafetensors}); returns its tensors sorted by offset, and its metadata. */
+function parseHeader(
+  headerBytes: Uint8Array,
+  dataLength: number,
+  source: string,
+): { specs: StSpec[]; metadata: Record<string, string> } {
+  const where = `safetensors file "${source}"`;
   let headerText: string;
   try {
-    headerText = new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + headerLength));
+    headerText = new TextDecoder("utf-8", { fatal: true }).decode(headerBytes);
   } catch {
     throw new Error(`${where} has a header that is not valid UTF-8`);
   }
@@ -412,10 +447,7 @@ export function parseSafetensors(
     }
   }
 
-  const dataStart = 8 + headerLength;
-  const dataLength = bytes.length - dataStart;
-  type Spec = { name: string; dtype: StDType; shape: number[]; start: number; end: number };
-  const specs: Spec[] = [];
+  const specs: StSpec[] = [];
   for (const [name, info] of Object.entries(header)) {
     if (name === "__metadata__") continue;
     const what = `${where}, tensor "${name}"`;
@@ -456,7 +488,7 @@ export function parseSafetensors(
   }
 
   specs.sort((a, b) => a.start - b.start || a.end - b.end);
-  let previous: Spec | undefined;
+  let previous: StSpec | undefined;
   for (const spec of specs) {
     if (spec.start === spec.end) continue; // empty tensors occupy no bytes
     if (previous !== undefined && spec.start < previous.end) {
@@ -466,18 +498,89 @@ export function parseSafetensors(
     }
     previous = spec;
   }
+  return { specs, metadata };
+}
 
-  const rawHalf = options.rawHalf ?? false;
-  const tensors = new Map<string, StEntry>();
-  for (const spec of specs) {
-    const raw = bytes.subarray(dataStart + spec.start, dataStart + spec.end);
-    tensors.set(spec.name, {
-      dtype: spec.dtype,
-      shape: spec.shape,
-      data: decodeData(raw, spec.dtype, rawHalf),
-    });
+/** A safetensors file opened for reading one tensor at a time (see {@link openSafetensors}). */
+export interface SafetensorsFile {
+  /** The path it was opened from. */
+  readonly path: string;
+  /** Every tensor's dtype, shape and byte range, by name. */
+  readonly specs: ReadonlyMap<string, StSpec>;
+  /** The `__metadata__` string map. */
+  readonly metadata: Record<string, string>;
+  /** Reads and decodes one tensor (F16/BF16 as raw bits with `{ rawHalf: true }`). */
+  read(name: string, options?: ParseSafetensorsOptions): Promise<StEntry>;
+  /** Closes the file. */
+  close(): void;
+}
+
+/**
+ * Opens a safetensors file and validates its header without reading the data, so that tensors can be read one
+ * at a time (a checkpoint larger than memory loads tensor by tensor). Close it when done.
+ *
+ * @example
+ * ```ts
+ * import { openSafetensors, writeSafetensors } from "./safetensors.ts";
+ * const path = `${await Deno.makeTempDir()}/w.safetensors`;
+ * await writeSafetensors(path, { w: { dtype: "F32", shape: [2], data: new Float32Array([1, 2]) } });
+ * const file = await openSafetensors(path);
+ * console.log((await file.read("w")).data); // Float32Array [1, 2]
+ * file.close();
+ * ```
+ */
+export async function openSafetensors(path: string): Promise<SafetensorsFile> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new Error(`cannot read safetensors file "${path}": ${reason}`, { cause: err });
   }
-  return { tensors, metadata };
+  try {
+    const size = (await file.stat()).size;
+    const readAt = async (offset: number, length: number): Promise<Uint8Array> => {
+      const out = new Uint8Array(length);
+      await file.seek(offset, Deno.SeekMode.Start);
+      let done = 0;
+      while (done < length) {
+        const n = await file.read(out.subarray(done));
+        if (n === null) throw new Error(`safetensors file "${path}" ended after ${offset + done} bytes`);
+        done += n;
+      }
+      return out;
+    };
+    if (size < 8) {
+      throw new Error(
+        `safetensors file "${path}" has ${size} bytes, fewer than the 8-byte header length field`,
+      );
+    }
+    const lengthField = await readAt(0, 8);
+    const declared = new DataView(lengthField.buffer).getBigUint64(0, true);
+    const headerLength = checkHeaderLength(declared, size, path);
+    const { specs, metadata } = parseHeader(await readAt(8, headerLength), size - 8 - headerLength, path);
+    const byName = new Map(specs.map((s) => [s.name, s]));
+    const dataStart = 8 + headerLength;
+    return {
+      path,
+      specs: byName,
+      metadata,
+      async read(name: string, options: ParseSafetensorsOptions = {}): Promise<StEntry> {
+        const spec = byName.get(name);
+        if (spec === undefined) throw new Error(`safetensors file "${path}" has no tensor "${name}"`);
+        const raw = await readAt(dataStart + spec.start, spec.end - spec.start);
+        return {
+          dtype: spec.dtype,
+          shape: spec.shape.slice(),
+          data: decodeData(raw, spec.dtype, options.rawHalf ?? false),
+        };
+      },
+      close: () => file.close(),
+    };
+  } catch (err) {
+    file.close();
+    throw err;
+  }
 }
 
 /**

@@ -16,7 +16,7 @@
 import { readSafetensors, type StEntry, toFloat32, writeSafetensors } from "../io/safetensors.ts";
 import { writeTextFileAtomic } from "../io/atomic.ts";
 import { getAt, replaceModule } from "../nn/module.ts";
-import { Linear } from "../nn/linear.ts";
+import { asF32, Linear } from "../nn/linear.ts";
 import { tensor } from "../tensor/creation.ts";
 import type { F32 } from "../init/types.ts";
 import { loraScale } from "../init/types.ts";
@@ -92,7 +92,9 @@ export async function saveAdapter(
     if (l.lora_magnitude_vector !== undefined) {
       tensors[`${PREFIX}${path}.lora_magnitude_vector`] = await toEntry(l.lora_magnitude_vector);
     }
-    if (l.baseRewritten) bases[`${PREFIX}${path}.base_layer.weight`] = await toEntry(l.base_layer.weight);
+    if (l.baseRewritten) {
+      bases[`${PREFIX}${path}.base_layer.weight`] = await toEntry(asF32(l.base_layer.weight));
+    }
   }
   const r = mostCommon(layers.map(([, l]) => l.rank));
   const alpha = mostCommon(layers.map(([, l]) => l.alpha));

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { Linear } from "../nn/linear.ts";
+import { asF32, Linear } from "../nn/linear.ts";
 import { namedModules, replaceModule } from "../nn/module.ts";
 import { deriveSeed } from "../nn/init.ts";
 import { realize, type Tensor } from "../tensor/tensor.ts";
@@ -143,7 +143,7 @@ export async function attachLora(model: object, cfg: LoraConfig): Promise<Attach
   const inits = new Map<string, LoraInit>();
   if (method.initLayers !== undefined) {
     const res = await method.initLayers(
-      targets.map(([name, m]) => ({ name, weight: m.weight, data: cfg.data?.[name] })),
+      targets.map(([name, m]) => ({ name, weight: asF32(m.weight), data: cfg.data?.[name] })),
       { ...base, ...cfg.initOptions },
     );
     for (const [k, v] of res) inits.set(k, v);
@@ -154,7 +154,7 @@ export async function attachLora(model: object, cfg: LoraConfig): Promise<Attach
       if (rank === 0) continue;
       inits.set(
         path,
-        await method.init(m.weight, {
+        await method.init(asF32(m.weight), {
           ...cfg.initOptions,
           ...cfg.data?.[path],
           rank,

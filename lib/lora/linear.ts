@@ -9,8 +9,7 @@
  * @module
  */
 import { stopGradient } from "../autodiff/grad.ts";
-import { linear, type LinearLayer } from "../nn/linear.ts";
-import { Linear } from "../nn/linear.ts";
+import { asF32, Linear, linear, type LinearLayer } from "../nn/linear.ts";
 import { Module } from "../nn/module.ts";
 import { dropout } from "../nn/activations.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -64,7 +63,11 @@ export class LoraLinear extends Module implements LinearLayer {
     }
     const p = opts.dropout ?? 0;
     if (!(p >= 0 && p < 1)) throw new RangeError(`LoRA dropout must be in [0, 1), got ${p}`);
-    this.base_layer = init.base === undefined ? base : Linear.fromWeights(init.base, base.bias);
+    // A rewritten base keeps the storage dtype of the weight it replaces (an f16 base stays f16, as in PEFT).
+    const rewritten = init.base !== undefined && base.weight.dtype === "f16"
+      ? init.base.cast("f16")
+      : init.base;
+    this.base_layer = rewritten === undefined ? base : Linear.fromWeights(rewritten, base.bias);
     this.lora_A = { weight: init.a };
     this.lora_B = { weight: init.b };
     this.#scale = init.scale;
@@ -111,12 +114,12 @@ export class LoraLinear extends Module implements LinearLayer {
   /** `W_res + s·B·A` (the dense weight the adapter currently represents, before DoRA's rescaling). */
   #combined(): F32 {
     const delta = this.lora_B.weight.matmul(this.lora_A.weight).mul(this.#scale);
-    return this.base_layer.weight.add(delta) as F32;
+    return asF32(this.base_layer.weight).add(delta) as F32;
   }
 
   /** The update the adapter adds to the base weight: `s·B·A` (or DoRA's `W' − W_res`). */
   deltaWeight(): F32 {
-    return this.mergedWeight().sub(this.base_layer.weight) as F32;
+    return this.mergedWeight().sub(asF32(this.base_layer.weight)) as F32;
   }
 
   /** The dense weight of the adapted layer (`W_res + s·B·A`, or DoRA's `W'`). */
@@ -152,7 +155,7 @@ export class LoraLinear extends Module implements LinearLayer {
    */
   static unmerge(merged: Linear, adapter: LoraInit): LoraLinear {
     const delta = adapter.b.matmul(adapter.a).mul(adapter.scale);
-    const base = merged.weight.sub(delta as F32) as F32;
+    const base = asF32(merged.weight).sub(delta as F32) as F32;
     return new LoraLinear(merged, { ...adapter, base });
   }
 }

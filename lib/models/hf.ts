@@ -1,28 +1,51 @@
 /**
- * Hugging Face Llama checkpoints (`config.json` + `model.safetensors`, or shards listed in
- * `model.safetensors.index.json`) to and from {@link LlamaLM} weights.
+ * Hugging Face checkpoints (`config.json` + `model.safetensors`, or shards listed in `model.safetensors.index.json`)
+ * of the Llama-style families to and from {@link LlamaLM}: `LlamaForCausalLM` (Llama 2, Llama 3.x, TinyLlama,
+ * SmolLM), `Qwen2ForCausalLM` (q/k/v biases), `Qwen3ForCausalLM` (per-head q/k RMSNorm, explicit `head_dim`) and
+ * `MistralForCausalLM` (without a sliding window).
  *
- * Names map one to one (`model.layers.{i}.self_attn.q_proj.weight` ↔ `layers.{i}.attention.wq.weight`,
- * `mlp.gate_proj` ↔ `feed_forward.w1`, `mlp.up_proj` ↔ `w3`, `mlp.down_proj` ↔ `w2`, `input_layernorm` ↔
- * `attention_norm`, `post_attention_layernorm` ↔ `ffn_norm`, `model.embed_tokens` ↔ `tok_embeddings`,
- * `model.norm` ↔ `norm`, `lm_head` ↔ `output`). One layout differs: Hugging Face's RoPE rotates the two
- * halves of each head (`rotate_half`) where llama2.c rotates interleaved pairs, so the rows of `q_proj` and
- * `k_proj` are permuted per head: Hugging Face row `j·hd/2 + i` is llama2.c row `2i + j` (the permutation of
- * `convert_llama_weights_to_hf.py`). Loading and saving apply it in opposite directions, exactly.
+ * `config.json` is read as `transformers` reads it: every key the modelling code of these classes consults is
+ * either implemented or, with a value that would change the math, refused by name (`rope_type: "yarn"`, a sliding
+ * window, `partial_rotary_factor`, an activation other than SiLU, ...). RoPE settings come from `rope_parameters`
+ * (transformers 5) or the older top-level `rope_theta` / `rope_scaling` (with `type` or `rope_type`), with the
+ * same precedence as `transformers`; rope types `default`, `linear` and `llama3` are implemented.
+ *
+ * Names map one to one (`model.layers.{i}.self_attn.q_proj` ↔ `layers.{i}.attention.wq`, `mlp.gate_proj` ↔
+ * `feed_forward.w1`, `mlp.up_proj` ↔ `w3`, `mlp.down_proj` ↔ `w2`, `input_layernorm` ↔ `attention_norm`,
+ * `post_attention_layernorm` ↔ `ffn_norm`, `self_attn.q_norm` ↔ `attention.q_norm`, `model.embed_tokens` ↔
+ * `tok_embeddings`, `model.norm` ↔ `norm`, `lm_head` ↔ `output`). One layout differs: Hugging Face's RoPE rotates
+ * the two halves of each head (`rotate_half`) where tessera rotates interleaved pairs, so the rows of `q_proj` and
+ * `k_proj` (and their biases, and the `q_norm`/`k_norm` gains) are permuted per head: Hugging Face row `j·hd/2 + i`
+ * is tessera row `2i + j` (the permutation of `convert_llama_weights_to_hf.py`). Loading and saving apply it in
+ * opposite directions, exactly.
  *
  * @module
  */
 import { writeTextFileAtomic } from "../io/atomic.ts";
-import { readSafetensors, type StEntry, toFloat32, writeSafetensors } from "../io/safetensors.ts";
+import {
+  openSafetensors,
+  type SafetensorsFile,
+  type StEntry,
+  toFloat32,
+  writeSafetensors,
+} from "../io/safetensors.ts";
+import type { DeviceName } from "../ir/node.ts";
+import type { RopeScaling } from "../nn/attention.ts";
+import type { F16, F32 } from "../nn/linear.ts";
+import { getBackend, getDefaultDevice } from "../runtime/realize.ts";
+import { tensor } from "../tensor/creation.ts";
+import { realize } from "../tensor/tensor.ts";
 import {
   type HostWeight,
   type LlamaConfig,
-  type LlamaLM,
+  type LlamaFamily,
+  LlamaLM,
+  type LlamaLoadOptions,
   llamaParameterShapes,
   resolveLlamaConfig,
 } from "./llama.ts";
 
-/** What {@link readHf} returns: the config and the weights under tessera names, in llama2.c's RoPE layout. */
+/** What {@link readHf} returns: the config and the weights under tessera names, in tessera's RoPE layout. */
 export interface HfCheckpoint {
   /** Hyper-parameters from `config.json`. */
   config: LlamaConfig;
@@ -30,34 +53,93 @@ export interface HfCheckpoint {
   weights: Map<string, HostWeight>;
 }
 
-/** Tessera name → Hugging Face name, or `undefined` for a name that is not a Llama parameter. */
-export function hfName(name: string): string | undefined {
-  const top: Record<string, string> = {
-    "tok_embeddings.weight": "model.embed_tokens.weight",
-    "norm.weight": "model.norm.weight",
-    "output.weight": "lm_head.weight",
-  };
-  if (Object.hasOwn(top, name)) return top[name];
-  const m = /^layers\.(\d+)\.(.+)$/.exec(name);
-  if (m === null) return undefined;
-  const inLayer: Record<string, string> = {
-    "attention.wq.weight": "self_attn.q_proj.weight",
-    "attention.wk.weight": "self_attn.k_proj.weight",
-    "attention.wv.weight": "self_attn.v_proj.weight",
-    "attention.wo.weight": "self_attn.o_proj.weight",
-    "feed_forward.w1.weight": "mlp.gate_proj.weight",
-    "feed_forward.w2.weight": "mlp.down_proj.weight",
-    "feed_forward.w3.weight": "mlp.up_proj.weight",
-    "attention_norm.weight": "input_layernorm.weight",
-    "ffn_norm.weight": "post_attention_layernorm.weight",
-  };
-  const suffix = inLayer[m[2]];
-  return suffix === undefined ? undefined : `model.layers.${m[1]}.${suffix}`;
+/** The `architectures` entry of each family, and back. */
+const ARCHITECTURE: Record<LlamaFamily, string> = {
+  llama: "LlamaForCausalLM",
+  qwen2: "Qwen2ForCausalLM",
+  qwen3: "Qwen3ForCausalLM",
+  mistral: "MistralForCausalLM",
+};
+
+/** tessera module path → Hugging Face module path inside one decoder layer. */
+const LAYER_MODULES: Record<string, string> = {
+  "attention.wq": "self_attn.q_proj",
+  "attention.wk": "self_attn.k_proj",
+  "attention.wv": "self_attn.v_proj",
+  "attention.wo": "self_attn.o_proj",
+  "attention.q_norm": "self_attn.q_norm",
+  "attention.k_norm": "self_attn.k_norm",
+  "feed_forward.w1": "mlp.gate_proj",
+  "feed_forward.w2": "mlp.down_proj",
+  "feed_forward.w3": "mlp.up_proj",
+  "attention_norm": "input_layernorm",
+  "ffn_norm": "post_attention_layernorm",
+};
+const TOP_MODULES: Record<string, string> = {
+  tok_embeddings: "model.embed_tokens",
+  norm: "model.norm",
+  output: "lm_head",
+};
+
+/**
+ * Tessera module path → the `transformers` module path (`layers.3.attention.wq` → `model.layers.3.self_attn.q_proj`),
+ * or `undefined` for a path that is not a module of these models.
+ *
+ * @example
+ * ```ts
+ * import { hfModulePath } from "./hf.ts";
+ * hfModulePath("layers.3.feed_forward.w1"); // "model.layers.3.mlp.gate_proj"
+ * ```
+ */
+export function hfModulePath(path: string): string | undefined {
+  if (Object.hasOwn(TOP_MODULES, path)) return TOP_MODULES[path];
+  const m = /^layers\.(\d+)\.(.+)$/.exec(path);
+  if (m === null || !Object.hasOwn(LAYER_MODULES, m[2])) return undefined;
+  return `model.layers.${m[1]}.${LAYER_MODULES[m[2]]}`;
 }
 
 /**
- * Reorders the rows of a llama2.c `wq`/`wk` (`[nHeads·hd, in]`, interleaved RoPE pairs) into Hugging Face's
- * layout (rotate-half): within each head, rows `0, 2, 4, ..., 1, 3, 5, ...`.
+ * The inverse of {@link hfModulePath}: `model.layers.3.self_attn.q_proj` → `layers.3.attention.wq`.
+ *
+ * @example
+ * ```ts
+ * import { modulePathFromHf } from "./hf.ts";
+ * modulePathFromHf("model.layers.0.mlp.down_proj"); // "layers.0.feed_forward.w2"
+ * ```
+ */
+export function modulePathFromHf(path: string): string | undefined {
+  for (const [ours, theirs] of Object.entries(TOP_MODULES)) if (path === theirs) return ours;
+  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(path);
+  if (m === null) return undefined;
+  for (const [ours, theirs] of Object.entries(LAYER_MODULES)) {
+    if (m[2] === theirs) return `layers.${m[1]}.${ours}`;
+  }
+  return undefined;
+}
+
+/** Tessera parameter name → Hugging Face tensor name, or `undefined` for a name that is not a model parameter. */
+export function hfName(name: string): string | undefined {
+  const m = /^(.+)\.(weight|bias)$/.exec(name);
+  if (m === null) return undefined;
+  const module = hfModulePath(m[1]);
+  return module === undefined ? undefined : `${module}.${m[2]}`;
+}
+
+/** Short names of the projections in both conventions (`q_proj` → `wq`), for LoRA `targetModules`. */
+export const HF_PROJECTION_NAMES: Readonly<Record<string, string>> = {
+  q_proj: "wq",
+  k_proj: "wk",
+  v_proj: "wv",
+  o_proj: "wo",
+  gate_proj: "w1",
+  up_proj: "w3",
+  down_proj: "w2",
+};
+
+/**
+ * Reorders the rows of a tessera `wq`/`wk` (`[nHeads·hd, in]`, interleaved RoPE pairs) into Hugging Face's
+ * layout (rotate-half): within each head, rows `0, 2, 4, ..., 1, 3, 5, ...`. A bias or a per-head norm gain is
+ * the case `inFeatures = 1`.
  *
  * @example
  * ```ts
@@ -71,7 +153,7 @@ export function ropeRowsToHf(w: Float32Array, nHeads: number, inFeatures: number
   return permuteRows(w, nHeads, inFeatures, true);
 }
 
-/** The inverse of {@link ropeRowsToHf}: Hugging Face `q_proj`/`k_proj` rows back to llama2.c's interleaved layout. */
+/** The inverse of {@link ropeRowsToHf}: Hugging Face `q_proj`/`k_proj` rows back to tessera's interleaved layout. */
 export function ropeRowsFromHf(w: Float32Array, nHeads: number, inFeatures: number): Float32Array {
   return permuteRows(w, nHeads, inFeatures, false);
 }
@@ -99,6 +181,32 @@ function permuteRows(w: Float32Array, nHeads: number, inF: number, toHf: boolean
   return out;
 }
 
+/**
+ * How many heads the rows of parameter `name` hold when they are in a RoPE layout (queries, keys, their biases
+ * and norm gains), or 0 when the parameter is not permuted between the two layouts.
+ */
+function ropeHeads(name: string, config: LlamaConfig): number {
+  const c = resolveLlamaConfig(config);
+  if (/\.attention\.wq\.(weight|bias)$/.test(name)) return c.nHeads;
+  if (/\.attention\.wk\.(weight|bias)$/.test(name)) return c.nKvHeads;
+  if (/\.attention\.[qk]_norm\.weight$/.test(name)) return 1;
+  return 0;
+}
+
+/** A weight in tessera's layout from its Hugging Face layout (or back, with `toHf`). */
+function convertLayout(
+  name: string,
+  data: Float32Array,
+  shape: number[],
+  config: LlamaConfig,
+  toHf: boolean,
+) {
+  const heads = ropeHeads(name, config);
+  if (heads === 0) return data;
+  const inF = shape.length === 2 ? shape[1] : 1;
+  return toHf ? ropeRowsToHf(data, heads, inF) : ropeRowsFromHf(data, heads, inF);
+}
+
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
@@ -119,30 +227,268 @@ async function readJson(path: string, what: string): Promise<unknown> {
   }
 }
 
+/** Per-family defaults of `transformers`' config classes, for keys a `config.json` may leave out. */
+interface FamilyDefaults {
+  modelType: string;
+  kvHeads: (heads: number) => number;
+  headDim: (hidden: number, heads: number) => number;
+  maxPositions: number;
+  /** Sliding-window default when the key is absent (Mistral: 4096), or "qwen" for `use_sliding_window`. */
+  sliding: "none" | "qwen" | number;
+}
+
+const DEFAULTS: Record<LlamaFamily, FamilyDefaults> = {
+  llama: {
+    modelType: "llama",
+    kvHeads: (h) => h,
+    headDim: (d, h) => Math.floor(d / h),
+    maxPositions: 2048,
+    sliding: "none",
+  },
+  qwen2: {
+    modelType: "qwen2",
+    kvHeads: () => 32,
+    headDim: (d, h) => Math.floor(d / h),
+    maxPositions: 32768,
+    sliding: "qwen",
+  },
+  qwen3: { modelType: "qwen3", kvHeads: () => 32, headDim: () => 128, maxPositions: 32768, sliding: "qwen" },
+  mistral: {
+    modelType: "mistral",
+    kvHeads: () => 8,
+    headDim: (d, h) => Math.floor(d / h),
+    maxPositions: 131072,
+    sliding: 4096,
+  },
+};
+
+/** Config keys that do not change the forward or backward math of these models (read by nothing in them). */
+const INERT_KEYS = new Set([
+  "architectures",
+  "model_type",
+  "dtype",
+  "torch_dtype",
+  "transformers_version",
+  "_name_or_path",
+  "bos_token_id",
+  "eos_token_id",
+  "pad_token_id",
+  "use_cache",
+  "initializer_range",
+  "pretraining_tp", // transformers 5 no longer reads it
+  "is_llama_config", // SmolLM's own marker; transformers ignores it
+  "rope_interleaved", // written by nanotron (SmolLM); transformers ignores it
+  "max_window_layers", // checked with use_sliding_window
+  "tokenizer_class",
+  "output_attentions",
+  "output_hidden_states",
+  "return_dict",
+  "tie_encoder_decoder",
+  "is_decoder",
+  "is_encoder_decoder",
+  "id2label",
+  "label2id",
+  "problem_type",
+  "task_specific_params",
+  "chunk_size_feed_forward",
+  "torchscript",
+  "use_bfloat16",
+  "prefix",
+  "sep_token_id",
+  "decoder_start_token_id",
+  "finetuning_task",
+  "cross_attention_hidden_size",
+  "add_cross_attention",
+]);
+
+/** Keys whose meaning this reader implements (or checks and refuses), handled below. */
+const READ_KEYS = new Set([
+  "hidden_size",
+  "intermediate_size",
+  "num_hidden_layers",
+  "num_attention_heads",
+  "num_key_value_heads",
+  "vocab_size",
+  "max_position_embeddings",
+  "rms_norm_eps",
+  "tie_word_embeddings",
+  "head_dim",
+  "hidden_act",
+  "attention_bias",
+  "mlp_bias",
+  "attention_dropout",
+  "rope_theta",
+  "rope_scaling",
+  "rope_parameters",
+  "partial_rotary_factor",
+  "original_max_position_embeddings",
+  "sliding_window",
+  "use_sliding_window",
+  "layer_types",
+]);
+
+/** Generation settings some checkpoints keep in config.json; they do not change the model. */
+const GENERATION_KEYS = new Set([
+  "max_length",
+  "min_length",
+  "do_sample",
+  "early_stopping",
+  "num_beams",
+  "temperature",
+  "top_k",
+  "top_p",
+  "typical_p",
+  "repetition_penalty",
+  "length_penalty",
+  "no_repeat_ngram_size",
+  "num_return_sequences",
+  "bad_words_ids",
+  "begin_suppress_tokens",
+  "forced_bos_token_id",
+  "forced_eos_token_id",
+  "remove_invalid_values",
+  "exponential_decay_length_penalty",
+  "suppress_tokens",
+  "diversity_penalty",
+  "num_beam_groups",
+  "encoder_no_repeat_ngram_size",
+  "output_scores",
+  "return_dict_in_generate",
+]);
+
+/** The family named by `architectures` (or, without it, `model_type`). */
+function familyOf(json: Record<string, unknown>, where: string): LlamaFamily {
+  const supported = Object.entries(ARCHITECTURE);
+  const arch = json.architectures;
+  if (arch !== undefined && arch !== null) {
+    if (!Array.isArray(arch) || arch.length !== 1 || typeof arch[0] !== "string") {
+      throw new Error(`${where}: "architectures" must list one class, found ${JSON.stringify(arch)}`);
+    }
+    const hit = supported.find(([, a]) => a === arch[0]);
+    if (hit === undefined) {
+      throw new Error(
+        `${where}: "architectures" is ${JSON.stringify(arch)}; supported: ${
+          supported.map(([, a]) => a).join(", ")
+        }`,
+      );
+    }
+    const family = hit[0] as LlamaFamily;
+    if (json.model_type !== undefined && json.model_type !== DEFAULTS[family].modelType) {
+      throw new Error(
+        `${where}: "model_type" ${JSON.stringify(json.model_type)} does not match "architectures" ${arch[0]}`,
+      );
+    }
+    return family;
+  }
+  const hit = Object.entries(DEFAULTS).find(([, d]) => d.modelType === json.model_type);
+  if (hit === undefined) {
+    throw new Error(
+      `${where} names no supported model: "architectures" is missing and "model_type" is ${
+        JSON.stringify(json.model_type)
+      } (supported: ${Object.values(DEFAULTS).map((d) => d.modelType).join(", ")})`,
+    );
+  }
+  return hit[0] as LlamaFamily;
+}
+
+/**
+ * The RoPE settings as `transformers` 5 resolves them: `rope_scaling` (older checkpoints) takes precedence over
+ * `rope_parameters`; `rope_theta` comes from that dict, else the top-level key, else 1e4; the type from
+ * `rope_type`, else `type`, else "default".
+ */
+function ropeOf(
+  json: Record<string, unknown>,
+  maxPositions: number,
+  where: string,
+): { theta: number; scaling?: RopeScaling } {
+  const legacy = json.rope_scaling;
+  const params = (isRecord(legacy) && Object.keys(legacy).length > 0) ? legacy : json.rope_parameters ?? {};
+  const key = params === legacy ? "rope_scaling" : "rope_parameters";
+  if (legacy !== undefined && legacy !== null && !isRecord(legacy)) {
+    throw new Error(`${where}: "rope_scaling" must be an object or null, found ${JSON.stringify(legacy)}`);
+  }
+  if (!isRecord(params)) {
+    throw new Error(`${where}: "rope_parameters" must be an object, found ${JSON.stringify(params)}`);
+  }
+  if (Object.values(params).some(isRecord)) {
+    throw new Error(
+      `${where}: "${key}" is nested by layer type (${Object.keys(params).join(", ")}); ` +
+        `per-layer RoPE is not implemented`,
+    );
+  }
+  const positive = (v: unknown, name: string): number => {
+    if (typeof v !== "number" || !(v > 0) || !Number.isFinite(v)) {
+      throw new Error(`${where}: "${name}" must be a positive number, found ${JSON.stringify(v)}`);
+    }
+    return v;
+  };
+  const theta = positive(params.rope_theta ?? json.rope_theta ?? 1e4, `${key}.rope_theta`);
+  const partial = params.partial_rotary_factor ?? json.partial_rotary_factor;
+  if (partial !== undefined && partial !== null && partial !== 1) {
+    throw new Error(
+      `${where}: "partial_rotary_factor" is ${
+        JSON.stringify(partial)
+      }; only full rotary embeddings (1) are implemented`,
+    );
+  }
+  const type = params.rope_type ?? params.type ?? "default";
+  switch (type) {
+    case "default":
+      return { theta };
+    case "linear":
+      return { theta, scaling: { type: "linear", factor: positive(params.factor, `${key}.factor`) } };
+    case "llama3": {
+      const original = json.original_max_position_embeddings ?? params.original_max_position_embeddings ??
+        maxPositions;
+      return {
+        theta,
+        scaling: {
+          type: "llama3",
+          factor: positive(params.factor, `${key}.factor`),
+          lowFreqFactor: positive(params.low_freq_factor, `${key}.low_freq_factor`),
+          highFreqFactor: positive(params.high_freq_factor, `${key}.high_freq_factor`),
+          originalMaxPositionEmbeddings: positive(original, `${key}.original_max_position_embeddings`),
+        },
+      };
+    }
+    default:
+      throw new Error(
+        `${where}: "${key}.rope_type" is ${JSON.stringify(type)}; implemented: "default", "linear", "llama3"`,
+      );
+  }
+}
+
 /**
  * The {@link LlamaConfig} described by a Hugging Face `config.json` object; `source` names the file in errors.
- * Defaults follow `transformers.LlamaConfig` (`num_key_value_heads` = `num_attention_heads`, `rms_norm_eps` 1e-6,
- * `rope_theta` 1e4, `tie_word_embeddings` false). Features this model does not have (biases, `rope_scaling`,
- * a `head_dim` other than `hidden_size / num_attention_heads`, an activation other than SiLU) are rejected.
+ * Missing keys take the defaults of the family's `transformers` config class. Every key the family's modelling
+ * code reads is honoured or refused; keys it never reads (generation settings, token ids, bookkeeping) are
+ * ignored, and any other key is refused by name, so no config that `transformers` would read differently loads
+ * silently.
  *
  * @example
  * ```ts
  * import { llamaConfigFromHf } from "./hf.ts";
  * const c = llamaConfigFromHf({
- *   model_type: "llama", hidden_size: 64, intermediate_size: 172, num_hidden_layers: 5,
+ *   architectures: ["Qwen2ForCausalLM"], hidden_size: 64, intermediate_size: 172, num_hidden_layers: 2,
  *   num_attention_heads: 8, num_key_value_heads: 4, vocab_size: 512, max_position_embeddings: 512,
- *   rms_norm_eps: 1e-5, tie_word_embeddings: true,
+ *   rope_parameters: { rope_type: "default", rope_theta: 1e6 }, tie_word_embeddings: true,
  * });
- * c.sharedClassifier; // true
+ * c.qkvBias; // true
  * ```
  */
 export function llamaConfigFromHf(json: unknown, source = "config.json"): LlamaConfig {
   const where = `Hugging Face config "${source}"`;
   if (!isRecord(json)) throw new Error(`${where} is not a JSON object`);
-  const modelType = json.model_type;
-  if (modelType !== undefined && modelType !== "llama") {
+  const family = familyOf(json, where);
+  const d = DEFAULTS[family];
+  const unknown = Object.keys(json).filter((k) =>
+    !READ_KEYS.has(k) && !INERT_KEYS.has(k) && !GENERATION_KEYS.has(k) && !k.startsWith("_")
+  );
+  if (unknown.length > 0) {
     throw new Error(
-      `${where} has model_type ${JSON.stringify(modelType)}; only "llama" models are supported`,
+      `${where} has key(s) this ${ARCHITECTURE[family]} reader does not implement: ${
+        unknown.map((k) => `"${k}": ${JSON.stringify(json[k])}`).join(", ")
+      }`,
     );
   }
   const int = (key: string, fallback?: number): number => {
@@ -152,54 +498,102 @@ export function llamaConfigFromHf(json: unknown, source = "config.json"): LlamaC
     }
     return v;
   };
-  const num = (key: string, fallback: number): number => {
-    const v = json[key] ?? fallback;
-    if (typeof v !== "number" || !(v > 0) || !Number.isFinite(v)) {
-      throw new Error(`${where}: "${key}" must be a positive number, found ${JSON.stringify(json[key])}`);
+  const flag = (key: string): boolean => {
+    const v = json[key] ?? false;
+    if (typeof v !== "boolean") {
+      throw new Error(`${where}: "${key}" must be true or false, found ${JSON.stringify(v)}`);
     }
     return v;
   };
   const dim = int("hidden_size");
   const nHeads = int("num_attention_heads");
-  const tied = json.tie_word_embeddings ?? false;
-  if (typeof tied !== "boolean") {
-    throw new Error(`${where}: "tie_word_embeddings" must be true or false, found ${JSON.stringify(tied)}`);
+  const seqLen = int("max_position_embeddings", d.maxPositions);
+  const refuse = (key: string, why: string): never => {
+    throw new Error(`${where}: "${key}" is ${JSON.stringify(json[key])}; ${why}`);
+  };
+  const act = json.hidden_act ?? "silu";
+  if (act !== "silu" && act !== "swish") refuse("hidden_act", `only "silu" is implemented`);
+  const dropout = json.attention_dropout ?? 0;
+  if (dropout !== 0) refuse("attention_dropout", "attention dropout is not implemented (only 0)");
+  if (family === "qwen2" || family === "mistral") {
+    if (json.attention_bias !== undefined) {
+      refuse("attention_bias", `${ARCHITECTURE[family]} does not read it`);
+    }
   }
-  const unsupported: string[] = [];
-  if (json.attention_bias === true) unsupported.push(`"attention_bias": true`);
-  if (json.mlp_bias === true) unsupported.push(`"mlp_bias": true`);
-  if (json.rope_scaling !== undefined && json.rope_scaling !== null) unsupported.push(`"rope_scaling"`);
-  const act = json.hidden_act;
-  if (act !== undefined && act !== "silu") unsupported.push(`"hidden_act": ${JSON.stringify(act)}`);
-  const headDim = json.head_dim;
-  if (headDim !== undefined && headDim !== null && headDim !== dim / nHeads) {
-    unsupported.push(
-      `"head_dim": ${JSON.stringify(headDim)} (hidden_size / num_attention_heads = ${dim / nHeads})`,
-    );
+  if (family !== "llama" && json.mlp_bias !== undefined && json.mlp_bias !== false) {
+    refuse("mlp_bias", `${ARCHITECTURE[family]} has no MLP biases`);
   }
-  if (unsupported.length > 0) {
-    throw new Error(
-      `${where} uses features this Llama implementation does not have: ${unsupported.join(", ")}`,
-    );
+  // Sliding windows: a window shorter than the context changes attention; refuse it.
+  if (d.sliding === "qwen") {
+    const on = flag("use_sliding_window");
+    const window = json.sliding_window === undefined ? 4096 : json.sliding_window;
+    const types = json.layer_types;
+    if (types !== undefined && types !== null) {
+      if (!Array.isArray(types) || types.some((t) => t !== "full_attention" && t !== "sliding_attention")) {
+        refuse("layer_types", `expected a list of "full_attention" / "sliding_attention"`);
+      }
+      if ((types as string[]).some((t) => t !== "full_attention")) {
+        refuse("layer_types", "sliding-window layers are not implemented");
+      }
+    }
+    if (on && window !== null && (typeof window !== "number" || window < seqLen)) {
+      refuse(
+        "use_sliding_window",
+        `sliding-window attention (sliding_window ${JSON.stringify(window)}) is not implemented`,
+      );
+    }
+  } else if (d.sliding !== "none") {
+    const window = Object.hasOwn(json, "sliding_window") ? json.sliding_window : d.sliding;
+    if (window !== null && (typeof window !== "number" || window < seqLen)) {
+      throw new Error(
+        `${where}: "sliding_window" is ${JSON.stringify(window)}${
+          Object.hasOwn(json, "sliding_window")
+            ? ""
+            : ` (the ${ARCHITECTURE[family]} default when the key is absent)`
+        }, shorter than max_position_embeddings ${seqLen}; sliding-window attention is not implemented`,
+      );
+    }
+  } else if (json.sliding_window !== undefined && json.sliding_window !== null) {
+    refuse("sliding_window", `${ARCHITECTURE[family]} has no sliding window`);
   }
+  if (family !== "qwen2" && family !== "qwen3" && json.use_sliding_window === true) {
+    refuse("use_sliding_window", "sliding-window attention is not implemented");
+  }
+  const eps = json.rms_norm_eps ?? 1e-6;
+  if (typeof eps !== "number" || !(eps > 0) || !Number.isFinite(eps)) {
+    refuse("rms_norm_eps", "it must be a positive number");
+  }
+  const headDim = json.head_dim === undefined || json.head_dim === null
+    ? d.headDim(dim, nHeads)
+    : int("head_dim");
+  const rope = ropeOf(json, seqLen, where);
+  const attentionBias = flag("attention_bias");
   const config: LlamaConfig = {
     dim,
     hiddenDim: int("intermediate_size"),
     nLayers: int("num_hidden_layers"),
     nHeads,
-    nKvHeads: int("num_key_value_heads", nHeads),
+    nKvHeads: int("num_key_value_heads", d.kvHeads(nHeads)),
     vocabSize: int("vocab_size"),
-    seqLen: int("max_position_embeddings"),
-    sharedClassifier: tied,
-    normEps: num("rms_norm_eps", 1e-6),
-    ropeTheta: num("rope_theta", 1e4),
+    seqLen,
+    sharedClassifier: flag("tie_word_embeddings"),
+    normEps: eps as number,
+    ropeTheta: rope.theta,
+    headDim,
+    qkvBias: family === "qwen2" ? true : family === "mistral" ? false : attentionBias,
+    outBias: family === "qwen2" || family === "mistral" ? false : attentionBias,
+    mlpBias: family === "llama" ? flag("mlp_bias") : false,
+    qkNorm: family === "qwen3",
+    family,
   };
+  if (rope.scaling !== undefined) config.ropeScaling = rope.scaling;
   resolveLlamaConfig(config, where);
   return config;
 }
 
 /**
- * A Hugging Face `config.json` object for a model with this config (`LlamaForCausalLM`, float32).
+ * A Hugging Face `config.json` object for a model with this config (its family's `*ForCausalLM`, float32), with the
+ * RoPE settings under `rope_parameters` as `transformers` 5 writes them.
  *
  * @example
  * ```ts
@@ -208,43 +602,58 @@ export function llamaConfigFromHf(json: unknown, source = "config.json"): LlamaC
  *   dim: 64, hiddenDim: 172, nLayers: 5, nHeads: 8, nKvHeads: 4, vocabSize: 512, seqLen: 512,
  *   sharedClassifier: true,
  * });
- * json.rope_theta; // 10000
+ * json.rope_parameters; // { rope_type: "default", rope_theta: 10000 }
  * ```
  */
 export function hfConfigFromLlama(config: LlamaConfig): Record<string, unknown> {
   const c = resolveLlamaConfig(config);
-  return {
-    architectures: ["LlamaForCausalLM"],
-    model_type: "llama",
+  const s = c.ropeScaling;
+  const rope: Record<string, unknown> = s === undefined
+    ? { rope_type: "default", rope_theta: c.ropeTheta }
+    : s.type === "linear"
+    ? { rope_type: "linear", rope_theta: c.ropeTheta, factor: s.factor }
+    : {
+      rope_type: "llama3",
+      rope_theta: c.ropeTheta,
+      factor: s.factor,
+      low_freq_factor: s.lowFreqFactor,
+      high_freq_factor: s.highFreqFactor,
+      original_max_position_embeddings: s.originalMaxPositionEmbeddings,
+    };
+  const json: Record<string, unknown> = {
+    architectures: [ARCHITECTURE[c.family]],
+    model_type: DEFAULTS[c.family].modelType,
     hidden_size: c.dim,
     intermediate_size: c.hiddenDim,
     num_hidden_layers: c.nLayers,
     num_attention_heads: c.nHeads,
     num_key_value_heads: c.nKvHeads,
-    head_dim: c.dim / c.nHeads,
+    head_dim: c.headDim,
     vocab_size: c.vocabSize,
     max_position_embeddings: c.seqLen,
     rms_norm_eps: c.normEps,
-    rope_theta: c.ropeTheta,
-    rope_scaling: null,
+    rope_parameters: rope,
     tie_word_embeddings: c.sharedClassifier,
     hidden_act: "silu",
-    attention_bias: false,
-    mlp_bias: false,
     attention_dropout: 0,
     initializer_range: 0.02,
-    pretraining_tp: 1,
-    bos_token_id: 1,
-    eos_token_id: 2,
-    torch_dtype: "float32",
+    dtype: "float32",
     use_cache: true,
   };
+  if (c.family === "llama") Object.assign(json, { attention_bias: c.qkvBias, mlp_bias: c.mlpBias });
+  if (c.family === "llama") Object.assign(json, { bos_token_id: 1, eos_token_id: 2 });
+  if (c.family === "qwen3") json.attention_bias = c.qkvBias;
+  if (c.family === "qwen2" || c.family === "qwen3") {
+    Object.assign(json, { use_sliding_window: false, sliding_window: null });
+  }
+  if (c.family === "mistral") json.sliding_window = null;
+  return json;
 }
 
-/** Tensors of a checkpoint directory: `model.safetensors`, or the shards of `model.safetensors.index.json`. */
-async function readHfTensors(
+/** The safetensors files of a checkpoint directory, each opened (header only), with the file of every tensor. */
+async function openHfTensors(
   dir: string,
-): Promise<{ tensors: Map<string, StEntry>; fileOf: Map<string, string> }> {
+): Promise<{ files: SafetensorsFile[]; fileOf: Map<string, SafetensorsFile> }> {
   const single = `${dir}/model.safetensors`;
   const index = `${dir}/model.safetensors.index.json`;
   const exists = async (p: string) => {
@@ -254,104 +663,200 @@ async function readHfTensors(
       return false;
     }
   };
-  const tensors = new Map<string, StEntry>();
-  const fileOf = new Map<string, string>();
-  if (await exists(single)) {
-    for (const [name, entry] of (await readSafetensors(single)).tensors) {
-      tensors.set(name, entry);
-      fileOf.set(name, single);
+  let names: string[];
+  if (await exists(single)) names = ["model.safetensors"];
+  else if (await exists(index)) {
+    const json = await readJson(index, "safetensors index");
+    const map = isRecord(json) ? json.weight_map : undefined;
+    if (!isRecord(map)) throw new Error(`safetensors index "${index}" has no "weight_map" object`);
+    const shards = new Set<string>();
+    for (const [name, file] of Object.entries(map)) {
+      if (typeof file !== "string" || file.includes("/") || file.includes("\\")) {
+        throw new Error(
+          `safetensors index "${index}": tensor "${name}" maps to ${JSON.stringify(file)}, not a file name`,
+        );
+      }
+      shards.add(file);
     }
-    return { tensors, fileOf };
-  }
-  if (!(await exists(index))) {
+    names = [...shards];
+  } else {
     throw new Error(
       `Hugging Face checkpoint "${dir}" has neither model.safetensors nor model.safetensors.index.json`,
     );
   }
-  const json = await readJson(index, "safetensors index");
-  const map = isRecord(json) ? json.weight_map : undefined;
-  if (!isRecord(map)) throw new Error(`safetensors index "${index}" has no "weight_map" object`);
-  const shards = new Set<string>();
-  for (const [name, file] of Object.entries(map)) {
-    if (typeof file !== "string" || file.includes("/") || file.includes("\\")) {
+  const files: SafetensorsFile[] = [];
+  const fileOf = new Map<string, SafetensorsFile>();
+  try {
+    for (const name of names) {
+      const file = await openSafetensors(`${dir}/${name}`);
+      files.push(file);
+      for (const tensorName of file.specs.keys()) {
+        const other = fileOf.get(tensorName);
+        if (other !== undefined) {
+          throw new Error(`tensor "${tensorName}" appears in both "${other.path}" and "${file.path}"`);
+        }
+        fileOf.set(tensorName, file);
+      }
+    }
+  } catch (err) {
+    for (const f of files) f.close();
+    throw err;
+  }
+  return { files, fileOf };
+}
+
+/** An open checkpoint: its config, and every parameter's file entry, validated against the config. */
+interface OpenCheckpoint {
+  config: LlamaConfig;
+  files: SafetensorsFile[];
+  /** tessera name → [file, Hugging Face name, shape], in module order. */
+  params: { name: string; key: string; shape: number[]; file: SafetensorsFile }[];
+}
+
+/** Opens a checkpoint directory and checks that its tensors are exactly what its config implies. */
+async function openHf(dir: string): Promise<OpenCheckpoint> {
+  const configPath = `${dir}/config.json`;
+  const config = llamaConfigFromHf(await readJson(configPath, "Hugging Face config"), configPath);
+  const { files, fileOf } = await openHfTensors(dir);
+  try {
+    const expected = llamaParameterShapes(config);
+    const wanted = new Set(expected.map((e) => hfName(e.name)!));
+    const unknown = [...fileOf.keys()].filter((k) =>
+      !wanted.has(k) && !k.endsWith(".rotary_emb.inv_freq") &&
+      !(config.sharedClassifier && k === "lm_head.weight")
+    );
+    if (unknown.length > 0) {
       throw new Error(
-        `safetensors index "${index}": tensor "${name}" maps to ${JSON.stringify(file)}, not a file name`,
+        `Hugging Face checkpoint "${dir}" has tensors a ${config.family} model with this config does not: ${
+          unknown.slice(0, 5).map((k) => `"${k}" (in "${fileOf.get(k)!.path}")`).join(", ")
+        }${unknown.length > 5 ? `, ... (${unknown.length} in all)` : ""}`,
       );
     }
-    shards.add(file);
-  }
-  for (const file of shards) {
-    const path = `${dir}/${file}`;
-    for (const [name, entry] of (await readSafetensors(path)).tensors) {
-      if (tensors.has(name)) {
-        throw new Error(`tensor "${name}" appears in both "${fileOf.get(name)}" and "${path}"`);
+    const params = expected.map(({ name, shape }) => {
+      const key = hfName(name)!;
+      const file = fileOf.get(key);
+      if (file === undefined) {
+        throw new Error(`Hugging Face checkpoint "${dir}" lacks tensor "${key}" [${shape.join(", ")}]`);
       }
-      tensors.set(name, entry);
-      fileOf.set(name, path);
-    }
+      const spec = file.specs.get(key)!;
+      if (spec.shape.join() !== shape.join()) {
+        throw new Error(
+          `"${file.path}": tensor "${key}" has shape [${
+            spec.shape.join(", ")
+          }], but "${configPath}" implies [${shape.join(", ")}]`,
+        );
+      }
+      if (!["F32", "F16", "BF16", "F64"].includes(spec.dtype)) {
+        throw new Error(`"${file.path}": tensor "${key}" has dtype ${spec.dtype}; expected a float type`);
+      }
+      return { name, key, shape, file };
+    });
+    return { config, files, params };
+  } catch (err) {
+    for (const f of files) f.close();
+    throw err;
   }
-  return { tensors, fileOf };
 }
 
 /**
- * Reads a Hugging Face Llama checkpoint directory: `config.json` and `model.safetensors` (or its shards).
- * F32, F16, BF16 and F64 tensors are accepted (converted to float32). Every Llama tensor must be present with the
- * shape the config implies; unknown tensors are an error (except `rotary_emb.inv_freq` buffers, and `lm_head.weight`
- * when the embeddings are tied). `q_proj`/`k_proj` rows are converted to llama2.c's interleaved RoPE layout.
+ * Reads a Hugging Face checkpoint directory into host memory: `config.json` and `model.safetensors` (or its
+ * shards). F32, F16, BF16 and F64 tensors are accepted (converted to float32). Every tensor must be present with
+ * the shape the config implies; unknown tensors are an error (except `rotary_emb.inv_freq` buffers, and
+ * `lm_head.weight` when the embeddings are tied). Query/key rows are converted to tessera's RoPE layout. To build a
+ * model without holding all weights on the host, use {@link loadHf}.
  *
  * @example
  * ```ts ignore
  * import { readHf } from "./hf.ts";
- * const { config, weights } = await readHf("results/stories260K-hf");
+ * const { config, weights } = await readHf("tests/fixtures/models/qwen2");
  * ```
  */
 export async function readHf(dir: string): Promise<HfCheckpoint> {
-  const configPath = `${dir}/config.json`;
-  const config = llamaConfigFromHf(await readJson(configPath, "Hugging Face config"), configPath);
-  const { tensors, fileOf } = await readHfTensors(dir);
-  const expected = llamaParameterShapes(config);
-  const wanted = new Set(expected.map((e) => hfName(e.name)!));
-  const unknown = [...tensors.keys()].filter((k) =>
-    !wanted.has(k) && !k.endsWith(".rotary_emb.inv_freq") &&
-    !(config.sharedClassifier && k === "lm_head.weight")
-  );
-  if (unknown.length > 0) {
-    throw new Error(
-      `Hugging Face checkpoint "${dir}" has tensors a Llama model with this config does not: ${
-        unknown.slice(0, 5).map((k) => `"${k}" (in "${fileOf.get(k)}")`).join(", ")
-      }${unknown.length > 5 ? ", ..." : ""}`,
-    );
-  }
-  const weights = new Map<string, HostWeight>();
-  for (const { name, shape } of expected) {
-    const key = hfName(name)!;
-    const entry = tensors.get(key);
-    if (entry === undefined) {
-      throw new Error(`Hugging Face checkpoint "${dir}" lacks tensor "${key}" [${shape.join(", ")}]`);
+  const { config, files, params } = await openHf(dir);
+  try {
+    const weights = new Map<string, HostWeight>();
+    for (const { name, key, shape, file } of params) {
+      const data = convertLayout(name, toFloat32(await file.read(key)), shape, config, false);
+      weights.set(name, { shape: [...shape], data });
     }
-    if (entry.shape.join() !== shape.join()) {
+    return { config, weights };
+  } finally {
+    for (const f of files) f.close();
+  }
+}
+
+/** Bytes of one element of each storage dtype. */
+const BYTES = { f16: 2, f32: 4 } as const;
+
+/**
+ * Loads a Hugging Face checkpoint directory as a {@link LlamaLM}, streaming: tensors are read, converted and
+ * uploaded one at a time, so host memory holds about one tensor besides the model on the device. Before anything is
+ * allocated, every tensor is checked against the device's largest storage binding (the error names the tensor,
+ * its size and the limit). Matrices are stored as f16 when `weightDtype` says so (default `"auto"`: when the
+ * checkpoint stores 16-bit floats and the device has `shader-f16`); a matrix whose values overflow f16 stays f32.
+ *
+ * @example
+ * ```ts
+ * import { loadHf } from "./hf.ts";
+ * const model = await loadHf("tests/fixtures/models/qwen3");
+ * model.config.family; // "qwen3"
+ * ```
+ */
+export async function loadHf(dir: string, options: LlamaLoadOptions = {}): Promise<LlamaLM> {
+  const device: DeviceName = options.device ?? getDefaultDevice();
+  const { config, files, params } = await openHf(dir);
+  try {
+    const backend = await getBackend(device);
+    const halfFile = params.some((p) => {
+      const d = p.file.specs.get(p.key)!.dtype;
+      return d === "F16" || d === "BF16";
+    });
+    const deviceHasF16 = device !== "webgpu" || ("hasF16" in backend && backend.hasF16 === true);
+    const want = options.weightDtype ?? "auto";
+    if (want === "f16" && !deviceHasF16) {
       throw new Error(
-        `"${fileOf.get(key)}": tensor "${key}" has shape [${
-          entry.shape.join(", ")
-        }], but "${configPath}" implies [${shape.join(", ")}]`,
+        `loading "${dir}" with weightDtype "f16": the adapter (${backend.description}) lacks the shader-f16 feature`,
       );
     }
-    if (!["F32", "F16", "BF16", "F64"].includes(entry.dtype)) {
-      throw new Error(
-        `"${fileOf.get(key)}": tensor "${key}" has dtype ${entry.dtype}; expected a float type`,
-      );
+    const half = want === "f16" || (want === "auto" && halfFile && deviceHasF16);
+    for (const { key, shape, file } of params) {
+      const bytes = shape.reduce((a, b) => a * b, 1) * (half && shape.length === 2 ? BYTES.f16 : BYTES.f32);
+      if (bytes > backend.maxBufferBytes) {
+        throw new Error(
+          `"${file.path}": tensor "${key}" [${
+            shape.join(", ")
+          }] needs ${bytes} bytes on the device, more than its ` +
+            `largest storage binding (${backend.maxBufferBytes} bytes, ${backend.description})`,
+        );
+      }
     }
-    let data = toFloat32(entry);
-    if (name.endsWith("attention.wq.weight")) data = ropeRowsFromHf(data, config.nHeads, config.dim);
-    if (name.endsWith("attention.wk.weight")) data = ropeRowsFromHf(data, config.nKvHeads, config.dim);
-    weights.set(name, { shape: [...shape], data });
+    const tensors = new Map<string, F32 | F16>();
+    for (const { name, key, shape, file } of params) {
+      const data = convertLayout(name, toFloat32(await file.read(key)), shape, config, false);
+      let dtype: "f16" | "f32" = half && shape.length === 2 ? "f16" : "f32";
+      if (dtype === "f16" && !fitsF16(data)) dtype = "f32";
+      const t = tensor(data, { shape, dtype, device }) as F32 | F16;
+      await realize(t); // uploads now, so the host copy can go
+      tensors.set(name, t);
+    }
+    return LlamaLM.fromTensors(config, tensors, { source: dir });
+  } finally {
+    for (const f of files) f.close();
   }
-  return { config, weights };
+}
+
+/** True when every finite value of `data` stays finite in f16 (|x| below 65520, where rounding reaches Inf). */
+function fitsF16(data: Float32Array): boolean {
+  for (let i = 0; i < data.length; i++) {
+    const v = Math.abs(data[i]);
+    if (v >= 65520 && Number.isFinite(v)) return false;
+  }
+  return true;
 }
 
 /**
- * Writes a model as a Hugging Face Llama checkpoint: `dir/config.json` and `dir/model.safetensors` (F32, names and
- * RoPE layout of `transformers`' `LlamaForCausalLM`), each written atomically. LoRA layers must be merged first.
+ * Writes a model as a Hugging Face checkpoint: `dir/config.json` and `dir/model.safetensors` (F32, names and
+ * RoPE layout of its family's `*ForCausalLM`), each written atomically. LoRA layers must be merged first.
  *
  * @example
  * ```ts
@@ -366,11 +871,13 @@ export async function saveHf(model: LlamaLM, dir: string): Promise<void> {
   const weights = await model.hostWeights();
   const tensors = new Map<string, StEntry>();
   for (const [name, w] of weights) {
-    let data = w.data;
-    if (name.endsWith("attention.wq.weight")) data = ropeRowsToHf(data, config.nHeads, config.dim);
-    if (name.endsWith("attention.wk.weight")) data = ropeRowsToHf(data, config.nKvHeads, config.dim);
-    tensors.set(hfName(name)!, { dtype: "F32", shape: w.shape, data });
+    tensors.set(hfName(name)!, {
+      dtype: "F32",
+      shape: w.shape,
+      data: convertLayout(name, w.data, w.shape, config, true),
+    });
   }
+  await Deno.mkdir(dir, { recursive: true });
   await writeSafetensors(`${dir}/model.safetensors`, tensors, { format: "pt" });
   await writeTextFileAtomic(`${dir}/config.json`, JSON.stringify(hfConfigFromLlama(config), null, 2) + "\n");
 }

@@ -18,15 +18,29 @@ import type { Shape } from "../shape.ts";
 import { arange, tensor, zeros } from "../tensor/creation.ts";
 import { realize, type Tensor } from "../tensor/tensor.ts";
 import { getDefaultDevice } from "../runtime/realize.ts";
-import { type Llama2cConfig, llama2cLayout, type Llama2cWeight, readLlama2c } from "../io/llama2c.ts";
-import { applyRope, causalAttention, type RopeTables, ropeTables } from "../nn/attention.ts";
+import { type Llama2cWeight, readLlama2c } from "../io/llama2c.ts";
+import {
+  applyRope,
+  causalAttention,
+  ropeInverseFrequencies,
+  type RopeScaling,
+  type RopeTables,
+  ropeTables,
+} from "../nn/attention.ts";
 import { constantParam, deriveSeed, normalParam } from "../nn/init.ts";
-import { Embedding, type F32, Linear, linear, type LinearLayer } from "../nn/linear.ts";
+import { asF32, Embedding, type F16, type F32, Linear, linear, type LinearLayer } from "../nn/linear.ts";
 import { Module, namedParameters } from "../nn/module.ts";
 import { RMSNorm } from "../nn/norm.ts";
 import { crossEntropy, type CrossEntropyOptions } from "../nn/loss.ts";
 
-/** Hyper-parameters of a {@link LlamaLM} (the llama2.c header fields plus the two RoPE/norm constants). */
+/**
+ * The Hugging Face families a {@link LlamaLM} can be (each its `*ForCausalLM` class in `transformers`): they share
+ * the decoder and differ in the features below (biases, q/k norms), which {@link resolveLlamaConfig} checks
+ * against the family so that a saved checkpoint means the same model to `transformers`.
+ */
+export type LlamaFamily = "llama" | "qwen2" | "qwen3" | "mistral";
+
+/** Hyper-parameters of a {@link LlamaLM} (the llama2.c header fields plus what Hugging Face families add). */
 export interface LlamaConfig {
   /** Model width. */
   dim: number;
@@ -34,7 +48,7 @@ export interface LlamaConfig {
   hiddenDim: number;
   /** Number of transformer blocks. */
   nLayers: number;
-  /** Number of query heads (`dim / nHeads` is the head size, which must be even). */
+  /** Number of query heads. */
   nHeads: number;
   /** Number of key/value heads; must divide `nHeads`. */
   nKvHeads: number;
@@ -48,6 +62,20 @@ export interface LlamaConfig {
   normEps?: number;
   /** RoPE base (default 1e4). */
   ropeTheta?: number;
+  /** Long-context rescaling of the RoPE frequencies (default: none). */
+  ropeScaling?: RopeScaling;
+  /** Size of one attention head (default `dim / nHeads`; must be even). */
+  headDim?: number;
+  /** Biases on `wq`, `wk`, `wv` (default false; Qwen2 has them). */
+  qkvBias?: boolean;
+  /** Bias on `wo` (default false). */
+  outBias?: boolean;
+  /** Biases on `w1`, `w2`, `w3` (default false). */
+  mlpBias?: boolean;
+  /** Per-head RMSNorm of queries and keys before RoPE (`q_norm`, `k_norm`; Qwen3). Default false. */
+  qkNorm?: boolean;
+  /** The Hugging Face family (default "llama"; decides names and `config.json` when saving). */
+  family?: LlamaFamily;
 }
 
 /** One host-side float32 weight and its shape (the format of the llama2.c and Hugging Face loaders). */
@@ -63,10 +91,16 @@ export interface LlamaRandomOptions {
   device?: DeviceName;
 }
 
-/** Options of the loaders ({@link LlamaLM.fromWeights}, {@link LlamaLM.fromLlama2c}). */
+/** Options of the loaders ({@link LlamaLM.fromWeights}, {@link LlamaLM.fromLlama2c}, `loadLlama`). */
 export interface LlamaLoadOptions {
   /** Device of the parameters (default: the default device). */
   device?: DeviceName;
+  /**
+   * Storage of the frozen matrices (embedding, projections, classifier): `"f16"` halves their memory (arithmetic
+   * and accumulation stay f32), `"f32"` keeps full precision, `"auto"` (default) picks f16 when the checkpoint
+   * stores 16-bit floats and the device has `shader-f16`, else f32. Norms and biases are always f32.
+   */
+  weightDtype?: "auto" | "f16" | "f32";
 }
 
 /** Options of {@link LlamaLM.forwardCached}. */
@@ -75,8 +109,8 @@ export interface ForwardCachedOptions {
   lastOnly?: boolean;
 }
 
-/** The config with its optional fields filled in. */
-export type ResolvedLlamaConfig = Required<LlamaConfig>;
+/** The config with its optional fields filled in (`ropeScaling` stays optional: absent means none). */
+export type ResolvedLlamaConfig = Required<Omit<LlamaConfig, "ropeScaling">> & { ropeScaling?: RopeScaling };
 
 /**
  * Checks that a config describes a consistent Llama shape and fills in the defaults; errors start with
@@ -100,18 +134,24 @@ export function resolveLlamaConfig(config: LlamaConfig, where = "Llama config"):
       throw new RangeError(`${where}: ${key} must be a positive integer, found ${JSON.stringify(v)}`);
     }
   }
-  if (config.dim % config.nHeads !== 0) {
+  if (config.headDim === undefined && config.dim % config.nHeads !== 0) {
     throw new RangeError(`${where}: dim ${config.dim} is not divisible by nHeads ${config.nHeads}`);
   }
-  if ((config.dim / config.nHeads) % 2 !== 0) {
+  const headDim = config.headDim ?? config.dim / config.nHeads;
+  if (!Number.isSafeInteger(headDim) || headDim <= 0 || headDim % 2 !== 0) {
     throw new RangeError(
-      `${where}: the head size dim / nHeads = ${
-        config.dim / config.nHeads
-      } must be even for rotary embeddings`,
+      `${where}: the head size ${headDim} must be a positive even integer for rotary embeddings`,
     );
   }
   if (config.nHeads % config.nKvHeads !== 0) {
     throw new RangeError(`${where}: nHeads ${config.nHeads} is not divisible by nKvHeads ${config.nKvHeads}`);
+  }
+  const flags = ["qkvBias", "outBias", "mlpBias", "qkNorm"] as const;
+  for (const key of flags) {
+    const v = config[key];
+    if (v !== undefined && typeof v !== "boolean") {
+      throw new RangeError(`${where}: ${key} must be true or false, found ${JSON.stringify(v)}`);
+    }
   }
   if (typeof config.sharedClassifier !== "boolean") {
     throw new RangeError(
@@ -126,7 +166,8 @@ export function resolveLlamaConfig(config: LlamaConfig, where = "Llama config"):
   if (!(ropeTheta > 0) || !Number.isFinite(ropeTheta)) {
     throw new RangeError(`${where}: ropeTheta must be a positive number, found ${JSON.stringify(ropeTheta)}`);
   }
-  return {
+  if (config.ropeScaling !== undefined) ropeInverseFrequencies(headDim, ropeTheta, config.ropeScaling);
+  const c: ResolvedLlamaConfig = {
     dim: config.dim,
     hiddenDim: config.hiddenDim,
     nLayers: config.nLayers,
@@ -137,7 +178,48 @@ export function resolveLlamaConfig(config: LlamaConfig, where = "Llama config"):
     sharedClassifier: config.sharedClassifier,
     normEps,
     ropeTheta,
+    headDim,
+    qkvBias: config.qkvBias ?? false,
+    outBias: config.outBias ?? false,
+    mlpBias: config.mlpBias ?? false,
+    qkNorm: config.qkNorm ?? false,
+    family: config.family ?? "llama",
   };
+  if (config.ropeScaling !== undefined) c.ropeScaling = config.ropeScaling;
+  checkFamily(c, where);
+  return c;
+}
+
+/** The features each family's `transformers` class can express (what a saved `config.json` can say). */
+function checkFamily(c: ResolvedLlamaConfig, where: string): void {
+  const bad = (what: string): never => {
+    throw new RangeError(`${where}: a ${c.family} model cannot have ${what}`);
+  };
+  switch (c.family) {
+    case "llama":
+      if (c.qkvBias !== c.outBias) {
+        bad(`qkvBias ${c.qkvBias} with outBias ${c.outBias} (attention_bias sets both)`);
+      }
+      if (c.qkNorm) bad("qkNorm");
+      return;
+    case "qwen2":
+      if (!c.qkvBias || c.outBias || c.mlpBias) bad("biases other than on wq, wk and wv");
+      if (c.qkNorm) bad("qkNorm");
+      return;
+    case "qwen3":
+      if (c.qkvBias !== c.outBias) {
+        bad(`qkvBias ${c.qkvBias} with outBias ${c.outBias} (attention_bias sets both)`);
+      }
+      if (c.mlpBias) bad("mlpBias");
+      if (!c.qkNorm) bad("attention without qkNorm");
+      return;
+    case "mistral":
+      if (c.qkvBias || c.outBias || c.mlpBias) bad("biases");
+      if (c.qkNorm) bad("qkNorm");
+      return;
+    default:
+      bad(`the unknown family ${JSON.stringify(c.family)}`);
+  }
 }
 
 /**
@@ -155,48 +237,52 @@ export function resolveLlamaConfig(config: LlamaConfig, where = "Llama config"):
  */
 export function llamaParameterShapes(config: LlamaConfig): { name: string; shape: number[] }[] {
   const c = resolveLlamaConfig(config);
-  const order = new Map(llama2cLayout(c as Llama2cConfig).map((e) => [e.name, e.shape]));
-  // Module order: per layer attention_norm, wq, wk, wv, wo, ffn_norm, w1, w2, w3.
+  const qDim = c.nHeads * c.headDim;
+  const kvDim = c.nKvHeads * c.headDim;
+  // Module order: per layer attention_norm, wq, wk, wv, wo (q_norm, k_norm), ffn_norm, w1, w2, w3.
   const out: { name: string; shape: number[] }[] = [{
     name: "tok_embeddings.weight",
-    shape: order.get("tok_embeddings.weight")!,
+    shape: [c.vocabSize, c.dim],
   }];
-  const perLayer = [
-    "attention_norm.weight",
-    "attention.wq.weight",
-    "attention.wk.weight",
-    "attention.wv.weight",
-    "attention.wo.weight",
-    "ffn_norm.weight",
-    "feed_forward.w1.weight",
-    "feed_forward.w2.weight",
-    "feed_forward.w3.weight",
-  ];
+  const linear = (p: string, outF: number, inF: number, bias: boolean) => {
+    out.push({ name: `${p}.weight`, shape: [outF, inF] });
+    if (bias) out.push({ name: `${p}.bias`, shape: [outF] });
+  };
   for (let i = 0; i < c.nLayers; i++) {
-    for (const suffix of perLayer) {
-      const name = `layers.${i}.${suffix}`;
-      out.push({ name, shape: order.get(name)! });
+    const p = `layers.${i}`;
+    out.push({ name: `${p}.attention_norm.weight`, shape: [c.dim] });
+    linear(`${p}.attention.wq`, qDim, c.dim, c.qkvBias);
+    linear(`${p}.attention.wk`, kvDim, c.dim, c.qkvBias);
+    linear(`${p}.attention.wv`, kvDim, c.dim, c.qkvBias);
+    linear(`${p}.attention.wo`, c.dim, qDim, c.outBias);
+    if (c.qkNorm) {
+      out.push({ name: `${p}.attention.q_norm.weight`, shape: [c.headDim] });
+      out.push({ name: `${p}.attention.k_norm.weight`, shape: [c.headDim] });
     }
+    out.push({ name: `${p}.ffn_norm.weight`, shape: [c.dim] });
+    linear(`${p}.feed_forward.w1`, c.hiddenDim, c.dim, c.mlpBias);
+    linear(`${p}.feed_forward.w2`, c.dim, c.hiddenDim, c.mlpBias);
+    linear(`${p}.feed_forward.w3`, c.hiddenDim, c.dim, c.mlpBias);
   }
   out.push({ name: "norm.weight", shape: [c.dim] });
   if (!c.sharedClassifier) out.push({ name: "output.weight", shape: [c.vocabSize, c.dim] });
   return out;
 }
 
-/** Makes the parameter `name` of `shape` (random, or taken from a checkpoint). */
-type WeightSource = (name: string, shape: number[]) => F32;
+/** Makes the parameter `name` of `shape` (random, or taken from a checkpoint); matrices may be stored as f16. */
+type WeightSource = (name: string, shape: number[]) => F32 | F16;
 
 /** An `Embedding` around an existing table (lib/nn has no `Embedding.fromWeights`). */
-function embeddingFromWeights(weight: F32): Embedding {
+function embeddingFromWeights(weight: F32 | F16): Embedding {
   const layer = Object.create(Embedding.prototype) as Embedding;
   layer.weight = weight;
   return layer;
 }
 
 /** An `RMSNorm` with a given gain. */
-function rmsNormFrom(weight: F32, eps: number): RMSNorm {
+function rmsNormFrom(weight: F32 | F16, eps: number): RMSNorm {
   const norm = new RMSNorm(weight.shape[0], { eps, device: weight.device });
-  norm.weight = weight;
+  norm.weight = asF32(weight);
   return norm;
 }
 
@@ -230,8 +316,9 @@ export interface CachedStep {
 }
 
 /**
- * Self-attention of one Llama block: projections `wq`, `wk`, `wv`, `wo` (bias-free `Linear` layers, `[out, in]`),
- * RoPE on queries and keys, grouped-query causal attention.
+ * Self-attention of one Llama block: projections `wq`, `wk`, `wv`, `wo` (`Linear` layers, `[out, in]`, with biases
+ * in the families that have them), optional per-head RMSNorms `q_norm`/`k_norm` of queries and keys (Qwen3), RoPE
+ * on queries and keys, grouped-query causal attention.
  *
  * @example
  * ```ts
@@ -251,19 +338,28 @@ export class LlamaAttention extends Module {
   wv: LinearLayer;
   /** Output projection `[dim, nHeads·hd]`. */
   wo: LinearLayer;
+  /** RMSNorm of each query head (`[hd]` gain), before RoPE; present when the config has `qkNorm`. */
+  declare q_norm?: RMSNorm;
+  /** RMSNorm of each key head, like `q_norm`. */
+  declare k_norm?: RMSNorm;
   #nHeads: number;
   #nKvHeads: number;
 
-  /** The layer around its four projections. */
+  /** The layer around its four projections (and, for `qkNorm` models, its two head norms). */
   constructor(
     projections: { wq: LinearLayer; wk: LinearLayer; wv: LinearLayer; wo: LinearLayer },
     heads: { nHeads: number; nKvHeads: number },
+    norms?: { q_norm: RMSNorm; k_norm: RMSNorm },
   ) {
     super();
     this.wq = projections.wq;
     this.wk = projections.wk;
     this.wv = projections.wv;
     this.wo = projections.wo;
+    if (norms !== undefined) {
+      this.q_norm = norms.q_norm;
+      this.k_norm = norms.k_norm;
+    }
     this.#nHeads = heads.nHeads;
     this.#nKvHeads = heads.nKvHeads;
   }
@@ -283,13 +379,15 @@ export class LlamaAttention extends Module {
     return this.wq.outFeatures / this.#nHeads;
   }
 
-  /** The projections of `x` (`[B, T, dim]`) with RoPE applied to queries and keys. */
+  /** The projections of `x` (`[B, T, dim]`), query/key norms applied, then RoPE on queries and keys. */
   #qkv(x: F32, rope: RopeTables): { q: F32; k: F32; v: F32 } {
     const [b, t] = x.shape;
     const hd = this.headDim;
-    const q = this.wq.forward(x).reshape([b, t, this.#nHeads, hd]) as F32;
-    const k = this.wk.forward(x).reshape([b, t, this.#nKvHeads, hd]) as F32;
+    let q = this.wq.forward(x).reshape([b, t, this.#nHeads, hd]) as F32;
+    let k = this.wk.forward(x).reshape([b, t, this.#nKvHeads, hd]) as F32;
     const v = this.wv.forward(x).reshape([b, t, this.#nKvHeads, hd]) as F32;
+    if (this.q_norm !== undefined) q = this.q_norm.forward(q) as F32;
+    if (this.k_norm !== undefined) k = this.k_norm.forward(k) as F32;
     return { q: applyRope(q, rope) as F32, k: applyRope(k, rope) as F32, v };
   }
 
@@ -483,7 +581,19 @@ export class LlamaLM extends Module {
     this.tok_embeddings = embeddingFromWeights(get("tok_embeddings.weight"));
     this.layers = Array.from({ length: config.nLayers }, (_, i) => {
       const p = `layers.${i}`;
-      const lin = (name: string) => Linear.fromWeights(get(`${p}.${name}.weight`));
+      const lin = (name: string) => {
+        const bias = `${p}.${name}.bias`;
+        return Linear.fromWeights(
+          get(`${p}.${name}.weight`),
+          shapes.has(bias) ? asF32(get(bias)) : undefined,
+        );
+      };
+      const norms = config.qkNorm
+        ? {
+          q_norm: rmsNormFrom(get(`${p}.attention.q_norm.weight`), eps),
+          k_norm: rmsNormFrom(get(`${p}.attention.k_norm.weight`), eps),
+        }
+        : undefined;
       return new LlamaBlock({
         attention_norm: rmsNormFrom(get(`${p}.attention_norm.weight`), eps),
         attention: new LlamaAttention(
@@ -494,6 +604,7 @@ export class LlamaLM extends Module {
             wo: lin("attention.wo"),
           },
           config,
+          norms,
         ),
         ffn_norm: rmsNormFrom(get(`${p}.ffn_norm.weight`), eps),
         feed_forward: new LlamaFeedForward({
@@ -524,6 +635,7 @@ export class LlamaLM extends Module {
     const std = options.std ?? 0.02;
     const device = options.device;
     return new LlamaLM(c, (name, shape) => {
+      if (name.endsWith(".bias")) return constantParam(shape, 0, { device }) as F32;
       if (shape.length === 1) return constantParam(shape, 1, { device }) as F32;
       const scaled = /\.(wo|w2)\.weight$/.test(name);
       const s = scaled ? std / Math.sqrt(2 * c.nLayers) : std;
@@ -574,7 +686,56 @@ export class LlamaLM extends Module {
       }
     }
     const device = options.device ?? getDefaultDevice();
-    return new LlamaLM(c, (name, shape) => tensor(weights.get(name)!.data, { shape, device }) as F32);
+    const half = options.weightDtype === "f16";
+    return new LlamaLM(c, (name, shape) => {
+      const dtype = half && shape.length === 2 ? "f16" : "f32";
+      return tensor(weights.get(name)!.data, { shape, device, dtype }) as F32 | F16;
+    });
+  }
+
+  /**
+   * A model around device tensors keyed by parameter name (what a streaming loader builds one tensor at a time).
+   * Every parameter must be present with its shape; matrices may be f16, vectors (norms, biases) must be f32.
+   *
+   * @example
+   * ```ts
+   * import { LlamaLM } from "./llama.ts";
+   * import { namedParameters } from "../nn/module.ts";
+   * import type { F32 } from "../nn/linear.ts";
+   * const a = LlamaLM.random({
+   *   dim: 16, hiddenDim: 32, nLayers: 1, nHeads: 2, nKvHeads: 1, vocabSize: 20, seqLen: 8, sharedClassifier: true,
+   * }, { seed: 0 });
+   * const b = LlamaLM.fromTensors(a.config, new Map(namedParameters(a) as [string, F32][]));
+   * ```
+   */
+  static fromTensors(
+    config: LlamaConfig,
+    tensors: ReadonlyMap<string, F32 | F16>,
+    options: { source?: string } = {},
+  ): LlamaLM {
+    const where = options.source === undefined ? "LlamaLM.fromTensors" : `"${options.source}"`;
+    const c = resolveLlamaConfig(config, `${where}: config`);
+    const expected = llamaParameterShapes(c);
+    const known = new Set(expected.map((e) => e.name));
+    const unknown = [...tensors.keys()].filter((k) => !known.has(k));
+    if (unknown.length > 0) {
+      throw new RangeError(`${where}: unexpected weight(s) ${unknown.slice(0, 5).join(", ")}`);
+    }
+    for (const { name, shape } of expected) {
+      const t = tensors.get(name);
+      if (t === undefined) {
+        throw new RangeError(`${where}: weight "${name}" [${shape.join(", ")}] is missing`);
+      }
+      const okDtype = t.dtype === "f32" || (t.dtype === "f16" && shape.length === 2);
+      if (t.shape.join() !== shape.join() || !okDtype) {
+        throw new RangeError(
+          `${where}: weight "${name}" is ${t.dtype} [${t.shape.join(", ")}], expected ${
+            shape.length === 2 ? "f32 or f16" : "f32"
+          } [${shape.join(", ")}]`,
+        );
+      }
+    }
+    return new LlamaLM(c, (name) => tensors.get(name)!);
   }
 
   /**
@@ -599,7 +760,7 @@ export class LlamaLM extends Module {
 
   /** Size of one attention head. */
   get headDim(): number {
-    return this.#config.dim / this.#config.nHeads;
+    return this.#config.headDim;
   }
 
   /** The device of the parameters. */
@@ -607,11 +768,18 @@ export class LlamaLM extends Module {
     return this.tok_embeddings.weight.device;
   }
 
-  /** RoPE tables for every position `0 .. seqLen−1` on `device` (made once per device). */
-  #ropeTables(device: DeviceName): RopeTables {
+  /**
+   * RoPE tables on `device` covering at least positions `0 .. needed−1`: the whole context when it is at most 4096
+   * positions, else a power of two (from 4096) that grows when a longer sequence arrives, so a 128k-context model
+   * does not build 128k-row tables for short sequences.
+   */
+  #ropeTables(device: DeviceName, needed: number): RopeTables {
+    const { seqLen, ropeTheta, ropeScaling } = this.#config;
     let t = this.#rope.get(device);
-    if (t === undefined) {
-      t = ropeTables(this.headDim, this.#config.seqLen, { theta: this.#config.ropeTheta, device });
+    if (t === undefined || t.cos.shape[0] < needed) {
+      let length = Math.min(seqLen, 4096);
+      while (length < needed) length = Math.min(seqLen, length * 2);
+      t = ropeTables(this.headDim, length, { theta: ropeTheta, scaling: ropeScaling, device });
       this.#rope.set(device, t);
     }
     return t;
@@ -643,7 +811,7 @@ export class LlamaLM extends Module {
         `LlamaLM.forward: ${t} positions exceed the context length ${this.#config.seqLen}`,
       );
     }
-    const full = this.#ropeTables(tokens.device);
+    const full = this.#ropeTables(tokens.device, t);
     const rope = { cos: full.cos.slice([0, t]) as F32, sin: full.sin.slice([0, t]) as F32 };
     let h = this.tok_embeddings.forward(tokens) as F32;
     for (const layer of this.layers) h = layer.forward(h, rope) as F32;
@@ -736,7 +904,7 @@ export class LlamaLM extends Module {
     const source = Int32Array.from({ length: cap }, (_, j) => Math.min(Math.max(j - start, 0), t - 1));
     const write = Uint8Array.from({ length: cap }, (_, j) => (j >= start && j < start + t ? 1 : 0));
     const pos = tensor(positions, { dtype: "i32", device }) as Tensor<Shape, "i32">;
-    const full = this.#ropeTables(device);
+    const full = this.#ropeTables(device, start + t);
     const slots = arange(cap, undefined, 1, { dtype: "i32", device }).reshape([1, cap]) as Tensor<
       Shape,
       "i32"

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { readHf } from "./hf.ts";
+import { loadHf } from "./hf.ts";
 import { LlamaLM, type LlamaLoadOptions } from "./llama.ts";
 
 /**
@@ -35,6 +35,5 @@ export async function loadLlama(path: string, options: LlamaLoadOptions = {}): P
     dir = cut < 0 ? "." : path.slice(0, cut);
   }
   if (dir === undefined) return await LlamaLM.fromLlama2c(path, options);
-  const { config, weights } = await readHf(dir);
-  return LlamaLM.fromWeights(config, weights, { ...options, source: dir });
+  return await loadHf(dir, options);
 }

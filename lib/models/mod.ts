@@ -21,6 +21,7 @@ export {
   LlamaAttention,
   LlamaBlock,
   type LlamaConfig,
+  type LlamaFamily,
   LlamaFeedForward,
   LlamaLM,
   type LlamaLoadOptions,
@@ -30,10 +31,14 @@ export {
   resolveLlamaConfig,
 } from "./llama.ts";
 export {
+  HF_PROJECTION_NAMES,
   type HfCheckpoint,
   hfConfigFromLlama,
+  hfModulePath,
   hfName,
   llamaConfigFromHf,
+  loadHf,
+  modulePathFromHf,
   readHf,
   ropeRowsFromHf,
   ropeRowsToHf,

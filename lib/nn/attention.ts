@@ -22,10 +22,75 @@ export interface RopeTables {
   readonly sin: F32;
 }
 
+/**
+ * How the rotary frequencies are rescaled for long contexts, as `transformers` computes them (`rope_type` in a
+ * Hugging Face config): `linear` divides every frequency by `factor`; `llama3` (Llama 3.1+) divides the low
+ * frequencies (wavelength above `originalMaxPositionEmbeddings / lowFreqFactor`) by `factor`, keeps the high ones
+ * (wavelength below `originalMaxPositionEmbeddings / highFreqFactor`) and interpolates in between.
+ */
+export type RopeScaling =
+  | { readonly type: "linear"; readonly factor: number }
+  | {
+    readonly type: "llama3";
+    readonly factor: number;
+    readonly lowFreqFactor: number;
+    readonly highFreqFactor: number;
+    readonly originalMaxPositionEmbeddings: number;
+  };
+
+/**
+ * The rotary inverse frequencies `θ_i = theta^(−2i/headDim)`, `i < headDim/2`, rescaled by `scaling`, rounded
+ * step by step to float32 as `transformers` (and llama2.c's `run.c`) compute them.
+ *
+ * @example
+ * ```ts
+ * import { ropeInverseFrequencies } from "./attention.ts";
+ * ropeInverseFrequencies(4, 1e4); // Float64Array [1, 0.01]
+ * ropeInverseFrequencies(4, 1e4, { type: "linear", factor: 2 }); // [0.5, 0.005]
+ * ```
+ */
+export function ropeInverseFrequencies(headDim: number, theta = 1e4, scaling?: RopeScaling): Float64Array {
+  if (!Number.isInteger(headDim) || headDim < 2 || headDim % 2 !== 0) {
+    throw new RangeError(`ropeInverseFrequencies: headDim must be an even integer >= 2, got ${headDim}`);
+  }
+  if (!(theta > 0) || !Number.isFinite(theta)) {
+    throw new RangeError(`ropeInverseFrequencies: theta must be a positive number, got ${theta}`);
+  }
+  const f = Math.fround;
+  const half = headDim / 2;
+  const inv = new Float64Array(half);
+  for (let i = 0; i < half; i++) inv[i] = f(1 / f(f(theta) ** f((2 * i) / headDim)));
+  if (scaling === undefined) return inv;
+  if (!(scaling.factor > 0) || !Number.isFinite(scaling.factor)) {
+    throw new RangeError(
+      `ropeInverseFrequencies: scaling factor must be a positive number, got ${scaling.factor}`,
+    );
+  }
+  if (scaling.type === "linear") return inv.map((x) => f(x / scaling.factor));
+  const { factor, lowFreqFactor: low, highFreqFactor: high, originalMaxPositionEmbeddings: old } = scaling;
+  if (!(high > low) || !(low > 0) || !(old > 0)) {
+    throw new RangeError(
+      `ropeInverseFrequencies: llama3 scaling needs highFreqFactor > lowFreqFactor > 0 and ` +
+        `originalMaxPositionEmbeddings > 0, got ${high}, ${low}, ${old}`,
+    );
+  }
+  const lowWavelen = old / low;
+  const highWavelen = old / high;
+  return inv.map((x) => {
+    const wavelen = f(f(2 * Math.PI) / x);
+    if (wavelen < highWavelen) return x;
+    if (wavelen > lowWavelen) return f(x / factor);
+    const smooth = f(f(f(old / wavelen) - low) / (high - low));
+    return f(f(f(1 - smooth) * f(x / factor)) + f(smooth * x));
+  });
+}
+
 /** Options of {@link ropeTables}. */
 export interface RopeTableOptions {
   /** Base of the frequencies (default 1e4, as Llama-2). */
   theta?: number;
+  /** Long-context rescaling of the frequencies (default: none). */
+  scaling?: RopeScaling;
   /** First position (default 0). */
   start?: number;
   /** Device of the tables (default: the default device). */
@@ -34,7 +99,8 @@ export interface RopeTableOptions {
 
 /**
  * The rotary tables for positions `start .. start + length − 1`: entry `[p, i]` is `cos` / `sin` of
- * `(start + p) · theta^(−2i / headDim)`, computed in float64 on the host.
+ * `(start + p) · θ_i` with the frequencies of {@link ropeInverseFrequencies}; the angle is rounded to float32
+ * (as `transformers` and llama2.c compute it) and its cosine and sine taken in float64.
  *
  * @example
  * ```ts
@@ -46,14 +112,14 @@ export function ropeTables(headDim: number, length: number, opts: RopeTableOptio
   if (!Number.isInteger(headDim) || headDim < 2 || headDim % 2 !== 0) {
     throw new RangeError(`ropeTables: headDim must be an even integer >= 2, got ${headDim}`);
   }
-  const theta = opts.theta ?? 1e4;
+  const inv = ropeInverseFrequencies(headDim, opts.theta ?? 1e4, opts.scaling);
   const start = opts.start ?? 0;
   const half = headDim / 2;
   const c = new Float32Array(length * half);
   const s = new Float32Array(length * half);
   for (let p = 0; p < length; p++) {
     for (let i = 0; i < half; i++) {
-      const angle = (start + p) / theta ** ((2 * i) / headDim);
+      const angle = Math.fround((start + p) * inv[i]);
       c[p * half + i] = Math.cos(angle);
       s[p * half + i] = Math.sin(angle);
     }

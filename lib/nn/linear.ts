@@ -14,6 +14,14 @@ import { Module } from "./module.ts";
 /** A float32 tensor of any shape (the widened type layers accept). */
 export type F32 = Tensor<Shape, "f32">;
 
+/** A float16 tensor of any shape: frozen weights stored at half size (computed with in f32). */
+export type F16 = Tensor<Shape, "f16">;
+
+/** The f32 value of a weight stored as f32 or f16 (a cast that fuses into the kernel that reads it). */
+export function asF32(w: F32 | F16): F32 {
+  return w.dtype === "f16" ? w.cast("f32") as F32 : w as F32;
+}
+
 /**
  * `y = x·Wᵀ + b` over the last axis of `x`: `x` is `[..., in]`, `weight` `[out, in]`, `bias` `[out]`; the result
  * is `[..., out]`.
@@ -26,7 +34,7 @@ export type F32 = Tensor<Shape, "f32">;
  * console.log(await y.toArray()); // [[1, 2, 3.5]]
  * ```
  */
-export function linear(x: F32, weight: F32, bias?: F32): Tensor<number[], "f32"> {
+export function linear(x: F32, weight: F32 | F16, bias?: F32): Tensor<number[], "f32"> {
   if (weight.ndim !== 2) {
     throw new RangeError(`linear: weight must be [out, in], got [${weight.shape.join(", ")}]`);
   }
@@ -43,7 +51,8 @@ export function linear(x: F32, weight: F32, bias?: F32): Tensor<number[], "f32">
   }
   const lead = x.shape.slice(0, -1);
   const x2 = x.reshape([-1, inF]) as F32;
-  const y = bias === undefined ? linearNoBias(x2, weight) : linearBias(x2, weight, bias);
+  const w = asF32(weight);
+  const y = bias === undefined ? linearNoBias(x2, w) : linearBias(x2, w, bias);
   return y.reshape([...lead, out]) as Tensor<number[], "f32">;
 }
 
@@ -94,8 +103,8 @@ export interface LinearOptions {
  * ```
  */
 export class Linear extends Module implements LinearLayer {
-  /** `[out, in]`. */
-  weight: F32;
+  /** `[out, in]` (f16 for a frozen base stored at half size). */
+  weight: F32 | F16;
   /** `[out]`; absent when created with `bias: false`. */
   declare bias?: F32;
 
@@ -122,7 +131,7 @@ export class Linear extends Module implements LinearLayer {
    * const fc = Linear.fromWeights(tensor([[1, 2, 3]]));
    * ```
    */
-  static fromWeights(weight: F32, bias?: F32): Linear {
+  static fromWeights(weight: F32 | F16, bias?: F32): Linear {
     if (weight.ndim !== 2) {
       throw new RangeError(`Linear.fromWeights: weight must be [out, in], got [${weight.shape.join(", ")}]`);
     }
@@ -176,12 +185,13 @@ export interface EmbeddingOptions {
  * console.log(await rows.toArray()); // [[3, 3], [1, 1]]
  * ```
  */
-export function embedding(ids: Tensor<Shape, "i32">, weight: F32): Tensor<number[], "f32"> {
+export function embedding(ids: Tensor<Shape, "i32">, weight: F32 | F16): Tensor<number[], "f32"> {
   if (weight.ndim !== 2) {
     throw new RangeError(`embedding: weight must be [num, dim], got [${weight.shape.join(", ")}]`);
   }
   if (ids.dtype !== "i32") throw new TypeError(`embedding: ids must be i32, got ${ids.dtype}`);
-  return weight.gather(ids, 0) as Tensor<number[], "f32">;
+  const rows = weight.gather(ids, 0);
+  return (rows.dtype === "f16" ? rows.cast("f32") : rows) as Tensor<number[], "f32">;
 }
 
 /**
@@ -196,8 +206,8 @@ export function embedding(ids: Tensor<Shape, "i32">, weight: F32): Tensor<number
  * ```
  */
 export class Embedding extends Module {
-  /** `[num, dim]`. */
-  weight: F32;
+  /** `[num, dim]` (f16 for a frozen table stored at half size). */
+  weight: F32 | F16;
 
   /** A table with normal initial values. */
   constructor(num: number, dim: number, opts: EmbeddingOptions) {

@@ -1,0 +1,192 @@
+/**
+ * Hugging Face model families against golden logits from transformers (tests/fixtures/models, written by
+ * tools/hf_fixtures.py): Llama (default, llama3 and legacy linear RoPE, every bias, explicit head_dim, bf16 in two
+ * shards), Qwen2, Qwen3 and Mistral. Tolerances: 1e-4 of the largest |logit| for float32 files (float32 arithmetic
+ * in a different order on a 2-layer model differs by ~1e-6 relative), 1e-3 for the bf16 file read into f16
+ * storage (bf16 values are exact in f16, but activations are then rounded where transformers keeps float32).
+ * Configs that transformers would read differently are refused with the key named.
+ */
+import { equal, ok } from "node:assert/strict";
+import { type Shape, type Tensor, tensor } from "../../mod.ts";
+import { readSafetensors, toFloat32, toInt32 } from "../../lib/io/safetensors.ts";
+import { hfConfigFromLlama, hfName, llamaConfigFromHf, loadHf, readHf, saveHf } from "../../lib/models/hf.ts";
+import { loadLlama } from "../../lib/models/load.ts";
+import { LlamaLM, llamaParameterShapes } from "../../lib/models/llama.ts";
+import { getWebGPU } from "../../lib/runtime/realize.ts";
+
+const FIXTURES = new URL("../fixtures/models/", import.meta.url).pathname;
+
+async function expected(name: string): Promise<{ ids: Int32Array; logits: Float32Array; shape: number[] }> {
+  const { tensors } = await readSafetensors(`${FIXTURES}${name}/expected.safetensors`);
+  const logits = tensors.get("logits")!;
+  return { ids: toInt32(tensors.get("input_ids")!), logits: toFloat32(logits), shape: logits.shape };
+}
+
+/** max |a − b| / max |b|. */
+function relError(a: Float32Array, b: Float32Array): number {
+  equal(a.length, b.length);
+  let err = 0, scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    err = Math.max(err, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return err / scale;
+}
+
+const CASES: [string, string, number][] = [
+  ["llama", "llama", 1e-4],
+  ["llama3", "llama", 1e-4],
+  ["llama_linear_legacy", "llama", 1e-4],
+  ["llama_bias_bf16", "llama", 1e-3],
+  ["qwen2", "qwen2", 1e-4],
+  ["qwen3", "qwen3", 1e-4],
+  ["mistral", "mistral", 1e-4],
+];
+
+for (const [name, family, tol] of CASES) {
+  Deno.test(`HF ${name}: logits match transformers within ${tol} of the largest logit`, async () => {
+    const model = await loadLlama(`${FIXTURES}${name}`);
+    equal(model.config.family, family);
+    const ref = await expected(name);
+    const ids = tensor(ref.ids, { shape: [2, 16], dtype: "i32" }) as Tensor<Shape, "i32">;
+    const logits = await model.forward(ids).data() as Float32Array;
+    const err = relError(logits, ref.logits);
+    ok(err < tol, `${name}: relative error ${err.toExponential(2)} above ${tol}`);
+  });
+}
+
+Deno.test("HF bf16 checkpoint: matrices stored as f16 on an adapter with shader-f16, f32 on request", async () => {
+  const hasF16 = (await getWebGPU()).hasF16;
+  const auto = await loadHf(`${FIXTURES}llama_bias_bf16`);
+  const wq = (auto.layers[0].attention.wq as unknown as { weight: Tensor }).weight;
+  equal(wq.dtype, hasF16 ? "f16" : "f32");
+  equal(auto.layers[0].attention_norm.weight.dtype, "f32");
+  const full = await loadHf(`${FIXTURES}llama_bias_bf16`, { weightDtype: "f32" });
+  equal((full.layers[0].attention.wq as unknown as { weight: Tensor }).weight.dtype, "f32");
+  // A float32 file stays float32 under "auto".
+  const f32 = await loadHf(`${FIXTURES}qwen2`);
+  equal((f32.layers[0].attention.wq as unknown as { weight: Tensor }).weight.dtype, "f32");
+});
+
+Deno.test("HF readHf and loadHf build the same model; save → read round-trips every family exactly", async () => {
+  for (const name of ["qwen2", "qwen3", "llama_bias_bf16", "llama3"]) {
+    const { config, weights } = await readHf(`${FIXTURES}${name}`);
+    const dir = await Deno.makeTempDir();
+    await saveHf(LlamaLM.fromWeights(config, weights), dir);
+    const again = await readHf(dir);
+    equal(JSON.stringify(again.config), JSON.stringify(llamaConfigFromHf(hfConfigFromLlama(config))));
+    for (const [k, w] of weights) {
+      const v = again.weights.get(k)!;
+      ok(v !== undefined && v.data.every((x, i) => x === w.data[i]), `${name}: ${k} changed in the round trip`);
+    }
+    // transformers reads the saved config.json as the same model: the family's own keys and rope settings.
+    const json = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+    equal(json.architectures[0], JSON.parse(await Deno.readTextFile(`${FIXTURES}${name}/config.json`)).architectures[0]);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** A valid base config of each family, edited per case. */
+async function fixtureConfig(name: string): Promise<Record<string, unknown>> {
+  return JSON.parse(await Deno.readTextFile(`${FIXTURES}${name}/config.json`));
+}
+
+Deno.test("HF configs transformers would read differently are refused with the key named", async () => {
+  const cases: [string, (c: Record<string, unknown>) => void, RegExp][] = [
+    ["llama", (c) => (c.rope_parameters = { rope_type: "yarn", rope_theta: 1e4, factor: 4 }), /rope_type.*"yarn"/],
+    ["llama", (c) => (c.rope_parameters = { rope_type: "dynamic", rope_theta: 1e4, factor: 2 }), /"dynamic"/],
+    ["llama", (c) => (c.rope_scaling = { type: "longrope", factor: 2 }), /rope_scaling\.rope_type.*longrope/],
+    ["llama", (c) => (c.partial_rotary_factor = 0.5), /partial_rotary_factor.*0\.5/],
+    ["llama", (c) => (c.hidden_act = "gelu"), /hidden_act.*gelu/],
+    ["llama", (c) => (c.attention_dropout = 0.1), /attention_dropout/],
+    ["llama", (c) => (c.quantization_config = { bits: 4 }), /quantization_config/],
+    ["llama", (c) => (c.rope_parameters = { rope_type: "linear", rope_theta: 1e4 }), /factor.*undefined/],
+    ["llama", (c) => (c.architectures = ["GPT2LMHeadModel"]), /architectures.*GPT2LMHeadModel/],
+    ["llama", (c) => (c.model_type = "qwen2"), /model_type.*does not match/],
+    ["mistral", (c) => (c.sliding_window = 64), /sliding_window.*64/],
+    ["mistral", (c) => {
+      delete c.sliding_window;
+      c.max_position_embeddings = 8192;
+    }, /sliding_window.*4096.*default/],
+    ["qwen2", (c) => Object.assign(c, { use_sliding_window: true, sliding_window: 32 }), /use_sliding_window/],
+    ["qwen3", (c) => (c.layer_types = ["full_attention", "sliding_attention"]), /layer_types/],
+    ["qwen2", (c) => (c.attention_bias = false), /attention_bias/],
+    ["qwen3", (c) => (c.rope_parameters = { full_attention: { rope_type: "default" } }), /nested by layer type/],
+  ];
+  for (const [base, edit, re] of cases) {
+    const c = await fixtureConfig(base);
+    edit(c);
+    let message = "";
+    try {
+      llamaConfigFromHf(c, "x/config.json");
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    ok(re.test(message), `${base} edited: expected ${re}, got "${message}"`);
+  }
+});
+
+Deno.test("HF config: legacy spellings and family defaults read as transformers reads them", async () => {
+  // rope_scaling wins over rope_parameters; the type may be spelt "type"; theta falls back to the top level.
+  const c = await fixtureConfig("llama");
+  Object.assign(c, {
+    rope_theta: 5e5,
+    rope_parameters: { rope_type: "default", rope_theta: 1e4 },
+    rope_scaling: { type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4 },
+  });
+  const cfg = llamaConfigFromHf(c);
+  equal(cfg.ropeTheta, 5e5);
+  equal(cfg.ropeScaling?.type, "llama3");
+  equal(cfg.ropeScaling?.type === "llama3" && cfg.ropeScaling.originalMaxPositionEmbeddings, 128);
+  // Qwen3's head_dim defaults to 128 and its kv heads to 32 when the keys are absent.
+  const q = await fixtureConfig("qwen3");
+  delete q.head_dim;
+  delete q.num_key_value_heads;
+  q.num_attention_heads = 32;
+  q.hidden_size = 64;
+  const qc = llamaConfigFromHf(q);
+  equal(qc.headDim, 128);
+  equal(qc.nKvHeads, 32);
+  // Mistral without a window key but with a context within the 4096 default is accepted.
+  const m = await fixtureConfig("mistral");
+  delete m.sliding_window;
+  m.max_position_embeddings = 4096;
+  equal(llamaConfigFromHf(m).family, "mistral");
+});
+
+Deno.test("HF loading refuses a tensor larger than the device's largest binding before reading any data", async () => {
+  const be = await getWebGPU();
+  const dir = await Deno.makeTempDir();
+  const json = await fixtureConfig("llama");
+  json.vocab_size = Math.floor(be.maxBufferBytes / (4 * 32)) + 1; // the embedding alone exceeds the binding
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(json));
+  // A valid safetensors header for every tensor of that config; the data section is a sparse hole (never read).
+  const header: Record<string, unknown> = {};
+  let offset = 0;
+  for (const { name, shape } of llamaParameterShapes(llamaConfigFromHf(json))) {
+    const bytes = 4 * shape.reduce((a, b) => a * b, 1);
+    header[hfName(name)!] = { dtype: "F32", shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  const text = new TextEncoder().encode(JSON.stringify(header));
+  const head = new Uint8Array(8 + text.length);
+  new DataView(head.buffer).setBigUint64(0, BigInt(text.length), true);
+  head.set(text, 8);
+  const path = `${dir}/model.safetensors`;
+  await Deno.writeFile(path, head);
+  await Deno.truncate(path, head.length + offset);
+  const before = be.stats().liveBytes;
+  let message = "";
+  try {
+    await loadHf(dir, { device: "webgpu" });
+  } catch (err) {
+    message = (err as Error).message;
+  }
+  ok(
+    message.includes(`"model.embed_tokens.weight" [${json.vocab_size}, 32]`) &&
+      message.includes(`${be.maxBufferBytes} bytes`),
+    message,
+  );
+  equal(be.stats().liveBytes, before);
+  await Deno.remove(dir, { recursive: true });
+});

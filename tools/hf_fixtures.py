@@ -1,0 +1,191 @@
+"""Golden fixtures from the reference implementation (transformers) for tessera's Hugging Face model loaders.
+
+Writes tiny random checkpoints of every supported family and rotary variant into tests/fixtures/models/<name>/
+(config.json and safetensors exactly as transformers saves them), each with expected.safetensors holding a batch
+of token ids ("input_ids", I32 [2, 16]) and the logits transformers computes for it ("logits", F32 [2, 16, V]).
+The tests compare tessera against these files, so neither CI nor a user needs Python.
+
+Set-up, once (the venv stays out of git):
+    python3 -m venv .venv-tools
+    .venv-tools/bin/pip install "torch==2.13.0+cpu" transformers peft tokenizers safetensors
+Run from the repository root:
+    .venv-tools/bin/python tools/hf_fixtures.py            # rewrites tests/fixtures/models/
+
+Reference logits are computed in float32 (a bf16 checkpoint is read with dtype=float32, which widens its values
+exactly), so they are the exact function of the stored weights.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import transformers
+from safetensors.torch import save_file
+from transformers import AutoConfig, AutoModelForCausalLM
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "fixtures" / "models"
+
+# Shapes shared by the fixtures: small enough that all of them together stay around a megabyte.
+BASE = dict(
+    vocab_size=256,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    rms_norm_eps=1e-5,
+)
+
+# name -> (config class name, config overrides, save dtype, legacy rewrite of config.json or None, shard size)
+FIXTURES = {
+    # Llama 2 style: default RoPE, untied classifier.
+    "llama": ("LlamaConfig", dict(tie_word_embeddings=False), torch.float32, None, None),
+    # Llama 3.x style: llama3 frequency scaling, theta 5e5, tied (as Llama-3.2-1B); head_dim 16 with 2 heads so the
+    # frequencies fall in all three bands of the llama3 rule.
+    "llama3": (
+        "LlamaConfig",
+        dict(
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            tie_word_embeddings=True,
+            rope_parameters=dict(
+                rope_type="llama3",
+                rope_theta=500000.0,
+                factor=8.0,
+                low_freq_factor=1.0,
+                high_freq_factor=4.0,
+                original_max_position_embeddings=128,
+            ),
+            max_position_embeddings=1024,
+        ),
+        torch.float32,
+        None,
+        None,
+    ),
+    # The older spelling: top-level rope_theta and rope_scaling {"type": "linear"}, written by older transformers.
+    "llama_linear_legacy": ("LlamaConfig", dict(tie_word_embeddings=False), torch.float32, "linear", None),
+    # Llama with every bias, an explicit head_dim different from hidden/heads, bf16 weights in two shards.
+    "llama_bias_bf16": (
+        "LlamaConfig",
+        dict(
+            attention_bias=True,
+            mlp_bias=True,
+            head_dim=16,
+            tie_word_embeddings=False,
+            rope_parameters=dict(rope_type="default", rope_theta=100000.0),
+        ),
+        torch.bfloat16,
+        None,
+        "60KB",
+    ),
+    # Qwen2 / Qwen2.5: q/k/v biases, tied (as Qwen2.5-0.5B), theta 1e6.
+    "qwen2": (
+        "Qwen2Config",
+        dict(
+            tie_word_embeddings=True,
+            rope_parameters=dict(rope_type="default", rope_theta=1000000.0),
+            use_sliding_window=False,
+        ),
+        torch.float32,
+        None,
+        None,
+    ),
+    # Qwen3: per-head q/k RMSNorm, head_dim 16 != hidden/heads = 8, tied.
+    "qwen3": (
+        "Qwen3Config",
+        dict(
+            head_dim=16,
+            tie_word_embeddings=True,
+            rope_parameters=dict(rope_type="default", rope_theta=1000000.0),
+            use_sliding_window=False,
+        ),
+        torch.float32,
+        None,
+        None,
+    ),
+    # Mistral without a sliding window (as Mistral-7B-v0.3).
+    "mistral": ("MistralConfig", dict(sliding_window=None, tie_word_embeddings=False), torch.float32, None, None),
+}
+
+
+def randomize(model: torch.nn.Module, seed: int) -> None:
+    """Random weights large enough that logits vary (std 0.02 would make them almost constant)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+            elif name.endswith(".bias"):
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+            else:
+                fan_in = p.shape[-1]
+                p.copy_(torch.randn(p.shape, generator=g) / fan_in**0.5)
+
+
+def legacy_rewrite(path: Path, kind: str) -> None:
+    """Rewrites config.json into the pre-rope_parameters spelling (top-level rope_theta, rope_scaling)."""
+    cfg = json.loads(path.read_text())
+    cfg.pop("rope_parameters", None)
+    cfg["rope_theta"] = 20000.0
+    cfg["rope_scaling"] = {"type": kind, "factor": 2.0}
+    path.write_text(json.dumps(cfg, indent=2) + "\n")
+
+
+def write_fixture(name: str, seed: int) -> dict:
+    cls_name, overrides, dtype, legacy, shard = FIXTURES[name]
+    cfg = getattr(transformers, cls_name)(**{**BASE, **overrides})
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    randomize(model, seed)
+    model = model.to(dtype)
+    out = OUT / name
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    kwargs = {"max_shard_size": shard} if shard else {}
+    model.save_pretrained(out, **kwargs)
+    for extra in ("generation_config.json",):
+        (out / extra).unlink(missing_ok=True)
+    if legacy:
+        legacy_rewrite(out / "config.json", legacy)
+
+    # The reference: transformers reads the directory back (so it interprets config.json as written) in float32.
+    ref = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    g = torch.Generator().manual_seed(1000 + seed)
+    ids = torch.randint(0, cfg.vocab_size, (2, 16), generator=g)
+    with torch.no_grad():
+        logits = ref(input_ids=ids).logits.float()
+    save_file(
+        {"input_ids": ids.to(torch.int32).contiguous(), "logits": logits.contiguous()},
+        out / "expected.safetensors",
+        metadata={"transformers": transformers.__version__, "torch": torch.__version__},
+    )
+    loaded = AutoConfig.from_pretrained(out)
+    return {
+        "architecture": type(ref).__name__,
+        "dtype": str(dtype).removeprefix("torch."),
+        "rope_parameters": getattr(loaded, "rope_parameters", None),
+        "max_abs_logit": float(logits.abs().max()),
+        "files": sorted(p.name for p in out.iterdir()),
+    }
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    summary = {}
+    for i, name in enumerate(FIXTURES):
+        summary[name] = write_fixture(name, seed=i)
+        print(name, json.dumps(summary[name]))
+    (OUT / "README.md").write_text(
+        "Written by `tools/hf_fixtures.py` with transformers "
+        f"{transformers.__version__} and torch {torch.__version__}; do not edit by hand.\n\n"
+        + "".join(f"- `{k}`: {v['architecture']}, {v['dtype']}, rope {json.dumps(v['rope_parameters'])}\n"
+                  for k, v in summary.items())
+    )
+
+
+if __name__ == "__main__":
+    main()
