@@ -6,7 +6,7 @@
  * @module
  */
 import { asF32, Linear } from "../nn/linear.ts";
-import { namedModules, replaceModule } from "../nn/module.ts";
+import { moduleAliasOf, namedModules, replaceModule } from "../nn/module.ts";
 import { deriveSeed } from "../nn/init.ts";
 import { realize, type Tensor } from "../tensor/tensor.ts";
 import { tensor } from "../tensor/creation.ts";
@@ -50,14 +50,20 @@ export function matchesKey(name: string, key: string): boolean {
   return name === key || name.endsWith(`.${key}`);
 }
 
-/** The target modules of `model` under `cfg.targetModules`, as `[path, Linear]`. */
+/**
+ * The target modules of `model` under `cfg.targetModules`, as `[path, Linear]`. A model with a second naming
+ * convention (`moduleAlias`, e.g. Hugging Face's `q_proj` for a Llama model's `wq`) matches under either name.
+ */
 export function findTargets(model: object, targets: readonly string[] | RegExp): [string, Linear][] {
   const out: [string, Linear][] = [];
+  const alias = moduleAliasOf(model);
+  const re = targets instanceof RegExp ? new RegExp(`^(?:${targets.source})$`, targets.flags) : undefined;
   for (const [path, m] of namedModules(model)) {
     if (!(m instanceof Linear)) continue;
-    const hit = targets instanceof RegExp
-      ? new RegExp(`^(?:${targets.source})$`, targets.flags).test(path)
-      : targets.some((k) => matchesKey(path, k));
+    const names = [path, alias?.(path)].filter((n): n is string => n !== undefined);
+    const hit = names.some((n) =>
+      re !== undefined ? re.test(n) : (targets as readonly string[]).some((k) => matchesKey(n, k))
+    );
     if (hit) out.push([path, m]);
   }
   return out;

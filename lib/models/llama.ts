@@ -29,7 +29,8 @@ import {
 } from "../nn/attention.ts";
 import { constantParam, deriveSeed, normalParam } from "../nn/init.ts";
 import { asF32, Embedding, type F16, type F32, Linear, linear, type LinearLayer } from "../nn/linear.ts";
-import { Module, namedParameters } from "../nn/module.ts";
+import { type AliasedModule, Module, namedParameters } from "../nn/module.ts";
+import { hfModulePath } from "./names.ts";
 import { RMSNorm } from "../nn/norm.ts";
 import { crossEntropy, type CrossEntropyOptions } from "../nn/loss.ts";
 
@@ -559,7 +560,7 @@ export class KvCache {
  * const logits = model.forward(tensor([[1, 403, 407]], { dtype: "i32" })); // [1, 3, 512]
  * ```
  */
-export class LlamaLM extends Module {
+export class LlamaLM extends Module implements AliasedModule {
   /** Token embedding `[vocabSize, dim]` (also the classifier when it is shared). */
   tok_embeddings: Embedding;
   /** The decoder layers. */
@@ -751,6 +752,14 @@ export class LlamaLM extends Module {
   static async fromLlama2c(path: string, options: LlamaLoadOptions = {}): Promise<LlamaLM> {
     const { config, weights } = await readLlama2c(path);
     return LlamaLM.fromWeights(config, weights, { ...options, source: path });
+  }
+
+  /**
+   * The Hugging Face name of the module at `path` (`layers.0.attention.wq` → `model.layers.0.self_attn.q_proj`),
+   * so LoRA `targetModules` may use either convention (`["q_proj", "v_proj"]` or `["wq", "wv"]`).
+   */
+  moduleAlias(path: string): string | undefined {
+    return hfModulePath(path);
   }
 
   /** The hyper-parameters (with defaults filled in). */

@@ -30,15 +30,12 @@ export {
   type ResolvedLlamaConfig,
   resolveLlamaConfig,
 } from "./llama.ts";
+export { HF_PROJECTION_NAMES, hfModulePath, hfName, modulePathFromHf } from "./names.ts";
 export {
-  HF_PROJECTION_NAMES,
   type HfCheckpoint,
   hfConfigFromLlama,
-  hfModulePath,
-  hfName,
   llamaConfigFromHf,
   loadHf,
-  modulePathFromHf,
   readHf,
   ropeRowsFromHf,
   ropeRowsToHf,

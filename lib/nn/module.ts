@@ -42,6 +42,22 @@ import { realize, Tensor } from "../tensor/tensor.ts";
  */
 export abstract class Module {}
 
+/**
+ * A model whose modules also answer to a second naming convention: `moduleAlias(path)` gives the other name of
+ * the module at `path` (a Llama model answers with Hugging Face's, `layers.0.attention.wq` →
+ * `model.layers.0.self_attn.q_proj`), so LoRA targets can be written either way.
+ */
+export interface AliasedModule {
+  /** The module's name in the other convention, or `undefined` when it has none. */
+  moduleAlias(path: string): string | undefined;
+}
+
+/** The {@link AliasedModule.moduleAlias} of `root`, when it has one. */
+export function moduleAliasOf(root: object): ((path: string) => string | undefined) | undefined {
+  const f = (root as Partial<AliasedModule>).moduleAlias;
+  return typeof f === "function" ? (path) => f.call(root, path) : undefined;
+}
+
 /** Parameters (or gradients, or optimiser state) keyed by dotted path. */
 export type ParamDict = Record<string, Tensor>;
 

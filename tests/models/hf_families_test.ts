@@ -9,10 +9,19 @@
 import { equal, ok } from "node:assert/strict";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
 import { readSafetensors, toFloat32, toInt32 } from "../../lib/io/safetensors.ts";
-import { hfConfigFromLlama, hfName, llamaConfigFromHf, loadHf, readHf, saveHf } from "../../lib/models/hf.ts";
+import { hfConfigFromLlama, llamaConfigFromHf, loadHf, readHf, saveHf } from "../../lib/models/hf.ts";
+import { hfName } from "../../lib/models/names.ts";
 import { loadLlama } from "../../lib/models/load.ts";
 import { LlamaLM, llamaParameterShapes } from "../../lib/models/llama.ts";
 import { getWebGPU } from "../../lib/runtime/realize.ts";
+import {
+  AdamW,
+  attachLora,
+  functionalCall,
+  LORA_TRAINABLE,
+  type ParamDict,
+  valueAndGrad,
+} from "../../mod.ts";
 
 const FIXTURES = new URL("../fixtures/models/", import.meta.url).pathname;
 
@@ -77,11 +86,17 @@ Deno.test("HF readHf and loadHf build the same model; save → read round-trips 
     equal(JSON.stringify(again.config), JSON.stringify(llamaConfigFromHf(hfConfigFromLlama(config))));
     for (const [k, w] of weights) {
       const v = again.weights.get(k)!;
-      ok(v !== undefined && v.data.every((x, i) => x === w.data[i]), `${name}: ${k} changed in the round trip`);
+      ok(
+        v !== undefined && v.data.every((x, i) => x === w.data[i]),
+        `${name}: ${k} changed in the round trip`,
+      );
     }
     // transformers reads the saved config.json as the same model: the family's own keys and rope settings.
     const json = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
-    equal(json.architectures[0], JSON.parse(await Deno.readTextFile(`${FIXTURES}${name}/config.json`)).architectures[0]);
+    equal(
+      json.architectures[0],
+      JSON.parse(await Deno.readTextFile(`${FIXTURES}${name}/config.json`)).architectures[0],
+    );
     await Deno.remove(dir, { recursive: true });
   }
 });
@@ -93,7 +108,11 @@ async function fixtureConfig(name: string): Promise<Record<string, unknown>> {
 
 Deno.test("HF configs transformers would read differently are refused with the key named", async () => {
   const cases: [string, (c: Record<string, unknown>) => void, RegExp][] = [
-    ["llama", (c) => (c.rope_parameters = { rope_type: "yarn", rope_theta: 1e4, factor: 4 }), /rope_type.*"yarn"/],
+    [
+      "llama",
+      (c) => (c.rope_parameters = { rope_type: "yarn", rope_theta: 1e4, factor: 4 }),
+      /rope_type.*"yarn"/,
+    ],
     ["llama", (c) => (c.rope_parameters = { rope_type: "dynamic", rope_theta: 1e4, factor: 2 }), /"dynamic"/],
     ["llama", (c) => (c.rope_scaling = { type: "longrope", factor: 2 }), /rope_scaling\.rope_type.*longrope/],
     ["llama", (c) => (c.partial_rotary_factor = 0.5), /partial_rotary_factor.*0\.5/],
@@ -108,10 +127,18 @@ Deno.test("HF configs transformers would read differently are refused with the k
       delete c.sliding_window;
       c.max_position_embeddings = 8192;
     }, /sliding_window.*4096.*default/],
-    ["qwen2", (c) => Object.assign(c, { use_sliding_window: true, sliding_window: 32 }), /use_sliding_window/],
+    [
+      "qwen2",
+      (c) => Object.assign(c, { use_sliding_window: true, sliding_window: 32 }),
+      /use_sliding_window/,
+    ],
     ["qwen3", (c) => (c.layer_types = ["full_attention", "sliding_attention"]), /layer_types/],
     ["qwen2", (c) => (c.attention_bias = false), /attention_bias/],
-    ["qwen3", (c) => (c.rope_parameters = { full_attention: { rope_type: "default" } }), /nested by layer type/],
+    [
+      "qwen3",
+      (c) => (c.rope_parameters = { full_attention: { rope_type: "default" } }),
+      /nested by layer type/,
+    ],
   ];
   for (const [base, edit, re] of cases) {
     const c = await fixtureConfig(base);
@@ -190,3 +217,53 @@ Deno.test("HF loading refuses a tensor larger than the device's largest binding 
   equal(be.stats().liveBytes, before);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("HF models: LoRA targets by Hugging Face or tessera names; PiSSA on an f16-stored base trains", async () => {
+  const model = await loadHf(`${FIXTURES}llama_bias_bf16`);
+  const ref = await expected("llama_bias_bf16");
+  const ids = tensor(ref.ids, { shape: [2, 16], dtype: "i32" }) as Tensor<Shape, "i32">;
+  const before = await model.forward(ids).data() as Float32Array;
+  const { layers } = await attachLora(model, {
+    targetModules: ["q_proj", "v_proj", "w1"],
+    rank: 4,
+    alpha: 8,
+    init: "pissa",
+    initOptions: { exact: true },
+  });
+  equal(
+    layers.join(),
+    "layers.0.attention.wq,layers.0.attention.wv,layers.0.feed_forward.w1," +
+      "layers.1.attention.wq,layers.1.attention.wv,layers.1.feed_forward.w1",
+  );
+  // PiSSA moves the top-r part into B·A: the output is unchanged up to the f16 rounding of the residual.
+  const after = await model.forward(ids).data() as Float32Array;
+  const err = relError(after, before);
+  ok(err < 2e-3, `PiSSA on an f16 base changed the logits by ${err.toExponential(2)}`);
+  const opt = new AdamW(model, { lr: 1e-2, trainable: LORA_TRAINABLE });
+  const targets = tensor(ref.ids.map((_, i) => ref.ids[(i + 1) % ref.ids.length]), {
+    shape: [2, 16],
+    dtype: "i32",
+  });
+  const losses: number[] = [];
+  for (let step = 0; step < 4; step++) {
+    const lossOf = (p: ParamDict) => functionalCall(model, p, () => model.loss(ids, targets as never));
+    const { value, grads } = valueAndGrad(lossOf)(opt.params);
+    await opt.step(grads, { realize: [value] });
+    losses.push(await value.item());
+  }
+  ok(losses.every(Number.isFinite) && losses[3] < losses[0], `losses ${losses}`);
+  await rejectsWithMessage(
+    () => attachLora(model, { targetModules: ["nope_proj"], rank: 2 }),
+    /no Linear module matches targetModules nope_proj/,
+  );
+});
+
+async function rejectsWithMessage(fn: () => Promise<unknown>, re: RegExp): Promise<void> {
+  let message = "";
+  try {
+    await fn();
+  } catch (err) {
+    message = (err as Error).message;
+  }
+  ok(re.test(message), `expected ${re}, got "${message}"`);
+}

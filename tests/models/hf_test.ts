@@ -7,7 +7,7 @@ import { deepEqual, equal, ok } from "node:assert/strict";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
 import { readSafetensors, toFloat32, writeSafetensors } from "../../lib/io/safetensors.ts";
 import { serializeLlama2c } from "../../lib/io/llama2c.ts";
-import { type LlamaConfig, LlamaLM } from "../../lib/models/llama.ts";
+import { type LlamaConfig, LlamaLM, resolveLlamaConfig } from "../../lib/models/llama.ts";
 import { readHf, saveHf } from "../../lib/models/hf.ts";
 import { loadLlama } from "../../lib/models/load.ts";
 import { TestRng } from "../_helpers.ts";
@@ -50,7 +50,7 @@ for (const shared of [false, true]) {
     const json = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
     equal(json.tie_word_embeddings, shared);
     equal(json.num_key_value_heads, 2);
-    equal(json.rope_theta, 2000);
+    deepEqual(json.rope_parameters, { rope_type: "default", rope_theta: 2000 });
     equal(json.rms_norm_eps, 1e-6);
     const { tensors } = await readSafetensors(`${dir}/model.safetensors`);
     equal(tensors.has("lm_head.weight"), !shared);
@@ -74,7 +74,7 @@ for (const shared of [false, true]) {
     );
 
     const back = await readHf(dir);
-    deepEqual(back.config, c);
+    deepEqual(resolveLlamaConfig(back.config), resolveLlamaConfig(c));
     deepEqual([...back.weights.keys()].sort(), [...weights.keys()].sort());
     for (const [name, w] of weights) deepEqual(back.weights.get(name)!.data, w.data, name);
 
@@ -183,14 +183,17 @@ Deno.test("loaders name the file and what was expected", async () => {
   await rejectsWith(() => loadLlama(dir), /config\.json.*nHeads 4 is not divisible by nKvHeads 3/);
   await Deno.writeTextFile(cfgPath, JSON.stringify({ ...json, intermediate_size: undefined }));
   await rejectsWith(() => loadLlama(dir), /"intermediate_size" must be a positive integer, found undefined/);
-  await Deno.writeTextFile(cfgPath, JSON.stringify({ ...json, rope_scaling: { type: "linear", factor: 2 } }));
-  await rejectsWith(() => loadLlama(dir), /does not have: "rope_scaling"/);
+  await Deno.writeTextFile(cfgPath, JSON.stringify({ ...json, rope_scaling: { type: "yarn", factor: 2 } }));
+  await rejectsWith(() => loadLlama(dir), /"rope_scaling\.rope_type" is "yarn"/);
   await Deno.writeTextFile(cfgPath, JSON.stringify({ ...json, model_type: "gpt2" }));
-  await rejectsWith(() => loadLlama(dir), /model_type "gpt2"/);
+  await rejectsWith(
+    () => loadLlama(dir),
+    /"model_type" "gpt2" does not match "architectures" LlamaForCausalLM/,
+  );
   await Deno.writeTextFile(cfgPath, JSON.stringify({ ...json, num_hidden_layers: 1 }));
   await rejectsWith(
     () => loadLlama(dir),
-    /has tensors a Llama model with this config does not: "model\.layers\.1\.[a-z_.]+" \(in ".*model\.safetensors"\)/,
+    /has tensors a llama model with this config does not: "model\.layers\.1\.[a-z_.]+" \(in ".*model\.safetensors"\)/,
   );
   await Deno.writeTextFile(cfgPath, JSON.stringify(json));
 

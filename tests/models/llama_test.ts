@@ -128,7 +128,10 @@ Deno.test("LlamaLM.random is seeded; configs are checked", async () => {
     () => LlamaLM.random({ ...config, nKvHeads: 3 }, { seed }),
     /nHeads 4 is not divisible by nKvHeads 3/,
   );
-  throws(() => LlamaLM.random({ ...config, dim: 12, nHeads: 4 }, { seed }), /head size .* must be even/);
+  throws(
+    () => LlamaLM.random({ ...config, dim: 12, nHeads: 4 }, { seed }),
+    /head size 3 must be a positive even integer/,
+  );
   const weights = randomWeights(config, new TestRng(15));
   weights.delete("layers.0.feed_forward.w3.weight");
   throws(

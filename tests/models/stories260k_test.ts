@@ -38,6 +38,12 @@ Deno.test({
       sharedClassifier: true,
       normEps: 1e-5,
       ropeTheta: 1e4,
+      headDim: 8,
+      qkvBias: false,
+      outBias: false,
+      mlpBias: false,
+      qkNorm: false,
+      family: "llama",
     });
     const ids = await generate(model, [tok.bosId], { steps: 32, temperature: 0 });
     const text = tok.decode(ids);
