@@ -67,6 +67,11 @@ export interface BackendStats {
   readonly pooledBuffers: number;
   /** Compiled pipelines (or host functions) in the cache. */
   readonly cachedKernels: number;
+  /**
+   * Bytes of device memory the backend holds in buffers, live or pooled (a GPU backend never frees a pooled buffer,
+   * so this is also the peak); absent where the backend does not track it.
+   */
+  readonly deviceBytes?: number;
 }
 
 /** Rounds a byte count up to its pool size class: 4 classes per power of two, at least 256 bytes. */

@@ -120,6 +120,7 @@ export class WebGPUBackend implements Backend {
   #layouts = new Map<number, GPUBindGroupLayout>();
   #live = 0;
   #liveBytes = 0;
+  #deviceBytes = 0;
   #lost: string | null = null;
   #uncaptured: string | null = null;
 
@@ -167,6 +168,7 @@ export class WebGPUBackend implements Backend {
     const cls = Math.min(sizeClass(bytes), this.maxBufferBytes);
     let buf = this.#pool.take(cls);
     if (buf === undefined) {
+      this.#deviceBytes += cls;
       this.#device.pushErrorScope("out-of-memory");
       buf = this.#device.createBuffer({
         size: cls,
@@ -348,6 +350,7 @@ export class WebGPUBackend implements Backend {
       liveBytes: this.#liveBytes,
       pooledBuffers: this.#pool.size,
       cachedKernels: this.#pipelines.size,
+      deviceBytes: this.#deviceBytes,
     };
   }
 }
