@@ -67,9 +67,11 @@ export async function runGenerate(
   const model = await loadLlama(cfg.model, { device: cfg.device });
   checkTokenizerFits(tokenizer, tokenizerPath, model.config.vocabSize, cfg.model);
   const adapter = (await getBackend(cfg.device)).description;
-  const promptTokens = tokenizer.encode(cfg.prompt);
+  let promptTokens = tokenizer.encode(cfg.prompt);
+  // An empty prompt under a tokenizer whose template adds nothing (SmolLM, Qwen) starts from its BOS, if any.
+  if (promptTokens.length === 0 && tokenizer.bosId !== undefined) promptTokens = [tokenizer.bosId];
   if (promptTokens.length === 0) {
-    throw new Error(`tokenizer "${tokenizerPath}" adds no BOS, so an empty prompt gives nothing to continue`);
+    throw new Error(`tokenizer "${tokenizerPath}" has no BOS, so an empty prompt gives nothing to continue`);
   }
   const stream = tokenizer.streamDecoder({ skipSpecialTokens: true });
   let text = "";

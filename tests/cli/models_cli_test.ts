@@ -222,7 +222,7 @@ async function hfWithTokenizer(name: string, salt: number, vocabSize: number, se
   return { dir, config, weights, expected };
 }
 
-Deno.test("generate command: an HF directory with its own sentencepiece-style tokenizer", async () => {
+Deno.test("generate command: HF directories with their own tokenizer (sentencepiece-style; SmolLM-style from BOS)", async () => {
   const { dir, config, weights, expected } = await hfWithTokenizer("sentencepiece_legacy", 43, 570, 32);
   equal(expected.vocab_size, config.vocabSize);
   const prompt = expected.cases[1];
@@ -239,6 +239,16 @@ Deno.test("generate command: an HF directory with its own sentencepiece-style to
   equal(run.text, tok.decode([...run.promptTokens, ...run.tokens], { skipSpecialTokens: true }));
   equal(streamed, run.text);
   ok(run.text.startsWith(prompt.text), run.text);
+
+  // SmolLM style: the template adds nothing, so an empty prompt starts from the BOS tokenizer_config.json names.
+  const smol = await hfWithTokenizer("bytelevel_digits", 45, 459, 16);
+  equal(smol.expected.vocab_size, 459);
+  const fromBos = await runGenerate(["--model", smol.dir, "--steps", "3", "--no-stop", "--device", "cpu"]);
+  deepEqual(fromBos.promptTokens, [smol.expected.bos_token_id]);
+  deepEqual(
+    fromBos.tokens,
+    await generate(LlamaLM.fromWeights(smol.config, smol.weights), fromBos.promptTokens, { steps: 3 }),
+  );
 });
 
 Deno.test("ppl command: an HF directory with a Qwen-style tokenizer (no BOS) and a padded vocabulary", async () => {
@@ -277,4 +287,15 @@ Deno.test("ppl command: an HF directory with a Qwen-style tokenizer (no BOS) and
   equal(part.tokens, 11);
   equal(part.windows, 2);
   assertClose([part.nll], [host(12)], { rtol: 1e-4, atol: 1e-5, what: "mean NLL of 12 tokens without BOS" });
+  // Without a BOS an empty prompt has nothing to continue.
+  let error: unknown;
+  try {
+    await runGenerate(["--model", dir]);
+  } catch (err) {
+    error = err;
+  }
+  ok(
+    error instanceof Error && /has no BOS, so an empty prompt gives nothing/.test(error.message),
+    String(error),
+  );
 });
