@@ -5,10 +5,17 @@
  * @module
  */
 import { HfTokenizer } from "./hf_tokenizer.ts";
-import { type EncodeOptions, Tokenizer, type TokenStreamDecoder } from "./tokenizer.ts";
+import { Tokenizer, type TokenStreamDecoder } from "./tokenizer.ts";
 
 /** Options for {@link TextTokenizer.encode}. */
-export type TextEncodeOptions = Pick<EncodeOptions, "bos">;
+export type TextEncodeOptions = {
+  /**
+   * Add the tokenizer's default special tokens; default true. For a Hugging Face tokenizer these are the
+   * post-processor template's (transformers' `add_special_tokens`: BOS for Llama, none for Qwen); for the
+   * llama2.c tokenizer, its BOS.
+   */
+  bos?: boolean;
+};
 
 /** Options for {@link TextTokenizer.decode} and {@link TextTokenizer.streamDecoder}. */
 export type TextDecodeOptions = {
