@@ -1,17 +1,20 @@
 /**
- * Generate text with a Llama model (llama2.c `.bin` or Hugging Face directory) and a llama2.c tokenizer.
+ * Generate text with a Llama model (llama2.c `.bin` or Hugging Face directory) and its tokenizer.
  *
- *   deno run -A cli/generate.ts --model M --tokenizer T [--prompt P] [--steps N] [--temperature 0]
+ *   deno run -A cli/generate.ts --model M [--tokenizer T] [--prompt P] [--steps N] [--temperature 0]
  *     [--top-p 0.9] [--seed S] [--no-stop] [--device webgpu|cpu]
  *
- * Prints the prompt and its continuation on stdout (streamed token by token), and the token count, speed and
- * adapter on stderr. Temperature 0 is greedy decoding. Generation stops at BOS or EOS (as llama2.c's `run.c`)
- * unless `--no-stop` is given, and when the context is full.
+ * The tokenizer is a Hugging Face `tokenizer.json` (or a directory holding one) or a llama2.c `.bin`; without
+ * `--tokenizer`, a Hugging Face model directory's own `tokenizer.json` is used (a llama2.c model needs
+ * `--tokenizer`). The prompt is encoded as transformers' `tokenizer(prompt)` does (BOS where the tokenizer adds
+ * one). Prints the prompt and its continuation on stdout (streamed token by token, special tokens left out), and
+ * the token count, speed and adapter on stderr. Temperature 0 is greedy decoding. Generation stops at BOS or EOS
+ * (as llama2.c's `run.c`) unless `--no-stop` is given, and when the context is full.
  *
  * @module
  */
 import { z } from "../deps.ts";
-import { Tokenizer } from "../lib/io/tokenizer.ts";
+import { checkTokenizerFits, loadTokenizer, modelTokenizerPath } from "../lib/io/text_tokenizer.ts";
 import { loadLlama } from "../lib/models/load.ts";
 import { generate } from "../lib/models/sample.ts";
 import { getBackend } from "../lib/runtime/realize.ts";
@@ -21,8 +24,10 @@ const Config = z.object({
   model: z.string().describe(
     "llama2.c checkpoint (.bin) or Hugging Face directory (config.json + safetensors)",
   ),
-  tokenizer: z.string().describe("llama2.c tokenizer file (e.g. tok512.bin)"),
-  prompt: z.string().default("").describe("text to continue (BOS is prepended)"),
+  tokenizer: z.string().optional().describe(
+    "tokenizer.json, a directory holding one, or a llama2.c .bin (default: the model directory's own)",
+  ),
+  prompt: z.string().default("").describe("text to continue (BOS is prepended where the tokenizer adds one)"),
   steps: z.int().nonnegative().default(256).describe("number of tokens to generate"),
   temperature: z.number().nonnegative().default(0).describe("sampling temperature; 0 = greedy"),
   topP: z.number().positive().max(1).default(1).describe("nucleus sampling threshold (1 = off)"),
@@ -40,7 +45,7 @@ export interface GenerateRun {
   text: string;
   /** Generated token ids (without the prompt). */
   tokens: number[];
-  /** Prompt token ids (with BOS). */
+  /** Prompt token ids (with the tokenizer's special tokens, e.g. BOS). */
   promptTokens: number[];
   /** Seconds spent generating (after loading). */
   seconds: number;
@@ -57,16 +62,18 @@ export async function runGenerate(
   write: (text: string) => void = () => {},
 ): Promise<GenerateRun> {
   const cfg = parseConfig(Config, args, { name: NAME, description: DESCRIPTION });
-  const tokenizer = await Tokenizer.load(cfg.tokenizer);
+  const tokenizerPath = await modelTokenizerPath(cfg.model, cfg.tokenizer);
+  const tokenizer = await loadTokenizer(tokenizerPath);
   const model = await loadLlama(cfg.model, { device: cfg.device });
-  if (tokenizer.vocabSize !== model.config.vocabSize) {
-    throw new Error(
-      `tokenizer "${cfg.tokenizer}" has ${tokenizer.vocabSize} tokens but model "${cfg.model}" has a vocabulary of ${model.config.vocabSize}`,
-    );
-  }
+  checkTokenizerFits(tokenizer, tokenizerPath, model.config.vocabSize, cfg.model);
   const adapter = (await getBackend(cfg.device)).description;
-  const promptTokens = tokenizer.encode(cfg.prompt);
-  const stream = tokenizer.streamDecoder();
+  let promptTokens = tokenizer.encode(cfg.prompt);
+  // An empty prompt under a tokenizer whose template adds nothing (SmolLM, Qwen) starts from its BOS, if any.
+  if (promptTokens.length === 0 && tokenizer.bosId !== undefined) promptTokens = [tokenizer.bosId];
+  if (promptTokens.length === 0) {
+    throw new Error(`tokenizer "${tokenizerPath}" has no BOS, so an empty prompt gives nothing to continue`);
+  }
+  const stream = tokenizer.streamDecoder({ skipSpecialTokens: true });
   let text = "";
   const emit = (id: number) => {
     const piece = stream.push(id);
@@ -80,7 +87,7 @@ export async function runGenerate(
     temperature: cfg.temperature,
     topP: cfg.topP,
     seed: cfg.seed,
-    stop: cfg.stop ? [tokenizer.bosId, tokenizer.eosId] : [],
+    stop: cfg.stop ? [tokenizer.bosId, tokenizer.eosId].filter((id) => id !== undefined) : [],
     onToken: emit,
   });
   const seconds = (performance.now() - start) / 1000;

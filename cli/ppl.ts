@@ -1,20 +1,24 @@
 /**
  * Perplexity of a Llama model (llama2.c `.bin` or Hugging Face directory) on a text file.
  *
- *   deno run -A cli/ppl.ts --model M --tokenizer T --text FILE [--max-tokens N] [--batch-size B]
+ *   deno run -A cli/ppl.ts --model M [--tokenizer T] --text FILE [--max-tokens N] [--batch-size B]
  *     [--device webgpu|cpu]
  *
- * The text (CRLF normalised to LF) is encoded as one sequence without BOS and cut into consecutive,
- * non-overlapping chunks of `seqLen − 1` tokens; each window is BOS followed by one chunk, so every text token
- * is predicted exactly once, from the BOS and the tokens before it in its window. Prints the mean negative
- * log-likelihood per predicted token (nats), its exp (the perplexity), the token and window counts, the time
- * and the adapter.
+ * The tokenizer is a Hugging Face `tokenizer.json` (or a directory holding one) or a llama2.c `.bin`; without
+ * `--tokenizer`, a Hugging Face model directory's own `tokenizer.json` is used (a llama2.c model needs
+ * `--tokenizer`). The text (CRLF normalised to LF) is encoded as one sequence without special tokens and cut
+ * into consecutive, non-overlapping chunks of `seqLen − 1` tokens; each window is one context token followed by
+ * one chunk, so every predicted token is predicted exactly once, from the context token and the tokens before it
+ * in its window. The context token is BOS when the tokenizer has one (then every text token is predicted);
+ * without a BOS (Qwen) it is the text token just before the chunk, and the first text token is only context.
+ * Prints the mean negative log-likelihood per predicted token (nats), its exp (the perplexity), the token and
+ * window counts, the time and the adapter.
  *
  * @module
  */
 import { z } from "../deps.ts";
 import { loadText } from "../lib/data/text.ts";
-import { Tokenizer } from "../lib/io/tokenizer.ts";
+import { checkTokenizerFits, loadTokenizer, modelTokenizerPath } from "../lib/io/text_tokenizer.ts";
 import { loadLlama } from "../lib/models/load.ts";
 import { getBackend } from "../lib/runtime/realize.ts";
 import { tensor } from "../lib/tensor/creation.ts";
@@ -24,7 +28,9 @@ const Config = z.object({
   model: z.string().describe(
     "llama2.c checkpoint (.bin) or Hugging Face directory (config.json + safetensors)",
   ),
-  tokenizer: z.string().describe("llama2.c tokenizer file (e.g. tok512.bin)"),
+  tokenizer: z.string().optional().describe(
+    "tokenizer.json, a directory holding one, or a llama2.c .bin (default: the model directory's own)",
+  ),
   text: z.string().describe("UTF-8 text file to evaluate"),
   maxTokens: z.int().positive().optional().describe("evaluate only the first N tokens of the text"),
   batchSize: z.int().positive().default(8).describe("windows per forward pass"),
@@ -33,7 +39,7 @@ const Config = z.object({
 
 const NAME = "cli/ppl.ts";
 const DESCRIPTION =
-  "Token-level perplexity of a Llama model on a text file (BOS-prefixed, non-overlapping windows).";
+  "Token-level perplexity of a Llama model on a text file (non-overlapping windows, each after BOS or the token before it).";
 const IGNORE = -100;
 
 /** What {@link runPpl} returns. */
@@ -42,7 +48,7 @@ export interface PplRun {
   nll: number;
   /** `exp(nll)`. */
   perplexity: number;
-  /** Text tokens predicted (every evaluated token is predicted once). */
+  /** Text tokens predicted (every evaluated token is predicted once; without a BOS, all but the first). */
   tokens: number;
   /** Tokens in the whole text. */
   totalTokens: number;
@@ -62,14 +68,11 @@ export interface PplRun {
  */
 export async function runPpl(args: readonly string[]): Promise<PplRun> {
   const cfg = parseConfig(Config, args, { name: NAME, description: DESCRIPTION });
-  const tokenizer = await Tokenizer.load(cfg.tokenizer);
+  const tokenizerPath = await modelTokenizerPath(cfg.model, cfg.tokenizer);
+  const tokenizer = await loadTokenizer(tokenizerPath);
   const model = await loadLlama(cfg.model, { device: cfg.device });
   const { seqLen, vocabSize } = model.config;
-  if (tokenizer.vocabSize !== vocabSize) {
-    throw new Error(
-      `tokenizer "${cfg.tokenizer}" has ${tokenizer.vocabSize} tokens but model "${cfg.model}" has a vocabulary of ${vocabSize}`,
-    );
-  }
+  checkTokenizerFits(tokenizer, tokenizerPath, vocabSize, cfg.model);
   if (seqLen < 2) throw new Error(`model "${cfg.model}" has a context of ${seqLen}; windows need at least 2`);
   let text: string;
   try {
@@ -80,8 +83,18 @@ export async function runPpl(args: readonly string[]): Promise<PplRun> {
   const all = tokenizer.encode(text, { bos: false });
   if (all.length === 0) throw new Error(`text file "${cfg.text}" is empty`);
   const ids = cfg.maxTokens === undefined ? all : all.slice(0, cfg.maxTokens);
+  const bos = tokenizer.bosId;
+  // Without a BOS the first text token is only context: predictions start at ids[offset], and a window's
+  // context token is the text token just before its chunk.
+  const offset = bos === undefined ? 1 : 0;
+  const predicted = ids.length - offset;
+  if (predicted < 1) {
+    throw new Error(
+      `text file "${cfg.text}" has ${ids.length} token(s); without a BOS at least 2 are needed`,
+    );
+  }
   const chunk = seqLen - 1;
-  const windows = Math.ceil(ids.length / chunk);
+  const windows = Math.ceil(predicted / chunk);
   const batch = Math.min(cfg.batchSize, windows);
   const adapter = (await getBackend(cfg.device)).description;
 
@@ -93,8 +106,9 @@ export async function runPpl(args: readonly string[]): Promise<PplRun> {
     const inputs = new Int32Array(batch * seqLen);
     const targets = new Int32Array(batch * seqLen).fill(IGNORE);
     for (let b = 0; b < batch && w0 + b < windows; b++) {
-      const piece = ids.slice((w0 + b) * chunk, (w0 + b + 1) * chunk);
-      inputs[b * seqLen] = tokenizer.bosId;
+      const from = offset + (w0 + b) * chunk;
+      const piece = ids.slice(from, from + chunk);
+      inputs[b * seqLen] = bos ?? ids[from - 1];
       for (let i = 0; i < piece.length; i++) {
         if (i + 1 < seqLen) inputs[b * seqLen + i + 1] = piece[i];
         targets[b * seqLen + i] = piece[i];
@@ -107,11 +121,11 @@ export async function runPpl(args: readonly string[]): Promise<PplRun> {
     loss.dispose();
   }
   const seconds = (performance.now() - start) / 1000;
-  const nll = total / ids.length;
+  const nll = total / predicted;
   return {
     nll,
     perplexity: Math.exp(nll),
-    tokens: ids.length,
+    tokens: predicted,
     totalTokens: all.length,
     windows,
     window: seqLen,
@@ -125,7 +139,9 @@ if (import.meta.main) {
     const r = await runPpl(Deno.args);
     const pct = (100 * r.tokens / r.totalTokens).toFixed(1);
     console.log(`tokens:     ${r.tokens} of ${r.totalTokens} (${pct}% of the text)`);
-    console.log(`windows:    ${r.windows} of up to ${r.window} positions (BOS + ${r.window - 1} tokens)`);
+    console.log(
+      `windows:    ${r.windows} of up to ${r.window} positions (context token + ${r.window - 1} tokens)`,
+    );
     console.log(`mean NLL:   ${r.nll.toFixed(4)} nats/token`);
     console.log(`perplexity: ${r.perplexity.toFixed(4)}`);
     console.log(`time:       ${r.seconds.toFixed(1)} s (${(r.tokens / r.seconds).toFixed(0)} tok/s)`);

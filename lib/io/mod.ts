@@ -1,6 +1,7 @@
 /**
  * File formats on plain typed arrays (no tensor code): atomic writes, safetensors, llama2.c
- * checkpoints and the llama2.c tokenizer.
+ * checkpoints, the llama2.c tokenizer and Hugging Face `tokenizer.json` tokenizers behind one interface
+ * ({@link loadTokenizer}).
  *
  * @example
  * ```ts
@@ -60,3 +61,12 @@ export {
   UNK_ID,
   writeTokenizer,
 } from "./tokenizer.ts";
+export { HfTokenizer, type HfTokenizerOptions } from "./hf_tokenizer.ts";
+export {
+  checkTokenizerFits,
+  loadTokenizer,
+  modelTokenizerPath,
+  type TextDecodeOptions,
+  type TextEncodeOptions,
+  type TextTokenizer,
+} from "./text_tokenizer.ts";

@@ -1,13 +1,15 @@
 /**
  * `cli/generate.ts` and `cli/ppl.ts`: help and flag errors, a generation on a tiny random model saved as a
- * Hugging Face directory, and the perplexity of a llama2.c file against windows scored by the float64 host
- * Llama in tests/models/_ref.ts.
+ * Hugging Face directory, the perplexity of a llama2.c file against windows scored by the float64 host
+ * Llama in tests/models/_ref.ts, and Hugging Face directories that carry their own tokenizer (one of the
+ * golden fixtures in tests/fixtures/tokenizers).
  */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { runGenerate } from "../../cli/generate.ts";
 import { runPpl } from "../../cli/ppl.ts";
 import { writeLlama2c } from "../../lib/io/llama2c.ts";
 import { basePieces, Tokenizer, writeTokenizer } from "../../lib/io/tokenizer.ts";
+import { loadTokenizer } from "../../lib/io/text_tokenizer.ts";
 import { type LlamaConfig, LlamaLM } from "../../lib/models/llama.ts";
 import { saveHf } from "../../lib/models/hf.ts";
 import { generate } from "../../lib/models/sample.ts";
@@ -89,11 +91,11 @@ Deno.test("generate/ppl commands: --help, unknown keys and missing files", async
 
   let error: unknown;
   try {
-    await runGenerate(["--model", "m.bin"]);
+    await runGenerate(["--model", "m.bin", "--tokenizr", "t.bin"]);
   } catch (err) {
     error = err;
   }
-  ok(error instanceof ConfigError && /tokenizer/.test(error.message), String(error));
+  ok(error instanceof ConfigError && /tokenizr/.test(error.message), String(error));
 });
 
 Deno.test("generate command: greedy continuation of a prompt with a model saved as an HF directory", async () => {
@@ -121,19 +123,36 @@ Deno.test("generate command: greedy continuation of a prompt with a model saved 
   const direct = await generate(LlamaLM.fromWeights(config, weights), run.promptTokens, { steps: 5 });
   deepEqual(run.tokens, direct);
 
-  // A tokenizer whose vocabulary does not fit the model is refused, naming both files.
-  await writeTokenizer(`${dir}/small.bin`, basePieces());
-  let error: unknown;
-  try {
-    await runGenerate(["--model", `${dir}/model.bin`, "--tokenizer", `${dir}/small.bin`]);
-  } catch (err) {
-    error = err;
-  }
-  ok(
-    error instanceof Error &&
-      /small\.bin" has 259 tokens but model ".*model\.bin" has a vocabulary of/.test(error.message),
-    String(error),
+  // A tokenizer with ids beyond the model's vocabulary is refused, naming both files and sizes.
+  const extra = Array.from({ length: 8 }, (_, i) => ({ piece: `zz${i}`, score: -500 - i }));
+  await writeTokenizer(`${dir}/big.bin`, [
+    ...basePieces(),
+    ...extra,
+    ...Array(tok.vocabSize - 259).fill(extra[0]),
+  ]);
+  const refused = async (args: string[], pattern: RegExp) => {
+    let error: unknown;
+    try {
+      await runGenerate(args);
+    } catch (err) {
+      error = err;
+    }
+    ok(error instanceof Error && pattern.test(error.message), String(error));
+  };
+  await refused(
+    ["--model", `${dir}/model.bin`, "--tokenizer", `${dir}/big.bin`],
+    new RegExp(
+      `big\\.bin" has ${
+        tok.vocabSize + 8
+      } tokens but model ".*model\\.bin" has a vocabulary of ${tok.vocabSize}`,
+    ),
   );
+  // A llama2.c model has no tokenizer of its own; an HF directory without tokenizer.json neither.
+  await refused(
+    ["--model", `${dir}/model.bin`],
+    /llama2\.c checkpoint, which carries no tokenizer.*--tokenizer/,
+  );
+  await refused(["--model", `${dir}/hf`], /model directory ".*hf" has no tokenizer\.json: give a tokenizer/);
 });
 
 Deno.test("ppl command: BOS-prefixed non-overlapping windows, scored like a float64 host forward", async () => {
@@ -176,4 +195,107 @@ Deno.test("ppl command: BOS-prefixed non-overlapping windows, scored like a floa
   assertClose([reported], [Math.exp(host(10))], { rtol: 1e-3, atol: 0, what: "printed perplexity" });
   match(out.stdout, /tokens: +10 of \d+/);
   match(out.stdout, /adapter: +\S/);
+});
+
+const TOKENIZERS = new URL("../fixtures/tokenizers/", import.meta.url).pathname;
+
+/** A tiny random model saved as an HF directory together with tokenizer fixture `name`. */
+async function hfWithTokenizer(name: string, salt: number, vocabSize: number, seqLen: number) {
+  const rng = new TestRng(salt);
+  const dir = await Deno.makeTempDir();
+  const config: LlamaConfig = {
+    dim: 16,
+    hiddenDim: 24,
+    nLayers: 2,
+    nHeads: 4,
+    nKvHeads: 2,
+    vocabSize,
+    seqLen,
+    sharedClassifier: false,
+  };
+  const weights = randomWeights(config, rng, 2);
+  await saveHf(LlamaLM.fromWeights(config, weights), dir);
+  for (const file of ["tokenizer.json", "tokenizer_config.json"]) {
+    await Deno.copyFile(`${TOKENIZERS}${name}/${file}`, `${dir}/${file}`);
+  }
+  const expected = JSON.parse(await Deno.readTextFile(`${TOKENIZERS}${name}/expected.json`));
+  return { dir, config, weights, expected };
+}
+
+Deno.test("generate command: HF directories with their own tokenizer (sentencepiece-style; SmolLM-style from BOS)", async () => {
+  const { dir, config, weights, expected } = await hfWithTokenizer("sentencepiece_legacy", 43, 570, 32);
+  equal(expected.vocab_size, config.vocabSize);
+  const prompt = expected.cases[1];
+  let streamed = "";
+  const run = await runGenerate(
+    ["--model", dir, "--prompt", prompt.text, "--steps", "6", "--no-stop", "--device", "cpu"],
+    (piece) => (streamed += piece),
+  );
+  // The prompt ids are transformers' (with <s>); the continuation is the model's greedy one.
+  deepEqual(run.promptTokens, prompt.ids);
+  const direct = await generate(LlamaLM.fromWeights(config, weights), prompt.ids, { steps: 6 });
+  deepEqual(run.tokens, direct);
+  const tok = await loadTokenizer(dir);
+  equal(run.text, tok.decode([...run.promptTokens, ...run.tokens], { skipSpecialTokens: true }));
+  equal(streamed, run.text);
+  ok(run.text.startsWith(prompt.text), run.text);
+
+  // SmolLM style: the template adds nothing, so an empty prompt starts from the BOS tokenizer_config.json names.
+  const smol = await hfWithTokenizer("bytelevel_digits", 45, 459, 16);
+  equal(smol.expected.vocab_size, 459);
+  const fromBos = await runGenerate(["--model", smol.dir, "--steps", "3", "--no-stop", "--device", "cpu"]);
+  deepEqual(fromBos.promptTokens, [smol.expected.bos_token_id]);
+  deepEqual(
+    fromBos.tokens,
+    await generate(LlamaLM.fromWeights(smol.config, smol.weights), fromBos.promptTokens, { steps: 3 }),
+  );
+});
+
+Deno.test("ppl command: an HF directory with a Qwen-style tokenizer (no BOS) and a padded vocabulary", async () => {
+  // The model's vocabulary (512) is larger than the tokenizer's, as Qwen pads it to a multiple of 128.
+  const { dir, config, weights, expected } = await hfWithTokenizer("bytelevel_nobos", 44, 512, 8);
+  ok(expected.vocab_size < config.vocabSize && expected.bos_token_id === null);
+  const text = expected.cases.slice(0, 3).map((c: { text: string }) => c.text).join("\n") + "\n";
+  await Deno.writeTextFile(`${dir}/text.txt`, text);
+  const ids = (await loadTokenizer(dir)).encode(text, { bos: false });
+  deepEqual(ids.slice(0, expected.cases[0].ids.length), expected.cases[0].ids);
+  // Without a BOS, window w is ids[7w .. 7w + 8): its first token is context, the other 7 are predicted.
+  const host = (n: number) => {
+    let sum = 0;
+    for (let from = 1; from < n; from += 7) {
+      const chunk = ids.slice(from, Math.min(from + 7, n));
+      const logits = hostLogits(config, weights, [ids[from - 1], ...chunk]);
+      chunk.forEach((target, i) => (sum += nllOf(logits, i * config.vocabSize, config.vocabSize, target)));
+    }
+    return sum / (n - 1);
+  };
+  const full = await runPpl(["--model", dir, "--text", `${dir}/text.txt`, "--device", "cpu"]);
+  equal(full.tokens, ids.length - 1);
+  equal(full.totalTokens, ids.length);
+  equal(full.windows, Math.ceil((ids.length - 1) / 7));
+  assertClose([full.nll], [host(ids.length)], { rtol: 1e-4, atol: 1e-5, what: "mean NLL without BOS" });
+  const part = await runPpl([
+    "--model",
+    dir,
+    "--text",
+    `${dir}/text.txt`,
+    "--max-tokens",
+    "12",
+    "--batch-size",
+    "1",
+  ]);
+  equal(part.tokens, 11);
+  equal(part.windows, 2);
+  assertClose([part.nll], [host(12)], { rtol: 1e-4, atol: 1e-5, what: "mean NLL of 12 tokens without BOS" });
+  // Without a BOS an empty prompt has nothing to continue.
+  let error: unknown;
+  try {
+    await runGenerate(["--model", dir]);
+  } catch (err) {
+    error = err;
+  }
+  ok(
+    error instanceof Error && /has no BOS, so an empty prompt gives nothing/.test(error.message),
+    String(error),
+  );
 });

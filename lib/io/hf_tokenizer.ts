@@ -1,0 +1,396 @@
+/**
+ * Hugging Face `tokenizer.json` tokenizers (BPE: byte-level as in Llama 3, Qwen and SmolLM, and
+ * sentencepiece-style with byte fallback as in Llama 2, TinyLlama and Mistral), on the pure-JS port
+ * `@huggingface/tokenizers`.
+ *
+ * What this file adds to the port: every component of the pipeline is checked against the list that
+ * tessera's golden fixtures (written by transformers, see `tools/tokenizer_fixtures.py`) cover, and anything
+ * else is refused by its JSON path; a few spellings the port reads differently from the Rust library are
+ * rewritten to equivalent ones; the special-token ids come from `tokenizer_config.json`; decoding never
+ * cleans up spaces (transformers 5 does not for BPE models); and a streaming decoder holds back text that
+ * later tokens can still change.
+ *
+ * @module
+ */
+import { HfTokenizerPort } from "../../deps.ts";
+import type { TextDecodeOptions, TextEncodeOptions, TextTokenizer } from "./text_tokenizer.ts";
+import type { TokenStreamDecoder } from "./tokenizer.ts";
+
+type Json = Record<string, unknown>;
+
+/** Options for {@link HfTokenizer.fromJson}. */
+export type HfTokenizerOptions = {
+  /** The parsed `tokenizer_config.json`, when there is one (special tokens, tokenizer class). */
+  config?: unknown;
+  /** Where the JSON came from, used in error messages. */
+  source?: string;
+};
+
+const NORMALIZERS = new Set(["Sequence", "NFC", "NFD", "NFKC", "NFKD", "Prepend", "Replace"]);
+const PRE_TOKENIZERS = new Set(["Sequence", "ByteLevel", "Split", "Metaspace", "Digits"]);
+const POST_PROCESSORS = new Set(["Sequence", "ByteLevel", "TemplateProcessing"]);
+const DECODERS = new Set(["Sequence", "ByteLevel", "Replace", "ByteFallback", "Fuse", "Strip"]);
+/** The `tokenizer_class` values for which transformers 5 rebuilds the pipeline as a Llama 2 tokenizer. */
+const LLAMA_CLASSES = new Set(["LlamaTokenizer", "LlamaTokenizerFast"]);
+
+function isObject(value: unknown): value is Json {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** The text of a special-token entry in `tokenizer_config.json`: a string, `{ content }`, or null. */
+function tokenText(value: unknown): string | undefined {
+  if (typeof value === "string") return value;
+  if (isObject(value) && typeof value.content === "string") return value.content;
+  return undefined;
+}
+
+/**
+ * Checks one pipeline component (and the members of a `Sequence`) against the supported set; `path` is its
+ * JSON path for the error. Returns the component with the spellings the port misreads rewritten.
+ */
+function checkComponent(
+  value: unknown,
+  path: string,
+  allowed: Set<string>,
+  members: string,
+  fail: (msg: string) => never,
+): unknown {
+  if (value === null || value === undefined) return null;
+  if (!isObject(value)) fail(`${path} is ${JSON.stringify(value)}, not an object`);
+  const type = value.type;
+  if (typeof type !== "string" || !allowed.has(type)) {
+    fail(`${path}.type ${JSON.stringify(type)} is not supported (supported: ${[...allowed].join(", ")})`);
+  }
+  if (type === "Sequence") {
+    const list = value[members];
+    if (!Array.isArray(list)) fail(`${path}.${members} is missing or not an array`);
+    return {
+      ...value,
+      [members]: list.map((item, i) =>
+        checkComponent(item, `${path}.${members}[${i}]`, allowed, members, fail)
+      ),
+    };
+  }
+  if (type === "Split") {
+    // The port treats every behaviour other than "Removed" as "Isolated", and drops unmatched text when
+    // `invert` is set; the Rust library keeps it.
+    const behavior = String(value.behavior);
+    if (behavior !== "Isolated" && behavior !== "Removed") {
+      fail(
+        `${path}.behavior ${JSON.stringify(value.behavior)} is not supported (only "Isolated", "Removed")`,
+      );
+    }
+    if (value.invert === true) fail(`${path}.invert true is not supported`);
+  }
+  if (type === "Metaspace" && value.split !== false) {
+    // The Rust library splits on the replacement character when `split` is true (its default); the port
+    // never splits.
+    fail(`${path}.split ${JSON.stringify(value.split ?? "absent (true)")} is not supported (only false)`);
+  }
+  if (type === "Digits") {
+    // The Rust library splits on every Unicode number (char::is_numeric, i.e. \p{N}); the port's pattern only
+    // knows ASCII digits. An isolating split on \p{N} (one at a time, or runs of them) is the same thing.
+    const pattern = value.individual_digits === true ? "\\p{N}" : "\\p{N}+";
+    return { type: "Split", pattern: { Regex: pattern }, behavior: "Isolated", invert: false };
+  }
+  return value;
+}
+
+/** The model section: only BPE without dropout or a continuing-subword prefix/suffix. */
+function checkModel(value: unknown, fail: (msg: string) => never): Json {
+  if (!isObject(value)) fail(`"model" is missing or not an object`);
+  if (value.type !== "BPE") {
+    fail(`model.type ${JSON.stringify(value.type ?? null)} is not supported (only "BPE")`);
+  }
+  if (!isObject(value.vocab)) fail(`model.vocab is missing or not an object`);
+  if (!Array.isArray(value.merges)) fail(`model.merges is missing or not an array`);
+  if (value.dropout !== null && value.dropout !== undefined && value.dropout !== 0) {
+    fail(`model.dropout ${JSON.stringify(value.dropout)} is not supported (only null)`);
+  }
+  for (const key of ["continuing_subword_prefix", "end_of_word_suffix"]) {
+    const v = value[key];
+    if (v !== null && v !== undefined && v !== "") fail(`model.${key} ${JSON.stringify(v)} is not supported`);
+  }
+  return value;
+}
+
+/**
+ * What transformers 5 does for `tokenizer_class: "LlamaTokenizer"`: it keeps the vocabulary, merges, added
+ * tokens and post-processor of `tokenizer.json` and builds the rest itself (no normalizer, a `Metaspace`
+ * pre-tokenizer whose prepend scheme follows `legacy` / `add_prefix_space`, byte fallback, the Llama decoder).
+ */
+function asLlamaClass(json: Json, config: Json): Json {
+  const addPrefixSpace = config.add_prefix_space ?? true;
+  const legacy = config.legacy ?? false;
+  const prependScheme = addPrefixSpace ? (legacy ? "always" : "first") : "never";
+  const decoders: Json[] = [
+    { type: "Replace", pattern: { String: "▁" }, content: " " },
+    { type: "ByteFallback" },
+    { type: "Fuse" },
+  ];
+  if (addPrefixSpace) decoders.push({ type: "Strip", content: " ", start: 1, stop: 0 });
+  return {
+    ...json,
+    normalizer: null,
+    pre_tokenizer: { type: "Metaspace", replacement: "▁", prepend_scheme: prependScheme, split: false },
+    decoder: { type: "Sequence", decoders },
+    model: { ...(json.model as Json), fuse_unk: true, byte_fallback: true, ignore_merges: false },
+  };
+}
+
+/**
+ * A Hugging Face BPE tokenizer read from `tokenizer.json` (+ `tokenizer_config.json`). Build it with
+ * {@link loadTokenizer} (from a path) or {@link HfTokenizer.fromJson} (from parsed JSON).
+ *
+ * `encode(text)` gives what transformers' `tokenizer(text)["input_ids"]` gives: the post-processor's template
+ * is applied (Llama-style files prepend BOS; Qwen-style files add nothing); `{ bos: false }` turns every
+ * template token off, as `add_special_tokens=False`. Special-token strings written in the text (e.g.
+ * `"<|im_start|>"`) become their ids. `decode(ids)` gives `tokenizer.decode(ids)`, special tokens included
+ * unless `{ skipSpecialTokens: true }`.
+ *
+ * @example
+ * ```ts
+ * import { loadTokenizer } from "./text_tokenizer.ts";
+ * const tok = await loadTokenizer("tests/fixtures/tokenizers/bytelevel_bos");
+ * const ids = tok.encode("Hello world");
+ * ids[0] === tok.bosId; // true: this tokenizer's template prepends <|begin_of_text|>
+ * tok.decode(ids, { skipSpecialTokens: true }); // "Hello world"
+ * ```
+ */
+export class HfTokenizer implements TextTokenizer {
+  #port: HfTokenizerPort;
+  #vocabSize: number;
+  #bosId: number | undefined;
+  #eosId: number | undefined;
+  #source: string;
+
+  private constructor(
+    port: HfTokenizerPort,
+    vocabSize: number,
+    bosId: number | undefined,
+    eosId: number | undefined,
+    source: string,
+  ) {
+    this.#port = port;
+    this.#vocabSize = vocabSize;
+    this.#bosId = bosId;
+    this.#eosId = eosId;
+    this.#source = source;
+  }
+
+  /**
+   * Builds a tokenizer from a parsed `tokenizer.json` and, optionally, its parsed `tokenizer_config.json`.
+   * A model other than BPE, or a pipeline component outside the supported set, is refused with an error
+   * naming `source` and the component's JSON path.
+   *
+   * @example
+   * ```ts
+   * import { HfTokenizer } from "./hf_tokenizer.ts";
+   * const dir = "tests/fixtures/tokenizers/bytelevel_nobos";
+   * const tok = HfTokenizer.fromJson(JSON.parse(await Deno.readTextFile(`${dir}/tokenizer.json`)), {
+   *   config: JSON.parse(await Deno.readTextFile(`${dir}/tokenizer_config.json`)),
+   * });
+   * tok.bosId; // undefined: Qwen-style tokenizers have no BOS
+   * ```
+   */
+  static fromJson(json: unknown, options: HfTokenizerOptions = {}): HfTokenizer {
+    const source = options.source ?? "<tokenizer.json>";
+    const fail = (msg: string): never => {
+      throw new Error(`tokenizer "${source}": ${msg}`);
+    };
+    if (!isObject(json)) fail("tokenizer.json must hold a JSON object");
+    const rawConfig = options.config ?? {};
+    if (!isObject(rawConfig)) fail("tokenizer_config.json must hold a JSON object");
+    const config = rawConfig as Json;
+    let file = json as Json;
+    if (typeof config.tokenizer_class === "string" && LLAMA_CLASSES.has(config.tokenizer_class)) {
+      checkModel(file.model, fail);
+      file = asLlamaClass(file, config);
+    }
+    const model = checkModel(file.model, fail);
+    const addedTokens = file.added_tokens ?? [];
+    if (!Array.isArray(addedTokens)) fail("added_tokens is not an array");
+    const checked: Json = {
+      ...file,
+      added_tokens: addedTokens,
+      model,
+      normalizer: checkComponent(file.normalizer, "normalizer", NORMALIZERS, "normalizers", fail),
+      pre_tokenizer: checkComponent(
+        file.pre_tokenizer,
+        "pre_tokenizer",
+        PRE_TOKENIZERS,
+        "pretokenizers",
+        fail,
+      ),
+      post_processor: checkComponent(
+        file.post_processor,
+        "post_processor",
+        POST_PROCESSORS,
+        "processors",
+        fail,
+      ),
+      decoder: checkComponent(file.decoder, "decoder", DECODERS, "decoders", fail),
+    };
+    let port: HfTokenizerPort;
+    try {
+      port = new HfTokenizerPort(checked, config);
+    } catch (err) {
+      fail(err instanceof Error ? err.message : String(err));
+    }
+    let vocabSize = 0;
+    for (const id of port!.get_vocab(true).values()) vocabSize = Math.max(vocabSize, id + 1);
+    const idOf = (key: string): number | undefined => {
+      const text = tokenText(config[key]);
+      if (text === undefined) return undefined;
+      const id = port!.token_to_id(text);
+      if (id === undefined) {
+        fail(`tokenizer_config.json names ${key} ${JSON.stringify(text)}, which is not a token`);
+      }
+      return id;
+    };
+    const template = templateSpecials(checked.post_processor, port!);
+    // tokenizer_config.json decides when it names the key (null: the tokenizer has no such token); without
+    // it, the template's leading / trailing special token is the best the file says.
+    const bosId = "bos_token" in config ? idOf("bos_token") : template.first;
+    const eosId = "eos_token" in config ? idOf("eos_token") : template.last;
+    return new HfTokenizer(port!, vocabSize, bosId, eosId, source);
+  }
+
+  /** One more than the largest token id (added tokens included). */
+  get vocabSize(): number {
+    return this.#vocabSize;
+  }
+
+  /** Id of the beginning-of-sequence token, or undefined when the tokenizer has none (Qwen). */
+  get bosId(): number | undefined {
+    return this.#bosId;
+  }
+
+  /** Id of the end-of-sequence token, or undefined when neither file names one. */
+  get eosId(): number | undefined {
+    return this.#eosId;
+  }
+
+  /** The id of a token given by its text in the vocabulary (e.g. `"<|im_end|>"`), or undefined. */
+  tokenId(token: string): number | undefined {
+    return this.#port.token_to_id(token);
+  }
+
+  /**
+   * Encodes text as transformers' `tokenizer(text)["input_ids"]`; `{ bos: false }` as
+   * `add_special_tokens=False`.
+   *
+   * @example
+   * ```ts
+   * import { loadTokenizer } from "./text_tokenizer.ts";
+   * const tok = await loadTokenizer("tests/fixtures/tokenizers/sentencepiece_legacy");
+   * tok.encode("café", { bos: false }); // no <s>; é and the rest as pieces or byte tokens
+   * ```
+   */
+  encode(text: string, options: TextEncodeOptions = {}): number[] {
+    const { bos = true } = options;
+    return this.#port.encode(text, { add_special_tokens: bos }).ids;
+  }
+
+  #checkIds(ids: ArrayLike<number>): number[] {
+    const out = new Array<number>(ids.length);
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (!Number.isInteger(id) || id < 0 || id >= this.#vocabSize) {
+        throw new Error(
+          `token id ${id} (position ${i}) is out of range for tokenizer "${this.#source}" with ${this.#vocabSize} ids`,
+        );
+      }
+      out[i] = id;
+    }
+    return out;
+  }
+
+  /**
+   * Decodes ids as transformers' `tokenizer.decode(ids)` (no clean-up of spaces, as transformers 5 for BPE).
+   *
+   * @example
+   * ```ts
+   * import { loadTokenizer } from "./text_tokenizer.ts";
+   * const tok = await loadTokenizer("tests/fixtures/tokenizers/bytelevel_bos");
+   * tok.decode(tok.encode("日本")); // "<|begin_of_text|>日本"
+   * ```
+   */
+  decode(ids: ArrayLike<number>, options: TextDecodeOptions = {}): string {
+    const list = this.#checkIds(ids);
+    if (list.length === 0) return "";
+    return this.#port.decode(list, {
+      skip_special_tokens: options.skipSpecialTokens ?? false,
+      clean_up_tokenization_spaces: false,
+    });
+  }
+
+  /**
+   * An incremental decoder: push ids one at a time and get the text that no later token can change. Text
+   * ending in U+FFFD (a UTF-8 character split across byte tokens) is held back until the character is
+   * complete; the pieces, joined with the final `flush()`, equal `decode(ids, options)`. Each push decodes
+   * only the ids since the last piece given out plus the ones of that piece (as context for the decoder).
+   *
+   * @example
+   * ```ts
+   * import { loadTokenizer } from "./text_tokenizer.ts";
+   * const tok = await loadTokenizer("tests/fixtures/tokenizers/bytelevel_nobos");
+   * const stream = tok.streamDecoder();
+   * let text = "";
+   * for (const id of tok.encode("日本 🦀")) text += stream.push(id);
+   * text += stream.flush(); // "日本 🦀"
+   * ```
+   */
+  streamDecoder(options: TextDecodeOptions = {}): TokenStreamDecoder {
+    let window: number[] = [];
+    let contextLength = 0;
+    let contextText = "";
+    return {
+      push: (id: number) => {
+        this.#checkIds([id]);
+        window.push(id);
+        const text = this.decode(window, options);
+        if (text.length <= contextText.length || text.endsWith("\uFFFD") || !text.startsWith(contextText)) {
+          return "";
+        }
+        const piece = text.slice(contextText.length);
+        window = window.slice(contextLength);
+        contextLength = window.length;
+        contextText = this.decode(window, options);
+        return piece;
+      },
+      flush: () => {
+        const text = this.decode(window, options);
+        const rest = text.startsWith(contextText) ? text.slice(contextText.length) : text;
+        window = [];
+        contextLength = 0;
+        contextText = "";
+        return rest;
+      },
+    };
+  }
+}
+
+/** The special tokens a post-processor's single-sequence template puts before and after `$A`. */
+function templateSpecials(
+  processor: unknown,
+  port: HfTokenizerPort,
+): { first: number | undefined; last: number | undefined } {
+  if (!isObject(processor)) return { first: undefined, last: undefined };
+  if (processor.type === "Sequence" && Array.isArray(processor.processors)) {
+    for (const p of processor.processors) {
+      const found = templateSpecials(p, port);
+      if (found.first !== undefined || found.last !== undefined) return found;
+    }
+    return { first: undefined, last: undefined };
+  }
+  if (processor.type !== "TemplateProcessing" || !Array.isArray(processor.single)) {
+    return { first: undefined, last: undefined };
+  }
+  const items = processor.single as Json[];
+  const special = (item: Json | undefined) => {
+    const entry = item?.SpecialToken;
+    return isObject(entry) && typeof entry.id === "string" ? port.token_to_id(entry.id) : undefined;
+  };
+  return { first: special(items[0]), last: items.length > 1 ? special(items[items.length - 1]) : undefined };
+}

@@ -1,0 +1,207 @@
+/**
+ * Hugging Face tokenizers against the golden fixtures written by tools/tokenizer_fixtures.py (transformers'
+ * AutoTokenizer on each fixture directory): ids with and without special tokens, decoded text, streaming
+ * decode, the special-token ids, and clear errors for bad inputs.
+ */
+import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
+import {
+  checkTokenizerFits,
+  HfTokenizer,
+  loadTokenizer,
+  modelTokenizerPath,
+  type TextTokenizer,
+  Tokenizer,
+} from "../../lib/io/mod.ts";
+
+const FIXTURES = new URL("../fixtures/tokenizers/", import.meta.url).pathname;
+const NAMES = [
+  "bytelevel_bos",
+  "bytelevel_nobos",
+  "bytelevel_digits",
+  "sentencepiece_legacy",
+  "sentencepiece_metaspace",
+  "sentencepiece_llama_class",
+];
+
+type Case = {
+  text: string;
+  ids: number[];
+  ids_no_special: number[];
+  decoded: string;
+  decoded_skip_special: string;
+  decoded_no_special: string;
+};
+type Expected = {
+  vocab_size: number;
+  bos_token_id: number | null;
+  eos_token_id: number | null;
+  cases: Case[];
+};
+
+async function expected(name: string): Promise<Expected> {
+  return JSON.parse(await Deno.readTextFile(`${FIXTURES}${name}/expected.json`));
+}
+
+function streamed(tok: TextTokenizer, ids: number[], skipSpecialTokens: boolean): string {
+  const stream = tok.streamDecoder({ skipSpecialTokens });
+  let text = "";
+  for (const id of ids) text += stream.push(id);
+  return text + stream.flush();
+}
+
+for (const name of NAMES) {
+  Deno.test(`HF tokenizer ${name}: ids, decode and streaming decode equal transformers'`, async () => {
+    const want = await expected(name);
+    const tok = await loadTokenizer(`${FIXTURES}${name}`);
+    ok(tok instanceof HfTokenizer);
+    equal(tok.vocabSize, want.vocab_size, "vocabSize");
+    equal(tok.bosId, want.bos_token_id ?? undefined, "bosId");
+    equal(tok.eosId, want.eos_token_id ?? undefined, "eosId");
+    for (const c of want.cases) {
+      const what = `${name} ${JSON.stringify(c.text)}`;
+      deepEqual(tok.encode(c.text), c.ids, `${what}: ids`);
+      deepEqual(tok.encode(c.text, { bos: false }), c.ids_no_special, `${what}: ids without special tokens`);
+      equal(tok.decode(c.ids), c.decoded, `${what}: decode`);
+      equal(tok.decode(c.ids, { skipSpecialTokens: true }), c.decoded_skip_special, `${what}: decode, skip`);
+      equal(tok.decode(c.ids_no_special), c.decoded_no_special, `${what}: decode without special tokens`);
+      equal(streamed(tok, c.ids, false), c.decoded, `${what}: streaming decode`);
+      equal(streamed(tok, c.ids, true), c.decoded_skip_special, `${what}: streaming decode, skip`);
+    }
+  });
+}
+
+Deno.test("HF tokenizer: a tokenizer.json path reads its sibling config; the Llama class changes ids", async () => {
+  const byFile = await loadTokenizer(`${FIXTURES}sentencepiece_llama_class/tokenizer.json`);
+  const want = await expected("sentencepiece_llama_class");
+  for (const c of want.cases) deepEqual(byFile.encode(c.text), c.ids, JSON.stringify(c.text));
+  // The same tokenizer.json with the generic class keeps its Prepend normalizer: after a special token
+  // written in the text it puts a "▁" that the Llama class does not (this is what the fixture pair shows).
+  const legacy = await expected("sentencepiece_legacy");
+  const special = (e: Expected) => e.cases.find((c) => c.text.startsWith("<s>Hello"))!.ids;
+  ok(special(legacy).length !== special(want).length, "the two fixtures differ next to special tokens");
+});
+
+Deno.test("HF tokenizer: streaming decode holds back UTF-8 split across byte tokens", async () => {
+  for (const name of ["bytelevel_nobos", "sentencepiece_legacy"]) {
+    const tok = await loadTokenizer(`${FIXTURES}${name}`);
+    const ids = tok.encode("🦀", { bos: false });
+    ok(ids.length >= 2, `${name}: the emoji takes ${ids.length} tokens`);
+    const stream = tok.streamDecoder();
+    const pieces = ids.map((id) => stream.push(id));
+    deepEqual(pieces.slice(0, -1).filter((p) => p !== ""), [], `${name}: nothing before the last byte`);
+    equal(pieces.join("") + stream.flush(), "🦀");
+    // A character left incomplete comes out as U+FFFD on flush, as decode gives it.
+    const cut = tok.streamDecoder();
+    let text = "";
+    for (const id of ids.slice(0, -1)) text += cut.push(id);
+    text += cut.flush();
+    equal(text, tok.decode(ids.slice(0, -1)));
+    ok(text.includes("\uFFFD"), `${name}: ${JSON.stringify(text)}`);
+  }
+});
+
+Deno.test("HF tokenizer: out-of-range ids and the vocabulary check name the sizes", async () => {
+  const tok = await loadTokenizer(`${FIXTURES}bytelevel_nobos`);
+  const n = tok.vocabSize;
+  equal(n, (await expected("bytelevel_nobos")).vocab_size);
+  throws(() => tok.decode([5, n]), new RegExp(`token id ${n} \\(position 1\\) is out of range .* ${n} ids`));
+  throws(() => tok.streamDecoder().push(-1), /token id -1/);
+  equal(tok.decode([]), "");
+  checkTokenizerFits(tok, "t", 512, "m");
+  checkTokenizerFits(tok, "t", n, "m");
+  throws(
+    () => checkTokenizerFits(tok, "tok/tokenizer.json", n - 1, "model/dir"),
+    new RegExp(
+      `tokenizer "tok/tokenizer\\.json" has ${n} tokens but model "model/dir" has a vocabulary of ${n - 1}`,
+    ),
+  );
+});
+
+Deno.test("loadTokenizer: a llama2.c .bin gives the llama2.c tokenizer behind the same interface", async () => {
+  const path = "../shared/data/models/stories260K/tok512.bin";
+  const hasData = await Deno.stat(path).then(() => true, () => false);
+  if (!hasData) return;
+  const tok = await loadTokenizer(path);
+  ok(tok instanceof Tokenizer);
+  const direct = await Tokenizer.load(path);
+  deepEqual(tok.encode("Once upon a time"), direct.encode("Once upon a time"));
+  equal(tok.bosId, 1);
+  equal(streamed(tok, tok.encode("Once upon a time"), false), "Once upon a time");
+});
+
+Deno.test("loadTokenizer: bad inputs give errors naming the path and the problem", async () => {
+  const dir = await Deno.makeTempDir();
+  await rejects(
+    loadTokenizer(`${dir}/missing.json`),
+    new RegExp(`cannot read tokenizer "${dir}/missing\\.json"`),
+  );
+  await rejects(loadTokenizer(dir), new RegExp(`tokenizer directory "${dir}" has no tokenizer\\.json`));
+  await Deno.writeTextFile(`${dir}/tokenizer.json`, '{"model": {"type": "BPE", ');
+  await rejects(loadTokenizer(dir), new RegExp(`"${dir}/tokenizer\\.json" is not valid JSON`));
+
+  const good = JSON.parse(await Deno.readTextFile(`${FIXTURES}bytelevel_bos/tokenizer.json`));
+  const write = (json: unknown) => Deno.writeTextFile(`${dir}/tokenizer.json`, JSON.stringify(json));
+  const refused = async (json: unknown, pattern: RegExp) => {
+    await write(json);
+    await rejects(loadTokenizer(dir), (err: Error) => {
+      ok(err.message.includes(`tokenizer "${dir}/tokenizer.json"`), err.message);
+      ok(pattern.test(err.message), err.message);
+      return true;
+    });
+  };
+  await refused(
+    { ...good, model: { type: "Unigram", vocab: [["a", 0]] } },
+    /model\.type "Unigram" .*only "BPE"/,
+  );
+  await refused({ ...good, model: undefined }, /"model" is missing/);
+  await refused({ ...good, model: { ...good.model, dropout: 0.1 } }, /model\.dropout 0\.1/);
+  await refused(
+    { ...good, pre_tokenizer: { type: "Sequence", pretokenizers: [{ type: "Whitespace" }] } },
+    /pre_tokenizer\.pretokenizers\[0\]\.type "Whitespace" is not supported/,
+  );
+  const split = good.pre_tokenizer.pretokenizers[0];
+  await refused(
+    { ...good, pre_tokenizer: { ...split, behavior: "MergedWithPrevious" } },
+    /pre_tokenizer\.behavior "MergedWithPrevious"/,
+  );
+  await refused(
+    { ...good, pre_tokenizer: { type: "Metaspace", replacement: "▁", prepend_scheme: "first" } },
+    /pre_tokenizer\.split "absent \(true\)"/,
+  );
+  await refused({ ...good, decoder: { type: "WordPiece" } }, /decoder\.type "WordPiece"/);
+
+  // A config naming a special token that the vocabulary lacks.
+  await write(good);
+  await Deno.writeTextFile(`${dir}/tokenizer_config.json`, JSON.stringify({ bos_token: "<nope>" }));
+  await rejects(loadTokenizer(dir), /names bos_token "<nope>", which is not a token/);
+  await Deno.writeTextFile(`${dir}/tokenizer_config.json`, "[1, 2");
+  await rejects(loadTokenizer(dir), new RegExp(`"${dir}/tokenizer_config\\.json" is not valid JSON`));
+  // Without a config the template's leading special token is the BOS.
+  await Deno.remove(`${dir}/tokenizer_config.json`);
+  const bare = await loadTokenizer(dir);
+  equal(bare.bosId, (await expected("bytelevel_bos")).bos_token_id);
+  equal(bare.eosId, undefined);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("modelTokenizerPath: an HF directory's own tokenizer, else a clear request for one", async () => {
+  const dir = await Deno.makeTempDir();
+  await rejects(modelTokenizerPath(dir), /model directory ".*" has no tokenizer\.json: give a tokenizer/);
+  await Deno.copyFile(`${FIXTURES}bytelevel_nobos/tokenizer.json`, `${dir}/tokenizer.json`);
+  equal(await modelTokenizerPath(dir), dir);
+  await Deno.writeTextFile(`${dir}/config.json`, "{}");
+  equal(await modelTokenizerPath(`${dir}/config.json`), dir);
+  equal(await modelTokenizerPath(dir, "other.bin"), "other.bin");
+  await Deno.writeTextFile(`${dir}/model.bin`, "x");
+  await rejects(modelTokenizerPath(`${dir}/model.bin`), /llama2\.c checkpoint, which carries no tokenizer/);
+  await rejects(modelTokenizerPath(`${dir}/none`), /cannot read model/);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("HfTokenizer.fromJson: non-object inputs are refused with the source named", () => {
+  throws(
+    () => HfTokenizer.fromJson([1, 2], { source: "x.json" }),
+    /tokenizer "x\.json": tokenizer\.json must hold/,
+  );
+  throws(() => HfTokenizer.fromJson({}, { source: "y.json" }), /tokenizer "y\.json": "model" is missing/);
+});

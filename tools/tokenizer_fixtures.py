@@ -1,0 +1,306 @@
+"""Golden tokenizer fixtures from Hugging Face `tokenizers` and `transformers`.
+
+Trains small BPE tokenizers on a corpus written in this file, saves each one as `tokenizer.json` +
+`tokenizer_config.json` exactly as transformers writes them, and records what
+`transformers.AutoTokenizer.from_pretrained(dir)` gives on a set of texts (ids with and without special
+tokens, decoded strings) into `tests/fixtures/tokenizers/<name>/expected.json`. tessera's tests compare
+`loadTokenizer` with these files; they never need Python.
+
+Install the tools once (from the repository root; `.venv-tools` is not committed):
+
+    python3 -m venv .venv-tools
+    .venv-tools/bin/pip install --index-url file:///opt/pypi/simple --extra-index-url file:///opt/pypi-more/simple \
+        "torch==2.13.0+cpu" transformers peft tokenizers safetensors
+
+then run
+
+    .venv-tools/bin/python tools/tokenizer_fixtures.py [--out tests/fixtures/tokenizers]
+
+The output is deterministic (same corpus, same trainer settings, sorted JSON). Other fixture scripts may
+import this module and call `build(name)` / `save(name, dir)` to put one of these tokenizers into a model
+directory.
+
+Fixtures:
+
+- `bytelevel_bos`: byte-level BPE in the Llama 3 style: the Llama 3 split regex, `ByteLevel` without its own
+  regex, `ignore_merges`, a `TemplateProcessing` post-processor that prepends `<|begin_of_text|>`.
+- `bytelevel_nobos`: byte-level BPE in the Qwen2 style: NFC normalizer, the Qwen2 split regex (one digit per
+  piece), a `ByteLevel` post-processor and no BOS at all (`bos_token` is null).
+- `bytelevel_digits`: byte-level BPE in the SmolLM / GPT-2 style: a `Digits` pre-tokenizer (one digit per piece)
+  before `ByteLevel` with its own GPT-2 regex, a `ByteLevel` post-processor, `<|endoftext|>` as BOS and EOS
+  (which the template does not add).
+- `sentencepiece_legacy`: sentencepiece-style BPE as in the Llama 2 / TinyLlama `tokenizer.json`:
+  `Prepend("▁")` + `Replace(" ", "▁")` normalizer, no pre-tokenizer, byte fallback (`<0x00>`..`<0xFF>` at ids
+  3..258), `fuse_unk`, decoder `Replace` + `ByteFallback` + `Fuse` + `Strip`, `<s>` added by `TemplateProcessing`.
+- `sentencepiece_metaspace`: the same vocabulary with a `Metaspace` pre-tokenizer (`prepend_scheme: "first"`),
+  as newer conversions write it.
+- `sentencepiece_llama_class`: the `sentencepiece_legacy` files with `tokenizer_config.json` naming
+  `"tokenizer_class": "LlamaTokenizer"` and `"legacy": false`, as many hub checkpoints written by older
+  transformers do. transformers 5 then keeps only the vocabulary, merges and post-processor of
+  `tokenizer.json` and rebuilds the rest (a `Metaspace` pre-tokenizer with `prepend_scheme: "first"`), which
+  changes the ids next to special tokens written in the text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+# The split patterns of the public Llama 3 and Qwen2 tokenizer.json files.
+LLAMA3_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+    r"\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+QWEN2_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+    r"\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# A small corpus: a few paragraphs plus sentences built from word lists, so that merges cover words,
+# accented Latin, some CJK, digits and punctuation. Characters outside it exercise byte fallback.
+PARAGRAPHS = [
+    "The old lighthouse keeper climbed the stairs every evening. He lit the lamp, wound the clock and "
+    "wrote three lines in his book: the wind, the sea and the ships he had seen.",
+    "In the morning the fishermen came back with their nets. They laughed, they argued about the weather, "
+    "and they shared bread and cheese on the quay while the gulls waited.",
+    "It's a small town, but it's ours. We don't leave; we'll stay here, and they're welcome to visit.",
+    "Le café du port ouvre à six heures. Le garçon apporte une crème brûlée et un thé très chaud; "
+    "les élèves préfèrent le chocolat. À bientôt, déjà l'été!",
+    "Die Straße am Fluss ist schön. Über den Bäumen fliegen Möwen, und die Kinder spielen im Garten.",
+    "El niño pequeño corre por la playa. La señora mira el mar y sueña con España.",
+    "日本語の文章です。東京は大きい都市です。中文的句子也在这里。",
+    "Numbers: 1, 2, 3, 10, 42, 100, 365, 2024, 3.14159, 1000000 and 007.",
+    "At the market: £5 for bread, £12 for fish, ½ kilo of cheese at 20 °C, ± 3 days; ½ of it is gone.",
+    "def main():\n    for i in range(10):\n        print(i * 2)\n\n    return 0\n",
+]
+SUBJECTS = ["the cat", "a dog", "my friend", "the teacher", "our neighbour", "the little bird", "Anna", "Tom"]
+VERBS = ["sees", "likes", "follows", "draws", "finds", "remembers", "visits", "paints"]
+OBJECTS = ["the river", "a red boat", "the garden", "an old map", "the mountain", "a quiet street", "the moon"]
+ENDINGS = [".", "!", "?", " today.", " again.", " at night.", ", and smiles."]
+
+SPECIAL_LLAMA3 = ["<|begin_of_text|>", "<|end_of_text|>"]
+SPECIAL_QWEN = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+SPECIAL_SP = ["<unk>", "<s>", "</s>"]
+
+# Texts recorded in every expected.json.
+TEXTS = [
+    "Hello world! The quick brown fox jumps over the lazy dog.",
+    "the lighthouse keeper wrote three lines",
+    "Café naïve façade, élève, Ärger, Øresund, señor.",
+    "日本語のテキスト、中文字符。東京",
+    "I ❤️ 🦀 and 👩‍👩‍👧 emoji 🎉!",
+    "a  b   c\t\td    e     ",
+    "line one\nline two\n\n\nthree\r\nfour\n",
+    "1234567 3.14159 2024-06-01 007 +42",
+    "x² ½ ٣٤ Ⅻ 10⁹",
+    "<s>Hello</s> <|endoftext|>x<|im_start|>user\n<|begin_of_text|>Hi<|end_of_text|>",
+    "",
+    " leading space",
+    "trailing space ",
+    "Hello , world . It 's done ! they 're here ?",
+    "It's, I'm, we'll, they've, you'd, DON'T",
+    "\u00a0non-breaking\u2009thin space",
+]
+
+
+def corpus() -> list[str]:
+    lines = list(PARAGRAPHS)
+    n = 0
+    for s in SUBJECTS:
+        for v in VERBS:
+            o = OBJECTS[n % len(OBJECTS)]
+            e = ENDINGS[n % len(ENDINGS)]
+            lines.append(f"{s[0].upper()}{s[1:]} {v} {o}{e}")
+            n += 1
+    return lines
+
+
+def _train_bytelevel(pattern: str | None, vocab_size: int, special: list[str], nfc: bool) -> Tokenizer:
+    tok = Tokenizer(models.BPE(ignore_merges=pattern == LLAMA3_PATTERN))
+    if nfc:
+        tok.normalizer = normalizers.NFC()
+    if pattern is None:
+        first = pre_tokenizers.Digits(individual_digits=True)
+    else:
+        first = pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [first, pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=pattern is None)]
+    )
+    tok.decoder = decoders.ByteLevel(add_prefix_space=True, trim_offsets=True, use_regex=True)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus(), trainer=trainer)
+    return tok
+
+
+def build_bytelevel_bos() -> tuple[Tokenizer, dict]:
+    tok = _train_bytelevel(LLAMA3_PATTERN, 600, SPECIAL_LLAMA3, nfc=False)
+    bos = SPECIAL_LLAMA3[0]
+    tok.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(add_prefix_space=True, trim_offsets=False, use_regex=True),
+            processors.TemplateProcessing(
+                single=f"{bos}:0 $A:0",
+                pair=f"{bos}:0 $A:0 {bos}:1 $B:1",
+                special_tokens=[(bos, tok.token_to_id(bos))],
+            ),
+        ]
+    )
+    return tok, {"bos_token": bos, "eos_token": SPECIAL_LLAMA3[1]}
+
+
+def build_bytelevel_nobos() -> tuple[Tokenizer, dict]:
+    tok = _train_bytelevel(QWEN2_PATTERN, 500, SPECIAL_QWEN, nfc=True)
+    tok.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+    return tok, {"bos_token": None, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
+
+
+def build_bytelevel_digits() -> tuple[Tokenizer, dict]:
+    tok = _train_bytelevel(None, 500, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], nfc=False)
+    tok.post_processor = processors.ByteLevel(add_prefix_space=True, trim_offsets=False, use_regex=True)
+    return tok, {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
+
+
+def _sentencepiece_model() -> models.BPE:
+    """Train on words with a leading ▁, then lay the vocabulary out as Llama 2 does: <unk>, <s>, </s>,
+    the 256 byte tokens, then the trained pieces in their trained order."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never", split=True)
+    trainer = trainers.BpeTrainer(
+        vocab_size=420, min_frequency=2, special_tokens=SPECIAL_SP, show_progress=False
+    )
+    tok.train_from_iterator(corpus(), trainer=trainer)
+    trained = json.loads(tok.to_str())["model"]
+    vocab = {t: i for i, t in enumerate(SPECIAL_SP)}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for piece, _ in sorted(trained["vocab"].items(), key=lambda kv: kv[1]):
+        if piece not in vocab:
+            vocab[piece] = len(vocab)
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in trained["merges"]]
+    return models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True)
+
+
+def _sentencepiece(legacy: bool) -> tuple[Tokenizer, dict]:
+    tok = Tokenizer(_sentencepiece_model())
+    if legacy:
+        tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tok.add_special_tokens(SPECIAL_SP)
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s>:0 $A:0", pair="<s>:0 $A:0 <s>:1 $B:1", special_tokens=[("<s>", bos)]
+    )
+    return tok, {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+
+
+def build_sentencepiece_legacy() -> tuple[Tokenizer, dict]:
+    return _sentencepiece(legacy=True)
+
+
+def build_sentencepiece_metaspace() -> tuple[Tokenizer, dict]:
+    return _sentencepiece(legacy=False)
+
+
+BUILDERS = {
+    "bytelevel_bos": build_bytelevel_bos,
+    "bytelevel_nobos": build_bytelevel_nobos,
+    "bytelevel_digits": build_bytelevel_digits,
+    "sentencepiece_legacy": build_sentencepiece_legacy,
+    "sentencepiece_metaspace": build_sentencepiece_metaspace,
+    "sentencepiece_llama_class": build_sentencepiece_legacy,
+}
+
+
+def build(name: str) -> tuple[Tokenizer, dict]:
+    """The trained `tokenizers.Tokenizer` of fixture `name` and its special-token arguments."""
+    return BUILDERS[name]()
+
+
+def save(name: str, directory: str) -> None:
+    """Write fixture `name`'s `tokenizer.json` + `tokenizer_config.json` into `directory` (as transformers does)."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok, special = build(name)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **special)
+    fast.save_pretrained(directory)
+    if name == "sentencepiece_llama_class":
+        path = os.path.join(directory, "tokenizer_config.json")
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+        config["tokenizer_class"] = "LlamaTokenizer"
+        config["legacy"] = False
+        config["add_bos_token"] = True
+        config["add_eos_token"] = False
+        _write_json(path, config)
+
+
+def _write_json(path: str, value: object) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(value, f, ensure_ascii=False, indent=1, sort_keys=True)
+        f.write("\n")
+
+
+def record(directory: str) -> dict:
+    """What transformers gives for every text in TEXTS with the tokenizer saved in `directory`."""
+    import transformers
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(directory)
+    cases = []
+    for text in TEXTS:
+        with_special = tok(text)["input_ids"]
+        without = tok(text, add_special_tokens=False)["input_ids"]
+        cases.append(
+            {
+                "text": text,
+                "ids": with_special,
+                "ids_no_special": without,
+                "decoded": tok.decode(with_special),
+                "decoded_skip_special": tok.decode(with_special, skip_special_tokens=True),
+                "decoded_no_special": tok.decode(without),
+            }
+        )
+    return {
+        "transformers": transformers.__version__,
+        "tokenizer_class": type(tok).__name__,
+        "vocab_size": len(tok),
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "cases": cases,
+    }
+
+
+def main() -> None:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parser = argparse.ArgumentParser(description="Write golden tokenizer fixtures from transformers.")
+    parser.add_argument("--out", default=os.path.join(root, "tests", "fixtures", "tokenizers"))
+    parser.add_argument("names", nargs="*", default=list(BUILDERS))
+    args = parser.parse_args()
+    for name in args.names:
+        directory = os.path.join(args.out, name)
+        shutil.rmtree(directory, ignore_errors=True)
+        save(name, directory)
+        expected = record(directory)
+        _write_json(os.path.join(directory, "expected.json"), expected)
+        size = sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory))
+        print(f"{name}: vocab {expected['vocab_size']}, {size / 1024:.1f} KiB -> {directory}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
