@@ -16,7 +16,9 @@ exactly), so they are the exact function of the stored weights.
 """
 
 import json
+import math
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -25,6 +27,8 @@ from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import tokenizer_fixtures  # noqa: E402  (the tokenizers of tests/fixtures/tokenizers, built the same way)
 OUT = ROOT / "tests" / "fixtures" / "models"
 
 # Shapes shared by the fixtures: small enough that all of them together stay around a megabyte.
@@ -38,6 +42,10 @@ BASE = dict(
     max_position_embeddings=128,
     rms_norm_eps=1e-5,
 )
+
+# Fixtures that carry a tokenizer (so they run on text: the example, generate, ppl): the vocabulary is the
+# tokenizer's, padded to a multiple of 64 as Qwen pads its embedding.
+TOKENIZERS = {"llama": "sentencepiece_legacy", "qwen2": "bytelevel_nobos"}
 
 # name -> (config class name, config overrides, save dtype, legacy rewrite of config.json or None, shard size)
 FIXTURES = {
@@ -136,6 +144,10 @@ def legacy_rewrite(path: Path, kind: str) -> None:
 
 def write_fixture(name: str, seed: int) -> dict:
     cls_name, overrides, dtype, legacy, shard = FIXTURES[name]
+    overrides = dict(overrides)
+    if name in TOKENIZERS:
+        tok, _ = tokenizer_fixtures.build(TOKENIZERS[name])
+        overrides["vocab_size"] = math.ceil(tok.get_vocab_size(with_added_tokens=True) / 64) * 64
     cfg = getattr(transformers, cls_name)(**{**BASE, **overrides})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
@@ -151,6 +163,8 @@ def write_fixture(name: str, seed: int) -> dict:
         (out / extra).unlink(missing_ok=True)
     if legacy:
         legacy_rewrite(out / "config.json", legacy)
+    if name in TOKENIZERS:
+        tokenizer_fixtures.save(TOKENIZERS[name], str(out))
 
     # The reference: transformers reads the directory back (so it interprets config.json as written) in float32.
     ref = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
@@ -170,6 +184,7 @@ def write_fixture(name: str, seed: int) -> dict:
         "rope_parameters": getattr(loaded, "rope_parameters", None),
         "max_abs_logit": float(logits.abs().max()),
         "files": sorted(p.name for p in out.iterdir()),
+        "tokenizer": TOKENIZERS.get(name),
     }
 
 
@@ -182,7 +197,8 @@ def main() -> None:
     (OUT / "README.md").write_text(
         "Written by `tools/hf_fixtures.py` with transformers "
         f"{transformers.__version__} and torch {torch.__version__}; do not edit by hand.\n\n"
-        + "".join(f"- `{k}`: {v['architecture']}, {v['dtype']}, rope {json.dumps(v['rope_parameters'])}\n"
+        + "".join(f"- `{k}`: {v['architecture']}, {v['dtype']}, rope {json.dumps(v['rope_parameters'])}"
+                  f"{', tokenizer ' + v['tokenizer'] if v['tokenizer'] else ''}\n"
                   for k, v in summary.items())
     )
 
