@@ -1,23 +1,32 @@
 /**
- * Adapter files in Hugging Face PEFT's format, so adapters move between tessera and PEFT:
+ * Adapter files in Hugging Face PEFT's format, so adapters move between tessera and PEFT (0.21):
  *
  * - `adapter_model.safetensors`: `base_model.model.<module>.lora_A.weight` `[r, d_in]`,
- *   `base_model.model.<module>.lora_B.weight` `[d_out, r]` and, with DoRA,
- *   `base_model.model.<module>.lora_magnitude_vector` `[d_out]` (float32);
+ *   `base_model.model.<module>.lora_B.weight` `[d_out, r]` and, with DoRA, `base_model.model.<module>.lora_magnitude_vector`
+ *   `[d_out]` (float32). For a model with a second naming convention (a Llama-family model answers with
+ *   `transformers`' module paths, `model.layers.0.self_attn.q_proj`) `<module>` is that name and rows are in that
+ *   convention's layout (queries and keys: rotate-half RoPE), so `PeftModel.from_pretrained` on the original base
+ *   gives tessera's logits.
  * - `adapter_config.json`: `peft_type: "LORA"`, `r`, `lora_alpha`, `target_modules`, `use_rslora`, `use_dora`,
- *   `rank_pattern`, `alpha_pattern`, `lora_dropout`, `init_lora_weights` and PEFT's other standard keys;
- * - `base_model_weights.safetensors`, only when an initialisation rewrote base weights (offset inits, LoftQ):
- *   `base_model.model.<module>.base_layer.weight`, the weight the adapted layer must use.
+ *   `rank_pattern`, `alpha_pattern` (full module paths as keys), `lora_dropout`, `init_lora_weights: true` (the
+ *   adapter is data, not an init recipe) and PEFT's other standard keys.
  *
- * Loading accepts names with or without the `base_model.model.` prefix.
+ * An initialisation that rewrote the base as `W_res = W − s·B₀·A₀` (PiSSA, MiLoRA, OLoRA, CorDA, LoRA-GA, LoRAM) is
+ * saved, by default, as the plain LoRA of rank 2r that gives the same weight on the unmodified W:
+ * `A' = [A; A₀]`, `B' = [B, −B₀]`, with `lora_alpha` scaled so that the scale stays `s` (2α, or √2·α with rsLoRA),
+ * the conversion PEFT documents for PiSSA and OLoRA. A base that is not an offset of W (LoftQ's quantised W) cannot
+ * be expressed that way: the adapter corrects that base, so the base is saved beside it in
+ * `base_model_weights.safetensors` (keys `<module>.weight` in the model's convention; load it into the base model
+ * before the adapter). `{ form: "raw" }` keeps rank r and writes every rewritten base there instead
+ * (`base_model.model.<module>.base_layer.weight`), for tessera-to-tessera use.
  *
  * @module
  */
 import { readSafetensors, type StEntry, toFloat32, writeSafetensors } from "../io/safetensors.ts";
 import { writeTextFileAtomic } from "../io/atomic.ts";
-import { getAt, replaceModule } from "../nn/module.ts";
+import { type AliasedModule, asAliased, getAt, namedModules, replaceModule } from "../nn/module.ts";
 import { asF32, Linear } from "../nn/linear.ts";
-import { tensor } from "../tensor/creation.ts";
+import { concat, tensor } from "../tensor/creation.ts";
 import type { F32 } from "../init/types.ts";
 import { loraScale } from "../init/types.ts";
 import { LoraLinear } from "./linear.ts";
@@ -27,14 +36,17 @@ const PREFIX = "base_model.model.";
 
 /** Options of {@link saveAdapter}. */
 export interface SaveAdapterOptions {
-  /** `base_model_name_or_path` in the config. */
+  /** `base_model_name_or_path` in the config (the original base model's directory or hub name). */
   baseModel?: string;
-  /** The initialisation used (`init_lora_weights`: true for plain LoRA, else the method name). */
-  init?: string;
-  /** Dropout used in training (`lora_dropout`). */
+  /** Dropout used in training (`lora_dropout`; default: the layers' own). */
   dropout?: number;
-  /** Whether rsLoRA scaling was used. */
-  useRslora?: boolean;
+  /**
+   * `"peft"` (default): what PEFT loads onto the original base (offset initialisations as rank-2r LoRA);
+   * `"raw"`: rank r with every rewritten base in `base_model_weights.safetensors` (tessera only).
+   */
+  form?: "peft" | "raw";
+  /** The initialisation's name, written as `init_lora_weights` in the raw form (the peft form writes `true`). */
+  init?: string;
 }
 
 /** PEFT's `adapter_config.json` fields that tessera reads and writes. */
@@ -45,28 +57,24 @@ export interface AdapterConfig {
   r: number;
   /** Default alpha. */
   lora_alpha: number;
-  /** Adapted module names. */
-  target_modules: string[];
+  /** Adapted module names (matched as PEFT does: the whole path, or its end after a dot), or one regex. */
+  target_modules: string[] | string;
   /** rsLoRA scaling. */
   use_rslora: boolean;
   /** DoRA. */
   use_dora: boolean;
-  /** Per-module ranks differing from `r`. */
+  /** Per-module ranks differing from `r` (keys are regular expressions matched at the end of module paths). */
   rank_pattern: Record<string, number>;
-  /** Per-module alphas differing from `lora_alpha`. */
+  /** Per-module alphas differing from `lora_alpha` (matched like `rank_pattern`). */
   alpha_pattern: Record<string, number>;
   /** Dropout. */
   lora_dropout: number;
-  /** true (PEFT default init) or the method name. */
+  /** true (the weights are data) or the name of the initialisation that made them. */
   init_lora_weights: boolean | string;
   /** Base model name. */
   base_model_name_or_path: string | null;
   /** Other PEFT keys are kept as read. */
   [key: string]: unknown;
-}
-
-async function toEntry(t: F32): Promise<StEntry> {
-  return { dtype: "F32", shape: [...t.shape], data: await t.data() as Float32Array };
 }
 
 function mostCommon(values: number[]): number {
@@ -75,7 +83,55 @@ function mostCommon(values: number[]): number {
   return [...counts].sort((a, b) => b[1] - a[1] || b[0] - a[0])[0][0]; // ties: the larger value
 }
 
-/** Writes the model's adapters to `dir` (created if needed) in PEFT's format. */
+/** `s` as a regular expression matching itself literally (PEFT reads pattern keys as regular expressions). */
+function escapeRegex(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/** The module names of the model's second convention, or the paths themselves; and back. */
+function naming(model: object): {
+  aliased: AliasedModule | undefined;
+  external: (path: string) => string;
+  internal: (name: string) => string | undefined;
+} {
+  const aliased = asAliased(model);
+  const toPath = new Map<string, string>();
+  for (const [path] of namedModules(model)) {
+    toPath.set(path, path);
+    const alias = aliased?.moduleAlias(path);
+    if (alias !== undefined) toPath.set(alias, path);
+  }
+  return {
+    aliased,
+    external: (path) => aliased?.moduleAlias(path) ?? path,
+    internal: (name) => toPath.get(name),
+  };
+}
+
+/** A tensor's values as host rows in the external layout of `path`'s module. */
+async function rowsOut(t: F32, path: string, aliased: AliasedModule | undefined): Promise<StEntry> {
+  const shape = [...t.shape];
+  let data: Float32Array = Float32Array.from(await t.data() as Float32Array);
+  if (aliased !== undefined && shape.length <= 2) data = aliased.convertRows(path, data, shape[1] ?? 1, true);
+  return { dtype: "F32", shape, data };
+}
+
+/**
+ * Writes the model's adapters to `dir` (created if needed) in PEFT's format; see the module documentation for what
+ * is written and how rewritten bases are handled. Returns the config written.
+ *
+ * @example
+ * ```ts
+ * import { Linear } from "../nn/linear.ts";
+ * import { attachLora } from "./attach.ts";
+ * import { loadAdapter, saveAdapter } from "./adapter.ts";
+ * const model = { q: new Linear(16, 16, { seed: 0 }) };
+ * await attachLora(model, { targetModules: ["q"], rank: 4, init: "pissa" });
+ * const dir = await Deno.makeTempDir();
+ * const config = await saveAdapter(dir, model); // rank 8: [A; A0], [B, -B0] on the original weight
+ * await loadAdapter(dir, { q: new Linear(16, 16, { seed: 0 }) });
+ * ```
+ */
 export async function saveAdapter(
   dir: string,
   model: object,
@@ -83,37 +139,61 @@ export async function saveAdapter(
 ): Promise<AdapterConfig> {
   const layers = loraLayers(model);
   if (layers.length === 0) throw new Error("saveAdapter: the model has no LoRA layers");
-  await Deno.mkdir(dir, { recursive: true });
+  const form = opts.form ?? "peft";
+  if (form !== "peft" && form !== "raw") {
+    throw new RangeError(`saveAdapter: form must be "peft" or "raw", got ${JSON.stringify(form)}`);
+  }
+  const rslora = new Set(layers.map(([, l]) => l.useRslora));
+  if (rslora.size > 1) throw new Error("saveAdapter: some layers use rsLoRA scaling and others do not");
+  const useRslora = rslora.has(true);
+  const { aliased, external } = naming(model);
   const tensors: Record<string, StEntry> = {};
   const bases: Record<string, StEntry> = {};
+  const ranks: [string, number][] = [];
+  const alphas: [string, number][] = [];
   for (const [path, l] of layers) {
-    tensors[`${PREFIX}${path}.lora_A.weight`] = await toEntry(l.lora_A.weight);
-    tensors[`${PREFIX}${path}.lora_B.weight`] = await toEntry(l.lora_B.weight);
+    const name = external(path);
+    let a = l.lora_A.weight;
+    let b = l.lora_B.weight;
+    const initial = l.initialAdapter;
+    if (form === "peft" && initial !== undefined) {
+      // W + s·[B, −B₀]·[A; A₀] = (W − s·B₀·A₀) + s·B·A: the same weight on the original W.
+      a = concat([a, initial.a], 0) as F32;
+      b = concat([b, initial.b.neg() as F32], 1) as F32;
+    } else if (l.baseRewritten) {
+      const key = form === "raw" ? `${PREFIX}${name}.base_layer.weight` : `${name}.weight`;
+      bases[key] = await rowsOut(asF32(l.base_layer.weight), path, aliased);
+    }
+    const rank = a.shape[0];
+    tensors[`${PREFIX}${name}.lora_A.weight`] = await rowsOut(a, "", undefined);
+    tensors[`${PREFIX}${name}.lora_B.weight`] = await rowsOut(b, path, aliased);
     if (l.lora_magnitude_vector !== undefined) {
-      tensors[`${PREFIX}${path}.lora_magnitude_vector`] = await toEntry(l.lora_magnitude_vector);
+      tensors[`${PREFIX}${name}.lora_magnitude_vector`] = await rowsOut(
+        l.lora_magnitude_vector,
+        path,
+        aliased,
+      );
     }
-    if (l.baseRewritten) {
-      bases[`${PREFIX}${path}.base_layer.weight`] = await toEntry(asF32(l.base_layer.weight));
-    }
+    ranks.push([name, rank]);
+    // PEFT recomputes the scale as lora_alpha / r (or / √r): write the alpha that gives this layer's scale.
+    alphas.push([name, l.scale * (useRslora ? Math.sqrt(rank) : rank)]);
   }
-  const r = mostCommon(layers.map(([, l]) => l.rank));
-  const alpha = mostCommon(layers.map(([, l]) => l.alpha));
+  const r = mostCommon(ranks.map(([, v]) => v));
+  const alpha = mostCommon(alphas.map(([, v]) => v));
   const config: AdapterConfig = {
     peft_type: "LORA",
     task_type: null,
     r,
     lora_alpha: alpha,
-    target_modules: layers.map(([p]) => p),
-    use_rslora: opts.useRslora ?? false,
+    target_modules: targetModules(model, layers.map(([p]) => p), external),
+    use_rslora: useRslora,
     use_dora: layers.some(([, l]) => l.lora_magnitude_vector !== undefined),
-    rank_pattern: Object.fromEntries(layers.filter(([, l]) => l.rank !== r).map(([p, l]) => [p, l.rank])),
-    alpha_pattern: Object.fromEntries(
-      layers.filter(([, l]) => l.alpha !== alpha).map(([p, l]) => [p, l.alpha]),
-    ),
-    lora_dropout: opts.dropout ?? 0,
+    rank_pattern: pattern(ranks, r),
+    alpha_pattern: pattern(alphas, alpha),
+    lora_dropout: opts.dropout ?? mostCommon(layers.map(([, l]) => l.dropout)),
     bias: "none",
     fan_in_fan_out: false,
-    init_lora_weights: opts.init === undefined || opts.init === "lora" ? true : opts.init,
+    init_lora_weights: form === "raw" && opts.init !== undefined && opts.init !== "lora" ? opts.init : true,
     modules_to_save: null,
     inference_mode: true,
     base_model_name_or_path: opts.baseModel ?? null,
@@ -121,16 +201,109 @@ export async function saveAdapter(
     layers_to_transform: null,
     layers_pattern: null,
   };
+  await Deno.mkdir(dir, { recursive: true });
   const meta = { format: "pt", producer: "tessera" };
   await writeSafetensors(`${dir}/adapter_model.safetensors`, tensors, meta);
   if (Object.keys(bases).length > 0) {
     await writeSafetensors(`${dir}/base_model_weights.safetensors`, bases, meta);
-  }
+  } else await Deno.remove(`${dir}/base_model_weights.safetensors`).catch(() => {});
   await writeTextFileAtomic(`${dir}/adapter_config.json`, JSON.stringify(config, null, 2) + "\n");
   return config;
 }
 
-/** Reads `adapter_config.json` with clear errors. */
+/**
+ * PEFT's `rank_pattern` / `alpha_pattern` for per-module values that differ from the default: keyed by the last
+ * name (`v_proj`) when every adapted module of that name has the same value, else by the full (escaped) path.
+ */
+function pattern(values: [string, number][], fallback: number): Record<string, number> {
+  const last = (n: string) => n.slice(n.lastIndexOf(".") + 1);
+  const out: Record<string, number> = {};
+  for (const [name, v] of values) {
+    if (v === fallback) continue;
+    const same = values.filter(([n]) => last(n) === last(name));
+    if (same.every(([, w]) => w === v)) out[escapeRegex(last(name))] = v;
+    else out[escapeRegex(name)] = v;
+  }
+  return out;
+}
+
+/**
+ * `target_modules` for the adapted `paths`: the distinct last names (`q_proj`, `v_proj`) when they select exactly
+ * these modules among the model's `Linear` layers (PEFT matches an entry at the end of a path), else every path.
+ */
+function targetModules(model: object, paths: string[], external: (p: string) => string): string[] {
+  const names = paths.map(external);
+  const short = [...new Set(names.map((n) => n.slice(n.lastIndexOf(".") + 1)))].sort();
+  const selected = namedModules(model)
+    .filter(([, m]) => m instanceof Linear || m instanceof LoraLinear)
+    .map(([p]) => external(p))
+    .filter((n) => short.some((k) => n === k || n.endsWith(`.${k}`)));
+  const same = selected.length === names.length && selected.every((n) => names.includes(n));
+  return same ? short : names;
+}
+
+/** PEFT config keys that do not change the adapted model's forward pass (or only how PEFT runs it). */
+const INERT_KEYS = new Set([
+  "peft_type",
+  "task_type",
+  "auto_mapping",
+  "base_model_name_or_path",
+  "revision",
+  "inference_mode",
+  "peft_version",
+  "init_lora_weights",
+  "loftq_config",
+  "eva_config",
+  "corda_config",
+  "lora_ga_config",
+  "megatron_core",
+  "qalora_group_size",
+  "runtime_config",
+  "layers_pattern",
+]);
+
+/** Keys tessera implements. */
+const READ_KEYS = new Set([
+  "r",
+  "lora_alpha",
+  "target_modules",
+  "exclude_modules",
+  "use_rslora",
+  "use_dora",
+  "rank_pattern",
+  "alpha_pattern",
+  "lora_dropout",
+]);
+
+/** Keys whose value must be the "off" value given here; anything else changes the math and is refused. */
+const OFF_VALUES: Record<string, unknown[]> = {
+  bias: ["none"],
+  fan_in_fan_out: [false],
+  modules_to_save: [null],
+  layers_to_transform: [null],
+  layer_replication: [null],
+  lora_bias: [false],
+  use_qalora: [false],
+  target_parameters: [null],
+  trainable_token_indices: [null],
+  alora_invocation_tokens: [null],
+  megatron_config: [null],
+  use_bdlora: [null],
+  arrow_config: [null],
+  kasa_config: [null],
+  monteclora_config: [null],
+  velora_config: [null],
+  ensure_weight_tying: [false],
+};
+
+/** Initialisations whose adapters only make sense on a rewritten base (PEFT warns to convert them). */
+const REWRITING_INITS = /^(pissa|olora|corda|loftq|milora|loram|lora-ga|lora_ga)/i;
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** Reads `adapter_config.json` with clear errors (every key checked: implemented, inert, or off). */
 export async function readAdapterConfig(dir: string): Promise<AdapterConfig> {
   const path = `${dir}/adapter_config.json`;
   let raw: unknown;
@@ -139,50 +312,119 @@ export async function readAdapterConfig(dir: string): Promise<AdapterConfig> {
   } catch (e) {
     throw new Error(`cannot read adapter config "${path}": ${(e as Error).message}`);
   }
+  if (!isRecord(raw)) throw new Error(`adapter config "${path}" is not a JSON object`);
   const c = raw as Partial<AdapterConfig>;
+  const where = `adapter config "${path}"`;
   if (c.peft_type !== undefined && c.peft_type !== "LORA") {
-    throw new Error(
-      `adapter config "${path}": peft_type is ${JSON.stringify(c.peft_type)}, only "LORA" is supported`,
-    );
+    throw new Error(`${where}: peft_type is ${JSON.stringify(c.peft_type)}, only "LORA" is supported`);
   }
-  for (const k of ["r", "lora_alpha"] as const) {
-    if (typeof c[k] !== "number") throw new Error(`adapter config "${path}": "${k}" must be a number`);
+  for (const [key, value] of Object.entries(raw)) {
+    if (READ_KEYS.has(key) || INERT_KEYS.has(key)) continue;
+    const off = OFF_VALUES[key];
+    if (off === undefined) {
+      throw new Error(`${where}: key "${key}" (${JSON.stringify(value)}) is not implemented`);
+    }
+    if (!off.some((v) => v === value || (v === null && value === undefined))) {
+      throw new Error(
+        `${where}: "${key}" is ${JSON.stringify(value)}; only ${
+          off.map((v) => JSON.stringify(v)).join(" or ")
+        } ` +
+          `is supported`,
+      );
+    }
+  }
+  const positive = (k: "r" | "lora_alpha") => {
+    const v = c[k];
+    if (typeof v !== "number" || !(v > 0) || !Number.isFinite(v)) {
+      throw new Error(`${where}: "${k}" must be a positive number, found ${JSON.stringify(v)}`);
+    }
+    return v;
+  };
+  const pattern = (k: "rank_pattern" | "alpha_pattern") => {
+    const v = c[k] ?? {};
+    if (!isRecord(v) || Object.values(v).some((x) => typeof x !== "number" || !(x > 0))) {
+      throw new Error(
+        `${where}: "${k}" must map module patterns to positive numbers, found ${JSON.stringify(v)}`,
+      );
+    }
+    return v as Record<string, number>;
+  };
+  const dropout = c.lora_dropout ?? 0;
+  if (typeof dropout !== "number" || !(dropout >= 0 && dropout < 1)) {
+    throw new Error(`${where}: "lora_dropout" must be in [0, 1), found ${JSON.stringify(dropout)}`);
+  }
+  const targets = c.target_modules;
+  if (
+    !(typeof targets === "string" || (Array.isArray(targets) && targets.every((t) => typeof t === "string")))
+  ) {
+    throw new Error(
+      `${where}: "target_modules" must be a list of names or a regex, found ${JSON.stringify(targets)}`,
+    );
   }
   return {
     ...c,
     peft_type: "LORA",
-    r: c.r!,
-    lora_alpha: c.lora_alpha!,
-    target_modules: c.target_modules ?? [],
+    r: positive("r"),
+    lora_alpha: positive("lora_alpha"),
+    target_modules: targets,
     use_rslora: c.use_rslora ?? false,
     use_dora: c.use_dora ?? false,
-    rank_pattern: c.rank_pattern ?? {},
-    alpha_pattern: c.alpha_pattern ?? {},
-    lora_dropout: c.lora_dropout ?? 0,
+    rank_pattern: pattern("rank_pattern"),
+    alpha_pattern: pattern("alpha_pattern"),
+    lora_dropout: dropout,
     init_lora_weights: c.init_lora_weights ?? true,
     base_model_name_or_path: c.base_model_name_or_path ?? null,
   };
 }
 
-function patternLookup(pattern: Record<string, number>, path: string): number | undefined {
-  for (const [k, v] of Object.entries(pattern)) if (path === k || path.endsWith(`.${k}`)) return v;
+/** PEFT's pattern lookup: the first key (in order) that matches the end of `name` after a dot. */
+function patternValue(pattern: Record<string, number>, name: string): number | undefined {
+  for (const [k, v] of Object.entries(pattern)) if (new RegExp(`^(.*\\.)?(${k})$`).test(name)) return v;
   return undefined;
 }
 
+/** PEFT's target rule: a string is a regex over the whole name; a list entry equals the name or ends it. */
+function isTarget(targets: string[] | string, name: string): boolean {
+  if (typeof targets === "string") return new RegExp(`^(?:${targets})$`).test(name);
+  return targets.some((t) => name === t || name.endsWith(`.${t}`));
+}
+
+/** Options of {@link loadAdapter}. */
+export interface LoadAdapterOptions {
+  /** Accept an adapter made by a base-rewriting init without its base (the caller supplies that base). */
+  allowRewrittenBase?: boolean;
+}
+
 /**
- * Attaches the adapters stored in `dir` (PEFT format) to `model`, whose target modules must still be plain
- * `Linear` layers of matching shapes. Returns the adapted module paths.
+ * Attaches the adapters stored in `dir` (PEFT's format, written by PEFT or by {@link saveAdapter}) to `model`, whose
+ * target modules must still be plain `Linear` layers of matching shapes. Names may be the model's second convention
+ * (Hugging Face module paths for a Llama-family model; rows converted back) or its own paths. `use_rslora`,
+ * `rank_pattern`, `alpha_pattern` (PEFT's regex matching), DoRA magnitudes, `lora_dropout` and `exclude_modules`
+ * are honoured; anything else that would change the model (`modules_to_save`, `layers_to_transform`, a bias mode,
+ * a `target_modules` entry that matches nothing, an unknown key) is an error naming it. Returns the adapted paths.
+ *
+ * @example
+ * ```ts ignore
+ * import { loadLlama } from "../models/load.ts";
+ * import { loadAdapter } from "./adapter.ts";
+ * const model = await loadLlama("path/to/base");
+ * await loadAdapter("path/to/adapter", model);
+ * ```
  */
-export async function loadAdapter(dir: string, model: object): Promise<string[]> {
+export async function loadAdapter(
+  dir: string,
+  model: object,
+  opts: LoadAdapterOptions = {},
+): Promise<string[]> {
   const config = await readAdapterConfig(dir);
   const file = `${dir}/adapter_model.safetensors`;
   const { tensors } = await readSafetensors(file);
   let bases = new Map<string, StEntry>();
-  try {
-    bases = (await readSafetensors(`${dir}/base_model_weights.safetensors`)).tensors;
-  } catch (e) {
-    if (!(e instanceof Error && /No such file|not found/i.test(e.message))) throw e;
+  const basePath = `${dir}/base_model_weights.safetensors`;
+  if (await Deno.stat(basePath).then(() => true, () => false)) {
+    bases = (await readSafetensors(basePath)).tensors;
   }
+  const { aliased, external, internal } = naming(model);
   const strip = (k: string) => (k.startsWith(PREFIX) ? k.slice(PREFIX.length) : k);
   const byModule = new Map<string, Map<string, StEntry>>();
   for (const [k, v] of tensors) {
@@ -192,21 +434,65 @@ export async function loadAdapter(dir: string, model: object): Promise<string[]>
     entry.set(m[2], v);
     byModule.set(m[1], entry);
   }
+  const init = config.init_lora_weights;
+  if (
+    typeof init === "string" && REWRITING_INITS.test(init) && bases.size === 0 && !opts.allowRewrittenBase
+  ) {
+    throw new Error(
+      `adapter "${dir}" was saved with init_lora_weights "${init}", which rewrites the base weights, and without ` +
+        `them: on the original base it gives a different model. Save it converted (PEFT: ` +
+        `path_initial_model_for_weight_conversion; tessera: saveAdapter's default form), or pass ` +
+        `allowRewrittenBase with the rewritten base loaded`,
+    );
+  }
+  // The modules PEFT would adapt: every Linear whose name the targets select (excluded ones left out).
+  const excluded = config.exclude_modules as string[] | string | null | undefined;
+  const candidates = namedModules(model).filter(([, m]) => m instanceof Linear).map(([p]) => p);
+  const wanted = new Set(candidates.filter((p) => {
+    const names = [external(p), p];
+    return names.some((n) => isTarget(config.target_modules, n)) &&
+      !(excluded !== undefined && excluded !== null && names.some((n) => isTarget(excluded, n)));
+  }));
+  if (Array.isArray(config.target_modules)) {
+    for (const t of config.target_modules) {
+      if (!candidates.some((p) => [external(p), p].some((n) => n === t || n.endsWith(`.${t}`)))) {
+        throw new Error(
+          `adapter "${dir}": target_modules entry "${t}" matches no Linear module of the model`,
+        );
+      }
+    }
+  }
+  const plan: { path: string; name: string; parts: Map<string, StEntry> }[] = [];
+  for (const [name, parts] of byModule) {
+    const path = internal(name);
+    if (path === undefined) throw new Error(`adapter "${file}": the model has no module "${name}"`);
+    if (!wanted.has(path)) {
+      const target = getAt(model, path);
+      throw new Error(
+        target instanceof Linear
+          ? `adapter "${file}": module "${name}" has weights but target_modules ${
+            JSON.stringify(config.target_modules)
+          } does not select it`
+          : `adapter "${file}": module "${name}" is not a plain Linear layer (already adapted?)`,
+      );
+    }
+    plan.push({ path, name, parts });
+  }
+  const missing = [...wanted].filter((p) => !plan.some((e) => e.path === p));
+  if (missing.length > 0) {
+    throw new Error(
+      `adapter "${file}" has no weights for ${missing.length} module(s) target_modules selects: ${
+        missing.slice(0, 4).map(external).join(", ")
+      }${missing.length > 4 ? ", ..." : ""}`,
+    );
+  }
   const loaded: string[] = [];
-  for (const [path, parts] of byModule) {
+  for (const { path, name, parts } of plan) {
+    const target = getAt(model, path) as Linear;
     const a = parts.get("lora_A.weight");
     const b = parts.get("lora_B.weight");
     if (a === undefined || b === undefined) {
-      throw new Error(`adapter "${file}": module "${path}" needs both lora_A.weight and lora_B.weight`);
-    }
-    let target: unknown;
-    try {
-      target = getAt(model, path);
-    } catch {
-      throw new Error(`adapter "${file}": the model has no module "${path}"`);
-    }
-    if (!(target instanceof Linear)) {
-      throw new Error(`adapter "${file}": module "${path}" is not a plain Linear layer (already adapted?)`);
+      throw new Error(`adapter "${file}": module "${name}" needs both lora_A.weight and lora_B.weight`);
     }
     const [dOut, dIn] = target.weight.shape;
     const rank = a.shape[0];
@@ -219,32 +505,49 @@ export async function loadAdapter(dir: string, model: object): Promise<string[]>
           `its [${dOut}, ${dIn}] weight`,
       );
     }
-    const alpha = patternLookup(config.alpha_pattern, path) ?? config.lora_alpha;
+    const r = patternValue(config.rank_pattern, name) ?? config.r;
+    if (r !== rank) {
+      throw new Error(
+        `adapter "${file}": module "${name}" has rank ${rank} but the config (r, rank_pattern) says ${r}`,
+      );
+    }
+    const alpha = patternValue(config.alpha_pattern, name) ?? config.lora_alpha;
     const dev = target.weight.device;
-    const mk = (e: StEntry) => tensor(toFloat32(e), { shape: e.shape, device: dev }) as F32;
-    const baseEntry = bases.get(`${PREFIX}${path}.base_layer.weight`) ??
-      bases.get(`${path}.base_layer.weight`);
+    const rowsIn = (e: StEntry) => {
+      const data = toFloat32(e);
+      const back = aliased === undefined ? data : aliased.convertRows(path, data, e.shape[1] ?? 1, false);
+      return tensor(back, { shape: e.shape, device: dev }) as F32;
+    };
+    const baseEntry = bases.get(`${PREFIX}${name}.base_layer.weight`) ?? bases.get(`${name}.weight`);
     if (baseEntry !== undefined && baseEntry.shape.join() !== `${dOut},${dIn}`) {
       throw new Error(
-        `adapter: base weight of "${path}" is [${baseEntry.shape}], expected [${dOut}, ${dIn}]`,
+        `adapter: base weight of "${name}" is [${baseEntry.shape}], expected [${dOut}, ${dIn}]`,
       );
     }
     const layer = LoraLinear.wrap(target, {
-      a: mk(a),
-      b: mk(b),
-      base: baseEntry === undefined ? undefined : mk(baseEntry),
+      a: tensor(toFloat32(a), { shape: a.shape, device: dev }) as F32,
+      b: rowsIn(b),
+      base: baseEntry === undefined ? undefined : rowsIn(baseEntry),
       rank,
       alpha,
       scale: loraScale(alpha, rank, config.use_rslora),
-    });
+    }, { dropout: config.lora_dropout, useRslora: config.use_rslora });
     const mag = parts.get("lora_magnitude_vector");
+    if ((mag !== undefined) !== config.use_dora) {
+      throw new Error(
+        `adapter "${file}": module "${name}" ${
+          mag === undefined ? "lacks" : "has"
+        } a lora_magnitude_vector but ` +
+          `use_dora is ${config.use_dora}`,
+      );
+    }
     if (mag !== undefined) {
       if (mag.shape.join() !== `${dOut}`) {
         throw new Error(
-          `adapter "${file}": lora_magnitude_vector of "${path}" is [${mag.shape}], expected [${dOut}]`,
+          `adapter "${file}": lora_magnitude_vector of "${name}" is [${mag.shape}], expected [${dOut}]`,
         );
       }
-      layer.lora_magnitude_vector = mk(mag);
+      layer.lora_magnitude_vector = rowsIn(mag);
     }
     replaceModule(model, path, layer);
     loaded.push(path);

@@ -6,7 +6,7 @@
  * @module
  */
 import { asF32, Linear } from "../nn/linear.ts";
-import { moduleAliasOf, namedModules, replaceModule } from "../nn/module.ts";
+import { asAliased, namedModules, replaceModule } from "../nn/module.ts";
 import { deriveSeed } from "../nn/init.ts";
 import { realize, type Tensor } from "../tensor/tensor.ts";
 import { tensor } from "../tensor/creation.ts";
@@ -56,11 +56,11 @@ export function matchesKey(name: string, key: string): boolean {
  */
 export function findTargets(model: object, targets: readonly string[] | RegExp): [string, Linear][] {
   const out: [string, Linear][] = [];
-  const alias = moduleAliasOf(model);
+  const aliased = asAliased(model);
   const re = targets instanceof RegExp ? new RegExp(`^(?:${targets.source})$`, targets.flags) : undefined;
   for (const [path, m] of namedModules(model)) {
     if (!(m instanceof Linear)) continue;
-    const names = [path, alias?.(path)].filter((n): n is string => n !== undefined);
+    const names = [path, aliased?.moduleAlias(path)].filter((n): n is string => n !== undefined);
     const hit = names.some((n) =>
       re !== undefined ? re.test(n) : (targets as readonly string[]).some((k) => matchesKey(n, k))
     );
@@ -187,6 +187,8 @@ export async function attachLora(model: object, cfg: LoraConfig): Promise<Attach
         dropout: cfg.dropout,
         useDora: cfg.useDora,
         seed: deriveSeed(base.seed, path, "dropout"),
+        useRslora: base.useRslora,
+        baseKind: method.kind === "offset" ? "offset" : "replaced",
       }),
     );
     result.layers.push(path);

@@ -24,6 +24,14 @@ export interface LoraLayerOptions {
   useDora?: boolean;
   /** Seed of the dropout masks. */
   seed?: number;
+  /** Whether `init.scale` is rsLoRA's `alpha/√r` (recorded for adapter files; default false). */
+  useRslora?: boolean;
+  /**
+   * How `init.base` relates to the original weight W, when given: `"offset"` (W − s·B₀·A₀, as PiSSA, OLoRA, CorDA,
+   * LoRA-GA, LoRAM write it; the layer keeps B₀ and A₀ so the adapter can be exported as a rank-2r LoRA of W) or
+   * `"replaced"` (any other base, e.g. LoftQ's quantised W). Default `"replaced"`.
+   */
+  baseKind?: "offset" | "replaced";
 }
 
 /** A weight holder with PEFT's field name (`lora_A.weight`). */
@@ -48,6 +56,8 @@ export class LoraLinear extends Module implements LinearLayer {
   #seed: number;
   #calls = 0;
   #baseRewritten: boolean;
+  #useRslora: boolean;
+  #initial: { a: F32; b: F32 } | undefined;
   /** Dropout is applied only while this is true. */
   training = true;
 
@@ -75,6 +85,10 @@ export class LoraLinear extends Module implements LinearLayer {
     this.#dropout = p;
     this.#seed = opts.seed ?? 0;
     this.#baseRewritten = init.base !== undefined;
+    this.#useRslora = opts.useRslora ?? false;
+    this.#initial = init.base !== undefined && opts.baseKind === "offset"
+      ? { a: init.a, b: init.b }
+      : undefined;
     if (opts.useDora) {
       // m = ‖W_res + s·B·A‖ per output row, computed after the init (so it includes B0·A0).
       this.lora_magnitude_vector = this.#combined().square().sum(1).sqrt() as F32;
@@ -109,6 +123,21 @@ export class LoraLinear extends Module implements LinearLayer {
   /** True when the initialisation rewrote the base weight (offset and quantising inits). */
   get baseRewritten(): boolean {
     return this.#baseRewritten;
+  }
+  /** Dropout probability on the LoRA path's input. */
+  get dropout(): number {
+    return this.#dropout;
+  }
+  /** Whether the scale is rsLoRA's `alpha/√r`. */
+  get useRslora(): boolean {
+    return this.#useRslora;
+  }
+  /**
+   * For an offset initialisation, the initial adapter `B₀`, `A₀` with `base = W − s·B₀·A₀`, so that
+   * `W + s·[B, −B₀]·[A; A₀]` is the adapted weight on the original W; undefined otherwise.
+   */
+  get initialAdapter(): { a: F32; b: F32 } | undefined {
+    return this.#initial;
   }
 
   /** `W_res + s·B·A` (the dense weight the adapter currently represents, before DoRA's rescaling). */

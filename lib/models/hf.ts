@@ -35,7 +35,7 @@ import type { F16, F32 } from "../nn/linear.ts";
 import { getBackend, getDefaultDevice } from "../runtime/realize.ts";
 import { tensor } from "../tensor/creation.ts";
 import { realize } from "../tensor/tensor.ts";
-import { hfName } from "./names.ts";
+import { hfName, ropeRowsFromHf, ropeRowsToHf } from "./names.ts";
 import {
   type HostWeight,
   type LlamaConfig,
@@ -61,51 +61,6 @@ const ARCHITECTURE: Record<LlamaFamily, string> = {
   qwen3: "Qwen3ForCausalLM",
   mistral: "MistralForCausalLM",
 };
-
-/**
- * Reorders the rows of a tessera `wq`/`wk` (`[nHeads·hd, in]`, interleaved RoPE pairs) into Hugging Face's
- * layout (rotate-half): within each head, rows `0, 2, 4, ..., 1, 3, 5, ...`. A bias or a per-head norm gain is
- * the case `inFeatures = 1`.
- *
- * @example
- * ```ts
- * import { ropeRowsFromHf, ropeRowsToHf } from "./hf.ts";
- * const w = Float32Array.from({ length: 8 }, (_, i) => i); // one head of size 4, in = 2
- * const hf = ropeRowsToHf(w, 1, 2); // rows 0, 2, 1, 3: [0, 1, 4, 5, 2, 3, 6, 7]
- * ropeRowsFromHf(hf, 1, 2); // back to [0, 1, ..., 7]
- * ```
- */
-export function ropeRowsToHf(w: Float32Array, nHeads: number, inFeatures: number): Float32Array {
-  return permuteRows(w, nHeads, inFeatures, true);
-}
-
-/** The inverse of {@link ropeRowsToHf}: Hugging Face `q_proj`/`k_proj` rows back to tessera's interleaved layout. */
-export function ropeRowsFromHf(w: Float32Array, nHeads: number, inFeatures: number): Float32Array {
-  return permuteRows(w, nHeads, inFeatures, false);
-}
-
-function permuteRows(w: Float32Array, nHeads: number, inF: number, toHf: boolean): Float32Array {
-  const rows = w.length / inF;
-  const hd = rows / nHeads;
-  if (!Number.isInteger(rows) || !Number.isInteger(hd) || hd % 2 !== 0) {
-    throw new RangeError(
-      `RoPE row permutation: ${w.length} values are not ${nHeads} heads of an even size times ${inF} columns`,
-    );
-  }
-  const half = hd / 2;
-  const out = new Float32Array(w.length);
-  for (let h = 0; h < nHeads; h++) {
-    for (let i = 0; i < half; i++) {
-      for (let j = 0; j < 2; j++) {
-        const interleaved = (h * hd + 2 * i + j) * inF;
-        const halves = (h * hd + j * half + i) * inF;
-        const [from, to] = toHf ? [interleaved, halves] : [halves, interleaved];
-        out.set(w.subarray(from, from + inF), to);
-      }
-    }
-  }
-  return out;
-}
 
 /**
  * How many heads the rows of parameter `name` hold when they are in a RoPE layout (queries, keys, their biases

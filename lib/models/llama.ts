@@ -30,7 +30,7 @@ import {
 import { constantParam, deriveSeed, normalParam } from "../nn/init.ts";
 import { asF32, Embedding, type F16, type F32, Linear, linear, type LinearLayer } from "../nn/linear.ts";
 import { type AliasedModule, Module, namedParameters } from "../nn/module.ts";
-import { hfModulePath } from "./names.ts";
+import { hfModulePath, ropeRowsFromHf, ropeRowsToHf } from "./names.ts";
 import { RMSNorm } from "../nn/norm.ts";
 import { crossEntropy, type CrossEntropyOptions } from "../nn/loss.ts";
 
@@ -760,6 +760,18 @@ export class LlamaLM extends Module implements AliasedModule {
    */
   moduleAlias(path: string): string | undefined {
     return hfModulePath(path);
+  }
+
+  /**
+   * Rows of the module at `path` in Hugging Face's layout (`toAlias`) or back: queries and keys (and their norms)
+   * rotate interleaved pairs here and halves there, so their output rows are permuted per head; every other module
+   * keeps its rows.
+   */
+  convertRows(path: string, rows: Float32Array, cols: number, toAlias: boolean): Float32Array {
+    const m = /\.attention\.(wq|wk|q_norm|k_norm)$/.exec(path);
+    if (m === null) return rows;
+    const heads = m[1] === "wq" ? this.#config.nHeads : m[1] === "wk" ? this.#config.nKvHeads : 1;
+    return toAlias ? ropeRowsToHf(rows, heads, cols) : ropeRowsFromHf(rows, heads, cols);
   }
 
   /** The hyper-parameters (with defaults filled in). */

@@ -30,17 +30,15 @@ export {
   type ResolvedLlamaConfig,
   resolveLlamaConfig,
 } from "./llama.ts";
-export { HF_PROJECTION_NAMES, hfModulePath, hfName, modulePathFromHf } from "./names.ts";
 export {
-  type HfCheckpoint,
-  hfConfigFromLlama,
-  llamaConfigFromHf,
-  loadHf,
-  readHf,
+  HF_PROJECTION_NAMES,
+  hfModulePath,
+  hfName,
+  modulePathFromHf,
   ropeRowsFromHf,
   ropeRowsToHf,
-  saveHf,
-} from "./hf.ts";
+} from "./names.ts";
+export { type HfCheckpoint, hfConfigFromLlama, llamaConfigFromHf, loadHf, readHf, saveHf } from "./hf.ts";
 export { loadLlama } from "./load.ts";
 export { argmax, generate, type GenerateOptions, sampleToken, type SampleTokenOptions } from "./sample.ts";
 export type { CachedStep } from "./llama.ts";

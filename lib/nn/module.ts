@@ -50,12 +50,19 @@ export abstract class Module {}
 export interface AliasedModule {
   /** The module's name in the other convention, or `undefined` when it has none. */
   moduleAlias(path: string): string | undefined;
+  /**
+   * Output rows of the module at `path` (a row-major `[rows, cols]` array: a weight, a bias with `cols` 1, a LoRA
+   * `B`) reordered into the other convention's layout (`toAlias`) or back; the rows themselves when both agree.
+   */
+  convertRows(path: string, rows: Float32Array, cols: number, toAlias: boolean): Float32Array;
 }
 
-/** The {@link AliasedModule.moduleAlias} of `root`, when it has one. */
-export function moduleAliasOf(root: object): ((path: string) => string | undefined) | undefined {
-  const f = (root as Partial<AliasedModule>).moduleAlias;
-  return typeof f === "function" ? (path) => f.call(root, path) : undefined;
+/** `root` as an {@link AliasedModule}, when it is one. */
+export function asAliased(root: object): AliasedModule | undefined {
+  const r = root as Partial<AliasedModule>;
+  return typeof r.moduleAlias === "function" && typeof r.convertRows === "function"
+    ? r as AliasedModule
+    : undefined;
 }
 
 /** Parameters (or gradients, or optimiser state) keyed by dotted path. */

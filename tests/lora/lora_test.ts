@@ -224,11 +224,11 @@ Deno.test("adapters round-trip through PEFT-format files and match PEFT's docume
   equal(json.peft_type, "LORA");
   equal(json.r, 4);
   equal(json.lora_alpha, 8);
-  deepEqual(json.rank_pattern, { "layers.0.mlp": 2, "layers.1.mlp": 2 });
+  deepEqual(json.rank_pattern, { mlp: 2 });
   deepEqual(json.alpha_pattern, {});
   equal(json.use_rslora, false);
   equal(json.use_dora, false);
-  equal(json.init_lora_weights, "init-b");
+  equal(json.init_lora_weights, true); // the adapter is data; the raw form records the init's name
   ok(Array.isArray(json.target_modules));
   equal(cfg.base_model_name_or_path, "toy");
   // A fresh model with the same base weights loads the adapter and reproduces the outputs.
@@ -242,10 +242,16 @@ Deno.test("adapters round-trip through PEFT-format files and match PEFT's docume
   ]);
   assertClose(await run(fresh, x).data(), want, { rtol: 1e-5, atol: 1e-6 });
   // Mismatches name the tensor.
-  const wrong = { layers: [{ attention: { wq: new Linear(12, 9, { seed: 0 }) } }] };
+  const wrong = toyModel(11) as unknown as { layers: { attention: { wq: Linear } }[] };
+  wrong.layers[0].attention.wq = new Linear(12, 9, { seed: 0 });
   await rejects(
     loadAdapter(dir, wrong),
     /module "layers\.0\.attention\.wq" has lora_A \[4,12\] and lora_B \[12,4\]/,
+  );
+  // A model lacking a target named in target_modules is refused by name.
+  await rejects(
+    loadAdapter(dir, { layers: [{ attention: { wq: new Linear(12, 12, { seed: 0 }) } }] }),
+    /target_modules entry "mlp" matches no Linear module/,
   );
   await Deno.remove(dir, { recursive: true });
 });

@@ -1,0 +1,164 @@
+"""Golden adapter fixtures from PEFT, and the check of adapters tessera saves, for tessera's adapter files.
+
+Writing fixtures (run tools/hf_fixtures.py first: the adapters sit on its tiny Llama and Qwen2 checkpoints):
+
+    .venv-tools/bin/python tools/peft_fixtures.py            # rewrites tests/fixtures/adapters/
+
+For each base in (llama, qwen2) it saves, with PEFT itself, adapters of four kinds into
+tests/fixtures/adapters/<base>_<kind>/ (adapter_config.json + adapter_model.safetensors as PEFT writes them):
+  - lora:     r=4 on all seven projections, lora_dropout 0.05, A and B random (B non-zero);
+  - rslora:   rsLoRA with a rank_pattern and an alpha_pattern (short and full-path keys), q/k/v/o;
+  - dora:     DoRA on q_proj, v_proj and down_proj, A, B and the magnitudes perturbed;
+  - pissa_2r: PiSSA, A and B perturbed as training would, saved with PEFT's conversion to a rank-2r LoRA of the
+              original base (path_initial_model_for_weight_conversion).
+Each directory also holds expected.safetensors: "input_ids" (the base fixture's), "logits" of
+PeftModel.from_pretrained(base, dir) in float32, and "merged.<module>.weight" for every adapted module, the weights
+merge_and_unload() gives.
+
+Checking adapters tessera wrote (a tessera test writes them when TESSERA_PEFT_EXPORT is set):
+
+    TESSERA_PEFT_EXPORT=/tmp/peft-export deno test -A tests/lora/peft_export_test.ts
+    .venv-tools/bin/python tools/peft_fixtures.py --check /tmp/peft-export
+
+Every subdirectory holding adapter_config.json and tessera_expected.safetensors ("input_ids", "logits" of tessera's
+adapted model) is loaded by PeftModel.from_pretrained onto the original base named by base_model_name_or_path; the
+script prints a table of the largest logit difference relative to the largest |logit| and exits 1 when one is above
+1e-4.
+
+Install the tools as tools/hf_fixtures.py says.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import peft
+import torch
+import transformers
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "tests" / "fixtures" / "models"
+OUT = ROOT / "tests" / "fixtures" / "adapters"
+ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def base_model(name: str) -> torch.nn.Module:
+    return AutoModelForCausalLM.from_pretrained(MODELS / name, dtype=torch.float32).eval()
+
+
+def perturb(model: torch.nn.Module, seed: int, scale: float) -> None:
+    """Moves every adapter tensor by seeded noise, as training would (B becomes non-zero)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.add_(scale * torch.randn(p.shape, generator=g))
+
+
+def config_for(kind: str) -> LoraConfig:
+    if kind == "lora":
+        return LoraConfig(r=4, lora_alpha=8, lora_dropout=0.05, target_modules=ALL)
+    if kind == "rslora":
+        return LoraConfig(
+            r=4,
+            lora_alpha=6,
+            use_rslora=True,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            rank_pattern={"v_proj": 2, "model.layers.1.self_attn.q_proj": 8},
+            alpha_pattern={"o_proj": 3},
+        )
+    if kind == "dora":
+        return LoraConfig(r=4, lora_alpha=8, use_dora=True, target_modules=["q_proj", "v_proj", "down_proj"])
+    if kind == "pissa_2r":
+        return LoraConfig(r=4, lora_alpha=4, init_lora_weights="pissa", target_modules=["q_proj", "k_proj", "v_proj", "gate_proj"])
+    raise ValueError(kind)
+
+
+def write_fixture(base: str, kind: str, seed: int) -> dict:
+    torch.manual_seed(seed)
+    model = get_peft_model(base_model(base), config_for(kind))
+    out = OUT / f"{base}_{kind}"
+    if out.exists():
+        shutil.rmtree(out)
+    if kind == "pissa_2r":
+        initial = Path(tempfile.mkdtemp())
+        model.peft_config["default"].init_lora_weights = True  # the initial adapter, saved as plain data
+        model.save_pretrained(initial)
+        model.peft_config["default"].init_lora_weights = "pissa"
+        perturb(model, seed, 0.02)
+        model.save_pretrained(out, path_initial_model_for_weight_conversion=str(initial))
+        shutil.rmtree(initial)
+    else:
+        perturb(model, seed, 0.1)
+        model.save_pretrained(out)
+    (out / "README.md").unlink(missing_ok=True)
+
+    # The reference: PEFT loads the directory onto a fresh copy of the original base.
+    loaded = PeftModel.from_pretrained(base_model(base), out).eval()
+    ids = load_file(MODELS / base / "expected.safetensors")["input_ids"].long()
+    with torch.no_grad():
+        logits = loaded(input_ids=ids).logits.float()
+    merged = loaded.merge_and_unload()
+    tensors = {"input_ids": ids.to(torch.int32).contiguous(), "logits": logits.contiguous()}
+    adapted = {k.removeprefix("base_model.model.").rsplit(".lora_A.weight", 1)[0]
+               for k in load_file(out / "adapter_model.safetensors") if k.endswith("lora_A.weight")}
+    state = merged.state_dict()
+    for module in sorted(adapted):
+        tensors[f"merged.{module}.weight"] = state[f"{module}.weight"].float().contiguous()
+    save_file(tensors, out / "expected.safetensors",
+              metadata={"peft": peft.__version__, "transformers": transformers.__version__})
+    return {"modules": len(adapted), "max_abs_logit": float(logits.abs().max())}
+
+
+def check(directory: Path) -> int:
+    rows, failed = [], 0
+    for sub in sorted(p for p in directory.iterdir() if (p / "tessera_expected.safetensors").exists()):
+        cfg = json.loads((sub / "adapter_config.json").read_text())
+        base_path = Path(cfg["base_model_name_or_path"])
+        if not base_path.is_absolute():
+            base_path = ROOT / base_path
+        expected = load_file(sub / "tessera_expected.safetensors")
+        try:
+            model = PeftModel.from_pretrained(
+                AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32).eval(), sub
+            ).eval()
+            with torch.no_grad():
+                logits = model(input_ids=expected["input_ids"].long()).logits.float()
+            err = float((logits - expected["logits"]).abs().max() / expected["logits"].abs().max())
+            ok = err <= 1e-4
+            note = f"{err:.2e}"
+        except Exception as e:  # a file PEFT refuses is a failure of the check, reported with PEFT's message
+            ok, note = False, f"PEFT refused it: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+        failed += not ok
+        rows.append((sub.name, cfg.get("r"), cfg.get("use_rslora"), cfg.get("use_dora"), note, "ok" if ok else "FAIL"))
+    print(f"PEFT {peft.__version__}, transformers {transformers.__version__}, torch {torch.__version__}")
+    print("| adapter | r | rsLoRA | DoRA | max |Δlogit| / max |logit| | verdict |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print("| " + " | ".join(str(x) for x in r) + " |")
+    if not rows:
+        print(f"no adapter with tessera_expected.safetensors under {directory}")
+        return 1
+    return 1 if failed else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--check", type=Path, help="check adapters tessera saved under this directory")
+    args = parser.parse_args()
+    if args.check is not None:
+        sys.exit(check(args.check))
+    OUT.mkdir(parents=True, exist_ok=True)
+    for i, base in enumerate(["llama", "qwen2"]):
+        for j, kind in enumerate(["lora", "rslora", "dora", "pissa_2r"]):
+            print(base, kind, write_fixture(base, kind, seed=10 * i + j))
+
+
+if __name__ == "__main__":
+    main()
