@@ -173,6 +173,14 @@ export async function attachLora(model: object, cfg: LoraConfig): Promise<Attach
   }
   const list = [...inits.values()].filter((i) => i.rank > 0);
   await makeConcrete(list);
+  // Offset inits keep copies of B₀, A₀ (the trained A and B are replaced step by step) for exporting the adapter.
+  const initials = new Map<string, { a: F32; b: F32 }>();
+  if (method.kind === "offset") {
+    for (const [path, i] of inits) {
+      if (i.rank > 0) initials.set(path, { a: i.a.mul(1) as F32, b: i.b.mul(1) as F32 });
+    }
+    await realize(...[...initials.values()].flatMap((c) => [c.a, c.b]));
+  }
   const result: AttachResult = { layers: [], perLayer: {}, info: {} };
   for (const [path, m] of targets) {
     const init = inits.get(path);
@@ -188,7 +196,7 @@ export async function attachLora(model: object, cfg: LoraConfig): Promise<Attach
         useDora: cfg.useDora,
         seed: deriveSeed(base.seed, path, "dropout"),
         useRslora: base.useRslora,
-        baseKind: method.kind === "offset" ? "offset" : "replaced",
+        initial: initials.get(path),
       }),
     );
     result.layers.push(path);

@@ -27,11 +27,11 @@ export interface LoraLayerOptions {
   /** Whether `init.scale` is rsLoRA's `alpha/√r` (recorded for adapter files; default false). */
   useRslora?: boolean;
   /**
-   * How `init.base` relates to the original weight W, when given: `"offset"` (W − s·B₀·A₀, as PiSSA, OLoRA, CorDA,
-   * LoRA-GA, LoRAM write it; the layer keeps B₀ and A₀ so the adapter can be exported as a rank-2r LoRA of W) or
-   * `"replaced"` (any other base, e.g. LoftQ's quantised W). Default `"replaced"`.
+   * For an offset initialisation (`init.base` = W − s·B₀·A₀, as PiSSA, OLoRA, CorDA, LoRA-GA, LoRAM write it): copies
+   * of B₀ and A₀ (tensors of their own, not the trained parameters), kept so the adapter can be exported as a
+   * rank-2r LoRA of the original W. Absent for any other base (e.g. LoftQ's quantised W).
    */
-  baseKind?: "offset" | "replaced";
+  initial?: { a: F32; b: F32 };
 }
 
 /** A weight holder with PEFT's field name (`lora_A.weight`). */
@@ -86,9 +86,7 @@ export class LoraLinear extends Module implements LinearLayer {
     this.#seed = opts.seed ?? 0;
     this.#baseRewritten = init.base !== undefined;
     this.#useRslora = opts.useRslora ?? false;
-    this.#initial = init.base !== undefined && opts.baseKind === "offset"
-      ? { a: init.a, b: init.b }
-      : undefined;
+    this.#initial = init.base !== undefined ? opts.initial : undefined;
     if (opts.useDora) {
       // m = ‖W_res + s·B·A‖ per output row, computed after the init (so it includes B0·A0).
       this.lora_magnitude_vector = this.#combined().square().sum(1).sqrt() as F32;

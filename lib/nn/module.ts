@@ -65,6 +65,30 @@ export function asAliased(root: object): AliasedModule | undefined {
     : undefined;
 }
 
+/**
+ * Switches every module below `root` that has a boolean `training` field (LoRA layers with dropout, ...) to
+ * training (`true`) or evaluation (`false`) behaviour, as `model.train()` / `model.eval()` do in PyTorch; returns how
+ * many modules it set.
+ *
+ * @example
+ * ```ts
+ * import { Linear } from "./linear.ts";
+ * import { setTraining } from "./module.ts";
+ * setTraining({ fc: new Linear(4, 2, { seed: 0 }) }, false); // 0: a plain Linear has no training mode
+ * ```
+ */
+export function setTraining(root: object, training: boolean): number {
+  let n = 0;
+  for (const [, m] of namedModules(root)) {
+    const holder = m as unknown as { training?: unknown };
+    if (typeof holder.training === "boolean") {
+      holder.training = training;
+      n++;
+    }
+  }
+  return n;
+}
+
 /** Parameters (or gradients, or optimiser state) keyed by dotted path. */
 export type ParamDict = Record<string, Tensor>;
 

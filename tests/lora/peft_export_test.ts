@@ -1,0 +1,168 @@
+/**
+ * Adapters tessera saves for Hugging Face models are what PEFT loads onto the *original* base: for lora, pissa,
+ * olora, corda, lora-ga, loram, eva (each after two AdamW steps, so B ≠ 0 and offset inits have moved away from their
+ * initial value), DoRA and rsLoRA, on the Llama and Qwen2 fixtures, the saved files use PEFT's module names and
+ * rotary layout, offset inits become a rank-2r LoRA with the scale kept, and a fresh original base with the adapter
+ * loaded gives the adapted model's logits within 1e-5 of the largest logit.
+ *
+ * With TESSERA_PEFT_EXPORT=DIR the adapters (with tessera_expected.safetensors: the input ids and tessera's logits)
+ * are kept under DIR, for `tools/peft_fixtures.py --check DIR`, which loads each into PEFT and compares.
+ */
+import { deepEqual, equal, ok } from "node:assert/strict";
+import { type Shape, type Tensor, tensor } from "../../mod.ts";
+import { readSafetensors, toInt32, writeSafetensors } from "../../lib/io/safetensors.ts";
+import { loadLlama } from "../../lib/models/load.ts";
+import type { LlamaLM } from "../../lib/models/llama.ts";
+import { attachLora, loadAdapter, LORA_TRAINABLE, loraLayers, saveAdapter } from "../../lib/lora/mod.ts";
+import { collectActivations, collectGradients } from "../../lib/init/mod.ts";
+import { AdamW, functionalCall, type ParamDict, setTraining } from "../../lib/nn/mod.ts";
+import { valueAndGrad } from "../../lib/autodiff/mod.ts";
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+const KEEP = (() => {
+  try {
+    return Deno.env.get("TESSERA_PEFT_EXPORT");
+  } catch {
+    return undefined;
+  }
+})();
+const TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj"];
+
+type I32 = Tensor<Shape, "i32">;
+
+interface Case {
+  name: string;
+  init: string;
+  options?: Record<string, unknown>;
+  useDora?: boolean;
+  useRslora?: boolean;
+  data?: "activations" | "grads";
+  offset: boolean;
+}
+
+const CASES: Case[] = [
+  { name: "lora", init: "lora", offset: false },
+  { name: "pissa", init: "pissa", options: { exact: true }, offset: true },
+  { name: "olora", init: "olora", offset: true },
+  { name: "corda", init: "corda", data: "activations", offset: true },
+  { name: "lora-ga", init: "lora-ga", data: "grads", offset: true },
+  { name: "loram", init: "loram", offset: true },
+  { name: "eva", init: "eva", data: "activations", offset: false },
+  { name: "dora", init: "lora", useDora: true, offset: false },
+  { name: "rslora", init: "pissa", options: { exact: true }, useRslora: true, offset: true },
+];
+
+function relError(a: Float32Array, b: Float32Array): number {
+  let err = 0, scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    err = Math.max(err, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return err / scale;
+}
+
+for (const base of ["llama", "qwen2"]) {
+  Deno.test(`saveAdapter on ${base}: PEFT-loadable adapters for every init reproduce the model on the original base`, async () => {
+    const baseDir = `tests/fixtures/models/${base}`;
+    const { tensors } = await readSafetensors(`${ROOT}${baseDir}/expected.safetensors`);
+    const ids = toInt32(tensors.get("input_ids")!);
+    const x = tensor(ids, { shape: [2, 16], dtype: "i32" }) as I32;
+    const y = tensor(ids.map((_, i) => ids[(i + 1) % ids.length]), { shape: [2, 16], dtype: "i32" }) as I32;
+    const out = KEEP ?? await Deno.makeTempDir();
+    for (const c of CASES) {
+      const model = await loadLlama(`${ROOT}${baseDir}`);
+      const data = c.data === "activations"
+        ? await collectActivations(model, TARGETS, (m) => void m.forward(x))
+        : c.data === "grads"
+        ? await collectGradients(model, TARGETS, (m, b: { x: I32; y: I32 }) => m.loss(b.x, b.y), [{ x, y }])
+        : undefined;
+      const res = await attachLora(model, {
+        targetModules: TARGETS,
+        rank: 4,
+        alpha: 8,
+        init: c.init,
+        initOptions: c.options,
+        useDora: c.useDora,
+        useRslora: c.useRslora,
+        data,
+        seed: 3,
+      });
+      const opt = new AdamW(model, { lr: 1e-2, trainable: LORA_TRAINABLE });
+      const lossOf = (p: ParamDict) => functionalCall(model, p, () => model.loss(x, y));
+      for (let s = 0; s < 2; s++) {
+        const { value, grads } = valueAndGrad(lossOf)(opt.params);
+        await opt.step(grads, { realize: [value] });
+      }
+      setTraining(model, false);
+      const want = await model.forward(x).data() as Float32Array;
+      const dir = `${out}/${base}_${c.name}`;
+      const config = await saveAdapter(dir, model, { baseModel: baseDir });
+      await writeSafetensors(`${dir}/tessera_expected.safetensors`, {
+        input_ids: { dtype: "I32", shape: [2, 16], data: ids },
+        logits: { dtype: "F32", shape: [2, 16, (model as LlamaLM).config.vocabSize], data: want },
+      });
+
+      // PEFT's conventions: HF names, short target names, the adapter as data, the scale kept at rank 2r.
+      const files = (await readSafetensors(`${dir}/adapter_model.safetensors`)).tensors;
+      ok([...files.keys()].every((k) => k.startsWith("base_model.model.model.layers.")), c.name);
+      deepEqual([...config.target_modules].sort(), [...TARGETS].sort());
+      equal(config.init_lora_weights, true);
+      equal(config.use_dora, c.useDora ?? false);
+      equal(config.use_rslora, c.useRslora ?? false);
+      const layers = loraLayers(model);
+      const r0 = layers[0][1].rank;
+      const a0 = files.get("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight")!;
+      const rank = (r0 in config.rank_pattern) ? config.rank_pattern.q_proj : config.r;
+      equal(a0.shape[0], c.offset ? 2 * r0 : r0, `${c.name}: exported rank`);
+      equal(rank, a0.shape[0], `${c.name}: config rank`);
+      const alpha = config.alpha_pattern.q_proj ?? config.lora_alpha;
+      const scale = c.useRslora ? alpha / Math.sqrt(rank) : alpha / rank;
+      ok(
+        Math.abs(scale - layers[0][1].scale) < 1e-12 * scale,
+        `${c.name}: scale ${scale} vs ${layers[0][1].scale}`,
+      );
+      ok(!(await Deno.stat(`${dir}/base_model_weights.safetensors`).then(() => true, () => false)), c.name);
+      if (c.init === "eva") ok(Object.keys(res.perLayer).length === layers.length || layers.length > 0);
+
+      // The original base with the saved adapter is the adapted model.
+      const fresh = await loadLlama(`${ROOT}${baseDir}`);
+      await loadAdapter(dir, fresh);
+      setTraining(fresh, false);
+      const got = await fresh.forward(x).data() as Float32Array;
+      const err = relError(got, want);
+      ok(
+        err < 1e-5,
+        `${base} ${c.name}: reloaded on the original base, logits differ by ${err.toExponential(2)}`,
+      );
+    }
+    if (KEEP === undefined) await Deno.remove(out, { recursive: true });
+  });
+}
+
+Deno.test("saveAdapter raw form keeps rank r and the rewritten base; LoftQ saves its quantised base beside it", async () => {
+  const dir = await Deno.makeTempDir();
+  const base = `${ROOT}tests/fixtures/models/llama`;
+  const { tensors } = await readSafetensors(`${base}/expected.safetensors`);
+  const x = tensor(toInt32(tensors.get("input_ids")!), { shape: [2, 16], dtype: "i32" }) as I32;
+  for (const [init, form] of [["pissa", "raw"], ["loftq", "peft"]] as const) {
+    const model = await loadLlama(base);
+    await attachLora(model, { targetModules: ["q_proj", "v_proj"], rank: 4, alpha: 8, init });
+    for (const [, l] of loraLayers(model)) {
+      l.lora_B.weight = l.lora_B.weight.add(0.05) as typeof l.lora_B.weight;
+    }
+    const want = await model.forward(x).data() as Float32Array;
+    const config = await saveAdapter(`${dir}/${init}`, model, { form, init });
+    equal(config.r, 4);
+    equal(config.init_lora_weights, form === "raw" ? init : true);
+    const baseFile = (await readSafetensors(`${dir}/${init}/base_model_weights.safetensors`)).tensors;
+    const key = form === "raw"
+      ? "base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"
+      : "model.layers.0.self_attn.q_proj.weight";
+    ok(baseFile.has(key), [...baseFile.keys()].join());
+    const fresh = await loadLlama(base);
+    await loadAdapter(`${dir}/${init}`, fresh);
+    const err = relError(await fresh.forward(x).data() as Float32Array, want);
+    ok(err < 1e-5, `${init} ${form}: ${err}`);
+  }
+  await Deno.remove(dir, { recursive: true });
+});

@@ -1,0 +1,121 @@
+/**
+ * Adapters written by PEFT 0.21 itself (tests/fixtures/adapters, from tools/peft_fixtures.py) load into tessera on
+ * the same Hugging Face bases: plain LoRA with non-zero B on all seven projections, rsLoRA with rank and alpha
+ * patterns, DoRA, and PiSSA converted to rank 2r. The adapted logits equal PEFT's within 1e-4 of the largest logit
+ * (float32 on a 2-layer model in another summation order: ~1e-6 expected), and `mergeLora` gives the weights of
+ * PEFT's `merge_and_unload` within 1e-5 (in Hugging Face's row layout). Features tessera cannot honour are refused
+ * by name.
+ */
+import { equal, ok } from "node:assert/strict";
+import { type Shape, type Tensor, tensor } from "../../mod.ts";
+import { readSafetensors, toFloat32, toInt32 } from "../../lib/io/safetensors.ts";
+import { loadLlama } from "../../lib/models/load.ts";
+import { hfModulePath } from "../../lib/models/names.ts";
+import { loadAdapter, loraLayers, mergeLora } from "../../lib/lora/mod.ts";
+import { getAt, type Linear, setTraining } from "../../lib/nn/mod.ts";
+import type { LlamaLM } from "../../lib/models/llama.ts";
+
+const ROOT = new URL("../fixtures/", import.meta.url).pathname;
+
+function relError(a: Float32Array, b: Float32Array): number {
+  equal(a.length, b.length);
+  let err = 0, scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    err = Math.max(err, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return err / scale;
+}
+
+for (const base of ["llama", "qwen2"]) {
+  for (const kind of ["lora", "rslora", "dora", "pissa_2r"]) {
+    Deno.test(`PEFT ${base}_${kind}: tessera gives PEFT's logits and merge_and_unload's weights`, async () => {
+      const dir = `${ROOT}adapters/${base}_${kind}`;
+      const { tensors } = await readSafetensors(`${dir}/expected.safetensors`);
+      const model = await loadLlama(`${ROOT}models/${base}`);
+      const paths = await loadAdapter(dir, model);
+      equal(setTraining(model, false), paths.length); // PEFT's reference ran in eval mode (no lora_dropout)
+      const merged = [...tensors.keys()].filter((k) => k.startsWith("merged."));
+      equal(paths.length, merged.length);
+      const layers = new Map(loraLayers(model));
+      if (kind === "dora") ok([...layers.values()].every((l) => l.lora_magnitude_vector !== undefined));
+      if (kind === "pissa_2r") ok([...layers.values()].every((l) => l.rank === 8));
+      if (kind === "lora") ok([...layers.values()].every((l) => l.dropout === 0.05));
+      const ids = tensor(toInt32(tensors.get("input_ids")!), { shape: [2, 16], dtype: "i32" });
+      const logits = await model.forward(ids as Tensor<Shape, "i32">).data() as Float32Array;
+      const err = relError(logits, toFloat32(tensors.get("logits")!));
+      ok(err < 1e-4, `${base}_${kind}: logits differ from PEFT's by ${err.toExponential(2)}`);
+
+      mergeLora(model);
+      for (const path of paths) {
+        const w = (getAt(model, path) as Linear).weight;
+        const ours = (model as LlamaLM).convertRows(path, await w.data() as Float32Array, w.shape[1], true);
+        const theirs = toFloat32(tensors.get(`merged.${hfModulePath(path)}.weight`)!);
+        const e = relError(ours, theirs);
+        ok(
+          e < 1e-5,
+          `${base}_${kind}: merged ${path} differs from merge_and_unload by ${e.toExponential(2)}`,
+        );
+      }
+    });
+  }
+}
+
+/** Copies a fixture adapter to a temporary directory with its config edited. */
+async function edited(name: string, edit: (c: Record<string, unknown>) => void): Promise<string> {
+  const dir = await Deno.makeTempDir();
+  for (const f of ["adapter_model.safetensors", "adapter_config.json"]) {
+    await Deno.copyFile(`${ROOT}adapters/${name}/${f}`, `${dir}/${f}`);
+  }
+  const c = JSON.parse(await Deno.readTextFile(`${dir}/adapter_config.json`));
+  edit(c);
+  await Deno.writeTextFile(`${dir}/adapter_config.json`, JSON.stringify(c));
+  return dir;
+}
+
+Deno.test("PEFT adapters with features tessera cannot honour are refused by name", async () => {
+  const cases: [string, (c: Record<string, unknown>) => void, RegExp][] = [
+    ["llama_lora", (c) => (c.modules_to_save = ["lm_head"]), /"modules_to_save" is \["lm_head"\]/],
+    ["llama_lora", (c) => (c.layers_to_transform = [0]), /"layers_to_transform" is \[0\]/],
+    ["llama_lora", (c) => (c.bias = "all"), /"bias" is "all"/],
+    ["llama_lora", (c) => (c.lora_bias = true), /"lora_bias" is true/],
+    ["llama_lora", (c) => (c.use_qalora = true), /"use_qalora" is true/],
+    ["llama_lora", (c) => (c.some_future_key = 3), /key "some_future_key" \(3\) is not implemented/],
+    ["llama_lora", (c) => (c.target_modules = ["q_proj", "w_in"]), /target_modules entry "w_in" matches no/],
+    [
+      "llama_lora",
+      (c) => (c.target_modules = ["q_proj"]),
+      /module "model\.layers\.\d\.\w+\.(?!q_proj)\w+" has weights but target_modules \["q_proj"\]/,
+    ],
+    ["llama_lora", (c) => (c.r = 8), /has rank 4 but the config \(r, rank_pattern\) says 8/],
+    ["llama_dora", (c) => (c.use_dora = false), /has a lora_magnitude_vector but use_dora is false/],
+    [
+      "llama_lora",
+      (c) => (c.init_lora_weights = "pissa"),
+      /init_lora_weights "pissa", which rewrites the base/,
+    ],
+    ["llama_lora", (c) => (c.peft_type = "IA3"), /peft_type is "IA3"/],
+  ];
+  for (const [name, edit, re] of cases) {
+    const dir = await edited(name, edit);
+    const model = await loadLlama(`${ROOT}models/llama`);
+    let message = "";
+    try {
+      await loadAdapter(dir, model);
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    ok(re.test(message), `${name}: expected ${re}, got "${message}"`);
+    await Deno.remove(dir, { recursive: true });
+  }
+  // exclude_modules is honoured: the excluded modules are left plain, as PEFT leaves them.
+  const dir = await edited("llama_rslora", (c) => (c.exclude_modules = ["o_proj"]));
+  const model = await loadLlama(`${ROOT}models/llama`);
+  let message = "";
+  try {
+    await loadAdapter(dir, model);
+  } catch (err) {
+    message = (err as Error).message;
+  }
+  ok(/o_proj" has weights but target_modules/.test(message), message);
+});
