@@ -11,6 +11,13 @@
  * layers given rank 0 are left out; the metadata records the method, its options and each layer's rank, alpha and
  * scale. Everything is validated and computed before anything is written, and OUT is written atomically.
  *
+ * With a Hugging Face model directory as `--weights`, the adapters go on the model's projections (`--targets`,
+ * Hugging Face or tessera names; default all seven), data-driven methods calibrate on `--calibration-text` (tokenized
+ * with the model's own tokenizer), and OUT is an adapter directory that PEFT loads onto that base
+ * (`PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(W), OUT)`):
+ *
+ *   deno task init --method pissa --weights path/to/SmolLM2-135M --rank 16 --alpha 32 --out adapter/
+ *
  * @module
  */
 import { z } from "../deps.ts";
@@ -27,11 +34,21 @@ import {
 } from "../lib/init/mod.ts";
 import { ConfigError, ConfigHelp, configUsage, parseConfig } from "../lib/util/config.ts";
 import type { DeviceName } from "../lib/ir/node.ts";
+import type { Shape } from "../lib/shape.ts";
+import type { Tensor } from "../lib/tensor/tensor.ts";
+import { loadLlama } from "../lib/models/load.ts";
+import { checkTokenizerFits, loadTokenizer } from "../lib/io/text_tokenizer.ts";
+import { loadText } from "../lib/data/text.ts";
+import { sampleWindows } from "../lib/train/batches.ts";
+import { attachLora, findTargets, saveAdapter } from "../lib/lora/mod.ts";
+import { collectActivations, collectGradients } from "../lib/init/calibrate.ts";
 
 const BASE = z.object({
   method: z.string().describe(`initialisation: ${Object.keys(INIT_METHODS).join(", ")}`),
-  weights: z.string().describe("safetensors file with <layer>.weight tensors [d_out, d_in]"),
-  out: z.string().describe("output safetensors file"),
+  weights: z.string().describe(
+    "safetensors file with <layer>.weight tensors [d_out, d_in], or a Hugging Face model directory",
+  ),
+  out: z.string().describe("output safetensors file (an adapter directory for a Hugging Face model)"),
   rank: z.number().int().positive().default(8).describe("LoRA rank r"),
   alpha: z.number().positive().optional().describe("lora_alpha (default: the rank, so s = 1)"),
   activations: z.string().optional().describe(
@@ -44,6 +61,18 @@ const BASE = z.object({
     "deterministic variant where a method has a randomized one (exact SVD for PiSSA and LoRA-GA, exact inner SVD for EVA)",
   ),
   device: z.enum(["webgpu", "cpu"]).default("webgpu").describe("where to compute"),
+  targets: z.string().default("q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj").describe(
+    "Hugging Face model: comma-separated projections to adapt",
+  ),
+  calibrationText: z.string().optional().describe(
+    "Hugging Face model: text file the data-driven methods calibrate on (the model's tokenizer)",
+  ),
+  calibrationBatches: z.number().int().positive().default(4).describe(
+    "Hugging Face model: calibration batches",
+  ),
+  calibrationSeqLen: z.number().int().positive().default(128).describe(
+    "Hugging Face model: tokens per calibration batch (one sequence each)",
+  ),
 });
 
 /** The method named in the arguments (before full parsing), if any. */
@@ -108,6 +137,12 @@ export async function runInit(args: readonly string[]): Promise<InitRun> {
   if (cfg.exact && "exact" in method.options.shape) own.exact = true;
   if (cfg.exact && "exactSvd" in method.options.shape) own.exactSvd = true;
 
+  if (await isDirectory(cfg.weights)) return await initHfModel(cfg, method, own);
+  for (const k of ["calibrationText"] as const) {
+    if (cfg[k] !== undefined) {
+      throw new ConfigError([`--calibration-text needs a Hugging Face model directory as --weights`]);
+    }
+  }
   const { tensors: weights } = await readSafetensors(cfg.weights);
   const layers = [...weights].filter(([k, v]) => k.endsWith(".weight") && v.shape.length === 2);
   if (layers.length === 0) throw new Error(`"${cfg.weights}" has no 2-D <layer>.weight tensor`);
@@ -213,6 +248,76 @@ export async function runInit(args: readonly string[]): Promise<InitRun> {
     layers: JSON.stringify(summary),
   });
   return { layers: summary, out: cfg.out };
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+/** `--weights` is a Hugging Face model directory: attach to its projections and write a PEFT adapter directory. */
+async function initHfModel(
+  cfg: z.infer<typeof BASE> & Record<string, unknown>,
+  method: InitMethod,
+  own: Record<string, unknown>,
+): Promise<InitRun> {
+  if (cfg.activations !== undefined || cfg.grads !== undefined) {
+    throw new ConfigError([
+      "with a Hugging Face model directory, calibration comes from --calibration-text, not --activations/--grads",
+    ]);
+  }
+  const device = cfg.device as DeviceName;
+  const model = await loadLlama(cfg.weights, { device });
+  const targets = cfg.targets.split(",").map((t) => t.trim()).filter((t) => t.length > 0);
+  let data: Record<string, LayerData> | undefined;
+  if (method.needs.length > 0) {
+    if (cfg.calibrationText === undefined) {
+      throw new ConfigError([
+        `method "${method.name}" needs --calibration-text (a text file to calibrate on)`,
+      ]);
+    }
+    if (method.needs.includes("gap")) {
+      throw new ConfigError([
+        `method "${method.name}" needs a modality gap, which a language model does not have`,
+      ]);
+    }
+    const tokenizer = await loadTokenizer(cfg.weights);
+    checkTokenizerFits(tokenizer, cfg.weights, model.config.vocabSize, cfg.weights);
+    const ids = Int32Array.from(tokenizer.encode(await loadText(cfg.calibrationText)));
+    const t = Math.min(cfg.calibrationSeqLen, model.config.seqLen);
+    const batches = Array.from({ length: cfg.calibrationBatches }, (_, i) => {
+      const { x, y } = sampleWindows(ids, { batchSize: 1, seqLen: t, seed: cfg.seed, step: i + 1 });
+      return {
+        x: tensor(x, { shape: [1, t], dtype: "i32", device }) as Tensor<Shape, "i32">,
+        y: tensor(y, { shape: [1, t], dtype: "i32", device }) as Tensor<Shape, "i32">,
+      };
+    });
+    data = method.needs.includes("grads")
+      ? await collectGradients(model, targetsOf(model, targets), (m, b) => m.loss(b.x, b.y), batches)
+      : await collectActivations(model, targetsOf(model, targets), (m, i) => void m.forward(batches[i].x), {
+        batches: batches.length,
+      });
+  }
+  const res = await attachLora(model, {
+    targetModules: targets,
+    rank: cfg.rank,
+    alpha: cfg.alpha ?? cfg.rank,
+    useRslora: cfg.useRslora,
+    init: method.name,
+    initOptions: own,
+    data,
+    seed: cfg.seed,
+  });
+  await saveAdapter(cfg.out, model, { baseModel: cfg.weights });
+  return { layers: res.perLayer, out: cfg.out };
+}
+
+/** The module paths `targets` selects (Hugging Face or tessera names), for the calibration helpers. */
+function targetsOf(model: object, targets: string[]): string[] {
+  return findTargets(model, targets).map(([p]) => p);
 }
 
 if (import.meta.main) {
