@@ -152,6 +152,7 @@ async function main(): Promise<void> {
       await writeRandomCheckpoint(dir, config, 1);
     }
     const t0 = performance.now();
+    console.error(`${key}: loading ${dir} ...`);
     let model;
     try {
       model = await loadLlama(dir, { device: "webgpu", weightDtype });
@@ -173,10 +174,14 @@ async function main(): Promise<void> {
     });
     const y = tensor(ids.filter((_, i) => i % (tokens + 1) !== 0), { shape: [batch, tokens], dtype: "i32" });
     const I = (t: Tensor) => t as Tensor<Shape, "i32">;
+    console.error(`${key}: loaded in ${loadS.toFixed(1)} s; forward passes ...`);
     const forwardMs: number[] = [];
     for (let s = 0; s <= steps; s++) {
       const f0 = performance.now();
       await model.loss(I(x), I(y)).item();
+      console.error(
+        `  forward ${s}: ${(performance.now() - f0).toFixed(0)} ms${s === 0 ? " (warm-up)" : ""}`,
+      );
       if (s > 0) forwardMs.push(performance.now() - f0);
     }
     const afterForward = be.stats().deviceBytes;
@@ -193,6 +198,9 @@ async function main(): Promise<void> {
       const { value, grads } = valueAndGrad(lossOf)(opt.params);
       await opt.step(grads, { realize: [value] });
       await value.item();
+      console.error(
+        `  LoRA step ${s}: ${(performance.now() - s0).toFixed(0)} ms${s === 0 ? " (warm-up)" : ""}`,
+      );
       if (s > 0) trainMs.push(performance.now() - s0);
     }
     const afterTrain = be.stats().deviceBytes;

@@ -301,11 +301,16 @@ export function lower(
  * A structural key of `root`'s region: ops, arguments, shapes and dtypes of the fused nodes, with each input
  * replaced by its position of first appearance (plus shape and dtype). Two regions with equal keys lower to the
  * same kernel, whatever buffers their inputs hold. Returns the key and the inputs in key order.
+ *
+ * The key lists each fused node once, in the order of a depth-first walk, and refers to a node already listed by
+ * its number (`#3`), so a shared subexpression costs its size once (spelling the region out as a tree would grow
+ * exponentially with the depth of the sharing).
  */
 export function regionKey(root: Node, isInput: (n: Node) => boolean): { key: string; inputs: Node[] } {
   const inputs: Node[] = [];
   const slot = new Map<Node, number>();
-  const memo = new Map<Node, string>();
+  const defs: string[] = [];
+  const local = new Map<Node, number>();
   const keyOf = (n: Node): string => {
     if (n !== root && (n.storage !== null || isInput(n))) {
       let i = slot.get(n);
@@ -316,15 +321,18 @@ export function regionKey(root: Node, isInput: (n: Node) => boolean): { key: str
       }
       return `$${i}:${n.shape.join(",")}:${n.dtype}`;
     }
-    let k = memo.get(n);
-    if (k === undefined) {
+    let j = local.get(n);
+    if (j === undefined) {
+      const srcs = n.src.map(keyOf).join(";");
       const arg = n.arg === null || n.op === Op.CustomVjp ? "" : JSON.stringify(n.arg);
-      k = `${n.op}${arg}[${n.shape.join(",")}]${n.dtype}(${n.src.map(keyOf).join(";")})`;
-      memo.set(n, k);
+      j = defs.length;
+      defs.push(`${n.op}${arg}[${n.shape.join(",")}]${n.dtype}(${srcs})`);
+      local.set(n, j);
     }
-    return k;
+    return `#${j}`;
   };
-  return { key: keyOf(root), inputs };
+  keyOf(root);
+  return { key: defs.join("|"), inputs };
 }
 
 const kernelCache = new Map<string, { kernel: Kernel; perm: number[] }>();

@@ -106,6 +106,8 @@ export function splitLongLoops(roots: readonly Node[], limit = LOOP_BUDGET): Nod
         `argmax over an axis of ${tripCount(n)} elements is not supported (limit ${limit})`,
       );
     } else if (src.every((s, i) => s === n.src[i])) out = n;
+    // A custom-gradient marker is the identity on values; realization needs only the value.
+    else if (n.op === Op.CustomVjp) out = src[0];
     else out = mk(n.op, src, n.arg as never, n.dtype);
     map.set(n, out);
   }

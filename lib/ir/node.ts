@@ -96,6 +96,8 @@ export class Node {
 
 /** Builds (or finds) the node `op(src...)` with its shape and dtype derived by the op's shape rule. */
 export function mk<O extends Op>(op: O, src: readonly Node[], arg: OpArgs[O], dtype?: DType): Node {
+  // Its argument holds nodes and a function: it is never hash-consed (and would be costly to key).
+  if (op === Op.CustomVjp) throw new Error("IR: build CustomVjp nodes with customVjpNode, not mk");
   const device = src[0].device;
   for (const s of src) {
     if (s.device !== device) {
