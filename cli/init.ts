@@ -16,6 +16,8 @@
 import { z } from "../deps.ts";
 import { readSafetensors, type StEntry, toFloat32, writeSafetensors } from "../lib/io/safetensors.ts";
 import { deriveSeed } from "../lib/nn/init.ts";
+import { checkFinite } from "../lib/nn/finite.ts";
+import { initTensors } from "../lib/lora/attach.ts";
 import { tensor } from "../lib/tensor/creation.ts";
 import {
   type F32,
@@ -45,6 +47,15 @@ const BASE = z.object({
   ),
   device: z.enum(["webgpu", "cpu"]).default("webgpu").describe("where to compute"),
 });
+
+/** The file key of each kind of calibration data (`<layer>.<key>`). */
+const CALIBRATION_KEYS: Record<keyof LayerData, string> = {
+  activations: "input",
+  grads: "grad",
+  gap: "gap",
+  zText: "z_text",
+  zVision: "z_vision",
+};
 
 /** The method named in the arguments (before full parsing), if any. */
 function peekMethod(args: readonly string[]): string | undefined {
@@ -171,6 +182,16 @@ export async function runInit(args: readonly string[]): Promise<InitRun> {
     }
     inputs.push({ name: layer, weight: toT(w), data });
   }
+  await checkFinite(inputs.map((l) => [`${l.name}.weight`, l.weight] as const), {
+    what: `weights file "${cfg.weights}"`,
+  });
+  const calibration = inputs.flatMap((l) =>
+    Object.entries(l.data).map(([k, t]) =>
+      [`${l.name}.${CALIBRATION_KEYS[k as keyof LayerData]}`, t] as const
+    )
+  );
+  const calibrationFiles = [cfg.activations, cfg.grads].filter((f) => f !== undefined).map((f) => `"${f}"`);
+  await checkFinite(calibration, { what: `calibration file ${calibrationFiles.join(" / ")}` });
 
   const common = { rank: cfg.rank, alpha: cfg.alpha ?? cfg.rank, useRslora: cfg.useRslora, seed: cfg.seed };
   const results = new Map<string, LoraInit>();
@@ -188,6 +209,10 @@ export async function runInit(args: readonly string[]): Promise<InitRun> {
       }
     }
   }
+  await checkFinite(initTensors(results), {
+    what: `the "${name}" initialisation's output`,
+    hint: "Nothing was written; check the method's options",
+  });
   const out: Record<string, StEntry> = {};
   const summary: InitRun["layers"] = {};
   for (const l of inputs) {

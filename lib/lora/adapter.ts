@@ -15,7 +15,8 @@
  */
 import { readSafetensors, type StEntry, toFloat32, writeSafetensors } from "../io/safetensors.ts";
 import { writeTextFileAtomic } from "../io/atomic.ts";
-import { getAt, replaceModule } from "../nn/module.ts";
+import { getAt, namedParameters, replaceModule } from "../nn/module.ts";
+import { checkFinite } from "../nn/finite.ts";
 import { Linear } from "../nn/linear.ts";
 import { tensor } from "../tensor/creation.ts";
 import type { F32 } from "../init/types.ts";
@@ -190,7 +191,7 @@ export async function loadAdapter(dir: string, model: object): Promise<string[]>
     entry.set(m[2], v);
     byModule.set(m[1], entry);
   }
-  const loaded: string[] = [];
+  const layers: [string, LoraLinear][] = [];
   for (const [path, parts] of byModule) {
     const a = parts.get("lora_A.weight");
     const b = parts.get("lora_B.weight");
@@ -244,6 +245,15 @@ export async function loadAdapter(dir: string, model: object): Promise<string[]>
       }
       layer.lora_magnitude_vector = mk(mag);
     }
+    layers.push([path, layer]);
+  }
+  // Checked before the model is touched: a damaged adapter leaves it as it was.
+  await checkFinite(
+    layers.flatMap(([path, layer]) => namedParameters(layer).map(([k, t]) => [`${path}.${k}`, t] as const)),
+    { what: `adapter "${dir}"` },
+  );
+  const loaded: string[] = [];
+  for (const [path, layer] of layers) {
     replaceModule(model, path, layer);
     loaded.push(path);
   }

@@ -8,6 +8,7 @@
 import { Linear } from "../nn/linear.ts";
 import { namedModules, replaceModule } from "../nn/module.ts";
 import { deriveSeed } from "../nn/init.ts";
+import { checkFinite } from "../nn/finite.ts";
 import { realize, type Tensor } from "../tensor/tensor.ts";
 import { tensor } from "../tensor/creation.ts";
 import { getInitMethod, type InitMethod } from "../init/mod.ts";
@@ -89,6 +90,21 @@ async function makeConcrete(inits: LoraInit[]): Promise<void> {
   }
 }
 
+/**
+ * The tensors of initialised layers as `[name, tensor]`, named as in a PEFT adapter: `<path>.lora_A.weight`,
+ * `<path>.lora_B.weight` and (when the method changes the base) `<path>.base_layer.weight`. Layers given rank 0 are
+ * left out.
+ */
+export function initTensors(inits: ReadonlyMap<string, LoraInit>): [string, Tensor][] {
+  const out: [string, Tensor][] = [];
+  for (const [path, init] of inits) {
+    if (init.rank === 0) continue;
+    out.push([`${path}.lora_A.weight`, init.a], [`${path}.lora_B.weight`, init.b]);
+    if (init.base !== undefined) out.push([`${path}.base_layer.weight`, init.base]);
+  }
+  return out;
+}
+
 /** What {@link attachLora} did. */
 export interface AttachResult {
   /** Adapted module paths, in model order. */
@@ -167,6 +183,10 @@ export async function attachLora(model: object, cfg: LoraConfig): Promise<Attach
   }
   const list = [...inits.values()].filter((i) => i.rank > 0);
   await makeConcrete(list);
+  await checkFinite(initTensors(inits), {
+    what: `attachLora: the "${method.name}" initialisation's output`,
+    hint: "Check the model's weights, the calibration data (activations, gradients) and the method's options",
+  });
   const result: AttachResult = { layers: [], perLayer: {}, info: {} };
   for (const [path, m] of targets) {
     const init = inits.get(path);

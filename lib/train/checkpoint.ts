@@ -10,6 +10,7 @@
 import type { DeviceName } from "../ir/node.ts";
 import { readSafetensors, type StEntry, writeSafetensors } from "../io/safetensors.ts";
 import { loadParameters, namedParameters, type ParamDict } from "../nn/module.ts";
+import { checkFinite } from "../nn/finite.ts";
 import type { Optimizer } from "../nn/optim/optimizer.ts";
 import { tensor } from "../tensor/creation.ts";
 import { Tensor } from "../tensor/tensor.ts";
@@ -146,6 +147,13 @@ export async function loadCheckpoint(path: string, opts: LoadCheckpointOptions =
     else if (name.startsWith("optim.")) state[name.slice(6)] = t;
     else throw new Error(`checkpoint "${path}": unexpected tensor "${name}" (neither params.* nor optim.*)`);
   }
+  await checkFinite(
+    [
+      ...Object.entries(params).map(([k, t]) => [`params.${k}`, t] as const),
+      ...Object.entries(state).map(([k, t]) => [`optim.${k}`, t] as const),
+    ],
+    { what: `checkpoint "${path}"` },
+  );
   const user = Object.fromEntries(Object.entries(metadata).filter(([k]) => !RESERVED.has(k)));
   return {
     step,
