@@ -13,7 +13,14 @@
  * @module
  */
 
-export { writeFileAtomic, writeTextFileAtomic } from "./atomic.ts";
+export {
+  removeTemporaries,
+  type RemoveTemporariesOptions,
+  temporaryOwner,
+  writeFileAtomic,
+  writeTextFileAtomic,
+} from "./atomic.ts";
+export { acquireLock, Lock, LockedError, type LockHolder, processAlive } from "./lock.ts";
 export {
   decodeBf16,
   decodeF16,

@@ -16,6 +16,17 @@ import { dropout } from "../nn/activations.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { deriveSeed } from "../nn/init.ts";
 import type { F32, LoraInit } from "../init/types.ts";
+import { z } from "../../deps.ts";
+import { checkOptions, opt } from "../options.ts";
+
+const LAYER_OPTIONS = z.object({
+  dropout: z.number().min(0).lt(1).optional(),
+  useDora: z.boolean().optional(),
+  seed: opt.seed().optional(),
+}).strict();
+
+/** The scalar fields of an init result (its tensors are checked by shape below). */
+const INIT_SCALARS = z.object({ rank: opt.count(), alpha: opt.number(), scale: opt.number() });
 
 /** Options of a {@link LoraLinear}. */
 export interface LoraLayerOptions {
@@ -55,6 +66,8 @@ export class LoraLinear extends Module implements LinearLayer {
   /** Use {@link LoraLinear.wrap}. */
   constructor(base: Linear, init: LoraInit, opts: LoraLayerOptions = {}) {
     super();
+    checkOptions("LoraLinear", LAYER_OPTIONS, opts);
+    checkOptions("LoraLinear: the init result", INIT_SCALARS, init);
     const [dOut, dIn] = base.weight.shape;
     if (init.a.shape.join() !== `${init.rank},${dIn}` || init.b.shape.join() !== `${dOut},${init.rank}`) {
       throw new RangeError(
@@ -63,7 +76,6 @@ export class LoraLinear extends Module implements LinearLayer {
       );
     }
     const p = opts.dropout ?? 0;
-    if (!(p >= 0 && p < 1)) throw new RangeError(`LoRA dropout must be in [0, 1), got ${p}`);
     this.base_layer = init.base === undefined ? base : Linear.fromWeights(init.base, base.bias);
     this.lora_A = { weight: init.a };
     this.lora_B = { weight: init.b };

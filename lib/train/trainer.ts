@@ -28,6 +28,8 @@ import { realize, Tensor } from "../tensor/tensor.ts";
 import { type MetricRecord, MetricsWriter, readJsonl, writeTextAtomic } from "../util/metrics.ts";
 import { Progress } from "../util/progress.ts";
 import { restoreCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { z } from "../../deps.ts";
+import { checkOptions, opt } from "../options.ts";
 
 type F32 = Tensor<Shape, "f32">;
 
@@ -103,6 +105,30 @@ export interface TrainerOptions<M extends object, B extends Batch> {
    */
   lastGoodPath?: string;
 }
+
+const TRAINER_OPTIONS = z.object({
+  model: z.custom<object>((v) => typeof v === "object" && v !== null, { message: "must be a model object" }),
+  optimizer: z.custom<Optimizer>((v) => typeof v === "object" && v !== null && "update" in v, {
+    message: "must be an optimiser (new AdamW(model, ...))",
+  }),
+  batch: opt.fn().optional(),
+  loss: opt.fn(),
+  steps: opt.count(),
+  schedule: opt.fn().optional(),
+  clipNorm: opt.positive().optional(),
+  readEvery: opt.count().optional(),
+  track: z.record(z.string(), opt.fn()).optional(),
+  metrics: z.union([
+    z.string().min(1),
+    z.custom<MetricsWriter>((v) => v instanceof MetricsWriter, { message: "must be a MetricsWriter" }),
+  ]).optional(),
+  progress: z.union([z.boolean(), z.string()]).optional(),
+  seed: opt.seed().optional(),
+  checkpoint: z.object({ path: z.string().min(1), every: opt.count() }).strict().optional(),
+  onRecords: opt.fn().optional(),
+  stopOnNonFinite: z.boolean().optional(),
+  lastGoodPath: z.string().min(1).optional(),
+}).strict();
 
 /**
  * Thrown by {@link Trainer.run} when a loss or gradient norm read back is NaN or infinite. Before it is thrown
@@ -218,6 +244,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
 
   /** A trainer; nothing runs until {@link run}. */
   constructor(options: TrainerOptions<M, B>) {
+    checkOptions("Trainer", TRAINER_OPTIONS, options);
     if (options.optimizer.target !== options.model) {
       throw new Error(
         "Trainer: the optimiser must be created over the same model object (new AdamW(model, ...))",
