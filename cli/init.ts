@@ -17,6 +17,7 @@ import { z } from "../deps.ts";
 import { readSafetensors, type StEntry, toFloat32, writeSafetensors } from "../lib/io/safetensors.ts";
 import { deriveSeed } from "../lib/nn/init.ts";
 import { checkFinite } from "../lib/nn/finite.ts";
+import { refuseOutputOnInput } from "../lib/io/paths.ts";
 import { initTensors } from "../lib/lora/attach.ts";
 import { tensor } from "../lib/tensor/creation.ts";
 import {
@@ -27,7 +28,7 @@ import {
   type LayerData,
   type LoraInit,
 } from "../lib/init/mod.ts";
-import { ConfigError, ConfigHelp, configUsage, parseConfig } from "../lib/util/config.ts";
+import { ConfigError, ConfigHelp, configUsage, exitWithError, parseConfig } from "../lib/util/config.ts";
 import type { DeviceName } from "../lib/ir/node.ts";
 
 const BASE = z.object({
@@ -119,6 +120,11 @@ export async function runInit(args: readonly string[]): Promise<InitRun> {
   if (cfg.exact && "exact" in method.options.shape) own.exact = true;
   if (cfg.exact && "exactSvd" in method.options.shape) own.exactSvd = true;
 
+  refuseOutputOnInput({ flag: "--out", path: cfg.out }, [
+    { flag: "--weights", path: cfg.weights },
+    { flag: "--activations", path: cfg.activations },
+    { flag: "--grads", path: cfg.grads },
+  ]);
   const { tensors: weights } = await readSafetensors(cfg.weights);
   const layers = [...weights].filter(([k, v]) => k.endsWith(".weight") && v.shape.length === 2);
   if (layers.length === 0) throw new Error(`"${cfg.weights}" has no 2-D <layer>.weight tensor`);
@@ -249,11 +255,6 @@ if (import.meta.main) {
       console.log(`  ${k}: rank ${v.rank}, alpha ${v.alpha}, scale ${v.scale}`);
     }
   } catch (e) {
-    if (e instanceof ConfigHelp) {
-      console.log(e.usage);
-      Deno.exit(0);
-    }
-    console.error(`init: ${(e as Error).message}`);
-    Deno.exit(e instanceof ConfigError ? e.exitCode : 1);
+    exitWithError("init", e);
   }
 }

@@ -21,6 +21,7 @@ export {
   writeTextFileAtomic,
 } from "./atomic.ts";
 export { acquireLock, Lock, LockedError, type LockHolder, processAlive } from "./lock.ts";
+export { type NamedPath, refuseOutputOnInput } from "./paths.ts";
 export {
   decodeBf16,
   decodeF16,

@@ -30,6 +30,21 @@ export interface SaveCheckpointOptions {
   seed?: number;
   /** Further string metadata (not `format`, `version`, `step`, `seed` or `optimizer`). */
   metadata?: Record<string, string>;
+  /**
+   * Keep the checkpoint being replaced at {@link previousCheckpointPath} (default false), so that a damaged newest
+   * file still leaves one to continue from (see {@link restoreLatestCheckpoint}).
+   */
+  keepPrevious?: boolean;
+}
+
+/**
+ * Where {@link saveCheckpoint} with `keepPrevious` keeps the checkpoint it replaces: `<path>.previous`.
+ *
+ * @param path The checkpoint file.
+ * @returns The path of the previous one.
+ */
+export function previousCheckpointPath(path: string): string {
+  return `${path}.previous`;
 }
 
 /** A checkpoint read back by {@link loadCheckpoint}. */
@@ -100,6 +115,15 @@ export async function saveCheckpoint(
   metadata.step = String(opts.step ?? opts.optimizer?.stepCount ?? 0);
   if (opts.seed !== undefined) metadata.seed = String(opts.seed);
   if (opts.optimizer !== undefined) metadata.optimizer = JSON.stringify(opts.optimizer.describe());
+  if (opts.keepPrevious) {
+    // A rename is atomic: at every moment the newest complete checkpoint is at `path` or, between the rename and
+    // the write, at the previous path.
+    try {
+      await Deno.rename(path, previousCheckpointPath(path));
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+  }
   await writeSafetensors(path, entries, metadata);
 }
 
@@ -207,4 +231,54 @@ export async function restoreCheckpoint(
   loadParameters(model, ckpt.params);
   opt?.loadState(ckpt.state, ckpt.step);
   return ckpt;
+}
+
+/** What {@link restoreLatestCheckpoint} restored, and what it had to pass over. */
+export interface RestoredCheckpoint {
+  /** The checkpoint restored. */
+  checkpoint: Checkpoint;
+  /** Its file: the given path or the previous one. */
+  path: string;
+  /** Files that could not be used (damaged, truncated, non-finite), with the reason. */
+  skipped: { path: string; reason: string }[];
+}
+
+/**
+ * Restores the newest usable checkpoint of `path`: the file itself, or, when it is missing or cannot be read (a
+ * damaged or truncated file, non-finite values), the one kept at {@link previousCheckpointPath}. When neither can
+ * be used the error names both files, why, and what to remove to start over.
+ *
+ * @param path The checkpoint file (as given to {@link saveCheckpoint} with `keepPrevious`).
+ * @param model The model to load the parameters into.
+ * @param opts The optimiser to restore.
+ * @returns The checkpoint, its file and the files passed over.
+ */
+export async function restoreLatestCheckpoint(
+  path: string,
+  model: object,
+  opts: RestoreCheckpointOptions = {},
+): Promise<RestoredCheckpoint> {
+  const skipped: { path: string; reason: string }[] = [];
+  for (const candidate of [path, previousCheckpointPath(path)]) {
+    try {
+      await Deno.stat(candidate);
+    } catch {
+      continue;
+    }
+    try {
+      return { checkpoint: await restoreCheckpoint(candidate, model, opts), path: candidate, skipped };
+    } catch (err) {
+      skipped.push({ path: candidate, reason: err instanceof Error ? err.message : String(err) });
+    }
+  }
+  if (skipped.length === 0) {
+    throw new Error(
+      `no checkpoint to continue from: neither "${path}" nor "${previousCheckpointPath(path)}" exists`,
+    );
+  }
+  throw new Error(
+    `no usable checkpoint: ${skipped.map((s) => `"${s.path}" (${s.reason})`).join("; ")}. Remove ${
+      skipped.map((s) => `"${s.path}"`).join(" and ")
+    } to run from the start`,
+  );
 }
