@@ -425,12 +425,9 @@ async function hostDeltas(
  * @returns The schema (its output is a number).
  */
 export function savedNumber(): z.ZodType<number> {
-  return z.union([
-    z.number(),
-    z.enum(["NaN", "Infinity", "-Infinity"]).transform(Number),
-  ]) as unknown as z.ZodType<
-    number
-  >;
+  return z.union([z.number(), z.enum(["NaN", "Infinity", "-Infinity"]).transform(Number)], {
+    error: 'expected a number (or "NaN", "Infinity", "-Infinity")',
+  }) as unknown as z.ZodType<number>;
 }
 
 const num = savedNumber();

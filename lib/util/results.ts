@@ -14,6 +14,7 @@
 import { stringifyYaml, z } from "../../deps.ts";
 import { acquireLock, type Lock } from "../io/lock.ts";
 import { removeTemporaries } from "../io/atomic.ts";
+import { showValue } from "../options.ts";
 import {
   MetricsWriter,
   type MetricsWriterOptions,
@@ -600,7 +601,10 @@ export class ResultsDir {
       const problems = result.error.issues.slice(0, 3).map((issue) => {
         const key = issue.path.map((k) => (typeof k === "number" ? `[${k}]` : `.${String(k)}`)).join("")
           .replace(/^\./, "");
-        return `${key === "" ? "the file" : `"${key}"`}: ${issue.message.replace(/^Invalid input: /, "")}`;
+        let got: unknown = value;
+        for (const k of issue.path) got = (got as Record<PropertyKey, unknown> | null)?.[k];
+        const what = issue.message.replace(/^Invalid input(: )?/, "") || "not what was saved";
+        return `${key === "" ? "the file" : `"${key}"`}: ${what}, got ${showValue(got)}`;
       });
       const more = result.error.issues.length > 3 ? `, and ${result.error.issues.length - 3} more` : "";
       throw new Error(
