@@ -331,7 +331,8 @@ export async function fineTune(
     clipNorm: 1,
     readEvery: 10,
     metrics: metricsPath,
-    checkpoint: { path: ckptPath, every: 50 },
+    // Only the adapters and their optimiser state: the base is rebuilt identically (same weights, same seeded init).
+    checkpoint: { path: ckptPath, every: 50, trainableOnly: true },
     track: spec.trackNorms
       ? { A: (m) => sum(m, ".A"), B: (m) => sum(m, ".B"), deltaW: (m) => sum(m, ".deltaW") }
       : undefined,

@@ -35,6 +35,11 @@ export interface SaveCheckpointOptions {
    * file still leaves one to continue from (see {@link restoreLatestCheckpoint}).
    */
   keepPrevious?: boolean;
+  /**
+   * Save only the parameters at these paths (e.g. the optimiser's trainable ones, a small fraction of a LoRA model);
+   * the others must then be rebuilt identically before restoring. Default: every parameter.
+   */
+  paths?: readonly string[];
 }
 
 /**
@@ -95,7 +100,8 @@ export async function saveCheckpoint(
   model: object,
   opts: SaveCheckpointOptions = {},
 ): Promise<void> {
-  const params = namedParameters(model);
+  const only = opts.paths === undefined ? undefined : new Set(opts.paths);
+  const params = namedParameters(model).filter(([p]) => only === undefined || only.has(p));
   const state = opts.optimizer === undefined ? [] : Object.entries(opts.optimizer.stateDict());
   const all = [
     ...params.map(([p, t]) => [`params.${p}`, t] as const),

@@ -59,6 +59,11 @@ export interface CheckpointSchedule {
   path: string;
   /** Save after every `every` steps (and after the last step of a run). */
   every: number;
+  /**
+   * Save only the trainable parameters (with the optimiser's state): for runs that rebuild the frozen rest
+   * identically before resuming (e.g. a base model with adapters attached by a seeded init). Default false.
+   */
+  trainableOnly?: boolean;
 }
 
 /** Options of {@link Trainer}. */
@@ -124,7 +129,8 @@ const TRAINER_OPTIONS = z.object({
   ]).optional(),
   progress: z.union([z.boolean(), z.string()]).optional(),
   seed: opt.seed().optional(),
-  checkpoint: z.object({ path: z.string().min(1), every: opt.count() }).strict().optional(),
+  checkpoint: z.object({ path: z.string().min(1), every: opt.count(), trainableOnly: z.boolean().optional() })
+    .strict().optional(),
   onRecords: opt.fn().optional(),
   stopOnNonFinite: z.boolean().optional(),
   lastGoodPath: z.string().min(1).optional(),
@@ -333,7 +339,9 @@ export class Trainer<M extends object, B extends Batch = Batch> {
         await this.#trainStep(s);
         if (s % this.#readEvery === 0 || s === until) await this.#flush();
         const ck = this.#o.checkpoint;
-        if (ck !== undefined && (s % ck.every === 0 || s === until)) await this.#save(ck.path, true);
+        if (ck !== undefined && (s % ck.every === 0 || s === until)) {
+          await this.#save(ck.path, true, ck.trainableOnly ? this.#o.optimizer.paths : undefined);
+        }
       }
     } finally {
       this.#progress.done();
@@ -554,13 +562,14 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     await this.#save(path, false);
   }
 
-  async #save(path: string, keepPrevious: boolean): Promise<void> {
+  async #save(path: string, keepPrevious: boolean, paths?: readonly string[]): Promise<void> {
     await this.#flush();
     await saveCheckpoint(path, this.#o.model, {
       optimizer: this.#o.optimizer,
       step: this.#step,
       seed: this.#o.seed,
       keepPrevious,
+      paths,
     });
   }
 
