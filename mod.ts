@@ -84,6 +84,7 @@ export type * from "./lib/codegen/kexpr.ts";
 export type { Backend, BackendStats, RawStep, Step } from "./lib/runtime/backend.ts";
 export { getBackend, getDefaultDevice, getWebGPU, setDefaultDevice } from "./lib/runtime/realize.ts";
 export { NoAdapterError, type WebGPUBackend, WebGPUError } from "./lib/runtime/webgpu.ts";
+export { OptionsError } from "./lib/options.ts";
 export * from "./lib/nn/mod.ts";
 export * from "./lib/train/mod.ts";
 export * from "./lib/lora/mod.ts";

@@ -26,6 +26,7 @@ import {
 import { Trainer } from "../lib/train/mod.ts";
 import { Rng } from "../lib/data/rng.ts";
 import { LlamaLM } from "../lib/models/llama.ts";
+import { loadLlama } from "../lib/models/load.ts";
 import { attachLora, LORA_TRAINABLE } from "../lib/lora/mod.ts";
 
 type F32 = Tensor<Shape, "f32">;
@@ -100,7 +101,7 @@ function storiesLoraCase(batch: number, seqLen: number): Case {
     tokens: batch * seqLen,
     unit: "tokens",
     make: async (readEvery) => {
-      const model = real ? await LlamaLM.fromLlama2c(STORIES.pathname) : LlamaLM.random({
+      const model = real ? await loadLlama(STORIES.pathname) : LlamaLM.random({
         dim: 64,
         hiddenDim: 172,
         nLayers: 5,

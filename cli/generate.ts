@@ -18,7 +18,7 @@ import { checkTokenizerFits, loadTokenizer, modelTokenizerPath } from "../lib/io
 import { loadLlama } from "../lib/models/load.ts";
 import { generate } from "../lib/models/sample.ts";
 import { getBackend } from "../lib/runtime/realize.ts";
-import { ConfigError, ConfigHelp, parseConfig } from "../lib/util/config.ts";
+import { exitWithError, parseConfig } from "../lib/util/config.ts";
 
 const Config = z.object({
   model: z.string().describe(
@@ -51,6 +51,8 @@ export interface GenerateRun {
   seconds: number;
   /** The adapter description of the device used. */
   adapter: string;
+  /** Things the user should know about the run (e.g. that the context cut the generation short). */
+  notes: string[];
 }
 
 /**
@@ -73,6 +75,14 @@ export async function runGenerate(
   if (promptTokens.length === 0) {
     throw new Error(`tokenizer "${tokenizerPath}" has no BOS, so an empty prompt gives nothing to continue`);
   }
+  const notes: string[] = [];
+  const room = model.config.seqLen - promptTokens.length + 1;
+  if (cfg.steps > room && room > 0) {
+    notes.push(
+      `--steps ${cfg.steps} is more than the context has room for: the model sees ${model.config.seqLen} ` +
+        `positions and the prompt takes ${promptTokens.length}, so at most ${room} tokens are generated`,
+    );
+  }
   const stream = tokenizer.streamDecoder({ skipSpecialTokens: true });
   let text = "";
   const emit = (id: number) => {
@@ -94,7 +104,7 @@ export async function runGenerate(
   const rest = stream.flush();
   text += rest;
   if (rest.length > 0) write(rest);
-  return { text, tokens, promptTokens, seconds, adapter };
+  return { text, tokens, promptTokens, seconds, adapter, notes };
 }
 
 if (import.meta.main) {
@@ -102,6 +112,7 @@ if (import.meta.main) {
   try {
     const run = await runGenerate(Deno.args, (piece) => Deno.stdout.writeSync(encoder.encode(piece)));
     Deno.stdout.writeSync(encoder.encode("\n"));
+    for (const note of run.notes) console.error(`generate: ${note}`);
     const rate = run.tokens.length / Math.max(run.seconds, 1e-9);
     console.error(
       `${run.tokens.length} tokens in ${run.seconds.toFixed(2)} s (${
@@ -109,11 +120,6 @@ if (import.meta.main) {
       } tok/s) on ${run.adapter}`,
     );
   } catch (err) {
-    if (err instanceof ConfigHelp) {
-      console.log(err.usage);
-      Deno.exit(0);
-    }
-    console.error(err instanceof ConfigError ? err.message : `generate: ${(err as Error).message}`);
-    Deno.exit(err instanceof ConfigError ? err.exitCode : 1);
+    exitWithError("generate", err);
   }
 }

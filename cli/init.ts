@@ -23,6 +23,9 @@
 import { z } from "../deps.ts";
 import { readSafetensors, type StEntry, toFloat32, writeSafetensors } from "../lib/io/safetensors.ts";
 import { deriveSeed } from "../lib/nn/init.ts";
+import { checkFinite } from "../lib/nn/finite.ts";
+import { refuseOutputOnInput } from "../lib/io/paths.ts";
+import { initTensors } from "../lib/lora/attach.ts";
 import { tensor } from "../lib/tensor/creation.ts";
 import {
   type F32,
@@ -32,7 +35,7 @@ import {
   type LayerData,
   type LoraInit,
 } from "../lib/init/mod.ts";
-import { ConfigError, ConfigHelp, configUsage, parseConfig } from "../lib/util/config.ts";
+import { ConfigError, ConfigHelp, configUsage, exitWithError, parseConfig } from "../lib/util/config.ts";
 import type { DeviceName } from "../lib/ir/node.ts";
 import type { Shape } from "../lib/shape.ts";
 import type { Tensor } from "../lib/tensor/tensor.ts";
@@ -74,6 +77,15 @@ const BASE = z.object({
     "Hugging Face model: tokens per calibration batch (one sequence each)",
   ),
 });
+
+/** The file key of each kind of calibration data (`<layer>.<key>`). */
+const CALIBRATION_KEYS: Record<keyof LayerData, string> = {
+  activations: "input",
+  grads: "grad",
+  gap: "gap",
+  zText: "z_text",
+  zVision: "z_vision",
+};
 
 /** The method named in the arguments (before full parsing), if any. */
 function peekMethod(args: readonly string[]): string | undefined {
@@ -137,6 +149,11 @@ export async function runInit(args: readonly string[]): Promise<InitRun> {
   if (cfg.exact && "exact" in method.options.shape) own.exact = true;
   if (cfg.exact && "exactSvd" in method.options.shape) own.exactSvd = true;
 
+  refuseOutputOnInput({ flag: "--out", path: cfg.out }, [
+    { flag: "--weights", path: cfg.weights },
+    { flag: "--activations", path: cfg.activations },
+    { flag: "--grads", path: cfg.grads },
+  ]);
   if (await isDirectory(cfg.weights)) return await initHfModel(cfg, method, own);
   for (const k of ["calibrationText"] as const) {
     if (cfg[k] !== undefined) {
@@ -206,6 +223,16 @@ export async function runInit(args: readonly string[]): Promise<InitRun> {
     }
     inputs.push({ name: layer, weight: toT(w), data });
   }
+  await checkFinite(inputs.map((l) => [`${l.name}.weight`, l.weight] as const), {
+    what: `weights file "${cfg.weights}"`,
+  });
+  const calibration = inputs.flatMap((l) =>
+    Object.entries(l.data).map(([k, t]) =>
+      [`${l.name}.${CALIBRATION_KEYS[k as keyof LayerData]}`, t] as const
+    )
+  );
+  const calibrationFiles = [cfg.activations, cfg.grads].filter((f) => f !== undefined).map((f) => `"${f}"`);
+  await checkFinite(calibration, { what: `calibration file ${calibrationFiles.join(" / ")}` });
 
   const common = { rank: cfg.rank, alpha: cfg.alpha ?? cfg.rank, useRslora: cfg.useRslora, seed: cfg.seed };
   const results = new Map<string, LoraInit>();
@@ -223,6 +250,10 @@ export async function runInit(args: readonly string[]): Promise<InitRun> {
       }
     }
   }
+  await checkFinite(initTensors(results), {
+    what: `the "${name}" initialisation's output`,
+    hint: "Nothing was written; check the method's options",
+  });
   const out: Record<string, StEntry> = {};
   const summary: InitRun["layers"] = {};
   for (const l of inputs) {
@@ -329,11 +360,6 @@ if (import.meta.main) {
       console.log(`  ${k}: rank ${v.rank}, alpha ${v.alpha}, scale ${v.scale}`);
     }
   } catch (e) {
-    if (e instanceof ConfigHelp) {
-      console.log(e.usage);
-      Deno.exit(0);
-    }
-    console.error(`init: ${(e as Error).message}`);
-    Deno.exit(e instanceof ConfigError ? e.exitCode : 1);
+    exitWithError("init", e);
   }
 }

@@ -22,7 +22,7 @@ import { checkTokenizerFits, loadTokenizer, modelTokenizerPath } from "../lib/io
 import { loadLlama } from "../lib/models/load.ts";
 import { getBackend } from "../lib/runtime/realize.ts";
 import { tensor } from "../lib/tensor/creation.ts";
-import { ConfigError, ConfigHelp, parseConfig } from "../lib/util/config.ts";
+import { exitWithError, parseConfig } from "../lib/util/config.ts";
 
 const Config = z.object({
   model: z.string().describe(
@@ -147,11 +147,6 @@ if (import.meta.main) {
     console.log(`time:       ${r.seconds.toFixed(1)} s (${(r.tokens / r.seconds).toFixed(0)} tok/s)`);
     console.log(`adapter:    ${r.adapter}`);
   } catch (err) {
-    if (err instanceof ConfigHelp) {
-      console.log(err.usage);
-      Deno.exit(0);
-    }
-    console.error(err instanceof ConfigError ? err.message : `ppl: ${(err as Error).message}`);
-    Deno.exit(err instanceof ConfigError ? err.exitCode : 1);
+    exitWithError("ppl", err);
   }
 }

@@ -6,6 +6,7 @@
  * @module
  */
 import { z } from "../deps.ts";
+import { distinctList } from "./_start.ts";
 import { tensor } from "../lib/tensor/creation.ts";
 import type { Tensor } from "../lib/tensor/tensor.ts";
 import type { Shape } from "../lib/shape.ts";
@@ -26,6 +27,7 @@ import { collectActivations, collectGradients } from "../lib/init/calibrate.ts";
 import { getInitMethod, type LayerData } from "../lib/init/mod.ts";
 import type { DeviceName } from "../lib/ir/node.ts";
 import type { ResultsDir } from "../lib/util/results.ts";
+import { previousCheckpointPath } from "../lib/train/checkpoint.ts";
 
 /** An i32 tensor. */
 export type I32 = Tensor<Shape, "i32">;
@@ -46,6 +48,8 @@ export interface LmSettings {
   tokenizer?: string;
   data?: string;
   pretrainSteps: number;
+  /** Whether finished runs shorter than `steps` may be continued (`--resume DIR --extend`). */
+  extend?: boolean;
 }
 
 /** Token streams of the experiment. */
@@ -128,7 +132,12 @@ export async function baseModel(
     lr: 3e-3,
     seed: 1234,
   };
-  const r = await cachedPretrained(spec, corpus.source!, { device, progress: Deno.stderr.isTerminal() });
+  if (corpus.source === undefined) {
+    throw new RangeError(
+      "the built-in base is pretrained on the generated source domain: with --data, pass --model",
+    );
+  }
+  const r = await cachedPretrained(spec, corpus.source, { device, progress: Deno.stderr.isTerminal() });
   return {
     model: r.model,
     note: `${r.cached ? "cached" : "pretrained"} base in ${r.dir} (${r.seconds.toFixed(1)} s)`,
@@ -142,6 +151,14 @@ export async function baseModel(
 export async function lmSetup(cfg: LmSettings, device: DeviceName, sourceText?: string) {
   const corpus = await loadCorpus(cfg, sourceText);
   const { model: base, note } = await baseModel(cfg, corpus, device);
+  if (corpus.vocab !== base.config.vocabSize) {
+    throw new RangeError(
+      `the data has a vocabulary of ${corpus.vocab} tokens (${
+        cfg.tokenizer === undefined ? "its characters" : `tokenizer "${cfg.tokenizer}"`
+      }) but model "${cfg.model}" has ${base.config.vocabSize}: pass --tokenizer with the tokenizer the model was ` +
+        `trained with`,
+    );
+  }
   console.log(`data: ${corpus.description}\nbase: ${note}`);
   return { corpus, base, note, baseWeights: await base.hostWeights() };
 }
@@ -267,6 +284,7 @@ export async function fineTune(
   cfg: LmSettings,
   results: ResultsDir,
   device: DeviceName,
+  previous?: RunResult,
 ): Promise<RunResult> {
   const model = LlamaLM.fromWeights(baseConfig, base, { device });
   const method = getInitMethod(spec.init);
@@ -313,21 +331,34 @@ export async function fineTune(
     clipNorm: 1,
     readEvery: 10,
     metrics: metricsPath,
-    checkpoint: { path: ckptPath, every: 50 },
+    // Only the adapters and their optimiser state: the base is rebuilt identically (same weights, same seeded init).
+    checkpoint: { path: ckptPath, every: 50, trainableOnly: true },
     track: spec.trackNorms
       ? { A: (m) => sum(m, ".A"), B: (m) => sum(m, ".B"), deltaW: (m) => sum(m, ".deltaW") }
       : undefined,
     progress: Deno.stderr.isTerminal() ? `${spec.label} seed ${seed}` : false,
     seed,
   });
-  const resumed = await Deno.stat(ckptPath).then(() => true, () => false);
-  if (resumed) await trainer.resume(ckptPath);
+  const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
+  if (await exists(ckptPath) || await exists(previousCheckpointPath(ckptPath))) {
+    const info = await trainer.resume(ckptPath);
+    for (const skipped of info.skipped) {
+      console.error(`${spec.label} seed ${seed}: passed over "${skipped.path}": ${skipped.reason}`);
+    }
+    if (info.skipped.length > 0) console.error(`  continued from "${info.path}" (step ${info.step})`);
+  } else if (previous !== undefined) {
+    throw new Error(
+      `cannot make run ${spec.label} seed ${seed} longer: its last checkpoint "${ckptPath}" is gone; remove ` +
+        `"${results.file(`runs/${spec.label}-seed${seed}.json`)}" to run it again from the start`,
+    );
+  }
   const t1 = performance.now();
   await trainer.run();
-  const trainSeconds = (performance.now() - t1) / 1000;
+  const trainSeconds = (performance.now() - t1) / 1000 + (previous?.trainSeconds ?? 0);
   trainer.close();
   const records = readJsonl(metricsPath) as unknown as StepRecord[];
-  await Deno.remove(ckptPath).catch(() => {});
+  // The final checkpoint stays (so that --extend can continue the run later); the one before it is not needed.
+  await Deno.remove(previousCheckpointPath(ckptPath)).catch(() => {});
   const valLoss = await meanLoss(model, corpus.val, cfg, device);
   const sourceLoss = corpus.source !== undefined
     ? await meanLoss(model, corpus.source, cfg, device)
@@ -388,6 +419,105 @@ async function hostDeltas(
   return out;
 }
 
+/**
+ * A number as a results file stores it: a JSON number, or `"NaN"`, `"Infinity"` or `"-Infinity"` (what
+ * `toJson` writes for them); `null` and anything else are refused.
+ *
+ * @returns The schema (its output is a number).
+ */
+export function savedNumber(): z.ZodType<number> {
+  return z.union([z.number(), z.enum(["NaN", "Infinity", "-Infinity"]).transform(Number)], {
+    error: 'expected a number (or "NaN", "Infinity", "-Infinity")',
+  }) as unknown as z.ZodType<number>;
+}
+
+const num = savedNumber();
+
+/** What `runs/<label>-seed<seed>.json` of an LM experiment holds ({@link RunResult}), for validated reuse. */
+export const RUN_RESULT = z.object({
+  label: z.string(),
+  seed: z.int(),
+  losses: z.array(num).min(1),
+  gradNorms: z.array(num),
+  valLoss: num,
+  sourceLoss: num.optional(),
+  initSeconds: num,
+  trainSeconds: num,
+  ranks: z.record(z.string(), z.int().min(0)),
+  norms: z.object({ a: z.array(num), b: z.array(num), delta: z.array(num) }).optional(),
+  delta: z.record(
+    z.string(),
+    z.object({
+      cosine: num.nullable(),
+      spectralDistance: num,
+      relativeSpectralDistance: num.nullable(),
+      initialSpectralNorm: num,
+      finalSpectralNorm: num,
+    }),
+  ).optional(),
+});
+
+/**
+ * A finished run's result file, validated against `schema` and checked to be the run `want` describes (its label,
+ * seed and number of steps); undefined when the run has not finished. A file that does not match is an error
+ * naming it and how to have the run computed again. With `want.extend`, a run shorter than `want.steps` is
+ * returned (to be continued); without, it is refused.
+ */
+export function reuseRun<T extends { label: string; seed: number; losses: number[] }>(
+  results: ResultsDir,
+  name: string,
+  schema: z.ZodType<T>,
+  want: { label: string; seed: number; steps: number; extend?: boolean },
+): T | undefined {
+  const run = results.reuse(name, schema);
+  if (run === undefined) return undefined;
+  const again = `remove it (rm "${results.file(name)}") and resume again to run it anew`;
+  if (run.label !== want.label || run.seed !== want.seed) {
+    throw new Error(
+      `"${
+        results.file(name)
+      }" holds run ${run.label} seed ${run.seed}, not ${want.label} seed ${want.seed}; ${again}`,
+    );
+  }
+  const n = run.losses.length;
+  if (n > want.steps || (n < want.steps && !want.extend)) {
+    throw new Error(
+      `"${results.file(name)}" holds a run of ${n} steps but this configuration has ${want.steps}; ${again}`,
+    );
+  }
+  return run;
+}
+
+/**
+ * The companions the LM experiments' data keys need, checked before anything is loaded or written: `--data` is
+ * fine-tuned on by a `--model` read with its `--tokenizer` (the built-in base only knows the generated domains),
+ * and `--source` (forgetting) belongs to `--data`.
+ */
+export function lmCheck(cfg: { model?: string; tokenizer?: string; data?: string; source?: string }): void {
+  const problems: string[] = [];
+  if (cfg.data !== undefined && cfg.model === undefined) {
+    problems.push(
+      "--data needs --model and --tokenizer: the built-in base is pretrained on the generated source domain; " +
+        "pass a base model and the tokenizer it was trained with, or leave out --data",
+    );
+  }
+  if (cfg.model !== undefined && (cfg.data === undefined || cfg.tokenizer === undefined)) {
+    problems.push(
+      `--model needs ${
+        cfg.data === undefined ? "--data (the text to fine-tune on) and " : ""
+      }--tokenizer (the ` +
+        "model's own): the generated corpus is character-level, which a pretrained model's vocabulary does not match",
+    );
+  }
+  if (cfg.tokenizer !== undefined && cfg.model === undefined && cfg.data === undefined) {
+    problems.push("--tokenizer is used only with --model and --data");
+  }
+  if (cfg.source !== undefined && cfg.data === undefined) {
+    problems.push("--source (the source-domain text for forgetting) needs --data");
+  }
+  if (problems.length > 0) throw new RangeError(problems.join("; "));
+}
+
 /** Runs `specs × seeds`, reusing finished runs saved under `runs/` (so an interrupted experiment resumes). */
 export async function runAll(
   specs: readonly RunSpec[],
@@ -407,11 +537,22 @@ export async function runAll(
   for (const spec of specs) {
     for (const seed of seeds) {
       const name = `runs/${spec.label}-seed${seed}.json`;
-      try {
-        runs.push(JSON.parse(await Deno.readTextFile(ctx.results.file(name))));
+      const done = reuseRun(ctx.results, name, RUN_RESULT, {
+        label: spec.label,
+        seed,
+        steps: ctx.cfg.steps,
+        extend: ctx.cfg.extend,
+      });
+      if (done !== undefined && done.losses.length === ctx.cfg.steps) {
+        runs.push(done);
         console.log(`${spec.label} seed ${seed}: reused ${name}`);
         continue;
-      } catch { /* not finished yet */ }
+      }
+      if (done !== undefined) {
+        console.log(
+          `${spec.label} seed ${seed}: extending ${name} from ${done.losses.length} to ${ctx.cfg.steps} steps`,
+        );
+      }
       const r = await fineTune(
         spec,
         seed,
@@ -421,6 +562,7 @@ export async function runAll(
         ctx.cfg,
         ctx.results,
         ctx.device,
+        done,
       );
       ctx.results.writeJson(name, r);
       runs.push(r);
@@ -502,8 +644,10 @@ export function verdictFor(diff: number, spread: number, seeds: number): string 
 export function lmFields(steps: number) {
   return {
     quick: z.boolean().default(false).describe("small sizes: a few minutes on a 2-core CPU"),
-    seeds: z.array(z.number().int()).default([0, 1, 2]).describe("fine-tuning seeds (mean ± std over them)"),
-    targets: z.array(z.string()).default(["wq", "wk", "wv", "wo", "w1", "w2", "w3"]).describe(
+    seeds: distinctList(z.number().int()).default([0, 1, 2]).describe(
+      "fine-tuning seeds (mean ± std over them)",
+    ),
+    targets: distinctList(z.string()).default(["wq", "wk", "wv", "wo", "w1", "w2", "w3"]).describe(
       "LoRA target modules",
     ),
     steps: z.number().int().positive().default(steps).describe("fine-tuning steps"),
@@ -518,6 +662,10 @@ export function lmFields(steps: number) {
     data: z.string().optional().describe("target-domain text file (default: generated)"),
     pretrainSteps: z.number().int().positive().default(600).describe("steps of the generated base model"),
     resume: z.string().optional().describe("a previous results directory: finished runs are reused"),
+    extend: z.boolean().default(false).describe(
+      "with --resume: accept a larger --steps; finished runs continue from their last checkpoint (the schedule of " +
+        "the new length applies from there) and config.yaml records the extension",
+    ),
     device: z.enum(["webgpu", "cpu"]).optional().describe("device (default webgpu, or TESSERA_DEVICE)"),
   };
 }

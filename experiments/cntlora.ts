@@ -18,12 +18,13 @@
  *
  * @module
  */
-import { startExperiment } from "./_start.ts";
+import { distinctList, runMain, startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
 import { formatMeanStd, formatNumber, mdTable, type MeanStd, meanStd } from "../lib/util/results.ts";
 import { barPlot, heatmap, linePlot } from "../lib/util/plot.ts";
 import {
   LM_QUICK,
+  lmCheck,
   lmFields,
   lmSetup,
   meanCurves,
@@ -58,8 +59,8 @@ const CNT = (m: string) => m.startsWith("cntlora");
 
 const Config = z.object({
   ...lmFields(80),
-  methods: z.array(z.enum(LABELS)).default([...LABELS]).describe("initialisations to compare"),
-  calibCounts: z.array(z.number().int().positive()).default([1, 2, 4]).describe(
+  methods: distinctList(z.enum(LABELS)).default([...LABELS]).describe("initialisations to compare"),
+  calibCounts: distinctList(z.number().int().positive(), { allowEmpty: true }).default([1, 2, 4]).describe(
     "calibration batch counts for CNTLoRA-X (Table 3), besides all (= calibBatches); [] to skip",
   ),
   rank: z.number().int().positive().default(8).describe("LoRA rank r (VAS budget r × #layers)"),
@@ -93,6 +94,8 @@ async function main(): Promise<void> {
     dir: "cntlora",
     description: "CNTLoRA X/S/Sh (± VAS) vs EVA, CorDA, LoRA-GA, PiSSA, OLoRA and LoRA",
     quick: QUICK,
+    check: lmCheck,
+    extendable: "steps",
   });
 
   const { corpus, base, note, baseWeights } = await lmSetup(cfg, device);
@@ -412,4 +415,4 @@ async function main(): Promise<void> {
   console.log(`\n${md}`);
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) await runMain("cntlora", main);

@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { startExperiment } from "./_start.ts";
+import { distinctList, runMain, startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
 import { formatMeanStd, mdTable, meanStd } from "../lib/util/results.ts";
 import { barPlot, linePlot } from "../lib/util/plot.ts";
@@ -27,6 +27,7 @@ import {
   calibrate,
   type Corpus,
   LM_QUICK,
+  lmCheck,
   lmFields,
   lmSetup,
   meanCurves,
@@ -50,7 +51,7 @@ type MethodLabel = keyof typeof METHODS;
 
 const Config = z.object({
   ...lmFields(100),
-  methods: z.array(z.enum(Object.keys(METHODS) as [MethodLabel, ...MethodLabel[]])).default(
+  methods: distinctList(z.enum(Object.keys(METHODS) as [MethodLabel, ...MethodLabel[]])).default(
     Object.keys(METHODS) as MethodLabel[],
   ).describe("initialisations to compare"),
   rank: z.number().int().positive().default(8).describe("LoRA rank r"),
@@ -135,6 +136,8 @@ async function main(): Promise<void> {
     dir: "eva",
     description: "EVA vs Noise & Zeros, PiSSA and CNTLoRA",
     quick: QUICK,
+    check: lmCheck,
+    extendable: "steps",
   });
 
   const { corpus, base, note, baseWeights } = await lmSetup(cfg, device);
@@ -355,4 +358,4 @@ async function main(): Promise<void> {
   console.log(`\n${md}`);
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) await runMain("eva", main);

@@ -19,7 +19,7 @@
  * @module
  */
 import { loraCaptionTrainer, vlmSetup } from "./_vlm.ts";
-import { startExperiment } from "./_start.ts";
+import { distinctList, runMain, startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
 import { formatMeanStd, mdTable, meanStd, type ResultsDir } from "../lib/util/results.ts";
 import { barPlot, linePlot } from "../lib/util/plot.ts";
@@ -38,7 +38,15 @@ import {
   type VlmData,
 } from "../lib/models/vlm.ts";
 import type { CharVocab } from "../lib/data/generated.ts";
-import { meanCurves, type RunResult, verdictFor, writeCombinedMetrics } from "./_lm.ts";
+import {
+  meanCurves,
+  reuseRun,
+  RUN_RESULT,
+  type RunResult,
+  savedNumber,
+  verdictFor,
+  writeCombinedMetrics,
+} from "./_lm.ts";
 
 const METHODS = {
   "lora-r1": { init: "lora", rank: 1 },
@@ -49,12 +57,12 @@ type MethodLabel = keyof typeof METHODS;
 
 const Config = z.object({
   quick: z.boolean().default(false).describe("small sizes: a few minutes on a 2-core CPU"),
-  seeds: z.array(z.number().int()).default([0, 1, 2, 3, 4]).describe("fine-tuning seeds"),
-  methods: z.array(z.enum(Object.keys(METHODS) as [MethodLabel, ...MethodLabel[]])).default(
+  seeds: distinctList(z.number().int()).default([0, 1, 2, 3, 4]).describe("fine-tuning seeds"),
+  methods: distinctList(z.enum(Object.keys(METHODS) as [MethodLabel, ...MethodLabel[]])).default(
     Object.keys(METHODS) as MethodLabel[],
   ).describe("runs to compare"),
   alphaOverRank: z.number().positive().default(1).describe("lora_alpha / r (scale s)"),
-  targets: z.array(z.string()).default(["wq", "wv", "w1", "w2"]).describe("LoRA target modules (LM)"),
+  targets: distinctList(z.string()).default(["wq", "wv", "w1", "w2"]).describe("LoRA target modules (LM)"),
   steps: z.number().int().positive().default(100).describe("fine-tuning steps"),
   batchSize: z.number().int().positive().default(16).describe("images per batch"),
   textLen: z.number().int().positive().default(40).describe("text positions per caption"),
@@ -90,6 +98,11 @@ const QUICK: Partial<Config> = {
   images: 300,
   pretrainSteps: 100,
 };
+
+const num = savedNumber();
+
+/** What runs/*.json holds, for validated reuse. */
+const GAP_RUN = RUN_RESULT.extend({ valBefore: num, alignment: z.array(num.nullable()) });
 
 interface GapRun extends RunResult {
   /** Validation loss before fine-tuning (the base). */
@@ -231,11 +244,12 @@ async function main(): Promise<void> {
   for (const m of cfg.methods) {
     for (const seed of cfg.seeds) {
       const name = `runs/${m}-seed${seed}.json`;
-      try {
-        runs.push(JSON.parse(await Deno.readTextFile(results.file(name))));
+      const done = reuseRun(results, name, GAP_RUN, { label: m, seed, steps: cfg.steps });
+      if (done !== undefined) {
+        runs.push(done);
         console.log(`${m} seed ${seed}: reused ${name}`);
         continue;
-      } catch { /* not finished yet */ }
+      }
       const r = await fineTune(m, seed, ctx);
       results.writeJson(name, r);
       runs.push(r);
@@ -377,4 +391,4 @@ async function main(): Promise<void> {
   console.log(`\n${md}`);
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) await runMain("gap-init", main);

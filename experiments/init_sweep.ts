@@ -19,12 +19,13 @@
  *
  * @module
  */
-import { startExperiment } from "./_start.ts";
+import { distinctList, runMain, startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
 import { formatMeanStd, mdTable, type MeanStd, meanStd } from "../lib/util/results.ts";
 import { barPlot, linePlot } from "../lib/util/plot.ts";
 import {
   LM_QUICK,
+  lmCheck,
   lmFields,
   type LmSettings,
   lmSetup,
@@ -55,8 +56,8 @@ const LABELS = Object.keys(METHODS) as [MethodLabel, ...MethodLabel[]];
 
 const Config = z.object({
   ...lmFields(100),
-  methods: z.array(z.enum(LABELS)).default([...LABELS]).describe("adaptations to compare"),
-  ranks: z.array(z.number().int().positive()).default([4, 16]).describe("LoRA ranks (alpha = rank)"),
+  methods: distinctList(z.enum(LABELS)).default([...LABELS]).describe("adaptations to compare"),
+  ranks: distinctList(z.number().int().positive()).default([4, 16]).describe("LoRA ranks (alpha = rank)"),
   lr: z.number().positive().default(3e-3).describe("AdamW learning rate of A (cosine, 10% warm-up)"),
   valBatches: z.number().int().positive().default(8).describe("validation batches (target and source)"),
   source: z.string().optional().describe("source-domain text file for forgetting (with --data)"),
@@ -118,6 +119,8 @@ async function main(): Promise<void> {
     description:
       "LoRA, rsLoRA, LoRA+, PiSSA, MiLoRA, OLoRA, LoRAM (+ rsLoRA) at two ranks: target loss, forgetting",
     quick: QUICK,
+    check: lmCheck,
+    extendable: "steps",
   });
 
   const lm0 = settings(cfg, cfg.ranks[0]);
@@ -290,4 +293,4 @@ async function main(): Promise<void> {
   console.log(`\n${md}`);
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) await runMain("init-sweep", main);

@@ -32,7 +32,7 @@
  *
  * @module
  */
-import { startExperiment } from "./_start.ts";
+import { distinctList, runMain, startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
 import { tensor } from "../lib/tensor/creation.ts";
 import { realize, type Tensor } from "../lib/tensor/tensor.ts";
@@ -52,6 +52,7 @@ import { epochIndices } from "../lib/train/batches.ts";
 import { Trainer } from "../lib/train/trainer.ts";
 import { Rng } from "../lib/data/rng.ts";
 import { formatMeanStd, mdTable, meanStd } from "../lib/util/results.ts";
+import { reuseRun, savedNumber } from "./_lm.ts";
 import { linePlot } from "../lib/util/plot.ts";
 
 type F32 = Tensor<Shape, "f32">;
@@ -61,7 +62,7 @@ type Scalar = Tensor<[], "f32">;
 
 const Config = z.object({
   quick: z.boolean().default(false).describe("small sizes: a few minutes on a 2-core CPU"),
-  seeds: z.array(z.number().int()).default([0, 1, 2]).describe("seeds (teacher, data, adapter bases)"),
+  seeds: distinctList(z.number().int()).default([0, 1, 2]).describe("seeds (teacher, data, adapter bases)"),
   width: z.number().int().positive().default(400).describe("MLP width (every layer is width × width)"),
   layers: z.number().int().min(2).default(5).describe("number of linear layers"),
   rank: z.number().int().positive().default(25).describe("LoRA rank r"),
@@ -79,7 +80,7 @@ const Config = z.object({
   prop1Gain: z.number().positive().default(0.03).describe(
     "Prop. 1: initial ν[s·B₀·A₀]/ν[W] (LoRAM's fixed gain) of the reference runs",
   ),
-  gains: z.array(z.number().positive()).default([0.001, 0.03, 0.5]).describe(
+  gains: distinctList(z.number().positive()).default([0.001, 0.03, 0.5]).describe(
     "Prop. 2: init magnitudes as LoRAM gains Q = ν[s·B₀·A₀]/ν[W] (the log gain at r = 25, K = 400 is 0.537)",
   ),
   readEvery: z.number().int().positive().default(25).describe("metrics read back every this many steps"),
@@ -184,6 +185,20 @@ interface RunResult {
   normUpdate: number[];
   seconds: number;
 }
+
+const num = savedNumber();
+
+/** What runs/*.json holds, for validated reuse. */
+const MAGNITUDE_RUN = z.object({
+  label: z.string(),
+  seed: z.int(),
+  losses: z.array(num).min(1),
+  normA: z.array(num),
+  normB: z.array(num),
+  normBA: z.array(num),
+  normUpdate: z.array(num),
+  seconds: num,
+});
 
 function sumNorms(parts: F32[]): Scalar {
   let total = parts[0].square().sum() as Scalar;
@@ -419,11 +434,12 @@ async function main(): Promise<void> {
     let task: Task | null = null;
     for (const spec of [...p1.map((p) => p.spec), ...p2]) {
       const name = `runs/${spec.label}-seed${seed}.json`;
-      try {
-        runs.push(JSON.parse(await Deno.readTextFile(results.file(name))));
+      const done = reuseRun(results, name, MAGNITUDE_RUN, { label: spec.label, seed, steps: cfg.steps });
+      if (done !== undefined) {
+        runs.push(done);
         console.log(`${spec.label} seed ${seed}: reused ${name}`);
         continue;
-      } catch { /* not finished yet */ }
+      }
       task ??= await makeTask(cfg, seed, device);
       const r = await train(spec, seed, task, cfg, device);
       results.writeJson(name, r);
@@ -676,4 +692,4 @@ async function main(): Promise<void> {
   console.log(`\n${md}`);
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) await runMain("magnitude", main);

@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { startExperiment } from "./_start.ts";
+import { distinctList, runMain, startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
 import { randn } from "../lib/tensor/creation.ts";
 import type { Tensor } from "../lib/tensor/tensor.ts";
@@ -37,7 +37,7 @@ type Mat = Tensor<[number, number], "f32">;
 
 const Config = z.object({
   quick: z.boolean().default(false).describe("the quick (smaller) generated base model"),
-  modules: z.array(z.string()).default(["wq", "wk", "wv", "wo", "w1", "w2", "w3"]).describe(
+  modules: distinctList(z.string()).default(["wq", "wk", "wv", "wo", "w1", "w2", "w3"]).describe(
     "module types (path suffixes) to analyse",
   ),
   threshold: z.number().positive().default(0.1).describe(
@@ -264,4 +264,4 @@ async function main(): Promise<void> {
   console.log(`\n${md}`);
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) await runMain("spectral-gain", main);

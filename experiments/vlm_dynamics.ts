@@ -15,7 +15,7 @@
  * @module
  */
 import { loraCaptionTrainer, vlmSetup } from "./_vlm.ts";
-import { startExperiment } from "./_start.ts";
+import { distinctList, runMain, startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
 import { formatMeanStd, mdTable, meanStd, type ResultsDir } from "../lib/util/results.ts";
 import { barPlot, linePlot } from "../lib/util/plot.ts";
@@ -33,7 +33,15 @@ import {
   type VlmData,
 } from "../lib/models/vlm.ts";
 import type { CharVocab } from "../lib/data/generated.ts";
-import { meanCurves, type RunResult, verdictFor, writeCombinedMetrics } from "./_lm.ts";
+import {
+  meanCurves,
+  reuseRun,
+  RUN_RESULT,
+  type RunResult,
+  savedNumber,
+  verdictFor,
+  writeCombinedMetrics,
+} from "./_lm.ts";
 
 const METHODS = {
   lora: { init: "lora", options: {} },
@@ -45,13 +53,15 @@ type MethodLabel = keyof typeof METHODS;
 
 const Config = z.object({
   quick: z.boolean().default(false).describe("small sizes: a few minutes on a 2-core CPU"),
-  seeds: z.array(z.number().int()).default([0, 1, 2]).describe("fine-tuning seeds (mean ± std over them)"),
-  methods: z.array(z.enum(Object.keys(METHODS) as [MethodLabel, ...MethodLabel[]])).default(
+  seeds: distinctList(z.number().int()).default([0, 1, 2]).describe(
+    "fine-tuning seeds (mean ± std over them)",
+  ),
+  methods: distinctList(z.enum(Object.keys(METHODS) as [MethodLabel, ...MethodLabel[]])).default(
     Object.keys(METHODS) as MethodLabel[],
   ).describe("initialisations to compare"),
   rank: z.number().int().positive().default(8).describe("LoRA rank r"),
   alpha: z.number().positive().default(8).describe("lora_alpha"),
-  targets: z.array(z.string()).default(["wq", "wk", "wv", "wo", "w1", "w2", "w3"]).describe(
+  targets: distinctList(z.string()).default(["wq", "wk", "wv", "wo", "w1", "w2", "w3"]).describe(
     "LoRA target modules (LM only)",
   ),
   steps: z.number().int().positive().default(120).describe("fine-tuning steps"),
@@ -82,6 +92,16 @@ const QUICK: Partial<Config> = {
   images: 300,
   pretrainSteps: 100,
 };
+
+const num = savedNumber();
+
+/** What runs/*.json holds, for validated reuse. */
+const VLM_RUN = RUN_RESULT.extend({
+  stats: z.record(
+    z.string(),
+    z.object({ visualVar: num, textVar: num, visualMeanSq: num, textMeanSq: num, inputGapNorm: num }),
+  ),
+});
 
 /** One run's outcome: the shared fields plus the modality statistics after fine-tuning. */
 interface VlmRun extends RunResult {
@@ -200,11 +220,12 @@ async function main(): Promise<void> {
   for (const m of cfg.methods) {
     for (const seed of cfg.seeds) {
       const name = `runs/${m}-seed${seed}.json`;
-      try {
-        runs.push(JSON.parse(await Deno.readTextFile(results.file(name))));
+      const done = reuseRun(results, name, VLM_RUN, { label: m, seed, steps: cfg.steps });
+      if (done !== undefined) {
+        runs.push(done);
         console.log(`${m} seed ${seed}: reused ${name}`);
         continue;
-      } catch { /* not finished yet */ }
+      }
       const r = await fineTune(m, seed, ctx);
       results.writeJson(name, r);
       runs.push(r);
@@ -363,4 +384,4 @@ async function main(): Promise<void> {
   console.log(`\n${md}`);
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) await runMain("vlm-dynamics", main);

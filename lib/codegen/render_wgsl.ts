@@ -2,6 +2,15 @@
  * The WGSL renderer: prints a linearized kernel as a compute shader. Loop lengths are already within the loop
  * budget (see `split_loops.ts`); the verifier checks it before rendering.
  *
+ * NaN and infinities: WGSL lets a shader compiler assume that float values are finite, and lavapipe (Mesa's NIR)
+ * uses that to simplify `x * 0.0` and `x - x` to `0.0`, so a NaN would vanish on WebGPU while the CPU backend keeps
+ * it. The renderer writes these two forms (a product with a literal zero, a value minus itself) with integer
+ * operations on the operand's bits, which no compiler may simplify, so they give NaN for a NaN or infinite operand
+ * on every device. Other algebraic identities a driver might apply to finite-looking code cannot be ruled out from
+ * WGSL; what must see every NaN therefore does not rely on float arithmetic cancelling: the non-finite checks of
+ * weights test exponent bits (`kernels/non_finite.wgsl.ts`), and the trainer's guard reads back the loss and the
+ * gradient norm, a square root of a sum of squares, which no identity removes.
+ *
  * @module
  */
 import type { DType } from "../dtype.ts";
@@ -75,6 +84,50 @@ function castExpr(e: KExpr, to: DType): string {
   return `${wgslType(to)}(${a})`;
 }
 
+/** Whether `e` is a float literal zero (either sign). */
+function isFloatZero(e: KExpr): e is KExpr & { k: "const"; value: number } {
+  return e.k === "const" && (e.dtype === "f32" || e.dtype === "f16") && e.value === 0;
+}
+
+/** WGSL (a bool) testing whether the f32 value `v` is NaN or ±Inf by its exponent bits (integer operations only). */
+function nonFiniteBits(v: string): string {
+  return `((bitcast<u32>(${v}) & 0x7f800000u) == 0x7f800000u)`;
+}
+
+/** An f32 result `bits` (a u32 expression) converted to dtype `d`. */
+function fromBits(bits: string, d: DType): string {
+  return d === "f16" ? `f16(bitcast<f32>(${bits}))` : `bitcast<f32>(${bits})`;
+}
+
+/**
+ * `x * ±0` as IEEE defines it (NaN for a NaN or infinite x, else a zero with the product's sign), written with
+ * integer operations on x's bits: WGSL lets a shader compiler assume floats are finite, and lavapipe folds a float
+ * `x * 0.0` to `0.0`, which would hide a NaN from every check downstream.
+ */
+function timesLiteralZero(e: KExpr & { k: "alu" }): string | undefined {
+  const [a, b] = e.args;
+  const zero = isFloatZero(b) ? b : isFloatZero(a) ? a : undefined;
+  if (zero === undefined) return undefined;
+  const x = zero === b ? a : b;
+  const v = e.dtype === "f16" ? `f32(${ref(x)})` : ref(x);
+  const sign = Object.is(zero.value, -0) ? " ^ 0x80000000u" : "";
+  return fromBits(
+    `select((bitcast<u32>(${v}) & 0x80000000u)${sign}, 0x7fc00000u, ${nonFiniteBits(v)})`,
+    e.dtype,
+  );
+}
+
+/** `x + (−x)` (a subtraction of a value from itself): NaN for a NaN or infinite x, else +0 (see timesLiteralZero). */
+function subtractsItself(e: KExpr & { k: "alu" }): string | undefined {
+  if (e.dtype !== "f32" && e.dtype !== "f16") return undefined;
+  const [a, b] = e.args;
+  const negOf = (n: KExpr, of: KExpr) => n.k === "alu" && n.op === "neg" && n.args[0] === of;
+  const x = negOf(b, a) ? a : negOf(a, b) ? b : undefined;
+  if (x === undefined) return undefined;
+  const v = e.dtype === "f16" ? `f32(${ref(x)})` : ref(x);
+  return fromBits(`select(0u, 0x7fc00000u, ${nonFiniteBits(v)})`, e.dtype);
+}
+
 /** The right-hand side of one value. */
 function expr(e: KExpr): string {
   switch (e.k) {
@@ -103,9 +156,9 @@ function expr(e: KExpr): string {
         case "cast":
           return castExpr(e.args[0], e.dtype);
         case "add":
-          return `(${a} + ${b})`;
+          return subtractsItself(e) ?? `(${a} + ${b})`;
         case "mul":
-          return `(${a} * ${b})`;
+          return timesLiteralZero(e) ?? `(${a} * ${b})`;
         case "div":
           return `(${a} / ${b})`;
         case "mod":

@@ -11,7 +11,14 @@ import { svd } from "../linalg/svd.ts";
 import { qr } from "../linalg/qr.ts";
 import { F32_EPS, pinv } from "../linalg/pinv.ts";
 import type { InitLayer } from "./registry.ts";
-import { checkLayer, type CommonInitOptions, type F32, type LoraInit, loraScale } from "./types.ts";
+import {
+  checkCommonOptions,
+  checkLayer,
+  type CommonInitOptions,
+  type F32,
+  type LoraInit,
+  loraScale,
+} from "./types.ts";
 
 /** The constraint set: Cross (Eq. 1–4), Self (Eq. 5–12) or Shift (Eq. 13–17). */
 export type CntLoraMode = "x" | "s" | "sh";
@@ -158,6 +165,7 @@ interface Decomposed {
 }
 
 function checkOptions(o: CntLoraOptions): void {
+  checkCommonOptions("cntlora", o);
   const p = o.p ?? 0.5;
   if (!(p >= 0 && p <= 1)) throw new RangeError(`cntlora: p must be in [0, 1], got ${p}`);
   if (o.c !== undefined && !Number.isFinite(o.c)) {
@@ -266,6 +274,7 @@ export function vasRanks(
  * ```
  */
 export async function cntloraInit(weight: F32, opts: CntLoraOptions = {}): Promise<LoraInit> {
+  checkCommonOptions("cntlora", opts);
   const rank = opts.rank ?? 8;
   checkLayer("cntlora", weight, rank);
   const res = await cntloraInitLayers(

@@ -30,7 +30,14 @@ import { svd } from "../linalg/svd.ts";
 import { disposeUnless } from "../linalg/common.ts";
 import { eye } from "../tensor/creation.ts";
 import { realize, type Tensor } from "../tensor/tensor.ts";
-import { checkLayer, type CommonInitOptions, type F32, type LoraInit, loraScale } from "./types.ts";
+import {
+  checkCommonOptions,
+  checkLayer,
+  type CommonInitOptions,
+  type F32,
+  type LoraInit,
+  loraScale,
+} from "./types.ts";
 import { splitTriplets } from "./pissa.ts";
 
 /** Options of {@link cordaInit}. */
@@ -176,6 +183,7 @@ export async function cordaDecompose(
  * `1..min(d_out, d_in)`.
  */
 export async function cordaInit(weight: F32, opts: CordaOptions = {}): Promise<LoraInit> {
+  checkCommonOptions("corda", opts);
   const rank = opts.rank ?? 8;
   const [dOut, dIn] = checkLayer("corda", weight, rank);
   const alpha = opts.alpha ?? rank;

@@ -10,7 +10,14 @@ import { concat, tensor } from "../tensor/creation.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { IncrementalPCA } from "../linalg/incremental_pca.ts";
 import type { InitLayer } from "./registry.ts";
-import { checkLayer, type CommonInitOptions, type F32, type LoraInit, loraScale } from "./types.ts";
+import {
+  checkCommonOptions,
+  checkLayer,
+  type CommonInitOptions,
+  type F32,
+  type LoraInit,
+  loraScale,
+} from "./types.ts";
 
 /** Options of {@link evaInit} and {@link evaInitLayers}. */
 export interface EvaOptions extends CommonInitOptions {
@@ -174,6 +181,7 @@ function redistribute(
 }
 
 function checkOptions(o: EvaOptions): void {
+  checkCommonOptions("eva", o);
   if (o.rho !== undefined && !(o.rho >= 1 && Number.isFinite(o.rho))) {
     throw new RangeError(`eva: rho must be a finite number >= 1, got ${o.rho}`);
   }
@@ -402,6 +410,7 @@ export async function evaInitLayers(
  * ```
  */
 export async function evaInit(weight: F32, opts: EvaOptions = {}): Promise<LoraInit> {
+  checkCommonOptions("eva", opts);
   checkLayer("eva", weight, opts.rank ?? 8, weight.shape[1]);
   const res = await evaInitLayers([{ name: "layer", weight, data: { activations: opts.activations } }], opts);
   return res.get("layer")!;

@@ -7,7 +7,14 @@
 import { randn, tensor } from "../tensor/creation.ts";
 import { realize, type Tensor } from "../tensor/tensor.ts";
 import { qr } from "../linalg/qr.ts";
-import { checkLayer, type CommonInitOptions, type F32, type LoraInit, loraScale } from "./types.ts";
+import {
+  checkCommonOptions,
+  checkLayer,
+  type CommonInitOptions,
+  type F32,
+  type LoraInit,
+  loraScale,
+} from "./types.ts";
 
 /** Options of {@link gapInit}. */
 export interface GapInitOptions extends CommonInitOptions {
@@ -77,6 +84,7 @@ function gapVector(dOut: number, opts: GapInitOptions): M {
  * ```
  */
 export async function gapInit(weight: F32, opts: GapInitOptions = {}): Promise<LoraInit> {
+  checkCommonOptions("gap-init", opts);
   const rank = opts.rank ?? 8;
   const [dOut, dIn] = checkLayer("gap-init", weight, rank, weight.shape[0]);
   const alpha = opts.alpha ?? rank;

@@ -14,10 +14,18 @@
  */
 import { normalParam } from "../nn/init.ts";
 import { tensor } from "../tensor/creation.ts";
-import { checkLayer, type CommonInitOptions, type F32, type LoraInit, loraScale } from "./types.ts";
+import {
+  checkCommonOptions,
+  checkLayer,
+  type CommonInitOptions,
+  type F32,
+  type LoraInit,
+  loraScale,
+} from "./types.ts";
 
 /** Gaussian A with standard deviation 1/r, zero B. */
 export function gaussianInit(weight: F32, opts: CommonInitOptions = {}): Promise<LoraInit> {
+  checkCommonOptions("gaussian", opts);
   const rank = opts.rank ?? 8;
   const [dOut, dIn] = checkLayer("gaussian", weight, rank, Math.max(weight.shape[0], weight.shape[1]));
   const alpha = opts.alpha ?? rank;

@@ -16,7 +16,14 @@
  */
 import { normalParam, uniformParam } from "../nn/init.ts";
 import { tensor } from "../tensor/creation.ts";
-import { checkLayer, type CommonInitOptions, type F32, type LoraInit, loraScale } from "./types.ts";
+import {
+  checkCommonOptions,
+  checkLayer,
+  type CommonInitOptions,
+  type F32,
+  type LoraInit,
+  loraScale,
+} from "./types.ts";
 
 /** Options of {@link initBInit}. */
 export interface InitBOptions extends CommonInitOptions {
@@ -28,6 +35,7 @@ export interface InitBOptions extends CommonInitOptions {
 
 /** Zero A, random B. */
 export function initBInit(weight: F32, opts: InitBOptions = {}): Promise<LoraInit> {
+  checkCommonOptions("init-b", opts);
   const rank = opts.rank ?? 8;
   const [dOut, dIn] = checkLayer("init-b", weight, rank, Math.max(weight.shape[0], weight.shape[1]));
   const alpha = opts.alpha ?? rank;

@@ -26,7 +26,14 @@ import { svd } from "../linalg/svd.ts";
 import { nf4Qdq } from "../linalg/nf4.ts";
 import { concat } from "../tensor/creation.ts";
 import { realize, type Tensor } from "../tensor/tensor.ts";
-import { checkLayer, type CommonInitOptions, type F32, type LoraInit, loraScale } from "./types.ts";
+import {
+  checkCommonOptions,
+  checkLayer,
+  type CommonInitOptions,
+  type F32,
+  type LoraInit,
+  loraScale,
+} from "./types.ts";
 
 /** Options of {@link loftqInit}. */
 export interface LoftqOptions extends CommonInitOptions {
@@ -45,6 +52,7 @@ type M = Tensor<[number, number], "f32">;
  * Deterministic. Throws when the rank is not in `1..min(d_out, d_in)` or `iterations` is not a positive integer.
  */
 export async function loftqInit(weight: F32, opts: LoftqOptions = {}): Promise<LoraInit> {
+  checkCommonOptions("loftq", opts);
   const rank = opts.rank ?? 8;
   checkLayer("loftq", weight, rank);
   const alpha = opts.alpha ?? rank;

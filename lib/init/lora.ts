@@ -15,10 +15,18 @@
  */
 import { uniformParam } from "../nn/init.ts";
 import { tensor } from "../tensor/creation.ts";
-import { checkLayer, type CommonInitOptions, type F32, type LoraInit, loraScale } from "./types.ts";
+import {
+  checkCommonOptions,
+  checkLayer,
+  type CommonInitOptions,
+  type F32,
+  type LoraInit,
+  loraScale,
+} from "./types.ts";
 
 /** Init[A]: uniform A with bound 1/√d_in, zero B. */
 export function loraInit(weight: F32, opts: CommonInitOptions = {}): Promise<LoraInit> {
+  checkCommonOptions("lora", opts);
   const rank = opts.rank ?? 8;
   const [dOut, dIn] = checkLayer("lora", weight, rank, Math.max(weight.shape[0], weight.shape[1]));
   const alpha = opts.alpha ?? rank;

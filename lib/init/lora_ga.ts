@@ -8,7 +8,14 @@ import { realize, type Tensor } from "../tensor/tensor.ts";
 import { svd } from "../linalg/svd.ts";
 import { svdLowRank } from "../linalg/svd_lowrank.ts";
 import { Rng } from "../data/rng.ts";
-import { checkLayer, type CommonInitOptions, type F32, type LoraInit, loraScale } from "./types.ts";
+import {
+  checkCommonOptions,
+  checkLayer,
+  type CommonInitOptions,
+  type F32,
+  type LoraInit,
+  loraScale,
+} from "./types.ts";
 
 /** Which singular directions go into A and B. */
 export type LoraGaDirection = "ArB2r" | "A2rBr" | "ArBr" | "random";
@@ -112,6 +119,7 @@ function indexTensor(idx: number[], device: F32["device"]): Tensor<number[], "i3
  * ```
  */
 export async function loraGaInit(weight: F32, opts: LoraGaOptions = {}): Promise<LoraInit> {
+  checkCommonOptions("lora-ga", opts);
   const rank = opts.rank ?? 8;
   const [dOut, dIn] = checkLayer(
     "lora-ga",

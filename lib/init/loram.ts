@@ -33,7 +33,14 @@ import { svd } from "../linalg/svd.ts";
 import { randn } from "../tensor/creation.ts";
 import { realize, type Tensor } from "../tensor/tensor.ts";
 import type { DeviceName } from "../ir/node.ts";
-import { checkLayer, type CommonInitOptions, type F32, type LoraInit, loraScale } from "./types.ts";
+import {
+  checkCommonOptions,
+  checkLayer,
+  type CommonInitOptions,
+  type F32,
+  type LoraInit,
+  loraScale,
+} from "./types.ts";
 import { pissaInit } from "./pissa.ts";
 import { miloraInit } from "./milora.ts";
 import { oloraInit } from "./olora.ts";
@@ -100,6 +107,7 @@ async function basisOf(
  * without activations or LoRA-GA without gradients.
  */
 export async function loramInit(weight: F32, opts: LoramOptions = {}): Promise<LoraInit> {
+  checkCommonOptions("loram", opts);
   const rank = opts.rank ?? 8;
   const [n, m] = checkLayer("loram", weight, rank);
   const alpha = opts.alpha ?? rank;

@@ -19,7 +19,14 @@
 import { svd } from "../linalg/svd.ts";
 import { disposeUnless } from "../linalg/common.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { checkLayer, type CommonInitOptions, type F32, type LoraInit, loraScale } from "./types.ts";
+import {
+  checkCommonOptions,
+  checkLayer,
+  type CommonInitOptions,
+  type F32,
+  type LoraInit,
+  loraScale,
+} from "./types.ts";
 import { splitTriplets } from "./pissa.ts";
 
 /** Options of {@link miloraInit} (the common ones only). */
@@ -30,6 +37,7 @@ export type MiloraOptions = CommonInitOptions;
  * Throws when the rank is not in `1..min(d_out, d_in)`.
  */
 export async function miloraInit(weight: F32, opts: MiloraOptions = {}): Promise<LoraInit> {
+  checkCommonOptions("milora", opts);
   const rank = opts.rank ?? 8;
   const [dOut, dIn] = checkLayer("milora", weight, rank);
   const alpha = opts.alpha ?? rank;

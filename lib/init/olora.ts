@@ -20,7 +20,14 @@
 import { qr } from "../linalg/qr.ts";
 import { disposeUnless } from "../linalg/common.ts";
 import { realize, type Tensor } from "../tensor/tensor.ts";
-import { checkLayer, type CommonInitOptions, type F32, type LoraInit, loraScale } from "./types.ts";
+import {
+  checkCommonOptions,
+  checkLayer,
+  type CommonInitOptions,
+  type F32,
+  type LoraInit,
+  loraScale,
+} from "./types.ts";
 
 /** Options of {@link oloraInit} (the common ones only). */
 export type OloraOptions = CommonInitOptions;
@@ -30,6 +37,7 @@ export type OloraOptions = CommonInitOptions;
  * Throws when the rank is not in `1..min(d_out, d_in)`.
  */
 export async function oloraInit(weight: F32, opts: OloraOptions = {}): Promise<LoraInit> {
+  checkCommonOptions("olora", opts);
   const rank = opts.rank ?? 8;
   checkLayer("olora", weight, rank);
   const alpha = opts.alpha ?? rank;

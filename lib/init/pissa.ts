@@ -25,7 +25,14 @@ import { svd } from "../linalg/svd.ts";
 import { svdLowRank } from "../linalg/svd_lowrank.ts";
 import { disposeUnless } from "../linalg/common.ts";
 import { realize, type Tensor } from "../tensor/tensor.ts";
-import { checkLayer, type CommonInitOptions, type F32, type LoraInit, loraScale } from "./types.ts";
+import {
+  checkCommonOptions,
+  checkLayer,
+  type CommonInitOptions,
+  type F32,
+  type LoraInit,
+  loraScale,
+} from "./types.ts";
 
 /** Options of {@link pissaInit}. */
 export interface PissaOptions extends CommonInitOptions {
@@ -75,6 +82,7 @@ export async function splitTriplets(
  * Throws when the rank is not in `1..min(d_out, d_in)`.
  */
 export async function pissaInit(weight: F32, opts: PissaOptions = {}): Promise<LoraInit> {
+  checkCommonOptions("pissa", opts);
   const rank = opts.rank ?? 8;
   checkLayer("pissa", weight, rank);
   const alpha = opts.alpha ?? rank;

@@ -10,6 +10,8 @@
  * @module
  */
 import type { F32 } from "../nn/linear.ts";
+import { z } from "../../deps.ts";
+import { checkOptions, opt } from "../options.ts";
 
 export type { F32 };
 
@@ -55,6 +57,25 @@ export interface CommonInitOptions {
   useRslora?: boolean;
   /** Seed of every random draw (default 0). */
   seed?: number;
+}
+
+const COMMON_OPTIONS = z.object({
+  rank: opt.count().optional(),
+  alpha: opt.positive().optional(),
+  useRslora: z.boolean().optional(),
+  seed: opt.seed().optional(),
+});
+
+/**
+ * Checks the options every method takes (rank an integer >= 1, alpha a finite number > 0, useRslora a boolean, seed
+ * an integer), throwing an `OptionsError` naming the method, the key and the value. Other keys are the method's own
+ * and are left to it.
+ *
+ * @param method The method's name, for the message.
+ * @param opts The options given to it.
+ */
+export function checkCommonOptions(method: string, opts: CommonInitOptions): void {
+  checkOptions(method, COMMON_OPTIONS, opts);
 }
 
 /** `s = alpha/r`, or `alpha/√r` with rsLoRA; 0 for rank 0. */

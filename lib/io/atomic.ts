@@ -115,3 +115,72 @@ async function syncDirectory(dir: string): Promise<void> {
 export function writeTextFileAtomic(path: string, text: string): Promise<void> {
   return writeFileAtomic(path, text);
 }
+
+/**
+ * The pid in the name of a temporary file or directory that an atomic write of this library leaves when its process
+ * is killed mid-write: `<name>.tmp-<pid>-<random>` ({@link writeFileAtomic}, the model caches' directories) or
+ * `.<name>.<pid>.<random>.tmp` (`writeBytesAtomic` of the metrics module); undefined for any other name.
+ *
+ * @param name A file or directory name (no directory part).
+ * @returns The pid of the process that was writing it, or undefined.
+ */
+export function temporaryOwner(name: string): number | undefined {
+  const m = /\.tmp-(\d+)-[0-9a-f]+$/.exec(name) ?? /^\..+\.(\d+)\.[0-9a-f]+\.tmp$/.exec(name);
+  return m === null ? undefined : Number(m[1]);
+}
+
+/** Options of {@link removeTemporaries}. */
+export interface RemoveTemporariesOptions {
+  /** Look into subdirectories too (default false). */
+  recursive?: boolean;
+  /**
+   * Which writers' leftovers to remove: `"dead"` (default) only those of processes that no longer run on this
+   * host; `"all"` every one, for a directory this process owns exclusively (e.g. under its lock).
+   */
+  owners?: "dead" | "all";
+  /** Tells whether a pid still runs (default: always true, so only `owners: "all"` removes anything). */
+  alive?: (pid: number) => boolean;
+}
+
+/**
+ * Removes the temporary files and directories that interrupted atomic writes left in `dir` (see
+ * {@link temporaryOwner}). A missing `dir` is not an error.
+ *
+ * @param dir The directory to clean.
+ * @param options Recursion and whose leftovers to remove.
+ * @returns The paths removed.
+ *
+ * @example
+ * ```ts
+ * import { removeTemporaries } from "./atomic.ts";
+ * const dir = Deno.makeTempDirSync();
+ * Deno.writeTextFileSync(`${dir}/ckpt.safetensors.tmp-999999-a1b2c3`, "half a file");
+ * console.log(removeTemporaries(dir, { owners: "all" })); // [".../ckpt.safetensors.tmp-999999-a1b2c3"]
+ * ```
+ */
+export function removeTemporaries(dir: string, options: RemoveTemporariesOptions = {}): string[] {
+  const removed: string[] = [];
+  const alive = options.alive ?? (() => true);
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(dir)];
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return removed;
+    throw err;
+  }
+  for (const entry of entries) {
+    const path = `${dir}/${entry.name}`;
+    const owner = temporaryOwner(entry.name);
+    if (owner !== undefined && (options.owners === "all" || !alive(owner))) {
+      try {
+        Deno.removeSync(path, { recursive: true });
+        removed.push(path);
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      }
+    } else if (options.recursive && entry.isDirectory) {
+      removed.push(...removeTemporaries(path, options));
+    }
+  }
+  return removed;
+}

@@ -14,7 +14,15 @@
  * @module
  */
 
-export { writeFileAtomic, writeTextFileAtomic } from "./atomic.ts";
+export {
+  removeTemporaries,
+  type RemoveTemporariesOptions,
+  temporaryOwner,
+  writeFileAtomic,
+  writeTextFileAtomic,
+} from "./atomic.ts";
+export { acquireLock, Lock, LockedError, type LockHolder, processAlive } from "./lock.ts";
+export { type NamedPath, refuseOutputOnInput } from "./paths.ts";
 export {
   decodeBf16,
   decodeF16,

@@ -24,7 +24,15 @@
  */
 import { readSafetensors, type StEntry, toFloat32, writeSafetensors } from "../io/safetensors.ts";
 import { writeTextFileAtomic } from "../io/atomic.ts";
-import { type AliasedModule, asAliased, getAt, namedModules, replaceModule } from "../nn/module.ts";
+import {
+  type AliasedModule,
+  asAliased,
+  getAt,
+  namedModules,
+  namedParameters,
+  replaceModule,
+} from "../nn/module.ts";
+import { checkFinite } from "../nn/finite.ts";
 import { asF32, Linear } from "../nn/linear.ts";
 import { concat, tensor } from "../tensor/creation.ts";
 import type { F32 } from "../init/types.ts";
@@ -486,7 +494,7 @@ export async function loadAdapter(
       }${missing.length > 4 ? ", ..." : ""}`,
     );
   }
-  const loaded: string[] = [];
+  const layers: [string, LoraLinear][] = [];
   for (const { path, name, parts } of plan) {
     const target = getAt(model, path) as Linear;
     const a = parts.get("lora_A.weight");
@@ -549,6 +557,15 @@ export async function loadAdapter(
       }
       layer.lora_magnitude_vector = rowsIn(mag);
     }
+    layers.push([path, layer]);
+  }
+  // Checked before the model is touched: a damaged adapter leaves it as it was.
+  await checkFinite(
+    layers.flatMap(([path, layer]) => namedParameters(layer).map(([k, t]) => [`${path}.${k}`, t] as const)),
+    { what: `adapter "${dir}"` },
+  );
+  const loaded: string[] = [];
+  for (const [path, layer] of layers) {
     replaceModule(model, path, layer);
     loaded.push(path);
   }

@@ -8,11 +8,46 @@
 import { asF32, Linear } from "../nn/linear.ts";
 import { asAliased, namedModules, replaceModule } from "../nn/module.ts";
 import { deriveSeed } from "../nn/init.ts";
-import { realize, type Tensor } from "../tensor/tensor.ts";
+import { checkFinite } from "../nn/finite.ts";
+import { realize, Tensor } from "../tensor/tensor.ts";
 import { tensor } from "../tensor/creation.ts";
 import { getInitMethod, type InitMethod } from "../init/mod.ts";
 import type { F32, LayerData, LoraInit } from "../init/types.ts";
 import { LoraLinear } from "./linear.ts";
+import { z } from "../../deps.ts";
+import { checkOptions, opt } from "../options.ts";
+
+const TENSOR = z.custom<Tensor>((v) => v instanceof Tensor, { message: "must be a tensor" });
+
+const LORA_CONFIG = z.object({
+  targetModules: z.union([z.array(z.string().min(1)).min(1), z.instanceof(RegExp)]),
+  rank: opt.count().optional(),
+  alpha: opt.positive().optional(),
+  rankPattern: z.record(z.string(), opt.index()).optional(),
+  alphaPattern: z.record(z.string(), opt.positive()).optional(),
+  useRslora: z.boolean().optional(),
+  useDora: z.boolean().optional(),
+  dropout: z.number().min(0).lt(1).optional(),
+  init: z.string().min(1).optional(),
+  initOptions: z.record(z.string(), z.unknown()).optional(),
+  data: z.record(
+    z.string(),
+    z.object({
+      activations: TENSOR.optional(),
+      grads: TENSOR.optional(),
+      gap: TENSOR.optional(),
+      zText: TENSOR.optional(),
+      zVision: TENSOR.optional(),
+    }).strict(),
+  ).optional(),
+  seed: opt.seed().optional(),
+}).strict();
+
+const LORA_PLUS_OPTIONS = z.object({
+  lr: opt.nonNegative(),
+  ratio: opt.positive().optional(),
+  weightDecay: opt.nonNegative().optional(),
+}).strict();
 
 /** How to adapt a model. Field names follow PEFT's `LoraConfig` (camel-cased). */
 export interface LoraConfig {
@@ -95,6 +130,21 @@ async function makeConcrete(inits: LoraInit[]): Promise<void> {
   }
 }
 
+/**
+ * The tensors of initialised layers as `[name, tensor]`, named as in a PEFT adapter: `<path>.lora_A.weight`,
+ * `<path>.lora_B.weight` and (when the method changes the base) `<path>.base_layer.weight`. Layers given rank 0 are
+ * left out.
+ */
+export function initTensors(inits: ReadonlyMap<string, LoraInit>): [string, Tensor][] {
+  const out: [string, Tensor][] = [];
+  for (const [path, init] of inits) {
+    if (init.rank === 0) continue;
+    out.push([`${path}.lora_A.weight`, init.a], [`${path}.lora_B.weight`, init.b]);
+    if (init.base !== undefined) out.push([`${path}.base_layer.weight`, init.base]);
+  }
+  return out;
+}
+
 /** What {@link attachLora} did. */
 export interface AttachResult {
   /** Adapted module paths, in model order. */
@@ -119,6 +169,7 @@ export interface AttachResult {
  * ```
  */
 export async function attachLora(model: object, cfg: LoraConfig): Promise<AttachResult> {
+  checkOptions("attachLora", LORA_CONFIG, cfg);
   const method: InitMethod = getInitMethod(cfg.init ?? "lora");
   const targets = findTargets(model, cfg.targetModules);
   if (targets.length === 0) {
@@ -173,6 +224,10 @@ export async function attachLora(model: object, cfg: LoraConfig): Promise<Attach
   }
   const list = [...inits.values()].filter((i) => i.rank > 0);
   await makeConcrete(list);
+  await checkFinite(initTensors(inits), {
+    what: `attachLora: the "${method.name}" initialisation's output`,
+    hint: "Check the model's weights, the calibration data (activations, gradients) and the method's options",
+  });
   // Offset inits keep copies of B₀, A₀ (the trained A and B are replaced step by step) for exporting the adapter.
   const initials = new Map<string, { a: F32; b: F32 }>();
   if (method.kind === "offset") {
@@ -269,8 +324,8 @@ export function loraPlusOptions(opts: LoraPlusOptions): {
   trainable: RegExp;
   groups: { name: string; params: RegExp; lr: number; weightDecay: number }[];
 } {
+  checkOptions("loraPlusOptions", LORA_PLUS_OPTIONS, opts);
   const ratio = opts.ratio ?? 16;
-  if (!(ratio > 0)) throw new RangeError(`LoRA+ ratio must be positive, got ${ratio}`);
   const wd = opts.weightDecay ?? 0;
   return {
     lr: opts.lr,

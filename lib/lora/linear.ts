@@ -15,6 +15,19 @@ import { dropout } from "../nn/activations.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { deriveSeed } from "../nn/init.ts";
 import type { F32, LoraInit } from "../init/types.ts";
+import { z } from "../../deps.ts";
+import { checkOptions, opt } from "../options.ts";
+
+const LAYER_OPTIONS = z.object({
+  dropout: z.number().min(0).lt(1).optional(),
+  useDora: z.boolean().optional(),
+  seed: opt.seed().optional(),
+  useRslora: z.boolean().optional(),
+  initial: z.object({ a: z.custom<F32>(), b: z.custom<F32>() }).optional(),
+}).strict();
+
+/** The scalar fields of an init result (its tensors are checked by shape below). */
+const INIT_SCALARS = z.object({ rank: opt.count(), alpha: opt.number(), scale: opt.number() });
 
 /** Options of a {@link LoraLinear}. */
 export interface LoraLayerOptions {
@@ -64,6 +77,8 @@ export class LoraLinear extends Module implements LinearLayer {
   /** Use {@link LoraLinear.wrap}. */
   constructor(base: Linear, init: LoraInit, opts: LoraLayerOptions = {}) {
     super();
+    checkOptions("LoraLinear", LAYER_OPTIONS, opts);
+    checkOptions("LoraLinear: the init result", INIT_SCALARS, init);
     const [dOut, dIn] = base.weight.shape;
     if (init.a.shape.join() !== `${init.rank},${dIn}` || init.b.shape.join() !== `${dOut},${init.rank}`) {
       throw new RangeError(
@@ -72,7 +87,6 @@ export class LoraLinear extends Module implements LinearLayer {
       );
     }
     const p = opts.dropout ?? 0;
-    if (!(p >= 0 && p < 1)) throw new RangeError(`LoRA dropout must be in [0, 1), got ${p}`);
     // A rewritten base keeps the storage dtype of the weight it replaces (an f16 base stays f16, as in PEFT).
     const rewritten = init.base !== undefined && base.weight.dtype === "f16"
       ? init.base.cast("f16")

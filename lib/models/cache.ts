@@ -13,6 +13,10 @@ import { Trainer } from "../train/trainer.ts";
 import { sampleWindows } from "../train/batches.ts";
 import { tensor } from "../tensor/creation.ts";
 import type { DeviceName } from "../ir/node.ts";
+import { checkFinite } from "../nn/finite.ts";
+import { namedParameters } from "../nn/module.ts";
+import { removeTemporaries } from "../io/atomic.ts";
+import { processAlive } from "../io/lock.ts";
 
 /** How a base model is pretrained. */
 export interface PretrainSpec {
@@ -55,6 +59,28 @@ export function cacheKey(text: string, data: Int32Array): string {
   return h1.toString(16).padStart(8, "0") + h2.toString(16).padStart(8, "0");
 }
 
+/** What to do about a cache entry that cannot be used. */
+export function rebuildHint(dir: string): string {
+  return `Remove the directory "${dir}" (rm -r "${dir}") and run again: it is rebuilt from scratch`;
+}
+
+/**
+ * Loads a cache entry with `load`, turning any failure (a damaged or half-copied file, non-finite weights) into one
+ * error that names the entry and how to rebuild it.
+ */
+export async function loadCacheEntry<T>(
+  dir: string,
+  what: string,
+  load: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await load();
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new Error(`${what} "${dir}" cannot be used: ${reason}. ${rebuildHint(dir)}`, { cause: err });
+  }
+}
+
 async function exists(path: string): Promise<boolean> {
   try {
     await Deno.stat(path);
@@ -66,7 +92,9 @@ async function exists(path: string): Promise<boolean> {
 
 /**
  * The base model pretrained on `tokens` as `spec` says: loaded from the cache when present, else trained and
- * saved (to a temporary directory renamed into place, so an interrupted run never leaves a half-written model).
+ * saved (to a temporary directory renamed into place, so an interrupted run never leaves a half-written model;
+ * what interrupted runs left is removed first). A cached model that cannot be read or holds non-finite weights is
+ * an error naming its directory and how to rebuild it.
  */
 export async function cachedPretrained(
   spec: PretrainSpec,
@@ -74,11 +102,17 @@ export async function cachedPretrained(
   opts: CacheOptions = {},
 ): Promise<{ model: LlamaLM; cached: boolean; dir: string; seconds: number }> {
   const key = cacheKey(JSON.stringify(spec), tokens);
-  const dir = `${opts.cacheDir ?? ".cache/base"}/${key}`;
+  const root = opts.cacheDir ?? ".cache/base";
+  const dir = `${root}/${key}`;
   const t0 = performance.now();
+  removeTemporaries(root, { alive: processAlive });
   if (await exists(`${dir}/model.safetensors`)) {
-    const { config, weights } = await readHf(dir);
-    const model = LlamaLM.fromWeights(config, weights, { device: opts.device, source: dir });
+    const model = await loadCacheEntry(dir, "cached base model", async () => {
+      const { config, weights } = await readHf(dir);
+      const m = LlamaLM.fromWeights(config, weights, { device: opts.device, source: dir });
+      await checkFinite(namedParameters(m), { what: "its weights" });
+      return m;
+    });
     return { model, cached: true, dir, seconds: (performance.now() - t0) / 1000 };
   }
   const model = LlamaLM.random(spec.model, { seed: spec.seed, device: opts.device });

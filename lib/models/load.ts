@@ -3,12 +3,15 @@
  *
  * @module
  */
+import { checkFinite } from "../nn/finite.ts";
+import { namedParameters } from "../nn/module.ts";
 import { loadHf } from "./hf.ts";
 import { LlamaLM, type LlamaLoadOptions } from "./llama.ts";
 
 /**
  * Loads a {@link LlamaLM} from `path`: a directory (or a `config.json` / `*.safetensors` file inside one) is read
- * as a Hugging Face checkpoint, any other file as a llama2.c checkpoint.
+ * as a Hugging Face checkpoint, any other file as a llama2.c checkpoint. Every weight is checked to be finite (one
+ * reduction on the device): a NaN or an infinity throws a `NonFiniteWeightsError` naming the tensor.
  *
  * @example
  * ```ts
@@ -34,6 +37,10 @@ export async function loadLlama(path: string, options: LlamaLoadOptions = {}): P
     const cut = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
     dir = cut < 0 ? "." : path.slice(0, cut);
   }
-  if (dir === undefined) return await LlamaLM.fromLlama2c(path, options);
-  return await loadHf(dir, options);
+  const model = dir === undefined ? await LlamaLM.fromLlama2c(path, options) : await loadHf(dir, options);
+  await checkFinite(namedParameters(model), {
+    what: `model "${path}"`,
+    hint: "The file is damaged or holds the weights of a diverged run; use an intact copy",
+  });
+  return model;
 }

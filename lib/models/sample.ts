@@ -10,6 +10,17 @@ import { tensor } from "../tensor/creation.ts";
 import type { Shape } from "../shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import type { LlamaLM } from "./llama.ts";
+import { z } from "../../deps.ts";
+import { checkOptions, opt } from "../options.ts";
+
+const GENERATE_OPTIONS = z.object({
+  steps: opt.index(),
+  temperature: opt.nonNegative().optional(),
+  seed: opt.seed().optional(),
+  topP: z.number().gt(0).max(1).optional(),
+  stop: z.array(opt.index()).optional(),
+  onToken: opt.fn().optional(),
+}).strict();
 
 /** Options of {@link generate}. */
 export interface GenerateOptions {
@@ -135,14 +146,12 @@ export async function generate(
   promptTokens: readonly number[],
   options: GenerateOptions,
 ): Promise<number[]> {
+  checkOptions("generate", GENERATE_OPTIONS, options);
   const { steps } = options;
   const temperature = options.temperature ?? 0;
   const seed = options.seed ?? 0;
   const topP = options.topP ?? 1;
   const { seqLen, vocabSize } = model.config;
-  if (!Number.isInteger(steps) || steps < 0) {
-    throw new RangeError(`generate: steps must be a non-negative integer, got ${steps}`);
-  }
   if (promptTokens.length === 0) {
     throw new RangeError("generate: the prompt needs at least one token (e.g. BOS)");
   }

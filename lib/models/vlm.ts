@@ -36,8 +36,11 @@ import { loadEmojiPack, rgbaOnWhite } from "../data/images.ts";
 import { collectActivations } from "../init/calibrate.ts";
 import type { LayerData } from "../init/types.ts";
 import { readSafetensors, type StEntry, writeSafetensors } from "../io/safetensors.ts";
+import { removeTemporaries } from "../io/atomic.ts";
+import { processAlive } from "../io/lock.ts";
+import { checkFinite } from "../nn/finite.ts";
 import { type LlamaConfig, LlamaLM } from "./llama.ts";
-import { cacheKey } from "./cache.ts";
+import { cacheKey, loadCacheEntry } from "./cache.ts";
 
 type M = Tensor<number[], "f32">;
 /** An i32 tensor of any shape (token ids, targets). */
@@ -725,6 +728,16 @@ export interface CachedVlm {
   stages: Record<string, { first: number; last: number }>;
 }
 
+/** The per-stage losses recorded in a cache entry's info.json, checked to be what cachedVlm wrote. */
+function readStages(value: unknown, file: string): CachedVlm["stages"] {
+  const ok = typeof value === "object" && value !== null && !Array.isArray(value) &&
+    Object.values(value).every((s) =>
+      typeof s === "object" && s !== null && typeof s.first === "number" && typeof s.last === "number"
+    );
+  if (!ok) throw new Error(`"${file}" has no per-stage {first, last} losses under "stages"`);
+  return value as CachedVlm["stages"];
+}
+
 async function exists(path: string): Promise<boolean> {
   try {
     await Deno.stat(path);
@@ -759,15 +772,21 @@ export async function cachedVlm(
   const dir = `${opts.cacheDir ?? ".cache/vlm"}/${key}`;
   const t0 = performance.now();
   const model = ToyVlm.random(spec.model, { seed: spec.seed, device: opts.device });
+  const root = opts.cacheDir ?? ".cache/vlm";
+  removeTemporaries(root, { alive: processAlive });
   if (await exists(`${dir}/vlm.safetensors`)) {
-    const { tensors } = await readSafetensors(`${dir}/vlm.safetensors`);
-    const params: Record<string, Tensor> = {};
-    for (const [name, e] of tensors) {
-      params[name] = tensor(e.data as Float32Array, { shape: e.shape, device: opts.device });
-    }
-    loadParameters(model, params);
-    const info = JSON.parse(await Deno.readTextFile(`${dir}/info.json`));
-    return { model, vocab, cached: true, dir, seconds: (performance.now() - t0) / 1000, stages: info.stages };
+    const stages = await loadCacheEntry(dir, "cached VLM", async () => {
+      const { tensors } = await readSafetensors(`${dir}/vlm.safetensors`);
+      const params: Record<string, Tensor> = {};
+      for (const [name, e] of tensors) {
+        params[name] = tensor(e.data as Float32Array, { shape: e.shape, device: opts.device });
+      }
+      loadParameters(model, params);
+      await checkFinite(namedParameters(model), { what: "its weights" });
+      const info = JSON.parse(await Deno.readTextFile(`${dir}/info.json`));
+      return readStages(info?.stages, `${dir}/info.json`);
+    });
+    return { model, vocab, cached: true, dir, seconds: (performance.now() - t0) / 1000, stages };
   }
   const common = {
     batchSize: spec.batchSize,

@@ -31,4 +31,5 @@ export * from "./attention.ts";
 export * from "./mlp.ts";
 export * from "./transformer.ts";
 export * from "./loss.ts";
+export * from "./finite.ts";
 export * from "./optim/mod.ts";

@@ -38,6 +38,7 @@ class CpuStorage implements Storage {
     this.data = data;
     this.bytes = data.byteLength;
     owner.live++;
+    owner.liveBytes += this.bytes;
   }
   get released(): boolean {
     return this.#released;
@@ -46,6 +47,7 @@ class CpuStorage implements Storage {
     if (this.#released) return;
     this.#released = true;
     this.#owner.live--;
+    this.#owner.liveBytes -= this.bytes;
   }
 }
 
@@ -70,6 +72,8 @@ export class CpuBackend implements Backend {
   readonly maxBufferBytes = 2 ** 31;
   /** Live storage count (for stats). */
   live = 0;
+  /** Bytes held by live storage (for stats). */
+  liveBytes = 0;
   #cache = new Map<string, HostKernel>();
   #sources = new WeakMap<Kernel, string>();
 
@@ -115,6 +119,11 @@ export class CpuBackend implements Backend {
   }
 
   stats(): BackendStats {
-    return { liveBuffers: this.live, liveBytes: 0, pooledBuffers: 0, cachedKernels: this.#cache.size };
+    return {
+      liveBuffers: this.live,
+      liveBytes: this.liveBytes,
+      pooledBuffers: 0,
+      cachedKernels: this.#cache.size,
+    };
   }
 }

@@ -15,6 +15,7 @@ import type { Backend, Step } from "./backend.ts";
 import { CpuBackend } from "./cpu.ts";
 import { createWebGPUBackend, type WebGPUBackend } from "./webgpu.ts";
 import { debugLevel } from "./debug.ts";
+import { yieldIfDue } from "./event_loop.ts";
 
 /**
  * Storage whose data is still on the host: uploaded to its device on first use. Lets tensors be created
@@ -119,6 +120,7 @@ export interface RealizeOptions {
 /** Computes `roots` (all on one device); returns a fresh storage per root, owned by the caller. */
 export async function realizeNodes(roots: readonly Node[], opts: RealizeOptions = {}): Promise<Storage[]> {
   if (roots.length === 0) return [];
+  await yieldIfDue(); // lets finalizers release the memory of unreachable tensors (see event_loop.ts)
   const device = roots[0].device;
   const be = await getBackend(device);
   if (debugLevel() >= 3) console.error(printGraph(roots));

@@ -10,6 +10,7 @@
 import type { DeviceName } from "../ir/node.ts";
 import { readSafetensors, type StEntry, writeSafetensors } from "../io/safetensors.ts";
 import { loadParameters, namedParameters, type ParamDict } from "../nn/module.ts";
+import { checkFinite } from "../nn/finite.ts";
 import type { Optimizer } from "../nn/optim/optimizer.ts";
 import { tensor } from "../tensor/creation.ts";
 import { Tensor } from "../tensor/tensor.ts";
@@ -29,6 +30,26 @@ export interface SaveCheckpointOptions {
   seed?: number;
   /** Further string metadata (not `format`, `version`, `step`, `seed` or `optimizer`). */
   metadata?: Record<string, string>;
+  /**
+   * Keep the checkpoint being replaced at {@link previousCheckpointPath} (default false), so that a damaged newest
+   * file still leaves one to continue from (see {@link restoreLatestCheckpoint}).
+   */
+  keepPrevious?: boolean;
+  /**
+   * Save only the parameters at these paths (e.g. the optimiser's trainable ones, a small fraction of a LoRA model);
+   * the others must then be rebuilt identically before restoring. Default: every parameter.
+   */
+  paths?: readonly string[];
+}
+
+/**
+ * Where {@link saveCheckpoint} with `keepPrevious` keeps the checkpoint it replaces: `<path>.previous`.
+ *
+ * @param path The checkpoint file.
+ * @returns The path of the previous one.
+ */
+export function previousCheckpointPath(path: string): string {
+  return `${path}.previous`;
 }
 
 /** A checkpoint read back by {@link loadCheckpoint}. */
@@ -79,7 +100,8 @@ export async function saveCheckpoint(
   model: object,
   opts: SaveCheckpointOptions = {},
 ): Promise<void> {
-  const params = namedParameters(model);
+  const only = opts.paths === undefined ? undefined : new Set(opts.paths);
+  const params = namedParameters(model).filter(([p]) => only === undefined || only.has(p));
   const state = opts.optimizer === undefined ? [] : Object.entries(opts.optimizer.stateDict());
   const all = [
     ...params.map(([p, t]) => [`params.${p}`, t] as const),
@@ -99,6 +121,15 @@ export async function saveCheckpoint(
   metadata.step = String(opts.step ?? opts.optimizer?.stepCount ?? 0);
   if (opts.seed !== undefined) metadata.seed = String(opts.seed);
   if (opts.optimizer !== undefined) metadata.optimizer = JSON.stringify(opts.optimizer.describe());
+  if (opts.keepPrevious) {
+    // A rename is atomic: at every moment the newest complete checkpoint is at `path` or, between the rename and
+    // the write, at the previous path.
+    try {
+      await Deno.rename(path, previousCheckpointPath(path));
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+  }
   await writeSafetensors(path, entries, metadata);
 }
 
@@ -146,6 +177,13 @@ export async function loadCheckpoint(path: string, opts: LoadCheckpointOptions =
     else if (name.startsWith("optim.")) state[name.slice(6)] = t;
     else throw new Error(`checkpoint "${path}": unexpected tensor "${name}" (neither params.* nor optim.*)`);
   }
+  await checkFinite(
+    [
+      ...Object.entries(params).map(([k, t]) => [`params.${k}`, t] as const),
+      ...Object.entries(state).map(([k, t]) => [`optim.${k}`, t] as const),
+    ],
+    { what: `checkpoint "${path}"` },
+  );
   const user = Object.fromEntries(Object.entries(metadata).filter(([k]) => !RESERVED.has(k)));
   return {
     step,
@@ -199,4 +237,54 @@ export async function restoreCheckpoint(
   loadParameters(model, ckpt.params);
   opt?.loadState(ckpt.state, ckpt.step);
   return ckpt;
+}
+
+/** What {@link restoreLatestCheckpoint} restored, and what it had to pass over. */
+export interface RestoredCheckpoint {
+  /** The checkpoint restored. */
+  checkpoint: Checkpoint;
+  /** Its file: the given path or the previous one. */
+  path: string;
+  /** Files that could not be used (damaged, truncated, non-finite), with the reason. */
+  skipped: { path: string; reason: string }[];
+}
+
+/**
+ * Restores the newest usable checkpoint of `path`: the file itself, or, when it is missing or cannot be read (a
+ * damaged or truncated file, non-finite values), the one kept at {@link previousCheckpointPath}. When neither can
+ * be used the error names both files, why, and what to remove to start over.
+ *
+ * @param path The checkpoint file (as given to {@link saveCheckpoint} with `keepPrevious`).
+ * @param model The model to load the parameters into.
+ * @param opts The optimiser to restore.
+ * @returns The checkpoint, its file and the files passed over.
+ */
+export async function restoreLatestCheckpoint(
+  path: string,
+  model: object,
+  opts: RestoreCheckpointOptions = {},
+): Promise<RestoredCheckpoint> {
+  const skipped: { path: string; reason: string }[] = [];
+  for (const candidate of [path, previousCheckpointPath(path)]) {
+    try {
+      await Deno.stat(candidate);
+    } catch {
+      continue;
+    }
+    try {
+      return { checkpoint: await restoreCheckpoint(candidate, model, opts), path: candidate, skipped };
+    } catch (err) {
+      skipped.push({ path: candidate, reason: err instanceof Error ? err.message : String(err) });
+    }
+  }
+  if (skipped.length === 0) {
+    throw new Error(
+      `no checkpoint to continue from: neither "${path}" nor "${previousCheckpointPath(path)}" exists`,
+    );
+  }
+  throw new Error(
+    `no usable checkpoint: ${skipped.map((s) => `"${s.path}" (${s.reason})`).join("; ")}. Remove ${
+      skipped.map((s) => `"${s.path}"`).join(" and ")
+    } to run from the start`,
+  );
 }

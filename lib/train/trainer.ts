@@ -27,7 +27,9 @@ import { stack } from "../tensor/creation.ts";
 import { realize, Tensor } from "../tensor/tensor.ts";
 import { type MetricRecord, MetricsWriter, readJsonl, writeTextAtomic } from "../util/metrics.ts";
 import { Progress } from "../util/progress.ts";
-import { restoreCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { previousCheckpointPath, restoreLatestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { z } from "../../deps.ts";
+import { checkOptions, opt } from "../options.ts";
 
 type F32 = Tensor<Shape, "f32">;
 
@@ -57,6 +59,11 @@ export interface CheckpointSchedule {
   path: string;
   /** Save after every `every` steps (and after the last step of a run). */
   every: number;
+  /**
+   * Save only the trainable parameters (with the optimiser's state): for runs that rebuild the frozen rest
+   * identically before resuming (e.g. a base model with adapters attached by a seeded init). Default false.
+   */
+  trainableOnly?: boolean;
 }
 
 /** Options of {@link Trainer}. */
@@ -103,6 +110,31 @@ export interface TrainerOptions<M extends object, B extends Batch> {
    */
   lastGoodPath?: string;
 }
+
+const TRAINER_OPTIONS = z.object({
+  model: z.custom<object>((v) => typeof v === "object" && v !== null, { message: "must be a model object" }),
+  optimizer: z.custom<Optimizer>((v) => typeof v === "object" && v !== null && "update" in v, {
+    message: "must be an optimiser (new AdamW(model, ...))",
+  }),
+  batch: opt.fn().optional(),
+  loss: opt.fn(),
+  steps: opt.count(),
+  schedule: opt.fn().optional(),
+  clipNorm: opt.positive().optional(),
+  readEvery: opt.count().optional(),
+  track: z.record(z.string(), opt.fn()).optional(),
+  metrics: z.union([
+    z.string().min(1),
+    z.custom<MetricsWriter>((v) => v instanceof MetricsWriter, { message: "must be a MetricsWriter" }),
+  ]).optional(),
+  progress: z.union([z.boolean(), z.string()]).optional(),
+  seed: opt.seed().optional(),
+  checkpoint: z.object({ path: z.string().min(1), every: opt.count(), trainableOnly: z.boolean().optional() })
+    .strict().optional(),
+  onRecords: opt.fn().optional(),
+  stopOnNonFinite: z.boolean().optional(),
+  lastGoodPath: z.string().min(1).optional(),
+}).strict();
 
 /**
  * Thrown by {@link Trainer.run} when a loss or gradient norm read back is NaN or infinite. Before it is thrown
@@ -153,6 +185,16 @@ export class NonFiniteError extends Error {
 interface Snapshot {
   step: number;
   packed: Record<string, Tensor>;
+}
+
+/** What {@link Trainer.resume} continued from. */
+export interface ResumeInfo {
+  /** The checkpoint file restored (the given path, or the previous one kept beside it). */
+  path: string;
+  /** The step it holds. */
+  step: number;
+  /** Files passed over because they could not be used, with the reason. */
+  skipped: { path: string; reason: string }[];
 }
 
 /** Options of {@link Trainer.run}. */
@@ -210,6 +252,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
   #progress: Progress | null = null;
   #progressStart = 0;
   #resumedFrom: number | null = null;
+  #resumePath: string | null = null;
   // The last state confirmed good (its loss was read back finite) and the newest state read back after finite
   // metrics (its own loss not yet seen): the two snapshots of the non-finite guard.
   #good: Snapshot | null = null;
@@ -218,6 +261,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
 
   /** A trainer; nothing runs until {@link run}. */
   constructor(options: TrainerOptions<M, B>) {
+    checkOptions("Trainer", TRAINER_OPTIONS, options);
     if (options.optimizer.target !== options.model) {
       throw new Error(
         "Trainer: the optimiser must be created over the same model object (new AdamW(model, ...))",
@@ -295,7 +339,9 @@ export class Trainer<M extends object, B extends Batch = Batch> {
         await this.#trainStep(s);
         if (s % this.#readEvery === 0 || s === until) await this.#flush();
         const ck = this.#o.checkpoint;
-        if (ck !== undefined && (s % ck.every === 0 || s === until)) await this.save(ck.path);
+        if (ck !== undefined && (s % ck.every === 0 || s === until)) {
+          await this.#save(ck.path, true, ck.trainableOnly ? this.#o.optimizer.paths : undefined);
+        }
       }
     } finally {
       this.#progress.done();
@@ -476,7 +522,16 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       try {
         kept = readJsonl(m).filter((r) => typeof r.step === "number" && r.step <= this.#resumedFrom!);
       } catch (err) {
-        if (!(err instanceof Deno.errors.NotFound)) throw err;
+        if (!(err instanceof Deno.errors.NotFound)) {
+          const ckpt = this.#resumePath!;
+          throw new Error(
+            `Trainer: cannot continue the records of metrics file "${m}": ${
+              (err as Error).message
+            }. Remove it ` +
+              `and the checkpoints "${ckpt}" and "${previousCheckpointPath(ckpt)}" to run from the start`,
+            { cause: err },
+          );
+        }
       }
       writeTextAtomic(m, kept.map((r) => `${JSON.stringify(r)}\n`).join(""));
       this.#writer = MetricsWriter.open(m, { resume: true });
@@ -504,30 +559,41 @@ export class Trainer<M extends object, B extends Batch = Batch> {
    * metrics are not finite: then the run's {@link NonFiniteError} is thrown and nothing is written at `path`).
    */
   async save(path: string): Promise<void> {
+    await this.#save(path, false);
+  }
+
+  async #save(path: string, keepPrevious: boolean, paths?: readonly string[]): Promise<void> {
     await this.#flush();
     await saveCheckpoint(path, this.#o.model, {
       optimizer: this.#o.optimizer,
       step: this.#step,
       seed: this.#o.seed,
+      keepPrevious,
+      paths,
     });
   }
 
   /**
-   * Continues from a checkpoint: loads the parameters and optimiser state and sets the step. With a metrics
+   * Continues from a checkpoint: loads the parameters and optimiser state and sets the step. The periodic
+   * checkpoints keep the one before the newest at `<path>.previous`; when `path` is missing or damaged that one is
+   * used (see `restoreLatestCheckpoint`), and the returned `skipped` names what was passed over. With a metrics
    * path, records after the checkpoint's step are dropped from the file and new ones appended.
    */
-  async resume(path: string): Promise<void> {
+  async resume(path: string): Promise<ResumeInfo> {
     if (this.#step !== 0 || this.#pending.length > 0) {
       throw new Error("Trainer.resume: resume a fresh trainer, before running any step");
     }
-    const ckpt = await restoreCheckpoint(path, this.#o.model, { optimizer: this.#o.optimizer });
+    const restored = await restoreLatestCheckpoint(path, this.#o.model, { optimizer: this.#o.optimizer });
+    const ckpt = restored.checkpoint;
     if (ckpt.seed !== undefined && this.#o.seed !== undefined && ckpt.seed !== this.#o.seed) {
       throw new Error(
-        `Trainer.resume: checkpoint "${path}" was written by a run with seed ${ckpt.seed}, this one has seed ` +
-          `${this.#o.seed}; its batches would differ`,
+        `Trainer.resume: checkpoint "${restored.path}" was written by a run with seed ${ckpt.seed}, this one has ` +
+          `seed ${this.#o.seed}; its batches would differ`,
       );
     }
     this.#step = ckpt.step;
     this.#resumedFrom = ckpt.step;
+    this.#resumePath = path;
+    return { path: restored.path, step: ckpt.step, skipped: restored.skipped };
   }
 }

@@ -257,9 +257,11 @@ function flagName(leaf: Leaf): string {
 /** A short human-readable rendering of a value given in the configuration. */
 function show(value: unknown): string {
   if (value === undefined) return "nothing";
+  if (typeof value === "number") return String(value); // NaN and ±Infinity (YAML .nan, .inf) as themselves
   let text: string;
   try {
-    text = JSON.stringify(value) ?? String(value);
+    text = JSON.stringify(value, (_k, v) => (typeof v === "number" && !Number.isFinite(v) ? String(v) : v)) ??
+      String(value);
   } catch {
     text = String(value);
   }
@@ -775,4 +777,52 @@ export function cliConfig<S extends ConfigSchema>(schema: S, options: CliConfigO
     }
     throw err;
   }
+}
+
+/** Whether `DEBUG` is set to something other than `0` (readable only with env permission). */
+function debugOn(): boolean {
+  try {
+    const v = Deno.env.get("DEBUG");
+    return v !== undefined && v !== "" && v !== "0";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The one-line report of an error for a command named `prefix`: `prefix: message`, without repeating the prefix
+ * when the message already starts with it (or with its last word, as library errors name their function).
+ *
+ * @param prefix The command, e.g. `generate` or `deno task exp:eva`.
+ * @param err What was thrown.
+ * @returns The text to print.
+ */
+export function errorReport(prefix: string, err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const word = prefix.split(/[\s:]+/).filter(Boolean).at(-1) ?? prefix;
+  if (message.startsWith(`${prefix}:`) || message.startsWith(`${word}:`)) return message;
+  return `${prefix}: ${message}`;
+}
+
+/**
+ * Ends a command after an error: `--help` prints its usage (status 0), a {@link ConfigError} its message (status
+ * 2), anything else one line from {@link errorReport} (status `status`), with the stack trace only when `DEBUG`
+ * is set.
+ *
+ * @param prefix The command, e.g. `generate`.
+ * @param err What was thrown.
+ * @param status Exit status for errors other than configuration errors (default 1).
+ */
+export function exitWithError(prefix: string, err: unknown, status = 1): never {
+  if (err instanceof ConfigHelp) {
+    console.log(err.usage);
+    Deno.exit(0);
+  }
+  if (err instanceof ConfigError) {
+    console.error(err.message);
+    Deno.exit(err.exitCode);
+  }
+  console.error(errorReport(prefix, err));
+  if (debugOn() && err instanceof Error && err.stack) console.error(err.stack);
+  Deno.exit(status);
 }

@@ -3,10 +3,25 @@
  * `metrics.jsonl`, plots, `summary.json` (with git revision, command and wall-clock timings) and
  * `summary.md`; plus the helpers a summary needs: {@link mdTable} and {@link meanStd}.
  *
+ * A results directory belongs to one process at a time: creating or reopening one takes its lock file `.lock`
+ * (a second process is refused with the holder's pid and host). `experiment.json` records which experiment made
+ * it and with which configuration, so `--resume` only reopens a directory of the same experiment, compares the
+ * configuration key by key ({@link configDifferences}), and validates every file it reuses against a schema
+ * ({@link ResultsDir.reuse}).
+ *
  * @module
  */
-import { stringifyYaml } from "../../deps.ts";
-import { MetricsWriter, type MetricsWriterOptions, writeJsonAtomic, writeTextAtomic } from "./metrics.ts";
+import { stringifyYaml, z } from "../../deps.ts";
+import { acquireLock, type Lock } from "../io/lock.ts";
+import { removeTemporaries } from "../io/atomic.ts";
+import { showValue } from "../options.ts";
+import {
+  MetricsWriter,
+  type MetricsWriterOptions,
+  toJson,
+  writeJsonAtomic,
+  writeTextAtomic,
+} from "./metrics.ts";
 import { type SavedPlot, savePlot, type SavePlotOptions } from "./png.ts";
 
 /** Mean, sample standard deviation and count of a list of numbers. */
@@ -211,6 +226,155 @@ export interface RunInfo {
   timings: Record<string, number>;
 }
 
+/** The lock file of a results directory. */
+const LOCK_FILE = ".lock";
+/** The file recording which experiment made a results directory, with its configuration. */
+const RECORD_FILE = "experiment.json";
+const RECORD_FORMAT = "tessera-results-1";
+
+/** A recorded extension of a run: `key` went from `from` to `to` at `at`. */
+export interface Extension {
+  /** The configuration key, e.g. `steps`. */
+  key: string;
+  /** Its value before. */
+  from: unknown;
+  /** Its value after. */
+  to: unknown;
+  /** When, ISO 8601. */
+  at: string;
+}
+
+/** The content of `experiment.json`. */
+interface ExperimentRecord {
+  format: string;
+  experiment: string;
+  createdAt: string;
+  config: Record<string, unknown> | null;
+  extended: Extension[];
+}
+
+function commandLine(): string {
+  try {
+    return [Deno.mainModule.replace(/^file:\/\//, ""), ...Deno.args].join(" ");
+  } catch {
+    return "unknown command";
+  }
+}
+
+function acquireLockOf(dir: string): Lock {
+  try {
+    return acquireLock(`${dir}/${LOCK_FILE}`, commandLine());
+  } catch (err) {
+    throw new Error(`cannot use results directory "${dir}": ${(err as Error).message}`, { cause: err });
+  }
+}
+
+const RECORD = z.object({
+  format: z.literal(RECORD_FORMAT),
+  experiment: z.string(),
+  createdAt: z.string(),
+  config: z.record(z.string(), z.unknown()).nullable(),
+  extended: z.array(z.object({ key: z.string(), from: z.unknown(), to: z.unknown(), at: z.string() })),
+});
+
+/** The record of a results directory, checked to belong to experiment `name`. */
+function readRecord(dir: string, name: string): ExperimentRecord {
+  const file = `${dir}/${RECORD_FILE}`;
+  const expected =
+    `--resume takes a directory that the same experiment wrote, such as results/${name}/<timestamp>`;
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(file);
+  } catch {
+    throw new Error(
+      `cannot resume: "${dir}" is not a results directory of "${name}" (it has no ${RECORD_FILE}); ${expected}`,
+    );
+  }
+  let parsed: ReturnType<typeof RECORD.safeParse>;
+  try {
+    parsed = RECORD.safeParse(JSON.parse(text));
+  } catch {
+    parsed = RECORD.safeParse(null);
+  }
+  if (!parsed.success) {
+    throw new Error(
+      `cannot resume: "${file}" is damaged (not the record a results directory starts with); ${expected}`,
+    );
+  }
+  if (parsed.data.experiment !== name) {
+    throw new Error(
+      `cannot resume: "${dir}" holds results of "${parsed.data.experiment}", not "${name}"; ${expected}`,
+    );
+  }
+  return parsed.data as ExperimentRecord;
+}
+
+/**
+ * Anything that validates a value the way a zod schema's `safeParse` does (every zod schema is one): the parsed
+ * value, or the problems with their key paths.
+ */
+export interface Validator<T> {
+  /** Validates `value`. */
+  safeParse(value: unknown):
+    | { success: true; data: T }
+    | { success: false; error: { issues: readonly { path: readonly PropertyKey[]; message: string }[] } };
+}
+
+/** One difference between a stored configuration and the current one. */
+export interface ConfigDifference {
+  /** Dotted key, e.g. `lr` or `train.lr`. */
+  key: string;
+  /** The stored value (undefined: the key was not set). */
+  stored: unknown;
+  /** The current value (undefined: the key is not set). */
+  current: unknown;
+}
+
+function flatten(value: unknown, prefix: string, out: Map<string, unknown>): void {
+  if (typeof value === "object" && value !== null && !Array.isArray(value)) {
+    for (const [k, v] of Object.entries(value)) flatten(v, prefix === "" ? k : `${prefix}.${k}`, out);
+  } else if (prefix !== "") {
+    out.set(prefix, value);
+  }
+}
+
+/**
+ * The keys whose values differ between a stored configuration and the current one (nested objects compared key
+ * by key, arrays and numbers by their JSON form, so `NaN` equals the stored `"NaN"`), leaving out the keys in
+ * `ignore` and those below them.
+ *
+ * @param stored The configuration recorded with the run.
+ * @param current The configuration now.
+ * @param ignore Keys that do not affect results (e.g. `resume`).
+ * @returns The differences, in key order.
+ *
+ * @example
+ * ```ts
+ * import { configDifferences } from "./results.ts";
+ * configDifferences({ lr: 0.01, steps: 100 }, { lr: 0.02, steps: 100, resume: "x" }, new Set(["resume"]));
+ * // [{ key: "lr", stored: 0.01, current: 0.02 }]
+ * ```
+ */
+export function configDifferences(
+  stored: Record<string, unknown>,
+  current: Record<string, unknown>,
+  ignore: ReadonlySet<string> = new Set(),
+): ConfigDifference[] {
+  const a = new Map<string, unknown>();
+  const b = new Map<string, unknown>();
+  flatten(JSON.parse(toJson(stored)), "", a);
+  flatten(JSON.parse(toJson(current)), "", b);
+  const skip = (key: string) => [...ignore].some((i) => key === i || key.startsWith(`${i}.`));
+  const out: ConfigDifference[] = [];
+  for (const key of [...new Set([...a.keys(), ...b.keys()])].sort()) {
+    if (skip(key)) continue;
+    const x = a.get(key);
+    const y = b.get(key);
+    if (JSON.stringify(x) !== JSON.stringify(y)) out.push({ key, stored: x, current: y });
+  }
+  return out;
+}
+
 /**
  * One run's output directory `<root>/<name>/<YYYYMMDD-HHMMSS>/` (a `-2`, `-3`, ... suffix is added when two
  * runs start in the same second).
@@ -234,17 +398,32 @@ export class ResultsDir {
   #startMs: number;
   #git: GitInfo;
   #timings: Record<string, number> = {};
+  #lock: Lock;
+  #record: ExperimentRecord;
+  #removed: string[];
 
-  private constructor(name: string, path: string, startedAt: Date, git: GitInfo) {
+  private constructor(
+    name: string,
+    path: string,
+    startedAt: Date,
+    git: GitInfo,
+    lock: Lock,
+    record: ExperimentRecord,
+    removed: string[],
+  ) {
     this.#name = name;
     this.#path = path;
     this.#startedAt = startedAt;
     this.#startMs = performance.now();
     this.#git = git;
+    this.#lock = lock;
+    this.#record = record;
+    this.#removed = removed;
   }
 
   /**
-   * Create a new, empty run directory (and its parents).
+   * Create a new, empty run directory (and its parents), take its lock and record the experiment's name in
+   * `experiment.json`.
    *
    * @param name Experiment name: letters, digits, `_`, `-` and `.` only.
    * @param options Root directory, start time, git directory.
@@ -267,19 +446,31 @@ export class ResultsDir {
         if (err instanceof Deno.errors.AlreadyExists && attempt < 1000) continue;
         throw err;
       }
-      return new ResultsDir(name, path, startedAt, gitInfo({ cwd: options.gitCwd }));
+      const lock = acquireLock(`${path}/${LOCK_FILE}`, commandLine());
+      const record: ExperimentRecord = {
+        format: RECORD_FORMAT,
+        experiment: name,
+        createdAt: startedAt.toISOString(),
+        config: null,
+        extended: [],
+      };
+      writeJsonAtomic(`${path}/${RECORD_FILE}`, record);
+      return new ResultsDir(name, path, startedAt, gitInfo({ cwd: options.gitCwd }), lock, record, []);
     }
   }
 
   /**
-   * Reopen an existing run directory to continue an interrupted run: files already there (finished runs,
-   * metrics) are kept, and new ones are added beside them.
+   * Reopen a run directory of experiment `name` to continue an interrupted run: files already there (finished
+   * runs, metrics) are kept, and new ones are added beside them. Refused, naming the reason, when the directory
+   * does not exist, was not created by `name` (no `experiment.json`, or another experiment's), or is in use by
+   * another process. Temporary files that interrupted writes left behind are removed.
    *
    * @param path The run directory, e.g. `results/eva/20261123-171500`.
+   * @param name The experiment that must have created it (as given to {@link ResultsDir.create}).
    * @param options Git directory.
    * @returns The results directory.
    */
-  static open(path: string, options: { gitCwd?: string } = {}): ResultsDir {
+  static open(path: string, name: string, options: { gitCwd?: string } = {}): ResultsDir {
     let info: Deno.FileInfo;
     try {
       info = Deno.statSync(path);
@@ -288,9 +479,10 @@ export class ResultsDir {
     }
     if (!info.isDirectory) throw new Error(`cannot resume: "${path}" is not a directory`);
     const clean = path.replace(/\/+$/, "");
-    const parts = clean.split("/");
-    const name = parts.length >= 2 ? parts[parts.length - 2] : parts[0];
-    return new ResultsDir(name, clean, new Date(), gitInfo({ cwd: options.gitCwd }));
+    const record = readRecord(clean, name);
+    const lock = acquireLockOf(clean);
+    const removed = removeTemporaries(clean, { recursive: true, owners: "all" });
+    return new ResultsDir(name, clean, new Date(), gitInfo({ cwd: options.gitCwd }), lock, record, removed);
   }
 
   /** The experiment name. */
@@ -339,8 +531,92 @@ export class ResultsDir {
    */
   writeConfig(config: Record<string, unknown>): string {
     const path = this.file("config.yaml");
-    writeTextAtomic(path, stringifyYaml(config));
+    this.#record = { ...this.#record, config: JSON.parse(toJson(config)) };
+    writeJsonAtomic(this.file(RECORD_FILE), this.#record);
+    const extended = this.#record.extended.length > 0 ? { extended: this.#record.extended } : {};
+    writeTextAtomic(path, stringifyYaml({ ...config, ...extended }));
     return path;
+  }
+
+  /**
+   * The configuration recorded when the run was created (as {@link ResultsDir.writeConfig} stored it, non-finite
+   * numbers as strings), or null when none was written yet.
+   */
+  get storedConfig(): Record<string, unknown> | null {
+    return this.#record.config === null ? null : structuredClone(this.#record.config);
+  }
+
+  /** The extensions recorded with {@link ResultsDir.recordExtension}, oldest first. */
+  get extensions(): readonly Extension[] {
+    return this.#record.extended;
+  }
+
+  /**
+   * Record that the run was made longer (`key` from `from` to `to`) and write the new configuration: both go to
+   * `experiment.json`, and `config.yaml` lists every extension under `extended`.
+   *
+   * @param extension The key, its old and new value.
+   * @param config The new configuration.
+   */
+  recordExtension(extension: Omit<Extension, "at">, config: Record<string, unknown>): void {
+    this.#record = {
+      ...this.#record,
+      extended: [...this.#record.extended, { ...extension, at: new Date().toISOString() }],
+    };
+    this.writeConfig(config);
+  }
+
+  /** Temporary files of interrupted writes that {@link ResultsDir.open} removed. */
+  get removedTemporaries(): readonly string[] {
+    return this.#removed;
+  }
+
+  /**
+   * Read a file a previous process wrote in this directory (a finished run's result, say), validated against
+   * `schema`. Returns undefined when the file does not exist; a file that is not valid JSON or does not match is
+   * an error naming it, the first problems, and how to have that part computed again.
+   *
+   * @param name File name inside the directory, e.g. `runs/lora-seed0.json`.
+   * @param schema What the file must hold (e.g. a zod schema; numbers may be saved as `"NaN"` or `"Infinity"`).
+   * @returns The parsed content, or undefined.
+   */
+  reuse<T>(name: string, schema: Validator<T>): T | undefined {
+    const path = this.file(name);
+    let text: string;
+    try {
+      text = Deno.readTextFileSync(path);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return undefined;
+      throw err;
+    }
+    const again = `remove it (rm "${path}") and resume again to compute it anew`;
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (err) {
+      throw new Error(`"${path}" is not valid JSON (${(err as Error).message}); ${again}`, { cause: err });
+    }
+    const result = schema.safeParse(value);
+    if (!result.success) {
+      const problems = result.error.issues.slice(0, 3).map((issue) => {
+        const key = issue.path.map((k) => (typeof k === "number" ? `[${k}]` : `.${String(k)}`)).join("")
+          .replace(/^\./, "");
+        let got: unknown = value;
+        for (const k of issue.path) got = (got as Record<PropertyKey, unknown> | null)?.[k];
+        const what = issue.message.replace(/^Invalid input(: )?/, "") || "not what was saved";
+        return `${key === "" ? "the file" : `"${key}"`}: ${what}, got ${showValue(got)}`;
+      });
+      const more = result.error.issues.length > 3 ? `, and ${result.error.issues.length - 3} more` : "";
+      throw new Error(
+        `"${path}" does not hold what this experiment saves (${problems.join("; ")}${more}); ${again}`,
+      );
+    }
+    return result.data;
+  }
+
+  /** Releases the directory's lock (also done when the process ends). */
+  release(): void {
+    this.#lock.release();
   }
 
   /**

@@ -155,3 +155,25 @@ Deno.test("non-finite guard: NaN at the first step saves nothing; stopOnNonFinit
   equal(records.length, 6);
   ok(records.every((r) => Number.isNaN(r.loss)));
 });
+
+Deno.test("the guard sees a NaN that reaches the loss only through a product with a literal zero (WebGPU too)", async () => {
+  // WGSL lets a shader compiler treat x * 0.0 as 0.0; the renderer keeps IEEE's NaN * 0 = NaN (issue 16, item 14),
+  // so the loss below is NaN from step k on every device, as on the CPU.
+  const rng = new TestRng(94);
+  const options = mlpSetup({ initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps: 8 });
+  const k = rng.int(2, 6);
+  const trainer = new Trainer({
+    ...options,
+    readEvery: 4,
+    loss: (m, b, step) => {
+      const base = options.loss(m, b, step) as LossOutput;
+      if (step < k) return base;
+      const head = getAt(m, "layers.1.weight") as F;
+      return { loss: base.loss.add(head.square().sum().add(1).neg().sqrt().mul(0)), metrics: base.metrics };
+    },
+  });
+  const err = await nonFinite(() => trainer.run());
+  trainer.close();
+  equal(err.step, k);
+  ok(Number.isNaN(err.record.loss), `loss at step ${k}: ${err.record.loss}`);
+});

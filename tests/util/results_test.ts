@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import { parseYaml } from "../../deps.ts";
 import { readJsonl } from "../../lib/util/metrics.ts";
-import { gitInfo, mdTable, meanStd, ResultsDir, runTimestamp } from "../../lib/util/results.ts";
+import {
+  configDifferences,
+  gitInfo,
+  mdTable,
+  meanStd,
+  ResultsDir,
+  runTimestamp,
+} from "../../lib/util/results.ts";
 
 function rng(seed: number): () => number {
   let a = seed >>> 0;
@@ -88,7 +95,18 @@ Deno.test("results: config.yaml, metrics.jsonl, summary.json and summary.md", as
   run.writeMarkdown(`# Demo\n\n${table}`);
   assert.equal(Deno.readTextFileSync(`${run.path}/summary.md`), `# Demo\n\n${table}`);
   const names = [...Deno.readDirSync(run.path)].map((e) => e.name).sort();
-  assert.deepEqual(names, ["config.yaml", "metrics.jsonl", "summary.json", "summary.md"]);
+  // Besides the results: the record of the experiment and the lock this process holds until it releases it.
+  assert.deepEqual(names, [
+    ".lock",
+    "config.yaml",
+    "experiment.json",
+    "metrics.jsonl",
+    "summary.json",
+    "summary.md",
+  ]);
+  assert.deepEqual(JSON.parse(Deno.readTextFileSync(`${run.path}/experiment.json`)).config, config);
+  run.release();
+  assert.ok(![...Deno.readDirSync(run.path)].some((e) => e.name === ".lock"));
 });
 
 Deno.test("results: git revision matches git itself in a fresh repository, 'unknown' outside one", () => {
@@ -156,4 +174,21 @@ Deno.test("results: meanStd matches a direct two-pass computation", () => {
   assert.deepEqual(meanStd([3.5]), { mean: 3.5, std: 0, n: 1 });
   assert.deepEqual(meanStd([2, 4]), { mean: 3, std: Math.SQRT2, n: 2 });
   assert.throws(() => meanStd([]), /at least one value/);
+});
+
+Deno.test("results: configDifferences compares nested keys and lists, ignoring the keys given", () => {
+  const random = rng(43);
+  const lr = random();
+  const stored = { lr, seeds: [0, 1], train: { steps: 100, clip: NaN }, resume: undefined };
+  const current = { lr: lr * 2, seeds: [0, 1], train: { steps: 100, clip: NaN }, resume: "results/x" };
+  assert.deepEqual(configDifferences(stored, current, new Set(["resume"])), [
+    { key: "lr", stored: lr, current: lr * 2 },
+  ]);
+  assert.deepEqual(configDifferences(stored, { ...current, lr, seeds: [1, 0] }, new Set(["resume"])), [
+    { key: "seeds", stored: [0, 1], current: [1, 0] },
+  ]);
+  assert.deepEqual(configDifferences({ a: { b: 1 } }, { a: { c: 1 } }), [
+    { key: "a.b", stored: 1, current: undefined },
+    { key: "a.c", stored: undefined, current: 1 },
+  ]);
 });

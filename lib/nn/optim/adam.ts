@@ -4,6 +4,8 @@
  *
  * @module
  */
+import { checkOptions } from "../../options.ts";
+import { ADAM_OPTIONS } from "./options.ts";
 import {
   type GroupScalars,
   Optimizer,
@@ -32,6 +34,7 @@ export abstract class AdamBase extends Optimizer {
 
   /** Validates the betas and eps and sets up the `exp_avg` and `exp_avg_sq` slots. */
   constructor(target: object, options: AdamOptions) {
+    checkOptions(new.target.name, ADAM_OPTIONS, options);
     const [b1, b2] = options.betas ?? [0.9, 0.999];
     for (const b of [b1, b2]) {
       if (!(b >= 0 && b < 1)) throw new RangeError(`Adam: betas must be in [0, 1), got [${b1}, ${b2}]`);

@@ -13,6 +13,16 @@
  * @module
  */
 
+import { z } from "../../../deps.ts";
+import { checkOptions, opt } from "../../options.ts";
+
+const SCHEDULE_OPTIONS = z.object({
+  totalSteps: opt.count(),
+  warmupRatio: opt.fraction().optional(),
+  warmupSteps: opt.index().optional(),
+  final: opt.fraction().optional(),
+}).strict();
+
 /** A learning-rate factor for each step (1-based). */
 export type Schedule = (step: number) => number;
 
@@ -30,13 +40,8 @@ export interface ScheduleOptions {
 
 /** The number of warm-up steps these options give. */
 export function warmupLength(opts: ScheduleOptions): number {
+  checkOptions("schedule", SCHEDULE_OPTIONS, opts);
   const { totalSteps, warmupRatio = 0, warmupSteps } = opts;
-  if (!Number.isInteger(totalSteps) || totalSteps < 1) {
-    throw new RangeError(`schedule: totalSteps must be a positive integer, got ${totalSteps}`);
-  }
-  if (!(warmupRatio >= 0 && warmupRatio <= 1)) {
-    throw new RangeError(`schedule: warmupRatio must be in [0, 1], got ${warmupRatio}`);
-  }
   const w = warmupSteps ?? Math.ceil(warmupRatio * totalSteps);
   if (!Number.isInteger(w) || w < 0 || w > totalSteps) {
     throw new RangeError(`schedule: warmupSteps must be an integer in [0, ${totalSteps}], got ${w}`);

@@ -4,6 +4,8 @@
  *
  * @module
  */
+import { checkOptions } from "../../options.ts";
+import { SGD_OPTIONS } from "./options.ts";
 import {
   type GroupScalars,
   Optimizer,
@@ -40,6 +42,7 @@ export class SGD extends Optimizer {
 
   /** An optimiser for the trainable parameters of `target`. */
   constructor(target: object, options: SgdOptions) {
+    checkOptions("SGD", SGD_OPTIONS, options);
     const momentum = options.momentum ?? 0;
     if (!(momentum >= 0 && momentum < 1)) {
       throw new RangeError(`SGD: momentum must be in [0, 1), got ${momentum}`);

@@ -1,0 +1,94 @@
+/**
+ * Keeping outputs off inputs: a command that writes a file refuses an output path that is one of its input files
+ * (by any spelling: relative, through a symbolic link, or a hard link to the same file) or lies inside one of its
+ * input directories, before it reads or computes anything.
+ *
+ * @module
+ */
+
+/** A path given on the command line, with the flag that gave it (for the message). */
+export interface NamedPath {
+  /** The flag, e.g. `--weights`. */
+  flag: string;
+  /** The path as given (undefined: the flag was not given). */
+  path: string | undefined;
+}
+
+function absolute(path: string): string {
+  const joined = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+  const out: string[] = [];
+  for (const part of joined.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") out.pop();
+    else out.push(part);
+  }
+  return `/${out.join("/")}`;
+}
+
+/** The real path of `path`, resolving links in every existing part (the missing tail is kept as given). */
+function realPath(path: string): string {
+  const abs = absolute(path);
+  let head = abs;
+  const tail: string[] = [];
+  while (head !== "/") {
+    try {
+      const real = Deno.realPathSync(head);
+      return tail.length === 0 ? real : `${real.replace(/\/$/, "")}/${tail.reverse().join("/")}`;
+    } catch {
+      const cut = head.lastIndexOf("/");
+      tail.push(head.slice(cut + 1));
+      head = cut <= 0 ? "/" : head.slice(0, cut);
+    }
+  }
+  return abs;
+}
+
+function statOrNull(path: string): Deno.FileInfo | null {
+  try {
+    return Deno.statSync(path);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Throws a RangeError when `output` would overwrite an input: it resolves to the same file as an input file (also
+ * through a symbolic or hard link), or to a path inside an input directory.
+ *
+ * @param output The output path and its flag.
+ * @param inputs The input paths and their flags (those not given are skipped).
+ *
+ * @example
+ * ```ts
+ * import { refuseOutputOnInput } from "./paths.ts";
+ * const dir = Deno.makeTempDirSync();
+ * Deno.writeTextFileSync(`${dir}/w.safetensors`, "");
+ * refuseOutputOnInput({ flag: "--out", path: `${dir}/out.safetensors` }, [{ flag: "--weights", path: `${dir}/w.safetensors` }]);
+ * // refuseOutputOnInput({ flag: "--out", path: `${dir}/./w.safetensors` }, ...) throws
+ * ```
+ */
+export function refuseOutputOnInput(output: NamedPath, inputs: readonly NamedPath[]): void {
+  if (output.path === undefined) return;
+  const out = realPath(output.path);
+  const outInfo = statOrNull(out);
+  for (const input of inputs) {
+    if (input.path === undefined) continue;
+    const real = realPath(input.path);
+    const info = statOrNull(real);
+    const sameFile = out === real ||
+      (outInfo !== null && info !== null && outInfo.ino !== null && outInfo.ino === info.ino &&
+        outInfo.dev === info.dev);
+    if (sameFile) {
+      throw new RangeError(
+        `${output.flag} "${output.path}" is the ${input.flag} input "${input.path}": writing it would replace the ` +
+          `input; choose another output path`,
+      );
+    }
+    if (info?.isDirectory && out.startsWith(`${real.replace(/\/$/, "")}/`)) {
+      throw new RangeError(
+        `${output.flag} "${output.path}" lies inside the ${input.flag} input directory "${input.path}": writing ` +
+          `there could replace its files; choose an output path outside it`,
+      );
+    }
+  }
+}
