@@ -39,7 +39,7 @@ import { realize, type Tensor } from "../lib/tensor/tensor.ts";
 import type { DeviceName } from "../lib/ir/node.ts";
 import type { Shape } from "../lib/shape.ts";
 import { Mlp } from "../lib/nn/mlp.ts";
-import { Linear } from "../lib/nn/linear.ts";
+import { asF32, Linear } from "../lib/nn/linear.ts";
 import { deriveSeed } from "../lib/nn/init.ts";
 import { replaceModule } from "../lib/nn/module.ts";
 import { mse } from "../lib/nn/loss.ts";
@@ -216,7 +216,7 @@ async function train(spec: RunSpec, seed: number, task: Task, cfg: Config, devic
   if (spec.mode === "lora") {
     for (let l = 0; l < cfg.layers; l++) {
       const layer = model.layers[l] as Linear;
-      const init = await loramInit(layer.weight, {
+      const init = await loramInit(asF32(layer.weight), {
         rank: cfg.rank,
         alpha,
         gain: spec.gain,
@@ -226,7 +226,7 @@ async function train(spec: RunSpec, seed: number, task: Task, cfg: Config, devic
       const a = init.a.mul(spec.c) as F32;
       const b = init.b.mul(spec.c) as F32;
       const scale = init.scale * spec.sFactor;
-      const base = layer.weight.sub(b.matmul(a).mul(scale)) as F32;
+      const base = asF32(layer.weight).sub(b.matmul(a).mul(scale)) as F32;
       await realize(a, b, base);
       // Frozen copies of A₀, B₀ for the update norm (the trained ones are replaced every step).
       const a0 = a.mul(1) as F32;
@@ -263,7 +263,7 @@ async function train(spec: RunSpec, seed: number, task: Task, cfg: Config, devic
           ),
         ),
     }
-    : { update: (m) => sumNorms(m.layers.map((l, i) => (l as Linear).weight.sub(w0[i]) as F32)) };
+    : { update: (m) => sumNorms(m.layers.map((l, i) => asF32((l as Linear).weight).sub(w0[i]) as F32)) };
   // Norms before the first step.
   const initial: Record<string, number> = {};
   for (const [k, f] of Object.entries(track)) initial[k] = await f(model).item() as number;
