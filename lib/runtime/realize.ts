@@ -59,6 +59,11 @@ export class HostStorage implements Storage {
   }
 }
 
+/** Uploads `s` now when it still holds host data (so the host copy can be freed); other storage is left alone. */
+export async function uploadStorage(s: Storage): Promise<void> {
+  if (s instanceof HostStorage && !s.released && s.host !== null) s.resolve(await getBackend(s.device));
+}
+
 /** Device storage behind `s`, uploading host data when needed. */
 export function resolveStorage(s: Storage, be: Backend): Storage {
   if (s.released) throw new Error("tensor used after dispose(): its device memory was released");

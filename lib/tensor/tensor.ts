@@ -45,7 +45,7 @@ import {
   releaseBufferNode,
 } from "../ir/node.ts";
 import { Op } from "../ir/ops.ts";
-import { getBackend, HostStorage, realizeNodes, resolveStorage } from "../runtime/realize.ts";
+import { getBackend, HostStorage, realizeNodes, resolveStorage, uploadStorage } from "../runtime/realize.ts";
 
 /** Nested arrays as returned by {@link Tensor.toArray}. */
 export type NestedArray = number | NestedArray[];
@@ -717,12 +717,16 @@ export function fromData(
 
 /**
  * Computes several tensors in one submission and keeps them in device memory (no readback). Each tensor's
- * pending expression is replaced by its stored result.
+ * pending expression is replaced by its stored result; a tensor created from host data is uploaded now (so a
+ * loader can let the host copy go).
  */
 export async function realize(...tensors: Tensor[]): Promise<void> {
   const byDevice = new Map<DeviceName, Tensor[]>();
   for (const t of tensors) {
-    if (t.node.storage !== null) continue;
+    if (t.node.storage !== null) {
+      await uploadStorage(t.node.storage);
+      continue;
+    }
     const list = byDevice.get(t.device) ?? [];
     list.push(t);
     byDevice.set(t.device, list);

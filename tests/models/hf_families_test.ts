@@ -267,3 +267,14 @@ async function rejectsWithMessage(fn: () => Promise<unknown>, re: RegExp): Promi
   }
   ok(re.test(message), `expected ${re}, got "${message}"`);
 }
+
+Deno.test("HF loading uploads every tensor as it is read (the host copies can go)", async () => {
+  const be = await getWebGPU();
+  const before = be.stats().liveBytes;
+  const model = await loadHf(`${FIXTURES}llama_bias_bf16`, { device: "webgpu" });
+  const bytes = namedParameters(model).reduce((a, [, t]) => a + t.size * (t.dtype === "f16" ? 2 : 4), 0);
+  ok(
+    be.stats().liveBytes - before >= bytes,
+    `live bytes grew by ${be.stats().liveBytes - before} < ${bytes}`,
+  );
+});
