@@ -19,6 +19,7 @@ import {
   attachLora,
   functionalCall,
   LORA_TRAINABLE,
+  namedParameters,
   type ParamDict,
   valueAndGrad,
 } from "../../mod.ts";
