@@ -31,7 +31,7 @@ const TOP_MODULES: Record<string, string> = {
  *
  * @example
  * ```ts
- * import { hfModulePath } from "./hf.ts";
+ * import { hfModulePath } from "./names.ts";
  * hfModulePath("layers.3.feed_forward.w1"); // "model.layers.3.mlp.gate_proj"
  * ```
  */
@@ -47,7 +47,7 @@ export function hfModulePath(path: string): string | undefined {
  *
  * @example
  * ```ts
- * import { modulePathFromHf } from "./hf.ts";
+ * import { modulePathFromHf } from "./names.ts";
  * modulePathFromHf("model.layers.0.mlp.down_proj"); // "layers.0.feed_forward.w2"
  * ```
  */
@@ -87,7 +87,7 @@ export const HF_PROJECTION_NAMES: Readonly<Record<string, string>> = {
  *
  * @example
  * ```ts
- * import { ropeRowsFromHf, ropeRowsToHf } from "./hf.ts";
+ * import { ropeRowsFromHf, ropeRowsToHf } from "./names.ts";
  * const w = Float32Array.from({ length: 8 }, (_, i) => i); // one head of size 4, in = 2
  * const hf = ropeRowsToHf(w, 1, 2); // rows 0, 2, 1, 3: [0, 1, 4, 5, 2, 3, 6, 7]
  * ropeRowsFromHf(hf, 1, 2); // back to [0, 1, ..., 7]

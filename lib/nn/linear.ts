@@ -34,6 +34,11 @@ export function asF32(w: F32 | F16): F32 {
  * console.log(await y.toArray()); // [[1, 2, 3.5]]
  * ```
  */
+export function linear(x: F32, weight: F32, bias?: F32): Tensor<number[], "f32">;
+/** `y = x·Wᵀ + b` with a weight stored as f16 (computed in f32). */
+export function linear(x: F32, weight: F16, bias?: F32): Tensor<number[], "f32">;
+/** `y = x·Wᵀ + b` with a weight stored as f32 or f16. */
+export function linear(x: F32, weight: F32 | F16, bias?: F32): Tensor<number[], "f32">;
 export function linear(x: F32, weight: F32 | F16, bias?: F32): Tensor<number[], "f32"> {
   if (weight.ndim !== 2) {
     throw new RangeError(`linear: weight must be [out, in], got [${weight.shape.join(", ")}]`);
@@ -131,6 +136,11 @@ export class Linear extends Module implements LinearLayer {
    * const fc = Linear.fromWeights(tensor([[1, 2, 3]]));
    * ```
    */
+  static fromWeights(weight: F32, bias?: F32): Linear;
+  /** A layer around a weight stored as f16 (a frozen base at half size). */
+  static fromWeights(weight: F16, bias?: F32): Linear;
+  /** A layer around a weight stored as f32 or f16. */
+  static fromWeights(weight: F32 | F16, bias?: F32): Linear;
   static fromWeights(weight: F32 | F16, bias?: F32): Linear {
     if (weight.ndim !== 2) {
       throw new RangeError(`Linear.fromWeights: weight must be [out, in], got [${weight.shape.join(", ")}]`);
@@ -185,6 +195,11 @@ export interface EmbeddingOptions {
  * console.log(await rows.toArray()); // [[3, 3], [1, 1]]
  * ```
  */
+export function embedding(ids: Tensor<Shape, "i32">, weight: F32): Tensor<number[], "f32">;
+/** Rows of an f16 table, as f32. */
+export function embedding(ids: Tensor<Shape, "i32">, weight: F16): Tensor<number[], "f32">;
+/** Rows of an f32 or f16 table, as f32. */
+export function embedding(ids: Tensor<Shape, "i32">, weight: F32 | F16): Tensor<number[], "f32">;
 export function embedding(ids: Tensor<Shape, "i32">, weight: F32 | F16): Tensor<number[], "f32"> {
   if (weight.ndim !== 2) {
     throw new RangeError(`embedding: weight must be [num, dim], got [${weight.shape.join(", ")}]`);
