@@ -191,6 +191,17 @@ export async function attachLora(model: object, cfg: LoraConfig): Promise<Attach
       if (!ok) throw new RangeError(`attachLora: init "${method.name}" needs ${need} for layer "${path}"`);
     }
   }
+  // Calibration data with a NaN or an infinity need not give a non-finite init (an SVD can lose a NaN): check it.
+  const data: [string, Tensor][] = [];
+  for (const [path] of targets) {
+    for (const [key, t] of Object.entries(cfg.data?.[path] ?? {})) {
+      if (t instanceof Tensor) data.push([`${path}.${key}`, t]);
+    }
+  }
+  await checkFinite(data, {
+    what: "attachLora: the calibration data",
+    hint: "Check the batches the activations or gradients were collected on, and the model's weights",
+  });
   const base = {
     rank: cfg.rank ?? 8,
     alpha: cfg.alpha ?? 8,
