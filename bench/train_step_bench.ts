@@ -27,7 +27,8 @@ import { Trainer } from "../lib/train/mod.ts";
 import { Rng } from "../lib/data/rng.ts";
 import { LlamaLM } from "../lib/models/llama.ts";
 import { loadLlama } from "../lib/models/load.ts";
-import { attachLora, LORA_TRAINABLE } from "../lib/lora/mod.ts";
+import { attachLora } from "../lib/init/mod.ts";
+import { LORA_TRAINABLE } from "../lib/lora/mod.ts";
 
 type F32 = Tensor<Shape, "f32">;
 type I32 = Tensor<Shape, "i32">;

@@ -14,11 +14,11 @@
  * @module
  */
 import { z } from "../deps.ts";
-import { checkTokenizerFits, loadTokenizer, modelTokenizerPath } from "../lib/io/text_tokenizer.ts";
+import { checkTokenizerFits, loadTokenizer, modelTokenizerPath } from "../lib/io/load_tokenizer.ts";
 import { loadLlama } from "../lib/models/load.ts";
 import { generate } from "../lib/models/sample.ts";
 import { getBackend } from "../lib/runtime/realize.ts";
-import { exitWithError, parseConfig } from "../lib/util/config.ts";
+import { exitWithError, parseConfig } from "../lab/config.ts";
 
 const Config = z.object({
   model: z.string().describe(

@@ -18,10 +18,10 @@
  *
  * @module
  */
-import { distinctList, runMain, startExperiment } from "./_start.ts";
+import { distinctList, runMain, startExperiment } from "../lab/experiment.ts";
 import { z } from "../deps.ts";
-import { formatMeanStd, formatNumber, mdTable, type MeanStd, meanStd } from "../lib/util/results.ts";
-import { barPlot, heatmap, linePlot } from "../lib/util/plot.ts";
+import { formatMeanStd, formatNumber, mdTable, type MeanStd, meanStd } from "../lab/results.ts";
+import { barPlot, heatmap, linePlot } from "../lab/plot.ts";
 import {
   LM_QUICK,
   lmCheck,
@@ -34,7 +34,7 @@ import {
   type RunSpec,
   verdictFor,
   writeCombinedMetrics,
-} from "./_lm.ts";
+} from "../lab/lm.ts";
 
 // ----- configuration (typed defaults; every key can be set by flag or YAML) -----
 

@@ -16,12 +16,13 @@
  *
  * @module
  */
-import { distinctList, runMain, startExperiment } from "./_start.ts";
+import { distinctList, runMain, startExperiment } from "../lab/experiment.ts";
 import { z } from "../deps.ts";
-import { formatMeanStd, mdTable, meanStd } from "../lib/util/results.ts";
-import { barPlot, linePlot } from "../lib/util/plot.ts";
+import { formatMeanStd, mdTable, meanStd } from "../lab/results.ts";
+import { barPlot, linePlot } from "../lab/plot.ts";
 import { LlamaLM } from "../lib/models/llama.ts";
-import { attachLora, loraLayers } from "../lib/lora/mod.ts";
+import { attachLora } from "../lib/init/mod.ts";
+import { loraLayers } from "../lib/lora/mod.ts";
 import type { DeviceName } from "../lib/ir/node.ts";
 import {
   calibrate,
@@ -36,7 +37,7 @@ import {
   type RunResult,
   verdictFor,
   writeCombinedMetrics,
-} from "./_lm.ts";
+} from "../lab/lm.ts";
 
 // ----- configuration (typed defaults; every key can be set by flag or YAML) -----
 

@@ -18,14 +18,15 @@
  *
  * @module
  */
-import { loraCaptionTrainer, vlmSetup } from "./_vlm.ts";
-import { distinctList, runMain, startExperiment } from "./_start.ts";
+import { loraCaptionTrainer, modalityAnalysis, vlmSetup } from "../lab/toy_vlm.ts";
+import { distinctList, runMain, startExperiment } from "../lab/experiment.ts";
 import { z } from "../deps.ts";
-import { formatMeanStd, mdTable, meanStd, type ResultsDir } from "../lib/util/results.ts";
-import { barPlot, linePlot } from "../lib/util/plot.ts";
+import { formatMeanStd, mdTable, meanStd, type ResultsDir } from "../lab/results.ts";
+import { barPlot, linePlot } from "../lab/plot.ts";
 import { valueAndGrad } from "../lib/autodiff/grad.ts";
 import { functionalCall, type ParamDict, parameters } from "../lib/nn/module.ts";
-import { attachLora, LORA_TRAINABLE } from "../lib/lora/mod.ts";
+import { attachLora } from "../lib/init/mod.ts";
+import { LORA_TRAINABLE } from "../lib/lora/mod.ts";
 import type { LayerData } from "../lib/init/types.ts";
 import {
   batchIndices,
@@ -33,11 +34,10 @@ import {
   captionLoss,
   captionTensors,
   copyVlm,
-  modalityAnalysis,
   type ToyVlm,
   type VlmData,
 } from "../lib/models/vlm.ts";
-import type { CharVocab } from "../lib/data/generated.ts";
+import type { CharVocab } from "../lib/data/text.ts";
 import {
   meanCurves,
   reuseRun,
@@ -46,7 +46,7 @@ import {
   savedNumber,
   verdictFor,
   writeCombinedMetrics,
-} from "./_lm.ts";
+} from "../lab/lm.ts";
 
 const METHODS = {
   "lora-r1": { init: "lora", rank: 1 },

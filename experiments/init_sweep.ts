@@ -19,10 +19,10 @@
  *
  * @module
  */
-import { distinctList, runMain, startExperiment } from "./_start.ts";
+import { distinctList, runMain, startExperiment } from "../lab/experiment.ts";
 import { z } from "../deps.ts";
-import { formatMeanStd, mdTable, type MeanStd, meanStd } from "../lib/util/results.ts";
-import { barPlot, linePlot } from "../lib/util/plot.ts";
+import { formatMeanStd, mdTable, type MeanStd, meanStd } from "../lab/results.ts";
+import { barPlot, linePlot } from "../lab/plot.ts";
 import {
   LM_QUICK,
   lmCheck,
@@ -36,7 +36,7 @@ import {
   type RunSpec,
   verdictFor,
   writeCombinedMetrics,
-} from "./_lm.ts";
+} from "../lab/lm.ts";
 
 // ----- configuration (typed defaults; every key can be set by flag or YAML) -----
 

@@ -32,7 +32,7 @@
  *
  * @module
  */
-import { distinctList, runMain, startExperiment } from "./_start.ts";
+import { distinctList, runMain, startExperiment } from "../lab/experiment.ts";
 import { z } from "../deps.ts";
 import { tensor } from "../lib/tensor/creation.ts";
 import { realize, type Tensor } from "../lib/tensor/tensor.ts";
@@ -51,9 +51,9 @@ import { loramInit, loramLogGain } from "../lib/init/loram.ts";
 import { epochIndices } from "../lib/train/batches.ts";
 import { Trainer } from "../lib/train/trainer.ts";
 import { Rng } from "../lib/data/rng.ts";
-import { formatMeanStd, mdTable, meanStd } from "../lib/util/results.ts";
-import { reuseRun, savedNumber } from "./_lm.ts";
-import { linePlot } from "../lib/util/plot.ts";
+import { formatMeanStd, mdTable, meanStd } from "../lab/results.ts";
+import { reuseRun, savedNumber } from "../lab/lm.ts";
+import { linePlot } from "../lab/plot.ts";
 
 type F32 = Tensor<Shape, "f32">;
 type Scalar = Tensor<[], "f32">;

@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { distinctList, runMain, startExperiment } from "./_start.ts";
+import { distinctList, runMain, startExperiment } from "../lab/experiment.ts";
 import { z } from "../deps.ts";
 import { randn } from "../lib/tensor/creation.ts";
 import type { Tensor } from "../lib/tensor/tensor.ts";
@@ -29,9 +29,9 @@ import { deriveSeed } from "../lib/nn/init.ts";
 import { loadLlama } from "../lib/models/load.ts";
 import type { LlamaLM } from "../lib/models/llama.ts";
 import { type GainComparison, weightGains } from "../lib/init/spectral_gain.ts";
-import { formatMeanStd, mdTable, meanStd } from "../lib/util/results.ts";
-import { barPlot, linePlot } from "../lib/util/plot.ts";
-import { baseModel, type LmSettings, loadCorpus } from "./_lm.ts";
+import { formatMeanStd, mdTable, meanStd } from "../lab/results.ts";
+import { barPlot, linePlot } from "../lab/plot.ts";
+import { baseModel, type LmSettings, loadCorpus } from "../lab/lm.ts";
 
 type Mat = Tensor<[number, number], "f32">;
 

@@ -14,25 +14,23 @@
  *
  * @module
  */
-import { loraCaptionTrainer, vlmSetup } from "./_vlm.ts";
-import { distinctList, runMain, startExperiment } from "./_start.ts";
+import { loraCaptionTrainer, modalityAnalysis, type ModalityStats, vlmSetup } from "../lab/toy_vlm.ts";
+import { distinctList, runMain, startExperiment } from "../lab/experiment.ts";
 import { z } from "../deps.ts";
-import { formatMeanStd, mdTable, meanStd, type ResultsDir } from "../lib/util/results.ts";
-import { barPlot, linePlot } from "../lib/util/plot.ts";
+import { formatMeanStd, mdTable, meanStd, type ResultsDir } from "../lab/results.ts";
+import { barPlot, linePlot } from "../lab/plot.ts";
 import type { DeviceName } from "../lib/ir/node.ts";
-import { attachLora } from "../lib/lora/mod.ts";
+import { attachLora } from "../lib/init/mod.ts";
 import { getInitMethod } from "../lib/init/mod.ts";
 import {
   batchIndices,
   captionBatch,
   captionLoss,
   copyVlm,
-  modalityAnalysis,
-  type ModalityStats,
   type ToyVlm,
   type VlmData,
 } from "../lib/models/vlm.ts";
-import type { CharVocab } from "../lib/data/generated.ts";
+import type { CharVocab } from "../lib/data/text.ts";
 import {
   meanCurves,
   reuseRun,
@@ -41,7 +39,7 @@ import {
   savedNumber,
   verdictFor,
   writeCombinedMetrics,
-} from "./_lm.ts";
+} from "../lab/lm.ts";
 
 const METHODS = {
   lora: { init: "lora", options: {} },

@@ -179,7 +179,7 @@ export const VJP_RULES: { [O in Op]: VjpRule } = {
   [Op.Detach]: none,
   [Op.CustomVjp]: (n, g) => {
     // The output's own graph is not differentiated; the rule's inputs get the user's cotangents (see backprop).
-    void (n.arg as CustomVjpArg);
+    void (n.arg as CustomVjpArg<Node>);
     void g;
     return [null];
   },

@@ -6,7 +6,7 @@
  * @module
  */
 import { valueAndGrad } from "../autodiff/grad.ts";
-import { findTargets } from "../lora/attach.ts";
+import { findTargets } from "../nn/targets.ts";
 import { type F16, linear, type LinearLayer } from "../nn/linear.ts";
 import type { Linear } from "../nn/linear.ts";
 import { Module, replaceModule } from "../nn/module.ts";

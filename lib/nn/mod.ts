@@ -32,4 +32,5 @@ export * from "./mlp.ts";
 export * from "./transformer.ts";
 export * from "./loss.ts";
 export * from "./finite.ts";
+export * from "./targets.ts";
 export * from "./optim/mod.ts";

@@ -25,8 +25,9 @@ import type { Schedule } from "../nn/optim/schedule.ts";
 import type { Shape } from "../shape.ts";
 import { stack } from "../tensor/creation.ts";
 import { realize, Tensor } from "../tensor/tensor.ts";
-import { type MetricRecord, MetricsWriter, readJsonl, writeTextAtomic } from "../util/metrics.ts";
-import { Progress } from "../util/progress.ts";
+import { type MetricRecord, MetricsWriter, readJsonl } from "../io/json.ts";
+import { writeFileAtomicSync } from "../io/atomic.ts";
+import { Progress } from "./progress.ts";
 import { previousCheckpointPath, restoreLatestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { z } from "../../deps.ts";
 import { checkOptions, opt } from "../options.ts";
@@ -533,7 +534,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
           );
         }
       }
-      writeTextAtomic(m, kept.map((r) => `${JSON.stringify(r)}\n`).join(""));
+      writeFileAtomicSync(m, kept.map((r) => `${JSON.stringify(r)}\n`).join(""));
       this.#writer = MetricsWriter.open(m, { resume: true });
     } else {
       this.#writer = MetricsWriter.open(m);

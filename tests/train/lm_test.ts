@@ -5,7 +5,8 @@
  */
 import { ok } from "node:assert/strict";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
-import { charVocab, generateTextDomains } from "../../lib/data/mod.ts";
+import { charVocab } from "../../lib/data/mod.ts";
+import { generateTextDomains } from "../../lab/generated.ts";
 import { AdamW, cosineSchedule, crossEntropy, getAt } from "../../lib/nn/mod.ts";
 import { sampleWindows, Trainer } from "../../lib/train/mod.ts";
 import { TestRng } from "../_helpers.ts";

@@ -16,7 +16,11 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { parseYaml, type z } from "../../deps.ts";
+import type { z } from "../deps.ts";
+import type { ConfigSchema } from "../mod.ts";
+import { parseYaml } from "./deps.ts";
+
+export type { ConfigSchema };
 
 /**
  * A configuration problem a person can fix: an unknown key, a value of the wrong type, an unreadable
@@ -27,7 +31,7 @@ import { parseYaml, type z } from "../../deps.ts";
  * @example
  * ```ts
  * import { ConfigError, parseConfig } from "./config.ts";
- * import { z } from "../../deps.ts";
+ * import { z } from "../deps.ts";
  * try {
  *   parseConfig(z.object({ lr: z.number().default(0.1) }), ["--lr", "abc"], { name: "demo.ts" });
  * } catch (err) {
@@ -82,17 +86,6 @@ export type ConfigDefaults<T> = {
     : T[K] extends Record<string, unknown> ? ConfigDefaults<T[K]>
     : T[K];
 };
-
-/**
- * What {@link parseConfig} accepts: any `z.object(...)` schema satisfies it. (Spelled structurally so the
- * public API names no zod-internal types.)
- */
-export interface ConfigSchema {
-  /** zod's internals, which carry the schema's input and output types. */
-  readonly _zod: { readonly input: unknown; readonly output: unknown };
-  /** The object's fields. */
-  readonly shape: unknown;
-}
 
 /** The validated configuration type of a schema (what `z.output<S>` / `z.infer<S>` give). */
 export type ConfigOf<S extends ConfigSchema> = S["_zod"]["output"];
@@ -651,7 +644,7 @@ function describeIssue(
  * @example
  * ```ts
  * import { parseConfig } from "./config.ts";
- * import { z } from "../../deps.ts";
+ * import { z } from "../deps.ts";
  * const Config = z.object({
  *   rank: z.int().positive().default(8).describe("LoRA rank"),
  *   train: z.object({ lr: z.number().default(1e-3).describe("learning rate") }).prefault({}),
@@ -705,7 +698,7 @@ export function parseConfig<S extends ConfigSchema>(
  * @example
  * ```ts
  * import { configUsage } from "./config.ts";
- * import { z } from "../../deps.ts";
+ * import { z } from "../deps.ts";
  * console.log(configUsage(z.object({ lr: z.number().default(0.1).describe("learning rate") }), { name: "demo.ts" }));
  * ```
  */
@@ -759,7 +752,7 @@ export interface CliConfigOptions<S extends ConfigSchema> extends ConfigOptions<
  * @example
  * ```ts ignore
  * import { cliConfig } from "./config.ts";
- * import { z } from "../../deps.ts";
+ * import { z } from "../deps.ts";
  * const config = cliConfig(z.object({ seed: z.int().default(0) }), { name: "experiments/demo.ts" });
  * ```
  */

@@ -5,18 +5,22 @@
  *
  * @module
  */
-import { type LlamaConfig, LlamaLM } from "./llama.ts";
-import { readHf, saveHf } from "./hf.ts";
-import { AdamW } from "../nn/optim/adam.ts";
-import { cosineSchedule } from "../nn/optim/schedule.ts";
-import { Trainer } from "../train/trainer.ts";
-import { sampleWindows } from "../train/batches.ts";
-import { tensor } from "../tensor/creation.ts";
-import type { DeviceName } from "../ir/node.ts";
-import { checkFinite } from "../nn/finite.ts";
-import { namedParameters } from "../nn/module.ts";
-import { removeTemporaries } from "../io/atomic.ts";
-import { processAlive } from "../io/lock.ts";
+import {
+  AdamW,
+  checkFinite,
+  cosineSchedule,
+  type DeviceName,
+  type LlamaConfig,
+  LlamaLM,
+  namedParameters,
+  readHf,
+  removeTemporaries,
+  sampleWindows,
+  saveHf,
+  tensor,
+  Trainer,
+} from "../mod.ts";
+import { processAlive } from "./lock.ts";
 
 /** How a base model is pretrained. */
 export interface PretrainSpec {

@@ -11,8 +11,8 @@
  *
  * @module
  */
-import { getDefaultDevice, getWebGPU } from "../lib/runtime/realize.ts";
-import type { DeviceName } from "../lib/ir/node.ts";
+import { type DeviceName, getDefaultDevice, getWebGPU, showValue } from "../mod.ts";
+import { z } from "../deps.ts";
 import {
   cliConfig,
   type ConfigDefaults,
@@ -20,10 +20,8 @@ import {
   type ConfigOf,
   type ConfigSchema,
   exitWithError,
-} from "../lib/util/config.ts";
-import { type ConfigDifference, configDifferences, ResultsDir } from "../lib/util/results.ts";
-import { showValue } from "../lib/options.ts";
-import { z } from "../deps.ts";
+} from "./config.ts";
+import { type ConfigDifference, configDifferences, ResultsDir } from "./results.ts";
 
 /** What {@link startExperiment} needs to know about the experiment. */
 export interface ExperimentAbout<S extends ConfigSchema> {
@@ -199,8 +197,8 @@ export async function runMain(task: string, main: () => Promise<void>): Promise<
  *
  * @example
  * ```ts
- * import { distinctList } from "./_start.ts";
- * import { parseConfig } from "../lib/util/config.ts";
+ * import { distinctList } from "./experiment.ts";
+ * import { parseConfig } from "./config.ts";
  * import { z } from "../deps.ts";
  * const Config = z.object({ seeds: distinctList(z.int()).default([0, 1, 2]) });
  * parseConfig(Config, ["--seeds", "3,4"], { name: "demo.ts" }); // { seeds: [3, 4] }

@@ -6,28 +6,40 @@
  * @module
  */
 import { z } from "../deps.ts";
-import { distinctList } from "./_start.ts";
-import { tensor } from "../lib/tensor/creation.ts";
-import type { Tensor } from "../lib/tensor/tensor.ts";
-import type { Shape } from "../lib/shape.ts";
-import { charVocab, generateTextDomains } from "../lib/data/generated.ts";
-import { loadText, splitText } from "../lib/data/text.ts";
-import { Tokenizer } from "../lib/io/tokenizer.ts";
-import { LlamaLM } from "../lib/models/llama.ts";
-import { loadLlama } from "../lib/models/load.ts";
-import { cachedPretrained } from "../lib/models/cache.ts";
-import { sampleWindows } from "../lib/train/batches.ts";
-import { type StepRecord, Trainer } from "../lib/train/trainer.ts";
-import { readJsonl } from "../lib/util/metrics.ts";
-import { AdamW } from "../lib/nn/optim/adam.ts";
-import { cosineSchedule } from "../lib/nn/optim/schedule.ts";
-import { attachLora, LORA_TRAINABLE, loraLayers, loraNorms, loraPlusOptions } from "../lib/lora/mod.ts";
-import { type UpdateSimilarity, updateSimilarity } from "../lib/lora/delta_stats.ts";
-import { collectActivations, collectGradients } from "../lib/init/calibrate.ts";
-import { getInitMethod, type LayerData } from "../lib/init/mod.ts";
-import type { DeviceName } from "../lib/ir/node.ts";
-import type { ResultsDir } from "../lib/util/results.ts";
-import { previousCheckpointPath } from "../lib/train/checkpoint.ts";
+import {
+  AdamW,
+  attachLora,
+  charVocab,
+  collectActivations,
+  collectGradients,
+  cosineSchedule,
+  type DeviceName,
+  getInitMethod,
+  type LayerData,
+  LlamaLM,
+  loadLlama,
+  loadText,
+  LORA_TRAINABLE,
+  loraLayers,
+  loraNorms,
+  loraPlusOptions,
+  previousCheckpointPath,
+  readJsonl,
+  sampleWindows,
+  type Shape,
+  splitText,
+  type StepRecord,
+  type Tensor,
+  tensor,
+  Tokenizer,
+  Trainer,
+  type UpdateSimilarity,
+  updateSimilarity,
+} from "../mod.ts";
+import { distinctList } from "./experiment.ts";
+import { generateTextDomains } from "./generated.ts";
+import { cachedPretrained } from "./cache.ts";
+import type { ResultsDir } from "./results.ts";
 
 /** An i32 tensor. */
 export type I32 = Tensor<Shape, "i32">;

@@ -11,17 +11,19 @@
  *
  * @module
  */
-import { stringifyYaml, z } from "../../deps.ts";
-import { acquireLock, type Lock } from "../io/lock.ts";
-import { removeTemporaries } from "../io/atomic.ts";
-import { showValue } from "../options.ts";
+import { z } from "../deps.ts";
+import { stringifyYaml } from "./deps.ts";
+import { acquireLock, type Lock } from "./lock.ts";
 import {
+  type MetricRecord,
   MetricsWriter,
   type MetricsWriterOptions,
+  removeTemporaries,
+  showValue,
   toJson,
+  writeFileAtomicSync,
   writeJsonAtomic,
-  writeTextAtomic,
-} from "./metrics.ts";
+} from "../mod.ts";
 import { type SavedPlot, savePlot, type SavePlotOptions } from "./png.ts";
 
 /** Mean, sample standard deviation and count of a list of numbers. */
@@ -534,7 +536,7 @@ export class ResultsDir {
     this.#record = { ...this.#record, config: JSON.parse(toJson(config)) };
     writeJsonAtomic(this.file(RECORD_FILE), this.#record);
     const extended = this.#record.extended.length > 0 ? { extended: this.#record.extended } : {};
-    writeTextAtomic(path, stringifyYaml({ ...config, ...extended }));
+    writeFileAtomicSync(path, stringifyYaml({ ...config, ...extended }));
     return path;
   }
 
@@ -705,7 +707,7 @@ export class ResultsDir {
    */
   writeMarkdown(text: string, options: { file?: string } = {}): string {
     const path = this.file(options.file ?? "summary.md");
-    writeTextAtomic(path, text.endsWith("\n") ? text : `${text}\n`);
+    writeFileAtomicSync(path, text.endsWith("\n") ? text : `${text}\n`);
     return path;
   }
 
@@ -733,4 +735,81 @@ export class ResultsDir {
   savePlot(name: string, svg: string, options: SavePlotOptions = {}): Promise<SavedPlot> {
     return savePlot(this.#path, name, svg, options);
   }
+}
+
+/** A series of logged values reduced to a few numbers (see {@link summarizeMetric}). */
+export interface MetricSummary {
+  /** Number of records holding a finite number under the key. */
+  count: number;
+  /** Number of records holding a non-finite number (`NaN`, `Infinity`) under the key. */
+  nonFinite: number;
+  /** First finite value. */
+  first: number;
+  /** Last finite value. */
+  last: number;
+  /** Smallest finite value. */
+  min: number;
+  /** Largest finite value. */
+  max: number;
+  /** Mean of the finite values. */
+  mean: number;
+  /** Mean of the last `tail` finite values (a less noisy "final" value). */
+  tailMean: number;
+}
+
+function asNumber(value: unknown): number | undefined {
+  if (typeof value === "number") return value;
+  if (value === "NaN" || value === "Infinity" || value === "-Infinity") return Number(value);
+  return undefined;
+}
+
+/**
+ * Summarize the numeric values logged under `key`: first, last, min, max, mean and the mean of the last
+ * few values. Records without the key are skipped; non-finite values are counted but not averaged.
+ *
+ * @param records Records as returned by {@link readJsonl}.
+ * @param key The metric name, e.g. `"loss"`.
+ * @param options `tail`: how many final values {@link MetricSummary.tailMean} averages (default 10).
+ * @returns The summary, or `undefined` when no record holds a finite number under `key`.
+ *
+ * @example
+ * ```ts
+ * import { summarizeMetric } from "./results.ts";
+ * const s = summarizeMetric([{ loss: 3 }, { loss: 2 }, { loss: 1 }], "loss", { tail: 2 });
+ * console.log(s?.first, s?.last, s?.tailMean); // 3 1 1.5
+ * ```
+ */
+export function summarizeMetric(
+  records: readonly MetricRecord[],
+  key: string,
+  options: { tail?: number } = {},
+): MetricSummary | undefined {
+  const values: number[] = [];
+  let nonFinite = 0;
+  let min = Infinity;
+  let max = -Infinity;
+  for (const record of records) {
+    const value = asNumber(record[key]);
+    if (value === undefined) continue;
+    if (!Number.isFinite(value)) {
+      nonFinite++;
+      continue;
+    }
+    values.push(value);
+    min = Math.min(min, value);
+    max = Math.max(max, value);
+  }
+  if (values.length === 0) return undefined;
+  const tail = values.slice(-Math.max(1, options.tail ?? 10));
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  return {
+    count: values.length,
+    nonFinite,
+    first: values[0],
+    last: values[values.length - 1],
+    min,
+    max,
+    mean: sum(values) / values.length,
+    tailMean: sum(tail) / tail.length,
+  };
 }
