@@ -51,11 +51,31 @@ export function lowest(d: DType): number {
   return d === "i32" ? -2147483648 : d === "u32" || d === "bool" ? 0 : -Infinity;
 }
 
+/** Name of the uniform holding a kernel's parameter slots (as `array<vec4<u32>>`). */
+export const PARAMS_VAR = "P";
+
+/** The read of parameter slot `slot` of dtype `d` from the parameter uniform. */
+function paramRef(slot: number, d: DType): string {
+  const word = `${PARAMS_VAR}.v[${slot >> 2}].${"xyzw"[slot & 3]}`;
+  switch (d) {
+    case "u32":
+      return word;
+    case "bool":
+      return `(${word} != 0u)`;
+    case "f16":
+      return `f16(bitcast<f32>(${word}))`;
+    default:
+      return `bitcast<${d}>(${word})`;
+  }
+}
+
 /** Name under which a value is referenced. */
 export function ref(e: KExpr): string {
   switch (e.k) {
     case "const":
       return literal(e.value, e.dtype);
+    case "param":
+      return paramRef(e.slot, e.dtype);
     case "var":
       return e.name;
     case "acc":
@@ -83,7 +103,7 @@ function expr(e: KExpr): string {
       return e.dtype === "bool" ? `(${v} != 0u)` : v;
     }
     case "rand":
-      return `rand_(${e.seed >>> 0}u, u32(${ref(e.index)}))`;
+      return `rand_(${ref(e.seed)}, u32(${ref(e.index)}))`;
     case "alu": {
       const [a, b, c] = e.args.map(ref);
       switch (e.op) {
@@ -180,7 +200,15 @@ export function toStorage(v: string, d: DType): string {
   return d === "bool" ? `select(0u, 1u, ${v})` : v;
 }
 
-/** Binding declarations: output at binding 0, inputs from binding 1 (`vec4Inputs`: read as `vec4<f32>`). */
+/** Number of `vec4<u32>` in a kernel's parameter uniform (0: the kernel has no parameter binding). */
+export function paramVec4s(kernel: Kernel): number {
+  return Math.ceil((kernel.params?.length ?? 0) / 4);
+}
+
+/**
+ * Binding declarations: output at binding 0, inputs from binding 1 (`vec4Inputs`: read as `vec4<f32>`), and the
+ * parameter uniform after the inputs when the kernel has parameter slots.
+ */
 export function bindings(kernel: Kernel, vec4Inputs: ReadonlySet<string> = new Set()): string[] {
   const out = [
     `@group(0) @binding(0) var<storage, read_write> out0: array<${storageType(kernel.outDtype)}>;`,
@@ -189,6 +217,11 @@ export function bindings(kernel: Kernel, vec4Inputs: ReadonlySet<string> = new S
     const type = vec4Inputs.has(`in${i}`) ? "vec4<f32>" : storageType(inp.dtype);
     out.push(`@group(0) @binding(${i + 1}) var<storage, read> in${i}: array<${type}>;`);
   });
+  const vecs = paramVec4s(kernel);
+  if (vecs > 0) {
+    out.push(`struct Params_ { v: array<vec4<u32>, ${vecs}> }`);
+    out.push(`@group(0) @binding(${kernel.inputs.length + 1}) var<uniform> ${PARAMS_VAR}: Params_;`);
+  }
   return out;
 }
 

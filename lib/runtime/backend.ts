@@ -16,6 +16,8 @@ export interface Step {
   readonly inputs: readonly Storage[];
   /** Storage the kernel writes. */
   readonly output: Storage;
+  /** One value per parameter slot of the kernel (`kernel.params`): constants and seeds of this launch. */
+  readonly params?: readonly number[];
 }
 
 /**

@@ -7,7 +7,8 @@
 import { allocData, type AnyDataArray, type DType, toI32, toU32 } from "../dtype.ts";
 import type { Storage } from "../ir/node.ts";
 import { randUniform } from "../ir/rng.ts";
-import { type JsRuntime, renderJS } from "../codegen/render_js.ts";
+import { hostParams, type JsRuntime, renderJS } from "../codegen/render_js.ts";
+import { LruCache } from "../codegen/lru.ts";
 import type { Kernel } from "../codegen/kexpr.ts";
 import type { Backend, BackendStats, RawStep, Step } from "./backend.ts";
 import { debugLevel } from "./debug.ts";
@@ -60,7 +61,10 @@ const RT: JsRuntime = {
   },
 };
 
-type HostKernel = (ins: HostArray[], out: HostArray, rt: JsRuntime) => void;
+type HostKernel = (ins: HostArray[], out: HostArray, rt: JsRuntime, prm: number[]) => void;
+
+/** Most host functions the CPU backend keeps compiled. */
+const HOST_KERNEL_CACHE = 1024;
 
 /** The float64 host backend. */
 export class CpuBackend implements Backend {
@@ -70,7 +74,7 @@ export class CpuBackend implements Backend {
   readonly maxBufferBytes = 2 ** 31;
   /** Live storage count (for stats). */
   live = 0;
-  #cache = new Map<string, HostKernel>();
+  #cache = new LruCache<string, HostKernel>(HOST_KERNEL_CACHE);
   #sources = new WeakMap<Kernel, string>();
 
   alloc(d: DType, n: number): Storage {
@@ -97,11 +101,12 @@ export class CpuBackend implements Backend {
       let fn = this.#cache.get(src);
       if (fn === undefined) {
         if (debugLevel() >= 4) console.error(`// ${s.kernel.name}\n${src}`);
-        fn = new Function("ins", "out", "rt", src) as HostKernel;
+        fn = new Function("ins", "out", "rt", "prm", src) as HostKernel;
         this.#cache.set(src, fn);
       }
       const t0 = performance.now();
-      fn(s.inputs.map((i) => (i as CpuStorage).data), (s.output as CpuStorage).data, RT);
+      const prm = hostParams(s.kernel, s.params);
+      fn(s.inputs.map((i) => (i as CpuStorage).data), (s.output as CpuStorage).data, RT, prm);
       if (debugLevel() >= 1) console.error(`cpu ${s.kernel.name} ${(performance.now() - t0).toFixed(3)} ms`);
     }
     return Promise.resolve();

@@ -9,7 +9,7 @@ import type { AnyDataArray, DType } from "../dtype.ts";
 import { type DeviceName, type Node, printGraph, type Storage } from "../ir/node.ts";
 import { schedule } from "../codegen/schedule.ts";
 import { splitLongLoops } from "../codegen/split_loops.ts";
-import { lowerCached } from "../codegen/lower.ts";
+import { lowerCached, type Lowered, paramValue } from "../codegen/lower.ts";
 import { verifyKernel } from "../codegen/kexpr.ts";
 import type { Backend, Step } from "./backend.ts";
 import { CpuBackend } from "./cpu.ts";
@@ -125,8 +125,8 @@ export async function realizeNodes(roots: readonly Node[], opts: RealizeOptions 
   const split = splitLongLoops(roots);
   const order = schedule(split, { maxInputs: be.maxInputs, noFusion: opts.noFusion });
   const materialized = new Set(order);
-  const lowered = order.map((n) => {
-    if (n.size === 0) return { kernel: null, inputs: [] }; // nothing to compute
+  const lowered = order.map((n): Lowered | { kernel: null; inputs: Node[]; params: Node[] } => {
+    if (n.size === 0) return { kernel: null, inputs: [], params: [] }; // nothing to compute
     const l = lowerCached(n, (m) => materialized.has(m), { matmulTemplate: !opts.noMatmulTemplate });
     verifyKernel(l.kernel);
     return l;
@@ -159,7 +159,7 @@ export async function realizeNodes(roots: readonly Node[], opts: RealizeOptions 
       }
       out.set(n, output);
       const kernel = lowered[i].kernel;
-      if (kernel !== null) steps.push({ kernel, inputs, output });
+      if (kernel !== null) steps.push({ kernel, inputs, output, params: lowered[i].params.map(paramValue) });
       for (const inp of lowered[i].inputs) {
         if (inp.storage === null && !rootSet.has(inp) && lastUse.get(inp) === i) {
           // Safe to reuse inside this submission: later steps are ordered after this one.

@@ -7,8 +7,9 @@
  */
 import { type AnyDataArray, type DType, DTYPE_INFO } from "../dtype.ts";
 import type { Storage } from "../ir/node.ts";
-import { type RenderedKernel, renderWGSL } from "../codegen/render_wgsl.ts";
+import { paramVec4s, type RenderedKernel, renderWGSL } from "../codegen/render_wgsl.ts";
 import type { Kernel } from "../codegen/kexpr.ts";
+import { LruCache } from "../codegen/lru.ts";
 import {
   type Backend,
   type BackendStats,
@@ -84,6 +85,37 @@ function encode(d: DType, data: AnyDataArray): Uint8Array {
   return new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength);
 }
 
+/** Most compiled pipelines a WebGPU backend keeps (least recently used ones are dropped). */
+export const PIPELINE_CACHE_SIZE = 1024;
+
+/**
+ * Writes a kernel's parameter values into `words` from word `at` on, as the shader reads them: 32-bit words,
+ * f32 (and f16, widened) as float bits, i32 as two's complement, u32 as is, bool as 0/1.
+ */
+export function encodeParams(
+  kernel: Kernel,
+  values: readonly number[],
+  words: Uint32Array,
+  at: number,
+): void {
+  const dtypes = kernel.params ?? [];
+  if (values.length !== dtypes.length) {
+    throw new Error(
+      `kernel ${kernel.name}: ${values.length} parameter value(s) for ${dtypes.length} slot(s)`,
+    );
+  }
+  const f = new Float32Array(words.buffer, words.byteOffset, words.length);
+  const i = new Int32Array(words.buffer, words.byteOffset, words.length);
+  dtypes.forEach((d, k) => {
+    const v = values[k];
+    if (d === "f32") f[at + k] = v;
+    else if (d === "f16") f[at + k] = Math.f16round(v);
+    else if (d === "i32") i[at + k] = v;
+    else if (d === "bool") words[at + k] = v ? 1 : 0;
+    else words[at + k] = v >>> 0;
+  });
+}
+
 /** Decodes storage bytes of dtype `d` into the host array type of `await t.data()`. */
 function decode(d: DType, bytes: ArrayBuffer, n: number): AnyDataArray {
   switch (d) {
@@ -115,9 +147,10 @@ export class WebGPUBackend implements Backend {
   readonly #device: GPUDevice;
   #pool = new BufferPool<GPUBuffer>();
   #staging = new BufferPool<GPUBuffer>();
-  #pipelines = new Map<string, GPUComputePipeline>();
+  #uniforms = new BufferPool<GPUBuffer>();
+  #pipelines = new LruCache<string, GPUComputePipeline>(PIPELINE_CACHE_SIZE);
   #rendered = new WeakMap<Kernel, RenderedKernel>();
-  #layouts = new Map<number, GPUBindGroupLayout>();
+  #layouts = new Map<string, GPUBindGroupLayout>();
   #live = 0;
   #liveBytes = 0;
   #lost: string | null = null;
@@ -204,11 +237,13 @@ export class WebGPUBackend implements Backend {
   }
 
   /**
-   * The bind-group layout of generated kernels with `inputs` inputs: binding 0 is the output, the rest read-only.
-   * Explicit (not "auto") so that a binding the shader happens not to read is still valid.
+   * The bind-group layout of generated kernels with `inputs` inputs: binding 0 is the output, the rest read-only,
+   * then the parameter uniform when `params`. Explicit (not "auto") so that a binding the shader happens not to
+   * read is still valid.
    */
-  #layout(inputs: number): GPUBindGroupLayout {
-    let l = this.#layouts.get(inputs);
+  #layout(inputs: number, params: boolean): GPUBindGroupLayout {
+    const key = `${inputs}|${params}`;
+    let l = this.#layouts.get(key);
     if (l === undefined) {
       const entries: GPUBindGroupLayoutEntry[] = [{
         binding: 0,
@@ -222,8 +257,15 @@ export class WebGPUBackend implements Backend {
           buffer: { type: "read-only-storage" },
         });
       }
+      if (params) {
+        entries.push({
+          binding: inputs + 1,
+          visibility: GPUShaderStage.COMPUTE,
+          buffer: { type: "uniform" },
+        });
+      }
       l = this.#device.createBindGroupLayout({ entries });
-      this.#layouts.set(inputs, l);
+      this.#layouts.set(key, l);
     }
     return l;
   }
@@ -255,16 +297,53 @@ export class WebGPUBackend implements Backend {
     return p;
   }
 
+  /**
+   * Packs the parameter values of every step that has parameter slots into one uniform buffer (each step's block
+   * at an offset aligned as the device requires); returns the buffer and each step's offset (-1: none).
+   */
+  #packParams(
+    steps: readonly (Step | RawStep)[],
+  ): { buffer: GPUBuffer | null; cls: number; offsets: number[] } {
+    const align = this.#device.limits.minUniformBufferOffsetAlignment;
+    const offsets: number[] = [];
+    let bytes = 0;
+    for (const s of steps) {
+      const vecs = "wgsl" in s ? 0 : paramVec4s(s.kernel);
+      if (vecs === 0) {
+        offsets.push(-1);
+        continue;
+      }
+      offsets.push(bytes);
+      bytes += Math.ceil((vecs * 16) / align) * align;
+    }
+    if (bytes === 0) return { buffer: null, cls: 0, offsets };
+    const words = new Uint32Array(bytes / 4);
+    steps.forEach((s, i) => {
+      if (offsets[i] >= 0) encodeParams((s as Step).kernel, (s as Step).params ?? [], words, offsets[i] / 4);
+    });
+    const cls = sizeClass(bytes);
+    let buffer = this.#uniforms.take(cls);
+    if (buffer === undefined) {
+      buffer = this.#device.createBuffer({
+        size: cls,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      });
+    }
+    this.#device.queue.writeBuffer(buffer, 0, words);
+    return { buffer, cls, offsets };
+  }
+
   async run(steps: readonly (Step | RawStep)[]): Promise<void> {
     if (steps.length === 0) return;
     this.#check("wgsl" in steps[0] ? steps[0].name : steps[0].kernel.name);
+    const packed = this.#packParams(steps);
     const perKernel = debugLevel() >= 1;
     let encoder = this.#device.createCommandEncoder();
     let pass = encoder.beginComputePass();
     const names: string[] = [];
     this.#device.pushErrorScope("validation");
     this.#device.pushErrorScope("internal");
-    for (const s of steps) {
+    for (const [si, s] of steps.entries()) {
       const raw = "wgsl" in s;
       const name = raw ? s.name : s.kernel.name;
       const r = raw ? { source: s.wgsl, dispatch: s.dispatch } : this.#render(s.kernel);
@@ -274,7 +353,8 @@ export class WebGPUBackend implements Backend {
             `cast to f32 or run on device "cpu"`,
         );
       }
-      const layout = raw ? null : this.#layout(s.inputs.length);
+      const withParams = packed.offsets[si] >= 0;
+      const layout = raw ? null : this.#layout(s.inputs.length, withParams);
       const pipeline = this.#pipeline(r.source, name, layout);
       if (r.dispatch.some((d) => d > 65535)) {
         throw new RangeError(`kernel ${name}: dispatch ${r.dispatch.join("x")} exceeds 65535 per dimension`);
@@ -284,6 +364,16 @@ export class WebGPUBackend implements Backend {
         binding: i,
         resource: { buffer: (b as GpuStorage).buffer },
       }));
+      if (withParams) {
+        entries.push({
+          binding: buffers.length,
+          resource: {
+            buffer: packed.buffer!,
+            offset: packed.offsets[si],
+            size: paramVec4s((s as Step).kernel) * 16,
+          },
+        });
+      }
       const group = this.#device.createBindGroup({
         layout: layout ?? pipeline.getBindGroupLayout(0),
         entries,
@@ -306,6 +396,8 @@ export class WebGPUBackend implements Backend {
     }
     pass.end();
     this.#device.queue.submit([encoder.finish()]);
+    // Later writes to the parameter buffer are queued after this submission, so it can be reused at once.
+    if (packed.buffer !== null) this.#uniforms.give(packed.cls, packed.buffer);
     const internal = await this.#device.popErrorScope();
     const validation = await this.#device.popErrorScope();
     const err = validation ?? internal;
