@@ -81,7 +81,7 @@ export { type KernelLaunch, type OutputSpec, runKernels } from "./lib/tensor/cus
 export type { DeviceName, Node, Storage } from "./lib/ir/node.ts";
 export { type CustomVjpArg, Op, type OpArgs } from "./lib/ir/ops.ts";
 export type * from "./lib/codegen/kexpr.ts";
-export type { Backend, BackendStats, RawStep, Step } from "./lib/runtime/backend.ts";
+export type { Backend, BackendStats, PreparedSteps, RawStep, Step } from "./lib/runtime/backend.ts";
 export { getBackend, getDefaultDevice, getWebGPU, setDefaultDevice } from "./lib/runtime/realize.ts";
 export { NoAdapterError, type WebGPUBackend, WebGPUError } from "./lib/runtime/webgpu.ts";
 export * from "./lib/nn/mod.ts";

@@ -10,7 +10,7 @@ import { randUniform } from "../ir/rng.ts";
 import { hostParams, type JsRuntime, renderJS } from "../codegen/render_js.ts";
 import { LruCache } from "../codegen/lru.ts";
 import type { Kernel } from "../codegen/kexpr.ts";
-import type { Backend, BackendStats, RawStep, Step } from "./backend.ts";
+import type { Backend, BackendStats, PreparedSteps, RawStep, Step } from "./backend.ts";
 import { debugLevel } from "./debug.ts";
 
 type HostArray = Float32Array | Float16Array | Int32Array | Uint32Array;
@@ -108,6 +108,30 @@ export class CpuBackend implements Backend {
       const prm = hostParams(s.kernel, s.params);
       fn(s.inputs.map((i) => (i as CpuStorage).data), (s.output as CpuStorage).data, RT, prm);
       if (debugLevel() >= 1) console.error(`cpu ${s.kernel.name} ${(performance.now() - t0).toFixed(3)} ms`);
+    }
+    return Promise.resolve();
+  }
+
+  /** Prepared steps are the same steps run again (host functions are compiled on first use anyway). */
+  prepare(steps: readonly Step[]): PreparedSteps {
+    return { run: () => this.run(steps), dispose: () => {} };
+  }
+
+  /** Overwrites `s` with `data`. */
+  write(s: Storage, _d: DType, data: AnyDataArray): Promise<void> {
+    const dst = (s as CpuStorage).data;
+    if (data.length > dst.length) throw new RangeError(`write: ${data.length} elements into ${dst.length}`);
+    dst.set(data as ArrayLike<number>);
+    return Promise.resolve();
+  }
+
+  /** Copies each `[src, dst]` pair. */
+  copy(pairs: readonly (readonly [Storage, Storage])[]): Promise<void> {
+    for (const [src, dst] of pairs) {
+      const a = (src as CpuStorage).data;
+      const b = (dst as CpuStorage).data;
+      if (a.length !== b.length) throw new RangeError(`copy: ${a.length} elements into ${b.length}`);
+      b.set(a as ArrayLike<number> & Float32Array);
     }
     return Promise.resolve();
   }

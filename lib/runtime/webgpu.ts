@@ -14,6 +14,7 @@ import {
   type Backend,
   type BackendStats,
   BufferPool,
+  type PreparedSteps,
   type RawStep,
   sizeClass,
   type Step,
@@ -298,11 +299,54 @@ export class WebGPUBackend implements Backend {
   }
 
   /**
+   * The pipeline, bind group and dispatch size of one step; its parameter block (if any) is at `offset` in
+   * `params`.
+   */
+  #bind(
+    s: Step | RawStep,
+    params: GPUBuffer | null,
+    offset: number,
+  ): { pipeline: GPUComputePipeline; group: GPUBindGroup; dispatch: readonly [number, number, number] } {
+    const raw = "wgsl" in s;
+    const name = raw ? s.name : s.kernel.name;
+    const r = raw ? { source: s.wgsl, dispatch: s.dispatch } : this.#render(s.kernel);
+    if (!this.hasF16 && r.source.startsWith("enable f16;")) {
+      throw new TypeError(
+        `kernel ${name} uses f16, but the adapter (${this.description}) lacks the shader-f16 feature; ` +
+          `cast to f32 or run on device "cpu"`,
+      );
+    }
+    const withParams = offset >= 0;
+    const layout = raw ? null : this.#layout(s.inputs.length, withParams);
+    const pipeline = this.#pipeline(r.source, name, layout);
+    if (r.dispatch.some((d) => d > 65535)) {
+      throw new RangeError(`kernel ${name}: dispatch ${r.dispatch.join("x")} exceeds 65535 per dimension`);
+    }
+    const buffers = raw ? s.buffers : [s.output, ...s.inputs];
+    const entries: GPUBindGroupEntry[] = buffers.map((b, i) => ({
+      binding: i,
+      resource: { buffer: (b as GpuStorage).buffer },
+    }));
+    if (withParams) {
+      entries.push({
+        binding: buffers.length,
+        resource: { buffer: params!, offset, size: paramVec4s((s as Step).kernel) * 16 },
+      });
+    }
+    const group = this.#device.createBindGroup({
+      layout: layout ?? pipeline.getBindGroupLayout(0),
+      entries,
+    });
+    return { pipeline, group, dispatch: r.dispatch };
+  }
+
+  /**
    * Packs the parameter values of every step that has parameter slots into one uniform buffer (each step's block
    * at an offset aligned as the device requires); returns the buffer and each step's offset (-1: none).
    */
   #packParams(
     steps: readonly (Step | RawStep)[],
+    pooled = true,
   ): { buffer: GPUBuffer | null; cls: number; offsets: number[] } {
     const align = this.#device.limits.minUniformBufferOffsetAlignment;
     const offsets: number[] = [];
@@ -322,7 +366,7 @@ export class WebGPUBackend implements Backend {
       if (offsets[i] >= 0) encodeParams((s as Step).kernel, (s as Step).params ?? [], words, offsets[i] / 4);
     });
     const cls = sizeClass(bytes);
-    let buffer = this.#uniforms.take(cls);
+    let buffer = pooled ? this.#uniforms.take(cls) : undefined;
     if (buffer === undefined) {
       buffer = this.#device.createBuffer({
         size: cls,
@@ -346,41 +390,10 @@ export class WebGPUBackend implements Backend {
     for (const [si, s] of steps.entries()) {
       const raw = "wgsl" in s;
       const name = raw ? s.name : s.kernel.name;
-      const r = raw ? { source: s.wgsl, dispatch: s.dispatch } : this.#render(s.kernel);
-      if (!this.hasF16 && r.source.startsWith("enable f16;")) {
-        throw new TypeError(
-          `kernel ${name} uses f16, but the adapter (${this.description}) lacks the shader-f16 feature; ` +
-            `cast to f32 or run on device "cpu"`,
-        );
-      }
-      const withParams = packed.offsets[si] >= 0;
-      const layout = raw ? null : this.#layout(s.inputs.length, withParams);
-      const pipeline = this.#pipeline(r.source, name, layout);
-      if (r.dispatch.some((d) => d > 65535)) {
-        throw new RangeError(`kernel ${name}: dispatch ${r.dispatch.join("x")} exceeds 65535 per dimension`);
-      }
-      const buffers = raw ? s.buffers : [s.output, ...s.inputs];
-      const entries: GPUBindGroupEntry[] = buffers.map((b, i) => ({
-        binding: i,
-        resource: { buffer: (b as GpuStorage).buffer },
-      }));
-      if (withParams) {
-        entries.push({
-          binding: buffers.length,
-          resource: {
-            buffer: packed.buffer!,
-            offset: packed.offsets[si],
-            size: paramVec4s((s as Step).kernel) * 16,
-          },
-        });
-      }
-      const group = this.#device.createBindGroup({
-        layout: layout ?? pipeline.getBindGroupLayout(0),
-        entries,
-      });
+      const { pipeline, group, dispatch } = this.#bind(s, packed.buffer, packed.offsets[si]);
       pass.setPipeline(pipeline);
       pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(r.dispatch[0], r.dispatch[1], r.dispatch[2]);
+      pass.dispatchWorkgroups(dispatch[0], dispatch[1], dispatch[2]);
       names.push(name);
       if (perKernel) {
         pass.end();
@@ -388,7 +401,7 @@ export class WebGPUBackend implements Backend {
         this.#device.queue.submit([encoder.finish()]);
         await this.#device.queue.onSubmittedWorkDone();
         console.error(
-          `webgpu ${name} ${r.dispatch.join("x")} ${(performance.now() - t0).toFixed(3)} ms`,
+          `webgpu ${name} ${dispatch.join("x")} ${(performance.now() - t0).toFixed(3)} ms`,
         );
         encoder = this.#device.createCommandEncoder();
         pass = encoder.beginComputePass();
@@ -406,6 +419,79 @@ export class WebGPUBackend implements Backend {
       throw new WebGPUError(which, err.message);
     }
     this.#check(names[names.length - 1]);
+  }
+
+  /**
+   * Prepares `steps` for repeated runs: pipelines, bind groups and a parameter buffer of their own are made once,
+   * so a run only encodes the dispatches and submits them.
+   */
+  prepare(steps: readonly Step[]): PreparedSteps {
+    if (debugLevel() >= 1) return { run: () => this.run(steps), dispose: () => {} };
+    const packed = this.#packParams(steps, false);
+    const bound = steps.map((s, i) => this.#bind(s, packed.buffer, packed.offsets[i]));
+    const names = steps.map((s) => s.kernel.name);
+    let disposed = false;
+    return {
+      run: async () => {
+        if (disposed) throw new Error("prepared steps used after dispose()");
+        if (bound.length === 0) return;
+        this.#check(names[0]);
+        this.#device.pushErrorScope("validation");
+        this.#device.pushErrorScope("internal");
+        const encoder = this.#device.createCommandEncoder();
+        const pass = encoder.beginComputePass();
+        for (const b of bound) {
+          pass.setPipeline(b.pipeline);
+          pass.setBindGroup(0, b.group);
+          pass.dispatchWorkgroups(b.dispatch[0], b.dispatch[1], b.dispatch[2]);
+        }
+        pass.end();
+        this.#device.queue.submit([encoder.finish()]);
+        const internal = await this.#device.popErrorScope();
+        const validation = await this.#device.popErrorScope();
+        const err = validation ?? internal;
+        if (err) throw new WebGPUError(`one of [${names.join(", ")}]`, err.message);
+        this.#check(names[names.length - 1]);
+      },
+      dispose: () => {
+        if (disposed) return;
+        disposed = true;
+        packed.buffer?.destroy();
+      },
+    };
+  }
+
+  /** Overwrites `s` with `data` (queued: ordered after every earlier submission). */
+  write(s: Storage, d: DType, data: AnyDataArray): Promise<void> {
+    const g = s as GpuStorage;
+    const bytes = encode(d, data);
+    if (bytes.byteLength > g.cls) {
+      throw new RangeError(`write: ${bytes.byteLength} bytes into a storage of ${g.bytes} bytes`);
+    }
+    if (bytes.byteLength === 0) return Promise.resolve();
+    if (bytes.byteLength % 4 === 0) {
+      this.#device.queue.writeBuffer(g.buffer, 0, bytes as Uint8Array<ArrayBuffer>);
+    } else {
+      const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+      padded.set(bytes);
+      this.#device.queue.writeBuffer(g.buffer, 0, padded);
+    }
+    return Promise.resolve();
+  }
+
+  /** Copies each `[src, dst]` pair in one submission. */
+  copy(pairs: readonly (readonly [Storage, Storage])[]): Promise<void> {
+    if (pairs.length === 0) return Promise.resolve();
+    const enc = this.#device.createCommandEncoder();
+    for (const [src, dst] of pairs) {
+      const a = src as GpuStorage;
+      const b = dst as GpuStorage;
+      if (a.bytes !== b.bytes) throw new RangeError(`copy: ${a.bytes} bytes into ${b.bytes} bytes`);
+      enc.copyBufferToBuffer(a.buffer, 0, b.buffer, 0, a.bytes);
+    }
+    this.#device.queue.submit([enc.finish()]);
+    this.#check("copy");
+    return Promise.resolve();
   }
 
   async read(s: Storage, d: DType, n: number): Promise<AnyDataArray> {

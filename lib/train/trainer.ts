@@ -25,6 +25,9 @@ import type { Schedule } from "../nn/optim/schedule.ts";
 import type { Shape } from "../shape.ts";
 import { stack } from "../tensor/creation.ts";
 import { realize, Tensor } from "../tensor/tensor.ts";
+import { getBackend, realizeNodes, type Recording } from "../runtime/realize.ts";
+import { bufferNode, type Storage } from "../ir/node.ts";
+import { baseStorage, leafRoles, replayBlocker, ReplayedStep, type TracedStep } from "./compiled_step.ts";
 import { type MetricRecord, MetricsWriter, readJsonl, writeTextAtomic } from "../util/metrics.ts";
 import { Progress } from "../util/progress.ts";
 import { restoreCheckpoint, saveCheckpoint } from "./checkpoint.ts";
@@ -102,6 +105,24 @@ export interface TrainerOptions<M extends object, B extends Batch> {
    * `<checkpoint.path>.last-good`, or a new temporary file without a checkpoint schedule).
    */
   lastGoodPath?: string;
+  /**
+   * Compile the step (default true): once two consecutive steps build the same graph, later steps replay its
+   * kernels with the new batch and step scalars instead of building, scheduling and binding it again (see
+   * `compiled_step.ts`). The results are bit for bit those of `compile: false`. `loss` and `track` are then
+   * called only while tracing, so they must build the same computation at every step from the model and the
+   * batch; a `loss` that declares the `step` argument is traced at every step (still without recompiling).
+   */
+  compile?: boolean;
+}
+
+/** How many steps a trainer traced (built and scheduled) and how many it replayed. */
+export interface CompileStats {
+  /** Steps whose graph was built. */
+  traced: number;
+  /** Steps replayed from a compiled step. */
+  replayed: number;
+  /** Why the last traced step was not made replayable (null when it was, or before two traces). */
+  blocker: string | null;
 }
 
 /**
@@ -215,6 +236,9 @@ export class Trainer<M extends object, B extends Batch = Batch> {
   #good: Snapshot | null = null;
   #candidate: Snapshot | null = null;
   #failed: NonFiniteError | null = null;
+  #lastTrace: TracedStep | null = null;
+  #replay: ReplayedStep | null = null;
+  #stats: CompileStats = { traced: 0, replayed: 0, blocker: null };
 
   /** A trainer; nothing runs until {@link run}. */
   constructor(options: TrainerOptions<M, B>) {
@@ -260,6 +284,11 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     return this.#o.optimizer;
   }
 
+  /** Traced and replayed step counts (see {@link TrainerOptions.compile}). */
+  get compileStats(): Readonly<CompileStats> {
+    return { ...this.#stats };
+  }
+
   /**
    * Runs steps `step + 1 .. until` (default: to the end of the run). Returns the records of these steps; all of
    * them have been read back, written and checkpointed (when scheduled) when it resolves.
@@ -297,6 +326,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
         const ck = this.#o.checkpoint;
         if (ck !== undefined && (s % ck.every === 0 || s === until)) await this.save(ck.path);
       }
+      await this.#syncReplay();
     } finally {
       this.#progress.done();
       this.#progress = null;
@@ -308,6 +338,24 @@ export class Trainer<M extends object, B extends Batch = Batch> {
   async #trainStep(s: number): Promise<void> {
     const { model, optimizer: opt, track = {} } = this.#o;
     const batch = this.#o.batch?.(s) ?? ({} as B);
+    if (this.#replay !== null) {
+      if (this.#replay.valid(opt) && this.#replay.fits(batch)) {
+        const scale = this.#o.schedule?.(s) ?? 1;
+        const vector = await this.#replay.run(batch, opt, scale);
+        for (const t of Object.values(batch)) if (t.isRealized) t.dispose();
+        this.#pending.push({ step: s, vector, lrs: opt.learningRates(scale) });
+        this.#step = s;
+        this.#stats.replayed++;
+        return;
+      }
+      await this.#dropReplay();
+    }
+    const compile = this.#o.compile ?? true;
+    if (compile) {
+      // A lazy batch entry becomes a plain buffer first, so that a replay can take its place as an input.
+      const lazy = Object.values(batch).filter((t) => !t.isRealized);
+      if (lazy.length > 0) await realize(...lazy);
+    }
     const lossOf = (p: ParamDict): [Tensor, Record<string, Tensor>] =>
       functionalCall(model, p, () => {
         const r = this.#o.loss(model, batch, s);
@@ -357,11 +405,85 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       ];
     }
     const vector = stack(scalars.map((t) => t.reshape([]) as F32));
-    await realize(...pending.tensors, vector);
+    let rec: Recording | null = null;
+    let roles: TracedStep["roles"] = [];
+    if (compile) {
+      // Roles are told by storage identity, before the step's realization replaces anything.
+      const state = new Map<Storage, string>();
+      const addState = (t: Tensor, path: string) => {
+        const st = baseStorage(t);
+        if (st !== null) state.set(st, path);
+      };
+      for (const path of opt.paths) addState(opt.params[path], path);
+      for (const [key, t] of Object.entries(opt.stateDict())) addState(t, key.slice(key.indexOf(".") + 1));
+      const batchStorage = new Map<Storage, string>();
+      for (const [name, t] of Object.entries(batch)) {
+        if (t.node.storage !== null) batchStorage.set(t.node.storage, name);
+      }
+      const roots = [...new Set([...pending.tensors, vector].map((t) => t.node))];
+      const storages = await realizeNodes(roots, { record: (r) => (rec = r) });
+      const leaves = new Map(roots.map((n, i) => [n, bufferNode(storages[i], n.shape, n.dtype)]));
+      for (const t of [...pending.tensors, vector]) t.setNode(leaves.get(t.node)!);
+      roles = leafRoles(rec!, state, batchStorage, pending.scalars.node.storage!);
+    } else {
+      await realize(...pending.tensors, vector);
+    }
+    const rootNodes = rec === null ? [] : (rec as Recording).roots;
     opt.commit(pending);
     for (const t of Object.values(batch)) if (t.isRealized) t.dispose();
     this.#pending.push({ step: s, vector, lrs: opt.learningRates(scale) });
     this.#step = s;
+    this.#stats.traced++;
+    if (rec !== null) await this.#considerReplay(rec, roles, pending.packed, vector, rootNodes);
+  }
+
+  /** Makes the step replayable when this trace and the previous one agree (see `compiled_step.ts`). */
+  async #considerReplay(
+    rec: Recording,
+    roles: TracedStep["roles"],
+    packed: Readonly<Record<string, Tensor>>,
+    vector: Tensor,
+    roots: readonly Storage[],
+  ): Promise<void> {
+    const rootIndex = new Map(roots.map((st, i) => [st, i]));
+    const packedRoot = new Map<string, number>();
+    for (const [path, t] of Object.entries(packed)) {
+      const i = rootIndex.get(t.node.storage!);
+      if (i !== undefined) packedRoot.set(path, i);
+    }
+    const trace: TracedStep = {
+      rec,
+      roles,
+      packedRoot,
+      vectorRoot: rootIndex.get(vector.node.storage!) ?? -1,
+    };
+    const prev = this.#lastTrace;
+    this.#lastTrace = trace;
+    if (prev === null) return;
+    const opt = this.#o.optimizer;
+    this.#stats.blocker = this.#o.loss.length >= 3
+      ? "the loss function takes the step number"
+      : trace.vectorRoot < 0 || packedRoot.size !== opt.paths.length
+      ? "the step's outputs are not one packed update per parameter and a metrics vector"
+      : replayBlocker(prev, trace, opt.paths);
+    if (this.#stats.blocker !== null) return;
+    const be = await getBackend(vector.device);
+    this.#replay = await ReplayedStep.create(be, trace, opt);
+    this.#lastTrace = null;
+  }
+
+  /** Brings the model and optimiser up to date with the replayed steps. */
+  async #syncReplay(): Promise<void> {
+    await this.#replay?.sync(this.#o.optimizer);
+  }
+
+  /** Stops replaying (after bringing the model up to date); the next step traces again. */
+  async #dropReplay(): Promise<void> {
+    const r = this.#replay;
+    if (r === null) return;
+    this.#replay = null;
+    if (r.ownsModel(this.#o.optimizer)) await r.sync(this.#o.optimizer);
+    r.dispose();
   }
 
   get #guarded(): boolean {
@@ -421,6 +543,9 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       saved = { path, step: snap.step };
     }
     for (const s of [this.#good, this.#candidate]) if (s !== snap) this.#disposeSnapshot(s);
+    this.#replay?.dispose();
+    this.#replay = null;
+    this.#lastTrace = null;
     this.#good = null;
     this.#candidate = null;
     this.#failed = new NonFiniteError(bad, groups, saved);
@@ -429,6 +554,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
 
   /** Reads back the pending metrics (one readback), records and writes them. */
   async #flush(): Promise<void> {
+    await this.#syncReplay();
     if (this.#pending.length === 0) return;
     const pending = this.#pending;
     this.#pending = [];
@@ -489,6 +615,9 @@ export class Trainer<M extends object, B extends Batch = Batch> {
   /** Closes the metrics file if the trainer opened it, and frees the device copies kept for the guard. */
   close(): void {
     this.#dropSnapshots();
+    this.#replay?.dispose();
+    this.#replay = null;
+    this.#lastTrace = null;
     if (this.#ownsWriter) this.#writer?.close();
     this.#writer = null;
     this.#ownsWriter = false;
