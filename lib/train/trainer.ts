@@ -24,9 +24,11 @@ import type { Optimizer } from "../nn/optim/optimizer.ts";
 import type { Schedule } from "../nn/optim/schedule.ts";
 import type { Shape } from "../shape.ts";
 import { stack } from "../tensor/creation.ts";
+import { Op } from "../ir/ops.ts";
 import { realize, Tensor } from "../tensor/tensor.ts";
-import { getBackend, realizeNodes, type Recording } from "../runtime/realize.ts";
-import { bufferNode, type Storage } from "../ir/node.ts";
+import { getBackend, realizeNodes, type Recording, resolveStorage } from "../runtime/realize.ts";
+import { bufferNode, type Node, type Storage } from "../ir/node.ts";
+import { copyStorages, type CopySpec } from "../runtime/plan.ts";
 import { baseStorage, leafRoles, replayBlocker, ReplayedStep, type TracedStep } from "./compiled_step.ts";
 import { type MetricRecord, MetricsWriter, readJsonl, writeTextAtomic } from "../util/metrics.ts";
 import { Progress } from "../util/progress.ts";
@@ -174,6 +176,12 @@ export class NonFiniteError extends Error {
 interface Snapshot {
   step: number;
   packed: Record<string, Tensor>;
+}
+
+/** The buffer node at the bottom of a chain of views (null when the chain reaches a computed node). */
+function bufferBelow(n: Node): Node | null {
+  while (n.storage === null && n.src.length === 1 && (n.op === Op.Shrink || n.op === Op.Reshape)) n = n.src[0];
+  return n.storage !== null ? n : null;
 }
 
 /** Options of {@link Trainer.run}. */
@@ -496,9 +504,21 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     const params = opt.params;
     const state = opt.stateDict();
     const packed: Record<string, Tensor> = {};
+    const copies: CopySpec[] = [];
+    const be = await getBackend(opt.params[opt.paths[0]].device);
     for (const path of opt.paths) {
-      packed[path] = stack([params[path] as F32, ...opt.slots.map((s) => state[`${s}.${path}`] as F32)]);
+      const parts = [params[path] as F32, ...opt.slots.map((s) => state[`${s}.${path}`] as F32)];
+      // After a step, the parameter and its state are views of one packed buffer: copy it as it is.
+      const base = parts.map((t) => bufferBelow(t.node));
+      const shape = [parts.length, ...parts[0].shape];
+      const b = base[0];
+      if (b !== null && base.every((x) => x === b) && b.shape.join() === shape.join() && b.dtype === "f32") {
+        const dst = be.alloc("f32", b.size);
+        copies.push({ src: resolveStorage(b.storage!, be), dst, dtype: "f32", n: b.size });
+        packed[path] = new Tensor(bufferNode(dst, shape, "f32"));
+      } else packed[path] = stack(parts);
     }
+    await copyStorages(be, copies);
     await realize(...Object.values(packed));
     return { step: this.#step, packed };
   }
