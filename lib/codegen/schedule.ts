@@ -115,7 +115,9 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
         // few kernels, not peeled one link at a time); failing that, the root's input with the most inputs.
         const inner = region.filter((n) => n !== root && !isLeaf(n));
         if (inner.length === 0) throw new Error(`schedule: ${root} needs ${inputs.size} input buffers`);
-        const sizes = new Map(inner.map((n) => [n, regionInputs(fusedRegion(n, materialized), materialized, n).size]));
+        const sizes = new Map(
+          inner.map((n) => [n, regionInputs(fusedRegion(n, materialized), materialized, n).size]),
+        );
         const fitting = inner.filter((n) => sizes.get(n)! <= opts.maxInputs && sizes.get(n)! > 1);
         const pick = fitting.length > 0
           ? fitting.reduce((a, b) => (sizes.get(b)! > sizes.get(a)! ? b : a))

@@ -28,7 +28,7 @@ import { Op } from "../ir/ops.ts";
 import { realize, Tensor } from "../tensor/tensor.ts";
 import { getBackend, realizeNodes, type Recording, resolveStorage } from "../runtime/realize.ts";
 import { bufferNode, type Node, type Storage } from "../ir/node.ts";
-import { copyStorages, type CopySpec } from "../runtime/plan.ts";
+import { type CopySpec, copyStorages } from "../runtime/plan.ts";
 import { baseStorage, leafRoles, replayBlocker, ReplayedStep, type TracedStep } from "./compiled_step.ts";
 import { type MetricRecord, MetricsWriter, readJsonl, writeTextAtomic } from "../util/metrics.ts";
 import { Progress } from "../util/progress.ts";
@@ -180,7 +180,9 @@ interface Snapshot {
 
 /** The buffer node at the bottom of a chain of views (null when the chain reaches a computed node). */
 function bufferBelow(n: Node): Node | null {
-  while (n.storage === null && n.src.length === 1 && (n.op === Op.Shrink || n.op === Op.Reshape)) n = n.src[0];
+  while (n.storage === null && n.src.length === 1 && (n.op === Op.Shrink || n.op === Op.Reshape)) {
+    n = n.src[0];
+  }
   return n.storage !== null ? n : null;
 }
 
