@@ -171,6 +171,9 @@ export const LOWER_RULES: { [O in Op]: Rule } = {
   },
   [Op.Detach]: (n, idx, c) => c.at(n.src[0], idx),
   [Op.CustomVjp]: (n, idx, c) => c.at(n.src[0], idx),
+  [Op.Custom]: (n) => {
+    throw new Error(`lower: ${n} is a hand-written kernel; it is run as such, never lowered`);
+  },
 };
 
 /** Short kernel name from the ops in the root's region, e.g. `dot_add_relu`. */

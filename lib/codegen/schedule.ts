@@ -9,6 +9,7 @@
  *   elementwise op or a reshape, which keep the tiled template's output order;
  * - a matmul's operands are materialized unless they are views of stored data (a fused prologue would be
  *   recomputed once per output row or column);
+ * - a hand-written kernel ({@link Op.Custom}) and each of its inputs are materialized;
  * - a view whose source is materialized anyway is not materialized itself (it would only copy);
  * - a kernel holds at most one matmul, at most `maxInputs` input buffers (the device's storage-buffer limit) and
  *   at most {@link LOOP_BUDGET} loop iterations in total (llvmpipe's per-invocation cap, see `split_loops.ts`);
@@ -47,6 +48,18 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
   const heavy = new Map<Node, boolean>();
   // dotted: the node's fused region holds a matmul.
   const hasDot = new Map<Node, boolean>();
+  // A hand-written kernel is its own kernel, and reads each input as a contiguous buffer of its own.
+  const pinned = new Set<Node>();
+  for (const n of nodes) {
+    if (n.op !== Op.Custom) continue;
+    materialized.add(n);
+    for (const s of n.src) {
+      if (s.storage === null) {
+        materialized.add(s);
+        pinned.add(s);
+      }
+    }
+  }
   for (const n of nodes) {
     if (opts.noFusion && !isLeaf(n) && !(n.op === Op.Reshape || n.op === Op.Permute || n.op === Op.Expand)) {
       materialized.add(n);
@@ -82,7 +95,7 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
   // of its own (a matmul operand, say): fuse it back into its consumers as index arithmetic.
   const rootSet = new Set(roots);
   for (const n of nodes) {
-    if (!materialized.has(n) || rootSet.has(n) || !VIEWS.has(n.op)) continue;
+    if (!materialized.has(n) || rootSet.has(n) || pinned.has(n) || !VIEWS.has(n.op)) continue;
     let s = n.src[0];
     while (VIEWS.has(s.op) && s.storage === null && !materialized.has(s)) s = s.src[0];
     if (s.storage !== null || materialized.has(s)) materialized.delete(n);

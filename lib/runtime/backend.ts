@@ -69,7 +69,7 @@ export interface Backend {
    * Optional: prepares `steps` for repeated runs (pipelines, bindings and parameter values resolved once, so a
    * run costs no per-step work beyond launching). Without it, a prepared run is a plain {@link run}.
    */
-  prepare?(steps: readonly Step[]): PreparedSteps;
+  prepare?(steps: readonly (Step | RawStep)[]): PreparedSteps;
   /** Optional: overwrites storage `s` with `data` as dtype `d`, after all work queued so far. */
   write?(s: Storage, d: DType, data: AnyDataArray): Promise<void>;
   /** Optional: copies each `[src, dst]` pair (equal sizes), after all work queued so far. */

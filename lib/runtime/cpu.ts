@@ -113,7 +113,7 @@ export class CpuBackend implements Backend {
   }
 
   /** Prepared steps are the same steps run again (host functions are compiled on first use anyway). */
-  prepare(steps: readonly Step[]): PreparedSteps {
+  prepare(steps: readonly (Step | RawStep)[]): PreparedSteps {
     return { run: () => this.run(steps), dispose: () => {} };
   }
 

@@ -13,13 +13,13 @@
  */
 import { type AnyDataArray, type DType, DTYPE_INFO } from "../dtype.ts";
 import { type Node, type Storage, toposort } from "../ir/node.ts";
-import { Op } from "../ir/ops.ts";
+import { type CustomKernelArg, Op } from "../ir/ops.ts";
 import { schedule } from "../codegen/schedule.ts";
 import { splitLongLoops } from "../codegen/split_loops.ts";
 import { isParamNode, lowerCached } from "../codegen/lower.ts";
 import { KBuilder, type Kernel, verifyKernel } from "../codegen/kexpr.ts";
 import { LruCache } from "../codegen/lru.ts";
-import { type Backend, type PreparedSteps, sizeClass, type Step } from "./backend.ts";
+import { type Backend, type PreparedSteps, type RawStep, sizeClass, type Step } from "./backend.ts";
 
 /** A graph's structure with leaves and parameters as slots, plus the nodes that fill the slots. */
 export interface GraphSignature {
@@ -64,8 +64,10 @@ export type PlanRef = { readonly leaf: number; readonly buf?: undefined } | {
 
 /** One kernel of a plan: it writes the plan buffer of the same index. */
 export interface PlanKernel {
-  /** What to run; null for an empty result (nothing to compute). */
+  /** What to run; null for an empty result (nothing to compute) or a hand-written kernel. */
   readonly kernel: Kernel | null;
+  /** The hand-written kernel to run (an {@link Op.Custom} node), or null. */
+  readonly raw: CustomKernelArg | null;
   /** Each input binding. */
   readonly inputs: readonly PlanRef[];
   /** The graph parameter slot behind each of the kernel's parameter slots. */
@@ -139,7 +141,17 @@ function buildPlan(roots: readonly Node[], sig: GraphSignature, key: string, opt
   const lastUse = order.map(() => -1);
   let launches = 0;
   const kernels = order.map((n, i): PlanKernel => {
-    if (n.size === 0) return { kernel: null, inputs: [], params: [] };
+    if (n.size === 0) return { kernel: null, raw: null, inputs: [], params: [] };
+    if (n.op === Op.Custom) {
+      launches++;
+      const inputs = n.src.map((inp): PlanRef => {
+        if (inp.storage !== null) return { leaf: leafSlot.get(inp)! };
+        const buf = bufOf.get(inp)!;
+        lastUse[buf] = i;
+        return { buf };
+      });
+      return { kernel: null, raw: n.argOf(Op.Custom), inputs, params: [] };
+    }
     const l = lowerCached(n, (m) => materialized.has(m), { matmulTemplate: !opts.noMatmulTemplate });
     verifyKernel(l.kernel);
     launches++;
@@ -158,7 +170,7 @@ function buildPlan(roots: readonly Node[], sig: GraphSignature, key: string, opt
       if (slot === undefined) throw new Error(`plan: parameter ${p} is not in the graph's signature`);
       return slot;
     });
-    return { kernel: l.kernel, inputs, params };
+    return { kernel: l.kernel, raw: null, inputs, params };
   });
   return {
     key,
@@ -183,12 +195,23 @@ export function planStep(
   leaves: readonly Storage[],
   buffers: readonly Storage[],
   params: readonly number[],
-): Step | null {
+): Step | RawStep | null {
   const k = plan.kernels[i];
+  const bind = (r: PlanRef) => (r.leaf !== undefined ? leaves[r.leaf] : buffers[r.buf]);
+  if (k.raw !== null) {
+    const raw = k.raw;
+    return {
+      name: raw.name,
+      wgsl: raw.wgsl,
+      dispatch: raw.dispatch,
+      host: (b) => raw.host(b),
+      buffers: [buffers[i], ...k.inputs.map(bind)],
+    };
+  }
   if (k.kernel === null) return null;
   return {
     kernel: k.kernel,
-    inputs: k.inputs.map((r) => (r.leaf !== undefined ? leaves[r.leaf] : buffers[r.buf])),
+    inputs: k.inputs.map(bind),
     output: buffers[i],
     params: k.params.map((p) => params[p]),
   };
@@ -251,7 +274,7 @@ export async function writeStorage(be: Backend, s: Storage, d: DType, data: AnyD
 }
 
 /** `steps` prepared for repeated runs (the backend's `prepare`, or plain runs of the same steps). */
-export function prepareSteps(be: Backend, steps: readonly Step[]): PreparedSteps {
+export function prepareSteps(be: Backend, steps: readonly (Step | RawStep)[]): PreparedSteps {
   if (be.prepare !== undefined) return be.prepare(steps);
   return { run: () => be.run(steps), dispose: () => {} };
 }
@@ -344,7 +367,7 @@ export class BoundPlan {
     });
     this.#scratch = scratch;
     this.#buffers = buffers;
-    const steps: Step[] = [];
+    const steps: (Step | RawStep)[] = [];
     plan.kernels.forEach((_, i) => {
       const s = planStep(plan, i, opts.leaves, buffers, opts.params);
       if (s !== null) steps.push(s);

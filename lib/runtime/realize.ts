@@ -8,7 +8,7 @@
 import type { AnyDataArray, DType } from "../dtype.ts";
 import { type DeviceName, type Node, printGraph, type Storage } from "../ir/node.ts";
 import { paramValue } from "../codegen/lower.ts";
-import type { Backend, Step } from "./backend.ts";
+import type { Backend, RawStep, Step } from "./backend.ts";
 import { graphSignature, type Plan, planFor, planStep } from "./plan.ts";
 import { CpuBackend } from "./cpu.ts";
 import { createWebGPUBackend, type WebGPUBackend } from "./webgpu.ts";
@@ -150,7 +150,7 @@ export async function realizeNodes(
   const leaves = sig.leaves.map((n) => resolveStorage(n.storage!, be));
   const rootSet = new Set(plan.roots);
   const buffers: Storage[] = new Array(plan.buffers.length);
-  const steps: Step[] = [];
+  const steps: (Step | RawStep)[] = [];
   try {
     plan.kernels.forEach((k, i) => {
       const b = plan.buffers[i];

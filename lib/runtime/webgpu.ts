@@ -425,11 +425,11 @@ export class WebGPUBackend implements Backend {
    * Prepares `steps` for repeated runs: pipelines, bind groups and a parameter buffer of their own are made once,
    * so a run only encodes the dispatches and submits them.
    */
-  prepare(steps: readonly Step[]): PreparedSteps {
+  prepare(steps: readonly (Step | RawStep)[]): PreparedSteps {
     if (debugLevel() >= 1) return { run: () => this.run(steps), dispose: () => {} };
     const packed = this.#packParams(steps, false);
     const bound = steps.map((s, i) => this.#bind(s, packed.buffer, packed.offsets[i]));
-    const names = steps.map((s) => s.kernel.name);
+    const names = steps.map((s) => ("wgsl" in s ? s.name : s.kernel.name));
     let disposed = false;
     return {
       run: async () => {
