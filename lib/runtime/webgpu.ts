@@ -10,6 +10,7 @@ import type { Storage } from "../ir/node.ts";
 import { paramVec4s, type RenderedKernel, renderWGSL } from "../codegen/render_wgsl.ts";
 import type { Kernel } from "../codegen/kexpr.ts";
 import { LruCache } from "../codegen/lru.ts";
+import { type MatmulPolicy, matmulPolicyFor } from "../codegen/matmul_policy.ts";
 import {
   type Backend,
   type BackendStats,
@@ -145,6 +146,8 @@ export class WebGPUBackend implements Backend {
   readonly isFallback: boolean;
   /** Whether `shader-f16` is available. */
   readonly hasF16: boolean;
+  /** How matmuls are blocked on this adapter (see `matmul_policy.ts`). */
+  readonly matmulPolicy: MatmulPolicy;
   readonly #device: GPUDevice;
   #pool = new BufferPool<GPUBuffer>();
   #staging = new BufferPool<GPUBuffer>();
@@ -167,6 +170,7 @@ export class WebGPUBackend implements Backend {
     this.description = [i.description || "unknown adapter", i.vendor && `vendor ${i.vendor}`, i.architecture]
       .filter(Boolean).join(", ") + (this.isFallback ? " (fallback adapter)" : "");
     this.maxInputs = Math.min(device.limits.maxStorageBuffersPerShaderStage - 1, 30);
+    this.matmulPolicy = matmulPolicyFor({ description: i.description ?? "", isFallback: this.isFallback });
     this.maxBufferBytes = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
     device.lost.then((info) => {
       this.#lost = `${info.reason}: ${info.message}`;
@@ -275,7 +279,7 @@ export class WebGPUBackend implements Backend {
   #render(k: Kernel): RenderedKernel {
     let r = this.#rendered.get(k);
     if (r === undefined) {
-      r = renderWGSL(k);
+      r = renderWGSL(k, { policy: this.matmulPolicy });
       this.#rendered.set(k, r);
     }
     return r;
