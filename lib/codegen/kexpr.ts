@@ -401,8 +401,43 @@ export class KBuilder {
         }
       }
       if (ok && rlo >= 0 && rhi < d) return this.#fromLinear(q, Math.floor(c / d));
+      const split = ok ? this.#splitByFactor(terms, c, d) : null;
+      // (g·Q + R) / d = Q / (d/g) when g divides d and 0 <= R < g.
+      if (split !== null) return this.div(this.#fromLinear(split.q, split.cq), d / split.g);
     }
     return this.alu("div", [a, this.const(d, "i32")], "i32");
+  }
+
+  /**
+   * Writes `Σ k·t + c` (every term non-negative with a positive coefficient) as `g·Q + R` with `g` a divisor of `d`
+   * greater than 1, `Q` the terms whose coefficients `g` divides (divided by `g`) and `0 <= R < g` the rest; null
+   * when no such `g` exists. Index arithmetic after reshapes has this form: `(128·m + k) / 8192` with `k < 128`
+   * is `m / 64`.
+   */
+  #splitByFactor(
+    terms: Map<KExpr, number>,
+    c: number,
+    d: number,
+  ): { g: number; q: Map<KExpr, number>; cq: number; r: Map<KExpr, number>; cr: number } | null {
+    const gcd = (x: number, y: number): number => (y === 0 ? x : gcd(y, x % y));
+    const candidates = new Set([...terms.values()].map((k) => gcd(d, k)).filter((g) => g > 1 && g < d));
+    for (const g of [...candidates].sort((x, y) => y - x)) {
+      const q = new Map<KExpr, number>();
+      const r = new Map<KExpr, number>();
+      const cr = ((c % g) + g) % g;
+      let lo = cr;
+      let hi = cr;
+      for (const [t, k] of terms) {
+        if (k % g === 0) q.set(t, k / g);
+        else {
+          r.set(t, k);
+          lo += t.lo * k;
+          hi += t.hi * k;
+        }
+      }
+      if (lo >= 0 && hi < g) return { g, q, cq: (c - cr) / g, r, cr };
+    }
+    return null;
   }
 
   /** `a % d` for a non-negative index and positive constant `d`. */
@@ -411,6 +446,14 @@ export class KBuilder {
     if (a.lo >= 0 && a.hi < d) return a;
     if (a.lo >= 0) {
       const { terms, c } = linearForm(a);
+      const split = [...terms].every(([t, k]) => t.lo >= 0 && k > 0)
+        ? this.#splitByFactor(terms, c, d)
+        : null;
+      if (split !== null && [...split.q.keys()].every((t) => (terms.get(t)! % d) !== 0)) {
+        // (g·Q + R) % d = g·(Q % (d/g)) + R when g divides d and 0 <= R < g.
+        const inner = this.mod(this.#fromLinear(split.q, split.cq), d / split.g);
+        return this.add(this.mul(inner, split.g), this.#fromLinear(split.r, split.cr));
+      }
       if ([...terms].every(([t, k]) => t.lo >= 0 && k > 0)) {
         const r = new Map([...terms].filter(([, k]) => k % d !== 0));
         const rest = this.#fromLinear(r, ((c % d) + d) % d);
