@@ -17,7 +17,8 @@
  * wall time minus the time spent waiting for the device (in readbacks, and in `queue.submit`, which on Deno's
  * WebGPU returns only once the previous submission has finished), i.e. the JavaScript of building (or replaying)
  * the step and encoding it. On a software adapter the device's threads share the host's cores, so host time there
- * includes time lost to them.
+ * includes time lost to them. host CPU ms/step is the CPU time of the main (JavaScript) thread alone, from
+ * `/proc` (Linux, 10 ms ticks: take it over 20 steps or more), which such contention does not inflate.
  *
  * @module
  */
@@ -259,6 +260,8 @@ interface Measured {
   msPerStep: number;
   kernelsPerStep: number;
   hostMsPerStep: number;
+  /** CPU time of the main (JavaScript) thread per step, in ms, or null where `/proc` cannot be read. */
+  hostCpuMsPerStep: number | null;
   traced: number | null;
   replayed: number | null;
 }
@@ -320,16 +323,19 @@ async function measure(
     await be.sync();
     const before = trainer.compileStats;
     counting = true;
+    const cpu0 = mainThreadCpuMs();
     const t0 = performance.now();
     await trainer.run({ until: warmup + steps });
     await timed(() => be.sync());
     const ms = performance.now() - t0;
+    const cpu1 = mainThreadCpuMs();
     counting = false;
     const after = trainer.compileStats;
     return {
       msPerStep: ms / steps,
       kernelsPerStep: kernels / steps,
       hostMsPerStep: (ms - waiting) / steps,
+      hostCpuMsPerStep: cpu0 === null || cpu1 === null ? null : (cpu1 - cpu0) / steps,
       traced: after === undefined || before === undefined ? null : after.traced - before.traced,
       replayed: after === undefined || before === undefined ? null : after.replayed - before.replayed,
     };
@@ -341,7 +347,28 @@ async function measure(
   }
 }
 
+/**
+ * CPU time (user + system) the main thread has used, in ms, from `/proc/<pid>/task/<pid>/stat` (Linux; clock
+ * ticks of 10 ms, so take it over many steps); null where it cannot be read. The device's own threads (llvmpipe's
+ * workers, the driver's) are other threads: this is the host's share of a step, whatever they do meanwhile.
+ */
+function mainThreadCpuMs(): number | null {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${Deno.pid}/task/${Deno.pid}/stat`);
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ").map(Number);
+    const ticks = f[11] + f[12]; // utime and stime, fields 14 and 15 of proc(5)
+    return Number.isFinite(ticks) ? ticks * 10 : null;
+  } catch {
+    return null;
+  }
+}
+
 const HERE = new URL("../", import.meta.url);
+
+function cpuCell(ms: readonly Measured[]): string {
+  const xs = ms.map((m) => m.hostCpuMsPerStep).filter((x): x is number => x !== null);
+  return xs.length === 0 ? "-" : fmt(median(xs), 1);
+}
 
 function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -440,6 +467,7 @@ if (import.meta.main) {
         fmt(median(mine.map((m) => m.kernelsPerStep)), 0),
         fmt(median(theirs.map((m) => m.hostMsPerStep)), 1),
         fmt(median(mine.map((m) => m.hostMsPerStep)), 1),
+        cpuCell(mine),
       ]);
       console.error(`done: ${cases[i].name}`);
     }
@@ -452,6 +480,7 @@ if (import.meta.main) {
       "this kernels",
       "other host ms",
       "this host ms",
+      "this host CPU ms",
     ], rows));
     const l = load();
     if (l) console.log(l);
@@ -474,14 +503,21 @@ if (import.meta.main) {
         fmt(r.kernelsPerStep, 0),
         fmt(r.hostMsPerStep, 2),
         `${fmt((100 * r.hostMsPerStep) / r.msPerStep, 0)}%`,
+        cpuCell([r]),
         r.replayed === null ? "-" : `${r.replayed}/${steps}`,
       ]);
     }
     console.log(
-      table(
-        ["case", "ms/step", "throughput", "kernels/step", "host ms/step", "host share", "replayed"],
-        rows,
-      ),
+      table([
+        "case",
+        "ms/step",
+        "throughput",
+        "kernels/step",
+        "host ms/step",
+        "host share",
+        "host CPU ms/step",
+        "replayed",
+      ], rows),
     );
     const l = load();
     if (l) console.log(l);

@@ -39,8 +39,11 @@ export interface RawStep {
 
 /** Steps prepared by {@link Backend.prepare} for repeated runs over the same storages. */
 export interface PreparedSteps {
-  /** Runs the steps again over the current contents of their storages (one submission on GPUs). */
-  run(): Promise<void>;
+  /**
+   * Runs the steps again over the current contents of their storages, then copies each `[src, dst]` pair of
+   * `copies` (equal sizes), all in one submission on GPUs.
+   */
+  run(copies?: readonly (readonly [Storage, Storage])[]): Promise<void>;
   /** Frees what preparing made (not the storages). */
   dispose(): void;
 }

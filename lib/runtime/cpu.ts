@@ -114,7 +114,13 @@ export class CpuBackend implements Backend {
 
   /** Prepared steps are the same steps run again (host functions are compiled on first use anyway). */
   prepare(steps: readonly (Step | RawStep)[]): PreparedSteps {
-    return { run: () => this.run(steps), dispose: () => {} };
+    return {
+      run: async (copies = []) => {
+        await this.run(steps);
+        await this.copy(copies);
+      },
+      dispose: () => {},
+    };
   }
 
   /** Overwrites `s` with `data`. */

@@ -276,7 +276,18 @@ export async function writeStorage(be: Backend, s: Storage, d: DType, data: AnyD
 /** `steps` prepared for repeated runs (the backend's `prepare`, or plain runs of the same steps). */
 export function prepareSteps(be: Backend, steps: readonly (Step | RawStep)[]): PreparedSteps {
   if (be.prepare !== undefined) return be.prepare(steps);
-  return { run: () => be.run(steps), dispose: () => {} };
+  return {
+    run: async (copies = []) => {
+      await be.run(steps);
+      await copyStorages(be, copies.map(([src, dst]) => copySpecOf(src, dst)));
+    },
+    dispose: () => {},
+  };
+}
+
+/** A copy of all of `src`'s elements, as 32-bit words (storage sizes are whole words). */
+function copySpecOf(src: Storage, dst: Storage): CopySpec {
+  return { src, dst, dtype: "u32", n: Math.ceil(src.bytes / 4) };
 }
 
 // ----- bound plans -----
@@ -380,10 +391,10 @@ export class BoundPlan {
     return this.#buffers[this.plan.roots[r]];
   }
 
-  /** Runs the plan's kernels (one submission on GPUs). */
-  run(): Promise<void> {
+  /** Runs the plan's kernels, then the copies `[src, dst]` (one submission on GPUs). */
+  run(copies: readonly (readonly [Storage, Storage])[] = []): Promise<void> {
     if (this.#disposed) throw new Error("BoundPlan: run() after dispose()");
-    return this.#prepared.run();
+    return this.#prepared.run(copies);
   }
 
   /** Releases the storage the binding owns (not the leaves, given outputs or shared intermediates). */

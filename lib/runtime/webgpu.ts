@@ -435,27 +435,45 @@ export class WebGPUBackend implements Backend {
     const bound = steps.map((s, i) => this.#bind(s, packed.buffer, packed.offsets[i]));
     const names = steps.map((s) => ("wgsl" in s ? s.name : s.kernel.name));
     let disposed = false;
+    // Validation errors are a property of the commands, which never change: only the first run is checked with
+    // error scopes; later failures (a lost device, memory) surface through the device's error handlers.
+    let validated = false;
     return {
-      run: async () => {
+      run: async (copies = []) => {
         if (disposed) throw new Error("prepared steps used after dispose()");
-        if (bound.length === 0) return;
-        this.#check(names[0]);
-        this.#device.pushErrorScope("validation");
-        this.#device.pushErrorScope("internal");
-        const encoder = this.#device.createCommandEncoder();
-        const pass = encoder.beginComputePass();
-        for (const b of bound) {
-          pass.setPipeline(b.pipeline);
-          pass.setBindGroup(0, b.group);
-          pass.dispatchWorkgroups(b.dispatch[0], b.dispatch[1], b.dispatch[2]);
+        this.#check(names[0] ?? "copy");
+        const scoped = !validated;
+        if (scoped) {
+          this.#device.pushErrorScope("validation");
+          this.#device.pushErrorScope("internal");
         }
-        pass.end();
+        const encoder = this.#device.createCommandEncoder();
+        if (bound.length > 0) {
+          const pass = encoder.beginComputePass();
+          let last: GPUComputePipeline | null = null;
+          for (const b of bound) {
+            if (b.pipeline !== last) pass.setPipeline(b.pipeline);
+            last = b.pipeline;
+            pass.setBindGroup(0, b.group);
+            pass.dispatchWorkgroups(b.dispatch[0], b.dispatch[1], b.dispatch[2]);
+          }
+          pass.end();
+        }
+        for (const [src, dst] of copies) {
+          const a = src as GpuStorage;
+          const d = dst as GpuStorage;
+          if (a.bytes !== d.bytes) throw new RangeError(`copy: ${a.bytes} bytes into ${d.bytes} bytes`);
+          encoder.copyBufferToBuffer(a.buffer, 0, d.buffer, 0, a.bytes);
+        }
         this.#device.queue.submit([encoder.finish()]);
-        const internal = await this.#device.popErrorScope();
-        const validation = await this.#device.popErrorScope();
-        const err = validation ?? internal;
-        if (err) throw new WebGPUError(`one of [${names.join(", ")}]`, err.message);
-        this.#check(names[names.length - 1]);
+        if (scoped) {
+          const internal = await this.#device.popErrorScope();
+          const validation = await this.#device.popErrorScope();
+          const err = validation ?? internal;
+          if (err) throw new WebGPUError(`one of [${names.join(", ")}]`, err.message);
+          validated = true;
+        }
+        this.#check(names[names.length - 1] ?? "copy");
       },
       dispose: () => {
         if (disposed) return;

@@ -253,11 +253,11 @@ export class ReplayedStep {
     if (this.#scalars !== null) {
       await writeStorage(be, this.#scalars, "f32", opt.stepScalars(this.#optStep, lrScale));
     }
-    await this.#bound[this.#current].run();
+    // The metrics vector is copied out in the same submission (the next replay overwrites it).
+    const out = be.alloc("f32", this.#vectorShape.reduce((a, b) => a * b, 1));
+    await this.#bound[this.#current].run([[this.#vector, out]]);
     this.#current = this.#current === 0 ? 1 : 0;
     this.#synced = false;
-    const out = be.alloc("f32", this.#vectorShape.reduce((a, b) => a * b, 1));
-    await copyStorages(be, [{ src: this.#vector, dst: out, dtype: "f32", n: out.bytes / 4 }]);
     return new Tensor(bufferNode(out, this.#vectorShape, "f32"));
   }
 
