@@ -405,203 +405,201 @@ function jaxPending() {
   };
 }
 
+const jaxjs: Lib = {
+  name: "jax-js",
+  async init() {
+    const devices = await jax.init();
+    if (!devices.includes("webgpu")) throw new Error(`jax.init() found no webgpu device (got ${devices})`);
+    jax.defaultDevice("webgpu");
+    const info = (jax.getWebGPUDevice() as unknown as { adapterInfo?: GPUAdapterInfo }).adapterInfo;
+    return info?.description ?? "unknown adapter";
+  },
+  async matmul(a, b, n) {
+    const ja = np.array(a).reshape([n, n]);
+    const jb = np.array(b).reshape([n, n]);
+    await jax.blockUntilReady([ja, jb]);
+    const q = jaxPending();
+    return {
+      product: async () => (await np.matmul(ja.ref, jb.ref).data()) as Host,
+      prep: {
+        run() {
+          q.add(np.matmul(ja.ref, jb.ref));
+        },
+        sync: () => q.sync(),
+        dispose() {
+          ja.dispose();
+          jb.dispose();
+        },
+      },
+    };
+  },
+  async mlp() {
+    const [i, h, o] = MLP.sizes;
+    const arr = (shape: number[], seed: number, scale: number) =>
+      np.array(hostNormal(shape.reduce((p, q) => p * q), seed, scale)).reshape(shape);
+    type P = { w1: JArray; b1: JArray; w2: JArray; b2: JArray };
+    let params: P = {
+      w1: arr([i, h], 31, 1 / Math.sqrt(i)),
+      b1: arr([h], 32, 0.01),
+      w2: arr([h, o], 33, 1 / Math.sqrt(h)),
+      b2: arr([o], 34, 0.01),
+    };
+    const x = arr([MLP.batch, i], 2, 1);
+    const y = arr([MLP.batch, o], 3, 1);
+    const lossFn = (p: P, xb: JArray, yb: JArray) => {
+      const hid = jax.nn.relu(np.matmul(xb, p.w1).add(p.b1));
+      return np.square(np.matmul(hid, p.w2).add(p.b2).sub(yb)).mean();
+    };
+    const step = jax.jit((p: P, xb: JArray, yb: JArray) => {
+      const [loss, g] = jax.valueAndGrad(lossFn)(jax.tree.ref(p), xb, yb);
+      const next = jax.tree.map((w: JArray, gw: JArray) => w.sub(gw.mul(MLP.lr)), p, g as P) as P;
+      return [loss, next] as [JArray, P];
+    });
+    await jax.blockUntilReady([params, x, y]);
+    return {
+      run() {
+        const [loss, next] = step(params, x.ref, y.ref);
+        loss.dispose();
+        params = next;
+      },
+      async sync() {
+        await jax.blockUntilReady(params);
+      },
+      dispose() {
+        jax.tree.dispose(params);
+        x.dispose();
+        y.dispose();
+        step.dispose();
+      },
+    };
+  },
+  async lora() {
+    const { batch: B, seq: T, dim: D, heads: H, rank } = BLOCK;
+    const hd = D / H;
+    const s = BLOCK.alpha / rank;
+    const host = blockHostWeights();
+    type Tr = Record<string, JArray>;
+    const frozen: Tr = {};
+    for (const [k, v] of Object.entries(host.frozen)) frozen[k] = np.array(v).reshape(FROZEN_SHAPES[k]);
+    let train: Tr = {};
+    for (const [k, v] of Object.entries(host.train)) train[k] = np.array(v).reshape(trainShape(k));
+    const rope = ropeHost(T, hd);
+    frozen.cos = np.array(rope.cos).reshape([T, 1, hd / 2]);
+    frozen.sin = np.array(rope.sin).reshape([T, 1, hd / 2]);
+    frozen.mask = np.array(causalBias(T)).reshape([T, T]);
+    const x = np.array(hostNormal(B * T * D, 4)).reshape([B * T, D]);
+    const y = np.array(hostNormal(B * T * D, 5)).reshape([B * T, D]);
+
+    const rms = (v: JArray, w: JArray) => {
+      const r = np.reciprocal(np.sqrt(np.mean(np.square(v.ref), -1, { keepdims: true }).add(1e-5)));
+      return v.mul(r).mul(w);
+    };
+    const lora = (v: JArray, w: JArray, a: JArray, b: JArray) =>
+      np.matmul(v.ref, w).add(np.matmul(np.matmul(v, a), b).mul(s));
+    const applyRope = (v: JArray, cos: JArray, sin: JArray) => {
+      const p = v.reshape([B, T, H, hd / 2, 2]);
+      const x0 = p.ref.slice([], [], [], [], 0);
+      const x1 = p.slice([], [], [], [], 1);
+      const r0 = x0.ref.mul(cos.ref).sub(x1.ref.mul(sin.ref));
+      const r1 = x0.mul(sin).add(x1.mul(cos));
+      return np.stack([r0, r1], -1).reshape([B, T, H, hd]);
+    };
+    const lossFn = (t: Tr, f: Tr, xb: JArray, yb: JArray) => {
+      const hn = rms(xb.ref, f.n1);
+      const q = applyRope(lora(hn.ref, f.wq, t.aq, t.bq).reshape([B, T, H, hd]), f.cos.ref, f.sin.ref)
+        .transpose([0, 2, 1, 3]);
+      const k = applyRope(lora(hn.ref, f.wk, t.ak, t.bk).reshape([B, T, H, hd]), f.cos, f.sin)
+        .transpose([0, 2, 3, 1]);
+      const v = lora(hn, f.wv, t.av, t.bv).reshape([B, T, H, hd]).transpose([0, 2, 1, 3]);
+      const att = jax.nn.softmax(np.matmul(q, k).mul(1 / Math.sqrt(hd)).add(f.mask), -1);
+      const o = np.matmul(att, v).transpose([0, 2, 1, 3]).reshape([B * T, D]);
+      const h1 = xb.add(lora(o, f.wo, t.ao, t.bo));
+      const fn = rms(h1.ref, f.n2);
+      const gate = jax.nn.silu(np.matmul(fn.ref, f.w1));
+      const ffn = np.matmul(gate.mul(np.matmul(fn, f.w3)), f.w2);
+      return np.square(h1.add(ffn).sub(yb)).mean();
+    };
+    const step = jax.jit((t: Tr, f: Tr, xb: JArray, yb: JArray) => {
+      const [loss, g] = jax.valueAndGrad(lossFn)(jax.tree.ref(t), f, xb, yb);
+      const next = jax.tree.map((w: JArray, gw: JArray) => w.sub(gw.mul(BLOCK.lr)), t, g as Tr) as Tr;
+      return [loss, next] as [JArray, Tr];
+    });
+    await jax.blockUntilReady([frozen, train, x, y]);
+    return {
+      run() {
+        const [loss, next] = step(train, jax.tree.ref(frozen), x.ref, y.ref);
+        loss.dispose();
+        train = next;
+      },
+      async sync() {
+        await jax.blockUntilReady(train);
+      },
+      dispose() {
+        jax.tree.dispose(train);
+        jax.tree.dispose(frozen);
+        x.dispose();
+        y.dispose();
+        step.dispose();
+      },
+    };
+  },
+  async svd(a, n) {
+    const ja = np.array(a).reshape([n, n]);
+    await jax.blockUntilReady(ja);
+    const [u0, s0, vh0] = np.linalg.svd(ja.ref, { fullMatrices: false });
+    u0.dispose();
+    vh0.dispose();
+    const s = (await s0.data()) as Host;
+    const q = jaxPending();
+    return {
+      s,
+      prep: {
+        run() {
+          const [u, sv, vh] = np.linalg.svd(ja.ref, { fullMatrices: false });
+          q.add(u);
+          q.add(sv);
+          q.add(vh);
+        },
+        sync: () => q.sync(),
+        dispose: () => ja.dispose(),
+      },
+    };
+  },
+};
+
 /**
- * jax-js on `device`: its WebGPU device (every row), or its WebAssembly CPU device (a contrast row for the MLP and
- * LoRA steps only: it is no WebGPU peer). Arrays are placed on the device when a workload is prepared.
+ * `lib` (a jax-js workload set) on jax-js's `device`: the default device is global, so every call into a workload
+ * (preparing, running, draining) sets it first, as the rows interleave the two devices' iterations. The wasm CPU
+ * device is a contrast (MLP and LoRA steps only), not a WebGPU peer.
  */
-function jaxLib(device: "webgpu" | "wasm"): Lib {
-  // The default device is global: every call into a workload (preparing, running, draining) sets it first, as
-  // the rows interleave this device's iterations with the other jax-js device's.
+function onJaxDevice(lib: Lib, device: "webgpu" | "wasm"): Lib {
   const pin = (p: Prepared): Prepared => ({
     run: () => (jax.defaultDevice(device), p.run()),
     recheck: p.recheck && (() => (jax.defaultDevice(device), p.recheck!())),
     sync: () => (jax.defaultDevice(device), p.sync()),
     dispose: () => (jax.defaultDevice(device), p.dispose()),
   });
-  const onDevice = <T>(f: () => Promise<T>) => async () => {
-    jax.defaultDevice(device);
-    return await f();
-  };
-  const lib = jaxWorkloads();
+  const on = <T>(f: () => Promise<T>): Promise<T> => (jax.defaultDevice(device), f());
+  if (device === "webgpu") {
+    return {
+      name: lib.name,
+      init: lib.init,
+      matmul: (a, b, n) => on(() => lib.matmul!(a, b, n)).then((r) => ({ ...r, prep: pin(r.prep) })),
+      mlp: () => on(() => lib.mlp!()).then(pin),
+      lora: () => on(() => lib.lora!()).then(pin),
+      svd: (a, n) => on(() => lib.svd!(a, n)).then((r) => ({ ...r, prep: pin(r.prep) })),
+    };
+  }
   return {
-    name: device === "webgpu" ? "jax-js" : "jax-js wasm (CPU)",
-    contrast: device === "wasm",
+    name: "jax-js wasm (CPU)",
+    contrast: true,
     async init() {
-      const devices = await jax.init(device);
-      if (!devices.includes(device)) throw new Error(`jax.init() found no ${device} device (got ${devices})`);
-      if (device === "wasm") return "WebAssembly on the host CPU";
-      const info = (jax.getWebGPUDevice() as unknown as { adapterInfo?: GPUAdapterInfo }).adapterInfo;
-      return info?.description ?? "unknown adapter";
+      const devices = await jax.init("wasm");
+      if (!devices.includes("wasm")) throw new Error(`jax.init() found no wasm device (got ${devices})`);
+      return "WebAssembly on the host CPU";
     },
-    matmul: device === "webgpu"
-      ? (a, b, n) =>
-        onDevice(async () => ({ ...(await lib.matmul!(a, b, n)) }))().then((r) => ({
-          ...r,
-          prep: pin(r.prep),
-        }))
-      : undefined,
-    mlp: onDevice(async () => pin(await lib.mlp!())),
-    lora: onDevice(async () => pin(await lib.lora!())),
-    svd: device === "webgpu"
-      ? (a, n) => onDevice(() => lib.svd!(a, n))().then((r) => ({ ...r, prep: pin(r.prep) }))
-      : undefined,
-  };
-}
-
-/** The jax-js workloads (on the current default device). */
-function jaxWorkloads(): Omit<Lib, "name" | "init"> {
-  return {
-    async matmul(a, b, n) {
-      const ja = np.array(a).reshape([n, n]);
-      const jb = np.array(b).reshape([n, n]);
-      await jax.blockUntilReady([ja, jb]);
-      const q = jaxPending();
-      return {
-        product: async () => (await np.matmul(ja.ref, jb.ref).data()) as Host,
-        prep: {
-          run() {
-            q.add(np.matmul(ja.ref, jb.ref));
-          },
-          sync: () => q.sync(),
-          dispose() {
-            ja.dispose();
-            jb.dispose();
-          },
-        },
-      };
-    },
-    async mlp() {
-      const [i, h, o] = MLP.sizes;
-      const arr = (shape: number[], seed: number, scale: number) =>
-        np.array(hostNormal(shape.reduce((p, q) => p * q), seed, scale)).reshape(shape);
-      type P = { w1: JArray; b1: JArray; w2: JArray; b2: JArray };
-      let params: P = {
-        w1: arr([i, h], 31, 1 / Math.sqrt(i)),
-        b1: arr([h], 32, 0.01),
-        w2: arr([h, o], 33, 1 / Math.sqrt(h)),
-        b2: arr([o], 34, 0.01),
-      };
-      const x = arr([MLP.batch, i], 2, 1);
-      const y = arr([MLP.batch, o], 3, 1);
-      const lossFn = (p: P, xb: JArray, yb: JArray) => {
-        const hid = jax.nn.relu(np.matmul(xb, p.w1).add(p.b1));
-        return np.square(np.matmul(hid, p.w2).add(p.b2).sub(yb)).mean();
-      };
-      const step = jax.jit((p: P, xb: JArray, yb: JArray) => {
-        const [loss, g] = jax.valueAndGrad(lossFn)(jax.tree.ref(p), xb, yb);
-        const next = jax.tree.map((w: JArray, gw: JArray) => w.sub(gw.mul(MLP.lr)), p, g as P) as P;
-        return [loss, next] as [JArray, P];
-      });
-      await jax.blockUntilReady([params, x, y]);
-      return {
-        run() {
-          const [loss, next] = step(params, x.ref, y.ref);
-          loss.dispose();
-          params = next;
-        },
-        async sync() {
-          await jax.blockUntilReady(params);
-        },
-        dispose() {
-          jax.tree.dispose(params);
-          x.dispose();
-          y.dispose();
-          step.dispose();
-        },
-      };
-    },
-    async lora() {
-      const { batch: B, seq: T, dim: D, heads: H, rank } = BLOCK;
-      const hd = D / H;
-      const s = BLOCK.alpha / rank;
-      const host = blockHostWeights();
-      type Tr = Record<string, JArray>;
-      const frozen: Tr = {};
-      for (const [k, v] of Object.entries(host.frozen)) frozen[k] = np.array(v).reshape(FROZEN_SHAPES[k]);
-      let train: Tr = {};
-      for (const [k, v] of Object.entries(host.train)) train[k] = np.array(v).reshape(trainShape(k));
-      const rope = ropeHost(T, hd);
-      frozen.cos = np.array(rope.cos).reshape([T, 1, hd / 2]);
-      frozen.sin = np.array(rope.sin).reshape([T, 1, hd / 2]);
-      frozen.mask = np.array(causalBias(T)).reshape([T, T]);
-      const x = np.array(hostNormal(B * T * D, 4)).reshape([B * T, D]);
-      const y = np.array(hostNormal(B * T * D, 5)).reshape([B * T, D]);
-
-      const rms = (v: JArray, w: JArray) => {
-        const r = np.reciprocal(np.sqrt(np.mean(np.square(v.ref), -1, { keepdims: true }).add(1e-5)));
-        return v.mul(r).mul(w);
-      };
-      const lora = (v: JArray, w: JArray, a: JArray, b: JArray) =>
-        np.matmul(v.ref, w).add(np.matmul(np.matmul(v, a), b).mul(s));
-      const applyRope = (v: JArray, cos: JArray, sin: JArray) => {
-        const p = v.reshape([B, T, H, hd / 2, 2]);
-        const x0 = p.ref.slice([], [], [], [], 0);
-        const x1 = p.slice([], [], [], [], 1);
-        const r0 = x0.ref.mul(cos.ref).sub(x1.ref.mul(sin.ref));
-        const r1 = x0.mul(sin).add(x1.mul(cos));
-        return np.stack([r0, r1], -1).reshape([B, T, H, hd]);
-      };
-      const lossFn = (t: Tr, f: Tr, xb: JArray, yb: JArray) => {
-        const hn = rms(xb.ref, f.n1);
-        const q = applyRope(lora(hn.ref, f.wq, t.aq, t.bq).reshape([B, T, H, hd]), f.cos.ref, f.sin.ref)
-          .transpose([0, 2, 1, 3]);
-        const k = applyRope(lora(hn.ref, f.wk, t.ak, t.bk).reshape([B, T, H, hd]), f.cos, f.sin)
-          .transpose([0, 2, 3, 1]);
-        const v = lora(hn, f.wv, t.av, t.bv).reshape([B, T, H, hd]).transpose([0, 2, 1, 3]);
-        const att = jax.nn.softmax(np.matmul(q, k).mul(1 / Math.sqrt(hd)).add(f.mask), -1);
-        const o = np.matmul(att, v).transpose([0, 2, 1, 3]).reshape([B * T, D]);
-        const h1 = xb.add(lora(o, f.wo, t.ao, t.bo));
-        const fn = rms(h1.ref, f.n2);
-        const gate = jax.nn.silu(np.matmul(fn.ref, f.w1));
-        const ffn = np.matmul(gate.mul(np.matmul(fn, f.w3)), f.w2);
-        return np.square(h1.add(ffn).sub(yb)).mean();
-      };
-      const step = jax.jit((t: Tr, f: Tr, xb: JArray, yb: JArray) => {
-        const [loss, g] = jax.valueAndGrad(lossFn)(jax.tree.ref(t), f, xb, yb);
-        const next = jax.tree.map((w: JArray, gw: JArray) => w.sub(gw.mul(BLOCK.lr)), t, g as Tr) as Tr;
-        return [loss, next] as [JArray, Tr];
-      });
-      await jax.blockUntilReady([frozen, train, x, y]);
-      return {
-        run() {
-          const [loss, next] = step(train, jax.tree.ref(frozen), x.ref, y.ref);
-          loss.dispose();
-          train = next;
-        },
-        async sync() {
-          await jax.blockUntilReady(train);
-        },
-        dispose() {
-          jax.tree.dispose(train);
-          jax.tree.dispose(frozen);
-          x.dispose();
-          y.dispose();
-          step.dispose();
-        },
-      };
-    },
-    async svd(a, n) {
-      const ja = np.array(a).reshape([n, n]);
-      await jax.blockUntilReady(ja);
-      const [u0, s0, vh0] = np.linalg.svd(ja.ref, { fullMatrices: false });
-      u0.dispose();
-      vh0.dispose();
-      const s = (await s0.data()) as Host;
-      const q = jaxPending();
-      return {
-        s,
-        prep: {
-          run() {
-            const [u, sv, vh] = np.linalg.svd(ja.ref, { fullMatrices: false });
-            q.add(u);
-            q.add(sv);
-            q.add(vh);
-          },
-          sync: () => q.sync(),
-          dispose: () => ja.dispose(),
-        },
-      };
-    },
+    mlp: () => on(() => lib.mlp!()).then(pin),
+    lora: () => on(() => lib.lora!()).then(pin),
   };
 }
 
@@ -894,7 +892,7 @@ async function main(): Promise<void> {
 
   const libs: Lib[] = [];
   const peerStatus: Record<string, string> = {};
-  for (const lib of [tessera, tfjs, jaxLib("webgpu"), webgpuTorch, jaxLib("wasm")]) {
+  for (const lib of [tessera, tfjs, onJaxDevice(jaxjs, "webgpu"), webgpuTorch, onJaxDevice(jaxjs, "wasm")]) {
     try {
       const adapter = await lib.init();
       peerStatus[lib.name] = `ok: ${adapter}`;
