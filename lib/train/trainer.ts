@@ -4,7 +4,9 @@
  *
  * Each step builds one lazy graph (batch → loss → gradients → clipped update, plus the step's metrics), computes
  * it with a single `realize` together with the new parameters and optimiser state, and disposes the previous
- * step's parameter, state and batch buffers. The step's metrics (loss, global and per-group gradient norms,
+ * step's parameter, state and batch buffers. By default the step is compiled: once two consecutive steps built the
+ * same graph, later steps replay its kernels with the new batch and optimiser scalars, without building,
+ * scheduling or binding anything (`compiled_step.ts`; bit for bit the same results). The step's metrics (loss, global and per-group gradient norms,
  * norms of tracked tensors, extra metrics from the loss function) are one small device vector; every
  * `readEvery` steps the pending vectors are stacked and read back with one `data()` call, then written to the
  * JSONL metrics file and shown on the progress bar.
