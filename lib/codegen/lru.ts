@@ -24,15 +24,27 @@ export class LruCache<K, V> {
   #map = new Map<K, V>();
   readonly #capacity: number;
   readonly #onEvict: ((key: K, value: V) => void) | undefined;
+  readonly #weigh: ((key: K, value: V) => number) | undefined;
+  readonly #maxWeight: number;
+  #weight = 0;
   #evictions = 0;
 
-  /** A cache of at most `capacity` (a positive integer) entries. */
-  constructor(capacity: number, opts: { onEvict?: (key: K, value: V) => void } = {}) {
+  /**
+   * A cache of at most `capacity` (a positive integer) entries, and, with `weigh`, of at most `maxWeight` in
+   * total weight (the most recent entry is kept even when it alone weighs more).
+   */
+  constructor(
+    capacity: number,
+    opts: { onEvict?: (key: K, value: V) => void; weigh?: (key: K, value: V) => number; maxWeight?: number } =
+      {},
+  ) {
     if (!Number.isInteger(capacity) || capacity < 1) {
       throw new RangeError(`LruCache: capacity must be a positive integer, got ${capacity}`);
     }
     this.#capacity = capacity;
     this.#onEvict = opts.onEvict;
+    this.#weigh = opts.weigh;
+    this.#maxWeight = opts.maxWeight ?? Infinity;
   }
 
   /** The entry of `key` (made most recent), or undefined. */
@@ -51,11 +63,12 @@ export class LruCache<K, V> {
 
   /** Stores `value` under `key` as the most recent entry, evicting the least recent one when full. */
   set(key: K, value: V): void {
-    this.#map.delete(key);
+    this.delete(key);
     this.#map.set(key, value);
-    while (this.#map.size > this.#capacity) {
+    this.#weight += this.#weigh?.(key, value) ?? 0;
+    while (this.#map.size > this.#capacity || (this.#weight > this.#maxWeight && this.#map.size > 1)) {
       const [k, v] = this.#map.entries().next().value!;
-      this.#map.delete(k);
+      this.delete(k);
       this.#evictions++;
       this.#onEvict?.(k, v);
     }
@@ -63,7 +76,15 @@ export class LruCache<K, V> {
 
   /** Removes `key`'s entry (without calling `onEvict`). */
   delete(key: K): boolean {
+    const v = this.#map.get(key);
+    if (v === undefined) return false;
+    this.#weight -= this.#weigh?.(key, v) ?? 0;
     return this.#map.delete(key);
+  }
+
+  /** Total weight of the entries (0 without `weigh`). */
+  get weight(): number {
+    return this.#weight;
   }
 
   /** Number of entries. */
@@ -89,5 +110,6 @@ export class LruCache<K, V> {
   /** Removes every entry (without calling `onEvict`). */
   clear(): void {
     this.#map.clear();
+    this.#weight = 0;
   }
 }

@@ -112,7 +112,13 @@ export interface PlanOptions {
 /** Most plans kept (least recently used ones are evicted). */
 export const PLAN_CACHE_SIZE = 64;
 
-const planCache = new LruCache<string, Plan>(PLAN_CACHE_SIZE);
+/** Most characters of graph signatures kept by the plan cache (a big model's step has a signature of ~1 MB). */
+export const PLAN_CACHE_CHARS = 16 * 2 ** 20;
+
+const planCache = new LruCache<string, Plan>(PLAN_CACHE_SIZE, {
+  weigh: (key) => key.length,
+  maxWeight: PLAN_CACHE_CHARS,
+});
 
 /** The plan of the graph below `roots` (whose signature is `sig`): from the cache, or scheduled and lowered. */
 export function planFor(roots: readonly Node[], sig: GraphSignature, opts: PlanOptions): Plan {

@@ -81,4 +81,13 @@ Deno.test("LruCache evicts the least recently used entry and refuses a bad capac
   equal(evicted.join(), "b,c");
   equal(c.evictions, 2);
   throws(() => new LruCache(0), /capacity must be a positive integer, got 0/);
+  // A weight budget evicts the least recent entries until the total fits (the newest always stays).
+  const w = new LruCache<string, string>(10, { weigh: (_k, v) => v.length, maxWeight: 10 });
+  w.set("a", "xxxx");
+  w.set("b", "xxxx");
+  equal(w.weight, 8);
+  w.set("c", "xxxx"); // 12 > 10: "a" goes
+  equal([w.has("a"), w.has("b"), w.has("c"), w.weight].join(), "false,true,true,8");
+  w.set("d", "x".repeat(20)); // alone over the budget: kept, everything older evicted
+  equal([w.size, w.weight].join(), "1,20");
 });
