@@ -8,13 +8,16 @@ import { CpuBackend } from "../../lib/runtime/cpu.ts";
 import type { Backend } from "../../lib/runtime/backend.ts";
 import { BoundPlan, copyStorages, graphSignature, planFor, writeStorage } from "../../lib/runtime/plan.ts";
 import { paramValue } from "../../lib/codegen/lower.ts";
-import { loadParameters, namedParameters } from "../../lib/nn/mod.ts";
+import { AdamW, crossEntropy, loadParameters, Mlp, namedParameters } from "../../lib/nn/mod.ts";
+import { attachLora, LORA_TRAINABLE } from "../../lib/lora/mod.ts";
+import type { Shape } from "../../mod.ts";
 import { Trainer, type TrainerOptions } from "../../lib/train/mod.ts";
 import { cachedPlans } from "../../lib/runtime/plan.ts";
 import { mlpSetup } from "./_setup.ts";
 import { TestRng } from "../_helpers.ts";
 
 type Setup = ReturnType<typeof mlpSetup>;
+type F = Tensor<Shape, "f32">;
 
 async function stateOf(
   t: { model: object; optimizer: Trainer<object>["optimizer"] },
@@ -171,4 +174,39 @@ Deno.test("a backend without prepare, write and copy still replays a bound plan 
   await copyStorages(bare, [{ src: bound.root(0), dst: copy, dtype: "f32", n: 3 }]);
   deepEqual(await bare.read(copy, "f32", 3), await bare.read(bound.root(0), "f32", 3));
   bound.dispose();
+});
+
+Deno.test("LoRA dropout draws a new mask every step: the trainer keeps tracing, with the eager results", async () => {
+  const rng = new TestRng(305);
+  const make = async () => {
+    const model = new Mlp([12, 16, 3], { seed: 9 });
+    await attachLora(model, {
+      targetModules: ["layers.0", "layers.1"],
+      rank: 2,
+      alpha: 4,
+      dropout: 0.25,
+      seed: 3,
+    });
+    return model;
+  };
+  const xs = rng.normals(8 * 12);
+  const ys = Int32Array.from({ length: 8 }, (_, i) => i % 3);
+  const setup = (model: Mlp, compile: boolean) =>
+    new Trainer({
+      model,
+      optimizer: new AdamW(model, { lr: 1e-2, trainable: LORA_TRAINABLE }),
+      batch: () => ({ x: tensor(xs, { shape: [8, 12] }), y: tensor(ys, { dtype: "i32" }) }),
+      loss: (m, b) => crossEntropy(m.forward(b.x as F) as F, b.y as Tensor<Shape, "i32">),
+      steps: 6,
+      readEvery: 3,
+      progress: false,
+      compile,
+    });
+  const eager = setup(await make(), false);
+  const compiled = setup(await make(), true);
+  deepEqual(await compiled.run(), await eager.run());
+  equal(compiled.compileStats.replayed, 0);
+  ok(/new at every step/.test(compiled.compileStats.blocker ?? ""), compiled.compileStats.blocker ?? "null");
+  eager.close();
+  compiled.close();
 });
