@@ -77,11 +77,19 @@ export {
   type SvdOptions,
   type SvdResult,
 } from "./lib/linalg/mod.ts";
-export { type KernelLaunch, type OutputSpec, runKernels } from "./lib/tensor/custom.ts";
+export {
+  customKernel,
+  type CustomKernelSpec,
+  type KernelLaunch,
+  type OutputSpec,
+  runKernels,
+} from "./lib/tensor/custom.ts";
 export type { DeviceName, Node, Storage } from "./lib/ir/node.ts";
-export { type CustomVjpArg, Op, type OpArgs } from "./lib/ir/ops.ts";
+export { type CustomKernelArg, type CustomVjpArg, type HostBuffer, Op, type OpArgs } from "./lib/ir/ops.ts";
+export { type AdapterTraits, type MatmulPolicy, matmulPolicyFor } from "./lib/codegen/matmul_policy.ts";
+export type { MatmulTile } from "./kernels/matmul.wgsl.ts";
 export type * from "./lib/codegen/kexpr.ts";
-export type { Backend, BackendStats, RawStep, Step } from "./lib/runtime/backend.ts";
+export type { Backend, BackendStats, PreparedSteps, RawStep, Step } from "./lib/runtime/backend.ts";
 export { getBackend, getDefaultDevice, getWebGPU, setDefaultDevice } from "./lib/runtime/realize.ts";
 export { NoAdapterError, type WebGPUBackend, WebGPUError } from "./lib/runtime/webgpu.ts";
 export { OptionsError } from "./lib/options.ts";
