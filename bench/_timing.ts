@@ -242,8 +242,9 @@ function cpuTicks(): { busy: number; total: number; self: number } | null {
     const busy = user + nice + system + irq + softirq + (steal ?? 0);
     const own = Deno.readTextFileSync("/proc/self/stat");
     const fields = own.slice(own.lastIndexOf(")") + 2).split(" ").map(Number);
-    // fields[0] is field 3 (state) of proc(5); utime and stime are fields 14 and 15
-    const self = fields[11] + fields[12];
+    // fields[0] is field 3 (state) of proc(5); utime and stime are fields 14 and 15, and the finished child
+    // processes' cutime and cstime fields 16 and 17 (benchmarks that measure in child processes)
+    const self = fields[11] + fields[12] + fields[13] + fields[14];
     if (![busy, idle, iowait, self].every(Number.isFinite)) return null;
     return { busy, total: busy + idle + iowait, self };
   } catch {

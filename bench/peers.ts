@@ -12,6 +12,9 @@
  *   jax-js: `jit(valueAndGrad)` with the SGD update inside the jitted step);
  * - thin SVD of a 256×256 matrix where a peer has one (tessera: `lib/linalg` svd; jax-js: `np.linalg.svd`).
  *
+ * jax-js's WebAssembly CPU device runs the MLP and LoRA steps as a contrast column (the same jitted code on the
+ * host's cores instead of the adapter): printed with tessera's ratio to it, not counted as the best peer.
+ *
  * Timing follows bench/_timing.ts: warm-up (compiles the pipelines), calibration of iterations per repetition,
  * repetitions interleaved across the libraries of a row (a slow spell of the shared host hits all alike), median
  * time per iteration. Each repetition ends with the library's own synchronisation:
@@ -60,6 +63,8 @@ interface Prepared {
 /** A library in the comparison. */
 interface Lib {
   readonly name: string;
+  /** A contrast, not a peer: printed, but not counted as the best peer (jax-js on its wasm CPU device). */
+  readonly contrast?: boolean;
   /** Initialises the library on WebGPU; returns its adapter description. */
   init(): Promise<string>;
   matmul?(a: Host, b: Host, n: number): Promise<{ prep: Prepared; product(): Promise<Host> }>;
@@ -382,7 +387,8 @@ const tfjs: Lib = {
 };
 
 // ---------------------------------------------------------------------------------------------------------
-// jax-js (WebGPU device). Ownership: every function consumes its array arguments; `.ref` keeps one alive.
+// jax-js (WebGPU device, and its wasm CPU device as a contrast). Ownership: every function consumes its array
+// arguments; `.ref` keeps one alive.
 
 /** A jax-js queue drain: submits and awaits the outputs gathered since the last drain, then frees them. */
 function jaxPending() {
@@ -562,6 +568,42 @@ const jaxjs: Lib = {
   },
 };
 
+/**
+ * `lib` (a jax-js workload set) on jax-js's `device`: the default device is global, so every call into a workload
+ * (preparing, running, draining) sets it first, as the rows interleave the two devices' iterations. The wasm CPU
+ * device is a contrast (MLP and LoRA steps only), not a WebGPU peer.
+ */
+function onJaxDevice(lib: Lib, device: "webgpu" | "wasm"): Lib {
+  const pin = (p: Prepared): Prepared => ({
+    run: () => (jax.defaultDevice(device), p.run()),
+    recheck: p.recheck && (() => (jax.defaultDevice(device), p.recheck!())),
+    sync: () => (jax.defaultDevice(device), p.sync()),
+    dispose: () => (jax.defaultDevice(device), p.dispose()),
+  });
+  const on = <T>(f: () => Promise<T>): Promise<T> => (jax.defaultDevice(device), f());
+  if (device === "webgpu") {
+    return {
+      name: lib.name,
+      init: lib.init,
+      matmul: (a, b, n) => on(() => lib.matmul!(a, b, n)).then((r) => ({ ...r, prep: pin(r.prep) })),
+      mlp: () => on(() => lib.mlp!()).then(pin),
+      lora: () => on(() => lib.lora!()).then(pin),
+      svd: (a, n) => on(() => lib.svd!(a, n)).then((r) => ({ ...r, prep: pin(r.prep) })),
+    };
+  }
+  return {
+    name: "jax-js wasm (CPU)",
+    contrast: true,
+    async init() {
+      const devices = await jax.init("wasm");
+      if (!devices.includes("wasm")) throw new Error(`jax.init() found no wasm device (got ${devices})`);
+      return "WebAssembly on the host CPU";
+    },
+    mlp: () => on(() => lib.mlp!()).then(pin),
+    lora: () => on(() => lib.lora!()).then(pin),
+  };
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // webgpu-torch: tried on a 64×64 product; reported as not available when it fails.
 
@@ -712,6 +754,8 @@ interface RowResult {
   /** Best peer's median ms / tessera's median ms (> 1: tessera is faster). */
   speedVsBestPeer?: number;
   bestPeer?: string;
+  /** Each contrast's median ms / tessera's median ms. */
+  speedVsContrast?: Record<string, number>;
 }
 
 function message(e: unknown): string {
@@ -772,8 +816,13 @@ async function runRow(
   const row: RowResult = { workload, flops: opts.flops, cells };
   const own = cells.tessera?.timing;
   let best: [string, number] | null = null;
+  const contrasts = new Set(libs.filter((l) => l.contrast).map((l) => l.name));
   for (const [name, c] of Object.entries(cells)) {
     if (name === "tessera" || c.timing === undefined) continue;
+    if (contrasts.has(name)) {
+      if (own !== undefined) row.speedVsContrast = { ...row.speedVsContrast, [name]: c.timing.ms / own.ms };
+      continue;
+    }
     if (best === null || c.timing.ms < best[1]) best = [name, c.timing.ms];
   }
   if (own !== undefined && best !== null) {
@@ -844,7 +893,7 @@ async function main(): Promise<void> {
 
   const libs: Lib[] = [];
   const peerStatus: Record<string, string> = {};
-  for (const lib of [tessera, tfjs, jaxjs, webgpuTorch]) {
+  for (const lib of [tessera, tfjs, onJaxDevice(jaxjs, "webgpu"), webgpuTorch, onJaxDevice(jaxjs, "wasm")]) {
     try {
       const adapter = await lib.init();
       peerStatus[lib.name] = `ok: ${adapter}`;
@@ -947,11 +996,21 @@ async function main(): Promise<void> {
     r.workload,
     ...names.map((n) => cellText(r.cells[n], r.flops)),
     r.speedVsBestPeer === undefined ? "" : `${fmt(r.speedVsBestPeer, 2)}× vs ${r.bestPeer}`,
+    Object.entries(r.speedVsContrast ?? {}).map(([n, x]) => `${fmt(x, 2)}× vs ${n}`).join(", "),
   ]);
   log("");
-  log(table(["workload (median ms per iteration)", ...names, "tessera speed vs best peer"], body));
+  log(table([
+    "workload (median ms per iteration)",
+    ...names,
+    "tessera speed vs best peer",
+    "vs contrast",
+  ], body));
   reasons.forEach((r, i) => log(`(${i + 1}) ${r}`));
-  log("\nspeed vs best peer = best peer's median time / tessera's median time (> 1: tessera faster).");
+  log(
+    "\nspeed vs best peer = best peer's median time / tessera's median time (> 1: tessera faster); the best " +
+      "peer is among the WebGPU libraries. jax-js wasm (CPU) runs on the host's CPU cores instead of the adapter: " +
+      "a contrast, not a peer (on a software adapter both use the same cores).",
+  );
   const spreads = rows.flatMap((r) =>
     Object.entries(r.cells).filter(([, c]) => c.timing).map(([n, c]) =>
       `${n} ${fmt(c.timing!.minMs, 1)}–${fmt(c.timing!.maxMs, 1)} ms (${c.timing!.iters}×${c.timing!.reps})`

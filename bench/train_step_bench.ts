@@ -1,64 +1,59 @@
 /**
- * Training-step benchmark: time per step and tokens (or examples) per second of the Trainer on an MLP and on
- * small Llama-style transformer LMs (RoPE + GQA attention, RMSNorm, SwiGLU), with AdamW, global-norm clipping
- * and one metrics readback per `readEvery` steps, as a real run does.
+ * Training-step benchmark: time per step, tokens (or examples) per second, kernels per step and the host's share of
+ * the Trainer on an MLP and on small Llama-style transformer LMs (RoPE + GQA attention, RMSNorm, SwiGLU), with
+ * AdamW, global-norm clipping and one metrics readback per `readEvery` steps, as a real run does.
  *
- *   deno run -A bench/train_step_bench.ts [--steps 20] [--readEvery 10]   prints a table
- *   deno bench -A bench/train_step_bench.ts                                 one step (+ one readback) per iteration
+ *   deno run -A bench/train_step_bench.ts [--steps 20] [--readEvery 10]      this checkout, one table
+ *   deno run -A bench/train_step_bench.ts --vs /tmp/main-ref [--rounds 3]   side by side with another checkout
+ *   deno bench -A bench/train_step_bench.ts                                  one step per iteration
  *
- * The table also gives the kernels launched per step (each step is one submission).
+ * With `--vs DIR` every case runs in fresh processes, alternating between this checkout and the one in DIR (e.g.
+ * `git worktree add /tmp/main-ref main`), `--rounds` times each; the table gives the median ms/step of each side
+ * and their ratio. The other checkout needs only the public API this script uses (`mod.ts`, `lib/nn`, `lib/train`,
+ * `lib/models/llama.ts`, `lib/data/rng.ts`).
+ *
+ * Columns: ms/step is wall time per step after the warm-up steps (kernels compiled, the step compiled for replay);
+ * kernels/step counts the launches per step (submitted through `run` or a prepared replay); host ms/step is the
+ * wall time minus the time spent waiting for the device (in readbacks, and in `queue.submit`, which on Deno's
+ * WebGPU returns only once the previous submission has finished), i.e. the JavaScript of building (or replaying)
+ * the step and encoding it. On a software adapter the device's threads share the host's cores, so host time there
+ * includes time lost to them. host CPU ms/step is the CPU time of the main (JavaScript) thread alone, from
+ * `/proc` (Linux, 10 ms ticks: take it over 20 steps or more), which such contention does not inflate.
  *
  * @module
  */
 import { parseArgs } from "node:util";
-import { getWebGPU, type Shape, type Tensor, tensor } from "../mod.ts";
-import {
-  AdamW,
-  crossEntropy,
-  deriveSeed,
-  Embedding,
-  Linear,
-  Mlp,
-  Module,
-  RMSNorm,
-  TransformerBlock,
-} from "../lib/nn/mod.ts";
-import { Trainer } from "../lib/train/mod.ts";
-import { Rng } from "../lib/data/rng.ts";
-import { LlamaLM } from "../lib/models/llama.ts";
-import { loadLlama } from "../lib/models/load.ts";
-import { attachLora } from "../lib/init/mod.ts";
-import { LORA_TRAINABLE } from "../lib/lora/mod.ts";
+import type { Shape, Tensor } from "../mod.ts";
+import { adapterLine, fmt, table, watchHostLoad } from "./_timing.ts";
 
 type F32 = Tensor<Shape, "f32">;
 type I32 = Tensor<Shape, "i32">;
 
-/** A Llama-style LM: embedding, pre-norm transformer blocks, final RMSNorm and an output projection. */
-class BenchLm extends Module {
-  tokEmb: Embedding;
-  layers: TransformerBlock[];
-  norm: RMSNorm;
-  output: Linear;
+/** The library modules a case needs, imported from a checkout's root. */
+interface Lib {
+  mod: typeof import("../mod.ts");
+  nn: typeof import("../lib/nn/mod.ts");
+  train: typeof import("../lib/train/mod.ts");
+  rng: typeof import("../lib/data/rng.ts");
+  llama: typeof import("../lib/models/llama.ts");
+}
 
-  constructor(c: LmConfig, seed: number) {
-    super();
-    this.tokEmb = new Embedding(c.vocab, c.dim, { seed: deriveSeed(seed, "emb"), std: 0.02 });
-    this.layers = Array.from({ length: c.layers }, (_, i) =>
-      new TransformerBlock(c.dim, {
-        nHeads: c.nHeads,
-        nKvHeads: c.nKvHeads,
-        hiddenDim: c.hiddenDim,
-        seed: deriveSeed(seed, "layers", i),
-      }));
-    this.norm = new RMSNorm(c.dim);
-    this.output = new Linear(c.dim, c.vocab, { seed: deriveSeed(seed, "output"), bias: false });
-  }
+async function loadLib(root: URL): Promise<Lib> {
+  const at = (p: string) => new URL(p, root).href;
+  return {
+    mod: await import(at("mod.ts")),
+    nn: await import(at("lib/nn/mod.ts")),
+    train: await import(at("lib/train/mod.ts")),
+    rng: await import(at("lib/data/rng.ts")),
+    llama: await import(at("lib/models/llama.ts")),
+  };
+}
 
-  forward(ids: I32): Tensor<number[], "f32"> {
-    let h = this.tokEmb.forward(ids) as F32;
-    for (const layer of this.layers) h = layer.forward(h) as F32;
-    return this.output.forward(this.norm.forward(h) as F32);
-  }
+/** A trainer as the benchmark drives it. */
+interface BenchTrainer {
+  run(opts?: { until?: number }): Promise<unknown>;
+  readonly step: number;
+  readonly compileStats?: { traced: number; replayed: number };
 }
 
 interface LmConfig {
@@ -77,11 +72,43 @@ interface Case {
   /** Tokens (or examples) per step. */
   tokens: number;
   unit: string;
-  make: (readEvery: number) => Trainer<object> | Promise<Trainer<object>>;
+  make: (lib: Lib, readEvery: number) => Promise<BenchTrainer>;
 }
 
 /** stories260K's checkpoint, when the shared data sits beside the repository. */
 const STORIES = new URL("../../shared/data/models/stories260K/stories260K.bin", import.meta.url);
+
+function haveStories(): boolean {
+  try {
+    return Deno.statSync(STORIES).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/** A Llama-style LM: embedding, pre-norm transformer blocks, final RMSNorm and an output projection. */
+function benchLm(lib: Lib, c: LmConfig, seed: number) {
+  const { Embedding, Linear, Module, RMSNorm, TransformerBlock, deriveSeed } = lib.nn;
+  class BenchLm extends Module {
+    tokEmb = new Embedding(c.vocab, c.dim, { seed: deriveSeed(seed, "emb"), std: 0.02 });
+    layers = Array.from({ length: c.layers }, (_, i) =>
+      new TransformerBlock(c.dim, {
+        nHeads: c.nHeads,
+        nKvHeads: c.nKvHeads,
+        hiddenDim: c.hiddenDim,
+        seed: deriveSeed(seed, "layers", i),
+      }));
+    norm = new RMSNorm(c.dim);
+    output = new Linear(c.dim, c.vocab, { seed: deriveSeed(seed, "output"), bias: false });
+
+    forward(ids: I32): Tensor<number[], "f32"> {
+      let h = this.tokEmb.forward(ids) as F32;
+      for (const layer of this.layers) h = layer.forward(h) as F32;
+      return this.output.forward(this.norm.forward(h) as F32);
+    }
+  }
+  return new BenchLm();
+}
 
 /**
  * A LoRA fine-tune of stories260K (rank 8, alpha 8 on wq, wk, wv, wo, w1, w2, w3; AdamW on the adapters only):
@@ -89,20 +116,16 @@ const STORIES = new URL("../../shared/data/models/stories260K/stories260K.bin", 
  * the shapes). Batches are random token windows.
  */
 function storiesLoraCase(batch: number, seqLen: number): Case {
-  let real = false;
-  try {
-    real = Deno.statSync(STORIES).isFile;
-  } catch {
-    real = false;
-  }
+  const real = haveStories();
   return {
     name:
       `LoRA fine-tune of stories260K${real ? "" : " (random weights)"}, r=8 on 7 projections x 5 layers, ` +
       `batch ${batch}x${seqLen}`,
     tokens: batch * seqLen,
     unit: "tokens",
-    make: async (readEvery) => {
-      const model = real ? await loadLlama(STORIES.pathname) : LlamaLM.random({
+    make: async (lib, readEvery) => {
+      const { LlamaLM } = lib.llama;
+      const model = real ? await LlamaLM.fromLlama2c(STORIES.pathname) : LlamaLM.random({
         dim: 64,
         hiddenDim: 172,
         nLayers: 5,
@@ -112,30 +135,30 @@ function storiesLoraCase(batch: number, seqLen: number): Case {
         seqLen: 512,
         sharedClassifier: true,
       }, { seed: 1 });
-      await attachLora(model, {
+      await lib.mod.attachLora(model, {
         targetModules: ["wq", "wk", "wv", "wo", "w1", "w2", "w3"],
         rank: 8,
         alpha: 8,
         init: "lora",
         seed: 0,
       });
-      return new Trainer({
+      return new lib.train.Trainer({
         model,
-        optimizer: new AdamW(model, { lr: 1e-3, weightDecay: 0, trainable: LORA_TRAINABLE }),
-        batch: (step) => {
-          const rng = new Rng(deriveSeed(4, step));
+        optimizer: new lib.nn.AdamW(model, { lr: 1e-3, weightDecay: 0, trainable: lib.mod.LORA_TRAINABLE }),
+        batch: (step: number) => {
+          const rng = new lib.rng.Rng(lib.nn.deriveSeed(4, step));
           const ids = () => Int32Array.from({ length: batch * seqLen }, () => rng.int(512));
           return {
-            x: tensor(ids(), { shape: [batch, seqLen], dtype: "i32" }),
-            y: tensor(ids(), { shape: [batch, seqLen], dtype: "i32" }),
+            x: lib.mod.tensor(ids(), { shape: [batch, seqLen], dtype: "i32" }),
+            y: lib.mod.tensor(ids(), { shape: [batch, seqLen], dtype: "i32" }),
           };
         },
-        loss: (m, b) => m.loss(b.x as I32, b.y as I32),
+        loss: (m: typeof model, b: Record<string, Tensor>) => m.loss(b.x as I32, b.y as I32),
         steps: 1e9,
         clipNorm: 1,
         readEvery,
         progress: false,
-      }) as unknown as Trainer<object>;
+      });
     },
   };
 }
@@ -145,31 +168,34 @@ function lmCase(name: string, c: LmConfig): Case {
     name,
     tokens: c.batch * c.seqLen,
     unit: "tokens",
-    make: (readEvery) => {
-      const model = new BenchLm(c, 1);
-      return new Trainer({
-        model,
-        optimizer: new AdamW(model, { lr: 1e-3 }),
-        batch: (step) => {
-          const rng = new Rng(deriveSeed(2, step));
-          const ids = Int32Array.from({ length: c.batch * (c.seqLen + 1) }, () => rng.int(c.vocab));
-          const x = new Int32Array(c.batch * c.seqLen);
-          const y = new Int32Array(c.batch * c.seqLen);
-          for (let b = 0; b < c.batch; b++) {
-            x.set(ids.subarray(b * (c.seqLen + 1), b * (c.seqLen + 1) + c.seqLen), b * c.seqLen);
-            y.set(ids.subarray(b * (c.seqLen + 1) + 1, (b + 1) * (c.seqLen + 1)), b * c.seqLen);
-          }
-          return {
-            x: tensor(x, { shape: [c.batch, c.seqLen], dtype: "i32" }),
-            y: tensor(y, { shape: [c.batch, c.seqLen], dtype: "i32" }),
-          };
-        },
-        loss: (m, b) => crossEntropy(m.forward(b.x as I32) as F32, b.y as I32),
-        steps: 1e9,
-        clipNorm: 1,
-        readEvery,
-        progress: false,
-      }) as unknown as Trainer<object>;
+    make: (lib, readEvery) => {
+      const model = benchLm(lib, c, 1);
+      return Promise.resolve(
+        new lib.train.Trainer({
+          model,
+          optimizer: new lib.nn.AdamW(model, { lr: 1e-3 }),
+          batch: (step: number) => {
+            const rng = new lib.rng.Rng(lib.nn.deriveSeed(2, step));
+            const ids = Int32Array.from({ length: c.batch * (c.seqLen + 1) }, () => rng.int(c.vocab));
+            const x = new Int32Array(c.batch * c.seqLen);
+            const y = new Int32Array(c.batch * c.seqLen);
+            for (let b = 0; b < c.batch; b++) {
+              x.set(ids.subarray(b * (c.seqLen + 1), b * (c.seqLen + 1) + c.seqLen), b * c.seqLen);
+              y.set(ids.subarray(b * (c.seqLen + 1) + 1, (b + 1) * (c.seqLen + 1)), b * c.seqLen);
+            }
+            return {
+              x: lib.mod.tensor(x, { shape: [c.batch, c.seqLen], dtype: "i32" }),
+              y: lib.mod.tensor(y, { shape: [c.batch, c.seqLen], dtype: "i32" }),
+            };
+          },
+          loss: (m: typeof model, b: Record<string, Tensor>) =>
+            lib.nn.crossEntropy(m.forward(b.x as I32) as F32, b.y as I32),
+          steps: 1e9,
+          clipNorm: 1,
+          readEvery,
+          progress: false,
+        }),
+      );
     },
   };
 }
@@ -179,24 +205,29 @@ const cases: Case[] = [
     name: "MLP 784-256-10, batch 128",
     tokens: 128,
     unit: "examples",
-    make: (readEvery) => {
-      const model = new Mlp([784, 256, 10], { seed: 1 });
-      return new Trainer({
-        model,
-        optimizer: new AdamW(model, { lr: 1e-3 }),
-        batch: (step) => {
-          const rng = new Rng(deriveSeed(3, step));
-          return {
-            x: tensor(Float32Array.from({ length: 128 * 784 }, () => rng.next()), { shape: [128, 784] }),
-            y: tensor(Int32Array.from({ length: 128 }, () => rng.int(10)), { dtype: "i32" }),
-          };
-        },
-        loss: (m, b) => crossEntropy(m.forward(b.x as F32) as F32, b.y as I32),
-        steps: 1e9,
-        clipNorm: 1,
-        readEvery,
-        progress: false,
-      }) as unknown as Trainer<object>;
+    make: (lib, readEvery) => {
+      const model = new lib.nn.Mlp([784, 256, 10], { seed: 1 });
+      return Promise.resolve(
+        new lib.train.Trainer({
+          model,
+          optimizer: new lib.nn.AdamW(model, { lr: 1e-3 }),
+          batch: (step: number) => {
+            const rng = new lib.rng.Rng(lib.nn.deriveSeed(3, step));
+            return {
+              x: lib.mod.tensor(Float32Array.from({ length: 128 * 784 }, () => rng.next()), {
+                shape: [128, 784],
+              }),
+              y: lib.mod.tensor(Int32Array.from({ length: 128 }, () => rng.int(10)), { dtype: "i32" }),
+            };
+          },
+          loss: (m: typeof model, b: Record<string, Tensor>) =>
+            lib.nn.crossEntropy(m.forward(b.x as F32) as F32, b.y as I32),
+          steps: 1e9,
+          clipNorm: 1,
+          readEvery,
+          progress: false,
+        }),
+      );
     },
   },
   lmCase("transformer LM 2 layers, dim 32, 4/2 heads, batch 8x32", {
@@ -222,54 +253,282 @@ const cases: Case[] = [
   storiesLoraCase(8, 64),
 ];
 
-/** Runs `steps` steps after a warm-up (the first steps compile the kernels) and returns the timings. */
-async function measure(c: Case, steps: number, readEvery: number) {
-  const be = await getWebGPU();
-  const trainer = await c.make(readEvery);
-  await trainer.run({ until: 3 });
-  const run = be.run;
+/** What one measurement of a case gives. */
+interface Measured {
+  msPerStep: number;
+  kernelsPerStep: number;
+  hostMsPerStep: number;
+  /** CPU time of the main (JavaScript) thread per step, in ms, or null where `/proc` cannot be read. */
+  hostCpuMsPerStep: number | null;
+  traced: number | null;
+  replayed: number | null;
+}
+
+/**
+ * Runs `warmup` steps (compiling the kernels and, where the trainer compiles steps, the step), then `steps` timed
+ * steps of case `c` with the library `lib`, counting launches and the time spent waiting for the device: in
+ * readbacks, and in `queue.submit`, which on Deno's WebGPU returns only once the previous submission has finished
+ * (one submission in flight).
+ */
+async function measure(
+  lib: Lib,
+  c: Case,
+  steps: number,
+  warmup: number,
+  readEvery: number,
+): Promise<Measured> {
+  const be = await lib.mod.getWebGPU();
+  let counting = false;
   let kernels = 0;
+  let waiting = 0;
+  const timed = async <T>(f: () => Promise<T>): Promise<T> => {
+    const t0 = performance.now();
+    try {
+      return await f();
+    } finally {
+      if (counting) waiting += performance.now() - t0;
+    }
+  };
+  const { run, read } = be;
+  const queue = be.device.queue;
+  const submit = queue.submit;
+  const prepare = (be as { prepare?: (s: readonly unknown[]) => { run(): Promise<void> } }).prepare;
   be.run = (s) => {
-    kernels += s.length;
+    if (counting) kernels += s.length;
     return run.call(be, s);
   };
-  const t0 = performance.now();
+  be.read = (...args) => timed(() => read.apply(be, args));
+  queue.submit = (buffers) => {
+    const t0 = performance.now();
+    submit.call(queue, buffers);
+    if (counting) waiting += performance.now() - t0;
+  };
+  if (prepare !== undefined) {
+    (be as { prepare?: unknown }).prepare = (s: readonly unknown[]) => {
+      const p = prepare.call(be, s);
+      return {
+        ...p,
+        run: () => {
+          if (counting) kernels += s.length;
+          return p.run();
+        },
+      };
+    };
+  }
   try {
-    await trainer.run({ until: 3 + steps });
+    const trainer = await c.make(lib, readEvery);
+    await trainer.run({ until: warmup });
+    await be.sync();
+    const before = trainer.compileStats;
+    counting = true;
+    const cpu0 = mainThreadCpuMs();
+    const t0 = performance.now();
+    await trainer.run({ until: warmup + steps });
+    await timed(() => be.sync());
+    const ms = performance.now() - t0;
+    const cpu1 = mainThreadCpuMs();
+    counting = false;
+    const after = trainer.compileStats;
+    return {
+      msPerStep: ms / steps,
+      kernelsPerStep: kernels / steps,
+      hostMsPerStep: (ms - waiting) / steps,
+      hostCpuMsPerStep: cpu0 === null || cpu1 === null ? null : (cpu1 - cpu0) / steps,
+      traced: after === undefined || before === undefined ? null : after.traced - before.traced,
+      replayed: after === undefined || before === undefined ? null : after.replayed - before.replayed,
+    };
   } finally {
     be.run = run;
+    be.read = read;
+    queue.submit = submit;
+    if (prepare !== undefined) (be as { prepare?: unknown }).prepare = prepare;
   }
-  const ms = (performance.now() - t0) / steps;
-  return { ms, perSecond: (c.tokens * 1000) / ms, kernels: Math.round(kernels / steps) };
+}
+
+/**
+ * CPU time (user + system) the main thread has used, in ms, from `/proc/<pid>/task/<pid>/stat` (Linux; clock
+ * ticks of 10 ms, so take it over many steps); null where it cannot be read. The device's own threads (llvmpipe's
+ * workers, the driver's) are other threads: this is the host's share of a step, whatever they do meanwhile.
+ */
+function mainThreadCpuMs(): number | null {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${Deno.pid}/task/${Deno.pid}/stat`);
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ").map(Number);
+    const ticks = f[11] + f[12]; // utime and stime, fields 14 and 15 of proc(5)
+    return Number.isFinite(ticks) ? ticks * 10 : null;
+  } catch {
+    return null;
+  }
+}
+
+const HERE = new URL("../", import.meta.url);
+
+function cpuCell(ms: readonly Measured[]): string {
+  const xs = ms.map((m) => m.hostCpuMsPerStep).filter((x): x is number => x !== null);
+  return xs.length === 0 ? "-" : fmt(median(xs), 1);
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const h = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[h] : (s[h - 1] + s[h]) / 2;
+}
+
+/** Runs one case in a fresh process against the checkout at `root`; returns its measurement. */
+async function child(root: URL, caseIndex: number, steps: number, warmup: number, readEvery: number) {
+  const args = [
+    "run",
+    "-A",
+    new URL("bench/train_step_bench.ts", HERE).pathname,
+    "--child",
+    "--lib",
+    root.pathname,
+    "--case",
+    String(caseIndex),
+    "--steps",
+    String(steps),
+    "--warmup",
+    String(warmup),
+    "--readEvery",
+    String(readEvery),
+  ];
+  const out = await new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "inherit" }).output();
+  if (!out.success) throw new Error(`bench child for case ${caseIndex} on ${root.pathname} failed`);
+  const text = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!;
+  return JSON.parse(text) as Measured;
 }
 
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { steps: { type: "string", default: "20" }, readEvery: { type: "string", default: "10" } },
+    options: {
+      steps: { type: "string", default: "20" },
+      warmup: { type: "string", default: "5" },
+      readEvery: { type: "string", default: "10" },
+      vs: { type: "string" },
+      rounds: { type: "string", default: "3" },
+      cases: { type: "string" },
+      child: { type: "boolean", default: false },
+      lib: { type: "string" },
+      case: { type: "string" },
+    },
   });
   const steps = Number(values.steps);
+  const warmup = Number(values.warmup);
   const readEvery = Number(values.readEvery);
-  const be = await getWebGPU();
-  console.log(`adapter: ${be.description}`);
-  console.log(`${steps} timed steps after 3 warm-up steps, one metrics readback every ${readEvery} steps`);
-  for (const c of cases) {
-    const r = await measure(c, steps, readEvery);
+  for (const [k, v] of [["steps", steps], ["warmup", warmup], ["readEvery", readEvery]] as const) {
+    if (!Number.isInteger(v) || v < 1) throw new RangeError(`--${k} must be a positive integer, got ${v}`);
+  }
+  const picked = values.cases === undefined ? cases.map((_, i) => i) : values.cases.split(",").map((s) => {
+    const i = Number(s);
+    if (!Number.isInteger(i) || i < 0 || i >= cases.length) {
+      throw new RangeError(`--cases: ${s} is not a case index (0..${cases.length - 1})`);
+    }
+    return i;
+  });
+  if (values.child) {
+    const root = new URL(`file://${values.lib!.replace(/\/?$/, "/")}`);
+    const lib = await loadLib(root);
+    console.log(JSON.stringify(await measure(lib, cases[Number(values.case)], steps, warmup, readEvery)));
+  } else if (values.vs !== undefined) {
+    const other = new URL(`file://${values.vs.replace(/\/?$/, "/")}`);
+    const rounds = Number(values.rounds);
+    const lib = await loadLib(HERE);
+    await lib.mod.getWebGPU();
+    console.log(await adapterLine());
     console.log(
-      `${c.name}: ${r.ms.toFixed(1)} ms/step, ${
-        r.perSecond.toFixed(0)
-      } ${c.unit}/s, ${r.kernels} kernels/step`,
+      `${steps} timed steps after ${warmup} warm-up steps, readback every ${readEvery}; each case ${rounds} ` +
+        `rounds of fresh processes alternating this checkout and ${other.pathname}; medians`,
     );
+    const load = watchHostLoad();
+    const rows: string[][] = [];
+    for (const i of picked) {
+      const mine: Measured[] = [];
+      const theirs: Measured[] = [];
+      for (let r = 0; r < rounds; r++) {
+        // Alternate which side goes first, so a drift in host load does not favour one side.
+        if (r % 2 === 0) {
+          theirs.push(await child(other, i, steps, warmup, readEvery));
+          mine.push(await child(HERE, i, steps, warmup, readEvery));
+        } else {
+          mine.push(await child(HERE, i, steps, warmup, readEvery));
+          theirs.push(await child(other, i, steps, warmup, readEvery));
+        }
+      }
+      const [a, b] = [median(theirs.map((m) => m.msPerStep)), median(mine.map((m) => m.msPerStep))];
+      rows.push([
+        cases[i].name,
+        fmt(a, 1),
+        fmt(b, 1),
+        `${fmt(a / b, 2)}×`,
+        fmt(median(theirs.map((m) => m.kernelsPerStep)), 0),
+        fmt(median(mine.map((m) => m.kernelsPerStep)), 0),
+        fmt(median(theirs.map((m) => m.hostMsPerStep)), 1),
+        fmt(median(mine.map((m) => m.hostMsPerStep)), 1),
+        cpuCell(mine),
+      ]);
+      console.error(`done: ${cases[i].name}`);
+    }
+    console.log(table([
+      "case",
+      "other ms/step",
+      "this ms/step",
+      "speed-up",
+      "other kernels",
+      "this kernels",
+      "other host ms",
+      "this host ms",
+      "this host CPU ms",
+    ], rows));
+    const l = load();
+    if (l) console.log(l);
+  } else {
+    const lib = await loadLib(HERE);
+    await lib.mod.getWebGPU();
+    console.log(await adapterLine());
+    console.log(
+      `${steps} timed steps after ${warmup} warm-up steps, one metrics readback every ${readEvery} steps`,
+    );
+    const load = watchHostLoad();
+    const rows: string[][] = [];
+    for (const i of picked) {
+      const c = cases[i];
+      const r = await measure(lib, c, steps, warmup, readEvery);
+      rows.push([
+        c.name,
+        fmt(r.msPerStep, 1),
+        `${fmt((c.tokens * 1000) / r.msPerStep, 0)} ${c.unit}/s`,
+        fmt(r.kernelsPerStep, 0),
+        fmt(r.hostMsPerStep, 2),
+        `${fmt((100 * r.hostMsPerStep) / r.msPerStep, 0)}%`,
+        cpuCell([r]),
+        r.replayed === null ? "-" : `${r.replayed}/${steps}`,
+      ]);
+    }
+    console.log(
+      table([
+        "case",
+        "ms/step",
+        "throughput",
+        "kernels/step",
+        "host ms/step",
+        "host share",
+        "host CPU ms/step",
+        "replayed",
+      ], rows),
+    );
+    const l = load();
+    if (l) console.log(l);
   }
 } else {
   for (const c of cases) {
-    let trainer: Trainer<object> | null = null;
+    let trainer: BenchTrainer | null = null;
     Deno.bench({
       name: `train step: ${c.name}`,
       n: 10,
       warmup: 3,
       async fn() {
-        trainer ??= await c.make(1);
+        trainer ??= await c.make(await loadLib(HERE), 1);
         await trainer.run({ until: trainer.step + 1 });
       },
     });

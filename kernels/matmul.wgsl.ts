@@ -9,13 +9,28 @@
  * @module
  */
 
-/** Register blocking of the template: each invocation computes `tm x tn`; a workgroup is `wm x wn` invocations. */
+/**
+ * Blocking of the template: each invocation computes `tm x tn`; a workgroup is `wm x wn` invocations. With `bk`,
+ * the workgroup-shared variant ({@link renderMatmulShared}): the workgroup stages `(tm·wm) x bk` of A and
+ * `bk x (tn·wn)` of B in workgroup memory per step of `bk` along k, every invocation loading a share, so each
+ * global value is read once per workgroup instead of once per invocation (what real GPUs want; on llvmpipe the
+ * barriers cost more than they save).
+ */
 export interface MatmulTile {
+  /** Output rows per invocation. */
   readonly tm: number;
+  /** Output columns per invocation. */
   readonly tn: number;
+  /** Invocations per workgroup along rows. */
   readonly wm: number;
+  /** Invocations per workgroup along columns. */
   readonly wn: number;
+  /** Depth of the workgroup-shared tiles along k (the shared variant), or undefined (registers only). */
+  readonly bk?: number;
 }
+
+/** A workgroup-shared tile for GPUs: 64 x 64 outputs per workgroup of 16 x 16, 4 x 4 each, k in steps of 16. */
+export const GPU_SHARED_TILE: MatmulTile = { tm: 4, tn: 4, wm: 16, wn: 16, bk: 16 };
 
 /** A tile that suits llvmpipe/lavapipe: big register blocks, 8x8 invocations. */
 export const CPU_TILE: MatmulTile = { tm: 8, tn: 8, wm: 8, wn: 8 };
@@ -41,6 +56,8 @@ export interface VecOperand {
   readonly name: string;
   /** The axis along which the operand is contiguous. */
   readonly axis: "k" | "m" | "n";
+  /** The binding holds f16 (read as `vec4<f16>`, widened to f32: f16 storage, f32 accumulation). */
+  readonly half?: boolean;
   /** Constant term of the flat index. */
   readonly c0: number;
   /** Coefficient of the batch index `b`. */
@@ -69,6 +86,11 @@ export interface MatmulParts {
   readonly vecA?: VecOperand;
   /** B read as `vec4` (then `loadB` is not used). */
   readonly vecB?: VecOperand;
+}
+
+/** A vec4 read of `v` as `vec4<f32>` (widened from f16 storage). */
+function widen(v: VecOperand, read: string): string {
+  return v.half ? `vec4<f32>(${read})` : read;
 }
 
 /** Renders the template. Returns the WGSL source and the dispatch grid. */
@@ -153,7 +175,7 @@ export function renderMatmul(
     } else {
       for (let q = 0; q < o.count / 4; q++) {
         const idx = `(${o.v.c0} + ${o.v.cb} * b + ${o.v.cOther} * (${kx}) + ${o.group}${q}) / 4`;
-        L.push(`${ind}let w${o.dst}${q} = ${o.v.name}[${idx}];`);
+        L.push(`${ind}let w${o.dst}${q} = ${widen(o.v, `${o.v.name}[${idx}]`)};`);
         for (let r2 = 0; r2 < 4; r2++) L.push(`${ind}${o.dst}${4 * q + r2} = w${o.dst}${q}[${r2}];`);
       }
     }
@@ -177,10 +199,10 @@ export function renderMatmul(
   if (k4) {
     L.push(`  for (var kq: i32 = 0; kq < ${p.k / 4}; kq = kq + 1) {`);
     if (vecA?.axis === "k") {
-      for (let i = 0; i < tm; i++) L.push(`    let va${i} = ${vecA.name}[ra${i} + kq];`);
+      for (let i = 0; i < tm; i++) L.push(`    let va${i} = ${widen(vecA, `${vecA.name}[ra${i} + kq]`)};`);
     }
     if (vecB?.axis === "k") {
-      for (let j = 0; j < tn; j++) L.push(`    let vb${j} = ${vecB.name}[rb${j} + kq];`);
+      for (let j = 0; j < tn; j++) L.push(`    let vb${j} = ${widen(vecB, `${vecB.name}[rb${j} + kq]`)};`);
     }
     for (let r = 0; r < 4; r++) {
       L.push(`    {`);
@@ -208,6 +230,85 @@ export function renderMatmul(
   const gx = Math.ceil(p.n / (tn * wn));
   const gy = Math.ceil(p.m / (tm * wm));
   return { source: L.join("\n"), dispatch: [gx, gy, p.batch] };
+}
+
+/**
+ * The workgroup-shared variant (`tile.bk` set): per step of `bk` along k, the workgroup's invocations load the
+ * `(tm·wm) x bk` slice of A and the `bk x (tn·wn)` slice of B into workgroup memory (each through the spliced load
+ * functions, clamped at the edges and zero past K), synchronise, and every invocation accumulates its `tm x tn`
+ * block from workgroup memory. Control flow is uniform across the workgroup (no early return before a barrier).
+ */
+export function renderMatmulShared(
+  p: MatmulParts,
+  tile: MatmulTile,
+): { source: string; dispatch: [number, number, number] } {
+  const { tm, tn, wm, wn } = tile;
+  const bk = tile.bk;
+  if (bk === undefined || !(Number.isInteger(bk) && bk > 0)) {
+    throw new RangeError(`matmul template: the shared variant needs a positive integer bk, got ${bk}`);
+  }
+  const bm = tm * wm;
+  const bn = tn * wn;
+  const threads = wm * wn;
+  const L: string[] = [...p.header];
+  L.push(`fn loadA(b: i32, m: i32, k: i32) -> f32 {`, ...p.loadA.lines, `  return ${p.loadA.result};`, `}`);
+  L.push(`fn loadB(b: i32, k: i32, n: i32) -> f32 {`, ...p.loadB.lines, `  return ${p.loadB.result};`, `}`);
+  L.push(
+    `fn epi(b: i32, m: i32, n: i32, acc: f32) -> ${p.outType} {`,
+    ...p.epilogue.lines,
+    `  return ${p.epilogue.result};`,
+    `}`,
+  );
+  L.push(`var<workgroup> tileA: array<f32, ${bm * bk}>;`, `var<workgroup> tileB: array<f32, ${bk * bn}>;`);
+  L.push(`@compute @workgroup_size(${wn}, ${wm}, 1)`);
+  L.push(
+    `fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {`,
+    `  let b = i32(wg.z);`,
+    `  let m0 = i32(wg.y) * ${bm};`,
+    `  let n0 = i32(wg.x) * ${bn};`,
+    `  let ty = i32(lid.y);`,
+    `  let tx = i32(lid.x);`,
+    `  let tid = ty * ${wn} + tx;`,
+  );
+  for (let i = 0; i < tm; i++) for (let j = 0; j < tn; j++) L.push(`  var c${i}_${j}: f32 = 0.0;`);
+  L.push(`  for (var k0 = 0; k0 < ${p.k}; k0 = k0 + ${bk}) {`);
+  // A: consecutive invocations take consecutive k of one row (coalesced for row-major A).
+  L.push(`    for (var e = tid; e < ${bm * bk}; e = e + ${threads}) {`);
+  L.push(`      let i = e / ${bk};`, `      let kk = e % ${bk};`, `      let gk = k0 + kk;`);
+  L.push(
+    `      tileA[kk * ${bm} + i] = select(0.0, loadA(b, min(m0 + i, ${p.m - 1}), min(gk, ${
+      p.k - 1
+    })), gk < ${p.k});`,
+  );
+  L.push(`    }`);
+  L.push(`    for (var e = tid; e < ${bk * bn}; e = e + ${threads}) {`);
+  L.push(`      let kk = e / ${bn};`, `      let j = e % ${bn};`, `      let gk = k0 + kk;`);
+  L.push(
+    `      tileB[kk * ${bn} + j] = select(0.0, loadB(b, min(gk, ${p.k - 1}), min(n0 + j, ${
+      p.n - 1
+    })), gk < ${p.k});`,
+  );
+  L.push(`    }`, `    workgroupBarrier();`);
+  L.push(`    for (var kk = 0; kk < ${bk}; kk = kk + 1) {`);
+  for (let i = 0; i < tm; i++) L.push(`      let a${i} = tileA[kk * ${bm} + ty * ${tm} + ${i}];`);
+  for (let j = 0; j < tn; j++) L.push(`      let b${j} = tileB[kk * ${bn} + tx * ${tn} + ${j}];`);
+  for (let i = 0; i < tm; i++) {
+    for (let j = 0; j < tn; j++) L.push(`      c${i}_${j} = fma(a${i}, b${j}, c${i}_${j});`);
+  }
+  L.push(`    }`, `    workgroupBarrier();`, `  }`);
+  for (let i = 0; i < tm; i++) {
+    for (let j = 0; j < tn; j++) {
+      const m = `m0 + ty * ${tm} + ${i}`;
+      const n = `n0 + tx * ${tn} + ${j}`;
+      L.push(
+        `  if (${m} < ${p.m} && ${n} < ${p.n}) { out0[(b * ${p.m} + ${m}) * ${p.n} + ${n}] = ${
+          p.store(`epi(b, ${m}, ${n}, c${i}_${j})`)
+        }; }`,
+      );
+    }
+  }
+  L.push(`}`);
+  return { source: L.join("\n"), dispatch: [Math.ceil(p.n / bn), Math.ceil(p.m / bm), p.batch] };
 }
 
 /**

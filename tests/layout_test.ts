@@ -13,11 +13,11 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 22_500,
+  lib: 24_500,
   lab: 5_400,
   experiments: 3_100,
-  bench: 3_400,
-  kernels: 1_300,
+  bench: 4_000,
+  kernels: 1_650,
   cli: 750,
   tools: 1_050,
   examples: 150,

@@ -177,6 +177,13 @@ export const VJP_RULES: { [O in Op]: VjpRule } = {
     return [mk(Op.Reshape, [gx], { shape: [...x.shape] }), null];
   },
   [Op.Detach]: none,
+  [Op.Custom]: (n) => {
+    throw new Error(
+      `autodiff: the hand-written kernel ${
+        n.argOf(Op.Custom).name
+      } has no derivative rule; wrap it in customVjp`,
+    );
+  },
   [Op.CustomVjp]: (n, g) => {
     // The output's own graph is not differentiated; the rule's inputs get the user's cotangents (see backprop).
     void (n.arg as CustomVjpArg<Node>);

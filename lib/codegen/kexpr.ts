@@ -80,12 +80,23 @@ export interface KAlu extends KBase {
   /** Operands. */
   readonly args: readonly KExpr[];
 }
+/**
+ * A scalar that arrives with each launch instead of being written into the kernel's source (a constant of the
+ * graph, a generator seed): slot `slot` of the launch's parameter values. Kernels that differ only in such values
+ * share one source and one compiled pipeline.
+ */
+export interface KParam extends KBase {
+  /** Node kind. */
+  readonly k: "param";
+  /** Index into the launch's parameter values (and {@link Kernel.params}). */
+  readonly slot: number;
+}
 /** The counter-based uniform generator at element `index`. */
 export interface KRand extends KBase {
   /** Node kind. */
   readonly k: "rand";
-  /** Generator seed. */
-  readonly seed: number;
+  /** Generator seed (a u32 expression, usually a {@link KParam}). */
+  readonly seed: KExpr;
   /** Flat element index. */
   readonly index: KExpr;
 }
@@ -108,7 +119,7 @@ export interface KAcc extends KBase {
   readonly k: "acc";
 }
 /** Any kernel-IR expression. */
-export type KExpr = KConst | KVar | KLoad | KAlu | KRand | KReduce | KAcc;
+export type KExpr = KConst | KVar | KParam | KLoad | KAlu | KRand | KReduce | KAcc;
 
 /**
  * Decomposes an i32 index expression into `Σ coef·term + c` (terms are the sub-expressions that are neither sums
@@ -171,6 +182,11 @@ export interface Kernel {
   readonly body: KExpr | null;
   /** The matmul-template form. */
   readonly matmul: MatmulSpec | null;
+  /**
+   * Dtypes of the kernel's parameter slots ({@link KParam}); each launch supplies one value per slot. Absent or
+   * empty: the kernel takes none.
+   */
+  readonly params?: readonly DType[];
 }
 
 const I32_MIN = -2147483648;
@@ -209,6 +225,12 @@ export class KBuilder {
     return this.#make(`v|${name}`, (id) => ({ k: "var", id, dtype: "i32", name, lo, hi }));
   }
 
+  /** Parameter slot `slot` of dtype `dtype` (a value supplied with each launch). */
+  param(slot: number, dtype: DType): KParam {
+    const [lo, hi] = dtype === "bool" ? [0, 1] : dtype === "u32" ? [0, 4294967295] : [-Infinity, Infinity];
+    return this.#make(`p|${slot}|${dtype}`, (id) => ({ k: "param", id, dtype, slot, lo, hi }));
+  }
+
   /** A load of input `buf` at `index`. */
   load(buf: number, index: KExpr, dtype: DType): KLoad {
     const lo = dtype === "bool" ? 0 : dtype === "u32" ? 0 : -Infinity;
@@ -219,9 +241,9 @@ export class KBuilder {
     );
   }
 
-  /** The uniform generator at `index`. */
-  rand(seed: number, index: KExpr): KRand {
-    return this.#make(`r|${seed}|${index.id}`, (id) => ({
+  /** The uniform generator with seed `seed` (a u32 expression) at `index`. */
+  rand(seed: KExpr, index: KExpr): KRand {
+    return this.#make(`r|${seed.id}|${index.id}`, (id) => ({
       k: "rand",
       id,
       dtype: "f32",
@@ -379,8 +401,43 @@ export class KBuilder {
         }
       }
       if (ok && rlo >= 0 && rhi < d) return this.#fromLinear(q, Math.floor(c / d));
+      const split = ok ? this.#splitByFactor(terms, c, d) : null;
+      // (g·Q + R) / d = Q / (d/g) when g divides d and 0 <= R < g.
+      if (split !== null) return this.div(this.#fromLinear(split.q, split.cq), d / split.g);
     }
     return this.alu("div", [a, this.const(d, "i32")], "i32");
+  }
+
+  /**
+   * Writes `Σ k·t + c` (every term non-negative with a positive coefficient) as `g·Q + R` with `g` a divisor of `d`
+   * greater than 1, `Q` the terms whose coefficients `g` divides (divided by `g`) and `0 <= R < g` the rest; null
+   * when no such `g` exists. Index arithmetic after reshapes has this form: `(128·m + k) / 8192` with `k < 128`
+   * is `m / 64`.
+   */
+  #splitByFactor(
+    terms: Map<KExpr, number>,
+    c: number,
+    d: number,
+  ): { g: number; q: Map<KExpr, number>; cq: number; r: Map<KExpr, number>; cr: number } | null {
+    const gcd = (x: number, y: number): number => (y === 0 ? x : gcd(y, x % y));
+    const candidates = new Set([...terms.values()].map((k) => gcd(d, k)).filter((g) => g > 1 && g < d));
+    for (const g of [...candidates].sort((x, y) => y - x)) {
+      const q = new Map<KExpr, number>();
+      const r = new Map<KExpr, number>();
+      const cr = ((c % g) + g) % g;
+      let lo = cr;
+      let hi = cr;
+      for (const [t, k] of terms) {
+        if (k % g === 0) q.set(t, k / g);
+        else {
+          r.set(t, k);
+          lo += t.lo * k;
+          hi += t.hi * k;
+        }
+      }
+      if (lo >= 0 && hi < g) return { g, q, cq: (c - cr) / g, r, cr };
+    }
+    return null;
   }
 
   /** `a % d` for a non-negative index and positive constant `d`. */
@@ -389,6 +446,14 @@ export class KBuilder {
     if (a.lo >= 0 && a.hi < d) return a;
     if (a.lo >= 0) {
       const { terms, c } = linearForm(a);
+      const split = [...terms].every(([t, k]) => t.lo >= 0 && k > 0)
+        ? this.#splitByFactor(terms, c, d)
+        : null;
+      if (split !== null && [...split.q.keys()].every((t) => (terms.get(t)! % d) !== 0)) {
+        // (g·Q + R) % d = g·(Q % (d/g)) + R when g divides d and 0 <= R < g.
+        const inner = this.mod(this.#fromLinear(split.q, split.cq), d / split.g);
+        return this.add(this.mul(inner, split.g), this.#fromLinear(split.r, split.cr));
+      }
       if ([...terms].every(([t, k]) => t.lo >= 0 && k > 0)) {
         const r = new Map([...terms].filter(([, k]) => k % d !== 0));
         const rest = this.#fromLinear(r, ((c % d) + d) % d);
@@ -429,6 +494,7 @@ export function kNodes(roots: readonly KExpr[]): KExpr[] {
     if (seen.has(e.id)) return;
     seen.set(e.id, e);
     if (e.k === "load" || e.k === "rand") visit(e.index);
+    if (e.k === "rand") visit(e.seed);
     if (e.k === "alu") e.args.forEach(visit);
     if (e.k === "reduce") {
       visit(e.loop);
@@ -472,6 +538,12 @@ export function verifyKernel(kernel: Kernel): void {
       }
     }
     if (e.k === "reduce" && e.size < 0) fail("negative loop size");
+    if (e.k === "param") {
+      const dt = kernel.params?.[e.slot];
+      if (dt === undefined) fail(`reads missing parameter slot ${e.slot}`);
+      if (dt !== e.dtype) fail(`reads parameter slot ${e.slot} (${dt}) as ${e.dtype}`);
+    }
+    if (e.k === "rand" && e.seed.dtype !== "u32") fail(`generator seed of dtype ${e.seed.dtype}`);
   }
   const trips = kernel.matmul !== null ? kernel.matmul.k : loopIterations(kernel.body!);
   if (trips > LOOP_BUDGET) fail(`runs ${trips} loop iterations per invocation (budget ${LOOP_BUDGET})`);

@@ -14,7 +14,7 @@ export type Stmt =
 
 /** Values that renderers print inline instead of binding (literals, variables, the accumulator). */
 export function isInline(e: KExpr): boolean {
-  return e.k === "const" || e.k === "var" || e.k === "acc";
+  return e.k === "const" || e.k === "var" || e.k === "acc" || e.k === "param";
 }
 
 /** Orders the computation of `roots` into statements. `outerVars` are loop-free (function parameters). */
@@ -28,14 +28,17 @@ export function linearize(roots: readonly KExpr[]): Stmt[] {
     switch (e.k) {
       case "const":
       case "acc":
+      case "param":
         d = new Set();
         break;
       case "var":
         d = loopVars.has(e.id) ? new Set([e.id]) : new Set();
         break;
       case "load":
-      case "rand":
         d = new Set(depsOf(e.index));
+        break;
+      case "rand":
+        d = new Set([...depsOf(e.index), ...depsOf(e.seed)]);
         break;
       case "alu":
         d = new Set(e.args.flatMap((a) => [...depsOf(a)]));
@@ -57,7 +60,11 @@ export function linearize(roots: readonly KExpr[]): Stmt[] {
       loopVars.add(e.loop.id);
       collect(e.body, seen);
     } else if (e.k === "alu") e.args.forEach((a) => collect(a, seen));
-    else if (e.k === "load" || e.k === "rand") collect(e.index, seen);
+    else if (e.k === "load") collect(e.index, seen);
+    else if (e.k === "rand") {
+      collect(e.index, seen);
+      collect(e.seed, seen);
+    }
   };
   const seen = new Set<number>();
   roots.forEach((r) => collect(r, seen));
@@ -92,6 +99,7 @@ export function linearize(roots: readonly KExpr[]): Stmt[] {
     }
     if (e.k === "alu") e.args.forEach(emit);
     if (e.k === "load" || e.k === "rand") emit(e.index);
+    if (e.k === "rand") emit(e.seed);
     target.stmts.push({ kind: "let", node: e });
     emitted.set(e.id, target);
   };

@@ -10,6 +10,7 @@ import { Op } from "../ir/ops.ts";
 import { stridesOf } from "../shape.ts";
 import { type AluOp, KBuilder, type Kernel, type KExpr, type MatmulSpec } from "./kexpr.ts";
 import { ELEMENTWISE_OPS } from "../ir/ops.ts";
+import { LruCache } from "./lru.ts";
 
 /** Matmuls with at least this many multiply-adds use the tiled template. */
 export const MATMUL_TEMPLATE_MIN_FLOPS = 1 << 15;
@@ -20,6 +21,8 @@ interface Ctx {
   isInput: (n: Node) => boolean;
   input: (n: Node) => number;
   at: (n: Node, idx: readonly KExpr[]) => KExpr;
+  /** The parameter slot carrying a Const node's value or a Rand node's seed. */
+  param: (n: Node) => KExpr;
   /** The Dot computed by the matmul template (lowered as the accumulator), if any. */
   templateDot: Node | null;
   loops: number;
@@ -86,9 +89,10 @@ export const LOWER_RULES: { [O in Op]: Rule } = {
   [Op.Buffer]: (n) => {
     throw new Error(`lower: buffer ${n} must be an input`);
   },
-  [Op.Const]: (n, _idx, c) => c.kb.const(n.argOf(Op.Const).value, n.dtype),
+  // Constants and seeds are launch parameters, not literals: a new value compiles nothing.
+  [Op.Const]: (n, _idx, c) => c.param(n),
   [Op.Iota]: (n, idx, c) => (n.dtype === "i32" ? idx[0] : c.kb.alu("cast", [idx[0]], n.dtype)),
-  [Op.Rand]: (n, idx, c) => c.kb.rand(n.argOf(Op.Rand).seed, flatIndex(c.kb, idx, n.shape)),
+  [Op.Rand]: (n, idx, c) => c.kb.rand(c.param(n), flatIndex(c.kb, idx, n.shape)),
   [Op.Neg]: elementwise,
   [Op.Recip]: elementwise,
   [Op.Exp]: elementwise,
@@ -167,6 +171,9 @@ export const LOWER_RULES: { [O in Op]: Rule } = {
   },
   [Op.Detach]: (n, idx, c) => c.at(n.src[0], idx),
   [Op.CustomVjp]: (n, idx, c) => c.at(n.src[0], idx),
+  [Op.Custom]: (n) => {
+    throw new Error(`lower: ${n} is a hand-written kernel; it is run as such, never lowered`);
+  },
 };
 
 /** Short kernel name from the ops in the root's region, e.g. `dot_add_relu`. */
@@ -222,15 +229,46 @@ function templateDotOf(root: Node, isInput: (n: Node) => boolean): Node | null {
   return flops >= MATMUL_TEMPLATE_MIN_FLOPS ? d : null;
 }
 
+/** Whether a node's value reaches its kernel as a launch parameter (Const values, Rand seeds). */
+export function isParamNode(n: Node): boolean {
+  return n.op === Op.Const || n.op === Op.Rand;
+}
+
+/** The launch-parameter value a node contributes: a Const's value or a Rand node's seed. */
+export function paramValue(n: Node): number {
+  return n.op === Op.Rand ? n.argOf(Op.Rand).seed : n.argOf(Op.Const).value;
+}
+
+/** Dtype of the parameter slot of a node: its own dtype, or u32 for a Rand node's seed. */
+function paramDtype(n: Node) {
+  return n.op === Op.Rand ? "u32" as const : n.dtype;
+}
+
+/** Options of {@link lower}. */
+export interface LowerOptions {
+  /** Use the tiled matmul template where it applies (default true). */
+  matmulTemplate?: boolean;
+  /** The parameter nodes in slot order (default: in order of first use). */
+  params?: readonly Node[];
+}
+
+/** A lowered kernel with the nodes bound to its inputs and the nodes whose values fill its parameter slots. */
+export interface Lowered {
+  /** The kernel. */
+  kernel: Kernel;
+  /** Node of each input binding. */
+  inputs: Node[];
+  /** Node of each parameter slot (see {@link paramValue}). */
+  params: Node[];
+}
+
 /** Lowers `root` (whose region stops at nodes for which `isInput` is true) to a kernel and its input nodes. */
-export function lower(
-  root: Node,
-  isInput: (n: Node) => boolean,
-  opts: { matmulTemplate?: boolean } = {},
-): { kernel: Kernel; inputs: Node[] } {
+export function lower(root: Node, isInput: (n: Node) => boolean, opts: LowerOptions = {}): Lowered {
   const kb = new KBuilder();
   const inputs: Node[] = [];
   const inputIdx = new Map<Node, number>();
+  const params: Node[] = [...(opts.params ?? [])];
+  const paramIdx = new Map<Node, number>(params.map((n, i) => [n, i]));
   const memo = new Map<string, KExpr>();
   const ctx: Ctx = {
     kb,
@@ -253,6 +291,15 @@ export function lower(
         memo.set(key, e);
       }
       return e;
+    },
+    param: (n) => {
+      let i = paramIdx.get(n);
+      if (i === undefined) {
+        i = params.length;
+        params.push(n);
+        paramIdx.set(n, i);
+      }
+      return kb.param(i, paramDtype(n));
     },
     templateDot: null,
     loops: 0,
@@ -293,22 +340,28 @@ export function lower(
     outDtype: root.dtype,
     body,
     matmul,
+    params: params.map(paramDtype),
   };
-  return { kernel, inputs };
+  return { kernel, inputs, params };
 }
 
 /**
  * A structural key of `root`'s region: ops, arguments, shapes and dtypes of the fused nodes, with each input
- * replaced by its position of first appearance (plus shape and dtype). Two regions with equal keys lower to the
- * same kernel, whatever buffers their inputs hold. Returns the key and the inputs in key order.
+ * replaced by its position of first appearance (plus shape and dtype) and each parameter node (Const, Rand) by its
+ * parameter slot. Two regions with equal keys lower to the same kernel, whatever buffers their inputs hold and
+ * whatever values their constants and seeds have. Returns the key, the inputs and the parameter nodes in key order.
  *
  * The key lists each fused node once, in the order of a depth-first walk, and refers to a node already listed by
  * its number (`#3`), so a shared subexpression costs its size once (spelling the region out as a tree would grow
  * exponentially with the depth of the sharing).
  */
-export function regionKey(root: Node, isInput: (n: Node) => boolean): { key: string; inputs: Node[] } {
+export function regionKey(
+  root: Node,
+  isInput: (n: Node) => boolean,
+): { key: string; inputs: Node[]; params: Node[] } {
   const inputs: Node[] = [];
   const slot = new Map<Node, number>();
+  const params: Node[] = [];
   const defs: string[] = [];
   const local = new Map<Node, number>();
   const keyOf = (n: Node): string => {
@@ -323,19 +376,29 @@ export function regionKey(root: Node, isInput: (n: Node) => boolean): { key: str
     }
     let j = local.get(n);
     if (j === undefined) {
-      const srcs = n.src.map(keyOf).join(";");
-      const arg = n.arg === null || n.op === Op.CustomVjp ? "" : JSON.stringify(n.arg);
+      let def: string;
+      if (isParamNode(n)) {
+        def = `${n.op}%${params.length}[${n.shape.join(",")}]${n.dtype}`;
+        params.push(n);
+      } else {
+        const srcs = n.src.map(keyOf).join(";");
+        const arg = n.arg === null || n.op === Op.CustomVjp ? "" : JSON.stringify(n.arg);
+        def = `${n.op}${arg}[${n.shape.join(",")}]${n.dtype}(${srcs})`;
+      }
       j = defs.length;
-      defs.push(`${n.op}${arg}[${n.shape.join(",")}]${n.dtype}(${srcs})`);
+      defs.push(def);
       local.set(n, j);
     }
     return `#${j}`;
   };
   keyOf(root);
-  return { key: defs.join("|"), inputs };
+  return { key: defs.join("|"), inputs, params };
 }
 
-const kernelCache = new Map<string, { kernel: Kernel; perm: number[] }>();
+/** Most kernels kept by {@link lowerCached} (least recently used ones are evicted). */
+export const KERNEL_CACHE_SIZE = 2048;
+
+const kernelCache = new LruCache<string, { kernel: Kernel; perm: number[] }>(KERNEL_CACHE_SIZE);
 
 /**
  * {@link lower} with a cache keyed by {@link regionKey}: a training loop that builds the same graph every step
@@ -345,16 +408,15 @@ export function lowerCached(
   root: Node,
   isInput: (n: Node) => boolean,
   opts: { matmulTemplate?: boolean } = {},
-): { kernel: Kernel; inputs: Node[] } {
-  const { key, inputs } = regionKey(root, isInput);
+): Lowered {
+  const { key, inputs, params } = regionKey(root, isInput);
   const full = `${opts.matmulTemplate === false ? "naive" : "auto"}|${key}`;
   const hit = kernelCache.get(full);
-  if (hit !== undefined) return { kernel: hit.kernel, inputs: hit.perm.map((i) => inputs[i]) };
-  const res = lower(root, isInput, opts);
+  if (hit !== undefined) return { kernel: hit.kernel, inputs: hit.perm.map((i) => inputs[i]), params };
+  const res = lower(root, isInput, { ...opts, params });
   const pos = new Map(inputs.map((n, i) => [n, i]));
   const perm = res.inputs.map((n) => pos.get(n)!);
-  if (perm.every((p) => p !== undefined)) {
-    if (kernelCache.size > 4096) kernelCache.clear();
+  if (perm.every((p) => p !== undefined) && res.params.length === params.length) {
     kernelCache.set(full, { kernel: res.kernel, perm });
   }
   return res;

@@ -26,6 +26,8 @@ function ref(e: KExpr): string {
       );
     case "var":
       return e.name;
+    case "param":
+      return `prm[${e.slot}]`;
     case "acc":
       return "acc";
     case "reduce":
@@ -57,7 +59,7 @@ function expr(e: KExpr): string {
     case "load":
       return `in${e.buf}[${ref(e.index)}]`;
     case "rand":
-      return `rt.rand(${e.seed >>> 0}, ${ref(e.index)})`;
+      return `rt.rand(${ref(e.seed)}, ${ref(e.index)})`;
     case "alu": {
       const [a, b, c] = e.args.map(ref);
       const d = e.dtype;
@@ -156,7 +158,33 @@ export interface JsRuntime {
   idiv(a: number, b: number, signed: boolean): number;
 }
 
-/** Renders the kernel's generic body as the source of `function(ins, out, rt)`. */
+/**
+ * A kernel's parameter values as the CPU backend reads them: each rounded to its slot's dtype (f32 and f16 values
+ * as the device would hold them, integers wrapped to 32 bits, booleans as 0/1).
+ */
+export function hostParams(kernel: Kernel, values: readonly number[] = []): number[] {
+  return (kernel.params ?? []).map((d, i) => {
+    const v = values[i];
+    if (v === undefined) throw new Error(`kernel ${kernel.name}: no value for parameter slot ${i}`);
+    switch (d) {
+      case "f32":
+        return Math.fround(v);
+      case "f16":
+        return Math.f16round(v);
+      case "i32":
+        return v | 0;
+      case "u32":
+        return v >>> 0;
+      case "bool":
+        return v ? 1 : 0;
+    }
+  });
+}
+
+/**
+ * Renders the kernel's generic body as the source of `function(ins, out, rt, prm)` (`prm`: the parameter values,
+ * see {@link hostParams}).
+ */
 export function renderJS(kernel: Kernel): string {
   const body = kernel.body!;
   const total = kernel.outShape.reduce((a, b) => a * b, 1);

@@ -16,7 +16,13 @@
 import type { DType } from "../dtype.ts";
 import { type Kernel, type KExpr, kNodes, linearForm, type MatmulSpec } from "./kexpr.ts";
 import { linearize, type Stmt } from "./linearize.ts";
-import { CPU_TILE, type MatmulTile, renderMatmul, type VecOperand } from "../../kernels/matmul.wgsl.ts";
+import {
+  type MatmulTile,
+  renderMatmul,
+  renderMatmulShared,
+  type VecOperand,
+} from "../../kernels/matmul.wgsl.ts";
+import { type MatmulPolicy, SOFTWARE_POLICY } from "./matmul_policy.ts";
 import { WGSL_HELPERS } from "../../kernels/helpers.wgsl.ts";
 
 /** Threads per workgroup of generic kernels. */
@@ -60,11 +66,31 @@ export function lowest(d: DType): number {
   return d === "i32" ? -2147483648 : d === "u32" || d === "bool" ? 0 : -Infinity;
 }
 
+/** Name of the uniform holding a kernel's parameter slots (as `array<vec4<u32>>`). */
+export const PARAMS_VAR = "P";
+
+/** The read of parameter slot `slot` of dtype `d` from the parameter uniform. */
+function paramRef(slot: number, d: DType): string {
+  const word = `${PARAMS_VAR}.v[${slot >> 2}].${"xyzw"[slot & 3]}`;
+  switch (d) {
+    case "u32":
+      return word;
+    case "bool":
+      return `(${word} != 0u)`;
+    case "f16":
+      return `f16(bitcast<f32>(${word}))`;
+    default:
+      return `bitcast<${d}>(${word})`;
+  }
+}
+
 /** Name under which a value is referenced. */
 export function ref(e: KExpr): string {
   switch (e.k) {
     case "const":
       return literal(e.value, e.dtype);
+    case "param":
+      return paramRef(e.slot, e.dtype);
     case "var":
       return e.name;
     case "acc":
@@ -136,7 +162,7 @@ function expr(e: KExpr): string {
       return e.dtype === "bool" ? `(${v} != 0u)` : v;
     }
     case "rand":
-      return `rand_(${e.seed >>> 0}u, u32(${ref(e.index)}))`;
+      return `rand_(${ref(e.seed)}, u32(${ref(e.index)}))`;
     case "alu": {
       const [a, b, c] = e.args.map(ref);
       switch (e.op) {
@@ -233,15 +259,28 @@ export function toStorage(v: string, d: DType): string {
   return d === "bool" ? `select(0u, 1u, ${v})` : v;
 }
 
-/** Binding declarations: output at binding 0, inputs from binding 1 (`vec4Inputs`: read as `vec4<f32>`). */
+/** Number of `vec4<u32>` in a kernel's parameter uniform (0: the kernel has no parameter binding). */
+export function paramVec4s(kernel: Kernel): number {
+  return Math.ceil((kernel.params?.length ?? 0) / 4);
+}
+
+/**
+ * Binding declarations: output at binding 0, inputs from binding 1 (`vec4Inputs`: read as `vec4<f32>`), and the
+ * parameter uniform after the inputs when the kernel has parameter slots.
+ */
 export function bindings(kernel: Kernel, vec4Inputs: ReadonlySet<string> = new Set()): string[] {
   const out = [
     `@group(0) @binding(0) var<storage, read_write> out0: array<${storageType(kernel.outDtype)}>;`,
   ];
   kernel.inputs.forEach((inp, i) => {
-    const type = vec4Inputs.has(`in${i}`) ? "vec4<f32>" : storageType(inp.dtype);
+    const type = vec4Inputs.has(`in${i}`) ? `vec4<${storageType(inp.dtype)}>` : storageType(inp.dtype);
     out.push(`@group(0) @binding(${i + 1}) var<storage, read> in${i}: array<${type}>;`);
   });
+  const vecs = paramVec4s(kernel);
+  if (vecs > 0) {
+    out.push(`struct Params_ { v: array<vec4<u32>, ${vecs}> }`);
+    out.push(`@group(0) @binding(${kernel.inputs.length + 1}) var<uniform> ${PARAMS_VAR}: Params_;`);
+  }
   return out;
 }
 
@@ -273,11 +312,19 @@ export interface RenderedKernel {
 }
 
 /**
- * Renders a kernel to WGSL. `tile` picks the matmul template's blocking when the kernel has a matmul spec;
- * `vec4: false` makes the template read every operand with scalar loads (the baseline of benchmarks and tests).
+ * Renders a kernel to WGSL. A kernel with a matmul spec goes through the template with the blocking `tile`, or the
+ * one `policy` (default: the software policy, see `matmul_policy.ts`) chooses for its shape; `vec4: false` makes
+ * the register template read every operand with scalar loads (the baseline of benchmarks and tests).
  */
-export function renderWGSL(kernel: Kernel, opts: { tile?: MatmulTile; vec4?: boolean } = {}): RenderedKernel {
-  if (kernel.matmul !== null) return renderMatmulKernel(kernel, kernel.matmul, opts.tile, opts.vec4 ?? true);
+export function renderWGSL(
+  kernel: Kernel,
+  opts: { tile?: MatmulTile; vec4?: boolean; policy?: MatmulPolicy } = {},
+): RenderedKernel {
+  if (kernel.matmul !== null) {
+    const mm = kernel.matmul;
+    const tile = opts.tile ?? (opts.policy ?? SOFTWARE_POLICY).choose(mm.m, mm.n, mm.k);
+    return renderMatmulKernel(kernel, mm, tile, opts.vec4 ?? true);
+  }
   const body = kernel.body!;
   const total = kernel.outShape.reduce((a, b) => a * b, 1);
   const groups = Math.ceil(total / WORKGROUP);
@@ -295,18 +342,6 @@ export function renderWGSL(kernel: Kernel, opts: { tile?: MatmulTile; vec4?: boo
     `}`,
   ].join("\n");
   return { source: src, dispatch: grid(groups) };
-}
-
-/**
- * A tile for products that are narrow in N (LoRA's rank-r sides, attention's head dimension): each invocation
- * covers up to 8 columns, so narrow outputs keep every invocation busy and still do tm·tn FMAs per tm+tn loads.
- */
-function fitTile(m: number, n: number): MatmulTile {
-  const tn = Math.min(8, Math.max(1, n));
-  const wn = Math.max(1, Math.min(8, Math.floor(n / tn)));
-  const tm = m >= 64 ? 8 : 4;
-  const wm = Math.max(1, Math.min(Math.floor(64 / wn), Math.ceil(m / tm)));
-  return { tm, tn, wm, wn };
 }
 
 /** `index` as `c0 + Σ coef·v` over the template variables `b`, `m`, `n`, `k`; null when any other term occurs. */
@@ -328,28 +363,38 @@ function templateAffine(index: KExpr): { c0: number; coef: Record<string, number
 function vecOperand(
   kernel: Kernel,
   mm: MatmulSpec,
-  value: KExpr,
+  operand: KExpr,
   rowAxis: "m" | "n",
 ): VecOperand | undefined {
-  if (value.k !== "load" || value.dtype !== "f32" || kernel.inputs[value.buf].dtype !== "f32") {
+  // f16 storage widened to f32 (`f32(in[i])`) reads as vec4<f16>, converted once per vec4.
+  const half = operand.k === "alu" && operand.op === "cast" && operand.dtype === "f32" &&
+    operand.args[0].k === "load" && operand.args[0].dtype === "f16";
+  const value = half ? (operand as { args: readonly KExpr[] }).args[0] : operand;
+  if (
+    value.k !== "load" || kernel.inputs[value.buf].dtype !== (half ? "f16" : "f32") ||
+    value.dtype !== kernel.inputs[value.buf].dtype
+  ) {
     return undefined;
   }
   // The binding may be read elsewhere only as the other operand's own plain load (x·xᵀ; then both must be vec4).
-  const other = value === mm.a ? mm.b : mm.a;
+  const other = operand === mm.a ? mm.b : mm.a;
   const readsBuf = (e: KExpr) => e.k === "load" && e.buf === value.buf;
   if (kNodes([mm.epilogue]).some(readsBuf) || kNodes([other]).some((e) => readsBuf(e) && e !== other)) {
     return undefined;
   }
+  if (half && kNodes([other]).some(readsBuf)) return undefined;
   const aff = templateAffine(value.index);
   if (aff === null) return undefined;
   const { k = 0, b = 0, ...rest } = aff.coef;
   const row = rest[rowAxis] ?? 0;
   if (Object.keys(rest).some((v) => v !== rowAxis) || aff.c0 % 4 !== 0 || b % 4 !== 0) return undefined;
   const name = `in${value.buf}`;
-  if (k === 1 && row % 4 === 0 && mm.k % 4 === 0) return { name, axis: "k", c0: aff.c0, cb: b, cOther: row };
+  if (k === 1 && row % 4 === 0 && mm.k % 4 === 0) {
+    return { name, axis: "k", c0: aff.c0, cb: b, cOther: row, half };
+  }
   const rows = rowAxis === "m" ? mm.m : mm.n;
   if (row === 1 && k % 4 === 0 && rows % 4 === 0) {
-    return { name, axis: rowAxis, c0: aff.c0, cb: b, cOther: k };
+    return { name, axis: rowAxis, c0: aff.c0, cb: b, cOther: k, half };
   }
   return undefined;
 }
@@ -358,13 +403,26 @@ function vecOperand(
 function renderMatmulKernel(
   kernel: Kernel,
   mm: MatmulSpec,
-  tile: MatmulTile | undefined,
+  t: MatmulTile,
   vec4: boolean,
 ): RenderedKernel {
-  // Big register blocks amortise loads on llvmpipe; skinny products (LoRA's rank-r sides) need a tile whose width
-  // fits, or most invocations of a workgroup idle.
-  const big = mm.m * mm.n >= 256 * 256 && mm.n >= 64 && mm.m >= 64;
-  const t = tile ?? (big ? CPU_TILE : fitTile(mm.m, mm.n));
+  const parts = {
+    batch: mm.batch,
+    m: mm.m,
+    n: mm.n,
+    k: mm.k,
+    loadA: renderValue(mm.a, "  "),
+    loadB: renderValue(mm.b, "  "),
+    epilogue: renderValue(mm.epilogue, "  "),
+    outType: wgslType(kernel.outDtype),
+    store: (v: string) => toStorage(v, kernel.outDtype),
+  };
+  if (t.bk !== undefined) {
+    return renderMatmulShared({
+      ...parts,
+      header: [...preamble(kernel, [mm.a, mm.b, mm.epilogue]), ...bindings(kernel)],
+    }, t);
+  }
   let vecA = vec4 ? vecOperand(kernel, mm, mm.a, "m") : undefined;
   let vecB = vec4 ? vecOperand(kernel, mm, mm.b, "n") : undefined;
   if (vecA?.axis === "m" && t.tm % 4 !== 0) vecA = undefined;
@@ -378,17 +436,9 @@ function renderMatmulKernel(
   }
   const vec4Inputs = new Set([vecA, vecB].filter((v) => v !== undefined).map((v) => v.name));
   return renderMatmul({
+    ...parts,
     header: [...preamble(kernel, [mm.a, mm.b, mm.epilogue]), ...bindings(kernel, vec4Inputs)],
     vecA,
     vecB,
-    batch: mm.batch,
-    m: mm.m,
-    n: mm.n,
-    k: mm.k,
-    loadA: renderValue(mm.a, "  "),
-    loadB: renderValue(mm.b, "  "),
-    epilogue: renderValue(mm.epilogue, "  "),
-    outType: wgslType(kernel.outDtype),
-    store: (v) => toStorage(v, kernel.outDtype),
   }, t);
 }

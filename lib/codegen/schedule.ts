@@ -9,6 +9,8 @@
  *   elementwise op or a reshape, which keep the tiled template's output order;
  * - a matmul's operands are materialized unless they are views of stored data (a fused prologue would be
  *   recomputed once per output row or column);
+ * - a hand-written kernel ({@link Op.Custom}) and each of its inputs are materialized;
+ * - a view whose source is materialized anyway is not materialized itself (it would only copy);
  * - a kernel holds at most one matmul, at most `maxInputs` input buffers (the device's storage-buffer limit) and
  *   at most {@link LOOP_BUDGET} loop iterations in total (llvmpipe's per-invocation cap, see `split_loops.ts`);
  *   extra producers are materialized, largest first.
@@ -46,6 +48,18 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
   const heavy = new Map<Node, boolean>();
   // dotted: the node's fused region holds a matmul.
   const hasDot = new Map<Node, boolean>();
+  // A hand-written kernel is its own kernel, and reads each input as a contiguous buffer of its own.
+  const pinned = new Set<Node>();
+  for (const n of nodes) {
+    if (n.op !== Op.Custom) continue;
+    materialized.add(n);
+    for (const s of n.src) {
+      if (s.storage === null) {
+        materialized.add(s);
+        pinned.add(s);
+      }
+    }
+  }
   for (const n of nodes) {
     if (opts.noFusion && !isLeaf(n) && !(n.op === Op.Reshape || n.op === Op.Permute || n.op === Op.Expand)) {
       materialized.add(n);
@@ -77,6 +91,15 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
       if (s.storage === null && !isLeaf(s) && s.op !== Op.Cast) materialized.add(s);
     }
   }
+  // A view materialized above because its source looked heavy only copies once that source has become a kernel
+  // of its own (a matmul operand, say): fuse it back into its consumers as index arithmetic.
+  const rootSet = new Set(roots);
+  for (const n of nodes) {
+    if (!materialized.has(n) || rootSet.has(n) || pinned.has(n) || !VIEWS.has(n.op)) continue;
+    let s = n.src[0];
+    while (VIEWS.has(s.op) && s.storage === null && !materialized.has(s)) s = s.src[0];
+    if (s.storage !== null || materialized.has(s)) materialized.delete(n);
+  }
   // Per-kernel limits: one matmul, bounded input count.
   let changed = true;
   while (changed) {
@@ -101,13 +124,18 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
       }
       const inputs = regionInputs(region, materialized, root);
       if (inputs.size > opts.maxInputs) {
-        const kids = root.src.filter((s) => s.storage === null && !materialized.has(s) && !isLeaf(s));
-        if (kids.length === 0) throw new Error(`schedule: ${root} needs ${inputs.size} input buffers`);
-        kids.sort((a, b) =>
-          regionInputs(fusedRegion(b, materialized), materialized, b).size -
-          regionInputs(fusedRegion(a, materialized), materialized, a).size
+        // Cut off the biggest part of the region that fits in one kernel (a long chain of sums is cut into a
+        // few kernels, not peeled one link at a time); failing that, the root's input with the most inputs.
+        const inner = region.filter((n) => n !== root && !isLeaf(n));
+        if (inner.length === 0) throw new Error(`schedule: ${root} needs ${inputs.size} input buffers`);
+        const sizes = new Map(
+          inner.map((n) => [n, regionInputs(fusedRegion(n, materialized), materialized, n).size]),
         );
-        materialized.add(kids[0]);
+        const fitting = inner.filter((n) => sizes.get(n)! <= opts.maxInputs && sizes.get(n)! > 1);
+        const pick = fitting.length > 0
+          ? fitting.reduce((a, b) => (sizes.get(b)! > sizes.get(a)! ? b : a))
+          : inner.reduce((a, b) => (sizes.get(b)! > sizes.get(a)! ? b : a));
+        materialized.add(pick);
         changed = true;
       }
     }

@@ -63,6 +63,9 @@ export enum Op {
   Detach = "Detach",
   /** Identity whose gradient is given by a user function (`customVjp`). Never hash-consed. */
   CustomVjp = "CustomVjp",
+  // Hand-written kernels.
+  /** A hand-written kernel (from `kernels/`) computing one result from its inputs; see {@link CustomKernelArg}. */
+  Custom = "Custom",
 }
 
 /** The argument each op carries. */
@@ -135,6 +138,38 @@ export interface OpArgs {
   [Op.Detach]: null;
   /** Argument of {@link Op.CustomVjp}: the primal inputs and the backward function. */
   [Op.CustomVjp]: CustomVjpArg;
+  /** Argument of {@link Op.Custom}: the kernel. */
+  [Op.Custom]: CustomKernelArg;
+}
+
+/** Host arrays a hand-written kernel's host twin reads and writes (row-major; float64 in the reference). */
+export type HostBuffer = Float64Array | Float32Array | Int32Array | Uint32Array;
+
+/**
+ * A hand-written kernel as a graph node ({@link Op.Custom}): WGSL whose binding 0 is the result (`read_write`)
+ * and bindings 1.. the inputs (`read`, each a contiguous row-major buffer of the input's shape), entry point
+ * `main`, launched with `dispatch`; and a host function with the same effect on `[result, ...inputs]`, which the
+ * CPU backend and the float64 reference run. The node has no derivative rule of its own: wrap it with
+ * `customVjp`. `key` names the computation (shapes and options included): nodes with equal keys must have equal
+ * kernels, so graph signatures and printing use it instead of the source.
+ */
+export interface CustomKernelArg {
+  /** Identifies the computation (equal keys: equal WGSL, dispatch and host function). */
+  readonly key: string;
+  /** Name in errors and DEBUG output. */
+  readonly name: string;
+  /** Shape of the result. */
+  readonly shape: readonly number[];
+  /** Dtype of the result. */
+  readonly dtype: DType;
+  /** The compute shader. */
+  readonly wgsl: string;
+  /** Workgroup counts. */
+  readonly dispatch: readonly [number, number, number];
+  /** The same computation on host arrays `[result, ...inputs]`. */
+  readonly host: (buffers: HostBuffer[]) => void;
+  /** Serializes as the key (hash-consing, signatures and printing). */
+  toJSON(): string;
 }
 
 /**
@@ -293,4 +328,5 @@ export const SHAPE_RULES: { [O in Op]: ShapeRule<O> } = {
   },
   [Op.Detach]: same,
   [Op.CustomVjp]: same,
+  [Op.Custom]: (_src, arg) => ({ shape: [...arg.shape], dtype: arg.dtype }),
 };

@@ -220,6 +220,11 @@ export const REFERENCE_RULES: { [O in Op]: RefRule } = {
   },
   [Op.Detach]: (_n, [a]) => a,
   [Op.CustomVjp]: (_n, [a]) => a,
+  [Op.Custom]: (n, src) => {
+    const out = new Float64Array(n.size);
+    n.argOf(Op.Custom).host([out, ...src]);
+    return out;
+  },
 };
 
 /**

@@ -69,12 +69,17 @@ export async function svdLowRank<M extends number, N extends number>(
   const x = tall ? widen(a) : widen(a).transpose() as Mat; // working matrix, tall: rows ≥ cols
   const cols = tall ? n : m;
   const omega = randn([cols, l], { seed, device: a.device }) as unknown as Mat;
-  let basis = (await qr(matmulSafe(x, omega) as Tensor<[number, number], "f32">)).q as unknown as Mat;
+  // Only Q of each factorisation is used: R is released at once (not left to the garbage collector).
+  const orth = async (y: Mat) => {
+    const f = await qr(y as Tensor<[number, number], "f32">);
+    f.r.dispose();
+    return f.q as unknown as Mat;
+  };
+  let basis = await orth(matmulSafe(x, omega));
   for (let i = 0; i < niter; i++) {
-    const z = (await qr(matmulSafe(x.transpose() as Mat, basis) as Tensor<[number, number], "f32">))
-      .q as unknown as Mat;
+    const z = await orth(matmulSafe(x.transpose() as Mat, basis));
     basis.dispose();
-    basis = (await qr(matmulSafe(x, z) as Tensor<[number, number], "f32">)).q as unknown as Mat;
+    basis = await orth(matmulSafe(x, z));
     z.dispose();
   }
   const b = matmulSafe(basis.transpose() as Mat, x); // l × cols

@@ -204,8 +204,10 @@ export class LoraLinear extends Module implements LinearLayer {
       // nn's dropout takes its randomness from a key tensor, so every step reuses the same compiled kernel.
       xin = dropout(x, this.#dropout, { seed: deriveSeed(this.#seed, this.#calls++) }) as F32;
     }
-    const down = linear(xin, this.lora_A.weight) as F32;
-    return base.add(linear(down, this.lora_B.weight).mul(this.#scale) as F32) as Tensor<number[], "f32">;
+    // s scales the rank-r activations rather than the output: the product is the same, the scaling fuses into
+    // the down-projection's kernel, and the output's gradient reaches both matmuls unscaled (no extra pass).
+    const down = (linear(xin, this.lora_A.weight) as F32).mul(this.#scale) as F32;
+    return base.add(linear(down, this.lora_B.weight) as F32) as Tensor<number[], "f32">;
   }
 
   /** A plain {@link Linear} computing the same function (the adapter folded into the weight). */

@@ -11,6 +11,17 @@ import type { Shape } from "../shape.ts";
 import { arange, tensor } from "../tensor/creation.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { deriveSeed } from "./init.ts";
+import { customVjp } from "../autodiff/grad.ts";
+import { customKernel } from "../tensor/custom.ts";
+import { LOOP_BUDGET } from "../codegen/split_loops.ts";
+import {
+  attentionBackwardKeyValue,
+  attentionBackwardQuery,
+  type AttentionDims,
+  attentionForward,
+  type AttentionKernel,
+  attentionUnfit,
+} from "../../kernels/attention.wgsl.ts";
 import { type F32, Linear, type LinearLayer } from "./linear.ts";
 import { Module } from "./module.ts";
 
@@ -173,6 +184,42 @@ export interface CausalAttentionOptions {
   scale?: number;
   /** Mask future keys (default true). */
   causal?: boolean;
+  /**
+   * Use the fused attention kernels where the shapes allow (default true): scores, mask, softmax and weighted sum
+   * in one pass per query row (`kernels/attention.wgsl.ts`), and two passes backward. `false` composes the same
+   * math from primitives (matmuls and a softmax).
+   */
+  fused?: boolean;
+}
+
+function spec(k: AttentionKernel) {
+  return {
+    key: k.key,
+    name: k.name,
+    shape: [k.size],
+    dtype: "f32" as const,
+    wgsl: k.wgsl,
+    dispatch: k.dispatch,
+    host: k.host,
+  };
+}
+
+/** {@link causalAttention} through the fused kernels; `q`, `k`, `v` as there, `a` their dimensions. */
+function fusedAttention(q: F32, k: F32, v: F32, a: AttentionDims): F32 {
+  const rows = a.b * a.t * a.h;
+  const krows = a.b * a.s * a.hkv;
+  const fwd = customKernel(spec(attentionForward(a)), [q, k, v]) as F32;
+  const out = fwd.slice([0, rows * a.d]).reshape([a.b, a.t, a.h, a.d]) as F32;
+  // d(q, k, v) from dO with the forward's logsumexp; the query pass also gives Δ = dO·O for the key/value pass.
+  return customVjp((_q: F32, _k: F32, _v: F32) => out, (g) => {
+    const bq = customKernel(spec(attentionBackwardQuery(a)), [q, k, v, g, fwd]) as F32;
+    const bkv = customKernel(spec(attentionBackwardKeyValue(a)), [q, k, v, g, fwd, bq]) as F32;
+    return [
+      bq.slice([0, rows * a.d]).reshape(q.shape),
+      bkv.slice([0, krows * a.d]).reshape(k.shape),
+      bkv.slice([krows * a.d, 2 * krows * a.d]).reshape(v.shape),
+    ];
+  })(q, k, v);
 }
 
 /**
@@ -219,6 +266,10 @@ export function causalAttention(
   }
   const g = h / hkv;
   const scale = opts.scale ?? 1 / Math.sqrt(d);
+  const dims: AttentionDims = { b, t, s, h, hkv, d, scale, causal };
+  if ((opts.fused ?? true) && q.dtype === "f32" && attentionUnfit(dims, LOOP_BUDGET) === null) {
+    return fusedAttention(q, k, v, dims) as Tensor<number[], "f32">;
+  }
   const qh = q.permute([0, 2, 1, 3]).reshape([b, hkv, g, t, d]) as F32;
   const kh = k.permute([0, 2, 1, 3]).reshape([b, hkv, 1, s, d]) as F32;
   const vh = v.permute([0, 2, 1, 3]).reshape([b, hkv, 1, s, d]) as F32;

@@ -16,6 +16,8 @@ export interface Step {
   readonly inputs: readonly Storage[];
   /** Storage the kernel writes. */
   readonly output: Storage;
+  /** One value per parameter slot of the kernel (`kernel.params`): constants and seeds of this launch. */
+  readonly params?: readonly number[];
 }
 
 /**
@@ -33,6 +35,17 @@ export interface RawStep {
   readonly host: (buffers: (Float32Array | Int32Array | Uint32Array)[]) => void;
   /** Storage of each binding. */
   readonly buffers: readonly Storage[];
+}
+
+/** Steps prepared by {@link Backend.prepare} for repeated runs over the same storages. */
+export interface PreparedSteps {
+  /**
+   * Runs the steps again over the current contents of their storages, then copies each `[src, dst]` pair of
+   * `copies` (equal sizes), all in one submission on GPUs.
+   */
+  run(copies?: readonly (readonly [Storage, Storage])[]): Promise<void>;
+  /** Frees what preparing made (not the storages). */
+  dispose(): void;
 }
 
 /** A device able to run kernels. */
@@ -55,6 +68,15 @@ export interface Backend {
   read(s: Storage, d: DType, n: number): Promise<AnyDataArray>;
   /** Live buffers and pool statistics, for leak tests and benchmarks. */
   stats(): BackendStats;
+  /**
+   * Optional: prepares `steps` for repeated runs (pipelines, bindings and parameter values resolved once, so a
+   * run costs no per-step work beyond launching). Without it, a prepared run is a plain {@link run}.
+   */
+  prepare?(steps: readonly (Step | RawStep)[]): PreparedSteps;
+  /** Optional: overwrites storage `s` with `data` as dtype `d`, after all work queued so far. */
+  write?(s: Storage, d: DType, data: AnyDataArray): Promise<void>;
+  /** Optional: copies each `[src, dst]` pair (equal sizes), after all work queued so far. */
+  copy?(pairs: readonly (readonly [Storage, Storage])[]): Promise<void>;
 }
 
 /** Memory statistics of a backend. */

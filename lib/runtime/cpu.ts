@@ -7,9 +7,10 @@
 import { allocData, type AnyDataArray, type DType, toI32, toU32 } from "../dtype.ts";
 import type { Storage } from "../ir/node.ts";
 import { randUniform } from "../ir/rng.ts";
-import { type JsRuntime, renderJS } from "../codegen/render_js.ts";
+import { hostParams, type JsRuntime, renderJS } from "../codegen/render_js.ts";
+import { LruCache } from "../codegen/lru.ts";
 import type { Kernel } from "../codegen/kexpr.ts";
-import type { Backend, BackendStats, RawStep, Step } from "./backend.ts";
+import type { Backend, BackendStats, PreparedSteps, RawStep, Step } from "./backend.ts";
 import { debugLevel } from "./debug.ts";
 
 type HostArray = Float32Array | Float16Array | Int32Array | Uint32Array;
@@ -62,7 +63,10 @@ const RT: JsRuntime = {
   },
 };
 
-type HostKernel = (ins: HostArray[], out: HostArray, rt: JsRuntime) => void;
+type HostKernel = (ins: HostArray[], out: HostArray, rt: JsRuntime, prm: number[]) => void;
+
+/** Most host functions the CPU backend keeps compiled. */
+const HOST_KERNEL_CACHE = 1024;
 
 /** The float64 host backend. */
 export class CpuBackend implements Backend {
@@ -74,7 +78,7 @@ export class CpuBackend implements Backend {
   live = 0;
   /** Bytes held by live storage (for stats). */
   liveBytes = 0;
-  #cache = new Map<string, HostKernel>();
+  #cache = new LruCache<string, HostKernel>(HOST_KERNEL_CACHE);
   #sources = new WeakMap<Kernel, string>();
 
   alloc(d: DType, n: number): Storage {
@@ -101,12 +105,43 @@ export class CpuBackend implements Backend {
       let fn = this.#cache.get(src);
       if (fn === undefined) {
         if (debugLevel() >= 4) console.error(`// ${s.kernel.name}\n${src}`);
-        fn = new Function("ins", "out", "rt", src) as HostKernel;
+        fn = new Function("ins", "out", "rt", "prm", src) as HostKernel;
         this.#cache.set(src, fn);
       }
       const t0 = performance.now();
-      fn(s.inputs.map((i) => (i as CpuStorage).data), (s.output as CpuStorage).data, RT);
+      const prm = hostParams(s.kernel, s.params);
+      fn(s.inputs.map((i) => (i as CpuStorage).data), (s.output as CpuStorage).data, RT, prm);
       if (debugLevel() >= 1) console.error(`cpu ${s.kernel.name} ${(performance.now() - t0).toFixed(3)} ms`);
+    }
+    return Promise.resolve();
+  }
+
+  /** Prepared steps are the same steps run again (host functions are compiled on first use anyway). */
+  prepare(steps: readonly (Step | RawStep)[]): PreparedSteps {
+    return {
+      run: async (copies = []) => {
+        await this.run(steps);
+        await this.copy(copies);
+      },
+      dispose: () => {},
+    };
+  }
+
+  /** Overwrites `s` with `data`. */
+  write(s: Storage, _d: DType, data: AnyDataArray): Promise<void> {
+    const dst = (s as CpuStorage).data;
+    if (data.length > dst.length) throw new RangeError(`write: ${data.length} elements into ${dst.length}`);
+    dst.set(data as ArrayLike<number>);
+    return Promise.resolve();
+  }
+
+  /** Copies each `[src, dst]` pair. */
+  copy(pairs: readonly (readonly [Storage, Storage])[]): Promise<void> {
+    for (const [src, dst] of pairs) {
+      const a = (src as CpuStorage).data;
+      const b = (dst as CpuStorage).data;
+      if (a.length !== b.length) throw new RangeError(`copy: ${a.length} elements into ${b.length}`);
+      b.set(a as ArrayLike<number> & Float32Array);
     }
     return Promise.resolve();
   }

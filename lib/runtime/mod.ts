@@ -3,6 +3,6 @@
  *
  * @module
  */
-export type { Backend, BackendStats, RawStep, Step } from "./backend.ts";
+export type { Backend, BackendStats, PreparedSteps, RawStep, Step } from "./backend.ts";
 export { getBackend, getDefaultDevice, getWebGPU, setDefaultDevice } from "./realize.ts";
 export { NoAdapterError, type WebGPUBackend, WebGPUError } from "./webgpu.ts";

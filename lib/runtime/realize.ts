@@ -1,17 +1,15 @@
 /**
- * Realization: schedules the unrealized graph below some nodes into kernels, lowers and verifies each, allocates
- * outputs from the pool (intermediates are released right after their last use, so later kernels of the same
- * submission reuse their buffers), and runs everything in one submission.
+ * Realization: finds the plan of the unrealized graph below some nodes (scheduled and lowered once per graph
+ * structure, see `plan.ts`), allocates outputs from the pool (intermediates are released right after their last
+ * use, so later kernels of the same submission reuse their buffers), and runs everything in one submission.
  *
  * @module
  */
 import type { AnyDataArray, DType } from "../dtype.ts";
 import { type DeviceName, type Node, printGraph, type Storage } from "../ir/node.ts";
-import { schedule } from "../codegen/schedule.ts";
-import { splitLongLoops } from "../codegen/split_loops.ts";
-import { lowerCached } from "../codegen/lower.ts";
-import { verifyKernel } from "../codegen/kexpr.ts";
-import type { Backend, Step } from "./backend.ts";
+import { paramValue } from "../codegen/lower.ts";
+import type { Backend, RawStep, Step } from "./backend.ts";
+import { graphSignature, type Plan, planFor, planStep } from "./plan.ts";
 import { CpuBackend } from "./cpu.ts";
 import { createWebGPUBackend, type WebGPUBackend } from "./webgpu.ts";
 import { debugLevel } from "./debug.ts";
@@ -122,65 +120,69 @@ export interface RealizeOptions {
   noMatmulTemplate?: boolean;
 }
 
+/** What one realization ran: its plan, and the storages and values it bound (see {@link RealizeOptions.record}). */
+export interface Recording {
+  /** The plan (shared by every realization of a graph with the same signature). */
+  readonly plan: Plan;
+  /** The node of each leaf slot (its `storage` may be a {@link HostStorage}). */
+  readonly leafNodes: readonly Node[];
+  /** The device storage bound to each leaf slot. */
+  readonly leaves: readonly Storage[];
+  /** Value of each parameter slot. */
+  readonly params: readonly number[];
+  /** The storage of each root (owned by the caller, as the return value of {@link realizeNodes}). */
+  readonly roots: readonly Storage[];
+}
+
 /** Computes `roots` (all on one device); returns a fresh storage per root, owned by the caller. */
-export async function realizeNodes(roots: readonly Node[], opts: RealizeOptions = {}): Promise<Storage[]> {
+export async function realizeNodes(
+  roots: readonly Node[],
+  opts: RealizeOptions & { record?: (r: Recording) => void } = {},
+): Promise<Storage[]> {
   if (roots.length === 0) return [];
   await yieldIfDue(); // lets finalizers release the memory of unreachable tensors (see event_loop.ts)
   const device = roots[0].device;
   const be = await getBackend(device);
   if (debugLevel() >= 3) console.error(printGraph(roots));
-  const split = splitLongLoops(roots);
-  const order = schedule(split, { maxInputs: be.maxInputs, noFusion: opts.noFusion });
-  const materialized = new Set(order);
-  const lowered = order.map((n) => {
-    if (n.size === 0) return { kernel: null, inputs: [] }; // nothing to compute
-    const l = lowerCached(n, (m) => materialized.has(m), { matmulTemplate: !opts.noMatmulTemplate });
-    verifyKernel(l.kernel);
-    return l;
+  for (const r of roots) if (r.storage !== null) throw new Error(`realizeNodes: ${r} is already realized`);
+  const sig = graphSignature(roots);
+  const plan = planFor(roots, sig, {
+    maxInputs: be.maxInputs,
+    noFusion: opts.noFusion,
+    noMatmulTemplate: opts.noMatmulTemplate,
   });
-  const lastUse = new Map<Node, number>();
-  lowered.forEach((l, i) => l.inputs.forEach((inp) => lastUse.set(inp, i)));
-  const rootSet = new Set(split);
-  const out = new Map<Node, Storage>();
-  const steps: Step[] = [];
+  const params = sig.params.map(paramValue);
   // Upload every host-side leaf before any intermediate is released: an upload is queued ahead of this
   // submission, so it must never land in a pooled buffer that an earlier step of the same submission still uses.
-  const leaves = new Map<Storage, Storage>();
-  for (const l of lowered) {
-    for (const inp of l.inputs) {
-      if (inp.storage !== null) leaves.set(inp.storage, resolveStorage(inp.storage, be));
-    }
-  }
+  const leaves = sig.leaves.map((n) => resolveStorage(n.storage!, be));
+  const rootSet = new Set(plan.roots);
+  const buffers: Storage[] = new Array(plan.buffers.length);
+  const steps: (Step | RawStep)[] = [];
   try {
-    order.forEach((n, i) => {
-      const inputs = lowered[i].inputs.map((
-        inp,
-      ) => (inp.storage !== null ? leaves.get(inp.storage)! : out.get(inp)!));
-      let output: Storage;
+    plan.kernels.forEach((k, i) => {
+      const b = plan.buffers[i];
       try {
-        output = be.alloc(n.dtype, n.size);
+        buffers[i] = be.alloc(b.dtype, b.size);
       } catch (e) {
         throw new RangeError(
-          `result of ${n.op} with shape [${n.shape.join(", ")}] ${n.dtype}: ${(e as Error).message}`,
+          `result of ${b.op} with shape [${b.shape.join(", ")}] ${b.dtype}: ${(e as Error).message}`,
         );
       }
-      out.set(n, output);
-      const kernel = lowered[i].kernel;
-      if (kernel !== null) steps.push({ kernel, inputs, output });
-      for (const inp of lowered[i].inputs) {
-        if (inp.storage === null && !rootSet.has(inp) && lastUse.get(inp) === i) {
+      const step = planStep(plan, i, leaves, buffers, params);
+      if (step !== null) steps.push(step);
+      for (const inp of k.inputs) {
+        if (inp.buf !== undefined && !rootSet.has(inp.buf) && plan.lastUse[inp.buf] === i) {
           // Safe to reuse inside this submission: later steps are ordered after this one.
-          out.get(inp)!.release();
+          buffers[inp.buf].release();
         }
       }
     });
     await be.run(steps);
   } catch (e) {
-    for (const s of out.values()) s.release();
+    for (const s of buffers) s?.release();
     throw e;
   }
-  return split.map((r) => {
-    if (r.storage !== null) throw new Error(`realizeNodes: ${r} is already realized`);
-    return out.get(r)!;
-  });
+  const out = plan.roots.map((b) => buffers[b]);
+  opts.record?.({ plan, leafNodes: sig.leaves, leaves, params, roots: out });
+  return out;
 }

@@ -7,12 +7,15 @@
  */
 import { type AnyDataArray, type DType, DTYPE_INFO } from "../dtype.ts";
 import type { Storage } from "../ir/node.ts";
-import { type RenderedKernel, renderWGSL } from "../codegen/render_wgsl.ts";
+import { paramVec4s, type RenderedKernel, renderWGSL } from "../codegen/render_wgsl.ts";
 import type { Kernel } from "../codegen/kexpr.ts";
+import { LruCache } from "../codegen/lru.ts";
+import { type MatmulPolicy, matmulPolicyFor } from "../codegen/matmul_policy.ts";
 import {
   type Backend,
   type BackendStats,
   BufferPool,
+  type PreparedSteps,
   type RawStep,
   sizeClass,
   type Step,
@@ -84,6 +87,37 @@ function encode(d: DType, data: AnyDataArray): Uint8Array {
   return new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength);
 }
 
+/** Most compiled pipelines a WebGPU backend keeps (least recently used ones are dropped). */
+export const PIPELINE_CACHE_SIZE = 1024;
+
+/**
+ * Writes a kernel's parameter values into `words` from word `at` on, as the shader reads them: 32-bit words,
+ * f32 (and f16, widened) as float bits, i32 as two's complement, u32 as is, bool as 0/1.
+ */
+export function encodeParams(
+  kernel: Kernel,
+  values: readonly number[],
+  words: Uint32Array,
+  at: number,
+): void {
+  const dtypes = kernel.params ?? [];
+  if (values.length !== dtypes.length) {
+    throw new Error(
+      `kernel ${kernel.name}: ${values.length} parameter value(s) for ${dtypes.length} slot(s)`,
+    );
+  }
+  const f = new Float32Array(words.buffer, words.byteOffset, words.length);
+  const i = new Int32Array(words.buffer, words.byteOffset, words.length);
+  dtypes.forEach((d, k) => {
+    const v = values[k];
+    if (d === "f32") f[at + k] = v;
+    else if (d === "f16") f[at + k] = Math.f16round(v);
+    else if (d === "i32") i[at + k] = v;
+    else if (d === "bool") words[at + k] = v ? 1 : 0;
+    else words[at + k] = v >>> 0;
+  });
+}
+
 /** Decodes storage bytes of dtype `d` into the host array type of `await t.data()`. */
 function decode(d: DType, bytes: ArrayBuffer, n: number): AnyDataArray {
   switch (d) {
@@ -112,12 +146,15 @@ export class WebGPUBackend implements Backend {
   readonly isFallback: boolean;
   /** Whether `shader-f16` is available. */
   readonly hasF16: boolean;
+  /** How matmuls are blocked on this adapter (see `matmul_policy.ts`). */
+  readonly matmulPolicy: MatmulPolicy;
   readonly #device: GPUDevice;
   #pool = new BufferPool<GPUBuffer>();
   #staging = new BufferPool<GPUBuffer>();
-  #pipelines = new Map<string, GPUComputePipeline>();
+  #uniforms = new BufferPool<GPUBuffer>();
+  #pipelines = new LruCache<string, GPUComputePipeline>(PIPELINE_CACHE_SIZE);
   #rendered = new WeakMap<Kernel, RenderedKernel>();
-  #layouts = new Map<number, GPUBindGroupLayout>();
+  #layouts = new Map<string, GPUBindGroupLayout>();
   #live = 0;
   #liveBytes = 0;
   #deviceBytes = 0;
@@ -134,6 +171,7 @@ export class WebGPUBackend implements Backend {
     this.description = [i.description || "unknown adapter", i.vendor && `vendor ${i.vendor}`, i.architecture]
       .filter(Boolean).join(", ") + (this.isFallback ? " (fallback adapter)" : "");
     this.maxInputs = Math.min(device.limits.maxStorageBuffersPerShaderStage - 1, 30);
+    this.matmulPolicy = matmulPolicyFor({ description: i.description ?? "", isFallback: this.isFallback });
     this.maxBufferBytes = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
     device.lost.then((info) => {
       this.#lost = `${info.reason}: ${info.message}`;
@@ -206,11 +244,13 @@ export class WebGPUBackend implements Backend {
   }
 
   /**
-   * The bind-group layout of generated kernels with `inputs` inputs: binding 0 is the output, the rest read-only.
-   * Explicit (not "auto") so that a binding the shader happens not to read is still valid.
+   * The bind-group layout of generated kernels with `inputs` inputs: binding 0 is the output, the rest read-only,
+   * then the parameter uniform when `params`. Explicit (not "auto") so that a binding the shader happens not to
+   * read is still valid.
    */
-  #layout(inputs: number): GPUBindGroupLayout {
-    let l = this.#layouts.get(inputs);
+  #layout(inputs: number, params: boolean): GPUBindGroupLayout {
+    const key = `${inputs}|${params}`;
+    let l = this.#layouts.get(key);
     if (l === undefined) {
       const entries: GPUBindGroupLayoutEntry[] = [{
         binding: 0,
@@ -224,8 +264,15 @@ export class WebGPUBackend implements Backend {
           buffer: { type: "read-only-storage" },
         });
       }
+      if (params) {
+        entries.push({
+          binding: inputs + 1,
+          visibility: GPUShaderStage.COMPUTE,
+          buffer: { type: "uniform" },
+        });
+      }
       l = this.#device.createBindGroupLayout({ entries });
-      this.#layouts.set(inputs, l);
+      this.#layouts.set(key, l);
     }
     return l;
   }
@@ -234,7 +281,7 @@ export class WebGPUBackend implements Backend {
   #render(k: Kernel): RenderedKernel {
     let r = this.#rendered.get(k);
     if (r === undefined) {
-      r = renderWGSL(k);
+      r = renderWGSL(k, { policy: this.matmulPolicy });
       this.#rendered.set(k, r);
     }
     return r;
@@ -257,42 +304,102 @@ export class WebGPUBackend implements Backend {
     return p;
   }
 
+  /**
+   * The pipeline, bind group and dispatch size of one step; its parameter block (if any) is at `offset` in
+   * `params`.
+   */
+  #bind(
+    s: Step | RawStep,
+    params: GPUBuffer | null,
+    offset: number,
+  ): { pipeline: GPUComputePipeline; group: GPUBindGroup; dispatch: readonly [number, number, number] } {
+    const raw = "wgsl" in s;
+    const name = raw ? s.name : s.kernel.name;
+    const r = raw ? { source: s.wgsl, dispatch: s.dispatch } : this.#render(s.kernel);
+    if (!this.hasF16 && r.source.startsWith("enable f16;")) {
+      throw new TypeError(
+        `kernel ${name} uses f16, but the adapter (${this.description}) lacks the shader-f16 feature; ` +
+          `cast to f32 or run on device "cpu"`,
+      );
+    }
+    const withParams = offset >= 0;
+    const layout = raw ? null : this.#layout(s.inputs.length, withParams);
+    const pipeline = this.#pipeline(r.source, name, layout);
+    if (r.dispatch.some((d) => d > 65535)) {
+      throw new RangeError(`kernel ${name}: dispatch ${r.dispatch.join("x")} exceeds 65535 per dimension`);
+    }
+    const buffers = raw ? s.buffers : [s.output, ...s.inputs];
+    const entries: GPUBindGroupEntry[] = buffers.map((b, i) => ({
+      binding: i,
+      resource: { buffer: (b as GpuStorage).buffer },
+    }));
+    if (withParams) {
+      entries.push({
+        binding: buffers.length,
+        resource: { buffer: params!, offset, size: paramVec4s((s as Step).kernel) * 16 },
+      });
+    }
+    const group = this.#device.createBindGroup({
+      layout: layout ?? pipeline.getBindGroupLayout(0),
+      entries,
+    });
+    return { pipeline, group, dispatch: r.dispatch };
+  }
+
+  /**
+   * Packs the parameter values of every step that has parameter slots into one uniform buffer (each step's block
+   * at an offset aligned as the device requires); returns the buffer and each step's offset (-1: none).
+   */
+  #packParams(
+    steps: readonly (Step | RawStep)[],
+    pooled = true,
+  ): { buffer: GPUBuffer | null; cls: number; offsets: number[] } {
+    const align = this.#device.limits.minUniformBufferOffsetAlignment;
+    const offsets: number[] = [];
+    let bytes = 0;
+    for (const s of steps) {
+      const vecs = "wgsl" in s ? 0 : paramVec4s(s.kernel);
+      if (vecs === 0) {
+        offsets.push(-1);
+        continue;
+      }
+      offsets.push(bytes);
+      bytes += Math.ceil((vecs * 16) / align) * align;
+    }
+    if (bytes === 0) return { buffer: null, cls: 0, offsets };
+    const words = new Uint32Array(bytes / 4);
+    steps.forEach((s, i) => {
+      if (offsets[i] >= 0) encodeParams((s as Step).kernel, (s as Step).params ?? [], words, offsets[i] / 4);
+    });
+    const cls = sizeClass(bytes);
+    let buffer = pooled ? this.#uniforms.take(cls) : undefined;
+    if (buffer === undefined) {
+      buffer = this.#device.createBuffer({
+        size: cls,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      });
+    }
+    this.#device.queue.writeBuffer(buffer, 0, words);
+    return { buffer, cls, offsets };
+  }
+
   async run(steps: readonly (Step | RawStep)[]): Promise<void> {
     if (steps.length === 0) return;
     this.#check("wgsl" in steps[0] ? steps[0].name : steps[0].kernel.name);
+    const packed = this.#packParams(steps);
     const perKernel = debugLevel() >= 1;
     let encoder = this.#device.createCommandEncoder();
     let pass = encoder.beginComputePass();
     const names: string[] = [];
     this.#device.pushErrorScope("validation");
     this.#device.pushErrorScope("internal");
-    for (const s of steps) {
+    for (const [si, s] of steps.entries()) {
       const raw = "wgsl" in s;
       const name = raw ? s.name : s.kernel.name;
-      const r = raw ? { source: s.wgsl, dispatch: s.dispatch } : this.#render(s.kernel);
-      if (!this.hasF16 && r.source.startsWith("enable f16;")) {
-        throw new TypeError(
-          `kernel ${name} uses f16, but the adapter (${this.description}) lacks the shader-f16 feature; ` +
-            `cast to f32 or run on device "cpu"`,
-        );
-      }
-      const layout = raw ? null : this.#layout(s.inputs.length);
-      const pipeline = this.#pipeline(r.source, name, layout);
-      if (r.dispatch.some((d) => d > 65535)) {
-        throw new RangeError(`kernel ${name}: dispatch ${r.dispatch.join("x")} exceeds 65535 per dimension`);
-      }
-      const buffers = raw ? s.buffers : [s.output, ...s.inputs];
-      const entries: GPUBindGroupEntry[] = buffers.map((b, i) => ({
-        binding: i,
-        resource: { buffer: (b as GpuStorage).buffer },
-      }));
-      const group = this.#device.createBindGroup({
-        layout: layout ?? pipeline.getBindGroupLayout(0),
-        entries,
-      });
+      const { pipeline, group, dispatch } = this.#bind(s, packed.buffer, packed.offsets[si]);
       pass.setPipeline(pipeline);
       pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(r.dispatch[0], r.dispatch[1], r.dispatch[2]);
+      pass.dispatchWorkgroups(dispatch[0], dispatch[1], dispatch[2]);
       names.push(name);
       if (perKernel) {
         pass.end();
@@ -300,7 +407,7 @@ export class WebGPUBackend implements Backend {
         this.#device.queue.submit([encoder.finish()]);
         await this.#device.queue.onSubmittedWorkDone();
         console.error(
-          `webgpu ${name} ${r.dispatch.join("x")} ${(performance.now() - t0).toFixed(3)} ms`,
+          `webgpu ${name} ${dispatch.join("x")} ${(performance.now() - t0).toFixed(3)} ms`,
         );
         encoder = this.#device.createCommandEncoder();
         pass = encoder.beginComputePass();
@@ -308,6 +415,8 @@ export class WebGPUBackend implements Backend {
     }
     pass.end();
     this.#device.queue.submit([encoder.finish()]);
+    // Later writes to the parameter buffer are queued after this submission, so it can be reused at once.
+    if (packed.buffer !== null) this.#uniforms.give(packed.cls, packed.buffer);
     const internal = await this.#device.popErrorScope();
     const validation = await this.#device.popErrorScope();
     const err = validation ?? internal;
@@ -316,6 +425,97 @@ export class WebGPUBackend implements Backend {
       throw new WebGPUError(which, err.message);
     }
     this.#check(names[names.length - 1]);
+  }
+
+  /**
+   * Prepares `steps` for repeated runs: pipelines, bind groups and a parameter buffer of their own are made once,
+   * so a run only encodes the dispatches and submits them.
+   */
+  prepare(steps: readonly (Step | RawStep)[]): PreparedSteps {
+    if (debugLevel() >= 1) return { run: () => this.run(steps), dispose: () => {} };
+    const packed = this.#packParams(steps, false);
+    const bound = steps.map((s, i) => this.#bind(s, packed.buffer, packed.offsets[i]));
+    const names = steps.map((s) => ("wgsl" in s ? s.name : s.kernel.name));
+    let disposed = false;
+    // Validation errors are a property of the commands, which never change: only the first run is checked with
+    // error scopes; later failures (a lost device, memory) surface through the device's error handlers.
+    let validated = false;
+    return {
+      run: async (copies = []) => {
+        if (disposed) throw new Error("prepared steps used after dispose()");
+        this.#check(names[0] ?? "copy");
+        const scoped = !validated;
+        if (scoped) {
+          this.#device.pushErrorScope("validation");
+          this.#device.pushErrorScope("internal");
+        }
+        const encoder = this.#device.createCommandEncoder();
+        if (bound.length > 0) {
+          const pass = encoder.beginComputePass();
+          let last: GPUComputePipeline | null = null;
+          for (const b of bound) {
+            if (b.pipeline !== last) pass.setPipeline(b.pipeline);
+            last = b.pipeline;
+            pass.setBindGroup(0, b.group);
+            pass.dispatchWorkgroups(b.dispatch[0], b.dispatch[1], b.dispatch[2]);
+          }
+          pass.end();
+        }
+        for (const [src, dst] of copies) {
+          const a = src as GpuStorage;
+          const d = dst as GpuStorage;
+          if (a.bytes !== d.bytes) throw new RangeError(`copy: ${a.bytes} bytes into ${d.bytes} bytes`);
+          encoder.copyBufferToBuffer(a.buffer, 0, d.buffer, 0, a.bytes);
+        }
+        this.#device.queue.submit([encoder.finish()]);
+        if (scoped) {
+          const internal = await this.#device.popErrorScope();
+          const validation = await this.#device.popErrorScope();
+          const err = validation ?? internal;
+          if (err) throw new WebGPUError(`one of [${names.join(", ")}]`, err.message);
+          validated = true;
+        }
+        this.#check(names[names.length - 1] ?? "copy");
+      },
+      dispose: () => {
+        if (disposed) return;
+        disposed = true;
+        packed.buffer?.destroy();
+      },
+    };
+  }
+
+  /** Overwrites `s` with `data` (queued: ordered after every earlier submission). */
+  write(s: Storage, d: DType, data: AnyDataArray): Promise<void> {
+    const g = s as GpuStorage;
+    const bytes = encode(d, data);
+    if (bytes.byteLength > g.cls) {
+      throw new RangeError(`write: ${bytes.byteLength} bytes into a storage of ${g.bytes} bytes`);
+    }
+    if (bytes.byteLength === 0) return Promise.resolve();
+    if (bytes.byteLength % 4 === 0) {
+      this.#device.queue.writeBuffer(g.buffer, 0, bytes as Uint8Array<ArrayBuffer>);
+    } else {
+      const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+      padded.set(bytes);
+      this.#device.queue.writeBuffer(g.buffer, 0, padded);
+    }
+    return Promise.resolve();
+  }
+
+  /** Copies each `[src, dst]` pair in one submission. */
+  copy(pairs: readonly (readonly [Storage, Storage])[]): Promise<void> {
+    if (pairs.length === 0) return Promise.resolve();
+    const enc = this.#device.createCommandEncoder();
+    for (const [src, dst] of pairs) {
+      const a = src as GpuStorage;
+      const b = dst as GpuStorage;
+      if (a.bytes !== b.bytes) throw new RangeError(`copy: ${a.bytes} bytes into ${b.bytes} bytes`);
+      enc.copyBufferToBuffer(a.buffer, 0, b.buffer, 0, a.bytes);
+    }
+    this.#device.queue.submit([enc.finish()]);
+    this.#check("copy");
+    return Promise.resolve();
   }
 
   async read(s: Storage, d: DType, n: number): Promise<AnyDataArray> {

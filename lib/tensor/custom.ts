@@ -7,7 +7,8 @@
  */
 import type { DType } from "../dtype.ts";
 import { checkShape, size } from "../shape.ts";
-import { bufferNode, type Storage } from "../ir/node.ts";
+import { bufferNode, mk, type Storage } from "../ir/node.ts";
+import { type CustomKernelArg, type HostBuffer, Op } from "../ir/ops.ts";
 import type { RawStep } from "../runtime/backend.ts";
 import { getBackend, resolveStorage } from "../runtime/realize.ts";
 import { realize, Tensor } from "./tensor.ts";
@@ -80,4 +81,40 @@ export async function runKernels(
   });
   await be.run(steps);
   return outputs.map((o, i) => new Tensor(bufferNode(outStorage[i], [...o.shape], o.dtype)));
+}
+
+/** A hand-written kernel for {@link customKernel}: everything of {@link CustomKernelArg} but its serializer. */
+export type CustomKernelSpec = Omit<CustomKernelArg, "toJSON" | "host"> & {
+  /** The same computation on host arrays `[result, ...inputs]`. */
+  readonly host: (buffers: HostBuffer[]) => void;
+};
+
+/**
+ * A lazy hand-written kernel over `inputs` (all on one device): a graph node like any other (its own kernel, in
+ * the same submission as the rest), unlike {@link runKernels}. It has no derivative of its own; give it one with
+ * `customVjp`.
+ *
+ * @example
+ * ```ts
+ * import { tensor } from "../tensor/creation.ts";
+ * import { customKernel } from "./custom.ts";
+ * const x = tensor([1, 2, 3, 4]);
+ * const doubled = customKernel({
+ *   key: "double_4",
+ *   name: "double_4",
+ *   shape: [4],
+ *   dtype: "f32",
+ *   wgsl: `@group(0) @binding(0) var<storage, read_write> out0: array<f32>;
+ * @group(0) @binding(1) var<storage, read> x: array<f32>;
+ * @compute @workgroup_size(4) fn main(@builtin(global_invocation_id) g: vec3<u32>) { out0[g.x] = 2.0 * x[g.x]; }`,
+ *   dispatch: [1, 1, 1],
+ *   host: ([out, a]) => { for (let i = 0; i < 4; i++) out[i] = 2 * a[i]; },
+ * }, [x]);
+ * console.log(await doubled.toArray()); // [2, 4, 6, 8]
+ * ```
+ */
+export function customKernel(spec: CustomKernelSpec, inputs: readonly Tensor[]): Tensor {
+  if (inputs.length === 0) throw new RangeError(`customKernel ${spec.name}: needs at least one input`);
+  const arg: CustomKernelArg = { ...spec, toJSON: () => spec.key };
+  return new Tensor(mk(Op.Custom, inputs.map((t) => t.node), arg));
 }

@@ -32,4 +32,10 @@ export {
   where,
   zeros,
 } from "./creation.ts";
-export { type KernelLaunch, type OutputSpec, runKernels } from "./custom.ts";
+export {
+  customKernel,
+  type CustomKernelSpec,
+  type KernelLaunch,
+  type OutputSpec,
+  runKernels,
+} from "./custom.ts";

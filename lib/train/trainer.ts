@@ -4,7 +4,9 @@
  *
  * Each step builds one lazy graph (batch → loss → gradients → clipped update, plus the step's metrics), computes
  * it with a single `realize` together with the new parameters and optimiser state, and disposes the previous
- * step's parameter, state and batch buffers. The step's metrics (loss, global and per-group gradient norms,
+ * step's parameter, state and batch buffers. By default the step is compiled: once two consecutive steps built the
+ * same graph, later steps replay its kernels with the new batch and optimiser scalars, without building,
+ * scheduling or binding anything (`compiled_step.ts`; bit for bit the same results). The step's metrics (loss, global and per-group gradient norms,
  * norms of tracked tensors, extra metrics from the loss function) are one small device vector; every
  * `readEvery` steps the pending vectors are stacked and read back with one `data()` call, then written to the
  * JSONL metrics file and shown on the progress bar.
@@ -24,7 +26,12 @@ import type { Optimizer } from "../nn/optim/optimizer.ts";
 import type { Schedule } from "../nn/optim/schedule.ts";
 import type { Shape } from "../shape.ts";
 import { stack } from "../tensor/creation.ts";
+import { Op } from "../ir/ops.ts";
 import { realize, Tensor } from "../tensor/tensor.ts";
+import { getBackend, realizeNodes, type Recording, resolveStorage } from "../runtime/realize.ts";
+import { bufferNode, type Node, type Storage } from "../ir/node.ts";
+import { type CopySpec, copyStorages } from "../runtime/plan.ts";
+import { baseStorage, leafRoles, replayBlocker, ReplayedStep, type TracedStep } from "./compiled_step.ts";
 import { type MetricRecord, MetricsWriter, readJsonl } from "../io/json.ts";
 import { writeFileAtomicSync } from "../io/atomic.ts";
 import { Progress } from "./progress.ts";
@@ -110,6 +117,24 @@ export interface TrainerOptions<M extends object, B extends Batch> {
    * `<checkpoint.path>.last-good`, or a new temporary file without a checkpoint schedule).
    */
   lastGoodPath?: string;
+  /**
+   * Compile the step (default true): once two consecutive steps build the same graph, later steps replay its
+   * kernels with the new batch and step scalars instead of building, scheduling and binding it again (see
+   * `compiled_step.ts`). The results are bit for bit those of `compile: false`. `loss` and `track` are then
+   * called only while tracing, so they must build the same computation at every step from the model and the
+   * batch; a `loss` that declares the `step` argument is traced at every step (still without recompiling).
+   */
+  compile?: boolean;
+}
+
+/** How many steps a trainer traced (built and scheduled) and how many it replayed. */
+export interface CompileStats {
+  /** Steps whose graph was built. */
+  traced: number;
+  /** Steps replayed from a compiled step. */
+  replayed: number;
+  /** Why the last traced step was not made replayable (null when it was, or before two traces). */
+  blocker: string | null;
 }
 
 const TRAINER_OPTIONS = z.object({
@@ -135,6 +160,7 @@ const TRAINER_OPTIONS = z.object({
   onRecords: opt.fn().optional(),
   stopOnNonFinite: z.boolean().optional(),
   lastGoodPath: z.string().min(1).optional(),
+  compile: z.boolean().optional(),
 }).strict();
 
 /**
@@ -198,6 +224,14 @@ export interface ResumeInfo {
   skipped: { path: string; reason: string }[];
 }
 
+/** The buffer node at the bottom of a chain of views (null when the chain reaches a computed node). */
+function bufferBelow(n: Node): Node | null {
+  while (n.storage === null && n.src.length === 1 && (n.op === Op.Shrink || n.op === Op.Reshape)) {
+    n = n.src[0];
+  }
+  return n.storage !== null ? n : null;
+}
+
 /** Options of {@link Trainer.run}. */
 export interface RunOptions {
   /** Stop after this step (default: the run's `steps`). */
@@ -259,6 +293,9 @@ export class Trainer<M extends object, B extends Batch = Batch> {
   #good: Snapshot | null = null;
   #candidate: Snapshot | null = null;
   #failed: NonFiniteError | null = null;
+  #lastTrace: TracedStep | null = null;
+  #replay: ReplayedStep | null = null;
+  #stats: CompileStats = { traced: 0, replayed: 0, blocker: null };
 
   /** A trainer; nothing runs until {@link run}. */
   constructor(options: TrainerOptions<M, B>) {
@@ -305,6 +342,11 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     return this.#o.optimizer;
   }
 
+  /** Traced and replayed step counts (see {@link TrainerOptions.compile}). */
+  get compileStats(): Readonly<CompileStats> {
+    return { ...this.#stats };
+  }
+
   /**
    * Runs steps `step + 1 .. until` (default: to the end of the run). Returns the records of these steps; all of
    * them have been read back, written and checkpointed (when scheduled) when it resolves.
@@ -344,6 +386,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
           await this.#save(ck.path, true, ck.trainableOnly ? this.#o.optimizer.paths : undefined);
         }
       }
+      await this.#syncReplay();
     } finally {
       this.#progress.done();
       this.#progress = null;
@@ -355,6 +398,24 @@ export class Trainer<M extends object, B extends Batch = Batch> {
   async #trainStep(s: number): Promise<void> {
     const { model, optimizer: opt, track = {} } = this.#o;
     const batch = this.#o.batch?.(s) ?? ({} as B);
+    if (this.#replay !== null) {
+      if (this.#replay.valid(opt) && this.#replay.fits(batch)) {
+        const scale = this.#o.schedule?.(s) ?? 1;
+        const vector = await this.#replay.run(batch, opt, scale);
+        for (const t of Object.values(batch)) if (t.isRealized) t.dispose();
+        this.#pending.push({ step: s, vector, lrs: opt.learningRates(scale) });
+        this.#step = s;
+        this.#stats.replayed++;
+        return;
+      }
+      await this.#dropReplay();
+    }
+    const compile = this.#o.compile ?? true;
+    if (compile) {
+      // A lazy batch entry becomes a plain buffer first, so that a replay can take its place as an input.
+      const lazy = Object.values(batch).filter((t) => !t.isRealized);
+      if (lazy.length > 0) await realize(...lazy);
+    }
     const lossOf = (p: ParamDict): [Tensor, Record<string, Tensor>] =>
       functionalCall(model, p, () => {
         const r = this.#o.loss(model, batch, s);
@@ -404,11 +465,85 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       ];
     }
     const vector = stack(scalars.map((t) => t.reshape([]) as F32));
-    await realize(...pending.tensors, vector);
+    let rec: Recording | null = null;
+    let roles: TracedStep["roles"] = [];
+    if (compile) {
+      // Roles are told by storage identity, before the step's realization replaces anything.
+      const state = new Map<Storage, string>();
+      const addState = (t: Tensor, path: string) => {
+        const st = baseStorage(t);
+        if (st !== null) state.set(st, path);
+      };
+      for (const path of opt.paths) addState(opt.params[path], path);
+      for (const [key, t] of Object.entries(opt.stateDict())) addState(t, key.slice(key.indexOf(".") + 1));
+      const batchStorage = new Map<Storage, string>();
+      for (const [name, t] of Object.entries(batch)) {
+        if (t.node.storage !== null) batchStorage.set(t.node.storage, name);
+      }
+      const roots = [...new Set([...pending.tensors, vector].map((t) => t.node))];
+      const storages = await realizeNodes(roots, { record: (r) => (rec = r) });
+      const leaves = new Map(roots.map((n, i) => [n, bufferNode(storages[i], n.shape, n.dtype)]));
+      for (const t of [...pending.tensors, vector]) t.setNode(leaves.get(t.node)!);
+      roles = leafRoles(rec!, state, batchStorage, pending.scalars.node.storage!);
+    } else {
+      await realize(...pending.tensors, vector);
+    }
+    const rootNodes = rec === null ? [] : (rec as Recording).roots;
     opt.commit(pending);
     for (const t of Object.values(batch)) if (t.isRealized) t.dispose();
     this.#pending.push({ step: s, vector, lrs: opt.learningRates(scale) });
     this.#step = s;
+    this.#stats.traced++;
+    if (rec !== null) await this.#considerReplay(rec, roles, pending.packed, vector, rootNodes);
+  }
+
+  /** Makes the step replayable when this trace and the previous one agree (see `compiled_step.ts`). */
+  async #considerReplay(
+    rec: Recording,
+    roles: TracedStep["roles"],
+    packed: Readonly<Record<string, Tensor>>,
+    vector: Tensor,
+    roots: readonly Storage[],
+  ): Promise<void> {
+    const rootIndex = new Map(roots.map((st, i) => [st, i]));
+    const packedRoot = new Map<string, number>();
+    for (const [path, t] of Object.entries(packed)) {
+      const i = rootIndex.get(t.node.storage!);
+      if (i !== undefined) packedRoot.set(path, i);
+    }
+    const trace: TracedStep = {
+      rec,
+      roles,
+      packedRoot,
+      vectorRoot: rootIndex.get(vector.node.storage!) ?? -1,
+    };
+    const prev = this.#lastTrace;
+    this.#lastTrace = trace;
+    if (prev === null) return;
+    const opt = this.#o.optimizer;
+    this.#stats.blocker = this.#o.loss.length >= 3
+      ? "the loss function takes the step number"
+      : trace.vectorRoot < 0 || packedRoot.size !== opt.paths.length
+      ? "the step's outputs are not one packed update per parameter and a metrics vector"
+      : replayBlocker(prev, trace, opt.paths);
+    if (this.#stats.blocker !== null) return;
+    const be = await getBackend(vector.device);
+    this.#replay = await ReplayedStep.create(be, trace, opt);
+    this.#lastTrace = null;
+  }
+
+  /** Brings the model and optimiser up to date with the replayed steps. */
+  async #syncReplay(): Promise<void> {
+    await this.#replay?.sync(this.#o.optimizer);
+  }
+
+  /** Stops replaying (after bringing the model up to date); the next step traces again. */
+  async #dropReplay(): Promise<void> {
+    const r = this.#replay;
+    if (r === null) return;
+    this.#replay = null;
+    if (r.ownsModel(this.#o.optimizer)) await r.sync(this.#o.optimizer);
+    r.dispose();
   }
 
   get #guarded(): boolean {
@@ -421,9 +556,21 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     const params = opt.params;
     const state = opt.stateDict();
     const packed: Record<string, Tensor> = {};
+    const copies: CopySpec[] = [];
+    const be = await getBackend(opt.params[opt.paths[0]].device);
     for (const path of opt.paths) {
-      packed[path] = stack([params[path] as F32, ...opt.slots.map((s) => state[`${s}.${path}`] as F32)]);
+      const parts = [params[path] as F32, ...opt.slots.map((s) => state[`${s}.${path}`] as F32)];
+      // After a step, the parameter and its state are views of one packed buffer: copy it as it is.
+      const base = parts.map((t) => bufferBelow(t.node));
+      const shape = [parts.length, ...parts[0].shape];
+      const b = base[0];
+      if (b !== null && base.every((x) => x === b) && b.shape.join() === shape.join() && b.dtype === "f32") {
+        const dst = be.alloc("f32", b.size);
+        copies.push({ src: resolveStorage(b.storage!, be), dst, dtype: "f32", n: b.size });
+        packed[path] = new Tensor(bufferNode(dst, shape, "f32"));
+      } else packed[path] = stack(parts);
     }
+    await copyStorages(be, copies);
     await realize(...Object.values(packed));
     return { step: this.#step, packed };
   }
@@ -468,6 +615,9 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       saved = { path, step: snap.step };
     }
     for (const s of [this.#good, this.#candidate]) if (s !== snap) this.#disposeSnapshot(s);
+    this.#replay?.dispose();
+    this.#replay = null;
+    this.#lastTrace = null;
     this.#good = null;
     this.#candidate = null;
     this.#failed = new NonFiniteError(bad, groups, saved);
@@ -476,6 +626,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
 
   /** Reads back the pending metrics (one readback), records and writes them. */
   async #flush(): Promise<void> {
+    await this.#syncReplay();
     if (this.#pending.length === 0) return;
     const pending = this.#pending;
     this.#pending = [];
@@ -545,6 +696,9 @@ export class Trainer<M extends object, B extends Batch = Batch> {
   /** Closes the metrics file if the trainer opened it, and frees the device copies kept for the guard. */
   close(): void {
     this.#dropSnapshots();
+    this.#replay?.dispose();
+    this.#replay = null;
+    this.#lastTrace = null;
     if (this.#ownsWriter) this.#writer?.close();
     this.#writer = null;
     this.#ownsWriter = false;

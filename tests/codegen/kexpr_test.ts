@@ -59,6 +59,53 @@ Deno.test("simplified index expressions keep their values", () => {
   }
 });
 
+Deno.test("a row index times a row length plus a column, over a whole block of rows, divides by the block", () => {
+  // (128·m + k) / 8192 = m / 64 and (128·m + k) % 8192 = 128·(m % 64) + k for 0 <= k < 128: the index a matmul
+  // operand has after a reshape of [4, 64, 128] to [256, 128]; it must come back affine for vec4 reads.
+  const kb = new KBuilder();
+  const m = kb.var("m", 0, 255);
+  const k = kb.var("k", 0, 127);
+  const e = kb.add(kb.mul(m, 128), k);
+  equal(kb.div(e, 8192), kb.div(m, 64));
+  const r = kb.mod(e, 8192);
+  for (const [mv, kv] of [[0, 0], [63, 127], [64, 5], [255, 127], [130, 64]]) {
+    equal(evalIndex(r, { m: mv, k: kv }), (128 * mv + kv) % 8192);
+  }
+  // Reshaped back, the flat index is the affine 128·m + k again.
+  const flat = kb.add(
+    kb.add(kb.mul(kb.div(e, 8192), 8192), kb.mul(kb.mod(kb.div(e, 128), 64), 128)),
+    kb.mod(e, 128),
+  );
+  equal(flat, e);
+});
+
+Deno.test("factor splitting keeps values over random affine indices", () => {
+  const rng = new TestRng(32);
+  for (let trial = 0; trial < 300; trial++) {
+    const kb = new KBuilder();
+    const g = 2 ** rng.int(1, 6);
+    const [xs, ys] = [rng.int(1, 40), rng.int(1, g)];
+    const x = kb.var("x", 0, xs - 1);
+    const y = kb.var("y", 0, ys - 1);
+    const [a, c] = [g * rng.int(1, 9), rng.int(0, 3) * g];
+    const d = g * rng.int(1, 8);
+    const e = kb.add(kb.add(kb.mul(x, a), y), c);
+    const q = kb.div(e, d);
+    const r = kb.mod(e, d);
+    for (let xv = 0; xv < xs; xv++) {
+      for (const yv of [0, ys - 1]) {
+        const v = a * xv + yv + c;
+        equal(
+          evalIndex(q, { x: xv, y: yv }),
+          Math.floor(v / d),
+          `(${a}x + y + ${c}) / ${d} at x=${xv}, y=${yv}`,
+        );
+        equal(evalIndex(r, { x: xv, y: yv }), v % d, `(${a}x + y + ${c}) % ${d} at x=${xv}, y=${yv}`);
+      }
+    }
+  }
+});
+
 Deno.test("the verifier rejects malformed kernels", () => {
   const kb = new KBuilder();
   const g = kb.var("gid", 0, 9);

@@ -171,7 +171,7 @@ Deno.test("svd, qr and svdLowRank release their intermediates (live buffers stay
   const a = tensor(rng.normals(24 * 13), { shape: [24, 13] });
   await a.realize();
   const live: number[] = [];
-  for (let i = 0; i < 10; i++) {
+  for (let i = 0; i < 16; i++) {
     const r = await svd(a);
     await r.s.data();
     for (const t of [r.u, r.s, r.vh]) t.dispose();
@@ -182,7 +182,10 @@ Deno.test("svd, qr and svdLowRank release their intermediates (live buffers stay
     for (const t of [l.u, l.s, l.vh]) t.dispose();
     live.push(be.stats().liveBuffers);
   }
-  // A few internal buffers go back when V8 collects their tensors, at times it chooses (seen: 9 or 12 live after a
-  // round). A leak adds at least one buffer per round, so over 10 rounds the count must stay within that jitter.
-  ok(Math.max(...live) - Math.min(...live) <= 4, `live buffers after each round: ${live}`);
+  // A few internal buffers go back when V8 collects their tensors, at times it chooses (seen: 4 to 10 live after a
+  // round), so single counts jitter. A leak adds at least one buffer per round: the fewest live buffers over the
+  // last 8 rounds would then exceed the fewest over the first 8 by 8 or more; collection timing cannot raise it.
+  const early = Math.min(...live.slice(0, 8));
+  const late = Math.min(...live.slice(8));
+  ok(late - early <= 3, `live buffers after each round: ${live}`);
 });

@@ -65,6 +65,16 @@ for (const [name, family, tol] of CASES) {
   });
 }
 
+Deno.test("HF families on the CPU device: Qwen3 and the bf16 Llama match transformers there too", async () => {
+  for (const [name, tol] of [["qwen3", 1e-4], ["llama_bias_bf16", 1e-3]] as const) {
+    const model = await loadLlama(`${FIXTURES}${name}`, { device: "cpu" });
+    const ref = await expected(name);
+    const ids = tensor(ref.ids, { shape: [2, 16], dtype: "i32", device: "cpu" }) as Tensor<Shape, "i32">;
+    const err = relError(await model.forward(ids).data() as Float32Array, ref.logits);
+    ok(err < tol, `${name} on cpu: relative error ${err.toExponential(2)} above ${tol}`);
+  }
+});
+
 Deno.test("HF bf16 checkpoint: matrices stored as f16 on an adapter with shader-f16, f32 on request", async () => {
   const hasF16 = (await getWebGPU()).hasF16;
   const auto = await loadHf(`${FIXTURES}llama_bias_bf16`);

@@ -93,6 +93,8 @@ export interface PendingUpdate {
   readonly packed: Readonly<Record<string, Tensor>>;
   /** The packed tensors: pass them all to one `realize`. */
   readonly tensors: readonly Tensor[];
+  /** The uploaded step scalars the update reads (see {@link Optimizer.stepScalars}). */
+  readonly scalars: Tensor;
 }
 
 /** Step scalars of one group, as scalar device tensors keyed by name. */
@@ -300,11 +302,7 @@ export abstract class Optimizer {
     }
     const step = this.#step + 1;
     const names = this.#scalarNames;
-    const values = new Float32Array(Math.max(1, this.#groups.length * names.length));
-    this.#groups.forEach((g, gi) => {
-      const v = this.scalars(g, step, lrScale);
-      v.forEach((x, j) => (values[gi * names.length + j] = x));
-    });
+    const values = this.stepScalars(step, lrScale);
     this.#hyper?.dispose();
     const hyper = tensor(values, { shape: [values.length], device: this.#device }) as F32;
     this.#hyper = hyper;
@@ -337,7 +335,22 @@ export abstract class Optimizer {
         this.#slots.forEach((s, k) => (state[s][path] = all.slice(k + 1)));
       }
     }
-    return { step, params, state, packed, tensors: Object.values(packed) };
+    return { step, params, state, packed, tensors: Object.values(packed), scalars: hyper };
+  }
+
+  /**
+   * The step scalars an update of step `step` (1-based) with learning-rate factor `lrScale` uploads, group after
+   * group in the order of the rule's scalar names. A compiled training step writes these into its replayed
+   * update's input instead of building the update again.
+   */
+  stepScalars(step: number, lrScale = 1): Float32Array {
+    const names = this.#scalarNames;
+    const values = new Float32Array(Math.max(1, this.#groups.length * names.length));
+    this.#groups.forEach((g, gi) => {
+      const v = this.scalars(g, step, lrScale);
+      v.forEach((x, j) => (values[gi * names.length + j] = x));
+    });
+    return values;
   }
 
   /**
@@ -353,12 +366,37 @@ export abstract class Optimizer {
     if (update.tensors.some((t) => !t.isRealized)) {
       throw new Error(`${this.name}: realize(...update.tensors) before commit()`);
     }
+    this.#install(update.packed, update.step);
+  }
+
+  /**
+   * Makes realized packed tensors current as of step `step`, as {@link commit} does (each is
+   * `[1 + slots, ...shape]` per path, or just the parameter without slots): a compiled training step that ran
+   * several updates without building them hands over its latest state this way.
+   */
+  adopt(packed: Readonly<Record<string, Tensor>>, step: number): void {
+    if (!Number.isInteger(step) || step < 0) throw new RangeError(`${this.name}: bad step ${step}`);
     const current = this.params;
-    const keep = new Set(update.tensors.map((t) => t.node));
+    for (const path of this.#paths) {
+      const t = packed[path];
+      const want = this.#slots.length === 0
+        ? current[path].shape.join()
+        : [1 + this.#slots.length, ...current[path].shape].join();
+      if (!(t instanceof Tensor) || !t.isRealized || t.shape.join() !== want) {
+        throw new RangeError(`${this.name}: adopt() needs a realized [${want}] tensor for "${path}"`);
+      }
+    }
+    this.#install(packed, step);
+  }
+
+  #install(packed: Readonly<Record<string, Tensor>>, step: number): void {
+    const tensors = this.#paths.map((p) => packed[p]);
+    const current = this.params;
+    const keep = new Set(tensors.map((t) => t.node));
     const retired: Tensor[] = [];
     const swap = new Map<Tensor, Tensor>();
     for (const path of this.#paths) {
-      const all = update.packed[path];
+      const all = packed[path];
       // Fresh views of the realized buffer (views made before realization still point at the expression).
       const next = this.#slots.length === 0 ? all : all.slice(0);
       swap.set(current[path], next);
@@ -376,7 +414,7 @@ export abstract class Optimizer {
     this.#dispose(retired, keep);
     this.#hyper?.dispose();
     this.#hyper = null;
-    this.#step = update.step;
+    this.#step = step;
   }
 
   #dispose(tensors: readonly Tensor[], keep: ReadonlySet<unknown>): void {

@@ -1,0 +1,329 @@
+/**
+ * Fused causal attention with grouped key/value heads, forward and backward, one invocation per row (a
+ * FlashAttention-style online softmax: scores, mask, softmax and the weighted sum in one pass, never storing the
+ * `T x S` score matrix).
+ *
+ * Layouts (contiguous, row-major): `q` is `[B, T, H, D]`, `k` and `v` are `[B, S, Hkv, D]`, query head `h` uses
+ * key/value head `⌊h / G⌋` with `G = H / Hkv`; with `causal`, query `t` sees keys `0 .. t + S − T`. Scores are
+ * `scale · q·k`.
+ *
+ * - forward, per query row `(b, t, h)`: `O = Σ_s softmax_s(scores) v_s` and `L = logsumexp_s(scores)`; the result
+ *   is `[O (B·T·H·D) | L (B·T·H)]`;
+ * - backward for queries, per query row: `Δ = dO·O`, `P_s = exp(score_s − L)`, `dS_s = P_s (dO·v_s − Δ)`,
+ *   `dQ = scale Σ_s dS_s k_s`; the result is `[dQ | Δ]`;
+ * - backward for keys and values, per key row `(b, s, kh)` summing over the `G` query heads of the group and the
+ *   queries that see the key: `dV = Σ P dO`, `dK = scale Σ dS q`; the result is `[dK | dV]`.
+ *
+ * `D` must be a multiple of 4 (rows are read as `vec4<f32>`); each invocation loops over at most `S` keys
+ * (forward, queries) or `G·T` queries (keys and values). Every kernel has a float64 host twin with the same
+ * loops, used by the CPU backend and the reference.
+ *
+ * @module
+ */
+
+/** The shapes and options of one attention. */
+export interface AttentionDims {
+  /** Batch. */
+  readonly b: number;
+  /** Queries per sequence. */
+  readonly t: number;
+  /** Keys per sequence (`>= t` when causal). */
+  readonly s: number;
+  /** Query heads. */
+  readonly h: number;
+  /** Key/value heads (divides `h`). */
+  readonly hkv: number;
+  /** Head size (a multiple of 4). */
+  readonly d: number;
+  /** Score scale. */
+  readonly scale: number;
+  /** Mask keys after each query's position. */
+  readonly causal: boolean;
+}
+
+/** One kernel: WGSL, dispatch and its float64 host twin over `[result, ...inputs]`. */
+export interface AttentionKernel {
+  /** Identifies the kernel (dims included). */
+  readonly key: string;
+  /** Kernel name. */
+  readonly name: string;
+  /** Elements of the result. */
+  readonly size: number;
+  /** The shader. */
+  readonly wgsl: string;
+  /** Workgroup counts. */
+  readonly dispatch: [number, number, number];
+  /** The host twin. */
+  readonly host: (buffers: HostArray[]) => void;
+}
+
+/** A writable host array (a typed array; float64 in the reference). */
+export type HostArray = { [i: number]: number; readonly length: number };
+
+const WG = 64;
+
+/** Why `dims` cannot use the fused kernels (null when they can). */
+export function attentionUnfit(dims: AttentionDims, loopBudget: number): string | null {
+  const { t, s, h, hkv, d } = dims;
+  if (d % 4 !== 0) return `head size ${d} is not a multiple of 4`;
+  if (h % hkv !== 0) return `${h} heads are not a multiple of ${hkv} key/value heads`;
+  if (dims.causal && s < t) return `${t} queries need at least as many keys, got ${s}`;
+  if (s > loopBudget || (h / hkv) * t > loopBudget) return "the loops would exceed the iteration budget";
+  return null;
+}
+
+function dispatchFor(rows: number): [number, number, number] {
+  const groups = Math.ceil(rows / WG);
+  if (groups <= 65535) return [Math.max(groups, 1), 1, 1];
+  const gy = Math.ceil(groups / 65535);
+  return [Math.ceil(groups / gy), gy, 1];
+}
+
+function f32(x: number): string {
+  const v = Math.fround(x);
+  return Number.isInteger(v) ? `${v}.0` : `${v}`;
+}
+
+/** Lines computing `name = Σ_i dot(a[i], b[i])` over the `d/4` vec4s (unrolled). */
+function dotLines(name: string, d4: number, a: (i: number) => string, b: (i: number) => string): string {
+  const terms = Array.from({ length: d4 }, (_, i) => `dot(${a(i)}, ${b(i)})`);
+  return `let ${name} = ${terms.join(" + ")};`;
+}
+
+function header(inputs: readonly string[], vec4Out: boolean): string {
+  return [
+    `@group(0) @binding(0) var<storage, read_write> out0: array<${vec4Out ? "vec4<f32>" : "f32"}>;`,
+    ...inputs.map((n, i) => `@group(0) @binding(${i + 1}) var<storage, read> ${n}: array<vec4<f32>>;`),
+  ].join("\n");
+}
+
+function key(kind: string, a: AttentionDims): string {
+  return `attention_${kind}(b=${a.b},t=${a.t},s=${a.s},h=${a.h},hkv=${a.hkv},d=${a.d},scale=${
+    Math.fround(a.scale)
+  },causal=${a.causal})`;
+}
+
+/** The query row index and the head indices of an invocation (WGSL lines). */
+function rowLines(a: AttentionDims, rows: number): string[] {
+  return [
+    `  let row = i32(g.x + g.y * nwg.x * ${WG}u);`,
+    `  if (row >= ${rows}) { return; }`,
+    `  let h = row % ${a.h};`,
+    `  let t = (row / ${a.h}) % ${a.t};`,
+    `  let b = row / ${a.h * a.t};`,
+    `  let kh = h / ${a.h / a.hkv};`,
+    `  let last = ${a.causal ? `t + ${a.s - a.t}` : `${a.s - 1}`};`,
+  ];
+}
+
+/** The forward kernel: result `[O | L]`, inputs `q, k, v`. */
+export function attentionForward(a: AttentionDims): AttentionKernel {
+  const d4 = a.d / 4;
+  const rows = a.b * a.t * a.h;
+  const L: string[] = [header(["q", "k", "v"], false)];
+  L.push(`@compute @workgroup_size(${WG})`);
+  L.push(`fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {`);
+  L.push(...rowLines(a, rows));
+  for (let i = 0; i < d4; i++) L.push(`  let q${i} = q[row * ${d4} + ${i}] * ${f32(a.scale)};`);
+  for (let i = 0; i < d4; i++) L.push(`  var acc${i} = vec4<f32>(0.0);`);
+  L.push(`  var m = bitcast<f32>(0xff800000u);`, `  var l = 0.0;`);
+  L.push(`  for (var s = 0; s <= last; s = s + 1) {`);
+  L.push(`    let kb = ((b * ${a.s} + s) * ${a.hkv} + kh) * ${d4};`);
+  L.push(`    ${dotLines("sc", d4, (i) => `q${i}`, (i) => `k[kb + ${i}]`)}`);
+  L.push(`    let mn = max(m, sc);`, `    let corr = exp(m - mn);`, `    let p = exp(sc - mn);`);
+  L.push(`    l = l * corr + p;`);
+  for (let i = 0; i < d4; i++) L.push(`    acc${i} = acc${i} * corr + p * v[kb + ${i}];`);
+  L.push(`    m = mn;`, `  }`);
+  L.push(`  let inv = 1.0 / l;`);
+  for (let i = 0; i < d4; i++) {
+    for (let c = 0; c < 4; c++) L.push(`  out0[row * ${a.d} + ${4 * i + c}] = acc${i}[${c}] * inv;`);
+  }
+  L.push(`  out0[${rows * a.d} + row] = m + log(l);`, `}`);
+  return {
+    key: key("forward", a),
+    name: `attention_forward_${a.b}x${a.t}x${a.h}x${a.d}`,
+    size: rows * (a.d + 1),
+    wgsl: L.join("\n"),
+    dispatch: dispatchFor(rows),
+    host: ([out, q, k, v]) => {
+      const acc = new Float64Array(a.d);
+      for (let row = 0; row < rows; row++) {
+        const { b, t, kh, last } = rowOf(a, row);
+        acc.fill(0);
+        let m = -Infinity;
+        let l = 0;
+        for (let s = 0; s <= last; s++) {
+          const kb = ((b * a.s + s) * a.hkv + kh) * a.d;
+          let sc = 0;
+          for (let i = 0; i < a.d; i++) sc += q[row * a.d + i] * k[kb + i];
+          sc *= a.scale;
+          const mn = Math.max(m, sc);
+          const corr = Math.exp(m - mn);
+          const p = Math.exp(sc - mn);
+          l = l * corr + p;
+          for (let i = 0; i < a.d; i++) acc[i] = acc[i] * corr + p * v[kb + i];
+          m = mn;
+        }
+        for (let i = 0; i < a.d; i++) out[row * a.d + i] = acc[i] / l;
+        out[rows * a.d + row] = m + Math.log(l);
+        void t;
+      }
+    },
+  };
+}
+
+function rowOf(a: AttentionDims, row: number) {
+  const h = row % a.h;
+  const t = Math.floor(row / a.h) % a.t;
+  const b = Math.floor(row / (a.h * a.t));
+  const kh = Math.floor(h / (a.h / a.hkv));
+  const last = a.causal ? t + a.s - a.t : a.s - 1;
+  return { h, t, b, kh, last };
+}
+
+/** The backward kernel for queries: result `[dQ | Δ]`, inputs `q, k, v, dO, forward result`. */
+export function attentionBackwardQuery(a: AttentionDims): AttentionKernel {
+  const d4 = a.d / 4;
+  const rows = a.b * a.t * a.h;
+  const lBase = (rows * a.d) / 4; // vec4 index where L starts in the forward result
+  const L: string[] = [header(["q", "k", "v", "dout", "fwd"], false)];
+  L.push(`@compute @workgroup_size(${WG})`);
+  L.push(`fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {`);
+  L.push(...rowLines(a, rows));
+  for (let i = 0; i < d4; i++) {
+    L.push(`  let q${i} = q[row * ${d4} + ${i}] * ${f32(a.scale)};`);
+    L.push(`  let do${i} = dout[row * ${d4} + ${i}];`);
+    L.push(`  var dq${i} = vec4<f32>(0.0);`);
+  }
+  L.push(`  ${dotLines("delta", d4, (i) => `do${i}`, (i) => `fwd[row * ${d4} + ${i}]`)}`);
+  L.push(`  let lse = fwd[${lBase} + row / 4][row % 4];`);
+  L.push(`  for (var s = 0; s <= last; s = s + 1) {`);
+  L.push(`    let kb = ((b * ${a.s} + s) * ${a.hkv} + kh) * ${d4};`);
+  L.push(`    ${dotLines("sc", d4, (i) => `q${i}`, (i) => `k[kb + ${i}]`)}`);
+  L.push(`    ${dotLines("dp", d4, (i) => `do${i}`, (i) => `v[kb + ${i}]`)}`);
+  L.push(`    let ds = exp(sc - lse) * (dp - delta);`);
+  for (let i = 0; i < d4; i++) L.push(`    dq${i} = dq${i} + ds * k[kb + ${i}];`);
+  L.push(`  }`);
+  for (let i = 0; i < d4; i++) {
+    for (let c = 0; c < 4; c++) {
+      L.push(`  out0[row * ${a.d} + ${4 * i + c}] = dq${i}[${c}] * ${f32(a.scale)};`);
+    }
+  }
+  L.push(`  out0[${rows * a.d} + row] = delta;`, `}`);
+  return {
+    key: key("backward_query", a),
+    name: `attention_backward_query_${a.b}x${a.t}x${a.h}x${a.d}`,
+    size: rows * (a.d + 1),
+    wgsl: L.join("\n"),
+    dispatch: dispatchFor(rows),
+    host: ([out, q, k, v, dout, fwd]) => {
+      const dq = new Float64Array(a.d);
+      for (let row = 0; row < rows; row++) {
+        const { b, kh, last } = rowOf(a, row);
+        let delta = 0;
+        for (let i = 0; i < a.d; i++) delta += dout[row * a.d + i] * fwd[row * a.d + i];
+        const lse = fwd[rows * a.d + row];
+        dq.fill(0);
+        for (let s = 0; s <= last; s++) {
+          const kb = ((b * a.s + s) * a.hkv + kh) * a.d;
+          let sc = 0;
+          let dp = 0;
+          for (let i = 0; i < a.d; i++) {
+            sc += q[row * a.d + i] * k[kb + i];
+            dp += dout[row * a.d + i] * v[kb + i];
+          }
+          const ds = Math.exp(sc * a.scale - lse) * (dp - delta);
+          for (let i = 0; i < a.d; i++) dq[i] += ds * k[kb + i];
+        }
+        for (let i = 0; i < a.d; i++) out[row * a.d + i] = dq[i] * a.scale;
+        out[rows * a.d + row] = delta;
+      }
+    },
+  };
+}
+
+/** The backward kernel for keys and values: result `[dK | dV]`, inputs `q, k, v, dO, forward, query backward`. */
+export function attentionBackwardKeyValue(a: AttentionDims): AttentionKernel {
+  const d4 = a.d / 4;
+  const rows = a.b * a.t * a.h;
+  const krows = a.b * a.s * a.hkv;
+  const g = a.h / a.hkv;
+  const lBase = (rows * a.d) / 4;
+  const L: string[] = [header(["q", "k", "v", "dout", "fwd", "bq"], false)];
+  L.push(`@compute @workgroup_size(${WG})`);
+  L.push(`fn main(@builtin(global_invocation_id) gi: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {`);
+  L.push(`  let kr = i32(gi.x + gi.y * nwg.x * ${WG}u);`, `  if (kr >= ${krows}) { return; }`);
+  L.push(
+    `  let kh = kr % ${a.hkv};`,
+    `  let s = (kr / ${a.hkv}) % ${a.s};`,
+    `  let b = kr / ${a.hkv * a.s};`,
+  );
+  L.push(`  let first = ${a.causal ? `max(0, s - ${a.s - a.t})` : "0"};`);
+  for (let i = 0; i < d4; i++) {
+    L.push(`  let k${i} = k[kr * ${d4} + ${i}] * ${f32(a.scale)};`);
+    L.push(`  let v${i} = v[kr * ${d4} + ${i}];`);
+    L.push(`  var dk${i} = vec4<f32>(0.0);`, `  var dv${i} = vec4<f32>(0.0);`);
+  }
+  L.push(`  for (var j = 0; j < ${g}; j = j + 1) {`);
+  L.push(`    let h = kh * ${g} + j;`);
+  L.push(`    for (var t = first; t < ${a.t}; t = t + 1) {`);
+  L.push(`      let row = (b * ${a.t} + t) * ${a.h} + h;`);
+  L.push(`      let qb = row * ${d4};`);
+  L.push(`      ${dotLines("sc", d4, (i) => `q[qb + ${i}]`, (i) => `k${i}`)}`);
+  L.push(`      ${dotLines("dp", d4, (i) => `dout[qb + ${i}]`, (i) => `v${i}`)}`);
+  L.push(`      let p = exp(sc - fwd[${lBase} + row / 4][row % 4]);`);
+  L.push(`      let ds = p * (dp - bq[${lBase} + row / 4][row % 4]);`);
+  for (let i = 0; i < d4; i++) {
+    L.push(`      dv${i} = dv${i} + p * dout[qb + ${i}];`);
+    L.push(`      dk${i} = dk${i} + ds * q[qb + ${i}];`);
+  }
+  L.push(`    }`, `  }`);
+  for (let i = 0; i < d4; i++) {
+    for (let c = 0; c < 4; c++) {
+      L.push(`  out0[kr * ${a.d} + ${4 * i + c}] = dk${i}[${c}] * ${f32(a.scale)};`);
+      L.push(`  out0[${krows * a.d} + kr * ${a.d} + ${4 * i + c}] = dv${i}[${c}];`);
+    }
+  }
+  L.push(`}`);
+  return {
+    key: key("backward_key_value", a),
+    name: `attention_backward_kv_${a.b}x${a.s}x${a.hkv}x${a.d}`,
+    size: 2 * krows * a.d,
+    wgsl: L.join("\n"),
+    dispatch: dispatchFor(krows),
+    host: ([out, q, k, v, dout, fwd, bq]) => {
+      const dk = new Float64Array(a.d);
+      const dv = new Float64Array(a.d);
+      for (let kr = 0; kr < krows; kr++) {
+        const kh = kr % a.hkv;
+        const s = Math.floor(kr / a.hkv) % a.s;
+        const b = Math.floor(kr / (a.hkv * a.s));
+        const first = a.causal ? Math.max(0, s - (a.s - a.t)) : 0;
+        dk.fill(0);
+        dv.fill(0);
+        for (let j = 0; j < g; j++) {
+          const h = kh * g + j;
+          for (let t = first; t < a.t; t++) {
+            const row = (b * a.t + t) * a.h + h;
+            let sc = 0;
+            let dp = 0;
+            for (let i = 0; i < a.d; i++) {
+              sc += q[row * a.d + i] * k[kr * a.d + i];
+              dp += dout[row * a.d + i] * v[kr * a.d + i];
+            }
+            const p = Math.exp(sc * a.scale - fwd[rows * a.d + row]);
+            const ds = p * (dp - bq[rows * a.d + row]);
+            for (let i = 0; i < a.d; i++) {
+              dv[i] += p * dout[row * a.d + i];
+              dk[i] += ds * q[row * a.d + i];
+            }
+          }
+        }
+        for (let i = 0; i < a.d; i++) {
+          out[kr * a.d + i] = dk[i] * a.scale;
+          out[krows * a.d + kr * a.d + i] = dv[i];
+        }
+      }
+    },
+  };
+}

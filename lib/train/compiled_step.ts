@@ -1,0 +1,294 @@
+/**
+ * The compiled training step: after two consecutive steps built the same graph, the {@link Trainer} replays the
+ * second one's kernels instead of building, scheduling and binding the step again.
+ *
+ * A traced step is realized with a recording (`realizeNodes`' `record`), which gives its plan and the storage of
+ * every leaf. Each leaf is given a role: the optimiser's packed state of a parameter (fed by that parameter's
+ * packed output), a batch tensor (written from the new batch each step), the optimiser's step scalars (written
+ * from {@link Optimizer.stepScalars}), or a fixed tensor (a frozen weight, a rotary table: bound as is). Two traces
+ * that agree on the plan, on every constant and seed, and on every role (fixed leaves by identity) make the step
+ * replayable; a leaf that is new at every step and has no role (a dropout key drawn per step) keeps the trainer
+ * tracing, which stays correct and still reuses the plan.
+ *
+ * The replay binds the plan twice over two sets of state buffers (ping-pong: one binding reads set A and writes
+ * set B, the other the reverse), so a step costs writes of the batch and scalars, one prepared submission and a
+ * copy of the metrics vector. The model and optimiser are brought up to date lazily ({@link ReplayedStep.sync}:
+ * copies of the current state, handed over with {@link Optimizer.adopt}) before anything outside the step can
+ * look at them.
+ *
+ * @module
+ */
+import type { DType } from "../dtype.ts";
+import { bufferNode, type Node, type Storage } from "../ir/node.ts";
+import type { Backend } from "../runtime/backend.ts";
+import { BoundPlan, copyStorages, writeStorage } from "../runtime/plan.ts";
+import { HostStorage, type Recording, resolveStorage } from "../runtime/realize.ts";
+import { realize, Tensor } from "../tensor/tensor.ts";
+import type { Optimizer } from "../nn/optim/optimizer.ts";
+
+/** What a leaf of a traced step stands for. */
+export type LeafRole =
+  | { readonly kind: "state"; readonly path: string }
+  | { readonly kind: "batch"; readonly name: string }
+  | { readonly kind: "scalars" }
+  | { readonly kind: "fixed" };
+
+/** A traced step: its recording, the role of each leaf, and which roots hold what. */
+export interface TracedStep {
+  /** The realization's recording. */
+  readonly rec: Recording;
+  /** Role of each leaf slot. */
+  readonly roles: readonly LeafRole[];
+  /** Root index of each parameter's packed update. */
+  readonly packedRoot: ReadonlyMap<string, number>;
+  /** Root index of the metrics vector. */
+  readonly vectorRoot: number;
+}
+
+/** The storage at the bottom of a tensor's view chain (the buffer a parameter or state slot is a view of). */
+export function baseStorage(t: Tensor): Storage | null {
+  let n: Node = t.node;
+  while (n.storage === null && n.src.length === 1) n = n.src[0];
+  return n.storage;
+}
+
+/**
+ * Gives each leaf of `rec` its role. `state` maps the storage behind each parameter's current value and state to
+ * its path, `batch` each batch tensor's storage to its name, `scalars` is the storage of the optimiser's uploaded
+ * step scalars.
+ */
+export function leafRoles(
+  rec: Recording,
+  state: ReadonlyMap<Storage, string>,
+  batch: ReadonlyMap<Storage, string>,
+  scalars: Storage,
+): LeafRole[] {
+  return rec.leafNodes.map((n): LeafRole => {
+    const s = n.storage!;
+    const path = state.get(s);
+    if (path !== undefined) return { kind: "state", path };
+    const name = batch.get(s);
+    if (name !== undefined) return { kind: "batch", name };
+    if (s === scalars) return { kind: "scalars" };
+    return { kind: "fixed" };
+  });
+}
+
+/** Why two traces do not make a replayable step (null: they do). */
+export function replayBlocker(prev: TracedStep, cur: TracedStep, paths: readonly string[]): string | null {
+  const a = prev.rec;
+  const b = cur.rec;
+  if (a.plan.key !== b.plan.key) return "the step's graph changed";
+  if (a.params.some((v, i) => !Object.is(v, b.params[i]))) return "a constant or seed changed between steps";
+  const seen = new Set<string>();
+  for (let i = 0; i < b.leafNodes.length; i++) {
+    const [ra, rb] = [prev.roles[i], cur.roles[i]];
+    if (ra.kind !== rb.kind) return "a tensor changed its role between steps";
+    if (rb.kind === "fixed" && a.leafNodes[i].storage !== b.leafNodes[i].storage) {
+      return "the step reads a tensor that is new at every step and is neither batch nor optimiser state";
+    }
+    if (rb.kind === "state") {
+      if (rb.path !== (ra as { path: string }).path || seen.has(rb.path)) return "state leaves do not match";
+      seen.add(rb.path);
+      const root = cur.packedRoot.get(rb.path);
+      const leaf = b.leafNodes[i];
+      const out = root === undefined ? undefined : b.plan.buffers[b.plan.roots[root]];
+      if (out === undefined || out.shape.join() !== leaf.shape.join() || out.dtype !== leaf.dtype) {
+        return `the update of "${rb.path}" does not have the layout of its input`;
+      }
+    }
+    if (rb.kind === "batch" && rb.name !== (ra as { name: string }).name) return "batch leaves do not match";
+  }
+  if (seen.size !== paths.length) return "some parameters are not read by the step";
+  const batchNames = cur.roles.filter((r) => r.kind === "batch").map((r) => (r as { name: string }).name);
+  if (new Set(batchNames).size !== batchNames.length) return "two batch entries share one tensor";
+  return null;
+}
+
+interface BatchSlot {
+  name: string;
+  dtype: DType;
+  shape: readonly number[];
+  storage: Storage;
+}
+
+/** A traced step bound for replay (see the module comment). */
+export class ReplayedStep {
+  readonly #be: Backend;
+  readonly #bound: [BoundPlan, BoundPlan];
+  readonly #sets: [Map<string, Storage>, Map<string, Storage>];
+  readonly #packedShape = new Map<string, { shape: readonly number[]; dtype: DType }>();
+  readonly #batch: BatchSlot[] = [];
+  readonly #scalars: Storage | null;
+  readonly #vector: Storage;
+  readonly #vectorShape: readonly number[];
+  readonly #fixed: readonly Node[];
+  readonly #owned: Storage[] = [];
+  /** The set holding the latest state (0: A, 1: B). */
+  #current: 0 | 1 = 0;
+  #optStep: number;
+  #synced = true;
+  #installed: Map<string, Node>;
+  #disposed = false;
+
+  /** Binds `trace` (already checked with {@link replayBlocker}) for replay, starting from `opt`'s state. */
+  static async create(be: Backend, trace: TracedStep, opt: Optimizer): Promise<ReplayedStep> {
+    const r = new ReplayedStep(be, trace, opt);
+    // Set A starts as a copy of the state the trace committed (the optimiser keeps owning its own tensors).
+    const rec = trace.rec;
+    const copies = [...trace.packedRoot].map(([path, root]) => {
+      const buf = rec.plan.buffers[rec.plan.roots[root]];
+      return { src: rec.roots[root], dst: r.#sets[0].get(path)!, dtype: buf.dtype, n: buf.size };
+    });
+    await copyStorages(be, copies);
+    return r;
+  }
+
+  private constructor(be: Backend, trace: TracedStep, opt: Optimizer) {
+    this.#be = be;
+    const { rec, roles } = trace;
+    const plan = rec.plan;
+    const alloc = (dtype: DType, n: number) => {
+      const s = be.alloc(dtype, n);
+      this.#owned.push(s);
+      return s;
+    };
+    this.#sets = [new Map(), new Map()];
+    for (const [path, root] of trace.packedRoot) {
+      const b = plan.buffers[plan.roots[root]];
+      this.#packedShape.set(path, { shape: b.shape, dtype: b.dtype });
+      this.#sets[0].set(path, alloc(b.dtype, b.size));
+      this.#sets[1].set(path, alloc(b.dtype, b.size));
+    }
+    const vb = plan.buffers[plan.roots[trace.vectorRoot]];
+    this.#vector = alloc(vb.dtype, vb.size);
+    this.#vectorShape = vb.shape;
+    let scalars: Storage | null = null;
+    const fixed: Node[] = [];
+    const leaves = (set: 0 | 1) =>
+      roles.map((role, i) => {
+        const n = rec.leafNodes[i];
+        switch (role.kind) {
+          case "state":
+            return this.#sets[set].get(role.path)!;
+          case "batch": {
+            let slot = this.#batch.find((b) => b.name === role.name);
+            if (slot === undefined) {
+              slot = { name: role.name, dtype: n.dtype, shape: n.shape, storage: alloc(n.dtype, n.size) };
+              this.#batch.push(slot);
+            }
+            return slot.storage;
+          }
+          case "scalars":
+            scalars ??= alloc(n.dtype, n.size);
+            return scalars;
+          case "fixed":
+            if (set === 0) fixed.push(n);
+            return rec.leaves[i];
+        }
+      });
+    const outputs = (set: 0 | 1) => {
+      const m = new Map<number, Storage>([[trace.vectorRoot, this.#vector]]);
+      for (const [path, root] of trace.packedRoot) m.set(root, this.#sets[set].get(path)!);
+      return m;
+    };
+    const first = new BoundPlan(be, plan, { leaves: leaves(0), params: rec.params, outputs: outputs(1) });
+    const second = new BoundPlan(be, plan, {
+      leaves: leaves(1),
+      params: rec.params,
+      outputs: outputs(0),
+      shareWith: first,
+    });
+    this.#bound = [first, second];
+    this.#scalars = scalars;
+    this.#fixed = fixed;
+    this.#optStep = opt.stepCount;
+    this.#installed = installedNodes(opt);
+  }
+
+  /**
+   * Whether the replay still describes the model: the optimiser's parameters are the tensors installed at the last
+   * sync (nobody loaded other ones) and no fixed input was disposed.
+   */
+  valid(opt: Optimizer): boolean {
+    if (this.#disposed || !this.ownsModel(opt)) return false;
+    return this.#fixed.every((n) => n.storage !== null && !n.storage.released);
+  }
+
+  /** Whether the optimiser's parameters are still the tensors this replay installed at its last sync. */
+  ownsModel(opt: Optimizer): boolean {
+    const params = opt.params;
+    for (const [path, node] of this.#installed) if (params[path]?.node !== node) return false;
+    return true;
+  }
+
+  /**
+   * Whether `batch` has the names, shapes and dtypes the replayed step was traced with.
+   */
+  fits(batch: Readonly<Record<string, Tensor>>): boolean {
+    const names = Object.keys(batch);
+    if (names.length < this.#batch.length) return false;
+    return this.#batch.every((b) => {
+      const t = batch[b.name];
+      return t instanceof Tensor && t.dtype === b.dtype && t.shape.join() === b.shape.join();
+    });
+  }
+
+  /**
+   * Runs one step on `batch` (checked with {@link fits}) with the optimiser's step scalars for learning-rate
+   * factor `lrScale`; returns the step's metrics vector (a fresh tensor owned by the caller).
+   */
+  async run(batch: Readonly<Record<string, Tensor>>, opt: Optimizer, lrScale: number): Promise<Tensor> {
+    const be = this.#be;
+    const copies = [];
+    for (const b of this.#batch) {
+      const t = batch[b.name];
+      if (!t.isRealized) await realize(t);
+      const st = t.node.storage!;
+      if (st instanceof HostStorage && st.host !== null) await writeStorage(be, b.storage, b.dtype, st.host);
+      else copies.push({ src: resolveStorage(st, be), dst: b.storage, dtype: b.dtype, n: t.size });
+    }
+    await copyStorages(be, copies);
+    this.#optStep++;
+    if (this.#scalars !== null) {
+      await writeStorage(be, this.#scalars, "f32", opt.stepScalars(this.#optStep, lrScale));
+    }
+    // The metrics vector is copied out in the same submission (the next replay overwrites it).
+    const out = be.alloc("f32", this.#vectorShape.reduce((a, b) => a * b, 1));
+    await this.#bound[this.#current].run([[this.#vector, out]]);
+    this.#current = this.#current === 0 ? 1 : 0;
+    this.#synced = false;
+    return new Tensor(bufferNode(out, this.#vectorShape, "f32"));
+  }
+
+  /** Hands copies of the latest state to the optimiser (and so to the model), if the replay ran since. */
+  async sync(opt: Optimizer): Promise<void> {
+    if (this.#synced || this.#disposed) return;
+    const be = this.#be;
+    const set = this.#sets[this.#current];
+    const packed: Record<string, Tensor> = {};
+    const copies = [];
+    for (const [path, { shape, dtype }] of this.#packedShape) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const dst = be.alloc(dtype, n);
+      copies.push({ src: set.get(path)!, dst, dtype, n });
+      packed[path] = new Tensor(bufferNode(dst, shape, dtype));
+    }
+    await copyStorages(be, copies);
+    opt.adopt(packed, this.#optStep);
+    this.#installed = installedNodes(opt);
+    this.#synced = true;
+  }
+
+  /** Frees the replay's buffers and bindings. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const b of this.#bound) b.dispose();
+    for (const s of this.#owned) s.release();
+  }
+}
+
+function installedNodes(opt: Optimizer): Map<string, Node> {
+  return new Map(Object.entries(opt.params).map(([p, t]) => [p, t.node]));
+}

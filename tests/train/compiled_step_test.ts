@@ -1,0 +1,213 @@
+/**
+ * The compiled step: replayed steps equal eager ones bit for bit, new scalar values compile nothing, and a change
+ * of shapes or parameters makes the trainer trace again.
+ */
+import { deepEqual, equal, ok } from "node:assert/strict";
+import { getBackend, setDefaultDevice, type Tensor, tensor } from "../../mod.ts";
+import { CpuBackend } from "../../lib/runtime/cpu.ts";
+import type { Backend } from "../../lib/runtime/backend.ts";
+import { BoundPlan, copyStorages, graphSignature, planFor, writeStorage } from "../../lib/runtime/plan.ts";
+import { paramValue } from "../../lib/codegen/lower.ts";
+import { AdamW, crossEntropy, loadParameters, Mlp, namedParameters } from "../../lib/nn/mod.ts";
+import { attachLora } from "../../lib/init/mod.ts";
+import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
+import type { Shape } from "../../mod.ts";
+import { Trainer, type TrainerOptions } from "../../lib/train/mod.ts";
+import { cachedPlans } from "../../lib/runtime/plan.ts";
+import { mlpSetup } from "./_setup.ts";
+import { TestRng } from "../_helpers.ts";
+
+type Setup = ReturnType<typeof mlpSetup>;
+type F = Tensor<Shape, "f32">;
+
+async function stateOf(
+  t: { model: object; optimizer: Trainer<object>["optimizer"] },
+): Promise<Record<string, number[]>> {
+  const out: Record<string, number[]> = {};
+  for (const [p, v] of namedParameters(t.model)) out[p] = Array.from(await v.data() as Float32Array);
+  for (const [k, v] of Object.entries(t.optimizer.stateDict())) {
+    out[k] = Array.from(await v.data() as Float32Array);
+  }
+  return out;
+}
+
+function pair(make: () => Setup, extra: Partial<TrainerOptions<Setup["model"], never>> = {}) {
+  const eager = new Trainer({ ...make(), readEvery: 5, compile: false, ...extra } as Setup);
+  const compiled = new Trainer({ ...make(), readEvery: 5, ...extra } as Setup);
+  return { eager, compiled };
+}
+
+Deno.test("replayed steps equal eager steps bit for bit over 20 steps (webgpu)", async () => {
+  const rng = new TestRng(301);
+  const seeds = { initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps: 20 };
+  const { eager, compiled } = pair(() => mlpSetup(seeds));
+  const a = await eager.run();
+  const b = await compiled.run();
+  deepEqual(b, a);
+  deepEqual(await stateOf(compiled), await stateOf(eager));
+  equal(compiled.optimizer.stepCount, 20);
+  const stats = compiled.compileStats;
+  equal(stats.traced, 3, JSON.stringify(stats));
+  equal(stats.replayed, 17);
+  eager.close();
+  compiled.close();
+});
+
+Deno.test("a new learning rate at every replayed step compiles no kernel and no plan", async () => {
+  const be = await getBackend("webgpu");
+  const seeds = { initSeed: 3, runSeed: 4, steps: 30 };
+  const t = new Trainer({ ...mlpSetup(seeds), readEvery: 5 });
+  await t.run({ until: 5 });
+  const kernels = be.stats().cachedKernels;
+  const plans = cachedPlans();
+  const records = await t.run();
+  equal(be.stats().cachedKernels, kernels);
+  equal(cachedPlans(), plans);
+  // The cosine schedule did change the rate at every step.
+  equal(new Set(records.map((r) => r.lr)).size, records.length);
+  equal(t.compileStats.replayed, 27);
+  t.close();
+});
+
+Deno.test("a batch of a new shape and parameters loaded between runs make the trainer trace again", async () => {
+  const rng = new TestRng(302);
+  const seeds = { initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps: 24 };
+  // From step 11 on the batch holds its first 16 examples only (a lazy slice, so not even a plain buffer).
+  const make = () => {
+    const base = mlpSetup(seeds);
+    const batch = (s: number) => {
+      const b = base.batch!(s);
+      return s <= 10 ? b : { x: b.x.slice([0, 16]) as Tensor, y: b.y.slice([0, 16]) as Tensor, key: b.key };
+    };
+    return { ...base, batch };
+  };
+  const { eager, compiled } = pair(make);
+  deepEqual(await compiled.run({ until: 14 }), await eager.run({ until: 14 }));
+  // Steps 1-3 traced, 4-10 replayed; the new shape at 11: 11-12 traced (the state was already packed at 11),
+  // 13-14 replayed.
+  deepEqual([compiled.compileStats.traced, compiled.compileStats.replayed], [5, 9]);
+  // A user change of the parameters between runs: both trainers continue from the same new weights.
+  const fresh = mlpSetup({ ...seeds, initSeed: seeds.initSeed + 1 }).model;
+  for (const t of [eager, compiled]) {
+    loadParameters(t.model, Object.fromEntries(namedParameters(fresh).map(([p, v]) => [p, v.add(0)])));
+  }
+  deepEqual(await compiled.run(), await eager.run());
+  deepEqual(await stateOf(compiled), await stateOf(eager));
+  // The new parameters were noticed: steps 15-17 traced again, 18-24 replayed.
+  deepEqual([compiled.compileStats.traced, compiled.compileStats.replayed], [8, 16]);
+  eager.close();
+  compiled.close();
+});
+
+Deno.test("a loss that reads the step number is traced at every step, still compiling nothing new", async () => {
+  const be = await getBackend("webgpu");
+  const seeds = { initSeed: 5, runSeed: 6, steps: 12 };
+  const base = mlpSetup(seeds);
+  // A step-dependent loss weight: only a constant changes, so the plan is reused.
+  const loss: Setup["loss"] = (m, b, step) => {
+    const r = base.loss(m, b, step) as { loss: Tensor; metrics: Record<string, Tensor> };
+    return { loss: (r.loss as Tensor<number[], "f32">).mul(1 + step / 100), metrics: r.metrics };
+  };
+  const eager = new Trainer({ ...mlpSetup(seeds), loss, readEvery: 4, compile: false });
+  const t = new Trainer({ ...base, loss, readEvery: 4 });
+  await t.run({ until: 4 });
+  const kernels = be.stats().cachedKernels;
+  const plans = cachedPlans();
+  deepEqual(await t.run(), (await eager.run()).slice(4));
+  equal(be.stats().cachedKernels, kernels);
+  equal(cachedPlans(), plans);
+  deepEqual(t.compileStats, { traced: 12, replayed: 0, blocker: "the loss function takes the step number" });
+  eager.close();
+  t.close();
+});
+
+Deno.test("cpu: replayed steps equal eager steps bit for bit", async () => {
+  setDefaultDevice("cpu");
+  try {
+    const seeds = { initSeed: new TestRng(303).int(0, 2 ** 30), runSeed: 7, steps: 8 };
+    const { eager, compiled } = pair(() => mlpSetup(seeds));
+    equal(namedParameters(compiled.model)[0][1].device, "cpu");
+    deepEqual(await compiled.run(), await eager.run());
+    deepEqual(await stateOf(compiled), await stateOf(eager));
+    equal(compiled.compileStats.replayed, 5);
+    eager.close();
+    compiled.close();
+  } finally {
+    setDefaultDevice("webgpu");
+  }
+});
+
+Deno.test("a backend without prepare, write and copy still replays a bound plan (fallbacks)", async () => {
+  const cpu = new CpuBackend();
+  const bare: Backend = {
+    name: "cpu",
+    description: "bare",
+    maxInputs: 8,
+    maxBufferBytes: cpu.maxBufferBytes,
+    alloc: (d, n) => cpu.alloc(d, n),
+    upload: (d, data) => cpu.upload(d, data),
+    run: (steps) => cpu.run(steps),
+    read: (st, d, n) => cpu.read(st, d, n),
+    stats: () => cpu.stats(),
+  };
+  const rng = new TestRng(304);
+  const xs = rng.normals(12);
+  const x = tensor(xs, { shape: [3, 4], device: "cpu" });
+  await x.realize();
+  const y = x.mul(2.5).exp().sum(1);
+  const sig = graphSignature([y.node]);
+  const plan = planFor([y.node], sig, { maxInputs: 8 });
+  const input = bare.alloc("f32", 12);
+  const bound = new BoundPlan(bare, plan, { leaves: [input], params: sig.params.map(paramValue) });
+  for (let round = 0; round < 2; round++) {
+    const data = rng.normals(12);
+    await writeStorage(bare, input, "f32", data);
+    await bound.run();
+    const got = await bare.read(bound.root(0), "f32", 3);
+    const want = [0, 1, 2].map((r) =>
+      [0, 1, 2, 3].reduce((a, c) => a + Math.fround(Math.exp(Math.fround(data[r * 4 + c] * 2.5))), 0)
+    );
+    for (let r = 0; r < 3; r++) {
+      ok(Math.abs(got[r] - want[r]) <= 1e-5 * Math.abs(want[r]), `${got} vs ${want}`);
+    }
+  }
+  const copy = bare.alloc("f32", 3);
+  await copyStorages(bare, [{ src: bound.root(0), dst: copy, dtype: "f32", n: 3 }]);
+  deepEqual(await bare.read(copy, "f32", 3), await bare.read(bound.root(0), "f32", 3));
+  bound.dispose();
+});
+
+Deno.test("LoRA dropout draws a new mask every step: the trainer keeps tracing, with the eager results", async () => {
+  const rng = new TestRng(305);
+  const make = async () => {
+    const model = new Mlp([12, 16, 3], { seed: 9 });
+    await attachLora(model, {
+      targetModules: ["layers.0", "layers.1"],
+      rank: 2,
+      alpha: 4,
+      dropout: 0.25,
+      seed: 3,
+    });
+    return model;
+  };
+  const xs = rng.normals(8 * 12);
+  const ys = Int32Array.from({ length: 8 }, (_, i) => i % 3);
+  const setup = (model: Mlp, compile: boolean) =>
+    new Trainer({
+      model,
+      optimizer: new AdamW(model, { lr: 1e-2, trainable: LORA_TRAINABLE }),
+      batch: () => ({ x: tensor(xs, { shape: [8, 12] }), y: tensor(ys, { dtype: "i32" }) }),
+      loss: (m, b) => crossEntropy(m.forward(b.x as F) as F, b.y as Tensor<Shape, "i32">),
+      steps: 6,
+      readEvery: 3,
+      progress: false,
+      compile,
+    });
+  const eager = setup(await make(), false);
+  const compiled = setup(await make(), true);
+  deepEqual(await compiled.run(), await eager.run());
+  equal(compiled.compileStats.replayed, 0);
+  ok(/new at every step/.test(compiled.compileStats.blocker ?? ""), compiled.compileStats.blocker ?? "null");
+  eager.close();
+  compiled.close();
+});
