@@ -19,6 +19,7 @@
  * @module
  */
 import { distinctList, runMain, startExperiment } from "../lab/experiment.ts";
+import { methodsField } from "../lab/methods.ts";
 import { z } from "../deps.ts";
 import { formatMeanStd, formatNumber, mdTable, type MeanStd, meanStd } from "../lab/results.ts";
 import { barPlot, heatmap, linePlot } from "../lab/plot.ts";
@@ -38,28 +39,28 @@ import {
 
 // ----- configuration (typed defaults; every key can be set by flag or YAML) -----
 
-/** The compared initialisations. CNTLoRA keeps the base untouched (B·A = ΔW_r, as the paper). */
-const METHODS = {
-  "cntlora-x": { init: "cntlora", initOptions: { mode: "x" } },
-  "cntlora-s": { init: "cntlora", initOptions: { mode: "s" } },
-  "cntlora-sh": { init: "cntlora", initOptions: { mode: "sh" } },
-  "cntlora-x-vas": { init: "cntlora", initOptions: { mode: "x", vas: true } },
-  "cntlora-s-vas": { init: "cntlora", initOptions: { mode: "s", vas: true } },
-  "cntlora-sh-vas": { init: "cntlora", initOptions: { mode: "sh", vas: true } },
-  "eva": { init: "eva", initOptions: {} },
-  "corda": { init: "corda", initOptions: {} },
-  "lora-ga": { init: "lora-ga", initOptions: {} },
-  "pissa": { init: "pissa", initOptions: {} },
-  "olora": { init: "olora", initOptions: {} },
-  "lora": { init: "lora", initOptions: {} },
-} as const satisfies Record<string, Omit<RunSpec, "label">>;
-type MethodLabel = keyof typeof METHODS;
-const LABELS = Object.keys(METHODS) as [MethodLabel, ...MethodLabel[]];
-const CNT = (m: string) => m.startsWith("cntlora");
+/**
+ * The compared initialisations (`--method NAME=INIT[:key=value,...]` replaces them). CNTLoRA keeps the base untouched
+ * (B·A = ΔW_r, as the paper). The calibration-batch runs (Table 3) repeat the method named `cntlora-x`.
+ */
+const METHODS = [
+  "cntlora-x=cntlora:mode=x",
+  "cntlora-s=cntlora:mode=s",
+  "cntlora-sh=cntlora:mode=sh",
+  "cntlora-x-vas=cntlora:mode=x,vas=true",
+  "cntlora-s-vas=cntlora:mode=s,vas=true",
+  "cntlora-sh-vas=cntlora:mode=sh,vas=true",
+  "eva",
+  "corda",
+  "lora-ga",
+  "pissa",
+  "olora",
+  "lora",
+];
 
 const Config = z.object({
   ...lmFields(80),
-  methods: distinctList(z.enum(LABELS)).default([...LABELS]).describe("initialisations to compare"),
+  methods: methodsField(METHODS, { provides: ["activations", "grads"] }),
   calibCounts: distinctList(z.number().int().positive(), { allowEmpty: true }).default([1, 2, 4]).describe(
     "calibration batch counts for CNTLoRA-X (Table 3), besides all (= calibBatches); [] to skip",
   ),
@@ -102,13 +103,14 @@ async function main(): Promise<void> {
   const baseConfig = base.config;
   const baseVal = await meanLoss(base, corpus.val, cfg, device);
 
-  const specs: RunSpec[] = cfg.methods.map((m) => ({ label: m, ...METHODS[m], compareDelta: true }));
-  const counts = cfg.methods.includes("cntlora-x")
+  const specs: RunSpec[] = cfg.methods.map((m) => ({ label: m.name, method: m, compareDelta: true }));
+  const names = cfg.methods.map((m) => m.name);
+  const isCnt = new Set(cfg.methods.filter((m) => m.init === "cntlora").map((m) => m.name));
+  const cntX = cfg.methods.find((m) => m.name === "cntlora-x");
+  const counts = cntX !== undefined
     ? [...new Set(cfg.calibCounts)].filter((n) => n < cfg.calibBatches).sort((a, b) => a - b)
     : [];
-  for (const n of counts) {
-    specs.push({ label: `cntlora-x-n${n}`, ...METHODS["cntlora-x"], calibBatches: n });
-  }
+  for (const n of counts) specs.push({ label: `cntlora-x-n${n}`, method: cntX!, calibBatches: n });
   const ctx = { base: baseWeights, baseConfig, corpus, cfg, results, device };
   const runs = await runAll(specs, cfg.seeds, ctx);
 
@@ -118,7 +120,7 @@ async function main(): Promise<void> {
     const n = Math.max(1, Math.ceil(r.losses.length / 4));
     return r.losses.slice(0, n).reduce((a, b) => a + b, 0) / n;
   };
-  const rows = cfg.methods.map((m) => {
+  const rows = names.map((m) => {
     const rs = by(m);
     return {
       m,
@@ -159,11 +161,11 @@ async function main(): Promise<void> {
   const cell = (v: number | null) => (v === null ? "—" : formatNumber(v, 3));
   const cosTable = mdTable(
     ["method", ...types],
-    cfg.methods.map((m) => [m, ...types.map((t) => cell(deltaStat(m, t, "cosine")))]),
+    names.map((m) => [m, ...types.map((t) => cell(deltaStat(m, t, "cosine")))]),
   );
   const distTable = mdTable(
     ["method", ...types],
-    cfg.methods.map((m) => [
+    names.map((m) => [
       m,
       ...types.map((t) => {
         const abs = deltaStat(m, t, "spectralDistance");
@@ -175,7 +177,7 @@ async function main(): Promise<void> {
 
   // Table 3: calibration batches.
   const calibRows = [...counts.map((n) => ({ n: String(n), label: `cntlora-x-n${n}` }))];
-  if (cfg.methods.includes("cntlora-x")) {
+  if (cntX !== undefined) {
     calibRows.push({ n: `all (${cfg.calibBatches})`, label: "cntlora-x" });
   }
   const calibStats = calibRows.map((c) => ({
@@ -192,8 +194,8 @@ async function main(): Promise<void> {
   const n = cfg.seeds.length;
   const get = (m: string) => rows.find((r) => r.m === m);
   const claims: string[] = [];
-  const cntRows = rows.filter((r) => CNT(r.m));
-  const otherRows = rows.filter((r) => !CNT(r.m));
+  const cntRows = rows.filter((r) => isCnt.has(r.m));
+  const otherRows = rows.filter((r) => !isCnt.has(r.m));
   if (cntRows.length > 0 && otherRows.length > 0) {
     const bestCnt = cntRows.reduce((a, b) => (b.val.mean < a.val.mean ? b : a));
     const bestOther = otherRows.reduce((a, b) => (b.val.mean < a.val.mean ? b : a));
@@ -282,7 +284,8 @@ async function main(): Promise<void> {
     break; // one representative (the others are in the table)
   }
 
-  const vasRuns = cfg.methods.filter((m) => m.endsWith("-vas")).map((m) => ({ m, ranks: by(m)[0].ranks }));
+  const vasRuns = cfg.methods.filter((m) => m.init === "cntlora" && m.options.vas === true)
+    .map((m) => ({ m: m.name, ranks: by(m.name)[0].ranks }));
   const md = [
     `# exp:cntlora`,
     ``,
@@ -332,7 +335,7 @@ async function main(): Promise<void> {
     rows,
     calibration: calibStats,
     delta: Object.fromEntries(
-      cfg.methods.map((m) => [
+      names.map((m) => [
         m,
         Object.fromEntries(types.map((t) => [t, {
           cosine: deltaStat(m, t, "cosine"),
@@ -363,7 +366,7 @@ async function main(): Promise<void> {
       title: "Fine-tuning loss (mean over seeds, band = min..max)",
       xLabel: "step",
       yLabel: "loss",
-      series: meanCurves(runs, cfg.methods, (r) => r.losses),
+      series: meanCurves(runs, names, (r) => r.losses),
     }),
   );
   await results.savePlot(
@@ -381,8 +384,8 @@ async function main(): Promise<void> {
     heatmap({
       title: "cos(ΔW₀, ΔW_final) per module type (grey: ΔW₀ = 0)",
       xLabels: types,
-      yLabels: cfg.methods,
-      values: cfg.methods.map((m) => types.map((t) => deltaStat(m, t, "cosine") ?? NaN)),
+      yLabels: names,
+      values: names.map((m) => types.map((t) => deltaStat(m, t, "cosine") ?? NaN)),
       colorRange: [-1, 1],
     }),
   );

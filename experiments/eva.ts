@@ -16,7 +16,8 @@
  *
  * @module
  */
-import { distinctList, runMain, startExperiment } from "../lab/experiment.ts";
+import { runMain, startExperiment } from "../lab/experiment.ts";
+import { methodsField } from "../lab/methods.ts";
 import { z } from "../deps.ts";
 import { formatMeanStd, mdTable, meanStd } from "../lab/results.ts";
 import { barPlot, linePlot } from "../lab/plot.ts";
@@ -41,20 +42,12 @@ import {
 
 // ----- configuration (typed defaults; every key can be set by flag or YAML) -----
 
-const METHODS = {
-  "lora": { init: "lora", options: {} },
-  "eva-rho1": { init: "eva", options: { rho: 1 } },
-  "eva-rho2": { init: "eva", options: { rho: 2 } },
-  "pissa": { init: "pissa", options: {} },
-  "cntlora": { init: "cntlora", options: { mode: "x" } },
-} as const;
-type MethodLabel = keyof typeof METHODS;
+/** The compared methods (`--method NAME=INIT[:key=value,...]` replaces them). */
+const METHODS = ["lora", "eva-rho1=eva:rho=1", "eva-rho2=eva:rho=2", "pissa", "cntlora=cntlora:mode=x"];
 
 const Config = z.object({
   ...lmFields(100),
-  methods: distinctList(z.enum(Object.keys(METHODS) as [MethodLabel, ...MethodLabel[]])).default(
-    Object.keys(METHODS) as MethodLabel[],
-  ).describe("initialisations to compare"),
+  methods: methodsField(METHODS, { provides: ["activations", "grads"] }),
   rank: z.number().int().positive().default(8).describe("LoRA rank r"),
   alpha: z.number().positive().default(8).describe("lora_alpha"),
   calibBatches: z.number().int().positive().default(4).describe("calibration batches for data-driven inits"),
@@ -145,11 +138,8 @@ async function main(): Promise<void> {
   const baseConfig = base.config;
   const baseVal = await meanLoss(base, corpus.val, cfg, device);
 
-  const specs = cfg.methods.map((m) => ({
-    label: m,
-    init: METHODS[m].init,
-    initOptions: { ...METHODS[m].options },
-  }));
+  const specs = cfg.methods.map((m) => ({ label: m.name, method: m }));
+  const names = cfg.methods.map((m) => m.name);
   const runs = await runAll(specs, cfg.seeds, {
     base: baseWeights,
     baseConfig,
@@ -161,7 +151,7 @@ async function main(): Promise<void> {
 
   // Component stability of EVA (ρ = 2): calibration batch size halved/doubled and a different batch order.
   let stability: Record<string, number> | null = null;
-  if (cfg.methods.some((m) => m.startsWith("eva"))) {
+  if (cfg.methods.some((m) => m.init === "eva")) {
     const ref = await evaComponents(baseWeights, baseConfig, corpus, cfg, device, {
       batchSize: cfg.batchSize,
       seedShift: 0,
@@ -187,7 +177,7 @@ async function main(): Promise<void> {
 
   // ----- summary -----
   const by = (label: string) => runs.filter((r) => r.label === label);
-  const rows = cfg.methods.map((m) => {
+  const rows = names.map((m) => {
     const rs = by(m);
     const early = rs.map((r) =>
       r.losses.slice(0, Math.ceil(r.losses.length / 4)).reduce((a, b) => a + b, 0) /
@@ -311,7 +301,7 @@ async function main(): Promise<void> {
   results.writeSummary({ config: cfg, adapter, baseValLoss: baseVal, rows, claims, stability });
 
   // ----- plots -----
-  const curve = (key: "losses" | "gradNorms") => meanCurves(runs, cfg.methods, (r) => r[key]);
+  const curve = (key: "losses" | "gradNorms") => meanCurves(runs, names, (r) => r[key]);
   await results.savePlot(
     "loss",
     linePlot({

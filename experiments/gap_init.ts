@@ -20,12 +20,13 @@
  */
 import { loraCaptionTrainer, modalityAnalysis, vlmSetup } from "../lab/toy_vlm.ts";
 import { distinctList, runMain, startExperiment } from "../lab/experiment.ts";
+import { methodsField, type MethodSpec } from "../lab/methods.ts";
 import { z } from "../deps.ts";
 import { formatMeanStd, mdTable, meanStd, type ResultsDir } from "../lab/results.ts";
 import { barPlot, linePlot } from "../lab/plot.ts";
 import { valueAndGrad } from "../lib/autodiff/grad.ts";
 import { functionalCall, type ParamDict, parameters } from "../lib/nn/module.ts";
-import { attachLora } from "../lib/init/mod.ts";
+import { attachLora, getInitMethod } from "../lib/init/mod.ts";
 import { LORA_TRAINABLE } from "../lib/lora/mod.ts";
 import type { LayerData } from "../lib/init/types.ts";
 import {
@@ -48,19 +49,14 @@ import {
   writeCombinedMetrics,
 } from "../lab/lm.ts";
 
-const METHODS = {
-  "lora-r1": { init: "lora", rank: 1 },
-  "gap-r1": { init: "gap-init", rank: 1 },
-  "lora-r8": { init: "lora", rank: 8 },
-} as const;
-type MethodLabel = keyof typeof METHODS;
+/** The compared runs (`--method NAME=INIT[:key=value,...]` replaces them; `rank` is 1 where a method sets none). */
+const METHODS = ["lora-r1=lora:rank=1", "gap-r1=gap-init:rank=1", "lora-r8=lora:rank=8"];
 
 const Config = z.object({
   quick: z.boolean().default(false).describe("small sizes: a few minutes on a 2-core CPU"),
   seeds: distinctList(z.number().int()).default([0, 1, 2, 3, 4]).describe("fine-tuning seeds"),
-  methods: distinctList(z.enum(Object.keys(METHODS) as [MethodLabel, ...MethodLabel[]])).default(
-    Object.keys(METHODS) as MethodLabel[],
-  ).describe("runs to compare"),
+  methods: methodsField(METHODS, { provides: ["gap"] }),
+  rank: z.number().int().positive().default(1).describe("LoRA rank of the methods that set none"),
   alphaOverRank: z.number().positive().default(1).describe("lora_alpha / r (scale s)"),
   targets: distinctList(z.string()).default(["wq", "wv", "w1", "w2"]).describe("LoRA target modules (LM)"),
   steps: z.number().int().positive().default(100).describe("fine-tuning steps"),
@@ -152,21 +148,25 @@ async function alignment(model: ToyVlm, ctx: Ctx, step: number, seed: number): P
   return cosines.length === 0 ? null : cosines.reduce((a, c) => a + c, 0) / cosines.length;
 }
 
-async function fineTune(label: MethodLabel, seed: number, ctx: Ctx): Promise<GapRun> {
+async function fineTune(spec: MethodSpec, seed: number, ctx: Ctx): Promise<GapRun> {
   const { cfg } = ctx;
-  const spec = METHODS[label];
+  const label = spec.name;
+  const rank = spec.rank ?? cfg.rank;
   const model = await copyVlm(ctx.base);
   const t0 = performance.now();
   await attachLora(model, {
     targetModules: cfg.targets,
-    rank: spec.rank,
-    alpha: spec.rank * cfg.alphaOverRank,
+    rank,
+    alpha: spec.alpha ?? rank * cfg.alphaOverRank,
+    useRslora: spec.useRslora,
+    useDora: spec.useDora,
     init: spec.init,
-    data: spec.init === "gap-init" ? ctx.gap : undefined,
+    initOptions: spec.options,
+    data: getInitMethod(spec.init).needs.includes("gap") ? ctx.gap : undefined,
     seed,
   });
   const initSeconds = (performance.now() - t0) / 1000;
-  const { trainer, metrics } = loraCaptionTrainer(model, ctx, label, seed);
+  const { trainer, metrics } = loraCaptionTrainer(model, ctx, spec, seed);
   const t1 = performance.now();
   const align: (number | null)[] = [];
   const records = [];
@@ -241,7 +241,8 @@ async function main(): Promise<void> {
 
   for (const sub of ["runs", "metrics"]) Deno.mkdirSync(results.file(sub), { recursive: true });
   const runs: GapRun[] = [];
-  for (const m of cfg.methods) {
+  for (const spec of cfg.methods) {
+    const m = spec.name;
     for (const seed of cfg.seeds) {
       const name = `runs/${m}-seed${seed}.json`;
       const done = reuseRun(results, name, GAP_RUN, { label: m, seed, steps: cfg.steps });
@@ -250,7 +251,7 @@ async function main(): Promise<void> {
         console.log(`${m} seed ${seed}: reused ${name}`);
         continue;
       }
-      const r = await fineTune(m, seed, ctx);
+      const r = await fineTune(spec, seed, ctx);
       results.writeJson(name, r);
       runs.push(r);
       console.log(
@@ -263,7 +264,8 @@ async function main(): Promise<void> {
   // ----- summary -----
   const collapsed = (r: GapRun) => r.valLoss > r.valBefore * (1 - cfg.collapseThreshold);
   const dGap = Object.values(gapHost)[0]?.length ?? 1;
-  const rows = cfg.methods.map((m) => {
+  const names = cfg.methods.map((m) => m.name);
+  const rows = names.map((m) => {
     const rs = runs.filter((r) => r.label === m);
     const aligns = rs.map((r) => {
       const xs = r.alignment.filter((a): a is number => a !== null);
@@ -375,7 +377,7 @@ async function main(): Promise<void> {
       title: "Caption loss (mean over seeds, band = min..max)",
       xLabel: "step",
       yLabel: "loss",
-      series: meanCurves(runs, cfg.methods, (r) => r.losses),
+      series: meanCurves(runs, names, (r) => r.losses),
     }),
   );
   await results.savePlot(

@@ -20,6 +20,7 @@
  * @module
  */
 import { distinctList, runMain, startExperiment } from "../lab/experiment.ts";
+import { methodsField, type MethodSpec } from "../lab/methods.ts";
 import { z } from "../deps.ts";
 import { formatMeanStd, mdTable, type MeanStd, meanStd } from "../lab/results.ts";
 import { barPlot, linePlot } from "../lab/plot.ts";
@@ -40,23 +41,24 @@ import {
 
 // ----- configuration (typed defaults; every key can be set by flag or YAML) -----
 
-/** The compared adaptations (rank and alpha are set per rank of the sweep). */
-const METHODS = {
-  "lora": { init: "lora" },
-  "rslora": { init: "lora", useRslora: true },
-  "lora-plus": { init: "lora", loraPlusRatio: 4 },
-  "pissa": { init: "pissa" },
-  "milora": { init: "milora" },
-  "olora": { init: "olora" },
-  "loram": { init: "loram" },
-  "loram-rslora": { init: "loram", useRslora: true },
-} as const satisfies Record<string, Omit<RunSpec, "label">>;
-type MethodLabel = keyof typeof METHODS;
-const LABELS = Object.keys(METHODS) as [MethodLabel, ...MethodLabel[]];
+/**
+ * The compared adaptations (`--method NAME=INIT[:key=value,...]` replaces them). Rank and alpha come from the sweep
+ * (alpha = rank) unless a method sets its own; a method with its own rank runs at that rank only.
+ */
+const METHODS = [
+  "lora",
+  "rslora=lora:useRslora=true",
+  "lora-plus=lora:lrRatio=4",
+  "pissa",
+  "milora",
+  "olora",
+  "loram",
+  "loram-rslora=loram:useRslora=true",
+];
 
 const Config = z.object({
   ...lmFields(100),
-  methods: distinctList(z.enum(LABELS)).default([...LABELS]).describe("adaptations to compare"),
+  methods: methodsField(METHODS, { provides: ["activations", "grads"] }),
   ranks: distinctList(z.number().int().positive()).default([4, 16]).describe("LoRA ranks (alpha = rank)"),
   lr: z.number().positive().default(3e-3).describe("AdamW learning rate of A (cosine, 10% warm-up)"),
   valBatches: z.number().int().positive().default(8).describe("validation batches (target and source)"),
@@ -77,7 +79,7 @@ const runLabel = (m: string, r: number) => `${m}-r${r}`;
 // ----- main -----
 
 interface Row {
-  method: MethodLabel;
+  method: string;
   rank: number;
   val: MeanStd;
   forgetting: MeanStd | null;
@@ -94,7 +96,7 @@ function quarterMean(r: RunResult): number {
 
 function summarise(
   runs: readonly RunResult[],
-  method: MethodLabel,
+  method: string,
   rank: number,
   sourceBefore?: number,
 ): Row {
@@ -131,18 +133,26 @@ async function main(): Promise<void> {
     ? await meanLoss(base, corpus.source, lm0, device)
     : undefined;
 
+  // The ranks each method runs at: the sweep's, or its own.
+  const ranksOf = (m: MethodSpec) => (m.rank !== undefined ? [m.rank] : cfg.ranks);
+  const ranks = [...new Set(cfg.methods.flatMap(ranksOf))].sort((a, b) => a - b);
   const runs: RunResult[] = [];
-  for (const r of cfg.ranks) {
-    const specs: RunSpec[] = cfg.methods.map((m) => ({ label: runLabel(m, r), ...METHODS[m] }));
+  for (const r of ranks) {
+    const specs: RunSpec[] = cfg.methods.filter((m) => ranksOf(m).includes(r)).map((m) => ({
+      label: runLabel(m.name, r),
+      method: m,
+    }));
     const lm = settings(cfg, r);
     runs.push(
       ...await runAll(specs, cfg.seeds, { base: baseWeights, baseConfig, corpus, cfg: lm, results, device }),
     );
   }
+  const names = cfg.methods.map((m) => m.name);
+  const at = (r: number) => cfg.methods.filter((m) => ranksOf(m).includes(r)).map((m) => m.name);
 
   // ----- summary -----
-  const rows = cfg.ranks.flatMap((r) => cfg.methods.map((m) => summarise(runs, m, r, sourceBefore)));
-  const tables = cfg.ranks.map((r) =>
+  const rows = ranks.flatMap((r) => at(r).map((m) => summarise(runs, m, r, sourceBefore)));
+  const tables = ranks.map((r) =>
     [
       `### Rank ${r} (alpha ${r})`,
       ``,
@@ -166,10 +176,10 @@ async function main(): Promise<void> {
       ),
     ].join("\n")
   );
-  const get = (m: MethodLabel, r: number) => rows.find((x) => x.method === m && x.rank === r);
+  const get = (m: string, r: number) => rows.find((x) => x.method === m && x.rank === r);
   const n = cfg.seeds.length;
   const claims: string[] = [];
-  for (const r of cfg.ranks) {
+  for (const r of ranks) {
     const loram = get("loram", r);
     for (const other of ["pissa", "lora"] as const) {
       const o = get(other, r);
@@ -232,7 +242,7 @@ async function main(): Promise<void> {
     ...claims.map((c) => `- ${c}`),
     ``,
     `Plots: target_loss.png, forgetting.png, ${
-      cfg.ranks.map((r) => `tradeoff_r${r}.png, loss_r${r}.png`).join(", ")
+      ranks.map((r) => `tradeoff_r${r}.png, loss_r${r}.png`).join(", ")
     } (SVG beside each).`,
   ].join("\n");
   results.writeMarkdown(md);
@@ -241,16 +251,16 @@ async function main(): Promise<void> {
 
   // ----- plots -----
   const groups = (key: (x: Row) => MeanStd | null) =>
-    cfg.ranks.map((r) => ({
+    ranks.map((r) => ({
       name: `r = ${r}`,
-      values: cfg.methods.map((m) => key(get(m, r)!)?.mean ?? NaN),
-      errors: cfg.methods.map((m) => key(get(m, r)!)?.std ?? 0),
+      values: names.map((m) => (get(m, r) === undefined ? NaN : key(get(m, r)!)?.mean ?? NaN)),
+      errors: names.map((m) => (get(m, r) === undefined ? 0 : key(get(m, r)!)?.std ?? 0)),
     }));
   await results.savePlot(
     "target_loss",
     barPlot({
       title: "Target-domain validation loss after fine-tuning (mean ± std)",
-      labels: cfg.methods,
+      labels: names,
       groups: groups((x) => x.val),
       yLabel: "val loss",
     }),
@@ -259,12 +269,12 @@ async function main(): Promise<void> {
     "forgetting",
     barPlot({
       title: "Forgetting: source loss after − before (mean ± std)",
-      labels: cfg.methods,
+      labels: names,
       groups: groups((x) => x.forgetting),
       yLabel: "Δ source loss",
     }),
   );
-  for (const r of cfg.ranks) {
+  for (const r of ranks) {
     await results.savePlot(
       `tradeoff_r${r}`,
       linePlot({
@@ -272,14 +282,14 @@ async function main(): Promise<void> {
         xLabel: "forgetting (Δ source loss)",
         yLabel: "target val loss",
         markers: true,
-        series: cfg.methods.map((m) => {
+        series: at(r).map((m) => {
           const x = get(m, r)!;
           return { name: m, x: [x.forgetting?.mean ?? 0], y: [x.val.mean] };
         }),
       }),
     );
-    const curves = meanCurves(runs, cfg.methods.map((m) => runLabel(m, r)), (x) => x.losses)
-      .map((c, i) => ({ ...c, name: cfg.methods[i] }));
+    const curves = meanCurves(runs, at(r).map((m) => runLabel(m, r)), (x) => x.losses)
+      .map((c, i) => ({ ...c, name: at(r)[i] }));
     await results.savePlot(
       `loss_r${r}`,
       linePlot({

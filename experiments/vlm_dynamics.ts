@@ -16,6 +16,7 @@
  */
 import { loraCaptionTrainer, modalityAnalysis, type ModalityStats, vlmSetup } from "../lab/toy_vlm.ts";
 import { distinctList, runMain, startExperiment } from "../lab/experiment.ts";
+import { methodsField, type MethodSpec } from "../lab/methods.ts";
 import { z } from "../deps.ts";
 import { formatMeanStd, mdTable, meanStd, type ResultsDir } from "../lab/results.ts";
 import { barPlot, linePlot } from "../lab/plot.ts";
@@ -41,22 +42,15 @@ import {
   writeCombinedMetrics,
 } from "../lab/lm.ts";
 
-const METHODS = {
-  lora: { init: "lora", options: {} },
-  pissa: { init: "pissa", options: {} },
-  eva: { init: "eva", options: {} },
-  loftq: { init: "loftq", options: {} },
-} as const;
-type MethodLabel = keyof typeof METHODS;
+/** The compared methods (`--method NAME=INIT[:key=value,...]` replaces them). */
+const METHODS = ["lora", "pissa", "eva", "loftq"];
 
 const Config = z.object({
   quick: z.boolean().default(false).describe("small sizes: a few minutes on a 2-core CPU"),
   seeds: distinctList(z.number().int()).default([0, 1, 2]).describe(
     "fine-tuning seeds (mean ± std over them)",
   ),
-  methods: distinctList(z.enum(Object.keys(METHODS) as [MethodLabel, ...MethodLabel[]])).default(
-    Object.keys(METHODS) as MethodLabel[],
-  ).describe("initialisations to compare"),
+  methods: methodsField(METHODS, { provides: ["activations"] }),
   rank: z.number().int().positive().default(8).describe("LoRA rank r"),
   alpha: z.number().positive().default(8).describe("lora_alpha"),
   targets: distinctList(z.string()).default(["wq", "wk", "wv", "wo", "w1", "w2", "w3"]).describe(
@@ -129,10 +123,11 @@ function calibBatches(ctx: Ctx, seed: number) {
   );
 }
 
-async function fineTune(label: MethodLabel, seed: number, ctx: Ctx): Promise<VlmRun> {
+async function fineTune(spec: MethodSpec, seed: number, ctx: Ctx): Promise<VlmRun> {
   const { cfg } = ctx;
+  const label = spec.name;
   const model = await copyVlm(ctx.base);
-  const method = getInitMethod(METHODS[label].init);
+  const method = getInitMethod(spec.init);
   const t0 = performance.now();
   const data = method.needs.includes("activations")
     ? (await modalityAnalysis(model, cfg.targets, calibBatches(ctx, seed), {
@@ -142,15 +137,17 @@ async function fineTune(label: MethodLabel, seed: number, ctx: Ctx): Promise<Vlm
     : undefined;
   const attached = await attachLora(model, {
     targetModules: cfg.targets,
-    rank: cfg.rank,
-    alpha: cfg.alpha,
-    init: METHODS[label].init,
-    initOptions: { ...METHODS[label].options },
+    rank: spec.rank ?? cfg.rank,
+    alpha: spec.alpha ?? cfg.alpha,
+    useRslora: spec.useRslora,
+    useDora: spec.useDora,
+    init: spec.init,
+    initOptions: spec.options,
     data,
     seed,
   });
   const initSeconds = (performance.now() - t0) / 1000;
-  const { trainer, metrics } = loraCaptionTrainer(model, ctx, label, seed);
+  const { trainer, metrics } = loraCaptionTrainer(model, ctx, spec, seed);
   const t1 = performance.now();
   const records = await trainer.run();
   const trainSeconds = (performance.now() - t1) / 1000;
@@ -215,7 +212,8 @@ async function main(): Promise<void> {
 
   for (const sub of ["runs", "metrics"]) Deno.mkdirSync(results.file(sub), { recursive: true });
   const runs: VlmRun[] = [];
-  for (const m of cfg.methods) {
+  for (const spec of cfg.methods) {
+    const m = spec.name;
     for (const seed of cfg.seeds) {
       const name = `runs/${m}-seed${seed}.json`;
       const done = reuseRun(results, name, VLM_RUN, { label: m, seed, steps: cfg.steps });
@@ -224,7 +222,7 @@ async function main(): Promise<void> {
         console.log(`${m} seed ${seed}: reused ${name}`);
         continue;
       }
-      const r = await fineTune(m, seed, ctx);
+      const r = await fineTune(spec, seed, ctx);
       results.writeJson(name, r);
       runs.push(r);
       console.log(
@@ -237,7 +235,8 @@ async function main(): Promise<void> {
   }
 
   // ----- summary -----
-  const rows = cfg.methods.map((m) => {
+  const names = cfg.methods.map((m) => m.name);
+  const rows = names.map((m) => {
     const rs = runs.filter((r) => r.label === m);
     return {
       m,
@@ -267,13 +266,13 @@ async function main(): Promise<void> {
       "text var (base)",
       "visual/text",
       "‖mean_t − mean_v‖ (base)",
-      ...cfg.methods.map(
+      ...names.map(
         (m) => `visual/text after ${m}`,
       ),
     ],
     layers.map((l) => {
       const s = baseStats[l];
-      const after = cfg.methods.map((m) => {
+      const after = names.map((m) => {
         const rs = runs.filter((r) => r.label === m && r.stats[l]);
         return formatMeanStd(meanStd(rs.map((r) => r.stats[l].visualVar / r.stats[l].textVar)), 3);
       });
@@ -347,7 +346,7 @@ async function main(): Promise<void> {
   await writeCombinedMetrics(results, runs);
   results.writeSummary({ config: cfg, adapter, baseValLoss: baseVal, rows, baseStats, claims });
 
-  const curve = (key: "losses" | "gradNorms") => meanCurves(runs, cfg.methods, (r) => r[key]);
+  const curve = (key: "losses" | "gradNorms") => meanCurves(runs, names, (r) => r[key]);
   await results.savePlot(
     "loss",
     linePlot({

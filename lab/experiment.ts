@@ -127,11 +127,13 @@ export async function startExperiment<S extends ConfigSchema>(
   about: ExperimentAbout<S>,
 ): Promise<Started<ConfigOf<S>>> {
   const name = `deno task exp:${about.task}`;
-  const first = cliConfig(schema, { name, description: about.description });
+  // An experiment that compares methods takes them one per --method flag as well.
+  const repeatable = "methods" in (schema.shape as object) ? { method: "methods" } : undefined;
+  const first = cliConfig(schema, { name, description: about.description, repeatable });
   // With quick set (by flag or YAML), parse again with the preset under the flags and YAML keys.
   const quick = (first as { quick?: boolean }).quick === true;
   const cfg = quick
-    ? cliConfig(schema, { name, description: about.description, defaults: about.quick })
+    ? cliConfig(schema, { name, description: about.description, defaults: about.quick, repeatable })
     : first;
   const common = cfg as { device?: DeviceName; resume?: string; extend?: boolean };
   if (about.check !== undefined) {

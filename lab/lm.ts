@@ -40,6 +40,7 @@ import { distinctList } from "./experiment.ts";
 import { generateTextDomains } from "./generated.ts";
 import { cachedPretrained } from "./cache.ts";
 import type { ResultsDir } from "./results.ts";
+import type { MethodSpec } from "./methods.ts";
 
 /** An i32 tensor. */
 export type I32 = Tensor<Shape, "i32">;
@@ -264,20 +265,10 @@ export interface RunResult {
 
 /** How one run adapts the model. */
 export interface RunSpec {
-  /** Name in tables and plots. */
+  /** Name in tables, plots and run files. */
   label: string;
-  /** Registered init method. */
-  init: string;
-  /** Its options. */
-  initOptions?: Record<string, unknown>;
-  /** rsLoRA scaling. */
-  useRslora?: boolean;
-  /** LoRA+ ratio lr_B / lr_A (undefined: plain AdamW on A and B). */
-  loraPlusRatio?: number;
-  /** Override the experiment's rank. */
-  rank?: number;
-  /** Override the experiment's alpha. */
-  alpha?: number;
+  /** The method: initialisation, its options, and the settings it changes. */
+  method: MethodSpec;
   /** Record ‖A‖, ‖B‖, ‖ΔW‖ summed over layers every step. */
   trackNorms?: boolean;
   /** Override the experiment's number of calibration batches (data-driven inits). */
@@ -299,23 +290,24 @@ export async function fineTune(
   previous?: RunResult,
 ): Promise<RunResult> {
   const model = LlamaLM.fromWeights(baseConfig, base, { device });
-  const method = getInitMethod(spec.init);
+  const init = getInitMethod(spec.method.init);
   const calibCfg = { ...cfg, calibBatches: spec.calibBatches ?? cfg.calibBatches };
   const t0 = performance.now();
-  const acts = method.needs.includes("activations")
+  const acts = init.needs.includes("activations")
     ? await calibrate(model, corpus, calibCfg, seed, device)
     : undefined;
-  const grads = method.needs.includes("grads")
+  const grads = init.needs.includes("grads")
     ? await calibrateGradients(model, corpus, calibCfg, seed, device)
     : undefined;
   const data = acts === undefined && grads === undefined ? undefined : mergeLayerData(acts, grads);
   const attached = await attachLora(model, {
     targetModules: cfg.targets,
-    rank: spec.rank ?? cfg.rank,
-    alpha: spec.alpha ?? cfg.alpha,
-    useRslora: spec.useRslora,
-    init: spec.init,
-    initOptions: spec.initOptions,
+    rank: spec.method.rank ?? cfg.rank,
+    alpha: spec.method.alpha ?? cfg.alpha,
+    useRslora: spec.method.useRslora,
+    useDora: spec.method.useDora,
+    init: spec.method.init,
+    initOptions: spec.method.options,
     data,
     seed,
   });
@@ -326,9 +318,10 @@ export async function fineTune(
   const metricsPath = results.file(`metrics/${spec.label}-seed${seed}.jsonl`);
   const ckptPath = results.file(`checkpoints/${spec.label}-seed${seed}.safetensors`);
   Deno.mkdirSync(results.file("checkpoints"), { recursive: true });
-  const opt = spec.loraPlusRatio !== undefined
-    ? new AdamW(model, loraPlusOptions({ lr: cfg.lr, ratio: spec.loraPlusRatio }))
-    : new AdamW(model, { lr: cfg.lr, weightDecay: 0, trainable: LORA_TRAINABLE });
+  const lr = spec.method.lr ?? cfg.lr;
+  const opt = spec.method.lrRatio !== undefined
+    ? new AdamW(model, loraPlusOptions({ lr, ratio: spec.method.lrRatio }))
+    : new AdamW(model, { lr, weightDecay: 0, trainable: LORA_TRAINABLE });
   const sum = (m: LlamaLM, suffix: string) => {
     const parts = Object.entries(loraNorms(m)).filter(([k]) => k.endsWith(suffix)).map(([, v]) => v.square());
     return parts.reduce((a, b) => a.add(b as never) as Tensor<[], "f32">).sqrt();

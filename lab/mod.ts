@@ -41,3 +41,4 @@ export * from "./lock.ts";
 export * from "./cache.ts";
 export * from "./generated.ts";
 export * from "./toy_vlm.ts";
+export * from "./methods.ts";

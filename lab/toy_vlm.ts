@@ -25,6 +25,7 @@ import {
   type LayerData,
   loadParameters,
   LORA_TRAINABLE,
+  loraPlusOptions,
   type MetricsWriter,
   namedParameters,
   type ParamFilter,
@@ -45,6 +46,7 @@ import { generateShapes } from "./generated.ts";
 import { processAlive } from "./lock.ts";
 import { cacheKey, loadCacheEntry } from "./cache.ts";
 import type { ResultsDir } from "./results.ts";
+import type { MethodSpec } from "./methods.ts";
 
 /** An i32 tensor of any shape (token ids, targets). */
 type I32 = Tensor<number[], "i32">;
@@ -164,6 +166,8 @@ export function captionTrainer(
   opts: StageOptions & {
     trainable: ParamFilter;
     metrics?: TrainerOptions<ToyVlm, Record<string, Tensor>>["metrics"];
+    /** LoRA+: the adapters only, B (and DoRA magnitudes) at `lrRatio × lr`. */
+    lrRatio?: number;
   },
 ): Trainer<ToyVlm, Record<string, Tensor>> {
   const device = opts.device ?? model.lm.device;
@@ -171,7 +175,9 @@ export function captionTrainer(
   const shape = { batchSize: opts.batchSize, size: data.size, textLen };
   return new Trainer<ToyVlm, Record<string, Tensor>>({
     model,
-    optimizer: new AdamW(model, { lr: opts.lr, weightDecay: 0, trainable: opts.trainable }),
+    optimizer: opts.lrRatio !== undefined
+      ? new AdamW(model, loraPlusOptions({ lr: opts.lr, ratio: opts.lrRatio }))
+      : new AdamW(model, { lr: opts.lr, weightDecay: 0, trainable: opts.trainable }),
     batch: (step) =>
       captionTensors(
         captionBatch(data, vocab, batchIndices(data.n, opts.batchSize, opts.seed, step), textLen),
@@ -593,21 +599,24 @@ export interface VlmRunContext {
 }
 
 /**
- * The caption trainer of one LoRA fine-tuning run (`label`, `seed`) of a VLM experiment: the adapters only,
+ * The caption trainer of one LoRA fine-tuning run (`spec`, `seed`) of a VLM experiment: the adapters only (at the
+ * spec's learning rate and LoRA+ ratio, where it sets them),
  * cosine schedule with 10% warm-up, metrics to `metrics/<label>-seed<seed>.jsonl` (the caller closes the writer),
  * a progress bar on a terminal.
  */
 export function loraCaptionTrainer(
   model: ToyVlm,
   ctx: VlmRunContext,
-  label: string,
+  spec: MethodSpec,
   seed: number,
 ): { trainer: Trainer<ToyVlm, Record<string, Tensor>>; metrics: MetricsWriter } {
+  const label = spec.name;
   const metrics = ctx.results.metrics({ file: `metrics/${label}-seed${seed}.jsonl` });
   const trainer = captionTrainer(model, ctx.train, ctx.vocab, {
     steps: ctx.cfg.steps,
     batchSize: ctx.cfg.batchSize,
-    lr: ctx.cfg.lr,
+    lr: spec.lr ?? ctx.cfg.lr,
+    lrRatio: spec.lrRatio,
     seed,
     textLen: ctx.cfg.textLen,
     warmupRatio: 0.1,
