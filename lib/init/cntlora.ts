@@ -10,6 +10,8 @@ import { tensor } from "../tensor/creation.ts";
 import { svd } from "../linalg/svd.ts";
 import { qr } from "../linalg/qr.ts";
 import { F32_EPS, pinv } from "../linalg/pinv.ts";
+import { randn } from "../tensor/creation.ts";
+import { deriveSeed } from "../nn/init.ts";
 import type { InitLayer } from "./registry.ts";
 import {
   checkCommonOptions,
@@ -27,8 +29,13 @@ export type CntLoraMode = "x" | "s" | "sh";
 export interface CntLoraTargetOptions {
   /** Constraint set (default `"x"`). */
   mode?: CntLoraMode;
-  /** Shift mode: `C = c·I_k` (default 1; the paper's ablations use 10 and 0.1). */
-  c?: number;
+  /**
+   * Shift mode: `C = c·I_k` (default 1; the paper's ablations use 10 and 0.1), or `"gaussian"`: C with i.i.d.
+   * `N(0, 1/k)` entries (so `E[CᵀC] = I`), drawn from `seed` (the paper's Gaussian ablation).
+   */
+  c?: number | "gaussian";
+  /** Seed of a Gaussian C (default 0); the same C serves every batch of a layer. */
+  seed?: number;
 }
 
 /** Options of {@link cntloraInit} and {@link cntloraInitLayers}. */
@@ -78,7 +85,7 @@ function checkActs(name: string, x: F32 | undefined, dIn: number): M2[] {
  * - `"x"` (Eq. 4): `W_tar = W_src (X Xᵀ)^†`;
  * - `"s"` (Eq. 12): `W_tar = W_src (P D^{1/2})^†` with `X Xᵀ = P D Pᵀ` (descending, the largest-|·| entry of each
  *   column of P positive), i.e. `W_src[:, :K] D^{-1/2} P_Kᵀ` over the K kept eigenvalues;
- * - `"sh"` (Eq. 17): `W_tar = C (W_srcᵀ − X Xᵀ W_srcᵀ)^†` with `C = c·I_k`.
+ * - `"sh"` (Eq. 17): `W_tar = C (W_srcᵀ − X Xᵀ W_srcᵀ)^†` with `C = c·I_k` or a seeded Gaussian `C`.
  *
  * The eigenpairs of `X Xᵀ` come from the SVD of the batch (`batch = U S Pᵀ`, `D = S²`), which avoids squaring
  * its condition number; eigenvalues `D_i ≤ d·eps·D_max` count as zero (numpy's pinv tolerance, METHODS.md §11
@@ -120,7 +127,13 @@ export async function cntloraTarget(weight: F32, batch: F32, opts: CntLoraTarget
     const c = opts.c ?? 1;
     const wt = w.transpose() as M; // [d, k]
     const shifted = wt.sub(xb.transpose().matmul(xb.matmul(wt))) as M; // Wᵀ − X Xᵀ Wᵀ
-    out = (await pinv(shifted as unknown as M2) as unknown as M).mul(c) as M; // C (·)^†, [k, d]
+    const inv = await pinv(shifted as unknown as M2) as unknown as M; // [k, d]
+    if (c === "gaussian") {
+      const gauss = randn([k, k], { seed: deriveSeed(opts.seed ?? 0, "cntlora-c"), device: weight.device });
+      out = (gauss.mul(1 / Math.sqrt(k)) as M).matmul(inv) as M; // C (·)^†
+    } else {
+      out = inv.mul(c) as M; // c·I (·)^†
+    }
   } else {
     throw new RangeError(`cntlora: unknown mode ${JSON.stringify(mode)} (expected "x", "s" or "sh")`);
   }
@@ -168,8 +181,8 @@ function checkOptions(o: CntLoraOptions): void {
   checkCommonOptions("cntlora", o);
   const p = o.p ?? 0.5;
   if (!(p >= 0 && p <= 1)) throw new RangeError(`cntlora: p must be in [0, 1], got ${p}`);
-  if (o.c !== undefined && !Number.isFinite(o.c)) {
-    throw new RangeError(`cntlora: c must be finite, got ${o.c}`);
+  if (o.c !== undefined && o.c !== "gaussian" && !Number.isFinite(o.c)) {
+    throw new RangeError(`cntlora: c must be a finite number or "gaussian", got ${o.c}`);
   }
   if (o.vas && (o.split ?? "svd") !== "svd") {
     throw new RangeError('cntlora: VAS allocates ranks by singular values, so it needs split "svd"');
@@ -288,7 +301,8 @@ export async function cntloraInit(weight: F32, opts: CntLoraOptions = {}): Promi
  * CNTLoRA over several layers; with `vas: true` the ranks are allocated by VAS (Eq. 19) over the singular values
  * of every layer's ΔW, with budget `K = r × #layers` (or `vasBudget`): a layer gets as many ranks as it has among
  * the K largest relative variances (never more than its singular values; 0 = no adapter). Without VAS every layer
- * gets rank r, exactly as {@link cntloraInit}. `alpha` is kept per layer, so `s = alpha/rank_i`.
+ * gets rank r, exactly as {@link cntloraInit}. `alpha` is kept per layer, so `s = alpha/rank_i`. A Gaussian C
+ * (`c: "gaussian"`) is drawn per layer from `deriveSeed(seed, name)`.
  * `info` of each layer: `singularValues` of ΔW (SVD split) and, with VAS, `vasBudget`.
  *
  * @example
@@ -314,7 +328,10 @@ export async function cntloraInitLayers(
   if (layers.length === 0) throw new RangeError("cntlora: no layers given");
   for (const l of layers) checkLayer(`cntlora (layer "${l.name}")`, l.weight, rank);
   const decs: Decomposed[] = [];
-  for (const l of layers) decs.push(await decompose(l, opts));
+  // A Gaussian C of its own per layer, drawn from the seed and the layer's name.
+  for (const l of layers) {
+    decs.push(await decompose(l, { ...opts, seed: deriveSeed(opts.seed ?? 0, l.name) }));
+  }
   const sv: number[][] = [];
   for (const d of decs) sv.push(d.svd ? Array.from((await d.svd.s.data()) as Float32Array) : []);
   const budget = opts.vasBudget ?? rank * layers.length;

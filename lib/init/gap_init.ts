@@ -7,6 +7,7 @@
 import { randn, tensor } from "../tensor/creation.ts";
 import { realize, type Tensor } from "../tensor/tensor.ts";
 import { qr } from "../linalg/qr.ts";
+import { deriveSeed } from "../nn/init.ts";
 import {
   checkCommonOptions,
   checkLayer,
@@ -34,6 +35,12 @@ export interface GapInitOptions extends CommonInitOptions {
    * first step) or `"orthonormal"` (a seeded random orthonormal basis of a subspace orthogonal to g).
    */
   complement?: "zeros" | "orthonormal";
+  /**
+   * The noise-level ablation: the unit gap direction ĝ is perturbed by isotropic Gaussian noise of relative size σ
+   * (`ĝ + σ·n/‖n‖`, n ~ N(0, I), seeded) and renormalised (default 0: Gap-Init itself; large σ approaches a random
+   * direction).
+   */
+  noise?: number;
 }
 
 type M = Tensor<number[], "f32">;
@@ -73,7 +80,10 @@ function gapVector(dOut: number, opts: GapInitOptions): M {
  * is untouched; the first gradient step then moves the layer along the gap. Rank 1 is the paper's setting; for
  * r > 1 the other columns of B are zeros or a random orthonormal complement (METHODS.md §12).
  *
- * `info`: `gapNorm` (‖g‖ before normalisation).
+ * With `noise: σ` (the noise-level ablation) the direction is `(ĝ + σ·n/‖n‖) / ‖ĝ + σ·n/‖n‖‖` for a seeded
+ * `n ~ N(0, I)`, ĝ = g/‖g‖.
+ *
+ * `info`: `gapNorm` (‖g‖ before normalisation) and, with noise, `gapCosine` (cos of B's first column with ĝ).
  *
  * @example
  * ```ts
@@ -95,7 +105,23 @@ export async function gapInit(weight: F32, opts: GapInitOptions = {}): Promise<L
   if (!(normValue > 0) || !Number.isFinite(normValue)) {
     throw new RangeError(`gap-init: the gap vector has norm ${normValue}; it must be finite and non-zero`);
   }
-  const unit = g.div(normValue).reshape([dOut, 1]) as M;
+  const sigma = opts.noise ?? 0;
+  if (!(sigma >= 0) || !Number.isFinite(sigma)) {
+    throw new RangeError(`gap-init: noise must be a finite number >= 0, got ${sigma}`);
+  }
+  const info: Record<string, number> = { gapNorm: normValue };
+  let unit = g.div(normValue).reshape([dOut, 1]) as M;
+  if (sigma > 0) {
+    const n = randn([dOut, 1], { seed: deriveSeed(opts.seed ?? 0, "gap-noise"), device }) as unknown as M;
+    const moved = unit.add(n.div(n.square().sum().sqrt()).mul(sigma)) as M;
+    const movedNorm = await moved.square().sum().sqrt().item();
+    if (!(movedNorm > 0)) {
+      throw new RangeError(`gap-init: the noise cancelled the gap direction (σ = ${sigma})`);
+    }
+    const perturbed = moved.div(movedNorm) as M;
+    info.gapCosine = await perturbed.mul(unit).sum().item();
+    unit = perturbed;
+  }
   let b: M;
   if (rank === 1) b = unit;
   else if ((opts.complement ?? "zeros") === "zeros") {
@@ -121,6 +147,6 @@ export async function gapInit(weight: F32, opts: GapInitOptions = {}): Promise<L
     rank,
     alpha,
     scale: loraScale(alpha, rank, opts.useRslora),
-    info: { gapNorm: normValue },
+    info,
   };
 }

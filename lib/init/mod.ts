@@ -15,7 +15,14 @@ export { pissaInit, type PissaOptions } from "./pissa.ts";
 export { miloraInit, type MiloraOptions } from "./milora.ts";
 export { oloraInit, type OloraOptions } from "./olora.ts";
 export { loftqInit, type LoftqOptions } from "./loftq.ts";
-export { type LoramGain, loramInit, loramLogGain, type LoramOptions, type LoramTracking } from "./loram.ts";
+export {
+  type LoramBasis,
+  type LoramGain,
+  loramInit,
+  loramLogGain,
+  type LoramOptions,
+  type LoramTracking,
+} from "./loram.ts";
 export {
   cordaCovariance,
   cordaDecompose,
