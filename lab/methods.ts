@@ -23,7 +23,18 @@
  * @module
  */
 import { z } from "../deps.ts";
-import { getInitMethod, INIT_METHODS, type InitNeed, showValue } from "../mod.ts";
+import {
+  AdamW,
+  attachLora,
+  type AttachResult,
+  getInitMethod,
+  INIT_METHODS,
+  type InitNeed,
+  type LayerData,
+  LORA_TRAINABLE,
+  loraPlusOptions,
+  showValue,
+} from "../mod.ts";
 import type { ConfigField } from "./config.ts";
 
 /** One compared adaptation: a registered initialisation with its options, and the settings it changes. */
@@ -170,8 +181,9 @@ function readMethod(text: string, defaults: readonly MethodSpec[]): MethodSpec {
 }
 
 /**
- * A spec as one command-line line, `NAME=INIT[:key=value,...]` (options, then settings, each sorted by key), which
- * {@link parseMethod} reads back to the same spec.
+ * A spec as one command-line line, `NAME=INIT[:key=value,...]` (options, then settings, each sorted by key; a bare
+ * `NAME` for an initialisation run as it is under its own name), which {@link parseMethod} reads back to the same
+ * spec.
  *
  * @param spec The spec.
  * @returns Its line.
@@ -182,7 +194,8 @@ export function formatMethod(spec: MethodSpec): string {
     ...Object.entries(options).sort(([a], [b]) => a.localeCompare(b)),
     ...Object.entries(settings).filter(([, v]) => v !== undefined).sort(([a], [b]) => a.localeCompare(b)),
   ].map(([k, v]) => `${k}=${v}`);
-  return pairs.length === 0 ? `${name}=${init}` : `${name}=${init}:${pairs.join(",")}`;
+  if (pairs.length === 0) return name === init ? name : `${name}=${init}`;
+  return `${name}=${init}:${pairs.join(",")}`;
 }
 
 /** A spec from YAML (`{ name, init, options, rank, ... }`), checked. */
@@ -263,4 +276,61 @@ export function methodsField(
     options.description ??
       "the compared methods, NAME=INIT[:key=value,...] each (init options, rank, alpha, useRslora, useDora, lr, lrRatio)",
   );
+}
+
+/** What {@link attachMethod} uses where a spec sets nothing. */
+export interface AttachMethodOptions {
+  /** The modules to adapt (PEFT's `target_modules`). */
+  targets: readonly string[] | RegExp;
+  /** The experiment's rank. */
+  rank: number;
+  /** The experiment's lora_alpha. */
+  alpha: number;
+  /** Calibration data per module path (data-driven inits). */
+  data?: Readonly<Record<string, LayerData>>;
+  /** The run's seed. */
+  seed: number;
+}
+
+/**
+ * Adapts `model` as `method` says: its initialisation with its options, and its rank, alpha, rsLoRA and DoRA where
+ * it sets them (the experiment's rank and alpha otherwise).
+ *
+ * @param model The model (its target `Linear` layers become LoRA layers).
+ * @param method The spec.
+ * @param options Targets, the experiment's rank and alpha, calibration data and the seed.
+ * @returns What `attachLora` did.
+ */
+export function attachMethod(
+  model: object,
+  method: MethodSpec,
+  options: AttachMethodOptions,
+): Promise<AttachResult> {
+  return attachLora(model, {
+    targetModules: options.targets,
+    rank: method.rank ?? options.rank,
+    alpha: method.alpha ?? options.alpha,
+    useRslora: method.useRslora,
+    useDora: method.useDora,
+    init: method.init,
+    initOptions: method.options,
+    data: options.data,
+    seed: options.seed,
+  });
+}
+
+/**
+ * The optimiser of a LoRA fine-tuning run under `method`: AdamW on the adapters only, without weight decay, at the
+ * method's learning rate (`lr` otherwise); with `lrRatio`, LoRA+ (B and DoRA magnitudes `lrRatio` times faster).
+ *
+ * @param model The adapted model.
+ * @param method The spec.
+ * @param lr The experiment's learning rate.
+ * @returns The optimiser.
+ */
+export function methodOptimizer(model: object, method: MethodSpec, lr: number): AdamW {
+  const rate = method.lr ?? lr;
+  return method.lrRatio === undefined
+    ? new AdamW(model, { lr: rate, weightDecay: 0, trainable: LORA_TRAINABLE })
+    : new AdamW(model, loraPlusOptions({ lr: rate, ratio: method.lrRatio }));
 }

@@ -35,6 +35,7 @@
  */
 export * from "./config.ts";
 export * from "./results.ts";
+export * from "./report.ts";
 export * from "./plot.ts";
 export * from "./png.ts";
 export * from "./lock.ts";
@@ -42,3 +43,5 @@ export * from "./cache.ts";
 export * from "./generated.ts";
 export * from "./toy_vlm.ts";
 export * from "./methods.ts";
+export * from "./experiment.ts";
+export * from "./lm.ts";

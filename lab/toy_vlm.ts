@@ -12,21 +12,21 @@ import {
   batchIndices,
   type CaptionBatch,
   captionBatch,
+  captionLoss,
   captionTensors,
   captionVocab,
   type CharVocab,
   checkFinite,
   collectActivations,
+  copyVlm,
   cosineSchedule,
   crossEntropy,
   type DeviceName,
   emojiVlmData,
   type F32,
+  type I32,
   type LayerData,
   loadParameters,
-  LORA_TRAINABLE,
-  loraPlusOptions,
-  type MetricsWriter,
   namedParameters,
   type ParamFilter,
   readSafetensors,
@@ -45,11 +45,6 @@ import {
 import { generateShapes } from "./generated.ts";
 import { processAlive } from "./lock.ts";
 import { cacheKey, loadCacheEntry } from "./cache.ts";
-import type { ResultsDir } from "./results.ts";
-import type { MethodSpec } from "./methods.ts";
-
-/** An i32 tensor of any shape (token ids, targets). */
-type I32 = Tensor<number[], "i32">;
 
 /**
  * Captioned shapes from `generateShapes`; the class is `shape·8 + colour` (32 classes).
@@ -166,8 +161,6 @@ export function captionTrainer(
   opts: StageOptions & {
     trainable: ParamFilter;
     metrics?: TrainerOptions<ToyVlm, Record<string, Tensor>>["metrics"];
-    /** LoRA+: the adapters only, B (and DoRA magnitudes) at `lrRatio × lr`. */
-    lrRatio?: number;
   },
 ): Trainer<ToyVlm, Record<string, Tensor>> {
   const device = opts.device ?? model.lm.device;
@@ -175,9 +168,7 @@ export function captionTrainer(
   const shape = { batchSize: opts.batchSize, size: data.size, textLen };
   return new Trainer<ToyVlm, Record<string, Tensor>>({
     model,
-    optimizer: opts.lrRatio !== undefined
-      ? new AdamW(model, loraPlusOptions({ lr: opts.lr, ratio: opts.lrRatio }))
-      : new AdamW(model, { lr: opts.lr, weightDecay: 0, trainable: opts.trainable }),
+    optimizer: new AdamW(model, { lr: opts.lr, weightDecay: 0, trainable: opts.trainable }),
     batch: (step) =>
       captionTensors(
         captionBatch(data, vocab, batchIndices(data.n, opts.batchSize, opts.seed, step), textLen),
@@ -549,23 +540,48 @@ export interface VlmSettings {
   pretrainSteps: number;
   /** Text positions per caption. */
   textLen: number;
+  /** Images per batch. */
+  batchSize: number;
+  /** Fixed batches of the validation loss. */
+  valBatches: number;
+  /** Batches of calibration data. */
+  calibBatches: number;
 }
 
-/** Data and base model of a VLM experiment. */
+/** What a VLM experiment starts from. */
 export interface VlmSetup {
   /** Pretraining images. */
-  pre: VlmData;
-  /** Fine-tuning images. */
-  ft: VlmData;
+  readonly pre: VlmData;
+  /** Fine-tuning images (a fresh draw of the generated shapes; the emoji pack again, as a continued stage). */
+  readonly ft: VlmData;
   /** Validation images. */
-  val: VlmData;
-  /** The pretrained base. */
-  base: CachedVlm;
+  readonly val: VlmData;
+  /** The pretrained base (not to be trained: runs start from {@link VlmSetup.fresh} copies). */
+  readonly base: ToyVlm;
+  /** The caption vocabulary. */
+  readonly vocab: CharVocab;
   /** Where the base came from and its stage losses (first → last). */
-  note: string;
+  readonly note: string;
+  /** The batch shape, for {@link modalityAnalysis}. */
+  readonly shape: { size: number; textLen: number };
+  /** A fresh copy of the base (its own buffers). */
+  fresh(): Promise<ToyVlm>;
+  /** Fine-tuning batch `step`, a pure function of (seed, step). */
+  batch(seed: number, step: number): { images: F32; tokens: I32; targets: I32 };
+  /** `calibBatches` fine-tuning batches as host arrays, seeded by `seed` (calibration, statistics). */
+  captions(seed: number): CaptionBatch[];
+  /** The mean captioning loss of `model` over `valBatches` fixed validation batches. */
+  valLoss(model: ToyVlm): Promise<number>;
 }
 
-/** Loads the images and the pretrained base (pretraining it once), and prints the data and base lines. */
+/**
+ * Loads the images and the pretrained base (pretraining it once: stages 0, a and b, cached under `.cache/vlm`),
+ * prints the data and base lines, and gives fresh copies of the base, seeded batches and the validation loss.
+ *
+ * @param cfg The settings.
+ * @param device The device.
+ * @returns The set-up.
+ */
 export async function vlmSetup(cfg: VlmSettings, device: DeviceName): Promise<VlmSetup> {
   const pre = await loadVlmData(cfg.data, { n: cfg.images, seed: 0 });
   const ft = cfg.data === "shapes" ? await loadVlmData(cfg.data, { n: cfg.images, seed: 1 }) : pre;
@@ -583,46 +599,27 @@ export async function vlmSetup(cfg: VlmSettings, device: DeviceName): Promise<Vl
     `${base.cached ? "cached" : "pretrained"} base in ${base.dir} (${base.seconds.toFixed(1)} s); ` +
     `stage losses first → last: ${stages}`;
   console.log(`data: ${pre.description}\nbase: ${note}`);
-  return { pre, ft, val, base, note };
-}
-
-/** What {@link loraCaptionTrainer} reads: the fine-tuning data and the run's results directory and settings. */
-export interface VlmRunContext {
-  /** The fine-tuning images. */
-  train: VlmData;
-  /** The caption vocabulary. */
-  vocab: CharVocab;
-  /** The run's results directory (metrics go under `metrics/`). */
-  results: ResultsDir;
-  /** The run's settings. */
-  cfg: { steps: number; batchSize: number; lr: number; textLen: number };
-}
-
-/**
- * The caption trainer of one LoRA fine-tuning run (`spec`, `seed`) of a VLM experiment: the adapters only (at the
- * spec's learning rate and LoRA+ ratio, where it sets them),
- * cosine schedule with 10% warm-up, metrics to `metrics/<label>-seed<seed>.jsonl` (the caller closes the writer),
- * a progress bar on a terminal.
- */
-export function loraCaptionTrainer(
-  model: ToyVlm,
-  ctx: VlmRunContext,
-  spec: MethodSpec,
-  seed: number,
-): { trainer: Trainer<ToyVlm, Record<string, Tensor>>; metrics: MetricsWriter } {
-  const label = spec.name;
-  const metrics = ctx.results.metrics({ file: `metrics/${label}-seed${seed}.jsonl` });
-  const trainer = captionTrainer(model, ctx.train, ctx.vocab, {
-    steps: ctx.cfg.steps,
-    batchSize: ctx.cfg.batchSize,
-    lr: spec.lr ?? ctx.cfg.lr,
-    lrRatio: spec.lrRatio,
-    seed,
-    textLen: ctx.cfg.textLen,
-    warmupRatio: 0.1,
-    trainable: LORA_TRAINABLE,
-    metrics,
-    progress: Deno.stderr.isTerminal() ? `${label} seed ${seed}` : false,
-  });
-  return { trainer, metrics };
+  const { vocab } = base;
+  const shape = { batchSize: cfg.batchSize, size: ft.size, textLen: cfg.textLen };
+  const batchOf = (data: VlmData, seed: number, step: number) =>
+    captionBatch(data, vocab, batchIndices(data.n, cfg.batchSize, seed, step), cfg.textLen);
+  return {
+    pre,
+    ft,
+    val,
+    base: base.model,
+    vocab,
+    note,
+    shape: { size: ft.size, textLen: cfg.textLen },
+    fresh: () => copyVlm(base.model),
+    batch: (seed, step) => captionTensors(batchOf(ft, seed, step), shape, device),
+    captions: (seed) => Array.from({ length: cfg.calibBatches }, (_, i) => batchOf(ft, seed, i + 1)),
+    valLoss: (model) =>
+      captionLoss(model, val, vocab, {
+        batches: cfg.valBatches,
+        batchSize: cfg.batchSize,
+        seed: 987654,
+        textLen: cfg.textLen,
+      }),
+  };
 }

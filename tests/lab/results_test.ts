@@ -1,15 +1,8 @@
 import assert from "node:assert/strict";
 import { parseYaml } from "../../lab/deps.ts";
 import { readJsonl } from "../../lib/io/json.ts";
-import {
-  configDifferences,
-  gitInfo,
-  mdTable,
-  meanStd,
-  ResultsDir,
-  runTimestamp,
-  summarizeMetric,
-} from "../../lab/results.ts";
+import { configDifferences, gitInfo, ResultsDir, runTimestamp } from "../../lab/results.ts";
+import { mdTable, meanStd, summarizeMetric } from "../../lab/report.ts";
 
 function rng(seed: number): () => number {
   let a = seed >>> 0;
