@@ -162,14 +162,15 @@ function readMethod(text: string, defaults: readonly MethodSpec[]): MethodSpec {
   const eq = text.indexOf("=");
   if (eq < 0) {
     const name = text.trim();
-    const known = defaults.find((d) => d.name === name);
-    if (known !== undefined) return known;
+    const given = defaults.find((d) => d.name === name);
+    if (given !== undefined) return given;
     if (name in INIT_METHODS) return checked({ name, init: name, options: {} });
+    const known = defaults.length > 0
+      ? `one of ${defaults.map((d) => showValue(d.name)).join("|")} (a default), `
+      : "";
     throw new RangeError(
-      `no default method of that name (defaults: ${
-        defaults.map((d) => d.name).join(", ") || "none"
-      }) and no ` +
-        `initialisation either; write NAME=INIT[:key=value,...]`,
+      `expected ${known}a registered initialisation (${Object.keys(INIT_METHODS).join(", ")}) or ` +
+        `NAME=INIT[:key=value,...]`,
     );
   }
   const name = text.slice(0, eq).trim();

@@ -75,7 +75,10 @@ Deno.test("method specs: what the initialisation does not take, or takes otherwi
   throws(() => parseMethod("x=lora:rank"), /expected key=value, got "rank"/);
   throws(() => parseMethod("x=lora:rank=2,rank=4"), /"rank" is given twice/);
   throws(() => parseMethod("a/b=lora"), /name "a\/b" must be letters/);
-  throws(() => parseMethod("mystery", [parseMethod("a=lora")]), /no default method .*\(defaults: a\)/);
+  throws(
+    () => parseMethod("mystery", [parseMethod("a=lora")]),
+    /method "mystery": expected one of "a" \(a default\), a registered initialisation \(lora, .*\) or NAME=INIT/,
+  );
 });
 
 const Config = z.object({
