@@ -1,7 +1,8 @@
 /**
- * The base-model cache: experiments that need a pretrained base (a small LM trained on generated text, say)
- * pretrain it once, save it in Hugging Face format under a directory keyed by everything that determines it (model
- * config, training settings, a hash of the data), and load it from there on every later run.
+ * The base-model cache: experiments that need a pretrained base (a small LM trained on generated text, the toy VLM)
+ * pretrain it once, save it under a directory keyed by everything that determines it (model config, training
+ * settings, a hash of the data), and load it from there on every later run ({@link cachedEntry}; the LM's entry
+ * is {@link cachedPretrained}).
  *
  * @module
  */
@@ -10,6 +11,7 @@ import {
   checkFinite,
   cosineSchedule,
   type DeviceName,
+  type I32,
   type LlamaConfig,
   LlamaLM,
   namedParameters,
@@ -68,23 +70,6 @@ export function rebuildHint(dir: string): string {
   return `Remove the directory "${dir}" (rm -r "${dir}") and run again: it is rebuilt from scratch`;
 }
 
-/**
- * Loads a cache entry with `load`, turning any failure (a damaged or half-copied file, non-finite weights) into one
- * error that names the entry and how to rebuild it.
- */
-export async function loadCacheEntry<T>(
-  dir: string,
-  what: string,
-  load: () => Promise<T>,
-): Promise<T> {
-  try {
-    return await load();
-  } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
-    throw new Error(`${what} "${dir}" cannot be used: ${reason}. ${rebuildHint(dir)}`, { cause: err });
-  }
-}
-
 async function exists(path: string): Promise<boolean> {
   try {
     await Deno.stat(path);
@@ -92,6 +77,74 @@ async function exists(path: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** How {@link cachedEntry} finds, loads, builds and saves one entry. */
+export interface CacheEntryOptions<T> {
+  /** Root of the cache (e.g. `.cache/base`). */
+  root: string;
+  /** The entry's key (e.g. from {@link cacheKey}): its directory is `root/key`. */
+  key: string;
+  /** The file whose presence marks a complete entry (e.g. `model.safetensors`). */
+  marker: string;
+  /** What the entry is, for errors (e.g. "cached base model"). */
+  what: string;
+  /** Loads the entry from its directory (and checks it). */
+  load: (dir: string) => Promise<T>;
+  /** Makes the value when the entry is absent (pretraining). */
+  build: () => Promise<T>;
+  /** Writes the value into a (temporary) directory. */
+  save: (value: T, dir: string) => Promise<void>;
+}
+
+/** A value from the cache. */
+export interface CacheEntry<T> {
+  /** The value. */
+  value: T;
+  /** True when it was loaded, false when built. */
+  cached: boolean;
+  /** The entry's directory. */
+  dir: string;
+  /** Seconds spent loading or building. */
+  seconds: number;
+}
+
+/**
+ * A cached value: loaded from `root/key/` when its `marker` file is there, else built and saved (to a temporary
+ * directory renamed into place, so an interrupted run never leaves a half-written entry; what interrupted runs left
+ * is removed first). An entry that cannot be loaded (a damaged or half-copied file, non-finite weights) is one error
+ * naming its directory and how to rebuild it.
+ *
+ * @param options Where the entry is and how to load, build and save it.
+ * @returns The value and where it came from.
+ */
+export async function cachedEntry<T>(options: CacheEntryOptions<T>): Promise<CacheEntry<T>> {
+  const dir = `${options.root}/${options.key}`;
+  const t0 = performance.now();
+  removeTemporaries(options.root, { alive: processAlive });
+  if (await exists(`${dir}/${options.marker}`)) {
+    let value: T;
+    try {
+      value = await options.load(dir);
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      throw new Error(`${options.what} "${dir}" cannot be used: ${reason}. ${rebuildHint(dir)}`, {
+        cause: err,
+      });
+    }
+    return { value, cached: true, dir, seconds: (performance.now() - t0) / 1000 };
+  }
+  const value = await options.build();
+  const tmp = `${dir}.tmp-${Deno.pid}-${Math.floor(Math.random() * 1e9)}`;
+  await options.save(value, tmp);
+  await Deno.mkdir(options.root, { recursive: true });
+  try {
+    await Deno.rename(tmp, dir);
+  } catch (e) {
+    await Deno.remove(tmp, { recursive: true });
+    if (!(await exists(`${dir}/${options.marker}`))) throw e; // a concurrent run may have won the race
+  }
+  return { value, cached: false, dir, seconds: (performance.now() - t0) / 1000 };
 }
 
 /**
@@ -105,54 +158,47 @@ export async function cachedPretrained(
   tokens: Int32Array,
   opts: CacheOptions = {},
 ): Promise<{ model: LlamaLM; cached: boolean; dir: string; seconds: number }> {
-  const key = cacheKey(JSON.stringify(spec), tokens);
-  const root = opts.cacheDir ?? ".cache/base";
-  const dir = `${root}/${key}`;
-  const t0 = performance.now();
-  removeTemporaries(root, { alive: processAlive });
-  if (await exists(`${dir}/model.safetensors`)) {
-    const model = await loadCacheEntry(dir, "cached base model", async () => {
+  const entry = await cachedEntry({
+    root: opts.cacheDir ?? ".cache/base",
+    key: cacheKey(JSON.stringify(spec), tokens),
+    marker: "model.safetensors",
+    what: "cached base model",
+    load: async (dir) => {
       const { config, weights } = await readHf(dir);
       const m = LlamaLM.fromWeights(config, weights, { device: opts.device, source: dir });
       await checkFinite(namedParameters(m), { what: "its weights" });
       return m;
-    });
-    return { model, cached: true, dir, seconds: (performance.now() - t0) / 1000 };
-  }
-  const model = LlamaLM.random(spec.model, { seed: spec.seed, device: opts.device });
-  const trainer = new Trainer({
-    model,
-    optimizer: new AdamW(model, { lr: spec.lr, weightDecay: 0.01 }),
-    batch: (step) => {
-      const { x, y } = sampleWindows(tokens, {
-        batchSize: spec.batchSize,
-        seqLen: spec.seqLen,
-        seed: spec.seed,
-        step,
-      });
-      const shape = [spec.batchSize, spec.seqLen];
-      return {
-        x: tensor(x, { shape, dtype: "i32", device: opts.device }),
-        y: tensor(y, { shape, dtype: "i32", device: opts.device }),
-      };
     },
-    loss: (m, b) => m.loss(b.x as never, b.y as never),
-    steps: spec.steps,
-    schedule: cosineSchedule({ totalSteps: spec.steps, warmupRatio: 0.05 }),
-    clipNorm: 1,
-    readEvery: 50,
-    progress: opts.progress ? "pretraining base" : false,
-    seed: spec.seed,
+    build: async () => {
+      const model = LlamaLM.random(spec.model, { seed: spec.seed, device: opts.device });
+      const trainer = new Trainer({
+        model,
+        optimizer: new AdamW(model, { lr: spec.lr, weightDecay: 0.01 }),
+        batch: (step) => {
+          const { x, y } = sampleWindows(tokens, {
+            batchSize: spec.batchSize,
+            seqLen: spec.seqLen,
+            seed: spec.seed,
+            step,
+          });
+          const shape = [spec.batchSize, spec.seqLen];
+          return {
+            x: tensor(x, { shape, dtype: "i32", device: opts.device }) as I32,
+            y: tensor(y, { shape, dtype: "i32", device: opts.device }) as I32,
+          };
+        },
+        loss: (m, b) => m.loss(b.x, b.y),
+        steps: spec.steps,
+        schedule: cosineSchedule({ totalSteps: spec.steps, warmupRatio: 0.05 }),
+        clipNorm: 1,
+        readEvery: 50,
+        progress: opts.progress ? "pretraining base" : false,
+        seed: spec.seed,
+      });
+      await trainer.run();
+      return model;
+    },
+    save: (model, dir) => saveHf(model, dir),
   });
-  await trainer.run();
-  const tmp = `${dir}.tmp-${Deno.pid}-${Math.floor(Math.random() * 1e9)}`;
-  await saveHf(model, tmp);
-  await Deno.mkdir(dir.slice(0, dir.lastIndexOf("/")), { recursive: true });
-  try {
-    await Deno.rename(tmp, dir);
-  } catch (e) {
-    await Deno.remove(tmp, { recursive: true });
-    if (!(await exists(`${dir}/model.safetensors`))) throw e; // a concurrent run may have won the race
-  }
-  return { model, cached: false, dir, seconds: (performance.now() - t0) / 1000 };
+  return { model: entry.value, cached: entry.cached, dir: entry.dir, seconds: entry.seconds };
 }

@@ -30,7 +30,6 @@ import {
   namedParameters,
   type ParamFilter,
   readSafetensors,
-  removeTemporaries,
   sampleWindows,
   type StEntry,
   type Tensor,
@@ -43,8 +42,7 @@ import {
   writeSafetensors,
 } from "../mod.ts";
 import { generateShapes } from "./generated.ts";
-import { processAlive } from "./lock.ts";
-import { cacheKey, loadCacheEntry } from "./cache.ts";
+import { cachedEntry, cacheKey } from "./cache.ts";
 
 /**
  * Captioned shapes from `generateShapes`; the class is `shape·8 + colour` (32 classes).
@@ -246,15 +244,6 @@ function readStages(value: unknown, file: string): CachedVlm["stages"] {
   return value as CachedVlm["stages"];
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * The toy VLM after stages 0, a and b on `data`: loaded from `<cacheDir>/<key>/` when present (key = hash of the
  * spec and the data), else trained and saved there (`vlm.safetensors` + `info.json`, written to a temporary
@@ -277,13 +266,13 @@ export async function cachedVlm(
   fingerprint.set(pixels);
   fingerprint.set(data.labels, pixels.length);
   const key = cacheKey(JSON.stringify(spec) + data.captions.join("\n"), fingerprint);
-  const dir = `${opts.cacheDir ?? ".cache/vlm"}/${key}`;
-  const t0 = performance.now();
   const model = ToyVlm.random(spec.model, { seed: spec.seed, device: opts.device });
-  const root = opts.cacheDir ?? ".cache/vlm";
-  removeTemporaries(root, { alive: processAlive });
-  if (await exists(`${dir}/vlm.safetensors`)) {
-    const stages = await loadCacheEntry(dir, "cached VLM", async () => {
+  const entry = await cachedEntry({
+    root: opts.cacheDir ?? ".cache/vlm",
+    key,
+    marker: "vlm.safetensors",
+    what: "cached VLM",
+    load: async (dir) => {
       const { tensors } = await readSafetensors(`${dir}/vlm.safetensors`);
       const params: Record<string, Tensor> = {};
       for (const [name, e] of tensors) {
@@ -293,52 +282,40 @@ export async function cachedVlm(
       await checkFinite(namedParameters(model), { what: "its weights" });
       const info = JSON.parse(await Deno.readTextFile(`${dir}/info.json`));
       return readStages(info?.stages, `${dir}/info.json`);
-    });
-    return { model, vocab, cached: true, dir, seconds: (performance.now() - t0) / 1000, stages };
-  }
-  const common = {
-    batchSize: spec.batchSize,
-    lr: spec.lr,
-    seed: spec.seed,
-    textLen: spec.textLen,
-    device: opts.device,
-  };
-  const bar = (s: string) => (opts.progress ? s : false);
-  const lm = await pretrainLmOnCaptions(model, data, vocab, {
-    ...common,
-    steps: spec.lmSteps,
-    progress: bar("stage 0: LM on captions"),
+    },
+    build: async () => {
+      const common = { batchSize: spec.batchSize, lr: spec.lr, seed: spec.seed, textLen: spec.textLen };
+      const stage = (steps: number, label: string): StageOptions => ({
+        ...common,
+        device: opts.device,
+        steps,
+        progress: opts.progress === true ? label : false,
+      });
+      const lm = await pretrainLmOnCaptions(
+        model,
+        data,
+        vocab,
+        stage(spec.lmSteps, "stage 0: LM on captions"),
+      );
+      const enc = await pretrainEncoder(model, data, stage(spec.encoderSteps, "stage a: encoder"));
+      const proj = await trainProjector(model, data, vocab, stage(spec.projectorSteps, "stage b: projector"));
+      const ends = (l: number[]) => ({ first: l[0], last: l.at(-1)! });
+      return { lm: ends(lm), encoder: ends(enc), projector: ends(proj) };
+    },
+    save: async (stages, dir) => {
+      const entries: Record<string, StEntry> = {};
+      for (const [name, t] of namedParameters(model)) {
+        entries[name] = {
+          dtype: "F32",
+          shape: [...t.shape],
+          data: Float32Array.from(await t.data() as Float32Array),
+        };
+      }
+      await writeSafetensors(`${dir}/vlm.safetensors`, entries);
+      await Deno.writeTextFile(`${dir}/info.json`, JSON.stringify({ spec, stages }, null, 1));
+    },
   });
-  const enc = await pretrainEncoder(model, data, {
-    ...common,
-    steps: spec.encoderSteps,
-    progress: bar("stage a: encoder"),
-  });
-  const proj = await trainProjector(model, data, vocab, {
-    ...common,
-    steps: spec.projectorSteps,
-    progress: bar("stage b: projector"),
-  });
-  const ends = (l: number[]) => ({ first: l[0], last: l.at(-1)! });
-  const stages = { lm: ends(lm), encoder: ends(enc), projector: ends(proj) };
-  const entries: Record<string, StEntry> = {};
-  for (const [name, t] of namedParameters(model)) {
-    entries[name] = {
-      dtype: "F32",
-      shape: [...t.shape],
-      data: Float32Array.from(await t.data() as Float32Array),
-    };
-  }
-  const tmp = `${dir}.tmp-${Deno.pid}-${Math.floor(Math.random() * 1e9)}`;
-  await writeSafetensors(`${tmp}/vlm.safetensors`, entries);
-  await Deno.writeTextFile(`${tmp}/info.json`, JSON.stringify({ spec, stages }, null, 1));
-  try {
-    await Deno.rename(tmp, dir);
-  } catch (e) {
-    await Deno.remove(tmp, { recursive: true });
-    if (!(await exists(`${dir}/vlm.safetensors`))) throw e; // a concurrent run may have won the race
-  }
-  return { model, vocab, cached: false, dir, seconds: (performance.now() - t0) / 1000, stages };
+  return { model, vocab, cached: entry.cached, dir: entry.dir, seconds: entry.seconds, stages: entry.value };
 }
 
 // ----- per-modality activation statistics -----

@@ -14,7 +14,7 @@ import { VJP_RULES } from "./vjp.ts";
 /** A tree of tensors: a tensor, an array of trees, or an object of trees (module parameters, optimiser state). */
 export type Params = Tensor | readonly Params[] | { readonly [key: string]: Params };
 
-/** The leaves of a parameter tree with their dotted paths (`layers.3.attn.wq`), in a stable order. */
+/** The leaves of a parameter tree with their dotted paths (`layers.3.attention.wq`), in a stable order. */
 export function flattenParams(p: Params, prefix = ""): { path: string; tensor: Tensor }[] {
   if (p instanceof Tensor) return [{ path: prefix, tensor: p }];
   const out: { path: string; tensor: Tensor }[] = [];

@@ -41,7 +41,6 @@ export {
 export { type HfCheckpoint, hfConfigFromLlama, llamaConfigFromHf, loadHf, readHf, saveHf } from "./hf.ts";
 export { loadLlama } from "./load.ts";
 export { argmax, generate, type GenerateOptions, sampleToken, type SampleTokenOptions } from "./sample.ts";
-export type { CachedStep } from "./llama.ts";
 
 // Types from other areas that the API above refers to.
 export type { AxisArg, NestedArray, Tensor } from "../tensor/tensor.ts";

@@ -350,7 +350,7 @@ export class ToyVlm extends Module {
     }
     const text = this.lm.tok_embeddings.forward(tokens) as F32;
     let h = concat([this.embedImages(images) as F32, text], 1) as F32;
-    for (const layer of this.lm.layers) h = layer.forward(h, rope) as F32;
+    for (const layer of this.lm.layers) h = layer.forward(h, { rope }) as F32;
     return h as M;
   }
 

@@ -1,5 +1,5 @@
 /**
- * Neural-network layers: modules whose parameters form a tree of named tensors (`layers.3.attn.wq.weight`),
+ * Neural-network layers: modules whose parameters form a tree of named tensors (`layers.3.attention.wq.weight`),
  * functional forms of every layer, Llama-2 attention (RoPE, GQA), RMSNorm and SwiGLU, losses, and (in `optim/`)
  * optimisers and learning-rate schedules.
  *
