@@ -89,17 +89,3 @@ export function disposeUnless(t: Tensor, ...keep: Tensor[]): void {
   if (st !== null && keep.some((k) => k.node.storage === st)) return;
   t.dispose();
 }
-
-/**
- * `a.matmul(b)` for 2-D operands, padding the output width to a multiple of 8 when it is below 16 and not a
- * power of two, then slicing back. Workaround for a core bug at commit 422c2dd: the skinny-product tile of
- * lib/codegen/render_wgsl.ts (`fitTile`) computes `wm = min(64 / wn, …)` without rounding, so output widths
- * 3, 5, 6, 7 and 10–15 render `@workgroup_size(wn, 10.67, 1)` and fail to compile
- * (`randn([96, 64]).matmul(randn([64, 6]))`). Harmless once the core is fixed.
- */
-export function matmulSafe(a: Mat, b: Mat): Mat {
-  const n = b.shape[1];
-  if (n >= 16 || (n & (n - 1)) === 0) return a.matmul(b) as Mat;
-  const padded = Math.ceil(n / 8) * 8;
-  return a.matmul(b.pad([[0, 0], [0, padded - n]]) as Mat).slice(null, [0, n]) as Mat;
-}

@@ -12,7 +12,6 @@ import {
   iota,
   largestPositiveSigns,
   type Mat,
-  matmulSafe,
   widen,
 } from "./common.ts";
 import { svdColumns } from "./svd.ts";
@@ -87,7 +86,7 @@ export async function eigh<N extends number>(
     noV: true,
   });
   const vecRows = core.uRows;
-  const lam = matmulSafe(vecRows, sn).mul(vecRows).sum(1) as Mat; // Rayleigh quotients of the scaled matrix
+  const lam = vecRows.matmul(sn).mul(vecRows).sum(1) as Mat; // Rayleigh quotients of the scaled matrix
   const perm = descendingPerm(order === "ascending" ? lam.neg() as Mat : lam);
   const sorted = vecRows.gather(perm, 0) as Mat;
   const vectors = sorted.mul(largestPositiveSigns(sorted)).transpose() as Mat;

@@ -5,7 +5,7 @@
  */
 import { concat, zeros } from "../tensor/creation.ts";
 import { realize, type Tensor } from "../tensor/tensor.ts";
-import { checkInt, checkMatrix, disposeUnless, type Mat, matmulSafe, widen } from "./common.ts";
+import { checkInt, checkMatrix, disposeUnless, type Mat, widen } from "./common.ts";
 import { type SvdOptions, svdRows } from "./svd.ts";
 import { svdLowRank } from "./svd_lowrank.ts";
 
@@ -238,7 +238,7 @@ export class IncrementalPCA {
     if (nf !== st.nFeatures) {
       throw new RangeError(`IncrementalPCA.transform: got ${nf} features, the model has ${st.nFeatures}`);
     }
-    return matmulSafe(widen(x).sub(st.mean) as Mat, st.components.transpose() as Mat) as unknown as Tensor<
+    return (widen(x).sub(st.mean) as Mat).matmul(st.components.transpose() as Mat) as unknown as Tensor<
       [number, number],
       "f32"
     >;

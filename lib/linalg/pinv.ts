@@ -4,7 +4,7 @@
  * @module
  */
 import { realize, type Tensor } from "../tensor/tensor.ts";
-import { checkMatrix, type Mat, matmulSafe, widen } from "./common.ts";
+import { checkMatrix, type Mat, widen } from "./common.ts";
 import { type SvdOptions, svdRows } from "./svd.ts";
 
 /** Machine epsilon of float32 (`numpy.finfo(numpy.float32).eps`, 2⁻²³). */
@@ -44,7 +44,7 @@ export async function pinv<M extends number, N extends number>(
   const k = s.shape[0];
   const cutoff = s.max().mul(rcond);
   const inv = s.gt(cutoff).where(s.reciprocal(), 0).reshape([k, 1]) as Mat;
-  const p = matmulSafe(vRows.mul(inv).transpose() as Mat, uRows); // V diag(σ⁺) Uᵀ
+  const p = (vRows.mul(inv).transpose() as Mat).matmul(uRows) as Mat; // V diag(σ⁺) Uᵀ
   await realize(p);
   uRows.dispose();
   s.dispose();

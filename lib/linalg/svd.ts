@@ -13,7 +13,6 @@ import {
   descendingPerm,
   largestPositiveSigns,
   type Mat,
-  matmulSafe,
   widen,
 } from "./common.ts";
 import { defaultSweeps, jacobiSweeps, roundUp4 } from "./jacobi.ts";
@@ -108,7 +107,7 @@ export async function svdColumns(
   const sig = b.square().sum(1).sqrt() as Mat;
   const perm = descendingPerm(sig);
   const s = sig.gather(perm, 0) as Mat;
-  const uRows = matmulSafe(vp.gather(perm, 0) as Mat, qc); // (Q V')ᵀ, sorted
+  const uRows = (vp.gather(perm, 0) as Mat).matmul(qc) as Mat; // (Q V')ᵀ, sorted
   if (opts.noV) {
     await realize(s, uRows);
     if (fin !== records) fin.dispose();

@@ -5,15 +5,7 @@
  */
 import { randn } from "../tensor/creation.ts";
 import { realize, type Tensor } from "../tensor/tensor.ts";
-import {
-  checkInt,
-  checkMatrix,
-  disposeUnless,
-  largestPositiveSigns,
-  type Mat,
-  matmulSafe,
-  widen,
-} from "./common.ts";
+import { checkInt, checkMatrix, disposeUnless, largestPositiveSigns, type Mat, widen } from "./common.ts";
 import { qr } from "./qr.ts";
 import { type SvdOptions, type SvdResult, svdRows } from "./svd.ts";
 
@@ -75,17 +67,17 @@ export async function svdLowRank<M extends number, N extends number>(
     f.r.dispose();
     return f.q as unknown as Mat;
   };
-  let basis = await orth(matmulSafe(x, omega));
+  let basis = await orth(x.matmul(omega) as Mat);
   for (let i = 0; i < niter; i++) {
-    const z = await orth(matmulSafe(x.transpose() as Mat, basis));
+    const z = await orth((x.transpose() as Mat).matmul(basis) as Mat);
     basis.dispose();
-    basis = await orth(matmulSafe(x, z));
+    basis = await orth(x.matmul(z) as Mat);
     z.dispose();
   }
-  const b = matmulSafe(basis.transpose() as Mat, x); // l × cols
+  const b = (basis.transpose() as Mat).matmul(x) as Mat; // l × cols
   const small = await svdRows(b, { sweeps: opts.sweeps });
   // Working factors: U = Q U_B (rows: U_Bᵀ Qᵀ), V = V_B; truncated to q.
-  let uRows: Mat = matmulSafe(small.uRows.slice([0, q]) as Mat, basis.transpose() as Mat);
+  let uRows: Mat = (small.uRows.slice([0, q]) as Mat).matmul(basis.transpose() as Mat) as Mat;
   let vRows = small.vRows.slice([0, q]) as Mat;
   if (!tall) [uRows, vRows] = [vRows, uRows]; // A = Xᵀ = V S Uᵀ
   const signs = largestPositiveSigns((opts.flip ?? "u") === "u" ? uRows : vRows);

@@ -16,9 +16,8 @@
  * @module
  */
 import type { DeviceName } from "../ir/node.ts";
-import type { Shape } from "../shape.ts";
 import { concat, tensor } from "../tensor/creation.ts";
-import type { Tensor } from "../tensor/tensor.ts";
+import type { I32, Tensor } from "../tensor/tensor.ts";
 import { causalAttention, type RopeTables, ropeTables } from "../nn/attention.ts";
 import { deriveSeed, normalParam } from "../nn/init.ts";
 import { type F32, Linear, linear, type LinearLayer } from "../nn/linear.ts";
@@ -31,8 +30,6 @@ import { loadEmojiPack, rgbaOnWhite } from "../data/images.ts";
 import { type LlamaConfig, LlamaLM } from "./llama.ts";
 
 type M = Tensor<number[], "f32">;
-/** An i32 tensor of any shape (token ids, targets). */
-export type I32 = Tensor<Shape, "i32">;
 
 // ----- configuration -----
 

@@ -13,7 +13,16 @@
  *
  * @module
  */
-export { type AxisArg, type NestedArray, type Operand, realize, Tensor } from "./tensor.ts";
+export {
+  type AxisArg,
+  type F16,
+  type F32,
+  type I32,
+  type NestedArray,
+  type Operand,
+  realize,
+  Tensor,
+} from "./tensor.ts";
 export {
   arange,
   concat,

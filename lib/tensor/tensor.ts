@@ -54,6 +54,18 @@ export type NestedArray = number | NestedArray[];
 export type Operand<D extends DType> = Tensor<Shape, D> | number;
 
 /**
+ * A float32 tensor of any shape: the library's one name for it. Shape types pay at the public edges (creation,
+ * `matmul`, layer signatures); inside, code works with plain `F32` and checks shapes at run time.
+ */
+export type F32 = Tensor<Shape, "f32">;
+
+/** A float16 tensor of any shape (frozen weights stored at half size, computed with in f32). */
+export type F16 = Tensor<Shape, "f16">;
+
+/** An int32 tensor of any shape (token ids, targets, indices). */
+export type I32 = Tensor<Shape, "i32">;
+
+/**
  * A lazy n-dimensional array with shape `S` and dtype `D`.
  *
  * Tensors are covariant in shape and dtype (a `Tensor<[2, 3], "f32">` is a `Tensor`): the static shape checks sit
@@ -325,9 +337,11 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   get #l(): Tensor<Shape, D> {
     return this as unknown as Tensor<Shape, D>;
   }
-  /** `max(x, 0)`. */
+  /** `max(x, 0)`, with gradient 1 where `x > 0` and 0 elsewhere (0 at `x = 0` too); NaN stays NaN. */
   relu(): Tensor<S, D> {
-    return this.maximum(0) as Tensor<S, D>;
+    // Two selects, not `maximum(0)`: Max's gradient splits a tie evenly, which would give ½ at 0.
+    const x = this.#l;
+    return x.lt(0).where(0, x.gt(0).where(x, x.mul(0))) as unknown as Tensor<S, D>;
   }
   /** GELU, tanh approximation: `0.5x(1 + tanh(√(2/π)(x + 0.044715x³)))`. */
   gelu(): Tensor<S, D> {
