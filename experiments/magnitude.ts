@@ -39,6 +39,7 @@ import {
   deriveSeed,
   type DeviceName,
   epochIndices,
+  type F32,
   Linear,
   LORA_TRAINABLE,
   LoraLinear,
@@ -51,7 +52,6 @@ import {
   replaceModule,
   Rng,
   SGD,
-  type Shape,
   type Tensor,
   tensor,
   Trainer,
@@ -71,7 +71,6 @@ import {
   writeReport,
 } from "../lab/mod.ts";
 
-type F32 = Tensor<Shape, "f32">;
 type Scalar = Tensor<[], "f32">;
 
 // ----- configuration -----

@@ -20,6 +20,7 @@
  */
 import { z } from "../deps.ts";
 import {
+  asF32,
   deriveSeed,
   type DeviceName,
   type GainComparison,
@@ -28,7 +29,6 @@ import {
   loadLlama,
   namedModules,
   randn,
-  type Tensor,
   weightGains,
 } from "../mod.ts";
 import {
@@ -44,8 +44,6 @@ import {
   startExperiment,
   writeReport,
 } from "../lab/mod.ts";
-
-type Mat = Tensor<[number, number], "f32">;
 
 const Config = z.object({
   quick: z.boolean().default(false).describe("the quick (smaller) generated base model"),
@@ -100,11 +98,11 @@ async function main(): Promise<void> {
   for (const [path, m] of namedModules(model)) {
     const type = typeOf(path);
     if (type === undefined || !(m instanceof Linear)) continue;
-    const w = m.weight as unknown as Mat;
+    const w = asF32(m.weight);
     const shape = [w.shape[0], w.shape[1]] as [number, number];
     matrices.push({ path, type, shape, gains: await weightGains(w) });
     if (!controls.has(type)) {
-      const g = randn(shape, { seed: deriveSeed(cfg.seed, "control", type), device }) as unknown as Mat;
+      const g = randn(shape, { seed: deriveSeed(cfg.seed, "control", type), device });
       controls.set(type, await weightGains(g));
       g.dispose();
     }

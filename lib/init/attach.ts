@@ -95,7 +95,7 @@ async function makeConcrete(inits: LoraInit[]): Promise<void> {
       const t = i[k];
       if (t === undefined) continue;
       if (seen.has(t.node)) {
-        i[k] = tensor(await t.data(), { shape: [...t.shape], device: t.device }) as F32;
+        i[k] = tensor(await t.data(), { shape: [...t.shape], device: t.device });
       }
       seen.add(i[k]!.node);
     }
@@ -215,7 +215,7 @@ export async function attachLora(model: object, cfg: LoraConfig): Promise<Attach
   const initials = new Map<string, { a: F32; b: F32 }>();
   if (method.kind === "offset") {
     for (const [path, i] of inits) {
-      if (i.rank > 0) initials.set(path, { a: i.a.mul(1) as F32, b: i.b.mul(1) as F32 });
+      if (i.rank > 0) initials.set(path, { a: i.a.mul(1), b: i.b.mul(1) });
     }
     await realize(...[...initials.values()].flatMap((c) => [c.a, c.b]));
   }

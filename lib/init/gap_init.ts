@@ -5,7 +5,7 @@
  * @module
  */
 import { randn, tensor } from "../tensor/creation.ts";
-import { realize, type Tensor } from "../tensor/tensor.ts";
+import { realize } from "../tensor/tensor.ts";
 import { qr } from "../linalg/qr.ts";
 import { deriveSeed } from "../nn/init.ts";
 import {
@@ -43,15 +43,13 @@ export interface GapInitOptions extends CommonInitOptions {
   noise?: number;
 }
 
-type M = Tensor<number[], "f32">;
-
 /** The gap vector `[d_out]` from `gap` or `mean_i smooth(z_text,i − z_vision,i)`. */
-function gapVector(dOut: number, opts: GapInitOptions): M {
+function gapVector(dOut: number, opts: GapInitOptions): F32 {
   if (opts.gap !== undefined) {
     if (opts.gap.ndim !== 1 || opts.gap.shape[0] !== dOut) {
       throw new RangeError(`gap-init: gap is [${opts.gap.shape}], expected [${dOut}] (the layer's d_out)`);
     }
-    return opts.gap as unknown as M;
+    return opts.gap;
   }
   const { zText, zVision } = opts;
   if (zText === undefined || zVision === undefined) {
@@ -69,9 +67,9 @@ function gapVector(dOut: number, opts: GapInitOptions): M {
       `gap-init: zText has ${zText.shape[0]} rows but zVision has ${zVision.shape[0]}; they must be paired`,
     );
   }
-  let g = (zText as unknown as M).sub(zVision as unknown as M) as M; // [N, d_out]
-  if (opts.normalize) g = g.div(g.square().sum(1, { keepdims: true }).sqrt()) as M;
-  return g.mean(0) as M;
+  let g = zText.sub(zVision); // [N, d_out]
+  if (opts.normalize) g = g.div(g.square().sum(1, { keepdims: true }).sqrt());
+  return g.mean(0);
 }
 
 /**
@@ -100,7 +98,7 @@ export async function gapInit(weight: F32, opts: GapInitOptions = {}): Promise<L
   const alpha = opts.alpha ?? rank;
   const device = weight.device;
   const g = gapVector(dOut, opts);
-  const norm = g.square().sum().sqrt() as M;
+  const norm = g.square().sum().sqrt();
   const normValue = await norm.item();
   if (!(normValue > 0) || !Number.isFinite(normValue)) {
     throw new RangeError(`gap-init: the gap vector has norm ${normValue}; it must be finite and non-zero`);
@@ -110,40 +108,35 @@ export async function gapInit(weight: F32, opts: GapInitOptions = {}): Promise<L
     throw new RangeError(`gap-init: noise must be a finite number >= 0, got ${sigma}`);
   }
   const info: Record<string, number> = { gapNorm: normValue };
-  let unit = g.div(normValue).reshape([dOut, 1]) as M;
+  let unit = g.div(normValue).reshape([dOut, 1]);
   if (sigma > 0) {
-    const n = randn([dOut, 1], { seed: deriveSeed(opts.seed ?? 0, "gap-noise"), device }) as unknown as M;
-    const moved = unit.add(n.div(n.square().sum().sqrt()).mul(sigma)) as M;
+    const n = randn([dOut, 1], { seed: deriveSeed(opts.seed ?? 0, "gap-noise"), device });
+    const moved = unit.add(n.div(n.square().sum().sqrt()).mul(sigma));
     const movedNorm = await moved.square().sum().sqrt().item();
     if (!(movedNorm > 0)) {
       throw new RangeError(`gap-init: the noise cancelled the gap direction (σ = ${sigma})`);
     }
-    const perturbed = moved.div(movedNorm) as M;
+    const perturbed = moved.div(movedNorm);
     info.gapCosine = await perturbed.mul(unit).sum().item();
     unit = perturbed;
   }
-  let b: M;
+  let b: F32;
   if (rank === 1) b = unit;
   else if ((opts.complement ?? "zeros") === "zeros") {
-    b = unit.pad([[0, 0], [0, rank - 1]]) as M;
+    b = unit.pad([[0, 0], [0, rank - 1]]);
   } else {
     // QR of [g, Gaussian]: Q's first column is ±g/‖g‖, the others an orthonormal basis orthogonal to it.
-    const noise = randn([dOut, rank - 1], { seed: opts.seed ?? 0, device }) as unknown as M;
-    const { q } = await qr(
-      unit.pad([[0, 0], [0, rank - 1]]).add(noise.pad([[0, 0], [1, 0]])) as unknown as Tensor<
-        [number, number],
-        "f32"
-      >,
-    );
+    const noise = randn([dOut, rank - 1], { seed: opts.seed ?? 0, device });
+    const { q } = await qr(unit.pad([[0, 0], [0, rank - 1]]).add(noise.pad([[0, 0], [1, 0]])));
     b = unit.pad([[0, 0], [0, rank - 1]]).add(
-      (q as unknown as M).slice(null, [1, rank]).pad([[0, 0], [1, 0]]),
-    ) as M;
+      q.slice(null, [1, rank]).pad([[0, 0], [1, 0]]),
+    );
   }
   await realize(b);
-  const a = tensor(new Float32Array(rank * dIn), { shape: [rank, dIn], device }) as unknown as F32;
+  const a = tensor(new Float32Array(rank * dIn), { shape: [rank, dIn], device });
   return {
     a,
-    b: b as unknown as F32,
+    b: b,
     rank,
     alpha,
     scale: loraScale(alpha, rank, opts.useRslora),

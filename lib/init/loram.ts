@@ -33,7 +33,7 @@ import { dstBasis } from "../linalg/dst.ts";
 import { qr } from "../linalg/qr.ts";
 import { svd } from "../linalg/svd.ts";
 import { randn } from "../tensor/creation.ts";
-import { realize, type Tensor } from "../tensor/tensor.ts";
+import { realize } from "../tensor/tensor.ts";
 import type { DeviceName } from "../ir/node.ts";
 import {
   checkCommonOptions,
@@ -77,8 +77,6 @@ export interface LoramOptions extends CommonInitOptions {
 
 let warnedRankOne = false;
 
-type M = Tensor<[number, number], "f32">;
-
 /** The logarithmic gain of LoRAM's Algorithm 1, `ln r / ln min(n, m)` (0 for r = 1). */
 export function loramLogGain(rank: number, dOut: number, dIn: number): number {
   if (rank <= 1) return 0;
@@ -87,10 +85,10 @@ export function loramLogGain(rank: number, dOut: number, dIn: number): number {
 
 /** A Haar-distributed n×r matrix with orthonormal columns: QR of a Gaussian with R's diagonal made positive. */
 async function randomOrthonormal(n: number, r: number, seed: number, device: DeviceName): Promise<F32> {
-  const g = randn([n, r], { seed, device }) as unknown as M;
+  const g = randn([n, r], { seed, device });
   const f = await qr(g);
   const diag = f.r.reshape([r * r]).slice([0, r * r, r + 1]);
-  const signs = diag.lt(0).where(-1, 1) as unknown as F32;
+  const signs: F32 = diag.lt(0).where(-1, 1);
   const phi = f.q.mul(signs) as F32;
   await realize(phi);
   f.r.dispose();
@@ -106,12 +104,12 @@ async function basisOf(
 ): Promise<F32> {
   switch (kind) {
     case "dst":
-      return await dstBasis(n, r, { device }) as F32;
+      return await dstBasis(n, r, { device });
     case "random-orthogonal":
       return await randomOrthonormal(n, r, seed, device);
     case "gaussian": {
       // Columns of expected squared norm 1, as an orthonormal basis's.
-      const g = randn([n, r], { seed, device }).mul(1 / Math.sqrt(n)) as F32;
+      const g = randn([n, r], { seed, device }).mul(1 / Math.sqrt(n));
       await realize(g);
       return g;
     }
@@ -148,7 +146,7 @@ export async function loramInit(weight: F32, opts: LoramOptions = {}): Promise<L
     const common = { rank, alpha, useRslora: opts.useRslora, seed };
     const ref = await referenceInit(opts.trackingMode, weight, common, opts);
     // ν[BA] = ν_ref.
-    energy = ref.b.matmul(ref.a).square().mean().mul(n * m) as F32;
+    energy = ref.b.matmul(ref.a).square().mean().mul(n * m);
     await realize(energy);
     for (const t of [ref.a, ref.b, ref.base]) t?.dispose();
     info.trackingMode = opts.trackingMode;
@@ -164,7 +162,7 @@ export async function loramInit(weight: F32, opts: LoramOptions = {}): Promise<L
         );
       }
     } else if (gain === "exact") {
-      const f = await svd(weight as M);
+      const f = await svd(weight);
       const sv = f.s;
       const head = sv.slice([0, rank]).sum().square();
       const qt = head.div(sv.square().sum().mul(rank));
@@ -177,16 +175,16 @@ export async function loramInit(weight: F32, opts: LoramOptions = {}): Promise<L
     }
     info.gain = q;
     // ν[BA] = Q[r]·ν[W].
-    energy = weight.square().sum().mul(q) as F32;
+    energy = weight.square().sum().mul(q);
   }
   // ν[B·A]·nm = β⁴·‖Φ_n Φ_mᵀ‖_F², and ‖Φ_n Φ_mᵀ‖_F² = r for orthonormal bases.
   const beta4 = basis === "gaussian"
     ? energy.div(phiN.matmul(phiM.transpose()).square().sum())
     : energy.div(rank);
   const beta = beta4.sqrt().sqrt();
-  const b = phiN.mul(beta) as F32;
-  const a = phiM.transpose().mul(beta) as F32;
-  const base = weight.sub(b.matmul(a).mul(scale)) as F32;
+  const b = phiN.mul(beta);
+  const a = phiM.transpose().mul(beta);
+  const base = weight.sub(b.matmul(a).mul(scale));
   await realize(a, b, base);
   phiN.dispose();
   phiM.dispose();

@@ -308,8 +308,8 @@ export class KvCache {
     device: DeviceName,
   ) {
     const s = [shape.batch, shape.capacity, shape.nKvHeads, shape.headDim];
-    this.k = Array.from({ length: shape.nLayers }, () => zeros(s, { device }) as F32);
-    this.v = Array.from({ length: shape.nLayers }, () => zeros(s, { device }) as F32);
+    this.k = Array.from({ length: shape.nLayers }, () => zeros(s, { device }));
+    this.v = Array.from({ length: shape.nLayers }, () => zeros(s, { device }));
     this.#capacity = shape.capacity;
     this.#batch = shape.batch;
   }
@@ -443,7 +443,7 @@ export class LlamaLM extends Module implements AliasedModule {
     const std = options.std ?? 0.02;
     const device = options.device;
     return new LlamaLM(c, (name, shape) => {
-      if (name.endsWith(".bias")) return constantParam(shape, 0, { device }) as F32;
+      if (name.endsWith(".bias")) return constantParam(shape, 0, { device });
       if (shape.length === 1) return constantParam(shape, 1, { device }) as F32;
       const scaled = /\.(wo|w2)\.weight$/.test(name);
       const s = scaled ? std / Math.sqrt(2 * c.nLayers) : std;
@@ -624,7 +624,7 @@ export class LlamaLM extends Module implements AliasedModule {
 
   /** Final norm and classifier. */
   #logits(h: F32): Tensor<number[], "f32"> {
-    const x = this.norm.forward(h) as F32;
+    const x = this.norm.forward(h);
     return this.output === undefined ? linear(x, this.tok_embeddings.weight) : this.output.forward(x);
   }
 
@@ -640,9 +640,9 @@ export class LlamaLM extends Module implements AliasedModule {
       );
     }
     const full = this.#ropeTables(tokens.device, t);
-    const rope = { cos: full.cos.slice([0, t]) as F32, sin: full.sin.slice([0, t]) as F32 };
-    let h = this.tok_embeddings.forward(tokens) as F32;
-    for (const layer of this.layers) h = layer.forward(h, { rope }) as F32;
+    const rope = { cos: full.cos.slice([0, t]), sin: full.sin.slice([0, t]) };
+    let h = this.tok_embeddings.forward(tokens);
+    for (const layer of this.layers) h = layer.forward(h, { rope });
     return this.#logits(h);
   }
 
@@ -665,7 +665,7 @@ export class LlamaLM extends Module implements AliasedModule {
     targets: Tensor<Shape, "i32">,
     options: Omit<CrossEntropyOptions, "weights"> & { weights?: F32 } = {},
   ): Tensor<number[], "f32"> {
-    return crossEntropy(this.forward(tokens) as F32, targets, options);
+    return crossEntropy(this.forward(tokens), targets, options);
   }
 
   /**

@@ -29,8 +29,6 @@ import { type CharVocab, charVocab } from "../data/text.ts";
 import { loadEmojiPack, rgbaOnWhite } from "../data/images.ts";
 import { type LlamaConfig, LlamaLM } from "./llama.ts";
 
-type M = Tensor<number[], "f32">;
-
 // ----- configuration -----
 
 /** Hyper-parameters of a {@link ToyVlm}. */
@@ -104,14 +102,14 @@ export class VisionAttention extends Module {
   forward(x: F32): Tensor<number[], "f32"> {
     const [b, t, d] = x.shape;
     const hd = d / this.#heads;
-    const split = (y: M) => y.reshape([b, t, this.#heads, hd]) as F32;
+    const split = (y: F32) => y.reshape([b, t, this.#heads, hd]);
     const o = causalAttention(
       split(this.q_proj.forward(x)),
       split(this.k_proj.forward(x)),
       split(this.v_proj.forward(x)),
       { causal: false },
     );
-    return this.out_proj.forward(o.reshape([b, t, d]) as F32);
+    return this.out_proj.forward(o.reshape([b, t, d]));
   }
 }
 
@@ -131,7 +129,7 @@ export class VisionMlp extends Module {
 
   /** `fc2(gelu(fc1 x))`. */
   forward(x: F32): Tensor<number[], "f32"> {
-    return this.fc2.forward(this.fc1.forward(x).gelu() as F32);
+    return this.fc2.forward(this.fc1.forward(x).gelu());
   }
 }
 
@@ -158,8 +156,8 @@ export class VisionBlock extends Module {
 
   /** The block over `[B, T, dim]`. */
   forward(x: F32): Tensor<number[], "f32"> {
-    const h = x.add(this.attn.forward(this.norm1.forward(x) as F32)) as F32;
-    return h.add(this.mlp.forward(this.norm2.forward(h) as F32)) as M;
+    const h = x.add(this.attn.forward(this.norm1.forward(x)));
+    return h.add(this.mlp.forward(this.norm2.forward(h)));
   }
 }
 
@@ -189,7 +187,7 @@ export class VisionEncoder extends Module {
     this.pos_embed = normalParam([visualTokens(config), d], 0.02, {
       seed: deriveSeed(opts.seed, "pos_embed"),
       device,
-    }) as F32;
+    });
     this.blocks = Array.from({ length: config.visionLayers }, (_, i) =>
       new VisionBlock(d, {
         heads: config.visionHeads,
@@ -211,15 +209,15 @@ export class VisionEncoder extends Module {
     const p = this.#patch;
     // [B, H, W, C] → [B, H/p, p, W/p, p·C] → [B, H/p, W/p, p, p·C] → [B, patches, p·p·C]
     const patches = images.reshape([b, h / p, p, w / p, p * c]).permute([0, 1, 3, 2, 4])
-      .reshape([b, (h / p) * (w / p), p * p * c]) as F32;
-    let x = this.patch_embed.forward(patches).add(this.pos_embed) as F32;
-    for (const block of this.blocks) x = block.forward(x) as F32;
+      .reshape([b, (h / p) * (w / p), p * p * c]);
+    let x = this.patch_embed.forward(patches).add(this.pos_embed);
+    for (const block of this.blocks) x = block.forward(x);
     return this.norm.forward(x);
   }
 
   /** Class logits `[B, nClasses]` of the mean-pooled tokens. */
   classify(images: F32): Tensor<number[], "f32"> {
-    return this.head.forward(this.forward(images).mean(1) as F32);
+    return this.head.forward(this.forward(images).mean(1));
   }
 }
 
@@ -245,7 +243,7 @@ export class Projector extends Module {
 
   /** `linear_2(gelu(linear_1 v))`. */
   forward(v: F32): Tensor<number[], "f32"> {
-    return this.linear_2.forward(this.linear_1.forward(v).gelu() as F32);
+    return this.linear_2.forward(this.linear_1.forward(v).gelu());
   }
 }
 
@@ -319,7 +317,7 @@ export class ToyVlm extends Module {
 
   /** The visual tokens `[B, P, lmDim]` of images `[B, H, W, C]`. */
   embedImages(images: F32): Tensor<number[], "f32"> {
-    return this.projector.forward(this.encoder.forward(images) as F32);
+    return this.projector.forward(this.encoder.forward(images));
   }
 
   /** Final hidden states `[B, P + T, lmDim]` (before the LM's final norm). */
@@ -345,15 +343,15 @@ export class ToyVlm extends Module {
       rope = ropeTables(lm.dim / lm.nHeads, total, { theta: lm.ropeTheta, device: tokens.device });
       this.#rope.set(key, rope);
     }
-    const text = this.lm.tok_embeddings.forward(tokens) as F32;
-    let h = concat([this.embedImages(images) as F32, text], 1) as F32;
-    for (const layer of this.lm.layers) h = layer.forward(h, { rope }) as F32;
-    return h as M;
+    const text = this.lm.tok_embeddings.forward(tokens);
+    let h = concat([this.embedImages(images), text], 1);
+    for (const layer of this.lm.layers) h = layer.forward(h, { rope });
+    return h;
   }
 
   /** Final norm and classifier of hidden states. */
   #logits(h: F32): Tensor<number[], "f32"> {
-    const x = this.lm.norm.forward(h) as F32;
+    const x = this.lm.norm.forward(h);
     return this.lm.output === undefined
       ? linear(x, this.lm.tok_embeddings.weight)
       : this.lm.output.forward(x);
@@ -361,7 +359,7 @@ export class ToyVlm extends Module {
 
   /** Logits `[B, P + T, vocab]`: visual positions first, then the text positions (causal over both). */
   forward(images: F32, tokens: I32): Tensor<number[], "f32"> {
-    return this.#logits(this.hidden(images, tokens) as F32);
+    return this.#logits(this.hidden(images, tokens));
   }
 
   /**
@@ -370,8 +368,8 @@ export class ToyVlm extends Module {
    */
   loss(images: F32, tokens: I32, targets: I32): Tensor<number[], "f32"> {
     const p = this.visualTokens;
-    const h = this.hidden(images, tokens).slice(null, [p, p + tokens.shape[1]]) as F32;
-    return crossEntropy(this.#logits(h) as F32, targets);
+    const h = this.hidden(images, tokens).slice(null, [p, p + tokens.shape[1]]);
+    return crossEntropy(this.#logits(h), targets);
   }
 }
 
@@ -496,9 +494,9 @@ export function captionTensors(
 ): { images: F32; tokens: I32; targets: I32 } {
   const { batchSize: b, size, textLen } = shape;
   return {
-    images: tensor(batch.images, { shape: [b, size, size, 3], device }) as F32,
-    tokens: tensor(batch.tokens, { shape: [b, textLen], dtype: "i32", device }) as I32,
-    targets: tensor(batch.targets, { shape: [b, textLen], dtype: "i32", device }) as I32,
+    images: tensor(batch.images, { shape: [b, size, size, 3], device }),
+    tokens: tensor(batch.tokens, { shape: [b, textLen], dtype: "i32", device }),
+    targets: tensor(batch.targets, { shape: [b, textLen], dtype: "i32", device }),
   };
 }
 
@@ -510,15 +508,15 @@ export async function captionLoss(
   opts: { batches: number; batchSize: number; seed: number; textLen?: number; device?: DeviceName },
 ): Promise<number> {
   const textLen = opts.textLen ?? 40;
-  let total: M | null = null;
+  let total: F32 | null = null;
   for (let i = 1; i <= opts.batches; i++) {
     const b = captionTensors(
       captionBatch(data, vocab, batchIndices(data.n, opts.batchSize, opts.seed, i), textLen),
       { batchSize: opts.batchSize, size: data.size, textLen },
       opts.device ?? model.lm.device,
     );
-    const l = model.loss(b.images, b.tokens, b.targets) as M;
-    total = total === null ? l : total.add(l) as M;
+    const l = model.loss(b.images, b.tokens, b.targets);
+    total = total === null ? l : total.add(l);
   }
   return (await total!.item()) / opts.batches;
 }
