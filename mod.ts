@@ -82,8 +82,24 @@ export type { DeviceName, Node, Storage } from "./lib/ir/node.ts";
 export { type CustomVjpArg, Op, type OpArgs } from "./lib/ir/ops.ts";
 export type * from "./lib/codegen/kexpr.ts";
 export type { Backend, BackendStats, RawStep, Step } from "./lib/runtime/backend.ts";
-export { getBackend, getDefaultDevice, getWebGPU, setDefaultDevice } from "./lib/runtime/realize.ts";
+export {
+  AUTO_DEVICE,
+  deviceLine,
+  getBackend,
+  getDefaultDevice,
+  getWasm,
+  getWebGPU,
+  resolveDevice,
+  setDefaultDevice,
+} from "./lib/runtime/realize.ts";
 export { NoAdapterError, type WebGPUBackend, WebGPUError } from "./lib/runtime/webgpu.ts";
+export { createWasmBackend, type WasmBackend, type WasmBackendOptions } from "./lib/runtime/wasm.ts";
+export {
+  type AutoDevice,
+  checkDeviceChoice,
+  DEVICE_CHOICES,
+  type DeviceChoice,
+} from "./lib/runtime/device.ts";
 export * from "./lib/nn/mod.ts";
 export * from "./lib/train/mod.ts";
 export * from "./lib/lora/mod.ts";

@@ -2,7 +2,7 @@
  * Generate text with a Llama model (llama2.c `.bin` or Hugging Face directory) and a llama2.c tokenizer.
  *
  *   deno run -A cli/generate.ts --model M --tokenizer T [--prompt P] [--steps N] [--temperature 0]
- *     [--top-p 0.9] [--seed S] [--no-stop] [--device webgpu|cpu]
+ *     [--top-p 0.9] [--seed S] [--no-stop] [--device auto|webgpu|wasm|cpu]
  *
  * Prints the prompt and its continuation on stdout (streamed token by token), and the token count, speed and
  * adapter on stderr. Temperature 0 is greedy decoding. Generation stops at BOS or EOS (as llama2.c's `run.c`)
@@ -14,7 +14,8 @@ import { z } from "../deps.ts";
 import { Tokenizer } from "../lib/io/tokenizer.ts";
 import { loadLlama } from "../lib/models/load.ts";
 import { generate } from "../lib/models/sample.ts";
-import { getBackend } from "../lib/runtime/realize.ts";
+import { deviceLine, resolveDevice } from "../lib/runtime/realize.ts";
+import { DEVICE_CHOICES } from "../lib/runtime/device.ts";
 import { ConfigError, ConfigHelp, parseConfig } from "../lib/util/config.ts";
 
 const Config = z.object({
@@ -28,7 +29,9 @@ const Config = z.object({
   topP: z.number().positive().max(1).default(1).describe("nucleus sampling threshold (1 = off)"),
   seed: z.int().default(0).describe("seed of the sampling draws"),
   stop: z.boolean().default(true).describe("stop at a BOS or EOS token"),
-  device: z.enum(["webgpu", "cpu"]).default("webgpu").describe("where to run the model"),
+  device: z.enum(DEVICE_CHOICES).default("auto").describe(
+    "where to run the model (auto: a hardware GPU, else wasm)",
+  ),
 });
 
 const NAME = "cli/generate.ts";
@@ -58,13 +61,14 @@ export async function runGenerate(
 ): Promise<GenerateRun> {
   const cfg = parseConfig(Config, args, { name: NAME, description: DESCRIPTION });
   const tokenizer = await Tokenizer.load(cfg.tokenizer);
-  const model = await loadLlama(cfg.model, { device: cfg.device });
+  const device = resolveDevice(cfg.device);
+  const model = await loadLlama(cfg.model, { device });
   if (tokenizer.vocabSize !== model.config.vocabSize) {
     throw new Error(
       `tokenizer "${cfg.tokenizer}" has ${tokenizer.vocabSize} tokens but model "${cfg.model}" has a vocabulary of ${model.config.vocabSize}`,
     );
   }
-  const adapter = (await getBackend(cfg.device)).description;
+  const adapter = await deviceLine(cfg.device);
   const promptTokens = tokenizer.encode(cfg.prompt);
   const stream = tokenizer.streamDecoder();
   let text = "";

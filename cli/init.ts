@@ -26,7 +26,8 @@ import {
   type LoraInit,
 } from "../lib/init/mod.ts";
 import { ConfigError, ConfigHelp, configUsage, parseConfig } from "../lib/util/config.ts";
-import type { DeviceName } from "../lib/ir/node.ts";
+import { deviceLine, resolveDevice } from "../lib/runtime/realize.ts";
+import { DEVICE_CHOICES } from "../lib/runtime/device.ts";
 
 const BASE = z.object({
   method: z.string().describe(`initialisation: ${Object.keys(INIT_METHODS).join(", ")}`),
@@ -43,7 +44,9 @@ const BASE = z.object({
   exact: z.boolean().default(false).describe(
     "deterministic variant where a method has a randomized one (exact SVD for PiSSA and LoRA-GA, exact inner SVD for EVA)",
   ),
-  device: z.enum(["webgpu", "cpu"]).default("webgpu").describe("where to compute"),
+  device: z.enum(DEVICE_CHOICES).default("auto").describe(
+    "where to compute (auto: a hardware GPU, else wasm)",
+  ),
 });
 
 /** The method named in the arguments (before full parsing), if any. */
@@ -84,6 +87,8 @@ export interface InitRun {
   layers: Record<string, { rank: number; alpha: number; scale: number }>;
   /** The output file. */
   out: string;
+  /** The device it computed on, with its adapter (and why `auto` picked it). */
+  device: string;
 }
 
 /** Runs the command on `args` (throws {@link ConfigError} / {@link ConfigHelp}, or an error naming the layer). */
@@ -101,7 +106,7 @@ export async function runInit(args: readonly string[]): Promise<InitRun> {
   const cfg = parseConfig(schema, args, { name: "deno task init" }) as
     & z.infer<typeof BASE>
     & Record<string, unknown>;
-  const device = cfg.device as DeviceName;
+  const device = resolveDevice(cfg.device);
   const own: Record<string, unknown> = {};
   for (const k of Object.keys(method.options.shape)) if (cfg[k] !== undefined) own[k] = cfg[k];
   // --exact picks the deterministic variant; without it each method keeps its own default.
@@ -212,14 +217,14 @@ export async function runInit(args: readonly string[]): Promise<InitRun> {
     options: JSON.stringify({ ...common, ...own }),
     layers: JSON.stringify(summary),
   });
-  return { layers: summary, out: cfg.out };
+  return { layers: summary, out: cfg.out, device: await deviceLine(cfg.device) };
 }
 
 if (import.meta.main) {
   try {
     const r = await runInit(Deno.args);
     const n = Object.values(r.layers).filter((l) => l.rank > 0).length;
-    console.log(`wrote ${n} adapter(s) to ${r.out}`);
+    console.log(`wrote ${n} adapter(s) to ${r.out} (device: ${r.device})`);
     for (const [k, v] of Object.entries(r.layers)) {
       console.log(`  ${k}: rank ${v.rank}, alpha ${v.alpha}, scale ${v.scale}`);
     }

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { DEVICE_CHOICES } from "../lib/runtime/device.ts";
 import { z } from "../deps.ts";
 import { tensor } from "../lib/tensor/creation.ts";
 import type { Tensor } from "../lib/tensor/tensor.ts";
@@ -518,7 +519,9 @@ export function lmFields(steps: number) {
     data: z.string().optional().describe("target-domain text file (default: generated)"),
     pretrainSteps: z.number().int().positive().default(600).describe("steps of the generated base model"),
     resume: z.string().optional().describe("a previous results directory: finished runs are reused"),
-    device: z.enum(["webgpu", "cpu"]).optional().describe("device (default webgpu, or TESSERA_DEVICE)"),
+    device: z.enum(DEVICE_CHOICES).optional().describe(
+      "device (default auto: a hardware WebGPU adapter, else wasm; or TESSERA_DEVICE)",
+    ),
   };
 }
 

@@ -5,8 +5,9 @@
  *
  * @module
  */
-import { getDefaultDevice, getWebGPU } from "../lib/runtime/realize.ts";
+import { deviceLine, resolveDevice } from "../lib/runtime/realize.ts";
 import type { DeviceName } from "../lib/ir/node.ts";
+import type { DeviceChoice } from "../lib/runtime/device.ts";
 import {
   cliConfig,
   type ConfigDefaults,
@@ -36,7 +37,7 @@ export interface Started<C> {
   cfg: C;
   /** The device it runs on. */
   device: DeviceName;
-  /** The adapter's description (or "cpu"). */
+  /** The device as resolved, its adapter and (for `auto`) why it was picked. */
   adapter: string;
   /** Its results directory, with `config.yaml` written. */
   results: ResultsDir;
@@ -54,7 +55,7 @@ export async function startExperiment<S extends ConfigSchema>(
   const cfg = quick
     ? cliConfig(schema, { name, description: about.description, defaults: about.quick })
     : first;
-  const common = cfg as { device?: DeviceName; resume?: string };
+  const common = cfg as { device?: DeviceChoice; resume?: string };
   if (about.check !== undefined) {
     try {
       about.check(cfg);
@@ -63,10 +64,10 @@ export async function startExperiment<S extends ConfigSchema>(
       Deno.exit(2);
     }
   }
-  const device = common.device ?? getDefaultDevice();
-  const adapter = device === "webgpu" ? (await getWebGPU()).description : "cpu";
+  const device = resolveDevice(common.device);
+  const adapter = await deviceLine(common.device);
   const results = common.resume !== undefined ? ResultsDir.open(common.resume) : ResultsDir.create(about.dir);
   results.writeConfig({ ...(cfg as Record<string, unknown>), adapter });
-  console.log(`exp:${about.task} → ${results.path}\nadapter: ${adapter}`);
+  console.log(`exp:${about.task} → ${results.path}\ndevice: ${adapter}`);
   return { cfg, device, adapter, results };
 }

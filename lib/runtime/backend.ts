@@ -37,7 +37,7 @@ export interface RawStep {
 
 /** A device able to run kernels. */
 export interface Backend {
-  /** `"webgpu"` or `"cpu"`. */
+  /** `"webgpu"`, `"wasm"` or `"cpu"`. */
   readonly name: DeviceName;
   /** Human-readable adapter description, printed by every experiment. */
   readonly description: string;
@@ -45,6 +45,11 @@ export interface Backend {
   readonly maxInputs: number;
   /** Largest single buffer in bytes. */
   readonly maxBufferBytes: number;
+  /**
+   * Most loop iterations one kernel invocation may run (llvmpipe's cap, see `split_loops.ts`); longer reductions
+   * are split into passes. Absent: the default `LOOP_BUDGET`.
+   */
+  readonly loopBudget?: number;
   /** Allocates (from the pool) storage for `n` elements of dtype `d`. */
   alloc(d: DType, n: number): Storage;
   /** Allocates storage holding a copy of `data`. */

@@ -7,7 +7,7 @@ import { TEST_SEED } from "../_helpers.ts";
 
 const CASES = 60;
 
-for (const device of ["webgpu", "cpu"] as const) {
+for (const device of ["webgpu", "wasm", "cpu"] as const) {
   Deno.test(`fuzz: ${CASES} random expression graphs match the reference (${device})`, async () => {
     const failures: string[] = [];
     for (let i = 0; i < CASES; i++) {
