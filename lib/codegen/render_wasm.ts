@@ -12,32 +12,76 @@ import { kNodes, loopIterations } from "./kexpr.ts";
 import { linearize } from "./linearize.ts";
 import { KEmitter, kernelModule, type WasmKernel, type WasmRenderOptions } from "./wasm_emit.ts";
 import { renderWasmMatmul } from "./render_wasm_matmul.ts";
+import { classifyLanes, VEmitter } from "./wasm_vector.ts";
 
 export type { WasmKernel, WasmRenderOptions } from "./wasm_emit.ts";
 
-/** Renders a kernel to a wasm module (a matmul spec goes through the blocked SIMD template). */
-export function renderWasm(kernel: Kernel, opts: WasmRenderOptions): WasmKernel {
+/** Options of {@link renderWasm} beyond the backend's. */
+export interface RenderWasmOptions extends WasmRenderOptions {
+  /** Compute four outputs at a time where the kernel allows it (default true; tests compare both forms). */
+  readonly simd?: boolean;
+}
+
+/**
+ * Renders a kernel to a wasm module. A matmul spec goes through the blocked SIMD template; a generic kernel runs
+ * four outputs at a time (`wasm_vector.ts`) when its values allow, one work item per group of four, with the last
+ * partial group in scalar code; otherwise one output per item.
+ */
+export function renderWasm(kernel: Kernel, opts: RenderWasmOptions): WasmKernel {
   if (kernel.matmul !== null) return renderWasmMatmul(kernel, kernel.matmul, opts);
   const { mb, f, help, usesMath, out, bases } = kernelModule(kernel);
   const body = kernel.body!;
   const total = kernel.outShape.reduce((a, b) => a * b, 1);
   const em = new KEmitter(f, help, kernel, bases);
-  const gid = f.local("i32");
-  em.vars.set("gid", gid);
   const stmts = linearize([body]);
-  f.get(0).set(gid);
-  f.get(0).get(1).op("i32.lt_s").op("if", "void");
-  f.op("loop");
-  em.stmts(stmts);
-  em.storeOut(out, () => f.get(gid), body);
-  f.get(gid).i32(1).op("i32.add").op("local.tee", gid).get(1).op("i32.lt_s").op("br_if", 0);
-  f.op("end").op("end");
+  const lanes = opts.simd === false || total < 8 ? null : classifyLanes(body);
+  const perOutput = 0.5 + 0.3 * kNodes([body]).length + 0.5 * loopIterations(body);
+  /** `for (v = from; v < to; v++) body`, with `from` and `to` pushed by the callbacks. */
+  const loop = (v: number, from: () => void, to: () => void, inner: () => void) => {
+    from();
+    f.set(v);
+    f.get(v);
+    to();
+    f.op("i32.lt_s").op("if", "void").op("loop");
+    inner();
+    f.get(v).i32(1).op("i32.add").op("local.tee", v);
+    to();
+    f.op("i32.lt_s").op("br_if", 0).op("end").op("end");
+  };
+  const scalarOutput = (gid: number) => {
+    em.vars.set("gid", gid);
+    em.stmts(stmts);
+    em.storeOut(out, () => f.get(gid), body);
+  };
+  if (lanes === null) {
+    const gid = f.local("i32");
+    loop(gid, () => f.get(0), () => f.get(1), () => scalarOutput(gid));
+    mb.exportFunction("run", mb.addFunction(f));
+    return { bytes: mb.encode(), items: total, itemCost: perOutput, scratchBytes: 0, usesMath };
+  }
+  // Items are groups of four outputs: full groups in SIMD code, then the tail of total % 4 outputs.
+  const full = Math.floor(total / 4);
+  const vem = new VEmitter(f, help, kernel, bases, em, lanes);
+  const g = f.local("i32");
+  const gid0 = f.local("i32");
+  loop(g, () => f.get(0), () => f.get(1).i32(full).get(1).i32(full).op("i32.lt_s").op("select"), () => {
+    f.get(g).i32(2).op("i32.shl").set(gid0);
+    em.vars.set("gid", gid0);
+    vem.stmts(stmts);
+    vem.store(out, gid0, body);
+  });
+  if (total % 4 !== 0) {
+    const gid = f.local("i32");
+    f.get(1).i32(full).op("i32.gt_s").op("if", "void");
+    loop(gid, () => f.i32(4 * full), () => f.i32(total), () => scalarOutput(gid));
+    f.op("end");
+  }
   mb.exportFunction("run", mb.addFunction(f));
-  const nodes = kNodes([body]).length;
+  // About a third of the scalar cost per output (index arithmetic and gathers stay per lane).
   return {
     bytes: mb.encode(),
-    items: total,
-    itemCost: 0.5 + 0.3 * nodes + 0.5 * loopIterations(body),
+    items: Math.ceil(total / 4),
+    itemCost: 1.5 * perOutput,
     scratchBytes: 0,
     usesMath,
   };

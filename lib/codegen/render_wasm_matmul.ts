@@ -135,7 +135,44 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
     const stmts = aff === null ? linearize([value]) : [];
     em.vars.set(rowVar, row);
     em.vars.set("k", kAbs);
+    // Rows contiguous in memory (B row-major, A transposed): a whole panel step is `width` consecutive floats.
+    const contiguous = aff !== null && aff.coef.get(rowVar) === 1;
     forLocal(ip, panels, () => {
+      if (contiguous) {
+        const cb = aff!.coef.get("b") ?? 0;
+        const ck = aff!.coef.get("k") ?? 0;
+        // A full panel: copy `width` floats per step of k (16-byte pieces, then 8 bytes for a width of 6).
+        f.get(first).get(ip).i32(width).op("i32.mul").op("i32.add").set(row);
+        f.get(row).i32(width).op("i32.add").get(first).get(count).op("i32.add").op("i32.le_s");
+        f.op("if", "void");
+        f.get(SCR).i32(scratchOff).op("i32.add").get(ip).i32(width).op("i32.mul").get(kcp).op("i32.mul")
+          .i32(2).op("i32.shl").op("i32.add").set(dst);
+        f.get(bases[aff!.buf]).i32(aff!.c0).get(bi).i32(cb).op("i32.mul").op("i32.add").get(row).op("i32.add")
+          .get(pc).i32(ck).op("i32.mul").op("i32.add").i32(2).op("i32.shl").op("i32.add").set(src);
+        const copy = (zero: boolean) => {
+          for (let o = 0; o + 4 <= width; o += 4) {
+            f.get(dst);
+            if (zero) f.op("v128.const", new Uint8Array(16));
+            else f.get(src).op("v128.load", o * 4);
+            f.op("v128.store", o * 4);
+          }
+          if (width % 4 === 2) {
+            f.get(dst);
+            if (zero) f.op("f64.const", 0);
+            else f.get(src).op("f64.load", (width - 2) * 4);
+            f.op("f64.store", (width - 2) * 4);
+          }
+        };
+        forLocal(kk, kc, () => {
+          copy(false);
+          f.get(dst).i32(width * 4).op("i32.add").set(dst);
+          f.get(src).i32(ck * 4).op("i32.add").set(src);
+        });
+        f.get(kcp).get(kc).op("i32.gt_s").op("if", "void");
+        copy(true);
+        f.op("end");
+        f.op("else"); // a panel at the edge: row by row below
+      }
       f.i32(0).set(r);
       f.op("loop");
       // row = first + ip·width + r; dst = scratch + off + (ip·width·kcp + r)·4
@@ -180,6 +217,7 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
       );
       f.get(r).i32(1).op("i32.add").op("local.tee", r).i32(width).op("i32.lt_s").op("br_if", 0);
       f.op("end");
+      if (contiguous) f.op("end");
     });
   };
 

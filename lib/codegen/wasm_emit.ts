@@ -6,8 +6,9 @@
  * Semantics follow the other devices: f32 values are f32 (each operation rounds), f16 values are computed in f32
  * and rounded to f16 after every operation, sums of floats accumulate in f64 and round once, integers wrap at 32
  * bits, integer division by zero gives the dividend (remainder 0), float-to-integer casts truncate and saturate
- * (NaN to 0). `exp`, `log` and `tanh` are computed in f64 here (range reduction plus a polynomial, far below f32
- * rounding), `sin` and `cos` call the host's `Math.sin`/`Math.cos`.
+ * (NaN to 0). `exp` and `log` are computed in f32 arithmetic (range reduction and a minimax polynomial, within 2
+ * ulp), `tanh` and `pow` in f64 (far below f32 rounding), `sin` and `cos` call the host's `Math.sin`/`Math.cos`.
+ * The SIMD forms of these routines run the same operations per lane, so scalar and vector code agree bit for bit.
  *
  * @module
  */
@@ -15,7 +16,7 @@ import type { DType } from "../dtype.ts";
 import type { Kernel, KExpr, KReduce } from "./kexpr.ts";
 import { kNodes } from "./kexpr.ts";
 import { linearize, type Stmt } from "./linearize.ts";
-import { FnBuilder, ModuleBuilder, type ValType } from "./wasm_encode.ts";
+import { FnBuilder, ModuleBuilder, type OpName, type ValType } from "./wasm_encode.ts";
 
 /** Pages of the shared memory every kernel module imports as `env.mem` (its declared maximum). */
 export const WASM_MAX_PAGES = 65536;
@@ -81,96 +82,82 @@ export class Helpers {
     return idx;
   }
 
-  /** `exp(x)` in f64 for arguments that end up rounded to f32 (clamped to [-150, 100], NaN kept). */
+  /** `exp(x)` in f64 for arguments that end up rounded to f32 (see {@link expBody}). */
   exp(): number {
-    return this.#get(
-      "exp",
-      (f) => {
-        const n = f.local("f64");
-        const r = f.local("f64");
-        // x = clamp(x): e^-150 and e^100 are already 0 and +inf in f32.
-        f.get(0).op("f64.const", 100).op("f64.min").op("f64.const", -150).op("f64.max").set(0);
-        // n = round(x / ln 2); r = x - n·ln 2 in two parts (Cody–Waite), |r| <= ln(2)/2.
-        f.get(0).op("f64.const", Math.LOG2E).op("f64.mul").op("f64.nearest").set(n);
-        f.get(0).get(n).op("f64.const", 0.6931471803691238).op("f64.mul").op("f64.sub");
-        f.get(n).op("f64.const", 1.9082149292705877e-10).op("f64.mul").op("f64.sub").set(r);
-        // e^r by its Taylor series to r^11 (truncation error < 1e-14 relative on |r| <= 0.347), Horner form.
-        f.op("f64.const", 1 / 39916800);
-        for (let k = 10; k >= 0; k--) {
-          let fact = 1;
-          for (let i = 2; i <= k; i++) fact *= i;
-          f.get(r).op("f64.mul").op("f64.const", 1 / fact).op("f64.add");
-        }
-        // · 2^n, built from the exponent bits (n is within [-217, 145]).
-        f.get(n).op("i32.trunc_sat_f64_s").i32(1023).op("i32.add").op("i64.extend_i32_s").op("i64.const", 52)
-          .op("i64.shl").op("f64.reinterpret_i64").op("f64.mul");
-      },
-      ["f64"],
-      ["f64"],
-    );
+    return this.#get("exp", (f) => expBody(f, S64, 0), ["f64"], ["f64"]);
   }
 
-  /** Natural logarithm in f64 (NaN below 0, -inf at 0, +inf at +inf). */
+  /** Natural logarithm in f64 (see {@link logBody}). */
   log(): number {
-    return this.#get(
-      "log",
-      (f) => {
-        const bits = f.local("i64");
-        const e = f.local("i32");
-        const m = f.local("f64");
-        const s = f.local("f64");
-        const s2 = f.local("f64");
-        // Special cases: x < 0 or NaN -> NaN; 0 -> -inf; +inf -> +inf.
-        f.get(0).op("f64.const", 0).op("f64.lt").get(0).get(0).op("f64.ne").op("i32.or").op("if", "void");
-        f.op("f64.const", NaN).op("return").op("end");
-        f.get(0).op("f64.const", 0).op("f64.eq").op("if", "void").op("f64.const", -Infinity).op("return").op(
-          "end",
-        );
-        f.get(0).op("f64.const", Infinity).op("f64.eq").op("if", "void").get(0).op("return").op("end");
-        // x = m · 2^e with m in [1, 2) (inputs come from f32, so x is a normal f64).
-        f.get(0).op("i64.reinterpret_f64").set(bits);
-        f.get(bits).op("i64.const", 52).op("i64.shr_u").op("i32.wrap_i64").i32(0x7ff).op("i32.and").i32(1023)
-          .op("i32.sub").set(e);
-        f.get(bits).op("i64.const", 0x000fffffffffffffn).op("i64.and");
-        f.op("i64.const", 0x3ff0000000000000n).op("i64.or").op("f64.reinterpret_i64").set(m);
-        // Keep m in [sqrt(1/2), sqrt(2)).
-        f.get(m).op("f64.const", Math.SQRT2).op("f64.ge").op("if", "void");
-        f.get(m).op("f64.const", 0.5).op("f64.mul").set(m);
-        f.get(e).i32(1).op("i32.add").set(e);
-        f.op("end");
-        // log m = 2 atanh(s), s = (m-1)/(m+1), |s| < 0.172: series to s^17 (error < 1e-15).
-        f.get(m).op("f64.const", 1).op("f64.sub").get(m).op("f64.const", 1).op("f64.add").op("f64.div").set(
-          s,
-        );
-        f.get(s).get(s).op("f64.mul").set(s2);
-        f.op("f64.const", 1 / 17);
-        for (let k = 15; k >= 1; k -= 2) f.get(s2).op("f64.mul").op("f64.const", 1 / k).op("f64.add");
-        f.get(s).op("f64.mul").op("f64.const", 2).op("f64.mul");
-        f.get(e).op("f64.convert_i32_s").op("f64.const", Math.LN2).op("f64.mul").op("f64.add");
-      },
-      ["f64"],
-      ["f64"],
-    );
+    return this.#get("log", (f) => logBody(f, S64, 0), ["f64"], ["f64"]);
   }
 
-  /** tanh in f64 (odd; 1 - 2/(e^{2|x|}+1) away from 0, x itself near 0, ±1 beyond 20). */
+  /** tanh in f64 (see {@link tanhBody}). */
   tanh(): number {
     const exp = this.exp();
+    return this.#get("tanh", (f) => tanhBody(f, S64, 0, exp), ["f64"], ["f64"]);
+  }
+
+  /** `exp` of an f32 in f32 arithmetic (see {@link expf32Body}). */
+  expf(): number {
+    return this.#get("expf", (f) => expf32Body(f, S32, 0), ["f32"], ["f32"]);
+  }
+
+  /** `log` of an f32 in f32 arithmetic (see {@link logf32Body}). */
+  logf(): number {
+    return this.#get("logf", (f) => logf32Body(f, S32, 0), ["f32"], ["f32"]);
+  }
+
+  /** {@link expf} on four lanes (the same operations, so the same bits per lane). */
+  vexp(): number {
+    return this.#get("vexp", (f) => expf32Body(f, V32, 0), ["v128"], ["v128"]);
+  }
+
+  /** {@link logf} on four lanes (the same operations, so the same bits per lane). */
+  vlog(): number {
+    return this.#get("vlog", (f) => logf32Body(f, V32, 0), ["v128"], ["v128"]);
+  }
+
+  /** `tanh` on four f32 lanes, computed per lane exactly as {@link tanh} does. */
+  vtanh(): number {
+    const exp = this.#get("vexp64", (f) => expBody(f, V64, 0), ["v128"], ["v128"]);
+    const core = this.#get("vtanh64", (f) => tanhBody(f, V64, 0, exp), ["v128"], ["v128"]);
+    return this.#get("vtanh", (f) => lanesF64(f, core), ["v128"], ["v128"]);
+  }
+
+  /** The mixer of `lib/ir/rng.ts` on four i32 lanes. */
+  vmix32(): number {
     return this.#get(
-      "tanh",
+      "vmix32",
       (f) => {
-        const ax = f.local("f64");
-        const e = f.local("f64");
-        f.get(0).op("f64.abs").set(ax);
-        f.get(ax).op("f64.const", 2 ** -12).op("f64.lt").op("if", "void").get(0).op("return").op("end");
-        f.get(ax).op("f64.const", 20).op("f64.gt").op("if", "void");
-        f.op("f64.const", 1).get(0).op("f64.copysign").op("return").op("end");
-        f.op("f64.const", -2).get(ax).op("f64.mul").op("call", exp).set(e);
-        f.op("f64.const", 1).get(e).op("f64.sub").op("f64.const", 1).get(e).op("f64.add").op("f64.div");
-        f.get(0).op("f64.copysign");
+        f.get(0).get(0).i32(16).op("i32x4.shr_u").op("v128.xor").set(0);
+        f.get(0).i32(0x7feb352d).op("i32x4.splat").op("i32x4.mul").set(0);
+        f.get(0).get(0).i32(15).op("i32x4.shr_u").op("v128.xor").set(0);
+        f.get(0).i32(0x846ca68b).op("i32x4.splat").op("i32x4.mul").set(0);
+        f.get(0).get(0).i32(16).op("i32x4.shr_u").op("v128.xor");
       },
-      ["f64"],
-      ["f64"],
+      ["v128"],
+      ["v128"],
+    );
+  }
+
+  /** `randUniform(seed, i)` for four indices (i32x4), as {@link rand} computes each. */
+  vrand(): number {
+    const mix = this.mix32();
+    const vmix = this.vmix32();
+    return this.#get(
+      "vrand",
+      (f) => {
+        // k = mix32(seed ^ 0x9e3779b9) is the same for every lane.
+        f.get(1).get(0).i32(0x9e3779b9).op("i32.xor").op("call", mix).op("i32x4.splat").op("i32x4.add");
+        f.op("call", vmix).get(0).op("i32x4.splat").op("v128.xor").op("call", vmix);
+        f.i32(8).op("i32x4.shr_u").op("f32x4.convert_i32x4_s").op("f32.const", 1 / 16777216).op(
+          "f32x4.splat",
+        );
+        f.op("f32x4.mul");
+      },
+      ["i32", "v128"],
+      ["v128"],
     );
   }
 
@@ -345,6 +332,10 @@ export class KEmitter {
   }
 
   /** The local of a non-inline value (created on first use). */
+  local(e: KExpr): number {
+    return this.#local(e);
+  }
+
   #local(e: KExpr): number {
     let l = this.#locals.get(e.id);
     if (l === undefined) {
@@ -476,9 +467,10 @@ export class KEmitter {
         f.op("f32.div");
         return this.#round(d);
       case "exp":
-        return this.#f64Call(this.#help.exp(), [a], d);
       case "log":
-        return this.#f64Call(this.#help.log(), [a], d);
+        push(a);
+        f.op("call", e.op === "exp" ? this.#help.expf() : this.#help.logf());
+        return this.#round(d);
       case "tanh":
         return this.#f64Call(this.#help.tanh(), [a], d);
       case "sin":
@@ -558,6 +550,10 @@ export class KEmitter {
   }
 
   /** Integer a / b (or a % b) as the other devices: b = 0 gives a (remainder 0); -2^31 / -1 wraps. */
+  idiv(pa: () => void, pb: () => void, signed: boolean, rem: boolean): void {
+    this.#idiv(pa, pb, signed, rem);
+  }
+
   #idiv(pa: () => void, pb: () => void, signed: boolean, rem: boolean): void {
     const f = this.f;
     const x = f.local("i32");
@@ -703,4 +699,524 @@ export function kernelModule(kernel: Kernel): {
   // run(start, end, scratch, out, in0, in1, ...)
   const f = new FnBuilder(["i32", "i32", "i32", "i32", ...kernel.inputs.map(() => "i32" as const)], []);
   return { mb, f, help, usesMath, out: 3, bases: kernel.inputs.map((_, i) => 4 + i) };
+}
+
+/** The f64 operations a math routine needs, scalar (`f64`) or on two lanes (`f64x2` in a v128). */
+interface F64Ops {
+  /** Pushes a constant (in every lane). */
+  c(f: FnBuilder, x: number): void;
+  add: OpName;
+  sub: OpName;
+  mul: OpName;
+  div: OpName;
+  /** Replaces x on the stack by x clamped to [lo, hi] (NaN stays NaN). */
+  clamp(f: FnBuilder, lo: number, hi: number): void;
+  abs: OpName;
+  nearest: OpName;
+  eq: OpName;
+  lt: OpName;
+  ge: OpName;
+  /** `select`/`bitselect`: (a, b, cond) -> cond ? a : b. */
+  select: OpName;
+  /** Value type of a local holding one operand. */
+  type: ValType;
+  /** Local type of a condition. */
+  cond: ValType;
+  /** Replaces the f64 `n` (an integer in [-1022, 1023]) on the stack by 2^n. */
+  pow2(f: FnBuilder): void;
+  /** Replaces x on the stack by its exponent field minus 1023, as f64. */
+  exponent(f: FnBuilder): void;
+  /** Replaces x on the stack by x with its exponent field set to 1023 (the mantissa in [1, 2)). */
+  mantissa(f: FnBuilder): void;
+  /** Replaces (t, x) on the stack by t with the sign of x (t >= 0). */
+  withSign(f: FnBuilder): void;
+}
+
+const f64x2Bytes = (x: number) => new Uint8Array(new Float64Array([x, x]).buffer);
+const i64x2Bytes = (x: bigint) => new Uint8Array(new BigInt64Array([x, x]).buffer);
+
+/** Scalar f64. */
+const S64: F64Ops = {
+  c: (f, x) => void f.op("f64.const", x),
+  add: "f64.add",
+  sub: "f64.sub",
+  mul: "f64.mul",
+  div: "f64.div",
+  clamp: (f, lo, hi) => {
+    // x > hi ? hi : x, then x < lo ? lo : x (a NaN x fails both tests and stays).
+    const t = f.local("f64");
+    f.set(t).op("f64.const", hi).get(t).get(t).op("f64.const", hi).op("f64.gt").op("select").set(t);
+    f.op("f64.const", lo).get(t).get(t).op("f64.const", lo).op("f64.lt").op("select");
+  },
+  abs: "f64.abs",
+  nearest: "f64.nearest",
+  eq: "f64.eq",
+  lt: "f64.lt",
+  ge: "f64.ge",
+  select: "select",
+  type: "f64",
+  cond: "i32",
+  pow2: (f) => {
+    f.op("i32.trunc_sat_f64_s").i32(1023).op("i32.add").op("i64.extend_i32_s").op("i64.const", 52).op(
+      "i64.shl",
+    )
+      .op("f64.reinterpret_i64");
+  },
+  exponent: (f) => {
+    f.op("i64.reinterpret_f64").op("i64.const", 52).op("i64.shr_u").op("i32.wrap_i64").i32(0x7ff).op(
+      "i32.and",
+    )
+      .i32(1023).op("i32.sub").op("f64.convert_i32_s");
+  },
+  mantissa: (f) => {
+    f.op("i64.reinterpret_f64").op("i64.const", 0x000fffffffffffffn).op("i64.and");
+    f.op("i64.const", 0x3ff0000000000000n).op("i64.or").op("f64.reinterpret_i64");
+  },
+  withSign: (f) => void f.op("f64.copysign"),
+};
+
+/** Two f64 lanes of a v128 (the same arithmetic, so every lane equals the scalar result bit for bit). */
+const V64: F64Ops = {
+  c: (f, x) => void f.op("v128.const", f64x2Bytes(x)),
+  add: "f64x2.add",
+  sub: "f64x2.sub",
+  mul: "f64x2.mul",
+  div: "f64x2.div",
+  clamp: (f, lo, hi) => {
+    // pmin(x, hi) = hi < x ? hi : x keeps a NaN x, as does pmax.
+    f.op("v128.const", f64x2Bytes(hi)).op("f64x2.pmin").op("v128.const", f64x2Bytes(lo)).op("f64x2.pmax");
+  },
+  abs: "f64x2.abs",
+  nearest: "f64x2.nearest",
+  eq: "f64x2.eq",
+  lt: "f64x2.lt",
+  ge: "f64x2.ge",
+  select: "v128.bitselect",
+  type: "v128",
+  cond: "v128",
+  pow2: (f) => {
+    f.op("i32x4.trunc_sat_f64x2_s_zero").i32(1023).op("i32x4.splat").op("i32x4.add").op(
+      "i64x2.extend_low_i32x4_s",
+    );
+    f.i32(52).op("i64x2.shl");
+  },
+  exponent: (f) => {
+    // (bits >> 52) & 0x7ff - 1023 per lane: the two i64 lanes' low words gathered into i32 lanes 0 and 1.
+    f.i32(52).op("i64x2.shr_u").op("v128.const", i64x2Bytes(0x7ffn)).op("v128.and");
+    const t = f.local("v128");
+    f.set(t).get(t, t).op(
+      "i8x16.shuffle",
+      new Uint8Array([0, 1, 2, 3, 8, 9, 10, 11, 0, 1, 2, 3, 8, 9, 10, 11]),
+    );
+    f.i32(1023).op("i32x4.splat").op("i32x4.sub").op("f64x2.convert_low_i32x4_s");
+  },
+  mantissa: (f) => {
+    f.op("v128.const", i64x2Bytes(0x000fffffffffffffn)).op("v128.and");
+    f.op("v128.const", i64x2Bytes(0x3ff0000000000000n)).op("v128.or");
+  },
+  withSign: (f) => {
+    f.op("v128.const", i64x2Bytes(-0x8000000000000000n)).op("v128.and").op("v128.or");
+  },
+};
+
+/**
+ * exp(x) for x that ends up rounded to f32: x clamped to [-150, 100] (e^-150 and e^100 are already 0 and +inf in
+ * f32; NaN stays NaN), n = round(x / ln 2), r = x - n·ln 2 (|r| <= ln(2)/2; |n| <= 217, so the f64 product errs
+ * by < 1e-14), e^r by its Taylor series to r^8 (truncation error < 3e-10 relative, far below f32's 6e-8) in
+ * Estrin's form, times 2^n built from the exponent bits. `x` is local `x` of `f`; the result is left on the stack.
+ */
+function expBody(f: FnBuilder, o: F64Ops, x: number): void {
+  const n = f.local(o.type);
+  const r = f.local(o.type);
+  const r2 = f.local(o.type);
+  f.get(x);
+  o.clamp(f, -150, 100);
+  f.set(x);
+  f.get(x);
+  o.c(f, Math.LOG2E);
+  f.op(o.mul).op(o.nearest).set(n);
+  f.get(x).get(n);
+  o.c(f, Math.LN2);
+  f.op(o.mul).op(o.sub).set(r);
+  f.get(r).get(r).op(o.mul).set(r2);
+  const c = [1, 1, 1 / 2, 1 / 6, 1 / 24, 1 / 120, 1 / 720, 1 / 5040, 1 / 40320];
+  const pair = (k: number) => {
+    f.get(r);
+    o.c(f, c[k + 1]);
+    f.op(o.mul);
+    o.c(f, c[k]);
+    f.op(o.add);
+  };
+  // (c0 + c1 r) + r²(c2 + c3 r) + r⁴((c4 + c5 r) + r²(c6 + c7 r) + r⁴ c8)
+  pair(0);
+  pair(2);
+  f.get(r2).op(o.mul).op(o.add);
+  pair(4);
+  pair(6);
+  f.get(r2).op(o.mul).op(o.add);
+  f.get(r2).get(r2).op(o.mul);
+  o.c(f, c[8]);
+  f.op(o.mul).op(o.add);
+  f.get(r2).get(r2).op(o.mul).op(o.mul).op(o.add);
+  f.get(n);
+  o.pow2(f);
+  f.op(o.mul);
+}
+
+/**
+ * log(x): x = m·2^e with m in [sqrt(1/2), sqrt(2)) (inputs come from f32, so a positive finite x is a normal f64),
+ * log m = 2 atanh(s) with s = (m-1)/(m+1), |s| < 0.172, by its series to s^13 (error < 2e-12); +inf stays +inf,
+ * 0 gives -inf, a negative x or NaN gives NaN (selected without branches).
+ */
+function logBody(f: FnBuilder, o: F64Ops, x: number): void {
+  const e = f.local(o.type);
+  const m = f.local(o.type);
+  const s = f.local(o.type);
+  const s2 = f.local(o.type);
+  const big = f.local(o.cond);
+  f.get(x);
+  o.exponent(f);
+  f.set(e);
+  f.get(x);
+  o.mantissa(f);
+  f.set(m);
+  // At or above sqrt(2): halve m and count one more power of two.
+  f.get(m);
+  o.c(f, Math.SQRT2);
+  f.op(o.ge).set(big);
+  f.get(m);
+  o.c(f, 0.5);
+  f.op(o.mul).get(m).get(big).op(o.select).set(m);
+  f.get(e);
+  o.c(f, 1);
+  f.op(o.add).get(e).get(big).op(o.select).set(e);
+  f.get(m);
+  o.c(f, 1);
+  f.op(o.sub).get(m);
+  o.c(f, 1);
+  f.op(o.add).op(o.div).set(s);
+  f.get(s).get(s).op(o.mul).set(s2);
+  o.c(f, 1 / 13);
+  for (let k = 11; k >= 1; k -= 2) {
+    f.get(s2).op(o.mul);
+    o.c(f, 1 / k);
+    f.op(o.add);
+  }
+  f.get(s).op(o.mul);
+  o.c(f, 2);
+  f.op(o.mul).get(e);
+  o.c(f, Math.LN2);
+  f.op(o.mul).op(o.add).set(s);
+  // x = +inf -> +inf; x = 0 -> -inf; x < 0 or NaN -> NaN.
+  f.get(x).get(s).get(x);
+  o.c(f, Infinity);
+  f.op(o.eq).op(o.select).set(s);
+  o.c(f, -Infinity);
+  f.get(s).get(x);
+  o.c(f, 0);
+  f.op(o.eq).op(o.select).set(s);
+  f.get(s);
+  o.c(f, NaN);
+  f.get(x);
+  o.c(f, 0);
+  f.op(o.ge).op(o.select);
+}
+
+/** tanh(x) = sign(x)·(1 - e)/(1 + e) with e = exp(-2|x|) (NaN stays NaN, ±inf gives ±1), and x itself below 2^-12. */
+function tanhBody(f: FnBuilder, o: F64Ops, x: number, exp: number): void {
+  const ax = f.local(o.type);
+  const e = f.local(o.type);
+  f.get(x).op(o.abs).set(ax);
+  o.c(f, -2);
+  f.get(ax).op(o.mul).op("call", exp).set(e);
+  o.c(f, 1);
+  f.get(e).op(o.sub);
+  o.c(f, 1);
+  f.get(e).op(o.add).op(o.div).get(x);
+  o.withSign(f);
+  // Near 0 the formula loses digits; tanh(x) = x to within 2^-25 relative there.
+  const t = f.local(o.type);
+  const small = f.local(o.cond);
+  f.set(t).get(ax);
+  o.c(f, 2 ** -12);
+  f.op(o.lt).set(small);
+  f.get(x).get(t).get(small).op(o.select);
+}
+
+/** Applies the f64x2 routine `core` to the four f32 lanes of local 0 (two halves, rounded back to f32). */
+function lanesF64(f: FnBuilder, core: number): void {
+  const lo = f.local("v128");
+  f.get(0).op("f64x2.promote_low_f32x4").op("call", core).op("f32x4.demote_f64x2_zero").set(lo);
+  f.get(0, 0).op(
+    "i8x16.shuffle",
+    new Uint8Array([8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15]),
+  );
+  f.op("f64x2.promote_low_f32x4").op("call", core).op("f32x4.demote_f64x2_zero");
+  const hi = f.local("v128");
+  f.set(hi).get(lo, hi).op(
+    "i8x16.shuffle",
+    new Uint8Array([0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]),
+  );
+}
+
+/** The f32 operations of {@link expf32Body} and {@link logf32Body}: scalar `f32`/`i32`, or four lanes in a v128. */
+interface F32Ops {
+  /** Pushes an f32 constant (in every lane). */
+  c(f: FnBuilder, x: number): void;
+  /** Pushes an i32 constant (in every lane). */
+  ci(f: FnBuilder, x: number): void;
+  add: OpName;
+  sub: OpName;
+  mul: OpName;
+  nearest: OpName;
+  lt: OpName;
+  eq: OpName;
+  ge: OpName;
+  iadd: OpName;
+  isub: OpName;
+  ishl: OpName;
+  ishrs: OpName;
+  ishru: OpName;
+  iand: OpName;
+  ior: OpName;
+  select: OpName;
+  /** f32 to i32 (truncating, saturating). */
+  trunc: OpName;
+  /** i32 to f32. */
+  convert: OpName;
+  /** Reinterpret f32 bits as i32 and back (nothing to do on a v128). */
+  bits(f: FnBuilder): void;
+  float(f: FnBuilder): void;
+  /** Replaces x by x clamped to [lo, hi], keeping NaN. */
+  clamp(f: FnBuilder, lo: number, hi: number): void;
+  type: ValType;
+  /** Local type of a condition. */
+  cond: ValType;
+  /** Converts a condition into an i32 value of 1 (true) or 0 (false) per lane. */
+  condToInt(f: FnBuilder): void;
+}
+
+const f32x4Bytes = (x: number) => new Uint8Array(new Float32Array([x, x, x, x]).buffer);
+
+const S32: F32Ops = {
+  c: (f, x) => void f.op("f32.const", x),
+  ci: (f, x) => void f.i32(x),
+  add: "f32.add",
+  sub: "f32.sub",
+  mul: "f32.mul",
+  nearest: "f32.nearest",
+  lt: "f32.lt",
+  eq: "f32.eq",
+  ge: "f32.ge",
+  iadd: "i32.add",
+  isub: "i32.sub",
+  ishl: "i32.shl",
+  ishrs: "i32.shr_s",
+  ishru: "i32.shr_u",
+  iand: "i32.and",
+  ior: "i32.or",
+  select: "select",
+  trunc: "i32.trunc_sat_f32_s",
+  convert: "f32.convert_i32_s",
+  bits: (f) => void f.op("i32.reinterpret_f32"),
+  float: (f) => void f.op("f32.reinterpret_i32"),
+  clamp: (f, lo, hi) => {
+    const t = f.local("f32");
+    f.set(t).op("f32.const", hi).get(t).get(t).op("f32.const", hi).op("f32.gt").op("select").set(t);
+    f.op("f32.const", lo).get(t).get(t).op("f32.const", lo).op("f32.lt").op("select");
+  },
+  type: "f32",
+  cond: "i32",
+  condToInt: () => {},
+};
+
+const V32: F32Ops = {
+  c: (f, x) => void f.op("v128.const", f32x4Bytes(x)),
+  ci: (f, x) => void f.op("v128.const", new Uint8Array(new Int32Array([x, x, x, x]).buffer)),
+  add: "f32x4.add",
+  sub: "f32x4.sub",
+  mul: "f32x4.mul",
+  nearest: "f32x4.nearest",
+  lt: "f32x4.lt",
+  eq: "f32x4.eq",
+  ge: "f32x4.ge",
+  iadd: "i32x4.add",
+  isub: "i32x4.sub",
+  ishl: "i32x4.shl",
+  ishrs: "i32x4.shr_s",
+  ishru: "i32x4.shr_u",
+  iand: "v128.and",
+  ior: "v128.or",
+  select: "v128.bitselect",
+  trunc: "i32x4.trunc_sat_f32x4_s",
+  convert: "f32x4.convert_i32x4_s",
+  bits: () => {},
+  float: () => {},
+  clamp: (f, lo, hi) => {
+    f.op("v128.const", f32x4Bytes(hi)).op("f32x4.pmin").op("v128.const", f32x4Bytes(lo)).op("f32x4.pmax");
+  },
+  type: "v128",
+  cond: "v128",
+  condToInt: (f) => void f.op("i32x4.neg"),
+};
+
+/** Shift counts of v128 shifts are scalar i32; of scalar shifts, i32 too. */
+function shiftBy(f: FnBuilder, n: number): void {
+  f.i32(n);
+}
+
+/**
+ * exp(x) in f32 arithmetic (the Cephes `expf` scheme): x clamped to [-104, 89] (beyond, e^x is 0 or +inf in f32;
+ * NaN stays NaN), n = round(x·log2 e), r = x - n·C1 - n·C2 with C1 = 0.693359375 (few bits: n·C1 is exact) and
+ * C2 = ln 2 - C1, e^r by a degree-6 minimax polynomial, times 2^n applied as two factors 2^⌊n/2⌋·2^(n-⌊n/2⌋) so
+ * that results below 2^-126 round gradually. Within 2 ulp of the exact value. Leaves the result on the stack.
+ */
+function expf32Body(f: FnBuilder, o: F32Ops, x: number): void {
+  const n = f.local(o.type);
+  const r = f.local(o.type);
+  const ni = f.local(o.type === "f32" ? "i32" : "v128");
+  const h = f.local(o.type === "f32" ? "i32" : "v128");
+  f.get(x);
+  o.clamp(f, -104, 89);
+  f.set(x);
+  f.get(x);
+  o.c(f, Math.LOG2E);
+  f.op(o.mul).op(o.nearest).set(n);
+  f.get(x).get(n);
+  o.c(f, 0.693359375);
+  f.op(o.mul).op(o.sub).get(n);
+  o.c(f, -2.12194440e-4);
+  f.op(o.mul).op(o.sub).set(r);
+  // p(r) = ((((c0 r + c1) r + c2) r + c3) r + c4) r + c5, then e^r ≈ p·r² + r + 1.
+  const c = [
+    1.9875691500e-4,
+    1.3981999507e-3,
+    8.3334519073e-3,
+    4.1665795894e-2,
+    1.6666665459e-1,
+    5.0000001201e-1,
+  ];
+  o.c(f, c[0]);
+  for (let k = 1; k < c.length; k++) {
+    f.get(r).op(o.mul);
+    o.c(f, c[k]);
+    f.op(o.add);
+  }
+  f.get(r).op(o.mul).get(r).op(o.mul).get(r).op(o.add);
+  o.c(f, 1);
+  f.op(o.add);
+  f.get(n).op(o.trunc).set(ni);
+  f.get(ni);
+  shiftBy(f, 1);
+  f.op(o.ishrs).set(h);
+  // · 2^h · 2^(n-h)
+  f.get(h);
+  o.ci(f, 127);
+  f.op(o.iadd);
+  shiftBy(f, 23);
+  f.op(o.ishl);
+  o.float(f);
+  f.op(o.mul).get(ni).get(h).op(o.isub);
+  o.ci(f, 127);
+  f.op(o.iadd);
+  shiftBy(f, 23);
+  f.op(o.ishl);
+  o.float(f);
+  f.op(o.mul);
+}
+
+/**
+ * log(x) in f32 arithmetic (the Cephes `logf` scheme): x = m·2^e with m in [sqrt(1/2), sqrt(2)) (subnormal x
+ * scaled by 2^23 first), log(1 + t) for t = m - 1 by a degree-8 minimax polynomial with ln 2 split in two parts;
+ * +inf stays +inf, 0 gives -inf, a negative x or NaN gives NaN. Within 2 ulp. Leaves the result on the stack.
+ */
+function logf32Body(f: FnBuilder, o: F32Ops, x: number): void {
+  const it = o.type === "f32" ? "i32" : "v128";
+  const sub = f.local(o.cond);
+  const xs = f.local(o.type);
+  const b = f.local(it);
+  const e = f.local(o.type);
+  const m = f.local(o.type);
+  const z = f.local(o.type);
+  const y = f.local(o.type);
+  const small = f.local(o.cond);
+  // Subnormal x: scale into the normal range and take 23 off the exponent.
+  f.get(x);
+  o.c(f, 1.1754943508222875e-38);
+  f.op(o.lt).set(sub);
+  f.get(x);
+  o.c(f, 8388608);
+  f.op(o.mul).get(x).get(sub).op(o.select).set(xs);
+  f.get(xs);
+  o.bits(f);
+  f.set(b);
+  // e = exponent field - 126 (so that m is in [0.5, 1)), minus 23 for a scaled subnormal.
+  f.get(b);
+  shiftBy(f, 23);
+  f.op(o.ishru);
+  o.ci(f, 0xff);
+  f.op(o.iand);
+  o.ci(f, 126);
+  f.op(o.isub);
+  f.get(sub);
+  o.condToInt(f);
+  o.ci(f, 23);
+  f.op(o.type === "f32" ? "i32.mul" : "i32x4.mul").op(o.isub).op(o.convert).set(e);
+  f.get(b);
+  o.ci(f, 0x007fffff);
+  f.op(o.iand);
+  o.ci(f, 0x3f000000);
+  f.op(o.ior);
+  o.float(f);
+  f.set(m);
+  // m < sqrt(1/2): t = 2m - 1 and one power of two less; else t = m - 1.
+  f.get(m);
+  o.c(f, Math.SQRT1_2);
+  f.op(o.lt).set(small);
+  f.get(m).get(m).op(o.add).get(m).get(small).op(o.select);
+  o.c(f, 1);
+  f.op(o.sub).set(m);
+  f.get(e);
+  o.c(f, 1);
+  f.op(o.sub).get(e).get(small).op(o.select).set(e);
+  f.get(m).get(m).op(o.mul).set(z);
+  const c = [
+    7.0376836292e-2,
+    -1.1514610310e-1,
+    1.1676998740e-1,
+    -1.2420140846e-1,
+    1.4249322787e-1,
+    -1.6668057665e-1,
+    2.0000714765e-1,
+    -2.4999993993e-1,
+    3.3333331174e-1,
+  ];
+  o.c(f, c[0]);
+  for (let k = 1; k < c.length; k++) {
+    f.get(m).op(o.mul);
+    o.c(f, c[k]);
+    f.op(o.add);
+  }
+  f.get(m).op(o.mul).get(z).op(o.mul).set(y);
+  // y + e·C2 - z/2, then t + y + e·C1 (C1 + C2 = ln 2).
+  f.get(y).get(e);
+  o.c(f, -2.12194440e-4);
+  f.op(o.mul).op(o.add).get(z);
+  o.c(f, 0.5);
+  f.op(o.mul).op(o.sub).get(m).op(o.add).get(e);
+  o.c(f, 0.693359375);
+  f.op(o.mul).op(o.add).set(y);
+  // x = +inf -> +inf; x = 0 -> -inf; x < 0 or NaN -> NaN.
+  f.get(x).get(y).get(x);
+  o.c(f, Infinity);
+  f.op(o.eq).op(o.select).set(y);
+  o.c(f, -Infinity);
+  f.get(y).get(x);
+  o.c(f, 0);
+  f.op(o.eq).op(o.select).set(y);
+  f.get(y);
+  o.c(f, NaN);
+  f.get(x);
+  o.c(f, 0);
+  f.op(o.ge).op(o.select);
 }
