@@ -3,15 +3,30 @@
  * small Llama-style transformer LMs (RoPE + GQA attention, RMSNorm, SwiGLU), with AdamW, global-norm clipping
  * and one metrics readback per `readEvery` steps, as a real run does.
  *
- *   deno run -A bench/train_step_bench.ts [--steps 20] [--readEvery 10]   prints a table
- *   deno bench -A bench/train_step_bench.ts                                 one step (+ one readback) per iteration
+ *   deno run -A bench/train_step_bench.ts [--steps 20] [--readEvery 10] [--rounds 3] [--devices webgpu,wasm]
+ *     [--cases 0,3]                                                   prints each case on each device
+ *   deno bench -A bench/train_step_bench.ts                           one step (+ one readback) per iteration
  *
- * The table also gives the kernels launched per step (each step is one submission).
+ * Each case gets one trainer per device, warmed up, then `rounds` rounds that time `steps / rounds` steps on
+ * every device in turn (a slow spell of the shared host hits all devices alike); the median round is reported,
+ * with the kernels launched per step and the wasm device's speed relative to webgpu.
  *
  * @module
  */
 import { parseArgs } from "node:util";
-import { getWebGPU, type Shape, type Tensor, tensor } from "../mod.ts";
+import {
+  checkDeviceChoice,
+  deviceLine,
+  type DeviceName,
+  getBackend,
+  getDefaultDevice,
+  resolveDevice,
+  setDefaultDevice,
+  type Shape,
+  type Tensor,
+  tensor,
+} from "../mod.ts";
+import { adapterLine, median } from "./_timing.ts";
 import {
   AdamW,
   crossEntropy,
@@ -220,50 +235,77 @@ const cases: Case[] = [
   storiesLoraCase(8, 64),
 ];
 
-/** Runs `steps` steps after a warm-up (the first steps compile the kernels) and returns the timings. */
-async function measure(c: Case, steps: number, readEvery: number) {
-  const be = await getWebGPU();
+/** A case's trainer on one device, warmed up (the first steps compile the kernels). */
+async function prepare(c: Case, device: DeviceName, readEvery: number) {
+  setDefaultDevice(device);
   const trainer = await c.make(readEvery);
   await trainer.run({ until: 3 });
-  const run = be.run;
-  let kernels = 0;
-  be.run = (s) => {
-    kernels += s.length;
-    return run.call(be, s);
+  return { device, trainer, be: await getBackend(device), times: [] as number[], kernels: 0 };
+}
+
+/** Runs `steps` more steps of a prepared trainer; returns ms per step and adds the kernels launched. */
+async function timeSteps(p: Awaited<ReturnType<typeof prepare>>, steps: number): Promise<number> {
+  // The cases build their batches on the default device.
+  setDefaultDevice(p.device);
+  const run = p.be.run;
+  p.be.run = (s) => {
+    p.kernels += s.length;
+    return run.call(p.be, s);
   };
   const t0 = performance.now();
   try {
-    await trainer.run({ until: 3 + steps });
+    await p.trainer.run({ until: p.trainer.step + steps });
   } finally {
-    be.run = run;
+    p.be.run = run;
   }
-  const ms = (performance.now() - t0) / steps;
-  return { ms, perSecond: (c.tokens * 1000) / ms, kernels: Math.round(kernels / steps) };
+  return (performance.now() - t0) / steps;
 }
 
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { steps: { type: "string", default: "20" }, readEvery: { type: "string", default: "10" } },
+    options: {
+      steps: { type: "string", default: "20" },
+      readEvery: { type: "string", default: "10" },
+      rounds: { type: "string", default: "3" },
+      devices: { type: "string", default: "webgpu,wasm" },
+      cases: { type: "string" },
+    },
   });
   const steps = Number(values.steps);
   const readEvery = Number(values.readEvery);
-  const be = await getWebGPU();
-  console.log(`adapter: ${be.description}`);
-  console.log(`${steps} timed steps after 3 warm-up steps, one metrics readback every ${readEvery} steps`);
-  for (const c of cases) {
-    const r = await measure(c, steps, readEvery);
-    console.log(
-      `${c.name}: ${r.ms.toFixed(1)} ms/step, ${
-        r.perSecond.toFixed(0)
-      } ${c.unit}/s, ${r.kernels} kernels/step`,
+  const rounds = Number(values.rounds);
+  const devices = values.devices!.split(",").map((d) => checkDeviceChoice(d.trim(), "--devices"))
+    .map((d) => resolveDevice(d));
+  const only = values.cases?.split(",").map(Number);
+  for (const d of new Set(devices)) console.log(`device ${await deviceLine(d)}`);
+  console.log(await adapterLine());
+  console.log(
+    `${steps} timed steps per round after 3 warm-up steps, ${rounds} rounds alternating the devices, median ` +
+      `round; one metrics readback every ${readEvery} steps`,
+  );
+  for (const [i, c] of cases.entries()) {
+    if (only !== undefined && !only.includes(i)) continue;
+    const preps = [];
+    for (const d of new Set(devices)) preps.push(await prepare(c, d, readEvery));
+    for (let r = 0; r < rounds; r++) {
+      for (const p of preps) p.times.push(await timeSteps(p, Math.ceil(steps / rounds)));
+    }
+    const ms = preps.map((p) => median(p.times));
+    const line = preps.map((p, k) =>
+      `${p.device} ${ms[k].toFixed(1)} ms/step (${(c.tokens * 1000 / ms[k]).toFixed(0)} ${c.unit}/s, ` +
+      `${Math.round(p.kernels / (rounds * Math.ceil(steps / rounds)))} kernels/step)`
     );
+    const gpu = preps.findIndex((p) => p.device === "webgpu");
+    const cpu = preps.findIndex((p) => p.device === "wasm");
+    const ratio = gpu >= 0 && cpu >= 0 ? `; wasm ${(ms[gpu] / ms[cpu]).toFixed(2)}× the speed of webgpu` : "";
+    console.log(`${c.name}: ${line.join(", ")}${ratio}`);
   }
 } else {
   for (const c of cases) {
     let trainer: Trainer<object> | null = null;
     Deno.bench({
-      name: `train step: ${c.name}`,
+      name: `train step: ${c.name} (${getDefaultDevice()})`,
       n: 10,
       warmup: 3,
       async fn() {

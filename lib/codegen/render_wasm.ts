@@ -12,7 +12,7 @@ import { kNodes, loopIterations } from "./kexpr.ts";
 import { linearize } from "./linearize.ts";
 import { KEmitter, kernelModule, type WasmKernel, type WasmRenderOptions } from "./wasm_emit.ts";
 import { renderWasmMatmul } from "./render_wasm_matmul.ts";
-import { classifyLanes, VEmitter } from "./wasm_vector.ts";
+import { classifyLanes, type Lane, prefersLoopLanes, reduceAlongLoop, VEmitter } from "./wasm_vector.ts";
 
 export type { WasmKernel, WasmRenderOptions } from "./wasm_emit.ts";
 
@@ -25,7 +25,8 @@ export interface RenderWasmOptions extends WasmRenderOptions {
 /**
  * Renders a kernel to a wasm module. A matmul spec goes through the blocked SIMD template; a generic kernel runs
  * four outputs at a time (`wasm_vector.ts`) when its values allow, one work item per group of four, with the last
- * partial group in scalar code; otherwise one output per item.
+ * partial group in scalar code; otherwise one output per item, with reductions that read along their own loop
+ * running four iterations at a time.
  */
 export function renderWasm(kernel: Kernel, opts: RenderWasmOptions): WasmKernel {
   if (kernel.matmul !== null) return renderWasmMatmul(kernel, kernel.matmul, opts);
@@ -35,6 +36,24 @@ export function renderWasm(kernel: Kernel, opts: RenderWasmOptions): WasmKernel 
   const em = new KEmitter(f, help, kernel, bases);
   const stmts = linearize([body]);
   const lanes = opts.simd === false || total < 8 ? null : classifyLanes(body);
+  // Reductions that read contiguous memory along their own loop (row sums) take their lanes along that loop; the
+  // outputs then go one at a time.
+  const along = new Map<number, Map<number, Lane>>();
+  if (opts.simd !== false) {
+    for (const r of kNodes([body])) {
+      if (r.k !== "reduce" || r.op === "argmax" || r.size < 8) continue;
+      const l = classifyLanes(r.body, r.loop.name);
+      if (l !== null && prefersLoopLanes(r, lanes, l)) along.set(r.id, l);
+    }
+  }
+  if (along.size > 0) {
+    em.loopHook = (r, rbody) => {
+      const l = along.get(r.id);
+      if (l === undefined) return false;
+      reduceAlongLoop(em, new VEmitter(f, help, kernel, bases, em, l), r, rbody);
+      return true;
+    };
+  }
   const perOutput = 0.5 + 0.3 * kNodes([body]).length + 0.5 * loopIterations(body);
   /** `for (v = from; v < to; v++) body`, with `from` and `to` pushed by the callbacks. */
   const loop = (v: number, from: () => void, to: () => void, inner: () => void) => {
@@ -53,7 +72,7 @@ export function renderWasm(kernel: Kernel, opts: RenderWasmOptions): WasmKernel 
     em.stmts(stmts);
     em.storeOut(out, () => f.get(gid), body);
   };
-  if (lanes === null) {
+  if (lanes === null || along.size > 0) {
     const gid = f.local("i32");
     loop(gid, () => f.get(0), () => f.get(1), () => scalarOutput(gid));
     mb.exportFunction("run", mb.addFunction(f));

@@ -596,59 +596,87 @@ export class KEmitter {
   }
 
   #loop(r: KReduce, body: readonly Stmt[]): void {
+    if (this.loopHook?.(r, body)) return;
     const f = this.f;
-    const floatSum = r.op === "sum" && isFloat(r.dtype);
-    const accType: ValType = floatSum ? "f64" : valType(r.dtype);
-    const acc = f.local(accType);
-    const bodyType = r.body.dtype;
-    let best = -1;
-    if (r.op === "sum") f.op(floatSum ? "f64.const" : "i32.const", 0);
-    else if (r.op === "max") this.#lowest(r.dtype);
-    else {
-      f.i32(0);
-      best = f.local(valType(bodyType));
-      this.#lowest(bodyType);
-      f.set(best);
-    }
-    f.set(acc);
+    const acc = this.reduceInit(r);
     if (r.size > 0) {
       const v = f.local("i32");
       this.vars.set(r.loop.name, v);
       f.i32(0).set(v);
       f.op("block").op("loop");
       this.stmts(body);
-      if (r.op === "sum") {
-        f.get(acc);
-        this.push(r.body);
-        if (floatSum) f.op("f64.promote_f32").op("f64.add");
-        else f.op("i32.add");
-        f.set(acc);
-      } else if (r.op === "max") {
-        if (isFloat(r.dtype)) {
-          f.get(acc);
-          this.push(r.body);
-          f.op("f32.max").set(acc);
-        } else {
-          this.push(r.body);
-          f.get(acc);
-          this.push(r.body);
-          f.get(acc).op(r.dtype === "i32" ? "i32.gt_s" : "i32.gt_u").op("select").set(acc);
-        }
-      } else {
-        // First maximum: take the value when it is greater than the best so far, or at index 0.
-        this.push(r.body);
-        f.get(best);
-        f.op(isFloat(bodyType) ? "f32.gt" : bodyType === "i32" ? "i32.gt_s" : "i32.gt_u");
-        f.get(v).op("i32.eqz").op("i32.or").op("if", "void");
-        this.push(r.body);
-        f.set(best).get(v).set(acc);
-        f.op("end");
-      }
+      this.reduceStep(r, acc, v);
       f.get(v).i32(1).op("i32.add").op("local.tee", v).i32(r.size).op("i32.lt_s").op("br_if", 0);
       f.op("end").op("end");
     }
+    this.reduceFinish(r, acc);
+  }
+
+  /**
+   * Replaces the scalar loop of a reduction (the wasm renderer vectorizes some along their own axis): returns
+   * true when it emitted the loop and set the reduction's local.
+   */
+  loopHook: ((r: KReduce, body: readonly Stmt[]) => boolean) | null = null;
+
+  /**
+   * Declares and initialises a reduction's accumulator: f64 for float sums, else the value type (argmax also keeps
+   * the best value so far, in `best`).
+   */
+  reduceInit(r: KReduce): { acc: number; best: number } {
+    const f = this.f;
+    const floatSum = r.op === "sum" && isFloat(r.dtype);
+    const acc = f.local(floatSum ? "f64" : valType(r.dtype));
+    let best = -1;
+    if (r.op === "sum") f.op(floatSum ? "f64.const" : "i32.const", 0);
+    else if (r.op === "max") this.#lowest(r.dtype);
+    else {
+      f.i32(0);
+      best = f.local(valType(r.body.dtype));
+      this.#lowest(r.body.dtype);
+      f.set(best);
+    }
+    f.set(acc);
+    return { acc, best };
+  }
+
+  /** Accumulates the (computed) body value of iteration `v` (a local). */
+  reduceStep(r: KReduce, { acc, best }: { acc: number; best: number }, v: number): void {
+    const f = this.f;
+    const bodyType = r.body.dtype;
+    if (r.op === "sum") {
+      f.get(acc);
+      this.push(r.body);
+      if (isFloat(r.dtype)) f.op("f64.promote_f32").op("f64.add");
+      else f.op("i32.add");
+      f.set(acc);
+    } else if (r.op === "max") {
+      if (isFloat(r.dtype)) {
+        f.get(acc);
+        this.push(r.body);
+        f.op("f32.max").set(acc);
+      } else {
+        this.push(r.body);
+        f.get(acc);
+        this.push(r.body);
+        f.get(acc).op(r.dtype === "i32" ? "i32.gt_s" : "i32.gt_u").op("select").set(acc);
+      }
+    } else {
+      // First maximum: take the value when it is greater than the best so far, or at index 0.
+      this.push(r.body);
+      f.get(best);
+      f.op(isFloat(bodyType) ? "f32.gt" : bodyType === "i32" ? "i32.gt_s" : "i32.gt_u");
+      f.get(v).op("i32.eqz").op("i32.or").op("if", "void");
+      this.push(r.body);
+      f.set(best).get(v).set(acc);
+      f.op("end");
+    }
+  }
+
+  /** Rounds the accumulator to the reduction's dtype and stores it as the reduction's value. */
+  reduceFinish(r: KReduce, { acc }: { acc: number }): void {
+    const f = this.f;
     f.get(acc);
-    if (floatSum) {
+    if (r.op === "sum" && isFloat(r.dtype)) {
       f.op("f32.demote_f64");
       this.#round(r.dtype);
     }
@@ -1066,19 +1094,27 @@ function shiftBy(f: FnBuilder, n: number): void {
 }
 
 /**
- * exp(x) in f32 arithmetic (the Cephes `expf` scheme): x clamped to [-104, 89] (beyond, e^x is 0 or +inf in f32;
- * NaN stays NaN), n = round(x·log2 e), r = x - n·C1 - n·C2 with C1 = 0.693359375 (few bits: n·C1 is exact) and
- * C2 = ln 2 - C1, e^r by a degree-6 minimax polynomial, times 2^n applied as two factors 2^⌊n/2⌋·2^(n-⌊n/2⌋) so
- * that results below 2^-126 round gradually. Within 2 ulp of the exact value. Leaves the result on the stack.
+ * exp(x) in f32 arithmetic (the Cephes `expf` scheme): x clamped to [-87, 89] (e^89 is +inf in f32; NaN stays
+ * NaN), n = round(x·log2 e), r = x - n·C1 - n·C2 with C1 = 0.693359375 (few bits: n·C1 is exact) and C2 = ln 2 -
+ * C1, e^r by a degree-6 minimax polynomial, times 2^n applied as two factors 2^⌊n/2⌋·2^(n-⌊n/2⌋) (each a normal
+ * f32). Within 2 ulp of the exact value. Below x = -87, where e^x < 1.7e-38 nears f32's subnormal range, the result
+ * is 0: subnormal arithmetic costs a hundred cycles per operation on x86 and would dominate softmax rows with
+ * masked (-1e9) scores. Leaves the result on the stack.
  */
 function expf32Body(f: FnBuilder, o: F32Ops, x: number): void {
   const n = f.local(o.type);
   const r = f.local(o.type);
+  const xc = f.local(o.type);
+  const tiny = f.local(o.cond);
   const ni = f.local(o.type === "f32" ? "i32" : "v128");
   const h = f.local(o.type === "f32" ? "i32" : "v128");
   f.get(x);
-  o.clamp(f, -104, 89);
-  f.set(x);
+  o.c(f, -87);
+  f.op(o.lt).set(tiny);
+  f.get(x);
+  o.clamp(f, -87, 89);
+  f.set(xc);
+  x = xc;
   f.get(x);
   o.c(f, Math.LOG2E);
   f.op(o.mul).op(o.nearest).set(n);
@@ -1123,6 +1159,10 @@ function expf32Body(f: FnBuilder, o: F32Ops, x: number): void {
   f.op(o.ishl);
   o.float(f);
   f.op(o.mul);
+  const res = f.local(o.type);
+  f.set(res);
+  o.c(f, 0);
+  f.get(res).get(tiny).op(o.select);
 }
 
 /**

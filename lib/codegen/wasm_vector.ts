@@ -15,6 +15,9 @@
  * results); `pow`, `sin`, `cos` and integer division by a non-constant go lane by lane through the scalar code.
  * Kernels with f16 values or bool arithmetic stay scalar ({@link classifyLanes} returns null).
  *
+ * A reduction whose body reads contiguous memory along its own loop (a row sum of a row-major tensor) runs its
+ * lanes along that loop instead ({@link reduceAlongLoop}): four iterations at a time, then the lanes combined.
+ *
  * @module
  */
 import type { DType } from "../dtype.ts";
@@ -86,8 +89,11 @@ const INT_OPS = new Set([
 ]);
 const BOOL_OPS = new Set(["lt", "eq", "and", "where", "cast"]);
 
-/** The lane class of every node of `body`, or null when the kernel cannot run four lanes at a time. */
-export function classifyLanes(body: KExpr): Map<number, Lane> | null {
+/**
+ * The lane class of every node of `body` when the four lanes are four consecutive values of the variable
+ * `laneVar` (the output index `gid`, or a reduction's loop counter), or null when it cannot run that way.
+ */
+export function classifyLanes(body: KExpr, laneVar = "gid"): Map<number, Lane> | null {
   const lanes = new Map<number, Lane>();
   const of = (e: KExpr) => lanes.get(e.id)!;
   for (const e of kNodes([body])) {
@@ -98,7 +104,7 @@ export function classifyLanes(body: KExpr): Map<number, Lane> | null {
         lane = uniform(e.dtype === "i32" || e.dtype === "u32" ? e.value : 1);
         break;
       case "var":
-        lane = e.name === "gid" ? affine(4, 1) : uniform(1);
+        lane = e.name === laneVar ? affine(4, 1) : uniform(1);
         break;
       case "load":
       case "rand":
@@ -484,3 +490,100 @@ export class VEmitter {
 const HIGH_HALF = new Uint8Array([8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15]);
 /** Shuffle lanes: the low 8 bytes of each operand. */
 const JOIN_LOW_HALVES = new Uint8Array([0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]);
+
+/**
+ * Emits reduction `r` (sum or max) with its four lanes along its own loop: iterations 4q..4q+3 together, the
+ * lane accumulators combined in lane order, then the remaining iterations in scalar code. `lanes` classifies
+ * `r.body` along the loop counter. Float sums accumulate in f64 as everywhere else.
+ */
+export function reduceAlongLoop(
+  scalar: KEmitter,
+  vector: VEmitter,
+  r: KReduce,
+  body: readonly Stmt[],
+): void {
+  const f = scalar.f;
+  const acc = scalar.reduceInit(r);
+  const floatSum = r.op === "sum" && isFloat(r.dtype);
+  const quads = Math.floor(r.size / 4);
+  const v = f.local("i32");
+  scalar.vars.set(r.loop.name, v);
+  if (quads > 0) {
+    const lo = f.local("v128");
+    const hi = f.local("v128");
+    if (r.op === "max") {
+      if (isFloat(r.dtype)) f.op("f32.const", -Infinity).op("f32x4.splat");
+      else f.i32(r.dtype === "i32" ? -2147483648 : 0).op("i32x4.splat");
+    } else f.op("v128.const", new Uint8Array(16));
+    f.set(lo);
+    f.op("v128.const", new Uint8Array(16)).set(hi);
+    const q = f.local("i32");
+    f.i32(0).set(q);
+    f.op("loop");
+    f.get(q).i32(2).op("i32.shl").set(v);
+    vector.stmts(body);
+    const x = f.local("v128");
+    vector.push(r.body);
+    f.set(x);
+    if (floatSum) {
+      f.get(lo).get(x).op("f64x2.promote_low_f32x4").op("f64x2.add").set(lo);
+      f.get(hi).get(x).get(x).op("i8x16.shuffle", HIGH_HALF).op("f64x2.promote_low_f32x4").op("f64x2.add")
+        .set(hi);
+    } else {
+      f.get(lo).get(x);
+      if (r.op === "sum") f.op("i32x4.add");
+      else if (isFloat(r.dtype)) f.op("f32x4.max");
+      else f.op(r.dtype === "i32" ? "i32x4.max_s" : "i32x4.max_u");
+      f.set(lo);
+    }
+    f.get(q).i32(1).op("i32.add").op("local.tee", q).i32(quads).op("i32.lt_s").op("br_if", 0);
+    f.op("end");
+    // Combine the lanes into the scalar accumulator, in lane order.
+    for (let l = 0; l < 4; l++) {
+      if (floatSum) {
+        f.get(acc.acc).get(l < 2 ? lo : hi).op("f64x2.extract_lane", l % 2).op("f64.add").set(acc.acc);
+      } else if (r.op === "sum") {
+        f.get(acc.acc).get(lo).op("i32x4.extract_lane", l).op("i32.add").set(acc.acc);
+      } else if (isFloat(r.dtype)) {
+        f.get(acc.acc).get(lo).op("f32x4.extract_lane", l).op("f32.max").set(acc.acc);
+      } else {
+        const t = f.local("i32");
+        f.get(lo).op("i32x4.extract_lane", l).set(t);
+        f.get(t).get(acc.acc).get(t).get(acc.acc).op(r.dtype === "i32" ? "i32.gt_s" : "i32.gt_u").op(
+          "select",
+        );
+        f.set(acc.acc);
+      }
+    }
+  }
+  if (r.size % 4 !== 0) {
+    f.i32(4 * quads).set(v);
+    f.op("loop");
+    scalar.stmts(body);
+    scalar.reduceStep(r, acc, v);
+    f.get(v).i32(1).op("i32.add").op("local.tee", v).i32(r.size).op("i32.lt_s").op("br_if", 0);
+    f.op("end");
+  }
+  scalar.reduceFinish(r, acc);
+}
+
+/**
+ * Whether a reduction reads more memory contiguously along its own loop (under `along`) than along the output
+ * index (under `across`): then its lanes should run along the loop.
+ */
+export function prefersLoopLanes(
+  r: KReduce,
+  across: Map<number, Lane> | null,
+  along: Map<number, Lane>,
+): boolean {
+  let alongLoop = 0;
+  let alongOutputs = 0;
+  for (const e of kNodes([r.body])) {
+    if (e.k !== "load") continue;
+    const b = along.get(e.index.id);
+    if (b?.kind === "affine" && b.stride === 1) alongLoop++;
+    const a = across?.get(e.index.id);
+    if (a?.kind === "affine" && a.stride === 1) alongOutputs++;
+  }
+  return alongLoop > alongOutputs;
+}
