@@ -16,19 +16,13 @@ import { classifyLanes, type Lane, prefersLoopLanes, reduceAlongLoop, VEmitter }
 
 export type { WasmKernel, WasmRenderOptions } from "./wasm_emit.ts";
 
-/** Options of {@link renderWasm} beyond the backend's. */
-export interface RenderWasmOptions extends WasmRenderOptions {
-  /** Compute four outputs at a time where the kernel allows it (default true; tests compare both forms). */
-  readonly simd?: boolean;
-}
-
 /**
  * Renders a kernel to a wasm module. A matmul spec goes through the blocked SIMD template; a generic kernel runs
  * four outputs at a time (`wasm_vector.ts`) when its values allow, one work item per group of four, with the last
  * partial group in scalar code; otherwise one output per item, with reductions that read along their own loop
  * running four iterations at a time.
  */
-export function renderWasm(kernel: Kernel, opts: RenderWasmOptions): WasmKernel {
+export function renderWasm(kernel: Kernel, opts: WasmRenderOptions): WasmKernel {
   if (kernel.matmul !== null) return renderWasmMatmul(kernel, kernel.matmul, opts);
   const { mb, f, help, usesMath, out, bases } = kernelModule(kernel);
   const body = kernel.body!;

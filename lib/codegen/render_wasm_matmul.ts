@@ -14,6 +14,7 @@ import { linearForm } from "./kexpr.ts";
 import { linearize } from "./linearize.ts";
 import { FnBuilder } from "./wasm_encode.ts";
 import { KEmitter, kernelModule, type WasmKernel, type WasmRenderOptions } from "./wasm_emit.ts";
+import { classifyLanes, VEmitter } from "./wasm_vector.ts";
 
 /** Rows of the micro-kernel's register block. */
 export const MR = 6;
@@ -86,6 +87,54 @@ function microKernel(ldc: number, fma: boolean): FnBuilder {
   return f;
 }
 
+/**
+ * The micro-kernel reading A in place: `microA(a0..a5, pb, pc, kc)` with `a0..a5` the byte addresses of six rows of
+ * A at the block's first k (rows contiguous along k), B packed as for {@link microKernel}. Two steps of k per
+ * iteration, then one more when `kc` is odd (A is never read past k = kc).
+ */
+function microKernelDirectA(ldc: number, fma: boolean): FnBuilder {
+  const f = new FnBuilder([...Array.from({ length: MR }, () => "i32" as const), "i32", "i32", "i32"], []);
+  const PB = MR;
+  const PC = MR + 1;
+  const KC = MR + 2;
+  const c: number[] = [];
+  for (let i = 0; i < MR * 2; i++) c.push(f.local("v128"));
+  const b0 = f.local("v128");
+  const b1 = f.local("v128");
+  const a = f.local("v128");
+  const end = f.local("i32");
+  for (let r = 0; r < MR; r++) {
+    for (let v = 0; v < 2; v++) f.get(PC).op("v128.load", r * ldc * 4 + v * 16).set(c[r * 2 + v]);
+  }
+  const step = (u: number) => {
+    f.get(PB).op("v128.load", u * NR * 4).set(b0);
+    f.get(PB).op("v128.load", u * NR * 4 + 16).set(b1);
+    for (let r = 0; r < MR; r++) {
+      f.get(r).op("v128.load32_splat", u * 4).set(a);
+      for (const [v, bv] of [[0, b0], [1, b1]]) {
+        const acc = c[r * 2 + v];
+        if (fma) f.get(a, bv, acc).op("f32x4.relaxed_madd").set(acc);
+        else f.get(acc, a, bv).op("f32x4.mul").op("f32x4.add").set(acc);
+      }
+    }
+  };
+  // end = pb + (kc & ~1)·NR·4: the pairs of k
+  f.get(PB).get(KC).i32(-2).op("i32.and").i32(NR * 4).op("i32.mul").op("i32.add").set(end);
+  f.get(KC).i32(2).op("i32.ge_s").op("if", "void").op("loop");
+  step(0);
+  step(1);
+  for (let r = 0; r < MR; r++) f.get(r).i32(8).op("i32.add").set(r);
+  f.get(PB).i32(2 * NR * 4).op("i32.add").op("local.tee", PB).get(end).op("i32.lt_u").op("br_if", 0);
+  f.op("end").op("end");
+  f.get(KC).i32(1).op("i32.and").op("if", "void");
+  step(0);
+  f.op("end");
+  for (let r = 0; r < MR; r++) {
+    for (let v = 0; v < 2; v++) f.get(PC, c[r * 2 + v]).op("v128.store", r * ldc * 4 + v * 16);
+  }
+  return f;
+}
+
 /** Renders a kernel with a matmul spec. */
 export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRenderOptions): WasmKernel {
   const { mb, f, help, usesMath, out, bases } = kernelModule(kernel);
@@ -93,6 +142,10 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
   const mBlocks = Math.ceil(mm.m / MC);
   const nBlocks = Math.ceil(mm.n / NC);
   const micro = mb.addFunction(microKernel(NC, opts.relaxedSimd));
+  // A read in place when its rows are contiguous along k (x·W, x·Wᵀ with x row-major): no packing of A.
+  const affA = affineLoad(mm.a, ["b", "m", "k"]);
+  const directA = affA !== null && affA.coef.get("k") === 1 ? affA : null;
+  const microA = directA === null ? -1 : mb.addFunction(microKernelDirectA(NC, opts.relaxedSimd));
   // Scratch: packed A (MC x KC), packed B (KC x NC), the block's accumulators (MC x NC).
   const AP = 0;
   const BP = MC * KC * 4;
@@ -247,46 +300,85 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
       f.i32(KC).i32(mm.k).get(pc).op("i32.sub").i32(KC).i32(mm.k).get(pc).op("i32.sub").op("i32.lt_s")
         .op("select").set(kc);
       f.get(kc).i32(1).op("i32.add").i32(-2).op("i32.and").set(kcp);
-      pack(mm.a, "m", m0, mc, mp, MR, AP);
+      if (directA === null) pack(mm.a, "m", m0, mc, mp, MR, AP);
       pack(mm.b, "n", n0, nc, np, NR, BP);
       forLocal(jp, np, () => {
         forLocal(i, mp, () => {
-          f.get(SCR).i32(AP).op("i32.add").get(i).i32(MR * 4).op("i32.mul").get(kcp).op("i32.mul").op(
-            "i32.add",
-          );
+          if (directA !== null) {
+            // Row addresses in[c0 + cb·b + cm·row + pc], rows past M clamped to the last (never stored).
+            const cb = directA.coef.get("b") ?? 0;
+            const cm = directA.coef.get("m") ?? 0;
+            for (let r = 0; r < MR; r++) {
+              f.get(bases[directA.buf]).i32(directA.c0).get(bi).i32(cb).op("i32.mul").op("i32.add");
+              f.get(m0).get(i).i32(MR).op("i32.mul").op("i32.add").i32(r).op("i32.add").set(row);
+              f.get(row).i32(mm.m - 1).get(row).i32(mm.m - 1).op("i32.lt_s").op("select").i32(cm).op(
+                "i32.mul",
+              );
+              f.op("i32.add").get(pc).op("i32.add").i32(2).op("i32.shl").op("i32.add");
+            }
+          } else {
+            f.get(SCR).i32(AP).op("i32.add").get(i).i32(MR * 4).op("i32.mul").get(kcp).op("i32.mul").op(
+              "i32.add",
+            );
+          }
           f.get(SCR).i32(BP).op("i32.add").get(jp).i32(NR * 4).op("i32.mul").get(kcp).op("i32.mul").op(
             "i32.add",
           );
           f.get(SCR).i32(CB).op("i32.add").get(i).i32(MR * NC * 4).op("i32.mul").op("i32.add").get(jp)
             .i32(NR * 4).op("i32.mul").op("i32.add");
-          f.get(kcp).op("call", micro);
+          if (directA !== null) f.get(kc).op("call", microA);
+          else f.get(kcp).op("call", micro);
         });
       });
       f.get(pc).i32(KC).op("i32.add").op("local.tee", pc).i32(mm.k).op("i32.lt_s").op("br_if", 0);
       f.op("end");
     }
-    // Epilogue over the block: out[(b·M + m)·N + n] = epi(b, m, n, acc).
+    // Epilogue over the block: out[(b·M + m)·N + n] = epi(b, m, n, acc), four columns at a time where the
+    // epilogue allows (its lanes run along n), the last nc % 4 columns one by one.
     const mVar = f.local("i32");
     const nVar = f.local("i32");
     const acc = f.local("f32");
+    const accV = f.local("v128");
     em.vars.set("m", mVar);
     em.vars.set("n", nVar);
     em.acc = acc;
     const epi = linearize([mm.epilogue]);
+    const lanes = opts.simd === false ? null : classifyLanes(mm.epilogue, "n");
+    const vem = lanes === null ? null : new VEmitter(f, help, kernel, bases, em, lanes);
+    if (vem !== null) vem.acc = accV;
+    const nc4 = f.local("i32");
+    f.get(nc).i32(vem === null ? 0 : -4).op("i32.and").set(nc4);
+    const outIndex = () => {
+      f.get(bi).i32(mm.m).op("i32.mul").get(mVar).op("i32.add").i32(mm.n).op("i32.mul").get(nVar).op(
+        "i32.add",
+      );
+    };
+    const cbuf = () => {
+      f.get(SCR).i32(CB).op("i32.add").get(i).i32(NC).op("i32.mul").get(j).op("i32.add").i32(2).op("i32.shl")
+        .op("i32.add");
+    };
     forLocal(i, mc, () => {
       f.get(m0, i).op("i32.add").set(mVar);
-      forLocal(j, nc, () => {
+      if (vem !== null) {
+        f.i32(0).set(j);
+        f.get(nc4).i32(0).op("i32.gt_s").op("if", "void").op("loop");
         f.get(n0, j).op("i32.add").set(nVar);
-        f.get(SCR).i32(CB).op("i32.add").get(i).i32(NC).op("i32.mul").get(j).op("i32.add").i32(2).op(
-          "i32.shl",
-        )
-          .op("i32.add").op("f32.load").set(acc);
-        em.stmts(epi);
-        em.storeOut(out, () => {
-          f.get(bi).i32(mm.m).op("i32.mul").get(mVar).op("i32.add").i32(mm.n).op("i32.mul").get(nVar)
-            .op("i32.add");
-        }, mm.epilogue);
-      });
+        cbuf();
+        f.op("v128.load").set(accV);
+        vem.stmts(epi);
+        vem.storeAt(out, outIndex, mm.epilogue);
+        f.get(j).i32(4).op("i32.add").op("local.tee", j).get(nc4).op("i32.lt_s").op("br_if", 0);
+        f.op("end").op("end");
+      }
+      f.get(nc4).set(j);
+      f.get(j).get(nc).op("i32.lt_s").op("if", "void").op("loop");
+      f.get(n0, j).op("i32.add").set(nVar);
+      cbuf();
+      f.op("f32.load").set(acc);
+      em.stmts(epi);
+      em.storeOut(out, outIndex, mm.epilogue);
+      f.get(j).i32(1).op("i32.add").op("local.tee", j).get(nc).op("i32.lt_s").op("br_if", 0);
+      f.op("end").op("end");
     });
   }
   f.get(item).i32(1).op("i32.add").op("local.tee", item).get(1).op("i32.lt_s").op("br_if", 0);

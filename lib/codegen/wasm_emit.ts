@@ -35,10 +35,12 @@ export interface WasmKernel {
   readonly usesMath: boolean;
 }
 
-/** Options of {@link renderWasm}. */
+/** Options of the wasm renderers. */
 export interface WasmRenderOptions {
   /** Use relaxed-SIMD fused multiply-add in the matmul micro-kernel. */
   readonly relaxedSimd: boolean;
+  /** Compute four outputs at a time where the kernel allows it (default true; tests compare both forms). */
+  readonly simd?: boolean;
 }
 
 /** The wasm value type holding a value of dtype `d` (f16 is computed in f32; bool and u32 in i32). */

@@ -111,7 +111,10 @@ export function classifyLanes(body: KExpr, laneVar = "gid"): Map<number, Lane> |
         lane = of(e.index).kind === "uniform" ? uniform(1) : VECTOR;
         break;
       case "acc":
-        return null;
+        // The matmul accumulator, in an epilogue whose lanes run along n.
+        if (laneVar !== "n") return null;
+        lane = VECTOR;
+        break;
       case "reduce":
         if (e.dtype === "bool" || e.body.dtype === "bool") return null;
         lane = of(e.body).kind === "uniform" ? uniform(1) : VECTOR;
@@ -161,6 +164,8 @@ export class VEmitter {
   readonly #scalar: KEmitter;
   readonly #lanes: Map<number, Lane>;
   #vlocals = new Map<number, number>();
+  /** Local holding the matmul accumulator's four lanes inside an epilogue. */
+  acc = -1;
 
   /** Emits into `f`; `scalar` emits the uniform and affine values (lane 0's value for affine ones). */
   constructor(
@@ -186,6 +191,7 @@ export class VEmitter {
   }
 
   #vlocal(e: KExpr): number {
+    if (e.k === "acc") return this.acc;
     let l = this.#vlocals.get(e.id);
     if (l === undefined) {
       l = this.#f.local("v128");
@@ -228,8 +234,15 @@ export class VEmitter {
 
   /** Stores the four lanes of `e` at `out + gid0·4`. */
   store(outBase: number, gid0: number, e: KExpr): void {
+    this.storeAt(outBase, () => this.#f.get(gid0), e);
+  }
+
+  /** Stores the four lanes of `e` at element `index` (pushed by the callback) of the output and the next three. */
+  storeAt(outBase: number, pushIndex: () => void, e: KExpr): void {
     const f = this.#f;
-    f.get(outBase).get(gid0).i32(2).op("i32.shl").op("i32.add");
+    f.get(outBase);
+    pushIndex();
+    f.i32(2).op("i32.shl").op("i32.add");
     this.push(e);
     if (e.dtype === "bool") f.i32(1).op("i32x4.splat").op("v128.and");
     f.op("v128.store");

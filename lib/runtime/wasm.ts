@@ -24,7 +24,7 @@ import {
   sizeClass,
   type Step,
 } from "./backend.ts";
-import { type KernelFn, ThreadPool } from "./wasm_pool.ts";
+import { type KernelFn, PoolFailure, ThreadPool } from "./wasm_pool.ts";
 import { debugLevel } from "./debug.ts";
 
 const PAGE = 65536;
@@ -382,17 +382,24 @@ export class WasmBackend implements Backend {
     if (pool !== null && c.items > 1 && c.items * c.itemCost >= PARALLEL_MIN_NS) {
       const chunk = Math.max(Math.ceil(CHUNK_MIN_NS / c.itemCost), Math.ceil(c.items / (pool.threads * 4)));
       if (chunk < c.items) {
-        pool.share(c.id, c.module, c.usesMath);
-        await pool.run({
-          kernel: c.id,
-          fn: c.fn,
-          items: c.items,
-          chunk,
-          scratch: scratch.offset,
-          stride: scratch.stride,
-          args,
-        });
-        return pool.threads;
+        try {
+          pool.share(c.id, c.module, c.usesMath);
+          await pool.run({
+            kernel: c.id,
+            fn: c.fn,
+            items: c.items,
+            chunk,
+            scratch: scratch.offset,
+            stride: scratch.stride,
+            args,
+          });
+          return pool.threads;
+        } catch (e) {
+          if (!(e instanceof PoolFailure)) throw e;
+          // A worker stopped: go on with the calling thread alone, and run this kernel again there.
+          this.setThreads(1);
+          this.#poolError = e.message;
+        }
       }
     }
     c.fn(0, c.items, scratch.offset, ...args);

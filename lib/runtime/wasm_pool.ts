@@ -83,33 +83,66 @@ export interface PoolJob {
   readonly args: readonly number[];
 }
 
+/** A worker thread stopped working (it could not start, or died): the pool can no longer be used. */
+export class PoolFailure extends Error {
+  /** `message` says which worker and why. */
+  constructor(message: string) {
+    super(message);
+    this.name = "PoolFailure";
+  }
+}
+
 /** Workers sharing one memory; see the module documentation for the protocol. */
 export class ThreadPool {
   /** Threads that run a job: the workers plus the calling thread. */
   readonly threads: number;
+  readonly #memory: WebAssembly.Memory;
   readonly #ctl: Int32Array;
   readonly #workers: Worker[] = [];
   readonly #ports: MessagePort[] = [];
   readonly #shared = new Set<number>();
   #failure: string | null = null;
+  #kernelError: string | null = null;
 
-  /** Starts `threads - 1` workers over `memory`. Throws when workers cannot be created here. */
+  /** A pool of `threads - 1` workers over `memory`, started with the first job. */
   constructor(memory: WebAssembly.Memory, threads: number) {
     this.threads = threads;
+    this.#memory = memory;
     this.#ctl = new Int32Array(new SharedArrayBuffer(4 * (CTL.args + MAX_ARGS)));
-    const url = new URL("./wasm_worker.ts", import.meta.url);
-    for (let t = 1; t < threads; t++) {
+  }
+
+  /** Why the pool stopped working, or null. */
+  get failure(): string | null {
+    return this.#failure;
+  }
+
+  /**
+   * Starts the workers. Each keeps the program alive until its module has loaded (a program that ends while a
+   * worker still loads would report the aborted load), then is unref'd.
+   */
+  #start(): void {
+    // Worker threads start from file or data URLs only: a remote copy of tessera starts them from a data URL that
+    // imports the worker module by its full URL.
+    const file = new URL("./wasm_worker.ts", import.meta.url);
+    const url = file.protocol === "file:"
+      ? file
+      : new URL(`data:text/javascript,${encodeURIComponent(`import ${JSON.stringify(file.href)};`)}`);
+    for (let t = 1; t < this.threads; t++) {
       const { port1, port2 } = new MessageChannel();
       const w = new Worker(url, {
-        workerData: { memory, control: this.#ctl.buffer, port: port2, thread: t },
+        workerData: { memory: this.#memory, control: this.#ctl.buffer, port: port2, thread: t },
         transferList: [port2],
       });
-      w.unref();
       w.on("error", (e: Error) => {
-        this.#failure = `wasm worker thread ${t} failed: ${e.message}`;
+        this.#failure ??= `wasm worker thread ${t} failed: ${e.message}`;
+        w.unref();
       });
-      w.on("message", (m: { error?: string }) => {
-        if (m.error !== undefined) this.#failure = m.error;
+      w.on("exit", () => {
+        this.#failure ??= `wasm worker thread ${t} exited`;
+      });
+      w.on("message", (m: { ready?: boolean; error?: string }) => {
+        if (m.ready) w.unref();
+        if (m.error !== undefined) this.#kernelError = m.error;
       });
       this.#workers.push(w);
       this.#ports.push(port1);
@@ -123,9 +156,14 @@ export class ThreadPool {
     for (const p of this.#ports) p.postMessage({ id, module, usesMath });
   }
 
-  /** Runs a job on every thread; resolves when all its chunks are done. */
+  /**
+   * Runs a job on every thread; resolves when all its chunks are done. Throws {@link PoolFailure} when a worker
+   * has stopped (the job's outputs are then incomplete: run the kernel again on the calling thread), or the
+   * error of a chunk that failed in a worker.
+   */
   async run(job: PoolJob): Promise<void> {
-    if (this.#failure !== null) throw new Error(this.#failure);
+    if (this.#failure !== null) throw new PoolFailure(this.#failure);
+    if (this.#workers.length === 0) this.#start();
     if (job.args.length > MAX_ARGS) throw new RangeError(`wasm pool: ${job.args.length} kernel arguments`);
     const ctl = this.#ctl;
     const chunks = Math.ceil(job.items / job.chunk);
@@ -162,8 +200,11 @@ export class ThreadPool {
         for (;;) {
           const done = Atomics.load(ctl, CTL.done);
           if (done >= chunks) break;
-          const w = Atomics.waitAsync(ctl, CTL.done, done);
-          if (w.async) await w.value;
+          // Check now and then that no worker died holding a chunk.
+          const w = Atomics.waitAsync(ctl, CTL.done, done, 1000);
+          if (w.async && (await w.value) === "timed-out" && this.#failure !== null) {
+            throw new PoolFailure(this.#failure);
+          }
         }
       } finally {
         clearTimeout(alive);
@@ -171,7 +212,7 @@ export class ThreadPool {
     }
     if (Atomics.load(ctl, CTL.error) !== 0) {
       Atomics.store(ctl, CTL.error, 0);
-      throw new Error(this.#failure ?? "a wasm kernel failed in a worker thread");
+      throw new Error(this.#kernelError ?? "a wasm kernel failed in a worker thread");
     }
   }
 

@@ -71,4 +71,6 @@ function serve(): void {
   }
 }
 
+// Loaded: the main thread no longer needs to keep the program alive for this worker.
+parentPort?.postMessage({ ready: true });
 serve();
