@@ -20,7 +20,7 @@ export interface Step {
 
 /**
  * One launch of a hand-written kernel (from `kernels/`): WGSL for GPUs, and a host function with the same effect
- * for the CPU backend. Binding `i` of the shader is `buffers[i]`.
+ * for the CPU backends (`cpu`, and `wasm` over views of its memory). Binding `i` of the shader is `buffers[i]`.
  */
 export interface RawStep {
   /** Name used in errors and DEBUG output. */

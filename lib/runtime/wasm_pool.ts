@@ -151,6 +151,7 @@ export class ThreadPool {
 
   /** Sends a compiled kernel to the workers (once per id). */
   share(id: number, module: WebAssembly.Module, usesMath: boolean): void {
+    if (this.#workers.length === 0) this.#start();
     if (this.#shared.has(id)) return;
     this.#shared.add(id);
     for (const p of this.#ports) p.postMessage({ id, module, usesMath });

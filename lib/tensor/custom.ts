@@ -9,7 +9,7 @@ import type { DType } from "../dtype.ts";
 import { checkShape, size } from "../shape.ts";
 import { bufferNode, type Storage } from "../ir/node.ts";
 import type { RawStep } from "../runtime/backend.ts";
-import { getBackend, resolveStorage } from "../runtime/realize.ts";
+import { getBackend, getDefaultDevice, resolveStorage } from "../runtime/realize.ts";
 import { realize, Tensor } from "./tensor.ts";
 
 /** One launch in {@link runKernels}. */
@@ -50,7 +50,7 @@ export async function runKernels(
   for (const t of inputs) {
     if (t.device !== device) throw new Error(`runKernels: inputs on devices ${device} and ${t.device}`);
   }
-  const be = await getBackend(device ?? "webgpu");
+  const be = await getBackend(device ?? getDefaultDevice());
   await realize(...inputs);
   const inStorage: Storage[] = inputs.map((t) => resolveStorage(t.node.storage!, be));
   const outStorage = outputs.map((o) => {
