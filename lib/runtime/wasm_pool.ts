@@ -129,10 +129,17 @@ export class ThreadPool {
       : new URL(`data:text/javascript,${encodeURIComponent(`import ${JSON.stringify(file.href)};`)}`);
     for (let t = 1; t < this.threads; t++) {
       const { port1, port2 } = new MessageChannel();
-      const w = new Worker(url, {
-        workerData: { memory: this.#memory, control: this.#ctl.buffer, port: port2, thread: t },
-        transferList: [port2],
-      });
+      let w: Worker;
+      try {
+        w = new Worker(url, {
+          workerData: { memory: this.#memory, control: this.#ctl.buffer, port: port2, thread: t },
+          transferList: [port2],
+        });
+      } catch (e) {
+        // No worker threads here (permissions, an unsupported URL): the calling thread works alone.
+        this.#failure ??= `worker threads unavailable: ${(e as Error).message}`;
+        return;
+      }
       w.on("error", (e: Error) => {
         this.#failure ??= `wasm worker thread ${t} failed: ${e.message}`;
         w.unref();
