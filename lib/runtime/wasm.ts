@@ -30,10 +30,14 @@ import { debugLevel } from "./debug.ts";
 const PAGE = 65536;
 /** Bytes below this address are never handed out (a zero pointer is always a bug). */
 const RESERVED = 1024;
-/** Work below this many estimated nanoseconds runs on the calling thread (a parallel job costs ~15 µs). */
-const PARALLEL_MIN_NS = 60_000;
+/**
+ * Work below this many estimated nanoseconds runs on the calling thread. A parallel job costs ~15 µs of
+ * synchronisation on an idle machine, but on a loaded one a worker may wait a scheduler slice to run: measured on
+ * a shared 2-core host, the stories260K LoRA step gained nothing from splitting kernels below ~0.25 ms.
+ */
+const PARALLEL_MIN_NS = 250_000;
 /** Chunks of a parallel job get at least this much estimated work. */
-const CHUNK_MIN_NS = 15_000;
+const CHUNK_MIN_NS = 50_000;
 
 /** Whether this runtime validates a module using `f32x4.relaxed_madd` (detected once, at start). */
 export const HAS_RELAXED_SIMD: boolean = (() => {
