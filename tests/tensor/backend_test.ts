@@ -154,7 +154,8 @@ for (const device of ["webgpu", "wasm"] as const) {
       counts.push(be.stats().liveBuffers);
       if (i === 5) cachedAfterWarmup = be.stats().cachedKernels;
     }
-    equal(counts[29], counts[5], `live buffers ${counts.join(",")}`);
+    // No growth once warm (a count may still fall when collected tensors give buffers back later).
+    ok(counts[29] <= counts[5], `live buffers ${counts.join(",")}`);
     equal(be.stats().cachedKernels, cachedAfterWarmup, "no new pipelines once the loop is warm");
     const d = await w.data();
     ok(d.every(Number.isFinite));
