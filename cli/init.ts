@@ -36,7 +36,6 @@ import {
   type LoraInit,
 } from "../lib/init/mod.ts";
 import { ConfigError, ConfigHelp, configUsage, exitWithError, parseConfig } from "../lib/util/config.ts";
-import type { DeviceName } from "../lib/ir/node.ts";
 import type { Shape } from "../lib/shape.ts";
 import type { Tensor } from "../lib/tensor/tensor.ts";
 import { loadLlama } from "../lib/models/load.ts";
