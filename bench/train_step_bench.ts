@@ -282,8 +282,8 @@ async function measure(
   readEvery: number,
   device = "webgpu",
 ): Promise<Measured> {
-  // The cases build their tensors on the default device; a checkout without device choice only has webgpu.
-  if (device !== "webgpu") lib.mod.setDefaultDevice(device as Parameters<typeof lib.mod.setDefaultDevice>[0]);
+  // The cases build their tensors on the default device (which may be "auto": set it to the one measured).
+  lib.mod.setDefaultDevice(device as Parameters<typeof lib.mod.setDefaultDevice>[0]);
   const be = device === "webgpu" ? await lib.mod.getWebGPU() : await lib.mod.getBackend(
     device as Parameters<typeof lib.mod.getBackend>[0],
   ) as Awaited<ReturnType<typeof lib.mod.getWebGPU>>;
