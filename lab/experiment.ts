@@ -13,11 +13,13 @@
  */
 import {
   type Batch,
+  DEVICE_CHOICES,
+  type DeviceChoice,
+  deviceLine,
   type DeviceName,
-  getDefaultDevice,
-  getWebGPU,
   previousCheckpointPath,
   readJsonl,
+  resolveDevice,
   showValue,
   type StepRecord,
   type Trainer,
@@ -59,7 +61,7 @@ export interface Started<C> {
   cfg: C;
   /** The device it runs on. */
   device: DeviceName;
-  /** The adapter's description (or "cpu"). */
+  /** The device as resolved, its adapter and (for `auto`) why it was picked. */
   adapter: string;
   /** Its results directory, with `config.yaml` written. */
   results: ResultsDir;
@@ -146,7 +148,7 @@ export async function startExperiment<S extends ConfigSchema>(
   const cfg = quick
     ? cliConfig(schema, { name, description: about.description, defaults: about.quick, repeatable })
     : first;
-  const common = cfg as { device?: DeviceName; resume?: string; extend?: boolean };
+  const common = cfg as { device?: DeviceChoice; resume?: string; extend?: boolean };
   if (about.check !== undefined) {
     try {
       about.check(cfg);
@@ -155,8 +157,8 @@ export async function startExperiment<S extends ConfigSchema>(
       Deno.exit(2);
     }
   }
-  const device = common.device ?? getDefaultDevice();
-  const adapter = device === "webgpu" ? (await getWebGPU()).description : "cpu";
+  const device = resolveDevice(common.device);
+  const adapter = await deviceLine(common.device);
   const record = { ...(cfg as Record<string, unknown>), device, adapter };
   let results: ResultsDir;
   let extensionsBefore = 0;
@@ -171,7 +173,7 @@ export async function startExperiment<S extends ConfigSchema>(
   } catch (err) {
     exitWithError(name, err, 2);
   }
-  console.log(`exp:${about.task} → ${results.path}\nadapter: ${adapter}`);
+  console.log(`exp:${about.task} → ${results.path}\ndevice: ${adapter}`);
   if (results.removedTemporaries.length > 0) {
     console.log(`removed ${results.removedTemporaries.length} temporary file(s) left by interrupted writes`);
   }
@@ -255,9 +257,11 @@ export function distinctList<T>(
   return options.description === undefined ? withDefault : withDefault.describe(options.description);
 }
 
-/** The `device` key every experiment has: where it runs (default: `getDefaultDevice()`). */
-export function deviceField(): ConfigField<DeviceName | undefined> {
-  return z.enum(["webgpu", "cpu"]).optional().describe("device (default webgpu, or TESSERA_DEVICE)");
+/** The `device` key every experiment has: where it runs (default `auto`, or `TESSERA_DEVICE`). */
+export function deviceField(): ConfigField<DeviceChoice | undefined> {
+  return z.enum(DEVICE_CHOICES).optional().describe(
+    "device (default auto: a hardware WebGPU adapter, else wasm; or TESSERA_DEVICE)",
+  );
 }
 
 /** The `resume` key: a previous results directory of the same experiment, whose finished runs are reused. */

@@ -11,6 +11,7 @@ import {
   charVocab,
   collectActivations,
   collectGradients,
+  type DeviceChoice,
   type DeviceName,
   getInitMethod,
   type I32,
@@ -318,7 +319,7 @@ export interface LmFields {
   /** `extend`. */
   extend: ConfigField<boolean>;
   /** `device`. */
-  device: ConfigField<DeviceName | undefined>;
+  device: ConfigField<DeviceChoice | undefined>;
 }
 
 /**

@@ -13,15 +13,15 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 24_500,
-  lab: 5_400,
+  lib: 28_300,
+  lab: 5_800,
   experiments: 3_100,
-  bench: 4_000,
+  bench: 4_200,
   kernels: 1_650,
   cli: 750,
   tools: 1_050,
   examples: 150,
-  tests: 14_500,
+  tests: 15_200,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */

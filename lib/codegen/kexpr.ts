@@ -515,8 +515,11 @@ export function loopIterations(root: KExpr): number {
   return total(linearize([root]), 1);
 }
 
-/** Checks a kernel's internal consistency; throws naming the kernel and the problem. */
-export function verifyKernel(kernel: Kernel): void {
+/**
+ * Checks a kernel's internal consistency; throws naming the kernel and the problem. `loopBudget` is the device's
+ * cap on loop iterations per invocation.
+ */
+export function verifyKernel(kernel: Kernel, loopBudget: number = LOOP_BUDGET): void {
   const fail = (msg: string): never => {
     throw new Error(`kernel ${kernel.name}: ${msg}`);
   };
@@ -546,7 +549,7 @@ export function verifyKernel(kernel: Kernel): void {
     if (e.k === "rand" && e.seed.dtype !== "u32") fail(`generator seed of dtype ${e.seed.dtype}`);
   }
   const trips = kernel.matmul !== null ? kernel.matmul.k : loopIterations(kernel.body!);
-  if (trips > LOOP_BUDGET) fail(`runs ${trips} loop iterations per invocation (budget ${LOOP_BUDGET})`);
+  if (trips > loopBudget) fail(`runs ${trips} loop iterations per invocation (budget ${loopBudget})`);
   const outType = kernel.matmul !== null ? kernel.matmul.epilogue.dtype : kernel.body!.dtype;
   if (outType !== kernel.outDtype) fail(`body dtype ${outType} but output dtype ${kernel.outDtype}`);
 }
