@@ -1,6 +1,6 @@
 /**
- * The shape of the tree: the lines of each top-level folder stay within its budget (the counts are printed), imports
- * run one way (`lib ← lab ← {experiments, bench, cli, examples}`: the library imports nothing above it, and the lab
+ * The shape of the tree: the lines of each top-level folder stay within its budget (the counts are printed), no two
+ * files of the library or the lab import each other through any chain (type imports included), imports run one way (`lib ← lab ← {experiments, bench, cli, examples}`: the library imports nothing above it, and the lab
  * uses the library through `mod.ts` as any user does), and the library's module graph holds none of the lab's
  * packages (YAML, resvg).
  */
@@ -95,6 +95,50 @@ Deno.test("imports run one way: the library never imports the lab, experiments, 
     }
   }
   deepEqual(wrong, []);
+});
+
+/** The strongly connected components of more than one file (Tarjan), each sorted. */
+function cycles(graph: Map<string, string[]>): string[][] {
+  const index = new Map<string, number>();
+  const low = new Map<string, number>();
+  const stack: string[] = [];
+  const onStack = new Set<string>();
+  const out: string[][] = [];
+  let next = 0;
+  const visit = (v: string) => {
+    index.set(v, next);
+    low.set(v, next++);
+    stack.push(v);
+    onStack.add(v);
+    for (const w of graph.get(v) ?? []) {
+      if (!index.has(w)) {
+        visit(w);
+        low.set(v, Math.min(low.get(v)!, low.get(w)!));
+      } else if (onStack.has(w)) low.set(v, Math.min(low.get(v)!, index.get(w)!));
+    }
+    if (low.get(v) === index.get(v)) {
+      const scc: string[] = [];
+      let w: string;
+      do {
+        w = stack.pop()!;
+        onStack.delete(w);
+        scc.push(w);
+      } while (w !== v);
+      if (scc.length > 1) out.push(scc.sort());
+    }
+  };
+  for (const v of graph.keys()) if (!index.has(v)) visit(v);
+  return out;
+}
+
+Deno.test("no import cycle: no two files of the library or the lab reach each other", () => {
+  // A check of the check: a three-file loop is found, a chain is not.
+  deepEqual(cycles(new Map([["a", ["b"]], ["b", ["c"]], ["c", ["a"]], ["d", ["a"]]])), [["a", "b", "c"]]);
+  const files = ["mod.ts", ...filesUnder("lib"), ...filesUnder("lab")].filter((f) => f.endsWith(".ts"));
+  const graph = new Map(
+    files.map((f) => [f, importsOf(Deno.readTextFileSync(`${ROOT}${f}`)).map((spec) => resolve(f, spec))]),
+  );
+  deepEqual(cycles(graph), []);
 });
 
 Deno.test("the lab uses the library through its public entry point (mod.ts) only", () => {

@@ -38,6 +38,7 @@ import {
 import {
   bufferNode,
   constNode,
+  customVjpNode,
   type DeviceName,
   iotaNode,
   mk,
@@ -337,11 +338,15 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   get #l(): Tensor<Shape, D> {
     return this as unknown as Tensor<Shape, D>;
   }
-  /** `max(x, 0)`, with gradient 1 where `x > 0` and 0 elsewhere (0 at `x = 0` too); NaN stays NaN. */
+  /** `max(x, 0)` (the value of `maximum(0)`), with gradient 1 where `x > 0` and 0 elsewhere, 0 at `x = 0` too. */
   relu(): Tensor<S, D> {
-    // Two selects, not `maximum(0)`: Max's gradient splits a tie evenly, which would give ½ at 0.
-    const x = this.#l;
-    return x.lt(0).where(0, x.gt(0).where(x, x.mul(0))) as unknown as Tensor<S, D>;
+    // The value is Max, whose single use of x keeps a matmul's epilogue fused; the gradient is relu's own, since
+    // Max's splits a tie evenly (½ at x = 0).
+    const value = this.maximum(0).#node;
+    return this.#wrap(customVjpNode(value, [this.#node], (g, _out, [x]) => {
+      const dx = new Tensor<Shape, D>(x).gt(0).where(new Tensor<Shape, D>(g), 0);
+      return [dx.#node];
+    }));
   }
   /** GELU, tanh approximation: `0.5x(1 + tanh(√(2/π)(x + 0.044715x³)))`. */
   gelu(): Tensor<S, D> {
