@@ -16,12 +16,12 @@ const BUDGETS: Record<string, number> = {
   lib: 28_300,
   lab: 5_800,
   experiments: 3_100,
-  bench: 4_200,
+  bench: 4_100,
   kernels: 1_650,
-  cli: 750,
-  tools: 1_050,
-  examples: 150,
-  tests: 15_200,
+  cli: 700,
+  tools: 1_000,
+  examples: 120,
+  tests: 15_000,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */
