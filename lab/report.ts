@@ -286,6 +286,40 @@ export function writeCombinedMetrics(results: ResultsDir, runs: readonly CurveRu
   Deno.writeTextFileSync(results.file("metrics.jsonl"), lines.join("\n") + "\n");
 }
 
+/** The verdicts a claim can get. */
+export type Verdict = "reproduced" | "not reproduced" | "inconclusive";
+
+/**
+ * A claim judged by a rule fixed before the run. `rule` names the statistic, the pairing (e.g. the same batches
+ * per seed), the threshold and the number of seeds; `evidence` gives the numbers the verdict rests on; `note` says,
+ * for an inconclusive verdict, what run would decide it.
+ */
+export interface Claim {
+  /** What the paper (or its seed) claims, in one sentence. */
+  readonly claim: string;
+  /** The rule, as stated before the run. */
+  readonly rule: string;
+  /** The numbers behind the verdict. */
+  readonly evidence: string;
+  /** The verdict. */
+  readonly verdict: Verdict;
+  /** Why it is inconclusive, or any caveat the reader needs. */
+  readonly note?: string;
+}
+
+/** The verdict of a claim written as text by {@link judged} (`... : **reproduced**.`), or null. */
+export function verdictOf(text: string): Verdict | null {
+  const m = /\*\*(reproduced|not reproduced|inconclusive)\b[^*]*\*\*/.exec(text);
+  return m === null ? null : m[1] as Verdict;
+}
+
+/** A claim as one Markdown list item: verdict, claim, rule, evidence (and the note). */
+export function claimLine(c: Claim): string {
+  return `**${c.verdict}** — ${c.claim} Rule: ${c.rule} Evidence: ${c.evidence}${
+    c.note ? ` Note: ${c.note}` : ""
+  }`;
+}
+
 /** A table of a report. */
 export interface ReportTable {
   /** A `##` heading above it (none: it follows the setting directly). */
@@ -306,8 +340,11 @@ export interface Report {
   setting: string;
   /** The tables, in order. */
   tables: readonly ReportTable[];
-  /** Each claim with its evidence and verdict (`... : **reproduced**.`, see {@link judged}). */
-  claims: readonly string[];
+  /**
+   * Each claim with its rule, evidence and verdict ({@link Claim}); a plain sentence (`... : **reproduced**.`, see
+   * {@link judged}) is accepted too.
+   */
+  claims: readonly (Claim | string)[];
   /** Plots by name: SVG text, saved as `<name>.svg` and `<name>.png`. */
   plots: Readonly<Record<string, string>>;
   /** What `summary.json` holds besides the claims (the configuration, the rows of the tables, ...). */
@@ -354,9 +391,11 @@ export async function writeReport(results: ResultsDir, report: Report): Promise<
   for (const n of report.notes ?? []) md.push(n, ``);
   md.push(`## Claims`, ``);
   md.push(
-    ...(report.claims.length > 0 ? report.claims.map((c) => `- ${c}`) : [
-      "- None of this experiment's claims applies to the methods run (each names the methods it compares).",
-    ]),
+    ...(report.claims.length > 0
+      ? report.claims.map((c) => `- ${typeof c === "string" ? c : claimLine(c)}`)
+      : [
+        "- None of this experiment's claims applies to the methods run (each names the methods it compares).",
+      ]),
   );
   if (plots.length > 0) md.push(``, `Plots: ${plots.map((p) => `${p}.png`).join(", ")} (SVG beside each).`);
   const text = md.join("\n");
