@@ -150,7 +150,20 @@ export interface KInput {
   readonly size: number;
 }
 
-/** The matmul template's pieces: loads as functions of the `b`, `m`, `n`, `k` variables, plus an epilogue. */
+/** One product of a matmul spec: `Σ_k A(b, m, k) · B(b, k, n)`. */
+export interface MatmulTerm {
+  /** Contracted dimension. */
+  readonly k: number;
+  /** Value of A at (b, m, k) in terms of the variables named `b`, `m`, `k`. */
+  readonly a: KExpr;
+  /** Value of B at (b, k, n) in terms of `b`, `k`, `n`. */
+  readonly b: KExpr;
+}
+
+/**
+ * The matmul template's pieces: one or more products of the same `[batch] m x n` shape, each with its loads as
+ * functions of the `b`, `m`, `n`, `k` variables, accumulated into one sum, plus an epilogue.
+ */
 export interface MatmulSpec {
   /** Number of matrices in the batch. */
   readonly batch: number;
@@ -158,14 +171,15 @@ export interface MatmulSpec {
   readonly m: number;
   /** Columns of the output. */
   readonly n: number;
-  /** Contracted dimension. */
-  readonly k: number;
-  /** Value of A at (b, m, k) in terms of the variables named `b`, `m`, `k`. */
-  readonly a: KExpr;
-  /** Value of B at (b, k, n) in terms of `b`, `k`, `n`. */
-  readonly b: KExpr;
-  /** The output element in terms of the output axis variables, with {@link KAcc} standing for the product. */
+  /** The products, accumulated in this order into one accumulator (a sum of matmuls is one kernel). */
+  readonly terms: readonly MatmulTerm[];
+  /** The output element in terms of the output axis variables, with {@link KAcc} standing for the sum. */
   readonly epilogue: KExpr;
+}
+
+/** Loop iterations of one invocation of the template: the contracted lengths of all terms. */
+export function matmulDepth(mm: MatmulSpec): number {
+  return mm.terms.reduce((a, t) => a + t.k, 0);
 }
 
 /** A complete kernel: every output element is `body` evaluated at its index (or the matmul template). */
@@ -521,7 +535,7 @@ export function verifyKernel(kernel: Kernel): void {
     throw new Error(`kernel ${kernel.name}: ${msg}`);
   };
   const roots = kernel.matmul !== null
-    ? [kernel.matmul.a, kernel.matmul.b, kernel.matmul.epilogue]
+    ? [...kernel.matmul.terms.flatMap((t) => [t.a, t.b]), kernel.matmul.epilogue]
     : kernel.body !== null
     ? [kernel.body]
     : fail("has neither a body nor a matmul spec");
@@ -545,7 +559,8 @@ export function verifyKernel(kernel: Kernel): void {
     }
     if (e.k === "rand" && e.seed.dtype !== "u32") fail(`generator seed of dtype ${e.seed.dtype}`);
   }
-  const trips = kernel.matmul !== null ? kernel.matmul.k : loopIterations(kernel.body!);
+  if (kernel.matmul !== null && kernel.matmul.terms.length === 0) fail("has a matmul spec without products");
+  const trips = kernel.matmul !== null ? matmulDepth(kernel.matmul) : loopIterations(kernel.body!);
   if (trips > LOOP_BUDGET) fail(`runs ${trips} loop iterations per invocation (budget ${LOOP_BUDGET})`);
   const outType = kernel.matmul !== null ? kernel.matmul.epilogue.dtype : kernel.body!.dtype;
   if (outType !== kernel.outDtype) fail(`body dtype ${outType} but output dtype ${kernel.outDtype}`);

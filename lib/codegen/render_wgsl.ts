@@ -14,7 +14,15 @@
  * @module
  */
 import type { DType } from "../dtype.ts";
-import { type Kernel, type KExpr, kNodes, linearForm, type MatmulSpec } from "./kexpr.ts";
+import {
+  type Kernel,
+  type KExpr,
+  kNodes,
+  linearForm,
+  matmulDepth,
+  type MatmulSpec,
+  type MatmulTerm,
+} from "./kexpr.ts";
 import { linearize, type Stmt } from "./linearize.ts";
 import {
   type MatmulTile,
@@ -322,7 +330,7 @@ export function renderWGSL(
 ): RenderedKernel {
   if (kernel.matmul !== null) {
     const mm = kernel.matmul;
-    const tile = opts.tile ?? (opts.policy ?? SOFTWARE_POLICY).choose(mm.m, mm.n, mm.k);
+    const tile = opts.tile ?? (opts.policy ?? SOFTWARE_POLICY).choose(mm.m, mm.n, matmulDepth(mm));
     return renderMatmulKernel(kernel, mm, tile, opts.vec4 ?? true);
   }
   const body = kernel.body!;
@@ -356,16 +364,18 @@ function templateAffine(index: KExpr): { c0: number; coef: Record<string, number
 }
 
 /**
- * How operand `value` (A: variables b, m, k; B: b, k, n) can be read as `vec4<f32>`: a plain f32 load, contiguous
- * along k (`rowAxis` then has any stride that is a multiple of 4) or along `rowAxis` (k's stride a multiple of
- * 4), every other coefficient a multiple of 4, and its binding read nowhere else in the kernel.
+ * How a term's operand (A: variables b, m, k; B: b, k, n) could be read as `vec4<f32>`: a plain f32 load (or an
+ * f16 load widened to f32), contiguous along k (`rowAxis` then has any stride that is a multiple of 4) or along
+ * `rowAxis` (k's stride a multiple of 4), every other coefficient a multiple of 4. Whether its binding is read
+ * anywhere else is decided by the caller.
  */
-function vecOperand(
+function vecCandidate(
   kernel: Kernel,
   mm: MatmulSpec,
+  term: MatmulTerm,
   operand: KExpr,
   rowAxis: "m" | "n",
-): VecOperand | undefined {
+): { v: VecOperand; buf: number } | undefined {
   // f16 storage widened to f32 (`f32(in[i])`) reads as vec4<f16>, converted once per vec4.
   const half = operand.k === "alu" && operand.op === "cast" && operand.dtype === "f32" &&
     operand.args[0].k === "load" && operand.args[0].dtype === "f16";
@@ -376,27 +386,63 @@ function vecOperand(
   ) {
     return undefined;
   }
-  // The binding may be read elsewhere only as the other operand's own plain load (x·xᵀ; then both must be vec4).
-  const other = operand === mm.a ? mm.b : mm.a;
-  const readsBuf = (e: KExpr) => e.k === "load" && e.buf === value.buf;
-  if (kNodes([mm.epilogue]).some(readsBuf) || kNodes([other]).some((e) => readsBuf(e) && e !== other)) {
-    return undefined;
-  }
-  if (half && kNodes([other]).some(readsBuf)) return undefined;
   const aff = templateAffine(value.index);
   if (aff === null) return undefined;
   const { k = 0, b = 0, ...rest } = aff.coef;
   const row = rest[rowAxis] ?? 0;
   if (Object.keys(rest).some((v) => v !== rowAxis) || aff.c0 % 4 !== 0 || b % 4 !== 0) return undefined;
   const name = `in${value.buf}`;
-  if (k === 1 && row % 4 === 0 && mm.k % 4 === 0) {
-    return { name, axis: "k", c0: aff.c0, cb: b, cOther: row, half };
+  if (k === 1 && row % 4 === 0 && term.k % 4 === 0) {
+    return { v: { name, axis: "k", c0: aff.c0, cb: b, cOther: row, half }, buf: value.buf };
   }
   const rows = rowAxis === "m" ? mm.m : mm.n;
   if (row === 1 && k % 4 === 0 && rows % 4 === 0) {
-    return { name, axis: rowAxis, c0: aff.c0, cb: b, cOther: k, half };
+    return { v: { name, axis: rowAxis, c0: aff.c0, cb: b, cOther: k, half }, buf: value.buf };
   }
   return undefined;
+}
+
+/**
+ * The vec4 reads of every term's operands: an operand is read as vec4 when it can be (see {@link vecCandidate})
+ * and every read of its binding in the kernel is such an operand read with the same element type (a binding
+ * declared `array<vec4<...>>` cannot be read element by element).
+ */
+function vecOperands(
+  kernel: Kernel,
+  mm: MatmulSpec,
+  t: MatmulTile,
+  vec4: boolean,
+): { a?: VecOperand; b?: VecOperand }[] {
+  const cands = mm.terms.map((term) => {
+    if (!vec4) return { a: undefined, b: undefined };
+    let a = vecCandidate(kernel, mm, term, term.a, "m");
+    let b = vecCandidate(kernel, mm, term, term.b, "n");
+    if (a?.v.axis === "m" && t.tm % 4 !== 0) a = undefined;
+    if (b?.v.axis === "n" && t.tn % 4 !== 0) b = undefined;
+    return { a, b };
+  });
+  // Bindings some read of which is not a vec4 operand read: the epilogue's loads, the loads inside operands that
+  // are not plain loads, and plain operand loads that cannot be vec4.
+  const scalarRead = new Set<number>();
+  const halfRead = new Map<number, boolean>();
+  const loadsOf = (roots: KExpr[]) =>
+    kNodes(roots).filter((e) => e.k === "load") as (KExpr & { k: "load" })[];
+  for (const e of loadsOf([mm.epilogue])) scalarRead.add(e.buf);
+  mm.terms.forEach((term, i) => {
+    for (const [op, cand] of [[term.a, cands[i].a], [term.b, cands[i].b]] as const) {
+      if (cand === undefined) {
+        for (const e of loadsOf([op])) scalarRead.add(e.buf);
+        continue;
+      }
+      const h = cand.v.half ?? false;
+      if (halfRead.has(cand.buf) && halfRead.get(cand.buf) !== h) scalarRead.add(cand.buf);
+      halfRead.set(cand.buf, h);
+    }
+  });
+  return cands.map((c) => ({
+    a: c.a !== undefined && !scalarRead.has(c.a.buf) ? c.a.v : undefined,
+    b: c.b !== undefined && !scalarRead.has(c.b.buf) ? c.b.v : undefined,
+  }));
 }
 
 /** Renders a kernel that has a matmul spec through the tiled template. */
@@ -406,39 +452,34 @@ function renderMatmulKernel(
   t: MatmulTile,
   vec4: boolean,
 ): RenderedKernel {
-  const parts = {
+  const roots = [...mm.terms.flatMap((x) => [x.a, x.b]), mm.epilogue];
+  const base = {
     batch: mm.batch,
     m: mm.m,
     n: mm.n,
-    k: mm.k,
-    loadA: renderValue(mm.a, "  "),
-    loadB: renderValue(mm.b, "  "),
     epilogue: renderValue(mm.epilogue, "  "),
     outType: wgslType(kernel.outDtype),
     store: (v: string) => toStorage(v, kernel.outDtype),
   };
+  const plain = mm.terms.map((x) => ({
+    k: x.k,
+    loadA: renderValue(x.a, "  "),
+    loadB: renderValue(x.b, "  "),
+  }));
   if (t.bk !== undefined) {
     return renderMatmulShared({
-      ...parts,
-      header: [...preamble(kernel, [mm.a, mm.b, mm.epilogue]), ...bindings(kernel)],
+      ...base,
+      terms: plain,
+      header: [...preamble(kernel, roots), ...bindings(kernel)],
     }, t);
   }
-  let vecA = vec4 ? vecOperand(kernel, mm, mm.a, "m") : undefined;
-  let vecB = vec4 ? vecOperand(kernel, mm, mm.b, "n") : undefined;
-  if (vecA?.axis === "m" && t.tm % 4 !== 0) vecA = undefined;
-  if (vecB?.axis === "n" && t.tn % 4 !== 0) vecB = undefined;
-  // A binding read by both operands (x·xᵀ) is declared once: vec4 only when both read it as vec4.
-  if (
-    mm.a.k === "load" && mm.b.k === "load" && mm.a.buf === mm.b.buf &&
-    (vecA === undefined) !== (vecB === undefined)
-  ) {
-    vecA = vecB = undefined;
-  }
-  const vec4Inputs = new Set([vecA, vecB].filter((v) => v !== undefined).map((v) => v.name));
+  const vecs = vecOperands(kernel, mm, t, vec4);
+  const vec4Inputs = new Set(
+    vecs.flatMap((v) => [v.a, v.b]).filter((v) => v !== undefined).map((v) => v.name),
+  );
   return renderMatmul({
-    ...parts,
-    header: [...preamble(kernel, [mm.a, mm.b, mm.epilogue]), ...bindings(kernel, vec4Inputs)],
-    vecA,
-    vecB,
+    ...base,
+    terms: plain.map((x, i) => ({ ...x, vecA: vecs[i].a, vecB: vecs[i].b })),
+    header: [...preamble(kernel, roots), ...bindings(kernel, vec4Inputs)],
   }, t);
 }

@@ -11,7 +11,8 @@
  *   recomputed once per output row or column);
  * - a hand-written kernel ({@link Op.Custom}) and each of its inputs are materialized;
  * - a view whose source is materialized anyway is not materialized itself (it would only copy);
- * - a kernel holds at most one matmul, at most `maxInputs` input buffers (the device's storage-buffer limit) and
+ * - a kernel holds at most one matmul (or one sum of matmuls of one shape, accumulated by the template as one),
+ *   at most `maxInputs` input buffers (the device's storage-buffer limit) and
  *   at most {@link LOOP_BUDGET} loop iterations in total (llvmpipe's per-invocation cap, see `split_loops.ts`);
  *   extra producers are materialized, largest first.
  *
@@ -21,6 +22,7 @@ import type { Node } from "../ir/node.ts";
 import { toposort } from "../ir/node.ts";
 import { ELEMENTWISE_OPS, Op, REDUCE_OPS } from "../ir/ops.ts";
 import { LOOP_BUDGET, tripCount } from "./split_loops.ts";
+import { matmulTerms } from "./matmul_terms.ts";
 
 /** Options of {@link schedule}. */
 export interface ScheduleOptions {
@@ -108,7 +110,10 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
       const region = fusedRegion(root, materialized);
       const dots = region.filter((n) => n !== root && n.op === Op.Dot);
       const ownDot = root.op === Op.Dot ? 1 : 0;
-      if (dots.length + ownDot > 1) {
+      // A sum of products of one shape is one template kernel (see matmul_terms.ts).
+      const summed = dots.length > 1 && ownDot === 0 &&
+        matmulTerms(root, (n) => materialized.has(n)) !== null;
+      if (dots.length + ownDot > 1 && !summed) {
         const extra = dots.sort((a, b) => b.size - a.size).slice(1 - ownDot);
         for (const d of extra) materialized.add(d);
         changed = true;

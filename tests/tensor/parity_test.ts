@@ -226,6 +226,27 @@ const cases: Case[] = [
     },
     ...RED,
   },
+  // sums of matmuls of one shape (one template kernel, one accumulator)
+  {
+    name: "sum of matmuls with different K (vec4 and scalar reads) and a residual",
+    build: (mk) => mk([37, 48]).matmul(mk([48, 29])).add(mk([37, 21]).matmul(mk([21, 29]))).add(mk([37, 29])),
+    ...RED,
+  },
+  {
+    name: "sum of matmuls reading one input twice, one operand transposed",
+    build: (mk) => {
+      const x = mk([40, 32]);
+      return x.matmul(mk([32, 24])).add(x.matmul(mk([24, 32]).T)).relu();
+    },
+    ...RED,
+  },
+  {
+    name: "batched sum of three matmuls, scaled",
+    build: (mk) =>
+      mk([3, 17, 12]).matmul(mk([3, 12, 20])).add(mk([3, 17, 8]).matmul(mk([3, 8, 20])))
+        .add(mk([3, 20, 17]).permute([0, 2, 1]).matmul(mk([3, 20, 20]))).mul(0.5),
+    ...RED,
+  },
   // creation
   { name: "arange", build: () => arange(3, 40, 3).mul(2), ...EW },
   { name: "eye rectangular", build: (_mk, _r, dev) => eye(4, 6, { device: dev }), rtol: 0, atol: 0 },
