@@ -130,11 +130,25 @@ function loadFunctions(p: MatmulParts, all: boolean): string[] {
   return L;
 }
 
+/**
+ * The register template rendered: the shader, its dispatch grid, and its pieces (module-scope functions and the
+ * entry point's body in terms of `g`, the global invocation id) for a shader that runs several kernels.
+ */
+export interface RenderedMatmul {
+  /** The complete shader. */
+  readonly source: string;
+  /** Workgroup counts. */
+  readonly dispatch: [number, number, number];
+  /** The load and epilogue functions. */
+  readonly functions: readonly string[];
+  /** Lines of `main`'s body. */
+  readonly body: readonly string[];
+  /** Workgroup size. */
+  readonly workgroup: readonly [number, number, number];
+}
+
 /** Renders the template. Returns the WGSL source and the dispatch grid. */
-export function renderMatmul(
-  p: MatmulParts,
-  tile: MatmulTile,
-): { source: string; dispatch: [number, number, number] } {
+export function renderMatmul(p: MatmulParts, tile: MatmulTile): RenderedMatmul {
   const { tm, tn, wm, wn } = tile;
   if (p.terms.length === 0) throw new RangeError("matmul template: no products to compute");
   for (const { vecA, vecB, k } of p.terms) {
@@ -152,9 +166,8 @@ export function renderMatmul(
       throw new RangeError(`matmul template: vec4 along k needs K % 4 = 0, got ${k}`);
     }
   }
-  const L: string[] = [...p.header, ...loadFunctions(p, false)];
-  L.push(`@compute @workgroup_size(${wn}, ${wm}, 1)`);
-  L.push(`fn main(@builtin(global_invocation_id) g: vec3<u32>) {`);
+  const functions = loadFunctions(p, false);
+  const L: string[] = [];
   L.push(`  let b = i32(g.z);`, `  let m0 = i32(g.y) * ${tm};`, `  let n0 = i32(g.x) * ${tn};`);
   L.push(`  if (m0 >= ${p.m} || n0 >= ${p.n}) { return; }`);
   for (let i = 0; i < tm; i++) L.push(`  let mi${i} = min(m0 + ${i}, ${p.m - 1});`);
@@ -172,10 +185,17 @@ export function renderMatmul(
       );
     }
   }
-  L.push(`}`);
   const gx = Math.ceil(p.n / (tn * wn));
   const gy = Math.ceil(p.m / (tm * wm));
-  return { source: L.join("\n"), dispatch: [gx, gy, p.batch] };
+  const source = [
+    ...p.header,
+    ...functions,
+    `@compute @workgroup_size(${wn}, ${wm}, 1)`,
+    `fn main(@builtin(global_invocation_id) g: vec3<u32>) {`,
+    ...L,
+    `}`,
+  ].join("\n");
+  return { source, dispatch: [gx, gy, p.batch], functions, body: L, workgroup: [wn, wm, 1] };
 }
 
 /** The k loop of term `q` of the register template (in a block of its own), accumulating into `c<i>_<j>`. */

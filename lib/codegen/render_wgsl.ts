@@ -292,17 +292,33 @@ export function bindings(kernel: Kernel, vec4Inputs: ReadonlySet<string> = new S
   return out;
 }
 
+/** Whether a kernel needs `enable f16;`, and the helper functions its nodes call. */
+function needs(kernel: Kernel, roots: readonly KExpr[]): { f16: boolean; helpers: string[] } {
+  const nodes = kNodes(roots);
+  const f16 = kernel.outDtype === "f16" || kernel.inputs.some((i) => i.dtype === "f16") ||
+    nodes.some((n) => n.dtype === "f16");
+  const helpers: string[] = [];
+  const need = (op: string) => nodes.some((n) => n.k === "alu" && n.op === op);
+  if (need("tanh")) helpers.push(WGSL_HELPERS.tanh);
+  if (need("pow")) helpers.push(WGSL_HELPERS.pow);
+  if (nodes.some((n) => n.k === "rand")) helpers.push(WGSL_HELPERS.rand);
+  return { f16, helpers };
+}
+
 /** Helper functions needed by the nodes of a kernel, plus `enable f16;` when needed. */
 export function preamble(kernel: Kernel, roots: readonly KExpr[]): string[] {
-  const nodes = kNodes(roots);
-  const usesF16 = kernel.outDtype === "f16" || kernel.inputs.some((i) => i.dtype === "f16") ||
-    nodes.some((n) => n.dtype === "f16");
-  const out: string[] = usesF16 ? ["enable f16;"] : [];
-  const need = (op: string) => nodes.some((n) => n.k === "alu" && n.op === op);
-  if (need("tanh")) out.push(WGSL_HELPERS.tanh);
-  if (need("pow")) out.push(WGSL_HELPERS.pow);
-  if (nodes.some((n) => n.k === "rand")) out.push(WGSL_HELPERS.rand);
-  return out;
+  const { f16, helpers } = needs(kernel, roots);
+  return [...(f16 ? ["enable f16;"] : []), ...helpers];
+}
+
+/** The WGSL array element type of each binding of a kernel: the output's, then each input's. */
+function bindingTypes(kernel: Kernel, vec4Inputs: ReadonlySet<string>): string[] {
+  return [
+    storageType(kernel.outDtype),
+    ...kernel.inputs.map((inp, i) =>
+      vec4Inputs.has(`in${i}`) ? `vec4<${storageType(inp.dtype)}>` : storageType(inp.dtype)
+    ),
+  ];
 }
 
 /** Dispatch grid for `groups` workgroups: x up to the per-dimension limit, the rest in y. */
@@ -313,10 +329,36 @@ export function grid(groups: number, maxPerDim = 65535): [number, number, number
   return [Math.ceil(groups / gy), gy, 1];
 }
 
-/** A rendered shader with its dispatch size. */
+/**
+ * A generated kernel's shader in pieces, so that several kernels can run in one shader (`render_merged.ts`): the
+ * module-scope names a piece uses are the kernel's own (`out0`, `in<i>`, the parameter uniform `P`, and its
+ * functions), and the entry point's body reads only `g`, the global invocation id.
+ */
+export interface KernelPieces {
+  /** Whether the shader needs `enable f16;`. */
+  readonly f16: boolean;
+  /** Helper functions (shared by every kernel that calls them). */
+  readonly helpers: readonly string[];
+  /** WGSL element type of each binding: the output's (`out0`), then each input's (`in<i>`). */
+  readonly bindingTypes: readonly string[];
+  /** Size of the parameter uniform in `vec4<u32>` (0: none). */
+  readonly paramVec4s: number;
+  /** Module-scope functions of the kernel (a matmul's loads and epilogue). */
+  readonly functions: readonly string[];
+  /** Lines of the entry point's body. */
+  readonly body: readonly string[];
+  /** Workgroup size. */
+  readonly workgroup: readonly [number, number, number];
+}
+
+/** A rendered shader with its dispatch size (and its pieces, for kernels that may share a shader). */
 export interface RenderedKernel {
+  /** The WGSL source. */
   readonly source: string;
+  /** Workgroup counts. */
   readonly dispatch: [number, number, number];
+  /** The shader in pieces; absent for kernels that must run alone (workgroup memory and barriers). */
+  readonly pieces?: KernelPieces;
 }
 
 /**
@@ -338,18 +380,29 @@ export function renderWGSL(
   const groups = Math.ceil(total / WORKGROUP);
   const [gx] = grid(groups);
   const { lines, result } = renderValue(body, "  ");
+  const main = [
+    `  let gid = i32(g.x + g.y * ${gx * WORKGROUP}u);`,
+    `  if (gid >= ${total}) { return; }`,
+    ...lines,
+    `  out0[gid] = ${toStorage(result, kernel.outDtype)};`,
+  ];
   const src = [
     ...preamble(kernel, [body]),
     ...bindings(kernel),
     `@compute @workgroup_size(${WORKGROUP})`,
     `fn main(@builtin(global_invocation_id) g: vec3<u32>) {`,
-    `  let gid = i32(g.x + g.y * ${gx * WORKGROUP}u);`,
-    `  if (gid >= ${total}) { return; }`,
-    ...lines,
-    `  out0[gid] = ${toStorage(result, kernel.outDtype)};`,
+    ...main,
     `}`,
   ].join("\n");
-  return { source: src, dispatch: grid(groups) };
+  const pieces: KernelPieces = {
+    ...needs(kernel, [body]),
+    bindingTypes: bindingTypes(kernel, new Set()),
+    paramVec4s: paramVec4s(kernel),
+    functions: [],
+    body: main,
+    workgroup: [WORKGROUP, 1, 1],
+  };
+  return { source: src, dispatch: grid(groups), pieces };
 }
 
 /** `index` as `c0 + Σ coef·v` over the template variables `b`, `m`, `n`, `k`; null when any other term occurs. */
@@ -477,9 +530,18 @@ function renderMatmulKernel(
   const vec4Inputs = new Set(
     vecs.flatMap((v) => [v.a, v.b]).filter((v) => v !== undefined).map((v) => v.name),
   );
-  return renderMatmul({
+  const r = renderMatmul({
     ...base,
     terms: plain.map((x, i) => ({ ...x, vecA: vecs[i].a, vecB: vecs[i].b })),
     header: [...preamble(kernel, roots), ...bindings(kernel, vec4Inputs)],
   }, t);
+  const pieces: KernelPieces = {
+    ...needs(kernel, roots),
+    bindingTypes: bindingTypes(kernel, vec4Inputs),
+    paramVec4s: paramVec4s(kernel),
+    functions: r.functions,
+    body: r.body,
+    workgroup: r.workgroup,
+  };
+  return { source: r.source, dispatch: r.dispatch, pieces };
 }

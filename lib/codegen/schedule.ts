@@ -8,7 +8,7 @@
  *   that is elementwise or a non-broadcasting view (so matmul + bias + relu is one kernel); for a matmul only an
  *   elementwise op or a reshape, which keep the tiled template's output order;
  * - a matmul's operands are materialized unless they are views of stored data (a fused prologue would be
- *   recomputed once per output row or column);
+ *   recomputed once per output row or column; autodiff's identity markers count as views);
  * - a hand-written kernel ({@link Op.Custom}) and each of its inputs are materialized;
  * - a view whose source is materialized anyway is not materialized itself (it would only copy);
  * - a kernel holds at most one matmul (or one sum of matmuls of one shape, accumulated by the template as one),
@@ -86,10 +86,12 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
   // elementwise chain fused into its operand would be recomputed that many times: materialize operands that are
   // more than views of stored data.
   const VIEWS: ReadonlySet<Op> = new Set([Op.Reshape, Op.Permute, Op.Expand, Op.Shrink, Op.Pad]);
+  // Autodiff markers are identities: an operand that is a view of a marked value reads that value's buffer.
+  const IDENTITY: ReadonlySet<Op> = new Set([Op.CustomVjp, Op.Detach]);
   for (const d of nodes) {
     if (d.op !== Op.Dot) continue;
     for (let s of d.src) {
-      while (VIEWS.has(s.op) && s.storage === null) s = s.src[0];
+      while ((VIEWS.has(s.op) || IDENTITY.has(s.op)) && s.storage === null) s = s.src[0];
       if (s.storage === null && !isLeaf(s) && s.op !== Op.Cast) materialized.add(s);
     }
   }

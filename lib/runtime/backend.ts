@@ -46,6 +46,8 @@ export interface PreparedSteps {
   run(copies?: readonly (readonly [Storage, Storage])[]): Promise<void>;
   /** Frees what preparing made (not the storages). */
   dispose(): void;
+  /** Launches (dispatches) one run makes: fewer than the steps where independent kernels share one. */
+  readonly launches?: number;
 }
 
 /** A device able to run kernels. */
