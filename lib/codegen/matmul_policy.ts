@@ -22,6 +22,11 @@ export interface AdapterTraits {
   readonly isFallback: boolean;
 }
 
+/** Whether an adapter runs shaders on the CPU (llvmpipe/lavapipe, SwiftShader, any fallback adapter). */
+export function isSoftwareAdapter(a: AdapterTraits): boolean {
+  return a.isFallback || /llvmpipe|lavapipe|swiftshader|software/i.test(a.description);
+}
+
 /** A matmul policy: its name and its choice of blocking for a product `[batch] m x k · k x n`. */
 export interface MatmulPolicy {
   /** Name (printed by benchmarks). */
@@ -64,10 +69,7 @@ export const MATMUL_POLICIES: readonly {
   readonly matches: (a: AdapterTraits) => boolean;
   readonly policy: MatmulPolicy;
 }[] = [
-  {
-    matches: (a) => a.isFallback || /llvmpipe|lavapipe|swiftshader|software/i.test(a.description),
-    policy: SOFTWARE_POLICY,
-  },
+  { matches: isSoftwareAdapter, policy: SOFTWARE_POLICY },
   { matches: () => true, policy: GPU_POLICY },
 ];
 

@@ -106,7 +106,10 @@ export function renderMerged(
     );
     L.push(...p.body.map(rename), `}`);
     const n = workgroupsOf(br.dispatch);
-    calls.push(`  if (w < ${start + n}u) { kernel_${j}(w - ${start}u, li); return; }`);
+    calls.push(
+      `  ${j === 0 ? "" : "} else "}if (w < ${start + n}u) {`,
+      `    kernel_${j}(w - ${start}u, li);`,
+    );
     start += n;
   });
   const dispatch = grid(start);
@@ -115,6 +118,7 @@ export function renderMerged(
     `fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {`,
     `  let w = wg.x + wg.y * ${dispatch[0]}u;`,
     ...calls,
+    `  }`,
     `}`,
   );
   return { source: L.join("\n"), dispatch };

@@ -349,6 +349,8 @@ export interface KernelPieces {
   readonly body: readonly string[];
   /** Workgroup size. */
   readonly workgroup: readonly [number, number, number];
+  /** Whether the kernel runs loops (a kernel sharing a launch costs the others' workgroups part of them). */
+  readonly loops: boolean;
 }
 
 /** A rendered shader with its dispatch size (and its pieces, for kernels that may share a shader). */
@@ -401,6 +403,7 @@ export function renderWGSL(
     functions: [],
     body: main,
     workgroup: [WORKGROUP, 1, 1],
+    loops: kNodes([body]).some((e) => e.k === "reduce"),
   };
   return { source: src, dispatch: grid(groups), pieces };
 }
@@ -542,6 +545,7 @@ function renderMatmulKernel(
     functions: r.functions,
     body: r.body,
     workgroup: r.workgroup,
+    loops: true,
   };
   return { source: r.source, dispatch: r.dispatch, pieces };
 }

@@ -22,7 +22,8 @@ import {
 } from "./backend.ts";
 import { debugLevel } from "./debug.ts";
 import { launchGroups } from "./launch_groups.ts";
-import { canMerge, type MergedBranch, renderMerged } from "../codegen/render_merged.ts";
+import { canMerge, type MergedBranch, renderMerged, workgroupsOf } from "../codegen/render_merged.ts";
+import { type LaunchPolicy, launchPolicyFor } from "../codegen/launch_policy.ts";
 
 /** No WebGPU adapter could be found. */
 export class NoAdapterError extends Error {
@@ -153,6 +154,8 @@ export class WebGPUBackend implements Backend {
   readonly hasF16: boolean;
   /** How matmuls are blocked on this adapter (see `matmul_policy.ts`). */
   readonly matmulPolicy: MatmulPolicy;
+  /** Which kernels of a prepared sequence share launches on this adapter (see `launch_policy.ts`). */
+  readonly launchPolicy: LaunchPolicy;
   readonly #device: GPUDevice;
   #pool = new BufferPool<GPUBuffer>();
   #staging = new BufferPool<GPUBuffer>();
@@ -177,6 +180,7 @@ export class WebGPUBackend implements Backend {
       .filter(Boolean).join(", ") + (this.isFallback ? " (fallback adapter)" : "");
     this.maxInputs = Math.min(device.limits.maxStorageBuffersPerShaderStage - 1, 30);
     this.matmulPolicy = matmulPolicyFor({ description: i.description ?? "", isFallback: this.isFallback });
+    this.launchPolicy = launchPolicyFor({ description: i.description ?? "", isFallback: this.isFallback });
     this.maxBufferBytes = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
     device.lost.then((info) => {
       this.#lost = `${info.reason}: ${info.message}`;
@@ -465,7 +469,8 @@ export class WebGPUBackend implements Backend {
             type: types?.[j] ?? "",
             write: j === 0,
           })),
-          mergeable: r !== null && canMerge(r.pieces),
+          mergeable: r !== null && canMerge(r.pieces) &&
+            this.launchPolicy.mayShare(workgroupsOf(r.dispatch), r.pieces.loops),
         };
       }),
       { maxBindings: this.#device.limits.maxStorageBuffersPerShaderStage, maxSteps: MAX_MERGED_STEPS },

@@ -5,6 +5,7 @@
 import { deepEqual, equal, ok } from "node:assert/strict";
 import { getWebGPU, tensor } from "../../mod.ts";
 import { launchGroups } from "../../lib/runtime/launch_groups.ts";
+import { launchPolicyFor } from "../../lib/codegen/launch_policy.ts";
 import { BoundPlan, graphSignature, planFor } from "../../lib/runtime/plan.ts";
 import { realizeNodes, resolveStorage } from "../../lib/runtime/realize.ts";
 import { paramValue } from "../../lib/codegen/lower.ts";
@@ -77,4 +78,12 @@ Deno.test("merged launches (webgpu) equal kernels launched one by one, bit for b
     eager[i].release();
   }
   bound.dispose();
+});
+
+Deno.test("launch policy: software adapters share launches only between small kernels; GPUs between unfilled ones", () => {
+  const soft = launchPolicyFor({ description: "llvmpipe (LLVM 15.0.6, 256 bits)", isFallback: true });
+  const gpu = launchPolicyFor({ description: "NVIDIA H100 80GB HBM3", isFallback: false });
+  ok(soft.mayShare(1, true) && soft.mayShare(2, true) && !soft.mayShare(3, true));
+  ok(soft.mayShare(24, false) && !soft.mayShare(1376, false));
+  ok(gpu.mayShare(64, true) && !gpu.mayShare(65, false));
 });
