@@ -87,6 +87,7 @@ export {
 export type { DeviceName, Node, Storage } from "./lib/ir/node.ts";
 export { type CustomKernelArg, type CustomVjpArg, type HostBuffer, Op, type OpArgs } from "./lib/ir/ops.ts";
 export { type AdapterTraits, type MatmulPolicy, matmulPolicyFor } from "./lib/codegen/matmul_policy.ts";
+export { type LaunchPolicy, launchPolicyFor } from "./lib/codegen/launch_policy.ts";
 export type { MatmulTile } from "./kernels/matmul.wgsl.ts";
 export type * from "./lib/codegen/kexpr.ts";
 export type { Backend, BackendStats, PreparedSteps, RawStep, Step } from "./lib/runtime/backend.ts";
