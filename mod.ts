@@ -91,8 +91,24 @@ export { type LaunchPolicy, launchPolicyFor } from "./lib/codegen/launch_policy.
 export type { MatmulTile } from "./kernels/matmul.wgsl.ts";
 export type * from "./lib/codegen/kexpr.ts";
 export type { Backend, BackendStats, PreparedSteps, RawStep, Step } from "./lib/runtime/backend.ts";
-export { getBackend, getDefaultDevice, getWebGPU, setDefaultDevice } from "./lib/runtime/realize.ts";
+export {
+  AUTO_DEVICE,
+  deviceLine,
+  getBackend,
+  getDefaultDevice,
+  getWasm,
+  getWebGPU,
+  resolveDevice,
+  setDefaultDevice,
+} from "./lib/runtime/realize.ts";
 export { NoAdapterError, type WebGPUBackend, WebGPUError } from "./lib/runtime/webgpu.ts";
+export { createWasmBackend, type WasmBackend, type WasmBackendOptions } from "./lib/runtime/wasm.ts";
+export {
+  type AutoDevice,
+  checkDeviceChoice,
+  DEVICE_CHOICES,
+  type DeviceChoice,
+} from "./lib/runtime/device.ts";
 export { OptionsError } from "./lib/options.ts";
 export * from "./lib/nn/mod.ts";
 export * from "./lib/train/mod.ts";

@@ -11,7 +11,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { getWebGPU } from "../lib/runtime/realize.ts";
+import { deviceLine, getBackend, getDefaultDevice, getWebGPU } from "../lib/runtime/realize.ts";
 
 /** Options of {@link timeIterations}. */
 export interface TimeOptions {
@@ -219,8 +219,9 @@ export function parseBenchArgs(script: string, argv: readonly string[]): BenchAr
 }
 
 /**
- * One line describing where the benchmark ran: adapter, Deno version, host CPU count and the 1-minute load
- * average (on a software adapter, other processes on the host take the same cores).
+ * One line describing where the benchmark ran: the device (the default one, as `auto` or `TESSERA_DEVICE` picked
+ * it, with its adapter), the WebGPU adapter, Deno version, host CPU count and the 1-minute load average (on a
+ * software adapter or the wasm device, other processes on the host take the same cores).
  */
 export async function adapterLine(): Promise<string> {
   const gpu = await getWebGPU();
@@ -231,7 +232,14 @@ export async function adapterLine(): Promise<string> {
   } catch {
     // loadavg needs --allow-sys; the line is complete without it
   }
-  return `adapter: ${gpu.description} | deno ${Deno.version.deno} | ${cpus} host CPUs${load}`;
+  const device = await deviceLine();
+  return `device: ${device} | webgpu adapter: ${gpu.description} | deno ${Deno.version.deno} | ${cpus} host CPUs${load}`;
+}
+
+/** Waits until every queued kernel of the default device has run (the `sync` of {@link timeIterations}). */
+export async function defaultDeviceSync(): Promise<() => Promise<void>> {
+  const be = await getBackend(getDefaultDevice()) as { sync?: () => Promise<void> };
+  return () => be.sync?.() ?? Promise.resolve();
 }
 
 /** CPU time of the whole host and of this process, from `/proc` (Linux), in clock ticks. */

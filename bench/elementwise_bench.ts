@@ -11,7 +11,7 @@
  * @module
  */
 import { randn, realize, type Tensor } from "../mod.ts";
-import { getWebGPU } from "../lib/runtime/realize.ts";
+import { getWebGPU, setDefaultDevice } from "../lib/runtime/realize.ts";
 import {
   adapterLine,
   type BenchArgs,
@@ -22,6 +22,9 @@ import {
   timeInterleaved,
   watchHostLoad,
 } from "./_timing.ts";
+
+// The kernels compared here are WGSL (templates, tiles, shader variants): they run on the WebGPU device.
+setDefaultDevice("webgpu");
 
 /** An f32 tensor of any shape (the cases build with widened shapes). */
 type F32 = Tensor<number[], "f32">;

@@ -20,7 +20,7 @@
  */
 import { type Tensor, tensor } from "../mod.ts";
 import { runKernels } from "../lib/tensor/custom.ts";
-import { getWebGPU } from "../lib/runtime/realize.ts";
+import { getWebGPU, setDefaultDevice } from "../lib/runtime/realize.ts";
 import {
   adapterLine,
   type BenchArgs,
@@ -31,6 +31,9 @@ import {
   watchHostLoad,
 } from "./_timing.ts";
 import { type PreparedMatmul, prepareHandMatmul, prepareMatmul } from "./matmul_bench.ts";
+
+// The kernels compared here are WGSL (templates, tiles, shader variants): they run on the WebGPU device.
+setDefaultDevice("webgpu");
 
 /** Shape of the FMA kernel. */
 export interface FmaConfig {

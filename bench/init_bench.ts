@@ -23,9 +23,8 @@
  */
 import { parseArgs } from "node:util";
 import { randn, realize, tensor } from "../mod.ts";
-import { getWebGPU } from "../lib/runtime/realize.ts";
 import { type F32, INIT_METHODS, type InitMethod, type LayerData, type LoraInit } from "../lib/init/mod.ts";
-import { adapterLine, fmt, median, table } from "./_timing.ts";
+import { adapterLine, defaultDeviceSync, fmt, median, table } from "./_timing.ts";
 
 const USAGE = "Usage: deno run -A bench/init_bench.ts [--quick] [--full] [--reps N] [--budget-s S] " +
   "[--methods a,b,...]";
@@ -167,8 +166,7 @@ function describe(options: Record<string, unknown>): string {
 
 if (import.meta.main) {
   const args = parse(Deno.args);
-  const gpu = await getWebGPU();
-  const sync = () => gpu.sync();
+  const sync = await defaultDeviceSync();
   console.log(await adapterLine());
   const names = args.methods ?? Object.keys(INIT_METHODS);
   const cases: Case[] = [];
@@ -251,11 +249,11 @@ if (import.meta.main) {
 
 if (!import.meta.main) {
   // `deno bench`: every registered method (defaults) on the [64, 64] layer.
-  const gpu = await getWebGPU();
+  const sync = await defaultDeviceSync();
   const layer = await makeLayer(64, 64, 4, 64);
   for (const method of Object.values(INIT_METHODS)) {
     Deno.bench(`init ${method.name} [64, 64]`, { group: "init", n: 3, warmup: 1 }, async () => {
-      await timeOnce({ label: method.name, method, options: {} }, layer, () => gpu.sync());
+      await timeOnce({ label: method.name, method, options: {} }, layer, sync);
     });
   }
 }

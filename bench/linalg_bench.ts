@@ -11,7 +11,8 @@
  *
  * @module
  */
-import { getWebGPU, randn, type Tensor } from "../mod.ts";
+import { randn, type Tensor } from "../mod.ts";
+import { adapterLine } from "./_timing.ts";
 import { eigh, qr, svd, svdLowRank } from "../lib/linalg/mod.ts";
 import { defaultSweeps } from "../lib/linalg/jacobi.ts";
 
@@ -48,10 +49,10 @@ async function inputs(n: number): Promise<[Mat, Mat]> {
   return [a, s];
 }
 
-const adapter = (await getWebGPU()).description;
+const adapter = await adapterLine();
 
 if (import.meta.main) {
-  console.log(`adapter: ${adapter}`);
+  console.log(adapter);
   console.log(`sizes: ${sizes.join(", ")} (Jacobi sweeps per size: ${sizes.map(defaultSweeps).join(", ")})`);
   console.log("| op | n | ms | GFLOP/s |");
   console.log("|---|---:|---:|---:|");
@@ -69,7 +70,7 @@ if (import.meta.main) {
     s.dispose();
   }
 } else {
-  console.log(`adapter: ${adapter}`);
+  console.log(adapter);
   for (const n of sizes) {
     const [a, s] = await inputs(n);
     for (const [name, op] of Object.entries(ops)) {

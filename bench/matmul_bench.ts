@@ -17,7 +17,7 @@ import {
   matmulVec4Unfit,
   matmulVec4Wgsl,
 } from "../kernels/matmul_vec4.wgsl.ts";
-import { getWebGPU, realizeNodes } from "../lib/runtime/realize.ts";
+import { getWebGPU, realizeNodes, setDefaultDevice } from "../lib/runtime/realize.ts";
 import {
   adapterLine,
   type BenchArgs,
@@ -29,6 +29,9 @@ import {
   type Timing,
   watchHostLoad,
 } from "./_timing.ts";
+
+// The kernels compared here are WGSL (templates, tiles, shader variants): they run on the WebGPU device.
+setDefaultDevice("webgpu");
 
 /** One matmul product to time: `[m, k] x [k, n]`, optionally `relu(a·b + bias)`. */
 export interface MatmulCase {

@@ -1,7 +1,9 @@
 /**
- * tessera next to the JavaScript tensor libraries a user would otherwise pick, in one process on the same
- * WebGPU adapter: TensorFlow.js with its WebGPU backend, jax-js (`@jax-js/jax`, WebGPU device) and
- * webgpu-torch. Workloads:
+ * tessera next to the JavaScript tensor libraries a user would otherwise pick, in one process, in two groups of
+ * rows: on the same WebGPU adapter (tessera `webgpu`, TensorFlow.js with its WebGPU backend, jax-js
+ * (`@jax-js/jax`, WebGPU device) and webgpu-torch), and on the CPU through WebAssembly (tessera `wasm`, jax-js's
+ * `wasm` backend and TensorFlow.js's wasm backend; each uses its own SIMD and threads as it configures them).
+ * Workloads (the CPU group runs the first three):
  *
  * - fp32 matmul `n×n · n×n` at n = 256, 512, 1024 (2048 with `--big`), each library's result checked against
  *   float64 host dot products on sampled entries before it is timed;
@@ -12,18 +14,16 @@
  *   jax-js: `jit(valueAndGrad)` with the SGD update inside the jitted step);
  * - thin SVD of a 256×256 matrix where a peer has one (tessera: `lib/linalg` svd; jax-js: `np.linalg.svd`).
  *
- * jax-js's WebAssembly CPU device runs the MLP and LoRA steps as a contrast column (the same jitted code on the
- * host's cores instead of the adapter): printed with tessera's ratio to it, not counted as the best peer.
- *
  * Timing follows bench/_timing.ts: warm-up (compiles the pipelines), calibration of iterations per repetition,
  * repetitions interleaved across the libraries of a row (a slow spell of the shared host hits all alike), median
  * time per iteration. Each repetition ends with the library's own synchronisation:
- * tessera `(await getWebGPU()).sync()`; TF.js submits its pending command encoder (`backend.submitQueue()`)
- * and awaits `queue.onSubmittedWorkDone()` on its device; jax-js is lazy, so `jax.blockUntilReady` on the
- * repetition's outputs (it submits their pending kernels and waits on a zero-byte read). A failing peer is
- * reported as "not available: <why>", never given a number.
+ * tessera its device's `sync()`; TF.js (WebGPU) submits its pending command encoder (`backend.submitQueue()`)
+ * and awaits `queue.onSubmittedWorkDone()` on its device (its wasm backend computes eagerly); jax-js is lazy, so
+ * `jax.blockUntilReady` on the repetition's outputs. A failing peer is reported as "not available: <why>", never
+ * given a number.
  *
- * Run: `deno run -A bench/peers.ts [--quick] [--big] [--json] [--reps N] [--target-ms N] [--rows matmul,mlp,lora,svd]`
+ * Run: `deno run -A bench/peers.ts [--quick] [--big] [--json] [--reps N] [--target-ms N]
+ * [--rows matmul,mlp,lora,svd] [--devices webgpu,wasm]`
  *
  * @module
  */
@@ -33,10 +33,12 @@ import * as tf from "npm:@tensorflow/tfjs@4.22.0";
 // deno-lint-ignore no-import-prefix
 import "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
 // deno-lint-ignore no-import-prefix
+import "npm:@tensorflow/tfjs-backend-wasm@4.22.0";
+// deno-lint-ignore no-import-prefix
 import * as jax from "npm:@jax-js/jax@0.1.25";
 import { parseArgs } from "node:util";
 import { realize, type Shape, type Tensor, tensor } from "../mod.ts";
-import { getWebGPU } from "../lib/runtime/realize.ts";
+import { deviceLine, getBackend, getWebGPU } from "../lib/runtime/realize.ts";
 import { functionalCall, Mlp, type ParamDict, SGD, TransformerBlock } from "../lib/nn/mod.ts";
 import { valueAndGrad } from "../lib/autodiff/mod.ts";
 import { attachLora, LORA_TRAINABLE } from "../lib/lora/mod.ts";
@@ -62,9 +64,7 @@ interface Prepared {
 /** A library in the comparison. */
 interface Lib {
   readonly name: string;
-  /** A contrast, not a peer: printed, but not counted as the best peer (jax-js on its wasm CPU device). */
-  readonly contrast?: boolean;
-  /** Initialises the library on WebGPU; returns its adapter description. */
+  /** Initialises the library on its device; returns a description of that device. */
   init(): Promise<string>;
   matmul?(a: Host, b: Host, n: number): Promise<{ prep: Prepared; product(): Promise<Host> }>;
   mlp?(): Promise<Prepared>;
@@ -153,107 +153,130 @@ const trainShape = (k: string) => (k.startsWith("a") ? [BLOCK.dim, BLOCK.rank] :
 // ---------------------------------------------------------------------------------------------------------
 // tessera
 
-const tessera: Lib = {
-  name: "tessera",
-  async init() {
-    return (await getWebGPU()).description;
-  },
-  async matmul(a, b, n) {
-    const gpu = await getWebGPU();
-    const ta = tensor(a, { shape: [n, n] }) as F32;
-    const tb = tensor(b, { shape: [n, n] }) as F32;
-    await realize(ta, tb);
-    return {
-      product: async () => (await ta.matmul(tb).data()) as Host,
-      prep: {
+/** Waits for every queued kernel of a tessera device. */
+async function tesseraSync(device: "webgpu" | "wasm"): Promise<() => Promise<void>> {
+  const be = (await getBackend(device)) as unknown as { sync(): Promise<void> };
+  return () => be.sync();
+}
+
+/** tessera on one device (the GPU group uses `webgpu`, the CPU group `wasm`). */
+function tesseraOn(device: "webgpu" | "wasm"): Lib {
+  return {
+    name: "tessera",
+    async init() {
+      if (device === "webgpu") return (await getWebGPU()).description;
+      return await deviceLine(device);
+    },
+    async matmul(a, b, n) {
+      const gpu = { sync: await tesseraSync(device) };
+      const ta = tensor(a, { shape: [n, n], device }) as F32;
+      const tb = tensor(b, { shape: [n, n], device }) as F32;
+      await realize(ta, tb);
+      return {
+        product: async () => (await ta.matmul(tb).data()) as Host,
+        prep: {
+          async run() {
+            const c = ta.matmul(tb);
+            await realize(c);
+            c.dispose();
+          },
+          sync: () => gpu.sync(),
+          dispose() {
+            ta.dispose();
+            tb.dispose();
+          },
+        },
+      };
+    },
+    async mlp() {
+      const gpu = { sync: await tesseraSync(device) };
+      const model = new Mlp(MLP.sizes, { seed: 1, device });
+      const x = tensor(hostNormal(MLP.batch * MLP.sizes[0], 2), {
+        shape: [MLP.batch, MLP.sizes[0]],
+        device,
+      }) as F32;
+      const y = tensor(hostNormal(MLP.batch * MLP.sizes[2], 3), {
+        shape: [MLP.batch, MLP.sizes[2]],
+        device,
+      }) as F32;
+      await realize(x, y);
+      const opt = new SGD(model, { lr: MLP.lr });
+      const lossOf = (p: ParamDict) =>
+        functionalCall(model, p, () => model.forward(x).sub(y).square().mean());
+      return {
         async run() {
-          const c = ta.matmul(tb);
-          await realize(c);
-          c.dispose();
+          const { value, grads } = valueAndGrad(lossOf)(opt.params);
+          await opt.step(grads, { realize: [value] });
+          value.dispose();
         },
         sync: () => gpu.sync(),
         dispose() {
-          ta.dispose();
-          tb.dispose();
+          x.dispose();
+          y.dispose();
         },
-      },
-    };
-  },
-  async mlp() {
-    const gpu = await getWebGPU();
-    const model = new Mlp(MLP.sizes, { seed: 1 });
-    const x = tensor(hostNormal(MLP.batch * MLP.sizes[0], 2), { shape: [MLP.batch, MLP.sizes[0]] }) as F32;
-    const y = tensor(hostNormal(MLP.batch * MLP.sizes[2], 3), { shape: [MLP.batch, MLP.sizes[2]] }) as F32;
-    await realize(x, y);
-    const opt = new SGD(model, { lr: MLP.lr });
-    const lossOf = (p: ParamDict) => functionalCall(model, p, () => model.forward(x).sub(y).square().mean());
-    return {
-      async run() {
-        const { value, grads } = valueAndGrad(lossOf)(opt.params);
-        await opt.step(grads, { realize: [value] });
-        value.dispose();
-      },
-      sync: () => gpu.sync(),
-      dispose() {
-        x.dispose();
-        y.dispose();
-      },
-    };
-  },
-  async lora() {
-    const gpu = await getWebGPU();
-    const { batch, seq, dim } = BLOCK;
-    const block = new TransformerBlock(dim, { nHeads: BLOCK.heads, hiddenDim: BLOCK.hidden, seed: 1 });
-    await attachLora(block, {
-      targetModules: ["wq", "wk", "wv", "wo"],
-      rank: BLOCK.rank,
-      alpha: BLOCK.alpha,
-      seed: 2,
-    });
-    const x = tensor(hostNormal(batch * seq * dim, 4), { shape: [batch, seq, dim] }) as F32;
-    const y = tensor(hostNormal(batch * seq * dim, 5), { shape: [batch, seq, dim] }) as F32;
-    await realize(x, y);
-    const opt = new SGD(block, { lr: BLOCK.lr, trainable: LORA_TRAINABLE });
-    const lossOf = (p: ParamDict) => functionalCall(block, p, () => block.forward(x).sub(y).square().mean());
-    return {
-      async run() {
-        const { value, grads } = valueAndGrad(lossOf)(opt.params);
-        await opt.step(grads, { realize: [value] });
-        value.dispose();
-      },
-      sync: () => gpu.sync(),
-      dispose() {
-        x.dispose();
-        y.dispose();
-      },
-    };
-  },
-  async svd(a, n) {
-    const gpu = await getWebGPU();
-    const ta = tensor(a, { shape: [n, n] }) as unknown as Tensor<[number, number], "f32">;
-    await realize(ta);
-    const first = await svd(ta);
-    const s = (await first.s.data()) as Host;
-    first.u.dispose();
-    first.vh.dispose();
-    return {
-      s,
-      prep: {
+      };
+    },
+    async lora() {
+      const gpu = { sync: await tesseraSync(device) };
+      const { batch, seq, dim } = BLOCK;
+      const block = new TransformerBlock(dim, {
+        nHeads: BLOCK.heads,
+        hiddenDim: BLOCK.hidden,
+        seed: 1,
+        device,
+      });
+      await attachLora(block, {
+        targetModules: ["wq", "wk", "wv", "wo"],
+        rank: BLOCK.rank,
+        alpha: BLOCK.alpha,
+        seed: 2,
+      });
+      const x = tensor(hostNormal(batch * seq * dim, 4), { shape: [batch, seq, dim], device }) as F32;
+      const y = tensor(hostNormal(batch * seq * dim, 5), { shape: [batch, seq, dim], device }) as F32;
+      await realize(x, y);
+      const opt = new SGD(block, { lr: BLOCK.lr, trainable: LORA_TRAINABLE });
+      const lossOf = (p: ParamDict) =>
+        functionalCall(block, p, () => block.forward(x).sub(y).square().mean());
+      return {
         async run() {
-          const r = await svd(ta);
-          r.u.dispose();
-          r.s.dispose();
-          r.vh.dispose();
+          const { value, grads } = valueAndGrad(lossOf)(opt.params);
+          await opt.step(grads, { realize: [value] });
+          value.dispose();
         },
         sync: () => gpu.sync(),
-        dispose: () => ta.dispose(),
-      },
-    };
-  },
-};
+        dispose() {
+          x.dispose();
+          y.dispose();
+        },
+      };
+    },
+    async svd(a, n) {
+      const gpu = { sync: await tesseraSync(device) };
+      const ta = tensor(a, { shape: [n, n], device }) as unknown as Tensor<[number, number], "f32">;
+      await realize(ta);
+      const first = await svd(ta);
+      const s = (await first.s.data()) as Host;
+      first.u.dispose();
+      first.vh.dispose();
+      return {
+        s,
+        prep: {
+          async run() {
+            const r = await svd(ta);
+            r.u.dispose();
+            r.s.dispose();
+            r.vh.dispose();
+          },
+          sync: () => gpu.sync(),
+          dispose: () => ta.dispose(),
+        },
+      };
+    },
+  };
+}
 
 // ---------------------------------------------------------------------------------------------------------
-// TensorFlow.js (WebGPU backend)
+// TensorFlow.js (WebGPU and wasm backends)
 
 /** The parts of tfjs-backend-webgpu's backend object used to drain its queue (not in tfjs-core's types). */
 interface TfWebGpuBackend {
@@ -274,120 +297,138 @@ async function tfSync(): Promise<void> {
   await be.queue.onSubmittedWorkDone();
 }
 
-const tfjs: Lib = {
-  name: "tfjs-webgpu",
-  async init() {
-    if (!(await tf.setBackend("webgpu"))) throw new Error("tf.setBackend('webgpu') returned false");
-    await tf.ready();
-    const be = tf.backend() as unknown as { adapterInfo?: { vendor?: string }; device?: GPUDevice };
-    const info = (be.device as unknown as { adapterInfo?: GPUAdapterInfo })?.adapterInfo;
-    return info?.description || `vendor ${be.adapterInfo?.vendor ?? "?"}`;
-  },
-  matmul(a, b, n) {
-    const ta = tf.tensor2d(a, [n, n]);
-    const tb = tf.tensor2d(b, [n, n]);
-    return Promise.resolve({
-      product: async () => {
-        const c = tf.matMul(ta, tb);
-        const d = (await c.data()) as Host;
-        c.dispose();
-        return d;
-      },
-      prep: {
+/** Makes `backend` TF.js's current backend (every op runs on the current one); throws when it cannot. */
+async function tfUse(backend: "webgpu" | "wasm"): Promise<void> {
+  if (tf.getBackend() === backend) return;
+  if (!(await tf.setBackend(backend))) throw new Error(`tf.setBackend('${backend}') returned false`);
+  await tf.ready();
+}
+
+/** TensorFlow.js on one backend; the tensors of a row's workload are created with that backend current. */
+function tfjsOn(backend: "webgpu" | "wasm"): Lib {
+  const sync = backend === "webgpu" ? tfSync : () => Promise.resolve();
+  return {
+    name: `tfjs-${backend}`,
+    async init() {
+      await tfUse(backend);
+      if (backend === "wasm") {
+        const simd = await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT");
+        const threads = await tf.env().getAsync("WASM_HAS_MULTITHREAD_SUPPORT");
+        return `wasm backend (SIMD ${simd ? "on" : "off"}, threads ${threads ? "on" : "off"})`;
+      }
+      const be = tf.backend() as unknown as { adapterInfo?: { vendor?: string }; device?: GPUDevice };
+      const info = (be.device as unknown as { adapterInfo?: GPUAdapterInfo })?.adapterInfo;
+      return info?.description || `vendor ${be.adapterInfo?.vendor ?? "?"}`;
+    },
+    async matmul(a, b, n) {
+      await tfUse(backend);
+      const ta = tf.tensor2d(a, [n, n]);
+      const tb = tf.tensor2d(b, [n, n]);
+      return {
+        product: async () => {
+          const c = tf.matMul(ta, tb);
+          const d = (await c.data()) as Host;
+          c.dispose();
+          return d;
+        },
+        prep: {
+          run() {
+            tf.matMul(ta, tb).dispose();
+          },
+          sync,
+          dispose() {
+            ta.dispose();
+            tb.dispose();
+          },
+        },
+      };
+    },
+    async mlp() {
+      await tfUse(backend);
+      const [i, h, o] = MLP.sizes;
+      const v = (shape: number[], seed: number, scale: number) =>
+        tf.variable(tf.tensor(hostNormal(shape.reduce((p, q) => p * q), seed, scale), shape));
+      const w1 = v([i, h], 31, 1 / Math.sqrt(i));
+      const b1 = v([h], 32, 0.01);
+      const w2 = v([h, o], 33, 1 / Math.sqrt(h));
+      const b2 = v([o], 34, 0.01);
+      const x = tf.tensor2d(hostNormal(MLP.batch * i, 2), [MLP.batch, i]);
+      const y = tf.tensor2d(hostNormal(MLP.batch * o, 3), [MLP.batch, o]);
+      const opt = tf.train.sgd(MLP.lr);
+      const loss = () => tf.relu(x.matMul(w1).add(b1)).matMul(w2).add(b2).sub(y).square().mean() as tf.Scalar;
+      return {
         run() {
-          tf.matMul(ta, tb).dispose();
+          opt.minimize(loss, false, [w1, b1, w2, b2]);
         },
-        sync: tfSync,
+        sync,
         dispose() {
-          ta.dispose();
-          tb.dispose();
+          for (const t of [w1, b1, w2, b2, x, y]) t.dispose();
+          opt.dispose();
         },
-      },
-    });
-  },
-  mlp() {
-    const [i, h, o] = MLP.sizes;
-    const v = (shape: number[], seed: number, scale: number) =>
-      tf.variable(tf.tensor(hostNormal(shape.reduce((p, q) => p * q), seed, scale), shape));
-    const w1 = v([i, h], 31, 1 / Math.sqrt(i));
-    const b1 = v([h], 32, 0.01);
-    const w2 = v([h, o], 33, 1 / Math.sqrt(h));
-    const b2 = v([o], 34, 0.01);
-    const x = tf.tensor2d(hostNormal(MLP.batch * i, 2), [MLP.batch, i]);
-    const y = tf.tensor2d(hostNormal(MLP.batch * o, 3), [MLP.batch, o]);
-    const opt = tf.train.sgd(MLP.lr);
-    const loss = () => tf.relu(x.matMul(w1).add(b1)).matMul(w2).add(b2).sub(y).square().mean() as tf.Scalar;
-    return Promise.resolve({
-      run() {
-        opt.minimize(loss, false, [w1, b1, w2, b2]);
-      },
-      sync: tfSync,
-      dispose() {
-        for (const t of [w1, b1, w2, b2, x, y]) t.dispose();
-        opt.dispose();
-      },
-    });
-  },
-  lora() {
-    const { batch: B, seq: T, dim: D, heads: H, rank } = BLOCK;
-    const hd = D / H;
-    const s = BLOCK.alpha / rank;
-    const host = blockHostWeights();
-    const fr: Record<string, tf.Tensor> = {};
-    for (const [k, v] of Object.entries(host.frozen)) fr[k] = tf.tensor(v, FROZEN_SHAPES[k]);
-    const tr: Record<string, tf.Variable> = {};
-    for (const [k, v] of Object.entries(host.train)) tr[k] = tf.variable(tf.tensor(v, trainShape(k)));
-    const rope = ropeHost(T, hd);
-    const cos = tf.tensor(rope.cos, [T, 1, hd / 2]);
-    const sin = tf.tensor(rope.sin, [T, 1, hd / 2]);
-    const mask = tf.tensor(causalBias(T), [T, T]);
-    const x = tf.tensor2d(hostNormal(B * T * D, 4), [B * T, D]);
-    const y = tf.tensor2d(hostNormal(B * T * D, 5), [B * T, D]);
-    const rms = (v: tf.Tensor, w: tf.Tensor) => v.mul(tf.rsqrt(v.square().mean(-1, true).add(1e-5))).mul(w);
-    const lora = (v: tf.Tensor, w: string) =>
-      v.matMul(fr[`w${w}`]).add(v.matMul(tr[`a${w}`]).matMul(tr[`b${w}`]).mul(s));
-    const applyRope = (v: tf.Tensor) => {
-      const p = v.reshape([B, T, H, hd / 2, 2]);
-      const x0 = p.slice([0, 0, 0, 0, 0], [B, T, H, hd / 2, 1]).reshape([B, T, H, hd / 2]);
-      const x1 = p.slice([0, 0, 0, 0, 1], [B, T, H, hd / 2, 1]).reshape([B, T, H, hd / 2]);
-      return tf.stack([x0.mul(cos).sub(x1.mul(sin)), x0.mul(sin).add(x1.mul(cos))], -1).reshape([
-        B,
-        T,
-        H,
-        hd,
-      ]);
-    };
-    const loss = () => {
-      const hn = rms(x, fr.n1);
-      const q = applyRope(lora(hn, "q").reshape([B, T, H, hd])).transpose([0, 2, 1, 3]);
-      const k = applyRope(lora(hn, "k").reshape([B, T, H, hd])).transpose([0, 2, 1, 3]);
-      const v = lora(hn, "v").reshape([B, T, H, hd]).transpose([0, 2, 1, 3]);
-      const att = tf.softmax(tf.matMul(q, k, false, true).mul(1 / Math.sqrt(hd)).add(mask));
-      const o = tf.matMul(att, v).transpose([0, 2, 1, 3]).reshape([B * T, D]);
-      const h1 = x.add(lora(o, "o"));
-      const f = rms(h1, fr.n2);
-      const ffn = tf.mul(tf.sigmoid(f.matMul(fr.w1)).mul(f.matMul(fr.w1)), f.matMul(fr.w3)).matMul(fr.w2);
-      return h1.add(ffn).sub(y).square().mean() as tf.Scalar;
-    };
-    const opt = tf.train.sgd(BLOCK.lr);
-    const vars = Object.values(tr);
-    return Promise.resolve({
-      run() {
-        opt.minimize(loss, false, vars);
-      },
-      sync: tfSync,
-      dispose() {
-        for (const t of [...Object.values(fr), ...vars, cos, sin, mask, x, y]) t.dispose();
-        opt.dispose();
-      },
-    });
-  },
-  // TF.js has no SVD (tf.linalg offers qr, gramSchmidt and bandPart only).
-};
+      };
+    },
+    async lora() {
+      await tfUse(backend);
+      const { batch: B, seq: T, dim: D, heads: H, rank } = BLOCK;
+      const hd = D / H;
+      const s = BLOCK.alpha / rank;
+      const host = blockHostWeights();
+      const fr: Record<string, tf.Tensor> = {};
+      for (const [k, v] of Object.entries(host.frozen)) fr[k] = tf.tensor(v, FROZEN_SHAPES[k]);
+      const tr: Record<string, tf.Variable> = {};
+      for (const [k, v] of Object.entries(host.train)) tr[k] = tf.variable(tf.tensor(v, trainShape(k)));
+      const rope = ropeHost(T, hd);
+      const cos = tf.tensor(rope.cos, [T, 1, hd / 2]);
+      const sin = tf.tensor(rope.sin, [T, 1, hd / 2]);
+      const mask = tf.tensor(causalBias(T), [T, T]);
+      const x = tf.tensor2d(hostNormal(B * T * D, 4), [B * T, D]);
+      const y = tf.tensor2d(hostNormal(B * T * D, 5), [B * T, D]);
+      const rms = (v: tf.Tensor, w: tf.Tensor) => v.mul(tf.rsqrt(v.square().mean(-1, true).add(1e-5))).mul(w);
+      const lora = (v: tf.Tensor, w: string) =>
+        v.matMul(fr[`w${w}`]).add(v.matMul(tr[`a${w}`]).matMul(tr[`b${w}`]).mul(s));
+      const applyRope = (v: tf.Tensor) => {
+        const p = v.reshape([B, T, H, hd / 2, 2]);
+        const x0 = p.slice([0, 0, 0, 0, 0], [B, T, H, hd / 2, 1]).reshape([B, T, H, hd / 2]);
+        const x1 = p.slice([0, 0, 0, 0, 1], [B, T, H, hd / 2, 1]).reshape([B, T, H, hd / 2]);
+        return tf.stack([x0.mul(cos).sub(x1.mul(sin)), x0.mul(sin).add(x1.mul(cos))], -1).reshape([
+          B,
+          T,
+          H,
+          hd,
+        ]);
+      };
+      const loss = () => {
+        const hn = rms(x, fr.n1);
+        const q = applyRope(lora(hn, "q").reshape([B, T, H, hd])).transpose([0, 2, 1, 3]);
+        const k = applyRope(lora(hn, "k").reshape([B, T, H, hd])).transpose([0, 2, 1, 3]);
+        const v = lora(hn, "v").reshape([B, T, H, hd]).transpose([0, 2, 1, 3]);
+        const att = tf.softmax(tf.matMul(q, k, false, true).mul(1 / Math.sqrt(hd)).add(mask));
+        const o = tf.matMul(att, v).transpose([0, 2, 1, 3]).reshape([B * T, D]);
+        const h1 = x.add(lora(o, "o"));
+        const f = rms(h1, fr.n2);
+        const ffn = tf.mul(tf.sigmoid(f.matMul(fr.w1)).mul(f.matMul(fr.w1)), f.matMul(fr.w3)).matMul(fr.w2);
+        return h1.add(ffn).sub(y).square().mean() as tf.Scalar;
+      };
+      const opt = tf.train.sgd(BLOCK.lr);
+      const vars = Object.values(tr);
+      return {
+        run() {
+          opt.minimize(loss, false, vars);
+        },
+        sync,
+        dispose() {
+          for (const t of [...Object.values(fr), ...vars, cos, sin, mask, x, y]) t.dispose();
+          opt.dispose();
+        },
+      };
+    },
+    // TF.js has no SVD (tf.linalg offers qr, gramSchmidt and bandPart only).
+  };
+}
 
 // ---------------------------------------------------------------------------------------------------------
-// jax-js (WebGPU device, and its wasm CPU device as a contrast). Ownership: every function consumes its array
-// arguments; `.ref` keeps one alive.
+// jax-js (WebGPU or wasm device). Ownership: every function consumes its array arguments; `.ref` keeps one alive.
+// Arrays go to jax-js's default device, set when a workload is prepared.
 
 /** A jax-js queue drain: submits and awaits the outputs gathered since the last drain, then frees them. */
 function jaxPending() {
@@ -405,201 +446,172 @@ function jaxPending() {
   };
 }
 
-const jaxjs: Lib = {
-  name: "jax-js",
-  async init() {
-    const devices = await jax.init();
-    if (!devices.includes("webgpu")) throw new Error(`jax.init() found no webgpu device (got ${devices})`);
-    jax.defaultDevice("webgpu");
-    const info = (jax.getWebGPUDevice() as unknown as { adapterInfo?: GPUAdapterInfo }).adapterInfo;
-    return info?.description ?? "unknown adapter";
-  },
-  async matmul(a, b, n) {
-    const ja = np.array(a).reshape([n, n]);
-    const jb = np.array(b).reshape([n, n]);
-    await jax.blockUntilReady([ja, jb]);
-    const q = jaxPending();
-    return {
-      product: async () => (await np.matmul(ja.ref, jb.ref).data()) as Host,
-      prep: {
-        run() {
-          q.add(np.matmul(ja.ref, jb.ref));
-        },
-        sync: () => q.sync(),
-        dispose() {
-          ja.dispose();
-          jb.dispose();
-        },
-      },
-    };
-  },
-  async mlp() {
-    const [i, h, o] = MLP.sizes;
-    const arr = (shape: number[], seed: number, scale: number) =>
-      np.array(hostNormal(shape.reduce((p, q) => p * q), seed, scale)).reshape(shape);
-    type P = { w1: JArray; b1: JArray; w2: JArray; b2: JArray };
-    let params: P = {
-      w1: arr([i, h], 31, 1 / Math.sqrt(i)),
-      b1: arr([h], 32, 0.01),
-      w2: arr([h, o], 33, 1 / Math.sqrt(h)),
-      b2: arr([o], 34, 0.01),
-    };
-    const x = arr([MLP.batch, i], 2, 1);
-    const y = arr([MLP.batch, o], 3, 1);
-    const lossFn = (p: P, xb: JArray, yb: JArray) => {
-      const hid = jax.nn.relu(np.matmul(xb, p.w1).add(p.b1));
-      return np.square(np.matmul(hid, p.w2).add(p.b2).sub(yb)).mean();
-    };
-    const step = jax.jit((p: P, xb: JArray, yb: JArray) => {
-      const [loss, g] = jax.valueAndGrad(lossFn)(jax.tree.ref(p), xb, yb);
-      const next = jax.tree.map((w: JArray, gw: JArray) => w.sub(gw.mul(MLP.lr)), p, g as P) as P;
-      return [loss, next] as [JArray, P];
-    });
-    await jax.blockUntilReady([params, x, y]);
-    return {
-      run() {
-        const [loss, next] = step(params, x.ref, y.ref);
-        loss.dispose();
-        params = next;
-      },
-      async sync() {
-        await jax.blockUntilReady(params);
-      },
-      dispose() {
-        jax.tree.dispose(params);
-        x.dispose();
-        y.dispose();
-        step.dispose();
-      },
-    };
-  },
-  async lora() {
-    const { batch: B, seq: T, dim: D, heads: H, rank } = BLOCK;
-    const hd = D / H;
-    const s = BLOCK.alpha / rank;
-    const host = blockHostWeights();
-    type Tr = Record<string, JArray>;
-    const frozen: Tr = {};
-    for (const [k, v] of Object.entries(host.frozen)) frozen[k] = np.array(v).reshape(FROZEN_SHAPES[k]);
-    let train: Tr = {};
-    for (const [k, v] of Object.entries(host.train)) train[k] = np.array(v).reshape(trainShape(k));
-    const rope = ropeHost(T, hd);
-    frozen.cos = np.array(rope.cos).reshape([T, 1, hd / 2]);
-    frozen.sin = np.array(rope.sin).reshape([T, 1, hd / 2]);
-    frozen.mask = np.array(causalBias(T)).reshape([T, T]);
-    const x = np.array(hostNormal(B * T * D, 4)).reshape([B * T, D]);
-    const y = np.array(hostNormal(B * T * D, 5)).reshape([B * T, D]);
-
-    const rms = (v: JArray, w: JArray) => {
-      const r = np.reciprocal(np.sqrt(np.mean(np.square(v.ref), -1, { keepdims: true }).add(1e-5)));
-      return v.mul(r).mul(w);
-    };
-    const lora = (v: JArray, w: JArray, a: JArray, b: JArray) =>
-      np.matmul(v.ref, w).add(np.matmul(np.matmul(v, a), b).mul(s));
-    const applyRope = (v: JArray, cos: JArray, sin: JArray) => {
-      const p = v.reshape([B, T, H, hd / 2, 2]);
-      const x0 = p.ref.slice([], [], [], [], 0);
-      const x1 = p.slice([], [], [], [], 1);
-      const r0 = x0.ref.mul(cos.ref).sub(x1.ref.mul(sin.ref));
-      const r1 = x0.mul(sin).add(x1.mul(cos));
-      return np.stack([r0, r1], -1).reshape([B, T, H, hd]);
-    };
-    const lossFn = (t: Tr, f: Tr, xb: JArray, yb: JArray) => {
-      const hn = rms(xb.ref, f.n1);
-      const q = applyRope(lora(hn.ref, f.wq, t.aq, t.bq).reshape([B, T, H, hd]), f.cos.ref, f.sin.ref)
-        .transpose([0, 2, 1, 3]);
-      const k = applyRope(lora(hn.ref, f.wk, t.ak, t.bk).reshape([B, T, H, hd]), f.cos, f.sin)
-        .transpose([0, 2, 3, 1]);
-      const v = lora(hn, f.wv, t.av, t.bv).reshape([B, T, H, hd]).transpose([0, 2, 1, 3]);
-      const att = jax.nn.softmax(np.matmul(q, k).mul(1 / Math.sqrt(hd)).add(f.mask), -1);
-      const o = np.matmul(att, v).transpose([0, 2, 1, 3]).reshape([B * T, D]);
-      const h1 = xb.add(lora(o, f.wo, t.ao, t.bo));
-      const fn = rms(h1.ref, f.n2);
-      const gate = jax.nn.silu(np.matmul(fn.ref, f.w1));
-      const ffn = np.matmul(gate.mul(np.matmul(fn, f.w3)), f.w2);
-      return np.square(h1.add(ffn).sub(yb)).mean();
-    };
-    const step = jax.jit((t: Tr, f: Tr, xb: JArray, yb: JArray) => {
-      const [loss, g] = jax.valueAndGrad(lossFn)(jax.tree.ref(t), f, xb, yb);
-      const next = jax.tree.map((w: JArray, gw: JArray) => w.sub(gw.mul(BLOCK.lr)), t, g as Tr) as Tr;
-      return [loss, next] as [JArray, Tr];
-    });
-    await jax.blockUntilReady([frozen, train, x, y]);
-    return {
-      run() {
-        const [loss, next] = step(train, jax.tree.ref(frozen), x.ref, y.ref);
-        loss.dispose();
-        train = next;
-      },
-      async sync() {
-        await jax.blockUntilReady(train);
-      },
-      dispose() {
-        jax.tree.dispose(train);
-        jax.tree.dispose(frozen);
-        x.dispose();
-        y.dispose();
-        step.dispose();
-      },
-    };
-  },
-  async svd(a, n) {
-    const ja = np.array(a).reshape([n, n]);
-    await jax.blockUntilReady(ja);
-    const [u0, s0, vh0] = np.linalg.svd(ja.ref, { fullMatrices: false });
-    u0.dispose();
-    vh0.dispose();
-    const s = (await s0.data()) as Host;
-    const q = jaxPending();
-    return {
-      s,
-      prep: {
-        run() {
-          const [u, sv, vh] = np.linalg.svd(ja.ref, { fullMatrices: false });
-          q.add(u);
-          q.add(sv);
-          q.add(vh);
-        },
-        sync: () => q.sync(),
-        dispose: () => ja.dispose(),
-      },
-    };
-  },
-};
-
-/**
- * `lib` (a jax-js workload set) on jax-js's `device`: the default device is global, so every call into a workload
- * (preparing, running, draining) sets it first, as the rows interleave the two devices' iterations. The wasm CPU
- * device is a contrast (MLP and LoRA steps only), not a WebGPU peer.
- */
-function onJaxDevice(lib: Lib, device: "webgpu" | "wasm"): Lib {
-  const pin = (p: Prepared): Prepared => ({
-    run: () => (jax.defaultDevice(device), p.run()),
-    recheck: p.recheck && (() => (jax.defaultDevice(device), p.recheck!())),
-    sync: () => (jax.defaultDevice(device), p.sync()),
-    dispose: () => (jax.defaultDevice(device), p.dispose()),
-  });
-  const on = <T>(f: () => Promise<T>): Promise<T> => (jax.defaultDevice(device), f());
-  if (device === "webgpu") {
-    return {
-      name: lib.name,
-      init: lib.init,
-      matmul: (a, b, n) => on(() => lib.matmul!(a, b, n)).then((r) => ({ ...r, prep: pin(r.prep) })),
-      mlp: () => on(() => lib.mlp!()).then(pin),
-      lora: () => on(() => lib.lora!()).then(pin),
-      svd: (a, n) => on(() => lib.svd!(a, n)).then((r) => ({ ...r, prep: pin(r.prep) })),
-    };
-  }
+function jaxOn(device: "webgpu" | "wasm"): Lib {
   return {
-    name: "jax-js wasm (CPU)",
-    contrast: true,
+    name: `jax-js-${device}`,
     async init() {
-      const devices = await jax.init("wasm");
-      if (!devices.includes("wasm")) throw new Error(`jax.init() found no wasm device (got ${devices})`);
-      return "WebAssembly on the host CPU";
+      const devices = await jax.init();
+      if (!devices.includes(device)) throw new Error(`jax.init() found no ${device} device (got ${devices})`);
+      jax.defaultDevice(device);
+      if (device === "wasm") return "wasm device";
+      const info = (jax.getWebGPUDevice() as unknown as { adapterInfo?: GPUAdapterInfo }).adapterInfo;
+      return info?.description ?? "unknown adapter";
     },
-    mlp: () => on(() => lib.mlp!()).then(pin),
-    lora: () => on(() => lib.lora!()).then(pin),
+    async matmul(a, b, n) {
+      jax.defaultDevice(device);
+      const ja = np.array(a).reshape([n, n]);
+      const jb = np.array(b).reshape([n, n]);
+      await jax.blockUntilReady([ja, jb]);
+      const q = jaxPending();
+      return {
+        product: async () => (await np.matmul(ja.ref, jb.ref).data()) as Host,
+        prep: {
+          run() {
+            q.add(np.matmul(ja.ref, jb.ref));
+          },
+          sync: () => q.sync(),
+          dispose() {
+            ja.dispose();
+            jb.dispose();
+          },
+        },
+      };
+    },
+    async mlp() {
+      jax.defaultDevice(device);
+      const [i, h, o] = MLP.sizes;
+      const arr = (shape: number[], seed: number, scale: number) =>
+        np.array(hostNormal(shape.reduce((p, q) => p * q), seed, scale)).reshape(shape);
+      type P = { w1: JArray; b1: JArray; w2: JArray; b2: JArray };
+      let params: P = {
+        w1: arr([i, h], 31, 1 / Math.sqrt(i)),
+        b1: arr([h], 32, 0.01),
+        w2: arr([h, o], 33, 1 / Math.sqrt(h)),
+        b2: arr([o], 34, 0.01),
+      };
+      const x = arr([MLP.batch, i], 2, 1);
+      const y = arr([MLP.batch, o], 3, 1);
+      const lossFn = (p: P, xb: JArray, yb: JArray) => {
+        const hid = jax.nn.relu(np.matmul(xb, p.w1).add(p.b1));
+        return np.square(np.matmul(hid, p.w2).add(p.b2).sub(yb)).mean();
+      };
+      const step = jax.jit((p: P, xb: JArray, yb: JArray) => {
+        const [loss, g] = jax.valueAndGrad(lossFn)(jax.tree.ref(p), xb, yb);
+        const next = jax.tree.map((w: JArray, gw: JArray) => w.sub(gw.mul(MLP.lr)), p, g as P) as P;
+        return [loss, next] as [JArray, P];
+      });
+      await jax.blockUntilReady([params, x, y]);
+      return {
+        run() {
+          const [loss, next] = step(params, x.ref, y.ref);
+          loss.dispose();
+          params = next;
+        },
+        async sync() {
+          await jax.blockUntilReady(params);
+        },
+        dispose() {
+          jax.tree.dispose(params);
+          x.dispose();
+          y.dispose();
+          step.dispose();
+        },
+      };
+    },
+    async lora() {
+      jax.defaultDevice(device);
+      const { batch: B, seq: T, dim: D, heads: H, rank } = BLOCK;
+      const hd = D / H;
+      const s = BLOCK.alpha / rank;
+      const host = blockHostWeights();
+      type Tr = Record<string, JArray>;
+      const frozen: Tr = {};
+      for (const [k, v] of Object.entries(host.frozen)) frozen[k] = np.array(v).reshape(FROZEN_SHAPES[k]);
+      let train: Tr = {};
+      for (const [k, v] of Object.entries(host.train)) train[k] = np.array(v).reshape(trainShape(k));
+      const rope = ropeHost(T, hd);
+      frozen.cos = np.array(rope.cos).reshape([T, 1, hd / 2]);
+      frozen.sin = np.array(rope.sin).reshape([T, 1, hd / 2]);
+      frozen.mask = np.array(causalBias(T)).reshape([T, T]);
+      const x = np.array(hostNormal(B * T * D, 4)).reshape([B * T, D]);
+      const y = np.array(hostNormal(B * T * D, 5)).reshape([B * T, D]);
+
+      const rms = (v: JArray, w: JArray) => {
+        const r = np.reciprocal(np.sqrt(np.mean(np.square(v.ref), -1, { keepdims: true }).add(1e-5)));
+        return v.mul(r).mul(w);
+      };
+      const lora = (v: JArray, w: JArray, a: JArray, b: JArray) =>
+        np.matmul(v.ref, w).add(np.matmul(np.matmul(v, a), b).mul(s));
+      const applyRope = (v: JArray, cos: JArray, sin: JArray) => {
+        const p = v.reshape([B, T, H, hd / 2, 2]);
+        const x0 = p.ref.slice([], [], [], [], 0);
+        const x1 = p.slice([], [], [], [], 1);
+        const r0 = x0.ref.mul(cos.ref).sub(x1.ref.mul(sin.ref));
+        const r1 = x0.mul(sin).add(x1.mul(cos));
+        return np.stack([r0, r1], -1).reshape([B, T, H, hd]);
+      };
+      const lossFn = (t: Tr, f: Tr, xb: JArray, yb: JArray) => {
+        const hn = rms(xb.ref, f.n1);
+        const q = applyRope(lora(hn.ref, f.wq, t.aq, t.bq).reshape([B, T, H, hd]), f.cos.ref, f.sin.ref)
+          .transpose([0, 2, 1, 3]);
+        const k = applyRope(lora(hn.ref, f.wk, t.ak, t.bk).reshape([B, T, H, hd]), f.cos, f.sin)
+          .transpose([0, 2, 3, 1]);
+        const v = lora(hn, f.wv, t.av, t.bv).reshape([B, T, H, hd]).transpose([0, 2, 1, 3]);
+        const att = jax.nn.softmax(np.matmul(q, k).mul(1 / Math.sqrt(hd)).add(f.mask), -1);
+        const o = np.matmul(att, v).transpose([0, 2, 1, 3]).reshape([B * T, D]);
+        const h1 = xb.add(lora(o, f.wo, t.ao, t.bo));
+        const fn = rms(h1.ref, f.n2);
+        const gate = jax.nn.silu(np.matmul(fn.ref, f.w1));
+        const ffn = np.matmul(gate.mul(np.matmul(fn, f.w3)), f.w2);
+        return np.square(h1.add(ffn).sub(yb)).mean();
+      };
+      const step = jax.jit((t: Tr, f: Tr, xb: JArray, yb: JArray) => {
+        const [loss, g] = jax.valueAndGrad(lossFn)(jax.tree.ref(t), f, xb, yb);
+        const next = jax.tree.map((w: JArray, gw: JArray) => w.sub(gw.mul(BLOCK.lr)), t, g as Tr) as Tr;
+        return [loss, next] as [JArray, Tr];
+      });
+      await jax.blockUntilReady([frozen, train, x, y]);
+      return {
+        run() {
+          const [loss, next] = step(train, jax.tree.ref(frozen), x.ref, y.ref);
+          loss.dispose();
+          train = next;
+        },
+        async sync() {
+          await jax.blockUntilReady(train);
+        },
+        dispose() {
+          jax.tree.dispose(train);
+          jax.tree.dispose(frozen);
+          x.dispose();
+          y.dispose();
+          step.dispose();
+        },
+      };
+    },
+    async svd(a, n) {
+      jax.defaultDevice(device);
+      const ja = np.array(a).reshape([n, n]);
+      await jax.blockUntilReady(ja);
+      const [u0, s0, vh0] = np.linalg.svd(ja.ref, { fullMatrices: false });
+      u0.dispose();
+      vh0.dispose();
+      const s = (await s0.data()) as Host;
+      const q = jaxPending();
+      return {
+        s,
+        prep: {
+          run() {
+            const [u, sv, vh] = np.linalg.svd(ja.ref, { fullMatrices: false });
+            q.add(u);
+            q.add(sv);
+            q.add(vh);
+          },
+          sync: () => q.sync(),
+          dispose: () => ja.dispose(),
+        },
+      };
+    },
   };
 }
 
@@ -753,8 +765,6 @@ interface RowResult {
   /** Best peer's median ms / tessera's median ms (> 1: tessera is faster). */
   speedVsBestPeer?: number;
   bestPeer?: string;
-  /** Each contrast's median ms / tessera's median ms. */
-  speedVsContrast?: Record<string, number>;
 }
 
 function message(e: unknown): string {
@@ -815,13 +825,8 @@ async function runRow(
   const row: RowResult = { workload, flops: opts.flops, cells };
   const own = cells.tessera?.timing;
   let best: [string, number] | null = null;
-  const contrasts = new Set(libs.filter((l) => l.contrast).map((l) => l.name));
   for (const [name, c] of Object.entries(cells)) {
     if (name === "tessera" || c.timing === undefined) continue;
-    if (contrasts.has(name)) {
-      if (own !== undefined) row.speedVsContrast = { ...row.speedVsContrast, [name]: c.timing.ms / own.ms };
-      continue;
-    }
     if (best === null || c.timing.ms < best[1]) best = [name, c.timing.ms];
   }
   if (own !== undefined && best !== null) {
@@ -833,7 +838,7 @@ async function runRow(
 
 function parse(argv: readonly string[]) {
   const usage = "Usage: deno run -A bench/peers.ts [--quick] [--big] [--json] [--reps N] [--target-ms N] " +
-    "[--rows matmul,mlp,lora,svd]";
+    "[--rows matmul,mlp,lora,svd] [--devices webgpu,wasm]";
   let values;
   try {
     values = parseArgs({
@@ -845,6 +850,7 @@ function parse(argv: readonly string[]) {
         reps: { type: "string" },
         "target-ms": { type: "string" },
         rows: { type: "string", default: "matmul,mlp,lora,svd" },
+        devices: { type: "string", default: "webgpu,wasm" },
         help: { type: "boolean", default: false },
       },
       strict: true,
@@ -871,6 +877,11 @@ function parse(argv: readonly string[]) {
   if (bad.length > 0) {
     throw new Error(`peers: unknown --rows entry ${bad.join(", ")}; known: ${known.join(", ")}`);
   }
+  const devices = values.devices!.split(",").map((r) => r.trim()).filter((r) => r !== "");
+  const badDevices = devices.filter((d) => d !== "webgpu" && d !== "wasm");
+  if (badDevices.length > 0) {
+    throw new Error(`peers: unknown --devices entry ${badDevices.join(", ")}; known: webgpu, wasm`);
+  }
   const quick = values.quick!;
   return {
     quick,
@@ -879,33 +890,45 @@ function parse(argv: readonly string[]) {
     reps: Math.round(num("reps", values.reps, quick ? 3 : 5)),
     targetMs: num("target-ms", values["target-ms"], quick ? 150 : 300),
     rows: new Set(rows),
+    devices: new Set(devices),
   };
 }
 
-async function main(): Promise<void> {
-  const args = parse(Deno.args);
-  const load = watchHostLoad();
-  const log = args.json ? () => {} : (s: string) => console.log(s);
-  const header = await adapterLine();
-  log(`# tessera vs JavaScript peers (fp32, same process)${args.quick ? " [--quick]" : ""}`);
-  log(header);
+/** The libraries of one device group, in column order. */
+interface Group {
+  readonly device: "webgpu" | "wasm";
+  readonly title: string;
+  readonly libs: readonly Lib[];
+}
 
+const GROUPS: readonly Group[] = [
+  {
+    device: "webgpu",
+    title: "GPU: the WebGPU adapter",
+    libs: [tesseraOn("webgpu"), tfjsOn("webgpu"), jaxOn("webgpu"), webgpuTorch],
+  },
+  { device: "wasm", title: "CPU: WebAssembly", libs: [tesseraOn("wasm"), jaxOn("wasm"), tfjsOn("wasm")] },
+];
+
+/** The rows of one group (the CPU group skips SVD: its peers have no wasm SVD worth timing). */
+async function runGroup(
+  group: Group,
+  args: ReturnType<typeof parse>,
+  log: (s: string) => void,
+): Promise<{ rows: RowResult[]; names: string[]; peers: Record<string, string> }> {
   const libs: Lib[] = [];
-  const peerStatus: Record<string, string> = {};
-  for (const lib of [tessera, tfjs, onJaxDevice(jaxjs, "webgpu"), webgpuTorch, onJaxDevice(jaxjs, "wasm")]) {
+  const peers: Record<string, string> = {};
+  for (const lib of group.libs) {
     try {
       const adapter = await lib.init();
-      peerStatus[lib.name] = `ok: ${adapter}`;
+      peers[lib.name] = `ok: ${adapter}`;
       if (lib.matmul !== undefined || lib.mlp !== undefined) libs.push(lib);
     } catch (e) {
-      peerStatus[lib.name] = `not available: ${message(e)}`;
+      peers[lib.name] = `not available: ${message(e)}`;
     }
   }
-  for (const [name, st] of Object.entries(peerStatus)) log(`- ${name}: ${st}`);
-  log(
-    `timing: warm-up, calibrated iterations, ${args.reps} interleaved repetitions of ~${args.targetMs} ms, median\n`,
-  );
-
+  log(`\n## ${group.title}`);
+  for (const [name, st] of Object.entries(peers)) log(`- ${name}: ${st}`);
   const rows: RowResult[] = [];
   const opts = { reps: args.reps, targetMs: args.targetMs };
   if (args.rows.has("matmul")) {
@@ -952,7 +975,7 @@ async function main(): Promise<void> {
     rows.push(row);
     log(`done: ${row.workload}`);
   }
-  if (args.rows.has("svd")) {
+  if (args.rows.has("svd") && group.device === "webgpu") {
     for (const n of SVD_SIZES) {
       const a = hostNormal(n * n, 300 + n);
       const row = await runRow(`SVD ${n}×${n} (thin, U, S, Vᵀ)`, libs, (lib) => {
@@ -972,50 +995,65 @@ async function main(): Promise<void> {
       log(`done: ${row.workload}`);
     }
   }
+  return { rows, names: libs.map((l) => l.name), peers };
+}
 
+async function main(): Promise<void> {
+  const args = parse(Deno.args);
+  const load = watchHostLoad();
+  const log = args.json ? () => {} : (s: string) => console.log(s);
+  const header = await adapterLine();
+  log(`# tessera vs JavaScript peers (fp32, same process)${args.quick ? " [--quick]" : ""}`);
+  log(header);
+  log(
+    `timing: warm-up, calibrated iterations, ${args.reps} interleaved repetitions of ~${args.targetMs} ms, median`,
+  );
+  const results: { group: Group; rows: RowResult[]; names: string[]; peers: Record<string, string> }[] = [];
+  for (const group of GROUPS) {
+    if (!args.devices.has(group.device)) continue;
+    results.push({ group, ...await runGroup(group, args, log) });
+  }
   const note = load();
   if (args.json) {
-    console.log(
-      JSON.stringify({ adapter: header, peers: peerStatus, reps: args.reps, rows, host: note }, null, 2),
-    );
+    console.log(JSON.stringify(
+      {
+        adapter: header,
+        reps: args.reps,
+        groups: results.map((r) => ({ device: r.group.device, peers: r.peers, rows: r.rows })),
+        host: note,
+      },
+      null,
+      2,
+    ));
     return;
   }
-  const names = libs.map((l) => l.name);
-  const reasons: string[] = [];
-  const cellText = (c: Cell | undefined, flops?: number) => {
-    if (c === undefined) return "";
-    if (c.error !== undefined) {
-      reasons.push(c.error);
-      return `not available (${reasons.length})`;
-    }
-    const t = c.timing!;
-    return flops === undefined ? fmt(t.ms, 1) : `${fmt(t.ms, 1)} (${fmt(flops / (t.ms * 1e6), 2)} GF/s)`;
-  };
-  const body = rows.map((r) => [
-    r.workload,
-    ...names.map((n) => cellText(r.cells[n], r.flops)),
-    r.speedVsBestPeer === undefined ? "" : `${fmt(r.speedVsBestPeer, 2)}× vs ${r.bestPeer}`,
-    Object.entries(r.speedVsContrast ?? {}).map(([n, x]) => `${fmt(x, 2)}× vs ${n}`).join(", "),
-  ]);
-  log("");
-  log(table([
-    "workload (median ms per iteration)",
-    ...names,
-    "tessera speed vs best peer",
-    "vs contrast",
-  ], body));
-  reasons.forEach((r, i) => log(`(${i + 1}) ${r}`));
-  log(
-    "\nspeed vs best peer = best peer's median time / tessera's median time (> 1: tessera faster); the best " +
-      "peer is among the WebGPU libraries. jax-js wasm (CPU) runs on the host's CPU cores instead of the adapter: " +
-      "a contrast, not a peer (on a software adapter both use the same cores).",
-  );
-  const spreads = rows.flatMap((r) =>
-    Object.entries(r.cells).filter(([, c]) => c.timing).map(([n, c]) =>
-      `${n} ${fmt(c.timing!.minMs, 1)}–${fmt(c.timing!.maxMs, 1)} ms (${c.timing!.iters}×${c.timing!.reps})`
-    ).map((s) => `${r.workload}: ${s}`)
-  );
-  log("\nrepetition ranges (iterations × repetitions):\n" + spreads.map((s) => `  ${s}`).join("\n"));
+  for (const { group, rows, names } of results) {
+    const reasons: string[] = [];
+    const cellText = (c: Cell | undefined, flops?: number) => {
+      if (c === undefined) return "";
+      if (c.error !== undefined) {
+        reasons.push(c.error);
+        return `not available (${reasons.length})`;
+      }
+      const t = c.timing!;
+      return flops === undefined ? fmt(t.ms, 1) : `${fmt(t.ms, 1)} (${fmt(flops / (t.ms * 1e6), 2)} GF/s)`;
+    };
+    const body = rows.map((r) => [
+      r.workload,
+      ...names.map((n) => cellText(r.cells[n], r.flops)),
+      r.speedVsBestPeer === undefined ? "" : `${fmt(r.speedVsBestPeer, 2)}× vs ${r.bestPeer}`,
+    ]);
+    log(`\n## ${group.title}\n`);
+    log(table(["workload (median ms per iteration)", ...names, "tessera speed vs best peer"], body));
+    reasons.forEach((r, i) => log(`(${i + 1}) ${r}`));
+    const spreads = rows.flatMap((r) =>
+      Object.entries(r.cells).filter(([, c]) => c.timing).map(([n, c]) =>
+        `${n} ${fmt(c.timing!.minMs, 1)}–${fmt(c.timing!.maxMs, 1)} ms (${c.timing!.iters}×${c.timing!.reps})`
+      ).map((s) => `${r.workload}: ${s}`)
+    );
+    log("\nrepetition ranges (iterations × repetitions):\n" + spreads.map((s) => `  ${s}`).join("\n"));
+  }
+  log("\nspeed vs best peer = best peer's median time / tessera's median time (> 1: tessera faster).");
   if (note) log(`\n${note}`);
 }
 

@@ -3,13 +3,15 @@
  * the Trainer on an MLP and on small Llama-style transformer LMs (RoPE + GQA attention, RMSNorm, SwiGLU), with
  * AdamW, global-norm clipping and one metrics readback per `readEvery` steps, as a real run does.
  *
- *   deno run -A bench/train_step_bench.ts [--steps 20] [--readEvery 10]      this checkout, one table
+ *   deno run -A bench/train_step_bench.ts [--steps 20] [--readEvery 10] [--device webgpu]   one table
  *   deno run -A bench/train_step_bench.ts --vs /tmp/main-ref [--rounds 3]   side by side with another checkout
+ *   deno run -A bench/train_step_bench.ts --devices webgpu,wasm [--rounds 3]  side by side on two devices
  *   deno bench -A bench/train_step_bench.ts                                  one step per iteration
  *
  * With `--vs DIR` every case runs in fresh processes, alternating between this checkout and the one in DIR (e.g.
  * `git worktree add /tmp/main-ref main`), `--rounds` times each; the table gives the median ms/step of each side
- * and their ratio. The other checkout needs only the public API this script uses (`mod.ts`, `lib/nn`, `lib/train`,
+ * and their ratio. `--devices A,B` does the same with this checkout on two devices (e.g. lavapipe's `webgpu`
+ * against the `wasm` CPU device). `--device` (default `webgpu`) picks the device of the other modes. The other checkout needs only the public API this script uses (`mod.ts`, `lib/nn`, `lib/train`,
  * `lib/models/llama.ts`, `lib/lora`, `lib/data/rng.ts`).
  *
  * Columns: ms/step is wall time per step after the warm-up steps (kernels compiled, the step compiled for replay);
@@ -282,8 +284,13 @@ async function measure(
   steps: number,
   warmup: number,
   readEvery: number,
+  device = "webgpu",
 ): Promise<Measured> {
-  const be = await lib.mod.getWebGPU();
+  // The cases build their tensors on the default device (which may be "auto": set it to the one measured).
+  lib.mod.setDefaultDevice(device as Parameters<typeof lib.mod.setDefaultDevice>[0]);
+  const be = device === "webgpu" ? await lib.mod.getWebGPU() : await lib.mod.getBackend(
+    device as Parameters<typeof lib.mod.getBackend>[0],
+  ) as Awaited<ReturnType<typeof lib.mod.getWebGPU>>;
   let counting = false;
   let kernels = 0;
   let launches = 0;
@@ -297,7 +304,10 @@ async function measure(
     }
   };
   const { run, read } = be;
-  const queue = be.device.queue;
+  // Only WebGPU has a queue whose submit waits for the previous submission.
+  const queue: { submit(buffers: GPUCommandBuffer[]): void } = "device" in be
+    ? be.device.queue
+    : { submit: () => {} };
   const submit = queue.submit;
   const prepare = (be as {
     prepare?: (s: readonly unknown[]) => { run(): Promise<void>; readonly launches?: number };
@@ -310,7 +320,7 @@ async function measure(
     return run.call(be, s);
   };
   be.read = (...args) => timed(() => read.apply(be, args));
-  queue.submit = (buffers) => {
+  queue.submit = (buffers: GPUCommandBuffer[]) => {
     const t0 = performance.now();
     submit.call(queue, buffers);
     if (counting) waiting += performance.now() - t0;
@@ -395,8 +405,15 @@ function median(xs: readonly number[]): number {
   return s.length % 2 === 1 ? s[h] : (s[h - 1] + s[h]) / 2;
 }
 
-/** Runs one case in a fresh process against the checkout at `root`; returns its measurement. */
-async function child(root: URL, caseIndex: number, steps: number, warmup: number, readEvery: number) {
+/** Runs one case in a fresh process against the checkout at `root` on `device`; returns its measurement. */
+async function child(
+  root: URL,
+  caseIndex: number,
+  steps: number,
+  warmup: number,
+  readEvery: number,
+  device = "webgpu",
+) {
   const args = [
     "run",
     "-A",
@@ -412,6 +429,8 @@ async function child(root: URL, caseIndex: number, steps: number, warmup: number
     String(warmup),
     "--readEvery",
     String(readEvery),
+    "--device",
+    device,
   ];
   const out = await new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "inherit" }).output();
   if (!out.success) throw new Error(`bench child for case ${caseIndex} on ${root.pathname} failed`);
@@ -432,8 +451,11 @@ if (import.meta.main) {
       child: { type: "boolean", default: false },
       lib: { type: "string" },
       case: { type: "string" },
+      device: { type: "string", default: "webgpu" },
+      devices: { type: "string" },
     },
   });
+  const device = values.device!;
   const steps = Number(values.steps);
   const warmup = Number(values.warmup);
   const readEvery = Number(values.readEvery);
@@ -450,16 +472,24 @@ if (import.meta.main) {
   if (values.child) {
     const root = new URL(`file://${values.lib!.replace(/\/?$/, "/")}`);
     const lib = await loadLib(root);
-    console.log(JSON.stringify(await measure(lib, cases[Number(values.case)], steps, warmup, readEvery)));
-  } else if (values.vs !== undefined) {
-    const other = new URL(`file://${values.vs.replace(/\/?$/, "/")}`);
+    console.log(
+      JSON.stringify(await measure(lib, cases[Number(values.case)], steps, warmup, readEvery, device)),
+    );
+  } else if (values.vs !== undefined || values.devices !== undefined) {
+    // Two sides, each a checkout and a device: another checkout on webgpu (--vs), or two devices here (--devices).
+    const devices = values.devices?.split(",").map((d) => d.trim()) ?? ["webgpu", "webgpu"];
+    if (devices.length !== 2) throw new RangeError(`--devices takes two devices, got "${values.devices}"`);
+    const other = values.vs !== undefined ? new URL(`file://${values.vs.replace(/\/?$/, "/")}`) : HERE;
+    const [otherDevice, myDevice] = devices;
     const rounds = Number(values.rounds);
     const lib = await loadLib(HERE);
     await lib.mod.getWebGPU();
     console.log(await adapterLine());
+    for (const d of new Set(devices)) console.log(`device ${await lib.mod.deviceLine(d as never)}`);
     console.log(
       `${steps} timed steps after ${warmup} warm-up steps, readback every ${readEvery}; each case ${rounds} ` +
-        `rounds of fresh processes alternating this checkout and ${other.pathname}; medians`,
+        `rounds of fresh processes alternating ${other.pathname} on ${otherDevice} ("other") and this checkout on ` +
+        `${myDevice} ("this"); medians`,
     );
     const load = watchHostLoad();
     const rows: string[][] = [];
@@ -469,11 +499,11 @@ if (import.meta.main) {
       for (let r = 0; r < rounds; r++) {
         // Alternate which side goes first, so a drift in host load does not favour one side.
         if (r % 2 === 0) {
-          theirs.push(await child(other, i, steps, warmup, readEvery));
-          mine.push(await child(HERE, i, steps, warmup, readEvery));
+          theirs.push(await child(other, i, steps, warmup, readEvery, otherDevice));
+          mine.push(await child(HERE, i, steps, warmup, readEvery, myDevice));
         } else {
-          mine.push(await child(HERE, i, steps, warmup, readEvery));
-          theirs.push(await child(other, i, steps, warmup, readEvery));
+          mine.push(await child(HERE, i, steps, warmup, readEvery, myDevice));
+          theirs.push(await child(other, i, steps, warmup, readEvery, otherDevice));
         }
       }
       const [a, b] = [median(theirs.map((m) => m.msPerStep)), median(mine.map((m) => m.msPerStep))];
@@ -511,6 +541,7 @@ if (import.meta.main) {
     const lib = await loadLib(HERE);
     await lib.mod.getWebGPU();
     console.log(await adapterLine());
+    console.log(`device ${await lib.mod.deviceLine(device as never)}`);
     console.log(
       `${steps} timed steps after ${warmup} warm-up steps, one metrics readback every ${readEvery} steps`,
     );
@@ -518,7 +549,7 @@ if (import.meta.main) {
     const rows: string[][] = [];
     for (const i of picked) {
       const c = cases[i];
-      const r = await measure(lib, c, steps, warmup, readEvery);
+      const r = await measure(lib, c, steps, warmup, readEvery, device);
       rows.push([
         c.name,
         fmt(r.msPerStep, 1),

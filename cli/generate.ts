@@ -2,7 +2,7 @@
  * Generate text with a Llama model (llama2.c `.bin` or Hugging Face directory) and its tokenizer.
  *
  *   deno run -A cli/generate.ts --model M [--tokenizer T] [--prompt P] [--steps N] [--temperature 0]
- *     [--top-p 0.9] [--seed S] [--no-stop] [--device webgpu|cpu]
+ *     [--top-p 0.9] [--seed S] [--no-stop] [--device auto|webgpu|wasm|cpu]
  *
  * The tokenizer is a Hugging Face `tokenizer.json` (or a directory holding one) or a llama2.c `.bin`; without
  * `--tokenizer`, a Hugging Face model directory's own `tokenizer.json` is used (a llama2.c model needs
@@ -17,7 +17,8 @@ import { z } from "../deps.ts";
 import { checkTokenizerFits, loadTokenizer, modelTokenizerPath } from "../lib/io/text_tokenizer.ts";
 import { loadLlama } from "../lib/models/load.ts";
 import { generate } from "../lib/models/sample.ts";
-import { getBackend } from "../lib/runtime/realize.ts";
+import { deviceLine, resolveDevice } from "../lib/runtime/realize.ts";
+import { DEVICE_CHOICES } from "../lib/runtime/device.ts";
 import { exitWithError, parseConfig } from "../lib/util/config.ts";
 
 const Config = z.object({
@@ -33,7 +34,9 @@ const Config = z.object({
   topP: z.number().positive().max(1).default(1).describe("nucleus sampling threshold (1 = off)"),
   seed: z.int().default(0).describe("seed of the sampling draws"),
   stop: z.boolean().default(true).describe("stop at a BOS or EOS token"),
-  device: z.enum(["webgpu", "cpu"]).default("webgpu").describe("where to run the model"),
+  device: z.enum(DEVICE_CHOICES).default("auto").describe(
+    "where to run the model (auto: a hardware GPU, else wasm)",
+  ),
 });
 
 const NAME = "cli/generate.ts";
@@ -66,9 +69,10 @@ export async function runGenerate(
   const cfg = parseConfig(Config, args, { name: NAME, description: DESCRIPTION });
   const tokenizerPath = await modelTokenizerPath(cfg.model, cfg.tokenizer);
   const tokenizer = await loadTokenizer(tokenizerPath);
-  const model = await loadLlama(cfg.model, { device: cfg.device });
+  const device = resolveDevice(cfg.device);
+  const model = await loadLlama(cfg.model, { device });
   checkTokenizerFits(tokenizer, tokenizerPath, model.config.vocabSize, cfg.model);
-  const adapter = (await getBackend(cfg.device)).description;
+  const adapter = await deviceLine(cfg.device);
   let promptTokens = tokenizer.encode(cfg.prompt);
   // An empty prompt under a tokenizer whose template adds nothing (SmolLM, Qwen) starts from its BOS, if any.
   if (promptTokens.length === 0 && tokenizer.bosId !== undefined) promptTokens = [tokenizer.bosId];

@@ -36,7 +36,6 @@ import {
   type LoraInit,
 } from "../lib/init/mod.ts";
 import { ConfigError, ConfigHelp, configUsage, exitWithError, parseConfig } from "../lib/util/config.ts";
-import type { DeviceName } from "../lib/ir/node.ts";
 import type { Shape } from "../lib/shape.ts";
 import type { Tensor } from "../lib/tensor/tensor.ts";
 import { loadLlama } from "../lib/models/load.ts";
@@ -45,6 +44,8 @@ import { loadText } from "../lib/data/text.ts";
 import { sampleWindows } from "../lib/train/batches.ts";
 import { attachLora, findTargets, saveAdapter } from "../lib/lora/mod.ts";
 import { collectActivations, collectGradients } from "../lib/init/calibrate.ts";
+import { deviceLine, resolveDevice } from "../lib/runtime/realize.ts";
+import { DEVICE_CHOICES } from "../lib/runtime/device.ts";
 
 const BASE = z.object({
   method: z.string().describe(`initialisation: ${Object.keys(INIT_METHODS).join(", ")}`),
@@ -63,7 +64,9 @@ const BASE = z.object({
   exact: z.boolean().default(false).describe(
     "deterministic variant where a method has a randomized one (exact SVD for PiSSA and LoRA-GA, exact inner SVD for EVA)",
   ),
-  device: z.enum(["webgpu", "cpu"]).default("webgpu").describe("where to compute"),
+  device: z.enum(DEVICE_CHOICES).default("auto").describe(
+    "where to compute (auto: a hardware GPU, else wasm)",
+  ),
   targets: z.string().default("q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj").describe(
     "Hugging Face model: comma-separated projections to adapt",
   ),
@@ -125,6 +128,8 @@ export interface InitRun {
   layers: Record<string, { rank: number; alpha: number; scale: number }>;
   /** The output file. */
   out: string;
+  /** The device it computed on, with its adapter (and why `auto` picked it). */
+  device: string;
 }
 
 /** Runs the command on `args` (throws {@link ConfigError} / {@link ConfigHelp}, or an error naming the layer). */
@@ -142,7 +147,7 @@ export async function runInit(args: readonly string[]): Promise<InitRun> {
   const cfg = parseConfig(schema, args, { name: "deno task init" }) as
     & z.infer<typeof BASE>
     & Record<string, unknown>;
-  const device = cfg.device as DeviceName;
+  const device = resolveDevice(cfg.device);
   const own: Record<string, unknown> = {};
   for (const k of Object.keys(method.options.shape)) if (cfg[k] !== undefined) own[k] = cfg[k];
   // --exact picks the deterministic variant; without it each method keeps its own default.
@@ -278,7 +283,7 @@ export async function runInit(args: readonly string[]): Promise<InitRun> {
     options: JSON.stringify({ ...common, ...own }),
     layers: JSON.stringify(summary),
   });
-  return { layers: summary, out: cfg.out };
+  return { layers: summary, out: cfg.out, device: await deviceLine(cfg.device) };
 }
 
 async function isDirectory(path: string): Promise<boolean> {
@@ -300,7 +305,7 @@ async function initHfModel(
       "with a Hugging Face model directory, calibration comes from --calibration-text, not --activations/--grads",
     ]);
   }
-  const device = cfg.device as DeviceName;
+  const device = resolveDevice(cfg.device);
   const model = await loadLlama(cfg.weights, { device });
   const targets = cfg.targets.split(",").map((t) => t.trim()).filter((t) => t.length > 0);
   let data: Record<string, LayerData> | undefined;
@@ -343,7 +348,7 @@ async function initHfModel(
     seed: cfg.seed,
   });
   await saveAdapter(cfg.out, model, { baseModel: cfg.weights });
-  return { layers: res.perLayer, out: cfg.out };
+  return { layers: res.perLayer, out: cfg.out, device: await deviceLine(cfg.device) };
 }
 
 /** The module paths `targets` selects (Hugging Face or tessera names), for the calibration helpers. */
@@ -355,7 +360,7 @@ if (import.meta.main) {
   try {
     const r = await runInit(Deno.args);
     const n = Object.values(r.layers).filter((l) => l.rank > 0).length;
-    console.log(`wrote ${n} adapter(s) to ${r.out}`);
+    console.log(`wrote ${n} adapter(s) to ${r.out} (device: ${r.device})`);
     for (const [k, v] of Object.entries(r.layers)) {
       console.log(`  ${k}: rank ${v.rank}, alpha ${v.alpha}, scale ${v.scale}`);
     }

@@ -2,7 +2,7 @@
  * Perplexity of a Llama model (llama2.c `.bin` or Hugging Face directory) on a text file.
  *
  *   deno run -A cli/ppl.ts --model M [--tokenizer T] --text FILE [--max-tokens N] [--batch-size B]
- *     [--device webgpu|cpu]
+ *     [--device auto|webgpu|wasm|cpu]
  *
  * The tokenizer is a Hugging Face `tokenizer.json` (or a directory holding one) or a llama2.c `.bin`; without
  * `--tokenizer`, a Hugging Face model directory's own `tokenizer.json` is used (a llama2.c model needs
@@ -20,7 +20,8 @@ import { z } from "../deps.ts";
 import { loadText } from "../lib/data/text.ts";
 import { checkTokenizerFits, loadTokenizer, modelTokenizerPath } from "../lib/io/text_tokenizer.ts";
 import { loadLlama } from "../lib/models/load.ts";
-import { getBackend } from "../lib/runtime/realize.ts";
+import { deviceLine, resolveDevice } from "../lib/runtime/realize.ts";
+import { DEVICE_CHOICES } from "../lib/runtime/device.ts";
 import { tensor } from "../lib/tensor/creation.ts";
 import { exitWithError, parseConfig } from "../lib/util/config.ts";
 
@@ -34,7 +35,9 @@ const Config = z.object({
   text: z.string().describe("UTF-8 text file to evaluate"),
   maxTokens: z.int().positive().optional().describe("evaluate only the first N tokens of the text"),
   batchSize: z.int().positive().default(8).describe("windows per forward pass"),
-  device: z.enum(["webgpu", "cpu"]).default("webgpu").describe("where to run the model"),
+  device: z.enum(DEVICE_CHOICES).default("auto").describe(
+    "where to run the model (auto: a hardware GPU, else wasm)",
+  ),
 });
 
 const NAME = "cli/ppl.ts";
@@ -70,7 +73,8 @@ export async function runPpl(args: readonly string[]): Promise<PplRun> {
   const cfg = parseConfig(Config, args, { name: NAME, description: DESCRIPTION });
   const tokenizerPath = await modelTokenizerPath(cfg.model, cfg.tokenizer);
   const tokenizer = await loadTokenizer(tokenizerPath);
-  const model = await loadLlama(cfg.model, { device: cfg.device });
+  const device = resolveDevice(cfg.device);
+  const model = await loadLlama(cfg.model, { device });
   const { seqLen, vocabSize } = model.config;
   checkTokenizerFits(tokenizer, tokenizerPath, vocabSize, cfg.model);
   if (seqLen < 2) throw new Error(`model "${cfg.model}" has a context of ${seqLen}; windows need at least 2`);
@@ -96,7 +100,7 @@ export async function runPpl(args: readonly string[]): Promise<PplRun> {
   const chunk = seqLen - 1;
   const windows = Math.ceil(predicted / chunk);
   const batch = Math.min(cfg.batchSize, windows);
-  const adapter = (await getBackend(cfg.device)).description;
+  const adapter = await deviceLine(cfg.device);
 
   const start = performance.now();
   let total = 0;
@@ -114,8 +118,8 @@ export async function runPpl(args: readonly string[]): Promise<PplRun> {
         targets[b * seqLen + i] = piece[i];
       }
     }
-    const x = tensor(inputs, { shape: [batch, seqLen], dtype: "i32", device: cfg.device });
-    const y = tensor(targets, { shape: [batch, seqLen], dtype: "i32", device: cfg.device });
+    const x = tensor(inputs, { shape: [batch, seqLen], dtype: "i32", device });
+    const y = tensor(targets, { shape: [batch, seqLen], dtype: "i32", device });
     const loss = model.loss(x, y, { ignoreIndex: IGNORE, reduction: "sum" });
     total += await loss.item();
     loss.dispose();

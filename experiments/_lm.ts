@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { DEVICE_CHOICES } from "../lib/runtime/device.ts";
 import { z } from "../deps.ts";
 import { distinctList } from "./_start.ts";
 import { tensor } from "../lib/tensor/creation.ts";
@@ -666,7 +667,9 @@ export function lmFields(steps: number) {
       "with --resume: accept a larger --steps; finished runs continue from their last checkpoint (the schedule of " +
         "the new length applies from there) and config.yaml records the extension",
     ),
-    device: z.enum(["webgpu", "cpu"]).optional().describe("device (default webgpu, or TESSERA_DEVICE)"),
+    device: z.enum(DEVICE_CHOICES).optional().describe(
+      "device (default auto: a hardware WebGPU adapter, else wasm; or TESSERA_DEVICE)",
+    ),
   };
 }
 

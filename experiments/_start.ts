@@ -11,8 +11,9 @@
  *
  * @module
  */
-import { getDefaultDevice, getWebGPU } from "../lib/runtime/realize.ts";
+import { deviceLine, resolveDevice } from "../lib/runtime/realize.ts";
 import type { DeviceName } from "../lib/ir/node.ts";
+import type { DeviceChoice } from "../lib/runtime/device.ts";
 import {
   cliConfig,
   type ConfigDefaults,
@@ -50,7 +51,7 @@ export interface Started<C> {
   cfg: C;
   /** The device it runs on. */
   device: DeviceName;
-  /** The adapter's description (or "cpu"). */
+  /** The device as resolved, its adapter and (for `auto`) why it was picked. */
   adapter: string;
   /** Its results directory, with `config.yaml` written. */
   results: ResultsDir;
@@ -135,7 +136,7 @@ export async function startExperiment<S extends ConfigSchema>(
   const cfg = quick
     ? cliConfig(schema, { name, description: about.description, defaults: about.quick })
     : first;
-  const common = cfg as { device?: DeviceName; resume?: string; extend?: boolean };
+  const common = cfg as { device?: DeviceChoice; resume?: string; extend?: boolean };
   if (about.check !== undefined) {
     try {
       about.check(cfg);
@@ -144,8 +145,8 @@ export async function startExperiment<S extends ConfigSchema>(
       Deno.exit(2);
     }
   }
-  const device = common.device ?? getDefaultDevice();
-  const adapter = device === "webgpu" ? (await getWebGPU()).description : "cpu";
+  const device = resolveDevice(common.device);
+  const adapter = await deviceLine(common.device);
   const record = { ...(cfg as Record<string, unknown>), device, adapter };
   let results: ResultsDir;
   let extensionsBefore = 0;
@@ -160,7 +161,7 @@ export async function startExperiment<S extends ConfigSchema>(
   } catch (err) {
     exitWithError(name, err, 2);
   }
-  console.log(`exp:${about.task} → ${results.path}\nadapter: ${adapter}`);
+  console.log(`exp:${about.task} → ${results.path}\ndevice: ${adapter}`);
   if (results.removedTemporaries.length > 0) {
     console.log(`removed ${results.removedTemporaries.length} temporary file(s) left by interrupted writes`);
   }

@@ -32,6 +32,7 @@
  *
  * @module
  */
+import { DEVICE_CHOICES } from "../lib/runtime/device.ts";
 import { distinctList, runMain, startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
 import { tensor } from "../lib/tensor/creation.ts";
@@ -85,7 +86,9 @@ const Config = z.object({
   ),
   readEvery: z.number().int().positive().default(25).describe("metrics read back every this many steps"),
   resume: z.string().optional().describe("a previous results directory: finished runs are reused"),
-  device: z.enum(["webgpu", "cpu"]).optional().describe("device (default webgpu, or TESSERA_DEVICE)"),
+  device: z.enum(DEVICE_CHOICES).optional().describe(
+    "device (default auto: a hardware WebGPU adapter, else wasm; or TESSERA_DEVICE)",
+  ),
 });
 type Config = z.infer<typeof Config>;
 

@@ -18,6 +18,7 @@
  *
  * @module
  */
+import { DEVICE_CHOICES } from "../lib/runtime/device.ts";
 import { distinctList, runMain, startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
 import { randn } from "../lib/tensor/creation.ts";
@@ -49,7 +50,9 @@ const Config = z.object({
   resume: z.string().optional().describe(
     "a previous results directory to write into again (analysis is cheap)",
   ),
-  device: z.enum(["webgpu", "cpu"]).optional().describe("device (default webgpu, or TESSERA_DEVICE)"),
+  device: z.enum(DEVICE_CHOICES).optional().describe(
+    "device (default auto: a hardware WebGPU adapter, else wasm; or TESSERA_DEVICE)",
+  ),
 });
 type Config = z.infer<typeof Config>;
 

@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { DEVICE_CHOICES } from "../lib/runtime/device.ts";
 import { loraCaptionTrainer, vlmSetup } from "./_vlm.ts";
 import { distinctList, runMain, startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
@@ -78,7 +79,9 @@ const Config = z.object({
     "steps of each pretraining stage (0, a, b)",
   ),
   resume: z.string().optional().describe("a previous results directory: finished runs are reused"),
-  device: z.enum(["webgpu", "cpu"]).optional().describe("device (default webgpu, or TESSERA_DEVICE)"),
+  device: z.enum(DEVICE_CHOICES).optional().describe(
+    "device (default auto: a hardware WebGPU adapter, else wasm; or TESSERA_DEVICE)",
+  ),
 });
 type Config = z.infer<typeof Config>;
 

@@ -2,7 +2,7 @@
  * Compiler fuzzing: seeded random expression graphs (broadcasting, views, reductions, matmuls, fused chains,
  * integer and boolean intermediates) evaluated on a backend and compared with the float64 reference interpreter.
  *
- * Run: `deno task fuzz --cases 500 [--seed 1] [--device webgpu|cpu]`. A mismatch prints the seed and the graph;
+ * Run: `deno task fuzz --cases 500 [--seed 1] [--device auto|webgpu|wasm|cpu]`. A mismatch prints the seed and the graph;
  * re-running with that seed and `--cases 1` reproduces it, and the case belongs in tests/fuzz/regressions_test.ts.
  *
  * Values are kept O(1) (tanh/sigmoid squashing after growth-prone ops), so float32 error stays below ~1e-4 and any
@@ -11,7 +11,17 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { concat, type DeviceName, type Shape, type Tensor, tensor } from "../mod.ts";
+import {
+  checkDeviceChoice,
+  concat,
+  type DeviceChoice,
+  deviceLine,
+  type DeviceName,
+  resolveDevice,
+  type Shape,
+  type Tensor,
+  tensor,
+} from "../mod.ts";
 import { evaluateReference } from "../lib/ir/reference.ts";
 import { printGraph } from "../lib/ir/node.ts";
 import { leafValues } from "../lib/autodiff/gradcheck.ts";
@@ -217,23 +227,21 @@ if (import.meta.main) {
     options: {
       cases: { type: "string", default: "200" },
       seed: { type: "string", default: "1" },
-      device: { type: "string", default: "webgpu" },
+      device: { type: "string", default: "auto" },
       help: { type: "boolean", default: false },
     },
   });
   if (values.help) {
-    console.log("deno task fuzz [--cases N=200] [--seed S=1] [--device webgpu|cpu]");
+    console.log("deno task fuzz [--cases N=200] [--seed S=1] [--device auto|webgpu|wasm|cpu]");
     Deno.exit(0);
   }
   const n = Number(values.cases);
   const s0 = Number(values.seed);
-  const device = values.device as DeviceName;
   if (!Number.isInteger(n) || n < 1) {
     throw new Error(`--cases must be a positive integer, got ${values.cases}`);
   }
-  if (device !== "webgpu" && device !== "cpu") {
-    throw new Error(`--device must be webgpu or cpu, got ${device}`);
-  }
+  const device = resolveDevice(checkDeviceChoice(values.device, "--device"));
+  console.log(`device: ${await deviceLine(values.device as DeviceChoice)}`);
   let failures = 0;
   for (let i = 0; i < n; i++) {
     const msg = await runCase(s0 + i, device);

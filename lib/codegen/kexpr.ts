@@ -529,8 +529,11 @@ export function loopIterations(root: KExpr): number {
   return total(linearize([root]), 1);
 }
 
-/** Checks a kernel's internal consistency; throws naming the kernel and the problem. */
-export function verifyKernel(kernel: Kernel): void {
+/**
+ * Checks a kernel's internal consistency; throws naming the kernel and the problem. `loopBudget` is the device's
+ * cap on loop iterations per invocation.
+ */
+export function verifyKernel(kernel: Kernel, loopBudget: number = LOOP_BUDGET): void {
   const fail = (msg: string): never => {
     throw new Error(`kernel ${kernel.name}: ${msg}`);
   };
@@ -561,7 +564,7 @@ export function verifyKernel(kernel: Kernel): void {
   }
   if (kernel.matmul !== null && kernel.matmul.terms.length === 0) fail("has a matmul spec without products");
   const trips = kernel.matmul !== null ? matmulDepth(kernel.matmul) : loopIterations(kernel.body!);
-  if (trips > LOOP_BUDGET) fail(`runs ${trips} loop iterations per invocation (budget ${LOOP_BUDGET})`);
+  if (trips > loopBudget) fail(`runs ${trips} loop iterations per invocation (budget ${loopBudget})`);
   const outType = kernel.matmul !== null ? kernel.matmul.epilogue.dtype : kernel.body!.dtype;
   if (outType !== kernel.outDtype) fail(`body dtype ${outType} but output dtype ${kernel.outDtype}`);
 }

@@ -30,6 +30,8 @@ export interface ScheduleOptions {
   maxInputs: number;
   /** Materialize every non-view node (used by tests to compare fused with unfused execution). */
   noFusion?: boolean;
+  /** Most loop iterations in one kernel (default {@link LOOP_BUDGET}, the llvmpipe cap). */
+  loopBudget?: number;
 }
 
 /** The ordered list of nodes to materialize (each becomes one kernel), inputs before their consumers. */
@@ -122,7 +124,7 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
         continue;
       }
       const loops = region.filter((n) => REDUCE_OPS.has(n.op));
-      if (loops.reduce((a, n) => a + tripCount(n), 0) > LOOP_BUDGET) {
+      if (loops.reduce((a, n) => a + tripCount(n), 0) > (opts.loopBudget ?? LOOP_BUDGET)) {
         const inner = loops.filter((n) => n !== root).sort((a, b) => tripCount(b) - tripCount(a));
         if (inner.length === 0) throw new Error(`schedule: ${root} needs ${tripCount(root)} loop iterations`);
         materialized.add(inner[0]);

@@ -9,7 +9,7 @@ import { fmt } from "../shape.ts";
 import { Op, type OpArgs, SHAPE_RULES } from "./ops.ts";
 
 /** Where a tensor's data lives. */
-export type DeviceName = "webgpu" | "cpu";
+export type DeviceName = "webgpu" | "wasm" | "cpu";
 
 /** Device memory owned by the runtime. The IR only knows how to let go of it. */
 export interface Storage {

@@ -22,7 +22,7 @@ export interface Step {
 
 /**
  * One launch of a hand-written kernel (from `kernels/`): WGSL for GPUs, and a host function with the same effect
- * for the CPU backend. Binding `i` of the shader is `buffers[i]`.
+ * for the CPU backends (`cpu`, and `wasm` over views of its memory). Binding `i` of the shader is `buffers[i]`.
  */
 export interface RawStep {
   /** Name used in errors and DEBUG output. */
@@ -52,7 +52,7 @@ export interface PreparedSteps {
 
 /** A device able to run kernels. */
 export interface Backend {
-  /** `"webgpu"` or `"cpu"`. */
+  /** `"webgpu"`, `"wasm"` or `"cpu"`. */
   readonly name: DeviceName;
   /** Human-readable adapter description, printed by every experiment. */
   readonly description: string;
@@ -60,6 +60,11 @@ export interface Backend {
   readonly maxInputs: number;
   /** Largest single buffer in bytes. */
   readonly maxBufferBytes: number;
+  /**
+   * Most loop iterations one kernel invocation may run (llvmpipe's cap, see `split_loops.ts`); longer reductions
+   * are split into passes. Absent: the default `LOOP_BUDGET`.
+   */
+  readonly loopBudget?: number;
   /** Allocates (from the pool) storage for `n` elements of dtype `d`. */
   alloc(d: DType, n: number): Storage;
   /** Allocates storage holding a copy of `data`. */

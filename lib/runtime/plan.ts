@@ -15,7 +15,7 @@ import { type AnyDataArray, type DType, DTYPE_INFO } from "../dtype.ts";
 import { type Node, type Storage, toposort } from "../ir/node.ts";
 import { type CustomKernelArg, Op } from "../ir/ops.ts";
 import { schedule } from "../codegen/schedule.ts";
-import { splitLongLoops } from "../codegen/split_loops.ts";
+import { LOOP_BUDGET, splitLongLoops } from "../codegen/split_loops.ts";
 import { isParamNode, lowerCached } from "../codegen/lower.ts";
 import { KBuilder, type Kernel, verifyKernel } from "../codegen/kexpr.ts";
 import { LruCache } from "../codegen/lru.ts";
@@ -107,6 +107,8 @@ export interface PlanOptions {
   noFusion?: boolean;
   /** Disable the tiled matmul template (tests). */
   noMatmulTemplate?: boolean;
+  /** Most loop iterations one kernel invocation may run on the device (default: llvmpipe's budget). */
+  loopBudget?: number;
 }
 
 /** Most plans kept (least recently used ones are evicted). */
@@ -122,7 +124,7 @@ const planCache = new LruCache<string, Plan>(PLAN_CACHE_SIZE, {
 
 /** The plan of the graph below `roots` (whose signature is `sig`): from the cache, or scheduled and lowered. */
 export function planFor(roots: readonly Node[], sig: GraphSignature, opts: PlanOptions): Plan {
-  const key = `${opts.maxInputs}|${opts.noFusion ? "nofuse" : ""}|${
+  const key = `${opts.maxInputs}|${opts.loopBudget ?? "default"}|${opts.noFusion ? "nofuse" : ""}|${
     opts.noMatmulTemplate ? "naive" : ""
   }|${sig.key}`;
   const hit = planCache.get(key);
@@ -140,8 +142,9 @@ export function cachedPlans(): number {
 function buildPlan(roots: readonly Node[], sig: GraphSignature, key: string, opts: PlanOptions): Plan {
   const leafSlot = new Map(sig.leaves.map((n, i) => [n, i]));
   const paramSlot = new Map(sig.params.map((n, i) => [n, i]));
-  const split = splitLongLoops(roots);
-  const order = schedule(split, { maxInputs: opts.maxInputs, noFusion: opts.noFusion });
+  const loopBudget = opts.loopBudget ?? LOOP_BUDGET;
+  const split = splitLongLoops(roots, loopBudget);
+  const order = schedule(split, { maxInputs: opts.maxInputs, noFusion: opts.noFusion, loopBudget });
   const bufOf = new Map(order.map((n, i) => [n, i]));
   const materialized = new Set(order);
   const lastUse = order.map(() => -1);
@@ -159,7 +162,7 @@ function buildPlan(roots: readonly Node[], sig: GraphSignature, key: string, opt
       return { kernel: null, raw: n.argOf(Op.Custom), inputs, params: [] };
     }
     const l = lowerCached(n, (m) => materialized.has(m), { matmulTemplate: !opts.noMatmulTemplate });
-    verifyKernel(l.kernel);
+    verifyKernel(l.kernel, loopBudget);
     launches++;
     const inputs = l.inputs.map((inp): PlanRef => {
       if (inp.storage !== null) {

@@ -10,8 +10,17 @@ import { type DeviceName, type Node, printGraph, type Storage } from "../ir/node
 import { paramValue } from "../codegen/lower.ts";
 import type { Backend, RawStep, Step } from "./backend.ts";
 import { graphSignature, type Plan, planFor, planStep } from "./plan.ts";
+import { LOOP_BUDGET } from "../codegen/split_loops.ts";
 import { CpuBackend } from "./cpu.ts";
 import { createWebGPUBackend, type WebGPUBackend } from "./webgpu.ts";
+import { createWasmBackend, type WasmBackend } from "./wasm.ts";
+import {
+  type AutoDevice,
+  checkDeviceChoice,
+  type DeviceChoice,
+  probeAutoDevice,
+  resolveChoice,
+} from "./device.ts";
 import { debugLevel } from "./debug.ts";
 import { yieldIfDue } from "./event_loop.ts";
 
@@ -69,42 +78,76 @@ export function resolveStorage(s: Storage, be: Backend): Storage {
 }
 
 let defaultDevice: DeviceName | null = null;
+let defaultChoice: DeviceChoice = "auto";
 const backends: Partial<Record<DeviceName, Promise<Backend>>> = {};
 
-/** The device new tensors go to: `TESSERA_DEVICE` if set (and readable), else `"webgpu"`. */
+/** What the device `"auto"` is in this process: probed once, when the runtime is loaded. */
+export const AUTO_DEVICE: AutoDevice = await probeAutoDevice();
+
+/**
+ * The device new tensors go to: `TESSERA_DEVICE` if set (and readable), else `"auto"` — a hardware WebGPU
+ * adapter when there is one, else `"wasm"` (see {@link AUTO_DEVICE} for the reason).
+ */
 export function getDefaultDevice(): DeviceName {
   if (defaultDevice === null) {
-    defaultDevice = "webgpu";
+    let choice: DeviceChoice = "auto";
+    let readable = false;
     try {
-      if (Deno.permissions.querySync({ name: "env", variable: "TESSERA_DEVICE" }).state === "granted") {
-        const v = Deno.env.get("TESSERA_DEVICE");
-        if (v === "cpu" || v === "webgpu") defaultDevice = v;
-        else if (v) throw new Error(`TESSERA_DEVICE must be "webgpu" or "cpu", got ${JSON.stringify(v)}`);
-      }
-    } catch (e) {
-      if (e instanceof Error && e.message.startsWith("TESSERA_DEVICE")) throw e;
+      readable = Deno.permissions.querySync({ name: "env", variable: "TESSERA_DEVICE" }).state === "granted";
+    } catch {
+      // No permission API (or no access): the default stands.
     }
+    const v = readable ? Deno.env.get("TESSERA_DEVICE") : undefined;
+    if (v) choice = checkDeviceChoice(v, "TESSERA_DEVICE");
+    defaultChoice = choice;
+    defaultDevice = resolveChoice(choice, AUTO_DEVICE);
   }
   return defaultDevice;
 }
 
-/** Sets the device new tensors go to. */
-export function setDefaultDevice(d: DeviceName): void {
-  if (d !== "webgpu" && d !== "cpu") {
-    throw new Error(`unknown device ${JSON.stringify(d)}; use "webgpu" or "cpu"`);
-  }
-  defaultDevice = d;
+/** Sets the device new tensors go to (`"auto"` picks as {@link AUTO_DEVICE} says). */
+export function setDefaultDevice(d: DeviceChoice): void {
+  defaultChoice = checkDeviceChoice(d);
+  defaultDevice = resolveChoice(defaultChoice, AUTO_DEVICE);
+}
+
+/** The device a choice names (`"auto"` resolved), for code that takes `--device auto|webgpu|wasm|cpu`. */
+export function resolveDevice(d: DeviceChoice | undefined): DeviceName {
+  return d === undefined ? getDefaultDevice() : resolveChoice(checkDeviceChoice(d), AUTO_DEVICE);
 }
 
 /** The backend of a device, created on first use. */
 export function getBackend(d: DeviceName): Promise<Backend> {
   let b = backends[d];
   if (b === undefined) {
-    b = d === "cpu" ? Promise.resolve(new CpuBackend()) : createWebGPUBackend();
+    b = d === "cpu"
+      ? Promise.resolve(new CpuBackend())
+      : d === "wasm"
+      ? Promise.resolve(createWasmBackend())
+      : d === "webgpu"
+      ? createWebGPUBackend()
+      : Promise.reject(new TypeError(`unknown device ${JSON.stringify(d)}`));
     b.catch(() => delete backends[d]);
     backends[d] = b;
   }
   return b;
+}
+
+/**
+ * One line naming a device choice (default: the default device) as resolved, its adapter, and why `auto` picked
+ * it, e.g. `wasm: WebAssembly SIMD128 + relaxed FMA, 2 threads (auto: the WebGPU adapter is a software one
+ * (llvmpipe ...))`. Experiments, benchmarks and CLIs print it.
+ */
+export async function deviceLine(choice?: DeviceChoice): Promise<string> {
+  const d = resolveDevice(choice);
+  const c = choice ?? defaultChoice;
+  const desc = (await getBackend(d)).description;
+  return `${d}: ${desc}${c === "auto" ? ` (${AUTO_DEVICE.reason})` : ""}`;
+}
+
+/** The wasm backend (for benchmarks that set its thread count). */
+export async function getWasm(): Promise<WasmBackend> {
+  return (await getBackend("wasm")) as WasmBackend;
 }
 
 /** The WebGPU backend (for benchmarks and reports that need the adapter). */
@@ -150,6 +193,7 @@ export async function realizeNodes(
     maxInputs: be.maxInputs,
     noFusion: opts.noFusion,
     noMatmulTemplate: opts.noMatmulTemplate,
+    loopBudget: be.loopBudget ?? LOOP_BUDGET,
   });
   const params = sig.params.map(paramValue);
   // Upload every host-side leaf before any intermediate is released: an upload is queued ahead of this

@@ -15,7 +15,7 @@ import { fromData, Tensor } from "./tensor.ts";
 export interface CreateOptions<D extends DType = DType> {
   /** Element type (default f32, or bool for boolean data). */
   dtype?: D;
-  /** `"webgpu"` (default, or `TESSERA_DEVICE`) or `"cpu"`. */
+  /** `"webgpu"`, `"wasm"` or `"cpu"` (default: the default device, see `getDefaultDevice`). */
   device?: DeviceName;
 }
 

@@ -10,7 +10,7 @@ import { checkShape, size } from "../shape.ts";
 import { bufferNode, mk, type Storage } from "../ir/node.ts";
 import { type CustomKernelArg, type HostBuffer, Op } from "../ir/ops.ts";
 import type { RawStep } from "../runtime/backend.ts";
-import { getBackend, resolveStorage } from "../runtime/realize.ts";
+import { getBackend, getDefaultDevice, resolveStorage } from "../runtime/realize.ts";
 import { realize, Tensor } from "./tensor.ts";
 
 /** One launch in {@link runKernels}. */
@@ -51,7 +51,7 @@ export async function runKernels(
   for (const t of inputs) {
     if (t.device !== device) throw new Error(`runKernels: inputs on devices ${device} and ${t.device}`);
   }
-  const be = await getBackend(device ?? "webgpu");
+  const be = await getBackend(device ?? getDefaultDevice());
   await realize(...inputs);
   const inStorage: Storage[] = inputs.map((t) => resolveStorage(t.node.storage!, be));
   const outStorage = outputs.map((o) => {

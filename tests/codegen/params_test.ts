@@ -10,7 +10,7 @@ import { lower } from "../../lib/codegen/lower.ts";
 import { renderWGSL } from "../../lib/codegen/render_wgsl.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
 
-for (const device of ["webgpu", "cpu"] as const) {
+for (const device of ["webgpu", "wasm", "cpu"] as const) {
   Deno.test(`${device}: a loop varying constants, a step counter and a seed compiles nothing after its first pass`, async () => {
     const be = await getBackend(device);
     const rng = new TestRng(71);
@@ -56,8 +56,8 @@ Deno.test("a kernel's source does not contain the values of its constants or see
   equal(ka.params.length, 2);
 });
 
-Deno.test("special values survive the trip through parameters on both devices", async () => {
-  for (const device of ["webgpu", "cpu"] as const) {
+Deno.test("special values survive the trip through parameters on every device", async () => {
+  for (const device of ["webgpu", "wasm", "cpu"] as const) {
     const x = tensor([1, -2, 0, 3], { device });
     const got = await x.mul(NaN).add(x.mul(0)).data();
     ok(Array.from(got).every(Number.isNaN), `${device}: NaN constant lost`);

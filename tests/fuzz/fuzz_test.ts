@@ -1,13 +1,15 @@
 /**
  * The compiler fuzzer (tools/fuzz.ts) in CI: a fixed number of fresh random graphs per run on each backend, each
- * compared with the float64 reference. `deno task fuzz --cases N` runs longer campaigns.
+ * compared with the float64 reference (more on wasm, whose kernels compile in milliseconds and whose SIMD forms
+ * depend on the shapes). `deno task fuzz --cases N` runs longer campaigns.
  */
 import { runCase } from "../../tools/fuzz.ts";
 import { TEST_SEED } from "../_helpers.ts";
 
-const CASES = 60;
+const RUNS = { webgpu: 60, wasm: 200, cpu: 60 } as const;
 
-for (const device of ["webgpu", "cpu"] as const) {
+for (const device of ["webgpu", "wasm", "cpu"] as const) {
+  const CASES = RUNS[device];
   Deno.test(`fuzz: ${CASES} random expression graphs match the reference (${device})`, async () => {
     const failures: string[] = [];
     for (let i = 0; i < CASES; i++) {

@@ -34,9 +34,9 @@ const SHARED_SMALL: MatmulTile = { tm: 2, tn: 2, wm: 4, wn: 8, bk: 8 };
 for (const [m, k, n, batch] of [[70, 37, 65, 1], [33, 64, 40, 2], [64, 48, 64, 1]]) {
   Deno.test(`workgroup-shared matmul ${batch}x ${m}x${k}·${k}x${n} (transposed B, bias) equals float64`, async () => {
     const rng = new TestRng(m * 7 + n + batch);
-    const a = tensor(rng.normals(batch * m * k), { shape: [batch, m, k] }) as F;
-    const bt = tensor(rng.normals(batch * n * k), { shape: [batch, n, k] }) as F;
-    const bias = tensor(rng.normals(n), { shape: [n] }) as F;
+    const a = tensor(rng.normals(batch * m * k), { shape: [batch, m, k], device: "webgpu" }) as F;
+    const bt = tensor(rng.normals(batch * n * k), { shape: [batch, n, k], device: "webgpu" }) as F;
+    const bias = tensor(rng.normals(n), { shape: [n], device: "webgpu" }) as F;
     await realize(a, bt, bias);
     const out = a.matmul(bt.transpose() as F).add(bias) as F;
     const want = await reference(out);
@@ -58,8 +58,8 @@ Deno.test("f16 storage with f32 accumulation: read as vec4<f16>, equal to the fl
   }
   const rng = new TestRng(77);
   const [m, k, n] = [48, 64, 40];
-  const a16 = tensor(rng.normals(m * k), { shape: [m, k] }).cast("f16");
-  const b16 = tensor(rng.normals(k * n), { shape: [k, n] }).cast("f16");
+  const a16 = tensor(rng.normals(m * k), { shape: [m, k], device: "webgpu" }).cast("f16");
+  const b16 = tensor(rng.normals(k * n), { shape: [k, n], device: "webgpu" }).cast("f16");
   await realize(a16, b16);
   const out = a16.cast("f32").matmul(b16.cast("f32")) as F;
   const want = await reference(out);

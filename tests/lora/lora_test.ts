@@ -1,6 +1,6 @@
 /** The LoRA layer, attaching by pattern, merging, DoRA and PEFT-format adapter files. */
 import { deepEqual, equal, ok, rejects } from "node:assert/strict";
-import { type Shape, type Tensor, tensor } from "../../mod.ts";
+import { type DeviceName, getDefaultDevice, type Shape, type Tensor, tensor } from "../../mod.ts";
 import { Linear } from "../../lib/nn/linear.ts";
 import { namedParameters } from "../../lib/nn/module.ts";
 import {
@@ -19,7 +19,7 @@ import { gradcheck } from "../../lib/autodiff/gradcheck.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
 
 type F = Tensor<Shape, "f32">;
-const mk = (rng: TestRng, shape: number[], device: "webgpu" | "cpu" = "webgpu") =>
+const mk = (rng: TestRng, shape: number[], device: DeviceName = getDefaultDevice()) =>
   tensor(rng.normals(shape.reduce((a, b) => a * b, 1)), { shape, device }) as unknown as F;
 
 /** Host float64 matmul of row-major [m,k]·[k,n]. */

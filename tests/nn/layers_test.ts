@@ -3,7 +3,7 @@
  * statistics, determinism and kernel reuse.
  */
 import { equal, notDeepEqual, ok, throws } from "node:assert/strict";
-import { getWebGPU, rand, randn, type Shape, type Tensor, tensor } from "../../mod.ts";
+import { getBackend, getDefaultDevice, rand, randn, type Shape, type Tensor, tensor } from "../../mod.ts";
 import {
   constantParam,
   crossEntropy,
@@ -114,7 +114,7 @@ Deno.test("dropout: rate, scaling, determinism, the same mask on cpu, one kernel
   ok(Math.abs(agree - 0.58) < 0.03, `masks of two seeds agree on ${agree}`);
   const onCpu = await dropout(tensor(xs, { device: "cpu" }), rate, { seed }).data();
   assertClose(onCpu, y, { rtol: 1e-6, atol: 0, what: "cpu mask" });
-  const be = await getWebGPU();
+  const be = await getBackend(getDefaultDevice());
   await dropout(x, rate, { seed: seed + 2 }).data();
   const kernels = be.stats().cachedKernels;
   for (let k = 3; k < 6; k++) await dropout(x, rate, { seed: seed + k }).data();

@@ -4,7 +4,7 @@
  * device memory staying flat across steps.
  */
 import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
-import { getWebGPU, type Shape, type Tensor, tensor } from "../../mod.ts";
+import { getBackend, getDefaultDevice, type Shape, type Tensor, tensor } from "../../mod.ts";
 import {
   Adam,
   AdamW,
@@ -184,7 +184,7 @@ Deno.test("optimiser bookkeeping: frozen parameters, groups, state, disposal, fl
   const pending = opt.update({ lora_A: mk([2, 8]), lora_B: mk([8, 2]) });
   throws(() => opt.commit(pending), /realize/);
 
-  const be = await getWebGPU();
+  const be = await getBackend(getDefaultDevice());
   const oldA = model.lora_A;
   let live = 0;
   for (let step = 1; step <= 12; step++) {

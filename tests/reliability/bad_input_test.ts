@@ -130,7 +130,7 @@ Deno.test("an adapter for a module the model lacks names the module and the adap
 });
 
 Deno.test("WebGPU validation errors (not only shader compilation) name the kernel; the device stays usable", async () => {
-  const x = tensor([1, 2, 3]);
+  const x = tensor([1, 2, 3], { device: "webgpu" });
   const wgsl = `@group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read_write> b: array<f32>;
 @compute @workgroup_size(1) fn main(@builtin(global_invocation_id) g: vec3<u32>) {

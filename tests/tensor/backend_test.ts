@@ -1,13 +1,23 @@
-/** Backend-level behaviour: f16, error surfacing, adapter reporting, DEBUG output, buffer reuse. */
-import { equal, match, ok, rejects } from "node:assert/strict";
-import { getBackend, getWebGPU, randn, realize, tensor, zeros } from "../../mod.ts";
+/** Backend-level behaviour: f16, error surfacing, adapter reporting, device choice, DEBUG output, buffer reuse. */
+import { equal, match, ok, rejects, throws } from "node:assert/strict";
+import {
+  AUTO_DEVICE,
+  getBackend,
+  getDefaultDevice,
+  getWebGPU,
+  randn,
+  realize,
+  setDefaultDevice,
+  tensor,
+  zeros,
+} from "../../mod.ts";
 import { runKernels } from "../../lib/tensor/custom.ts";
 import { assertClose, reference, TestRng } from "../_helpers.ts";
 
-Deno.test("f16 tensors compute within f16 precision on both backends", async () => {
+Deno.test("f16 tensors compute within f16 precision on every backend", async () => {
   const be = await getWebGPU();
   const rng = new TestRng(20);
-  for (const device of be.hasF16 ? ["webgpu", "cpu"] as const : ["cpu"] as const) {
+  for (const device of be.hasF16 ? ["webgpu", "wasm", "cpu"] as const : ["wasm", "cpu"] as const) {
     const x = tensor(rng.normals(40), { shape: [5, 8], device }).cast("f16");
     const y = x.mul(0.5).add(1).exp().sum(1);
     equal(y.dtype, "f16");
@@ -22,7 +32,7 @@ Deno.test("f16 tensors compute within f16 precision on both backends", async () 
 });
 
 Deno.test("an invalid hand-written shader becomes a thrown error naming the kernel", async () => {
-  const x = tensor([1, 2, 3]);
+  const x = tensor([1, 2, 3], { device: "webgpu" });
   await rejects(
     runKernels([x], [{ shape: [3], dtype: "f32" }], [{
       name: "broken_kernel",
@@ -34,7 +44,7 @@ Deno.test("an invalid hand-written shader becomes a thrown error naming the kern
     /WebGPU error in kernel broken_kernel/,
   );
   // The device is still usable afterwards.
-  equal(await tensor([2, 3]).mul(2).sum().item(), 10);
+  equal(await tensor([2, 3], { device: "webgpu" }).mul(2).sum().item(), 10);
 });
 
 Deno.test("the adapter is described, and a missing adapter names the package to install", async () => {
@@ -43,15 +53,61 @@ Deno.test("the adapter is described, and a missing adapter names the package to 
   const probe = new Deno.Command(Deno.execPath(), {
     args: [
       "eval",
-      `import { tensor } from "${new URL("../../mod.ts", import.meta.url)}";
-      try { await tensor([1]).data(); } catch (e) { console.log(String(e)); }`,
+      `import { AUTO_DEVICE, getDefaultDevice, tensor } from "${new URL("../../mod.ts", import.meta.url)}";
+      console.log(getDefaultDevice(), AUTO_DEVICE.reason, await tensor([1, 2]).mul(3).sum().item());
+      try { await tensor([1], { device: "webgpu" }).data(); } catch (e) { console.log(String(e)); }`,
     ],
     env: { DENO_WEBGPU_BACKEND: "dx12" }, // no DirectX 12 on Linux: no adapter
     stdout: "piped",
     stderr: "piped",
   });
   const out = new TextDecoder().decode((await probe.output()).stdout);
+  // With no adapter, "auto" runs on wasm and says why; an explicit "webgpu" fails naming what to install.
+  match(out, /^wasm auto: no WebGPU adapter 9$/m);
   match(out, /No WebGPU adapter found.*mesa-vulkan-drivers/s);
+});
+
+Deno.test("auto picks wasm over a software adapter, TESSERA_DEVICE and setDefaultDevice choose explicitly", async () => {
+  const webgpu = await getWebGPU();
+  // This suite runs where WebGPU is Mesa's CPU driver (CI) or a real GPU: auto takes wasm only for the former.
+  equal(
+    AUTO_DEVICE.device,
+    webgpu.isFallback || /llvmpipe|lavapipe/i.test(webgpu.description) ? "wasm" : "webgpu",
+  );
+  match(AUTO_DEVICE.reason, /^auto: /);
+  const run = async (env: Record<string, string>, code: string) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", `import * as t from "${new URL("../../mod.ts", import.meta.url)}";\n${code}`],
+      env,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return new TextDecoder().decode(out.code === 0 ? out.stdout : out.stderr);
+  };
+  for (const d of ["webgpu", "wasm", "cpu"]) {
+    match(
+      await run({ TESSERA_DEVICE: d }, "console.log(t.tensor([1]).device, await t.deviceLine());"),
+      new RegExp(`^${d} ${d}: `),
+    );
+  }
+  match(await run({ TESSERA_DEVICE: "auto" }, "console.log(await t.deviceLine());"), /\(auto: /);
+  match(
+    await run({ TESSERA_DEVICE: "gpu" }, "t.tensor([1]);"),
+    /TESSERA_DEVICE must be one of auto, webgpu, wasm, cpu, got "gpu"/,
+  );
+  const before = getDefaultDevice();
+  try {
+    setDefaultDevice("cpu");
+    equal(tensor([1]).device, "cpu");
+    setDefaultDevice("auto");
+    equal(tensor([1]).device, AUTO_DEVICE.device);
+    throws(
+      () => setDefaultDevice("metal" as "cpu"),
+      /device must be one of auto, webgpu, wasm, cpu, got "metal"/,
+    );
+  } finally {
+    setDefaultDevice(before);
+  }
 });
 
 Deno.test("DEBUG=4 prints the generated WGSL and DEBUG=1 the kernel times", async () => {
@@ -61,57 +117,73 @@ Deno.test("DEBUG=4 prints the generated WGSL and DEBUG=1 the kernel times", asyn
       `import { tensor } from "${new URL("../../mod.ts", import.meta.url)}";
       await tensor([1, 2, 3]).exp().sum().data();`,
     ],
-    env: { DEBUG: "4" },
+    env: { DEBUG: "4", TESSERA_DEVICE: "webgpu" },
     stdout: "piped",
     stderr: "piped",
   });
   const err = new TextDecoder().decode((await cmd.output()).stderr);
   match(err, /@compute @workgroup_size/);
   match(err, /webgpu \S+ \S+ [\d.]+ ms/);
+  const wasm = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `import { tensor } from "${new URL("../../mod.ts", import.meta.url)}";
+      await tensor([1, 2, 3]).exp().sum().data();`,
+    ],
+    env: { DEBUG: "4", TESSERA_DEVICE: "wasm" },
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const werr = new TextDecoder().decode((await wasm.output()).stderr);
+  match(werr, /wasm kernel reshape_sum_exp_scalar: \d+ bytes/);
+  match(werr, /wasm reshape_sum_exp_scalar 1 items x1 [\d.]+ ms/);
 });
 
-Deno.test("buffers are reused: a loop of realizations keeps the live buffer count flat", async () => {
-  const be = await getBackend("webgpu");
-  let w = randn([64, 64], { seed: 1 });
-  await realize(w);
-  const counts: number[] = [];
-  let cachedAfterWarmup = -1;
-  for (let i = 0; i < 30; i++) {
-    const next = w.mul(0.5).add(w.matmul(w).mul(0.01)).tanh();
-    await realize(next);
-    w.dispose();
-    w = next;
-    counts.push(be.stats().liveBuffers);
-    if (i === 5) cachedAfterWarmup = be.stats().cachedKernels;
-  }
-  equal(counts[29], counts[5], `live buffers ${counts.join(",")}`);
-  equal(be.stats().cachedKernels, cachedAfterWarmup, "no new pipelines once the loop is warm");
-  const d = await w.data();
-  ok(d.every(Number.isFinite));
-});
+for (const device of ["webgpu", "wasm"] as const) {
+  Deno.test(`buffers are reused: a loop of realizations keeps the live buffer count flat (${device})`, async () => {
+    const be = await getBackend(device);
+    let w = randn([64, 64], { seed: 1, device });
+    await realize(w);
+    const counts: number[] = [];
+    let cachedAfterWarmup = -1;
+    for (let i = 0; i < 30; i++) {
+      const next = w.mul(0.5).add(w.matmul(w).mul(0.01)).tanh();
+      await realize(next);
+      w.dispose();
+      w = next;
+      counts.push(be.stats().liveBuffers);
+      if (i === 5) cachedAfterWarmup = be.stats().cachedKernels;
+    }
+    // No growth once warm (a count may still fall when collected tensors give buffers back later).
+    ok(counts[29] <= counts[5], `live buffers ${counts.join(",")}`);
+    equal(be.stats().cachedKernels, cachedAfterWarmup, "no new pipelines once the loop is warm");
+    const d = await w.data();
+    ok(d.every(Number.isFinite));
+  });
 
-Deno.test("a result larger than the device's largest buffer is an error naming the op and shape", async () => {
-  const be = await getWebGPU();
-  const n = Math.floor(be.maxBufferBytes / 4) + 1024;
-  const big = zeros([n]).add(1);
-  await rejects(
-    big.data(),
-    /result of Add with shape \[\d+\] f32: Cannot allocate \d+ f32 elements .* split the tensor/,
-  );
-});
+  Deno.test(`a result larger than the device's largest buffer is an error naming the op and shape (${device})`, async () => {
+    const be = await getBackend(device);
+    const n = Math.floor(be.maxBufferBytes / 4) + 1024;
+    const big = zeros([n], { device }).add(1);
+    await rejects(
+      big.data(),
+      /result of Add with shape \[\d+\] f32: Cannot allocate \d+ f32 elements .* split the tensor/,
+    );
+  });
 
-Deno.test("device memory is released by dispose() and at the end of a `using` block", async () => {
-  const be = await getBackend("webgpu");
-  const before = be.stats().liveBuffers;
-  {
-    using a = randn([128, 128], { seed: 3 });
-    await a.realize();
+  Deno.test(`device memory is released by dispose() and at the end of a \`using\` block (${device})`, async () => {
+    const be = await getBackend(device);
+    const before = be.stats().liveBuffers;
+    {
+      using a = randn([128, 128], { seed: 3, device });
+      await a.realize();
+      equal(be.stats().liveBuffers, before + 1);
+    }
+    equal(be.stats().liveBuffers, before, "released when the block ends");
+    const b = randn([64], { seed: 4, device });
+    await b.realize();
     equal(be.stats().liveBuffers, before + 1);
-  }
-  equal(be.stats().liveBuffers, before, "released when the block ends");
-  const b = randn([64], { seed: 4 });
-  await b.realize();
-  equal(be.stats().liveBuffers, before + 1);
-  b.dispose();
-  equal(be.stats().liveBuffers, before, "released by dispose()");
-});
+    b.dispose();
+    equal(be.stats().liveBuffers, before, "released by dispose()");
+  });
+}

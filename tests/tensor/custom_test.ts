@@ -16,7 +16,7 @@ const SQUARE = `@group(0) @binding(0) var<storage, read> y: array<f32>;
   if (g.x < arrayLength(&y)) { z[g.x] = y[g.x] * y[g.x]; }
 }`;
 
-for (const device of ["webgpu", "cpu"] as const) {
+for (const device of ["webgpu", "wasm", "cpu"] as const) {
   Deno.test(`runKernels chains hand-written launches (${device})`, async () => {
     const rng = new TestRng(9);
     const n = 100;

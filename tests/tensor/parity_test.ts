@@ -1,6 +1,6 @@
 /**
  * Every op against the float64 reference (lib/ir/reference.ts, which shares no code with the scheduler or the
- * renderers), on both backends, with fresh random inputs and shapes that are not multiples of the workgroup size,
+ * renderers), on every backend, with fresh random inputs and shapes that are not multiples of the workgroup size,
  * size-1 and size-0 dimensions, broadcasting and non-contiguous views.
  *
  * Tolerances: elementwise f32 chains are held to rtol 1e-5 / atol 1e-5 (a few ulp of f32, 2^-24 ≈ 6e-8 each, plus
@@ -248,7 +248,7 @@ const cases: Case[] = [
     ...RED,
   },
   // creation
-  { name: "arange", build: () => arange(3, 40, 3).mul(2), ...EW },
+  { name: "arange", build: (_mk, _r, dev) => arange(3, 40, 3, { device: dev }).mul(2), ...EW },
   { name: "eye rectangular", build: (_mk, _r, dev) => eye(4, 6, { device: dev }), rtol: 0, atol: 0 },
   { name: "full", build: (_mk, _r, dev) => full([3, 2], 7.5, { device: dev }).add(1), rtol: 0, atol: 0 },
   // empty tensors
@@ -274,7 +274,7 @@ function maker(rng: TestRng, dev: DeviceName): Make {
   };
 }
 
-for (const device of ["webgpu", "cpu"] as const) {
+for (const device of ["webgpu", "wasm", "cpu"] as const) {
   Deno.test(`parity (${device}): every op against the float64 reference`, async (t) => {
     let salt = 0;
     for (const c of cases) {
@@ -290,19 +290,21 @@ for (const device of ["webgpu", "cpu"] as const) {
   });
 }
 
-Deno.test("fused and unfused execution agree on every case", async () => {
-  let salt = 1000;
-  for (const c of cases) {
-    const rng = new TestRng(++salt);
-    const out = c.build(maker(rng, "webgpu"), rng, "webgpu");
-    if (out.isRealized) continue;
-    const be = await getBackend("webgpu");
-    const [fused] = await realizeNodes([out.node]);
-    const [unfused] = await realizeNodes([out.node], { noFusion: true, noMatmulTemplate: true });
-    const a = await be.read(fused, out.dtype, out.size);
-    const b = await be.read(unfused, out.dtype, out.size);
-    fused.release();
-    unfused.release();
-    assertClose(a, b, { rtol: c.rtol ?? 1e-5, atol: c.atol ?? 1e-5, what: `fused vs unfused ${c.name}` });
-  }
-});
+for (const device of ["webgpu", "wasm"] as const) {
+  Deno.test(`fused and unfused execution agree on every case (${device})`, async () => {
+    let salt = 1000;
+    for (const c of cases) {
+      const rng = new TestRng(++salt);
+      const out = c.build(maker(rng, device), rng, device);
+      if (out.isRealized) continue;
+      const be = await getBackend(device);
+      const [fused] = await realizeNodes([out.node]);
+      const [unfused] = await realizeNodes([out.node], { noFusion: true, noMatmulTemplate: true });
+      const a = await be.read(fused, out.dtype, out.size);
+      const b = await be.read(unfused, out.dtype, out.size);
+      fused.release();
+      unfused.release();
+      assertClose(a, b, { rtol: c.rtol ?? 1e-5, atol: c.atol ?? 1e-5, what: `fused vs unfused ${c.name}` });
+    }
+  });
+}

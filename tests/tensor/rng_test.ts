@@ -2,21 +2,30 @@
 import { equal, ok } from "node:assert/strict";
 import { rand, randn } from "../../mod.ts";
 import { randUniform } from "../../lib/ir/rng.ts";
-import { TEST_SEED, TestRng } from "../_helpers.ts";
+import { assertClose, TEST_SEED, TestRng } from "../_helpers.ts";
 
-Deno.test("rand: same bits on webgpu, cpu and the host formula", async () => {
+Deno.test("rand: same bits on webgpu, wasm, cpu and the host formula", async () => {
   const seed = new TestRng(3).int(0, 2 ** 31);
   const shape = [37, 29];
   const g = await rand(shape, { seed, device: "webgpu" }).data();
+  const w = await rand(shape, { seed, device: "wasm" }).data();
   const c = await rand(shape, { seed, device: "cpu" }).data();
   for (let i = 0; i < g.length; i++) {
     const want = randUniform(seed, i);
-    if (g[i] !== want || c[i] !== want) {
+    if (g[i] !== want || w[i] !== want || c[i] !== want) {
       throw new Error(
-        `element ${i}: webgpu ${g[i]}, cpu ${c[i]}, host ${want} (seed ${seed}, TEST_SEED=${TEST_SEED})`,
+        `element ${i}: webgpu ${g[i]}, wasm ${w[i]}, cpu ${
+          c[i]
+        }, host ${want} (seed ${seed}, TEST_SEED=${TEST_SEED})`,
       );
     }
   }
+  // randn (Box-Muller over two uniforms) too: the same transcendental formula on every device, within f32 rounding.
+  const gn = await randn(shape, { seed, device: "webgpu" }).data();
+  const wn = await randn(shape, { seed, device: "wasm" }).data();
+  const cn = await randn(shape, { seed, device: "cpu" }).data();
+  assertClose(wn, cn, { rtol: 1e-5, atol: 1e-5, what: "randn wasm vs cpu" });
+  assertClose(gn, cn, { rtol: 1e-5, atol: 1e-5, what: "randn webgpu vs cpu" });
 });
 
 Deno.test("rand/randn: moments and determinism", async () => {

@@ -1,5 +1,5 @@
 /** A small, fully seeded training setup on generated shape images, shared by the trainer tests. */
-import { getWebGPU, type Shape, type Tensor, tensor } from "../../mod.ts";
+import { getBackend, getDefaultDevice, type Shape, type Tensor, tensor } from "../../mod.ts";
 import { generateShapes } from "../../lib/data/mod.ts";
 import {
   AdamW,
@@ -71,9 +71,9 @@ export function mlpSetup(s: MlpSetup): TrainerOptions<Mlp, { x: Tensor; y: Tenso
   };
 }
 
-/** Counts readbacks from the WebGPU device while `fn` runs. */
+/** Counts readbacks from the default device while `fn` runs. */
 export async function countReads<T>(fn: () => Promise<T>): Promise<{ result: T; reads: number }> {
-  const be = await getWebGPU();
+  const be = await getBackend(getDefaultDevice());
   const original = be.read;
   let reads = 0;
   be.read = (...args) => {

@@ -4,7 +4,7 @@
  * are consistent, and device memory stays flat.
  */
 import { deepEqual, equal, ok } from "node:assert/strict";
-import { getWebGPU, type Tensor } from "../../mod.ts";
+import { getBackend, getDefaultDevice, type Tensor } from "../../mod.ts";
 import { getAt } from "../../lib/nn/mod.ts";
 import { Trainer } from "../../lib/train/mod.ts";
 import { readJsonl } from "../../lib/util/mod.ts";
@@ -17,7 +17,7 @@ Deno.test("Trainer: an MLP learns; every step recorded, one readback per readEve
   const steps = 100;
   const readEvery = 25;
   const options = mlpSetup({ initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps });
-  const be = await getWebGPU();
+  const be = await getBackend(getDefaultDevice());
   const live: number[] = [];
   const flushed: number[] = [];
   const trainer = new Trainer({

@@ -1,0 +1,101 @@
+/**
+ * The WebAssembly renderer: compiles a kernel to a module whose exported `run(start, end, scratch, out, in0, ...)`
+ * computes work items `start..end-1` over one shared linear memory (pointers are byte offsets). A generic kernel
+ * has one item per output element (the linearized statements of its body, see `wasm_emit.ts` for the semantics);
+ * a kernel with a matmul spec goes through the blocked SIMD template of `render_wasm_matmul.ts`, one item per
+ * output block.
+ *
+ * @module
+ */
+import type { Kernel } from "./kexpr.ts";
+import { kNodes, loopIterations } from "./kexpr.ts";
+import { linearize } from "./linearize.ts";
+import { KEmitter, kernelModule, type WasmKernel, type WasmRenderOptions } from "./wasm_emit.ts";
+import { renderWasmMatmul } from "./render_wasm_matmul.ts";
+import { classifyLanes, type Lane, prefersLoopLanes, reduceAlongLoop, VEmitter } from "./wasm_vector.ts";
+
+export type { WasmKernel, WasmRenderOptions } from "./wasm_emit.ts";
+
+/**
+ * Renders a kernel to a wasm module. A matmul spec goes through the blocked SIMD template; a generic kernel runs
+ * four outputs at a time (`wasm_vector.ts`) when its values allow, one work item per group of four, with the last
+ * partial group in scalar code; otherwise one output per item, with reductions that read along their own loop
+ * running four iterations at a time.
+ */
+export function renderWasm(kernel: Kernel, opts: WasmRenderOptions): WasmKernel {
+  if (kernel.matmul !== null) return renderWasmMatmul(kernel, kernel.matmul, opts);
+  const { mb, f, help, usesMath, out, bases, params } = kernelModule(kernel);
+  const body = kernel.body!;
+  const total = kernel.outShape.reduce((a, b) => a * b, 1);
+  const em = new KEmitter(f, help, kernel, bases, params);
+  const stmts = linearize([body]);
+  const lanes = opts.simd === false || total < 8 ? null : classifyLanes(body);
+  // Reductions that read contiguous memory along their own loop (row sums) take their lanes along that loop; the
+  // outputs then go one at a time.
+  const along = new Map<number, Map<number, Lane>>();
+  if (opts.simd !== false) {
+    for (const r of kNodes([body])) {
+      if (r.k !== "reduce" || r.op === "argmax" || r.size < 8) continue;
+      const l = classifyLanes(r.body, r.loop.name);
+      if (l !== null && prefersLoopLanes(r, lanes, l)) along.set(r.id, l);
+    }
+  }
+  if (along.size > 0) {
+    em.loopHook = (r, rbody) => {
+      const l = along.get(r.id);
+      if (l === undefined) return false;
+      reduceAlongLoop(em, new VEmitter(f, help, kernel, bases, em, l), r, rbody);
+      return true;
+    };
+  }
+  const perOutput = 0.5 + 0.3 * kNodes([body]).length + 0.5 * loopIterations(body);
+  /** `for (v = from; v < to; v++) body`, with `from` and `to` pushed by the callbacks. */
+  const loop = (v: number, from: () => void, to: () => void, inner: () => void) => {
+    from();
+    f.set(v);
+    f.get(v);
+    to();
+    f.op("i32.lt_s").op("if", "void").op("loop");
+    inner();
+    f.get(v).i32(1).op("i32.add").op("local.tee", v);
+    to();
+    f.op("i32.lt_s").op("br_if", 0).op("end").op("end");
+  };
+  const scalarOutput = (gid: number) => {
+    em.vars.set("gid", gid);
+    em.stmts(stmts);
+    em.storeOut(out, () => f.get(gid), body);
+  };
+  if (lanes === null || along.size > 0) {
+    const gid = f.local("i32");
+    loop(gid, () => f.get(0), () => f.get(1), () => scalarOutput(gid));
+    mb.exportFunction("run", mb.addFunction(f));
+    return { bytes: mb.encode(), items: total, itemCost: perOutput, scratchBytes: 0, usesMath };
+  }
+  // Items are groups of four outputs: full groups in SIMD code, then the tail of total % 4 outputs.
+  const full = Math.floor(total / 4);
+  const vem = new VEmitter(f, help, kernel, bases, em, lanes);
+  const g = f.local("i32");
+  const gid0 = f.local("i32");
+  loop(g, () => f.get(0), () => f.get(1).i32(full).get(1).i32(full).op("i32.lt_s").op("select"), () => {
+    f.get(g).i32(2).op("i32.shl").set(gid0);
+    em.vars.set("gid", gid0);
+    vem.stmts(stmts);
+    vem.store(out, gid0, body);
+  });
+  if (total % 4 !== 0) {
+    const gid = f.local("i32");
+    f.get(1).i32(full).op("i32.gt_s").op("if", "void");
+    loop(gid, () => f.i32(4 * full), () => f.i32(total), () => scalarOutput(gid));
+    f.op("end");
+  }
+  mb.exportFunction("run", mb.addFunction(f));
+  // About a third of the scalar cost per output (index arithmetic and gathers stay per lane).
+  return {
+    bytes: mb.encode(),
+    items: Math.ceil(total / 4),
+    itemCost: 1.5 * perOutput,
+    scratchBytes: 0,
+    usesMath,
+  };
+}

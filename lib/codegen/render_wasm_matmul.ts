@@ -1,0 +1,404 @@
+/**
+ * The blocked SIMD matmul of the wasm backend (the GotoBLAS scheme): the output is cut into `MC x NC` blocks,
+ * one work item each; per block and per `KC`-long slice of k, A's rows and B's columns are packed into the thread's
+ * scratch (any fused prologue — transposes, casts, padding — is evaluated once per element while packing), and a
+ * register-blocked micro-kernel accumulates `MR x NR` outputs in twelve f32x4 registers, reading the packed
+ * panels sequentially (`MR·NR` multiply-adds per `MR + NR` loads; fused multiply-add through relaxed SIMD where
+ * available). Panel sizes: the B micro-panel (`KC·NR` floats, 8 KiB) stays in L1 while the A block (`MC·KC`)
+ * streams from L2. The epilogue (bias, activation, residual, any dtype) runs per element on the finished block.
+ *
+ * @module
+ */
+import type { Kernel, KExpr, MatmulSpec } from "./kexpr.ts";
+import { linearForm } from "./kexpr.ts";
+import { linearize } from "./linearize.ts";
+import { FnBuilder } from "./wasm_encode.ts";
+import { KEmitter, kernelModule, type WasmKernel, type WasmRenderOptions } from "./wasm_emit.ts";
+import { classifyLanes, VEmitter } from "./wasm_vector.ts";
+
+/** Rows of the micro-kernel's register block. */
+export const MR = 6;
+/** Columns of the micro-kernel's register block (two f32x4). */
+export const NR = 8;
+const KC_MAX = 256;
+const MC_MAX = 96;
+const NC_MAX = 128;
+
+const up = (x: number, m: number) => Math.ceil(x / m) * m;
+
+/** The block sizes used for a product of this shape. */
+export function matmulBlocking(m: number, n: number, k: number): { mc: number; nc: number; kc: number } {
+  return {
+    mc: Math.max(MR, Math.min(MC_MAX, up(m, MR))),
+    nc: Math.max(NR, Math.min(NC_MAX, up(n, NR))),
+    kc: Math.max(2, Math.min(KC_MAX, up(k, 2))),
+  };
+}
+
+/** `value` as `c0 + Σ coef·var` over the named template variables, or null. */
+function affineLoad(
+  value: KExpr,
+  vars: readonly string[],
+): { buf: number; c0: number; coef: Map<string, number> } | null {
+  if (value.k !== "load" || value.dtype !== "f32") return null;
+  const { terms, c } = linearForm(value.index);
+  const coef = new Map<string, number>();
+  for (const [t, k] of terms) {
+    if (t.k !== "var" || !vars.includes(t.name)) return null;
+    coef.set(t.name, k);
+  }
+  return { buf: value.buf, c0: c, coef };
+}
+
+/** The micro-kernel `micro(pa, pb, pc, kcp)`: C[MR x NR] (row stride `ldc` floats) += Ap · Bp over kcp steps. */
+function microKernel(ldc: number, fma: boolean): FnBuilder {
+  const f = new FnBuilder(["i32", "i32", "i32", "i32"], []);
+  const [PA, PB, PC, KCP] = [0, 1, 2, 3];
+  const c: number[] = [];
+  for (let i = 0; i < MR * 2; i++) c.push(f.local("v128"));
+  const b0 = f.local("v128");
+  const b1 = f.local("v128");
+  const a = f.local("v128");
+  const end = f.local("i32");
+  for (let r = 0; r < MR; r++) {
+    for (let v = 0; v < 2; v++) f.get(PC).op("v128.load", r * ldc * 4 + v * 16).set(c[r * 2 + v]);
+  }
+  // end = pb + kcp·NR·4 (kcp is even and > 0)
+  f.get(PB).get(KCP).i32(NR * 4).op("i32.mul").op("i32.add").set(end);
+  f.op("loop");
+  for (let u = 0; u < 2; u++) {
+    f.get(PB).op("v128.load", u * NR * 4).set(b0);
+    f.get(PB).op("v128.load", u * NR * 4 + 16).set(b1);
+    for (let r = 0; r < MR; r++) {
+      f.get(PA).op("v128.load32_splat", (u * MR + r) * 4).set(a);
+      for (const [v, bv] of [[0, b0], [1, b1]]) {
+        const acc = c[r * 2 + v];
+        if (fma) f.get(a, bv, acc).op("f32x4.relaxed_madd").set(acc);
+        else f.get(acc, a, bv).op("f32x4.mul").op("f32x4.add").set(acc);
+      }
+    }
+  }
+  f.get(PA).i32(2 * MR * 4).op("i32.add").set(PA);
+  f.get(PB).i32(2 * NR * 4).op("i32.add").op("local.tee", PB).get(end).op("i32.lt_u").op("br_if", 0);
+  f.op("end");
+  for (let r = 0; r < MR; r++) {
+    for (let v = 0; v < 2; v++) f.get(PC, c[r * 2 + v]).op("v128.store", r * ldc * 4 + v * 16);
+  }
+  return f;
+}
+
+/**
+ * The micro-kernel reading A in place: `microA(a0..a5, pb, pc, kc)` with `a0..a5` the byte addresses of six rows of
+ * A at the block's first k (rows contiguous along k), B packed as for {@link microKernel}. Two steps of k per
+ * iteration, then one more when `kc` is odd (A is never read past k = kc).
+ */
+function microKernelDirectA(ldc: number, fma: boolean): FnBuilder {
+  const f = new FnBuilder([...Array.from({ length: MR }, () => "i32" as const), "i32", "i32", "i32"], []);
+  const PB = MR;
+  const PC = MR + 1;
+  const KC = MR + 2;
+  const c: number[] = [];
+  for (let i = 0; i < MR * 2; i++) c.push(f.local("v128"));
+  const b0 = f.local("v128");
+  const b1 = f.local("v128");
+  const a = f.local("v128");
+  const end = f.local("i32");
+  for (let r = 0; r < MR; r++) {
+    for (let v = 0; v < 2; v++) f.get(PC).op("v128.load", r * ldc * 4 + v * 16).set(c[r * 2 + v]);
+  }
+  const step = (u: number) => {
+    f.get(PB).op("v128.load", u * NR * 4).set(b0);
+    f.get(PB).op("v128.load", u * NR * 4 + 16).set(b1);
+    for (let r = 0; r < MR; r++) {
+      f.get(r).op("v128.load32_splat", u * 4).set(a);
+      for (const [v, bv] of [[0, b0], [1, b1]]) {
+        const acc = c[r * 2 + v];
+        if (fma) f.get(a, bv, acc).op("f32x4.relaxed_madd").set(acc);
+        else f.get(acc, a, bv).op("f32x4.mul").op("f32x4.add").set(acc);
+      }
+    }
+  };
+  // end = pb + (kc & ~1)·NR·4: the pairs of k
+  f.get(PB).get(KC).i32(-2).op("i32.and").i32(NR * 4).op("i32.mul").op("i32.add").set(end);
+  f.get(KC).i32(2).op("i32.ge_s").op("if", "void").op("loop");
+  step(0);
+  step(1);
+  for (let r = 0; r < MR; r++) f.get(r).i32(8).op("i32.add").set(r);
+  f.get(PB).i32(2 * NR * 4).op("i32.add").op("local.tee", PB).get(end).op("i32.lt_u").op("br_if", 0);
+  f.op("end").op("end");
+  f.get(KC).i32(1).op("i32.and").op("if", "void");
+  step(0);
+  f.op("end");
+  for (let r = 0; r < MR; r++) {
+    for (let v = 0; v < 2; v++) f.get(PC, c[r * 2 + v]).op("v128.store", r * ldc * 4 + v * 16);
+  }
+  return f;
+}
+
+/** Renders a kernel with a matmul spec. */
+export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRenderOptions): WasmKernel {
+  const { mb, f, help, usesMath, out, bases, params } = kernelModule(kernel);
+  // A sum of products accumulates every term into the same block accumulators, one term after the other.
+  const depth = Math.max(...mm.terms.map((t) => t.k));
+  const { mc: MC, nc: NC, kc: KC } = matmulBlocking(mm.m, mm.n, depth);
+  const mBlocks = Math.ceil(mm.m / MC);
+  const nBlocks = Math.ceil(mm.n / NC);
+  const micro = mb.addFunction(microKernel(NC, opts.relaxedSimd));
+  // A read in place when its rows are contiguous along k (x·W, x·Wᵀ with x row-major): no packing of A.
+  const direct = mm.terms.map((t) => {
+    const affA = affineLoad(t.a, ["b", "m", "k"]);
+    return affA !== null && affA.coef.get("k") === 1 ? affA : null;
+  });
+  const microA = direct.every((d) => d === null)
+    ? -1
+    : mb.addFunction(microKernelDirectA(NC, opts.relaxedSimd));
+  // Scratch: packed A (MC x KC), packed B (KC x NC), the block's accumulators (MC x NC).
+  const AP = 0;
+  const BP = MC * KC * 4;
+  const CB = BP + KC * NC * 4;
+  const scratchBytes = CB + MC * NC * 4;
+
+  const L = () => f.local("i32");
+  const [item, bi, m0, n0, mc, nc, mp, np, pc, kc, kcp, ip, jp, r, kk, kAbs, dst, src, row, i, j] = Array
+    .from(
+      { length: 21 },
+      L,
+    );
+  const SCR = 2;
+  const em = new KEmitter(f, help, kernel, bases, params);
+  em.vars.set("b", bi);
+
+  /** for (v = 0; v < limit; v++) { body } with `limit` a local. */
+  const forLocal = (v: number, limit: number, body: () => void) => {
+    f.i32(0).set(v);
+    f.get(limit).i32(0).op("i32.gt_s").op("if", "void").op("loop");
+    body();
+    f.get(v).i32(1).op("i32.add").op("local.tee", v).get(limit).op("i32.lt_s").op("br_if", 0);
+    f.op("end").op("end");
+  };
+
+  /**
+   * Packs one operand: `panels` panels of `width` rows (A: rows m; B: columns n), each `kcp` steps of k with
+   * `width` consecutive floats per step. `rowVar` is the template variable of the row (m or n).
+   */
+  const pack = (
+    value: KExpr,
+    rowVar: "m" | "n",
+    first: number,
+    count: number,
+    panels: number,
+    width: number,
+    scratchOff: number,
+  ) => {
+    const aff = affineLoad(value, ["b", rowVar, "k"]);
+    const stmts = aff === null ? linearize([value]) : [];
+    em.vars.set(rowVar, row);
+    em.vars.set("k", kAbs);
+    // Rows contiguous in memory (B row-major, A transposed): a whole panel step is `width` consecutive floats.
+    const contiguous = aff !== null && aff.coef.get(rowVar) === 1;
+    forLocal(ip, panels, () => {
+      if (contiguous) {
+        const cb = aff!.coef.get("b") ?? 0;
+        const ck = aff!.coef.get("k") ?? 0;
+        // A full panel: copy `width` floats per step of k (16-byte pieces, then 8 bytes for a width of 6).
+        f.get(first).get(ip).i32(width).op("i32.mul").op("i32.add").set(row);
+        f.get(row).i32(width).op("i32.add").get(first).get(count).op("i32.add").op("i32.le_s");
+        f.op("if", "void");
+        f.get(SCR).i32(scratchOff).op("i32.add").get(ip).i32(width).op("i32.mul").get(kcp).op("i32.mul")
+          .i32(2).op("i32.shl").op("i32.add").set(dst);
+        f.get(bases[aff!.buf]).i32(aff!.c0).get(bi).i32(cb).op("i32.mul").op("i32.add").get(row).op("i32.add")
+          .get(pc).i32(ck).op("i32.mul").op("i32.add").i32(2).op("i32.shl").op("i32.add").set(src);
+        const copy = (zero: boolean) => {
+          for (let o = 0; o + 4 <= width; o += 4) {
+            f.get(dst);
+            if (zero) f.op("v128.const", new Uint8Array(16));
+            else f.get(src).op("v128.load", o * 4);
+            f.op("v128.store", o * 4);
+          }
+          if (width % 4 === 2) {
+            f.get(dst);
+            if (zero) f.op("f64.const", 0);
+            else f.get(src).op("f64.load", (width - 2) * 4);
+            f.op("f64.store", (width - 2) * 4);
+          }
+        };
+        forLocal(kk, kc, () => {
+          copy(false);
+          f.get(dst).i32(width * 4).op("i32.add").set(dst);
+          f.get(src).i32(ck * 4).op("i32.add").set(src);
+        });
+        f.get(kcp).get(kc).op("i32.gt_s").op("if", "void");
+        copy(true);
+        f.op("end");
+        f.op("else"); // a panel at the edge: row by row below
+      }
+      f.i32(0).set(r);
+      f.op("loop");
+      // row = first + ip·width + r; dst = scratch + off + (ip·width·kcp + r)·4
+      f.get(first).get(ip).i32(width).op("i32.mul").op("i32.add").get(r).op("i32.add").set(row);
+      f.get(SCR).i32(scratchOff).op("i32.add").get(ip).i32(width).op("i32.mul").get(kcp).op("i32.mul").get(r)
+        .op("i32.add").i32(2).op("i32.shl").op("i32.add").set(dst);
+      // Rows past the block's edge are zeros.
+      f.get(row).get(first).get(count).op("i32.add").op("i32.lt_s").op("if", "void");
+      if (aff !== null) {
+        // src = in + 4·(c0 + cb·b + crow·row + ck·pc), stepping 4·ck per k.
+        const cb = aff.coef.get("b") ?? 0;
+        const cr = aff.coef.get(rowVar) ?? 0;
+        const ck = aff.coef.get("k") ?? 0;
+        f.get(bases[aff.buf]).i32(aff.c0).get(bi).i32(cb).op("i32.mul").op("i32.add").get(row).i32(cr)
+          .op("i32.mul").op("i32.add").get(pc).i32(ck).op("i32.mul").op("i32.add").i32(2).op("i32.shl")
+          .op("i32.add").set(src);
+        forLocal(kk, kc, () => {
+          f.get(dst, src).op("f32.load").op("f32.store");
+          f.get(dst).i32(width * 4).op("i32.add").set(dst);
+          f.get(src).i32(ck * 4).op("i32.add").set(src);
+        });
+      } else {
+        forLocal(kk, kc, () => {
+          // The prologue is a function of (b, row, k) with k the absolute index pc + kk.
+          f.get(pc, kk).op("i32.add").set(kAbs);
+          f.get(dst);
+          em.stmts(stmts);
+          em.push(value);
+          f.op("f32.store");
+          f.get(dst).i32(width * 4).op("i32.add").set(dst);
+        });
+      }
+      f.op("else");
+      forLocal(kk, kc, () => {
+        f.get(dst).op("f32.const", 0).op("f32.store");
+        f.get(dst).i32(width * 4).op("i32.add").set(dst);
+      });
+      f.op("end");
+      // The pad step when kc is odd.
+      f.get(kcp).get(kc).op("i32.gt_s").op("if", "void").get(dst).op("f32.const", 0).op("f32.store").op(
+        "end",
+      );
+      f.get(r).i32(1).op("i32.add").op("local.tee", r).i32(width).op("i32.lt_s").op("br_if", 0);
+      f.op("end");
+      if (contiguous) f.op("end");
+    });
+  };
+
+  // for item in start..end
+  f.get(0).set(item);
+  f.get(0).get(1).op("i32.lt_s").op("if", "void").op("loop");
+  {
+    // item = (bi·mBlocks + mi)·nBlocks + ni
+    f.get(item).i32(nBlocks).op("i32.rem_u").i32(NC).op("i32.mul").set(n0);
+    f.get(item).i32(nBlocks).op("i32.div_u").i32(mBlocks).op("i32.rem_u").i32(MC).op("i32.mul").set(m0);
+    f.get(item).i32(nBlocks * mBlocks).op("i32.div_u").set(bi);
+    const minTo = (dstL: number, cap: number, total: number, start: number) => {
+      f.i32(cap).i32(total).get(start).op("i32.sub").i32(cap).i32(total).get(start).op("i32.sub").op(
+        "i32.lt_s",
+      )
+        .op("select").set(dstL);
+    };
+    minTo(mc, MC, mm.m, m0);
+    minTo(nc, NC, mm.n, n0);
+    f.get(mc).i32(MR - 1).op("i32.add").i32(MR).op("i32.div_u").set(mp);
+    f.get(nc).i32(NR - 1).op("i32.add").i32(NR).op("i32.div_u").set(np);
+    f.get(SCR).i32(CB).op("i32.add").i32(0).i32(MC * NC * 4).op("memory.fill");
+    // for each term, for pc in 0, KC, ... < K
+    for (const [q, term] of mm.terms.entries()) {
+      const directA = direct[q];
+      if (term.k === 0) continue;
+      f.i32(0).set(pc);
+      f.op("loop");
+      f.i32(KC).i32(term.k).get(pc).op("i32.sub").i32(KC).i32(term.k).get(pc).op("i32.sub").op("i32.lt_s")
+        .op("select").set(kc);
+      f.get(kc).i32(1).op("i32.add").i32(-2).op("i32.and").set(kcp);
+      if (directA === null) pack(term.a, "m", m0, mc, mp, MR, AP);
+      pack(term.b, "n", n0, nc, np, NR, BP);
+      forLocal(jp, np, () => {
+        forLocal(i, mp, () => {
+          if (directA !== null) {
+            // Row addresses in[c0 + cb·b + cm·row + pc], rows past M clamped to the last (never stored).
+            const cb = directA.coef.get("b") ?? 0;
+            const cm = directA.coef.get("m") ?? 0;
+            for (let r = 0; r < MR; r++) {
+              f.get(bases[directA.buf]).i32(directA.c0).get(bi).i32(cb).op("i32.mul").op("i32.add");
+              f.get(m0).get(i).i32(MR).op("i32.mul").op("i32.add").i32(r).op("i32.add").set(row);
+              f.get(row).i32(mm.m - 1).get(row).i32(mm.m - 1).op("i32.lt_s").op("select").i32(cm).op(
+                "i32.mul",
+              );
+              f.op("i32.add").get(pc).op("i32.add").i32(2).op("i32.shl").op("i32.add");
+            }
+          } else {
+            f.get(SCR).i32(AP).op("i32.add").get(i).i32(MR * 4).op("i32.mul").get(kcp).op("i32.mul").op(
+              "i32.add",
+            );
+          }
+          f.get(SCR).i32(BP).op("i32.add").get(jp).i32(NR * 4).op("i32.mul").get(kcp).op("i32.mul").op(
+            "i32.add",
+          );
+          f.get(SCR).i32(CB).op("i32.add").get(i).i32(MR * NC * 4).op("i32.mul").op("i32.add").get(jp)
+            .i32(NR * 4).op("i32.mul").op("i32.add");
+          if (directA !== null) f.get(kc).op("call", microA);
+          else f.get(kcp).op("call", micro);
+        });
+      });
+      f.get(pc).i32(KC).op("i32.add").op("local.tee", pc).i32(term.k).op("i32.lt_s").op("br_if", 0);
+      f.op("end");
+    }
+    // Epilogue over the block: out[(b·M + m)·N + n] = epi(b, m, n, acc), four columns at a time where the
+    // epilogue allows (its lanes run along n), the last nc % 4 columns one by one.
+    const mVar = f.local("i32");
+    const nVar = f.local("i32");
+    const acc = f.local("f32");
+    const accV = f.local("v128");
+    em.vars.set("m", mVar);
+    em.vars.set("n", nVar);
+    em.acc = acc;
+    const epi = linearize([mm.epilogue]);
+    const lanes = opts.simd === false ? null : classifyLanes(mm.epilogue, "n");
+    const vem = lanes === null ? null : new VEmitter(f, help, kernel, bases, em, lanes);
+    if (vem !== null) vem.acc = accV;
+    const nc4 = f.local("i32");
+    f.get(nc).i32(vem === null ? 0 : -4).op("i32.and").set(nc4);
+    const outIndex = () => {
+      f.get(bi).i32(mm.m).op("i32.mul").get(mVar).op("i32.add").i32(mm.n).op("i32.mul").get(nVar).op(
+        "i32.add",
+      );
+    };
+    const cbuf = () => {
+      f.get(SCR).i32(CB).op("i32.add").get(i).i32(NC).op("i32.mul").get(j).op("i32.add").i32(2).op("i32.shl")
+        .op("i32.add");
+    };
+    forLocal(i, mc, () => {
+      f.get(m0, i).op("i32.add").set(mVar);
+      if (vem !== null) {
+        f.i32(0).set(j);
+        f.get(nc4).i32(0).op("i32.gt_s").op("if", "void").op("loop");
+        f.get(n0, j).op("i32.add").set(nVar);
+        cbuf();
+        f.op("v128.load").set(accV);
+        vem.stmts(epi);
+        vem.storeAt(out, outIndex, mm.epilogue);
+        f.get(j).i32(4).op("i32.add").op("local.tee", j).get(nc4).op("i32.lt_s").op("br_if", 0);
+        f.op("end").op("end");
+      }
+      f.get(nc4).set(j);
+      f.get(j).get(nc).op("i32.lt_s").op("if", "void").op("loop");
+      f.get(n0, j).op("i32.add").set(nVar);
+      cbuf();
+      f.op("f32.load").set(acc);
+      em.stmts(epi);
+      em.storeOut(out, outIndex, mm.epilogue);
+      f.get(j).i32(1).op("i32.add").op("local.tee", j).get(nc).op("i32.lt_s").op("br_if", 0);
+      f.op("end").op("end");
+    });
+  }
+  f.get(item).i32(1).op("i32.add").op("local.tee", item).get(1).op("i32.lt_s").op("br_if", 0);
+  f.op("end").op("end");
+  mb.exportFunction("run", mb.addFunction(f));
+  const flopsPerItem = 2 * MC * NC * Math.max(mm.terms.reduce((a, t) => a + t.k, 0), 1);
+  return {
+    bytes: mb.encode(),
+    items: mm.batch * mBlocks * nBlocks,
+    // About 20 GFLOP/s per thread once packed, plus the epilogue.
+    itemCost: flopsPerItem / 20 + MC * NC,
+    scratchBytes,
+    usesMath,
+  };
+}

@@ -1,0 +1,476 @@
+/**
+ * The wasm backend: the CPU device that compiles each kernel to a WebAssembly module (128-bit SIMD, relaxed-SIMD
+ * fused multiply-add where the runtime has it), caches it by its bytes, and runs it over one shared linear memory
+ * that holds every tensor of the device (a size-class pool of byte ranges). Kernels whose work is large enough are
+ * split over a pool of worker threads (see `wasm_pool.ts`); small ones run on the calling thread. Hand-written
+ * kernels (`RawStep`) run their host function over views of the memory.
+ *
+ * Work is queued: runs, uploads and reads happen in the order they were issued, so a buffer released by one
+ * realization and reused by the next is never written before the earlier run is done with it.
+ *
+ * @module
+ */
+import type { AnyDataArray, DType } from "../dtype.ts";
+import type { Kernel } from "../codegen/kexpr.ts";
+import type { Storage } from "../ir/node.ts";
+import { renderWasm } from "../codegen/render_wasm.ts";
+import { hostParams } from "../codegen/render_js.ts";
+import { elemBytes, WASM_MAX_PAGES } from "../codegen/wasm_emit.ts";
+import { FnBuilder, ModuleBuilder } from "../codegen/wasm_encode.ts";
+import {
+  type Backend,
+  type BackendStats,
+  BufferPool,
+  type RawStep,
+  sizeClass,
+  type Step,
+} from "./backend.ts";
+import { type KernelFn, PoolFailure, ThreadPool } from "./wasm_pool.ts";
+import { debugLevel } from "./debug.ts";
+
+const PAGE = 65536;
+/** Bytes below this address are never handed out (a zero pointer is always a bug). */
+const RESERVED = 1024;
+/**
+ * Work below this many estimated nanoseconds runs on the calling thread. A parallel job costs ~15 µs of
+ * synchronisation on an idle machine, but on a loaded one a worker may wait a scheduler slice to run: measured on
+ * a shared 2-core host, the stories260K LoRA step gained nothing from splitting kernels below ~0.25 ms.
+ */
+const PARALLEL_MIN_NS = 250_000;
+/** Chunks of a parallel job get at least this much estimated work. */
+const CHUNK_MIN_NS = 50_000;
+
+/** Whether this runtime validates a module using `f32x4.relaxed_madd` (detected once, at start). */
+export const HAS_RELAXED_SIMD: boolean = (() => {
+  const mb = new ModuleBuilder();
+  const f = new FnBuilder(["v128", "v128", "v128"], ["v128"]);
+  f.get(0, 1, 2).op("f32x4.relaxed_madd");
+  mb.exportFunction("f", mb.addFunction(f));
+  try {
+    return WebAssembly.validate(mb.encode());
+  } catch {
+    return false;
+  }
+})();
+
+class WasmStorage implements Storage {
+  readonly device = "wasm" as const;
+  readonly bytes: number;
+  /** Byte address in the device memory. */
+  readonly offset: number;
+  /** Pool size class. */
+  readonly cls: number;
+  /** Element type. */
+  readonly dtype: DType;
+  #released = false;
+  readonly #owner: WasmBackend;
+  constructor(owner: WasmBackend, offset: number, cls: number, bytes: number, dtype: DType) {
+    this.#owner = owner;
+    this.offset = offset;
+    this.cls = cls;
+    this.bytes = bytes;
+    this.dtype = dtype;
+  }
+  get released(): boolean {
+    return this.#released;
+  }
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#owner.recycle(this);
+  }
+}
+
+/** A compiled kernel. */
+interface Compiled {
+  readonly id: number;
+  readonly name: string;
+  readonly bytes: Uint8Array;
+  readonly module: WebAssembly.Module;
+  readonly fn: KernelFn;
+  readonly items: number;
+  readonly itemCost: number;
+  readonly scratchBytes: number;
+  readonly usesMath: boolean;
+}
+
+/** FNV-1a over the module bytes (a cache key; hits are confirmed byte by byte). */
+function hashBytes(b: Uint8Array): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < b.length; i++) h = Math.imul(h ^ b[i], 0x01000193);
+  return `${b.length}:${(h >>> 0).toString(16)}`;
+}
+
+/** Options of {@link createWasmBackend}. */
+export interface WasmBackendOptions {
+  /** Threads that run one kernel, the calling thread included (default `navigator.hardwareConcurrency`). */
+  threads?: number;
+}
+
+/** The WebAssembly CPU backend. Create it with {@link createWasmBackend} (or `getBackend("wasm")`). */
+export class WasmBackend implements Backend {
+  readonly name = "wasm" as const;
+  readonly maxInputs = 256;
+  readonly maxBufferBytes = 2 ** 31;
+  /** No per-invocation loop cap: reductions are split only to spread them over threads. */
+  readonly loopBudget: number = Infinity;
+  /** Whether the matmul micro-kernel uses relaxed-SIMD fused multiply-add. */
+  readonly relaxedSimd: boolean = HAS_RELAXED_SIMD;
+  readonly #memory: WebAssembly.Memory;
+  #pool: ThreadPool | null = null;
+  #threads = 1;
+  #poolError: string | null = null;
+  #buffers = new BufferPool<number>();
+  #top = RESERVED;
+  #live = 0;
+  #liveBytes = 0;
+  #compiled = new WeakMap<Kernel, Compiled>();
+  #byBytes = new Map<string, Compiled>();
+  #nextId = 1;
+  #scratch: { offset: number; cls: number; stride: number; threads: number } | null = null;
+  /** Where launch parameter values are written before each kernel (grown on demand, like the scratch). */
+  #params: { offset: number; cls: number } | null = null;
+  /** Outgrown scratch ranges, returned to the pool when the run that replaced them ends. */
+  #retired: { offset: number; cls: number }[] = [];
+  #queue: Promise<void> = Promise.resolve();
+  #pending = 0;
+
+  /** Use {@link createWasmBackend}. */
+  constructor(opts: WasmBackendOptions = {}) {
+    this.#memory = new WebAssembly.Memory({ initial: 64, maximum: WASM_MAX_PAGES, shared: true });
+    this.setThreads(opts.threads ?? defaultThreads());
+  }
+
+  /** `WebAssembly SIMD128 + relaxed FMA, 2 threads`: printed by experiments and benchmarks. */
+  get description(): string {
+    const simd = this.relaxedSimd ? "SIMD128 + relaxed FMA" : "SIMD128";
+    const threads = this.#threads === 1 ? "1 thread" : `${this.#threads} threads`;
+    return `WebAssembly ${simd}, ${threads}${this.#poolError !== null ? ` (${this.#poolError})` : ""}`;
+  }
+
+  /** Threads that run one kernel (the calling thread included). */
+  get threads(): number {
+    return this.#threads;
+  }
+
+  /**
+   * Sets the number of threads (the calling thread included; 1 runs everything on the calling thread). Worker
+   * threads that cannot be started leave the backend single-threaded and say why in {@link description}.
+   */
+  setThreads(n: number): void {
+    if (!Number.isInteger(n) || n < 1 || n > 256) {
+      throw new RangeError(`wasm backend: threads must be an integer in [1, 256], got ${n}`);
+    }
+    this.#pool?.close();
+    this.#pool = null;
+    this.#threads = 1;
+    this.#poolError = null;
+    if (n === 1) return;
+    try {
+      this.#pool = new ThreadPool(this.#memory, n);
+      this.#threads = n;
+    } catch (e) {
+      this.#poolError = `worker threads unavailable: ${(e as Error).message}`;
+    }
+  }
+
+  /** Ends the worker threads (the backend keeps working on the calling thread). */
+  close(): void {
+    this.setThreads(1);
+  }
+
+  /** Byte range of `cls` bytes from the pool, or from the top of the memory (growing it). */
+  #reserve(cls: number): number {
+    return this.#buffers.take(cls) ?? this.#fresh(cls);
+  }
+
+  /** Byte range of `cls` bytes above everything handed out so far (growing the memory). */
+  #fresh(cls: number): number {
+    const offset = this.#top;
+    const end = offset + cls;
+    const have = this.#memory.buffer.byteLength;
+    if (end > have) {
+      const pages = Math.ceil((end - have) / PAGE);
+      const max = WASM_MAX_PAGES * PAGE;
+      try {
+        if (have + pages * PAGE > max) throw new RangeError("beyond the 4 GiB of a wasm32 memory");
+        this.#memory.grow(Math.max(pages, Math.min(WASM_MAX_PAGES - have / PAGE, have / PAGE / 4)));
+      } catch (e) {
+        throw new RangeError(
+          `wasm backend: cannot grow memory from ${have} to ${end} bytes (${(e as Error).message}); ` +
+            `${this.#liveBytes} bytes are live in ${this.#live} buffers`,
+        );
+      }
+    }
+    this.#top = end;
+    return offset;
+  }
+
+  alloc(d: DType, n: number): Storage {
+    const bytes = Math.max(4, Math.ceil((n * elemBytes(d)) / 4) * 4);
+    if (bytes > this.maxBufferBytes) {
+      throw new RangeError(
+        `Cannot allocate ${n} ${d} elements (${bytes} bytes): the wasm device's largest buffer is ` +
+          `${this.maxBufferBytes} bytes; split the tensor`,
+      );
+    }
+    const cls = sizeClass(bytes);
+    const offset = this.#reserve(cls);
+    this.#live++;
+    this.#liveBytes += cls;
+    return new WasmStorage(this, offset, cls, bytes, d);
+  }
+
+  /** Returns a released storage's range to the pool (called by the storage). */
+  recycle(storage: Storage): void {
+    const s = storage as WasmStorage;
+    this.#live--;
+    this.#liveBytes -= s.cls;
+    this.#buffers.give(s.cls, s.offset);
+  }
+
+  /** A typed view of `n` elements of storage `s`. */
+  #view(s: WasmStorage, n: number): Float32Array | Int32Array | Uint32Array | Uint16Array {
+    const buf = this.#memory.buffer;
+    switch (s.dtype) {
+      case "f32":
+        return new Float32Array(buf, s.offset, n);
+      case "f16":
+        return new Uint16Array(buf, s.offset, n);
+      case "i32":
+        return new Int32Array(buf, s.offset, n);
+      default:
+        return new Uint32Array(buf, s.offset, n);
+    }
+  }
+
+  #write(s: WasmStorage, data: AnyDataArray): void {
+    const view = this.#view(s, data.length);
+    if (s.dtype === "f16") view.set(new Uint16Array(Float16Array.from(data).buffer));
+    else view.set(data);
+  }
+
+  upload(d: DType, data: AnyDataArray): Storage {
+    const s = this.alloc(d, data.length) as WasmStorage;
+    // Behind queued runs, the range may still be an intermediate of an earlier realization: write in order.
+    if (this.#pending === 0) this.#write(s, data);
+    else this.#enqueue(() => this.#write(s, data));
+    return s;
+  }
+
+  #enqueue<T>(task: () => T | Promise<T>): Promise<T> {
+    this.#pending++;
+    const p = this.#queue.then(task).finally(() => this.#pending--);
+    this.#queue = p.then(() => {}, () => {});
+    return p;
+  }
+
+  run(steps: readonly (Step | RawStep)[]): Promise<void> {
+    if (steps.length === 0) return this.#queue;
+    return this.#enqueue(() => this.#runNow(steps));
+  }
+
+  read(s: Storage, d: DType, n: number): Promise<AnyDataArray> {
+    return this.#enqueue(() => {
+      const view = this.#view(s as WasmStorage, n);
+      switch (d) {
+        case "f32":
+          return (view as Float32Array).slice();
+        case "f16":
+          return Float32Array.from(new Float16Array(view.buffer, view.byteOffset, n));
+        case "i32":
+          return (view as Int32Array).slice();
+        case "u32":
+          return (view as Uint32Array).slice();
+        case "bool":
+          return Uint8Array.from(view as Uint32Array);
+      }
+    });
+  }
+
+  /** Waits until every queued run, upload and read is done (benchmarks). */
+  sync(): Promise<void> {
+    return this.#queue;
+  }
+
+  #compile(kernel: Kernel): Compiled {
+    let c = this.#compiled.get(kernel);
+    if (c !== undefined) return c;
+    const r = renderWasm(kernel, { relaxedSimd: this.relaxedSimd });
+    const key = hashBytes(r.bytes);
+    const hit = this.#byBytes.get(key);
+    if (
+      hit !== undefined && hit.bytes.length === r.bytes.length && hit.bytes.every((b, i) => b === r.bytes[i])
+    ) {
+      // The same code; the item count and costs are this kernel's (a module does not fix its output size).
+      c = { ...hit, name: kernel.name, items: r.items, itemCost: r.itemCost, scratchBytes: r.scratchBytes };
+    } else {
+      if (debugLevel() >= 4) console.error(`// wasm kernel ${kernel.name}: ${r.bytes.length} bytes`);
+      let module: WebAssembly.Module;
+      try {
+        module = new WebAssembly.Module(r.bytes);
+      } catch (e) {
+        throw new Error(`wasm backend: kernel ${kernel.name} did not compile: ${(e as Error).message}`);
+      }
+      const imports = r.usesMath
+        ? { env: { mem: this.#memory }, math: { sin: Math.sin, cos: Math.cos } }
+        : { env: { mem: this.#memory } };
+      const fn = new WebAssembly.Instance(module, imports as WebAssembly.Imports).exports.run as KernelFn;
+      c = { ...r, id: this.#nextId++, name: kernel.name, module, fn };
+      if (this.#byBytes.size > 8192) this.#byBytes.clear();
+      this.#byBytes.set(key, c);
+    }
+    this.#compiled.set(kernel, c);
+    return c;
+  }
+
+  /**
+   * Scratch for every thread, at least `bytes` each; returns the base address and per-thread stride. It is taken
+   * while a run executes, when the pool may hold ranges that later steps of the run still read (intermediates are
+   * released when the run is planned), so it always comes from the top of the memory.
+   */
+  #scratchFor(bytes: number): { offset: number; stride: number } {
+    if (this.#scratch === null || this.#scratch.stride < bytes || this.#scratch.threads < this.#threads) {
+      const stride = Math.ceil(bytes / 4096) * 4096;
+      const cls = sizeClass(stride * this.#threads);
+      if (this.#scratch !== null) this.#retired.push(this.#scratch);
+      this.#scratch = { offset: this.#fresh(cls), cls, stride, threads: this.#threads };
+    }
+    return this.#scratch;
+  }
+
+  /**
+   * Writes a launch's parameter values (one 4-byte word per slot: f32 for float slots, i32 otherwise, rounded as
+   * the kernel's dtypes say) and returns their address. Kernels run one after another, so one area serves all.
+   */
+  #writeParams(kernel: Kernel, values: readonly number[] | undefined): number {
+    const slots = kernel.params ?? [];
+    if (slots.length === 0) return 0;
+    const bytes = 4 * slots.length;
+    if (this.#params === null || this.#params.cls < bytes) {
+      if (this.#params !== null) this.#retired.push(this.#params);
+      const cls = sizeClass(Math.max(bytes, 256));
+      this.#params = { offset: this.#fresh(cls), cls };
+    }
+    const at = this.#params.offset;
+    const f32 = new Float32Array(this.#memory.buffer, at, slots.length);
+    const i32 = new Int32Array(this.#memory.buffer, at, slots.length);
+    hostParams(kernel, values).forEach((v, i) => {
+      const d = slots[i];
+      if (d === "f32" || d === "f16") f32[i] = v;
+      else i32[i] = v | 0;
+    });
+    return at;
+  }
+
+  async #runNow(steps: readonly (Step | RawStep)[]): Promise<void> {
+    try {
+      await this.#runSteps(steps);
+    } finally {
+      for (const r of this.#retired.splice(0)) this.#buffers.give(r.cls, r.offset);
+    }
+  }
+
+  async #runSteps(steps: readonly (Step | RawStep)[]): Promise<void> {
+    const timing = debugLevel() >= 1;
+    for (const s of steps) {
+      const t0 = timing ? performance.now() : 0;
+      if ("wgsl" in s) {
+        s.host(s.buffers.map((b) => {
+          const w = b as WasmStorage;
+          return this.#view(w, w.bytes / elemBytes(w.dtype)) as Float32Array | Int32Array | Uint32Array;
+        }));
+        if (timing) console.error(`wasm ${s.name} (host) ${(performance.now() - t0).toFixed(3)} ms`);
+        continue;
+      }
+      const c = this.#compile(s.kernel);
+      if (c.items === 0) continue;
+      const args = [
+        (s.output as WasmStorage).offset,
+        ...s.inputs.map((i) => (i as WasmStorage).offset),
+        this.#writeParams(s.kernel, s.params),
+      ];
+      let threads: number;
+      try {
+        threads = await this.#launch(c, args);
+      } catch (e) {
+        const ins = s.inputs.map((x, k) =>
+          `${s.kernel.inputs[k].dtype}[${s.kernel.inputs[k].size}] @${(x as WasmStorage).offset}`
+        );
+        throw new Error(
+          `wasm kernel ${c.name} (${c.items} items; output @${args[0]}; inputs ${ins.join(", ")}): ` +
+            (e as Error).message,
+        );
+      }
+      if (timing) {
+        console.error(
+          `wasm ${c.name} ${c.items} items x${threads} ${(performance.now() - t0).toFixed(3)} ms`,
+        );
+      }
+    }
+  }
+
+  /** Runs a compiled kernel over all its items, on the pool when it is worth it; returns the threads used. */
+  async #launch(c: Compiled, args: number[]): Promise<number> {
+    const scratch = c.scratchBytes > 0 ? this.#scratchFor(c.scratchBytes) : { offset: 0, stride: 0 };
+    const pool = this.#pool;
+    if (pool !== null && c.items > 1 && c.items * c.itemCost >= PARALLEL_MIN_NS) {
+      const chunk = Math.max(Math.ceil(CHUNK_MIN_NS / c.itemCost), Math.ceil(c.items / (pool.threads * 4)));
+      if (chunk < c.items) {
+        try {
+          pool.share(c.id, c.module, c.usesMath);
+          await pool.run({
+            kernel: c.id,
+            fn: c.fn,
+            items: c.items,
+            chunk,
+            scratch: scratch.offset,
+            stride: scratch.stride,
+            args,
+          });
+          return pool.threads;
+        } catch (e) {
+          if (!(e instanceof PoolFailure)) throw e;
+          // A worker stopped: go on with the calling thread alone, and run this kernel again there.
+          this.setThreads(1);
+          this.#poolError = e.message;
+        }
+      }
+    }
+    c.fn(0, c.items, scratch.offset, ...args);
+    return 1;
+  }
+
+  stats(): BackendStats {
+    return {
+      liveBuffers: this.#live,
+      liveBytes: this.#liveBytes,
+      pooledBuffers: this.#buffers.size,
+      cachedKernels: this.#byBytes.size,
+    };
+  }
+}
+
+/** Threads of a new backend: `TESSERA_THREADS` when set and readable, else the machine's hardware threads. */
+function defaultThreads(): number {
+  try {
+    if (Deno.permissions.querySync({ name: "env", variable: "TESSERA_THREADS" }).state === "granted") {
+      const v = Deno.env.get("TESSERA_THREADS");
+      if (v !== undefined && v !== "") {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 1) {
+          throw new RangeError(`TESSERA_THREADS must be a positive integer, got ${JSON.stringify(v)}`);
+        }
+        return n;
+      }
+    }
+  } catch (e) {
+    if (e instanceof RangeError) throw e;
+  }
+  return Math.max(1, Math.min(navigator.hardwareConcurrency ?? 1, 64));
+}
+
+/** Creates a wasm backend (the device `"wasm"` uses one shared instance from `getBackend("wasm")`). */
+export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
+  return new WasmBackend(opts);
+}

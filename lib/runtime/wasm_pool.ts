@@ -1,0 +1,235 @@
+/**
+ * The wasm backend's thread pool: worker threads that share the backend's `WebAssembly.Memory` and run chunks of
+ * one kernel's work items together with the calling thread.
+ *
+ * Protocol (one job at a time, over a small shared control block):
+ * - the caller invalidates old claims, writes the job (kernel id, arguments, item and chunk counts), bumps the
+ *   generation word and wakes the workers (`Atomics.notify`);
+ * - every thread, the caller included, claims chunks with a compare-and-swap on one word that holds the job's
+ *   generation and the next chunk index, so a thread that wakes late for an old job can never claim a chunk of a
+ *   new one;
+ * - the caller, once no chunk is left to claim, waits for the done counter with `Atomics.waitAsync` (it never
+ *   blocks or spins); workers block in `Atomics.wait` between jobs, so an idle pool burns no CPU.
+ *
+ * Compiled kernel modules reach the workers through a message port that they drain synchronously
+ * (`receiveMessageOnPort`) when a job names a kernel they have not instantiated yet. Workers are unref'd: they
+ * never keep a finished program alive.
+ *
+ * @module
+ */
+import { MessageChannel, type MessagePort, Worker } from "node:worker_threads";
+
+/** Word offsets in the control block. */
+export const CTL = {
+  /** Job counter (workers wait on it). */
+  gen: 0,
+  /** `(job counter & 0x7ff) << 20 | next chunk`. */
+  claim: 1,
+  /** Chunks finished. */
+  done: 2,
+  /** Chunks in the job. */
+  chunks: 3,
+  /** Kernel id. */
+  kernel: 4,
+  /** Work items in the job. */
+  items: 5,
+  /** Items per chunk. */
+  chunk: 6,
+  /** Number of kernel arguments after the scratch pointer. */
+  nargs: 7,
+  /** Scratch of thread 0 (byte address); thread t uses scratch + t·stride. */
+  scratch: 8,
+  /** Scratch bytes per thread. */
+  stride: 9,
+  /** Set by a worker whose chunk threw. */
+  error: 10,
+  /** Set when the pool shuts down. */
+  stop: 11,
+  /** First kernel argument. */
+  args: 16,
+} as const;
+
+/** Most kernel arguments a job can carry. */
+export const MAX_ARGS = 1024;
+
+/** Claims the next chunk of job generation `gen` (11 bits); -1 when none is left or the job is over. */
+export function claimChunk(ctl: Int32Array, gen: number, chunks: number): number {
+  for (;;) {
+    const v = Atomics.load(ctl, CTL.claim);
+    if (v >>> 20 !== gen) return -1;
+    const c = v & 0xfffff;
+    if (c >= chunks) return -1;
+    if (Atomics.compareExchange(ctl, CTL.claim, v, v + 1) === v) return c;
+  }
+}
+
+/** A kernel's entry point: `run(start, end, scratch, ...args)`. */
+export type KernelFn = (start: number, end: number, scratch: number, ...args: number[]) => void;
+
+/** What a job needs besides its arguments. */
+export interface PoolJob {
+  /** Kernel id known to the workers (see {@link ThreadPool.share}). */
+  readonly kernel: number;
+  /** The kernel on the calling thread. */
+  readonly fn: KernelFn;
+  /** Work items. */
+  readonly items: number;
+  /** Items per chunk. */
+  readonly chunk: number;
+  /** Scratch of thread 0 and bytes per thread. */
+  readonly scratch: number;
+  readonly stride: number;
+  /** Output and input pointers. */
+  readonly args: readonly number[];
+}
+
+/** A worker thread stopped working (it could not start, or died): the pool can no longer be used. */
+export class PoolFailure extends Error {
+  /** `message` says which worker and why. */
+  constructor(message: string) {
+    super(message);
+    this.name = "PoolFailure";
+  }
+}
+
+/** Workers sharing one memory; see the module documentation for the protocol. */
+export class ThreadPool {
+  /** Threads that run a job: the workers plus the calling thread. */
+  readonly threads: number;
+  readonly #memory: WebAssembly.Memory;
+  readonly #ctl: Int32Array;
+  readonly #workers: Worker[] = [];
+  readonly #ports: MessagePort[] = [];
+  readonly #shared = new Set<number>();
+  #failure: string | null = null;
+  #kernelError: string | null = null;
+
+  /** A pool of `threads - 1` workers over `memory`, started with the first job. */
+  constructor(memory: WebAssembly.Memory, threads: number) {
+    this.threads = threads;
+    this.#memory = memory;
+    this.#ctl = new Int32Array(new SharedArrayBuffer(4 * (CTL.args + MAX_ARGS)));
+  }
+
+  /** Why the pool stopped working, or null. */
+  get failure(): string | null {
+    return this.#failure;
+  }
+
+  /**
+   * Starts the workers. Each keeps the program alive until its module has loaded (a program that ends while a
+   * worker still loads would report the aborted load), then is unref'd.
+   */
+  #start(): void {
+    // Worker threads start from file or data URLs only: a remote copy of tessera starts them from a data URL that
+    // imports the worker module by its full URL.
+    const file = new URL("./wasm_worker.ts", import.meta.url);
+    const url = file.protocol === "file:"
+      ? file
+      : new URL(`data:text/javascript,${encodeURIComponent(`import ${JSON.stringify(file.href)};`)}`);
+    for (let t = 1; t < this.threads; t++) {
+      const { port1, port2 } = new MessageChannel();
+      let w: Worker;
+      try {
+        w = new Worker(url, {
+          workerData: { memory: this.#memory, control: this.#ctl.buffer, port: port2, thread: t },
+          transferList: [port2],
+        });
+      } catch (e) {
+        // No worker threads here (permissions, an unsupported URL): the calling thread works alone.
+        this.#failure ??= `worker threads unavailable: ${(e as Error).message}`;
+        return;
+      }
+      w.on("error", (e: Error) => {
+        this.#failure ??= `wasm worker thread ${t} failed: ${e.message}`;
+        w.unref();
+      });
+      w.on("exit", () => {
+        this.#failure ??= `wasm worker thread ${t} exited`;
+      });
+      w.on("message", (m: { ready?: boolean; error?: string }) => {
+        if (m.ready) w.unref();
+        if (m.error !== undefined) this.#kernelError = m.error;
+      });
+      this.#workers.push(w);
+      this.#ports.push(port1);
+    }
+  }
+
+  /** Sends a compiled kernel to the workers (once per id). */
+  share(id: number, module: WebAssembly.Module, usesMath: boolean): void {
+    if (this.#workers.length === 0) this.#start();
+    if (this.#shared.has(id)) return;
+    this.#shared.add(id);
+    for (const p of this.#ports) p.postMessage({ id, module, usesMath });
+  }
+
+  /**
+   * Runs a job on every thread; resolves when all its chunks are done. Throws {@link PoolFailure} when a worker
+   * has stopped (the job's outputs are then incomplete: run the kernel again on the calling thread), or the
+   * error of a chunk that failed in a worker.
+   */
+  async run(job: PoolJob): Promise<void> {
+    if (this.#failure !== null) throw new PoolFailure(this.#failure);
+    if (this.#workers.length === 0) this.#start();
+    if (job.args.length > MAX_ARGS) throw new RangeError(`wasm pool: ${job.args.length} kernel arguments`);
+    const ctl = this.#ctl;
+    const chunks = Math.ceil(job.items / job.chunk);
+    if (chunks > 0xfffff) throw new RangeError(`wasm pool: ${chunks} chunks in one job`);
+    // The job's generation is the low 11 bits of the counter that the workers wait on.
+    const gen = (Atomics.load(ctl, CTL.gen) + 1) & 0x7ff;
+    // Invalidate every claim of the previous job before touching the descriptor it was read from.
+    Atomics.store(ctl, CTL.claim, gen << 20);
+    ctl[CTL.kernel] = job.kernel;
+    ctl[CTL.items] = job.items;
+    ctl[CTL.chunk] = job.chunk;
+    ctl[CTL.nargs] = job.args.length;
+    ctl[CTL.scratch] = job.scratch;
+    ctl[CTL.stride] = job.stride;
+    ctl.set(job.args, CTL.args);
+    ctl[CTL.chunks] = chunks;
+    Atomics.store(ctl, CTL.done, 0);
+    Atomics.add(ctl, CTL.gen, 1);
+    Atomics.notify(ctl, CTL.gen);
+    let mine = 0;
+    try {
+      for (let c = claimChunk(ctl, gen, chunks); c >= 0; c = claimChunk(ctl, gen, chunks)) {
+        job.fn(c * job.chunk, Math.min(job.items, (c + 1) * job.chunk), job.scratch, ...job.args);
+        mine++;
+      }
+    } finally {
+      if (mine > 0) Atomics.add(ctl, CTL.done, mine);
+    }
+    if (Atomics.load(ctl, CTL.done) < chunks) {
+      // A pending waitAsync alone does not keep every event loop alive (the test runner's does not count it):
+      // hold a timer while waiting.
+      const alive = setTimeout(() => {}, 2 ** 30);
+      try {
+        for (;;) {
+          const done = Atomics.load(ctl, CTL.done);
+          if (done >= chunks) break;
+          // Check now and then that no worker died holding a chunk.
+          const w = Atomics.waitAsync(ctl, CTL.done, done, 1000);
+          if (w.async && (await w.value) === "timed-out" && this.#failure !== null) {
+            throw new PoolFailure(this.#failure);
+          }
+        }
+      } finally {
+        clearTimeout(alive);
+      }
+    }
+    if (Atomics.load(ctl, CTL.error) !== 0) {
+      Atomics.store(ctl, CTL.error, 0);
+      throw new Error(this.#kernelError ?? "a wasm kernel failed in a worker thread");
+    }
+  }
+
+  /** Stops the workers. */
+  close(): void {
+    Atomics.store(this.#ctl, CTL.stop, 1);
+    Atomics.add(this.#ctl, CTL.gen, 1);
+    Atomics.notify(this.#ctl, CTL.gen);
+    for (const w of this.#workers) w.terminate();
+    for (const p of this.#ports) p.close();
+  }
+}

@@ -1,0 +1,148 @@
+/**
+ * The wasm device beyond the shared parity suites: its transcendental routines against the host's float64 ones
+ * (ulp bounds, special values, the four-lane and scalar forms agreeing bit for bit), the matmul template's packing
+ * forms (transposed, batched, prologues, k longer than one block) against the float64 reference, the same bits on
+ * one thread and on the pool, and a memory that grows.
+ */
+import { equal, ok } from "node:assert/strict";
+import { getWasm, realize, type Shape, type Tensor, tensor } from "../../mod.ts";
+import { assertClose, reference, TEST_SEED, TestRng } from "../_helpers.ts";
+
+type F = Tensor<Shape, "f32">;
+
+/** Distance in f32 ulps between two f32 values (0 for equal bits or two NaNs). */
+function ulps(a: number, b: number): number {
+  if (Number.isNaN(a) && Number.isNaN(b)) return 0;
+  if (a === b) return 0;
+  if (!Number.isFinite(a) || !Number.isFinite(b)) return Infinity;
+  const bits = new Int32Array(new Float32Array([a, b]).buffer);
+  const key = (i: number) => (i < 0 ? -(i & 0x7fffffff) : i);
+  return Math.abs(key(bits[0]) - key(bits[1]));
+}
+
+const SPECIAL = [0, -0, Infinity, -Infinity, NaN, 1, -1, 1e-45, -1e-45, 1e-38, 3.4e38, -3.4e38, 0.5, 2];
+
+/** Inputs: the special values, then `n` random ones from `gen`; a length that leaves a scalar tail (n % 4 = 3). */
+function inputs(gen: () => number, n = 4003): Float32Array {
+  return Float32Array.from(
+    { length: SPECIAL.length + n },
+    (_, i) => (i < SPECIAL.length ? SPECIAL[i] : gen()),
+  );
+}
+
+const CASES: {
+  name: string;
+  gen: (r: TestRng) => number;
+  f: (x: F) => F;
+  host: (x: number) => number;
+  ulp: number;
+}[] = [
+  { name: "exp", gen: (r) => (r.next() - 0.5) * 220, f: (x) => x.exp() as F, host: Math.exp, ulp: 2 },
+  {
+    name: "log",
+    gen: (r) => Math.exp((r.next() - 0.5) * 200),
+    f: (x) => x.log() as F,
+    host: Math.log,
+    ulp: 2,
+  },
+  {
+    name: "tanh",
+    gen: (r) => (r.next() - 0.5) * 2 ** (r.next() * 12 - 8),
+    f: (x) => x.tanh() as F,
+    host: Math.tanh,
+    ulp: 1,
+  },
+];
+
+Deno.test("wasm exp, log and tanh are within their ulp bounds of the float64 host values, special values exact", async () => {
+  const rng = new TestRng(300);
+  for (const c of CASES) {
+    const xs = inputs(() => c.gen(rng));
+    const got = await c.f(tensor(xs, { device: "wasm" }) as F).data();
+    let worst = 0;
+    for (let i = 0; i < xs.length; i++) {
+      const want = Math.fround(c.host(xs[i]));
+      const d = ulps(got[i], want);
+      // Results below 1.7e-38 (e^-87, the edge of f32's subnormal range) may be flushed to 0.
+      const flushed = Math.abs(want) < 1.7e-38 && Math.abs(got[i] - want) < 1.7e-38;
+      if (d > c.ulp && !flushed) {
+        throw new Error(
+          `${c.name}(${xs[i]}) = ${got[i]}, float64 gives ${want} (${d} ulp; TEST_SEED=${TEST_SEED})`,
+        );
+      }
+      if (i >= SPECIAL.length && !flushed) worst = Math.max(worst, d);
+    }
+    ok(worst <= c.ulp, `${c.name}: worst ${worst} ulp`);
+  }
+});
+
+Deno.test("wasm computes the same bits in its four-lane and scalar code", async () => {
+  // 4003 outputs: groups of four run as SIMD, the last three as scalar code; the same inputs sit in both.
+  const rng = new TestRng(301);
+  const n = 4003;
+  const xs = Float32Array.from({ length: n }, () => (rng.next() - 0.5) * 20);
+  for (let i = 0; i < 3; i++) xs[n - 3 + i] = xs[5 + i];
+  const x = tensor(xs, { device: "wasm" }) as F;
+  const y = x.exp().add(x.abs().add(0.1).log()).add(x.tanh()).mul(x.sigmoid()) as F;
+  const out = await y.data();
+  for (let i = 0; i < 3; i++) equal(out[n - 3 + i], out[5 + i], `lane value ${i} (TEST_SEED=${TEST_SEED})`);
+  assertClose(out, await reference(y), { rtol: 2e-6, atol: 1e-6, what: "fused chain" });
+});
+
+Deno.test("wasm matmul template: transposed, batched, padded and cast operands, k over one block", async (t) => {
+  const rng = new TestRng(302);
+  const mk = (shape: number[]) =>
+    tensor(rng.normals(shape.reduce((a, b) => a * b, 1)), { shape, device: "wasm" }) as unknown as F;
+  const cases: [string, () => F][] = [
+    ["A row-major, B row-major (contiguous columns)", () => mk([61, 70]).matmul(mk([70, 45])) as F],
+    ["A transposed (contiguous rows of packed A)", () => mk([70, 61]).T.matmul(mk([70, 45])) as F],
+    ["B transposed (x·Wᵀ, as Linear)", () => mk([61, 70]).matmul(mk([45, 70]).T) as F],
+    ["both transposed", () => mk([70, 61]).T.matmul(mk([45, 70]).T) as F],
+    ["k = 600 (three k blocks, odd tail)", () => mk([13, 601]).matmul(mk([601, 29])) as F],
+    ["batched with broadcast", () => mk([3, 1, 20, 30]).matmul(mk([2, 30, 17])) as F],
+    ["padded prologue", () => mk([40, 30]).pad([[0, 0], [2, 1]], 0.5).matmul(mk([33, 50])) as F],
+    ["cast prologue", () => mk([40, 30]).gt(0).cast("f32").matmul(mk([30, 50])) as F],
+    ["epilogue: bias, gelu, residual", () => {
+      const x = mk([50, 64]);
+      return x.matmul(mk([64, 64])).add(mk([64])).gelu().add(x) as F;
+    }],
+    ["epilogue to bool", () => mk([33, 40]).matmul(mk([40, 40])).gt(0).cast("f32") as F],
+  ];
+  for (const [name, build] of cases) {
+    await t.step(name, async () => {
+      const y = build();
+      // k ≤ 601 products of unit normals: f32 error ~ sqrt(k)·2^-24·|terms| ≈ 1e-5; an indexing slip is O(1).
+      assertClose(await y.data(), await reference(y), { rtol: 1e-4, atol: 2e-4, what: name });
+    });
+  }
+});
+
+Deno.test("wasm gives the same bits on one thread and on the thread pool", async () => {
+  const be = await getWasm();
+  const rng = new TestRng(303);
+  const a = tensor(rng.normals(300 * 200), { shape: [300, 200], device: "wasm" }) as F;
+  const b = tensor(rng.normals(200 * 150), { shape: [200, 150], device: "wasm" }) as F;
+  const work = () => [a.matmul(b).relu().softmax() as F, a.exp().sum(1) as F, a.T.add(1).max(0) as F];
+  const threads = be.threads;
+  try {
+    be.setThreads(1);
+    const one = await Promise.all(work().map((y) => y.data()));
+    be.setThreads(3);
+    equal(be.threads, 3, be.description);
+    const pool = await Promise.all(work().map((y) => y.data()));
+    one.forEach((o, i) => ok(o.every((v, j) => Object.is(v, pool[i][j])), `result ${i} differs`));
+  } finally {
+    be.setThreads(threads);
+  }
+});
+
+Deno.test("wasm memory grows for large tensors and keeps earlier ones intact", async () => {
+  const small = tensor([1, 2, 3], { device: "wasm" });
+  await realize(small);
+  // 16 MiB: beyond the initial 4 MiB, so the memory grows while `small` lives.
+  const n = 4 * 1024 * 1024;
+  const big = tensor(new Float32Array(n).fill(0.5), { device: "wasm" }).mul(4);
+  equal(await big.sum().item(), 2 * n);
+  equal((await small.data()).join(), "1,2,3");
+  big.dispose();
+});
