@@ -47,6 +47,7 @@ Deno.test("merged launches (webgpu) equal kernels launched one by one, bit for b
   const mk = (shape: number[]) =>
     tensor(Float32Array.from({ length: shape.reduce((p, q) => p * q, 1) }, () => rng.next() * 2 - 1), {
       shape,
+      device: "webgpu",
     });
   const x = mk([48, 32]);
   const w1 = mk([32, 40]);
