@@ -90,7 +90,7 @@ export { type AdapterTraits, type MatmulPolicy, matmulPolicyFor } from "./lib/co
 export { type LaunchPolicy, launchPolicyFor } from "./lib/codegen/launch_policy.ts";
 export type { MatmulTile } from "./kernels/matmul.wgsl.ts";
 export type * from "./lib/codegen/kexpr.ts";
-export type { Backend, BackendStats, PreparedSteps, RawStep, Step } from "./lib/runtime/backend.ts";
+export type { Backend, BackendStats, PreparedSteps, RawStep, ReadSpec, Step } from "./lib/runtime/backend.ts";
 export {
   AUTO_DEVICE,
   deviceLine,

@@ -295,12 +295,16 @@ async function measure(
   let kernels = 0;
   let launches = 0;
   let waiting = 0;
+  // Waits inside a timed wait (a readback's own submission) are not counted twice.
+  let inWait = 0;
   const timed = async <T>(f: () => Promise<T>): Promise<T> => {
     const t0 = performance.now();
+    inWait++;
     try {
       return await f();
     } finally {
-      if (counting) waiting += performance.now() - t0;
+      inWait--;
+      if (counting && inWait === 0) waiting += performance.now() - t0;
     }
   };
   const { run, read } = be;
@@ -310,7 +314,7 @@ async function measure(
     : { submit: () => {} };
   const submit = queue.submit;
   const prepare = (be as {
-    prepare?: (s: readonly unknown[]) => { run(): Promise<void>; readonly launches?: number };
+    prepare?: (s: readonly unknown[]) => { run(...a: unknown[]): Promise<void>; readonly launches?: number };
   }).prepare;
   be.run = (s) => {
     if (counting) {
@@ -320,22 +324,26 @@ async function measure(
     return run.call(be, s);
   };
   be.read = (...args) => timed(() => read.apply(be, args));
+  const readMany = (be as { readMany?: (...a: unknown[]) => Promise<unknown> }).readMany;
+  if (readMany !== undefined) {
+    (be as { readMany?: unknown }).readMany = (...args: unknown[]) => timed(() => readMany.apply(be, args));
+  }
   queue.submit = (buffers: GPUCommandBuffer[]) => {
     const t0 = performance.now();
     submit.call(queue, buffers);
-    if (counting) waiting += performance.now() - t0;
+    if (counting && inWait === 0) waiting += performance.now() - t0;
   };
   if (prepare !== undefined) {
     (be as { prepare?: unknown }).prepare = (s: readonly unknown[]) => {
       const p = prepare.call(be, s);
       return {
         ...p,
-        run: () => {
+        run: (...args: unknown[]) => {
           if (counting) {
             kernels += s.length;
             launches += p.launches ?? s.length;
           }
-          return p.run();
+          return p.run(...args);
         },
       };
     };
@@ -366,6 +374,7 @@ async function measure(
   } finally {
     be.run = run;
     be.read = read;
+    if (readMany !== undefined) (be as { readMany?: unknown }).readMany = readMany;
     queue.submit = submit;
     if (prepare !== undefined) (be as { prepare?: unknown }).prepare = prepare;
   }

@@ -50,6 +50,16 @@ export interface PreparedSteps {
   readonly launches?: number;
 }
 
+/** What to read back: `n` elements of dtype `dtype` from `storage`. */
+export interface ReadSpec {
+  /** The storage. */
+  readonly storage: Storage;
+  /** Its element type. */
+  readonly dtype: DType;
+  /** Elements to read. */
+  readonly n: number;
+}
+
 /** A device able to run kernels. */
 export interface Backend {
   /** `"webgpu"`, `"wasm"` or `"cpu"`. */
@@ -84,6 +94,8 @@ export interface Backend {
   write?(s: Storage, d: DType, data: AnyDataArray): Promise<void>;
   /** Optional: copies each `[src, dst]` pair (equal sizes), after all work queued so far. */
   copy?(pairs: readonly (readonly [Storage, Storage])[]): Promise<void>;
+  /** Optional: reads several storages back at once (one wait for the device instead of one per storage). */
+  readMany?(parts: readonly ReadSpec[]): Promise<AnyDataArray[]>;
 }
 
 /** Memory statistics of a backend. */
