@@ -19,14 +19,7 @@ import { LOOP_BUDGET, splitLongLoops } from "../codegen/split_loops.ts";
 import { isParamNode, lowerCached } from "../codegen/lower.ts";
 import { KBuilder, type Kernel, verifyKernel } from "../codegen/kexpr.ts";
 import { LruCache } from "../codegen/lru.ts";
-import {
-  type Backend,
-  type PreparedSteps,
-  type RawStep,
-  type ReadSpec,
-  sizeClass,
-  type Step,
-} from "./backend.ts";
+import { type Backend, type PreparedSteps, type RawStep, sizeClass, type Step } from "./backend.ts";
 
 /** A graph's structure with leaves and parameters as slots, plus the nodes that fill the slots. */
 export interface GraphSignature {
