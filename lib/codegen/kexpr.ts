@@ -177,6 +177,72 @@ export interface MatmulSpec {
   readonly epilogue: KExpr;
 }
 
+/**
+ * The row form of a kernel: one invocation computes `length` consecutive outputs (a row), with `body` the output
+ * element at flat index `row·length + j` in terms of the variables `row` and `j`. Everything that does not depend on
+ * `j` (the row's reductions, their statistics) is computed once per row, before the loop over `j`.
+ */
+export interface KernelRow {
+  /** Outputs per invocation. */
+  readonly length: number;
+  /** The output element in terms of `row` and `j`. */
+  readonly body: KExpr;
+  /** The row variable. */
+  readonly row: KVar;
+  /** The variable running over the row. */
+  readonly j: KVar;
+}
+
+/** Whether `e` depends on variable `v` (memoised by the returned function). */
+export function dependsOn(v: KVar): (e: KExpr) => boolean {
+  const memo = new Map<number, boolean>();
+  const dep = (e: KExpr): boolean => {
+    let r = memo.get(e.id);
+    if (r !== undefined) return r;
+    switch (e.k) {
+      case "var":
+        r = e === v;
+        break;
+      case "load":
+        r = dep(e.index);
+        break;
+      case "rand":
+        r = dep(e.index) || dep(e.seed);
+        break;
+      case "alu":
+        r = e.args.some(dep);
+        break;
+      case "reduce":
+        r = dep(e.body);
+        break;
+      default:
+        r = false;
+    }
+    memo.set(e.id, r);
+    return r;
+  };
+  return dep;
+}
+
+/** Loop iterations of one invocation of a row kernel: the row's own loops once, the rest once per element. */
+export function rowLoopIterations(row: KernelRow): number {
+  const dep = dependsOn(row.j);
+  const cost = (stmts: readonly Stmt[], mult: number): number =>
+    stmts.reduce(
+      (a, s) => (s.kind === "loop" ? a + mult * s.node.size + cost(s.body, mult * s.node.size) : a),
+      0,
+    );
+  let once = 0;
+  let each = 0;
+  for (const s of linearize([row.body])) {
+    if (s.kind !== "loop") continue;
+    const c = cost([s], 1);
+    if (dep(s.node)) each += c;
+    else once += c;
+  }
+  return once + row.length * (1 + each);
+}
+
 /** Loop iterations of one invocation of the template: the contracted lengths of all terms. */
 export function matmulDepth(mm: MatmulSpec): number {
   return mm.terms.reduce((a, t) => a + t.k, 0);
@@ -196,6 +262,8 @@ export interface Kernel {
   readonly body: KExpr | null;
   /** The matmul-template form. */
   readonly matmul: MatmulSpec | null;
+  /** The row form, when the body broadcasts reductions of whole rows (see {@link KernelRow}); GPUs use it. */
+  readonly row?: KernelRow;
   /**
    * Dtypes of the kernel's parameter slots ({@link KParam}); each launch supplies one value per slot. Absent or
    * empty: the kernel takes none.
@@ -236,7 +304,8 @@ export class KBuilder {
 
   /** An i32 variable with value bounds `[lo, hi]`. */
   var(name: string, lo: number, hi: number): KVar {
-    return this.#make(`v|${name}`, (id) => ({ k: "var", id, dtype: "i32", name, lo, hi }));
+    // Keyed by range too: a sum of matmuls has one `k` per product, each with its own length.
+    return this.#make(`v|${name}|${lo}|${hi}`, (id) => ({ k: "var", id, dtype: "i32", name, lo, hi }));
   }
 
   /** Parameter slot `slot` of dtype `dtype` (a value supplied with each launch). */
@@ -540,7 +609,7 @@ export function verifyKernel(kernel: Kernel, loopBudget: number = LOOP_BUDGET): 
   const roots = kernel.matmul !== null
     ? [...kernel.matmul.terms.flatMap((t) => [t.a, t.b]), kernel.matmul.epilogue]
     : kernel.body !== null
-    ? [kernel.body]
+    ? [kernel.body, ...(kernel.row === undefined ? [] : [kernel.row.body])]
     : fail("has neither a body nor a matmul spec");
   for (const e of kNodes(roots)) {
     if (e.k === "load") {
@@ -563,6 +632,12 @@ export function verifyKernel(kernel: Kernel, loopBudget: number = LOOP_BUDGET): 
     if (e.k === "rand" && e.seed.dtype !== "u32") fail(`generator seed of dtype ${e.seed.dtype}`);
   }
   if (kernel.matmul !== null && kernel.matmul.terms.length === 0) fail("has a matmul spec without products");
+  if (kernel.row !== undefined) {
+    const total = kernel.outShape.reduce((a, b) => a * b, 1);
+    if (total % kernel.row.length !== 0) fail(`rows of ${kernel.row.length} do not divide ${total} outputs`);
+    const rowTrips = rowLoopIterations(kernel.row);
+    if (rowTrips > loopBudget) fail(`runs ${rowTrips} loop iterations per row (budget ${loopBudget})`);
+  }
   const trips = kernel.matmul !== null ? matmulDepth(kernel.matmul) : loopIterations(kernel.body!);
   if (trips > loopBudget) fail(`runs ${trips} loop iterations per invocation (budget ${loopBudget})`);
   const outType = kernel.matmul !== null ? kernel.matmul.epilogue.dtype : kernel.body!.dtype;

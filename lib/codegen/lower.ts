@@ -8,7 +8,20 @@
 import type { Node } from "../ir/node.ts";
 import { Op } from "../ir/ops.ts";
 import { stridesOf } from "../shape.ts";
-import { type AluOp, KBuilder, type Kernel, type KExpr, type MatmulSpec, type MatmulTerm } from "./kexpr.ts";
+import {
+  type AluOp,
+  dependsOn,
+  KBuilder,
+  type Kernel,
+  type KernelRow,
+  type KExpr,
+  kNodes,
+  type MatmulSpec,
+  type MatmulTerm,
+  rowLoopIterations,
+} from "./kexpr.ts";
+import { rowReduceLength } from "./schedule.ts";
+import { LOOP_BUDGET } from "./split_loops.ts";
 import { type MatmulTerms, matmulTerms, termFlops } from "./matmul_terms.ts";
 import { LruCache } from "./lru.ts";
 
@@ -187,6 +200,28 @@ function kernelName(root: Node, isInput: (n: Node) => boolean): string {
   return `${ops.join("_")}_${root.shape.join("x") || "scalar"}`;
 }
 
+/**
+ * The row length of `root`'s region when it holds reductions over trailing axes, all of one length (the
+ * candidates for row mode); null otherwise.
+ */
+function rowLengthOf(root: Node, isInput: (n: Node) => boolean): number | null {
+  let len: number | null = null;
+  const seen = new Set<Node>();
+  const stack = [root];
+  while (stack.length > 0) {
+    const n = stack.pop()!;
+    if (seen.has(n) || (n !== root && isInput(n))) continue;
+    seen.add(n);
+    const l = rowReduceLength(n);
+    if (l !== null) {
+      if (len !== null && l !== len) return null;
+      len = l;
+    }
+    stack.push(...n.src);
+  }
+  return len;
+}
+
 /** Whether a node's value reaches its kernel as a launch parameter (Const values, Rand seeds). */
 export function isParamNode(n: Node): boolean {
   return n.op === Op.Const || n.op === Op.Rand;
@@ -301,6 +336,22 @@ export function lower(root: Node, isInput: (n: Node) => boolean, opts: LowerOpti
     const epilogue = ctx.at(root, unflatten(kb, flat, root.shape));
     matmul = { batch, m, n, terms, epilogue };
   }
+  // Row mode: a body that broadcasts reductions over whole rows computes them once per row (see KernelRow).
+  let row: KernelRow | undefined;
+  const len = matmul === null ? rowLengthOf(root, ctx.isInput) : null;
+  if (len !== null && total % len === 0 && total > len) {
+    const vrow = kb.var("row", 0, total / len - 1);
+    const vj = kb.var("j", 0, len - 1);
+    memo.clear();
+    const rbody = ctx.at(root, unflatten(kb, kb.add(kb.mul(vrow, len), vj), root.shape));
+    const dep = dependsOn(vj);
+    const candidate: KernelRow = { length: len, body: rbody, row: vrow, j: vj };
+    if (
+      kNodes([rbody]).some((e) => e.k === "reduce" && !dep(e)) && rowLoopIterations(candidate) <= LOOP_BUDGET
+    ) {
+      row = candidate;
+    }
+  }
   const kernel: Kernel = {
     name: kernelName(root, ctx.isInput),
     inputs: inputs.map((n) => ({ dtype: n.dtype, size: n.size })),
@@ -308,6 +359,7 @@ export function lower(root: Node, isInput: (n: Node) => boolean, opts: LowerOpti
     outDtype: root.dtype,
     body,
     matmul,
+    ...(row === undefined ? {} : { row }),
     params: params.map(paramDtype),
   };
   return { kernel, inputs, params };

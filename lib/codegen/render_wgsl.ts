@@ -15,7 +15,9 @@
  */
 import type { DType } from "../dtype.ts";
 import {
+  dependsOn,
   type Kernel,
+  type KernelRow,
   type KExpr,
   kNodes,
   linearForm,
@@ -377,6 +379,7 @@ export function renderWGSL(
     const tile = opts.tile ?? (opts.policy ?? SOFTWARE_POLICY).choose(mm.m, mm.n, matmulDepth(mm));
     return renderMatmulKernel(kernel, mm, tile, opts.vec4 ?? true);
   }
+  if (kernel.row !== undefined) return renderRowKernel(kernel, kernel.row);
   const body = kernel.body!;
   const total = kernel.outShape.reduce((a, b) => a * b, 1);
   const groups = Math.ceil(total / WORKGROUP);
@@ -404,6 +407,50 @@ export function renderWGSL(
     body: main,
     workgroup: [WORKGROUP, 1, 1],
     loops: kNodes([body]).some((e) => e.k === "reduce"),
+  };
+  return { source: src, dispatch: grid(groups), pieces };
+}
+
+/**
+ * Renders a kernel in row form: one invocation per row of `row.length` outputs; the statements that do not depend
+ * on `j` (the row's reductions) run once, then a loop over `j` computes and stores the row.
+ */
+function renderRowKernel(kernel: Kernel, row: KernelRow): RenderedKernel {
+  const total = kernel.outShape.reduce((a, b) => a * b, 1);
+  const rows = total / row.length;
+  const groups = Math.ceil(rows / WORKGROUP);
+  const [gx] = grid(groups);
+  const dep = dependsOn(row.j);
+  const stmts = linearize([row.body]);
+  const once = stmts.filter((st) => !dep(st.node));
+  const each = stmts.filter((st) => dep(st.node));
+  const main = [
+    `  let ${row.row.name} = i32(g.x + g.y * ${gx * WORKGROUP}u);`,
+    `  if (${row.row.name} >= ${rows}) { return; }`,
+    ...printStmts(once, "  "),
+    `  for (var ${row.j.name}: i32 = 0; ${row.j.name} < ${row.length}; ${row.j.name} = ${row.j.name} + 1) {`,
+    ...printStmts(each, "    "),
+    `    out0[${row.row.name} * ${row.length} + ${row.j.name}] = ${
+      toStorage(ref(row.body), kernel.outDtype)
+    };`,
+    `  }`,
+  ];
+  const src = [
+    ...preamble(kernel, [row.body]),
+    ...bindings(kernel),
+    `@compute @workgroup_size(${WORKGROUP})`,
+    `fn main(@builtin(global_invocation_id) g: vec3<u32>) {`,
+    ...main,
+    `}`,
+  ].join("\n");
+  const pieces: KernelPieces = {
+    ...needs(kernel, [row.body]),
+    bindingTypes: bindingTypes(kernel, new Set()),
+    paramVec4s: paramVec4s(kernel),
+    functions: [],
+    body: main,
+    workgroup: [WORKGROUP, 1, 1],
+    loops: true,
   };
   return { source: src, dispatch: grid(groups), pieces };
 }

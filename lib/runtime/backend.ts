@@ -68,6 +68,11 @@ export interface Backend {
   readonly description: string;
   /** Storage buffers one kernel may bind besides its output. */
   readonly maxInputs: number;
+  /**
+   * Optional: whether reductions over whole rows are fused into the kernels that broadcast them, one invocation
+   * per row (the renderer then uses a kernel's row form, see `KernelRow`). Default false.
+   */
+  readonly rowKernels?: boolean;
   /** Largest single buffer in bytes. */
   readonly maxBufferBytes: number;
   /**

@@ -109,6 +109,8 @@ export interface PlanOptions {
   noMatmulTemplate?: boolean;
   /** Most loop iterations one kernel invocation may run on the device (default: llvmpipe's budget). */
   loopBudget?: number;
+  /** Fuse row reductions into the kernels that broadcast them (see `schedule.ts`; the device's choice). */
+  rowKernels?: boolean;
 }
 
 /** Most plans kept (least recently used ones are evicted). */
@@ -126,7 +128,7 @@ const planCache = new LruCache<string, Plan>(PLAN_CACHE_SIZE, {
 export function planFor(roots: readonly Node[], sig: GraphSignature, opts: PlanOptions): Plan {
   const key = `${opts.maxInputs}|${opts.loopBudget ?? "default"}|${opts.noFusion ? "nofuse" : ""}|${
     opts.noMatmulTemplate ? "naive" : ""
-  }|${sig.key}`;
+  }|${opts.rowKernels ? "rows" : ""}|${sig.key}`;
   const hit = planCache.get(key);
   if (hit !== undefined) return hit;
   const plan = buildPlan(roots, sig, key, opts);
@@ -144,7 +146,12 @@ function buildPlan(roots: readonly Node[], sig: GraphSignature, key: string, opt
   const paramSlot = new Map(sig.params.map((n, i) => [n, i]));
   const loopBudget = opts.loopBudget ?? LOOP_BUDGET;
   const split = splitLongLoops(roots, loopBudget);
-  const order = schedule(split, { maxInputs: opts.maxInputs, noFusion: opts.noFusion, loopBudget });
+  const order = schedule(split, {
+    maxInputs: opts.maxInputs,
+    noFusion: opts.noFusion,
+    loopBudget,
+    rowKernels: opts.rowKernels,
+  });
   const bufOf = new Map(order.map((n, i) => [n, i]));
   const materialized = new Set(order);
   const lastUse = order.map(() => -1);

@@ -157,6 +157,8 @@ export class WebGPUBackend implements Backend {
   readonly matmulPolicy: MatmulPolicy;
   /** Which kernels of a prepared sequence share launches on this adapter (see `launch_policy.ts`). */
   readonly launchPolicy: LaunchPolicy;
+  /** Whether row reductions are fused into the kernels that broadcast them (the launch policy's choice). */
+  readonly rowKernels: boolean;
   readonly #device: GPUDevice;
   #pool = new BufferPool<GPUBuffer>();
   #staging = new BufferPool<GPUBuffer>();
@@ -182,6 +184,7 @@ export class WebGPUBackend implements Backend {
     this.maxInputs = Math.min(device.limits.maxStorageBuffersPerShaderStage - 1, 30);
     this.matmulPolicy = matmulPolicyFor({ description: i.description ?? "", isFallback: this.isFallback });
     this.launchPolicy = launchPolicyFor({ description: i.description ?? "", isFallback: this.isFallback });
+    this.rowKernels = this.launchPolicy.rowKernels;
     this.maxBufferBytes = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
     device.lost.then((info) => {
       this.#lost = `${info.reason}: ${info.message}`;

@@ -3,7 +3,14 @@
  * kernel (the template stores in the Dot's element order), while an elementwise epilogue stays fused, and a sum of
  * matmuls of one shape is one template kernel.
  */
-import { deepEqual as assertDeepEquals, equal as assertEquals, ok as assert } from "node:assert/strict";
+import {
+  deepEqual as assertDeepEquals,
+  equal,
+  equal as assertEquals,
+  ok,
+  ok as assert,
+} from "node:assert/strict";
+import { rmsNorm } from "../../lib/nn/norm.ts";
 import { tensor } from "../../mod.ts";
 import { schedule } from "../../lib/codegen/schedule.ts";
 import { lower } from "../../lib/codegen/lower.ts";
@@ -61,4 +68,26 @@ Deno.test("schedule: a sum of matmuls of one shape is one template kernel with o
   const odd = x.matmul(mk([12, 16])).add(mk([16, 16]).T.matmul(x.matmul(mk([12, 16]))).reshape([16, 16]));
   const parts = schedule([odd.node], { maxInputs: 8 });
   assert(parts.length > 1, "a matmul whose operand is another matmul stays separate");
+});
+
+Deno.test("schedule: with row kernels a norm's statistics and a softmax's sums fuse into the kernel that broadcasts them", () => {
+  const rng = new TestRng(14);
+  const mk = (shape: number[]) =>
+    tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.next() - 0.5), {
+      shape,
+    });
+  const x = mk([32, 48]);
+  for (const [what, out] of [["rms norm", rmsNorm(x, mk([48]))], ["softmax", x.softmax()]] as const) {
+    const separate = schedule([out.node], { maxInputs: 8 });
+    ok(separate.length > 1, `${what}: without row kernels the statistics are kernels of their own`);
+    const fused = schedule([out.node], { maxInputs: 8, rowKernels: true });
+    assertEquals(fused.length, 1, `${what}: one kernel`);
+    const [k] = lowered(fused);
+    equal(k.row?.length, 48, `${what}: one invocation per row of 48`);
+  }
+  // A full reduction (one row) is never a row value; a column sum of a row value takes the statistics from a kernel.
+  const col = x.mul(x.square().mean(-1, { keepdims: true }).rsqrt()).sum(0);
+  const order = schedule([col.node], { maxInputs: 8, rowKernels: true });
+  assertEquals(order.length, 2);
+  equal(lowered(order)[1].row, undefined);
 });
