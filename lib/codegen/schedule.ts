@@ -167,7 +167,7 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
           len * (1 + perElement.reduce((a, n) => a + tripCount(n), 0));
         if (
           rowed.some((n) => rowLen.get(n) !== len) || root.size % len !== 0 || dots.length + ownDot > 0 ||
-          !rowPathsKeepIndex(root, region, inRow) || trips > (opts.loopBudget ?? LOOP_BUDGET)
+          !rowPathsKeepIndex(region, inRow) || trips > (opts.loopBudget ?? LOOP_BUDGET)
         ) {
           for (const n of rowed) materialized.add(n);
           changed = true;
@@ -277,10 +277,10 @@ function broadcastsRow(c: Node, len: number): boolean {
 }
 
 /**
- * Whether every node of `root`'s region on a path from the root to a broadcast of a row value keeps the flat
+ * Whether every node of a kernel's region on a path from its root to a broadcast of a row value keeps the flat
  * index (elementwise ops and reshapes), so that consecutive outputs of a row share the row value.
  */
-function rowPathsKeepIndex(root: Node, region: readonly Node[], rowed: ReadonlySet<Node>): boolean {
+function rowPathsKeepIndex(region: readonly Node[], rowed: ReadonlySet<Node>): boolean {
   const inRegion = new Set(region);
   const memo = new Map<Node, boolean>();
   // Does n lead (inside the region) to a broadcast of a row value?

@@ -380,8 +380,11 @@ export class LlamaAttention extends Module {
     return this.wq.outFeatures / this.#nHeads;
   }
 
-  /** The projections of `x` (`[B, T, dim]`), query/key norms applied, then RoPE on queries and keys. */
-  #qkv(x: F32, rope: RopeTables): { q: F32; k: F32; v: F32 } {
+  /**
+   * The projections of `x` (`[B, T, dim]`), query/key norms applied, then RoPE on queries and keys (unless `rope`
+   * is null: the attention rotates them itself).
+   */
+  #qkv(x: F32, rope: RopeTables | null): { q: F32; k: F32; v: F32 } {
     const [b, t] = x.shape;
     const hd = this.headDim;
     let q = this.wq.forward(x).reshape([b, t, this.#nHeads, hd]) as F32;
@@ -389,14 +392,16 @@ export class LlamaAttention extends Module {
     const v = this.wv.forward(x).reshape([b, t, this.#nKvHeads, hd]) as F32;
     if (this.q_norm !== undefined) q = this.q_norm.forward(q) as F32;
     if (this.k_norm !== undefined) k = this.k_norm.forward(k) as F32;
+    if (rope === null) return { q, k, v };
     return { q: applyRope(q, rope) as F32, k: applyRope(k, rope) as F32, v };
   }
 
   /** Causal attention over positions `0 .. T−1` of `x` (`[B, T, dim]`); `rope` holds those positions' angles. */
   forward(x: F32, rope: RopeTables): Tensor<number[], "f32"> {
     const [b, t] = x.shape;
-    const { q, k, v } = this.#qkv(x, rope);
-    const o = causalAttention(q, k, v).reshape([b, t, this.#nHeads * this.headDim]) as F32;
+    // The fused attention kernels apply RoPE as they read queries and keys (no kernels of its own).
+    const { q, k, v } = this.#qkv(x, null);
+    const o = causalAttention(q, k, v, { rope }).reshape([b, t, this.#nHeads * this.headDim]) as F32;
     return this.wo.forward(o);
   }
 
