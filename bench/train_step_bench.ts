@@ -152,7 +152,11 @@ function storiesLoraCase(batch: number, seqLen: number): Case {
         optimizer: new lib.nn.AdamW(model, { lr: 1e-3, weightDecay: 0, trainable: lib.lora.LORA_TRAINABLE }),
         batch: (step: number) => {
           const rng = new lib.rng.Rng(lib.nn.deriveSeed(4, step));
-          const ids = () => Int32Array.from({ length: batch * seqLen }, () => rng.int(512));
+          const ids = () => {
+            const a = new Int32Array(batch * seqLen);
+            for (let i = 0; i < a.length; i++) a[i] = rng.int(512);
+            return a;
+          };
           return {
             x: lib.mod.tensor(ids(), { shape: [batch, seqLen], dtype: "i32" }),
             y: lib.mod.tensor(ids(), { shape: [batch, seqLen], dtype: "i32" }),
