@@ -27,7 +27,18 @@ export interface MatmulTile {
   readonly wn: number;
   /** Depth of the workgroup-shared tiles along k (the shared variant), or undefined (registers only). */
   readonly bk?: number;
+  /**
+   * The subgroup variant ({@link renderMatmulSubgroup}): the `wn` invocations of a row of the workgroup share their
+   * A values through subgroup shuffles instead of each loading all `tm` of them. Needs `wn >= tm`.
+   */
+  readonly subgroup?: boolean;
 }
+
+/**
+ * A subgroup tile for GPUs with the `subgroups` feature: 8 lanes along n share each step's A values (one load per
+ * lane instead of four), 4 x 4 outputs per invocation, 8 x 8 invocations.
+ */
+export const GPU_SUBGROUP_TILE: MatmulTile = { tm: 4, tn: 4, wm: 8, wn: 8, subgroup: true };
 
 /** A workgroup-shared tile for GPUs: 64 x 64 outputs per workgroup of 16 x 16, 4 x 4 each, k in steps of 16. */
 export const GPU_SHARED_TILE: MatmulTile = { tm: 4, tn: 4, wm: 16, wn: 16, bk: 16 };
@@ -370,6 +381,88 @@ export function renderMatmulShared(
   }
   L.push(`}`);
   return { source: L.join("\n"), dispatch: [Math.ceil(p.n / bn), Math.ceil(p.m / bm), p.batch] };
+}
+
+/**
+ * How the subgroup variant exchanges values: `"native"` with WGSL's `subgroupShuffle` (needs the adapter's
+ * `subgroups` feature, and subgroups made of whole rows of the workgroup: lanes numbered by local invocation index,
+ * subgroup size a multiple of `wn`), or `"emulated"` through workgroup memory and barriers with the same lane
+ * arithmetic, so that adapters without subgroups (lavapipe) can check the variant's indexing.
+ */
+export type ShuffleMode = "native" | "emulated";
+
+/**
+ * The subgroup variant of the register template (`tile.subgroup`): per step of k, lane `x < tm` of each row of
+ * `wn` lanes loads A at row `m0 + x` and the row's lanes take the `tm` values from those lanes by shuffles; B is
+ * loaded as in {@link renderMatmul}. Control flow is uniform (no early return: loads are clamped and stores
+ * guarded), as shuffles and barriers require. Operands go through the spliced load functions (no vec4 reads).
+ */
+export function renderMatmulSubgroup(
+  p: MatmulParts,
+  tile: MatmulTile,
+  mode: ShuffleMode,
+): { source: string; dispatch: [number, number, number] } {
+  const { tm, tn, wm, wn } = tile;
+  if (!tile.subgroup || wn < tm) {
+    throw new RangeError(
+      `matmul template: the subgroup variant needs subgroup set and wn >= tm, got wn ${wn}, tm ${tm}`,
+    );
+  }
+  if (p.terms.length === 0) throw new RangeError("matmul template: no products to compute");
+  const L: string[] = mode === "native" ? ["enable subgroups;"] : [];
+  L.push(...p.header, ...loadFunctions(p, true));
+  if (mode === "native") {
+    L.push(`fn shuffle_(v: f32, lane: u32, li: u32) -> f32 {`, `  return subgroupShuffle(v, lane);`, `}`);
+  } else {
+    L.push(
+      `var<workgroup> lanes_: array<f32, ${wn * wm}>;`,
+      `fn shuffle_(v: f32, lane: u32, li: u32) -> f32 {`,
+      `  workgroupBarrier();`,
+      `  lanes_[li] = v;`,
+      `  workgroupBarrier();`,
+      `  return lanes_[lane];`,
+      `}`,
+    );
+  }
+  L.push(`@compute @workgroup_size(${wn}, ${wm}, 1)`);
+  L.push(
+    `fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,`,
+    `        @builtin(local_invocation_index) li: u32${
+      mode === "native" ? ", @builtin(subgroup_invocation_id) sid: u32" : ""
+    }) {`,
+    `  let b = i32(g.z);`,
+    `  let m0 = i32(g.y) * ${tm};`,
+    `  let n0 = i32(g.x) * ${tn};`,
+    // The lane of this row's lane 0 (emulated: lanes are local invocation indices).
+    `  let row0 = ${mode === "native" ? "sid" : "li"} - lid.x;`,
+    `  let mine = min(m0 + i32(min(lid.x, ${tm - 1}u)), ${p.m - 1});`,
+  );
+  for (let j = 0; j < tn; j++) L.push(`  let nj${j} = min(n0 + ${j}, ${p.n - 1});`);
+  for (let i = 0; i < tm; i++) for (let j = 0; j < tn; j++) L.push(`  var c${i}_${j}: f32 = 0.0;`);
+  p.terms.forEach((t, q) => {
+    L.push(`  for (var k: i32 = 0; k < ${t.k}; k = k + 1) {`);
+    L.push(`    let own = loadA${q}(b, mine, k);`);
+    for (let i = 0; i < tm; i++) L.push(`    let a${i} = shuffle_(own, row0 + ${i}u, li);`);
+    for (let j = 0; j < tn; j++) L.push(`    let b${j} = loadB${q}(b, k, nj${j});`);
+    for (let i = 0; i < tm; i++) {
+      for (let j = 0; j < tn; j++) L.push(`    c${i}_${j} = fma(a${i}, b${j}, c${i}_${j});`);
+    }
+    L.push(`  }`);
+  });
+  for (let i = 0; i < tm; i++) {
+    for (let j = 0; j < tn; j++) {
+      L.push(
+        `  if (m0 + ${i} < ${p.m} && n0 + ${j} < ${p.n}) { out0[(b * ${p.m} + m0 + ${i}) * ${p.n} + n0 + ${j}] = ${
+          p.store(`epi(b, m0 + ${i}, n0 + ${j}, c${i}_${j})`)
+        }; }`,
+      );
+    }
+  }
+  L.push(`}`);
+  return {
+    source: L.join("\n"),
+    dispatch: [Math.ceil(p.n / (tn * wn)), Math.ceil(p.m / (tm * wm)), p.batch],
+  };
 }
 
 /**

@@ -30,6 +30,8 @@ import {
   type MatmulTile,
   renderMatmul,
   renderMatmulShared,
+  renderMatmulSubgroup,
+  type ShuffleMode,
   type VecOperand,
 } from "../../kernels/matmul.wgsl.ts";
 import { type MatmulPolicy, SOFTWARE_POLICY } from "./matmul_policy.ts";
@@ -368,16 +370,17 @@ export interface RenderedKernel {
 /**
  * Renders a kernel to WGSL. A kernel with a matmul spec goes through the template with the blocking `tile`, or the
  * one `policy` (default: the software policy, see `matmul_policy.ts`) chooses for its shape; `vec4: false` makes
- * the register template read every operand with scalar loads (the baseline of benchmarks and tests).
+ * the register template read every operand with scalar loads (the baseline of benchmarks and tests); `shuffle`
+ * picks how a subgroup tile exchanges values (default `"native"`; `"emulated"` checks it without subgroups).
  */
 export function renderWGSL(
   kernel: Kernel,
-  opts: { tile?: MatmulTile; vec4?: boolean; policy?: MatmulPolicy } = {},
+  opts: { tile?: MatmulTile; vec4?: boolean; policy?: MatmulPolicy; shuffle?: ShuffleMode } = {},
 ): RenderedKernel {
   if (kernel.matmul !== null) {
     const mm = kernel.matmul;
     const tile = opts.tile ?? (opts.policy ?? SOFTWARE_POLICY).choose(mm.m, mm.n, matmulDepth(mm));
-    return renderMatmulKernel(kernel, mm, tile, opts.vec4 ?? true);
+    return renderMatmulKernel(kernel, mm, tile, opts.vec4 ?? true, opts.shuffle ?? "native");
   }
   if (kernel.row !== undefined) return renderRowKernel(kernel, kernel.row);
   const body = kernel.body!;
@@ -554,6 +557,7 @@ function renderMatmulKernel(
   mm: MatmulSpec,
   t: MatmulTile,
   vec4: boolean,
+  shuffle: ShuffleMode,
 ): RenderedKernel {
   const roots = [...mm.terms.flatMap((x) => [x.a, x.b]), mm.epilogue];
   const base = {
@@ -575,6 +579,17 @@ function renderMatmulKernel(
       terms: plain,
       header: [...preamble(kernel, roots), ...bindings(kernel)],
     }, t);
+  }
+  if (t.subgroup) {
+    return renderMatmulSubgroup(
+      {
+        ...base,
+        terms: plain,
+        header: [...preamble(kernel, roots), ...bindings(kernel)],
+      },
+      t,
+      shuffle,
+    );
   }
   const vecs = vecOperands(kernel, mm, t, vec4);
   const vec4Inputs = new Set(

@@ -182,7 +182,11 @@ export class WebGPUBackend implements Backend {
     this.description = [i.description || "unknown adapter", i.vendor && `vendor ${i.vendor}`, i.architecture]
       .filter(Boolean).join(", ") + (this.isFallback ? " (fallback adapter)" : "");
     this.maxInputs = Math.min(device.limits.maxStorageBuffersPerShaderStage - 1, 30);
-    this.matmulPolicy = matmulPolicyFor({ description: i.description ?? "", isFallback: this.isFallback });
+    this.matmulPolicy = matmulPolicyFor({
+      description: i.description ?? "",
+      isFallback: this.isFallback,
+      subgroups: device.features.has("subgroups" as GPUFeatureName),
+    });
     this.launchPolicy = launchPolicyFor({ description: i.description ?? "", isFallback: this.isFallback });
     this.rowKernels = this.launchPolicy.rowKernels;
     this.maxBufferBytes = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
@@ -689,6 +693,20 @@ export class WebGPUBackend implements Backend {
   }
 }
 
+/** Whether `TESSERA_SUBGROUP_MATMUL=1` asks for the subgroup matmul tiles (false without env access). */
+function subgroupMatmulRequested(): boolean {
+  try {
+    if (
+      Deno.permissions.querySync({ name: "env", variable: "TESSERA_SUBGROUP_MATMUL" }).state !== "granted"
+    ) {
+      return false;
+    }
+    return Deno.env.get("TESSERA_SUBGROUP_MATMUL") === "1";
+  } catch {
+    return false;
+  }
+}
+
 /** Requests the adapter and a device with the adapter's own limits (not WebGPU's low defaults). */
 export async function createWebGPUBackend(): Promise<WebGPUBackend> {
   if (typeof navigator === "undefined" || navigator.gpu === undefined) {
@@ -708,6 +726,10 @@ export async function createWebGPUBackend(): Promise<WebGPUBackend> {
     maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
   };
   const requiredFeatures: GPUFeatureName[] = adapter.features.has("shader-f16") ? ["shader-f16"] : [];
+  // Subgroup matmul tiles only when asked for (unverified on real subgroups; see matmul_policy.ts).
+  if (adapter.features.has("subgroups" as GPUFeatureName) && subgroupMatmulRequested()) {
+    requiredFeatures.push("subgroups" as GPUFeatureName);
+  }
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
   return new WebGPUBackend(adapter, device);
 }
