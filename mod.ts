@@ -1,5 +1,7 @@
 /**
- * tessera: typed tensors compiled to WGSL on Deno's WebGPU, for studying LoRA fine-tuning from a script.
+ * tessera: typed tensors compiled to WGSL on Deno's WebGPU, for studying LoRA fine-tuning from a script. What
+ * exists to run, record and show experiments (configuration, results directories, plots, cached base models) is the
+ * lab, the package's second entry point (`./lab`, `lab/mod.ts`).
  *
  * @example
  * ```ts
@@ -14,25 +16,7 @@
  */
 export type { AnyDataArray, DataArray, DType } from "./lib/dtype.ts";
 export type * from "./lib/shape.ts";
-export { type AxisArg, type NestedArray, type Operand, realize, Tensor } from "./lib/tensor/tensor.ts";
-export {
-  arange,
-  concat,
-  type CreateOptions,
-  eye,
-  full,
-  type Nested,
-  ones,
-  rand,
-  randn,
-  type RandOptions,
-  setSeed,
-  type ShapeOf,
-  stack,
-  tensor,
-  where,
-  zeros,
-} from "./lib/tensor/creation.ts";
+export * from "./lib/tensor/mod.ts";
 export {
   backprop,
   customVjp,
@@ -77,39 +61,10 @@ export {
   type SvdOptions,
   type SvdResult,
 } from "./lib/linalg/mod.ts";
-export {
-  customKernel,
-  type CustomKernelSpec,
-  type KernelLaunch,
-  type OutputSpec,
-  runKernels,
-} from "./lib/tensor/custom.ts";
-export type { DeviceName, Node, Storage } from "./lib/ir/node.ts";
-export { type CustomKernelArg, type CustomVjpArg, type HostBuffer, Op, type OpArgs } from "./lib/ir/ops.ts";
-export { type AdapterTraits, type MatmulPolicy, matmulPolicyFor } from "./lib/codegen/matmul_policy.ts";
-export { type LaunchPolicy, launchPolicyFor } from "./lib/codegen/launch_policy.ts";
-export type { MatmulTile } from "./kernels/matmul.wgsl.ts";
-export type * from "./lib/codegen/kexpr.ts";
-export type { Backend, BackendStats, PreparedSteps, RawStep, ReadSpec, Step } from "./lib/runtime/backend.ts";
-export {
-  AUTO_DEVICE,
-  deviceLine,
-  getBackend,
-  getDefaultDevice,
-  getWasm,
-  getWebGPU,
-  resolveDevice,
-  setDefaultDevice,
-} from "./lib/runtime/realize.ts";
-export { NoAdapterError, type WebGPUBackend, WebGPUError } from "./lib/runtime/webgpu.ts";
-export { createWasmBackend, type WasmBackend, type WasmBackendOptions } from "./lib/runtime/wasm.ts";
-export {
-  type AutoDevice,
-  checkDeviceChoice,
-  DEVICE_CHOICES,
-  type DeviceChoice,
-} from "./lib/runtime/device.ts";
-export { OptionsError } from "./lib/options.ts";
+export * from "./lib/ir/mod.ts";
+export * from "./lib/codegen/mod.ts";
+export * from "./lib/runtime/mod.ts";
+export { type ConfigSchema, OptionsError, showValue } from "./lib/options.ts";
 export * from "./lib/nn/mod.ts";
 export * from "./lib/train/mod.ts";
 export * from "./lib/lora/mod.ts";
@@ -117,4 +72,3 @@ export * from "./lib/init/mod.ts";
 export * from "./lib/models/mod.ts";
 export * from "./lib/data/mod.ts";
 export * from "./lib/io/mod.ts";
-export * from "./lib/util/mod.ts";

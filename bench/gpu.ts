@@ -31,7 +31,8 @@ import { CPU_TILE, GPU_SHARED_TILE, GPU_SUBGROUP_TILE, type MatmulTile } from ".
 import { AdamW, deriveSeed } from "../lib/nn/mod.ts";
 import { Trainer } from "../lib/train/mod.ts";
 import { LlamaLM } from "../lib/models/llama.ts";
-import { attachLora, LORA_TRAINABLE } from "../lib/lora/mod.ts";
+import { attachLora } from "../lib/init/mod.ts";
+import { LORA_TRAINABLE } from "../lib/lora/mod.ts";
 import { Rng } from "../lib/data/rng.ts";
 import { adapterLine, fmt, median, table } from "./_timing.ts";
 

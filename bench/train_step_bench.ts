@@ -12,7 +12,7 @@
  * `git worktree add /tmp/main-ref main`), `--rounds` times each; the table gives the median ms/step of each side
  * and their ratio. `--devices A,B` does the same with this checkout on two devices (e.g. lavapipe's `webgpu`
  * against the `wasm` CPU device). `--device` (default `webgpu`) picks the device of the other modes. The other checkout needs only the public API this script uses (`mod.ts`, `lib/nn`, `lib/train`,
- * `lib/models/llama.ts`, `lib/lora`, `lib/data/rng.ts`).
+ * `lib/models/llama.ts`, `lib/data/rng.ts`).
  *
  * Columns: ms/step is wall time per step after the warm-up steps (kernels compiled, the step compiled for replay);
  * kernels/step counts the kernels run per step (submitted through `run` or a prepared replay) and launches/step the
@@ -39,7 +39,6 @@ interface Lib {
   train: typeof import("../lib/train/mod.ts");
   rng: typeof import("../lib/data/rng.ts");
   llama: typeof import("../lib/models/llama.ts");
-  lora: typeof import("../lib/lora/mod.ts");
 }
 
 async function loadLib(root: URL): Promise<Lib> {
@@ -50,7 +49,6 @@ async function loadLib(root: URL): Promise<Lib> {
     train: await import(at("lib/train/mod.ts")),
     rng: await import(at("lib/data/rng.ts")),
     llama: await import(at("lib/models/llama.ts")),
-    lora: await import(at("lib/lora/mod.ts")),
   };
 }
 
@@ -140,7 +138,7 @@ function storiesLoraCase(batch: number, seqLen: number): Case {
         seqLen: 512,
         sharedClassifier: true,
       }, { seed: 1 });
-      await lib.lora.attachLora(model, {
+      await lib.mod.attachLora(model, {
         targetModules: ["wq", "wk", "wv", "wo", "w1", "w2", "w3"],
         rank: 8,
         alpha: 8,
@@ -149,7 +147,7 @@ function storiesLoraCase(batch: number, seqLen: number): Case {
       });
       return new lib.train.Trainer({
         model,
-        optimizer: new lib.nn.AdamW(model, { lr: 1e-3, weightDecay: 0, trainable: lib.lora.LORA_TRAINABLE }),
+        optimizer: new lib.nn.AdamW(model, { lr: 1e-3, weightDecay: 0, trainable: lib.mod.LORA_TRAINABLE }),
         batch: (step: number) => {
           const rng = new lib.rng.Rng(lib.nn.deriveSeed(4, step));
           const ids = () => {

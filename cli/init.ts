@@ -25,7 +25,7 @@ import { readSafetensors, type StEntry, toFloat32, writeSafetensors } from "../l
 import { deriveSeed } from "../lib/nn/init.ts";
 import { checkFinite } from "../lib/nn/finite.ts";
 import { refuseOutputOnInput } from "../lib/io/paths.ts";
-import { initTensors } from "../lib/lora/attach.ts";
+import { initTensors } from "../lib/init/mod.ts";
 import { tensor } from "../lib/tensor/creation.ts";
 import {
   type F32,
@@ -35,14 +35,16 @@ import {
   type LayerData,
   type LoraInit,
 } from "../lib/init/mod.ts";
-import { ConfigError, ConfigHelp, configUsage, exitWithError, parseConfig } from "../lib/util/config.ts";
+import { ConfigError, ConfigHelp, configUsage, exitWithError, parseConfig } from "../lab/config.ts";
 import type { Shape } from "../lib/shape.ts";
 import type { Tensor } from "../lib/tensor/tensor.ts";
 import { loadLlama } from "../lib/models/load.ts";
-import { checkTokenizerFits, loadTokenizer } from "../lib/io/text_tokenizer.ts";
+import { checkTokenizerFits, loadTokenizer } from "../lib/io/load_tokenizer.ts";
 import { loadText } from "../lib/data/text.ts";
 import { sampleWindows } from "../lib/train/batches.ts";
-import { attachLora, findTargets, saveAdapter } from "../lib/lora/mod.ts";
+import { attachLora } from "../lib/init/mod.ts";
+import { findTargets } from "../lib/nn/targets.ts";
+import { saveAdapter } from "../lib/lora/mod.ts";
 import { collectActivations, collectGradients } from "../lib/init/calibrate.ts";
 import { deviceLine, resolveDevice } from "../lib/runtime/realize.ts";
 import { DEVICE_CHOICES } from "../lib/runtime/device.ts";

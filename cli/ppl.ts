@@ -18,12 +18,12 @@
  */
 import { z } from "../deps.ts";
 import { loadText } from "../lib/data/text.ts";
-import { checkTokenizerFits, loadTokenizer, modelTokenizerPath } from "../lib/io/text_tokenizer.ts";
+import { checkTokenizerFits, loadTokenizer, modelTokenizerPath } from "../lib/io/load_tokenizer.ts";
 import { loadLlama } from "../lib/models/load.ts";
 import { deviceLine, resolveDevice } from "../lib/runtime/realize.ts";
 import { DEVICE_CHOICES } from "../lib/runtime/device.ts";
 import { tensor } from "../lib/tensor/creation.ts";
-import { exitWithError, parseConfig } from "../lib/util/config.ts";
+import { exitWithError, parseConfig } from "../lab/config.ts";
 
 const Config = z.object({
   model: z.string().describe(

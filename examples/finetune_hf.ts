@@ -3,16 +3,9 @@
 // the adapter in PEFT's format.
 //   deno run -A examples/finetune_hf.ts --model path/to/SmolLM2-135M --text book.txt [--steps 30] [--out adapter]
 import { z } from "../deps.ts";
-import {
-  AdamW,
-  attachLora,
-  checkTokenizerFits,
-  cliConfig,
-  loadLlama,
-  loadText,
-  loadTokenizer,
-} from "../mod.ts";
+import { AdamW, attachLora, checkTokenizerFits, loadLlama, loadText, loadTokenizer } from "../mod.ts";
 import { LORA_TRAINABLE, sampleWindows, saveAdapter, tensor, Trainer } from "../mod.ts";
+import { cliConfig } from "../lab/mod.ts";
 
 const cfg = cliConfig(
   z.object({

@@ -2,8 +2,9 @@
 //   deno run -A examples/finetune_stories.ts [--steps 30] [--text book.txt]
 // Without ../shared/data (or with --generated) it runs on generated text with a random model of the same shape.
 import { z } from "../deps.ts";
-import { AdamW, attachLora, charVocab, cliConfig, generateTextDomains, LlamaLM } from "../mod.ts";
-import { loadLlama, loadText, LORA_TRAINABLE, sampleWindows, tensor, Tokenizer, Trainer } from "../mod.ts";
+import { AdamW, attachLora, charVocab, LlamaLM, loadLlama, loadText, LORA_TRAINABLE } from "../mod.ts";
+import { sampleWindows, tensor, Tokenizer, Trainer } from "../mod.ts";
+import { cliConfig, generateTextDomains } from "../lab/mod.ts";
 
 const dir = "../shared/data/models/stories260K";
 const cfg = cliConfig(

@@ -18,51 +18,77 @@
  *
  * @module
  */
-import { distinctList, runMain, startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
-import { formatMeanStd, formatNumber, mdTable, type MeanStd, meanStd } from "../lib/util/results.ts";
-import { barPlot, heatmap, linePlot } from "../lib/util/plot.ts";
 import {
+  cosineSchedule,
+  type LlamaLM,
+  loraLayers,
+  Trainer,
+  type UpdateSimilarity,
+  updateSimilarity,
+} from "../mod.ts";
+import {
+  attachMethod,
+  barPlot,
+  distinctList,
+  type FineTuneRun,
+  fineTuneRunFields,
+  formatMeanStd,
+  formatMethod,
+  formatNumber,
+  heatmap,
+  linePlot,
   LM_QUICK,
   lmCheck,
   lmFields,
+  type LmSetup,
   lmSetup,
   meanCurves,
-  meanLoss,
-  runAll,
-  type RunResult,
-  type RunSpec,
+  type MeanStd,
+  meanStd,
+  methodOptimizer,
+  methodsField,
+  type MethodSpec,
+  type ResultsDir,
+  resumeOrRun,
+  runMain,
+  savedNumber,
+  startExperiment,
+  trainResumable,
   verdictFor,
   writeCombinedMetrics,
-} from "./_lm.ts";
+  writeReport,
+} from "../lab/mod.ts";
 
 // ----- configuration (typed defaults; every key can be set by flag or YAML) -----
 
-/** The compared initialisations. CNTLoRA keeps the base untouched (B·A = ΔW_r, as the paper). */
-const METHODS = {
-  "cntlora-x": { init: "cntlora", initOptions: { mode: "x" } },
-  "cntlora-s": { init: "cntlora", initOptions: { mode: "s" } },
-  "cntlora-sh": { init: "cntlora", initOptions: { mode: "sh" } },
-  "cntlora-x-vas": { init: "cntlora", initOptions: { mode: "x", vas: true } },
-  "cntlora-s-vas": { init: "cntlora", initOptions: { mode: "s", vas: true } },
-  "cntlora-sh-vas": { init: "cntlora", initOptions: { mode: "sh", vas: true } },
-  "eva": { init: "eva", initOptions: {} },
-  "corda": { init: "corda", initOptions: {} },
-  "lora-ga": { init: "lora-ga", initOptions: {} },
-  "pissa": { init: "pissa", initOptions: {} },
-  "olora": { init: "olora", initOptions: {} },
-  "lora": { init: "lora", initOptions: {} },
-} as const satisfies Record<string, Omit<RunSpec, "label">>;
-type MethodLabel = keyof typeof METHODS;
-const LABELS = Object.keys(METHODS) as [MethodLabel, ...MethodLabel[]];
-const CNT = (m: string) => m.startsWith("cntlora");
+/**
+ * The compared initialisations (`--method NAME=INIT[:key=value,...]` replaces them). CNTLoRA keeps the base untouched
+ * (B·A = ΔW_r, as the paper). The calibration-batch runs (Table 3) repeat the method named `cntlora-x`.
+ */
+const METHODS = [
+  "cntlora-x=cntlora:mode=x",
+  "cntlora-s=cntlora:mode=s",
+  "cntlora-sh=cntlora:mode=sh",
+  "cntlora-x-vas=cntlora:mode=x,vas=true",
+  "cntlora-s-vas=cntlora:mode=s,vas=true",
+  "cntlora-sh-vas=cntlora:mode=sh,vas=true",
+  "eva",
+  "corda",
+  "lora-ga",
+  "pissa",
+  "olora",
+  "lora",
+];
 
 const Config = z.object({
   ...lmFields(80),
-  methods: distinctList(z.enum(LABELS)).default([...LABELS]).describe("initialisations to compare"),
-  calibCounts: distinctList(z.number().int().positive(), { allowEmpty: true }).default([1, 2, 4]).describe(
-    "calibration batch counts for CNTLoRA-X (Table 3), besides all (= calibBatches); [] to skip",
-  ),
+  methods: methodsField(METHODS, { provides: ["activations", "grads"] }),
+  calibCounts: distinctList(z.int().positive(), {
+    default: [1, 2, 4],
+    allowEmpty: true,
+    description: "calibration batch counts for CNTLoRA-X (Table 3), besides all (= calibBatches); [] to skip",
+  }),
   rank: z.number().int().positive().default(8).describe("LoRA rank r (VAS budget r × #layers)"),
   alpha: z.number().positive().default(16).describe("lora_alpha (the paper's α = 2r: s = 2)"),
   calibBatches: z.number().int().positive().default(8).describe(
@@ -71,11 +97,107 @@ const Config = z.object({
 });
 type Config = z.infer<typeof Config>;
 
-const QUICK: Partial<Config> = {
-  ...LM_QUICK,
-  calibBatches: 4,
-  pretrainSteps: 250,
-};
+const QUICK: Partial<Config> = { ...LM_QUICK, calibBatches: 4 };
+
+/** A run: the shared fields and, per adapted layer, the initial update `s·B₀·A₀` against the final `s·B·A`. */
+interface Run extends FineTuneRun {
+  delta: Record<string, UpdateSimilarity>;
+}
+
+/** What runs/*.json holds, for validated reuse. */
+const RUN = z.object({
+  ...fineTuneRunFields(),
+  delta: z.record(
+    z.string(),
+    z.object({
+      cosine: savedNumber({ nullable: true }),
+      spectralDistance: savedNumber(),
+      relativeSpectralDistance: savedNumber({ nullable: true }),
+      initialSpectralNorm: savedNumber(),
+      finalSpectralNorm: savedNumber(),
+    }),
+  ),
+});
+
+// ----- one fine-tuning run -----
+
+/** Every adapted layer's current update `s·B·A` on the host, with its `[d_out, d_in]` shape. */
+async function hostDeltas(
+  model: LlamaLM,
+): Promise<Map<string, { data: Float32Array; shape: [number, number] }>> {
+  const out = new Map<string, { data: Float32Array; shape: [number, number] }>();
+  for (const [path, l] of loraLayers(model)) {
+    const d = l.deltaWeight();
+    out.set(path, { data: (await d.data()) as Float32Array, shape: [d.shape[0], d.shape[1]] });
+  }
+  return out;
+}
+
+/**
+ * A fresh copy of the base, the method's adapters (calibrated on `calibBatches` target batches), the initial update
+ * ΔW₀ kept on the host, AdamW on the adapters (cosine schedule, 10% warm-up, clip 1) over target-domain batches
+ * checkpointed every 50 steps; then the validation loss and ΔW₀ against the final ΔW per layer.
+ */
+async function fineTune(
+  label: string,
+  method: MethodSpec,
+  calibBatches: number,
+  seed: number,
+  lm: LmSetup,
+  cfg: Config,
+  results: ResultsDir,
+  previous?: Run,
+): Promise<Run> {
+  const model = lm.fresh();
+  const t0 = performance.now();
+  const data = await lm.calibration(model, method.init, seed, { batches: calibBatches });
+  const attached = await attachMethod(model, method, {
+    targets: cfg.targets,
+    rank: cfg.rank,
+    alpha: cfg.alpha,
+    data,
+    seed,
+  });
+  const initSeconds = (performance.now() - t0) / 1000;
+  const initial = await hostDeltas(model);
+  const paths = {
+    checkpoint: results.file(`checkpoints/${label}-seed${seed}.safetensors`),
+    metrics: results.file(`metrics/${label}-seed${seed}.jsonl`),
+  };
+  const trainer = new Trainer({
+    model,
+    optimizer: methodOptimizer(model, method, cfg.lr),
+    batch: (step) => lm.batch(lm.corpus.train, seed, step),
+    loss: (m, b) => m.loss(b.x, b.y),
+    steps: cfg.steps,
+    schedule: cosineSchedule({ totalSteps: cfg.steps, warmupRatio: 0.1 }),
+    clipNorm: 1,
+    readEvery: 10,
+    metrics: paths.metrics,
+    checkpoint: { path: paths.checkpoint, every: 50, trainableOnly: true },
+    progress: Deno.stderr.isTerminal() ? `${label} seed ${seed}` : false,
+    seed,
+  });
+  const { records, seconds } = await trainResumable(trainer, {
+    label: `${label} seed ${seed}`,
+    previous,
+    ...paths,
+  });
+  const final = await hostDeltas(model);
+  const delta: Record<string, UpdateSimilarity> = {};
+  for (const [path, d0] of initial) delta[path] = updateSimilarity(d0.data, final.get(path)!.data, d0.shape);
+  return {
+    label,
+    seed,
+    losses: records.map((r) => r.loss),
+    gradNorms: records.map((r) => r.grad_norm),
+    valLoss: await lm.meanLoss(model, lm.corpus.val),
+    initSeconds,
+    trainSeconds: seconds + (previous?.trainSeconds ?? 0),
+    ranks: Object.fromEntries(Object.entries(attached.perLayer).map(([k, v]) => [k, v.rank])),
+    delta,
+  };
+}
 
 /** Module type of a path: its last segment (`layers.0.attention.wq` → `wq`). */
 const moduleType = (path: string) => path.split(".").at(-1)!;
@@ -98,27 +220,37 @@ async function main(): Promise<void> {
     extendable: "steps",
   });
 
-  const { corpus, base, note, baseWeights } = await lmSetup(cfg, device);
-  const baseConfig = base.config;
-  const baseVal = await meanLoss(base, corpus.val, cfg, device);
+  const lm = await lmSetup(cfg, device);
+  const baseVal = await lm.meanLoss(lm.base, lm.corpus.val);
 
-  const specs: RunSpec[] = cfg.methods.map((m) => ({ label: m, ...METHODS[m], compareDelta: true }));
-  const counts = cfg.methods.includes("cntlora-x")
+  const names = cfg.methods.map((m) => m.name);
+  const isCnt = new Set(cfg.methods.filter((m) => m.init === "cntlora").map((m) => m.name));
+  const cntX = cfg.methods.find((m) => m.name === "cntlora-x");
+  const counts = cntX !== undefined
     ? [...new Set(cfg.calibCounts)].filter((n) => n < cfg.calibBatches).sort((a, b) => a - b)
     : [];
-  for (const n of counts) {
-    specs.push({ label: `cntlora-x-n${n}`, ...METHODS["cntlora-x"], calibBatches: n });
-  }
-  const ctx = { base: baseWeights, baseConfig, corpus, cfg, results, device };
-  const runs = await runAll(specs, cfg.seeds, ctx);
+  const variants = [
+    ...cfg.methods.map((method) => ({ label: method.name, method, calibBatches: cfg.calibBatches })),
+    ...counts.map((n) => ({ label: `cntlora-x-n${n}`, method: cntX!, calibBatches: n })),
+  ];
+  const keys = variants.flatMap((v) => cfg.seeds.map((seed) => ({ ...v, seed })));
+  const runs = await resumeOrRun(results, keys, {
+    schema: RUN,
+    steps: cfg.steps,
+    extend: cfg.extend,
+    describe: (r) =>
+      `final train loss ${r.losses.at(-1)!.toFixed(4)}, val ${r.valLoss.toFixed(4)}, init ${
+        r.initSeconds.toFixed(2)
+      } s, train ${r.trainSeconds.toFixed(1)} s`,
+  }, (k, previous) => fineTune(k.label, k.method, k.calibBatches, k.seed, lm, cfg, results, previous));
 
   // ----- summary -----
   const by = (label: string) => runs.filter((r) => r.label === label);
-  const quarter = (r: RunResult) => {
+  const quarter = (r: Run) => {
     const n = Math.max(1, Math.ceil(r.losses.length / 4));
     return r.losses.slice(0, n).reduce((a, b) => a + b, 0) / n;
   };
-  const rows = cfg.methods.map((m) => {
+  const rows = names.map((m) => {
     const rs = by(m);
     return {
       m,
@@ -129,8 +261,9 @@ async function main(): Promise<void> {
       totalRank: Object.values(rs[0].ranks).reduce((a, b) => a + b, 0),
     };
   });
-  const mainTable = mdTable(
-    [
+  const mainTable = {
+    heading: "Final metric and cost (Tables 1 and 4)",
+    columns: [
       "method",
       "target val loss",
       "mean train loss, first 25%",
@@ -138,7 +271,7 @@ async function main(): Promise<void> {
       "init % of train time",
       "Σ ranks",
     ],
-    rows.map((r) => [
+    rows: rows.map((r) => [
       r.m,
       formatMeanStd(r.val),
       formatMeanStd(r.early),
@@ -146,24 +279,29 @@ async function main(): Promise<void> {
       formatMeanStd(r.share, 3),
       r.totalRank,
     ]),
-  );
+  };
 
   // Table 2: initial vs final update per module type (mean over layers of the type and seeds).
   const types = [...new Set(cfg.targets)];
   const deltaStat = (m: string, t: string, key: "cosine" | "spectralDistance" | "relativeSpectralDistance") =>
     meanOf(
       by(m).flatMap((r) =>
-        Object.entries(r.delta ?? {}).filter(([p]) => moduleType(p) === t).map(([, d]) => d[key])
+        Object.entries(r.delta).filter(([p]) => moduleType(p) === t).map(([, d]) => d[key])
       ),
     );
   const cell = (v: number | null) => (v === null ? "—" : formatNumber(v, 3));
-  const cosTable = mdTable(
-    ["method", ...types],
-    cfg.methods.map((m) => [m, ...types.map((t) => cell(deltaStat(m, t, "cosine")))]),
-  );
-  const distTable = mdTable(
-    ["method", ...types],
-    cfg.methods.map((m) => [
+  const cosTable = {
+    heading: "Initial vs final update ΔW = s·B·A per module type (Table 2)",
+    note:
+      "Cosine similarity between ΔW₀ (right after attaching) and the final ΔW, mean over layers and seeds " +
+      "(— : ΔW₀ = 0):",
+    columns: ["method", ...types],
+    rows: names.map((m) => [m, ...types.map((t) => cell(deltaStat(m, t, "cosine")))]),
+  };
+  const distTable = {
+    note: "Spectral-norm distance ‖ΔW − ΔW₀‖₂ (relative to ‖ΔW‖₂ in parentheses):",
+    columns: ["method", ...types],
+    rows: names.map((m) => [
       m,
       ...types.map((t) => {
         const abs = deltaStat(m, t, "spectralDistance");
@@ -171,11 +309,11 @@ async function main(): Promise<void> {
         return abs === null ? "—" : `${formatNumber(abs, 3)} (${cell(rel)})`;
       }),
     ]),
-  );
+  };
 
   // Table 3: calibration batches.
   const calibRows = [...counts.map((n) => ({ n: String(n), label: `cntlora-x-n${n}` }))];
-  if (cfg.methods.includes("cntlora-x")) {
+  if (cntX !== undefined) {
     calibRows.push({ n: `all (${cfg.calibBatches})`, label: "cntlora-x" });
   }
   const calibStats = calibRows.map((c) => ({
@@ -183,17 +321,18 @@ async function main(): Promise<void> {
     val: meanStd(by(c.label).map((r) => r.valLoss)),
     initS: meanStd(by(c.label).map((r) => r.initSeconds)),
   }));
-  const calibTable = mdTable(
-    ["calibration batches", "target val loss", "init s"],
-    calibStats.map((c) => [c.n, formatMeanStd(c.val), formatMeanStd(c.initS, 3)]),
-  );
+  const calibTable = {
+    heading: "CNTLoRA-X vs number of calibration batches (Table 3)",
+    columns: ["calibration batches", "target val loss", "init s"],
+    rows: calibStats.map((c) => [c.n, formatMeanStd(c.val), formatMeanStd(c.initS, 3)]),
+  };
 
   // ----- claims -----
   const n = cfg.seeds.length;
   const get = (m: string) => rows.find((r) => r.m === m);
   const claims: string[] = [];
-  const cntRows = rows.filter((r) => CNT(r.m));
-  const otherRows = rows.filter((r) => !CNT(r.m));
+  const cntRows = rows.filter((r) => isCnt.has(r.m));
+  const otherRows = rows.filter((r) => !isCnt.has(r.m));
   if (cntRows.length > 0 && otherRows.length > 0) {
     const bestCnt = cntRows.reduce((a, b) => (b.val.mean < a.val.mean ? b : a));
     const bestOther = otherRows.reduce((a, b) => (b.val.mean < a.val.mean ? b : a));
@@ -244,7 +383,7 @@ async function main(): Promise<void> {
     const cr = meanCos(ref);
     if (cx === null || cr === null) continue;
     const perSeed = (m: string) =>
-      by(m).map((r) => meanOf(Object.values(r.delta ?? {}).map((d) => d.cosine)) ?? NaN);
+      by(m).map((r) => meanOf(Object.values(r.delta).map((d) => d.cosine)) ?? NaN);
     const a = meanStd(perSeed("cntlora-x"));
     const b = meanStd(perSeed(ref));
     const diff = a.mean - b.mean;
@@ -282,137 +421,96 @@ async function main(): Promise<void> {
     break; // one representative (the others are in the table)
   }
 
-  const vasRuns = cfg.methods.filter((m) => m.endsWith("-vas")).map((m) => ({ m, ranks: by(m)[0].ranks }));
-  const md = [
-    `# exp:cntlora`,
-    ``,
-    `Adapter: ${adapter}. Data: ${corpus.description}. Base: ${note}; target-domain validation loss before ` +
-    `fine-tuning ${baseVal.toFixed(4)}. Rank ${cfg.rank}, alpha ${cfg.alpha}, targets ${
-      cfg.targets.join(", ")
-    }, ` +
-    `${cfg.steps} steps, batch ${cfg.batchSize}×${cfg.seqLen}, lr ${cfg.lr}, ${cfg.calibBatches} calibration ` +
-    `batches, seeds ${
-      cfg.seeds.join(", ")
-    }. CNTLoRA keeps the base weight (B·A = ΔW_r, the model starts at ` +
-    `≈ W + s·ΔW_r, as the paper); LoRA-GA's gradients are full weight gradients of the LM loss averaged over the ` +
-    `calibration batches.`,
-    ``,
-    `## Final metric and cost (Tables 1 and 4)`,
-    ``,
-    mainTable,
-    ``,
-    `## Initial vs final update ΔW = s·B·A per module type (Table 2)`,
-    ``,
-    `Cosine similarity between ΔW₀ (right after attaching) and the final ΔW, mean over layers and seeds ` +
-    `(— : ΔW₀ = 0):`,
-    ``,
-    cosTable,
-    ``,
-    `Spectral-norm distance ‖ΔW − ΔW₀‖₂ (relative to ‖ΔW‖₂ in parentheses):`,
-    ``,
-    distTable,
-    ``,
-    ...(calibStats.length > 0
-      ? [`## CNTLoRA-X vs number of calibration batches (Table 3)`, ``, calibTable, ``]
-      : []),
-    `## Claims`,
-    ``,
-    ...claims.map((c) => `- ${c}`),
-    ``,
-    `Plots: val_loss.png, loss.png, init_share.png, cosine.png${
-      calibStats.length > 1 ? ", calib_batches.png" : ""
-    }${vasRuns.length > 0 ? ", vas_ranks.png" : ""} (SVG beside each).`,
-  ].join("\n");
-  results.writeMarkdown(md);
-  await writeCombinedMetrics(results, runs);
-  results.writeSummary({
-    config: cfg,
-    adapter,
-    baseValLoss: baseVal,
-    rows,
-    calibration: calibStats,
-    delta: Object.fromEntries(
-      cfg.methods.map((m) => [
-        m,
-        Object.fromEntries(types.map((t) => [t, {
-          cosine: deltaStat(m, t, "cosine"),
-          spectralDistance: deltaStat(m, t, "spectralDistance"),
-          relativeSpectralDistance: deltaStat(m, t, "relativeSpectralDistance"),
-        }])),
-      ]),
-    ),
-    vasRanks: Object.fromEntries(vasRuns.map((v) => [v.m, v.ranks])),
-    claims,
-  });
-
-  // ----- plots -----
+  const vasRuns = cfg.methods.filter((m) => m.init === "cntlora" && m.options.vas === true)
+    .map((m) => ({ m: m.name, ranks: by(m.name)[0].ranks }));
+  // ----- report -----
+  writeCombinedMetrics(results, runs);
   const err = (s: MeanStd) => s.std;
-  await results.savePlot(
-    "val_loss",
-    barPlot({
+  const plots: Record<string, string> = {
+    val_loss: barPlot({
       title: "Target-domain validation loss after fine-tuning (mean ± std)",
       labels: rows.map((r) => r.m),
       values: rows.map((r) => r.val.mean),
       errors: rows.map((r) => err(r.val)),
       yLabel: "val loss",
     }),
-  );
-  await results.savePlot(
-    "loss",
-    linePlot({
+    loss: linePlot({
       title: "Fine-tuning loss (mean over seeds, band = min..max)",
       xLabel: "step",
       yLabel: "loss",
-      series: meanCurves(runs, cfg.methods, (r) => r.losses),
+      series: meanCurves(runs, names, (r) => r.losses),
     }),
-  );
-  await results.savePlot(
-    "init_share",
-    barPlot({
+    init_share: barPlot({
       title: "Initialisation time as % of training time",
       labels: rows.map((r) => r.m),
       values: rows.map((r) => r.share.mean),
       errors: rows.map((r) => err(r.share)),
       yLabel: "% of training",
     }),
-  );
-  await results.savePlot(
-    "cosine",
-    heatmap({
+    cosine: heatmap({
       title: "cos(ΔW₀, ΔW_final) per module type (grey: ΔW₀ = 0)",
       xLabels: types,
-      yLabels: cfg.methods,
-      values: cfg.methods.map((m) => types.map((t) => deltaStat(m, t, "cosine") ?? NaN)),
+      yLabels: names,
+      values: names.map((m) => types.map((t) => deltaStat(m, t, "cosine") ?? NaN)),
       colorRange: [-1, 1],
     }),
-  );
+  };
   if (calibStats.length > 1) {
-    await results.savePlot(
-      "calib_batches",
-      barPlot({
-        title: "CNTLoRA-X: target val loss vs calibration batches (mean ± std)",
-        labels: calibStats.map((c) => c.n),
-        values: calibStats.map((c) => c.val.mean),
-        errors: calibStats.map((c) => c.val.std),
-        yLabel: "val loss",
-      }),
-    );
+    plots.calib_batches = barPlot({
+      title: "CNTLoRA-X: target val loss vs calibration batches (mean ± std)",
+      labels: calibStats.map((c) => c.n),
+      values: calibStats.map((c) => c.val.mean),
+      errors: calibStats.map((c) => c.val.std),
+      yLabel: "val loss",
+    });
   }
   if (vasRuns.length > 0) {
     const paths = Object.keys(vasRuns[0].ranks);
-    await results.savePlot(
-      "vas_ranks",
-      barPlot({
-        title: `VAS rank allocation (uniform = ${cfg.rank}; seed ${cfg.seeds[0]})`,
-        labels: paths.map((k) =>
-          k.replace("layers.", "L").replace("attention.", "").replace("feed_forward.", "")
-        ),
-        groups: vasRuns.map((v) => ({ name: v.m, values: paths.map((p) => v.ranks[p] ?? 0) })),
-        yLabel: "rank",
-      }),
-    );
+    plots.vas_ranks = barPlot({
+      title: `VAS rank allocation (uniform = ${cfg.rank}; seed ${cfg.seeds[0]})`,
+      labels: paths.map((k) =>
+        k.replace("layers.", "L").replace("attention.", "").replace("feed_forward.", "")
+      ),
+      groups: vasRuns.map((v) => ({ name: v.m, values: paths.map((p) => v.ranks[p] ?? 0) })),
+      yLabel: "rank",
+    });
   }
-  console.log(`\n${md}`);
+  await writeReport(results, {
+    title: "exp:cntlora",
+    setting:
+      `Adapter: ${adapter}. Data: ${lm.corpus.description}. Base: ${lm.note}; target-domain validation loss ` +
+      `before fine-tuning ${baseVal.toFixed(4)}. Methods: ${
+        cfg.methods.map(formatMethod).join("; ")
+      }. Rank ` +
+      `${cfg.rank}, alpha ${cfg.alpha}, targets ${cfg.targets.join(", ")}, ${cfg.steps} steps, batch ` +
+      `${cfg.batchSize}×${cfg.seqLen}, lr ${cfg.lr}, ${cfg.calibBatches} calibration batches, seeds ` +
+      `${
+        cfg.seeds.join(", ")
+      }. CNTLoRA keeps the base weight (B·A = ΔW_r, the model starts at ≈ W + s·ΔW_r, as ` +
+      `the paper); LoRA-GA's gradients are full weight gradients of the LM loss averaged over the calibration ` +
+      `batches.`,
+    tables: [mainTable, cosTable, distTable, ...(calibStats.length > 0 ? [calibTable] : [])],
+    claims,
+    plots,
+    data: {
+      config: cfg,
+      adapter,
+      baseValLoss: baseVal,
+      rows,
+      calibration: calibStats,
+      delta: Object.fromEntries(
+        names.map((m) => [
+          m,
+          Object.fromEntries(types.map((t) => [t, {
+            cosine: deltaStat(m, t, "cosine"),
+            spectralDistance: deltaStat(m, t, "spectralDistance"),
+            relativeSpectralDistance: deltaStat(m, t, "relativeSpectralDistance"),
+          }])),
+        ]),
+      ),
+      vasRanks: Object.fromEntries(vasRuns.map((v) => [v.m, v.ranks])),
+    },
+  });
 }
 
 if (import.meta.main) await runMain("cntlora", main);

@@ -11,60 +11,126 @@
  *   deno task exp:eva --model ../shared/data/models/stories260K/stories260K.bin \
  *     --tokenizer ../shared/data/models/stories260K/tok512.bin --data ../shared/data/text/gutenberg/pg16.txt
  *
+ * Every compared method is a line (`--method NAME=INIT[:key=value,...]`, e.g. `--method eva-rho3=eva:rho=3` or
+ * `--method dora=lora:useDora=true`); the claims compare the default methods by name.
+ *
  * Writes results/eva/<timestamp>/: config.yaml, metrics.jsonl (every step of every run), runs/*.json (one per
  * method and seed; `--resume <dir>` reuses finished ones), summary.json, summary.md, and PNG + SVG plots.
  *
  * @module
  */
-import { distinctList, runMain, startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
-import { formatMeanStd, mdTable, meanStd } from "../lib/util/results.ts";
-import { barPlot, linePlot } from "../lib/util/plot.ts";
-import { LlamaLM } from "../lib/models/llama.ts";
-import { attachLora, loraLayers } from "../lib/lora/mod.ts";
-import type { DeviceName } from "../lib/ir/node.ts";
+import { cosineSchedule, type LlamaLM, loraLayers, Trainer } from "../mod.ts";
 import {
-  calibrate,
-  type Corpus,
+  attachMethod,
+  barPlot,
+  type FineTuneRun,
+  fineTuneRunFields,
+  formatMeanStd,
+  formatMethod,
+  judged,
+  linePlot,
   LM_QUICK,
   lmCheck,
   lmFields,
+  type LmSetup,
   lmSetup,
   meanCurves,
-  meanLoss,
-  runAll,
-  type RunResult,
+  meanStd,
+  methodOptimizer,
+  methodsField,
+  type MethodSpec,
+  type ResultsDir,
+  resumeOrRun,
+  runMain,
+  startExperiment,
+  trainResumable,
   verdictFor,
   writeCombinedMetrics,
-} from "./_lm.ts";
+  writeReport,
+} from "../lab/mod.ts";
 
 // ----- configuration (typed defaults; every key can be set by flag or YAML) -----
 
-const METHODS = {
-  "lora": { init: "lora", options: {} },
-  "eva-rho1": { init: "eva", options: { rho: 1 } },
-  "eva-rho2": { init: "eva", options: { rho: 2 } },
-  "pissa": { init: "pissa", options: {} },
-  "cntlora": { init: "cntlora", options: { mode: "x" } },
-} as const;
-type MethodLabel = keyof typeof METHODS;
+/** The compared methods (`--method NAME=INIT[:key=value,...]` replaces them). */
+const METHODS = ["lora", "eva-rho1=eva:rho=1", "eva-rho2=eva:rho=2", "pissa", "cntlora=cntlora:mode=x"];
 
 const Config = z.object({
   ...lmFields(100),
-  methods: distinctList(z.enum(Object.keys(METHODS) as [MethodLabel, ...MethodLabel[]])).default(
-    Object.keys(METHODS) as MethodLabel[],
-  ).describe("initialisations to compare"),
+  methods: methodsField(METHODS, { provides: ["activations", "grads"] }),
   rank: z.number().int().positive().default(8).describe("LoRA rank r"),
   alpha: z.number().positive().default(8).describe("lora_alpha"),
   calibBatches: z.number().int().positive().default(4).describe("calibration batches for data-driven inits"),
 });
 type Config = z.infer<typeof Config>;
 
-const QUICK: Partial<Config> = {
-  ...LM_QUICK,
-  calibBatches: 4,
-  pretrainSteps: 250,
-};
+const QUICK: Partial<Config> = { ...LM_QUICK, calibBatches: 4 };
+
+/** What runs/*.json holds, for validated reuse. */
+const RUN = z.object(fineTuneRunFields());
+
+// ----- one fine-tuning run -----
+
+/**
+ * A fresh copy of the base, the method's adapters (calibrated on target batches when the init needs data), then
+ * AdamW on the adapters (cosine schedule, 10% warm-up, clip 1) over target-domain batches; checkpoints every 50 steps,
+ * so an interrupted run continues where it stopped.
+ */
+async function fineTune(
+  method: MethodSpec,
+  seed: number,
+  lm: LmSetup,
+  cfg: Config,
+  results: ResultsDir,
+  previous?: FineTuneRun,
+): Promise<FineTuneRun> {
+  const model = lm.fresh();
+  const t0 = performance.now();
+  const data = await lm.calibration(model, method.init, seed);
+  const attached = await attachMethod(model, method, {
+    targets: cfg.targets,
+    rank: cfg.rank,
+    alpha: cfg.alpha,
+    data,
+    seed,
+  });
+  const initSeconds = (performance.now() - t0) / 1000;
+  const name = `${method.name}-seed${seed}`;
+  const paths = {
+    checkpoint: results.file(`checkpoints/${name}.safetensors`),
+    metrics: results.file(`metrics/${name}.jsonl`),
+  };
+  const trainer = new Trainer({
+    model,
+    optimizer: methodOptimizer(model, method, cfg.lr),
+    batch: (step) => lm.batch(lm.corpus.train, seed, step),
+    loss: (m, b) => m.loss(b.x, b.y),
+    steps: cfg.steps,
+    schedule: cosineSchedule({ totalSteps: cfg.steps, warmupRatio: 0.1 }),
+    clipNorm: 1,
+    readEvery: 10,
+    metrics: paths.metrics,
+    // Only the adapters and their optimiser state: the base is rebuilt identically (same weights, same seeded init).
+    checkpoint: { path: paths.checkpoint, every: 50, trainableOnly: true },
+    progress: Deno.stderr.isTerminal() ? `${method.name} seed ${seed}` : false,
+    seed,
+  });
+  const { records, seconds } = await trainResumable(trainer, {
+    label: `${method.name} seed ${seed}`,
+    previous,
+    ...paths,
+  });
+  return {
+    label: method.name,
+    seed,
+    losses: records.map((r) => r.loss),
+    gradNorms: records.map((r) => r.grad_norm),
+    valLoss: await lm.meanLoss(model, lm.corpus.val),
+    initSeconds,
+    trainSeconds: seconds + (previous?.trainSeconds ?? 0),
+    ranks: Object.fromEntries(Object.entries(attached.perLayer).map(([k, v]) => [k, v.rank])),
+  };
+}
 
 // ----- EVA component stability -----
 
@@ -96,25 +162,12 @@ function componentAgreement(
   return out.reduce((s, v) => s + v, 0) / Math.max(out.length, 1);
 }
 
-async function evaComponents(
-  base: Map<string, { shape: number[]; data: Float32Array }>,
-  baseConfig: LlamaLM["config"],
-  corpus: Corpus,
-  cfg: Config,
-  device: DeviceName,
-  variant: { batchSize: number; seedShift: number },
-) {
-  const model = LlamaLM.fromWeights(baseConfig, base, { device });
-  const data = await calibrate(model, corpus, cfg, 1000 + variant.seedShift, device, variant.batchSize);
-  await attachLora(model, {
-    targetModules: cfg.targets,
-    rank: cfg.rank,
-    alpha: cfg.alpha,
-    init: "eva",
-    initOptions: { rho: 2 },
-    data,
-    seed: 0,
-  });
+/** EVA's (ρ = 2) components of every layer, calibrated with `batchSize` and the batches of seed 1000 + `seedShift`. */
+async function evaComponents(lm: LmSetup, cfg: Config, variant: { batchSize: number; seedShift: number }) {
+  const model: LlamaLM = lm.fresh();
+  const data = await lm.calibration(model, "eva", 1000 + variant.seedShift, { batchSize: variant.batchSize });
+  const eva: MethodSpec = { name: "eva", init: "eva", options: { rho: 2 } };
+  await attachMethod(model, eva, { targets: cfg.targets, rank: cfg.rank, alpha: cfg.alpha, data, seed: 0 });
   const comps: Record<string, Float32Array> = {};
   const dIn: Record<string, number> = {};
   for (const [path, l] of loraLayers(model)) {
@@ -139,44 +192,29 @@ async function main(): Promise<void> {
     check: lmCheck,
     extendable: "steps",
   });
+  const lm = await lmSetup(cfg, device);
+  const baseVal = await lm.meanLoss(lm.base, lm.corpus.val);
 
-  const { corpus, base, note, baseWeights } = await lmSetup(cfg, device);
-  const baseConfig = base.config;
-  const baseVal = await meanLoss(base, corpus.val, cfg, device);
-
-  const specs = cfg.methods.map((m) => ({
-    label: m,
-    init: METHODS[m].init,
-    initOptions: { ...METHODS[m].options },
-  }));
-  const runs = await runAll(specs, cfg.seeds, {
-    base: baseWeights,
-    baseConfig,
-    corpus,
-    cfg,
-    results,
-    device,
-  });
+  const keys = cfg.methods.flatMap((method) =>
+    cfg.seeds.map((seed) => ({ label: method.name, seed, method }))
+  );
+  const runs = await resumeOrRun(results, keys, {
+    schema: RUN,
+    steps: cfg.steps,
+    extend: cfg.extend,
+    describe: (r) =>
+      `final train loss ${r.losses.at(-1)!.toFixed(4)}, val ${r.valLoss.toFixed(4)}, init ${
+        r.initSeconds.toFixed(2)
+      } s, train ${r.trainSeconds.toFixed(1)} s`,
+  }, (k, previous) => fineTune(k.method, k.seed, lm, cfg, results, previous));
 
   // Component stability of EVA (ρ = 2): calibration batch size halved/doubled and a different batch order.
   let stability: Record<string, number> | null = null;
-  if (cfg.methods.some((m) => m.startsWith("eva"))) {
-    const ref = await evaComponents(baseWeights, baseConfig, corpus, cfg, device, {
-      batchSize: cfg.batchSize,
-      seedShift: 0,
-    });
-    const half = await evaComponents(baseWeights, baseConfig, corpus, cfg, device, {
-      batchSize: Math.max(2, cfg.batchSize / 2),
-      seedShift: 0,
-    });
-    const dbl = await evaComponents(baseWeights, baseConfig, corpus, cfg, device, {
-      batchSize: cfg.batchSize * 2,
-      seedShift: 0,
-    });
-    const order = await evaComponents(baseWeights, baseConfig, corpus, cfg, device, {
-      batchSize: cfg.batchSize,
-      seedShift: 1,
-    });
+  if (cfg.methods.some((m) => m.init === "eva")) {
+    const ref = await evaComponents(lm, cfg, { batchSize: cfg.batchSize, seedShift: 0 });
+    const half = await evaComponents(lm, cfg, { batchSize: Math.max(2, cfg.batchSize / 2), seedShift: 0 });
+    const dbl = await evaComponents(lm, cfg, { batchSize: cfg.batchSize * 2, seedShift: 0 });
+    const order = await evaComponents(lm, cfg, { batchSize: cfg.batchSize, seedShift: 1 });
     stability = {
       "batch size ÷2": componentAgreement(ref.comps, half.comps, ref.dIn),
       "batch size ×2": componentAgreement(ref.comps, dbl.comps, ref.dIn),
@@ -184,74 +222,46 @@ async function main(): Promise<void> {
     };
   }
 
-  // ----- summary -----
+  // ----- claims -----
+  const names = cfg.methods.map((m) => m.name);
   const by = (label: string) => runs.filter((r) => r.label === label);
-  const rows = cfg.methods.map((m) => {
+  const quarterMean = (r: FineTuneRun) => {
+    const q = Math.ceil(r.losses.length / 4);
+    return r.losses.slice(0, q).reduce((a, b) => a + b, 0) / q;
+  };
+  const rows = names.map((m) => {
     const rs = by(m);
-    const early = rs.map((r) =>
-      r.losses.slice(0, Math.ceil(r.losses.length / 4)).reduce((a, b) => a + b, 0) /
-      Math.ceil(r.losses.length / 4)
-    );
-    const initShare = rs.map((r) => (100 * r.initSeconds) / (r.initSeconds + r.trainSeconds));
     return {
       m,
       final: meanStd(rs.map((r) => r.losses.at(-1)!)),
       val: meanStd(rs.map((r) => r.valLoss)),
-      early: meanStd(early),
+      early: meanStd(rs.map(quarterMean)),
       gn: meanStd(rs.map((r) => r.gradNorms.at(-1)!)),
       initS: meanStd(rs.map((r) => r.initSeconds)),
-      share: meanStd(initShare),
+      share: meanStd(rs.map((r) => (100 * r.initSeconds) / (r.initSeconds + r.trainSeconds))),
       stepS: meanStd(rs.map((r) => r.trainSeconds / Math.max(r.losses.length, 1))),
     };
   });
-  const table = mdTable(
-    [
-      "method",
-      "val loss",
-      "final train loss",
-      "mean loss, first 25%",
-      "final grad norm",
-      "init s",
-      "init % of train",
-    ],
-    rows.map((
-      r,
-    ) => [
-      r.m,
-      formatMeanStd(r.val),
-      formatMeanStd(r.final),
-      formatMeanStd(r.early),
-      formatMeanStd(r.gn),
-      formatMeanStd(r.initS, 3),
-      formatMeanStd(r.share, 3),
-    ]),
-  );
   const get = (m: string) => rows.find((r) => r.m === m);
   const claims: string[] = [];
   const lora = get("lora");
-  const quarterMean = (r: RunResult) => {
-    const q = Math.ceil(r.losses.length / 4);
-    return r.losses.slice(0, q).reduce((a, b) => a + b, 0) / q;
-  };
   for (const eva of ["eva-rho2", "eva-rho1"]) {
     const e = get(eva);
-    if (lora && e) {
-      // Paired by seed: every method sees the same batches for a seed, so the per-seed difference removes the
-      // batch-order noise that dominates the spread of the early loss across seeds.
-      const paired = meanStd(
-        cfg.seeds.map((s) => {
-          const find = (m: string) => runs.find((x) => x.label === m && x.seed === s)!;
-          return quarterMean(find("lora")) - quarterMean(find(eva));
-        }),
-      );
-      claims.push(
-        `EVA (${eva}) converges faster than Noise & Zeros (mean train loss over the first 25% of steps ` +
-          `${e.early.mean.toFixed(4)} vs ${lora.early.mean.toFixed(4)}; per-seed paired difference ` +
-          `${paired.mean.toFixed(4)} ± ${paired.std.toFixed(4)}): **${
-            verdictFor(paired.mean, paired.std, cfg.seeds.length)
-          }**.`,
-      );
-    }
+    if (!lora || !e) continue;
+    // Paired by seed: every method sees the same batches for a seed, so the per-seed difference removes the
+    // batch-order noise that dominates the spread of the early loss across seeds.
+    const paired = meanStd(cfg.seeds.map((s) => {
+      const find = (m: string) => runs.find((x) => x.label === m && x.seed === s)!;
+      return quarterMean(find("lora")) - quarterMean(find(eva));
+    }));
+    claims.push(judged(
+      `EVA (${eva}) converges faster than Noise & Zeros`,
+      `mean train loss over the first 25% of steps ${e.early.mean.toFixed(4)} vs ${
+        lora.early.mean.toFixed(4)
+      }; ` +
+        `per-seed paired difference ${paired.mean.toFixed(4)} ± ${paired.std.toFixed(4)}`,
+      verdictFor(paired.mean, paired.std, cfg.seeds.length),
+    ));
   }
   const evaRow = get("eva-rho2") ?? get("eva-rho1");
   if (evaRow) {
@@ -272,90 +282,96 @@ async function main(): Promise<void> {
   if (evaRanks) {
     const values = Object.values(evaRanks);
     const uniform = values.every((v) => v === cfg.rank);
-    claims.push(
-      `With ρ = 2 EVA redistributes ranks across layers (budget ${cfg.rank} × ${values.length}): ranks range ` +
-        `${Math.min(...values)}–${Math.max(...values)}, sum ${values.reduce((a, b) => a + b, 0)}: ` +
-        `**${uniform ? "not reproduced (uniform)" : "reproduced"}**.`,
-    );
+    claims.push(judged(
+      "With ρ = 2 EVA redistributes ranks across layers",
+      `budget ${cfg.rank} × ${values.length}: ranks range ${Math.min(...values)}–${
+        Math.max(...values)
+      }, sum ${values.reduce((a, b) => a + b, 0)}`,
+      uniform ? "not reproduced (uniform)" : "reproduced",
+    ));
   }
   if (stability) {
     const worst = Math.min(...Object.values(stability));
     claims.push(
-      `EVA's components are stable across calibration batch sizes and orders (mean best |cos| per component: ${
-        Object.entries(stability).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(", ")
-      }): **${verdict(worst >= 0.9, worst < 0.7)}** (threshold 0.9).`,
+      judged(
+        "EVA's components are stable across calibration batch sizes and orders",
+        `mean best |cos| per component: ${
+          Object.entries(stability).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(", ")
+        }`,
+        verdict(worst >= 0.9, worst < 0.7),
+      ).replace(/\.$/, " (threshold 0.9)."),
     );
   }
-  const md = [
-    `# exp:eva`,
-    ``,
-    `Adapter: ${adapter}. Data: ${corpus.description}. Base: ${note}; target-domain validation loss before ` +
-    `fine-tuning ${baseVal.toFixed(4)}. Rank ${cfg.rank}, alpha ${cfg.alpha}, targets ${
-      cfg.targets.join(", ")
-    }, ` +
-    `${cfg.steps} steps, seeds ${cfg.seeds.join(", ")}.`,
-    ``,
-    table,
-    ``,
-    `## Claims`,
-    ``,
-    ...claims.map((c) => `- ${c}`),
-    ``,
-    `Plots: loss.png, grad_norm.png${evaRanks ? ", eva_ranks.png" : ""}${
-      stability ? ", eva_stability.png" : ""
-    } (SVG beside each).`,
-  ].join("\n");
-  results.writeMarkdown(md);
-  await writeCombinedMetrics(results, runs);
-  results.writeSummary({ config: cfg, adapter, baseValLoss: baseVal, rows, claims, stability });
 
-  // ----- plots -----
-  const curve = (key: "losses" | "gradNorms") => meanCurves(runs, cfg.methods, (r) => r[key]);
-  await results.savePlot(
-    "loss",
-    linePlot({
+  // ----- report -----
+  writeCombinedMetrics(results, runs);
+  const curve = (key: "losses" | "gradNorms") => meanCurves(runs, names, (r) => r[key]);
+  const plots: Record<string, string> = {
+    loss: linePlot({
       title: "Fine-tuning loss (mean over seeds, band = min..max)",
       xLabel: "step",
       yLabel: "loss",
       series: curve("losses"),
     }),
-  );
-  await results.savePlot(
-    "grad_norm",
-    linePlot({
+    grad_norm: linePlot({
       title: "Gradient norm",
       xLabel: "step",
       yLabel: "global grad norm",
       series: curve("gradNorms"),
       logY: true,
     }),
-  );
+  };
   if (evaRanks) {
-    const labels = Object.keys(evaRanks).map((k) =>
-      k.replace("layers.", "L").replace("attention.", "").replace("feed_forward.", "")
-    );
-    await results.savePlot(
-      "eva_ranks",
-      barPlot({
-        title: `EVA (ρ = 2) rank allocation (uniform = ${cfg.rank})`,
-        labels,
-        values: Object.values(evaRanks),
-        yLabel: "rank",
-      }),
-    );
+    plots.eva_ranks = barPlot({
+      title: `EVA (ρ = 2) rank allocation (uniform = ${cfg.rank})`,
+      labels: Object.keys(evaRanks).map((k) =>
+        k.replace("layers.", "L").replace("attention.", "").replace("feed_forward.", "")
+      ),
+      values: Object.values(evaRanks),
+      yLabel: "rank",
+    });
   }
   if (stability) {
-    await results.savePlot(
-      "eva_stability",
-      barPlot({
-        title: "EVA component agreement with the reference calibration",
-        labels: Object.keys(stability),
-        values: Object.values(stability),
-        yLabel: "mean best |cos|",
-      }),
-    );
+    plots.eva_stability = barPlot({
+      title: "EVA component agreement with the reference calibration",
+      labels: Object.keys(stability),
+      values: Object.values(stability),
+      yLabel: "mean best |cos|",
+    });
   }
-  console.log(`\n${md}`);
+  await writeReport(results, {
+    title: "exp:eva",
+    setting:
+      `Adapter: ${adapter}. Data: ${lm.corpus.description}. Base: ${lm.note}; target-domain validation loss ` +
+      `before fine-tuning ${baseVal.toFixed(4)}. Methods: ${
+        cfg.methods.map(formatMethod).join("; ")
+      }. Rank ` +
+      `${cfg.rank}, alpha ${cfg.alpha}, targets ${cfg.targets.join(", ")}, ${cfg.steps} steps, seeds ` +
+      `${cfg.seeds.join(", ")}.`,
+    tables: [{
+      columns: [
+        "method",
+        "val loss",
+        "final train loss",
+        "mean loss, first 25%",
+        "final grad norm",
+        "init s",
+        "init % of train",
+      ],
+      rows: rows.map((r) => [
+        r.m,
+        formatMeanStd(r.val),
+        formatMeanStd(r.final),
+        formatMeanStd(r.early),
+        formatMeanStd(r.gn),
+        formatMeanStd(r.initS, 3),
+        formatMeanStd(r.share, 3),
+      ]),
+    }],
+    claims,
+    plots,
+    data: { config: cfg, adapter, baseValLoss: baseVal, rows, stability },
+  });
 }
 
 if (import.meta.main) await runMain("eva", main);

@@ -13,57 +13,73 @@
  * mean_i (z_text,i − z_vision,i) with `smooth` = identity. A run "collapses" when its final validation loss does not
  * improve on the validation loss before fine-tuning by more than `collapseThreshold` (relative).
  *
+ * Every compared run is a line (`--method NAME=INIT[:key=value,...]`): the noise ablation is e.g. `--method
+ * gap-noise1=gap-init:noise=1`, rank 2 with an orthonormal complement `--method gap-r2=gap-init:rank=2,complement=
+ * orthonormal`; the claims compare the default runs by name.
+ *
  * Writes results/gap_init/<timestamp>/: config.yaml, metrics.jsonl, runs/*.json (`--resume <dir>` reuses finished
  * runs), summary.json, summary.md, and PNG + SVG plots.
  *
  * @module
  */
-import { DEVICE_CHOICES } from "../lib/runtime/device.ts";
-import { loraCaptionTrainer, vlmSetup } from "./_vlm.ts";
-import { distinctList, runMain, startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
-import { formatMeanStd, mdTable, meanStd, type ResultsDir } from "../lib/util/results.ts";
-import { barPlot, linePlot } from "../lib/util/plot.ts";
-import { valueAndGrad } from "../lib/autodiff/grad.ts";
-import { functionalCall, type ParamDict, parameters } from "../lib/nn/module.ts";
-import { attachLora, LORA_TRAINABLE } from "../lib/lora/mod.ts";
-import type { LayerData } from "../lib/init/types.ts";
 import {
-  batchIndices,
-  captionBatch,
-  captionLoss,
-  captionTensors,
-  copyVlm,
-  modalityAnalysis,
+  cosineSchedule,
+  functionalCall,
+  getInitMethod,
+  type LayerData,
+  LORA_TRAINABLE,
+  type ParamDict,
+  parameters,
   type ToyVlm,
-  type VlmData,
-} from "../lib/models/vlm.ts";
-import type { CharVocab } from "../lib/data/generated.ts";
+  Trainer,
+  valueAndGrad,
+} from "../mod.ts";
 import {
+  attachMethod,
+  barPlot,
+  deviceField,
+  distinctList,
+  type FineTuneRun,
+  fineTuneRunFields,
+  formatMeanStd,
+  formatMethod,
+  linePlot,
   meanCurves,
-  reuseRun,
-  RUN_RESULT,
-  type RunResult,
+  meanStd,
+  methodOptimizer,
+  methodsField,
+  type MethodSpec,
+  modalityAnalysis,
+  type ResultsDir,
+  resumeField,
+  resumeOrRun,
+  runMain,
+  savedNullableNumbers,
   savedNumber,
+  startExperiment,
   verdictFor,
+  type VlmSetup,
+  vlmSetup,
   writeCombinedMetrics,
-} from "./_lm.ts";
+  writeReport,
+} from "../lab/mod.ts";
 
-const METHODS = {
-  "lora-r1": { init: "lora", rank: 1 },
-  "gap-r1": { init: "gap-init", rank: 1 },
-  "lora-r8": { init: "lora", rank: 8 },
-} as const;
-type MethodLabel = keyof typeof METHODS;
+// ----- configuration (typed defaults; every key can be set by flag or YAML) -----
+
+/** The compared runs (`--method NAME=INIT[:key=value,...]` replaces them; `rank` is 1 where a method sets none). */
+const METHODS = ["lora-r1=lora:rank=1", "gap-r1=gap-init:rank=1", "lora-r8=lora:rank=8"];
 
 const Config = z.object({
   quick: z.boolean().default(false).describe("small sizes: a few minutes on a 2-core CPU"),
-  seeds: distinctList(z.number().int()).default([0, 1, 2, 3, 4]).describe("fine-tuning seeds"),
-  methods: distinctList(z.enum(Object.keys(METHODS) as [MethodLabel, ...MethodLabel[]])).default(
-    Object.keys(METHODS) as MethodLabel[],
-  ).describe("runs to compare"),
+  seeds: distinctList(z.int(), { default: [0, 1, 2, 3, 4], description: "fine-tuning seeds" }),
+  methods: methodsField(METHODS, { provides: ["gap"] }),
+  rank: z.number().int().positive().default(1).describe("LoRA rank of the methods that set none"),
   alphaOverRank: z.number().positive().default(1).describe("lora_alpha / r (scale s)"),
-  targets: distinctList(z.string()).default(["wq", "wv", "w1", "w2"]).describe("LoRA target modules (LM)"),
+  targets: distinctList(z.string(), {
+    default: ["wq", "wv", "w1", "w2"],
+    description: "LoRA target modules (LM)",
+  }),
   steps: z.number().int().positive().default(100).describe("fine-tuning steps"),
   batchSize: z.number().int().positive().default(16).describe("images per batch"),
   textLen: z.number().int().positive().default(40).describe("text positions per caption"),
@@ -83,10 +99,8 @@ const Config = z.object({
   pretrainSteps: z.number().int().positive().default(300).describe(
     "steps of each pretraining stage (0, a, b)",
   ),
-  resume: z.string().optional().describe("a previous results directory: finished runs are reused"),
-  device: z.enum(DEVICE_CHOICES).optional().describe(
-    "device (default auto: a hardware WebGPU adapter, else wasm; or TESSERA_DEVICE)",
-  ),
+  resume: resumeField(),
+  device: deviceField(),
 });
 type Config = z.infer<typeof Config>;
 
@@ -102,42 +116,32 @@ const QUICK: Partial<Config> = {
   pretrainSteps: 100,
 };
 
-const num = savedNumber();
-
-/** What runs/*.json holds, for validated reuse. */
-const GAP_RUN = RUN_RESULT.extend({ valBefore: num, alignment: z.array(num.nullable()) });
-
-interface GapRun extends RunResult {
+/** A run: the shared fields, the validation loss before fine-tuning, and the early gradients' alignment. */
+interface Run extends FineTuneRun {
   /** Validation loss before fine-tuning (the base). */
   valBefore: number;
   /** Per measured step, mean over layers of |cos(∂L/∂B[:, 0], gap)| (null when the gradient is zero). */
   alignment: (number | null)[];
 }
 
-interface Ctx {
-  base: ToyVlm;
-  train: VlmData;
-  val: VlmData;
-  vocab: CharVocab;
-  gap: Record<string, LayerData>;
-  gapHost: Record<string, Float32Array>;
-  valBefore: number;
-  cfg: Config;
-  results: ResultsDir;
+/** What runs/*.json holds, for validated reuse. */
+const RUN = z.object({ ...fineTuneRunFields(), valBefore: savedNumber(), alignment: savedNullableNumbers() });
+
+/** The modality gap of every target layer: Gap-Init's data, and on the host for measuring alignment. */
+interface Gap {
+  data: Record<string, LayerData>;
+  host: Record<string, Float32Array>;
 }
 
-/** |cos| of B's first-column gradient with each layer's gap, averaged over layers, on `batch`. */
-async function alignment(model: ToyVlm, ctx: Ctx, step: number, seed: number): Promise<number | null> {
-  const { cfg } = ctx;
-  const b = captionTensors(
-    captionBatch(ctx.train, ctx.vocab, batchIndices(ctx.train.n, cfg.batchSize, seed, step), cfg.textLen),
-    { batchSize: cfg.batchSize, size: ctx.train.size, textLen: cfg.textLen },
-  );
-  const params = parameters(model, { filter: LORA_TRAINABLE });
+// ----- one fine-tuning run -----
+
+/** |cos| of B's first-column gradient with each layer's gap, averaged over layers, on training batch `step`. */
+async function alignment(model: ToyVlm, vlm: VlmSetup, gap: Gap, step: number, seed: number) {
+  const b = vlm.batch(seed, step);
   const lossOf = (p: ParamDict) => functionalCall(model, p, () => model.loss(b.images, b.tokens, b.targets));
-  const { grads } = valueAndGrad(lossOf)(params);
+  const { grads } = valueAndGrad(lossOf)(parameters(model, { filter: LORA_TRAINABLE }));
   const cosines: number[] = [];
-  for (const [path, g] of Object.entries(ctx.gapHost)) {
+  for (const [path, g] of Object.entries(gap.host)) {
     const gb = grads[`${path}.lora_B.weight`];
     const host = (await gb.data()) as Float32Array;
     const r = gb.shape[1];
@@ -155,50 +159,70 @@ async function alignment(model: ToyVlm, ctx: Ctx, step: number, seed: number): P
   return cosines.length === 0 ? null : cosines.reduce((a, c) => a + c, 0) / cosines.length;
 }
 
-async function fineTune(label: MethodLabel, seed: number, ctx: Ctx): Promise<GapRun> {
-  const { cfg } = ctx;
-  const spec = METHODS[label];
-  const model = await copyVlm(ctx.base);
+/**
+ * A fresh copy of the base, the method's adapters (Gap-Init given the gap), then AdamW on the adapters (cosine
+ * schedule, 10% warm-up, clip 1) over captioning batches, measuring before each of the first `gradSteps` steps how
+ * well B's first-column gradient aligns with the gap.
+ */
+async function fineTune(
+  method: MethodSpec,
+  seed: number,
+  vlm: VlmSetup,
+  gap: Gap,
+  valBefore: number,
+  cfg: Config,
+  results: ResultsDir,
+): Promise<Run> {
+  const model = await vlm.fresh();
+  const rank = method.rank ?? cfg.rank;
   const t0 = performance.now();
-  await attachLora(model, {
-    targetModules: cfg.targets,
-    rank: spec.rank,
-    alpha: spec.rank * cfg.alphaOverRank,
-    init: spec.init,
-    data: spec.init === "gap-init" ? ctx.gap : undefined,
+  const data = getInitMethod(method.init).needs.includes("gap") ? gap.data : undefined;
+  await attachMethod(model, method, {
+    targets: cfg.targets,
+    rank,
+    alpha: rank * cfg.alphaOverRank,
+    data,
     seed,
   });
   const initSeconds = (performance.now() - t0) / 1000;
-  const { trainer, metrics } = loraCaptionTrainer(model, ctx, label, seed);
+  using metrics = results.metrics({ file: `metrics/${method.name}-seed${seed}.jsonl` });
+  const trainer = new Trainer({
+    model,
+    optimizer: methodOptimizer(model, method, cfg.lr),
+    batch: (step) => vlm.batch(seed, step),
+    loss: (m, b) => m.loss(b.images, b.tokens, b.targets),
+    steps: cfg.steps,
+    schedule: cosineSchedule({ totalSteps: cfg.steps, warmupRatio: 0.1 }),
+    clipNorm: 1,
+    readEvery: 25,
+    metrics,
+    progress: Deno.stderr.isTerminal() ? `${method.name} seed ${seed}` : false,
+    seed,
+  });
   const t1 = performance.now();
   const align: (number | null)[] = [];
   const records = [];
   for (let s = 1; s <= Math.min(cfg.gradSteps, cfg.steps); s++) {
-    align.push(await alignment(model, ctx, s, seed));
+    align.push(await alignment(model, vlm, gap, s, seed));
     records.push(...await trainer.run({ until: s }));
   }
   records.push(...await trainer.run());
   const trainSeconds = (performance.now() - t1) / 1000;
-  metrics.close();
-  const valLoss = await captionLoss(model, ctx.val, ctx.vocab, {
-    batches: cfg.valBatches,
-    batchSize: cfg.batchSize,
-    seed: 987654,
-    textLen: cfg.textLen,
-  });
   return {
-    label,
+    label: method.name,
     seed,
     losses: records.map((r) => r.loss),
     gradNorms: records.map((r) => r.grad_norm),
-    valLoss,
-    valBefore: ctx.valBefore,
+    valLoss: await vlm.valLoss(model),
+    valBefore,
     initSeconds,
     trainSeconds,
     ranks: {},
     alignment: align,
   };
 }
+
+// ----- main -----
 
 async function main(): Promise<void> {
   const { cfg, device, adapter, results } = await startExperiment(Config, {
@@ -207,66 +231,33 @@ async function main(): Promise<void> {
     description: "Gap-Init vs random rank-1 LoRA (and rank-8 LoRA) on a toy VLM",
     quick: QUICK,
   });
-
-  const { pre, ft, val, base, note } = await vlmSetup(cfg, device);
-  const calib = Array.from(
-    { length: cfg.calibBatches },
-    (_, i) => captionBatch(ft, base.vocab, batchIndices(ft.n, cfg.batchSize, 4242, i + 1), cfg.textLen),
-  );
-  const analysis = await modalityAnalysis(base.model, cfg.targets, calib, {
-    size: ft.size,
-    textLen: cfg.textLen,
-  });
-  const gapHost: Record<string, Float32Array> = {};
+  const vlm = await vlmSetup(cfg, device);
+  const analysis = await modalityAnalysis(vlm.base, cfg.targets, vlm.captions(4242), vlm.shape);
+  const gap: Gap = { data: analysis.gapData, host: {} };
   const gapNorms: Record<string, number> = {};
   for (const [path, d] of Object.entries(analysis.gapData)) {
-    const g = (await d.zText!.sub(d.zVision!).mean(0).data()) as Float32Array;
-    gapHost[path] = g;
-    gapNorms[path] = Math.hypot(...g);
+    gap.host[path] = (await d.zText!.sub(d.zVision!).mean(0).data()) as Float32Array;
+    gapNorms[path] = Math.hypot(...gap.host[path]);
   }
-  const valBefore = await captionLoss(base.model, val, base.vocab, {
-    batches: cfg.valBatches,
-    batchSize: cfg.batchSize,
-    seed: 987654,
-    textLen: cfg.textLen,
-  });
-  const ctx: Ctx = {
-    base: base.model,
-    train: ft,
-    val,
-    vocab: base.vocab,
-    gap: analysis.gapData,
-    gapHost,
-    valBefore,
-    cfg,
-    results,
-  };
+  const valBefore = await vlm.valLoss(vlm.base);
 
-  for (const sub of ["runs", "metrics"]) Deno.mkdirSync(results.file(sub), { recursive: true });
-  const runs: GapRun[] = [];
-  for (const m of cfg.methods) {
-    for (const seed of cfg.seeds) {
-      const name = `runs/${m}-seed${seed}.json`;
-      const done = reuseRun(results, name, GAP_RUN, { label: m, seed, steps: cfg.steps });
-      if (done !== undefined) {
-        runs.push(done);
-        console.log(`${m} seed ${seed}: reused ${name}`);
-        continue;
-      }
-      const r = await fineTune(m, seed, ctx);
-      results.writeJson(name, r);
-      runs.push(r);
-      console.log(
-        `${m} seed ${seed}: val ${valBefore.toFixed(4)} → ${r.valLoss.toFixed(4)}, early |cos| ` +
-          `${r.alignment.map((a) => (a === null ? "–" : a.toFixed(3))).join(" ")}`,
-      );
-    }
-  }
+  const keys = cfg.methods.flatMap((method) =>
+    cfg.seeds.map((seed) => ({ label: method.name, seed, method }))
+  );
+  const runs = await resumeOrRun(results, keys, {
+    schema: RUN,
+    steps: cfg.steps,
+    describe: (r) =>
+      `val ${valBefore.toFixed(4)} → ${r.valLoss.toFixed(4)}, early |cos| ${
+        r.alignment.map((a) => (a === null ? "–" : a.toFixed(3))).join(" ")
+      }`,
+  }, (k) => fineTune(k.method, k.seed, vlm, gap, valBefore, cfg, results));
 
-  // ----- summary -----
-  const collapsed = (r: GapRun) => r.valLoss > r.valBefore * (1 - cfg.collapseThreshold);
-  const dGap = Object.values(gapHost)[0]?.length ?? 1;
-  const rows = cfg.methods.map((m) => {
+  // ----- claims -----
+  const names = cfg.methods.map((m) => m.name);
+  const collapsed = (r: Run) => r.valLoss > r.valBefore * (1 - cfg.collapseThreshold);
+  const dGap = Object.values(gap.host)[0]?.length ?? 1;
+  const rows = names.map((m) => {
     const rs = runs.filter((r) => r.label === m);
     const aligns = rs.map((r) => {
       const xs = r.alignment.filter((a): a is number => a !== null);
@@ -281,24 +272,6 @@ async function main(): Promise<void> {
       align: meanStd(aligns.length > 0 ? aligns : [NaN]),
     };
   });
-  const table = mdTable(
-    [
-      "method",
-      "collapsed runs",
-      "val loss",
-      "final train loss",
-      `mean |cos(∂L/∂B[:,0], gap)|, first ${cfg.gradSteps} steps`,
-    ],
-    rows.map((
-      r,
-    ) => [
-      r.m,
-      `${r.collapses}/${r.n}`,
-      formatMeanStd(r.val),
-      formatMeanStd(r.final),
-      formatMeanStd(r.align, 3),
-    ]),
-  );
   const get = (m: string) => rows.find((r) => r.m === m);
   const claims: string[] = [];
   const g1 = get("gap-r1");
@@ -345,53 +318,58 @@ async function main(): Promise<void> {
         `${formatMeanStd(g1.val)}: descriptive, no claim judged.`,
     );
   }
-  const md = [
-    `# exp:gap-init`,
-    ``,
-    `Adapter: ${adapter}. Data: ${pre.description}${
-      ft !== pre ? " (fine-tuning on a fresh draw, seed 1)" : ""
-    }. ` +
-    `Base: ${note}. Validation caption loss before fine-tuning ${valBefore.toFixed(4)}. Targets ${
-      cfg.targets.join(", ")
-    } (LM), alpha = ${cfg.alphaOverRank}·r, ${cfg.steps} steps, cosine with 10% warm-up, lr ${cfg.lr}, seeds ` +
-    `${cfg.seeds.join(", ")}. Gap per layer: mean over ${
-      calib.length * cfg.batchSize
-    } calibration images of (mean text-token − mean visual-token base output W·x); ‖gap‖ per layer ` +
-    `${
-      Object.entries(gapNorms).map(([k, v]) => `${k.replace("lm.layers.", "L")} ${v.toFixed(3)}`).join(", ")
-    }.`,
-    ``,
-    table,
-    ``,
-    `## Claims`,
-    ``,
-    ...claims.map((c) => `- ${c}`),
-    ``,
-    `Plots: loss.png, alignment.png (SVG beside each).`,
-  ].join("\n");
-  results.writeMarkdown(md);
-  await writeCombinedMetrics(results, runs);
-  results.writeSummary({ config: cfg, adapter, valBefore, gapNorms, rows, claims });
-  await results.savePlot(
-    "loss",
-    linePlot({
-      title: "Caption loss (mean over seeds, band = min..max)",
-      xLabel: "step",
-      yLabel: "loss",
-      series: meanCurves(runs, cfg.methods, (r) => r.losses),
-    }),
-  );
-  await results.savePlot(
-    "alignment",
-    barPlot({
-      title: `Mean |cos(∂L/∂B[:,0], gap)| over the first ${cfg.gradSteps} steps`,
-      labels: rows.map((r) => r.m),
-      values: rows.map((r) => (Number.isFinite(r.align.mean) ? r.align.mean : 0)),
-      errors: rows.map((r) => (Number.isFinite(r.align.std) ? r.align.std : 0)),
-      yLabel: "|cos|",
-    }),
-  );
-  console.log(`\n${md}`);
+
+  // ----- report -----
+  writeCombinedMetrics(results, runs);
+  await writeReport(results, {
+    title: "exp:gap-init",
+    setting:
+      `Adapter: ${adapter}. Data: ${vlm.pre.description}${
+        vlm.ft !== vlm.pre ? " (fine-tuning on a fresh draw, seed 1)" : ""
+      }. Base: ${vlm.note}. Validation caption loss before fine-tuning ${valBefore.toFixed(4)}. Methods: ${
+        cfg.methods.map(formatMethod).join("; ")
+      }. Targets ${
+        cfg.targets.join(", ")
+      } (LM), alpha = ${cfg.alphaOverRank}·r, ${cfg.steps} steps, cosine with 10% ` +
+      `warm-up, lr ${cfg.lr}, seeds ${cfg.seeds.join(", ")}. Gap per layer: mean over ${
+        cfg.calibBatches * cfg.batchSize
+      } calibration images of (mean text-token − mean visual-token base output W·x); ‖gap‖ per layer ${
+        Object.entries(gapNorms).map(([k, v]) => `${k.replace("lm.layers.", "L")} ${v.toFixed(3)}`).join(", ")
+      }.`,
+    tables: [{
+      columns: [
+        "method",
+        "collapsed runs",
+        "val loss",
+        "final train loss",
+        `mean |cos(∂L/∂B[:,0], gap)|, first ${cfg.gradSteps} steps`,
+      ],
+      rows: rows.map((r) => [
+        r.m,
+        `${r.collapses}/${r.n}`,
+        formatMeanStd(r.val),
+        formatMeanStd(r.final),
+        formatMeanStd(r.align, 3),
+      ]),
+    }],
+    claims,
+    plots: {
+      loss: linePlot({
+        title: "Caption loss (mean over seeds, band = min..max)",
+        xLabel: "step",
+        yLabel: "loss",
+        series: meanCurves(runs, names, (r) => r.losses),
+      }),
+      alignment: barPlot({
+        title: `Mean |cos(∂L/∂B[:,0], gap)| over the first ${cfg.gradSteps} steps`,
+        labels: rows.map((r) => r.m),
+        values: rows.map((r) => (Number.isFinite(r.align.mean) ? r.align.mean : 0)),
+        errors: rows.map((r) => (Number.isFinite(r.align.std) ? r.align.std : 0)),
+        yLabel: "|cos|",
+      }),
+    },
+    data: { config: cfg, adapter, valBefore, gapNorms, rows },
+  });
 }
 
 if (import.meta.main) await runMain("gap-init", main);

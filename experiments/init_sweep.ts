@@ -14,70 +14,152 @@
  *     --tokenizer ../shared/data/models/stories260K/tok512.bin --data ../shared/data/text/gutenberg/pg16.txt \
  *     --source ../shared/data/text/tinystories/tinystories_val.txt
  *
+ * Every compared method is a line (`--method NAME=INIT[:key=value,...]`, e.g. `--method loram-g=loram:basis=gaussian`
+ * or `--method plus16=lora:lrRatio=16`); the claims compare the default methods by name.
+ *
  * Writes results/init-sweep/<timestamp>/: config.yaml, metrics.jsonl, runs/*.json (one per method, rank and seed;
  * `--resume <dir>` reuses finished ones), summary.json, summary.md, and PNG + SVG plots.
  *
  * @module
  */
-import { distinctList, runMain, startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
-import { formatMeanStd, mdTable, type MeanStd, meanStd } from "../lib/util/results.ts";
-import { barPlot, linePlot } from "../lib/util/plot.ts";
+import { cosineSchedule, Trainer } from "../mod.ts";
 import {
+  attachMethod,
+  barPlot,
+  distinctList,
+  type FineTuneRun,
+  fineTuneRunFields,
+  formatMeanStd,
+  formatMethod,
+  judged,
+  linePlot,
   LM_QUICK,
   lmCheck,
   lmFields,
-  type LmSettings,
+  type LmSetup,
   lmSetup,
   meanCurves,
-  meanLoss,
-  runAll,
-  type RunResult,
-  type RunSpec,
+  type MeanStd,
+  meanStd,
+  methodOptimizer,
+  methodsField,
+  type MethodSpec,
+  type ResultsDir,
+  resumeOrRun,
+  runMain,
+  savedNumber,
+  startExperiment,
+  trainResumable,
   verdictFor,
   writeCombinedMetrics,
-} from "./_lm.ts";
+  writeReport,
+} from "../lab/mod.ts";
 
 // ----- configuration (typed defaults; every key can be set by flag or YAML) -----
 
-/** The compared adaptations (rank and alpha are set per rank of the sweep). */
-const METHODS = {
-  "lora": { init: "lora" },
-  "rslora": { init: "lora", useRslora: true },
-  "lora-plus": { init: "lora", loraPlusRatio: 4 },
-  "pissa": { init: "pissa" },
-  "milora": { init: "milora" },
-  "olora": { init: "olora" },
-  "loram": { init: "loram" },
-  "loram-rslora": { init: "loram", useRslora: true },
-} as const satisfies Record<string, Omit<RunSpec, "label">>;
-type MethodLabel = keyof typeof METHODS;
-const LABELS = Object.keys(METHODS) as [MethodLabel, ...MethodLabel[]];
+/**
+ * The compared adaptations (`--method NAME=INIT[:key=value,...]` replaces them). Rank and alpha come from the sweep
+ * (alpha = rank) unless a method sets its own; a method with its own rank runs at that rank only.
+ */
+const METHODS = [
+  "lora",
+  "rslora=lora:useRslora=true",
+  "lora-plus=lora:lrRatio=4",
+  "pissa",
+  "milora",
+  "olora",
+  "loram",
+  "loram-rslora=loram:useRslora=true",
+];
 
 const Config = z.object({
   ...lmFields(100),
-  methods: distinctList(z.enum(LABELS)).default([...LABELS]).describe("adaptations to compare"),
-  ranks: distinctList(z.number().int().positive()).default([4, 16]).describe("LoRA ranks (alpha = rank)"),
+  methods: methodsField(METHODS, { provides: ["activations", "grads"] }),
+  ranks: distinctList(z.int().positive(), { default: [4, 16], description: "LoRA ranks (alpha = rank)" }),
   lr: z.number().positive().default(3e-3).describe("AdamW learning rate of A (cosine, 10% warm-up)"),
   valBatches: z.number().int().positive().default(8).describe("validation batches (target and source)"),
+  calibBatches: z.number().int().positive().default(1).describe("calibration batches for data-driven inits"),
   source: z.string().optional().describe("source-domain text file for forgetting (with --data)"),
 });
 type Config = z.infer<typeof Config>;
 
 const QUICK: Partial<Config> = LM_QUICK;
 
-/** The shared LM settings at rank `r` (alpha = r). */
-function settings(cfg: Config, r: number): LmSettings {
-  return { ...cfg, rank: r, alpha: r, calibBatches: 1 };
+/** A run: the shared fields and the source-domain loss after fine-tuning (forgetting), when there is a source. */
+interface Run extends FineTuneRun {
+  sourceLoss: number | undefined;
 }
+
+/** What runs/*.json holds, for validated reuse. */
+const RUN = z.object({ ...fineTuneRunFields(), sourceLoss: savedNumber({ optional: true }) });
 
 /** Run label of a method at a rank (unique across the sweep, so runs/ files do not collide). */
 const runLabel = (m: string, r: number) => `${m}-r${r}`;
 
-// ----- main -----
+// ----- one fine-tuning run -----
+
+/**
+ * A fresh copy of the base, the method's adapters at rank `rank` (alpha = rank unless the method sets it), AdamW on
+ * the adapters (cosine schedule, 10% warm-up, clip 1) over target-domain batches, checkpointed every 50 steps; then
+ * the target validation loss and the source-domain loss (forgetting).
+ */
+async function fineTune(
+  method: MethodSpec,
+  rank: number,
+  seed: number,
+  lm: LmSetup,
+  cfg: Config,
+  results: ResultsDir,
+  previous?: Run,
+): Promise<Run> {
+  const model = lm.fresh();
+  const t0 = performance.now();
+  const data = await lm.calibration(model, method.init, seed);
+  const attached = await attachMethod(model, method, { targets: cfg.targets, rank, alpha: rank, data, seed });
+  const initSeconds = (performance.now() - t0) / 1000;
+  const label = runLabel(method.name, rank);
+  const paths = {
+    checkpoint: results.file(`checkpoints/${label}-seed${seed}.safetensors`),
+    metrics: results.file(`metrics/${label}-seed${seed}.jsonl`),
+  };
+  const trainer = new Trainer({
+    model,
+    optimizer: methodOptimizer(model, method, cfg.lr),
+    batch: (step) => lm.batch(lm.corpus.train, seed, step),
+    loss: (m, b) => m.loss(b.x, b.y),
+    steps: cfg.steps,
+    schedule: cosineSchedule({ totalSteps: cfg.steps, warmupRatio: 0.1 }),
+    clipNorm: 1,
+    readEvery: 10,
+    metrics: paths.metrics,
+    checkpoint: { path: paths.checkpoint, every: 50, trainableOnly: true },
+    progress: Deno.stderr.isTerminal() ? `${label} seed ${seed}` : false,
+    seed,
+  });
+  const { records, seconds } = await trainResumable(trainer, {
+    label: `${label} seed ${seed}`,
+    previous,
+    ...paths,
+  });
+  const source = lm.corpus.source;
+  return {
+    label,
+    seed,
+    losses: records.map((r) => r.loss),
+    gradNorms: records.map((r) => r.grad_norm),
+    valLoss: await lm.meanLoss(model, lm.corpus.val),
+    sourceLoss: source !== undefined ? await lm.meanLoss(model, source) : undefined,
+    initSeconds,
+    trainSeconds: seconds + (previous?.trainSeconds ?? 0),
+    ranks: Object.fromEntries(Object.entries(attached.perLayer).map(([k, v]) => [k, v.rank])),
+  };
+}
+
+// ----- summary -----
 
 interface Row {
-  method: MethodLabel;
+  method: string;
   rank: number;
   val: MeanStd;
   forgetting: MeanStd | null;
@@ -87,17 +169,12 @@ interface Row {
 }
 
 /** Mean train loss over the first quarter of the steps. */
-function quarterMean(r: RunResult): number {
+function quarterMean(r: Run): number {
   const n = Math.max(1, Math.ceil(r.losses.length / 4));
   return r.losses.slice(0, n).reduce((a, b) => a + b, 0) / n;
 }
 
-function summarise(
-  runs: readonly RunResult[],
-  method: MethodLabel,
-  rank: number,
-  sourceBefore?: number,
-): Row {
+function summarise(runs: readonly Run[], method: string, rank: number, sourceBefore?: number): Row {
   const rs = runs.filter((r) => r.label === runLabel(method, rank));
   return {
     method,
@@ -112,6 +189,8 @@ function summarise(
   };
 }
 
+// ----- main -----
+
 async function main(): Promise<void> {
   const { cfg, device, adapter, results } = await startExperiment(Config, {
     task: "init-sweep",
@@ -122,54 +201,35 @@ async function main(): Promise<void> {
     check: lmCheck,
     extendable: "steps",
   });
-
-  const lm0 = settings(cfg, cfg.ranks[0]);
-  const { corpus, base, note, baseWeights } = await lmSetup(lm0, device, cfg.source);
-  const baseConfig = base.config;
-  const targetBefore = await meanLoss(base, corpus.val, lm0, device);
-  const sourceBefore = corpus.source !== undefined
-    ? await meanLoss(base, corpus.source, lm0, device)
+  const lm = await lmSetup(cfg, device, cfg.source);
+  const targetBefore = await lm.meanLoss(lm.base, lm.corpus.val);
+  const sourceBefore = lm.corpus.source !== undefined
+    ? await lm.meanLoss(lm.base, lm.corpus.source)
     : undefined;
 
-  const runs: RunResult[] = [];
-  for (const r of cfg.ranks) {
-    const specs: RunSpec[] = cfg.methods.map((m) => ({ label: runLabel(m, r), ...METHODS[m] }));
-    const lm = settings(cfg, r);
-    runs.push(
-      ...await runAll(specs, cfg.seeds, { base: baseWeights, baseConfig, corpus, cfg: lm, results, device }),
-    );
-  }
-
-  // ----- summary -----
-  const rows = cfg.ranks.flatMap((r) => cfg.methods.map((m) => summarise(runs, m, r, sourceBefore)));
-  const tables = cfg.ranks.map((r) =>
-    [
-      `### Rank ${r} (alpha ${r})`,
-      ``,
-      mdTable(
-        [
-          "method",
-          "target val loss",
-          "forgetting (source loss Δ)",
-          "mean train loss, first 25%",
-          "final train loss",
-          "init s",
-        ],
-        rows.filter((x) => x.rank === r).map((x) => [
-          x.method,
-          formatMeanStd(x.val),
-          x.forgetting ? formatMeanStd(x.forgetting) : "—",
-          formatMeanStd(x.early),
-          formatMeanStd(x.final),
-          formatMeanStd(x.initS, 3),
-        ]),
-      ),
-    ].join("\n")
+  // The ranks each method runs at: the sweep's, or its own.
+  const ranksOf = (m: MethodSpec) => (m.rank !== undefined ? [m.rank] : cfg.ranks);
+  const ranks = [...new Set(cfg.methods.flatMap(ranksOf))].sort((a, b) => a - b);
+  const at = (r: number) => cfg.methods.filter((m) => ranksOf(m).includes(r)).map((m) => m.name);
+  const keys = ranks.flatMap((rank) =>
+    cfg.methods.filter((m) => ranksOf(m).includes(rank)).flatMap((method) =>
+      cfg.seeds.map((seed) => ({ label: runLabel(method.name, rank), seed, method, rank }))
+    )
   );
-  const get = (m: MethodLabel, r: number) => rows.find((x) => x.method === m && x.rank === r);
+  const runs = await resumeOrRun(results, keys, {
+    schema: RUN,
+    steps: cfg.steps,
+    extend: cfg.extend,
+    describe: (r) => `final train loss ${r.losses.at(-1)!.toFixed(4)}, val ${r.valLoss.toFixed(4)}`,
+  }, (k, previous) => fineTune(k.method, k.rank, k.seed, lm, cfg, results, previous));
+
+  // ----- claims -----
+  const names = cfg.methods.map((m) => m.name);
+  const rows = ranks.flatMap((r) => at(r).map((m) => summarise(runs, m, r, sourceBefore)));
+  const get = (m: string, r: number) => rows.find((x) => x.method === m && x.rank === r);
   const n = cfg.seeds.length;
   const claims: string[] = [];
-  for (const r of cfg.ranks) {
+  for (const r of ranks) {
     const loram = get("loram", r);
     for (const other of ["pissa", "lora"] as const) {
       const o = get(other, r);
@@ -178,15 +238,17 @@ async function main(): Promise<void> {
       const spread = Math.hypot(o.val.std, loram.val.std);
       const v = verdictFor(diff, spread, n);
       claims.push(
-        `Rank ${r}: LoRAM matches or beats ${other} (target val loss ${loram.val.mean.toFixed(4)} vs ` +
-          `${o.val.mean.toFixed(4)}, ${other} − LoRAM = ${diff.toFixed(4)}, combined std ${
-            spread.toFixed(4)
-          }): ` +
-          `**${v}**${
-            v === "inconclusive"
-              ? " (no difference beyond 2 std: consistent with “matches”, not shown to beat)"
-              : ""
-          }.`,
+        judged(
+          `Rank ${r}: LoRAM matches or beats ${other}`,
+          `target val loss ${loram.val.mean.toFixed(4)} vs ${o.val.mean.toFixed(4)}, ${other} − LoRAM = ` +
+            `${diff.toFixed(4)}, combined std ${spread.toFixed(4)}`,
+          v,
+        ).replace(
+          /\.$/,
+          v === "inconclusive"
+            ? " (no difference beyond 2 std: consistent with “matches”, not shown to beat)."
+            : ".",
+        ),
       );
     }
     const pissa = get("pissa", r);
@@ -194,103 +256,100 @@ async function main(): Promise<void> {
     if (pissa && lora) {
       // Paired by seed: both methods see the same batches for a seed, so the per-seed difference removes the
       // batch-order noise that dominates the spread of the early loss.
-      const paired = meanStd(
-        cfg.seeds.map((s) => {
-          const find = (m: string) => runs.find((x) => x.label === runLabel(m, r) && x.seed === s)!;
-          return quarterMean(find("lora")) - quarterMean(find("pissa"));
-        }),
-      );
-      claims.push(
-        `Rank ${r}: PiSSA converges faster than LoRA early on (mean train loss over the first 25% of steps ` +
-          `${pissa.early.mean.toFixed(4)} vs ${lora.early.mean.toFixed(4)}; per-seed paired difference ` +
-          `${paired.mean.toFixed(4)} ± ${paired.std.toFixed(4)}): **${
-            verdictFor(paired.mean, paired.std, n)
-          }**.`,
-      );
+      const paired = meanStd(cfg.seeds.map((s) => {
+        const find = (m: string) => runs.find((x) => x.label === runLabel(m, r) && x.seed === s)!;
+        return quarterMean(find("lora")) - quarterMean(find("pissa"));
+      }));
+      claims.push(judged(
+        `Rank ${r}: PiSSA converges faster than LoRA early on`,
+        `mean train loss over the first 25% of steps ${pissa.early.mean.toFixed(4)} vs ` +
+          `${lora.early.mean.toFixed(4)}; per-seed paired difference ${paired.mean.toFixed(4)} ± ` +
+          `${paired.std.toFixed(4)}`,
+        verdictFor(paired.mean, paired.std, n),
+      ));
     }
   }
-  const md = [
-    `# exp:init-sweep`,
-    ``,
-    `Adapter: ${adapter}. Data: ${corpus.description}. Base: ${note}. Before fine-tuning: target val loss ` +
-    `${targetBefore.toFixed(4)}${
-      sourceBefore !== undefined
-        ? `, source loss ${sourceBefore.toFixed(4)}`
-        : " (no source domain: no forgetting)"
-    }. Targets ${
-      cfg.targets.join(", ")
-    }, ${cfg.steps} steps, batch ${cfg.batchSize}×${cfg.seqLen}, lr ${cfg.lr}, ` +
-    `seeds ${
-      cfg.seeds.join(", ")
-    }. alpha = rank (s = 1; rsLoRA s = √r); LoRA+ uses η_B = 4·η_A as the LoRAM ` +
-    `paper's baseline did (the LoRA+ authors suggest 16). Forgetting = source-domain loss after fine-tuning minus ` +
-    `before (lower is better).`,
-    ``,
-    ...tables.flatMap((t) => [t, ``]),
-    `## Claims`,
-    ``,
-    ...claims.map((c) => `- ${c}`),
-    ``,
-    `Plots: target_loss.png, forgetting.png, ${
-      cfg.ranks.map((r) => `tradeoff_r${r}.png, loss_r${r}.png`).join(", ")
-    } (SVG beside each).`,
-  ].join("\n");
-  results.writeMarkdown(md);
-  await writeCombinedMetrics(results, runs);
-  results.writeSummary({ config: cfg, adapter, targetBefore, sourceBefore, rows, claims });
 
-  // ----- plots -----
+  // ----- report -----
+  writeCombinedMetrics(results, runs);
   const groups = (key: (x: Row) => MeanStd | null) =>
-    cfg.ranks.map((r) => ({
+    ranks.map((r) => ({
       name: `r = ${r}`,
-      values: cfg.methods.map((m) => key(get(m, r)!)?.mean ?? NaN),
-      errors: cfg.methods.map((m) => key(get(m, r)!)?.std ?? 0),
+      values: names.map((m) => (get(m, r) === undefined ? NaN : key(get(m, r)!)?.mean ?? NaN)),
+      errors: names.map((m) => (get(m, r) === undefined ? 0 : key(get(m, r)!)?.std ?? 0)),
     }));
-  await results.savePlot(
-    "target_loss",
-    barPlot({
+  const plots: Record<string, string> = {
+    target_loss: barPlot({
       title: "Target-domain validation loss after fine-tuning (mean ± std)",
-      labels: cfg.methods,
+      labels: names,
       groups: groups((x) => x.val),
       yLabel: "val loss",
     }),
-  );
-  await results.savePlot(
-    "forgetting",
-    barPlot({
+    forgetting: barPlot({
       title: "Forgetting: source loss after − before (mean ± std)",
-      labels: cfg.methods,
+      labels: names,
       groups: groups((x) => x.forgetting),
       yLabel: "Δ source loss",
     }),
-  );
-  for (const r of cfg.ranks) {
-    await results.savePlot(
-      `tradeoff_r${r}`,
-      linePlot({
-        title: `Rank ${r}: target loss vs forgetting (means over seeds)`,
-        xLabel: "forgetting (Δ source loss)",
-        yLabel: "target val loss",
-        markers: true,
-        series: cfg.methods.map((m) => {
-          const x = get(m, r)!;
-          return { name: m, x: [x.forgetting?.mean ?? 0], y: [x.val.mean] };
-        }),
+  };
+  for (const r of ranks) {
+    plots[`tradeoff_r${r}`] = linePlot({
+      title: `Rank ${r}: target loss vs forgetting (means over seeds)`,
+      xLabel: "forgetting (Δ source loss)",
+      yLabel: "target val loss",
+      markers: true,
+      series: at(r).map((m) => {
+        const x = get(m, r)!;
+        return { name: m, x: [x.forgetting?.mean ?? 0], y: [x.val.mean] };
       }),
-    );
-    const curves = meanCurves(runs, cfg.methods.map((m) => runLabel(m, r)), (x) => x.losses)
-      .map((c, i) => ({ ...c, name: cfg.methods[i] }));
-    await results.savePlot(
-      `loss_r${r}`,
-      linePlot({
-        title: `Rank ${r}: fine-tuning loss (mean over seeds, band = min..max)`,
-        xLabel: "step",
-        yLabel: "loss",
-        series: curves,
-      }),
-    );
+    });
+    plots[`loss_r${r}`] = linePlot({
+      title: `Rank ${r}: fine-tuning loss (mean over seeds, band = min..max)`,
+      xLabel: "step",
+      yLabel: "loss",
+      series: meanCurves(runs, at(r).map((m) => runLabel(m, r)), (x) => x.losses)
+        .map((c, i) => ({ ...c, name: at(r)[i] })),
+    });
   }
-  console.log(`\n${md}`);
+  await writeReport(results, {
+    title: "exp:init-sweep",
+    setting:
+      `Adapter: ${adapter}. Data: ${lm.corpus.description}. Base: ${lm.note}. Before fine-tuning: target ` +
+      `val loss ${targetBefore.toFixed(4)}${
+        sourceBefore !== undefined
+          ? `, source loss ${sourceBefore.toFixed(4)}`
+          : " (no source domain: no forgetting)"
+      }. Methods: ${cfg.methods.map(formatMethod).join("; ")}. Targets ${
+        cfg.targets.join(", ")
+      }, ${cfg.steps} ` +
+      `steps, batch ${cfg.batchSize}×${cfg.seqLen}, lr ${cfg.lr}, seeds ${
+        cfg.seeds.join(", ")
+      }. alpha = rank ` +
+      `(s = 1; rsLoRA s = √r); LoRA+ uses η_B = 4·η_A as the LoRAM paper's baseline did (the LoRA+ authors suggest ` +
+      `16). Forgetting = source-domain loss after fine-tuning minus before (lower is better).`,
+    tables: ranks.map((r) => ({
+      heading: `Rank ${r} (alpha ${r})`,
+      columns: [
+        "method",
+        "target val loss",
+        "forgetting (source loss Δ)",
+        "mean train loss, first 25%",
+        "final train loss",
+        "init s",
+      ],
+      rows: rows.filter((x) => x.rank === r).map((x) => [
+        x.method,
+        formatMeanStd(x.val),
+        x.forgetting ? formatMeanStd(x.forgetting) : "—",
+        formatMeanStd(x.early),
+        formatMeanStd(x.final),
+        formatMeanStd(x.initS, 3),
+      ]),
+    })),
+    claims,
+    plots,
+    data: { config: cfg, adapter, targetBefore, sourceBefore, rows },
+  });
 }
 
 if (import.meta.main) await runMain("init-sweep", main);

@@ -32,38 +32,52 @@
  *
  * @module
  */
-import { DEVICE_CHOICES } from "../lib/runtime/device.ts";
-import { distinctList, runMain, startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
-import { tensor } from "../lib/tensor/creation.ts";
-import { realize, type Tensor } from "../lib/tensor/tensor.ts";
-import type { DeviceName } from "../lib/ir/node.ts";
-import type { Shape } from "../lib/shape.ts";
-import { Mlp } from "../lib/nn/mlp.ts";
-import { asF32, Linear } from "../lib/nn/linear.ts";
-import { deriveSeed } from "../lib/nn/init.ts";
-import { replaceModule } from "../lib/nn/module.ts";
-import { mse } from "../lib/nn/loss.ts";
-import { SGD } from "../lib/nn/optim/sgd.ts";
-import { Adam } from "../lib/nn/optim/adam.ts";
-import type { Optimizer } from "../lib/nn/optim/optimizer.ts";
-import { LORA_TRAINABLE, LoraLinear } from "../lib/lora/mod.ts";
-import { loramInit, loramLogGain } from "../lib/init/loram.ts";
-import { epochIndices } from "../lib/train/batches.ts";
-import { Trainer } from "../lib/train/trainer.ts";
-import { Rng } from "../lib/data/rng.ts";
-import { formatMeanStd, mdTable, meanStd } from "../lib/util/results.ts";
-import { reuseRun, savedNumber } from "./_lm.ts";
-import { linePlot } from "../lib/util/plot.ts";
+import {
+  Adam,
+  asF32,
+  deriveSeed,
+  type DeviceName,
+  epochIndices,
+  type F32,
+  Linear,
+  LORA_TRAINABLE,
+  LoraLinear,
+  loramInit,
+  loramLogGain,
+  Mlp,
+  mse,
+  type Optimizer,
+  realize,
+  replaceModule,
+  Rng,
+  SGD,
+  type Tensor,
+  tensor,
+  Trainer,
+} from "../mod.ts";
+import {
+  deviceField,
+  distinctList,
+  formatMeanStd,
+  linePlot,
+  meanStd,
+  resumeField,
+  resumeOrRun,
+  runMain,
+  savedNumber,
+  savedNumbers,
+  startExperiment,
+  writeReport,
+} from "../lab/mod.ts";
 
-type F32 = Tensor<Shape, "f32">;
 type Scalar = Tensor<[], "f32">;
 
 // ----- configuration -----
 
 const Config = z.object({
   quick: z.boolean().default(false).describe("small sizes: a few minutes on a 2-core CPU"),
-  seeds: distinctList(z.number().int()).default([0, 1, 2]).describe("seeds (teacher, data, adapter bases)"),
+  seeds: distinctList(z.int(), { default: [0, 1, 2], description: "seeds (teacher, data, adapter bases)" }),
   width: z.number().int().positive().default(400).describe("MLP width (every layer is width × width)"),
   layers: z.number().int().min(2).default(5).describe("number of linear layers"),
   rank: z.number().int().positive().default(25).describe("LoRA rank r"),
@@ -81,14 +95,14 @@ const Config = z.object({
   prop1Gain: z.number().positive().default(0.03).describe(
     "Prop. 1: initial ν[s·B₀·A₀]/ν[W] (LoRAM's fixed gain) of the reference runs",
   ),
-  gains: distinctList(z.number().positive()).default([0.001, 0.03, 0.5]).describe(
-    "Prop. 2: init magnitudes as LoRAM gains Q = ν[s·B₀·A₀]/ν[W] (the log gain at r = 25, K = 400 is 0.537)",
-  ),
+  gains: distinctList(z.number().positive(), {
+    default: [0.001, 0.03, 0.5],
+    description:
+      "Prop. 2: init magnitudes as LoRAM gains Q = ν[s·B₀·A₀]/ν[W] (the log gain at r = 25, K = 400 is 0.537)",
+  }),
   readEvery: z.number().int().positive().default(25).describe("metrics read back every this many steps"),
-  resume: z.string().optional().describe("a previous results directory: finished runs are reused"),
-  device: z.enum(DEVICE_CHOICES).optional().describe(
-    "device (default auto: a hardware WebGPU adapter, else wasm; or TESSERA_DEVICE)",
-  ),
+  resume: resumeField(),
+  device: deviceField(),
 });
 type Config = z.infer<typeof Config>;
 
@@ -189,18 +203,16 @@ interface RunResult {
   seconds: number;
 }
 
-const num = savedNumber();
-
 /** What runs/*.json holds, for validated reuse. */
 const MAGNITUDE_RUN = z.object({
   label: z.string(),
   seed: z.int(),
-  losses: z.array(num).min(1),
-  normA: z.array(num),
-  normB: z.array(num),
-  normBA: z.array(num),
-  normUpdate: z.array(num),
-  seconds: num,
+  losses: savedNumbers({ min: 1 }),
+  normA: savedNumbers(),
+  normB: savedNumbers(),
+  normBA: savedNumbers(),
+  normUpdate: savedNumbers(),
+  seconds: savedNumber(),
 });
 
 function sumNorms(parts: F32[]): Scalar {
@@ -428,31 +440,25 @@ async function main(): Promise<void> {
       if (c.rank > c.width) throw new RangeError(`--rank ${c.rank} exceeds --width ${c.width}`);
     },
   });
-  Deno.mkdirSync(results.file("runs"), { recursive: true });
-
   const p1 = prop1Specs(cfg);
   const p2 = prop2Specs(cfg);
-  const runs: RunResult[] = [];
-  for (const seed of cfg.seeds) {
-    let task: Task | null = null;
-    for (const spec of [...p1.map((p) => p.spec), ...p2]) {
-      const name = `runs/${spec.label}-seed${seed}.json`;
-      const done = reuseRun(results, name, MAGNITUDE_RUN, { label: spec.label, seed, steps: cfg.steps });
-      if (done !== undefined) {
-        runs.push(done);
-        console.log(`${spec.label} seed ${seed}: reused ${name}`);
-        continue;
-      }
-      task ??= await makeTask(cfg, seed, device);
-      const r = await train(spec, seed, task, cfg, device);
-      results.writeJson(name, r);
-      runs.push(r);
-      console.log(
-        `${spec.label} seed ${seed}: loss ${r.losses[0].toFixed(4)} → ${r.losses.at(-1)!.toFixed(4)}, ` +
-          `‖update‖ ${r.normUpdate.at(-1)!.toFixed(4)}, ${r.seconds.toFixed(1)} s`,
-      );
-    }
-  }
+  // Each seed's task (base, teacher, data) is made once, when the first of its runs needs it.
+  const tasks = new Map<number, Promise<Task>>();
+  const taskOf = (seed: number) => {
+    if (!tasks.has(seed)) tasks.set(seed, makeTask(cfg, seed, device));
+    return tasks.get(seed)!;
+  };
+  const keys = cfg.seeds.flatMap((seed) =>
+    [...p1.map((p) => p.spec), ...p2].map((spec) => ({ label: spec.label, seed, spec }))
+  );
+  const runs = await resumeOrRun(results, keys, {
+    schema: MAGNITUDE_RUN,
+    steps: cfg.steps,
+    describe: (r) =>
+      `loss ${r.losses[0].toFixed(4)} → ${r.losses.at(-1)!.toFixed(4)}, ‖update‖ ${
+        r.normUpdate.at(-1)!.toFixed(4)
+      }, ${r.seconds.toFixed(1)} s`,
+  }, async (k) => train(k.spec, k.seed, await taskOf(k.seed), cfg, device));
   await Deno.writeTextFile(
     results.file("metrics.jsonl"),
     runs.flatMap((r) =>
@@ -491,10 +497,13 @@ async function main(): Promise<void> {
   });
   const EQUIV = 1e-4;
   const BROKEN = 1e-2;
-  const p1Table = mdTable(
-    ["run", "vs", "rule", "expected", "max |ΔL| over steps and seeds", "relative to max L"],
-    p1Rows.map((r) => [r.label, r.ref, r.rule, r.expect, r.abs.toExponential(2), r.rel.toExponential(2)]),
-  );
+  const p1Table = {
+    heading: `Proposition 1 (SGD lr ${cfg.sgdLr}, Adam lr ${cfg.adamLr}, init gain ${cfg.prop1Gain})`,
+    columns: ["run", "vs", "rule", "expected", "max |ΔL| over steps and seeds", "relative to max L"],
+    rows: p1Rows.map((
+      r,
+    ) => [r.label, r.ref, r.rule, r.expect, r.abs.toExponential(2), r.rel.toExponential(2)]),
+  };
   const claims: string[] = [];
   for (const opt of ["sgd", "adam"] as const) {
     const eq = p1Rows.filter((r) => r.label.startsWith(opt) && r.expect === "equivalent");
@@ -532,8 +541,9 @@ async function main(): Promise<void> {
     };
   });
   const isFull = (l: string) => l === "full-ft";
-  const p2Table = mdTable(
-    [
+  const p2Table = {
+    heading: `Proposition 2 (Adam; LoRA lr ${cfg.adamLr}, full fine-tuning lr ${cfg.fullLr ?? cfg.adamLr})`,
+    columns: [
       "run",
       "final loss",
       "‖A₀‖",
@@ -544,7 +554,7 @@ async function main(): Promise<void> {
       "final ‖s·B·A‖",
       "final ‖ΔW‖ (update)",
     ],
-    p2Rows.map((r) => [
+    rows: p2Rows.map((r) => [
       r.label,
       formatMeanStd(r.loss),
       isFull(r.label) ? "—" : formatMeanStd(r.a0, 3),
@@ -555,7 +565,7 @@ async function main(): Promise<void> {
       isFull(r.label) ? "—" : formatMeanStd(r.ba, 3),
       formatMeanStd(r.update, 4),
     ]),
-  );
+  };
   const loraRows = p2Rows.filter((r) => !isFull(r.label));
   const full = p2Rows.find((r) => isFull(r.label))!;
   const CONST = 0.1;
@@ -602,97 +612,72 @@ async function main(): Promise<void> {
     }**.`,
   );
 
-  const md = [
-    `# exp:magnitude`,
-    ``,
-    `Adapter: ${adapter}. ${cfg.layers}-layer ReLU MLP, width ${cfg.width} (He-normal base, no biases), LoRA rank ` +
-    `${cfg.rank} on every layer, α = ${
-      cfg.alpha ?? cfg.rank
-    }; regression (MSE) onto a teacher whose layers are the ` +
-    `base's plus a rank-${cfg.teacherRank} shift of relative size ${cfg.teacherShift}; ${cfg.examples} examples, ` +
-    `batch ${cfg.batchSize}, ${cfg.steps} steps, seeds ${
-      cfg.seeds.join(", ")
-    }. Adapters start from LoRAM's ` +
-    `init with a fixed gain Q (ν[s·B₀·A₀] = Q·ν[W], random orthonormal bases, offset into W); no weight decay, ` +
-    `no clipping. LoRAM's log gain at r = ${cfg.rank}, K = ${cfg.width} would be ${
-      loramLogGain(cfg.rank, cfg.width, cfg.width).toFixed(3)
-    }.`,
-    ``,
-    `## Proposition 1 (SGD lr ${cfg.sgdLr}, Adam lr ${cfg.adamLr}, init gain ${cfg.prop1Gain})`,
-    ``,
-    p1Table,
-    ``,
-    `## Proposition 2 (Adam; LoRA lr ${cfg.adamLr}, full fine-tuning lr ${cfg.fullLr ?? cfg.adamLr})`,
-    ``,
-    p2Table,
-    ``,
-    `Norms are √Σ over layers of the squared Frobenius norms; ‖ΔW‖ (update) is ‖s·(B·A − B₀·A₀)‖ for LoRA (the change ` +
-    `of the effective weight, B₀·A₀ being offset into W) and ‖W − W₀‖ for full fine-tuning.`,
-    ``,
-    `## Claims`,
-    ``,
-    ...claims.map((c) => `- ${c}`),
-    ``,
-    `Plots: prop1_sgd.png, prop1_adam.png (loss trajectories), prop2_norms.png (‖A‖, ‖B‖), prop2_update.png ` +
-    `(‖ΔW‖), prop2_loss.png (SVG beside each).`,
-  ].join("\n");
-  results.writeMarkdown(md);
-  results.writeSummary({ config: cfg, adapter, prop1: p1Rows, prop2: p2Rows, claims });
-
-  // ----- plots -----
+  // ----- report -----
+  const plots: Record<string, string> = {};
   for (const opt of ["sgd", "adam"] as const) {
     const labels = p1.filter((p) => p.spec.optimizer === opt).map((p) => p.spec.label);
-    await results.savePlot(
-      `prop1_${opt}`,
-      linePlot({
-        title: `Prop. 1 (${opt === "sgd" ? "SGD" : "Adam"}): loss of equivalent and rule-breaking runs`,
-        xLabel: "step",
-        yLabel: "MSE",
-        logY: true,
-        series: labels.map((l, i) => {
-          const m = meanSeries(byLabel(l), (r) => r.losses);
-          return { name: l, x: m.x.map((s) => s + 1), y: m.y, dashed: i > 0 && i < 3 };
-        }),
-      }),
-    );
-  }
-  const loraLabels = p2.filter((s) => s.mode === "lora").map((s) => s.label);
-  await results.savePlot(
-    "prop2_norms",
-    linePlot({
-      title: "Prop. 2: ‖A‖ (solid) and ‖B‖ (dashed) over training",
-      xLabel: "step",
-      yLabel: "Frobenius norm (all layers)",
-      logY: true,
-      series: loraLabels.flatMap((l) => [
-        { name: `${l} ‖A‖`, ...meanSeries(byLabel(l), (r) => r.normA) },
-        { name: `${l} ‖B‖`, ...meanSeries(byLabel(l), (r) => r.normB), dashed: true },
-      ]),
-    }),
-  );
-  await results.savePlot(
-    "prop2_update",
-    linePlot({
-      title: "Prop. 2: ‖ΔW‖ — LoRA ‖s(BA − B₀A₀)‖ vs full fine-tuning ‖W − W₀‖",
-      xLabel: "step",
-      yLabel: "Frobenius norm (all layers)",
-      series: p2.map((s) => ({ name: s.label, ...meanSeries(byLabel(s.label), (r) => r.normUpdate) })),
-    }),
-  );
-  await results.savePlot(
-    "prop2_loss",
-    linePlot({
-      title: "Prop. 2 runs: training loss",
+    plots[`prop1_${opt}`] = linePlot({
+      title: `Prop. 1 (${opt === "sgd" ? "SGD" : "Adam"}): loss of equivalent and rule-breaking runs`,
       xLabel: "step",
       yLabel: "MSE",
       logY: true,
-      series: p2.map((s) => {
-        const m = meanSeries(byLabel(s.label), (r) => r.losses);
-        return { name: s.label, x: m.x.map((v) => v + 1), y: m.y, band: m.band };
+      series: labels.map((l, i) => {
+        const m = meanSeries(byLabel(l), (r) => r.losses);
+        return { name: l, x: m.x.map((s) => s + 1), y: m.y, dashed: i > 0 && i < 3 };
       }),
+    });
+  }
+  const loraLabels = p2.filter((s) => s.mode === "lora").map((s) => s.label);
+  plots.prop2_norms = linePlot({
+    title: "Prop. 2: ‖A‖ (solid) and ‖B‖ (dashed) over training",
+    xLabel: "step",
+    yLabel: "Frobenius norm (all layers)",
+    logY: true,
+    series: loraLabels.flatMap((l) => [
+      { name: `${l} ‖A‖`, ...meanSeries(byLabel(l), (r) => r.normA) },
+      { name: `${l} ‖B‖`, ...meanSeries(byLabel(l), (r) => r.normB), dashed: true },
+    ]),
+  });
+  plots.prop2_update = linePlot({
+    title: "Prop. 2: ‖ΔW‖ — LoRA ‖s(BA − B₀A₀)‖ vs full fine-tuning ‖W − W₀‖",
+    xLabel: "step",
+    yLabel: "Frobenius norm (all layers)",
+    series: p2.map((s) => ({ name: s.label, ...meanSeries(byLabel(s.label), (r) => r.normUpdate) })),
+  });
+  plots.prop2_loss = linePlot({
+    title: "Prop. 2 runs: training loss",
+    xLabel: "step",
+    yLabel: "MSE",
+    logY: true,
+    series: p2.map((s) => {
+      const m = meanSeries(byLabel(s.label), (r) => r.losses);
+      return { name: s.label, x: m.x.map((v) => v + 1), y: m.y, band: m.band };
     }),
-  );
-  console.log(`\n${md}`);
+  });
+  await writeReport(results, {
+    title: "exp:magnitude",
+    setting:
+      `Adapter: ${adapter}. ${cfg.layers}-layer ReLU MLP, width ${cfg.width} (He-normal base, no biases), ` +
+      `LoRA rank ${cfg.rank} on every layer, α = ${
+        cfg.alpha ?? cfg.rank
+      }; regression (MSE) onto a teacher whose ` +
+      `layers are the base's plus a rank-${cfg.teacherRank} shift of relative size ${cfg.teacherShift}; ` +
+      `${cfg.examples} examples, batch ${cfg.batchSize}, ${cfg.steps} steps, seeds ${
+        cfg.seeds.join(", ")
+      }. ` +
+      `Adapters start from LoRAM's init with a fixed gain Q (ν[s·B₀·A₀] = Q·ν[W], random orthonormal bases, offset ` +
+      `into W); no weight decay, no clipping. LoRAM's log gain at r = ${cfg.rank}, K = ${cfg.width} would be ${
+        loramLogGain(cfg.rank, cfg.width, cfg.width).toFixed(3)
+      }.`,
+    tables: [p1Table, p2Table],
+    notes: [
+      `Norms are √Σ over layers of the squared Frobenius norms; ‖ΔW‖ (update) is ‖s·(B·A − B₀·A₀)‖ for LoRA (the ` +
+      `change of the effective weight, B₀·A₀ being offset into W) and ‖W − W₀‖ for full fine-tuning.`,
+    ],
+    claims,
+    plots,
+    data: { config: cfg, adapter, prop1: p1Rows, prop2: p2Rows },
+  });
 }
 
 if (import.meta.main) await runMain("magnitude", main);

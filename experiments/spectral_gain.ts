@@ -18,29 +18,39 @@
  *
  * @module
  */
-import { DEVICE_CHOICES } from "../lib/runtime/device.ts";
-import { distinctList, runMain, startExperiment } from "./_start.ts";
 import { z } from "../deps.ts";
-import { randn } from "../lib/tensor/creation.ts";
-import type { Tensor } from "../lib/tensor/tensor.ts";
-import type { DeviceName } from "../lib/ir/node.ts";
-import { Linear } from "../lib/nn/linear.ts";
-import { namedModules } from "../lib/nn/module.ts";
-import { deriveSeed } from "../lib/nn/init.ts";
-import { loadLlama } from "../lib/models/load.ts";
-import type { LlamaLM } from "../lib/models/llama.ts";
-import { type GainComparison, weightGains } from "../lib/init/spectral_gain.ts";
-import { formatMeanStd, mdTable, meanStd } from "../lib/util/results.ts";
-import { barPlot, linePlot } from "../lib/util/plot.ts";
-import { baseModel, type LmSettings, loadCorpus } from "./_lm.ts";
-
-type Mat = Tensor<[number, number], "f32">;
+import {
+  asF32,
+  deriveSeed,
+  type DeviceName,
+  type GainComparison,
+  Linear,
+  type LlamaLM,
+  loadLlama,
+  namedModules,
+  randn,
+  weightGains,
+} from "../mod.ts";
+import {
+  barPlot,
+  baseModel,
+  deviceField,
+  distinctList,
+  formatMeanStd,
+  linePlot,
+  loadCorpus,
+  meanStd,
+  runMain,
+  startExperiment,
+  writeReport,
+} from "../lab/mod.ts";
 
 const Config = z.object({
   quick: z.boolean().default(false).describe("the quick (smaller) generated base model"),
-  modules: distinctList(z.string()).default(["wq", "wk", "wv", "wo", "w1", "w2", "w3"]).describe(
-    "module types (path suffixes) to analyse",
-  ),
+  modules: distinctList(z.string(), {
+    default: ["wq", "wk", "wv", "wo", "w1", "w2", "w3"],
+    description: "module types (path suffixes) to analyse",
+  }),
   threshold: z.number().positive().default(0.1).describe(
     'mean |Q[r] − log_K r| below which the log gain "fits"',
   ),
@@ -50,9 +60,7 @@ const Config = z.object({
   resume: z.string().optional().describe(
     "a previous results directory to write into again (analysis is cheap)",
   ),
-  device: z.enum(DEVICE_CHOICES).optional().describe(
-    "device (default auto: a hardware WebGPU adapter, else wasm; or TESSERA_DEVICE)",
-  ),
+  device: deviceField(),
 });
 type Config = z.infer<typeof Config>;
 
@@ -61,20 +69,8 @@ const QUICK = { pretrainSteps: 250 };
 /** The model: `--model`, or exp:eva's generated base (same settings, hence the same cache entry). */
 async function loadModel(cfg: Config, device: DeviceName): Promise<{ model: LlamaLM; note: string }> {
   if (cfg.model !== undefined) return { model: await loadLlama(cfg.model, { device }), note: cfg.model };
-  // Only the fields baseModel and loadCorpus read matter; the others are exp:eva's defaults.
-  const lm: LmSettings = {
-    quick: cfg.quick,
-    rank: 8,
-    alpha: 8,
-    targets: cfg.modules,
-    steps: 1,
-    batchSize: 16,
-    seqLen: 64,
-    lr: 3e-3,
-    calibBatches: 1,
-    valBatches: 1,
-    pretrainSteps: cfg.pretrainSteps,
-  };
+  // The same settings as exp:eva's base, hence the same cache entry.
+  const lm = { quick: cfg.quick, pretrainSteps: cfg.pretrainSteps };
   const corpus = await loadCorpus(lm);
   return await baseModel(lm, corpus, device);
 }
@@ -102,11 +98,11 @@ async function main(): Promise<void> {
   for (const [path, m] of namedModules(model)) {
     const type = typeOf(path);
     if (type === undefined || !(m instanceof Linear)) continue;
-    const w = m.weight as unknown as Mat;
+    const w = asF32(m.weight);
     const shape = [w.shape[0], w.shape[1]] as [number, number];
     matrices.push({ path, type, shape, gains: await weightGains(w) });
     if (!controls.has(type)) {
-      const g = randn(shape, { seed: deriveSeed(cfg.seed, "control", type), device }) as unknown as Mat;
+      const g = randn(shape, { seed: deriveSeed(cfg.seed, "control", type), device });
       controls.set(type, await weightGains(g));
       g.dispose();
     }
@@ -146,8 +142,8 @@ async function main(): Promise<void> {
       controlMae: c.meanAbsError,
     };
   });
-  const table = mdTable(
-    [
+  const table = {
+    columns: [
       "module",
       "shape [n, m]",
       "K",
@@ -158,7 +154,7 @@ async function main(): Promise<void> {
       "Q[1]",
       "Gaussian control: mean |ΔQ|",
     ],
-    rows.map((r) => [
+    rows: rows.map((r) => [
       r.type,
       `[${r.shape.join(", ")}]`,
       r.k,
@@ -169,7 +165,7 @@ async function main(): Promise<void> {
       formatMeanStd(r.q1, 3),
       r.controlMae.toFixed(3),
     ]),
-  );
+  };
   const good = rows.filter((r) => r.mae.mean < cfg.threshold);
   const overall = meanStd(matrices.map((m) => m.gains.meanAbsError));
   const verdict = good.length === rows.length
@@ -198,73 +194,57 @@ async function main(): Promise<void> {
       `**${r.mae.mean < cfg.threshold ? "reproduced" : "not reproduced"}**.`
     ),
   ];
-  const md = [
-    `# exp:spectral-gain`,
-    ``,
-    `Adapter: ${adapter}. Model: ${note}. Spectral gain Q[r] = (Σ_{i≤r} s_i)² / (r·Σ_i s_i²) (LoRAM Eq. 10) of ` +
-    `every ${
-      cfg.modules.join("/")
-    } matrix at every rank r = 1..K, K = min(n, m), against LoRAM's logarithmic ` +
-    `gain log_K r. Mean ± std over the layers of each type (the model is deterministic: no seeds).`,
-    ``,
-    table,
-    ``,
-    `## Claims`,
-    ``,
-    ...claims.map((c) => `- ${c}`),
-    ``,
-    `Plots: ${types.map((t) => `gain_${t}.png`).join(", ")}, gain_error.png (SVG beside each).`,
-  ].join("\n");
-  results.writeMarkdown(md);
-  results.writeSummary({
-    config: cfg,
-    adapter,
-    model: note,
-    rows,
-    claims,
-    matrices: matrices.map((m) => ({
-      path: m.path,
-      shape: m.shape,
-      meanAbsError: m.gains.meanAbsError,
-      maxAbsError: m.gains.maxAbsError,
-    })),
-  });
-
-  // ----- plots -----
+  // ----- report -----
+  const plots: Record<string, string> = {};
   for (const type of types) {
     const ms = matrices.filter((m) => m.type === type);
     const k = ms[0].gains.k;
     const x = Array.from({ length: k }, (_, i) => i + 1);
     const c = controls.get(type)!;
-    await results.savePlot(
-      `gain_${type}`,
-      linePlot({
-        title: `${type}: spectral gain Q[r] per layer vs LoRAM's log_K r (K = ${k})`,
-        xLabel: "rank r",
-        yLabel: "gain",
-        yRange: [0, 1],
-        series: [
-          ...ms.map((m) => ({
-            name: m.path.replace(/\.(attention|feed_forward)\./, "."),
-            x,
-            y: [...m.gains.spectral],
-          })),
-          { name: "Gaussian control", x, y: [...c.spectral], color: "#999999" },
-          { name: "log_K r", x, y: [...ms[0].gains.logarithmic], color: "#000000", dashed: true },
-        ],
-      }),
-    );
+    plots[`gain_${type}`] = linePlot({
+      title: `${type}: spectral gain Q[r] per layer vs LoRAM's log_K r (K = ${k})`,
+      xLabel: "rank r",
+      yLabel: "gain",
+      yRange: [0, 1],
+      series: [
+        ...ms.map((m) => ({
+          name: m.path.replace(/\.(attention|feed_forward)\./, "."),
+          x,
+          y: [...m.gains.spectral],
+        })),
+        { name: "Gaussian control", x, y: [...c.spectral], color: "#999999" },
+        { name: "log_K r", x, y: [...ms[0].gains.logarithmic], color: "#000000", dashed: true },
+      ],
+    });
   }
-  await results.savePlot(
-    "gain_error",
-    barPlot({
-      title: `Mean |Q[r] − log_K r| per module type (threshold ${cfg.threshold})`,
-      labels: rows.map((r) => r.type),
-      values: rows.map((r) => r.mae.mean),
-      yLabel: "mean |ΔQ|",
-    }),
-  );
-  console.log(`\n${md}`);
+  plots.gain_error = barPlot({
+    title: `Mean |Q[r] − log_K r| per module type (threshold ${cfg.threshold})`,
+    labels: rows.map((r) => r.type),
+    values: rows.map((r) => r.mae.mean),
+    yLabel: "mean |ΔQ|",
+  });
+  await writeReport(results, {
+    title: "exp:spectral-gain",
+    setting:
+      `Adapter: ${adapter}. Model: ${note}. Spectral gain Q[r] = (Σ_{i≤r} s_i)² / (r·Σ_i s_i²) (LoRAM Eq. ` +
+      `10) of every ${cfg.modules.join("/")} matrix at every rank r = 1..K, K = min(n, m), against LoRAM's ` +
+      `logarithmic gain log_K r. Mean ± std over the layers of each type (the model is deterministic: no seeds).`,
+    tables: [table],
+    claims,
+    plots,
+    data: {
+      config: cfg,
+      adapter,
+      model: note,
+      rows,
+      matrices: matrices.map((m) => ({
+        path: m.path,
+        shape: m.shape,
+        meanAbsError: m.gains.meanAbsError,
+        maxAbsError: m.gains.maxAbsError,
+      })),
+    },
+  });
 }
 
 if (import.meta.main) await runMain("spectral-gain", main);

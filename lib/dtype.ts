@@ -108,3 +108,8 @@ export function allocData<D extends DType>(d: D, n: number): DataArray<D> {
       return new Uint8Array(n) as DataArray<D>;
   }
 }
+
+/** The identity of max-reduction for dtype `d` (the lowest value it holds). */
+export function lowest(d: DType): number {
+  return d === "i32" ? -2147483648 : d === "u32" || d === "bool" ? 0 : -Infinity;
+}

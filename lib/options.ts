@@ -167,3 +167,14 @@ export const opt = {
   paramFilter: (): z.ZodType<RegExp | readonly string[] | ((...args: never[]) => unknown)> =>
     z.union([z.instanceof(RegExp), z.array(z.string()), opt.fn()]),
 } as const;
+
+/**
+ * A `z.object(...)` schema of options or of a configuration, spelled structurally so that public APIs name no
+ * zod-internal types (the lab's configuration parser and the init registry take one).
+ */
+export interface ConfigSchema {
+  /** zod's internals, which carry the schema's input and output types. */
+  readonly _zod: { readonly input: unknown; readonly output: unknown };
+  /** The object's fields. */
+  readonly shape: unknown;
+}

@@ -14,7 +14,7 @@ import { VJP_RULES } from "./vjp.ts";
 /** A tree of tensors: a tensor, an array of trees, or an object of trees (module parameters, optimiser state). */
 export type Params = Tensor | readonly Params[] | { readonly [key: string]: Params };
 
-/** The leaves of a parameter tree with their dotted paths (`layers.3.attn.wq`), in a stable order. */
+/** The leaves of a parameter tree with their dotted paths (`layers.3.attention.wq`), in a stable order. */
 export function flattenParams(p: Params, prefix = ""): { path: string; tensor: Tensor }[] {
   if (p instanceof Tensor) return [{ path: prefix, tensor: p }];
   const out: { path: string; tensor: Tensor }[] = [];
@@ -53,13 +53,15 @@ function addNodes(a: Node, b: Node): Node {
 export function backprop(out: Node, wrt: readonly Node[], seed: Node): Node[] {
   const order = toposort([out]);
   // Custom-vjp nodes lead to their rule's inputs as well: include those subgraphs.
-  const extra = order.filter((n) => n.op === Op.CustomVjp).flatMap((n) => (n.arg as CustomVjpArg).inputs);
+  const extra = order.filter((n) => n.op === Op.CustomVjp).flatMap((n) =>
+    (n.arg as CustomVjpArg<Node>).inputs
+  );
   const all = extra.length > 0 ? toposort([out, ...extra]) : order;
   const targets = new Set(wrt);
   // Which nodes depend on a target (only those need cotangents).
   const live = new Set<Node>();
   for (const n of all) {
-    const srcs = n.op === Op.CustomVjp ? (n.arg as CustomVjpArg).inputs : n.src;
+    const srcs = n.op === Op.CustomVjp ? (n.arg as CustomVjpArg<Node>).inputs : n.src;
     if (targets.has(n) || srcs.some((s) => live.has(s))) live.add(n);
   }
   const grads = new Map<Node, Node>([[out, seed]]);
@@ -68,7 +70,7 @@ export function backprop(out: Node, wrt: readonly Node[], seed: Node): Node[] {
     const g = grads.get(n);
     if (g === undefined || !live.has(n) || targets.has(n) && n.src.length === 0) continue;
     if (n.op === Op.CustomVjp) {
-      const arg = n.arg as CustomVjpArg;
+      const arg = n.arg as CustomVjpArg<Node>;
       const cts = arg.backward(g, n.src[0], arg.inputs);
       arg.inputs.forEach((inp, k) => {
         const c = cts[k];

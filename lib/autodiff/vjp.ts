@@ -10,10 +10,9 @@ import type { Node } from "../ir/node.ts";
 import { iotaNode, mk } from "../ir/node.ts";
 import { type CustomVjpArg, Op } from "../ir/ops.ts";
 import type { Shape } from "../shape.ts";
-import { Tensor } from "../tensor/tensor.ts";
+import { type F32, Tensor } from "../tensor/tensor.ts";
 
-type T = Tensor<Shape, "f32">;
-const t = (n: Node): T => new Tensor(n) as unknown as T;
+const t = (n: Node): F32 => new Tensor(n) as unknown as F32;
 /** A vjp rule: cotangents of the inputs given the node and the cotangent of its output. */
 export type VjpRule = (n: Node, g: Node) => (Node | null)[];
 
@@ -38,7 +37,7 @@ function unshrink(g: Node, n: Node): Node {
     if (s < 0) {
       // Flip so the step is positive; the lowest input index touched is start + (L-1)·step.
       const spec = inShape.map((_, i) => (i === ax ? [null, null, -1] as [null, null, number] : null));
-      x = x.slice(...spec) as unknown as T;
+      x = x.slice(...spec) as unknown as F32;
       lo = start[ax] + (L - 1) * s;
     }
     const as = Math.abs(s);
@@ -51,12 +50,12 @@ function unshrink(g: Node, n: Node): Node {
       const merged = inner.reshape([...shp.slice(0, ax), L * as, ...shp.slice(ax + 1)]);
       x = merged.slice(
         ...shp.map((_, i) => (i === ax ? [0, (L - 1) * as + 1] as [number, number] : null)),
-      ) as unknown as T;
+      ) as unknown as F32;
     }
     const extent = (L - 1) * as + 1;
     x = x.pad(
       x.shape.map((_, i) => (i === ax ? [lo, inShape[ax] - lo - extent] : [0, 0]) as [number, number]),
-    ) as unknown as T;
+    ) as unknown as F32;
   }
   return x.node;
 }
@@ -106,14 +105,14 @@ export const VJP_RULES: { [O in Op]: VjpRule } = {
   // d max(x, y): g goes to the larger input, split evenly on ties.
   [Op.Max]: (n, g) => {
     const [x, y] = [t(n.src[0]), t(n.src[1])];
-    const wx = y.lt(x).where(1, x.eq(y).where(0.5, 0)) as unknown as T;
+    const wx = y.lt(x).where(1, x.eq(y).where(0.5, 0)) as unknown as F32;
     return [t(g).mul(wx).node, t(g).mul(wx.neg().add(1)).node];
   },
   // d(x^y) = (y·x^(y-1)·g, x^y·log x·g), the second taken as 0 where x ≤ 0
   [Op.Pow]: (n, g) => {
     const [x, y] = [t(n.src[0]), t(n.src[1])];
     const dx = t(g).mul(y).mul(x.pow(y.sub(1)));
-    const dy = x.gt(0).where(t(g).mul(t(n)).mul(x.log()), 0) as unknown as T;
+    const dy = x.gt(0).where(t(g).mul(t(n)).mul(x.log()), 0) as unknown as F32;
     return [dx.node, dy.node];
   },
   [Op.CmpLt]: none,
@@ -130,7 +129,7 @@ export const VJP_RULES: { [O in Op]: VjpRule } = {
     const { axes } = n.argOf(Op.ReduceMax);
     const x = t(n.src[0]);
     const full = [...n.src[0].shape];
-    const hit = x.eq(t(mk(Op.Expand, [n], { shape: full }))).cast("f32") as unknown as T;
+    const hit = x.eq(t(mk(Op.Expand, [n], { shape: full }))).cast("f32") as unknown as F32;
     const count = t(mk(Op.Sum, [hit.node], { axes }));
     const share = t(mk(Op.Expand, [t(g).div(count).node], { shape: full }));
     return [hit.mul(share).node];
@@ -186,7 +185,7 @@ export const VJP_RULES: { [O in Op]: VjpRule } = {
   },
   [Op.CustomVjp]: (n, g) => {
     // The output's own graph is not differentiated; the rule's inputs get the user's cotangents (see backprop).
-    void (n.arg as CustomVjpArg);
+    void (n.arg as CustomVjpArg<Node>);
     void g;
     return [null];
   },

@@ -18,8 +18,8 @@ import {
   kNodes,
   type MatmulSpec,
   type MatmulTerm,
-  rowLoopIterations,
 } from "./kexpr.ts";
+import { rowLoopIterations } from "./verify.ts";
 import { rowReduceLength } from "./schedule.ts";
 import { LOOP_BUDGET } from "./split_loops.ts";
 import { type MatmulTerms, matmulTerms, termFlops } from "./matmul_terms.ts";

@@ -7,9 +7,9 @@
  * @module
  */
 import type { DType } from "../dtype.ts";
-import type { Kernel, KExpr } from "./kexpr.ts";
+import { type Kernel, type KExpr, unhandledAluOp } from "./kexpr.ts";
 import { linearize, type Stmt } from "./linearize.ts";
-import { lowest } from "./render_wgsl.ts";
+import { lowest } from "../dtype.ts";
 
 function lit(value: number): string {
   if (Number.isNaN(value)) return "NaN";
@@ -63,7 +63,8 @@ function expr(e: KExpr): string {
     case "alu": {
       const [a, b, c] = e.args.map(ref);
       const d = e.dtype;
-      switch (e.op) {
+      const op = e.op;
+      switch (op) {
         case "neg":
           return wrap(d, `-${a}`);
         case "recip":
@@ -101,6 +102,8 @@ function expr(e: KExpr): string {
           return `(${a} & ${b})`;
         case "where":
           return `(${a} ? ${b} : ${c})`;
+        default:
+          return unhandledAluOp(op, "render_js");
       }
     }
   }

@@ -8,7 +8,8 @@
  * @module
  */
 import type { Kernel } from "./kexpr.ts";
-import { kNodes, loopIterations } from "./kexpr.ts";
+import { kNodes } from "./kexpr.ts";
+import { loopIterations } from "./verify.ts";
 import { linearize } from "./linearize.ts";
 import { KEmitter, kernelModule, type WasmKernel, type WasmRenderOptions } from "./wasm_emit.ts";
 import { renderWasmMatmul } from "./render_wasm_matmul.ts";

@@ -13,7 +13,7 @@
  *
  * @module
  */
-import type { DType } from "../dtype.ts";
+import { type DType, lowest } from "../dtype.ts";
 import {
   dependsOn,
   type Kernel,
@@ -24,6 +24,7 @@ import {
   matmulDepth,
   type MatmulSpec,
   type MatmulTerm,
+  unhandledAluOp,
 } from "./kexpr.ts";
 import { linearize, type Stmt } from "./linearize.ts";
 import {
@@ -71,11 +72,6 @@ export function literal(value: number, d: DType): string {
       return `${d}(${Object.is(v, -0) ? "-0.0" : String(v)})`;
     }
   }
-}
-
-/** The identity of max-reduction for dtype `d`. */
-export function lowest(d: DType): number {
-  return d === "i32" ? -2147483648 : d === "u32" || d === "bool" ? 0 : -Infinity;
 }
 
 /** Name of the uniform holding a kernel's parameter slots (as `array<vec4<u32>>`). */
@@ -177,7 +173,8 @@ function expr(e: KExpr): string {
       return `rand_(${ref(e.seed)}, u32(${ref(e.index)}))`;
     case "alu": {
       const [a, b, c] = e.args.map(ref);
-      switch (e.op) {
+      const op = e.op;
+      switch (op) {
         case "neg":
           return `(-${a})`;
         case "recip":
@@ -215,8 +212,9 @@ function expr(e: KExpr): string {
           return `(${a} && ${b})`;
         case "where":
           return `select(${c}, ${b}, ${a})`;
+        default:
+          return unhandledAluOp(op, "render_wgsl");
       }
-      break;
     }
   }
   throw new Error(`render: cannot print ${e.k} inline`);

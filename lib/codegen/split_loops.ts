@@ -11,7 +11,7 @@
 import { mk, type Node } from "../ir/node.ts";
 import { Op } from "../ir/ops.ts";
 import { toposort } from "../ir/node.ts";
-import { lowest } from "./render_wgsl.ts";
+import { lowest } from "../dtype.ts";
 
 /** Most loop iterations one invocation may run (below llvmpipe's 65,535 with a margin for loop bookkeeping). */
 export const LOOP_BUDGET = 60_000;

@@ -15,7 +15,7 @@
  */
 import type { DType } from "../dtype.ts";
 import type { Kernel, KExpr, KReduce } from "./kexpr.ts";
-import { kNodes } from "./kexpr.ts";
+import { kNodes, unhandledAluOp } from "./kexpr.ts";
 import { linearize, type Stmt } from "./linearize.ts";
 import { FnBuilder, ModuleBuilder, type OpName, type ValType } from "./wasm_encode.ts";
 
@@ -550,6 +550,8 @@ export class KEmitter {
         push(b, c, a);
         f.op("select");
         return;
+      default:
+        return unhandledAluOp(e.op, "render_wasm");
     }
   }
 

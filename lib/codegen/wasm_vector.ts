@@ -22,7 +22,7 @@
  */
 import type { DType } from "../dtype.ts";
 import type { Kernel, KExpr, KReduce } from "./kexpr.ts";
-import { kNodes } from "./kexpr.ts";
+import { kNodes, unhandledAluOp } from "./kexpr.ts";
 import type { Stmt } from "./linearize.ts";
 import type { FnBuilder } from "./wasm_encode.ts";
 import type { Helpers, KEmitter } from "./wasm_emit.ts";
@@ -419,6 +419,8 @@ export class VEmitter {
         push(b, c, a);
         f.op("v128.bitselect");
         return;
+      default:
+        return unhandledAluOp(e.op, "render_wasm (vector)");
     }
   }
 

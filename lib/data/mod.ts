@@ -1,13 +1,13 @@
 /**
- * Data loading and generation on plain typed arrays (no tensor code): a seeded PRNG, text and image
- * loaders for the shared datasets, built-in generated datasets and mini-batch iterators.
+ * Data loading on plain typed arrays (no tensor code): a seeded PRNG, text and image loaders for the shared
+ * datasets, a character vocabulary and mini-batch iterators.
  *
  * @example
  * ```ts
- * import { charVocab, generateTextDomains, lmBatches } from "./mod.ts";
- * const { source } = generateTextDomains({ seed: 0, nSentences: 200 });
- * const vocab = charVocab(source);
- * const tokens = vocab.encode(source);
+ * import { charVocab, lmBatches } from "./mod.ts";
+ * const text = "the quick brown fox jumps over the lazy dog. ".repeat(40);
+ * const vocab = charVocab(text);
+ * const tokens = vocab.encode(text);
  * for (const { x, y } of lmBatches(tokens, { batchSize: 8, seqLen: 32, seed: 0 })) {
  *   // train on x → y
  * }
@@ -18,6 +18,8 @@
 
 export { type MutableArrayLike, Rng } from "./rng.ts";
 export {
+  type CharVocab,
+  charVocab,
   loadSentiment,
   loadText,
   type LoadTextOptions,
@@ -37,20 +39,6 @@ export {
   type OptdigitsData,
   rgbaOnWhite,
 } from "./images.ts";
-export {
-  type CharVocab,
-  charVocab,
-  COLOUR_NAMES,
-  generateShapes,
-  generateTextDomains,
-  POSITION_NAMES,
-  SHAPE_NAMES,
-  type ShapesData,
-  type ShapesLabels,
-  type ShapesOptions,
-  type TextDomains,
-  type TextDomainsOptions,
-} from "./generated.ts";
 export {
   arrayBatches,
   type ArrayBatchOptions,

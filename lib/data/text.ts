@@ -1,6 +1,7 @@
 /**
- * Plain-text loaders: whole-file corpora (with CRLF normalisation), the nanoGPT train/val split and the
- * UCI "Sentiment Labelled Sentences" files (`sentence<TAB>label` per line).
+ * Plain-text loaders: whole-file corpora (with CRLF normalisation), the nanoGPT train/val split, the
+ * UCI "Sentiment Labelled Sentences" files (`sentence<TAB>label` per line), and a character vocabulary for
+ * character-level language models.
  *
  * @module
  */
@@ -136,4 +137,85 @@ export async function loadSentiment(path: string): Promise<SentimentExample[]> {
 
 function preview(line: string): string {
   return JSON.stringify(line.length > 60 ? `${line.slice(0, 60)}...` : line);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Character vocabulary
+// ---------------------------------------------------------------------------------------------------------
+
+/** A character-level vocabulary: ids are assigned to the distinct characters in code-point order. */
+export interface CharVocab {
+  /** Character → id. */
+  readonly stoi: ReadonlyMap<string, number>;
+  /** id → character. */
+  readonly itos: readonly string[];
+  /** Number of distinct characters. */
+  readonly size: number;
+  /** Encodes a string (by code point); throws on a character that is not in the vocabulary. */
+  encode(text: string): Int32Array;
+  /** Decodes ids back to a string; throws on an id outside `0..size-1`. */
+  decode(ids: ArrayLike<number>): string;
+}
+
+class CharVocabImpl implements CharVocab {
+  readonly stoi: ReadonlyMap<string, number>;
+  readonly itos: readonly string[];
+  readonly size: number;
+
+  constructor(chars: string[]) {
+    this.itos = chars;
+    this.stoi = new Map(chars.map((c, i) => [c, i]));
+    this.size = chars.length;
+  }
+
+  encode(text: string): Int32Array {
+    const chars = Array.from(text);
+    const ids = new Int32Array(chars.length);
+    for (let i = 0; i < chars.length; i++) {
+      const id = this.stoi.get(chars[i]);
+      if (id === undefined) {
+        const code = chars[i].codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0");
+        throw new Error(
+          `charVocab.encode: character ${JSON.stringify(chars[i])} (U+${code}) at position ${i} is not in ` +
+            `the ${this.size}-character vocabulary; build the vocabulary from all the text you will encode`,
+        );
+      }
+      ids[i] = id;
+    }
+    return ids;
+  }
+
+  decode(ids: ArrayLike<number>): string {
+    let out = "";
+    for (let i = 0; i < ids.length; i++) {
+      const ch = this.itos[ids[i]];
+      if (ch === undefined) {
+        throw new RangeError(
+          `charVocab.decode: id ${ids[i]} at position ${i} is outside 0..${this.size - 1}`,
+        );
+      }
+      out += ch;
+    }
+    return out;
+  }
+}
+
+/**
+ * Builds a character vocabulary from a text: the distinct characters (Unicode code points), sorted by
+ * code point, get ids 0..size-1 (the nanoGPT `sorted(set(text))` convention).
+ *
+ * @param text the text whose characters form the vocabulary.
+ *
+ * @example
+ * ```ts
+ * import { charVocab } from "./text.ts";
+ * const vocab = charVocab("hello world");
+ * vocab.itos; // [" ", "d", "e", "h", "l", "o", "r", "w"]
+ * vocab.decode(vocab.encode("hold")); // "hold"
+ * ```
+ */
+export function charVocab(text: string): CharVocab {
+  const distinct = [...new Set(Array.from(text))];
+  distinct.sort((a, b) => a.codePointAt(0)! - b.codePointAt(0)!);
+  return new CharVocabImpl(distinct);
 }

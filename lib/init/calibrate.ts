@@ -6,15 +6,13 @@
  * @module
  */
 import { valueAndGrad } from "../autodiff/grad.ts";
-import { findTargets } from "../lora/attach.ts";
+import { findTargets } from "../nn/targets.ts";
 import { type F16, linear, type LinearLayer } from "../nn/linear.ts";
 import type { Linear } from "../nn/linear.ts";
 import { Module, replaceModule } from "../nn/module.ts";
 import { concat, stack, tensor } from "../tensor/creation.ts";
-import { realize, type Tensor } from "../tensor/tensor.ts";
+import { type I32, realize, type Tensor } from "../tensor/tensor.ts";
 import type { F32, LayerData } from "./types.ts";
-
-type M = Tensor<number[], "f32">;
 
 /** Options of {@link collectActivations}. */
 export interface CollectActivationsOptions {
@@ -100,15 +98,15 @@ export async function collectActivations<T extends object>(
     throw new RangeError(`collectActivations: batches must be an integer >= 1, got ${calls}`);
   }
   const found = checkTargets(model, targets, "collectActivations");
-  const recorded = new Map<string, M[]>(found.map(([p]) => [p, []]));
-  const pending: M[] = [];
+  const recorded = new Map<string, F32[]>(found.map(([p]) => [p, []]));
+  const pending: F32[] = [];
   const swapped: [string, Linear][] = [];
   try {
     for (const [path, layer] of found) {
       const list = recorded.get(path)!;
       const d = layer.weight.shape[1];
       const rec = new RecordingLinear(layer, (x) => {
-        let tokens = x.reshape([-1, d]) as M;
+        let tokens = x.reshape([-1, d]) as F32;
         const mask = opts.labelMask?.(list.length);
         if (mask !== undefined) tokens = applyMask(path, list.length, tokens, mask);
         list.push(tokens);
@@ -142,7 +140,7 @@ export async function collectActivations<T extends object>(
   return out;
 }
 
-function applyMask(path: string, batch: number, tokens: M, mask: ArrayLike<number | boolean>): M {
+function applyMask(path: string, batch: number, tokens: F32, mask: ArrayLike<number | boolean>): F32 {
   const n = tokens.shape[0];
   if (mask.length !== n) {
     throw new RangeError(
@@ -155,22 +153,19 @@ function applyMask(path: string, batch: number, tokens: M, mask: ArrayLike<numbe
     throw new RangeError(`collectActivations: labelMask(${batch}) keeps no token of layer "${path}"`);
   }
   if (keep.length === n) return tokens;
-  const idx = tensor(Int32Array.from(keep), { dtype: "i32", device: tokens.device }) as unknown as Tensor<
-    number[],
-    "i32"
-  >;
-  return tokens.gather(idx, 0) as M;
+  const idx: I32 = tensor(Int32Array.from(keep), { dtype: "i32", device: tokens.device });
+  return tokens.gather(idx, 0);
 }
 
-function stackBatches(path: string, list: M[], ragged: "error" | "trim" | "concat"): F32 {
+function stackBatches(path: string, list: F32[], ragged: "error" | "trim" | "concat"): F32 {
   const counts = list.map((t) => t.shape[0]);
   const min = Math.min(...counts);
-  if (counts.every((c) => c === min)) return stack(list, 0) as unknown as F32;
+  if (counts.every((c) => c === min)) return stack(list, 0);
   switch (ragged) {
     case "concat":
-      return concat(list, 0) as unknown as F32;
+      return concat(list, 0);
     case "trim":
-      return stack(list.map((t) => t.slice([0, min]) as M), 0) as unknown as F32;
+      return stack(list.map((t) => t.slice([0, min])), 0);
     default:
       throw new RangeError(
         `collectActivations: the batches of layer "${path}" have different token counts (${
@@ -209,14 +204,14 @@ export async function collectGradients<T extends object, B>(
   const params: Record<string, Tensor> = Object.fromEntries(found.map(([p, l]) => [p, l.weight]));
   // The weights are the model's own tensors, so the loss depends on them directly: no parameter swap needed.
   const step = valueAndGrad((_p: Record<string, Tensor>, batch: B) => lossFn(model, batch));
-  let sums: Record<string, M> | null = null;
+  let sums: Record<string, F32> | null = null;
   let n = 0;
   for await (const batch of batches) {
     const { grads } = step(params, batch);
-    const next: Record<string, M> = {};
+    const next: Record<string, F32> = {};
     for (const [path] of found) {
-      const g = grads[path] as M;
-      next[path] = (sums === null ? g : sums[path].add(g)) as M;
+      const g = grads[path] as F32;
+      next[path] = (sums === null ? g : sums[path].add(g)) as F32;
     }
     await realize(...Object.values(next));
     sums = next;
@@ -225,8 +220,8 @@ export async function collectGradients<T extends object, B>(
   if (sums === null) throw new RangeError("collectGradients: batches is empty");
   const out: Record<string, LayerData> = {};
   for (const [path] of found) {
-    const mean = sums[path].div(n) as M;
-    out[path] = { grads: mean as unknown as F32 };
+    const mean = sums[path].div(n);
+    out[path] = { grads: mean };
   }
   await realize(...Object.values(out).map((d) => d.grads!));
   return out;

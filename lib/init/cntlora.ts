@@ -5,11 +5,13 @@
  *
  * @module
  */
-import { realize, type Tensor } from "../tensor/tensor.ts";
+import { realize } from "../tensor/tensor.ts";
 import { tensor } from "../tensor/creation.ts";
 import { svd } from "../linalg/svd.ts";
 import { qr } from "../linalg/qr.ts";
 import { F32_EPS, pinv } from "../linalg/pinv.ts";
+import { randn } from "../tensor/creation.ts";
+import { deriveSeed } from "../nn/init.ts";
 import type { InitLayer } from "./registry.ts";
 import {
   checkCommonOptions,
@@ -27,8 +29,13 @@ export type CntLoraMode = "x" | "s" | "sh";
 export interface CntLoraTargetOptions {
   /** Constraint set (default `"x"`). */
   mode?: CntLoraMode;
-  /** Shift mode: `C = c·I_k` (default 1; the paper's ablations use 10 and 0.1). */
-  c?: number;
+  /**
+   * Shift mode: `C = c·I_k` (default 1; the paper's ablations use 10 and 0.1), or `"gaussian"`: C with i.i.d.
+   * `N(0, 1/k)` entries (so `E[CᵀC] = I`), drawn from `seed` (the paper's Gaussian ablation).
+   */
+  c?: number | "gaussian";
+  /** Seed of a Gaussian C (default 0); the same C serves every batch of a layer. */
+  seed?: number;
 }
 
 /** Options of {@link cntloraInit} and {@link cntloraInitLayers}. */
@@ -58,10 +65,7 @@ export interface CntLoraOptions extends CommonInitOptions, CntLoraTargetOptions 
   vasBudget?: number;
 }
 
-type M = Tensor<number[], "f32">;
-type M2 = Tensor<[number, number], "f32">;
-
-function checkActs(name: string, x: F32 | undefined, dIn: number): M2[] {
+function checkActs(name: string, x: F32 | undefined, dIn: number): F32[] {
   if (x === undefined) throw new RangeError(`cntlora: layer "${name}" needs activations`);
   const last = x.shape[x.ndim - 1];
   if ((x.ndim !== 2 && x.ndim !== 3) || last !== dIn || x.shape.some((d) => d === 0)) {
@@ -69,8 +73,8 @@ function checkActs(name: string, x: F32 | undefined, dIn: number): M2[] {
       `cntlora: activations of layer "${name}" are [${x.shape}], expected [T, ${dIn}] or [NB, T, ${dIn}]`,
     );
   }
-  if (x.ndim === 2) return [x as unknown as M2];
-  return Array.from({ length: x.shape[0] }, (_, b) => x.slice(b) as unknown as M2);
+  if (x.ndim === 2) return [x];
+  return Array.from({ length: x.shape[0] }, (_, b) => x.slice(b));
 }
 
 /**
@@ -78,7 +82,7 @@ function checkActs(name: string, x: F32 | undefined, dIn: number): M2[] {
  * - `"x"` (Eq. 4): `W_tar = W_src (X Xᵀ)^†`;
  * - `"s"` (Eq. 12): `W_tar = W_src (P D^{1/2})^†` with `X Xᵀ = P D Pᵀ` (descending, the largest-|·| entry of each
  *   column of P positive), i.e. `W_src[:, :K] D^{-1/2} P_Kᵀ` over the K kept eigenvalues;
- * - `"sh"` (Eq. 17): `W_tar = C (W_srcᵀ − X Xᵀ W_srcᵀ)^†` with `C = c·I_k`.
+ * - `"sh"` (Eq. 17): `W_tar = C (W_srcᵀ − X Xᵀ W_srcᵀ)^†` with `C = c·I_k` or a seeded Gaussian `C`.
  *
  * The eigenpairs of `X Xᵀ` come from the SVD of the batch (`batch = U S Pᵀ`, `D = S²`), which avoids squaring
  * its condition number; eigenvalues `D_i ≤ d·eps·D_max` count as zero (numpy's pinv tolerance, METHODS.md §11
@@ -99,33 +103,39 @@ export async function cntloraTarget(weight: F32, batch: F32, opts: CntLoraTarget
       `cntlora: a batch must be [T, ${d}] for a [${k}, ${d}] weight, got [${batch.shape}]`,
     );
   }
-  const w = weight as unknown as M;
-  const xb = batch as unknown as M2;
+  const w = weight;
+  const xb = batch;
   const mode = opts.mode ?? "x";
-  let out: M;
+  let out: F32;
   if (mode === "x" || mode === "s") {
     const { s, vh } = await svd(xb, { flip: "v" }); // batch = U S Pᵀ, rows of vh = columns of P
     const kk = s.shape[0];
-    const dd = s.square() as M;
+    const dd = s.square();
     const keep = dd.gt(dd.max().mul(d * F32_EPS));
-    const p = vh as unknown as M; // [K, d]
+    const p = vh; // [K, d]
     if (mode === "x") {
-      const inv = keep.where(dd.reciprocal(), 0) as M;
-      out = w.matmul(p.transpose()).mul(inv).matmul(p) as M; // W P D⁺ Pᵀ
+      const inv = keep.where(dd.reciprocal(), 0);
+      out = w.matmul(p.transpose()).mul(inv).matmul(p); // W P D⁺ Pᵀ
     } else {
-      const inv = keep.where(s.reciprocal(), 0) as M; // 1/√D
-      out = w.slice(null, [0, kk]).mul(inv).matmul(p) as M; // W[:, :K] D^{-1/2} P_Kᵀ
+      const inv = keep.where(s.reciprocal(), 0); // 1/√D
+      out = w.slice(null, [0, kk]).mul(inv).matmul(p); // W[:, :K] D^{-1/2} P_Kᵀ
     }
   } else if (mode === "sh") {
     const c = opts.c ?? 1;
-    const wt = w.transpose() as M; // [d, k]
-    const shifted = wt.sub(xb.transpose().matmul(xb.matmul(wt))) as M; // Wᵀ − X Xᵀ Wᵀ
-    out = (await pinv(shifted as unknown as M2) as unknown as M).mul(c) as M; // C (·)^†, [k, d]
+    const wt = w.transpose(); // [d, k]
+    const shifted = wt.sub(xb.transpose().matmul(xb.matmul(wt))); // Wᵀ − X Xᵀ Wᵀ
+    const inv = await pinv(shifted); // [k, d]
+    if (c === "gaussian") {
+      const gauss = randn([k, k], { seed: deriveSeed(opts.seed ?? 0, "cntlora-c"), device: weight.device });
+      out = (gauss.mul(1 / Math.sqrt(k))).matmul(inv); // C (·)^†
+    } else {
+      out = inv.mul(c); // c·I (·)^†
+    }
   } else {
     throw new RangeError(`cntlora: unknown mode ${JSON.stringify(mode)} (expected "x", "s" or "sh")`);
   }
   await realize(out);
-  return out as unknown as F32;
+  return out;
 }
 
 /**
@@ -146,30 +156,30 @@ export async function cntloraEstimate(
   opts: CntLoraTargetOptions = {},
 ): Promise<F32> {
   const batches = checkActs("layer", activations, weight.shape[1]);
-  let sum = weight as unknown as M;
+  let sum = weight;
   for (const b of batches) {
-    sum = sum.add(await cntloraTarget(weight, b as unknown as F32, opts)) as M;
+    sum = sum.add(await cntloraTarget(weight, b, opts));
     await realize(sum);
   }
-  const est = sum.div(batches.length + 1) as M;
+  const est = sum.div(batches.length + 1);
   await realize(est);
-  return est as unknown as F32;
+  return est;
 }
 
 /** ΔW's SVD (for the SVD split and VAS) or QR. */
 interface Decomposed {
   name: string;
   weight: F32;
-  delta: M;
-  svd?: { u: M; s: M; vh: M };
+  delta: F32;
+  svd?: { u: F32; s: F32; vh: F32 };
 }
 
 function checkOptions(o: CntLoraOptions): void {
   checkCommonOptions("cntlora", o);
   const p = o.p ?? 0.5;
   if (!(p >= 0 && p <= 1)) throw new RangeError(`cntlora: p must be in [0, 1], got ${p}`);
-  if (o.c !== undefined && !Number.isFinite(o.c)) {
-    throw new RangeError(`cntlora: c must be finite, got ${o.c}`);
+  if (o.c !== undefined && o.c !== "gaussian" && !Number.isFinite(o.c)) {
+    throw new RangeError(`cntlora: c must be a finite number or "gaussian", got ${o.c}`);
   }
   if (o.vas && (o.split ?? "svd") !== "svd") {
     throw new RangeError('cntlora: VAS allocates ranks by singular values, so it needs split "svd"');
@@ -181,15 +191,15 @@ function checkOptions(o: CntLoraOptions): void {
 
 async function decompose(l: InitLayer, opts: CntLoraOptions): Promise<Decomposed> {
   const est = await cntloraEstimate(l.weight, checkPresent(l), opts);
-  const delta = (est as unknown as M).sub(l.weight as unknown as M) as M;
+  const delta = est.sub(l.weight);
   await realize(delta);
   if ((opts.split ?? "svd") === "qr") return { name: l.name, weight: l.weight, delta };
-  const r = await svd(delta as unknown as M2);
+  const r = await svd(delta);
   return {
     name: l.name,
     weight: l.weight,
     delta,
-    svd: { u: r.u as unknown as M, s: r.s as unknown as M, vh: r.vh as unknown as M },
+    svd: { u: r.u, s: r.s, vh: r.vh },
   };
 }
 
@@ -206,31 +216,31 @@ async function split(dec: Decomposed, k: number, opts: CntLoraOptions, alpha: nu
   const device = dec.weight.device;
   if (k === 0) {
     return {
-      a: tensor(new Float32Array(0), { shape: [0, dIn], device }) as unknown as F32,
-      b: tensor(new Float32Array(0), { shape: [dOut, 0], device }) as unknown as F32,
+      a: tensor(new Float32Array(0), { shape: [0, dIn], device }),
+      b: tensor(new Float32Array(0), { shape: [dOut, 0], device }),
       rank: 0,
       alpha,
       scale: 0,
     };
   }
   const comp = opts.compensateScale ? 1 / s : 1;
-  let a: M, b: M;
+  let a: F32, b: F32;
   if (dec.svd !== undefined) {
     const p = opts.p ?? 0.5;
-    const sv = dec.svd.s.slice([0, k]).mul(comp) as M;
-    b = dec.svd.u.slice(null, [0, k]).mul(sv.pow(1 - p)) as M;
-    a = dec.svd.vh.slice([0, k]).mul(sv.pow(p).reshape([k, 1])) as M;
+    const sv = dec.svd.s.slice([0, k]).mul(comp);
+    b = dec.svd.u.slice(null, [0, k]).mul(sv.pow(1 - p));
+    a = dec.svd.vh.slice([0, k]).mul(sv.pow(p).reshape([k, 1]));
   } else {
-    const f = await qr(dec.delta as unknown as M2);
-    b = f.q!.slice(null, [0, k]) as unknown as M;
-    a = (f.r.slice([0, k]) as unknown as M).mul(comp) as M;
+    const f = await qr(dec.delta);
+    b = f.q!.slice(null, [0, k]);
+    a = (f.r.slice([0, k])).mul(comp);
   }
-  const base = opts.offset ? (dec.weight as unknown as M).sub(b.matmul(a).mul(s)) as M : undefined;
+  const base = opts.offset ? dec.weight.sub(b.matmul(a).mul(s)) : undefined;
   await realize(a, b, ...(base ? [base] : []));
   return {
-    a: a as unknown as F32,
-    b: b as unknown as F32,
-    ...(base ? { base: base as unknown as F32 } : {}),
+    a: a,
+    b: b,
+    ...(base ? { base: base } : {}),
     rank: k,
     alpha,
     scale: s,
@@ -288,7 +298,8 @@ export async function cntloraInit(weight: F32, opts: CntLoraOptions = {}): Promi
  * CNTLoRA over several layers; with `vas: true` the ranks are allocated by VAS (Eq. 19) over the singular values
  * of every layer's ΔW, with budget `K = r × #layers` (or `vasBudget`): a layer gets as many ranks as it has among
  * the K largest relative variances (never more than its singular values; 0 = no adapter). Without VAS every layer
- * gets rank r, exactly as {@link cntloraInit}. `alpha` is kept per layer, so `s = alpha/rank_i`.
+ * gets rank r, exactly as {@link cntloraInit}. `alpha` is kept per layer, so `s = alpha/rank_i`. A Gaussian C
+ * (`c: "gaussian"`) is drawn per layer from `deriveSeed(seed, name)`.
  * `info` of each layer: `singularValues` of ΔW (SVD split) and, with VAS, `vasBudget`.
  *
  * @example
@@ -314,7 +325,10 @@ export async function cntloraInitLayers(
   if (layers.length === 0) throw new RangeError("cntlora: no layers given");
   for (const l of layers) checkLayer(`cntlora (layer "${l.name}")`, l.weight, rank);
   const decs: Decomposed[] = [];
-  for (const l of layers) decs.push(await decompose(l, opts));
+  // A Gaussian C of its own per layer, drawn from the seed and the layer's name.
+  for (const l of layers) {
+    decs.push(await decompose(l, { ...opts, seed: deriveSeed(opts.seed ?? 0, l.name) }));
+  }
   const sv: number[][] = [];
   for (const d of decs) sv.push(d.svd ? Array.from((await d.svd.s.data()) as Float32Array) : []);
   const budget = opts.vasBudget ?? rank * layers.length;

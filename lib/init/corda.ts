@@ -29,7 +29,7 @@ import { eigh } from "../linalg/eigh.ts";
 import { svd } from "../linalg/svd.ts";
 import { disposeUnless } from "../linalg/common.ts";
 import { eye } from "../tensor/creation.ts";
-import { realize, type Tensor } from "../tensor/tensor.ts";
+import { realize } from "../tensor/tensor.ts";
 import {
   checkCommonOptions,
   checkLayer,
@@ -70,8 +70,6 @@ export interface CordaDecomposition {
   samples: number;
 }
 
-type M = Tensor<[number, number], "f32">;
-
 /** Doublings of the damping before giving up (0.01·2⁴⁰ is far beyond any useful damping). */
 const MAX_DOUBLINGS = 40;
 
@@ -94,10 +92,10 @@ export async function cordaCovariance(
   }
   const samples = sh.length === 3 ? sh[0] : 1;
   const tokens = sh.length === 3 ? sh[1] : sh[0];
-  const x = activations.reshape([samples, tokens * dIn]) as M;
+  const x = activations.reshape([samples, tokens * dIn]);
   const peak = x.max(1, { keepdims: true }).abs(); // |signed max| per sample
-  const xs = x.div(peak).reshape([samples * tokens, dIn]) as M;
-  const covariance = xs.transpose().matmul(xs).div(samples) as F32;
+  const xs = x.div(peak).reshape([samples * tokens, dIn]);
+  const covariance = xs.transpose().matmul(xs).div(samples);
   const smallest = peak.min();
   await realize(covariance, smallest);
   const p = await smallest.item() as number;
@@ -130,17 +128,17 @@ export async function cordaDecompose(
   }
   const { covariance: c, samples } = await cordaCovariance(activations, dIn);
   const dev = weight.device;
-  const { values, vectors } = await eigh(c as M);
-  const id = eye(dIn, dIn, { device: dev }) as unknown as F32;
+  const { values, vectors } = await eigh(c);
+  const id = eye(dIn, dIn, { device: dev });
   const meanDiag = c.mul(id).sum().div(dIn);
   let inverse: F32 | null = null;
   let fixed: F32 | null = null;
   let inverseError = Infinity;
   for (let k = 0; k <= MAX_DOUBLINGS; k++) {
     const delta = meanDiag.mul(damp);
-    const cf = c.add(id.mul(delta)) as F32;
-    const inv = vectors.mul(values.add(delta).reciprocal()).matmul(vectors.transpose()) as F32;
-    const err = cf.matmul(inv).sub(id).square().sum().sqrt().reshape([1]) as F32;
+    const cf = c.add(id.mul(delta));
+    const inv = vectors.mul(values.add(delta).reciprocal()).matmul(vectors.transpose());
+    const err = cf.matmul(inv).sub(id).square().sum().sqrt().reshape([1]);
     await realize(cf, inv, err);
     inverseError = (await err.data() as Float32Array)[0];
     err.dispose();
@@ -161,13 +159,13 @@ export async function cordaDecompose(
         `(last error ${inverseError}) after ${MAX_DOUBLINGS} doublings of the damping`,
     );
   }
-  const f = await svd(weight.matmul(fixed) as M);
-  const vt = f.vh.matmul(inverse) as F32;
+  const f = await svd(weight.matmul(fixed));
+  const vt = f.vh.matmul(inverse);
   await realize(vt);
   f.vh.dispose();
   return {
-    u: f.u as F32,
-    s: f.s as F32,
+    u: f.u,
+    s: f.s,
     vt,
     covariance: fixed,
     inverse,
@@ -199,9 +197,9 @@ export async function cordaInit(weight: F32, opts: CordaOptions = {}): Promise<L
   const k = Math.min(dOut, dIn);
   const [lo, hi] = mode === "ipm" ? [0, rank] : [k - rank, k];
   const { a, b, base } = await splitTriplets(weight, {
-    u: d.u.slice(null, [lo, hi]) as F32,
-    s: d.s.slice([lo, hi]) as F32,
-    vh: d.vt.slice([lo, hi]) as F32,
+    u: d.u.slice(null, [lo, hi]),
+    s: d.s.slice([lo, hi]),
+    vh: d.vt.slice([lo, hi]),
   }, scale);
   for (const t of [d.u, d.s, d.vt, d.covariance, d.inverse]) disposeUnless(t, a, b, base);
   return {

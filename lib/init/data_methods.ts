@@ -33,7 +33,9 @@ const CNTLORA_OPTIONS = z.object({
   mode: z.enum(["x", "s", "sh"]).default("x").describe(
     "constraint set: x (cross, W(XXᵀ)^†), s (self, W(PD^½)^†) or sh (shift, C(Wᵀ − XXᵀWᵀ)^†)",
   ),
-  c: z.number().default(1).describe("shift mode: C = c·I"),
+  c: z.union([z.number(), z.literal("gaussian")]).default(1).describe(
+    'shift mode: C = c·I, or "gaussian": C with i.i.d. N(0, 1/k) entries (seeded; the paper\'s ablation)',
+  ),
   split: z.enum(["svd", "qr"]).default("svd").describe("decomposition of ΔW into B and A"),
   p: z.number().min(0).max(1).default(0.5).describe("SVD split: B = U S^(1−p), A = S^p Vᵀ"),
   compensateScale: z.boolean().default(false).describe(
@@ -113,6 +115,9 @@ export const DATA_METHODS: Readonly<Record<string, InitMethod>> = {
       normalize: z.boolean().default(false).describe("L2-normalise each z_text − z_vision before averaging"),
       complement: z.enum(["zeros", "orthonormal"]).default("zeros").describe(
         "other columns of B for r > 1: zeros, or a random orthonormal complement of the gap",
+      ),
+      noise: z.number().min(0).default(0).describe(
+        "noise-level ablation: the unit gap plus isotropic Gaussian noise of norm σ, renormalised (0 = Gap-Init)",
       ),
     }),
     run: gapInit,

@@ -7,7 +7,6 @@
  * @module
  */
 import { concat, tensor } from "../tensor/creation.ts";
-import type { Tensor } from "../tensor/tensor.ts";
 import { IncrementalPCA } from "../linalg/incremental_pca.ts";
 import type { InitLayer } from "./registry.ts";
 import {
@@ -59,14 +58,12 @@ export function roundHalfEven(x: number): number {
   return f % 2 === 0 ? f : f + 1;
 }
 
-type Mat2 = Tensor<[number, number], "f32">;
-
 /** One incremental PCA shared by the layers whose first batches are equal (PEFT's "hook" layer). */
 interface Hook {
   name: string;
   dIn: number;
   pca: IncrementalPCA;
-  batches: Mat2[];
+  batches: F32[];
   tokens: number;
   nComp: number;
   converged: boolean[];
@@ -79,7 +76,7 @@ interface Hook {
 }
 
 /** The batches of a layer's activations as `[T, d_in]` matrices. */
-function batchesOf(method: string, name: string, x: F32 | undefined, dIn: number): Mat2[] {
+function batchesOf(method: string, name: string, x: F32 | undefined, dIn: number): F32[] {
   if (x === undefined) throw new RangeError(`${method}: layer "${name}" has no activations`);
   const last = x.shape[x.ndim - 1];
   if ((x.ndim !== 2 && x.ndim !== 3) || last !== dIn || x.shape.some((d) => d === 0)) {
@@ -87,8 +84,8 @@ function batchesOf(method: string, name: string, x: F32 | undefined, dIn: number
       `${method}: activations of layer "${name}" are [${x.shape}], expected [T, ${dIn}] or [NB, T, ${dIn}]`,
     );
   }
-  if (x.ndim === 2) return [x as unknown as Mat2];
-  return Array.from({ length: x.shape[0] }, (_, b) => x.slice(b) as unknown as Mat2);
+  if (x.ndim === 2) return [x];
+  return Array.from({ length: x.shape[0] }, (_, b) => x.slice(b));
 }
 
 /** FNV-1a over the bytes of a float array (equal data, equal hash). */
@@ -106,7 +103,7 @@ function sameData(a: Float32Array, b: Float32Array): boolean {
 }
 
 /** Groups layers whose first batches are equal; returns for each layer the name of its group's first layer. */
-async function equalInputGroups(names: string[], first: Mat2[]): Promise<Map<string, string>> {
+async function equalInputGroups(names: string[], first: F32[]): Promise<Map<string, string>> {
   const hookOf = new Map<string, string>();
   const reps: { name: string; shape: string; hash: number; data: Float32Array; node: unknown }[] = [];
   for (let i = 0; i < names.length; i++) {
@@ -281,11 +278,11 @@ async function evaCore(
     }
     if (fitted.length > 0) {
       // One read-back for every layer stepped: components, explained-variance ratios, singular values.
-      const parts = fitted.flatMap((h) => [
+      const parts: F32[] = fitted.flatMap((h) => [
         h.pca.components.reshape([-1]),
         h.pca.explainedVarianceRatio,
         h.pca.singularValues,
-      ]) as unknown as Tensor<number[], "f32">[];
+      ]);
       const host = (await concat(parts, 0).data()) as Float32Array;
       let off = 0;
       for (const h of fitted) {
@@ -318,8 +315,8 @@ async function evaCore(
     const layerAlpha = (opts.adjustScalingFactors ?? true) && k !== rank ? (alpha * k) / rank : alpha;
     const kept = h.ratios.slice(0, k).reduce((s, v) => s + v, 0);
     out.set(l.name, {
-      a: tensor(aData, { shape: [k, dIn], device }) as unknown as F32,
-      b: tensor(new Float32Array(dOut * k), { shape: [dOut, k], device }) as unknown as F32,
+      a: tensor(aData, { shape: [k, dIn], device }),
+      b: tensor(new Float32Array(dOut * k), { shape: [dOut, k], device }),
       rank: k,
       alpha: layerAlpha,
       scale: loraScale(layerAlpha, k, opts.useRslora),

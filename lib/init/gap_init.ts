@@ -5,8 +5,9 @@
  * @module
  */
 import { randn, tensor } from "../tensor/creation.ts";
-import { realize, type Tensor } from "../tensor/tensor.ts";
+import { realize } from "../tensor/tensor.ts";
 import { qr } from "../linalg/qr.ts";
+import { deriveSeed } from "../nn/init.ts";
 import {
   checkCommonOptions,
   checkLayer,
@@ -34,17 +35,21 @@ export interface GapInitOptions extends CommonInitOptions {
    * first step) or `"orthonormal"` (a seeded random orthonormal basis of a subspace orthogonal to g).
    */
   complement?: "zeros" | "orthonormal";
+  /**
+   * The noise-level ablation: the unit gap direction ĝ is perturbed by isotropic Gaussian noise of relative size σ
+   * (`ĝ + σ·n/‖n‖`, n ~ N(0, I), seeded) and renormalised (default 0: Gap-Init itself; large σ approaches a random
+   * direction).
+   */
+  noise?: number;
 }
 
-type M = Tensor<number[], "f32">;
-
 /** The gap vector `[d_out]` from `gap` or `mean_i smooth(z_text,i − z_vision,i)`. */
-function gapVector(dOut: number, opts: GapInitOptions): M {
+function gapVector(dOut: number, opts: GapInitOptions): F32 {
   if (opts.gap !== undefined) {
     if (opts.gap.ndim !== 1 || opts.gap.shape[0] !== dOut) {
       throw new RangeError(`gap-init: gap is [${opts.gap.shape}], expected [${dOut}] (the layer's d_out)`);
     }
-    return opts.gap as unknown as M;
+    return opts.gap;
   }
   const { zText, zVision } = opts;
   if (zText === undefined || zVision === undefined) {
@@ -62,9 +67,9 @@ function gapVector(dOut: number, opts: GapInitOptions): M {
       `gap-init: zText has ${zText.shape[0]} rows but zVision has ${zVision.shape[0]}; they must be paired`,
     );
   }
-  let g = (zText as unknown as M).sub(zVision as unknown as M) as M; // [N, d_out]
-  if (opts.normalize) g = g.div(g.square().sum(1, { keepdims: true }).sqrt()) as M;
-  return g.mean(0) as M;
+  let g = zText.sub(zVision); // [N, d_out]
+  if (opts.normalize) g = g.div(g.square().sum(1, { keepdims: true }).sqrt());
+  return g.mean(0);
 }
 
 /**
@@ -73,7 +78,10 @@ function gapVector(dOut: number, opts: GapInitOptions): M {
  * is untouched; the first gradient step then moves the layer along the gap. Rank 1 is the paper's setting; for
  * r > 1 the other columns of B are zeros or a random orthonormal complement (METHODS.md §12).
  *
- * `info`: `gapNorm` (‖g‖ before normalisation).
+ * With `noise: σ` (the noise-level ablation) the direction is `(ĝ + σ·n/‖n‖) / ‖ĝ + σ·n/‖n‖‖` for a seeded
+ * `n ~ N(0, I)`, ĝ = g/‖g‖.
+ *
+ * `info`: `gapNorm` (‖g‖ before normalisation) and, with noise, `gapCosine` (cos of B's first column with ĝ).
  *
  * @example
  * ```ts
@@ -90,37 +98,48 @@ export async function gapInit(weight: F32, opts: GapInitOptions = {}): Promise<L
   const alpha = opts.alpha ?? rank;
   const device = weight.device;
   const g = gapVector(dOut, opts);
-  const norm = g.square().sum().sqrt() as M;
+  const norm = g.square().sum().sqrt();
   const normValue = await norm.item();
   if (!(normValue > 0) || !Number.isFinite(normValue)) {
     throw new RangeError(`gap-init: the gap vector has norm ${normValue}; it must be finite and non-zero`);
   }
-  const unit = g.div(normValue).reshape([dOut, 1]) as M;
-  let b: M;
+  const sigma = opts.noise ?? 0;
+  if (!(sigma >= 0) || !Number.isFinite(sigma)) {
+    throw new RangeError(`gap-init: noise must be a finite number >= 0, got ${sigma}`);
+  }
+  const info: Record<string, number> = { gapNorm: normValue };
+  let unit = g.div(normValue).reshape([dOut, 1]);
+  if (sigma > 0) {
+    const n = randn([dOut, 1], { seed: deriveSeed(opts.seed ?? 0, "gap-noise"), device });
+    const moved = unit.add(n.div(n.square().sum().sqrt()).mul(sigma));
+    const movedNorm = await moved.square().sum().sqrt().item();
+    if (!(movedNorm > 0)) {
+      throw new RangeError(`gap-init: the noise cancelled the gap direction (σ = ${sigma})`);
+    }
+    const perturbed = moved.div(movedNorm);
+    info.gapCosine = await perturbed.mul(unit).sum().item();
+    unit = perturbed;
+  }
+  let b: F32;
   if (rank === 1) b = unit;
   else if ((opts.complement ?? "zeros") === "zeros") {
-    b = unit.pad([[0, 0], [0, rank - 1]]) as M;
+    b = unit.pad([[0, 0], [0, rank - 1]]);
   } else {
     // QR of [g, Gaussian]: Q's first column is ±g/‖g‖, the others an orthonormal basis orthogonal to it.
-    const noise = randn([dOut, rank - 1], { seed: opts.seed ?? 0, device }) as unknown as M;
-    const { q } = await qr(
-      unit.pad([[0, 0], [0, rank - 1]]).add(noise.pad([[0, 0], [1, 0]])) as unknown as Tensor<
-        [number, number],
-        "f32"
-      >,
-    );
+    const noise = randn([dOut, rank - 1], { seed: opts.seed ?? 0, device });
+    const { q } = await qr(unit.pad([[0, 0], [0, rank - 1]]).add(noise.pad([[0, 0], [1, 0]])));
     b = unit.pad([[0, 0], [0, rank - 1]]).add(
-      (q as unknown as M).slice(null, [1, rank]).pad([[0, 0], [1, 0]]),
-    ) as M;
+      q.slice(null, [1, rank]).pad([[0, 0], [1, 0]]),
+    );
   }
   await realize(b);
-  const a = tensor(new Float32Array(rank * dIn), { shape: [rank, dIn], device }) as unknown as F32;
+  const a = tensor(new Float32Array(rank * dIn), { shape: [rank, dIn], device });
   return {
     a,
-    b: b as unknown as F32,
+    b: b,
     rank,
     alpha,
     scale: loraScale(alpha, rank, opts.useRslora),
-    info: { gapNorm: normValue },
+    info,
   };
 }

@@ -29,7 +29,7 @@ export function gaussianInit(weight: F32, opts: CommonInitOptions = {}): Promise
   const rank = opts.rank ?? 8;
   const [dOut, dIn] = checkLayer("gaussian", weight, rank, Math.max(weight.shape[0], weight.shape[1]));
   const alpha = opts.alpha ?? rank;
-  const a = normalParam([rank, dIn], 1 / rank, { seed: opts.seed ?? 0, device: weight.device }) as F32;
-  const b = tensor(new Float32Array(dOut * rank), { shape: [dOut, rank], device: weight.device }) as F32;
+  const a = normalParam([rank, dIn], 1 / rank, { seed: opts.seed ?? 0, device: weight.device });
+  const b = tensor(new Float32Array(dOut * rank), { shape: [dOut, rank], device: weight.device });
   return Promise.resolve({ a, b, rank, alpha, scale: loraScale(alpha, rank, opts.useRslora) });
 }

@@ -42,8 +42,8 @@ export function initBInit(weight: F32, opts: InitBOptions = {}): Promise<LoraIni
   const seed = { seed: opts.seed ?? 0, device: weight.device };
   const bound = 1 / Math.sqrt(rank);
   const b = (opts.distribution ?? "uniform") === "uniform"
-    ? uniformParam([dOut, rank], -bound, bound, seed) as F32
-    : normalParam([dOut, rank], opts.std ?? bound, seed) as F32;
-  const a = tensor(new Float32Array(rank * dIn), { shape: [rank, dIn], device: weight.device }) as F32;
+    ? uniformParam([dOut, rank], -bound, bound, seed)
+    : normalParam([dOut, rank], opts.std ?? bound, seed);
+  const a = tensor(new Float32Array(rank * dIn), { shape: [rank, dIn], device: weight.device });
   return Promise.resolve({ a, b, rank, alpha, scale: loraScale(alpha, rank, opts.useRslora) });
 }

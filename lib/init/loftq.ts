@@ -25,7 +25,7 @@
 import { svd } from "../linalg/svd.ts";
 import { nf4Qdq } from "../linalg/nf4.ts";
 import { concat } from "../tensor/creation.ts";
-import { realize, type Tensor } from "../tensor/tensor.ts";
+import { realize } from "../tensor/tensor.ts";
 import {
   checkCommonOptions,
   checkLayer,
@@ -44,8 +44,6 @@ export interface LoftqOptions extends CommonInitOptions {
   /** Divide A and B by √s so that `Q + s·B·A ≈ W` when alpha ≠ r (default false: PEFT's `B·A ≈ W − Q`). */
   compensateScale?: boolean;
 }
-
-type M = Tensor<[number, number], "f32">;
 
 /**
  * LoftQ with 4-bit NormalFloat quantisation: returns the quantised base and the low-rank correction.
@@ -69,18 +67,18 @@ export async function loftqInit(weight: F32, opts: LoftqOptions = {}): Promise<L
   const errors: F32[] = [];
   let quantError: F32 | null = null;
   for (let t = 0; t < iterations; t++) {
-    const qt = await nf4Qdq(res, { blockSize }) as F32;
-    const diff = weight.sub(qt) as F32;
+    const qt = await nf4Qdq(res, { blockSize });
+    const diff = weight.sub(qt);
     await realize(diff);
-    const f = await svd(diff as M);
+    const f = await svd(diff);
     const root = f.s.slice([0, rank]).sqrt();
-    const lt = f.u.slice(null, [0, rank]).mul(root) as F32;
-    const rt = f.vh.slice([0, rank]).mul(root.reshape([rank, 1])) as F32;
-    const err = diff.sub(lt.matmul(rt)).square().sum().sqrt().reshape([1]) as F32;
-    const next = t + 1 < iterations ? weight.sub(lt.matmul(rt)) as F32 : null;
+    const lt = f.u.slice(null, [0, rank]).mul(root);
+    const rt = f.vh.slice([0, rank]).mul(root.reshape([rank, 1]));
+    const err = diff.sub(lt.matmul(rt)).square().sum().sqrt().reshape([1]);
+    const next = t + 1 < iterations ? weight.sub(lt.matmul(rt)) : null;
     const extra: F32[] = [];
     if (t === 0) {
-      quantError = diff.square().sum().sqrt().reshape([1]) as F32;
+      quantError = diff.square().sum().sqrt().reshape([1]);
       extra.push(quantError);
     }
     await realize(qt, lt, rt, err, ...extra, ...(next === null ? [] : [next]));
@@ -101,8 +99,8 @@ export async function loftqInit(weight: F32, opts: LoftqOptions = {}): Promise<L
   let b = l!;
   if (opts.compensateScale === true) {
     const root = Math.sqrt(scale);
-    a = r!.div(root) as F32;
-    b = l!.div(root) as F32;
+    a = r!.div(root);
+    b = l!.div(root);
     await realize(a, b);
     r!.dispose();
     l!.dispose();

@@ -31,7 +31,7 @@ export function loraInit(weight: F32, opts: CommonInitOptions = {}): Promise<Lor
   const [dOut, dIn] = checkLayer("lora", weight, rank, Math.max(weight.shape[0], weight.shape[1]));
   const alpha = opts.alpha ?? rank;
   const bound = 1 / Math.sqrt(dIn);
-  const a = uniformParam([rank, dIn], -bound, bound, { seed: opts.seed ?? 0, device: weight.device }) as F32;
-  const b = tensor(new Float32Array(dOut * rank), { shape: [dOut, rank], device: weight.device }) as F32;
+  const a = uniformParam([rank, dIn], -bound, bound, { seed: opts.seed ?? 0, device: weight.device });
+  const b = tensor(new Float32Array(dOut * rank), { shape: [dOut, rank], device: weight.device });
   return Promise.resolve({ a, b, rank, alpha, scale: loraScale(alpha, rank, opts.useRslora) });
 }

@@ -78,10 +78,8 @@ export function loraGaIndices(
   }
 }
 
-type M = Tensor<number[], "f32">;
-
 /** The mean gradient `[d_out, d_in]`, after checking the shape against the weight. */
-function meanGrad(grads: F32 | undefined, dOut: number, dIn: number): M {
+function meanGrad(grads: F32 | undefined, dOut: number, dIn: number): F32 {
   if (grads === undefined) throw new RangeError("lora-ga: needs grads (∂L/∂W of the layer)");
   const s = grads.shape;
   const ok = (s.length === 2 || s.length === 3) && s[s.length - 2] === dOut && s[s.length - 1] === dIn;
@@ -90,11 +88,11 @@ function meanGrad(grads: F32 | undefined, dOut: number, dIn: number): M {
       `lora-ga: grads are [${s}], expected [${dOut}, ${dIn}] or [NB, ${dOut}, ${dIn}] for a [${dOut}, ${dIn}] weight`,
     );
   }
-  return (s.length === 3 ? grads.mean(0) : grads) as unknown as M;
+  return (s.length === 3 ? grads.mean(0) : grads);
 }
 
 function indexTensor(idx: number[], device: F32["device"]): Tensor<number[], "i32"> {
-  return tensor(Int32Array.from(idx), { dtype: "i32", device }) as unknown as Tensor<number[], "i32">;
+  return tensor(Int32Array.from(idx), { dtype: "i32", device });
 }
 
 /**
@@ -135,51 +133,51 @@ export async function loraGaInit(weight: F32, opts: LoraGaOptions = {}): Promise
   const gamma = opts.gamma ?? 16;
   const seed = opts.seed ?? 0;
   if (!(gamma > 0)) throw new RangeError(`lora-ga: gamma must be positive, got ${gamma}`);
-  const g = meanGrad(opts.grads, dOut, dIn) as unknown as Tensor<[number, number], "f32">;
+  const g = meanGrad(opts.grads, dOut, dIn);
   const q = Math.min(4 * rank, dOut, dIn);
   const dec = (opts.exact ?? true) ? await svd(g) : await svdLowRank(g, q, { niter: 4, seed });
   const idx = loraGaIndices(direction, rank, variant, seed);
   const dev = weight.device;
-  let a = dec.vh.gather(indexTensor(idx.a, dev), 0) as M; // [r, d_in]
-  let b = dec.u.gather(indexTensor(idx.b, dev), 1) as M; // [d_out, r]
-  const sB = dec.s.gather(indexTensor(idx.b, dev), 0) as M; // [r]
-  if (variant === "peft") b = b.mul(sB) as M;
+  let a = dec.vh.gather(indexTensor(idx.a, dev), 0); // [r, d_in]
+  let b = dec.u.gather(indexTensor(idx.b, dev), 1); // [d_out, r]
+  const sB = dec.s.gather(indexTensor(idx.b, dev), 0); // [r]
+  if (variant === "peft") b = b.mul(sB);
   const stable = dOut ** 0.25 / Math.sqrt(gamma);
   switch (scale) {
     case "stable":
-      if (variant === "official") a = a.mul(stable) as M;
-      b = b.mul(stable) as M;
+      if (variant === "official") a = a.mul(stable);
+      b = b.mul(stable);
       break;
     case "gd":
-      a = a.div(s) as M;
-      b = b.div(s) as M;
+      a = a.div(s);
+      b = b.div(s);
       break;
     case "unit":
       break;
     case "weightS": {
-      const w2 = weight as unknown as Tensor<[number, number], "f32">;
+      const w2 = weight;
       const qW = Math.min(4 * rank, dOut, dIn);
-      const sw = ((opts.exact ?? true) ? await svd(w2) : await svdLowRank(w2, qW, { niter: 4, seed })).s as M;
+      const sw = ((opts.exact ?? true) ? await svd(w2) : await svdLowRank(w2, qW, { niter: 4, seed })).s;
       if (variant === "official") {
-        const avg = sw.slice([0, rank]).div(s).sqrt().mean() as M;
-        a = a.mul(avg) as M;
-        b = b.mul(avg) as M;
+        const avg = sw.slice([0, rank]).div(s).sqrt().mean();
+        a = a.mul(avg);
+        b = b.mul(avg);
       } else {
-        b = b.mul(sw.slice([0, 1]).div(sB.slice([0, 1])).reshape([])) as M;
+        b = b.mul(sw.slice([0, 1]).div(sB.slice([0, 1])).reshape([]));
       }
       break;
     }
     default:
       throw new RangeError(`lora-ga: unknown scale ${JSON.stringify(scale)}`);
   }
-  const base = (weight as unknown as M).sub(b.matmul(a).mul(s)) as M;
-  const top = dec.s.slice([0, Math.min(2 * rank, dec.s.shape[0])]) as M;
+  const base = weight.sub(b.matmul(a).mul(s));
+  const top = dec.s.slice([0, Math.min(2 * rank, dec.s.shape[0])]);
   await realize(a, b, base, top);
   const gradSingularValues = Array.from((await top.data()) as Float32Array);
   return {
-    a: a as unknown as F32,
-    b: b as unknown as F32,
-    base: base as unknown as F32,
+    a: a,
+    b: b,
+    base: base,
     rank,
     alpha,
     scale: s,

@@ -1,12 +1,14 @@
 /**
  * LoRAM — magnitude-driven initialisation ("The Primacy of Magnitude in Low-Rank Adaptation", Zhang et al.,
  * NeurIPS 2025, arXiv 2507.06558; METHODS.md §10). For `W ∈ R^{n×m}` (n = d_out, m = d_in), with the magnitude
- * `ν[X] = ‖X‖_F² / #entries` and orthonormal bases `Φ_n [n, r]`, `Φ_m [m, r]` (the DST-I basis of Eq. 12 by default):
+ * `ν[X] = ‖X‖_F² / #entries` and bases `Φ_n [n, r]`, `Φ_m [m, r]` (orthonormal: the DST-I basis of Eq. 12 by default):
  *
  *   Eq. 11:  `A = β·Φ_mᵀ`,  `B = β·Φ_n`,  `β = (Q[r]·ν[W] / ν[Φ_n Φ_mᵀ])^{1/4}`  ⇒  `ν[B·A] = Q[r]·ν[W]`,
  *
- * and `W_res = W − s·B·A` (Algorithm 1 with α = s; the paper fixes α = 1). Since the bases are orthonormal,
- * `ν[Φ_n Φ_mᵀ] = r/(nm)` and `β⁴ = Q[r]·‖W‖_F² / r`. The gain Q[r] is the logarithmic gain of Algorithm 1,
+ * and `W_res = W − s·B·A` (Algorithm 1 with α = s; the paper fixes α = 1). For orthonormal bases
+ * `ν[Φ_n Φ_mᵀ] = r/(nm)` and `β⁴ = Q[r]·‖W‖_F² / r`. The Gaussian basis of the Sec. 4.3 ablation (`basis:
+ * "gaussian"`: entries i.i.d. `N(0, 1/n)` and `N(0, 1/m)`, so `E[ΦᵀΦ] = I`, not orthonormalised) uses Eq. 11 as
+ * written, `β⁴ = Q[r]·‖W‖_F² / ‖Φ_n Φ_mᵀ‖_F²`, so `ν[B·A] = Q[r]·ν[W]` holds exactly for it too. The gain Q[r] is the logarithmic gain of Algorithm 1,
  * `ln r / ln min(n, m)` (default), the spectral gain of Eq. 10 `(Σ_{i≤r} σ_i)² / (r·Σ_i σ_i²)` (`gain: "exact"`,
  * one SVD), or a fixed number. In tracking mode (Sec. 4.3 ablation) β is chosen instead so that `ν[B·A]` equals
  * `ν[B_ref·A_ref]` of a reference initialisation (PiSSA, MiLoRA, OLoRA, CorDA or LoRA-GA with their default
@@ -31,7 +33,7 @@ import { dstBasis } from "../linalg/dst.ts";
 import { qr } from "../linalg/qr.ts";
 import { svd } from "../linalg/svd.ts";
 import { randn } from "../tensor/creation.ts";
-import { realize, type Tensor } from "../tensor/tensor.ts";
+import { realize } from "../tensor/tensor.ts";
 import type { DeviceName } from "../ir/node.ts";
 import {
   checkCommonOptions,
@@ -50,6 +52,9 @@ import { loraGaInit } from "./lora_ga.ts";
 /** The gain Q[r]: logarithmic (Algorithm 1), exact spectral (Eq. 10), or a fixed value ≥ 0. */
 export type LoramGain = "log" | "exact" | number;
 
+/** LoRAM's bases: DST-I (Eq. 12), random orthogonal, or Gaussian (the ablations of Sec. 4.3). */
+export type LoramBasis = "dst" | "random-orthogonal" | "gaussian";
+
 /** Reference initialisations whose `ν[B·A]` LoRAM's tracking mode can match. */
 export type LoramTracking = "pissa" | "milora" | "olora" | "corda" | "lora-ga";
 
@@ -57,8 +62,11 @@ export type LoramTracking = "pissa" | "milora" | "olora" | "corda" | "lora-ga";
 export interface LoramOptions extends CommonInitOptions {
   /** Q[r] (default `"log"`: `ln r / ln min(n, m)`). Ignored in tracking mode. */
   gain?: LoramGain;
-  /** Orthonormal basis: `"dst"` (default, deterministic DST-I of Eq. 12) or `"random-orthogonal"` (Haar, seeded). */
-  basis?: "dst" | "random-orthogonal";
+  /**
+   * The basis: `"dst"` (default, deterministic DST-I of Eq. 12), `"random-orthogonal"` (Haar, seeded) or
+   * `"gaussian"` (i.i.d. `N(0, 1/n)` entries, seeded; the Sec. 4.3 ablation).
+   */
+  basis?: LoramBasis;
   /** Choose β so that `ν[B·A]` matches this reference initialisation's (default: unset, use the gain). */
   trackingMode?: LoramTracking;
   /** Calibration inputs `[T, d_in]` or `[NB, T, d_in]`, needed only by `trackingMode: "corda"`. */
@@ -69,8 +77,6 @@ export interface LoramOptions extends CommonInitOptions {
 
 let warnedRankOne = false;
 
-type M = Tensor<[number, number], "f32">;
-
 /** The logarithmic gain of LoRAM's Algorithm 1, `ln r / ln min(n, m)` (0 for r = 1). */
 export function loramLogGain(rank: number, dOut: number, dIn: number): number {
   if (rank <= 1) return 0;
@@ -79,10 +85,10 @@ export function loramLogGain(rank: number, dOut: number, dIn: number): number {
 
 /** A Haar-distributed n×r matrix with orthonormal columns: QR of a Gaussian with R's diagonal made positive. */
 async function randomOrthonormal(n: number, r: number, seed: number, device: DeviceName): Promise<F32> {
-  const g = randn([n, r], { seed, device }) as unknown as M;
+  const g = randn([n, r], { seed, device });
   const f = await qr(g);
   const diag = f.r.reshape([r * r]).slice([0, r * r, r + 1]);
-  const signs = diag.lt(0).where(-1, 1) as unknown as F32;
+  const signs: F32 = diag.lt(0).where(-1, 1);
   const phi = f.q.mul(signs) as F32;
   await realize(phi);
   f.r.dispose();
@@ -90,14 +96,24 @@ async function randomOrthonormal(n: number, r: number, seed: number, device: Dev
 }
 
 async function basisOf(
-  kind: "dst" | "random-orthogonal",
+  kind: LoramBasis,
   n: number,
   r: number,
   seed: number,
   device: DeviceName,
 ): Promise<F32> {
-  if (kind === "dst") return await dstBasis(n, r, { device }) as F32;
-  return await randomOrthonormal(n, r, seed, device);
+  switch (kind) {
+    case "dst":
+      return await dstBasis(n, r, { device });
+    case "random-orthogonal":
+      return await randomOrthonormal(n, r, seed, device);
+    case "gaussian": {
+      // Columns of expected squared norm 1, as an orthonormal basis's.
+      const g = randn([n, r], { seed, device }).mul(1 / Math.sqrt(n));
+      await realize(g);
+      return g;
+    }
+  }
 }
 
 /**
@@ -113,20 +129,25 @@ export async function loramInit(weight: F32, opts: LoramOptions = {}): Promise<L
   const alpha = opts.alpha ?? rank;
   const scale = loraScale(alpha, rank, opts.useRslora);
   const basis = opts.basis ?? "dst";
-  if (basis !== "dst" && basis !== "random-orthogonal") {
-    throw new RangeError(`loram: basis must be "dst" or "random-orthogonal", got ${JSON.stringify(basis)}`);
+  if (basis !== "dst" && basis !== "random-orthogonal" && basis !== "gaussian") {
+    throw new RangeError(
+      `loram: basis must be "dst", "random-orthogonal" or "gaussian", got ${JSON.stringify(basis)}`,
+    );
   }
   const gain = opts.gain ?? "log";
   const seed = opts.seed ?? 0;
   const info: Record<string, number | string> = { basis };
-  // β⁴ as a 0-d tensor on the weight's device.
-  let beta4: F32;
+  const dev = weight.device;
+  const phiN = await basisOf(basis, n, rank, deriveSeed(seed, "loram", "out"), dev);
+  const phiM = await basisOf(basis, m, rank, deriveSeed(seed, "loram", "in"), dev);
+  // The target energy ν[B·A]·nm, a 0-d tensor on the weight's device.
+  let energy: F32;
   if (opts.trackingMode !== undefined) {
     const common = { rank, alpha, useRslora: opts.useRslora, seed };
     const ref = await referenceInit(opts.trackingMode, weight, common, opts);
-    // ν[BA] = ν_ref ⇔ β⁴·r/(nm) = ν_ref.
-    beta4 = ref.b.matmul(ref.a).square().mean().mul((n * m) / rank) as F32;
-    await realize(beta4);
+    // ν[BA] = ν_ref.
+    energy = ref.b.matmul(ref.a).square().mean().mul(n * m);
+    await realize(energy);
     for (const t of [ref.a, ref.b, ref.base]) t?.dispose();
     info.trackingMode = opts.trackingMode;
   } else {
@@ -141,7 +162,7 @@ export async function loramInit(weight: F32, opts: LoramOptions = {}): Promise<L
         );
       }
     } else if (gain === "exact") {
-      const f = await svd(weight as M);
+      const f = await svd(weight);
       const sv = f.s;
       const head = sv.slice([0, rank]).sum().square();
       const qt = head.div(sv.square().sum().mul(rank));
@@ -153,19 +174,21 @@ export async function loramInit(weight: F32, opts: LoramOptions = {}): Promise<L
       throw new RangeError(`loram: gain must be "log", "exact" or a finite number >= 0, got ${String(gain)}`);
     }
     info.gain = q;
-    beta4 = weight.square().sum().mul(q / rank) as F32;
+    // ν[BA] = Q[r]·ν[W].
+    energy = weight.square().sum().mul(q);
   }
-  const dev = weight.device;
-  const phiN = await basisOf(basis, n, rank, deriveSeed(seed, "loram", "out"), dev);
-  const phiM = await basisOf(basis, m, rank, deriveSeed(seed, "loram", "in"), dev);
+  // ν[B·A]·nm = β⁴·‖Φ_n Φ_mᵀ‖_F², and ‖Φ_n Φ_mᵀ‖_F² = r for orthonormal bases.
+  const beta4 = basis === "gaussian"
+    ? energy.div(phiN.matmul(phiM.transpose()).square().sum())
+    : energy.div(rank);
   const beta = beta4.sqrt().sqrt();
-  const b = phiN.mul(beta) as F32;
-  const a = phiM.transpose().mul(beta) as F32;
-  const base = weight.sub(b.matmul(a).mul(scale)) as F32;
+  const b = phiN.mul(beta);
+  const a = phiM.transpose().mul(beta);
+  const base = weight.sub(b.matmul(a).mul(scale));
   await realize(a, b, base);
   phiN.dispose();
   phiM.dispose();
-  beta4.dispose();
+  energy.dispose();
   return { a, b, base, rank, alpha, scale, info };
 }
 

@@ -45,9 +45,9 @@ export async function miloraInit(weight: F32, opts: MiloraOptions = {}): Promise
   const k = Math.min(dOut, dIn);
   const f = await svd(weight as Tensor<[number, number], "f32">);
   const { a, b, base } = await splitTriplets(weight, {
-    u: f.u.slice(null, [k - rank, k]) as F32,
-    s: f.s.slice([k - rank, k]) as F32,
-    vh: f.vh.slice([k - rank, k]) as F32,
+    u: f.u.slice(null, [k - rank, k]),
+    s: f.s.slice([k - rank, k]),
+    vh: f.vh.slice([k - rank, k]),
   }, scale);
   for (const x of [f.u, f.s, f.vh]) disposeUnless(x, a, b, base);
   return { a, b, base, rank, alpha, scale };

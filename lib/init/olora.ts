@@ -43,9 +43,9 @@ export async function oloraInit(weight: F32, opts: OloraOptions = {}): Promise<L
   const alpha = opts.alpha ?? rank;
   const scale = loraScale(alpha, rank, opts.useRslora);
   const f = await qr(weight as Tensor<[number, number], "f32">);
-  const b = f.q.slice(null, [0, rank]) as F32;
-  const a = f.r.slice([0, rank]) as F32;
-  const base = weight.sub(b.matmul(a).mul(scale)) as F32;
+  const b = f.q.slice(null, [0, rank]);
+  const a = f.r.slice([0, rank]);
+  const base = weight.sub(b.matmul(a).mul(scale));
   await realize(a, b, base);
   disposeUnless(f.q, a, b, base);
   disposeUnless(f.r, a, b, base);

@@ -24,7 +24,7 @@
 import { svd } from "../linalg/svd.ts";
 import { svdLowRank } from "../linalg/svd_lowrank.ts";
 import { disposeUnless } from "../linalg/common.ts";
-import { realize, type Tensor } from "../tensor/tensor.ts";
+import { realize } from "../tensor/tensor.ts";
 import {
   checkCommonOptions,
   checkLayer,
@@ -44,8 +44,6 @@ export interface PissaOptions extends CommonInitOptions {
   /** Use the exact SVD even when `niter` is set (default false). */
   exact?: boolean;
 }
-
-type M = Tensor<[number, number], "f32">;
 
 /** Selected singular triplets of a weight: `U_sel [d_out, r]`, `S_sel [r]`, `Vᵀ_sel [r, d_in]`. */
 export interface Triplets {
@@ -69,9 +67,9 @@ export async function splitTriplets(
 ): Promise<{ a: F32; b: F32; base: F32 }> {
   const r = t.s.shape[0];
   const root = t.s.div(scale).sqrt();
-  const a = t.vh.mul(root.reshape([r, 1])) as F32;
-  const b = t.u.mul(root) as F32;
-  const base = weight.sub(b.matmul(a).mul(scale)) as F32;
+  const a = t.vh.mul(root.reshape([r, 1]));
+  const b = t.u.mul(root);
+  const base = weight.sub(b.matmul(a).mul(scale));
   await realize(a, b, base);
   return { a, b, base };
 }
@@ -92,12 +90,12 @@ export async function pissaInit(weight: F32, opts: PissaOptions = {}): Promise<L
     throw new RangeError(`pissa: niter must be an integer >= 0, got ${opts.niter}`);
   }
   const f = randomized
-    ? await svdLowRank(weight as M, rank, { niter: opts.niter, seed: opts.seed ?? 0 })
-    : await svd(weight as M);
+    ? await svdLowRank(weight, rank, { niter: opts.niter, seed: opts.seed ?? 0 })
+    : await svd(weight);
   const t: Triplets = {
-    u: f.u.slice(null, [0, rank]) as F32,
-    s: f.s.slice([0, rank]) as F32,
-    vh: f.vh.slice([0, rank]) as F32,
+    u: f.u.slice(null, [0, rank]),
+    s: f.s.slice([0, rank]),
+    vh: f.vh.slice([0, rank]),
   };
   const { a, b, base } = await splitTriplets(weight, t, scale);
   for (const x of [f.u, f.s, f.vh]) disposeUnless(x, a, b, base);

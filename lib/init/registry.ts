@@ -9,7 +9,7 @@
  * @module
  */
 import type { z } from "../../deps.ts";
-import type { ConfigSchema } from "../util/config.ts";
+import type { ConfigSchema } from "../options.ts";
 import type { CommonInitOptions, F32, LayerData, LoraInit } from "./types.ts";
 
 /** What a method promises about the adapted layer at step 0. */

@@ -18,6 +18,7 @@
  *
  * @module
  */
+import type { F32 } from "../tensor/tensor.ts";
 import { svd } from "../linalg/svd.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
@@ -102,7 +103,7 @@ export function compareGains(singularValues: ArrayLike<number>): GainComparison 
  * console.log(g.k, g.meanAbsError);
  * ```
  */
-export async function weightGains(weight: Tensor<[number, number], "f32">): Promise<GainComparison> {
+export async function weightGains(weight: Tensor<[number, number], "f32"> | F32): Promise<GainComparison> {
   if (weight.ndim !== 2) {
     throw new RangeError(`weightGains: weight must be a matrix [n, m], got [${weight.shape.join(", ")}]`);
   }

@@ -73,8 +73,8 @@ export const SPECTRAL_METHODS: Readonly<Record<string, InitMethod>> = {
       gain: z.union([z.enum(["log", "exact"]), z.number().min(0)]).default("log").describe(
         'Q[r]: "log" = ln r / ln min(n, m) (Algorithm 1), "exact" = spectral gain (Eq. 10), or a fixed number',
       ),
-      basis: z.enum(["dst", "random-orthogonal"]).default("dst").describe(
-        "orthonormal basis: DST-I (Eq. 12, deterministic) or random orthogonal (seeded)",
+      basis: z.enum(["dst", "random-orthogonal", "gaussian"]).default("dst").describe(
+        "basis: DST-I (Eq. 12, deterministic), random orthogonal or Gaussian N(0, 1/n) (seeded; Sec. 4.3 ablations)",
       ),
       trackingMode: z.enum(["pissa", "milora", "olora", "corda", "lora-ga"]).optional().describe(
         "choose β so that ν[B·A] matches this reference init's (corda needs activations, lora-ga grads); " +

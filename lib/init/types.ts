@@ -1,7 +1,7 @@
 /**
  * The contract every LoRA initialisation follows: one pure function of a weight matrix (and, for data-driven
- * methods, its activations, gradients or modality gap) to `{ a, b, base?, rank, alpha, scale }`. It never mutates a
- * layer; attaching the result is `lib/lora`'s job.
+ * methods, its activations, gradients or modality gap) to a `LoraInit` `{ a, b, base?, rank, alpha, scale }` (the
+ * type `lib/lora` wraps). It never mutates a layer; attaching the result is `attach.ts`'s job.
  *
  * Conventions (see ../shared/METHODS.md §0): `W` is `[d_out, d_in]`, `A = lora_A.weight` is `[r, d_in]`,
  * `B = lora_B.weight` is `[d_out, r]`, and the adapted layer computes `y = x·baseᵀ + s·x·Aᵀ·Bᵀ` with
@@ -10,28 +10,12 @@
  * @module
  */
 import type { F32 } from "../nn/linear.ts";
+import type { LoraInit } from "../lora/linear.ts";
 import { z } from "../../deps.ts";
 import { checkOptions, opt } from "../options.ts";
 
-export type { F32 };
-
-/** What one initialisation produces for one layer. */
-export interface LoraInit {
-  /** `lora_A.weight`, `[rank, d_in]`. */
-  a: F32;
-  /** `lora_B.weight`, `[d_out, rank]`. */
-  b: F32;
-  /** The weight the adapted layer must use instead of W (offset inits: `W − s·B·A`; LoftQ: the quantised W). */
-  base?: F32;
-  /** The rank actually used (EVA and VAS may change it; 0 means "no adapter on this layer"). */
-  rank: number;
-  /** `lora_alpha` of the layer. */
-  alpha: number;
-  /** The scaling `s` the layer applies to `B·A`. */
-  scale: number;
-  /** Method-specific diagnostics (errors per iteration, explained variance, ...). */
-  info?: Record<string, number | number[] | string | boolean>;
-}
+export type { F32, LoraInit };
+export { loraScale } from "../lora/linear.ts";
 
 /** Calibration data of one layer, for the data-driven methods. */
 export interface LayerData {
@@ -76,12 +60,6 @@ const COMMON_OPTIONS = z.object({
  */
 export function checkCommonOptions(method: string, opts: CommonInitOptions): void {
   checkOptions(method, COMMON_OPTIONS, opts);
-}
-
-/** `s = alpha/r`, or `alpha/√r` with rsLoRA; 0 for rank 0. */
-export function loraScale(alpha: number, rank: number, useRslora = false): number {
-  if (rank === 0) return 0;
-  return useRslora ? alpha / Math.sqrt(rank) : alpha / rank;
 }
 
 /** Checks the weight is a 2-D float tensor and the rank is a usable integer; returns `[d_out, d_in]`. */

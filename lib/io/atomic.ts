@@ -40,30 +40,31 @@ function randomSuffix(): string {
  *
  * @example
  * ```ts
- * import { writeFileAtomic } from "./atomic.ts";
- * await writeFileAtomic("results/run1/weights.bin", new Uint8Array([1, 2, 3]));
+ * import { writeFileAtomicSync } from "./atomic.ts";
+ * const dir = Deno.makeTempDirSync();
+ * writeFileAtomicSync(`${dir}/run/weights.bin`, new Uint8Array([1, 2, 3]));
  * ```
  */
-export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
+export function writeFileAtomicSync(path: string, data: Uint8Array | string): void {
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
   const dir = dirname(path);
-  await Deno.mkdir(dir, { recursive: true });
+  Deno.mkdirSync(dir, { recursive: true });
   const tmp = `${dir}/${basename(path)}.tmp-${Deno.pid}-${randomSuffix()}`;
   let file: Deno.FsFile | undefined;
   try {
-    file = await Deno.open(tmp, { write: true, createNew: true });
+    file = Deno.openSync(tmp, { write: true, createNew: true });
     let written = 0;
     while (written < bytes.length) {
-      written += await file.write(bytes.subarray(written));
+      written += file.writeSync(bytes.subarray(written));
     }
     try {
-      await file.syncData();
+      file.syncDataSync();
     } catch {
       // Some file systems (or platforms) do not support fsync; the rename is still atomic.
     }
     file.close();
     file = undefined;
-    await Deno.rename(tmp, path);
+    Deno.renameSync(tmp, path);
   } catch (err) {
     if (file !== undefined) {
       try {
@@ -73,7 +74,7 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string): 
       }
     }
     try {
-      await Deno.remove(tmp);
+      Deno.removeSync(tmp);
     } catch {
       // the temporary file may never have been created
     }
@@ -82,16 +83,37 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string): 
       cause: err,
     });
   }
-  await syncDirectory(dir);
+  syncDirectory(dir);
+}
+
+/**
+ * {@link writeFileAtomicSync} for async code: the same steps, and a rejected promise on failure.
+ *
+ * @param path File to create or replace.
+ * @param data Bytes to write; a string is written as UTF-8.
+ *
+ * @example
+ * ```ts
+ * import { writeFileAtomic } from "./atomic.ts";
+ * await writeFileAtomic("results/run1/weights.bin", new Uint8Array([1, 2, 3]));
+ * ```
+ */
+export function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
+  try {
+    writeFileAtomicSync(path, data);
+    return Promise.resolve();
+  } catch (err) {
+    return Promise.reject(err);
+  }
 }
 
 /** Flush a directory entry change (the rename) to disk where the platform supports it. */
-async function syncDirectory(dir: string): Promise<void> {
+function syncDirectory(dir: string): void {
   if (Deno.build.os === "windows") return;
   try {
-    const handle = await Deno.open(dir, { read: true });
+    const handle = Deno.openSync(dir, { read: true });
     try {
-      await handle.sync();
+      handle.syncSync();
     } finally {
       handle.close();
     }
@@ -119,7 +141,7 @@ export function writeTextFileAtomic(path: string, text: string): Promise<void> {
 /**
  * The pid in the name of a temporary file or directory that an atomic write of this library leaves when its process
  * is killed mid-write: `<name>.tmp-<pid>-<random>` ({@link writeFileAtomic}, the model caches' directories) or
- * `.<name>.<pid>.<random>.tmp` (`writeBytesAtomic` of the metrics module); undefined for any other name.
+ * `.<name>.<pid>.<random>.tmp` (what earlier versions' JSON writer left); undefined for any other name.
  *
  * @param name A file or directory name (no directory part).
  * @returns The pid of the process that was writing it, or undefined.

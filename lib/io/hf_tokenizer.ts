@@ -150,7 +150,7 @@ function asLlamaClass(json: Json, config: Json): Json {
  *
  * @example
  * ```ts
- * import { loadTokenizer } from "./text_tokenizer.ts";
+ * import { loadTokenizer } from "./load_tokenizer.ts";
  * const tok = await loadTokenizer("tests/fixtures/tokenizers/bytelevel_bos");
  * const ids = tok.encode("Hello world");
  * ids[0] === tok.bosId; // true: this tokenizer's template prepends <|begin_of_text|>
@@ -282,7 +282,7 @@ export class HfTokenizer implements TextTokenizer {
    *
    * @example
    * ```ts
-   * import { loadTokenizer } from "./text_tokenizer.ts";
+   * import { loadTokenizer } from "./load_tokenizer.ts";
    * const tok = await loadTokenizer("tests/fixtures/tokenizers/sentencepiece_legacy");
    * tok.encode("café", { bos: false }); // no <s>; é and the rest as pieces or byte tokens
    * ```
@@ -311,7 +311,7 @@ export class HfTokenizer implements TextTokenizer {
    *
    * @example
    * ```ts
-   * import { loadTokenizer } from "./text_tokenizer.ts";
+   * import { loadTokenizer } from "./load_tokenizer.ts";
    * const tok = await loadTokenizer("tests/fixtures/tokenizers/bytelevel_bos");
    * tok.decode(tok.encode("日本")); // "<|begin_of_text|>日本"
    * ```
@@ -333,7 +333,7 @@ export class HfTokenizer implements TextTokenizer {
    *
    * @example
    * ```ts
-   * import { loadTokenizer } from "./text_tokenizer.ts";
+   * import { loadTokenizer } from "./load_tokenizer.ts";
    * const tok = await loadTokenizer("tests/fixtures/tokenizers/bytelevel_nobos");
    * const stream = tok.streamDecoder();
    * let text = "";

@@ -1,6 +1,6 @@
 /**
- * File formats on plain typed arrays (no tensor code): atomic writes, safetensors, llama2.c
- * checkpoints, the llama2.c tokenizer and Hugging Face `tokenizer.json` tokenizers behind one interface
+ * File formats on plain typed arrays (no tensor code): atomic writes, JSON and JSON-lines files, safetensors,
+ * llama2.c checkpoints, the llama2.c tokenizer and Hugging Face `tokenizer.json` tokenizers behind one interface
  * ({@link loadTokenizer}).
  *
  * @example
@@ -19,9 +19,17 @@ export {
   type RemoveTemporariesOptions,
   temporaryOwner,
   writeFileAtomic,
+  writeFileAtomicSync,
   writeTextFileAtomic,
 } from "./atomic.ts";
-export { acquireLock, Lock, LockedError, type LockHolder, processAlive } from "./lock.ts";
+export {
+  type MetricRecord,
+  MetricsWriter,
+  type MetricsWriterOptions,
+  readJsonl,
+  toJson,
+  writeJsonAtomic,
+} from "./json.ts";
 export { type NamedPath, refuseOutputOnInput } from "./paths.ts";
 export {
   decodeBf16,
@@ -70,11 +78,5 @@ export {
   writeTokenizer,
 } from "./tokenizer.ts";
 export { HfTokenizer, type HfTokenizerOptions } from "./hf_tokenizer.ts";
-export {
-  checkTokenizerFits,
-  loadTokenizer,
-  modelTokenizerPath,
-  type TextDecodeOptions,
-  type TextEncodeOptions,
-  type TextTokenizer,
-} from "./text_tokenizer.ts";
+export type { TextDecodeOptions, TextEncodeOptions, TextTokenizer } from "./text_tokenizer.ts";
+export { checkTokenizerFits, loadTokenizer, modelTokenizerPath } from "./load_tokenizer.ts";

@@ -88,36 +88,8 @@ export function isStDType(s: string): s is StDType {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Half-precision conversions
+// Half-precision conversions (binary16 through the built-in Float16Array, the one f16 codec; bfloat16 by hand)
 // ---------------------------------------------------------------------------------------------------------
-
-/** Round float32 bits to IEEE binary16 bits, round-to-nearest-even; overflow gives ±Inf, NaN stays NaN. */
-function f32BitsToF16Bits(x: number): number {
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  const mant = x & 0x7fffff;
-  if (exp === 0xff) {
-    // Inf stays Inf; NaN keeps its top payload bits and is forced quiet so it cannot become Inf.
-    return mant === 0 ? sign | 0x7c00 : sign | 0x7c00 | 0x200 | (mant >>> 13);
-  }
-  const e = exp - 112; // binary16 biased exponent: (exp - 127) + 15
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    // binary16 subnormal (or zero): value = m * 2^-24 with m = significand >> (14 - e).
-    if (e < -10) return sign; // below half the smallest subnormal
-    const significand = mant | 0x800000;
-    const shift = 14 - e;
-    const half = 1 << (shift - 1);
-    const rem = significand & ((1 << shift) - 1);
-    let m = significand >>> shift;
-    if (rem > half || (rem === half && (m & 1) === 1)) m += 1;
-    return sign | m; // m may reach 0x400, which is exactly the smallest normal
-  }
-  let m = mant >>> 13;
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (m & 1) === 1)) m += 1;
-  return sign | ((e << 10) + m); // a carry out of the mantissa bumps the exponent (up to Inf)
-}
 
 /** Round float32 bits to bfloat16 bits, round-to-nearest-even; NaN stays NaN. */
 function f32BitsToBf16Bits(x: number): number {
@@ -136,10 +108,8 @@ function f32BitsToBf16Bits(x: number): number {
  * ```
  */
 export function encodeF16(values: Float32Array): Uint16Array {
-  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
-  const out = new Uint16Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = f32BitsToF16Bits(bits[i]);
-  return out;
+  const half = Float16Array.from(values); // the language's own conversion: round to nearest, ties to even
+  return new Uint16Array(half.buffer, half.byteOffset, half.length);
 }
 
 /**
@@ -152,24 +122,7 @@ export function encodeF16(values: Float32Array): Uint16Array {
  * ```
  */
 export function decodeF16(bits: Uint16Array): Float32Array {
-  const out = new Float32Array(bits.length);
-  const outBits = new Uint32Array(out.buffer);
-  for (let i = 0; i < bits.length; i++) {
-    const h = bits[i];
-    const sign = (h & 0x8000) << 16;
-    const exp = (h >>> 10) & 0x1f;
-    const mant = h & 0x3ff;
-    if (exp === 0) {
-      // zero or subnormal: mant * 2^-24, exact in float32
-      out[i] = mant * 5.960464477539063e-8;
-      outBits[i] |= sign;
-    } else if (exp === 0x1f) {
-      outBits[i] = sign | 0x7f800000 | (mant << 13);
-    } else {
-      outBits[i] = sign | ((exp + 112) << 23) | (mant << 13);
-    }
-  }
-  return out;
+  return Float32Array.from(new Float16Array(bits.buffer, bits.byteOffset, bits.length));
 }
 
 /**

@@ -8,7 +8,6 @@
  */
 import type { DType } from "../dtype.ts";
 import { fmt } from "../shape.ts";
-import type { Node } from "./node.ts";
 
 /** Primitive operations of the IR. */
 export enum Op {
@@ -173,12 +172,15 @@ export interface CustomKernelArg {
   toJSON(): string;
 }
 
-/** The argument of a {@link Op.CustomVjp} node. */
-export interface CustomVjpArg {
+/**
+ * The argument of a {@link Op.CustomVjp} node, over the IR's node type `N` (`Node` of `node.ts`, which builds on
+ * this file, hence the parameter).
+ */
+export interface CustomVjpArg<N = unknown> {
   /** The inputs the custom backward differentiates with respect to. */
-  readonly inputs: readonly Node[];
+  readonly inputs: readonly N[];
   /** Cotangent of the output → one cotangent (or null) per input. Shapes must equal the inputs' shapes. */
-  readonly backward: (cotangent: Node, output: Node, inputs: readonly Node[]) => (Node | null)[];
+  backward(cotangent: N, output: N, inputs: readonly N[]): (N | null)[];
 }
 
 /** Unary elementwise ops. */

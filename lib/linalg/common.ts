@@ -4,18 +4,10 @@
  *
  * @module
  */
-import type { Shape } from "../shape.ts";
+import type { F32, I32 } from "../tensor/tensor.ts";
 import type { DeviceName } from "../ir/node.ts";
 import { arange } from "../tensor/creation.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-
-/** A float32 matrix of any size (the widened type used inside the routines). */
-export type Mat = Tensor<number[], "f32">;
-
-/** Widens a tensor's static shape (for generic code the checker cannot follow). */
-export function widen(t: Tensor<Shape, "f32">): Mat {
-  return t as unknown as Mat;
-}
 
 /** Checks that `a` is a non-empty 2-D float32 tensor and returns its dimensions. */
 export function checkMatrix(op: string, a: Tensor): [number, number] {
@@ -36,14 +28,14 @@ export function checkInt(op: string, name: string, v: number, lo: number, hi = I
 }
 
 /** `max |a|` as a 0-d tensor, or 1 when `a` is all zeros (so dividing by it is always safe). */
-export function absMaxScale(a: Mat): Mat {
+export function absMaxScale(a: F32): F32 {
   const m = a.abs().max();
-  return m.gt(0).where(m, 1) as Mat;
+  return m.gt(0).where(m, 1);
 }
 
 /** `0, 1, ..., n-1` as float32 on `device`. */
-export function iota(n: number, device: DeviceName): Mat {
-  return arange(0, n, 1, { device }) as unknown as Mat;
+export function iota(n: number, device: DeviceName): F32 {
+  return arange(0, n, 1, { device });
 }
 
 /**
@@ -51,33 +43,33 @@ export function iota(n: number, device: DeviceName): Mat {
  * i32 tensor: `values.gather(perm)` is sorted. Computed by ranking (O(n²) comparisons, fused into two
  * reductions). NaN values make the result unspecified.
  */
-export function descendingPerm(values: Mat): Tensor<number[], "i32"> {
+export function descendingPerm(values: F32): I32 {
   const n = values.shape[0];
   const dev = values.device;
-  const vi = values.reshape([n, 1]) as Mat;
-  const vj = values.reshape([1, n]) as Mat;
+  const vi = values.reshape([n, 1]);
+  const vj = values.reshape([1, n]);
   const idx = iota(n, dev);
-  const ii = idx.reshape([n, 1]) as Mat;
-  const jj = idx.reshape([1, n]) as Mat;
+  const ii = idx.reshape([n, 1]);
+  const jj = idx.reshape([1, n]);
   // before[i, j] = 1 when element j sorts before element i.
   const greater = vj.gt(vi).cast("f32");
   const tieFirst = vj.eq(vi).cast("f32").mul(jj.lt(ii).cast("f32"));
-  const rank = greater.add(tieFirst).sum(1) as Mat; // rank[i]: final position of element i
+  const rank = greater.add(tieFirst).sum(1); // rank[i]: final position of element i
   // perm[k] = the i whose rank is k.
-  const hit = (rank.reshape([1, n]) as Mat).eq(ii);
-  return (hit.where(jj, 0).sum(1) as Mat).cast("i32");
+  const hit = (rank.reshape([1, n])).eq(ii);
+  return (hit.where(jj, 0).sum(1)).cast("i32");
 }
 
 /**
  * Signs (±1, one per row of `rows`) that make the largest-magnitude entry of each row positive; on ties of
  * magnitude the first such entry decides (numpy's argmax), as in scikit-learn's `svd_flip`.
  */
-export function largestPositiveSigns(rows: Mat): Mat {
+export function largestPositiveSigns(rows: F32): F32 {
   const [k, n] = rows.shape;
   const at = rows.abs().argmax(1, { keepdims: true }); // [k, 1]
-  const cols = iota(n, rows.device).cast("i32").reshape([1, n]) as unknown as Tensor<number[], "i32">;
-  const pick = cols.eq(at).where(rows, 0).sum(1) as Mat; // the entry at the argmax, per row
-  return pick.lt(0).where(-1, 1).reshape([k, 1]) as Mat;
+  const cols = iota(n, rows.device).cast("i32").reshape([1, n]);
+  const pick = cols.eq(at).where(rows, 0).sum(1); // the entry at the argmax, per row
+  return pick.lt(0).where(-1, 1).reshape([k, 1]) as F32;
 }
 
 /**
@@ -88,18 +80,4 @@ export function disposeUnless(t: Tensor, ...keep: Tensor[]): void {
   const st = t.node.storage;
   if (st !== null && keep.some((k) => k.node.storage === st)) return;
   t.dispose();
-}
-
-/**
- * `a.matmul(b)` for 2-D operands, padding the output width to a multiple of 8 when it is below 16 and not a
- * power of two, then slicing back. Workaround for a core bug at commit 422c2dd: the skinny-product tile of
- * lib/codegen/render_wgsl.ts (`fitTile`) computes `wm = min(64 / wn, …)` without rounding, so output widths
- * 3, 5, 6, 7 and 10–15 render `@workgroup_size(wn, 10.67, 1)` and fail to compile
- * (`randn([96, 64]).matmul(randn([64, 6]))`). Harmless once the core is fixed.
- */
-export function matmulSafe(a: Mat, b: Mat): Mat {
-  const n = b.shape[1];
-  if (n >= 16 || (n & (n - 1)) === 0) return a.matmul(b) as Mat;
-  const padded = Math.ceil(n / 8) * 8;
-  return a.matmul(b.pad([[0, 0], [0, padded - n]]) as Mat).slice(null, [0, n]) as Mat;
 }

@@ -4,17 +4,8 @@
  * @module
  */
 import { eye } from "../tensor/creation.ts";
-import { realize, type Tensor } from "../tensor/tensor.ts";
-import {
-  absMaxScale,
-  checkMatrix,
-  descendingPerm,
-  iota,
-  largestPositiveSigns,
-  type Mat,
-  matmulSafe,
-  widen,
-} from "./common.ts";
+import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
+import { absMaxScale, checkMatrix, descendingPerm, iota, largestPositiveSigns } from "./common.ts";
 import { svdColumns } from "./svd.ts";
 
 /** Options of {@link eigh}. */
@@ -60,7 +51,7 @@ export interface EighResult<N extends number> {
  * ```
  */
 export async function eigh<N extends number>(
-  s: Tensor<[N, N], "f32">,
+  s: Tensor<[N, N], "f32"> | F32,
   opts: EighOptions = {},
 ): Promise<EighResult<N>> {
   const [n, n2] = checkMatrix("eigh", s);
@@ -69,17 +60,17 @@ export async function eigh<N extends number>(
   if (order !== "ascending" && order !== "descending") {
     throw new RangeError(`eigh: order must be "ascending" or "descending", got ${JSON.stringify(order)}`);
   }
-  const x = widen(s);
+  const x = s;
   const dev = x.device;
-  const i = iota(n, dev).reshape([n, 1]) as Mat;
-  const j = iota(n, dev).reshape([1, n]) as Mat;
-  const sym = i.ge(j).where(x, x.transpose()) as Mat; // lower triangle, mirrored
+  const i = iota(n, dev).reshape([n, 1]) as F32;
+  const j = iota(n, dev).reshape([1, n]) as F32;
+  const sym = i.ge(j).where(x, x.transpose()); // lower triangle, mirrored
   const scale = absMaxScale(sym);
-  const sn = sym.div(scale) as Mat;
+  const sn = sym.div(scale);
   await realize(scale, sn);
-  const c = sn.square().sum().sqrt() as Mat;
+  const c = sn.square().sum().sqrt();
   // Symmetric, so it is its own column-major form.
-  const shifted = sn.add((eye(n, n, { device: dev }) as unknown as Mat).mul(c)) as Mat;
+  const shifted = sn.add((eye(n, n, { device: dev })).mul(c));
   const core = await svdColumns(shifted, n, n, {
     sweeps: opts.sweeps,
     check: opts.check,
@@ -87,11 +78,11 @@ export async function eigh<N extends number>(
     noV: true,
   });
   const vecRows = core.uRows;
-  const lam = matmulSafe(vecRows, sn).mul(vecRows).sum(1) as Mat; // Rayleigh quotients of the scaled matrix
-  const perm = descendingPerm(order === "ascending" ? lam.neg() as Mat : lam);
-  const sorted = vecRows.gather(perm, 0) as Mat;
-  const vectors = sorted.mul(largestPositiveSigns(sorted)).transpose() as Mat;
-  const values = lam.gather(perm, 0).mul(scale) as Mat;
+  const lam = vecRows.matmul(sn).mul(vecRows).sum(1); // Rayleigh quotients of the scaled matrix
+  const perm = descendingPerm(order === "ascending" ? lam.neg() : lam);
+  const sorted = vecRows.gather(perm, 0);
+  const vectors = sorted.mul(largestPositiveSigns(sorted)).transpose();
+  const values = lam.gather(perm, 0).mul(scale);
   await realize(values, vectors);
   for (const t of [core.uRows, core.s, sn, scale]) t.dispose();
   return {

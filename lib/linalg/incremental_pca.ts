@@ -4,8 +4,8 @@
  * @module
  */
 import { concat, zeros } from "../tensor/creation.ts";
-import { realize, type Tensor } from "../tensor/tensor.ts";
-import { checkInt, checkMatrix, disposeUnless, type Mat, matmulSafe, widen } from "./common.ts";
+import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
+import { checkInt, checkMatrix, disposeUnless } from "./common.ts";
 import { type SvdOptions, svdRows } from "./svd.ts";
 import { svdLowRank } from "./svd_lowrank.ts";
 
@@ -30,16 +30,16 @@ interface State {
   nComponents: number;
   nFeatures: number;
   nSeen: number;
-  mean: Mat;
-  var: Mat;
-  components: Mat;
-  singularValues: Mat;
-  explainedVariance: Mat;
-  explainedVarianceRatio: Mat;
-  noiseVariance: Mat;
+  mean: F32;
+  var: F32;
+  components: F32;
+  singularValues: F32;
+  explainedVariance: F32;
+  explainedVarianceRatio: F32;
+  noiseVariance: F32;
 }
 
-function stateTensors(st: State): Mat[] {
+function stateTensors(st: State): F32[] {
   return [
     st.mean,
     st.var,
@@ -131,7 +131,7 @@ export class IncrementalPCA {
    * Updates the model with one batch (samples × features). Returns this model.
    * Throws when the feature count changes or the batch has fewer rows than `nComponents`.
    */
-  async partialFit(x: Tensor<[number, number], "f32">): Promise<this> {
+  async partialFit(x: Tensor<[number, number], "f32"> | F32): Promise<this> {
     const [ns, nf] = checkMatrix("IncrementalPCA.partialFit", x);
     const prev = this.#state;
     if (prev !== null && prev.nFeatures !== nf) {
@@ -148,48 +148,48 @@ export class IncrementalPCA {
         `IncrementalPCA.partialFit: nComponents=${k} must be at most the batch's number of samples ${ns}`,
       );
     }
-    const xs = widen(x);
+    const xs: F32 = x;
     const nSeen = prev?.nSeen ?? 0;
     const nTotal = nSeen + ns;
     // Running mean and variance (scikit-learn's _incremental_mean_and_var).
-    const batchSum = xs.sum(0) as Mat;
-    const batchMean = batchSum.div(ns) as Mat;
-    const centred = xs.sub(batchMean) as Mat;
-    const correction = centred.sum(0) as Mat;
-    const newUnnorm = centred.square().sum(0).sub(correction.square().div(ns)) as Mat;
-    let mean: Mat;
-    let variance: Mat;
-    let stacked: Mat;
+    const batchSum = xs.sum(0);
+    const batchMean = batchSum.div(ns);
+    const centred = xs.sub(batchMean);
+    const correction = centred.sum(0);
+    const newUnnorm = centred.square().sum(0).sub(correction.square().div(ns));
+    let mean: F32;
+    let variance: F32;
+    let stacked: F32;
     if (prev === null) {
       mean = batchMean;
-      variance = newUnnorm.div(nTotal) as Mat;
+      variance = newUnnorm.div(nTotal);
       stacked = centred;
     } else {
-      mean = prev.mean.mul(nSeen).add(batchSum).div(nTotal) as Mat;
-      const between = prev.mean.sub(batchMean).square().mul((nSeen * ns) / nTotal) as Mat;
-      variance = prev.var.mul(nSeen).add(newUnnorm).add(between).div(nTotal) as Mat;
+      mean = prev.mean.mul(nSeen).add(batchSum).div(nTotal);
+      const between = prev.mean.sub(batchMean).square().mul((nSeen * ns) / nTotal);
+      variance = prev.var.mul(nSeen).add(newUnnorm).add(between).div(nTotal);
       const meanCorrection = prev.mean.sub(batchMean).mul(Math.sqrt((nSeen / nTotal) * ns)).reshape([
         1,
         nf,
-      ]) as Mat;
-      const scaled = prev.components.mul(prev.singularValues.reshape([k, 1])) as Mat;
-      stacked = concat([scaled, centred, meanCorrection], 0) as Mat;
+      ]);
+      const scaled = prev.components.mul(prev.singularValues.reshape([k, 1]));
+      stacked = concat([scaled, centred, meanCorrection], 0);
     }
     const rows = stacked.shape[0];
-    let s: Mat;
-    let vRows: Mat;
-    let uRows: Mat | null = null;
+    let s: F32;
+    let vRows: F32;
+    let uRows: F32 | null = null;
     if (this.#opts.lowRank !== undefined) {
       const lr = this.#opts.lowRank;
       const q = Math.min(lr.q ?? 2 * k, rows, nf);
       if (q < k) throw new RangeError(`IncrementalPCA: lowRank.q=${q} must be at least nComponents=${k}`);
-      const r = await svdLowRank(stacked as unknown as Tensor<[number, number], "f32">, q, {
+      const r = await svdLowRank(stacked, q, {
         niter: lr.niter ?? 4,
         seed: lr.seed ?? 0,
         flip: "v",
       });
-      s = r.s as unknown as Mat;
-      vRows = r.vh as unknown as Mat;
+      s = r.s;
+      vRows = r.vh;
     } else {
       const r = await svdRows(stacked, { ...this.#opts.svd, flip: "v" });
       s = r.s;
@@ -197,22 +197,22 @@ export class IncrementalPCA {
       uRows = r.uRows;
     }
     const kk = s.shape[0];
-    const sq = s.square() as Mat;
-    const explained = sq.div(Math.max(nTotal - 1, 1)) as Mat;
-    const ratio = sq.div(variance.mul(nTotal).sum()) as Mat;
+    const sq = s.square();
+    const explained = sq.div(Math.max(nTotal - 1, 1));
+    const ratio = sq.div(variance.mul(nTotal).sum());
     const noise = k < kk && k !== ns && k !== nf
-      ? explained.slice([k, kk]).mean() as Mat
-      : zeros([], { device: x.device }) as unknown as Mat;
+      ? explained.slice([k, kk]).mean()
+      : zeros([], { device: x.device });
     const next: State = {
       nComponents: k,
       nFeatures: nf,
       nSeen: nTotal,
       mean,
       var: variance,
-      components: vRows.slice([0, k]) as Mat,
-      singularValues: s.slice([0, k]) as Mat,
-      explainedVariance: explained.slice([0, k]) as Mat,
-      explainedVarianceRatio: ratio.slice([0, k]) as Mat,
+      components: vRows.slice([0, k]),
+      singularValues: s.slice([0, k]),
+      explainedVariance: explained.slice([0, k]),
+      explainedVarianceRatio: ratio.slice([0, k]),
       noiseVariance: noise,
     };
     await realize(...stateTensors(next));
@@ -226,19 +226,20 @@ export class IncrementalPCA {
   }
 
   /** Fits every batch in turn (`partialFit` on each). */
-  async fit(batches: Iterable<Tensor<[number, number], "f32">>): Promise<this> {
+  async fit(batches: Iterable<Tensor<[number, number], "f32"> | F32>): Promise<this> {
     for (const b of batches) await this.partialFit(b);
     return this;
   }
 
   /** Projects samples on the components: `(x − mean)·componentsᵀ` (lazy). */
-  transform(x: Tensor<[number, number], "f32">): Tensor<[number, number], "f32"> {
+  transform(x: Tensor<[number, number], "f32"> | F32): Tensor<[number, number], "f32"> {
     const st = this.#fitted("transform");
     const [, nf] = checkMatrix("IncrementalPCA.transform", x);
     if (nf !== st.nFeatures) {
       throw new RangeError(`IncrementalPCA.transform: got ${nf} features, the model has ${st.nFeatures}`);
     }
-    return matmulSafe(widen(x).sub(st.mean) as Mat, st.components.transpose() as Mat) as unknown as Tensor<
+    const xs: F32 = x;
+    return (xs.sub(st.mean)).matmul(st.components.transpose()) as unknown as Tensor<
       [number, number],
       "f32"
     >;

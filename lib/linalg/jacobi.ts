@@ -15,11 +15,10 @@ import {
 } from "../../kernels/jacobi.wgsl.ts";
 import { type KernelLaunch, runKernels } from "../tensor/custom.ts";
 import { tensor } from "../tensor/creation.ts";
-import type { Tensor } from "../tensor/tensor.ts";
+import type { F32, Tensor } from "../tensor/tensor.ts";
 import type { DeviceName } from "../ir/node.ts";
 import { debugLevel } from "../runtime/debug.ts";
 import { getBackend } from "../runtime/realize.ts";
-import type { Mat } from "./common.ts";
 
 /** Unit roundoff of float32. */
 export const F32_UNIT_ROUNDOFF = 2 ** -24;
@@ -78,7 +77,7 @@ export interface JacobiOptions {
 /** What {@link jacobiSweeps} returns. */
 export interface JacobiRun {
   /** The records after the last sweep, `[slots, stride]`. */
-  records: Mat;
+  records: F32;
   /** Sweeps run. */
   sweeps: number;
   /** Whether the last checked sweep made no rotation above `tol` (null when no check ran). */
@@ -90,7 +89,7 @@ export interface JacobiRun {
  * record are the columns to orthogonalise). Without `check` all sweeps go into one submission (one per sweep
  * from {@link LARGE_SLOTS} records on) and nothing is read back.
  */
-export async function jacobiSweeps(records: Mat, rows: number, opts: JacobiOptions = {}): Promise<JacobiRun> {
+export async function jacobiSweeps(records: F32, rows: number, opts: JacobiOptions = {}): Promise<JacobiRun> {
   const [slots, stride] = records.shape;
   const layout: JacobiLayout = { rows, stride, slots };
   const tol = opts.tol ?? Math.sqrt(rows) * F32_UNIT_ROUNDOFF;
@@ -100,7 +99,7 @@ export async function jacobiSweeps(records: Mat, rows: number, opts: JacobiOptio
   const host = jacobiRoundHost(layout, tol);
   const params = tensor(jacobiParams(layout, tol), { dtype: "u32", device: records.device });
   const rounds = slots - 1;
-  let current: Mat = records;
+  let current: F32 = records;
   let done = 0;
   let converged: boolean | null = null;
   while (done < total) {
@@ -133,7 +132,7 @@ export async function jacobiSweeps(records: Mat, rows: number, opts: JacobiOptio
       { shape: [slots, stride], dtype: "f32" },
       { shape: [slots, stride], dtype: "f32" },
       { shape: [1], dtype: "u32" },
-    ], launches) as [Mat, Mat, Tensor<number[], "u32">];
+    ], launches) as [F32, F32, Tensor<number[], "u32">];
     const last = src === 2 ? x : y;
     (src === 2 ? y : x).dispose();
     if (current !== records) current.dispose();

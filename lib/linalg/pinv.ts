@@ -3,8 +3,8 @@
  *
  * @module
  */
-import { realize, type Tensor } from "../tensor/tensor.ts";
-import { checkMatrix, type Mat, matmulSafe, widen } from "./common.ts";
+import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
+import { checkMatrix } from "./common.ts";
 import { type SvdOptions, svdRows } from "./svd.ts";
 
 /** Machine epsilon of float32 (`numpy.finfo(numpy.float32).eps`, 2⁻²³). */
@@ -32,7 +32,7 @@ export interface PinvOptions extends Omit<SvdOptions, "flip"> {
  * ```
  */
 export async function pinv<M extends number, N extends number>(
-  a: Tensor<[M, N], "f32">,
+  a: Tensor<[M, N], "f32"> | F32,
   opts: PinvOptions = {},
 ): Promise<Tensor<[N, M], "f32">> {
   const [m, n] = checkMatrix("pinv", a);
@@ -40,11 +40,11 @@ export async function pinv<M extends number, N extends number>(
   if (!(rcond >= 0) || !Number.isFinite(rcond)) {
     throw new RangeError(`pinv: rcond must be a finite number >= 0, got ${rcond}`);
   }
-  const { uRows, s, vRows } = await svdRows(widen(a), opts);
+  const { uRows, s, vRows } = await svdRows(a, opts);
   const k = s.shape[0];
   const cutoff = s.max().mul(rcond);
-  const inv = s.gt(cutoff).where(s.reciprocal(), 0).reshape([k, 1]) as Mat;
-  const p = matmulSafe(vRows.mul(inv).transpose() as Mat, uRows); // V diag(σ⁺) Uᵀ
+  const inv = s.gt(cutoff).where(s.reciprocal(), 0).reshape([k, 1]);
+  const p = (vRows.mul(inv).transpose()).matmul(uRows); // V diag(σ⁺) Uᵀ
   await realize(p);
   uRows.dispose();
   s.dispose();

@@ -21,10 +21,10 @@ import {
 import type { KernelLaunch } from "../tensor/custom.ts";
 import { runKernels } from "../tensor/custom.ts";
 import { tensor } from "../tensor/creation.ts";
-import { realize, type Tensor } from "../tensor/tensor.ts";
+import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
 import { LOOP_BUDGET } from "../codegen/split_loops.ts";
 import { jacobiWorkgroup } from "./jacobi.ts";
-import { absMaxScale, checkMatrix, iota, type Mat, widen } from "./common.ts";
+import { absMaxScale, checkMatrix, iota } from "./common.ts";
 
 /**
  * Workgroup size for Householder kernels on columns of `rows`: the device's preference, grown (×4, up to 256)
@@ -45,11 +45,11 @@ export function householderWorkgroup(rows: number, preferred: number): number {
 /** Result of {@link householderColumns}: everything column-major (record j = column j). */
 export interface HouseholderFactors {
   /** The factored matrix, `cols` records of `rows`: R on and above the diagonal, reflectors below. */
-  readonly factored: Mat;
+  readonly factored: F32;
   /** The K = min(rows, cols) reflector coefficients τ. */
-  readonly taus: Mat;
+  readonly taus: F32;
   /** The thin Q, K records of `rows` (its columns), or null when not asked for. */
-  readonly q: Mat | null;
+  readonly q: F32 | null;
 }
 
 /**
@@ -58,7 +58,7 @@ export interface HouseholderFactors {
  * `wg` overrides the workgroup size (tests).
  */
 export async function householderColumns(
-  colMajor: Mat,
+  colMajor: F32,
   rows: number,
   cols: number,
   opts: { wantQ: boolean; guard?: Tensor<number[], "u32">; wg?: number },
@@ -123,7 +123,7 @@ export async function householderColumns(
     { shape: [k], dtype: "f32" as const },
     { shape: opts.wantQ ? [k, rows] : [1], dtype: "f32" as const },
   ];
-  const [factored, taus, q] = await runKernels(inputs, outputs, launches) as Mat[];
+  const [factored, taus, q] = await runKernels(inputs, outputs, launches) as F32[];
   params.dispose();
   size.dispose();
   if (!opts.wantQ) q.dispose();
@@ -131,13 +131,13 @@ export async function householderColumns(
 }
 
 /** The upper-triangular R (K×cols) of column-major factors (`cols` records of `rows`), as a lazy tensor. */
-export function upperR(factored: Mat, rows: number, cols: number): Mat {
+export function upperR(factored: F32, rows: number, cols: number): F32 {
   const k = Math.min(rows, cols);
-  const rt = factored.slice(null, [0, k]).transpose() as Mat; // [k, cols], rt[i, j] = factored[j, i]
+  const rt = factored.slice(null, [0, k]).transpose(); // [k, cols], rt[i, j] = factored[j, i]
   const dev = factored.device;
-  const i = iota(k, dev).reshape([k, 1]) as Mat;
-  const j = iota(cols, dev).reshape([1, cols]) as Mat;
-  return i.le(j).where(rt, 0) as Mat;
+  const i = iota(k, dev).reshape([k, 1]);
+  const j = iota(cols, dev).reshape([1, cols]) as F32;
+  return i.le(j).where(rt, 0) as F32;
 }
 
 /** Options of {@link qr}. */
@@ -177,27 +177,27 @@ export interface QrResult<M extends number, N extends number, Q = Tensor<[M, num
  * ```
  */
 export async function qr<M extends number, N extends number>(
-  a: Tensor<[M, N], "f32">,
+  a: Tensor<[M, N], "f32"> | F32,
   opts?: QrOptions & { wantQ?: true },
 ): Promise<QrResult<M, N>>;
 /** R only: `q` is null. */
 export async function qr<M extends number, N extends number>(
-  a: Tensor<[M, N], "f32">,
+  a: Tensor<[M, N], "f32"> | F32,
   opts: QrOptions & { wantQ: false },
 ): Promise<QrResult<M, N, null>>;
 export async function qr<M extends number, N extends number>(
-  a: Tensor<[M, N], "f32">,
+  a: Tensor<[M, N], "f32"> | F32,
   opts: QrOptions = {},
 ): Promise<QrResult<M, N, Tensor<[M, number], "f32"> | null>> {
   const [m, n] = checkMatrix("qr", a);
   const wantQ = opts.wantQ ?? true;
-  const x = widen(a);
+  const x = a;
   const scale = absMaxScale(x);
-  const xin = x.transpose().div(scale) as Mat;
+  const xin = x.transpose().div(scale) as F32;
   await realize(scale, xin); // one pass over a (possibly lazy) input
   const f = await householderColumns(xin, m, n, { wantQ });
-  const r = upperR(f.factored, m, n).mul(scale) as Mat;
-  const q = f.q === null ? null : f.q.transpose() as Mat;
+  const r = upperR(f.factored, m, n).mul(scale) as F32;
+  const q = f.q === null ? null : f.q.transpose() as F32;
   await (q === null ? realize(r) : realize(r, q));
   for (const t of [scale, xin, f.factored, f.taus]) t.dispose();
   f.q?.dispose();

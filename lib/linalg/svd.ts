@@ -5,17 +5,8 @@
  */
 import { JACOBI_TINY } from "../../kernels/jacobi.wgsl.ts";
 import { eye, randn, tensor } from "../tensor/creation.ts";
-import { realize, type Tensor } from "../tensor/tensor.ts";
-import {
-  absMaxScale,
-  checkInt,
-  checkMatrix,
-  descendingPerm,
-  largestPositiveSigns,
-  type Mat,
-  matmulSafe,
-  widen,
-} from "./common.ts";
+import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
+import { absMaxScale, checkInt, checkMatrix, descendingPerm, largestPositiveSigns } from "./common.ts";
 import { defaultSweeps, F32_UNIT_ROUNDOFF, jacobiSweeps, roundUp4 } from "./jacobi.ts";
 import {
   JACOBI_SOLVE_WGSL,
@@ -77,9 +68,9 @@ export interface SvdResult<M extends number, N extends number> {
 
 /** Internal result: factors as rows (uRows = Uᵀ, vRows = Vᵀ), realized. */
 export interface SvdRows {
-  uRows: Mat;
-  s: Mat;
-  vRows: Mat;
+  uRows: F32;
+  s: F32;
+  vRows: F32;
 }
 
 /** Options of the SVD core. */
@@ -96,7 +87,7 @@ export interface SvdCoreOptions extends SvdOptions {
  * Returns Uᵀ (cols×rows), S (cols, descending) and Vᵀ (cols×cols), unsigned.
  */
 export async function svdColumns(
-  wc: Mat,
+  wc: F32,
   rows: number,
   cols: number,
   opts: SvdCoreOptions,
@@ -113,8 +104,8 @@ export async function svdColumns(
   // odd column count gets one zero record. The kernel reads them as vec4.
   const p4 = roundUp4(cols);
   const records = r.pad([[0, slots - cols], [0, 2 * p4 - cols]]).add(
-    (eye(cols, cols, { device: dev }) as unknown as Mat).pad([[0, slots - cols], [p4, p4 - cols]]),
-  ) as Mat;
+    (eye(cols, cols, { device: dev }) as unknown as F32).pad([[0, slots - cols], [p4, p4 - cols]]),
+  ) as F32;
   await realize(records);
   f.factored.dispose();
   f.taus.dispose();
@@ -124,12 +115,12 @@ export async function svdColumns(
     tol: opts.tol,
   });
   const fin = run.records;
-  const b = fin.slice([0, cols], [0, cols]) as Mat; // rows: Rᵀ v'_j
-  const vp = fin.slice([0, cols], [p4, p4 + cols]) as Mat; // rows: v'_j
-  const sig = b.square().sum(1).sqrt() as Mat;
+  const b = fin.slice([0, cols], [0, cols]) as F32; // rows: Rᵀ v'_j
+  const vp = fin.slice([0, cols], [p4, p4 + cols]) as F32; // rows: v'_j
+  const sig = b.square().sum(1).sqrt() as F32;
   const perm = descendingPerm(sig);
-  const s = sig.gather(perm, 0) as Mat;
-  const uRows = matmulSafe(vp.gather(perm, 0) as Mat, qc); // (Q V')ᵀ, sorted
+  const s = sig.gather(perm, 0) as F32;
+  const uRows = (vp.gather(perm, 0) as F32).matmul(qc) as F32; // (Q V')ᵀ, sorted
   if (opts.noV) {
     await realize(s, uRows);
     if (fin !== records) fin.dispose();
@@ -139,20 +130,20 @@ export async function svdColumns(
   }
   // Columns that the Jacobi kernel treated as zero carry no direction: replace them by random vectors and
   // re-orthonormalise by Householder QR, which is queued always but skipped on the GPU when none is zero.
-  const bs = b.gather(perm, 0) as Mat;
+  const bs = b.gather(perm, 0) as F32;
   const good = s.square().gt(4 * JACOBI_TINY);
-  const rand = randn([cols, cols], { seed: COMPLETION_SEED, device: dev }) as unknown as Mat;
-  const vFill = good.reshape([cols, 1]).where(bs.div(s.reshape([cols, 1])), rand) as Mat;
-  const flag = (good.logicalNot().cast("f32").sum() as Mat).gt(0).cast("u32") as Tensor<number[], "u32">;
+  const rand = randn([cols, cols], { seed: COMPLETION_SEED, device: dev });
+  const vFill = good.reshape([cols, 1]).where(bs.div(s.reshape([cols, 1])), rand);
+  const flag = (good.logicalNot().cast("f32").sum()).gt(0).cast("u32") as Tensor<number[], "u32">;
   await realize(vFill, flag, s, uRows);
   if (fin !== records) fin.dispose();
   records.dispose();
   qc.dispose();
   const c = await householderColumns(vFill, cols, cols, { wantQ: true, guard: flag });
   // Q's columns match the filled columns up to the signs of R's diagonal.
-  const diag = c.factored.reshape([cols * cols]).slice([0, cols * cols, cols + 1]) as Mat;
-  const d = diag.lt(0).where(-1, 1).reshape([cols, 1]) as Mat;
-  const vRows = flag.gt(0).where(c.q!.mul(d), vFill) as Mat;
+  const diag = c.factored.reshape([cols * cols]).slice([0, cols * cols, cols + 1]);
+  const d = diag.lt(0).where(-1, 1).reshape([cols, 1]) as F32;
+  const vRows = flag.gt(0).where(c.q!.mul(d), vFill) as F32;
   await realize(vRows);
   c.factored.dispose();
   c.taus.dispose();
@@ -170,7 +161,7 @@ export const FUSED_SWEEPS = 40;
  * columns of W itself, `W V = B`, stopping at convergence inside the kernel; U = B/σ completed where σ is zero, V
  * orthonormal by construction. Sorted by σ; same conventions as {@link svdColumns}.
  */
-async function svdFused(wc: Mat, rows: number, cols: number, opts: SvdCoreOptions): Promise<SvdRows> {
+async function svdFused(wc: F32, rows: number, cols: number, opts: SvdCoreOptions): Promise<SvdRows> {
   if (cols > SOLVE_MAX_COLS || rows > SOLVE_MAX_ROWS) {
     throw new RangeError(
       `svd: fused takes at most ${SOLVE_MAX_ROWS} x ${SOLVE_MAX_COLS} (after transposing to tall), got ` +
@@ -186,11 +177,11 @@ async function svdFused(wc: Mat, rows: number, cols: number, opts: SvdCoreOption
   const { p4r, stride, slots } = solveShape(layout);
   // Records [w_j | e_j | 0] (the identity starts V), one zero record for an odd column count.
   const records = wc.pad([[0, slots - cols], [0, stride - rows]]).add(
-    (eye(cols, cols, { device: wc.device }) as unknown as Mat).pad([[0, slots - cols], [
+    (eye(cols, cols, { device: wc.device }) as unknown as F32).pad([[0, slots - cols], [
       p4r,
       stride - p4r - cols,
     ]]),
-  ) as Mat;
+  ) as F32;
   const params = tensor(jacobiSolveParams(layout), { dtype: "u32", device: wc.device });
   const [out] = await runKernels([records, params], [{ shape: [slots, stride], dtype: "f32" }], [{
     name: "jacobi_solve",
@@ -198,14 +189,14 @@ async function svdFused(wc: Mat, rows: number, cols: number, opts: SvdCoreOption
     dispatch: SOLVE_DISPATCH,
     bindings: [2, 0, 1],
     host: jacobiSolveHost(layout),
-  }]) as [Mat];
+  }]) as [F32];
   records.dispose();
   params.dispose();
-  const sig = out.slice([0, cols], stride - 4) as Mat;
+  const sig = out.slice([0, cols], stride - 4) as F32;
   const perm = descendingPerm(sig);
-  const s = sig.gather(perm, 0) as Mat;
-  const uRows = out.slice([0, cols], [0, rows]).gather(perm, 0) as Mat;
-  const vRows = opts.noV ? s : out.slice([0, cols], [p4r, p4r + cols]).gather(perm, 0) as Mat;
+  const s = sig.gather(perm, 0) as F32;
+  const uRows = out.slice([0, cols], [0, rows]).gather(perm, 0) as F32;
+  const vRows = opts.noV ? s : out.slice([0, cols], [p4r, p4r + cols]).gather(perm, 0) as F32;
   await realize(...new Set([s, uRows, vRows]));
   out.dispose();
   return { uRows, s, vRows };
@@ -253,11 +244,11 @@ async function svdFused(wc: Mat, rows: number, cols: number, opts: SvdCoreOption
  * ```
  */
 export async function svd<M extends number, N extends number>(
-  a: Tensor<[M, N], "f32">,
+  a: Tensor<[M, N], "f32"> | F32,
   opts: SvdOptions = {},
 ): Promise<SvdResult<M, N>> {
-  const r = await svdRows(widen(a), opts);
-  const u = r.uRows.transpose() as Mat;
+  const r = await svdRows(a, opts);
+  const u = r.uRows.transpose();
   await realize(u);
   r.uRows.dispose();
   return {
@@ -269,7 +260,7 @@ export async function svd<M extends number, N extends number>(
 }
 
 /** {@link svd} returning Uᵀ and Vᵀ (row-major factors), realized. */
-export async function svdRows(a: Mat, opts: SvdOptions = {}): Promise<SvdRows> {
+export async function svdRows(a: F32, opts: SvdOptions = {}): Promise<SvdRows> {
   const [m, n] = checkMatrix("svd", a);
   if (opts.sweeps !== undefined) checkInt("svd", "sweeps", opts.sweeps, 0);
   if (opts.check !== undefined) checkInt("svd", "check", opts.check, 0);
@@ -280,7 +271,7 @@ export async function svdRows(a: Mat, opts: SvdOptions = {}): Promise<SvdRows> {
   const rows = Math.max(m, n);
   const cols = Math.min(m, n);
   const scale = absMaxScale(a);
-  const wc = (wide ? a : a.transpose()).div(scale) as Mat;
+  const wc = (wide ? a : a.transpose()).div(scale);
   await realize(scale, wc); // one pass over a (possibly lazy) input
   const core = await svdColumns(wc, rows, cols, opts);
   wc.dispose();
@@ -288,9 +279,9 @@ export async function svdRows(a: Mat, opts: SvdOptions = {}): Promise<SvdRows> {
   let uRows = wide ? core.vRows : core.uRows;
   let vRows = wide ? core.uRows : core.vRows;
   const signs = largestPositiveSigns((opts.flip ?? "u") === "u" ? uRows : vRows);
-  uRows = uRows.mul(signs) as Mat;
-  vRows = vRows.mul(signs) as Mat;
-  const s = core.s.mul(scale) as Mat;
+  uRows = uRows.mul(signs);
+  vRows = vRows.mul(signs);
+  const s = core.s.mul(scale);
   await realize(uRows, vRows, s);
   for (const t of [core.uRows, core.vRows, core.s, scale]) t.dispose();
   return { uRows, s, vRows };

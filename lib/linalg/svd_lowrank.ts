@@ -4,16 +4,8 @@
  * @module
  */
 import { randn } from "../tensor/creation.ts";
-import { realize, type Tensor } from "../tensor/tensor.ts";
-import {
-  checkInt,
-  checkMatrix,
-  disposeUnless,
-  largestPositiveSigns,
-  type Mat,
-  matmulSafe,
-  widen,
-} from "./common.ts";
+import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
+import { checkInt, checkMatrix, disposeUnless, largestPositiveSigns } from "./common.ts";
 import { qr } from "./qr.ts";
 import { type SvdOptions, type SvdResult, svdRows } from "./svd.ts";
 
@@ -53,7 +45,7 @@ export interface SvdLowRankOptions extends Pick<SvdOptions, "sweeps" | "flip"> {
  * ```
  */
 export async function svdLowRank<M extends number, N extends number>(
-  a: Tensor<[M, N], "f32">,
+  a: Tensor<[M, N], "f32"> | F32,
   q: number,
   opts: SvdLowRankOptions = {},
 ): Promise<SvdResult<M, N>> {
@@ -66,32 +58,32 @@ export async function svdLowRank<M extends number, N extends number>(
   const l = Math.min(q + oversample, Math.min(m, n));
   await a.realize(); // it is read 2·niter + 2 times
   const tall = m >= n;
-  const x = tall ? widen(a) : widen(a).transpose() as Mat; // working matrix, tall: rows ≥ cols
+  const x = tall ? a : a.transpose(); // working matrix, tall: rows ≥ cols
   const cols = tall ? n : m;
-  const omega = randn([cols, l], { seed, device: a.device }) as unknown as Mat;
+  const omega = randn([cols, l], { seed, device: a.device });
   // Only Q of each factorisation is used: R is released at once (not left to the garbage collector).
-  const orth = async (y: Mat) => {
+  const orth = async (y: F32) => {
     const f = await qr(y as Tensor<[number, number], "f32">);
     f.r.dispose();
-    return f.q as unknown as Mat;
+    return f.q;
   };
-  let basis = await orth(matmulSafe(x, omega));
+  let basis = await orth(x.matmul(omega));
   for (let i = 0; i < niter; i++) {
-    const z = await orth(matmulSafe(x.transpose() as Mat, basis));
+    const z = await orth((x.transpose()).matmul(basis));
     basis.dispose();
-    basis = await orth(matmulSafe(x, z));
+    basis = await orth(x.matmul(z));
     z.dispose();
   }
-  const b = matmulSafe(basis.transpose() as Mat, x); // l × cols
+  const b = (basis.transpose()).matmul(x); // l × cols
   const small = await svdRows(b, { sweeps: opts.sweeps });
   // Working factors: U = Q U_B (rows: U_Bᵀ Qᵀ), V = V_B; truncated to q.
-  let uRows: Mat = matmulSafe(small.uRows.slice([0, q]) as Mat, basis.transpose() as Mat);
-  let vRows = small.vRows.slice([0, q]) as Mat;
+  let uRows: F32 = (small.uRows.slice([0, q])).matmul(basis.transpose());
+  let vRows = small.vRows.slice([0, q]) as F32;
   if (!tall) [uRows, vRows] = [vRows, uRows]; // A = Xᵀ = V S Uᵀ
   const signs = largestPositiveSigns((opts.flip ?? "u") === "u" ? uRows : vRows);
-  const u = uRows.mul(signs).transpose() as Mat;
-  const vh = vRows.mul(signs) as Mat;
-  const s = small.s.slice([0, q]) as Mat;
+  const u = uRows.mul(signs).transpose();
+  const vh = vRows.mul(signs);
+  const s = small.s.slice([0, q]);
   await realize(u, vh, s);
   basis.dispose();
   for (const t of [small.uRows, small.vRows, small.s]) disposeUnless(t, u, vh, s);

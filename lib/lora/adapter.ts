@@ -33,12 +33,10 @@ import {
   replaceModule,
 } from "../nn/module.ts";
 import { checkFinite } from "../nn/finite.ts";
-import { asF32, Linear } from "../nn/linear.ts";
+import { asF32, type F32, Linear } from "../nn/linear.ts";
 import { concat, tensor } from "../tensor/creation.ts";
-import type { F32 } from "../init/types.ts";
-import { loraScale } from "../init/types.ts";
-import { LoraLinear } from "./linear.ts";
-import { loraLayers } from "./attach.ts";
+import { LoraLinear, loraScale } from "./linear.ts";
+import { loraLayers } from "./layers.ts";
 
 const PREFIX = "base_model.model.";
 
@@ -131,7 +129,7 @@ async function rowsOut(t: F32, path: string, aliased: AliasedModule | undefined)
  * @example
  * ```ts
  * import { Linear } from "../nn/linear.ts";
- * import { attachLora } from "./attach.ts";
+ * import { attachLora } from "../init/attach.ts";
  * import { loadAdapter, saveAdapter } from "./adapter.ts";
  * const model = { q: new Linear(16, 16, { seed: 0 }) };
  * await attachLora(model, { targetModules: ["q"], rank: 4, init: "pissa" });

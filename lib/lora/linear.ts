@@ -9,14 +9,37 @@
  * @module
  */
 import { stopGradient } from "../autodiff/grad.ts";
-import { asF32, Linear, linear, type LinearLayer } from "../nn/linear.ts";
+import { asF32, type F32, Linear, linear, type LinearLayer } from "../nn/linear.ts";
 import { Module } from "../nn/module.ts";
 import { dropout } from "../nn/activations.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { deriveSeed } from "../nn/init.ts";
-import type { F32, LoraInit } from "../init/types.ts";
 import { z } from "../../deps.ts";
 import { checkOptions, opt } from "../options.ts";
+
+/** What one initialisation produces for one layer. */
+export interface LoraInit {
+  /** `lora_A.weight`, `[rank, d_in]`. */
+  a: F32;
+  /** `lora_B.weight`, `[d_out, rank]`. */
+  b: F32;
+  /** The weight the adapted layer must use instead of W (offset inits: `W − s·B·A`; LoftQ: the quantised W). */
+  base?: F32;
+  /** The rank actually used (EVA and VAS may change it; 0 means "no adapter on this layer"). */
+  rank: number;
+  /** `lora_alpha` of the layer. */
+  alpha: number;
+  /** The scaling `s` the layer applies to `B·A`. */
+  scale: number;
+  /** Method-specific diagnostics (errors per iteration, explained variance, ...). */
+  info?: Record<string, number | number[] | string | boolean>;
+}
+
+/** `s = alpha/r`, or `alpha/√r` with rsLoRA; 0 for rank 0. */
+export function loraScale(alpha: number, rank: number, useRslora = false): number {
+  if (rank === 0) return 0;
+  return useRslora ? alpha / Math.sqrt(rank) : alpha / rank;
+}
 
 const LAYER_OPTIONS = z.object({
   dropout: z.number().min(0).lt(1).optional(),

@@ -1,10 +1,11 @@
 /**
- * LoRA layers: the adapted linear layer (with DoRA), attaching by name pattern with any registered
- * initialisation, tracked norms, merging, LoRA+ parameter selection, and PEFT-format adapter files.
+ * LoRA layers: the adapted linear layer (with DoRA), a model's LoRA layers (trainable selection, tracked norms,
+ * merging, LoRA+ parameter groups), PEFT-format adapter files and update statistics. Attaching adapters with an
+ * initialisation is `attachLora` in `../init/`.
  *
  * @module
  */
 export * from "./linear.ts";
-export * from "./attach.ts";
+export * from "./layers.ts";
 export * from "./adapter.ts";
 export * from "./delta_stats.ts";

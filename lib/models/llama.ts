@@ -18,15 +18,17 @@ import type { Shape } from "../shape.ts";
 import { arange, tensor, zeros } from "../tensor/creation.ts";
 import { realize, type Tensor } from "../tensor/tensor.ts";
 import { getDefaultDevice } from "../runtime/realize.ts";
-import { type Llama2cWeight, readLlama2c } from "../io/llama2c.ts";
+import { type Llama2cConfig, type Llama2cWeight, readLlama2c } from "../io/llama2c.ts";
 import {
-  applyRope,
-  causalAttention,
+  Attention,
+  type CachedStep,
   ropeInverseFrequencies,
   type RopeScaling,
   type RopeTables,
   ropeTables,
 } from "../nn/attention.ts";
+import { SwiGLU } from "../nn/mlp.ts";
+import { TransformerBlock } from "../nn/transformer.ts";
 import { constantParam, deriveSeed, normalParam } from "../nn/init.ts";
 import { asF32, Embedding, type F16, type F32, Linear, linear, type LinearLayer } from "../nn/linear.ts";
 import { type AliasedModule, Module, namedParameters } from "../nn/module.ts";
@@ -41,24 +43,8 @@ import { crossEntropy, type CrossEntropyOptions } from "../nn/loss.ts";
  */
 export type LlamaFamily = "llama" | "qwen2" | "qwen3" | "mistral";
 
-/** Hyper-parameters of a {@link LlamaLM} (the llama2.c header fields plus what Hugging Face families add). */
-export interface LlamaConfig {
-  /** Model width. */
-  dim: number;
-  /** Inner width of the SwiGLU feed-forward. */
-  hiddenDim: number;
-  /** Number of transformer blocks. */
-  nLayers: number;
-  /** Number of query heads. */
-  nHeads: number;
-  /** Number of key/value heads; must divide `nHeads`. */
-  nKvHeads: number;
-  /** Vocabulary size. */
-  vocabSize: number;
-  /** Context length: the most positions one sequence may have. */
-  seqLen: number;
-  /** True when the classifier is the token embedding (no `output` module). */
-  sharedClassifier: boolean;
+/** Hyper-parameters of a {@link LlamaLM}: the llama2.c header fields plus what Hugging Face families add. */
+export interface LlamaConfig extends Llama2cConfig {
   /** RMSNorm epsilon (default 1e-5). */
   normEps?: number;
   /** RoPE base (default 1e4). */
@@ -287,205 +273,18 @@ function rmsNormFrom(weight: F32 | F16, eps: number): RMSNorm {
   return norm;
 }
 
-/**
- * Attention with `mask` (`[T, S]` bool, true = visible) instead of a causal rule: query head `h` uses key/value
- * head `⌊h / (heads / kvHeads)⌋`, as in `causalAttention`. `q` `[B, T, H, hd]`, `k`, `v` `[B, S, Hkv, hd]`.
- */
-function maskedAttention(q: F32, k: F32, v: F32, mask: Tensor<Shape, "bool">): F32 {
-  const [b, t, h, d] = q.shape;
-  const [, s, hkv] = k.shape;
-  const g = h / hkv;
-  const qh = q.permute([0, 2, 1, 3]).reshape([b, hkv, g, t, d]) as F32;
-  const kh = k.permute([0, 2, 1, 3]).reshape([b, hkv, 1, s, d]) as F32;
-  const vh = v.permute([0, 2, 1, 3]).reshape([b, hkv, 1, s, d]) as F32;
-  let scores = qh.matmul(kh.transpose() as F32).mul(1 / Math.sqrt(d)) as F32; // [b, hkv, g, t, s]
-  scores = mask.where(scores, -1e30) as F32;
-  const out = scores.softmax(-1).matmul(vh) as F32; // [b, hkv, g, t, d]
-  return out.reshape([b, h, t, d]).permute([0, 2, 1, 3]) as F32;
-}
-
-/** Per-step inputs of {@link LlamaLM.forwardCached}, shared by every layer (built by the model). */
-export interface CachedStep {
-  /** RoPE tables at the new positions, `[T, hd/2]`. */
-  rope: RopeTables;
-  /** Visibility `[T, L]`: slot `j` is visible to new position `p` when `j <= p`. */
-  mask: Tensor<Shape, "bool">;
-  /** Slots written by this step, `[L]` bool. */
-  write: Tensor<Shape, "bool">;
-  /** For each slot, the new position it takes its value from (clamped to a valid index), `[L]` i32. */
-  source: Tensor<Shape, "i32">;
-}
-
-/**
- * Self-attention of one Llama block: projections `wq`, `wk`, `wv`, `wo` (`Linear` layers, `[out, in]`, with biases
- * in the families that have them), optional per-head RMSNorms `q_norm`/`k_norm` of queries and keys (Qwen3), RoPE
- * on queries and keys, grouped-query causal attention.
- *
- * @example
- * ```ts
- * import { LlamaLM } from "./llama.ts";
- * const model = LlamaLM.random({
- *   dim: 16, hiddenDim: 32, nLayers: 1, nHeads: 4, nKvHeads: 2, vocabSize: 20, seqLen: 8, sharedClassifier: true,
- * }, { seed: 0 });
- * model.layers[0].attention.wk.outFeatures; // 8
- * ```
- */
-export class LlamaAttention extends Module {
-  /** Query projection `[nHeads·hd, dim]`. */
-  wq: LinearLayer;
-  /** Key projection `[nKvHeads·hd, dim]`. */
-  wk: LinearLayer;
-  /** Value projection `[nKvHeads·hd, dim]`. */
-  wv: LinearLayer;
-  /** Output projection `[dim, nHeads·hd]`. */
-  wo: LinearLayer;
-  /** RMSNorm of each query head (`[hd]` gain), before RoPE; present when the config has `qkNorm`. */
-  declare q_norm?: RMSNorm;
-  /** RMSNorm of each key head, like `q_norm`. */
-  declare k_norm?: RMSNorm;
-  #nHeads: number;
-  #nKvHeads: number;
-
-  /** The layer around its four projections (and, for `qkNorm` models, its two head norms). */
-  constructor(
-    projections: { wq: LinearLayer; wk: LinearLayer; wv: LinearLayer; wo: LinearLayer },
-    heads: { nHeads: number; nKvHeads: number },
-    norms?: { q_norm: RMSNorm; k_norm: RMSNorm },
-  ) {
-    super();
-    this.wq = projections.wq;
-    this.wk = projections.wk;
-    this.wv = projections.wv;
-    this.wo = projections.wo;
-    if (norms !== undefined) {
-      this.q_norm = norms.q_norm;
-      this.k_norm = norms.k_norm;
-    }
-    this.#nHeads = heads.nHeads;
-    this.#nKvHeads = heads.nKvHeads;
-  }
-
-  /** Number of query heads. */
-  get nHeads(): number {
-    return this.#nHeads;
-  }
-
-  /** Number of key/value heads. */
-  get nKvHeads(): number {
-    return this.#nKvHeads;
-  }
-
-  /** Size of one head. */
-  get headDim(): number {
-    return this.wq.outFeatures / this.#nHeads;
-  }
-
-  /**
-   * The projections of `x` (`[B, T, dim]`), query/key norms applied, then RoPE on queries and keys (unless `rope`
-   * is null: the attention rotates them itself).
-   */
-  #qkv(x: F32, rope: RopeTables | null): { q: F32; k: F32; v: F32 } {
-    const [b, t] = x.shape;
-    const hd = this.headDim;
-    let q = this.wq.forward(x).reshape([b, t, this.#nHeads, hd]) as F32;
-    let k = this.wk.forward(x).reshape([b, t, this.#nKvHeads, hd]) as F32;
-    const v = this.wv.forward(x).reshape([b, t, this.#nKvHeads, hd]) as F32;
-    if (this.q_norm !== undefined) q = this.q_norm.forward(q) as F32;
-    if (this.k_norm !== undefined) k = this.k_norm.forward(k) as F32;
-    if (rope === null) return { q, k, v };
-    return { q: applyRope(q, rope) as F32, k: applyRope(k, rope) as F32, v };
-  }
-
-  /** Causal attention over positions `0 .. T−1` of `x` (`[B, T, dim]`); `rope` holds those positions' angles. */
-  forward(x: F32, rope: RopeTables): Tensor<number[], "f32"> {
-    const [b, t] = x.shape;
-    // The fused attention kernels apply RoPE as they read queries and keys (no kernels of its own).
-    const { q, k, v } = this.#qkv(x, null);
-    const o = causalAttention(q, k, v, { rope }).reshape([b, t, this.#nHeads * this.headDim]) as F32;
-    return this.wo.forward(o);
-  }
-
-  /**
-   * Attention of new positions over the cached ones: writes the new keys and values into their slots of
-   * `cache` (`[B, L, Hkv, hd]` each) and returns the output and the updated caches.
-   */
-  forwardCached(x: F32, step: CachedStep, cache: { k: F32; v: F32 }): { y: F32; k: F32; v: F32 } {
-    const [b, t] = x.shape;
-    const { q, k, v } = this.#qkv(x, step.rope);
-    const slots = step.write.reshape([1, -1, 1, 1]) as Tensor<Shape, "bool">;
-    const kc = slots.where(k.gather(step.source, 1), cache.k) as F32;
-    const vc = slots.where(v.gather(step.source, 1), cache.v) as F32;
-    const o = maskedAttention(q, kc, vc, step.mask).reshape([b, t, this.#nHeads * this.headDim]) as F32;
-    return { y: this.wo.forward(o) as F32, k: kc, v: vc };
-  }
-}
-
-/**
- * Llama's SwiGLU feed-forward `w2(silu(w1 x) · w3 x)`, with bias-free `Linear` layers (`w1`, `w3`: `[hidden, dim]`,
- * `w2`: `[dim, hidden]`).
- */
-export class LlamaFeedForward extends Module {
-  /** Gate projection. */
-  w1: LinearLayer;
-  /** Down projection. */
-  w2: LinearLayer;
-  /** Up projection. */
-  w3: LinearLayer;
-
-  /** The block around its three projections. */
-  constructor(projections: { w1: LinearLayer; w2: LinearLayer; w3: LinearLayer }) {
-    super();
-    this.w1 = projections.w1;
-    this.w2 = projections.w2;
-    this.w3 = projections.w3;
-  }
-
-  /** `w2(silu(w1 x) · w3 x)`. */
-  forward(x: F32): Tensor<number[], "f32"> {
-    const gate = this.w1.forward(x).silu() as F32;
-    return this.w2.forward(gate.mul(this.w3.forward(x)) as F32);
-  }
-}
-
-/** One pre-norm decoder layer: `h = x + attention(attention_norm(x))`, `y = h + feed_forward(ffn_norm(h))`. */
-export class LlamaBlock extends Module {
-  /** RMSNorm before attention (llama2.c `rms_att_weight`). */
-  attention_norm: RMSNorm;
-  /** Self-attention. */
-  attention: LlamaAttention;
-  /** RMSNorm before the feed-forward (llama2.c `rms_ffn_weight`). */
-  ffn_norm: RMSNorm;
-  /** SwiGLU feed-forward. */
-  feed_forward: LlamaFeedForward;
-
-  /** The block around its parts. */
-  constructor(parts: {
-    attention_norm: RMSNorm;
-    attention: LlamaAttention;
-    ffn_norm: RMSNorm;
-    feed_forward: LlamaFeedForward;
-  }) {
-    super();
-    this.attention_norm = parts.attention_norm;
-    this.attention = parts.attention;
-    this.ffn_norm = parts.ffn_norm;
-    this.feed_forward = parts.feed_forward;
-  }
-
-  /** The block over whole sequences (`[B, T, dim]`, positions from 0). */
-  forward(x: F32, rope: RopeTables): Tensor<number[], "f32"> {
-    const h = x.add(this.attention.forward(this.attention_norm.forward(x), rope)) as F32;
-    return h.add(this.feed_forward.forward(this.ffn_norm.forward(h))) as Tensor<number[], "f32">;
-  }
-
-  /** The block over new positions, reading and extending the layer's key/value cache. */
-  forwardCached(x: F32, step: CachedStep, cache: { k: F32; v: F32 }): { y: F32; k: F32; v: F32 } {
-    const a = this.attention.forwardCached(this.attention_norm.forward(x), step, cache);
-    const h = x.add(a.y) as F32;
-    const y = h.add(this.feed_forward.forward(this.ffn_norm.forward(h))) as F32;
-    return { y, k: a.k, v: a.v };
-  }
-}
+/** The Llama name of `Attention` (nn/attention.ts): one block's self-attention. */
+export const LlamaAttention: typeof Attention = Attention;
+/** The Llama name of `Attention`. */
+export type LlamaAttention = Attention;
+/** The Llama name of `SwiGLU` (nn/mlp.ts): one block's feed-forward `w2(silu(w1 x) · w3 x)`. */
+export const LlamaFeedForward: typeof SwiGLU = SwiGLU;
+/** The Llama name of `SwiGLU`. */
+export type LlamaFeedForward = SwiGLU;
+/** The Llama name of `TransformerBlock` (nn/transformer.ts): one pre-norm decoder layer. */
+export const LlamaBlock: typeof TransformerBlock = TransformerBlock;
+/** The Llama name of `TransformerBlock`. */
+export type LlamaBlock = TransformerBlock;
 
 /**
  * Keys and values of the positions a {@link LlamaLM} has seen, one `[B, capacity, nKvHeads, headDim]` pair per
@@ -509,8 +308,8 @@ export class KvCache {
     device: DeviceName,
   ) {
     const s = [shape.batch, shape.capacity, shape.nKvHeads, shape.headDim];
-    this.k = Array.from({ length: shape.nLayers }, () => zeros(s, { device }) as F32);
-    this.v = Array.from({ length: shape.nLayers }, () => zeros(s, { device }) as F32);
+    this.k = Array.from({ length: shape.nLayers }, () => zeros(s, { device }));
+    this.v = Array.from({ length: shape.nLayers }, () => zeros(s, { device }));
     this.#capacity = shape.capacity;
     this.#batch = shape.batch;
   }
@@ -600,24 +399,27 @@ export class LlamaLM extends Module implements AliasedModule {
           k_norm: rmsNormFrom(get(`${p}.attention.k_norm.weight`), eps),
         }
         : undefined;
-      return new LlamaBlock({
-        attention_norm: rmsNormFrom(get(`${p}.attention_norm.weight`), eps),
-        attention: new LlamaAttention(
-          {
-            wq: lin("attention.wq"),
-            wk: lin("attention.wk"),
-            wv: lin("attention.wv"),
-            wo: lin("attention.wo"),
-          },
-          config,
-          norms,
-        ),
-        ffn_norm: rmsNormFrom(get(`${p}.ffn_norm.weight`), eps),
-        feed_forward: new LlamaFeedForward({
-          w1: lin("feed_forward.w1"),
-          w2: lin("feed_forward.w2"),
-          w3: lin("feed_forward.w3"),
-        }),
+      const attention = new Attention(config.dim, {
+        nHeads: config.nHeads,
+        nKvHeads: config.nKvHeads,
+        layers: {
+          wq: lin("attention.wq"),
+          wk: lin("attention.wk"),
+          wv: lin("attention.wv"),
+          wo: lin("attention.wo"),
+          ...norms,
+        },
+      });
+      const ffn = { w1: lin("feed_forward.w1"), w2: lin("feed_forward.w2"), w3: lin("feed_forward.w3") };
+      return new TransformerBlock(config.dim, {
+        nHeads: config.nHeads,
+        hiddenDim: config.hiddenDim,
+        layers: {
+          attention_norm: rmsNormFrom(get(`${p}.attention_norm.weight`), eps),
+          attention,
+          ffn_norm: rmsNormFrom(get(`${p}.ffn_norm.weight`), eps),
+          feed_forward: new SwiGLU(config.dim, config.hiddenDim, { layers: ffn }),
+        },
       });
     });
     this.norm = rmsNormFrom(get("norm.weight"), eps);
@@ -641,7 +443,7 @@ export class LlamaLM extends Module implements AliasedModule {
     const std = options.std ?? 0.02;
     const device = options.device;
     return new LlamaLM(c, (name, shape) => {
-      if (name.endsWith(".bias")) return constantParam(shape, 0, { device }) as F32;
+      if (name.endsWith(".bias")) return constantParam(shape, 0, { device });
       if (shape.length === 1) return constantParam(shape, 1, { device }) as F32;
       const scaled = /\.(wo|w2)\.weight$/.test(name);
       const s = scaled ? std / Math.sqrt(2 * c.nLayers) : std;
@@ -822,7 +624,7 @@ export class LlamaLM extends Module implements AliasedModule {
 
   /** Final norm and classifier. */
   #logits(h: F32): Tensor<number[], "f32"> {
-    const x = this.norm.forward(h) as F32;
+    const x = this.norm.forward(h);
     return this.output === undefined ? linear(x, this.tok_embeddings.weight) : this.output.forward(x);
   }
 
@@ -838,9 +640,9 @@ export class LlamaLM extends Module implements AliasedModule {
       );
     }
     const full = this.#ropeTables(tokens.device, t);
-    const rope = { cos: full.cos.slice([0, t]) as F32, sin: full.sin.slice([0, t]) as F32 };
-    let h = this.tok_embeddings.forward(tokens) as F32;
-    for (const layer of this.layers) h = layer.forward(h, rope) as F32;
+    const rope = { cos: full.cos.slice([0, t]), sin: full.sin.slice([0, t]) };
+    let h = this.tok_embeddings.forward(tokens);
+    for (const layer of this.layers) h = layer.forward(h, { rope });
     return this.#logits(h);
   }
 
@@ -863,7 +665,7 @@ export class LlamaLM extends Module implements AliasedModule {
     targets: Tensor<Shape, "i32">,
     options: Omit<CrossEntropyOptions, "weights"> & { weights?: F32 } = {},
   ): Tensor<number[], "f32"> {
-    return crossEntropy(this.forward(tokens) as F32, targets, options);
+    return crossEntropy(this.forward(tokens), targets, options);
   }
 
   /**

@@ -41,21 +41,12 @@ export {
 export { type HfCheckpoint, hfConfigFromLlama, llamaConfigFromHf, loadHf, readHf, saveHf } from "./hf.ts";
 export { loadLlama } from "./load.ts";
 export { argmax, generate, type GenerateOptions, sampleToken, type SampleTokenOptions } from "./sample.ts";
-export type { CachedStep } from "./llama.ts";
 
 // Types from other areas that the API above refers to.
-export type {
-  AxisArg,
-  DataArray,
-  DeviceName,
-  DType,
-  NestedArray,
-  Node,
-  Op,
-  OpArgs,
-  Storage,
-  Tensor,
-} from "../../mod.ts";
+export type { AxisArg, NestedArray, Tensor } from "../tensor/tensor.ts";
+export type { DataArray, DType } from "../dtype.ts";
+export type { DeviceName, Node, Storage } from "../ir/node.ts";
+export type { Op, OpArgs } from "../ir/ops.ts";
 export type * from "../shape.ts";
 export type { Module } from "../nn/module.ts";
 export type { Embedding, EmbeddingOptions, F32, LinearLayer } from "../nn/linear.ts";

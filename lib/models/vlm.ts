@@ -9,42 +9,25 @@
  * classification `encoder.head`; the projector's `projector.linear_1`, `projector.linear_2`. The names differ
  * between the parts, so `["wq", "wv"]` selects the LM only.
  *
- * Training follows LLaVA's stages, with a text-only warm-up of the LM first (the LLaVA LM is pretrained):
- * (0) the LM on the captions as plain text, (a) the encoder on a classification task (shape × colour of
- * `generateShapes`, or the emoji group), (b) the projector on captioning with encoder and LM frozen, and (c) LoRA on
- * the LM (see {@link captionTrainer}). {@link cachedVlm} runs (0)–(b) once and keeps the result on disk.
+ * Data are captioned images ({@link VlmData}: the emoji pack by {@link emojiVlmData}; the lab adds generated shapes),
+ * turned into captioning batches by {@link captionBatch}. Training follows LLaVA's stages; the lab's `toy_vlm.ts`
+ * runs the pretraining stages and keeps the result on disk.
  *
  * @module
  */
 import type { DeviceName } from "../ir/node.ts";
-import type { Shape } from "../shape.ts";
 import { concat, tensor } from "../tensor/creation.ts";
-import type { Tensor } from "../tensor/tensor.ts";
+import type { I32, Tensor } from "../tensor/tensor.ts";
 import { causalAttention, type RopeTables, ropeTables } from "../nn/attention.ts";
 import { deriveSeed, normalParam } from "../nn/init.ts";
 import { type F32, Linear, linear, type LinearLayer } from "../nn/linear.ts";
-import { loadParameters, Module, namedParameters, type ParamFilter } from "../nn/module.ts";
+import { loadParameters, Module, namedParameters } from "../nn/module.ts";
 import { LayerNorm } from "../nn/norm.ts";
 import { crossEntropy } from "../nn/loss.ts";
-import { AdamW } from "../nn/optim/adam.ts";
-import { cosineSchedule } from "../nn/optim/schedule.ts";
-import { Trainer, type TrainerOptions } from "../train/trainer.ts";
-import { sampleWindows } from "../train/batches.ts";
 import { Rng } from "../data/rng.ts";
-import { type CharVocab, charVocab, generateShapes } from "../data/generated.ts";
+import { type CharVocab, charVocab } from "../data/text.ts";
 import { loadEmojiPack, rgbaOnWhite } from "../data/images.ts";
-import { collectActivations } from "../init/calibrate.ts";
-import type { LayerData } from "../init/types.ts";
-import { readSafetensors, type StEntry, writeSafetensors } from "../io/safetensors.ts";
-import { removeTemporaries } from "../io/atomic.ts";
-import { processAlive } from "../io/lock.ts";
-import { checkFinite } from "../nn/finite.ts";
 import { type LlamaConfig, LlamaLM } from "./llama.ts";
-import { cacheKey, loadCacheEntry } from "./cache.ts";
-
-type M = Tensor<number[], "f32">;
-/** An i32 tensor of any shape (token ids, targets). */
-export type I32 = Tensor<Shape, "i32">;
 
 // ----- configuration -----
 
@@ -119,14 +102,14 @@ export class VisionAttention extends Module {
   forward(x: F32): Tensor<number[], "f32"> {
     const [b, t, d] = x.shape;
     const hd = d / this.#heads;
-    const split = (y: M) => y.reshape([b, t, this.#heads, hd]) as F32;
+    const split = (y: F32) => y.reshape([b, t, this.#heads, hd]);
     const o = causalAttention(
       split(this.q_proj.forward(x)),
       split(this.k_proj.forward(x)),
       split(this.v_proj.forward(x)),
       { causal: false },
     );
-    return this.out_proj.forward(o.reshape([b, t, d]) as F32);
+    return this.out_proj.forward(o.reshape([b, t, d]));
   }
 }
 
@@ -146,7 +129,7 @@ export class VisionMlp extends Module {
 
   /** `fc2(gelu(fc1 x))`. */
   forward(x: F32): Tensor<number[], "f32"> {
-    return this.fc2.forward(this.fc1.forward(x).gelu() as F32);
+    return this.fc2.forward(this.fc1.forward(x).gelu());
   }
 }
 
@@ -173,8 +156,8 @@ export class VisionBlock extends Module {
 
   /** The block over `[B, T, dim]`. */
   forward(x: F32): Tensor<number[], "f32"> {
-    const h = x.add(this.attn.forward(this.norm1.forward(x) as F32)) as F32;
-    return h.add(this.mlp.forward(this.norm2.forward(h) as F32)) as M;
+    const h = x.add(this.attn.forward(this.norm1.forward(x)));
+    return h.add(this.mlp.forward(this.norm2.forward(h)));
   }
 }
 
@@ -204,7 +187,7 @@ export class VisionEncoder extends Module {
     this.pos_embed = normalParam([visualTokens(config), d], 0.02, {
       seed: deriveSeed(opts.seed, "pos_embed"),
       device,
-    }) as F32;
+    });
     this.blocks = Array.from({ length: config.visionLayers }, (_, i) =>
       new VisionBlock(d, {
         heads: config.visionHeads,
@@ -226,15 +209,15 @@ export class VisionEncoder extends Module {
     const p = this.#patch;
     // [B, H, W, C] → [B, H/p, p, W/p, p·C] → [B, H/p, W/p, p, p·C] → [B, patches, p·p·C]
     const patches = images.reshape([b, h / p, p, w / p, p * c]).permute([0, 1, 3, 2, 4])
-      .reshape([b, (h / p) * (w / p), p * p * c]) as F32;
-    let x = this.patch_embed.forward(patches).add(this.pos_embed) as F32;
-    for (const block of this.blocks) x = block.forward(x) as F32;
+      .reshape([b, (h / p) * (w / p), p * p * c]);
+    let x = this.patch_embed.forward(patches).add(this.pos_embed);
+    for (const block of this.blocks) x = block.forward(x);
     return this.norm.forward(x);
   }
 
   /** Class logits `[B, nClasses]` of the mean-pooled tokens. */
   classify(images: F32): Tensor<number[], "f32"> {
-    return this.head.forward(this.forward(images).mean(1) as F32);
+    return this.head.forward(this.forward(images).mean(1));
   }
 }
 
@@ -260,7 +243,7 @@ export class Projector extends Module {
 
   /** `linear_2(gelu(linear_1 v))`. */
   forward(v: F32): Tensor<number[], "f32"> {
-    return this.linear_2.forward(this.linear_1.forward(v).gelu() as F32);
+    return this.linear_2.forward(this.linear_1.forward(v).gelu());
   }
 }
 
@@ -334,7 +317,7 @@ export class ToyVlm extends Module {
 
   /** The visual tokens `[B, P, lmDim]` of images `[B, H, W, C]`. */
   embedImages(images: F32): Tensor<number[], "f32"> {
-    return this.projector.forward(this.encoder.forward(images) as F32);
+    return this.projector.forward(this.encoder.forward(images));
   }
 
   /** Final hidden states `[B, P + T, lmDim]` (before the LM's final norm). */
@@ -360,15 +343,15 @@ export class ToyVlm extends Module {
       rope = ropeTables(lm.dim / lm.nHeads, total, { theta: lm.ropeTheta, device: tokens.device });
       this.#rope.set(key, rope);
     }
-    const text = this.lm.tok_embeddings.forward(tokens) as F32;
-    let h = concat([this.embedImages(images) as F32, text], 1) as F32;
-    for (const layer of this.lm.layers) h = layer.forward(h, rope) as F32;
-    return h as M;
+    const text = this.lm.tok_embeddings.forward(tokens);
+    let h = concat([this.embedImages(images), text], 1);
+    for (const layer of this.lm.layers) h = layer.forward(h, { rope });
+    return h;
   }
 
   /** Final norm and classifier of hidden states. */
   #logits(h: F32): Tensor<number[], "f32"> {
-    const x = this.lm.norm.forward(h) as F32;
+    const x = this.lm.norm.forward(h);
     return this.lm.output === undefined
       ? linear(x, this.lm.tok_embeddings.weight)
       : this.lm.output.forward(x);
@@ -376,7 +359,7 @@ export class ToyVlm extends Module {
 
   /** Logits `[B, P + T, vocab]`: visual positions first, then the text positions (causal over both). */
   forward(images: F32, tokens: I32): Tensor<number[], "f32"> {
-    return this.#logits(this.hidden(images, tokens) as F32);
+    return this.#logits(this.hidden(images, tokens));
   }
 
   /**
@@ -385,8 +368,8 @@ export class ToyVlm extends Module {
    */
   loss(images: F32, tokens: I32, targets: I32): Tensor<number[], "f32"> {
     const p = this.visualTokens;
-    const h = this.hidden(images, tokens).slice(null, [p, p + tokens.shape[1]]) as F32;
-    return crossEntropy(this.#logits(h) as F32, targets);
+    const h = this.hidden(images, tokens).slice(null, [p, p + tokens.shape[1]]);
+    return crossEntropy(this.#logits(h), targets);
   }
 }
 
@@ -408,30 +391,6 @@ export interface VlmData {
   size: number;
   /** Where the data came from. */
   description: string;
-}
-
-/**
- * Captioned shapes from `generateShapes`; the class is `shape·8 + colour` (32 classes).
- *
- * @example
- * ```ts
- * import { shapesVlmData } from "./vlm.ts";
- * const data = shapesVlmData({ n: 10, seed: 0 });
- * data.captions[0]; // e.g. "two red circles at the top left"
- * ```
- */
-export function shapesVlmData(opts: { n: number; seed: number; size?: number }): VlmData {
-  const d = generateShapes({ n: opts.n, seed: opts.seed, size: opts.size ?? 16 });
-  const labels = Int32Array.from(d.labels.shape, (s, i) => s * 8 + d.labels.colour[i]);
-  return {
-    images: d.images,
-    captions: d.captions,
-    labels,
-    nClasses: 32,
-    n: d.n,
-    size: d.size,
-    description: `generateShapes (n ${opts.n}, seed ${opts.seed}, ${d.size} px)`,
-  };
 }
 
 /**
@@ -535,138 +494,10 @@ export function captionTensors(
 ): { images: F32; tokens: I32; targets: I32 } {
   const { batchSize: b, size, textLen } = shape;
   return {
-    images: tensor(batch.images, { shape: [b, size, size, 3], device }) as F32,
-    tokens: tensor(batch.tokens, { shape: [b, textLen], dtype: "i32", device }) as I32,
-    targets: tensor(batch.targets, { shape: [b, textLen], dtype: "i32", device }) as I32,
+    images: tensor(batch.images, { shape: [b, size, size, 3], device }),
+    tokens: tensor(batch.tokens, { shape: [b, textLen], dtype: "i32", device }),
+    targets: tensor(batch.targets, { shape: [b, textLen], dtype: "i32", device }),
   };
-}
-
-// ----- training stages -----
-
-/** Common settings of a training stage. */
-export interface StageOptions {
-  /** Optimiser steps. */
-  steps: number;
-  /** Images (or windows) per batch. */
-  batchSize: number;
-  /** Peak learning rate (AdamW, cosine with `warmupRatio` warm-up). */
-  lr: number;
-  /** Seed of the batches. */
-  seed: number;
-  /** Warm-up fraction (default 0.05). */
-  warmupRatio?: number;
-  /** Text positions per caption (default 40). */
-  textLen?: number;
-  /** Device of the batches (default: the model's). */
-  device?: DeviceName;
-  /** Progress-bar label (default none). */
-  progress?: string | false;
-}
-
-function stageTrainer<B extends Record<string, Tensor>>(
-  model: ToyVlm,
-  trainable: ParamFilter,
-  opts: StageOptions,
-  batch: (step: number) => B,
-  loss: TrainerOptions<ToyVlm, B>["loss"],
-): Trainer<ToyVlm, B> {
-  return new Trainer<ToyVlm, B>({
-    model,
-    optimizer: new AdamW(model, { lr: opts.lr, weightDecay: 0, trainable }),
-    batch,
-    loss,
-    steps: opts.steps,
-    schedule: cosineSchedule({ totalSteps: opts.steps, warmupRatio: opts.warmupRatio ?? 0.05 }),
-    clipNorm: 1,
-    readEvery: 25,
-    progress: opts.progress ?? false,
-    seed: opts.seed,
-  });
-}
-
-/** Stage 0: the LM alone on the captions as a text stream (`"\n"`-separated). Returns the per-step losses. */
-export async function pretrainLmOnCaptions(
-  model: ToyVlm,
-  data: VlmData,
-  vocab: CharVocab,
-  opts: StageOptions,
-): Promise<number[]> {
-  const stream = vocab.encode(data.captions.join("\n") + "\n");
-  const seqLen = Math.min(opts.textLen ?? 40, model.lm.config.seqLen);
-  const device = opts.device ?? model.lm.device;
-  const trainer = stageTrainer(model, /^lm\./, opts, (step) => {
-    const { x, y } = sampleWindows(stream, { batchSize: opts.batchSize, seqLen, seed: opts.seed, step });
-    const shape = [opts.batchSize, seqLen];
-    return {
-      x: tensor(x, { shape, dtype: "i32", device }) as I32,
-      y: tensor(y, { shape, dtype: "i32", device }) as I32,
-    };
-  }, (m, b) => m.lm.loss(b.x as I32, b.y as I32));
-  return (await trainer.run()).map((r) => r.loss);
-}
-
-/** Stage a: the encoder (and its head) on the class labels. Returns the per-step losses. */
-export async function pretrainEncoder(model: ToyVlm, data: VlmData, opts: StageOptions): Promise<number[]> {
-  const device = opts.device ?? model.lm.device;
-  const px = data.size * data.size * 3;
-  const trainer = stageTrainer(model, /^encoder\./, opts, (step) => {
-    const idx = batchIndices(data.n, opts.batchSize, opts.seed, step);
-    const images = new Float32Array(idx.length * px);
-    idx.forEach((k, i) => images.set(data.images.subarray(k * px, (k + 1) * px), i * px));
-    return {
-      images: tensor(images, { shape: [idx.length, data.size, data.size, 3], device }) as F32,
-      labels: tensor(Int32Array.from(idx, (k) => data.labels[k]), { dtype: "i32", device }) as I32,
-    };
-  }, (m, b) => crossEntropy(m.encoder.classify(b.images as F32) as F32, b.labels as I32));
-  return (await trainer.run()).map((r) => r.loss);
-}
-
-/**
- * A trainer of the captioning loss on random batches of `data` (`trainable` selects what moves: the projector for
- * stage b, `LORA_TRAINABLE` after `attachLora` for stage c).
- */
-export function captionTrainer(
-  model: ToyVlm,
-  data: VlmData,
-  vocab: CharVocab,
-  opts: StageOptions & {
-    trainable: ParamFilter;
-    metrics?: TrainerOptions<ToyVlm, Record<string, Tensor>>["metrics"];
-  },
-): Trainer<ToyVlm, Record<string, Tensor>> {
-  const device = opts.device ?? model.lm.device;
-  const textLen = opts.textLen ?? 40;
-  const shape = { batchSize: opts.batchSize, size: data.size, textLen };
-  return new Trainer<ToyVlm, Record<string, Tensor>>({
-    model,
-    optimizer: new AdamW(model, { lr: opts.lr, weightDecay: 0, trainable: opts.trainable }),
-    batch: (step) =>
-      captionTensors(
-        captionBatch(data, vocab, batchIndices(data.n, opts.batchSize, opts.seed, step), textLen),
-        shape,
-        device,
-      ),
-    loss: (m, b) => m.loss(b.images as F32, b.tokens as I32, b.targets as I32),
-    steps: opts.steps,
-    schedule: cosineSchedule({ totalSteps: opts.steps, warmupRatio: opts.warmupRatio ?? 0.05 }),
-    clipNorm: 1,
-    readEvery: 25,
-    metrics: opts.metrics,
-    progress: opts.progress ?? false,
-    seed: opts.seed,
-  });
-}
-
-/** Stage b: the projector on captioning, encoder and LM frozen. Returns the per-step losses. */
-export async function trainProjector(
-  model: ToyVlm,
-  data: VlmData,
-  vocab: CharVocab,
-  opts: StageOptions,
-): Promise<number[]> {
-  return (await captionTrainer(model, data, vocab, { ...opts, trainable: /^projector\./ }).run()).map((r) =>
-    r.loss
-  );
 }
 
 /** Mean captioning loss over `batches` fixed batches (seeded by `seed`), one readback. */
@@ -677,345 +508,17 @@ export async function captionLoss(
   opts: { batches: number; batchSize: number; seed: number; textLen?: number; device?: DeviceName },
 ): Promise<number> {
   const textLen = opts.textLen ?? 40;
-  let total: M | null = null;
+  let total: F32 | null = null;
   for (let i = 1; i <= opts.batches; i++) {
     const b = captionTensors(
       captionBatch(data, vocab, batchIndices(data.n, opts.batchSize, opts.seed, i), textLen),
       { batchSize: opts.batchSize, size: data.size, textLen },
       opts.device ?? model.lm.device,
     );
-    const l = model.loss(b.images, b.tokens, b.targets) as M;
-    total = total === null ? l : total.add(l) as M;
+    const l = model.loss(b.images, b.tokens, b.targets);
+    total = total === null ? l : total.add(l);
   }
   return (await total!.item()) / opts.batches;
-}
-
-// ----- base-model cache for stages 0, a, b -----
-
-/** Everything that determines a pretrained toy VLM. */
-export interface VlmPretrainSpec {
-  /** Architecture. */
-  model: VlmConfig;
-  /** Seed of the weights and batches. */
-  seed: number;
-  /** Stage 0 steps (LM on caption text). */
-  lmSteps: number;
-  /** Stage a steps (encoder classification). */
-  encoderSteps: number;
-  /** Stage b steps (projector on captions). */
-  projectorSteps: number;
-  /** Batch size of every stage. */
-  batchSize: number;
-  /** Peak learning rate of every stage. */
-  lr: number;
-  /** Text positions per caption. */
-  textLen: number;
-}
-
-/** What {@link cachedVlm} returns. */
-export interface CachedVlm {
-  /** The pretrained model. */
-  model: ToyVlm;
-  /** The caption vocabulary (characters of the pretraining captions). */
-  vocab: CharVocab;
-  /** True when loaded from the cache. */
-  cached: boolean;
-  /** The cache directory. */
-  dir: string;
-  /** Seconds spent (loading or pretraining). */
-  seconds: number;
-  /** Per-stage losses (first and last step) recorded at pretraining time. */
-  stages: Record<string, { first: number; last: number }>;
-}
-
-/** The per-stage losses recorded in a cache entry's info.json, checked to be what cachedVlm wrote. */
-function readStages(value: unknown, file: string): CachedVlm["stages"] {
-  const ok = typeof value === "object" && value !== null && !Array.isArray(value) &&
-    Object.values(value).every((s) =>
-      typeof s === "object" && s !== null && typeof s.first === "number" && typeof s.last === "number"
-    );
-  if (!ok) throw new Error(`"${file}" has no per-stage {first, last} losses under "stages"`);
-  return value as CachedVlm["stages"];
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * The toy VLM after stages 0, a and b on `data`: loaded from `<cacheDir>/<key>/` when present (key = hash of the
- * spec and the data), else trained and saved there (`vlm.safetensors` + `info.json`, written to a temporary
- * directory renamed into place).
- */
-export async function cachedVlm(
-  spec: VlmPretrainSpec,
-  data: VlmData,
-  opts: { cacheDir?: string; device?: DeviceName; progress?: boolean } = {},
-): Promise<CachedVlm> {
-  const vocab = captionVocab(data.captions);
-  if (vocab.size !== spec.model.lm.vocabSize) {
-    throw new RangeError(
-      `cachedVlm: the captions have ${vocab.size} distinct characters (with "\\n") but the LM's vocabSize is ` +
-        `${spec.model.lm.vocabSize}`,
-    );
-  }
-  const pixels = Int32Array.from(data.images, (v) => Math.round(v * 255));
-  const fingerprint = new Int32Array(pixels.length + data.labels.length);
-  fingerprint.set(pixels);
-  fingerprint.set(data.labels, pixels.length);
-  const key = cacheKey(JSON.stringify(spec) + data.captions.join("\n"), fingerprint);
-  const dir = `${opts.cacheDir ?? ".cache/vlm"}/${key}`;
-  const t0 = performance.now();
-  const model = ToyVlm.random(spec.model, { seed: spec.seed, device: opts.device });
-  const root = opts.cacheDir ?? ".cache/vlm";
-  removeTemporaries(root, { alive: processAlive });
-  if (await exists(`${dir}/vlm.safetensors`)) {
-    const stages = await loadCacheEntry(dir, "cached VLM", async () => {
-      const { tensors } = await readSafetensors(`${dir}/vlm.safetensors`);
-      const params: Record<string, Tensor> = {};
-      for (const [name, e] of tensors) {
-        params[name] = tensor(e.data as Float32Array, { shape: e.shape, device: opts.device });
-      }
-      loadParameters(model, params);
-      await checkFinite(namedParameters(model), { what: "its weights" });
-      const info = JSON.parse(await Deno.readTextFile(`${dir}/info.json`));
-      return readStages(info?.stages, `${dir}/info.json`);
-    });
-    return { model, vocab, cached: true, dir, seconds: (performance.now() - t0) / 1000, stages };
-  }
-  const common = {
-    batchSize: spec.batchSize,
-    lr: spec.lr,
-    seed: spec.seed,
-    textLen: spec.textLen,
-    device: opts.device,
-  };
-  const bar = (s: string) => (opts.progress ? s : false);
-  const lm = await pretrainLmOnCaptions(model, data, vocab, {
-    ...common,
-    steps: spec.lmSteps,
-    progress: bar("stage 0: LM on captions"),
-  });
-  const enc = await pretrainEncoder(model, data, {
-    ...common,
-    steps: spec.encoderSteps,
-    progress: bar("stage a: encoder"),
-  });
-  const proj = await trainProjector(model, data, vocab, {
-    ...common,
-    steps: spec.projectorSteps,
-    progress: bar("stage b: projector"),
-  });
-  const ends = (l: number[]) => ({ first: l[0], last: l.at(-1)! });
-  const stages = { lm: ends(lm), encoder: ends(enc), projector: ends(proj) };
-  const entries: Record<string, StEntry> = {};
-  for (const [name, t] of namedParameters(model)) {
-    entries[name] = {
-      dtype: "F32",
-      shape: [...t.shape],
-      data: Float32Array.from(await t.data() as Float32Array),
-    };
-  }
-  const tmp = `${dir}.tmp-${Deno.pid}-${Math.floor(Math.random() * 1e9)}`;
-  await writeSafetensors(`${tmp}/vlm.safetensors`, entries);
-  await Deno.writeTextFile(`${tmp}/info.json`, JSON.stringify({ spec, stages }, null, 1));
-  try {
-    await Deno.rename(tmp, dir);
-  } catch (e) {
-    await Deno.remove(tmp, { recursive: true });
-    if (!(await exists(`${dir}/vlm.safetensors`))) throw e; // a concurrent run may have won the race
-  }
-  return { model, vocab, cached: false, dir, seconds: (performance.now() - t0) / 1000, stages };
-}
-
-// ----- per-modality activation statistics -----
-
-/** Statistics of one adapted layer's inputs, split by modality. */
-export interface ModalityStats {
-  /** Mean over input features of the variance over visual tokens. */
-  visualVar: number;
-  /** Mean over input features of the variance over (non-padding) text tokens. */
-  textVar: number;
-  /** Mean squared entry of the visual-token inputs. */
-  visualMeanSq: number;
-  /** Mean squared entry of the text-token inputs. */
-  textMeanSq: number;
-  /** ‖mean_text − mean_visual‖ of the inputs. */
-  inputGapNorm: number;
-}
-
-/** What {@link modalityAnalysis} returns. */
-export interface ModalityAnalysis {
-  /** Per adapted layer (module path), the input statistics. */
-  stats: Record<string, ModalityStats>;
-  /**
-   * Per layer, Gap-Init's calibration data: `zText`/`zVision` `[N, d_out]`, the per-image means of the layer's
-   * base output `W·x` over its text and its visual tokens (paired by image).
-   */
-  gapData: Record<string, LayerData>;
-  /** Per layer, all inputs `[NB, B·(P+T), d_in]` (for EVA). */
-  activations: Record<string, LayerData>;
-}
-
-/**
- * Runs `batches` captioning batches through `model`, records the inputs of the `targets` layers, and splits
- * each image's tokens into its P visual positions and its text positions (padding excluded: a text position
- * counts while its target is not -100). Returns the input statistics per modality, Gap-Init's paired per-image
- * output means, and the raw activations.
- */
-export async function modalityAnalysis(
-  model: ToyVlm,
-  targets: readonly string[] | RegExp,
-  batches: readonly CaptionBatch[],
-  shape: { size: number; textLen: number; device?: DeviceName },
-): Promise<ModalityAnalysis> {
-  const p = model.visualTokens;
-  const t = shape.textLen;
-  const acts = await collectActivations(model, targets, (m, i) => {
-    const b = batches[i];
-    const bs = b.tokens.length / t;
-    const x = captionTensors(
-      b,
-      { batchSize: bs, size: shape.size, textLen: t },
-      shape.device ?? model.lm.device,
-    );
-    m.forward(x.images, x.tokens);
-  }, { batches: batches.length });
-  const stats: Record<string, ModalityStats> = {};
-  const gapData: Record<string, LayerData> = {};
-  const weights = new Map(namedParameters(model));
-  for (const [path, d] of Object.entries(acts)) {
-    const a = d.activations!;
-    const dIn = a.shape[a.ndim - 1];
-    const host = (await a.data()) as Float32Array;
-    const w = weights.get(`${path}.weight`)!;
-    const wHost = (await w.data()) as Float32Array;
-    const dOut = w.shape[0];
-    const sum = { v: new Float64Array(dIn), t: new Float64Array(dIn) };
-    const sq = { v: new Float64Array(dIn), t: new Float64Array(dIn) };
-    const count = { v: 0, t: 0 };
-    const zText: number[] = [];
-    const zVision: number[] = [];
-    let row = 0;
-    for (const b of batches) {
-      const bs = b.tokens.length / t;
-      for (let s = 0; s < bs; s++) {
-        const mv = new Float64Array(dIn);
-        const mt = new Float64Array(dIn);
-        let nv = 0;
-        let nt = 0;
-        for (let j = 0; j < p + t; j++, row++) {
-          const visual = j < p;
-          if (!visual && b.targets[s * t + (j - p)] === -100) continue;
-          const key = visual ? "v" : "t";
-          const m = visual ? mv : mt;
-          for (let f = 0; f < dIn; f++) {
-            const v = host[row * dIn + f];
-            sum[key][f] += v;
-            sq[key][f] += v * v;
-            m[f] += v;
-          }
-          count[key]++;
-          if (visual) nv++;
-          else nt++;
-        }
-        // Per-image modality means in the output space: W·mean(x) (the layer is linear and bias-free here).
-        for (const [m, n, out] of [[mv, nv, zVision], [mt, nt, zText]] as const) {
-          for (let o = 0; o < dOut; o++) {
-            let acc = 0;
-            for (let f = 0; f < dIn; f++) acc += wHost[o * dIn + f] * m[f];
-            out.push(acc / Math.max(n, 1));
-          }
-        }
-      }
-    }
-    const variance = (k: "v" | "t") => {
-      let v = 0;
-      for (let f = 0; f < dIn; f++) {
-        const mean = sum[k][f] / count[k];
-        v += sq[k][f] / count[k] - mean * mean;
-      }
-      return v / dIn;
-    };
-    const meanSq = (k: "v" | "t") => sq[k].reduce((x, y) => x + y, 0) / (count[k] * dIn);
-    let gap = 0;
-    for (let f = 0; f < dIn; f++) gap += (sum.t[f] / count.t - sum.v[f] / count.v) ** 2;
-    stats[path] = {
-      visualVar: variance("v"),
-      textVar: variance("t"),
-      visualMeanSq: meanSq("v"),
-      textMeanSq: meanSq("t"),
-      inputGapNorm: Math.sqrt(gap),
-    };
-    const n = zText.length / dOut;
-    const device = a.device;
-    gapData[path] = {
-      zText: tensor(Float32Array.from(zText), { shape: [n, dOut], device }) as F32,
-      zVision: tensor(Float32Array.from(zVision), { shape: [n, dOut], device }) as F32,
-    };
-  }
-  return { stats, gapData, activations: acts };
-}
-
-// ----- experiment helpers -----
-
-/**
- * Captioned images by name: `"shapes"` (generated, `n` images from `seed`), `"emoji"` (the shared Noto emoji pack
- * at `emojiDir`, default `../shared/data/vl/noto_emoji32`), or a directory holding an emoji-pack layout.
- */
-export async function loadVlmData(
-  source: string,
-  opts: { n: number; seed: number; emojiDir?: string },
-): Promise<VlmData> {
-  if (source === "shapes") return shapesVlmData({ n: opts.n, seed: opts.seed });
-  const dir = source === "emoji" ? (opts.emojiDir ?? "../shared/data/vl/noto_emoji32") : source;
-  return await emojiVlmData(dir, { count: opts.n });
-}
-
-/**
- * The pretraining spec of the experiments' toy VLM: 16 px images in 4 × 4 patches (16 visual tokens), a 2-block
- * encoder of width 32 (`quick`) or 48, and a 2-layer LM of width 32 or 64 with `textLen` text positions.
- */
-export function defaultVlmSpec(
-  data: VlmData,
-  opts: { quick: boolean; pretrainSteps: number; textLen: number; seed?: number },
-): VlmPretrainSpec {
-  const vocab = captionVocab(data.captions);
-  const dim = opts.quick ? 32 : 64;
-  return {
-    model: {
-      imageSize: data.size,
-      channels: 3,
-      patchSize: 4,
-      visionDim: opts.quick ? 32 : 48,
-      visionLayers: 2,
-      visionHeads: 4,
-      visionMlp: opts.quick ? 64 : 96,
-      nClasses: data.nClasses,
-      lm: {
-        dim,
-        hiddenDim: dim * 2,
-        nLayers: 2,
-        nHeads: 4,
-        nKvHeads: 2,
-        vocabSize: vocab.size,
-        seqLen: (data.size / 4) ** 2 + opts.textLen,
-        sharedClassifier: true,
-      },
-    },
-    seed: opts.seed ?? 1234,
-    lmSteps: opts.pretrainSteps,
-    encoderSteps: opts.pretrainSteps,
-    projectorSteps: opts.pretrainSteps,
-    batchSize: 16,
-    lr: 3e-3,
-    textLen: opts.textLen,
-  };
 }
 
 /** A new model with a copy of `model`'s parameters (its own buffers), e.g. a fresh base for each fine-tuning run. */

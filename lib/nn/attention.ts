@@ -25,6 +25,7 @@ import {
 } from "../../kernels/attention.wgsl.ts";
 import { type F32, Linear, type LinearLayer } from "./linear.ts";
 import { Module } from "./module.ts";
+import { RMSNorm } from "./norm.ts";
 
 /** Cosines and sines of the rotary angles, each `[length, headDim / 2]`. */
 export interface RopeTables {
@@ -332,33 +333,89 @@ export function causalAttention(
   return out.reshape([b, h, t, d]).permute([0, 2, 1, 3]) as Tensor<number[], "f32">;
 }
 
+/**
+ * Attention with `mask` (`[T, S]` bool, true = visible) instead of a causal rule: query head `h` uses key/value
+ * head `⌊h / (heads / kvHeads)⌋`, as in `causalAttention`. `q` `[B, T, H, hd]`, `k`, `v` `[B, S, Hkv, hd]`.
+ */
+function maskedAttention(q: F32, k: F32, v: F32, mask: Tensor<Shape, "bool">): F32 {
+  const [b, t, h, d] = q.shape;
+  const [, s, hkv] = k.shape;
+  const g = h / hkv;
+  const qh = q.permute([0, 2, 1, 3]).reshape([b, hkv, g, t, d]) as F32;
+  const kh = k.permute([0, 2, 1, 3]).reshape([b, hkv, 1, s, d]) as F32;
+  const vh = v.permute([0, 2, 1, 3]).reshape([b, hkv, 1, s, d]) as F32;
+  let scores = qh.matmul(kh.transpose() as F32).mul(1 / Math.sqrt(d)) as F32; // [b, hkv, g, t, s]
+  scores = mask.where(scores, -1e30) as F32;
+  const out = scores.softmax(-1).matmul(vh) as F32; // [b, hkv, g, t, d]
+  return out.reshape([b, h, t, d]).permute([0, 2, 1, 3]) as F32;
+}
+
+/** Per-step inputs of cached attention ({@link Attention.forwardCached}), shared by every layer of a model. */
+export interface CachedStep {
+  /** RoPE tables at the new positions, `[T, hd/2]`. */
+  rope: RopeTables;
+  /** Visibility `[T, L]`: slot `j` is visible to new position `p` when `j <= p`. */
+  mask: Tensor<Shape, "bool">;
+  /** Slots written by this step, `[L]` bool. */
+  write: Tensor<Shape, "bool">;
+  /** For each slot, the new position it takes its value from (clamped to a valid index), `[L]` i32. */
+  source: Tensor<Shape, "i32">;
+}
+
+/** The projections (and optional per-head norms) an {@link Attention} is built around. */
+export interface AttentionLayers {
+  /** Query projection `[nHeads·headDim, dim]`. */
+  wq: LinearLayer;
+  /** Key projection `[nKvHeads·headDim, dim]`. */
+  wk: LinearLayer;
+  /** Value projection `[nKvHeads·headDim, dim]`. */
+  wv: LinearLayer;
+  /** Output projection `[dim, nHeads·headDim]`. */
+  wo: LinearLayer;
+  /** RMSNorm of each query head (`[headDim]` gain), before RoPE (Qwen3). */
+  q_norm?: RMSNorm;
+  /** RMSNorm of each key head, like `q_norm`. */
+  k_norm?: RMSNorm;
+}
+
 /** Options of {@link Attention}. */
 export interface AttentionOptions {
   /** Number of query heads. */
   nHeads: number;
   /** Number of key/value heads (default `nHeads`); must divide `nHeads`. */
   nKvHeads?: number;
+  /** Size of one head (default `dim / nHeads`; with `layers`, read from `wq`). */
+  headDim?: number;
   /** Rotary embeddings (default true). */
   rope?: boolean;
   /** RoPE base (default 1e4). */
   ropeTheta?: number;
-  /** Biases in the projections (default false, as Llama). */
+  /** Biases in new projections (default false, as Llama). */
   bias?: boolean;
-  /** Seed of the initialisation. */
-  seed: number;
-  /** Device of the parameters. */
+  /** Per-head RMSNorms of queries and keys before RoPE (`q_norm`, `k_norm`; Qwen3) in a new layer (default false). */
+  qkNorm?: boolean;
+  /** Epsilon of those norms (default 1e-5). */
+  normEps?: number;
+  /** Seed of new projections (needed unless `layers` are given). */
+  seed?: number;
+  /** Device of new parameters. */
   device?: DeviceName;
+  /** Build the layer around these projections (a checkpoint's) instead of new seeded ones. */
+  layers?: AttentionLayers;
 }
 
 /** Options of {@link Attention.forward}. */
 export interface AttentionForwardOptions {
   /** Position of the first token (default 0), for the rotary angles. */
   start?: number;
+  /** The rotary tables of the positions (a model computes them once for all its layers); default: the layer's. */
+  rope?: RopeTables;
 }
 
 /**
  * Causal self-attention: projections `wq` (`dim → nHeads·headDim`), `wk`, `wv` (`dim → nKvHeads·headDim`) and `wo`
- * (`nHeads·headDim → dim`), RoPE on queries and keys, GQA and the causal softmax of {@link causalAttention}.
+ * (`nHeads·headDim → dim`), optional per-head RMSNorms of queries and keys, RoPE on queries and keys, GQA and the
+ * causal softmax of {@link causalAttention}; {@link Attention.forwardCached} attends over a key/value cache.
  *
  * @example
  * ```ts
@@ -377,28 +434,52 @@ export class Attention extends Module {
   wv: LinearLayer;
   /** Output projection. */
   wo: LinearLayer;
+  /** RMSNorm of each query head, before RoPE; present in `qkNorm` layers. */
+  declare q_norm?: RMSNorm;
+  /** RMSNorm of each key head, like `q_norm`. */
+  declare k_norm?: RMSNorm;
   #nHeads: number;
   #nKvHeads: number;
   #rope: boolean;
   #theta: number;
   #tables = new Map<string, RopeTables>();
 
-  /** A layer for inputs `[batch, time, dim]`; `headDim = dim / nHeads`. */
+  /** A layer for inputs `[batch, time, dim]`: new seeded projections, or `opts.layers`. */
   constructor(dim: number, opts: AttentionOptions) {
     super();
     const nKv = opts.nKvHeads ?? opts.nHeads;
-    if (dim % opts.nHeads !== 0 || opts.nHeads % nKv !== 0) {
+    if (
+      opts.nHeads % nKv !== 0 ||
+      (opts.layers === undefined && opts.headDim === undefined && dim % opts.nHeads)
+    ) {
       throw new RangeError(
         `Attention: dim ${dim} must be a multiple of nHeads ${opts.nHeads}, and nHeads of nKvHeads ${nKv}`,
       );
     }
-    const headDim = dim / opts.nHeads;
-    const lin = (o: number, i: number, key: string) =>
-      new Linear(i, o, { seed: deriveSeed(opts.seed, key), bias: opts.bias ?? false, device: opts.device });
-    this.wq = lin(dim, dim, "wq");
-    this.wk = lin(nKv * headDim, dim, "wk");
-    this.wv = lin(nKv * headDim, dim, "wv");
-    this.wo = lin(dim, dim, "wo");
+    let layers = opts.layers;
+    if (layers === undefined) {
+      if (opts.seed === undefined) {
+        throw new TypeError("Attention: give a seed for new projections, or layers");
+      }
+      const seed = opts.seed;
+      const hd = opts.headDim ?? dim / opts.nHeads;
+      const lin = (o: number, i: number, key: string) =>
+        new Linear(i, o, { seed: deriveSeed(seed, key), bias: opts.bias ?? false, device: opts.device });
+      const norm = () => new RMSNorm(hd, { eps: opts.normEps ?? 1e-5, device: opts.device });
+      layers = {
+        wq: lin(opts.nHeads * hd, dim, "wq"),
+        wk: lin(nKv * hd, dim, "wk"),
+        wv: lin(nKv * hd, dim, "wv"),
+        wo: lin(dim, opts.nHeads * hd, "wo"),
+        ...(opts.qkNorm ? { q_norm: norm(), k_norm: norm() } : {}),
+      };
+    }
+    this.wq = layers.wq;
+    this.wk = layers.wk;
+    this.wv = layers.wv;
+    this.wo = layers.wo;
+    if (layers.q_norm !== undefined) this.q_norm = layers.q_norm;
+    if (layers.k_norm !== undefined) this.k_norm = layers.k_norm;
     this.#nHeads = opts.nHeads;
     this.#nKvHeads = nKv;
     this.#rope = opts.rope ?? true;
@@ -437,19 +518,43 @@ export class Attention extends Module {
     return t;
   }
 
-  /** Attention over `x` (`[batch, time, dim]`). */
+  /** The projections of `x` (`[B, T, dim]`), query/key norms applied, then RoPE on queries and keys. */
+  #qkv(x: F32, rope: RopeTables | undefined): { q: F32; k: F32; v: F32 } {
+    const [b, t] = x.shape;
+    const hd = this.headDim;
+    let q = this.wq.forward(x).reshape([b, t, this.#nHeads, hd]) as F32;
+    let k = this.wk.forward(x).reshape([b, t, this.#nKvHeads, hd]) as F32;
+    const v = this.wv.forward(x).reshape([b, t, this.#nKvHeads, hd]) as F32;
+    if (this.q_norm !== undefined) q = this.q_norm.forward(q) as F32;
+    if (this.k_norm !== undefined) k = this.k_norm.forward(k) as F32;
+    if (rope === undefined) return { q, k, v };
+    return { q: applyRope(q, rope) as F32, k: applyRope(k, rope) as F32, v };
+  }
+
+  /** Causal attention over `x` (`[batch, time, dim]`). */
   forward(x: F32, opts: AttentionForwardOptions = {}): Tensor<number[], "f32"> {
     if (x.ndim !== 3) {
       throw new RangeError(`Attention: x must be [batch, time, dim], got [${x.shape.join(", ")}]`);
     }
     const [b, t] = x.shape;
-    const hd = this.headDim;
-    const q = this.wq.forward(x).reshape([b, t, this.#nHeads, hd]) as F32;
-    const k = this.wk.forward(x).reshape([b, t, this.#nKvHeads, hd]) as F32;
-    const v = this.wv.forward(x).reshape([b, t, this.#nKvHeads, hd]) as F32;
-    // RoPE is applied by causalAttention (inside the fused kernels where they apply).
-    const rope = this.#rope ? this.rope(t, opts.start ?? 0, x.device) : undefined;
-    const o = causalAttention(q, k, v, { rope }).reshape([b, t, this.#nHeads * hd]) as F32;
+    const rope = this.#rope ? opts.rope ?? this.rope(t, opts.start ?? 0, x.device) : undefined;
+    // RoPE is applied by causalAttention: inside the fused kernels where they apply (no kernels of its own).
+    const { q, k, v } = this.#qkv(x, undefined);
+    const o = causalAttention(q, k, v, { rope }).reshape([b, t, this.#nHeads * this.headDim]) as F32;
     return this.wo.forward(o);
+  }
+
+  /**
+   * Attention of new positions over the cached ones: writes the new keys and values into their slots of
+   * `cache` (`[B, L, Hkv, hd]` each) and returns the output and the updated caches.
+   */
+  forwardCached(x: F32, step: CachedStep, cache: { k: F32; v: F32 }): { y: F32; k: F32; v: F32 } {
+    const [b, t] = x.shape;
+    const { q, k, v } = this.#qkv(x, this.#rope ? step.rope : undefined);
+    const slots = step.write.reshape([1, -1, 1, 1]) as Tensor<Shape, "bool">;
+    const kc = slots.where(k.gather(step.source, 1), cache.k) as F32;
+    const vc = slots.where(v.gather(step.source, 1), cache.v) as F32;
+    const o = maskedAttention(q, kc, vc, step.mask).reshape([b, t, this.#nHeads * this.headDim]) as F32;
+    return { y: this.wo.forward(o) as F32, k: kc, v: vc };
   }
 }

@@ -11,11 +11,8 @@
  *
  * @module
  */
-import type { Shape } from "../shape.ts";
 import { stack } from "../tensor/creation.ts";
-import type { Tensor } from "../tensor/tensor.ts";
-
-type F32 = Tensor<Shape, "f32">;
+import type { F32, Tensor } from "../tensor/tensor.ts";
 
 /** One tensor found holding NaN or infinite values. */
 export interface NonFiniteTensor {

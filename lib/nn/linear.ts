@@ -7,15 +7,11 @@
 import { customVjp } from "../autodiff/grad.ts";
 import type { DeviceName } from "../ir/node.ts";
 import type { Shape } from "../shape.ts";
-import type { Tensor } from "../tensor/tensor.ts";
+import type { F16, F32, Tensor } from "../tensor/tensor.ts";
 import { deriveSeed, normalParam, uniformParam } from "./init.ts";
 import { Module } from "./module.ts";
 
-/** A float32 tensor of any shape (the widened type layers accept). */
-export type F32 = Tensor<Shape, "f32">;
-
-/** A float16 tensor of any shape: frozen weights stored at half size (computed with in f32). */
-export type F16 = Tensor<Shape, "f16">;
+export type { F16, F32 };
 
 /** The f32 value of a weight stored as f32 or f16 (a cast that fuses into the kernel that reads it). */
 export function asF32(w: F32 | F16): F32 {

@@ -29,12 +29,14 @@ export function swiglu(x: F32, w1: F32, w2: F32, w3: F32): Tensor<number[], "f32
 
 /** Options of {@link SwiGLU}. */
 export interface SwiGLUOptions {
-  /** Seed of the initialisation. */
-  seed: number;
-  /** Biases in the projections (default false, as Llama). */
+  /** Seed of new projections (needed unless `layers` are given). */
+  seed?: number;
+  /** Biases in new projections (default false, as Llama). */
   bias?: boolean;
-  /** Device of the parameters. */
+  /** Device of new parameters. */
   device?: DeviceName;
+  /** Build the block around these projections (a checkpoint's) instead of new seeded ones. */
+  layers?: { w1: LinearLayer; w2: LinearLayer; w3: LinearLayer };
 }
 
 /**
@@ -56,13 +58,19 @@ export class SwiGLU extends Module {
   /** Up projection, `dim → hidden`. */
   w3: LinearLayer;
 
-  /** A block for inputs `[..., dim]` with `hidden` inner units. */
+  /** A block for inputs `[..., dim]` with `hidden` inner units: new seeded projections, or `opts.layers`. */
   constructor(dim: number, hidden: number, opts: SwiGLUOptions) {
     super();
+    if (opts.layers !== undefined) {
+      ({ w1: this.w1, w2: this.w2, w3: this.w3 } = opts.layers);
+      return;
+    }
+    const seed = opts.seed;
+    if (seed === undefined) throw new TypeError("SwiGLU: give a seed for new projections, or layers");
     const bias = opts.bias ?? false;
-    this.w1 = new Linear(dim, hidden, { seed: deriveSeed(opts.seed, "w1"), bias, device: opts.device });
-    this.w2 = new Linear(hidden, dim, { seed: deriveSeed(opts.seed, "w2"), bias, device: opts.device });
-    this.w3 = new Linear(dim, hidden, { seed: deriveSeed(opts.seed, "w3"), bias, device: opts.device });
+    this.w1 = new Linear(dim, hidden, { seed: deriveSeed(seed, "w1"), bias, device: opts.device });
+    this.w2 = new Linear(hidden, dim, { seed: deriveSeed(seed, "w2"), bias, device: opts.device });
+    this.w3 = new Linear(dim, hidden, { seed: deriveSeed(seed, "w3"), bias, device: opts.device });
   }
 
   /** `w2(silu(w1 x) · w3 x)`. */

@@ -1,5 +1,5 @@
 /**
- * Neural-network layers: modules whose parameters form a tree of named tensors (`layers.3.attn.wq.weight`),
+ * Neural-network layers: modules whose parameters form a tree of named tensors (`layers.3.attention.wq.weight`),
  * functional forms of every layer, Llama-2 attention (RoPE, GQA), RMSNorm and SwiGLU, losses, and (in `optim/`)
  * optimisers and learning-rate schedules.
  *
@@ -32,4 +32,5 @@ export * from "./mlp.ts";
 export * from "./transformer.ts";
 export * from "./loss.ts";
 export * from "./finite.ts";
+export * from "./targets.ts";
 export * from "./optim/mod.ts";

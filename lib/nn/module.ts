@@ -4,7 +4,7 @@
  * A module is a plain class extending {@link Module} whose public fields hold its parameters (tensors) and its
  * submodules (modules, arrays of modules, plain objects of either). Everything else a module needs (sizes,
  * options, cached non-trainable tables) lives in `#private` fields or getters, so the public fields alone form a
- * tree of tensors whose dotted paths name every parameter: `layers.3.attn.wq.weight`.
+ * tree of tensors whose dotted paths name every parameter: `layers.3.attention.wq.weight`.
  *
  * Tensors are immutable values; a module is the mutable container. Training replaces a module's tensors with
  * new ones ({@link loadParameters}), and LoRA replaces whole submodules ({@link replaceModule}). Gradients are
@@ -217,7 +217,7 @@ function locate(root: object, path: string, what: string): { parent: Record<stri
   return { parent, key };
 }
 
-/** The tensor, module or container at a dotted path (`layers.3.attn.wq`). Throws when the path does not exist. */
+/** The tensor, module or container at a dotted path (`layers.3.attention.wq`). Throws when the path does not exist. */
 export function getAt(root: object, path: string): unknown {
   if (path === "") return root;
   const { parent, key } = locate(root, path, "getAt");

@@ -1,18 +1,31 @@
 /**
- * A pre-norm Llama-style transformer block: `h = x + attn(rmsNorm(x))`, `out = h + ffn(rmsNorm(h))`, with
- * RoPE + GQA causal attention and a SwiGLU feed-forward. Field names follow the paths LoRA targets:
- * `attn.wq`, `attn.wk`, `attn.wv`, `attn.wo`, `ffn.w1`, `ffn.w2`, `ffn.w3`.
+ * A pre-norm Llama-style transformer block: `h = x + attention(attention_norm(x))`, `out = h +
+ * feed_forward(ffn_norm(h))`, with RoPE + GQA causal attention and a SwiGLU feed-forward. Field names are llama2.c's,
+ * the paths LoRA targets: `attention.wq`, `attention.wk`, `attention.wv`, `attention.wo`, `feed_forward.w1`,
+ * `feed_forward.w2`, `feed_forward.w3`.
  *
  * @module
  */
 import type { DeviceName } from "../ir/node.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { Attention, type AttentionForwardOptions } from "./attention.ts";
+import { Attention, type AttentionForwardOptions, type CachedStep } from "./attention.ts";
 import { deriveSeed } from "./init.ts";
 import type { F32 } from "./linear.ts";
 import { SwiGLU } from "./mlp.ts";
 import { Module } from "./module.ts";
 import { RMSNorm } from "./norm.ts";
+
+/** The parts a {@link TransformerBlock} is built around. */
+export interface TransformerBlockLayers {
+  /** RMSNorm before attention. */
+  attention_norm: RMSNorm;
+  /** Self-attention. */
+  attention: Attention;
+  /** RMSNorm before the feed-forward. */
+  ffn_norm: RMSNorm;
+  /** SwiGLU feed-forward. */
+  feed_forward: SwiGLU;
+}
 
 /** Options of {@link TransformerBlock}. */
 export interface TransformerBlockOptions {
@@ -26,10 +39,12 @@ export interface TransformerBlockOptions {
   normEps?: number;
   /** RoPE base (default 1e4). */
   ropeTheta?: number;
-  /** Seed of the initialisation. */
-  seed: number;
-  /** Device of the parameters. */
+  /** Seed of new parts (needed unless `layers` are given). */
+  seed?: number;
+  /** Device of new parameters. */
   device?: DeviceName;
+  /** Build the block around these parts (a checkpoint's) instead of new seeded ones. */
+  layers?: TransformerBlockLayers;
 }
 
 /**
@@ -45,33 +60,52 @@ export interface TransformerBlockOptions {
  */
 export class TransformerBlock extends Module {
   /** RMSNorm before attention (llama2.c `rms_att_weight`). */
-  attnNorm: RMSNorm;
+  attention_norm: RMSNorm;
   /** Self-attention. */
-  attn: Attention;
+  attention: Attention;
   /** RMSNorm before the feed-forward (llama2.c `rms_ffn_weight`). */
-  ffnNorm: RMSNorm;
+  ffn_norm: RMSNorm;
   /** SwiGLU feed-forward. */
-  ffn: SwiGLU;
+  feed_forward: SwiGLU;
 
-  /** A block of width `dim`. */
+  /** A block of width `dim`: new seeded parts, or `opts.layers`. */
   constructor(dim: number, opts: TransformerBlockOptions) {
     super();
-    const eps = opts.normEps ?? 1e-5;
-    this.attnNorm = new RMSNorm(dim, { eps, device: opts.device });
-    this.attn = new Attention(dim, {
-      nHeads: opts.nHeads,
-      nKvHeads: opts.nKvHeads,
-      ropeTheta: opts.ropeTheta,
-      seed: deriveSeed(opts.seed, "attn"),
-      device: opts.device,
-    });
-    this.ffnNorm = new RMSNorm(dim, { eps, device: opts.device });
-    this.ffn = new SwiGLU(dim, opts.hiddenDim, { seed: deriveSeed(opts.seed, "ffn"), device: opts.device });
+    let layers = opts.layers;
+    if (layers === undefined) {
+      const seed = opts.seed;
+      if (seed === undefined) throw new TypeError("TransformerBlock: give a seed for new parts, or layers");
+      const eps = opts.normEps ?? 1e-5;
+      layers = {
+        attention_norm: new RMSNorm(dim, { eps, device: opts.device }),
+        attention: new Attention(dim, {
+          nHeads: opts.nHeads,
+          nKvHeads: opts.nKvHeads,
+          ropeTheta: opts.ropeTheta,
+          seed: deriveSeed(seed, "attn"),
+          device: opts.device,
+        }),
+        ffn_norm: new RMSNorm(dim, { eps, device: opts.device }),
+        feed_forward: new SwiGLU(dim, opts.hiddenDim, { seed: deriveSeed(seed, "ffn"), device: opts.device }),
+      };
+    }
+    this.attention_norm = layers.attention_norm;
+    this.attention = layers.attention;
+    this.ffn_norm = layers.ffn_norm;
+    this.feed_forward = layers.feed_forward;
   }
 
-  /** `x + attn(norm(x))`, then `h + ffn(norm(h))`. */
+  /** `x + attention(attention_norm(x))`, then `h + feed_forward(ffn_norm(h))`. */
   forward(x: F32, opts: AttentionForwardOptions = {}): Tensor<number[], "f32"> {
-    const h = x.add(this.attn.forward(this.attnNorm.forward(x), opts)) as F32;
-    return h.add(this.ffn.forward(this.ffnNorm.forward(h))) as Tensor<number[], "f32">;
+    const h = x.add(this.attention.forward(this.attention_norm.forward(x), opts)) as F32;
+    return h.add(this.feed_forward.forward(this.ffn_norm.forward(h))) as Tensor<number[], "f32">;
+  }
+
+  /** The block over new positions, reading and extending the layer's key/value cache. */
+  forwardCached(x: F32, step: CachedStep, cache: { k: F32; v: F32 }): { y: F32; k: F32; v: F32 } {
+    const a = this.attention.forwardCached(this.attention_norm.forward(x), step, cache);
+    const h = x.add(a.y) as F32;
+    const y = h.add(this.feed_forward.forward(this.ffn_norm.forward(h))) as F32;
+    return { y, k: a.k, v: a.v };
   }
 }

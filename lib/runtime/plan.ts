@@ -17,7 +17,8 @@ import { type CustomKernelArg, Op } from "../ir/ops.ts";
 import { schedule } from "../codegen/schedule.ts";
 import { LOOP_BUDGET, splitLongLoops } from "../codegen/split_loops.ts";
 import { isParamNode, lowerCached } from "../codegen/lower.ts";
-import { KBuilder, type Kernel, verifyKernel } from "../codegen/kexpr.ts";
+import { KBuilder, type Kernel } from "../codegen/kexpr.ts";
+import { verifyKernel } from "../codegen/verify.ts";
 import { LruCache } from "../codegen/lru.ts";
 import { type Backend, type PreparedSteps, type RawStep, sizeClass, type Step } from "./backend.ts";
 

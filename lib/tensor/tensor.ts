@@ -38,6 +38,7 @@ import {
 import {
   bufferNode,
   constNode,
+  customVjpNode,
   type DeviceName,
   iotaNode,
   mk,
@@ -52,6 +53,18 @@ export type NestedArray = number | NestedArray[];
 
 /** Operand of a binary op: a tensor of the same dtype, or a number (converted to that dtype). */
 export type Operand<D extends DType> = Tensor<Shape, D> | number;
+
+/**
+ * A float32 tensor of any shape: the library's one name for it. Shape types pay at the public edges (creation,
+ * `matmul`, layer signatures); inside, code works with plain `F32` and checks shapes at run time.
+ */
+export type F32 = Tensor<Shape, "f32">;
+
+/** A float16 tensor of any shape (frozen weights stored at half size, computed with in f32). */
+export type F16 = Tensor<Shape, "f16">;
+
+/** An int32 tensor of any shape (token ids, targets, indices). */
+export type I32 = Tensor<Shape, "i32">;
 
 /**
  * A lazy n-dimensional array with shape `S` and dtype `D`.
@@ -325,9 +338,15 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   get #l(): Tensor<Shape, D> {
     return this as unknown as Tensor<Shape, D>;
   }
-  /** `max(x, 0)`. */
+  /** `max(x, 0)` (the value of `maximum(0)`), with gradient 1 where `x > 0` and 0 elsewhere, 0 at `x = 0` too. */
   relu(): Tensor<S, D> {
-    return this.maximum(0) as Tensor<S, D>;
+    // The value is Max, whose single use of x keeps a matmul's epilogue fused; the gradient is relu's own, since
+    // Max's splits a tie evenly (½ at x = 0).
+    const value = this.maximum(0).#node;
+    return this.#wrap(customVjpNode(value, [this.#node], (g, _out, [x]) => {
+      const dx = new Tensor<Shape, D>(x).gt(0).where(new Tensor<Shape, D>(g), 0);
+      return [dx.#node];
+    }));
   }
   /** GELU, tanh approximation: `0.5x(1 + tanh(√(2/π)(x + 0.044715x³)))`. */
   gelu(): Tensor<S, D> {

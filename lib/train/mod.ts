@@ -1,6 +1,6 @@
 /**
- * Training: a loop helper that reads metrics back once every k steps while recording every step, checkpoints
- * that resume a run exactly, and batches that are pure functions of `(seed, step)`.
+ * Training: a loop helper that reads metrics back once every k steps while recording every step (with a progress
+ * bar on a terminal), checkpoints that resume a run exactly, and batches that are pure functions of `(seed, step)`.
  *
  * @example
  * ```ts ignore
@@ -31,3 +31,4 @@
 export * from "./trainer.ts";
 export * from "./checkpoint.ts";
 export * from "./batches.ts";
+export * from "./progress.ts";

@@ -24,21 +24,19 @@ import { functionalCall, loadParameters, type ParamDict } from "../nn/module.ts"
 import { clipByGlobalNorm, sumOfSquares } from "../nn/optim/clip.ts";
 import type { Optimizer } from "../nn/optim/optimizer.ts";
 import type { Schedule } from "../nn/optim/schedule.ts";
-import type { Shape } from "../shape.ts";
 import { stack } from "../tensor/creation.ts";
 import { Op } from "../ir/ops.ts";
-import { realize, Tensor } from "../tensor/tensor.ts";
+import { type F32, realize, Tensor } from "../tensor/tensor.ts";
 import { getBackend, realizeNodes, type Recording, resolveStorage } from "../runtime/realize.ts";
 import { bufferNode, type Node, type Storage } from "../ir/node.ts";
 import { type CopySpec, copyStorages } from "../runtime/plan.ts";
 import { baseStorage, leafRoles, replayBlocker, ReplayedStep, type TracedStep } from "./compiled_step.ts";
-import { type MetricRecord, MetricsWriter, readJsonl, writeTextAtomic } from "../util/metrics.ts";
-import { Progress } from "../util/progress.ts";
+import { type MetricRecord, MetricsWriter, readJsonl } from "../io/json.ts";
+import { writeFileAtomicSync } from "../io/atomic.ts";
+import { Progress } from "./progress.ts";
 import { previousCheckpointPath, restoreLatestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { z } from "../../deps.ts";
 import { checkOptions, opt } from "../options.ts";
-
-type F32 = Tensor<Shape, "f32">;
 
 /** The tensors of one batch, by name. The trainer owns them and disposes them after the step. */
 export type Batch = Record<string, Tensor>;
@@ -462,9 +460,9 @@ export class Trainer<M extends object, B extends Batch = Batch> {
         `Trainer: the loss returned metrics [${auxNames}] at step ${s} but [${this.#auxNames}] before`,
       );
     }
-    const groupSq = opt.groups.map((g) => sumOfSquares(g.paths.map((p) => grads[p])) as F32);
+    const groupSq = opt.groups.map((g) => sumOfSquares(g.paths.map((p) => grads[p])));
     let total = groupSq[0];
-    for (const g of groupSq.slice(1)) total = total.add(g) as F32;
+    for (const g of groupSq.slice(1)) total = total.add(g);
     const norm = total.sqrt() as Tensor<[], "f32">;
     const used = this.#o.clipNorm === undefined
       ? grads
@@ -475,10 +473,10 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     const tracked = functionalCall(
       model,
       pending.params,
-      () => trackNames.map((n) => (sumOfSquares([track[n](model)]) as F32).sqrt() as F32),
+      () => trackNames.map((n) => (sumOfSquares([track[n](model)])).sqrt()),
     );
     const scalars: F32[] = [
-      value as F32,
+      value,
       norm as F32,
       ...groupSq.map((g) => g.sqrt() as F32),
       ...tracked,
@@ -497,7 +495,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
         ...auxNames,
       ];
     }
-    const vector = stack(scalars.map((t) => t.reshape([]) as F32));
+    const vector = stack(scalars.map((t) => t.reshape([])));
     let rec: Recording | null = null;
     let roles: TracedStep["roles"] = [];
     if (compile) {
@@ -596,7 +594,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     const copies: CopySpec[] = [];
     const be = await getBackend(opt.params[opt.paths[0]].device);
     for (const path of opt.paths) {
-      const parts = [params[path] as F32, ...opt.slots.map((s) => state[`${s}.${path}`] as F32)];
+      const parts = [params[path], ...opt.slots.map((s) => state[`${s}.${path}`])];
       // After a step, the parameter and its state are views of one packed buffer: copy it as it is.
       const base = parts.map((t) => bufferBelow(t.node));
       const shape = [parts.length, ...parts[0].shape];
@@ -722,7 +720,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
           );
         }
       }
-      writeTextAtomic(m, kept.map((r) => `${JSON.stringify(r)}\n`).join(""));
+      writeFileAtomicSync(m, kept.map((r) => `${JSON.stringify(r)}\n`).join(""));
       this.#writer = MetricsWriter.open(m, { resume: true });
     } else {
       this.#writer = MetricsWriter.open(m);

@@ -160,3 +160,18 @@ Deno.test("gradients computed on webgpu match the float64 reference of the same 
   }
   assertClose([await value.item()], await reference(value), { rtol: 1e-5 });
 });
+
+Deno.test("relu: value max(x, 0), gradient 1 above 0 and 0 at and below 0", async () => {
+  const rng = new TestRng(1301);
+  // Fresh values, a third of them exactly 0 (where maximum(x, 0) would split the gradient ½ / ½).
+  const xs = Array.from({ length: 48 }, (_, i) => (i % 3 === 0 ? 0 : rng.normal()));
+  for (const device of ["cpu", "webgpu"] as const) {
+    const x = tensor(Float32Array.from(xs), { device }) as Tensor<Shape, "f32">;
+    const { value, grads } = valueAndGrad((p: { x: Tensor<Shape, "f32"> }) => p.x.relu().sum())({ x });
+    const g = Array.from((await grads.x.data()) as Float32Array);
+    assertClose(g, xs.map((v) => (v > 0 ? 1 : 0)), { atol: 0, what: `${device}: d relu/dx` });
+    assertClose([await value.item()], [xs.reduce((s, v) => s + Math.max(v, 0), 0)], { rtol: 1e-6 });
+    const y = Array.from((await tensor([-2, 0, 3], { device }).relu().data()) as Float32Array);
+    ok(Object.is(y[0], 0) && Object.is(y[1], 0) && y[2] === 3, `${device}: ${y}`);
+  }
+});

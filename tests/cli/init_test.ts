@@ -4,7 +4,8 @@ import { type Shape, type Tensor, tensor } from "../../mod.ts";
 import { runInit } from "../../cli/init.ts";
 import { readSafetensors, toFloat32, writeSafetensors } from "../../lib/io/safetensors.ts";
 import { Linear } from "../../lib/nn/linear.ts";
-import { attachLora, loadAdapter, LoraLinear } from "../../lib/lora/mod.ts";
+import { attachLora } from "../../lib/init/mod.ts";
+import { loadAdapter, LoraLinear } from "../../lib/lora/mod.ts";
 import { loadLlama } from "../../lib/models/load.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
 

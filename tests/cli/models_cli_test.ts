@@ -9,11 +9,11 @@ import { runGenerate } from "../../cli/generate.ts";
 import { runPpl } from "../../cli/ppl.ts";
 import { writeLlama2c } from "../../lib/io/llama2c.ts";
 import { basePieces, Tokenizer, writeTokenizer } from "../../lib/io/tokenizer.ts";
-import { loadTokenizer } from "../../lib/io/text_tokenizer.ts";
+import { loadTokenizer } from "../../lib/io/load_tokenizer.ts";
 import { type LlamaConfig, LlamaLM } from "../../lib/models/llama.ts";
 import { saveHf } from "../../lib/models/hf.ts";
 import { generate } from "../../lib/models/sample.ts";
-import { ConfigError } from "../../lib/util/config.ts";
+import { ConfigError } from "../../lab/config.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
 import { hostLogits, nllOf, randomWeights } from "../models/_ref.ts";
 

@@ -1,6 +1,7 @@
 /** Index simplification and the kernel verifier. */
 import { equal, throws } from "node:assert/strict";
-import { KBuilder, type Kernel, type KExpr, verifyKernel } from "../../lib/codegen/kexpr.ts";
+import { KBuilder, type Kernel, type KExpr, unhandledAluOp } from "../../lib/codegen/kexpr.ts";
+import { verifyKernel } from "../../lib/codegen/verify.ts";
 import { TestRng } from "../_helpers.ts";
 
 /** Evaluates an i32 index expression on the host for given variable values. */
@@ -127,4 +128,11 @@ Deno.test("the verifier rejects malformed kernels", () => {
     () => verifyKernel({ ...base, body: long }),
     /runs 70000 loop iterations per invocation \(budget 60000\)/,
   );
+});
+
+Deno.test("the ALU renderers are exhaustive: an op one of them does not handle is a type error", () => {
+  // Every renderer ends its switch over AluOp with unhandledAluOp(op), which takes `never`: a switch that misses an
+  // op hands it a real op and does not compile (deno check runs over this file too).
+  // @ts-expect-error: "neg" is an ALU op, so passing it is what a non-exhaustive switch would do
+  throws(() => unhandledAluOp("neg", "render_test"), /render_test: no rule for ALU op neg/);
 });

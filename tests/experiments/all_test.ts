@@ -1,5 +1,6 @@
 /** exp:all passes its arguments to every experiment and reports each one, failures included. */
 import { equal, match } from "node:assert/strict";
+import { claimTable } from "../../experiments/all.ts";
 
 Deno.test("exp:all runs every experiment and writes results/REPORT.md (an unknown flag makes each fail fast)", async () => {
   const dir = await Deno.makeTempDir();
@@ -20,4 +21,28 @@ Deno.test("exp:all runs every experiment and writes results/REPORT.md (an unknow
   // Each experiment rejected the unknown key by name.
   match(new TextDecoder().decode(out.stderr), /no-such-option|noSuchOption/);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("REPORT.md opens with every claim, its rule and numbers, and the count of each verdict", () => {
+  const lines = claimTable([
+    {
+      experiment: "eva",
+      claim: {
+        claim: "EVA converges faster than LoRA.",
+        rule: "paired mean difference of the first-quarter loss over 5 seeds, > 2 std of the differences",
+        evidence: "0.91 vs 0.95 (diff 0.04 ± 0.01)",
+        verdict: "reproduced",
+      },
+    },
+    { experiment: "cntlora", claim: "CNTLoRA beats LoRA (1.20 vs 1.22): **inconclusive**." },
+    {
+      experiment: "gap_init",
+      claim: { claim: "a | b", rule: "r", evidence: "e", verdict: "not reproduced", note: "needs 20 seeds" },
+    },
+  ]);
+  const text = lines.join("\n");
+  match(text, /^# Experiment report\n\n3 claims: 1 reproduced, 1 not reproduced, 1 inconclusive\./);
+  match(text, /\| exp:eva \| EVA converges faster than LoRA\. \| paired mean difference .* \| reproduced \|/);
+  match(text, /\| exp:cntlora \| CNTLoRA beats LoRA .* \| inconclusive \|/);
+  match(text, /\| exp:gap_init \| a \\\| b \| r \| e \(needs 20 seeds\) \| not reproduced \|/);
 });

@@ -14,7 +14,7 @@
  * - item 11: temporary files of interrupted writes are removed on resume; errors are one line, no stack trace.
  */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
-import { parseYaml } from "../../deps.ts";
+import { parseYaml } from "../../lab/deps.ts";
 import { serializeTokenizer } from "../../lib/io/tokenizer.ts";
 
 const SCRIPT = new URL("../../experiments/eva.ts", import.meta.url).pathname;

@@ -106,6 +106,45 @@ Deno.test("cntlora Sh: W_tar (W_srcᵀ − XXᵀ W_srcᵀ) = C for k ≤ d", asy
   }
 });
 
+Deno.test("cntlora Sh with a Gaussian C: W_tar (W_srcᵀ − XXᵀ W_srcᵀ) = C, C seeded with N(0, 1/k) entries", async () => {
+  const rng = new TestRng(907);
+  const [k, d] = [24, 32];
+  const w = f32(gaussian(rng, k, d, 0.5));
+  const x = f32(gaussian(rng, 2 * d, d, 0.2));
+  const shifted = sub(transpose(w), matmul(gramOf(x), transpose(w)));
+  const seed = rng.int(0, 1 << 20);
+  const cOf = async (s: number) =>
+    matmul(
+      await readMat(await cntloraTarget(toTensor(w), toTensor(x), { mode: "sh", c: "gaussian", seed: s })),
+      shifted,
+    );
+  const c = await cOf(seed);
+  // Not c·I: a dense matrix whose k² entries have mean 0 and variance 1/k (4 standard errors of each estimate).
+  const n = k * k;
+  const mean = c.data.reduce((a, v) => a + v, 0) / n;
+  const variance = c.data.reduce((a, v) => a + (v - mean) ** 2, 0) / (n - 1);
+  assertBelow("|mean of C|·√(k²)·√k", Math.abs(mean) * Math.sqrt(n * k), 4);
+  assertBelow("|k·var(C) − 1| / √(2/(k²))", Math.abs(k * variance - 1) / Math.sqrt(2 / n), 4);
+  const offDiagonal = c.data.filter((_, i) => i % (k + 1) !== 0).map(Math.abs);
+  ok(Math.max(...offDiagonal) > 0.1, "C is dense, not diagonal");
+  // The same seed gives the same C (to the float32 precision of the pseudo-inverse), another seed another C.
+  assertBelow("‖C(seed) − C(seed)‖/‖C‖", rel(await cOf(seed), c), 1e-4);
+  ok(rel(await cOf(seed + 1), c) > 0.5, "another seed, another C");
+  // Through the registry: every layer draws its own C, and the option reaches the target.
+  const layers = ["q", "v"].map((name) => ({
+    name,
+    weight: toTensor(w),
+    data: { activations: toTensor(x) },
+  }));
+  const inits = await cntloraInitLayers(layers, { rank: 2, mode: "sh", c: "gaussian", seed });
+  const [q, v] = [inits.get("q")!, inits.get("v")!];
+  ok(rel(await readMat(q.b), await readMat(v.b)) > 1e-2, "two layers, two Gaussian C");
+  await rejects(
+    cntloraInit(toTensor(w), { rank: 2, mode: "sh", c: Infinity, activations: toTensor(x) }),
+    /c must/,
+  );
+});
+
 Deno.test("cntlora: Eq. 18 averaging and the SVD split against float64; scale, offset and QR options", async () => {
   const rng = new TestRng(904);
   const r = 2;

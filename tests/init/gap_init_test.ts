@@ -80,6 +80,41 @@ Deno.test("gap-init: orthonormal complement is orthonormal, orthogonal to g and 
   );
 });
 
+Deno.test("gap-init noise: the direction is ĝ + σ·n̂ renormalised, at angle ≈ atan σ from ĝ", async () => {
+  const rng = new TestRng(1004);
+  // A wide layer: n̂ is then nearly orthogonal to ĝ (|cos| ~ 1/√d), so cos(b, ĝ) ≈ 1/√(1 + σ²).
+  const [dOut, dIn] = [4096, 3];
+  const w = t(rng.normals(dOut * dIn), [dOut, dIn]);
+  const g = rng.normals(dOut, 2);
+  const gHat = unit(g);
+  const seed = rng.int(0, 1 << 20);
+  for (const sigma of [0.25, 1, 4]) {
+    const res = await gapInit(w, { rank: 1, gap: t(g, [dOut]), noise: sigma, seed });
+    const b = Array.from((await res.b.data()) as Float32Array);
+    const norm = Math.sqrt(b.reduce((s, x) => s + x * x, 0));
+    assertClose([norm], [1], { rtol: 1e-5, what: "‖B[:, 0]‖" });
+    const cos = b.reduce((s, x, i) => s + x * gHat[i], 0);
+    assertClose([res.info!.gapCosine as number], [cos], { rtol: 1e-4, what: "info.gapCosine" });
+    // b = (ĝ + σ n̂)/‖ĝ + σ n̂‖ ⇒ t·b − ĝ = σ n̂ for t = ‖ĝ + σ n̂‖, the root of t² − 2t·cos + 1 − σ² = 0:
+    // the perturbation that remains has norm exactly σ.
+    const t0 = cos + Math.sqrt(cos * cos - 1 + sigma * sigma);
+    const residual = Math.sqrt(b.reduce((s, x, i) => s + (t0 * x - gHat[i]) ** 2, 0));
+    assertClose([residual], [sigma], { rtol: 1e-3, what: `‖t·b − ĝ‖ at σ = ${sigma}` });
+    // And n̂ is isotropic: nearly orthogonal to ĝ, so the angle is close to atan σ (|cos n̂·ĝ| < 5/√d).
+    const want = 1 / Math.sqrt(1 + sigma * sigma);
+    ok(Math.abs(cos - want) < (5 / Math.sqrt(dOut)) * sigma, `cos ${cos} vs 1/√(1 + σ²) = ${want}`);
+  }
+  // σ = 0 is Gap-Init itself; the noise is seeded.
+  const plain = await gapInit(w, { rank: 1, gap: t(g, [dOut]), noise: 0, seed });
+  assertClose((await plain.b.data()) as Float32Array, gHat, { rtol: 1e-5, atol: 1e-7, what: "σ = 0" });
+  const a = await gapInit(w, { rank: 1, gap: t(g, [dOut]), noise: 1, seed });
+  const again = await gapInit(w, { rank: 1, gap: t(g, [dOut]), noise: 1, seed });
+  const other = await gapInit(w, { rank: 1, gap: t(g, [dOut]), noise: 1, seed: seed + 1 });
+  deepEqual(await again.b.data(), await a.b.data());
+  notDeepEqual(await other.b.data(), await a.b.data());
+  await rejects(gapInit(w, { rank: 1, gap: t(g, [dOut]), noise: -1 }), /noise must be a finite number >= 0/);
+});
+
 Deno.test("gap-init: errors name the problem", async () => {
   const rng = new TestRng(1004);
   const w = t(rng.normals(D_OUT * D_IN), [D_OUT, D_IN]);

@@ -1,9 +1,9 @@
 /**
  * LoRAM: Eq. 11's magnitude identity ν[B·A] = Q[r]·ν[W] for the logarithmic, exact and fixed gains, the DST-I
- * basis (closed form, orthonormal columns), the seeded random-orthogonal basis, tracking mode, and the degenerate
- * rank-1 case (A = B = 0, one warning).
+ * basis (closed form, orthonormal columns), the seeded random-orthogonal and Gaussian bases, tracking mode, and the
+ * degenerate rank-1 case (A = B = 0, one warning).
  */
-import { deepEqual, equal, notDeepEqual, rejects } from "node:assert/strict";
+import { deepEqual, equal, notDeepEqual, ok, rejects } from "node:assert/strict";
 import { tensor } from "../../mod.ts";
 import type { F32 } from "../../lib/init/types.ts";
 import { loramInit, loramLogGain } from "../../lib/init/loram.ts";
@@ -127,6 +127,54 @@ Deno.test("loram: random-orthogonal basis is seeded, orthonormal and keeps Eq. 1
   assertBelow("‖AAᵀ − β²I‖/β²", gramError(transpose(a), beta2), 1e-5);
   const ba = matmul(b, a);
   assertBelow("|ν[BA] − Q·ν[W]| / (Q·ν[W])", Math.abs(nu(ba) - q * nu(w)) / (q * nu(w)), 1e-5);
+});
+
+Deno.test("loram: Gaussian basis is seeded, not orthonormalised, and keeps Eq. 11 exactly", async () => {
+  const rng = new TestRng(707);
+  const [m, n, r] = [128, 96, 16];
+  const { w, t } = spectral(rng, m, n, geomspace(2, 0.3, n));
+  const seed = rng.int(0, 1 << 20);
+  const q = 0.1 + 0.5 * rng.next();
+  const one = await loramInit(t, { rank: r, alpha: 2 * r, basis: "gaussian", gain: q, seed });
+  const again = await loramInit(t, { rank: r, alpha: 2 * r, basis: "gaussian", gain: q, seed });
+  const other = await loramInit(t, { rank: r, alpha: 2 * r, basis: "gaussian", gain: q, seed: seed + 1 });
+  deepEqual(await again.b.data(), await one.b.data());
+  notDeepEqual(await other.b.data(), await one.b.data());
+  equal(one.info!.basis, "gaussian");
+  const b = await readMat(one.b);
+  const a = await readMat(one.a);
+  const ba = matmul(b, a);
+  // Eq. 11 with ν[Φ_n Φ_mᵀ] of the drawn bases: ν[B·A] = Q·ν[W] to float32 rounding.
+  assertBelow("|ν[BA] − Q·ν[W]| / (Q·ν[W])", Math.abs(nu(ba) - q * nu(w)) / (q * nu(w)), 1e-5);
+  // W_res = W − s·B·A (s = 2).
+  const base = await readMat(one.base!);
+  assertBelow(
+    "‖base − (W − 2BA)‖/‖W‖",
+    fro(sub(base, sub(w, { ...ba, data: ba.data.map((v) => 2 * v) }))) / fro(w),
+    1e-5,
+  );
+  // B = β·G_n, Aᵀ = β·G_m with i.i.d. N(0, 1/n), N(0, 1/m) entries: ‖B‖² and ‖A‖² agree up to χ² noise
+  // (relative std √(2/(nr)) each), and the columns are far from orthogonal (‖GᵀG − I‖_F ≈ r/√n).
+  const ratio = fro(b) ** 2 / fro(a) ** 2;
+  assertBelow(
+    "|‖B‖²/‖A‖² − 1| / (combined std)",
+    Math.abs(ratio - 1) / Math.sqrt(2 / (m * r) + 2 / (n * r)),
+    5,
+  );
+  const beta2 = fro(b) ** 2 / r;
+  ok(gramError(b, beta2) > 0.3, `‖BᵀB − β²I‖/β² = ${gramError(b, beta2)}: not orthonormalised`);
+  // Gaussian entries: excess kurtosis near 0 (standard error √(24/N)).
+  const xs = Array.from(b.data);
+  const mean = xs.reduce((s, v) => s + v, 0) / xs.length;
+  const m2 = xs.reduce((s, v) => s + (v - mean) ** 2, 0) / xs.length;
+  const m4 = xs.reduce((s, v) => s + (v - mean) ** 4, 0) / xs.length;
+  assertBelow("|excess kurtosis| / √(24/N)", Math.abs(m4 / (m2 * m2) - 3) / Math.sqrt(24 / xs.length), 5);
+  // Tracking mode with the Gaussian basis still matches the reference's ν[B·A].
+  const tracked = await loramInit(t, { rank: r, basis: "gaussian", trackingMode: "olora", seed });
+  const ref = await INIT_METHODS.olora.init(t, { rank: r });
+  const want = nu(matmul(await readMat(ref.b), await readMat(ref.a)));
+  const got = nu(matmul(await readMat(tracked.b), await readMat(tracked.a)));
+  assertBelow("tracking: |ν[BA] − ν[B_olora A_olora]| / ν", Math.abs(got - want) / want, 1e-4);
 });
 
 Deno.test("loram: tracking mode matches ν[B·A] of the reference init (PiSSA: Σ_{i≤r} σ_i²/(s²·nm))", async () => {

@@ -2,7 +2,7 @@
 import { deepEqual } from "node:assert/strict";
 import { tensor } from "../../mod.ts";
 import { householderColumns } from "../../lib/linalg/qr.ts";
-import type { Mat } from "../../lib/linalg/common.ts";
+import type { F32 } from "../../mod.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
 
 Deno.test("householder kernels: webgpu (workgroups of 8, 64, 256) equals the host twins", async () => {
@@ -10,7 +10,7 @@ Deno.test("householder kernels: webgpu (workgroups of 8, 64, 256) equals the hos
   for (const [rows, cols] of [[23, 9], [7, 15], [300, 5]]) {
     const data = rng.normals(rows * cols);
     const run = async (device: "webgpu" | "cpu", wg?: number) => {
-      const x = tensor(data, { shape: [cols, rows], device }) as unknown as Mat;
+      const x = tensor(data, { shape: [cols, rows], device }) as unknown as F32;
       const f = await householderColumns(x, rows, cols, { wantQ: true, wg });
       return [await f.factored.data(), await f.taus.data(), await f.q!.data()] as Float32Array[];
     };
@@ -30,7 +30,7 @@ Deno.test("householder kernels: webgpu (workgroups of 8, 64, 256) equals the hos
 
 Deno.test("householder kernels: a zero guard skips every launch, a non-zero one runs them", async () => {
   const rng = new TestRng(903);
-  const x = tensor(rng.normals(8 * 5), { shape: [5, 8] }) as unknown as Mat;
+  const x = tensor(rng.normals(8 * 5), { shape: [5, 8] }) as unknown as F32;
   for (const flag of [0, 1]) {
     const guard = tensor(Uint32Array.of(flag), { dtype: "u32" });
     const f = await householderColumns(x, 8, 5, { wantQ: true, guard });

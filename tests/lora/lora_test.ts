@@ -3,9 +3,9 @@ import { deepEqual, equal, ok, rejects } from "node:assert/strict";
 import { type DeviceName, getDefaultDevice, type Shape, type Tensor, tensor } from "../../mod.ts";
 import { Linear } from "../../lib/nn/linear.ts";
 import { namedParameters } from "../../lib/nn/module.ts";
+import { attachLora } from "../../lib/init/mod.ts";
+import { findTargets } from "../../lib/nn/targets.ts";
 import {
-  attachLora,
-  findTargets,
   loadAdapter,
   LORA_TRAINABLE,
   loraLayers,

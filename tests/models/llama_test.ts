@@ -7,7 +7,7 @@ import { type Shape, type Tensor, tensor } from "../../mod.ts";
 import { type LlamaConfig, LlamaLM, llamaParameterShapes } from "../../lib/models/llama.ts";
 import { argmax, generate, sampleToken } from "../../lib/models/sample.ts";
 import { namedModules, namedParameters } from "../../lib/nn/module.ts";
-import { attachLora } from "../../lib/lora/attach.ts";
+import { attachLora } from "../../lib/init/mod.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
 import { hostLogits, nllOf, randomWeights, weightShapes } from "./_ref.ts";
 

@@ -1,21 +1,19 @@
 import { equal, ok } from "node:assert/strict";
 import { concat, rand, tensor } from "../../mod.ts";
 import type { F32 } from "../../lib/nn/linear.ts";
-import { attachLora, LORA_TRAINABLE } from "../../lib/lora/mod.ts";
+import { attachLora } from "../../lib/init/mod.ts";
+import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
 import {
   captionBatch,
   captionLoss,
   captionTensors,
   captionVocab,
   emojiVlmData,
-  modalityAnalysis,
-  shapesVlmData,
   ToyVlm,
-  trainProjector,
   type VlmConfig,
   type VlmData,
 } from "../../lib/models/vlm.ts";
-import { captionTrainer } from "../../lib/models/vlm.ts";
+import { captionTrainer, modalityAnalysis, shapesVlmData, trainProjector } from "../../lab/toy_vlm.ts";
 
 const EMOJI = "../shared/data/vl/noto_emoji32";
 const haveEmoji = await Deno.stat(new URL(`../../${EMOJI}/index.tsv`, import.meta.url)).then(

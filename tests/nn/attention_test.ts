@@ -256,10 +256,10 @@ Deno.test("TransformerBlock = x + attn(rms(x)), then h + ffn(rms(h)), as llama2.
   const y = await block.forward(tensor(xs, { shape: [1, t, dim] })).data();
   const pb = parameters(block);
   const w: AttnWeights = {
-    wq: await f64(pb["attn.wq.weight"]),
-    wk: await f64(pb["attn.wk.weight"]),
-    wv: await f64(pb["attn.wv.weight"]),
-    wo: await f64(pb["attn.wo.weight"]),
+    wq: await f64(pb["attention.wq.weight"]),
+    wk: await f64(pb["attention.wk.weight"]),
+    wv: await f64(pb["attention.wv.weight"]),
+    wo: await f64(pb["attention.wo.weight"]),
   };
   const ones = new Float64Array(dim).fill(1);
   const x = Float64Array.from(xs);
@@ -267,9 +267,9 @@ Deno.test("TransformerBlock = x + attn(rms(x)), then h + ffn(rms(h)), as llama2.
   const h = x.map((v, i) => v + a[i]);
   const f = swigluHost(
     rmsNormHost(h, ones),
-    await f64(pb["ffn.w1.weight"]),
-    await f64(pb["ffn.w2.weight"]),
-    await f64(pb["ffn.w3.weight"]),
+    await f64(pb["feed_forward.w1.weight"]),
+    await f64(pb["feed_forward.w2.weight"]),
+    await f64(pb["feed_forward.w3.weight"]),
     dim,
     hidden,
   );

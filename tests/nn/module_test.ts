@@ -45,32 +45,32 @@ Deno.test("namedParameters: dotted paths in definition order; private fields and
   const model = new Tiny(new TestRng(31).int(0, 1e6));
   const paths = namedParameters(model).map(([p]) => p);
   deepEqual(paths.slice(0, 9), [
-    "layers.0.attnNorm.weight",
-    "layers.0.attn.wq.weight",
-    "layers.0.attn.wk.weight",
-    "layers.0.attn.wv.weight",
-    "layers.0.attn.wo.weight",
-    "layers.0.ffnNorm.weight",
-    "layers.0.ffn.w1.weight",
-    "layers.0.ffn.w2.weight",
-    "layers.0.ffn.w3.weight",
+    "layers.0.attention_norm.weight",
+    "layers.0.attention.wq.weight",
+    "layers.0.attention.wk.weight",
+    "layers.0.attention.wv.weight",
+    "layers.0.attention.wo.weight",
+    "layers.0.ffn_norm.weight",
+    "layers.0.feed_forward.w1.weight",
+    "layers.0.feed_forward.w2.weight",
+    "layers.0.feed_forward.w3.weight",
   ]);
   deepEqual(paths.slice(-2), ["head.weight", "head.bias"]);
   equal(paths.length, 20);
-  equal(parameters(model)["layers.1.attn.wk.weight"].shape.join(), "4,8");
+  equal(parameters(model)["layers.1.attention.wk.weight"].shape.join(), "4,8");
   equal(parameterCount(model), 2 * (8 + 64 + 32 + 32 + 64 + 8 + 3 * 96) + 24 + 3);
   deepEqual(
-    namedParameters(model, { filter: /attn\.w[qv]/ }).map(([p]) => p),
+    namedParameters(model, { filter: /attention\.w[qv]/ }).map(([p]) => p),
     [
-      "layers.0.attn.wq.weight",
-      "layers.0.attn.wv.weight",
-      "layers.1.attn.wq.weight",
-      "layers.1.attn.wv.weight",
+      "layers.0.attention.wq.weight",
+      "layers.0.attention.wv.weight",
+      "layers.1.attention.wq.weight",
+      "layers.1.attention.wv.weight",
     ],
   );
   deepEqual(namedModules(model).map(([p]) => p).filter((p) => p.endsWith("wq")), [
-    "layers.0.attn.wq",
-    "layers.1.attn.wq",
+    "layers.0.attention.wq",
+    "layers.1.attention.wq",
   ]);
   equal(namedModules(model)[0][0], "");
   equal(model.note, "config lives in private fields");
@@ -79,11 +79,11 @@ Deno.test("namedParameters: dotted paths in definition order; private fields and
 Deno.test("replaceModule swaps a layer by path; tied weights are listed once and stay tied on load", () => {
   const model = new Tiny(3);
   const swapIn = new Linear(8, 8, { seed: 9, bias: true, device: "cpu" });
-  const old = replaceModule(model, "layers.1.attn.wq", swapIn);
+  const old = replaceModule(model, "layers.1.attention.wq", swapIn);
   ok(old instanceof Linear);
-  equal(getAt(model, "layers.1.attn.wq"), swapIn);
-  ok(namedParameters(model).some(([p]) => p === "layers.1.attn.wq.bias"));
-  throws(() => replaceModule(model, "layers.1.attn.nope", swapIn), /no field "nope"/);
+  equal(getAt(model, "layers.1.attention.wq"), swapIn);
+  ok(namedParameters(model).some(([p]) => p === "layers.1.attention.wq.bias"));
+  throws(() => replaceModule(model, "layers.1.attention.nope", swapIn), /no field "nope"/);
   throws(() => replaceModule(model, "head.weight", swapIn), /not a module/);
 
   const shared = constantParam([2, 2], 0.5);

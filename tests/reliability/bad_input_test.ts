@@ -26,7 +26,8 @@
 import { equal, match, ok, rejects } from "node:assert/strict";
 import { runKernels, tensor } from "../../mod.ts";
 import { Linear } from "../../lib/nn/linear.ts";
-import { attachLora, loadAdapter, saveAdapter } from "../../lib/lora/mod.ts";
+import { attachLora } from "../../lib/init/mod.ts";
+import { loadAdapter, saveAdapter } from "../../lib/lora/mod.ts";
 import { serializeTokenizer, Tokenizer } from "../../lib/io/tokenizer.ts";
 import { llama2cLayout, serializeLlama2c } from "../../lib/io/llama2c.ts";
 import { TestRng } from "../_helpers.ts";

@@ -6,7 +6,7 @@
  */
 import { deepEqual, equal, match, ok, rejects } from "node:assert/strict";
 import { previousCheckpointPath, type StepRecord, Trainer } from "../../lib/train/mod.ts";
-import { readJsonl } from "../../lib/util/metrics.ts";
+import { readJsonl } from "../../lib/io/json.ts";
 import { removeTemporaries, temporaryOwner, writeFileAtomic } from "../../lib/io/atomic.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
 import { mlpSetup } from "../train/_setup.ts";

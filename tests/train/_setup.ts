@@ -1,6 +1,6 @@
 /** A small, fully seeded training setup on generated shape images, shared by the trainer tests. */
 import { getBackend, getDefaultDevice, type Shape, type Tensor, tensor } from "../../mod.ts";
-import { generateShapes } from "../../lib/data/mod.ts";
+import { generateShapes } from "../../lab/generated.ts";
 import {
   AdamW,
   cosineSchedule,

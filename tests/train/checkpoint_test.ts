@@ -6,7 +6,7 @@
 import { deepEqual, equal, rejects } from "node:assert/strict";
 import { SGD } from "../../lib/nn/mod.ts";
 import { loadCheckpoint, Trainer } from "../../lib/train/mod.ts";
-import { readJsonl } from "../../lib/util/mod.ts";
+import { readJsonl } from "../../lib/io/json.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
 import { mlpSetup } from "./_setup.ts";
 

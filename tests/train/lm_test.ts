@@ -5,7 +5,8 @@
  */
 import { ok } from "node:assert/strict";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
-import { charVocab, generateTextDomains } from "../../lib/data/mod.ts";
+import { charVocab } from "../../lib/data/mod.ts";
+import { generateTextDomains } from "../../lab/generated.ts";
 import { AdamW, cosineSchedule, crossEntropy, getAt } from "../../lib/nn/mod.ts";
 import { sampleWindows, Trainer } from "../../lib/train/mod.ts";
 import { TestRng } from "../_helpers.ts";
@@ -65,7 +66,7 @@ Deno.test("a 2-layer transformer LM learns generated text", async () => {
     schedule: cosineSchedule({ totalSteps: steps, warmupSteps: 3, final: 0.1 }),
     clipNorm: 1,
     readEvery: 20,
-    track: { "layers.0.attn.wq": (m) => getAt(m, "layers.0.attn.wq.weight") as Tensor },
+    track: { "layers.0.attention.wq": (m) => getAt(m, "layers.0.attention.wq.weight") as Tensor },
     progress: false,
   });
   const records = await trainer.run();
@@ -74,5 +75,5 @@ Deno.test("a 2-layer transformer LM learns generated text", async () => {
   ok(before > 3, `initial held-out loss ${before} (ln ${vocab.size} = ${Math.log(vocab.size).toFixed(2)})`);
   ok(after < 0.5 * before, `held-out loss went from ${before} to ${after}`);
   ok(after < h2, `held-out loss ${after} is not below the bigram entropy ${h2}`);
-  ok(records.length === steps && records.every((r) => Number.isFinite(r["norm/layers.0.attn.wq"])));
+  ok(records.length === steps && records.every((r) => Number.isFinite(r["norm/layers.0.attention.wq"])));
 });

@@ -7,7 +7,7 @@ import { deepEqual, equal, match, ok, rejects } from "node:assert/strict";
 import type { Shape, Tensor } from "../../mod.ts";
 import { getAt } from "../../lib/nn/mod.ts";
 import { loadCheckpoint, type LossOutput, NonFiniteError, Trainer } from "../../lib/train/mod.ts";
-import { readJsonl } from "../../lib/util/mod.ts";
+import { readJsonl } from "../../lib/io/json.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
 import { mlpSetup } from "./_setup.ts";
 

@@ -7,7 +7,7 @@ import { deepEqual, equal, ok } from "node:assert/strict";
 import { getBackend, getDefaultDevice, type Tensor } from "../../mod.ts";
 import { getAt } from "../../lib/nn/mod.ts";
 import { Trainer } from "../../lib/train/mod.ts";
-import { readJsonl } from "../../lib/util/mod.ts";
+import { readJsonl } from "../../lib/io/json.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
 import { countReads, mlpSetup } from "./_setup.ts";
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { formatDuration, Progress } from "../../lib/util/progress.ts";
+import { formatDuration, Progress } from "../../lib/train/progress.ts";
 
 /** A fake clock and output sink. */
 function harness() {

@@ -1,14 +1,8 @@
 import assert from "node:assert/strict";
-import { parseYaml } from "../../deps.ts";
-import { readJsonl } from "../../lib/util/metrics.ts";
-import {
-  configDifferences,
-  gitInfo,
-  mdTable,
-  meanStd,
-  ResultsDir,
-  runTimestamp,
-} from "../../lib/util/results.ts";
+import { parseYaml } from "../../lab/deps.ts";
+import { readJsonl } from "../../lib/io/json.ts";
+import { configDifferences, gitInfo, ResultsDir, runTimestamp } from "../../lab/results.ts";
+import { mdTable, meanStd, summarizeMetric } from "../../lab/report.ts";
 
 function rng(seed: number): () => number {
   let a = seed >>> 0;
@@ -191,4 +185,32 @@ Deno.test("results: configDifferences compares nested keys and lists, ignoring t
     { key: "a.b", stored: 1, current: undefined },
     { key: "a.c", stored: undefined, current: 1 },
   ]);
+});
+
+Deno.test("results: summarizeMetric matches an independent computation", () => {
+  const random = rng(12);
+  const losses = Array.from({ length: 40 }, () => random() * 3);
+  const records: Record<string, unknown>[] = losses.map((loss, i) => ({ step: i, loss }));
+  records.splice(5, 0, { step: -1, note: "no loss here" });
+  records.push({ step: 99, loss: "NaN" });
+  const s = summarizeMetric(records, "loss", { tail: 5 });
+  assert.ok(s !== undefined);
+  let min = losses[0];
+  let max = losses[0];
+  let sum = 0;
+  for (const v of losses) {
+    min = v < min ? v : min;
+    max = v > max ? v : max;
+    sum += v;
+  }
+  const tail = losses.slice(35);
+  assert.equal(s.count, 40);
+  assert.equal(s.nonFinite, 1);
+  assert.equal(s.first, losses[0]);
+  assert.equal(s.last, losses[39]);
+  assert.equal(s.min, min);
+  assert.equal(s.max, max);
+  assert.ok(Math.abs(s.mean - sum / 40) < 1e-12);
+  assert.ok(Math.abs(s.tailMean - (tail[0] + tail[1] + tail[2] + tail[3] + tail[4]) / 5) < 1e-12);
+  assert.equal(summarizeMetric(records, "absent"), undefined);
 });

@@ -1,11 +1,6 @@
 import assert from "node:assert/strict";
-import {
-  MetricsWriter,
-  readJsonl,
-  summarizeMetric,
-  writeJsonAtomic,
-  writeTextAtomic,
-} from "../../lib/util/metrics.ts";
+import { MetricsWriter, readJsonl, writeJsonAtomic } from "../../lib/io/json.ts";
+import { writeFileAtomicSync } from "../../lib/io/atomic.ts";
 
 function rng(seed: number): () => number {
   let a = seed >>> 0;
@@ -134,36 +129,8 @@ Deno.test("metrics: writeJsonAtomic replaces the file and leaves no temporary fi
   assert.deepEqual(JSON.parse(Deno.readTextFileSync(path)), a);
   writeJsonAtomic(path, b);
   assert.deepEqual(JSON.parse(Deno.readTextFileSync(path)), b);
-  writeTextAtomic(`${path}.txt`, "hello\n");
+  writeFileAtomicSync(`${path}.txt`, "hello\n");
   const dir = path.slice(0, path.lastIndexOf("/"));
   const names = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
   assert.deepEqual(names, ["summary.json", "summary.json.txt"]);
-});
-
-Deno.test("metrics: summarizeMetric matches an independent computation", () => {
-  const random = rng(12);
-  const losses = Array.from({ length: 40 }, () => random() * 3);
-  const records: Record<string, unknown>[] = losses.map((loss, i) => ({ step: i, loss }));
-  records.splice(5, 0, { step: -1, note: "no loss here" });
-  records.push({ step: 99, loss: "NaN" });
-  const s = summarizeMetric(records, "loss", { tail: 5 });
-  assert.ok(s !== undefined);
-  let min = losses[0];
-  let max = losses[0];
-  let sum = 0;
-  for (const v of losses) {
-    min = v < min ? v : min;
-    max = v > max ? v : max;
-    sum += v;
-  }
-  const tail = losses.slice(35);
-  assert.equal(s.count, 40);
-  assert.equal(s.nonFinite, 1);
-  assert.equal(s.first, losses[0]);
-  assert.equal(s.last, losses[39]);
-  assert.equal(s.min, min);
-  assert.equal(s.max, max);
-  assert.ok(Math.abs(s.mean - sum / 40) < 1e-12);
-  assert.ok(Math.abs(s.tailMean - (tail[0] + tail[1] + tail[2] + tail[3] + tail[4]) / 5) < 1e-12);
-  assert.equal(summarizeMetric(records, "absent"), undefined);
 });

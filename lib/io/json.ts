@@ -1,17 +1,16 @@
 /**
- * Metrics logging and whole-file outputs for experiments.
- *
- * {@link MetricsWriter} appends one JSON object per line to a `metrics.jsonl` file with one unbuffered
- * write per record, so a crash loses nothing that was logged; {@link readJsonl} reads such a file back,
- * tolerating a partially written last line. {@link writeJsonAtomic} and {@link writeTextAtomic} replace
- * whole files atomically (temporary file in the same directory, then rename). {@link summarizeMetric}
- * reduces one logged series to a few numbers for a summary table.
+ * JSON and JSON-lines files: {@link MetricsWriter} appends one JSON object per line to a `metrics.jsonl` file
+ * with one unbuffered write per record, so a crash loses nothing that was logged; {@link readJsonl} reads such a
+ * file back, tolerating a partially written last line; {@link writeJsonAtomic} replaces a whole JSON file
+ * atomically.
  *
  * Non-finite numbers (a diverged loss) are written as the strings `"NaN"`, `"Infinity"` and `"-Infinity"`
  * rather than JSON's lossy `null`.
  *
  * @module
  */
+
+import { writeFileAtomicSync } from "./atomic.ts";
 
 /** One record (line) of a metrics file. */
 export type MetricRecord = Record<string, unknown>;
@@ -45,69 +44,13 @@ function dirname(path: string): string {
   return slash === 0 ? "/" : path.slice(0, slash);
 }
 
-function basename(path: string): string {
-  return path.slice(path.lastIndexOf("/") + 1);
-}
-
 function writeAll(file: Deno.FsFile, bytes: Uint8Array): void {
   let written = 0;
   while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
 }
 
 /**
- * Replace `path` with `bytes` atomically: write a temporary file in the same directory, then rename it
- * over `path`. Missing parent directories are created. On failure the temporary file is removed and the
- * previous content of `path` (if any) is untouched.
- *
- * @param path File to create or replace.
- * @param bytes Content.
- *
- * @example
- * ```ts
- * import { writeBytesAtomic } from "./metrics.ts";
- * const dir = Deno.makeTempDirSync();
- * writeBytesAtomic(`${dir}/weights.bin`, new Uint8Array([1, 2, 3]));
- * ```
- */
-export function writeBytesAtomic(path: string, bytes: Uint8Array): void {
-  const dir = dirname(path);
-  Deno.mkdirSync(dir, { recursive: true });
-  const random = Array.from(
-    crypto.getRandomValues(new Uint8Array(4)),
-    (b) => b.toString(16).padStart(2, "0"),
-  );
-  const tmp = `${dir}/.${basename(path)}.${Deno.pid}.${random.join("")}.tmp`;
-  try {
-    const file = Deno.openSync(tmp, { write: true, createNew: true });
-    try {
-      writeAll(file, bytes);
-    } finally {
-      file.close();
-    }
-    Deno.renameSync(tmp, path);
-  } catch (err) {
-    try {
-      Deno.removeSync(tmp);
-    } catch {
-      // the temporary file may never have been created
-    }
-    const reason = err instanceof Error ? err.message : String(err);
-    throw new Error(`could not write "${path}" (via temporary file "${tmp}"): ${reason}`, { cause: err });
-  }
-}
-
-/**
- * Replace a UTF-8 text file atomically (see {@link writeBytesAtomic}).
- *
- * @param path File to create or replace.
- * @param text Content.
- */
-export function writeTextAtomic(path: string, text: string): void {
-  writeBytesAtomic(path, encoder.encode(text));
-}
-
-/**
- * Replace a JSON file atomically, pretty-printed with a trailing newline (see {@link writeBytesAtomic}).
+ * Replace a JSON file atomically, pretty-printed with a trailing newline (see `writeFileAtomicSync`).
  * Non-finite numbers are kept as strings (see {@link toJson}).
  *
  * @param path File to create or replace.
@@ -116,13 +59,13 @@ export function writeTextAtomic(path: string, text: string): void {
  *
  * @example
  * ```ts
- * import { writeJsonAtomic } from "./metrics.ts";
+ * import { writeJsonAtomic } from "./json.ts";
  * const dir = Deno.makeTempDirSync();
  * writeJsonAtomic(`${dir}/summary.json`, { finalLoss: 0.42, steps: 1000 });
  * ```
  */
 export function writeJsonAtomic(path: string, value: unknown, options: { indent?: number } = {}): void {
-  writeTextAtomic(path, `${toJson(value, options.indent ?? 2)}\n`);
+  writeFileAtomicSync(path, `${toJson(value, options.indent ?? 2)}\n`);
 }
 
 /** What {@link parseJsonl} found in a JSON-lines text. */
@@ -179,7 +122,7 @@ function parseJsonl(bytes: Uint8Array, path: string): JsonlParse {
  *
  * @example
  * ```ts
- * import { MetricsWriter, readJsonl } from "./metrics.ts";
+ * import { MetricsWriter, readJsonl } from "./json.ts";
  * const path = `${Deno.makeTempDirSync()}/metrics.jsonl`;
  * using writer = MetricsWriter.open(path);
  * writer.write({ step: 1, loss: 2.5 });
@@ -205,7 +148,7 @@ export interface MetricsWriterOptions {
  *
  * @example
  * ```ts
- * import { MetricsWriter } from "./metrics.ts";
+ * import { MetricsWriter } from "./json.ts";
  * const path = `${Deno.makeTempDirSync()}/metrics.jsonl`;
  * using metrics = MetricsWriter.open(path);
  * for (let step = 1; step <= 3; step++) metrics.write({ step, loss: 1 / step });
@@ -297,81 +240,4 @@ export class MetricsWriter {
   [Symbol.dispose](): void {
     this.close();
   }
-}
-
-/** A series of logged values reduced to a few numbers (see {@link summarizeMetric}). */
-export interface MetricSummary {
-  /** Number of records holding a finite number under the key. */
-  count: number;
-  /** Number of records holding a non-finite number (`NaN`, `Infinity`) under the key. */
-  nonFinite: number;
-  /** First finite value. */
-  first: number;
-  /** Last finite value. */
-  last: number;
-  /** Smallest finite value. */
-  min: number;
-  /** Largest finite value. */
-  max: number;
-  /** Mean of the finite values. */
-  mean: number;
-  /** Mean of the last `tail` finite values (a less noisy "final" value). */
-  tailMean: number;
-}
-
-function asNumber(value: unknown): number | undefined {
-  if (typeof value === "number") return value;
-  if (value === "NaN" || value === "Infinity" || value === "-Infinity") return Number(value);
-  return undefined;
-}
-
-/**
- * Summarize the numeric values logged under `key`: first, last, min, max, mean and the mean of the last
- * few values. Records without the key are skipped; non-finite values are counted but not averaged.
- *
- * @param records Records as returned by {@link readJsonl}.
- * @param key The metric name, e.g. `"loss"`.
- * @param options `tail`: how many final values {@link MetricSummary.tailMean} averages (default 10).
- * @returns The summary, or `undefined` when no record holds a finite number under `key`.
- *
- * @example
- * ```ts
- * import { summarizeMetric } from "./metrics.ts";
- * const s = summarizeMetric([{ loss: 3 }, { loss: 2 }, { loss: 1 }], "loss", { tail: 2 });
- * console.log(s?.first, s?.last, s?.tailMean); // 3 1 1.5
- * ```
- */
-export function summarizeMetric(
-  records: readonly MetricRecord[],
-  key: string,
-  options: { tail?: number } = {},
-): MetricSummary | undefined {
-  const values: number[] = [];
-  let nonFinite = 0;
-  let min = Infinity;
-  let max = -Infinity;
-  for (const record of records) {
-    const value = asNumber(record[key]);
-    if (value === undefined) continue;
-    if (!Number.isFinite(value)) {
-      nonFinite++;
-      continue;
-    }
-    values.push(value);
-    min = Math.min(min, value);
-    max = Math.max(max, value);
-  }
-  if (values.length === 0) return undefined;
-  const tail = values.slice(-Math.max(1, options.tail ?? 10));
-  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
-  return {
-    count: values.length,
-    nonFinite,
-    first: values[0],
-    last: values[values.length - 1],
-    min,
-    max,
-    mean: sum(values) / values.length,
-    tailMean: sum(tail) / tail.length,
-  };
 }

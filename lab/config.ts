@@ -11,12 +11,18 @@
  * - kebab-case flags map to camelCase keys: `--batch-size 8` sets `batchSize` (`--batchSize 8` works too);
  * - booleans: `--flag`, `--no-flag`, `--flag=false`;
  * - arrays: `--ranks 4,8,16` or `--ranks [4,8,16]`;
+ * - repeatable flags that add one value each to an array key, as a script declares them
+ *   (`repeatable: { method: "methods" }`: `--method a=lora --method b=pissa:niter=4`; no splitting at commas);
  * - `--config file.yaml` (repeatable) and `--help`/`-h`.
  *
  * @module
  */
 import { parseArgs } from "node:util";
-import { parseYaml, type z } from "../../deps.ts";
+import type { z } from "../deps.ts";
+import type { ConfigSchema } from "../mod.ts";
+import { parseYaml } from "./deps.ts";
+
+export type { ConfigSchema };
 
 /**
  * A configuration problem a person can fix: an unknown key, a value of the wrong type, an unreadable
@@ -27,7 +33,7 @@ import { parseYaml, type z } from "../../deps.ts";
  * @example
  * ```ts
  * import { ConfigError, parseConfig } from "./config.ts";
- * import { z } from "../../deps.ts";
+ * import { z } from "../deps.ts";
  * try {
  *   parseConfig(z.object({ lr: z.number().default(0.1) }), ["--lr", "abc"], { name: "demo.ts" });
  * } catch (err) {
@@ -84,14 +90,13 @@ export type ConfigDefaults<T> = {
 };
 
 /**
- * What {@link parseConfig} accepts: any `z.object(...)` schema satisfies it. (Spelled structurally so the
- * public API names no zod-internal types.)
+ * A zod schema of one configuration key whose value is a `T`, spelled structurally (as {@link ConfigSchema} is) so
+ * that helpers building keys name no zod-internal types: `z.object({ key: field })` takes it as it takes any zod
+ * schema.
  */
-export interface ConfigSchema {
-  /** zod's internals, which carry the schema's input and output types. */
-  readonly _zod: { readonly input: unknown; readonly output: unknown };
-  /** The object's fields. */
-  readonly shape: unknown;
+export interface ConfigField<T> {
+  /** zod's internals, which carry the key's input and output types. */
+  readonly _zod: { readonly input: unknown; readonly output: T };
 }
 
 /** The validated configuration type of a schema (what `z.output<S>` / `z.infer<S>` give). */
@@ -108,6 +113,12 @@ export interface ConfigOptions<S extends ConfigSchema> {
   description?: string;
   /** Defaults that take precedence over the schema's `.default(...)` values but lose to YAML and flags. */
   defaults?: ConfigDefaults<ConfigInputOf<S>>;
+  /**
+   * Flags that add one value to an array key each time they are given, flag name → key (`{ method: "methods" }`):
+   * each value is taken whole (commas included) and the values of all of them, after any given with the key's own
+   * flag, form the key's list.
+   */
+  repeatable?: Readonly<Record<string, string>>;
 }
 
 /** What a flag value is converted to before validation. */
@@ -485,11 +496,31 @@ interface ParsedFlags {
   values: Record<string, unknown>;
 }
 
+/** The array leaves named by `repeatable` (flag → key), checked to exist. */
+function repeatableLeaves(
+  index: SchemaIndex,
+  repeatable: Readonly<Record<string, string>> = {},
+): Map<string, Leaf> {
+  const out = new Map<string, Leaf>();
+  for (const [flag, key] of Object.entries(repeatable)) {
+    const leaf = index.leaves.get(key);
+    if (leaf === undefined || leaf.kind !== "array") {
+      throw new Error(`repeatable flag --${flag}: the schema has no array key "${key}"`);
+    }
+    if (index.leaves.has(toCamel(flag))) {
+      throw new Error(`repeatable flag --${flag} clashes with a key of its name`);
+    }
+    out.set(flag, leaf);
+  }
+  return out;
+}
+
 function readFlags(
   index: SchemaIndex,
   args: readonly string[],
   sources: Sources,
   issues: string[],
+  repeatable: ReadonlyMap<string, Leaf>,
 ): ParsedFlags {
   const byName = new Map<string, Leaf>();
   const negated = new Map<string, Leaf>();
@@ -508,6 +539,8 @@ function readFlags(
   };
   for (const [name, leaf] of byName) options[name] = { type: leaf.kind === "boolean" ? "boolean" : "string" };
   for (const name of negated.keys()) options[name] = { type: "boolean" };
+  for (const name of repeatable.keys()) options[name] = { type: "string" };
+  const repeated = new Map<Leaf, unknown[]>();
 
   const { tokens } = parseArgs({
     args: [...args],
@@ -534,6 +567,16 @@ function readFlags(
     if (name === "config") {
       if (value === undefined || value === "") issues.push(`flag --config needs a YAML file path`);
       else result.configFiles.push(value);
+      continue;
+    }
+    const repeatedLeaf = repeatable.get(name);
+    if (repeatedLeaf !== undefined) {
+      if (value === undefined || value === "") {
+        issues.push(`flag ${rawName} needs a value (one ${repeatedLeaf.key} entry)`);
+        continue;
+      }
+      repeated.set(repeatedLeaf, [...(repeated.get(repeatedLeaf) ?? []), value]);
+      sources.set(repeatedLeaf.key, `(from flag ${rawName})`);
       continue;
     }
     const negatedLeaf = negated.get(name);
@@ -565,6 +608,10 @@ function readFlags(
       setPath(result.values, leaf.path, flagValue(leaf, value));
     }
     sources.set(leaf.key, `(from flag ${rawName})`);
+  }
+  for (const [leaf, values] of repeated) {
+    const given = getPath(result.values, leaf.path);
+    setPath(result.values, leaf.path, [...(Array.isArray(given) ? given : []), ...values]);
   }
   return result;
 }
@@ -602,7 +649,12 @@ function describeIssue(
   const key = formatPath(issue.path);
   const value = getPath(merged, issue.path);
   const leaf = index.leaves.get(issue.path.map(String).join("."));
-  const origin = leaf === undefined ? undefined : sources.get(leaf.key);
+  // An issue inside a leaf's value (an entry of a list) comes from where the leaf did.
+  let owner: Leaf | undefined;
+  for (let n = issue.path.length; n > 0 && owner === undefined; n--) {
+    owner = index.leaves.get(issue.path.slice(0, n).map(String).join("."));
+  }
+  const origin = owner === undefined ? undefined : sources.get(owner.key);
   const suffix = origin === undefined ? "" : ` ${origin}`;
   let what: string;
   switch (issue.code) {
@@ -651,7 +703,7 @@ function describeIssue(
  * @example
  * ```ts
  * import { parseConfig } from "./config.ts";
- * import { z } from "../../deps.ts";
+ * import { z } from "../deps.ts";
  * const Config = z.object({
  *   rank: z.int().positive().default(8).describe("LoRA rank"),
  *   train: z.object({ lr: z.number().default(1e-3).describe("learning rate") }).prefault({}),
@@ -668,7 +720,7 @@ export function parseConfig<S extends ConfigSchema>(
   const index = indexSchema(schema);
   const issues: string[] = [];
   const sources: Sources = new Map();
-  const flags = readFlags(index, args, sources, issues);
+  const flags = readFlags(index, args, sources, issues, repeatableLeaves(index, options.repeatable));
   if (flags.help) throw new ConfigHelp(configUsage(schema, options));
 
   let merged: Record<string, unknown> = {};
@@ -705,7 +757,7 @@ export function parseConfig<S extends ConfigSchema>(
  * @example
  * ```ts
  * import { configUsage } from "./config.ts";
- * import { z } from "../../deps.ts";
+ * import { z } from "../deps.ts";
  * console.log(configUsage(z.object({ lr: z.number().default(0.1).describe("learning rate") }), { name: "demo.ts" }));
  * ```
  */
@@ -726,6 +778,12 @@ export function configUsage<S extends ConfigSchema>(schema: S, options: ConfigOp
     } else if (leaf.optional || leaf.hasDefault) parts.push("(optional)");
     else parts.push("(required)");
     rows.push([flag, parts.join(" ")]);
+  }
+  for (const [flag, leaf] of repeatableLeaves(index, options.repeatable)) {
+    rows.push([
+      `--${flag} <value>`,
+      `add one entry to --${flagName(leaf)} (repeatable; the value is taken whole)`,
+    ]);
   }
   rows.push(["--config <file.yaml>", "read settings from a YAML file (repeatable; flags override it)"]);
   rows.push(["--help, -h", "print this help and exit"]);
@@ -759,7 +817,7 @@ export interface CliConfigOptions<S extends ConfigSchema> extends ConfigOptions<
  * @example
  * ```ts ignore
  * import { cliConfig } from "./config.ts";
- * import { z } from "../../deps.ts";
+ * import { z } from "../deps.ts";
  * const config = cliConfig(z.object({ seed: z.int().default(0) }), { name: "experiments/demo.ts" });
  * ```
  */

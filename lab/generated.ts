@@ -1,12 +1,12 @@
 /**
  * Built-in offline datasets, generated from a seed, so that a fresh clone can run every experiment
- * without downloads: captioned shape images, a source/target pair of synthetic text domains, and a
- * character vocabulary for character-level language models.
+ * without downloads: captioned shape images and a source/target pair of synthetic text domains (encode them with
+ * `charVocab` from the library's data module).
  *
  * @module
  */
 
-import { Rng } from "./rng.ts";
+import { Rng } from "../mod.ts";
 
 /** Shape names, indexed by the `shape` class label of {@linkcode generateShapes}. */
 export const SHAPE_NAMES = ["circle", "square", "triangle", "cross"] as const;
@@ -359,7 +359,8 @@ export interface TextDomains {
  *
  * @example
  * ```ts
- * import { charVocab, generateTextDomains } from "./generated.ts";
+ * import { charVocab } from "../mod.ts";
+ * import { generateTextDomains } from "./generated.ts";
  * const { source, target } = generateTextDomains({ seed: 0, nSentences: 500 });
  * const vocab = charVocab(source + target);
  * const ids = vocab.encode(source);
@@ -378,85 +379,4 @@ export function generateTextDomains(options: TextDomainsOptions): TextDomains {
     source: generateDomain(sourceRng, SOURCE_GRAMMAR, nSentences),
     target: generateDomain(targetRng, TARGET_GRAMMAR, nSentences),
   };
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Character vocabulary
-// ---------------------------------------------------------------------------------------------------------
-
-/** A character-level vocabulary: ids are assigned to the distinct characters in code-point order. */
-export interface CharVocab {
-  /** Character → id. */
-  readonly stoi: ReadonlyMap<string, number>;
-  /** id → character. */
-  readonly itos: readonly string[];
-  /** Number of distinct characters. */
-  readonly size: number;
-  /** Encodes a string (by code point); throws on a character that is not in the vocabulary. */
-  encode(text: string): Int32Array;
-  /** Decodes ids back to a string; throws on an id outside `0..size-1`. */
-  decode(ids: ArrayLike<number>): string;
-}
-
-class CharVocabImpl implements CharVocab {
-  readonly stoi: ReadonlyMap<string, number>;
-  readonly itos: readonly string[];
-  readonly size: number;
-
-  constructor(chars: string[]) {
-    this.itos = chars;
-    this.stoi = new Map(chars.map((c, i) => [c, i]));
-    this.size = chars.length;
-  }
-
-  encode(text: string): Int32Array {
-    const chars = Array.from(text);
-    const ids = new Int32Array(chars.length);
-    for (let i = 0; i < chars.length; i++) {
-      const id = this.stoi.get(chars[i]);
-      if (id === undefined) {
-        const code = chars[i].codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0");
-        throw new Error(
-          `charVocab.encode: character ${JSON.stringify(chars[i])} (U+${code}) at position ${i} is not in ` +
-            `the ${this.size}-character vocabulary; build the vocabulary from all the text you will encode`,
-        );
-      }
-      ids[i] = id;
-    }
-    return ids;
-  }
-
-  decode(ids: ArrayLike<number>): string {
-    let out = "";
-    for (let i = 0; i < ids.length; i++) {
-      const ch = this.itos[ids[i]];
-      if (ch === undefined) {
-        throw new RangeError(
-          `charVocab.decode: id ${ids[i]} at position ${i} is outside 0..${this.size - 1}`,
-        );
-      }
-      out += ch;
-    }
-    return out;
-  }
-}
-
-/**
- * Builds a character vocabulary from a text: the distinct characters (Unicode code points), sorted by
- * code point, get ids 0..size-1 (the nanoGPT `sorted(set(text))` convention).
- *
- * @param text the text whose characters form the vocabulary.
- *
- * @example
- * ```ts
- * import { charVocab } from "./generated.ts";
- * const vocab = charVocab("hello world");
- * vocab.itos; // [" ", "d", "e", "h", "l", "o", "r", "w"]
- * vocab.decode(vocab.encode("hold")); // "hold"
- * ```
- */
-export function charVocab(text: string): CharVocab {
-  const distinct = [...new Set(Array.from(text))];
-  distinct.sort((a, b) => a.codePointAt(0)! - b.codePointAt(0)!);
-  return new CharVocabImpl(distinct);
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { z } from "../../deps.ts";
-import { ConfigError, ConfigHelp, configUsage, parseConfig } from "../../lib/util/config.ts";
+import { ConfigError, ConfigHelp, configUsage, parseConfig } from "../../lab/config.ts";
 
 /** Small seeded PRNG (mulberry32) so every run draws the same fresh values. */
 function rng(seed: number): () => number {

@@ -1,13 +1,5 @@
 import assert from "node:assert/strict";
-import {
-  barPlot,
-  escapeXml,
-  formatTick,
-  heatmap,
-  linePlot,
-  niceTicks,
-  viridis,
-} from "../../lib/util/plot.ts";
+import { barPlot, escapeXml, formatTick, heatmap, linePlot, niceTicks, viridis } from "../../lab/plot.ts";
 
 function rng(seed: number): () => number {
   let a = seed >>> 0;

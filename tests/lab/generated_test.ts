@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
+import { charVocab } from "../../lib/data/mod.ts";
 import {
-  charVocab,
   COLOUR_NAMES,
   generateShapes,
   generateTextDomains,
   POSITION_NAMES,
   SHAPE_NAMES,
   type ShapesData,
-} from "../../lib/data/mod.ts";
+} from "../../lab/generated.ts";
 
 // ------------------------------------------------------------------------------------------------
 // Shapes: an independent reading of the pixels, compared with the caption.

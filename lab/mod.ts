@@ -1,11 +1,14 @@
 /**
- * Utilities for experiment scripts and commands: strict CLI/YAML configuration, metrics logging,
- * progress bars, SVG/PNG plots and results directories. Nothing here depends on the tensor library.
+ * The lab: what exists to run, record and show experiments on top of the library (`../mod.ts`). Strict CLI/YAML
+ * configuration, results directories (locked, resumable, recorded), SVG/PNG plots, the pretrained base models the
+ * experiments share (cached under `.cache/`), generated corpora, the toy VLM's staged pretraining, and the set-up of
+ * the language-model experiments.
  *
  * @example
  * ```ts ignore
- * import { cliConfig, linePlot, Progress, ResultsDir } from "./mod.ts";
- * import { z } from "../../deps.ts";
+ * import { cliConfig, linePlot, ResultsDir } from "./mod.ts";
+ * import { Progress } from "../mod.ts";
+ * import { z } from "../deps.ts";
  *
  * const config = cliConfig(
  *   z.object({ steps: z.int().positive().default(100).describe("training steps") }),
@@ -31,8 +34,14 @@
  * @module
  */
 export * from "./config.ts";
-export * from "./metrics.ts";
+export * from "./results.ts";
+export * from "./report.ts";
 export * from "./plot.ts";
 export * from "./png.ts";
-export * from "./progress.ts";
-export * from "./results.ts";
+export * from "./lock.ts";
+export * from "./cache.ts";
+export * from "./generated.ts";
+export * from "./toy_vlm.ts";
+export * from "./methods.ts";
+export * from "./experiment.ts";
+export * from "./lm.ts";

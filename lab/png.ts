@@ -9,12 +9,8 @@
  *
  * @module
  */
-// To be moved to deps.ts by the lead engineer (the only file allowed to name npm packages).
-import { initWasm, Resvg } from "../../deps.ts";
-import { writeBytesAtomic, writeTextAtomic } from "./metrics.ts";
-
-/** The wasm binary inside the same package version as the import above. */
-const RESVG_WASM = "npm:@resvg/resvg-wasm@2.6.2/index_bg.wasm";
+import { initWasm, Resvg, RESVG_WASM_URL } from "./deps.ts";
+import { writeFileAtomicSync } from "../mod.ts";
 
 /** Fonts tried, in order, when no `fontPath` is given. */
 export const DEFAULT_FONT_PATHS: readonly string[] = [
@@ -32,7 +28,7 @@ export const DEFAULT_FONT_PATHS: readonly string[] = [
 let wasmReady: Promise<void> | undefined;
 
 async function loadWasmBytes(): Promise<Uint8Array> {
-  const url = import.meta.resolve(RESVG_WASM);
+  const url = RESVG_WASM_URL;
   if (url.startsWith("file:")) return await Deno.readFile(new URL(url));
   const response = await fetch(url);
   if (!response.ok) throw new Error(`fetching resvg wasm from ${url} failed: HTTP ${response.status}`);
@@ -49,7 +45,7 @@ function ensureWasm(): Promise<void> {
       if (err instanceof Error && /already initiali[sz]ed/i.test(err.message)) return;
       wasmReady = undefined;
       throw new Error(
-        `could not initialise resvg wasm (${RESVG_WASM}): ${err instanceof Error ? err.message : err}`,
+        `could not initialise resvg wasm (${RESVG_WASM_URL}): ${err instanceof Error ? err.message : err}`,
         {
           cause: err,
         },
@@ -226,7 +222,7 @@ export async function savePlot(
     fontPath: options.fontPath,
     background: "white",
   });
-  writeTextAtomic(`${base}.svg`, svg);
-  writeBytesAtomic(`${base}.png`, image.png);
+  writeFileAtomicSync(`${base}.svg`, svg);
+  writeFileAtomicSync(`${base}.png`, image.png);
   return { svgPath: `${base}.svg`, pngPath: `${base}.png`, warnings: image.warnings };
 }

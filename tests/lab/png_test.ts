@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { linePlot } from "../../lib/util/plot.ts";
-import { savePlot, svgToPng } from "../../lib/util/png.ts";
+import { linePlot } from "../../lab/plot.ts";
+import { savePlot, svgToPng } from "../../lab/png.ts";
 
 const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 

@@ -1,19 +1,21 @@
 /**
  * Attaching LoRA to a model by name patterns (PEFT's `target_modules`), with per-module rank and alpha (PEFT's
- * `rank_pattern` / `alpha_pattern`, needed when EVA or VAS redistribute ranks), any registered initialisation,
- * and the tracked norms ‖A‖, ‖B‖, ‖s·B·A‖ the training loop records.
+ * `rank_pattern` / `alpha_pattern`, needed when EVA or VAS redistribute ranks) and any registered initialisation.
  *
  * @module
  */
 import { asF32, Linear } from "../nn/linear.ts";
-import { asAliased, namedModules, replaceModule } from "../nn/module.ts";
+import { namedModules, replaceModule } from "../nn/module.ts";
+import { findTargets, matchesKey } from "../nn/targets.ts";
 import { deriveSeed } from "../nn/init.ts";
 import { checkFinite } from "../nn/finite.ts";
 import { realize, Tensor } from "../tensor/tensor.ts";
 import { tensor } from "../tensor/creation.ts";
-import { getInitMethod, type InitMethod } from "../init/mod.ts";
-import type { F32, LayerData, LoraInit } from "../init/types.ts";
-import { LoraLinear } from "./linear.ts";
+import { LoraLinear } from "../lora/linear.ts";
+import { loraLayers } from "../lora/layers.ts";
+import { getInitMethod } from "./methods.ts";
+import type { InitMethod } from "./registry.ts";
+import type { F32, LayerData, LoraInit } from "./types.ts";
 import { z } from "../../deps.ts";
 import { checkOptions, opt } from "../options.ts";
 
@@ -41,12 +43,6 @@ const LORA_CONFIG = z.object({
     }).strict(),
   ).optional(),
   seed: opt.seed().optional(),
-}).strict();
-
-const LORA_PLUS_OPTIONS = z.object({
-  lr: opt.nonNegative(),
-  ratio: opt.positive().optional(),
-  weightDecay: opt.nonNegative().optional(),
 }).strict();
 
 /** How to adapt a model. Field names follow PEFT's `LoraConfig` (camel-cased). */
@@ -80,30 +76,6 @@ export interface LoraConfig {
   seed?: number;
 }
 
-/** Whether module path `name` is selected by PEFT-style `key`. */
-export function matchesKey(name: string, key: string): boolean {
-  return name === key || name.endsWith(`.${key}`);
-}
-
-/**
- * The target modules of `model` under `cfg.targetModules`, as `[path, Linear]`. A model with a second naming
- * convention (`moduleAlias`, e.g. Hugging Face's `q_proj` for a Llama model's `wq`) matches under either name.
- */
-export function findTargets(model: object, targets: readonly string[] | RegExp): [string, Linear][] {
-  const out: [string, Linear][] = [];
-  const aliased = asAliased(model);
-  const re = targets instanceof RegExp ? new RegExp(`^(?:${targets.source})$`, targets.flags) : undefined;
-  for (const [path, m] of namedModules(model)) {
-    if (!(m instanceof Linear)) continue;
-    const names = [path, aliased?.moduleAlias(path)].filter((n): n is string => n !== undefined);
-    const hit = names.some((n) =>
-      re !== undefined ? re.test(n) : (targets as readonly string[]).some((k) => matchesKey(n, k))
-    );
-    if (hit) out.push([path, m]);
-  }
-  return out;
-}
-
 function patternValue(
   name: string,
   pattern: Readonly<Record<string, number>> | undefined,
@@ -123,7 +95,7 @@ async function makeConcrete(inits: LoraInit[]): Promise<void> {
       const t = i[k];
       if (t === undefined) continue;
       if (seen.has(t.node)) {
-        i[k] = tensor(await t.data(), { shape: [...t.shape], device: t.device }) as F32;
+        i[k] = tensor(await t.data(), { shape: [...t.shape], device: t.device });
       }
       seen.add(i[k]!.node);
     }
@@ -156,7 +128,7 @@ export interface AttachResult {
 }
 
 /**
- * Replaces every target `Linear` of `model` with a {@link LoraLinear} initialised by `cfg.init`. Layers given rank 0
+ * Replaces every target `Linear` of `model` with a `LoraLinear` initialised by `cfg.init`. Layers given rank 0
  * (by EVA/VAS redistribution or `rankPattern`) are left as they are.
  *
  * @example
@@ -243,7 +215,7 @@ export async function attachLora(model: object, cfg: LoraConfig): Promise<Attach
   const initials = new Map<string, { a: F32; b: F32 }>();
   if (method.kind === "offset") {
     for (const [path, i] of inits) {
-      if (i.rank > 0) initials.set(path, { a: i.a.mul(1) as F32, b: i.b.mul(1) as F32 });
+      if (i.rank > 0) initials.set(path, { a: i.a.mul(1), b: i.b.mul(1) });
     }
     await realize(...[...initials.values()].flatMap((c) => [c.a, c.b]));
   }
@@ -275,82 +247,4 @@ export async function attachLora(model: object, cfg: LoraConfig): Promise<Attach
   );
   await realize(...mags);
   return result;
-}
-
-/** The LoRA layers of a model as `[path, layer]`. */
-export function loraLayers(model: object): [string, LoraLinear][] {
-  return namedModules(model).filter((e): e is [string, LoraLinear] => e[1] instanceof LoraLinear);
-}
-
-/** Selects the trainable parameters of a LoRA model (A, B and DoRA magnitudes) by path. */
-export const LORA_TRAINABLE: RegExp = /(^|\.)(lora_A\.weight|lora_B\.weight|lora_magnitude_vector)$/;
-
-/** Selects the B matrices (and, as PEFT's LoRA+ does, every 1-D trainable tensor) for LoRA+'s faster rate. */
-export const LORA_PLUS_FAST: RegExp = /(^|\.)(lora_B\.weight|lora_magnitude_vector)$/;
-
-/** Lazy norms to track while training: `<path>.A`, `<path>.B`, `<path>.deltaW` (Frobenius of s·B·A). */
-export function loraNorms(model: object): Record<string, Tensor<[], "f32">> {
-  const out: Record<string, Tensor<[], "f32">> = {};
-  for (const [path, l] of loraLayers(model)) {
-    const fro = (t: F32) => t.square().sum().sqrt() as Tensor<[], "f32">;
-    out[`${path}.A`] = fro(l.lora_A.weight);
-    out[`${path}.B`] = fro(l.lora_B.weight);
-    out[`${path}.deltaW`] = fro(l.deltaWeight());
-  }
-  return out;
-}
-
-/** Replaces every LoRA layer with its merged `Linear` (the adapter folded into the weight). */
-export function mergeLora(model: object): void {
-  for (const [path, l] of loraLayers(model)) replaceModule(model, path, l.merge());
-}
-
-/** Optimiser settings for LoRA+ (Hayou, Ghosh & Yu, ICML 2024, arXiv 2402.12354): B learns `ratio` times faster. */
-export interface LoraPlusOptions {
-  /** Learning rate of A (and of everything outside B). */
-  lr: number;
-  /** `lr_B / lr_A` (default 16, the LoRA+ authors' suggestion; the LoRAM paper's baseline used 4). */
-  ratio?: number;
-  /** Weight decay of both groups (default 0). */
-  weightDecay?: number;
-}
-
-/**
- * Optimiser options that train only the adapters, with B (and DoRA magnitudes, like PEFT's LoRA+) in a group of its
- * own at `ratio × lr`. Pass the result to an optimiser constructor.
- *
- * @example
- * ```ts
- * import { Linear } from "../nn/linear.ts";
- * import { AdamW } from "../nn/optim/mod.ts";
- * import { attachLora, loraPlusOptions } from "./attach.ts";
- * const model = { q: new Linear(16, 16, { seed: 0 }) };
- * await attachLora(model, { targetModules: ["q"], rank: 4 });
- * const opt = new AdamW(model, loraPlusOptions({ lr: 1e-3, ratio: 16 }));
- * ```
- */
-export function loraPlusOptions(opts: LoraPlusOptions): {
-  lr: number;
-  weightDecay: number;
-  trainable: RegExp;
-  groups: { name: string; params: RegExp; lr: number; weightDecay: number }[];
-} {
-  checkOptions("loraPlusOptions", LORA_PLUS_OPTIONS, opts);
-  const ratio = opts.ratio ?? 16;
-  const wd = opts.weightDecay ?? 0;
-  return {
-    lr: opts.lr,
-    weightDecay: wd,
-    trainable: LORA_TRAINABLE,
-    groups: [{ name: "lora_B", params: LORA_PLUS_FAST, lr: opts.lr * ratio, weightDecay: wd }],
-  };
-}
-
-/** Undoes {@link mergeLora} for the given adapters: each merged `Linear` at a path becomes a LoRA layer again. */
-export function unmergeLora(model: object, adapters: Readonly<Record<string, LoraInit>>): void {
-  for (const [path, adapter] of Object.entries(adapters)) {
-    const m = findTargets(model, new RegExp(path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")))[0]?.[1];
-    if (m === undefined) throw new RangeError(`unmergeLora: the model has no Linear module "${path}"`);
-    replaceModule(model, path, LoraLinear.unmerge(m, adapter));
-  }
 }

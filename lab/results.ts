@@ -1,7 +1,7 @@
 /**
  * Results directories for experiments: `results/<name>/<timestamp>/` holding `config.yaml`,
  * `metrics.jsonl`, plots, `summary.json` (with git revision, command and wall-clock timings) and
- * `summary.md`; plus the helpers a summary needs: {@link mdTable} and {@link meanStd}.
+ * `summary.md` (the tables and claims themselves are `report.ts`'s).
  *
  * A results directory belongs to one process at a time: creating or reopening one takes its lock file `.lock`
  * (a second process is refused with the holder's pid and host). `experiment.json` records which experiment made
@@ -11,142 +11,19 @@
  *
  * @module
  */
-import { stringifyYaml, z } from "../../deps.ts";
-import { acquireLock, type Lock } from "../io/lock.ts";
-import { removeTemporaries } from "../io/atomic.ts";
-import { showValue } from "../options.ts";
+import { z } from "../deps.ts";
+import { stringifyYaml } from "./deps.ts";
+import { acquireLock, type Lock } from "./lock.ts";
 import {
   MetricsWriter,
   type MetricsWriterOptions,
+  removeTemporaries,
+  showValue,
   toJson,
+  writeFileAtomicSync,
   writeJsonAtomic,
-  writeTextAtomic,
-} from "./metrics.ts";
+} from "../mod.ts";
 import { type SavedPlot, savePlot, type SavePlotOptions } from "./png.ts";
-
-/** Mean, sample standard deviation and count of a list of numbers. */
-export interface MeanStd {
-  /** Arithmetic mean. */
-  mean: number;
-  /** Sample standard deviation (divides by n − 1); 0 for a single value. */
-  std: number;
-  /** Number of values. */
-  n: number;
-}
-
-/**
- * Mean and sample standard deviation (n − 1 in the denominator), e.g. of a metric over seeds.
- * Non-finite inputs propagate (a NaN value gives a NaN mean).
- *
- * @param values At least one number.
- * @returns `{ mean, std, n }`.
- *
- * @example
- * ```ts
- * import { meanStd } from "./results.ts";
- * console.log(meanStd([1, 2, 3])); // { mean: 2, std: 1, n: 3 }
- * ```
- */
-export function meanStd(values: readonly number[]): MeanStd {
-  const n = values.length;
-  if (n === 0) throw new Error("meanStd needs at least one value, got an empty list");
-  let mean = 0;
-  for (const v of values) mean += v;
-  mean /= n;
-  let squares = 0;
-  for (const v of values) squares += (v - mean) ** 2;
-  return { mean, std: n > 1 ? Math.sqrt(squares / (n - 1)) : 0, n };
-}
-
-/**
- * Format a number with `digits` significant digits, switching to exponent notation for very small or
- * large magnitudes; integers are printed exactly.
- *
- * @param value The number.
- * @param digits Significant digits (default 4).
- * @returns The text.
- */
-export function formatNumber(value: number, digits = 4): string {
-  if (!Number.isFinite(value)) return String(value);
-  if (Number.isInteger(value) && Math.abs(value) < 1e15) return String(value);
-  const abs = Math.abs(value);
-  if (abs !== 0 && (abs < 1e-3 || abs >= 1e6)) return value.toExponential(Math.max(0, digits - 1));
-  return String(Number(value.toPrecision(digits)));
-}
-
-/**
- * Format a {@link MeanStd} as `mean ± std` (with `(n=…)` left out).
- *
- * @param stats The statistics.
- * @param digits Significant digits of the mean (default 4).
- * @returns E.g. `0.8123 ± 0.0131`.
- */
-export function formatMeanStd(stats: MeanStd, digits = 4): string {
-  return `${formatNumber(stats.mean, digits)} ± ${formatNumber(stats.std, Math.max(2, digits - 1))}`;
-}
-
-/** A table cell: text, or a number formatted with {@link formatNumber}. */
-export type Cell = string | number | boolean | null | undefined;
-
-/** Options of {@link mdTable}. */
-export interface MdTableOptions {
-  /** Per-column alignment; numeric columns are right-aligned by default, others left. */
-  align?: readonly ("left" | "right" | "center")[];
-  /** Significant digits for numbers (default 4). */
-  digits?: number;
-}
-
-function cellText(cell: Cell, digits: number): string {
-  if (cell === null || cell === undefined) return "";
-  const raw = typeof cell === "number" ? formatNumber(cell, digits) : String(cell);
-  return raw.replace(/\|/g, "\\|").replace(/\r?\n/g, "<br>");
-}
-
-/**
- * A GitHub-flavoured markdown table.
- *
- * @param headers Column headings.
- * @param rows Rows of cells, each as long as `headers`.
- * @param options Alignment and number formatting.
- * @returns The table, one line per row, ending with a newline.
- *
- * @example
- * ```ts
- * import { mdTable } from "./results.ts";
- * console.log(mdTable(["method", "loss"], [["LoRA", 1.23456], ["PiSSA", 1.1]]));
- * // | method | loss |
- * // | :--- | ---: |
- * // | LoRA | 1.235 |
- * // | PiSSA | 1.1 |
- * ```
- */
-export function mdTable(
-  headers: readonly string[],
-  rows: readonly (readonly Cell[])[],
-  options: MdTableOptions = {},
-): string {
-  const digits = options.digits ?? 4;
-  rows.forEach((row, i) => {
-    if (row.length !== headers.length) {
-      throw new Error(
-        `mdTable row ${i} has ${row.length} cells, expected ${headers.length} (one per header)`,
-      );
-    }
-  });
-  const align = headers.map((_, c) => {
-    const given = options.align?.[c];
-    if (given !== undefined) return given;
-    const numeric = rows.length > 0 && rows.every((row) => typeof row[c] === "number" || row[c] == null);
-    return numeric ? "right" : "left";
-  });
-  const rule = { left: ":---", right: "---:", center: ":---:" };
-  const line = (cells: readonly string[]) => `| ${cells.join(" | ")} |`;
-  return [
-    line(headers.map((h) => cellText(h, digits))),
-    line(align.map((a) => rule[a])),
-    ...rows.map((row) => line(row.map((cell) => cellText(cell, digits)))),
-  ].join("\n") + "\n";
-}
 
 /** The git commit a run was made from. */
 export interface GitInfo {
@@ -381,7 +258,8 @@ export function configDifferences(
  *
  * @example
  * ```ts
- * import { ResultsDir, mdTable } from "./results.ts";
+ * import { ResultsDir } from "./results.ts";
+ * import { mdTable } from "./report.ts";
  * const run = ResultsDir.create("rank_sweep", { root: Deno.makeTempDirSync() });
  * run.writeConfig({ rank: 8, lr: 1e-3 });
  * using metrics = run.metrics();
@@ -534,7 +412,7 @@ export class ResultsDir {
     this.#record = { ...this.#record, config: JSON.parse(toJson(config)) };
     writeJsonAtomic(this.file(RECORD_FILE), this.#record);
     const extended = this.#record.extended.length > 0 ? { extended: this.#record.extended } : {};
-    writeTextAtomic(path, stringifyYaml({ ...config, ...extended }));
+    writeFileAtomicSync(path, stringifyYaml({ ...config, ...extended }));
     return path;
   }
 
@@ -699,13 +577,13 @@ export class ResultsDir {
   /**
    * Write a markdown file (atomically), by default `summary.md`.
    *
-   * @param text Markdown text, e.g. built with {@link mdTable}.
+   * @param text Markdown text, e.g. built with `mdTable` or `writeReport` (`report.ts`).
    * @param options `file`: file name (default `"summary.md"`).
    * @returns The file's path.
    */
   writeMarkdown(text: string, options: { file?: string } = {}): string {
     const path = this.file(options.file ?? "summary.md");
-    writeTextAtomic(path, text.endsWith("\n") ? text : `${text}\n`);
+    writeFileAtomicSync(path, text.endsWith("\n") ? text : `${text}\n`);
     return path;
   }
 

@@ -1,0 +1,204 @@
+/**
+ * The base-model cache: experiments that need a pretrained base (a small LM trained on generated text, the toy VLM)
+ * pretrain it once, save it under a directory keyed by everything that determines it (model config, training
+ * settings, a hash of the data), and load it from there on every later run ({@link cachedEntry}; the LM's entry
+ * is {@link cachedPretrained}).
+ *
+ * @module
+ */
+import {
+  AdamW,
+  checkFinite,
+  cosineSchedule,
+  type DeviceName,
+  type I32,
+  type LlamaConfig,
+  LlamaLM,
+  namedParameters,
+  readHf,
+  removeTemporaries,
+  sampleWindows,
+  saveHf,
+  tensor,
+  Trainer,
+} from "../mod.ts";
+import { processAlive } from "./lock.ts";
+
+/** How a base model is pretrained. */
+export interface PretrainSpec {
+  /** Architecture. */
+  model: LlamaConfig;
+  /** Optimiser steps. */
+  steps: number;
+  /** Sequences per batch. */
+  batchSize: number;
+  /** Tokens per sequence. */
+  seqLen: number;
+  /** Peak learning rate (AdamW, cosine decay with 5% warm-up). */
+  lr: number;
+  /** Seed of the initialisation and the batches. */
+  seed: number;
+}
+
+/** Options of {@link cachedPretrained}. */
+export interface CacheOptions {
+  /** Root of the cache (default `.cache/base`). */
+  cacheDir?: string;
+  /** Device of the model. */
+  device?: DeviceName;
+  /** Show a progress bar while pretraining. */
+  progress?: boolean;
+}
+
+/** FNV-1a over a string and an integer array, as 16 hex digits (two 32-bit lanes). */
+export function cacheKey(text: string, data: Int32Array): string {
+  let h1 = 0x811c9dc5;
+  let h2 = 0x01000193 ^ data.length;
+  for (let i = 0; i < text.length; i++) {
+    h1 = Math.imul(h1 ^ text.charCodeAt(i), 0x01000193) >>> 0;
+    h2 = Math.imul(h2 ^ text.charCodeAt(i), 0x5bd1e995) >>> 0;
+  }
+  for (let i = 0; i < data.length; i++) {
+    h1 = Math.imul(h1 ^ data[i], 0x01000193) >>> 0;
+    h2 = Math.imul(h2 ^ (data[i] + i), 0x5bd1e995) >>> 0;
+  }
+  return h1.toString(16).padStart(8, "0") + h2.toString(16).padStart(8, "0");
+}
+
+/** What to do about a cache entry that cannot be used. */
+export function rebuildHint(dir: string): string {
+  return `Remove the directory "${dir}" (rm -r "${dir}") and run again: it is rebuilt from scratch`;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** How {@link cachedEntry} finds, loads, builds and saves one entry. */
+export interface CacheEntryOptions<T> {
+  /** Root of the cache (e.g. `.cache/base`). */
+  root: string;
+  /** The entry's key (e.g. from {@link cacheKey}): its directory is `root/key`. */
+  key: string;
+  /** The file whose presence marks a complete entry (e.g. `model.safetensors`). */
+  marker: string;
+  /** What the entry is, for errors (e.g. "cached base model"). */
+  what: string;
+  /** Loads the entry from its directory (and checks it). */
+  load: (dir: string) => Promise<T>;
+  /** Makes the value when the entry is absent (pretraining). */
+  build: () => Promise<T>;
+  /** Writes the value into a (temporary) directory. */
+  save: (value: T, dir: string) => Promise<void>;
+}
+
+/** A value from the cache. */
+export interface CacheEntry<T> {
+  /** The value. */
+  value: T;
+  /** True when it was loaded, false when built. */
+  cached: boolean;
+  /** The entry's directory. */
+  dir: string;
+  /** Seconds spent loading or building. */
+  seconds: number;
+}
+
+/**
+ * A cached value: loaded from `root/key/` when its `marker` file is there, else built and saved (to a temporary
+ * directory renamed into place, so an interrupted run never leaves a half-written entry; what interrupted runs left
+ * is removed first). An entry that cannot be loaded (a damaged or half-copied file, non-finite weights) is one error
+ * naming its directory and how to rebuild it.
+ *
+ * @param options Where the entry is and how to load, build and save it.
+ * @returns The value and where it came from.
+ */
+export async function cachedEntry<T>(options: CacheEntryOptions<T>): Promise<CacheEntry<T>> {
+  const dir = `${options.root}/${options.key}`;
+  const t0 = performance.now();
+  removeTemporaries(options.root, { alive: processAlive });
+  if (await exists(`${dir}/${options.marker}`)) {
+    let value: T;
+    try {
+      value = await options.load(dir);
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      throw new Error(`${options.what} "${dir}" cannot be used: ${reason}. ${rebuildHint(dir)}`, {
+        cause: err,
+      });
+    }
+    return { value, cached: true, dir, seconds: (performance.now() - t0) / 1000 };
+  }
+  const value = await options.build();
+  const tmp = `${dir}.tmp-${Deno.pid}-${Math.floor(Math.random() * 1e9)}`;
+  await options.save(value, tmp);
+  await Deno.mkdir(options.root, { recursive: true });
+  try {
+    await Deno.rename(tmp, dir);
+  } catch (e) {
+    await Deno.remove(tmp, { recursive: true });
+    if (!(await exists(`${dir}/${options.marker}`))) throw e; // a concurrent run may have won the race
+  }
+  return { value, cached: false, dir, seconds: (performance.now() - t0) / 1000 };
+}
+
+/**
+ * The base model pretrained on `tokens` as `spec` says: loaded from the cache when present, else trained and
+ * saved (to a temporary directory renamed into place, so an interrupted run never leaves a half-written model;
+ * what interrupted runs left is removed first). A cached model that cannot be read or holds non-finite weights is
+ * an error naming its directory and how to rebuild it.
+ */
+export async function cachedPretrained(
+  spec: PretrainSpec,
+  tokens: Int32Array,
+  opts: CacheOptions = {},
+): Promise<{ model: LlamaLM; cached: boolean; dir: string; seconds: number }> {
+  const entry = await cachedEntry({
+    root: opts.cacheDir ?? ".cache/base",
+    key: cacheKey(JSON.stringify(spec), tokens),
+    marker: "model.safetensors",
+    what: "cached base model",
+    load: async (dir) => {
+      const { config, weights } = await readHf(dir);
+      const m = LlamaLM.fromWeights(config, weights, { device: opts.device, source: dir });
+      await checkFinite(namedParameters(m), { what: "its weights" });
+      return m;
+    },
+    build: async () => {
+      const model = LlamaLM.random(spec.model, { seed: spec.seed, device: opts.device });
+      const trainer = new Trainer({
+        model,
+        optimizer: new AdamW(model, { lr: spec.lr, weightDecay: 0.01 }),
+        batch: (step) => {
+          const { x, y } = sampleWindows(tokens, {
+            batchSize: spec.batchSize,
+            seqLen: spec.seqLen,
+            seed: spec.seed,
+            step,
+          });
+          const shape = [spec.batchSize, spec.seqLen];
+          return {
+            x: tensor(x, { shape, dtype: "i32", device: opts.device }) as I32,
+            y: tensor(y, { shape, dtype: "i32", device: opts.device }) as I32,
+          };
+        },
+        loss: (m, b) => m.loss(b.x, b.y),
+        steps: spec.steps,
+        schedule: cosineSchedule({ totalSteps: spec.steps, warmupRatio: 0.05 }),
+        clipNorm: 1,
+        readEvery: 50,
+        progress: opts.progress ? "pretraining base" : false,
+        seed: spec.seed,
+      });
+      await trainer.run();
+      return model;
+    },
+    save: (model, dir) => saveHf(model, dir),
+  });
+  return { model: entry.value, cached: entry.cached, dir: entry.dir, seconds: entry.seconds };
+}

@@ -1,0 +1,543 @@
+/**
+ * The opening every experiment shares: parse the configuration (flags over `--config` YAML over the `--quick`
+ * preset over the schema's defaults), pick the device, open the results directory (a new one, or the one named
+ * by `--resume`), record the configuration with the adapter, and say where the results go; and the closing
+ * {@link runMain}, which turns any error into one readable line.
+ *
+ * `--resume` reopens only a directory the same experiment created, takes its lock (one process at a time), and
+ * compares the configuration with the recorded one key by key: a difference in anything that affects results is
+ * refused, naming each key with both values. The run's length may grow only with `--extend` (where the experiment
+ * supports it), and the extension is recorded in `config.yaml`.
+ *
+ * @module
+ */
+import {
+  type Batch,
+  DEVICE_CHOICES,
+  type DeviceChoice,
+  deviceLine,
+  type DeviceName,
+  previousCheckpointPath,
+  readJsonl,
+  resolveDevice,
+  showValue,
+  type StepRecord,
+  type Trainer,
+} from "../mod.ts";
+import { z } from "../deps.ts";
+import {
+  cliConfig,
+  type ConfigDefaults,
+  type ConfigField,
+  type ConfigInputOf,
+  type ConfigOf,
+  type ConfigSchema,
+  exitWithError,
+} from "./config.ts";
+import { type ConfigDifference, configDifferences, ResultsDir, type Validator } from "./results.ts";
+
+/** What {@link startExperiment} needs to know about the experiment. */
+export interface ExperimentAbout<S extends ConfigSchema> {
+  /** The task name after `exp:`, e.g. `eva`. */
+  task: string;
+  /** The folder under `results/`. */
+  dir: string;
+  /** The question it answers (top of `--help`). */
+  description: string;
+  /** The `--quick` preset: smaller sizes, still overridden by explicit flags and YAML keys. */
+  quick: ConfigDefaults<ConfigInputOf<S>>;
+  /** Checks across keys, run before anything is written (throw a RangeError naming the keys). */
+  check?: (cfg: ConfigOf<S>) => void;
+  /**
+   * The key holding the run's length (e.g. `steps`) when the experiment can continue finished runs to a larger
+   * value: `--resume DIR --extend --steps N` is then accepted (and recorded). The schema needs an `extend` key.
+   */
+  extendable?: string;
+}
+
+/** A started experiment. */
+export interface Started<C> {
+  /** The validated configuration. */
+  cfg: C;
+  /** The device it runs on. */
+  device: DeviceName;
+  /** The device as resolved, its adapter and (for `auto`) why it was picked. */
+  adapter: string;
+  /** Its results directory, with `config.yaml` written. */
+  results: ResultsDir;
+}
+
+/** Keys that do not affect results: where to resume from, and the permission to extend. */
+const NOT_RESULTS = new Set(["resume", "extend"]);
+
+function valueText(v: unknown): string {
+  return v === undefined ? "(not set)" : showValue(v);
+}
+
+/**
+ * The results directory to write into: a new one, or the `--resume` one after checking that it belongs to this
+ * experiment and that its recorded configuration matches `record` (or differs only by an allowed extension).
+ */
+function openResults(
+  about: ExperimentAbout<ConfigSchema>,
+  record: Record<string, unknown>,
+  resume: string | undefined,
+  extend: boolean,
+  recorded: (extensions: number) => void,
+): ResultsDir {
+  if (resume === undefined) {
+    if (extend) throw new RangeError("--extend makes a previous run longer: use it with --resume <dir>");
+    const results = ResultsDir.create(about.dir);
+    results.writeConfig(record);
+    return results;
+  }
+  const results = ResultsDir.open(resume, about.dir);
+  recorded(results.extensions.length);
+  const stored = results.storedConfig;
+  if (stored === null) {
+    // Interrupted between creating the directory and recording the configuration: nothing ran yet.
+    results.writeConfig(record);
+    return results;
+  }
+  const diffs = configDifferences(stored, record, NOT_RESULTS);
+  const key = about.extendable;
+  let extension: ConfigDifference | undefined;
+  if (extend) {
+    if (key === undefined) throw new RangeError(`exp:${about.task} cannot extend a run`);
+    extension = diffs.find((d) => d.key === key);
+    if (extension !== undefined && !(Number(extension.current) > Number(extension.stored))) {
+      throw new RangeError(
+        `--extend makes the run longer: --${key} must be more than the run's ${
+          valueText(extension.stored)
+        }, got ${valueText(extension.current)}`,
+      );
+    }
+  }
+  const refused = diffs.filter((d) => d !== extension);
+  if (refused.length > 0) {
+    const lines = refused.map((d) =>
+      `  ${d.key}: ${valueText(d.stored)} in the run, ${valueText(d.current)} now`
+    );
+    const longer = key !== undefined && refused.some((d) => d.key === key) && !extend
+      ? `, or make the run longer with --extend (only --${key} may change)`
+      : "";
+    throw new RangeError(
+      `--resume "${results.path}" was run with a different configuration:\n${lines.join("\n")}\n` +
+        `Resume with the run's settings (${
+          results.file("config.yaml")
+        }), start a new run without --resume${longer}.`,
+    );
+  }
+  if (extension !== undefined) {
+    results.recordExtension({ key: extension.key, from: extension.stored, to: extension.current }, record);
+  }
+  return results;
+}
+
+/** Parses the configuration, opens the results directory and prints the header lines. */
+export async function startExperiment<S extends ConfigSchema>(
+  schema: S,
+  about: ExperimentAbout<S>,
+): Promise<Started<ConfigOf<S>>> {
+  const name = `deno task exp:${about.task}`;
+  // An experiment that compares methods takes them one per --method flag as well.
+  const repeatable = "methods" in (schema.shape as object) ? { method: "methods" } : undefined;
+  const first = cliConfig(schema, { name, description: about.description, repeatable });
+  // With quick set (by flag or YAML), parse again with the preset under the flags and YAML keys.
+  const quick = (first as { quick?: boolean }).quick === true;
+  const cfg = quick
+    ? cliConfig(schema, { name, description: about.description, defaults: about.quick, repeatable })
+    : first;
+  const common = cfg as { device?: DeviceChoice; resume?: string; extend?: boolean };
+  if (about.check !== undefined) {
+    try {
+      about.check(cfg);
+    } catch (e) {
+      console.error(`${name}: ${(e as Error).message}`);
+      Deno.exit(2);
+    }
+  }
+  const device = resolveDevice(common.device);
+  const adapter = await deviceLine(common.device);
+  const record = { ...(cfg as Record<string, unknown>), device, adapter };
+  let results: ResultsDir;
+  let extensionsBefore = 0;
+  try {
+    results = openResults(
+      about as unknown as ExperimentAbout<ConfigSchema>,
+      record,
+      common.resume,
+      common.extend === true,
+      (n) => (extensionsBefore = n),
+    );
+  } catch (err) {
+    exitWithError(name, err, 2);
+  }
+  console.log(`exp:${about.task} → ${results.path}\ndevice: ${adapter}`);
+  if (results.removedTemporaries.length > 0) {
+    console.log(`removed ${results.removedTemporaries.length} temporary file(s) left by interrupted writes`);
+  }
+  const extension = results.extensions.at(-1);
+  if (extension !== undefined && results.extensions.length > extensionsBefore) {
+    console.log(
+      `extended: ${extension.key} ${valueText(extension.from)} → ${valueText(extension.to)} (recorded in ` +
+        `${results.file("config.yaml")})`,
+    );
+  }
+  return { cfg, device, adapter, results };
+}
+
+/**
+ * Runs an experiment's `main`; any error ends the process with status 1 after one readable message on stderr
+ * (the stack trace only with `DEBUG` set).
+ *
+ * @param task The task name after `exp:`.
+ * @param main The experiment.
+ */
+export async function runMain(task: string, main: () => Promise<void>): Promise<void> {
+  try {
+    await main();
+  } catch (err) {
+    exitWithError(`deno task exp:${task}`, err, 1);
+  }
+}
+
+/** Options of {@link distinctList}. */
+export interface DistinctListOptions<T> {
+  /** The default list. */
+  default?: readonly T[];
+  /** The key's `--help` text. */
+  description?: string;
+  /** Accept an empty list (for keys where none means "skip"). */
+  allowEmpty?: boolean;
+}
+
+/**
+ * A list-valued key whose values must be distinct, with at least one value: `--seeds 0,0` (a replicate counted
+ * twice) and `--seeds ""` are configuration errors naming the key and the value.
+ *
+ * @param element The schema of one value (e.g. `z.int()`).
+ * @param options The default list, the description, and whether an empty list is accepted.
+ * @returns The key's schema.
+ *
+ * @example
+ * ```ts
+ * import { distinctList } from "./experiment.ts";
+ * import { parseConfig } from "./config.ts";
+ * import { z } from "../deps.ts";
+ * const Config = z.object({ seeds: distinctList(z.int(), { default: [0, 1, 2] }) });
+ * parseConfig(Config, ["--seeds", "3,4"], { name: "demo.ts" }); // { seeds: [3, 4] }
+ * // parseConfig(Config, ["--seeds", "3,3"], ...) throws: config key "seeds": 3 is given twice ...
+ * ```
+ */
+export function distinctList<T>(
+  element: ConfigField<T>,
+  options: DistinctListOptions<T> = {},
+): ConfigField<T[]> {
+  const one = element as unknown as z.ZodType<T>;
+  const list = options.allowEmpty ? z.array(one) : z.array(one).min(1, "needs at least one value");
+  const checked = list.superRefine((values, ctx) => {
+    const seen = new Set<string>();
+    for (const v of values) {
+      const key = JSON.stringify(v);
+      if (seen.has(key)) {
+        ctx.addIssue({
+          code: "custom",
+          message:
+            `${showValue(v)} is given twice (each value may appear once: a repeated seed or method would ` +
+            `be counted as another replicate of the same data)`,
+          input: values,
+        });
+        return;
+      }
+      seen.add(key);
+    }
+  });
+  const withDefault = options.default === undefined ? checked : checked.default([...options.default]);
+  return options.description === undefined ? withDefault : withDefault.describe(options.description);
+}
+
+/** The `device` key every experiment has: where it runs (default `auto`, or `TESSERA_DEVICE`). */
+export function deviceField(): ConfigField<DeviceChoice | undefined> {
+  return z.enum(DEVICE_CHOICES).optional().describe(
+    "device (default auto: a hardware WebGPU adapter, else wasm; or TESSERA_DEVICE)",
+  );
+}
+
+/** The `resume` key: a previous results directory of the same experiment, whose finished runs are reused. */
+export function resumeField(): ConfigField<string | undefined> {
+  return z.string().optional().describe("a previous results directory: finished runs are reused");
+}
+
+/** A number as a results file stores it: a JSON number, or `"NaN"`, `"Infinity"`, `"-Infinity"`; null refused. */
+function savedNumberSchema(): z.ZodType<number> {
+  return z.union([z.number(), z.enum(["NaN", "Infinity", "-Infinity"]).transform(Number)], {
+    error: 'expected a number (or "NaN", "Infinity", "-Infinity")',
+  }) as unknown as z.ZodType<number>;
+}
+
+/**
+ * A number field of a run file: a JSON number, or `"NaN"`, `"Infinity"` or `"-Infinity"` (what the JSON writer
+ * stores for them); `null` and anything else are refused, unless the field is `nullable`; an `optional` field may be
+ * absent.
+ *
+ * @param options `optional` or `nullable`.
+ * @returns The field's schema, for `z.object({ ... })`.
+ */
+export function savedNumber(): ConfigField<number>;
+/** An optional number field of a run file (see the first signature). */
+export function savedNumber(options: { optional: true }): ConfigField<number | undefined>;
+/** A number-or-null field of a run file (see the first signature). */
+export function savedNumber(options: { nullable: true }): ConfigField<number | null>;
+export function savedNumber(
+  options: { optional?: boolean; nullable?: boolean } = {},
+): ConfigField<number | undefined | null> {
+  const one = savedNumberSchema();
+  return options.optional ? one.optional() : options.nullable ? one.nullable() : one;
+}
+
+/**
+ * A list-of-numbers field of a run file (each as {@link savedNumber}).
+ *
+ * @param options `min`: the fewest entries (default 0).
+ * @returns The field's schema, for `z.object({ ... })`.
+ */
+export function savedNumbers(options: { min?: number } = {}): ConfigField<number[]> {
+  return z.array(savedNumberSchema()).min(options.min ?? 0);
+}
+
+/**
+ * A list of numbers and nulls (a measurement that can be missing at some steps), each number as
+ * {@link savedNumber}.
+ *
+ * @returns The field's schema, for `z.object({ ... })`.
+ */
+export function savedNullableNumbers(): ConfigField<(number | null)[]> {
+  return z.array(savedNumberSchema().nullable());
+}
+
+/** What every fine-tuning run of the experiments records (`runs/<label>-seed<seed>.json`). */
+export interface FineTuneRun {
+  /** The method's name. */
+  label: string;
+  /** The seed (initialisation, batches). */
+  seed: number;
+  /** Training loss per step. */
+  losses: number[];
+  /** Global gradient norm per step. */
+  gradNorms: number[];
+  /** Validation loss after fine-tuning. */
+  valLoss: number;
+  /** Seconds of initialisation (calibration included). */
+  initSeconds: number;
+  /** Seconds of training. */
+  trainSeconds: number;
+  /** The rank of every adapted layer (EVA and VAS redistribute them). */
+  ranks: Record<string, number>;
+}
+
+/** The schemas of {@link FineTuneRun}'s fields, to spread into a run file's `z.object({ ... })`. */
+export interface FineTuneRunFields {
+  /** `label`. */
+  label: ConfigField<string>;
+  /** `seed`. */
+  seed: ConfigField<number>;
+  /** `losses` (at least one step). */
+  losses: ConfigField<number[]>;
+  /** `gradNorms`. */
+  gradNorms: ConfigField<number[]>;
+  /** `valLoss`. */
+  valLoss: ConfigField<number>;
+  /** `initSeconds`. */
+  initSeconds: ConfigField<number>;
+  /** `trainSeconds`. */
+  trainSeconds: ConfigField<number>;
+  /** `ranks`. */
+  ranks: ConfigField<Record<string, number>>;
+}
+
+/**
+ * The schemas of the fields every fine-tuning run records: `z.object({ ...fineTuneRunFields(), extra: ... })` is the
+ * schema of an experiment's run files.
+ *
+ * @returns The field schemas.
+ */
+export function fineTuneRunFields(): FineTuneRunFields {
+  return {
+    label: z.string(),
+    seed: z.int(),
+    losses: savedNumbers({ min: 1 }),
+    gradNorms: savedNumbers(),
+    valLoss: savedNumber(),
+    initSeconds: savedNumber(),
+    trainSeconds: savedNumber(),
+    ranks: z.record(z.string(), z.int().min(0)),
+  };
+}
+
+/** One run of an experiment: a method (by name) and a seed. */
+export interface RunKey {
+  /** The method's name (run files are `runs/<label>-seed<seed>.json`). */
+  label: string;
+  /** The seed. */
+  seed: number;
+}
+
+/** Options of {@link resumeOrRun}. */
+export interface ResumeOrRunOptions<R> {
+  /** Validates a finished run's file before it is reused. */
+  schema: Validator<R>;
+  /** The length of a run in steps: a finished run of another length is refused (or extended, with `extend`). */
+  steps: number;
+  /** Continue finished runs shorter than `steps` (`--resume DIR --extend`). */
+  extend?: boolean;
+  /** The line printed after a run (default: its final loss). */
+  describe?: (run: R) => string;
+}
+
+/**
+ * A finished run's file, validated and checked to be the run `key` names with `steps` steps; undefined when the run
+ * has not finished. A file that does not match is an error naming it and how to have the run computed again. With
+ * `extend`, a run shorter than `steps` is returned (to be continued); without, it is refused.
+ */
+function reuseRun<R extends { label: string; seed: number; losses: number[] }>(
+  results: ResultsDir,
+  name: string,
+  key: RunKey,
+  options: ResumeOrRunOptions<R>,
+): R | undefined {
+  const run = results.reuse(name, options.schema);
+  if (run === undefined) return undefined;
+  const again = `remove it (rm "${results.file(name)}") and resume again to run it anew`;
+  if (run.label !== key.label || run.seed !== key.seed) {
+    throw new Error(
+      `"${
+        results.file(name)
+      }" holds run ${run.label} seed ${run.seed}, not ${key.label} seed ${key.seed}; ${again}`,
+    );
+  }
+  const n = run.losses.length;
+  if (n > options.steps || (n < options.steps && !options.extend)) {
+    throw new Error(
+      `"${
+        results.file(name)
+      }" holds a run of ${n} steps but this configuration has ${options.steps}; ${again}`,
+    );
+  }
+  return run;
+}
+
+/**
+ * Until the returned function is called, SIGINT (Ctrl-C) and SIGTERM end the process with status 128 + the
+ * signal's number after saying how to continue; the handler runs between awaits, so never while a result file
+ * is being written. Finished runs are in `runs/`, and `--resume <dir>` reuses them. (A run that throws ends
+ * the experiment, so the listeners need no removal on that path.)
+ */
+function exitOnInterrupt(results: ResultsDir, finished: () => number, total: number): () => void {
+  const listening: [Deno.Signal, () => void][] = [];
+  for (const [signal, status] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+    const handler = () => {
+      const saved = results.file("runs");
+      console.error(`\n${signal}: stopped with ${finished()} of ${total} runs finished (saved in ${saved});`);
+      console.error(`continue with --resume ${results.path}`);
+      Deno.exit(status);
+    };
+    try {
+      Deno.addSignalListener(signal, handler);
+      listening.push([signal, handler]);
+    } catch { /* a signal this platform does not have (SIGTERM on Windows) */ }
+  }
+  return () => listening.forEach(([signal, handler]) => Deno.removeSignalListener(signal, handler));
+}
+
+/**
+ * The resume-or-run wrapper: for each run `key` (a method and a seed), the finished run saved in
+ * `runs/<label>-seed<seed>.json` is reused (validated against `schema`); otherwise `run(key, previous)` runs it and
+ * its result is saved there — `previous` being the shorter finished run that `--extend` continues. SIGINT and
+ * SIGTERM stop between runs with a note on how to continue (`--resume <dir>`).
+ *
+ * @param results The run's results directory.
+ * @param keys The runs, in order.
+ * @param options The run files' schema, the run length, `--extend`, and the line printed after a run.
+ * @param run Runs one (the experiment's own training loop).
+ * @returns Every run's result, in the order of `keys`.
+ */
+export async function resumeOrRun<
+  K extends RunKey,
+  R extends { label: string; seed: number; losses: number[] },
+>(
+  results: ResultsDir,
+  keys: readonly K[],
+  options: ResumeOrRunOptions<R>,
+  run: (key: K, previous: R | undefined) => Promise<R>,
+): Promise<R[]> {
+  for (const sub of ["runs", "metrics"]) Deno.mkdirSync(results.file(sub), { recursive: true });
+  const out: R[] = [];
+  const stopListening = exitOnInterrupt(results, () => out.length, keys.length);
+  for (const key of keys) {
+    const name = `runs/${key.label}-seed${key.seed}.json`;
+    const done = reuseRun(results, name, key, options);
+    if (done !== undefined && done.losses.length === options.steps) {
+      out.push(done);
+      console.log(`${key.label} seed ${key.seed}: reused ${name}`);
+      continue;
+    }
+    if (done !== undefined) {
+      console.log(
+        `${key.label} seed ${key.seed}: extending ${name} from ${done.losses.length} to ${options.steps} steps`,
+      );
+    }
+    const r = await run(key, done);
+    results.writeJson(name, r);
+    out.push(r);
+    const line = options.describe?.(r) ?? `final train loss ${r.losses.at(-1)!.toFixed(4)}`;
+    console.log(`${key.label} seed ${key.seed}: ${line}`);
+  }
+  stopListening();
+  return out;
+}
+
+/** What {@link trainResumable} returns. */
+export interface ResumableRun {
+  /** Every step's record, from the metrics file (the steps of an extended run's earlier part included). */
+  records: StepRecord[];
+  /** Seconds this call trained. */
+  seconds: number;
+}
+
+/**
+ * Runs `trainer` to its end as a resumable run: when its checkpoint (or the one before it) exists — an interrupted
+ * run, or a finished one that `--extend` makes longer — it continues from there (the batches are a pure function of
+ * seed and step, so it continues exactly); then it closes the trainer, reads the records back from its metrics file
+ * and drops the checkpoint before the last (the last stays, for `--extend`).
+ *
+ * @param trainer A trainer with `metrics` (a path) and `checkpoint` set.
+ * @param options `label` for messages, the `checkpoint` and `metrics` paths, and `previous`: the finished run being
+ *   extended (its checkpoint must exist).
+ * @returns The records and the seconds spent.
+ */
+export async function trainResumable<M extends object, B extends Batch>(
+  trainer: Trainer<M, B>,
+  options: { label: string; checkpoint: string; metrics: string; previous?: unknown },
+): Promise<ResumableRun> {
+  const { label, checkpoint } = options;
+  const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
+  if (await exists(checkpoint) || await exists(previousCheckpointPath(checkpoint))) {
+    const info = await trainer.resume(checkpoint);
+    for (const skipped of info.skipped) {
+      console.error(`${label}: passed over "${skipped.path}": ${skipped.reason}`);
+    }
+    if (info.skipped.length > 0) console.error(`  continued from "${info.path}" (step ${info.step})`);
+  } else if (options.previous !== undefined) {
+    throw new Error(
+      `cannot make run ${label} longer: its last checkpoint "${checkpoint}" is gone; remove its file under runs/ ` +
+        `to run it again from the start`,
+    );
+  }
+  const t0 = performance.now();
+  await trainer.run();
+  const seconds = (performance.now() - t0) / 1000;
+  trainer.close();
+  await Deno.remove(previousCheckpointPath(checkpoint)).catch(() => {});
+  return { records: readJsonl(options.metrics) as unknown as StepRecord[], seconds };
+}

@@ -1,0 +1,376 @@
+/**
+ * The set-up of the language-model experiments (exp:eva, exp:init-sweep, exp:cntlora; exp:spectral-gain reads the
+ * same base): the corpus (generated source/target domains by default, or a text file with a tokenizer), the
+ * pretrained base (cached under `.cache/base`), fresh copies of it, seeded batches, validation loss, and the
+ * calibration data an initialisation needs. The training loop is each experiment's own.
+ *
+ * @module
+ */
+import { z } from "../deps.ts";
+import {
+  charVocab,
+  collectActivations,
+  collectGradients,
+  type DeviceChoice,
+  type DeviceName,
+  getInitMethod,
+  type I32,
+  type LayerData,
+  LlamaLM,
+  loadLlama,
+  loadText,
+  sampleWindows,
+  splitText,
+  tensor,
+  Tokenizer,
+} from "../mod.ts";
+import type { ConfigField } from "./config.ts";
+import { deviceField, distinctList, resumeField } from "./experiment.ts";
+import { generateTextDomains } from "./generated.ts";
+import { cachedPretrained } from "./cache.ts";
+
+/** What picks the corpus and the base model. */
+export interface CorpusSettings {
+  /** The smaller generated corpus and base of `--quick`. */
+  quick: boolean;
+  /** The base model (llama2.c `.bin` or HF directory); default: pretrain one on the generated source domain. */
+  model?: string;
+  /** The model's tokenizer (default: characters). */
+  tokenizer?: string;
+  /** The target-domain text file (default: generated). */
+  data?: string;
+  /** Steps of the generated base's pretraining. */
+  pretrainSteps: number;
+}
+
+/** The settings the LM set-up reads (a subset of each experiment's configuration). */
+export interface LmSettings extends CorpusSettings {
+  /** LoRA target modules (where calibration data is recorded). */
+  targets: string[];
+  /** Sequences per batch. */
+  batchSize: number;
+  /** Tokens per sequence. */
+  seqLen: number;
+  /** Fixed batches of a validation loss. */
+  valBatches: number;
+  /** Batches of calibration data for data-driven inits. */
+  calibBatches: number;
+}
+
+/** Token streams of the experiment. */
+export interface Corpus {
+  /** Target-domain training tokens. */
+  train: Int32Array;
+  /** Target-domain validation tokens. */
+  val: Int32Array;
+  /** Source-domain tokens (pretraining data; held out for forgetting), when known. */
+  source?: Int32Array;
+  /** Vocabulary size. */
+  vocab: number;
+  /** Where the data came from. */
+  description: string;
+}
+
+/**
+ * The corpus: `data` (a text file, tokenized with `tokenizer` or as characters) as the target domain, with
+ * `sourceText` (e.g. TinyStories for stories260K) as the source domain when given; or the generated domain pair.
+ */
+export async function loadCorpus(cfg: CorpusSettings, sourceText?: string): Promise<Corpus> {
+  if (cfg.data !== undefined) {
+    const text = await loadText(cfg.data);
+    const { train, val } = splitText(text);
+    const src = sourceText !== undefined ? await loadText(sourceText) : undefined;
+    if (cfg.tokenizer !== undefined) {
+      const tok = await Tokenizer.load(cfg.tokenizer);
+      return {
+        train: Int32Array.from(tok.encode(train)),
+        val: Int32Array.from(tok.encode(val)),
+        source: src !== undefined ? Int32Array.from(tok.encode(src.slice(0, 200_000))) : undefined,
+        vocab: tok.vocabSize,
+        description: `${cfg.data} (tokenizer ${cfg.tokenizer})${
+          src !== undefined ? `, source ${sourceText}` : ""
+        }`,
+      };
+    }
+    const v = charVocab(text + (src ?? ""));
+    return {
+      train: v.encode(train),
+      val: v.encode(val),
+      source: src !== undefined ? v.encode(src) : undefined,
+      vocab: v.size,
+      description: `${cfg.data} (characters)`,
+    };
+  }
+  const { source, target } = generateTextDomains({ seed: 0, nSentences: cfg.quick ? 1500 : 4000 });
+  const v = charVocab(source + target);
+  const { train, val } = splitText(target);
+  return {
+    train: v.encode(train),
+    val: v.encode(val),
+    source: v.encode(source),
+    vocab: v.size,
+    description: "generated: synthetic source domain (pretraining) → shifted target domain (fine-tuning)",
+  };
+}
+
+/** The base model: `model` from a file, or a small LM pretrained on the source domain (cached). */
+export async function baseModel(
+  cfg: CorpusSettings,
+  corpus: Corpus,
+  device: DeviceName,
+): Promise<{ model: LlamaLM; note: string }> {
+  if (cfg.model !== undefined) return { model: await loadLlama(cfg.model, { device }), note: cfg.model };
+  const spec = {
+    model: {
+      dim: cfg.quick ? 32 : 64,
+      hiddenDim: cfg.quick ? 86 : 172,
+      nLayers: 2,
+      nHeads: 4,
+      nKvHeads: 2,
+      vocabSize: corpus.vocab,
+      seqLen: 128,
+      sharedClassifier: true,
+    },
+    steps: cfg.pretrainSteps,
+    batchSize: 16,
+    seqLen: 64,
+    lr: 3e-3,
+    seed: 1234,
+  };
+  if (corpus.source === undefined) {
+    throw new RangeError(
+      "the built-in base is pretrained on the generated source domain: with --data, pass --model",
+    );
+  }
+  const r = await cachedPretrained(spec, corpus.source, { device, progress: Deno.stderr.isTerminal() });
+  return {
+    model: r.model,
+    note: `${r.cached ? "cached" : "pretrained"} base in ${r.dir} (${r.seconds.toFixed(1)} s)`,
+  };
+}
+
+/** Options of {@link LmSetup.calibration}. */
+export interface CalibrationOptions {
+  /** Batches (default `calibBatches` of the settings). */
+  batches?: number;
+  /** Sequences per batch (default `batchSize`). */
+  batchSize?: number;
+}
+
+/** What an LM experiment starts from. */
+export interface LmSetup {
+  /** The settings. */
+  readonly cfg: LmSettings;
+  /** The device. */
+  readonly device: DeviceName;
+  /** The token streams. */
+  readonly corpus: Corpus;
+  /** The base model (not to be trained: runs start from {@link LmSetup.fresh} copies). */
+  readonly base: LlamaLM;
+  /** Where the base came from. */
+  readonly note: string;
+  /** A fresh copy of the base (its own buffers). */
+  fresh(): LlamaLM;
+  /** Batch `step` of windows of `tokens`, a pure function of (seed, step). */
+  batch(tokens: Int32Array, seed: number, step: number): { x: I32; y: I32 };
+  /** The mean loss of `model` over `valBatches` fixed batches of `tokens` (one readback). */
+  meanLoss(model: LlamaLM, tokens: Int32Array): Promise<number>;
+  /**
+   * The calibration data initialisation `init` needs from `model` on target-domain training batches seeded by
+   * `seed`: input activations of the targets, and/or full weight gradients of the loss averaged over the batches;
+   * undefined when it needs none.
+   */
+  calibration(
+    model: LlamaLM,
+    init: string,
+    seed: number,
+    options?: CalibrationOptions,
+  ): Promise<Record<string, LayerData> | undefined>;
+}
+
+/**
+ * The corpus and base model of an LM experiment (printing the data and base lines), with fresh copies of the base,
+ * seeded batches, validation loss and calibration data on top.
+ *
+ * @param cfg The settings.
+ * @param device The device.
+ * @param sourceText A source-domain text file (forgetting), with `--data`.
+ * @returns The set-up.
+ */
+export async function lmSetup(cfg: LmSettings, device: DeviceName, sourceText?: string): Promise<LmSetup> {
+  const corpus = await loadCorpus(cfg, sourceText);
+  const { model: base, note } = await baseModel(cfg, corpus, device);
+  if (corpus.vocab !== base.config.vocabSize) {
+    throw new RangeError(
+      `the data has a vocabulary of ${corpus.vocab} tokens (${
+        cfg.tokenizer === undefined ? "its characters" : `tokenizer "${cfg.tokenizer}"`
+      }) but model "${cfg.model}" has ${base.config.vocabSize}: pass --tokenizer with the tokenizer the model was ` +
+        `trained with`,
+    );
+  }
+  console.log(`data: ${corpus.description}\nbase: ${note}`);
+  const weights = await base.hostWeights();
+  const batch = (tokens: Int32Array, seed: number, step: number, batchSize = cfg.batchSize) => {
+    const { x, y } = sampleWindows(tokens, { batchSize, seqLen: cfg.seqLen, seed, step });
+    const shape = [batchSize, cfg.seqLen];
+    return {
+      x: tensor(x, { shape, dtype: "i32", device }) as I32,
+      y: tensor(y, { shape, dtype: "i32", device }) as I32,
+    };
+  };
+  return {
+    cfg,
+    device,
+    corpus,
+    base,
+    note,
+    fresh: () => LlamaLM.fromWeights(base.config, weights, { device }),
+    batch: (tokens, seed, step) => batch(tokens, seed, step),
+    async meanLoss(model, tokens) {
+      const losses = Array.from({ length: cfg.valBatches }, (_, i) => {
+        const b = batch(tokens, 987654, i + 1);
+        return model.loss(b.x, b.y);
+      });
+      return (await losses.reduce((a, b) => a.add(b)).item()) / cfg.valBatches;
+    },
+    async calibration(model, init, seed, options = {}) {
+      const needs = getInitMethod(init).needs;
+      const batches = options.batches ?? cfg.calibBatches;
+      const acts = needs.includes("activations")
+        ? await collectActivations(model, cfg.targets, (m, i) => {
+          m.forward(batch(corpus.train, seed + 77, i + 1, options.batchSize).x);
+        }, { batches })
+        : undefined;
+      const steps = Array.from({ length: batches }, (_, i) => i + 1);
+      const grads = needs.includes("grads")
+        ? await collectGradients(model, cfg.targets, (m, step: number) => {
+          const b = batch(corpus.train, seed + 55, step);
+          return m.loss(b.x, b.y);
+        }, steps)
+        : undefined;
+      if (acts === undefined && grads === undefined) return undefined;
+      const out: Record<string, LayerData> = {};
+      for (const k of new Set([...Object.keys(acts ?? {}), ...Object.keys(grads ?? {})])) {
+        out[k] = { ...acts?.[k], ...grads?.[k] };
+      }
+      return out;
+    },
+  };
+}
+
+/**
+ * The companions the LM experiments' data keys need, checked before anything is loaded or written: `--data` is
+ * fine-tuned on by a `--model` read with its `--tokenizer` (the built-in base only knows the generated domains),
+ * and `--source` (forgetting) belongs to `--data`.
+ */
+export function lmCheck(cfg: { model?: string; tokenizer?: string; data?: string; source?: string }): void {
+  const problems: string[] = [];
+  if (cfg.data !== undefined && cfg.model === undefined) {
+    problems.push(
+      "--data needs --model and --tokenizer: the built-in base is pretrained on the generated source domain; " +
+        "pass a base model and the tokenizer it was trained with, or leave out --data",
+    );
+  }
+  if (cfg.model !== undefined && (cfg.data === undefined || cfg.tokenizer === undefined)) {
+    problems.push(
+      `--model needs ${
+        cfg.data === undefined ? "--data (the text to fine-tune on) and " : ""
+      }--tokenizer (the ` +
+        "model's own): the generated corpus is character-level, which a pretrained model's vocabulary does not match",
+    );
+  }
+  if (cfg.tokenizer !== undefined && cfg.model === undefined && cfg.data === undefined) {
+    problems.push("--tokenizer is used only with --model and --data");
+  }
+  if (cfg.source !== undefined && cfg.data === undefined) {
+    problems.push("--source (the source-domain text for forgetting) needs --data");
+  }
+  if (problems.length > 0) throw new RangeError(problems.join("; "));
+}
+
+/** The schemas of the configuration keys of {@link lmFields}. */
+export interface LmFields {
+  /** `quick`. */
+  quick: ConfigField<boolean>;
+  /** `seeds`. */
+  seeds: ConfigField<number[]>;
+  /** `targets`. */
+  targets: ConfigField<string[]>;
+  /** `steps`. */
+  steps: ConfigField<number>;
+  /** `batchSize`. */
+  batchSize: ConfigField<number>;
+  /** `seqLen`. */
+  seqLen: ConfigField<number>;
+  /** `lr`. */
+  lr: ConfigField<number>;
+  /** `valBatches`. */
+  valBatches: ConfigField<number>;
+  /** `model`. */
+  model: ConfigField<string | undefined>;
+  /** `tokenizer`. */
+  tokenizer: ConfigField<string | undefined>;
+  /** `data`. */
+  data: ConfigField<string | undefined>;
+  /** `pretrainSteps`. */
+  pretrainSteps: ConfigField<number>;
+  /** `resume`. */
+  resume: ConfigField<string | undefined>;
+  /** `extend`. */
+  extend: ConfigField<boolean>;
+  /** `device`. */
+  device: ConfigField<DeviceChoice | undefined>;
+}
+
+/**
+ * The configuration keys every LM fine-tuning experiment shares, to spread into its schema (keys listed after
+ * the spread override these): seeds, target modules, training length and batches, the base model and data, resume
+ * and device. `steps` is the experiment's default training length.
+ */
+export function lmFields(steps: number): LmFields {
+  return {
+    quick: z.boolean().default(false).describe("small sizes: a few minutes on a 2-core CPU"),
+    seeds: distinctList(z.int(), {
+      default: [0, 1, 2],
+      description: "fine-tuning seeds (mean ± std over them)",
+    }),
+    targets: distinctList(z.string(), {
+      default: ["wq", "wk", "wv", "wo", "w1", "w2", "w3"],
+      description: "LoRA target modules",
+    }),
+    steps: z.number().int().positive().default(steps).describe("fine-tuning steps"),
+    batchSize: z.number().int().positive().default(8).describe("sequences per batch"),
+    seqLen: z.number().int().positive().default(64).describe("tokens per sequence"),
+    lr: z.number().positive().default(3e-3).describe("AdamW learning rate (cosine, 10% warm-up)"),
+    valBatches: z.number().int().positive().default(8).describe("validation batches of the target domain"),
+    model: z.string().optional().describe(
+      "base model: llama2.c .bin or HF directory (default: pretrain one)",
+    ),
+    tokenizer: z.string().optional().describe("tokenizer.bin for --model (default: characters)"),
+    data: z.string().optional().describe("target-domain text file (default: generated)"),
+    pretrainSteps: z.number().int().positive().default(600).describe("steps of the generated base model"),
+    resume: resumeField(),
+    extend: z.boolean().default(false).describe(
+      "with --resume: accept a larger --steps; finished runs continue from their last checkpoint (the schedule of " +
+        "the new length applies from there) and config.yaml records the extension",
+    ),
+    device: deviceField(),
+  };
+}
+
+/** The `--quick` preset of the keys in {@link lmFields}: one seed, 40 short steps, the smaller base. */
+export const LM_QUICK: {
+  seeds: number[];
+  steps: number;
+  batchSize: number;
+  seqLen: number;
+  valBatches: number;
+  pretrainSteps: number;
+} = {
+  seeds: [0],
+  steps: 40,
+  batchSize: 8,
+  seqLen: 32,
+  valBatches: 4,
+  pretrainSteps: 250,
+};

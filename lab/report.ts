@@ -1,0 +1,407 @@
+/**
+ * Reports of experiments: the statistics and tables a summary needs ({@link meanStd}, {@link mdTable}), the verdict
+ * rule the claims use ({@link verdictFor}), mean curves over seeds for plots, and {@link writeReport}, which turns an
+ * experiment's setting, tables, claims and plots into `summary.md`, `summary.json` and PNG + SVG files, so that an
+ * experiment's `main` reads as configuration, set-up, runs, claims.
+ *
+ * @module
+ */
+import type { MetricRecord } from "../mod.ts";
+import type { LineSeries } from "./plot.ts";
+import type { ResultsDir } from "./results.ts";
+
+/** Mean, sample standard deviation and count of a list of numbers. */
+export interface MeanStd {
+  /** Arithmetic mean. */
+  mean: number;
+  /** Sample standard deviation (divides by n − 1); 0 for a single value. */
+  std: number;
+  /** Number of values. */
+  n: number;
+}
+
+/**
+ * Mean and sample standard deviation (n − 1 in the denominator), e.g. of a metric over seeds.
+ * Non-finite inputs propagate (a NaN value gives a NaN mean).
+ *
+ * @param values At least one number.
+ * @returns `{ mean, std, n }`.
+ *
+ * @example
+ * ```ts
+ * import { meanStd } from "./report.ts";
+ * console.log(meanStd([1, 2, 3])); // { mean: 2, std: 1, n: 3 }
+ * ```
+ */
+export function meanStd(values: readonly number[]): MeanStd {
+  const n = values.length;
+  if (n === 0) throw new Error("meanStd needs at least one value, got an empty list");
+  let mean = 0;
+  for (const v of values) mean += v;
+  mean /= n;
+  let squares = 0;
+  for (const v of values) squares += (v - mean) ** 2;
+  return { mean, std: n > 1 ? Math.sqrt(squares / (n - 1)) : 0, n };
+}
+
+/**
+ * Format a number with `digits` significant digits, switching to exponent notation for very small or
+ * large magnitudes; integers are printed exactly.
+ *
+ * @param value The number.
+ * @param digits Significant digits (default 4).
+ * @returns The text.
+ */
+export function formatNumber(value: number, digits = 4): string {
+  if (!Number.isFinite(value)) return String(value);
+  if (Number.isInteger(value) && Math.abs(value) < 1e15) return String(value);
+  const abs = Math.abs(value);
+  if (abs !== 0 && (abs < 1e-3 || abs >= 1e6)) return value.toExponential(Math.max(0, digits - 1));
+  return String(Number(value.toPrecision(digits)));
+}
+
+/**
+ * Format a {@link MeanStd} as `mean ± std` (with `(n=…)` left out).
+ *
+ * @param stats The statistics.
+ * @param digits Significant digits of the mean (default 4).
+ * @returns E.g. `0.8123 ± 0.0131`.
+ */
+export function formatMeanStd(stats: MeanStd, digits = 4): string {
+  return `${formatNumber(stats.mean, digits)} ± ${formatNumber(stats.std, Math.max(2, digits - 1))}`;
+}
+
+/** A table cell: text, or a number formatted with {@link formatNumber}. */
+export type Cell = string | number | boolean | null | undefined;
+
+/** Options of {@link mdTable}. */
+export interface MdTableOptions {
+  /** Per-column alignment; numeric columns are right-aligned by default, others left. */
+  align?: readonly ("left" | "right" | "center")[];
+  /** Significant digits for numbers (default 4). */
+  digits?: number;
+}
+
+function cellText(cell: Cell, digits: number): string {
+  if (cell === null || cell === undefined) return "";
+  const raw = typeof cell === "number" ? formatNumber(cell, digits) : String(cell);
+  return raw.replace(/\|/g, "\\|").replace(/\r?\n/g, "<br>");
+}
+
+/**
+ * A GitHub-flavoured markdown table.
+ *
+ * @param headers Column headings.
+ * @param rows Rows of cells, each as long as `headers`.
+ * @param options Alignment and number formatting.
+ * @returns The table, one line per row, ending with a newline.
+ *
+ * @example
+ * ```ts
+ * import { mdTable } from "./report.ts";
+ * console.log(mdTable(["method", "loss"], [["LoRA", 1.23456], ["PiSSA", 1.1]]));
+ * // | method | loss |
+ * // | :--- | ---: |
+ * // | LoRA | 1.235 |
+ * // | PiSSA | 1.1 |
+ * ```
+ */
+export function mdTable(
+  headers: readonly string[],
+  rows: readonly (readonly Cell[])[],
+  options: MdTableOptions = {},
+): string {
+  const digits = options.digits ?? 4;
+  rows.forEach((row, i) => {
+    if (row.length !== headers.length) {
+      throw new Error(
+        `mdTable row ${i} has ${row.length} cells, expected ${headers.length} (one per header)`,
+      );
+    }
+  });
+  const align = headers.map((_, c) => {
+    const given = options.align?.[c];
+    if (given !== undefined) return given;
+    const numeric = rows.length > 0 && rows.every((row) => typeof row[c] === "number" || row[c] == null);
+    return numeric ? "right" : "left";
+  });
+  const rule = { left: ":---", right: "---:", center: ":---:" };
+  const line = (cells: readonly string[]) => `| ${cells.join(" | ")} |`;
+  return [
+    line(headers.map((h) => cellText(h, digits))),
+    line(align.map((a) => rule[a])),
+    ...rows.map((row) => line(row.map((cell) => cellText(cell, digits)))),
+  ].join("\n") + "\n";
+}
+
+/** A series of logged values reduced to a few numbers (see {@link summarizeMetric}). */
+export interface MetricSummary {
+  /** Number of records holding a finite number under the key. */
+  count: number;
+  /** Number of records holding a non-finite number (`NaN`, `Infinity`) under the key. */
+  nonFinite: number;
+  /** First finite value. */
+  first: number;
+  /** Last finite value. */
+  last: number;
+  /** Smallest finite value. */
+  min: number;
+  /** Largest finite value. */
+  max: number;
+  /** Mean of the finite values. */
+  mean: number;
+  /** Mean of the last `tail` finite values (a less noisy "final" value). */
+  tailMean: number;
+}
+
+function asNumber(value: unknown): number | undefined {
+  if (typeof value === "number") return value;
+  if (value === "NaN" || value === "Infinity" || value === "-Infinity") return Number(value);
+  return undefined;
+}
+
+/**
+ * Summarize the numeric values logged under `key`: first, last, min, max, mean and the mean of the last
+ * few values. Records without the key are skipped; non-finite values are counted but not averaged.
+ *
+ * @param records Records as returned by {@link readJsonl}.
+ * @param key The metric name, e.g. `"loss"`.
+ * @param options `tail`: how many final values {@link MetricSummary.tailMean} averages (default 10).
+ * @returns The summary, or `undefined` when no record holds a finite number under `key`.
+ *
+ * @example
+ * ```ts
+ * import { summarizeMetric } from "./report.ts";
+ * const s = summarizeMetric([{ loss: 3 }, { loss: 2 }, { loss: 1 }], "loss", { tail: 2 });
+ * console.log(s?.first, s?.last, s?.tailMean); // 3 1 1.5
+ * ```
+ */
+export function summarizeMetric(
+  records: readonly MetricRecord[],
+  key: string,
+  options: { tail?: number } = {},
+): MetricSummary | undefined {
+  const values: number[] = [];
+  let nonFinite = 0;
+  let min = Infinity;
+  let max = -Infinity;
+  for (const record of records) {
+    const value = asNumber(record[key]);
+    if (value === undefined) continue;
+    if (!Number.isFinite(value)) {
+      nonFinite++;
+      continue;
+    }
+    values.push(value);
+    min = Math.min(min, value);
+    max = Math.max(max, value);
+  }
+  if (values.length === 0) return undefined;
+  const tail = values.slice(-Math.max(1, options.tail ?? 10));
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  return {
+    count: values.length,
+    nonFinite,
+    first: values[0],
+    last: values[values.length - 1],
+    min,
+    max,
+    mean: sum(values) / values.length,
+    tailMean: sum(tail) / tail.length,
+  };
+}
+
+/**
+ * The verdict on a claim that one value exceeds another by `diff`, against the spread of the difference over seeds:
+ * "reproduced" beyond twice the spread, "not reproduced" below minus twice the spread, "inconclusive" between (and
+ * always with one seed: there is no spread to judge by).
+ *
+ * @param diff The difference the claim predicts to be positive.
+ * @param spread Its standard deviation over seeds (e.g. the combined std of the two means).
+ * @param seeds How many seeds the means are over.
+ * @returns The verdict.
+ *
+ * @example
+ * ```ts
+ * import { verdictFor } from "./report.ts";
+ * console.log(verdictFor(0.3, 0.1, 3)); // "reproduced"
+ * ```
+ */
+export function verdictFor(diff: number, spread: number, seeds: number): string {
+  if (seeds < 2) return "inconclusive (one seed: no spread to judge the difference against)";
+  if (diff > 2 * spread) return "reproduced";
+  if (diff < -2 * spread) return "not reproduced";
+  return "inconclusive";
+}
+
+/** What {@link meanCurves} and {@link writeCombinedMetrics} read of a run. */
+export interface CurveRun {
+  /** The run's method. */
+  label: string;
+  /** Its seed. */
+  seed: number;
+  /** Loss per step. */
+  losses: readonly number[];
+  /** Global gradient norm per step. */
+  gradNorms?: readonly number[];
+}
+
+/**
+ * One line per label: the mean over the runs of that label of `key(run)` step by step (over the steps every run
+ * has), with the min..max band when there are several runs.
+ *
+ * @param runs The runs.
+ * @param labels The labels to plot, in order.
+ * @param key The per-step values of a run.
+ * @returns Series for `linePlot`.
+ */
+export function meanCurves<R extends CurveRun>(
+  runs: readonly R[],
+  labels: readonly string[],
+  key: (r: R) => readonly number[],
+): LineSeries[] {
+  return labels.map((m) => {
+    const rs = runs.filter((r) => r.label === m);
+    const n = Math.min(...rs.map((r) => key(r).length));
+    const x = Array.from({ length: n }, (_, i) => i + 1);
+    const mean = x.map((_, i) => rs.reduce((s, r) => s + key(r)[i], 0) / rs.length);
+    const low = x.map((_, i) => Math.min(...rs.map((r) => key(r)[i])));
+    const high = x.map((_, i) => Math.max(...rs.map((r) => key(r)[i])));
+    return { name: m, x, y: mean, band: rs.length > 1 ? { low, high } : undefined };
+  });
+}
+
+/**
+ * Writes `metrics.jsonl` with every step of every run (`method`, `seed`, `step`, `loss`, `grad_norm`).
+ *
+ * @param results The run's results directory.
+ * @param runs The runs.
+ */
+export function writeCombinedMetrics(results: ResultsDir, runs: readonly CurveRun[]): void {
+  const lines = runs.flatMap((r) =>
+    r.losses.map((loss, i) =>
+      JSON.stringify({ method: r.label, seed: r.seed, step: i + 1, loss, grad_norm: r.gradNorms?.[i] })
+    )
+  );
+  Deno.writeTextFileSync(results.file("metrics.jsonl"), lines.join("\n") + "\n");
+}
+
+/** The verdicts a claim can get. */
+export type Verdict = "reproduced" | "not reproduced" | "inconclusive";
+
+/**
+ * A claim judged by a rule fixed before the run. `rule` names the statistic, the pairing (e.g. the same batches
+ * per seed), the threshold and the number of seeds; `evidence` gives the numbers the verdict rests on; `note` says,
+ * for an inconclusive verdict, what run would decide it.
+ */
+export interface Claim {
+  /** What the paper (or its seed) claims, in one sentence. */
+  readonly claim: string;
+  /** The rule, as stated before the run. */
+  readonly rule: string;
+  /** The numbers behind the verdict. */
+  readonly evidence: string;
+  /** The verdict. */
+  readonly verdict: Verdict;
+  /** Why it is inconclusive, or any caveat the reader needs. */
+  readonly note?: string;
+}
+
+/** The verdict of a claim written as text by {@link judged} (`... : **reproduced**.`), or null. */
+export function verdictOf(text: string): Verdict | null {
+  const m = /\*\*(reproduced|not reproduced|inconclusive)\b[^*]*\*\*/.exec(text);
+  return m === null ? null : m[1] as Verdict;
+}
+
+/** A claim as one Markdown list item: verdict, claim, rule, evidence (and the note). */
+export function claimLine(c: Claim): string {
+  return `**${c.verdict}** — ${c.claim} Rule: ${c.rule} Evidence: ${c.evidence}${
+    c.note ? ` Note: ${c.note}` : ""
+  }`;
+}
+
+/** A table of a report. */
+export interface ReportTable {
+  /** A `##` heading above it (none: it follows the setting directly). */
+  heading?: string;
+  /** A paragraph between the heading and the table. */
+  note?: string;
+  /** The column headers. */
+  columns: readonly string[];
+  /** The rows. */
+  rows: readonly (readonly Cell[])[];
+}
+
+/** What an experiment reports. */
+export interface Report {
+  /** The title, `exp:<task>`. */
+  title: string;
+  /** The setting in one paragraph: adapter, data, base model, methods, hyper-parameters, seeds. */
+  setting: string;
+  /** The tables, in order. */
+  tables: readonly ReportTable[];
+  /**
+   * Each claim with its rule, evidence and verdict ({@link Claim}); a plain sentence (`... : **reproduced**.`, see
+   * {@link judged}) is accepted too.
+   */
+  claims: readonly (Claim | string)[];
+  /** Plots by name: SVG text, saved as `<name>.svg` and `<name>.png`. */
+  plots: Readonly<Record<string, string>>;
+  /** What `summary.json` holds besides the claims (the configuration, the rows of the tables, ...). */
+  data: Readonly<Record<string, unknown>>;
+  /** Paragraphs after the tables and before the claims. */
+  notes?: readonly string[];
+}
+
+/**
+ * A claim as reports state it: the claim, its evidence in parentheses, and the verdict in bold.
+ *
+ * @param claim What the paper claims.
+ * @param evidence The numbers it was judged on.
+ * @param verdict The verdict (e.g. from {@link verdictFor}).
+ * @returns The sentence.
+ *
+ * @example
+ * ```ts
+ * import { judged } from "./report.ts";
+ * console.log(judged("EVA converges faster", "0.91 vs 0.95", "reproduced"));
+ * // "EVA converges faster (0.91 vs 0.95): **reproduced**."
+ * ```
+ */
+export function judged(claim: string, evidence: string, verdict: string): string {
+  return `${claim} (${evidence}): **${verdict}**.`;
+}
+
+/**
+ * Writes an experiment's report: `summary.md` (title, setting, tables, claims, the list of plots), `summary.json`
+ * (`data` and the claims, with the run's record), and every plot as SVG and PNG; prints the Markdown.
+ *
+ * @param results The run's results directory.
+ * @param report What to write.
+ * @returns The Markdown text.
+ */
+export async function writeReport(results: ResultsDir, report: Report): Promise<string> {
+  const plots = Object.keys(report.plots);
+  const md = [`# ${report.title}`, ``, report.setting, ``];
+  for (const t of report.tables) {
+    if (t.heading !== undefined) md.push(`## ${t.heading}`, ``);
+    if (t.note !== undefined) md.push(t.note, ``);
+    md.push(mdTable(t.columns, t.rows), ``);
+  }
+  for (const n of report.notes ?? []) md.push(n, ``);
+  md.push(`## Claims`, ``);
+  md.push(
+    ...(report.claims.length > 0
+      ? report.claims.map((c) => `- ${typeof c === "string" ? c : claimLine(c)}`)
+      : [
+        "- None of this experiment's claims applies to the methods run (each names the methods it compares).",
+      ]),
+  );
+  if (plots.length > 0) md.push(``, `Plots: ${plots.map((p) => `${p}.png`).join(", ")} (SVG beside each).`);
+  const text = md.join("\n");
+  results.writeMarkdown(text);
+  results.writeSummary({ ...report.data, claims: report.claims });
+  for (const [name, svg] of Object.entries(report.plots)) await results.savePlot(name, svg);
+  console.log(`\n${text}`);
+  return text;
+}

@@ -1,0 +1,602 @@
+/**
+ * The toy VLM of the experiments (exp:vlm-dynamics, exp:gap-init): its data (generated captioned shapes, or the emoji
+ * pack), LLaVA's pretraining stages — (0) the LM on the captions as plain text, (a) the encoder on a classification
+ * task (shape × colour of `generateShapes`, or the emoji group), (b) the projector on captioning with encoder and LM
+ * frozen — run once and cached under `.cache/vlm`, stage (c) (LoRA on the LM: {@link captionTrainer}), and the
+ * per-modality statistics of adapted layers' inputs ({@link modalityAnalysis}, which also gives Gap-Init's data).
+ *
+ * @module
+ */
+import {
+  AdamW,
+  batchIndices,
+  type CaptionBatch,
+  captionBatch,
+  captionLoss,
+  captionTensors,
+  captionVocab,
+  type CharVocab,
+  checkFinite,
+  collectActivations,
+  copyVlm,
+  cosineSchedule,
+  crossEntropy,
+  type DeviceName,
+  emojiVlmData,
+  type F32,
+  type I32,
+  type LayerData,
+  loadParameters,
+  namedParameters,
+  type ParamFilter,
+  readSafetensors,
+  sampleWindows,
+  type StEntry,
+  type Tensor,
+  tensor,
+  ToyVlm,
+  Trainer,
+  type TrainerOptions,
+  type VlmConfig,
+  type VlmData,
+  writeSafetensors,
+} from "../mod.ts";
+import { generateShapes } from "./generated.ts";
+import { cachedEntry, cacheKey } from "./cache.ts";
+
+/**
+ * Captioned shapes from `generateShapes`; the class is `shape·8 + colour` (32 classes).
+ *
+ * @example
+ * ```ts
+ * import { shapesVlmData } from "./toy_vlm.ts";
+ * const data = shapesVlmData({ n: 10, seed: 0 });
+ * data.captions[0]; // e.g. "two red circles at the top left"
+ * ```
+ */
+export function shapesVlmData(opts: { n: number; seed: number; size?: number }): VlmData {
+  const d = generateShapes({ n: opts.n, seed: opts.seed, size: opts.size ?? 16 });
+  const labels = Int32Array.from(d.labels.shape, (s, i) => s * 8 + d.labels.colour[i]);
+  return {
+    images: d.images,
+    captions: d.captions,
+    labels,
+    nClasses: 32,
+    n: d.n,
+    size: d.size,
+    description: `generateShapes (n ${opts.n}, seed ${opts.seed}, ${d.size} px)`,
+  };
+}
+
+// ----- training stages -----
+
+/** Common settings of a training stage. */
+export interface StageOptions {
+  /** Optimiser steps. */
+  steps: number;
+  /** Images (or windows) per batch. */
+  batchSize: number;
+  /** Peak learning rate (AdamW, cosine with `warmupRatio` warm-up). */
+  lr: number;
+  /** Seed of the batches. */
+  seed: number;
+  /** Warm-up fraction (default 0.05). */
+  warmupRatio?: number;
+  /** Text positions per caption (default 40). */
+  textLen?: number;
+  /** Device of the batches (default: the model's). */
+  device?: DeviceName;
+  /** Progress-bar label (default none). */
+  progress?: string | false;
+}
+
+function stageTrainer<B extends Record<string, Tensor>>(
+  model: ToyVlm,
+  trainable: ParamFilter,
+  opts: StageOptions,
+  batch: (step: number) => B,
+  loss: TrainerOptions<ToyVlm, B>["loss"],
+): Trainer<ToyVlm, B> {
+  return new Trainer<ToyVlm, B>({
+    model,
+    optimizer: new AdamW(model, { lr: opts.lr, weightDecay: 0, trainable }),
+    batch,
+    loss,
+    steps: opts.steps,
+    schedule: cosineSchedule({ totalSteps: opts.steps, warmupRatio: opts.warmupRatio ?? 0.05 }),
+    clipNorm: 1,
+    readEvery: 25,
+    progress: opts.progress ?? false,
+    seed: opts.seed,
+  });
+}
+
+/** Stage 0: the LM alone on the captions as a text stream (`"\n"`-separated). Returns the per-step losses. */
+export async function pretrainLmOnCaptions(
+  model: ToyVlm,
+  data: VlmData,
+  vocab: CharVocab,
+  opts: StageOptions,
+): Promise<number[]> {
+  const stream = vocab.encode(data.captions.join("\n") + "\n");
+  const seqLen = Math.min(opts.textLen ?? 40, model.lm.config.seqLen);
+  const device = opts.device ?? model.lm.device;
+  const trainer = stageTrainer(model, /^lm\./, opts, (step) => {
+    const { x, y } = sampleWindows(stream, { batchSize: opts.batchSize, seqLen, seed: opts.seed, step });
+    const shape = [opts.batchSize, seqLen];
+    return {
+      x: tensor(x, { shape, dtype: "i32", device }) as I32,
+      y: tensor(y, { shape, dtype: "i32", device }) as I32,
+    };
+  }, (m, b) => m.lm.loss(b.x as I32, b.y as I32));
+  return (await trainer.run()).map((r) => r.loss);
+}
+
+/** Stage a: the encoder (and its head) on the class labels. Returns the per-step losses. */
+export async function pretrainEncoder(model: ToyVlm, data: VlmData, opts: StageOptions): Promise<number[]> {
+  const device = opts.device ?? model.lm.device;
+  const px = data.size * data.size * 3;
+  const trainer = stageTrainer(model, /^encoder\./, opts, (step) => {
+    const idx = batchIndices(data.n, opts.batchSize, opts.seed, step);
+    const images = new Float32Array(idx.length * px);
+    idx.forEach((k, i) => images.set(data.images.subarray(k * px, (k + 1) * px), i * px));
+    return {
+      images: tensor(images, { shape: [idx.length, data.size, data.size, 3], device }) as F32,
+      labels: tensor(Int32Array.from(idx, (k) => data.labels[k]), { dtype: "i32", device }) as I32,
+    };
+  }, (m, b) => crossEntropy(m.encoder.classify(b.images as F32) as F32, b.labels as I32));
+  return (await trainer.run()).map((r) => r.loss);
+}
+
+/**
+ * A trainer of the captioning loss on random batches of `data` (`trainable` selects what moves: the projector for
+ * stage b, `LORA_TRAINABLE` after `attachLora` for stage c).
+ */
+export function captionTrainer(
+  model: ToyVlm,
+  data: VlmData,
+  vocab: CharVocab,
+  opts: StageOptions & {
+    trainable: ParamFilter;
+    metrics?: TrainerOptions<ToyVlm, Record<string, Tensor>>["metrics"];
+  },
+): Trainer<ToyVlm, Record<string, Tensor>> {
+  const device = opts.device ?? model.lm.device;
+  const textLen = opts.textLen ?? 40;
+  const shape = { batchSize: opts.batchSize, size: data.size, textLen };
+  return new Trainer<ToyVlm, Record<string, Tensor>>({
+    model,
+    optimizer: new AdamW(model, { lr: opts.lr, weightDecay: 0, trainable: opts.trainable }),
+    batch: (step) =>
+      captionTensors(
+        captionBatch(data, vocab, batchIndices(data.n, opts.batchSize, opts.seed, step), textLen),
+        shape,
+        device,
+      ),
+    loss: (m, b) => m.loss(b.images as F32, b.tokens as I32, b.targets as I32),
+    steps: opts.steps,
+    schedule: cosineSchedule({ totalSteps: opts.steps, warmupRatio: opts.warmupRatio ?? 0.05 }),
+    clipNorm: 1,
+    readEvery: 25,
+    metrics: opts.metrics,
+    progress: opts.progress ?? false,
+    seed: opts.seed,
+  });
+}
+
+/** Stage b: the projector on captioning, encoder and LM frozen. Returns the per-step losses. */
+export async function trainProjector(
+  model: ToyVlm,
+  data: VlmData,
+  vocab: CharVocab,
+  opts: StageOptions,
+): Promise<number[]> {
+  return (await captionTrainer(model, data, vocab, { ...opts, trainable: /^projector\./ }).run()).map((r) =>
+    r.loss
+  );
+}
+
+// ----- base-model cache for stages 0, a, b -----
+
+/** Everything that determines a pretrained toy VLM. */
+export interface VlmPretrainSpec {
+  /** Architecture. */
+  model: VlmConfig;
+  /** Seed of the weights and batches. */
+  seed: number;
+  /** Stage 0 steps (LM on caption text). */
+  lmSteps: number;
+  /** Stage a steps (encoder classification). */
+  encoderSteps: number;
+  /** Stage b steps (projector on captions). */
+  projectorSteps: number;
+  /** Batch size of every stage. */
+  batchSize: number;
+  /** Peak learning rate of every stage. */
+  lr: number;
+  /** Text positions per caption. */
+  textLen: number;
+}
+
+/** What {@link cachedVlm} returns. */
+export interface CachedVlm {
+  /** The pretrained model. */
+  model: ToyVlm;
+  /** The caption vocabulary (characters of the pretraining captions). */
+  vocab: CharVocab;
+  /** True when loaded from the cache. */
+  cached: boolean;
+  /** The cache directory. */
+  dir: string;
+  /** Seconds spent (loading or pretraining). */
+  seconds: number;
+  /** Per-stage losses (first and last step) recorded at pretraining time. */
+  stages: Record<string, { first: number; last: number }>;
+}
+
+/** The per-stage losses recorded in a cache entry's info.json, checked to be what cachedVlm wrote. */
+function readStages(value: unknown, file: string): CachedVlm["stages"] {
+  const ok = typeof value === "object" && value !== null && !Array.isArray(value) &&
+    Object.values(value).every((s) =>
+      typeof s === "object" && s !== null && typeof s.first === "number" && typeof s.last === "number"
+    );
+  if (!ok) throw new Error(`"${file}" has no per-stage {first, last} losses under "stages"`);
+  return value as CachedVlm["stages"];
+}
+
+/**
+ * The toy VLM after stages 0, a and b on `data`: loaded from `<cacheDir>/<key>/` when present (key = hash of the
+ * spec and the data), else trained and saved there (`vlm.safetensors` + `info.json`, written to a temporary
+ * directory renamed into place).
+ */
+export async function cachedVlm(
+  spec: VlmPretrainSpec,
+  data: VlmData,
+  opts: { cacheDir?: string; device?: DeviceName; progress?: boolean } = {},
+): Promise<CachedVlm> {
+  const vocab = captionVocab(data.captions);
+  if (vocab.size !== spec.model.lm.vocabSize) {
+    throw new RangeError(
+      `cachedVlm: the captions have ${vocab.size} distinct characters (with "\\n") but the LM's vocabSize is ` +
+        `${spec.model.lm.vocabSize}`,
+    );
+  }
+  const pixels = Int32Array.from(data.images, (v) => Math.round(v * 255));
+  const fingerprint = new Int32Array(pixels.length + data.labels.length);
+  fingerprint.set(pixels);
+  fingerprint.set(data.labels, pixels.length);
+  const key = cacheKey(JSON.stringify(spec) + data.captions.join("\n"), fingerprint);
+  const model = ToyVlm.random(spec.model, { seed: spec.seed, device: opts.device });
+  const entry = await cachedEntry({
+    root: opts.cacheDir ?? ".cache/vlm",
+    key,
+    marker: "vlm.safetensors",
+    what: "cached VLM",
+    load: async (dir) => {
+      const { tensors } = await readSafetensors(`${dir}/vlm.safetensors`);
+      const params: Record<string, Tensor> = {};
+      for (const [name, e] of tensors) {
+        params[name] = tensor(e.data as Float32Array, { shape: e.shape, device: opts.device });
+      }
+      loadParameters(model, params);
+      await checkFinite(namedParameters(model), { what: "its weights" });
+      const info = JSON.parse(await Deno.readTextFile(`${dir}/info.json`));
+      return readStages(info?.stages, `${dir}/info.json`);
+    },
+    build: async () => {
+      const common = { batchSize: spec.batchSize, lr: spec.lr, seed: spec.seed, textLen: spec.textLen };
+      const stage = (steps: number, label: string): StageOptions => ({
+        ...common,
+        device: opts.device,
+        steps,
+        progress: opts.progress === true ? label : false,
+      });
+      const lm = await pretrainLmOnCaptions(
+        model,
+        data,
+        vocab,
+        stage(spec.lmSteps, "stage 0: LM on captions"),
+      );
+      const enc = await pretrainEncoder(model, data, stage(spec.encoderSteps, "stage a: encoder"));
+      const proj = await trainProjector(model, data, vocab, stage(spec.projectorSteps, "stage b: projector"));
+      const ends = (l: number[]) => ({ first: l[0], last: l.at(-1)! });
+      return { lm: ends(lm), encoder: ends(enc), projector: ends(proj) };
+    },
+    save: async (stages, dir) => {
+      const entries: Record<string, StEntry> = {};
+      for (const [name, t] of namedParameters(model)) {
+        entries[name] = {
+          dtype: "F32",
+          shape: [...t.shape],
+          data: Float32Array.from(await t.data() as Float32Array),
+        };
+      }
+      await writeSafetensors(`${dir}/vlm.safetensors`, entries);
+      await Deno.writeTextFile(`${dir}/info.json`, JSON.stringify({ spec, stages }, null, 1));
+    },
+  });
+  return { model, vocab, cached: entry.cached, dir: entry.dir, seconds: entry.seconds, stages: entry.value };
+}
+
+// ----- per-modality activation statistics -----
+
+/** Statistics of one adapted layer's inputs, split by modality. */
+export interface ModalityStats {
+  /** Mean over input features of the variance over visual tokens. */
+  visualVar: number;
+  /** Mean over input features of the variance over (non-padding) text tokens. */
+  textVar: number;
+  /** Mean squared entry of the visual-token inputs. */
+  visualMeanSq: number;
+  /** Mean squared entry of the text-token inputs. */
+  textMeanSq: number;
+  /** ‖mean_text − mean_visual‖ of the inputs. */
+  inputGapNorm: number;
+}
+
+/** What {@link modalityAnalysis} returns. */
+export interface ModalityAnalysis {
+  /** Per adapted layer (module path), the input statistics. */
+  stats: Record<string, ModalityStats>;
+  /**
+   * Per layer, Gap-Init's calibration data: `zText`/`zVision` `[N, d_out]`, the per-image means of the layer's
+   * base output `W·x` over its text and its visual tokens (paired by image).
+   */
+  gapData: Record<string, LayerData>;
+  /** Per layer, all inputs `[NB, B·(P+T), d_in]` (for EVA). */
+  activations: Record<string, LayerData>;
+}
+
+/**
+ * Runs `batches` captioning batches through `model`, records the inputs of the `targets` layers, and splits
+ * each image's tokens into its P visual positions and its text positions (padding excluded: a text position
+ * counts while its target is not -100). Returns the input statistics per modality, Gap-Init's paired per-image
+ * output means, and the raw activations.
+ */
+export async function modalityAnalysis(
+  model: ToyVlm,
+  targets: readonly string[] | RegExp,
+  batches: readonly CaptionBatch[],
+  shape: { size: number; textLen: number; device?: DeviceName },
+): Promise<ModalityAnalysis> {
+  const p = model.visualTokens;
+  const t = shape.textLen;
+  const acts = await collectActivations(model, targets, (m, i) => {
+    const b = batches[i];
+    const bs = b.tokens.length / t;
+    const x = captionTensors(
+      b,
+      { batchSize: bs, size: shape.size, textLen: t },
+      shape.device ?? model.lm.device,
+    );
+    m.forward(x.images, x.tokens);
+  }, { batches: batches.length });
+  const stats: Record<string, ModalityStats> = {};
+  const gapData: Record<string, LayerData> = {};
+  const weights = new Map(namedParameters(model));
+  for (const [path, d] of Object.entries(acts)) {
+    const a = d.activations!;
+    const dIn = a.shape[a.ndim - 1];
+    const host = (await a.data()) as Float32Array;
+    const w = weights.get(`${path}.weight`)!;
+    const wHost = (await w.data()) as Float32Array;
+    const dOut = w.shape[0];
+    const sum = { v: new Float64Array(dIn), t: new Float64Array(dIn) };
+    const sq = { v: new Float64Array(dIn), t: new Float64Array(dIn) };
+    const count = { v: 0, t: 0 };
+    const zText: number[] = [];
+    const zVision: number[] = [];
+    let row = 0;
+    for (const b of batches) {
+      const bs = b.tokens.length / t;
+      for (let s = 0; s < bs; s++) {
+        const mv = new Float64Array(dIn);
+        const mt = new Float64Array(dIn);
+        let nv = 0;
+        let nt = 0;
+        for (let j = 0; j < p + t; j++, row++) {
+          const visual = j < p;
+          if (!visual && b.targets[s * t + (j - p)] === -100) continue;
+          const key = visual ? "v" : "t";
+          const m = visual ? mv : mt;
+          for (let f = 0; f < dIn; f++) {
+            const v = host[row * dIn + f];
+            sum[key][f] += v;
+            sq[key][f] += v * v;
+            m[f] += v;
+          }
+          count[key]++;
+          if (visual) nv++;
+          else nt++;
+        }
+        // Per-image modality means in the output space: W·mean(x) (the layer is linear and bias-free here).
+        for (const [m, n, out] of [[mv, nv, zVision], [mt, nt, zText]] as const) {
+          for (let o = 0; o < dOut; o++) {
+            let acc = 0;
+            for (let f = 0; f < dIn; f++) acc += wHost[o * dIn + f] * m[f];
+            out.push(acc / Math.max(n, 1));
+          }
+        }
+      }
+    }
+    const variance = (k: "v" | "t") => {
+      let v = 0;
+      for (let f = 0; f < dIn; f++) {
+        const mean = sum[k][f] / count[k];
+        v += sq[k][f] / count[k] - mean * mean;
+      }
+      return v / dIn;
+    };
+    const meanSq = (k: "v" | "t") => sq[k].reduce((x, y) => x + y, 0) / (count[k] * dIn);
+    let gap = 0;
+    for (let f = 0; f < dIn; f++) gap += (sum.t[f] / count.t - sum.v[f] / count.v) ** 2;
+    stats[path] = {
+      visualVar: variance("v"),
+      textVar: variance("t"),
+      visualMeanSq: meanSq("v"),
+      textMeanSq: meanSq("t"),
+      inputGapNorm: Math.sqrt(gap),
+    };
+    const n = zText.length / dOut;
+    const device = a.device;
+    gapData[path] = {
+      zText: tensor(Float32Array.from(zText), { shape: [n, dOut], device }) as F32,
+      zVision: tensor(Float32Array.from(zVision), { shape: [n, dOut], device }) as F32,
+    };
+  }
+  return { stats, gapData, activations: acts };
+}
+
+// ----- experiment helpers -----
+
+/**
+ * Captioned images by name: `"shapes"` (generated, `n` images from `seed`), `"emoji"` (the shared Noto emoji pack
+ * at `emojiDir`, default `../shared/data/vl/noto_emoji32`), or a directory holding an emoji-pack layout.
+ */
+export async function loadVlmData(
+  source: string,
+  opts: { n: number; seed: number; emojiDir?: string },
+): Promise<VlmData> {
+  if (source === "shapes") return shapesVlmData({ n: opts.n, seed: opts.seed });
+  const dir = source === "emoji" ? (opts.emojiDir ?? "../shared/data/vl/noto_emoji32") : source;
+  return await emojiVlmData(dir, { count: opts.n });
+}
+
+/**
+ * The pretraining spec of the experiments' toy VLM: 16 px images in 4 × 4 patches (16 visual tokens), a 2-block
+ * encoder of width 32 (`quick`) or 48, and a 2-layer LM of width 32 or 64 with `textLen` text positions.
+ */
+export function defaultVlmSpec(
+  data: VlmData,
+  opts: { quick: boolean; pretrainSteps: number; textLen: number; seed?: number },
+): VlmPretrainSpec {
+  const vocab = captionVocab(data.captions);
+  const dim = opts.quick ? 32 : 64;
+  return {
+    model: {
+      imageSize: data.size,
+      channels: 3,
+      patchSize: 4,
+      visionDim: opts.quick ? 32 : 48,
+      visionLayers: 2,
+      visionHeads: 4,
+      visionMlp: opts.quick ? 64 : 96,
+      nClasses: data.nClasses,
+      lm: {
+        dim,
+        hiddenDim: dim * 2,
+        nLayers: 2,
+        nHeads: 4,
+        nKvHeads: 2,
+        vocabSize: vocab.size,
+        seqLen: (data.size / 4) ** 2 + opts.textLen,
+        sharedClassifier: true,
+      },
+    },
+    seed: opts.seed ?? 1234,
+    lmSteps: opts.pretrainSteps,
+    encoderSteps: opts.pretrainSteps,
+    projectorSteps: opts.pretrainSteps,
+    batchSize: 16,
+    lr: 3e-3,
+    textLen: opts.textLen,
+  };
+}
+
+// ----- set-up of the VLM experiments -----
+
+/** The configuration keys the VLM set-up reads. */
+export interface VlmSettings {
+  /** The smaller model of `--quick`. */
+  quick: boolean;
+  /** `"shapes"`, `"emoji"` or an emoji-pack directory (see {@link loadVlmData}). */
+  data: string;
+  /** Images of the pretraining and fine-tuning sets. */
+  images: number;
+  /** Steps of each pretraining stage. */
+  pretrainSteps: number;
+  /** Text positions per caption. */
+  textLen: number;
+  /** Images per batch. */
+  batchSize: number;
+  /** Fixed batches of the validation loss. */
+  valBatches: number;
+  /** Batches of calibration data. */
+  calibBatches: number;
+}
+
+/** What a VLM experiment starts from. */
+export interface VlmSetup {
+  /** Pretraining images. */
+  readonly pre: VlmData;
+  /** Fine-tuning images (a fresh draw of the generated shapes; the emoji pack again, as a continued stage). */
+  readonly ft: VlmData;
+  /** Validation images. */
+  readonly val: VlmData;
+  /** The pretrained base (not to be trained: runs start from {@link VlmSetup.fresh} copies). */
+  readonly base: ToyVlm;
+  /** The caption vocabulary. */
+  readonly vocab: CharVocab;
+  /** Where the base came from and its stage losses (first → last). */
+  readonly note: string;
+  /** The batch shape, for {@link modalityAnalysis}. */
+  readonly shape: { size: number; textLen: number };
+  /** A fresh copy of the base (its own buffers). */
+  fresh(): Promise<ToyVlm>;
+  /** Fine-tuning batch `step`, a pure function of (seed, step). */
+  batch(seed: number, step: number): { images: F32; tokens: I32; targets: I32 };
+  /** `calibBatches` fine-tuning batches as host arrays, seeded by `seed` (calibration, statistics). */
+  captions(seed: number): CaptionBatch[];
+  /** The mean captioning loss of `model` over `valBatches` fixed validation batches. */
+  valLoss(model: ToyVlm): Promise<number>;
+}
+
+/**
+ * Loads the images and the pretrained base (pretraining it once: stages 0, a and b, cached under `.cache/vlm`),
+ * prints the data and base lines, and gives fresh copies of the base, seeded batches and the validation loss.
+ *
+ * @param cfg The settings.
+ * @param device The device.
+ * @returns The set-up.
+ */
+export async function vlmSetup(cfg: VlmSettings, device: DeviceName): Promise<VlmSetup> {
+  const pre = await loadVlmData(cfg.data, { n: cfg.images, seed: 0 });
+  const ft = cfg.data === "shapes" ? await loadVlmData(cfg.data, { n: cfg.images, seed: 1 }) : pre;
+  const val = cfg.data === "shapes" ? await loadVlmData(cfg.data, { n: 200, seed: 2 }) : pre;
+  const spec = defaultVlmSpec(pre, {
+    quick: cfg.quick,
+    pretrainSteps: cfg.pretrainSteps,
+    textLen: cfg.textLen,
+  });
+  const base = await cachedVlm(spec, pre, { device, progress: Deno.stderr.isTerminal() });
+  const stages = Object.entries(base.stages)
+    .map(([k, v]) => `${k} ${v.first.toFixed(3)} → ${v.last.toFixed(3)}`)
+    .join(", ");
+  const note =
+    `${base.cached ? "cached" : "pretrained"} base in ${base.dir} (${base.seconds.toFixed(1)} s); ` +
+    `stage losses first → last: ${stages}`;
+  console.log(`data: ${pre.description}\nbase: ${note}`);
+  const { vocab } = base;
+  const shape = { batchSize: cfg.batchSize, size: ft.size, textLen: cfg.textLen };
+  const batchOf = (data: VlmData, seed: number, step: number) =>
+    captionBatch(data, vocab, batchIndices(data.n, cfg.batchSize, seed, step), cfg.textLen);
+  return {
+    pre,
+    ft,
+    val,
+    base: base.model,
+    vocab,
+    note,
+    shape: { size: ft.size, textLen: cfg.textLen },
+    fresh: () => copyVlm(base.model),
+    batch: (seed, step) => captionTensors(batchOf(ft, seed, step), shape, device),
+    captions: (seed) => Array.from({ length: cfg.calibBatches }, (_, i) => batchOf(ft, seed, i + 1)),
+    valLoss: (model) =>
+      captionLoss(model, val, vocab, {
+        batches: cfg.valBatches,
+        batchSize: cfg.batchSize,
+        seed: 987654,
+        textLen: cfg.textLen,
+      }),
+  };
+}

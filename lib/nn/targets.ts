@@ -1,0 +1,32 @@
+/**
+ * Which modules of a model a name pattern selects, as PEFT's `target_modules` does: by path suffix, by regular
+ * expression, and under a model's second naming convention (Hugging Face names of a Llama model).
+ *
+ * @module
+ */
+import { Linear } from "./linear.ts";
+import { asAliased, namedModules } from "./module.ts";
+
+/** Whether module path `name` is selected by PEFT-style `key`. */
+export function matchesKey(name: string, key: string): boolean {
+  return name === key || name.endsWith(`.${key}`);
+}
+
+/**
+ * The target modules of `model` under `cfg.targetModules`, as `[path, Linear]`. A model with a second naming
+ * convention (`moduleAlias`, e.g. Hugging Face's `q_proj` for a Llama model's `wq`) matches under either name.
+ */
+export function findTargets(model: object, targets: readonly string[] | RegExp): [string, Linear][] {
+  const out: [string, Linear][] = [];
+  const aliased = asAliased(model);
+  const re = targets instanceof RegExp ? new RegExp(`^(?:${targets.source})$`, targets.flags) : undefined;
+  for (const [path, m] of namedModules(model)) {
+    if (!(m instanceof Linear)) continue;
+    const names = [path, aliased?.moduleAlias(path)].filter((n): n is string => n !== undefined);
+    const hit = names.some((n) =>
+      re !== undefined ? re.test(n) : (targets as readonly string[]).some((k) => matchesKey(n, k))
+    );
+    if (hit) out.push([path, m]);
+  }
+  return out;
+}

@@ -1,0 +1,83 @@
+/** Reports: the verdict rule, mean curves over seeds, and what writeReport puts in summary.md, summary.json and plots. */
+import { deepEqual, equal, match, ok } from "node:assert/strict";
+import { judged, meanCurves, verdictFor, writeReport } from "../../lab/report.ts";
+import { ResultsDir } from "../../lab/results.ts";
+import { linePlot } from "../../lab/plot.ts";
+import { TestRng } from "../_helpers.ts";
+
+Deno.test("report: the verdict is 'reproduced' beyond twice the spread, 'not reproduced' below minus twice", () => {
+  const rng = new TestRng(1901);
+  for (let i = 0; i < 50; i++) {
+    const spread = 0.01 + rng.next();
+    const k = rng.next() * 6 - 3;
+    const want = k > 2 ? "reproduced" : k < -2 ? "not reproduced" : "inconclusive";
+    equal(verdictFor(k * spread, spread, 3), want, `diff ${k}·spread`);
+  }
+  match(verdictFor(10, 0, 1), /^inconclusive \(one seed/);
+  equal(judged("A beats B", "1 vs 2", "reproduced"), "A beats B (1 vs 2): **reproduced**.");
+});
+
+Deno.test("report: mean curves average the runs of a label step by step, with a min..max band", () => {
+  const rng = new TestRng(1902);
+  const runs = [0, 1, 2].map((seed) => ({
+    label: "a",
+    seed,
+    losses: Array.from({ length: 5 + seed }, () => rng.next()),
+  }));
+  const [curve] = meanCurves(runs, ["a"], (r) => r.losses);
+  deepEqual(curve.x, [1, 2, 3, 4, 5]); // the steps every run has
+  for (let i = 0; i < 5; i++) {
+    const xs = runs.map((r) => r.losses[i]);
+    ok(Math.abs(curve.y[i] - xs.reduce((s, v) => s + v, 0) / 3) < 1e-12);
+    equal(curve.band!.low[i], Math.min(...xs));
+    equal(curve.band!.high[i], Math.max(...xs));
+  }
+  equal(meanCurves([runs[0]], ["a"], (r) => r.losses)[0].band, undefined);
+});
+
+Deno.test("report: writeReport writes the setting, tables, claims and plots", async () => {
+  const root = await Deno.makeTempDir();
+  const results = ResultsDir.create("demo", { root });
+  results.writeConfig({ steps: 3 });
+  const plot = linePlot({ title: "loss", series: [{ name: "a", x: [1, 2], y: [2, 1] }] });
+  const original = console.log;
+  console.log = () => {};
+  try {
+    const md = await writeReport(results, {
+      title: "exp:demo",
+      setting: "Setting paragraph.",
+      tables: [
+        { columns: ["method", "loss"], rows: [["a", 1.5]] },
+        { heading: "More", note: "A note.", columns: ["x"], rows: [[2]] },
+      ],
+      claims: [judged("A is good", "1.5", "reproduced")],
+      plots: { loss: plot },
+      data: { rows: [1, 2] },
+      notes: ["A closing note."],
+    });
+    equal(Deno.readTextFileSync(results.file("summary.md")).trimEnd(), md);
+    match(md, /^# exp:demo\n\nSetting paragraph\.\n\n\| method \| loss \|\n/);
+    match(md, /\n## More\n\nA note\.\n\n\| x \|\n/);
+    match(md, /\nA closing note\.\n\n## Claims\n\n- A is good \(1\.5\): \*\*reproduced\*\*\.\n/);
+    match(md, /\nPlots: loss\.png \(SVG beside each\)\.$/);
+    const summary = JSON.parse(Deno.readTextFileSync(results.file("summary.json")));
+    deepEqual(summary.rows, [1, 2]);
+    deepEqual(summary.claims, ["A is good (1.5): **reproduced**."]);
+    ok(Deno.statSync(results.file("loss.svg")).size > 0);
+    ok(Deno.statSync(results.file("loss.png")).size > 0);
+    // No claim applies: the report says so instead of an empty list.
+    const none = await writeReport(results, {
+      title: "exp:demo",
+      setting: "s",
+      tables: [],
+      claims: [],
+      plots: {},
+      data: {},
+    });
+    match(none, /## Claims\n\n- None of this experiment's claims applies to the methods run/);
+  } finally {
+    console.log = original;
+    results.release();
+    await Deno.remove(root, { recursive: true });
+  }
+});
