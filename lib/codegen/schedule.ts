@@ -118,13 +118,20 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
   // elementwise chain fused into its operand would be recomputed that many times: materialize operands that are
   // more than views of stored data.
   const VIEWS: ReadonlySet<Op> = new Set([Op.Reshape, Op.Permute, Op.Expand, Op.Shrink, Op.Pad]);
-  // Autodiff markers are identities: an operand that is a view of a marked value reads that value's buffer.
+  // Autodiff markers are identities: an operand that is a marked view of stored data (or of a value that is already
+  // a kernel) reads that buffer; a marked computed value is materialized at the marker, with its computation fused
+  // in, so the value is stored once.
   const IDENTITY: ReadonlySet<Op> = new Set([Op.CustomVjp, Op.Detach]);
   for (const d of nodes) {
     if (d.op !== Op.Dot) continue;
     for (let s of d.src) {
-      while ((VIEWS.has(s.op) || IDENTITY.has(s.op)) && s.storage === null) s = s.src[0];
-      if (s.storage === null && !isLeaf(s) && s.op !== Op.Cast) materialized.add(s);
+      while (VIEWS.has(s.op) && s.storage === null) s = s.src[0];
+      let inner = s;
+      while ((VIEWS.has(inner.op) || IDENTITY.has(inner.op)) && inner.storage === null) inner = inner.src[0];
+      if (inner.storage !== null || isLeaf(inner) || inner.op === Op.Cast || materialized.has(inner)) {
+        continue;
+      }
+      materialized.add(s);
     }
   }
   // A view materialized above because its source looked heavy only copies once that source has become a kernel
