@@ -11,10 +11,14 @@
  *    batch 8 x 256: tokens/s of tessera's Trainer (compiled step) next to the same fine-tune in PyTorch + PEFT in
  *    fp32 on the same GPU (`bench/peft_bench.py`, run when `python3` can import torch, transformers and peft).
  *
+ * `--subgroups` asks for the adapter's `subgroups` feature (`TESSERA_SUBGROUP_MATMUL=1`): the matmul table then adds
+ * the subgroup tiles, checked against the register-blocked result first (they are verified on lavapipe only with
+ * emulated shuffles), and the adapter's policy becomes the subgroup one.
+ *
  * `--quick` shrinks every size (n = 512, a 2-layer model, few steps) to check the script itself on any adapter.
  * Figures on a software adapter are printed with a warning: they say nothing about a GPU.
  *
- *   deno run -A bench/gpu.ts [--quick] [--peak-tflops N] [--skip peers,torch] [--steps N]
+ *   deno run -A bench/gpu.ts [--quick] [--subgroups] [--peak-tflops N] [--skip peers,torch] [--steps N]
  *
  * @module
  */
@@ -23,7 +27,7 @@ import { randn, realize, type Shape, type Tensor, tensor } from "../mod.ts";
 import { getWebGPU } from "../lib/runtime/realize.ts";
 import { lower } from "../lib/codegen/lower.ts";
 import { renderWGSL } from "../lib/codegen/render_wgsl.ts";
-import { CPU_TILE, GPU_SHARED_TILE, type MatmulTile } from "../kernels/matmul.wgsl.ts";
+import { CPU_TILE, GPU_SHARED_TILE, GPU_SUBGROUP_TILE, type MatmulTile } from "../kernels/matmul.wgsl.ts";
 import { AdamW, deriveSeed } from "../lib/nn/mod.ts";
 import { Trainer } from "../lib/train/mod.ts";
 import { LlamaLM } from "../lib/models/llama.ts";
@@ -65,8 +69,8 @@ function modelConfig(quick: boolean) {
 /** Median ms of one `[n, n] · [n, n]` product with `tile` (undefined: the adapter's policy), over `reps`. */
 async function timeMatmul(n: number, tile: MatmulTile | undefined, reps: number): Promise<number> {
   const be = await getWebGPU();
-  const a = randn([n, n], { seed: 1 });
-  const b = randn([n, n], { seed: 2 });
+  const a = randn([n, n], { seed: 1, device: "webgpu" });
+  const b = randn([n, n], { seed: 2, device: "webgpu" });
   await realize(a, b);
   const l = lower(a.matmul(b).node, () => false);
   const r = tile === undefined
@@ -104,6 +108,40 @@ async function timeMatmul(n: number, tile: MatmulTile | undefined, reps: number)
   a.dispose();
   b.dispose();
   return median(times);
+}
+
+/** Max |x − y| / max |y| between the products of the same inputs with tiles `tile` and `base`. */
+async function variantError(n: number, tile: MatmulTile, base: MatmulTile): Promise<number> {
+  const be = await getWebGPU();
+  const a = randn([n, n], { seed: 3, device: "webgpu" });
+  const b = randn([n, n], { seed: 4, device: "webgpu" });
+  await realize(a, b);
+  const l = lower(a.matmul(b).node, () => false);
+  const run = async (t: MatmulTile) => {
+    const r = renderWGSL(l.kernel, { tile: t });
+    const out = be.alloc("f32", n * n);
+    await be.run([{
+      name: "variant",
+      wgsl: r.source,
+      dispatch: r.dispatch,
+      host: () => {},
+      buffers: [out, a.node.storage!, b.node.storage!],
+    }]);
+    const data = await be.read(out, "f32", n * n);
+    out.release();
+    return data;
+  };
+  const x = await run(tile);
+  const y = await run(base);
+  a.dispose();
+  b.dispose();
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < x.length; i++) {
+    diff = Math.max(diff, Math.abs(x[i] - y[i]));
+    scale = Math.max(scale, Math.abs(y[i]));
+  }
+  return diff / scale;
 }
 
 /** tokens/s of a LoRA fine-tune step of the 135M shape with tessera's Trainer. */
@@ -191,8 +229,11 @@ if (import.meta.main) {
       steps: { type: "string" },
       batch: { type: "string", default: "8" },
       seq: { type: "string", default: "256" },
+      subgroups: { type: "boolean", default: false },
     },
   });
+  // Read when the device is created (below): asks for the subgroups feature.
+  if (values.subgroups) Deno.env.set("TESSERA_SUBGROUP_MATMUL", "1");
   const quick = values.quick!;
   const skip = new Set(values.skip!.split(",").filter((s) => s !== ""));
   for (const s of skip) {
@@ -218,13 +259,21 @@ if (import.meta.main) {
   if (!skip.has("matmul")) {
     const n = quick ? 512 : 4096;
     const rows: string[][] = [];
-    for (
-      const [name, tile] of [
-        ["adapter's policy", undefined],
-        ["register-blocked 8x8 (vec4 reads)", CPU_TILE],
-        ["workgroup-shared 64x64, k step 16", GPU_SHARED_TILE],
-      ] as const
-    ) {
+    const variants: [string, MatmulTile | undefined][] = [
+      ["adapter's policy", undefined],
+      ["register-blocked 8x8 (vec4 reads)", CPU_TILE],
+      ["workgroup-shared 64x64, k step 16", GPU_SHARED_TILE],
+    ];
+    if (be.device.features.has("subgroups" as GPUFeatureName)) {
+      const err = await variantError(512, GPU_SUBGROUP_TILE, CPU_TILE);
+      console.log(
+        `subgroup tiles vs register-blocked at n = 512: max relative difference ${err.toExponential(1)}`,
+      );
+      variants.push(["subgroup 4x4 (8 lanes share A by shuffles)", GPU_SUBGROUP_TILE]);
+    } else if (values.subgroups) {
+      console.log("--subgroups: the adapter has no subgroups feature");
+    }
+    for (const [name, tile] of variants) {
       const ms = await timeMatmul(n, tile, quick ? 3 : 5);
       const tflops = (2 * n ** 3) / (ms * 1e9);
       rows.push([

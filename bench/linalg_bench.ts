@@ -1,5 +1,6 @@
 /**
- * Timings of the GPU linear algebra (lib/linalg): qr, svd, svdLowRank (q = 16, niter = 4) and eigh on n×n
+ * Timings of the GPU linear algebra (lib/linalg): qr, svd (with its default core, and QR-preconditioned sweeps:
+ * `fused: false`), svdLowRank (q = 16, niter = 4) and eigh on n×n
  * Gaussian matrices (eigh: their symmetric part), for n = 64, 256, 1024.
  *
  *   deno run -A bench/linalg_bench.ts          # prints a table (one timed call per size after a warm-up)
@@ -30,6 +31,8 @@ for (const n of sizes) {
 const ops: Record<string, (a: Mat, sym: Mat) => Promise<number>> = {
   qr: async (a) => (await (await qr(a)).r.slice(0, 0).data())[0],
   svd: async (a) => (await (await svd(a)).s.slice([0, 1]).data())[0],
+  // The QR-preconditioned sweeps, which n ≤ 64 would otherwise skip for the one-kernel solver.
+  "svd fused=false": async (a) => (await (await svd(a, { fused: false })).s.slice([0, 1]).data())[0],
   "svdLowRank q=16 niter=4": async (a) =>
     (await (await svdLowRank(a, 16, { niter: 4, seed: 1 })).s.slice([0, 1]).data())[0],
   eigh: async (_, s) => (await (await eigh(s)).values.slice([0, 1]).data())[0],

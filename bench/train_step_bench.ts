@@ -15,7 +15,8 @@
  * `lib/models/llama.ts`, `lib/data/rng.ts`).
  *
  * Columns: ms/step is wall time per step after the warm-up steps (kernels compiled, the step compiled for replay);
- * kernels/step counts the launches per step (submitted through `run` or a prepared replay); host ms/step is the
+ * kernels/step counts the kernels run per step (submitted through `run` or a prepared replay) and launches/step the
+ * dispatches they take (a prepared replay runs independent kernels in one launch); host ms/step is the
  * wall time minus the time spent waiting for the device (in readbacks, and in `queue.submit`, which on Deno's
  * WebGPU returns only once the previous submission has finished), i.e. the JavaScript of building (or replaying)
  * the step and encoding it. On a software adapter the device's threads share the host's cores, so host time there
@@ -149,7 +150,11 @@ function storiesLoraCase(batch: number, seqLen: number): Case {
         optimizer: new lib.nn.AdamW(model, { lr: 1e-3, weightDecay: 0, trainable: lib.mod.LORA_TRAINABLE }),
         batch: (step: number) => {
           const rng = new lib.rng.Rng(lib.nn.deriveSeed(4, step));
-          const ids = () => Int32Array.from({ length: batch * seqLen }, () => rng.int(512));
+          const ids = () => {
+            const a = new Int32Array(batch * seqLen);
+            for (let i = 0; i < a.length; i++) a[i] = rng.int(512);
+            return a;
+          };
           return {
             x: lib.mod.tensor(ids(), { shape: [batch, seqLen], dtype: "i32" }),
             y: lib.mod.tensor(ids(), { shape: [batch, seqLen], dtype: "i32" }),
@@ -258,7 +263,10 @@ const cases: Case[] = [
 /** What one measurement of a case gives. */
 interface Measured {
   msPerStep: number;
+  /** Kernels run per step. */
   kernelsPerStep: number;
+  /** Launches (dispatches) per step: fewer than kernels where independent kernels share a launch. */
+  launchesPerStep?: number;
   hostMsPerStep: number;
   /** CPU time of the main (JavaScript) thread per step, in ms, or null where `/proc` cannot be read. */
   hostCpuMsPerStep: number | null;
@@ -287,13 +295,18 @@ async function measure(
   ) as Awaited<ReturnType<typeof lib.mod.getWebGPU>>;
   let counting = false;
   let kernels = 0;
+  let launches = 0;
   let waiting = 0;
+  // Waits inside a timed wait (a readback's own submission) are not counted twice.
+  let inWait = 0;
   const timed = async <T>(f: () => Promise<T>): Promise<T> => {
     const t0 = performance.now();
+    inWait++;
     try {
       return await f();
     } finally {
-      if (counting) waiting += performance.now() - t0;
+      inWait--;
+      if (counting && inWait === 0) waiting += performance.now() - t0;
     }
   };
   const { run, read } = be;
@@ -302,25 +315,37 @@ async function measure(
     ? be.device.queue
     : { submit: () => {} };
   const submit = queue.submit;
-  const prepare = (be as { prepare?: (s: readonly unknown[]) => { run(): Promise<void> } }).prepare;
+  const prepare = (be as {
+    prepare?: (s: readonly unknown[]) => { run(...a: unknown[]): Promise<void>; readonly launches?: number };
+  }).prepare;
   be.run = (s) => {
-    if (counting) kernels += s.length;
+    if (counting) {
+      kernels += s.length;
+      launches += s.length;
+    }
     return run.call(be, s);
   };
   be.read = (...args) => timed(() => read.apply(be, args));
+  const readMany = (be as { readMany?: (...a: unknown[]) => Promise<unknown> }).readMany;
+  if (readMany !== undefined) {
+    (be as { readMany?: unknown }).readMany = (...args: unknown[]) => timed(() => readMany.apply(be, args));
+  }
   queue.submit = (buffers: GPUCommandBuffer[]) => {
     const t0 = performance.now();
     submit.call(queue, buffers);
-    if (counting) waiting += performance.now() - t0;
+    if (counting && inWait === 0) waiting += performance.now() - t0;
   };
   if (prepare !== undefined) {
     (be as { prepare?: unknown }).prepare = (s: readonly unknown[]) => {
       const p = prepare.call(be, s);
       return {
         ...p,
-        run: () => {
-          if (counting) kernels += s.length;
-          return p.run();
+        run: (...args: unknown[]) => {
+          if (counting) {
+            kernels += s.length;
+            launches += p.launches ?? s.length;
+          }
+          return p.run(...args);
         },
       };
     };
@@ -342,6 +367,7 @@ async function measure(
     return {
       msPerStep: ms / steps,
       kernelsPerStep: kernels / steps,
+      launchesPerStep: launches / steps,
       hostMsPerStep: (ms - waiting) / steps,
       hostCpuMsPerStep: cpu0 === null || cpu1 === null ? null : (cpu1 - cpu0) / steps,
       traced: after === undefined || before === undefined ? null : after.traced - before.traced,
@@ -350,6 +376,7 @@ async function measure(
   } finally {
     be.run = run;
     be.read = read;
+    if (readMany !== undefined) (be as { readMany?: unknown }).readMany = readMany;
     queue.submit = submit;
     if (prepare !== undefined) (be as { prepare?: unknown }).prepare = prepare;
   }
@@ -376,6 +403,11 @@ const HERE = new URL("../", import.meta.url);
 function cpuCell(ms: readonly Measured[]): string {
   const xs = ms.map((m) => m.hostCpuMsPerStep).filter((x): x is number => x !== null);
   return xs.length === 0 ? "-" : fmt(median(xs), 1);
+}
+
+/** Launches per step (a checkout that does not report them launches each kernel). */
+function launchesOf(m: Measured): number {
+  return m.launchesPerStep ?? m.kernelsPerStep;
 }
 
 function median(xs: readonly number[]): number {
@@ -493,6 +525,8 @@ if (import.meta.main) {
         `${fmt(a / b, 2)}×`,
         fmt(median(theirs.map((m) => m.kernelsPerStep)), 0),
         fmt(median(mine.map((m) => m.kernelsPerStep)), 0),
+        fmt(median(theirs.map(launchesOf)), 0),
+        fmt(median(mine.map(launchesOf)), 0),
         fmt(median(theirs.map((m) => m.hostMsPerStep)), 1),
         fmt(median(mine.map((m) => m.hostMsPerStep)), 1),
         cpuCell(mine),
@@ -506,6 +540,8 @@ if (import.meta.main) {
       "speed-up",
       "other kernels",
       "this kernels",
+      "other launches",
+      "this launches",
       "other host ms",
       "this host ms",
       "this host CPU ms",
@@ -530,6 +566,7 @@ if (import.meta.main) {
         fmt(r.msPerStep, 1),
         `${fmt((c.tokens * 1000) / r.msPerStep, 0)} ${c.unit}/s`,
         fmt(r.kernelsPerStep, 0),
+        fmt(launchesOf(r), 0),
         fmt(r.hostMsPerStep, 2),
         `${fmt((100 * r.hostMsPerStep) / r.msPerStep, 0)}%`,
         cpuCell([r]),
@@ -542,6 +579,7 @@ if (import.meta.main) {
         "ms/step",
         "throughput",
         "kernels/step",
+        "launches/step",
         "host ms/step",
         "host share",
         "host CPU ms/step",

@@ -39,6 +39,12 @@ export interface AttentionDims {
   readonly scale: number;
   /** Mask keys after each query's position. */
   readonly causal: boolean;
+  /**
+   * Rotate queries and keys by RoPE inside the kernels (the last two inputs are then the tables `cos`, `sin`,
+   * `[≥ S, D/2]`, rows by position): query `t` at position `t + S − T`, key `s` at `s`; the gradients of `q` and
+   * `k` come back in the unrotated frame.
+   */
+  readonly rope?: boolean;
 }
 
 /** One kernel: WGSL, dispatch and its float64 host twin over `[result, ...inputs]`. */
@@ -66,6 +72,7 @@ const WG = 64;
 export function attentionUnfit(dims: AttentionDims, loopBudget: number): string | null {
   const { t, s, h, hkv, d } = dims;
   if (d % 4 !== 0) return `head size ${d} is not a multiple of 4`;
+  if (dims.rope && dims.causal && s !== t) return "in-kernel RoPE needs as many keys as queries";
   if (h % hkv !== 0) return `${h} heads are not a multiple of ${hkv} key/value heads`;
   if (dims.causal && s < t) return `${t} queries need at least as many keys, got ${s}`;
   if (s > loopBudget || (h / hkv) * t > loopBudget) return "the loops would exceed the iteration budget";
@@ -90,17 +97,55 @@ function dotLines(name: string, d4: number, a: (i: number) => string, b: (i: num
   return `let ${name} = ${terms.join(" + ")};`;
 }
 
-function header(inputs: readonly string[], vec4Out: boolean): string {
+function header(inputs: readonly string[], vec4Out: boolean, rope = false): string {
+  const all = rope ? [...inputs, "rcos", "rsin"] : inputs;
   return [
     `@group(0) @binding(0) var<storage, read_write> out0: array<${vec4Out ? "vec4<f32>" : "f32"}>;`,
-    ...inputs.map((n, i) => `@group(0) @binding(${i + 1}) var<storage, read> ${n}: array<vec4<f32>>;`),
+    ...all.map((n, i) =>
+      `@group(0) @binding(${i + 1}) var<storage, read> ${n}: array<${
+        n === "rcos" || n === "rsin" ? "vec2" : "vec4"
+      }<f32>>;`
+    ),
+    ...(rope ? [ROPE_WGSL] : []),
   ].join("\n");
+}
+
+/**
+ * WGSL of the rotation of one vec4 of a row at position `pos` (its pairs (x0, x1), (x2, x3) have angles `2i` and
+ * `2i + 1`; `half` = D/2 angles per position) and of its transpose (for gradients).
+ */
+const ROPE_WGSL = `fn rope_(x: vec4<f32>, pos: i32, i: i32, half: i32, back: bool) -> vec4<f32> {
+  let c = rcos[(pos * half) / 2 + i];
+  let s = select(rsin[(pos * half) / 2 + i], -rsin[(pos * half) / 2 + i], back);
+  return vec4<f32>(x.x * c.x - x.y * s.x, x.x * s.x + x.y * c.x, x.z * c.y - x.w * s.y, x.z * s.y + x.w * c.y);
+}`;
+
+/** Host twin of `rope_` on elements `o .. o + D` of `x` (in place into `out` at `oo`). */
+function ropeHost(
+  x: HostArray,
+  o: number,
+  out: HostArray | Float64Array,
+  oo: number,
+  pos: number,
+  a: AttentionDims,
+  tables: { cos: HostArray; sin: HostArray },
+  back: boolean,
+): void {
+  const half = a.d / 2;
+  for (let p = 0; p < half; p++) {
+    const c = tables.cos[pos * half + p];
+    const sn = back ? -tables.sin[pos * half + p] : tables.sin[pos * half + p];
+    const x0 = x[o + 2 * p];
+    const x1 = x[o + 2 * p + 1];
+    out[oo + 2 * p] = x0 * c - x1 * sn;
+    out[oo + 2 * p + 1] = x0 * sn + x1 * c;
+  }
 }
 
 function key(kind: string, a: AttentionDims): string {
   return `attention_${kind}(b=${a.b},t=${a.t},s=${a.s},h=${a.h},hkv=${a.hkv},d=${a.d},scale=${
     Math.fround(a.scale)
-  },causal=${a.causal})`;
+  },causal=${a.causal}${a.rope ? ",rope" : ""})`;
 }
 
 /** The query row index and the head indices of an invocation (WGSL lines). */
@@ -120,16 +165,18 @@ function rowLines(a: AttentionDims, rows: number): string[] {
 export function attentionForward(a: AttentionDims): AttentionKernel {
   const d4 = a.d / 4;
   const rows = a.b * a.t * a.h;
-  const L: string[] = [header(["q", "k", "v"], false)];
+  const L: string[] = [header(["q", "k", "v"], false, a.rope)];
   L.push(`@compute @workgroup_size(${WG})`);
   L.push(`fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {`);
   L.push(...rowLines(a, rows));
-  for (let i = 0; i < d4; i++) L.push(`  let q${i} = q[row * ${d4} + ${i}] * ${f32(a.scale)};`);
+  for (let i = 0; i < d4; i++) {
+    L.push(`  let q${i} = ${rot(a, `q[row * ${d4} + ${i}]`, qPos(a), i)} * ${f32(a.scale)};`);
+  }
   for (let i = 0; i < d4; i++) L.push(`  var acc${i} = vec4<f32>(0.0);`);
   L.push(`  var m = bitcast<f32>(0xff800000u);`, `  var l = 0.0;`);
   L.push(`  for (var s = 0; s <= last; s = s + 1) {`);
   L.push(`    let kb = ((b * ${a.s} + s) * ${a.hkv} + kh) * ${d4};`);
-  L.push(`    ${dotLines("sc", d4, (i) => `q${i}`, (i) => `k[kb + ${i}]`)}`);
+  L.push(`    ${dotLines("sc", d4, (i) => `q${i}`, (i) => rot(a, `k[kb + ${i}]`, "s", i))}`);
   L.push(`    let mn = max(m, sc);`, `    let corr = exp(m - mn);`, `    let p = exp(sc - mn);`);
   L.push(`    l = l * corr + p;`);
   for (let i = 0; i < d4; i++) L.push(`    acc${i} = acc${i} * corr + p * v[kb + ${i}];`);
@@ -145,8 +192,9 @@ export function attentionForward(a: AttentionDims): AttentionKernel {
     size: rows * (a.d + 1),
     wgsl: L.join("\n"),
     dispatch: dispatchFor(rows),
-    host: ([out, q, k, v]) => {
+    host: ([out, q0, k0, v, cos, sin]) => {
       const acc = new Float64Array(a.d);
+      const { q, k } = rotated(a, q0, k0, { cos, sin });
       for (let row = 0; row < rows; row++) {
         const { b, t, kh, last } = rowOf(a, row);
         acc.fill(0);
@@ -172,6 +220,39 @@ export function attentionForward(a: AttentionDims): AttentionKernel {
   };
 }
 
+/** WGSL of the vec4 `x` (element group `i` of a row at position `pos`), rotated when the kernel applies RoPE. */
+function rot(a: AttentionDims, x: string, pos: string, i: number, back = false): string {
+  return a.rope ? `rope_(${x}, ${pos}, ${i}, ${a.d / 2}, ${back})` : x;
+}
+
+/** WGSL position of the query of the current row (`t` shifted to the end of the keys). */
+function qPos(a: AttentionDims): string {
+  return a.s === a.t ? "t" : `(t + ${a.s - a.t})`;
+}
+
+/** `q` and `k` rotated by RoPE when the kernels apply it (host twins; float64), else as they are. */
+function rotated(
+  a: AttentionDims,
+  q: HostArray,
+  k: HostArray,
+  tables: { cos: HostArray; sin: HostArray },
+): { q: HostArray; k: HostArray } {
+  if (!a.rope) return { q, k };
+  const rows = a.b * a.t * a.h;
+  const krows = a.b * a.s * a.hkv;
+  const qr = new Float64Array(rows * a.d);
+  const kr = new Float64Array(krows * a.d);
+  for (let row = 0; row < rows; row++) {
+    const t = Math.floor(row / a.h) % a.t;
+    ropeHost(q, row * a.d, qr, row * a.d, t + a.s - a.t, a, tables, false);
+  }
+  for (let r = 0; r < krows; r++) {
+    const s = Math.floor(r / a.hkv) % a.s;
+    ropeHost(k, r * a.d, kr, r * a.d, s, a, tables, false);
+  }
+  return { q: qr, k: kr };
+}
+
 function rowOf(a: AttentionDims, row: number) {
   const h = row % a.h;
   const t = Math.floor(row / a.h) % a.t;
@@ -186,12 +267,12 @@ export function attentionBackwardQuery(a: AttentionDims): AttentionKernel {
   const d4 = a.d / 4;
   const rows = a.b * a.t * a.h;
   const lBase = (rows * a.d) / 4; // vec4 index where L starts in the forward result
-  const L: string[] = [header(["q", "k", "v", "dout", "fwd"], false)];
+  const L: string[] = [header(["q", "k", "v", "dout", "fwd"], false, a.rope)];
   L.push(`@compute @workgroup_size(${WG})`);
   L.push(`fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {`);
   L.push(...rowLines(a, rows));
   for (let i = 0; i < d4; i++) {
-    L.push(`  let q${i} = q[row * ${d4} + ${i}] * ${f32(a.scale)};`);
+    L.push(`  let q${i} = ${rot(a, `q[row * ${d4} + ${i}]`, qPos(a), i)} * ${f32(a.scale)};`);
     L.push(`  let do${i} = dout[row * ${d4} + ${i}];`);
     L.push(`  var dq${i} = vec4<f32>(0.0);`);
   }
@@ -199,14 +280,16 @@ export function attentionBackwardQuery(a: AttentionDims): AttentionKernel {
   L.push(`  let lse = fwd[${lBase} + row / 4][row % 4];`);
   L.push(`  for (var s = 0; s <= last; s = s + 1) {`);
   L.push(`    let kb = ((b * ${a.s} + s) * ${a.hkv} + kh) * ${d4};`);
-  L.push(`    ${dotLines("sc", d4, (i) => `q${i}`, (i) => `k[kb + ${i}]`)}`);
+  for (let i = 0; i < d4; i++) L.push(`    let k${i} = ${rot(a, `k[kb + ${i}]`, "s", i)};`);
+  L.push(`    ${dotLines("sc", d4, (i) => `q${i}`, (i) => `k${i}`)}`);
   L.push(`    ${dotLines("dp", d4, (i) => `do${i}`, (i) => `v[kb + ${i}]`)}`);
   L.push(`    let ds = exp(sc - lse) * (dp - delta);`);
-  for (let i = 0; i < d4; i++) L.push(`    dq${i} = dq${i} + ds * k[kb + ${i}];`);
+  for (let i = 0; i < d4; i++) L.push(`    dq${i} = dq${i} + ds * k${i};`);
   L.push(`  }`);
   for (let i = 0; i < d4; i++) {
+    L.push(`  let dqo${i} = ${rot(a, `dq${i}`, qPos(a), i, true)};`);
     for (let c = 0; c < 4; c++) {
-      L.push(`  out0[row * ${a.d} + ${4 * i + c}] = dq${i}[${c}] * ${f32(a.scale)};`);
+      L.push(`  out0[row * ${a.d} + ${4 * i + c}] = dqo${i}[${c}] * ${f32(a.scale)};`);
     }
   }
   L.push(`  out0[${rows * a.d} + row] = delta;`, `}`);
@@ -216,8 +299,9 @@ export function attentionBackwardQuery(a: AttentionDims): AttentionKernel {
     size: rows * (a.d + 1),
     wgsl: L.join("\n"),
     dispatch: dispatchFor(rows),
-    host: ([out, q, k, v, dout, fwd]) => {
+    host: ([out, q0, k0, v, dout, fwd, cos, sin]) => {
       const dq = new Float64Array(a.d);
+      const { q, k } = rotated(a, q0, k0, { cos, sin });
       for (let row = 0; row < rows; row++) {
         const { b, kh, last } = rowOf(a, row);
         let delta = 0;
@@ -235,6 +319,10 @@ export function attentionBackwardQuery(a: AttentionDims): AttentionKernel {
           const ds = Math.exp(sc * a.scale - lse) * (dp - delta);
           for (let i = 0; i < a.d; i++) dq[i] += ds * k[kb + i];
         }
+        if (a.rope) {
+          const t = Math.floor(row / a.h) % a.t;
+          ropeHost(dq.slice(), 0, dq, 0, t + a.s - a.t, a, { cos, sin }, true);
+        }
         for (let i = 0; i < a.d; i++) out[row * a.d + i] = dq[i] * a.scale;
         out[rows * a.d + row] = delta;
       }
@@ -249,7 +337,7 @@ export function attentionBackwardKeyValue(a: AttentionDims): AttentionKernel {
   const krows = a.b * a.s * a.hkv;
   const g = a.h / a.hkv;
   const lBase = (rows * a.d) / 4;
-  const L: string[] = [header(["q", "k", "v", "dout", "fwd", "bq"], false)];
+  const L: string[] = [header(["q", "k", "v", "dout", "fwd", "bq"], false, a.rope)];
   L.push(`@compute @workgroup_size(${WG})`);
   L.push(`fn main(@builtin(global_invocation_id) gi: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {`);
   L.push(`  let kr = i32(gi.x + gi.y * nwg.x * ${WG}u);`, `  if (kr >= ${krows}) { return; }`);
@@ -260,7 +348,7 @@ export function attentionBackwardKeyValue(a: AttentionDims): AttentionKernel {
   );
   L.push(`  let first = ${a.causal ? `max(0, s - ${a.s - a.t})` : "0"};`);
   for (let i = 0; i < d4; i++) {
-    L.push(`  let k${i} = k[kr * ${d4} + ${i}] * ${f32(a.scale)};`);
+    L.push(`  let k${i} = ${rot(a, `k[kr * ${d4} + ${i}]`, "s", i)} * ${f32(a.scale)};`);
     L.push(`  let v${i} = v[kr * ${d4} + ${i}];`);
     L.push(`  var dk${i} = vec4<f32>(0.0);`, `  var dv${i} = vec4<f32>(0.0);`);
   }
@@ -269,18 +357,20 @@ export function attentionBackwardKeyValue(a: AttentionDims): AttentionKernel {
   L.push(`    for (var t = first; t < ${a.t}; t = t + 1) {`);
   L.push(`      let row = (b * ${a.t} + t) * ${a.h} + h;`);
   L.push(`      let qb = row * ${d4};`);
-  L.push(`      ${dotLines("sc", d4, (i) => `q[qb + ${i}]`, (i) => `k${i}`)}`);
+  for (let i = 0; i < d4; i++) L.push(`      let q${i} = ${rot(a, `q[qb + ${i}]`, qPos(a), i)};`);
+  L.push(`      ${dotLines("sc", d4, (i) => `q${i}`, (i) => `k${i}`)}`);
   L.push(`      ${dotLines("dp", d4, (i) => `dout[qb + ${i}]`, (i) => `v${i}`)}`);
   L.push(`      let p = exp(sc - fwd[${lBase} + row / 4][row % 4]);`);
   L.push(`      let ds = p * (dp - bq[${lBase} + row / 4][row % 4]);`);
   for (let i = 0; i < d4; i++) {
     L.push(`      dv${i} = dv${i} + p * dout[qb + ${i}];`);
-    L.push(`      dk${i} = dk${i} + ds * q[qb + ${i}];`);
+    L.push(`      dk${i} = dk${i} + ds * q${i};`);
   }
   L.push(`    }`, `  }`);
   for (let i = 0; i < d4; i++) {
+    L.push(`  let dko${i} = ${rot(a, `dk${i}`, "s", i, true)};`);
     for (let c = 0; c < 4; c++) {
-      L.push(`  out0[kr * ${a.d} + ${4 * i + c}] = dk${i}[${c}] * ${f32(a.scale)};`);
+      L.push(`  out0[kr * ${a.d} + ${4 * i + c}] = dko${i}[${c}] * ${f32(a.scale)};`);
       L.push(`  out0[${krows * a.d} + kr * ${a.d} + ${4 * i + c}] = dv${i}[${c}];`);
     }
   }
@@ -291,8 +381,9 @@ export function attentionBackwardKeyValue(a: AttentionDims): AttentionKernel {
     size: 2 * krows * a.d,
     wgsl: L.join("\n"),
     dispatch: dispatchFor(krows),
-    host: ([out, q, k, v, dout, fwd, bq]) => {
+    host: ([out, q0, k0, v, dout, fwd, bq, cos, sin]) => {
       const dk = new Float64Array(a.d);
+      const { q, k } = rotated(a, q0, k0, { cos, sin });
       const dv = new Float64Array(a.d);
       for (let kr = 0; kr < krows; kr++) {
         const kh = kr % a.hkv;
@@ -319,6 +410,7 @@ export function attentionBackwardKeyValue(a: AttentionDims): AttentionKernel {
             }
           }
         }
+        if (a.rope) ropeHost(dk.slice(), 0, dk, 0, s, a, { cos, sin }, true);
         for (let i = 0; i < a.d; i++) {
           out[kr * a.d + i] = dk[i] * a.scale;
           out[krows * a.d + kr * a.d + i] = dv[i];

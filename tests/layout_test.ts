@@ -13,11 +13,11 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 28_300,
+  lib: 29_200,
   lab: 5_800,
   experiments: 3_100,
   bench: 4_100,
-  kernels: 1_650,
+  kernels: 2_300,
   cli: 700,
   tools: 1_000,
   examples: 120,

@@ -159,7 +159,20 @@ export interface KInput {
   readonly size: number;
 }
 
-/** The matmul template's pieces: loads as functions of the `b`, `m`, `n`, `k` variables, plus an epilogue. */
+/** One product of a matmul spec: `Σ_k A(b, m, k) · B(b, k, n)`. */
+export interface MatmulTerm {
+  /** Contracted dimension. */
+  readonly k: number;
+  /** Value of A at (b, m, k) in terms of the variables named `b`, `m`, `k`. */
+  readonly a: KExpr;
+  /** Value of B at (b, k, n) in terms of `b`, `k`, `n`. */
+  readonly b: KExpr;
+}
+
+/**
+ * The matmul template's pieces: one or more products of the same `[batch] m x n` shape, each with its loads as
+ * functions of the `b`, `m`, `n`, `k` variables, accumulated into one sum, plus an epilogue.
+ */
 export interface MatmulSpec {
   /** Number of matrices in the batch. */
   readonly batch: number;
@@ -167,14 +180,62 @@ export interface MatmulSpec {
   readonly m: number;
   /** Columns of the output. */
   readonly n: number;
-  /** Contracted dimension. */
-  readonly k: number;
-  /** Value of A at (b, m, k) in terms of the variables named `b`, `m`, `k`. */
-  readonly a: KExpr;
-  /** Value of B at (b, k, n) in terms of `b`, `k`, `n`. */
-  readonly b: KExpr;
-  /** The output element in terms of the output axis variables, with {@link KAcc} standing for the product. */
+  /** The products, accumulated in this order into one accumulator (a sum of matmuls is one kernel). */
+  readonly terms: readonly MatmulTerm[];
+  /** The output element in terms of the output axis variables, with {@link KAcc} standing for the sum. */
   readonly epilogue: KExpr;
+}
+
+/**
+ * The row form of a kernel: one invocation computes `length` consecutive outputs (a row), with `body` the output
+ * element at flat index `row·length + j` in terms of the variables `row` and `j`. Everything that does not depend on
+ * `j` (the row's reductions, their statistics) is computed once per row, before the loop over `j`.
+ */
+export interface KernelRow {
+  /** Outputs per invocation. */
+  readonly length: number;
+  /** The output element in terms of `row` and `j`. */
+  readonly body: KExpr;
+  /** The row variable. */
+  readonly row: KVar;
+  /** The variable running over the row. */
+  readonly j: KVar;
+}
+
+/** Whether `e` depends on variable `v` (memoised by the returned function). */
+export function dependsOn(v: KVar): (e: KExpr) => boolean {
+  const memo = new Map<number, boolean>();
+  const dep = (e: KExpr): boolean => {
+    let r = memo.get(e.id);
+    if (r !== undefined) return r;
+    switch (e.k) {
+      case "var":
+        r = e === v;
+        break;
+      case "load":
+        r = dep(e.index);
+        break;
+      case "rand":
+        r = dep(e.index) || dep(e.seed);
+        break;
+      case "alu":
+        r = e.args.some(dep);
+        break;
+      case "reduce":
+        r = dep(e.body);
+        break;
+      default:
+        r = false;
+    }
+    memo.set(e.id, r);
+    return r;
+  };
+  return dep;
+}
+
+/** Loop iterations of one invocation of the template: the contracted lengths of all terms. */
+export function matmulDepth(mm: MatmulSpec): number {
+  return mm.terms.reduce((a, t) => a + t.k, 0);
 }
 
 /** A complete kernel: every output element is `body` evaluated at its index (or the matmul template). */
@@ -191,6 +252,8 @@ export interface Kernel {
   readonly body: KExpr | null;
   /** The matmul-template form. */
   readonly matmul: MatmulSpec | null;
+  /** The row form, when the body broadcasts reductions of whole rows (see {@link KernelRow}); GPUs use it. */
+  readonly row?: KernelRow;
   /**
    * Dtypes of the kernel's parameter slots ({@link KParam}); each launch supplies one value per slot. Absent or
    * empty: the kernel takes none.
@@ -231,7 +294,8 @@ export class KBuilder {
 
   /** An i32 variable with value bounds `[lo, hi]`. */
   var(name: string, lo: number, hi: number): KVar {
-    return this.#make(`v|${name}`, (id) => ({ k: "var", id, dtype: "i32", name, lo, hi }));
+    // Keyed by range too: a sum of matmuls has one `k` per product, each with its own length.
+    return this.#make(`v|${name}|${lo}|${hi}`, (id) => ({ k: "var", id, dtype: "i32", name, lo, hi }));
   }
 
   /** Parameter slot `slot` of dtype `dtype` (a value supplied with each launch). */

@@ -8,8 +8,21 @@
 import type { Node } from "../ir/node.ts";
 import { Op } from "../ir/ops.ts";
 import { stridesOf } from "../shape.ts";
-import { type AluOp, KBuilder, type Kernel, type KExpr, type MatmulSpec } from "./kexpr.ts";
-import { ELEMENTWISE_OPS } from "../ir/ops.ts";
+import {
+  type AluOp,
+  dependsOn,
+  KBuilder,
+  type Kernel,
+  type KernelRow,
+  type KExpr,
+  kNodes,
+  type MatmulSpec,
+  type MatmulTerm,
+} from "./kexpr.ts";
+import { rowLoopIterations } from "./verify.ts";
+import { rowReduceLength } from "./schedule.ts";
+import { LOOP_BUDGET } from "./split_loops.ts";
+import { type MatmulTerms, matmulTerms, termFlops } from "./matmul_terms.ts";
 import { LruCache } from "./lru.ts";
 
 /** Matmuls with at least this many multiply-adds use the tiled template. */
@@ -23,8 +36,8 @@ interface Ctx {
   at: (n: Node, idx: readonly KExpr[]) => KExpr;
   /** The parameter slot carrying a Const node's value or a Rand node's seed. */
   param: (n: Node) => KExpr;
-  /** The Dot computed by the matmul template (lowered as the accumulator), if any. */
-  templateDot: Node | null;
+  /** The products computed by the matmul template (their sum is lowered as the accumulator), if any. */
+  template: MatmulTerms | null;
   loops: number;
 }
 
@@ -120,7 +133,6 @@ export const LOWER_RULES: { [O in Op]: Rule } = {
     return c.kb.reduce("argmax", loop, len, c.at(n.src[0], idx.map((e, i) => (i === axis ? loop : e))));
   },
   [Op.Dot]: (n, idx, c) => {
-    if (n === c.templateDot) return c.kb.acc(n.dtype);
     const r = n.shape.length;
     const kdim = n.src[0].shape[r - 1];
     const loop = c.kb.var(`r${c.loops++}`, 0, Math.max(kdim - 1, 0));
@@ -189,44 +201,25 @@ function kernelName(root: Node, isInput: (n: Node) => boolean): string {
 }
 
 /**
- * Finds the Dot the tiled template can compute for `root`: the region's only Dot, reached from the root only
- * through elementwise ops and reshapes (so the root's flat index is the Dot's flat index, and the epilogue sees the
- * accumulator of exactly its own element).
+ * The row length of `root`'s region when it holds reductions over trailing axes, all of one length (the
+ * candidates for row mode); null otherwise.
  */
-function templateDotOf(root: Node, isInput: (n: Node) => boolean): Node | null {
-  const region: Node[] = [];
+function rowLengthOf(root: Node, isInput: (n: Node) => boolean): number | null {
+  let len: number | null = null;
   const seen = new Set<Node>();
   const stack = [root];
   while (stack.length > 0) {
     const n = stack.pop()!;
     if (seen.has(n) || (n !== root && isInput(n))) continue;
     seen.add(n);
-    region.push(n);
+    const l = rowReduceLength(n);
+    if (l !== null) {
+      if (len !== null && l !== len) return null;
+      len = l;
+    }
     stack.push(...n.src);
   }
-  const dots = region.filter((n) => n.op === Op.Dot);
-  if (dots.length !== 1) return null;
-  const d = dots[0];
-  // Every region node on a path from the root to the Dot must map indices one to one.
-  const leads = new Map<Node, boolean>();
-  const reaches = (n: Node): boolean => {
-    if (n === d) return true;
-    if (!seen.has(n)) return false;
-    let r = leads.get(n);
-    if (r === undefined) {
-      leads.set(n, false);
-      r = n.src.some(reaches);
-      leads.set(n, r);
-    }
-    return r;
-  };
-  for (const n of region) {
-    if (n !== d && reaches(n) && !ELEMENTWISE_OPS.has(n.op) && n.op !== Op.Reshape) return null;
-  }
-  const r = d.shape.length;
-  if (d.size !== root.size || d.dtype !== "f32") return null;
-  const flops = d.size * d.src[0].shape[r - 1];
-  return flops >= MATMUL_TEMPLATE_MIN_FLOPS ? d : null;
+  return len;
 }
 
 /** Whether a node's value reaches its kernel as a launch parameter (Const values, Rand seeds). */
@@ -287,7 +280,11 @@ export function lower(root: Node, isInput: (n: Node) => boolean, opts: LowerOpti
       const key = `${n.id}|${idx.map((e) => e.id).join(",")}`;
       let e = memo.get(key);
       if (e === undefined) {
-        e = ctx.isInput(n) ? loadOf(n, idx) : (LOWER_RULES[n.op] as Rule)(n, idx, ctx);
+        e = ctx.isInput(n)
+          ? loadOf(n, idx)
+          : n === ctx.template?.top
+          ? templateSum(ctx.template, idx)
+          : (LOWER_RULES[n.op] as Rule)(n, idx, ctx);
         memo.set(key, e);
       }
       return e;
@@ -301,9 +298,12 @@ export function lower(root: Node, isInput: (n: Node) => boolean, opts: LowerOpti
       }
       return kb.param(i, paramDtype(n));
     },
-    templateDot: null,
+    template: null,
     loops: 0,
   };
+  // The products' sum is the accumulator; other addends of the sum are added to it in the epilogue.
+  const templateSum = (t: MatmulTerms, idx: readonly KExpr[]) =>
+    t.extras.reduce((s: KExpr, e) => kb.add(s, ctx.at(e, idx)), kb.acc(t.top.dtype));
   const loadOf = (n: Node, idx: readonly KExpr[]) =>
     kb.load(ctx.input(n), flatIndex(kb, idx, n.shape), n.dtype);
 
@@ -312,26 +312,45 @@ export function lower(root: Node, isInput: (n: Node) => boolean, opts: LowerOpti
   const body = ctx.at(root, unflatten(kb, gid, root.shape));
 
   let matmul: MatmulSpec | null = null;
-  const dot = opts.matmulTemplate === false ? null : templateDotOf(root, ctx.isInput);
-  if (dot !== null) {
+  const prods = opts.matmulTemplate === false ? null : matmulTerms(root, ctx.isInput);
+  if (prods !== null && termFlops(prods) >= MATMUL_TEMPLATE_MIN_FLOPS) {
+    const dot = prods.dots[0];
     const r = dot.shape.length;
     const batchShape = dot.shape.slice(0, r - 2);
     const batch = batchShape.reduce((a, b) => a * b, 1);
-    const [m, n, k] = [dot.shape[r - 2], dot.shape[r - 1], dot.src[0].shape[r - 1]];
+    const [m, n] = [dot.shape[r - 2], dot.shape[r - 1]];
     const vb = kb.var("b", 0, batch - 1);
     const vm = kb.var("m", 0, m - 1);
     const vn = kb.var("n", 0, n - 1);
-    const vk = kb.var("k", 0, k - 1);
     const bidx = unflatten(kb, vb, batchShape);
+    const terms = prods.dots.map((d): MatmulTerm => {
+      const k = d.src[0].shape[r - 1];
+      const vk = kb.var("k", 0, k - 1);
+      memo.clear();
+      return { k, a: ctx.at(d.src[0], [...bidx, vm, vk]), b: ctx.at(d.src[1], [...bidx, vk, vn]) };
+    });
+    ctx.template = prods;
     memo.clear();
-    const a = ctx.at(dot.src[0], [...bidx, vm, vk]);
-    const b = ctx.at(dot.src[1], [...bidx, vk, vn]);
-    ctx.templateDot = dot;
-    memo.clear();
-    // The root's element with the same flat index as the Dot's (b, m, n).
+    // The root's element with the same flat index as the products' (b, m, n).
     const flat = kb.add(kb.mul(kb.add(kb.mul(vb, m), vm), n), vn);
     const epilogue = ctx.at(root, unflatten(kb, flat, root.shape));
-    matmul = { batch, m, n, k, a, b, epilogue };
+    matmul = { batch, m, n, terms, epilogue };
+  }
+  // Row mode: a body that broadcasts reductions over whole rows computes them once per row (see KernelRow).
+  let row: KernelRow | undefined;
+  const len = matmul === null ? rowLengthOf(root, ctx.isInput) : null;
+  if (len !== null && total % len === 0 && total > len) {
+    const vrow = kb.var("row", 0, total / len - 1);
+    const vj = kb.var("j", 0, len - 1);
+    memo.clear();
+    const rbody = ctx.at(root, unflatten(kb, kb.add(kb.mul(vrow, len), vj), root.shape));
+    const dep = dependsOn(vj);
+    const candidate: KernelRow = { length: len, body: rbody, row: vrow, j: vj };
+    if (
+      kNodes([rbody]).some((e) => e.k === "reduce" && !dep(e)) && rowLoopIterations(candidate) <= LOOP_BUDGET
+    ) {
+      row = candidate;
+    }
   }
   const kernel: Kernel = {
     name: kernelName(root, ctx.isInput),
@@ -340,6 +359,7 @@ export function lower(root: Node, isInput: (n: Node) => boolean, opts: LowerOpti
     outDtype: root.dtype,
     body,
     matmul,
+    ...(row === undefined ? {} : { row }),
     params: params.map(paramDtype),
   };
   return { kernel, inputs, params };

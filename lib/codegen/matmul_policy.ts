@@ -5,6 +5,9 @@
  * - `software` (llvmpipe/lavapipe, SwiftShader, any fallback adapter), measured on lavapipe (bench:matmul,
  *   bench:peers): big register blocks read as vec4, never workgroup memory (a barrier costs ~1.5 µs there and
  *   saves nothing, since every "shared" load is as slow as a global one); narrow products get a tile that fits.
+ * - `gpu with subgroups` (an adapter with the `subgroups` feature, when asked for with
+ *   `TESSERA_SUBGROUP_MATMUL=1`): subgroup tiles (`renderMatmulSubgroup`) for narrow products. Unverified on real
+ *   subgroups, so off by default.
  * - `gpu` (every other adapter): workgroup-shared 64 x 64 tiles (16 x 16 invocations, 4 x 4 each, k in steps of
  *   16) for products of at least 64 x 64, the register template for narrow ones. These are the textbook defaults
  *   for discrete GPUs; `deno task bench:gpu` times the variants on a real GPU and prints the measured choice to put
@@ -12,7 +15,7 @@
  *
  * @module
  */
-import { CPU_TILE, GPU_SHARED_TILE, type MatmulTile } from "../../kernels/matmul.wgsl.ts";
+import { CPU_TILE, GPU_SHARED_TILE, GPU_SUBGROUP_TILE, type MatmulTile } from "../../kernels/matmul.wgsl.ts";
 
 /** What a policy sees of the adapter. */
 export interface AdapterTraits {
@@ -20,6 +23,16 @@ export interface AdapterTraits {
   readonly description: string;
   /** True for a software fallback adapter. */
   readonly isFallback: boolean;
+  /**
+   * True when the device was created with the `subgroups` feature for the matmul (the adapter has it and the user
+   * asked for it: `TESSERA_SUBGROUP_MATMUL=1`). Default false.
+   */
+  readonly subgroups?: boolean;
+}
+
+/** Whether an adapter runs shaders on the CPU (llvmpipe/lavapipe, SwiftShader, any fallback adapter). */
+export function isSoftwareAdapter(a: AdapterTraits): boolean {
+  return a.isFallback || /llvmpipe|lavapipe|swiftshader|software/i.test(a.description);
 }
 
 /** A matmul policy: its name and its choice of blocking for a product `[batch] m x k · k x n`. */
@@ -59,15 +72,25 @@ export const GPU_POLICY: MatmulPolicy = {
   },
 };
 
+/**
+ * Subgroup tiles for narrow products (the rows of a workgroup share A through shuffles), workgroup-shared tiles
+ * for wide ones. Not measured on any GPU yet, and never verified with real subgroups (lavapipe has none: the tests
+ * run the variant with emulated shuffles), so it is chosen only when asked for (see {@link AdapterTraits}).
+ */
+export const GPU_SUBGROUP_POLICY: MatmulPolicy = {
+  name: "gpu with subgroups (subgroup tiles for narrow products, shared 64x64 tiles for wide ones)",
+  choose(m, n, k) {
+    return m >= 64 && n >= 64 ? GPU_SHARED_TILE : n >= 16 ? GPU_SUBGROUP_TILE : GPU_POLICY.choose(m, n, k);
+  },
+};
+
 /** The policy table, first match wins. */
 export const MATMUL_POLICIES: readonly {
   readonly matches: (a: AdapterTraits) => boolean;
   readonly policy: MatmulPolicy;
 }[] = [
-  {
-    matches: (a) => a.isFallback || /llvmpipe|lavapipe|swiftshader|software/i.test(a.description),
-    policy: SOFTWARE_POLICY,
-  },
+  { matches: isSoftwareAdapter, policy: SOFTWARE_POLICY },
+  { matches: (a) => a.subgroups === true, policy: GPU_SUBGROUP_POLICY },
   { matches: () => true, policy: GPU_POLICY },
 ];
 

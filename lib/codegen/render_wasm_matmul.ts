@@ -138,14 +138,20 @@ function microKernelDirectA(ldc: number, fma: boolean): FnBuilder {
 /** Renders a kernel with a matmul spec. */
 export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRenderOptions): WasmKernel {
   const { mb, f, help, usesMath, out, bases, params } = kernelModule(kernel);
-  const { mc: MC, nc: NC, kc: KC } = matmulBlocking(mm.m, mm.n, mm.k);
+  // A sum of products accumulates every term into the same block accumulators, one term after the other.
+  const depth = Math.max(...mm.terms.map((t) => t.k));
+  const { mc: MC, nc: NC, kc: KC } = matmulBlocking(mm.m, mm.n, depth);
   const mBlocks = Math.ceil(mm.m / MC);
   const nBlocks = Math.ceil(mm.n / NC);
   const micro = mb.addFunction(microKernel(NC, opts.relaxedSimd));
   // A read in place when its rows are contiguous along k (x·W, x·Wᵀ with x row-major): no packing of A.
-  const affA = affineLoad(mm.a, ["b", "m", "k"]);
-  const directA = affA !== null && affA.coef.get("k") === 1 ? affA : null;
-  const microA = directA === null ? -1 : mb.addFunction(microKernelDirectA(NC, opts.relaxedSimd));
+  const direct = mm.terms.map((t) => {
+    const affA = affineLoad(t.a, ["b", "m", "k"]);
+    return affA !== null && affA.coef.get("k") === 1 ? affA : null;
+  });
+  const microA = direct.every((d) => d === null)
+    ? -1
+    : mb.addFunction(microKernelDirectA(NC, opts.relaxedSimd));
   // Scratch: packed A (MC x KC), packed B (KC x NC), the block's accumulators (MC x NC).
   const AP = 0;
   const BP = MC * KC * 4;
@@ -293,15 +299,17 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
     f.get(mc).i32(MR - 1).op("i32.add").i32(MR).op("i32.div_u").set(mp);
     f.get(nc).i32(NR - 1).op("i32.add").i32(NR).op("i32.div_u").set(np);
     f.get(SCR).i32(CB).op("i32.add").i32(0).i32(MC * NC * 4).op("memory.fill");
-    // for pc in 0, KC, ... < K
-    if (mm.k > 0) {
+    // for each term, for pc in 0, KC, ... < K
+    for (const [q, term] of mm.terms.entries()) {
+      const directA = direct[q];
+      if (term.k === 0) continue;
       f.i32(0).set(pc);
       f.op("loop");
-      f.i32(KC).i32(mm.k).get(pc).op("i32.sub").i32(KC).i32(mm.k).get(pc).op("i32.sub").op("i32.lt_s")
+      f.i32(KC).i32(term.k).get(pc).op("i32.sub").i32(KC).i32(term.k).get(pc).op("i32.sub").op("i32.lt_s")
         .op("select").set(kc);
       f.get(kc).i32(1).op("i32.add").i32(-2).op("i32.and").set(kcp);
-      if (directA === null) pack(mm.a, "m", m0, mc, mp, MR, AP);
-      pack(mm.b, "n", n0, nc, np, NR, BP);
+      if (directA === null) pack(term.a, "m", m0, mc, mp, MR, AP);
+      pack(term.b, "n", n0, nc, np, NR, BP);
       forLocal(jp, np, () => {
         forLocal(i, mp, () => {
           if (directA !== null) {
@@ -330,7 +338,7 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
           else f.get(kcp).op("call", micro);
         });
       });
-      f.get(pc).i32(KC).op("i32.add").op("local.tee", pc).i32(mm.k).op("i32.lt_s").op("br_if", 0);
+      f.get(pc).i32(KC).op("i32.add").op("local.tee", pc).i32(term.k).op("i32.lt_s").op("br_if", 0);
       f.op("end");
     }
     // Epilogue over the block: out[(b·M + m)·N + n] = epi(b, m, n, acc), four columns at a time where the
@@ -384,7 +392,7 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
   f.get(item).i32(1).op("i32.add").op("local.tee", item).get(1).op("i32.lt_s").op("br_if", 0);
   f.op("end").op("end");
   mb.exportFunction("run", mb.addFunction(f));
-  const flopsPerItem = 2 * MC * NC * Math.max(mm.k, 1);
+  const flopsPerItem = 2 * MC * NC * Math.max(mm.terms.reduce((a, t) => a + t.k, 0), 1);
   return {
     bytes: mb.encode(),
     items: mm.batch * mBlocks * nBlocks,

@@ -14,12 +14,25 @@
  * @module
  */
 import { type DType, lowest } from "../dtype.ts";
-import { type Kernel, type KExpr, kNodes, linearForm, type MatmulSpec, unhandledAluOp } from "./kexpr.ts";
+import {
+  dependsOn,
+  type Kernel,
+  type KernelRow,
+  type KExpr,
+  kNodes,
+  linearForm,
+  matmulDepth,
+  type MatmulSpec,
+  type MatmulTerm,
+  unhandledAluOp,
+} from "./kexpr.ts";
 import { linearize, type Stmt } from "./linearize.ts";
 import {
   type MatmulTile,
   renderMatmul,
   renderMatmulShared,
+  renderMatmulSubgroup,
+  type ShuffleMode,
   type VecOperand,
 } from "../../kernels/matmul.wgsl.ts";
 import { type MatmulPolicy, SOFTWARE_POLICY } from "./matmul_policy.ts";
@@ -281,17 +294,33 @@ export function bindings(kernel: Kernel, vec4Inputs: ReadonlySet<string> = new S
   return out;
 }
 
+/** Whether a kernel needs `enable f16;`, and the helper functions its nodes call. */
+function needs(kernel: Kernel, roots: readonly KExpr[]): { f16: boolean; helpers: string[] } {
+  const nodes = kNodes(roots);
+  const f16 = kernel.outDtype === "f16" || kernel.inputs.some((i) => i.dtype === "f16") ||
+    nodes.some((n) => n.dtype === "f16");
+  const helpers: string[] = [];
+  const need = (op: string) => nodes.some((n) => n.k === "alu" && n.op === op);
+  if (need("tanh")) helpers.push(WGSL_HELPERS.tanh);
+  if (need("pow")) helpers.push(WGSL_HELPERS.pow);
+  if (nodes.some((n) => n.k === "rand")) helpers.push(WGSL_HELPERS.rand);
+  return { f16, helpers };
+}
+
 /** Helper functions needed by the nodes of a kernel, plus `enable f16;` when needed. */
 export function preamble(kernel: Kernel, roots: readonly KExpr[]): string[] {
-  const nodes = kNodes(roots);
-  const usesF16 = kernel.outDtype === "f16" || kernel.inputs.some((i) => i.dtype === "f16") ||
-    nodes.some((n) => n.dtype === "f16");
-  const out: string[] = usesF16 ? ["enable f16;"] : [];
-  const need = (op: string) => nodes.some((n) => n.k === "alu" && n.op === op);
-  if (need("tanh")) out.push(WGSL_HELPERS.tanh);
-  if (need("pow")) out.push(WGSL_HELPERS.pow);
-  if (nodes.some((n) => n.k === "rand")) out.push(WGSL_HELPERS.rand);
-  return out;
+  const { f16, helpers } = needs(kernel, roots);
+  return [...(f16 ? ["enable f16;"] : []), ...helpers];
+}
+
+/** The WGSL array element type of each binding of a kernel: the output's, then each input's. */
+function bindingTypes(kernel: Kernel, vec4Inputs: ReadonlySet<string>): string[] {
+  return [
+    storageType(kernel.outDtype),
+    ...kernel.inputs.map((inp, i) =>
+      vec4Inputs.has(`in${i}`) ? `vec4<${storageType(inp.dtype)}>` : storageType(inp.dtype)
+    ),
+  ];
 }
 
 /** Dispatch grid for `groups` workgroups: x up to the per-dimension limit, the rest in y. */
@@ -302,43 +331,129 @@ export function grid(groups: number, maxPerDim = 65535): [number, number, number
   return [Math.ceil(groups / gy), gy, 1];
 }
 
-/** A rendered shader with its dispatch size. */
+/**
+ * A generated kernel's shader in pieces, so that several kernels can run in one shader (`render_merged.ts`): the
+ * module-scope names a piece uses are the kernel's own (`out0`, `in<i>`, the parameter uniform `P`, and its
+ * functions), and the entry point's body reads only `g`, the global invocation id.
+ */
+export interface KernelPieces {
+  /** Whether the shader needs `enable f16;`. */
+  readonly f16: boolean;
+  /** Helper functions (shared by every kernel that calls them). */
+  readonly helpers: readonly string[];
+  /** WGSL element type of each binding: the output's (`out0`), then each input's (`in<i>`). */
+  readonly bindingTypes: readonly string[];
+  /** Size of the parameter uniform in `vec4<u32>` (0: none). */
+  readonly paramVec4s: number;
+  /** Module-scope functions of the kernel (a matmul's loads and epilogue). */
+  readonly functions: readonly string[];
+  /** Lines of the entry point's body. */
+  readonly body: readonly string[];
+  /** Workgroup size. */
+  readonly workgroup: readonly [number, number, number];
+  /** Whether the kernel runs loops (a kernel sharing a launch costs the others' workgroups part of them). */
+  readonly loops: boolean;
+}
+
+/** A rendered shader with its dispatch size (and its pieces, for kernels that may share a shader). */
 export interface RenderedKernel {
+  /** The WGSL source. */
   readonly source: string;
+  /** Workgroup counts. */
   readonly dispatch: [number, number, number];
+  /** The shader in pieces; absent for kernels that must run alone (workgroup memory and barriers). */
+  readonly pieces?: KernelPieces;
 }
 
 /**
  * Renders a kernel to WGSL. A kernel with a matmul spec goes through the template with the blocking `tile`, or the
  * one `policy` (default: the software policy, see `matmul_policy.ts`) chooses for its shape; `vec4: false` makes
- * the register template read every operand with scalar loads (the baseline of benchmarks and tests).
+ * the register template read every operand with scalar loads (the baseline of benchmarks and tests); `shuffle`
+ * picks how a subgroup tile exchanges values (default `"native"`; `"emulated"` checks it without subgroups).
  */
 export function renderWGSL(
   kernel: Kernel,
-  opts: { tile?: MatmulTile; vec4?: boolean; policy?: MatmulPolicy } = {},
+  opts: { tile?: MatmulTile; vec4?: boolean; policy?: MatmulPolicy; shuffle?: ShuffleMode } = {},
 ): RenderedKernel {
   if (kernel.matmul !== null) {
     const mm = kernel.matmul;
-    const tile = opts.tile ?? (opts.policy ?? SOFTWARE_POLICY).choose(mm.m, mm.n, mm.k);
-    return renderMatmulKernel(kernel, mm, tile, opts.vec4 ?? true);
+    const tile = opts.tile ?? (opts.policy ?? SOFTWARE_POLICY).choose(mm.m, mm.n, matmulDepth(mm));
+    return renderMatmulKernel(kernel, mm, tile, opts.vec4 ?? true, opts.shuffle ?? "native");
   }
+  if (kernel.row !== undefined) return renderRowKernel(kernel, kernel.row);
   const body = kernel.body!;
   const total = kernel.outShape.reduce((a, b) => a * b, 1);
   const groups = Math.ceil(total / WORKGROUP);
   const [gx] = grid(groups);
   const { lines, result } = renderValue(body, "  ");
+  const main = [
+    `  let gid = i32(g.x + g.y * ${gx * WORKGROUP}u);`,
+    `  if (gid >= ${total}) { return; }`,
+    ...lines,
+    `  out0[gid] = ${toStorage(result, kernel.outDtype)};`,
+  ];
   const src = [
     ...preamble(kernel, [body]),
     ...bindings(kernel),
     `@compute @workgroup_size(${WORKGROUP})`,
     `fn main(@builtin(global_invocation_id) g: vec3<u32>) {`,
-    `  let gid = i32(g.x + g.y * ${gx * WORKGROUP}u);`,
-    `  if (gid >= ${total}) { return; }`,
-    ...lines,
-    `  out0[gid] = ${toStorage(result, kernel.outDtype)};`,
+    ...main,
     `}`,
   ].join("\n");
-  return { source: src, dispatch: grid(groups) };
+  const pieces: KernelPieces = {
+    ...needs(kernel, [body]),
+    bindingTypes: bindingTypes(kernel, new Set()),
+    paramVec4s: paramVec4s(kernel),
+    functions: [],
+    body: main,
+    workgroup: [WORKGROUP, 1, 1],
+    loops: kNodes([body]).some((e) => e.k === "reduce"),
+  };
+  return { source: src, dispatch: grid(groups), pieces };
+}
+
+/**
+ * Renders a kernel in row form: one invocation per row of `row.length` outputs; the statements that do not depend
+ * on `j` (the row's reductions) run once, then a loop over `j` computes and stores the row.
+ */
+function renderRowKernel(kernel: Kernel, row: KernelRow): RenderedKernel {
+  const total = kernel.outShape.reduce((a, b) => a * b, 1);
+  const rows = total / row.length;
+  const groups = Math.ceil(rows / WORKGROUP);
+  const [gx] = grid(groups);
+  const dep = dependsOn(row.j);
+  const stmts = linearize([row.body]);
+  const once = stmts.filter((st) => !dep(st.node));
+  const each = stmts.filter((st) => dep(st.node));
+  const main = [
+    `  let ${row.row.name} = i32(g.x + g.y * ${gx * WORKGROUP}u);`,
+    `  if (${row.row.name} >= ${rows}) { return; }`,
+    ...printStmts(once, "  "),
+    `  for (var ${row.j.name}: i32 = 0; ${row.j.name} < ${row.length}; ${row.j.name} = ${row.j.name} + 1) {`,
+    ...printStmts(each, "    "),
+    `    out0[${row.row.name} * ${row.length} + ${row.j.name}] = ${
+      toStorage(ref(row.body), kernel.outDtype)
+    };`,
+    `  }`,
+  ];
+  const src = [
+    ...preamble(kernel, [row.body]),
+    ...bindings(kernel),
+    `@compute @workgroup_size(${WORKGROUP})`,
+    `fn main(@builtin(global_invocation_id) g: vec3<u32>) {`,
+    ...main,
+    `}`,
+  ].join("\n");
+  const pieces: KernelPieces = {
+    ...needs(kernel, [row.body]),
+    bindingTypes: bindingTypes(kernel, new Set()),
+    paramVec4s: paramVec4s(kernel),
+    functions: [],
+    body: main,
+    workgroup: [WORKGROUP, 1, 1],
+    loops: true,
+  };
+  return { source: src, dispatch: grid(groups), pieces };
 }
 
 /** `index` as `c0 + Σ coef·v` over the template variables `b`, `m`, `n`, `k`; null when any other term occurs. */
@@ -353,16 +468,18 @@ function templateAffine(index: KExpr): { c0: number; coef: Record<string, number
 }
 
 /**
- * How operand `value` (A: variables b, m, k; B: b, k, n) can be read as `vec4<f32>`: a plain f32 load, contiguous
- * along k (`rowAxis` then has any stride that is a multiple of 4) or along `rowAxis` (k's stride a multiple of
- * 4), every other coefficient a multiple of 4, and its binding read nowhere else in the kernel.
+ * How a term's operand (A: variables b, m, k; B: b, k, n) could be read as `vec4<f32>`: a plain f32 load (or an
+ * f16 load widened to f32), contiguous along k (`rowAxis` then has any stride that is a multiple of 4) or along
+ * `rowAxis` (k's stride a multiple of 4), every other coefficient a multiple of 4. Whether its binding is read
+ * anywhere else is decided by the caller.
  */
-function vecOperand(
+function vecCandidate(
   kernel: Kernel,
   mm: MatmulSpec,
+  term: MatmulTerm,
   operand: KExpr,
   rowAxis: "m" | "n",
-): VecOperand | undefined {
+): { v: VecOperand; buf: number } | undefined {
   // f16 storage widened to f32 (`f32(in[i])`) reads as vec4<f16>, converted once per vec4.
   const half = operand.k === "alu" && operand.op === "cast" && operand.dtype === "f32" &&
     operand.args[0].k === "load" && operand.args[0].dtype === "f16";
@@ -373,27 +490,63 @@ function vecOperand(
   ) {
     return undefined;
   }
-  // The binding may be read elsewhere only as the other operand's own plain load (x·xᵀ; then both must be vec4).
-  const other = operand === mm.a ? mm.b : mm.a;
-  const readsBuf = (e: KExpr) => e.k === "load" && e.buf === value.buf;
-  if (kNodes([mm.epilogue]).some(readsBuf) || kNodes([other]).some((e) => readsBuf(e) && e !== other)) {
-    return undefined;
-  }
-  if (half && kNodes([other]).some(readsBuf)) return undefined;
   const aff = templateAffine(value.index);
   if (aff === null) return undefined;
   const { k = 0, b = 0, ...rest } = aff.coef;
   const row = rest[rowAxis] ?? 0;
   if (Object.keys(rest).some((v) => v !== rowAxis) || aff.c0 % 4 !== 0 || b % 4 !== 0) return undefined;
   const name = `in${value.buf}`;
-  if (k === 1 && row % 4 === 0 && mm.k % 4 === 0) {
-    return { name, axis: "k", c0: aff.c0, cb: b, cOther: row, half };
+  if (k === 1 && row % 4 === 0 && term.k % 4 === 0) {
+    return { v: { name, axis: "k", c0: aff.c0, cb: b, cOther: row, half }, buf: value.buf };
   }
   const rows = rowAxis === "m" ? mm.m : mm.n;
   if (row === 1 && k % 4 === 0 && rows % 4 === 0) {
-    return { name, axis: rowAxis, c0: aff.c0, cb: b, cOther: k, half };
+    return { v: { name, axis: rowAxis, c0: aff.c0, cb: b, cOther: k, half }, buf: value.buf };
   }
   return undefined;
+}
+
+/**
+ * The vec4 reads of every term's operands: an operand is read as vec4 when it can be (see {@link vecCandidate})
+ * and every read of its binding in the kernel is such an operand read with the same element type (a binding
+ * declared `array<vec4<...>>` cannot be read element by element).
+ */
+function vecOperands(
+  kernel: Kernel,
+  mm: MatmulSpec,
+  t: MatmulTile,
+  vec4: boolean,
+): { a?: VecOperand; b?: VecOperand }[] {
+  const cands = mm.terms.map((term) => {
+    if (!vec4) return { a: undefined, b: undefined };
+    let a = vecCandidate(kernel, mm, term, term.a, "m");
+    let b = vecCandidate(kernel, mm, term, term.b, "n");
+    if (a?.v.axis === "m" && t.tm % 4 !== 0) a = undefined;
+    if (b?.v.axis === "n" && t.tn % 4 !== 0) b = undefined;
+    return { a, b };
+  });
+  // Bindings some read of which is not a vec4 operand read: the epilogue's loads, the loads inside operands that
+  // are not plain loads, and plain operand loads that cannot be vec4.
+  const scalarRead = new Set<number>();
+  const halfRead = new Map<number, boolean>();
+  const loadsOf = (roots: KExpr[]) =>
+    kNodes(roots).filter((e) => e.k === "load") as (KExpr & { k: "load" })[];
+  for (const e of loadsOf([mm.epilogue])) scalarRead.add(e.buf);
+  mm.terms.forEach((term, i) => {
+    for (const [op, cand] of [[term.a, cands[i].a], [term.b, cands[i].b]] as const) {
+      if (cand === undefined) {
+        for (const e of loadsOf([op])) scalarRead.add(e.buf);
+        continue;
+      }
+      const h = cand.v.half ?? false;
+      if (halfRead.has(cand.buf) && halfRead.get(cand.buf) !== h) scalarRead.add(cand.buf);
+      halfRead.set(cand.buf, h);
+    }
+  });
+  return cands.map((c) => ({
+    a: c.a !== undefined && !scalarRead.has(c.a.buf) ? c.a.v : undefined,
+    b: c.b !== undefined && !scalarRead.has(c.b.buf) ? c.b.v : undefined,
+  }));
 }
 
 /** Renders a kernel that has a matmul spec through the tiled template. */
@@ -402,40 +555,57 @@ function renderMatmulKernel(
   mm: MatmulSpec,
   t: MatmulTile,
   vec4: boolean,
+  shuffle: ShuffleMode,
 ): RenderedKernel {
-  const parts = {
+  const roots = [...mm.terms.flatMap((x) => [x.a, x.b]), mm.epilogue];
+  const base = {
     batch: mm.batch,
     m: mm.m,
     n: mm.n,
-    k: mm.k,
-    loadA: renderValue(mm.a, "  "),
-    loadB: renderValue(mm.b, "  "),
     epilogue: renderValue(mm.epilogue, "  "),
     outType: wgslType(kernel.outDtype),
     store: (v: string) => toStorage(v, kernel.outDtype),
   };
+  const plain = mm.terms.map((x) => ({
+    k: x.k,
+    loadA: renderValue(x.a, "  "),
+    loadB: renderValue(x.b, "  "),
+  }));
   if (t.bk !== undefined) {
     return renderMatmulShared({
-      ...parts,
-      header: [...preamble(kernel, [mm.a, mm.b, mm.epilogue]), ...bindings(kernel)],
+      ...base,
+      terms: plain,
+      header: [...preamble(kernel, roots), ...bindings(kernel)],
     }, t);
   }
-  let vecA = vec4 ? vecOperand(kernel, mm, mm.a, "m") : undefined;
-  let vecB = vec4 ? vecOperand(kernel, mm, mm.b, "n") : undefined;
-  if (vecA?.axis === "m" && t.tm % 4 !== 0) vecA = undefined;
-  if (vecB?.axis === "n" && t.tn % 4 !== 0) vecB = undefined;
-  // A binding read by both operands (x·xᵀ) is declared once: vec4 only when both read it as vec4.
-  if (
-    mm.a.k === "load" && mm.b.k === "load" && mm.a.buf === mm.b.buf &&
-    (vecA === undefined) !== (vecB === undefined)
-  ) {
-    vecA = vecB = undefined;
+  if (t.subgroup) {
+    return renderMatmulSubgroup(
+      {
+        ...base,
+        terms: plain,
+        header: [...preamble(kernel, roots), ...bindings(kernel)],
+      },
+      t,
+      shuffle,
+    );
   }
-  const vec4Inputs = new Set([vecA, vecB].filter((v) => v !== undefined).map((v) => v.name));
-  return renderMatmul({
-    ...parts,
-    header: [...preamble(kernel, [mm.a, mm.b, mm.epilogue]), ...bindings(kernel, vec4Inputs)],
-    vecA,
-    vecB,
+  const vecs = vecOperands(kernel, mm, t, vec4);
+  const vec4Inputs = new Set(
+    vecs.flatMap((v) => [v.a, v.b]).filter((v) => v !== undefined).map((v) => v.name),
+  );
+  const r = renderMatmul({
+    ...base,
+    terms: plain.map((x, i) => ({ ...x, vecA: vecs[i].a, vecB: vecs[i].b })),
+    header: [...preamble(kernel, roots), ...bindings(kernel, vec4Inputs)],
   }, t);
+  const pieces: KernelPieces = {
+    ...needs(kernel, roots),
+    bindingTypes: bindingTypes(kernel, vec4Inputs),
+    paramVec4s: paramVec4s(kernel),
+    functions: r.functions,
+    body: r.body,
+    workgroup: r.workgroup,
+    loops: true,
+  };
+  return { source: r.source, dispatch: r.dispatch, pieces };
 }

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { type Kernel, type KExpr, kNodes } from "./kexpr.ts";
+import { dependsOn, type Kernel, type KernelRow, type KExpr, kNodes, matmulDepth } from "./kexpr.ts";
 import { linearize, type Stmt } from "./linearize.ts";
 import { LOOP_BUDGET } from "./split_loops.ts";
 
@@ -18,6 +18,25 @@ export function loopIterations(root: KExpr): number {
   return total(linearize([root]), 1);
 }
 
+/** Loop iterations of one invocation of a row kernel: the row's own loops once, the rest once per element. */
+export function rowLoopIterations(row: KernelRow): number {
+  const dep = dependsOn(row.j);
+  const cost = (stmts: readonly Stmt[], mult: number): number =>
+    stmts.reduce(
+      (a, s) => (s.kind === "loop" ? a + mult * s.node.size + cost(s.body, mult * s.node.size) : a),
+      0,
+    );
+  let once = 0;
+  let each = 0;
+  for (const s of linearize([row.body])) {
+    if (s.kind !== "loop") continue;
+    const c = cost([s], 1);
+    if (dep(s.node)) each += c;
+    else once += c;
+  }
+  return once + row.length * (1 + each);
+}
+
 /**
  * Checks a kernel's internal consistency; throws naming the kernel and the problem. `loopBudget` is the device's
  * cap on loop iterations per invocation.
@@ -27,9 +46,9 @@ export function verifyKernel(kernel: Kernel, loopBudget: number = LOOP_BUDGET): 
     throw new Error(`kernel ${kernel.name}: ${msg}`);
   };
   const roots = kernel.matmul !== null
-    ? [kernel.matmul.a, kernel.matmul.b, kernel.matmul.epilogue]
+    ? [...kernel.matmul.terms.flatMap((t) => [t.a, t.b]), kernel.matmul.epilogue]
     : kernel.body !== null
-    ? [kernel.body]
+    ? [kernel.body, ...(kernel.row === undefined ? [] : [kernel.row.body])]
     : fail("has neither a body nor a matmul spec");
   for (const e of kNodes(roots)) {
     if (e.k === "load") {
@@ -51,7 +70,14 @@ export function verifyKernel(kernel: Kernel, loopBudget: number = LOOP_BUDGET): 
     }
     if (e.k === "rand" && e.seed.dtype !== "u32") fail(`generator seed of dtype ${e.seed.dtype}`);
   }
-  const trips = kernel.matmul !== null ? kernel.matmul.k : loopIterations(kernel.body!);
+  if (kernel.matmul !== null && kernel.matmul.terms.length === 0) fail("has a matmul spec without products");
+  if (kernel.row !== undefined) {
+    const total = kernel.outShape.reduce((a, b) => a * b, 1);
+    if (total % kernel.row.length !== 0) fail(`rows of ${kernel.row.length} do not divide ${total} outputs`);
+    const rowTrips = rowLoopIterations(kernel.row);
+    if (rowTrips > loopBudget) fail(`runs ${rowTrips} loop iterations per row (budget ${loopBudget})`);
+  }
+  const trips = kernel.matmul !== null ? matmulDepth(kernel.matmul) : loopIterations(kernel.body!);
   if (trips > loopBudget) fail(`runs ${trips} loop iterations per invocation (budget ${loopBudget})`);
   const outType = kernel.matmul !== null ? kernel.matmul.epilogue.dtype : kernel.body!.dtype;
   if (outType !== kernel.outDtype) fail(`body dtype ${outType} but output dtype ${kernel.outDtype}`);

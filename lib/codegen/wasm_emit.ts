@@ -731,7 +731,7 @@ export function kernelModule(kernel: Kernel): {
   const mb = new ModuleBuilder();
   mb.importMemory("env", "mem", { min: 1, max: WASM_MAX_PAGES, shared: true });
   const roots = kernel.matmul !== null
-    ? [kernel.matmul.a, kernel.matmul.b, kernel.matmul.epilogue]
+    ? [...kernel.matmul.terms.flatMap((t) => [t.a, t.b]), kernel.matmul.epilogue]
     : [kernel.body!];
   const usesMath = kNodes(roots).some((n) => n.k === "alu" && (n.op === "sin" || n.op === "cos"));
   const math = usesMath

@@ -4,10 +4,22 @@
  * @module
  */
 import { JACOBI_TINY } from "../../kernels/jacobi.wgsl.ts";
-import { eye, randn } from "../tensor/creation.ts";
+import { eye, randn, tensor } from "../tensor/creation.ts";
 import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
 import { absMaxScale, checkInt, checkMatrix, descendingPerm, largestPositiveSigns } from "./common.ts";
-import { defaultSweeps, jacobiSweeps, roundUp4 } from "./jacobi.ts";
+import { defaultSweeps, F32_UNIT_ROUNDOFF, jacobiSweeps, roundUp4 } from "./jacobi.ts";
+import {
+  JACOBI_SOLVE_WGSL,
+  jacobiSolveHost,
+  jacobiSolveParams,
+  SOLVE_DISPATCH,
+  SOLVE_MAX_COLS,
+  SOLVE_MAX_ROWS,
+  solveShape,
+  solveSweepBudget,
+} from "../../kernels/jacobi_solve.wgsl.ts";
+import { LOOP_BUDGET } from "../codegen/split_loops.ts";
+import { runKernels } from "../tensor/custom.ts";
 import { householderColumns, upperR } from "./qr.ts";
 
 /** Seed of the random vectors that complete V when the input has exactly zero singular values. */
@@ -28,6 +40,12 @@ export interface SvdOptions {
   check?: number;
   /** Convergence threshold of `check` on the cosine of two columns (default √k · 2⁻²⁴, k = min(m, n)). */
   tol?: number;
+  /**
+   * Run the whole Jacobi iteration in one kernel without QR preconditioning (`kernels/jacobi_solve.wgsl.ts`: one
+   * launch instead of about a thousand, stopping at convergence without a read-back; `sweeps` is then the most
+   * it runs, default {@link FUSED_SWEEPS}). Default: for matrices with min(m, n) ≤ 64 and max(m, n) ≤ 128.
+   */
+  fused?: boolean;
   /**
    * Sign convention: `"u"` (default) makes the largest-magnitude entry of each left singular vector
    * positive; `"v"` does so for each right singular vector (scikit-learn's
@@ -74,6 +92,9 @@ export async function svdColumns(
   cols: number,
   opts: SvdCoreOptions,
 ): Promise<SvdRows> {
+  if (opts.fused ?? (cols <= SOLVE_MAX_COLS && rows <= SOLVE_MAX_ROWS)) {
+    return await svdFused(wc, rows, cols, opts);
+  }
   const dev = wc.device;
   const f = await householderColumns(wc, rows, cols, { wantQ: true });
   const r = upperR(f.factored, rows, cols); // [cols, cols]; row j of R = column j of Rᵀ
@@ -132,6 +153,55 @@ export async function svdColumns(
   return { uRows, s, vRows };
 }
 
+/** Most sweeps of the one-kernel solver (it stops at convergence: 5–25 sweeps on 64-column inputs). */
+export const FUSED_SWEEPS = 40;
+
+/**
+ * The SVD core of {@link svdColumns} in one kernel (`kernels/jacobi_solve.wgsl.ts`): one-sided Jacobi on the
+ * columns of W itself, `W V = B`, stopping at convergence inside the kernel; U = B/σ completed where σ is zero, V
+ * orthonormal by construction. Sorted by σ; same conventions as {@link svdColumns}.
+ */
+async function svdFused(wc: F32, rows: number, cols: number, opts: SvdCoreOptions): Promise<SvdRows> {
+  if (cols > SOLVE_MAX_COLS || rows > SOLVE_MAX_ROWS) {
+    throw new RangeError(
+      `svd: fused takes at most ${SOLVE_MAX_ROWS} x ${SOLVE_MAX_COLS} (after transposing to tall), got ` +
+        `${rows} x ${cols}`,
+    );
+  }
+  const layout = {
+    rows,
+    cols,
+    sweeps: Math.min(opts.sweeps ?? FUSED_SWEEPS, solveSweepBudget(rows, cols, LOOP_BUDGET)),
+    tol: opts.tol ?? Math.sqrt(rows) * F32_UNIT_ROUNDOFF,
+  };
+  const { p4r, stride, slots } = solveShape(layout);
+  // Records [w_j | e_j | 0] (the identity starts V), one zero record for an odd column count.
+  const records = wc.pad([[0, slots - cols], [0, stride - rows]]).add(
+    (eye(cols, cols, { device: wc.device }) as unknown as F32).pad([[0, slots - cols], [
+      p4r,
+      stride - p4r - cols,
+    ]]),
+  ) as F32;
+  const params = tensor(jacobiSolveParams(layout), { dtype: "u32", device: wc.device });
+  const [out] = await runKernels([records, params], [{ shape: [slots, stride], dtype: "f32" }], [{
+    name: "jacobi_solve",
+    wgsl: JACOBI_SOLVE_WGSL,
+    dispatch: SOLVE_DISPATCH,
+    bindings: [2, 0, 1],
+    host: jacobiSolveHost(layout),
+  }]) as [F32];
+  records.dispose();
+  params.dispose();
+  const sig = out.slice([0, cols], stride - 4) as F32;
+  const perm = descendingPerm(sig);
+  const s = sig.gather(perm, 0) as F32;
+  const uRows = out.slice([0, cols], [0, rows]).gather(perm, 0) as F32;
+  const vRows = opts.noV ? s : out.slice([0, cols], [p4r, p4r + cols]).gather(perm, 0) as F32;
+  await realize(...new Set([s, uRows, vRows]));
+  out.dispose();
+  return { uRows, s, vRows };
+}
+
 /**
  * Thin SVD `A = U diag(S) Vᵀ` of any m×n float32 matrix, computed on its device by one-sided Jacobi with QR
  * preconditioning.
@@ -152,6 +222,11 @@ export async function svdColumns(
  *
  * Accuracy (float32, n = 200): ‖A − U S Vᵀ‖/‖A‖ ≈ 1e-6, ‖UᵀU − I‖_F and ‖VᵀV − I‖_F ≈ 1e-5. The input must
  * be finite (NaN or infinite entries give unspecified results).
+ *
+ * Small matrices (min(m, n) ≤ 64, max(m, n) ≤ 128; see {@link SvdOptions.fused}) skip the QR step and run the
+ * whole Jacobi iteration in one kernel (`kernels/jacobi_solve.wgsl.ts`): one workgroup, a barrier between rounds
+ * instead of a launch, and a convergence test after every sweep inside the kernel; U = B/σ there, completed by
+ * Gram–Schmidt of fixed pseudo-random vectors where σ is exactly zero, and V is orthonormal by construction.
  *
  * Read-backs: none by default — all sweeps run in one submission and the results stay on the device. With
  * `check: k` the rotation counter is read back every k sweeps (~11 ms each) to stop early.

@@ -9,7 +9,8 @@
 import type { DeviceName } from "../ir/node.ts";
 import type { Shape } from "../shape.ts";
 import { arange, tensor } from "../tensor/creation.ts";
-import type { Tensor } from "../tensor/tensor.ts";
+import { Tensor } from "../tensor/tensor.ts";
+import { Op } from "../ir/ops.ts";
 import { deriveSeed } from "./init.ts";
 import { customVjp } from "../autodiff/grad.ts";
 import { customKernel } from "../tensor/custom.ts";
@@ -191,6 +192,12 @@ export interface CausalAttentionOptions {
    * math from primitives (matmuls and a softmax).
    */
   fused?: boolean;
+  /**
+   * Rotate `q` and `k` by RoPE first (tables `[S, headDim/2]`, rows by position: query `t` at `t + S − T`, key `s`
+   * at `s`), as {@link applyRope} does. The fused kernels rotate inside (no kernels of their own, forward or
+   * backward); needs `S = T` when causal.
+   */
+  rope?: RopeTables;
 }
 
 function spec(k: AttentionKernel) {
@@ -205,16 +212,37 @@ function spec(k: AttentionKernel) {
   };
 }
 
+/**
+ * A RoPE table as the kernels read it: the stored table itself when the given one is its first rows (a prefix
+ * view: no copy), else the given tensor.
+ */
+function tableInput(t: F32): F32 {
+  let n = t.node;
+  while (n.storage === null && (n.op === Op.Reshape || n.op === Op.Shrink)) {
+    if (n.op === Op.Shrink) {
+      const { start, step } = n.argOf(Op.Shrink);
+      if (start.some((x) => x !== 0) || step.some((x) => x !== 1)) return t;
+    }
+    n = n.src[0];
+  }
+  const [rows] = t.shape;
+  const cols = t.shape[1];
+  return n.storage !== null && n.shape.length === 2 && n.shape[1] === cols && n.shape[0] >= rows
+    ? new Tensor(n) as F32
+    : t;
+}
+
 /** {@link causalAttention} through the fused kernels; `q`, `k`, `v` as there, `a` their dimensions. */
-function fusedAttention(q: F32, k: F32, v: F32, a: AttentionDims): F32 {
+function fusedAttention(q: F32, k: F32, v: F32, a: AttentionDims, rope?: RopeTables): F32 {
   const rows = a.b * a.t * a.h;
   const krows = a.b * a.s * a.hkv;
-  const fwd = customKernel(spec(attentionForward(a)), [q, k, v]) as F32;
+  const tables = rope === undefined ? [] : [tableInput(rope.cos), tableInput(rope.sin)];
+  const fwd = customKernel(spec(attentionForward(a)), [q, k, v, ...tables]) as F32;
   const out = fwd.slice([0, rows * a.d]).reshape([a.b, a.t, a.h, a.d]) as F32;
   // d(q, k, v) from dO with the forward's logsumexp; the query pass also gives Δ = dO·O for the key/value pass.
   return customVjp((_q: F32, _k: F32, _v: F32) => out, (g) => {
-    const bq = customKernel(spec(attentionBackwardQuery(a)), [q, k, v, g, fwd]) as F32;
-    const bkv = customKernel(spec(attentionBackwardKeyValue(a)), [q, k, v, g, fwd, bq]) as F32;
+    const bq = customKernel(spec(attentionBackwardQuery(a)), [q, k, v, g, fwd, ...tables]) as F32;
+    const bkv = customKernel(spec(attentionBackwardKeyValue(a)), [q, k, v, g, fwd, bq, ...tables]) as F32;
     return [
       bq.slice([0, rows * a.d]).reshape(q.shape),
       bkv.slice([0, krows * a.d]).reshape(k.shape),
@@ -267,9 +295,29 @@ export function causalAttention(
   }
   const g = h / hkv;
   const scale = opts.scale ?? 1 / Math.sqrt(d);
-  const dims: AttentionDims = { b, t, s, h, hkv, d, scale, causal };
+  const rope = opts.rope;
+  if (
+    rope !== undefined &&
+    (rope.cos.shape.join() !== `${s},${d / 2}` || rope.sin.shape.join() !== `${s},${d / 2}`)
+  ) {
+    throw new RangeError(
+      `causalAttention: rope tables must be [${s}, ${d / 2}] for keys [${k.shape.join(", ")}], got [${
+        rope.cos.shape.join(", ")
+      }] and [${rope.sin.shape.join(", ")}]`,
+    );
+  }
+  const dims: AttentionDims = { b, t, s, h, hkv, d, scale, causal, rope: rope !== undefined };
   if ((opts.fused ?? true) && q.dtype === "f32" && attentionUnfit(dims, LOOP_BUDGET) === null) {
-    return fusedAttention(q, k, v, dims) as Tensor<number[], "f32">;
+    return fusedAttention(q, k, v, dims, rope) as Tensor<number[], "f32">;
+  }
+  if (rope !== undefined) {
+    // Queries sit at the last T of the S positions.
+    const qTables = s === t ? rope : {
+      cos: rope.cos.slice([s - t, s]) as F32,
+      sin: rope.sin.slice([s - t, s]) as F32,
+    };
+    q = applyRope(q, qTables) as F32;
+    k = applyRope(k, rope) as F32;
   }
   const qh = q.permute([0, 2, 1, 3]).reshape([b, hkv, g, t, d]) as F32;
   const kh = k.permute([0, 2, 1, 3]).reshape([b, hkv, 1, s, d]) as F32;
@@ -490,8 +538,9 @@ export class Attention extends Module {
     }
     const [b, t] = x.shape;
     const rope = this.#rope ? opts.rope ?? this.rope(t, opts.start ?? 0, x.device) : undefined;
-    const { q, k, v } = this.#qkv(x, rope);
-    const o = causalAttention(q, k, v).reshape([b, t, this.#nHeads * this.headDim]) as F32;
+    // RoPE is applied by causalAttention: inside the fused kernels where they apply (no kernels of its own).
+    const { q, k, v } = this.#qkv(x, undefined);
+    const o = causalAttention(q, k, v, { rope }).reshape([b, t, this.#nHeads * this.headDim]) as F32;
     return this.wo.forward(o);
   }
 

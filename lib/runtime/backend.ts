@@ -46,6 +46,18 @@ export interface PreparedSteps {
   run(copies?: readonly (readonly [Storage, Storage])[]): Promise<void>;
   /** Frees what preparing made (not the storages). */
   dispose(): void;
+  /** Launches (dispatches) one run makes: fewer than the steps where independent kernels share one. */
+  readonly launches?: number;
+}
+
+/** What to read back: `n` elements of dtype `dtype` from `storage`. */
+export interface ReadSpec {
+  /** The storage. */
+  readonly storage: Storage;
+  /** Its element type. */
+  readonly dtype: DType;
+  /** Elements to read. */
+  readonly n: number;
 }
 
 /** A device able to run kernels. */
@@ -56,6 +68,11 @@ export interface Backend {
   readonly description: string;
   /** Storage buffers one kernel may bind besides its output. */
   readonly maxInputs: number;
+  /**
+   * Optional: whether reductions over whole rows are fused into the kernels that broadcast them, one invocation
+   * per row (the renderer then uses a kernel's row form, see `KernelRow`). Default false.
+   */
+  readonly rowKernels?: boolean;
   /** Largest single buffer in bytes. */
   readonly maxBufferBytes: number;
   /**
@@ -82,6 +99,8 @@ export interface Backend {
   write?(s: Storage, d: DType, data: AnyDataArray): Promise<void>;
   /** Optional: copies each `[src, dst]` pair (equal sizes), after all work queued so far. */
   copy?(pairs: readonly (readonly [Storage, Storage])[]): Promise<void>;
+  /** Optional: reads several storages back at once (one wait for the device instead of one per storage). */
+  readMany?(parts: readonly ReadSpec[]): Promise<AnyDataArray[]>;
 }
 
 /** Memory statistics of a backend. */

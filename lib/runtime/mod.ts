@@ -4,7 +4,7 @@
  *
  * @module
  */
-export type { Backend, BackendStats, PreparedSteps, RawStep, Step } from "./backend.ts";
+export type { Backend, BackendStats, PreparedSteps, RawStep, ReadSpec, Step } from "./backend.ts";
 export {
   AUTO_DEVICE,
   deviceLine,

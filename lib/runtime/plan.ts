@@ -110,6 +110,8 @@ export interface PlanOptions {
   noMatmulTemplate?: boolean;
   /** Most loop iterations one kernel invocation may run on the device (default: llvmpipe's budget). */
   loopBudget?: number;
+  /** Fuse row reductions into the kernels that broadcast them (see `schedule.ts`; the device's choice). */
+  rowKernels?: boolean;
 }
 
 /** Most plans kept (least recently used ones are evicted). */
@@ -127,7 +129,7 @@ const planCache = new LruCache<string, Plan>(PLAN_CACHE_SIZE, {
 export function planFor(roots: readonly Node[], sig: GraphSignature, opts: PlanOptions): Plan {
   const key = `${opts.maxInputs}|${opts.loopBudget ?? "default"}|${opts.noFusion ? "nofuse" : ""}|${
     opts.noMatmulTemplate ? "naive" : ""
-  }|${sig.key}`;
+  }|${opts.rowKernels ? "rows" : ""}|${sig.key}`;
   const hit = planCache.get(key);
   if (hit !== undefined) return hit;
   const plan = buildPlan(roots, sig, key, opts);
@@ -145,7 +147,12 @@ function buildPlan(roots: readonly Node[], sig: GraphSignature, key: string, opt
   const paramSlot = new Map(sig.params.map((n, i) => [n, i]));
   const loopBudget = opts.loopBudget ?? LOOP_BUDGET;
   const split = splitLongLoops(roots, loopBudget);
-  const order = schedule(split, { maxInputs: opts.maxInputs, noFusion: opts.noFusion, loopBudget });
+  const order = schedule(split, {
+    maxInputs: opts.maxInputs,
+    noFusion: opts.noFusion,
+    loopBudget,
+    rowKernels: opts.rowKernels,
+  });
   const bufOf = new Map(order.map((n, i) => [n, i]));
   const materialized = new Set(order);
   const lastUse = order.map(() => -1);
@@ -302,6 +309,17 @@ function copySpecOf(src: Storage, dst: Storage): CopySpec {
 
 // ----- bound plans -----
 
+/** Dependency level of each kernel of a plan: 0 for kernels that read only leaves, else one more than its inputs'. */
+export function planLevels(plan: Plan): number[] {
+  const level: number[] = [];
+  plan.kernels.forEach((k, i) => {
+    let l = 0;
+    for (const r of k.inputs) if (r.buf !== undefined) l = Math.max(l, level[r.buf] + 1);
+    level[i] = l;
+  });
+  return level;
+}
+
 /** Options of {@link BoundPlan}. */
 export interface BindOptions {
   /** Device storage of each leaf slot. */
@@ -350,11 +368,20 @@ export class BoundPlan {
       }
     });
     // Intermediates: a buffer is free again after its last reader's kernel (never bound as the input and the
-    // output of one kernel); free buffers are reused by dtype and size class.
+    // output of one kernel); free buffers are reused by dtype and size class. A backend may run independent
+    // kernels in one launch (kernels of one dependency level, see `launch_groups.ts`), so a buffer is reused only
+    // by a kernel of a later level than every kernel that used it: reuse then adds no ordering of its own.
     let scratch = opts.shareWith === undefined ? undefined : opts.shareWith.#scratch;
     if (scratch === undefined) {
+      const level = planLevels(plan);
+      const usedUpTo = plan.buffers.map((_, j) => level[j]);
+      plan.kernels.forEach((k, i) => {
+        for (const r of k.inputs) {
+          if (r.buf !== undefined) usedUpTo[r.buf] = Math.max(usedUpTo[r.buf], level[i]);
+        }
+      });
       const own = new Map<number, Storage>();
-      const free = new Map<string, Storage[]>();
+      const free = new Map<string, { st: Storage; level: number }[]>();
       const freedAt = new Map<number, number[]>();
       plan.lastUse.forEach((k, j) => {
         if (rootOf.has(j)) return;
@@ -367,8 +394,9 @@ export class BoundPlan {
       };
       plan.buffers.forEach((b, i) => {
         if (!rootOf.has(i)) {
-          const key = classKey(i);
-          let st = free.get(key)?.pop();
+          const list = free.get(classKey(i)) ?? [];
+          const at = list.findIndex((f) => f.level < level[i]);
+          let st = at < 0 ? undefined : list.splice(at, 1)[0].st;
           if (st === undefined) {
             const bytes = sizeClass(Math.max(4, b.size * DTYPE_INFO[b.dtype].bytes));
             st = be.alloc(b.dtype, Math.ceil(bytes / DTYPE_INFO[b.dtype].bytes));
@@ -378,7 +406,7 @@ export class BoundPlan {
         }
         for (const j of freedAt.get(i) ?? []) {
           const key = classKey(j);
-          free.set(key, [...(free.get(key) ?? []), own.get(j)!]);
+          free.set(key, [...(free.get(key) ?? []), { st: own.get(j)!, level: usedUpTo[j] }]);
         }
       });
       scratch = own;
@@ -394,6 +422,11 @@ export class BoundPlan {
       if (s !== null) steps.push(s);
     });
     this.#prepared = prepareSteps(be, steps);
+  }
+
+  /** Launches one run makes (kernels that share a launch count once; see `launch_groups.ts`). */
+  get launches(): number {
+    return this.#prepared.launches ?? this.plan.launches;
   }
 
   /** The storage holding root `r` after a run. */

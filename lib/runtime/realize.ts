@@ -194,6 +194,7 @@ export async function realizeNodes(
     noFusion: opts.noFusion,
     noMatmulTemplate: opts.noMatmulTemplate,
     loopBudget: be.loopBudget ?? LOOP_BUDGET,
+    rowKernels: be.rowKernels,
   });
   const params = sig.params.map(paramValue);
   // Upload every host-side leaf before any intermediate is released: an upload is queued ahead of this

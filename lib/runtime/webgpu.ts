@@ -17,10 +17,14 @@ import {
   BufferPool,
   type PreparedSteps,
   type RawStep,
+  type ReadSpec,
   sizeClass,
   type Step,
 } from "./backend.ts";
 import { debugLevel } from "./debug.ts";
+import { launchGroups } from "./launch_groups.ts";
+import { canMerge, type MergedBranch, renderMerged, workgroupsOf } from "../codegen/render_merged.ts";
+import { type LaunchPolicy, launchPolicyFor } from "../codegen/launch_policy.ts";
 
 /** No WebGPU adapter could be found. */
 export class NoAdapterError extends Error {
@@ -87,6 +91,9 @@ function encode(d: DType, data: AnyDataArray): Uint8Array {
   return new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength);
 }
 
+/** Most kernels one launch of a prepared sequence runs (bounds the size of a merged shader). */
+export const MAX_MERGED_STEPS = 24;
+
 /** Most compiled pipelines a WebGPU backend keeps (least recently used ones are dropped). */
 export const PIPELINE_CACHE_SIZE = 1024;
 
@@ -148,6 +155,10 @@ export class WebGPUBackend implements Backend {
   readonly hasF16: boolean;
   /** How matmuls are blocked on this adapter (see `matmul_policy.ts`). */
   readonly matmulPolicy: MatmulPolicy;
+  /** Which kernels of a prepared sequence share launches on this adapter (see `launch_policy.ts`). */
+  readonly launchPolicy: LaunchPolicy;
+  /** Whether row reductions are fused into the kernels that broadcast them (the launch policy's choice). */
+  readonly rowKernels: boolean;
   readonly #device: GPUDevice;
   #pool = new BufferPool<GPUBuffer>();
   #staging = new BufferPool<GPUBuffer>();
@@ -171,7 +182,13 @@ export class WebGPUBackend implements Backend {
     this.description = [i.description || "unknown adapter", i.vendor && `vendor ${i.vendor}`, i.architecture]
       .filter(Boolean).join(", ") + (this.isFallback ? " (fallback adapter)" : "");
     this.maxInputs = Math.min(device.limits.maxStorageBuffersPerShaderStage - 1, 30);
-    this.matmulPolicy = matmulPolicyFor({ description: i.description ?? "", isFallback: this.isFallback });
+    this.matmulPolicy = matmulPolicyFor({
+      description: i.description ?? "",
+      isFallback: this.isFallback,
+      subgroups: device.features.has("subgroups" as GPUFeatureName),
+    });
+    this.launchPolicy = launchPolicyFor({ description: i.description ?? "", isFallback: this.isFallback });
+    this.rowKernels = this.launchPolicy.rowKernels;
     this.maxBufferBytes = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
     device.lost.then((info) => {
       this.#lost = `${info.reason}: ${info.message}`;
@@ -249,24 +266,22 @@ export class WebGPUBackend implements Backend {
    * read is still valid.
    */
   #layout(inputs: number, params: boolean): GPUBindGroupLayout {
-    const key = `${inputs}|${params}`;
+    return this.#layoutOf([true, ...new Array<boolean>(inputs).fill(false)], params);
+  }
+
+  /** The bind-group layout of storage bindings that are written (true) or only read, then the uniform if `params`. */
+  #layoutOf(writes: readonly boolean[], params: boolean): GPUBindGroupLayout {
+    const key = `${writes.map((w) => (w ? "w" : "r")).join("")}|${params}`;
     let l = this.#layouts.get(key);
     if (l === undefined) {
-      const entries: GPUBindGroupLayoutEntry[] = [{
-        binding: 0,
+      const entries: GPUBindGroupLayoutEntry[] = writes.map((w, i) => ({
+        binding: i,
         visibility: GPUShaderStage.COMPUTE,
-        buffer: { type: "storage" },
-      }];
-      for (let i = 1; i <= inputs; i++) {
-        entries.push({
-          binding: i,
-          visibility: GPUShaderStage.COMPUTE,
-          buffer: { type: "read-only-storage" },
-        });
-      }
+        buffer: { type: w ? "storage" : "read-only-storage" },
+      }));
       if (params) {
         entries.push({
-          binding: inputs + 1,
+          binding: writes.length,
           visibility: GPUShaderStage.COMPUTE,
           buffer: { type: "uniform" },
         });
@@ -354,11 +369,22 @@ export class WebGPUBackend implements Backend {
     steps: readonly (Step | RawStep)[],
     pooled = true,
   ): { buffer: GPUBuffer | null; cls: number; offsets: number[] } {
+    return this.#packBlocks(steps.map((s) => ("wgsl" in s ? null : [s])), pooled);
+  }
+
+  /**
+   * Packs parameter blocks into one uniform buffer, each at an offset aligned as the device requires: a block is
+   * the parameters of one or more steps, each step's at the next whole `vec4` (null: no parameters).
+   */
+  #packBlocks(
+    blocks: readonly (readonly Step[] | null)[],
+    pooled: boolean,
+  ): { buffer: GPUBuffer | null; cls: number; offsets: number[] } {
     const align = this.#device.limits.minUniformBufferOffsetAlignment;
     const offsets: number[] = [];
     let bytes = 0;
-    for (const s of steps) {
-      const vecs = "wgsl" in s ? 0 : paramVec4s(s.kernel);
+    for (const b of blocks) {
+      const vecs = b === null ? 0 : b.reduce((a, s) => a + paramVec4s(s.kernel), 0);
       if (vecs === 0) {
         offsets.push(-1);
         continue;
@@ -368,8 +394,13 @@ export class WebGPUBackend implements Backend {
     }
     if (bytes === 0) return { buffer: null, cls: 0, offsets };
     const words = new Uint32Array(bytes / 4);
-    steps.forEach((s, i) => {
-      if (offsets[i] >= 0) encodeParams((s as Step).kernel, (s as Step).params ?? [], words, offsets[i] / 4);
+    blocks.forEach((b, i) => {
+      if (offsets[i] < 0) return;
+      let at = offsets[i] / 4;
+      for (const s of b!) {
+        encodeParams(s.kernel, s.params ?? [], words, at);
+        at += paramVec4s(s.kernel) * 4;
+      }
     });
     const cls = sizeClass(bytes);
     let buffer = pooled ? this.#uniforms.take(cls) : undefined;
@@ -432,9 +463,35 @@ export class WebGPUBackend implements Backend {
    * so a run only encodes the dispatches and submits them.
    */
   prepare(steps: readonly (Step | RawStep)[]): PreparedSteps {
-    if (debugLevel() >= 1) return { run: () => this.run(steps), dispose: () => {} };
-    const packed = this.#packParams(steps, false);
-    const bound = steps.map((s, i) => this.#bind(s, packed.buffer, packed.offsets[i]));
+    if (debugLevel() >= 1) return { run: () => this.run(steps), dispose: () => {}, launches: steps.length };
+    // Independent generated kernels share launches (see launch_groups.ts and render_merged.ts).
+    const rendered = steps.map((s) => ("wgsl" in s ? null : this.#render(s.kernel)));
+    const groups = launchGroups(
+      steps.map((s, i) => {
+        const r = rendered[i];
+        const types = r?.pieces?.bindingTypes;
+        const buffers = "wgsl" in s ? s.buffers : [s.output, ...s.inputs];
+        return {
+          uses: buffers.map((b, j) => ({
+            buffer: (b as GpuStorage).buffer,
+            type: types?.[j] ?? "",
+            write: j === 0,
+          })),
+          mergeable: r !== null && canMerge(r.pieces) &&
+            this.launchPolicy.mayShare(workgroupsOf(r.dispatch), r.pieces.loops),
+        };
+      }),
+      { maxBindings: this.#device.limits.maxStorageBuffersPerShaderStage, maxSteps: MAX_MERGED_STEPS },
+    );
+    const packed = this.#packBlocks(
+      groups.map((g) => ("wgsl" in steps[g[0]] ? null : g.map((i) => steps[i] as Step))),
+      false,
+    );
+    const bound = groups.map((g, i) =>
+      g.length === 1
+        ? this.#bind(steps[g[0]], packed.buffer, packed.offsets[i])
+        : this.#bindMerged(g.map((j) => steps[j] as Step), packed.buffer, packed.offsets[i])
+    );
     const names = steps.map((s) => ("wgsl" in s ? s.name : s.kernel.name));
     let disposed = false;
     // Validation errors are a property of the commands, which never change: only the first run is checked with
@@ -482,7 +539,55 @@ export class WebGPUBackend implements Backend {
         disposed = true;
         packed.buffer?.destroy();
       },
+      launches: bound.length,
     };
+  }
+
+  /**
+   * The pipeline, bind group and dispatch size of independent generated kernels run by one launch (see
+   * `render_merged.ts`); their parameters are at `offset` in `params`, each step's at the next whole vec4.
+   */
+  #bindMerged(
+    steps: readonly Step[],
+    params: GPUBuffer | null,
+    offset: number,
+  ): { pipeline: GPUComputePipeline; group: GPUBindGroup; dispatch: readonly [number, number, number] } {
+    const bindings: { buffer: GPUBuffer; type: string; write: boolean }[] = [];
+    const index = new Map<string, number>();
+    const ids = new Map<GPUBuffer, number>();
+    let paramBase = 0;
+    const branches = steps.map((s): MergedBranch => {
+      const r = this.#render(s.kernel);
+      const pieces = r.pieces!;
+      const slots = [s.output, ...s.inputs].map((st, j) => {
+        const buffer = (st as GpuStorage).buffer;
+        if (!ids.has(buffer)) ids.set(buffer, ids.size);
+        const key = `${ids.get(buffer)}|${pieces.bindingTypes[j]}|${j === 0}`;
+        let at = index.get(key);
+        if (at === undefined) {
+          at = bindings.length;
+          bindings.push({ buffer, type: pieces.bindingTypes[j], write: j === 0 });
+          index.set(key, at);
+        }
+        return at;
+      });
+      const branch = { pieces, dispatch: r.dispatch, bindings: slots, paramBase };
+      paramBase += pieces.paramVec4s;
+      return branch;
+    });
+    const r = renderMerged(branches, bindings, paramBase);
+    const name = `merged(${steps.map((s) => s.kernel.name).join(", ")})`;
+    const layout = this.#layoutOf(bindings.map((b) => b.write), paramBase > 0);
+    const pipeline = this.#pipeline(r.source, name, layout);
+    const entries: GPUBindGroupEntry[] = bindings.map((b, i) => ({
+      binding: i,
+      resource: { buffer: b.buffer },
+    }));
+    if (paramBase > 0) {
+      entries.push({ binding: bindings.length, resource: { buffer: params!, offset, size: paramBase * 16 } });
+    }
+    const group = this.#device.createBindGroup({ layout, entries });
+    return { pipeline, group, dispatch: r.dispatch };
   }
 
   /** Overwrites `s` with `data` (queued: ordered after every earlier submission). */
@@ -539,6 +644,39 @@ export class WebGPUBackend implements Backend {
     return decode(d, bytes, n);
   }
 
+  /** Reads several storages with one staging buffer and one map (see {@link read}: every map waits ~11 ms). */
+  async readMany(parts: readonly ReadSpec[]): Promise<AnyDataArray[]> {
+    if (parts.length === 0) return [];
+    const offsets: number[] = [];
+    let bytes = 0;
+    for (const p of parts) {
+      offsets.push(bytes);
+      bytes += (p.storage as GpuStorage).bytes;
+    }
+    const cls = sizeClass(Math.max(bytes, 4));
+    let staging = this.#staging.take(cls);
+    if (staging === undefined) {
+      staging = this.#device.createBuffer({
+        size: cls,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      });
+    }
+    const enc = this.#device.createCommandEncoder();
+    parts.forEach((p, i) => {
+      const g = p.storage as GpuStorage;
+      enc.copyBufferToBuffer(g.buffer, 0, staging, offsets[i], g.bytes);
+    });
+    this.#device.queue.submit([enc.finish()]);
+    await staging.mapAsync(GPUMapMode.READ);
+    const all = staging.getMappedRange().slice(0);
+    staging.unmap();
+    this.#staging.give(cls, staging);
+    this.#check("readback");
+    return parts.map((p, i) =>
+      decode(p.dtype, all.slice(offsets[i], offsets[i] + (p.storage as GpuStorage).bytes), p.n)
+    );
+  }
+
   /** Waits until all submitted work has finished (benchmarks). */
   async sync(): Promise<void> {
     await this.#device.queue.onSubmittedWorkDone();
@@ -552,6 +690,20 @@ export class WebGPUBackend implements Backend {
       cachedKernels: this.#pipelines.size,
       deviceBytes: this.#deviceBytes,
     };
+  }
+}
+
+/** Whether `TESSERA_SUBGROUP_MATMUL=1` asks for the subgroup matmul tiles (false without env access). */
+function subgroupMatmulRequested(): boolean {
+  try {
+    if (
+      Deno.permissions.querySync({ name: "env", variable: "TESSERA_SUBGROUP_MATMUL" }).state !== "granted"
+    ) {
+      return false;
+    }
+    return Deno.env.get("TESSERA_SUBGROUP_MATMUL") === "1";
+  } catch {
+    return false;
   }
 }
 
@@ -574,6 +726,10 @@ export async function createWebGPUBackend(): Promise<WebGPUBackend> {
     maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
   };
   const requiredFeatures: GPUFeatureName[] = adapter.features.has("shader-f16") ? ["shader-f16"] : [];
+  // Subgroup matmul tiles only when asked for (unverified on real subgroups; see matmul_policy.ts).
+  if (adapter.features.has("subgroups" as GPUFeatureName) && subgroupMatmulRequested()) {
+    requiredFeatures.push("subgroups" as GPUFeatureName);
+  }
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
   return new WebGPUBackend(adapter, device);
 }

@@ -264,6 +264,17 @@ export class ReplayedStep {
   /** Hands copies of the latest state to the optimiser (and so to the model), if the replay ran since. */
   async sync(opt: Optimizer): Promise<void> {
     if (this.#synced || this.#disposed) return;
+    opt.adopt(await this.snapshot(), this.#optStep);
+    this.#installed = installedNodes(opt);
+    this.#synced = true;
+  }
+
+  /**
+   * Copies of the latest parameters and optimiser state, one `[1 + slots, ...shape]` tensor per path (as
+   * {@link Optimizer.adopt} takes them), owned by the caller; the optimiser is left as it is.
+   */
+  async snapshot(): Promise<Record<string, Tensor>> {
+    if (this.#disposed) throw new Error("ReplayedStep: snapshot() after dispose()");
     const be = this.#be;
     const set = this.#sets[this.#current];
     const packed: Record<string, Tensor> = {};
@@ -275,9 +286,12 @@ export class ReplayedStep {
       packed[path] = new Tensor(bufferNode(dst, shape, dtype));
     }
     await copyStorages(be, copies);
-    opt.adopt(packed, this.#optStep);
-    this.#installed = installedNodes(opt);
-    this.#synced = true;
+    return packed;
+  }
+
+  /** Steps the optimiser has taken, counting the replayed ones. */
+  get stepCount(): number {
+    return this.#optStep;
   }
 
   /** Frees the replay's buffers and bindings. */

@@ -229,6 +229,40 @@ function bufferBelow(n: Node): Node | null {
   return n.storage !== null ? n : null;
 }
 
+/**
+ * The values of equally long one-dimensional f32 metrics vectors, one after the other, with one wait for the
+ * device: realized buffers are read together where the backend can (`readMany`), else they are stacked and read.
+ */
+async function readVectors(vectors: readonly Tensor[]): Promise<Float32Array> {
+  const device = vectors[0].device;
+  const be = await getBackend(device);
+  if (
+    be.readMany !== undefined &&
+    vectors.every((v) => v.node.storage !== null && v.device === device && v.dtype === "f32")
+  ) {
+    const parts = await be.readMany(
+      vectors.map((v) => ({
+        storage: resolveStorage(v.node.storage!, be),
+        dtype: "f32" as const,
+        n: v.size,
+      })),
+    );
+    const out = new Float32Array(vectors.reduce((a, v) => a + v.size, 0));
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    return out;
+  }
+  const stacked = stack(vectors.map((v) => v as F32));
+  try {
+    return await stacked.data() as Float32Array;
+  } finally {
+    stacked.dispose();
+  }
+}
+
 /** Options of {@link Trainer.run}. */
 export interface RunOptions {
   /** Stop after this step (default: the run's `steps`). */
@@ -550,6 +584,10 @@ export class Trainer<M extends object, B extends Batch = Batch> {
   /** Device copies of the current trainable parameters and optimiser state (computed, not read back). */
   async #snapshot(): Promise<Snapshot> {
     const opt = this.#o.optimizer;
+    // While steps are replayed, the latest state lives in the replay: copy it from there (no hand-over).
+    if (this.#replay !== null && this.#replay.valid(opt)) {
+      return { step: this.#step, packed: await this.#replay.snapshot() };
+    }
     const params = opt.params;
     const state = opt.stateDict();
     const packed: Record<string, Tensor> = {};
@@ -623,13 +661,13 @@ export class Trainer<M extends object, B extends Batch = Batch> {
 
   /** Reads back the pending metrics (one readback), records and writes them. */
   async #flush(): Promise<void> {
-    await this.#syncReplay();
+    // The model is brought up to date only where code outside the step may look at it (a callback); the metrics
+    // and the guard's snapshot come from the replay itself.
+    if (this.#o.onRecords !== undefined) await this.#syncReplay();
     if (this.#pending.length === 0) return;
     const pending = this.#pending;
     this.#pending = [];
-    const stacked = stack(pending.map((p) => p.vector));
-    const values = await stacked.data() as Float32Array;
-    stacked.dispose();
+    const values = await readVectors(pending.map((p) => p.vector));
     for (const p of pending) p.vector.dispose();
     const names = this.#names!;
     const groups = this.#o.optimizer.groups.map((g) => g.name);
@@ -716,6 +754,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
 
   async #save(path: string, keepPrevious: boolean, paths?: readonly string[]): Promise<void> {
     await this.#flush();
+    await this.#syncReplay();
     await saveCheckpoint(path, this.#o.model, {
       optimizer: this.#o.optimizer,
       step: this.#step,

@@ -1,8 +1,16 @@
 /**
  * Scheduling decisions that keep the tiled matmul template: a matmul whose consumer permutes it gets its own
- * kernel (the template stores in the Dot's element order), while an elementwise epilogue stays fused.
+ * kernel (the template stores in the Dot's element order), while an elementwise epilogue stays fused, and a sum of
+ * matmuls of one shape is one template kernel.
  */
-import { equal as assertEquals, ok as assert } from "node:assert/strict";
+import {
+  deepEqual as assertDeepEquals,
+  equal,
+  equal as assertEquals,
+  ok,
+  ok as assert,
+} from "node:assert/strict";
+import { rmsNorm } from "../../lib/nn/norm.ts";
 import { tensor } from "../../mod.ts";
 import { schedule } from "../../lib/codegen/schedule.ts";
 import { lower } from "../../lib/codegen/lower.ts";
@@ -40,4 +48,46 @@ Deno.test("schedule: an elementwise epilogue stays fused into the matmul templat
   const order = schedule([out.node], { maxInputs: 8 });
   assertEquals(order.length, 1);
   assert(lowered(order)[0].matmul !== null);
+});
+
+Deno.test("schedule: a sum of matmuls of one shape is one template kernel with one term per product", () => {
+  const rng = new TestRng(13);
+  const mk = (shape: number[]) =>
+    tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.next() - 0.5), {
+      shape,
+    });
+  // The input gradient of a LoRA layer: dy·W + dh·A, plus the residual's gradient.
+  const dy = mk([64, 48]);
+  const out = dy.matmul(mk([48, 40])).add(mk([64, 8]).matmul(mk([8, 40]))).add(mk([64, 40]));
+  const order = schedule([out.node], { maxInputs: 8 });
+  assertEquals(order.length, 1);
+  const [k] = lowered(order);
+  assertDeepEquals(k.matmul?.terms.map((t) => t.k), [48, 8]);
+  // Products of different shapes are not summed by the template: each is its own kernel.
+  const x = mk([16, 12]);
+  const odd = x.matmul(mk([12, 16])).add(mk([16, 16]).T.matmul(x.matmul(mk([12, 16]))).reshape([16, 16]));
+  const parts = schedule([odd.node], { maxInputs: 8 });
+  assert(parts.length > 1, "a matmul whose operand is another matmul stays separate");
+});
+
+Deno.test("schedule: with row kernels a norm's statistics and a softmax's sums fuse into the kernel that broadcasts them", () => {
+  const rng = new TestRng(14);
+  const mk = (shape: number[]) =>
+    tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.next() - 0.5), {
+      shape,
+    });
+  const x = mk([32, 48]);
+  for (const [what, out] of [["rms norm", rmsNorm(x, mk([48]))], ["softmax", x.softmax()]] as const) {
+    const separate = schedule([out.node], { maxInputs: 8 });
+    ok(separate.length > 1, `${what}: without row kernels the statistics are kernels of their own`);
+    const fused = schedule([out.node], { maxInputs: 8, rowKernels: true });
+    assertEquals(fused.length, 1, `${what}: one kernel`);
+    const [k] = lowered(fused);
+    equal(k.row?.length, 48, `${what}: one invocation per row of 48`);
+  }
+  // A full reduction (one row) is never a row value; a column sum of a row value takes the statistics from a kernel.
+  const col = x.mul(x.square().mean(-1, { keepdims: true }).rsqrt()).sum(0);
+  const order = schedule([col.node], { maxInputs: 8, rowKernels: true });
+  assertEquals(order.length, 2);
+  equal(lowered(order)[1].row, undefined);
 });

@@ -1,11 +1,11 @@
 /**
  * The fused attention kernels against the same attention composed from primitives (whose float64 reference is
- * independent of the kernels): values and gradients, with grouped heads, a cached prefix (S > T) and without the
- * causal mask, on both backends.
+ * independent of the kernels): values and gradients, with grouped heads, a cached prefix (S > T), without the
+ * causal mask and with RoPE applied inside the kernels, on both backends.
  */
 import { equal, ok } from "node:assert/strict";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
-import { causalAttention } from "../../lib/nn/mod.ts";
+import { causalAttention, ropeTables } from "../../lib/nn/mod.ts";
 import { valueAndGrad } from "../../lib/autodiff/grad.ts";
 import { schedule } from "../../lib/codegen/schedule.ts";
 import { Op } from "../../lib/ir/ops.ts";
@@ -15,9 +15,12 @@ import { assertClose, reference, TestRng } from "../_helpers.ts";
 type F = Tensor<Shape, "f32">;
 
 const cases = [
-  { b: 2, t: 5, s: 5, h: 4, hkv: 2, d: 8, causal: true },
-  { b: 1, t: 3, s: 7, h: 6, hkv: 3, d: 12, causal: true },
-  { b: 2, t: 4, s: 6, h: 2, hkv: 2, d: 4, causal: false },
+  { b: 2, t: 5, s: 5, h: 4, hkv: 2, d: 8, causal: true, rope: false },
+  { b: 1, t: 3, s: 7, h: 6, hkv: 3, d: 12, causal: true, rope: false },
+  { b: 2, t: 4, s: 6, h: 2, hkv: 2, d: 4, causal: false, rope: false },
+  // RoPE inside the kernels (tables longer than needed: the kernels read the stored table's first rows).
+  { b: 2, t: 6, s: 6, h: 4, hkv: 2, d: 12, causal: true, rope: true },
+  { b: 1, t: 3, s: 5, h: 2, hkv: 1, d: 8, causal: false, rope: true },
 ];
 
 for (const device of ["webgpu", "cpu"] as const) {
@@ -30,12 +33,17 @@ for (const device of ["webgpu", "cpu"] as const) {
       const k = mk([c.b, c.s, c.hkv, c.d]);
       const v = mk([c.b, c.s, c.hkv, c.d]);
       const w = mk([c.b, c.t, c.h, c.d]);
+      const rope = c.rope ? ropeTables(c.d, c.s + 3, { device }) : undefined;
+      const tables = rope === undefined
+        ? undefined
+        : { cos: rope.cos.slice([0, c.s]) as F, sin: rope.sin.slice([0, c.s]) as F };
+      const opts = { causal: c.causal, rope: tables };
       const run = (fused: boolean) =>
         valueAndGrad((p: Record<string, Tensor>) =>
-          (causalAttention(p.q as F, p.k as F, p.v as F, { fused, causal: c.causal }) as F).mul(w).sum()
+          (causalAttention(p.q as F, p.k as F, p.v as F, { ...opts, fused }) as F).mul(w).sum()
         )({ q, k, v });
-      const out = causalAttention(q, k, v, { causal: c.causal });
-      const plain = causalAttention(q, k, v, { causal: c.causal, fused: false });
+      const out = causalAttention(q, k, v, opts);
+      const plain = causalAttention(q, k, v, { ...opts, fused: false });
       // The fused output is the Custom kernel's view; the float64 reference of the composed graph is the oracle.
       ok(toposort([out.node]).some((n) => n.op === Op.Custom), "the fused kernel is used");
       assertClose(await out.data(), await reference(plain), {

@@ -1,4 +1,4 @@
-/** The hand-written Jacobi round: its circle ordering, and the WGSL against its host twin. */
+/** The hand-written Jacobi kernels: the round (its circle ordering, the WGSL against its host twin) and the one-kernel solve. */
 import { deepEqual, equal } from "node:assert/strict";
 import { tensor } from "../../mod.ts";
 import { runKernels } from "../../lib/tensor/custom.ts";
@@ -10,6 +10,12 @@ import {
   jacobiRoundWGSL,
   nextSlot,
 } from "../../kernels/jacobi.wgsl.ts";
+import {
+  JACOBI_SOLVE_WGSL,
+  jacobiSolveHost,
+  jacobiSolveParams,
+  solveShape,
+} from "../../kernels/jacobi_solve.wgsl.ts";
 import { assertClose, TEST_SEED, TestRng } from "../_helpers.ts";
 
 Deno.test("jacobi ordering: one sweep meets every pair once and brings every record home", () => {
@@ -75,4 +81,58 @@ Deno.test("jacobi round: WGSL equals the host twin and orthogonalises each pair"
     const cos = Math.abs(dot) / Math.sqrt(np * nq);
     if (cos > 1e-5) throw new Error(`pair ${w}: cos ${cos} after rotation (TEST_SEED=${TEST_SEED})`);
   }
+});
+
+Deno.test("jacobi solve (one kernel): WGSL and host twin both give W = U diag(σ) Vᵀ with orthonormal U, V", async () => {
+  const rng = new TestRng(902);
+  // 21 x 9 with one zero column (its U column comes from the completion); an odd count adds a padding record.
+  const layout = { rows: 21, cols: 9, sweeps: 30, tol: Math.sqrt(21) * 2 ** -24 };
+  const { p4r, stride, slots } = solveShape(layout);
+  const w = rng.normals(layout.rows * layout.cols).map((x, i) => (i % layout.cols === 4 ? 0 : x));
+  const data = new Float32Array(slots * stride);
+  for (let j = 0; j < layout.cols; j++) {
+    for (let i = 0; i < layout.rows; i++) data[j * stride + i] = w[i * layout.cols + j];
+    data[j * stride + p4r + j] = 1;
+  }
+  const sigmas: number[][] = [];
+  for (const device of ["cpu", "webgpu"] as const) {
+    const x = tensor(data, { shape: [slots, stride], device });
+    const params = tensor(jacobiSolveParams(layout), { dtype: "u32", device });
+    const [y] = await runKernels([x, params], [{ shape: [slots, stride], dtype: "f32" }], [
+      {
+        name: "solve",
+        wgsl: JACOBI_SOLVE_WGSL,
+        dispatch: [1, 1, 1],
+        bindings: [2, 0, 1],
+        host: jacobiSolveHost(layout),
+      },
+    ]);
+    const r = await y.data() as Float32Array;
+    const col = (j: number, off: number, n: number) =>
+      Array.from(r.subarray(j * stride + off, j * stride + off + n));
+    const sig = Array.from({ length: layout.cols }, (_, j) => r[j * stride + stride - 4]);
+    sigmas.push([...sig].sort((a, b) => b - a));
+    equal(sig[4], 0, `${device}: the zero column has σ = 0`);
+    for (const [name, off, n] of [["U", 0, layout.rows], ["V", p4r, layout.cols]] as const) {
+      for (let a = 0; a < layout.cols; a++) {
+        for (let b = 0; b < layout.cols; b++) {
+          const d = col(a, off, n).reduce((s, v, i) => s + v * col(b, off, n)[i], 0);
+          if (Math.abs(d - (a === b ? 1 : 0)) > 2e-5) {
+            throw new Error(`${device}: ${name}ᵀ${name} [${a}, ${b}] = ${d} (TEST_SEED=${TEST_SEED})`);
+          }
+        }
+      }
+    }
+    // W = U diag(σ) Vᵀ.
+    for (let i = 0; i < layout.rows; i++) {
+      for (let k = 0; k < layout.cols; k++) {
+        let v = 0;
+        for (let j = 0; j < layout.cols; j++) v += r[j * stride + i] * sig[j] * r[j * stride + p4r + k];
+        if (Math.abs(v - w[i * layout.cols + k]) > 1e-4) {
+          throw new Error(`${device}: reconstruction [${i}, ${k}] = ${v}, want ${w[i * layout.cols + k]}`);
+        }
+      }
+    }
+  }
+  assertClose(sigmas[1], sigmas[0], { rtol: 1e-5, atol: 1e-5, what: "σ on webgpu vs the host twin" });
 });

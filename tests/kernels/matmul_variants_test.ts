@@ -1,15 +1,22 @@
 /**
  * The matmul variants for real GPUs, run on this machine's adapter for correctness: the workgroup-shared tiles
  * (with edges in every dimension, a batch, a transposed operand and a fused epilogue) and f16 storage read as
- * `vec4<f16>` with f32 accumulation; and the policy table that picks them per adapter.
+ * `vec4<f16>` with f32 accumulation, the subgroup tiles with their shuffles emulated through workgroup memory (this
+ * adapter has no subgroups: the native shader is checked to differ only in the exchange itself); and the policy
+ * table that picks them per adapter.
  */
 import { equal, ok } from "node:assert/strict";
 import { getWebGPU, realize, type Shape, type Tensor, tensor } from "../../mod.ts";
 import { lower } from "../../lib/codegen/lower.ts";
 import { resolveStorage } from "../../lib/runtime/realize.ts";
 import { type RenderedKernel, renderWGSL } from "../../lib/codegen/render_wgsl.ts";
-import { GPU_POLICY, matmulPolicyFor, SOFTWARE_POLICY } from "../../lib/codegen/matmul_policy.ts";
-import { GPU_SHARED_TILE, type MatmulTile } from "../../kernels/matmul.wgsl.ts";
+import {
+  GPU_POLICY,
+  GPU_SUBGROUP_POLICY,
+  matmulPolicyFor,
+  SOFTWARE_POLICY,
+} from "../../lib/codegen/matmul_policy.ts";
+import { GPU_SHARED_TILE, GPU_SUBGROUP_TILE, type MatmulTile } from "../../kernels/matmul.wgsl.ts";
 import { assertClose, reference, TestRng } from "../_helpers.ts";
 
 type F = Tensor<Shape, "f32">;
@@ -84,4 +91,61 @@ Deno.test("matmul policy: software adapters keep register tiles; GPUs get shared
   equal(soft.choose(4096, 4096, 4096).bk, undefined);
   const be = await getWebGPU();
   ok(be.matmulPolicy === SOFTWARE_POLICY || !be.isFallback, `${be.description}: ${be.matmulPolicy.name}`);
+});
+
+for (const [m, k, n, batch] of [[37, 29, 41, 1], [16, 64, 24, 2]]) {
+  Deno.test(`subgroup matmul ${batch}x ${m}x${k}·${k}x${n} (shuffles emulated on this adapter) equals float64`, async () => {
+    const rng = new TestRng(m * 11 + n + batch);
+    const mk = (shape: number[]) =>
+      tensor(rng.normals(shape.reduce((p, q) => p * q, 1)), { shape, device: "webgpu" }) as F;
+    const a = mk([batch, m, k]);
+    const bt = mk([batch, n, k]);
+    const x = mk([batch, m, 7]);
+    const y = mk([batch, 7, n]);
+    const r = mk([batch, m, n]);
+    await realize(a, bt, x, y, r);
+    // Two products in one accumulator and an epilogue: every part of the variant.
+    const out = a.matmul(bt.transpose() as F).add(x.matmul(y)).add(r) as F;
+    const want = await reference(out);
+    for (const tile of [GPU_SUBGROUP_TILE, { tm: 2, tn: 3, wm: 4, wn: 4, subgroup: true }]) {
+      const { data, source } = await runRendered(
+        out,
+        (kernel) => renderWGSL(kernel, { tile, shuffle: "emulated" }),
+      );
+      ok(!source.includes("subgroupShuffle") && source.includes("lanes_"), "emulated shuffles");
+      assertClose(data, want, { rtol: 1e-4, atol: 1e-4, what: `subgroup ${JSON.stringify(tile)}` });
+    }
+  });
+}
+
+Deno.test("subgroup matmul: the native shader differs from the verified emulation only in how lanes exchange values", () => {
+  const rng = new TestRng(78);
+  const a = tensor(rng.normals(48 * 32), { shape: [48, 32] }) as F;
+  const b = tensor(rng.normals(32 * 24), { shape: [32, 24] }) as F;
+  const l = lower(a.matmul(b).node, () => false);
+  const native = renderWGSL(l.kernel, { tile: GPU_SUBGROUP_TILE }).source.split("\n");
+  const emulated = renderWGSL(l.kernel, { tile: GPU_SUBGROUP_TILE, shuffle: "emulated" }).source.split("\n");
+  ok(native[0] === "enable subgroups;" && native.some((line) => line.includes("subgroupShuffle(v, lane)")));
+  ok(native.some((line) => line.includes("@builtin(subgroup_invocation_id) sid: u32")));
+  // Outside the exchange function, the entry point's builtins and the lane of a row's first lane: the same lines.
+  const strip = (lines: string[]) =>
+    lines.filter((line) =>
+      !/enable subgroups|subgroupShuffle|lanes_|workgroupBarrier|fn shuffle_|^}$|return |builtin|row0/.test(
+        line,
+      )
+    );
+  equal(strip(native).join("\n"), strip(emulated).join("\n"));
+});
+
+Deno.test("matmul policy: subgroup tiles only on a GPU whose device has the subgroups feature (asked for)", () => {
+  const h100 = { description: "NVIDIA H100 80GB HBM3", isFallback: false };
+  equal(matmulPolicyFor(h100), GPU_POLICY);
+  equal(matmulPolicyFor({ ...h100, subgroups: false }), GPU_POLICY);
+  equal(matmulPolicyFor({ ...h100, subgroups: true }), GPU_SUBGROUP_POLICY);
+  equal(
+    matmulPolicyFor({ description: "llvmpipe (LLVM 15.0.6, 256 bits)", isFallback: true, subgroups: true }),
+    SOFTWARE_POLICY,
+  );
+  equal(GPU_SUBGROUP_POLICY.choose(512, 32, 64), GPU_SUBGROUP_TILE);
+  equal(GPU_SUBGROUP_POLICY.choose(512, 512, 512), GPU_SHARED_TILE);
 });

@@ -28,6 +28,11 @@ import { argmaxAbsCol, assertBelow, flipLike, readMat, readVec, relMaxDiff } fro
 
 type Device = "webgpu" | "cpu";
 
+/** {@link run} with options. */
+function runWith(a: M64, what: string, opts: Parameters<typeof svd>[1]) {
+  return run(a, what, opts);
+}
+
 /** Runs svd on the float32 rounding of `a` and returns the factors in float64 with basic checks done. */
 async function run(a: M64, what: string, opts: Parameters<typeof svd>[1] = {}, device: Device = "webgpu") {
   const t = tensor(Float32Array.from(a.data), { shape: [a.rows, a.cols], device });
@@ -61,16 +66,21 @@ function assertLargestPositive(m: M64, what: string): void {
   }
 }
 
+// Both cores: the one-kernel solver (the default at these sizes) and QR-preconditioned sweeps.
+const CORES = [{ fused: true }, { fused: false }] as const;
+
 Deno.test("svd: random square, tall and wide matrices with odd sizes", async () => {
   const rng = new TestRng(101);
   for (const [m, n] of [[37, 37], [83, 29], [23, 61]]) {
-    const a = gaussian(rng, m, n);
-    const what = `gaussian ${m}x${n}`;
-    const { u, s, a32 } = await run(a, what);
-    assertLargestPositive(u, what);
-    const ref = jacobiSVD(a32).s;
-    for (let i = 0; i < s.length; i++) {
-      assertBelow(`${what}: |σ${i} − ref|/σ_max`, Math.abs(s[i] - ref[i]) / ref[0], 1e-5);
+    for (const core of CORES) {
+      const a = gaussian(rng, m, n);
+      const what = `gaussian ${m}x${n} fused=${core.fused}`;
+      const { u, s, a32 } = await run(a, what, core);
+      assertLargestPositive(u, what);
+      const ref = jacobiSVD(a32).s;
+      for (let i = 0; i < s.length; i++) {
+        assertBelow(`${what}: |σ${i} − ref|/σ_max`, Math.abs(s[i] - ref[i]) / ref[0], 1e-5);
+      }
     }
   }
 });
@@ -92,52 +102,65 @@ Deno.test("svd: singular values and vectors match float64 on a well-separated sp
   assertBelow("V vs float64 reference", relMaxDiff(v, vRef), 1e-4);
 });
 
-Deno.test("svd: rank-deficient, exactly zero columns and condition number 1e6", async () => {
-  const rng = new TestRng(103);
-  // Rank 5 as a product of Gaussians.
-  await run(matmul(gaussian(rng, 40, 5), gaussian(rng, 5, 22)), "rank 5, 40x22");
-  // Exactly zero trailing columns: R gets zero rows, so V needs its orthonormal completion.
-  const g = gaussian(rng, 30, 7);
-  const z = mat(
-    30,
-    11,
-    Float64Array.from({ length: 330 }, (_, i) => (i % 11 < 7 ? at(g, Math.floor(i / 11), i % 11) : 0)),
-  );
-  const { s } = await run(z, "zero columns 30x11");
-  for (let i = 7; i < 11; i++) {
-    equal(s[i], 0, `σ${i} of a rank-7 matrix with zero columns (TEST_SEED=${TEST_SEED})`);
-  }
-  // The same as a wide matrix (zero rows).
-  await run(transpose(z), "zero rows 11x30");
-  // Condition number 1e6, tall.
-  const sigma = geomspace(1, 1e-6, 32);
-  const { s: s2 } = await run(withSpectrum(rng, 56, 32, sigma), "cond 1e6 56x32");
-  assertBelow("σ_max at cond 1e6", Math.abs(s2[0] - 1), 1e-5);
-  assertBelow("σ_min at cond 1e6 (absolute, relative to σ_max)", Math.abs(s2[31] - 1e-6), 1e-6);
+for (const core of CORES) {
+  Deno.test(`svd: rank-deficient, exactly zero columns and condition number 1e6 (fused: ${core.fused})`, async () => {
+    const rng = new TestRng(103);
+    const run = (a: M64, what: string) => runWith(a, what, core);
+    // Rank 5 as a product of Gaussians.
+    await run(matmul(gaussian(rng, 40, 5), gaussian(rng, 5, 22)), "rank 5, 40x22");
+    // Exactly zero trailing columns: R gets zero rows, so V needs its orthonormal completion.
+    const g = gaussian(rng, 30, 7);
+    const z = mat(
+      30,
+      11,
+      Float64Array.from({ length: 330 }, (_, i) => (i % 11 < 7 ? at(g, Math.floor(i / 11), i % 11) : 0)),
+    );
+    const { s } = await run(z, "zero columns 30x11");
+    for (let i = 7; i < 11; i++) {
+      equal(s[i], 0, `σ${i} of a rank-7 matrix with zero columns (TEST_SEED=${TEST_SEED})`);
+    }
+    // The same as a wide matrix (zero rows).
+    await run(transpose(z), "zero rows 11x30");
+    // Condition number 1e6, tall.
+    const sigma = geomspace(1, 1e-6, 32);
+    const { s: s2 } = await run(withSpectrum(rng, 56, 32, sigma), "cond 1e6 56x32");
+    assertBelow("σ_max at cond 1e6", Math.abs(s2[0] - 1), 1e-5);
+    assertBelow("σ_min at cond 1e6 (absolute, relative to σ_max)", Math.abs(s2[31] - 1e-6), 1e-6);
+  });
+}
+
+Deno.test("svd: the one-kernel solver at its largest size (128 x 64, condition 1e6) stays within the loop budget", async () => {
+  const rng = new TestRng(106);
+  const sigma = geomspace(1, 1e-6, 64);
+  const { s } = await run(withSpectrum(rng, 128, 64, sigma), "cond 1e6 128x64", { fused: true });
+  for (let i = 0; i < 64; i++) assertBelow(`σ${i}`, Math.abs(s[i] - sigma[i]), 2e-6);
 });
 
-Deno.test("svd: repeated singular values give the right subspaces (principal angles)", async () => {
-  const rng = new TestRng(104);
-  const sigma = [4, 4, 4, 2, 2, 1, 0.5, 0.25, 0.25, 0.25];
-  const u0 = randomOrthonormal(rng, 45, 10);
-  const v0 = randomOrthonormal(rng, 30, 10);
-  const a = matmul(scaleCols(u0, sigma), transpose(v0));
-  const { u, s, v } = await run(a, "clustered 45x30");
-  for (let i = 0; i < 10; i++) assertBelow(`σ${i}`, Math.abs(s[i] - sigma[i]) / sigma[i], 1e-4);
-  for (let i = 10; i < 30; i++) assertBelow(`σ${i} (zero)`, s[i], 1e-5);
-  for (const [c0, c1] of [[0, 3], [3, 5], [5, 6], [6, 7], [7, 10]]) {
-    assertBelow(
-      `U cluster ${c0}..${c1} angle`,
-      largestPrincipalAngle(colsOf(u, c0, c1), colsOf(u0, c0, c1)),
-      1e-4,
-    );
-    assertBelow(
-      `V cluster ${c0}..${c1} angle`,
-      largestPrincipalAngle(colsOf(v, c0, c1), colsOf(v0, c0, c1)),
-      1e-4,
-    );
-  }
-});
+for (const core of CORES) {
+  Deno.test(`svd: repeated singular values give the right subspaces (principal angles) (fused: ${core.fused})`, async () => {
+    const rng = new TestRng(104);
+    const run = (a: M64, what: string) => runWith(a, what, core);
+    const sigma = [4, 4, 4, 2, 2, 1, 0.5, 0.25, 0.25, 0.25];
+    const u0 = randomOrthonormal(rng, 45, 10);
+    const v0 = randomOrthonormal(rng, 30, 10);
+    const a = matmul(scaleCols(u0, sigma), transpose(v0));
+    const { u, s, v } = await run(a, "clustered 45x30");
+    for (let i = 0; i < 10; i++) assertBelow(`σ${i}`, Math.abs(s[i] - sigma[i]) / sigma[i], 1e-4);
+    for (let i = 10; i < 30; i++) assertBelow(`σ${i} (zero)`, s[i], 1e-5);
+    for (const [c0, c1] of [[0, 3], [3, 5], [5, 6], [6, 7], [7, 10]]) {
+      assertBelow(
+        `U cluster ${c0}..${c1} angle`,
+        largestPrincipalAngle(colsOf(u, c0, c1), colsOf(u0, c0, c1)),
+        1e-4,
+      );
+      assertBelow(
+        `V cluster ${c0}..${c1} angle`,
+        largestPrincipalAngle(colsOf(v, c0, c1), colsOf(v0, c0, c1)),
+        1e-4,
+      );
+    }
+  });
+}
 
 Deno.test("svd: flip 'v' convention and the convergence check give the same factorisation", async () => {
   const rng = new TestRng(105);

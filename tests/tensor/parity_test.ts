@@ -15,6 +15,8 @@ import { assertClose, reference, TestRng } from "../_helpers.ts";
 import { realizeNodes } from "../../lib/runtime/realize.ts";
 import { getBackend } from "../../mod.ts";
 import type { Shape } from "../../lib/shape.ts";
+import { layerNorm, rmsNorm } from "../../lib/nn/norm.ts";
+import { grad } from "../../lib/autodiff/grad.ts";
 
 type F = Tensor<Shape, "f32">;
 type Make = (shape: number[], opts?: { lo?: number; hi?: number; int?: boolean }) => F;
@@ -224,6 +226,46 @@ const cases: Case[] = [
     },
     ...RED,
   },
+  // sums of matmuls of one shape (one template kernel, one accumulator)
+  {
+    name: "sum of matmuls with different K (vec4 and scalar reads) and a residual",
+    build: (mk) => mk([37, 48]).matmul(mk([48, 29])).add(mk([37, 21]).matmul(mk([21, 29]))).add(mk([37, 29])),
+    ...RED,
+  },
+  {
+    name: "sum of matmuls reading one input twice, one operand transposed",
+    build: (mk) => {
+      const x = mk([40, 32]);
+      return x.matmul(mk([32, 24])).add(x.matmul(mk([24, 32]).T)).relu();
+    },
+    ...RED,
+  },
+  {
+    name: "batched sum of three matmuls, scaled",
+    build: (mk) =>
+      mk([3, 17, 12]).matmul(mk([3, 12, 20])).add(mk([3, 17, 8]).matmul(mk([3, 8, 20])))
+        .add(mk([3, 20, 17]).permute([0, 2, 1]).matmul(mk([3, 20, 20]))).mul(0.5),
+    ...RED,
+  },
+  // row reductions broadcast back (row kernels on adapters that fuse them: at least 16 rows)
+  { name: "softmax over rows", build: (mk) => mk([20, 70], { lo: -10, hi: 10 }).softmax(), ...EW },
+  { name: "logSoftmax over rows", build: (mk) => mk([33, 100], { lo: -10, hi: 10 }).logSoftmax(), ...RED },
+  {
+    name: "RMS norm with gain, rows of two axes",
+    build: (mk) => rmsNorm(mk([4, 9, 6, 8]).reshape([36, 48]) as F, mk([48])).mul(mk([36, 1])),
+    ...RED,
+  },
+  {
+    name: "RMS norm's input gradient (row statistics in the backward)",
+    build: (mk) => {
+      const w = mk([64]);
+      const g = mk([24, 64]);
+      const x = mk([24, 64]);
+      return grad((p: { x: F }) => rmsNorm(p.x, w).mul(g).sum())({ x }).x;
+    },
+    ...RED,
+  },
+  { name: "layer norm", build: (mk) => layerNorm(mk([2, 17, 40])), ...RED },
   // creation
   { name: "arange", build: (_mk, _r, dev) => arange(3, 40, 3, { device: dev }).mul(2), ...EW },
   { name: "eye rectangular", build: (_mk, _r, dev) => eye(4, 6, { device: dev }), rtol: 0, atol: 0 },

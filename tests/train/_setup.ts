@@ -75,14 +75,23 @@ export function mlpSetup(s: MlpSetup): TrainerOptions<Mlp, { x: Tensor; y: Tenso
 export async function countReads<T>(fn: () => Promise<T>): Promise<{ result: T; reads: number }> {
   const be = await getBackend(getDefaultDevice());
   const original = be.read;
+  const many = be.readMany;
   let reads = 0;
   be.read = (...args) => {
     reads++;
     return original.apply(be, args);
   };
+  // Several storages read together are one readback.
+  if (many !== undefined) {
+    be.readMany = (...args) => {
+      reads++;
+      return many.apply(be, args);
+    };
+  }
   try {
     return { result: await fn(), reads };
   } finally {
     be.read = original;
+    if (many !== undefined) be.readMany = many;
   }
 }

@@ -1,0 +1,59 @@
+/**
+ * Which kernels of a prepared sequence may share a launch (see `render_merged.ts`), per adapter:
+ *
+ * - `software` (llvmpipe/lavapipe), measured on lavapipe: a shader that runs several kernels costs every one of its
+ *   workgroups part of the other kernels' loops (llvmpipe executes the branches a workgroup does not take with its
+ *   lanes masked off), so a matmul merged with a wide elementwise kernel runs 4x slower than the two launched one
+ *   after the other; kernels of one or two workgroups, which leave the other cores idle, run about 2x faster
+ *   merged (four 512 x 64 · 64 x 8 products: 1.3 ms launched one by one, 0.65 ms in one launch). Only those, and
+ *   loop-free kernels of a few workgroups (the optimiser's updates), share launches there. Row reductions (a
+ *   norm's statistics) are fused into the kernels that broadcast them, one invocation per row.
+ * - `gpu` (every other adapter): kernels of at most 64 workgroups, which cannot fill a GPU on their own, share
+ *   launches; a GPU branches uniformly per workgroup at no cost. Row reductions keep kernels of their own (a row
+ *   per invocation reads memory uncoalesced there). Textbook defaults: measure them on the GPU.
+ *
+ * @module
+ */
+import { type AdapterTraits, isSoftwareAdapter } from "./matmul_policy.ts";
+
+/** A launch policy: its name and which kernels may share a launch. */
+export interface LaunchPolicy {
+  /** Name (printed by benchmarks). */
+  readonly name: string;
+  /** Whether a kernel of `workgroups` workgroups, with loops or without, may share a launch with others. */
+  mayShare(workgroups: number, loops: boolean): boolean;
+  /**
+   * Whether a reduction over whole rows is fused into the kernels that broadcast it (one invocation per row, see
+   * `schedule.ts`): one launch and no round trip for a norm's statistics or a softmax's sums.
+   */
+  readonly rowKernels: boolean;
+}
+
+/** lavapipe: kernels that leave cores idle, and small loop-free ones. */
+export const SOFTWARE_LAUNCHES: LaunchPolicy = {
+  name: "software (kernels of at most 2 workgroups, loop-free ones of at most 64)",
+  mayShare: (workgroups, loops) => workgroups <= 2 || (!loops && workgroups <= 64),
+  rowKernels: true,
+};
+
+/** GPUs: kernels too small to fill the device. */
+export const GPU_LAUNCHES: LaunchPolicy = {
+  name: "gpu (kernels of at most 64 workgroups)",
+  mayShare: (workgroups) => workgroups <= 64,
+  // One invocation per row reads its row alone: uncoalesced on a GPU, where the statistics kernel and the
+  // elementwise one both read coalesced. Off until measured.
+  rowKernels: false,
+};
+
+/**
+ * The launch policy of an adapter.
+ *
+ * @example
+ * ```ts
+ * import { launchPolicyFor } from "./launch_policy.ts";
+ * console.log(launchPolicyFor({ description: "llvmpipe (LLVM 15.0.6, 256 bits)", isFallback: true }).name);
+ * ```
+ */
+export function launchPolicyFor(a: AdapterTraits): LaunchPolicy {
+  return isSoftwareAdapter(a) ? SOFTWARE_LAUNCHES : GPU_LAUNCHES;
+}
