@@ -85,7 +85,14 @@ export {
   runKernels,
 } from "./lib/tensor/custom.ts";
 export type { DeviceName, Node, Storage } from "./lib/ir/node.ts";
-export { type CustomKernelArg, type CustomVjpArg, type HostBuffer, Op, type OpArgs } from "./lib/ir/ops.ts";
+export {
+  type CustomKernelArg,
+  type CustomVjpArg,
+  type CustomWasmKernel,
+  type HostBuffer,
+  Op,
+  type OpArgs,
+} from "./lib/ir/ops.ts";
 export { type AdapterTraits, type MatmulPolicy, matmulPolicyFor } from "./lib/codegen/matmul_policy.ts";
 export type { MatmulTile } from "./kernels/matmul.wgsl.ts";
 export type * from "./lib/codegen/kexpr.ts";

@@ -14,6 +14,7 @@ import { deriveSeed } from "./init.ts";
 import { customVjp } from "../autodiff/grad.ts";
 import { customKernel } from "../tensor/custom.ts";
 import { LOOP_BUDGET } from "../codegen/split_loops.ts";
+import { type AttentionPass, attentionWasm } from "../codegen/wasm_attention.ts";
 import {
   attentionBackwardKeyValue,
   attentionBackwardQuery,
@@ -192,7 +193,7 @@ export interface CausalAttentionOptions {
   fused?: boolean;
 }
 
-function spec(k: AttentionKernel) {
+function spec(k: AttentionKernel, pass: AttentionPass, a: AttentionDims) {
   return {
     key: k.key,
     name: k.name,
@@ -201,6 +202,7 @@ function spec(k: AttentionKernel) {
     wgsl: k.wgsl,
     dispatch: k.dispatch,
     host: k.host,
+    wasm: (features: { readonly relaxedSimd: boolean }) => attentionWasm(pass, a, features),
   };
 }
 
@@ -208,12 +210,13 @@ function spec(k: AttentionKernel) {
 function fusedAttention(q: F32, k: F32, v: F32, a: AttentionDims): F32 {
   const rows = a.b * a.t * a.h;
   const krows = a.b * a.s * a.hkv;
-  const fwd = customKernel(spec(attentionForward(a)), [q, k, v]) as F32;
+  const fwd = customKernel(spec(attentionForward(a), "forward", a), [q, k, v]) as F32;
   const out = fwd.slice([0, rows * a.d]).reshape([a.b, a.t, a.h, a.d]) as F32;
   // d(q, k, v) from dO with the forward's logsumexp; the query pass also gives Δ = dO·O for the key/value pass.
   return customVjp((_q: F32, _k: F32, _v: F32) => out, (g) => {
-    const bq = customKernel(spec(attentionBackwardQuery(a)), [q, k, v, g, fwd]) as F32;
-    const bkv = customKernel(spec(attentionBackwardKeyValue(a)), [q, k, v, g, fwd, bq]) as F32;
+    const bq = customKernel(spec(attentionBackwardQuery(a), "backward_query", a), [q, k, v, g, fwd]) as F32;
+    const kvSpec = spec(attentionBackwardKeyValue(a), "backward_key_value", a);
+    const bkv = customKernel(kvSpec, [q, k, v, g, fwd, bq]) as F32;
     return [
       bq.slice([0, rows * a.d]).reshape(q.shape),
       bkv.slice([0, krows * a.d]).reshape(k.shape),

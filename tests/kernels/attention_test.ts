@@ -20,7 +20,7 @@ const cases = [
   { b: 2, t: 4, s: 6, h: 2, hkv: 2, d: 4, causal: false },
 ];
 
-for (const device of ["webgpu", "cpu"] as const) {
+for (const device of ["webgpu", "wasm", "cpu"] as const) {
   for (const c of cases) {
     Deno.test(`fused attention = composed attention, values and gradients (${device}, ${JSON.stringify(c)})`, async () => {
       const rng = new TestRng(401 + c.d);
