@@ -34,6 +34,9 @@ function lanesMask(lanes: readonly number[]): Uint8Array {
 const f32x4 = (xs: readonly number[]) => new Uint8Array(new Float32Array(xs).buffer);
 const i32x4 = (xs: readonly number[]) => new Uint8Array(new Int32Array(xs).buffer);
 
+/** Where row `j` of a group of four lies: the byte address in i32 local `addr`, plus `offset` bytes. */
+type Rows = (j: number) => { readonly addr: number; readonly offset: number };
+
 /** Emitting helpers over one function. */
 class Emit {
   readonly f: FnBuilder;
@@ -107,21 +110,30 @@ class Emit {
   }
 
   /**
-   * Sets the four v128 locals `acc[j] = Σ_i x[i] · mem[rows[j] + 16 i]`: partial dot products of the vector
-   * locals `x` with four rows whose byte addresses are in the i32 locals `rows`.
+   * Sets the four v128 locals `acc[j] = Σ_i x[i] · mem[row_j + 16 i]`: partial dot products of the vector locals
+   * `x` with four rows of memory.
    */
-  dots4(acc: readonly number[], x: readonly number[], rows: readonly number[]): void {
+  dots4(acc: readonly number[], x: readonly number[], rows: Rows): void {
     const f = this.f;
     for (let j = 0; j < 4; j++) {
-      f.get(x[0]).get(rows[j]).op("v128.load", 0).op("f32x4.mul").set(acc[j]);
+      const { addr, offset } = rows(j);
+      f.get(x[0]).get(addr).op("v128.load", offset).op("f32x4.mul").set(acc[j]);
       for (let i = 1; i < x.length; i++) {
-        this.madd(acc[j], () => f.get(x[i]), () => f.get(rows[j]).op("v128.load", 16 * i));
+        this.madd(acc[j], () => f.get(x[i]), () => f.get(addr).op("v128.load", offset + 16 * i));
       }
     }
   }
 
-  /** Sets the i32 locals `out[j] = base + min(first + j, n - 1) · stride` (`first`, `n`, `base` i32 locals). */
-  clampedRows(out: readonly number[], base: number, first: number, n: number, stride: number): void {
+  /** Four consecutive rows `stride` bytes apart from the address in i32 local `addr`. */
+  static strided(addr: number, stride: number): Rows {
+    return (j) => ({ addr, offset: j * stride });
+  }
+
+  /**
+   * Four rows for the last, partial group: `out[j] = base + min(first + j, n - 1) · stride` (i32 locals `first`,
+   * `n`, `base`; the addresses go to the i32 locals `out`), so that rows past the last one read it again.
+   */
+  clampedRows(out: readonly number[], base: number, first: number, n: number, stride: number): Rows {
     const f = this.f;
     const t = f.local("i32");
     const last = f.local("i32");
@@ -131,6 +143,24 @@ class Emit {
       f.get(t).get(last).get(t).get(last).op("i32.lt_s").op("select");
       f.i32(stride).op("i32.mul").get(base).op("i32.add").set(out[j]);
     }
+    return (j) => ({ addr: out[j], offset: 0 });
+  }
+
+  /**
+   * `for (v = 0; v + 4 <= n; v += 4) full(); if (v < n) tail();` (`v`, `n` i32 locals): groups of four rows, then
+   * the last partial group.
+   */
+  groups(v: number, n: number, full: () => void, tail: () => void): void {
+    const f = this.f;
+    f.i32(0).set(v);
+    f.op("block").op("loop");
+    f.get(v).i32(4).op("i32.add").get(n).op("i32.gt_s").op("br_if", 1);
+    full();
+    f.get(v).i32(4).op("i32.add").set(v);
+    f.op("br", 0).op("end").op("end");
+    f.get(v).get(n).op("i32.lt_s").op("if", "void");
+    tail();
+    f.op("end");
   }
 
   /** Pushes a lane mask: all ones in lane j where `first + j < n` (i32 locals). */
@@ -220,22 +250,24 @@ function forward(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffer> {
   const d4 = a.d / 4;
   const rows = a.b * a.t * a.h;
   const ks = a.hkv * a.d * 4;
-  const vexp = e.help.vexp();
   const logf = e.help.logf();
   const row = f.local("i32");
   const s = f.local("i32");
   const qa = f.local("i32");
   const kb = f.local("i32");
   const vb = f.local("i32");
-  const va = f.local("i32");
+  const kp = f.local("i32");
+  const sp = f.local("i32");
   const oa = f.local("i32");
   const m = f.local("f32");
   const l = f.local("f32");
   const mv = f.local("v128");
   const lv = f.local("v128");
   const sc = f.local("v128");
+  const p = f.local("v128");
   const ka = [0, 1, 2, 3].map(() => f.local("i32"));
   const dots = [0, 1, 2, 3].map(() => f.local("v128"));
+  const NEG_INF = f32x4([-Infinity, -Infinity, -Infinity, -Infinity]);
   e.loop(row, () => f.get(START), () => f.get(END), 1, () => {
     const { n, kv } = queryRow(e, a, row);
     f.get(row).i32(a.d * 4).op("i32.mul").set(qa);
@@ -244,38 +276,57 @@ function forward(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffer> {
     f.get(kv).get(V).op("i32.add").set(vb);
     const qv = e.loadRow(qa, d4, Math.fround(a.scale));
     // Scores of four keys at a time into the scratch (lanes past the last key: -inf), and their maximum.
-    f.op("v128.const", f32x4([-Infinity, -Infinity, -Infinity, -Infinity])).set(mv);
-    e.loop(s, () => f.i32(0), () => f.get(n), 4, () => {
-      e.clampedRows(ka, kb, s, n, ks);
-      e.dots4(dots, qv, ka);
+    f.op("v128.const", NEG_INF).set(mv);
+    const scores = (rows: Rows, masked: boolean) => {
+      e.dots4(dots, qv, rows);
       e.hsum4(dots);
-      f.op("v128.const", f32x4([-Infinity, -Infinity, -Infinity, -Infinity]));
-      e.validLanes(s, n);
-      f.op("v128.bitselect").set(sc);
+      if (masked) {
+        f.op("v128.const", NEG_INF);
+        e.validLanes(s, n);
+        f.op("v128.bitselect");
+      }
+      f.set(sc);
       f.get(SCRATCH).get(s).i32(2).op("i32.shl").op("i32.add").get(sc).op("v128.store", 0);
       f.get(mv).get(sc).op("f32x4.max").set(mv);
-    });
+    };
+    e.groups(s, n, () => {
+      f.get(s).i32(ks).op("i32.mul").get(kb).op("i32.add").set(kp);
+      scores(Emit.strided(kp, ks), false);
+    }, () => scores(e.clampedRows(ka, kb, s, n, ks), true));
     e.across(mv, "f32x4.max");
     f.set(m);
-    // p = exp(score - m) in place, and l = Σ p.
+    // p = exp(score - m) in place (0 in the padding lanes), and l = Σ p.
     f.op("v128.const", f32x4([0, 0, 0, 0])).set(lv);
     e.loop(s, () => f.i32(0), () => f.get(n), 4, () => {
-      const at = f.local("i32");
-      f.get(SCRATCH).get(s).i32(2).op("i32.shl").op("i32.add").set(at);
-      f.get(at).op("v128.load", 0).get(m).op("f32x4.splat").op("f32x4.sub").op("call", vexp).set(sc);
-      f.get(at).get(sc).op("v128.store", 0);
+      f.get(SCRATCH).get(s).i32(2).op("i32.shl").op("i32.add").set(sp);
+      f.get(sp).op("v128.load", 0).get(m).op("f32x4.splat").op("f32x4.sub");
+      e.help.inlineVexp(f);
+      f.set(sc);
+      f.get(sp).get(sc).op("v128.store", 0);
       f.get(lv).get(sc).op("f32x4.add").set(lv);
     });
     e.across(lv, "f32x4.add");
     f.set(l);
-    // O = Σ p_s v_s / l.
+    // O = Σ p_s v_s / l, four keys at a time, then one at a time.
     const acc = e.zeros(d4);
-    f.get(vb).set(va);
-    e.loop(s, () => f.i32(0), () => f.get(n), 1, () => {
-      const p = f.local("v128");
-      f.get(SCRATCH).get(s).i32(2).op("i32.shl").op("i32.add").op("v128.load32_splat", 0).set(p);
-      for (let i = 0; i < d4; i++) e.madd(acc[i], () => f.get(p), () => f.get(va).op("v128.load", 16 * i));
-      f.get(va).i32(ks).op("i32.add").set(va);
+    const weigh = (pOffset: number, vOffset: number) => {
+      f.get(sp).op("v128.load32_splat", pOffset).set(p);
+      for (let i = 0; i < d4; i++) {
+        e.madd(acc[i], () => f.get(p), () => f.get(kp).op("v128.load", vOffset + 16 * i));
+      }
+    };
+    const at = () => {
+      f.get(SCRATCH).get(s).i32(2).op("i32.shl").op("i32.add").set(sp);
+      f.get(s).i32(ks).op("i32.mul").get(vb).op("i32.add").set(kp);
+    };
+    e.groups(s, n, () => {
+      at();
+      for (let j = 0; j < 4; j++) weigh(4 * j, j * ks);
+    }, () => {
+      e.loop(s, () => f.get(s), () => f.get(n), 1, () => {
+        at();
+        weigh(0, 0);
+      });
     });
     f.get(row).i32(a.d * 4).op("i32.mul").get(OUT).op("i32.add").set(oa);
     const inv = f.local("v128");
@@ -295,12 +346,13 @@ function backwardQuery(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffer> 
   const d4 = a.d / 4;
   const rows = a.b * a.t * a.h;
   const ks = a.hkv * a.d * 4;
-  const vexp = e.help.vexp();
   const row = f.local("i32");
   const s = f.local("i32");
   const ra = f.local("i32");
   const kb = f.local("i32");
   const vb = f.local("i32");
+  const kp = f.local("i32");
+  const vp = f.local("i32");
   const lse = f.local("f32");
   const delta = f.local("f32");
   const ds = f.local("v128");
@@ -331,27 +383,36 @@ function backwardQuery(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffer> 
     f.set(delta);
     f.get(FWD).get(row).i32(2).op("i32.shl").op("i32.add").op("f32.load", rows * a.d * 4).set(lse);
     const dq = e.zeros(d4);
-    e.loop(s, () => f.i32(0), () => f.get(n), 4, () => {
-      e.clampedRows(ka, kb, s, n, ks);
-      e.clampedRows(va, vb, s, n, ks);
-      e.dots4(sc, qv, ka);
-      e.dots4(dp, dov, va);
+    const group = (keys: Rows, values: Rows, masked: boolean) => {
+      e.dots4(sc, qv, keys);
+      e.dots4(dp, dov, values);
       // dS = exp(score - L) (dO·v - Δ), 0 in lanes past the last key.
       e.hsum4(sc);
-      f.get(lse).op("f32x4.splat").op("f32x4.sub").op("call", vexp);
+      f.get(lse).op("f32x4.splat").op("f32x4.sub");
+      e.help.inlineVexp(f);
       e.hsum4(dp);
       f.get(delta).op("f32x4.splat").op("f32x4.sub").op("f32x4.mul");
-      f.op("v128.const", f32x4([0, 0, 0, 0]));
-      e.validLanes(s, n);
-      f.op("v128.bitselect").set(ds);
+      if (masked) {
+        f.op("v128.const", f32x4([0, 0, 0, 0]));
+        e.validLanes(s, n);
+        f.op("v128.bitselect");
+      }
+      f.set(ds);
       for (let j = 0; j < 4; j++) {
         e.broadcast(ds, j);
         f.set(dsj);
+        const { addr, offset } = keys(j);
         for (let i = 0; i < d4; i++) {
-          e.madd(dq[i], () => f.get(dsj), () => f.get(ka[j]).op("v128.load", 16 * i));
+          e.madd(dq[i], () => f.get(dsj), () => f.get(addr).op("v128.load", offset + 16 * i));
         }
       }
-    });
+    };
+    e.groups(s, n, () => {
+      f.get(s).i32(ks).op("i32.mul").set(kp);
+      f.get(kp).get(vb).op("i32.add").set(vp);
+      f.get(kp).get(kb).op("i32.add").set(kp);
+      group(Emit.strided(kp, ks), Emit.strided(vp, ks), false);
+    }, () => group(e.clampedRows(ka, kb, s, n, ks), e.clampedRows(va, vb, s, n, ks), true));
     const oa = at(OUT);
     e.storeRow(oa, dq, 0, Math.fround(a.scale));
     f.get(OUT).get(row).i32(2).op("i32.shl").op("i32.add").get(delta).op("f32.store", rows * a.d * 4);
@@ -368,7 +429,6 @@ function backwardKeyValue(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffe
   const krows = a.b * a.s * a.hkv;
   const g = a.h / a.hkv;
   const qs = a.h * a.d * 4;
-  const vexp = e.help.vexp();
   const kr = f.local("i32");
   const kh = f.local("i32");
   const s = f.local("i32");
@@ -381,6 +441,9 @@ function backwardKeyValue(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffe
   const qb = f.local("i32");
   const ob = f.local("i32");
   const lb = f.local("i32");
+  const qp = f.local("i32");
+  const op = f.local("i32");
+  const lp = f.local("i32");
   const p = f.local("v128");
   const ds = f.local("v128");
   const w = f.local("v128");
@@ -409,6 +472,47 @@ function backwardKeyValue(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffe
     const vv = e.loadRow(vaddr, d4);
     const dk = e.zeros(d4);
     const dv = e.zeros(d4);
+    const group = (qRows: Rows, oRows: Rows, lRows: Rows, masked: boolean) => {
+      e.dots4(sc, kv, qRows);
+      e.dots4(dp, vv, oRows);
+      // L and Δ of the four query rows (logsumexp after O in the forward's result, Δ after dQ in bq's).
+      const gather = (base: number) => {
+        for (let l = 0; l < 4; l++) {
+          const { addr, offset } = lRows(l);
+          f.get(addr).get(base).op("i32.add");
+          if (l === 0) f.op("v128.load32_splat", rows * a.d * 4 + offset);
+          else f.op("f32.load", rows * a.d * 4 + offset).op("f32x4.replace_lane", l);
+        }
+      };
+      // P = exp(score - L), 0 in lanes past the last query; dS = P (dO·v - Δ).
+      e.hsum4(sc);
+      gather(FWD);
+      f.op("f32x4.sub");
+      e.help.inlineVexp(f);
+      if (masked) {
+        f.op("v128.const", f32x4([0, 0, 0, 0]));
+        e.validLanes(u, nq);
+        f.op("v128.bitselect");
+      }
+      f.set(p);
+      e.hsum4(dp);
+      gather(BQ);
+      f.op("f32x4.sub").get(p).op("f32x4.mul").set(ds);
+      for (let l = 0; l < 4; l++) {
+        const o = oRows(l);
+        const q = qRows(l);
+        e.broadcast(p, l);
+        f.set(w);
+        for (let i = 0; i < d4; i++) {
+          e.madd(dv[i], () => f.get(w), () => f.get(o.addr).op("v128.load", o.offset + 16 * i));
+        }
+        e.broadcast(ds, l);
+        f.set(w);
+        for (let i = 0; i < d4; i++) {
+          e.madd(dk[i], () => f.get(w), () => f.get(q.addr).op("v128.load", q.offset + 16 * i));
+        }
+      }
+    };
     e.loop(j, () => f.i32(0), () => f.i32(g), 1, () => {
       // row0 = (b·T + first)·H + kh·G + j: the first query row of head kh·G + j that sees the key.
       f.get(b).i32(a.t).op("i32.mul").get(first).op("i32.add").i32(a.h).op("i32.mul");
@@ -417,41 +521,19 @@ function backwardKeyValue(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffe
       f.get(qb).get(DOUT).op("i32.add").set(ob);
       f.get(qb).get(Q).op("i32.add").set(qb);
       f.get(row0).i32(2).op("i32.shl").set(lb);
-      e.loop(u, () => f.i32(0), () => f.get(nq), 4, () => {
-        e.clampedRows(qa, qb, u, nq, qs);
-        e.clampedRows(oa, ob, u, nq, qs);
-        e.clampedRows(la, lb, u, nq, a.h * 4);
-        e.dots4(sc, kv, qa);
-        e.dots4(dp, vv, oa);
-        // L and Δ of the four query rows (logsumexp after O in the forward's result, Δ after dQ in bq's).
-        const gather = (base: number) => {
-          f.get(la[0]).get(base).op("i32.add").op("v128.load32_splat", rows * a.d * 4);
-          for (let l = 1; l < 4; l++) {
-            f.get(la[l]).get(base).op("i32.add").op("f32.load", rows * a.d * 4).op("f32x4.replace_lane", l);
-          }
-        };
-        // P = exp(score - L), 0 in lanes past the last query; dS = P (dO·v - Δ).
-        e.hsum4(sc);
-        gather(FWD);
-        f.op("f32x4.sub").op("call", vexp);
-        f.op("v128.const", f32x4([0, 0, 0, 0]));
-        e.validLanes(u, nq);
-        f.op("v128.bitselect").set(p);
-        e.hsum4(dp);
-        gather(BQ);
-        f.op("f32x4.sub").get(p).op("f32x4.mul").set(ds);
-        for (let l = 0; l < 4; l++) {
-          e.broadcast(p, l);
-          f.set(w);
-          for (let i = 0; i < d4; i++) {
-            e.madd(dv[i], () => f.get(w), () => f.get(oa[l]).op("v128.load", 16 * i));
-          }
-          e.broadcast(ds, l);
-          f.set(w);
-          for (let i = 0; i < d4; i++) {
-            e.madd(dk[i], () => f.get(w), () => f.get(qa[l]).op("v128.load", 16 * i));
-          }
-        }
+      e.groups(u, nq, () => {
+        f.get(u).i32(qs).op("i32.mul").set(qp);
+        f.get(qp).get(ob).op("i32.add").set(op);
+        f.get(qp).get(qb).op("i32.add").set(qp);
+        f.get(u).i32(a.h * 4).op("i32.mul").get(lb).op("i32.add").set(lp);
+        group(Emit.strided(qp, qs), Emit.strided(op, qs), Emit.strided(lp, a.h * 4), false);
+      }, () => {
+        group(
+          e.clampedRows(qa, qb, u, nq, qs),
+          e.clampedRows(oa, ob, u, nq, qs),
+          e.clampedRows(la, lb, u, nq, a.h * 4),
+          true,
+        );
       });
     });
     const at = f.local("i32");

@@ -41,7 +41,7 @@ const RESERVED = 1024;
  * synchronisation on an idle machine, but on a loaded one a worker may wait a scheduler slice to run: measured on
  * a shared 2-core host, the stories260K LoRA step gained nothing from splitting kernels below ~0.25 ms.
  */
-const PARALLEL_MIN_NS = 250_000;
+const PARALLEL_MIN_NS = 100_000;
 /** Chunks of a parallel job get at least this much estimated work. */
 const CHUNK_MIN_NS = 50_000;
 
