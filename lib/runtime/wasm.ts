@@ -39,7 +39,8 @@ const RESERVED = 1024;
 /**
  * Work below this many estimated nanoseconds runs on the calling thread. A parallel job costs ~15 µs of
  * synchronisation on an idle machine, but on a loaded one a worker may wait a scheduler slice to run: measured on
- * a shared 2-core host, the stories260K LoRA step gained nothing from splitting kernels below ~0.25 ms.
+ * a shared 2-core host (the calling thread sleeping on the done counter, not yielding to the event loop), the
+ * stories260K LoRA step was fastest splitting kernels estimated above 0.05-0.1 ms.
  */
 const PARALLEL_MIN_NS = 100_000;
 /** Chunks of a parallel job get at least this much estimated work. */
