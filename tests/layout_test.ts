@@ -13,7 +13,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 29_200,
+  lib: 30_200,
   lab: 5_800,
   experiments: 3_100,
   bench: 4_100,

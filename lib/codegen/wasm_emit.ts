@@ -116,6 +116,24 @@ export class Helpers {
     return this.#get("vexp", (f) => expf32Body(f, V32, 0), ["v128"], ["v128"]);
   }
 
+  /**
+   * Emits {@link vexp}'s operations inline into `f` (with locals of its own), replacing the v128 on the stack by
+   * its exponential: no call, so that the CPU overlaps the long dependency chain of one group of four with the
+   * work around it.
+   */
+  inlineVexp(f: FnBuilder): void {
+    const x = f.local("v128");
+    f.set(x);
+    expf32Body(f, V32, x);
+  }
+
+  /** Emits {@link vlog}'s operations inline into `f` (see {@link inlineVexp}). */
+  inlineVlog(f: FnBuilder): void {
+    const x = f.local("v128");
+    f.set(x);
+    logf32Body(f, V32, x);
+  }
+
   /** {@link logf} on four lanes (the same operations, so the same bits per lane). */
   vlog(): number {
     return this.#get("vlog", (f) => logf32Body(f, V32, 0), ["v128"], ["v128"]);
@@ -1043,6 +1061,8 @@ interface F32Ops {
   cond: ValType;
   /** Converts a condition into an i32 value of 1 (true) or 0 (false) per lane. */
   condToInt(f: FnBuilder): void;
+  /** Replaces the value on the stack by +0 where the condition in local `cond` holds. */
+  zeroWhere(f: FnBuilder, cond: number): void;
 }
 
 const f32x4Bytes = (x: number) => new Uint8Array(new Float32Array([x, x, x, x]).buffer);
@@ -1077,6 +1097,10 @@ const S32: F32Ops = {
   type: "f32",
   cond: "i32",
   condToInt: () => {},
+  zeroWhere: (f, cond) => {
+    const t = f.local("f32");
+    f.set(t).op("f32.const", 0).get(t).get(cond).op("select");
+  },
 };
 
 const V32: F32Ops = {
@@ -1107,6 +1131,7 @@ const V32: F32Ops = {
   type: "v128",
   cond: "v128",
   condToInt: (f) => void f.op("i32x4.neg"),
+  zeroWhere: (f, cond) => void f.get(cond).op("v128.andnot"),
 };
 
 /** Shift counts of v128 shifts are scalar i32; of scalar shifts, i32 too. */
@@ -1116,11 +1141,12 @@ function shiftBy(f: FnBuilder, n: number): void {
 
 /**
  * exp(x) in f32 arithmetic (the Cephes `expf` scheme): x clamped to [-87, 89] (e^89 is +inf in f32; NaN stays
- * NaN), n = round(x·log2 e), r = x - n·C1 - n·C2 with C1 = 0.693359375 (few bits: n·C1 is exact) and C2 = ln 2 -
- * C1, e^r by a degree-6 minimax polynomial, times 2^n applied as two factors 2^⌊n/2⌋·2^(n-⌊n/2⌋) (each a normal
- * f32). Within 2 ulp of the exact value. Below x = -87, where e^x < 1.7e-38 nears f32's subnormal range, the result
- * is 0: subnormal arithmetic costs a hundred cycles per operation on x86 and would dominate softmax rows with
- * masked (-1e9) scores. Leaves the result on the stack.
+ * NaN), n = round(x·log2 e) (to nearest even, by adding and subtracting 1.5·2^23, whose bits then also give n as an
+ * integer), r = x - n·C1 - n·C2 with C1 = 0.693359375 (few bits: n·C1 is exact) and C2 = ln 2 - C1, e^r by a
+ * degree-6 minimax polynomial, times 2^n applied as two factors 2^⌊n/2⌋·2^(n-⌊n/2⌋) (each a normal f32). Within 2
+ * ulp of the exact value. Below x = -87, where e^x < 1.7e-38 nears f32's subnormal range, the result is 0:
+ * subnormal arithmetic costs a hundred cycles per operation on x86 and would dominate softmax rows with masked
+ * (-1e9) scores. Leaves the result on the stack.
  */
 function expf32Body(f: FnBuilder, o: F32Ops, x: number): void {
   const n = f.local(o.type);
@@ -1129,6 +1155,7 @@ function expf32Body(f: FnBuilder, o: F32Ops, x: number): void {
   const tiny = f.local(o.cond);
   const ni = f.local(o.type === "f32" ? "i32" : "v128");
   const h = f.local(o.type === "f32" ? "i32" : "v128");
+  const magic = 12582912; // 1.5·2^23: adding it rounds |y| < 2^22 to an integer, held in the low mantissa bits
   f.get(x);
   o.c(f, -87);
   f.op(o.lt).set(tiny);
@@ -1138,7 +1165,17 @@ function expf32Body(f: FnBuilder, o: F32Ops, x: number): void {
   x = xc;
   f.get(x);
   o.c(f, Math.LOG2E);
-  f.op(o.mul).op(o.nearest).set(n);
+  f.op(o.mul);
+  o.c(f, magic);
+  f.op(o.add).set(n);
+  // ni = bits(n) - bits(magic), then n = n - magic (exact)
+  f.get(n);
+  o.bits(f);
+  o.ci(f, 0x4b400000);
+  f.op(o.isub).set(ni);
+  f.get(n);
+  o.c(f, magic);
+  f.op(o.sub).set(n);
   f.get(x).get(n);
   o.c(f, 0.693359375);
   f.op(o.mul).op(o.sub).get(n);
@@ -1162,7 +1199,6 @@ function expf32Body(f: FnBuilder, o: F32Ops, x: number): void {
   f.get(r).op(o.mul).get(r).op(o.mul).get(r).op(o.add);
   o.c(f, 1);
   f.op(o.add);
-  f.get(n).op(o.trunc).set(ni);
   f.get(ni);
   shiftBy(f, 1);
   f.op(o.ishrs).set(h);
@@ -1180,10 +1216,8 @@ function expf32Body(f: FnBuilder, o: F32Ops, x: number): void {
   f.op(o.ishl);
   o.float(f);
   f.op(o.mul);
-  const res = f.local(o.type);
-  f.set(res);
-  o.c(f, 0);
-  f.get(res).get(tiny).op(o.select);
+  // 0 below -87 (an and-not of the lane mask on four lanes).
+  o.zeroWhere(f, tiny);
 }
 
 /**

@@ -160,6 +160,7 @@ const OPS = {
   "f64x2.ge": [0xfd04c, "none"],
   "v128.not": [0xfd04d, "none"],
   "v128.and": [0xfd04e, "none"],
+  "v128.andnot": [0xfd04f, "none"],
   "v128.or": [0xfd050, "none"],
   "v128.xor": [0xfd051, "none"],
   "v128.bitselect": [0xfd052, "none"],
@@ -258,6 +259,9 @@ export class FnBuilder {
   readonly results: readonly ValType[];
   #locals: ValType[] = [];
   #code: number[] = [];
+  /** Code run before the body: the set-up of {@link constV128}'s locals. */
+  #prologue: number[] = [];
+  #constants = new Map<string, number>();
 
   /** A function with these parameter and result types. */
   constructor(params: readonly ValType[], results: readonly ValType[]) {
@@ -276,6 +280,8 @@ export class FnBuilder {
    * type, a lane, or for memory instructions the byte offset (the natural alignment is used).
    */
   op(name: OpName, imm?: number | bigint | BlockType | Uint8Array): this {
+    // A v128 constant reads a local set once at the start (see constV128).
+    if (name === "v128.const") return this.get(this.constV128(imm as Uint8Array));
     const [code, kind] = OPS[name] as readonly [number, Imm];
     const c = this.#code;
     if (code > 0xff) {
@@ -329,6 +335,25 @@ export class FnBuilder {
     return this;
   }
 
+  /**
+   * A local holding the v128 constant `bytes`, set once at the function's start; `op("v128.const", bytes)` pushes
+   * it. V8 rebuilds a `v128.const` wherever it appears (a few instructions each), also inside loops; a local is a
+   * register or stack slot read.
+   */
+  constV128(bytes: Uint8Array): number {
+    const key = bytes.join(",");
+    let l = this.#constants.get(key);
+    if (l === undefined) {
+      l = this.local("v128");
+      this.#constants.set(key, l);
+      this.#prologue.push(0xfd);
+      uleb(this.#prologue, OPS["v128.const"][0] & 0xfff);
+      this.#prologue.push(...bytes, OPS["local.set"][0]);
+      uleb(this.#prologue, l);
+    }
+    return l;
+  }
+
   /** `local.get` of each index in turn. */
   get(...locals: number[]): this {
     for (const l of locals) this.op("local.get", l);
@@ -359,7 +384,7 @@ export class FnBuilder {
       uleb(out, n);
       out.push(VALTYPE[t]);
     }
-    out.push(...this.#code, 0x0b);
+    out.push(...this.#prologue, ...this.#code, 0x0b);
     return out;
   }
 }

@@ -341,18 +341,20 @@ export class VEmitter {
         f.op(float ? "f32x4.neg" : "i32x4.neg");
         return;
       case "recip":
-        f.op("f32.const", 1).op("f32x4.splat");
+        f.op("v128.const", new Uint8Array(new Float32Array([1, 1, 1, 1]).buffer));
         push(a);
         f.op("f32x4.div");
         return;
       case "exp":
       case "log":
+        // Inline: the routines' constants are then set once per kernel call, not once per group of four.
+        push(a);
+        if (e.op === "exp") this.#help.inlineVexp(f);
+        else this.#help.inlineVlog(f);
+        return;
       case "tanh":
         push(a);
-        f.op(
-          "call",
-          e.op === "exp" ? this.#help.vexp() : e.op === "log" ? this.#help.vlog() : this.#help.vtanh(),
-        );
+        f.op("call", this.#help.vtanh());
         return;
       case "sin":
       case "cos":

@@ -5,4 +5,11 @@
  * @module
  */
 export type { DeviceName, Node, Storage } from "./node.ts";
-export { type CustomKernelArg, type CustomVjpArg, type HostBuffer, Op, type OpArgs } from "./ops.ts";
+export {
+  type CustomKernelArg,
+  type CustomVjpArg,
+  type CustomWasmKernel,
+  type HostBuffer,
+  Op,
+  type OpArgs,
+} from "./ops.ts";

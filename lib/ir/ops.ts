@@ -168,8 +168,31 @@ export interface CustomKernelArg {
   readonly dispatch: readonly [number, number, number];
   /** The same computation on host arrays `[result, ...inputs]`. */
   readonly host: (buffers: HostBuffer[]) => void;
+  /**
+   * Optional: the same computation as a WebAssembly module for the `wasm` device (which otherwise runs `host` over
+   * views of its memory); called with the device's SIMD features, results may be cached by the caller.
+   */
+  readonly wasm?: (features: { readonly relaxedSimd: boolean }) => CustomWasmKernel;
   /** Serializes as the key (hash-consing, signatures and printing). */
   toJSON(): string;
+}
+
+/**
+ * A hand-written kernel compiled to WebAssembly: a module importing the device memory as `env.mem` (shared, up to
+ * 65,536 pages) and exporting `run(start, end, scratch, out, in0, in1, ...)`, which computes work items
+ * `start..end-1` from byte addresses into that memory (`scratch`: `scratchBytes` of the calling thread's own).
+ */
+export interface CustomWasmKernel {
+  /** The module's bytes. */
+  readonly bytes: Uint8Array<ArrayBuffer>;
+  /** Work items of one launch. */
+  readonly items: number;
+  /** Rough cost of one item in nanoseconds (whether to split the items over threads). */
+  readonly itemCost: number;
+  /** Scratch bytes per thread. */
+  readonly scratchBytes: number;
+  /** Whether the module also imports `math.sin` and `math.cos` (the host's `Math.sin`, `Math.cos`). */
+  readonly usesMath: boolean;
 }
 
 /**

@@ -15,6 +15,7 @@ import { deriveSeed } from "./init.ts";
 import { customVjp } from "../autodiff/grad.ts";
 import { customKernel } from "../tensor/custom.ts";
 import { LOOP_BUDGET } from "../codegen/split_loops.ts";
+import { type AttentionPass, attentionWasm } from "../codegen/wasm_attention.ts";
 import {
   attentionBackwardKeyValue,
   attentionBackwardQuery,
@@ -200,7 +201,7 @@ export interface CausalAttentionOptions {
   rope?: RopeTables;
 }
 
-function spec(k: AttentionKernel) {
+function spec(k: AttentionKernel, pass: AttentionPass, a: AttentionDims) {
   return {
     key: k.key,
     name: k.name,
@@ -209,6 +210,10 @@ function spec(k: AttentionKernel) {
     wgsl: k.wgsl,
     dispatch: k.dispatch,
     host: k.host,
+    // The WebAssembly forms do not rotate; a rotating kernel runs its host form there.
+    wasm: a.rope
+      ? undefined
+      : (features: { readonly relaxedSimd: boolean }) => attentionWasm(pass, a, features),
   };
 }
 
@@ -237,12 +242,20 @@ function fusedAttention(q: F32, k: F32, v: F32, a: AttentionDims, rope?: RopeTab
   const rows = a.b * a.t * a.h;
   const krows = a.b * a.s * a.hkv;
   const tables = rope === undefined ? [] : [tableInput(rope.cos), tableInput(rope.sin)];
-  const fwd = customKernel(spec(attentionForward(a)), [q, k, v, ...tables]) as F32;
+  const fwd = customKernel(spec(attentionForward(a), "forward", a), [q, k, v, ...tables]) as F32;
   const out = fwd.slice([0, rows * a.d]).reshape([a.b, a.t, a.h, a.d]) as F32;
   // d(q, k, v) from dO with the forward's logsumexp; the query pass also gives Δ = dO·O for the key/value pass.
   return customVjp((_q: F32, _k: F32, _v: F32) => out, (g) => {
-    const bq = customKernel(spec(attentionBackwardQuery(a)), [q, k, v, g, fwd, ...tables]) as F32;
-    const bkv = customKernel(spec(attentionBackwardKeyValue(a)), [q, k, v, g, fwd, bq, ...tables]) as F32;
+    const bq = customKernel(spec(attentionBackwardQuery(a), "backward_query", a), [
+      q,
+      k,
+      v,
+      g,
+      fwd,
+      ...tables,
+    ]) as F32;
+    const kvSpec = spec(attentionBackwardKeyValue(a), "backward_key_value", a);
+    const bkv = customKernel(kvSpec, [q, k, v, g, fwd, bq, ...tables]) as F32;
     return [
       bq.slice([0, rows * a.d]).reshape(q.shape),
       bkv.slice([0, krows * a.d]).reshape(k.shape),
@@ -307,7 +320,9 @@ export function causalAttention(
     );
   }
   const dims: AttentionDims = { b, t, s, h, hkv, d, scale, causal, rope: rope !== undefined };
-  if ((opts.fused ?? true) && q.dtype === "f32" && attentionUnfit(dims, LOOP_BUDGET) === null) {
+  const fused = (opts.fused ?? true) && q.dtype === "f32" && attentionUnfit(dims, LOOP_BUDGET) === null;
+  // The kernels' WebAssembly forms do not rotate: on the wasm device RoPE is applied before them.
+  if (fused && (rope === undefined || q.device !== "wasm")) {
     return fusedAttention(q, k, v, dims, rope) as Tensor<number[], "f32">;
   }
   if (rope !== undefined) {
@@ -319,6 +334,7 @@ export function causalAttention(
     q = applyRope(q, qTables) as F32;
     k = applyRope(k, rope) as F32;
   }
+  if (fused) return fusedAttention(q, k, v, { ...dims, rope: false }) as Tensor<number[], "f32">;
   const qh = q.permute([0, 2, 1, 3]).reshape([b, hkv, g, t, d]) as F32;
   const kh = k.permute([0, 2, 1, 3]).reshape([b, hkv, 1, s, d]) as F32;
   const vh = v.permute([0, 2, 1, 3]).reshape([b, hkv, 1, s, d]) as F32;

@@ -222,6 +222,7 @@ export function planStep(
       wgsl: raw.wgsl,
       dispatch: raw.dispatch,
       host: (b) => raw.host(b),
+      wasm: raw.wasm,
       buffers: [buffers[i], ...k.inputs.map(bind)],
     };
   }

@@ -3,17 +3,21 @@
  * fused multiply-add where the runtime has it), caches it by its bytes, and runs it over one shared linear memory
  * that holds every tensor of the device (a size-class pool of byte ranges). Kernels whose work is large enough are
  * split over a pool of worker threads (see `wasm_pool.ts`); small ones run on the calling thread. Hand-written
- * kernels (`RawStep`) run their host function over views of the memory.
+ * kernels (`RawStep`) run their wasm form where they have one (the fused attention, `wasm_attention.ts`), else their
+ * host function over views of the memory.
  *
- * Work is queued: runs, uploads and reads happen in the order they were issued, so a buffer released by one
- * realization and reused by the next is never written before the earlier run is done with it.
+ * Work is queued: runs, uploads, writes, copies and reads happen in the order they were issued, so a buffer released
+ * by one realization and reused by the next is never written before the earlier run is done with it. A run calls
+ * its kernels one after another without yielding to the event loop; {@link WasmBackend.prepare} resolves kernels,
+ * addresses and parameter values once for steps that are replayed (the compiled training step).
  *
  * @module
  */
 import type { AnyDataArray, DType } from "../dtype.ts";
-import type { Kernel } from "../codegen/kexpr.ts";
+import { type Kernel, matmulDepth } from "../codegen/kexpr.ts";
 import type { Storage } from "../ir/node.ts";
-import { renderWasm } from "../codegen/render_wasm.ts";
+import type { CustomWasmKernel } from "../ir/ops.ts";
+import { renderWasm, type WasmKernel } from "../codegen/render_wasm.ts";
 import { hostParams } from "../codegen/render_js.ts";
 import { elemBytes, WASM_MAX_PAGES } from "../codegen/wasm_emit.ts";
 import { FnBuilder, ModuleBuilder } from "../codegen/wasm_encode.ts";
@@ -21,6 +25,7 @@ import {
   type Backend,
   type BackendStats,
   BufferPool,
+  type PreparedSteps,
   type RawStep,
   sizeClass,
   type Step,
@@ -34,9 +39,10 @@ const RESERVED = 1024;
 /**
  * Work below this many estimated nanoseconds runs on the calling thread. A parallel job costs ~15 µs of
  * synchronisation on an idle machine, but on a loaded one a worker may wait a scheduler slice to run: measured on
- * a shared 2-core host, the stories260K LoRA step gained nothing from splitting kernels below ~0.25 ms.
+ * a shared 2-core host (the calling thread sleeping on the done counter, not yielding to the event loop), the
+ * stories260K LoRA step was fastest splitting kernels estimated above 0.05-0.1 ms.
  */
-const PARALLEL_MIN_NS = 250_000;
+const PARALLEL_MIN_NS = 100_000;
 /** Chunks of a parallel job get at least this much estimated work. */
 const CHUNK_MIN_NS = 50_000;
 
@@ -92,7 +98,30 @@ interface Compiled {
   readonly itemCost: number;
   readonly scratchBytes: number;
   readonly usesMath: boolean;
+  /** The product's dimensions, for a matmul kernel (DEBUG output). */
+  readonly matmul:
+    | { readonly batch: number; readonly m: number; readonly n: number; readonly k: number }
+    | null;
 }
+
+/** A step resolved for running: its kernel (or host function) and arguments. */
+interface Launch {
+  readonly name: string;
+  /** The compiled kernel; null for a hand-written kernel without a wasm form (its host function runs). */
+  readonly c: Compiled | null;
+  /** The hand-written step, when `c` is null. */
+  readonly raw: RawStep | null;
+  /** Kernel arguments after `(start, end, scratch)`: output, inputs, and a generic kernel's parameter address. */
+  readonly args: readonly number[];
+  /** `[0, items, scratch, ...args]`: the call on the calling thread alone (scratch set per run). */
+  readonly call: number[];
+}
+
+/**
+ * How long (ms) the calling thread blocks for the workers of a split kernel before it yields to the event loop
+ * and waits there (where a worker that died is noticed).
+ */
+const POOL_WAIT_MS = 50;
 
 /** FNV-1a over the module bytes (a cache key; hits are confirmed byte by byte). */
 function hashBytes(b: Uint8Array): string {
@@ -125,6 +154,7 @@ export class WasmBackend implements Backend {
   #live = 0;
   #liveBytes = 0;
   #compiled = new WeakMap<Kernel, Compiled>();
+  #compiledRaw = new WeakMap<CustomWasmKernel, Compiled>();
   #byBytes = new Map<string, Compiled>();
   #nextId = 1;
   #scratch: { offset: number; cls: number; stride: number; threads: number } | null = null;
@@ -296,31 +326,52 @@ export class WasmBackend implements Backend {
   #compile(kernel: Kernel): Compiled {
     let c = this.#compiled.get(kernel);
     if (c !== undefined) return c;
-    const r = renderWasm(kernel, { relaxedSimd: this.relaxedSimd });
+    const mm = kernel.matmul;
+    c = {
+      ...this.#instantiate(kernel.name, renderWasm(kernel, { relaxedSimd: this.relaxedSimd })),
+      matmul: mm === null ? null : { batch: mm.batch, m: mm.m, n: mm.n, k: matmulDepth(mm) },
+    };
+    this.#compiled.set(kernel, c);
+    return c;
+  }
+
+  /** Instantiates a rendered module, or reuses the instance of an earlier one with the same bytes. */
+  #instantiate(name: string, r: WasmKernel): Compiled {
+    let c: Compiled;
     const key = hashBytes(r.bytes);
     const hit = this.#byBytes.get(key);
     if (
       hit !== undefined && hit.bytes.length === r.bytes.length && hit.bytes.every((b, i) => b === r.bytes[i])
     ) {
       // The same code; the item count and costs are this kernel's (a module does not fix its output size).
-      c = { ...hit, name: kernel.name, items: r.items, itemCost: r.itemCost, scratchBytes: r.scratchBytes };
+      c = { ...hit, name, items: r.items, itemCost: r.itemCost, scratchBytes: r.scratchBytes };
     } else {
-      if (debugLevel() >= 4) console.error(`// wasm kernel ${kernel.name}: ${r.bytes.length} bytes`);
+      if (debugLevel() >= 4) console.error(`// wasm kernel ${name}: ${r.bytes.length} bytes`);
       let module: WebAssembly.Module;
       try {
         module = new WebAssembly.Module(r.bytes);
       } catch (e) {
-        throw new Error(`wasm backend: kernel ${kernel.name} did not compile: ${(e as Error).message}`);
+        throw new Error(`wasm backend: kernel ${name} did not compile: ${(e as Error).message}`);
       }
       const imports = r.usesMath
         ? { env: { mem: this.#memory }, math: { sin: Math.sin, cos: Math.cos } }
         : { env: { mem: this.#memory } };
       const fn = new WebAssembly.Instance(module, imports as WebAssembly.Imports).exports.run as KernelFn;
-      c = { ...r, id: this.#nextId++, name: kernel.name, module, fn };
+      c = { ...r, id: this.#nextId++, name, module, fn, matmul: null };
       if (this.#byBytes.size > 8192) this.#byBytes.clear();
       this.#byBytes.set(key, c);
     }
-    this.#compiled.set(kernel, c);
+    return c;
+  }
+
+  /** The compiled wasm form of a hand-written kernel. */
+  #compileRaw(s: RawStep): Compiled {
+    const r = s.wasm!({ relaxedSimd: this.relaxedSimd });
+    let c = this.#compiledRaw.get(r);
+    if (c === undefined) {
+      c = this.#instantiate(s.name, r);
+      this.#compiledRaw.set(r, c);
+    }
     return c;
   }
 
@@ -339,106 +390,232 @@ export class WasmBackend implements Backend {
     return this.#scratch;
   }
 
+  /** Parameter words of the steps' generic kernels, in step order. */
+  #paramWords(steps: readonly (Step | RawStep)[]): number {
+    let words = 0;
+    for (const s of steps) if (!("wgsl" in s)) words += s.kernel.params?.length ?? 0;
+    return words;
+  }
+
   /**
-   * Writes a launch's parameter values (one 4-byte word per slot: f32 for float slots, i32 otherwise, rounded as
-   * the kernel's dtypes say) and returns their address. Kernels run one after another, so one area serves all.
+   * Resolves steps to launches: kernels compiled, arguments as addresses; the parameter words of the generic kernels
+   * are assigned in step order from byte address `params` on (see {@link #writeParams}).
    */
-  #writeParams(kernel: Kernel, values: readonly number[] | undefined): number {
-    const slots = kernel.params ?? [];
-    if (slots.length === 0) return 0;
-    const bytes = 4 * slots.length;
+  #resolve(steps: readonly (Step | RawStep)[], params: number): Launch[] {
+    const launches: Launch[] = [];
+    let at = params;
+    for (const s of steps) {
+      if ("wgsl" in s) {
+        const offsets = s.buffers.map((b) => (b as WasmStorage).offset);
+        if (s.wasm === undefined) {
+          launches.push({ name: s.name, c: null, raw: s, call: [], args: offsets });
+          continue;
+        }
+        const c = this.#compileRaw(s);
+        if (c.items > 0) launches.push(this.#launchOf(c, offsets));
+        continue;
+      }
+      const c = this.#compile(s.kernel);
+      const slots = s.kernel.params?.length ?? 0;
+      const args = [(s.output as WasmStorage).offset, ...s.inputs.map((i) => (i as WasmStorage).offset), 0];
+      if (slots > 0) {
+        args[args.length - 1] = at;
+        at += 4 * slots;
+      }
+      if (c.items > 0) launches.push(this.#launchOf(c, args));
+    }
+    return launches;
+  }
+
+  /**
+   * Writes the parameter values of the steps' generic kernels to consecutive words from byte address `params` on,
+   * as {@link #resolve} assigned them: one 4-byte word per slot, an f32 for float slots and an i32 otherwise,
+   * rounded as the kernel's dtypes say.
+   */
+  #writeParams(steps: readonly (Step | RawStep)[], params: number): void {
+    const f32 = new Float32Array(this.#memory.buffer);
+    const i32 = new Int32Array(this.#memory.buffer);
+    let word = params / 4;
+    for (const s of steps) {
+      if ("wgsl" in s) continue;
+      const slots = s.kernel.params ?? [];
+      if (slots.length === 0) continue;
+      hostParams(s.kernel, s.params).forEach((v, i) => {
+        const d = slots[i];
+        if (d === "f32" || d === "f16") f32[word + i] = v;
+        else i32[word + i] = v | 0;
+      });
+      word += slots.length;
+    }
+  }
+
+  /** A launch of `c` with `args`. */
+  #launchOf(c: Compiled, args: number[]): Launch {
+    return { name: c.name, c, raw: null, call: [0, c.items, 0, ...args], args };
+  }
+
+  /** Items per chunk when `c` is split over the pool, or 0 when its estimated work is too small to split. */
+  #chunkOf(c: Compiled): number {
+    const threads = this.#threads;
+    if (threads === 1 || c.items < 2 || c.items * c.itemCost < PARALLEL_MIN_NS) return 0;
+    const chunk = Math.max(Math.ceil(CHUNK_MIN_NS / c.itemCost), Math.ceil(c.items / (threads * 4)));
+    return chunk < c.items ? chunk : 0;
+  }
+
+  /** A parameter area of at least `bytes` for one run (kernels of a run share it: each has its own words). */
+  #paramArea(bytes: number): number {
+    if (bytes === 0) return 0;
     if (this.#params === null || this.#params.cls < bytes) {
       if (this.#params !== null) this.#retired.push(this.#params);
       const cls = sizeClass(Math.max(bytes, 256));
       this.#params = { offset: this.#fresh(cls), cls };
     }
-    const at = this.#params.offset;
-    const f32 = new Float32Array(this.#memory.buffer, at, slots.length);
-    const i32 = new Int32Array(this.#memory.buffer, at, slots.length);
-    hostParams(kernel, values).forEach((v, i) => {
-      const d = slots[i];
-      if (d === "f32" || d === "f16") f32[i] = v;
-      else i32[i] = v | 0;
-    });
-    return at;
+    return this.#params.offset;
   }
 
   async #runNow(steps: readonly (Step | RawStep)[]): Promise<void> {
     try {
-      await this.#runSteps(steps);
+      const params = this.#paramArea(4 * this.#paramWords(steps));
+      const launches = this.#resolve(steps, params);
+      this.#writeParams(steps, params);
+      await this.#exec(launches);
     } finally {
-      for (const r of this.#retired.splice(0)) this.#buffers.give(r.cls, r.offset);
+      this.#releaseRetired();
     }
   }
 
-  async #runSteps(steps: readonly (Step | RawStep)[]): Promise<void> {
+  #releaseRetired(): void {
+    for (const r of this.#retired.splice(0)) this.#buffers.give(r.cls, r.offset);
+  }
+
+  /**
+   * Runs launches in order: on the calling thread one after another, without yielding to the event loop, except
+   * where a split kernel's workers are still busy after a short blocking wait.
+   */
+  async #exec(launches: readonly Launch[]): Promise<void> {
     const timing = debugLevel() >= 1;
-    for (const s of steps) {
+    let scratchBytes = 0;
+    for (const l of launches) {
+      if (l.c !== null && l.c.scratchBytes > scratchBytes) scratchBytes = l.c.scratchBytes;
+    }
+    const scratch = scratchBytes > 0 ? this.#scratchFor(scratchBytes) : { offset: 0, stride: 0 };
+    for (const l of launches) {
       const t0 = timing ? performance.now() : 0;
-      if ("wgsl" in s) {
-        s.host(s.buffers.map((b) => {
+      let threads = 1;
+      if (l.c === null) {
+        const raw = l.raw!;
+        raw.host(raw.buffers.map((b) => {
           const w = b as WasmStorage;
           return this.#view(w, w.bytes / elemBytes(w.dtype)) as Float32Array | Int32Array | Uint32Array;
         }));
-        if (timing) console.error(`wasm ${s.name} (host) ${(performance.now() - t0).toFixed(3)} ms`);
-        continue;
-      }
-      const c = this.#compile(s.kernel);
-      if (c.items === 0) continue;
-      const args = [
-        (s.output as WasmStorage).offset,
-        ...s.inputs.map((i) => (i as WasmStorage).offset),
-        this.#writeParams(s.kernel, s.params),
-      ];
-      let threads: number;
-      try {
-        threads = await this.#launch(c, args);
-      } catch (e) {
-        const ins = s.inputs.map((x, k) =>
-          `${s.kernel.inputs[k].dtype}[${s.kernel.inputs[k].size}] @${(x as WasmStorage).offset}`
-        );
-        throw new Error(
-          `wasm kernel ${c.name} (${c.items} items; output @${args[0]}; inputs ${ins.join(", ")}): ` +
-            (e as Error).message,
-        );
+      } else {
+        try {
+          const chunk = this.#pool === null ? 0 : this.#chunkOf(l.c);
+          threads = chunk > 0
+            ? await this.#split(l, chunk, scratch.offset, scratch.stride)
+            : this.#single(l, scratch.offset);
+        } catch (e) {
+          throw new Error(
+            `wasm kernel ${l.name} (${l.c.items} items; output @${l.args[0]}; inputs @${
+              l.args.slice(1).join(", @")
+            }): ${(e as Error).message}`,
+          );
+        }
       }
       if (timing) {
-        console.error(
-          `wasm ${c.name} ${c.items} items x${threads} ${(performance.now() - t0).toFixed(3)} ms`,
-        );
+        const what = l.c === null ? "(host)" : `${l.c.items} items x${threads}${this.#shape(l)}`;
+        console.error(`wasm ${l.name} ${what} ${(performance.now() - t0).toFixed(3)} ms`);
       }
     }
   }
 
-  /** Runs a compiled kernel over all its items, on the pool when it is worth it; returns the threads used. */
-  async #launch(c: Compiled, args: number[]): Promise<number> {
-    const scratch = c.scratchBytes > 0 ? this.#scratchFor(c.scratchBytes) : { offset: 0, stride: 0 };
-    const pool = this.#pool;
-    if (pool !== null && c.items > 1 && c.items * c.itemCost >= PARALLEL_MIN_NS) {
-      const chunk = Math.max(Math.ceil(CHUNK_MIN_NS / c.itemCost), Math.ceil(c.items / (pool.threads * 4)));
-      if (chunk < c.items) {
-        try {
-          pool.share(c.id, c.module, c.usesMath);
-          await pool.run({
-            kernel: c.id,
-            fn: c.fn,
-            items: c.items,
-            chunk,
-            scratch: scratch.offset,
-            stride: scratch.stride,
-            args,
-          });
-          return pool.threads;
-        } catch (e) {
-          if (!(e instanceof PoolFailure)) throw e;
-          // A worker stopped: go on with the calling thread alone, and run this kernel again there.
-          this.setThreads(1);
-          this.#poolError = e.message;
-        }
-      }
-    }
-    c.fn(0, c.items, scratch.offset, ...args);
+  /** Runs a launch on the calling thread; returns 1. */
+  #single(l: Launch, scratch: number): number {
+    l.call[2] = scratch;
+    l.c!.fn.apply(null, l.call as Parameters<KernelFn>);
     return 1;
+  }
+
+  /** Runs a launch over the pool; returns the threads used (1 when the pool failed and the kernel ran here). */
+  async #split(l: Launch, chunk: number, scratch: number, stride: number): Promise<number> {
+    const pool = this.#pool!;
+    const c = l.c!;
+    try {
+      pool.share(c.id, c.module, c.usesMath);
+      const job = { kernel: c.id, fn: c.fn, items: c.items, chunk, scratch, stride, args: l.args };
+      if (!pool.runSync(job, POOL_WAIT_MS)) await pool.finish();
+      return pool.threads;
+    } catch (e) {
+      if (!(e instanceof PoolFailure)) throw e;
+      // A worker stopped: go on with the calling thread alone, and run this kernel again there.
+      this.setThreads(1);
+      this.#poolError = e.message;
+      return this.#single(l, scratch);
+    }
+  }
+
+  /** ` matmul BxMxNxK` for a matmul launch (DEBUG output). */
+  #shape(l: Launch): string {
+    const mm = l.c!.matmul;
+    return mm === null ? "" : ` matmul ${mm.batch}x${mm.m}x${mm.n}x${mm.k}`;
+  }
+
+  /**
+   * Prepares steps for repeated runs: kernels compiled, arguments resolved and parameter values written once (in
+   * an area of their own), so a run only calls the kernels, one after another.
+   */
+  prepare(steps: readonly (Step | RawStep)[]): PreparedSteps {
+    const words = this.#paramWords(steps);
+    const area = words > 0 ? this.alloc("u32", words) as WasmStorage : null;
+    const launches = this.#resolve(steps, area?.offset ?? 0);
+    // The area may still be read by queued work that released it: write the values in queue order.
+    if (area !== null) this.#enqueue(() => this.#writeParams(steps, area.offset));
+    let disposed = false;
+    return {
+      run: (copies = []) => {
+        if (disposed) throw new Error("wasm backend: prepared steps used after dispose()");
+        for (const [src, dst] of copies) checkCopy(src, dst);
+        return this.#enqueue(async () => {
+          try {
+            await this.#exec(launches);
+          } finally {
+            this.#releaseRetired();
+          }
+          this.#copyNow(copies);
+        });
+      },
+      dispose: () => {
+        if (disposed) return;
+        disposed = true;
+        area?.release();
+      },
+    };
+  }
+
+  /** Overwrites storage `s` with `data` (dtype `d`), after all work queued so far. */
+  write(s: Storage, d: DType, data: AnyDataArray): Promise<void> {
+    const w = s as WasmStorage;
+    if (d !== w.dtype || data.length * elemBytes(d) > w.bytes) {
+      throw new RangeError(
+        `wasm backend: cannot write ${data.length} ${d} values into a storage of ${w.bytes} bytes of ${w.dtype}`,
+      );
+    }
+    return this.#enqueue(() => this.#write(w, data));
+  }
+
+  /** Copies each `[src, dst]` pair (equal sizes), after all work queued so far. */
+  copy(pairs: readonly (readonly [Storage, Storage])[]): Promise<void> {
+    for (const [src, dst] of pairs) checkCopy(src, dst);
+    return this.#enqueue(() => this.#copyNow(pairs));
+  }
+
+  #copyNow(pairs: readonly (readonly [Storage, Storage])[]): void {
+    if (pairs.length === 0) return;
+    const bytes = new Uint8Array(this.#memory.buffer);
+    for (const [src, dst] of pairs) {
+      const a = src as WasmStorage;
+      bytes.copyWithin((dst as WasmStorage).offset, a.offset, a.offset + a.bytes);
+    }
   }
 
   stats(): BackendStats {
@@ -449,6 +626,14 @@ export class WasmBackend implements Backend {
       cachedKernels: this.#byBytes.size,
     };
   }
+}
+
+/** Checks that a copy joins two storages of the wasm device of equal sizes. */
+function checkCopy(src: Storage, dst: Storage): void {
+  if (!(src instanceof WasmStorage) || !(dst instanceof WasmStorage)) {
+    throw new TypeError(`wasm backend: copy between storages of devices ${src.device} and ${dst.device}`);
+  }
+  if (src.bytes !== dst.bytes) throw new RangeError(`copy: ${src.bytes} bytes into ${dst.bytes} bytes`);
 }
 
 /** Threads of a new backend: `TESSERA_THREADS` when set and readable, else the machine's hardware threads. */

@@ -8,8 +8,9 @@
  * - every thread, the caller included, claims chunks with a compare-and-swap on one word that holds the job's
  *   generation and the next chunk index, so a thread that wakes late for an old job can never claim a chunk of a
  *   new one;
- * - the caller, once no chunk is left to claim, waits for the done counter with `Atomics.waitAsync` (it never
- *   blocks or spins); workers block in `Atomics.wait` between jobs, so an idle pool burns no CPU.
+ * - the caller, once no chunk is left to claim, sleeps on the done counter (`Atomics.wait`, never spinning) for a
+ *   short while, then, if workers are still busy, waits with `Atomics.waitAsync` so that the event loop runs (and
+ *   notices a worker that died); workers block in `Atomics.wait` between jobs, so an idle pool burns no CPU.
  *
  * Compiled kernel modules reach the workers through a message port that they drain synchronously
  * (`receiveMessageOnPort`) when a job names a kernel they have not instantiated yet. Workers are unref'd: they
@@ -103,6 +104,8 @@ export class ThreadPool {
   readonly #shared = new Set<number>();
   #failure: string | null = null;
   #kernelError: string | null = null;
+  /** Chunks of the latest job. */
+  #chunks = 0;
 
   /** A pool of `threads - 1` workers over `memory`, started with the first job. */
   constructor(memory: WebAssembly.Memory, threads: number) {
@@ -170,6 +173,16 @@ export class ThreadPool {
    * error of a chunk that failed in a worker.
    */
   async run(job: PoolJob): Promise<void> {
+    if (!this.runSync(job, 0)) await this.finish();
+  }
+
+  /**
+   * Runs a job on every thread, the calling one included, then blocks the calling thread (`Atomics.wait`, no
+   * spinning) for at most `waitMs` until the chunks the workers took are done. Returns true when the job is over
+   * (errors are thrown as by {@link run}); false when workers are still busy: then {@link finish} must be awaited
+   * before the next job. A worker that dies is only noticed by the event loop, so keep `waitMs` short.
+   */
+  runSync(job: PoolJob, waitMs: number): boolean {
     if (this.#failure !== null) throw new PoolFailure(this.#failure);
     if (this.#workers.length === 0) this.#start();
     if (job.args.length > MAX_ARGS) throw new RangeError(`wasm pool: ${job.args.length} kernel arguments`);
@@ -191,15 +204,35 @@ export class ThreadPool {
     Atomics.store(ctl, CTL.done, 0);
     Atomics.add(ctl, CTL.gen, 1);
     Atomics.notify(ctl, CTL.gen);
+    this.#chunks = chunks;
     let mine = 0;
     try {
+      const call = [0, 0, job.scratch, ...job.args];
       for (let c = claimChunk(ctl, gen, chunks); c >= 0; c = claimChunk(ctl, gen, chunks)) {
-        job.fn(c * job.chunk, Math.min(job.items, (c + 1) * job.chunk), job.scratch, ...job.args);
+        call[0] = c * job.chunk;
+        call[1] = Math.min(job.items, (c + 1) * job.chunk);
+        job.fn.apply(null, call as Parameters<KernelFn>);
         mine++;
       }
     } finally {
       if (mine > 0) Atomics.add(ctl, CTL.done, mine);
     }
+    const deadline = waitMs > 0 ? performance.now() + waitMs : 0;
+    for (;;) {
+      const done = Atomics.load(ctl, CTL.done);
+      if (done >= chunks) break;
+      const left = deadline - performance.now();
+      if (left <= 0) return false;
+      Atomics.wait(ctl, CTL.done, done, left);
+    }
+    this.#checkError();
+    return true;
+  }
+
+  /** Waits (without blocking the event loop) until the job started by {@link runSync} is over. */
+  async finish(): Promise<void> {
+    const ctl = this.#ctl;
+    const chunks = this.#chunks;
     if (Atomics.load(ctl, CTL.done) < chunks) {
       // A pending waitAsync alone does not keep every event loop alive (the test runner's does not count it):
       // hold a timer while waiting.
@@ -218,8 +251,12 @@ export class ThreadPool {
         clearTimeout(alive);
       }
     }
-    if (Atomics.load(ctl, CTL.error) !== 0) {
-      Atomics.store(ctl, CTL.error, 0);
+    this.#checkError();
+  }
+
+  #checkError(): void {
+    if (Atomics.load(this.#ctl, CTL.error) !== 0) {
+      Atomics.store(this.#ctl, CTL.error, 0);
       throw new Error(this.#kernelError ?? "a wasm kernel failed in a worker thread");
     }
   }

@@ -23,7 +23,7 @@ const cases = [
   { b: 1, t: 3, s: 5, h: 2, hkv: 1, d: 8, causal: false, rope: true },
 ];
 
-for (const device of ["webgpu", "cpu"] as const) {
+for (const device of ["webgpu", "wasm", "cpu"] as const) {
   for (const c of cases) {
     Deno.test(`fused attention = composed attention, values and gradients (${device}, ${JSON.stringify(c)})`, async () => {
       const rng = new TestRng(401 + c.d);

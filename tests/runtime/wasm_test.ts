@@ -7,6 +7,10 @@
 import { equal, ok } from "node:assert/strict";
 import { getWasm, realize, type Shape, type Tensor, tensor } from "../../mod.ts";
 import { assertClose, reference, TEST_SEED, TestRng } from "../_helpers.ts";
+import { causalAttention } from "../../lib/nn/mod.ts";
+import { valueAndGrad } from "../../lib/autodiff/grad.ts";
+import { Op } from "../../lib/ir/ops.ts";
+import { toposort } from "../../lib/ir/node.ts";
 
 type F = Tensor<Shape, "f32">;
 
@@ -131,6 +135,52 @@ Deno.test("wasm gives the same bits on one thread and on the thread pool", async
     equal(be.threads, 3, be.description);
     const pool = await Promise.all(work().map((y) => y.data()));
     one.forEach((o, i) => ok(o.every((v, j) => Object.is(v, pool[i][j])), `result ${i} differs`));
+  } finally {
+    be.setThreads(threads);
+  }
+});
+
+Deno.test("wasm attention kernels: values and gradients of the float64 host twins, the same bits on the pool", async () => {
+  const be = await getWasm();
+  const rng = new TestRng(304);
+  const cases = [
+    // Big enough that all three kernels are split over the threads.
+    { b: 4, t: 64, s: 64, h: 8, hkv: 4, d: 16, causal: true },
+    // A cached prefix (S > T), sizes that leave partial groups of four keys and queries.
+    { b: 2, t: 37, s: 45, h: 6, hkv: 2, d: 12, causal: true },
+    { b: 1, t: 9, s: 14, h: 2, hkv: 1, d: 4, causal: false },
+  ];
+  const threads = be.threads;
+  try {
+    for (const c of cases) {
+      const mk = (shape: number[]) =>
+        tensor(rng.normals(shape.reduce((x, y) => x * y, 1)), { shape, device: "wasm" }) as F;
+      const q = mk([c.b, c.t, c.h, c.d]);
+      const k = mk([c.b, c.s, c.hkv, c.d]);
+      const v = mk([c.b, c.s, c.hkv, c.d]);
+      const w = mk([c.b, c.t, c.h, c.d]);
+      await realize(q, k, v, w);
+      const run = () => {
+        const r = valueAndGrad((p: Record<string, Tensor>) =>
+          (causalAttention(p.q as F, p.k as F, p.v as F, { causal: c.causal }) as F).mul(w).sum()
+        )({ q, k, v });
+        return [r.value, r.grads.q, r.grads.k, r.grads.v] as F[];
+      };
+      const fused = run();
+      ok(toposort(fused.map((t) => t.node)).filter((n) => n.op === Op.Custom).length === 3, "fused kernels");
+      // The reference runs the kernels' float64 host twins (before anything of this graph is realized).
+      const want = await Promise.all(fused.map((t) => reference(t)));
+      be.setThreads(1);
+      const one = await Promise.all(fused.map((t) => t.data()));
+      be.setThreads(3);
+      const pool = await Promise.all(run().map((t) => t.data()));
+      ["loss", "dq", "dk", "dv"].forEach((what, i) => {
+        // f32 sums of up to G·T = 128 products of unit normals against float64: a few ulp of the terms (about
+        // 1e-6 relative, measured); a slip of one key or lane is O(1).
+        assertClose(one[i], want[i], { rtol: 1e-5, atol: 1e-5, what: `${what} ${JSON.stringify(c)}` });
+        ok(one[i].every((x, j) => Object.is(x, pool[i][j])), `${what}: one thread and the pool differ`);
+      });
+    }
   } finally {
     be.setThreads(threads);
   }

@@ -15,10 +15,12 @@ import type { Shape } from "../../mod.ts";
 import { Trainer, type TrainerOptions } from "../../lib/train/mod.ts";
 import { cachedPlans } from "../../lib/runtime/plan.ts";
 import { mlpSetup } from "./_setup.ts";
+import { TinyLm } from "./_models.ts";
 import { TestRng } from "../_helpers.ts";
 
 type Setup = ReturnType<typeof mlpSetup>;
 type F = Tensor<Shape, "f32">;
+type I = Tensor<Shape, "i32">;
 
 async function stateOf(
   t: { model: object; optimizer: Trainer<object>["optimizer"] },
@@ -130,6 +132,59 @@ Deno.test("cpu: replayed steps equal eager steps bit for bit", async () => {
     deepEqual(await compiled.run(), await eager.run());
     deepEqual(await stateOf(compiled), await stateOf(eager));
     equal(compiled.compileStats.replayed, 5);
+    eager.close();
+    compiled.close();
+  } finally {
+    setDefaultDevice("webgpu");
+  }
+});
+
+Deno.test("wasm: replayed steps equal eager steps bit for bit (MLP; LoRA on a transformer with fused attention)", async () => {
+  setDefaultDevice("wasm");
+  try {
+    const rng = new TestRng(306);
+    const seeds = { initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps: 8 };
+    const mlp = pair(() => mlpSetup(seeds));
+    equal(namedParameters(mlp.compiled.model)[0][1].device, "wasm");
+    deepEqual(await mlp.compiled.run(), await mlp.eager.run());
+    deepEqual(await stateOf(mlp.compiled), await stateOf(mlp.eager));
+    equal(mlp.compiled.compileStats.replayed, 5);
+    mlp.eager.close();
+    mlp.compiled.close();
+    // Causal attention with grouped heads (fused kernels) and LoRA on every projection; odd sizes leave partial
+    // groups of four keys and queries.
+    const cfg = { vocab: 29, dim: 24, layers: 2, nHeads: 6, nKvHeads: 2, hiddenDim: 40 };
+    const ids = (step: number) => {
+      const r = new TestRng(400 + step);
+      return Int32Array.from({ length: 3 * 11 }, () => r.int(0, cfg.vocab));
+    };
+    const lm = async (compile: boolean) => {
+      const model = new TinyLm(cfg, 17);
+      await attachLora(model, {
+        targetModules: ["wq", "wk", "wv", "wo", "w1", "w2", "w3"],
+        rank: 4,
+        alpha: 8,
+        seed: 2,
+      });
+      return new Trainer({
+        model,
+        optimizer: new AdamW(model, { lr: 1e-2, trainable: LORA_TRAINABLE }),
+        batch: (step) => ({
+          x: tensor(ids(step), { shape: [3, 11], dtype: "i32" }),
+          y: tensor(ids(step + 1000), { shape: [3, 11], dtype: "i32" }),
+        }),
+        loss: (m, b) => crossEntropy(m.forward(b.x as I) as F, b.y as I),
+        steps: 7,
+        readEvery: 3,
+        progress: false,
+        compile,
+      });
+    };
+    const eager = await lm(false);
+    const compiled = await lm(true);
+    deepEqual(await compiled.run(), await eager.run());
+    deepEqual(await stateOf(compiled), await stateOf(eager));
+    equal(compiled.compileStats.replayed, 4);
     eager.close();
     compiled.close();
   } finally {
