@@ -449,23 +449,42 @@ async function child(
   return JSON.parse(text) as Measured;
 }
 
+/** The usage lines of the module comment. */
+const USAGE =
+  `deno run -A bench/train_step_bench.ts [--steps 20] [--warmup 5] [--readEvery 10] [--device webgpu]
+  [--cases 0,1,...] | --vs DIR [--rounds 3] | --devices A,B [--rounds 3]`;
+
+/** The command line, with a usage message instead of a stack trace for an unknown or malformed option. */
+function parseCli() {
+  if (Deno.args.includes("--help")) {
+    console.log(USAGE);
+    Deno.exit(0);
+  }
+  try {
+    return parseArgs({
+      args: Deno.args,
+      options: {
+        steps: { type: "string", default: "20" },
+        warmup: { type: "string", default: "5" },
+        readEvery: { type: "string", default: "10" },
+        vs: { type: "string" },
+        rounds: { type: "string", default: "3" },
+        cases: { type: "string" },
+        child: { type: "boolean", default: false },
+        lib: { type: "string" },
+        case: { type: "string" },
+        device: { type: "string", default: "webgpu" },
+        devices: { type: "string" },
+      },
+    });
+  } catch (e) {
+    console.error(`bench:train: ${(e as Error).message}\n${USAGE}`);
+    Deno.exit(2);
+  }
+}
+
 if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      steps: { type: "string", default: "20" },
-      warmup: { type: "string", default: "5" },
-      readEvery: { type: "string", default: "10" },
-      vs: { type: "string" },
-      rounds: { type: "string", default: "3" },
-      cases: { type: "string" },
-      child: { type: "boolean", default: false },
-      lib: { type: "string" },
-      case: { type: "string" },
-      device: { type: "string", default: "webgpu" },
-      devices: { type: "string" },
-    },
-  });
+  const { values } = parseCli();
   const device = values.device!;
   const steps = Number(values.steps);
   const warmup = Number(values.warmup);
