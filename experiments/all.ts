@@ -4,8 +4,11 @@
  * the count of reproduced / not reproduced / inconclusive, then each experiment's summary and links to its plots.
  *
  *   deno task exp:all --quick
+ *   deno task exp:all --runs results/eva/20261206-101500,results/cntlora/20261206-104000
  *
- * An experiment that fails is reported as failed in REPORT.md; the others still run.
+ * An experiment that fails is reported as failed in REPORT.md; the others still run. `--runs` runs nothing: it
+ * writes REPORT.md from the finished run directories given (any number per experiment, e.g. a default run and one
+ * on stories260K; the experiment is the run's parent folder), in the order given.
  *
  * @module
  */
@@ -33,13 +36,96 @@ function latestRun(name: string): string | null {
   }
 }
 
+/** One section of REPORT.md (a finished run) and its claims. */
+function reportRun(
+  name: string,
+  run: string,
+  how: string,
+  sections: string[],
+  claims: { experiment: string; claim: Claim | string }[],
+): void {
+  const summary = Deno.readTextFileSync(`${run}/summary.md`).replace(/^# .*\n/, "");
+  for (const claim of claimsOf(`${run}/summary.json`)) claims.push({ experiment: name, claim });
+  const plots = [...Deno.readDirSync(run)].filter((e) => e.name.endsWith(".png")).map((e) => e.name).sort();
+  // REPORT.md sits in results/: plots are linked from there.
+  const at = run.lastIndexOf("results/");
+  const rel = at >= 0 ? run.slice(at + "results/".length) : run;
+  sections.push(
+    `## exp:${name}`,
+    "",
+    `Run: \`${run}\`${how}.`,
+    "",
+    summary.trim(),
+    "",
+    ...plots.map((p) => `![${name} ${p}](${rel}/${p})`),
+    "",
+  );
+}
+
+/** The run directories of `--runs a,b --runs c`, each checked to be a finished run; null without `--runs`. */
+function runsArg(args: readonly string[]): { name: string; run: string }[] | null {
+  if (!args.some((a) => a === "--runs" || a.startsWith("--runs="))) return null;
+  const dirs: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--runs" && i + 1 < args.length) dirs.push(...args[++i].split(","));
+    else if (a.startsWith("--runs=")) dirs.push(...a.slice("--runs=".length).split(","));
+    else if (a === "--runs") {
+      throw new Error("exp:all: --runs needs a comma-separated list of run directories");
+    } else throw new Error(`exp:all: --runs writes the report only; ${a} would be ignored`);
+  }
+  return dirs.filter((d) => d !== "").map((d) => {
+    const run = d.replace(/\/+$/, "");
+    for (const f of ["summary.md", "summary.json"]) {
+      try {
+        Deno.statSync(`${run}/${f}`);
+      } catch {
+        throw new Error(`exp:all: ${run} is not a finished run (no ${f})`);
+      }
+    }
+    const name = run.split("/").at(-2);
+    if (name === undefined || !EXPERIMENTS.some(([n]) => n === name)) {
+      throw new Error(
+        `exp:all: ${run} is not under results/<experiment>/ (experiments: ${
+          EXPERIMENTS.map(([n]) => n).join(", ")
+        })`,
+      );
+    }
+    return { name, run };
+  });
+}
+
+/** Writes results/REPORT.md (through a temporary file, so a crash leaves the old one). */
+function writeReport(claims: { experiment: string; claim: Claim | string }[], sections: string[]): void {
+  Deno.mkdirSync("results", { recursive: true });
+  const tmp = `results/REPORT.md.tmp-${Deno.pid}`;
+  Deno.writeTextFileSync(tmp, [...claimTable(claims), ...sections].join("\n") + "\n");
+  Deno.renameSync(tmp, "results/REPORT.md");
+  console.log("\nwrote results/REPORT.md");
+}
+
 async function main(): Promise<void> {
   if (Deno.args.includes("--help")) {
-    console.log("deno task exp:all [args passed to every experiment, e.g. --quick]");
+    console.log(
+      "deno task exp:all [args passed to every experiment, e.g. --quick]\n" +
+        "deno task exp:all --runs results/<experiment>/<timestamp>[,...]   (report from finished runs, runs nothing)",
+    );
     return;
   }
   const sections: string[] = [];
   const claims: { experiment: string; claim: Claim | string }[] = [];
+  let given: { name: string; run: string }[] | null;
+  try {
+    given = runsArg(Deno.args);
+  } catch (e) {
+    console.error((e as Error).message);
+    Deno.exit(2);
+  }
+  if (given !== null) {
+    for (const { name, run } of given) reportRun(name, run, "", sections, claims);
+    writeReport(claims, sections);
+    return;
+  }
   for (const [name, file] of EXPERIMENTS) {
     const before = latestRun(name);
     const t0 = performance.now();
@@ -60,26 +146,9 @@ async function main(): Promise<void> {
       );
       continue;
     }
-    const summary = Deno.readTextFileSync(`${run}/summary.md`).replace(/^# .*\n/, "");
-    for (const claim of claimsOf(`${run}/summary.json`)) claims.push({ experiment: name, claim });
-    const plots = [...Deno.readDirSync(run)].filter((e) => e.name.endsWith(".png")).map((e) => e.name).sort();
-    const rel = run.slice("results/".length);
-    sections.push(
-      `## exp:${name}`,
-      "",
-      `Run: \`${run}\` (${seconds} s).`,
-      "",
-      summary.trim(),
-      "",
-      ...plots.map((p) => `![${name} ${p}](${rel}/${p})`),
-      "",
-    );
+    reportRun(name, run, ` (${seconds} s)`, sections, claims);
   }
-  Deno.mkdirSync("results", { recursive: true });
-  const tmp = `results/REPORT.md.tmp-${Deno.pid}`;
-  Deno.writeTextFileSync(tmp, [...claimTable(claims), ...sections].join("\n") + "\n");
-  Deno.renameSync(tmp, "results/REPORT.md");
-  console.log("\nwrote results/REPORT.md");
+  writeReport(claims, sections);
 }
 
 /** The claims a run's summary.json holds (structured, or sentences with the verdict in bold). */

@@ -1,5 +1,5 @@
 /** exp:all passes its arguments to every experiment and reports each one, failures included. */
-import { equal, match } from "node:assert/strict";
+import { equal, match, ok } from "node:assert/strict";
 import { claimTable } from "../../experiments/all.ts";
 
 Deno.test("exp:all runs every experiment and writes results/REPORT.md (an unknown flag makes each fail fast)", async () => {
@@ -45,4 +45,60 @@ Deno.test("REPORT.md opens with every claim, its rule and numbers, and the count
   match(text, /\| exp:eva \| EVA converges faster than LoRA\. \| paired mean difference .* \| reproduced \|/);
   match(text, /\| exp:cntlora \| CNTLoRA beats LoRA .* \| inconclusive \|/);
   match(text, /\| exp:gap_init \| a \\\| b \| r \| e \(needs 20 seeds\) \| not reproduced \|/);
+});
+
+Deno.test("exp:all --runs writes REPORT.md from the finished runs given, and refuses a directory that is not one", async () => {
+  const dir = await Deno.makeTempDir();
+  const script = new URL("../../experiments/all.ts", import.meta.url).pathname;
+  const claim = (verdict: string, n: number) => ({
+    claim: `claim ${n}`,
+    rule: `rule ${n}`,
+    evidence: `evidence ${n}`,
+    verdict,
+  });
+  const runs = [["cntlora", "a", "reproduced"], ["cntlora", "b", "inconclusive"], [
+    "eva",
+    "c",
+    "not reproduced",
+  ]];
+  for (const [i, [name, ts, verdict]] of runs.entries()) {
+    await Deno.mkdir(`${dir}/results/${name}/${ts}`, { recursive: true });
+    await Deno.writeTextFile(
+      `${dir}/results/${name}/${ts}/summary.md`,
+      `# title\n\nsummary of ${name} ${ts}\n`,
+    );
+    await Deno.writeTextFile(
+      `${dir}/results/${name}/${ts}/summary.json`,
+      JSON.stringify({ claims: [claim(verdict, i)] }),
+    );
+  }
+  const run = (...args: string[]) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", script, ...args],
+      cwd: dir,
+      stdout: "piped",
+      stderr: "piped",
+    })
+      .output();
+  const good = await run("--runs", "results/cntlora/a,results/eva/c", "--runs=results/cntlora/b/");
+  equal(good.code, 0, new TextDecoder().decode(good.stderr));
+  const report = await Deno.readTextFile(`${dir}/results/REPORT.md`);
+  match(report, /3 claims: 1 reproduced, 1 not reproduced, 1 inconclusive\./);
+  // In the order given: a, c, b.
+  ok(
+    report.indexOf("claim 0") < report.indexOf("claim 2") &&
+      report.indexOf("claim 2") < report.indexOf("claim 1"),
+  );
+  match(report, /Run: `results\/eva\/c`\.\n\nsummary of eva c/);
+  await Deno.mkdir(`${dir}/results/eva/unfinished`, { recursive: true });
+  const bad = await run("--runs", "results/eva/unfinished");
+  equal(bad.code, 2);
+  match(
+    new TextDecoder().decode(bad.stderr),
+    /results\/eva\/unfinished is not a finished run \(no summary\.md\)/,
+  );
+  const mixed = await run("--runs", "results/eva/c", "--quick");
+  equal(mixed.code, 2);
+  match(new TextDecoder().decode(mixed.stderr), /--quick would be ignored/);
+  await Deno.remove(dir, { recursive: true });
 });
