@@ -114,23 +114,11 @@ function widen(v: VecOperand, read: string): string {
 /** The spliced load functions of every term that reads its operand through them. */
 function loadFunctions(p: MatmulParts, all: boolean): string[] {
   const L: string[] = [];
+  const fn = (head: string, load: { lines: readonly string[]; result: string }) =>
+    L.push(`fn ${head} -> f32 {`, ...load.lines, `  return ${load.result};`, `}`);
   p.terms.forEach((t, q) => {
-    if (all || t.vecA === undefined) {
-      L.push(
-        `fn loadA${q}(b: i32, m: i32, k: i32) -> f32 {`,
-        ...t.loadA.lines,
-        `  return ${t.loadA.result};`,
-        `}`,
-      );
-    }
-    if (all || t.vecB === undefined) {
-      L.push(
-        `fn loadB${q}(b: i32, k: i32, n: i32) -> f32 {`,
-        ...t.loadB.lines,
-        `  return ${t.loadB.result};`,
-        `}`,
-      );
-    }
+    if (all || t.vecA === undefined) fn(`loadA${q}(b: i32, m: i32, k: i32)`, t.loadA);
+    if (all || t.vecB === undefined) fn(`loadB${q}(b: i32, k: i32, n: i32)`, t.loadB);
   });
   L.push(
     `fn epi(b: i32, m: i32, n: i32, acc: f32) -> ${p.outType} {`,

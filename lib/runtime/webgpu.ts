@@ -624,24 +624,8 @@ export class WebGPUBackend implements Backend {
   }
 
   async read(s: Storage, d: DType, n: number): Promise<AnyDataArray> {
-    const g = s as GpuStorage;
-    const cls = g.cls;
-    let staging = this.#staging.take(cls);
-    if (staging === undefined) {
-      staging = this.#device.createBuffer({
-        size: cls,
-        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-      });
-    }
-    const enc = this.#device.createCommandEncoder();
-    enc.copyBufferToBuffer(g.buffer, 0, staging, 0, cls);
-    this.#device.queue.submit([enc.finish()]);
-    await staging.mapAsync(GPUMapMode.READ);
-    const bytes = staging.getMappedRange().slice(0);
-    staging.unmap();
-    this.#staging.give(cls, staging);
-    this.#check("readback");
-    return decode(d, bytes, n);
+    const [values] = await this.readMany([{ storage: s, dtype: d, n }]);
+    return values;
   }
 
   /** Reads several storages with one staging buffer and one map (see {@link read}: every map waits ~11 ms). */
