@@ -24,7 +24,15 @@
  * @module
  */
 import { z } from "../deps.ts";
-import { cosineSchedule, getInitMethod, Trainer } from "../mod.ts";
+import {
+  type AttachResult,
+  cosineSchedule,
+  type F32,
+  getInitMethod,
+  namedParameters,
+  type ToyVlm,
+  Trainer,
+} from "../mod.ts";
 import {
   attachMethod,
   barPlot,
@@ -131,6 +139,8 @@ interface Run extends FineTuneRun {
   baseLoss0: number;
   /** The loss on the fine-tuning images after training (fixed batches). */
   fitLoss: number;
+  /** Per module type (wq, wk, ...), the mean over layers of ‖s·B₀A₀‖ / ‖W‖ (W: the base weight before the init). */
+  initShare: Record<string, number>;
   stats: Record<string, ModalityStats>;
 }
 
@@ -139,6 +149,7 @@ const RUN = z.object({
   ...fineTuneRunFields(),
   baseLoss0: savedNumber(),
   fitLoss: savedNumber(),
+  initShare: z.record(z.string(), z.number().min(0)),
   stats: z.record(
     z.string(),
     z.object({
@@ -177,6 +188,7 @@ async function fineTune(method: MethodSpec, seed: number, vlm: VlmSetup, cfg: Co
     seed,
   });
   const initSeconds = (performance.now() - t0) / 1000;
+  const initShare = await initialUpdateShare(model, vlm.base, attached);
   using metrics = results.metrics({ file: `metrics/${method.name}-seed${seed}.jsonl` });
   const trainer = new Trainer({
     model,
@@ -209,6 +221,7 @@ async function fineTune(method: MethodSpec, seed: number, vlm: VlmSetup, cfg: Co
     valLoss: await vlm.valLoss(model),
     fitLoss: await vlm.fitLoss(model),
     baseLoss0,
+    initShare,
     initSeconds,
     trainSeconds,
     ranks: Object.fromEntries(Object.entries(attached.perLayer).map(([k, v]) => [k, v.rank])),
@@ -219,6 +232,24 @@ async function fineTune(method: MethodSpec, seed: number, vlm: VlmSetup, cfg: Co
 }
 
 // ----- statistics of a run -----
+
+/** Per module type, the mean over layers of ‖s·B₀A₀‖_F / ‖W‖_F, W the layer's weight in the untouched base. */
+async function initialUpdateShare(model: ToyVlm, base: ToyVlm, attached: AttachResult) {
+  const now = new Map(namedParameters(model));
+  const before = new Map(namedParameters(base));
+  const sums: Record<string, { total: number; n: number }> = {};
+  for (const path of attached.layers) {
+    const a = now.get(`${path}.lora_A.weight`) as F32;
+    const b = now.get(`${path}.lora_B.weight`) as F32;
+    const w = before.get(`${path}.weight`) as F32;
+    const delta = await b.matmul(a).square().sum().sqrt().item() * attached.perLayer[path].scale;
+    const type = path.split(".").at(-1)!;
+    sums[type] ??= { total: 0, n: 0 };
+    sums[type].total += delta / await w.square().sum().sqrt().item();
+    sums[type].n++;
+  }
+  return Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v.total / v.n]));
+}
 
 function lastQuarterMean(xs: readonly number[]): number {
   const tail = xs.slice(Math.floor(xs.length * 0.75));
@@ -296,6 +327,9 @@ async function main(): Promise<void> {
     gnFirst: meanStd(bySeed(m, (r) => r.gradNorms[0])),
     gnPeak: meanStd(bySeed(m, (r) => Math.max(...r.gradNorms))),
     spikes: meanStd(bySeed(m, (r) => gradSpikes(r.gradNorms, cfg.spikeFactor))),
+    initShare: Object.keys(runs.find((r) => r.label === m)!.initShare).map((k) =>
+      `${k} ${formatNumber(meanStd(bySeed(m, (r) => r.initShare[k])).mean, 3)}`
+    ).join(", "),
   }));
   const has = (m: string) => names.includes(m);
   const n = cfg.seeds.length;
@@ -415,6 +449,7 @@ async function main(): Promise<void> {
           "peak grad norm",
           `spikes (> ${cfg.spikeFactor}× median of previous 10)`,
           "mean grad norm, last 25%",
+          "‖s·B₀A₀‖/‖W‖ per module type",
         ],
         rows: rows.map((r) => [
           r.m,
@@ -426,6 +461,7 @@ async function main(): Promise<void> {
           formatMeanStd(r.gnPeak),
           formatMeanStd(r.spikes, 2),
           formatMeanStd(r.gnLast),
+          r.initShare,
         ]),
       },
       {
