@@ -388,9 +388,12 @@ async function main(): Promise<void> {
       : "inconclusive";
     const notes: string[] = [];
     if (l1.collapses === 0) {
-      notes.push("no random rank-1 run collapsed here, so fewer collapses cannot be shown");
+      notes.push(
+        "no random rank-1 run collapsed here, so fewer collapses cannot be shown: a shorter run or a lower " +
+          "learning rate (where random rank-1 LoRA falls short of the threshold) would decide it",
+      );
     }
-    if (verdict === "inconclusive") notes.push(cost(pairsNeeded(d), 2));
+    if (loss === "inconclusive") notes.push(cost(pairsNeeded(d), 2));
     claims.push({
       claim:
         `Gap-Init makes rank-1 LoRA reliable: fewer collapsed runs and a lower validation loss than random ` +
