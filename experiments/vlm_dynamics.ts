@@ -1,13 +1,19 @@
 /**
  * exp:vlm-dynamics — On a toy LLaVA-style vision-language model (ViT encoder → projector → Llama LM, pretrained
  * in stages and cached in .cache/vlm), how do LoRA, PiSSA, EVA and LoftQ (rank 8, cosine schedule with 10% warm-up,
- * LoRA on the LM) train: loss and gradient norm per step, and how do the visual-token and text-token inputs of each
- * adapted layer differ in variance? Claim judged: PiSSA and LoftQ settle at higher gradient norms than LoRA and EVA
- * (mean grad norm over the last 25% of steps, mean ± std over seeds).
+ * LoRA on the LM) train on a task shifted away from pretraining: loss at step 0 and per step, gradient norm (its
+ * level late in training, its peak and its spikes), and how do the visual-token and text-token inputs of each
+ * adapted layer differ in variance? Claims judged: PiSSA and LoftQ settle at higher gradient norms than LoRA and EVA;
+ * PiSSA starts from a higher loss than LoRA; visual-token inputs have 2–3× the variance of text-token inputs.
  *
- *   deno task exp:vlm-dynamics                 # generated shape images with captions
+ *   deno task exp:vlm-dynamics                 # held-out emoji groups (../shared/data/vl), else held-out colours
  *   deno task exp:vlm-dynamics --quick         # a few minutes on a 2-core CPU
- *   deno task exp:vlm-dynamics --data emoji    # the Noto emoji pack (../shared/data/vl/noto_emoji32), or a path
+ *   deno task exp:vlm-dynamics --data shapes   # the generated fallback: shapes in colours the base never saw
+ *   deno task exp:vlm-dynamics --config experiments/presets/vlm_dynamics_blog.yaml   # the blog's tool settings
+ *
+ * The `blog` preset (experiments/presets/vlm_dynamics_blog.yaml) takes its training tool's defaults: alpha = 2r,
+ * PiSSA with 16 power iterations, EVA on the labelled positions only (PEFT skips targets of -100: visual tokens and
+ * padding), and a 30× smaller learning rate (1e-4).
  *
  * Every compared method is a line (`--method NAME=INIT[:key=value,...]`, e.g. `--method pissa4=pissa:niter=4`); the
  * claim compares the default methods by name.
@@ -18,17 +24,27 @@
  * @module
  */
 import { z } from "../deps.ts";
-import { cosineSchedule, getInitMethod, Trainer } from "../mod.ts";
+import {
+  type AttachResult,
+  cosineSchedule,
+  type F32,
+  getInitMethod,
+  namedParameters,
+  type ToyVlm,
+  Trainer,
+} from "../mod.ts";
 import {
   attachMethod,
   barPlot,
+  type Claim,
   deviceField,
   distinctList,
   type FineTuneRun,
   fineTuneRunFields,
   formatMeanStd,
   formatMethod,
-  judged,
+  formatNumber,
+  formatPaired,
   linePlot,
   meanCurves,
   meanStd,
@@ -37,13 +53,18 @@ import {
   type MethodSpec,
   modalityAnalysis,
   type ModalityStats,
+  PAIRED_RULE,
+  pairedDifference,
+  pairedVerdict,
+  pairsNeeded,
   type ResultsDir,
   resumeField,
   resumeOrRun,
   runMain,
   savedNumber,
   startExperiment,
-  verdictFor,
+  tQuantile975,
+  type Verdict,
   type VlmSetup,
   vlmSetup,
   writeCombinedMetrics,
@@ -58,8 +79,8 @@ const METHODS = ["lora", "pissa", "eva", "loftq"];
 const Config = z.object({
   quick: z.boolean().default(false).describe("small sizes: a few minutes on a 2-core CPU"),
   seeds: distinctList(z.int(), {
-    default: [0, 1, 2],
-    description: "fine-tuning seeds (mean ± std over them)",
+    default: [0, 1, 2, 3, 4],
+    description: "fine-tuning seeds (each pairs the methods on the same batches)",
   }),
   methods: methodsField(METHODS, { provides: ["activations"] }),
   rank: z.number().int().positive().default(8).describe("LoRA rank r"),
@@ -73,13 +94,28 @@ const Config = z.object({
   textLen: z.number().int().positive().default(40).describe("text positions per caption"),
   lr: z.number().positive().default(3e-3).describe("AdamW learning rate (cosine, 10% warm-up)"),
   calibBatches: z.number().int().positive().default(4).describe("calibration batches (EVA, modality stats)"),
+  evaPositions: z.enum(["all", "labelled"]).default("all").describe(
+    "EVA's calibration positions: all (visual, text, padding) or labelled (targets other than -100, as PEFT)",
+  ),
   valBatches: z.number().int().positive().default(4).describe("validation batches"),
-  data: z.string().default("shapes").describe('"shapes" (generated), "emoji" or an emoji-pack directory'),
+  data: z.string().default("auto").describe(
+    '"auto" (emoji pack when present, else shapes), "shapes", "emoji" or an emoji-pack directory',
+  ),
+  shift: z.enum(["held-out", "none"]).default("held-out").describe(
+    "fine-tune on held-out classes (held-out) or on the pretraining distribution (none)",
+  ),
+  heldOut: distinctList(z.string(), {
+    default: [],
+    description: "held-out emoji groups or shape colours (empty: the source's default)",
+  }),
   images: z.number().int().positive().default(1000).describe(
-    "images of the pretraining and fine-tuning sets",
+    "images of the pretraining set (and of the generated fine-tuning set)",
   ),
   pretrainSteps: z.number().int().positive().default(300).describe(
     "steps of each pretraining stage (0, a, b)",
+  ),
+  spikeFactor: z.number().gt(1).default(2).describe(
+    "a gradient-norm spike: a step above this multiple of the median of the previous 10 steps",
   ),
   resume: resumeField(),
   device: deviceField(),
@@ -97,14 +133,23 @@ const QUICK: Partial<Config> = {
   pretrainSteps: 100,
 };
 
-/** One run's outcome: the shared fields plus the modality statistics of the adapted layers' inputs afterwards. */
+/** One run's outcome: the shared fields, the losses at step 0, and the modality statistics afterwards. */
 interface Run extends FineTuneRun {
+  /** The base model's loss on the first training batch (same batch as `losses[0]`, before any update). */
+  baseLoss0: number;
+  /** The loss on the fine-tuning images after training (fixed batches). */
+  fitLoss: number;
+  /** Per module type (wq, wk, ...), the mean over layers of ‖s·B₀A₀‖ / ‖W‖ (W: the base weight before the init). */
+  initShare: Record<string, number>;
   stats: Record<string, ModalityStats>;
 }
 
 /** What runs/*.json holds, for validated reuse. */
 const RUN = z.object({
   ...fineTuneRunFields(),
+  baseLoss0: savedNumber(),
+  fitLoss: savedNumber(),
+  initShare: z.record(z.string(), z.number().min(0)),
   stats: z.record(
     z.string(),
     z.object({
@@ -120,16 +165,21 @@ const RUN = z.object({
 // ----- one fine-tuning run -----
 
 /**
- * A fresh copy of the base, the method's adapters (EVA calibrated on fine-tuning batches), AdamW on the adapters
- * (cosine schedule, 10% warm-up, clip 1) over captioning batches; then the validation loss and the per-modality
- * statistics of the adapted layers' inputs.
+ * A fresh copy of the base, its loss on the first training batch, the method's adapters (EVA calibrated on
+ * fine-tuning batches, on all or on the labelled positions), AdamW on the adapters (cosine schedule, 10% warm-up,
+ * clip 1) over captioning batches; then the validation and fit losses and the per-modality statistics of the
+ * adapted layers' inputs.
  */
 async function fineTune(method: MethodSpec, seed: number, vlm: VlmSetup, cfg: Config, results: ResultsDir) {
   const model = await vlm.fresh();
+  const first = vlm.batch(seed, 1);
+  const baseLoss0 = await model.loss(first.images, first.tokens, first.targets).item();
   const t0 = performance.now();
-  const data = getInitMethod(method.init).needs.includes("activations")
-    ? (await modalityAnalysis(model, cfg.targets, vlm.captions(seed + 77), vlm.shape)).activations
-    : undefined;
+  let data = undefined;
+  if (getInitMethod(method.init).needs.includes("activations")) {
+    const a = await modalityAnalysis(model, cfg.targets, vlm.captions(seed + 77), vlm.shape);
+    data = cfg.evaPositions === "labelled" ? a.labelled : a.activations;
+  }
   const attached = await attachMethod(model, method, {
     targets: cfg.targets,
     rank: cfg.rank,
@@ -138,6 +188,7 @@ async function fineTune(method: MethodSpec, seed: number, vlm: VlmSetup, cfg: Co
     seed,
   });
   const initSeconds = (performance.now() - t0) / 1000;
+  const initShare = await initialUpdateShare(model, vlm.base, attached);
   using metrics = results.metrics({ file: `metrics/${method.name}-seed${seed}.jsonl` });
   const trainer = new Trainer({
     model,
@@ -168,6 +219,9 @@ async function fineTune(method: MethodSpec, seed: number, vlm: VlmSetup, cfg: Co
     losses: records.map((r) => r.loss),
     gradNorms: records.map((r) => r.grad_norm),
     valLoss: await vlm.valLoss(model),
+    fitLoss: await vlm.fitLoss(model),
+    baseLoss0,
+    initShare,
     initSeconds,
     trainSeconds,
     ranks: Object.fromEntries(Object.entries(attached.perLayer).map(([k, v]) => [k, v.rank])),
@@ -177,15 +231,56 @@ async function fineTune(method: MethodSpec, seed: number, vlm: VlmSetup, cfg: Co
   };
 }
 
-// ----- main -----
+// ----- statistics of a run -----
 
-function lastQuarterMean(xs: number[]): number {
+/** Per module type, the mean over layers of ‖s·B₀A₀‖_F / ‖W‖_F, W the layer's weight in the untouched base. */
+async function initialUpdateShare(model: ToyVlm, base: ToyVlm, attached: AttachResult) {
+  const now = new Map(namedParameters(model));
+  const before = new Map(namedParameters(base));
+  const sums: Record<string, { total: number; n: number }> = {};
+  for (const path of attached.layers) {
+    const a = now.get(`${path}.lora_A.weight`) as F32;
+    const b = now.get(`${path}.lora_B.weight`) as F32;
+    const w = before.get(`${path}.weight`) as F32;
+    const delta = await b.matmul(a).square().sum().sqrt().item() * attached.perLayer[path].scale;
+    const type = path.split(".").at(-1)!;
+    sums[type] ??= { total: 0, n: 0 };
+    sums[type].total += delta / await w.square().sum().sqrt().item();
+    sums[type].n++;
+  }
+  return Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v.total / v.n]));
+}
+
+function lastQuarterMean(xs: readonly number[]): number {
   const tail = xs.slice(Math.floor(xs.length * 0.75));
   return tail.reduce((a, b) => a + b, 0) / tail.length;
 }
 
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const h = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[h] : (s[h - 1] + s[h]) / 2;
+}
+
+/** Steps (from the 11th on) whose gradient norm exceeds `factor` × the median of the 10 steps before. */
+function gradSpikes(gradNorms: readonly number[], factor: number): number {
+  let n = 0;
+  for (let i = 10; i < gradNorms.length; i++) {
+    if (gradNorms[i] > factor * median(gradNorms.slice(i - 10, i))) n++;
+  }
+  return n;
+}
+
+/** Geometric mean over layers of visual/text input variance. */
+function varianceRatio(stats: Record<string, ModalityStats>): number {
+  const logs = Object.values(stats).map((s) => Math.log(s.visualVar / s.textVar));
+  return Math.exp(logs.reduce((a, b) => a + b, 0) / logs.length);
+}
+
 const short = (k: string) =>
   k.replace("lm.layers.", "L").replace("attention.", "").replace("feed_forward.", "");
+
+// ----- main -----
 
 async function main(): Promise<void> {
   const { cfg, device, adapter, results } = await startExperiment(Config, {
@@ -196,7 +291,15 @@ async function main(): Promise<void> {
   });
   const vlm = await vlmSetup(cfg, device);
   const baseVal = await vlm.valLoss(vlm.base);
-  const baseStats = (await modalityAnalysis(vlm.base, cfg.targets, vlm.captions(5000), vlm.shape)).stats;
+  const baseFit = await vlm.fitLoss(vlm.base);
+  // One calibration draw per seed: the variance claim's spread is over draws of fine-tuning images.
+  const baseDraws: Record<string, ModalityStats>[] = [];
+  for (const seed of cfg.seeds) {
+    baseDraws.push(
+      (await modalityAnalysis(vlm.base, cfg.targets, vlm.captions(5000 + seed), vlm.shape)).stats,
+    );
+  }
+  const baseStats = baseDraws[0];
 
   const keys = cfg.methods.flatMap((method) =>
     cfg.seeds.map((seed) => ({ label: method.name, seed, method }))
@@ -205,83 +308,168 @@ async function main(): Promise<void> {
     schema: RUN,
     steps: cfg.steps,
     describe: (r) =>
-      `final loss ${r.losses.at(-1)!.toFixed(4)}, val ${r.valLoss.toFixed(4)}, last-25% grad norm ${
-        lastQuarterMean(r.gradNorms).toFixed(4)
-      }, train ${r.trainSeconds.toFixed(1)} s`,
+      `loss at step 0 ${r.losses[0].toFixed(4)} (base ${r.baseLoss0.toFixed(4)}), val ${
+        r.valLoss.toFixed(4)
+      }, last-25% grad norm ${lastQuarterMean(r.gradNorms).toFixed(4)}, train ${r.trainSeconds.toFixed(1)} s`,
   }, (k) => fineTune(k.method, k.seed, vlm, cfg, results));
 
-  // ----- claims -----
+  // ----- per-method rows -----
   const names = cfg.methods.map((m) => m.name);
-  const rows = names.map((m) => {
-    const rs = runs.filter((r) => r.label === m);
-    return {
-      m,
-      val: meanStd(rs.map((r) => r.valLoss)),
-      final: meanStd(rs.map((r) => r.losses.at(-1)!)),
-      gnLast: meanStd(rs.map((r) => lastQuarterMean(r.gradNorms))),
-      gnFirst: meanStd(rs.map((r) => r.gradNorms[0])),
-    };
-  });
-  const layers = Object.keys(baseStats);
-  const get = (m: string) => rows.find((r) => r.m === m);
-  const claims: string[] = [];
-  const high = ["pissa", "loftq"].map(get).filter((r) => r !== undefined);
-  const low = ["lora", "eva"].map(get).filter((r) => r !== undefined);
+  const bySeed = (m: string, f: (r: Run) => number) =>
+    cfg.seeds.map((seed) => f(runs.find((r) => r.label === m && r.seed === seed)!));
+  const rows = names.map((m) => ({
+    m,
+    val: meanStd(bySeed(m, (r) => r.valLoss)),
+    fit: meanStd(bySeed(m, (r) => r.fitLoss)),
+    loss0: meanStd(bySeed(m, (r) => r.losses[0])),
+    loss0MinusBase: meanStd(bySeed(m, (r) => r.losses[0] - r.baseLoss0)),
+    gnLast: meanStd(bySeed(m, (r) => lastQuarterMean(r.gradNorms))),
+    gnFirst: meanStd(bySeed(m, (r) => r.gradNorms[0])),
+    gnPeak: meanStd(bySeed(m, (r) => Math.max(...r.gradNorms))),
+    spikes: meanStd(bySeed(m, (r) => gradSpikes(r.gradNorms, cfg.spikeFactor))),
+    initShare: Object.keys(runs.find((r) => r.label === m)!.initShare).map((k) =>
+      `${k} ${formatNumber(meanStd(bySeed(m, (r) => r.initShare[k])).mean, 3)}`
+    ).join(", "),
+  }));
+  const has = (m: string) => names.includes(m);
+  const n = cfg.seeds.length;
+  const secondsPerRun = meanStd(runs.map((r) => r.trainSeconds)).mean;
+  const cost = (pairs: number | null) =>
+    pairs === null
+      ? "no run size would separate a zero mean difference"
+      : `about ${pairs} seeds would separate a difference of this size and spread: ${pairs} × ${names.length} runs ` +
+        `× ${secondsPerRun.toFixed(0)} s ≈ ${
+          (pairs * names.length * secondsPerRun / 60).toFixed(0)
+        } min on this ` +
+        `device`;
+
+  // ----- claims (rules fixed here, before the runs are read) -----
+  const claims: Claim[] = [];
+  const high = ["pissa", "loftq"].filter(has);
+  const low = ["lora", "eva"].filter(has);
   if (high.length > 0 && low.length > 0) {
-    const minHigh = high.reduce((a, b) => (a.gnLast.mean < b.gnLast.mean ? a : b));
-    const maxLow = low.reduce((a, b) => (a.gnLast.mean > b.gnLast.mean ? a : b));
-    const diff = minHigh.gnLast.mean - maxLow.gnLast.mean;
-    const spread = Math.hypot(minHigh.gnLast.std, maxLow.gnLast.std);
-    claims.push(judged(
-      "PiSSA and LoftQ settle at higher gradient norms than LoRA and EVA",
-      `mean grad norm over the last 25% of steps: ${
-        rows.map((r) => `${r.m} ${formatMeanStd(r.gnLast)}`).join(", ")
-      }; ` +
-        `the lowest of {${high.map((r) => r.m).join(", ")}} (${minHigh.m}) minus the highest of {${
-          low.map((r) => r.m).join(", ")
-        }} (${maxLow.m}) = ${diff.toFixed(4)}, combined std ${spread.toFixed(4)}`,
-      verdictFor(diff, spread, cfg.seeds.length),
-    ));
+    const gn = (m: string) => bySeed(m, (r) => lastQuarterMean(r.gradNorms));
+    const minHigh = cfg.seeds.map((_, i) => Math.min(...high.map((m) => gn(m)[i])));
+    const maxLow = cfg.seeds.map((_, i) => Math.max(...low.map((m) => gn(m)[i])));
+    const d = pairedDifference(minHigh, maxLow);
+    const verdict = pairedVerdict(d);
+    claims.push({
+      claim: `PiSSA and LoftQ settle at higher gradient norms than LoRA and EVA.`,
+      rule:
+        `per seed (all methods on the same batches), the mean global gradient norm over the last 25% of ` +
+        `steps; difference = min over {${high.join(", ")}} − max over {${low.join(", ")}}; ${PAIRED_RULE}; ` +
+        `${n} seeds.`,
+      evidence: `${rows.map((r) => `${r.m} ${formatMeanStd(r.gnLast)}`).join(", ")}; paired difference ${
+        formatPaired(d)
+      }.`,
+      verdict,
+      note: verdict === "inconclusive" ? cost(pairsNeeded(d)) : undefined,
+    });
   }
-  const ratios = layers.map((l) => baseStats[l].visualVar / baseStats[l].textVar);
-  claims.push(
-    `Visual-token inputs of the adapted layers have a different variance from text-token inputs (base model; ` +
-      `visual/text variance ratio per layer ${Math.min(...ratios).toFixed(3)}–${
-        Math.max(...ratios).toFixed(3)
-      }): ` +
-      `descriptive measurement, no claim judged.`,
-  );
+  if (has("pissa") && has("lora")) {
+    // PiSSA moves W's top-r part into s·BA, so its output at step 0 is the base's up to rounding: a higher
+    // starting loss would need a different alpha or a loss of precision.
+    const margin = 1e-3;
+    const d = pairedDifference(bySeed("pissa", (r) => r.losses[0]), bySeed("lora", (r) => r.losses[0]));
+    const lo = d.mean - d.half;
+    const hi = d.mean + d.half;
+    const verdict: Verdict = lo > margin
+      ? "reproduced"
+      : lo > -margin && hi < margin
+      ? "not reproduced"
+      : "inconclusive";
+    claims.push({
+      claim: `PiSSA starts from a higher loss than LoRA.`,
+      rule:
+        `per seed, the loss of the first training batch before any update (the same batch for both), PiSSA − ` +
+        `LoRA; reproduced when the 95% t interval of the mean lies above ${margin}, not reproduced when it lies ` +
+        `inside ±${margin} (the same start), inconclusive otherwise; ${n} seeds.`,
+      evidence: `loss at step 0: ${
+        rows.map((r) => `${r.m} ${formatMeanStd(r.loss0)}`).join(", ")
+      }; minus the ` +
+        `base model's on the same batch: ${
+          rows.map((r) => `${r.m} ${formatNumber(r.loss0MinusBase.mean, 3)}`).join(", ")
+        }; paired difference PiSSA − LoRA ${formatPaired(d)}.`,
+      verdict,
+      note: verdict === "inconclusive" ? cost(pairsNeeded(d)) : undefined,
+    });
+  }
+  {
+    const ratios = baseDraws.map(varianceRatio);
+    const s = meanStd(ratios);
+    const half = n > 1 ? tQuantile975(n - 1) * s.std / Math.sqrt(n) : Infinity;
+    const lo = s.mean - half;
+    const hi = s.mean + half;
+    const verdict: Verdict = lo >= 2 && hi <= 3
+      ? "reproduced"
+      : hi < 2 || lo > 3
+      ? "not reproduced"
+      : "inconclusive";
+    const per = Object.keys(baseStats).map((l) =>
+      `${short(l)} ${formatNumber(meanStd(baseDraws.map((b) => b[l].visualVar / b[l].textVar)).mean, 3)}`
+    );
+    claims.push({
+      claim: `Visual-token inputs of the adapted LM layers have 2–3× the variance of text-token inputs.`,
+      rule:
+        `on the base model, per draw of ${cfg.calibBatches} fine-tuning batches (one draw per seed), the ` +
+        `geometric mean over adapted layers of (mean per-feature variance over visual tokens) / (the same over ` +
+        `labelled text tokens); reproduced when the 95% t interval of the mean ratio lies inside [2, 3], not ` +
+        `reproduced when it lies outside, inconclusive otherwise; ${n} draws.`,
+      evidence: `ratio ${formatMeanStd(s, 3)} (95% interval ${formatNumber(lo, 3)}..${
+        formatNumber(hi, 3)
+      }); per layer (mean over draws): ${per.join(", ")}.`,
+      verdict,
+    });
+  }
 
   // ----- report -----
+  const layers = Object.keys(baseStats);
   writeCombinedMetrics(results, runs);
   const curve = (key: "losses" | "gradNorms") => meanCurves(runs, names, (r) => r[key]);
   await writeReport(results, {
     title: "exp:vlm-dynamics",
     setting:
-      `Adapter: ${adapter}. Data: ${vlm.pre.description}${
-        vlm.ft !== vlm.pre ? ` (fine-tuning on a fresh draw, seed 1)` : ""
-      }. Base: ${vlm.note}. Validation caption loss before fine-tuning ${baseVal.toFixed(4)}. Methods: ${
+      `Adapter: ${adapter}. Data: pretraining ${vlm.pre.description}; fine-tuning ${vlm.ft.description}; ` +
+      `validation ${vlm.val.description}. Shift: ${vlm.shift}. Base: ${vlm.note}. Before fine-tuning: validation ` +
+      `caption loss ${baseVal.toFixed(4)}, fit loss (fine-tuning images) ${baseFit.toFixed(4)}. Methods: ${
         cfg.methods.map(formatMethod).join("; ")
-      }. Rank ${cfg.rank}, alpha ${cfg.alpha}, targets ${
-        cfg.targets.join(", ")
-      } (LM), ${cfg.steps} steps, cosine ` +
-      `schedule with 10% warm-up, lr ${cfg.lr}, clip 1, seeds ${cfg.seeds.join(", ")}.`,
+      }. Rank ${cfg.rank}, alpha ${cfg.alpha}, targets ${cfg.targets.join(", ")} (LM), ${cfg.steps} steps, ` +
+      `cosine schedule with 10% warm-up, lr ${cfg.lr}, clip 1, EVA on ${
+        cfg.evaPositions === "labelled" ? "the labelled positions (targets ≠ -100)" : "all positions"
+      }, seeds ${cfg.seeds.join(", ")} (each seed: the same batches for every method).`,
     tables: [
       {
-        columns: ["method", "val loss", "final train loss", "grad norm, step 1", "mean grad norm, last 25%"],
+        columns: [
+          "method",
+          "loss at step 0",
+          "step 0 − base",
+          "val loss",
+          "fit loss",
+          "grad norm, step 1",
+          "peak grad norm",
+          `spikes (> ${cfg.spikeFactor}× median of previous 10)`,
+          "mean grad norm, last 25%",
+          "‖s·B₀A₀‖/‖W‖ per module type",
+        ],
         rows: rows.map((r) => [
           r.m,
+          formatMeanStd(r.loss0),
+          formatMeanStd(r.loss0MinusBase, 3),
           formatMeanStd(r.val),
-          formatMeanStd(r.final),
+          formatMeanStd(r.fit),
           formatMeanStd(r.gnFirst),
+          formatMeanStd(r.gnPeak),
+          formatMeanStd(r.spikes, 2),
           formatMeanStd(r.gnLast),
+          r.initShare,
         ]),
       },
       {
         heading: "Per-modality input statistics of the adapted layers",
         note:
           `Variance = mean over input features of the variance over tokens of one modality (visual: the ` +
-          `${vlm.base.visualTokens} projected image tokens; text: the caption tokens, padding excluded).`,
+          `${vlm.base.visualTokens} projected image tokens; text: the caption tokens, padding excluded). Base ` +
+          `columns: the first calibration draw.`,
         columns: [
           "layer",
           "visual var (base)",
@@ -332,7 +520,15 @@ async function main(): Promise<void> {
         yLabel: "mean per-feature variance",
       }),
     },
-    data: { config: cfg, adapter, baseValLoss: baseVal, rows, baseStats },
+    data: {
+      config: cfg,
+      adapter,
+      shift: vlm.shift,
+      baseValLoss: baseVal,
+      baseFitLoss: baseFit,
+      rows,
+      baseStats,
+    },
   });
 }
 

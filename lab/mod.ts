@@ -36,6 +36,7 @@
 export * from "./config.ts";
 export * from "./results.ts";
 export * from "./report.ts";
+export * from "./paired.ts";
 export * from "./plot.ts";
 export * from "./png.ts";
 export * from "./lock.ts";

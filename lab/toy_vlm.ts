@@ -26,10 +26,12 @@ import {
   type F32,
   type I32,
   type LayerData,
+  loadEmojiPack,
   loadParameters,
   namedParameters,
   type ParamFilter,
   readSafetensors,
+  Rng,
   sampleWindows,
   type StEntry,
   type Tensor,
@@ -41,7 +43,7 @@ import {
   type VlmData,
   writeSafetensors,
 } from "../mod.ts";
-import { generateShapes } from "./generated.ts";
+import { COLOUR_NAMES, generateShapes } from "./generated.ts";
 import { cachedEntry, cacheKey } from "./cache.ts";
 
 /**
@@ -252,9 +254,16 @@ function readStages(value: unknown, file: string): CachedVlm["stages"] {
 export async function cachedVlm(
   spec: VlmPretrainSpec,
   data: VlmData,
-  opts: { cacheDir?: string; device?: DeviceName; progress?: boolean } = {},
+  opts: {
+    cacheDir?: string;
+    device?: DeviceName;
+    progress?: boolean;
+    /** Captions of later stages whose characters the vocabulary must also hold (their embeddings stay untrained). */
+    vocabCaptions?: readonly string[];
+  } = {},
 ): Promise<CachedVlm> {
-  const vocab = captionVocab(data.captions);
+  const extra = opts.vocabCaptions ?? [];
+  const vocab = captionVocab([...data.captions, ...extra]);
   if (vocab.size !== spec.model.lm.vocabSize) {
     throw new RangeError(
       `cachedVlm: the captions have ${vocab.size} distinct characters (with "\\n") but the LM's vocabSize is ` +
@@ -265,7 +274,11 @@ export async function cachedVlm(
   const fingerprint = new Int32Array(pixels.length + data.labels.length);
   fingerprint.set(pixels);
   fingerprint.set(data.labels, pixels.length);
-  const key = cacheKey(JSON.stringify(spec) + data.captions.join("\n"), fingerprint);
+  // The vocabulary's characters enter the key only when later captions add to it (earlier keys stay valid).
+  const chars = extra.length > 0
+    ? "\u0000" + vocab.decode(Int32Array.from({ length: vocab.size }, (_, i) => i))
+    : "";
+  const key = cacheKey(JSON.stringify(spec) + data.captions.join("\n") + chars, fingerprint);
   const model = ToyVlm.random(spec.model, { seed: spec.seed, device: opts.device });
   const entry = await cachedEntry({
     root: opts.cacheDir ?? ".cache/vlm",
@@ -345,6 +358,14 @@ export interface ModalityAnalysis {
   gapData: Record<string, LayerData>;
   /** Per layer, all inputs `[NB, B·(P+T), d_in]` (for EVA). */
   activations: Record<string, LayerData>;
+  /**
+   * Per layer, the inputs at the positions that carry a label (text positions whose target is not -100: neither
+   * visual tokens nor padding), `[NB, m, d_in]` with m the fewest such positions of any batch (each batch keeps its
+   * first m), as PEFT's EVA sees LLaVA-style data.
+   */
+  labelled: Record<string, LayerData>;
+  /** The labelled positions per batch before the cut to the fewest. */
+  labelledCounts: number[];
 }
 
 /**
@@ -373,7 +394,21 @@ export async function modalityAnalysis(
   }, { batches: batches.length });
   const stats: Record<string, ModalityStats> = {};
   const gapData: Record<string, LayerData> = {};
+  const labelled: Record<string, LayerData> = {};
   const weights = new Map(namedParameters(model));
+  // Rows (counted over all batches) of the labelled text positions, per batch.
+  const keep: number[][] = [];
+  let first = 0;
+  for (const b of batches) {
+    const rows: number[] = [];
+    const bs = b.tokens.length / t;
+    for (let s = 0; s < bs; s++) {
+      for (let j = 0; j < t; j++) if (b.targets[s * t + j] !== -100) rows.push(first + s * (p + t) + p + j);
+    }
+    keep.push(rows);
+    first += bs * (p + t);
+  }
+  const m = Math.min(...keep.map((k) => k.length));
   for (const [path, d] of Object.entries(acts)) {
     const a = d.activations!;
     const dIn = a.shape[a.ndim - 1];
@@ -439,12 +474,17 @@ export async function modalityAnalysis(
     };
     const n = zText.length / dOut;
     const device = a.device;
+    const kept = new Float32Array(batches.length * m * dIn);
+    keep.forEach((rows, bi) =>
+      rows.slice(0, m).forEach((r, i) => kept.set(host.subarray(r * dIn, (r + 1) * dIn), (bi * m + i) * dIn))
+    );
+    labelled[path] = { activations: tensor(kept, { shape: [batches.length, m, dIn], device }) as F32 };
     gapData[path] = {
       zText: tensor(Float32Array.from(zText), { shape: [n, dOut], device }) as F32,
       zVision: tensor(Float32Array.from(zVision), { shape: [n, dOut], device }) as F32,
     };
   }
-  return { stats, gapData, activations: acts };
+  return { stats, gapData, activations: acts, labelled, labelledCounts: keep.map((k) => k.length) };
 }
 
 // ----- experiment helpers -----
@@ -462,15 +502,173 @@ export async function loadVlmData(
   return await emojiVlmData(dir, { count: opts.n });
 }
 
+// ----- distribution shift -----
+
+/**
+ * The images `indices` of `data` (in that order) as a data set of their own, with the same classes.
+ *
+ * @example
+ * ```ts
+ * import { shapesVlmData, subsetVlmData } from "./toy_vlm.ts";
+ * const all = shapesVlmData({ n: 10, seed: 0 });
+ * subsetVlmData(all, [3, 1], "two images").captions; // [all.captions[3], all.captions[1]]
+ * ```
+ */
+export function subsetVlmData(data: VlmData, indices: readonly number[], description: string): VlmData {
+  const px = data.size * data.size * 3;
+  const images = new Float32Array(indices.length * px);
+  indices.forEach((k, i) => {
+    if (!Number.isInteger(k) || k < 0 || k >= data.n) {
+      throw new RangeError(`subsetVlmData: index ${k} is outside 0..${data.n - 1} (${data.description})`);
+    }
+    images.set(data.images.subarray(k * px, (k + 1) * px), i * px);
+  });
+  return {
+    images,
+    captions: indices.map((k) => data.captions[k]),
+    labels: Int32Array.from(indices, (k) => data.labels[k]),
+    nClasses: data.nClasses,
+    n: indices.length,
+    size: data.size,
+    description,
+  };
+}
+
+/** Pretraining, fine-tuning and validation images of a fine-tuning task shifted away from pretraining. */
+export interface ShiftedVlmData {
+  /** Pretraining images (stages 0, a, b). */
+  pre: VlmData;
+  /** Fine-tuning images (the shifted domain). */
+  ft: VlmData;
+  /** Validation images (the shifted domain, disjoint from `ft`). */
+  val: VlmData;
+  /** The shift in one sentence. */
+  shift: string;
+}
+
+/** The held-out classes of each source when none are given. */
+export const DEFAULT_HELD_OUT: Readonly<Record<"shapes" | "emoji", readonly string[]>> = {
+  shapes: ["cyan", "magenta", "white", "orange"],
+  emoji: ["Animals & Nature", "Food & Drink"],
+};
+
+/** The shared emoji pack's directory as seen from the repository root. */
+export const EMOJI_DIR = "../shared/data/vl/noto_emoji32";
+
+/** Whether an emoji pack is at `dir` (its pixel file and index). */
+export function hasEmojiPack(dir: string = EMOJI_DIR): boolean {
+  try {
+    return Deno.statSync(`${dir}/index.tsv`).isFile && Deno.statSync(`${dir}/noto_emoji32_rgba.u8.gz`).isFile;
+  } catch {
+    return false;
+  }
+}
+
+function seededOrder(n: number, seed: number): number[] {
+  return new Rng(seed).shuffle(Array.from({ length: n }, (_, i) => i));
+}
+
+function generatedShift(images: number, heldOut: readonly string[]): ShiftedVlmData {
+  const unknown = heldOut.filter((c) => !(COLOUR_NAMES as readonly string[]).includes(c));
+  if (unknown.length > 0 || heldOut.length === 0 || heldOut.length === COLOUR_NAMES.length) {
+    throw new RangeError(
+      `held-out colours ${JSON.stringify(heldOut)}: give 1..${COLOUR_NAMES.length - 1} of ${
+        COLOUR_NAMES.join(", ")
+      }${unknown.length > 0 ? ` (unknown: ${unknown.join(", ")})` : ""}`,
+    );
+  }
+  const out = new Set(heldOut.map((c) => COLOUR_NAMES.indexOf(c as typeof COLOUR_NAMES[number])));
+  // Draw three times as many as needed; each colour has probability 1/8, so a shortfall is a bad argument.
+  const pick = (seed: number, n: number, wantHeldOut: boolean, what: string) => {
+    const share = (wantHeldOut ? out.size : 8 - out.size) / 8;
+    const all = shapesVlmData({ n: Math.ceil((3 * n) / share) + 64, seed });
+    const keep = [...all.labels.keys()].filter((i) => out.has(all.labels[i] % 8) === wantHeldOut).slice(0, n);
+    if (keep.length < n) {
+      throw new RangeError(`generated shift: only ${keep.length} of ${n} ${what} images drawn`);
+    }
+    return subsetVlmData(all, keep, `generateShapes seed ${seed}, ${n} images ${what}`);
+  };
+  const colours = heldOut.join(", ");
+  return {
+    pre: pick(0, images, false, `without ${colours}`),
+    ft: pick(1, images, true, `in ${colours}`),
+    val: pick(2, 200, true, `in ${colours}`),
+    shift: `pretraining on shapes of the other colours, fine-tuning and validation on shapes in ${colours} ` +
+      `(colours and colour words the base never saw)`,
+  };
+}
+
+async function emojiShift(
+  dir: string,
+  images: number,
+  heldOut: readonly string[],
+  seed: number,
+): Promise<ShiftedVlmData> {
+  const all = await emojiVlmData(dir);
+  const groupOf = (await loadEmojiPack(dir)).rows.map((r) => r.group);
+  const groups = [...new Set(groupOf)];
+  const unknown = heldOut.filter((g) => !groups.includes(g));
+  if (unknown.length > 0 || heldOut.length === 0 || heldOut.length === groups.length) {
+    throw new RangeError(
+      `held-out emoji groups ${JSON.stringify(heldOut)}: give 1..${groups.length - 1} of ${
+        JSON.stringify(groups)
+      }${unknown.length > 0 ? ` (unknown: ${unknown.join(", ")})` : ""}`,
+    );
+  }
+  const order = seededOrder(all.n, seed);
+  const inside = order.filter((i) => heldOut.includes(groupOf[i]));
+  const outside = order.filter((i) => !heldOut.includes(groupOf[i])).slice(0, images);
+  const nVal = Math.max(1, Math.round(inside.length / 4));
+  const names = heldOut.join(", ");
+  return {
+    pre: subsetVlmData(all, outside, `${all.description}: ${outside.length} images outside ${names}`),
+    ft: subsetVlmData(all, inside.slice(nVal), `${inside.length - nVal} images of ${names}`),
+    val: subsetVlmData(all, inside.slice(0, nVal), `${nVal} other images of ${names}`),
+    shift: `pretraining on emoji outside the groups ${names}, fine-tuning on ${
+      inside.length - nVal
+    } emoji of those groups and validating on the other ${nVal} (images and names the base never saw)`,
+  };
+}
+
+/**
+ * A fine-tuning task shifted away from pretraining. `"shapes"`: the generated shapes, pretraining on the colours not
+ * in `heldOut` (default cyan, magenta, white, orange) and fine-tuning on those colours (fresh draws for fine-tuning
+ * and validation). `"emoji"` or a pack directory: pretraining on up to `images` emoji outside the `heldOut` groups
+ * (default Animals & Nature, Food & Drink), fine-tuning on three quarters of those groups' emoji, validating on the
+ * rest (a seeded split). `"auto"`: the emoji pack at {@link EMOJI_DIR} when present, else the generated shift.
+ *
+ * @param source `"auto"`, `"shapes"`, `"emoji"` or an emoji-pack directory.
+ * @param opts `images` (pretraining; for shapes also fine-tuning), `heldOut` (empty: the source's default), `seed`
+ *   of the emoji split.
+ * @returns The three sets and the shift in words.
+ */
+export async function shiftedVlmData(
+  source: string,
+  opts: { images: number; heldOut?: readonly string[]; seed?: number },
+): Promise<ShiftedVlmData> {
+  const resolved = source === "auto" ? (hasEmojiPack() ? "emoji" : "shapes") : source;
+  const given = opts.heldOut !== undefined && opts.heldOut.length > 0 ? opts.heldOut : undefined;
+  if (resolved === "shapes") return generatedShift(opts.images, given ?? DEFAULT_HELD_OUT.shapes);
+  const dir = resolved === "emoji" ? EMOJI_DIR : resolved;
+  return await emojiShift(dir, opts.images, given ?? DEFAULT_HELD_OUT.emoji, opts.seed ?? 0);
+}
+
 /**
  * The pretraining spec of the experiments' toy VLM: 16 px images in 4 × 4 patches (16 visual tokens), a 2-block
  * encoder of width 32 (`quick`) or 48, and a 2-layer LM of width 32 or 64 with `textLen` text positions.
  */
 export function defaultVlmSpec(
   data: VlmData,
-  opts: { quick: boolean; pretrainSteps: number; textLen: number; seed?: number },
+  opts: {
+    quick: boolean;
+    pretrainSteps: number;
+    textLen: number;
+    seed?: number;
+    /** Captions of later stages whose characters the vocabulary must also hold. */
+    vocabCaptions?: readonly string[];
+  },
 ): VlmPretrainSpec {
-  const vocab = captionVocab(data.captions);
+  const vocab = captionVocab([...data.captions, ...(opts.vocabCaptions ?? [])]);
   const dim = opts.quick ? 32 : 64;
   return {
     model: {
@@ -509,8 +707,15 @@ export function defaultVlmSpec(
 export interface VlmSettings {
   /** The smaller model of `--quick`. */
   quick: boolean;
-  /** `"shapes"`, `"emoji"` or an emoji-pack directory (see {@link loadVlmData}). */
+  /** `"auto"`, `"shapes"`, `"emoji"` or an emoji-pack directory (see {@link shiftedVlmData}). */
   data: string;
+  /**
+   * `"held-out"`: fine-tune on classes the base never saw ({@link shiftedVlmData}); `"none"`: fine-tune on a fresh
+   * draw from the pretraining distribution (the generated shapes; the emoji pack again, as a continued stage).
+   */
+  shift: "held-out" | "none";
+  /** Held-out colours (shapes) or emoji groups; empty: the source's default ({@link DEFAULT_HELD_OUT}). */
+  heldOut: readonly string[];
   /** Images of the pretraining and fine-tuning sets. */
   images: number;
   /** Steps of each pretraining stage. */
@@ -529,8 +734,10 @@ export interface VlmSettings {
 export interface VlmSetup {
   /** Pretraining images. */
   readonly pre: VlmData;
-  /** Fine-tuning images (a fresh draw of the generated shapes; the emoji pack again, as a continued stage). */
+  /** Fine-tuning images. */
   readonly ft: VlmData;
+  /** The fine-tuning task's relation to pretraining, in words. */
+  readonly shift: string;
   /** Validation images. */
   readonly val: VlmData;
   /** The pretrained base (not to be trained: runs start from {@link VlmSetup.fresh} copies). */
@@ -549,6 +756,8 @@ export interface VlmSetup {
   captions(seed: number): CaptionBatch[];
   /** The mean captioning loss of `model` over `valBatches` fixed validation batches. */
   valLoss(model: ToyVlm): Promise<number>;
+  /** The mean captioning loss of `model` over `valBatches` fixed batches of the fine-tuning images. */
+  fitLoss(model: ToyVlm): Promise<number>;
 }
 
 /**
@@ -560,22 +769,36 @@ export interface VlmSetup {
  * @returns The set-up.
  */
 export async function vlmSetup(cfg: VlmSettings, device: DeviceName): Promise<VlmSetup> {
-  const pre = await loadVlmData(cfg.data, { n: cfg.images, seed: 0 });
-  const ft = cfg.data === "shapes" ? await loadVlmData(cfg.data, { n: cfg.images, seed: 1 }) : pre;
-  const val = cfg.data === "shapes" ? await loadVlmData(cfg.data, { n: 200, seed: 2 }) : pre;
+  let pre: VlmData, ft: VlmData, val: VlmData, shift: string;
+  if (cfg.shift === "held-out") {
+    ({ pre, ft, val, shift } = await shiftedVlmData(cfg.data, { images: cfg.images, heldOut: cfg.heldOut }));
+  } else {
+    const source = cfg.data === "auto" ? (hasEmojiPack() ? "emoji" : "shapes") : cfg.data;
+    pre = await loadVlmData(source, { n: cfg.images, seed: 0 });
+    ft = source === "shapes" ? await loadVlmData(source, { n: cfg.images, seed: 1 }) : pre;
+    val = source === "shapes" ? await loadVlmData(source, { n: 200, seed: 2 }) : pre;
+    shift = source === "shapes"
+      ? "no shift: fine-tuning on a fresh draw of the pretraining generator (seed 1)"
+      : "no shift: fine-tuning and validating on the pretraining images";
+  }
+  const vocabCaptions = [...ft.captions, ...val.captions];
   const spec = defaultVlmSpec(pre, {
     quick: cfg.quick,
     pretrainSteps: cfg.pretrainSteps,
     textLen: cfg.textLen,
+    vocabCaptions,
   });
-  const base = await cachedVlm(spec, pre, { device, progress: Deno.stderr.isTerminal() });
+  const base = await cachedVlm(spec, pre, { device, progress: Deno.stderr.isTerminal(), vocabCaptions });
   const stages = Object.entries(base.stages)
     .map(([k, v]) => `${k} ${v.first.toFixed(3)} → ${v.last.toFixed(3)}`)
     .join(", ");
   const note =
     `${base.cached ? "cached" : "pretrained"} base in ${base.dir} (${base.seconds.toFixed(1)} s); ` +
     `stage losses first → last: ${stages}`;
-  console.log(`data: ${pre.description}\nbase: ${note}`);
+  console.log(
+    `data: pretraining ${pre.description}; fine-tuning ${ft.description}; validation ${val.description}\n` +
+      `shift: ${shift}\nbase: ${note}`,
+  );
   const { vocab } = base;
   const shape = { batchSize: cfg.batchSize, size: ft.size, textLen: cfg.textLen };
   const batchOf = (data: VlmData, seed: number, step: number) =>
@@ -584,6 +807,7 @@ export async function vlmSetup(cfg: VlmSettings, device: DeviceName): Promise<Vl
     pre,
     ft,
     val,
+    shift,
     base: base.model,
     vocab,
     note,
@@ -596,6 +820,13 @@ export async function vlmSetup(cfg: VlmSettings, device: DeviceName): Promise<Vl
         batches: cfg.valBatches,
         batchSize: cfg.batchSize,
         seed: 987654,
+        textLen: cfg.textLen,
+      }),
+    fitLoss: (model) =>
+      captionLoss(model, ft, vocab, {
+        batches: cfg.valBatches,
+        batchSize: cfg.batchSize,
+        seed: 456789,
         textLen: cfg.textLen,
       }),
   };

@@ -102,7 +102,10 @@ Deno.test("modalityAnalysis: layer-0 statistics and gaps match a direct computat
   const t = 36;
   const batch = captionBatch(data, vocab, [0, 1, 2, 3], t);
   const path = "lm.layers.0.attention.wq";
-  const { stats, gapData } = await modalityAnalysis(model, ["wq"], [batch], { size: 16, textLen: t });
+  const { stats, gapData, labelled, labelledCounts } = await modalityAnalysis(model, ["wq"], [batch], {
+    size: 16,
+    textLen: t,
+  });
   // Direct: the input of layer 0's wq is attention_norm(concat(visual tokens, text embeddings)).
   const x = captionTensors(batch, { batchSize: 4, size: 16, textLen: t });
   const h0 = concat(
@@ -130,6 +133,13 @@ Deno.test("modalityAnalysis: layer-0 statistics and gaps match a direct computat
   };
   ok(Math.abs(stats[path].visualVar - meanVar(vis)) < 1e-4 * Math.max(1, meanVar(vis)));
   ok(Math.abs(stats[path].textVar - meanVar(txt)) < 1e-4 * Math.max(1, meanVar(txt)));
+  // The labelled positions (EVA as PEFT sees them) are exactly the text rows with a target, in order.
+  equal(labelledCounts.join(), String(txt.length));
+  equal(labelled[path].activations!.shape.join(), `1,${txt.length},${d}`);
+  const lab = (await labelled[path].activations!.data()) as Float32Array;
+  txt.forEach((row, i) =>
+    row.forEach((v, f) => ok(Math.abs(lab[i * d + f] - v) < 1e-6, `labelled[${i}, ${f}]`))
+  );
   // Gap of the first image: W·(mean text input − mean visual input).
   const zt = (await gapData[path].zText!.data()) as Float32Array;
   const zv = (await gapData[path].zVision!.data()) as Float32Array;
