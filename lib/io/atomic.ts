@@ -95,7 +95,8 @@ export function writeFileAtomicSync(path: string, data: Uint8Array | string): vo
  * @example
  * ```ts
  * import { writeFileAtomic } from "./atomic.ts";
- * await writeFileAtomic("results/run1/weights.bin", new Uint8Array([1, 2, 3]));
+ * const dir = await Deno.makeTempDir();
+ * await writeFileAtomic(`${dir}/run1/weights.bin`, new Uint8Array([1, 2, 3]));
  * ```
  */
 export function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
@@ -131,7 +132,8 @@ function syncDirectory(dir: string): void {
  * @example
  * ```ts
  * import { writeTextFileAtomic } from "./atomic.ts";
- * await writeTextFileAtomic("results/run1/config.json", JSON.stringify({ lr: 1e-3 }));
+ * const dir = await Deno.makeTempDir();
+ * await writeTextFileAtomic(`${dir}/config.json`, JSON.stringify({ lr: 1e-3 }));
  * ```
  */
 export function writeTextFileAtomic(path: string, text: string): Promise<void> {

@@ -345,7 +345,7 @@ export function serializeLlama2c(
  * ```ts
  * import { readLlama2c, writeLlama2c } from "./llama2c.ts";
  * const { config, weights } = await readLlama2c("../shared/data/models/stories260K/stories260K.bin");
- * await writeLlama2c("results/copy.bin", config, weights);
+ * await writeLlama2c(`${await Deno.makeTempDir()}/copy.bin`, config, weights);
  * ```
  */
 export async function writeLlama2c(

@@ -715,7 +715,8 @@ export function serializeSafetensors(
  * @example
  * ```ts
  * import { writeSafetensors } from "./safetensors.ts";
- * await writeSafetensors("results/adapter.safetensors", {
+ * const dir = await Deno.makeTempDir();
+ * await writeSafetensors(`${dir}/adapter.safetensors`, {
  *   "lora_B.weight": { dtype: "F32", shape: [2, 1], data: new Float32Array([0, 0]) },
  * });
  * ```

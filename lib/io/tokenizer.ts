@@ -536,7 +536,8 @@ export function serializeTokenizer(pieces: TokenPiece[], maxTokenLength?: number
  * @example
  * ```ts
  * import { basePieces, writeTokenizer } from "./tokenizer.ts";
- * await writeTokenizer("results/tok.bin", [...basePieces(), { piece: " the", score: -1 }]);
+ * const dir = await Deno.makeTempDir();
+ * await writeTokenizer(`${dir}/tok.bin`, [...basePieces(), { piece: " the", score: -1 }]);
  * ```
  */
 export async function writeTokenizer(
