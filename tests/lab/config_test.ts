@@ -1,17 +1,13 @@
 import assert from "node:assert/strict";
 import { z } from "../../deps.ts";
 import { ConfigError, ConfigHelp, configUsage, parseConfig } from "../../lab/config.ts";
+import { TestRng } from "../_helpers.ts";
 
 /** Small seeded PRNG (mulberry32) so every run draws the same fresh values. */
+/** A uniform generator for test `seed` (mixed with TEST_SEED, so every run draws fresh values). */
 function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new TestRng(seed);
+  return () => r.next();
 }
 
 const Schema = z.object({

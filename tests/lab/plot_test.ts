@@ -1,15 +1,11 @@
 import assert from "node:assert/strict";
 import { barPlot, escapeXml, formatTick, heatmap, linePlot, niceTicks, viridis } from "../../lab/plot.ts";
+import { TestRng } from "../_helpers.ts";
 
+/** A uniform generator for test `seed` (mixed with TEST_SEED, so every run draws fresh values). */
 function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new TestRng(seed);
+  return () => r.next();
 }
 
 /**
@@ -67,8 +63,9 @@ Deno.test("plot: niceTicks cover random ranges with evenly spaced 1/2/5 steps", 
     assert.ok(ticks[0] <= a && ticks.at(-1)! >= b, `[${a}, ${b}] not covered by ${ticks}`);
     assert.ok(ticks.length >= 2 && ticks.length <= 12, `tick count ${ticks.length} for [${a}, ${b}]`);
     const step = ticks[1] - ticks[0];
-    const mantissa = step / 10 ** Math.floor(Math.log10(step) + 1e-9);
-    assert.ok([1, 2, 5].some((m) => Math.abs(mantissa - m) < 1e-6), `step ${step} is not 1, 2 or 5 × 10^k`);
+    // step = m·10^k for m in {1, 2, 5}: log10(step / m) is an integer (up to the rounding of the tick values).
+    const isNice = (m: number) => Math.abs(Math.log10(step / m) - Math.round(Math.log10(step / m))) < 1e-6;
+    assert.ok([1, 2, 5].some(isNice), `step ${step} is not 1, 2 or 5 × 10^k`);
     for (let i = 1; i < ticks.length; i++) {
       assert.ok(Math.abs(ticks[i] - ticks[i - 1] - step) <= 1e-9 * Math.max(Math.abs(ticks[i]), step));
     }

@@ -1,18 +1,14 @@
 import assert from "node:assert/strict";
 import { linePlot } from "../../lab/plot.ts";
 import { savePlot, svgToPng } from "../../lab/png.ts";
+import { TestRng } from "../_helpers.ts";
 
 const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 
+/** A uniform generator for test `seed` (mixed with TEST_SEED, so every run draws fresh values). */
 function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new TestRng(seed);
+  return () => r.next();
 }
 
 /** Width and height from the IHDR chunk, which the PNG format requires to come first. */

@@ -3,16 +3,12 @@ import { parseYaml } from "../../lab/deps.ts";
 import { readJsonl } from "../../lib/io/json.ts";
 import { configDifferences, gitInfo, ResultsDir, runTimestamp } from "../../lab/results.ts";
 import { mdTable, meanStd, summarizeMetric } from "../../lab/report.ts";
+import { TestRng } from "../_helpers.ts";
 
+/** A uniform generator for test `seed` (mixed with TEST_SEED, so every run draws fresh values). */
 function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new TestRng(seed);
+  return () => r.next();
 }
 
 const tempRoot = Deno.makeTempDirSync({ prefix: "results_test_" });
