@@ -25,14 +25,15 @@
 import { z } from "../deps.ts";
 import { cosineSchedule, Trainer } from "../mod.ts";
 import {
+  adapterStates,
   attachMethod,
   barPlot,
+  type Claim,
   distinctList,
   type FineTuneRun,
   fineTuneRunFields,
   formatMeanStd,
   formatMethod,
-  judged,
   linePlot,
   LM_QUICK,
   lmCheck,
@@ -45,13 +46,16 @@ import {
   methodOptimizer,
   methodsField,
   type MethodSpec,
+  orderClaim,
+  pairedClaim,
   type ResultsDir,
   resumeOrRun,
   runMain,
   savedNumber,
   startExperiment,
   trainResumable,
-  verdictFor,
+  updateMagnitudes,
+  weightNorms,
   writeCombinedMetrics,
   writeReport,
 } from "../lab/mod.ts";
@@ -86,13 +90,21 @@ type Config = z.infer<typeof Config>;
 
 const QUICK: Partial<Config> = LM_QUICK;
 
-/** A run: the shared fields and the source-domain loss after fine-tuning (forgetting), when there is a source. */
+/**
+ * A run: the shared fields, the source-domain loss after fine-tuning (forgetting) when there is a source, and the
+ * initial update's size ‖s·B₀·A₀‖_F/‖W‖_F per module type (`all`: over every adapted layer).
+ */
 interface Run extends FineTuneRun {
   sourceLoss: number | undefined;
+  magnitude: Record<string, number>;
 }
 
 /** What runs/*.json holds, for validated reuse. */
-const RUN = z.object({ ...fineTuneRunFields(), sourceLoss: savedNumber({ optional: true }) });
+const RUN = z.object({
+  ...fineTuneRunFields(),
+  sourceLoss: savedNumber({ optional: true }),
+  magnitude: z.record(z.string(), z.number()),
+});
 
 /** Run label of a method at a rank (unique across the sweep, so runs/ files do not collide). */
 const runLabel = (m: string, r: number) => `${m}-r${r}`;
@@ -114,10 +126,12 @@ async function fineTune(
   previous?: Run,
 ): Promise<Run> {
   const model = lm.fresh();
+  const weights = await weightNorms(model, cfg.targets);
   const t0 = performance.now();
   const data = await lm.calibration(model, method.init, seed);
   const attached = await attachMethod(model, method, { targets: cfg.targets, rank, alpha: rank, data, seed });
   const initSeconds = (performance.now() - t0) / 1000;
+  const magnitude = updateMagnitudes(await adapterStates(model), weights);
   const label = runLabel(method.name, rank);
   const paths = {
     checkpoint: results.file(`checkpoints/${label}-seed${seed}.safetensors`),
@@ -153,6 +167,7 @@ async function fineTune(
     initSeconds,
     trainSeconds: seconds + (previous?.trainSeconds ?? 0),
     ranks: Object.fromEntries(Object.entries(attached.perLayer).map(([k, v]) => [k, v.rank])),
+    magnitude,
   };
 }
 
@@ -166,6 +181,8 @@ interface Row {
   early: MeanStd;
   final: MeanStd;
   initS: MeanStd;
+  grad1: MeanStd;
+  magnitude: MeanStd;
 }
 
 /** Mean train loss over the first quarter of the steps. */
@@ -186,6 +203,8 @@ function summarise(runs: readonly Run[], method: string, rank: number, sourceBef
     early: meanStd(rs.map(quarterMean)),
     final: meanStd(rs.map((r) => r.losses.at(-1)!)),
     initS: meanStd(rs.map((r) => r.initSeconds)),
+    grad1: meanStd(rs.map((r) => r.gradNorms[0])),
+    magnitude: meanStd(rs.map((r) => r.magnitude.all)),
   };
 }
 
@@ -227,46 +246,46 @@ async function main(): Promise<void> {
   const names = cfg.methods.map((m) => m.name);
   const rows = ranks.flatMap((r) => at(r).map((m) => summarise(runs, m, r, sourceBefore)));
   const get = (m: string, r: number) => rows.find((x) => x.method === m && x.rank === r);
-  const n = cfg.seeds.length;
-  const claims: string[] = [];
+  const claims: Claim[] = [];
+  const perSeed = (m: string, r: number, f: (x: Run) => number) =>
+    cfg.seeds.map((s) => f(runs.find((x) => x.label === runLabel(m, r) && x.seed === s)!));
+  const val = (x: Run) => x.valLoss;
   for (const r of ranks) {
-    const loram = get("loram", r);
-    for (const other of ["pissa", "lora"] as const) {
-      const o = get(other, r);
-      if (!loram || !o) continue;
-      const diff = o.val.mean - loram.val.mean;
-      const spread = Math.hypot(o.val.std, loram.val.std);
-      const v = verdictFor(diff, spread, n);
+    const has = (m: string) => get(m, r) !== undefined;
+    for (const other of ["pissa", "lora"].filter(has)) {
+      if (!has("loram")) continue;
+      // "Matches or beats": judged as "beats" (a match is what an inconclusive verdict is consistent with).
+      const c = pairedClaim(
+        `Rank ${r}: LoRAM beats ${other} on target val loss (the paper: matches or beats).`,
+        `target val loss of ${other} minus LoRAM's`,
+        perSeed(other, r, val),
+        perSeed("loram", r, val),
+      );
       claims.push(
-        judged(
-          `Rank ${r}: LoRAM matches or beats ${other}`,
-          `target val loss ${loram.val.mean.toFixed(4)} vs ${o.val.mean.toFixed(4)}, ${other} − LoRAM = ` +
-            `${diff.toFixed(4)}, combined std ${spread.toFixed(4)}`,
-          v,
-        ).replace(
-          /\.$/,
-          v === "inconclusive"
-            ? " (no difference beyond 2 std: consistent with “matches”, not shown to beat)."
-            : ".",
-        ),
+        c.verdict === "inconclusive" ? { ...c, note: "Consistent with “matches”, not shown to beat." } : c,
       );
     }
-    const pissa = get("pissa", r);
-    const lora = get("lora", r);
-    if (pissa && lora) {
-      // Paired by seed: both methods see the same batches for a seed, so the per-seed difference removes the
-      // batch-order noise that dominates the spread of the early loss.
-      const paired = meanStd(cfg.seeds.map((s) => {
-        const find = (m: string) => runs.find((x) => x.label === runLabel(m, r) && x.seed === s)!;
-        return quarterMean(find("lora")) - quarterMean(find("pissa"));
-      }));
-      claims.push(judged(
-        `Rank ${r}: PiSSA converges faster than LoRA early on`,
-        `mean train loss over the first 25% of steps ${pissa.early.mean.toFixed(4)} vs ` +
-          `${lora.early.mean.toFixed(4)}; per-seed paired difference ${paired.mean.toFixed(4)} ± ` +
-          `${paired.std.toFixed(4)}`,
-        verdictFor(paired.mean, paired.std, n),
+    if (has("pissa") && has("lora")) {
+      claims.push(pairedClaim(
+        `Rank ${r}: PiSSA converges faster than LoRA early on.`,
+        "mean train loss over the first 25% of steps, LoRA minus PiSSA",
+        perSeed("lora", r, quarterMean),
+        perSeed("pissa", r, quarterMean),
       ));
+    }
+    // LoRAM's thesis over the methods of this rank.
+    const atR = runs.filter((x) => at(r).some((m) => runLabel(m, r) === x.label));
+    for (
+      const [what, f] of [
+        ["initial update ‖s·B₀·A₀‖/‖W‖", (x: Run) => x.magnitude.all],
+        ["step-1 gradient norm", (x: Run) => x.gradNorms[0]],
+      ] as const
+    ) {
+      const o = orderClaim(
+        what,
+        atR.map((x) => ({ label: x.label, seed: x.seed, x: f(x), y: quarterMean(x) })),
+      );
+      claims.push({ claim: `Rank ${r}: ${o.claim}`, rule: o.rule, evidence: o.evidence, verdict: o.verdict });
     }
   }
 
@@ -335,6 +354,8 @@ async function main(): Promise<void> {
         "forgetting (source loss Δ)",
         "mean train loss, first 25%",
         "final train loss",
+        "step-1 grad norm",
+        "‖s·B₀·A₀‖/‖W‖",
         "init s",
       ],
       rows: rows.filter((x) => x.rank === r).map((x) => [
@@ -343,6 +364,8 @@ async function main(): Promise<void> {
         x.forgetting ? formatMeanStd(x.forgetting) : "—",
         formatMeanStd(x.early),
         formatMeanStd(x.final),
+        formatMeanStd(x.grad1, 3),
+        formatMeanStd(x.magnitude, 3),
         formatMeanStd(x.initS, 3),
       ]),
     })),

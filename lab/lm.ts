@@ -331,8 +331,8 @@ export function lmFields(steps: number): LmFields {
   return {
     quick: z.boolean().default(false).describe("small sizes: a few minutes on a 2-core CPU"),
     seeds: distinctList(z.int(), {
-      default: [0, 1, 2],
-      description: "fine-tuning seeds (mean ± std over them)",
+      default: [0, 1, 2, 3, 4],
+      description: "fine-tuning seeds (mean ± std over them; claims pair runs by seed)",
     }),
     targets: distinctList(z.string(), {
       default: ["wq", "wk", "wv", "wo", "w1", "w2", "w3"],

@@ -45,3 +45,4 @@ export * from "./toy_vlm.ts";
 export * from "./methods.ts";
 export * from "./experiment.ts";
 export * from "./lm.ts";
+export * from "./lm_probe.ts";

@@ -131,7 +131,7 @@ const EXPERIMENTS: { name: string; script: string; args: string[]; plots: string
       "--methods",
       "cntlora-x,cntlora-x-vas,lora-ga,lora",
     ],
-    plots: ["val_loss", "loss", "init_share", "cosine", "calib_batches", "vas_ranks"],
+    plots: ["val_loss", "loss", "init_share", "magnitude", "cosine", "calib_batches", "vas_ranks"],
   },
 ];
 
