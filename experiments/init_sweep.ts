@@ -25,21 +25,25 @@
 import { z } from "../deps.ts";
 import { cosineSchedule, Trainer } from "../mod.ts";
 import {
+  ablationSpecs,
   adapterStates,
   attachMethod,
   barPlot,
   type Claim,
   distinctList,
+  equivalenceClaim,
   type FineTuneRun,
   fineTuneRunFields,
   formatMeanStd,
   formatMethod,
+  formatPaired,
   linePlot,
   LM_QUICK,
   lmCheck,
   lmFields,
   type LmSetup,
   lmSetup,
+  LORAM_ABLATIONS,
   meanCurves,
   type MeanStd,
   meanStd,
@@ -48,6 +52,8 @@ import {
   type MethodSpec,
   orderClaim,
   pairedClaim,
+  pairedDiff,
+  parseMethod,
   type ResultsDir,
   resumeOrRun,
   runMain,
@@ -85,6 +91,12 @@ const Config = z.object({
   valBatches: z.number().int().positive().default(8).describe("validation batches (target and source)"),
   calibBatches: z.number().int().positive().default(1).describe("calibration batches for data-driven inits"),
   source: z.string().optional().describe("source-domain text file for forgetting (with --data)"),
+  ablations: z.boolean().default(false).describe(
+    "add LoRAM's Table 4 ablations (gain, basis, tracking mode next to each reference), paired by seed",
+  ),
+  matchMargin: z.number().positive().default(0.02).describe(
+    "tracking-mode claims: |target val loss difference| that still counts as a match",
+  ),
 });
 type Config = z.infer<typeof Config>;
 
@@ -128,7 +140,9 @@ async function fineTune(
   const model = lm.fresh();
   const weights = await weightNorms(model, cfg.targets);
   const t0 = performance.now();
-  const data = await lm.calibration(model, method.init, seed);
+  // LoRAM tracking a data-driven reference needs that reference's calibration data.
+  const tracked = method.init === "loram" ? method.options.trackingMode : undefined;
+  const data = await lm.calibration(model, typeof tracked === "string" ? tracked : method.init, seed);
   const attached = await attachMethod(model, method, { targets: cfg.targets, rank, alpha: rank, data, seed });
   const initSeconds = (performance.now() - t0) / 1000;
   const magnitude = updateMagnitudes(await adapterStates(model), weights);
@@ -220,6 +234,13 @@ async function main(): Promise<void> {
     check: lmCheck,
     extendable: "steps",
   });
+  // LoRAM's ablations join the compared methods (a name already given is kept as given).
+  if (cfg.ablations) {
+    for (const text of ablationSpecs(LORAM_ABLATIONS)) {
+      const spec = parseMethod(text);
+      if (!cfg.methods.some((m) => m.name === spec.name)) cfg.methods.push(spec);
+    }
+  }
   const lm = await lmSetup(cfg, device, cfg.source);
   const targetBefore = await lm.meanLoss(lm.base, lm.corpus.val);
   const sourceBefore = lm.corpus.source !== undefined
@@ -286,6 +307,31 @@ async function main(): Promise<void> {
         atR.map((x) => ({ label: x.label, seed: x.seed, x: f(x), y: quarterMean(x) })),
       );
       claims.push({ claim: `Rank ${r}: ${o.claim}`, rule: o.rule, evidence: o.evidence, verdict: o.verdict });
+    }
+  }
+
+  // LoRAM's Table 4 ablations: each variant against its comparator, paired by seed.
+  const ablationRows: string[][] = [];
+  if (cfg.ablations) {
+    for (const r of ranks) {
+      for (const g of LORAM_ABLATIONS) {
+        for (const [refText, varText] of g.pairs) {
+          const ref = parseMethod(refText).name, variant = parseMethod(varText).name;
+          if (get(ref, r) === undefined || get(variant, r) === undefined) continue;
+          const d = pairedDiff(perSeed(variant, r, val), perSeed(ref, r, val));
+          const e = pairedDiff(perSeed(variant, r, quarterMean), perSeed(ref, r, quarterMean));
+          ablationRows.push([String(r), g.title, variant, ref, formatPaired(d), formatPaired(e)]);
+          if (g.title === "tracking mode") {
+            claims.push(equivalenceClaim(
+              `Rank ${r}: LoRAM in tracking mode (ν[B·A] of ${ref}) matches ${ref} on target val loss (Table 4).`,
+              `target val loss of ${variant} minus ${ref}`,
+              perSeed(variant, r, val),
+              perSeed(ref, r, val),
+              cfg.matchMargin,
+            ));
+          }
+        }
+      }
     }
   }
 
@@ -368,7 +414,13 @@ async function main(): Promise<void> {
         formatMeanStd(x.magnitude, 3),
         formatMeanStd(x.initS, 3),
       ]),
-    })),
+    })).concat(
+      ablationRows.length === 0 ? [] : [{
+        heading: "LoRAM ablations (Table 4), paired by seed",
+        columns: ["rank", "ablation", "variant", "vs", "Δ target val loss (variant − vs)", "Δ early loss"],
+        rows: ablationRows,
+      }],
+    ),
     claims,
     plots,
     data: { config: cfg, adapter, targetBefore, sourceBefore, rows },

@@ -352,3 +352,40 @@ export function pairedClaim(
     ...(note === undefined ? {} : { note }),
   };
 }
+
+/**
+ * A claim that two methods match: the per-seed difference `a[i] − b[i]` stays within ±`margin`. Rule: with m the mean
+ * difference and sd its std over seeds, reproduced when |m| + 2·sd < margin, not reproduced when |m| − 2·sd >
+ * margin, inconclusive otherwise and with fewer than 3 seeds.
+ *
+ * @example
+ * ```ts
+ * import { equivalenceClaim } from "./lm_probe.ts";
+ * console.log(equivalenceClaim("A matches B.", "A minus B", [1, 1.001, 0.999], [1, 1, 1], 0.01).verdict); // "reproduced"
+ * ```
+ */
+export function equivalenceClaim(
+  claim: string,
+  stat: string,
+  a: readonly number[],
+  b: readonly number[],
+  margin: number,
+): { claim: string; rule: string; evidence: string; verdict: Verdict } {
+  const d = pairedDiff(a, b);
+  const m = Math.abs(d.mean);
+  const verdict: Verdict = d.n < 3 || !Number.isFinite(m)
+    ? "inconclusive"
+    : m + 2 * d.std < margin
+    ? "reproduced"
+    : m - 2 * d.std > margin
+    ? "not reproduced"
+    : "inconclusive";
+  return {
+    claim,
+    rule:
+      `${stat}, paired by seed (same batches); with m the mean per-seed difference and sd its std: reproduced ` +
+      `when |m| + 2·sd < ${margin}, not reproduced when |m| − 2·sd > ${margin}, else inconclusive; ${d.n} seeds.`,
+    evidence: `paired difference ${formatPaired(d)}.`,
+    verdict,
+  };
+}

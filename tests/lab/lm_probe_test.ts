@@ -8,6 +8,7 @@ import { attachLora } from "../../lib/init/mod.ts";
 import {
   adapterStates,
   compareAdapters,
+  equivalenceClaim,
   orderClaim,
   pairedClaim,
   pairedDiff,
@@ -116,6 +117,17 @@ Deno.test("lm probe: the paired rule judges m ± 2·sd against the threshold", (
   equal(c.verdict, "reproduced");
   ok(c.rule.includes("paired by seed") && c.rule.includes("4 seeds"));
   throws(() => pairedDiff([1, 2], [1]), /one of each per seed/);
+  const base = [1, 2, 3, 4, 5].map(() => rng.next());
+  const near = base.map((v) => v + 0.001 * (rng.next() - 0.5));
+  equal(equivalenceClaim("A matches B.", "A minus B", near, base, 0.01).verdict, "reproduced");
+  equal(
+    equivalenceClaim("A matches B.", "A minus B", base.map((v) => v + 0.1), base, 0.01).verdict,
+    "not reproduced",
+  );
+  equal(
+    equivalenceClaim("A matches B.", "A minus B", base.map((v) => v + 0.01), base, 0.01).verdict,
+    "inconclusive",
+  );
 });
 
 Deno.test("lm probe: the rank-order claim follows the sign and size of ρ over seeds", () => {
