@@ -126,6 +126,8 @@ interface Run extends FineTuneRun {
   delta: Record<string, UpdateSimilarity>;
   compare: Record<string, AdapterComparison>;
   magnitude: Record<string, number>;
+  /** Mean accuracy on the test domains (sentiment task). */
+  accuracy: number | undefined;
   /** The step whose loss or gradient was not finite, where training stopped (its val loss is then NaN). */
   divergedAt?: number;
 }
@@ -158,6 +160,7 @@ const RUN = z.object({
   ),
   magnitude: z.record(z.string(), z.number()),
   divergedAt: z.int().optional(),
+  accuracy: savedNumber({ optional: true }),
 });
 
 // ----- one fine-tuning run -----
@@ -172,6 +175,15 @@ async function hostDeltas(
     out.set(path, { data: (await d.data()) as Float32Array, shape: [d.shape[0], d.shape[1]] });
   }
   return out;
+}
+
+/** The validation loss and, with the sentiment task, the accuracy of a fine-tuned model, as run fields. */
+async function evaluation(
+  lm: LmSetup,
+  model: LlamaLM,
+): Promise<{ valLoss: number; accuracy: number | undefined }> {
+  const e = await lm.evaluate(model);
+  return { valLoss: e.loss, accuracy: e.accuracy };
 }
 
 /**
@@ -210,7 +222,7 @@ async function fineTune(
   const trainer = new Trainer({
     model,
     optimizer: methodOptimizer(model, method, cfg.lr),
-    batch: (step) => lm.batch(lm.corpus.train, seed, step),
+    batch: (step) => lm.trainBatch(seed, step),
     loss: (m, b) => m.loss(b.x, b.y),
     steps: cfg.steps,
     schedule: cosineSchedule({ totalSteps: cfg.steps, warmupRatio: 0.1 }),
@@ -248,7 +260,7 @@ async function fineTune(
     seed,
     losses: records.map((r) => r.loss),
     gradNorms: records.map((r) => r.grad_norm),
-    valLoss: divergedAt === undefined ? await lm.meanLoss(model, lm.corpus.val) : NaN,
+    ...(divergedAt === undefined ? await evaluation(lm, model) : { valLoss: NaN, accuracy: undefined }),
     initSeconds,
     trainSeconds: seconds + (previous?.trainSeconds ?? 0),
     ranks: Object.fromEntries(Object.entries(attached.perLayer).map(([k, v]) => [k, v.rank])),
@@ -287,7 +299,9 @@ async function main(): Promise<void> {
   });
 
   const lm = await lmSetup(cfg, device);
-  const baseVal = await lm.meanLoss(lm.base, lm.corpus.val);
+  const baseEval = await lm.evaluate(lm.base);
+  const baseVal = baseEval.loss;
+  const withAcc = lm.classify !== undefined;
 
   const names = cfg.methods.map((m) => m.name);
   const isCnt = new Set(cfg.methods.filter((m) => m.init === "cntlora").map((m) => m.name));
@@ -351,6 +365,7 @@ async function main(): Promise<void> {
     return {
       m,
       val: meanStd(rs.map(val)),
+      acc: withAcc ? meanStd(rs.map((r) => r.accuracy ?? NaN)) : null,
       early: meanStd(rs.map(quarter)),
       grad1: meanStd(rs.map((r) => r.gradNorms[0])),
       magnitude: meanStd(rs.map((r) => r.magnitude.all)),
@@ -368,6 +383,7 @@ async function main(): Promise<void> {
     columns: [
       "method",
       "target val loss",
+      ...(withAcc ? ["accuracy (other domains)"] : []),
       "mean train loss, first 25%",
       "step-1 grad norm",
       "‖s·B₀·A₀‖/‖W‖",
@@ -379,6 +395,7 @@ async function main(): Promise<void> {
     rows: rows.map((r) => [
       r.m,
       formatMeanStd(r.val),
+      ...(r.acc === null ? [] : [formatMeanStd(r.acc, 3)]),
       formatMeanStd(r.early),
       formatMeanStd(r.grad1, 3),
       formatMeanStd(r.magnitude, 3),
@@ -461,6 +478,7 @@ async function main(): Promise<void> {
       ...c,
       family: f.title,
       val: meanStd(by(c.label).map(val)),
+      acc: withAcc ? meanStd(by(c.label).map((r) => r.accuracy ?? NaN)) : null,
       magnitude: meanStd(by(c.label).map((r) => r.magnitude.all)),
       initS: meanStd(by(c.label).map((r) => r.initSeconds)),
       diverged: by(c.label).filter((r) => r.divergedAt !== undefined).length,
@@ -471,11 +489,20 @@ async function main(): Promise<void> {
     note:
       "The literal Gram XXᵀ sums over every calibration token, so its initial update grows with the data " +
       "(‖s·B₀·A₀‖/‖W‖ column); XXᵀ/b and the fixed-norm family separate the data's content from that size.",
-    columns: ["Gram", "calibration batches", "target val loss", "‖s·B₀·A₀‖/‖W‖", "init s", "diverged"],
+    columns: [
+      "Gram",
+      "calibration batches",
+      "target val loss",
+      ...(withAcc ? ["accuracy"] : []),
+      "‖s·B₀·A₀‖/‖W‖",
+      "init s",
+      "diverged",
+    ],
     rows: calibStats.map((c) => [
       c.family,
       c.n,
       formatMeanStd(c.val),
+      ...(c.acc === null ? [] : [formatMeanStd(c.acc, 3)]),
       formatMeanStd(c.magnitude, 3),
       formatMeanStd(c.initS, 3),
       `${c.diverged}/${n}`,
@@ -505,6 +532,15 @@ async function main(): Promise<void> {
       "target val loss of LoRA minus that of the CNTLoRA variant",
       perSeed("lora", val),
       perSeed(m, val),
+    ));
+  }
+  for (const m of ["cntlora-x", "cntlora-s", "cntlora-sh"]) {
+    if (!withAcc || !has(m) || !has("lora")) continue;
+    claims.push(paired(
+      `${m} beats LoRA (Noise & Zeros) on accuracy in the other domains.`,
+      "accuracy of the CNTLoRA variant minus LoRA's",
+      perSeed(m, (r) => r.accuracy ?? NaN),
+      perSeed("lora", (r) => r.accuracy ?? NaN),
     ));
   }
   for (const m of ["cntlora-x", "cntlora-s", "cntlora-sh"]) {
@@ -664,9 +700,9 @@ async function main(): Promise<void> {
     title: "exp:cntlora",
     setting:
       `Adapter: ${adapter}. Data: ${lm.corpus.description}. Base: ${lm.note}; target-domain validation loss ` +
-      `before fine-tuning ${baseVal.toFixed(4)}. Methods: ${
-        cfg.methods.map(formatMethod).join("; ")
-      }. Rank ` +
+      `before fine-tuning ${baseVal.toFixed(4)}${
+        baseEval.accuracy === undefined ? "" : ` (accuracy ${baseEval.accuracy.toFixed(3)})`
+      }. Methods: ${cfg.methods.map(formatMethod).join("; ")}. Rank ` +
       `${cfg.rank}, alpha ${cfg.alpha}, targets ${cfg.targets.join(", ")}, ${cfg.steps} steps, batch ` +
       `${cfg.batchSize}×${cfg.seqLen}, lr ${cfg.lr}, ${cfg.calibBatches} calibration batches, seeds ` +
       `${

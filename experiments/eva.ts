@@ -115,7 +115,7 @@ async function fineTune(
   const trainer = new Trainer({
     model,
     optimizer: methodOptimizer(model, method, cfg.lr),
-    batch: (step) => lm.batch(lm.corpus.train, seed, step),
+    batch: (step) => lm.trainBatch(seed, step),
     loss: (m, b) => m.loss(b.x, b.y),
     steps: cfg.steps,
     schedule: cosineSchedule({ totalSteps: cfg.steps, warmupRatio: 0.1 }),
@@ -137,7 +137,7 @@ async function fineTune(
     seed,
     losses: records.map((r) => r.loss),
     gradNorms: records.map((r) => r.grad_norm),
-    valLoss: await lm.meanLoss(model, lm.corpus.val),
+    valLoss: (await lm.evaluate(model)).loss,
     initSeconds,
     trainSeconds: seconds + (previous?.trainSeconds ?? 0),
     ranks: Object.fromEntries(Object.entries(attached.perLayer).map(([k, v]) => [k, v.rank])),
@@ -206,7 +206,7 @@ async function main(): Promise<void> {
     extendable: "steps",
   });
   const lm = await lmSetup(cfg, device);
-  const baseVal = await lm.meanLoss(lm.base, lm.corpus.val);
+  const baseVal = (await lm.evaluate(lm.base)).loss;
 
   const keys = cfg.methods.flatMap((method) =>
     cfg.seeds.map((seed) => ({ label: method.name, seed, method }))

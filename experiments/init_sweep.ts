@@ -109,6 +109,8 @@ const QUICK: Partial<Config> = LM_QUICK;
 interface Run extends FineTuneRun {
   sourceLoss: number | undefined;
   magnitude: Record<string, number>;
+  /** Mean accuracy on the test domains (sentiment task). */
+  accuracy: number | undefined;
 }
 
 /** What runs/*.json holds, for validated reuse. */
@@ -116,6 +118,7 @@ const RUN = z.object({
   ...fineTuneRunFields(),
   sourceLoss: savedNumber({ optional: true }),
   magnitude: z.record(z.string(), z.number()),
+  accuracy: savedNumber({ optional: true }),
 });
 
 /** Run label of a method at a rank (unique across the sweep, so runs/ files do not collide). */
@@ -154,7 +157,7 @@ async function fineTune(
   const trainer = new Trainer({
     model,
     optimizer: methodOptimizer(model, method, cfg.lr),
-    batch: (step) => lm.batch(lm.corpus.train, seed, step),
+    batch: (step) => lm.trainBatch(seed, step),
     loss: (m, b) => m.loss(b.x, b.y),
     steps: cfg.steps,
     schedule: cosineSchedule({ totalSteps: cfg.steps, warmupRatio: 0.1 }),
@@ -176,7 +179,7 @@ async function fineTune(
     seed,
     losses: records.map((r) => r.loss),
     gradNorms: records.map((r) => r.grad_norm),
-    valLoss: await lm.meanLoss(model, lm.corpus.val),
+    ...(await lm.evaluate(model).then((e) => ({ valLoss: e.loss, accuracy: e.accuracy }))),
     sourceLoss: source !== undefined ? await lm.meanLoss(model, source) : undefined,
     initSeconds,
     trainSeconds: seconds + (previous?.trainSeconds ?? 0),
@@ -195,6 +198,7 @@ interface Row {
   early: MeanStd;
   final: MeanStd;
   initS: MeanStd;
+  acc: MeanStd | null;
   grad1: MeanStd;
   magnitude: MeanStd;
 }
@@ -217,6 +221,7 @@ function summarise(runs: readonly Run[], method: string, rank: number, sourceBef
     early: meanStd(rs.map(quarterMean)),
     final: meanStd(rs.map((r) => r.losses.at(-1)!)),
     initS: meanStd(rs.map((r) => r.initSeconds)),
+    acc: rs.every((r) => r.accuracy !== undefined) ? meanStd(rs.map((r) => r.accuracy!)) : null,
     grad1: meanStd(rs.map((r) => r.gradNorms[0])),
     magnitude: meanStd(rs.map((r) => r.magnitude.all)),
   };
@@ -242,7 +247,9 @@ async function main(): Promise<void> {
     }
   }
   const lm = await lmSetup(cfg, device, cfg.source);
-  const targetBefore = await lm.meanLoss(lm.base, lm.corpus.val);
+  const baseEval = await lm.evaluate(lm.base);
+  const targetBefore = baseEval.loss;
+  const withAcc = lm.classify !== undefined;
   const sourceBefore = lm.corpus.source !== undefined
     ? await lm.meanLoss(lm.base, lm.corpus.source)
     : undefined;
@@ -285,6 +292,15 @@ async function main(): Promise<void> {
       claims.push(
         c.verdict === "inconclusive" ? { ...c, note: "Consistent with “matches”, not shown to beat." } : c,
       );
+    }
+    for (const other of ["pissa", "lora"].filter(has)) {
+      if (!has("loram") || !withAcc) continue;
+      claims.push(pairedClaim(
+        `Rank ${r}: LoRAM beats ${other} on accuracy in the other domains.`,
+        `accuracy of LoRAM minus ${other}'s`,
+        perSeed("loram", r, (x) => x.accuracy ?? NaN),
+        perSeed(other, r, (x) => x.accuracy ?? NaN),
+      ));
     }
     if (has("pissa") && has("lora")) {
       claims.push(pairedClaim(
@@ -381,6 +397,8 @@ async function main(): Promise<void> {
     setting:
       `Adapter: ${adapter}. Data: ${lm.corpus.description}. Base: ${lm.note}. Before fine-tuning: target ` +
       `val loss ${targetBefore.toFixed(4)}${
+        baseEval.accuracy === undefined ? "" : ` (accuracy ${baseEval.accuracy.toFixed(3)})`
+      }${
         sourceBefore !== undefined
           ? `, source loss ${sourceBefore.toFixed(4)}`
           : " (no source domain: no forgetting)"
@@ -397,6 +415,7 @@ async function main(): Promise<void> {
       columns: [
         "method",
         "target val loss",
+        ...(withAcc ? ["accuracy (other domains)"] : []),
         "forgetting (source loss Δ)",
         "mean train loss, first 25%",
         "final train loss",
@@ -407,6 +426,7 @@ async function main(): Promise<void> {
       rows: rows.filter((x) => x.rank === r).map((x) => [
         x.method,
         formatMeanStd(x.val),
+        ...(withAcc ? [x.acc === null ? "—" : formatMeanStd(x.acc, 3)] : []),
         x.forgetting ? formatMeanStd(x.forgetting) : "—",
         formatMeanStd(x.early),
         formatMeanStd(x.final),
