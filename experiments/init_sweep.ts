@@ -44,6 +44,7 @@ import {
   type LmSetup,
   lmSetup,
   LORAM_ABLATIONS,
+  magnitudeTable,
   meanCurves,
   type MeanStd,
   meanStd,
@@ -54,6 +55,7 @@ import {
   pairedClaim,
   pairedDiff,
   parseMethod,
+  type ReportTable,
   type ResultsDir,
   resumeOrRun,
   runMain,
@@ -410,7 +412,7 @@ async function main(): Promise<void> {
       }. alpha = rank ` +
       `(s = 1; rsLoRA s = √r); LoRA+ uses η_B = 4·η_A as the LoRAM paper's baseline did (the LoRA+ authors suggest ` +
       `16). Forgetting = source-domain loss after fine-tuning minus before (lower is better).`,
-    tables: ranks.map((r) => ({
+    tables: ranks.map((r): ReportTable => ({
       heading: `Rank ${r} (alpha ${r})`,
       columns: [
         "method",
@@ -435,6 +437,16 @@ async function main(): Promise<void> {
         formatMeanStd(x.initS, 3),
       ]),
     })).concat(
+      ranks.map((r) =>
+        magnitudeTable(
+          at(r).map((m) => ({
+            name: m,
+            runs: runs.filter((x) => x.label === runLabel(m, r)).map((x) => x.magnitude),
+          })),
+          [...new Set(cfg.targets)],
+          `Rank ${r}: initial update size per module type`,
+        )
+      ),
       ablationRows.length === 0 ? [] : [{
         heading: "LoRAM ablations (Table 4), paired by seed",
         columns: ["rank", "ablation", "variant", "vs", "Δ target val loss (variant − vs)", "Δ early loss"],

@@ -8,7 +8,7 @@
  * @module
  */
 import { asF32, Linear, loraLayers, namedModules } from "../mod.ts";
-import { meanStd, type Verdict } from "./report.ts";
+import { meanStd, type ReportTable, type Verdict } from "./report.ts";
 
 /** The Frobenius norm of every `Linear` weight whose last path segment is in `targets`, by path. */
 export async function weightNorms(
@@ -387,5 +387,37 @@ export function equivalenceClaim(
       `when |m| + 2·sd < ${margin}, not reproduced when |m| − 2·sd > ${margin}, else inconclusive; ${d.n} seeds.`,
     evidence: `paired difference ${formatPaired(d)}.`,
     verdict,
+  };
+}
+
+/**
+ * The table of the initial update's size per module type: one row per method, `‖s·B₀·A₀‖_F/‖W‖_F` over the layers
+ * of each type (mean ± std over the method's runs).
+ *
+ * @param rows Per method, its name and its runs' magnitudes ({@link updateMagnitudes}).
+ * @param types The module types (columns).
+ * @param heading The table's heading.
+ * @returns The table.
+ */
+export function magnitudeTable(
+  rows: readonly { name: string; runs: readonly Readonly<Record<string, number>>[] }[],
+  types: readonly string[],
+  heading = "Initial update size per module type",
+): ReportTable {
+  const cell = (xs: number[]) => {
+    if (xs.length === 0) return "—";
+    const s = meanStd(xs);
+    const f = (v: number) => (v === 0 ? "0" : Math.abs(v) >= 0.01 ? v.toFixed(3) : v.toExponential(2));
+    return `${f(s.mean)} ± ${f(s.std)}`;
+  };
+  return {
+    heading,
+    note:
+      "‖s·B₀·A₀‖_F/‖W‖_F over the layers of each type (√Σ over layers; W pretrained), mean ± std over seeds:",
+    columns: ["method", ...types, "all"],
+    rows: rows.map((r) => [
+      r.name,
+      ...[...types, "all"].map((t) => cell(r.runs.map((m) => m[t]).filter((v) => v !== undefined))),
+    ]),
   };
 }
