@@ -125,7 +125,14 @@ Deno.test("lm probe: the paired rule judges m ± 2·sd against the threshold", (
     "not reproduced",
   );
   equal(
-    equivalenceClaim("A matches B.", "A minus B", base.map((v) => v + 0.01), base, 0.01).verdict,
+    equivalenceClaim(
+      "A matches B.",
+      "A minus B",
+      base.map((v) => v + 0.01 + 0.01 * (rng.next() - 0.5)),
+      base,
+      0.01,
+    )
+      .verdict,
     "inconclusive",
   );
 });
