@@ -177,6 +177,12 @@ async function hostDeltas(
   return out;
 }
 
+/** `values` filled up to `n` entries with NaN. */
+const padded = (
+  values: number[],
+  n: number,
+) => [...values, ...new Array(Math.max(0, n - values.length)).fill(NaN)];
+
 /** The validation loss and, with the sentiment task, the accuracy of a fine-tuned model, as run fields. */
 async function evaluation(
   lm: LmSetup,
@@ -245,7 +251,14 @@ async function fineTune(
     divergedAt = err.step;
     trainer.close();
     return {
-      records: (readJsonl(paths.metrics) as unknown as StepRecord[]).filter((r) => r.step < err.step),
+      // Up to the step that failed, its non-finite values as NaN (a run that fails at step 1 keeps that step).
+      records: (readJsonl(paths.metrics) as unknown as StepRecord[]).filter((r) => r.step <= err.step).map((
+        r,
+      ) => ({
+        ...r,
+        loss: Number(r.loss),
+        grad_norm: Number(r.grad_norm),
+      })),
       seconds: (performance.now() - t0) / 1000,
     };
   });
@@ -258,8 +271,9 @@ async function fineTune(
   return {
     label,
     seed,
-    losses: records.map((r) => r.loss),
-    gradNorms: records.map((r) => r.grad_norm),
+    // A diverged run's steps after the failure are NaN, so every run file holds `steps` values.
+    losses: padded(records.map((r) => r.loss), cfg.steps),
+    gradNorms: padded(records.map((r) => r.grad_norm), cfg.steps),
     ...(divergedAt === undefined ? await evaluation(lm, model) : { valLoss: NaN, accuracy: undefined }),
     initSeconds,
     trainSeconds: seconds + (previous?.trainSeconds ?? 0),
@@ -553,27 +567,42 @@ async function main(): Promise<void> {
     ));
   }
   // Table 2, per matrix: A₀ against the final A is defined for every method (B₀ = 0 for LoRA and EVA).
+  const A0_NOTE =
+    "‖A₀‖ differs between methods, and under Adam the distance A moves does not grow with ‖A₀‖, so a " +
+    "larger A₀ keeps a higher cosine by itself; the fixed-norm variant (‖s·B₀·A₀‖ = " + cfg.fixedNorm +
+    "·‖W‖, same direction) is judged beside it.";
+  const fixed = families[2]?.method.name;
   if (has("cntlora-x")) {
     for (const ref of ["lora", "eva"].filter(has)) {
-      claims.push(paired(
-        `CNTLoRA-X's A₀ is closer in direction to its final A than ${ref}'s (Table 2, per matrix).`,
-        "cos(A₀, A) averaged over layers, CNTLoRA-X minus " + ref,
-        perSeed("cntlora-x", (r) => layerMean(r, "cosA")),
-        perSeed(ref, (r) => layerMean(r, "cosA")),
-        undefined,
-        COS_THRESHOLD,
-      ));
+      for (const m of ["cntlora-x", ...(fixed === undefined ? [] : [fixed])]) {
+        claims.push(paired(
+          `${
+            m === "cntlora-x" ? "CNTLoRA-X" : `CNTLoRA-X at a fixed ‖ΔW₀‖ (${m})`
+          }'s A₀ is closer in direction to ` +
+            `its final A than ${ref}'s (Table 2, per matrix).`,
+          `cos(A₀, A) averaged over layers, ${m} minus ${ref}`,
+          perSeed(m, (r) => layerMean(r, "cosA")),
+          perSeed(ref, (r) => layerMean(r, "cosA")),
+          A0_NOTE,
+          COS_THRESHOLD,
+        ));
+      }
     }
+    const sizes = (m: string) => formatMeanStd(meanStd(by(m).map((r) => r.magnitude.all)), 3);
     for (const ref of ["pissa", "olora", "corda", "lora-ga"].filter(has)) {
-      claims.push(paired(
-        `CNTLoRA-X's initial update is closer to its final update than ${ref}'s, in units of its own size ` +
-          `(Table 2, normalised by ‖ΔW₀‖).`,
-        `‖ΔW − ΔW₀‖/‖ΔW₀‖ averaged over layers, ${ref} minus CNTLoRA-X`,
-        perSeed(ref, (r) => layerMean(r, "travelledOverInit")),
-        perSeed("cntlora-x", (r) => layerMean(r, "travelledOverInit")),
-        undefined,
-        COS_THRESHOLD,
-      ));
+      for (const m of ["cntlora-x", ...(fixed === undefined ? [] : [fixed])]) {
+        claims.push(paired(
+          `${
+            m === "cntlora-x" ? "CNTLoRA-X" : `CNTLoRA-X at a fixed ‖ΔW₀‖ (${m})`
+          }'s initial update is closer to ` +
+            `its final update than ${ref}'s, in units of its own size (Table 2, normalised by ‖ΔW₀‖).`,
+          `‖ΔW − ΔW₀‖/‖ΔW₀‖ averaged over layers, ${ref} minus ${m}`,
+          perSeed(ref, (r) => layerMean(r, "travelledOverInit")),
+          perSeed(m, (r) => layerMean(r, "travelledOverInit")),
+          `The ratio falls as ‖ΔW₀‖ grows (‖s·B₀·A₀‖/‖W‖: ${m} ${sizes(m)}, ${ref} ${sizes(ref)}).`,
+          COS_THRESHOLD,
+        ));
+      }
     }
   }
   // Table 3: judged where the initial update's size does not grow with the data (XXᵀ/b, fixed norm).
@@ -588,9 +617,18 @@ async function main(): Promise<void> {
       `target val loss with ${counts[0]} calibration batch(es) minus with all`,
       perSeed(first, val),
       perSeed(f.method.name, val),
-      f.title.startsWith("XXᵀ/b")
-        ? undefined
-        : "The literal-Gram family (table) is not judged: its ‖ΔW₀‖ changes with the number of batches.",
+      [
+        ...[first, f.method.name].map((l) => {
+          const rs = by(l);
+          const k = rs.filter((r) => r.divergedAt !== undefined).length;
+          return k === 0
+            ? ""
+            : `${k}/${rs.length} runs of ${l} diverged (‖s·B₀·A₀‖/‖W‖ ${
+              formatMeanStd(meanStd(rs.map((r) => r.magnitude.all)), 3)
+            }: with activations of variance ≪ 1, XXᵀ/b ≪ I and its pseudo-inverse inflates W_tar).`;
+        }),
+        "The literal-Gram family (table) is not judged: its ‖ΔW₀‖ changes with the number of batches.",
+      ].filter(Boolean).join(" "),
     ));
   }
   for (const m of cntRows.map((r) => r.m)) {
