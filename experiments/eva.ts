@@ -277,6 +277,7 @@ async function main(): Promise<void> {
       ["step-1 gradient norm", (r: Run) => r.gradNorms[0]],
     ] as const
   ) {
+    if (names.length < 3) break; // a rank order needs 3 methods or more
     const o = orderClaim(
       what,
       runs.map((r) => ({ label: r.label, seed: r.seed, x: f(r), y: quarterMean(r) })),

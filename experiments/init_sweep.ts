@@ -320,6 +320,7 @@ async function main(): Promise<void> {
         ["step-1 gradient norm", (x: Run) => x.gradNorms[0]],
       ] as const
     ) {
+      if (at(r).length < 3) break; // a rank order needs 3 methods or more
       const o = orderClaim(
         what,
         atR.map((x) => ({ label: x.label, seed: x.seed, x: f(x), y: quarterMean(x) })),
