@@ -4,8 +4,13 @@
  * allocation VAS) against EVA, CorDA, LoRA-GA, PiSSA, OLoRA and LoRA (Noise & Zeros) when fine-tuning a pretrained
  * LM on a target domain. Reported, after the paper's tables: the final target-domain validation loss (Table 1); the
  * cosine similarity and spectral-norm distance between the initial update ΔW₀ = s·B₀·A₀ and the final ΔW = s·B·A per
- * module type (Table 2); CNTLoRA-X with 1, 2, 4 and all calibration batches (Table 3; one batch gives one W_tar of
- * Eq. 18); initialisation time as % of training time (Table 4); and the ranks VAS allocates.
+ * module type and, per matrix, the cosine of A₀ with the final A and of B₀ with the final B (so that LoRA and EVA,
+ * whose ΔW₀ is 0, are compared too) with the distance travelled ‖ΔW − ΔW₀‖ in units of ‖ΔW₀‖ and of ‖ΔW‖ (Table 2);
+ * CNTLoRA-X with 1, 2, 4 and all calibration batches (Table 3; one batch gives one W_tar of Eq. 18) three ways: the
+ * literal Gram matrix XXᵀ (whose initial update grows with the data), XXᵀ/b, and XXᵀ with ‖s·B₀·A₀‖/‖W‖ held at
+ * `fixedNorm`; initialisation time as % of training time (Table 4); the ranks VAS allocates; and, for every method,
+ * the initial update's size ‖s·B₀·A₀‖_F/‖W‖_F per module type and the step-1 gradient norm, with LoRAM's thesis that
+ * they order the early loss. Every claim is judged by a rule fixed here, on differences paired by seed.
  *
  *   deno task exp:cntlora                  # generated data: a small LM pretrained on a synthetic source domain
  *                                          # (cached in .cache/base), fine-tuned on a shifted target domain
@@ -23,13 +28,20 @@ import {
   cosineSchedule,
   type LlamaLM,
   loraLayers,
+  NonFiniteError,
+  readJsonl,
+  type StepRecord,
   Trainer,
   type UpdateSimilarity,
   updateSimilarity,
 } from "../mod.ts";
 import {
+  type AdapterComparison,
+  adapterStates,
   attachMethod,
   barPlot,
+  type Claim,
+  compareAdapters,
   distinctList,
   type FineTuneRun,
   fineTuneRunFields,
@@ -49,13 +61,17 @@ import {
   methodOptimizer,
   methodsField,
   type MethodSpec,
+  moduleType,
+  orderClaim,
+  pairedClaim,
   type ResultsDir,
   resumeOrRun,
   runMain,
   savedNumber,
   startExperiment,
   trainResumable,
-  verdictFor,
+  updateMagnitudes,
+  weightNorms,
   writeCombinedMetrics,
   writeReport,
 } from "../lab/mod.ts";
@@ -94,14 +110,26 @@ const Config = z.object({
   calibBatches: z.number().int().positive().default(8).describe(
     "calibration batches of the data-driven inits (all)",
   ),
+  fixedNorm: z.number().positive().default(0.2).describe(
+    "Table 3's third family: CNTLoRA-X (literal Gram) rescaled to ‖s·B₀·A₀‖_F = fixedNorm·‖W‖_F in every layer",
+  ),
 });
 type Config = z.infer<typeof Config>;
 
 const QUICK: Partial<Config> = { ...LM_QUICK, calibBatches: 4 };
 
-/** A run: the shared fields and, per adapted layer, the initial update `s·B₀·A₀` against the final `s·B·A`. */
+/**
+ * A run: the shared fields; per adapted layer, the initial update `s·B₀·A₀` against the final `s·B·A` and the
+ * per-matrix comparison; the initial update's size per module type.
+ */
 interface Run extends FineTuneRun {
   delta: Record<string, UpdateSimilarity>;
+  compare: Record<string, AdapterComparison>;
+  magnitude: Record<string, number>;
+  /** Mean accuracy on the test domains (sentiment task). */
+  accuracy: number | undefined;
+  /** The step whose loss or gradient was not finite, where training stopped (its val loss is then NaN). */
+  divergedAt?: number;
 }
 
 /** What runs/*.json holds, for validated reuse. */
@@ -117,6 +145,22 @@ const RUN = z.object({
       finalSpectralNorm: savedNumber(),
     }),
   ),
+  compare: z.record(
+    z.string(),
+    z.object({
+      cosA: savedNumber({ nullable: true }),
+      cosB: savedNumber({ nullable: true }),
+      cosDelta: savedNumber({ nullable: true }),
+      cosTravel: savedNumber({ nullable: true }),
+      initNorm: savedNumber(),
+      travelled: savedNumber(),
+      travelledOverInit: savedNumber({ nullable: true }),
+      travelledOverFinal: savedNumber({ nullable: true }),
+    }),
+  ),
+  magnitude: z.record(z.string(), z.number()),
+  divergedAt: z.int().optional(),
+  accuracy: savedNumber({ optional: true }),
 });
 
 // ----- one fine-tuning run -----
@@ -131,6 +175,21 @@ async function hostDeltas(
     out.set(path, { data: (await d.data()) as Float32Array, shape: [d.shape[0], d.shape[1]] });
   }
   return out;
+}
+
+/** `values` filled up to `n` entries with NaN. */
+const padded = (
+  values: number[],
+  n: number,
+) => [...values, ...new Array(Math.max(0, n - values.length)).fill(NaN)];
+
+/** The validation loss and, with the sentiment task, the accuracy of a fine-tuned model, as run fields. */
+async function evaluation(
+  lm: LmSetup,
+  model: LlamaLM,
+): Promise<{ valLoss: number; accuracy: number | undefined }> {
+  const e = await lm.evaluate(model);
+  return { valLoss: e.loss, accuracy: e.accuracy };
 }
 
 /**
@@ -149,6 +208,7 @@ async function fineTune(
   previous?: Run,
 ): Promise<Run> {
   const model = lm.fresh();
+  const weights = await weightNorms(model, cfg.targets);
   const t0 = performance.now();
   const data = await lm.calibration(model, method.init, seed, { batches: calibBatches });
   const attached = await attachMethod(model, method, {
@@ -160,6 +220,7 @@ async function fineTune(
   });
   const initSeconds = (performance.now() - t0) / 1000;
   const initial = await hostDeltas(model);
+  const start = await adapterStates(model);
   const paths = {
     checkpoint: results.file(`checkpoints/${label}-seed${seed}.safetensors`),
     metrics: results.file(`metrics/${label}-seed${seed}.jsonl`),
@@ -167,7 +228,7 @@ async function fineTune(
   const trainer = new Trainer({
     model,
     optimizer: methodOptimizer(model, method, cfg.lr),
-    batch: (step) => lm.batch(lm.corpus.train, seed, step),
+    batch: (step) => lm.trainBatch(seed, step),
     loss: (m, b) => m.loss(b.x, b.y),
     steps: cfg.steps,
     schedule: cosineSchedule({ totalSteps: cfg.steps, warmupRatio: 0.1 }),
@@ -178,29 +239,51 @@ async function fineTune(
     progress: Deno.stderr.isTerminal() ? `${label} seed ${seed}` : false,
     seed,
   });
+  // A run whose loss or gradient stops being finite (an initial update far larger than W can do that) is kept
+  // as diverged: its losses up to there, a NaN validation loss, and the step.
+  let divergedAt: number | undefined;
   const { records, seconds } = await trainResumable(trainer, {
     label: `${label} seed ${seed}`,
     previous,
     ...paths,
+  }).catch((err) => {
+    if (!(err instanceof NonFiniteError)) throw err;
+    divergedAt = err.step;
+    trainer.close();
+    return {
+      // Up to the step that failed, its non-finite values as NaN (a run that fails at step 1 keeps that step).
+      records: (readJsonl(paths.metrics) as unknown as StepRecord[]).filter((r) => r.step <= err.step).map((
+        r,
+      ) => ({
+        ...r,
+        loss: Number(r.loss),
+        grad_norm: Number(r.grad_norm),
+      })),
+      seconds: (performance.now() - t0) / 1000,
+    };
   });
   const final = await hostDeltas(model);
   const delta: Record<string, UpdateSimilarity> = {};
   for (const [path, d0] of initial) delta[path] = updateSimilarity(d0.data, final.get(path)!.data, d0.shape);
+  const end = await adapterStates(model);
+  const compare: Record<string, AdapterComparison> = {};
+  for (const [path, s0] of start) compare[path] = compareAdapters(s0, end.get(path)!);
   return {
     label,
     seed,
-    losses: records.map((r) => r.loss),
-    gradNorms: records.map((r) => r.grad_norm),
-    valLoss: await lm.meanLoss(model, lm.corpus.val),
+    // A diverged run's steps after the failure are NaN, so every run file holds `steps` values.
+    losses: padded(records.map((r) => r.loss), cfg.steps),
+    gradNorms: padded(records.map((r) => r.grad_norm), cfg.steps),
+    ...(divergedAt === undefined ? await evaluation(lm, model) : { valLoss: NaN, accuracy: undefined }),
     initSeconds,
     trainSeconds: seconds + (previous?.trainSeconds ?? 0),
     ranks: Object.fromEntries(Object.entries(attached.perLayer).map(([k, v]) => [k, v.rank])),
     delta,
+    compare,
+    magnitude: updateMagnitudes(start, weights),
+    ...(divergedAt === undefined ? {} : { divergedAt }),
   };
 }
-
-/** Module type of a path: its last segment (`layers.0.attention.wq` → `wq`). */
-const moduleType = (path: string) => path.split(".").at(-1)!;
 
 /** Mean of the finite, non-null values, or null. */
 function meanOf(values: readonly (number | null)[]): number | null {
@@ -209,6 +292,15 @@ function meanOf(values: readonly (number | null)[]): number | null {
 }
 
 // ----- main -----
+
+/** The smallest per-seed difference of a cosine or a relative distance that a Table 2 claim counts. */
+const COS_THRESHOLD = 0.01;
+
+/** Mean ± std of a per-seed statistic that may be undefined (null) for a method: "—" then. */
+function formatMaybe(values: readonly (number | null)[], digits = 3): string {
+  const ok = values.filter((v): v is number => v !== null && Number.isFinite(v));
+  return ok.length === 0 ? "—" : formatMeanStd(meanStd(ok), digits);
+}
 
 async function main(): Promise<void> {
   const { cfg, device, adapter, results } = await startExperiment(Config, {
@@ -221,7 +313,9 @@ async function main(): Promise<void> {
   });
 
   const lm = await lmSetup(cfg, device);
-  const baseVal = await lm.meanLoss(lm.base, lm.corpus.val);
+  const baseEval = await lm.evaluate(lm.base);
+  const baseVal = baseEval.loss;
+  const withAcc = lm.classify !== undefined;
 
   const names = cfg.methods.map((m) => m.name);
   const isCnt = new Set(cfg.methods.filter((m) => m.init === "cntlora").map((m) => m.name));
@@ -229,9 +323,26 @@ async function main(): Promise<void> {
   const counts = cntX !== undefined
     ? [...new Set(cfg.calibCounts)].filter((n) => n < cfg.calibBatches).sort((a, b) => a - b)
     : [];
+  // Table 3: the literal Gram (the method as configured), XXᵀ/b, and the literal Gram at a fixed ‖ΔW₀‖.
+  const families = cntX === undefined ? [] : [
+    { title: "XXᵀ (literal)", method: cntX },
+    {
+      title: "XXᵀ/b",
+      method: { ...cntX, name: "cntlora-x-mean", options: { ...cntX.options, gram: "mean" } },
+    },
+    {
+      title: `XXᵀ, ‖s·B₀·A₀‖/‖W‖ = ${cfg.fixedNorm}`,
+      method: { ...cntX, name: "cntlora-x-fixed", options: { ...cntX.options, relativeNorm: cfg.fixedNorm } },
+    },
+  ];
   const variants = [
     ...cfg.methods.map((method) => ({ label: method.name, method, calibBatches: cfg.calibBatches })),
-    ...counts.map((n) => ({ label: `cntlora-x-n${n}`, method: cntX!, calibBatches: n })),
+    ...families.flatMap((f) => [
+      ...counts.map((n) => ({ label: `${f.method.name}-n${n}`, method: f.method, calibBatches: n })),
+      ...(f.method === cntX
+        ? []
+        : [{ label: f.method.name, method: f.method, calibBatches: cfg.calibBatches }]),
+    ]),
   ];
   const keys = variants.flatMap((v) => cfg.seeds.map((seed) => ({ ...v, seed })));
   const runs = await resumeOrRun(results, keys, {
@@ -239,50 +350,84 @@ async function main(): Promise<void> {
     steps: cfg.steps,
     extend: cfg.extend,
     describe: (r) =>
-      `final train loss ${r.losses.at(-1)!.toFixed(4)}, val ${r.valLoss.toFixed(4)}, init ${
+      `${r.divergedAt === undefined ? "" : `diverged at step ${r.divergedAt}, `}final train loss ${
+        (r.losses.at(-1) ?? NaN).toFixed(4)
+      }, val ${r.valLoss.toFixed(4)}, ‖s·B₀A₀‖/‖W‖ ${r.magnitude.all.toFixed(3)}, init ${
         r.initSeconds.toFixed(2)
       } s, train ${r.trainSeconds.toFixed(1)} s`,
   }, (k, previous) => fineTune(k.label, k.method, k.calibBatches, k.seed, lm, cfg, results, previous));
 
-  // ----- summary -----
+  // ----- per-seed statistics -----
+  const n = cfg.seeds.length;
   const by = (label: string) => runs.filter((r) => r.label === label);
+  const perSeed = (label: string, f: (r: Run) => number) =>
+    cfg.seeds.map((s) => f(runs.find((r) => r.label === label && r.seed === s)!));
   const quarter = (r: Run) => {
-    const n = Math.max(1, Math.ceil(r.losses.length / 4));
-    return r.losses.slice(0, n).reduce((a, b) => a + b, 0) / n;
+    const k = Math.max(1, Math.ceil(r.losses.length / 4));
+    return r.losses.slice(0, k).reduce((a, b) => a + b, 0) / k;
   };
+  /** Mean over a run's layers (of module type `type`) of a comparison statistic; NaN when undefined. */
+  const layerMean = (r: Run, key: keyof AdapterComparison, type?: string) =>
+    meanOf(
+      Object.entries(r.compare).filter(([p]) => type === undefined || moduleType(p) === type).map(([, c]) =>
+        c[key]
+      ),
+    ) ?? NaN;
+  const val = (r: Run) => r.valLoss;
   const rows = names.map((m) => {
     const rs = by(m);
     return {
       m,
-      val: meanStd(rs.map((r) => r.valLoss)),
+      val: meanStd(rs.map(val)),
+      acc: withAcc ? meanStd(rs.map((r) => r.accuracy ?? NaN)) : null,
       early: meanStd(rs.map(quarter)),
+      grad1: meanStd(rs.map((r) => r.gradNorms[0])),
+      magnitude: meanStd(rs.map((r) => r.magnitude.all)),
       initS: meanStd(rs.map((r) => r.initSeconds)),
       share: meanStd(rs.map((r) => (100 * r.initSeconds) / r.trainSeconds)),
       totalRank: Object.values(rs[0].ranks).reduce((a, b) => a + b, 0),
+      diverged: rs.filter((r) => r.divergedAt !== undefined).length,
     };
   });
   const mainTable = {
     heading: "Final metric and cost (Tables 1 and 4)",
+    note:
+      "Mean ± std over seeds. ‖s·B₀·A₀‖/‖W‖ over all adapted layers (√Σ‖s·B₀·A₀‖² / √Σ‖W‖², W pretrained); " +
+      "the gradient norm is the global norm over A and B at step 1, before clipping.",
     columns: [
       "method",
       "target val loss",
+      ...(withAcc ? ["accuracy (other domains)"] : []),
       "mean train loss, first 25%",
+      "step-1 grad norm",
+      "‖s·B₀·A₀‖/‖W‖",
       "init s",
       "init % of train time",
       "Σ ranks",
+      "diverged",
     ],
     rows: rows.map((r) => [
       r.m,
       formatMeanStd(r.val),
+      ...(r.acc === null ? [] : [formatMeanStd(r.acc, 3)]),
       formatMeanStd(r.early),
+      formatMeanStd(r.grad1, 3),
+      formatMeanStd(r.magnitude, 3),
       formatMeanStd(r.initS, 3),
       formatMeanStd(r.share, 3),
       r.totalRank,
+      `${r.diverged}/${n}`,
     ]),
+  };
+  const types = [...new Set(cfg.targets)];
+  const magTable = {
+    heading: "Initial update size per module type",
+    note: "‖s·B₀·A₀‖_F/‖W‖_F over the layers of each type (√Σ over layers), mean ± std over seeds:",
+    columns: ["method", ...types],
+    rows: names.map((m) => [m, ...types.map((t) => formatMaybe(by(m).map((r) => r.magnitude[t] ?? null)))]),
   };
 
   // Table 2: initial vs final update per module type (mean over layers of the type and seeds).
-  const types = [...new Set(cfg.targets)];
   const deltaStat = (m: string, t: string, key: "cosine" | "spectralDistance" | "relativeSpectralDistance") =>
     meanOf(
       by(m).flatMap((r) =>
@@ -290,11 +435,38 @@ async function main(): Promise<void> {
       ),
     );
   const cell = (v: number | null) => (v === null ? "—" : formatNumber(v, 3));
-  const cosTable = {
-    heading: "Initial vs final update ΔW = s·B·A per module type (Table 2)",
+  const matrixTable = {
+    heading: "Initial vs final adapter, per matrix (Table 2)",
     note:
-      "Cosine similarity between ΔW₀ (right after attaching) and the final ΔW, mean over layers and seeds " +
-      "(— : ΔW₀ = 0):",
+      "Per layer, then mean over layers; mean ± std over seeds (— : undefined, e.g. B₀ = 0 or ΔW₀ = 0). " +
+      "cos(ΔW₀, ΔW − ΔW₀) asks whether training continued along the initial update whatever its size; " +
+      "‖ΔW − ΔW₀‖ is the distance travelled, in units of ‖ΔW₀‖ and of ‖ΔW‖ (all Frobenius).",
+    columns: [
+      "method",
+      "cos(A₀, A)",
+      "cos(B₀, B)",
+      "cos(ΔW₀, ΔW)",
+      "cos(ΔW₀, ΔW − ΔW₀)",
+      "‖ΔW − ΔW₀‖/‖ΔW₀‖",
+      "‖ΔW − ΔW₀‖/‖ΔW‖",
+    ],
+    rows: names.map((m) => [
+      m,
+      ...(["cosA", "cosB", "cosDelta", "cosTravel", "travelledOverInit", "travelledOverFinal"] as const).map((
+        k,
+      ) => formatMaybe(by(m).map((r) => layerMean(r, k)))),
+    ]),
+  };
+  const cosATable = {
+    note: "cos(A₀, A) per module type (mean over layers and seeds):",
+    columns: ["method", ...types],
+    rows: names.map((m) => [m, ...types.map((t) => formatMaybe(by(m).map((r) => layerMean(r, "cosA", t))))]),
+  };
+  const cosTable = {
+    note:
+      "Cosine similarity between ΔW₀ (right after attaching) and the final ΔW per module type, mean over " +
+      "layers and seeds (— : ΔW₀ = 0). It is close to 1 whenever ΔW₀ is large next to what training adds, so it " +
+      "is shown, not judged:",
     columns: ["method", ...types],
     rows: names.map((m) => [m, ...types.map((t) => cell(deltaStat(m, t, "cosine")))]),
   };
@@ -311,114 +483,193 @@ async function main(): Promise<void> {
     ]),
   };
 
-  // Table 3: calibration batches.
-  const calibRows = [...counts.map((n) => ({ n: String(n), label: `cntlora-x-n${n}` }))];
-  if (cntX !== undefined) {
-    calibRows.push({ n: `all (${cfg.calibBatches})`, label: "cntlora-x" });
-  }
-  const calibStats = calibRows.map((c) => ({
-    ...c,
-    val: meanStd(by(c.label).map((r) => r.valLoss)),
-    initS: meanStd(by(c.label).map((r) => r.initSeconds)),
-  }));
+  // Table 3: calibration batches, three ways.
+  const calibStats = families.flatMap((f) =>
+    [...counts.map((c) => ({ n: String(c), label: `${f.method.name}-n${c}` })), {
+      n: `all (${cfg.calibBatches})`,
+      label: f.method.name,
+    }].map((c) => ({
+      ...c,
+      family: f.title,
+      val: meanStd(by(c.label).map(val)),
+      acc: withAcc ? meanStd(by(c.label).map((r) => r.accuracy ?? NaN)) : null,
+      magnitude: meanStd(by(c.label).map((r) => r.magnitude.all)),
+      initS: meanStd(by(c.label).map((r) => r.initSeconds)),
+      diverged: by(c.label).filter((r) => r.divergedAt !== undefined).length,
+    }))
+  );
   const calibTable = {
     heading: "CNTLoRA-X vs number of calibration batches (Table 3)",
-    columns: ["calibration batches", "target val loss", "init s"],
-    rows: calibStats.map((c) => [c.n, formatMeanStd(c.val), formatMeanStd(c.initS, 3)]),
+    note:
+      "The literal Gram XXᵀ sums over every calibration token, so its initial update grows with the data " +
+      "(‖s·B₀·A₀‖/‖W‖ column); XXᵀ/b and the fixed-norm family separate the data's content from that size.",
+    columns: [
+      "Gram",
+      "calibration batches",
+      "target val loss",
+      ...(withAcc ? ["accuracy"] : []),
+      "‖s·B₀·A₀‖/‖W‖",
+      "init s",
+      "diverged",
+    ],
+    rows: calibStats.map((c) => [
+      c.family,
+      c.n,
+      formatMeanStd(c.val),
+      ...(c.acc === null ? [] : [formatMeanStd(c.acc, 3)]),
+      formatMeanStd(c.magnitude, 3),
+      formatMeanStd(c.initS, 3),
+      `${c.diverged}/${n}`,
+    ]),
   };
 
-  // ----- claims -----
-  const n = cfg.seeds.length;
-  const get = (m: string) => rows.find((r) => r.m === m);
-  const claims: string[] = [];
+  // ----- claims (rules fixed here, before any run is read) -----
+  const claims: Claim[] = [];
+  const has = (m: string) => names.includes(m);
+  const paired = pairedClaim;
   const cntRows = rows.filter((r) => isCnt.has(r.m));
   const otherRows = rows.filter((r) => !isCnt.has(r.m));
   if (cntRows.length > 0 && otherRows.length > 0) {
     const bestCnt = cntRows.reduce((a, b) => (b.val.mean < a.val.mean ? b : a));
     const bestOther = otherRows.reduce((a, b) => (b.val.mean < a.val.mean ? b : a));
-    const diff = bestOther.val.mean - bestCnt.val.mean;
-    const spread = Math.hypot(bestOther.val.std, bestCnt.val.std);
-    claims.push(
-      `The best CNTLoRA variant beats the best other initialisation (Table 1: ${bestCnt.m} ` +
-        `${bestCnt.val.mean.toFixed(4)} vs ${bestOther.m} ${
-          bestOther.val.mean.toFixed(4)
-        } target val loss, ` +
-        `difference ${diff.toFixed(4)}, combined std ${spread.toFixed(4)}): **${
-          verdictFor(diff, spread, n)
-        }**.`,
-    );
-  }
-  const lora = get("lora");
-  for (const m of ["cntlora-x", "cntlora-s", "cntlora-sh"]) {
-    const c = get(m);
-    if (!c || !lora) continue;
-    const diff = lora.val.mean - c.val.mean;
-    const spread = Math.hypot(lora.val.std, c.val.std);
-    claims.push(
-      `${m} beats LoRA (Noise & Zeros) on target val loss (${c.val.mean.toFixed(4)} vs ${
-        lora.val.mean.toFixed(4)
-      }, difference ${diff.toFixed(4)}, combined std ${spread.toFixed(4)}): **${
-        verdictFor(diff, spread, n)
-      }**.`,
-    );
+    claims.push(paired(
+      `The best CNTLoRA variant beats the best other initialisation on target val loss (Table 1: ${bestCnt.m} vs ${bestOther.m}).`,
+      "target val loss of the best other minus the best CNTLoRA variant (each the lowest mean of its group)",
+      perSeed(bestOther.m, val),
+      perSeed(bestCnt.m, val),
+    ));
   }
   for (const m of ["cntlora-x", "cntlora-s", "cntlora-sh"]) {
-    const plain = get(m);
-    const vas = get(`${m}-vas`);
-    if (!plain || !vas) continue;
-    const diff = plain.val.mean - vas.val.mean;
-    const spread = Math.hypot(plain.val.std, vas.val.std);
-    claims.push(
-      `VAS improves ${m} (target val loss with VAS ${vas.val.mean.toFixed(4)} vs ${
-        plain.val.mean.toFixed(4)
-      } uniform, difference ${diff.toFixed(4)}, combined std ${spread.toFixed(4)}): **${
-        verdictFor(diff, spread, n)
-      }**.`,
-    );
+    if (!has(m) || !has("lora")) continue;
+    claims.push(paired(
+      `${m} beats LoRA (Noise & Zeros) on target val loss.`,
+      "target val loss of LoRA minus that of the CNTLoRA variant",
+      perSeed("lora", val),
+      perSeed(m, val),
+    ));
   }
-  // Table 2 reading: CNTLoRA's initial update points where training ends up (higher cosine than PiSSA's offset).
-  const meanCos = (m: string) => meanOf(types.map((t) => deltaStat(m, t, "cosine")));
-  const cx = meanCos("cntlora-x");
-  for (const ref of ["pissa", "olora", "corda", "lora-ga"]) {
-    const cr = meanCos(ref);
-    if (cx === null || cr === null) continue;
-    const perSeed = (m: string) =>
-      by(m).map((r) => meanOf(Object.values(r.delta).map((d) => d.cosine)) ?? NaN);
-    const a = meanStd(perSeed("cntlora-x"));
-    const b = meanStd(perSeed(ref));
-    const diff = a.mean - b.mean;
-    claims.push(
-      `CNTLoRA-X's initial update is closer in direction to its final update than ${ref}'s (mean cosine ΔW₀ vs ` +
-        `ΔW over layers ${cx.toFixed(3)} vs ${cr.toFixed(3)}, per-seed std ${a.std.toFixed(3)} / ` +
-        `${b.std.toFixed(3)}): **${verdictFor(diff, Math.hypot(a.std, b.std), n)}**.`,
-    );
+  for (const m of ["cntlora-x", "cntlora-s", "cntlora-sh"]) {
+    if (!withAcc || !has(m) || !has("lora")) continue;
+    claims.push(paired(
+      `${m} beats LoRA (Noise & Zeros) on accuracy in the other domains.`,
+      "accuracy of the CNTLoRA variant minus LoRA's",
+      perSeed(m, (r) => r.accuracy ?? NaN),
+      perSeed("lora", (r) => r.accuracy ?? NaN),
+    ));
   }
-  if (calibStats.length >= 2) {
-    const first = calibStats[0];
-    const last = calibStats.at(-1)!;
-    const diff = first.val.mean - last.val.mean;
-    const spread = Math.hypot(first.val.std, last.val.std);
-    claims.push(
-      `More calibration data helps CNTLoRA-X (Table 3: ${first.n} batch(es) ${
-        first.val.mean.toFixed(4)
-      } vs ` +
-        `${last.n} ${last.val.mean.toFixed(4)} target val loss, difference ${
-          diff.toFixed(4)
-        }, combined std ` +
-        `${spread.toFixed(4)}): **${verdictFor(diff, spread, n)}**.`,
-    );
+  for (const m of ["cntlora-x", "cntlora-s", "cntlora-sh"]) {
+    if (!has(m) || !has(`${m}-vas`)) continue;
+    claims.push(paired(
+      `VAS improves ${m} on target val loss.`,
+      "target val loss without VAS minus with VAS",
+      perSeed(m, val),
+      perSeed(`${m}-vas`, val),
+    ));
+  }
+  // Table 2, per matrix: A₀ against the final A is defined for every method (B₀ = 0 for LoRA and EVA).
+  const A0_NOTE =
+    "‖A₀‖ differs between methods, and under Adam the distance A moves does not grow with ‖A₀‖, so a " +
+    "larger A₀ keeps a higher cosine by itself; the fixed-norm variant (‖s·B₀·A₀‖ = " + cfg.fixedNorm +
+    "·‖W‖, same direction) is judged beside it.";
+  const fixed = families[2]?.method.name;
+  if (has("cntlora-x")) {
+    for (const ref of ["lora", "eva"].filter(has)) {
+      for (const m of ["cntlora-x", ...(fixed === undefined ? [] : [fixed])]) {
+        claims.push(paired(
+          `${
+            m === "cntlora-x" ? "CNTLoRA-X" : `CNTLoRA-X at a fixed ‖ΔW₀‖ (${m})`
+          }'s A₀ is closer in direction to ` +
+            `its final A than ${ref}'s (Table 2, per matrix).`,
+          `cos(A₀, A) averaged over layers, ${m} minus ${ref}`,
+          perSeed(m, (r) => layerMean(r, "cosA")),
+          perSeed(ref, (r) => layerMean(r, "cosA")),
+          A0_NOTE,
+          COS_THRESHOLD,
+        ));
+      }
+    }
+    const sizes = (m: string) => formatMeanStd(meanStd(by(m).map((r) => r.magnitude.all)), 3);
+    for (const ref of ["pissa", "olora", "corda", "lora-ga"].filter(has)) {
+      for (const m of ["cntlora-x", ...(fixed === undefined ? [] : [fixed])]) {
+        claims.push(paired(
+          `${
+            m === "cntlora-x" ? "CNTLoRA-X" : `CNTLoRA-X at a fixed ‖ΔW₀‖ (${m})`
+          }'s initial update is closer to ` +
+            `its final update than ${ref}'s, in units of its own size (Table 2, normalised by ‖ΔW₀‖).`,
+          `‖ΔW − ΔW₀‖/‖ΔW₀‖ averaged over layers, ${ref} minus ${m}`,
+          perSeed(ref, (r) => layerMean(r, "travelledOverInit")),
+          perSeed(m, (r) => layerMean(r, "travelledOverInit")),
+          `The ratio falls as ‖ΔW₀‖ grows (‖s·B₀·A₀‖/‖W‖: ${m} ${sizes(m)}, ${ref} ${sizes(ref)}).`,
+          COS_THRESHOLD,
+        ));
+      }
+    }
+  }
+  // Table 3: judged where the initial update's size does not grow with the data (XXᵀ/b, fixed norm).
+  for (const f of families.slice(1)) {
+    if (counts.length === 0) continue;
+    const first = `${f.method.name}-n${counts[0]}`;
+    claims.push(paired(
+      `More calibration data helps CNTLoRA-X (Table 3, Gram ${f.title}: ${
+        counts[0]
+      } vs all ${cfg.calibBatches} ` +
+        `batches).`,
+      `target val loss with ${counts[0]} calibration batch(es) minus with all`,
+      perSeed(first, val),
+      perSeed(f.method.name, val),
+      [
+        ...[first, f.method.name].map((l) => {
+          const rs = by(l);
+          const k = rs.filter((r) => r.divergedAt !== undefined).length;
+          return k === 0
+            ? ""
+            : `${k}/${rs.length} runs of ${l} diverged (‖s·B₀·A₀‖/‖W‖ ${
+              formatMeanStd(meanStd(rs.map((r) => r.magnitude.all)), 3)
+            }: with activations of variance ≪ 1, XXᵀ/b ≪ I and its pseudo-inverse inflates W_tar).`;
+        }),
+        "The literal-Gram family (table) is not judged: its ‖ΔW₀‖ changes with the number of batches.",
+      ].filter(Boolean).join(" "),
+    ));
   }
   for (const m of cntRows.map((r) => r.m)) {
-    const r = get(m)!;
-    const v = r.share.mean < 2 ? "reproduced" : "not reproduced";
-    claims.push(
-      `${m}'s initialisation is cheap next to training (paper: 13–15 s vs 922 s, ≈ 1.5%): ` +
-        `${r.share.mean.toFixed(2)}% of ${cfg.steps} training steps (${
-          r.initS.mean.toFixed(2)
-        } s, calibration ` +
-        `forward passes included): **${v}** (threshold 2%; the share shrinks with longer training).`,
-    );
+    const r = rows.find((x) => x.m === m)!;
+    const shares = by(m).map((x) => (100 * x.initSeconds) / x.trainSeconds);
+    const s = meanStd(shares);
+    claims.push({
+      claim: `${m}'s initialisation is cheap next to training (paper: 13–15 s vs 922 s, ≈ 1.5%).`,
+      rule:
+        `init time (calibration forward passes included) as % of ${cfg.steps} training steps, mean over ` +
+        `${n} seeds; reproduced when mean + 2·std < 2%, not reproduced when mean − 2·std > 2%.`,
+      evidence: `${formatMeanStd(s, 3)}% (${r.initS.mean.toFixed(2)} s).`,
+      verdict: s.mean + 2 * s.std < 2
+        ? "reproduced"
+        : s.mean - 2 * s.std > 2
+        ? "not reproduced"
+        : "inconclusive",
+      note: "The share shrinks in proportion to the length of training.",
+    });
     break; // one representative (the others are in the table)
+  }
+  // LoRAM's thesis over this experiment's methods.
+  const mainRuns = runs.filter((r) => names.includes(r.label) && r.divergedAt === undefined);
+  const dropped = runs.filter((r) => names.includes(r.label) && r.divergedAt !== undefined).length;
+  for (
+    const [what, x] of [
+      ["initial update ‖s·B₀·A₀‖/‖W‖", (r: Run) => r.magnitude.all],
+      ["step-1 gradient norm", (r: Run) => r.gradNorms[0]],
+    ] as const
+  ) {
+    if (names.length < 3) break; // a rank order needs 3 methods or more
+    const o = orderClaim(
+      what,
+      mainRuns.map((r) => ({ label: r.label, seed: r.seed, x: x(r), y: quarter(r) })),
+    );
+    claims.push({
+      claim: o.claim,
+      rule: o.rule + " Diverged runs are left out.",
+      evidence: o.evidence + (dropped > 0 ? ` (${dropped} diverged run(s) left out)` : ""),
+      verdict: o.verdict,
+    });
   }
 
   const vasRuns = cfg.methods.filter((m) => m.init === "cntlora" && m.options.vas === true)
@@ -447,6 +698,13 @@ async function main(): Promise<void> {
       errors: rows.map((r) => err(r.share)),
       yLabel: "% of training",
     }),
+    magnitude: barPlot({
+      title: "Initial update ‖s·B₀·A₀‖/‖W‖ over all adapted layers (mean ± std)",
+      labels: rows.map((r) => r.m),
+      values: rows.map((r) => r.magnitude.mean),
+      errors: rows.map((r) => err(r.magnitude)),
+      yLabel: "‖s·B₀·A₀‖/‖W‖",
+    }),
     cosine: heatmap({
       title: "cos(ΔW₀, ΔW_final) per module type (grey: ΔW₀ = 0)",
       xLabels: types,
@@ -458,9 +716,11 @@ async function main(): Promise<void> {
   if (calibStats.length > 1) {
     plots.calib_batches = barPlot({
       title: "CNTLoRA-X: target val loss vs calibration batches (mean ± std)",
-      labels: calibStats.map((c) => c.n),
-      values: calibStats.map((c) => c.val.mean),
-      errors: calibStats.map((c) => c.val.std),
+      labels: [...new Set(calibStats.map((c) => c.n))],
+      groups: families.map((f) => ({
+        name: f.title,
+        values: calibStats.filter((c) => c.family === f.title).map((c) => c.val.mean),
+      })),
       yLabel: "val loss",
     });
   }
@@ -479,9 +739,9 @@ async function main(): Promise<void> {
     title: "exp:cntlora",
     setting:
       `Adapter: ${adapter}. Data: ${lm.corpus.description}. Base: ${lm.note}; target-domain validation loss ` +
-      `before fine-tuning ${baseVal.toFixed(4)}. Methods: ${
-        cfg.methods.map(formatMethod).join("; ")
-      }. Rank ` +
+      `before fine-tuning ${baseVal.toFixed(4)}${
+        baseEval.accuracy === undefined ? "" : ` (accuracy ${baseEval.accuracy.toFixed(3)})`
+      }. Methods: ${cfg.methods.map(formatMethod).join("; ")}. Rank ` +
       `${cfg.rank}, alpha ${cfg.alpha}, targets ${cfg.targets.join(", ")}, ${cfg.steps} steps, batch ` +
       `${cfg.batchSize}×${cfg.seqLen}, lr ${cfg.lr}, ${cfg.calibBatches} calibration batches, seeds ` +
       `${
@@ -489,7 +749,15 @@ async function main(): Promise<void> {
       }. CNTLoRA keeps the base weight (B·A = ΔW_r, the model starts at ≈ W + s·ΔW_r, as ` +
       `the paper); LoRA-GA's gradients are full weight gradients of the LM loss averaged over the calibration ` +
       `batches.`,
-    tables: [mainTable, cosTable, distTable, ...(calibStats.length > 0 ? [calibTable] : [])],
+    tables: [
+      mainTable,
+      magTable,
+      matrixTable,
+      cosATable,
+      cosTable,
+      distTable,
+      ...(calibStats.length > 0 ? [calibTable] : []),
+    ],
     claims,
     plots,
     data: {
@@ -498,6 +766,22 @@ async function main(): Promise<void> {
       baseValLoss: baseVal,
       rows,
       calibration: calibStats,
+      magnitude: Object.fromEntries(
+        names.map((
+          m,
+        ) => [m, Object.fromEntries(types.map((t) => [t, meanOf(by(m).map((r) => r.magnitude[t]))]))]),
+      ),
+      perMatrix: Object.fromEntries(
+        names.map((m) => [
+          m,
+          Object.fromEntries(
+            (["cosA", "cosB", "cosDelta", "cosTravel", "travelledOverInit", "travelledOverFinal"] as const)
+              .map((
+                k,
+              ) => [k, by(m).map((r) => layerMean(r, k))]),
+          ),
+        ]),
+      ),
       delta: Object.fromEntries(
         names.map((m) => [
           m,

@@ -22,8 +22,10 @@
 import { z } from "../deps.ts";
 import { cosineSchedule, type LlamaLM, loraLayers, Trainer } from "../mod.ts";
 import {
+  adapterStates,
   attachMethod,
   barPlot,
+  type Claim,
   type FineTuneRun,
   fineTuneRunFields,
   formatMeanStd,
@@ -35,17 +37,21 @@ import {
   lmFields,
   type LmSetup,
   lmSetup,
+  magnitudeTable,
   meanCurves,
   meanStd,
   methodOptimizer,
   methodsField,
   type MethodSpec,
+  orderClaim,
+  pairedClaim,
   type ResultsDir,
   resumeOrRun,
   runMain,
   startExperiment,
   trainResumable,
-  verdictFor,
+  updateMagnitudes,
+  weightNorms,
   writeCombinedMetrics,
   writeReport,
 } from "../lab/mod.ts";
@@ -66,8 +72,13 @@ type Config = z.infer<typeof Config>;
 
 const QUICK: Partial<Config> = { ...LM_QUICK, calibBatches: 4 };
 
+/** A run: the shared fields and the initial update's size ‖s·B₀·A₀‖_F/‖W‖_F per module type (`all`: every layer). */
+interface Run extends FineTuneRun {
+  magnitude: Record<string, number>;
+}
+
 /** What runs/*.json holds, for validated reuse. */
-const RUN = z.object(fineTuneRunFields());
+const RUN = z.object({ ...fineTuneRunFields(), magnitude: z.record(z.string(), z.number()) });
 
 // ----- one fine-tuning run -----
 
@@ -82,9 +93,10 @@ async function fineTune(
   lm: LmSetup,
   cfg: Config,
   results: ResultsDir,
-  previous?: FineTuneRun,
-): Promise<FineTuneRun> {
+  previous?: Run,
+): Promise<Run> {
   const model = lm.fresh();
+  const weights = await weightNorms(model, cfg.targets);
   const t0 = performance.now();
   const data = await lm.calibration(model, method.init, seed);
   const attached = await attachMethod(model, method, {
@@ -95,6 +107,7 @@ async function fineTune(
     seed,
   });
   const initSeconds = (performance.now() - t0) / 1000;
+  const magnitude = updateMagnitudes(await adapterStates(model), weights);
   const name = `${method.name}-seed${seed}`;
   const paths = {
     checkpoint: results.file(`checkpoints/${name}.safetensors`),
@@ -103,7 +116,7 @@ async function fineTune(
   const trainer = new Trainer({
     model,
     optimizer: methodOptimizer(model, method, cfg.lr),
-    batch: (step) => lm.batch(lm.corpus.train, seed, step),
+    batch: (step) => lm.trainBatch(seed, step),
     loss: (m, b) => m.loss(b.x, b.y),
     steps: cfg.steps,
     schedule: cosineSchedule({ totalSteps: cfg.steps, warmupRatio: 0.1 }),
@@ -125,10 +138,11 @@ async function fineTune(
     seed,
     losses: records.map((r) => r.loss),
     gradNorms: records.map((r) => r.grad_norm),
-    valLoss: await lm.meanLoss(model, lm.corpus.val),
+    valLoss: (await lm.evaluate(model)).loss,
     initSeconds,
     trainSeconds: seconds + (previous?.trainSeconds ?? 0),
     ranks: Object.fromEntries(Object.entries(attached.perLayer).map(([k, v]) => [k, v.rank])),
+    magnitude,
   };
 }
 
@@ -193,7 +207,7 @@ async function main(): Promise<void> {
     extendable: "steps",
   });
   const lm = await lmSetup(cfg, device);
-  const baseVal = await lm.meanLoss(lm.base, lm.corpus.val);
+  const baseVal = (await lm.evaluate(lm.base)).loss;
 
   const keys = cfg.methods.flatMap((method) =>
     cfg.seeds.map((seed) => ({ label: method.name, seed, method }))
@@ -225,7 +239,7 @@ async function main(): Promise<void> {
   // ----- claims -----
   const names = cfg.methods.map((m) => m.name);
   const by = (label: string) => runs.filter((r) => r.label === label);
-  const quarterMean = (r: FineTuneRun) => {
+  const quarterMean = (r: Run) => {
     const q = Math.ceil(r.losses.length / 4);
     return r.losses.slice(0, q).reduce((a, b) => a + b, 0) / q;
   };
@@ -240,28 +254,35 @@ async function main(): Promise<void> {
       initS: meanStd(rs.map((r) => r.initSeconds)),
       share: meanStd(rs.map((r) => (100 * r.initSeconds) / (r.initSeconds + r.trainSeconds))),
       stepS: meanStd(rs.map((r) => r.trainSeconds / Math.max(r.losses.length, 1))),
+      grad1: meanStd(rs.map((r) => r.gradNorms[0])),
+      magnitude: meanStd(rs.map((r) => r.magnitude.all)),
     };
   });
   const get = (m: string) => rows.find((r) => r.m === m);
-  const claims: string[] = [];
-  const lora = get("lora");
+  const claims: (Claim | string)[] = [];
+  const perSeed = (m: string, f: (r: Run) => number) =>
+    cfg.seeds.map((s) => f(runs.find((x) => x.label === m && x.seed === s)!));
   for (const eva of ["eva-rho2", "eva-rho1"]) {
-    const e = get(eva);
-    if (!lora || !e) continue;
-    // Paired by seed: every method sees the same batches for a seed, so the per-seed difference removes the
-    // batch-order noise that dominates the spread of the early loss across seeds.
-    const paired = meanStd(cfg.seeds.map((s) => {
-      const find = (m: string) => runs.find((x) => x.label === m && x.seed === s)!;
-      return quarterMean(find("lora")) - quarterMean(find(eva));
-    }));
-    claims.push(judged(
-      `EVA (${eva}) converges faster than Noise & Zeros`,
-      `mean train loss over the first 25% of steps ${e.early.mean.toFixed(4)} vs ${
-        lora.early.mean.toFixed(4)
-      }; ` +
-        `per-seed paired difference ${paired.mean.toFixed(4)} ± ${paired.std.toFixed(4)}`,
-      verdictFor(paired.mean, paired.std, cfg.seeds.length),
+    if (!get("lora") || !get(eva)) continue;
+    claims.push(pairedClaim(
+      `EVA (${eva}) converges faster than Noise & Zeros.`,
+      "mean train loss over the first 25% of steps, LoRA minus EVA",
+      perSeed("lora", quarterMean),
+      perSeed(eva, quarterMean),
     ));
+  }
+  for (
+    const [what, f] of [
+      ["initial update ‖s·B₀·A₀‖/‖W‖", (r: Run) => r.magnitude.all],
+      ["step-1 gradient norm", (r: Run) => r.gradNorms[0]],
+    ] as const
+  ) {
+    if (names.length < 3) break; // a rank order needs 3 methods or more
+    const o = orderClaim(
+      what,
+      runs.map((r) => ({ label: r.label, seed: r.seed, x: f(r), y: quarterMean(r) })),
+    );
+    claims.push({ claim: o.claim, rule: o.rule, evidence: o.evidence, verdict: o.verdict });
   }
   const evaRow = get("eva-rho2") ?? get("eva-rho1");
   if (evaRow) {
@@ -348,26 +369,35 @@ async function main(): Promise<void> {
       }. Rank ` +
       `${cfg.rank}, alpha ${cfg.alpha}, targets ${cfg.targets.join(", ")}, ${cfg.steps} steps, seeds ` +
       `${cfg.seeds.join(", ")}.`,
-    tables: [{
-      columns: [
-        "method",
-        "val loss",
-        "final train loss",
-        "mean loss, first 25%",
-        "final grad norm",
-        "init s",
-        "init % of train",
-      ],
-      rows: rows.map((r) => [
-        r.m,
-        formatMeanStd(r.val),
-        formatMeanStd(r.final),
-        formatMeanStd(r.early),
-        formatMeanStd(r.gn),
-        formatMeanStd(r.initS, 3),
-        formatMeanStd(r.share, 3),
+    tables: [
+      {
+        columns: [
+          "method",
+          "val loss",
+          "final train loss",
+          "mean loss, first 25%",
+          "final grad norm",
+          "step-1 grad norm",
+          "‖s·B₀·A₀‖/‖W‖",
+          "init s",
+          "init % of train",
+        ],
+        rows: rows.map((r) => [
+          r.m,
+          formatMeanStd(r.val),
+          formatMeanStd(r.final),
+          formatMeanStd(r.early),
+          formatMeanStd(r.gn),
+          formatMeanStd(r.grad1, 3),
+          formatMeanStd(r.magnitude, 3),
+          formatMeanStd(r.initS, 3),
+          formatMeanStd(r.share, 3),
+        ]),
+      },
+      magnitudeTable(names.map((m) => ({ name: m, runs: by(m).map((r) => r.magnitude) })), [
+        ...new Set(cfg.targets),
       ]),
-    }],
+    ],
     claims,
     plots,
     data: { config: cfg, adapter, baseValLoss: baseVal, rows, stability },

@@ -25,33 +25,45 @@
 import { z } from "../deps.ts";
 import { cosineSchedule, Trainer } from "../mod.ts";
 import {
+  ablationSpecs,
+  adapterStates,
   attachMethod,
   barPlot,
+  type Claim,
   distinctList,
+  equivalenceClaim,
   type FineTuneRun,
   fineTuneRunFields,
   formatMeanStd,
   formatMethod,
-  judged,
+  formatPairedDiff,
   linePlot,
   LM_QUICK,
   lmCheck,
   lmFields,
   type LmSetup,
   lmSetup,
+  LORAM_ABLATIONS,
+  magnitudeTable,
   meanCurves,
   type MeanStd,
   meanStd,
   methodOptimizer,
   methodsField,
   type MethodSpec,
+  orderClaim,
+  pairedClaim,
+  pairedDiff,
+  parseMethod,
+  type ReportTable,
   type ResultsDir,
   resumeOrRun,
   runMain,
   savedNumber,
   startExperiment,
   trainResumable,
-  verdictFor,
+  updateMagnitudes,
+  weightNorms,
   writeCombinedMetrics,
   writeReport,
 } from "../lab/mod.ts";
@@ -81,18 +93,35 @@ const Config = z.object({
   valBatches: z.number().int().positive().default(8).describe("validation batches (target and source)"),
   calibBatches: z.number().int().positive().default(1).describe("calibration batches for data-driven inits"),
   source: z.string().optional().describe("source-domain text file for forgetting (with --data)"),
+  ablations: z.boolean().default(false).describe(
+    "add LoRAM's Table 4 ablations (gain, basis, tracking mode next to each reference), paired by seed",
+  ),
+  matchMargin: z.number().positive().default(0.02).describe(
+    "tracking-mode claims: |target val loss difference| that still counts as a match",
+  ),
 });
 type Config = z.infer<typeof Config>;
 
 const QUICK: Partial<Config> = LM_QUICK;
 
-/** A run: the shared fields and the source-domain loss after fine-tuning (forgetting), when there is a source. */
+/**
+ * A run: the shared fields, the source-domain loss after fine-tuning (forgetting) when there is a source, and the
+ * initial update's size ‖s·B₀·A₀‖_F/‖W‖_F per module type (`all`: over every adapted layer).
+ */
 interface Run extends FineTuneRun {
   sourceLoss: number | undefined;
+  magnitude: Record<string, number>;
+  /** Mean accuracy on the test domains (sentiment task). */
+  accuracy: number | undefined;
 }
 
 /** What runs/*.json holds, for validated reuse. */
-const RUN = z.object({ ...fineTuneRunFields(), sourceLoss: savedNumber({ optional: true }) });
+const RUN = z.object({
+  ...fineTuneRunFields(),
+  sourceLoss: savedNumber({ optional: true }),
+  magnitude: z.record(z.string(), z.number()),
+  accuracy: savedNumber({ optional: true }),
+});
 
 /** Run label of a method at a rank (unique across the sweep, so runs/ files do not collide). */
 const runLabel = (m: string, r: number) => `${m}-r${r}`;
@@ -114,10 +143,14 @@ async function fineTune(
   previous?: Run,
 ): Promise<Run> {
   const model = lm.fresh();
+  const weights = await weightNorms(model, cfg.targets);
   const t0 = performance.now();
-  const data = await lm.calibration(model, method.init, seed);
+  // LoRAM tracking a data-driven reference needs that reference's calibration data.
+  const tracked = method.init === "loram" ? method.options.trackingMode : undefined;
+  const data = await lm.calibration(model, typeof tracked === "string" ? tracked : method.init, seed);
   const attached = await attachMethod(model, method, { targets: cfg.targets, rank, alpha: rank, data, seed });
   const initSeconds = (performance.now() - t0) / 1000;
+  const magnitude = updateMagnitudes(await adapterStates(model), weights);
   const label = runLabel(method.name, rank);
   const paths = {
     checkpoint: results.file(`checkpoints/${label}-seed${seed}.safetensors`),
@@ -126,7 +159,7 @@ async function fineTune(
   const trainer = new Trainer({
     model,
     optimizer: methodOptimizer(model, method, cfg.lr),
-    batch: (step) => lm.batch(lm.corpus.train, seed, step),
+    batch: (step) => lm.trainBatch(seed, step),
     loss: (m, b) => m.loss(b.x, b.y),
     steps: cfg.steps,
     schedule: cosineSchedule({ totalSteps: cfg.steps, warmupRatio: 0.1 }),
@@ -148,11 +181,12 @@ async function fineTune(
     seed,
     losses: records.map((r) => r.loss),
     gradNorms: records.map((r) => r.grad_norm),
-    valLoss: await lm.meanLoss(model, lm.corpus.val),
+    ...(await lm.evaluate(model).then((e) => ({ valLoss: e.loss, accuracy: e.accuracy }))),
     sourceLoss: source !== undefined ? await lm.meanLoss(model, source) : undefined,
     initSeconds,
     trainSeconds: seconds + (previous?.trainSeconds ?? 0),
     ranks: Object.fromEntries(Object.entries(attached.perLayer).map(([k, v]) => [k, v.rank])),
+    magnitude,
   };
 }
 
@@ -166,6 +200,9 @@ interface Row {
   early: MeanStd;
   final: MeanStd;
   initS: MeanStd;
+  acc: MeanStd | null;
+  grad1: MeanStd;
+  magnitude: MeanStd;
 }
 
 /** Mean train loss over the first quarter of the steps. */
@@ -186,6 +223,9 @@ function summarise(runs: readonly Run[], method: string, rank: number, sourceBef
     early: meanStd(rs.map(quarterMean)),
     final: meanStd(rs.map((r) => r.losses.at(-1)!)),
     initS: meanStd(rs.map((r) => r.initSeconds)),
+    acc: rs.every((r) => r.accuracy !== undefined) ? meanStd(rs.map((r) => r.accuracy!)) : null,
+    grad1: meanStd(rs.map((r) => r.gradNorms[0])),
+    magnitude: meanStd(rs.map((r) => r.magnitude.all)),
   };
 }
 
@@ -201,8 +241,17 @@ async function main(): Promise<void> {
     check: lmCheck,
     extendable: "steps",
   });
+  // LoRAM's ablations join the compared methods (a name already given is kept as given).
+  if (cfg.ablations) {
+    for (const text of ablationSpecs(LORAM_ABLATIONS)) {
+      const spec = parseMethod(text);
+      if (!cfg.methods.some((m) => m.name === spec.name)) cfg.methods.push(spec);
+    }
+  }
   const lm = await lmSetup(cfg, device, cfg.source);
-  const targetBefore = await lm.meanLoss(lm.base, lm.corpus.val);
+  const baseEval = await lm.evaluate(lm.base);
+  const targetBefore = baseEval.loss;
+  const withAcc = lm.classify !== undefined;
   const sourceBefore = lm.corpus.source !== undefined
     ? await lm.meanLoss(lm.base, lm.corpus.source)
     : undefined;
@@ -227,46 +276,81 @@ async function main(): Promise<void> {
   const names = cfg.methods.map((m) => m.name);
   const rows = ranks.flatMap((r) => at(r).map((m) => summarise(runs, m, r, sourceBefore)));
   const get = (m: string, r: number) => rows.find((x) => x.method === m && x.rank === r);
-  const n = cfg.seeds.length;
-  const claims: string[] = [];
+  const claims: Claim[] = [];
+  const perSeed = (m: string, r: number, f: (x: Run) => number) =>
+    cfg.seeds.map((s) => f(runs.find((x) => x.label === runLabel(m, r) && x.seed === s)!));
+  const val = (x: Run) => x.valLoss;
   for (const r of ranks) {
-    const loram = get("loram", r);
-    for (const other of ["pissa", "lora"] as const) {
-      const o = get(other, r);
-      if (!loram || !o) continue;
-      const diff = o.val.mean - loram.val.mean;
-      const spread = Math.hypot(o.val.std, loram.val.std);
-      const v = verdictFor(diff, spread, n);
+    const has = (m: string) => get(m, r) !== undefined;
+    for (const other of ["pissa", "lora"].filter(has)) {
+      if (!has("loram")) continue;
+      // "Matches or beats": judged as "beats" (a match is what an inconclusive verdict is consistent with).
+      const c = pairedClaim(
+        `Rank ${r}: LoRAM beats ${other} on target val loss (the paper: matches or beats).`,
+        `target val loss of ${other} minus LoRAM's`,
+        perSeed(other, r, val),
+        perSeed("loram", r, val),
+      );
       claims.push(
-        judged(
-          `Rank ${r}: LoRAM matches or beats ${other}`,
-          `target val loss ${loram.val.mean.toFixed(4)} vs ${o.val.mean.toFixed(4)}, ${other} − LoRAM = ` +
-            `${diff.toFixed(4)}, combined std ${spread.toFixed(4)}`,
-          v,
-        ).replace(
-          /\.$/,
-          v === "inconclusive"
-            ? " (no difference beyond 2 std: consistent with “matches”, not shown to beat)."
-            : ".",
-        ),
+        c.verdict === "inconclusive" ? { ...c, note: "Consistent with “matches”, not shown to beat." } : c,
       );
     }
-    const pissa = get("pissa", r);
-    const lora = get("lora", r);
-    if (pissa && lora) {
-      // Paired by seed: both methods see the same batches for a seed, so the per-seed difference removes the
-      // batch-order noise that dominates the spread of the early loss.
-      const paired = meanStd(cfg.seeds.map((s) => {
-        const find = (m: string) => runs.find((x) => x.label === runLabel(m, r) && x.seed === s)!;
-        return quarterMean(find("lora")) - quarterMean(find("pissa"));
-      }));
-      claims.push(judged(
-        `Rank ${r}: PiSSA converges faster than LoRA early on`,
-        `mean train loss over the first 25% of steps ${pissa.early.mean.toFixed(4)} vs ` +
-          `${lora.early.mean.toFixed(4)}; per-seed paired difference ${paired.mean.toFixed(4)} ± ` +
-          `${paired.std.toFixed(4)}`,
-        verdictFor(paired.mean, paired.std, n),
+    for (const other of ["pissa", "lora"].filter(has)) {
+      if (!has("loram") || !withAcc) continue;
+      claims.push(pairedClaim(
+        `Rank ${r}: LoRAM beats ${other} on accuracy in the other domains.`,
+        `accuracy of LoRAM minus ${other}'s`,
+        perSeed("loram", r, (x) => x.accuracy ?? NaN),
+        perSeed(other, r, (x) => x.accuracy ?? NaN),
       ));
+    }
+    if (has("pissa") && has("lora")) {
+      claims.push(pairedClaim(
+        `Rank ${r}: PiSSA converges faster than LoRA early on.`,
+        "mean train loss over the first 25% of steps, LoRA minus PiSSA",
+        perSeed("lora", r, quarterMean),
+        perSeed("pissa", r, quarterMean),
+      ));
+    }
+    // LoRAM's thesis over the methods of this rank.
+    const atR = runs.filter((x) => at(r).some((m) => runLabel(m, r) === x.label));
+    for (
+      const [what, f] of [
+        ["initial update ‖s·B₀·A₀‖/‖W‖", (x: Run) => x.magnitude.all],
+        ["step-1 gradient norm", (x: Run) => x.gradNorms[0]],
+      ] as const
+    ) {
+      if (at(r).length < 3) break; // a rank order needs 3 methods or more
+      const o = orderClaim(
+        what,
+        atR.map((x) => ({ label: x.label, seed: x.seed, x: f(x), y: quarterMean(x) })),
+      );
+      claims.push({ claim: `Rank ${r}: ${o.claim}`, rule: o.rule, evidence: o.evidence, verdict: o.verdict });
+    }
+  }
+
+  // LoRAM's Table 4 ablations: each variant against its comparator, paired by seed.
+  const ablationRows: string[][] = [];
+  if (cfg.ablations) {
+    for (const r of ranks) {
+      for (const g of LORAM_ABLATIONS) {
+        for (const [refText, varText] of g.pairs) {
+          const ref = parseMethod(refText).name, variant = parseMethod(varText).name;
+          if (get(ref, r) === undefined || get(variant, r) === undefined) continue;
+          const d = pairedDiff(perSeed(variant, r, val), perSeed(ref, r, val));
+          const e = pairedDiff(perSeed(variant, r, quarterMean), perSeed(ref, r, quarterMean));
+          ablationRows.push([String(r), g.title, variant, ref, formatPairedDiff(d), formatPairedDiff(e)]);
+          if (g.title === "tracking mode") {
+            claims.push(equivalenceClaim(
+              `Rank ${r}: LoRAM in tracking mode (ν[B·A] of ${ref}) matches ${ref} on target val loss (Table 4).`,
+              `target val loss of ${variant} minus ${ref}`,
+              perSeed(variant, r, val),
+              perSeed(ref, r, val),
+              cfg.matchMargin,
+            ));
+          }
+        }
+      }
     }
   }
 
@@ -316,6 +400,8 @@ async function main(): Promise<void> {
     setting:
       `Adapter: ${adapter}. Data: ${lm.corpus.description}. Base: ${lm.note}. Before fine-tuning: target ` +
       `val loss ${targetBefore.toFixed(4)}${
+        baseEval.accuracy === undefined ? "" : ` (accuracy ${baseEval.accuracy.toFixed(3)})`
+      }${
         sourceBefore !== undefined
           ? `, source loss ${sourceBefore.toFixed(4)}`
           : " (no source domain: no forgetting)"
@@ -327,25 +413,47 @@ async function main(): Promise<void> {
       }. alpha = rank ` +
       `(s = 1; rsLoRA s = √r); LoRA+ uses η_B = 4·η_A as the LoRAM paper's baseline did (the LoRA+ authors suggest ` +
       `16). Forgetting = source-domain loss after fine-tuning minus before (lower is better).`,
-    tables: ranks.map((r) => ({
+    tables: ranks.map((r): ReportTable => ({
       heading: `Rank ${r} (alpha ${r})`,
       columns: [
         "method",
         "target val loss",
+        ...(withAcc ? ["accuracy (other domains)"] : []),
         "forgetting (source loss Δ)",
         "mean train loss, first 25%",
         "final train loss",
+        "step-1 grad norm",
+        "‖s·B₀·A₀‖/‖W‖",
         "init s",
       ],
       rows: rows.filter((x) => x.rank === r).map((x) => [
         x.method,
         formatMeanStd(x.val),
+        ...(withAcc ? [x.acc === null ? "—" : formatMeanStd(x.acc, 3)] : []),
         x.forgetting ? formatMeanStd(x.forgetting) : "—",
         formatMeanStd(x.early),
         formatMeanStd(x.final),
+        formatMeanStd(x.grad1, 3),
+        formatMeanStd(x.magnitude, 3),
         formatMeanStd(x.initS, 3),
       ]),
-    })),
+    })).concat(
+      ranks.map((r) =>
+        magnitudeTable(
+          at(r).map((m) => ({
+            name: m,
+            runs: runs.filter((x) => x.label === runLabel(m, r)).map((x) => x.magnitude),
+          })),
+          [...new Set(cfg.targets)],
+          `Rank ${r}: initial update size per module type`,
+        )
+      ),
+      ablationRows.length === 0 ? [] : [{
+        heading: "LoRAM ablations (Table 4), paired by seed",
+        columns: ["rank", "ablation", "variant", "vs", "Δ target val loss (variant − vs)", "Δ early loss"],
+        rows: ablationRows,
+      }],
+    ),
     claims,
     plots,
     data: { config: cfg, adapter, targetBefore, sourceBefore, rows },

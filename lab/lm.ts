@@ -28,6 +28,7 @@ import type { ConfigField } from "./config.ts";
 import { deviceField, distinctList, resumeField } from "./experiment.ts";
 import { generateTextDomains } from "./generated.ts";
 import { cachedPretrained } from "./cache.ts";
+import { type ClassifyScore, type SentimentTask, sentimentTask } from "./classify.ts";
 
 /** What picks the corpus and the base model. */
 export interface CorpusSettings {
@@ -45,6 +46,12 @@ export interface CorpusSettings {
 
 /** The settings the LM set-up reads (a subset of each experiment's configuration). */
 export interface LmSettings extends CorpusSettings {
+  /** Next-token prediction on the corpus (default), or sentence classification on the sentiment data. */
+  task?: "lm" | "sentiment";
+  /** The sentiment data's directory (`task: "sentiment"`). */
+  sentimentDir?: string;
+  /** The sentiment domain to fine-tune on (the other two are tested). */
+  trainDomain?: string;
   /** LoRA target modules (where calibration data is recorded). */
   targets: string[];
   /** Sequences per batch. */
@@ -113,6 +120,24 @@ export async function loadCorpus(cfg: CorpusSettings, sourceText?: string): Prom
   };
 }
 
+/** Where the sentiment data lives, from the repository root. */
+export const SENTIMENT_DIR = "../shared/data/text/sentiment_labelled_sentences";
+
+/** The token streams of the sentiment task (its training and held-out sequences), with `sourceText` as source. */
+async function sentimentCorpus(task: SentimentTask, cfg: LmSettings, sourceText?: string): Promise<Corpus> {
+  const tok = await Tokenizer.load(cfg.tokenizer!);
+  const held = task.test[task.testDomains[0]];
+  return {
+    train: task.train.x,
+    val: held.x,
+    source: sourceText !== undefined
+      ? Int32Array.from(tok.encode((await loadText(sourceText)).slice(0, 200_000)))
+      : undefined,
+    vocab: tok.vocabSize,
+    description: task.description + (sourceText !== undefined ? `, source ${sourceText}` : ""),
+  };
+}
+
 /** The base model: `model` from a file, or a small LM pretrained on the source domain (cached). */
 export async function baseModel(
   cfg: CorpusSettings,
@@ -157,6 +182,16 @@ export interface CalibrationOptions {
   batchSize?: number;
 }
 
+/** What {@link LmSetup.evaluate} measures. */
+export interface Evaluation {
+  /** Validation loss. */
+  loss: number;
+  /** Mean accuracy over the test domains other than the training one (sentiment task). */
+  accuracy?: number;
+  /** Loss and accuracy per test domain (sentiment task). */
+  domains?: Record<string, ClassifyScore>;
+}
+
 /** What an LM experiment starts from. */
 export interface LmSetup {
   /** The settings. */
@@ -173,6 +208,15 @@ export interface LmSetup {
   fresh(): LlamaLM;
   /** Batch `step` of windows of `tokens`, a pure function of (seed, step). */
   batch(tokens: Int32Array, seed: number, step: number): { x: I32; y: I32 };
+  /** The sentiment task, with `task: "sentiment"`. */
+  readonly classify?: SentimentTask;
+  /** Fine-tuning batch `step`: windows of the target domain, or labelled sentences of the training domain. */
+  trainBatch(seed: number, step: number): { x: I32; y: I32 };
+  /**
+   * The fine-tuned model's validation loss (the target domain's, or with the sentiment task the mean label loss
+   * over the two other domains) and, with the sentiment task, the mean accuracy over them and every domain's score.
+   */
+  evaluate(model: LlamaLM): Promise<Evaluation>;
   /** The mean loss of `model` over `valBatches` fixed batches of `tokens` (one readback). */
   meanLoss(model: LlamaLM, tokens: Int32Array): Promise<number>;
   /**
@@ -198,7 +242,21 @@ export interface LmSetup {
  * @returns The set-up.
  */
 export async function lmSetup(cfg: LmSettings, device: DeviceName, sourceText?: string): Promise<LmSetup> {
-  const corpus = await loadCorpus(cfg, sourceText);
+  const classify = cfg.task === "sentiment"
+    ? await sentimentTask({
+      dir: cfg.sentimentDir ?? SENTIMENT_DIR,
+      tokenizer: cfg.tokenizer!,
+      trainDomain: cfg.trainDomain ?? "yelp",
+      seqLen: cfg.seqLen,
+      batchSize: cfg.batchSize,
+      device,
+    })
+    : undefined;
+  const corpus = classify === undefined ? await loadCorpus(cfg, sourceText) : await sentimentCorpus(
+    classify,
+    cfg,
+    sourceText,
+  );
   const { model: base, note } = await baseModel(cfg, corpus, device);
   if (corpus.vocab !== base.config.vocabSize) {
     throw new RangeError(
@@ -218,6 +276,13 @@ export async function lmSetup(cfg: LmSettings, device: DeviceName, sourceText?: 
       y: tensor(y, { shape, dtype: "i32", device }) as I32,
     };
   };
+  const meanLoss = async (model: LlamaLM, tokens: Int32Array) => {
+    const losses = Array.from({ length: cfg.valBatches }, (_, i) => {
+      const b = batch(tokens, 987654, i + 1);
+      return model.loss(b.x, b.y);
+    });
+    return (await losses.reduce((a, b) => a.add(b)).item()) / cfg.valBatches;
+  };
   return {
     cfg,
     device,
@@ -226,25 +291,31 @@ export async function lmSetup(cfg: LmSettings, device: DeviceName, sourceText?: 
     note,
     fresh: () => LlamaLM.fromWeights(base.config, weights, { device }),
     batch: (tokens, seed, step) => batch(tokens, seed, step),
-    async meanLoss(model, tokens) {
-      const losses = Array.from({ length: cfg.valBatches }, (_, i) => {
-        const b = batch(tokens, 987654, i + 1);
-        return model.loss(b.x, b.y);
-      });
-      return (await losses.reduce((a, b) => a.add(b)).item()) / cfg.valBatches;
+    classify,
+    trainBatch: (seed, step) => classify?.batch(seed, step) ?? batch(corpus.train, seed, step),
+    async evaluate(model) {
+      if (classify === undefined) return { loss: await meanLoss(model, corpus.val) };
+      const domains = await classify.score(model);
+      const others = classify.testDomains.slice(1);
+      const mean = (f: (d: string) => number) => others.reduce((a, d) => a + f(d), 0) / others.length;
+      return { loss: mean((d) => domains[d].loss), accuracy: mean((d) => domains[d].accuracy), domains };
     },
+    meanLoss,
     async calibration(model, init, seed, options = {}) {
       const needs = getInitMethod(init).needs;
       const batches = options.batches ?? cfg.calibBatches;
       const acts = needs.includes("activations")
         ? await collectActivations(model, cfg.targets, (m, i) => {
-          m.forward(batch(corpus.train, seed + 77, i + 1, options.batchSize).x);
+          m.forward(
+            classify?.batch(seed + 77, i + 1, options.batchSize).x ??
+              batch(corpus.train, seed + 77, i + 1, options.batchSize).x,
+          );
         }, { batches })
         : undefined;
       const steps = Array.from({ length: batches }, (_, i) => i + 1);
       const grads = needs.includes("grads")
         ? await collectGradients(model, cfg.targets, (m, step: number) => {
-          const b = batch(corpus.train, seed + 55, step);
+          const b = classify?.batch(seed + 55, step) ?? batch(corpus.train, seed + 55, step);
           return m.loss(b.x, b.y);
         }, steps)
         : undefined;
@@ -263,8 +334,18 @@ export async function lmSetup(cfg: LmSettings, device: DeviceName, sourceText?: 
  * fine-tuned on by a `--model` read with its `--tokenizer` (the built-in base only knows the generated domains),
  * and `--source` (forgetting) belongs to `--data`.
  */
-export function lmCheck(cfg: { model?: string; tokenizer?: string; data?: string; source?: string }): void {
+export function lmCheck(
+  cfg: { model?: string; tokenizer?: string; data?: string; source?: string; task?: "lm" | "sentiment" },
+): void {
   const problems: string[] = [];
+  if (cfg.task === "sentiment") {
+    if (cfg.model === undefined || cfg.tokenizer === undefined) {
+      problems.push("--task sentiment needs --model and --tokenizer (a pretrained LM, e.g. stories260K)");
+    }
+    if (cfg.data !== undefined) problems.push("--task sentiment reads the sentiment data: leave out --data");
+    if (problems.length > 0) throw new RangeError(problems.join("; "));
+    return;
+  }
   if (cfg.data !== undefined && cfg.model === undefined) {
     problems.push(
       "--data needs --model and --tokenizer: the built-in base is pretrained on the generated source domain; " +
@@ -320,6 +401,12 @@ export interface LmFields {
   extend: ConfigField<boolean>;
   /** `device`. */
   device: ConfigField<DeviceChoice | undefined>;
+  /** `task`. */
+  task: ConfigField<"lm" | "sentiment">;
+  /** `sentimentDir`. */
+  sentimentDir: ConfigField<string>;
+  /** `trainDomain`. */
+  trainDomain: ConfigField<"amazon" | "imdb" | "yelp">;
 }
 
 /**
@@ -331,8 +418,8 @@ export function lmFields(steps: number): LmFields {
   return {
     quick: z.boolean().default(false).describe("small sizes: a few minutes on a 2-core CPU"),
     seeds: distinctList(z.int(), {
-      default: [0, 1, 2],
-      description: "fine-tuning seeds (mean ± std over them)",
+      default: [0, 1, 2, 3, 4],
+      description: "fine-tuning seeds (mean ± std over them; claims pair runs by seed)",
     }),
     targets: distinctList(z.string(), {
       default: ["wq", "wk", "wv", "wo", "w1", "w2", "w3"],
@@ -355,6 +442,16 @@ export function lmFields(steps: number): LmFields {
         "the new length applies from there) and config.yaml records the extension",
     ),
     device: deviceField(),
+    task: z.enum(["lm", "sentiment"]).default("lm").describe(
+      "lm: next-token fine-tuning on the target domain; sentiment: sentence → label token on one domain of the " +
+        "sentiment data, tested (loss and accuracy) on the other two (needs --model and --tokenizer)",
+    ),
+    sentimentDir: z.string().default(SENTIMENT_DIR).describe(
+      "directory of the sentiment data (--task sentiment)",
+    ),
+    trainDomain: z.enum(["amazon", "imdb", "yelp"]).default("yelp").describe(
+      "sentiment domain to fine-tune on (--task sentiment)",
+    ),
   };
 }
 

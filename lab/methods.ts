@@ -335,3 +335,56 @@ export function methodOptimizer(model: object, method: MethodSpec, lr: number): 
     ? new AdamW(model, { lr: rate, weightDecay: 0, trainable: LORA_TRAINABLE })
     : new AdamW(model, loraPlusOptions({ lr: rate, ratio: method.lrRatio }));
 }
+
+/** One ablation group: the specs it compares, each against the comparator named first in its pair. */
+export interface AblationGroup {
+  /** What the group varies. */
+  readonly title: string;
+  /** `[comparator, variant]` pairs of method specs (as on the command line). */
+  readonly pairs: readonly (readonly [string, string])[];
+}
+
+/**
+ * LoRAM's Table 4 ablations (Zhang et al., arXiv 2507.06558, Sec. 4.3) as method specs: the gain (Algorithm 1's
+ * logarithmic gain against the exact spectral gain of Eq. 10 and fixed gains), the basis (the DST-I basis against a
+ * random orthogonal and a Gaussian one), and tracking mode (β chosen so that ν[B·A] matches a reference
+ * initialisation's) next to each reference it tracks. Every pair runs with the experiment's seeds, so each
+ * comparison is paired by seed (exp:init-sweep `--ablations`).
+ *
+ * @example
+ * ```ts
+ * import { ablationSpecs, LORAM_ABLATIONS, parseMethod } from "./methods.ts";
+ * console.log(LORAM_ABLATIONS.map((g) => g.title)); // ["gain", "basis", "tracking mode"]
+ * console.log(ablationSpecs(LORAM_ABLATIONS).map((s) => parseMethod(s).name).includes("loram-track-pissa")); // true
+ * ```
+ */
+export const LORAM_ABLATIONS: readonly AblationGroup[] = [
+  {
+    title: "gain",
+    pairs: [
+      ["loram", "loram-exact=loram:gain=exact"],
+      ["loram", "loram-q0.05=loram:gain=0.05"],
+      ["loram", "loram-q0.5=loram:gain=0.5"],
+    ],
+  },
+  {
+    title: "basis",
+    pairs: [
+      ["loram", "loram-ortho=loram:basis=random-orthogonal"],
+      ["loram", "loram-gauss=loram:basis=gaussian"],
+    ],
+  },
+  {
+    title: "tracking mode",
+    pairs: (["pissa", "milora", "olora", "corda", "lora-ga"] as const).map((ref) =>
+      [ref, `loram-track-${ref}=loram:trackingMode=${ref}`] as const
+    ),
+  },
+];
+
+/** Every distinct spec of the groups, comparators first, in order. */
+export function ablationSpecs(groups: readonly AblationGroup[]): string[] {
+  const out: string[] = [];
+  for (const g of groups) for (const s of g.pairs.flat()) if (!out.includes(s)) out.push(s);
+  return out;
+}

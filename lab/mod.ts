@@ -46,3 +46,5 @@ export * from "./toy_vlm.ts";
 export * from "./methods.ts";
 export * from "./experiment.ts";
 export * from "./lm.ts";
+export * from "./lm_probe.ts";
+export * from "./classify.ts";

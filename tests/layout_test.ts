@@ -14,8 +14,8 @@ const ROOT = new URL("../", import.meta.url).pathname;
  */
 const BUDGETS: Record<string, number> = {
   lib: 30_200,
-  lab: 6_200,
-  experiments: 3_500,
+  lab: 7_100,
+  experiments: 4_200,
   bench: 4_100,
   kernels: 2_300,
   cli: 700,

@@ -25,10 +25,22 @@ import {
 /** The constraint set: Cross (Eq. 1–4), Self (Eq. 5–12) or Shift (Eq. 13–17). */
 export type CntLoraMode = "x" | "s" | "sh";
 
+/**
+ * The Gram matrix of a batch `X` (`d × b`, b tokens): `"sum"` is the paper's literal `X Xᵀ`, which grows with b;
+ * `"mean"` is `X Xᵀ / b` (the uncentred covariance), which does not (METHODS.md §11, ambiguity 9).
+ */
+export type CntLoraGram = "sum" | "mean";
+
 /** Options of {@link cntloraTarget} and {@link cntloraEstimate}. */
 export interface CntLoraTargetOptions {
   /** Constraint set (default `"x"`). */
   mode?: CntLoraMode;
+  /**
+   * `X Xᵀ` as written (`"sum"`, default) or divided by the batch's token count (`"mean"`). With `"sum"` and b ≫ d,
+   * mode X gives `W_tar → 0`, so `ΔW_est ≈ −NB/(NB+1)·W` and the initial update's size depends on how much
+   * calibration data was used; `"mean"` keeps `W_tar` at W's scale for whitened inputs.
+   */
+  gram?: CntLoraGram;
   /**
    * Shift mode: `C = c·I_k` (default 1; the paper's ablations use 10 and 0.1), or `"gaussian"`: C with i.i.d.
    * `N(0, 1/k)` entries (so `E[CᵀC] = I`), drawn from `seed` (the paper's Gaussian ablation).
@@ -46,6 +58,12 @@ export interface CntLoraOptions extends CommonInitOptions, CntLoraTargetOptions 
   split?: "svd" | "qr";
   /** Fraction p of the singular values put into A by the SVD split (default 0.5). */
   p?: number;
+  /**
+   * Hold the initial update's size fixed: B and A are both multiplied by the same factor so that
+   * `‖s·B·A‖_F = relativeNorm·‖W‖_F` in every layer (its direction, `ΔW_r/‖ΔW_r‖`, is kept). Default: unset, the size
+   * the constraints give. Compares calibration settings at equal ‖ΔW₀‖ (not in the paper).
+   */
+  relativeNorm?: number;
   /** Divide by the LoRA scaling so that `s·B·A = ΔW_r` (default false: `B·A = ΔW_r`, as in the paper). */
   compensateScale?: boolean;
   /**
@@ -78,7 +96,8 @@ function checkActs(name: string, x: F32 | undefined, dIn: number): F32[] {
 }
 
 /**
- * The target weight `W_tar` `[k, d]` of one batch (the paper's `X = batchᵀ`, `d × b`, not normalised by b):
+ * The target weight `W_tar` `[k, d]` of one batch (the paper's `X = batchᵀ`, `d × b`; `X Xᵀ` below is divided by b
+ * with `gram: "mean"`):
  * - `"x"` (Eq. 4): `W_tar = W_src (X Xᵀ)^†`;
  * - `"s"` (Eq. 12): `W_tar = W_src (P D^{1/2})^†` with `X Xᵀ = P D Pᵀ` (descending, the largest-|·| entry of each
  *   column of P positive), i.e. `W_src[:, :K] D^{-1/2} P_Kᵀ` over the K kept eigenvalues;
@@ -104,7 +123,12 @@ export async function cntloraTarget(weight: F32, batch: F32, opts: CntLoraTarget
     );
   }
   const w = weight;
-  const xb = batch;
+  const gram = opts.gram ?? "sum";
+  if (gram !== "sum" && gram !== "mean") {
+    throw new RangeError(`cntlora: gram must be "sum" or "mean", got ${JSON.stringify(gram)}`);
+  }
+  // X Xᵀ/b is the Gram matrix of the batch scaled by 1/√b.
+  const xb = gram === "mean" ? batch.mul(1 / Math.sqrt(batch.shape[0])) : batch;
   const mode = opts.mode ?? "x";
   let out: F32;
   if (mode === "x" || mode === "s") {
@@ -184,6 +208,12 @@ function checkOptions(o: CntLoraOptions): void {
   if (o.vas && (o.split ?? "svd") !== "svd") {
     throw new RangeError('cntlora: VAS allocates ranks by singular values, so it needs split "svd"');
   }
+  if (o.relativeNorm !== undefined && !(Number.isFinite(o.relativeNorm) && o.relativeNorm > 0)) {
+    throw new RangeError(`cntlora: relativeNorm must be a finite number > 0, got ${o.relativeNorm}`);
+  }
+  if (o.gram !== undefined && o.gram !== "sum" && o.gram !== "mean") {
+    throw new RangeError(`cntlora: gram must be "sum" or "mean", got ${JSON.stringify(o.gram)}`);
+  }
   if (o.vasBudget !== undefined && !(Number.isInteger(o.vasBudget) && o.vasBudget >= 0)) {
     throw new RangeError(`cntlora: vasBudget must be an integer >= 0, got ${o.vasBudget}`);
   }
@@ -235,6 +265,21 @@ async function split(dec: Decomposed, k: number, opts: CntLoraOptions, alpha: nu
     b = f.q!.slice(null, [0, k]);
     a = (f.r.slice([0, k])).mul(comp);
   }
+  if (opts.relativeNorm !== undefined) {
+    // One factor for both: ‖s·(fB)(fA)‖ = f²·‖s·B·A‖ = relativeNorm·‖W‖.
+    const [now, wNorm] = await Promise.all([
+      b.matmul(a).mul(s).square().sum().sqrt().item(),
+      dec.weight.square().sum().sqrt().item(),
+    ]);
+    if (!(now > 0)) {
+      throw new RangeError(
+        `cntlora: layer "${dec.name}" has a zero initial update, which relativeNorm cannot rescale`,
+      );
+    }
+    const f = Math.sqrt((opts.relativeNorm * wNorm) / now);
+    a = a.mul(f);
+    b = b.mul(f);
+  }
   const base = opts.offset ? dec.weight.sub(b.matmul(a).mul(s)) : undefined;
   await realize(a, b, ...(base ? [base] : []));
   return {
@@ -273,6 +318,8 @@ export function vasRanks(
  * `C (W_srcᵀ − XXᵀW_srcᵀ)^†`), `ΔW = W_est − W_src`, then `B A = ΔW_r` by the SVD split (`B = U_r S_r^{1−p}`,
  * `A = S_r^p V_rᵀ`) or the QR split. The base weight is untouched (METHODS.md §11 Choice 1), so the model starts
  * at ≈ `W + s·ΔW_r`; `compensateScale` makes that `W + ΔW_r`, and `offset` rewrites the base to keep the output.
+ * `gram: "mean"` divides each batch's `X Xᵀ` by its token count (ambiguity 9), and `relativeNorm` rescales the
+ * initial update to a given `‖s·B·A‖_F/‖W‖_F`.
  *
  * @example
  * ```ts
@@ -338,6 +385,7 @@ export async function cntloraInitLayers(
     const init = await split(decs[i], ranks[i], opts, alpha);
     init.info = {
       mode: opts.mode ?? "x",
+      gram: opts.gram ?? "sum",
       split: opts.split ?? "svd",
       ...(decs[i].svd ? { singularValues: sv[i] } : {}),
       ...(opts.vas ? { vasBudget: budget } : {}),

@@ -36,6 +36,9 @@ const CNTLORA_OPTIONS = z.object({
   c: z.union([z.number(), z.literal("gaussian")]).default(1).describe(
     'shift mode: C = c·I, or "gaussian": C with i.i.d. N(0, 1/k) entries (seeded; the paper\'s ablation)',
   ),
+  gram: z.enum(["sum", "mean"]).default("sum").describe(
+    "Gram matrix of a batch of b tokens: sum = XXᵀ as the paper writes it (grows with b), mean = XXᵀ/b",
+  ),
   split: z.enum(["svd", "qr"]).default("svd").describe("decomposition of ΔW into B and A"),
   p: z.number().min(0).max(1).default(0.5).describe("SVD split: B = U S^(1−p), A = S^p Vᵀ"),
   compensateScale: z.boolean().default(false).describe(
@@ -43,6 +46,9 @@ const CNTLORA_OPTIONS = z.object({
   ),
   offset: z.boolean().default(false).describe(
     "also rewrite the base W − s·B·A so the output is unchanged (not in the paper)",
+  ),
+  relativeNorm: z.number().positive().optional().describe(
+    "rescale B and A so that ‖s·B·A‖_F = relativeNorm·‖W‖_F per layer (hold the initial update's size fixed)",
   ),
   vas: z.boolean().default(false).describe("variance-based rank allocation across layers (SVD split only)"),
   vasNorm: z.enum(["energy", "literal"]).default("energy").describe(

@@ -40,6 +40,7 @@ export {
 } from "./lora_ga.ts";
 export {
   cntloraEstimate,
+  type CntLoraGram,
   cntloraInit,
   cntloraInitLayers,
   type CntLoraMode,

@@ -17,7 +17,15 @@ function exists(path: string): boolean {
   }
 }
 
-const EXPERIMENTS: { name: string; script: string; args: string[]; plots: string[]; needs?: string }[] = [
+const EXPERIMENTS: {
+  name: string;
+  script: string;
+  args: string[];
+  plots: string[];
+  needs?: string;
+  /** Tells two runs of one experiment apart in the test name. */
+  label?: string;
+}[] = [
   {
     name: "eva",
     script: "experiments/eva.ts",
@@ -114,6 +122,32 @@ const EXPERIMENTS: { name: string; script: string; args: string[]; plots: string
     plots: ["target_loss", "forgetting", "tradeoff_r2", "loss_r2", "tradeoff_r4", "loss_r4"],
   },
   {
+    name: "init-sweep",
+    script: "experiments/init_sweep.ts",
+    args: [
+      "--task",
+      "sentiment",
+      "--model",
+      STORIES260K,
+      "--tokenizer",
+      STORIES260K.replace("stories260K.bin", "tok512.bin"),
+      "--sentiment-dir",
+      new URL("../../../shared/data/text/sentiment_labelled_sentences", import.meta.url).pathname,
+      "--quick",
+      "--steps",
+      "2",
+      "--seq-len",
+      "16",
+      "--ranks",
+      "2",
+      "--methods",
+      "lora,pissa,loram",
+    ],
+    needs: STORIES260K,
+    plots: ["target_loss", "loss_r2"],
+    label: "sentiment",
+  },
+  {
     name: "cntlora",
     script: "experiments/cntlora.ts",
     args: [
@@ -131,13 +165,13 @@ const EXPERIMENTS: { name: string; script: string; args: string[]; plots: string
       "--methods",
       "cntlora-x,cntlora-x-vas,lora-ga,lora",
     ],
-    plots: ["val_loss", "loss", "init_share", "cosine", "calib_batches", "vas_ranks"],
+    plots: ["val_loss", "loss", "init_share", "magnitude", "cosine", "calib_batches", "vas_ranks"],
   },
 ];
 
 for (const e of EXPERIMENTS) {
   Deno.test({
-    name: `experiment ${e.name} runs with --quick and writes its results`,
+    name: `experiment ${e.name}${e.label ? ` (${e.label})` : ""} runs with --quick and writes its results`,
     ignore: e.needs !== undefined && !exists(e.needs),
     fn: async () => {
       const dir = await Deno.makeTempDir();

@@ -253,3 +253,78 @@ Deno.test("cntlora: registry wiring and errors", async () => {
   await rejects(cntloraInit(w, { rank: 2, activations: toTensor(f32(gaussian(rng, T, D + 1))) }), /expected/);
   ok(m.needs.includes("activations"));
 });
+
+Deno.test("cntlora gram: mean divides XXᵀ by the token count in every mode (float64), sum shrinks W_tar with many tokens", async () => {
+  const rng = new TestRng(908);
+  const w = f32(gaussian(rng, K, D, 0.5));
+  const x = f32(gaussian(rng, T, D, 0.7));
+  const cov = mat(D, D, gramOf(x).data.map((v) => v / T)); // XXᵀ/b
+  const target = async (mode: "x" | "s" | "sh", gram: "sum" | "mean") =>
+    await readMat(await cntloraTarget(toTensor(w), toTensor(x), { mode, gram }));
+  const xMean = await target("x", "mean");
+  assertBelow("X, mean: ‖W_tar·XXᵀ/b − W‖/‖W‖", rel(matmul(xMean, cov), w), 1e-4);
+  // Closed form: (XXᵀ/b)^{-1} = b·(XXᵀ)^{-1}, so the mean target is b times the literal one.
+  const xSum = await target("x", "sum");
+  assertBelow("X: W_tar(mean) = b·W_tar(sum)", rel(xMean, mat(K, D, xSum.data.map((v) => v * T))), 1e-4);
+  const sMean = await target("s", "mean");
+  assertBelow(
+    "S, mean: ‖W_tar (XXᵀ/b) W_tarᵀ − W Wᵀ‖/‖W Wᵀ‖",
+    rel(matmul(matmul(sMean, cov), transpose(sMean)), matmul(w, transpose(w))),
+    1e-4,
+  );
+  const shMean = await target("sh", "mean");
+  const shifted = sub(transpose(w), matmul(cov, transpose(w)));
+  assertBelow("Sh, mean: ‖W_tar (Wᵀ − (XXᵀ/b) Wᵀ) − I‖/‖I‖", rel(matmul(shMean, shifted), identity(K)), 1e-4);
+  ok(rel(shMean, await target("sh", "sum")) > 1e-2, "the shift mode's target depends on the Gram's scale");
+  // Many whitened tokens: the literal Gram makes W(XXᵀ)^{-1} ≈ W/b → 0, so ΔW ≈ −NB/(NB+1)·W (here 3 batches of
+  // b = 50·d tokens: the remainder is about ‖W‖/b); the mean Gram keeps W_tar ≈ W, so ΔW stays small.
+  const b = 50 * D;
+  const acts = tensor(Float32Array.from(gaussian(rng, 3 * b, D).data), { shape: [3, b, D] }) as unknown as F;
+  for (const gram of ["sum", "mean"] as const) {
+    const init = await cntloraInit(toTensor(w), { rank: K, mode: "x", gram, activations: acts });
+    const delta = matmul(await readMat(init.b), await readMat(init.a)); // rank K = d_out: all of ΔW
+    const size = fro(delta) / fro(w);
+    if (gram === "sum") {
+      assertBelow("sum: ‖ΔW + 3/4·W‖/‖W‖", rel(delta, mat(K, D, w.data.map((v) => -0.75 * v))), 0.02);
+    } else {
+      assertBelow("mean: ‖ΔW‖/‖W‖", size, 0.3);
+      ok(size > 1e-3, `mean: ΔW is not zero (${size})`);
+    }
+    equal(init.info!.gram, gram);
+  }
+  await rejects(
+    INIT_METHODS.cntlora.init(toTensor(w), { rank: 2, activations: toTensor(x), gram: "max" }),
+    /gram/,
+  );
+});
+
+Deno.test("cntlora relativeNorm: ‖s·B·A‖_F = relativeNorm·‖W‖_F per layer, direction and VAS ranks kept", async () => {
+  const rng = new TestRng(909);
+  const layers: InitLayer[] = [0, 1].map((i) => ({
+    name: `l${i}`,
+    weight: toTensor(f32(gaussian(rng, K, D, 0.3 + i))),
+    data: { activations: toTensor(f32(gaussian(rng, T, D))) },
+  }));
+  const wanted = 0.05 + 0.3 * rng.next();
+  for (const vas of [false, true]) {
+    const free = await cntloraInitLayers(layers, { rank: 3, alpha: 6, vas });
+    const held = await cntloraInitLayers(layers, { rank: 3, alpha: 6, vas, relativeNorm: wanted });
+    for (const [i, l] of layers.entries()) {
+      const f = free.get(`l${i}`)!, h = held.get(`l${i}`)!;
+      equal(h.rank, f.rank, "VAS allocates on ΔW's spectrum, before the rescaling");
+      if (h.rank === 0) continue;
+      const ba = matmul(await readMat(h.b), await readMat(h.a));
+      const w = await readMat(l.weight);
+      assertBelow(
+        `${l.name}: |‖s·B·A‖/‖W‖ − target|/target`,
+        Math.abs((h.scale * fro(ba)) / fro(w) / wanted - 1),
+        1e-5,
+      );
+      const ref = matmul(await readMat(f.b), await readMat(f.a));
+      const cos = ba.data.reduce((s, v, k) => s + v * ref.data[k], 0) / (fro(ba) * fro(ref));
+      assertBelow(`${l.name}: 1 − cos(B·A, ΔW_r)`, 1 - cos, 1e-5);
+    }
+  }
+  await rejects(cntloraInitLayers(layers, { rank: 2, relativeNorm: 0 }), /relativeNorm/);
+  await rejects(cntloraInitLayers(layers, { rank: 2, relativeNorm: -1 }), /relativeNorm/);
+});

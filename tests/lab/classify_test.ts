@@ -1,0 +1,110 @@
+/**
+ * The sentiment task: parsing with clear errors, encoding (BOS, the sentence's end, ":", the label as the only
+ * target), batches as pure functions of (seed, step), and scores against a direct read of the model's logits.
+ */
+import { deepEqual, equal, ok, throws } from "node:assert/strict";
+import { type I32, loadLlama, tensor, Tokenizer } from "../../mod.ts";
+import { encodeSentiment, labelTokens, readSentiment, sentimentTask } from "../../lab/classify.ts";
+import { TestRng } from "../_helpers.ts";
+
+const DATA = new URL("../../../shared/data/", import.meta.url).pathname;
+const TOK = `${DATA}models/stories260K/tok512.bin`;
+const MODEL = `${DATA}models/stories260K/stories260K.bin`;
+const SENT = `${DATA}text/sentiment_labelled_sentences`;
+const have = (() => {
+  try {
+    Deno.statSync(TOK);
+    Deno.statSync(MODEL);
+    Deno.statSync(SENT);
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+Deno.test("classify: readSentiment parses sentence<TAB>label and names a bad line", async () => {
+  const dir = await Deno.makeTempDir();
+  Deno.writeTextFileSync(`${dir}/ok.txt`, "Great phone.\t1\nAwful.  \t0\r\n\n");
+  deepEqual(readSentiment(`${dir}/ok.txt`), [{ text: "Great phone.", label: 1 }, {
+    text: "Awful.",
+    label: 0,
+  }]);
+  Deno.writeTextFileSync(`${dir}/bad.txt`, "fine\t1\nno label here\n");
+  throws(() => readSentiment(`${dir}/bad.txt`), /line 2: expected "sentence<TAB>0\|1"/);
+  throws(() => readSentiment(`${dir}/missing.txt`), /cannot read/);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test({
+  name:
+    "classify: encoding keeps BOS and the sentence's end; the label is the one target, at the ':' position",
+  ignore: !have,
+  fn: async () => {
+    const tok = await Tokenizer.load(TOK);
+    const labels = labelTokens(tok);
+    ok(labels[0] !== labels[1]);
+    const rng = new TestRng(1811);
+    const words = ["the", "food", "was", "not", "good", "and", "service", "slow", "great", "place"];
+    const items = Array.from({ length: 6 }, (_, i) => ({
+      text: Array.from({ length: rng.int(1, i < 3 ? 4 : 40) }, () => words[rng.int(0, words.length - 1)])
+        .join(" "),
+      label: (rng.next() < 0.5 ? 0 : 1) as 0 | 1,
+    }));
+    const seqLen = 16;
+    const enc = encodeSentiment(items, tok, seqLen, labels);
+    items.forEach((it, i) => {
+      const full = [...tok.encode(`${it.text}:`)];
+      const row = [...enc.x.subarray(i * seqLen, (i + 1) * seqLen)];
+      const y = [...enc.y.subarray(i * seqLen, (i + 1) * seqLen)];
+      const p = enc.pos[i];
+      equal(row[0], tok.bosId);
+      // The tokens up to the label position are the encoded text's end (all of it when it fits).
+      const kept = full.length > seqLen ? [full[0], ...full.slice(full.length - (seqLen - 1))] : full;
+      deepEqual(row.slice(0, p + 1), kept);
+      equal(row[p], full.at(-1)); // ":"
+      deepEqual(y.map((v, j) => (j === p ? labels[it.label] : v)), y);
+      equal(y.filter((v) => v !== -100).length, 1);
+      equal(enc.labels[i], it.label);
+    });
+  },
+});
+
+Deno.test({
+  name: "classify: batches are pure in (seed, step); scores match the logits read directly",
+  ignore: !have,
+  fn: async () => {
+    const task = await sentimentTask({
+      dir: SENT,
+      tokenizer: TOK,
+      trainDomain: "amazon",
+      heldOut: 20,
+      seqLen: 24,
+      batchSize: 4,
+      device: "cpu",
+    });
+    deepEqual(task.testDomains, ["amazon (held out)", "imdb", "yelp"]);
+    equal(task.train.n, 980);
+    const a = task.batch(3, 7), b = task.batch(3, 7), c = task.batch(4, 7);
+    deepEqual(await a.x.data(), await b.x.data());
+    const cx = await c.x.data();
+    ok((await a.x.data()).some((v, i) => v !== cx[i]));
+    const model = await loadLlama(MODEL, { device: "cpu" });
+    // Score only the held-out part (20 sentences): compare with every logit read back.
+    const scores = await task.score(model, ["amazon (held out)"]);
+    const set = task.test["amazon (held out)"];
+    const x = tensor(set.x, { shape: [set.n, 24], dtype: "i32", device: "cpu" }) as I32;
+    const logits = await model.forward(x).data() as Float32Array;
+    const v = model.config.vocabSize;
+    let right = 0, nll = 0;
+    for (let i = 0; i < set.n; i++) {
+      const row = logits.subarray((i * 24 + set.pos[i]) * v, (i * 24 + set.pos[i] + 1) * v);
+      const max = Math.max(...row);
+      const lse = max + Math.log(row.reduce((s, t) => s + Math.exp(t - max), 0));
+      nll += lse - row[task.labels[set.labels[i]]];
+      if ((row[task.labels[1]] > row[task.labels[0]] ? 1 : 0) === set.labels[i]) right++;
+    }
+    const got = scores["amazon (held out)"];
+    ok(Math.abs(got.accuracy - right / set.n) < 1e-12, `${got.accuracy} vs ${right / set.n}`);
+    ok(Math.abs(got.loss - nll / set.n) < 1e-4 * (nll / set.n), `${got.loss} vs ${nll / set.n}`);
+  },
+});

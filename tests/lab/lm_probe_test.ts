@@ -1,0 +1,157 @@
+/**
+ * LM probes: the initial update's size per module type against float64 norms of the attached layers, per-matrix
+ * comparisons against direct formulas, Spearman's ρ against closed forms, and the paired and rank-order rules.
+ */
+import { equal, ok, throws } from "node:assert/strict";
+import { Linear } from "../../lib/nn/linear.ts";
+import { attachLora } from "../../lib/init/mod.ts";
+import {
+  adapterStates,
+  compareAdapters,
+  equivalenceClaim,
+  orderClaim,
+  pairedClaim,
+  pairedDiff,
+  pairedSpreadVerdict,
+  spearman,
+  updateMagnitudes,
+  weightNorms,
+} from "../../lab/lm_probe.ts";
+import { TestRng } from "../_helpers.ts";
+
+function norm64(x: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < x.length; i++) s += x[i] * x[i];
+  return Math.sqrt(s);
+}
+
+Deno.test("lm probe: ‖s·B₀·A₀‖/‖W‖ per module type matches float64 norms of the original weights", async () => {
+  const rng = new TestRng(1801);
+  const seed = rng.int(1, 1000);
+  const model = {
+    layers: [0, 1].map((i) => ({
+      wq: new Linear(10, 12, { seed: seed + 3 * i, bias: false }),
+      w2: new Linear(12, 8, { seed: seed + 3 * i + 1, bias: false }),
+    })),
+  };
+  // The original weights, before PiSSA rewrites the base.
+  const w = new Map<string, Float32Array>();
+  for (const [i, l] of model.layers.entries()) {
+    w.set(`layers.${i}.wq`, await l.wq.weight.data() as Float32Array);
+    w.set(`layers.${i}.w2`, await l.w2.weight.data() as Float32Array);
+  }
+  const norms = await weightNorms(model, ["wq", "w2"]);
+  for (const [p, v] of w) ok(Math.abs(norms[p] - norm64(v)) < 1e-4 * norm64(v), p);
+  await attachLora(model, { targetModules: ["wq", "w2"], rank: 3, alpha: 6, init: "pissa", seed });
+  const states = await adapterStates(model);
+  const mag = updateMagnitudes(states, norms);
+  for (const t of ["wq", "w2"]) {
+    let num = 0, den = 0;
+    for (const i of [0, 1]) {
+      num += norm64(states.get(`layers.${i}.${t}`)!.delta) ** 2;
+      den += norm64(w.get(`layers.${i}.${t}`)!) ** 2;
+    }
+    ok(Math.abs(mag[t] - Math.sqrt(num / den)) < 1e-6, `${t}: ${mag[t]}`);
+    // PiSSA's s·B₀·A₀ is W's top-3 part: strictly inside (0, 1) of W's norm.
+    ok(mag[t] > 0 && mag[t] < 1, `${t}: ${mag[t]}`);
+  }
+  ok(mag.all > 0 && mag.all < 1);
+  throws(() => updateMagnitudes(states, {}), /no weight norm for layer/);
+});
+
+Deno.test("lm probe: per-matrix comparison matches its formulas; B₀ = 0 gives null cosines", () => {
+  const rng = new TestRng(1802);
+  const n = 12;
+  const a0 = rng.normals(n), a1 = rng.normals(n), b1 = rng.normals(n);
+  const d0 = rng.normals(n), d1 = rng.normals(n);
+  const c = compareAdapters({ a: a0, b: b1, delta: d0 }, { a: a1, b: b1, delta: d1 });
+  const dot = (x: Float32Array, y: Float32Array) => x.reduce((s, v, i) => s + v * y[i], 0);
+  const travel = Float64Array.from(d1, (v, i) => v - d0[i]);
+  ok(Math.abs(c.cosA! - dot(a0, a1) / (norm64(a0) * norm64(a1))) < 1e-6);
+  ok(Math.abs(c.cosB! - 1) < 1e-6);
+  ok(Math.abs(c.travelled - norm64(travel)) < 1e-5);
+  ok(Math.abs(c.travelledOverInit! - norm64(travel) / norm64(d0)) < 1e-5);
+  ok(Math.abs(c.travelledOverFinal! - norm64(travel) / norm64(d1)) < 1e-5);
+  const cosT = travel.reduce((s, v, i) => s + v * d0[i], 0) / (norm64(travel) * norm64(d0));
+  ok(Math.abs(c.cosTravel! - cosT) < 1e-5);
+  const zero = new Float32Array(n);
+  const z = compareAdapters({ a: a0, b: zero, delta: zero }, { a: a1, b: b1, delta: d1 });
+  equal(z.cosB, null);
+  equal(z.cosDelta, null);
+  equal(z.travelledOverInit, null);
+  ok(Math.abs(z.travelledOverFinal! - 1) < 1e-6);
+});
+
+Deno.test("lm probe: Spearman's ρ is 1 for any increasing map, −1 reversed, and 1 − 6Σd²/(n(n²−1)) without ties", () => {
+  const rng = new TestRng(1803);
+  const x = Array.from({ length: 9 }, () => rng.normal());
+  equal(spearman(x, x.map((v) => Math.exp(3 * v))), 1);
+  equal(spearman(x, x.map((v) => -(v ** 3))), -1);
+  const y = Array.from({ length: 9 }, () => rng.normal());
+  const rank = (v: number[]) => v.map((a) => v.filter((b) => b < a).length + 1);
+  const rx = rank(x), ry = rank(y);
+  const d2 = rx.reduce((s, r, i) => s + (r - ry[i]) ** 2, 0);
+  ok(Math.abs(spearman(x, y) - (1 - (6 * d2) / (9 * 80))) < 1e-12);
+  // Ties take their mean rank: ranks of [1, 1, 2] are [1.5, 1.5, 3].
+  ok(Math.abs(spearman([1, 1, 2], [1, 2, 3]) - Math.sqrt(3) / 2) < 1e-12);
+  throws(() => spearman([1], [1]), /two equally long series/);
+  throws(() => spearman([1, NaN], [1, 2]), /non-finite/);
+});
+
+Deno.test("lm probe: the paired rule judges m ± 2·sd against the threshold", () => {
+  const rng = new TestRng(1804);
+  for (let i = 0; i < 40; i++) {
+    const sd = 0.01 + rng.next();
+    const k = rng.next() * 8 - 4;
+    const t = rng.next() < 0.5 ? 0 : rng.next() * sd;
+    const d = { mean: t + k * sd, std: sd, n: 5 };
+    const want = k > 2 ? "reproduced" : k < -2 ? "not reproduced" : "inconclusive";
+    equal(pairedSpreadVerdict(d, t), want, `k ${k}`);
+  }
+  equal(pairedSpreadVerdict({ mean: 10, std: 0, n: 2 }), "inconclusive");
+  const a = [3, 4, 5, 6], b = [1, 2, 2, 3];
+  const d = pairedDiff(a, b);
+  ok(Math.abs(d.mean - 2.5) < 1e-12);
+  ok(Math.abs(d.std - Math.sqrt(1 / 3)) < 1e-12);
+  const c = pairedClaim("A beats B.", "B minus A", a, b);
+  equal(c.verdict, "reproduced");
+  ok(c.rule.includes("paired by seed") && c.rule.includes("4 seeds"));
+  throws(() => pairedDiff([1, 2], [1]), /one of each per seed/);
+  const base = [1, 2, 3, 4, 5].map(() => rng.next());
+  const near = base.map((v) => v + 0.001 * (rng.next() - 0.5));
+  equal(equivalenceClaim("A matches B.", "A minus B", near, base, 0.01).verdict, "reproduced");
+  equal(
+    equivalenceClaim("A matches B.", "A minus B", base.map((v) => v + 0.1), base, 0.01).verdict,
+    "not reproduced",
+  );
+  const spread = 0.002 + 0.01 * rng.next();
+  equal(
+    equivalenceClaim(
+      "A matches B.",
+      "A minus B",
+      // Differences centred exactly on the margin with a random spread: m ± 2·sd straddles it whatever is drawn.
+      base.map((v, i) => v + 0.01 + spread * [-2, -1, 0, 1, 2][i]),
+      base,
+      0.01,
+    )
+      .verdict,
+    "inconclusive",
+  );
+});
+
+Deno.test("lm probe: the rank-order claim follows the sign and size of ρ over seeds", () => {
+  const rng = new TestRng(1805);
+  const points = (sign: number) =>
+    [0, 1, 2, 3].flatMap((seed) =>
+      ["a", "b", "c", "d", "e"].map((label, i) => ({
+        label,
+        seed,
+        x: i + rng.next() * 0.1,
+        y: sign * i + 0.01 * seed,
+      }))
+    );
+  equal(orderClaim("init", points(-1)).verdict, "reproduced");
+  equal(orderClaim("init", points(1)).verdict, "not reproduced");
+  equal(orderClaim("init", points(-1).filter((p) => p.seed < 2)).verdict, "inconclusive");
+  equal(orderClaim("init", points(-1).filter((p) => p.label < "c")).verdict, "inconclusive"); // 2 methods: no ρ
+});
