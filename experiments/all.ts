@@ -45,7 +45,9 @@ function reportRun(
   claims: { experiment: string; claim: Claim | string }[],
 ): void {
   const summary = Deno.readTextFileSync(`${run}/summary.md`).replace(/^# .*\n/, "");
-  for (const claim of claimsOf(`${run}/summary.json`)) claims.push({ experiment: name, claim });
+  // The run's folder name (its timestamp) tells apart several runs of one experiment in the claim table.
+  const label = `${name} (${run.split("/").at(-1)})`;
+  for (const claim of claimsOf(`${run}/summary.json`)) claims.push({ experiment: label, claim });
   const plots = [...Deno.readDirSync(run)].filter((e) => e.name.endsWith(".png")).map((e) => e.name).sort();
   // REPORT.md sits in results/: plots are linked from there.
   const at = run.lastIndexOf("results/");
