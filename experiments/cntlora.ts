@@ -62,13 +62,13 @@ import {
   methodsField,
   type MethodSpec,
   moduleType,
-  orderClaim,
   pairedClaim,
   type ResultsDir,
   resumeOrRun,
   runMain,
   savedNumber,
   startExperiment,
+  thesisClaims,
   trainResumable,
   updateMagnitudes,
   weightNorms,
@@ -653,17 +653,7 @@ async function main(): Promise<void> {
   // LoRAM's thesis over this experiment's methods.
   const mainRuns = runs.filter((r) => names.includes(r.label) && r.divergedAt === undefined);
   const dropped = runs.filter((r) => names.includes(r.label) && r.divergedAt !== undefined).length;
-  for (
-    const [what, x] of [
-      ["initial update ‖s·B₀·A₀‖/‖W‖", (r: Run) => r.magnitude.all],
-      ["step-1 gradient norm", (r: Run) => r.gradNorms[0]],
-    ] as const
-  ) {
-    if (names.length < 3) break; // a rank order needs 3 methods or more
-    const o = orderClaim(
-      what,
-      mainRuns.map((r) => ({ label: r.label, seed: r.seed, x: x(r), y: quarter(r) })),
-    );
+  for (const o of thesisClaims(mainRuns, quarter)) {
     claims.push({
       claim: o.claim,
       rule: o.rule + " Diverged runs are left out.",

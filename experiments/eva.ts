@@ -43,12 +43,12 @@ import {
   methodOptimizer,
   methodsField,
   type MethodSpec,
-  orderClaim,
   pairedClaim,
   type ResultsDir,
   resumeOrRun,
   runMain,
   startExperiment,
+  thesisClaims,
   trainResumable,
   updateMagnitudes,
   weightNorms,
@@ -271,17 +271,7 @@ async function main(): Promise<void> {
       perSeed(eva, quarterMean),
     ));
   }
-  for (
-    const [what, f] of [
-      ["initial update ‖s·B₀·A₀‖/‖W‖", (r: Run) => r.magnitude.all],
-      ["step-1 gradient norm", (r: Run) => r.gradNorms[0]],
-    ] as const
-  ) {
-    if (names.length < 3) break; // a rank order needs 3 methods or more
-    const o = orderClaim(
-      what,
-      runs.map((r) => ({ label: r.label, seed: r.seed, x: f(r), y: quarterMean(r) })),
-    );
+  for (const o of thesisClaims(runs, quarterMean)) {
     claims.push({ claim: o.claim, rule: o.rule, evidence: o.evidence, verdict: o.verdict });
   }
   const evaRow = get("eva-rho2") ?? get("eva-rho1");

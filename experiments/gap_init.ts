@@ -71,6 +71,7 @@ import {
   savedNumbers,
   startExperiment,
   type Verdict,
+  VLM_DATA_FIELDS,
   type VlmSetup,
   vlmSetup,
   writeCombinedMetrics,
@@ -122,22 +123,7 @@ const Config = z.object({
   collapseThreshold: z.number().min(0).default(0.02).describe(
     "relative val-loss improvement below = collapse",
   ),
-  data: z.string().default("auto").describe(
-    '"auto" (emoji pack when present, else shapes), "shapes", "emoji" or an emoji-pack directory',
-  ),
-  shift: z.enum(["held-out", "none"]).default("held-out").describe(
-    "fine-tune on held-out classes (held-out) or on the pretraining distribution (none)",
-  ),
-  heldOut: distinctList(z.string(), {
-    default: [],
-    description: "held-out emoji groups or shape colours (empty: the source's default)",
-  }),
-  images: z.number().int().positive().default(1000).describe(
-    "images of the pretraining set (and of the generated fine-tuning set)",
-  ),
-  pretrainSteps: z.number().int().positive().default(300).describe(
-    "steps of each pretraining stage (0, a, b)",
-  ),
+  ...VLM_DATA_FIELDS,
   resume: resumeField(),
   device: deviceField(),
 });

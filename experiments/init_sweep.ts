@@ -51,7 +51,6 @@ import {
   methodOptimizer,
   methodsField,
   type MethodSpec,
-  orderClaim,
   pairedClaim,
   pairedDiff,
   parseMethod,
@@ -61,6 +60,7 @@ import {
   runMain,
   savedNumber,
   startExperiment,
+  thesisClaims,
   trainResumable,
   updateMagnitudes,
   weightNorms,
@@ -314,17 +314,7 @@ async function main(): Promise<void> {
     }
     // LoRAM's thesis over the methods of this rank.
     const atR = runs.filter((x) => at(r).some((m) => runLabel(m, r) === x.label));
-    for (
-      const [what, f] of [
-        ["initial update ‖s·B₀·A₀‖/‖W‖", (x: Run) => x.magnitude.all],
-        ["step-1 gradient norm", (x: Run) => x.gradNorms[0]],
-      ] as const
-    ) {
-      if (at(r).length < 3) break; // a rank order needs 3 methods or more
-      const o = orderClaim(
-        what,
-        atR.map((x) => ({ label: x.label, seed: x.seed, x: f(x), y: quarterMean(x) })),
-      );
+    for (const o of thesisClaims(atR, quarterMean)) {
       claims.push({ claim: `Rank ${r}: ${o.claim}`, rule: o.rule, evidence: o.evidence, verdict: o.verdict });
     }
   }

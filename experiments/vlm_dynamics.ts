@@ -65,6 +65,7 @@ import {
   startExperiment,
   tQuantile975,
   type Verdict,
+  VLM_DATA_FIELDS,
   type VlmSetup,
   vlmSetup,
   writeCombinedMetrics,
@@ -98,22 +99,7 @@ const Config = z.object({
     "EVA's calibration positions: all (visual, text, padding) or labelled (targets other than -100, as PEFT)",
   ),
   valBatches: z.number().int().positive().default(4).describe("validation batches"),
-  data: z.string().default("auto").describe(
-    '"auto" (emoji pack when present, else shapes), "shapes", "emoji" or an emoji-pack directory',
-  ),
-  shift: z.enum(["held-out", "none"]).default("held-out").describe(
-    "fine-tune on held-out classes (held-out) or on the pretraining distribution (none)",
-  ),
-  heldOut: distinctList(z.string(), {
-    default: [],
-    description: "held-out emoji groups or shape colours (empty: the source's default)",
-  }),
-  images: z.number().int().positive().default(1000).describe(
-    "images of the pretraining set (and of the generated fine-tuning set)",
-  ),
-  pretrainSteps: z.number().int().positive().default(300).describe(
-    "steps of each pretraining stage (0, a, b)",
-  ),
+  ...VLM_DATA_FIELDS,
   spikeFactor: z.number().gt(1).default(2).describe(
     "a gradient-norm spike: a step above this multiple of the median of the previous 10 steps",
   ),

@@ -298,6 +298,41 @@ export function orderClaim(what: string, points: readonly OrderPoint[]): {
   };
 }
 
+/** A run as {@link thesisClaims} reads it. */
+export interface ThesisRun {
+  /** The run's method. */
+  readonly label: string;
+  /** Its seed. */
+  readonly seed: number;
+  /** Its initial update ‖s·B₀·A₀‖/‖W‖ per module type, `all` over every adapted matrix. */
+  readonly magnitude: Readonly<Record<string, number>>;
+  /** Global gradient norm per step (step 1 first). */
+  readonly gradNorms: readonly number[];
+}
+
+/**
+ * LoRAM's thesis over one experiment's runs, judged twice by {@link orderClaim}: with the initial update
+ * ‖s·B₀·A₀‖/‖W‖ and with the step-1 gradient norm as the predictor of the early loss. None when the runs hold fewer
+ * than 3 methods (a rank order needs 3).
+ *
+ * @param runs The runs (every method and seed).
+ * @param early The early loss of a run (mean training loss of the first 25% of steps).
+ * @returns The two claims.
+ */
+export function thesisClaims<R extends ThesisRun>(
+  runs: readonly R[],
+  early: (r: R) => number,
+): ReturnType<typeof orderClaim>[] {
+  if (new Set(runs.map((r) => r.label)).size < 3) return [];
+  const predictors = [
+    ["initial update ‖s·B₀·A₀‖/‖W‖", (r: R) => r.magnitude.all],
+    ["step-1 gradient norm", (r: R) => r.gradNorms[0]],
+  ] as const;
+  return predictors.map(([what, x]) =>
+    orderClaim(what, runs.map((r) => ({ label: r.label, seed: r.seed, x: x(r), y: early(r) })))
+  );
+}
+
 /**
  * The rule of a paired claim, stated before the run: the statistic, the pairing, the threshold and the seeds (see
  * {@link pairedSpreadVerdict}).

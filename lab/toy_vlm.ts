@@ -45,6 +45,9 @@ import {
 } from "../mod.ts";
 import { COLOUR_NAMES, generateShapes } from "./generated.ts";
 import { cachedEntry, cacheKey } from "./cache.ts";
+import { z } from "../deps.ts";
+import { distinctList } from "./experiment.ts";
+import type { ConfigField } from "./config.ts";
 
 /**
  * Captioned shapes from `generateShapes`; the class is `shape·8 + colour` (32 classes).
@@ -545,6 +548,41 @@ export interface ShiftedVlmData {
   /** The shift in one sentence. */
   shift: string;
 }
+
+/**
+ * The configuration keys of the toy VLM's data and base that the VLM experiments share: the data source, the shift
+ * between pretraining and fine-tuning, the held-out groups, the pretraining set's size and the steps of each
+ * pretraining stage (spread into an experiment's schema).
+ */
+export const VLM_DATA_FIELDS: {
+  /** `data`. */
+  data: ConfigField<string>;
+  /** `shift`. */
+  shift: ConfigField<"held-out" | "none">;
+  /** `heldOut`. */
+  heldOut: ConfigField<string[]>;
+  /** `images`. */
+  images: ConfigField<number>;
+  /** `pretrainSteps`. */
+  pretrainSteps: ConfigField<number>;
+} = {
+  data: z.string().default("auto").describe(
+    '"auto" (emoji pack when present, else shapes), "shapes", "emoji" or an emoji-pack directory',
+  ),
+  shift: z.enum(["held-out", "none"]).default("held-out").describe(
+    "fine-tune on held-out classes (held-out) or on the pretraining distribution (none)",
+  ),
+  heldOut: distinctList(z.string(), {
+    default: [],
+    description: "held-out emoji groups or shape colours (empty: the source's default)",
+  }),
+  images: z.number().int().positive().default(1000).describe(
+    "images of the pretraining set (and of the generated fine-tuning set)",
+  ),
+  pretrainSteps: z.number().int().positive().default(300).describe(
+    "steps of each pretraining stage (0, a, b)",
+  ),
+};
 
 /** The held-out classes of each source when none are given. */
 export const DEFAULT_HELD_OUT: Readonly<Record<"shapes" | "emoji", readonly string[]>> = {

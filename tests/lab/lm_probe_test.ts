@@ -14,6 +14,7 @@ import {
   pairedDiff,
   pairedSpreadVerdict,
   spearman,
+  thesisClaims,
   updateMagnitudes,
   weightNorms,
 } from "../../lab/lm_probe.ts";
@@ -154,4 +155,22 @@ Deno.test("lm probe: the rank-order claim follows the sign and size of ρ over s
   equal(orderClaim("init", points(1)).verdict, "not reproduced");
   equal(orderClaim("init", points(-1).filter((p) => p.seed < 2)).verdict, "inconclusive");
   equal(orderClaim("init", points(-1).filter((p) => p.label < "c")).verdict, "inconclusive"); // 2 methods: no ρ
+});
+
+Deno.test("lm probe: LoRAM's thesis is judged with both predictors, and not at all with fewer than 3 methods", () => {
+  const rng = new TestRng(2207);
+  // Early loss falls as the initial update grows (ρ = −1 per seed); the step-1 gradient norm rises with the loss
+  // (ρ = +1): the first claim holds, the second does not.
+  const runs = [0, 1, 2].flatMap((seed) =>
+    ["a", "b", "c", "d"].map((label, i) => {
+      const size = (i + 1) * (0.5 + rng.next());
+      return { label, seed, magnitude: { all: size }, gradNorms: [10 - size, 1], early: 5 - size };
+    })
+  );
+  const [byMagnitude, byGrad] = thesisClaims(runs, (r) => r.early);
+  equal(byMagnitude.verdict, "reproduced");
+  ok(byMagnitude.claim.includes("initial update") && byMagnitude.rhos.every((r) => Math.abs(r + 1) < 1e-12));
+  equal(byGrad.verdict, "not reproduced");
+  ok(byGrad.claim.includes("step-1 gradient norm") && byGrad.rhos.every((r) => Math.abs(r - 1) < 1e-12));
+  equal(thesisClaims(runs.filter((r) => r.label < "c"), (r) => r.early).length, 0);
 });
