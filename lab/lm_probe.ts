@@ -290,7 +290,7 @@ export function orderClaim(what: string, points: readonly OrderPoint[]): {
       `per seed, Spearman ρ over the ${methods.length} methods between the ${what} and the mean training ` +
       `loss of the first 25% of steps (same batches for every method of a seed); reproduced when mean(−ρ) ≥ ` +
       `${ORDER_THRESHOLD} and mean(−ρ) − 2·se > 0, not reproduced when mean(−ρ) + 2·se < ${ORDER_THRESHOLD}; ` +
-      `${seeds.length} seeds.`,
+      `${seeds.length} seed${seeds.length === 1 ? "" : "s"}.`,
     evidence: `ρ per seed ${rhos.map((r) => r.toFixed(3)).join(", ")}; mean ρ ${(-neg.mean).toFixed(3)} ± ` +
       `${neg.std.toFixed(3)} (se ${se.toFixed(3)}).`,
     verdict,
