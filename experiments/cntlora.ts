@@ -25,13 +25,11 @@
  */
 import { z } from "../deps.ts";
 import {
-  cosineSchedule,
   type LlamaLM,
   loraLayers,
   NonFiniteError,
   readJsonl,
   type StepRecord,
-  Trainer,
   type UpdateSimilarity,
   updateSimilarity,
 } from "../mod.ts";
@@ -55,10 +53,10 @@ import {
   lmFields,
   type LmSetup,
   lmSetup,
+  lmTrainer,
   meanCurves,
   type MeanStd,
   meanStd,
-  methodOptimizer,
   methodsField,
   type MethodSpec,
   moduleType,
@@ -221,23 +219,14 @@ async function fineTune(
   const initSeconds = (performance.now() - t0) / 1000;
   const initial = await hostDeltas(model);
   const start = await adapterStates(model);
-  const paths = {
-    checkpoint: results.file(`checkpoints/${label}-seed${seed}.safetensors`),
-    metrics: results.file(`metrics/${label}-seed${seed}.jsonl`),
-  };
-  const trainer = new Trainer({
-    model,
-    optimizer: methodOptimizer(model, method, cfg.lr),
-    batch: (step) => lm.trainBatch(seed, step),
-    loss: (m, b) => m.loss(b.x, b.y),
+  const { trainer, ...paths } = lmTrainer(lm, model, {
+    method,
+    lr: cfg.lr,
     steps: cfg.steps,
-    schedule: cosineSchedule({ totalSteps: cfg.steps, warmupRatio: 0.1 }),
-    clipNorm: 1,
-    readEvery: 10,
-    metrics: paths.metrics,
-    checkpoint: { path: paths.checkpoint, every: 50, trainableOnly: true },
-    progress: Deno.stderr.isTerminal() ? `${label} seed ${seed}` : false,
     seed,
+    name: `${label}-seed${seed}`,
+    label: `${label} seed ${seed}`,
+    results,
   });
   // A run whose loss or gradient stops being finite (an initial update far larger than W can do that) is kept
   // as diverged: its losses up to there, a NaN validation loss, and the step.
@@ -252,13 +241,14 @@ async function fineTune(
     trainer.close();
     return {
       // Up to the step that failed, its non-finite values as NaN (a run that fails at step 1 keeps that step).
-      records: (readJsonl(paths.metrics) as unknown as StepRecord[]).filter((r) => r.step <= err.step).map((
-        r,
-      ) => ({
-        ...r,
-        loss: Number(r.loss),
-        grad_norm: Number(r.grad_norm),
-      })),
+      records: (readJsonl(paths.metrics) as unknown as StepRecord[])
+        .filter((r) => r.step <= err.step).map((
+          r,
+        ) => ({
+          ...r,
+          loss: Number(r.loss),
+          grad_norm: Number(r.grad_norm),
+        })),
       seconds: (performance.now() - t0) / 1000,
     };
   });

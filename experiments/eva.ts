@@ -20,7 +20,7 @@
  * @module
  */
 import { z } from "../deps.ts";
-import { cosineSchedule, type LlamaLM, loraLayers, Trainer } from "../mod.ts";
+import { type LlamaLM, loraLayers } from "../mod.ts";
 import {
   adapterStates,
   attachMethod,
@@ -37,10 +37,10 @@ import {
   lmFields,
   type LmSetup,
   lmSetup,
+  lmTrainer,
   magnitudeTable,
   meanCurves,
   meanStd,
-  methodOptimizer,
   methodsField,
   type MethodSpec,
   pairedClaim,
@@ -108,25 +108,14 @@ async function fineTune(
   });
   const initSeconds = (performance.now() - t0) / 1000;
   const magnitude = updateMagnitudes(await adapterStates(model), weights);
-  const name = `${method.name}-seed${seed}`;
-  const paths = {
-    checkpoint: results.file(`checkpoints/${name}.safetensors`),
-    metrics: results.file(`metrics/${name}.jsonl`),
-  };
-  const trainer = new Trainer({
-    model,
-    optimizer: methodOptimizer(model, method, cfg.lr),
-    batch: (step) => lm.trainBatch(seed, step),
-    loss: (m, b) => m.loss(b.x, b.y),
+  const { trainer, ...paths } = lmTrainer(lm, model, {
+    method,
+    lr: cfg.lr,
     steps: cfg.steps,
-    schedule: cosineSchedule({ totalSteps: cfg.steps, warmupRatio: 0.1 }),
-    clipNorm: 1,
-    readEvery: 10,
-    metrics: paths.metrics,
-    // Only the adapters and their optimiser state: the base is rebuilt identically (same weights, same seeded init).
-    checkpoint: { path: paths.checkpoint, every: 50, trainableOnly: true },
-    progress: Deno.stderr.isTerminal() ? `${method.name} seed ${seed}` : false,
     seed,
+    name: `${method.name}-seed${seed}`,
+    label: `${method.name} seed ${seed}`,
+    results,
   });
   const { records, seconds } = await trainResumable(trainer, {
     label: `${method.name} seed ${seed}`,

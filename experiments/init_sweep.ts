@@ -23,7 +23,6 @@
  * @module
  */
 import { z } from "../deps.ts";
-import { cosineSchedule, Trainer } from "../mod.ts";
 import {
   ablationSpecs,
   adapterStates,
@@ -43,12 +42,12 @@ import {
   lmFields,
   type LmSetup,
   lmSetup,
+  lmTrainer,
   LORAM_ABLATIONS,
   magnitudeTable,
   meanCurves,
   type MeanStd,
   meanStd,
-  methodOptimizer,
   methodsField,
   type MethodSpec,
   pairedClaim,
@@ -152,23 +151,14 @@ async function fineTune(
   const initSeconds = (performance.now() - t0) / 1000;
   const magnitude = updateMagnitudes(await adapterStates(model), weights);
   const label = runLabel(method.name, rank);
-  const paths = {
-    checkpoint: results.file(`checkpoints/${label}-seed${seed}.safetensors`),
-    metrics: results.file(`metrics/${label}-seed${seed}.jsonl`),
-  };
-  const trainer = new Trainer({
-    model,
-    optimizer: methodOptimizer(model, method, cfg.lr),
-    batch: (step) => lm.trainBatch(seed, step),
-    loss: (m, b) => m.loss(b.x, b.y),
+  const { trainer, ...paths } = lmTrainer(lm, model, {
+    method,
+    lr: cfg.lr,
     steps: cfg.steps,
-    schedule: cosineSchedule({ totalSteps: cfg.steps, warmupRatio: 0.1 }),
-    clipNorm: 1,
-    readEvery: 10,
-    metrics: paths.metrics,
-    checkpoint: { path: paths.checkpoint, every: 50, trainableOnly: true },
-    progress: Deno.stderr.isTerminal() ? `${label} seed ${seed}` : false,
     seed,
+    name: `${label}-seed${seed}`,
+    label: `${label} seed ${seed}`,
+    results,
   });
   const { records, seconds } = await trainResumable(trainer, {
     label: `${label} seed ${seed}`,

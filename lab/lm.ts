@@ -11,6 +11,7 @@ import {
   charVocab,
   collectActivations,
   collectGradients,
+  cosineSchedule,
   type DeviceChoice,
   type DeviceName,
   getInitMethod,
@@ -23,12 +24,15 @@ import {
   splitText,
   tensor,
   Tokenizer,
+  Trainer,
 } from "../mod.ts";
 import type { ConfigField } from "./config.ts";
 import { deviceField, distinctList, resumeField } from "./experiment.ts";
 import { generateTextDomains } from "./generated.ts";
 import { cachedPretrained } from "./cache.ts";
 import { type ClassifyScore, type SentimentTask, sentimentTask } from "./classify.ts";
+import { methodOptimizer, type MethodSpec } from "./methods.ts";
+import type { ResultsDir } from "./results.ts";
 
 /** What picks the corpus and the base model. */
 export interface CorpusSettings {
@@ -367,6 +371,55 @@ export function lmCheck(
     problems.push("--source (the source-domain text for forgetting) needs --data");
   }
   if (problems.length > 0) throw new RangeError(problems.join("; "));
+}
+
+/** Options of {@link lmTrainer}. */
+export interface LmTrainerOptions {
+  /** The method: its learning rate and LoRA+ ratio, when it sets them, override `lr`. */
+  method: MethodSpec;
+  /** The experiment's learning rate. */
+  lr: number;
+  /** Training steps. */
+  steps: number;
+  /** The run's seed (its batches and the trainer's). */
+  seed: number;
+  /** File stem of the run's checkpoint and metrics under `results` (e.g. `lora-seed0`). */
+  name: string;
+  /** The progress line's label. */
+  label: string;
+  /** Where checkpoints/ and metrics/ go. */
+  results: ResultsDir;
+}
+
+/**
+ * The fine-tuning loop every LM experiment runs: AdamW on the adapters (the method's own rate and ratio where it
+ * sets them), cosine schedule with 10% warm-up, global-norm clipping at 1, target-domain batches of the seed,
+ * metrics read every 10 steps, and a checkpoint of the adapters and their optimiser state every 50 steps (the base
+ * is rebuilt identically: same weights, same seeded init). Returns the trainer and its checkpoint and metrics paths
+ * (for `trainResumable`).
+ */
+export function lmTrainer(
+  lm: LmSetup,
+  model: LlamaLM,
+  o: LmTrainerOptions,
+): { trainer: Trainer<LlamaLM, { x: I32; y: I32 }>; checkpoint: string; metrics: string } {
+  const checkpoint = o.results.file(`checkpoints/${o.name}.safetensors`);
+  const metrics = o.results.file(`metrics/${o.name}.jsonl`);
+  const trainer = new Trainer({
+    model,
+    optimizer: methodOptimizer(model, o.method, o.lr),
+    batch: (step) => lm.trainBatch(o.seed, step),
+    loss: (m, b) => m.loss(b.x, b.y),
+    steps: o.steps,
+    schedule: cosineSchedule({ totalSteps: o.steps, warmupRatio: 0.1 }),
+    clipNorm: 1,
+    readEvery: 10,
+    metrics,
+    checkpoint: { path: checkpoint, every: 50, trainableOnly: true },
+    progress: Deno.stderr.isTerminal() ? o.label : false,
+    seed: o.seed,
+  });
+  return { trainer, checkpoint, metrics };
 }
 
 /** The schemas of the configuration keys of {@link lmFields}. */
