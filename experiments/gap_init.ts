@@ -28,7 +28,6 @@
  */
 import { z } from "../deps.ts";
 import {
-  cosineSchedule,
   functionalCall,
   getInitMethod,
   type LayerData,
@@ -36,7 +35,6 @@ import {
   parameters,
   Rng,
   type ToyVlm,
-  Trainer,
   valueAndGrad,
 } from "../mod.ts";
 import {
@@ -54,7 +52,6 @@ import {
   linePlot,
   meanCurves,
   meanStd,
-  methodOptimizer,
   methodsField,
   type MethodSpec,
   modalityAnalysis,
@@ -74,6 +71,7 @@ import {
   VLM_DATA_FIELDS,
   type VlmSetup,
   vlmSetup,
+  vlmTrainer,
   writeCombinedMetrics,
   writeReport,
 } from "../lab/mod.ts";
@@ -244,19 +242,7 @@ async function fineTune(
   });
   const initSeconds = (performance.now() - t0) / 1000;
   using metrics = results.metrics({ file: `metrics/${method.name}-seed${seed}.jsonl` });
-  const trainer = new Trainer({
-    model,
-    optimizer: methodOptimizer(model, method, cfg.lr),
-    batch: (step) => vlm.batch(seed, step),
-    loss: (m, b) => m.loss(b.images, b.tokens, b.targets),
-    steps: cfg.steps,
-    schedule: cosineSchedule({ totalSteps: cfg.steps, warmupRatio: 0.1 }),
-    clipNorm: 1,
-    readEvery: 25,
-    metrics,
-    progress: Deno.stderr.isTerminal() ? `${method.name} seed ${seed}` : false,
-    seed,
-  });
+  const trainer = vlmTrainer(vlm, model, { method, lr: cfg.lr, steps: cfg.steps, seed, metrics });
   const t1 = performance.now();
   const gapShare: number[] = [];
   const randomShare: number[] = [];

@@ -24,15 +24,7 @@
  * @module
  */
 import { z } from "../deps.ts";
-import {
-  type AttachResult,
-  cosineSchedule,
-  type F32,
-  getInitMethod,
-  namedParameters,
-  type ToyVlm,
-  Trainer,
-} from "../mod.ts";
+import { type AttachResult, type F32, getInitMethod, namedParameters, type ToyVlm } from "../mod.ts";
 import {
   attachMethod,
   barPlot,
@@ -48,7 +40,6 @@ import {
   linePlot,
   meanCurves,
   meanStd,
-  methodOptimizer,
   methodsField,
   type MethodSpec,
   modalityAnalysis,
@@ -68,6 +59,7 @@ import {
   VLM_DATA_FIELDS,
   type VlmSetup,
   vlmSetup,
+  vlmTrainer,
   writeCombinedMetrics,
   writeReport,
 } from "../lab/mod.ts";
@@ -176,19 +168,7 @@ async function fineTune(method: MethodSpec, seed: number, vlm: VlmSetup, cfg: Co
   const initSeconds = (performance.now() - t0) / 1000;
   const initShare = await initialUpdateShare(model, vlm.base, attached);
   using metrics = results.metrics({ file: `metrics/${method.name}-seed${seed}.jsonl` });
-  const trainer = new Trainer({
-    model,
-    optimizer: methodOptimizer(model, method, cfg.lr),
-    batch: (step) => vlm.batch(seed, step),
-    loss: (m, b) => m.loss(b.images, b.tokens, b.targets),
-    steps: cfg.steps,
-    schedule: cosineSchedule({ totalSteps: cfg.steps, warmupRatio: 0.1 }),
-    clipNorm: 1,
-    readEvery: 25,
-    metrics,
-    progress: Deno.stderr.isTerminal() ? `${method.name} seed ${seed}` : false,
-    seed,
-  });
+  const trainer = vlmTrainer(vlm, model, { method, lr: cfg.lr, steps: cfg.steps, seed, metrics });
   const t1 = performance.now();
   const records = await trainer.run();
   const trainSeconds = (performance.now() - t1) / 1000;

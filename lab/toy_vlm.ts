@@ -48,6 +48,7 @@ import { cachedEntry, cacheKey } from "./cache.ts";
 import { z } from "../deps.ts";
 import { distinctList } from "./experiment.ts";
 import type { ConfigField } from "./config.ts";
+import { methodOptimizer, type MethodSpec } from "./methods.ts";
 
 /**
  * Captioned shapes from `generateShapes`; the class is `shape·8 + colour` (32 classes).
@@ -796,6 +797,45 @@ export interface VlmSetup {
   valLoss(model: ToyVlm): Promise<number>;
   /** The mean captioning loss of `model` over `valBatches` fixed batches of the fine-tuning images. */
   fitLoss(model: ToyVlm): Promise<number>;
+}
+
+/** Options of {@link vlmTrainer}. */
+export interface VlmTrainerOptions {
+  /** The method: its learning rate and LoRA+ ratio, when it sets them, override `lr`. */
+  method: MethodSpec;
+  /** The experiment's learning rate. */
+  lr: number;
+  /** Training steps. */
+  steps: number;
+  /** The run's seed (its batches and the trainer's). */
+  seed: number;
+  /** Where the per-step records go. */
+  metrics: TrainerOptions<ToyVlm, Record<string, Tensor>>["metrics"];
+}
+
+/**
+ * The fine-tuning loop of the VLM experiments: AdamW on the adapters (the method's own rate and ratio where it sets
+ * them), cosine schedule with 10% warm-up, global-norm clipping at 1, the seed's fine-tuning batches, metrics read
+ * every 25 steps.
+ */
+export function vlmTrainer(
+  vlm: VlmSetup,
+  model: ToyVlm,
+  o: VlmTrainerOptions,
+): Trainer<ToyVlm, { images: F32; tokens: I32; targets: I32 }> {
+  return new Trainer({
+    model,
+    optimizer: methodOptimizer(model, o.method, o.lr),
+    batch: (step) => vlm.batch(o.seed, step),
+    loss: (m, b) => m.loss(b.images, b.tokens, b.targets),
+    steps: o.steps,
+    schedule: cosineSchedule({ totalSteps: o.steps, warmupRatio: 0.1 }),
+    clipNorm: 1,
+    readEvery: 25,
+    metrics: o.metrics,
+    progress: Deno.stderr.isTerminal() ? `${o.method.name} seed ${o.seed}` : false,
+    seed: o.seed,
+  });
 }
 
 /**
