@@ -163,8 +163,11 @@ export const LOWER_RULES: { [O in Op]: Rule } = {
     let valid: KExpr = kb.const(1, "bool");
     const inIdx = idx.map((e, i) => {
       const j = kb.add(e, -pads[i][0]);
+      if (j.lo >= 0 && j.hi < s[i]) return j;
       valid = kb.and(valid, kb.and(kb.lt(kb.const(-1, "i32"), j), kb.lt(j, s[i])));
-      return j;
+      // The load is evaluated where the pad value is taken too: clamped, it stays in range, and its bounds let
+      // the index arithmetic below simplify (a concatenation's flat views then load without division).
+      return kb.alu("min", [kb.alu("max", [j, kb.const(0, "i32")], "i32"), kb.const(s[i] - 1, "i32")], "i32");
     });
     return kb.where(valid, c.at(n.src[0], inIdx), kb.const(value, n.dtype));
   },

@@ -4,6 +4,7 @@
  * matmuls of one shape is one template kernel.
  */
 import {
+  deepEqual,
   deepEqual as assertDeepEquals,
   equal,
   equal as assertEquals,
@@ -11,11 +12,12 @@ import {
   ok as assert,
 } from "node:assert/strict";
 import { rmsNorm } from "../../lib/nn/norm.ts";
-import { tensor } from "../../mod.ts";
+import { concat, tensor } from "../../mod.ts";
 import { schedule } from "../../lib/codegen/schedule.ts";
 import { lower } from "../../lib/codegen/lower.ts";
 import { Op } from "../../lib/ir/ops.ts";
 import type { Node } from "../../lib/ir/node.ts";
+import type { KExpr } from "../../lib/codegen/kexpr.ts";
 import { TestRng } from "../_helpers.ts";
 
 function operands(rng: TestRng) {
@@ -90,4 +92,37 @@ Deno.test("schedule: with row kernels a norm's statistics and a softmax's sums f
   const order = schedule([col.node], { maxInputs: 8, rowKernels: true });
   assertEquals(order.length, 2);
   equal(lowered(order)[1].row, undefined);
+});
+
+Deno.test("a concatenation of flattened matrices loads each input at a clamped index, without division", async () => {
+  const rng = new TestRng(15);
+  const shapes = [[8, 64], [64, 8], [8, 172], [172, 8], [3, 5]];
+  const data = shapes.map((s) => Float32Array.from({ length: s[0] * s[1] }, () => rng.next() - 0.5));
+  const parts = shapes.map((s, i) => tensor(data[i], { shape: s }));
+  const out = concat(parts.map((t) => t.reshape([t.size]))).mul(2);
+  const order = schedule([out.node], { maxInputs: 8 });
+  assertEquals(order.length, 1);
+  const [k] = lowered(order);
+  // Walk the kernel body: the reshapes' unflatten/flatten pairs must have simplified away.
+  const ops = new Set<string>();
+  const seen = new Set<number>();
+  const walk = (e: KExpr) => {
+    if (seen.has(e.id)) return;
+    seen.add(e.id);
+    if (e.k === "alu") {
+      ops.add(e.op);
+      e.args.forEach(walk);
+    } else if (e.k === "load") {
+      ok(
+        e.index.lo >= 0 && e.index.hi < k.inputs[e.buf].size,
+        `load ${e.buf} index in [${e.index.lo}, ${e.index.hi}]`,
+      );
+      walk(e.index);
+    }
+  };
+  walk(k.body!);
+  ok(!ops.has("div") && !ops.has("mod"), `no division in the body (ops: ${[...ops].join(", ")})`);
+  // And the values: each part doubled, side by side.
+  const want = data.flatMap((d) => Array.from(d, (v) => 2 * v));
+  deepEqual(Array.from(await out.data() as Float32Array), want);
 });
