@@ -22,8 +22,9 @@ import {
   type Tensor,
   tensor,
 } from "../mod.ts";
-import { evaluateReference } from "../lib/ir/reference.ts";
-import { printGraph } from "../lib/ir/node.ts";
+import { evaluateReference, type RefValue } from "../lib/ir/reference.ts";
+import { type Node, printGraph, toposort } from "../lib/ir/node.ts";
+import { Op } from "../lib/ir/ops.ts";
 import { leafValues } from "../lib/autodiff/gradcheck.ts";
 
 type F = Tensor<Shape, "f32">;
@@ -204,19 +205,57 @@ export function generateCase(seed: number, device: DeviceName): FuzzCase {
   return { out: pool[pool.length - 1], steps };
 }
 
-/** Runs case `seed`; returns null when it matches the reference, else a description of the mismatch. */
+/**
+ * Relative gap under which an argmax is decided by rounding: float32 values that went through a chain of a few
+ * dozen ops and sums of up to ~100 terms may move by ~1e-5 relative, so two candidates closer than this may
+ * come out in either order on the device while the float64 reference orders them one way.
+ */
+const ARGMAX_TIE = 1e-5;
+
+/** Whether some argmax below `root` chooses between values within {@link ARGMAX_TIE} of each other (float64). */
+export function argmaxNearTie(root: Node, leaf: (n: Node) => RefValue): boolean {
+  for (const n of toposort([root])) {
+    if (n.op !== Op.ArgMax) continue;
+    const { axis } = n.argOf(Op.ArgMax);
+    const src = n.src[0];
+    const v = evaluateReference(src, leaf);
+    const len = src.shape[axis];
+    const inner = src.shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+    const outer = src.size / Math.max(1, len * inner);
+    for (let o = 0; o < outer; o++) {
+      for (let i = 0; i < inner; i++) {
+        let best = -Infinity;
+        let second = -Infinity;
+        for (let k = 0; k < len; k++) {
+          const x = v[(o * len + k) * inner + i];
+          if (x > best) [second, best] = [best, x];
+          else if (x > second) second = x;
+        }
+        if (best - second <= ARGMAX_TIE * Math.max(1, Math.abs(best))) return true;
+      }
+    }
+  }
+  return false;
+}
+
+/**
+ * Runs case `seed`; returns null when it matches the reference (or differs only where an argmax chose between
+ * values tied within rounding, see {@link ARGMAX_TIE}), else a description of the mismatch.
+ */
 export async function runCase(seed: number, device: DeviceName): Promise<string | null> {
   const { out, steps } = generateCase(seed, device);
-  const leaves = await leafValues([out.node]);
-  const want = evaluateReference(out.node, (n) => leaves.get(n)!);
+  const root = out.node; // out.data() replaces the tensor's graph by its buffer
+  const leaves = await leafValues([root]);
+  const want = evaluateReference(root, (n) => leaves.get(n)!);
   const got = await out.data();
   for (let i = 0; i < want.length; i++) {
     const w = want[i];
     const g = got[i];
     if (Math.abs(g - w) <= 1e-3 + 1e-3 * Math.abs(w)) continue;
+    if (argmaxNearTie(root, (n) => leaves.get(n)!)) return null;
     return `seed ${seed} (${device}): element ${i} of [${out.shape}]: got ${g}, want ${w}\n  steps: ${
       steps.join(" | ")
-    }\n${printGraph([out.node])}`;
+    }\n${printGraph([root])}`;
   }
   return null;
 }

@@ -2,7 +2,8 @@
  * Mismatches the fuzzer found, kept as regression tests (each states the bug it caught).
  */
 import { equal } from "node:assert/strict";
-import { runCase } from "../../tools/fuzz.ts";
+import { argmaxNearTie, runCase } from "../../tools/fuzz.ts";
+import { leafValues } from "../../lib/autodiff/gradcheck.ts";
 import { tensor } from "../../mod.ts";
 
 Deno.test("regression: an upload must not land in a buffer that an earlier step of the same submission uses", async () => {
@@ -30,5 +31,19 @@ Deno.test("regression: argmax of a recomputed value finds its maximum on the cpu
   equal((await y.argmax(1).data()).join(), "0,0"); // rows tanh([0.25, -1.7]) and tanh([0.25, 0.2])
   for (const seed of [948449977, 948600438, 3627305765, 3627369117, 3627377036, 3627479983]) {
     equal(await runCase(seed, "cpu"), null, `fuzz seed ${seed}`);
+  }
+});
+
+Deno.test("fuzzer: an argmax between values tied within rounding is not a mismatch; a real one still is", async () => {
+  // Seed 7117 takes the argmax of 65 softmax sums that are all 1 to 1e-11 in float64: float32 rounding picks
+  // any of them. The fuzzer printed the realized buffer instead of the graph, and counted it as a mismatch.
+  for (const device of ["cpu", "wasm", "webgpu"] as const) equal(await runCase(7117, device), null, device);
+  // The tie test itself: rows 1 and 3 lead by 0.5 (no tie); then two leaders 1e-7 apart (a tie).
+  const clear = tensor([[0.1, 0.2], [0.9, -0.4], [0.3, 0.3], [0.4, 0.8]]);
+  const near = tensor([[0.5, 0.2], [0.5 + 1e-7, -0.4], [0.3, 0.3]]);
+  for (const [x, tie] of [[clear, false], [near, true]] as const) {
+    const root = x.mul(2).argmax(0).node;
+    const leaves = await leafValues([root]);
+    equal(argmaxNearTie(root, (n) => leaves.get(n)!), tie);
   }
 });
