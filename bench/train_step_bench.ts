@@ -4,15 +4,16 @@
  * AdamW, global-norm clipping and one metrics readback per `readEvery` steps, as a real run does.
  *
  *   deno run -A bench/train_step_bench.ts [--steps 20] [--readEvery 10] [--device webgpu]   one table
- *   deno run -A bench/train_step_bench.ts --vs /tmp/main-ref [--rounds 3]   side by side with another checkout
+ *   deno run -A bench/train_step_bench.ts --vs /tmp/main-ref [--rounds 3] [--device wasm]   beside a checkout
  *   deno run -A bench/train_step_bench.ts --devices webgpu,wasm [--rounds 3]  side by side on two devices
  *   deno bench -A bench/train_step_bench.ts                                  one step per iteration
  *
  * With `--vs DIR` every case runs in fresh processes, alternating between this checkout and the one in DIR (e.g.
  * `git worktree add /tmp/main-ref main`), `--rounds` times each; the table gives the median ms/step of each side
  * and their ratio. `--devices A,B` does the same with this checkout on two devices (e.g. lavapipe's `webgpu`
- * against the `wasm` CPU device). `--device` (default `webgpu`) picks the device of the other modes. The other checkout needs only the public API this script uses (`mod.ts`, `lib/nn`, `lib/train`,
- * `lib/models/llama.ts`, `lib/data/rng.ts`).
+ * against the `wasm` CPU device). `--device` (default `webgpu`) picks the device of the other modes (with
+ * `--vs`, of both sides). The other checkout needs only the public API this script uses (`mod.ts`, `lib/nn`,
+ * `lib/train`, `lib/models/llama.ts`, `lib/data/rng.ts`).
  *
  * Columns: ms/step is wall time per step after the warm-up steps (kernels compiled, the step compiled for replay);
  * kernels/step counts the kernels run per step (submitted through `run` or a prepared replay) and launches/step the
@@ -452,7 +453,7 @@ async function child(
 /** The usage lines of the module comment. */
 const USAGE =
   `deno run -A bench/train_step_bench.ts [--steps 20] [--warmup 5] [--readEvery 10] [--device webgpu]
-  [--cases 0,1,...] | --vs DIR [--rounds 3] | --devices A,B [--rounds 3]`;
+  [--cases 0,1,...] | --vs DIR [--rounds 3] [--device wasm] | --devices A,B [--rounds 3]`;
 
 /** The command line, with a usage message instead of a stack trace for an unknown or malformed option. */
 function parseCli() {
@@ -506,8 +507,8 @@ if (import.meta.main) {
       JSON.stringify(await measure(lib, cases[Number(values.case)], steps, warmup, readEvery, device)),
     );
   } else if (values.vs !== undefined || values.devices !== undefined) {
-    // Two sides, each a checkout and a device: another checkout on webgpu (--vs), or two devices here (--devices).
-    const devices = values.devices?.split(",").map((d) => d.trim()) ?? ["webgpu", "webgpu"];
+    // Two sides, each a checkout and a device: another checkout on --device (--vs), or two devices here.
+    const devices = values.devices?.split(",").map((d) => d.trim()) ?? [device, device];
     if (devices.length !== 2) throw new RangeError(`--devices takes two devices, got "${values.devices}"`);
     const other = values.vs !== undefined ? new URL(`file://${values.vs.replace(/\/?$/, "/")}`) : HERE;
     const [otherDevice, myDevice] = devices;

@@ -16,6 +16,12 @@
  * - backward for keys and values: over the `G` query heads of the group and the queries that see the key,
  *   `dV = Σ P dO` and `dK = scale Σ dS q`.
  *
+ * With RoPE (`dims.rope`, the tables `cos` and `sin` as the last two inputs) each kernel rotates what it
+ * reads, as the WGSL kernels do: the row it works on in registers (and its gradient back before storing it),
+ * and the rows it loops over once per sequence into the thread's scratch (all keys of the sequence for the
+ * forward and query passes, all its queries for the key/value pass), where the loops read them as they read
+ * unrotated inputs. Rows are ordered by sequence, so a call rotates each sequence it meets once.
+ *
  * @module
  */
 import type { AttentionDims } from "../../kernels/attention.wgsl.ts";
@@ -36,6 +42,12 @@ const i32x4 = (xs: readonly number[]) => new Uint8Array(new Int32Array(xs).buffe
 
 /** Where row `j` of a group of four lies: the byte address in i32 local `addr`, plus `offset` bytes. */
 type Rows = (j: number) => { readonly addr: number; readonly offset: number };
+
+/** The RoPE tables: the parameter indices of their byte addresses. */
+interface Tables {
+  readonly cos: number;
+  readonly sin: number;
+}
 
 /** Emitting helpers over one function. */
 class Emit {
@@ -181,6 +193,63 @@ class Emit {
     });
   }
 
+  /** Multiplies each of the v128 locals `xs` by `scale` in place. */
+  scaleRow(xs: readonly number[], scale: number): void {
+    const f = this.f;
+    for (const x of xs) f.get(x).op("v128.const", f32x4([scale, scale, scale, scale])).op("f32x4.mul").set(x);
+  }
+
+  /**
+   * The RoPE factors of a row of `4·count` floats at the table row whose byte offset (`pos · D/2 · 4`) is in
+   * the i32 local `at`. Vec4 `i` of the row holds the pairs of angles `2i` and `2i + 1`; its factors are the
+   * v128 locals `c = (cos₂ᵢ, cos₂ᵢ, cos₂ᵢ₊₁, cos₂ᵢ₊₁)` and `s = (−sin₂ᵢ, sin₂ᵢ, −sin₂ᵢ₊₁, sin₂ᵢ₊₁)` (the
+   * signs the other way round for the transpose, `back`), so that the rotated vec4 is `x·c + swap(x)·s`.
+   */
+  ropeFactors(tables: Tables, at: number, count: number, back: boolean): { c: number[]; s: number[] } {
+    const f = this.f;
+    const spread = lanesMask([0, 0, 1, 1]);
+    const negative = back ? [0, 0x80000000, 0, 0x80000000] : [0x80000000, 0, 0x80000000, 0];
+    const factor = (table: number, i: number, sign: number[] | null) => {
+      const x = f.local("v128");
+      // (a, b, a, b) from the two angles, spread to (a, a, b, b).
+      f.get(table).get(at).op("i32.add").op("v128.load64_splat", 8 * i).op("local.tee", x).get(x);
+      f.op("i8x16.shuffle", spread);
+      if (sign !== null) f.op("v128.const", i32x4(sign)).op("v128.xor");
+      f.set(x);
+      return x;
+    };
+    const c: number[] = [];
+    const s: number[] = [];
+    for (let i = 0; i < count; i++) {
+      c.push(factor(tables.cos, i, null));
+      s.push(factor(tables.sin, i, negative));
+    }
+    return { c, s };
+  }
+
+  /**
+   * Rotates the v128 locals `xs` in place by the factors of {@link ropeFactors}: each pair (x₀, x₁) becomes
+   * `(x₀ cos − x₁ sin, x₀ sin + x₁ cos)` (the transpose for factors made `back`).
+   */
+  rotate(xs: readonly number[], factors: { readonly c: number[]; readonly s: number[] }): void {
+    const f = this.f;
+    xs.forEach((x, i) => {
+      f.get(x).get(factors.c[i]).op("f32x4.mul");
+      f.get(x, x).op("i8x16.shuffle", lanesMask([1, 0, 3, 2])).get(factors.s[i]).op("f32x4.mul");
+      f.op("f32x4.add").set(x);
+    });
+  }
+
+  /** Rotates the v128 locals `xs` (a row of `4·xs.length` floats) in place to the position `pos` pushes. */
+  rotateAt(xs: readonly number[], tables: Tables, pos: () => void, back: boolean): void {
+    const f = this.f;
+    const at = f.local("i32");
+    // The table row's byte offset: pos · D/2 floats of 4 bytes.
+    pos();
+    f.i32(8 * xs.length).op("i32.mul").set(at);
+    this.rotate(xs, this.ropeFactors(tables, at, xs.length, back));
+  }
+
   /** Declares `count` v128 locals set to zero. */
   zeros(count: number): number[] {
     const f = this.f;
@@ -222,11 +291,62 @@ const DOUT = 7;
 const FWD = 8;
 const BQ = 9;
 
+/** The tables after the kernel's `inputs` inputs. */
+function tablesAfter(inputs: number): Tables {
+  return { cos: Q + inputs, sin: Q + inputs + 1 };
+}
+
+/**
+ * Rotates one sequence's rows by RoPE into memory: `n` positions of `per` rows of `D` floats, read from the
+ * byte address in the i32 local `src` on and written from the one in `dst` on; position `p` uses the table
+ * row `p + shift`.
+ */
+function rotateRows(
+  e: Emit,
+  a: AttentionDims,
+  tables: Tables,
+  rows: { src: number; dst: number; n: number; per: number; shift: number },
+): void {
+  const f = e.f;
+  const d4 = a.d / 4;
+  const p = f.local("i32");
+  const r = f.local("i32");
+  const at = f.local("i32");
+  const sp = f.local("i32");
+  const dp = f.local("i32");
+  f.get(rows.src).set(sp);
+  f.get(rows.dst).set(dp);
+  e.loop(p, () => f.i32(0), () => f.i32(rows.n), 1, () => {
+    f.get(p).i32(rows.shift).op("i32.add").i32(2 * a.d).op("i32.mul").set(at);
+    const factors = e.ropeFactors(tables, at, d4, false);
+    e.loop(r, () => f.i32(0), () => f.i32(rows.per), 1, () => {
+      const x = e.loadRow(sp, d4);
+      e.rotate(x, factors);
+      e.storeRow(dp, x, 0);
+      f.get(sp).i32(a.d * 4).op("i32.add").set(sp);
+      f.get(dp).i32(a.d * 4).op("i32.add").set(dp);
+    });
+  });
+}
+
+/** `if (b != done) { body(); done = b; }` over the i32 locals `b` and `done`: work once per sequence. */
+function oncePerSequence(e: Emit, b: number, done: number, body: () => void): void {
+  const f = e.f;
+  f.get(b).get(done).op("i32.ne").op("if", "void");
+  body();
+  f.get(b).set(done);
+  f.op("end");
+}
+
 /**
  * Sets the i32 locals of a query row's indices: `b`, `t`, `kh`, the number of keys `n` it sees and the byte
  * offset `kv` of its first key/value row (`((b·S)·Hkv + kh)·D·4`).
  */
-function queryRow(e: Emit, a: AttentionDims, row: number): { n: number; kv: number } {
+function queryRow(
+  e: Emit,
+  a: AttentionDims,
+  row: number,
+): { b: number; t: number; kh: number; n: number; kv: number } {
   const f = e.f;
   const t = f.local("i32");
   const b = f.local("i32");
@@ -241,11 +361,42 @@ function queryRow(e: Emit, a: AttentionDims, row: number): { n: number; kv: numb
   if (a.causal) f.get(t).i32(a.s - a.t + 1).op("i32.add").set(n);
   else f.i32(a.s).set(n);
   f.get(b).i32(a.s * a.hkv).op("i32.mul").get(kh).op("i32.add").i32(a.d * 4).op("i32.mul").set(kv);
-  return { n, kv };
+  return { b, t, kh, n, kv };
+}
+
+/**
+ * The sequence's keys rotated into memory from the i32 local `keys` on (once per sequence; `done`: the
+ * sequence there), and the byte address of the row's first key there into the i32 local `kb`.
+ */
+function rotatedKeys(
+  e: Emit,
+  a: AttentionDims,
+  tables: Tables,
+  at: { b: number; kh: number; keys: number; done: number; kb: number },
+): void {
+  const f = e.f;
+  oncePerSequence(e, at.b, at.done, () => {
+    const src = f.local("i32");
+    f.get(at.b).i32(a.s * a.hkv * a.d * 4).op("i32.mul").get(K).op("i32.add").set(src);
+    rotateRows(e, a, tables, { src, dst: at.keys, n: a.s, per: a.hkv, shift: 0 });
+  });
+  f.get(at.kh).i32(a.d * 4).op("i32.mul").get(at.keys).op("i32.add").set(at.kb);
+}
+
+/** Loads the query row at the byte address in i32 local `qa`, rotated to its position (RoPE), times scale. */
+function queryRegisters(e: Emit, a: AttentionDims, qa: number, t: number, tables: Tables | null): number[] {
+  const f = e.f;
+  if (tables === null) return e.loadRow(qa, a.d / 4, Math.fround(a.scale));
+  const qv = e.loadRow(qa, a.d / 4);
+  // Query t sits at position t + S - T.
+  e.rotateAt(qv, tables, () => f.get(t).i32(a.s - a.t).op("i32.add"), false);
+  e.scaleRow(qv, Math.fround(a.scale));
+  return qv;
 }
 
 function forward(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffer> {
-  const { mb, e } = moduleFor(3, fma);
+  const tables = a.rope ? tablesAfter(3) : null;
+  const { mb, e } = moduleFor(tables === null ? 3 : 5, fma);
   const f = e.f;
   const d4 = a.d / 4;
   const rows = a.b * a.t * a.h;
@@ -268,13 +419,21 @@ function forward(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffer> {
   const ka = [0, 1, 2, 3].map(() => f.local("i32"));
   const dots = [0, 1, 2, 3].map(() => f.local("v128"));
   const NEG_INF = f32x4([-Infinity, -Infinity, -Infinity, -Infinity]);
+  // With RoPE: the rotated keys of sequence `done` after the scores in the scratch.
+  const keys = f.local("i32");
+  const done = f.local("i32");
+  if (tables !== null) {
+    f.get(SCRATCH).i32(scoresBytes(a)).op("i32.add").set(keys);
+    f.i32(-1).set(done);
+  }
   e.loop(row, () => f.get(START), () => f.get(END), 1, () => {
-    const { n, kv } = queryRow(e, a, row);
+    const { b, t, kh, n, kv } = queryRow(e, a, row);
     f.get(row).i32(a.d * 4).op("i32.mul").set(qa);
     f.get(qa).get(Q).op("i32.add").set(qa);
-    f.get(kv).get(K).op("i32.add").set(kb);
+    if (tables === null) f.get(kv).get(K).op("i32.add").set(kb);
+    else rotatedKeys(e, a, tables, { b, kh, keys, done, kb });
     f.get(kv).get(V).op("i32.add").set(vb);
-    const qv = e.loadRow(qa, d4, Math.fround(a.scale));
+    const qv = queryRegisters(e, a, qa, t, tables);
     // Scores of four keys at a time into the scratch (lanes past the last key: -inf), and their maximum.
     f.op("v128.const", NEG_INF).set(mv);
     const scores = (rows: Rows, masked: boolean) => {
@@ -341,7 +500,8 @@ function forward(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffer> {
 }
 
 function backwardQuery(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffer> {
-  const { mb, e } = moduleFor(5, fma);
+  const tables = a.rope ? tablesAfter(5) : null;
+  const { mb, e } = moduleFor(tables === null ? 5 : 7, fma);
   const f = e.f;
   const d4 = a.d / 4;
   const rows = a.b * a.t * a.h;
@@ -361,9 +521,13 @@ function backwardQuery(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffer> 
   const va = [0, 1, 2, 3].map(() => f.local("i32"));
   const sc = [0, 1, 2, 3].map(() => f.local("v128"));
   const dp = [0, 1, 2, 3].map(() => f.local("v128"));
+  // With RoPE: the rotated keys of sequence `done` in the scratch.
+  const done = f.local("i32");
+  if (tables !== null) f.i32(-1).set(done);
   e.loop(row, () => f.get(START), () => f.get(END), 1, () => {
-    const { n, kv } = queryRow(e, a, row);
-    f.get(kv).get(K).op("i32.add").set(kb);
+    const { b, t, kh, n, kv } = queryRow(e, a, row);
+    if (tables === null) f.get(kv).get(K).op("i32.add").set(kb);
+    else rotatedKeys(e, a, tables, { b, kh, keys: SCRATCH, done, kb });
     f.get(kv).get(V).op("i32.add").set(vb);
     // The row's byte offset in q, dO and the forward's O.
     f.get(row).i32(a.d * 4).op("i32.mul").set(ra);
@@ -372,7 +536,7 @@ function backwardQuery(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffer> 
       f.get(ra).get(base).op("i32.add").set(x);
       return x;
     };
-    const qv = e.loadRow(at(Q), d4, Math.fround(a.scale));
+    const qv = queryRegisters(e, a, at(Q), t, tables);
     const dov = e.loadRow(at(DOUT), d4);
     const ov = e.loadRow(at(FWD), d4);
     // Δ = dO·O
@@ -413,6 +577,8 @@ function backwardQuery(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffer> 
       f.get(kp).get(kb).op("i32.add").set(kp);
       group(Emit.strided(kp, ks), Emit.strided(vp, ks), false);
     }, () => group(e.clampedRows(ka, kb, s, n, ks), e.clampedRows(va, vb, s, n, ks), true));
+    // dQ back in the unrotated frame (the transpose of the query's rotation).
+    if (tables !== null) e.rotateAt(dq, tables, () => f.get(t).i32(a.s - a.t).op("i32.add"), true);
     const oa = at(OUT);
     e.storeRow(oa, dq, 0, Math.fround(a.scale));
     f.get(OUT).get(row).i32(2).op("i32.shl").op("i32.add").get(delta).op("f32.store", rows * a.d * 4);
@@ -422,7 +588,8 @@ function backwardQuery(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffer> 
 }
 
 function backwardKeyValue(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffer> {
-  const { mb, e } = moduleFor(6, fma);
+  const tables = a.rope ? tablesAfter(6) : null;
+  const { mb, e } = moduleFor(tables === null ? 6 : 8, fma);
   const f = e.f;
   const d4 = a.d / 4;
   const rows = a.b * a.t * a.h;
@@ -452,10 +619,21 @@ function backwardKeyValue(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffe
   const la = [0, 1, 2, 3].map(() => f.local("i32"));
   const sc = [0, 1, 2, 3].map(() => f.local("v128"));
   const dp = [0, 1, 2, 3].map(() => f.local("v128"));
+  // With RoPE: the rotated queries of sequence `done` in the scratch.
+  const done = f.local("i32");
+  if (tables !== null) f.i32(-1).set(done);
   e.loop(kr, () => f.get(START), () => f.get(END), 1, () => {
     f.get(kr).i32(a.hkv).op("i32.rem_u").set(kh);
     f.get(kr).i32(a.hkv).op("i32.div_u").i32(a.s).op("i32.rem_u").set(s);
     f.get(kr).i32(a.hkv * a.s).op("i32.div_u").set(b);
+    if (tables !== null) {
+      oncePerSequence(e, b, done, () => {
+        const src = f.local("i32");
+        f.get(b).i32(a.t * a.h * a.d * 4).op("i32.mul").get(Q).op("i32.add").set(src);
+        // Query t sits at position t + S - T.
+        rotateRows(e, a, tables, { src, dst: SCRATCH, n: a.t, per: a.h, shift: a.s - a.t });
+      });
+    }
     // Queries first .. T-1 see key s.
     if (a.causal) {
       f.get(s).i32(a.s - a.t).op("i32.sub").op("local.tee", first).i32(0).get(first).i32(0).op("i32.gt_s");
@@ -468,8 +646,16 @@ function backwardKeyValue(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffe
     f.get(ka).get(K).op("i32.add").set(kaddr);
     const vaddr = f.local("i32");
     f.get(ka).get(V).op("i32.add").set(vaddr);
-    const kv = e.loadRow(kaddr, d4, Math.fround(a.scale));
+    const kv = e.loadRow(kaddr, d4, tables === null ? Math.fround(a.scale) : 1);
+    if (tables !== null) {
+      e.rotateAt(kv, tables, () => f.get(s), false);
+      e.scaleRow(kv, Math.fround(a.scale));
+    }
     const vv = e.loadRow(vaddr, d4);
+    // Where query row r is read: q itself (q + r·D·4), or the sequence's rotated rows in the scratch.
+    const qbase = f.local("i32");
+    if (tables === null) f.get(Q).set(qbase);
+    else f.get(SCRATCH).get(b).i32(a.t * a.h * a.d * 4).op("i32.mul").op("i32.sub").set(qbase);
     const dk = e.zeros(d4);
     const dv = e.zeros(d4);
     const group = (qRows: Rows, oRows: Rows, lRows: Rows, masked: boolean) => {
@@ -519,7 +705,7 @@ function backwardKeyValue(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffe
       f.get(kh).i32(g).op("i32.mul").op("i32.add").get(j).op("i32.add").set(row0);
       f.get(row0).i32(a.d * 4).op("i32.mul").set(qb);
       f.get(qb).get(DOUT).op("i32.add").set(ob);
-      f.get(qb).get(Q).op("i32.add").set(qb);
+      f.get(qb).get(qbase).op("i32.add").set(qb);
       f.get(row0).i32(2).op("i32.shl").set(lb);
       e.groups(u, nq, () => {
         f.get(u).i32(qs).op("i32.mul").set(qp);
@@ -536,6 +722,8 @@ function backwardKeyValue(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffe
         );
       });
     });
+    // dK back in the unrotated frame (the transpose of the key's rotation).
+    if (tables !== null) e.rotateAt(dk, tables, () => f.get(s), true);
     const at = f.local("i32");
     f.get(kr).i32(a.d * 4).op("i32.mul").get(OUT).op("i32.add").set(at);
     e.storeRow(at, dk, 0, Math.fround(a.scale));
@@ -543,6 +731,17 @@ function backwardKeyValue(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffe
   });
   mb.exportFunction("run", mb.addFunction(f));
   return mb.encode();
+}
+
+/** Bytes of the forward's scores in the scratch: `4·⌈S/4⌉` floats. */
+function scoresBytes(a: AttentionDims): number {
+  return 16 * Math.ceil(a.s / 4);
+}
+
+/** Bytes of one sequence's rotated rows in the scratch (RoPE): its keys, or its queries (key/value pass). */
+function rotatedBytes(a: AttentionDims, pass: AttentionPass): number {
+  if (!a.rope) return 0;
+  return (pass === "backward_key_value" ? a.t * a.h : a.s * a.hkv) * a.d * 4;
 }
 
 /** Average number of keys a query sees (forward and query passes) or queries a key is seen by (key pass). */
@@ -557,7 +756,8 @@ const cache = new LruCache<string, WasmKernel>(64);
 /**
  * The wasm module of one attention kernel (cached by dims and options). Items are query rows (`B·T·H`) for the
  * forward and query passes and key rows (`B·S·Hkv`) for the key/value pass; the forward uses `4·⌈S/4⌉` floats of
- * scratch per thread.
+ * scratch per thread, and with RoPE each pass one sequence's rotated keys (`S·Hkv·D` floats) or, for the
+ * key/value pass, queries (`T·H·D`) besides.
  */
 export function attentionWasm(pass: AttentionPass, a: AttentionDims, opts: WasmRenderOptions): WasmKernel {
   if (a.d % 4 !== 0 || a.h % a.hkv !== 0 || (a.causal && a.s < a.t)) {
@@ -574,12 +774,15 @@ export function attentionWasm(pass: AttentionPass, a: AttentionDims, opts: WasmR
     : backwardKeyValue(a, fma);
   const items = pass === "backward_key_value" ? a.b * a.s * a.hkv : a.b * a.t * a.h;
   // About a nanosecond per key and row of four floats (measured on a 2-core x86 host), plus the row's set-up.
-  const itemCost = 20 + meanLoop(a, pass) * (pass === "forward" ? 1 : 2) * (a.d / 4);
+  // With RoPE: the item's own row rotated (and its gradient back), its share of its sequence's rotated rows.
+  const perSequence = items / a.b;
+  const rotations = a.rope ? 2 + rotatedBytes(a, pass) / (a.d * 4) / perSequence : 0;
+  const itemCost = 20 + (meanLoop(a, pass) * (pass === "forward" ? 1 : 2) + 2 * rotations) * (a.d / 4);
   const k: WasmKernel = {
     bytes,
     items,
     itemCost,
-    scratchBytes: pass === "forward" ? 4 * Math.ceil(a.s / 4) * 4 : 0,
+    scratchBytes: (pass === "forward" ? scoresBytes(a) : 0) + rotatedBytes(a, pass),
     usesMath: false,
   };
   cache.set(key, k);

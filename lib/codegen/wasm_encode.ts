@@ -132,6 +132,7 @@ const OPS = {
   "memory.fill": [0xfc00b, "zero"],
   "v128.load": [0xfd000, "mem"],
   "v128.load32_splat": [0xfd009, "mem"],
+  "v128.load64_splat": [0xfd00a, "mem"],
   "v128.store": [0xfd00b, "mem"],
   "v128.const": [0xfd00c, "v128"],
   "i8x16.shuffle": [0xfd00d, "v128"],
@@ -312,7 +313,7 @@ export class FnBuilder {
         break;
       case "mem": {
         const bytes = name.startsWith("v128")
-          ? (name === "v128.load32_splat" ? 4 : 16)
+          ? (name === "v128.load32_splat" ? 4 : name === "v128.load64_splat" ? 8 : 16)
           : name.includes("16")
           ? 2
           : name.startsWith("f64")

@@ -210,10 +210,7 @@ function spec(k: AttentionKernel, pass: AttentionPass, a: AttentionDims) {
     wgsl: k.wgsl,
     dispatch: k.dispatch,
     host: k.host,
-    // The WebAssembly forms do not rotate; a rotating kernel runs its host form there.
-    wasm: a.rope
-      ? undefined
-      : (features: { readonly relaxedSimd: boolean }) => attentionWasm(pass, a, features),
+    wasm: (features: { readonly relaxedSimd: boolean }) => attentionWasm(pass, a, features),
   };
 }
 
@@ -321,10 +318,7 @@ export function causalAttention(
   }
   const dims: AttentionDims = { b, t, s, h, hkv, d, scale, causal, rope: rope !== undefined };
   const fused = (opts.fused ?? true) && q.dtype === "f32" && attentionUnfit(dims, LOOP_BUDGET) === null;
-  // The kernels' WebAssembly forms do not rotate: on the wasm device RoPE is applied before them.
-  if (fused && (rope === undefined || q.device !== "wasm")) {
-    return fusedAttention(q, k, v, dims, rope) as Tensor<number[], "f32">;
-  }
+  if (fused) return fusedAttention(q, k, v, dims, rope) as Tensor<number[], "f32">;
   if (rope !== undefined) {
     // Queries sit at the last T of the S positions.
     const qTables = s === t ? rope : {
@@ -334,7 +328,6 @@ export function causalAttention(
     q = applyRope(q, qTables) as F32;
     k = applyRope(k, rope) as F32;
   }
-  if (fused) return fusedAttention(q, k, v, { ...dims, rope: false }) as Tensor<number[], "f32">;
   const qh = q.permute([0, 2, 1, 3]).reshape([b, hkv, g, t, d]) as F32;
   const kh = k.permute([0, 2, 1, 3]).reshape([b, hkv, 1, s, d]) as F32;
   const vh = v.permute([0, 2, 1, 3]).reshape([b, hkv, 1, s, d]) as F32;

@@ -2,12 +2,13 @@
  * The wasm device beyond the shared parity suites: its transcendental routines against the host's float64 ones
  * (ulp bounds, special values, the four-lane and scalar forms agreeing bit for bit), the matmul template's packing
  * forms (transposed, batched, prologues, k longer than one block) against the float64 reference, the same bits on
- * one thread and on the pool, and a memory that grows.
+ * one thread and on the pool, the attention kernels (RoPE inside them included) against their float64 host
+ * twins and against rotating first, and a memory that grows.
  */
 import { equal, ok } from "node:assert/strict";
 import { getWasm, realize, type Shape, type Tensor, tensor } from "../../mod.ts";
 import { assertClose, reference, TEST_SEED, TestRng } from "../_helpers.ts";
-import { causalAttention } from "../../lib/nn/mod.ts";
+import { applyRope, causalAttention, type RopeTables, ropeTables } from "../../lib/nn/mod.ts";
 import { valueAndGrad } from "../../lib/autodiff/grad.ts";
 import { Op } from "../../lib/ir/ops.ts";
 import { toposort } from "../../lib/ir/node.ts";
@@ -178,6 +179,79 @@ Deno.test("wasm attention kernels: values and gradients of the float64 host twin
         // f32 sums of up to G·T = 128 products of unit normals against float64: a few ulp of the terms (about
         // 1e-6 relative, measured); a slip of one key or lane is O(1).
         assertClose(one[i], want[i], { rtol: 1e-5, atol: 1e-5, what: `${what} ${JSON.stringify(c)}` });
+        ok(one[i].every((x, j) => Object.is(x, pool[i][j])), `${what}: one thread and the pool differ`);
+      });
+    }
+  } finally {
+    be.setThreads(threads);
+  }
+});
+
+Deno.test("wasm attention with RoPE inside: float64 host twins, rotating first, same bits on the pool", async () => {
+  const be = await getWasm();
+  const rng = new TestRng(305);
+  const cases = [
+    // Split over the threads: chunks that start inside a sequence and run into the next one.
+    { b: 4, t: 64, s: 64, h: 8, hkv: 4, d: 16, causal: true },
+    // Partial groups of four, an odd number of vec4s per row, four query heads per key/value head.
+    { b: 2, t: 37, s: 37, h: 8, hkv: 2, d: 12, causal: true },
+    // Cached keys (S > T: query t at position t + S - T), without the mask; tables longer than S.
+    { b: 3, t: 9, s: 14, h: 4, hkv: 1, d: 8, causal: false },
+  ];
+  const threads = be.threads;
+  try {
+    for (const c of cases) {
+      const mk = (shape: number[]) =>
+        tensor(rng.normals(shape.reduce((x, y) => x * y, 1)), { shape, device: "wasm" }) as F;
+      const q = mk([c.b, c.t, c.h, c.d]);
+      const k = mk([c.b, c.s, c.hkv, c.d]);
+      const v = mk([c.b, c.s, c.hkv, c.d]);
+      const w = mk([c.b, c.t, c.h, c.d]);
+      const long = ropeTables(c.d, c.s + 5, { device: "wasm" });
+      const rope: RopeTables = { cos: long.cos.slice([0, c.s]) as F, sin: long.sin.slice([0, c.s]) as F };
+      await realize(q, k, v, w, long.cos, long.sin);
+      const run = (attend: (q: F, k: F, v: F) => F) => {
+        const r = valueAndGrad((p: Record<string, Tensor>) =>
+          attend(p.q as F, p.k as F, p.v as F).mul(w).sum()
+        )({
+          q,
+          k,
+          v,
+        });
+        return [r.value, r.grads.q, r.grads.k, r.grads.v] as F[];
+      };
+      const inside = () => run((q, k, v) => causalAttention(q, k, v, { causal: c.causal, rope }) as F);
+      const fused = inside();
+      const customs = toposort(fused.map((t) => t.node)).filter((n) => n.op === Op.Custom);
+      equal(customs.length, 3, "three fused kernels");
+      // The kernels read q and k themselves: no rotation before them.
+      for (const n of customs) ok(n.src[0] === q.node && n.src[1] === k.node, "q and k go in unrotated");
+      // What the wasm device did before the kernels rotated: RoPE as its own kernels, then the plain kernels.
+      const first = run((q, k, v) => {
+        const qTables = {
+          cos: rope.cos.slice([c.s - c.t, c.s]) as F,
+          sin: rope.sin.slice([c.s - c.t, c.s]) as F,
+        };
+        return causalAttention(applyRope(q, qTables) as F, applyRope(k, rope) as F, v, {
+          causal: c.causal,
+        }) as F;
+      });
+      // The reference runs the kernels' float64 host twins (before anything of this graph is realized).
+      const want = await Promise.all(fused.map((t) => reference(t)));
+      be.setThreads(1);
+      const one = await Promise.all(fused.map((t) => t.data()));
+      const before = await Promise.all(first.map((t) => t.data()));
+      be.setThreads(3);
+      const pool = await Promise.all(inside().map((t) => t.data()));
+      ["loss", "dq", "dk", "dv"].forEach((what, i) => {
+        const where = `${what} ${JSON.stringify(c)}`;
+        // f32 sums of up to G·T = 148 products of unit normals against float64: a few ulp of the terms
+        // (measured: up to 3.2e-6 at |dK| ≈ 6); a slip of one key, lane, pair or angle is O(1).
+        assertClose(one[i], want[i], { rtol: 1e-5, atol: 1e-5, what: where });
+        // The same sums in the same order from the same rotated values (loss and dV bit for bit, measured);
+        // dQ and dK are rotated back before their scale instead of after, and by the kernel instead of
+        // RoPE's own backward: 1 or 2 ulp of the larger component of a pair (measured: 4.8e-7 at |dK| ≈ 3).
+        assertClose(one[i], before[i], { rtol: 1e-5, atol: 4e-6, what: `${where}, against rotating first` });
         ok(one[i].every((x, j) => Object.is(x, pool[i][j])), `${what}: one thread and the pool differ`);
       });
     }
