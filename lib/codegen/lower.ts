@@ -246,6 +246,11 @@ export interface LowerOptions {
   matmulTemplate?: boolean;
   /** The parameter nodes in slot order (default: in order of first use). */
   params?: readonly Node[];
+  /**
+   * Most loop iterations one invocation may run (default {@link LOOP_BUDGET}, llvmpipe's cap): a row form over it is
+   * not made.
+   */
+  loopBudget?: number;
 }
 
 /** A lowered kernel with the nodes bound to its inputs and the nodes whose values fill its parameter slots. */
@@ -350,7 +355,8 @@ export function lower(root: Node, isInput: (n: Node) => boolean, opts: LowerOpti
     const dep = dependsOn(vj);
     const candidate: KernelRow = { length: len, body: rbody, row: vrow, j: vj };
     if (
-      kNodes([rbody]).some((e) => e.k === "reduce" && !dep(e)) && rowLoopIterations(candidate) <= LOOP_BUDGET
+      kNodes([rbody]).some((e) => e.k === "reduce" && !dep(e)) &&
+      rowLoopIterations(candidate) <= (opts.loopBudget ?? LOOP_BUDGET)
     ) {
       row = candidate;
     }
@@ -430,10 +436,10 @@ const kernelCache = new LruCache<string, { kernel: Kernel; perm: number[] }>(KER
 export function lowerCached(
   root: Node,
   isInput: (n: Node) => boolean,
-  opts: { matmulTemplate?: boolean } = {},
+  opts: { matmulTemplate?: boolean; loopBudget?: number } = {},
 ): Lowered {
   const { key, inputs, params } = regionKey(root, isInput);
-  const full = `${opts.matmulTemplate === false ? "naive" : "auto"}|${key}`;
+  const full = `${opts.matmulTemplate === false ? "naive" : "auto"}|${opts.loopBudget ?? LOOP_BUDGET}|${key}`;
   const hit = kernelCache.get(full);
   if (hit !== undefined) return { kernel: hit.kernel, inputs: hit.perm.map((i) => inputs[i]), params };
   const res = lower(root, isInput, { ...opts, params });

@@ -750,7 +750,7 @@ export function kernelModule(kernel: Kernel): {
   mb.importMemory("env", "mem", { min: 1, max: WASM_MAX_PAGES, shared: true });
   const roots = kernel.matmul !== null
     ? [...kernel.matmul.terms.flatMap((t) => [t.a, t.b]), kernel.matmul.epilogue]
-    : [kernel.body!];
+    : [kernel.body!, ...(kernel.row === undefined ? [] : [kernel.row.body])];
   const usesMath = kNodes(roots).some((n) => n.k === "alu" && (n.op === "sin" || n.op === "cos"));
   const math = usesMath
     ? {

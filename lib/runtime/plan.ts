@@ -169,7 +169,10 @@ function buildPlan(roots: readonly Node[], sig: GraphSignature, key: string, opt
       });
       return { kernel: null, raw: n.argOf(Op.Custom), inputs, params: [] };
     }
-    const l = lowerCached(n, (m) => materialized.has(m), { matmulTemplate: !opts.noMatmulTemplate });
+    const l = lowerCached(n, (m) => materialized.has(m), {
+      matmulTemplate: !opts.noMatmulTemplate,
+      loopBudget,
+    });
     verifyKernel(l.kernel, loopBudget);
     launches++;
     const inputs = l.inputs.map((inp): PlanRef => {

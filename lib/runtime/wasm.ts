@@ -143,6 +143,13 @@ export class WasmBackend implements Backend {
   readonly maxBufferBytes = 2 ** 31;
   /** No per-invocation loop cap: reductions are split only to spread them over threads. */
   readonly loopBudget: number = Infinity;
+  /**
+   * Whether row reductions are fused into the kernels that broadcast them, one row per work item (see
+   * `schedule.ts`). Off: side by side with it off, the training steps of `bench/train_step_bench.ts` were no
+   * faster with it beyond the noise of a shared 2-core host, and a statistic read by several kernels is recomputed by
+   * each. Tests and benchmarks switch it on to compare both schedules.
+   */
+  rowKernels = false;
   /** Whether the matmul micro-kernel uses relaxed-SIMD fused multiply-add. */
   readonly relaxedSimd: boolean = HAS_RELAXED_SIMD;
   readonly #memory: WebAssembly.Memory;

@@ -3,13 +3,23 @@
  * (ulp bounds, special values, the four-lane and scalar forms agreeing bit for bit), the matmul template's packing
  * forms (transposed, batched, prologues, k longer than one block) against the float64 reference, the same bits on
  * one thread and on the pool, the attention kernels (RoPE inside them included) against their float64 host
- * twins and against rotating first, and a memory that grows.
+ * twins and against rotating first, row kernels (norms, softmaxes, cross-entropy and their gradients, one row
+ * per work item) against the float64 reference, and a memory that grows.
  */
 import { equal, ok } from "node:assert/strict";
 import { getWasm, realize, type Shape, type Tensor, tensor } from "../../mod.ts";
 import { assertClose, reference, TEST_SEED, TestRng } from "../_helpers.ts";
-import { applyRope, causalAttention, type RopeTables, ropeTables } from "../../lib/nn/mod.ts";
-import { valueAndGrad } from "../../lib/autodiff/grad.ts";
+import {
+  applyRope,
+  causalAttention,
+  crossEntropy,
+  layerNorm,
+  rmsNorm,
+  type RopeTables,
+  ropeTables,
+} from "../../lib/nn/mod.ts";
+import { grad, valueAndGrad } from "../../lib/autodiff/grad.ts";
+import { graphSignature, planFor } from "../../lib/runtime/plan.ts";
 import { Op } from "../../lib/ir/ops.ts";
 import { toposort } from "../../lib/ir/node.ts";
 
@@ -89,9 +99,10 @@ Deno.test("wasm computes the same bits in its four-lane and scalar code", async 
   for (let i = 0; i < 3; i++) xs[n - 3 + i] = xs[5 + i];
   const x = tensor(xs, { device: "wasm" }) as F;
   const y = x.exp().add(x.abs().add(0.1).log()).add(x.tanh()).mul(x.sigmoid()) as F;
+  const want = await reference(y);
   const out = await y.data();
   for (let i = 0; i < 3; i++) equal(out[n - 3 + i], out[5 + i], `lane value ${i} (TEST_SEED=${TEST_SEED})`);
-  assertClose(out, await reference(y), { rtol: 2e-6, atol: 1e-6, what: "fused chain" });
+  assertClose(out, want, { rtol: 2e-6, atol: 1e-6, what: "fused chain" });
 });
 
 Deno.test("wasm matmul template: transposed, batched, padded and cast operands, k over one block", async (t) => {
@@ -117,7 +128,8 @@ Deno.test("wasm matmul template: transposed, batched, padded and cast operands, 
     await t.step(name, async () => {
       const y = build();
       // k ≤ 601 products of unit normals: f32 error ~ sqrt(k)·2^-24·|terms| ≈ 1e-5; an indexing slip is O(1).
-      assertClose(await y.data(), await reference(y), { rtol: 1e-4, atol: 2e-4, what: name });
+      const want = await reference(y);
+      assertClose(await y.data(), want, { rtol: 1e-4, atol: 2e-4, what: name });
     });
   }
 });
@@ -256,6 +268,83 @@ Deno.test("wasm attention with RoPE inside: float64 host twins, rotating first, 
       });
     }
   } finally {
+    be.setThreads(threads);
+  }
+});
+
+Deno.test("wasm row kernels: norms, softmaxes, cross-entropy and their gradients against the float64 reference", async (t) => {
+  const be = await getWasm();
+  const rng = new TestRng(305);
+  const mk = (shape: number[], scale = 1) =>
+    tensor(rng.normals(shape.reduce((a, b) => a * b, 1), scale), { shape, device: "wasm" }) as F;
+  // Rows shorter than the four lanes' minimum (8), with a partial group of four, long ones; 600 rows of 257 are
+  // estimated above the pool's threshold, so they are split over the threads.
+  const shapes: [number, number][] = [[40, 3], [17, 6], [33, 37], [24, 64], [16, 300], [600, 257]];
+  // The graphs of each output, built afresh from the same inputs on each call.
+  const build = (rows: number, len: number): () => [string, F][] => {
+    const x = mk([rows, len], 3);
+    const w = mk([len]);
+    const g = mk([rows, len]);
+    const targets = tensor(Int32Array.from({ length: rows }, () => rng.int(0, len - 1)), {
+      shape: [rows],
+      dtype: "i32",
+      device: "wasm",
+    });
+    return () => outputs(x, w, g, targets);
+  };
+  const outputs = (x: F, w: F, g: F, targets: Tensor<Shape, "i32">): [string, F][] => {
+    const wrt = (f: (x: F, w: F) => F) => grad((p: { x: F; w: F }) => f(p.x, p.w).mul(g).sum())({ x, w });
+    const rms = wrt((x, w) => rmsNorm(x, w) as F);
+    const ln = wrt((x, w) => layerNorm(x, w) as F);
+    return [
+      ["softmax", x.softmax() as F],
+      ["softmax dx", wrt((x) => x.softmax() as F).x],
+      ["logSoftmax", x.logSoftmax() as F],
+      ["logSoftmax dx", wrt((x) => x.logSoftmax() as F).x],
+      ["rmsNorm", rmsNorm(x, w) as F],
+      ["rmsNorm dx", rms.x],
+      ["rmsNorm dw", rms.w],
+      ["layerNorm", layerNorm(x, w) as F],
+      ["layerNorm dx", ln.x],
+      ["crossEntropy dlogits", grad((p: { x: F }) => crossEntropy(p.x, targets))({ x }).x],
+    ];
+  };
+  const rowKernels = be.rowKernels;
+  const threads = be.threads;
+  try {
+    be.rowKernels = true;
+    for (const [rows, len] of shapes) {
+      await t.step(`${rows} rows of ${len}`, async () => {
+        const graphs = build(rows, len);
+        const outs = graphs();
+        for (const [name, y] of outs) {
+          const plan = planFor([y.node], graphSignature([y.node]), {
+            maxInputs: be.maxInputs,
+            loopBudget: be.loopBudget,
+            rowKernels: true,
+          });
+          const rowForms = plan.kernels.filter((k) => k.kernel?.row?.length === len).length;
+          // dw sums over the rows, so its kernel is not a row kernel; its input is.
+          ok(rowForms > 0, `${name} [${rows}, ${len}]: no row kernel in its plan`);
+        }
+        // The reference first: once realized, a tensor's graph is its stored value.
+        const want = await Promise.all(outs.map(([, y]) => reference(y)));
+        be.setThreads(1);
+        const one = await Promise.all(outs.map(([, y]) => y.data()));
+        be.setThreads(3);
+        equal(be.threads, 3, be.description);
+        const pool = await Promise.all(graphs().map(([, y]) => y.data()));
+        for (let i = 0; i < outs.length; i++) {
+          const what = `${outs[i][0]} [${rows}, ${len}]`;
+          ok(one[i].every((v, j) => Object.is(v, pool[i][j])), `${what}: the pool's bits differ`);
+          // f32 arithmetic with f64 sums rounded once: a few ulp of values of size ~1 (rows of ≤ 600 terms give
+          // ≤ 1e-5 for the weight gradient); a slip of row or index moves results by O(0.1).
+          assertClose(one[i], want[i], { rtol: 2e-5, atol: 2e-6, what });
+        }
+      });
+    }
+  } finally {
+    be.rowKernels = rowKernels;
     be.setThreads(threads);
   }
 });
