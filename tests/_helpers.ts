@@ -43,8 +43,17 @@ export class TestRng {
   }
 }
 
-/** Float64 reference values of `t` (the unscheduled interpreter in lib/ir/reference.ts). */
+/**
+ * Float64 reference values of `t` (the unscheduled interpreter in lib/ir/reference.ts). Take it before `t` is
+ * realized: the reference of a stored tensor would be its own stored value, so a comparison could never fail
+ * (`assertClose(await t.data(), await reference(t))` evaluates `t.data()` first).
+ */
 export async function reference(t: Tensor): Promise<Float64Array> {
+  if (t.node.storage !== null) {
+    throw new Error(
+      `reference: ${t.node} is stored (already realized); take the reference before realizing it`,
+    );
+  }
   const leaves = await leafValues([t.node]);
   return evaluateReference(t.node, (n) => leaves.get(n)!);
 }

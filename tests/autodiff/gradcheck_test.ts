@@ -128,7 +128,8 @@ Deno.test("gradients of every gradcheck case computed on wasm match the float64 
       for (const [i, g] of grads.entries()) {
         const gt = new TensorClass(g);
         // f32 evaluation of graphs of a few dozen unit-scale operations: errors of a few ulp, far below 1e-4.
-        assertClose(await gt.data(), await reference(gt), {
+        const want = await reference(gt); // before gt.data() stores it
+        assertClose(await gt.data(), want, {
           rtol: 1e-4,
           atol: 1e-5,
           what: `${c.name} input ${i}`,
@@ -162,11 +163,18 @@ Deno.test("gradients computed on webgpu match the float64 reference of the same 
     return logits.logSoftmax().mul(y.oneHot(10)).sum().neg().div(24);
   };
   const { value, grads } = valueAndGrad(loss)(params);
+  // The float64 references first: reading a tensor stores it.
+  const want = {
+    w1: await reference(grads.w1),
+    b1: await reference(grads.b1),
+    w2: await reference(grads.w2),
+  };
+  const wantValue = await reference(value);
   for (const k of ["w1", "b1", "w2"] as const) {
     // Sums of ≤ 32 products of unit-scale numbers: f32 error ~1e-6, so atol 1e-4 has a wide margin.
-    assertClose(await grads[k].data(), await reference(grads[k]), { rtol: 1e-4, atol: 1e-4, what: k });
+    assertClose(await grads[k].data(), want[k], { rtol: 1e-4, atol: 1e-4, what: k });
   }
-  assertClose([await value.item()], await reference(value), { rtol: 1e-5 });
+  assertClose([await value.item()], wantValue, { rtol: 1e-5 });
 });
 
 Deno.test("relu: value max(x, 0), gradient 1 above 0 and 0 at and below 0", async () => {
