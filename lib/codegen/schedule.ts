@@ -78,6 +78,8 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
   const rowLen = new Map<Node, number>();
   // Full-size values heavy only through row values broadcast back (their own row length).
   const rowWide = new Map<Node, number>();
+  // Nodes that may be fused into their consumers without repeating their loops (see `fusable` below).
+  const fusableNodes = new Set<Node>();
   const rows = opts.rowKernels === true && !opts.noFusion;
   for (const n of nodes) {
     if (opts.noFusion && !isLeaf(n) && !(n.op === Op.Reshape || n.op === Op.Permute || n.op === Op.Expand)) {
@@ -103,6 +105,7 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
       const wide = rowWideLength(n, materialized, heavy, rowLen, rowWide);
       if (wide !== null) rowWide.set(n, wide);
     }
+    if (fusable) fusableNodes.add(n);
     if (h && !fusable) {
       // A row value may feed elementwise ops of its shape and broadcasts; a full-size value made of broadcast row
       // values may feed elementwise ops and reductions of the same rows (recomputed by each, elementwise work).
@@ -176,7 +179,21 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
           rowed.some((n) => rowLen.get(n) !== len) || root.size % len !== 0 || dots.length + ownDot > 0 ||
           !rowPathsKeepIndex(region, inRow) || trips > (opts.loopBudget ?? LOOP_BUDGET)
         ) {
-          for (const n of rowed) materialized.add(n);
+          // The region's row values (and the full-size values made of them) are scheduled as without row kernels:
+          // in order, each heavy one that its consumers would repeat becomes a kernel of its own.
+          const inRegion = new Set(region);
+          const heavyNow = new Map<Node, boolean>();
+          for (const n of nodes) {
+            if (!inRegion.has(n) || materialized.has(n) || (!rowLen.has(n) && !rowWide.has(n))) continue;
+            rowLen.delete(n);
+            rowWide.delete(n);
+            const h = REDUCE_OPS.has(n.op) ||
+              n.src.some((s) =>
+                s.storage === null && !materialized.has(s) && (heavyNow.get(s) ?? heavy.get(s))
+              );
+            heavyNow.set(n, h);
+            if (h && !fusableNodes.has(n)) materialized.add(n);
+          }
           changed = true;
           continue;
         }

@@ -12,6 +12,8 @@ import {
   ok as assert,
 } from "node:assert/strict";
 import { rmsNorm } from "../../lib/nn/norm.ts";
+import { crossEntropy } from "../../lib/nn/loss.ts";
+import { grad } from "../../lib/autodiff/grad.ts";
 import { concat, tensor } from "../../mod.ts";
 import { schedule } from "../../lib/codegen/schedule.ts";
 import { lower } from "../../lib/codegen/lower.ts";
@@ -92,6 +94,21 @@ Deno.test("schedule: with row kernels a norm's statistics and a softmax's sums f
   const order = schedule([col.node], { maxInputs: 8, rowKernels: true });
   assertEquals(order.length, 2);
   equal(lowered(order)[1].row, undefined);
+});
+
+Deno.test("schedule: row values a kernel reads outside its rows are scheduled as without row kernels", () => {
+  // Cross-entropy reads its log-sum-exp per row (the loss) and broadcasts it (the gradient): the loss kernel cannot
+  // run in rows, so the row values it reads must not each become a kernel of their own.
+  const rng = new TestRng(16);
+  const logits = tensor(Float32Array.from({ length: 32 * 10 }, () => rng.next() * 8 - 4), {
+    shape: [32, 10],
+  });
+  const targets = tensor(Int32Array.from({ length: 32 }, () => rng.int(0, 9)), { shape: [32], dtype: "i32" });
+  const f = (p: { x: typeof logits }) => crossEntropy(p.x, targets);
+  const roots = [f({ x: logits }).node, grad(f)({ x: logits }).x.node];
+  const separate = schedule(roots, { maxInputs: 8 });
+  const rows = schedule(roots, { maxInputs: 8, rowKernels: true });
+  ok(rows.length <= separate.length, `${rows.length} kernels with row kernels, ${separate.length} without`);
 });
 
 Deno.test("a concatenation of flattened matrices loads each input at a clamped index, without division", async () => {
