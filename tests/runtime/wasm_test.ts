@@ -153,6 +153,38 @@ Deno.test("wasm gives the same bits on one thread and on the thread pool", async
   }
 });
 
+interface AttentionCase {
+  b: number;
+  t: number;
+  s: number;
+  h: number;
+  hkv: number;
+  d: number;
+  causal: boolean;
+}
+
+/** Fresh unit-normal q, k, v and a weight w for the loss `Σ w·attend(q, k, v)` of case `c`, on wasm. */
+function attentionInputs(rng: TestRng, c: AttentionCase): { q: F; k: F; v: F; w: F } {
+  const mk = (shape: number[]) =>
+    tensor(rng.normals(shape.reduce((x, y) => x * y, 1)), { shape, device: "wasm" }) as F;
+  return {
+    q: mk([c.b, c.t, c.h, c.d]),
+    k: mk([c.b, c.s, c.hkv, c.d]),
+    v: mk([c.b, c.s, c.hkv, c.d]),
+    w: mk([c.b, c.t, c.h, c.d]),
+  };
+}
+
+/** The loss `Σ w·attend(q, k, v)` and its gradients in q, k and v (lazy). */
+function lossAndGrads(x: { q: F; k: F; v: F; w: F }, attend: (q: F, k: F, v: F) => F): F[] {
+  const r = valueAndGrad((p: Record<string, Tensor>) => attend(p.q as F, p.k as F, p.v as F).mul(x.w).sum())({
+    q: x.q,
+    k: x.k,
+    v: x.v,
+  });
+  return [r.value, r.grads.q, r.grads.k, r.grads.v] as F[];
+}
+
 Deno.test("wasm attention kernels: values and gradients of the float64 host twins, the same bits on the pool", async () => {
   const be = await getWasm();
   const rng = new TestRng(304);
@@ -166,19 +198,9 @@ Deno.test("wasm attention kernels: values and gradients of the float64 host twin
   const threads = be.threads;
   try {
     for (const c of cases) {
-      const mk = (shape: number[]) =>
-        tensor(rng.normals(shape.reduce((x, y) => x * y, 1)), { shape, device: "wasm" }) as F;
-      const q = mk([c.b, c.t, c.h, c.d]);
-      const k = mk([c.b, c.s, c.hkv, c.d]);
-      const v = mk([c.b, c.s, c.hkv, c.d]);
-      const w = mk([c.b, c.t, c.h, c.d]);
-      await realize(q, k, v, w);
-      const run = () => {
-        const r = valueAndGrad((p: Record<string, Tensor>) =>
-          (causalAttention(p.q as F, p.k as F, p.v as F, { causal: c.causal }) as F).mul(w).sum()
-        )({ q, k, v });
-        return [r.value, r.grads.q, r.grads.k, r.grads.v] as F[];
-      };
+      const x = attentionInputs(rng, c);
+      await realize(x.q, x.k, x.v, x.w);
+      const run = () => lossAndGrads(x, (q, k, v) => causalAttention(q, k, v, { causal: c.causal }) as F);
       const fused = run();
       ok(toposort(fused.map((t) => t.node)).filter((n) => n.op === Op.Custom).length === 3, "fused kernels");
       // The reference runs the kernels' float64 host twins (before anything of this graph is realized).
@@ -213,25 +235,12 @@ Deno.test("wasm attention with RoPE inside: float64 host twins, rotating first, 
   const threads = be.threads;
   try {
     for (const c of cases) {
-      const mk = (shape: number[]) =>
-        tensor(rng.normals(shape.reduce((x, y) => x * y, 1)), { shape, device: "wasm" }) as F;
-      const q = mk([c.b, c.t, c.h, c.d]);
-      const k = mk([c.b, c.s, c.hkv, c.d]);
-      const v = mk([c.b, c.s, c.hkv, c.d]);
-      const w = mk([c.b, c.t, c.h, c.d]);
+      const x = attentionInputs(rng, c);
+      const { q, k } = x;
       const long = ropeTables(c.d, c.s + 5, { device: "wasm" });
       const rope: RopeTables = { cos: long.cos.slice([0, c.s]) as F, sin: long.sin.slice([0, c.s]) as F };
-      await realize(q, k, v, w, long.cos, long.sin);
-      const run = (attend: (q: F, k: F, v: F) => F) => {
-        const r = valueAndGrad((p: Record<string, Tensor>) =>
-          attend(p.q as F, p.k as F, p.v as F).mul(w).sum()
-        )({
-          q,
-          k,
-          v,
-        });
-        return [r.value, r.grads.q, r.grads.k, r.grads.v] as F[];
-      };
+      await realize(x.q, x.k, x.v, x.w, long.cos, long.sin);
+      const run = (attend: (q: F, k: F, v: F) => F) => lossAndGrads(x, attend);
       const inside = () => run((q, k, v) => causalAttention(q, k, v, { causal: c.causal, rope }) as F);
       const fused = inside();
       const customs = toposort(fused.map((t) => t.node)).filter((n) => n.op === Op.Custom);
