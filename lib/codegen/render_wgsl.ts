@@ -392,6 +392,20 @@ export function renderWGSL(
     ...lines,
     `  out0[gid] = ${toStorage(result, kernel.outDtype)};`,
   ];
+  return invocationKernel(kernel, body, main, groups, kNodes([body]).some((e) => e.k === "reduce"));
+}
+
+/**
+ * The shader and pieces of a kernel of `groups` workgroups of {@link WORKGROUP} invocations whose `main` body
+ * computes `body` (one output, or one row of outputs, per invocation); `loops`: whether the body loops.
+ */
+function invocationKernel(
+  kernel: Kernel,
+  body: KExpr,
+  main: string[],
+  groups: number,
+  loops: boolean,
+): RenderedKernel {
   const src = [
     ...preamble(kernel, [body]),
     ...bindings(kernel),
@@ -407,7 +421,7 @@ export function renderWGSL(
     functions: [],
     body: main,
     workgroup: [WORKGROUP, 1, 1],
-    loops: kNodes([body]).some((e) => e.k === "reduce"),
+    loops,
   };
   return { source: src, dispatch: grid(groups), pieces };
 }
@@ -436,24 +450,7 @@ function renderRowKernel(kernel: Kernel, row: KernelRow): RenderedKernel {
     };`,
     `  }`,
   ];
-  const src = [
-    ...preamble(kernel, [row.body]),
-    ...bindings(kernel),
-    `@compute @workgroup_size(${WORKGROUP})`,
-    `fn main(@builtin(global_invocation_id) g: vec3<u32>) {`,
-    ...main,
-    `}`,
-  ].join("\n");
-  const pieces: KernelPieces = {
-    ...needs(kernel, [row.body]),
-    bindingTypes: bindingTypes(kernel, new Set()),
-    paramVec4s: paramVec4s(kernel),
-    functions: [],
-    body: main,
-    workgroup: [WORKGROUP, 1, 1],
-    loops: true,
-  };
-  return { source: src, dispatch: grid(groups), pieces };
+  return invocationKernel(kernel, row.body, main, groups, true);
 }
 
 /** `index` as `c0 + Σ coef·v` over the template variables `b`, `m`, `n`, `k`; null when any other term occurs. */
