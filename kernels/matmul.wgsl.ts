@@ -175,15 +175,7 @@ export function renderMatmul(p: MatmulParts, tile: MatmulTile): RenderedMatmul {
   for (let i = 0; i < tm; i++) L.push(`  var a${i}: f32;`);
   for (let j = 0; j < tn; j++) L.push(`  var b${j}: f32;`);
   p.terms.forEach((t, q) => termLoop(L, p, t, q, tile));
-  for (let i = 0; i < tm; i++) {
-    for (let j = 0; j < tn; j++) {
-      L.push(
-        `  if (m0 + ${i} < ${p.m} && n0 + ${j} < ${p.n}) { out0[(b * ${p.m} + m0 + ${i}) * ${p.n} + n0 + ${j}] = ${
-          p.store(`epi(b, m0 + ${i}, n0 + ${j}, c${i}_${j})`)
-        }; }`,
-      );
-    }
-  }
+  storeTile(L, p, tm, tn);
   const gx = Math.ceil(p.n / (tn * wn));
   const gy = Math.ceil(p.m / (tm * wm));
   const source = [
@@ -195,6 +187,19 @@ export function renderMatmul(p: MatmulParts, tile: MatmulTile): RenderedMatmul {
     `}`,
   ].join("\n");
   return { source, dispatch: [gx, gy, p.batch], functions, body: L, workgroup: [wn, wm, 1] };
+}
+
+/** Stores an invocation's `tm × tn` accumulators `c<i>_<j>` (at `m0 + i`, `n0 + j`) through the epilogue. */
+function storeTile(L: string[], p: MatmulParts, tm: number, tn: number): void {
+  for (let i = 0; i < tm; i++) {
+    for (let j = 0; j < tn; j++) {
+      L.push(
+        `  if (m0 + ${i} < ${p.m} && n0 + ${j} < ${p.n}) { out0[(b * ${p.m} + m0 + ${i}) * ${p.n} + n0 + ${j}] = ${
+          p.store(`epi(b, m0 + ${i}, n0 + ${j}, c${i}_${j})`)
+        }; }`,
+      );
+    }
+  }
 }
 
 /** The k loop of term `q` of the register template (in a block of its own), accumulating into `c<i>_<j>`. */
@@ -437,15 +442,7 @@ export function renderMatmulSubgroup(
     }
     L.push(`  }`);
   });
-  for (let i = 0; i < tm; i++) {
-    for (let j = 0; j < tn; j++) {
-      L.push(
-        `  if (m0 + ${i} < ${p.m} && n0 + ${j} < ${p.n}) { out0[(b * ${p.m} + m0 + ${i}) * ${p.n} + n0 + ${j}] = ${
-          p.store(`epi(b, m0 + ${i}, n0 + ${j}, c${i}_${j})`)
-        }; }`,
-      );
-    }
-  }
+  storeTile(L, p, tm, tn);
   L.push(`}`);
   return {
     source: L.join("\n"),
