@@ -85,8 +85,7 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
     if (opts.noFusion && !isLeaf(n) && !(n.op === Op.Reshape || n.op === Op.Permute || n.op === Op.Expand)) {
       materialized.add(n);
     }
-    const h = REDUCE_OPS.has(n.op) ||
-      n.src.some((s) => s.storage === null && !materialized.has(s) && heavy.get(s));
+    const h = repeatsLoop(n, materialized, (s) => heavy.get(s) === true);
     heavy.set(n, h);
     const dotted = n.op === Op.Dot ||
       n.src.some((s) => s.storage === null && !materialized.has(s) && hasDot.get(s));
@@ -187,10 +186,7 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
             if (!inRegion.has(n) || materialized.has(n) || (!rowLen.has(n) && !rowWide.has(n))) continue;
             rowLen.delete(n);
             rowWide.delete(n);
-            const h = REDUCE_OPS.has(n.op) ||
-              n.src.some((s) =>
-                s.storage === null && !materialized.has(s) && (heavyNow.get(s) ?? heavy.get(s))
-              );
+            const h = repeatsLoop(n, materialized, (s) => (heavyNow.get(s) ?? heavy.get(s)) === true);
             heavyNow.set(n, h);
             if (h && !fusableNodes.has(n)) materialized.add(n);
           }
@@ -244,6 +240,14 @@ export function rowReduceLength(n: Node): number | null {
   const len = axes.reduce((a, i) => a * n.src[0].shape[i], 1);
   // A few rows would leave a row kernel too few invocations (a full reduction is one row).
   return len >= 2 && len <= ROW_MAX && n.size >= ROW_MIN_ROWS ? len : null;
+}
+
+/**
+ * Whether `n` holds a loop that fusing it into a consumer would repeat: it reduces, or it reads an unmaterialized
+ * computed value that does (`heavy`).
+ */
+function repeatsLoop(n: Node, materialized: ReadonlySet<Node>, heavy: (s: Node) => boolean): boolean {
+  return REDUCE_OPS.has(n.op) || n.src.some((s) => s.storage === null && !materialized.has(s) && heavy(s));
 }
 
 /**
