@@ -558,7 +558,8 @@ if (import.meta.main) {
         fmt(median(mine.map((m) => m.hostMsPerStep)), 1),
         cpuCell(mine),
       ]);
-      console.error(`done: ${cases[i].name}`);
+      const each = (ms: Measured[]) => ms.map((m) => fmt(m.msPerStep, 1)).join(", ");
+      console.error(`done: ${cases[i].name} (ms/step by round: other ${each(theirs)}; this ${each(mine)})`);
     }
     console.log(table([
       "case",

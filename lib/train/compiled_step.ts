@@ -3,8 +3,8 @@
  * second one's kernels instead of building, scheduling and binding the step again.
  *
  * A traced step is realized with a recording (`realizeNodes`' `record`), which gives its plan and the storage of
- * every leaf. Each leaf is given a role: the optimiser's packed state of a parameter (fed by that parameter's
- * packed output), a batch tensor (written from the new batch each step), the optimiser's step scalars (written
+ * every leaf. Each leaf is given a role: the buffer of one of the optimiser's parameter packs (fed by that pack's
+ * update), a batch tensor (written from the new batch each step), the optimiser's step scalars (written
  * from {@link Optimizer.stepScalars}), or a fixed tensor (a frozen weight, a rotary table: bound as is). Two traces
  * that agree on the plan, on every constant and seed, and on every role (fixed leaves by identity) make the step
  * replayable; a leaf that is new at every step and has no role (a dropout key drawn per step) keeps the trainer
@@ -28,7 +28,7 @@ import type { Optimizer } from "../nn/optim/optimizer.ts";
 
 /** What a leaf of a traced step stands for. */
 export type LeafRole =
-  | { readonly kind: "state"; readonly path: string }
+  | { readonly kind: "state"; readonly pack: string }
   | { readonly kind: "batch"; readonly name: string }
   | { readonly kind: "scalars" }
   | { readonly kind: "fixed" };
@@ -39,7 +39,7 @@ export interface TracedStep {
   readonly rec: Recording;
   /** Role of each leaf slot. */
   readonly roles: readonly LeafRole[];
-  /** Root index of each parameter's packed update. */
+  /** Root index of each parameter pack's update, by pack key. */
   readonly packedRoot: ReadonlyMap<string, number>;
   /** Root index of the metrics vector. */
   readonly vectorRoot: number;
@@ -53,8 +53,7 @@ export function baseStorage(t: Tensor): Storage | null {
 }
 
 /**
- * Gives each leaf of `rec` its role. `state` maps the storage behind each parameter's current value and state to
- * its path, `batch` each batch tensor's storage to its name, `scalars` is the storage of the optimiser's uploaded
+ * Gives each leaf of `rec` its role. `state` maps the storage of each current parameter pack to its key, `batch` each batch tensor's storage to its name, `scalars` is the storage of the optimiser's uploaded
  * step scalars.
  */
 export function leafRoles(
@@ -65,8 +64,8 @@ export function leafRoles(
 ): LeafRole[] {
   return rec.leafNodes.map((n): LeafRole => {
     const s = n.storage!;
-    const path = state.get(s);
-    if (path !== undefined) return { kind: "state", path };
+    const pack = state.get(s);
+    if (pack !== undefined) return { kind: "state", pack };
     const name = batch.get(s);
     if (name !== undefined) return { kind: "batch", name };
     if (s === scalars) return { kind: "scalars" };
@@ -75,7 +74,7 @@ export function leafRoles(
 }
 
 /** Why two traces do not make a replayable step (null: they do). */
-export function replayBlocker(prev: TracedStep, cur: TracedStep, paths: readonly string[]): string | null {
+export function replayBlocker(prev: TracedStep, cur: TracedStep, packs: readonly string[]): string | null {
   const a = prev.rec;
   const b = cur.rec;
   if (a.plan.key !== b.plan.key) return "the step's graph changed";
@@ -88,18 +87,18 @@ export function replayBlocker(prev: TracedStep, cur: TracedStep, paths: readonly
       return "the step reads a tensor that is new at every step and is neither batch nor optimiser state";
     }
     if (rb.kind === "state") {
-      if (rb.path !== (ra as { path: string }).path || seen.has(rb.path)) return "state leaves do not match";
-      seen.add(rb.path);
-      const root = cur.packedRoot.get(rb.path);
+      if (rb.pack !== (ra as { pack: string }).pack || seen.has(rb.pack)) return "state leaves do not match";
+      seen.add(rb.pack);
+      const root = cur.packedRoot.get(rb.pack);
       const leaf = b.leafNodes[i];
       const out = root === undefined ? undefined : b.plan.buffers[b.plan.roots[root]];
       if (out === undefined || out.shape.join() !== leaf.shape.join() || out.dtype !== leaf.dtype) {
-        return `the update of "${rb.path}" does not have the layout of its input`;
+        return `the update of pack "${rb.pack}" does not have the layout of its input`;
       }
     }
     if (rb.kind === "batch" && rb.name !== (ra as { name: string }).name) return "batch leaves do not match";
   }
-  if (seen.size !== paths.length) return "some parameters are not read by the step";
+  if (seen.size !== packs.length) return "some parameter packs are not read by the step";
   const batchNames = cur.roles.filter((r) => r.kind === "batch").map((r) => (r as { name: string }).name);
   if (new Set(batchNames).size !== batchNames.length) return "two batch entries share one tensor";
   return null;
@@ -136,9 +135,9 @@ export class ReplayedStep {
     const r = new ReplayedStep(be, trace, opt);
     // Set A starts as a copy of the state the trace committed (the optimiser keeps owning its own tensors).
     const rec = trace.rec;
-    const copies = [...trace.packedRoot].map(([path, root]) => {
+    const copies = [...trace.packedRoot].map(([key, root]) => {
       const buf = rec.plan.buffers[rec.plan.roots[root]];
-      return { src: rec.roots[root], dst: r.#sets[0].get(path)!, dtype: buf.dtype, n: buf.size };
+      return { src: rec.roots[root], dst: r.#sets[0].get(key)!, dtype: buf.dtype, n: buf.size };
     });
     await copyStorages(be, copies);
     return r;
@@ -154,11 +153,11 @@ export class ReplayedStep {
       return s;
     };
     this.#sets = [new Map(), new Map()];
-    for (const [path, root] of trace.packedRoot) {
+    for (const [key, root] of trace.packedRoot) {
       const b = plan.buffers[plan.roots[root]];
-      this.#packedShape.set(path, { shape: b.shape, dtype: b.dtype });
-      this.#sets[0].set(path, alloc(b.dtype, b.size));
-      this.#sets[1].set(path, alloc(b.dtype, b.size));
+      this.#packedShape.set(key, { shape: b.shape, dtype: b.dtype });
+      this.#sets[0].set(key, alloc(b.dtype, b.size));
+      this.#sets[1].set(key, alloc(b.dtype, b.size));
     }
     const vb = plan.buffers[plan.roots[trace.vectorRoot]];
     this.#vector = alloc(vb.dtype, vb.size);
@@ -170,7 +169,7 @@ export class ReplayedStep {
         const n = rec.leafNodes[i];
         switch (role.kind) {
           case "state":
-            return this.#sets[set].get(role.path)!;
+            return this.#sets[set].get(role.pack)!;
           case "batch": {
             let slot = this.#batch.find((b) => b.name === role.name);
             if (slot === undefined) {
@@ -189,7 +188,7 @@ export class ReplayedStep {
       });
     const outputs = (set: 0 | 1) => {
       const m = new Map<number, Storage>([[trace.vectorRoot, this.#vector]]);
-      for (const [path, root] of trace.packedRoot) m.set(root, this.#sets[set].get(path)!);
+      for (const [key, root] of trace.packedRoot) m.set(root, this.#sets[set].get(key)!);
       return m;
     };
     const first = new BoundPlan(be, plan, { leaves: leaves(0), params: rec.params, outputs: outputs(1) });
@@ -270,7 +269,7 @@ export class ReplayedStep {
   }
 
   /**
-   * Copies of the latest parameters and optimiser state, one `[1 + slots, ...shape]` tensor per path (as
+   * Copies of the latest parameters and optimiser state, one `[1 + slots, total]` tensor per pack key (as
    * {@link Optimizer.adopt} takes them), owned by the caller; the optimiser is left as it is.
    */
   async snapshot(): Promise<Record<string, Tensor>> {
@@ -279,11 +278,11 @@ export class ReplayedStep {
     const set = this.#sets[this.#current];
     const packed: Record<string, Tensor> = {};
     const copies = [];
-    for (const [path, { shape, dtype }] of this.#packedShape) {
+    for (const [key, { shape, dtype }] of this.#packedShape) {
       const n = shape.reduce((a, b) => a * b, 1);
       const dst = be.alloc(dtype, n);
-      copies.push({ src: set.get(path)!, dst, dtype, n });
-      packed[path] = new Tensor(bufferNode(dst, shape, dtype));
+      copies.push({ src: set.get(key)!, dst, dtype, n });
+      packed[key] = new Tensor(bufferNode(dst, shape, dtype));
     }
     await copyStorages(be, copies);
     return packed;

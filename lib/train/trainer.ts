@@ -25,10 +25,9 @@ import { clipByGlobalNorm, sumOfSquares } from "../nn/optim/clip.ts";
 import type { Optimizer } from "../nn/optim/optimizer.ts";
 import type { Schedule } from "../nn/optim/schedule.ts";
 import { stack } from "../tensor/creation.ts";
-import { Op } from "../ir/ops.ts";
 import { type F32, realize, Tensor } from "../tensor/tensor.ts";
 import { getBackend, realizeNodes, type Recording, resolveStorage } from "../runtime/realize.ts";
-import { bufferNode, type Node, type Storage } from "../ir/node.ts";
+import { bufferNode, type Storage } from "../ir/node.ts";
 import { type CopySpec, copyStorages } from "../runtime/plan.ts";
 import { baseStorage, leafRoles, replayBlocker, ReplayedStep, type TracedStep } from "./compiled_step.ts";
 import { type MetricRecord, MetricsWriter, readJsonl } from "../io/json.ts";
@@ -205,7 +204,7 @@ export class NonFiniteError extends Error {
   }
 }
 
-/** A device copy of the trainable parameters with their optimiser state (`[1 + slots, ...shape]` per path). */
+/** A device copy of the trainable parameters with their optimiser state (`[1 + slots, total]` per pack). */
 interface Snapshot {
   step: number;
   packed: Record<string, Tensor>;
@@ -219,14 +218,6 @@ export interface ResumeInfo {
   step: number;
   /** Files passed over because they could not be used, with the reason. */
   skipped: { path: string; reason: string }[];
-}
-
-/** The buffer node at the bottom of a chain of views (null when the chain reaches a computed node). */
-function bufferBelow(n: Node): Node | null {
-  while (n.storage === null && n.src.length === 1 && (n.op === Op.Shrink || n.op === Op.Reshape)) {
-    n = n.src[0];
-  }
-  return n.storage !== null ? n : null;
 }
 
 /**
@@ -501,12 +492,10 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     if (compile) {
       // Roles are told by storage identity, before the step's realization replaces anything.
       const state = new Map<Storage, string>();
-      const addState = (t: Tensor, path: string) => {
+      for (const [key, t] of opt.currentPacks) {
         const st = baseStorage(t);
-        if (st !== null) state.set(st, path);
-      };
-      for (const path of opt.paths) addState(opt.params[path], path);
-      for (const [key, t] of Object.entries(opt.stateDict())) addState(t, key.slice(key.indexOf(".") + 1));
+        if (st !== null) state.set(st, key);
+      }
       const batchStorage = new Map<Storage, string>();
       for (const [name, t] of Object.entries(batch)) {
         if (t.node.storage !== null) batchStorage.set(t.node.storage, name);
@@ -554,9 +543,9 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     const opt = this.#o.optimizer;
     this.#stats.blocker = this.#o.loss.length >= 3
       ? "the loss function takes the step number"
-      : trace.vectorRoot < 0 || packedRoot.size !== opt.paths.length
-      ? "the step's outputs are not one packed update per parameter and a metrics vector"
-      : replayBlocker(prev, trace, opt.paths);
+      : trace.vectorRoot < 0 || packedRoot.size !== opt.packs.length
+      ? "the step's outputs are not one update per parameter pack and a metrics vector"
+      : replayBlocker(prev, trace, opt.packs.map((p) => p.key));
     if (this.#stats.blocker !== null) return;
     const be = await getBackend(vector.device);
     this.#replay = await ReplayedStep.create(be, trace, opt);
@@ -588,22 +577,16 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     if (this.#replay !== null && this.#replay.valid(opt)) {
       return { step: this.#step, packed: await this.#replay.snapshot() };
     }
-    const params = opt.params;
-    const state = opt.stateDict();
     const packed: Record<string, Tensor> = {};
     const copies: CopySpec[] = [];
     const be = await getBackend(opt.params[opt.paths[0]].device);
-    for (const path of opt.paths) {
-      const parts = [params[path], ...opt.slots.map((s) => state[`${s}.${path}`])];
-      // After a step, the parameter and its state are views of one packed buffer: copy it as it is.
-      const base = parts.map((t) => bufferBelow(t.node));
-      const shape = [parts.length, ...parts[0].shape];
-      const b = base[0];
-      if (b !== null && base.every((x) => x === b) && b.shape.join() === shape.join() && b.dtype === "f32") {
-        const dst = be.alloc("f32", b.size);
-        copies.push({ src: resolveStorage(b.storage!, be), dst, dtype: "f32", n: b.size });
-        packed[path] = new Tensor(bufferNode(dst, shape, "f32"));
-      } else packed[path] = stack(parts);
+    for (const [key, t] of Object.entries(opt.packedState())) {
+      // A current pack buffer is copied as it is; a gathering expression is computed into a fresh buffer.
+      if (t.isRealized) {
+        const dst = be.alloc("f32", t.size);
+        copies.push({ src: resolveStorage(t.node.storage!, be), dst, dtype: "f32", n: t.size });
+        packed[key] = new Tensor(bufferNode(dst, t.shape, "f32"));
+      } else packed[key] = t;
     }
     await copyStorages(be, copies);
     await realize(...Object.values(packed));
@@ -635,9 +618,10 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     if (snap !== null) {
       const params: ParamDict = {};
       const state: ParamDict = {};
-      for (const [path, packed] of Object.entries(snap.packed)) {
-        params[path] = packed.slice(0) as Tensor;
-        opt.slots.forEach((s, k) => (state[`${s}.${path}`] = packed.slice(k + 1) as Tensor));
+      for (const [key, packed] of Object.entries(snap.packed)) {
+        const views = opt.unpack(key, packed);
+        Object.assign(params, views.params);
+        Object.assign(state, views.state);
       }
       loadParameters(this.#o.model, params);
       opt.loadState(state, snap.step);

@@ -15,8 +15,10 @@ import {
   linearSchedule,
   type Optimizer,
   type ParamDict,
+  PARAMS_PER_PACK,
   SGD,
 } from "../../lib/nn/mod.ts";
+import type { DeviceName } from "../../lib/ir/node.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
 
 type F = Tensor<Shape, "f32">;
@@ -152,6 +154,105 @@ Deno.test("AdamW (decoupled decay) matches float64, custom betas", async () => {
       scales: [1, 0.9, 0.8],
     },
   );
+});
+
+type Tree = { [k: string]: F | Tree };
+const put = (t: Tree, path: string, v: F) => {
+  const [head, ...rest] = path.split(".");
+  if (rest.length === 0) t[head] = v;
+  else put((t[head] ??= {}) as Tree, rest.join("."), v);
+};
+const at = (t: Tree, path: string): F => path.split(".").reduce((n: F | Tree, k) => (n as Tree)[k], t) as F;
+
+Deno.test("packed updates: several parameters per kernel match float64, and per-parameter updates bit for bit", async () => {
+  const shapes: Record<string, number[]> = {
+    "a.w": [3, 5],
+    "a.b": [5],
+    "b.w": [2, 3, 2],
+    "b.g": [1],
+    c: [4, 4],
+  };
+  const paths = Object.keys(shapes);
+  for (const device of ["cpu", "wasm", "webgpu"] as DeviceName[]) {
+    const rng = new TestRng(48);
+    const init = paths.map((p) => rng.normals(shapes[p].reduce((a, b) => a * b, 1)));
+    const host: Record<string, Ref> = Object.fromEntries(paths.map((p, i) => {
+      const n = init[i].length;
+      return [p, { p: Float64Array.from(init[i]), s1: new Float64Array(n), s2: new Float64Array(n) }];
+    }));
+    const targets = [2, 1].map(() => {
+      const t: Tree = {};
+      paths.forEach((p, i) => put(t, p, tensor(init[i], { shape: shapes[p], device }) as F));
+      return t;
+    });
+    const bGroup = [{ name: "b", params: /^b\./, lr: 0.03, weightDecay: 0.3 }];
+    const [packed, single] = [2, 1].map((perPack, k) =>
+      new AdamW(targets[k], { lr: 0.02, weightDecay: 0.1, groups: bGroup, paramsPerPack: perPack })
+    );
+    // Group "b" first (user groups come first), then the default group; at most two parameters per pack.
+    deepEqual(packed.packs.map((p) => [p.key, p.paths, p.offsets, p.total]), [
+      ["b/0", ["b.w", "b.g"], [0, 12], 13],
+      ["default/0", ["a.w", "a.b"], [0, 15], 20],
+      ["default/1", ["c"], [0], 16],
+    ]);
+    equal(single.packs.length, paths.length);
+    const rule = adamRule(true);
+    for (let t = 1; t <= 3; t++) {
+      const g = paths.map((p) => rng.normals(host[p].p.length));
+      paths.forEach((p, i) => {
+        const b = p.startsWith("b.");
+        rule(host[p], Float64Array.from(g[i]), b ? 0.03 : 0.02, b ? 0.3 : 0.1, t);
+      });
+      for (const opt of [packed, single]) {
+        await opt.step(
+          Object.fromEntries(paths.map((p, i) => [p, tensor(g[i], { shape: shapes[p], device })])),
+        );
+      }
+      equal(packed.currentPacks.size, 3, `${device}: after a step every parameter is a view of its pack`);
+      for (const p of paths) {
+        const got = await at(targets[0], p).data();
+        assertClose(got, host[p].p, { rtol: 2e-5, atol: 2e-6, what: `${device}: ${p} after step ${t}` });
+        deepEqual(
+          got,
+          await at(targets[1], p).data(),
+          `${device}: ${p} packed and alone differ at step ${t}`,
+        );
+      }
+    }
+    // A parameter replaced from outside leaves its pack: the next update gathers the pack again.
+    const fresh = rng.normals(15);
+    put(targets[0], "a.w", tensor(fresh, { shape: [3, 5], device }) as F);
+    host["a.w"].p = Float64Array.from(fresh);
+    ok(!packed.currentPacks.has("default/0"), `${device}: a pack with a replaced parameter is not current`);
+    const g = paths.map((p) => rng.normals(host[p].p.length));
+    paths.forEach((p, i) => {
+      const b = p.startsWith("b.");
+      rule(host[p], Float64Array.from(g[i]), b ? 0.03 : 0.02, b ? 0.3 : 0.1, 4);
+    });
+    await packed.step(
+      Object.fromEntries(paths.map((p, i) => [p, tensor(g[i], { shape: shapes[p], device })])),
+    );
+    for (const p of paths) {
+      assertClose(await at(targets[0], p).data(), host[p].p, {
+        rtol: 2e-5,
+        atol: 2e-6,
+        what: `${device}: ${p}, step 4`,
+      });
+    }
+  }
+  // The default is the device's; a bad count is refused.
+  const on = (device: DeviceName) =>
+    new SGD(
+      Object.fromEntries(paths.map((p) => [
+        p,
+        tensor(new Float32Array(shapes[p].reduce((a, b) => a * b, 1)).fill(1), { shape: shapes[p], device }),
+      ])),
+      { lr: 0.1 },
+    );
+  equal(on("webgpu").packs.length, Math.ceil(paths.length / PARAMS_PER_PACK.webgpu));
+  equal(on("wasm").packs.length, Math.ceil(paths.length / PARAMS_PER_PACK.wasm));
+  throws(() => new SGD({ w: tensor([1, 2]) }, { lr: 0.1, paramsPerPack: 0 }), /paramsPerPack/);
+  throws(() => new SGD({ w: tensor([1, 2]) }, { lr: 0.1, paramsPerPack: 1.5 }), /paramsPerPack/);
 });
 
 Deno.test("optimiser bookkeeping: frozen parameters, groups, state, disposal, flat memory", async () => {

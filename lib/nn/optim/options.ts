@@ -20,6 +20,7 @@ export const OPTIMIZER_FIELDS = {
       weightDecay: opt.nonNegative().optional(),
     }).strict(),
   ).optional(),
+  paramsPerPack: opt.count().optional(),
 };
 
 /** Options of `Adam` and `AdamW`. */
