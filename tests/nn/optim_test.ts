@@ -251,6 +251,15 @@ Deno.test("packed updates: several parameters per kernel match float64, and per-
     );
   equal(on("webgpu").packs.length, Math.ceil(paths.length / PARAMS_PER_PACK.webgpu));
   equal(on("wasm").packs.length, Math.ceil(paths.length / PARAMS_PER_PACK.wasm));
+  // A rule that reads a parameter as a whole keeps each parameter alone, and refuses to be packed.
+  class WholeSgd extends SGD {
+    protected override get elementwiseRule(): boolean {
+      return false;
+    }
+  }
+  const two = () => ({ u: tensor([1, 2], { device: "webgpu" }), w: tensor([3, 4], { device: "webgpu" }) });
+  equal(new WholeSgd(two(), { lr: 0.1 }).packs.length, 2);
+  throws(() => new WholeSgd(two(), { lr: 0.1, paramsPerPack: 2 }), /paramsPerPack 2 needs an elementwise/);
   throws(() => new SGD({ w: tensor([1, 2]) }, { lr: 0.1, paramsPerPack: 0 }), /paramsPerPack/);
   throws(() => new SGD({ w: tensor([1, 2]) }, { lr: 0.1, paramsPerPack: 1.5 }), /paramsPerPack/);
 });
