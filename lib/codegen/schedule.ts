@@ -206,7 +206,18 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
         // Cut off the biggest part of the region that fits in one kernel (a long chain of sums is cut into a
         // few kernels, not peeled one link at a time); failing that, the root's input with the most inputs.
         const inner = region.filter((n) => n !== root && !isLeaf(n));
-        if (inner.length === 0) throw new Error(`schedule: ${root} needs ${inputs.size} input buffers`);
+        if (inner.length === 0) {
+          const custom = root.op === Op.Custom;
+          const what = custom
+            ? `kernel "${root.argOf(Op.Custom).name}"`
+            : `${root.op} [${root.shape.join(", ")}]`;
+          throw new RangeError(
+            `${what} reads ${inputs.size} buffers; this device binds at most ${opts.maxInputs} per kernel besides ` +
+              `its output${
+                custom ? " (the op's composed form, e.g. causalAttention's { fused: false }, fits)" : ""
+              }`,
+          );
+        }
         const sizes = new Map(
           inner.map((n) => [n, regionInputs(fusedRegion(n, materialized), materialized, n).size]),
         );

@@ -10,11 +10,13 @@ import {
   equal as assertEquals,
   ok,
   ok as assert,
+  throws,
 } from "node:assert/strict";
 import { rmsNorm } from "../../lib/nn/norm.ts";
 import { crossEntropy } from "../../lib/nn/loss.ts";
+import { causalAttention } from "../../lib/nn/attention.ts";
 import { grad } from "../../lib/autodiff/grad.ts";
-import { concat, tensor } from "../../mod.ts";
+import { concat, type Shape, type Tensor, tensor } from "../../mod.ts";
 import { schedule } from "../../lib/codegen/schedule.ts";
 import { lower } from "../../lib/codegen/lower.ts";
 import { Op } from "../../lib/ir/ops.ts";
@@ -142,4 +144,17 @@ Deno.test("a concatenation of flattened matrices loads each input at a clamped i
   // And the values: each part doubled, side by side.
   const want = data.flatMap((d) => Array.from(d, (v) => 2 * v));
   deepEqual(Array.from(await out.data() as Float32Array), want);
+});
+
+Deno.test("schedule: a hand-written kernel that reads more buffers than the device binds is refused by name", () => {
+  const rng = new TestRng(12);
+  const [q, k, v] = [[1, 4, 2, 8], [1, 4, 1, 8], [1, 4, 1, 8]].map((shape) =>
+    tensor(rng.normals(shape.reduce((a, b) => a * b, 1)), { shape }) as Tensor<Shape, "f32">
+  );
+  const out = causalAttention(q, k, v);
+  ok(schedule([out.node], { maxInputs: 3 }).length > 0, "three inputs fit three bindings");
+  throws(
+    () => schedule([out.node], { maxInputs: 2 }),
+    /kernel "attention_forward[^"]*" reads 3 buffers; this device binds at most 2 per kernel .*fused: false/,
+  );
 });
