@@ -81,6 +81,7 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
   // Nodes that may be fused into their consumers without repeating their loops (see `fusable` below).
   const fusableNodes = new Set<Node>();
   const rows = opts.rowKernels === true && !opts.noFusion;
+  const scan: RowScan = { materialized, heavy, rowLen, rowWide };
   for (const n of nodes) {
     if (opts.noFusion && !isLeaf(n) && !(n.op === Op.Reshape || n.op === Op.Permute || n.op === Op.Expand)) {
       materialized.add(n);
@@ -98,10 +99,10 @@ export function schedule(roots: readonly Node[], opts: ScheduleOptions): Node[] 
         ELEMENTWISE_OPS.has(c.op) || c.op === Op.Reshape ||
         (!dotted && (c.op === Op.Permute || c.op === Op.Shrink || c.op === Op.Pad))
       );
-    const len = rows && h && !dotted ? rowValueLength(n, materialized, heavy, rowLen, rowWide) : null;
+    const len = rows && h && !dotted ? rowValueLength(n, scan) : null;
     if (len !== null) rowLen.set(n, len);
     if (rows && h && !dotted && len === null) {
-      const wide = rowWideLength(n, materialized, heavy, rowLen, rowWide);
+      const wide = rowWideLength(n, scan);
       if (wide !== null) rowWide.set(n, wide);
     }
     if (fusable) fusableNodes.add(n);
@@ -258,7 +259,23 @@ export function rowReduceLength(n: Node): number | null {
  * computed value that does (`heavy`).
  */
 function repeatsLoop(n: Node, materialized: ReadonlySet<Node>, heavy: (s: Node) => boolean): boolean {
-  return REDUCE_OPS.has(n.op) || n.src.some((s) => s.storage === null && !materialized.has(s) && heavy(s));
+  return REDUCE_OPS.has(n.op) || heavySources(n, materialized, heavy).length > 0;
+}
+
+/** The sources of `n` that are computed, not materialized, and hold a loop (`heavy`). */
+function heavySources(n: Node, materialized: ReadonlySet<Node>, heavy: (s: Node) => boolean): Node[] {
+  return n.src.filter((s) => s.storage === null && !materialized.has(s) && heavy(s));
+}
+
+/** What the row-value rules read while the scheduler walks the graph. */
+interface RowScan {
+  readonly materialized: ReadonlySet<Node>;
+  /** Whether each node visited so far holds a loop its consumers would repeat. */
+  readonly heavy: ReadonlyMap<Node, boolean>;
+  /** Row length of each row value found so far. */
+  readonly rowLen: ReadonlyMap<Node, number>;
+  /** Row length of each full-size value heavy only through row values broadcast back. */
+  readonly rowWide: ReadonlyMap<Node, number>;
 }
 
 /**
@@ -266,14 +283,8 @@ function repeatsLoop(n: Node, materialized: ReadonlySet<Node>, heavy: (s: Node) 
  * other than row values of the same length broadcast back (softmax's sum of `exp(x − max)`), or an elementwise op
  * of row values of one length and of its own shape (null otherwise).
  */
-function rowValueLength(
-  n: Node,
-  materialized: ReadonlySet<Node>,
-  heavy: ReadonlyMap<Node, boolean>,
-  rowLen: ReadonlyMap<Node, number>,
-  rowWide: ReadonlyMap<Node, number>,
-): number | null {
-  const heavySrc = n.src.filter((s) => s.storage === null && !materialized.has(s) && heavy.get(s));
+function rowValueLength(n: Node, { materialized, heavy, rowLen, rowWide }: RowScan): number | null {
+  const heavySrc = heavySources(n, materialized, (s) => heavy.get(s) === true);
   const own = rowReduceLength(n);
   if (own !== null) return heavySrc.every((s) => rowWide.get(s) === own) ? own : null;
   if (!ELEMENTWISE_OPS.has(n.op) || heavySrc.length === 0) return null;
@@ -286,19 +297,13 @@ function rowValueLength(
  * The row length when `n` is a full-size value heavy only through row values broadcast back: such a broadcast, or
  * an elementwise op of those (and of light values) of its own shape (null otherwise).
  */
-function rowWideLength(
-  n: Node,
-  materialized: ReadonlySet<Node>,
-  heavy: ReadonlyMap<Node, boolean>,
-  rowLen: ReadonlyMap<Node, number>,
-  rowWide: ReadonlyMap<Node, number>,
-): number | null {
+function rowWideLength(n: Node, { materialized, heavy, rowLen, rowWide }: RowScan): number | null {
   if (n.op === Op.Expand) {
     const len = rowLen.get(n.src[0]);
     return len !== undefined && !materialized.has(n.src[0]) && broadcastsRow(n, len) ? len : null;
   }
   if (!ELEMENTWISE_OPS.has(n.op)) return null;
-  const heavySrc = n.src.filter((s) => s.storage === null && !materialized.has(s) && heavy.get(s));
+  const heavySrc = heavySources(n, materialized, (s) => heavy.get(s) === true);
   const len = heavySrc.length === 0 ? undefined : rowWide.get(heavySrc[0]);
   if (len === undefined) return null;
   return heavySrc.every((s) => rowWide.get(s) === len && sameShape(s, n)) ? len : null;
