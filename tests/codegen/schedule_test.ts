@@ -24,11 +24,14 @@ import type { Node } from "../../lib/ir/node.ts";
 import type { KExpr } from "../../lib/codegen/kexpr.ts";
 import { TestRng } from "../_helpers.ts";
 
+/** A tensor of `shape` with values drawn uniformly from [-0.5, 0.5). */
+function uniform(rng: TestRng, shape: number[]): Tensor<Shape, "f32"> {
+  const data = Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.next() - 0.5);
+  return tensor(data, { shape }) as Tensor<Shape, "f32">;
+}
+
 function operands(rng: TestRng) {
-  const mk = (shape: number[]) =>
-    tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.next() - 0.5), {
-      shape,
-    });
+  const mk = (shape: number[]) => uniform(rng, shape);
   return { a: mk([2, 3, 40, 16]), b: mk([2, 3, 16, 24]) };
 }
 
@@ -58,10 +61,7 @@ Deno.test("schedule: an elementwise epilogue stays fused into the matmul templat
 
 Deno.test("schedule: a sum of matmuls of one shape is one template kernel with one term per product", () => {
   const rng = new TestRng(13);
-  const mk = (shape: number[]) =>
-    tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.next() - 0.5), {
-      shape,
-    });
+  const mk = (shape: number[]) => uniform(rng, shape);
   // The input gradient of a LoRA layer: dy·W + dh·A, plus the residual's gradient.
   const dy = mk([64, 48]);
   const out = dy.matmul(mk([48, 40])).add(mk([64, 8]).matmul(mk([8, 40]))).add(mk([64, 40]));
@@ -78,10 +78,7 @@ Deno.test("schedule: a sum of matmuls of one shape is one template kernel with o
 
 Deno.test("schedule: with row kernels a norm's statistics and a softmax's sums fuse into the kernel that broadcasts them", () => {
   const rng = new TestRng(14);
-  const mk = (shape: number[]) =>
-    tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.next() - 0.5), {
-      shape,
-    });
+  const mk = (shape: number[]) => uniform(rng, shape);
   const x = mk([32, 48]);
   for (const [what, out] of [["rms norm", rmsNorm(x, mk([48]))], ["softmax", x.softmax()]] as const) {
     const separate = schedule([out.node], { maxInputs: 8 });
@@ -148,9 +145,7 @@ Deno.test("a concatenation of flattened matrices loads each input at a clamped i
 
 Deno.test("schedule: a hand-written kernel that reads more buffers than the device binds is refused by name", () => {
   const rng = new TestRng(12);
-  const [q, k, v] = [[1, 4, 2, 8], [1, 4, 1, 8], [1, 4, 1, 8]].map((shape) =>
-    tensor(rng.normals(shape.reduce((a, b) => a * b, 1)), { shape }) as Tensor<Shape, "f32">
-  );
+  const [q, k, v] = [[1, 4, 2, 8], [1, 4, 1, 8], [1, 4, 1, 8]].map((shape) => uniform(rng, shape));
   const out = causalAttention(q, k, v);
   ok(schedule([out.node], { maxInputs: 3 }).length > 0, "three inputs fit three bindings");
   throws(
