@@ -173,26 +173,10 @@ export function jacobiRoundHost(
     for (let w = 0; w < slots / 2; w++) {
       const po = w * stride;
       const qo = (slots - 1 - w) * stride;
-      let a = 0, b = 0, g = 0;
-      for (let i = 0; i < rows; i++) {
-        const x = src[po + i];
-        const y = src[qo + i];
-        a += x * x;
-        b += y * y;
-        g += x * y;
-      }
-      let s = 0, tau = 0;
-      const scale = Math.sqrt(a) * Math.sqrt(b);
-      if (a > JACOBI_TINY && b > JACOBI_TINY && Math.abs(g) > JACOBI_EPS_ROTATE * scale) {
-        const zeta = (b - a) / (2 * g);
-        const t = Math.abs(zeta) > 1e15
-          ? 0.5 / zeta
-          : (zeta < 0 ? -1 : 1) / (Math.abs(zeta) + Math.sqrt(1 + zeta * zeta));
-        const c = 1 / Math.sqrt(1 + t * t);
-        s = c * t;
-        tau = s / (1 + c);
-        if (Math.abs(g) > tolF * scale) cnt[0]++;
-      }
+      const rot = hostRotation(src, po, qo, rows, tolF);
+      const s = rot?.s ?? 0;
+      const tau = rot?.tau ?? 0;
+      if (rot?.counts) cnt[0]++;
       const np = nextSlot(w, slots) * stride;
       const nq = nextSlot(slots - 1 - w, slots) * stride;
       for (let i = 0; i < stride; i++) {
@@ -203,6 +187,38 @@ export function jacobiRoundHost(
       }
     }
   };
+}
+
+/**
+ * The rotation both host twins apply to the columns of `v` at `po` and `qo` (their first `n` entries), in float64:
+ * with a = ‖p‖², b = ‖q‖², g = p·q, `s` and `tau = s / (1 + c)` of the rotation that makes them orthogonal, and
+ * whether |g| > `tol`·‖p‖‖q‖ (a rotation that counts against convergence). Null when the pair needs none (a
+ * column near zero, or g below {@link JACOBI_EPS_ROTATE}·‖p‖‖q‖).
+ */
+export function hostRotation(
+  v: ArrayLike<number>,
+  po: number,
+  qo: number,
+  n: number,
+  tol: number,
+): { s: number; tau: number; counts: boolean } | null {
+  let a = 0, b = 0, g = 0;
+  for (let i = 0; i < n; i++) {
+    const x = v[po + i];
+    const y = v[qo + i];
+    a += x * x;
+    b += y * y;
+    g += x * y;
+  }
+  const scale = Math.sqrt(a) * Math.sqrt(b);
+  if (!(a > JACOBI_TINY && b > JACOBI_TINY && Math.abs(g) > JACOBI_EPS_ROTATE * scale)) return null;
+  const zeta = (b - a) / (2 * g);
+  const t = Math.abs(zeta) > 1e15
+    ? 0.5 / zeta
+    : (zeta < 0 ? -1 : 1) / (Math.abs(zeta) + Math.sqrt(1 + zeta * zeta));
+  const c = 1 / Math.sqrt(1 + t * t);
+  const s = c * t;
+  return { s, tau: s / (1 + c), counts: Math.abs(g) > tol * scale };
 }
 
 /** WGSL that sets the counter in binding 0 to zero (dispatch 1x1x1). */

@@ -24,7 +24,7 @@
  * @module
  */
 import { WGSL_HELPERS } from "./helpers.wgsl.ts";
-import { JACOBI_EPS_ROTATE, JACOBI_TINY } from "./jacobi.wgsl.ts";
+import { hostRotation, JACOBI_EPS_ROTATE, JACOBI_TINY } from "./jacobi.wgsl.ts";
 import { randUniform } from "../lib/ir/rng.ts";
 
 /** Most columns the one-kernel solver takes (one invocation per pair, 32 pairs). */
@@ -257,24 +257,10 @@ export function jacobiSolveHost(
         for (let w = 0; w < slots / 2; w++) {
           const po = at(w, r) * stride;
           const qo = at(slots - 1 - w, r) * stride;
-          let a = 0, b = 0, g = 0;
-          for (let i = 0; i < p4r; i++) {
-            const x = rec[po + i];
-            const y = rec[qo + i];
-            a += x * x;
-            b += y * y;
-            g += x * y;
-          }
-          const nrm = Math.sqrt(a) * Math.sqrt(b);
-          if (!(a > JACOBI_TINY && b > JACOBI_TINY && Math.abs(g) > JACOBI_EPS_ROTATE * nrm)) continue;
-          const zeta = (b - a) / (2 * g);
-          const t = Math.abs(zeta) > 1e15
-            ? 0.5 / zeta
-            : (zeta < 0 ? -1 : 1) / (Math.abs(zeta) + Math.sqrt(1 + zeta * zeta));
-          const c = 1 / Math.sqrt(1 + t * t);
-          const s = c * t;
-          const tau = s / (1 + c);
-          if (Math.abs(g) > tol * nrm) rotated++;
+          const rot = hostRotation(rec, po, qo, p4r, tol);
+          if (rot === null) continue;
+          const { s, tau } = rot;
+          if (rot.counts) rotated++;
           for (let i = 0; i < stride - 4; i++) {
             const x = rec[po + i];
             const y = rec[qo + i];
