@@ -53,8 +53,8 @@ export function baseStorage(t: Tensor): Storage | null {
 }
 
 /**
- * Gives each leaf of `rec` its role. `state` maps the storage of each current parameter pack to its key, `batch` each batch tensor's storage to its name, `scalars` is the storage of the optimiser's uploaded
- * step scalars.
+ * Gives each leaf of `rec` its role. `state` maps the storage of each current parameter pack to its key, `batch`
+ * each batch tensor's storage to its name, `scalars` is the storage of the optimiser's uploaded step scalars.
  */
 export function leafRoles(
   rec: Recording,
