@@ -19,7 +19,7 @@
  *
  * @module
  */
-import type { DeviceName } from "../../ir/node.ts";
+import type { DeviceName, Node } from "../../ir/node.ts";
 import { size } from "../../shape.ts";
 import { concat, stack, tensor, zeros } from "../../tensor/creation.ts";
 import { realize, Tensor } from "../../tensor/tensor.ts";
@@ -218,7 +218,7 @@ export abstract class Optimizer {
   /** The realized buffer of each pack, by key, as installed by the last step. */
   #packed = new Map<string, Tensor>();
   /** The views of its pack installed for each path: the parameter's node and the state tensors. */
-  #installed = new Map<string, { param: unknown; state: readonly Tensor[] }>();
+  #installed = new Map<string, { param: Node; state: readonly Tensor[] }>();
 
   /**
    * Selects the trainable parameters of `target` and builds the groups.
