@@ -69,6 +69,23 @@ const CASES: {
   },
 ];
 
+/**
+ * Runs `body` on the wasm device and then restores the settings tests change on it (its thread count, row
+ * kernels), whether the body passes or throws.
+ */
+async function keepingSettings(
+  body: (be: Awaited<ReturnType<typeof getWasm>>) => Promise<void>,
+): Promise<void> {
+  const be = await getWasm();
+  const { threads, rowKernels } = be;
+  try {
+    await body(be);
+  } finally {
+    be.rowKernels = rowKernels;
+    be.setThreads(threads);
+  }
+}
+
 Deno.test("wasm exp, log and tanh are within their ulp bounds of the float64 host values, special values exact", async () => {
   const rng = new TestRng(300);
   for (const c of CASES) {
@@ -135,22 +152,18 @@ Deno.test("wasm matmul template: transposed, batched, padded and cast operands, 
 });
 
 Deno.test("wasm gives the same bits on one thread and on the thread pool", async () => {
-  const be = await getWasm();
-  const rng = new TestRng(303);
-  const a = tensor(rng.normals(300 * 200), { shape: [300, 200], device: "wasm" }) as F;
-  const b = tensor(rng.normals(200 * 150), { shape: [200, 150], device: "wasm" }) as F;
-  const work = () => [a.matmul(b).relu().softmax() as F, a.exp().sum(1) as F, a.T.add(1).max(0) as F];
-  const threads = be.threads;
-  try {
+  await keepingSettings(async (be) => {
+    const rng = new TestRng(303);
+    const a = tensor(rng.normals(300 * 200), { shape: [300, 200], device: "wasm" }) as F;
+    const b = tensor(rng.normals(200 * 150), { shape: [200, 150], device: "wasm" }) as F;
+    const work = () => [a.matmul(b).relu().softmax() as F, a.exp().sum(1) as F, a.T.add(1).max(0) as F];
     be.setThreads(1);
     const one = await Promise.all(work().map((y) => y.data()));
     be.setThreads(3);
     equal(be.threads, 3, be.description);
     const pool = await Promise.all(work().map((y) => y.data()));
     one.forEach((o, i) => ok(o.every((v, j) => Object.is(v, pool[i][j])), `result ${i} differs`));
-  } finally {
-    be.setThreads(threads);
-  }
+  });
 });
 
 interface AttentionCase {
@@ -186,7 +199,6 @@ function lossAndGrads(x: { q: F; k: F; v: F; w: F }, attend: (q: F, k: F, v: F) 
 }
 
 Deno.test("wasm attention kernels: values and gradients of the float64 host twins, the same bits on the pool", async () => {
-  const be = await getWasm();
   const rng = new TestRng(304);
   const cases = [
     // Big enough that all three kernels are split over the threads.
@@ -195,8 +207,7 @@ Deno.test("wasm attention kernels: values and gradients of the float64 host twin
     { b: 2, t: 37, s: 45, h: 6, hkv: 2, d: 12, causal: true },
     { b: 1, t: 9, s: 14, h: 2, hkv: 1, d: 4, causal: false },
   ];
-  const threads = be.threads;
-  try {
+  await keepingSettings(async (be) => {
     for (const c of cases) {
       const x = attentionInputs(rng, c);
       await realize(x.q, x.k, x.v, x.w);
@@ -216,13 +227,10 @@ Deno.test("wasm attention kernels: values and gradients of the float64 host twin
         ok(one[i].every((x, j) => Object.is(x, pool[i][j])), `${what}: one thread and the pool differ`);
       });
     }
-  } finally {
-    be.setThreads(threads);
-  }
+  });
 });
 
 Deno.test("wasm attention with RoPE inside: float64 host twins, rotating first, same bits on the pool", async () => {
-  const be = await getWasm();
   const rng = new TestRng(305);
   const cases = [
     // Split over the threads: chunks that start inside a sequence and run into the next one.
@@ -232,8 +240,7 @@ Deno.test("wasm attention with RoPE inside: float64 host twins, rotating first, 
     // Cached keys (S > T: query t at position t + S - T), without the mask; tables longer than S.
     { b: 3, t: 9, s: 14, h: 4, hkv: 1, d: 8, causal: false },
   ];
-  const threads = be.threads;
-  try {
+  await keepingSettings(async (be) => {
     for (const c of cases) {
       const x = attentionInputs(rng, c);
       const { q, k } = x;
@@ -276,9 +283,7 @@ Deno.test("wasm attention with RoPE inside: float64 host twins, rotating first, 
         ok(one[i].every((x, j) => Object.is(x, pool[i][j])), `${what}: one thread and the pool differ`);
       });
     }
-  } finally {
-    be.setThreads(threads);
-  }
+  });
 });
 
 Deno.test("wasm row kernels: norms, softmaxes, cross-entropy and their gradients against the float64 reference", async (t) => {
@@ -318,9 +323,7 @@ Deno.test("wasm row kernels: norms, softmaxes, cross-entropy and their gradients
       ["crossEntropy dlogits", grad((p: { x: F }) => crossEntropy(p.x, targets))({ x }).x],
     ];
   };
-  const rowKernels = be.rowKernels;
-  const threads = be.threads;
-  try {
+  await keepingSettings(async () => {
     be.rowKernels = true;
     for (const [rows, len] of shapes) {
       await t.step(`${rows} rows of ${len}`, async () => {
@@ -352,10 +355,7 @@ Deno.test("wasm row kernels: norms, softmaxes, cross-entropy and their gradients
         }
       });
     }
-  } finally {
-    be.rowKernels = rowKernels;
-    be.setThreads(threads);
-  }
+  });
 });
 
 Deno.test("wasm memory grows for large tensors and keeps earlier ones intact", async () => {
