@@ -7,7 +7,7 @@
  *
  * @module
  */
-import type { Kernel, KernelRow } from "./kexpr.ts";
+import type { Kernel, KernelRow, KExpr } from "./kexpr.ts";
 import { dependsOn, kNodes } from "./kexpr.ts";
 import { loopIterations } from "./verify.ts";
 import type { FnBuilder } from "./wasm_encode.ts";
@@ -34,24 +34,14 @@ export function renderWasm(kernel: Kernel, opts: WasmRenderOptions): WasmKernel 
   const em = new KEmitter(f, help, kernel, bases, params);
   const stmts = linearize([body]);
   const lanes = opts.simd === false || total < 8 ? null : classifyLanes(body);
-  // Reductions that read contiguous memory along their own loop (row sums) take their lanes along that loop; the
-  // outputs then go one at a time.
-  const along = new Map<number, Map<number, Lane>>();
-  if (opts.simd !== false) {
-    for (const r of kNodes([body])) {
-      if (r.k !== "reduce" || r.op === "argmax" || r.size < 8) continue;
-      const l = classifyLanes(r.body, r.loop.name);
-      if (l !== null && prefersLoopLanes(r, lanes, l)) along.set(r.id, l);
-    }
-  }
-  if (along.size > 0) {
-    em.loopHook = (r, rbody) => {
-      const l = along.get(r.id);
-      if (l === undefined) return false;
-      reduceAlongLoop(em, new VEmitter(f, help, kernel, bases, em, l), r, rbody);
-      return true;
-    };
-  }
+  // When a reduction takes its lanes along its loop, the outputs go one at a time.
+  const along = lanesAlongLoops(
+    em,
+    (l) => new VEmitter(f, help, kernel, bases, em, l),
+    [body],
+    lanes,
+    opts.simd !== false,
+  );
   const perOutput = 0.5 + 0.3 * kNodes([body]).length + 0.5 * loopIterations(body);
   const loop = countedLoop(f);
   const scalarOutput = (gid: number) => {
@@ -93,6 +83,37 @@ export function renderWasm(kernel: Kernel, opts: WasmRenderOptions): WasmKernel 
   };
 }
 
+/**
+ * Lets the reductions among `roots` that read contiguous memory along their own loop (row sums) run four iterations
+ * at a time along it, where that beats the lanes `outputs` of the kernel's outputs (null: none): installs `em`'s
+ * loop hook, with `vector` making the four-lane emitter of given lanes. Returns the ids of those reductions.
+ */
+function lanesAlongLoops(
+  em: KEmitter,
+  vector: (lanes: Map<number, Lane>) => VEmitter,
+  roots: readonly KExpr[],
+  outputs: Map<number, Lane> | null,
+  simd: boolean,
+): ReadonlySet<number> {
+  const along = new Map<number, Map<number, Lane>>();
+  if (simd) {
+    for (const r of kNodes(roots)) {
+      if (r.k !== "reduce" || r.op === "argmax" || r.size < 8) continue;
+      const l = classifyLanes(r.body, r.loop.name);
+      if (l !== null && prefersLoopLanes(r, outputs, l)) along.set(r.id, l);
+    }
+  }
+  if (along.size > 0) {
+    em.loopHook = (r, rbody) => {
+      const l = along.get(r.id);
+      if (l === undefined) return false;
+      reduceAlongLoop(em, vector(l), r, rbody);
+      return true;
+    };
+  }
+  return new Set(along.keys());
+}
+
 /** `loop(v, from, to, body)` emits `for (v = from; v < to; v++) body` into `f`, `from` and `to` pushed by callbacks. */
 function countedLoop(f: FnBuilder): (v: number, from: () => void, to: () => void, inner: () => void) => void {
   return (v, from, to, inner) => {
@@ -123,20 +144,13 @@ function renderWasmRows(kernel: Kernel, row: KernelRow, opts: WasmRenderOptions)
   const stmts = linearize([row.body]);
   const once = stmts.filter((s) => !dep(s.node));
   const each = stmts.filter((s) => dep(s.node));
-  const along = new Map<number, Map<number, Lane>>();
-  if (opts.simd !== false) {
-    for (const r of kNodes(once.map((s) => s.node))) {
-      if (r.k !== "reduce" || r.op === "argmax" || r.size < 8) continue;
-      const l = classifyLanes(r.body, r.loop.name);
-      if (l !== null && prefersLoopLanes(r, null, l)) along.set(r.id, l);
-    }
-  }
-  em.loopHook = (r, rbody) => {
-    const l = along.get(r.id);
-    if (l === undefined) return false;
-    reduceAlongLoop(em, new VEmitter(f, help, kernel, bases, em, l), r, rbody);
-    return true;
-  };
+  const along = lanesAlongLoops(
+    em,
+    (l) => new VEmitter(f, help, kernel, bases, em, l),
+    once.map((s) => s.node),
+    null,
+    opts.simd !== false,
+  );
   const lanes = opts.simd === false || row.length < 8 ? null : classifyLanes(row.body, row.j.name);
   const quads = lanes === null ? 0 : Math.floor(row.length / 4);
   const loop = countedLoop(f);
