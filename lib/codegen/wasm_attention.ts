@@ -383,15 +383,28 @@ function rotatedKeys(
   f.get(at.kh).i32(a.d * 4).op("i32.mul").get(at.keys).op("i32.add").set(at.kb);
 }
 
+/**
+ * Loads the row at the byte address in i32 local `addr` times scale, rotated first (RoPE, when there are `tables`) to
+ * the position `pos` pushes.
+ */
+function scaledRow(
+  e: Emit,
+  a: AttentionDims,
+  addr: number,
+  tables: Tables | null,
+  pos: () => void,
+): number[] {
+  if (tables === null) return e.loadRow(addr, a.d / 4, Math.fround(a.scale));
+  const xs = e.loadRow(addr, a.d / 4);
+  e.rotateAt(xs, tables, pos, false);
+  e.scaleRow(xs, Math.fround(a.scale));
+  return xs;
+}
+
 /** Loads the query row at the byte address in i32 local `qa`, rotated to its position (RoPE), times scale. */
 function queryRegisters(e: Emit, a: AttentionDims, qa: number, t: number, tables: Tables | null): number[] {
-  const f = e.f;
-  if (tables === null) return e.loadRow(qa, a.d / 4, Math.fround(a.scale));
-  const qv = e.loadRow(qa, a.d / 4);
   // Query t sits at position t + S - T.
-  e.rotateAt(qv, tables, () => f.get(t).i32(a.s - a.t).op("i32.add"), false);
-  e.scaleRow(qv, Math.fround(a.scale));
-  return qv;
+  return scaledRow(e, a, qa, tables, () => e.f.get(t).i32(a.s - a.t).op("i32.add"));
 }
 
 function forward(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffer> {
@@ -646,11 +659,7 @@ function backwardKeyValue(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffe
     f.get(ka).get(K).op("i32.add").set(kaddr);
     const vaddr = f.local("i32");
     f.get(ka).get(V).op("i32.add").set(vaddr);
-    const kv = e.loadRow(kaddr, d4, tables === null ? Math.fround(a.scale) : 1);
-    if (tables !== null) {
-      e.rotateAt(kv, tables, () => f.get(s), false);
-      e.scaleRow(kv, Math.fround(a.scale));
-    }
+    const kv = scaledRow(e, a, kaddr, tables, () => f.get(s));
     const vv = e.loadRow(vaddr, d4);
     // Where query row r is read: q itself (q + r·D·4), or the sequence's rotated rows in the scratch.
     const qbase = f.local("i32");
