@@ -349,9 +349,11 @@ Deno.test("wasm row kernels: norms, softmaxes, cross-entropy and their gradients
         for (let i = 0; i < outs.length; i++) {
           const what = `${outs[i][0]} [${rows}, ${len}]`;
           ok(one[i].every((v, j) => Object.is(v, pool[i][j])), `${what}: the pool's bits differ`);
-          // f32 arithmetic with f64 sums rounded once: a few ulp of values of size ~1 (rows of ≤ 600 terms give
-          // ≤ 1e-5 for the weight gradient); a slip of row or index moves results by O(0.1).
-          assertClose(one[i], want[i], { rtol: 2e-5, atol: 2e-6, what });
+          // f32 arithmetic with f64 sums rounded once: a few ulp of values of size ~1. The weight gradient sums
+          // `rows` terms of size ~1 in f32, so its error grows with the rows: about 1e-5 for 600 (2.8e-6 seen on an
+          // element of 0.02). A slip of row or index moves results by O(0.1).
+          const atol = outs[i][0].endsWith("dw") ? Math.max(2e-6, 1e-5 * Math.sqrt(rows / 600)) : 2e-6;
+          assertClose(one[i], want[i], { rtol: 2e-5, atol, what });
         }
       });
     }
