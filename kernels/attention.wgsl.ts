@@ -14,6 +14,10 @@
  * - backward for keys and values, per key row `(b, s, kh)` summing over the `G` query heads of the group and the
  *   queries that see the key: `dV = Σ P dO`, `dK = scale Σ dS q`; the result is `[dK | dV]`.
  *
+ * With RoPE and `rotatedRows`, the forward also stores the rotated rows it reads, `[O | L | Q̃ | K̃]`, and the
+ * backward kernels read them instead of rotating `q` and `k` again for every query-key pair (their inputs are
+ * then `v, dO, forward[, query backward], cos, sin`: the tables still rotate each gradient row back once).
+ *
  * `D` must be a multiple of 4 (rows are read as `vec4<f32>`); each invocation loops over at most `S` keys
  * (forward, queries) or `G·T` queries (keys and values). Every kernel has a float64 host twin with the same
  * loops, used by the CPU backend and the reference.
@@ -45,6 +49,40 @@ export interface AttentionDims {
    * `k` come back in the unrotated frame.
    */
   readonly rope?: boolean;
+  /**
+   * With `rope`: the forward's result also holds the rotated rows, `Q̃ = R(t + S − T)·q` and `K̃ = R(s)·k`
+   * (see {@link forwardLayout}), and the backward kernels take `v, dO, forward[, query backward], cos, sin`
+   * and read `Q̃`, `K̃` from it instead of rotating `q` and `k` once per query-key pair. The values are the
+   * same bit for bit: the rows are rotated by the same expression, once.
+   */
+  readonly rotatedRows?: boolean;
+}
+
+/** Where the parts of the forward's result start (floats) and its size; `q` and `k` are 0 without rotated rows. */
+export interface ForwardLayout {
+  /** Start of the logsumexps `L` (after `O`). */
+  readonly l: number;
+  /** Start of `Q̃` (`B·T·H·D`, a multiple of 4 so that rows are read as vec4). */
+  readonly q: number;
+  /** Start of `K̃` (`B·S·Hkv·D`). */
+  readonly k: number;
+  /** Floats in the result. */
+  readonly size: number;
+}
+
+/** Whether the forward stores the rotated rows for the backward kernels. */
+function storesRotated(a: AttentionDims): boolean {
+  return a.rope === true && a.rotatedRows === true;
+}
+
+/** The layout of the forward's result `[O | L]`, or `[O | L | Q̃ | K̃]` with rotated rows. */
+export function forwardLayout(a: AttentionDims): ForwardLayout {
+  const rows = a.b * a.t * a.h;
+  const l = rows * a.d;
+  if (!storesRotated(a)) return { l, q: 0, k: 0, size: l + rows };
+  const q = 4 * Math.ceil((l + rows) / 4);
+  const k = q + rows * a.d;
+  return { l, q, k, size: k + a.b * a.s * a.hkv * a.d };
 }
 
 /** One kernel: WGSL, dispatch and its float64 host twin over `[result, ...inputs]`. */
@@ -145,13 +183,14 @@ function ropeHost(
 function key(kind: string, a: AttentionDims): string {
   return `attention_${kind}(b=${a.b},t=${a.t},s=${a.s},h=${a.h},hkv=${a.hkv},d=${a.d},scale=${
     Math.fround(a.scale)
-  },causal=${a.causal}${a.rope ? ",rope" : ""})`;
+  },causal=${a.causal}${a.rope ? ",rope" : ""}${storesRotated(a) ? ",rotated" : ""})`;
 }
 
 /** The query row index and the head indices of an invocation (WGSL lines). */
-function rowLines(a: AttentionDims, rows: number): string[] {
+function rowLines(a: AttentionDims, rows: number, beforeExit: readonly string[] = []): string[] {
   return [
     `  let row = i32(g.x + g.y * nwg.x * ${WG}u);`,
+    ...beforeExit,
     `  if (row >= ${rows}) { return; }`,
     `  let h = row % ${a.h};`,
     `  let t = (row / ${a.h}) % ${a.t};`,
@@ -161,16 +200,36 @@ function rowLines(a: AttentionDims, rows: number): string[] {
   ];
 }
 
-/** The forward kernel: result `[O | L]`, inputs `q, k, v`. */
+/**
+ * The forward kernel: result `[O | L]` (with rotated rows `[O | L | Q̃ | K̃]`, see {@link forwardLayout}),
+ * inputs `q, k, v`.
+ */
 export function attentionForward(a: AttentionDims): AttentionKernel {
   const d4 = a.d / 4;
   const rows = a.b * a.t * a.h;
+  const krows = a.b * a.s * a.hkv;
+  const layout = forwardLayout(a);
+  const keep = storesRotated(a);
   const L: string[] = [header(["q", "k", "v"], false, a.rope)];
   L.push(`@compute @workgroup_size(${WG})`);
   L.push(`fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {`);
-  L.push(...rowLines(a, rows));
+  // With rotated rows, invocation `row` also stores key row `row` rotated (before the query rows run out).
+  const keyRow = [
+    `  if (row < ${krows}) {`,
+    `    let ks = (row / ${a.hkv}) % ${a.s};`,
+    ...Array.from({ length: d4 }, (_, i) => [
+      `    let kr${i} = ${rot(a, `k[row * ${d4} + ${i}]`, "ks", i)};`,
+      ...[0, 1, 2, 3].map((c) => `    out0[${layout.k} + row * ${a.d} + ${4 * i + c}] = kr${i}[${c}];`),
+    ]).flat(),
+    `  }`,
+  ];
+  L.push(...rowLines(a, rows, keep ? keyRow : []));
   for (let i = 0; i < d4; i++) {
-    L.push(`  let q${i} = ${rot(a, `q[row * ${d4} + ${i}]`, qPos(a), i)} * ${f32(a.scale)};`);
+    L.push(`  let qr${i} = ${rot(a, `q[row * ${d4} + ${i}]`, qPos(a), i)};`);
+    L.push(`  let q${i} = qr${i} * ${f32(a.scale)};`);
+    if (keep) {
+      for (let c = 0; c < 4; c++) L.push(`  out0[${layout.q} + row * ${a.d} + ${4 * i + c}] = qr${i}[${c}];`);
+    }
   }
   for (let i = 0; i < d4; i++) L.push(`  var acc${i} = vec4<f32>(0.0);`);
   L.push(`  var m = bitcast<f32>(0xff800000u);`, `  var l = 0.0;`);
@@ -185,16 +244,20 @@ export function attentionForward(a: AttentionDims): AttentionKernel {
   for (let i = 0; i < d4; i++) {
     for (let c = 0; c < 4; c++) L.push(`  out0[row * ${a.d} + ${4 * i + c}] = acc${i}[${c}] * inv;`);
   }
-  L.push(`  out0[${rows * a.d} + row] = m + log(l);`, `}`);
+  L.push(`  out0[${layout.l} + row] = m + log(l);`, `}`);
   return {
     key: key("forward", a),
     name: `attention_forward_${a.b}x${a.t}x${a.h}x${a.d}`,
-    size: rows * (a.d + 1),
+    size: layout.size,
     wgsl: L.join("\n"),
-    dispatch: dispatchFor(rows),
+    dispatch: dispatchFor(keep ? Math.max(rows, krows) : rows),
     host: ([out, q0, k0, v, cos, sin]) => {
       const acc = new Float64Array(a.d);
       const { q, k } = rotated(a, q0, k0, { cos, sin });
+      if (keep) {
+        for (let i = 0; i < rows * a.d; i++) out[layout.q + i] = q[i];
+        for (let i = 0; i < krows * a.d; i++) out[layout.k + i] = k[i];
+      }
       for (let row = 0; row < rows; row++) {
         const { b, t, kh, last } = rowOf(a, row);
         acc.fill(0);
@@ -253,6 +316,25 @@ function rotated(
   return { q: qr, k: kr };
 }
 
+/**
+ * The buffers of a backward kernel's host twin by name, `q` and `k` rotated: `[out, q, k, v, dO, fwd, (bq,) cos,
+ * sin]`, or with rotated rows `[out, v, dO, fwd, (bq,) cos, sin]` and `q`, `k` the forward's `Q̃`, `K̃`.
+ */
+function backwardInputs(a: AttentionDims, buffers: readonly HostArray[], withBq: boolean) {
+  const keep = storesRotated(a);
+  const [out, ...rest] = buffers;
+  const [q0, k0] = keep ? [] : rest.splice(0, 2);
+  const [v, dout, fwd] = rest.splice(0, 3);
+  const bq = withBq ? rest.shift()! : fwd;
+  const [cos, sin] = rest;
+  if (!keep) return { out, v, dout, fwd, bq, cos, sin, ...rotated(a, q0, k0, { cos, sin }) };
+  const layout = forwardLayout(a);
+  const part = (start: number, n: number): HostArray => Array.from({ length: n }, (_, i) => fwd[start + i]);
+  const q = part(layout.q, a.b * a.t * a.h * a.d);
+  const k = part(layout.k, a.b * a.s * a.hkv * a.d);
+  return { out, v, dout, fwd, bq, cos, sin, q, k };
+}
+
 function rowOf(a: AttentionDims, row: number) {
   const h = row % a.h;
   const t = Math.floor(row / a.h) % a.t;
@@ -262,17 +344,37 @@ function rowOf(a: AttentionDims, row: number) {
   return { h, t, b, kh, last };
 }
 
-/** The backward kernel for queries: result `[dQ | Δ]`, inputs `q, k, v, dO, forward result`. */
+/**
+ * WGSL of vec4 `i` of the rotated query row `row` and key row `kr` (vec4 indices `row·D/4`, `kr·D/4`): read from the
+ * forward's result with rotated rows (`fwd`), else rotated from `q` and `k`.
+ */
+function rotatedRows(a: AttentionDims) {
+  const layout = forwardLayout(a);
+  const keep = storesRotated(a);
+  return {
+    query: (base: string, i: number) =>
+      keep ? `fwd[${layout.q / 4} + ${base} + ${i}]` : rot(a, `q[${base} + ${i}]`, qPos(a), i),
+    key: (base: string, pos: string, i: number) =>
+      keep ? `fwd[${layout.k / 4} + ${base} + ${i}]` : rot(a, `k[${base} + ${i}]`, pos, i),
+    inputs: (rest: readonly string[]) => keep ? rest.slice(2) : rest,
+  };
+}
+
+/**
+ * The backward kernel for queries: result `[dQ | Δ]`, inputs `q, k, v, dO, forward result` (with rotated rows
+ * `v, dO, forward result`).
+ */
 export function attentionBackwardQuery(a: AttentionDims): AttentionKernel {
   const d4 = a.d / 4;
   const rows = a.b * a.t * a.h;
   const lBase = (rows * a.d) / 4; // vec4 index where L starts in the forward result
-  const L: string[] = [header(["q", "k", "v", "dout", "fwd"], false, a.rope)];
+  const rr = rotatedRows(a);
+  const L: string[] = [header(rr.inputs(["q", "k", "v", "dout", "fwd"]), false, a.rope)];
   L.push(`@compute @workgroup_size(${WG})`);
   L.push(`fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {`);
   L.push(...rowLines(a, rows));
   for (let i = 0; i < d4; i++) {
-    L.push(`  let q${i} = ${rot(a, `q[row * ${d4} + ${i}]`, qPos(a), i)} * ${f32(a.scale)};`);
+    L.push(`  let q${i} = ${rr.query(`row * ${d4}`, i)} * ${f32(a.scale)};`);
     L.push(`  let do${i} = dout[row * ${d4} + ${i}];`);
     L.push(`  var dq${i} = vec4<f32>(0.0);`);
   }
@@ -280,7 +382,7 @@ export function attentionBackwardQuery(a: AttentionDims): AttentionKernel {
   L.push(`  let lse = fwd[${lBase} + row / 4][row % 4];`);
   L.push(`  for (var s = 0; s <= last; s = s + 1) {`);
   L.push(`    let kb = ((b * ${a.s} + s) * ${a.hkv} + kh) * ${d4};`);
-  for (let i = 0; i < d4; i++) L.push(`    let k${i} = ${rot(a, `k[kb + ${i}]`, "s", i)};`);
+  for (let i = 0; i < d4; i++) L.push(`    let k${i} = ${rr.key("kb", "s", i)};`);
   L.push(`    ${dotLines("sc", d4, (i) => `q${i}`, (i) => `k${i}`)}`);
   L.push(`    ${dotLines("dp", d4, (i) => `do${i}`, (i) => `v[kb + ${i}]`)}`);
   L.push(`    let ds = exp(sc - lse) * (dp - delta);`);
@@ -299,9 +401,9 @@ export function attentionBackwardQuery(a: AttentionDims): AttentionKernel {
     size: rows * (a.d + 1),
     wgsl: L.join("\n"),
     dispatch: dispatchFor(rows),
-    host: ([out, q0, k0, v, dout, fwd, cos, sin]) => {
+    host: (buffers) => {
+      const { out, q, k, v, dout, fwd, cos, sin } = backwardInputs(a, buffers, false);
       const dq = new Float64Array(a.d);
-      const { q, k } = rotated(a, q0, k0, { cos, sin });
       for (let row = 0; row < rows; row++) {
         const { b, kh, last } = rowOf(a, row);
         let delta = 0;
@@ -330,14 +432,18 @@ export function attentionBackwardQuery(a: AttentionDims): AttentionKernel {
   };
 }
 
-/** The backward kernel for keys and values: result `[dK | dV]`, inputs `q, k, v, dO, forward, query backward`. */
+/**
+ * The backward kernel for keys and values: result `[dK | dV]`, inputs `q, k, v, dO, forward, query backward`
+ * (with rotated rows `v, dO, forward, query backward`).
+ */
 export function attentionBackwardKeyValue(a: AttentionDims): AttentionKernel {
   const d4 = a.d / 4;
   const rows = a.b * a.t * a.h;
   const krows = a.b * a.s * a.hkv;
   const g = a.h / a.hkv;
   const lBase = (rows * a.d) / 4;
-  const L: string[] = [header(["q", "k", "v", "dout", "fwd", "bq"], false, a.rope)];
+  const rr = rotatedRows(a);
+  const L: string[] = [header(rr.inputs(["q", "k", "v", "dout", "fwd", "bq"]), false, a.rope)];
   L.push(`@compute @workgroup_size(${WG})`);
   L.push(`fn main(@builtin(global_invocation_id) gi: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {`);
   L.push(`  let kr = i32(gi.x + gi.y * nwg.x * ${WG}u);`, `  if (kr >= ${krows}) { return; }`);
@@ -348,7 +454,7 @@ export function attentionBackwardKeyValue(a: AttentionDims): AttentionKernel {
   );
   L.push(`  let first = ${a.causal ? `max(0, s - ${a.s - a.t})` : "0"};`);
   for (let i = 0; i < d4; i++) {
-    L.push(`  let k${i} = ${rot(a, `k[kr * ${d4} + ${i}]`, "s", i)} * ${f32(a.scale)};`);
+    L.push(`  let k${i} = ${rr.key(`kr * ${d4}`, "s", i)} * ${f32(a.scale)};`);
     L.push(`  let v${i} = v[kr * ${d4} + ${i}];`);
     L.push(`  var dk${i} = vec4<f32>(0.0);`, `  var dv${i} = vec4<f32>(0.0);`);
   }
@@ -357,7 +463,7 @@ export function attentionBackwardKeyValue(a: AttentionDims): AttentionKernel {
   L.push(`    for (var t = first; t < ${a.t}; t = t + 1) {`);
   L.push(`      let row = (b * ${a.t} + t) * ${a.h} + h;`);
   L.push(`      let qb = row * ${d4};`);
-  for (let i = 0; i < d4; i++) L.push(`      let q${i} = ${rot(a, `q[qb + ${i}]`, qPos(a), i)};`);
+  for (let i = 0; i < d4; i++) L.push(`      let q${i} = ${rr.query("qb", i)};`);
   L.push(`      ${dotLines("sc", d4, (i) => `q${i}`, (i) => `k${i}`)}`);
   L.push(`      ${dotLines("dp", d4, (i) => `dout[qb + ${i}]`, (i) => `v${i}`)}`);
   L.push(`      let p = exp(sc - fwd[${lBase} + row / 4][row % 4]);`);
@@ -381,9 +487,9 @@ export function attentionBackwardKeyValue(a: AttentionDims): AttentionKernel {
     size: 2 * krows * a.d,
     wgsl: L.join("\n"),
     dispatch: dispatchFor(krows),
-    host: ([out, q0, k0, v, dout, fwd, bq, cos, sin]) => {
+    host: (buffers) => {
+      const { out, q, k, v, dout, fwd, bq, cos, sin } = backwardInputs(a, buffers, true);
       const dk = new Float64Array(a.d);
-      const { q, k } = rotated(a, q0, k0, { cos, sin });
       const dv = new Float64Array(a.d);
       for (let kr = 0; kr < krows; kr++) {
         const kh = kr % a.hkv;

@@ -210,7 +210,10 @@ function spec(k: AttentionKernel, pass: AttentionPass, a: AttentionDims) {
     wgsl: k.wgsl,
     dispatch: k.dispatch,
     host: k.host,
-    wasm: (features: { readonly relaxedSimd: boolean }) => attentionWasm(pass, a, features),
+    // The wasm kernels rotate what they loop over once per sequence already, and keep the plain layout.
+    ...(a.rotatedRows ? {} : {
+      wasm: (features: { readonly relaxedSimd: boolean }) => attentionWasm(pass, a, features),
+    }),
   };
 }
 
@@ -235,24 +238,30 @@ function tableInput(t: F32): F32 {
 }
 
 /** {@link causalAttention} through the fused kernels; `q`, `k`, `v` as there, `a` their dimensions. */
-function fusedAttention(q: F32, k: F32, v: F32, a: AttentionDims, rope?: RopeTables): F32 {
+function fusedAttention(q: F32, k: F32, v: F32, dims: AttentionDims, rope?: RopeTables): F32 {
+  // On WebGPU the forward keeps the rotated rows for the backward kernels, which would otherwise rotate each key
+  // (query) again for every query (key) it meets: on lavapipe the three kernels of a layer run 1.2-1.4x
+  // (stories260K) and 1.4x (SmolLM-135M) as fast this way (bench/attention_bench.ts, one submission included).
+  // The wasm kernels rotate what they loop over once per sequence already.
+  const a = { ...dims, rotatedRows: dims.rope === true && q.device === "webgpu" };
   const rows = a.b * a.t * a.h;
   const krows = a.b * a.s * a.hkv;
   const tables = rope === undefined ? [] : [tableInput(rope.cos), tableInput(rope.sin)];
   const fwd = customKernel(spec(attentionForward(a), "forward", a), [q, k, v, ...tables]) as F32;
   const out = fwd.slice([0, rows * a.d]).reshape([a.b, a.t, a.h, a.d]) as F32;
+  // The rows each backward kernel reads: q and k themselves, or their rotations in the forward's result.
+  const qk = a.rotatedRows ? [] : [q, k];
   // d(q, k, v) from dO with the forward's logsumexp; the query pass also gives Δ = dO·O for the key/value pass.
   return customVjp((_q: F32, _k: F32, _v: F32) => out, (g) => {
     const bq = customKernel(spec(attentionBackwardQuery(a), "backward_query", a), [
-      q,
-      k,
+      ...qk,
       v,
       g,
       fwd,
       ...tables,
     ]) as F32;
     const kvSpec = spec(attentionBackwardKeyValue(a), "backward_key_value", a);
-    const bkv = customKernel(kvSpec, [q, k, v, g, fwd, bq, ...tables]) as F32;
+    const bkv = customKernel(kvSpec, [...qk, v, g, fwd, bq, ...tables]) as F32;
     return [
       bq.slice([0, rows * a.d]).reshape(q.shape),
       bkv.slice([0, krows * a.d]).reshape(k.shape),

@@ -4,12 +4,20 @@
  * causal mask and with RoPE applied inside the kernels, on both backends.
  */
 import { equal, ok } from "node:assert/strict";
-import { type Shape, type Tensor, tensor } from "../../mod.ts";
+import { runKernels, type Shape, type Tensor, tensor } from "../../mod.ts";
 import { causalAttention, ropeTables } from "../../lib/nn/mod.ts";
 import { valueAndGrad } from "../../lib/autodiff/grad.ts";
 import { schedule } from "../../lib/codegen/schedule.ts";
 import { Op } from "../../lib/ir/ops.ts";
 import { toposort } from "../../lib/ir/node.ts";
+import {
+  attentionBackwardKeyValue,
+  attentionBackwardQuery,
+  type AttentionDims,
+  attentionForward,
+  type AttentionKernel,
+  forwardLayout,
+} from "../../kernels/attention.wgsl.ts";
 import { assertClose, reference, TestRng } from "../_helpers.ts";
 
 type F = Tensor<Shape, "f32">;
@@ -21,6 +29,8 @@ const cases = [
   // RoPE inside the kernels (tables longer than needed: the kernels read the stored table's first rows).
   { b: 2, t: 6, s: 6, h: 4, hkv: 2, d: 12, causal: true, rope: true },
   { b: 1, t: 3, s: 5, h: 2, hkv: 1, d: 8, causal: false, rope: true },
+  // More key rows than query rows: with rotated rows the forward stores key rows past the last query row.
+  { b: 1, t: 1, s: 6, h: 2, hkv: 2, d: 4, causal: false, rope: true },
 ];
 
 for (const device of ["webgpu", "wasm", "cpu"] as const) {
@@ -77,3 +87,92 @@ Deno.test("fused attention runs as one kernel forward; a head size that is not a
   const odd = causalAttention(mk([1, 4, 2, 6]), mk([1, 4, 2, 6]), mk([1, 4, 2, 6]));
   equal(schedule([odd.node], { maxInputs: 8 }).filter((n) => n.op === Op.Custom).length, 0);
 });
+
+/** Runs the three kernels of `a` on WebGPU over `q, k, v, dO` and the tables; returns `[fwd, bq, bkv]`. */
+async function threeKernels(a: AttentionDims, inputs: Record<string, F>): Promise<Float32Array[]> {
+  const { q, k, v, dout, cos, sin } = inputs;
+  const qk = a.rotatedRows ? [] : [q, k];
+  const run = (kn: AttentionKernel, ins: F[]) =>
+    runKernels(ins, [{ shape: [kn.size], dtype: "f32" }], [{
+      name: kn.name,
+      wgsl: kn.wgsl,
+      dispatch: kn.dispatch,
+      bindings: [ins.length, ...ins.map((_, i) => i)],
+      host: kn.host,
+    }]).then(([t]) => t as F);
+  const fwd = await run(attentionForward(a), [q, k, v, cos, sin]);
+  const bq = await run(attentionBackwardQuery(a), [...qk, v, dout, fwd, cos, sin]);
+  const bkv = await run(attentionBackwardKeyValue(a), [...qk, v, dout, fwd, bq, cos, sin]);
+  return Promise.all([fwd, bq, bkv].map(async (t) => new Float32Array(await t.data())));
+}
+
+for (
+  const c of [
+    { b: 2, t: 5, s: 5, h: 4, hkv: 2, d: 8, causal: true },
+    { b: 1, t: 2, s: 7, h: 2, hkv: 2, d: 12, causal: false },
+  ]
+) {
+  Deno.test(`attention kernels with rotated rows kept = rotating per pair, bit for bit; host twins (${JSON.stringify(c)})`, async () => {
+    const rng = new TestRng(431 + c.s);
+    const mk = (shape: number[]) =>
+      tensor(rng.normals(shape.reduce((a, b) => a * b, 1)), { shape, device: "webgpu" }) as F;
+    const rope = ropeTables(c.d, c.s, { device: "webgpu" });
+    const inputs = {
+      q: mk([c.b, c.t, c.h, c.d]),
+      k: mk([c.b, c.s, c.hkv, c.d]),
+      v: mk([c.b, c.s, c.hkv, c.d]),
+      dout: mk([c.b, c.t, c.h, c.d]),
+      cos: rope.cos as F,
+      sin: rope.sin as F,
+    };
+    const base: AttentionDims = { ...c, scale: 1 / Math.sqrt(c.d), rope: true };
+    const kept = { ...base, rotatedRows: true };
+    const [plain, rotated] = await Promise.all([threeKernels(base, inputs), threeKernels(kept, inputs)]);
+    const layout = forwardLayout(kept);
+    const rows = c.b * c.t * c.h;
+    // O and L, dQ and Δ, dK and dV: the same floats, since the rows are rotated by the same expressions.
+    const same = (x: Float32Array, y: Float32Array, what: string) =>
+      equal(x.findIndex((v, i) => !Object.is(v, y[i])), -1, `${what} differs`);
+    same(plain[0], rotated[0].subarray(0, layout.l + rows), "O | L");
+    same(plain[1], rotated[1], "dQ | Δ");
+    same(plain[2], rotated[2], "dK | dV");
+    // The kept rows and the backward results against the float64 host twins of the rotated-rows layout.
+    const host = (kn: AttentionKernel, ins: (ArrayLike<number>)[]) => {
+      const out = new Float64Array(kn.size);
+      kn.host([out, ...ins.map((x) => Float64Array.from(x))]);
+      return out;
+    };
+    const [q, k, v, dout, cos, sin] = await Promise.all(
+      [inputs.q, inputs.k, inputs.v, inputs.dout, inputs.cos, inputs.sin].map((t) => t.data()),
+    );
+    const fwd = host(attentionForward(kept), [q, k, v, cos, sin]);
+    assertClose(rotated[0], fwd, { rtol: 1e-5, atol: 1e-5, what: "forward with rotated rows" });
+    const bq = host(attentionBackwardQuery(kept), [v, dout, fwd, cos, sin]);
+    assertClose(rotated[1], bq, { rtol: 1e-4, atol: 1e-5, what: "dQ | Δ" });
+    const bkv = host(attentionBackwardKeyValue(kept), [v, dout, fwd, bq, cos, sin]);
+    assertClose(rotated[2], bkv, { rtol: 1e-4, atol: 1e-5, what: "dK | dV" });
+    // The kept rows are R(pos)·q and R(s)·k: against rotating q and k in float64 here.
+    const half = c.d / 2;
+    for (
+      const [x, n, pos, start] of [
+        [q, rows, (r: number) => Math.floor(r / c.h) % c.t + c.s - c.t, layout.q],
+        [k, c.b * c.s * c.hkv, (r: number) => Math.floor(r / c.hkv) % c.s, layout.k],
+      ] as const
+    ) {
+      const want = new Float64Array(n * c.d);
+      for (let r = 0; r < n; r++) {
+        for (let i = 0; i < half; i++) {
+          const [cs, sn] = [cos[pos(r) * half + i], sin[pos(r) * half + i]];
+          const [x0, x1] = [x[r * c.d + 2 * i], x[r * c.d + 2 * i + 1]];
+          want[r * c.d + 2 * i] = x0 * cs - x1 * sn;
+          want[r * c.d + 2 * i + 1] = x0 * sn + x1 * cs;
+        }
+      }
+      assertClose(rotated[0].subarray(start, start + n * c.d), want, {
+        rtol: 1e-5,
+        atol: 1e-6,
+        what: "rotated rows",
+      });
+    }
+  });
+}
