@@ -17,7 +17,7 @@
  *
  * Columns: ms/step is wall time per step after the warm-up steps (kernels compiled, the step compiled for replay);
  * kernels/step counts the kernels run per step (submitted through `run` or a prepared replay) and launches/step the
- * dispatches they take (a prepared replay runs independent kernels in one launch); host ms/step is the
+ * dispatches they take (on WebGPU independent kernels of one submission share a launch); host ms/step is the
  * wall time minus the time spent waiting for the device (in readbacks, and in `queue.submit`, which on Deno's
  * WebGPU returns only once the previous submission has finished), i.e. the JavaScript of building (or replaying)
  * the step and encoding it. On a software adapter the device's threads share the host's cores, so host time there
@@ -326,12 +326,13 @@ async function measure(
   const prepare = (be as {
     prepare?: (s: readonly unknown[]) => { run(...a: unknown[]): Promise<void>; readonly launches?: number };
   }).prepare;
-  be.run = (s) => {
+  be.run = async (s) => {
+    await run.call(be, s);
     if (counting) {
       kernels += s.length;
-      launches += s.length;
+      // WebGPU runs independent kernels of one submission in one launch and says how many it made.
+      launches += (be as { lastRunLaunches?: number }).lastRunLaunches ?? s.length;
     }
-    return run.call(be, s);
   };
   be.read = (...args) => timed(() => read.apply(be, args));
   const readMany = (be as { readMany?: (...a: unknown[]) => Promise<unknown> }).readMany;

@@ -1,5 +1,6 @@
 /**
- * Which kernels of a prepared sequence may share a launch (see `render_merged.ts`), per adapter:
+ * Which kernels of a prepared sequence (and, where `mergeRuns` says so, of a one-off submission) may share a launch
+ * (see `render_merged.ts`), per adapter:
  *
  * - `software` (llvmpipe/lavapipe), measured on lavapipe: a shader that runs several kernels costs every one of its
  *   workgroups part of the other kernels' loops (llvmpipe executes the branches a workgroup does not take with its
@@ -27,6 +28,12 @@ export interface LaunchPolicy {
    * `schedule.ts`): one launch and no round trip for a norm's statistics or a softmax's sums.
    */
   readonly rowKernels: boolean;
+  /**
+   * Whether one-off submissions (`run`: the eager path, a step that is not replayed) share launches too. They pay
+   * the grouping on every call (about 1 ms of host time for a 39-kernel step), where a prepared sequence pays it
+   * once.
+   */
+  readonly mergeRuns: boolean;
 }
 
 /** lavapipe: kernels that leave cores idle, and small loop-free ones. */
@@ -34,6 +41,8 @@ export const SOFTWARE_LAUNCHES: LaunchPolicy = {
   name: "software (kernels of at most 2 workgroups, loop-free ones of at most 64)",
   mayShare: (workgroups, loops) => workgroups <= 2 || (!loops && workgroups <= 64),
   rowKernels: true,
+  // The device's work is the step there: the eager LoRA step of bench:peers ran 1.1x as fast merged.
+  mergeRuns: true,
 };
 
 /** GPUs: kernels too small to fill the device. */
@@ -43,6 +52,8 @@ export const GPU_LAUNCHES: LaunchPolicy = {
   // One invocation per row reads its row alone: uncoalesced on a GPU, where the statistics kernel and the
   // elementwise one both read coalesced. Off until measured.
   rowKernels: false,
+  // A launch costs microseconds on a GPU, and an eager step is bound by its host work: keep runs as they are.
+  mergeRuns: false,
 };
 
 /**

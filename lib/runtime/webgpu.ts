@@ -414,9 +414,59 @@ export class WebGPUBackend implements Backend {
     return { buffer, cls, offsets };
   }
 
+  /** Launches (dispatches) of the latest {@link run}: fewer than its steps where independent kernels shared one. */
+  get lastRunLaunches(): number {
+    return this.#lastRunLaunches;
+  }
+  #lastRunLaunches = 0;
+
+  /**
+   * Runs `steps` in one submission. Where the launch policy says so (`mergeRuns`), independent generated kernels
+   * share launches as in {@link prepare}; with `DEBUG` >= 1 every step is its own launch, timed on its own.
+   */
   async run(steps: readonly (Step | RawStep)[]): Promise<void> {
     if (steps.length === 0) return;
-    this.#check("wgsl" in steps[0] ? steps[0].name : steps[0].kernel.name);
+    const names = steps.map((s) => ("wgsl" in s ? s.name : s.kernel.name));
+    this.#check(names[0]);
+    if (debugLevel() >= 1 || !this.launchPolicy.mergeRuns) return this.#runEach(steps);
+    // The scopes cover making the pipelines too, so that a shader that does not compile is named here.
+    this.#device.pushErrorScope("validation");
+    this.#device.pushErrorScope("internal");
+    let launches;
+    try {
+      launches = this.#launches(steps, true);
+    } catch (e) {
+      await this.#device.popErrorScope();
+      await this.#device.popErrorScope();
+      throw e;
+    }
+    const { bound, packed } = launches;
+    const encoder = this.#device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    let last: GPUComputePipeline | null = null;
+    for (const b of bound) {
+      if (b.pipeline !== last) pass.setPipeline(b.pipeline);
+      last = b.pipeline;
+      pass.setBindGroup(0, b.group);
+      pass.dispatchWorkgroups(b.dispatch[0], b.dispatch[1], b.dispatch[2]);
+    }
+    pass.end();
+    this.#device.queue.submit([encoder.finish()]);
+    this.#lastRunLaunches = bound.length;
+    // Later writes to the parameter buffer are queued after this submission, so it can be reused at once.
+    if (packed.buffer !== null) this.#uniforms.give(packed.cls, packed.buffer);
+    const internal = await this.#device.popErrorScope();
+    const validation = await this.#device.popErrorScope();
+    const err = validation ?? internal;
+    if (err) {
+      const which = names.length === 1 ? names[0] : `one of [${names.join(", ")}]`;
+      throw new WebGPUError(which, err.message);
+    }
+    this.#check(names[names.length - 1]);
+  }
+
+  /** {@link run} with every step its own launch; with `DEBUG` >= 1 each is submitted and timed on its own. */
+  async #runEach(steps: readonly (Step | RawStep)[]): Promise<void> {
     const packed = this.#packParams(steps);
     const perKernel = debugLevel() >= 1;
     let encoder = this.#device.createCommandEncoder();
@@ -425,8 +475,7 @@ export class WebGPUBackend implements Backend {
     this.#device.pushErrorScope("validation");
     this.#device.pushErrorScope("internal");
     for (const [si, s] of steps.entries()) {
-      const raw = "wgsl" in s;
-      const name = raw ? s.name : s.kernel.name;
+      const name = "wgsl" in s ? s.name : s.kernel.name;
       const { pipeline, group, dispatch } = this.#bind(s, packed.buffer, packed.offsets[si]);
       pass.setPipeline(pipeline);
       pass.setBindGroup(0, group);
@@ -437,15 +486,14 @@ export class WebGPUBackend implements Backend {
         const t0 = performance.now();
         this.#device.queue.submit([encoder.finish()]);
         await this.#device.queue.onSubmittedWorkDone();
-        console.error(
-          `webgpu ${name} ${dispatch.join("x")} ${(performance.now() - t0).toFixed(3)} ms`,
-        );
+        console.error(`webgpu ${name} ${dispatch.join("x")} ${(performance.now() - t0).toFixed(3)} ms`);
         encoder = this.#device.createCommandEncoder();
         pass = encoder.beginComputePass();
       }
     }
     pass.end();
     this.#device.queue.submit([encoder.finish()]);
+    this.#lastRunLaunches = steps.length;
     // Later writes to the parameter buffer are queued after this submission, so it can be reused at once.
     if (packed.buffer !== null) this.#uniforms.give(packed.cls, packed.buffer);
     const internal = await this.#device.popErrorScope();
@@ -459,12 +507,11 @@ export class WebGPUBackend implements Backend {
   }
 
   /**
-   * Prepares `steps` for repeated runs: pipelines, bind groups and a parameter buffer of their own are made once,
-   * so a run only encodes the dispatches and submits them.
+   * The launches of `steps`, in order: independent generated kernels share one (see `launch_groups.ts` and
+   * `render_merged.ts`), with the parameters of all of them in one uniform buffer, taken from the pool when
+   * `pooled` (one submission) or made for the caller to keep.
    */
-  prepare(steps: readonly (Step | RawStep)[]): PreparedSteps {
-    if (debugLevel() >= 1) return { run: () => this.run(steps), dispose: () => {}, launches: steps.length };
-    // Independent generated kernels share launches (see launch_groups.ts and render_merged.ts).
+  #launches(steps: readonly (Step | RawStep)[], pooled: boolean) {
     const rendered = steps.map((s) => ("wgsl" in s ? null : this.#render(s.kernel)));
     const groups = launchGroups(
       steps.map((s, i) => {
@@ -485,13 +532,23 @@ export class WebGPUBackend implements Backend {
     );
     const packed = this.#packBlocks(
       groups.map((g) => ("wgsl" in steps[g[0]] ? null : g.map((i) => steps[i] as Step))),
-      false,
+      pooled,
     );
     const bound = groups.map((g, i) =>
       g.length === 1
         ? this.#bind(steps[g[0]], packed.buffer, packed.offsets[i])
         : this.#bindMerged(g.map((j) => steps[j] as Step), packed.buffer, packed.offsets[i])
     );
+    return { bound, packed };
+  }
+
+  /**
+   * Prepares `steps` for repeated runs: pipelines, bind groups and a parameter buffer of their own are made once,
+   * so a run only encodes the dispatches and submits them.
+   */
+  prepare(steps: readonly (Step | RawStep)[]): PreparedSteps {
+    if (debugLevel() >= 1) return { run: () => this.run(steps), dispose: () => {}, launches: steps.length };
+    const { bound, packed } = this.#launches(steps, false);
     const names = steps.map((s) => ("wgsl" in s ? s.name : s.kernel.name));
     let disposed = false;
     // Validation errors are a property of the commands, which never change: only the first run is checked with
@@ -575,10 +632,19 @@ export class WebGPUBackend implements Backend {
       paramBase += pieces.paramVec4s;
       return branch;
     });
-    const r = renderMerged(branches, bindings, paramBase);
-    const name = `merged(${steps.map((s) => s.kernel.name).join(", ")})`;
-    const layout = this.#layoutOf(bindings.map((b) => b.write), paramBase > 0);
-    const pipeline = this.#pipeline(r.source, name, layout);
+    // The merged shader depends on the kernels and on which of their bindings share a buffer, not on the buffers.
+    const key =
+      branches.map((b, i) => `${this.#kernelId(steps[i].kernel)}:${b.bindings.join(",")}`).join(" ") +
+      `|${bindings.map((b) => `${b.type}${b.write ? "w" : ""}`).join(",")}`;
+    let made = this.#merged.get(key);
+    if (made === undefined) {
+      const r = renderMerged(branches, bindings, paramBase);
+      const name = `merged(${steps.map((s) => s.kernel.name).join(", ")})`;
+      const layout = this.#layoutOf(bindings.map((b) => b.write), paramBase > 0);
+      made = { dispatch: r.dispatch, layout, pipeline: this.#pipeline(r.source, name, layout) };
+      this.#merged.set(key, made);
+    }
+    const { layout, pipeline } = made;
     const entries: GPUBindGroupEntry[] = bindings.map((b, i) => ({
       binding: i,
       resource: { buffer: b.buffer },
@@ -587,8 +653,25 @@ export class WebGPUBackend implements Backend {
       entries.push({ binding: bindings.length, resource: { buffer: params!, offset, size: paramBase * 16 } });
     }
     const group = this.#device.createBindGroup({ layout, entries });
-    return { pipeline, group, dispatch: r.dispatch };
+    return { pipeline, group, dispatch: made.dispatch };
   }
+
+  /** A number naming kernel `k` (kernels are made once per computation and shape, see `lowerCached`). */
+  #kernelId(k: Kernel): number {
+    let id = this.#kernelIds.get(k);
+    if (id === undefined) {
+      id = this.#nextKernelId++;
+      this.#kernelIds.set(k, id);
+    }
+    return id;
+  }
+  #kernelIds = new WeakMap<Kernel, number>();
+  #nextKernelId = 0;
+  /** Merged shaders by their kernels and binding pattern (see {@link #bindMerged}). */
+  #merged = new LruCache<
+    string,
+    { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout; dispatch: readonly [number, number, number] }
+  >(512);
 
   /** Overwrites `s` with `data` (queued: ordered after every earlier submission). */
   write(s: Storage, d: DType, data: AnyDataArray): Promise<void> {

@@ -1,6 +1,7 @@
 /**
- * Launch grouping of prepared steps: which independent kernels share one dispatch (hazards by buffer, binding and
- * size limits), and that a merged shader computes bit for bit what the kernels compute launched one by one.
+ * Launch grouping of prepared steps and one-off submissions: which independent kernels share one dispatch (hazards
+ * by buffer, binding and size limits), and that a merged shader computes bit for bit what the kernels compute
+ * launched one by one.
  */
 import { deepEqual, equal, ok } from "node:assert/strict";
 import { getWebGPU, tensor } from "../../mod.ts";
@@ -8,6 +9,7 @@ import { launchGroups } from "../../lib/runtime/launch_groups.ts";
 import { launchPolicyFor } from "../../lib/codegen/launch_policy.ts";
 import { BoundPlan, graphSignature, planFor } from "../../lib/runtime/plan.ts";
 import { realizeNodes, resolveStorage } from "../../lib/runtime/realize.ts";
+import type { Storage } from "../../lib/ir/node.ts";
 import { paramValue } from "../../lib/codegen/lower.ts";
 import { TestRng } from "../_helpers.ts";
 
@@ -41,7 +43,7 @@ Deno.test("launch groups: a launch binds each buffer once and stays within the b
   deepEqual(launchGroups(typed, { maxBindings: 3, maxSteps: 8 }), [[0], [1]]);
 });
 
-Deno.test("merged launches (webgpu) equal kernels launched one by one, bit for bit", async () => {
+Deno.test("merged launches (webgpu), prepared and one-off, equal kernels launched one by one, bit for bit", async () => {
   const be = await getWebGPU();
   const rng = new TestRng(31);
   const mk = (shape: number[]) =>
@@ -62,7 +64,12 @@ Deno.test("merged launches (webgpu) equal kernels launched one by one, bit for b
     mk([5, 7]).mul(-2).add(1.5), // a small elementwise kernel
     h.matmul(w2), // after h: a later launch
   ].map((t) => t.node);
-  const eager = await realizeNodes(roots);
+  // One by one: each root on its own (h again as the first kernel of the last root's run, which depends on it).
+  const eager: Storage[] = [];
+  for (const r of roots) eager.push(...await realizeNodes([r]));
+  // All roots in one submission: independent kernels share launches where the policy merges runs.
+  const together = await realizeNodes(roots);
+  if (be.launchPolicy.mergeRuns) ok(be.lastRunLaunches < roots.length, `${be.lastRunLaunches} launches`);
   const sig = graphSignature(roots);
   const plan = planFor(roots, sig, { maxInputs: be.maxInputs });
   const bound = new BoundPlan(be, plan, {
@@ -74,9 +81,10 @@ Deno.test("merged launches (webgpu) equal kernels launched one by one, bit for b
   ok(bound.launches < plan.launches, `${bound.launches} launches for ${plan.launches} kernels`);
   for (const [i, r] of roots.entries()) {
     const want = await be.read(eager[i], r.dtype, r.size);
-    const got = await be.read(bound.root(i), r.dtype, r.size);
-    deepEqual(got, want, `root ${i}`);
+    deepEqual(await be.read(bound.root(i), r.dtype, r.size), want, `root ${i}, prepared`);
+    deepEqual(await be.read(together[i], r.dtype, r.size), want, `root ${i}, one submission`);
     eager[i].release();
+    together[i].release();
   }
   bound.dispose();
 });
@@ -87,4 +95,6 @@ Deno.test("launch policy: software adapters share launches only between small ke
   ok(soft.mayShare(1, true) && soft.mayShare(2, true) && !soft.mayShare(3, true));
   ok(soft.mayShare(24, false) && !soft.mayShare(1376, false));
   ok(gpu.mayShare(64, true) && !gpu.mayShare(65, false));
+  // One-off submissions merge where launches cost the device milliseconds, not where they cost microseconds.
+  ok(soft.mergeRuns && !gpu.mergeRuns);
 });
