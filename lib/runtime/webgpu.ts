@@ -141,6 +141,24 @@ function decode(d: DType, bytes: ArrayBuffer, n: number): AnyDataArray {
   }
 }
 
+/** Encodes one dispatch per launch into `pass` (setting each pipeline only where it changes). */
+function encodeLaunches(
+  pass: GPUComputePassEncoder,
+  launches: readonly {
+    pipeline: GPUComputePipeline;
+    group: GPUBindGroup;
+    dispatch: readonly [number, number, number];
+  }[],
+): void {
+  let last: GPUComputePipeline | null = null;
+  for (const b of launches) {
+    if (b.pipeline !== last) pass.setPipeline(b.pipeline);
+    last = b.pipeline;
+    pass.setBindGroup(0, b.group);
+    pass.dispatchWorkgroups(b.dispatch[0], b.dispatch[1], b.dispatch[2]);
+  }
+}
+
 /** The WebGPU device backend. Create it with {@link createWebGPUBackend}. */
 export class WebGPUBackend implements Backend {
   readonly name = "webgpu" as const;
@@ -443,26 +461,10 @@ export class WebGPUBackend implements Backend {
     const { bound, packed } = launches;
     const encoder = this.#device.createCommandEncoder();
     const pass = encoder.beginComputePass();
-    let last: GPUComputePipeline | null = null;
-    for (const b of bound) {
-      if (b.pipeline !== last) pass.setPipeline(b.pipeline);
-      last = b.pipeline;
-      pass.setBindGroup(0, b.group);
-      pass.dispatchWorkgroups(b.dispatch[0], b.dispatch[1], b.dispatch[2]);
-    }
+    encodeLaunches(pass, bound);
     pass.end();
     this.#device.queue.submit([encoder.finish()]);
-    this.#lastRunLaunches = bound.length;
-    // Later writes to the parameter buffer are queued after this submission, so it can be reused at once.
-    if (packed.buffer !== null) this.#uniforms.give(packed.cls, packed.buffer);
-    const internal = await this.#device.popErrorScope();
-    const validation = await this.#device.popErrorScope();
-    const err = validation ?? internal;
-    if (err) {
-      const which = names.length === 1 ? names[0] : `one of [${names.join(", ")}]`;
-      throw new WebGPUError(which, err.message);
-    }
-    this.#check(names[names.length - 1]);
+    await this.#settle(names, packed, bound.length);
   }
 
   /** {@link run} with every step its own launch; with `DEBUG` >= 1 each is submitted and timed on its own. */
@@ -493,7 +495,19 @@ export class WebGPUBackend implements Backend {
     }
     pass.end();
     this.#device.queue.submit([encoder.finish()]);
-    this.#lastRunLaunches = steps.length;
+    await this.#settle(names, packed, steps.length);
+  }
+
+  /**
+   * After a run's submission: gives its parameter buffer back to the pool, records its launches and throws what
+   * its commands raised (the two error scopes that the run pushed).
+   */
+  async #settle(
+    names: readonly string[],
+    packed: { buffer: GPUBuffer | null; cls: number },
+    launches: number,
+  ): Promise<void> {
+    this.#lastRunLaunches = launches;
     // Later writes to the parameter buffer are queued after this submission, so it can be reused at once.
     if (packed.buffer !== null) this.#uniforms.give(packed.cls, packed.buffer);
     const internal = await this.#device.popErrorScope();
@@ -566,13 +580,7 @@ export class WebGPUBackend implements Backend {
         const encoder = this.#device.createCommandEncoder();
         if (bound.length > 0) {
           const pass = encoder.beginComputePass();
-          let last: GPUComputePipeline | null = null;
-          for (const b of bound) {
-            if (b.pipeline !== last) pass.setPipeline(b.pipeline);
-            last = b.pipeline;
-            pass.setBindGroup(0, b.group);
-            pass.dispatchWorkgroups(b.dispatch[0], b.dispatch[1], b.dispatch[2]);
-          }
+          encodeLaunches(pass, bound);
           pass.end();
         }
         for (const [src, dst] of copies) {
