@@ -17,9 +17,12 @@ import {
   attentionForward,
 } from "../kernels/attention.wgsl.ts";
 import type { RawStep } from "../lib/runtime/backend.ts";
-import { getBackend, getWebGPU } from "../lib/runtime/realize.ts";
+import { getBackend, getWebGPU, setDefaultDevice } from "../lib/runtime/realize.ts";
 import { ropeInverseFrequencies } from "../lib/nn/attention.ts";
 import { adapterLine, fmt, parseBenchArgs, table, timeInterleaved, watchHostLoad } from "./_timing.ts";
+
+// The kernels compared here are WGSL: they run on the WebGPU device (and the header line says so).
+setDefaultDevice("webgpu");
 
 /** One attention shape to time. */
 interface AttentionCase {
