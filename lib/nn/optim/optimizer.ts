@@ -394,16 +394,23 @@ export abstract class Optimizer {
     }
     const params: ParamDict = {};
     const state: ParamDict = {};
+    for (const [path, v] of this.#views(pack, packed)) {
+      params[path] = v.param;
+      this.#slots.forEach((s, k) => (state[`${s}.${path}`] = v.state[k]));
+    }
+    return { params, state };
+  }
+
+  /** Per path of `pack`, views of its value and of each slot's state in the pack buffer `packed`. */
+  #views(pack: PackLayout, packed: Tensor): Map<string, { param: Tensor; state: Tensor[] }> {
     const rows = [packed.slice(0), ...this.#slots.map((_, k) => packed.slice(k + 1))];
-    pack.paths.forEach((path, i) => {
+    return new Map(pack.paths.map((path, i) => {
       const at = (row: Tensor) =>
         row.slice([pack.offsets[i], pack.offsets[i] + size(pack.shapes[i])]).reshape(
           pack.shapes[i],
         ) as Tensor;
-      params[path] = at(rows[0]);
-      this.#slots.forEach((s, k) => (state[`${s}.${path}`] = at(rows[k + 1])));
-    });
-    return { params, state };
+      return [path, { param: at(rows[0]), state: rows.slice(1).map(at) }];
+    }));
   }
 
   /**
@@ -528,11 +535,9 @@ export abstract class Optimizer {
       );
       const next = stack([flat(r.param), ...r.state.map(flat)]) as F32;
       packed[pack.key] = next;
-      const views = this.unpack(pack.key, next);
-      Object.assign(params, views.params);
-      for (const [key, t] of Object.entries(views.state)) {
-        const dot = key.indexOf(".");
-        state[key.slice(0, dot)][key.slice(dot + 1)] = t;
+      for (const [path, v] of this.#views(pack, next)) {
+        params[path] = v.param;
+        this.#slots.forEach((s, k) => (state[s][path] = v.state[k]));
       }
     }
     return { step, params, state, packed, tensors: Object.values(packed), scalars: hyper };
@@ -596,17 +601,15 @@ export abstract class Optimizer {
     for (const pack of this.#packs) {
       const all = packed[pack.key];
       // Fresh views of the realized buffer (views made before realization still point at the expression).
-      const views = this.unpack(pack.key, all);
-      for (const path of pack.paths) {
-        swap.set(current[path], views.params[path]);
+      for (const [path, v] of this.#views(pack, all)) {
+        swap.set(current[path], v.param);
         retired.push(current[path]);
-        const state = this.#slots.map((s) => {
+        this.#slots.forEach((s, k) => {
           const m = this.#state.get(s)!;
           retired.push(m.get(path)!);
-          m.set(path, views.state[`${s}.${path}`]);
-          return views.state[`${s}.${path}`];
+          m.set(path, v.state[k]);
         });
-        this.#installed.set(path, { param: views.params[path].node, state });
+        this.#installed.set(path, { param: v.param.node, state: v.state });
       }
       const before = this.#packed.get(pack.key);
       if (before !== undefined) retired.push(before);
