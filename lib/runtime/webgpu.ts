@@ -446,7 +446,7 @@ export class WebGPUBackend implements Backend {
     if (steps.length === 0) return;
     const names = steps.map((s) => ("wgsl" in s ? s.name : s.kernel.name));
     this.#check(names[0]);
-    if (debugLevel() >= 1 || !this.launchPolicy.mergeRuns) return this.#runEach(steps);
+    if (debugLevel() >= 1 || !this.launchPolicy.mergeRuns) return this.#runEach(steps, names);
     // The scopes cover making the pipelines too, so that a shader that does not compile is named here.
     this.#device.pushErrorScope("validation");
     this.#device.pushErrorScope("internal");
@@ -468,27 +468,24 @@ export class WebGPUBackend implements Backend {
   }
 
   /** {@link run} with every step its own launch; with `DEBUG` >= 1 each is submitted and timed on its own. */
-  async #runEach(steps: readonly (Step | RawStep)[]): Promise<void> {
+  async #runEach(steps: readonly (Step | RawStep)[], names: readonly string[]): Promise<void> {
     const packed = this.#packParams(steps);
     const perKernel = debugLevel() >= 1;
     let encoder = this.#device.createCommandEncoder();
     let pass = encoder.beginComputePass();
-    const names: string[] = [];
     this.#device.pushErrorScope("validation");
     this.#device.pushErrorScope("internal");
     for (const [si, s] of steps.entries()) {
-      const name = "wgsl" in s ? s.name : s.kernel.name;
       const { pipeline, group, dispatch } = this.#bind(s, packed.buffer, packed.offsets[si]);
       pass.setPipeline(pipeline);
       pass.setBindGroup(0, group);
       pass.dispatchWorkgroups(dispatch[0], dispatch[1], dispatch[2]);
-      names.push(name);
       if (perKernel) {
         pass.end();
         const t0 = performance.now();
         this.#device.queue.submit([encoder.finish()]);
         await this.#device.queue.onSubmittedWorkDone();
-        console.error(`webgpu ${name} ${dispatch.join("x")} ${(performance.now() - t0).toFixed(3)} ms`);
+        console.error(`webgpu ${names[si]} ${dispatch.join("x")} ${(performance.now() - t0).toFixed(3)} ms`);
         encoder = this.#device.createCommandEncoder();
         pass = encoder.beginComputePass();
       }
