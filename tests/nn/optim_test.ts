@@ -197,17 +197,18 @@ Deno.test("packed updates: several parameters per kernel match float64, and per-
     ]);
     equal(single.packs.length, paths.length);
     const rule = adamRule(true);
-    for (let t = 1; t <= 3; t++) {
+    // Fresh gradients for step t, applied to the float64 reference (group "b" has its own rate and decay).
+    const hostStep = (t: number) => {
       const g = paths.map((p) => rng.normals(host[p].p.length));
       paths.forEach((p, i) => {
         const b = p.startsWith("b.");
         rule(host[p], Float64Array.from(g[i]), b ? 0.03 : 0.02, b ? 0.3 : 0.1, t);
       });
-      for (const opt of [packed, single]) {
-        await opt.step(
-          Object.fromEntries(paths.map((p, i) => [p, tensor(g[i], { shape: shapes[p], device })])),
-        );
-      }
+      return Object.fromEntries(paths.map((p, i) => [p, tensor(g[i], { shape: shapes[p], device })]));
+    };
+    for (let t = 1; t <= 3; t++) {
+      const grads = hostStep(t);
+      for (const opt of [packed, single]) await opt.step(grads);
       equal(packed.currentPacks.size, 3, `${device}: after a step every parameter is a view of its pack`);
       for (const p of paths) {
         const got = await at(targets[0], p).data();
@@ -224,14 +225,7 @@ Deno.test("packed updates: several parameters per kernel match float64, and per-
     put(targets[0], "a.w", tensor(fresh, { shape: [3, 5], device }) as F);
     host["a.w"].p = Float64Array.from(fresh);
     ok(!packed.currentPacks.has("default/0"), `${device}: a pack with a replaced parameter is not current`);
-    const g = paths.map((p) => rng.normals(host[p].p.length));
-    paths.forEach((p, i) => {
-      const b = p.startsWith("b.");
-      rule(host[p], Float64Array.from(g[i]), b ? 0.03 : 0.02, b ? 0.3 : 0.1, 4);
-    });
-    await packed.step(
-      Object.fromEntries(paths.map((p, i) => [p, tensor(g[i], { shape: shapes[p], device })])),
-    );
+    await packed.step(hostStep(4));
     for (const p of paths) {
       assertClose(await at(targets[0], p).data(), host[p].p, {
         rtol: 2e-5,
