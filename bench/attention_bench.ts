@@ -17,8 +17,8 @@ import {
   attentionForward,
 } from "../kernels/attention.wgsl.ts";
 import type { RawStep } from "../lib/runtime/backend.ts";
-import { getBackend, getWebGPU, setDefaultDevice } from "../lib/runtime/realize.ts";
-import { ropeInverseFrequencies } from "../lib/nn/attention.ts";
+import { getBackend, getWebGPU, resolveStorage, setDefaultDevice } from "../lib/runtime/realize.ts";
+import { ropeTables } from "../lib/nn/attention.ts";
 import { adapterLine, fmt, parseBenchArgs, table, timeInterleaved, watchHostLoad } from "./_timing.ts";
 
 // The kernels compared here are WGSL: they run on the WebGPU device (and the header line says so).
@@ -61,16 +61,8 @@ async function prepareLayouts(c: AttentionCase): Promise<{ runs: (() => Promise<
   const k = be.upload("f32", values(b * s * hkv * d, 2));
   const v = be.upload("f32", values(b * s * hkv * d, 3));
   const dout = be.upload("f32", values(b * t * h * d, 4));
-  const inv = ropeInverseFrequencies(d);
-  const cos = new Float32Array(s * (d / 2));
-  const sin = new Float32Array(s * (d / 2));
-  for (let p = 0; p < s; p++) {
-    for (let i = 0; i < d / 2; i++) {
-      cos[p * (d / 2) + i] = Math.cos(Math.fround(p * inv[i]));
-      sin[p * (d / 2) + i] = Math.sin(Math.fround(p * inv[i]));
-    }
-  }
-  const tables = [be.upload("f32", cos), be.upload("f32", sin)];
+  const rope = ropeTables(d, s, { device: "webgpu" });
+  const tables = [rope.cos, rope.sin].map((t) => resolveStorage(t.node.storage!, be));
   const layouts = [false, true].map((rotatedRows) => {
     const a = { ...base, rotatedRows };
     const kernels = [attentionForward(a), attentionBackwardQuery(a), attentionBackwardKeyValue(a)];
