@@ -240,7 +240,7 @@ function tableInput(t: F32): F32 {
 /** {@link causalAttention} through the fused kernels; `q`, `k`, `v` as there, `a` their dimensions. */
 function fusedAttention(q: F32, k: F32, v: F32, dims: AttentionDims, rope?: RopeTables): F32 {
   // On WebGPU the forward keeps the rotated rows for the backward kernels, which would otherwise rotate each key
-  // (query) again for every query (key) it meets: on lavapipe the three kernels of a layer run 1.2-1.4x
+  // (query) again for every query (key) it meets: on lavapipe the three kernels of a layer run 1.2-1.6x
   // (stories260K) and 1.4x (SmolLM-135M) as fast this way (bench/attention_bench.ts, one submission included).
   // The wasm kernels rotate what they loop over once per sequence already.
   const a = { ...dims, rotatedRows: dims.rope === true && q.device === "webgpu" };
