@@ -25,7 +25,7 @@ import { AdamW, functionalCall, type ParamDict, parameterCount } from "../lib/nn
 import { attachLora } from "../lib/init/mod.ts";
 import { LORA_TRAINABLE } from "../lib/lora/mod.ts";
 import { valueAndGrad } from "../lib/autodiff/mod.ts";
-import { getBackend } from "../lib/runtime/realize.ts";
+import { getBackend, setDefaultDevice } from "../lib/runtime/realize.ts";
 import { type Shape, type Tensor, tensor } from "../mod.ts";
 import { median, table, watchHostLoad } from "./_timing.ts";
 
@@ -138,6 +138,9 @@ async function main(): Promise<void> {
   const rank = Number(values.rank);
   const weightDtype = values["weight-dtype"] as "auto" | "f16" | "f32";
   if (!["auto", "f16", "f32"].includes(weightDtype)) throw new Error(`--weight-dtype: ${weightDtype}`);
+  // The model loads onto webgpu; the batches and the adapters are made on the default device, which must match
+  // ("auto" picks wasm on a software adapter).
+  setDefaultDevice("webgpu");
   const be = await getBackend("webgpu");
   const load = watchHostLoad();
   console.log(`adapter: ${be.description}; largest storage binding ${mib(be.maxBufferBytes)}`);
