@@ -83,6 +83,14 @@ export interface Backend {
    * are split into passes. Absent: the default `LOOP_BUDGET`.
    */
   readonly loopBudget?: number;
+  /**
+   * Optional, with {@link range}: the byte alignment at which a buffer can be bound from an offset. Kernels then
+   * read a contiguous view of stored data (a parameter inside an optimiser's pack) as a buffer of its own, so they
+   * do not depend on where the view starts (see `plan.ts`, `contiguousView`).
+   */
+  readonly viewAlign?: number;
+  /** Optional: `bytes` of `s` from `byteOffset` (aligned to {@link viewAlign}), to bind as a kernel input. */
+  range?(s: Storage, byteOffset: number, bytes: number): Storage;
   /** Allocates (from the pool) storage for `n` elements of dtype `d`. */
   alloc(d: DType, n: number): Storage;
   /** Allocates storage holding a copy of `data`. */

@@ -3,8 +3,8 @@
  * run in one dispatch (see `codegen/render_merged.ts`). A step goes into the earliest launch after every launch
  * holding a step it conflicts with (one writes a buffer the other reads or writes), so reads still see the writes
  * that came before them in the sequence and never the ones that came after, and two steps of one launch never touch
- * the same buffer unless both only read it. A launch binds each (buffer, element type) once and at most
- * `maxBindings` in all.
+ * the same buffer unless both only read it. A launch binds each (buffer, range, element type) once and at most
+ * `maxBindings` in all; conflicts are judged on whole buffers.
  *
  * @module
  */
@@ -13,6 +13,8 @@
 export interface BufferUse {
   /** The buffer (compared by identity). */
   readonly buffer: object;
+  /** The part of it bound, when not all of it (a range of one buffer is a binding of its own). */
+  readonly range?: string;
   /** How the shader declares it (one binding per buffer and type). */
   readonly type: string;
   /** Whether the step writes it. */
@@ -52,7 +54,7 @@ export function launchGroups(steps: readonly GroupedStep[], limits: LaunchLimits
       id = ids.size;
       ids.set(u.buffer, id);
     }
-    return `${id}|${u.type}|${u.write}`;
+    return `${id}|${u.range ?? ""}|${u.type}|${u.write}`;
   };
   const launches: Launch[] = [];
   steps.forEach((s, i) => {

@@ -57,11 +57,16 @@ export function graphSignature(roots: readonly Node[]): GraphSignature {
   return { key: parts.join(";"), leaves, params };
 }
 
-/** A binding of a plan kernel: `{ leaf: i }` (leaf slot i) or `{ buf: j }` (the plan's buffer j). */
-export type PlanRef = { readonly leaf: number; readonly buf?: undefined } | {
-  readonly buf: number;
-  readonly leaf?: undefined;
-};
+/**
+ * A binding of a plan kernel: `{ leaf: i }` (leaf slot i) or `{ buf: j }` (the plan's buffer j); with `range`,
+ * only `size` elements from element `offset` of it (a contiguous view of stored data bound as a buffer of its own).
+ */
+export type PlanRef =
+  & ({ readonly leaf: number; readonly buf?: undefined } | {
+    readonly buf: number;
+    readonly leaf?: undefined;
+  })
+  & { readonly range?: { readonly offset: number; readonly size: number } };
 
 /** One kernel of a plan: it writes the plan buffer of the same index. */
 export interface PlanKernel {
@@ -112,6 +117,12 @@ export interface PlanOptions {
   loopBudget?: number;
   /** Fuse row reductions into the kernels that broadcast them (see `schedule.ts`; the device's choice). */
   rowKernels?: boolean;
+  /**
+   * Bytes at which the device can bind a buffer from an offset (WebGPU's `minStorageBufferOffsetAlignment`); with
+   * it, a kernel reads a contiguous view of stored data that starts at such an offset as a buffer of its own (see
+   * {@link contiguousView}). Absent: views are read through their index arithmetic.
+   */
+  viewAlign?: number;
 }
 
 /** Most plans kept (least recently used ones are evicted). */
@@ -129,7 +140,7 @@ const planCache = new LruCache<string, Plan>(PLAN_CACHE_SIZE, {
 export function planFor(roots: readonly Node[], sig: GraphSignature, opts: PlanOptions): Plan {
   const key = `${opts.maxInputs}|${opts.loopBudget ?? "default"}|${opts.noFusion ? "nofuse" : ""}|${
     opts.noMatmulTemplate ? "naive" : ""
-  }|${opts.rowKernels ? "rows" : ""}|${sig.key}`;
+  }|${opts.rowKernels ? "rows" : ""}|${opts.viewAlign ?? ""}|${sig.key}`;
   const hit = planCache.get(key);
   if (hit !== undefined) return hit;
   const plan = buildPlan(roots, sig, key, opts);
@@ -155,6 +166,14 @@ function buildPlan(roots: readonly Node[], sig: GraphSignature, key: string, opt
   });
   const bufOf = new Map(order.map((n, i) => [n, i]));
   const materialized = new Set(order);
+  const ranges = new Map<Node, { base: Node; offset: number } | undefined>();
+  if (opts.viewAlign !== undefined) {
+    for (const n of toposort(split)) {
+      if (n.storage !== null || materialized.has(n)) continue;
+      const r = contiguousView(n, materialized);
+      if (r !== null && (r.offset * DTYPE_INFO[n.dtype].bytes) % opts.viewAlign === 0) ranges.set(n, r);
+    }
+  }
   const lastUse = order.map(() => -1);
   let launches = 0;
   const kernels = order.map((n, i): PlanKernel => {
@@ -169,13 +188,15 @@ function buildPlan(roots: readonly Node[], sig: GraphSignature, key: string, opt
       });
       return { kernel: null, raw: n.argOf(Op.Custom), inputs, params: [] };
     }
-    const l = lowerCached(n, (m) => materialized.has(m), {
-      matmulTemplate: !opts.noMatmulTemplate,
-      loopBudget,
-    });
+    const lowerOpts = { matmulTemplate: !opts.noMatmulTemplate, loopBudget };
+    let l = lowerCached(n, (m) => materialized.has(m) || ranges.get(m) !== undefined, lowerOpts);
+    // A view bound on its own takes a binding of its own; past the device's limit the views stay in the kernel.
+    if (l.inputs.length > opts.maxInputs && l.inputs.some((m) => ranges.get(m) !== undefined)) {
+      l = lowerCached(n, (m) => materialized.has(m), lowerOpts);
+    }
     verifyKernel(l.kernel, loopBudget);
     launches++;
-    const inputs = l.inputs.map((inp): PlanRef => {
+    const slotOf = (inp: Node): PlanRef => {
       if (inp.storage !== null) {
         const leaf = leafSlot.get(inp);
         if (leaf === undefined) throw new Error(`plan: leaf ${inp} is not in the graph's signature`);
@@ -184,6 +205,12 @@ function buildPlan(roots: readonly Node[], sig: GraphSignature, key: string, opt
       const buf = bufOf.get(inp)!;
       lastUse[buf] = i;
       return { buf };
+    };
+    const inputs = l.inputs.map((inp): PlanRef => {
+      const r = inp.storage === null && !materialized.has(inp) ? ranges.get(inp) : undefined;
+      return r === undefined
+        ? slotOf(inp)
+        : { ...slotOf(r.base), range: { offset: r.offset, size: inp.size } };
     });
     const params = l.params.map((p) => {
       const slot = paramSlot.get(p);
@@ -208,16 +235,64 @@ function buildPlan(roots: readonly Node[], sig: GraphSignature, key: string, opt
   };
 }
 
-/** What a plan's kernel `i` binds, given the storages of the leaves and of the plan's buffers. */
+/**
+ * Where a chain of views (reshapes and unit-step slices) over stored or materialized data reads a contiguous run
+ * of it in order: the node below the chain and the element offset of the run; null for any other node.
+ */
+export function contiguousView(
+  n: Node,
+  materialized: ReadonlySet<Node>,
+): { base: Node; offset: number } | null {
+  if (n.op !== Op.Reshape && n.op !== Op.Shrink) return null;
+  let offset = 0;
+  let sliced = false;
+  let at: Node = n;
+  while (at.storage === null && !materialized.has(at)) {
+    if (at.op === Op.Reshape) {
+      at = at.src[0];
+      continue;
+    }
+    if (at.op !== Op.Shrink) return null;
+    const { start, step, len } = at.argOf(Op.Shrink);
+    const shape = at.src[0].shape;
+    // A run in row-major order: the axes before the last one cut keep one index, and the cut axes step by one.
+    let cut = -1;
+    shape.forEach((d, j) => (cut = len[j] !== d ? j : cut));
+    if (len.some((m, j) => (j < cut && m !== 1) || (m > 1 && step[j] !== 1))) return null;
+    let stride = 1;
+    for (let j = shape.length - 1; j >= 0; j--) {
+      offset += start[j] * stride;
+      stride *= shape[j];
+    }
+    sliced = true;
+    at = at.src[0];
+  }
+  // A reshape alone reads the buffer from its start: its kernel depends on shapes only, as a range's would.
+  return sliced ? { base: at, offset } : null;
+}
+
+/**
+ * What a plan's kernel `i` binds, given the storages of the leaves and of the plan's buffers; `range` gives the
+ * storage of a contiguous run of another (bytes from a byte offset), for plans made with `viewAlign`.
+ */
 export function planStep(
   plan: Plan,
   i: number,
   leaves: readonly Storage[],
   buffers: readonly Storage[],
   params: readonly number[],
+  range?: (s: Storage, byteOffset: number, bytes: number) => Storage,
 ): Step | RawStep | null {
   const k = plan.kernels[i];
-  const bind = (r: PlanRef) => (r.leaf !== undefined ? leaves[r.leaf] : buffers[r.buf]);
+  const whole = (r: PlanRef) => (r.leaf !== undefined ? leaves[r.leaf] : buffers[r.buf]);
+  const bind = (r: PlanRef, dtype?: DType) => {
+    if (r.range === undefined) return whole(r);
+    if (range === undefined) {
+      throw new Error(`plan: kernel ${i} binds a range of a buffer, and no range maker was given`);
+    }
+    const bytes = DTYPE_INFO[dtype!].bytes;
+    return range(whole(r), r.range.offset * bytes, r.range.size * bytes);
+  };
   if (k.raw !== null) {
     const raw = k.raw;
     return {
@@ -226,13 +301,13 @@ export function planStep(
       dispatch: raw.dispatch,
       host: (b) => raw.host(b),
       wasm: raw.wasm,
-      buffers: [buffers[i], ...k.inputs.map(bind)],
+      buffers: [buffers[i], ...k.inputs.map(whole)],
     };
   }
   if (k.kernel === null) return null;
   return {
     kernel: k.kernel,
-    inputs: k.inputs.map(bind),
+    inputs: k.inputs.map((r, j) => bind(r, k.kernel!.inputs[j].dtype)),
     output: buffers[i],
     params: k.params.map((p) => params[p]),
   };
@@ -422,7 +497,7 @@ export class BoundPlan {
     this.#buffers = buffers;
     const steps: (Step | RawStep)[] = [];
     plan.kernels.forEach((_, i) => {
-      const s = planStep(plan, i, opts.leaves, buffers, opts.params);
+      const s = planStep(plan, i, opts.leaves, buffers, opts.params, be.range?.bind(be));
       if (s !== null) steps.push(s);
     });
     this.#prepared = prepareSteps(be, steps);

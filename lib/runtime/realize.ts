@@ -195,6 +195,7 @@ export async function realizeNodes(
     noMatmulTemplate: opts.noMatmulTemplate,
     loopBudget: be.loopBudget ?? LOOP_BUDGET,
     rowKernels: be.rowKernels,
+    viewAlign: be.range === undefined ? undefined : be.viewAlign,
   });
   const params = sig.params.map(paramValue);
   // Upload every host-side leaf before any intermediate is released: an upload is queued ahead of this
@@ -213,7 +214,7 @@ export async function realizeNodes(
           `result of ${b.op} with shape [${b.shape.join(", ")}] ${b.dtype}: ${(e as Error).message}`,
         );
       }
-      const step = planStep(plan, i, leaves, buffers, params);
+      const step = planStep(plan, i, leaves, buffers, params, be.range?.bind(be));
       if (step !== null) steps.push(step);
       for (const inp of k.inputs) {
         if (inp.buf !== undefined && !rootSet.has(inp.buf) && plan.lastUse[inp.buf] === i) {

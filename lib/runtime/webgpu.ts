@@ -72,6 +72,28 @@ class GpuStorage implements Storage {
   }
 }
 
+/**
+ * A run of bytes of another storage, bound as a kernel input of its own ({@link WebGPUBackend.range}). It owns
+ * nothing: releasing it leaves the storage it is part of alone.
+ */
+class GpuRange implements Storage {
+  readonly device = "webgpu" as const;
+  readonly buffer: GPUBuffer;
+  constructor(readonly of: GpuStorage, readonly offset: number, readonly bytes: number) {
+    this.buffer = of.buffer;
+  }
+  get released(): boolean {
+    return this.of.released;
+  }
+  release(): void {}
+}
+
+/** How a bind group entry names storage `s`: the whole buffer, or a range's part of it. */
+function bufferBinding(s: Storage): GPUBufferBinding {
+  if (s instanceof GpuRange) return { buffer: s.buffer, offset: s.offset, size: s.bytes };
+  return { buffer: (s as GpuStorage).buffer };
+}
+
 /** Encodes host data in the storage layout of dtype `d`. */
 function encode(d: DType, data: AnyDataArray): Uint8Array {
   let arr: ArrayBufferView;
@@ -177,6 +199,8 @@ export class WebGPUBackend implements Backend {
   readonly launchPolicy: LaunchPolicy;
   /** Whether row reductions are fused into the kernels that broadcast them (the launch policy's choice). */
   readonly rowKernels: boolean;
+  /** The device's `minStorageBufferOffsetAlignment`: ranges of buffers bind from multiples of it. */
+  readonly viewAlign: number;
   readonly #device: GPUDevice;
   #pool = new BufferPool<GPUBuffer>();
   #staging = new BufferPool<GPUBuffer>();
@@ -200,6 +224,7 @@ export class WebGPUBackend implements Backend {
     this.description = [i.description || "unknown adapter", i.vendor && `vendor ${i.vendor}`, i.architecture]
       .filter(Boolean).join(", ") + (this.isFallback ? " (fallback adapter)" : "");
     this.maxInputs = Math.min(device.limits.maxStorageBuffersPerShaderStage - 1, 30);
+    this.viewAlign = device.limits.minStorageBufferOffsetAlignment;
     this.matmulPolicy = matmulPolicyFor({
       description: i.description ?? "",
       isFallback: this.isFallback,
@@ -254,6 +279,16 @@ export class WebGPUBackend implements Backend {
     this.#live++;
     this.#liveBytes += cls;
     return new GpuStorage(this, buf, cls, bytes);
+  }
+
+  range(s: Storage, byteOffset: number, bytes: number): Storage {
+    const of = s as GpuStorage;
+    if (byteOffset % this.viewAlign !== 0 || byteOffset + bytes > of.bytes) {
+      throw new RangeError(
+        `range of ${bytes} bytes at ${byteOffset} does not fit a ${of.bytes}-byte buffer aligned to ${this.viewAlign}`,
+      );
+    }
+    return new GpuRange(of, byteOffset, bytes);
   }
 
   /** Returns a released storage's buffer to the pool (called by the storage). */
@@ -362,10 +397,7 @@ export class WebGPUBackend implements Backend {
       throw new RangeError(`kernel ${name}: dispatch ${r.dispatch.join("x")} exceeds 65535 per dimension`);
     }
     const buffers = raw ? s.buffers : [s.output, ...s.inputs];
-    const entries: GPUBindGroupEntry[] = buffers.map((b, i) => ({
-      binding: i,
-      resource: { buffer: (b as GpuStorage).buffer },
-    }));
+    const entries: GPUBindGroupEntry[] = buffers.map((b, i) => ({ binding: i, resource: bufferBinding(b) }));
     if (withParams) {
       entries.push({
         binding: buffers.length,
@@ -532,6 +564,7 @@ export class WebGPUBackend implements Backend {
         return {
           uses: buffers.map((b, j) => ({
             buffer: (b as GpuStorage).buffer,
+            range: b instanceof GpuRange ? `${b.offset}+${b.bytes}` : undefined,
             type: types?.[j] ?? "",
             write: j === 0,
           })),
@@ -614,7 +647,7 @@ export class WebGPUBackend implements Backend {
     params: GPUBuffer | null,
     offset: number,
   ): { pipeline: GPUComputePipeline; group: GPUBindGroup; dispatch: readonly [number, number, number] } {
-    const bindings: { buffer: GPUBuffer; type: string; write: boolean }[] = [];
+    const bindings: { storage: Storage; type: string; write: boolean }[] = [];
     const index = new Map<string, number>();
     const ids = new Map<GPUBuffer, number>();
     let paramBase = 0;
@@ -624,11 +657,12 @@ export class WebGPUBackend implements Backend {
       const slots = [s.output, ...s.inputs].map((st, j) => {
         const buffer = (st as GpuStorage).buffer;
         if (!ids.has(buffer)) ids.set(buffer, ids.size);
-        const key = `${ids.get(buffer)}|${pieces.bindingTypes[j]}|${j === 0}`;
+        const range = st instanceof GpuRange ? `${st.offset}+${st.bytes}` : "";
+        const key = `${ids.get(buffer)}|${range}|${pieces.bindingTypes[j]}|${j === 0}`;
         let at = index.get(key);
         if (at === undefined) {
           at = bindings.length;
-          bindings.push({ buffer, type: pieces.bindingTypes[j], write: j === 0 });
+          bindings.push({ storage: st, type: pieces.bindingTypes[j], write: j === 0 });
           index.set(key, at);
         }
         return at;
@@ -652,7 +686,7 @@ export class WebGPUBackend implements Backend {
     const { layout, pipeline } = made;
     const entries: GPUBindGroupEntry[] = bindings.map((b, i) => ({
       binding: i,
-      resource: { buffer: b.buffer },
+      resource: bufferBinding(b.storage),
     }));
     if (paramBase > 0) {
       entries.push({ binding: bindings.length, resource: { buffer: params!, offset, size: paramBase * 16 } });

@@ -19,6 +19,7 @@ import {
   SGD,
 } from "../../lib/nn/mod.ts";
 import type { DeviceName } from "../../lib/ir/node.ts";
+import { PACK_ALIGN } from "../../lib/nn/optim/optimizer.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
 
 type F = Tensor<Shape, "f32">;
@@ -189,10 +190,11 @@ Deno.test("packed updates: several parameters per kernel match float64, and per-
     const [packed, single] = [2, 1].map((perPack, k) =>
       new AdamW(targets[k], { lr: 0.02, weightDecay: 0.1, groups: bGroup, paramsPerPack: perPack })
     );
-    // Group "b" first (user groups come first), then the default group; at most two parameters per pack.
+    // Group "b" first (user groups come first), then the default group; at most two parameters per pack, each
+    // starting at a multiple of PACK_ALIGN.
     deepEqual(packed.packs.map((p) => [p.key, p.paths, p.offsets, p.total]), [
-      ["b/0", ["b.w", "b.g"], [0, 12], 13],
-      ["default/0", ["a.w", "a.b"], [0, 15], 20],
+      ["b/0", ["b.w", "b.g"], [0, PACK_ALIGN], PACK_ALIGN + 1],
+      ["default/0", ["a.w", "a.b"], [0, PACK_ALIGN], PACK_ALIGN + 5],
       ["default/1", ["c"], [0], 16],
     ]);
     equal(single.packs.length, paths.length);

@@ -96,6 +96,15 @@ export const PARAMS_PER_PACK: Readonly<Record<DeviceName, number>> = { webgpu: 2
  */
 export const PACK_MAX_ELEMENTS = 1 << 15;
 
+/**
+ * Elements between the starts of a pack's parameters: each starts at a multiple of 64 (256 bytes of f32, the
+ * coarsest offset alignment WebGPU allows an adapter), so that a kernel can bind a parameter from its pack's
+ * buffer as a buffer of its own. Its kernels then do not depend on where in the pack the parameter sits, and
+ * every layer's share one pipeline (as they do before the first step, when parameters have buffers of their own).
+ * The gaps hold zeros, which the elementwise update rules keep at zero.
+ */
+export const PACK_ALIGN = 64;
+
 /** Where the parameters of one pack sit in its buffer `[1 + slots, total]` (row 0 values, row `1 + k` slot k). */
 export interface PackLayout {
   /** Key of the pack in {@link PendingUpdate.packed} and {@link Optimizer.adopt}: `<group>/<index>`. */
@@ -133,18 +142,24 @@ function packLayouts(
     for (const path of g.paths) {
       const shape = shapeOf(path);
       const n = size(shape);
-      if (paths.length === perPack || (total > 0 && total + n > PACK_MAX_ELEMENTS)) close();
-      paths.push(path), shapes.push(shape), offsets.push(total);
-      total += n;
+      const at = Math.ceil(total / PACK_ALIGN) * PACK_ALIGN;
+      if (paths.length === perPack || (total > 0 && at + n > PACK_MAX_ELEMENTS)) close();
+      const start = Math.ceil(total / PACK_ALIGN) * PACK_ALIGN;
+      paths.push(path), shapes.push(shape), offsets.push(start);
+      total = start + n;
     }
     close();
   });
   return packs;
 }
 
-/** One flat tensor of the elements of `ts` side by side. */
-function flatConcat(ts: readonly Tensor[]): F32 {
-  const flat = ts.map((t) => t.reshape([t.size]) as F32);
+/** One flat tensor of the elements of `ts` (a pack's tensors, in order) at the pack's offsets, zeros between. */
+function flatConcat(pack: PackLayout, ts: readonly Tensor[]): F32 {
+  const flat = ts.map((t, i) => {
+    const gap = (pack.offsets[i + 1] ?? pack.total) - pack.offsets[i] - t.size;
+    const f = t.reshape([t.size]) as F32;
+    return gap === 0 ? f : f.pad([[0, gap]]) as F32;
+  });
   return (flat.length === 1 ? flat[0] : concat(flat)) as F32;
 }
 
@@ -449,8 +464,8 @@ export abstract class Optimizer {
   /** A pack's parameters and then each slot's state, each flattened side by side (one row of its buffer). */
   #gather(pack: PackLayout, params: ParamDict): F32[] {
     return [
-      flatConcat(pack.paths.map((p) => params[p])),
-      ...this.#slots.map((s) => flatConcat(pack.paths.map((p) => this.#state.get(s)!.get(p)!))),
+      flatConcat(pack, pack.paths.map((p) => params[p])),
+      ...this.#slots.map((s) => flatConcat(pack, pack.paths.map((p) => this.#state.get(s)!.get(p)!))),
     ];
   }
 
@@ -521,7 +536,7 @@ export abstract class Optimizer {
       const [p, ...old] = all !== undefined
         ? Array.from({ length: 1 + this.#slots.length }, (_, k) => all.slice(k) as F32)
         : this.#gather(pack, current);
-      const g = flatConcat(pack.paths.map((q) => grads[q]));
+      const g = flatConcat(pack, pack.paths.map((q) => grads[q]));
       // A pack of one parameter is updated in the parameter's own shape.
       const own = pack.paths.length === 1 ? pack.shapes[0] : null;
       const shaped = (t: F32) => (own === null ? t : t.reshape(own) as F32);
