@@ -151,37 +151,8 @@ Deno.test("wasm: replayed steps equal eager steps bit for bit (MLP; LoRA on a tr
     equal(mlp.compiled.compileStats.replayed, 5);
     mlp.eager.close();
     mlp.compiled.close();
-    // Causal attention with grouped heads (fused kernels) and LoRA on every projection; odd sizes leave partial
-    // groups of four keys and queries.
-    const cfg = { vocab: 29, dim: 24, layers: 2, nHeads: 6, nKvHeads: 2, hiddenDim: 40 };
-    const ids = (step: number) => {
-      const r = new TestRng(400 + step);
-      return Int32Array.from({ length: 3 * 11 }, () => r.int(0, cfg.vocab));
-    };
-    const lm = async (compile: boolean) => {
-      const model = new TinyLm(cfg, 17);
-      await attachLora(model, {
-        targetModules: ["wq", "wk", "wv", "wo", "w1", "w2", "w3"],
-        rank: 4,
-        alpha: 8,
-        seed: 2,
-      });
-      return new Trainer({
-        model,
-        optimizer: new AdamW(model, { lr: 1e-2, trainable: LORA_TRAINABLE }),
-        batch: (step) => ({
-          x: tensor(ids(step), { shape: [3, 11], dtype: "i32" }),
-          y: tensor(ids(step + 1000), { shape: [3, 11], dtype: "i32" }),
-        }),
-        loss: (m, b) => crossEntropy(m.forward(b.x as I) as F, b.y as I),
-        steps: 7,
-        readEvery: 3,
-        progress: false,
-        compile,
-      });
-    };
-    const eager = await lm(false);
-    const compiled = await lm(true);
+    const eager = await loraLm(false);
+    const compiled = await loraLm(true);
     deepEqual(await compiled.run(), await eager.run());
     deepEqual(await stateOf(compiled), await stateOf(eager));
     equal(compiled.compileStats.replayed, 4);
@@ -190,6 +161,65 @@ Deno.test("wasm: replayed steps equal eager steps bit for bit (MLP; LoRA on a tr
   } finally {
     setDefaultDevice("webgpu");
   }
+});
+
+/**
+ * Seven steps of LoRA on every projection of a two-layer transformer: causal attention with grouped heads (fused
+ * kernels); odd sizes leave partial groups of four keys and queries.
+ */
+async function loraLm(compile: boolean) {
+  const cfg = { vocab: 29, dim: 24, layers: 2, nHeads: 6, nKvHeads: 2, hiddenDim: 40 };
+  const ids = (step: number) => {
+    const r = new TestRng(400 + step);
+    return Int32Array.from({ length: 3 * 11 }, () => r.int(0, cfg.vocab));
+  };
+  const model = new TinyLm(cfg, 17);
+  await attachLora(model, {
+    targetModules: ["wq", "wk", "wv", "wo", "w1", "w2", "w3"],
+    rank: 4,
+    alpha: 8,
+    seed: 2,
+  });
+  return new Trainer({
+    model,
+    optimizer: new AdamW(model, { lr: 1e-2, trainable: LORA_TRAINABLE }),
+    batch: (step) => ({
+      x: tensor(ids(step), { shape: [3, 11], dtype: "i32" }),
+      y: tensor(ids(step + 1000), { shape: [3, 11], dtype: "i32" }),
+    }),
+    loss: (m, b) => crossEntropy(m.forward(b.x as I) as F, b.y as I),
+    steps: 7,
+    readEvery: 3,
+    progress: false,
+    compile,
+  });
+}
+
+Deno.test("webgpu: LoRA on a transformer replays bit for bit, parameters bound as ranges of their packs or not", async () => {
+  const be = await getBackend("webgpu");
+  const range = be.range!;
+  let ranges = 0;
+  be.range = (s, offset, bytes) => (ranges++, range.call(be, s, offset, bytes));
+  let runs: { records: unknown; state: Record<string, number[]> }[];
+  try {
+    runs = [];
+    for (const compile of [false, true]) {
+      const t = await loraLm(compile);
+      runs.push({ records: await t.run(), state: await stateOf(t) });
+      if (compile) equal(t.compileStats.replayed, 4);
+      t.close();
+    }
+    ok(ranges > 0, "no kernel bound a range");
+    // The same steps with every view read through its index arithmetic.
+    be.range = undefined;
+    const t = await loraLm(true);
+    runs.push({ records: await t.run(), state: await stateOf(t) });
+    t.close();
+  } finally {
+    be.range = range;
+  }
+  deepEqual(runs[1], runs[0]);
+  deepEqual(runs[2], runs[0]);
 });
 
 Deno.test("a backend without prepare, write and copy still replays a bound plan (fallbacks)", async () => {
