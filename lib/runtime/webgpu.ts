@@ -79,8 +79,14 @@ class GpuStorage implements Storage {
 class GpuRange implements Storage {
   readonly device = "webgpu" as const;
   readonly buffer: GPUBuffer;
+  /**
+   * Bytes bound: `bytes` up to a whole vec4 where the buffer has them, as a kernel reading the range by vec4 may
+   * load its last one whole (a bound range is all the shader can see; bounds checks would move such a load).
+   */
+  readonly bound: number;
   constructor(readonly of: GpuStorage, readonly offset: number, readonly bytes: number) {
     this.buffer = of.buffer;
+    this.bound = Math.min(Math.ceil(bytes / 16) * 16, of.cls - offset);
   }
   get released(): boolean {
     return this.of.released;
@@ -90,7 +96,7 @@ class GpuRange implements Storage {
 
 /** How a bind group entry names storage `s`: the whole buffer, or a range's part of it. */
 function bufferBinding(s: Storage): GPUBufferBinding {
-  if (s instanceof GpuRange) return { buffer: s.buffer, offset: s.offset, size: s.bytes };
+  if (s instanceof GpuRange) return { buffer: s.buffer, offset: s.offset, size: s.bound };
   return { buffer: (s as GpuStorage).buffer };
 }
 
