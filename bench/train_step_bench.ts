@@ -22,7 +22,10 @@
  * WebGPU returns only once the previous submission has finished), i.e. the JavaScript of building (or replaying)
  * the step and encoding it. On a software adapter the device's threads share the host's cores, so host time there
  * includes time lost to them. host CPU ms/step is the CPU time of the main (JavaScript) thread alone, from
- * `/proc` (Linux, 10 ms ticks: take it over 20 steps or more), which such contention does not inflate.
+ * `/proc` (Linux, 10 ms ticks: take it over 20 steps or more), which such contention does not inflate. warm-up s
+ * is the wall time of the warm-up steps (building the model, compiling kernels, tracing the step; with `--vs` and
+ * `--devices` every process compiles afresh, without Mesa's shader cache on disk), and pipelines the number of
+ * pipelines (host functions on the CPU devices) the case made.
  *
  * @module
  */
@@ -280,6 +283,10 @@ interface Measured {
   hostCpuMsPerStep: number | null;
   traced: number | null;
   replayed: number | null;
+  /** Wall time of the warm-up steps (kernels compiled, steps traced), in ms. */
+  warmupMs?: number;
+  /** Pipelines (or host functions) the case added to the backend's cache, warm-up and timed steps together. */
+  pipelines?: number;
 }
 
 /**
@@ -360,9 +367,12 @@ async function measure(
     };
   }
   try {
+    const pipelines0 = be.stats().cachedKernels;
+    const w0 = performance.now();
     const trainer = await c.make(lib, readEvery);
     await trainer.run({ until: warmup });
     await be.sync();
+    const warmupMs = performance.now() - w0;
     const before = trainer.compileStats;
     counting = true;
     const cpu0 = mainThreadCpuMs();
@@ -381,6 +391,8 @@ async function measure(
       hostCpuMsPerStep: cpu0 === null || cpu1 === null ? null : (cpu1 - cpu0) / steps,
       traced: after === undefined || before === undefined ? null : after.traced - before.traced,
       replayed: after === undefined || before === undefined ? null : after.replayed - before.replayed,
+      warmupMs,
+      pipelines: be.stats().cachedKernels - pipelines0,
     };
   } finally {
     be.run = run;
@@ -412,6 +424,18 @@ const HERE = new URL("../", import.meta.url);
 function cpuCell(ms: readonly Measured[]): string {
   const xs = ms.map((m) => m.hostCpuMsPerStep).filter((x): x is number => x !== null);
   return xs.length === 0 ? "-" : fmt(median(xs), 1);
+}
+
+/** Median warm-up time in s ("-" from a checkout that does not report it). */
+function warmupCell(ms: readonly Measured[]): string {
+  const xs = ms.map((m) => m.warmupMs).filter((x): x is number => x !== undefined);
+  return xs.length === 0 ? "-" : fmt(median(xs) / 1000, 1);
+}
+
+/** Median pipelines compiled ("-" from a checkout that does not report them). */
+function pipelinesCell(ms: readonly Measured[]): string {
+  const xs = ms.map((m) => m.pipelines).filter((x): x is number => x !== undefined);
+  return xs.length === 0 ? "-" : fmt(median(xs), 0);
 }
 
 /** Launches per step (a checkout that does not report them launches each kernel). */
@@ -452,7 +476,10 @@ async function child(
     "--device",
     device,
   ];
-  const out = await new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "inherit" }).output();
+  // Mesa's shader cache on disk would let every round after the first skip compiling: each compiles afresh.
+  const env = { MESA_SHADER_CACHE_DISABLE: "true" };
+  const out = await new Deno.Command(Deno.execPath(), { args, env, stdout: "piped", stderr: "inherit" })
+    .output();
   if (!out.success) throw new Error(`bench child for case ${caseIndex} on ${root.pathname} failed`);
   const text = new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!;
   return JSON.parse(text) as Measured;
@@ -558,6 +585,10 @@ if (import.meta.main) {
         fmt(median(theirs.map((m) => m.hostMsPerStep)), 1),
         fmt(median(mine.map((m) => m.hostMsPerStep)), 1),
         cpuCell(mine),
+        warmupCell(theirs),
+        warmupCell(mine),
+        pipelinesCell(theirs),
+        pipelinesCell(mine),
       ]);
       const each = (ms: Measured[]) => ms.map((m) => fmt(m.msPerStep, 1)).join(", ");
       console.error(`done: ${cases[i].name} (ms/step by round: other ${each(theirs)}; this ${each(mine)})`);
@@ -574,6 +605,10 @@ if (import.meta.main) {
       "other host ms",
       "this host ms",
       "this host CPU ms",
+      "other warm-up s",
+      "this warm-up s",
+      "other pipelines",
+      "this pipelines",
     ], rows));
     const l = load();
     if (l) console.log(l);
@@ -600,6 +635,8 @@ if (import.meta.main) {
         `${fmt((100 * r.hostMsPerStep) / r.msPerStep, 0)}%`,
         cpuCell([r]),
         r.replayed === null ? "-" : `${r.replayed}/${steps}`,
+        warmupCell([r]),
+        pipelinesCell([r]),
       ]);
     }
     console.log(
@@ -613,6 +650,8 @@ if (import.meta.main) {
         "host share",
         "host CPU ms/step",
         "replayed",
+        "warm-up s",
+        "pipelines",
       ], rows),
     );
     const l = load();
