@@ -5,6 +5,10 @@
  * with every binding expressed by slot (a leaf, or one of the plan's own buffers), cached by signature, so a loop
  * that builds the same graph every iteration schedules and lowers it once.
  *
+ * On a device that binds buffers from an offset (WebGPU), a kernel reads a contiguous view of stored data that
+ * starts at an aligned offset (a parameter inside an optimiser's pack) as a buffer of its own, a *range*: its
+ * kernel is then the one of a standalone tensor of that shape, wherever the view starts.
+ *
  * A {@link BoundPlan} ties a plan to storages for good (leaves, root outputs, and intermediates packed by liveness
  * into few buffers) and prepares it on the backend, so running it again costs no graph building, scheduling or
  * binding work: the compiled training step replays one per step.
