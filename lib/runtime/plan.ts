@@ -170,7 +170,8 @@ function buildPlan(roots: readonly Node[], sig: GraphSignature, key: string, opt
   });
   const bufOf = new Map(order.map((n, i) => [n, i]));
   const materialized = new Set(order);
-  const ranges = new Map<Node, { base: Node; offset: number } | undefined>();
+  // The views a kernel may bind as ranges (see contiguousView).
+  const ranges = new Map<Node, { base: Node; offset: number }>();
   if (opts.viewAlign !== undefined) {
     for (const n of toposort(split)) {
       if (n.storage !== null || materialized.has(n)) continue;
@@ -193,9 +194,9 @@ function buildPlan(roots: readonly Node[], sig: GraphSignature, key: string, opt
       return { kernel: null, raw: n.argOf(Op.Custom), inputs, params: [] };
     }
     const lowerOpts = { matmulTemplate: !opts.noMatmulTemplate, loopBudget };
-    let l = lowerCached(n, (m) => materialized.has(m) || ranges.get(m) !== undefined, lowerOpts);
+    let l = lowerCached(n, (m) => materialized.has(m) || ranges.has(m), lowerOpts);
     // A view bound on its own takes a binding of its own; past the device's limit the views stay in the kernel.
-    if (l.inputs.length > opts.maxInputs && l.inputs.some((m) => ranges.get(m) !== undefined)) {
+    if (l.inputs.length > opts.maxInputs && l.inputs.some((m) => ranges.has(m))) {
       l = lowerCached(n, (m) => materialized.has(m), lowerOpts);
     }
     verifyKernel(l.kernel, loopBudget);
@@ -211,7 +212,7 @@ function buildPlan(roots: readonly Node[], sig: GraphSignature, key: string, opt
       return { buf };
     };
     const inputs = l.inputs.map((inp): PlanRef => {
-      const r = inp.storage === null && !materialized.has(inp) ? ranges.get(inp) : undefined;
+      const r = ranges.get(inp);
       return r === undefined
         ? slotOf(inp)
         : { ...slotOf(r.base), range: { offset: r.offset, size: inp.size } };
@@ -289,12 +290,12 @@ export function planStep(
 ): Step | RawStep | null {
   const k = plan.kernels[i];
   const whole = (r: PlanRef) => (r.leaf !== undefined ? leaves[r.leaf] : buffers[r.buf]);
-  const bind = (r: PlanRef, dtype?: DType) => {
+  const bind = (r: PlanRef, dtype: DType) => {
     if (r.range === undefined) return whole(r);
     if (range === undefined) {
       throw new Error(`plan: kernel ${i} binds a range of a buffer, and no range maker was given`);
     }
-    const bytes = DTYPE_INFO[dtype!].bytes;
+    const bytes = DTYPE_INFO[dtype].bytes;
     return range(whole(r), r.range.offset * bytes, r.range.size * bytes);
   };
   if (k.raw !== null) {

@@ -98,7 +98,7 @@ export const PACK_MAX_ELEMENTS = 1 << 15;
 
 /**
  * Elements between the starts of a pack's parameters: each starts at a multiple of 64 (256 bytes of f32, the
- * coarsest offset alignment WebGPU allows an adapter), so that a kernel can bind a parameter from its pack's
+ * largest `minStorageBufferOffsetAlignment` WebGPU allows an adapter), so that a kernel can bind a parameter from its pack's
  * buffer as a buffer of its own. Its kernels then do not depend on where in the pack the parameter sits, and
  * every layer's share one pipeline (as they do before the first step, when parameters have buffers of their own).
  * The gaps hold zeros, which the elementwise update rules keep at zero.
@@ -142,9 +142,9 @@ function packLayouts(
     for (const path of g.paths) {
       const shape = shapeOf(path);
       const n = size(shape);
-      const at = Math.ceil(total / PACK_ALIGN) * PACK_ALIGN;
-      if (paths.length === perPack || (total > 0 && at + n > PACK_MAX_ELEMENTS)) close();
-      const start = Math.ceil(total / PACK_ALIGN) * PACK_ALIGN;
+      const aligned = (t: number) => Math.ceil(t / PACK_ALIGN) * PACK_ALIGN;
+      if (paths.length === perPack || (total > 0 && aligned(total) + n > PACK_MAX_ELEMENTS)) close();
+      const start = aligned(total);
       paths.push(path), shapes.push(shape), offsets.push(start);
       total = start + n;
     }
