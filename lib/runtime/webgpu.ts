@@ -775,8 +775,8 @@ export class WebGPUBackend implements Backend {
     }
     const enc = this.#device.createCommandEncoder();
     parts.forEach((p, i) => {
-      const g = p.storage as GpuStorage;
-      enc.copyBufferToBuffer(g.buffer, 0, staging, offsets[i], g.bytes);
+      const g = p.storage as GpuStorage | GpuRange;
+      enc.copyBufferToBuffer(g.buffer, g instanceof GpuRange ? g.offset : 0, staging, offsets[i], g.bytes);
     });
     this.#device.queue.submit([enc.finish()]);
     await staging.mapAsync(GPUMapMode.READ);

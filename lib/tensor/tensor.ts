@@ -47,6 +47,9 @@ import {
 } from "../ir/node.ts";
 import { Op } from "../ir/ops.ts";
 import { getBackend, HostStorage, realizeNodes, resolveStorage, uploadStorage } from "../runtime/realize.ts";
+import { contiguousView } from "../runtime/plan.ts";
+
+const NO_NODES: ReadonlySet<Node> = new Set();
 
 /** Nested arrays as returned by {@link Tensor.toArray}. */
 export type NestedArray = number | NestedArray[];
@@ -661,13 +664,35 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     return this;
   }
 
-  /** Computes the tensor and copies it to the host as a typed array (f16 is widened to Float32Array). */
+  /**
+   * Computes the tensor and copies it to the host as a typed array (f16 is widened to Float32Array). A view that
+   * is a contiguous run of stored data (a parameter inside an optimiser's pack) is read from that data and stays
+   * a view: reading it changes nothing the optimiser or a compiled step relies on.
+   */
   async data(): Promise<DataArray<D>> {
+    const run = await this.#storedRun();
+    if (run !== null) return run;
     await realize(this);
     const st = this.#node.storage!;
     if (this.size === 0) return allocData(this.dtype, 0);
     const be = await getBackend(this.device);
     return (await be.read(resolveStorage(st, be), this.dtype, this.size)) as DataArray<D>;
+  }
+
+  /**
+   * The elements of this tensor read from the stored data it is a contiguous view of, without computing anything;
+   * null when it is not such a view, or the device cannot read from the run's offset.
+   */
+  async #storedRun(): Promise<DataArray<D> | null> {
+    if (this.#node.storage !== null || this.size === 0 || DTYPE_INFO[this.dtype].bytes !== 4) return null;
+    const run = contiguousView(this.#node, NO_NODES);
+    if (run === null || run.base.storage === null) return null;
+    const be = await getBackend(this.device);
+    const base = resolveStorage(run.base.storage, be);
+    const at = run.offset * 4;
+    let from = at === 0 ? base : null;
+    if (be.range !== undefined && at % be.viewAlign! === 0) from = be.range(base, at, this.size * 4);
+    return from === null ? null : (await be.read(from, this.dtype, this.size)) as DataArray<D>;
   }
 
   /** The data as nested arrays. */

@@ -60,13 +60,17 @@ Deno.test("webgpu: parameters inside a pack are read by the kernel of a standalo
   );
   await opt.step(grads);
   const packed = ["w1", "w2", "w3"].map((k) => opt.params[k] as F);
-  // Standalone copies of the updated weights, each with a buffer of its own, from the pack's first row (reading
-  // a parameter itself would replace its view with a copy).
-  const row = await [...opt.currentPacks.values()][0].data();
+  // Standalone copies of the updated weights, each with a buffer of its own, from the pack's first row.
+  const pack = [...opt.currentPacks.values()][0];
+  const row = await pack.data();
   const own = [1, 2, 3].map((i) => {
     const at = opt.packs[0].offsets[i];
     return tensor(row.slice(at, at + 384), { shape: [24, 16], device: "webgpu" }) as F;
   });
+  // Reading a weight reads its run of the pack and leaves it a view: the pack stays current.
+  for (let i = 0; i < 3; i++) deepEqual(Array.from(await packed[i].data()), Array.from(await own[i].data()));
+  equal(packed[0].node.storage, null);
+  equal([...opt.currentPacks.values()][0], pack);
   const x = tensor(rng.normals(32 * 16), { shape: [32, 16], device: "webgpu" }) as F;
   const product = (w: F) => x.matmul(w.T as F).mul(0.5) as F;
   const want = await Promise.all(own.map((w) => product(w).data()));

@@ -71,6 +71,25 @@ Deno.test("a new learning rate at every replayed step compiles no kernel and no 
   t.close();
 });
 
+Deno.test("reading the parameters between runs keeps the replay (webgpu, parameters inside packs)", async () => {
+  const rng = new TestRng(303);
+  const seeds = { initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps: 20 };
+  const { eager, compiled } = pair(() => mlpSetup(seeds));
+  await compiled.run({ until: 5 });
+  const traced = compiled.compileStats.traced;
+  for (const until of [10, 15, 20]) {
+    // Every parameter, read as a user logging weights would: their values, not copies of them.
+    for (const [, p] of namedParameters(compiled.model)) await p.data();
+    await compiled.run({ until });
+  }
+  equal(compiled.compileStats.traced, traced, JSON.stringify(compiled.compileStats));
+  equal(compiled.compileStats.replayed, 20 - traced);
+  await eager.run();
+  deepEqual(await stateOf(compiled), await stateOf(eager));
+  eager.close();
+  compiled.close();
+});
+
 Deno.test("a batch of a new shape and parameters loaded between runs make the trainer trace again", async () => {
   const rng = new TestRng(302);
   const seeds = { initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps: 24 };
