@@ -174,7 +174,7 @@ function buildPlan(roots: readonly Node[], sig: GraphSignature, key: string, opt
   const ranges = new Map<Node, { base: Node; offset: number }>();
   if (opts.viewAlign !== undefined) {
     for (const n of toposort(split)) {
-      if (n.storage !== null || materialized.has(n)) continue;
+      if (n.storage !== null || materialized.has(n) || n.size === 0) continue;
       const r = contiguousView(n, materialized);
       if (r !== null && (r.offset * DTYPE_INFO[n.dtype].bytes) % opts.viewAlign === 0) ranges.set(n, r);
     }

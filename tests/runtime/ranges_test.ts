@@ -4,7 +4,7 @@
  * floats), and that launches that bind several ranges of one buffer keep them apart.
  */
 import { deepEqual, equal, ok } from "node:assert/strict";
-import { getBackend, type Shape, type Tensor, tensor } from "../../mod.ts";
+import { concat, getBackend, type Shape, type Tensor, tensor } from "../../mod.ts";
 import { contiguousView } from "../../lib/runtime/plan.ts";
 import { launchGroups } from "../../lib/runtime/launch_groups.ts";
 import { AdamW } from "../../lib/nn/mod.ts";
@@ -92,6 +92,17 @@ Deno.test("webgpu: parameters inside a pack are read by the kernel of a standalo
   for (let i = 0; i < 3; i++) {
     deepEqual(Array.from(await sq[i].data()), Array.from(wantSq[i]), `square ${i + 1}`);
   }
+});
+
+Deno.test("webgpu: an empty run of a stored buffer is no binding (WebGPU refuses a binding of size zero)", async () => {
+  const rng = new TestRng(73);
+  const data = rng.normals(3 * 64);
+  const base = tensor(data, { shape: [3, 64], device: "webgpu" }) as F;
+  await base.realize();
+  const empty = base.slice(1).slice([0, 0]) as F;
+  const y = concat([empty, base.slice(2) as F]).mul(2) as F;
+  deepEqual(Array.from(await y.data()), Array.from(data.slice(128, 192), (v) => Math.fround(v) * 2));
+  equal(await (empty.sum() as F).item(), 0);
 });
 
 Deno.test("launch groups: ranges of one buffer are bindings of their own, and conflict as the buffer does", () => {
