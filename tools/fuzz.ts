@@ -2,7 +2,7 @@
  * Compiler fuzzing: seeded random expression graphs (broadcasting, views, reductions, matmuls, fused chains,
  * integer and boolean intermediates) evaluated on a backend and compared with the float64 reference interpreter.
  *
- * Run: `deno task fuzz --cases 500 [--seed 1] [--device auto|webgpu|wasm|cpu]`. A mismatch prints the seed and the graph;
+ * Run: `deno task fuzz --cases 500 [--seed 1] [--device auto|webgpu|wasm|cpu] [--views]`. A mismatch prints the seed and the graph;
  * re-running with that seed and `--cases 1` reproduces it, and the case belongs in tests/fuzz/regressions_test.ts.
  *
  * Values are kept O(1) (tanh/sigmoid squashing after growth-prone ops), so float32 error stays below ~1e-4 and any
@@ -57,8 +57,17 @@ export interface FuzzCase {
   steps: string[];
 }
 
+/** Options of {@link generateCase}. */
+export interface GenerateOptions {
+  /**
+   * Also start from contiguous runs of a stored buffer at multiples of 64 elements (some empty, some of odd
+   * lengths), as a parameter inside an optimiser's pack is: on WebGPU kernels bind them as ranges of the buffer.
+   */
+  views?: boolean;
+}
+
 /** Builds the random graph of case `seed` on `device`. */
-export function generateCase(seed: number, device: DeviceName): FuzzCase {
+export function generateCase(seed: number, device: DeviceName, opts: GenerateOptions = {}): FuzzCase {
   const c = new Choice(seed);
   const steps: string[] = [];
   const randShape = (rank: number) =>
@@ -75,6 +84,19 @@ export function generateCase(seed: number, device: DeviceName): FuzzCase {
     return s.slice(drop).map((d) => (c.next() < 0.3 ? 1 : d));
   };
   const pool: F[] = [input(randShape(c.int(1, 3)))];
+  if (opts.views) {
+    const k = c.int(2, 4);
+    const base = input(c.next() < 0.5 ? [k * 64 + c.int(0, 63)] : [k, 64]);
+    for (let v = c.int(1, 3); v > 0; v--) {
+      const at = 64 * c.int(0, k - 1);
+      const len = Math.min(c.pick([0, 1, 3, 8, 37, 64, 100, 128]), base.size - at);
+      const run = base.reshape([base.size]).slice([at, at + len]) as F;
+      const divs = [...Array(len + 1).keys()].filter((d) => d > 0 && len % d === 0);
+      const rows = c.pick(divs.length > 0 ? divs : [1]);
+      pool.push((len === 0 ? run : run.reshape([rows, -1])) as F);
+      steps.push(`run [${at}, ${at + len}) as [${pool[pool.length - 1].shape}]`);
+    }
+  }
   const nOps = c.int(2, 9);
   for (let i = 0; i < nOps; i++) {
     const x = c.pick(pool);
@@ -112,6 +134,8 @@ export function generateCase(seed: number, device: DeviceName): FuzzCase {
         const axis = c.int(-r, r - 1);
         const keepdims = c.next() < 0.5;
         const op = c.pick(["sum", "mean", "max", "min"] as const);
+        // An empty axis (only runs of a stored buffer make one) has no maximum, and its mean divides by zero.
+        if (op !== "sum" && x.shape[axis < 0 ? axis + r : axis] === 0) continue;
         y = x[op](axis as never, { keepdims }) as F;
         if (op === "sum") y = y.tanh();
         steps.push(`${op}(axis ${axis}, keepdims ${keepdims})`);
@@ -152,7 +176,7 @@ export function generateCase(seed: number, device: DeviceName): FuzzCase {
         break;
       }
       case 8: {
-        if (r === 0 || x.size > 5000) continue;
+        if (r === 0 || x.size > 5000 || x.shape[r - 1] === 0) continue;
         const k = x.shape[r - 1];
         const n = c.pick([1, 3, 8, 33, 70]);
         const w = input(c.next() < 0.5 ? [k, n] : [n, k]);
@@ -170,6 +194,7 @@ export function generateCase(seed: number, device: DeviceName): FuzzCase {
       case 10: {
         if (r === 0) continue;
         const axis = c.int(0, r - 1);
+        if (x.shape[axis] === 0) continue;
         y = x.argmax(axis as never).cast("f32").div(Math.max(1, x.shape[axis])) as F;
         steps.push(`argmax(axis ${axis}) / n`);
         break;
@@ -242,8 +267,12 @@ export function argmaxNearTie(root: Node, leaf: (n: Node) => RefValue): boolean 
  * Runs case `seed`; returns null when it matches the reference (or differs only where an argmax chose between
  * values tied within rounding, see {@link ARGMAX_TIE}), else a description of the mismatch.
  */
-export async function runCase(seed: number, device: DeviceName): Promise<string | null> {
-  const { out, steps } = generateCase(seed, device);
+export async function runCase(
+  seed: number,
+  device: DeviceName,
+  opts: GenerateOptions = {},
+): Promise<string | null> {
+  const { out, steps } = generateCase(seed, device, opts);
   const root = out.node; // out.data() replaces the tensor's graph by its buffer
   const leaves = await leafValues([root]);
   const want = evaluateReference(root, (n) => leaves.get(n)!);
@@ -253,9 +282,11 @@ export async function runCase(seed: number, device: DeviceName): Promise<string 
     const g = got[i];
     if (Math.abs(g - w) <= 1e-3 + 1e-3 * Math.abs(w)) continue;
     if (argmaxNearTie(root, (n) => leaves.get(n)!)) return null;
-    return `seed ${seed} (${device}): element ${i} of [${out.shape}]: got ${g}, want ${w}\n  steps: ${
-      steps.join(" | ")
-    }\n${printGraph([root])}`;
+    return `seed ${seed}${
+      opts.views ? " --views" : ""
+    } (${device}): element ${i} of [${out.shape}]: got ${g}, want ${w}\n  steps: ${steps.join(" | ")}\n${
+      printGraph([root])
+    }`;
   }
   return null;
 }
@@ -267,11 +298,12 @@ if (import.meta.main) {
       cases: { type: "string", default: "200" },
       seed: { type: "string", default: "1" },
       device: { type: "string", default: "auto" },
+      views: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
   });
   if (values.help) {
-    console.log("deno task fuzz [--cases N=200] [--seed S=1] [--device auto|webgpu|wasm|cpu]");
+    console.log("deno task fuzz [--cases N=200] [--seed S=1] [--device auto|webgpu|wasm|cpu] [--views]");
     Deno.exit(0);
   }
   const n = Number(values.cases);
@@ -283,12 +315,15 @@ if (import.meta.main) {
   console.log(`device: ${await deviceLine(values.device as DeviceChoice)}`);
   let failures = 0;
   for (let i = 0; i < n; i++) {
-    const msg = await runCase(s0 + i, device);
+    const msg = await runCase(s0 + i, device, { views: values.views });
     if (msg !== null) {
       failures++;
       console.log(`MISMATCH ${msg}`);
     }
   }
-  console.log(`fuzz: ${n} cases from seed ${s0} on ${device}: ${n - failures} passed, ${failures} failed`);
+  console.log(
+    `fuzz: ${n} cases${values.views ? " over runs of a stored buffer" : ""} from seed ${s0} on ${device}: ` +
+      `${n - failures} passed, ${failures} failed`,
+  );
   if (failures > 0) Deno.exit(1);
 }

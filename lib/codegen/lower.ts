@@ -288,7 +288,11 @@ export function lower(root: Node, isInput: (n: Node) => boolean, opts: LowerOpti
       const key = `${n.id}|${idx.map((e) => e.id).join(",")}`;
       let e = memo.get(key);
       if (e === undefined) {
-        e = ctx.isInput(n)
+        // An empty value has no element: an expression that reads it is never selected (a pad around it, a
+        // concatenation with it), and the index of its load would be a negative constant, which WGSL rejects.
+        e = n.size === 0
+          ? kb.const(0, n.dtype)
+          : ctx.isInput(n)
           ? loadOf(n, idx)
           : n === ctx.template?.top
           ? templateSum(ctx.template, idx)

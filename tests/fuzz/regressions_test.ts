@@ -23,6 +23,18 @@ Deno.test("regression: a kernel whose folded body no longer reads one of its inp
   }
 });
 
+Deno.test("regression: a kernel that pads or concatenates an empty value never loads from it", async () => {
+  // The load of an empty slice of a stored buffer had the constant index -1 (the clamp of an empty range), which
+  // WGSL rejects: the shader failed validation. Such a value is never selected, and is now a constant.
+  const x = tensor([0.5, -1, 2, 0.25]);
+  const empty = x.slice([1, 1]).add(tensor(3).reshape([1]).expand([0])).tanh();
+  for (const device of ["cpu", "wasm", "webgpu"] as const) {
+    const y = empty.to(device).then((e) => e.pad([[2, 1]], 1).data());
+    equal((await y).join(), "1,1,1", device);
+    equal(await runCase(65, device, { views: true }), null, `fuzz seed 65 --views (${device})`);
+  }
+});
+
 Deno.test("regression: argmax of a recomputed value finds its maximum on the cpu backend", async () => {
   // argmax compared each recomputed float64 value with a max that had been stored as f32, so nothing matched.
   // It is now a primitive (one pass keeping the first maximum), and the cpu backend rounds every value.
