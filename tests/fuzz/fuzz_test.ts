@@ -4,6 +4,9 @@
  * depend on the shapes). `deno task fuzz --cases N` runs longer campaigns.
  */
 import { runCase } from "../../tools/fuzz.ts";
+import { equal } from "node:assert/strict";
+import { getWebGPU, tensor } from "../../mod.ts";
+import { GPU_LAUNCHES } from "../../lib/codegen/launch_policy.ts";
 import { TEST_SEED } from "../_helpers.ts";
 
 const RUNS = { webgpu: 60, wasm: 200, cpu: 60 } as const;
@@ -37,3 +40,31 @@ for (const device of ["webgpu", "wasm", "cpu"] as const) {
     }
   });
 }
+
+Deno.test("fuzz: 40 graphs under the launch policy of GPUs (no row kernels, one launch per eager kernel) on webgpu", async () => {
+  // What an NVIDIA or AMD adapter runs, rendered and checked here on the software adapter.
+  const be = await getWebGPU() as unknown as { launchPolicy: unknown; rowKernels: boolean };
+  const [policy, rows] = [be.launchPolicy, be.rowKernels];
+  be.launchPolicy = GPU_LAUNCHES;
+  be.rowKernels = GPU_LAUNCHES.rowKernels;
+  const failures: string[] = [];
+  try {
+    // The policy is in force: a mean over rows broadcast back is a kernel of its own (one row kernel otherwise).
+    const x = tensor(Float32Array.from({ length: 64 * 256 }, (_, i) => Math.sin(i)), {
+      shape: [64, 256],
+      device: "webgpu",
+    });
+    await x.sub(x.mean(1, { keepdims: true })).data();
+    equal((be as unknown as { lastRunLaunches: number }).lastRunLaunches, 2);
+    for (let i = 0; i < 40; i++) {
+      const msg = await runCase((TEST_SEED + i * 15485863) >>> 0, "webgpu", { views: i % 2 === 1 });
+      if (msg !== null) failures.push(msg);
+    }
+  } finally {
+    be.launchPolicy = policy;
+    be.rowKernels = rows;
+  }
+  if (failures.length > 0) {
+    throw new Error(`${failures.length} of 40 cases failed:\n${failures.join("\n\n")}`);
+  }
+});
