@@ -7,6 +7,7 @@ import { runCase } from "../../tools/fuzz.ts";
 import { equal } from "node:assert/strict";
 import { getWebGPU, tensor } from "../../mod.ts";
 import { GPU_LAUNCHES } from "../../lib/codegen/launch_policy.ts";
+import { GPU_POLICY } from "../../lib/codegen/matmul_policy.ts";
 import { TEST_SEED } from "../_helpers.ts";
 
 const RUNS = { webgpu: 60, wasm: 200, cpu: 60 } as const;
@@ -41,12 +42,18 @@ for (const device of ["webgpu", "wasm", "cpu"] as const) {
   });
 }
 
-Deno.test("fuzz: 40 graphs under the launch policy of GPUs (no row kernels, one launch per eager kernel) on webgpu", async () => {
-  // What an NVIDIA or AMD adapter runs, rendered and checked here on the software adapter.
-  const be = await getWebGPU() as unknown as { launchPolicy: unknown; rowKernels: boolean };
-  const [policy, rows] = [be.launchPolicy, be.rowKernels];
+Deno.test("fuzz: 40 graphs under the policies of GPUs (no row kernels, shared matmul tiles) on webgpu", async () => {
+  // What an NVIDIA or AMD adapter runs (launches, row fusion, matmul tiles), rendered and checked here on the
+  // software adapter.
+  const be = await getWebGPU() as unknown as {
+    launchPolicy: unknown;
+    rowKernels: boolean;
+    matmulPolicy: unknown;
+  };
+  const [policy, rows, matmul] = [be.launchPolicy, be.rowKernels, be.matmulPolicy];
   be.launchPolicy = GPU_LAUNCHES;
   be.rowKernels = GPU_LAUNCHES.rowKernels;
+  be.matmulPolicy = GPU_POLICY;
   const failures: string[] = [];
   try {
     // The policy is in force: a mean over rows broadcast back is a kernel of its own (one row kernel otherwise).
@@ -63,6 +70,7 @@ Deno.test("fuzz: 40 graphs under the launch policy of GPUs (no row kernels, one 
   } finally {
     be.launchPolicy = policy;
     be.rowKernels = rows;
+    be.matmulPolicy = matmul;
   }
   if (failures.length > 0) {
     throw new Error(`${failures.length} of 40 cases failed:\n${failures.join("\n\n")}`);
