@@ -2,7 +2,7 @@
  * Compiler fuzzing: seeded random expression graphs (broadcasting, views, reductions, matmuls, fused chains,
  * integer and boolean intermediates) evaluated on a backend and compared with the float64 reference interpreter.
  *
- * Run: `deno task fuzz --cases 500 [--seed 1] [--device auto|webgpu|wasm|cpu] [--views]`. A mismatch prints the seed and the graph;
+ * Run: `deno task fuzz --cases 500 [--seed 1] [--device auto|webgpu|wasm|cpu] [--views] [--grad]`. A mismatch prints the seed and the graph;
  * re-running with that seed and `--cases 1` reproduces it, and the case belongs in tests/fuzz/regressions_test.ts.
  *
  * Values are kept O(1) (tanh/sigmoid squashing after growth-prone ops), so float32 error stays below ~1e-4 and any
@@ -19,13 +19,14 @@ import {
   type DeviceName,
   resolveDevice,
   type Shape,
-  type Tensor,
+  Tensor,
   tensor,
 } from "../mod.ts";
 import { evaluateReference, type RefValue } from "../lib/ir/reference.ts";
 import { type Node, printGraph, toposort } from "../lib/ir/node.ts";
 import { Op } from "../lib/ir/ops.ts";
 import { leafValues } from "../lib/autodiff/gradcheck.ts";
+import { backprop } from "../lib/autodiff/grad.ts";
 
 type F = Tensor<Shape, "f32">;
 
@@ -64,6 +65,11 @@ export interface GenerateOptions {
    * lengths), as a parameter inside an optimiser's pack is: on WebGPU kernels bind them as ranges of the buffer.
    */
   views?: boolean;
+  /**
+   * Check the backward graph instead: the gradients of `sum(out * w)` (w random) with respect to every f32 input,
+   * as autodiff builds them, computed on the device against the float64 reference of the same graph.
+   */
+  grad?: boolean;
 }
 
 /** Builds the random graph of case `seed` on `device`. */
@@ -273,20 +279,31 @@ export async function runCase(
   opts: GenerateOptions = {},
 ): Promise<string | null> {
   const { out, steps } = generateCase(seed, device, opts);
-  const root = out.node; // out.data() replaces the tensor's graph by its buffer
-  const leaves = await leafValues([root]);
-  const want = evaluateReference(root, (n) => leaves.get(n)!);
-  const got = await out.data();
-  for (let i = 0; i < want.length; i++) {
-    const w = want[i];
-    const g = got[i];
-    if (Math.abs(g - w) <= 1e-3 + 1e-3 * Math.abs(w)) continue;
-    if (argmaxNearTie(root, (n) => leaves.get(n)!)) return null;
-    return `seed ${seed}${
-      opts.views ? " --views" : ""
-    } (${device}): element ${i} of [${out.shape}]: got ${g}, want ${w}\n  steps: ${steps.join(" | ")}\n${
-      printGraph([root])
-    }`;
+  let roots = [out];
+  if (opts.grad) {
+    const wrt = toposort([out.node]).filter((n) => n.storage !== null && n.dtype === "f32");
+    const c = new Choice(seed ^ 0x2545f491);
+    const w = tensor(Float32Array.from({ length: out.size }, () => c.next() * 2 - 1), {
+      shape: out.shape,
+      device,
+    });
+    roots = backprop(out.node, wrt, w.node).map((n) => new Tensor(n));
+    steps.push(`gradients of sum(out * w) with respect to ${wrt.length} inputs`);
+  }
+  const nodes = roots.map((t) => t.node); // data() replaces a tensor's graph by its buffer
+  const leaves = await leafValues(nodes);
+  const flags = `${opts.views ? " --views" : ""}${opts.grad ? " --grad" : ""}`;
+  for (let j = 0; j < roots.length; j++) {
+    const want = evaluateReference(nodes[j], (n) => leaves.get(n)!);
+    const got = await roots[j].data();
+    for (let i = 0; i < want.length; i++) {
+      const w = want[i];
+      const g = got[i];
+      if (Math.abs(g - w) <= 1e-3 + 1e-3 * Math.abs(w)) continue;
+      if (argmaxNearTie(nodes[j], (n) => leaves.get(n)!)) return null;
+      return `seed ${seed}${flags} (${device}): element ${i} of [${roots[j].shape}]: got ${g}, want ${w}\n` +
+        `  steps: ${steps.join(" | ")}\n${printGraph([nodes[j]])}`;
+    }
   }
   return null;
 }
@@ -299,11 +316,14 @@ if (import.meta.main) {
       seed: { type: "string", default: "1" },
       device: { type: "string", default: "auto" },
       views: { type: "boolean", default: false },
+      grad: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
   });
   if (values.help) {
-    console.log("deno task fuzz [--cases N=200] [--seed S=1] [--device auto|webgpu|wasm|cpu] [--views]");
+    console.log(
+      "deno task fuzz [--cases N=200] [--seed S=1] [--device auto|webgpu|wasm|cpu] [--views] [--grad]",
+    );
     Deno.exit(0);
   }
   const n = Number(values.cases);
@@ -315,14 +335,17 @@ if (import.meta.main) {
   console.log(`device: ${await deviceLine(values.device as DeviceChoice)}`);
   let failures = 0;
   for (let i = 0; i < n; i++) {
-    const msg = await runCase(s0 + i, device, { views: values.views });
+    const msg = await runCase(s0 + i, device, { views: values.views, grad: values.grad });
     if (msg !== null) {
       failures++;
       console.log(`MISMATCH ${msg}`);
     }
   }
   console.log(
-    `fuzz: ${n} cases${values.views ? " over runs of a stored buffer" : ""} from seed ${s0} on ${device}: ` +
+    `fuzz: ${n} cases${values.views ? " over runs of a stored buffer" : ""}${
+      values.grad ? ", gradients" : ""
+    } ` +
+      `from seed ${s0} on ${device}: ` +
       `${n - failures} passed, ${failures} failed`,
   );
   if (failures > 0) Deno.exit(1);
