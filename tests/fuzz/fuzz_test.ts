@@ -11,51 +11,39 @@ import { GPU_LAUNCHES } from "../../lib/codegen/launch_policy.ts";
 import { GPU_POLICY } from "../../lib/codegen/matmul_policy.ts";
 import { TEST_SEED } from "../_helpers.ts";
 
-const RUNS = { webgpu: 60, wasm: 200, cpu: 60 } as const;
-/** Cases that start from runs of a stored buffer (`--views`: bound as ranges on WebGPU, some of them empty). */
-const VIEW_RUNS = { webgpu: 40, wasm: 60, cpu: 20 } as const;
-/** Cases that check the gradients autodiff builds for a random graph (`--grad`). */
-const GRAD_RUNS = { webgpu: 30, wasm: 60, cpu: 20 } as const;
+import type { DeviceName } from "../../lib/ir/node.ts";
+import type { GenerateOptions } from "../../tools/fuzz.ts";
 
-for (const device of ["webgpu", "wasm", "cpu"] as const) {
-  const CASES = RUNS[device];
-  Deno.test(`fuzz: ${CASES} random expression graphs match the reference (${device})`, async () => {
-    const failures: string[] = [];
-    for (let i = 0; i < CASES; i++) {
-      const msg = await runCase((TEST_SEED + i * 7919) >>> 0, device);
-      if (msg !== null) failures.push(msg);
-    }
-    if (failures.length > 0) {
-      throw new Error(`${failures.length} of ${CASES} cases failed:\n${failures.join("\n\n")}`);
-    }
-  });
+/** Runs `n` cases from seeds spaced by `stride`; throws with every mismatch. */
+async function runCases(n: number, stride: number, device: DeviceName, opts: (i: number) => GenerateOptions) {
+  const failures: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const msg = await runCase((TEST_SEED + i * stride) >>> 0, device, opts(i));
+    if (msg !== null) failures.push(msg);
+  }
+  if (failures.length > 0) {
+    throw new Error(`${failures.length} of ${n} cases failed:\n${failures.join("\n\n")}`);
+  }
 }
 
-for (const device of ["webgpu", "wasm", "cpu"] as const) {
-  const CASES = GRAD_RUNS[device];
-  Deno.test(`fuzz: the gradients of ${CASES} random graphs match the reference (${device})`, async () => {
-    const failures: string[] = [];
-    for (let i = 0; i < CASES; i++) {
-      const msg = await runCase((TEST_SEED + i * 1299709) >>> 0, device, { grad: true, views: i % 3 === 2 });
-      if (msg !== null) failures.push(msg);
-    }
-    if (failures.length > 0) {
-      throw new Error(`${failures.length} of ${CASES} cases failed:\n${failures.join("\n\n")}`);
-    }
-  });
-}
+// Per device: plain graphs; graphs that start from runs of a stored buffer (`--views`: bound as ranges on WebGPU,
+// some of them empty); the gradients autodiff builds for a random graph (`--grad`, a third of them `--views`).
+const RUNS = {
+  webgpu: { plain: 60, views: 40, grad: 30 },
+  wasm: { plain: 200, views: 60, grad: 60 },
+  cpu: { plain: 60, views: 20, grad: 20 },
+} as const;
 
 for (const device of ["webgpu", "wasm", "cpu"] as const) {
-  const CASES = VIEW_RUNS[device];
-  Deno.test(`fuzz: ${CASES} random graphs over runs of a stored buffer match the reference (${device})`, async () => {
-    const failures: string[] = [];
-    for (let i = 0; i < CASES; i++) {
-      const msg = await runCase((TEST_SEED + i * 104729) >>> 0, device, { views: true });
-      if (msg !== null) failures.push(msg);
-    }
-    if (failures.length > 0) {
-      throw new Error(`${failures.length} of ${CASES} cases failed:\n${failures.join("\n\n")}`);
-    }
+  const { plain, views, grad } = RUNS[device];
+  Deno.test(`fuzz: ${plain} random expression graphs match the reference (${device})`, async () => {
+    await runCases(plain, 7919, device, () => ({}));
+  });
+  Deno.test(`fuzz: ${views} random graphs over runs of a stored buffer match the reference (${device})`, async () => {
+    await runCases(views, 104729, device, () => ({ views: true }));
+  });
+  Deno.test(`fuzz: the gradients of ${grad} random graphs match the reference (${device})`, async () => {
+    await runCases(grad, 1299709, device, (i) => ({ grad: true, views: i % 3 === 2 }));
   });
 }
 
@@ -71,7 +59,6 @@ Deno.test("fuzz: 40 graphs under the policies of GPUs (no row kernels, shared ma
   be.launchPolicy = GPU_LAUNCHES;
   be.rowKernels = GPU_LAUNCHES.rowKernels;
   be.matmulPolicy = GPU_POLICY;
-  const failures: string[] = [];
   try {
     // The policy is in force: a mean over rows broadcast back is a kernel of its own (one row kernel otherwise).
     const x = tensor(Float32Array.from({ length: 64 * 256 }, (_, i) => Math.sin(i)), {
@@ -80,16 +67,10 @@ Deno.test("fuzz: 40 graphs under the policies of GPUs (no row kernels, shared ma
     });
     await x.sub(x.mean(1, { keepdims: true })).data();
     equal((be as unknown as { lastRunLaunches: number }).lastRunLaunches, 2);
-    for (let i = 0; i < 40; i++) {
-      const msg = await runCase((TEST_SEED + i * 15485863) >>> 0, "webgpu", { views: i % 2 === 1 });
-      if (msg !== null) failures.push(msg);
-    }
+    await runCases(40, 15485863, "webgpu", (i) => ({ views: i % 2 === 1 }));
   } finally {
     be.launchPolicy = policy;
     be.rowKernels = rows;
     be.matmulPolicy = matmul;
-  }
-  if (failures.length > 0) {
-    throw new Error(`${failures.length} of 40 cases failed:\n${failures.join("\n\n")}`);
   }
 });
