@@ -2,8 +2,9 @@
  * Compiler fuzzing: seeded random expression graphs (broadcasting, views, reductions, matmuls, fused chains,
  * integer and boolean intermediates) evaluated on a backend and compared with the float64 reference interpreter.
  *
- * Run: `deno task fuzz --cases 500 [--seed 1] [--device auto|webgpu|wasm|cpu] [--views] [--grad]`. A mismatch prints the seed and the graph;
- * re-running with that seed and `--cases 1` reproduces it, and the case belongs in tests/fuzz/regressions_test.ts.
+ * Run: `deno task fuzz --cases 500 [--seed 1] [--device auto|webgpu|wasm|cpu] [--views] [--grad] [--replay]`.
+ * A mismatch prints the seed and the graph; re-running with that seed, its flags and `--cases 1` reproduces it,
+ * and the case belongs in tests/fuzz/regressions_test.ts.
  *
  * Values are kept O(1) (tanh/sigmoid squashing after growth-prone ops), so float32 error stays below ~1e-4 and any
  * indexing or fusion mistake, which moves values by O(1), stands out.
@@ -27,6 +28,9 @@ import { type Node, printGraph, toposort } from "../lib/ir/node.ts";
 import { Op } from "../lib/ir/ops.ts";
 import { leafValues } from "../lib/autodiff/gradcheck.ts";
 import { backprop } from "../lib/autodiff/grad.ts";
+import { getBackend, realizeNodes, type Recording } from "../lib/runtime/realize.ts";
+import { BoundPlan, writeStorage } from "../lib/runtime/plan.ts";
+import { allocData } from "../lib/dtype.ts";
 
 type F = Tensor<Shape, "f32">;
 
@@ -70,6 +74,11 @@ export interface GenerateOptions {
    * as autodiff builds them, computed on the device against the float64 reference of the same graph.
    */
   grad?: boolean;
+  /**
+   * Also replay the realization's plan bound to storages of its own (as the compiled training step does), twice,
+   * with new values in every f32 input each time, each run against the reference on those values.
+   */
+  replay?: boolean;
 }
 
 /** Builds the random graph of case `seed` on `device`. */
@@ -290,23 +299,73 @@ export async function runCase(
     roots = backprop(out.node, wrt, w.node).map((n) => new Tensor(n));
     steps.push(`gradients of sum(out * w) with respect to ${wrt.length} inputs`);
   }
-  const nodes = roots.map((t) => t.node); // data() replaces a tensor's graph by its buffer
+  const nodes = roots.map((t) => t.node);
   const leaves = await leafValues(nodes);
-  const flags = `${opts.views ? " --views" : ""}${opts.grad ? " --grad" : ""}`;
-  for (let j = 0; j < roots.length; j++) {
-    const want = evaluateReference(nodes[j], (n) => leaves.get(n)!);
-    const got = await roots[j].data();
-    for (let i = 0; i < want.length; i++) {
-      const w = want[i];
-      const g = got[i];
-      if (Math.abs(g - w) <= 1e-3 + 1e-3 * Math.abs(w)) continue;
-      if (argmaxNearTie(nodes[j], (n) => leaves.get(n)!)) return null;
-      return `seed ${seed}${flags} (${device}): element ${i} of [${roots[j].shape}]: got ${g}, want ${w}\n` +
-        `  steps: ${steps.join(" | ")}\n${printGraph([nodes[j]])}`;
+  const flags = FLAGS.filter((f) => opts[f]).map((f) => ` --${f}`).join("");
+  // Each run's values of the roots, and the leaf values they were computed from.
+  const runs: { got: ArrayLike<number>[]; leaf: (n: Node) => RefValue; what: string }[] = [];
+  let rec: Recording | undefined;
+  // A root may be an input itself (every op of the case skipped): it is read, and takes no part in a replay.
+  const computed = nodes.filter((n) => n.storage === null);
+  const firsts = await realizeNodes(computed, { record: (r) => (rec = r) });
+  const be = await getBackend(device);
+  runs.push({
+    got: await Promise.all(
+      nodes.map((n) =>
+        n.storage !== null ? new Tensor(n).data() : be.read(firsts[computed.indexOf(n)], "f32", n.size)
+      ),
+    ),
+    leaf: (n) => leaves.get(n)!,
+    what: "",
+  });
+  for (const st of firsts) st.release();
+  if (opts.replay && rec !== undefined && computed.length === nodes.length) {
+    const r = rec;
+    const inputs = r.leafNodes.map((n) => be.alloc(n.dtype, n.size));
+    const bound = new BoundPlan(be, r.plan, { leaves: inputs, params: r.params });
+    try {
+      for (let round = 1; round <= 2; round++) {
+        const c = new Choice(seed ^ Math.imul(round, 0x9e3779b1));
+        const values = new Map<Node, Float64Array>();
+        for (const [i, n] of r.leafNodes.entries()) {
+          // New f32 values; other inputs (gather indices) keep theirs.
+          const data = allocData(n.dtype, n.size);
+          leaves.get(n)!.forEach((v, k) => (data[k] = n.dtype === "f32" ? c.next() * 4 - 2 : v));
+          values.set(n, Float64Array.from(data));
+          await writeStorage(be, inputs[i], n.dtype, data);
+        }
+        await bound.run();
+        runs.push({
+          got: await Promise.all(nodes.map((n, j) => be.read(bound.root(j), "f32", n.size))),
+          leaf: (n) => values.get(n)!,
+          what: ` (replay ${round})`,
+        });
+      }
+    } finally {
+      bound.dispose();
+      for (const st of inputs) st.release();
+    }
+  }
+  for (const run of runs) {
+    for (let j = 0; j < nodes.length; j++) {
+      const want = evaluateReference(nodes[j], run.leaf);
+      for (let i = 0; i < want.length; i++) {
+        const w = want[i];
+        const g = run.got[j][i];
+        if (Math.abs(g - w) <= 1e-3 + 1e-3 * Math.abs(w)) continue;
+        if (argmaxNearTie(nodes[j], run.leaf)) break;
+        return `seed ${seed}${flags} (${device})${run.what}: element ${i} of [${
+          nodes[j].shape
+        }]: got ${g}, ` +
+          `want ${w}\n  steps: ${steps.join(" | ")}\n${printGraph([nodes[j]])}`;
+      }
     }
   }
   return null;
 }
+
+/** The modes of {@link GenerateOptions}, as command-line flags. */
+const FLAGS = ["views", "grad", "replay"] as const;
 
 if (import.meta.main) {
   const { values } = parseArgs({
@@ -317,12 +376,13 @@ if (import.meta.main) {
       device: { type: "string", default: "auto" },
       views: { type: "boolean", default: false },
       grad: { type: "boolean", default: false },
+      replay: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
   });
   if (values.help) {
     console.log(
-      "deno task fuzz [--cases N=200] [--seed S=1] [--device auto|webgpu|wasm|cpu] [--views] [--grad]",
+      "deno task fuzz [--cases N=200] [--seed S=1] [--device auto|webgpu|wasm|cpu] [--views] [--grad] [--replay]",
     );
     Deno.exit(0);
   }
@@ -333,20 +393,18 @@ if (import.meta.main) {
   }
   const device = resolveDevice(checkDeviceChoice(values.device, "--device"));
   console.log(`device: ${await deviceLine(values.device as DeviceChoice)}`);
+  const opts = { views: values.views, grad: values.grad, replay: values.replay };
   let failures = 0;
   for (let i = 0; i < n; i++) {
-    const msg = await runCase(s0 + i, device, { views: values.views, grad: values.grad });
+    const msg = await runCase(s0 + i, device, opts);
     if (msg !== null) {
       failures++;
       console.log(`MISMATCH ${msg}`);
     }
   }
+  const modes = FLAGS.filter((f) => opts[f]).map((f) => ` --${f}`).join("");
   console.log(
-    `fuzz: ${n} cases${values.views ? " over runs of a stored buffer" : ""}${
-      values.grad ? ", gradients" : ""
-    } ` +
-      `from seed ${s0} on ${device}: ` +
-      `${n - failures} passed, ${failures} failed`,
+    `fuzz: ${n} cases${modes} from seed ${s0} on ${device}: ${n - failures} passed, ${failures} failed`,
   );
   if (failures > 0) Deno.exit(1);
 }

@@ -2,7 +2,7 @@
  * The compiler fuzzer (tools/fuzz.ts) in CI: a fixed number of fresh random graphs per run on each backend, each
  * compared with the float64 reference (more on wasm, whose kernels compile in milliseconds and whose SIMD forms
  * depend on the shapes), also starting from runs of a stored buffer (`--views`) and checking the gradients autodiff
- * builds (`--grad`). `deno task fuzz --cases N` runs longer campaigns.
+ * builds (`--grad`), some replayed as bound plans (`--replay`). `deno task fuzz --cases N` runs longer campaigns.
  */
 import { runCase } from "../../tools/fuzz.ts";
 import { equal } from "node:assert/strict";
@@ -28,6 +28,7 @@ async function runCases(n: number, stride: number, device: DeviceName, opts: (i:
 
 // Per device: plain graphs; graphs that start from runs of a stored buffer (`--views`: bound as ranges on WebGPU,
 // some of them empty); the gradients autodiff builds for a random graph (`--grad`, a third of them `--views`).
+// Half of the last two also replay their plan bound to storages of its own with new inputs (`--replay`).
 const RUNS = {
   webgpu: { plain: 60, views: 40, grad: 30 },
   wasm: { plain: 200, views: 60, grad: 60 },
@@ -40,14 +41,14 @@ for (const device of ["webgpu", "wasm", "cpu"] as const) {
     await runCases(plain, 7919, device, () => ({}));
   });
   Deno.test(`fuzz: ${views} random graphs over runs of a stored buffer match the reference (${device})`, async () => {
-    await runCases(views, 104729, device, () => ({ views: true }));
+    await runCases(views, 104729, device, (i) => ({ views: true, replay: i % 2 === 0 }));
   });
   Deno.test(`fuzz: the gradients of ${grad} random graphs match the reference (${device})`, async () => {
-    await runCases(grad, 1299709, device, (i) => ({ grad: true, views: i % 3 === 2 }));
+    await runCases(grad, 1299709, device, (i) => ({ grad: true, views: i % 3 === 2, replay: i % 2 === 1 }));
   });
 }
 
-Deno.test("fuzz: 40 graphs under the policies of GPUs (no row kernels, shared matmul tiles) on webgpu", async () => {
+Deno.test("fuzz: 40 graphs and replays under the policies of GPUs (no row kernels, shared matmul tiles) on webgpu", async () => {
   // What an NVIDIA or AMD adapter runs (launches, row fusion, matmul tiles), rendered and checked here on the
   // software adapter.
   const be = await getWebGPU() as unknown as {
@@ -67,7 +68,7 @@ Deno.test("fuzz: 40 graphs under the policies of GPUs (no row kernels, shared ma
     });
     await x.sub(x.mean(1, { keepdims: true })).data();
     equal((be as unknown as { lastRunLaunches: number }).lastRunLaunches, 2);
-    await runCases(40, 15485863, "webgpu", (i) => ({ views: i % 2 === 1 }));
+    await runCases(40, 15485863, "webgpu", (i) => ({ views: i % 2 === 1, grad: i % 4 >= 2, replay: true }));
   } finally {
     be.launchPolicy = policy;
     be.rowKernels = rows;
