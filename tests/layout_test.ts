@@ -19,7 +19,7 @@ const BUDGETS: Record<string, number> = {
   bench: 4_250,
   kernels: 2_300,
   cli: 700,
-  tools: 1_050,
+  tools: 1_100,
   examples: 120,
   tests: 16_250,
 };
