@@ -3,12 +3,13 @@
  * a shader, nested or sequential, and silently stops every loop once the count reaches 65,535 (measured: two
  * sequential loops of 40,000 run 65,534 iterations in total; a 3 x 32,768 nest runs 65,533). Splitting a loop
  * into a nest therefore does not help. This pass rewrites every reduction longer than {@link LOOP_BUDGET} into
- * two passes (chunks of at most the budget, then a reduction over the chunk results), and the scheduler keeps the
+ * two passes (chunks of at most the budget, then a reduction over the chunk results; an argmax keeps each chunk's
+ * maximum and where it is), and the scheduler keeps the
  * summed trip count of each fused kernel under the same budget; the kernel verifier rejects anything over it.
  *
  * @module
  */
-import { mk, type Node } from "../ir/node.ts";
+import { iotaNode, mk, type Node } from "../ir/node.ts";
 import { Op } from "../ir/ops.ts";
 import { toposort } from "../ir/node.ts";
 import { lowest } from "../dtype.ts";
@@ -86,10 +87,54 @@ function splitDot(n: Node, a: Node, b: Node, limit: number): Node {
   return mk(Op.Reshape, [s], { shape: [...n.shape] });
 }
 
+/**
+ * An argmax over `total` > limit elements in two passes: per chunk, the maximum and the index of its first
+ * occurrence; then the first chunk that holds the largest maximum, and the index inside it. Chunks come in order
+ * and each keeps its first maximum, so the result is the first occurrence overall, as one pass gives.
+ */
+function splitArgMax(n: Node, x: Node, limit: number): Node {
+  const { axis } = n.argOf(Op.ArgMax);
+  const shape = x.shape;
+  const keep = shape.map((_, i) => i).filter((i) => i !== axis);
+  const perm = [...keep, axis];
+  let v = perm.every((p, i) => p === i) ? x : mk(Op.Permute, [x], { perm });
+  const kept = keep.map((i) => shape[i]);
+  const k = kept.length;
+  const { len, chunks } = chunking(shape[axis], limit);
+  if (len * chunks !== shape[axis]) {
+    const pads = [
+      ...kept.map(() => [0, 0] as [number, number]),
+      [0, len * chunks - shape[axis]] as [number, number],
+    ];
+    v = mk(Op.Pad, [v], { pads, value: lowest(x.dtype) });
+  }
+  v = mk(Op.Reshape, [v], { shape: [...kept, chunks, len] });
+  const within = mk(Op.ArgMax, [v], { axis: k + 1 }); // [...kept, chunks, 1]
+  const chunk = mk(Op.ArgMax, [mk(Op.ReduceMax, [v], { axes: [k + 1] })], { axis: k }); // [...kept, 1, 1]
+  const perChunk = [...kept, chunks, 1];
+  const ones = kept.map(() => 1);
+  const column = (values: Node) =>
+    mk(Op.Expand, [mk(Op.Reshape, [values], { shape: [...ones, chunks, 1] })], {
+      shape: perChunk,
+    });
+  // Where each chunk starts, c·len, as the first column of 0, 1, ... laid out [chunks, len] (the graph's constants
+  // are launch parameters fixed before this pass, so it makes none).
+  const grid = mk(Op.Reshape, [iotaNode(chunks * len, "i32", x.device)], { shape: [chunks, len] });
+  const starts = mk(Op.Shrink, [grid], { start: [0, 0], step: [1, 1], len: [chunks, 1] });
+  const found = mk(Op.Add, [within, column(starts)], null); // each chunk's first maximum, as an index of the axis
+  const chosen = mk(Op.CmpEq, [
+    column(iotaNode(chunks, "i32", x.device)),
+    mk(Op.Expand, [chunk], { shape: perChunk }),
+  ], null);
+  const picked = mk(Op.Mul, [found, mk(Op.Cast, [chosen], { dtype: "i32" })], null);
+  return mk(Op.Reshape, [mk(Op.Sum, [picked], { axes: [k] })], { shape: [...n.shape] });
+}
+
 /** Rewrites reductions longer than `limit` into two passes. Returns the (possibly new) roots, same order. */
 export function splitLongLoops(roots: readonly Node[], limit = LOOP_BUDGET): Node[] {
   const order = toposort(roots);
-  if (!order.some((n) => n.op !== Op.ArgMax && shouldSplit(n, limit))) return [...roots];
+  const long = (n: Node) => (n.op === Op.ArgMax ? tripCount(n) > limit : shouldSplit(n, limit));
+  if (!order.some(long)) return [...roots];
   const map = new Map<Node, Node>();
   for (const n of order) {
     if (n.storage !== null || n.src.length === 0) {
@@ -101,11 +146,8 @@ export function splitLongLoops(roots: readonly Node[], limit = LOOP_BUDGET): Nod
     if ((n.op === Op.Sum || n.op === Op.ReduceMax) && shouldSplit(n, limit)) {
       out = splitReduce(n, src[0], limit);
     } else if (n.op === Op.Dot && tripCount(n) > limit) out = splitDot(n, src[0], src[1], limit);
-    else if (n.op === Op.ArgMax && tripCount(n) > limit) {
-      throw new RangeError(
-        `argmax over an axis of ${tripCount(n)} elements is not supported (limit ${limit})`,
-      );
-    } else if (src.every((s, i) => s === n.src[i])) out = n;
+    else if (n.op === Op.ArgMax && tripCount(n) > limit) out = splitArgMax(n, src[0], limit);
+    else if (src.every((s, i) => s === n.src[i])) out = n;
     // A custom-gradient marker is the identity on values; realization needs only the value.
     else if (n.op === Op.CustomVjp) out = src[0];
     else out = mk(n.op, src, n.arg as never, n.dtype);
