@@ -4,8 +4,8 @@
  * sequential loops of 40,000 run 65,534 iterations in total; a 3 x 32,768 nest runs 65,533). Splitting a loop
  * into a nest therefore does not help. This pass rewrites every reduction longer than {@link LOOP_BUDGET} into
  * two passes (chunks of at most the budget, then a reduction over the chunk results; an argmax keeps each chunk's
- * maximum and where it is), and the scheduler keeps the
- * summed trip count of each fused kernel under the same budget; the kernel verifier rejects anything over it.
+ * maximum and where it is), and the scheduler keeps the summed trip count of each fused kernel under the same
+ * budget; the kernel verifier rejects anything over it.
  *
  * @module
  */
