@@ -2,7 +2,7 @@
  * Compiler fuzzing: seeded random expression graphs (broadcasting, views, reductions, matmuls, fused chains,
  * integer and boolean intermediates) evaluated on a backend and compared with the float64 reference interpreter.
  *
- * Run: `deno task fuzz --cases 500 [--seed 1] [--device auto|webgpu|wasm|cpu] [--views] [--grad] [--replay]`.
+ * Run: `deno task fuzz --cases 500 [--seed 1] [--device auto|webgpu|wasm|cpu] [--views [--f16]] [--grad] [--replay]`.
  * A mismatch prints the seed and the graph; re-running with that seed, its flags and `--cases 1` reproduces it,
  * and the case belongs in tests/fuzz/regressions_test.ts.
  *
@@ -69,6 +69,8 @@ export interface GenerateOptions {
    * lengths), as a parameter inside an optimiser's pack is: on WebGPU kernels bind them as ranges of the buffer.
    */
   views?: boolean;
+  /** With `views`: the stored buffer holds f16 (its runs are cast to f32 where they are used). */
+  f16?: boolean;
   /**
    * Check the backward graph instead: the gradients of `sum(out * w)` (w random) with respect to every f32 input,
    * as autodiff builds them, computed on the device against the float64 reference of the same graph.
@@ -81,6 +83,9 @@ export interface GenerateOptions {
   replay?: boolean;
 }
 
+/** The values each generated input was made from. */
+const hostData = new WeakMap<Tensor, Float32Array>();
+
 /** Builds the random graph of case `seed` on `device`. */
 export function generateCase(seed: number, device: DeviceName, opts: GenerateOptions = {}): FuzzCase {
   const c = new Choice(seed);
@@ -91,7 +96,9 @@ export function generateCase(seed: number, device: DeviceName, opts: GenerateOpt
     const n = shape.reduce((a, b) => a * b, 1);
     const data = Float32Array.from({ length: n }, () => c.next() * 4 - 2);
     steps.push(`input [${shape}]`);
-    return tensor(data, { shape, device }) as unknown as F;
+    const t = tensor(data, { shape, device }) as unknown as F;
+    hostData.set(t, data);
+    return t;
   };
   const partner = (s: readonly number[]): number[] => {
     // A shape that broadcasts with s: drop some leading dims, set some dims to 1.
@@ -101,14 +108,19 @@ export function generateCase(seed: number, device: DeviceName, opts: GenerateOpt
   const pool: F[] = [input(randShape(c.int(1, 3)))];
   if (opts.views) {
     const k = c.int(2, 4);
-    const base = input(c.next() < 0.5 ? [k * 64 + c.int(0, 63)] : [k, 64]);
+    let base = input(c.next() < 0.5 ? [k * 64 + c.int(0, 63)] : [k, 64]);
+    if (opts.f16) {
+      base = tensor(hostData.get(base)!, { shape: base.shape, dtype: "f16", device }) as unknown as F;
+      steps.push("as f16");
+    }
     for (let v = c.int(1, 3); v > 0; v--) {
       const at = 64 * c.int(0, k - 1);
       const len = Math.min(c.pick([0, 1, 3, 8, 37, 64, 100, 128]), base.size - at);
       const run = base.reshape([base.size]).slice([at, at + len]) as F;
       const divs = [...Array(len + 1).keys()].filter((d) => d > 0 && len % d === 0);
       const rows = c.pick(divs.length > 0 ? divs : [1]);
-      pool.push((len === 0 ? run : run.reshape([rows, -1])) as F);
+      const shaped = len === 0 ? run : run.reshape([rows, -1]);
+      pool.push((opts.f16 ? shaped.cast("f32") : shaped) as F);
       steps.push(`run [${at}, ${at + len}) as [${pool[pool.length - 1].shape}]`);
     }
   }
@@ -365,7 +377,7 @@ export async function runCase(
 }
 
 /** The modes of {@link GenerateOptions}, as command-line flags. */
-const FLAGS = ["views", "grad", "replay"] as const;
+const FLAGS = ["views", "f16", "grad", "replay"] as const;
 
 if (import.meta.main) {
   const { values } = parseArgs({
@@ -375,6 +387,7 @@ if (import.meta.main) {
       seed: { type: "string", default: "1" },
       device: { type: "string", default: "auto" },
       views: { type: "boolean", default: false },
+      f16: { type: "boolean", default: false },
       grad: { type: "boolean", default: false },
       replay: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
@@ -382,7 +395,7 @@ if (import.meta.main) {
   });
   if (values.help) {
     console.log(
-      "deno task fuzz [--cases N=200] [--seed S=1] [--device auto|webgpu|wasm|cpu] [--views] [--grad] [--replay]",
+      "deno task fuzz [--cases N=200] [--seed S=1] [--device auto|webgpu|wasm|cpu] [--views [--f16]] [--grad] [--replay]",
     );
     Deno.exit(0);
   }
@@ -393,7 +406,7 @@ if (import.meta.main) {
   }
   const device = resolveDevice(checkDeviceChoice(values.device, "--device"));
   console.log(`device: ${await deviceLine(values.device as DeviceChoice)}`);
-  const opts = { views: values.views, grad: values.grad, replay: values.replay };
+  const opts = { views: values.views, f16: values.f16, grad: values.grad, replay: values.replay };
   let failures = 0;
   for (let i = 0; i < n; i++) {
     const msg = await runCase(s0 + i, device, opts);

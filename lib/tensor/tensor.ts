@@ -754,7 +754,9 @@ export function fromData(
   const arr = allocData(dtype, n);
   for (let i = 0; i < n; i++) {
     const v = Number(data[i]);
-    arr[i] = dtype === "bool" ? (v ? 1 : 0) : v;
+    // f16 values are held widened to f32 on the host: round them as the device will store them, so that the
+    // host copy (read by the float64 reference before any upload) is the tensor's value.
+    arr[i] = dtype === "bool" ? (v ? 1 : 0) : dtype === "f16" ? Math.f16round(v) : v;
   }
   return new Tensor(bufferNode(new HostStorage(device, dtype, arr), shape, dtype));
 }
