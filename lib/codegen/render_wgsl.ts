@@ -115,6 +115,14 @@ function castExpr(e: KExpr, to: DType): string {
   if (e.dtype === to) return a;
   if (e.dtype === "bool") return `select(${literal(0, to)}, ${literal(1, to)}, ${a})`;
   if (to === "bool") return `(${a} != ${literal(0, e.dtype)})`;
+  if ((e.dtype === "f32" || e.dtype === "f16") && (to === "i32" || to === "u32")) {
+    // WGSL clamps out-of-range values to the largest f32 below 2^31 (2^32) and leaves NaN unspecified; the other
+    // backends and the reference truncate, saturate at the type's maximum and give 0 for NaN.
+    const v = e.dtype === "f16" ? `f32(${a})` : a;
+    const [limit, max] = to === "i32" ? ["2147483648.0", "2147483647"] : ["4294967296.0", "4294967295u"];
+    const nan = `((bitcast<u32>(${v}) & 0x7fffffffu) > 0x7f800000u)`;
+    return `select(select(${wgslType(to)}(${v}), ${max}, ${v} >= ${limit}), ${literal(0, to)}, ${nan})`;
+  }
   return `${wgslType(to)}(${a})`;
 }
 

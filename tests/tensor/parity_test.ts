@@ -55,6 +55,18 @@ const cases: Case[] = [
     atol: 0,
   },
   {
+    // WGSL's own conversion clamps to 2^31 − 128 and leaves NaN unspecified; every backend saturates instead.
+    name: "cast f32->i32 and f32->u32 saturate, NaN gives 0",
+    build: (_mk, _r, dev) => {
+      const x = tensor([NaN, Infinity, -Infinity, 3e9, -3e9, 2147483648, 5e9, -0.7, 1.9, 4294967296], {
+        device: dev,
+      }).mul(1);
+      return x.cast("i32").cast("f32").add(x.cast("u32").cast("f32"));
+    },
+    rtol: 0,
+    atol: 0,
+  },
+  {
     name: "cast i32->f32",
     build: (mk) => mk([40], { lo: -100, hi: 100, int: true }).cast("i32").cast("f32"),
     ...EW,
