@@ -6,7 +6,7 @@
  */
 import { customVjp } from "../autodiff/grad.ts";
 import type { Shape } from "../shape.ts";
-import type { Tensor } from "../tensor/tensor.ts";
+import { hostData, type Tensor } from "../tensor/tensor.ts";
 import type { F32 } from "./linear.ts";
 
 /** How per-element losses are combined: their weighted mean, their weighted sum, or none (per element). */
@@ -65,9 +65,20 @@ export function crossEntropy(
       }]`,
     );
   }
+  const ignore = opts.ignoreIndex ?? -100;
+  // Targets still on the host are checked: past the classes, a one-hot is all zeros and the loss silently wrong.
+  const host = hostData(targets);
+  const bad = host === null ? -1 : host.findIndex((v) => v !== ignore && (v < 0 || v >= classes));
+  if (bad >= 0) {
+    throw new RangeError(
+      `crossEntropy: target ${host![bad]} (element ${bad}) is neither one of the ${classes} classes (0..${
+        classes - 1
+      }) nor the ignore index ${ignore}`,
+    );
+  }
   const reduction = opts.reduction ?? "mean";
   const onehot = targets.oneHot(classes) as F32;
-  let w = targets.ne(opts.ignoreIndex ?? -100).cast("f32") as F32;
+  let w = targets.ne(ignore).cast("f32") as F32;
   if (opts.weights !== undefined) w = w.mul(opts.weights) as F32;
   // The mean divides by the total weight; max() keeps an all-ignored batch at 0 instead of 0/0.
   const denom = reduction === "mean" ? (w.sum().maximum(1e-12) as F32) : null;

@@ -7,6 +7,7 @@
  */
 import {
   allocData,
+  type AnyDataArray,
   checkDType,
   checkFloat,
   checkSameDType,
@@ -622,6 +623,21 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     if (!(indices instanceof Tensor) || (indices.dtype !== "i32" && indices.dtype !== "u32")) {
       throw new TypeError(`gather: indices must be an i32 or u32 tensor`);
     }
+    // Kernels clamp an index into the axis (they cannot throw); indices still on the host are checked here, so a
+    // token id past a vocabulary is an error, not the last row.
+    const host = hostData(indices);
+    if (host !== null) {
+      const n = this.shape[ax];
+      const bad = host.findIndex((v) => v < 0 || v >= n);
+      if (bad >= 0) {
+        throw new RangeError(
+          `gather: index ${host[bad]} (element ${bad} of indices [${
+            indices.shape.join(", ")
+          }]) is outside axis ` +
+            `${ax} of [${this.shape.join(", ")}] (0..${n - 1})`,
+        );
+      }
+    }
     return this.#wrap(mk(Op.Gather, [this.#node, indices.#node], { axis: ax }));
   }
   /** One-hot encoding of an integer tensor: a new last axis of size `n` (f32 by default). */
@@ -759,6 +775,15 @@ export function fromData(
     arr[i] = dtype === "bool" ? (v ? 1 : 0) : dtype === "f16" ? Math.f16round(v) : v;
   }
   return new Tensor(bufferNode(new HostStorage(device, dtype, arr), shape, dtype));
+}
+
+/**
+ * The values of `t` while they are host data not yet uploaded (a tensor made from numbers and not used by a
+ * computation so far), else null: what a check of indices or targets can read without waiting for a device.
+ */
+export function hostData(t: Tensor): AnyDataArray | null {
+  const st = t.node.storage;
+  return st instanceof HostStorage ? st.host : null;
 }
 
 /**

@@ -2,6 +2,7 @@
 import { throws } from "node:assert/strict";
 import { arange, concat, ones, rand, tensor, zeros } from "../../mod.ts";
 import type { Shape, Tensor } from "../../mod.ts";
+import { crossEntropy } from "../../lib/nn/mod.ts";
 
 const wide = <D extends "f32" | "i32">(t: Tensor<Shape, D>) => t as Tensor<number[], D>;
 
@@ -71,4 +72,30 @@ Deno.test("using a disposed tensor throws instead of reading freed memory", asyn
   if (!/used after dispose/.test(msg)) {
     throw new Error(`expected a dispose error, got ${JSON.stringify(msg)}`);
   }
+});
+
+Deno.test("indices and targets past their axis are errors that name the value, where they are still on the host", () => {
+  const table = tensor(Float32Array.from({ length: 10 }, (_, i) => i), { shape: [5, 2] });
+  throws(
+    () => table.gather(tensor([1, 7, 0], { dtype: "i32" }), 0),
+    /gather: index 7 \(element 1 of indices \[3\]\) is outside axis 0 of \[5, 2\] \(0\.\.4\)/,
+  );
+  throws(() => table.gather(tensor([-1], { dtype: "i32" }), 0), /index -1 .* outside axis 0/);
+  throws(
+    () => table.gather(tensor([0, 2], { dtype: "i32" }), 1),
+    /index 2 .* outside axis 1 of \[5, 2\] \(0\.\.1\)/,
+  );
+  const logits = tensor(Float32Array.from({ length: 12 }, (_, i) => Math.sin(i)), {
+    shape: [3, 4],
+  }) as Tensor<
+    Shape,
+    "f32"
+  >;
+  throws(
+    () => crossEntropy(logits, tensor([0, 4, 1], { dtype: "i32" })),
+    /crossEntropy: target 4 \(element 1\) is neither one of the 4 classes \(0\.\.3\) nor the ignore index -100/,
+  );
+  // The ignore index is a valid target; so is any other ignore index the caller names.
+  crossEntropy(logits, tensor([0, -100, 3], { dtype: "i32" }));
+  crossEntropy(logits, tensor([0, 7, 3], { dtype: "i32" }), { ignoreIndex: 7 });
 });

@@ -190,7 +190,7 @@ async function loraLm(compile: boolean) {
   const cfg = { vocab: 29, dim: 24, layers: 2, nHeads: 6, nKvHeads: 2, hiddenDim: 40 };
   const ids = (step: number) => {
     const r = new TestRng(400 + step);
-    return Int32Array.from({ length: 3 * 11 }, () => r.int(0, cfg.vocab));
+    return Int32Array.from({ length: 3 * 11 }, () => r.int(0, cfg.vocab - 1));
   };
   const model = new TinyLm(cfg, 17);
   await attachLora(model, {
