@@ -6,7 +6,7 @@
  */
 import { customVjp } from "../autodiff/grad.ts";
 import type { Shape } from "../shape.ts";
-import { hostData, type Tensor } from "../tensor/tensor.ts";
+import { checkHostValues, type Tensor } from "../tensor/tensor.ts";
 import type { F32 } from "./linear.ts";
 
 /** How per-element losses are combined: their weighted mean, their weighted sum, or none (per element). */
@@ -67,15 +67,13 @@ export function crossEntropy(
   }
   const ignore = opts.ignoreIndex ?? -100;
   // Targets still on the host are checked: past the classes, a one-hot is all zeros and the loss silently wrong.
-  const host = hostData(targets);
-  const bad = host === null ? -1 : host.findIndex((v) => v !== ignore && (v < 0 || v >= classes));
-  if (bad >= 0) {
-    throw new RangeError(
-      `crossEntropy: target ${host![bad]} (element ${bad}) is neither one of the ${classes} classes (0..${
-        classes - 1
-      }) nor the ignore index ${ignore}`,
-    );
-  }
+  checkHostValues(targets, {
+    op: "crossEntropy",
+    noun: "target",
+    limit: classes,
+    allow: ignore,
+    rule: `is neither one of the ${classes} classes (0..${classes - 1}) nor the ignore index ${ignore}`,
+  });
   const reduction = opts.reduction ?? "mean";
   const onehot = targets.oneHot(classes) as F32;
   let w = targets.ne(ignore).cast("f32") as F32;

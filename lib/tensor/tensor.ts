@@ -7,7 +7,6 @@
  */
 import {
   allocData,
-  type AnyDataArray,
   checkDType,
   checkFloat,
   checkSameDType,
@@ -45,6 +44,7 @@ import {
   mk,
   type Node,
   releaseBufferNode,
+  type Storage,
 } from "../ir/node.ts";
 import { Op } from "../ir/ops.ts";
 import { getBackend, HostStorage, realizeNodes, resolveStorage, uploadStorage } from "../runtime/realize.ts";
@@ -625,19 +625,13 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     }
     // Kernels clamp an index into the axis (they cannot throw); indices still on the host are checked here, so a
     // token id past a vocabulary is an error, not the last row.
-    const host = hostData(indices);
-    if (host !== null) {
-      const n = this.shape[ax];
-      const bad = host.findIndex((v) => v < 0 || v >= n);
-      if (bad >= 0) {
-        throw new RangeError(
-          `gather: index ${host[bad]} (element ${bad} of indices [${
-            indices.shape.join(", ")
-          }]) is outside axis ` +
-            `${ax} of [${this.shape.join(", ")}] (0..${n - 1})`,
-        );
-      }
-    }
+    const n = this.shape[ax];
+    checkHostValues(indices, {
+      op: "gather",
+      noun: "index",
+      limit: n,
+      rule: `is outside axis ${ax} of [${this.shape.join(", ")}] (0..${n - 1})`,
+    });
     return this.#wrap(mk(Op.Gather, [this.#node, indices.#node], { axis: ax }));
   }
   /** One-hot encoding of an integer tensor: a new last axis of size `n` (f32 by default). */
@@ -777,13 +771,61 @@ export function fromData(
   return new Tensor(bufferNode(new HostStorage(device, dtype, arr), shape, dtype));
 }
 
+/** A range that integer host data must stay in: `0 ≤ v < limit`, or `v = allow`. */
+export interface HostBound {
+  /** The op that checks them ("gather"). */
+  readonly op: string;
+  /** What a value is to the op ("index"). */
+  readonly noun: string;
+  /** One past the largest valid value. */
+  readonly limit: number;
+  /** A value valid besides the range (an ignore index). */
+  readonly allow?: number;
+  /** The rule the values break, to end an error message ("is outside axis 0 of [5, 2] (0..4)"). */
+  readonly rule: string;
+}
+
+/** The bounds recorded for host data by the ops that checked it, by storage. */
+const hostBounds = new WeakMap<Storage, HostBound[]>();
+
 /**
- * The values of `t` while they are host data not yet uploaded (a tensor made from numbers and not used by a
- * computation so far), else null: what a check of indices or targets can read without waiting for a device.
+ * A RangeError naming the first element of `values` (of `shape`) outside `bound`, its position and the rule, the
+ * message starting with `who`; null when every element is inside.
  */
-export function hostData(t: Tensor): AnyDataArray | null {
+export function outOfBound(
+  values: ArrayLike<number>,
+  shape: readonly number[],
+  bound: HostBound,
+  who: string,
+): RangeError | null {
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if ((v < 0 || v >= bound.limit) && v !== bound.allow) {
+      return new RangeError(
+        `${who}: ${bound.noun} ${v} (element ${i} of [${shape.join(", ")}]) ${bound.rule}`,
+      );
+    }
+  }
+  return null;
+}
+
+/**
+ * Checks `t`'s values against `bound` if they are still host data, not yet uploaded (a tensor made from numbers
+ * and not used so far; others would need a wait for the device), throwing a RangeError naming the first one
+ * outside; records the bound with them, so that a compiled step replaying a graph built from `t` can check the
+ * values that later take their place ({@link boundsOf}).
+ */
+export function checkHostValues(t: Tensor, bound: HostBound): void {
   const st = t.node.storage;
-  return st instanceof HostStorage ? st.host : null;
+  if (!(st instanceof HostStorage) || st.host === null) return;
+  const err = outOfBound(st.host, t.shape, bound, bound.op);
+  if (err !== null) throw err;
+  hostBounds.set(st, [...(hostBounds.get(st) ?? []), bound]);
+}
+
+/** The bounds recorded for the host data of storage `s` by {@link checkHostValues}. */
+export function boundsOf(s: Storage): readonly HostBound[] {
+  return hostBounds.get(s) ?? [];
 }
 
 /**

@@ -23,7 +23,7 @@ import { bufferNode, type Node, type Storage } from "../ir/node.ts";
 import type { Backend } from "../runtime/backend.ts";
 import { BoundPlan, copyStorages, writeStorage } from "../runtime/plan.ts";
 import { HostStorage, type Recording, resolveStorage } from "../runtime/realize.ts";
-import { realize, Tensor } from "../tensor/tensor.ts";
+import { boundsOf, type HostBound, outOfBound, realize, Tensor } from "../tensor/tensor.ts";
 import type { Optimizer } from "../nn/optim/optimizer.ts";
 
 /** What a leaf of a traced step stands for. */
@@ -109,6 +109,8 @@ interface BatchSlot {
   dtype: DType;
   shape: readonly number[];
   storage: Storage;
+  /** The ranges the traced step checked this entry's values against (token ids, targets). */
+  bounds: readonly HostBound[];
 }
 
 /** A traced step bound for replay (see the module comment). */
@@ -173,7 +175,14 @@ export class ReplayedStep {
           case "batch": {
             let slot = this.#batch.find((b) => b.name === role.name);
             if (slot === undefined) {
-              slot = { name: role.name, dtype: n.dtype, shape: n.shape, storage: alloc(n.dtype, n.size) };
+              const bounds = boundsOf(n.storage!);
+              slot = {
+                name: role.name,
+                dtype: n.dtype,
+                shape: n.shape,
+                storage: alloc(n.dtype, n.size),
+                bounds,
+              };
               this.#batch.push(slot);
             }
             return slot.storage;
@@ -244,8 +253,14 @@ export class ReplayedStep {
       const t = batch[b.name];
       if (!t.isRealized) await realize(t);
       const st = t.node.storage!;
-      if (st instanceof HostStorage && st.host !== null) await writeStorage(be, b.storage, b.dtype, st.host);
-      else copies.push({ src: resolveStorage(st, be), dst: b.storage, dtype: b.dtype, n: t.size });
+      if (st instanceof HostStorage && st.host !== null) {
+        // The graph is not built again, so the checks its ops made of the traced batch are made here.
+        for (const bound of b.bounds) {
+          const err = outOfBound(st.host, t.shape, bound, `batch "${b.name}" (${bound.op})`);
+          if (err !== null) throw err;
+        }
+        await writeStorage(be, b.storage, b.dtype, st.host);
+      } else copies.push({ src: resolveStorage(st, be), dst: b.storage, dtype: b.dtype, n: t.size });
     }
     await copyStorages(be, copies);
     this.#optStep++;

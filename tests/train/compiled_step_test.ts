@@ -2,7 +2,7 @@
  * The compiled step: replayed steps equal eager ones bit for bit, new scalar values compile nothing, and a change
  * of shapes or parameters makes the trainer trace again.
  */
-import { deepEqual, equal, ok } from "node:assert/strict";
+import { deepEqual, equal, ok, rejects } from "node:assert/strict";
 import { getBackend, setDefaultDevice, type Tensor, tensor } from "../../mod.ts";
 import { CpuBackend } from "../../lib/runtime/cpu.ts";
 import type { Backend } from "../../lib/runtime/backend.ts";
@@ -88,6 +88,38 @@ Deno.test("reading the parameters between runs keeps the replay (webgpu, paramet
   deepEqual(await stateOf(compiled), await stateOf(eager));
   eager.close();
   compiled.close();
+});
+
+Deno.test("a replayed step checks each batch's token ids and targets as the traced step's ops did", async () => {
+  const cfg = { vocab: 29, dim: 24, layers: 1, nHeads: 6, nKvHeads: 2, hiddenDim: 40 };
+  for (const [entry, op, noun] of [["x", "gather", "index"], ["y", "crossEntropy", "target"]] as const) {
+    const model = new TinyLm(cfg, 5);
+    const t = new Trainer({
+      model,
+      optimizer: new AdamW(model, { lr: 1e-2 }),
+      batch: (step) => {
+        const r = new TestRng(500 + step);
+        const ids = () => Int32Array.from({ length: 2 * 5 }, () => r.int(0, cfg.vocab - 1));
+        const [x, y] = [ids(), ids()];
+        if (step === 6) (entry === "x" ? x : y)[3] = cfg.vocab + 11; // replayed by then
+        return {
+          x: tensor(x, { shape: [2, 5], dtype: "i32" }),
+          y: tensor(y, { shape: [2, 5], dtype: "i32" }),
+        };
+      },
+      loss: (m, b) => crossEntropy(m.forward(b.x as I) as F, b.y as I),
+      steps: 10,
+      readEvery: 1,
+      progress: false,
+    });
+    await t.run({ until: 5 });
+    ok(t.compileStats.replayed > 0, JSON.stringify(t.compileStats));
+    await rejects(
+      () => t.run({ until: 7 }),
+      new RegExp(`batch "${entry}" \\(${op}\\): ${noun} 40 \\(element 3 of \\[2, 5\\]\\)`),
+    );
+    t.close();
+  }
 });
 
 Deno.test("a batch of a new shape and parameters loaded between runs make the trainer trace again", async () => {
