@@ -208,7 +208,9 @@ export function fmt(shape: Shape): string {
 export function checkShape(op: string, shape: unknown): number[] {
   if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
     throw new TypeError(
-      `${op}: invalid shape ${JSON.stringify(shape)}; expected an array of non-negative integers`,
+      `${op}: invalid shape ${
+        Array.isArray(shape) ? `[${shape.map(String).join(", ")}]` : String(shape)
+      }; expected an array of non-negative integers`,
     );
   }
   return [...shape];

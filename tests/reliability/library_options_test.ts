@@ -89,6 +89,11 @@ Deno.test("optimisers, schedules and LoRA+ refuse bad hyperparameters by key and
     () => new Adam(model, { lr: 1e-3, betas: [0.9, 1] }),
     /^Adam: option "betas\[1\]" must be < 1, got 1$/,
   );
+  // Past 1, one message (not "must be <= 1" and "must be < 1" both).
+  await refused(
+    () => new Adam(model, { lr: 1e-3, betas: [1.5, 0.9] }),
+    /^Adam: option "betas\[0\]" must be < 1, got 1\.5$/,
+  );
   await refused(() => new AdamW(model, { lr: 1e-3, eps: -1 }), /option "eps" must be >= 0, got -1/);
   await refused(
     () => new AdamW(model, { lr: 1e-3, learningRate: 1e-2 } as never),

@@ -34,7 +34,8 @@ Deno.test("shape errors name the op and the shapes", () => {
     () => tensor(new Float32Array(5), { shape: [2, 3] }),
     /5 values do not fill shape \[2, 3\] \(6 elements\)/,
   );
-  throws(() => zeros([2, -1]), /invalid shape \[2,-1\]/);
+  throws(() => zeros([2, -1]), /invalid shape \[2, -1\]/);
+  throws(() => zeros([NaN, 3]), /invalid shape \[NaN, 3\]/); // not JSON's [null,3]
   throws(() => arange(0, 5, 0), /step must be finite and non-zero/);
 });
 

@@ -26,7 +26,7 @@ export const OPTIMIZER_FIELDS = {
 /** Options of `Adam` and `AdamW`. */
 export const ADAM_OPTIONS = z.object({
   ...OPTIMIZER_FIELDS,
-  betas: z.tuple([opt.fraction().lt(1), opt.fraction().lt(1)]).optional(),
+  betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).optional(),
   eps: opt.nonNegative().optional(),
 }).strict();
 
