@@ -205,7 +205,7 @@ export class WebGPUBackend implements Backend {
   readonly launchPolicy: LaunchPolicy;
   /** Whether row reductions are fused into the kernels that broadcast them (the launch policy's choice). */
   readonly rowKernels: boolean;
-  /** The device's `minStorageBufferOffsetAlignment`: ranges of buffers bind from multiples of it. */
+  /** The device's `minStorageBufferOffsetAlignment` (16 at least): ranges of buffers bind from multiples of it. */
   readonly viewAlign: number;
   readonly #device: GPUDevice;
   #pool = new BufferPool<GPUBuffer>();
@@ -230,7 +230,8 @@ export class WebGPUBackend implements Backend {
     this.description = [i.description || "unknown adapter", i.vendor && `vendor ${i.vendor}`, i.architecture]
       .filter(Boolean).join(", ") + (this.isFallback ? " (fallback adapter)" : "");
     this.maxInputs = Math.min(device.limits.maxStorageBuffersPerShaderStage - 1, 30);
-    this.viewAlign = device.limits.minStorageBufferOffsetAlignment;
+    // At least 16 bytes, so that a range read as vec4 starts at a vec4 of its buffer on every adapter.
+    this.viewAlign = Math.max(16, device.limits.minStorageBufferOffsetAlignment);
     this.matmulPolicy = matmulPolicyFor({
       description: i.description ?? "",
       isFallback: this.isFallback,
