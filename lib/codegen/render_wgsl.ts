@@ -6,7 +6,8 @@
  * uses that to simplify `x * 0.0` and `x - x` to `0.0`, so a NaN would vanish on WebGPU while the CPU backend keeps
  * it. The renderer writes these two forms (a product with a literal zero, a value minus itself) with integer
  * operations on the operand's bits, which no compiler may simplify, so they give NaN for a NaN or infinite operand
- * on every device. Other algebraic identities a driver might apply to finite-looking code cannot be ruled out from
+ * on every device; `max` and `min`, which WGSL leaves to the implementation for a NaN operand, test their operands'
+ * bits too. Other algebraic identities a driver might apply to finite-looking code cannot be ruled out from
  * WGSL; what must see every NaN therefore does not rely on float arithmetic cancelling: the non-finite checks of
  * weights test exponent bits (`kernels/non_finite.wgsl.ts`), and the trainer's guard reads back the loss and the
  * gradient norm, a square root of a sum of squares, which no identity removes.
@@ -126,6 +127,16 @@ function castExpr(e: KExpr, to: DType): string {
   return `${wgslType(to)}(${a})`;
 }
 
+/**
+ * `max`/`min` of `a` and `b`, NaN when either is (as on the other backends): WGSL leaves a NaN operand to the
+ * implementation, and lavapipe returned the other one. The test reads bits, which no compiler may simplify.
+ */
+function extremum(fn: "max" | "min", a: string, b: string, d: DType): string {
+  if (d !== "f32" && d !== "f16") return `${fn}(${a}, ${b})`;
+  const nan = (v: string) => `((bitcast<u32>(${d === "f16" ? `f32(${v})` : v}) & 0x7fffffffu) > 0x7f800000u)`;
+  return `select(${fn}(${a}, ${b}), ${literal(NaN, d)}, ${nan(a)} || ${nan(b)})`;
+}
+
 /** Whether `e` is a float literal zero (either sign). */
 function isFloatZero(e: KExpr): e is KExpr & { k: "const"; value: number } {
   return e.k === "const" && (e.dtype === "f32" || e.dtype === "f16") && e.value === 0;
@@ -207,9 +218,8 @@ function expr(e: KExpr): string {
         case "mod":
           return `(${a} % ${b})`;
         case "max":
-          return `max(${a}, ${b})`;
         case "min":
-          return `min(${a}, ${b})`;
+          return extremum(op, a, b, e.dtype);
         case "pow":
           return `${wgslType(e.dtype)}(pow_(f32(${a}), f32(${b})))`;
         case "lt":
@@ -257,7 +267,7 @@ export function printStmts(stmts: readonly Stmt[], indent: string): string[] {
     out.push(`${indent}var ${acc}: ${wgslType(r.dtype)} = ${init};`);
     const update = r.op === "sum"
       ? `${acc} = ${acc} + ${ref(r.body)};`
-      : `${acc} = max(${acc}, ${ref(r.body)});`;
+      : `${acc} = ${extremum("max", acc, ref(r.body), r.dtype)};`;
     out.push(`${indent}for (var ${v}: i32 = 0; ${v} < ${r.size}; ${v} = ${v} + 1) {`);
     out.push(...printStmts(s.body, indent + "  "));
     out.push(`${indent}  ${update}`);

@@ -33,6 +33,14 @@ const FORMS: [string, (x: F, device: "cpu" | "webgpu") => F][] = [
   ["f16: x * 0", (x) => x.cast("f16").mul(0).cast("f32") as F],
   ["(x * 0 + 1) summed by rows", (x) => x.reshape([8, -1]).mul(0).add(1).sum(1) as F],
   ["(x column · [1]) * 0", (x, device) => x.reshape([-1, 1]).matmul(tensor([[1]], { device })).mul(0) as F],
+  // max and min: WGSL leaves a NaN operand to the implementation (lavapipe returned the other operand).
+  ["relu(x)", (x) => x.relu() as F],
+  ["maximum(x, reversed x) and minimum", (x) => {
+    const r = x.slice([null, null, -1]) as F; // reversed
+    return x.maximum(r).add(x.minimum(r).mul(2)) as F;
+  }],
+  ["max and min over rows of 8", (x) => x.reshape([8, -1]).max(1).add(x.reshape([8, -1]).min(1)) as F],
+  ["f16: relu(x)", (x) => x.cast("f16").relu().cast("f32") as F],
 ];
 
 for (const [name, form] of FORMS) {
