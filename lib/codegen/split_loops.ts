@@ -44,25 +44,29 @@ function shouldSplit(n: Node, limit: number): boolean {
   return trip > limit || (trip > 16384 && n.size * 64 < trip && n.size < 1024);
 }
 
+/**
+ * `x` with the reduced `axes` moved last, flattened and cut into `chunks` of `len` (the last padded with `pad`):
+ * `[...kept, chunks, len]`, where `kept` are the sizes of the other axes in order.
+ */
+function chunked(x: Node, axes: readonly number[], limit: number, pad: number) {
+  const keep = x.shape.map((_, i) => i).filter((i) => !axes.includes(i));
+  const perm = [...keep, ...axes];
+  let v = perm.every((p, i) => p === i) ? x : mk(Op.Permute, [x], { perm });
+  const kept = keep.map((i) => x.shape[i]);
+  const total = axes.reduce((a, i) => a * x.shape[i], 1);
+  const { len, chunks } = chunking(total, limit);
+  v = mk(Op.Reshape, [v], { shape: [...kept, total] });
+  const pads = [...kept.map(() => [0, 0] as [number, number]), [0, len * chunks - total] as [number, number]];
+  if (len * chunks !== total) v = mk(Op.Pad, [v], { pads, value: pad });
+  return { v: mk(Op.Reshape, [v], { shape: [...kept, chunks, len] }), kept, len, chunks };
+}
+
 function splitReduce(n: Node, x: Node, limit: number): Node {
   const op = n.op as Op.Sum | Op.ReduceMax;
   const axes = (n.arg as { axes: number[] }).axes;
-  const shape = x.shape;
-  const keep = shape.map((_, i) => i).filter((i) => !axes.includes(i));
-  const perm = [...keep, ...axes];
-  let v = perm.every((p, i) => p === i) ? x : mk(Op.Permute, [x], { perm });
-  const kept = keep.map((i) => shape[i]);
-  const total = tripCount(n);
-  const { len, chunks } = chunking(total, limit);
-  v = mk(Op.Reshape, [v], { shape: [...kept, total] });
-  const padValue = op === Op.Sum ? 0 : lowest(x.dtype);
-  const pads = [...kept.map(() => [0, 0] as [number, number]), [0, len * chunks - total] as [number, number]];
-  if (len * chunks !== total) v = mk(Op.Pad, [v], { pads, value: padValue });
-  v = mk(Op.Reshape, [v], { shape: [...kept, chunks, len] });
+  const { v, kept } = chunked(x, axes, limit, op === Op.Sum ? 0 : lowest(x.dtype));
   const r = kept.length;
-  v = mk(op, [v], { axes: [r + 1] });
-  v = mk(op, [v], { axes: [r] });
-  return mk(Op.Reshape, [v], { shape: [...n.shape] });
+  return mk(Op.Reshape, [mk(op, [mk(op, [v], { axes: [r + 1] })], { axes: [r] })], { shape: [...n.shape] });
 }
 
 function splitDot(n: Node, a: Node, b: Node, limit: number): Node {
@@ -93,22 +97,9 @@ function splitDot(n: Node, a: Node, b: Node, limit: number): Node {
  * and each keeps its first maximum, so the result is the first occurrence overall, as one pass gives.
  */
 function splitArgMax(n: Node, x: Node, limit: number): Node {
-  const { axis } = n.argOf(Op.ArgMax);
-  const shape = x.shape;
-  const keep = shape.map((_, i) => i).filter((i) => i !== axis);
-  const perm = [...keep, axis];
-  let v = perm.every((p, i) => p === i) ? x : mk(Op.Permute, [x], { perm });
-  const kept = keep.map((i) => shape[i]);
+  // The padding is the lowest value, which never wins: the first maximum is always a real element.
+  const { v, kept, len, chunks } = chunked(x, [n.argOf(Op.ArgMax).axis], limit, lowest(x.dtype));
   const k = kept.length;
-  const { len, chunks } = chunking(shape[axis], limit);
-  if (len * chunks !== shape[axis]) {
-    const pads = [
-      ...kept.map(() => [0, 0] as [number, number]),
-      [0, len * chunks - shape[axis]] as [number, number],
-    ];
-    v = mk(Op.Pad, [v], { pads, value: lowest(x.dtype) });
-  }
-  v = mk(Op.Reshape, [v], { shape: [...kept, chunks, len] });
   const within = mk(Op.ArgMax, [v], { axis: k + 1 }); // [...kept, chunks, 1]
   const chunk = mk(Op.ArgMax, [mk(Op.ReduceMax, [v], { axes: [k + 1] })], { axis: k }); // [...kept, 1, 1]
   const perChunk = [...kept, chunks, 1];
