@@ -121,8 +121,9 @@ function castExpr(e: KExpr, to: DType): string {
     // backends and the reference truncate, saturate at the type's maximum and give 0 for NaN.
     const v = e.dtype === "f16" ? `f32(${a})` : a;
     const [limit, max] = to === "i32" ? ["2147483648.0", "2147483647"] : ["4294967296.0", "4294967295u"];
-    const nan = `((bitcast<u32>(${v}) & 0x7fffffffu) > 0x7f800000u)`;
-    return `select(select(${wgslType(to)}(${v}), ${max}, ${v} >= ${limit}), ${literal(0, to)}, ${nan})`;
+    return `select(select(${wgslType(to)}(${v}), ${max}, ${v} >= ${limit}), ${literal(0, to)}, ${
+      nanBits(a, e.dtype)
+    })`;
   }
   return `${wgslType(to)}(${a})`;
 }
@@ -133,8 +134,12 @@ function castExpr(e: KExpr, to: DType): string {
  */
 function extremum(fn: "max" | "min", a: string, b: string, d: DType): string {
   if (d !== "f32" && d !== "f16") return `${fn}(${a}, ${b})`;
-  const nan = (v: string) => `((bitcast<u32>(${d === "f16" ? `f32(${v})` : v}) & 0x7fffffffu) > 0x7f800000u)`;
-  return `select(${fn}(${a}, ${b}), ${literal(NaN, d)}, ${nan(a)} || ${nan(b)})`;
+  return `select(${fn}(${a}, ${b}), ${literal(NaN, d)}, ${nanBits(a, d)} || ${nanBits(b, d)})`;
+}
+
+/** WGSL (a bool) testing whether the float `v` of dtype `d` is NaN by its bits (integer operations only). */
+function nanBits(v: string, d: DType): string {
+  return `((bitcast<u32>(${d === "f16" ? `f32(${v})` : v}) & 0x7fffffffu) > 0x7f800000u)`;
 }
 
 /** Whether `e` is a float literal zero (either sign). */
