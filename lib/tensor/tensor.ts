@@ -820,7 +820,11 @@ export function checkHostValues(t: Tensor, bound: HostBound): void {
   if (!(st instanceof HostStorage) || st.host === null) return;
   const err = outOfBound(st.host, t.shape, bound, bound.op);
   if (err !== null) throw err;
-  hostBounds.set(st, [...(hostBounds.get(st) ?? []), bound]);
+  // Once per rule: a tensor gathered from again and again (an evaluation loop) keeps one bound, not one per call.
+  const known = hostBounds.get(st) ?? [];
+  if (!known.some((b) => b.op === bound.op && b.limit === bound.limit && b.allow === bound.allow)) {
+    hostBounds.set(st, [...known, bound]);
+  }
 }
 
 /** The bounds recorded for the host data of storage `s` by {@link checkHostValues}. */

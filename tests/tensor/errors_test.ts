@@ -1,8 +1,9 @@
 /** Misuse fails early with a message that names the op and the shapes or dtypes involved. */
-import { throws } from "node:assert/strict";
+import { equal, throws } from "node:assert/strict";
 import { arange, concat, ones, rand, tensor, zeros } from "../../mod.ts";
 import type { Shape, Tensor } from "../../mod.ts";
 import { crossEntropy } from "../../lib/nn/mod.ts";
+import { boundsOf } from "../../lib/tensor/tensor.ts";
 
 const wide = <D extends "f32" | "i32">(t: Tensor<Shape, D>) => t as Tensor<number[], D>;
 
@@ -82,6 +83,10 @@ Deno.test("indices and targets past their axis are errors that name the value, w
     /gather: index 7 \(element 1 of \[3\]\) is outside axis 0 of \[5, 2\] \(0\.\.4\)/,
   );
   throws(() => table.gather(tensor([-1], { dtype: "i32" }), 0), /index -1 .* outside axis 0/);
+  // The range is recorded for a replayed step once, however often the same indices are gathered with.
+  const ids = tensor([1, 0], { dtype: "i32" });
+  for (let i = 0; i < 3; i++) table.gather(ids, 0);
+  equal(boundsOf(ids.node.storage!).length, 1);
   throws(
     () => table.gather(tensor([0, 2], { dtype: "i32" }), 1),
     /index 2 .* outside axis 1 of \[5, 2\] \(0\.\.1\)/,
