@@ -92,6 +92,10 @@ class GpuRange implements Storage {
     return this.of.released;
   }
   release(): void {}
+  /** Which part of the buffer it is, as a key (ranges of one buffer are bindings of their own). */
+  get key(): string {
+    return `${this.offset}+${this.bytes}`;
+  }
 }
 
 /** How a bind group entry names storage `s`: the whole buffer, or a range's part of it. */
@@ -571,7 +575,7 @@ export class WebGPUBackend implements Backend {
         return {
           uses: buffers.map((b, j) => ({
             buffer: (b as GpuStorage).buffer,
-            range: b instanceof GpuRange ? `${b.offset}+${b.bytes}` : undefined,
+            range: b instanceof GpuRange ? b.key : undefined,
             type: types?.[j] ?? "",
             write: j === 0,
           })),
@@ -664,7 +668,7 @@ export class WebGPUBackend implements Backend {
       const slots = [s.output, ...s.inputs].map((st, j) => {
         const buffer = (st as GpuStorage).buffer;
         if (!ids.has(buffer)) ids.set(buffer, ids.size);
-        const range = st instanceof GpuRange ? `${st.offset}+${st.bytes}` : "";
+        const range = st instanceof GpuRange ? st.key : "";
         const key = `${ids.get(buffer)}|${range}|${pieces.bindingTypes[j]}|${j === 0}`;
         let at = index.get(key);
         if (at === undefined) {
