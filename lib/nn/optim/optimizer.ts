@@ -98,12 +98,17 @@ export const PACK_MAX_ELEMENTS = 1 << 15;
 
 /**
  * Elements between the starts of a pack's parameters: each starts at a multiple of 64 (256 bytes of f32, the
- * largest `minStorageBufferOffsetAlignment` WebGPU allows an adapter), so that a kernel can bind a parameter from its pack's
- * buffer as a buffer of its own. Its kernels then do not depend on where in the pack the parameter sits, and
- * every layer's share one pipeline (as they do before the first step, when parameters have buffers of their own).
- * The gaps hold zeros, which the elementwise update rules keep at zero.
+ * largest `minStorageBufferOffsetAlignment` WebGPU allows an adapter), so that a kernel can bind a parameter from
+ * its pack's buffer as a buffer of its own. Its kernels then do not depend on where in the pack the parameter
+ * sits, and every layer's share one pipeline (as they do before the first step, when parameters have buffers of
+ * their own). The gaps hold zeros, which the elementwise update rules keep at zero.
  */
 export const PACK_ALIGN = 64;
+
+/** `n` rounded up to a multiple of {@link PACK_ALIGN}. */
+function packAligned(n: number): number {
+  return Math.ceil(n / PACK_ALIGN) * PACK_ALIGN;
+}
 
 /** Where the parameters of one pack sit in its buffer `[1 + slots, total]` (row 0 values, row `1 + k` slot k). */
 export interface PackLayout {
@@ -142,9 +147,8 @@ function packLayouts(
     for (const path of g.paths) {
       const shape = shapeOf(path);
       const n = size(shape);
-      const aligned = (t: number) => Math.ceil(t / PACK_ALIGN) * PACK_ALIGN;
-      if (paths.length === perPack || (total > 0 && aligned(total) + n > PACK_MAX_ELEMENTS)) close();
-      const start = aligned(total);
+      if (paths.length === perPack || (total > 0 && packAligned(total) + n > PACK_MAX_ELEMENTS)) close();
+      const start = packAligned(total);
       paths.push(path), shapes.push(shape), offsets.push(start);
       total = start + n;
     }
