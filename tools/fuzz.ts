@@ -83,22 +83,22 @@ export interface GenerateOptions {
   replay?: boolean;
 }
 
-/** The values each generated input was made from. */
-const hostData = new WeakMap<Tensor, Float32Array>();
-
 /** Builds the random graph of case `seed` on `device`. */
 export function generateCase(seed: number, device: DeviceName, opts: GenerateOptions = {}): FuzzCase {
   const c = new Choice(seed);
   const steps: string[] = [];
   const randShape = (rank: number) =>
     Array.from({ length: rank }, () => c.pick([1, 2, 3, 5, 7, 8, 13, 64, 65]));
-  const input = (shape: number[]): F => {
+  const input = (shape: number[], dtype: "f32" | "f16" = "f32"): F => {
     const n = shape.reduce((a, b) => a * b, 1);
     const data = Float32Array.from({ length: n }, () => c.next() * 4 - 2);
-    steps.push(`input [${shape}]`);
-    const t = tensor(data, { shape, device }) as unknown as F;
-    hostData.set(t, data);
-    return t;
+    steps.push(`input [${shape}]${dtype === "f16" ? " f16" : ""}`);
+    return tensor(data, { shape, device, dtype }) as unknown as F;
+  };
+  // One of the numbers that divide n (1 for n = 0), for a reshape to [d, n / d].
+  const divisor = (n: number) => {
+    const divs = [...Array(n + 1).keys()].filter((d) => d > 0 && n % d === 0);
+    return c.pick(divs.length > 0 ? divs : [1]);
   };
   const partner = (s: readonly number[]): number[] => {
     // A shape that broadcasts with s: drop some leading dims, set some dims to 1.
@@ -108,17 +108,12 @@ export function generateCase(seed: number, device: DeviceName, opts: GenerateOpt
   const pool: F[] = [input(randShape(c.int(1, 3)))];
   if (opts.views) {
     const k = c.int(2, 4);
-    let base = input(c.next() < 0.5 ? [k * 64 + c.int(0, 63)] : [k, 64]);
-    if (opts.f16) {
-      base = tensor(hostData.get(base)!, { shape: base.shape, dtype: "f16", device }) as unknown as F;
-      steps.push("as f16");
-    }
+    const base = input(c.next() < 0.5 ? [k * 64 + c.int(0, 63)] : [k, 64], opts.f16 ? "f16" : "f32");
     for (let v = c.int(1, 3); v > 0; v--) {
       const at = 64 * c.int(0, k - 1);
       const len = Math.min(c.pick([0, 1, 3, 8, 37, 64, 100, 128]), base.size - at);
       const run = base.reshape([base.size]).slice([at, at + len]) as F;
-      const divs = [...Array(len + 1).keys()].filter((d) => d > 0 && len % d === 0);
-      const rows = c.pick(divs.length > 0 ? divs : [1]);
+      const rows = divisor(len);
       const shaped = len === 0 ? run : run.reshape([rows, -1]);
       pool.push((opts.f16 ? shaped.cast("f32") : shaped) as F);
       steps.push(`run [${at}, ${at + len}) as [${pool[pool.length - 1].shape}]`);
@@ -177,8 +172,7 @@ export function generateCase(seed: number, device: DeviceName, opts: GenerateOpt
       }
       case 5: {
         const n = x.size;
-        const divs = [...Array(n + 1).keys()].filter((d) => d > 0 && n % d === 0);
-        const a = c.pick(divs.length > 0 ? divs : [1]);
+        const a = divisor(n);
         y = (n === 0 ? x : x.reshape([a, -1])) as F;
         steps.push(`reshape [${a}, -1]`);
         break;
