@@ -421,22 +421,26 @@ function mainThreadCpuMs(): number | null {
 
 const HERE = new URL("../", import.meta.url);
 
-function cpuCell(ms: readonly Measured[]): string {
-  const xs = ms.map((m) => m.hostCpuMsPerStep).filter((x): x is number => x !== null);
-  return xs.length === 0 ? "-" : fmt(median(xs), 1);
+/**
+ * The median of a figure over measurements, with `digits` decimals: "-" where none has it (the main thread's
+ * CPU time off Linux, figures that an older checkout does not report).
+ */
+function medianCell(
+  ms: readonly Measured[],
+  figure: (m: Measured) => number | null | undefined,
+  digits: number,
+) {
+  const xs = ms.map(figure).filter((x): x is number => x !== null && x !== undefined);
+  return xs.length === 0 ? "-" : fmt(median(xs), digits);
 }
 
-/** Median warm-up time in s ("-" from a checkout that does not report it). */
-function warmupCell(ms: readonly Measured[]): string {
-  const xs = ms.map((m) => m.warmupMs).filter((x): x is number => x !== undefined);
-  return xs.length === 0 ? "-" : fmt(median(xs) / 1000, 1);
-}
-
-/** Median pipelines compiled ("-" from a checkout that does not report them). */
-function pipelinesCell(ms: readonly Measured[]): string {
-  const xs = ms.map((m) => m.pipelines).filter((x): x is number => x !== undefined);
-  return xs.length === 0 ? "-" : fmt(median(xs), 0);
-}
+/** CPU time of the main thread per step, in ms. */
+const cpuCell = (ms: readonly Measured[]) => medianCell(ms, (m) => m.hostCpuMsPerStep, 1);
+/** Warm-up time, in s. */
+const warmupCell = (ms: readonly Measured[]) =>
+  medianCell(ms, (m) => (m.warmupMs === undefined ? undefined : m.warmupMs / 1000), 1);
+/** Pipelines compiled. */
+const pipelinesCell = (ms: readonly Measured[]) => medianCell(ms, (m) => m.pipelines, 0);
 
 /** Launches per step (a checkout that does not report them launches each kernel). */
 function launchesOf(m: Measured): number {
