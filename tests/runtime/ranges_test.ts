@@ -43,21 +43,15 @@ Deno.test("contiguousView: a run of a stored buffer in row-major order gives its
 Deno.test("webgpu: parameters inside a pack are read by the kernel of a standalone parameter, bit for bit", async () => {
   const be = await getBackend("webgpu");
   const rng = new TestRng(72);
-  // Three [24, 16] weights (384 elements each, so PACK_ALIGN puts them at 0, 384 and 768) and one of [5, 16]
-  // ahead of them, so that none of the three starts where its pack does.
+  // A [5, 16] weight (80 elements, padded to 2 * PACK_ALIGN), then three [24, 16] ones (384 elements each), so
+  // that none of the three starts where its pack does.
   const shapes = [[5, 16], [24, 16], [24, 16], [24, 16]];
-  const target: Record<string, F> = {};
-  shapes.forEach((
-    s,
-    i,
-  ) => (target[`w${i}`] = tensor(rng.normals(s[0] * s[1]), { shape: s, device: "webgpu" }) as F));
+  const randomOf = (shape: number[]) =>
+    tensor(rng.normals(shape[0] * shape[1]), { shape, device: "webgpu" }) as F;
+  const target = Object.fromEntries(shapes.map((s, i) => [`w${i}`, randomOf(s)]));
   const opt = new AdamW(target, { lr: 0.01, paramsPerPack: 4 });
   deepEqual(opt.packs[0].offsets, [0, 2 * PACK_ALIGN, 2 * PACK_ALIGN + 384, 2 * PACK_ALIGN + 768]);
-  const grads = Object.fromEntries(
-    Object.entries(target).map((
-      [k, t],
-    ) => [k, tensor(rng.normals(t.size), { shape: t.shape, device: "webgpu" })]),
-  );
+  const grads = Object.fromEntries(shapes.map((s, i) => [`w${i}`, randomOf(s)]));
   await opt.step(grads);
   const packed = ["w1", "w2", "w3"].map((k) => opt.params[k] as F);
   // Standalone copies of the updated weights, each with a buffer of its own, from the pack's first row.
