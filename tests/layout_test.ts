@@ -21,7 +21,7 @@ const BUDGETS: Record<string, number> = {
   cli: 700,
   tools: 1_100,
   examples: 120,
-  tests: 16_450,
+  tests: 16_550,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */

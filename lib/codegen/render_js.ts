@@ -132,8 +132,11 @@ function print(stmts: readonly Stmt[], indent: string): string[] {
       out.push(`${indent}let ${acc} = 0;`, `${indent}let ${best} = -Infinity;`);
       out.push(`${indent}for (let ${v} = 0; ${v} < ${r.size}; ${v}++) {`);
       out.push(...print(s.body, indent + "  "));
+      const x = ref(r.body);
+      // A NaN wins over any number and keeps its place (PyTorch's and NumPy's argmax).
       out.push(
-        `${indent}  if (${ref(r.body)} > ${best} || ${v} === 0) { ${best} = ${ref(r.body)}; ${acc} = ${v}; }`,
+        `${indent}  if (${x} > ${best} || (${x} !== ${x} && ${best} === ${best}) || ${v} === 0) ` +
+          `{ ${best} = ${x}; ${acc} = ${v}; }`,
       );
       out.push(`${indent}}`);
       continue;

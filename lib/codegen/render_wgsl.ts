@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { type DType, lowest } from "../dtype.ts";
+import { type DType, DTYPE_INFO, lowest } from "../dtype.ts";
 import {
   dependsOn,
   type Kernel,
@@ -262,9 +262,12 @@ export function printStmts(stmts: readonly Stmt[], indent: string): string[] {
       );
       out.push(`${indent}for (var ${v}: i32 = 0; ${v} < ${r.size}; ${v} = ${v} + 1) {`);
       out.push(...printStmts(s.body, indent + "  "));
-      out.push(
-        `${indent}  if (${ref(r.body)} > ${best} || ${v} == 0) { ${best} = ${ref(r.body)}; ${acc} = ${v}; }`,
-      );
+      const x = ref(r.body);
+      // A NaN wins over any number and keeps its place (PyTorch's and NumPy's argmax): tested by bits.
+      const nan = DTYPE_INFO[r.body.dtype].isFloat
+        ? ` || (${nanBits(x, r.body.dtype)} && !${nanBits(best, r.body.dtype)})`
+        : "";
+      out.push(`${indent}  if (${x} > ${best}${nan} || ${v} == 0) { ${best} = ${x}; ${acc} = ${v}; }`);
       out.push(`${indent}}`);
       continue;
     }

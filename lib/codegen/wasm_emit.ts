@@ -695,10 +695,16 @@ export class KEmitter {
         f.get(acc).op(r.dtype === "i32" ? "i32.gt_s" : "i32.gt_u").op("select").set(acc);
       }
     } else {
-      // First maximum: take the value when it is greater than the best so far, or at index 0.
+      // First maximum: take the value when it is greater than the best so far, or at index 0. A NaN wins over
+      // any number and keeps its place (PyTorch's and NumPy's argmax).
       this.push(r.body);
       f.get(best);
       f.op(isFloat(bodyType) ? "f32.gt" : bodyType === "i32" ? "i32.gt_s" : "i32.gt_u");
+      if (isFloat(bodyType)) {
+        this.push(r.body);
+        this.push(r.body);
+        f.op("f32.ne").get(best).get(best).op("f32.eq").op("i32.and").op("i32.or");
+      }
       f.get(v).op("i32.eqz").op("i32.or").op("if", "void");
       this.push(r.body);
       f.set(best).get(v).set(acc);

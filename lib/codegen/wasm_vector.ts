@@ -488,12 +488,16 @@ export class VEmitter {
         else f.op(r.dtype === "i32" ? "i32x4.max_s" : "i32x4.max_u");
         f.set(acc);
       } else {
-        // First maximum per lane: take the value where it beats the best so far, or at index 0.
+        // First maximum per lane: take the value where it beats the best so far, or at index 0. A NaN wins
+        // over any number and keeps its place (PyTorch's and NumPy's argmax).
         const x = f.local("v128");
         const take = f.local("v128");
         this.push(r.body);
         f.op("local.tee", x).get(best);
         f.op(isFloat(bodyType) ? "f32x4.gt" : bodyType === "i32" ? "i32x4.gt_s" : "i32x4.gt_u");
+        if (isFloat(bodyType)) {
+          f.get(x).get(x).op("f32x4.ne").get(best).get(best).op("f32x4.eq").op("v128.and").op("v128.or");
+        }
         f.i32(0).get(v).op("i32.eqz").op("i32.sub").op("i32x4.splat").op("v128.or").set(take);
         f.get(x).get(best).get(take).op("v128.bitselect").set(best);
         f.get(v).op("i32x4.splat").get(acc).get(take).op("v128.bitselect").set(acc);

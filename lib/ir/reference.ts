@@ -141,11 +141,12 @@ export const REFERENCE_RULES: { [O in Op]: RefRule } = {
     for (let i = 0; i < o.length; i++) {
       const outer = Math.floor(i / inner);
       const base = outer * len * inner + (i % inner);
-      let best = -Infinity;
+      // The first maximum; a NaN wins over any number and keeps its place (PyTorch's and NumPy's argmax).
       let bi = 0;
-      for (let j = 0; j < len; j++) {
+      for (let j = 1; j < len; j++) {
         const v = a[base + j * inner];
-        if (v > best) [best, bi] = [v, j];
+        const best = a[base + bi * inner];
+        if (v > best || (Number.isNaN(v) && !Number.isNaN(best))) bi = j;
       }
       o[i] = bi;
     }

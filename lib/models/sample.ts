@@ -49,7 +49,8 @@ export interface SampleTokenOptions {
 }
 
 /**
- * The index of the largest value (the first one on ties; NaN never wins).
+ * The index of the largest value: the first one on ties, and the first NaN where there is one (as `Tensor.argmax`
+ * and PyTorch).
  *
  * @example
  * ```ts
@@ -59,12 +60,9 @@ export interface SampleTokenOptions {
  */
 export function argmax(values: ArrayLike<number>): number {
   let best = 0;
-  let bestValue = -Infinity;
   for (let i = 0; i < values.length; i++) {
-    if (values[i] > bestValue) {
-      bestValue = values[i];
-      best = i;
-    }
+    if (Number.isNaN(values[i])) return i;
+    if (values[i] > values[best]) best = i;
   }
   return best;
 }
@@ -90,6 +88,14 @@ export function sampleToken(logits: ArrayLike<number>, options: SampleTokenOptio
     throw new RangeError(`sampleToken: temperature must be a finite number >= 0, got ${temperature}`);
   }
   if (!(topP > 0 && topP <= 1)) throw new RangeError(`sampleToken: topP must be in (0, 1], got ${topP}`);
+  // A NaN or +∞ logit, or none above −∞, leaves no distribution to draw from (and no meaningful argmax).
+  const bad = Array.prototype.findIndex.call(logits, (v: number) => Number.isNaN(v) || v === Infinity);
+  if (bad >= 0 || !Array.prototype.some.call(logits, (v: number) => v > -Infinity)) {
+    const what = bad >= 0
+      ? `logit ${bad} of ${logits.length} is ${logits[bad]}`
+      : `all ${logits.length} logits are -Infinity`;
+    throw new RangeError(`sampleToken: ${what}; the model's output is not a distribution`);
+  }
   if (temperature === 0) return argmax(logits);
   const n = logits.length;
   const m = logits[argmax(logits)];

@@ -431,7 +431,7 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
         D
       >;
   }
-  /** Index of the maximum along `axis` (the first one on ties), as i32. */
+  /** Index of the maximum along `axis` (the first one on ties; the first NaN where there is one, as in PyTorch), as i32. */
   argmax<A extends number, K extends boolean = false>(
     axis: A & AxisArg<S, A>,
     opts?: { keepdims?: K },

@@ -255,4 +255,22 @@ Deno.test("sampleToken inverts the (nucleus-truncated) softmax CDF", () => {
   equal(sampleToken(logits, { temperature: 0, u: 0.3 }), order[0]);
   throws(() => sampleToken(logits, { temperature: -1, u: 0 }), /temperature/);
   throws(() => sampleToken(logits, { temperature: 1, topP: 0, u: 0 }), /topP/);
+  // No distribution to draw from: a clear error, where the draw used to return the last token.
+  const at = rng.int(0, 6);
+  for (const [v, shown] of [[NaN, "NaN"], [Infinity, "Infinity"]] as const) {
+    const bad = logits.map((l, i) => (i === at ? v : l));
+    for (const temperature of [0, 1]) {
+      throws(() => sampleToken(bad, { temperature, u: 0.5 }), new RegExp(`logit ${at} of 7 is ${shown}`));
+    }
+  }
+  throws(
+    () => sampleToken(logits.map(() => -Infinity), { temperature: 1, u: 0.5 }),
+    /all 7 logits are -Infinity/,
+  );
+  // Masked tokens (−∞) are never drawn.
+  const masked = logits.map((l, i) => (i === order[0] ? -Infinity : l));
+  for (let k = 0; k < 50; k++) ok(sampleToken(masked, { temperature, u: (k + 0.5) / 50 }) !== order[0]);
+  // The host argmax agrees with Tensor.argmax: the first NaN wins.
+  equal(argmax([1, NaN, 7, NaN]), 1);
+  equal(argmax([NaN, 9]), 0);
 });
