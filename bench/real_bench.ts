@@ -6,7 +6,7 @@
  * the adapter it ran on.
  *
  *   deno task bench:real [--models smollm2-135m,qwen2.5-0.5b] [--batch 1] [--tokens 128] [--steps 2]
- *     [--weight-dtype auto|f16|f32] [--cache-dir .cache/real]
+ *     [--weight-dtype auto|f16|f32] [--cache-dir .cache/real] [--device webgpu|wasm|cpu]
  *
  * A model that the device cannot hold (a tensor larger than its largest storage binding) is reported as refused,
  * with the loader's message. Timed figures are medians over `--steps` repetitions after one warm-up (which
@@ -132,16 +132,19 @@ async function main(): Promise<void> {
       rank: { type: "string", default: "16" },
       "weight-dtype": { type: "string", default: "auto" },
       "cache-dir": { type: "string", default: ".cache/real" },
+      device: { type: "string", default: "webgpu" },
     },
   });
   const batch = Number(values.batch), tokens = Number(values.tokens), steps = Number(values.steps);
   const rank = Number(values.rank);
   const weightDtype = values["weight-dtype"] as "auto" | "f16" | "f32";
   if (!["auto", "f16", "f32"].includes(weightDtype)) throw new Error(`--weight-dtype: ${weightDtype}`);
-  // The model loads onto webgpu; the batches and the adapters are made on the default device, which must match
+  const device = values.device as "webgpu" | "wasm" | "cpu";
+  if (!["webgpu", "wasm", "cpu"].includes(device)) throw new Error(`--device: ${device} (webgpu, wasm or cpu)`);
+  // The model loads onto `device`; the batches and the adapters are made on the default device, which must match
   // ("auto" picks wasm on a software adapter).
-  setDefaultDevice("webgpu");
-  const be = await getBackend("webgpu");
+  setDefaultDevice(device);
+  const be = await getBackend(device);
   const load = watchHostLoad();
   console.log(`adapter: ${be.description}; largest storage binding ${mib(be.maxBufferBytes)}`);
   const rows: string[][] = [];
@@ -159,7 +162,7 @@ async function main(): Promise<void> {
     console.error(`${key}: loading ${dir} ...`);
     let model;
     try {
-      model = await loadLlama(dir, { device: "webgpu", weightDtype });
+      model = await loadLlama(dir, { device, weightDtype });
     } catch (err) {
       console.log(`${key}: refused: ${(err as Error).message}`);
       rows.push([key, "—", "refused", "—", "—", "—", "—", be.description]);
