@@ -140,7 +140,9 @@ async function main(): Promise<void> {
   const weightDtype = values["weight-dtype"] as "auto" | "f16" | "f32";
   if (!["auto", "f16", "f32"].includes(weightDtype)) throw new Error(`--weight-dtype: ${weightDtype}`);
   const device = values.device as "webgpu" | "wasm" | "cpu";
-  if (!["webgpu", "wasm", "cpu"].includes(device)) throw new Error(`--device: ${device} (webgpu, wasm or cpu)`);
+  if (!["webgpu", "wasm", "cpu"].includes(device)) {
+    throw new Error(`--device: ${device} (webgpu, wasm or cpu)`);
+  }
   // The model loads onto `device`; the batches and the adapters are made on the default device, which must match
   // ("auto" picks wasm on a software adapter).
   setDefaultDevice(device);

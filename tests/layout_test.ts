@@ -16,7 +16,7 @@ const BUDGETS: Record<string, number> = {
   lib: 30_750,
   lab: 7_100,
   experiments: 4_200,
-  bench: 4_250,
+  bench: 4_300,
   kernels: 2_300,
   cli: 700,
   tools: 1_100,
