@@ -491,7 +491,11 @@ export async function openSafetensors(path: string): Promise<SafetensorsFile> {
     throw new Error(`cannot read safetensors file "${path}": ${reason}`, { cause: err });
   }
   try {
-    const size = (await file.stat()).size;
+    const stat = await file.stat();
+    if (!stat.isFile) {
+      throw new Error(`cannot read safetensors file "${path}": it is not a file (a directory?)`);
+    }
+    const size = stat.size;
     const readAt = async (offset: number, length: number): Promise<Uint8Array> => {
       const out = new Uint8Array(length);
       await file.seek(offset, Deno.SeekMode.Start);

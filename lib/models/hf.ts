@@ -303,7 +303,10 @@ function ropeOf(
     }
     return v;
   };
-  const theta = positive(params.rope_theta ?? json.rope_theta ?? 1e4, `${key}.rope_theta`);
+  // An explicit null theta is refused (transformers fails on it) rather than read as the default.
+  const theta = params.rope_theta !== undefined
+    ? positive(params.rope_theta, `${key}.rope_theta`)
+    : positive(json.rope_theta === undefined ? 1e4 : json.rope_theta, "rope_theta");
   const partial = params.partial_rotary_factor ?? json.partial_rotary_factor;
   if (partial !== undefined && partial !== null && partial !== 1) {
     throw new Error(
@@ -373,7 +376,8 @@ export function llamaConfigFromHf(json: unknown, source = "config.json"): LlamaC
     );
   }
   const int = (key: string, fallback?: number): number => {
-    const v = json[key] ?? fallback;
+    // An explicit null is not "absent": transformers' configs refuse it where they do not give it a meaning.
+    const v = json[key] === undefined ? fallback : json[key];
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0) {
       throw new Error(`${where}: "${key}" must be a positive integer, found ${JSON.stringify(json[key])}`);
     }
@@ -444,7 +448,9 @@ export function llamaConfigFromHf(json: unknown, source = "config.json"): LlamaC
   if (typeof eps !== "number" || !(eps > 0) || !Number.isFinite(eps)) {
     refuse("rms_norm_eps", "it must be a positive number");
   }
-  const headDim = json.head_dim === undefined || json.head_dim === null
+  // Llama's, Qwen2's and Mistral's attention take hidden_size / heads when head_dim is null; Qwen3's config refuses
+  // null.
+  const headDim = json.head_dim === undefined || (json.head_dim === null && family !== "qwen3")
     ? d.headDim(dim, nHeads)
     : int("head_dim");
   const rope = ropeOf(json, seqLen, where);
@@ -454,7 +460,11 @@ export function llamaConfigFromHf(json: unknown, source = "config.json"): LlamaC
     hiddenDim: int("intermediate_size"),
     nLayers: int("num_hidden_layers"),
     nHeads,
-    nKvHeads: int("num_key_value_heads", d.kvHeads(nHeads)),
+    // An explicit null means one key/value head per query head (transformers' Llama and Qwen configs; Mistral's
+    // refuses it).
+    nKvHeads: json.num_key_value_heads === null && family !== "mistral"
+      ? nHeads
+      : int("num_key_value_heads", d.kvHeads(nHeads)),
     vocabSize: int("vocab_size"),
     seqLen,
     sharedClassifier: flag("tie_word_embeddings"),
@@ -552,7 +562,11 @@ async function openHfTensors(
     if (!isRecord(map)) throw new Error(`safetensors index "${index}" has no "weight_map" object`);
     const shards = new Set<string>();
     for (const [name, file] of Object.entries(map)) {
-      if (typeof file !== "string" || file.includes("/") || file.includes("\\")) {
+      if (
+        typeof file !== "string" || file.includes("/") || file.includes("\\") || file === "" ||
+        file === "." ||
+        file === ".."
+      ) {
         throw new Error(
           `safetensors index "${index}": tensor "${name}" maps to ${JSON.stringify(file)}, not a file name`,
         );
@@ -597,9 +611,21 @@ interface OpenCheckpoint {
 /** Opens a checkpoint directory and checks that its tensors are exactly what its config implies. */
 async function openHf(dir: string): Promise<OpenCheckpoint> {
   const configPath = `${dir}/config.json`;
-  const config = llamaConfigFromHf(await readJson(configPath, "Hugging Face config"), configPath);
+  let config = llamaConfigFromHf(await readJson(configPath, "Hugging Face config"), configPath);
   const { files, fileOf } = await openHfTensors(dir);
   try {
+    // Tied embeddings with an lm_head.weight stored as well: transformers ties them only when the two hold the same
+    // values, and otherwise keeps the stored head (with a warning). So does this reader.
+    const head = fileOf.get("lm_head.weight"), embed = fileOf.get("model.embed_tokens.weight");
+    if (config.sharedClassifier && head !== undefined && embed !== undefined) {
+      const [h, e] = [
+        toFloat32(await head.read("lm_head.weight")),
+        toFloat32(await embed.read("model.embed_tokens.weight")),
+      ];
+      if (h.length !== e.length || h.some((v, i) => !Object.is(v, e[i]))) {
+        config = { ...config, sharedClassifier: false };
+      }
+    }
     const expected = llamaParameterShapes(config);
     const wanted = new Set(expected.map((e) => hfName(e.name)!));
     const unknown = [...fileOf.keys()].filter((k) =>
@@ -643,7 +669,8 @@ async function openHf(dir: string): Promise<OpenCheckpoint> {
  * Reads a Hugging Face checkpoint directory into host memory: `config.json` and `model.safetensors` (or its
  * shards). F32, F16, BF16 and F64 tensors are accepted (converted to float32). Every tensor must be present with
  * the shape the config implies; unknown tensors are an error (except `rotary_emb.inv_freq` buffers, and
- * `lm_head.weight` when the embeddings are tied). Query/key rows are converted to tessera's RoPE layout. To build a
+ * `lm_head.weight` when the embeddings are tied: a stored head that differs from them unties the model, as
+ * transformers does). Query/key rows are converted to tessera's RoPE layout. To build a
  * model without holding all weights on the host, use {@link loadHf}.
  *
  * @example

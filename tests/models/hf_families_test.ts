@@ -6,9 +6,9 @@
  * storage (bf16 values are exact in f16, but activations are then rounded where transformers keeps float32).
  * Configs that transformers would read differently are refused with the key named.
  */
-import { equal, ok } from "node:assert/strict";
+import { equal, ok, throws } from "node:assert/strict";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
-import { readSafetensors, toFloat32, toInt32 } from "../../lib/io/safetensors.ts";
+import { readSafetensors, toFloat32, toInt32, writeSafetensors } from "../../lib/io/safetensors.ts";
 import { hfConfigFromLlama, llamaConfigFromHf, loadHf, readHf, saveHf } from "../../lib/models/hf.ts";
 import { hfName } from "../../lib/models/names.ts";
 import { loadLlama } from "../../lib/models/load.ts";
@@ -112,6 +112,27 @@ Deno.test("HF readHf and loadHf build the same model; save → read round-trips 
   }
 });
 
+Deno.test("HF tied embeddings with an lm_head stored as well: the stored head when it differs, as transformers", async () => {
+  // The untied Llama fixture, declared tied: transformers keeps the stored (different) head, so its logits are the
+  // fixture's. With the head replaced by the embeddings, the model is tied.
+  const dir = await Deno.makeTempDir();
+  const json = await fixtureConfig("llama");
+  equal(json.tie_word_embeddings, false);
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify({ ...json, tie_word_embeddings: true }));
+  await Deno.copyFile(`${FIXTURES}llama/model.safetensors`, `${dir}/model.safetensors`);
+  const model = await loadLlama(dir, { device: "cpu" });
+  equal(model.config.sharedClassifier, false);
+  const ref = await expected("llama");
+  const ids = tensor(ref.ids, { shape: [2, 16], dtype: "i32", device: "cpu" }) as Tensor<Shape, "i32">;
+  const err = relError(await model.forward(ids).data() as Float32Array, ref.logits);
+  ok(err < 1e-4, `relative error ${err.toExponential(2)}`);
+  const { tensors } = await readSafetensors(`${dir}/model.safetensors`);
+  tensors.set("lm_head.weight", tensors.get("model.embed_tokens.weight")!);
+  await writeSafetensors(`${dir}/model.safetensors`, tensors);
+  equal((await readHf(dir)).config.sharedClassifier, true);
+  await Deno.remove(dir, { recursive: true });
+});
+
 /** A valid base config of each family, edited per case. */
 async function fixtureConfig(name: string): Promise<Record<string, unknown>> {
   return JSON.parse(await Deno.readTextFile(`${FIXTURES}${name}/config.json`));
@@ -185,6 +206,28 @@ Deno.test("HF config: legacy spellings and family defaults read as transformers 
   const qc = llamaConfigFromHf(q);
   equal(qc.headDim, 128);
   equal(qc.nKvHeads, 32);
+  // An explicit null: one kv head per query head (Llama, Qwen2, Qwen3; Mistral's config refuses it); head_dim
+  // hidden / heads (not Qwen3, whose config refuses it); rope_theta refused (transformers fails on it).
+  for (const family of ["llama", "qwen2", "qwen3"]) {
+    const n = await fixtureConfig(family);
+    n.num_key_value_heads = null;
+    equal(llamaConfigFromHf(n).nKvHeads, n.num_attention_heads, `${family}: null num_key_value_heads`);
+  }
+  const refusedNull: [string, string, RegExp][] = [
+    ["mistral", "num_key_value_heads", /"num_key_value_heads" must be a positive integer, found null/],
+    ["qwen3", "head_dim", /"head_dim" must be a positive integer, found null/],
+    ["llama", "rope_theta", /"rope_theta" must be a positive number, found null/],
+    ["llama", "max_position_embeddings", /"max_position_embeddings" must be a positive integer, found null/],
+  ];
+  for (const [family, key, re] of refusedNull) {
+    const n = await fixtureConfig(family);
+    delete n.rope_parameters;
+    n[key] = null;
+    throws(() => llamaConfigFromHf(n), re, `${family}: null ${key}`);
+  }
+  const l = await fixtureConfig("llama");
+  Object.assign(l, { head_dim: null, hidden_size: 48, num_attention_heads: 4, num_key_value_heads: 2 });
+  equal(llamaConfigFromHf(l).headDim, 12);
   // Mistral without a window key but with a context within the 4096 default is accepted.
   const m = await fixtureConfig("mistral");
   delete m.sliding_window;

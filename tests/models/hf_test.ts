@@ -5,7 +5,7 @@
  */
 import { deepEqual, equal, ok } from "node:assert/strict";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
-import { readSafetensors, toFloat32, writeSafetensors } from "../../lib/io/safetensors.ts";
+import { openSafetensors, readSafetensors, toFloat32, writeSafetensors } from "../../lib/io/safetensors.ts";
 import { serializeLlama2c } from "../../lib/io/llama2c.ts";
 import { type LlamaConfig, LlamaLM, resolveLlamaConfig } from "../../lib/models/llama.ts";
 import { readHf, saveHf } from "../../lib/models/hf.ts";
@@ -238,4 +238,18 @@ Deno.test("sharded HF checkpoints (model.safetensors.index.json) load like a sin
   );
   const back = await readHf(dir);
   for (const [name, w] of weights) deepEqual(back.weights.get(name)!.data, w.data, name);
+  // A shard name that is not a file: refused by name, where ".." failed with a bare "Is a directory".
+  for (const bad of ["..", "."]) {
+    await Deno.writeTextFile(
+      `${dir}/model.safetensors.index.json`,
+      JSON.stringify({ weight_map: { ...map, [names[0]]: bad } }),
+    );
+    await rejectsWith(
+      () => readHf(dir),
+      new RegExp(
+        `"${names[0].replaceAll(".", "\\.")}" maps to "${bad.replaceAll(".", "\\.")}", not a file name`,
+      ),
+    );
+  }
+  await rejectsWith(() => openSafetensors(dir), /safetensors file ".*": it is not a file/);
 });
