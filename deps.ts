@@ -6,4 +6,8 @@
  * @module
  */
 export { z } from "npm:zod@^4.1.0";
-export { Tokenizer as HfTokenizerPort } from "npm:@huggingface/tokenizers@0.2.0";
+export {
+  ByteFallbackDecoder as HfByteFallbackDecoder,
+  SequenceDecoder as HfSequenceDecoder,
+  Tokenizer as HfTokenizerPort,
+} from "npm:@huggingface/tokenizers@0.2.0";

@@ -39,6 +39,11 @@ Fixtures:
   transformers do. transformers 5 then keeps only the vocabulary, merges and post-processor of
   `tokenizer.json` and rebuilds the rest (a `Metaspace` pre-tokenizer with `prepend_scheme: "first"`), which
   changes the ids next to special tokens written in the text.
+- `sentencepiece_added`: the `sentencepiece_legacy` files with three tokens added by `add_tokens` (`normalized`
+  true, as that call writes them): a decoded added token keeps the space before it.
+
+Every expected.json also holds the decoding of random id lists (`id_lists`), half of them runs of byte tokens
+where the vocabulary has them, valid UTF-8 or not.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import sys
 
@@ -105,6 +111,7 @@ TEXTS = [
     "Hello , world . It 's done ! they 're here ?",
     "It's, I'm, we'll, they've, you'd, DON'T",
     "\u00a0non-breaking\u2009thin space",
+    "say <|im_start|> x<|im_end|> I love New York",
 ]
 
 
@@ -224,7 +231,11 @@ BUILDERS = {
     "sentencepiece_legacy": build_sentencepiece_legacy,
     "sentencepiece_metaspace": build_sentencepiece_metaspace,
     "sentencepiece_llama_class": build_sentencepiece_legacy,
+    "sentencepiece_added": build_sentencepiece_legacy,
 }
+
+# Tokens `sentencepiece_added` adds with `add_tokens` (so `normalized` is true, as that call writes it).
+ADDED = ["<|im_start|>", "<|im_end|>", "New York"]
 
 
 def build(name: str) -> tuple[Tokenizer, dict]:
@@ -238,6 +249,8 @@ def save(name: str, directory: str) -> None:
 
     tok, special = build(name)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, **special)
+    if name == "sentencepiece_added":
+        fast.add_tokens(ADDED)
     fast.save_pretrained(directory)
     if name == "sentencepiece_llama_class":
         path = os.path.join(directory, "tokenizer_config.json")
@@ -276,8 +289,20 @@ def record(directory: str) -> dict:
                 "decoded_no_special": tok.decode(without),
             }
         )
+    # Random id lists, half of them runs of byte tokens where the vocabulary has them (valid UTF-8 or not).
+    rng = random.Random(7)
+    vocab = tok.get_vocab()
+    byte_ids = sorted(i for t, i in vocab.items() if len(t) == 6 and t.startswith("<0x") and t.endswith(">"))
+    id_lists = []
+    for k in range(40):
+        pool = byte_ids if byte_ids and k % 2 == 0 else range(len(tok))
+        ids = [rng.choice(pool) if rng.random() < 0.8 else rng.randrange(len(tok)) for _ in range(rng.randint(1, 10))]
+        id_lists.append(
+            {"ids": ids, "decoded": tok.decode(ids), "decoded_skip_special": tok.decode(ids, skip_special_tokens=True)}
+        )
     return {
         "transformers": transformers.__version__,
+        "id_lists": id_lists,
         "tokenizer_class": type(tok).__name__,
         "vocab_size": len(tok),
         "bos_token_id": tok.bos_token_id,

@@ -6,13 +6,13 @@
  * What this file adds to the port: every component of the pipeline is checked against the list that
  * tessera's golden fixtures (written by transformers, see `tools/tokenizer_fixtures.py`) cover, and anything
  * else is refused by its JSON path; a few spellings the port reads differently from the Rust library are
- * rewritten to equivalent ones; the special-token ids come from `tokenizer_config.json`; decoding never
+ * rewritten to equivalent ones, and two of its decoding differences are mended (see `mendDecoding`); the special-token ids come from `tokenizer_config.json`; decoding never
  * cleans up spaces (transformers 5 does not for BPE models); and a streaming decoder holds back text that
  * later tokens can still change.
  *
  * @module
  */
-import { HfTokenizerPort } from "../../deps.ts";
+import { HfByteFallbackDecoder, HfSequenceDecoder, HfTokenizerPort } from "../../deps.ts";
 import type { TextDecodeOptions, TextEncodeOptions, TextTokenizer } from "./text_tokenizer.ts";
 import type { TokenStreamDecoder } from "./tokenizer.ts";
 
@@ -163,6 +163,8 @@ export class HfTokenizer implements TextTokenizer {
   #bosId: number | undefined;
   #eosId: number | undefined;
   #source: string;
+  /** Ids of the byte tokens a `ByteFallback` decoder reads (`<0x00>`..`<0xFF>`); empty without one. */
+  #byteIds: ReadonlySet<number>;
 
   private constructor(
     port: HfTokenizerPort,
@@ -170,12 +172,14 @@ export class HfTokenizer implements TextTokenizer {
     bosId: number | undefined,
     eosId: number | undefined,
     source: string,
+    byteIds: ReadonlySet<number>,
   ) {
     this.#port = port;
     this.#vocabSize = vocabSize;
     this.#bosId = bosId;
     this.#eosId = eosId;
     this.#source = source;
+    this.#byteIds = byteIds;
   }
 
   /**
@@ -208,8 +212,19 @@ export class HfTokenizer implements TextTokenizer {
       file = asLlamaClass(file, config);
     }
     const model = checkModel(file.model, fail);
-    const addedTokens = file.added_tokens ?? [];
-    if (!Array.isArray(addedTokens)) fail("added_tokens is not an array");
+    const addedTokens: unknown[] = file.added_tokens === undefined || file.added_tokens === null
+      ? []
+      : Array.isArray(file.added_tokens)
+      ? file.added_tokens
+      : fail("added_tokens is not an array");
+    // The port matches a single_word token inside words too; the Rust library only as a word of its own.
+    addedTokens.forEach((t, i) => {
+      if (isObject(t) && t.single_word === true) {
+        fail(
+          `added_tokens[${i}] (${JSON.stringify(t.content)}) has single_word true, which is not supported`,
+        );
+      }
+    });
     const checked: Json = {
       ...file,
       added_tokens: addedTokens,
@@ -237,6 +252,7 @@ export class HfTokenizer implements TextTokenizer {
     } catch (err) {
       fail(err instanceof Error ? err.message : String(err));
     }
+    const byteIds = mendDecoding(port!, addedTokens);
     let vocabSize = 0;
     for (const id of port!.get_vocab(true).values()) vocabSize = Math.max(vocabSize, id + 1);
     const idOf = (key: string): number | undefined => {
@@ -253,7 +269,7 @@ export class HfTokenizer implements TextTokenizer {
     // it, the template's leading / trailing special token is the best the file says.
     const bosId = "bos_token" in config ? idOf("bos_token") : template.first;
     const eosId = "eos_token" in config ? idOf("eos_token") : template.last;
-    return new HfTokenizer(port!, vocabSize, bosId, eosId, source);
+    return new HfTokenizer(port!, vocabSize, bosId, eosId, source, byteIds);
   }
 
   /** One more than the largest token id (added tokens included). */
@@ -328,7 +344,8 @@ export class HfTokenizer implements TextTokenizer {
   /**
    * An incremental decoder: push ids one at a time and get the text that no later token can change. Text
    * ending in U+FFFD (a UTF-8 character split across byte tokens) is held back until the character is
-   * complete; the pieces, joined with the final `flush()`, equal `decode(ids, options)`. Each push decodes
+   * complete, and so is a run of byte tokens until a token that is not one ends it (a later byte can make the
+   * run invalid UTF-8, which then decodes as one U+FFFD per byte); the pieces, joined with the final `flush()`, equal `decode(ids, options)`. Each push decodes
    * only the ids since the last piece given out plus the ones of that piece (as context for the decoder).
    *
    * @example
@@ -349,6 +366,7 @@ export class HfTokenizer implements TextTokenizer {
       push: (id: number) => {
         this.#checkIds([id]);
         window.push(id);
+        if (this.#byteIds.has(id)) return "";
         const text = this.decode(window, options);
         if (text.length <= contextText.length || text.endsWith("\uFFFD") || !text.startsWith(contextText)) {
           return "";
@@ -369,6 +387,63 @@ export class HfTokenizer implements TextTokenizer {
       },
     };
   }
+}
+
+/**
+ * Where the port decodes differently from the Rust library, makes it decode as that library does:
+ * - an added token with `normalized` true (the default for one that is not special) decodes as its normalized
+ *   text, as the Rust library's `id_to_token` gives it (a sentencepiece-style normalizer prepends `▁`, which the
+ *   decoder turns into the space before the token); the port decoded the raw content. Special tokens keep their
+ *   content, which the port's `skip_special_tokens` compares against.
+ * - a run of byte tokens that is not valid UTF-8 decodes as one U+FFFD per byte (`ByteFallback`); the port decoded
+ *   it leniently, so `<0xE6><0x21>` gave "�!" where the Rust library gives "��".
+ */
+function mendDecoding(port: HfTokenizerPort, addedTokens: unknown[]): Set<number> {
+  const { normalizer, model } = port;
+  if (normalizer !== null && model !== null) {
+    for (const t of addedTokens) {
+      if (!isObject(t) || typeof t.content !== "string" || typeof t.id !== "number" || t.special === true) {
+        continue;
+      }
+      if ((t.normalized ?? true) === true) model.vocab[t.id] = normalizer.normalize(t.content);
+    }
+  }
+  const strict = new TextDecoder("utf-8", { fatal: true });
+  const bytesOf = (token: string): number | null =>
+    token.length === 6 && /^<0x[0-9A-Fa-f]{2}>$/.test(token) ? parseInt(token.slice(3, 5), 16) : null;
+  let hasByteFallback = false;
+  const mend = (d: unknown): void => {
+    if (d instanceof HfSequenceDecoder) d.decoders.forEach(mend);
+    if (!(d instanceof HfByteFallbackDecoder)) return;
+    hasByteFallback = true;
+    d.decode_chain = (tokens: string[]): string[] => {
+      const out: string[] = [];
+      let run: number[] = [];
+      const flush = () => {
+        if (run.length === 0) return;
+        try {
+          out.push(strict.decode(Uint8Array.from(run)));
+        } catch {
+          for (let i = 0; i < run.length; i++) out.push("\uFFFD");
+        }
+        run = [];
+      };
+      for (const token of tokens) {
+        const b = bytesOf(token);
+        if (b !== null) run.push(b);
+        else {
+          flush();
+          out.push(token);
+        }
+      }
+      flush();
+      return out;
+    };
+  };
+  mend(port.decoder);
+  const byteIds = new Set<number>();
+  if (hasByteFallback) model?.vocab.forEach((token, id) => bytesOf(token) !== null && byteIds.add(id));
+  return byteIds;
 }
 
 /** The special tokens a post-processor's single-sequence template puts before and after `$A`. */

@@ -21,6 +21,7 @@ const NAMES = [
   "sentencepiece_legacy",
   "sentencepiece_metaspace",
   "sentencepiece_llama_class",
+  "sentencepiece_added",
 ];
 
 type Case = {
@@ -32,6 +33,8 @@ type Case = {
   decoded_no_special: string;
 };
 type Expected = {
+  /** Random id lists (half of them runs of byte tokens, valid UTF-8 or not) and their decoding. */
+  id_lists: { ids: number[]; decoded: string; decoded_skip_special: string }[];
   vocab_size: number;
   bos_token_id: number | null;
   eos_token_id: number | null;
@@ -66,6 +69,12 @@ for (const name of NAMES) {
       equal(tok.decode(c.ids_no_special), c.decoded_no_special, `${what}: decode without special tokens`);
       equal(streamed(tok, c.ids, false), c.decoded, `${what}: streaming decode`);
       equal(streamed(tok, c.ids, true), c.decoded_skip_special, `${what}: streaming decode, skip`);
+    }
+    for (const c of want.id_lists) {
+      const what = `${name} ids ${JSON.stringify(c.ids)}`;
+      equal(tok.decode(c.ids), c.decoded, `${what}: decode`);
+      equal(tok.decode(c.ids, { skipSpecialTokens: true }), c.decoded_skip_special, `${what}: decode, skip`);
+      equal(streamed(tok, c.ids, false), c.decoded, `${what}: streaming decode`);
     }
   });
 }
@@ -204,4 +213,15 @@ Deno.test("HfTokenizer.fromJson: non-object inputs are refused with the source n
     /tokenizer "x\.json": tokenizer\.json must hold/,
   );
   throws(() => HfTokenizer.fromJson({}, { source: "y.json" }), /tokenizer "y\.json": "model" is missing/);
+});
+
+Deno.test("HfTokenizer.fromJson: an added token with single_word true is refused by its place", async () => {
+  // The port would match it inside words ("wordword" as two of it); transformers only as a word of its own.
+  const json = JSON.parse(await Deno.readTextFile(`${FIXTURES}sentencepiece_added/tokenizer.json`));
+  const at = json.added_tokens.findIndex((t: { content: string }) => t.content === "New York");
+  json.added_tokens[at].single_word = true;
+  throws(
+    () => HfTokenizer.fromJson(json, { source: "z.json" }),
+    new RegExp(`tokenizer "z\\.json": added_tokens\\[${at}\\] \\("New York"\\) has single_word true`),
+  );
 });
