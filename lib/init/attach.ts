@@ -6,7 +6,7 @@
  */
 import { asF32, Linear } from "../nn/linear.ts";
 import { namedModules, replaceModule } from "../nn/module.ts";
-import { findTargets, matchesKey } from "../nn/targets.ts";
+import { findTargets, matchesKey, moduleNames } from "../nn/targets.ts";
 import { deriveSeed } from "../nn/init.ts";
 import { checkFinite } from "../nn/finite.ts";
 import { realize, Tensor } from "../tensor/tensor.ts";
@@ -56,7 +56,10 @@ export interface LoraConfig {
   rank?: number;
   /** lora_alpha (default 8, PEFT's default). */
   alpha?: number;
-  /** Per-module ranks: keys are matched like target entries (suffix), values override `rank`. */
+  /**
+   * Per-module ranks: keys are matched like target entries (suffix, under either of a model's names), values
+   * override `rank`; a key that selects no target is an error.
+   */
   rankPattern?: Readonly<Record<string, number>>;
   /** Per-module alphas, matched like `rankPattern`. */
   alphaPattern?: Readonly<Record<string, number>>;
@@ -76,12 +79,13 @@ export interface LoraConfig {
   seed?: number;
 }
 
+/** The value of the first key of `pattern` that selects a module going by `names` (as a target entry would). */
 function patternValue(
-  name: string,
+  names: readonly string[],
   pattern: Readonly<Record<string, number>> | undefined,
 ): number | undefined {
   if (pattern === undefined) return undefined;
-  for (const [k, v] of Object.entries(pattern)) if (matchesKey(name, k)) return v;
+  for (const [k, v] of Object.entries(pattern)) if (names.some((n) => matchesKey(n, k))) return v;
   return undefined;
 }
 
@@ -152,6 +156,23 @@ export async function attachLora(model: object, cfg: LoraConfig): Promise<Attach
       }`,
     );
   }
+  // Pattern keys select among the targets, under either name; one that selects none is a mistake, not a no-op.
+  for (const key of ["rankPattern", "alphaPattern"] as const) {
+    const keys = Object.keys(cfg[key] ?? {});
+    if (keys.length > 0 && method.initLayers !== undefined) {
+      throw new RangeError(
+        `attachLora: init "${method.name}" sets each layer's rank itself; ${key} is not supported`,
+      );
+    }
+    for (const k of keys) {
+      if (!targets.some(([path]) => moduleNames(model, path).some((n) => matchesKey(n, k)))) {
+        throw new RangeError(
+          `attachLora: ${key} key "${k}" selects none of the ${targets.length} target modules (e.g. ` +
+            `${moduleNames(model, targets[0][0]).map((n) => `"${n}"`).join(" or ")})`,
+        );
+      }
+    }
+  }
   for (const need of method.needs) {
     for (const [path] of targets) {
       const d = cfg.data?.[path];
@@ -189,8 +210,8 @@ export async function attachLora(model: object, cfg: LoraConfig): Promise<Attach
     for (const [k, v] of res) inits.set(k, v);
   } else {
     for (const [path, m] of targets) {
-      const rank = patternValue(path, cfg.rankPattern) ?? base.rank;
-      const alpha = patternValue(path, cfg.alphaPattern) ?? base.alpha;
+      const rank = patternValue(moduleNames(model, path), cfg.rankPattern) ?? base.rank;
+      const alpha = patternValue(moduleNames(model, path), cfg.alphaPattern) ?? base.alpha;
       if (rank === 0) continue;
       inits.set(
         path,

@@ -152,6 +152,18 @@ export async function saveAdapter(
   const rslora = new Set(layers.map(([, l]) => l.useRslora));
   if (rslora.size > 1) throw new Error("saveAdapter: some layers use rsLoRA scaling and others do not");
   const useRslora = rslora.has(true);
+  // PEFT's use_dora is one flag for the whole adapter: a file with magnitudes on some layers only would load in
+  // PEFT with the others' magnitudes missing (and different outputs).
+  const dora = layers.filter(([, l]) => l.lora_magnitude_vector !== undefined).map(([p]) => p);
+  if (dora.length > 0 && dora.length < layers.length) {
+    const plain = layers.find(([, l]) => l.lora_magnitude_vector === undefined)![0];
+    throw new Error(
+      `saveAdapter: ${dora.length} of ${layers.length} LoRA layers use DoRA (e.g. "${
+        dora[0]
+      }") and the others ` +
+        `do not (e.g. "${plain}"); PEFT's use_dora covers every layer of an adapter`,
+    );
+  }
   const { aliased, external } = naming(model);
   const tensors: Record<string, StEntry> = {};
   const bases: Record<string, StEntry> = {};
@@ -193,7 +205,7 @@ export async function saveAdapter(
     lora_alpha: alpha,
     target_modules: targetModules(model, layers.map(([p]) => p), external),
     use_rslora: useRslora,
-    use_dora: layers.some(([, l]) => l.lora_magnitude_vector !== undefined),
+    use_dora: dora.length > 0,
     rank_pattern: pattern(ranks, r),
     alpha_pattern: pattern(alphas, alpha),
     lora_dropout: opts.dropout ?? mostCommon(layers.map(([, l]) => l.dropout)),
@@ -353,26 +365,35 @@ export async function readAdapterConfig(dir: string): Promise<AdapterConfig> {
         `${where}: "${k}" must map module patterns to positive numbers, found ${JSON.stringify(v)}`,
       );
     }
+    for (const key of Object.keys(v)) patternRegex(key, where, k); // each compiles, or names the key
     return v as Record<string, number>;
   };
   const dropout = c.lora_dropout ?? 0;
   if (typeof dropout !== "number" || !(dropout >= 0 && dropout < 1)) {
     throw new Error(`${where}: "lora_dropout" must be in [0, 1), found ${JSON.stringify(dropout)}`);
   }
+  const names = (k: "target_modules" | "exclude_modules", v: unknown) => {
+    if (!(typeof v === "string" || (Array.isArray(v) && v.every((t) => typeof t === "string")))) {
+      throw new Error(`${where}: "${k}" must be a list of names or a regex, found ${JSON.stringify(v)}`);
+    }
+    if (typeof v === "string") fullRegex(v, where, k); // compiles, or names the key
+  };
   const targets = c.target_modules;
-  if (
-    !(typeof targets === "string" || (Array.isArray(targets) && targets.every((t) => typeof t === "string")))
-  ) {
-    throw new Error(
-      `${where}: "target_modules" must be a list of names or a regex, found ${JSON.stringify(targets)}`,
-    );
+  names("target_modules", targets);
+  if (c.exclude_modules !== undefined && c.exclude_modules !== null) {
+    names("exclude_modules", c.exclude_modules);
+  }
+  for (const k of ["use_rslora", "use_dora"] as const) {
+    if (c[k] !== undefined && c[k] !== null && typeof c[k] !== "boolean") {
+      throw new Error(`${where}: "${k}" must be true or false, found ${JSON.stringify(c[k])}`);
+    }
   }
   return {
     ...c,
     peft_type: "LORA",
     r: positive("r"),
     lora_alpha: positive("lora_alpha"),
-    target_modules: targets,
+    target_modules: targets as string[] | string,
     use_rslora: c.use_rslora ?? false,
     use_dora: c.use_dora ?? false,
     rank_pattern: pattern("rank_pattern"),
@@ -383,15 +404,51 @@ export async function readAdapterConfig(dir: string): Promise<AdapterConfig> {
   };
 }
 
+/**
+ * A regex of an adapter config (Python's `re` syntax, which PEFT uses) as a JavaScript RegExp matching `wrap`'s
+ * result: `\A` / `\Z` become `^` / `$`, named groups `(?P<n>…)` / `(?P=n)` their JavaScript spelling, and a
+ * leading `(?i)` the `i` flag. Anything else JavaScript cannot compile is an error naming the key and the pattern
+ * (never a silent mismatch).
+ */
+function pyRegex(pattern: string, wrap: (p: string) => string, where: string, key: string): RegExp {
+  let flags = "";
+  let p = pattern;
+  if (p.startsWith("(?i)")) [flags, p] = ["i", p.slice(4)];
+  p = p.replace(
+    /\\\\|\\A|\\Z|\(\?P<|\(\?P=(\w+)\)/g,
+    (m, name) =>
+      m === "\\\\" ? m : m === "\\A" ? "^" : m === "\\Z" ? "$" : m === "(?P<" ? "(?<" : `\\k<${name}>`,
+  );
+  try {
+    return new RegExp(wrap(p), flags);
+  } catch (e) {
+    throw new Error(
+      `${where}: "${key}" holds ${JSON.stringify(pattern)}, not a regular expression this reader can match ` +
+        `(${(e as Error).message})`,
+    );
+  }
+}
+
+/** PEFT's pattern rule, `re.match(rf"(.*\.)?({key})$", name)`. */
+const patternRegex = (k: string, where: string, key: string) =>
+  pyRegex(k, (p) => `^(.*\\.)?(${p})$`, where, key);
+/** PEFT's rule for a string of target (or excluded) modules: `re.fullmatch`. */
+const fullRegex = (t: string, where: string, key: string) => pyRegex(t, (p) => `^(?:${p})$`, where, key);
+
 /** PEFT's pattern lookup: the first key (in order) that matches the end of `name` after a dot. */
-function patternValue(pattern: Record<string, number>, name: string): number | undefined {
-  for (const [k, v] of Object.entries(pattern)) if (new RegExp(`^(.*\\.)?(${k})$`).test(name)) return v;
+function patternValue(
+  pattern: Record<string, number>,
+  name: string,
+  where: string,
+  key: string,
+): number | undefined {
+  for (const [k, v] of Object.entries(pattern)) if (patternRegex(k, where, key).test(name)) return v;
   return undefined;
 }
 
 /** PEFT's target rule: a string is a regex over the whole name; a list entry equals the name or ends it. */
-function isTarget(targets: string[] | string, name: string): boolean {
-  if (typeof targets === "string") return new RegExp(`^(?:${targets})$`).test(name);
+function isTarget(targets: string[] | string, name: string, where: string, key: string): boolean {
+  if (typeof targets === "string") return fullRegex(targets, where, key).test(name);
   return targets.some((t) => name === t || name.endsWith(`.${t}`));
 }
 
@@ -399,6 +456,11 @@ function isTarget(targets: string[] | string, name: string): boolean {
 export interface LoadAdapterOptions {
   /** Accept an adapter made by a base-rewriting init without its base (the caller supplies that base). */
   allowRewrittenBase?: boolean;
+  /**
+   * Leave the loaded layers in training mode, so that they apply the adapter's `lora_dropout` (default false: in
+   * evaluation mode, as PEFT's `from_pretrained` without `is_trainable`; `setTraining` switches later).
+   */
+  training?: boolean;
 }
 
 /**
@@ -407,7 +469,8 @@ export interface LoadAdapterOptions {
  * (Hugging Face module paths for a Llama-family model; rows converted back) or its own paths. `use_rslora`,
  * `rank_pattern`, `alpha_pattern` (PEFT's regex matching), DoRA magnitudes, `lora_dropout` and `exclude_modules`
  * are honoured; anything else that would change the model (`modules_to_save`, `layers_to_transform`, a bias mode,
- * a `target_modules` entry that matches nothing, an unknown key) is an error naming it. Returns the adapted paths.
+ * a `target_modules` entry that matches nothing, an unknown key) is an error naming it. The layers come in
+ * evaluation mode, as PEFT loads them (`training: true` for dropout). Returns the adapted paths.
  *
  * @example
  * ```ts ignore
@@ -423,6 +486,7 @@ export async function loadAdapter(
   opts: LoadAdapterOptions = {},
 ): Promise<string[]> {
   const config = await readAdapterConfig(dir);
+  const where = `adapter config "${dir}/adapter_config.json"`;
   const file = `${dir}/adapter_model.safetensors`;
   const { tensors } = await readSafetensors(file);
   let bases = new Map<string, StEntry>();
@@ -456,8 +520,9 @@ export async function loadAdapter(
   const candidates = namedModules(model).filter(([, m]) => m instanceof Linear).map(([p]) => p);
   const wanted = new Set(candidates.filter((p) => {
     const names = [external(p), p];
-    return names.some((n) => isTarget(config.target_modules, n)) &&
-      !(excluded !== undefined && excluded !== null && names.some((n) => isTarget(excluded, n)));
+    return names.some((n) => isTarget(config.target_modules, n, where, "target_modules")) &&
+      !(excluded !== undefined && excluded !== null &&
+        names.some((n) => isTarget(excluded, n, where, "exclude_modules")));
   }));
   if (Array.isArray(config.target_modules)) {
     for (const t of config.target_modules) {
@@ -511,13 +576,13 @@ export async function loadAdapter(
           `its [${dOut}, ${dIn}] weight`,
       );
     }
-    const r = patternValue(config.rank_pattern, name) ?? config.r;
+    const r = patternValue(config.rank_pattern, name, where, "rank_pattern") ?? config.r;
     if (r !== rank) {
       throw new Error(
         `adapter "${file}": module "${name}" has rank ${rank} but the config (r, rank_pattern) says ${r}`,
       );
     }
-    const alpha = patternValue(config.alpha_pattern, name) ?? config.lora_alpha;
+    const alpha = patternValue(config.alpha_pattern, name, where, "alpha_pattern") ?? config.lora_alpha;
     const dev = target.weight.device;
     const rowsIn = (e: StEntry) => {
       const data = toFloat32(e);
@@ -538,6 +603,7 @@ export async function loadAdapter(
       alpha,
       scale: loraScale(alpha, rank, config.use_rslora),
     }, { dropout: config.lora_dropout, useRslora: config.use_rslora });
+    layer.training = opts.training ?? false;
     const mag = parts.get("lora_magnitude_vector");
     if ((mag !== undefined) !== config.use_dora) {
       throw new Error(

@@ -195,14 +195,26 @@ export class LoraLinear extends Module implements LinearLayer {
     return w.div(norm).mul(m.reshape([-1, 1])) as F32;
   }
 
-  /** `x·W_resᵀ + b + s·dropout(x)·Aᵀ·Bᵀ` (DoRA: `x·W'ᵀ + b`). */
+  /**
+   * `x·W_resᵀ + b + s·dropout(x)·Aᵀ·Bᵀ`. DoRA: `x·W'ᵀ + b`; in training with dropout, PEFT's form
+   * `x·W_resᵀ + b + (g − 1)·x̃·W_resᵀ + g·s·x̃·Aᵀ·Bᵀ` with `x̃ = dropout(x)` and `g = m / ‖W_res + s·B·A‖_row`
+   * (detached norm), which is `x·W'ᵀ + b` without dropout.
+   */
   forward(x: F32): Tensor<number[], "f32"> {
-    if (this.lora_magnitude_vector !== undefined) return linear(x, this.mergedWeight(), this.base_layer.bias);
+    const m = this.lora_magnitude_vector;
+    const dropping = this.training && this.#dropout > 0;
+    if (m !== undefined && !dropping) return linear(x, this.mergedWeight(), this.base_layer.bias);
     const base = this.base_layer.forward(x) as F32;
     let xin = x;
-    if (this.training && this.#dropout > 0) {
+    if (dropping) {
       // nn's dropout takes its randomness from a key tensor, so every step reuses the same compiled kernel.
       xin = dropout(x, this.#dropout, { seed: deriveSeed(this.#seed, this.#calls++) }) as F32;
+    }
+    if (m !== undefined) {
+      const g = m.div(stopGradient(this.#combined().square().sum(1).sqrt() as F32)) as F32;
+      const lora = linear(linear(xin, this.lora_A.weight).mul(this.#scale) as F32, this.lora_B.weight);
+      const residual = linear(xin, asF32(this.base_layer.weight)) as F32;
+      return base.add(residual.mul(g.sub(1))).add(lora.mul(g)) as Tensor<number[], "f32">;
     }
     // s scales the rank-r activations rather than the output: the product is the same, the scaling fuses into
     // the down-projection's kernel, and the output's gradient reaches both matmuls unscaled (no extra pass).

@@ -12,17 +12,22 @@ export function matchesKey(name: string, key: string): boolean {
   return name === key || name.endsWith(`.${key}`);
 }
 
+/** The names module `path` of `model` goes by: its path, and its second name where the model has one. */
+export function moduleNames(model: object, path: string): string[] {
+  const alias = asAliased(model)?.moduleAlias(path);
+  return alias === undefined || alias === path ? [path] : [path, alias];
+}
+
 /**
  * The target modules of `model` under `cfg.targetModules`, as `[path, Linear]`. A model with a second naming
  * convention (`moduleAlias`, e.g. Hugging Face's `q_proj` for a Llama model's `wq`) matches under either name.
  */
 export function findTargets(model: object, targets: readonly string[] | RegExp): [string, Linear][] {
   const out: [string, Linear][] = [];
-  const aliased = asAliased(model);
   const re = targets instanceof RegExp ? new RegExp(`^(?:${targets.source})$`, targets.flags) : undefined;
   for (const [path, m] of namedModules(model)) {
     if (!(m instanceof Linear)) continue;
-    const names = [path, aliased?.moduleAlias(path)].filter((n): n is string => n !== undefined);
+    const names = moduleNames(model, path);
     const hit = names.some((n) =>
       re !== undefined ? re.test(n) : (targets as readonly string[]).some((k) => matchesKey(n, k))
     );

@@ -16,6 +16,8 @@ import {
   unmergeLora,
 } from "../../lib/lora/mod.ts";
 import { gradcheck } from "../../lib/autodiff/gradcheck.ts";
+import { dropout } from "../../lib/nn/activations.ts";
+import { deriveSeed } from "../../lib/nn/init.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
 
 type F = Tensor<Shape, "f32">;
@@ -166,6 +168,58 @@ Deno.test("DoRA: magnitude = row norms at init (output unchanged) and gradients 
     l.lora_magnitude_vector = m as F;
     return l.forward(x);
   }, [tensor(rng.normals(4).map((v) => Math.abs(v) + 0.5), { device: "cpu" })]);
+});
+
+Deno.test("DoRA with dropout in training: PEFT's form with the dropped input, in float64; the merged form in eval", async () => {
+  // y = x·Wᵀ + b + (g − 1)·x̃·Wᵀ + g·s·x̃·Aᵀ·Bᵀ, x̃ = dropout(x), g = m / ‖W + s·B·A‖_row (PEFT's DoRA layer).
+  const rng = new TestRng(44);
+  const [n, dIn, dOut, r, s, p, seed] = [6, 5, 4, 2, 0.75, 0.4, 17];
+  const [w, bias, a, b, x] = [[dOut, dIn], [dOut], [r, dIn], [dOut, r], [n, dIn]].map((sh) =>
+    mk(rng, sh, "cpu")
+  );
+  const layer = LoraLinear.wrap(Linear.fromWeights(w, bias), { a, b, rank: r, alpha: s * r, scale: s }, {
+    useDora: true,
+    dropout: p,
+    seed,
+  });
+  const m = rng.normals(dOut).map((v) => Math.abs(v) + 0.5);
+  layer.lora_magnitude_vector = tensor(m, { device: "cpu" }) as F;
+  // The layer's first training call drops with the key deriveSeed(seed, 0).
+  const xd = await dropout(x, p, { seed: deriveSeed(seed, 0) }).data();
+  const [W, B, A, X, bs] = await Promise.all([w, b, a, x, bias].map((t) => t.data()));
+  const merged = Float64Array.from(mm(B, A, dOut, r, dIn), (v, i) => W[i] + s * v);
+  const g = Array.from({ length: dOut }, (_, o) => {
+    let q = 0;
+    for (let i = 0; i < dIn; i++) q += merged[o * dIn + i] ** 2;
+    return m[o] / Math.sqrt(q);
+  });
+  const t = (v: ArrayLike<number>, rows: number, cols: number) =>
+    Float64Array.from({ length: rows * cols }, (_, k) => v[(k % rows) * cols + Math.floor(k / rows)]);
+  const [xw, xdw, h] = [
+    mm(X, t(W, dOut, dIn), n, dIn, dOut),
+    mm(xd, t(W, dOut, dIn), n, dIn, dOut),
+    mm(xd, t(A, r, dIn), n, dIn, r),
+  ];
+  const hb = mm(h, t(B, dOut, r), n, r, dOut);
+  const want = Float64Array.from(xw, (v, k) => {
+    const o = k % dOut;
+    return v + bs[o] + (g[o] - 1) * xdw[k] + g[o] * s * hb[k];
+  });
+  const got = await layer.forward(x).data();
+  assertClose(got, want, { rtol: 1e-5, atol: 1e-5, what: "DoRA training output with dropout" });
+  ok(xd.some((v) => v === 0) && xd.some((v) => v !== 0), "the mask drops some inputs and keeps others");
+  // Eval: the merged weight, x·W'ᵀ + b with W' = g ⊙ (W + s·B·A), i.e. the same form with x̃ = x.
+  layer.training = false;
+  const xm = mm(X, t(merged, dOut, dIn), n, dIn, dOut);
+  assertClose(
+    await layer.forward(x).data(),
+    Float64Array.from(xm, (v, k) => g[k % dOut] * v + bs[k % dOut]),
+    {
+      rtol: 1e-5,
+      atol: 1e-5,
+      what: "DoRA eval output",
+    },
+  );
 });
 
 /** An independent reader of the safetensors layout (8-byte little-endian header size, JSON header, raw data). */

@@ -8,7 +8,7 @@
  * With TESSERA_PEFT_EXPORT=DIR the adapters (with tessera_expected.safetensors: the input ids and tessera's logits)
  * are kept under DIR, for `tools/peft_fixtures.py --check DIR`, which loads each into PEFT and compares.
  */
-import { deepEqual, equal, ok } from "node:assert/strict";
+import { deepEqual, equal, ok, rejects } from "node:assert/strict";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
 import { readSafetensors, toInt32, writeSafetensors } from "../../lib/io/safetensors.ts";
 import { loadLlama } from "../../lib/models/load.ts";
@@ -164,6 +164,52 @@ Deno.test("saveAdapter raw form keeps rank r and the rewritten base; LoftQ saves
     await loadAdapter(`${dir}/${init}`, fresh);
     const err = relError(await fresh.forward(x).data() as Float32Array, want);
     ok(err < 1e-5, `${init} ${form}: ${err}`);
+  }
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("attachLora patterns under Hugging Face names; saving mixed DoRA is refused; loadAdapter's mode", async () => {
+  const model = await loadLlama(`${ROOT}tests/fixtures/models/llama`);
+  // Pattern keys select as target entries do, under either name (they were compared with tessera's paths only).
+  const { perLayer } = await attachLora(model, {
+    targetModules: ["q_proj", "v_proj"],
+    rank: 4,
+    alpha: 8,
+    rankPattern: { q_proj: 8 },
+    alphaPattern: { "model.layers.0.self_attn.v_proj": 32, "layers.1.attention.wv": 2 },
+  });
+  deepEqual(perLayer["layers.1.attention.wq"], { rank: 8, alpha: 8, scale: 1 });
+  deepEqual(perLayer["layers.0.attention.wv"], { rank: 4, alpha: 32, scale: 8 });
+  deepEqual(perLayer["layers.1.attention.wv"], { rank: 4, alpha: 2, scale: 0.5 });
+  const fresh = () => loadLlama(`${ROOT}tests/fixtures/models/llama`);
+  const refused: [Record<string, unknown>, RegExp][] = [
+    [{ rankPattern: { k_proj: 2 } }, /rankPattern key "k_proj" selects none of the 4 target modules/],
+    [{ alphaPattern: { wq: 2 }, targetModules: ["wv"] }, /alphaPattern key "wq" selects none/],
+    [{ rankPattern: { q_proj: 2 }, init: "eva" }, /init "eva" sets each layer's rank itself; rankPattern/],
+  ];
+  for (const [extra, re] of refused) {
+    await rejects(
+      async () => attachLora(await fresh(), { targetModules: ["q_proj", "v_proj"], rank: 4, ...extra }),
+      re,
+    );
+  }
+  // DoRA on q_proj only: PEFT's use_dora is one flag for every layer, so the file would load there without the
+  // other layers' magnitudes.
+  const mixed = await fresh();
+  await attachLora(mixed, { targetModules: ["q_proj"], rank: 2, useDora: true });
+  await attachLora(mixed, { targetModules: ["v_proj"], rank: 2 });
+  const dir = await Deno.makeTempDir();
+  await rejects(
+    () => saveAdapter(dir, mixed),
+    /2 of 4 LoRA layers use DoRA .* PEFT's use_dora covers every layer/,
+  );
+  // Loaded in eval mode as PEFT's from_pretrained, or for training (with the adapter's dropout).
+  await attachLora(model, { targetModules: ["k_proj"], rank: 2, dropout: 0.1 });
+  await saveAdapter(dir, model);
+  for (const training of [undefined, false, true]) {
+    const again = await fresh();
+    await loadAdapter(dir, again, training === undefined ? {} : { training });
+    ok(loraLayers(again).every(([, l]) => l.training === (training ?? false)), `training ${training}`);
   }
   await Deno.remove(dir, { recursive: true });
 });

@@ -12,7 +12,7 @@ import { readSafetensors, toFloat32, toInt32 } from "../../lib/io/safetensors.ts
 import { loadLlama } from "../../lib/models/load.ts";
 import { hfModulePath } from "../../lib/models/names.ts";
 import { loadAdapter, loraLayers, mergeLora } from "../../lib/lora/mod.ts";
-import { getAt, type Linear, setTraining } from "../../lib/nn/mod.ts";
+import { getAt, type Linear } from "../../lib/nn/mod.ts";
 import type { LlamaLM } from "../../lib/models/llama.ts";
 
 const ROOT = new URL("../fixtures/", import.meta.url).pathname;
@@ -34,7 +34,8 @@ for (const base of ["llama", "qwen2"]) {
       const { tensors } = await readSafetensors(`${dir}/expected.safetensors`);
       const model = await loadLlama(`${ROOT}models/${base}`);
       const paths = await loadAdapter(dir, model);
-      equal(setTraining(model, false), paths.length); // PEFT's reference ran in eval mode (no lora_dropout)
+      // Loaded in eval mode, as PEFT's from_pretrained (its reference ran so: no lora_dropout).
+      ok(loraLayers(model).every(([, l]) => !l.training), "loaded in eval mode");
       const merged = [...tensors.keys()].filter((k) => k.startsWith("merged."));
       equal(paths.length, merged.length);
       const layers = new Map(loraLayers(model));
@@ -95,6 +96,17 @@ Deno.test("PEFT adapters with features tessera cannot honour are refused by name
       /init_lora_weights "pissa", which rewrites the base/,
     ],
     ["llama_lora", (c) => (c.peft_type = "IA3"), /peft_type is "IA3"/],
+    // Values of the wrong type, and patterns JavaScript cannot run, are named (not a TypeError from inside).
+    [
+      "llama_lora",
+      (c) => (c.exclude_modules = 5),
+      /"exclude_modules" must be a list of names or a regex, found 5/,
+    ],
+    ["llama_lora", (c) => (c.use_rslora = "false"), /"use_rslora" must be true or false, found "false"/],
+    ["llama_dora", (c) => (c.use_dora = "false"), /"use_dora" must be true or false, found "false"/],
+    ["llama_lora", (c) => (c.target_modules = "(q_proj"), /"target_modules" holds "\(q_proj", not a regular/],
+    ["llama_lora", (c) => (c.exclude_modules = "a)"), /"exclude_modules" holds "a\)", not a regular/],
+    ["llama_rslora", (c) => (c.alpha_pattern = { "o_proj[": 3 }), /"alpha_pattern" holds "o_proj\[", not a/],
   ];
   for (const [name, edit, re] of cases) {
     const dir = await edited(name, edit);
@@ -108,6 +120,22 @@ Deno.test("PEFT adapters with features tessera cannot honour are refused by name
     ok(re.test(message), `${name}: expected ${re}, got "${message}"`);
     await Deno.remove(dir, { recursive: true });
   }
+  // Python's regex spellings read as Python reads them: \A, \Z, (?P<name>…), a leading (?i).
+  const ref = await readSafetensors(`${ROOT}adapters/llama_rslora/expected.safetensors`);
+  const python = await edited("llama_rslora", (c) => {
+    c.rank_pattern = { "\\Amodel\\.layers\\.1\\.self_attn\\.q_proj\\Z": 8, "(?P<v>v)_proj\\Z": 2 };
+    c.alpha_pattern = { "o_proj\\Z": 3 };
+    c.target_modules = "(?i).*\\.(O|V|K|Q)_PROJ";
+  });
+  const pyModel = await loadLlama(`${ROOT}models/llama`);
+  equal((await loadAdapter(python, pyModel)).length, 8);
+  const ids = tensor(toInt32(ref.tensors.get("input_ids")!), { shape: [2, 16], dtype: "i32" });
+  const err = relError(
+    await pyModel.forward(ids as Tensor<Shape, "i32">).data() as Float32Array,
+    toFloat32(ref.tensors.get("logits")!),
+  );
+  ok(err < 1e-4, `Python-spelt patterns: logits differ from PEFT's by ${err.toExponential(2)}`);
+  await Deno.remove(python, { recursive: true });
   // exclude_modules is honoured: the excluded modules are left plain, as PEFT leaves them.
   const dir = await edited("llama_rslora", (c) => (c.exclude_modules = ["o_proj"]));
   const model = await loadLlama(`${ROOT}models/llama`);
