@@ -527,8 +527,12 @@ export async function loadAdapter(
   if (Array.isArray(config.target_modules)) {
     for (const t of config.target_modules) {
       if (!candidates.some((p) => [external(p), p].some((n) => n === t || n.endsWith(`.${t}`)))) {
+        const adapted = loraLayers(model).some(([p]) =>
+          [external(p), p].some((n) => n === t || n.endsWith(`.${t}`))
+        );
         throw new Error(
-          `adapter "${dir}": target_modules entry "${t}" matches no Linear module of the model`,
+          `adapter "${dir}": target_modules entry "${t}" matches no Linear module of the model` +
+            (adapted ? " (it matches LoRA layers: is an adapter already attached?)" : ""),
         );
       }
     }
@@ -537,6 +541,12 @@ export async function loadAdapter(
   for (const [name, parts] of byModule) {
     const path = internal(name);
     if (path === undefined) throw new Error(`adapter "${file}": the model has no module "${name}"`);
+    const twice = plan.find((e) => e.path === path);
+    if (twice !== undefined) {
+      throw new Error(
+        `adapter "${file}": module "${path}" has weights under two names, "${twice.name}" and "${name}"`,
+      );
+    }
     if (!wanted.has(path)) {
       const target = getAt(model, path);
       throw new Error(

@@ -6,9 +6,9 @@
  * PEFT's `merge_and_unload` within 1e-5 (in Hugging Face's row layout). Features tessera cannot honour are refused
  * by name.
  */
-import { equal, ok } from "node:assert/strict";
+import { equal, ok, rejects } from "node:assert/strict";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
-import { readSafetensors, toFloat32, toInt32 } from "../../lib/io/safetensors.ts";
+import { readSafetensors, toFloat32, toInt32, writeSafetensors } from "../../lib/io/safetensors.ts";
 import { loadLlama } from "../../lib/models/load.ts";
 import { hfModulePath } from "../../lib/models/names.ts";
 import { loadAdapter, loraLayers, mergeLora } from "../../lib/lora/mod.ts";
@@ -136,6 +136,28 @@ Deno.test("PEFT adapters with features tessera cannot honour are refused by name
   );
   ok(err < 1e-4, `Python-spelt patterns: logits differ from PEFT's by ${err.toExponential(2)}`);
   await Deno.remove(python, { recursive: true });
+  // One module under both names is refused (the second copy won silently); a second load onto an adapted model says
+  // why nothing matches.
+  const dup = await edited("llama_lora", () => {});
+  const st = (await readSafetensors(`${dup}/adapter_model.safetensors`)).tensors;
+  for (const part of ["lora_A.weight", "lora_B.weight"]) {
+    st.set(
+      `base_model.model.layers.0.attention.wq.${part}`,
+      st.get(`base_model.model.model.layers.0.self_attn.q_proj.${part}`)!,
+    );
+  }
+  await writeSafetensors(`${dup}/adapter_model.safetensors`, st);
+  await rejects(
+    loadAdapter(dup, await loadLlama(`${ROOT}models/llama`)),
+    /"layers\.0\.attention\.wq" has weights under two names/,
+  );
+  const twice = await loadLlama(`${ROOT}models/llama`);
+  await loadAdapter(`${ROOT}adapters/llama_lora`, twice);
+  await rejects(
+    loadAdapter(`${ROOT}adapters/llama_lora`, twice),
+    /matches no Linear module .* already attached/,
+  );
+  await Deno.remove(dup, { recursive: true });
   // exclude_modules is honoured: the excluded modules are left plain, as PEFT leaves them.
   const dir = await edited("llama_rslora", (c) => (c.exclude_modules = ["o_proj"]));
   const model = await loadLlama(`${ROOT}models/llama`);
