@@ -437,6 +437,13 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       // A lazy batch entry becomes a plain buffer first, so that a replay can take its place as an input.
       const lazy = Object.values(batch).filter((t) => !t.isRealized);
       if (lazy.length > 0) await realize(...lazy);
+      // Parameters and state packed before the trace (as every update leaves them), so that this step builds the
+      // graph the next one will: two traces, not three, make the step replayable.
+      if (opt.currentPacks.size < opt.packs.length) {
+        const packed = opt.packedState();
+        await realize(...Object.values(packed));
+        opt.adopt(packed, opt.stepCount);
+      }
     }
     const lossOf = (p: ParamDict): [Tensor, Record<string, Tensor>] =>
       functionalCall(model, p, () => {
