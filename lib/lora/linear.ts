@@ -175,6 +175,25 @@ export class LoraLinear extends Module implements LinearLayer {
     return this.#initial;
   }
 
+  /**
+   * The layer's state besides its tensors: how many training forwards have drawn a dropout mask (the next mask's
+   * key), saved by checkpoints so that a resumed run draws the masks an uninterrupted one would.
+   */
+  extraState(): Record<string, number> {
+    return { dropoutCalls: this.#calls };
+  }
+
+  /** Takes back what {@link extraState} gave. */
+  loadExtraState(state: Record<string, number>): void {
+    const calls = state.dropoutCalls;
+    if (!Number.isSafeInteger(calls) || calls < 0) {
+      throw new RangeError(
+        `LoraLinear: dropoutCalls must be a non-negative integer, got ${JSON.stringify(calls)}`,
+      );
+    }
+    this.#calls = calls;
+  }
+
   /** `W_res + s·B·A` (the dense weight the adapter currently represents, before DoRA's rescaling). */
   #combined(): F32 {
     const delta = this.lora_B.weight.matmul(this.lora_A.weight).mul(this.#scale);

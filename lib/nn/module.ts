@@ -192,6 +192,31 @@ export function namedModules(root: object): [string, Module][] {
   return out;
 }
 
+/**
+ * What a computation built from `root` reads of it, in walk order: each parameter's node and each module's training
+ * mode. Two equal lists mean the same parameters in the same modes (a parameter replaced by `loadParameters`, or a
+ * mode set by `setTraining`, changes the list). One walk without paths: cheap enough to check at every step.
+ */
+export function modelFacts(root: object): unknown[] {
+  const out: unknown[] = [];
+  const seen = new Set<unknown>();
+  const go = (v: unknown) => {
+    if (seen.has(v)) return;
+    if (v instanceof Tensor) {
+      seen.add(v);
+      out.push(v.node);
+      return;
+    }
+    if (!isContainer(v)) return;
+    seen.add(v);
+    const training = v instanceof Module ? (v as { training?: unknown }).training : undefined;
+    if (typeof training === "boolean") out.push(training);
+    for (const c of Array.isArray(v) ? v : Object.values(v)) go(c);
+  };
+  go(root);
+  return out;
+}
+
 /** Total number of parameter elements below `root`. */
 export function parameterCount(root: object, opts: { filter?: ParamFilter } = {}): number {
   return namedParameters(root, opts).reduce((a, [, t]) => a + t.size, 0);

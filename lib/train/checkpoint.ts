@@ -9,7 +9,7 @@
  */
 import type { DeviceName } from "../ir/node.ts";
 import { readSafetensors, type StEntry, writeSafetensors } from "../io/safetensors.ts";
-import { loadParameters, namedParameters, type ParamDict } from "../nn/module.ts";
+import { getAt, loadParameters, namedModules, namedParameters, type ParamDict } from "../nn/module.ts";
 import { checkFinite } from "../nn/finite.ts";
 import type { Optimizer } from "../nn/optim/optimizer.ts";
 import { tensor } from "../tensor/creation.ts";
@@ -18,7 +18,36 @@ import { Tensor } from "../tensor/tensor.ts";
 /** Value of the `format` metadata key. */
 export const CHECKPOINT_FORMAT = "tessera-checkpoint";
 const VERSION = "1";
-const RESERVED = new Set(["format", "version", "step", "seed", "optimizer"]);
+const RESERVED = new Set(["format", "version", "step", "seed", "optimizer", "modules"]);
+
+/**
+ * A module with state besides its parameters that a run must carry on from (e.g. the counter a LoRA layer's dropout
+ * masks are drawn from): checkpoints save {@link extraState} under the module's path and give it back to
+ * {@link loadExtraState} on restore.
+ */
+export interface StatefulModule {
+  /** The state, as JSON-serialisable values. */
+  extraState(): Record<string, number>;
+  /** Takes back what {@link extraState} gave. */
+  loadExtraState(state: Record<string, number>): void;
+}
+
+function isStateful(m: unknown): m is StatefulModule {
+  return typeof (m as StatefulModule).extraState === "function" &&
+    typeof (m as StatefulModule).loadExtraState === "function";
+}
+
+/**
+ * A checkpoint that can be read but does not fit the model or optimiser it is restored into (another shape, another
+ * optimiser): the file is fine, the run is not the one that wrote it.
+ */
+export class CheckpointMismatchError extends Error {
+  /** An error for checkpoint `path` with the reason. */
+  constructor(path: string, reason: string) {
+    super(`checkpoint "${path}" does not fit this run: ${reason}`);
+    this.name = "CheckpointMismatchError";
+  }
+}
 
 /** Options of {@link saveCheckpoint}. */
 export interface SaveCheckpointOptions {
@@ -28,7 +57,7 @@ export interface SaveCheckpointOptions {
   step?: number;
   /** Seed of the run. */
   seed?: number;
-  /** Further string metadata (not `format`, `version`, `step`, `seed` or `optimizer`). */
+  /** Further string metadata (not `format`, `version`, `step`, `seed`, `optimizer` or `modules`). */
   metadata?: Record<string, string>;
   /**
    * Keep the checkpoint being replaced at {@link previousCheckpointPath} (default false), so that a damaged newest
@@ -64,6 +93,8 @@ export interface Checkpoint {
   state: ParamDict;
   /** The saving optimiser's description (name, hyperparameters, groups), when one was saved. */
   optimizer?: Record<string, unknown>;
+  /** The extra state of stateful modules ({@link StatefulModule}) by path, when there were any. */
+  modules?: Record<string, Record<string, number>>;
   /** The caller's metadata. */
   metadata: Record<string, string>;
 }
@@ -121,6 +152,12 @@ export async function saveCheckpoint(
   metadata.step = String(opts.step ?? opts.optimizer?.stepCount ?? 0);
   if (opts.seed !== undefined) metadata.seed = String(opts.seed);
   if (opts.optimizer !== undefined) metadata.optimizer = JSON.stringify(opts.optimizer.describe());
+  const extra = namedModules(model).filter(([, m]) => isStateful(m));
+  if (extra.length > 0) {
+    metadata.modules = JSON.stringify(
+      Object.fromEntries(extra.map(([p, m]) => [p, (m as StatefulModule).extraState()])),
+    );
+  }
   if (opts.keepPrevious) {
     // A rename is atomic: at every moment the newest complete checkpoint is at `path` or, between the rename and
     // the write, at the previous path.
@@ -191,6 +228,7 @@ export async function loadCheckpoint(path: string, opts: LoadCheckpointOptions =
     params,
     state,
     optimizer: metadata.optimizer === undefined ? undefined : JSON.parse(metadata.optimizer),
+    modules: metadata.modules === undefined ? undefined : JSON.parse(metadata.modules),
     metadata: user,
   };
 }
@@ -199,6 +237,11 @@ export async function loadCheckpoint(path: string, opts: LoadCheckpointOptions =
 export interface RestoreCheckpointOptions {
   /** Optimiser to restore (its state and step count); it must be of the kind that saved the checkpoint. */
   optimizer?: Optimizer;
+  /**
+   * Called with the checkpoint read back, before anything is loaded into the model: it throws to refuse the
+   * checkpoint (the error becomes a {@link CheckpointMismatchError}).
+   */
+  accept?: (ckpt: Checkpoint) => void;
 }
 
 /**
@@ -222,20 +265,35 @@ export async function restoreCheckpoint(
 ): Promise<Checkpoint> {
   const device = namedParameters(model)[0]?.[1].device;
   const ckpt = await loadCheckpoint(path, { device });
+  try {
+    opts.accept?.(ckpt);
+  } catch (err) {
+    throw new CheckpointMismatchError(path, (err as Error).message);
+  }
   const opt = opts.optimizer;
   if (opt !== undefined) {
     const saved = ckpt.optimizer?.name;
     if (saved !== opt.name) {
-      throw new Error(
-        `checkpoint "${path}" holds ${
+      throw new CheckpointMismatchError(
+        path,
+        `it holds ${
           saved === undefined ? "no optimiser state" : `${saved} state`
-        }, but the ` +
-          `optimiser to restore is ${opt.name}`,
+        }, the optimiser is ${opt.name}`,
       );
     }
   }
-  loadParameters(model, ckpt.params);
-  opt?.loadState(ckpt.state, ckpt.step);
+  const stateful = Object.entries(ckpt.modules ?? {}).map(([p, st]) => {
+    const m = getAt(model, p);
+    if (!isStateful(m)) throw new CheckpointMismatchError(path, `the model has no stateful module "${p}"`);
+    return [m, st] as const;
+  });
+  try {
+    loadParameters(model, ckpt.params);
+    opt?.loadState(ckpt.state, ckpt.step);
+  } catch (err) {
+    throw new CheckpointMismatchError(path, (err as Error).message);
+  }
+  for (const [m, st] of stateful) m.loadExtraState(st);
   return ckpt;
 }
 
@@ -274,6 +332,8 @@ export async function restoreLatestCheckpoint(
     try {
       return { checkpoint: await restoreCheckpoint(candidate, model, opts), path: candidate, skipped };
     } catch (err) {
+      // A readable file for another run is not damage: the previous one would not fit either.
+      if (err instanceof CheckpointMismatchError) throw err;
       skipped.push({ path: candidate, reason: err instanceof Error ? err.message : String(err) });
     }
   }

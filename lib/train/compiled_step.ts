@@ -25,6 +25,7 @@ import { BoundPlan, copyStorages, writeStorage } from "../runtime/plan.ts";
 import { HostStorage, type Recording, resolveStorage } from "../runtime/realize.ts";
 import { boundsOf, type HostBound, outOfBound, realize, Tensor } from "../tensor/tensor.ts";
 import type { Optimizer } from "../nn/optim/optimizer.ts";
+import { modelFacts } from "../nn/module.ts";
 
 /** What a leaf of a traced step stands for. */
 export type LeafRole =
@@ -130,6 +131,10 @@ export class ReplayedStep {
   #optStep: number;
   #synced = true;
   #installed: Map<string, Node>;
+  /** The optimiser's step count when its state was last the replay's (creation, sync). */
+  #syncStep: number;
+  /** The model's parameters and training modes the replay was traced with (see {@link modelFacts}). */
+  #facts: unknown[];
   #disposed = false;
 
   /** Binds `trace` (already checked with {@link replayBlocker}) for replay, starting from `opt`'s state. */
@@ -211,7 +216,9 @@ export class ReplayedStep {
     this.#scalars = scalars;
     this.#fixed = fixed;
     this.#optStep = opt.stepCount;
+    this.#syncStep = opt.stepCount;
     this.#installed = installedNodes(opt);
+    this.#facts = modelFacts(opt.target);
   }
 
   /**
@@ -220,14 +227,19 @@ export class ReplayedStep {
    */
   valid(opt: Optimizer): boolean {
     if (this.#disposed || !this.ownsModel(opt)) return false;
+    const facts = modelFacts(opt.target);
+    if (facts.length !== this.#facts.length || facts.some((f, i) => f !== this.#facts[i])) return false;
     return this.#fixed.every((n) => n.storage !== null && !n.storage.released);
   }
 
-  /** Whether the optimiser's parameters are still the tensors this replay installed at its last sync. */
+  /**
+   * Whether the optimiser's parameters and state are still the tensors this replay installed at its last sync,
+   * at the same step count (nobody loaded others, e.g. with `loadParameters` or `loadState`).
+   */
   ownsModel(opt: Optimizer): boolean {
     const params = opt.params;
     for (const [path, node] of this.#installed) if (params[path]?.node !== node) return false;
-    return true;
+    return opt.stepCount === this.#syncStep && opt.currentPacks.size === opt.packs.length;
   }
 
   /**
@@ -280,6 +292,8 @@ export class ReplayedStep {
     if (this.#synced || this.#disposed) return;
     opt.adopt(await this.snapshot(), this.#optStep);
     this.#installed = installedNodes(opt);
+    this.#syncStep = this.#optStep;
+    this.#facts = modelFacts(opt.target);
     this.#synced = true;
   }
 

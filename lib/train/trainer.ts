@@ -33,7 +33,13 @@ import { baseStorage, leafRoles, replayBlocker, ReplayedStep, type TracedStep } 
 import { type MetricRecord, MetricsWriter, readJsonl } from "../io/json.ts";
 import { writeFileAtomicSync } from "../io/atomic.ts";
 import { Progress } from "./progress.ts";
-import { previousCheckpointPath, restoreLatestCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import {
+  type Checkpoint,
+  previousCheckpointPath,
+  restoreLatestCheckpoint,
+  saveCheckpoint,
+} from "./checkpoint.ts";
+import { resolve } from "node:path";
 import { z } from "../../deps.ts";
 import { checkOptions, opt } from "../options.ts";
 
@@ -78,7 +84,9 @@ export interface TrainerOptions<M extends object, B extends Batch> {
   optimizer: Optimizer;
   /**
    * The batch of a step, as fresh tensors (disposed after the step). Make it a pure function of the run's seed
-   * and `step` (see `sampleWindows`) so a resumed run sees the same batches.
+   * and `step` (see `sampleWindows`) so a resumed run sees the same batches. It must not read the model: while
+   * steps are replayed (`compile`), the model holds the parameters of the last time it was brought up to date, not
+   * those of the previous step (a batch chosen by the model's own losses needs `compile: false`).
    */
   batch?: (step: number) => B;
   /** The loss of `model` on `batch` at `step` (1-based); may return extra metrics. */
@@ -193,7 +201,8 @@ export class NonFiniteError extends Error {
     const ckpt = saved === null
       ? "No state had a finite loss, so no checkpoint was written; check the initialisation and the loss."
       : `The last good state (after step ${saved.step}, whose loss was finite) is saved in "${saved.path}"; ` +
-        "resume from it (Trainer.resume) with a lower learning rate, gradient clipping or a fixed loss.";
+        "resume from it (Trainer.resume with allowChanged) with a lower learning rate, gradient clipping or a " +
+        "fixed loss.";
     super(`Trainer: non-finite metrics at step ${record.step} (${shown}): ${where}. ${ckpt}`);
     this.name = "NonFiniteError";
     this.step = record.step;
@@ -210,8 +219,19 @@ interface Snapshot {
   packed: Record<string, Tensor>;
 }
 
+/** Options of {@link Trainer.resume}. */
+export interface ResumeOptions {
+  /**
+   * Continue although the run that wrote the checkpoint was configured differently (a lower learning rate after a
+   * non-finite stop, say): the differences are returned in {@link ResumeInfo.changed}. Default false: refused.
+   */
+  allowChanged?: boolean;
+}
+
 /** What {@link Trainer.resume} continued from. */
 export interface ResumeInfo {
+  /** How this run's configuration differs from the checkpoint's (empty unless `allowChanged`). */
+  changed: string[];
   /** The checkpoint file restored (the given path, or the previous one kept beside it). */
   path: string;
   /** The step it holds. */
@@ -341,6 +361,22 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     if (every !== undefined && (!Number.isInteger(every) || every < 1)) {
       throw new RangeError(`Trainer: checkpoint.every must be a positive integer, got ${every}`);
     }
+    // Files the run writes must be distinct: a checkpoint renamed over the metrics file would take every record.
+    const ck = options.checkpoint?.path;
+    const files: [string, string | undefined][] = [
+      ["metrics", typeof options.metrics === "string" ? options.metrics : undefined],
+      ["checkpoint.path", ck],
+      ["the previous checkpoint", ck === undefined ? undefined : previousCheckpointPath(ck)],
+      ["lastGoodPath", options.lastGoodPath ?? (ck === undefined ? undefined : `${ck}.last-good`)],
+    ];
+    const seen = new Map<string, string>();
+    for (const [what, path] of files) {
+      if (path === undefined) continue;
+      const at = resolve(path);
+      const other = seen.get(at);
+      if (other !== undefined) throw new Error(`Trainer: ${what} and ${other} are the same file "${path}"`);
+      seen.set(at, what);
+    }
     this.#o = options;
   }
 
@@ -375,9 +411,10 @@ export class Trainer<M extends object, B extends Batch = Batch> {
    */
   async run(opts: RunOptions = {}): Promise<StepRecord[]> {
     const until = opts.until ?? this.#o.steps;
-    if (!Number.isInteger(until) || until < this.#step) {
+    if (!Number.isInteger(until) || until < this.#step || until > this.#o.steps) {
       throw new RangeError(
-        `Trainer.run: until must be an integer >= the current step ${this.#step}, got ${until}`,
+        `Trainer.run: until must be an integer from the current step ${this.#step} to the run's steps ` +
+          `${this.#o.steps}, got ${until}`,
       );
     }
     if (this.#failed !== null) {
@@ -420,6 +457,16 @@ export class Trainer<M extends object, B extends Batch = Batch> {
   async #trainStep(s: number): Promise<void> {
     const { model, optimizer: opt, track = {} } = this.#o;
     const batch = this.#o.batch?.(s) ?? ({} as B);
+    for (const [name, t] of Object.entries(batch as Record<string, unknown>)) {
+      if (!(t instanceof Tensor)) {
+        throw new TypeError(
+          `Trainer: batch(${s}) entry "${name}" is ${
+            t === null ? "null" : typeof t
+          }, not a Tensor (make it ` +
+            `with tensor(...))`,
+        );
+      }
+    }
     if (this.#replay !== null) {
       if (this.#replay.valid(opt) && this.#replay.fits(batch)) {
         const scale = this.#o.schedule?.(s) ?? 1;
@@ -637,7 +684,12 @@ export class Trainer<M extends object, B extends Batch = Batch> {
         (this.#o.checkpoint !== undefined
           ? `${this.#o.checkpoint.path}.last-good`
           : Deno.makeTempFileSync({ prefix: "tessera-", suffix: ".last-good.safetensors" }));
-      await saveCheckpoint(path, this.#o.model, { optimizer: opt, step: snap.step, seed: this.#o.seed });
+      await saveCheckpoint(path, this.#o.model, {
+        optimizer: opt,
+        step: snap.step,
+        seed: this.#o.seed,
+        metadata: { run: JSON.stringify(this.#runConfig()) },
+      });
       saved = { path, step: snap.step };
     }
     for (const s of [this.#good, this.#candidate]) if (s !== snap) this.#disposeSnapshot(s);
@@ -750,6 +802,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       optimizer: this.#o.optimizer,
       step: this.#step,
       seed: this.#o.seed,
+      metadata: { run: JSON.stringify(this.#runConfig()) },
       keepPrevious,
       paths,
     });
@@ -761,21 +814,64 @@ export class Trainer<M extends object, B extends Batch = Batch> {
    * used (see `restoreLatestCheckpoint`), and the returned `skipped` names what was passed over. With a metrics
    * path, records after the checkpoint's step are dropped from the file and new ones appended.
    */
-  async resume(path: string): Promise<ResumeInfo> {
+  async resume(path: string, opts: ResumeOptions = {}): Promise<ResumeInfo> {
     if (this.#step !== 0 || this.#pending.length > 0) {
       throw new Error("Trainer.resume: resume a fresh trainer, before running any step");
     }
-    const restored = await restoreLatestCheckpoint(path, this.#o.model, { optimizer: this.#o.optimizer });
+    let changed: string[] = [];
+    const accept = (ckpt: Checkpoint) => {
+      if (ckpt.seed !== undefined && this.#o.seed !== undefined && ckpt.seed !== this.#o.seed) {
+        throw new Error(
+          `it was written by a run with seed ${ckpt.seed}, this one has seed ${this.#o.seed}; its batches would differ`,
+        );
+      }
+      const run = ckpt.metadata.run;
+      changed = run === undefined ? [] : differences(JSON.parse(run), this.#runConfig());
+      if (changed.length > 0 && !opts.allowChanged) {
+        throw new Error(
+          `the run that wrote it was configured differently: ${changed.slice(0, 4).join("; ")}${
+            changed.length > 4 ? `; ... (${changed.length} differences)` : ""
+          }. Pass { allowChanged: true } ` +
+            `to continue under this configuration`,
+        );
+      }
+    };
+    const restored = await restoreLatestCheckpoint(path, this.#o.model, {
+      optimizer: this.#o.optimizer,
+      accept,
+    });
     const ckpt = restored.checkpoint;
-    if (ckpt.seed !== undefined && this.#o.seed !== undefined && ckpt.seed !== this.#o.seed) {
-      throw new Error(
-        `Trainer.resume: checkpoint "${restored.path}" was written by a run with seed ${ckpt.seed}, this one has ` +
-          `seed ${this.#o.seed}; its batches would differ`,
-      );
-    }
     this.#step = ckpt.step;
     this.#resumedFrom = ckpt.step;
     this.#resumePath = path;
-    return { path: restored.path, step: ckpt.step, skipped: restored.skipped };
+    return { path: restored.path, step: ckpt.step, skipped: restored.skipped, changed };
   }
+
+  /**
+   * What a resumed run must share with the run that wrote its checkpoint, besides the model and the batches: the
+   * run's length, seed and clipping, the learning-rate factors of the schedule (at 33 steps spread over the run) and
+   * the optimiser's description (kind, hyperparameters, groups).
+   */
+  #runConfig(): Record<string, unknown> {
+    const { steps, clipNorm, schedule, seed } = this.#o;
+    const at = [...new Set(Array.from({ length: 33 }, (_, i) => 1 + Math.round(((steps - 1) * i) / 32)))];
+    return {
+      steps,
+      seed: seed ?? null,
+      clipNorm: clipNorm ?? null,
+      schedule: schedule === undefined ? null : Object.fromEntries(at.map((s) => [`step ${s}`, schedule(s)])),
+      optimizer: this.#o.optimizer.describe(),
+    };
+  }
+}
+
+/** The leaves where two JSON values differ, as "path: then → now". */
+function differences(then: unknown, now: unknown, path = ""): string[] {
+  const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null;
+  if (isObj(then) && isObj(now) && Array.isArray(then) === Array.isArray(now)) {
+    const keys = [...new Set([...Object.keys(then), ...Object.keys(now)])];
+    return keys.flatMap((k) => differences(then[k], now[k], path === "" ? k : `${path}.${k}`));
+  }
+  const [a, b] = [JSON.stringify(then ?? null), JSON.stringify(now ?? null)];
+  return a === b ? [] : [`${path} ${a} then, ${b} now`];
 }

@@ -3,12 +3,17 @@
  * initialised model) records the same loss trajectory as an uninterrupted run; the metrics file keeps exactly
  * one line per step; the file holds every parameter and the optimiser state; mismatches are refused.
  */
-import { deepEqual, equal, rejects } from "node:assert/strict";
-import { SGD } from "../../lib/nn/mod.ts";
-import { loadCheckpoint, Trainer } from "../../lib/train/mod.ts";
+import { deepEqual, equal, rejects, throws } from "node:assert/strict";
+import { AdamW, Mlp, namedParameters, SGD } from "../../lib/nn/mod.ts";
+import { CheckpointMismatchError, loadCheckpoint, Trainer } from "../../lib/train/mod.ts";
+import { attachLora } from "../../lib/init/mod.ts";
+import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
+import { type Shape, type Tensor, tensor } from "../../mod.ts";
 import { readJsonl } from "../../lib/io/json.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
 import { mlpSetup } from "./_setup.ts";
+
+type F = Tensor<Shape, "f32">;
 
 Deno.test("resuming from a checkpoint reproduces the uninterrupted loss trajectory", async () => {
   const rng = new TestRng(71);
@@ -89,7 +94,7 @@ Deno.test("resume refuses a checkpoint of another optimiser or seed", async () =
   const sgd = mlpSetup({ initSeed: 1, runSeed: 2, steps: 4 });
   await rejects(
     () => new Trainer({ ...sgd, optimizer: new SGD(sgd.model, { lr: 0.1, momentum: 0.9 }) }).resume(ckpt),
-    /holds AdamW state, but the optimiser to restore is SGD/,
+    /does not fit this run: the run that wrote it was configured differently: optimizer\.name "AdamW" then, "SGD" now/,
   );
   await rejects(
     () => new Trainer(mlpSetup({ initSeed: 1, runSeed: 3, steps: 4 })).resume(ckpt),
@@ -98,4 +103,103 @@ Deno.test("resume refuses a checkpoint of another optimiser or seed", async () =
   await Deno.writeTextFile(`${dir}/x.safetensors`, "not a checkpoint");
   await rejects(() => loadCheckpoint(`${dir}/x.safetensors`), /x\.safetensors/);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("resume refuses a changed configuration by key, before touching the model; allowChanged continues", async () => {
+  const dir = await Deno.makeTempDir();
+  const ckpt = `${dir}/c.safetensors`;
+  const seeds = { initSeed: 5, runSeed: 6, steps: 8 };
+  const t = new Trainer({ ...mlpSetup(seeds), readEvery: 2 });
+  await t.run({ until: 4 });
+  await t.save(ckpt);
+  const changes: [string, (s: ReturnType<typeof mlpSetup>) => void, RegExp][] = [
+    ["clipNorm", (s) => (s.clipNorm = 0.1), /clipNorm 2 then, 0\.1 now/],
+    ["steps", (s) => (s.steps = 16), /steps 8 then, 16 now/],
+    ["no seed", (s) => (s.seed = undefined), /seed 6 then, null now/],
+    ["schedule", (s) => (s.schedule = undefined), /schedule \{"step 1"/],
+    [
+      "weight decay",
+      (s) => (s.optimizer = new AdamW(s.model, { lr: 4e-3, weightDecay: 0.5 })),
+      /weightDecay/,
+    ],
+  ];
+  for (const [what, edit, re] of changes) {
+    const s = mlpSetup(seeds);
+    edit(s);
+    const before = await Promise.all(namedParameters(s.model).map(([, p]) => p.data()));
+    await rejects(() => new Trainer(s).resume(ckpt), re, what);
+    const after = await Promise.all(namedParameters(s.model).map(([, p]) => p.data()));
+    deepEqual(after, before, `${what}: the refused checkpoint was not loaded`);
+  }
+  // Allowed on request (a lower learning rate after a non-finite stop, say): the differences are returned.
+  const s = mlpSetup(seeds);
+  s.clipNorm = 0.5;
+  const r = new Trainer(s);
+  const info = await r.resume(ckpt, { allowChanged: true });
+  deepEqual(info.changed, ["clipNorm 2 then, 0.5 now"]);
+  equal(r.step, 4);
+  // Another model: refused as not fitting the run, not as a damaged file to delete.
+  const other = mlpSetup(seeds);
+  const model = new Mlp([12, 7, 3], { seed: 1 });
+  await rejects(
+    () =>
+      new Trainer({ ...other, model, optimizer: new AdamW(model, { lr: 4e-3 }) } as typeof other).resume(
+        ckpt,
+      ),
+    (err: Error) => err instanceof CheckpointMismatchError && !/Remove/.test(err.message),
+  );
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("a LoRA run with dropout resumes with the masks an uninterrupted run draws", async () => {
+  for (const compile of [false, true]) {
+    const dir = await Deno.makeTempDir();
+    const make = async () => {
+      const model = new Mlp([6, 10, 3], { seed: 4 });
+      await attachLora(model, { targetModules: ["layers.0", "layers.1"], rank: 2, dropout: 0.5, seed: 9 });
+      const x = (step: number) => tensor(new TestRng(50 + step).normals(4 * 6), { shape: [4, 6] });
+      return new Trainer({
+        model,
+        optimizer: new AdamW(model, { lr: 1e-2, trainable: LORA_TRAINABLE }),
+        batch: (step) => ({ x: x(step) }),
+        loss: (m, b) => (m.forward(b.x as F) as F).square().mean() as F,
+        steps: 8,
+        readEvery: 2,
+        progress: false,
+        compile,
+        checkpoint: { path: `${dir}/c.safetensors`, every: 4 },
+      });
+    };
+    const whole = await (await make()).run();
+    const first = await make();
+    await first.run({ until: 4 });
+    first.close();
+    const resumed = await make();
+    await resumed.resume(`${dir}/c.safetensors`);
+    deepEqual(await resumed.run(), whole.slice(4), `compile ${compile}`);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the trainer refuses shared output files, steps past the run and batch entries that are not tensors", async () => {
+  const s = mlpSetup({ initSeed: 1, runSeed: 2, steps: 4 });
+  throws(
+    () =>
+      new Trainer({ ...s, metrics: "/tmp/x/run.out", checkpoint: { path: "/tmp/x/./run.out", every: 2 } }),
+    /checkpoint\.path and metrics are the same file/,
+  );
+  throws(
+    () =>
+      new Trainer({ ...s, lastGoodPath: "/tmp/x/c.previous", checkpoint: { path: "/tmp/x/c", every: 2 } }),
+    /lastGoodPath and the previous checkpoint are the same file/,
+  );
+  await rejects(
+    () => new Trainer(s).run({ until: 5 }),
+    /until must be an integer from the current step 0 to the run's steps 4, got 5/,
+  );
+  const bad = new Trainer({
+    ...s,
+    batch: (step) => ({ ...s.batch!(step), x: [1, 2, 3] as unknown as Tensor }),
+  });
+  await rejects(() => bad.run(), /batch\(1\) entry "x" is object, not a Tensor/);
 });

@@ -8,7 +8,7 @@ import { CpuBackend } from "../../lib/runtime/cpu.ts";
 import type { Backend } from "../../lib/runtime/backend.ts";
 import { BoundPlan, copyStorages, graphSignature, planFor, writeStorage } from "../../lib/runtime/plan.ts";
 import { paramValue } from "../../lib/codegen/lower.ts";
-import { AdamW, crossEntropy, loadParameters, Mlp, namedParameters } from "../../lib/nn/mod.ts";
+import { AdamW, crossEntropy, loadParameters, Mlp, namedParameters, setTraining } from "../../lib/nn/mod.ts";
 import { attachLora } from "../../lib/init/mod.ts";
 import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
 import type { Shape } from "../../mod.ts";
@@ -348,4 +348,48 @@ Deno.test("LoRA dropout draws a new mask every step: the trainer keeps tracing, 
   ok(/new at every step/.test(compiled.compileStats.blocker ?? ""), compiled.compileStats.blocker ?? "null");
   eager.close();
   compiled.close();
+});
+
+Deno.test("changes between runs that a replay cannot see make it trace again: modes, frozen weights, optimiser state", async () => {
+  // A LoRA MLP (frozen bases) with dropout, trained in eval mode so that its step replays.
+  const make = async (compile: boolean) => {
+    const model = new Mlp([6, 10, 3], { seed: 4 });
+    await attachLora(model, { targetModules: ["layers.0", "layers.1"], rank: 2, dropout: 0.5, seed: 9 });
+    setTraining(model, false);
+    const x = (step: number) => tensor(new TestRng(60 + step).normals(4 * 6), { shape: [4, 6] });
+    return new Trainer({
+      model,
+      optimizer: new AdamW(model, { lr: 1e-2, trainable: LORA_TRAINABLE }),
+      batch: (step) => ({ x: x(step) }),
+      loss: (m, b) => (m.forward(b.x as F) as F).square().mean() as F,
+      steps: 20,
+      readEvery: 2,
+      progress: false,
+      compile,
+    });
+  };
+  type T = Awaited<ReturnType<typeof make>>;
+  const changes: [string, (t: T) => void][] = [
+    ["setTraining(model, true)", (t) => setTraining(t.model, true)],
+    ["a frozen weight replaced", (t) => {
+      const w = namedParameters(t.model).find(([p]) => p === "layers.0.base_layer.weight")![1];
+      loadParameters(t.model, { "layers.0.base_layer.weight": w.mul(0.5) as F });
+    }],
+    ["optimizer.loadState", (t) => {
+      const zero = Object.fromEntries(Object.entries(t.optimizer.stateDict()).map(([k, v]) => [k, v.mul(0)]));
+      t.optimizer.loadState(zero, 0);
+    }],
+  ];
+  for (const [what, change] of changes) {
+    const eager = await make(false);
+    const compiled = await make(true);
+    deepEqual(await compiled.run({ until: 6 }), await eager.run({ until: 6 }));
+    ok(compiled.compileStats.replayed > 0, what);
+    change(eager);
+    change(compiled);
+    deepEqual(await compiled.run({ until: 12 }), await eager.run({ until: 12 }), what);
+    deepEqual(await stateOf(compiled), await stateOf(eager), what);
+    eager.close();
+    compiled.close();
+  }
 });
