@@ -266,7 +266,7 @@ async function fineTune(
     gradNorms: padded(records.map((r) => r.grad_norm), cfg.steps),
     ...(divergedAt === undefined ? await evaluation(lm, model) : { valLoss: NaN, accuracy: undefined }),
     initSeconds,
-    trainSeconds: seconds + (previous?.trainSeconds ?? 0),
+    trainSeconds: seconds,
     ranks: Object.fromEntries(Object.entries(attached.perLayer).map(([k, v]) => [k, v.rank])),
     delta,
     compare,

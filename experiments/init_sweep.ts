@@ -174,7 +174,7 @@ async function fineTune(
     ...(await lm.evaluate(model).then((e) => ({ valLoss: e.loss, accuracy: e.accuracy }))),
     sourceLoss: source !== undefined ? await lm.meanLoss(model, source) : undefined,
     initSeconds,
-    trainSeconds: seconds + (previous?.trainSeconds ?? 0),
+    trainSeconds: seconds,
     ranks: Object.fromEntries(Object.entries(attached.perLayer).map(([k, v]) => [k, v.rank])),
     magnitude,
   };

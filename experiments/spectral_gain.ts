@@ -93,6 +93,17 @@ async function main(): Promise<void> {
   const { model, note } = await loadModel(cfg, device);
   console.log(`model: ${note}`);
   const typeOf = (path: string) => cfg.modules.find((m) => path === m || path.endsWith(`.${m}`));
+  // Every module type asked for must be there: one that matches nothing would drop out of "every module type".
+  const linears = namedModules(model).filter(([, m]) => m instanceof Linear).map(([p]) => p);
+  const missing = cfg.modules.filter((t) => !linears.some((p) => p === t || p.endsWith(`.${t}`)));
+  if (missing.length > 0) {
+    throw new RangeError(
+      `--modules: ${missing.map((m) => `"${m}"`).join(", ")} match(es) no Linear module of the model (its ` +
+        `Linear modules are named ${
+          [...new Set(linears.map((p) => p.slice(p.lastIndexOf(".") + 1)))].join(", ")
+        })`,
+    );
+  }
   const matrices: MatrixResult[] = [];
   const controls = new Map<string, GainComparison>();
   for (const [path, m] of namedModules(model)) {
@@ -106,9 +117,6 @@ async function main(): Promise<void> {
       controls.set(type, await weightGains(g));
       g.dispose();
     }
-  }
-  if (matrices.length === 0) {
-    throw new RangeError(`no Linear module of "${note}" ends in one of ${cfg.modules.join(", ")}`);
   }
   const metrics = matrices.flatMap((mr) =>
     Array.from(mr.gains.spectral, (q, i) =>

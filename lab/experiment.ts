@@ -501,7 +501,7 @@ export async function resumeOrRun<
 export interface ResumableRun {
   /** Every step's record, from the metrics file (the steps of an extended run's earlier part included). */
   records: StepRecord[];
-  /** Seconds this call trained. */
+  /** Seconds the run has trained in all (the part before an interruption or an extension included). */
   seconds: number;
 }
 
@@ -535,9 +535,8 @@ export async function trainResumable<M extends object, B extends Batch>(
         `to run it again from the start`,
     );
   }
-  const t0 = performance.now();
   await trainer.run();
-  const seconds = (performance.now() - t0) / 1000;
+  const seconds = trainer.trainSeconds;
   trainer.close();
   await Deno.remove(previousCheckpointPath(checkpoint)).catch(() => {});
   return { records: readJsonl(options.metrics) as unknown as StepRecord[], seconds };

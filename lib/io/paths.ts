@@ -14,10 +14,10 @@ export interface NamedPath {
   path: string | undefined;
 }
 
-function absolute(path: string): string {
-  const joined = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+/** `path` made absolute and normalised as text (`.` and `..` removed): right only where no part is a link. */
+function lexical(path: string): string {
   const out: string[] = [];
-  for (const part of joined.split("/")) {
+  for (const part of path.split("/")) {
     if (part === "" || part === ".") continue;
     if (part === "..") out.pop();
     else out.push(part);
@@ -25,22 +25,21 @@ function absolute(path: string): string {
   return `/${out.join("/")}`;
 }
 
-/** The real path of `path`, resolving links in every existing part (the missing tail is kept as given). */
+/**
+ * The real path of `path`: the longest leading part that exists is resolved by the system (links, and `..` after a
+ * link, as opening the path would follow them); the missing rest, which holds no link, is appended as text.
+ */
 function realPath(path: string): string {
-  const abs = absolute(path);
-  let head = abs;
-  const tail: string[] = [];
-  while (head !== "/") {
+  const parts = (path.startsWith("/") ? path : `${Deno.cwd()}/${path}`).split("/").filter((p) => p !== "");
+  for (let k = parts.length; k > 0; k--) {
     try {
-      const real = Deno.realPathSync(head);
-      return tail.length === 0 ? real : `${real.replace(/\/$/, "")}/${tail.reverse().join("/")}`;
+      const real = Deno.realPathSync(`/${parts.slice(0, k).join("/")}`);
+      return lexical(`${real}/${parts.slice(k).join("/")}`);
     } catch {
-      const cut = head.lastIndexOf("/");
-      tail.push(head.slice(cut + 1));
-      head = cut <= 0 ? "/" : head.slice(0, cut);
+      // this part does not exist (yet): try its parent
     }
   }
-  return abs;
+  return lexical(parts.join("/"));
 }
 
 function statOrNull(path: string): Deno.FileInfo | null {

@@ -338,6 +338,10 @@ export class Trainer<M extends object, B extends Batch = Batch> {
   #lastTrace: TracedStep | null = null;
   #replay: ReplayedStep | null = null;
   #stats: CompileStats = { traced: 0, replayed: 0, blocker: null };
+  /** Seconds spent in {@link run} before the current call (a resumed run: from its checkpoint on). */
+  #seconds = 0;
+  /** When the current {@link run} call started (null outside one). */
+  #runStart: number | null = null;
 
   /** A trainer; nothing runs until {@link run}. */
   constructor(options: TrainerOptions<M, B>) {
@@ -400,6 +404,14 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     return this.#o.optimizer;
   }
 
+  /**
+   * Seconds this run has spent training in {@link run}: wall time, including the time before the checkpoint it was
+   * resumed from (the steps redone after an interruption count once).
+   */
+  get trainSeconds(): number {
+    return this.#seconds + (this.#runStart === null ? 0 : (performance.now() - this.#runStart) / 1000);
+  }
+
   /** Traced and replayed step counts (see {@link TrainerOptions.compile}). */
   get compileStats(): Readonly<CompileStats> {
     return { ...this.#stats };
@@ -435,6 +447,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       : this.#o.progress;
     this.#progress = new Progress(until - this.#step, { label, enabled });
     this.#progressStart = this.#step;
+    this.#runStart = performance.now();
     try {
       while (this.#step < until) {
         const s = this.#step + 1;
@@ -447,6 +460,8 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       }
       await this.#syncReplay();
     } finally {
+      this.#seconds = this.trainSeconds;
+      this.#runStart = null;
       this.#progress.done();
       this.#progress = null;
     }
@@ -688,7 +703,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
         optimizer: opt,
         step: snap.step,
         seed: this.#o.seed,
-        metadata: { run: JSON.stringify(this.#runConfig()) },
+        metadata: { run: JSON.stringify(this.#runConfig()), seconds: String(this.trainSeconds) },
       });
       saved = { path, step: snap.step };
     }
@@ -802,7 +817,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       optimizer: this.#o.optimizer,
       step: this.#step,
       seed: this.#o.seed,
-      metadata: { run: JSON.stringify(this.#runConfig()) },
+      metadata: { run: JSON.stringify(this.#runConfig()), seconds: String(this.trainSeconds) },
       keepPrevious,
       paths,
     });
@@ -842,6 +857,8 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     });
     const ckpt = restored.checkpoint;
     this.#step = ckpt.step;
+    const seconds = Number(ckpt.metadata.seconds ?? 0);
+    this.#seconds = Number.isFinite(seconds) && seconds >= 0 ? seconds : 0;
     this.#resumedFrom = ckpt.step;
     this.#resumePath = path;
     return { path: restored.path, step: ckpt.step, skipped: restored.skipped, changed };

@@ -242,3 +242,17 @@ Deno.test("duplicate, empty and NaN settings, and mismatched or missing companio
   equal([...Deno.readDirSync(`${cwd}/results/eva`)].length, 1);
   await Deno.remove(cwd, { recursive: true });
 });
+
+Deno.test("exp:eva judges a claim only on the method it names, and an odd batch size reaches the report", async () => {
+  const cwd = await Deno.makeTempDir();
+  // "lora" runs PiSSA here, and "eva-rho2" is EVA at an odd batch size (its stability check halves it).
+  const args = ARGS.map((a, i) =>
+    a === "lora,pissa" ? "lora=pissa,eva-rho2" : ARGS[i - 1] === "--batch-size" ? "5" : a
+  );
+  const r = await eva(cwd, args);
+  equal(r.code, 0, r.stderr);
+  match(r.stdout, /Not judged: the claims name the default methods, and "lora" ran lora=pissa here/);
+  ok(!/converges faster than Noise & Zeros/.test(r.stdout), "a claim about LoRA was judged on PiSSA's runs");
+  match(r.stdout, /EVA's components are stable across calibration batch sizes/);
+  await Deno.remove(cwd, { recursive: true });
+});

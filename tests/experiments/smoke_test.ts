@@ -201,3 +201,33 @@ for (const e of EXPERIMENTS) {
     },
   });
 }
+
+Deno.test({
+  name:
+    "exp:spectral-gain refuses a --modules entry that matches no module (it dropped out of every module type)",
+  ignore: !exists(STORIES260K),
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../../experiments/spectral_gain.ts", import.meta.url).pathname,
+        "--model",
+        STORIES260K,
+        "--modules",
+        "wq,nope",
+      ],
+      cwd: dir,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    ok(out.code !== 0, "it ran");
+    match(
+      stderr,
+      /--modules: "nope" match\(es\) no Linear module of the model \(its Linear modules are named wq, wk/,
+    );
+    await Deno.remove(dir, { recursive: true });
+  },
+});

@@ -21,6 +21,9 @@ Deno.test("init refuses an --out that is its --weights or --activations file, by
   await Deno.symlink(weights, `${dir}/link.safetensors`);
   await Deno.link(weights, `${dir}/hard.safetensors`);
   await Deno.mkdir(`${dir}/sub`);
+  // A link followed by "..": the system goes up from the link's target (elsewhere), not from the link's folder.
+  await Deno.mkdir(`${dir}/b`);
+  await Deno.symlink(`${dir}/sub`, `${dir}/b/l`);
   const args = (out: string, extra: string[] = []) => [
     "--method",
     "pissa",
@@ -40,6 +43,7 @@ Deno.test("init refuses an --out that is its --weights or --activations file, by
       `${dir}/sub/../w.safetensors`,
       `${dir}/link.safetensors`,
       `${dir}/hard.safetensors`,
+      `${dir}/b/l/../w.safetensors`,
     ]
   ) {
     await rejects(
@@ -67,5 +71,16 @@ Deno.test("an output inside an input directory is refused; one beside it is fine
   );
   throws(() => refuseOutputOnInput({ flag: "--out", path: `${dir}/model` }, input), /is the --model input/);
   refuseOutputOnInput({ flag: "--out", path: `${dir}/model-adapter.safetensors` }, input);
+  // Through a link followed by "..", into the directory; and a path whose missing tail climbs back into it.
+  await Deno.mkdir(`${dir}/model/deep`);
+  await Deno.symlink(`${dir}/model/deep`, `${dir}/l`);
+  throws(
+    () => refuseOutputOnInput({ flag: "--out", path: `${dir}/l/../a.safetensors` }, input),
+    /lies inside/,
+  );
+  throws(
+    () => refuseOutputOnInput({ flag: "--out", path: `${dir}/none/../model/a.safetensors` }, input),
+    /lies inside/,
+  );
   await Deno.remove(dir, { recursive: true });
 });

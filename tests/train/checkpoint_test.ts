@@ -3,7 +3,7 @@
  * initialised model) records the same loss trajectory as an uninterrupted run; the metrics file keeps exactly
  * one line per step; the file holds every parameter and the optimiser state; mismatches are refused.
  */
-import { deepEqual, equal, rejects, throws } from "node:assert/strict";
+import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
 import { AdamW, Mlp, namedParameters, SGD } from "../../lib/nn/mod.ts";
 import { CheckpointMismatchError, loadCheckpoint, Trainer } from "../../lib/train/mod.ts";
 import { attachLora } from "../../lib/init/mod.ts";
@@ -176,7 +176,15 @@ Deno.test("a LoRA run with dropout resumes with the masks an uninterrupted run d
     first.close();
     const resumed = await make();
     await resumed.resume(`${dir}/c.safetensors`);
+    // The training time of the first part carries over (it was 0 in a resumed run).
+    const before = Number((await loadCheckpoint(`${dir}/c.safetensors`)).metadata.seconds);
+    ok(
+      before > 0 && before <= first.trainSeconds,
+      `checkpoint seconds ${before}, first part ${first.trainSeconds}`,
+    );
+    equal(resumed.trainSeconds, before);
     deepEqual(await resumed.run(), whole.slice(4), `compile ${compile}`);
+    ok(resumed.trainSeconds > before);
     await Deno.remove(dir, { recursive: true });
   }
 });
