@@ -40,6 +40,7 @@ import {
   barPlot,
   type Claim,
   compareAdapters,
+  defaultLabels,
   distinctList,
   type FineTuneRun,
   fineTuneRunFields,
@@ -514,8 +515,10 @@ async function main(): Promise<void> {
   };
 
   // ----- claims (rules fixed here, before any run is read) -----
-  const claims: Claim[] = [];
-  const has = (m: string) => names.includes(m);
+  const claims: (Claim | string)[] = [];
+  // A claim names methods by their default labels; it is judged only where the label still runs that method.
+  const standard = defaultLabels(METHODS, cfg.methods);
+  const has = (m: string) => names.includes(m) && standard.ok(m);
   const paired = pairedClaim;
   const cntRows = rows.filter((r) => isCnt.has(r.m));
   const otherRows = rows.filter((r) => !isCnt.has(r.m));
@@ -715,6 +718,7 @@ async function main(): Promise<void> {
       yLabel: "rank",
     });
   }
+  if (standard.note !== null) claims.push(standard.note);
   await writeReport(results, {
     title: "exp:cntlora",
     setting:

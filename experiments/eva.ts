@@ -26,6 +26,7 @@ import {
   attachMethod,
   barPlot,
   type Claim,
+  defaultLabels,
   type FineTuneRun,
   fineTuneRunFields,
   formatMeanStd,
@@ -44,7 +45,6 @@ import {
   methodsField,
   type MethodSpec,
   pairedClaim,
-  parseMethod,
   type ResultsDir,
   resumeOrRun,
   runMain,
@@ -233,11 +233,7 @@ async function main(): Promise<void> {
   // ----- claims -----
   const names = cfg.methods.map((m) => m.name);
   // A claim names methods by their default labels; it is judged only where the label still runs that method.
-  const defaults = METHODS.map((m) => parseMethod(m));
-  const notDefault = names.filter((n) => {
-    const d = defaults.find((x) => x.name === n);
-    return d !== undefined && formatMethod(d) !== formatMethod(cfg.methods.find((m) => m.name === n)!);
-  });
+  const standard = defaultLabels(METHODS, cfg.methods);
   const by = (label: string) => runs.filter((r) => r.label === label);
   const quarterMean = (r: Run) => {
     const q = Math.ceil(r.losses.length / 4);
@@ -258,7 +254,7 @@ async function main(): Promise<void> {
       magnitude: meanStd(rs.map((r) => r.magnitude.all)),
     };
   });
-  const get = (m: string) => (notDefault.includes(m) ? undefined : rows.find((r) => r.m === m));
+  const get = (m: string) => (standard.ok(m) ? rows.find((r) => r.m === m) : undefined);
   const claims: (Claim | string)[] = [];
   const perSeed = (m: string, f: (r: Run) => number) =>
     cfg.seeds.map((s) => f(runs.find((x) => x.label === m && x.seed === s)!));
@@ -308,12 +304,7 @@ async function main(): Promise<void> {
       uniform ? "not reproduced (uniform)" : "reproduced",
     ));
   }
-  if (notDefault.length > 0) {
-    claims.push(
-      `Not judged: the claims name the default methods, and ${notDefault.map((n) => `"${n}"`).join(", ")} ` +
-        `ran ${notDefault.map((n) => formatMethod(cfg.methods.find((m) => m.name === n)!)).join(", ")} here.`,
-    );
-  }
+  if (standard.note !== null) claims.push(standard.note);
   if (stability) {
     const worst = Math.min(...Object.values(stability));
     claims.push(

@@ -29,6 +29,7 @@ import {
   attachMethod,
   barPlot,
   type Claim,
+  defaultLabels,
   distinctList,
   equivalenceClaim,
   type FineTuneRun,
@@ -266,12 +267,14 @@ async function main(): Promise<void> {
   const names = cfg.methods.map((m) => m.name);
   const rows = ranks.flatMap((r) => at(r).map((m) => summarise(runs, m, r, sourceBefore)));
   const get = (m: string, r: number) => rows.find((x) => x.method === m && x.rank === r);
-  const claims: Claim[] = [];
+  const claims: (Claim | string)[] = [];
+  // A claim names methods by their default labels; it is judged only where the label still runs that method.
+  const standard = defaultLabels(METHODS, cfg.methods);
   const perSeed = (m: string, r: number, f: (x: Run) => number) =>
     cfg.seeds.map((s) => f(runs.find((x) => x.label === runLabel(m, r) && x.seed === s)!));
   const val = (x: Run) => x.valLoss;
   for (const r of ranks) {
-    const has = (m: string) => get(m, r) !== undefined;
+    const has = (m: string) => get(m, r) !== undefined && standard.ok(m);
     for (const other of ["pissa", "lora"].filter(has)) {
       if (!has("loram")) continue;
       // "Matches or beats": judged as "beats" (a match is what an inconclusive verdict is consistent with).
@@ -375,6 +378,7 @@ async function main(): Promise<void> {
         .map((c, i) => ({ ...c, name: at(r)[i] })),
     });
   }
+  if (standard.note !== null) claims.push(standard.note);
   await writeReport(results, {
     title: "exp:init-sweep",
     setting:

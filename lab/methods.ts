@@ -182,6 +182,35 @@ function readMethod(text: string, defaults: readonly MethodSpec[]): MethodSpec {
 }
 
 /**
+ * Which labels still run the experiment's default method of that name: a claim names methods by their default
+ * labels ("pissa", "eva-rho2"), and is judged only where the label runs that method (`--method lora=pissa` makes
+ * "lora" PiSSA). `note` names the others, for the report (null when there are none).
+ *
+ * @param defaults The experiment's default method specs.
+ * @param methods The methods run.
+ * @returns A test of each label, and the note.
+ */
+export function defaultLabels(
+  defaults: readonly string[],
+  methods: readonly MethodSpec[],
+): { ok: (label: string) => boolean; note: string | null } {
+  const standard = defaults.map((d) => parseMethod(d));
+  const changed = methods.filter((m) => {
+    const d = standard.find((x) => x.name === m.name);
+    return d !== undefined && formatMethod(d) !== formatMethod(m);
+  });
+  const off = new Set(changed.map((m) => m.name));
+  return {
+    ok: (label) => !off.has(label),
+    note: changed.length === 0
+      ? null
+      : `Not judged: the claims name the default methods, and ${
+        changed.map((m) => `"${m.name}" ran ${formatMethod(m)}`).join(", ")
+      } here.`,
+  };
+}
+
+/**
  * A spec as one command-line line, `NAME=INIT[:key=value,...]` (options, then settings, each sorted by key; a bare
  * `NAME` for an initialisation run as it is under its own name), which {@link parseMethod} reads back to the same
  * spec.

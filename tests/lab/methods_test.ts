@@ -1,7 +1,13 @@
 /** Method specs: the command-line form, YAML, validation by each initialisation's schema, and the config key. */
 import { deepEqual, equal, match, throws } from "node:assert/strict";
 import { z } from "../../deps.ts";
-import { formatMethod, methodsField, type MethodSpec, parseMethod } from "../../lab/methods.ts";
+import {
+  defaultLabels,
+  formatMethod,
+  methodsField,
+  type MethodSpec,
+  parseMethod,
+} from "../../lab/methods.ts";
 import { ConfigError, configUsage, parseConfig } from "../../lab/config.ts";
 import { TestRng } from "../_helpers.ts";
 
@@ -135,4 +141,17 @@ Deno.test("methods key: errors name the entry, the key and where it came from", 
   const usage = configUsage(Config, options);
   match(usage, /--method <value>\s+add one entry to --methods/);
   match(usage, /--methods .*default: \["lora","eva-rho2=eva:rho=2","pissa"\]/);
+});
+
+Deno.test("defaultLabels: a claim's label counts only while it runs the default method of that name", () => {
+  const defaults = ["lora", "eva-rho2=eva:rho=2", "pissa"];
+  const run = ["lora=pissa", "eva-rho2=eva:rho=2", "dora=lora:useDora=true", "pissa=pissa:exact=true"]
+    .map((m) => parseMethod(m, defaults.map((d) => parseMethod(d))));
+  const { ok: judged, note } = defaultLabels(defaults, run);
+  deepEqual(["lora", "eva-rho2", "dora", "pissa"].map(judged), [false, true, true, false]);
+  equal(
+    note,
+    'Not judged: the claims name the default methods, and "lora" ran lora=pissa, "pissa" ran pissa=pissa:exact=true here.',
+  );
+  equal(defaultLabels(defaults, defaults.map((d) => parseMethod(d))).note, null);
 });
