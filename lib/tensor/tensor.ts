@@ -333,10 +333,16 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   square(): Tensor<S, D> {
     return this.#wrap(mk(Op.Mul, [this.#node, this.#node], null));
   }
-  /** `1/(1+e^-x)`. */
+  /** `1/(1+e^-x)`, with gradient `σ(x)(1 − σ(x))`. */
   sigmoid(): Tensor<S, D> {
     checkFloat("sigmoid", this.dtype);
-    return this.neg().exp().add(1).reciprocal() as Tensor<S, D>;
+    // Differentiating the composite multiplies e^-x (inf below x ≈ -88.7) by 1/(1+e^-x)² (0 there): NaN.
+    // d σ(x) = σ(x)(1 − σ(x)) · g
+    const value = this.neg().exp().add(1).reciprocal().#node;
+    return this.#wrap(customVjpNode(value, [this.#node], (g, out) => {
+      const s = new Tensor<Shape, D>(out);
+      return [new Tensor<Shape, D>(g).mul(s.mul(s.neg().add(1))).#node];
+    }));
   }
   /** This tensor with its shape widened to `Shape` (for internal composites). */
   get #l(): Tensor<Shape, D> {

@@ -5,7 +5,7 @@
  */
 import { ok } from "node:assert/strict";
 import { concat, type DeviceName, rand, type Shape, type Tensor, tensor } from "../../mod.ts";
-import { customVjp, gradcheck, stopGradient, valueAndGrad } from "../../lib/autodiff/mod.ts";
+import { customVjp, grad, gradcheck, stopGradient, valueAndGrad } from "../../lib/autodiff/mod.ts";
 import { backprop } from "../../lib/autodiff/grad.ts";
 import { constNode } from "../../lib/ir/node.ts";
 import { Tensor as TensorClass } from "../../lib/tensor/tensor.ts";
@@ -189,5 +189,30 @@ Deno.test("relu: value max(x, 0), gradient 1 above 0 and 0 at and below 0", asyn
     assertClose([await value.item()], [xs.reduce((s, v) => s + Math.max(v, 0), 0)], { rtol: 1e-6 });
     const y = Array.from((await tensor([-2, 0, 3], { device }).relu().data()) as Float32Array);
     ok(Object.is(y[0], 0) && Object.is(y[1], 0) && y[2] === 3, `${device}: ${y}`);
+  }
+});
+
+Deno.test("sigmoid and silu: gradients σ(1 − σ) and σ + x·σ(1 − σ), finite and accurate far below 0", async () => {
+  const rng = new TestRng(1302);
+  // Fresh values in [-120, 30], where e^-x overflows f32 below -88.7, with the points -100, -90, -50 and 0.
+  const xs = [-100, -90, -50, 0, ...Array.from({ length: 60 }, () => -120 + 150 * rng.next())];
+  const sig = (v: number) => 1 / (1 + Math.exp(-v));
+  const dSig = xs.map((v) => sig(v) * (1 - sig(v)));
+  const dSilu = xs.map((v, i) => sig(v) + v * dSig[i]);
+  for (const device of ["cpu", "wasm", "webgpu"] as const) {
+    const x = tensor(Float32Array.from(xs), { device }) as F;
+    const gs = grad((p: F) => p.sigmoid().sum())(x);
+    const gl = grad((p: F) => p.silu().sum())(x);
+    // σ in f32 carries exp's error (a few ulp, more on GPUs for |x| near 100); below x ≈ -87 σ is subnormal or 0
+    // in f32, hence the absolute 1e-37. Above 0, 1 − σ is rounded to 2⁻²⁴ ≈ 6e-8 absolute (σ(20) is 1 in f32, as
+    // in PyTorch), so positive x get 1e-7 more.
+    const above = xs.map((v) => (v > 0 ? 1e-7 : 0));
+    assertClose(await gs.data(), dSig, {
+      rtol: 1e-4,
+      atol: 1e-37,
+      atolEach: above,
+      what: `${device}: d sigmoid/dx`,
+    });
+    assertClose(await gl.data(), dSilu, { rtol: 1e-4, atol: 1e-35, what: `${device}: d silu/dx` });
   }
 });

@@ -19,9 +19,11 @@ import {
   mse,
   normalParam,
   softplus,
+  swiglu,
   uniformParam,
 } from "../../lib/nn/mod.ts";
-import { assertClose, TestRng } from "../_helpers.ts";
+import { valueAndGrad } from "../../lib/autodiff/mod.ts";
+import { assertClose, reference, TestRng } from "../_helpers.ts";
 
 type F = Tensor<Shape, "f32">;
 
@@ -143,6 +145,23 @@ Deno.test("activations: leakyRelu and a softplus that does not overflow", async 
   );
   const mlp = new Mlp([3, 4, 2], { seed: 1, activation: (x) => leakyRelu(x) });
   equal(mlp.forward(tensor([[1, 2, 3]])).shape.join(), "1,2");
+});
+
+Deno.test("swiglu: gradients stay finite with gate pre-activations far below 0", async () => {
+  const rng = new TestRng(26);
+  for (const device of ["cpu", "wasm", "webgpu"] as const) {
+    const mk = (shape: number[], scale: number) =>
+      tensor(rng.normals(shape[0] * shape[1], scale), { shape, device }) as F;
+    // Gate weights of scale 40 put about half the pre-activations x·w1ᵀ beyond ±88.7, where e^-x overflows f32.
+    const p = { x: mk([4, 8], 1), w1: mk([16, 8], 40), w2: mk([8, 16], 1), w3: mk([16, 8], 1) };
+    ok((await p.x.matmul(p.w1.T).data()).some((v) => v < -100));
+    const { grads } = valueAndGrad((q: typeof p) => swiglu(q.x, q.w1, q.w2, q.w3).sum())(p);
+    for (const k of ["x", "w1", "w2", "w3"] as const) {
+      const want = await reference(grads[k]); // float64, where e^100 is finite
+      // Sums of 16 products reaching ~100·|w|: f32 rounding ~1e-5 relative to the largest term.
+      assertClose(await grads[k].data(), want, { rtol: 1e-4, atol: 1e-3, what: `${device}: d/d${k}` });
+    }
+  }
 });
 
 Deno.test("crossEntropy matches host float64 with ignore-index and weights; mse", async () => {
