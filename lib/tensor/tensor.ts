@@ -473,7 +473,10 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   ): Tensor<Reduced<S, A, K>, D> {
     checkFloat("logsumexp", this.dtype);
     const axes = normAxes("logsumexp", this.shape, axis);
-    const m = this.#wrap<Shape, D>(this.#reduce(Op.ReduceMax, "logsumexp", axes, true));
+    const max = this.#wrap<Shape, D>(this.#reduce(Op.ReduceMax, "logsumexp", axes, true));
+    // An infinite max (all -inf, or a +inf) shifts by 0, as in PyTorch: x − max would be inf − inf = NaN where the
+    // result is -inf or +inf.
+    const m = max.abs().eq(Infinity).where(0, max);
     const s = this.#l.sub(m).exp().#reduce(Op.Sum, "logsumexp", axes, true);
     const out = this.#wrap<Shape, D>(s).log().add(m);
     return (opts?.keepdims ? out : out.reshape(reduced(this.shape, axes, false))) as unknown as Tensor<
