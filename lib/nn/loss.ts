@@ -75,12 +75,15 @@ export function crossEntropy(
     rule: `is neither one of the ${classes} classes (0..${classes - 1}) nor the ignore index ${ignore}`,
   });
   const reduction = opts.reduction ?? "mean";
-  const onehot = targets.oneHot(classes) as F32;
-  let w = targets.ne(ignore).cast("f32") as F32;
+  const keep = targets.ne(ignore);
+  const hit = targets.oneHot(classes, "bool");
+  let w = keep.cast("f32") as F32;
   if (opts.weights !== undefined) w = w.mul(opts.weights) as F32;
   // The mean divides by the total weight; max() keeps an all-ignored batch at 0 instead of 0/0.
   const denom = reduction === "mean" ? (w.sum().maximum(1e-12) as F32) : null;
-  const perRow = (lg: F32) => lg.logsumexp(-1).sub(lg.mul(onehot).sum(-1)).mul(w) as F32;
+  // The target logit is selected, not multiplied by a one-hot (a -inf logit times 0 is NaN); an ignored line is 0
+  // whatever its logits.
+  const perRow = (lg: F32) => keep.where(lg.logsumexp(-1).sub(hit.where(lg, 0).sum(-1)), 0).mul(w) as F32;
   const fused = customVjp(
     (lg: F32) => {
       const rows = perRow(lg);
@@ -88,11 +91,12 @@ export function crossEntropy(
       const total = rows.sum() as F32;
       return (denom === null ? total : total.div(denom)) as F32;
     },
-    // d/dlogits = (softmax − onehot) · w · g (/ total weight for the mean)
+    // d/dlogits = (softmax − onehot) · w · g (/ total weight for the mean), 0 on ignored lines
     (g, _out, lg) => {
       let coef = reduction === "none" ? w.mul(g as F32) as F32 : w.mul(g.reshape([]) as F32) as F32;
       if (denom !== null) coef = coef.div(denom) as F32;
-      return [lg.softmax(-1).sub(onehot).mul(coef.unsqueeze(-1) as F32) as F32];
+      const d = lg.softmax(-1).sub(hit.cast("f32")).mul(coef.unsqueeze(-1) as F32);
+      return [keep.unsqueeze(-1).where(d, 0) as F32];
     },
   );
   return fused(logits) as Tensor<number[], "f32">;

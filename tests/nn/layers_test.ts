@@ -164,6 +164,55 @@ Deno.test("swiglu: gradients stay finite with gate pre-activations far below 0",
   }
 });
 
+Deno.test("crossEntropy over logits with -inf entries: selected, not multiplied by a one-hot", async () => {
+  const rng = new TestRng(27);
+  const [n, c] = [10, 7];
+  // Lines with about a third of the logits -inf (never the target's); lines 3 and 7 ignored, line 7 all -inf.
+  const targets = Int32Array.from({ length: n }, (_, i) => (i === 3 || i === 7 ? -100 : rng.int(0, c - 1)));
+  const logits = Array.from(
+    { length: n },
+    (_, i) =>
+      Array.from(
+        { length: c },
+        (_, j) => i === 7 || (j !== targets[i] && rng.next() < 0.35) ? -Infinity : 3 * rng.normal(),
+      ),
+  );
+  // Float64 closed forms: the loss of a kept line, and its gradient softmax − onehot (0 on ignored lines).
+  const lse = (row: number[]) => {
+    const m = Math.max(...row);
+    return m + Math.log(row.reduce((s, v) => s + Math.exp(v - m), 0));
+  };
+  const kept = [...targets.keys()].filter((i) => targets[i] !== -100);
+  const nll = logits.map((row, i) => (targets[i] === -100 ? 0 : lse(row) - row[targets[i]]));
+  const mean = kept.reduce((s, i) => s + nll[i], 0) / kept.length;
+  const dMean = logits.flatMap((row, i) =>
+    row.map((
+      v,
+      j,
+    ) => (targets[i] === -100 ? 0 : (Math.exp(v - lse(row)) - (j === targets[i] ? 1 : 0)) / kept.length))
+  );
+  for (const device of ["cpu", "wasm", "webgpu"] as const) {
+    const lg = tensor(Float32Array.from(logits.flat()), { shape: [n, c], device }) as F;
+    const tg = tensor(targets, { dtype: "i32", device });
+    // Sums of 7 exponentials and a log of values ~10: a few ulp.
+    const tol = { rtol: 1e-5, atol: 1e-6 };
+    assertClose(await crossEntropy(lg, tg, { reduction: "none" }).data(), nll, {
+      ...tol,
+      what: `${device} none`,
+    });
+    const { value, grads } = valueAndGrad((p: { lg: F }) => crossEntropy(p.lg, tg))({ lg });
+    assertClose([await value.item()], [mean], { ...tol, what: `${device} mean` });
+    assertClose(await grads.lg.data(), dMean, { ...tol, what: `${device} d mean` });
+  }
+  // PyTorch 2 (float32): F.cross_entropy(tensor([[0., 1., -inf]]), tensor([1])) = 0.31326166 and, with a second
+  // line of -inf ignored, F.cross_entropy(tensor([[0., 1., 2.], [-inf] * 3]), tensor([1, -100])) = 1.40760589.
+  const lg = tensor([[0, 1, -Infinity]]) as F;
+  assertClose([await crossEntropy(lg, tensor([1], { dtype: "i32" })).item()], [0.31326166], { rtol: 1e-6 });
+  const ignored = tensor([[0, 1, 2], [-Infinity, -Infinity, -Infinity]]) as F;
+  const t2 = tensor([1, -100], { dtype: "i32" });
+  assertClose([await crossEntropy(ignored, t2).item()], [1.40760589], { rtol: 1e-6 });
+});
+
 Deno.test("crossEntropy matches host float64 with ignore-index and weights; mse", async () => {
   const rng = new TestRng(25);
   const [n, c] = [12, 7];
