@@ -18,7 +18,7 @@ export interface CrossEntropyOptions {
   ignoreIndex?: number;
   /**
    * Per-target weights or a 0/1 label mask, shaped like `targets` (e.g. 1 on answer tokens, 0 on the prompt).
-   * Multiplied with the ignore-index mask.
+   * Multiplied with the ignore-index mask. Gradients flow to them: d/dw of the weighted sum is the per-target loss.
    */
   weights?: F32;
   /** `"mean"` (default: weighted mean over the kept targets, 0 when none is kept), `"sum"` or `"none"`. */
@@ -77,29 +77,23 @@ export function crossEntropy(
   const reduction = opts.reduction ?? "mean";
   const keep = targets.ne(ignore);
   const hit = targets.oneHot(classes, "bool");
-  let w = keep.cast("f32") as F32;
-  if (opts.weights !== undefined) w = w.mul(opts.weights) as F32;
-  // The mean divides by the total weight; max() keeps an all-ignored batch at 0 instead of 0/0.
-  const denom = reduction === "mean" ? (w.sum().maximum(1e-12) as F32) : null;
   // The target logit is selected, not multiplied by a one-hot (a -inf logit times 0 is NaN); an ignored line is 0
   // whatever its logits.
-  const perRow = (lg: F32) => keep.where(lg.logsumexp(-1).sub(hit.where(lg, 0).sum(-1)), 0).mul(w) as F32;
-  const fused = customVjp(
-    (lg: F32) => {
-      const rows = perRow(lg);
-      if (reduction === "none") return rows;
-      const total = rows.sum() as F32;
-      return (denom === null ? total : total.div(denom)) as F32;
-    },
-    // d/dlogits = (softmax − onehot) · w · g (/ total weight for the mean), 0 on ignored lines
+  const perLine = customVjp(
+    (lg: F32) => keep.where(lg.logsumexp(-1).sub(hit.where(lg, 0).sum(-1)), 0) as F32,
+    // d/dlogits = (softmax − onehot) · g, 0 on ignored lines
     (g, _out, lg) => {
-      let coef = reduction === "none" ? w.mul(g as F32) as F32 : w.mul(g.reshape([]) as F32) as F32;
-      if (denom !== null) coef = coef.div(denom) as F32;
-      const d = lg.softmax(-1).sub(hit.cast("f32")).mul(coef.unsqueeze(-1) as F32);
+      const d = lg.softmax(-1).sub(hit.cast("f32")).mul(g.unsqueeze(-1) as F32);
       return [keep.unsqueeze(-1).where(d, 0) as F32];
     },
   );
-  return fused(logits) as Tensor<number[], "f32">;
+  // Weights enter outside the fused rule, so that gradients flow to them too (d/dw of Σ w·CE is the CE).
+  const w = (opts.weights === undefined ? keep.cast("f32") : keep.where(opts.weights, 0)) as F32;
+  const rows = perLine(logits).mul(w) as F32;
+  if (reduction === "none") return rows as Tensor<number[], "f32">;
+  const total = rows.sum() as F32;
+  // The mean divides by the total weight; max() keeps an all-ignored batch at 0 instead of 0/0.
+  return (reduction === "sum" ? total : total.div(w.sum().maximum(1e-12))) as Tensor<number[], "f32">;
 }
 
 /** Options of {@link mse}. */

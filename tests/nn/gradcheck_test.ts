@@ -116,7 +116,11 @@ Deno.test("gradcheck: cross-entropy with ignore-index, weights and every reducti
     const r = await gradcheck((lg) => crossEntropy(lg as F, targets, { reduction }), [mk([3, 4, 5], -3, 3)]);
     // Rows with an ignored target get no gradient.
     for (const row of [1, 6]) ok(r.analytic[0].slice(row * 5, row * 5 + 5).every((v) => v === 0));
-    await gradcheck((lg) => crossEntropy(lg as F, targets, { reduction, weights }), [mk([3, 4, 5], -3, 3)]);
+    // With respect to the weights as well: d/dw of Σ w·CE is the CE (0 at an ignored target).
+    const f = (lg: Tensor, w: Tensor) => crossEntropy(lg as F, targets, { reduction, weights: w as F });
+    const rw = await gradcheck(f, [mk([3, 4, 5], -3, 3), weights]);
+    ok(rw.analytic[1].some((v) => v !== 0), `${reduction}: the gradient of the weights is zero`);
+    for (const i of [1, 6]) ok(rw.analytic[1][i] === 0, `${reduction}: ignored target ${i}`);
   }
   await gradcheck((lg) => crossEntropy(lg as F, ids([4], 3)), [mk([4, 3], -30, 30)]);
 });

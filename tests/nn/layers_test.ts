@@ -22,7 +22,7 @@ import {
   swiglu,
   uniformParam,
 } from "../../lib/nn/mod.ts";
-import { valueAndGrad } from "../../lib/autodiff/mod.ts";
+import { grad, valueAndGrad } from "../../lib/autodiff/mod.ts";
 import { assertClose, reference, TestRng } from "../_helpers.ts";
 
 type F = Tensor<Shape, "f32">;
@@ -244,6 +244,14 @@ Deno.test("crossEntropy matches host float64 with ignore-index and weights; mse"
   });
   const none = await crossEntropy(lg, tg, { reduction: "none" }).data();
   assertClose(none, Array.from(targets, (t, i) => (t === -100 ? 0 : nll(i))), { rtol: 1e-5, atol: 1e-6 });
+  // d/dw of Σ w·CE is the CE of each kept target.
+  const dw = await grad((w: F) => crossEntropy(lg, tg, { weights: w, reduction: "sum" }))(tensor(weights))
+    .data();
+  assertClose(dw, Array.from(targets, (t, i) => (t === -100 ? 0 : nll(i))), {
+    rtol: 1e-5,
+    atol: 1e-6,
+    what: "d/dw",
+  });
   const allIgnored = tensor(new Int32Array(n).fill(-100), { dtype: "i32" });
   equal(await crossEntropy(lg, allIgnored).item(), 0);
   // Large logits stay finite.
