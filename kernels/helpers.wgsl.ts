@@ -7,9 +7,18 @@
 
 /** Helper sources by name. */
 export const WGSL_HELPERS = {
-  /** tanh without overflow for large |x| (some drivers return NaN from the builtin there). */
+  /**
+   * tanh without overflow for large |x| (some drivers return NaN from the builtin there). Below |x| = 0.625,
+   * where 1 − e(-2|x|) loses digits, Cephes' tanhf polynomial x + x³·P(x²) (within 2 ulp of f32).
+   */
   tanh: `fn tanh_(x: f32) -> f32 {
-  let e = exp(-2.0 * abs(x));
+  let ax = abs(x);
+  if (ax < 0.625) {
+    let s = x * x;
+    let p = (((-5.70498872745e-3 * s + 2.06390887954e-2) * s - 5.37397155531e-2) * s + 1.33314422036e-1) * s;
+    return x + x * s * (p - 3.33332819422e-1);
+  }
+  let e = exp(-2.0 * ax);
   return sign(x) * (1.0 - e) / (1.0 + e);
 }`,
   /** pow with the sign rules of Math.pow for negative bases and zero. */

@@ -339,3 +339,22 @@ for (const device of ["webgpu", "wasm"] as const) {
     }
   });
 }
+
+Deno.test("tanh is within 4 ulp of float64 on every device, for |x| from 1e-30 to 30", async () => {
+  const rng = new TestRng(2001);
+  // Log-uniform magnitudes, so that most draws are near 0, where e^(-2|x|) alone would leave only the digits of
+  // 1 − e (tanh(1e-7) came out as 1.192e-7).
+  const xs = Float32Array.from(
+    { length: 4000 },
+    () => (rng.next() < 0.5 ? -1 : 1) * 10 ** (-30 + 31.5 * rng.next()),
+  );
+  for (const device of ["cpu", "wasm", "webgpu"] as const) {
+    const got = await tensor(xs, { device }).tanh().data();
+    for (let i = 0; i < xs.length; i++) {
+      const want = Math.fround(Math.tanh(xs[i]));
+      // One ulp of f32 at `want`; 4 of them leave room for the exp of a GPU (3 ulp and more in WGSL's bounds).
+      const ulp = 2 ** (Math.floor(Math.log2(Math.abs(want))) - 23);
+      assertClose([got[i]], [want], { rtol: 0, atol: 4 * ulp, what: `${device} tanh(${xs[i]})` });
+    }
+  }
+});
