@@ -115,7 +115,11 @@ function castExpr(e: KExpr, to: DType): string {
   const a = ref(e);
   if (e.dtype === to) return a;
   if (e.dtype === "bool") return `select(${literal(0, to)}, ${literal(1, to)}, ${a})`;
-  if (to === "bool") return `(${a} != ${literal(0, e.dtype)})`;
+  if (to === "bool") {
+    if (e.dtype !== "f32" && e.dtype !== "f16") return `(${a} != ${literal(0, e.dtype)})`;
+    // By the bits, as the other backends see it: NaN is true (a compiler assuming finite floats may fold `NaN != 0`).
+    return `((bitcast<u32>(${e.dtype === "f16" ? `f32(${a})` : a}) & 0x7fffffffu) != 0u)`;
+  }
   if ((e.dtype === "f32" || e.dtype === "f16") && (to === "i32" || to === "u32")) {
     // WGSL clamps out-of-range values to the largest f32 below 2^31 (2^32) and leaves NaN unspecified; the other
     // backends and the reference truncate, saturate at the type's maximum and give 0 for NaN.

@@ -67,6 +67,14 @@ const cases: Case[] = [
     atol: 0,
   },
   {
+    // NaN casts to true, as in C, NumPy and PyTorch (a shader compiler may assume NaN != 0 is false).
+    name: "cast f32->bool, NaN and infinities included",
+    build: (_mk, _r, dev) =>
+      tensor([NaN, 0, -0, 1e-30, -2, Infinity, -Infinity], { device: dev }).mul(1).cast("bool"),
+    rtol: 0,
+    atol: 0,
+  },
+  {
     name: "cast i32->f32",
     build: (mk) => mk([40], { lo: -100, hi: 100, int: true }).cast("i32").cast("f32"),
     ...EW,
