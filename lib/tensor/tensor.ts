@@ -389,7 +389,12 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     if (op === Op.ReduceMax && axes.some((a) => this.shape[a] === 0)) {
       throw new RangeError(`${name}: cannot reduce over an empty axis of shape ${fmt(this.shape)}`);
     }
-    const r = mk(op, [this.#node], { axes });
+    // A sum over an empty axis is the constant 0, a launch parameter: a loop that runs zero times leaves a 0 the
+    // shader compiler sees, and lavapipe folds 0 / x to 0 through it (the mean of an empty axis was 0, not NaN).
+    const empty = op === Op.Sum && axes.some((a) => this.shape[a] === 0);
+    const r = empty
+      ? constNode(0, reduced(this.shape, axes, true), this.dtype, this.device)
+      : mk(op, [this.#node], { axes });
     const out = reduced(this.shape, axes, keepdims);
     return keepdims ? r : mk(Op.Reshape, [r], { shape: out });
   }

@@ -299,6 +299,13 @@ const cases: Case[] = [
   },
   { name: "size-0 matmul", build: (mk) => mk([0, 4]).matmul(mk([4, 3])), rtol: 0, atol: 0 },
   { name: "sum over empty axis", build: (mk) => mk([3, 0]).sum(1), rtol: 0, atol: 0 },
+  // 0/0: NaN, as in NumPy and PyTorch.
+  {
+    name: "mean and var over an empty axis",
+    build: (mk) => mk([3, 0]).mean(1).add(mk([3, 0]).var(1)),
+    rtol: 0,
+    atol: 0,
+  },
 ];
 
 function maker(rng: TestRng, dev: DeviceName): Make {
