@@ -108,10 +108,11 @@ export const VJP_RULES: { [O in Op]: VjpRule } = {
     const wx = y.lt(x).where(1, x.eq(y).where(0.5, 0)) as unknown as F32;
     return [t(g).mul(wx).node, t(g).mul(wx.neg().add(1)).node];
   },
-  // d(x^y) = (y·x^(y-1)·g, x^y·log x·g), the second taken as 0 where x ≤ 0
+  // d(x^y) = (y·x^(y-1)·g, x^y·log x·g), the first taken as 0 where y = 0 (0·0^-1 would be NaN at x = 0, as
+  // PyTorch), the second as 0 where x ≤ 0
   [Op.Pow]: (n, g) => {
     const [x, y] = [t(n.src[0]), t(n.src[1])];
-    const dx = t(g).mul(y).mul(x.pow(y.sub(1)));
+    const dx = y.eq(0).where(0, t(g).mul(y).mul(x.pow(y.sub(1)))) as unknown as F32;
     const dy = x.gt(0).where(t(g).mul(t(n)).mul(x.log()), 0) as unknown as F32;
     return [dx.node, dy.node];
   },

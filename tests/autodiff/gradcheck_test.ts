@@ -216,3 +216,21 @@ Deno.test("sigmoid and silu: gradients σ(1 − σ) and σ + x·σ(1 − σ), fi
     assertClose(await gl.data(), dSilu, { rtol: 1e-4, atol: 1e-35, what: `${device}: d silu/dx` });
   }
 });
+
+Deno.test("pow: d(x^y)/dx = y·x^(y-1), 0 where y = 0 at x = 0 too (PyTorch's rule), on every device", async () => {
+  const rng = new TestRng(1303);
+  // Fresh bases, a third of them exactly 0; integer exponents from 0 to 3, a third of them 0.
+  const xs = Array.from({ length: 30 }, (_, i) => (i % 3 === 0 ? 0 : 4 * rng.next() - 2));
+  const ys = Array.from({ length: 30 }, (_, i) => (i % 3 === 1 ? 0 : rng.int(0, 3)));
+  const want = xs.map((x, i) => (ys[i] === 0 ? 0 : ys[i] * x ** (ys[i] - 1)));
+  for (const device of ["cpu", "wasm", "webgpu"] as const) {
+    const x = tensor(Float32Array.from(xs), { device }) as F;
+    const y = tensor(Float32Array.from(ys), { device }) as F;
+    assertClose(await grad((p: F) => p.pow(y).sum())(x).data(), want, {
+      rtol: 1e-5,
+      what: `${device} d x^y`,
+    });
+    const zero = Array.from(await grad((p: F) => p.pow(0).sum())(x).data());
+    ok(zero.every((v) => v === 0), `${device}: d x^0 = ${zero}`);
+  }
+});
