@@ -7,6 +7,7 @@
  * @module
  */
 import { z } from "../deps.ts";
+import { DTYPES } from "./dtype.ts";
 
 /** A bad options object: `issues` holds one line per problem, each naming the key and the value given. */
 export class OptionsError extends RangeError {
@@ -109,6 +110,10 @@ function describe(issue: z.core.$ZodIssue, input: unknown): string {
       }`;
     }
     case "invalid_union":
+      // A discriminated union names its accepted discriminator values (`options`).
+      if ("options" in issue && Array.isArray(issue.options)) {
+        return `${key} must be one of ${issue.options.map((v) => JSON.stringify(v)).join(", ")}, got ${got}`;
+      }
       return `${key} must be ${issue.errors.length > 0 ? "one of the accepted forms" : "valid"}, got ${got}`;
     default:
       return `${key} ${issue.message}, got ${got}`;
@@ -128,6 +133,7 @@ function describe(issue: z.core.$ZodIssue, input: unknown): string {
  * ```ts
  * import { checkOptions, OptionsError } from "./options.ts";
  * import { z } from "../deps.ts";
+import { DTYPES } from "./dtype.ts";
  * const Schema = z.object({ rank: z.int().min(1) }).strict();
  * try {
  *   checkOptions("demo", Schema, { rank: 0 });
@@ -163,6 +169,21 @@ export const opt = {
     z.custom<(...args: never[]) => unknown>((v) => typeof v === "function", {
       message: "must be a function",
     }),
+  /** A device name. */
+  device: (): z.ZodEnum<{ webgpu: "webgpu"; wasm: "wasm"; cpu: "cpu" }> => z.enum(["webgpu", "wasm", "cpu"]),
+  /** A dtype name. */
+  dtype: (): z.ZodType<string> => z.enum(DTYPES as [string, ...string[]]),
+  /** A tensor (any shape and dtype; the function checks those itself). */
+  tensor: (): z.ZodType<object> =>
+    z.custom<object>(
+      (v) => typeof v === "object" && v !== null && "shape" in v && "dtype" in v && "node" in v,
+      {
+        message: "must be a tensor",
+      },
+    ),
+  /** Any object (parts a layer is built around; the function checks what it needs). */
+  object: (): z.ZodType<object> =>
+    z.custom<object>((v) => typeof v === "object" && v !== null, { message: "must be an object" }),
   /** Which parameters: a RegExp over paths, a list of paths, or a predicate `(path, tensor) => boolean`. */
   paramFilter: (): z.ZodType<RegExp | readonly string[] | ((...args: never[]) => unknown)> =>
     z.union([z.instanceof(RegExp), z.array(z.string()), opt.fn()]),

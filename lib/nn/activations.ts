@@ -4,6 +4,8 @@
  *
  * @module
  */
+import { z } from "../../deps.ts";
+import { checkOptions, opt } from "../options.ts";
 import type { Shape } from "../shape.ts";
 import { rand, tensor } from "../tensor/creation.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -90,6 +92,14 @@ function addMod1(a: Tensor<Shape, "f32">, b: Tensor<Shape, "f32">): Tensor<Shape
  */
 export type DropoutKey = Tensor<[4], "i32">;
 
+const DEVICE_OPTIONS = z.object({ device: opt.device().optional() }).strict();
+const DROPOUT_OPTIONS = z.object({
+  seed: opt.seed().optional(),
+  key: opt.tensor().optional(),
+  salt: z.int().optional(),
+  training: z.boolean().optional(),
+}).strict();
+
 function keyRows(seed: number): Int32Array {
   if (!Number.isInteger(seed)) throw new TypeError(`dropout: seed must be an integer, got ${seed}`);
   return Int32Array.from(
@@ -112,6 +122,7 @@ function keyRows(seed: number): Int32Array {
  * ```
  */
 export function dropoutKey(seed: number, opts: { device?: Tensor["device"] } = {}): DropoutKey {
+  checkOptions("dropoutKey", DEVICE_OPTIONS, opts);
   return tensor(keyRows(seed), { dtype: "i32", device: opts.device }) as unknown as DropoutKey;
 }
 
@@ -166,6 +177,7 @@ export function dropout<S extends Shape>(
   rate: number,
   opts: DropoutOptions,
 ): Tensor<S, "f32"> {
+  checkOptions("dropout", DROPOUT_OPTIONS, opts);
   if (!(rate >= 0 && rate < 1)) throw new RangeError(`dropout: rate must be in [0, 1), got ${rate}`);
   if ((opts.seed === undefined) === (opts.key === undefined)) {
     throw new TypeError("dropout: pass exactly one of seed and key");

@@ -6,7 +6,9 @@
  *
  * @module
  */
+import { z } from "../../deps.ts";
 import type { DeviceName } from "../ir/node.ts";
+import { checkOptions, opt } from "../options.ts";
 import type { Shape } from "../shape.ts";
 import { arange, tensor } from "../tensor/creation.ts";
 import { Tensor } from "../tensor/tensor.ts";
@@ -52,6 +54,52 @@ export type RopeScaling =
     readonly originalMaxPositionEmbeddings: number;
   };
 
+const ROPE_SCALING = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("linear"), factor: opt.positive() }).strict(),
+  z.object({
+    type: z.literal("llama3"),
+    factor: opt.positive(),
+    lowFreqFactor: opt.positive(),
+    highFreqFactor: opt.positive(),
+    originalMaxPositionEmbeddings: opt.positive(),
+  }).strict(),
+]);
+const ROPE_TABLES = z.object({ cos: opt.tensor(), sin: opt.tensor() });
+const ROPE_TABLE_OPTIONS = z.object({
+  theta: opt.positive().optional(),
+  scaling: ROPE_SCALING.optional(),
+  start: opt.index().optional(),
+  device: opt.device().optional(),
+}).strict();
+const CAUSAL_ATTENTION_OPTIONS = z.object({
+  scale: opt.number().optional(),
+  causal: z.boolean().optional(),
+  fused: z.boolean().optional(),
+  rope: ROPE_TABLES.optional(),
+}).strict();
+const ATTENTION_OPTIONS = z.object({
+  nHeads: opt.count(),
+  nKvHeads: opt.count().optional(),
+  headDim: opt.count().optional(),
+  rope: z.boolean().optional(),
+  ropeTheta: opt.positive().optional(),
+  bias: z.boolean().optional(),
+  qkNorm: z.boolean().optional(),
+  normEps: opt.nonNegative().optional(),
+  seed: opt.seed().optional(),
+  device: opt.device().optional(),
+  layers: z.object({
+    wq: opt.object(),
+    wk: opt.object(),
+    wv: opt.object(),
+    wo: opt.object(),
+    q_norm: opt.object().optional(),
+    k_norm: opt.object().optional(),
+  }).strict().optional(),
+}).strict();
+const ATTENTION_FORWARD_OPTIONS = z.object({ start: opt.index().optional(), rope: ROPE_TABLES.optional() })
+  .strict();
+
 /**
  * The rotary inverse frequencies `θ_i = theta^(−2i/headDim)`, `i < headDim/2`, rescaled by `scaling`, rounded
  * step by step to float32 as `transformers` (and llama2.c's `run.c`) compute them.
@@ -70,6 +118,7 @@ export function ropeInverseFrequencies(headDim: number, theta = 1e4, scaling?: R
   if (!(theta > 0) || !Number.isFinite(theta)) {
     throw new RangeError(`ropeInverseFrequencies: theta must be a positive number, got ${theta}`);
   }
+  if (scaling !== undefined) checkOptions("ropeInverseFrequencies: scaling", ROPE_SCALING, scaling);
   const f = Math.fround;
   const half = headDim / 2;
   const inv = new Float64Array(half);
@@ -123,6 +172,7 @@ export interface RopeTableOptions {
  * ```
  */
 export function ropeTables(headDim: number, length: number, opts: RopeTableOptions = {}): RopeTables {
+  checkOptions("ropeTables", ROPE_TABLE_OPTIONS, opts);
   if (!Number.isInteger(headDim) || headDim < 2 || headDim % 2 !== 0) {
     throw new RangeError(`ropeTables: headDim must be an even integer >= 2, got ${headDim}`);
   }
@@ -292,6 +342,7 @@ export function causalAttention(
   v: F32,
   opts: CausalAttentionOptions = {},
 ): Tensor<number[], "f32"> {
+  checkOptions("causalAttention", CAUSAL_ATTENTION_OPTIONS, opts);
   if (q.ndim !== 4 || k.ndim !== 4 || v.ndim !== 4) {
     throw new RangeError(
       `causalAttention: q, k, v must be [batch, time, heads, headDim], got [${q.shape.join(", ")}], ` +
@@ -465,6 +516,7 @@ export class Attention extends Module {
   /** A layer for inputs `[batch, time, dim]`: new seeded projections, or `opts.layers`. */
   constructor(dim: number, opts: AttentionOptions) {
     super();
+    checkOptions("Attention", ATTENTION_OPTIONS, opts);
     const nKv = opts.nKvHeads ?? opts.nHeads;
     if (
       opts.nHeads % nKv !== 0 ||
@@ -551,6 +603,7 @@ export class Attention extends Module {
 
   /** Causal attention over `x` (`[batch, time, dim]`). */
   forward(x: F32, opts: AttentionForwardOptions = {}): Tensor<number[], "f32"> {
+    checkOptions("Attention.forward", ATTENTION_FORWARD_OPTIONS, opts);
     if (x.ndim !== 3) {
       throw new RangeError(`Attention: x must be [batch, time, dim], got [${x.shape.join(", ")}]`);
     }

@@ -11,6 +11,8 @@
  *
  * @module
  */
+import { z } from "../../deps.ts";
+import { checkOptions } from "../options.ts";
 import { stack } from "../tensor/creation.ts";
 import type { F32, Tensor } from "../tensor/tensor.ts";
 
@@ -27,6 +29,8 @@ export interface NonFiniteTensor {
   /** That value (`NaN`, `Infinity` or `-Infinity`). */
   value: number;
 }
+
+const CHECK_FINITE_OPTIONS = z.object({ what: z.string(), hint: z.string().optional() }).strict();
 
 /** Options of {@link checkFinite}. */
 export interface CheckFiniteOptions {
@@ -93,6 +97,7 @@ export async function checkFinite(
   tensors: readonly (readonly [string, Tensor])[],
   options: CheckFiniteOptions,
 ): Promise<void> {
+  checkOptions("checkFinite", CHECK_FINITE_OPTIONS, options);
   const floats = tensors.filter(([, t]) => (t.dtype === "f32" || t.dtype === "f16") && t.size > 0);
   if (floats.length === 0) return;
   const sums = floats.map(([, t]) => {

@@ -6,7 +6,9 @@
  *
  * @module
  */
+import { z } from "../../deps.ts";
 import type { DeviceName } from "../ir/node.ts";
+import { checkOptions, opt } from "../options.ts";
 import { mix32, randUniform } from "../ir/rng.ts";
 import type { Shape, Writable } from "../shape.ts";
 import { tensor } from "../tensor/creation.ts";
@@ -19,6 +21,9 @@ export interface InitOptions {
   /** Device of the new tensor (default: the default device). */
   device?: DeviceName;
 }
+
+const INIT_OPTIONS = z.object({ seed: opt.seed(), device: opt.device().optional() }).strict();
+const CONSTANT_OPTIONS = z.object({ device: opt.device().optional() }).strict();
 
 function count(shape: Shape, what: string): number {
   for (const d of shape) {
@@ -68,6 +73,7 @@ export function uniformParam<const S extends Shape>(
   high: number,
   opts: InitOptions,
 ): Tensor<Writable<S>, "f32"> {
+  checkOptions("uniformParam", INIT_OPTIONS, opts);
   const n = count(shape, "uniformParam");
   const seed = checkSeed(opts.seed, "uniformParam");
   const data = new Float32Array(n);
@@ -90,6 +96,7 @@ export function normalParam<const S extends Shape>(
   std: number,
   opts: InitOptions,
 ): Tensor<Writable<S>, "f32"> {
+  checkOptions("normalParam", INIT_OPTIONS, opts);
   const n = count(shape, "normalParam");
   const seed = checkSeed(opts.seed, "normalParam");
   const data = new Float32Array(n);
@@ -115,6 +122,7 @@ export function constantParam<const S extends Shape>(
   value: number,
   opts: { device?: DeviceName } = {},
 ): Tensor<Writable<S>, "f32"> {
+  checkOptions("constantParam", CONSTANT_OPTIONS, opts);
   const data = new Float32Array(count(shape, "constantParam")).fill(value);
   return tensor(data, { shape: [...shape], device: opts.device }) as unknown as Tensor<Writable<S>, "f32">;
 }

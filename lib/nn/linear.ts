@@ -4,7 +4,9 @@
  *
  * @module
  */
+import { z } from "../../deps.ts";
 import { customVjp } from "../autodiff/grad.ts";
+import { checkOptions, opt } from "../options.ts";
 import type { DeviceName } from "../ir/node.ts";
 import type { Shape } from "../shape.ts";
 import type { F16, F32, Tensor } from "../tensor/tensor.ts";
@@ -81,6 +83,17 @@ export interface LinearLayer extends Module {
   forward(x: F32): Tensor<number[], "f32">;
 }
 
+const LINEAR_OPTIONS = z.object({
+  seed: opt.seed(),
+  bias: z.boolean().optional(),
+  device: opt.device().optional(),
+}).strict();
+const EMBEDDING_OPTIONS = z.object({
+  seed: opt.seed(),
+  std: opt.nonNegative().optional(),
+  device: opt.device().optional(),
+}).strict();
+
 /** Options of {@link Linear}. */
 export interface LinearOptions {
   /** Seed of the initialisation. */
@@ -112,13 +125,12 @@ export class Linear extends Module implements LinearLayer {
   /** A layer with fresh parameters. */
   constructor(inFeatures: number, outFeatures: number, opts: LinearOptions) {
     super();
+    checkOptions("Linear", LINEAR_OPTIONS, opts);
     const bound = 1 / Math.sqrt(inFeatures);
-    this.weight = uniformParam([outFeatures, inFeatures], -bound, bound, opts);
+    const device = opts.device;
+    this.weight = uniformParam([outFeatures, inFeatures], -bound, bound, { seed: opts.seed, device });
     if (opts.bias ?? true) {
-      this.bias = uniformParam([outFeatures], -bound, bound, {
-        ...opts,
-        seed: deriveSeed(opts.seed, "bias"),
-      });
+      this.bias = uniformParam([outFeatures], -bound, bound, { seed: deriveSeed(opts.seed, "bias"), device });
     }
   }
 
@@ -223,7 +235,8 @@ export class Embedding extends Module {
   /** A table with normal initial values. */
   constructor(num: number, dim: number, opts: EmbeddingOptions) {
     super();
-    this.weight = normalParam([num, dim], opts.std ?? 1, opts);
+    checkOptions("Embedding", EMBEDDING_OPTIONS, opts);
+    this.weight = normalParam([num, dim], opts.std ?? 1, { seed: opts.seed, device: opts.device });
   }
 
   /** Number of rows. */

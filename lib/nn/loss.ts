@@ -4,13 +4,23 @@
  *
  * @module
  */
+import { z } from "../../deps.ts";
 import { customVjp } from "../autodiff/grad.ts";
+import { checkOptions, opt } from "../options.ts";
 import type { Shape } from "../shape.ts";
 import { checkHostValues, type Tensor } from "../tensor/tensor.ts";
 import type { F32 } from "./linear.ts";
 
 /** How per-element losses are combined: their weighted mean, their weighted sum, or none (per element). */
 export type Reduction = "mean" | "sum" | "none";
+
+const REDUCTION = z.enum(["mean", "sum", "none"]);
+const CROSS_ENTROPY_OPTIONS = z.object({
+  ignoreIndex: z.int().optional(),
+  weights: opt.tensor().optional(),
+  reduction: REDUCTION.optional(),
+}).strict();
+const MSE_OPTIONS = z.object({ reduction: REDUCTION.optional() }).strict();
 
 /** Options of {@link crossEntropy}. */
 export interface CrossEntropyOptions {
@@ -46,6 +56,7 @@ export function crossEntropy(
   targets: Tensor<Shape, "i32">,
   opts: CrossEntropyOptions = {},
 ): Tensor<number[], "f32"> {
+  checkOptions("crossEntropy", CROSS_ENTROPY_OPTIONS, opts);
   if (logits.ndim < 1) throw new RangeError("crossEntropy: logits need a class axis");
   const lead = logits.shape.slice(0, -1);
   const classes = logits.shape[logits.ndim - 1];
@@ -113,6 +124,7 @@ export interface MseOptions {
  * ```
  */
 export function mse(pred: F32, target: F32, opts: MseOptions = {}): Tensor<number[], "f32"> {
+  checkOptions("mse", MSE_OPTIONS, opts);
   const sq = pred.sub(target).square() as F32;
   const reduction = opts.reduction ?? "mean";
   if (reduction === "none") return sq as Tensor<number[], "f32">;

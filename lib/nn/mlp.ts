@@ -3,7 +3,9 @@
  *
  * @module
  */
+import { z } from "../../deps.ts";
 import type { DeviceName } from "../ir/node.ts";
+import { checkOptions, opt } from "../options.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { type Activation, relu } from "./activations.ts";
 import { deriveSeed } from "./init.ts";
@@ -26,6 +28,18 @@ export function swiglu(x: F32, w1: F32, w2: F32, w3: F32): Tensor<number[], "f32
   const gate = linear(x, w1).silu() as F32;
   return linear(gate.mul(linear(x, w3)) as F32, w2);
 }
+
+const SWIGLU_OPTIONS = z.object({
+  seed: opt.seed().optional(),
+  bias: z.boolean().optional(),
+  device: opt.device().optional(),
+  layers: z.object({ w1: opt.object(), w2: opt.object(), w3: opt.object() }).strict().optional(),
+}).strict();
+const MLP_OPTIONS = z.object({
+  seed: opt.seed(),
+  activation: opt.fn().optional(),
+  device: opt.device().optional(),
+}).strict();
 
 /** Options of {@link SwiGLU}. */
 export interface SwiGLUOptions {
@@ -61,6 +75,7 @@ export class SwiGLU extends Module {
   /** A block for inputs `[..., dim]` with `hidden` inner units: new seeded projections, or `opts.layers`. */
   constructor(dim: number, hidden: number, opts: SwiGLUOptions) {
     super();
+    checkOptions("SwiGLU", SWIGLU_OPTIONS, opts);
     if (opts.layers !== undefined) {
       ({ w1: this.w1, w2: this.w2, w3: this.w3 } = opts.layers);
       return;
@@ -110,6 +125,7 @@ export class Mlp extends Module {
   /** An MLP with the given layer sizes (at least two). */
   constructor(sizes: readonly number[], opts: MlpOptions) {
     super();
+    checkOptions("Mlp", MLP_OPTIONS, opts);
     if (sizes.length < 2) {
       throw new RangeError(`Mlp: need at least [in, out] sizes, got [${sizes.join(", ")}]`);
     }

@@ -18,7 +18,12 @@
  *
  * @module
  */
+import { z } from "../../deps.ts";
+import { checkOptions, opt } from "../options.ts";
 import { realize, Tensor } from "../tensor/tensor.ts";
+
+const FILTER_OPTIONS = z.object({ filter: opt.paramFilter().optional() }).strict();
+const LOAD_OPTIONS = z.object({ strict: z.boolean().optional() }).strict();
 
 /**
  * Base class of layers. It has no fields of its own: a subclass's public fields are its parameters and
@@ -158,6 +163,7 @@ export function paramFilter(filter: ParamFilter | undefined): (path: string, ten
  * ```
  */
 export function namedParameters(root: object, opts: { filter?: ParamFilter } = {}): [string, Tensor][] {
+  checkOptions("namedParameters", FILTER_OPTIONS, opts);
   const keep = paramFilter(opts.filter);
   const out: [string, Tensor][] = [];
   walk(root, (path, v) => {
@@ -171,6 +177,7 @@ export function namedParameters(root: object, opts: { filter?: ParamFilter } = {
  * `valueAndGrad` differentiates with respect to, and what optimisers and checkpoints work on.
  */
 export function parameters(root: object, opts: { filter?: ParamFilter } = {}): ParamDict {
+  checkOptions("parameters", FILTER_OPTIONS, opts);
   return Object.fromEntries(namedParameters(root, opts));
 }
 
@@ -219,6 +226,7 @@ export function modelFacts(root: object): unknown[] {
 
 /** Total number of parameter elements below `root`. */
 export function parameterCount(root: object, opts: { filter?: ParamFilter } = {}): number {
+  checkOptions("parameterCount", FILTER_OPTIONS, opts);
   return namedParameters(root, opts).reduce((a, [, t]) => a + t.size, 0);
 }
 
@@ -320,6 +328,7 @@ export function replaceTensors(root: object, swap: ReadonlyMap<Tensor, Tensor>):
  * ```
  */
 export function loadParameters(root: object, params: ParamDict, opts: { strict?: boolean } = {}): void {
+  checkOptions("loadParameters", LOAD_OPTIONS, opts);
   const current = new Map(namedParameters(root));
   const unknown = Object.keys(params).filter((p) => !current.has(p));
   if (unknown.length > 0 && (opts.strict ?? true)) {

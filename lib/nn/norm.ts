@@ -4,7 +4,9 @@
  *
  * @module
  */
+import { z } from "../../deps.ts";
 import type { DeviceName } from "../ir/node.ts";
+import { checkOptions, opt } from "../options.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { constantParam } from "./init.ts";
 import type { F32 } from "./linear.ts";
@@ -19,6 +21,14 @@ function checkLast(what: string, x: F32, t: F32 | undefined, name: string): void
     );
   }
 }
+
+const NORM_OPTIONS = z.object({ eps: opt.nonNegative().optional() }).strict();
+const LAYER_NORM_MODULE_OPTIONS = NORM_OPTIONS.extend({
+  affine: z.boolean().optional(),
+  bias: z.boolean().optional(),
+  device: opt.device().optional(),
+}).strict();
+const RMS_NORM_MODULE_OPTIONS = NORM_OPTIONS.extend({ device: opt.device().optional() }).strict();
 
 /** Options of {@link layerNorm}. */
 export interface LayerNormOptions {
@@ -43,6 +53,7 @@ export function layerNorm(
   bias?: F32,
   opts: LayerNormOptions = {},
 ): Tensor<number[], "f32"> {
+  checkOptions("layerNorm", NORM_OPTIONS, opts);
   checkLast("layerNorm", x, weight, "weight");
   checkLast("layerNorm", x, bias, "bias");
   const eps = opts.eps ?? 1e-5;
@@ -73,6 +84,7 @@ export interface RmsNormOptions {
  * ```
  */
 export function rmsNorm(x: F32, weight?: F32, opts: RmsNormOptions = {}): Tensor<number[], "f32"> {
+  checkOptions("rmsNorm", NORM_OPTIONS, opts);
   checkLast("rmsNorm", x, weight, "weight");
   const eps = opts.eps ?? 1e-5;
   const ms = x.square().mean(-1, { keepdims: true }) as F32;
@@ -113,11 +125,12 @@ export class LayerNorm extends Module {
   /** A layer for inputs whose last axis is `dim`. */
   constructor(dim: number, opts: LayerNormModuleOptions = {}) {
     super();
+    checkOptions("LayerNorm", LAYER_NORM_MODULE_OPTIONS, opts);
     this.#dim = dim;
     this.#eps = opts.eps ?? 1e-5;
     if (opts.affine ?? true) {
-      this.weight = constantParam([dim], 1, opts);
-      if (opts.bias ?? true) this.bias = constantParam([dim], 0, opts);
+      this.weight = constantParam([dim], 1, { device: opts.device });
+      if (opts.bias ?? true) this.bias = constantParam([dim], 0, { device: opts.device });
     }
   }
 
@@ -162,8 +175,9 @@ export class RMSNorm extends Module {
   /** A layer for inputs whose last axis is `dim`. */
   constructor(dim: number, opts: RMSNormModuleOptions = {}) {
     super();
+    checkOptions("RMSNorm", RMS_NORM_MODULE_OPTIONS, opts);
     this.#eps = opts.eps ?? 1e-5;
-    this.weight = constantParam([dim], 1, opts);
+    this.weight = constantParam([dim], 1, { device: opts.device });
   }
 
   /** Normalised size. */

@@ -6,7 +6,9 @@
  *
  * @module
  */
+import { z } from "../../deps.ts";
 import type { DeviceName } from "../ir/node.ts";
+import { checkOptions, opt } from "../options.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { Attention, type AttentionForwardOptions, type CachedStep } from "./attention.ts";
 import { deriveSeed } from "./init.ts";
@@ -26,6 +28,22 @@ export interface TransformerBlockLayers {
   /** SwiGLU feed-forward. */
   feed_forward: SwiGLU;
 }
+
+const BLOCK_OPTIONS = z.object({
+  nHeads: opt.count(),
+  nKvHeads: opt.count().optional(),
+  hiddenDim: opt.count(),
+  normEps: opt.nonNegative().optional(),
+  ropeTheta: opt.positive().optional(),
+  seed: opt.seed().optional(),
+  device: opt.device().optional(),
+  layers: z.object({
+    attention_norm: opt.object(),
+    attention: opt.object(),
+    ffn_norm: opt.object(),
+    feed_forward: opt.object(),
+  }).strict().optional(),
+}).strict();
 
 /** Options of {@link TransformerBlock}. */
 export interface TransformerBlockOptions {
@@ -71,6 +89,7 @@ export class TransformerBlock extends Module {
   /** A block of width `dim`: new seeded parts, or `opts.layers`. */
   constructor(dim: number, opts: TransformerBlockOptions) {
     super();
+    checkOptions("TransformerBlock", BLOCK_OPTIONS, opts);
     let layers = opts.layers;
     if (layers === undefined) {
       const seed = opts.seed;

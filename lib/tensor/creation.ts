@@ -4,7 +4,9 @@
  *
  * @module
  */
+import { z } from "../../deps.ts";
 import { checkDType, type DType } from "../dtype.ts";
+import { checkOptions, opt } from "../options.ts";
 import { checkShape, fmt, type Shape, type Writable } from "../shape.ts";
 import { constNode, type DeviceName, iotaNode, mk, randNode } from "../ir/node.ts";
 import { Op } from "../ir/ops.ts";
@@ -18,6 +20,15 @@ export interface CreateOptions<D extends DType = DType> {
   /** `"webgpu"`, `"wasm"` or `"cpu"` (default: the default device, see `getDefaultDevice`). */
   device?: DeviceName;
 }
+
+const CREATE_FIELDS = { dtype: opt.dtype().optional(), device: opt.device().optional() };
+const CREATE_OPTIONS = z.object(CREATE_FIELDS).strict();
+const TENSOR_OPTIONS = z.object({ ...CREATE_FIELDS, shape: z.array(z.number()).optional() }).strict();
+const RAND_OPTIONS = z.object({
+  dtype: z.literal("f32").optional(),
+  device: opt.device().optional(),
+  seed: opt.seed().optional(),
+}).strict();
 
 /** Nested arrays of numbers or booleans. */
 export type Nested = number | boolean | readonly Nested[];
@@ -83,6 +94,7 @@ export function tensor(
   data: Nested | ArrayLike<number>,
   opts: CreateOptions & { shape?: Shape } = {},
 ): unknown {
+  checkOptions("tensor", TENSOR_OPTIONS, opts);
   const device = opts.device ?? getDefaultDevice();
   if (opts.shape !== undefined || ArrayBuffer.isView(data)) {
     const shape = checkShape("tensor", opts.shape ?? [(data as ArrayLike<number>).length]);
@@ -107,6 +119,7 @@ export function full<const S extends Shape, D extends DType = "f32">(
   value: number,
   opts: CreateOptions<D> = {},
 ): Tensor<Writable<S>, D> {
+  checkOptions("full", CREATE_OPTIONS, opts);
   const s = checkShape("full", shape);
   const dtype = checkDType(opts.dtype ?? "f32", "full");
   return new Tensor(constNode(value, s, dtype, opts.device ?? getDefaultDevice()));
@@ -117,6 +130,7 @@ export function zeros<const S extends Shape, D extends DType = "f32">(
   shape: S,
   opts: CreateOptions<D> = {},
 ): Tensor<Writable<S>, D> {
+  checkOptions("zeros", CREATE_OPTIONS, opts);
   return full(shape, 0, opts);
 }
 
@@ -125,6 +139,7 @@ export function ones<const S extends Shape, D extends DType = "f32">(
   shape: S,
   opts: CreateOptions<D> = {},
 ): Tensor<Writable<S>, D> {
+  checkOptions("ones", CREATE_OPTIONS, opts);
   return full(shape, 1, opts);
 }
 
@@ -135,6 +150,7 @@ export function arange<D extends DType = "f32">(
   step = 1,
   opts: CreateOptions<D> = {},
 ): Tensor<[number], D> {
+  checkOptions("arange", CREATE_OPTIONS, opts);
   const [lo, hi] = stop === undefined ? [0, start] : [start, stop];
   if (step === 0 || !Number.isFinite(step)) {
     throw new RangeError(`arange: step must be finite and non-zero, got ${step}`);
@@ -157,6 +173,7 @@ export function eye<N extends number, M extends number = N, D extends DType = "f
   m?: M,
   opts: CreateOptions<D> = {},
 ): Tensor<[N, M], D> {
+  checkOptions("eye", CREATE_OPTIONS, opts);
   const cols = m ?? n;
   checkShape("eye", [n, cols]);
   const device = opts.device ?? getDefaultDevice();
@@ -192,6 +209,7 @@ export interface RandOptions extends CreateOptions<"f32"> {
  * ```
  */
 export function rand<const S extends Shape>(shape: S, opts: RandOptions = {}): Tensor<Writable<S>, "f32"> {
+  checkOptions("rand", RAND_OPTIONS, opts);
   const s = checkShape("rand", shape);
   const seed = opts.seed ?? nextSeed();
   if (!Number.isInteger(seed)) throw new TypeError(`rand: seed must be an integer, got ${seed}`);
@@ -200,6 +218,7 @@ export function rand<const S extends Shape>(shape: S, opts: RandOptions = {}): T
 
 /** Standard normal values (Box–Muller over pairs of uniforms from {@link rand}). */
 export function randn<const S extends Shape>(shape: S, opts: RandOptions = {}): Tensor<Writable<S>, "f32"> {
+  checkOptions("randn", RAND_OPTIONS, opts);
   const s = checkShape("randn", shape);
   const u = rand([...s, 2], opts);
   const u1 = u.slice(...s.map(() => null), 0).neg().add(1); // in (0, 1]

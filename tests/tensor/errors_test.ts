@@ -51,7 +51,7 @@ Deno.test("dtype errors name the op and the dtypes", () => {
     /gather: indices must be an i32 or u32 tensor/,
   );
   throws(() => ones([3]).cast("f64" as "f32"), /unknown dtype "f64"/);
-  throws(() => rand([2], { seed: 1.5 }), /seed must be an integer/);
+  throws(() => rand([2], { seed: 1.5 }), /rand: option "seed" must be an integer, got 1\.5/);
 });
 
 Deno.test("tensors on different devices cannot be combined", () => {
