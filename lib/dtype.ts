@@ -63,6 +63,35 @@ export function checkFloat(op: string, d: DType): void {
   }
 }
 
+/** Whether dtype `d` holds the number `v` exactly (floats round every number, so they hold all). */
+export function holds(d: DType, v: number): boolean {
+  switch (d) {
+    case "f32":
+    case "f16":
+      return true;
+    case "i32":
+      return Number.isInteger(v) && v >= -2147483648 && v <= 2147483647;
+    case "u32":
+      return Number.isInteger(v) && v >= 0 && v <= 4294967295;
+    case "bool":
+      return v === 0 || v === 1;
+  }
+}
+
+/**
+ * Runtime twin of the rule that a number operand of an op on a tensor of dtype `d` is a value of `d`: converting
+ * 1.5 to i32 (or −1 to u32) before comparing or multiplying would give a wrong answer.
+ */
+export function checkScalar(op: string, d: DType, v: number): number {
+  if (!holds(d, v)) {
+    throw new TypeError(
+      `Cannot ${op} a tensor of dtype ${d} and the number ${v}, which ${d} does not hold; ` +
+        `cast the tensor first (e.g. .cast("f32"))`,
+    );
+  }
+  return v;
+}
+
 /** Rounds a float64 value to what dtype `d` stores (the CPU reference keeps float64 until the store). */
 export function roundTo(d: DType, x: number): number {
   switch (d) {

@@ -5,7 +5,7 @@
  * @module
  */
 import { z } from "../../deps.ts";
-import { checkDType, type DType } from "../dtype.ts";
+import { checkDType, type DType, holds } from "../dtype.ts";
 import { checkOptions, opt } from "../options.ts";
 import { checkShape, fmt, type Shape, type Writable } from "../shape.ts";
 import { constNode, type DeviceName, iotaNode, mk, randNode } from "../ir/node.ts";
@@ -158,9 +158,10 @@ export function arange<D extends DType = "f32">(
   const n = Math.max(0, Math.ceil((hi - lo) / step));
   const dtype = checkDType(opts.dtype ?? "f32", "arange");
   const device = opts.device ?? getDefaultDevice();
-  const iota = new Tensor<[number], DType>(
-    iotaNode(n, dtype === "i32" ? "i32" : dtype === "u32" ? "u32" : "f32", device),
-  );
+  // Integer values are computed in the integer dtype where it holds every one of them, else in f32 and cast.
+  const exact = (dtype === "i32" || dtype === "u32") &&
+    [lo, step, lo + (n - 1) * step].every((v) => holds(dtype, v));
+  const iota = new Tensor<[number], DType>(iotaNode(n, exact ? dtype : "f32", device));
   let t = iota as Tensor<[number], DType>;
   if (step !== 1) t = t.mul(step) as Tensor<[number], DType>;
   if (lo !== 0) t = t.add(lo) as Tensor<[number], DType>;

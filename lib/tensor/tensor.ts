@@ -10,6 +10,7 @@ import {
   checkDType,
   checkFloat,
   checkSameDType,
+  checkScalar,
   type DataArray,
   type DType,
   DTYPE_INFO,
@@ -55,7 +56,7 @@ const NO_NODES: ReadonlySet<Node> = new Set();
 /** Nested arrays as returned by {@link Tensor.toArray}. */
 export type NestedArray = number | NestedArray[];
 
-/** Operand of a binary op: a tensor of the same dtype, or a number (converted to that dtype). */
+/** Operand of a binary op: a tensor of the same dtype, or a number that dtype holds exactly (see `checkScalar`). */
 export type Operand<D extends DType> = Tensor<Shape, D> | number;
 
 /**
@@ -149,7 +150,7 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   }
 
   #operand(op: string, other: Operand<D>): Node {
-    if (typeof other === "number") return this.#const(other, []);
+    if (typeof other === "number") return this.#const(checkScalar(op, this.dtype, other), []);
     if (!(other instanceof Tensor)) {
       throw new TypeError(`${op}: expected a Tensor or a number, got ${typeof other}`);
     }
@@ -182,7 +183,11 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   /** Elementwise difference with broadcasting. */
   sub<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, D>;
   sub(other: Operand<D>): unknown {
-    return this.#wrap(this.#binary(Op.Add, "sub", typeof other === "number" ? -other : other.neg()));
+    if (typeof other !== "number") return this.#wrap(this.#binary(Op.Add, "sub", other.neg()));
+    checkScalar("sub", this.dtype, other);
+    // x − v = x + (−v), with −v wrapped into the integer dtype's range as integer addition wraps.
+    const neg = this.dtype === "i32" ? -other | 0 : this.dtype === "u32" ? -other >>> 0 : -other;
+    return this.#wrap(this.#binary(Op.Add, "sub", neg));
   }
   /** Elementwise product with broadcasting. */
   mul(other: number): Tensor<S, D>;
@@ -218,6 +223,7 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   /** Elementwise minimum with broadcasting. */
   minimum<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, D>;
   minimum(other: Operand<D>): unknown {
+    if (typeof other === "number") checkScalar("minimum", this.dtype, other);
     const b = typeof other === "number" ? -other : other.neg();
     return this.#wrap<Shape, D>(this.neg().#binary(Op.Max, "minimum", b)).neg();
   }
@@ -280,8 +286,8 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   where<T extends DType>(a: Tensor<Shape, T> | number, b: Tensor<Shape, T> | number): Tensor<number[], T> {
     if (this.dtype !== "bool") throw new TypeError(`where: condition must be bool, got ${this.dtype}`);
     const dt = a instanceof Tensor ? a.dtype : b instanceof Tensor ? b.dtype : "f32";
-    const an = a instanceof Tensor ? a.#node : constNode(a, [], dt, this.device);
-    const bn = b instanceof Tensor ? b.#node : constNode(b, [], dt, this.device);
+    const an = a instanceof Tensor ? a.#node : constNode(checkScalar("where", dt, a), [], dt, this.device);
+    const bn = b instanceof Tensor ? b.#node : constNode(checkScalar("where", dt, b), [], dt, this.device);
     checkSameDType("where", an.dtype, bn.dtype);
     const shape = broadcast("where", broadcast("where", this.shape, an.shape), bn.shape);
     return this.#wrap(mk(Op.Where, [this.#node, an, bn].map((n) => Tensor.expandNode(n, shape)), null));
@@ -626,6 +632,7 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
         `pad: need one [before, after] pair of non-negative integers per axis of ${fmt(this.shape)}`,
       );
     }
+    checkScalar("pad", this.dtype, value);
     if (pads.every(([a, b]) => a === 0 && b === 0)) return this as unknown as Tensor<number[], D>;
     return this.#wrap(
       mk(Op.Pad, [this.#node], { pads: pads.map(([a, b]) => [a, b] as [number, number]), value }),
