@@ -63,6 +63,16 @@ export function checkFloat(op: string, d: DType): void {
   }
 }
 
+/**
+ * Runtime twin of the rule that arithmetic, ordering and reductions need numbers: a bool tensor holds truths, and
+ * adding or summing them would give a device-dependent answer (a bool holding 2, or a shader error).
+ */
+export function checkNumeric(op: string, d: DType): void {
+  if (d === "bool") {
+    throw new TypeError(`Cannot ${op} a tensor of dtype bool; cast it to i32 first (.cast("i32"))`);
+  }
+}
+
 /** Whether dtype `d` holds the number `v` exactly (floats round every number, so they hold all). */
 export function holds(d: DType, v: number): boolean {
   switch (d) {

@@ -204,7 +204,8 @@ function expr(e: KExpr): string {
       const op = e.op;
       switch (op) {
         case "neg":
-          return `(-${a})`;
+          // WGSL has no negation of u32: 0 − x wraps as the other devices' negation does.
+          return e.dtype === "u32" ? `(0u - ${a})` : `(-${a})`;
         case "recip":
           return `(${literal(1, e.dtype)} / ${a})`;
         case "exp":

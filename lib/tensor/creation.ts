@@ -244,6 +244,10 @@ export function concat<D extends DType>(tensors: readonly Tensor<Shape, D>[], ax
       );
     }
   }
+  // Padded pieces are added up: bool ones as i32, since bool has no addition.
+  if (first.dtype === "bool") {
+    return concat(tensors.map((t) => t.cast("i32")), axis).cast("bool") as Tensor<number[], D>;
+  }
   const total = tensors.reduce((a, t) => a + t.shape[ax], 0);
   let off = 0;
   let out: Tensor<Shape, D> | null = null;

@@ -9,6 +9,7 @@ import {
   allocData,
   checkDType,
   checkFloat,
+  checkNumeric,
   checkSameDType,
   checkScalar,
   type DataArray,
@@ -159,6 +160,7 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   }
 
   #binary(op: Op, name: string, other: Operand<D>, dtype?: DType): Node {
+    if (op !== Op.CmpEq) checkNumeric(name, this.dtype);
     const b = this.#operand(name, other);
     const shape = broadcast(name, this.shape, b.shape);
     return mk(op, [Tensor.expandNode(this.#node, shape), Tensor.expandNode(b, shape)], null, dtype);
@@ -166,6 +168,7 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
 
   #unary(op: Op, name: string, float = true): Tensor<S, D> {
     if (float) checkFloat(name, this.dtype);
+    checkNumeric(name, this.dtype);
     return this.#wrap(mk(op, [this.#node], null));
   }
 
@@ -183,6 +186,7 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   /** Elementwise difference with broadcasting. */
   sub<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, D>;
   sub(other: Operand<D>): unknown {
+    checkNumeric("sub", this.dtype);
     if (typeof other !== "number") return this.#wrap(this.#binary(Op.Add, "sub", other.neg()));
     checkScalar("sub", this.dtype, other);
     // x − v = x + (−v), with −v wrapped into the integer dtype's range as integer addition wraps.
@@ -224,6 +228,11 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   minimum<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, D>;
   minimum(other: Operand<D>): unknown {
     if (typeof other === "number") checkScalar("minimum", this.dtype, other);
+    if (!DTYPE_INFO[this.dtype].isFloat) {
+      // −max(−a, −b) is wrong where integer negation wraps (u32 0, i32 −2³¹): pick the smaller one instead.
+      const less = this.#wrap<Shape, "bool">(this.#binary(Op.CmpLt, "minimum", other));
+      return less.where(this.#l, other as Tensor<Shape, D> | number);
+    }
     const b = typeof other === "number" ? -other : other.neg();
     return this.#wrap<Shape, D>(this.neg().#binary(Op.Max, "minimum", b)).neg();
   }
@@ -239,14 +248,14 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   /** `this > other` elementwise. */
   gt<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, "bool">;
   gt(other: Operand<D>): unknown {
-    return this.#wrap(this.#gtNode(other));
+    return this.#wrap(this.#gtNode("gt", other));
   }
   /** `this <= other` elementwise. */
   le(other: number): Tensor<S, "bool">;
   /** `this <= other` elementwise. */
   le<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, "bool">;
   le(other: Operand<D>): unknown {
-    return this.#wrap<S, "bool">(this.#gtNode(other)).logicalNot();
+    return this.#wrap<S, "bool">(this.#gtNode("le", other)).logicalNot();
   }
   /** `this >= other` elementwise. */
   ge(other: number): Tensor<S, "bool">;
@@ -270,9 +279,10 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     return this.#wrap<S, "bool">(this.#binary(Op.CmpEq, "ne", other)).logicalNot();
   }
 
-  #gtNode(other: Operand<D>): Node {
-    const b = this.#operand("gt", other);
-    const shape = broadcast("gt", this.shape, b.shape);
+  #gtNode(name: string, other: Operand<D>): Node {
+    checkNumeric(name, this.dtype);
+    const b = this.#operand(name, other);
+    const shape = broadcast(name, this.shape, b.shape);
     return mk(Op.CmpLt, [Tensor.expandNode(b, shape), Tensor.expandNode(this.#node, shape)], null);
   }
 
@@ -337,6 +347,7 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   }
   /** `x*x`. */
   square(): Tensor<S, D> {
+    checkNumeric("square", this.dtype);
     return this.#wrap(mk(Op.Mul, [this.#node, this.#node], null));
   }
   /** `1/(1+e^-x)`, with gradient `σ(x)(1 − σ(x))`. */
@@ -391,6 +402,7 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     axis: number | readonly number[] | undefined,
     keepdims: boolean,
   ): Node {
+    checkNumeric(name, this.dtype);
     const axes = normAxes(name, this.shape, axis);
     if (op === Op.ReduceMax && axes.some((a) => this.shape[a] === 0)) {
       throw new RangeError(`${name}: cannot reduce over an empty axis of shape ${fmt(this.shape)}`);
@@ -442,17 +454,26 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     if (this.dtype === "u32" || this.dtype === "bool") {
       throw new TypeError(`min over ${this.dtype} is not supported; cast to i32 or f32 first`);
     }
-    return this.#wrap<Shape, D>(this.neg().#reduce(Op.ReduceMax, "min", axis, opts?.keepdims ?? false))
-      .neg() as Tensor<
+    const keep = opts?.keepdims ?? false;
+    if (this.dtype === "i32") {
+      // min x = ~max(~x) with ~x = −x − 1, an order-reversing map of i32 onto itself (−x alone wraps at −2³¹).
+      const flip = (t: Tensor<Shape, D>) => t.neg().add(-1) as Tensor<Shape, D>;
+      return flip(this.#wrap(flip(this.#l).#reduce(Op.ReduceMax, "min", axis, keep))) as Tensor<
         Reduced<S, A, K>,
         D
       >;
+    }
+    return this.#wrap<Shape, D>(this.neg().#reduce(Op.ReduceMax, "min", axis, keep)).neg() as Tensor<
+      Reduced<S, A, K>,
+      D
+    >;
   }
   /** Index of the maximum along `axis` (the first one on ties; the first NaN where there is one, as in PyTorch), as i32. */
   argmax<A extends number, K extends boolean = false>(
     axis: A & AxisArg<S, A>,
     opts?: { keepdims?: K },
   ): Tensor<Reduced<S, A, K>, "i32"> {
+    checkNumeric("argmax", this.dtype);
     const ax = normAxis("argmax", this.shape, axis);
     if (this.shape[ax] === 0) {
       throw new RangeError(`argmax: axis ${axis} of shape ${fmt(this.shape)} is empty`);
@@ -673,6 +694,7 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     const b0 = other as Tensor<S2, D>;
     const out = matmulShape(this.shape, b0.shape);
     checkSameDType("matmul", this.dtype, b0.dtype);
+    checkNumeric("matmul", this.dtype);
     let a = this.#node;
     let b = b0.#node;
     if (a.shape.length === 1) a = mk(Op.Reshape, [a], { shape: [1, a.shape[0]] });

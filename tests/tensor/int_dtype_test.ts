@@ -1,10 +1,12 @@
 /**
  * Integer and bool tensors on every device: a number operand the tensor's dtype does not hold (1.5 or 3e9 for i32,
  * −1 for u32) is refused, where it was converted first (i32 [1, 2] `.lt(1.5)` gave [F, F], PyTorch [T, F]); numbers
- * the dtype holds keep PyTorch's integer results, with subtraction wrapping as the integer ops do.
+ * the dtype holds keep PyTorch's integer results, with subtraction wrapping as the integer ops do. Arithmetic,
+ * ordering and reductions on bool are refused before any kernel is built (bool [1, 1, 0] summed to 1 on cpu, 2 on
+ * wasm and a shader error on webgpu); u32 subtraction, minimum and i32 min agree on every device.
  */
 import { deepEqual, throws } from "node:assert/strict";
-import { arange, type Shape, type Tensor, tensor } from "../../mod.ts";
+import { arange, concat, type Shape, type Tensor, tensor } from "../../mod.ts";
 
 const DEVICES = ["cpu", "wasm", "webgpu"] as const;
 type I = Tensor<Shape, "i32">;
@@ -50,5 +52,53 @@ for (const device of DEVICES) {
     // An integer arange with a fractional step counts as torch.arange(0, 2, 0.5, dtype=torch.int32): [0, 0, 1, 1].
     deepEqual(await values(arange(0, 2, 0.5, { dtype: "i32", device })), [0, 0, 1, 1]);
     deepEqual(await values(arange(5, 0, -1, { dtype: "u32", device })), [5, 4, 3, 2, 1]);
+  });
+
+  Deno.test(`${device}: arithmetic, ordering and reductions on bool are refused; equality, where and concat work`, async () => {
+    const b = bool([1, 1, 0]);
+    const refusal = (op: string) =>
+      new RegExp(`^TypeError: Cannot ${op} a tensor of dtype bool; cast it to i32 first`);
+    for (
+      const [op, f] of [
+        ["add", () => b.add(b)],
+        ["sub", () => b.sub(b)],
+        ["mul", () => b.mul(b)],
+        ["div", () => b.div(b)],
+        ["maximum", () => b.maximum(b)],
+        ["minimum", () => b.minimum(b)],
+        ["lt", () => b.lt(b)],
+        ["gt", () => b.gt(b)],
+        ["le", () => b.le(b)],
+        ["ge", () => b.ge(b)],
+        ["neg", () => b.neg()],
+        ["abs", () => b.abs()],
+        ["square", () => b.square()],
+        ["sum", () => b.sum()],
+        ["max", () => b.max()],
+        ["argmax", () => b.argmax(0)],
+        ["matmul", () => b.reshape([1, 3]).matmul(b.reshape([3, 1]))],
+      ] as const
+    ) throws(f, refusal(op), op);
+    // PyTorch counts trues as torch.tensor([True, True, False]).sum() = 2: here after the cast it asks for.
+    deepEqual(await values(b.cast("i32").sum()), [2]);
+    deepEqual(await values(b.eq(bool([1, 0, 0]))), [1, 0, 1]);
+    deepEqual(await values(b.where(i32([1, 2, 3]), 0)), [1, 2, 0]);
+    deepEqual(await values(concat([b, bool([1])])), [1, 1, 0, 1]);
+  });
+
+  Deno.test(`${device}: u32 subtraction wraps, integer minimum and i32 min are exact at the range ends`, async () => {
+    // u32: 3 − 1 = 2, 1 − 2 wraps to 2³² − 1 (as C's uint32_t); −x wraps the same way.
+    deepEqual(await values(u32([3, 1]).sub(u32([1, 2]))), [2, 4294967295]);
+    deepEqual(await values(u32([0, 1]).neg()), [0, 4294967295]);
+    // torch.minimum: min(0, 5) = 0 in u32, min(−2³¹, 0) = −2³¹ in i32 (−max(−a, −b) gave 5 and 0).
+    deepEqual(await values(u32([0, 7]).minimum(u32([5, 3]))), [0, 3]);
+    deepEqual(await values(u32([0, 7]).minimum(5)), [0, 5]);
+    deepEqual(await values(i32([-(2 ** 31), 7]).minimum(i32([0, 3]))), [-2147483648, 3]);
+    deepEqual(await values(i32([-(2 ** 31), 0, 5]).min()), [-2147483648]);
+    deepEqual(await values((i32([2 ** 31 - 1, -(2 ** 31), 3, 4]).reshape([2, 2]) as I).min(1)), [
+      -2147483648,
+      3,
+    ]);
+    deepEqual(await values(u32([2 ** 32 - 1, 3]).max()), [4294967295]);
   });
 }
