@@ -13,7 +13,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 31_250,
+  lib: 31_600,
   lab: 7_100,
   experiments: 4_200,
   bench: 4_300,
@@ -21,7 +21,7 @@ const BUDGETS: Record<string, number> = {
   cli: 700,
   tools: 1_150,
   examples: 120,
-  tests: 17_100,
+  tests: 17_600,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */
