@@ -25,6 +25,8 @@ const EXPERIMENTS: {
   needs?: string;
   /** Tells two runs of one experiment apart in the test name. */
   label?: string;
+  /** What summary.md must say besides some verdict. */
+  summary?: RegExp[];
 }[] = [
   {
     name: "eva",
@@ -95,6 +97,11 @@ const EXPERIMENTS: {
       "16",
     ],
     plots: ["prop1_sgd", "prop1_adam", "prop2_norms", "prop2_update", "prop2_loss"],
+    // --quick runs one seed: no spread, so the claims that need one say so.
+    summary: [
+      /Prop\. 2 \(a\), [^\n]*over 1 seed\(s\)[^\n]*\*\*inconclusive \(one seed\)\*\*/,
+      /Prop\. 2 \(b\)[^\n]*\*\*inconclusive \(one seed\)\*\*/,
+    ],
   },
   {
     name: "spectral_gain",
@@ -197,6 +204,7 @@ for (const e of EXPERIMENTS) {
       }
       const md = Deno.readTextFileSync(`${run}/summary.md`);
       match(md, /\*\*(reproduced|not reproduced|inconclusive)/);
+      for (const re of e.summary ?? []) match(md, re);
       await Deno.remove(dir, { recursive: true });
     },
   });
