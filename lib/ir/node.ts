@@ -7,6 +7,7 @@
 import type { DType } from "../dtype.ts";
 import { fmt } from "../shape.ts";
 import { Op, type OpArgs, SHAPE_RULES } from "./ops.ts";
+import { seed32 } from "./rng.ts";
 
 /** Where a tensor's data lives. */
 export type DeviceName = "webgpu" | "wasm" | "cpu";
@@ -158,7 +159,7 @@ export function iotaNode(n: number, dtype: DType, device: DeviceName): Node {
 
 /** Uniform [0, 1) f32 values from the counter-based generator, one per element of `shape`. */
 export function randNode(seed: number, shape: readonly number[], device: DeviceName): Node {
-  const s = seed >>> 0;
+  const s = seed32(seed, "rand");
   const key = `${Op.Rand}|f32|${device}|${shape.join(",")}||${s}`;
   const hit = consTable.get(key)?.deref();
   if (hit !== undefined) return hit;

@@ -17,6 +17,17 @@ export function mix32(x: number): number {
   return h >>> 0;
 }
 
+/**
+ * A seed as the 32 bits the generators take: itself in [0, 2³²); a seed outside that range (negative, or 2³² and
+ * beyond) mixes its high part in, so that it does not fall on one inside (1 and 2³² + 1 would otherwise be one
+ * stream). Throws on a seed that is not a safe integer.
+ */
+export function seed32(seed: number, what = "seed"): number {
+  if (!Number.isSafeInteger(seed)) throw new TypeError(`${what}: seed must be a safe integer, got ${seed}`);
+  const high = Math.floor(seed / 2 ** 32);
+  return high === 0 ? seed >>> 0 : mix32(((seed >>> 0) ^ mix32((high >>> 0) ^ 0x7f4a7c15)) >>> 0);
+}
+
 /** The raw 32 random bits of element `i` under `seed`. */
 export function randBits(seed: number, i: number): number {
   const k = mix32(seed ^ 0x9e3779b9);

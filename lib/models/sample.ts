@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { randUniform } from "../ir/rng.ts";
+import { randUniform, seed32 } from "../ir/rng.ts";
 import { tensor } from "../tensor/creation.ts";
 import type { Shape } from "../shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -190,7 +190,7 @@ export async function generate(
     await cache.realize(logits);
     const row = await logits.data() as Float32Array;
     logits.dispose();
-    const next = sampleToken(row, { temperature, topP, u: randUniform(seed >>> 0, i) });
+    const next = sampleToken(row, { temperature, topP, u: randUniform(seed32(seed, "generate"), i) });
     if (stop.has(next)) break;
     out.push(next);
     options.onToken?.(next);

@@ -9,7 +9,7 @@ import { checkOptions, opt } from "../options.ts";
 import type { Shape } from "../shape.ts";
 import { rand, tensor } from "../tensor/creation.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { mix32 } from "../ir/rng.ts";
+import { mix32, seed32 } from "../ir/rng.ts";
 import { Module } from "./module.ts";
 
 /** An elementwise activation. */
@@ -104,7 +104,7 @@ function keyRows(seed: number): Int32Array {
   if (!Number.isInteger(seed)) throw new TypeError(`dropout: seed must be an integer, got ${seed}`);
   return Int32Array.from(
     TABLE_SEEDS,
-    (_, t) => mix32(((seed >>> 0) ^ Math.imul(t + 1, 0x68e31da4)) >>> 0) % ROWS,
+    (_, t) => mix32((seed32(seed, "dropout") ^ Math.imul(t + 1, 0x68e31da4)) >>> 0) % ROWS,
   );
 }
 

@@ -9,7 +9,7 @@
 import { z } from "../../deps.ts";
 import type { DeviceName } from "../ir/node.ts";
 import { checkOptions, opt } from "../options.ts";
-import { mix32, randUniform } from "../ir/rng.ts";
+import { mix32, randUniform, seed32 } from "../ir/rng.ts";
 import type { Shape, Writable } from "../shape.ts";
 import { tensor } from "../tensor/creation.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -33,8 +33,7 @@ function count(shape: Shape, what: string): number {
 }
 
 function checkSeed(seed: number, what: string): number {
-  if (!Number.isInteger(seed)) throw new TypeError(`${what}: seed must be an integer, got ${seed}`);
-  return seed >>> 0;
+  return seed32(seed, what);
 }
 
 /**

@@ -10,6 +10,7 @@ import { checkOptions, opt } from "../options.ts";
 import { checkShape, fmt, type Shape, type Writable } from "../shape.ts";
 import { constNode, type DeviceName, iotaNode, mk, randNode } from "../ir/node.ts";
 import { Op } from "../ir/ops.ts";
+import { seed32 } from "../ir/rng.ts";
 import { getDefaultDevice } from "../runtime/realize.ts";
 import { fromData, Tensor } from "./tensor.ts";
 
@@ -186,7 +187,7 @@ export function eye<N extends number, M extends number = N, D extends DType = "f
 let globalSeed = 0x5eed;
 /** Sets the seed that `rand`/`randn` use when called without `{ seed }`. */
 export function setSeed(seed: number): void {
-  globalSeed = seed >>> 0;
+  globalSeed = seed32(seed, "setSeed");
 }
 function nextSeed(): number {
   globalSeed = (Math.imul(globalSeed, 1664525) + 1013904223) >>> 0;

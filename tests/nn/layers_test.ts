@@ -95,6 +95,19 @@ Deno.test("initialisers reproduce rand/randn of the same seed and give each para
   ok(a.node !== b.node, "two constant parameters are distinct nodes");
   notDeepEqual(deriveSeed(seed, "a"), deriveSeed(seed, "b"));
   equal(deriveSeed(seed, "layers", 3), deriveSeed(seed, "layers", 3));
+  // Seeds outside [0, 2³²) do not fall on one inside (1 and 2³² + 1, -1 and 2³² - 1 used to be one stream).
+  const s = 1 + Math.floor(new TestRng(88).next() * 1000);
+  for (const [x, y] of [[s, s + 2 ** 32], [-s, 2 ** 32 - s], [s, s + 2 ** 40]]) {
+    notDeepEqual(deriveSeed(x, "data"), deriveSeed(y, "data"), `${x} and ${y}`);
+    notDeepEqual(
+      await normalParam([4], 1, { seed: x }).data(),
+      await normalParam([4], 1, { seed: y }).data(),
+    );
+    notDeepEqual(await rand([64], { seed: x }).data(), await rand([64], { seed: y }).data());
+    const ones = tensor(new Float32Array(64).fill(1));
+    notDeepEqual(await dropout(ones, 0.5, { seed: x }).data(), await dropout(ones, 0.5, { seed: y }).data());
+  }
+  throws(() => deriveSeed(2 ** 53), /seed must be a safe integer, got 9007199254740992/);
 });
 
 Deno.test("dropout: rate, scaling, determinism, the same mask on cpu, one kernel for every seed", async () => {
