@@ -9,7 +9,7 @@
  * @module
  */
 import type { z } from "../../deps.ts";
-import type { ConfigSchema } from "../options.ts";
+import { checkOptions, type ConfigSchema } from "../options.ts";
 import type { CommonInitOptions, F32, LayerData, LoraInit } from "./types.ts";
 
 /** What a method promises about the adapted layer at step 0. */
@@ -55,7 +55,10 @@ export interface InitMethod {
   ) => Promise<Map<string, LoraInit>>;
 }
 
-/** Splits `opts` into common options, layer data and validated method options. */
+/**
+ * Splits `opts` into common options, layer data and method options, and checks the method options strictly: an
+ * unknown key or a bad value throws an `OptionsError` naming the method, the key and the value.
+ */
 export function parseOptions<S extends z.ZodObject>(
   method: string,
   schema: S,
@@ -73,14 +76,7 @@ export function parseOptions<S extends z.ZodObject>(
     zVision: _v,
     ...rest
   } = opts;
-  const parsed = schema.strict().safeParse(rest);
-  if (!parsed.success) {
-    const msg = parsed.error.issues.map((i) => `option "${i.path.join(".") || "?"}": ${i.message}`).join(
-      "; ",
-    );
-    throw new TypeError(`${method}: ${msg}`);
-  }
-  return parsed.data as z.infer<S>;
+  return checkOptions(method, schema.strict(), rest) as z.infer<S>;
 }
 
 /** A registry entry from a method function `run` and its option schema. */
