@@ -13,8 +13,9 @@ import { F32_EPS, pinv } from "../linalg/pinv.ts";
 import { randn } from "../tensor/creation.ts";
 import { deriveSeed } from "../nn/init.ts";
 import type { InitLayer } from "./registry.ts";
+import { z } from "../../deps.ts";
 import {
-  checkCommonOptions,
+  checkInitOptions,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -82,6 +83,35 @@ export interface CntLoraOptions extends CommonInitOptions, CntLoraTargetOptions 
   /** VAS rank budget K (default `r × #layers`). */
   vasBudget?: number;
 }
+
+/** The options schema of {@link cntloraInit} and {@link cntloraInitLayers} (the registry's). */
+export const CNTLORA_OPTIONS = z.object({
+  mode: z.enum(["x", "s", "sh"]).default("x").describe(
+    "constraint set: x (cross, W(XXᵀ)^†), s (self, W(PD^½)^†) or sh (shift, C(Wᵀ − XXᵀWᵀ)^†)",
+  ),
+  c: z.union([z.number(), z.literal("gaussian")]).default(1).describe(
+    'shift mode: C = c·I, or "gaussian": C with i.i.d. N(0, 1/k) entries (seeded; the paper\'s ablation)',
+  ),
+  gram: z.enum(["sum", "mean"]).default("sum").describe(
+    "Gram matrix of a batch of b tokens: sum = XXᵀ as the paper writes it (grows with b), mean = XXᵀ/b",
+  ),
+  split: z.enum(["svd", "qr"]).default("svd").describe("decomposition of ΔW into B and A"),
+  p: z.number().min(0).max(1).default(0.5).describe("SVD split: B = U S^(1−p), A = S^p Vᵀ"),
+  compensateScale: z.boolean().default(false).describe(
+    "make s·B·A = ΔW_r (default B·A = ΔW_r, as the paper)",
+  ),
+  offset: z.boolean().default(false).describe(
+    "also rewrite the base W − s·B·A so the output is unchanged (not in the paper)",
+  ),
+  relativeNorm: z.number().positive().optional().describe(
+    "rescale B and A so that ‖s·B·A‖_F = relativeNorm·‖W‖_F per layer (hold the initial update's size fixed)",
+  ),
+  vas: z.boolean().default(false).describe("variance-based rank allocation across layers (SVD split only)"),
+  vasNorm: z.enum(["energy", "literal"]).default("energy").describe(
+    "VAS relative variance: energy s²/Σs², or the paper's literal s²/Σs",
+  ),
+  vasBudget: z.number().int().min(0).optional().describe("VAS rank budget K (r × number of layers)"),
+});
 
 function checkActs(name: string, x: F32 | undefined, dIn: number): F32[] {
   if (x === undefined) throw new RangeError(`cntlora: layer "${name}" needs activations`);
@@ -199,23 +229,9 @@ interface Decomposed {
 }
 
 function checkOptions(o: CntLoraOptions): void {
-  checkCommonOptions("cntlora", o);
-  const p = o.p ?? 0.5;
-  if (!(p >= 0 && p <= 1)) throw new RangeError(`cntlora: p must be in [0, 1], got ${p}`);
-  if (o.c !== undefined && o.c !== "gaussian" && !Number.isFinite(o.c)) {
-    throw new RangeError(`cntlora: c must be a finite number or "gaussian", got ${o.c}`);
-  }
+  checkInitOptions("cntlora", CNTLORA_OPTIONS, o);
   if (o.vas && (o.split ?? "svd") !== "svd") {
     throw new RangeError('cntlora: VAS allocates ranks by singular values, so it needs split "svd"');
-  }
-  if (o.relativeNorm !== undefined && !(Number.isFinite(o.relativeNorm) && o.relativeNorm > 0)) {
-    throw new RangeError(`cntlora: relativeNorm must be a finite number > 0, got ${o.relativeNorm}`);
-  }
-  if (o.gram !== undefined && o.gram !== "sum" && o.gram !== "mean") {
-    throw new RangeError(`cntlora: gram must be "sum" or "mean", got ${JSON.stringify(o.gram)}`);
-  }
-  if (o.vasBudget !== undefined && !(Number.isInteger(o.vasBudget) && o.vasBudget >= 0)) {
-    throw new RangeError(`cntlora: vasBudget must be an integer >= 0, got ${o.vasBudget}`);
   }
 }
 
@@ -331,13 +347,11 @@ export function vasRanks(
  * ```
  */
 export async function cntloraInit(weight: F32, opts: CntLoraOptions = {}): Promise<LoraInit> {
-  checkCommonOptions("cntlora", opts);
+  checkInitOptions("cntlora", CNTLORA_OPTIONS, opts, ["activations"]);
   const rank = opts.rank ?? 8;
   checkLayer("cntlora", weight, rank);
-  const res = await cntloraInitLayers(
-    [{ name: "layer", weight, data: { activations: opts.activations } }],
-    opts,
-  );
+  const { activations, ...rest } = opts;
+  const res = await cntloraInitLayers([{ name: "layer", weight, data: { activations } }], rest);
   return res.get("layer")!;
 }
 

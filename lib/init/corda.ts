@@ -30,8 +30,9 @@ import { svd } from "../linalg/svd.ts";
 import { disposeUnless } from "../linalg/common.ts";
 import { eye } from "../tensor/creation.ts";
 import { realize } from "../tensor/tensor.ts";
+import { z } from "../../deps.ts";
 import {
-  checkCommonOptions,
+  checkInitOptions,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -49,6 +50,16 @@ export interface CordaOptions extends CommonInitOptions {
   /** Initial damping factor, doubled until the inverse is accurate (default 0.01, PEFT's). */
   damping?: number;
 }
+
+/** The options schema of {@link cordaInit} (the registry's). */
+export const CORDA_OPTIONS = z.object({
+  mode: z.enum(["ipm", "kpm"]).default("ipm").describe(
+    "ipm: top-r covariance-oriented triplets (instruction-previewed); kpm: bottom-r (knowledge-preserved)",
+  ),
+  damping: z.number().positive().default(0.01).describe(
+    "initial covariance damping, doubled until ‖C·C⁻¹ − I‖_F < 0.05 (PEFT: 0.01)",
+  ),
+});
 
 /** The context-oriented decomposition of a weight, `W = U diag(S) Vᵀ`. */
 export interface CordaDecomposition {
@@ -181,15 +192,12 @@ export async function cordaDecompose(
  * `1..min(d_out, d_in)`.
  */
 export async function cordaInit(weight: F32, opts: CordaOptions = {}): Promise<LoraInit> {
-  checkCommonOptions("corda", opts);
+  checkInitOptions("corda", CORDA_OPTIONS, opts, ["activations"]);
   const rank = opts.rank ?? 8;
   const [dOut, dIn] = checkLayer("corda", weight, rank);
   const alpha = opts.alpha ?? rank;
   const scale = loraScale(alpha, rank, opts.useRslora);
   const mode = opts.mode ?? "ipm";
-  if (mode !== "ipm" && mode !== "kpm") {
-    throw new RangeError(`corda: mode must be "ipm" or "kpm", got ${JSON.stringify(mode)}`);
-  }
   if (opts.activations === undefined) {
     throw new TypeError(`corda: needs the layer's activations [T, ${dIn}] or [NB, T, ${dIn}] (none given)`);
   }

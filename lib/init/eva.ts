@@ -9,8 +9,9 @@
 import { concat, tensor } from "../tensor/creation.ts";
 import { IncrementalPCA } from "../linalg/incremental_pca.ts";
 import type { InitLayer } from "./registry.ts";
+import { z } from "../../deps.ts";
 import {
-  checkCommonOptions,
+  checkInitOptions,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -48,6 +49,26 @@ export interface EvaOptions extends CommonInitOptions {
    */
   maxSteps?: number;
 }
+
+/** The options schema of {@link evaInit} and {@link evaInitLayers} (the registry's). */
+export const EVA_OPTIONS = z.object({
+  rho: z.number().min(1).default(2).describe(
+    "rank redistribution factor ρ ≥ 1: each layer computes round(r·ρ) components (1 = uniform ranks)",
+  ),
+  tau: z.number().gt(0).max(1).default(0.99).describe(
+    "convergence threshold on each component's cosine similarity with the previous step",
+  ),
+  whiten: z.boolean().default(false).describe("divide each row of A by √(its singular value)"),
+  adjustScalingFactors: z.boolean().default(true).describe(
+    "alpha_layer = alpha·k/r for a layer given rank k, so the scaling alpha/r is kept",
+  ),
+  exactSvd: z.boolean().default(true).describe(
+    "exact inner SVD in each incremental-PCA step (false: PEFT's randomized svd_lowrank, q = 2·components)",
+  ),
+  maxSteps: z.number().int().min(1).default(100).describe(
+    "most incremental-PCA steps (batches, cycled) before stopping unconverged (reported in info)",
+  ),
+});
 
 /** Python's `round` (half to even), which PEFT uses for `max_components = round(r·ρ)`. */
 export function roundHalfEven(x: number): number {
@@ -175,19 +196,6 @@ function redistribute(
     counts.set(k, rankHook);
   }
   return counts;
-}
-
-function checkOptions(o: EvaOptions): void {
-  checkCommonOptions("eva", o);
-  if (o.rho !== undefined && !(o.rho >= 1 && Number.isFinite(o.rho))) {
-    throw new RangeError(`eva: rho must be a finite number >= 1, got ${o.rho}`);
-  }
-  if (o.tau !== undefined && !(o.tau > 0 && o.tau <= 1)) {
-    throw new RangeError(`eva: tau must be in (0, 1], got ${o.tau}`);
-  }
-  if (o.maxSteps !== undefined && !(Number.isInteger(o.maxSteps) && o.maxSteps >= 1)) {
-    throw new RangeError(`eva: maxSteps must be an integer >= 1, got ${o.maxSteps}`);
-  }
 }
 
 /** The EVA procedure over layers with `maxComp` components each and a rank budget. */
@@ -376,7 +384,7 @@ export async function evaInitLayers(
   layers: readonly InitLayer[],
   opts: EvaOptions = {},
 ): Promise<Map<string, LoraInit>> {
-  checkOptions(opts);
+  checkInitOptions("eva", EVA_OPTIONS, opts);
   const rank = opts.rank ?? 8;
   if (layers.length === 0) throw new RangeError("eva: no layers given");
   for (const l of layers) checkLayer(`eva (layer "${l.name}")`, l.weight, rank, l.weight.shape[1]);
@@ -407,8 +415,9 @@ export async function evaInitLayers(
  * ```
  */
 export async function evaInit(weight: F32, opts: EvaOptions = {}): Promise<LoraInit> {
-  checkCommonOptions("eva", opts);
+  checkInitOptions("eva", EVA_OPTIONS, opts, ["activations"]);
   checkLayer("eva", weight, opts.rank ?? 8, weight.shape[1]);
-  const res = await evaInitLayers([{ name: "layer", weight, data: { activations: opts.activations } }], opts);
+  const { activations, ...rest } = opts;
+  const res = await evaInitLayers([{ name: "layer", weight, data: { activations } }], rest);
   return res.get("layer")!;
 }

@@ -8,8 +8,9 @@ import { randn, tensor } from "../tensor/creation.ts";
 import { realize } from "../tensor/tensor.ts";
 import { qr } from "../linalg/qr.ts";
 import { deriveSeed } from "../nn/init.ts";
+import { z } from "../../deps.ts";
 import {
-  checkCommonOptions,
+  checkInitOptions,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -42,6 +43,17 @@ export interface GapInitOptions extends CommonInitOptions {
    */
   noise?: number;
 }
+
+/** The options schema of {@link gapInit} (the registry's). */
+export const GAP_INIT_OPTIONS = z.object({
+  normalize: z.boolean().default(false).describe("L2-normalise each z_text − z_vision before averaging"),
+  complement: z.enum(["zeros", "orthonormal"]).default("zeros").describe(
+    "other columns of B for r > 1: zeros, or a random orthonormal complement of the gap",
+  ),
+  noise: z.number().min(0).default(0).describe(
+    "noise-level ablation: the unit gap plus isotropic Gaussian noise of norm σ, renormalised (0 = Gap-Init)",
+  ),
+});
 
 /** The gap vector `[d_out]` from `gap` or `mean_i smooth(z_text,i − z_vision,i)`. */
 function gapVector(dOut: number, opts: GapInitOptions): F32 {
@@ -92,7 +104,7 @@ function gapVector(dOut: number, opts: GapInitOptions): F32 {
  * ```
  */
 export async function gapInit(weight: F32, opts: GapInitOptions = {}): Promise<LoraInit> {
-  checkCommonOptions("gap-init", opts);
+  checkInitOptions("gap-init", GAP_INIT_OPTIONS, opts, ["gap", "zText", "zVision"]);
   const rank = opts.rank ?? 8;
   const [dOut, dIn] = checkLayer("gap-init", weight, rank, weight.shape[0]);
   const alpha = opts.alpha ?? rank;
@@ -104,9 +116,6 @@ export async function gapInit(weight: F32, opts: GapInitOptions = {}): Promise<L
     throw new RangeError(`gap-init: the gap vector has norm ${normValue}; it must be finite and non-zero`);
   }
   const sigma = opts.noise ?? 0;
-  if (!(sigma >= 0) || !Number.isFinite(sigma)) {
-    throw new RangeError(`gap-init: noise must be a finite number >= 0, got ${sigma}`);
-  }
   const info: Record<string, number> = { gapNorm: normValue };
   let unit = g.div(normValue).reshape([dOut, 1]);
   if (sigma > 0) {

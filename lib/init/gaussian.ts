@@ -14,8 +14,9 @@
  */
 import { normalParam } from "../nn/init.ts";
 import { tensor } from "../tensor/creation.ts";
+import { z } from "../../deps.ts";
 import {
-  checkCommonOptions,
+  checkInitOptions,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -23,9 +24,12 @@ import {
   loraScale,
 } from "./types.ts";
 
+/** Options of `gaussian` besides the common ones: none. */
+export const GAUSSIAN_OPTIONS = z.object({});
+
 /** Gaussian A with standard deviation 1/r, zero B. */
 export function gaussianInit(weight: F32, opts: CommonInitOptions = {}): Promise<LoraInit> {
-  checkCommonOptions("gaussian", opts);
+  checkInitOptions("gaussian", GAUSSIAN_OPTIONS, opts);
   const rank = opts.rank ?? 8;
   const [dOut, dIn] = checkLayer("gaussian", weight, rank, Math.max(weight.shape[0], weight.shape[1]));
   const alpha = opts.alpha ?? rank;

@@ -16,8 +16,9 @@
  */
 import { normalParam, uniformParam } from "../nn/init.ts";
 import { tensor } from "../tensor/creation.ts";
+import { z } from "../../deps.ts";
 import {
-  checkCommonOptions,
+  checkInitOptions,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -33,9 +34,17 @@ export interface InitBOptions extends CommonInitOptions {
   std?: number;
 }
 
+/** The options schema of {@link initBInit} (the registry's). */
+export const INIT_B_OPTIONS = z.object({
+  distribution: z.enum(["uniform", "normal"]).default("uniform").describe("distribution of B"),
+  std: z.number().positive().optional().describe(
+    "standard deviation of B for the normal distribution (1/√r)",
+  ),
+});
+
 /** Zero A, random B. */
 export function initBInit(weight: F32, opts: InitBOptions = {}): Promise<LoraInit> {
-  checkCommonOptions("init-b", opts);
+  checkInitOptions("init-b", INIT_B_OPTIONS, opts);
   const rank = opts.rank ?? 8;
   const [dOut, dIn] = checkLayer("init-b", weight, rank, Math.max(weight.shape[0], weight.shape[1]));
   const alpha = opts.alpha ?? rank;

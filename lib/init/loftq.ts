@@ -26,8 +26,9 @@ import { svd } from "../linalg/svd.ts";
 import { nf4Qdq } from "../linalg/nf4.ts";
 import { concat } from "../tensor/creation.ts";
 import { realize } from "../tensor/tensor.ts";
+import { z } from "../../deps.ts";
 import {
-  checkCommonOptions,
+  checkInitOptions,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -45,20 +46,30 @@ export interface LoftqOptions extends CommonInitOptions {
   compensateScale?: boolean;
 }
 
+/** The options schema of {@link loftqInit} (the registry's). */
+export const LOFTQ_OPTIONS = z.object({
+  iterations: z.number().int().min(1).default(1).describe(
+    "alternating quantise/SVD steps (PEFT's loftq_iter default 1; the official scripts use 5)",
+  ),
+  blockSize: z.number().int().min(1).max(4096).default(64).describe(
+    "NF4 block size (bitsandbytes Params4bit default 64)",
+  ),
+  compensateScale: z.boolean().default(false).describe(
+    "divide A and B by √s so that Q + s·B·A ≈ W when alpha ≠ r (PEFT ignores s)",
+  ),
+});
+
 /**
  * LoftQ with 4-bit NormalFloat quantisation: returns the quantised base and the low-rank correction.
  * Deterministic. Throws when the rank is not in `1..min(d_out, d_in)` or `iterations` is not a positive integer.
  */
 export async function loftqInit(weight: F32, opts: LoftqOptions = {}): Promise<LoraInit> {
-  checkCommonOptions("loftq", opts);
+  checkInitOptions("loftq", LOFTQ_OPTIONS, opts);
   const rank = opts.rank ?? 8;
   checkLayer("loftq", weight, rank);
   const alpha = opts.alpha ?? rank;
   const scale = loraScale(alpha, rank, opts.useRslora);
   const iterations = opts.iterations ?? 1;
-  if (!Number.isInteger(iterations) || iterations < 1) {
-    throw new RangeError(`loftq: iterations must be an integer >= 1, got ${iterations}`);
-  }
   const blockSize = opts.blockSize ?? 64;
   let res: F32 = weight;
   let q: F32 | null = null;

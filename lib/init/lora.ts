@@ -15,8 +15,9 @@
  */
 import { uniformParam } from "../nn/init.ts";
 import { tensor } from "../tensor/creation.ts";
+import { z } from "../../deps.ts";
 import {
-  checkCommonOptions,
+  checkInitOptions,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -24,9 +25,12 @@ import {
   loraScale,
 } from "./types.ts";
 
+/** Options of `lora` besides the common ones: none. */
+export const LORA_OPTIONS = z.object({});
+
 /** Init[A]: uniform A with bound 1/√d_in, zero B. */
 export function loraInit(weight: F32, opts: CommonInitOptions = {}): Promise<LoraInit> {
-  checkCommonOptions("lora", opts);
+  checkInitOptions("lora", LORA_OPTIONS, opts);
   const rank = opts.rank ?? 8;
   const [dOut, dIn] = checkLayer("lora", weight, rank, Math.max(weight.shape[0], weight.shape[1]));
   const alpha = opts.alpha ?? rank;

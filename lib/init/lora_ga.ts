@@ -8,8 +8,9 @@ import { realize, type Tensor } from "../tensor/tensor.ts";
 import { svd } from "../linalg/svd.ts";
 import { svdLowRank } from "../linalg/svd_lowrank.ts";
 import { Rng } from "../data/rng.ts";
+import { z } from "../../deps.ts";
 import {
-  checkCommonOptions,
+  checkInitOptions,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -51,6 +52,23 @@ export interface LoraGaOptions extends CommonInitOptions {
    */
   exact?: boolean;
 }
+
+/** The options schema of {@link loraGaInit} (the registry's). */
+export const LORA_GA_OPTIONS = z.object({
+  direction: z.enum(["ArB2r", "A2rBr", "ArBr", "random"]).default("ArB2r").describe(
+    "singular directions of A and B (ArB2r: A = Vᵀ[0:r], B = U[:, r:2r])",
+  ),
+  scale: z.enum(["stable", "gd", "unit", "weightS"]).default("stable").describe(
+    "scaling of A and B (stable: × d_out^¼/√γ)",
+  ),
+  gamma: z.number().positive().default(16).describe("γ of the stable scale (stable_gamma)"),
+  variant: z.enum(["official", "peft"]).default("official").describe(
+    "official code / paper, or PEFT's lora_ga_init (B × S, only B gets the stable factor)",
+  ),
+  exact: z.boolean().default(true).describe(
+    "exact SVD of the gradient (false: svd_lowrank with q = min(4r, min(G.shape)), niter 4)",
+  ),
+});
 
 /** The singular indices of A and B for a direction. */
 export function loraGaIndices(
@@ -117,7 +135,7 @@ function indexTensor(idx: number[], device: F32["device"]): Tensor<number[], "i3
  * ```
  */
 export async function loraGaInit(weight: F32, opts: LoraGaOptions = {}): Promise<LoraInit> {
-  checkCommonOptions("lora-ga", opts);
+  checkInitOptions("lora-ga", LORA_GA_OPTIONS, opts, ["grads"]);
   const rank = opts.rank ?? 8;
   const [dOut, dIn] = checkLayer(
     "lora-ga",
@@ -132,7 +150,6 @@ export async function loraGaInit(weight: F32, opts: LoraGaOptions = {}): Promise
   const variant = opts.variant ?? "official";
   const gamma = opts.gamma ?? 16;
   const seed = opts.seed ?? 0;
-  if (!(gamma > 0)) throw new RangeError(`lora-ga: gamma must be positive, got ${gamma}`);
   const g = meanGrad(opts.grads, dOut, dIn);
   const q = Math.min(4 * rank, dOut, dIn);
   const dec = (opts.exact ?? true) ? await svd(g) : await svdLowRank(g, q, { niter: 4, seed });

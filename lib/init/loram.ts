@@ -35,8 +35,9 @@ import { svd } from "../linalg/svd.ts";
 import { randn } from "../tensor/creation.ts";
 import { realize } from "../tensor/tensor.ts";
 import type { DeviceName } from "../ir/node.ts";
+import { z } from "../../deps.ts";
 import {
-  checkCommonOptions,
+  checkInitOptions,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -74,6 +75,20 @@ export interface LoramOptions extends CommonInitOptions {
   /** Gradients `[d_out, d_in]` or `[NB, d_out, d_in]`, needed only by `trackingMode: "lora-ga"`. */
   grads?: F32;
 }
+
+/** The options schema of {@link loramInit} (the registry's). */
+export const LORAM_OPTIONS = z.object({
+  gain: z.union([z.enum(["log", "exact"]), z.number().min(0)]).default("log").describe(
+    'Q[r]: "log" = ln r / ln min(n, m) (Algorithm 1), "exact" = spectral gain (Eq. 10), or a fixed number',
+  ),
+  basis: z.enum(["dst", "random-orthogonal", "gaussian"]).default("dst").describe(
+    "basis: DST-I (Eq. 12, deterministic), random orthogonal or Gaussian N(0, 1/n) (seeded; Sec. 4.3 ablations)",
+  ),
+  trackingMode: z.enum(["pissa", "milora", "olora", "corda", "lora-ga"]).optional().describe(
+    "choose β so that ν[B·A] matches this reference init's (corda needs activations, lora-ga grads); " +
+      "default: unset = use the gain",
+  ),
+});
 
 let warnedRankOne = false;
 
@@ -123,17 +138,12 @@ async function basisOf(
  * without activations or LoRA-GA without gradients.
  */
 export async function loramInit(weight: F32, opts: LoramOptions = {}): Promise<LoraInit> {
-  checkCommonOptions("loram", opts);
+  checkInitOptions("loram", LORAM_OPTIONS, opts, ["activations", "grads"]);
   const rank = opts.rank ?? 8;
   const [n, m] = checkLayer("loram", weight, rank);
   const alpha = opts.alpha ?? rank;
   const scale = loraScale(alpha, rank, opts.useRslora);
   const basis = opts.basis ?? "dst";
-  if (basis !== "dst" && basis !== "random-orthogonal" && basis !== "gaussian") {
-    throw new RangeError(
-      `loram: basis must be "dst", "random-orthogonal" or "gaussian", got ${JSON.stringify(basis)}`,
-    );
-  }
   const gain = opts.gain ?? "log";
   const seed = opts.seed ?? 0;
   const info: Record<string, number | string> = { basis };

@@ -4,11 +4,10 @@
  *
  * @module
  */
-import { z } from "../../deps.ts";
 import { entry, type InitMethod } from "./registry.ts";
-import { loraInit } from "./lora.ts";
-import { gaussianInit } from "./gaussian.ts";
-import { initBInit } from "./init_b.ts";
+import { LORA_OPTIONS, loraInit } from "./lora.ts";
+import { GAUSSIAN_OPTIONS, gaussianInit } from "./gaussian.ts";
+import { INIT_B_OPTIONS, initBInit } from "./init_b.ts";
 import { SPECTRAL_METHODS } from "./spectral_methods.ts";
 import { DATA_METHODS } from "./data_methods.ts";
 
@@ -19,7 +18,7 @@ const BASIC: Readonly<Record<string, InitMethod>> = {
     paper: "Hu et al., LoRA (arXiv 2106.09685); Init[A] of Hayou et al. (arXiv 2406.08447); PEFT default",
     kind: "zero",
     needs: [],
-    options: z.object({}),
+    options: LORA_OPTIONS,
     run: loraInit,
   }),
   gaussian: entry({
@@ -27,7 +26,7 @@ const BASIC: Readonly<Record<string, InitMethod>> = {
     paper: 'PEFT init_lora_weights="gaussian" (A ~ N(0, 1/r²))',
     kind: "zero",
     needs: [],
-    options: z.object({}),
+    options: GAUSSIAN_OPTIONS,
     run: gaussianInit,
   }),
   "init-b": entry({
@@ -36,12 +35,7 @@ const BASIC: Readonly<Record<string, InitMethod>> = {
       "Hayou, Ghosh & Yu, The Impact of Initialization on LoRA Finetuning Dynamics (arXiv 2406.08447), Init[B]",
     kind: "zero",
     needs: [],
-    options: z.object({
-      distribution: z.enum(["uniform", "normal"]).default("uniform").describe("distribution of B"),
-      std: z.number().positive().optional().describe(
-        "standard deviation of B for the normal distribution (1/√r)",
-      ),
-    }),
+    options: INIT_B_OPTIONS,
     run: initBInit,
   }),
 };

@@ -19,8 +19,9 @@
 import { svd } from "../linalg/svd.ts";
 import { disposeUnless } from "../linalg/common.ts";
 import type { Tensor } from "../tensor/tensor.ts";
+import { z } from "../../deps.ts";
 import {
-  checkCommonOptions,
+  checkInitOptions,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -32,12 +33,15 @@ import { splitTriplets } from "./pissa.ts";
 /** Options of {@link miloraInit} (the common ones only). */
 export type MiloraOptions = CommonInitOptions;
 
+/** Options of `milora` besides the common ones: none. */
+export const MILORA_OPTIONS = z.object({});
+
 /**
  * MiLoRA: the r minor singular triplets of W become the adapter (exact SVD, deterministic).
  * Throws when the rank is not in `1..min(d_out, d_in)`.
  */
 export async function miloraInit(weight: F32, opts: MiloraOptions = {}): Promise<LoraInit> {
-  checkCommonOptions("milora", opts);
+  checkInitOptions("milora", MILORA_OPTIONS, opts);
   const rank = opts.rank ?? 8;
   const [dOut, dIn] = checkLayer("milora", weight, rank);
   const alpha = opts.alpha ?? rank;

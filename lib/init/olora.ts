@@ -20,8 +20,9 @@
 import { qr } from "../linalg/qr.ts";
 import { disposeUnless } from "../linalg/common.ts";
 import { realize, type Tensor } from "../tensor/tensor.ts";
+import { z } from "../../deps.ts";
 import {
-  checkCommonOptions,
+  checkInitOptions,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -32,12 +33,15 @@ import {
 /** Options of {@link oloraInit} (the common ones only). */
 export type OloraOptions = CommonInitOptions;
 
+/** Options of `olora` besides the common ones: none. */
+export const OLORA_OPTIONS = z.object({});
+
 /**
  * OLoRA: the first r columns of Q and rows of R from the thin QR of W (deterministic).
  * Throws when the rank is not in `1..min(d_out, d_in)`.
  */
 export async function oloraInit(weight: F32, opts: OloraOptions = {}): Promise<LoraInit> {
-  checkCommonOptions("olora", opts);
+  checkInitOptions("olora", OLORA_OPTIONS, opts);
   const rank = opts.rank ?? 8;
   checkLayer("olora", weight, rank);
   const alpha = opts.alpha ?? rank;

@@ -25,8 +25,9 @@ import { svd } from "../linalg/svd.ts";
 import { svdLowRank } from "../linalg/svd_lowrank.ts";
 import { disposeUnless } from "../linalg/common.ts";
 import { realize } from "../tensor/tensor.ts";
+import { z } from "../../deps.ts";
 import {
-  checkCommonOptions,
+  checkInitOptions,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -44,6 +45,14 @@ export interface PissaOptions extends CommonInitOptions {
   /** Use the exact SVD even when `niter` is set (default false). */
   exact?: boolean;
 }
+
+/** The options schema of {@link pissaInit} (the registry's). */
+export const PISSA_OPTIONS = z.object({
+  niter: z.number().int().min(0).optional().describe(
+    "power iterations of the randomized SVD (torch.svd_lowrank, q = r); default: unset = exact SVD",
+  ),
+  exact: z.boolean().default(false).describe("use the exact SVD even when niter is set"),
+});
 
 /** Selected singular triplets of a weight: `U_sel [d_out, r]`, `S_sel [r]`, `Vᵀ_sel [r, d_in]`. */
 export interface Triplets {
@@ -80,15 +89,12 @@ export async function splitTriplets(
  * Throws when the rank is not in `1..min(d_out, d_in)`.
  */
 export async function pissaInit(weight: F32, opts: PissaOptions = {}): Promise<LoraInit> {
-  checkCommonOptions("pissa", opts);
+  checkInitOptions("pissa", PISSA_OPTIONS, opts);
   const rank = opts.rank ?? 8;
   checkLayer("pissa", weight, rank);
   const alpha = opts.alpha ?? rank;
   const scale = loraScale(alpha, rank, opts.useRslora);
   const randomized = opts.niter !== undefined && opts.exact !== true;
-  if (randomized && (!Number.isInteger(opts.niter) || opts.niter! < 0)) {
-    throw new RangeError(`pissa: niter must be an integer >= 0, got ${opts.niter}`);
-  }
   const f = randomized
     ? await svdLowRank(weight, rank, { niter: opts.niter, seed: opts.seed ?? 0 })
     : await svd(weight);

@@ -1,6 +1,7 @@
 /**
  * The registry's entry type and the helper that turns a typed method function and its zod option schema into an
- * entry (validating options, rejecting unknown ones, and turning every error into a rejected promise).
+ * entry (the function validates the options with that schema, rejecting unknown ones; every error becomes a
+ * rejected promise).
  *
  * Kinds: `zero` — `B·A = 0`, W untouched (output unchanged at step 0); `offset` — `W_res = W − s·B·A` (output
  * unchanged); `quantized` — the base becomes the quantised W (LoftQ); `target` — W untouched and `B·A ≠ 0` (CNTLoRA as
@@ -9,7 +10,7 @@
  * @module
  */
 import type { z } from "../../deps.ts";
-import { checkOptions, type ConfigSchema } from "../options.ts";
+import type { ConfigSchema } from "../options.ts";
 import type { CommonInitOptions, F32, LayerData, LoraInit } from "./types.ts";
 
 /** What a method promises about the adapted layer at step 0. */
@@ -55,55 +56,34 @@ export interface InitMethod {
   ) => Promise<Map<string, LoraInit>>;
 }
 
-/**
- * Splits `opts` into common options, layer data and method options, and checks the method options strictly: an
- * unknown key or a bad value throws an `OptionsError` naming the method, the key and the value.
- */
-export function parseOptions<S extends z.ZodObject>(
-  method: string,
-  schema: S,
-  opts: Record<string, unknown>,
-): z.infer<S> {
-  const {
-    rank: _r,
-    alpha: _a,
-    useRslora: _u,
-    seed: _s,
-    activations: _x,
-    grads: _g,
-    gap: _p,
-    zText: _t,
-    zVision: _v,
-    ...rest
-  } = opts;
-  return checkOptions(method, schema.strict(), rest) as z.infer<S>;
-}
+const DATA_KEYS: ReadonlySet<string> = new Set(["activations", "grads", "gap", "zText", "zVision"]);
 
-/** A registry entry from a method function `run` and its option schema. */
+/** The calibration data each need stands for. */
+const NEED_DATA: Readonly<Record<InitNeed, readonly (keyof LayerData)[]>> = {
+  activations: ["activations"],
+  grads: ["grads"],
+  gap: ["gap", "zText", "zVision"],
+};
+
+/**
+ * A registry entry from a method function `run` and its option schema. `run` checks every option itself (with the
+ * same schema); the entry hands it the options as given, less the layer's calibration data it does not take.
+ */
 export function entry<S extends z.ZodObject>(
   m: Omit<InitMethod, "init" | "options"> & {
     options: S;
-    run: (weight: F32, opts: CommonInitOptions & LayerData & z.infer<S>) => Promise<LoraInit>;
+    /** Calibration data the method takes besides what it needs (LoRAM's tracking mode). */
+    takes?: readonly (keyof LayerData)[];
+    run: (weight: F32, opts: CommonInitOptions & LayerData & z.input<S>) => Promise<LoraInit>;
   },
 ): InitMethod {
-  const { run, ...rest } = m;
+  const { run, takes, ...rest } = m;
+  const data = new Set<string>([...m.needs.flatMap((n) => NEED_DATA[n]), ...(takes ?? [])]);
   return {
     ...rest,
     init: async (weight, opts) => {
-      const own = parseOptions(m.name, m.options, opts);
-      const { rank, alpha, useRslora, seed, activations, grads, gap, zText, zVision } = opts;
-      return await run(weight, {
-        rank,
-        alpha,
-        useRslora,
-        seed,
-        activations,
-        grads,
-        gap,
-        zText,
-        zVision,
-        ...own,
-      });
+      const given = Object.entries(opts).filter(([k]) => !DATA_KEYS.has(k) || data.has(k));
+      return await run(weight, Object.fromEntries(given) as CommonInitOptions & LayerData & z.input<S>);
     },
   };
 }

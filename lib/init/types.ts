@@ -12,7 +12,7 @@
 import type { F32 } from "../nn/linear.ts";
 import type { LoraInit } from "../lora/linear.ts";
 import { z } from "../../deps.ts";
-import { checkOptions, opt } from "../options.ts";
+import { checkOptions, type ConfigSchema, opt } from "../options.ts";
 
 export type { F32, LoraInit };
 export { loraScale } from "../lora/linear.ts";
@@ -60,6 +60,27 @@ const COMMON_OPTIONS = z.object({
  */
 export function checkCommonOptions(method: string, opts: CommonInitOptions): void {
   checkOptions(method, COMMON_OPTIONS, opts);
+}
+
+/**
+ * Checks every option given to a method, strictly: the common ones, the calibration data it takes (`data`, tensors)
+ * and its own, by `schema` (the option schema it is registered with). An unknown key or a bad value throws an
+ * `OptionsError` naming the method, the key and the value.
+ *
+ * @param method The method's name, for the message.
+ * @param schema Its own options (a `z.object(...)` schema).
+ * @param opts The options given to it.
+ * @param data The calibration data keys it takes.
+ */
+export function checkInitOptions(
+  method: string,
+  schema: ConfigSchema & { readonly shape: Readonly<Record<string, unknown>> },
+  opts: object,
+  data: readonly (keyof LayerData)[] = [],
+): void {
+  const tensors = Object.fromEntries(data.map((k) => [k, opt.tensor().optional()]));
+  const own = schema.shape as Record<string, z.ZodType>;
+  checkOptions(method, COMMON_OPTIONS.extend(tensors).extend(own).strict(), opts);
 }
 
 /** Checks the weight is a 2-D float tensor and the rank is a usable integer; returns `[d_out, d_in]`. */

@@ -141,7 +141,7 @@ Deno.test("cntlora Sh with a Gaussian C: W_tar (W_srcᵀ − XXᵀ W_srcᵀ) = C
   ok(rel(await readMat(q.b), await readMat(v.b)) > 1e-2, "two layers, two Gaussian C");
   await rejects(
     cntloraInit(toTensor(w), { rank: 2, mode: "sh", c: Infinity, activations: toTensor(x) }),
-    /c must/,
+    /cntlora: option "c" must be one of the accepted forms, got Infinity/,
   );
 });
 

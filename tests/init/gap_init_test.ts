@@ -112,7 +112,10 @@ Deno.test("gap-init noise: the direction is ĝ + σ·n̂ renormalised, at angle 
   const other = await gapInit(w, { rank: 1, gap: t(g, [dOut]), noise: 1, seed: seed + 1 });
   deepEqual(await again.b.data(), await a.b.data());
   notDeepEqual(await other.b.data(), await a.b.data());
-  await rejects(gapInit(w, { rank: 1, gap: t(g, [dOut]), noise: -1 }), /noise must be a finite number >= 0/);
+  await rejects(
+    gapInit(w, { rank: 1, gap: t(g, [dOut]), noise: -1 }),
+    /gap-init: option "noise" must be >= 0, got -1/,
+  );
 });
 
 Deno.test("gap-init: errors name the problem", async () => {

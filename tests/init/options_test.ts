@@ -4,7 +4,25 @@
  */
 import { rejects } from "node:assert/strict";
 import { tensor } from "../../mod.ts";
-import { type F32, getInitMethod } from "../../lib/init/mod.ts";
+import {
+  cntloraInit,
+  cntloraInitLayers,
+  cordaInit,
+  evaInit,
+  evaInitLayers,
+  type F32,
+  gapInit,
+  gaussianInit,
+  getInitMethod,
+  initBInit,
+  loftqInit,
+  loraGaInit,
+  loraInit,
+  loramInit,
+  miloraInit,
+  oloraInit,
+  pissaInit,
+} from "../../lib/init/mod.ts";
 import { OptionsError } from "../../lib/options.ts";
 import { TestRng } from "../_helpers.ts";
 
@@ -21,5 +39,75 @@ Deno.test("registry: an unknown or bad method option is an OptionsError naming t
   await rejects(
     getInitMethod("loftq").init(w, { rank: 2, blockSize: 0 }),
     /loftq: option "blockSize" must be >= 1, got 0/,
+  );
+});
+
+Deno.test("every exported init function checks all its options strictly, with the registry's schema", async () => {
+  const rng = new TestRng(2);
+  const w = matrix(rng, 24, 16);
+  const grads = matrix(rng, 24, 16);
+  const layers = [{ name: "l", weight: w, data: { activations: matrix(rng, 40, 16) } }];
+  const bad = { rank: 2, foo: 1 } as Record<string, unknown>;
+  const calls: [string, () => Promise<unknown>][] = [
+    ["lora", () => loraInit(w, bad)],
+    ["gaussian", () => gaussianInit(w, bad)],
+    ["init-b", () => initBInit(w, bad)],
+    ["pissa", () => pissaInit(w, bad)],
+    ["milora", () => miloraInit(w, bad)],
+    ["olora", () => oloraInit(w, bad)],
+    ["loftq", () => loftqInit(w, bad)],
+    ["loram", () => loramInit(w, bad)],
+    ["corda", () => cordaInit(w, bad)],
+    ["eva", () => evaInit(w, bad)],
+    ["eva", () => evaInitLayers(layers, bad)],
+    ["lora-ga", () => loraGaInit(w, bad)],
+    ["cntlora", () => cntloraInit(w, bad)],
+    ["cntlora", () => cntloraInitLayers(layers, bad)],
+    ["gap-init", () => gapInit(w, bad)],
+  ];
+  for (const [name, call] of calls) {
+    await rejects(
+      async () => await call(),
+      (e: Error) => e instanceof OptionsError && e.message === `${name}: unknown option "foo"`,
+    );
+  }
+  // A misspelt option would otherwise run the default: the exact SVD, one LoftQ iteration.
+  await rejects(
+    pissaInit(w, { rank: 2, niters: 4 } as object),
+    /^OptionsError: pissa: unknown option "niters"$/,
+  );
+  await rejects(
+    loftqInit(w, { rank: 2, iters: 5 } as object),
+    /^OptionsError: loftq: unknown option "iters"$/,
+  );
+  // Calibration data a method does not take is not one of its options.
+  await rejects(
+    pissaInit(w, { rank: 2, activations: grads } as object),
+    /pissa: unknown option "activations"/,
+  );
+  // Values outside the schema, each of which changed the math.
+  await rejects(
+    loraGaInit(w, { rank: 2, grads, variant: "PEFT" as "peft" }),
+    /lora-ga: option "variant" must be one of "official", "peft", got "PEFT"/,
+  );
+  await rejects(
+    loraGaInit(w, { rank: 2, grads, gamma: Infinity }),
+    /lora-ga: option "gamma" must be a finite number, got Infinity/,
+  );
+  await rejects(
+    async () => await initBInit(w, { rank: 2, distribution: "gaussian" as "normal" }),
+    /init-b: option "distribution" must be one of "uniform", "normal", got "gaussian"/,
+  );
+  await rejects(
+    async () => await initBInit(w, { rank: 2, distribution: "normal", std: -1 }),
+    /option "std" must be > 0, got -1/,
+  );
+  await rejects(
+    async () => await initBInit(w, { rank: 2, distribution: "normal", std: NaN }),
+    /option "std" must be a finite number, got NaN/,
+  );
+  await rejects(
+    gapInit(w, { rank: 2, gap: matrix(rng, 1, 24).reshape([24]) as F32, complement: "random" as "zeros" }),
+    /gap-init: option "complement" must be one of "zeros", "orthonormal", got "random"/,
   );
 });
