@@ -145,7 +145,12 @@ export async function runInit(args: readonly string[]): Promise<InitRun> {
   } catch (e) {
     throw new ConfigError([(e as Error).message]);
   }
-  const schema = BASE.extend(method.options.shape as Record<string, z.ZodType>);
+  // The method applies its own defaults: only the options given are passed on (a default gain would conflict with a
+  // LoRAM tracking mode, a default distribution with Init[B]'s std).
+  const given = Object.entries(method.options.shape as Record<string, z.ZodType>).map(([k, f]) =>
+    [k, f instanceof z.ZodDefault ? z.optional(f.unwrap()).describe(f.description ?? k) : f] as const
+  );
+  const schema = BASE.extend(Object.fromEntries(given));
   const cfg = parseConfig(schema, args, { name: "deno task init" }) as
     & z.infer<typeof BASE>
     & Record<string, unknown>;

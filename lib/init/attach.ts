@@ -17,7 +17,7 @@ import { getInitMethod } from "./methods.ts";
 import type { InitMethod } from "./registry.ts";
 import type { F32, LayerData, LoraInit } from "./types.ts";
 import { z } from "../../deps.ts";
-import { checkOptions, opt } from "../options.ts";
+import { checkOptions, opt, OptionsError, showValue } from "../options.ts";
 
 const TENSOR = z.custom<Tensor>((v) => v instanceof Tensor, { message: "must be a tensor" });
 
@@ -146,6 +146,15 @@ export interface AttachResult {
  */
 export async function attachLora(model: object, cfg: LoraConfig): Promise<AttachResult> {
   checkOptions("attachLora", LORA_CONFIG, cfg);
+  // A common option or layer data inside initOptions would reach some methods and not others (initLayers).
+  const misplaced = Object.entries(cfg.initOptions ?? {}).flatMap(([k, v]) =>
+    ["rank", "alpha", "useRslora", "seed"].includes(k)
+      ? [`option "initOptions.${k}" (${showValue(v)}) is not a method option: set ${k} on the config itself`]
+      : ["activations", "grads", "gap", "zText", "zVision"].includes(k)
+      ? [`option "initOptions.${k}" (${showValue(v)}) is calibration data: give it per layer in data`]
+      : []
+  );
+  if (misplaced.length > 0) throw new OptionsError("attachLora", misplaced);
   const method: InitMethod = getInitMethod(cfg.init ?? "lora");
   const targets = findTargets(model, cfg.targetModules);
   if (targets.length === 0) {

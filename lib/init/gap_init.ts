@@ -8,6 +8,7 @@ import { randn, tensor } from "../tensor/creation.ts";
 import { realize } from "../tensor/tensor.ts";
 import { qr } from "../linalg/qr.ts";
 import { deriveSeed } from "../nn/init.ts";
+import { OptionsError } from "../options.ts";
 import { z } from "../../deps.ts";
 import {
   checkInitOptions,
@@ -22,7 +23,7 @@ import {
 export interface GapInitOptions extends CommonInitOptions {
   /** The gap direction `[d_out]` (used as is; it is normalised to unit length). */
   gap?: F32;
-  /** Text-side representations `[N, d_out]`, paired row by row with `zVision` (used when `gap` is absent). */
+  /** Text-side representations `[N, d_out]`, paired row by row with `zVision` (instead of `gap`). */
   zText?: F32;
   /** Vision-side representations `[N, d_out]`. */
   zVision?: F32;
@@ -105,6 +106,16 @@ function gapVector(dOut: number, opts: GapInitOptions): F32 {
  */
 export async function gapInit(weight: F32, opts: GapInitOptions = {}): Promise<LoraInit> {
   checkInitOptions("gap-init", GAP_INIT_OPTIONS, opts, ["gap", "zText", "zVision"]);
+  if (opts.gap !== undefined && (opts.zText !== undefined || opts.zVision !== undefined)) {
+    throw new OptionsError("gap-init", [
+      'the gap is given both as "gap" and as "zText"/"zVision"; give one of them',
+    ]);
+  }
+  if (opts.gap !== undefined && opts.normalize === true) {
+    throw new OptionsError("gap-init", [
+      'option "normalize" (true) applies to each zText − zVision pair; it does not apply to a given "gap"',
+    ]);
+  }
   const rank = opts.rank ?? 8;
   const [dOut, dIn] = checkLayer("gap-init", weight, rank, weight.shape[0]);
   const alpha = opts.alpha ?? rank;

@@ -16,6 +16,7 @@
  */
 import { normalParam, uniformParam } from "../nn/init.ts";
 import { tensor } from "../tensor/creation.ts";
+import { OptionsError, showValue } from "../options.ts";
 import { z } from "../../deps.ts";
 import {
   checkInitOptions,
@@ -42,9 +43,15 @@ export const INIT_B_OPTIONS = z.object({
   ),
 });
 
-/** Zero A, random B. */
+/** Zero A, random B. Throws when `std` is given without `distribution: "normal"`. */
 export function initBInit(weight: F32, opts: InitBOptions = {}): Promise<LoraInit> {
   checkInitOptions("init-b", INIT_B_OPTIONS, opts);
+  if (opts.std !== undefined && opts.distribution !== "normal") {
+    throw new OptionsError("init-b", [
+      `option "std" (${opts.std}) is the standard deviation of distribution "normal"; it does not apply to ` +
+      `distribution ${showValue(opts.distribution ?? "uniform")} (give distribution "normal" with it)`,
+    ]);
+  }
   const rank = opts.rank ?? 8;
   const [dOut, dIn] = checkLayer("init-b", weight, rank, Math.max(weight.shape[0], weight.shape[1]));
   const alpha = opts.alpha ?? rank;

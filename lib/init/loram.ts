@@ -35,6 +35,7 @@ import { svd } from "../linalg/svd.ts";
 import { randn } from "../tensor/creation.ts";
 import { realize } from "../tensor/tensor.ts";
 import type { DeviceName } from "../ir/node.ts";
+import { OptionsError, showValue } from "../options.ts";
 import { z } from "../../deps.ts";
 import {
   checkInitOptions,
@@ -61,7 +62,7 @@ export type LoramTracking = "pissa" | "milora" | "olora" | "corda" | "lora-ga";
 
 /** Options of {@link loramInit}. */
 export interface LoramOptions extends CommonInitOptions {
-  /** Q[r] (default `"log"`: `ln r / ln min(n, m)`). Ignored in tracking mode. */
+  /** Q[r] (default `"log"`: `ln r / ln min(n, m)`). Not with `trackingMode`, which sets β instead. */
   gain?: LoramGain;
   /**
    * The basis: `"dst"` (default, deterministic DST-I of Eq. 12), `"random-orthogonal"` (Haar, seeded) or
@@ -134,11 +135,19 @@ async function basisOf(
 /**
  * LoRAM: scaled deterministic (or random) orthonormal bases whose product carries the fraction Q[r] of W's
  * magnitude. Deterministic with the DST basis; the random-orthogonal basis is seeded by `seed`.
- * Throws when the rank is not in `1..min(d_out, d_in)`, the gain is negative or not finite, or when tracking CorDA
- * without activations or LoRA-GA without gradients.
+ * Throws when the rank is not in `1..min(d_out, d_in)`, the gain is negative or not finite or given with a tracking
+ * mode, or when tracking CorDA without activations or LoRA-GA without gradients.
  */
 export async function loramInit(weight: F32, opts: LoramOptions = {}): Promise<LoraInit> {
   checkInitOptions("loram", LORAM_OPTIONS, opts, ["activations", "grads"]);
+  if (opts.trackingMode !== undefined && opts.gain !== undefined) {
+    throw new OptionsError("loram", [
+      `option "gain" (${showValue(opts.gain)}) is not used with trackingMode ${
+        showValue(opts.trackingMode)
+      }, ` +
+      "which sets β from the reference init's ν[B·A]; give one of them",
+    ]);
+  }
   const rank = opts.rank ?? 8;
   const [n, m] = checkLayer("loram", weight, rank);
   const alpha = opts.alpha ?? rank;

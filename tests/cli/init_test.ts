@@ -4,7 +4,7 @@ import { type Shape, type Tensor, tensor } from "../../mod.ts";
 import { runInit } from "../../cli/init.ts";
 import { readSafetensors, toFloat32, writeSafetensors } from "../../lib/io/safetensors.ts";
 import { Linear } from "../../lib/nn/linear.ts";
-import { attachLora } from "../../lib/init/mod.ts";
+import { attachLora, loramInit } from "../../lib/init/mod.ts";
 import { loadAdapter, LoraLinear } from "../../lib/lora/mod.ts";
 import { loadLlama } from "../../lib/models/load.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
@@ -183,6 +183,36 @@ Deno.test("init command on a Hugging Face directory writes a PEFT adapter direct
   await rejects(
     runInit(["--method", "corda", "--weights", base, "--out", `${dir}/corda`]),
     /method "corda" needs --calibration-text/,
+  );
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("init command passes on only the method options given, so their defaults cannot conflict", async () => {
+  const rng = new TestRng(62);
+  const dir = await Deno.makeTempDir();
+  const w = await weightsFile(rng, dir);
+  const base = ["--weights", `${dir}/w.safetensors`, "--out", `${dir}/out.safetensors`, "--device", "cpu"];
+  await runInit(["--method", "loram", ...base, "--rank", "2", "--tracking-mode", "pissa"]);
+  const { tensors, metadata } = await readSafetensors(`${dir}/out.safetensors`);
+  deepEqual(JSON.parse(metadata.options), {
+    rank: 2,
+    alpha: 2,
+    useRslora: false,
+    seed: 0,
+    trackingMode: "pissa",
+  });
+  const weight = w["blk.q.weight"];
+  const direct = await loramInit(tensor(weight.data, { shape: weight.shape }) as F, {
+    rank: 2,
+    trackingMode: "pissa",
+  });
+  assertClose(toFloat32(tensors.get("blk.q.lora_B.weight")!), await direct.b.data(), {
+    rtol: 1e-6,
+    atol: 1e-7,
+  });
+  await rejects(
+    runInit(["--method", "init-b", ...base, "--std", "0.01"]),
+    /init-b: option "std" \(0\.01\) is the standard deviation of distribution "normal"/,
   );
   await Deno.remove(dir, { recursive: true });
 });

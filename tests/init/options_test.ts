@@ -2,9 +2,11 @@
  * Options of the initialisations: the registry and the exported functions refuse an unknown key or a bad value with
  * an `OptionsError` naming the method, the key and the value.
  */
-import { rejects } from "node:assert/strict";
+import { ok, rejects } from "node:assert/strict";
 import { tensor } from "../../mod.ts";
+import { Linear } from "../../lib/nn/linear.ts";
 import {
+  attachLora,
   cntloraInit,
   cntloraInitLayers,
   cordaInit,
@@ -109,5 +111,58 @@ Deno.test("every exported init function checks all its options strictly, with th
   await rejects(
     gapInit(w, { rank: 2, gap: matrix(rng, 1, 24).reshape([24]) as F32, complement: "random" as "zeros" }),
     /gap-init: option "complement" must be one of "zeros", "orthonormal", got "random"/,
+  );
+});
+
+Deno.test("an option that the other options make unused is refused, never ignored", async () => {
+  const rng = new TestRng(3);
+  const w = matrix(rng, 24, 16);
+  // Init[B]'s std is the normal distribution's; with the default uniform one it changed nothing.
+  const std =
+    /init-b: option "std" \(0\.01\) is the standard deviation of distribution "normal"; it does not apply to distribution "uniform"/;
+  await rejects(async () => await initBInit(w, { rank: 2, std: 0.01 }), std);
+  await rejects(getInitMethod("init-b").init(w, { rank: 2, std: 0.01 }), std);
+  const normal = await initBInit(w, { rank: 2, distribution: "normal", std: 0.01 });
+  const b = (await normal.b.data()) as Float32Array;
+  // 48 draws of N(0, 0.01²): the largest is below 5σ.
+  ok(b.every((v) => Math.abs(v) < 0.05) && b.some((v) => v !== 0), "std reaches the normal draw");
+  // LoRAM's tracking mode sets β from the reference init: a gain would not be used.
+  await rejects(
+    loramInit(w, { rank: 2, gain: 0.9, trackingMode: "pissa" }),
+    /loram: option "gain" \(0\.9\) is not used with trackingMode "pissa"/,
+  );
+  await rejects(getInitMethod("loram").init(w, { rank: 2, gain: "exact", trackingMode: "olora" }), /"gain"/);
+  // Gap-Init takes the gap or the paired representations it is the mean of, not both.
+  const gap = matrix(rng, 1, 24).reshape([24]) as F32;
+  const [zText, zVision] = [matrix(rng, 3, 24), matrix(rng, 3, 24)];
+  await rejects(
+    gapInit(w, { rank: 1, gap, zText, zVision }),
+    /gap-init: the gap is given both as "gap" and as "zText"\/"zVision"; give one of them/,
+  );
+  await rejects(
+    gapInit(w, { rank: 1, gap, normalize: true }),
+    /gap-init: option "normalize" \(true\) applies to each zText − zVision pair/,
+  );
+});
+
+Deno.test("attachLora: a common option or layer data inside initOptions is refused", async () => {
+  const rng = new TestRng(4);
+  const net = () => ({ fc1: Linear.fromWeights(matrix(rng, 6, 4)) });
+  const activations = matrix(rng, 20, 4);
+  for (const init of ["pissa", "eva"]) {
+    await rejects(
+      attachLora(net(), {
+        targetModules: ["fc1"],
+        init,
+        rank: 2,
+        initOptions: { rank: 3 },
+        data: { fc1: { activations } },
+      }),
+      /^OptionsError: attachLora: option "initOptions.rank" \(3\) is not a method option: set rank on the config itself$/,
+    );
+  }
+  await rejects(
+    attachLora(net(), { targetModules: ["fc1"], init: "eva", rank: 2, initOptions: { activations } }),
+    /option "initOptions.activations" \(a f32 tensor \[20, 4\]\) is calibration data: give it per layer in data/,
   );
 });
