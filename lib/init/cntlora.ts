@@ -16,6 +16,7 @@ import type { InitLayer } from "./registry.ts";
 import { z } from "../../deps.ts";
 import {
   checkInitOptions,
+  checkInputsFinite,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -385,6 +386,12 @@ export async function cntloraInitLayers(
   const alpha = opts.alpha ?? rank;
   if (layers.length === 0) throw new RangeError("cntlora: no layers given");
   for (const l of layers) checkLayer(`cntlora (layer "${l.name}")`, l.weight, rank);
+  await checkInputsFinite(
+    "cntlora",
+    Object.fromEntries(
+      layers.flatMap((l) => [[`${l.name}.weight`, l.weight], [`${l.name}.activations`, l.data?.activations]]),
+    ),
+  );
   const decs: Decomposed[] = [];
   // A Gaussian C of its own per layer, drawn from the seed and the layer's name.
   for (const l of layers) {

@@ -33,6 +33,7 @@ import { realize } from "../tensor/tensor.ts";
 import { z } from "../../deps.ts";
 import {
   checkInitOptions,
+  checkInputsFinite,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -201,6 +202,7 @@ export async function cordaInit(weight: F32, opts: CordaOptions = {}): Promise<L
   if (opts.activations === undefined) {
     throw new TypeError(`corda: needs the layer's activations [T, ${dIn}] or [NB, T, ${dIn}] (none given)`);
   }
+  await checkInputsFinite("corda", { weight, activations: opts.activations });
   const d = await cordaDecompose(weight, opts.activations, { damping: opts.damping });
   const k = Math.min(dOut, dIn);
   const [lo, hi] = mode === "ipm" ? [0, rank] : [k - rank, k];

@@ -12,6 +12,7 @@ import type { InitLayer } from "./registry.ts";
 import { z } from "../../deps.ts";
 import {
   checkInitOptions,
+  checkInputsFinite,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -388,6 +389,10 @@ export async function evaInitLayers(
   const rank = opts.rank ?? 8;
   if (layers.length === 0) throw new RangeError("eva: no layers given");
   for (const l of layers) checkLayer(`eva (layer "${l.name}")`, l.weight, rank, l.weight.shape[1]);
+  await checkInputsFinite(
+    "eva",
+    Object.fromEntries(layers.map((l) => [`${l.name}.activations`, l.data?.activations])),
+  );
   let rho = opts.rho ?? 2;
   if (rho > 1000) {
     const maxDim = Math.max(...layers.flatMap((l) => l.weight.shape));

@@ -12,6 +12,7 @@ import { OptionsError } from "../options.ts";
 import { z } from "../../deps.ts";
 import {
   checkInitOptions,
+  checkInputsFinite,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -121,6 +122,7 @@ export async function gapInit(weight: F32, opts: GapInitOptions = {}): Promise<L
   const alpha = opts.alpha ?? rank;
   const device = weight.device;
   const g = gapVector(dOut, opts);
+  await checkInputsFinite("gap-init", { gap: opts.gap, zText: opts.zText, zVision: opts.zVision });
   const norm = g.square().sum().sqrt();
   const normValue = await norm.item();
   if (!(normValue > 0) || !Number.isFinite(normValue)) {

@@ -29,6 +29,7 @@ import { realize } from "../tensor/tensor.ts";
 import { z } from "../../deps.ts";
 import {
   checkInitOptions,
+  checkInputsFinite,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -67,6 +68,7 @@ export async function loftqInit(weight: F32, opts: LoftqOptions = {}): Promise<L
   checkInitOptions("loftq", LOFTQ_OPTIONS, opts);
   const rank = opts.rank ?? 8;
   checkLayer("loftq", weight, rank);
+  await checkInputsFinite("loftq", { weight });
   const alpha = opts.alpha ?? rank;
   const scale = loraScale(alpha, rank, opts.useRslora);
   const iterations = opts.iterations ?? 1;

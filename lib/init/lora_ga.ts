@@ -11,6 +11,7 @@ import { Rng } from "../data/rng.ts";
 import { z } from "../../deps.ts";
 import {
   checkInitOptions,
+  checkInputsFinite,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -151,6 +152,7 @@ export async function loraGaInit(weight: F32, opts: LoraGaOptions = {}): Promise
   const gamma = opts.gamma ?? 16;
   const seed = opts.seed ?? 0;
   const g = meanGrad(opts.grads, dOut, dIn);
+  await checkInputsFinite("lora-ga", { weight, grads: opts.grads });
   const q = Math.min(4 * rank, dOut, dIn);
   const dec = (opts.exact ?? true) ? await svd(g) : await svdLowRank(g, q, { niter: 4, seed });
   const idx = loraGaIndices(direction, rank, variant, seed);

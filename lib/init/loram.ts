@@ -39,6 +39,7 @@ import { OptionsError, showValue } from "../options.ts";
 import { z } from "../../deps.ts";
 import {
   checkInitOptions,
+  checkInputsFinite,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -150,6 +151,7 @@ export async function loramInit(weight: F32, opts: LoramOptions = {}): Promise<L
   }
   const rank = opts.rank ?? 8;
   const [n, m] = checkLayer("loram", weight, rank);
+  await checkInputsFinite("loram", { weight });
   const alpha = opts.alpha ?? rank;
   const scale = loraScale(alpha, rank, opts.useRslora);
   const basis = opts.basis ?? "dst";

@@ -22,6 +22,7 @@ import type { Tensor } from "../tensor/tensor.ts";
 import { z } from "../../deps.ts";
 import {
   checkInitOptions,
+  checkInputsFinite,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -44,6 +45,7 @@ export async function miloraInit(weight: F32, opts: MiloraOptions = {}): Promise
   checkInitOptions("milora", MILORA_OPTIONS, opts);
   const rank = opts.rank ?? 8;
   const [dOut, dIn] = checkLayer("milora", weight, rank);
+  await checkInputsFinite("milora", { weight });
   const alpha = opts.alpha ?? rank;
   const scale = loraScale(alpha, rank, opts.useRslora);
   const k = Math.min(dOut, dIn);

@@ -23,6 +23,7 @@ import { realize, type Tensor } from "../tensor/tensor.ts";
 import { z } from "../../deps.ts";
 import {
   checkInitOptions,
+  checkInputsFinite,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -44,6 +45,7 @@ export async function oloraInit(weight: F32, opts: OloraOptions = {}): Promise<L
   checkInitOptions("olora", OLORA_OPTIONS, opts);
   const rank = opts.rank ?? 8;
   checkLayer("olora", weight, rank);
+  await checkInputsFinite("olora", { weight });
   const alpha = opts.alpha ?? rank;
   const scale = loraScale(alpha, rank, opts.useRslora);
   const f = await qr(weight as Tensor<[number, number], "f32">);

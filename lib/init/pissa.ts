@@ -28,6 +28,7 @@ import { realize } from "../tensor/tensor.ts";
 import { z } from "../../deps.ts";
 import {
   checkInitOptions,
+  checkInputsFinite,
   checkLayer,
   type CommonInitOptions,
   type F32,
@@ -92,6 +93,7 @@ export async function pissaInit(weight: F32, opts: PissaOptions = {}): Promise<L
   checkInitOptions("pissa", PISSA_OPTIONS, opts);
   const rank = opts.rank ?? 8;
   checkLayer("pissa", weight, rank);
+  await checkInputsFinite("pissa", { weight });
   const alpha = opts.alpha ?? rank;
   const scale = loraScale(alpha, rank, opts.useRslora);
   const randomized = opts.niter !== undefined && opts.exact !== true;

@@ -13,6 +13,7 @@ import type { F32 } from "../nn/linear.ts";
 import type { LoraInit } from "../lora/linear.ts";
 import { z } from "../../deps.ts";
 import { checkOptions, type ConfigSchema, opt } from "../options.ts";
+import { checkFinite } from "../nn/finite.ts";
 
 export type { F32, LoraInit };
 export { loraScale } from "../lora/linear.ts";
@@ -81,6 +82,22 @@ export function checkInitOptions(
   const tensors = Object.fromEntries(data.map((k) => [k, opt.tensor().optional()]));
   const own = schema.shape as Record<string, z.ZodType>;
   checkOptions(method, COMMON_OPTIONS.extend(tensors).extend(own).strict(), opts);
+}
+
+/**
+ * Checks that the tensors a method computes from (its weight, its calibration data) hold no NaN or infinity, which
+ * an SVD or a PCA can lose, returning a finite and wrong init: throws a `NonFiniteWeightsError` naming each bad
+ * tensor, with the count and the first bad element. One read-back of one value per tensor.
+ *
+ * @param method The method's name, for the message.
+ * @param tensors The tensors by name; undefined ones (data not given) are skipped.
+ */
+export async function checkInputsFinite(
+  method: string,
+  tensors: Readonly<Record<string, F32 | undefined>>,
+): Promise<void> {
+  const given = Object.entries(tensors).filter((e): e is [string, F32] => e[1] !== undefined);
+  await checkFinite(given, { what: method });
 }
 
 /** Checks the weight is a 2-D float tensor and the rank is a usable integer; returns `[d_out, d_in]`. */
