@@ -131,8 +131,8 @@ export class ReplayedStep {
   #optStep: number;
   #synced = true;
   #installed: Map<string, Node>;
-  /** The optimiser's step count when its state was last the replay's (creation, sync). */
-  #syncStep: number;
+  /** The optimiser's {@link Optimizer.stateVersion} when its state was last the replay's (creation, sync). */
+  #syncVersion: number;
   /** The model's parameters and training modes the replay was traced with (see {@link modelFacts}). */
   #facts: unknown[];
   #disposed = false;
@@ -216,17 +216,19 @@ export class ReplayedStep {
     this.#scalars = scalars;
     this.#fixed = fixed;
     this.#optStep = opt.stepCount;
-    this.#syncStep = opt.stepCount;
+    this.#syncVersion = opt.stateVersion;
     this.#installed = installedNodes(opt);
     this.#facts = modelFacts(opt.target);
   }
 
   /**
-   * Whether the replay still describes the model: the optimiser's parameters are the tensors installed at the last
-   * sync (nobody loaded other ones) and no fixed input was disposed.
+   * Whether the replay still describes the model: nobody changed the optimiser's state since the last sync, the
+   * model's parameters and training modes are those it was traced with (nobody loaded others or switched a mode), and
+   * no fixed input was disposed.
    */
   valid(opt: Optimizer): boolean {
-    if (this.#disposed || !this.ownsModel(opt)) return false;
+    // The model's facts hold every parameter's node, so they cover ownsModel's parameter check in one walk.
+    if (this.#disposed || opt.stateVersion !== this.#syncVersion) return false;
     const facts = modelFacts(opt.target);
     if (facts.length !== this.#facts.length || facts.some((f, i) => f !== this.#facts[i])) return false;
     return this.#fixed.every((n) => n.storage !== null && !n.storage.released);
@@ -239,7 +241,7 @@ export class ReplayedStep {
   ownsModel(opt: Optimizer): boolean {
     const params = opt.params;
     for (const [path, node] of this.#installed) if (params[path]?.node !== node) return false;
-    return opt.stepCount === this.#syncStep && opt.currentPacks.size === opt.packs.length;
+    return opt.stateVersion === this.#syncVersion;
   }
 
   /**
@@ -292,7 +294,7 @@ export class ReplayedStep {
     if (this.#synced || this.#disposed) return;
     opt.adopt(await this.snapshot(), this.#optStep);
     this.#installed = installedNodes(opt);
-    this.#syncStep = this.#optStep;
+    this.#syncVersion = opt.stateVersion;
     this.#facts = modelFacts(opt.target);
     this.#synced = true;
   }

@@ -232,6 +232,7 @@ export abstract class Optimizer {
   #state = new Map<string, Map<string, Tensor>>();
   #device: DeviceName;
   #step = 0;
+  #version = 0;
   #hyper: Tensor | null = null;
   #packs: readonly PackLayout[];
   /** The realized buffer of each pack, by key, as installed by the last step. */
@@ -478,6 +479,14 @@ export abstract class Optimizer {
     return this.#slots;
   }
 
+  /**
+   * Counts the changes of the state and step count made through this optimiser (updates committed, state adopted
+   * or loaded): equal counts mean the optimiser has not been changed in between.
+   */
+  get stateVersion(): number {
+    return this.#version;
+  }
+
   /** Steps taken so far. */
   get stepCount(): number {
     return this.#step;
@@ -639,6 +648,7 @@ export abstract class Optimizer {
     this.#hyper?.dispose();
     this.#hyper = null;
     this.#step = step;
+    this.#version++;
   }
 
   #dispose(tensors: readonly Tensor[], keep: ReadonlySet<unknown>): void {
@@ -723,6 +733,7 @@ export abstract class Optimizer {
     this.#state = next;
     this.#dispose(retired, keep);
     this.#step = step;
+    this.#version++;
   }
 
   /** A JSON-able description: name, hyperparameters and groups (with parameter counts). */
