@@ -5,6 +5,7 @@
 import type { Tensor } from "../mod.ts";
 import { evaluateReference } from "../lib/ir/reference.ts";
 import { leafValues } from "../lib/autodiff/gradcheck.ts";
+import { OptionsError } from "../lib/options.ts";
 
 /** Seed of this test process: TEST_SEED if set, else fresh. */
 export const TEST_SEED: number = (() => {
@@ -90,5 +91,21 @@ export function assertClose(got: ArrayLike<number>, want: ArrayLike<number>, opt
       `${what}: element ${i}: got ${g}, want ${w} (|diff| ${Math.abs(g - w)}, rtol ${rtol}, atol ${atol}) ` +
         `(TEST_SEED=${TEST_SEED})`,
     );
+  }
+}
+
+/** `fn` throws (or rejects with) an OptionsError whose message matches `pattern`. */
+export async function refusedOptions(fn: () => unknown, pattern: RegExp): Promise<void> {
+  let err: unknown;
+  try {
+    await fn();
+  } catch (e) {
+    err = e;
+  }
+  if (!(err instanceof OptionsError)) {
+    throw new Error(`expected an OptionsError matching ${pattern}, got ${err}`);
+  }
+  if (!pattern.test(err.message)) {
+    throw new Error(`expected an OptionsError matching ${pattern}, got "${err.message}"`);
   }
 }

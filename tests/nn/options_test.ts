@@ -5,7 +5,7 @@
  * for `{ labelSmoothing: 0.5 }`, the sum for `{ reduction: "avg" }` and a LayerNorm with weights for
  * `{ elementwiseAffine: false }`).
  */
-import { deepEqual, match, ok } from "node:assert/strict";
+import { deepEqual, ok } from "node:assert/strict";
 import {
   arange,
   Attention,
@@ -41,22 +41,11 @@ import {
   uniformParam,
   zeros,
 } from "../../mod.ts";
-import { OptionsError } from "../../lib/options.ts";
-import { TestRng } from "../_helpers.ts";
+import { refusedOptions, TestRng } from "../_helpers.ts";
 
 const rng = new TestRng(907);
 
-/** `fn` throws (or rejects with) an OptionsError whose message matches `pattern`. */
-async function refused(fn: () => unknown, pattern: RegExp): Promise<void> {
-  let err: unknown;
-  try {
-    await fn();
-  } catch (e) {
-    err = e;
-  }
-  ok(err instanceof OptionsError, `expected an OptionsError matching ${pattern}, got ${err}`);
-  match(err.message, pattern);
-}
+const refused = refusedOptions;
 
 const x = tensor([[1, 2, 3, 10]]);
 const logits = tensor([[0, 1, 2], [2, 1, 0]]);

@@ -4,9 +4,8 @@
  * `OptionsError` naming the function, the key and the value, where before `attachLora` attached nothing for rank 0
  * and every init accepted a NaN or negative alpha.
  */
-import { match, ok, rejects, throws } from "node:assert/strict";
+import { ok, rejects, throws } from "node:assert/strict";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
-import { OptionsError } from "../../lib/options.ts";
 import { Linear } from "../../lib/nn/linear.ts";
 import { Mlp } from "../../lib/nn/mlp.ts";
 import { Adam, AdamW, cosineSchedule, linearSchedule, SGD } from "../../lib/nn/optim/mod.ts";
@@ -16,21 +15,11 @@ import { INIT_METHODS } from "../../lib/init/mod.ts";
 import { Trainer } from "../../lib/train/mod.ts";
 import { LlamaLM } from "../../lib/models/llama.ts";
 import { generate } from "../../lib/models/sample.ts";
-import { TestRng } from "../_helpers.ts";
+import { refusedOptions, TestRng } from "../_helpers.ts";
 
 type F = Tensor<Shape, "f32">;
 
-/** `fn` throws (or rejects with) an OptionsError whose message matches `pattern`. */
-async function refused(fn: () => unknown, pattern: RegExp): Promise<void> {
-  let err: unknown;
-  try {
-    await fn();
-  } catch (e) {
-    err = e;
-  }
-  ok(err instanceof OptionsError, `expected an OptionsError matching ${pattern}, got ${err}`);
-  match(err.message, pattern);
-}
+const refused = refusedOptions;
 
 const rng = new TestRng(501);
 

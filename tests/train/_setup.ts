@@ -13,6 +13,9 @@ import {
   Mlp,
 } from "../../lib/nn/mod.ts";
 import { epochIndices, type TrainerOptions } from "../../lib/train/mod.ts";
+import { attachLora } from "../../lib/init/mod.ts";
+import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
+import { TestRng } from "../_helpers.ts";
 
 type F = Tensor<Shape, "f32">;
 
@@ -94,4 +97,26 @@ export async function countReads<T>(fn: () => Promise<T>): Promise<{ result: T; 
     be.read = original;
     if (many !== undefined) be.readMany = many;
   }
+}
+
+/**
+ * A LoRA MLP (frozen bases, adapters with dropout 0.5) trained with AdamW on random inputs drawn per step from
+ * `inputSeed + step`: the trainer options, with `steps` and `compile` given and the rest of the options merged in.
+ */
+export async function loraMlpSetup(
+  inputSeed: number,
+  opts: { steps: number; compile: boolean } & Partial<TrainerOptions<Mlp, { x: Tensor }>>,
+): Promise<TrainerOptions<Mlp, { x: Tensor }>> {
+  const model = new Mlp([6, 10, 3], { seed: 4 });
+  await attachLora(model, { targetModules: ["layers.0", "layers.1"], rank: 2, dropout: 0.5, seed: 9 });
+  const x = (step: number) => tensor(new TestRng(inputSeed + step).normals(4 * 6), { shape: [4, 6] });
+  return {
+    model,
+    optimizer: new AdamW(model, { lr: 1e-2, trainable: LORA_TRAINABLE }),
+    batch: (step) => ({ x: x(step) }),
+    loss: (m, b) => (m.forward(b.x as F) as F).square().mean() as F,
+    readEvery: 2,
+    progress: false,
+    ...opts,
+  };
 }

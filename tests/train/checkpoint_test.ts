@@ -6,14 +6,10 @@
 import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
 import { AdamW, Mlp, namedParameters, SGD } from "../../lib/nn/mod.ts";
 import { CheckpointMismatchError, loadCheckpoint, Trainer } from "../../lib/train/mod.ts";
-import { attachLora } from "../../lib/init/mod.ts";
-import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
-import { type Shape, type Tensor, tensor } from "../../mod.ts";
+import type { Tensor } from "../../mod.ts";
 import { readJsonl } from "../../lib/io/json.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
-import { mlpSetup } from "./_setup.ts";
-
-type F = Tensor<Shape, "f32">;
+import { loraMlpSetup, mlpSetup } from "./_setup.ts";
 
 Deno.test("resuming from a checkpoint reproduces the uninterrupted loss trajectory", async () => {
   const rng = new TestRng(71);
@@ -154,22 +150,10 @@ Deno.test("resume refuses a changed configuration by key, before touching the mo
 Deno.test("a LoRA run with dropout resumes with the masks an uninterrupted run draws", async () => {
   for (const compile of [false, true]) {
     const dir = await Deno.makeTempDir();
-    const make = async () => {
-      const model = new Mlp([6, 10, 3], { seed: 4 });
-      await attachLora(model, { targetModules: ["layers.0", "layers.1"], rank: 2, dropout: 0.5, seed: 9 });
-      const x = (step: number) => tensor(new TestRng(50 + step).normals(4 * 6), { shape: [4, 6] });
-      return new Trainer({
-        model,
-        optimizer: new AdamW(model, { lr: 1e-2, trainable: LORA_TRAINABLE }),
-        batch: (step) => ({ x: x(step) }),
-        loss: (m, b) => (m.forward(b.x as F) as F).square().mean() as F,
-        steps: 8,
-        readEvery: 2,
-        progress: false,
-        compile,
-        checkpoint: { path: `${dir}/c.safetensors`, every: 4 },
-      });
-    };
+    const make = async () =>
+      new Trainer(
+        await loraMlpSetup(50, { steps: 8, compile, checkpoint: { path: `${dir}/c.safetensors`, every: 4 } }),
+      );
     const whole = await (await make()).run();
     const first = await make();
     await first.run({ until: 4 });

@@ -14,7 +14,7 @@ import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
 import type { Shape } from "../../mod.ts";
 import { Trainer, type TrainerOptions } from "../../lib/train/mod.ts";
 import { cachedPlans } from "../../lib/runtime/plan.ts";
-import { mlpSetup } from "./_setup.ts";
+import { loraMlpSetup, mlpSetup } from "./_setup.ts";
 import { TinyLm } from "./_models.ts";
 import { TestRng } from "../_helpers.ts";
 
@@ -353,20 +353,9 @@ Deno.test("LoRA dropout draws a new mask every step: the trainer keeps tracing, 
 Deno.test("changes between runs that a replay cannot see make it trace again: modes, frozen weights, optimiser state", async () => {
   // A LoRA MLP (frozen bases) with dropout, trained in eval mode so that its step replays.
   const make = async (compile: boolean) => {
-    const model = new Mlp([6, 10, 3], { seed: 4 });
-    await attachLora(model, { targetModules: ["layers.0", "layers.1"], rank: 2, dropout: 0.5, seed: 9 });
-    setTraining(model, false);
-    const x = (step: number) => tensor(new TestRng(60 + step).normals(4 * 6), { shape: [4, 6] });
-    return new Trainer({
-      model,
-      optimizer: new AdamW(model, { lr: 1e-2, trainable: LORA_TRAINABLE }),
-      batch: (step) => ({ x: x(step) }),
-      loss: (m, b) => (m.forward(b.x as F) as F).square().mean() as F,
-      steps: 20,
-      readEvery: 2,
-      progress: false,
-      compile,
-    });
+    const t = new Trainer(await loraMlpSetup(60, { steps: 20, compile }));
+    setTraining(t.model, false);
+    return t;
   };
   type T = Awaited<ReturnType<typeof make>>;
   const changes: [string, (t: T) => void][] = [
