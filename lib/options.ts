@@ -148,6 +148,21 @@ export function checkOptions<S extends z.ZodType>(where: string, schema: S, valu
   return result.data;
 }
 
+/**
+ * Throws an {@link OptionsError} for each of `keys` given in `opts` when `layers` (existing parts) are given too:
+ * those options describe new parts, and would have no effect.
+ */
+export function refuseWithLayers(where: string, opts: object, keys: readonly string[]): void {
+  if ((opts as { layers?: unknown }).layers === undefined) return;
+  const given = keys.filter((k) => (opts as Record<string, unknown>)[k] !== undefined);
+  if (given.length > 0) {
+    throw new OptionsError(
+      where,
+      given.map((k) => `option "${k}" describes new parts; with "layers" it would have no effect`),
+    );
+  }
+}
+
 /** Schema pieces the library's options share. */
 export const opt = {
   /** A finite number. */

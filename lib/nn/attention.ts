@@ -8,7 +8,7 @@
  */
 import { z } from "../../deps.ts";
 import type { DeviceName } from "../ir/node.ts";
-import { checkOptions, opt } from "../options.ts";
+import { checkOptions, opt, refuseWithLayers } from "../options.ts";
 import type { Shape } from "../shape.ts";
 import { arange, tensor } from "../tensor/creation.ts";
 import { Tensor } from "../tensor/tensor.ts";
@@ -517,6 +517,7 @@ export class Attention extends Module {
   constructor(dim: number, opts: AttentionOptions) {
     super();
     checkOptions("Attention", ATTENTION_OPTIONS, opts);
+    refuseWithLayers("Attention", opts, ["headDim", "bias", "qkNorm", "normEps", "seed", "device"]);
     const nKv = opts.nKvHeads ?? opts.nHeads;
     if (
       opts.nHeads % nKv !== 0 ||

@@ -5,7 +5,7 @@
  */
 import { z } from "../../deps.ts";
 import type { DeviceName } from "../ir/node.ts";
-import { checkOptions, opt } from "../options.ts";
+import { checkOptions, opt, refuseWithLayers } from "../options.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { type Activation, relu } from "./activations.ts";
 import { deriveSeed } from "./init.ts";
@@ -76,6 +76,7 @@ export class SwiGLU extends Module {
   constructor(dim: number, hidden: number, opts: SwiGLUOptions) {
     super();
     checkOptions("SwiGLU", SWIGLU_OPTIONS, opts);
+    refuseWithLayers("SwiGLU", opts, ["seed", "bias", "device"]);
     if (opts.layers !== undefined) {
       ({ w1: this.w1, w2: this.w2, w3: this.w3 } = opts.layers);
       return;

@@ -8,7 +8,7 @@
  */
 import { z } from "../../deps.ts";
 import type { DeviceName } from "../ir/node.ts";
-import { checkOptions, opt } from "../options.ts";
+import { checkOptions, opt, OptionsError, refuseWithLayers } from "../options.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { Attention, type AttentionForwardOptions, type CachedStep } from "./attention.ts";
 import { deriveSeed } from "./init.ts";
@@ -90,7 +90,24 @@ export class TransformerBlock extends Module {
   constructor(dim: number, opts: TransformerBlockOptions) {
     super();
     checkOptions("TransformerBlock", BLOCK_OPTIONS, opts);
+    refuseWithLayers("TransformerBlock", opts, ["normEps", "ropeTheta", "seed", "device"]);
     let layers = opts.layers;
+    if (layers !== undefined) {
+      // The sizes the options give must be those of the parts (they describe the block, not new parts).
+      const { attention, feed_forward } = layers;
+      const sizes: [string, number | undefined, number][] = [
+        ["nHeads", opts.nHeads, attention.nHeads],
+        ["nKvHeads", opts.nKvHeads, attention.nKvHeads],
+        ["hiddenDim", opts.hiddenDim, feed_forward.w1.outFeatures],
+      ];
+      const wrong = sizes.filter(([, given, actual]) => given !== undefined && given !== actual);
+      if (wrong.length > 0) {
+        throw new OptionsError(
+          "TransformerBlock",
+          wrong.map(([k, given, actual]) => `option "${k}" is ${given}, but the given layers have ${actual}`),
+        );
+      }
+    }
     if (layers === undefined) {
       const seed = opts.seed;
       if (seed === undefined) throw new TypeError("TransformerBlock: give a seed for new parts, or layers");

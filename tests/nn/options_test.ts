@@ -202,3 +202,35 @@ Deno.test("tensor constructors refuse unknown keys, unknown dtypes and devices, 
   await refused(() => randn([2], { seed: 1.5 }), /^randn: option "seed" must be an integer, got 1\.5$/);
   deepEqual(await tensor([1, 2], { dtype: "i32" }).toArray(), [1, 2]);
 });
+
+Deno.test("blocks built from given layers refuse options that describe new parts, and sizes the parts do not have", async () => {
+  const dim = 8;
+  const ffn = new SwiGLU(dim, 12, { seed: 1 });
+  const attention = new Attention(dim, { nHeads: 2, nKvHeads: 1, seed: 2 });
+  const parts = { w1: ffn.w1, w2: ffn.w2, w3: ffn.w3 };
+  await refused(
+    () => new SwiGLU(dim, 12, { layers: parts, bias: true }),
+    /option "bias" describes new parts/,
+  );
+  const proj = { wq: attention.wq, wk: attention.wk, wv: attention.wv, wo: attention.wo };
+  await refused(
+    () => new Attention(dim, { nHeads: 2, nKvHeads: 1, layers: proj, qkNorm: true, headDim: 4 }),
+    /option "headDim" describes new parts.*option "qkNorm" describes new parts/,
+  );
+  const layers = {
+    attention_norm: new RMSNorm(dim),
+    attention,
+    ffn_norm: new RMSNorm(dim),
+    feed_forward: ffn,
+  };
+  await refused(
+    () => new TransformerBlock(dim, { nHeads: 2, hiddenDim: 12, layers, normEps: 1e-6 }),
+    /option "normEps" describes new parts/,
+  );
+  await refused(
+    () => new TransformerBlock(dim, { nHeads: 4, nKvHeads: 1, hiddenDim: 16, layers }),
+    /option "nHeads" is 4, but the given layers have 2; option "hiddenDim" is 16, but the given layers have 12/,
+  );
+  // Consistent sizes build the block around the parts.
+  ok(new TransformerBlock(dim, { nHeads: 2, nKvHeads: 1, hiddenDim: 12, layers }).feed_forward === ffn);
+});
