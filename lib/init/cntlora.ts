@@ -14,6 +14,7 @@ import { randn } from "../tensor/creation.ts";
 import { deriveSeed } from "../nn/init.ts";
 import type { InitLayer } from "./registry.ts";
 import { z } from "../../deps.ts";
+import { checkOptions as checkOptionsOf } from "../options.ts";
 import {
   checkInitOptions,
   checkInputsFinite,
@@ -114,6 +115,15 @@ export const CNTLORA_OPTIONS = z.object({
   vasBudget: z.number().int().min(0).optional().describe("VAS rank budget K (r × number of layers)"),
 });
 
+/** The options of {@link cntloraTarget} and {@link cntloraEstimate}: the target's own, nothing else. */
+const TARGET_OPTIONS = CNTLORA_OPTIONS.pick({ mode: true, c: true, gram: true })
+  .extend({ seed: z.int().optional() }).partial().strict();
+
+/** The target options among a layer's CNTLoRA options. */
+function targetOptions(o: CntLoraOptions): CntLoraTargetOptions {
+  return { mode: o.mode, c: o.c, gram: o.gram, seed: o.seed };
+}
+
 function checkActs(name: string, x: F32 | undefined, dIn: number): F32[] {
   if (x === undefined) throw new RangeError(`cntlora: layer "${name}" needs activations`);
   const last = x.shape[x.ndim - 1];
@@ -147,6 +157,7 @@ function checkActs(name: string, x: F32 | undefined, dIn: number): F32[] {
  * ```
  */
 export async function cntloraTarget(weight: F32, batch: F32, opts: CntLoraTargetOptions = {}): Promise<F32> {
+  checkOptionsOf("cntloraTarget", TARGET_OPTIONS, opts);
   const [k, d] = checkLayer("cntlora", weight, 1, Infinity);
   if (batch.ndim !== 2 || batch.shape[1] !== d) {
     throw new RangeError(
@@ -210,6 +221,7 @@ export async function cntloraEstimate(
   activations: F32,
   opts: CntLoraTargetOptions = {},
 ): Promise<F32> {
+  checkOptionsOf("cntloraEstimate", TARGET_OPTIONS, opts);
   const batches = checkActs("layer", activations, weight.shape[1]);
   let sum = weight;
   for (const b of batches) {
@@ -237,7 +249,7 @@ function checkOptions(o: CntLoraOptions): void {
 }
 
 async function decompose(l: InitLayer, opts: CntLoraOptions): Promise<Decomposed> {
-  const est = await cntloraEstimate(l.weight, checkPresent(l), opts);
+  const est = await cntloraEstimate(l.weight, checkPresent(l), targetOptions(opts));
   const delta = est.sub(l.weight);
   await realize(delta);
   if ((opts.split ?? "svd") === "qr") return { name: l.name, weight: l.weight, delta };

@@ -7,8 +7,11 @@ import { tensor } from "../../mod.ts";
 import { Linear } from "../../lib/nn/linear.ts";
 import {
   attachLora,
+  cntloraEstimate,
   cntloraInit,
   cntloraInitLayers,
+  cntloraTarget,
+  type CntLoraTargetOptions,
   cordaInit,
   evaInit,
   evaInitLayers,
@@ -165,4 +168,21 @@ Deno.test("attachLora: a common option or layer data inside initOptions is refus
     attachLora(net(), { targetModules: ["fc1"], init: "eva", rank: 2, initOptions: { activations } }),
     /option "initOptions.activations" \(a f32 tensor \[20, 4\]\) is calibration data: give it per layer in data/,
   );
+});
+
+Deno.test("cntloraTarget and cntloraEstimate take the target's options only, checked", async () => {
+  const rng = new TestRng(919);
+  const w = matrix(rng, 8, 6);
+  const x = matrix(rng, 20, 6);
+  const opts = (o: Record<string, unknown>) => o as CntLoraTargetOptions;
+  await rejects(
+    () => cntloraTarget(w, x, opts({ mode: "x", split: "qr" })),
+    /cntloraTarget: unknown option "split"/,
+  );
+  await rejects(() => cntloraTarget(w, x, opts({ mode: "cross" })), /cntloraTarget: option "mode"/);
+  await rejects(() => cntloraEstimate(w, x, opts({ gram: "max" })), /cntloraEstimate: option "gram"/);
+  // Valid target options still work, and an init with other options passes only these on.
+  ok((await cntloraTarget(w, x, { mode: "s", gram: "mean" })).shape.join() === "8,6");
+  const init = await cntloraInit(w, { rank: 2, activations: x, split: "qr", mode: "sh", c: 0.5 });
+  ok(init.a.shape.join() === "2,6");
 });
