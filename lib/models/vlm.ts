@@ -72,6 +72,17 @@ function checkConfig(c: VlmConfig): void {
   }
 }
 
+/** Refuses images that are not `[B, imageSize, imageSize, channels]` (naming the shape given and the one expected). */
+function checkImages(c: VlmConfig, images: F32, where: string): void {
+  const [, h, w, ch] = images.shape;
+  if (images.ndim !== 4 || h !== c.imageSize || w !== c.imageSize || ch !== c.channels) {
+    throw new RangeError(
+      `${where}: images must be [B, ${c.imageSize}, ${c.imageSize}, ${c.channels}] (B, height, width, channels), ` +
+        `got [${images.shape.join(", ")}]`,
+    );
+  }
+}
+
 // ----- image encoder -----
 
 /** Bidirectional multi-head self-attention of the encoder, CLIP-style names (`q_proj`, ..., `out_proj`). */
@@ -176,7 +187,7 @@ export class VisionEncoder extends Module {
   norm: LayerNorm;
   /** Classifier of the pooled tokens. */
   head: LinearLayer;
-  #patch: number;
+  #config: VlmConfig;
 
   /** An encoder for `config`. */
   constructor(config: VlmConfig, opts: { seed: number; device?: DeviceName }) {
@@ -197,16 +208,14 @@ export class VisionEncoder extends Module {
       }));
     this.norm = new LayerNorm(d, { device });
     this.head = new Linear(d, config.nClasses, { seed: deriveSeed(opts.seed, "head"), device });
-    this.#patch = p;
+    this.#config = structuredClone(config);
   }
 
-  /** Patch tokens `[B, patches, visionDim]` of images `[B, H, W, C]`. */
+  /** Patch tokens `[B, patches, visionDim]` of images `[B, imageSize, imageSize, channels]`. */
   forward(images: F32): Tensor<number[], "f32"> {
-    if (images.ndim !== 4) {
-      throw new RangeError(`VisionEncoder: images must be [B, H, W, C], got [${images.shape.join(", ")}]`);
-    }
+    checkImages(this.#config, images, "VisionEncoder");
     const [b, h, w, c] = images.shape;
-    const p = this.#patch;
+    const p = this.#config.patchSize;
     // [B, H, W, C] → [B, H/p, p, W/p, p·C] → [B, H/p, W/p, p, p·C] → [B, patches, p·p·C]
     const patches = images.reshape([b, h / p, p, w / p, p * c]).permute([0, 1, 3, 2, 4])
       .reshape([b, (h / p) * (w / p), p * p * c]);
@@ -315,13 +324,14 @@ export class ToyVlm extends Module {
     return visualTokens(this.#config);
   }
 
-  /** The visual tokens `[B, P, lmDim]` of images `[B, H, W, C]`. */
+  /** The visual tokens `[B, P, lmDim]` of images `[B, imageSize, imageSize, channels]`. */
   embedImages(images: F32): Tensor<number[], "f32"> {
     return this.projector.forward(this.encoder.forward(images));
   }
 
   /** Final hidden states `[B, P + T, lmDim]` (before the LM's final norm). */
   hidden(images: F32, tokens: I32): Tensor<number[], "f32"> {
+    checkImages(this.#config, images, "ToyVlm");
     if (tokens.dtype !== "i32" || tokens.ndim !== 2 || tokens.shape[0] !== images.shape[0]) {
       throw new RangeError(
         `ToyVlm: tokens must be i32 [B, T] with the images' batch ${images.shape[0]}, got ${tokens.dtype} ` +

@@ -1,4 +1,4 @@
-import { equal, ok } from "node:assert/strict";
+import { equal, ok, throws } from "node:assert/strict";
 import { concat, rand, tensor } from "../../mod.ts";
 import type { F32 } from "../../lib/nn/linear.ts";
 import { attachLora } from "../../lib/init/mod.ts";
@@ -76,6 +76,29 @@ Deno.test("ToyVlm forward: shapes, visual tokens first, loss = cross-entropy of 
   const other = rand([3, 16, 16, 3], { seed: 5 }) as F32;
   const l2 = await model.loss(other, x.tokens, x.targets).item();
   ok(Math.abs(l2 - loss) > 1e-6, "text loss must depend on the image");
+});
+
+Deno.test("ToyVlm refuses images other than [B, imageSize, imageSize, channels], before the tokens", () => {
+  const model = ToyVlm.random(config(10), { seed: 0 });
+  const tokens = tensor([[1, 2, 3], [4, 5, 6]], { dtype: "i32" });
+  // [2, 8, 32, 3] and [2, 32, 8, 3] hold 16 patches of 4×4 like [2, 16, 16, 3], in the wrong places.
+  for (
+    const shape of [[2, 8, 32, 3], [2, 32, 8, 3], [2, 32, 32, 3], [2, 12, 12, 3], [2, 3, 16, 16], [
+      2,
+      16,
+      16,
+      4,
+    ]]
+  ) {
+    const want = new RegExp(`ToyVlm: images must be \\[B, 16, 16, 3\\].*got \\[${shape.join(", ")}\\]`);
+    throws(() => model.forward(rand(shape, { seed: 1 }) as F32, tokens), want);
+    throws(() => model.encoder.classify(rand(shape, { seed: 1 }) as F32), /VisionEncoder: images must be/);
+  }
+  throws(
+    () => model.forward(rand([16, 16, 3], { seed: 1 }) as F32, tokens),
+    /images must be .*got \[16, 16, 3\]/,
+  );
+  equal(model.forward(rand([2, 16, 16, 3], { seed: 1 }) as F32, tokens).shape.join(), `2,${16 + 3},10`);
 });
 
 Deno.test("captionBatch: '\\n' + caption as input, caption + '\\n' as targets, padding ignored", () => {
