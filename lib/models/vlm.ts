@@ -350,7 +350,11 @@ export class ToyVlm extends Module {
     const key = `${total}:${tokens.device}`;
     let rope = this.#rope.get(key);
     if (rope === undefined) {
-      rope = ropeTables(lm.dim / lm.nHeads, total, { theta: lm.ropeTheta, device: tokens.device });
+      rope = ropeTables(this.lm.headDim, total, {
+        theta: lm.ropeTheta,
+        scaling: lm.ropeScaling,
+        device: tokens.device,
+      });
       this.#rope.set(key, rope);
     }
     const text = this.lm.tok_embeddings.forward(tokens);

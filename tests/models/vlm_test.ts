@@ -101,6 +101,19 @@ Deno.test("ToyVlm refuses images other than [B, imageSize, imageSize, channels],
   equal(model.forward(rand([2, 16, 16, 3], { seed: 1 }) as F32, tokens).shape.join(), `2,${16 + 3},10`);
 });
 
+Deno.test("ToyVlm uses its LM's headDim and ropeScaling for the rotary tables", async () => {
+  const images = rand([1, 16, 16, 3], { seed: 1 }) as F32;
+  const tokens = tensor([[1, 2, 3, 4, 5, 6]], { dtype: "i32" });
+  const withLm = (lm: Partial<VlmConfig["lm"]>) =>
+    ToyVlm.random({ ...config(10), lm: { ...config(10).lm, ...lm } }, { seed: 0, lmStd: 0.5 });
+  const plain = (await withLm({}).forward(images, tokens).data()) as Float32Array;
+  const scaled = (await withLm({ ropeScaling: { type: "linear", factor: 8 } }).forward(images, tokens)
+    .data()) as Float32Array;
+  ok(plain.some((v, i) => Math.abs(v - scaled[i]) > 1e-3), "linear ×8 RoPE scaling must change the logits");
+  // dim 32 with 4 heads of 16 (not 32 / 4 = 8)
+  equal(withLm({ headDim: 16 }).forward(images, tokens).shape.join(), "1,22,10");
+});
+
 Deno.test("captionBatch: '\\n' + caption as input, caption + '\\n' as targets, padding ignored", () => {
   const data = shapesVlmData({ n: 4, seed: 9 });
   const vocab = captionVocab(data.captions);
