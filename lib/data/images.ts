@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { gunzipSync } from "node:zlib";
 
 const GZIP_MAGIC_0 = 0x1f;
 const GZIP_MAGIC_1 = 0x8b;
@@ -14,15 +15,14 @@ const IDX_LABELS_MAGIC = 2049; // 0x00000801: unsigned byte, 1 dimension
 async function readMaybeGzip(path: string, what: string): Promise<Uint8Array> {
   const raw = await Deno.readFile(path);
   if (raw.length < 2 || raw[0] !== GZIP_MAGIC_0 || raw[1] !== GZIP_MAGIC_1) return raw;
-  return await gunzip(raw, path, what);
+  return gunzip(raw, path, what);
 }
 
-async function gunzip(raw: Uint8Array, path: string, what: string): Promise<Uint8Array> {
+/** Gunzips every member of `raw` (a gzip file may be several members one after another, as gunzip reads it). */
+function gunzip(raw: Uint8Array, path: string, what: string): Uint8Array {
   try {
-    const stream = new Blob([raw as Uint8Array<ArrayBuffer>]).stream().pipeThrough(
-      new DecompressionStream("gzip"),
-    );
-    return new Uint8Array(await new Response(stream).arrayBuffer());
+    const out = gunzipSync(raw);
+    return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
     throw new Error(
@@ -54,11 +54,12 @@ export interface MnistData {
 /**
  * Loads an MNIST-style pair of IDX files (gzip'd or raw; gzip is detected from the magic bytes).
  * Checks the magic numbers (2051 images, 2049 labels), that each file holds exactly the bytes its header
- * declares, and that both files hold the same number of examples. Errors name the file and what was found.
+ * declares, that both files hold the same number of examples and that every label is 0..9. Errors name the file and
+ * what was found.
  *
  * @param imagesPath e.g. `t10k-images-idx3-ubyte.gz`.
  * @param labelsPath e.g. `t10k-labels-idx1-ubyte.gz`.
- * @throws {Error} on a bad magic number, a truncated or oversized file, or mismatched counts.
+ * @throws {Error} on a bad magic number, a truncated or oversized file, mismatched counts or a label above 9.
  *
  * @example
  * ```ts
@@ -126,9 +127,17 @@ export async function loadMnist(imagesPath: string, labelsPath: string): Promise
       `IDX files disagree: images "${imagesPath}" hold ${n} images but labels "${labelsPath}" hold ${nLabels} labels`,
     );
   }
+  const labels = labelBytes.slice(8);
+  const bad = labels.findIndex((label) => label > 9);
+  if (bad >= 0) {
+    throw new Error(
+      `IDX labels file "${labelsPath}": the label at index ${bad} is ${labels[bad]}; ` +
+        "labels must be digits 0..9",
+    );
+  }
   return {
     images: imageBytes.slice(16),
-    labels: labelBytes.slice(8),
+    labels,
     n,
     rows,
     cols,

@@ -66,7 +66,12 @@ Deno.test("loadMnist reads raw and gzip'd IDX files with identical, exact conten
     await Deno.writeFile(`${dir}/lab.idx`, idxBytes([2049, n], labels));
     await Deno.writeFile(`${dir}/img.idx.gz`, await gzip(idxBytes([2051, n, 4, 3], pixels)));
     await Deno.writeFile(`${dir}/lab.idx.gz`, await gzip(idxBytes([2049, n], labels)));
-    for (const suffix of ["", ".gz"]) {
+    // Two gzip members one after another (as `cat a.gz b.gz` makes); gunzip reads their concatenation.
+    const whole = idxBytes([2051, n, 4, 3], pixels);
+    const members = [await gzip(whole.subarray(0, 30)), await gzip(whole.subarray(30))];
+    await Deno.writeFile(`${dir}/img.idx.2.gz`, new Uint8Array([...members[0], ...members[1]]));
+    await Deno.writeFile(`${dir}/lab.idx.2.gz`, await gzip(idxBytes([2049, n], labels)));
+    for (const suffix of ["", ".gz", ".2.gz"]) {
       const data = await loadMnist(`${dir}/img.idx${suffix}`, `${dir}/lab.idx${suffix}`);
       assert.equal(data.n, n);
       assert.equal(data.rows, 4);
@@ -133,6 +138,13 @@ Deno.test("loadMnist errors name the file and the problem", async () => {
     const labelsTruncated = `${dir}/lab_truncated.idx`;
     await Deno.writeFile(labelsTruncated, idxBytes([2049, 3], labels.subarray(0, 1)));
     await assert.rejects(loadMnist(img, labelsTruncated), /lab_truncated\.idx" is truncated/);
+
+    const badLabel = `${dir}/lab_200.idx`;
+    await Deno.writeFile(badLabel, idxBytes([2049, 3], new Uint8Array([3, 200, 4])));
+    await assert.rejects(
+      loadMnist(img, badLabel),
+      /lab_200\.idx": the label at index 1 is 200; labels must be digits 0\.\.9/,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
