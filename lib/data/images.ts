@@ -252,8 +252,8 @@ const EMOJI_COLUMNS = [
 /**
  * Loads the Noto emoji pack from a directory holding `noto_emoji32_rgba.u8.gz` (gzip of `N×32×32×4`
  * uint8 RGBA) and `index.tsv` (header `idx, codepoints, noto_png, status, group, subgroup, emoji_version,
- * name`). Checks that the pixel data is a whole number of images, that the index has one row per image
- * with `idx` equal to the row position, and that every row has all 8 columns.
+ * name`). Checks that the pixel data is a whole number of images (at least one), that the index is UTF-8 with one
+ * row per image whose `idx` is the row position in decimal digits, and that every row has all 8 columns.
  *
  * @param dir directory, e.g. `../shared/data/vl/noto_emoji32`.
  * @throws {Error} naming the file and the problem when the pack is inconsistent.
@@ -278,9 +278,16 @@ export async function loadEmojiPack(dir: string): Promise<EmojiPack> {
     );
   }
   const n = rgba.length / EMOJI_BYTES;
+  if (n === 0) throw new Error(`emoji pixel file "${pixelsPath}" holds no images`);
 
-  const lines = new TextDecoder().decode(await Deno.readFile(indexPath)).split("\n")
-    .map((line) => (line.endsWith("\r") ? line.slice(0, -1) : line));
+  const indexBytes = await Deno.readFile(indexPath);
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(indexBytes);
+  } catch {
+    throw new Error(`emoji index "${indexPath}" is not valid UTF-8 (${indexBytes.length} bytes)`);
+  }
+  const lines = text.split("\n").map((line) => (line.endsWith("\r") ? line.slice(0, -1) : line));
   while (lines.length > 0 && lines[lines.length - 1] === "") lines.pop();
   const header = (lines[0] ?? "").split("\t");
   const column = new Map(header.map((name, i) => [name, i]));
@@ -308,7 +315,7 @@ export async function loadEmojiPack(dir: string): Promise<EmojiPack> {
         }: expected ${header.length} tab-separated fields but found ${fields.length}`,
       );
     }
-    const idx = Number(at(fields, "idx"));
+    const idx = /^\d+$/.test(at(fields, "idx")) ? Number(at(fields, "idx")) : NaN;
     if (idx !== i - 1) {
       throw new Error(
         `emoji index "${indexPath}" line ${i + 1}: expected idx ${i - 1} but found ${

@@ -290,11 +290,27 @@ Deno.test("loadEmojiPack errors name the file: pixel size and index row mismatch
     await Deno.writeTextFile(`${dir}/index.tsv`, [header, row(0), row(5)].join("\n"));
     await assert.rejects(loadEmojiPack(dir), /index\.tsv" line 3: expected idx 1 but found "5"/);
 
+    for (const idx of ["", "0x0", "+0", " 0"]) {
+      await Deno.writeTextFile(`${dir}/index.tsv`, [header, row(0).replace(/^0/, idx), row(1)].join("\n"));
+      await assert.rejects(
+        loadEmojiPack(dir),
+        new RegExp(`line 2: expected idx 0 but found "${idx.replace("+", "\\+")}"`),
+      );
+    }
+    // "café" with é as the Latin-1 byte 0xE9
+    const latin1 = new TextEncoder().encode([header, row(0), row(1).replace("face 1", "caf?")].join("\n"));
+    latin1[latin1.lastIndexOf(0x3f)] = 0xe9;
+    await Deno.writeFile(`${dir}/index.tsv`, latin1);
+    await assert.rejects(loadEmojiPack(dir), /index\.tsv" is not valid UTF-8/);
+
     await Deno.writeTextFile(`${dir}/index.tsv`, [header.replace("\tname", ""), row(0), row(1)].join("\n"));
     await assert.rejects(loadEmojiPack(dir), /index\.tsv": header is missing column\(s\) name/);
 
     await Deno.writeFile(`${dir}/noto_emoji32_rgba.u8.gz`, await gzip(pixels.subarray(0, 4096 + 100)));
     await assert.rejects(loadEmojiPack(dir), /noto_emoji32_rgba\.u8\.gz" decompresses to 4196 bytes/);
+    await Deno.writeFile(`${dir}/noto_emoji32_rgba.u8.gz`, await gzip(new Uint8Array(0)));
+    await Deno.writeTextFile(`${dir}/index.tsv`, header + "\n");
+    await assert.rejects(loadEmojiPack(dir), /noto_emoji32_rgba\.u8\.gz" holds no images/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
