@@ -407,10 +407,15 @@ export interface VlmData {
   description: string;
 }
 
+/** Default text positions of a caption batch: `"\n"`, then up to 39 characters followed by the end marker `"\n"`. */
+const CAPTION_TEXT_LEN = 40;
+
 /**
  * The Noto emoji pack at `dir` (e.g. `../shared/data/vl/noto_emoji32`) as captioned images: composited on white,
  * average-pooled from 32 px to `size` (a divisor of 32, default 16), captions = lower-cased CLDR names cut to
- * `maxCaption` characters (default 40), class = CLDR group (10). `start`/`count` pick a slice of the rows.
+ * `maxCaption` characters (default 39, so that a caption and its end marker fit the default `textLen` 40
+ * of {@link captionLoss} and the lab's trainers), class = CLDR group (10). `start` (an integer row, default 0) and `count`
+ * (a positive integer, default all; at most the rows left from `start`) pick a slice of the rows.
  */
 export async function emojiVlmData(
   dir: string,
@@ -420,8 +425,19 @@ export async function emojiVlmData(
   const size = opts.size ?? 16;
   if (32 % size !== 0) throw new RangeError(`emojiVlmData: size ${size} must divide 32`);
   const start = opts.start ?? 0;
+  if (!Number.isInteger(start) || start < 0 || start >= pack.n) {
+    throw new RangeError(
+      `emojiVlmData: start ${start} must be an integer row in 0..${pack.n - 1} of "${dir}"`,
+    );
+  }
+  if (opts.count !== undefined && (!Number.isInteger(opts.count) || opts.count < 1)) {
+    throw new RangeError(`emojiVlmData: count ${opts.count} must be a positive integer`);
+  }
+  const maxCaption = opts.maxCaption ?? CAPTION_TEXT_LEN - 1;
+  if (!Number.isInteger(maxCaption) || maxCaption < 1) {
+    throw new RangeError(`emojiVlmData: maxCaption ${maxCaption} must be a positive integer`);
+  }
   const count = Math.min(opts.count ?? pack.n - start, pack.n - start);
-  if (count < 1) throw new RangeError(`emojiVlmData: no rows from ${start} in "${dir}" (${pack.n} images)`);
   const rgb = rgbaOnWhite(pack.rgba.subarray(start * 32 * 32 * 4, (start + count) * 32 * 32 * 4));
   const f = 32 / size;
   const images = new Float32Array(count * size * size * 3);
@@ -442,7 +458,7 @@ export async function emojiVlmData(
   const rows = pack.rows.slice(start, start + count);
   return {
     images,
-    captions: rows.map((r) => r.name.toLowerCase().slice(0, opts.maxCaption ?? 40)),
+    captions: rows.map((r) => r.name.toLowerCase().slice(0, maxCaption)),
     labels: Int32Array.from(rows, (r) => groups.indexOf(r.group)),
     nClasses: groups.length,
     n: count,
@@ -467,8 +483,8 @@ export interface CaptionBatch {
 }
 
 /**
- * The captioning batch of the images `indices` of `data`: input `"\n" + caption` (cut to `textLen`), targets
- * shifted by one and ending in `"\n"`; padding positions have target -100.
+ * The captioning batch of the images `indices` of `data`: input `"\n" + caption`, targets shifted by one and ending
+ * in `"\n"`; padding positions have target -100. A caption longer than `textLen − 1` characters is cut to that.
  */
 export function captionBatch(
   data: VlmData,
@@ -521,7 +537,7 @@ export async function captionLoss(
   vocab: CharVocab,
   opts: { batches: number; batchSize: number; seed: number; textLen?: number; device?: DeviceName },
 ): Promise<number> {
-  const textLen = opts.textLen ?? 40;
+  const textLen = opts.textLen ?? CAPTION_TEXT_LEN;
   let total: F32 | null = null;
   for (let i = 1; i <= opts.batches; i++) {
     const b = captionTensors(

@@ -192,6 +192,49 @@ Deno.test("modalityAnalysis: layer-0 statistics and gaps match a direct computat
   }
 });
 
+Deno.test("emojiVlmData: start and count checked by name; default captions fit the default textLen with their end", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const header = "idx\tcodepoints\tnoto_png\tstatus\tgroup\tsubgroup\temoji_version\tname";
+    const names = ["face", "raised back of hand: medium-light skin tone", "flag: wales"];
+    const rows = names.map((name, i) =>
+      `${i}\t1F60${i}\tx.png\tfully-qualified\tg${i % 2}\ts\tE1.0\t${name}`
+    );
+    await Deno.writeTextFile(`${dir}/index.tsv`, [header, ...rows].join("\n") + "\n");
+    await Deno.writeFile(`${dir}/noto_emoji32_rgba.u8.gz`, new Uint8Array(3 * 32 * 32 * 4).fill(200));
+    for (const start of [-3, 1.5, 3]) {
+      await assertRejects(
+        emojiVlmData(dir, { start, count: 1 }),
+        `start ${start} must be an integer row in 0..2`,
+      );
+    }
+    for (const count of [0, 2.5]) {
+      await assertRejects(emojiVlmData(dir, { count }), `count ${count} must be a positive integer`);
+    }
+    const data = await emojiVlmData(dir, { size: 8 });
+    equal(data.n, 3);
+    equal(data.captions[1], names[1].slice(0, 39));
+    const vocab = captionVocab(data.captions);
+    for (let k = 0; k < data.n; k++) {
+      const { targets } = captionBatch(data, vocab, [k], 40);
+      equal(vocab.decode(Array.from(targets).filter((v) => v !== -100)), data.captions[k] + "\n");
+    }
+    equal(
+      (await emojiVlmData(dir, { start: 1, count: 5 })).captions.join(),
+      [names[1].slice(0, 39), names[2]].join(),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+async function assertRejects(p: Promise<unknown>, message: string): Promise<void> {
+  await p.then(
+    () => ok(false, `expected an error containing "${message}"`),
+    (err: Error) => ok(err.message.includes(message), `"${err.message}" should contain "${message}"`),
+  );
+}
+
 async function lossFalls(data: VlmData, label: string) {
   const vocab = captionVocab(data.captions);
   const model = ToyVlm.random(config(vocab.size, data.nClasses), { seed: 1, lmStd: 0.2 });
