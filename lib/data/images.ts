@@ -159,12 +159,12 @@ const INTEGER_PATTERN = /^-?\d+$/;
 
 /**
  * Loads an optdigits CSV (`optdigits.tra` / `optdigits.tes`): each row has 64 integers in 0..16 (an 8×8
- * image, row-major) and then the class 0..9. A first line that is not numeric (the `Block 1,…,Class`
+ * image, row-major) and then the class 0..9. A first line with no integer field (the `Block 1,…,Class`
  * header some copies carry) is skipped, so both the headered and the original UCI files load. Each row is
- * validated; errors name the file and the 1-based line number.
+ * validated; errors name the file and the 1-based line number. A file with no data rows is an error.
  *
  * @param path CSV file (LF or CRLF).
- * @throws {Error} on a row with the wrong number of fields, a non-integer, or a value out of range.
+ * @throws {Error} on a row with the wrong number of fields, a non-integer, a value out of range, or no rows.
  *
  * @example
  * ```ts
@@ -178,10 +178,18 @@ export async function loadOptdigits(path: string): Promise<OptdigitsData> {
   const lines = text.split("\n").map((line) => (line.endsWith("\r") ? line.slice(0, -1) : line));
   while (lines.length > 0 && lines[lines.length - 1].trim() === "") lines.pop();
 
-  let first = 0;
-  if (lines.length > 0 && !INTEGER_PATTERN.test(lines[0].split(",")[0].trim())) first = 1; // header row
+  // A header (`Block 1,…,Block 64,Class`) has no integer field; a first row with any is data and checked as such.
+  const header = lines.length > 0 &&
+    lines[0].split(",").every((field) => !INTEGER_PATTERN.test(field.trim()));
+  const first = header ? 1 : 0;
 
   const n = lines.length - first;
+  if (n === 0) {
+    throw new Error(
+      `optdigits file "${path}" holds no data rows` +
+        (header ? ` (only the header line ${JSON.stringify(lines[0].slice(0, 40))})` : ""),
+    );
+  }
   const images = new Uint8Array(n * 64);
   const labels = new Uint8Array(n);
   for (let row = 0; row < n; row++) {

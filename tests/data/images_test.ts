@@ -217,6 +217,32 @@ Deno.test("loadOptdigits: header optional, malformed rows give the file and line
       loadOptdigits(badClass),
       /bad_class\.csv" line 2: the class .* 0\.\.9 but found "x"/,
     );
+
+    // A first row with a corrupt first field is a data row with an error, not a header.
+    const corruptFirst = `${dir}/corrupt_first.csv`;
+    await Deno.writeTextFile(
+      corruptFirst,
+      [["?", ...rows[0].slice(1)].join(","), ...body.slice(1)].join("\n"),
+    );
+    await assert.rejects(
+      loadOptdigits(corruptFirst),
+      /corrupt_first\.csv" line 1: pixel 1 .* but found "\?"/,
+    );
+
+    const empties: [string, string | Uint8Array][] = [
+      ["empty.csv", ""],
+      ["header_only.csv", header + "\n"],
+      ["cr_only.csv", "\r"],
+      ["nul.csv", new Uint8Array(100)],
+    ];
+    for (const [name, content] of empties) {
+      const path = `${dir}/${name}`;
+      await (typeof content === "string" ? Deno.writeTextFile(path, content) : Deno.writeFile(path, content));
+      await assert.rejects(
+        loadOptdigits(path),
+        new RegExp(`${name.replace(".", "\\.")}" holds no data rows`),
+      );
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
