@@ -27,21 +27,26 @@ export interface Labelled {
 }
 
 /**
- * Reads one domain's file (`sentence \t label` per line).
+ * Reads one domain's file (`sentence \t label` per line; UTF-8, lines ending in LF, CRLF or a lone CR).
  *
  * @param path The file.
  * @returns Its sentences, in file order.
  */
 export function readSentiment(path: string): Labelled[] {
-  let text: string;
+  let bytes: Uint8Array;
   try {
-    text = Deno.readTextFileSync(path);
+    bytes = Deno.readFileSync(path);
   } catch (err) {
     throw new Error(`sentiment data: cannot read "${path}": ${(err as Error).message}`);
   }
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new Error(`sentiment data "${path}" is not valid UTF-8 (${bytes.length} bytes)`);
+  }
   const out: Labelled[] = [];
-  for (const [i, raw] of text.split("\n").entries()) {
-    const line = raw.replace(/\r$/, "");
+  for (const [i, line] of text.split(/\r\n|\r|\n/).entries()) {
     if (line.trim() === "") continue;
     const tab = line.lastIndexOf("\t");
     const label = line.slice(tab + 1).trim();

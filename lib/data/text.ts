@@ -97,7 +97,7 @@ export interface SentimentExample {
  * empty line, a line without a tab, an empty sentence or a label other than 0/1 is an error that names
  * the file and the 1-based line number.
  *
- * @param path file to read (UTF-8, LF or CRLF).
+ * @param path file to read (UTF-8; lines end in LF, CRLF or a lone CR).
  * @throws {Error} on the first malformed line.
  *
  * @example
@@ -109,11 +109,11 @@ export interface SentimentExample {
  */
 export async function loadSentiment(path: string): Promise<SentimentExample[]> {
   const text = await readUtf8(path, "sentiment file");
-  const lines = text.split("\n");
+  const lines = text.split(/\r\n|\r|\n/);
   if (lines.length > 0 && lines[lines.length - 1] === "") lines.pop();
   const examples: SentimentExample[] = [];
   for (let i = 0; i < lines.length; i++) {
-    const line = lines[i].endsWith("\r") ? lines[i].slice(0, -1) : lines[i];
+    const line = lines[i];
     const where = `sentiment file "${path}" line ${i + 1}`;
     if (line.trim() === "") {
       throw new Error(`${where}: expected "sentence<TAB>label" but the line is empty`);

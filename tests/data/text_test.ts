@@ -119,6 +119,10 @@ Deno.test("loadSentiment errors name the file, the line and the problem", async 
       label: 1,
     }]);
 
+    const crOnly = `${dir}/cr_only.txt`;
+    await Deno.writeTextFile(crOnly, "Fine.\t0\rGood.\t1\rBad.\t0\r");
+    assert.deepEqual((await loadSentiment(crOnly)).map((e) => e.sentence), ["Fine.", "Good.", "Bad."]);
+
     const latin1 = `${dir}/latin1.txt`;
     await Deno.writeFile(latin1, new Uint8Array([0x63, 0x61, 0x66, 0xe9, 0x09, 0x31, 0x0a])); // "café" in Latin-1
     await assert.rejects(loadSentiment(latin1), /latin1\.txt" is not valid UTF-8/);

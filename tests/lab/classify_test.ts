@@ -32,6 +32,10 @@ Deno.test("classify: readSentiment parses sentence<TAB>label and names a bad lin
   Deno.writeTextFileSync(`${dir}/bad.txt`, "fine\t1\nno label here\n");
   throws(() => readSentiment(`${dir}/bad.txt`), /line 2: expected "sentence<TAB>0\|1"/);
   throws(() => readSentiment(`${dir}/missing.txt`), /cannot read/);
+  Deno.writeTextFileSync(`${dir}/cr_only.txt`, "Fine.\t1\rBad.\t0\r");
+  deepEqual(readSentiment(`${dir}/cr_only.txt`).map((e) => e.text), ["Fine.", "Bad."]);
+  Deno.writeFileSync(`${dir}/latin1.txt`, new Uint8Array([0x63, 0x61, 0x66, 0xe9, 0x09, 0x31, 0x0a])); // "café" in Latin-1
+  throws(() => readSentiment(`${dir}/latin1.txt`), /latin1\.txt" is not valid UTF-8/);
   await Deno.remove(dir, { recursive: true });
 });
 
