@@ -75,7 +75,11 @@ export function splitText(text: string, options: SplitTextOptions = {}): TextSpl
   if (!(valFraction >= 0 && valFraction < 1)) {
     throw new RangeError(`splitText: valFraction must be in [0, 1), got ${valFraction}`);
   }
-  let cut = Math.floor(text.length * (1 - valFraction));
+  // floor(n·(1 − f)), where a product that misses an integer only by rounding counts as that integer:
+  // 1000 · (1 − 0.9) is 99.99999999999997 in floating point, and the cut is 100.
+  const exact = text.length * (1 - valFraction);
+  const nearest = Math.round(exact);
+  let cut = Math.abs(exact - nearest) <= 1e-9 * Math.max(1, exact) ? nearest : Math.floor(exact);
   if (cut > 0 && cut < text.length) {
     const before = text.charCodeAt(cut - 1);
     if (before >= 0xd800 && before <= 0xdbff) cut -= 1; // keep a surrogate pair together

@@ -55,6 +55,12 @@ Deno.test("splitText: fractions, surrogate pairs and bad fractions", () => {
   const text = "abcdefghijklmnopqrst"; // 20 chars
   assert.deepEqual(splitText(text, { valFraction: 0.25 }), { train: "abcdefghijklmno", val: "pqrst" });
   assert.deepEqual(splitText(text, { valFraction: 0 }), { train: text, val: "" });
+  // 1 − 0.9 is a little under 0.1 in floating point; 0.9 of 1000 characters is still 900.
+  const thousand = "x".repeat(1000);
+  for (const [f, val] of [[0.9, 900], [0.7, 700], [0.1, 100], [0.25, 250]]) {
+    assert.equal(splitText(thousand, { valFraction: f }).val.length, val, `valFraction ${f}`);
+  }
+  assert.equal(splitText("x".repeat(30), { valFraction: 0.1 }).val.length, 3);
   // "😀" is two UTF-16 code units; a cut between them moves back one unit.
   const emoji = "abcdefgh😀"; // length 10, floor(10 * 0.9) = 9 falls inside the pair
   const split = splitText(emoji);
