@@ -57,6 +57,7 @@ export function readSentiment(path: string): Labelled[] {
     }
     out.push({ text: line.slice(0, tab).trim(), label: label === "1" ? 1 : 0 });
   }
+  if (out.length === 0) throw new RangeError(`sentiment data "${path}" holds no examples`);
   return out;
 }
 

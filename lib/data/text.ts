@@ -136,6 +136,7 @@ export async function loadSentiment(path: string): Promise<SentimentExample[]> {
     }
     examples.push({ sentence, label: labelText === "1" ? 1 : 0 });
   }
+  if (examples.length === 0) throw new Error(`sentiment file "${path}" holds no examples`);
   return examples;
 }
 

@@ -493,6 +493,19 @@ export function captionBatch(
   textLen: number,
 ): CaptionBatch {
   const b = indices.length;
+  if (!Number.isInteger(textLen) || textLen < 2) {
+    throw new RangeError(
+      `captionBatch: textLen must be an integer >= 2 (a character and the end), got ${textLen}`,
+    );
+  }
+  const n = data.captions.length;
+  for (let i = 0; i < b; i++) {
+    if (!Number.isInteger(indices[i]) || indices[i] < 0 || indices[i] >= n) {
+      throw new RangeError(
+        `captionBatch: index ${indices[i]} (position ${i}) is not one of the ${n} items (0..${n - 1})`,
+      );
+    }
+  }
   const px = data.size * data.size * 3;
   const images = new Float32Array(b * px);
   const tokens = new Int32Array(b * textLen);

@@ -114,6 +114,10 @@ Deno.test("loadSentiment errors name the file, the line and the problem", async 
       return true;
     });
 
+    const empty = `${dir}/empty.txt`;
+    await Deno.writeTextFile(empty, "");
+    await assert.rejects(loadSentiment(empty), /empty\.txt" holds no examples/);
+
     const blank = `${dir}/blank.txt`;
     await Deno.writeTextFile(blank, "Fine.\t0\n\nGood.\t1\n");
     await assert.rejects(loadSentiment(blank), /blank\.txt" line 2: .*empty/);

@@ -36,6 +36,8 @@ Deno.test("classify: readSentiment parses sentence<TAB>label and names a bad lin
   deepEqual(readSentiment(`${dir}/cr_only.txt`).map((e) => e.text), ["Fine.", "Bad."]);
   Deno.writeFileSync(`${dir}/latin1.txt`, new Uint8Array([0x63, 0x61, 0x66, 0xe9, 0x09, 0x31, 0x0a])); // "café" in Latin-1
   throws(() => readSentiment(`${dir}/latin1.txt`), /latin1\.txt" is not valid UTF-8/);
+  Deno.writeTextFileSync(`${dir}/blank.txt`, "\n\n");
+  throws(() => readSentiment(`${dir}/blank.txt`), /blank\.txt" holds no examples/);
   await Deno.remove(dir, { recursive: true });
 });
 

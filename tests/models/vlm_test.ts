@@ -129,6 +129,13 @@ Deno.test("captionBatch: '\\n' + caption as input, caption + '\\n' as targets, p
   }
   const px = 16 * 16 * 3;
   equal(b.images[px + 5], data.images[5]);
+  // An index past the items, or a text too short for a character and its end, is named.
+  throws(
+    () => captionBatch(data, vocab, [0, 4], t),
+    /index 4 \(position 1\) is not one of the 4 items \(0\.\.3\)/,
+  );
+  throws(() => captionBatch(data, vocab, [1.5], t), /index 1\.5/);
+  throws(() => captionBatch(data, vocab, [0], 1), /textLen must be an integer >= 2/);
 });
 
 Deno.test("modalityAnalysis: layer-0 statistics and gaps match a direct computation", async () => {
