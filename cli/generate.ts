@@ -79,6 +79,12 @@ export async function runGenerate(
   if (promptTokens.length === 0) {
     throw new Error(`tokenizer "${tokenizerPath}" has no BOS, so an empty prompt gives nothing to continue`);
   }
+  // Checked before anything is printed: a failed run prints nothing.
+  if (promptTokens.length > model.config.seqLen) {
+    throw new Error(
+      `the prompt has ${promptTokens.length} tokens, more than the context ${model.config.seqLen}`,
+    );
+  }
   const notes: string[] = [];
   const room = model.config.seqLen - promptTokens.length + 1;
   if (cfg.steps > room && room > 0) {
@@ -89,7 +95,18 @@ export async function runGenerate(
   }
   const stream = tokenizer.streamDecoder({ skipSpecialTokens: true });
   let text = "";
+  // A model may have more ids than its tokenizer (Qwen pads its vocabulary): such an id has no text, and is
+  // shown as nothing, as transformers' decode does.
+  let textless = 0;
   const emit = (id: number) => {
+    if (id >= tokenizer.vocabSize) {
+      if (textless++ === 0) {
+        notes.push(
+          `the model generated id ${id}, which tokenizer "${tokenizerPath}" (${tokenizer.vocabSize} ids) has no text for: shown as nothing`,
+        );
+      }
+      return;
+    }
     const piece = stream.push(id);
     text += piece;
     if (piece.length > 0) write(piece);

@@ -93,9 +93,10 @@ export async function runPpl(args: readonly string[]): Promise<PplRun> {
   const offset = bos === undefined ? 1 : 0;
   const predicted = ids.length - offset;
   if (predicted < 1) {
-    throw new Error(
-      `text file "${cfg.text}" has ${ids.length} token(s); without a BOS at least 2 are needed`,
-    );
+    const kept = cfg.maxTokens !== undefined && all.length > ids.length
+      ? `--max-tokens ${cfg.maxTokens} keeps ${ids.length} of its ${all.length} tokens`
+      : `text file "${cfg.text}" has ${ids.length} token(s)`;
+    throw new Error(`${kept}; without a BOS at least 2 are needed (the first is only context)`);
   }
   const chunk = seqLen - 1;
   const windows = Math.ceil(predicted / chunk);

@@ -710,6 +710,7 @@ export class LlamaLM extends Module implements AliasedModule {
     options: ForwardCachedOptions = {},
   ): Tensor<number[], "f32"> {
     const [b, t] = this.#checkTokens(tokens, "LlamaLM.forwardCached");
+    if (t === 0) throw new RangeError(`LlamaLM.forwardCached: no new tokens (tokens are [${b}, 0])`);
     if (b !== cache.batch) {
       throw new RangeError(
         `LlamaLM.forwardCached: batch ${b} does not match the cache's batch ${cache.batch}`,

@@ -5,6 +5,7 @@
  */
 import { equal, match, ok } from "node:assert/strict";
 import { runGenerate } from "../../cli/generate.ts";
+import { runPpl } from "../../cli/ppl.ts";
 import { writeLlama2c } from "../../lib/io/llama2c.ts";
 import { basePieces, Tokenizer, writeTokenizer } from "../../lib/io/tokenizer.ts";
 import type { LlamaConfig } from "../../lib/models/llama.ts";
@@ -91,5 +92,58 @@ Deno.test('a library error reaches the user once prefixed: no "generate: generat
   equal(out.code, 1, stderr);
   match(stderr, /^generate: the prompt has \d+ tokens, more than the context 6\n$/);
   ok(!stderr.includes("generate: generate:"), stderr);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("generate: ids past the tokenizer are shown as nothing (as transformers decodes them), a long prompt prints nothing", async () => {
+  // The Qwen2 fixture's model has 512 ids, its tokenizer 459 (Qwen pads its vocabulary the same way); transformers'
+  // greedy decoding of this prompt picks id 459 at the third step, and its decode skips it.
+  const qwen = new URL("../fixtures/models/qwen2", import.meta.url).pathname;
+  const printed: string[] = [];
+  const args = ["--model", qwen, "--prompt", "Alice was beginning", "--steps", "30", "--device", "cpu"];
+  const run = await runGenerate(args, (piece) => printed.push(piece));
+  ok(run.tokens.includes(459), `ids ${run.tokens}`);
+  equal(run.text, "Alice was beginninged redlllll,,,,,,,,,,"); // transformers' tokenizer.decode of the same ids
+  equal(printed.join(""), run.text);
+  match(
+    run.notes.join("\n"),
+    /generated id 459, which tokenizer .* \(459 ids\) has no text for: shown as nothing/,
+  );
+  // A prompt longer than the context is refused before anything is printed.
+  const rng = new TestRng(802);
+  const { dir } = await fixture(rng, 6);
+  const none: string[] = [];
+  let message = "";
+  try {
+    await runGenerate([
+      "--model",
+      `${dir}/model.bin`,
+      "--tokenizer",
+      `${dir}/tok.bin`,
+      "--prompt",
+      "a b c d e f g h",
+      "--device",
+      "cpu",
+    ], (p) => none.push(p));
+  } catch (err) {
+    message = (err as Error).message;
+  }
+  match(message, /the prompt has \d+ tokens, more than the context 6/);
+  equal(none.length, 0);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("ppl: a --max-tokens too small for a tokenizer without BOS says it is the cut, not the file", async () => {
+  const dir = await Deno.makeTempDir();
+  await Deno.writeTextFile(`${dir}/t.txt`, "Alice was beginning to get very tired of sitting by her sister.");
+  const qwen = new URL("../fixtures/models/qwen2", import.meta.url).pathname;
+  const args = ["--model", qwen, "--text", `${dir}/t.txt`, "--max-tokens", "1", "--device", "cpu"];
+  let message = "";
+  try {
+    await runPpl(args);
+  } catch (err) {
+    message = (err as Error).message;
+  }
+  match(message, /--max-tokens 1 keeps 1 of its \d+ tokens; without a BOS at least 2 are needed/);
   await Deno.remove(dir, { recursive: true });
 });

@@ -197,6 +197,14 @@ Deno.test("KV-cache decoding gives the logits and greedy tokens of full forwards
     () => model.forwardCached(tensor([[1]], { dtype: "i32" }) as I32, cache),
     /exceed the cache capacity/,
   );
+  throws(
+    () =>
+      model.forwardCached(
+        tensor(new Int32Array(0), { shape: [1, 0], dtype: "i32" }) as I32,
+        model.createCache(),
+      ),
+    /LlamaLM\.forwardCached: no new tokens \(tokens are \[1, 0\]\)/,
+  );
 
   // A stop token ends generation (and is not returned).
   const stopped = await generate(model, prompt, { steps, stop: [cached[4]] });
