@@ -40,7 +40,8 @@ Fixtures:
   `tokenizer.json` and rebuilds the rest (a `Metaspace` pre-tokenizer with `prepend_scheme: "first"`), which
   changes the ids next to special tokens written in the text.
 - `sentencepiece_added`: the `sentencepiece_legacy` files with three tokens added by `add_tokens` (`normalized`
-  true, as that call writes them): a decoded added token keeps the space before it.
+  true, as that call writes them) and a special one that is normalized too: a decoded added token keeps the space
+  before it, and the special one is not skipped by `skip_special_tokens`.
 
 Every expected.json also holds the decoding of random id lists (`id_lists`), half of them runs of byte tokens
 where the vocabulary has them, valid UTF-8 or not.
@@ -55,7 +56,7 @@ import random
 import shutil
 import sys
 
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 # The split patterns of the public Llama 3 and Qwen2 tokenizer.json files.
 LLAMA3_PATTERN = (
@@ -112,6 +113,7 @@ TEXTS = [
     "It's, I'm, we'll, they've, you'd, DON'T",
     "\u00a0non-breaking\u2009thin space",
     "say <|im_start|> x<|im_end|> I love New York",
+    "a <|sp|> b",
 ]
 
 
@@ -251,6 +253,8 @@ def save(name: str, directory: str) -> None:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, **special)
     if name == "sentencepiece_added":
         fast.add_tokens(ADDED)
+        # A special token that is normalized too: decoded as its normalized text, and so never skipped.
+        fast.add_tokens([AddedToken("<|sp|>", normalized=True, special=True)], special_tokens=True)
     fast.save_pretrained(directory)
     if name == "sentencepiece_llama_class":
         path = os.path.join(directory, "tokenizer_config.json")

@@ -393,8 +393,9 @@ export class HfTokenizer implements TextTokenizer {
  * Where the port decodes differently from the Rust library, makes it decode as that library does:
  * - an added token with `normalized` true (the default for one that is not special) decodes as its normalized
  *   text, as the Rust library's `id_to_token` gives it (a sentencepiece-style normalizer prepends `▁`, which the
- *   decoder turns into the space before the token); the port decoded the raw content. Special tokens keep their
- *   content, which the port's `skip_special_tokens` compares against.
+ *   decoder turns into the space before the token); the port decoded the raw content. A special token with
+ *   `normalized` true is then not skipped by `skip_special_tokens`, which compares raw contents: the Rust library
+ *   (and so transformers) skips it neither.
  * - a run of byte tokens that is not valid UTF-8 decodes as one U+FFFD per byte (`ByteFallback`); the port decoded
  *   it leniently, so `<0xE6><0x21>` gave "�!" where the Rust library gives "��".
  */
@@ -402,9 +403,7 @@ function mendDecoding(port: HfTokenizerPort, addedTokens: unknown[]): Set<number
   const { normalizer, model } = port;
   if (normalizer !== null && model !== null) {
     for (const t of addedTokens) {
-      if (!isObject(t) || typeof t.content !== "string" || typeof t.id !== "number" || t.special === true) {
-        continue;
-      }
+      if (!isObject(t) || typeof t.content !== "string" || typeof t.id !== "number") continue;
       if ((t.normalized ?? true) === true) model.vocab[t.id] = normalizer.normalize(t.content);
     }
   }
