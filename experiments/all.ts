@@ -148,19 +148,42 @@ async function main(): Promise<void> {
       );
       continue;
     }
-    reportRun(name, run, ` (${seconds} s)`, sections, claims);
+    try {
+      reportRun(name, run, ` (${seconds} s)`, sections, claims);
+    } catch (err) {
+      // One unreadable run must not take the report of the others with it.
+      sections.push(
+        `## exp:${name}`,
+        "",
+        `**Not reported**: ${(err as Error).message} (run \`${run}\`).`,
+        "",
+      );
+    }
   }
   writeReport(claims, sections);
 }
 
 /** The claims a run's summary.json holds (structured, or sentences with the verdict in bold). */
 function claimsOf(path: string): (Claim | string)[] {
+  let json: { claims?: unknown };
   try {
-    const json = JSON.parse(Deno.readTextFileSync(path)) as { claims?: unknown };
-    return Array.isArray(json.claims) ? json.claims as (Claim | string)[] : [];
-  } catch {
-    return [];
+    json = JSON.parse(Deno.readTextFileSync(path));
+  } catch (err) {
+    // A damaged file would drop its claims from the count without a word.
+    throw new Error(`cannot read the claims of "${path}": ${(err as Error).message}`, { cause: err });
   }
+  if (json.claims === undefined) return [];
+  if (!Array.isArray(json.claims)) throw new Error(`"${path}": "claims" is not a list`);
+  const verdicts = new Set(["reproduced", "not reproduced", "inconclusive"]);
+  for (const [i, c] of json.claims.entries()) {
+    if (typeof c === "string") continue;
+    if (typeof c !== "object" || c === null || typeof c.claim !== "string" || !verdicts.has(c.verdict)) {
+      throw new Error(
+        `"${path}": claim ${i} has no claim text or a verdict other than ${[...verdicts].join(", ")}`,
+      );
+    }
+  }
+  return json.claims as (Claim | string)[];
 }
 
 /** The report's opening: every claim in one table, and the count of each verdict. */

@@ -57,6 +57,7 @@ import {
   type MethodSpec,
   modalityAnalysis,
   PAIRED_RULE,
+  type PairedDifference,
   pairedDifference,
   pairedVerdict,
   pairsNeeded,
@@ -339,13 +340,18 @@ async function main(): Promise<void> {
   const get = (m: string) => rows.find((r) => r.m === m)!;
   const n = cfg.seeds.length;
   const secondsPerRun = mean(runs.map((r) => r.trainSeconds));
-  const cost = (pairs: number | null, runsPerSeed: number) =>
-    pairs === null
+  const cost = (d: PairedDifference, runsPerSeed: number) => {
+    if (d.n < 2 || !Number.isFinite(d.mean) || !Number.isFinite(d.std)) {
+      return `${d.n} pair(s) with mean ${d.mean}: no estimate of the seeds that would separate it`;
+    }
+    const pairs = pairsNeeded(d);
+    return pairs === null
       ? "the mean difference is 0: no number of seeds would separate it"
       : `about ${pairs} seeds would separate a difference of this size and spread: ${pairs} × ${runsPerSeed} runs × ` +
         `${secondsPerRun.toFixed(0)} s ≈ ${
           (pairs * runsPerSeed * secondsPerRun / 60).toFixed(0)
         } min on this device`;
+  };
   const valDiff = (a: string, b: string) =>
     pairedDifference(bySeed(a, (r) => r.valLoss), bySeed(b, (r) => r.valLoss));
 
@@ -368,7 +374,7 @@ async function main(): Promise<void> {
           "learning rate (where random rank-1 LoRA falls short of the threshold) would decide it",
       );
     }
-    if (loss === "inconclusive") notes.push(cost(pairsNeeded(d), 2));
+    if (loss === "inconclusive") notes.push(cost(d, 2));
     claims.push({
       claim:
         `Gap-Init makes rank-1 LoRA reliable: fewer collapsed runs and a lower validation loss than random ` +
@@ -407,7 +413,7 @@ async function main(): Promise<void> {
         formatPaired(d, 3)
       } (ratio ${formatNumber(Math.exp(d.mean), 3)}).`,
       verdict,
-      note: verdict === "inconclusive" ? cost(pairsNeeded(d), 1) : undefined,
+      note: verdict === "inconclusive" ? cost(d, 1) : undefined,
     });
   }
   if (has("gap-r1") && has("rand-r1")) {
@@ -428,7 +434,7 @@ async function main(): Promise<void> {
         formatPaired(d, 3)
       } (ratio ${formatNumber(Math.exp(d.mean), 3)}).`,
       verdict,
-      note: verdict === "inconclusive" ? cost(pairsNeeded(d), 2) : undefined,
+      note: verdict === "inconclusive" ? cost(d, 2) : undefined,
     });
   }
   if (has("gap-r1") && has("rand-r1")) {
@@ -448,7 +454,7 @@ async function main(): Promise<void> {
         ablation.length > 0 ? `; noise ablation (paired): ${ablation.join(", ")}` : ""
       }.`,
       verdict,
-      note: verdict === "inconclusive" ? cost(pairsNeeded(d), 2) : undefined,
+      note: verdict === "inconclusive" ? cost(d, 2) : undefined,
     });
   }
 

@@ -45,6 +45,7 @@ import {
   modalityAnalysis,
   type ModalityStats,
   PAIRED_RULE,
+  type PairedDifference,
   pairedDifference,
   pairedVerdict,
   pairsNeeded,
@@ -300,14 +301,18 @@ async function main(): Promise<void> {
   const has = (m: string) => names.includes(m);
   const n = cfg.seeds.length;
   const secondsPerRun = meanStd(runs.map((r) => r.trainSeconds)).mean;
-  const cost = (pairs: number | null) =>
-    pairs === null
+  const cost = (d: PairedDifference) => {
+    if (d.n < 2 || !Number.isFinite(d.mean) || !Number.isFinite(d.std)) {
+      return `${d.n} pair(s) with mean ${d.mean}: no estimate of the seeds that would separate it`;
+    }
+    const pairs = pairsNeeded(d);
+    return pairs === null
       ? "no run size would separate a zero mean difference"
       : `about ${pairs} seeds would separate a difference of this size and spread: ${pairs} × ${names.length} runs ` +
         `× ${secondsPerRun.toFixed(0)} s ≈ ${
           (pairs * names.length * secondsPerRun / 60).toFixed(0)
-        } min on this ` +
-        `device`;
+        } min on this device`;
+  };
 
   // ----- claims (rules fixed here, before the runs are read) -----
   const claims: Claim[] = [];
@@ -329,7 +334,7 @@ async function main(): Promise<void> {
         formatPaired(d)
       }.`,
       verdict,
-      note: verdict === "inconclusive" ? cost(pairsNeeded(d)) : undefined,
+      note: verdict === "inconclusive" ? cost(d) : undefined,
     });
   }
   if (has("pissa") && has("lora")) {
@@ -357,7 +362,7 @@ async function main(): Promise<void> {
           rows.map((r) => `${r.m} ${formatNumber(r.loss0MinusBase.mean, 3)}`).join(", ")
         }; paired difference PiSSA − LoRA ${formatPaired(d)}.`,
       verdict,
-      note: verdict === "inconclusive" ? cost(pairsNeeded(d)) : undefined,
+      note: verdict === "inconclusive" ? cost(d) : undefined,
     });
   }
   {

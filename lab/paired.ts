@@ -135,10 +135,17 @@ export function formatPaired(d: PairedDifference, digits = 4): string {
 
 /**
  * How many pairs would put the 95% interval of a difference with this mean and spread clear of 0 (the smallest n
- * with t(n−1)·std/√n < |mean|, up to 10 000), or null when the mean is 0.
+ * with t(n−1)·std/√n < |mean|, up to 10 000), or null when no number would: the mean is 0. Throws when the
+ * difference cannot say (one pair, whose spread is unknown, or a mean or spread that is not a number): callers
+ * judge those inconclusive without an estimate.
  */
 export function pairsNeeded(d: PairedDifference): number | null {
-  if (!(Math.abs(d.mean) > 0) || !Number.isFinite(d.std)) return null;
+  if (d.n < 2 || !Number.isFinite(d.mean) || !Number.isFinite(d.std)) {
+    throw new RangeError(
+      `pairsNeeded: a difference of ${d.n} pair(s) with mean ${d.mean} and std ${d.std} gives no estimate`,
+    );
+  }
+  if (!(Math.abs(d.mean) > 0)) return null;
   for (let n = 2; n <= 10_000; n++) {
     if (tQuantile975(n - 1) * d.std / Math.sqrt(n) < Math.abs(d.mean)) return n;
   }

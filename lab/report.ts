@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { MetricRecord } from "../mod.ts";
+import { type MetricRecord, toJson, writeFileAtomicSync } from "../mod.ts";
 import type { LineSeries } from "./plot.ts";
 import type { ResultsDir } from "./results.ts";
 
@@ -278,12 +278,13 @@ export function meanCurves<R extends CurveRun>(
  * @param runs The runs.
  */
 export function writeCombinedMetrics(results: ResultsDir, runs: readonly CurveRun[]): void {
+  // toJson keeps NaN and infinities (a diverged run) as strings, where JSON.stringify writes null.
   const lines = runs.flatMap((r) =>
     r.losses.map((loss, i) =>
-      JSON.stringify({ method: r.label, seed: r.seed, step: i + 1, loss, grad_norm: r.gradNorms?.[i] })
+      toJson({ method: r.label, seed: r.seed, step: i + 1, loss, grad_norm: r.gradNorms?.[i] })
     )
   );
-  Deno.writeTextFileSync(results.file("metrics.jsonl"), lines.join("\n") + "\n");
+  writeFileAtomicSync(results.file("metrics.jsonl"), lines.join("\n") + "\n");
 }
 
 /** The verdicts a claim can get. */

@@ -21,7 +21,7 @@ const BUDGETS: Record<string, number> = {
   cli: 700,
   tools: 1_150,
   examples: 120,
-  tests: 18_100,
+  tests: 18_200,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */

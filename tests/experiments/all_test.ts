@@ -97,6 +97,21 @@ Deno.test("exp:all --runs writes REPORT.md from the finished runs given, and ref
     new TextDecoder().decode(bad.stderr),
     /results\/eva\/unfinished is not a finished run \(no summary\.md\)/,
   );
+  // A damaged summary.json, or a claim without a known verdict, is named: its claims would drop out of the count.
+  await Deno.writeTextFile(`${dir}/results/cntlora/a/summary.json`, '{"claims": [');
+  const damaged = await run("--runs", "results/cntlora/a");
+  ok(damaged.code !== 0);
+  match(
+    new TextDecoder().decode(damaged.stderr),
+    /cannot read the claims of "results\/cntlora\/a\/summary\.json"/,
+  );
+  await Deno.writeTextFile(
+    `${dir}/results/cntlora/a/summary.json`,
+    JSON.stringify({ claims: [claim("weakly", 0)] }),
+  );
+  const odd = await run("--runs", "results/cntlora/a");
+  ok(odd.code !== 0);
+  match(new TextDecoder().decode(odd.stderr), /claim 0 has no claim text or a verdict other than reproduced/);
   const mixed = await run("--runs", "results/eva/c", "--quick");
   equal(mixed.code, 2);
   match(new TextDecoder().decode(mixed.stderr), /--quick would be ignored/);

@@ -34,4 +34,7 @@ Deno.test("tQuantile975 and pairsNeeded follow Student's t", () => {
   // Mean 1, std 1: n = 7 is the first with t(n−1)/√n < 1 (t(6) = 2.447 → 0.925; t(5) = 2.571 → 1.05).
   equal(pairsNeeded({ mean: 1, std: 1, n: 3, half: 0 }), 7);
   equal(pairsNeeded({ mean: 0, std: 1, n: 3, half: 0 }), null);
+  // One pair has no spread to go on (its std is 0 by convention), and NaN is no mean: no estimate, not 2 or "0".
+  throws(() => pairsNeeded(pairedDifference([0.5], [0.49])), /1 pair\(s\) .* gives no estimate/);
+  throws(() => pairsNeeded(pairedDifference([NaN, 1], [0, 0])), /mean NaN/);
 });

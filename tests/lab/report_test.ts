@@ -1,6 +1,7 @@
 /** Reports: the verdict rule, mean curves over seeds, and what writeReport puts in summary.md, summary.json and plots. */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
-import { judged, meanCurves, verdictFor, writeReport } from "../../lab/report.ts";
+import { judged, meanCurves, verdictFor, writeCombinedMetrics, writeReport } from "../../lab/report.ts";
+import { readJsonl } from "../../lib/io/json.ts";
 import { ResultsDir } from "../../lab/results.ts";
 import { linePlot } from "../../lab/plot.ts";
 import { TestRng } from "../_helpers.ts";
@@ -80,4 +81,22 @@ Deno.test("report: writeReport writes the setting, tables, claims and plots", as
     results.release();
     await Deno.remove(root, { recursive: true });
   }
+});
+
+Deno.test("report: writeCombinedMetrics keeps a diverged run's NaN and infinities (they were written as null)", async () => {
+  const root = await Deno.makeTempDir();
+  const results = ResultsDir.create("demo", { root });
+  const loss = new TestRng(44).next() + 1;
+  writeCombinedMetrics(results, [{
+    label: "a",
+    seed: 0,
+    losses: [loss, NaN, Infinity],
+    gradNorms: [1, -Infinity, NaN],
+  }]);
+  const text = Deno.readTextFileSync(results.file("metrics.jsonl"));
+  ok(!text.includes("null"), text);
+  const back = readJsonl(results.file("metrics.jsonl"));
+  // The metrics format keeps non-finite numbers as strings (lib/io/json.ts).
+  deepEqual(back.map((r) => [r.loss, r.grad_norm]), [[loss, 1], ["NaN", "-Infinity"], ["Infinity", "NaN"]]);
+  await Deno.remove(root, { recursive: true });
 });
