@@ -61,13 +61,15 @@ export function formatNumber(value: number, digits = 4): string {
 }
 
 /**
- * Format a {@link MeanStd} as `mean ± std` (with `(n=…)` left out).
+ * Format a {@link MeanStd} as `mean ± std` (with `(n=…)` left out), or `mean (one value)` when there is one value.
  *
  * @param stats The statistics.
  * @param digits Significant digits of the mean (default 4).
  * @returns E.g. `0.8123 ± 0.0131`.
  */
 export function formatMeanStd(stats: MeanStd, digits = 4): string {
+  // One value has no spread to show: "± 0" would read as none measured.
+  if (stats.n === 1) return `${formatNumber(stats.mean, digits)} (one value)`;
   return `${formatNumber(stats.mean, digits)} ± ${formatNumber(stats.std, Math.max(2, digits - 1))}`;
 }
 

@@ -1,6 +1,14 @@
 /** Reports: the verdict rule, mean curves over seeds, and what writeReport puts in summary.md, summary.json and plots. */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
-import { judged, meanCurves, verdictFor, writeCombinedMetrics, writeReport } from "../../lab/report.ts";
+import {
+  formatMeanStd,
+  judged,
+  meanCurves,
+  meanStd,
+  verdictFor,
+  writeCombinedMetrics,
+  writeReport,
+} from "../../lab/report.ts";
 import { readJsonl } from "../../lib/io/json.ts";
 import { ResultsDir } from "../../lab/results.ts";
 import { linePlot } from "../../lab/plot.ts";
@@ -99,4 +107,10 @@ Deno.test("report: writeCombinedMetrics keeps a diverged run's NaN and infinitie
   // The metrics format keeps non-finite numbers as strings (lib/io/json.ts).
   deepEqual(back.map((r) => [r.loss, r.grad_norm]), [[loss, 1], ["NaN", "-Infinity"], ["Infinity", "NaN"]]);
   await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("report: formatMeanStd shows one value as such, not as a spread of 0", () => {
+  const x = 1 + new TestRng(45).next();
+  equal(formatMeanStd(meanStd([x])), `${Number(x.toPrecision(4))} (one value)`);
+  match(formatMeanStd(meanStd([x, x + 1])), /^\S+ ± 0\.707$/);
 });
