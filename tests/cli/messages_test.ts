@@ -3,7 +3,7 @@
  * instead of stopping short without notice, and a library error reaches the user with the command's name once
  * (not "generate: generate: ...").
  */
-import { equal, match, ok } from "node:assert/strict";
+import { equal, match, ok, rejects } from "node:assert/strict";
 import { runGenerate } from "../../cli/generate.ts";
 import { runPpl } from "../../cli/ppl.ts";
 import { writeLlama2c } from "../../lib/io/llama2c.ts";
@@ -113,22 +113,18 @@ Deno.test("generate: ids past the tokenizer are shown as nothing (as transformer
   const rng = new TestRng(802);
   const { dir } = await fixture(rng, 6);
   const none: string[] = [];
-  let message = "";
-  try {
-    await runGenerate([
-      "--model",
-      `${dir}/model.bin`,
-      "--tokenizer",
-      `${dir}/tok.bin`,
-      "--prompt",
-      "a b c d e f g h",
-      "--device",
-      "cpu",
-    ], (p) => none.push(p));
-  } catch (err) {
-    message = (err as Error).message;
-  }
-  match(message, /the prompt has \d+ tokens, more than the context 6/);
+  const long = [
+    "--model",
+    `${dir}/model.bin`,
+    "--tokenizer",
+    `${dir}/tok.bin`,
+    "--prompt",
+    "a b c d e f g h",
+  ];
+  await rejects(
+    runGenerate([...long, "--device", "cpu"], (p) => none.push(p)),
+    /the prompt has \d+ tokens, more than the context 6/,
+  );
   equal(none.length, 0);
   await Deno.remove(dir, { recursive: true });
 });
@@ -138,12 +134,9 @@ Deno.test("ppl: a --max-tokens too small for a tokenizer without BOS says it is 
   await Deno.writeTextFile(`${dir}/t.txt`, "Alice was beginning to get very tired of sitting by her sister.");
   const qwen = new URL("../fixtures/models/qwen2", import.meta.url).pathname;
   const args = ["--model", qwen, "--text", `${dir}/t.txt`, "--max-tokens", "1", "--device", "cpu"];
-  let message = "";
-  try {
-    await runPpl(args);
-  } catch (err) {
-    message = (err as Error).message;
-  }
-  match(message, /--max-tokens 1 keeps 1 of its \d+ tokens; without a BOS at least 2 are needed/);
+  await rejects(
+    runPpl(args),
+    /--max-tokens 1 keeps 1 of its \d+ tokens; without a BOS at least 2 are needed/,
+  );
   await Deno.remove(dir, { recursive: true });
 });
