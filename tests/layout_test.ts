@@ -13,7 +13,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 31_700,
+  lib: 31_800,
   lab: 7_100,
   experiments: 4_200,
   bench: 4_300,

@@ -48,7 +48,12 @@ function randomSuffix(): string {
 export function writeFileAtomicSync(path: string, data: Uint8Array | string): void {
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
   const dir = dirname(path);
-  Deno.mkdirSync(dir, { recursive: true });
+  try {
+    Deno.mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new Error(`could not write "${path}": cannot make its folder "${dir}": ${reason}`, { cause: err });
+  }
   const tmp = `${dir}/${basename(path)}.tmp-${Deno.pid}-${randomSuffix()}`;
   let file: Deno.FsFile | undefined;
   try {
