@@ -60,7 +60,6 @@ import {
   type PairedDifference,
   pairedDifference,
   pairedVerdict,
-  pairsNeeded,
   parseMethod,
   type ResultsDir,
   resumeField,
@@ -68,6 +67,7 @@ import {
   runMain,
   savedNumber,
   savedNumbers,
+  seedsNote,
   startExperiment,
   type Verdict,
   VLM_DATA_FIELDS,
@@ -340,18 +340,7 @@ async function main(): Promise<void> {
   const get = (m: string) => rows.find((r) => r.m === m)!;
   const n = cfg.seeds.length;
   const secondsPerRun = mean(runs.map((r) => r.trainSeconds));
-  const cost = (d: PairedDifference, runsPerSeed: number) => {
-    if (d.n < 2 || !Number.isFinite(d.mean) || !Number.isFinite(d.std)) {
-      return `${d.n} pair(s) with mean ${d.mean}: no estimate of the seeds that would separate it`;
-    }
-    const pairs = pairsNeeded(d);
-    return pairs === null
-      ? "the mean difference is 0: no number of seeds would separate it"
-      : `about ${pairs} seeds would separate a difference of this size and spread: ${pairs} × ${runsPerSeed} runs × ` +
-        `${secondsPerRun.toFixed(0)} s ≈ ${
-          (pairs * runsPerSeed * secondsPerRun / 60).toFixed(0)
-        } min on this device`;
-  };
+  const cost = (d: PairedDifference, runsPerSeed: number) => seedsNote(d, runsPerSeed, secondsPerRun);
   const valDiff = (a: string, b: string) =>
     pairedDifference(bySeed(a, (r) => r.valLoss), bySeed(b, (r) => r.valLoss));
 

@@ -48,12 +48,12 @@ import {
   type PairedDifference,
   pairedDifference,
   pairedVerdict,
-  pairsNeeded,
   type ResultsDir,
   resumeField,
   resumeOrRun,
   runMain,
   savedNumber,
+  seedsNote,
   startExperiment,
   tQuantile975,
   type Verdict,
@@ -301,18 +301,7 @@ async function main(): Promise<void> {
   const has = (m: string) => names.includes(m);
   const n = cfg.seeds.length;
   const secondsPerRun = meanStd(runs.map((r) => r.trainSeconds)).mean;
-  const cost = (d: PairedDifference) => {
-    if (d.n < 2 || !Number.isFinite(d.mean) || !Number.isFinite(d.std)) {
-      return `${d.n} pair(s) with mean ${d.mean}: no estimate of the seeds that would separate it`;
-    }
-    const pairs = pairsNeeded(d);
-    return pairs === null
-      ? "no run size would separate a zero mean difference"
-      : `about ${pairs} seeds would separate a difference of this size and spread: ${pairs} × ${names.length} runs ` +
-        `× ${secondsPerRun.toFixed(0)} s ≈ ${
-          (pairs * names.length * secondsPerRun / 60).toFixed(0)
-        } min on this device`;
-  };
+  const cost = (d: PairedDifference) => seedsNote(d, names.length, secondsPerRun);
 
   // ----- claims (rules fixed here, before the runs are read) -----
   const claims: Claim[] = [];

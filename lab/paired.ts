@@ -151,3 +151,21 @@ export function pairsNeeded(d: PairedDifference): number | null {
   }
   return null;
 }
+
+/**
+ * The note of an inconclusive paired claim: how many seeds would separate the difference and what they would cost
+ * (`runsPerSeed` runs of `secondsPerRun` each), or why there is no estimate (one pair, a non-finite difference, or a
+ * mean of 0).
+ */
+export function seedsNote(d: PairedDifference, runsPerSeed: number, secondsPerRun: number): string {
+  if (d.n < 2 || !Number.isFinite(d.mean) || !Number.isFinite(d.std)) {
+    return `${d.n} pair(s) with mean ${d.mean}: no estimate of the seeds that would separate it`;
+  }
+  const pairs = pairsNeeded(d);
+  return pairs === null
+    ? "the mean difference is 0: no number of seeds would separate it"
+    : `about ${pairs} seeds would separate a difference of this size and spread: ${pairs} × ${runsPerSeed} runs × ` +
+      `${secondsPerRun.toFixed(0)} s ≈ ${
+        (pairs * runsPerSeed * secondsPerRun / 60).toFixed(0)
+      } min on this device`;
+}
