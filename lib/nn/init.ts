@@ -32,10 +32,6 @@ function count(shape: Shape, what: string): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
-function checkSeed(seed: number, what: string): number {
-  return seed32(seed, what);
-}
-
 /**
  * A seed for a part of a model, derived from a parent seed and a path of keys, so that submodules get
  * unrelated streams: `deriveSeed(seed, "layers", 3, "wq")`.
@@ -47,7 +43,7 @@ function checkSeed(seed: number, what: string): number {
  * ```
  */
 export function deriveSeed(seed: number, ...keys: (string | number)[]): number {
-  let h = mix32(checkSeed(seed, "deriveSeed") ^ 0x2545f491);
+  let h = mix32(seed32(seed, "deriveSeed") ^ 0x2545f491);
   for (const k of keys) {
     const s = String(k);
     for (let i = 0; i < s.length; i++) h = mix32((h ^ s.charCodeAt(i)) >>> 0);
@@ -74,7 +70,7 @@ export function uniformParam<const S extends Shape>(
 ): Tensor<Writable<S>, "f32"> {
   checkOptions("uniformParam", INIT_OPTIONS, opts);
   const n = count(shape, "uniformParam");
-  const seed = checkSeed(opts.seed, "uniformParam");
+  const seed = seed32(opts.seed, "uniformParam");
   const data = new Float32Array(n);
   for (let i = 0; i < n; i++) data[i] = low + (high - low) * randUniform(seed, i);
   return tensor(data, { shape: [...shape], device: opts.device }) as unknown as Tensor<Writable<S>, "f32">;
@@ -97,7 +93,7 @@ export function normalParam<const S extends Shape>(
 ): Tensor<Writable<S>, "f32"> {
   checkOptions("normalParam", INIT_OPTIONS, opts);
   const n = count(shape, "normalParam");
-  const seed = checkSeed(opts.seed, "normalParam");
+  const seed = seed32(opts.seed, "normalParam");
   const data = new Float32Array(n);
   for (let i = 0; i < n; i++) {
     const u1 = 1 - randUniform(seed, 2 * i);
