@@ -21,16 +21,35 @@ export const WGSL_HELPERS = {
   let e = exp(-2.0 * ax);
   return sign(x) * (1.0 - e) / (1.0 + e);
 }`,
-  /** pow with the sign rules of Math.pow for negative bases and zero. */
+  /**
+   * pow as C's `pow` (PyTorch, NumPy) gives it: 1 for a zero exponent or a base of 1 (even with NaN), NaN for a
+   * NaN otherwise and for a negative finite base with a non-integer exponent, the sign of a negative base (−0 and −∞
+   * included) kept for odd integer exponents, and ±∞ exponents by whether |x| is above or below 1.
+   */
   pow: `fn pow_(x: f32, y: f32) -> f32 {
-  if (y == 0.0) { return 1.0; }
+  if (y == 0.0 || x == 1.0) { return 1.0; }
+  let nan = bitcast<f32>(0x7fc00000u);
+  let inf = bitcast<f32>(0x7f800000u);
   let ax = abs(x);
-  if (ax == 0.0) { return select(0.0, bitcast<f32>(0x7f800000u), y < 0.0); }
-  var r = exp2(y * log2(ax));
-  if (x < 0.0) {
-    if (y != floor(y)) { return bitcast<f32>(0x7fc00000u); }
-    if (fract(y * 0.5) != 0.0) { r = -r; }
+  let ay = abs(y);
+  if ((bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u || (bitcast<u32>(y) & 0x7fffffffu) > 0x7f800000u) {
+    return nan;
   }
+  if (ay == inf) {
+    if (ax == 1.0) { return 1.0; }
+    return select(0.0, inf, (ax > 1.0) == (y > 0.0));
+  }
+  let whole = y == floor(y);
+  if (x < 0.0 && ax != inf && !whole) { return nan; }
+  var r: f32;
+  if (ax == 0.0) {
+    r = select(0.0, inf, y < 0.0);
+  } else if (ax == inf) {
+    r = select(0.0, inf, y > 0.0);
+  } else {
+    r = exp2(y * log2(ax));
+  }
+  if (whole && fract(y * 0.5) != 0.0 && (bitcast<u32>(x) & 0x80000000u) != 0u) { r = -r; }
   return r;
 }`,
   /** The counter-based generator of lib/ir/rng.ts. */

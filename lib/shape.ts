@@ -279,6 +279,9 @@ export function matmulShape(a: Shape, b: Shape): number[] {
 
 /** Runtime twin of {@link ReshapeOk}; also resolves one `-1` dimension. */
 export function reshapeShape(from: Shape, to: Shape): number[] {
+  if (!Array.isArray(to)) {
+    throw new TypeError(`Cannot reshape ${fmt(from)} to ${to}: the target shape must be an array`);
+  }
   const known = to.filter((d) => d !== -1);
   const free = to.length - known.length;
   if (free > 1 || !known.every((d) => Number.isInteger(d) && d >= 0)) {
@@ -310,6 +313,9 @@ export function normAxis(op: string, shape: Shape, axis: number): number {
 /** Normalises a list of axes (or all axes when undefined), rejecting duplicates. */
 export function normAxes(op: string, shape: Shape, axes: number | readonly number[] | undefined): number[] {
   if (axes === undefined) return shape.map((_, i) => i);
+  if (typeof axes !== "number" && !Array.isArray(axes)) {
+    throw new TypeError(`${op}: axis must be a number, a list of numbers or omitted, got ${axes}`);
+  }
   const list = typeof axes === "number" ? [axes] : [...axes];
   const out = list.map((a) => normAxis(op, shape, a));
   if (new Set(out).size !== out.length) {

@@ -13,15 +13,15 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 31_800,
+  lib: 32_000,
   lab: 7_100,
   experiments: 4_200,
   bench: 4_300,
-  kernels: 2_300,
+  kernels: 2_350,
   cli: 700,
   tools: 1_150,
   examples: 120,
-  tests: 18_200,
+  tests: 18_600,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Node } from "../ir/node.ts";
+import { argKey, type Node } from "../ir/node.ts";
 import { Op } from "../ir/ops.ts";
 import { stridesOf } from "../shape.ts";
 import {
@@ -415,7 +415,7 @@ export function regionKey(
         params.push(n);
       } else {
         const srcs = n.src.map(keyOf).join(";");
-        const arg = n.arg === null || n.op === Op.CustomVjp ? "" : JSON.stringify(n.arg);
+        const arg = n.arg === null || n.op === Op.CustomVjp ? "" : argKey(n.arg);
         def = `${n.op}${arg}[${n.shape.join(",")}]${n.dtype}(${srcs})`;
       }
       j = defs.length;

@@ -93,7 +93,7 @@ function expr(e: KExpr): string {
         case "min":
           return `Math.min(${a}, ${b})`;
         case "pow":
-          return `Math.pow(${a}, ${b})`;
+          return `rt.pow(${a}, ${b})`;
         case "lt":
           return `(${a} < ${b} ? 1 : 0)`;
         case "eq":
@@ -162,6 +162,8 @@ export interface JsRuntime {
   toI32(x: number): number;
   toU32(x: number): number;
   idiv(a: number, b: number, signed: boolean): number;
+  /** C's `pow` (see `powRef` in `ir/reference.ts`). */
+  pow(x: number, y: number): number;
 }
 
 /**

@@ -182,7 +182,7 @@ export class Helpers {
     );
   }
 
-  /** `x^y` with the sign rules of the WGSL helper and `Math.pow` for negative bases and zeros. */
+  /** `x^y` as C's `pow` gives it, with the special cases of the WGSL helper (`kernels/helpers.wgsl.ts`). */
   pow(): number {
     const exp = this.exp();
     const log = this.log();
@@ -191,21 +191,43 @@ export class Helpers {
       (f) => {
         const ax = f.local("f64");
         const r = f.local("f64");
-        f.get(1).op("f64.const", 0).op("f64.eq").op("if", "void").op("f64.const", 1).op("return").op("end");
+        const whole = f.local("i32");
+        const ret = (v: number) => f.op("f64.const", v).op("return");
+        // y = ±0 or x = 1: 1, NaN or not.
+        f.get(1).op("f64.const", 0).op("f64.eq").get(0).op("f64.const", 1).op("f64.eq").op("i32.or");
+        f.op("if", "void");
+        ret(1).op("end");
+        f.get(0).get(0).op("f64.ne").get(1).get(1).op("f64.ne").op("i32.or").op("if", "void");
+        ret(NaN).op("end");
         f.get(0).op("f64.abs").set(ax);
+        // y = ±∞: 1 for |x| = 1, else ∞ where |x| > 1 and y > 0 agree, 0 where they differ.
+        f.get(1).op("f64.abs").op("f64.const", Infinity).op("f64.eq").op("if", "void");
+        f.get(ax).op("f64.const", 1).op("f64.eq").op("if", "void");
+        ret(1).op("end");
+        f.op("f64.const", Infinity).op("f64.const", 0);
+        f.get(ax).op("f64.const", 1).op("f64.gt").get(1).op("f64.const", 0).op("f64.gt").op("i32.eq");
+        f.op("select").op("return").op("end");
+        f.get(1).op("f64.floor").get(1).op("f64.eq").set(whole);
+        // A negative finite base needs an integer exponent.
+        f.get(0).op("f64.const", 0).op("f64.lt").get(ax).op("f64.const", Infinity).op("f64.ne").op("i32.and");
+        f.get(whole).op("i32.eqz").op("i32.and").op("if", "void");
+        ret(NaN).op("end");
+        // |x|^y, with |x| = 0 and |x| = ∞ exact.
         f.get(ax).op("f64.const", 0).op("f64.eq").op("if", "void");
         f.op("f64.const", Infinity).op("f64.const", 0).get(1).op("f64.const", 0).op("f64.lt").op("select")
-          .op("return");
-        f.op("end");
+          .set(r);
+        f.op("else");
+        f.get(ax).op("f64.const", Infinity).op("f64.eq").op("if", "void");
+        f.op("f64.const", Infinity).op("f64.const", 0).get(1).op("f64.const", 0).op("f64.gt").op("select")
+          .set(r);
+        f.op("else");
         f.get(1).get(ax).op("call", log).op("f64.mul").op("call", exp).set(r);
-        f.get(0).op("f64.const", 0).op("f64.lt").op("if", "void");
-        // Negative base: NaN for a non-integer exponent, the sign of (-1)^y for an integer one.
-        f.get(1).get(1).op("f64.floor").op("f64.ne").op("if", "void").op("f64.const", NaN).op("return").op(
-          "end",
-        );
-        f.get(1).op("f64.const", 0.5).op("f64.mul").get(1).op("f64.const", 0.5).op("f64.mul").op("f64.floor")
-          .op("f64.ne").op("if", "void").get(r).op("f64.neg").set(r).op("end");
-        f.op("end");
+        f.op("end").op("end");
+        // An odd integer exponent keeps the sign of the base (of −0 and −∞ too).
+        f.get(whole).get(1).op("f64.const", 0.5).op("f64.mul").get(1).op("f64.const", 0.5).op("f64.mul")
+          .op("f64.floor").op("f64.ne").op("i32.and");
+        f.op("f64.const", 1).get(0).op("f64.copysign").op("f64.const", 0).op("f64.lt").op("i32.and");
+        f.op("if", "void").get(r).op("f64.neg").set(r).op("end");
         f.get(r);
       },
       ["f64", "f64"],

@@ -110,15 +110,29 @@ export function mk<O extends Op>(op: O, src: readonly Node[], arg: OpArgs[O], dt
   const rule = SHAPE_RULES[op] as (s: readonly Node[], a: OpArgs[O]) => { shape: number[]; dtype: DType };
   const r = rule(src, arg);
   const dt = dtype ?? r.dtype;
-  const key = `${op}|${dt}|${device}|${r.shape.join(",")}|${src.map((s) => s.id).join(",")}|${
-    JSON.stringify(arg)
-  }`;
+  const key = `${op}|${dt}|${device}|${r.shape.join(",")}|${src.map((s) => s.id).join(",")}|${argKey(arg)}`;
   const hit = consTable.get(key)?.deref();
   if (hit !== undefined) return hit;
   const node = new Node(op, src, arg, r.shape, dt, device, null);
   consTable.set(key, new WeakRef(node));
   consCleanup.register(node, key);
   return node;
+}
+
+/** A number as a cache key: unlike `String` and JSON, tells −0 from 0 and NaN from ±∞. */
+function numberKey(v: number): string {
+  return Object.is(v, -0) ? "-0" : String(v);
+}
+
+/**
+ * An op's argument as a cache key: its JSON, with every number that JSON would write as another's text (−0 as
+ * 0, NaN and ±∞ as null) written by {@link numberKey} instead, so a pad with fill ∞ never reuses one with NaN.
+ */
+export function argKey(arg: unknown): string {
+  return JSON.stringify(
+    arg,
+    (_, v) => typeof v === "number" && (!Number.isFinite(v) || Object.is(v, -0)) ? `#${numberKey(v)}` : v,
+  );
 }
 
 /** A leaf node over device memory. The memory is released when the node is garbage-collected. */
@@ -137,7 +151,7 @@ export function releaseBufferNode(node: Node): void {
 
 /** A constant of the given shape (hash-consed). */
 export function constNode(value: number, shape: readonly number[], dtype: DType, device: DeviceName): Node {
-  const key = `${Op.Const}|${dtype}|${device}|${shape.join(",")}||${value}`;
+  const key = `${Op.Const}|${dtype}|${device}|${shape.join(",")}||${numberKey(value)}`;
   const hit = consTable.get(key)?.deref();
   if (hit !== undefined) return hit;
   const node = new Node(Op.Const, [], { value }, [...shape], dtype, device, null);

@@ -36,8 +36,12 @@ function intWrap(d: DType, x: number): number {
   return x;
 }
 
-/** `x ** y` with the sign rules of the IR's Pow (negative base allowed for integer exponents). */
+/**
+ * `x ** y` as C's `pow` (and so PyTorch and NumPy) gives it: `Math.pow` except that 1 to any power and −1 to ±∞
+ * are 1, where `Math.pow` gives NaN. A negative finite base needs an integer exponent (NaN otherwise).
+ */
 export function powRef(x: number, y: number): number {
+  if (x === 1 || (x === -1 && Math.abs(y) === Infinity)) return 1;
   return Math.pow(x, y);
 }
 

@@ -7,6 +7,7 @@
 import { allocData, type AnyDataArray, type DType, toI32, toU32 } from "../dtype.ts";
 import type { Storage } from "../ir/node.ts";
 import { randUniform } from "../ir/rng.ts";
+import { powRef } from "../ir/reference.ts";
 import { hostParams, type JsRuntime, renderJS } from "../codegen/render_js.ts";
 import { LruCache } from "../codegen/lru.ts";
 import type { Kernel } from "../codegen/kexpr.ts";
@@ -61,6 +62,7 @@ const RT: JsRuntime = {
     const q = Math.trunc(a / b);
     return signed ? q | 0 : q >>> 0;
   },
+  pow: powRef,
 };
 
 type HostKernel = (ins: HostArray[], out: HostArray, rt: JsRuntime, prm: number[]) => void;

@@ -16,7 +16,7 @@
  * @module
  */
 import { type AnyDataArray, type DType, DTYPE_INFO } from "../dtype.ts";
-import { type Node, type Storage, toposort } from "../ir/node.ts";
+import { argKey, type Node, type Storage, toposort } from "../ir/node.ts";
 import { type CustomKernelArg, Op } from "../ir/ops.ts";
 import { schedule } from "../codegen/schedule.ts";
 import { LOOP_BUDGET, splitLongLoops } from "../codegen/split_loops.ts";
@@ -53,7 +53,7 @@ export function graphSignature(roots: readonly Node[]): GraphSignature {
       parts.push(`${n.op}%${params.length}${head}`);
       params.push(n);
     } else {
-      const arg = n.arg === null || n.op === Op.CustomVjp ? "" : JSON.stringify(n.arg);
+      const arg = n.arg === null || n.op === Op.CustomVjp ? "" : argKey(n.arg);
       parts.push(`${n.op}${arg}${head}(${n.src.map((s) => index.get(s)).join(",")})`);
     }
   }

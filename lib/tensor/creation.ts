@@ -5,7 +5,7 @@
  * @module
  */
 import { z } from "../../deps.ts";
-import { checkDType, type DType, holds } from "../dtype.ts";
+import { checkDType, type DType, DTYPE_INFO, holds } from "../dtype.ts";
 import { checkOptions, opt } from "../options.ts";
 import { checkShape, fmt, type Shape, type Writable } from "../shape.ts";
 import { constNode, type DeviceName, iotaNode, mk, randNode } from "../ir/node.ts";
@@ -123,6 +123,10 @@ export function full<const S extends Shape, D extends DType = "f32">(
   checkOptions("full", CREATE_OPTIONS, opts);
   const s = checkShape("full", shape);
   const dtype = checkDType(opts.dtype ?? "f32", "full");
+  if (typeof value !== "number" || !holds(dtype, value)) {
+    // A value the dtype does not hold would be converted differently by the devices and the reference.
+    throw new TypeError(`full: dtype ${dtype} does not hold the value ${value}`);
+  }
   return new Tensor(constNode(value, s, dtype, opts.device ?? getDefaultDevice()));
 }
 
@@ -144,6 +148,9 @@ export function ones<const S extends Shape, D extends DType = "f32">(
   return full(shape, 1, opts);
 }
 
+/** Most values {@link arange} makes: indices of a tensor are 32-bit. */
+const MAX_ARANGE = 2 ** 31 - 1;
+
 /** `start, start+step, ...` below `stop` (like numpy's arange; `arange(n)` is `0..n-1`). */
 export function arange<D extends DType = "f32">(
   start: number,
@@ -156,7 +163,11 @@ export function arange<D extends DType = "f32">(
   if (step === 0 || !Number.isFinite(step)) {
     throw new RangeError(`arange: step must be finite and non-zero, got ${step}`);
   }
+  if (!Number.isFinite(lo) || !Number.isFinite(hi)) {
+    throw new RangeError(`arange: start and stop must be finite, got ${lo} and ${hi}`);
+  }
   const n = Math.max(0, Math.ceil((hi - lo) / step));
+  if (n > MAX_ARANGE) throw new RangeError(`arange: ${n} values is more than a tensor holds (${MAX_ARANGE})`);
   const dtype = checkDType(opts.dtype ?? "f32", "arange");
   const device = opts.device ?? getDefaultDevice();
   // Integer values are computed in the integer dtype where it holds every one of them, else in f32 and cast.
@@ -232,6 +243,10 @@ export function randn<const S extends Shape>(shape: S, opts: RandOptions = {}): 
 /** Concatenates tensors along `axis` (shapes must agree elsewhere). */
 export function concat<D extends DType>(tensors: readonly Tensor<Shape, D>[], axis = 0): Tensor<number[], D> {
   if (tensors.length === 0) throw new RangeError("concat: need at least one tensor");
+  const notTensor = tensors.findIndex((t) => !(t instanceof Tensor));
+  if (notTensor >= 0) {
+    throw new TypeError(`concat: entry ${notTensor} is not a tensor (${tensors[notTensor]})`);
+  }
   const first = tensors[0];
   const r = first.ndim;
   const ax = axis < 0 ? axis + r : axis;
@@ -257,7 +272,8 @@ export function concat<D extends DType>(tensors: readonly Tensor<Shape, D>[], ax
       (i === ax ? [off, total - off - t.shape[ax]] : [0, 0]) as [number, number]
     );
     off += t.shape[ax];
-    const p = t.pad(pads) as unknown as Tensor<Shape, D>;
+    // −0, not 0: x + (−0) is x for every float x, −0 included (x + 0 turns −0 into 0).
+    const p = t.pad(pads, DTYPE_INFO[first.dtype].isFloat ? -0 : 0) as unknown as Tensor<Shape, D>;
     out = out === null ? p : (out.add(p) as unknown as Tensor<Shape, D>);
   }
   return out as unknown as Tensor<number[], D>;
@@ -266,6 +282,10 @@ export function concat<D extends DType>(tensors: readonly Tensor<Shape, D>[], ax
 /** Stacks equally shaped tensors along a new axis. */
 export function stack<D extends DType>(tensors: readonly Tensor<Shape, D>[], axis = 0): Tensor<number[], D> {
   if (tensors.length === 0) throw new RangeError("stack: need at least one tensor");
+  const notTensor = tensors.findIndex((t) => !(t instanceof Tensor));
+  if (notTensor >= 0) {
+    throw new TypeError(`stack: entry ${notTensor} is not a tensor (${tensors[notTensor]})`);
+  }
   const s = tensors[0].shape;
   for (const t of tensors) {
     if (t.shape.join() !== s.join()) {
@@ -281,5 +301,8 @@ export function where<D extends DType>(
   a: Tensor<Shape, D> | number,
   b: Tensor<Shape, D> | number,
 ): Tensor<number[], D> {
+  if (!(cond instanceof Tensor)) {
+    throw new TypeError(`where: the condition must be a bool tensor, got ${cond}`);
+  }
   return cond.where(a, b);
 }

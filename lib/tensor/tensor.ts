@@ -22,6 +22,7 @@ import {
   type BroadcastOk,
   type BroadcastShape,
   checkPermutation,
+  checkShape,
   fmt,
   type MatmulOk,
   type MatmulShape,
@@ -255,6 +256,9 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   /** `this <= other` elementwise. */
   le<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, "bool">;
   le(other: Operand<D>): unknown {
+    if (DTYPE_INFO[this.dtype].isFloat) {
+      return this.#orEqual(this.#binary(Op.CmpLt, "le", other), "le", other);
+    }
     return this.#wrap<S, "bool">(this.#gtNode("le", other)).logicalNot();
   }
   /** `this >= other` elementwise. */
@@ -262,7 +266,17 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   /** `this >= other` elementwise. */
   ge<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, "bool">;
   ge(other: Operand<D>): unknown {
+    if (DTYPE_INFO[this.dtype].isFloat) return this.#orEqual(this.#gtNode("ge", other), "ge", other);
     return this.#wrap<S, "bool">(this.#binary(Op.CmpLt, "ge", other)).logicalNot();
+  }
+
+  /**
+   * `strict` or `this == other`: a float `<=` or `>=`, false where either side is NaN (the negation of the strict
+   * opposite, enough for integers, would be true there).
+   */
+  #orEqual(strict: Node, name: string, other: Operand<D>): Tensor<Shape, "bool"> {
+    const s = this.#wrap<Shape, "bool">(strict);
+    return s.where(s, this.#wrap<Shape, "bool">(this.#binary(Op.CmpEq, name, other)));
   }
   /** `this == other` elementwise. */
   eq(other: number): Tensor<S, "bool">;
@@ -564,6 +578,7 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   }
   /** Broadcasts to `shape` (numpy rules). */
   expand<const S2 extends Shape>(shape: S2): Tensor<Writable<S2>, D> {
+    checkShape("expand", shape);
     const out = broadcast("expand", this.shape, shape);
     if (out.join() !== shape.join()) {
       throw new RangeError(`Cannot expand shape ${fmt(this.shape)} to ${fmt(shape)}`);
@@ -616,12 +631,22 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
         return;
       }
       keep.push(i);
+      if (s !== null && s !== undefined && !Array.isArray(s)) {
+        throw new TypeError(
+          `slice: entry ${i} must be an index, a [start, end, step] range or null, got ${s}`,
+        );
+      }
       const [a0, b0, c] = s ?? [];
       const a = a0 ?? undefined;
       const b = b0 ?? undefined;
       const st = c ?? 1;
       if (!Number.isInteger(st) || st === 0) {
         throw new RangeError(`slice: step must be a non-zero integer, got ${st}`);
+      }
+      for (const [what, v] of [["start", a], ["end", b]] as const) {
+        if (v !== undefined && !Number.isInteger(v)) {
+          throw new RangeError(`slice: ${what} must be an integer or null, got ${v} for axis ${i}`);
+        }
       }
       const clamp = (v: number, lo: number, hi: number) => Math.min(Math.max(v, lo), hi);
       let lo: number;
@@ -680,6 +705,9 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   oneHot<T extends DType = "f32">(n: number, dtype: T = "f32" as T): Tensor<number[], T> {
     if (this.dtype !== "i32" && this.dtype !== "u32") {
       throw new TypeError(`oneHot needs integer indices, got ${this.dtype}`);
+    }
+    if (!Number.isInteger(n) || n < 0) {
+      throw new RangeError(`oneHot: n must be a non-negative integer, got ${n}`);
     }
     const x = this.cast("i32").unsqueeze(-1);
     const iota = new Tensor<Shape, "i32">(iotaNode(n, "i32", this.device));
@@ -770,6 +798,9 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   /** Copies the tensor to another device. */
   async to(device: DeviceName): Promise<Tensor<S, D>> {
     if (device === this.device) return this;
+    if (!(["cpu", "wasm", "webgpu"] as unknown[]).includes(device)) {
+      throw new TypeError(`to: unknown device ${JSON.stringify(device)}; expected "cpu", "wasm" or "webgpu"`);
+    }
     const d = await this.data();
     return fromData(d as ArrayLike<number>, this.shape, this.dtype, device) as Tensor<S, D>;
   }
@@ -805,11 +836,19 @@ export function fromData(
     throw new RangeError(`tensor: ${data.length} values do not fill shape ${fmt(shape)} (${n} elements)`);
   }
   const arr = allocData(dtype, n);
+  // Integers are truncated toward zero, as PyTorch does; one the dtype cannot hold (or NaN) is refused, where the
+  // typed array would wrap it.
+  const int = dtype === "i32" || dtype === "u32";
+  const [lo, hi] = dtype === "i32" ? [-(2 ** 31), 2 ** 31 - 1] : [0, 2 ** 32 - 1];
   for (let i = 0; i < n; i++) {
     const v = Number(data[i]);
+    if (int && !(Math.trunc(v) >= lo && Math.trunc(v) <= hi)) {
+      throw new RangeError(`tensor: value ${data[i]} at index ${i} does not fit dtype ${dtype}`);
+    }
     // f16 values are held widened to f32 on the host: round them as the device will store them, so that the
-    // host copy (read by the float64 reference before any upload) is the tensor's value.
-    arr[i] = dtype === "bool" ? (v ? 1 : 0) : dtype === "f16" ? Math.f16round(v) : v;
+    // host copy (read by the float64 reference before any upload) is the tensor's value. Any value but ±0 is
+    // true as bool (NaN too, as a cast gives it).
+    arr[i] = dtype === "bool" ? (v !== 0 ? 1 : 0) : dtype === "f16" ? Math.f16round(v) : v;
   }
   return new Tensor(bufferNode(new HostStorage(device, dtype, arr), shape, dtype));
 }
