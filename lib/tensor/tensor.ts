@@ -201,9 +201,9 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   mul(other: Operand<D>): unknown {
     return this.#wrap(this.#binary(Op.Mul, "mul", other));
   }
-  /** Elementwise quotient with broadcasting (integer division truncates). */
+  /** Elementwise quotient with broadcasting (integer division truncates; an integer x / 0 is x, as in WGSL). */
   div(other: number): Tensor<S, D>;
-  /** Elementwise quotient with broadcasting (integer division truncates). */
+  /** Elementwise quotient with broadcasting (integer division truncates; an integer x / 0 is x, as in WGSL). */
   div<S2 extends Shape>(other: Tensor<S2, D> & BroadcastOk<S, S2>): Tensor<BroadcastShape<S, S2>, D>;
   div(other: Operand<D>): unknown {
     return this.#wrap(this.#binary(Op.Div, "div", other));
@@ -701,7 +701,10 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     });
     return this.#wrap(mk(Op.Gather, [this.#node, indices.#node], { axis: ax }));
   }
-  /** One-hot encoding of an integer tensor: a new last axis of size `n` (f32 by default). */
+  /**
+   * One-hot encoding of an integer tensor: a new last axis of size `n` (f32 by default); an index outside 0..n-1
+   * gives a row of zeros.
+   */
   oneHot<T extends DType = "f32">(n: number, dtype: T = "f32" as T): Tensor<number[], T> {
     if (this.dtype !== "i32" && this.dtype !== "u32") {
       throw new TypeError(`oneHot needs integer indices, got ${this.dtype}`);
