@@ -35,7 +35,7 @@ import {
   type LayerData,
   type LoraInit,
 } from "../lib/init/mod.ts";
-import { ConfigError, ConfigHelp, configUsage, exitWithError, parseConfig } from "../lab/config.ts";
+import { ConfigError, ConfigHelp, configUsage, exitWithError, isFlag, parseConfig } from "../lab/config.ts";
 import type { Shape } from "../lib/shape.ts";
 import type { Tensor } from "../lib/tensor/tensor.ts";
 import { loadLlama } from "../lib/models/load.ts";
@@ -95,7 +95,15 @@ const CALIBRATION_KEYS: Record<keyof LayerData, string> = {
 /** The method named in the arguments (before full parsing), if any. */
 function peekMethod(args: readonly string[]): string | undefined {
   for (let i = 0; i < args.length; i++) {
-    if (args[i] === "--method") return args[i + 1];
+    if (args[i] === "--method") {
+      const value = args[i + 1];
+      if (value === undefined || isFlag(value)) {
+        throw new ConfigError([
+          `flag --method needs a value (one of ${Object.keys(INIT_METHODS).join(", ")})`,
+        ]);
+      }
+      return value;
+    }
     if (args[i].startsWith("--method=")) return args[i].slice("--method=".length);
   }
   return undefined;
@@ -136,8 +144,8 @@ export interface InitRun {
 
 /** Runs the command on `args` (throws {@link ConfigError} / {@link ConfigHelp}, or an error naming the layer). */
 export async function runInit(args: readonly string[]): Promise<InitRun> {
-  const name = peekMethod(args);
   if (args.includes("--help") || args.includes("-h")) throw new ConfigHelp(initUsage());
+  const name = peekMethod(args);
   if (name === undefined) throw new ConfigError(["--method is required; see --help for the list of methods"]);
   let method: InitMethod;
   try {

@@ -7,7 +7,8 @@
  * file in the order given, then flags.
  *
  * Flags:
- * - `--key value` and `--key=value`; nested keys with dots: `--train.lr 0.1`;
+ * - `--key value` and `--key=value`; nested keys with dots: `--train.lr 0.1`; a value that starts with "--"
+ *   only as `--key=--value` (`--prompt --steps 2` is a --prompt without its value, then --steps 2);
  * - kebab-case flags map to camelCase keys: `--batch-size 8` sets `batchSize` (`--batchSize 8` works too);
  * - booleans: `--flag`, `--no-flag`, `--flag=false`;
  * - arrays: `--ranks 4,8,16` or `--ranks [4,8,16]`;
@@ -515,6 +516,45 @@ function repeatableLeaves(
   return out;
 }
 
+/**
+ * Whether a command-line argument is a flag (`--steps`, `--no-stop`, `--`, `-h`), which is never taken as the value
+ * of the flag before it: `--prompt --steps 2` is a --prompt without its value, then --steps 2. A value that starts
+ * with "--" is given inline: `--prompt=--x`.
+ *
+ * @param arg One command-line argument.
+ * @returns True when `arg` starts with "--" or is "-h".
+ */
+export function isFlag(arg: string): boolean {
+  return arg.startsWith("--") || arg === "-h";
+}
+
+/**
+ * `parseArgs`' tokens of `args`, except that a flag followed by another flag gets no value: `parseArgs` (not strict)
+ * takes the next argument whatever it is, so the rest is read again from that flag on.
+ */
+function flagTokens(
+  args: readonly string[],
+  options: Record<string, { type: "string" | "boolean"; short?: string }>,
+) {
+  const parse = (rest: string[]) =>
+    parseArgs({ args: rest, options, strict: false, allowPositionals: true, tokens: true }).tokens;
+  const out: ReturnType<typeof parse> = [];
+  let start = 0;
+  for (;;) {
+    let next = -1;
+    for (const t of parse(args.slice(start))) {
+      if (t.kind === "option" && t.value !== undefined && !t.inlineValue && isFlag(t.value)) {
+        out.push({ ...t, index: t.index + start, value: undefined, inlineValue: undefined });
+        next = start + t.index + 1;
+        break;
+      }
+      out.push({ ...t, index: t.index + start });
+    }
+    if (next < 0) return out;
+    start = next;
+  }
+}
+
 function readFlags(
   index: SchemaIndex,
   args: readonly string[],
@@ -542,13 +582,7 @@ function readFlags(
   for (const name of repeatable.keys()) options[name] = { type: "string" };
   const repeated = new Map<Leaf, unknown[]>();
 
-  const { tokens } = parseArgs({
-    args: [...args],
-    options,
-    strict: false,
-    allowPositionals: true,
-    tokens: true,
-  });
+  const tokens = flagTokens(args, options);
   const result: ParsedFlags = { help: false, configFiles: [], values: {} };
   // The argument after an unknown flag is taken to be that flag's value, not reported a second time.
   let swallowIndex = -1;

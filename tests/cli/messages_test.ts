@@ -6,6 +6,8 @@
 import { equal, match, ok, rejects } from "node:assert/strict";
 import { runGenerate } from "../../cli/generate.ts";
 import { runPpl } from "../../cli/ppl.ts";
+import { runInit } from "../../cli/init.ts";
+import { ConfigHelp } from "../../lab/config.ts";
 import { writeLlama2c } from "../../lib/io/llama2c.ts";
 import { basePieces, Tokenizer, writeTokenizer } from "../../lib/io/tokenizer.ts";
 import type { LlamaConfig } from "../../lib/models/llama.ts";
@@ -126,6 +128,41 @@ Deno.test("generate: ids past the tokenizer are shown as nothing (as transformer
     /the prompt has \d+ tokens, more than the context 6/,
   );
   equal(none.length, 0);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("generate, ppl and init: a flag followed by another flag says it needs a value", async () => {
+  const rng = new TestRng(803);
+  const { dir } = await fixture(rng, 8);
+  const model = ["--model", `${dir}/model.bin`, "--tokenizer", `${dir}/tok.bin`, "--device", "cpu"];
+  const steps = String(rng.int(1, 4));
+  // The command line of a user who forgot the prompt: nothing is generated from a prompt "--no-stop".
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", GENERATE, ...model, "--steps", steps, "--prompt", "--no-stop"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  equal(out.code, 2, stderr);
+  equal(stderr, "flag --prompt needs a value (string)\n");
+  equal(out.stdout.length, 0);
+  // The flag after it is read as a flag: --steps with its value, --help as help.
+  await rejects(runGenerate([...model, "--prompt", "--steps", steps]), (e: Error) => {
+    equal(e.message, "flag --prompt needs a value (string)");
+    return true;
+  });
+  await rejects(runGenerate([...model, "--prompt", "--help"]), ConfigHelp);
+  await rejects(
+    runPpl([...model, "--text", "--max-tokens", steps]),
+    /^ConfigError: flag --text needs a value/,
+  );
+  const init = ["--weights", `${dir}/w.safetensors`, "--out", `${dir}/o.safetensors`];
+  await rejects(runInit(["--method", "--rank", steps, ...init]), /^ConfigError: flag --method needs a value/);
+  await rejects(
+    runInit(["--method", "lora", ...init, "--activations", "--rank", steps]),
+    /^ConfigError: flag --activations needs a value \(string\)$/,
+  );
+  await rejects(runInit(["--method", "--help"]), ConfigHelp);
   await Deno.remove(dir, { recursive: true });
 });
 

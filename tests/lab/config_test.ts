@@ -188,6 +188,32 @@ Deno.test("config: positional arguments and flags without values are rejected", 
   );
 });
 
+Deno.test("config: a flag followed by another flag has no value; a value starting with -- is given inline", () => {
+  const random = rng(12);
+  const steps = 1 + Math.floor(random() * 1000);
+  const lr = Number((random() * 0.9 + 0.01).toFixed(4));
+  // The flag after --tag is read as a flag (--steps still sets steps), not taken as the tag.
+  const issues = (args: string[]) => configError(() => parseConfig(Schema, args, { name: "t" })).issues;
+  assert.deepEqual(issues(["--tag", "--steps", String(steps)]), ["flag --tag needs a value (string)"]);
+  assert.deepEqual(issues(["--tag", "--use-bias", "--lr", String(lr)]), [
+    "flag --tag needs a value (string)",
+  ]);
+  assert.deepEqual(issues(["--ranks", "--no-use-bias"]), ["flag --ranks needs a value (integer[])"]);
+  assert.deepEqual(issues(["--config", "--tag", "x"]), ["flag --config needs a YAML file path"]);
+  assert.deepEqual(issues(["--tag", "--", "x"]), [
+    "flag --tag needs a value (string)",
+    'unexpected argument "x": settings are given as --key value',
+  ]);
+  for (const help of ["--help", "-h"]) {
+    assert.throws(() => parseConfig(Schema, ["--tag", help], { name: "t" }), ConfigHelp);
+  }
+  // Inline, any value is taken whole; a single dash (a negative number) is a value.
+  const inline = parseConfig(Schema, [`--tag=--steps`, "--steps", String(steps), "--train.lr", `-${lr}`], {
+    name: "t",
+  });
+  assert.deepEqual([inline.tag, inline.steps, inline.train.lr], ["--steps", steps, -lr]);
+});
+
 Deno.test("config: unreadable or invalid YAML files are reported with their path", () => {
   const missing = `${tempRoot}/missing.yaml`;
   assert.ok(
