@@ -44,7 +44,7 @@ import { loadText } from "../lib/data/text.ts";
 import { sampleWindows } from "../lib/train/batches.ts";
 import { attachLora } from "../lib/init/mod.ts";
 import { findTargets } from "../lib/nn/targets.ts";
-import { saveAdapter } from "../lib/lora/mod.ts";
+import { ADAPTER_FILES, saveAdapter } from "../lib/lora/mod.ts";
 import { collectActivations, collectGradients } from "../lib/init/calibrate.ts";
 import { deviceLine, resolveDevice } from "../lib/runtime/realize.ts";
 import { DEVICE_CHOICES } from "../lib/runtime/device.ts";
@@ -169,12 +169,9 @@ export async function runInit(args: readonly string[]): Promise<InitRun> {
   if (cfg.exact && "exact" in method.options.shape) own.exact = true;
   if (cfg.exact && "exactSvd" in method.options.shape) own.exactSvd = true;
 
-  refuseOutputOnInput({ flag: "--out", path: cfg.out }, [
-    { flag: "--weights", path: cfg.weights },
-    { flag: "--activations", path: cfg.activations },
-    { flag: "--grads", path: cfg.grads },
-  ]);
-  if (await isDirectory(cfg.weights)) return await initHfModel(cfg, method, own);
+  const hf = await isDirectory(cfg.weights);
+  refuseOutputsOnInputs(cfg, hf);
+  if (hf) return await initHfModel(cfg, method, own);
   for (const k of ["calibrationText"] as const) {
     if (cfg[k] !== undefined) {
       throw new ConfigError([`--calibration-text needs a Hugging Face model directory as --weights`]);
@@ -301,6 +298,28 @@ export async function runInit(args: readonly string[]): Promise<InitRun> {
   return { layers: summary, out: cfg.out, device: await deviceLine(cfg.device) };
 }
 
+/**
+ * Refuses, before anything is read, every file the run would write that is one of its inputs or lies inside an input
+ * directory: OUT itself, or, as an adapter directory (`hf`), OUT and each file saveAdapter writes or removes there.
+ */
+function refuseOutputsOnInputs(cfg: z.infer<typeof BASE>, hf: boolean): void {
+  const inputs = [
+    { flag: "--weights", path: cfg.weights },
+    { flag: "--activations", path: cfg.activations },
+    { flag: "--grads", path: cfg.grads },
+    { flag: "--calibration-text", path: cfg.calibrationText },
+  ];
+  refuseOutputOnInput({ flag: "--out", path: cfg.out }, inputs);
+  if (!hf) return;
+  for (const file of Object.values(ADAPTER_FILES)) {
+    refuseOutputOnInput({ flag: "--out's file", path: `${cfg.out}/${file}` }, inputs);
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return await Deno.lstat(path).then(() => true, () => false);
+}
+
 async function isDirectory(path: string): Promise<boolean> {
   try {
     return (await Deno.stat(path)).isDirectory;
@@ -318,6 +337,12 @@ async function initHfModel(
   if (cfg.activations !== undefined || cfg.grads !== undefined) {
     throw new ConfigError([
       "with a Hugging Face model directory, calibration comes from --calibration-text, not --activations/--grads",
+    ]);
+  }
+  if (await exists(cfg.out) && !await isDirectory(cfg.out)) {
+    throw new ConfigError([
+      `--out "${cfg.out}" is not a directory; with a Hugging Face model directory as --weights, --out is the adapter ` +
+      `directory to write`,
     ]);
   }
   const device = resolveDevice(cfg.device);

@@ -18,7 +18,7 @@ const BUDGETS: Record<string, number> = {
   experiments: 4_200,
   bench: 4_300,
   kernels: 2_350,
-  cli: 700,
+  cli: 750,
   tools: 1_150,
   examples: 120,
   tests: 18_600,

@@ -40,6 +40,13 @@ import { loraLayers } from "./layers.ts";
 
 const PREFIX = "base_model.model.";
 
+/** The files of an adapter directory: {@link saveAdapter} writes them (the base weights removed when not needed). */
+export const ADAPTER_FILES: Readonly<Record<"model" | "config" | "base", string>> = {
+  model: "adapter_model.safetensors",
+  config: "adapter_config.json",
+  base: "base_model_weights.safetensors",
+};
+
 /** Options of {@link saveAdapter}. */
 export interface SaveAdapterOptions {
   /** `base_model_name_or_path` in the config (the original base model's directory or hub name). */
@@ -221,11 +228,11 @@ export async function saveAdapter(
   };
   await Deno.mkdir(dir, { recursive: true });
   const meta = { format: "pt", producer: "tessera" };
-  await writeSafetensors(`${dir}/adapter_model.safetensors`, tensors, meta);
+  await writeSafetensors(`${dir}/${ADAPTER_FILES.model}`, tensors, meta);
   if (Object.keys(bases).length > 0) {
-    await writeSafetensors(`${dir}/base_model_weights.safetensors`, bases, meta);
-  } else await Deno.remove(`${dir}/base_model_weights.safetensors`).catch(() => {});
-  await writeTextFileAtomic(`${dir}/adapter_config.json`, JSON.stringify(config, null, 2) + "\n");
+    await writeSafetensors(`${dir}/${ADAPTER_FILES.base}`, bases, meta);
+  } else await Deno.remove(`${dir}/${ADAPTER_FILES.base}`).catch(() => {});
+  await writeTextFileAtomic(`${dir}/${ADAPTER_FILES.config}`, JSON.stringify(config, null, 2) + "\n");
   return config;
 }
 

@@ -187,6 +187,45 @@ Deno.test("init command on a Hugging Face directory writes a PEFT adapter direct
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("init command on a Hugging Face directory refuses, before computing, to write over its calibration text", async () => {
+  const rng = new TestRng(63);
+  const base = new URL("../fixtures/models/llama", import.meta.url).pathname;
+  const dir = await Deno.makeTempDir();
+  const text = Array.from({ length: 200 }, () => "abcdefghij ".slice(rng.int(0, 9))).join("");
+  const run = (out: string, calibration: string) =>
+    runInit(["--method", "eva", "--weights", base, "--rank", "2", "--device", "cpu"]
+      .concat(["--out", out, "--calibration-text", calibration, "--calibration-seq-len", "16"]));
+  // Each file saveAdapter writes (or removes) in the adapter directory is an output.
+  await Deno.mkdir(`${dir}/out`);
+  for (const file of ["adapter_model.safetensors", "adapter_config.json", "base_model_weights.safetensors"]) {
+    const path = `${dir}/out/${file}`;
+    await Deno.writeTextFile(path, text);
+    await rejects(run(`${dir}/out`, path), (e: Error) => {
+      equal(
+        e.message,
+        `--out's file "${dir}/out/${file}" is the --calibration-text input "${path}": writing it would replace ` +
+          `the input; choose another output path`,
+      );
+      return true;
+    });
+    equal(await Deno.readTextFile(path), text);
+    await Deno.remove(path);
+  }
+  // OUT given as the text itself is refused by name, where mkdir failed after the calibration.
+  await Deno.writeTextFile(`${dir}/calib.txt`, text);
+  await rejects(
+    run(`${dir}/calib.txt`, `${dir}/calib.txt`),
+    /^RangeError: --out ".*calib\.txt" is the --calibration-text input/,
+  );
+  await Deno.writeTextFile(`${dir}/other.txt`, text);
+  await rejects(
+    run(`${dir}/other.txt`, `${dir}/calib.txt`),
+    /^ConfigError: --out ".*other\.txt" is not a directory; with a Hugging Face model directory as --weights/,
+  );
+  equal(await Deno.readTextFile(`${dir}/calib.txt`), text);
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("init command passes on only the method options given, so their defaults cannot conflict", async () => {
   const rng = new TestRng(62);
   const dir = await Deno.makeTempDir();
