@@ -15,7 +15,7 @@
  * | I32 | `Int32Array` |
  * | U32 | `Uint32Array` |
  * | I8 | `Int8Array` |
- * | U8, BOOL | `Uint8Array` (BOOL holds 0 or 1) |
+ * | U8, BOOL | `Uint8Array` (BOOL holds 0 or 1: a nonzero byte reads as 1) |
  *
  * When writing, F16/BF16 entries accept either a `Float32Array` (rounded to nearest, ties to even) or a
  * `Uint16Array` of raw bits.
@@ -165,8 +165,8 @@ export function decodeBf16(bits: Uint16Array): Float32Array {
  * The elements of any numeric entry as a `Float32Array`.
  *
  * F32 data is returned as is (same memory); everything else is converted into a new array: F16/BF16
- * raw bits are decoded, integers and booleans are converted numerically (I64 via `Number`, which may
- * round beyond 2^24 like any float32 conversion).
+ * raw bits are decoded, integers and booleans are converted numerically, rounded to the nearest float32
+ * (ties to even) beyond 2^24 as numpy's `astype(float32)` does, I64 included.
  *
  * @example
  * ```ts
@@ -184,10 +184,27 @@ export function toFloat32(entry: StEntry): Float32Array {
   }
   if (data instanceof BigInt64Array) {
     const out = new Float32Array(data.length);
-    for (let i = 0; i < data.length; i++) out[i] = Number(data[i]);
+    for (let i = 0; i < data.length; i++) out[i] = bigIntToFloat32(data[i]);
     return out;
   }
   return Float32Array.from(data);
+}
+
+/**
+ * `v` rounded once to the nearest float32, ties to even. Past 2^53 `Number(v)` already rounds to a float64, and
+ * rounding that again to a float32 can land on the other side of a tie (2^53 + 2^29 + 1 gave 2^53, where numpy
+ * and PyTorch give 2^53 + 2^30), so the 24 significant bits are rounded from the exact integer.
+ */
+function bigIntToFloat32(v: bigint): number {
+  const magnitude = v < 0n ? -v : v;
+  if (magnitude <= 2n ** 53n) return Math.fround(Number(v)); // exact as a float64: one rounding
+  const drop = BigInt(magnitude.toString(2).length - 24);
+  let kept = magnitude >> drop;
+  const rest = magnitude - (kept << drop);
+  const half = 1n << (drop - 1n);
+  if (rest > half || (rest === half && (kept & 1n) === 1n)) kept += 1n;
+  const rounded = Number(kept) * 2 ** Number(drop); // at most 25 bits times a power of two: exact
+  return v < 0n ? -rounded : rounded;
 }
 
 /**
@@ -272,8 +289,10 @@ function decodeData(raw: Uint8Array, dtype: StDType, rawHalf: boolean): StData {
     case "I8":
       return new Int8Array(buf);
     case "U8":
-    case "BOOL":
       return copy;
+    case "BOOL":
+      // Any nonzero byte is true, as numpy's and PyTorch's bool read it: stored as 1, so it writes back.
+      return copy.map((b) => (b === 0 ? 0 : 1));
   }
 }
 
@@ -292,7 +311,8 @@ function isNonNegativeInteger(v: unknown): v is number {
  * declared header; the header is a JSON object; every dtype is known; every shape is a list of
  * non-negative integers; `data_offsets` is `[start, end]` with `start <= end` inside the data section
  * and `end - start` equal to the element count times the dtype size; no two tensors' byte ranges
- * overlap; `__metadata__` maps strings to strings. Gaps between tensors and trailing bytes are allowed.
+ * overlap; no name appears twice; `__metadata__` maps strings to strings. Gaps between tensors and trailing bytes
+ * are allowed.
  *
  * @param bytes The whole file.
  * @param source Name used in error messages (the path, usually).
@@ -357,6 +377,39 @@ function checkHeaderLength(declared: bigint, fileBytes: number, source: string):
   return headerLength;
 }
 
+/**
+ * The keys that `text`, valid JSON holding an object, gives more than once at its top level (each once, in order).
+ * JSON.parse keeps the last of them without a word, so two tensors of one name would leave one silently unread.
+ */
+function repeatedKeys(text: string): string[] {
+  const seen = new Set<string>();
+  const repeated = new Set<string>();
+  let depth = 0;
+  let atKey = false; // inside the top-level object, where the next string is a key
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let end = i + 1;
+      while (text[end] !== '"') end += text[end] === "\\" ? 2 : 1; // a backslash escapes the next character
+      if (depth === 1 && atKey) {
+        const key: string = JSON.parse(text.slice(i, end + 1)); // decodes escapes: "\u0061" is "a"
+        if (seen.has(key)) repeated.add(key);
+        seen.add(key);
+        atKey = false;
+      }
+      i = end;
+    } else if (c === "{" || c === "[") {
+      depth++;
+      if (depth === 1) atKey = true;
+    } else if (c === "}" || c === "]") {
+      depth--;
+    } else if (depth === 1 && c === ",") {
+      atKey = true;
+    }
+  }
+  return [...repeated];
+}
+
 /** Validates a header (see {@link parseSafetensors}); returns its tensors sorted by offset, and its metadata. */
 function parseHeader(
   headerBytes: Uint8Array,
@@ -380,6 +433,13 @@ function parseHeader(
   }
   if (!isPlainObject(header)) {
     throw new Error(`${where} has a JSON header that is not an object`);
+  }
+  const repeated = repeatedKeys(headerText);
+  if (repeated.length > 0) {
+    throw new Error(
+      `${where} names ${repeated.map((k) => JSON.stringify(k)).join(", ")} more than once in its header; ` +
+        `each tensor name (and "__metadata__") must appear once`,
+    );
   }
 
   const metadata: Record<string, string> = {};
@@ -639,8 +699,9 @@ function encodeData(name: string, entry: StEntry): Uint8Array {
  * Serialise tensors (and optional string metadata) to safetensors bytes.
  *
  * Tensors are laid out in sorted-name order (by UTF-16 code unit order, as `Array.prototype.sort`)
- * with no gaps; the JSON header lists `__metadata__` first (when given) and is padded with spaces so
- * that the data section starts at a multiple of 8 bytes, as the reference implementation does.
+ * with no gaps; the JSON header lists `__metadata__` first (when given), then the tensors in that order, and is
+ * padded with spaces so that the data section starts at a multiple of 8 bytes, as the reference implementation
+ * does.
  *
  * @param tensors Tensors by name (a record or a map).
  * @param metadata Optional string-to-string metadata stored under `__metadata__`.
@@ -660,7 +721,9 @@ export function serializeSafetensors(
 ): Uint8Array {
   const entries = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
   entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  const header: Record<string, unknown> = {};
+  // The header's text is assembled here: an object would put integer-like names ("0") before "__metadata__" and
+  // order them numerically, not as the data.
+  const fields: string[] = [];
   if (metadata !== undefined) {
     for (const [key, value] of Object.entries(metadata)) {
       if (typeof value !== "string") {
@@ -669,7 +732,7 @@ export function serializeSafetensors(
         );
       }
     }
-    header["__metadata__"] = { ...metadata };
+    fields.push(`"__metadata__":${JSON.stringify(metadata)}`);
   }
   const chunks: Uint8Array[] = [];
   let offset = 0;
@@ -694,11 +757,12 @@ export function serializeSafetensors(
       );
     }
     const raw = encodeData(name, entry);
-    header[name] = { dtype: entry.dtype, shape: shape.slice(), data_offsets: [offset, offset + raw.length] };
+    const spec = { dtype: entry.dtype, shape, data_offsets: [offset, offset + raw.length] };
+    fields.push(`${JSON.stringify(name)}:${JSON.stringify(spec)}`);
     chunks.push(raw);
     offset += raw.length;
   }
-  const json = new TextEncoder().encode(JSON.stringify(header));
+  const json = new TextEncoder().encode(`{${fields.join(",")}}`);
   const headerLength = Math.ceil(json.length / 8) * 8;
   const out = new Uint8Array(8 + headerLength + offset);
   new DataView(out.buffer).setBigUint64(0, BigInt(headerLength), true);

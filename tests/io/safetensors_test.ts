@@ -385,6 +385,76 @@ Deno.test("toFloat32 and toInt32 convert entries and check the int32 range", () 
   );
 });
 
+/**
+ * Whether `got` is the float32 nearest to the integer `v`, ties to the even significand, checked against its two
+ * float32 neighbours with exact integer distances (for |v| >= 2^24, where float32 values are integers).
+ */
+function isNearestFloat32(v: bigint, got: number): boolean {
+  if (Math.fround(got) !== got || (v < 0n) !== (got < 0)) return false;
+  const magnitude = v < 0n ? -v : v;
+  const bits = new Uint32Array(new Float32Array([Math.abs(got)]).buffer)[0];
+  const valueOf = (b: number) => BigInt(new Float32Array(new Uint32Array([b]).buffer)[0]);
+  const distance = (f: bigint) => (magnitude > f ? magnitude - f : f - magnitude);
+  const here = distance(valueOf(bits));
+  return [bits - 1, bits + 1].every((b) => {
+    const there = distance(valueOf(b));
+    return there > here || (there === here && (bits & 1) === 0);
+  });
+}
+
+Deno.test("toFloat32 rounds I64 once to the nearest float32, as numpy and PyTorch do", () => {
+  // [value, numpy's np.array([value], dtype=np.int64).astype(np.float32)] (torch's .float() gives the same).
+  const golden: [bigint, number][] = [
+    [2n ** 53n + 2n ** 29n + 1n, 9007200328482816],
+    [2n ** 62n + 2n ** 38n + 1n, 4611686568183201792],
+    [-(2n ** 53n + 2n ** 29n + 1n), -9007200328482816],
+    [2n ** 53n + 2n ** 29n, 9007199254740992],
+    [2n ** 53n + 3n * 2n ** 29n, 9007201402224640],
+    [2n ** 63n - 1n, 9223372036854775808],
+    [-(2n ** 63n), -9223372036854775808],
+    [2n ** 24n + 1n, 16777216],
+    [2n ** 24n + 3n, 16777220],
+    [2n ** 60n + 2n ** 36n + 2n ** 35n - 1n, 1152921642045800448],
+    [-(2n ** 55n + 2n ** 31n + 1n), -36028801313931264],
+  ];
+  const fromNumpy = toFloat32({
+    dtype: "I64",
+    shape: [golden.length],
+    data: BigInt64Array.from(golden, ([v]) => v),
+  });
+  assert.deepEqual(Array.from(fromNumpy), golden.map(([, f]) => f));
+  // Fresh values at and around the halfway points between float32 neighbours m·2^s and (m + 1)·2^s.
+  const rng = new Rng(freshSeed());
+  const values: bigint[] = [];
+  for (let i = 0; i < 2000; i++) {
+    const m = BigInt(rng.int(2 ** 23, 2 ** 24 - 1));
+    const s = BigInt(rng.int(1, 39));
+    const half = 1n << (s - 1n);
+    const offsets = [half, half - 1n, half + 1n, BigInt(rng.int(0, 2 ** 20)) % (2n * half)];
+    const v = (m << s) + offsets[rng.int(0, 3)];
+    values.push(rng.next() < 0.5 ? -v : v);
+  }
+  const got = toFloat32({ dtype: "I64", shape: [values.length], data: BigInt64Array.from(values) });
+  values.forEach((v, i) => assert.ok(isNearestFloat32(v, got[i]), `${v} became ${got[i]}`));
+});
+
+Deno.test("BOOL reads any nonzero byte as 1, as numpy and PyTorch do, and writes it back", () => {
+  const rng = new Rng(freshSeed());
+  const n = rng.int(1, 64);
+  const bytes = Uint8Array.from({ length: n }, () => (rng.next() < 0.3 ? 0 : rng.int(1, 255)));
+  const file = makeFile({ m: { dtype: "BOOL", shape: [n], data_offsets: [0, n] } }, bytes);
+  const read = parseSafetensors(file).tensors;
+  assert.deepEqual(read.get("m")!.data, bytes.map((b) => (b === 0 ? 0 : 1)));
+  const back = parseSafetensors(serializeSafetensors(read)).tensors.get("m")!.data;
+  assert.deepEqual(back, read.get("m")!.data);
+  // safetensors.numpy.load and safetensors.torch.load of bytes [2, 0, 255, 1], as uint8: [1, 0, 1, 1].
+  const fixed = makeFile(
+    { m: { dtype: "BOOL", shape: [4], data_offsets: [0, 4] } },
+    new Uint8Array([2, 0, 255, 1]),
+  );
+  assert.deepEqual(parseSafetensors(fixed).tensors.get("m")!.data, new Uint8Array([1, 0, 1, 1]));
+});
+
 // ---------------------------------------------------------------------------------------------------------
 // Malformed files
 // ---------------------------------------------------------------------------------------------------------
@@ -467,6 +537,60 @@ Deno.test("safetensors parser rejects malformed files with errors naming the fil
   for (const [label, bytes, pattern] of cases) {
     assert.throws(() => parseSafetensors(bytes, "bad.st"), pattern, label);
   }
+});
+
+Deno.test("safetensors parser refuses a name given twice in the header, however it is spelled", () => {
+  const rng = new Rng(freshSeed());
+  const n = rng.int(1, 4);
+  const entry = (k: number) =>
+    `{"dtype":"F32","shape":[${n}],"data_offsets":[${4 * n * k},${4 * n * (k + 1)}]}`;
+  const data = Float32Array.from({ length: 4 * n }, () => rng.normal());
+  const bytes = new Uint8Array(data.buffer);
+  const twice: [string, string][] = [
+    [`{"a":${entry(0)},"a":${entry(1)}}`, "a"],
+    [`{"a":${entry(0)},"b":${entry(1)},"\\u0061":${entry(2)}}`, "a"],
+    [`{"__metadata__":{"k":"v"},"w":${entry(0)},"__metadata__":{}}`, "__metadata__"],
+  ];
+  for (const [header, name] of twice) {
+    assert.throws(
+      () => parseSafetensors(makeFile(header, bytes), "dup.st"),
+      (e: Error) => {
+        assert.equal(
+          e.message,
+          `safetensors file "dup.st" names "${name}" more than once in its header; each tensor name (and ` +
+            `"__metadata__") must appear once`,
+        );
+        return true;
+      },
+    );
+  }
+  // Names that hold quotes, backslashes, commas and braces, and metadata keys that are tensor names, are no repeats.
+  const tricky = `{"__metadata__":{"a":"a","q":"\\""},"x\\",\\"a":${entry(0)},"q\\\\":${entry(1)},` +
+    `"{a}":${entry(2)},"a":${entry(3)}}`;
+  const names = [...parseSafetensors(makeFile(tricky, bytes)).tensors.keys()];
+  assert.deepEqual(names, ['x","a', "q\\", "{a}", "a"]);
+});
+
+Deno.test("safetensors header lists __metadata__ first and the tensors in data order, integer-like names too", () => {
+  const rng = new Rng(freshSeed());
+  const names = [...new Set(Array.from({ length: rng.int(3, 8) }, () => String(rng.int(0, 999))))].concat(
+    "w",
+  );
+  const tensors = Object.fromEntries(
+    names.map((
+      name,
+    ) => [name, { dtype: "F32" as const, shape: [1], data: new Float32Array([rng.normal()]) }]),
+  );
+  const bytes = serializeSafetensors(tensors, { format: "pt" });
+  const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+  const text = new TextDecoder().decode(bytes.subarray(8, 8 + n));
+  assert.ok(text.startsWith('{"__metadata__":{"format":"pt"},'), text);
+  const sorted = [...names].sort();
+  const at = sorted.map((name) => text.indexOf(`"${name}":{"dtype"`));
+  assert.deepEqual(at, [...at].sort((a, b) => a - b), `header order ${text}`);
+  const { tensors: back } = parseSafetensors(bytes);
+  for (const name of sorted) assert.deepEqual(back.get(name)!.data, tensors[name].data, name);
+  assert.deepEqual([...back.keys()], sorted, "the data is in sorted-name order");
 });
 
 Deno.test("safetensors writer rejects inconsistent entries", () => {
