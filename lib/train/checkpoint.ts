@@ -32,6 +32,46 @@ export interface StatefulModule {
   loadExtraState(state: Record<string, number>): void;
 }
 
+/** What a checkpoint's step and seed must be, checked alike when writing and when reading. */
+const NUMBER_RULES = {
+  step: { holds: (n: number) => Number.isSafeInteger(n) && n >= 0, expected: "a non-negative integer" },
+  seed: { holds: (n: number) => Number.isSafeInteger(n), expected: "a safe integer" },
+};
+
+/** `value` as the metadata text of `key`, or a RangeError: a file loadCheckpoint refuses is never written. */
+function numberText(key: keyof typeof NUMBER_RULES, value: number): string {
+  if (!NUMBER_RULES[key].holds(value)) {
+    throw new RangeError(`saveCheckpoint: ${key} must be ${NUMBER_RULES[key].expected}, got ${value}`);
+  }
+  return String(value);
+}
+
+/** The number that metadata `key` of checkpoint `path` holds, written exactly as {@link numberText} writes it. */
+function readNumber(path: string, key: keyof typeof NUMBER_RULES, text: string | undefined): number {
+  if (text === undefined) throw new Error(`checkpoint "${path}" has no ${key}`);
+  const value = Number(text); // also "" (0), " 7", "1e3" and "0x10": refused below, as saveCheckpoint never writes them
+  if (String(value) !== text || !NUMBER_RULES[key].holds(value)) {
+    throw new Error(
+      `checkpoint "${path}" has a bad ${key} ${JSON.stringify(text)}; expected ${NUMBER_RULES[key].expected}`,
+    );
+  }
+  return value;
+}
+
+/** The JSON object that metadata `key` of checkpoint `path` holds. */
+function readObject(path: string, key: string, text: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`checkpoint "${path}": metadata "${key}" is not valid JSON (${(err as Error).message})`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new Error(`checkpoint "${path}": metadata "${key}" is ${text.slice(0, 40)}, not a JSON object`);
+  }
+  return value as Record<string, unknown>;
+}
+
 function isStateful(m: unknown): m is StatefulModule {
   return typeof (m as StatefulModule).extraState === "function" &&
     typeof (m as StatefulModule).loadExtraState === "function";
@@ -131,6 +171,8 @@ export async function saveCheckpoint(
   model: object,
   opts: SaveCheckpointOptions = {},
 ): Promise<void> {
+  const step = numberText("step", opts.step ?? opts.optimizer?.stepCount ?? 0);
+  const seed = opts.seed === undefined ? undefined : numberText("seed", opts.seed);
   const only = opts.paths === undefined ? undefined : new Set(opts.paths);
   const params = namedParameters(model).filter(([p]) => only === undefined || only.has(p));
   const state = opts.optimizer === undefined ? [] : Object.entries(opts.optimizer.stateDict());
@@ -149,8 +191,8 @@ export async function saveCheckpoint(
   }
   metadata.format = CHECKPOINT_FORMAT;
   metadata.version = VERSION;
-  metadata.step = String(opts.step ?? opts.optimizer?.stepCount ?? 0);
-  if (opts.seed !== undefined) metadata.seed = String(opts.seed);
+  metadata.step = step;
+  if (seed !== undefined) metadata.seed = seed;
   if (opts.optimizer !== undefined) metadata.optimizer = JSON.stringify(opts.optimizer.describe());
   const extra = namedModules(model).filter(([, m]) => isStateful(m));
   if (extra.length > 0) {
@@ -199,10 +241,12 @@ export async function loadCheckpoint(path: string, opts: LoadCheckpointOptions =
       `checkpoint "${path}" has version ${metadata.version}; this code reads version ${VERSION}`,
     );
   }
-  const step = Number(metadata.step);
-  if (!Number.isInteger(step) || step < 0) {
-    throw new Error(`checkpoint "${path}" has a bad step ${metadata.step}`);
-  }
+  const step = readNumber(path, "step", metadata.step);
+  const seed = metadata.seed === undefined ? undefined : readNumber(path, "seed", metadata.seed);
+  const optimizer = metadata.optimizer === undefined
+    ? undefined
+    : readObject(path, "optimizer", metadata.optimizer);
+  const modules = metadata.modules === undefined ? undefined : readObject(path, "modules", metadata.modules);
   const params: ParamDict = {};
   const state: ParamDict = {};
   for (const [name, entry] of tensors) {
@@ -224,11 +268,11 @@ export async function loadCheckpoint(path: string, opts: LoadCheckpointOptions =
   const user = Object.fromEntries(Object.entries(metadata).filter(([k]) => !RESERVED.has(k)));
   return {
     step,
-    seed: metadata.seed === undefined ? undefined : Number(metadata.seed),
+    seed,
     params,
     state,
-    optimizer: metadata.optimizer === undefined ? undefined : JSON.parse(metadata.optimizer),
-    modules: metadata.modules === undefined ? undefined : JSON.parse(metadata.modules),
+    optimizer,
+    modules: modules as Checkpoint["modules"],
     metadata: user,
   };
 }

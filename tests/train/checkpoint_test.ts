@@ -5,7 +5,14 @@
  */
 import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
 import { AdamW, Mlp, namedParameters, SGD } from "../../lib/nn/mod.ts";
-import { CheckpointMismatchError, loadCheckpoint, Trainer } from "../../lib/train/mod.ts";
+import {
+  CheckpointMismatchError,
+  loadCheckpoint,
+  previousCheckpointPath,
+  saveCheckpoint,
+  Trainer,
+} from "../../lib/train/mod.ts";
+import { parseSafetensors, serializeSafetensors } from "../../lib/io/safetensors.ts";
 import type { Tensor } from "../../mod.ts";
 import { readJsonl } from "../../lib/io/json.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
@@ -194,4 +201,63 @@ Deno.test("the trainer refuses shared output files, steps past the run and batch
     batch: (step) => ({ ...s.batch!(step), x: [1, 2, 3] as unknown as Tensor }),
   });
   await rejects(() => bad.run(), /batch\(1\) entry "x" is object, not a Tensor/);
+});
+
+Deno.test("saveCheckpoint refuses a step or seed that loadCheckpoint would refuse; loading names a bad key", async () => {
+  const rng = new TestRng(72);
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/c.safetensors`;
+  const model = new Mlp([3, 5, 2], { seed: rng.int(0, 1000) });
+  const optimizer = new AdamW(model, { lr: 1e-2 });
+  const step = rng.int(1, 10_000);
+  const seed = -rng.int(1, 2 ** 40); // a negative seed is a seed
+  await saveCheckpoint(path, model, { optimizer, step, seed, keepPrevious: true });
+  const good = await loadCheckpoint(path);
+  deepEqual([good.step, good.seed], [step, seed]);
+  // Refused before anything is written or rotated: the good checkpoint stays where it was.
+  for (const bad of [-rng.int(1, 100), step + 0.5, NaN, Infinity, 2 ** 53]) {
+    await rejects(
+      saveCheckpoint(path, model, { optimizer, step: bad, keepPrevious: true }),
+      new RangeError(`saveCheckpoint: step must be a non-negative integer, got ${bad}`),
+    );
+  }
+  for (const bad of [NaN, seed + 0.5, -Infinity]) {
+    await rejects(
+      saveCheckpoint(path, model, { optimizer, step, seed: bad, keepPrevious: true }),
+      new RangeError(`saveCheckpoint: seed must be a safe integer, got ${bad}`),
+    );
+  }
+  equal((await loadCheckpoint(path)).step, step);
+  await rejects(Deno.stat(previousCheckpointPath(path)), Deno.errors.NotFound);
+  // A file written otherwise: each reserved key is read as saveCheckpoint writes it, or refused by name.
+  const { tensors, metadata } = parseSafetensors(await Deno.readFile(path));
+  const altered = async (key: string, value: string) => {
+    const file = `${dir}/${key}.safetensors`;
+    await Deno.writeFile(file, serializeSafetensors(tensors, { ...metadata, [key]: value }));
+    return file;
+  };
+  for (const text of ["", " 7", "1e3", "0x10", "07", "-3", "2.5"]) {
+    const file = await altered("step", text);
+    await rejects(loadCheckpoint(file), (e: Error) => {
+      equal(
+        e.message,
+        `checkpoint "${file}" has a bad step ${JSON.stringify(text)}; expected a non-negative integer`,
+      );
+      return true;
+    });
+  }
+  for (const text of ["NaN", "1.5", ""]) {
+    const file = await altered("seed", text);
+    await rejects(loadCheckpoint(file), new RegExp(`has a bad seed "${text}"; expected a safe integer`));
+  }
+  const optimizerFile = await altered("optimizer", "{oops");
+  await rejects(
+    loadCheckpoint(optimizerFile),
+    new RegExp(`^Error: checkpoint "${optimizerFile}": metadata "optimizer" is not valid JSON \\(`),
+  );
+  await rejects(
+    loadCheckpoint(await altered("modules", "[1, 2]")),
+    /modules\.safetensors": metadata "modules" is \[1, 2\], not a JSON object/,
+  );
+  await Deno.remove(dir, { recursive: true });
 });
