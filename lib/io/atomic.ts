@@ -6,9 +6,15 @@
  * @module
  */
 
+/** Where the last folder separator of `path` is (-1: none): "/", and on Windows "\\" too. */
+function lastSeparator(path: string): number {
+  const slash = path.lastIndexOf("/");
+  return Deno.build.os === "windows" ? Math.max(slash, path.lastIndexOf("\\")) : slash;
+}
+
 /** Directory part of a path ("." when there is none). */
 function dirname(path: string): string {
-  const slash = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
+  const slash = lastSeparator(path);
   if (slash < 0) return ".";
   if (slash === 0) return path.slice(0, 1);
   return path.slice(0, slash);
@@ -16,8 +22,7 @@ function dirname(path: string): string {
 
 /** Last component of a path. */
 function basename(path: string): string {
-  const slash = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
-  return path.slice(slash + 1);
+  return path.slice(lastSeparator(path) + 1);
 }
 
 /** A short random hex string for temporary file names. */
@@ -26,14 +31,45 @@ function randomSuffix(): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+/** The longest file name, in UTF-8 bytes (NAME_MAX on Linux and macOS; Windows' 255 UTF-16 units are never fewer). */
+const NAME_MAX_BYTES = 255;
+
+/**
+ * The temporary file's name for target `name`: `<name>.tmp-<pid>-<random>`, with `name` cut short (at a character)
+ * where the whole would pass {@link NAME_MAX_BYTES}, so that a target of a legal long name can be written too.
+ */
+function temporaryName(name: string): string {
+  const suffix = `.tmp-${Deno.pid}-${randomSuffix()}`;
+  const encoder = new TextEncoder();
+  let room = NAME_MAX_BYTES - suffix.length;
+  let kept = "";
+  for (const ch of name) {
+    room -= encoder.encode(ch).length;
+    if (room < 0) break;
+    kept += ch;
+  }
+  return `${kept}${suffix}`;
+}
+
+/** The permission bits of the file at `path`, or undefined where there is none (or the platform has none). */
+function permissions(path: string): number | undefined {
+  try {
+    const info = Deno.statSync(path);
+    return info.isFile && info.mode !== null ? info.mode & 0o777 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Write `data` to `path` atomically.
  *
- * The bytes are written to `<path>.tmp-<pid>-<random>` in the same directory, flushed with `fsync` where
- * the platform allows it, and then renamed over `path` (a rename within one directory is atomic on POSIX
- * file systems and on NTFS). Missing parent directories are created. If anything fails, the temporary
- * file is removed, the original file (if any) is left as it was, and the error is rethrown with the
- * path in its message.
+ * The bytes are written to `<path>.tmp-<pid>-<random>` in the same directory (the name cut short where it would
+ * pass 255 bytes), flushed with `fsync` where the platform allows it, given the permissions of the file it
+ * replaces, and then renamed over `path` (a rename within one directory is atomic on POSIX file systems and on
+ * NTFS). Missing parent directories are created. If anything fails, the temporary file is removed, the original
+ * file (if any) is left as it was, and the error is rethrown with the path in its message. A path that ends in a
+ * separator names a folder and is refused before any folder is made.
  *
  * @param path File to create or replace.
  * @param data Bytes to write; a string is written as UTF-8.
@@ -47,6 +83,10 @@ function randomSuffix(): string {
  */
 export function writeFileAtomicSync(path: string, data: Uint8Array | string): void {
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+  const name = basename(path);
+  if (name === "" || name === "." || name === "..") {
+    throw new Error(`could not write "${path}": it names a folder, not a file`);
+  }
   const dir = dirname(path);
   try {
     Deno.mkdirSync(dir, { recursive: true });
@@ -54,10 +94,14 @@ export function writeFileAtomicSync(path: string, data: Uint8Array | string): vo
     const reason = err instanceof Error ? err.message : String(err);
     throw new Error(`could not write "${path}": cannot make its folder "${dir}": ${reason}`, { cause: err });
   }
-  const tmp = `${dir}/${basename(path)}.tmp-${Deno.pid}-${randomSuffix()}`;
+  const tmp = `${dir}/${temporaryName(name)}`;
+  // The file keeps who may read it, from before the data is written: a fresh file gets 0666 less the umask, and a
+  // 0600 file replaced through one became 0644.
+  const mode = permissions(path);
   let file: Deno.FsFile | undefined;
   try {
-    file = Deno.openSync(tmp, { write: true, createNew: true });
+    file = Deno.openSync(tmp, { write: true, createNew: true, mode });
+    if (mode !== undefined) Deno.chmodSync(tmp, mode); // exactly: the umask may have taken bits away
     let written = 0;
     while (written < bytes.length) {
       written += file.writeSync(bytes.subarray(written));

@@ -61,3 +61,55 @@ Deno.test("writeFileAtomic failure removes the temp file and leaves the target u
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("writeFileAtomic keeps the permissions of the file it replaces; a new file gets those of a plain write", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const rng = new Rng(freshSeed());
+    const mode = (path: string) => Deno.statSync(path).mode! & 0o777;
+    for (const bits of [0o600, 0o640, 0o604, 0o700, 0o666, rng.int(0o400, 0o777)]) {
+      const path = `${dir}/key-${bits.toString(8)}.bin`;
+      await Deno.writeFile(path, new Uint8Array([rng.int(0, 255)]));
+      Deno.chmodSync(path, bits);
+      await writeFileAtomic(path, Uint8Array.from({ length: 9 }, () => rng.int(0, 255)));
+      assert.equal(mode(path).toString(8), bits.toString(8));
+    }
+    Deno.writeTextFileSync(`${dir}/plain.txt`, "x");
+    await writeTextFileAtomic(`${dir}/atomic.txt`, "x");
+    assert.equal(mode(`${dir}/atomic.txt`), mode(`${dir}/plain.txt`));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("writeFileAtomic writes names up to 255 bytes, takes only / as a separator on POSIX, and refuses a folder path", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const rng = new Rng(freshSeed());
+    // Names of 240 to 255 bytes, some of 2- and 3-byte characters: the temporary name must fit as well.
+    for (let i = 0; i < 8; i++) {
+      let name = "";
+      const length = rng.int(240, 255);
+      while (new TextEncoder().encode(name).length < length - 3) name += ["a", "é", "✓"][rng.int(0, 2)];
+      name += "b".repeat(length - new TextEncoder().encode(name).length);
+      const text = `file ${i}`;
+      await writeTextFileAtomic(`${dir}/${name}`, text);
+      assert.equal(await Deno.readTextFile(`${dir}/${name}`), text);
+      assert.deepEqual(await listNames(dir), [name]);
+      await Deno.remove(`${dir}/${name}`);
+    }
+    // On POSIX a backslash is part of a name: a\b.bin is one file, not b.bin in a folder a.
+    await writeFileAtomic(`${dir}/a\\b.bin`, new Uint8Array([rng.int(0, 255)]));
+    assert.deepEqual(await listNames(dir), ["a\\b.bin"]);
+    // A path that ends in "/" names a folder: refused before the folder is made.
+    for (const path of [`${dir}/sub/`, `${dir}/sub/..`, `${dir}/sub/.`]) {
+      await assert.rejects(
+        writeFileAtomic(path, "x"),
+        new Error(`could not write "${path}": it names a folder, not a file`),
+      );
+    }
+    assert.deepEqual(await listNames(dir), ["a\\b.bin"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
