@@ -8,8 +8,9 @@
  * `--tokenizer`, a Hugging Face model directory's own `tokenizer.json` is used (a llama2.c model needs
  * `--tokenizer`). The prompt is encoded as transformers' `tokenizer(prompt)` does (BOS where the tokenizer adds
  * one). Prints the prompt and its continuation on stdout (streamed token by token, special tokens left out), and
- * the token count, speed and adapter on stderr. Temperature 0 is greedy decoding. Generation stops at BOS or EOS
- * (as llama2.c's `run.c`) unless `--no-stop` is given, and when the context is full.
+ * the token count, speed and adapter on stderr. Temperature 0 is greedy decoding. Generation stops at the
+ * tokenizer's BOS or EOS token unless `--no-stop` is given (llama2.c's `run.c` stops at BOS only, which its stories
+ * are separated by; transformers' `generate` stops at EOS), and when the context is full.
  *
  * @module
  */

@@ -35,7 +35,15 @@ import {
   type LayerData,
   type LoraInit,
 } from "../lib/init/mod.ts";
-import { ConfigError, ConfigHelp, configUsage, exitWithError, isFlag, parseConfig } from "../lab/config.ts";
+import {
+  ConfigError,
+  ConfigHelp,
+  configOptionsUsage,
+  configUsage,
+  exitWithError,
+  isFlag,
+  parseConfig,
+} from "../lab/config.ts";
 import type { Shape } from "../lib/shape.ts";
 import type { Tensor } from "../lib/tensor/tensor.ts";
 import { loadLlama } from "../lib/models/load.ts";
@@ -122,7 +130,7 @@ export function initUsage(): string {
     lines.push(
       `\n--method ${m.name}  (${m.kind}; needs ${m.needs.join(", ") || "weights only"})\n  ${m.paper}`,
     );
-    if (keys.length > 0) lines.push(configUsage(m.options, { name: `  ${m.name} options` }));
+    if (keys.length > 0) lines.push(configOptionsUsage(m.options));
   }
   return lines.join("\n");
 }

@@ -796,6 +796,37 @@ export function parseConfig<S extends ConfigSchema>(
  * ```
  */
 export function configUsage<S extends ConfigSchema>(schema: S, options: ConfigOptions<S>): string {
+  const command = options.name.startsWith("deno ") ? options.name : `deno run -A ${options.name}`;
+  const lines = [`Usage: ${command} [--config file.yaml] [--key value ...]`];
+  if (options.description !== undefined) lines.push("", options.description);
+  lines.push("", "Options (flags override --config files, which override defaults):");
+  const rows = optionRows(schema, options);
+  rows.push(["--config <file.yaml>", "read settings from a YAML file (repeatable; flags override it)"]);
+  rows.push(["--help, -h", "print this help and exit"]);
+  lines.push(...alignRows(rows));
+  return lines.join("\n");
+}
+
+/**
+ * The option lines of {@link configUsage} alone: no usage line and no --config/--help rows, for a command that
+ * lists a second schema's options under its own usage (the options of each of `deno task init`'s methods).
+ *
+ * @param schema The configuration schema.
+ * @returns One line (or two, for a long flag) per key, indented by two spaces.
+ *
+ * @example
+ * ```ts
+ * import { configOptionsUsage } from "./config.ts";
+ * import { z } from "../deps.ts";
+ * console.log(configOptionsUsage(z.object({ niter: z.int().default(2).describe("power iterations") })));
+ * ```
+ */
+export function configOptionsUsage<S extends ConfigSchema>(schema: S): string {
+  return alignRows(optionRows(schema, { name: "" })).join("\n");
+}
+
+/** Each key's flag, with its type, and its description, default and whether it is required. */
+function optionRows<S extends ConfigSchema>(schema: S, options: ConfigOptions<S>): [string, string][] {
   const index = indexSchema(schema);
   const rows: [string, string][] = [];
   for (const leaf of index.leaves.values()) {
@@ -819,19 +850,16 @@ export function configUsage<S extends ConfigSchema>(schema: S, options: ConfigOp
       `add one entry to --${flagName(leaf)} (repeatable; the value is taken whole)`,
     ]);
   }
-  rows.push(["--config <file.yaml>", "read settings from a YAML file (repeatable; flags override it)"]);
-  rows.push(["--help, -h", "print this help and exit"]);
+  return rows;
+}
+
+/** Rows as `  flag  text`, the texts aligned after the longest flag up to 44 characters (a longer one gets its text
+ * on the next line). */
+function alignRows(rows: readonly [string, string][]): string[] {
   const width = Math.min(44, Math.max(...rows.map(([flag]) => flag.length)));
-  const command = options.name.startsWith("deno ") ? options.name : `deno run -A ${options.name}`;
-  const lines = [`Usage: ${command} [--config file.yaml] [--key value ...]`];
-  if (options.description !== undefined) lines.push("", options.description);
-  lines.push("", "Options (flags override --config files, which override defaults):");
-  for (const [flag, text] of rows) {
-    lines.push(
-      flag.length > width ? `  ${flag}\n  ${" ".repeat(width)}  ${text}` : `  ${flag.padEnd(width)}  ${text}`,
-    );
-  }
-  return lines.join("\n");
+  return rows.map(([flag, text]) =>
+    flag.length > width ? `  ${flag}\n  ${" ".repeat(width)}  ${text}` : `  ${flag.padEnd(width)}  ${text}`
+  );
 }
 
 /** Options of {@link cliConfig}. */

@@ -1,10 +1,10 @@
 /** `deno task init`: writes adapters that load back into the LoRA layer like a script's, and fails cleanly. */
 import { deepEqual, equal, match, ok, rejects } from "node:assert/strict";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
-import { runInit } from "../../cli/init.ts";
+import { initUsage, runInit } from "../../cli/init.ts";
 import { readSafetensors, toFloat32, writeSafetensors } from "../../lib/io/safetensors.ts";
 import { Linear } from "../../lib/nn/linear.ts";
-import { attachLora, loramInit } from "../../lib/init/mod.ts";
+import { attachLora, INIT_METHODS, loramInit } from "../../lib/init/mod.ts";
 import { loadAdapter, LoraLinear } from "../../lib/lora/mod.ts";
 import { loadLlama } from "../../lib/models/load.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
@@ -224,6 +224,26 @@ Deno.test("init command on a Hugging Face directory refuses, before computing, t
   );
   equal(await Deno.readTextFile(`${dir}/calib.txt`), text);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("init --help: one usage line and one --config/--help row, each method's options under its name", () => {
+  const help = initUsage();
+  equal(help.match(/^Usage:/gm)?.length, 1, help);
+  equal(help.match(/^ {2}--config <file\.yaml> /gm)?.length, 1, help);
+  equal(help.match(/^ {2}--help, -h /gm)?.length, 1, help);
+  for (const m of Object.values(INIT_METHODS)) {
+    const block = help.split("\n\n").find((b) => b.startsWith(`--method ${m.name} `));
+    ok(block !== undefined, `a block for ${m.name}`);
+    // One row per option, after the name and paper lines; a long flag has its text on a line of its own.
+    const rows = block.split("\n").slice(2).join("\n").split(/\n(?= {2}--)/).filter((r) => r !== "");
+    const shape = m.options.shape as Record<string, { description?: string }>;
+    equal(rows.length, Object.keys(shape).length, block);
+    Object.entries(shape).forEach(([key, field], i) => {
+      const flag = `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+      ok(rows[i].startsWith(`  ${flag} `) || rows[i].startsWith(`  ${flag},`), `${m.name}: ${rows[i]}`);
+      ok(rows[i].includes(field.description!), `${m.name}: ${rows[i]}`);
+    });
+  }
 });
 
 Deno.test("init command passes on only the method options given, so their defaults cannot conflict", async () => {
