@@ -285,6 +285,16 @@ Deno.test("optimiser bookkeeping: frozen parameters, groups, state, disposal, fl
     () => new AdamW(model, { lr: 1, groups: [{ name: "C", params: /lora_C/ }] }),
     /matches no trainable/,
   );
+  // Packs are keyed by group name: a second group "B" made lora_A take lora_B's update (and rate).
+  throws(
+    () =>
+      new AdamW(model, {
+        lr: 1,
+        trainable: /^lora_/,
+        groups: [{ name: "B", params: ["lora_B"] }, { name: "B", params: ["lora_A"], lr: 2 }],
+      }),
+    /groups 0 and 1 are both named "B"/,
+  );
   throws(() => opt.update({ lora_A: mk([2, 8]) }), /no gradient for 1 parameter\(s\): lora_B/);
   throws(() => opt.update({ lora_A: mk([8, 2]), lora_B: mk([8, 2]) }), /gradient of "lora_A" is \[8, 2\]/);
   const pending = opt.update({ lora_A: mk([2, 8]), lora_B: mk([8, 2]) });

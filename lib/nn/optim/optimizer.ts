@@ -36,7 +36,10 @@ import {
 
 /** Parameters that share a learning rate and weight decay. */
 export interface ParamGroup {
-  /** Name of the group, used in metrics (`grad_norm/<name>`) and checkpoints. Not `"default"`. */
+  /**
+   * Name of the group, used in metrics (`grad_norm/<name>`) and checkpoints. Not `"default"`, and not the name
+   * of another group.
+   */
   name: string;
   /** Which trainable parameters belong to it (the first group that matches a path wins). */
   params: ParamFilter;
@@ -275,8 +278,16 @@ export abstract class Optimizer {
     }
     this.#paths = named.map(([p]) => p);
     const userGroups = options.groups ?? [];
-    const filters = userGroups.map((g) => {
+    const filters = userGroups.map((g, k) => {
       if (g.name === "default") throw new RangeError(`${what}: the group name "default" is reserved`);
+      // Packs, learning rates and the trainer's metrics are keyed by group name: two groups of one name
+      // would share those keys, and one group's parameters would take the other's update.
+      const first = userGroups.findIndex((h) => h.name === g.name);
+      if (first !== k) {
+        throw new RangeError(
+          `${what}: groups ${first} and ${k} are both named "${g.name}"; names must differ`,
+        );
+      }
       return paramFilter(g.params);
     });
     const members: string[][] = userGroups.map(() => []);
