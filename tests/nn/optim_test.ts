@@ -17,10 +17,11 @@ import {
   type ParamDict,
   PARAMS_PER_PACK,
   SGD,
+  warmupLength,
 } from "../../lib/nn/mod.ts";
 import type { DeviceName } from "../../lib/ir/node.ts";
 import { PACK_ALIGN } from "../../lib/nn/optim/optimizer.ts";
-import { assertClose, TestRng } from "../_helpers.ts";
+import { assertClose, TEST_SEED, TestRng } from "../_helpers.ts";
 
 type F = Tensor<Shape, "f32">;
 
@@ -355,6 +356,22 @@ Deno.test("schedules: warm-up s/W, then constant, linear or cosine decay to `fin
   }
   equal(cos(100), 0);
   equal(constantSchedule()(7), 1);
+  // warmupRatio · totalSteps rounded up, against exact integer arithmetic: ratio m / 10^d of `total` steps is
+  // ceil(m · total / 10^d) steps. In floating point 0.07 · 100 is 7.000000000000001 (it gave 8 steps).
+  for (const [ratio, want] of [[0.07, 7], [0.14, 14], [0.28, 28], [0.55, 55], [0.071, 8]]) {
+    equal(warmupLength({ totalSteps: 100, warmupRatio: ratio }), want, `warmupRatio ${ratio} of 100`);
+  }
+  equal(linearSchedule({ totalSteps: 100, warmupRatio: 0.07 })(7), 1);
+  const rng = new TestRng(49);
+  for (let k = 0; k < 2000; k++) {
+    const scale = 10 ** rng.int(1, 4);
+    const m = rng.int(0, scale);
+    // Half the totals are multiples of 10^d, where the product is an integer and rounding may push it over.
+    const total = rng.next() < 0.5 ? rng.int(1, 10) * scale : rng.int(1, 100_000);
+    const want = Math.floor((m * total + scale - 1) / scale);
+    const got = warmupLength({ totalSteps: total, warmupRatio: m / scale });
+    equal(got, want, `warmupRatio ${m / scale} of ${total} steps (TEST_SEED=${TEST_SEED})`);
+  }
   throws(() => cos(0), /steps start at 1/);
   throws(() => linearSchedule({ totalSteps: 10, warmupRatio: 2 }), /warmupRatio/);
 });

@@ -38,11 +38,24 @@ export interface ScheduleOptions {
   final?: number;
 }
 
+/**
+ * ceil(ratio · n), where a product that misses an integer only by floating-point rounding counts as that integer:
+ * 0.07 · 100 is 7.000000000000001, and 7 % of 100 steps is 7 steps, not 8. The rounding of `ratio` to a double and
+ * of the product each move it by at most 2^-53 of itself, while the product of a ratio of d decimals and a step
+ * count misses an integer by at least 10^-d when it is not one: a relative 1e-12 tells the two apart for any
+ * realistic run length.
+ */
+function ceilOfProduct(ratio: number, n: number): number {
+  const exact = ratio * n;
+  const nearest = Math.round(exact);
+  return Math.abs(exact - nearest) <= 1e-12 * Math.max(1, exact) ? nearest : Math.ceil(exact);
+}
+
 /** The number of warm-up steps these options give. */
 export function warmupLength(opts: ScheduleOptions): number {
   checkOptions("schedule", SCHEDULE_OPTIONS, opts);
   const { totalSteps, warmupRatio = 0, warmupSteps } = opts;
-  const w = warmupSteps ?? Math.ceil(warmupRatio * totalSteps);
+  const w = warmupSteps ?? ceilOfProduct(warmupRatio, totalSteps);
   if (!Number.isInteger(w) || w < 0 || w > totalSteps) {
     throw new RangeError(`schedule: warmupSteps must be an integer in [0, ${totalSteps}], got ${w}`);
   }
