@@ -65,8 +65,11 @@ export function identity<S extends Shape>(x: Tensor<S, "f32">): Tensor<S, "f32">
  * ```
  */
 export function leakyRelu<S extends Shape>(x: Tensor<S, "f32">, slope = 0.01): Tensor<S, "f32"> {
+  // A select, not max(x, slope·x): that maximum is slope·x below 0 only for slope ≤ 1, and Max splits the tie at
+  // x = 0 into a gradient of (1 + slope)/2. The select's gradient is 1 where x > 0 and slope elsewhere, as
+  // PyTorch's; a NaN fails x > 0 and comes out as slope·NaN.
   const w = x as unknown as Tensor<Shape, "f32">;
-  return w.maximum(w.mul(slope)) as unknown as Tensor<S, "f32">;
+  return w.gt(0).where(w, w.mul(slope)) as unknown as Tensor<S, "f32">;
 }
 
 /** `log(1 + e^x)`, computed as `max(x, 0) + log(1 + e^−|x|)` so large inputs do not overflow. */

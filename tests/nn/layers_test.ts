@@ -145,19 +145,63 @@ Deno.test("dropout: rate, scaling, determinism, the same mask on cpu, one kernel
   throws(() => dropout(x, rate, {}), /exactly one of seed and key/);
 });
 
-Deno.test("activations: leakyRelu and a softplus that does not overflow", async () => {
-  const v = [-50, -2, 0.5, 3, 90];
-  assertClose(await leakyRelu(tensor(v), 0.1).data(), v.map((x) => (x > 0 ? x : 0.1 * x)), { rtol: 1e-6 });
-  assertClose(
-    await softplus(tensor(v)).data(),
-    v.map((x) => Math.max(x, 0) + Math.log1p(Math.exp(-Math.abs(x)))),
-    {
-      rtol: 1e-5,
-      atol: 1e-7,
-    },
-  );
+/** Fresh inputs with exact zeros, ±1e-8 and magnitudes where e^x or e^-x overflows f32; cotangents `w`. */
+function activationInputs(rng: TestRng): { xs: number[]; w: number[] } {
+  const xs = [0, 0, 1e-8, -1e-8, -100, -50, -2, 0.5, 3, 90, ...Array.from(rng.normals(30, 3))];
+  return { xs, w: Array.from(rng.normals(xs.length)) };
+}
+
+Deno.test("leakyRelu: x where x > 0 and slope·x elsewhere for any slope, gradient 1 or slope", async () => {
+  const rng = new TestRng(28);
+  const { xs, w } = activationInputs(rng);
+  // Slopes below and above 1, 0 and negative. The gradient is slope at x = 0 too, as PyTorch's leaky_relu
+  // backward (x > 0 ? g : slope·g).
+  const slopes = [0.1, 2, 0, -0.5, 3 * rng.next()];
+  for (const device of ["cpu", "wasm", "webgpu"] as const) {
+    const x = tensor(Float32Array.from(xs), { device }) as F;
+    const wt = tensor(Float32Array.from(w), { device }) as F;
+    for (const slope of slopes) {
+      const what = `${device}: leakyRelu slope ${slope}`;
+      // x, the slope and the product are each rounded to f32 once: 3 · 2^-24 ≈ 1.8e-7 relative at most.
+      assertClose(await leakyRelu(x, slope).data(), xs.map((v) => (v > 0 ? v : slope * v)), {
+        rtol: 2e-7,
+        atol: 0,
+        what,
+      });
+      const g = grad((p: F) => leakyRelu(p, slope).mul(wt).sum())(x);
+      assertClose(await g.data(), w.map((c, i) => (xs[i] > 0 ? c : slope * c)), {
+        rtol: 2e-7,
+        atol: 0,
+        what: `${what}, gradient`,
+      });
+    }
+    const nan = await leakyRelu(tensor([NaN, -1, 1], { device }) as F, 2).data();
+    ok(
+      Number.isNaN(nan[0]) && nan[1] === -2 && nan[2] === 1,
+      `${device}: leakyRelu([NaN, -1, 1], 2) = ${nan}`,
+    );
+  }
   const mlp = new Mlp([3, 4, 2], { seed: 1, activation: (x) => leakyRelu(x) });
   equal(mlp.forward(tensor([[1, 2, 3]])).shape.join(), "1,2");
+});
+
+Deno.test("softplus: no overflow", async () => {
+  const { xs } = activationInputs(new TestRng(29));
+  for (const device of ["cpu", "wasm", "webgpu"] as const) {
+    const x = tensor(Float32Array.from(xs), { device }) as F;
+    // WGSL's log has an absolute error up to 2^-21 ≈ 4.8e-7 on [0.5, 2], where 1 + e^-|x| lies; at -50 and
+    // -100, 1 + e^-|x| is 1 in f32 and the value 0 (1.9e-22 and 3.7e-44 in float64).
+    assertClose(
+      await softplus(x).data(),
+      xs.map((v) => Math.max(v, 0) + Math.log1p(Math.exp(-Math.abs(v)))),
+      {
+        rtol: 1e-5,
+        atol: 1e-6,
+        what: `${device}: softplus`,
+      },
+    );
+    ok(Number.isNaN((await softplus(tensor([NaN], { device }) as F).data())[0]), `${device}: softplus(NaN)`);
+  }
 });
 
 Deno.test("swiglu: gradients stay finite with gate pre-activations far below 0", async () => {
