@@ -5,10 +5,11 @@
  * @module
  */
 import { z } from "../../deps.ts";
+import { customVjp } from "../autodiff/grad.ts";
 import { checkOptions, opt } from "../options.ts";
 import type { Shape } from "../shape.ts";
 import { rand, tensor } from "../tensor/creation.ts";
-import type { Tensor } from "../tensor/tensor.ts";
+import type { F32, Tensor } from "../tensor/tensor.ts";
 import { mix32, seed32 } from "../ir/rng.ts";
 import { Module } from "./module.ts";
 
@@ -72,10 +73,19 @@ export function leakyRelu<S extends Shape>(x: Tensor<S, "f32">, slope = 0.01): T
   return w.gt(0).where(w, w.mul(slope)) as unknown as Tensor<S, "f32">;
 }
 
-/** `log(1 + e^x)`, computed as `max(x, 0) + log(1 + e^−|x|)` so large inputs do not overflow. */
+const softplusOf = customVjp(
+  (x: F32) => x.relu().add(x.abs().neg().exp().add(1).log()) as F32,
+  // d log(1 + e^x) = σ(x) · g. Differentiating the stable form instead adds two kinks at 0 (relu's and |x|'s),
+  // which gave 0 there, not σ(0) = ½.
+  (g, _y, x) => [(g as F32).mul(x.sigmoid()) as F32],
+);
+
+/**
+ * `log(1 + e^x)`, computed as `max(x, 0) + log(1 + e^−|x|)` so large inputs do not overflow, with gradient
+ * `σ(x)`.
+ */
 export function softplus<S extends Shape>(x: Tensor<S, "f32">): Tensor<S, "f32"> {
-  const w = x as unknown as Tensor<Shape, "f32">;
-  return w.relu().add(w.abs().neg().exp().add(1).log()) as unknown as Tensor<S, "f32">;
+  return softplusOf(x as unknown as F32) as unknown as Tensor<S, "f32">;
 }
 
 /** Rows of each random table dropout masks are built from. */

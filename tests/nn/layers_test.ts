@@ -185,10 +185,12 @@ Deno.test("leakyRelu: x where x > 0 and slope·x elsewhere for any slope, gradie
   equal(mlp.forward(tensor([[1, 2, 3]])).shape.join(), "1,2");
 });
 
-Deno.test("softplus: no overflow", async () => {
-  const { xs } = activationInputs(new TestRng(29));
+Deno.test("softplus: no overflow, gradient σ(x), ½ at 0", async () => {
+  const { xs, w } = activationInputs(new TestRng(29));
+  const sig = (v: number) => 1 / (1 + Math.exp(-v));
   for (const device of ["cpu", "wasm", "webgpu"] as const) {
     const x = tensor(Float32Array.from(xs), { device }) as F;
+    const wt = tensor(Float32Array.from(w), { device }) as F;
     // WGSL's log has an absolute error up to 2^-21 ≈ 4.8e-7 on [0.5, 2], where 1 + e^-|x| lies; at -50 and
     // -100, 1 + e^-|x| is 1 in f32 and the value 0 (1.9e-22 and 3.7e-44 in float64).
     assertClose(
@@ -201,6 +203,14 @@ Deno.test("softplus: no overflow", async () => {
       },
     );
     ok(Number.isNaN((await softplus(tensor([NaN], { device }) as F).data())[0]), `${device}: softplus(NaN)`);
+    // PyTorch's softplus gradient is σ(x) as well, ½ at 0. σ in f32 carries exp's error (a few ulp, more on GPUs
+    // for |x| near 100); σ(-100) is 0 in f32 (3.7e-44 in float64).
+    const g = grad((p: F) => softplus(p).mul(wt).sum())(x);
+    assertClose(await g.data(), w.map((c, i) => c * sig(xs[i])), {
+      rtol: 1e-4,
+      atol: 1e-37,
+      what: `${device}: d softplus/dx`,
+    });
   }
 });
 
