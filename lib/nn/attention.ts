@@ -7,7 +7,7 @@
  * @module
  */
 import { z } from "../../deps.ts";
-import type { DeviceName } from "../ir/node.ts";
+import type { DeviceName, Node } from "../ir/node.ts";
 import { checkOptions, opt, refuseWithLayers } from "../options.ts";
 import type { Shape } from "../shape.ts";
 import { arange, tensor } from "../tensor/creation.ts";
@@ -268,16 +268,28 @@ function spec(k: AttentionKernel, pass: AttentionPass, a: AttentionDims) {
 }
 
 /**
+ * Whether a Shrink's elements, in row-major order, are the first elements of its source: it starts at 0 with step
+ * 1 and cuts one axis, with only size-1 axes before it (`[6, 4]` to `[3, 4]`, not `[3, 8]` to `[3, 4]`).
+ */
+function shrinksToPrefix(n: Node): boolean {
+  const { start, step } = n.argOf(Op.Shrink);
+  if (start.some((x) => x !== 0) || step.some((x) => x !== 1)) return false;
+  const from = n.src[0].shape;
+  const cut = n.shape.findIndex((size, j) => size !== from[j]);
+  return cut < 0 || from.every((size, j) => j === cut || (j < cut ? size === 1 : size === n.shape[j]));
+}
+
+/**
  * A RoPE table as the kernels read it: the stored table itself when the given one is its first rows (a prefix
  * view: no copy), else the given tensor.
  */
 function tableInput(t: F32): F32 {
+  // Down through reshapes and prefix shrinks, every view's elements in row-major order are the first ones of the
+  // stored tensor, so with the stored width row p is stored row p. A column slice of a reshaped table is not such
+  // a view ([6, 4] as [3, 8], first 4 columns: row p is stored row 2p), nor is any other view.
   let n = t.node;
   while (n.storage === null && (n.op === Op.Reshape || n.op === Op.Shrink)) {
-    if (n.op === Op.Shrink) {
-      const { start, step } = n.argOf(Op.Shrink);
-      if (start.some((x) => x !== 0) || step.some((x) => x !== 1)) return t;
-    }
+    if (n.op === Op.Shrink && !shrinksToPrefix(n)) return t;
     n = n.src[0];
   }
   const [rows] = t.shape;

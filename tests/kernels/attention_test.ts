@@ -176,3 +176,78 @@ for (
     }
   });
 }
+
+for (const device of ["webgpu", "wasm", "cpu"] as const) {
+  Deno.test(`fused attention with RoPE tables that are views: each view's rows, not the stored rows (${device})`, async () => {
+    const rng = new TestRng(450);
+    const [b, s, h, d] = [2, 4, 2, 8];
+    const half = d / 2;
+    const mk = (shape: number[]) =>
+      tensor(rng.normals(shape.reduce((x, y) => x * y, 1)), { shape, device }) as F;
+    const [q, k, v, w] = [mk([b, s, h, d]), mk([b, s, h, d]), mk([b, s, h, d]), mk([b, s, h, d])];
+    const store = ropeTables(d, 2 * s, { device }); // [2s, d/2]: twice the rows needed
+    const stored = { cos: await store.cos.data(), sin: await store.sin.data() };
+    // Views [s, d/2] of the stored tables and the stored row that each one's row p is. The first three are the
+    // stored rows 0..s−1, and the kernels read the stored table itself; the last two are not, and the kernels
+    // read them as they are (they were given the stored rows 0..s−1 too).
+    const views: Record<string, { view: (t: F) => F; row: (p: number) => number; direct: boolean }> = {
+      "rows": { view: (t) => t.slice([0, s]) as F, row: (p) => p, direct: true },
+      "flat prefix": {
+        view: (t) => t.reshape([2 * s * half]).slice([0, s * half]).reshape([s, half]) as F,
+        row: (p) => p,
+        direct: true,
+      },
+      "rows under a size-1 axis": {
+        view: (t) => t.reshape([1, 2 * s, half]).slice(null, [0, s]).reshape([s, half]) as F,
+        row: (p) => p,
+        direct: true,
+      },
+      "columns of [s, d]": {
+        view: (t) => t.reshape([s, d]).slice(null, [0, half]) as F,
+        row: (p) => 2 * p,
+        direct: false,
+      },
+      "pair firsts": {
+        view: (t) => t.reshape([s, 2, half]).slice(null, [0, 1]).reshape([s, half]) as F,
+        row: (p) => 2 * p,
+        direct: false,
+      },
+    };
+    const lossOf = (rope: { cos: F; sin: F }, fused: boolean) =>
+      valueAndGrad((p: Record<string, Tensor>) =>
+        (causalAttention(p.q as F, p.k as F, p.v as F, { rope, fused }) as F).mul(w).sum()
+      )({ q, k, v });
+    for (const [name, { view, row, direct }] of Object.entries(views)) {
+      const rope = { cos: view(store.cos), sin: view(store.sin) };
+      // The same table as a tensor of its own, and the float64 reference of the composed attention with it.
+      const own = (t: Float32Array) => {
+        const e = (i: number) => t[row(Math.floor(i / half)) * half + i % half];
+        return tensor(Float32Array.from({ length: s * half }, (_, i) => e(i)), {
+          shape: [s, half],
+          device,
+        }) as F;
+      };
+      const contiguous = { cos: own(stored.cos), sin: own(stored.sin) };
+      const plain = lossOf(contiguous, false);
+      const want = [
+        await reference(plain.value),
+        ...await Promise.all(["q", "k", "v"].map((x) => reference(plain.grads[x]))),
+      ];
+      const kernel = toposort([lossOf(rope, true).value.node]).find((n) => n.op === Op.Custom)!;
+      equal(kernel.src.includes(store.cos.node), direct, `${name}: the kernel reads the stored table`);
+      for (const [tables, which] of [[rope, "view"], [contiguous, "contiguous"]] as const) {
+        const got = lossOf(tables, true);
+        const what = `${device}, ${name}, ${which} table`;
+        // f32 sums of the same products in another order: a few ulp, as in the tests above.
+        assertClose([await got.value.item()], want[0], { rtol: 1e-5, atol: 1e-4, what: `${what}: loss` });
+        for (const [i, x] of ["q", "k", "v"].entries()) {
+          assertClose(await got.grads[x].data(), want[i + 1], {
+            rtol: 1e-4,
+            atol: 1e-5,
+            what: `${what}: d${x}`,
+          });
+        }
+      }
+    }
+  });
+}
