@@ -14,15 +14,42 @@ import { VJP_RULES } from "./vjp.ts";
 /** A tree of tensors: a tensor, an array of trees, or an object of trees (module parameters, optimiser state). */
 export type Params = Tensor | readonly Params[] | { readonly [key: string]: Params };
 
-/** The leaves of a parameter tree with their dotted paths (`layers.3.attention.wq`), in a stable order. */
-export function flattenParams(p: Params, prefix = ""): { path: string; tensor: Tensor }[] {
+/** What a value that is not part of a parameter tree is, for an error message. */
+function describe(v: unknown): string {
+  if (v === null || v === undefined) return String(v);
+  if (typeof v === "string") return `a string (${JSON.stringify(v)})`;
+  if (typeof v !== "object") return `a ${typeof v} (${String(v)})`;
+  return `a ${Object.getPrototypeOf(v)?.constructor?.name ?? "object"}`;
+}
+
+/** The leaves of `p` below `prefix`; anything but a tensor, an array or a plain object is refused by path. */
+function leavesOf(p: unknown, prefix: string, what: string): { path: string; tensor: Tensor }[] {
   if (p instanceof Tensor) return [{ path: prefix, tensor: p }];
+  const proto = p !== null && typeof p === "object" ? Object.getPrototypeOf(p) : undefined;
+  if (!Array.isArray(p) && proto !== Object.prototype && proto !== null) {
+    // Object.entries would give a number no entries (it came back as {}) and fail on null with no path.
+    const where = prefix === "" ? "the parameter tree" : `"${prefix}"`;
+    const hint = proto !== undefined && !ArrayBuffer.isView(p)
+      ? " (for a module, pass parameters(module))"
+      : "";
+    throw new TypeError(
+      `${what}: ${where} is ${describe(p)}, not a tensor, an array or a plain object${hint}`,
+    );
+  }
   const out: { path: string; tensor: Tensor }[] = [];
-  const entries: [string, Params][] = Array.isArray(p)
-    ? (p as readonly Params[]).map((v, i) => [String(i), v])
-    : Object.entries(p as { readonly [key: string]: Params });
-  for (const [k, v] of entries) out.push(...flattenParams(v, prefix === "" ? k : `${prefix}.${k}`));
+  const entries: [string, unknown][] = Array.isArray(p)
+    ? p.map((v, i) => [String(i), v])
+    : Object.entries(p!);
+  for (const [k, v] of entries) out.push(...leavesOf(v, prefix === "" ? k : `${prefix}.${k}`, what));
   return out;
+}
+
+/**
+ * The leaves of a parameter tree with their dotted paths (`layers.3.attention.wq`), in a stable order. A value in
+ * the tree that is not a tensor, an array or a plain object is an error naming its path.
+ */
+export function flattenParams(p: Params, prefix = ""): { path: string; tensor: Tensor }[] {
+  return leavesOf(p, prefix, "flattenParams");
 }
 
 /** Rebuilds a tree shaped like `p` whose leaves are `leaves` (in {@link flattenParams} order). */
@@ -114,8 +141,10 @@ export interface ValueAndGrad<P extends Params, Aux> {
 
 /**
  * Turns a loss function into one that also returns the gradient with respect to its first argument (a tree of
- * tensors). The loss must have one element. Gradients flow through every op; `stopGradient` blocks them and
- * `customVjp` replaces them. Reading a tensor's data inside `f` realizes it and cuts the graph there.
+ * f32 or f16 tensors; an integer or bool tensor, or a value that is not a tensor, is an error naming its path:
+ * pass such inputs as further arguments). The loss must have one element. Gradients flow through every op;
+ * `stopGradient` blocks them and `customVjp` replaces them. Reading a tensor's data inside `f` realizes it and
+ * cuts the graph there.
  *
  * @example
  * ```ts
@@ -132,6 +161,17 @@ export function valueAndGrad<P extends Params, A extends unknown[], Aux = undefi
   opts: GradOptions = {},
 ): (p: P, ...args: A) => ValueAndGrad<P, Aux> {
   return (p: P, ...args: A) => {
+    const leaves = leavesOf(p, "", "valueAndGrad");
+    for (const { path, tensor } of leaves) {
+      if (!isFloat(tensor.node)) {
+        // A gradient with respect to an integer or bool leaf came back as zeros of its dtype.
+        const where = path === "" ? "the parameter tree" : `"${path}"`;
+        throw new TypeError(
+          `valueAndGrad: ${where} is a tensor of dtype ${tensor.dtype}; gradients are taken with respect to f32 ` +
+            `and f16 tensors only (pass other inputs as further arguments of f)`,
+        );
+      }
+    }
     const res = f(p, ...args);
     let loss: Tensor;
     let aux = undefined as Aux;
@@ -152,7 +192,6 @@ export function valueAndGrad<P extends Params, A extends unknown[], Aux = undefi
     if (loss.dtype !== "f32" && loss.dtype !== "f16") {
       throw new TypeError(`valueAndGrad: the loss must be a float, got ${loss.dtype}`);
     }
-    const leaves = flattenParams(p);
     const seed = constNode(1, loss.shape, loss.dtype, loss.device);
     const g = backprop(loss.node, leaves.map((l) => l.tensor.node), seed);
     const grads = unflattenParams(p, g.map((n) => new Tensor(n)));
@@ -161,7 +200,7 @@ export function valueAndGrad<P extends Params, A extends unknown[], Aux = undefi
   };
 }
 
-/** The gradient of a one-element loss with respect to the first argument (a tree of tensors). */
+/** The gradient of a one-element loss with respect to the first argument (a tree of f32 or f16 tensors). */
 export function grad<P extends Params, A extends unknown[]>(
   f: (p: P, ...args: A) => Tensor,
 ): (p: P, ...args: A) => P {

@@ -3,12 +3,13 @@
  * lib/autodiff/gradcheck.ts for why rtol 1e-5 is safe), with fresh random inputs away from kinks. The same
  * gradient graphs, computed by the wasm device in f32, are compared with their float64 reference values.
  */
-import { ok } from "node:assert/strict";
+import { deepEqual, equal, ok, throws } from "node:assert/strict";
 import { concat, type DeviceName, rand, type Shape, type Tensor, tensor } from "../../mod.ts";
 import { customVjp, grad, gradcheck, stopGradient, valueAndGrad } from "../../lib/autodiff/mod.ts";
 import { backprop } from "../../lib/autodiff/grad.ts";
 import { constNode } from "../../lib/ir/node.ts";
 import { Tensor as TensorClass } from "../../lib/tensor/tensor.ts";
+import { Linear } from "../../lib/nn/linear.ts";
 import { assertClose, reference, TestRng } from "../_helpers.ts";
 
 type F = Tensor<Shape, "f32">;
@@ -149,6 +150,50 @@ Deno.test("stopGradient blocks the gradient; customVjp replaces it", async () =>
   const sq = customVjp((a: F) => a.square(), (g, _out, a) => [g.mul(a).mul(4)]);
   const { grads: g2 } = valueAndGrad((p: { x: F }) => sq(p.x).sum())({ x: x as F });
   assertClose(await g2.x.data(), Array.from(await x.data(), (v) => 4 * v), { rtol: 1e-6 });
+});
+
+Deno.test("valueAndGrad differentiates f32 and f16 leaves of any tree; other leaves are refused by path", async () => {
+  const rng = new TestRng(102);
+  for (const device of ["cpu", "wasm", "webgpu"] as const) {
+    const [a, b, h, y] = [rng.normals(3), rng.normals(2), rng.normals(2), rng.normals(3)];
+    const tree: { a: F; nested: [{ b: F }, Record<string, never>]; h: Tensor<Shape, "f16"> } = {
+      a: tensor(a, { device }),
+      nested: [{ b: tensor(b, { device }) }, {}],
+      h: tensor(h, { dtype: "f16", device }),
+    };
+    const yt = tensor(y, { device }) as F;
+    const ids = tensor([2, 0, 1], { dtype: "i32", device });
+    // Integer inputs go in as further arguments. L = Σ a·y[ids] + Σ b³ + Σ h²: dL/da = y[ids], dL/db = 3b²,
+    // dL/dh = 2h (h rounded to f16, its gradient too).
+    const loss = (p: typeof tree, i: typeof ids) =>
+      p.a.mul(yt.gather(i)).sum().add(p.nested[0].b.pow(3).sum()).add(p.h.cast("f32").square().sum());
+    const g = grad(loss)(tree, ids);
+    const what = `${device}: gradient`;
+    assertClose(await g.a.data(), [y[2], y[0], y[1]], { rtol: 0, atol: 0, what });
+    assertClose(await g.nested[0].b.data(), Array.from(b, (v) => 3 * v * v), { rtol: 1e-6, what });
+    deepEqual(g.nested[1], {});
+    equal(g.h.dtype, "f16");
+    const h16 = await tree.h.data();
+    assertClose(await g.h.data(), Array.from(h16, (v) => 2 * v), { rtol: 2 ** -11, atol: 0, what });
+    // A gradient with respect to an integer or bool leaf came back as zeros of its dtype, a number leaf as {},
+    // and a null leaf failed in Object.entries without a path.
+    const bad = (t: unknown) => grad((p: typeof tree) => p.a.sum())(t as typeof tree);
+    throws(
+      () => bad(ids),
+      /valueAndGrad: the parameter tree is a tensor of dtype i32; gradients .* f32 and f16/,
+    );
+    const mask = tensor([1, 0], { dtype: "bool", device });
+    throws(
+      () => bad({ ...tree, nested: [{ b: tree.a, m: mask }] }),
+      /"nested\.0\.m" is a tensor of dtype bool/,
+    );
+    throws(() => bad({ ...tree, lr: 0.1 }), /"lr" is a number \(0\.1\), not a tensor, an array or a plain/);
+    throws(() => bad({ ...tree, nested: [null] }), /"nested\.0" is null, not a tensor/);
+    throws(
+      () => bad({ ...tree, m: new Linear(2, 2, { seed: 0 }) }),
+      /"m" is a Linear, .* pass parameters\(module\)/,
+    );
+  }
 });
 
 Deno.test("gradients computed on webgpu match the float64 reference of the same graph", async () => {
