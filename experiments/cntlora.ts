@@ -38,6 +38,7 @@ import {
   adapterStates,
   attachMethod,
   barPlot,
+  checkDerivedLabels,
   type Claim,
   compareAdapters,
   defaultLabels,
@@ -293,28 +294,16 @@ function formatMaybe(values: readonly (number | null)[], digits = 3): string {
   return ok.length === 0 ? "—" : formatMeanStd(meanStd(ok), digits);
 }
 
-async function main(): Promise<void> {
-  const { cfg, device, adapter, results } = await startExperiment(Config, {
-    task: "cntlora",
-    dir: "cntlora",
-    description: "CNTLoRA X/S/Sh (± VAS) vs EVA, CorDA, LoRA-GA, PiSSA, OLoRA and LoRA",
-    quick: QUICK,
-    check: lmCheck,
-    extendable: "steps",
-  });
-
-  const lm = await lmSetup(cfg, device);
-  const baseEval = await lm.evaluate(lm.base);
-  const baseVal = baseEval.loss;
-  const withAcc = lm.classify !== undefined;
-
-  const names = cfg.methods.map((m) => m.name);
-  const isCnt = new Set(cfg.methods.filter((m) => m.init === "cntlora").map((m) => m.name));
+/**
+ * Table 3's runs: CNTLoRA-X (the method named `cntlora-x`) three ways — the literal Gram as configured, XXᵀ/b, and
+ * the literal Gram at a fixed ‖ΔW₀‖ — each with the calibration batch counts below all; `derived` are the runs this
+ * adds to the methods given, under labels of their own.
+ */
+function calibrationRuns(cfg: Config) {
   const cntX = cfg.methods.find((m) => m.name === "cntlora-x");
   const counts = cntX !== undefined
     ? [...new Set(cfg.calibCounts)].filter((n) => n < cfg.calibBatches).sort((a, b) => a - b)
     : [];
-  // Table 3: the literal Gram (the method as configured), XXᵀ/b, and the literal Gram at a fixed ‖ΔW₀‖.
   const families = cntX === undefined ? [] : [
     { title: "XXᵀ (literal)", method: cntX },
     {
@@ -326,14 +315,52 @@ async function main(): Promise<void> {
       method: { ...cntX, name: "cntlora-x-fixed", options: { ...cntX.options, relativeNorm: cfg.fixedNorm } },
     },
   ];
+  const derived = families.flatMap((f) => [
+    ...counts.map((n) => ({
+      label: `${f.method.name}-n${n}`,
+      method: f.method,
+      calibBatches: n,
+      what: `Table 3's cntlora-x, Gram ${f.title}, with ${n} calibration batch(es)`,
+    })),
+    ...(f.method === cntX ? [] : [{
+      label: f.method.name,
+      method: f.method,
+      calibBatches: cfg.calibBatches,
+      what: `Table 3's cntlora-x, Gram ${f.title}, with all ${cfg.calibBatches} calibration batches`,
+    }]),
+  ]);
+  return { cntX, counts, families, derived };
+}
+
+async function main(): Promise<void> {
+  const { cfg, device, adapter, results } = await startExperiment(Config, {
+    task: "cntlora",
+    dir: "cntlora",
+    description: "CNTLoRA X/S/Sh (± VAS) vs EVA, CorDA, LoRA-GA, PiSSA, OLoRA and LoRA",
+    quick: QUICK,
+    check: (c) => {
+      lmCheck(c);
+      checkDerivedLabels(c.methods, calibrationRuns(c).derived);
+    },
+    extendable: "steps",
+  });
+
+  const lm = await lmSetup(cfg, device);
+  const baseEval = await lm.evaluate(lm.base);
+  const baseVal = baseEval.loss;
+  const withAcc = lm.classify !== undefined;
+
+  const names = cfg.methods.map((m) => m.name);
+  const isCnt = new Set(cfg.methods.filter((m) => m.init === "cntlora").map((m) => m.name));
+  const { counts, families, derived } = calibrationRuns(cfg);
   const variants = [
-    ...cfg.methods.map((method) => ({ label: method.name, method, calibBatches: cfg.calibBatches })),
-    ...families.flatMap((f) => [
-      ...counts.map((n) => ({ label: `${f.method.name}-n${n}`, method: f.method, calibBatches: n })),
-      ...(f.method === cntX
-        ? []
-        : [{ label: f.method.name, method: f.method, calibBatches: cfg.calibBatches }]),
-    ]),
+    ...cfg.methods.map((method) => ({
+      label: method.name,
+      method,
+      calibBatches: cfg.calibBatches,
+      origin: `--method ${formatMethod(method)}`,
+    })),
+    ...derived.map(({ what, ...d }) => ({ ...d, origin: what })),
   ];
   const keys = variants.flatMap((v) => cfg.seeds.map((seed) => ({ ...v, seed })));
   const runs = await resumeOrRun(results, keys, {

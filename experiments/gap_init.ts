@@ -40,6 +40,7 @@ import {
 import {
   attachMethod,
   barPlot,
+  checkDerivedLabels,
   type Claim,
   defaultLabels,
   deviceField,
@@ -277,6 +278,15 @@ async function fineTune(
 
 // ----- main -----
 
+/** The noise ablation's runs, `gap-r1-noise<σ>` per `--noise` value. */
+function noiseRuns(cfg: Config): { label: string; what: string; method: MethodSpec }[] {
+  return cfg.noise.map((sigma) => ({
+    label: `gap-r1-noise${sigma}`,
+    what: `the noise ablation's run at σ = ${sigma} (--noise)`,
+    method: parseMethod(`gap-r1-noise${sigma}=gap-init:rank=1,noise=${sigma}`),
+  }));
+}
+
 const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 async function main(): Promise<void> {
@@ -285,11 +295,11 @@ async function main(): Promise<void> {
     dir: "gap_init",
     description: "Gap-Init vs random rank-1 LoRA (and rank-8 LoRA) on a toy VLM",
     quick: QUICK,
+    check: (c) => checkDerivedLabels(c.methods, noiseRuns(c)),
   });
-  const methods = [...cfg.methods];
-  for (const sigma of cfg.noise) {
-    methods.push(parseMethod(`gap-r1-noise${sigma}=gap-init:rank=1,noise=${sigma}`, methods));
-  }
+  const noise = noiseRuns(cfg);
+  const methods = [...cfg.methods, ...noise.map((d) => d.method)];
+  const origin = (m: MethodSpec) => noise.find((d) => d.method === m)?.what ?? `--method ${formatMethod(m)}`;
   const vlm = await vlmSetup(cfg, device);
   const analysis = await modalityAnalysis(vlm.base, cfg.targets, vlm.captions(4242), vlm.shape);
   const gap: Gap = { data: analysis.gapData, unit: {}, random: {} };
@@ -307,7 +317,9 @@ async function main(): Promise<void> {
   }
   const valBefore = await vlm.valLoss(vlm.base);
 
-  const keys = methods.flatMap((method) => cfg.seeds.map((seed) => ({ label: method.name, seed, method })));
+  const keys = methods.flatMap((method) =>
+    cfg.seeds.map((seed) => ({ label: method.name, seed, method, origin: origin(method) }))
+  );
   const runs = await resumeOrRun(results, keys, {
     schema: RUN,
     steps: cfg.steps,

@@ -381,6 +381,31 @@ export interface RunKey {
   label: string;
   /** The seed. */
   seed: number;
+  /** Where the run comes from, for messages (e.g. `--method lora`, or the table that derives it). */
+  origin?: string;
+}
+
+/**
+ * Refuses two keys that name one run file: the second would reuse the first's result (another method's, or the same
+ * one counted twice), however their settings differ.
+ */
+function checkDistinctRuns(keys: readonly RunKey[]): void {
+  const first = new Map<string, number>();
+  const from = (i: number) => keys[i].origin ?? `entry ${i + 1} of the run list`;
+  for (const [i, key] of keys.entries()) {
+    const name = `runs/${key.label}-seed${key.seed}.json`;
+    const j = first.get(name);
+    if (j === undefined) {
+      first.set(name, i);
+      continue;
+    }
+    throw new RangeError(
+      `run ${key.label} seed ${key.seed} is asked for twice, by ${from(j)} and by ${
+        from(i)
+      }: both would be ` +
+        `saved as ${name}, and the second would reuse the first's result; give them different labels`,
+    );
+  }
 }
 
 /** Options of {@link resumeOrRun}. */
@@ -453,7 +478,8 @@ function exitOnInterrupt(results: ResultsDir, finished: () => number, total: num
 /**
  * The resume-or-run wrapper: for each run `key` (a method and a seed), the finished run saved in
  * `runs/<label>-seed<seed>.json` is reused (validated against `schema`); otherwise `run(key, previous)` runs it and
- * its result is saved there — `previous` being the shorter finished run that `--extend` continues. SIGINT and
+ * its result is saved there — `previous` being the shorter finished run that `--extend` continues. Two keys with
+ * one label and seed are refused before anything runs, naming where each came from (`origin`). SIGINT and
  * SIGTERM stop between runs with a note on how to continue (`--resume <dir>`).
  *
  * @param results The run's results directory.
@@ -471,6 +497,7 @@ export async function resumeOrRun<
   options: ResumeOrRunOptions<R>,
   run: (key: K, previous: R | undefined) => Promise<R>,
 ): Promise<R[]> {
+  checkDistinctRuns(keys);
   for (const sub of ["runs", "metrics"]) Deno.mkdirSync(results.file(sub), { recursive: true });
   const out: R[] = [];
   const stopListening = exitOnInterrupt(results, () => out.length, keys.length);

@@ -211,6 +211,41 @@ export function defaultLabels(
 }
 
 /**
+ * Refuses a method named like a run the experiment derives (a Table 3 variant `cntlora-x-n1`, a noise ablation
+ * `gap-r1-noise1`): both would be saved under that label, and one would reuse the other's result. Called before
+ * anything trains, so the message can say which `--method` to rename.
+ *
+ * @param methods The methods given.
+ * @param derived The labels the experiment derives, each with what runs under it.
+ * @throws RangeError naming the method, the label and the derived run.
+ *
+ * @example
+ * ```ts
+ * import { checkDerivedLabels, parseMethod } from "./methods.ts";
+ * const methods = [parseMethod("gap-r1-noise1=lora:rank=1")];
+ * checkDerivedLabels(methods, [{ label: "gap-r2", what: "Gap-Init at rank 2" }]); // passes
+ * // checkDerivedLabels(methods, [{ label: "gap-r1-noise1", what: "..." }]) throws: --method gap-r1-noise1=lora...
+ * ```
+ */
+export function checkDerivedLabels(
+  methods: readonly MethodSpec[],
+  derived: readonly { label: string; what: string }[],
+): void {
+  for (const d of derived) {
+    const m = methods.find((x) => x.name === d.label);
+    if (m === undefined) continue;
+    throw new RangeError(
+      `--method ${
+        formatMethod(m)
+      }: "${d.label}" is also the label of ${d.what}, and the two runs would share ` +
+        `one result file; rename the --method label (e.g. --method ${
+          formatMethod({ ...m, name: `my-${m.name}` })
+        })`,
+    );
+  }
+}
+
+/**
  * A spec as one command-line line, `NAME=INIT[:key=value,...]` (options, then settings, each sorted by key; a bare
  * `NAME` for an initialisation run as it is under its own name), which {@link parseMethod} reads back to the same
  * spec.

@@ -14,7 +14,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
  */
 const BUDGETS: Record<string, number> = {
   lib: 32_200,
-  lab: 7_150,
+  lab: 7_250,
   experiments: 4_200,
   bench: 4_300,
   kernels: 2_350,

@@ -256,3 +256,47 @@ Deno.test("exp:eva judges a claim only on the method it names, and an odd batch 
   match(r.stdout, /EVA's components are stable across calibration batch sizes/);
   await Deno.remove(cwd, { recursive: true });
 });
+
+Deno.test("a --method named like a run the experiment derives is refused before anything runs", async () => {
+  const cwd = await Deno.makeTempDir();
+  const run = async (script: string, args: string[]) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL(`../../experiments/${script}`, import.meta.url).pathname, ...args],
+      cwd,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return { code: out.code, stderr: decode(out.stderr) };
+  };
+  const cnt = ["--quick", "--seeds", "0", "--calib-counts", "1", "--method", "cntlora-x=cntlora:mode=x"];
+  const [n1, mean, fixed, noise] = await Promise.all([
+    run("cntlora.ts", [...cnt, "--method", "cntlora-x-n1=lora"]),
+    run("cntlora.ts", [...cnt, "--method", "cntlora-x-mean-n1=pissa"]),
+    run("cntlora.ts", [...cnt, "--method", "cntlora-x-fixed=lora", "--calib-batches", "3"]),
+    run("gap_init.ts", [
+      "--quick",
+      "--noise",
+      "1",
+      "--method",
+      "gap-r1",
+      "--method",
+      "gap-r1-noise1=lora:rank=1",
+    ]),
+  ]);
+  for (const r of [n1, mean, fixed, noise]) {
+    equal(r.code, 2, r.stderr);
+    match(r.stderr, /and the two runs would share one result file; rename the --method label/);
+  }
+  match(
+    n1.stderr,
+    /--method cntlora-x-n1=lora: "cntlora-x-n1" is also the label of Table 3's cntlora-x, Gram XXᵀ \(literal\), with 1 calibration batch/,
+  );
+  match(mean.stderr, /"cntlora-x-mean-n1" is also the label of Table 3's cntlora-x, Gram XXᵀ\/b, with 1 /);
+  match(fixed.stderr, /"cntlora-x-fixed" is also the label of Table 3's cntlora-x, Gram XXᵀ, .* with all 3 /);
+  match(
+    noise.stderr,
+    /--method gap-r1-noise1=lora:rank=1: "gap-r1-noise1" is also the label of the noise ablation/,
+  );
+  deepEqual([...Deno.readDirSync(cwd)], [], "nothing was written");
+  await Deno.remove(cwd, { recursive: true });
+});

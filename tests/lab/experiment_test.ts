@@ -1,0 +1,65 @@
+/** The resume-or-run loop of the experiments: which runs it accepts, and what it tells the user. */
+import { deepEqual, equal, match, rejects } from "node:assert/strict";
+import { z } from "../../deps.ts";
+import { type FineTuneRun, fineTuneRunFields, resumeOrRun } from "../../lab/experiment.ts";
+import { ResultsDir } from "../../lab/results.ts";
+import { TestRng } from "../_helpers.ts";
+
+const tempRoot = Deno.makeTempDirSync({ prefix: "experiment_test_" });
+globalThis.addEventListener("unload", () => Deno.removeSync(tempRoot, { recursive: true }));
+
+const RUN = z.object(fineTuneRunFields());
+
+/** A finished run of `steps` steps whose losses are drawn from `rng`. */
+function fakeRun(label: string, seed: number, steps: number, rng: TestRng): FineTuneRun {
+  const losses = Array.from({ length: steps }, () => rng.next());
+  return {
+    label,
+    seed,
+    losses,
+    gradNorms: losses,
+    valLoss: rng.next(),
+    initSeconds: 0,
+    trainSeconds: 0,
+    ranks: {},
+  };
+}
+
+Deno.test("resumeOrRun refuses two runs of one label and seed before running either, naming where each came from", async () => {
+  const rng = new TestRng(1);
+  const results = ResultsDir.create("dup", { root: tempRoot });
+  const seed = rng.int(0, 1000);
+  const ran: string[] = [];
+  const run = (k: { label: string; seed: number }) => {
+    ran.push(k.label);
+    return Promise.resolve(fakeRun(k.label, k.seed, 2, rng));
+  };
+  const keys = [
+    { label: "x", seed, origin: "--method x=cntlora:mode=x" },
+    { label: "x-n1", seed, origin: "--method x-n1=lora" },
+    { label: "x-n1", seed, origin: "Table 3's x with 1 calibration batch" },
+  ];
+  await rejects(
+    resumeOrRun(results, keys, { schema: RUN, steps: 2 }, run),
+    new RegExp(
+      `^RangeError: run x-n1 seed ${seed} is asked for twice, by --method x-n1=lora and by Table 3's x with 1 ` +
+        `calibration batch: both would be saved as runs/x-n1-seed${seed}\\.json`,
+    ),
+  );
+  // Without an origin the message counts entries of the list; the same label at other seeds is not a repeat.
+  await rejects(
+    resumeOrRun(results, [{ label: "a", seed }, { label: "a", seed: seed + 1 }, { label: "a", seed }], {
+      schema: RUN,
+      steps: 2,
+    }, run),
+    /run a seed \d+ is asked for twice, by entry 1 of the run list and by entry 3 of the run list/,
+  );
+  deepEqual(ran, []);
+  equal([...Deno.readDirSync(results.path)].some((e) => e.name === "runs"), false);
+  // Distinct keys run, each once, and come back in order.
+  const out = await resumeOrRun(results, keys.slice(0, 2), { schema: RUN, steps: 2 }, run);
+  deepEqual(ran, ["x", "x-n1"]);
+  deepEqual(out.map((r) => r.label), ["x", "x-n1"]);
+  match(Deno.readTextFileSync(results.file(`runs/x-n1-seed${seed}.json`)), /"label": ?"x-n1"/);
+  results.release();
+});
