@@ -139,20 +139,26 @@ export function escapeXml(text: string): string {
     .replace(/'/g, "&#39;");
 }
 
-/** 1, 2, 5 or 10 times a power of ten, close to `x` (rounded, or the next one up when `round` is false). */
-function niceNumber(x: number, round: boolean): number {
+/**
+ * 1, 2 or 5 times a power of ten close to `x` > 0 (rounded, or the next one up when `round` is false), as the
+ * mantissa and the exponent, so that multiples of it can be written as exact decimals.
+ */
+function niceNumber(x: number, round: boolean): { m: number; e: number } {
   const exponent = Math.floor(Math.log10(x));
   const fraction = x / 10 ** exponent;
   let nice: number;
   if (round) nice = fraction < 1.5 ? 1 : fraction < 3 ? 2 : fraction < 7 ? 5 : 10;
   else nice = fraction <= 1 ? 1 : fraction <= 2 ? 2 : fraction <= 5 ? 5 : 10;
-  return nice * 10 ** exponent;
+  return nice === 10 ? { m: 1, e: exponent + 1 } : { m: nice, e: exponent };
 }
 
-/** Remove floating-point noise from a tick value computed as `start + i * step`. */
-function cleanTick(value: number, step: number): number {
-  const decimals = Math.max(0, -Math.floor(Math.log10(step)) + 1);
-  return Number(value.toFixed(Math.min(20, decimals)));
+/**
+ * Where `v` lies between `lo` and `hi` (0 at lo, 1 at hi). A span wider than the largest double (-1e308 to
+ * 1e308) is measured in halves, so that it stays finite.
+ */
+function fraction(v: number, lo: number, hi: number): number {
+  const t = (v - lo) / (hi - lo);
+  return Number.isFinite(t) ? t : (v / 2 - lo / 2) / (hi / 2 - lo / 2);
 }
 
 /**
@@ -211,24 +217,42 @@ export function niceTicks(min: number, max: number, options: TickOptions = {}): 
   }
   if (min === max) {
     const pad = min === 0 ? 1 : Math.abs(min) * 0.1;
-    min -= pad;
-    max += pad;
+    min = Math.max(-Number.MAX_VALUE, min - pad);
+    max = Math.min(Number.MAX_VALUE, max + pad);
   }
-  const step = niceNumber((max - min) / (count - 1), true);
-  // The small tolerance avoids an extra tick from rounding (0.3 / 0.1 = 2.9999...); the loops below then
-  // restore the guarantee that the ticks cover [min, max] exactly.
-  let lo = Math.floor(min / step + 1e-9);
-  let hi = Math.ceil(max / step - 1e-9);
-  while (cleanTick(lo * step, step) > min) lo--;
-  while (cleanTick(hi * step, step) < max) hi++;
+  // The step is found on the data divided by 10^k (values within ±10, so max − min cannot overflow), and each
+  // tick i·m·10^(e+k) is read from its decimal text: the double nearest to it, at any magnitude, without the
+  // rounding noise of i·step.
+  const top = Math.max(Math.abs(min), Math.abs(max));
+  const k = Math.floor(Math.log10(top));
+  // 10^k loses precision below 1e-300 (subnormal from 1e-308, 0 from 1e-324): scale in two steps there.
+  const scaled = (v: number) => (k < -300 ? (v * 1e300) / 10 ** (k + 300) : v / 10 ** k);
+  const a = scaled(min);
+  const b = scaled(max);
+  const rounded = niceNumber((b - a) / (count - 1), true);
+  // A step of a few units in the last place (a narrow range far from 0) would give ticks that round to the same
+  // double: the step is at least 8 of them (of the smallest subnormal for subnormal data), which also keeps
+  // |i| below 2^53.
+  const least = niceNumber(scaled(8 * Math.max(top * Number.EPSILON, Number.MIN_VALUE)), false);
+  const { m, e } = rounded.m * 10 ** rounded.e >= least.m * 10 ** least.e ? rounded : least;
+  const step = m * 10 ** e;
+  const tick = (i: number) =>
+    Math.min(Number.MAX_VALUE, Math.max(-Number.MAX_VALUE, Number(`${i * m}e${e + k}`)));
+  // The small tolerance avoids an extra tick from rounding (0.3 / 0.1 = 2.9999...); the corrections below then
+  // restore the guarantee that the ticks cover [min, max] exactly (a step or two at most: a and b are within a
+  // few units in the last place of min and max over 10^k). A tick past the largest double is that double.
+  let lo = Math.floor(a / step + 1e-9);
+  let hi = Math.ceil(b / step - 1e-9);
+  for (let n = 0; n < 2 && tick(lo) > min; n++) lo--;
+  for (let n = 0; n < 2 && tick(hi) < max; n++) hi++;
   const ticks: number[] = [];
-  for (let i = lo; i <= hi; i++) ticks.push(cleanTick(i * step, step));
+  for (let i = lo; i <= hi; i++) ticks.push(tick(i));
   return ticks;
 }
 
 /**
- * Format a tick value: plain decimals with as many digits as the tick spacing needs, or `1e-5` style for
- * very small or large numbers.
+ * Format a tick value: plain decimals, or `1e-5` style for very small or large numbers, with as many digits as
+ * the tick spacing needs (`1.000001e5` for ticks 0.1 apart; 3 significant digits without a spacing).
  *
  * @param value The tick value.
  * @param step Spacing between ticks (for linear axes), or 0 for log axes.
@@ -237,14 +261,16 @@ export function niceTicks(min: number, max: number, options: TickOptions = {}): 
 export function formatTick(value: number, step = 0): string {
   if (value === 0) return "0";
   const abs = Math.abs(value);
+  // Digits down to the step's (a step past the largest double, between ±1e308, counts as none).
+  const spaced = step > 0 && Number.isFinite(step);
+  const stepDigit = spaced ? Math.floor(Math.log10(step) + 1e-9) : 0;
   if (abs >= 1e5 || abs < 1e-3) {
-    const [mantissa, exponent] = value.toExponential().split("e");
-    const m = Number(Number(mantissa).toPrecision(3));
-    return `${m}e${Number(exponent)}`;
+    const digits = spaced ? Math.min(17, Math.max(1, Math.floor(Math.log10(abs) + 1e-9) - stepDigit + 1)) : 3;
+    const [mantissa, exponent] = value.toExponential(digits - 1).split("e");
+    return `${Number(mantissa)}e${Number(exponent)}`;
   }
-  if (step > 0) {
-    const decimals = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
-    const fixed = value.toFixed(Math.min(20, decimals));
+  if (spaced) {
+    const fixed = value.toFixed(Math.max(0, -stepDigit));
     return fixed.includes(".") ? fixed.replace(/\.?0+$/, "") : fixed;
   }
   return String(Number(value.toPrecision(6)));
@@ -271,7 +297,7 @@ class Scale {
   map(v: number): number {
     const t = this.log
       ? (Math.log10(v) - Math.log10(this.lo)) / (Math.log10(this.hi) - Math.log10(this.lo))
-      : (v - this.lo) / (this.hi - this.lo);
+      : fraction(v, this.lo, this.hi);
     return round2(this.#p0 + t * (this.#p1 - this.#p0));
   }
 
@@ -711,7 +737,7 @@ export function heatmap(options: HeatmapOptions): string {
   const ch = (frame.bottom - frame.top) / Math.max(1, rows);
   const out = svgOpen(width, height, options.title);
   const annotate = options.annotate ?? (cw >= 36 && ch >= 18);
-  const scale = (v: number) => (v - c0) / (c1 - c0);
+  const scale = (v: number) => fraction(v, c0, c1);
   options.values.forEach((row, r) => {
     row.forEach((v, c) => {
       const fill = Number.isFinite(v) ? viridis(scale(v)) : "#cccccc";

@@ -99,6 +99,94 @@ Deno.test("plot: formatTick", () => {
   assert.equal(formatTick(0), "0");
 });
 
+/** A random range: wide or narrow (down to a few units in the last place) at magnitudes 1e-30..1e30. */
+function randomRange(random: () => number): [number, number] {
+  const scale = 10 ** (random() * 60 - 30);
+  const a = (random() - 0.3) * scale;
+  const kind = random();
+  if (kind < 0.4) return [a, a + random() * scale];
+  if (kind < 0.8) return [a, a + Math.abs(a) * 10 ** -(1 + random() * 13)];
+  // A few units in the last place wide.
+  let b = a;
+  for (let i = 1 + Math.floor(random() * 4); i > 0; i--) b = nextUp(b);
+  return [a, b];
+}
+
+/** The next double above `x`. */
+function nextUp(x: number): number {
+  if (x === 0) return Number.MIN_VALUE;
+  const bits = new BigInt64Array(new Float64Array([x]).buffer);
+  bits[0] += x > 0 ? 1n : -1n;
+  return new Float64Array(bits.buffer)[0];
+}
+
+/** Ticks of `[a, b]` are 2 to 12, increasing, finite, cover it, and have distinct labels that read back. */
+function checkTicks(a: number, b: number): void {
+  const ticks = niceTicks(a, b);
+  const where = `[${a}, ${b}] → ${ticks}`;
+  assert.ok(ticks.length >= 2 && ticks.length <= 12, `tick count ${ticks.length} for ${where}`);
+  assert.ok(ticks.every(Number.isFinite), where);
+  for (let i = 1; i < ticks.length; i++) assert.ok(ticks[i] > ticks[i - 1], `not increasing: ${where}`);
+  assert.ok(ticks[0] <= a && ticks.at(-1)! >= b, `not covered: ${where}`);
+  const step = ticks[1] - ticks[0];
+  const labels = ticks.map((t) => formatTick(t, step));
+  assert.equal(new Set(labels).size, labels.length, `labels ${labels} for ${where}`);
+  // Each label is its tick to within half a step (the ends past ±1e308 are the largest double).
+  labels.forEach((l, i) => {
+    if (Math.abs(ticks[i]) < 1e308) {
+      assert.ok(Math.abs(Number(l) - ticks[i]) <= step / 2, `label ${l} for ${ticks[i]} (${where})`);
+    }
+  });
+}
+
+Deno.test("plot: niceTicks at any magnitude, narrow or wide, give 2–12 increasing ticks with distinct labels", () => {
+  const random = rng(26);
+  for (let trial = 0; trial < 3000; trial++) {
+    const [a, b] = randomRange(random);
+    checkTicks(a, b);
+  }
+  // Ranges whose width is past the largest double, and single values at the ends of the doubles.
+  for (const [a, b] of [[-1e308, 1e308], [-Number.MAX_VALUE, Number.MAX_VALUE], [0, Number.MAX_VALUE]]) {
+    checkTicks(a, b);
+  }
+  for (const v of [Number.MAX_VALUE, -Number.MAX_VALUE, 5e-324, 1e-310, 1e-300]) checkTicks(v, v);
+  checkTicks(-random() * 1.7e308, random() * 1.7e308);
+  // Closed forms: steps of 0.5e-22 and of 0.1 at 1e5, labelled with the step's digits.
+  assert.deepEqual(niceTicks(1e-22, 3e-22), [1e-22, 1.5e-22, 2e-22, 2.5e-22, 3e-22]);
+  assert.deepEqual(niceTicks(-1e308, 1e308), [-1e308, -5e307, 0, 5e307, 1e308]);
+  const t = niceTicks(100000.1, 100000.5);
+  assert.deepEqual(t, [100000.1, 100000.2, 100000.3, 100000.4, 100000.5]);
+  assert.deepEqual(t.map((v) => formatTick(v, 0.1)), [
+    "1.000001e5",
+    "1.000002e5",
+    "1.000003e5",
+    "1.000004e5",
+    "1.000005e5",
+  ]);
+});
+
+Deno.test("plot: linePlot at any magnitude draws finite coordinates inside the frame, with distinct y labels", () => {
+  const random = rng(27);
+  for (let trial = 0; trial < 40; trial++) {
+    const [a, b] = trial === 0 ? [-1e308, 1e308] : trial === 1 ? [1e-28, 3e-28] : randomRange(random);
+    const x = [1, 2, 3, 4];
+    const y = [a, b, a + (b - a) * random(), b];
+    const svg = linePlot({ title: "t", series: [{ name: "s", x, y }], markers: true });
+    checkXml(svg);
+    assert.ok(!/NaN|Infinity/.test(svg), `[${a}, ${b}]: a coordinate is not finite`);
+    const labels = texts(svg, 12, "end");
+    assert.ok(labels.length >= 2 && labels.length <= 12, `[${a}, ${b}]: ${labels.length} y ticks`);
+    assert.equal(new Set(labels).size, labels.length, `[${a}, ${b}]: y labels ${labels}`);
+    const clip = svg.match(
+      /<clipPath id="plot-area"><rect x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)"/,
+    )!;
+    const [, top, , h] = clip.slice(1).map(Number);
+    for (const m of svg.matchAll(/<circle cx="[\d.-]+" cy="([\d.-]+)"/g)) {
+      assert.ok(Number(m[1]) >= top - 1e-6 && Number(m[1]) <= top + h + 1e-6, `[${a}, ${b}]: cy ${m[1]}`);
+    }
+  }
+});
+
 Deno.test("plot: linePlot is well-formed, names title and series, and ticks cover the data", () => {
   const random = rng(23);
   const n = 60;
