@@ -352,24 +352,30 @@ async function main(): Promise<void> {
       groups: groups((x) => x.val),
       yLabel: "val loss",
     }),
-    forgetting: barPlot({
+  };
+  // Forgetting is measured only against a source domain: without one there is nothing to draw.
+  if (rows.some((x) => x.forgetting !== null)) {
+    plots.forgetting = barPlot({
       title: "Forgetting: source loss after − before (mean ± std)",
       labels: names,
       groups: groups((x) => x.forgetting),
       yLabel: "Δ source loss",
-    }),
-  };
-  for (const r of ranks) {
-    plots[`tradeoff_r${r}`] = linePlot({
-      title: `Rank ${r}: target loss vs forgetting (means over seeds)`,
-      xLabel: "forgetting (Δ source loss)",
-      yLabel: "target val loss",
-      markers: true,
-      series: at(r).map((m) => {
-        const x = get(m, r)!;
-        return { name: m, x: [x.forgetting?.mean ?? 0], y: [x.val.mean] };
-      }),
     });
+  }
+  for (const r of ranks) {
+    const measured = at(r).filter((m) => get(m, r)!.forgetting !== null);
+    if (measured.length > 0) {
+      plots[`tradeoff_r${r}`] = linePlot({
+        title: `Rank ${r}: target loss vs forgetting (means over seeds)`,
+        xLabel: "forgetting (Δ source loss)",
+        yLabel: "target val loss",
+        markers: true,
+        series: measured.map((m) => {
+          const x = get(m, r)!;
+          return { name: m, x: [x.forgetting!.mean], y: [x.val.mean] };
+        }),
+      });
+    }
     plots[`loss_r${r}`] = linePlot({
       title: `Rank ${r}: fine-tuning loss (mean over seeds, band = min..max)`,
       xLabel: "step",
@@ -388,7 +394,7 @@ async function main(): Promise<void> {
       }${
         sourceBefore !== undefined
           ? `, source loss ${sourceBefore.toFixed(4)}`
-          : " (no source domain: no forgetting)"
+          : " (no source domain: forgetting is not measured, and its bar and trade-off plots are not drawn)"
       }. Methods: ${cfg.methods.map(formatMethod).join("; ")}. Targets ${
         cfg.targets.join(", ")
       }, ${cfg.steps} ` +

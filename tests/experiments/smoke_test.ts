@@ -27,6 +27,8 @@ const EXPERIMENTS: {
   label?: string;
   /** What summary.md must say besides some verdict. */
   summary?: RegExp[];
+  /** Plots it must not draw (of something not measured). */
+  absent?: string[];
 }[] = [
   {
     name: "eva",
@@ -155,6 +157,33 @@ const EXPERIMENTS: {
     label: "sentiment",
   },
   {
+    name: "init-sweep",
+    script: "experiments/init_sweep.ts",
+    args: [
+      "--model",
+      STORIES260K,
+      "--tokenizer",
+      STORIES260K.replace("stories260K.bin", "tok512.bin"),
+      "--data",
+      new URL("../../../shared/data/text/gutenberg/pg11.txt", import.meta.url).pathname,
+      "--quick",
+      "--steps",
+      "2",
+      "--seq-len",
+      "16",
+      "--ranks",
+      "2",
+      "--methods",
+      "lora,pissa",
+    ],
+    needs: STORIES260K,
+    plots: ["target_loss", "loss_r2"],
+    // No --source: forgetting is not measured, so neither it nor the trade-off against it is drawn.
+    absent: ["forgetting", "tradeoff_r2"],
+    summary: [/no source domain: forgetting is not measured, and its bar and trade-off plots are not drawn/],
+    label: "no source domain",
+  },
+  {
     name: "cntlora",
     script: "experiments/cntlora.ts",
     args: [
@@ -197,6 +226,7 @@ for (const e of EXPERIMENTS) {
       for (const f of ["config.yaml", "metrics.jsonl", "summary.json", "summary.md"]) {
         ok(Deno.statSync(`${run}/${f}`).size > 0, f);
       }
+      for (const p of e.absent ?? []) ok(!exists(`${run}/${p}.svg`) && !exists(`${run}/${p}.png`), p);
       for (const p of e.plots) {
         ok(Deno.statSync(`${run}/${p}.svg`).size > 0, `${p}.svg`);
         const png = Deno.readFileSync(`${run}/${p}.png`);
