@@ -118,7 +118,9 @@ function openResults(
     const lines = refused.map((d) =>
       `  ${d.key}: ${valueText(d.stored)} in the run, ${valueText(d.current)} now`
     );
-    const longer = key !== undefined && refused.some((d) => d.key === key) && !extend
+    // --extend only makes a run longer: no hint where the length shrank.
+    const longer = key !== undefined && !extend &&
+        refused.some((d) => d.key === key && Number(d.current) > Number(d.stored))
       ? `, or make the run longer with --extend (only --${key} may change)`
       : "";
     throw new RangeError(
@@ -414,7 +416,10 @@ export interface ResumeOrRunOptions<R> {
   schema: Validator<R>;
   /** The length of a run in steps: a finished run of another length is refused (or extended, with `extend`). */
   steps: number;
-  /** Continue finished runs shorter than `steps` (`--resume DIR --extend`). */
+  /**
+   * Continue finished runs shorter than `steps` (`--resume DIR --extend`); pass it (false without the flag) in every
+   * experiment that supports `--extend`, so that a shorter run left by an interrupted extension is pointed to it.
+   */
   extend?: boolean;
   /** The line printed after a run (default: its final loss). */
   describe?: (run: R) => string;
@@ -423,7 +428,8 @@ export interface ResumeOrRunOptions<R> {
 /**
  * A finished run's file, validated and checked to be the run `key` names with `steps` steps; undefined when the run
  * has not finished. A file that does not match is an error naming it and how to have the run computed again. With
- * `extend`, a run shorter than `steps` is returned (to be continued); without, it is refused.
+ * `extend`, a run shorter than `steps` is returned (to be continued); without, it is refused (pointing to `--extend`
+ * where the experiment supports it).
  */
 function reuseRun<R extends { label: string; seed: number; losses: number[] }>(
   results: ResultsDir,
@@ -442,6 +448,13 @@ function reuseRun<R extends { label: string; seed: number; losses: number[] }>(
     );
   }
   const n = run.losses.length;
+  if (n < options.steps && options.extend === false) {
+    // A finished run, shorter than a configuration whose extension was recorded but stopped before this run.
+    throw new Error(
+      `"${results.file(name)}" holds a finished run of ${n} steps and this configuration has ` +
+        `${options.steps}: continue it with --resume "${results.path}" --extend`,
+    );
+  }
   if (n > options.steps || (n < options.steps && !options.extend)) {
     throw new Error(
       `"${

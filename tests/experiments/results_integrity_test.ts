@@ -200,6 +200,11 @@ Deno.test("--resume: changed keys, locks, foreign directories, damaged run files
       const shorter = await eva(cwd, [...ARGS, "--resume", arg(dir), "--extend", "--steps", "5"]);
       equal(shorter.code, 2);
       match(shorter.stderr, /--extend makes the run longer: --steps must be more than the run's 6, got 5/);
+      // Without --extend, a shorter run is refused with no hint to extend it.
+      const fewer = await eva(cwd, [...ARGS, "--resume", arg(dir), "--steps", "5"]);
+      equal(fewer.code, 2);
+      match(fewer.stderr, /steps: 6 in the run, 5 now\n/);
+      ok(!fewer.stderr.includes("--extend"), fewer.stderr);
     },
   );
   await Deno.remove(cwd, { recursive: true });

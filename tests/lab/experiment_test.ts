@@ -63,3 +63,39 @@ Deno.test("resumeOrRun refuses two runs of one label and seed before running eit
   match(Deno.readTextFileSync(results.file(`runs/x-n1-seed${seed}.json`)), /"label": ?"x-n1"/);
   results.release();
 });
+
+Deno.test("resumeOrRun points a finished run shorter than the configuration to --extend, not to removing it", async () => {
+  const rng = new TestRng(2);
+  const results = ResultsDir.create("short", { root: tempRoot });
+  const steps = rng.int(2, 9);
+  const seed = rng.int(0, 1000);
+  const file = `runs/m-seed${seed}.json`;
+  await resumeOrRun(results, [{ label: "m", seed }], { schema: RUN, steps }, (k) => {
+    return Promise.resolve(fakeRun(k.label, k.seed, steps, rng));
+  });
+  const before = Deno.readTextFileSync(results.file(file));
+  const never = () => Promise.reject(new Error("a finished run was run again"));
+  // An experiment that supports --extend passes extend: false without the flag.
+  await rejects(
+    resumeOrRun(results, [{ label: "m", seed }], { schema: RUN, steps: steps + 1, extend: false }, never),
+    (err: Error) => {
+      equal(
+        err.message,
+        `"${results.file(file)}" holds a finished run of ${steps} steps and this configuration has ${
+          steps + 1
+        }: ` +
+          `continue it with --resume "${results.path}" --extend`,
+      );
+      return true;
+    },
+  );
+  // A longer run, or a shorter one where runs cannot be extended, can only be run anew.
+  for (const options of [{ steps: steps - 1, extend: false }, { steps: steps + 1 }]) {
+    await rejects(
+      resumeOrRun(results, [{ label: "m", seed }], { schema: RUN, ...options }, never),
+      new RegExp(`holds a run of ${steps} steps but this configuration has ${options.steps}; remove it`),
+    );
+  }
+  equal(Deno.readTextFileSync(results.file(file)), before);
+  results.release();
+});
