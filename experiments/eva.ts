@@ -378,7 +378,7 @@ async function main(): Promise<void> {
           "step-1 grad norm",
           "‖s·B₀·A₀‖/‖W‖",
           "init s",
-          "init % of train",
+          "init % of (init + train) time",
         ],
         rows: rows.map((r) => [
           r.m,

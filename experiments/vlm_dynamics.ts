@@ -409,7 +409,7 @@ async function main(): Promise<void> {
           "peak grad norm",
           `spikes (> ${cfg.spikeFactor}× median of previous 10)`,
           "mean grad norm, last 25%",
-          "‖s·B₀A₀‖/‖W‖ per module type",
+          "‖s·B₀A₀‖/‖W‖ per module type (mean over its layers, then seeds)",
         ],
         rows: rows.map((r) => [
           r.m,

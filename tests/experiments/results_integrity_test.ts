@@ -11,7 +11,8 @@
  * - item 9: `--data` without `--model`, and a tokenizer whose vocabulary differs from the model's, are refused
  *   saying what to pass;
  * - item 10: a reused run file with a `null` loss or nothing in it names the file and how to have it rerun;
- * - item 11: temporary files of interrupted writes are removed on resume; errors are one line, no stack trace.
+ * - item 11: temporary files of interrupted writes are removed on resume; errors are one line, no stack trace;
+ * - the report's init share column is what its header says, and runs under one label are refused.
  */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { parseYaml } from "../../lab/deps.ts";
@@ -86,6 +87,28 @@ Deno.test("--resume: changed keys, locks, foreign directories, damaged run files
   const arg = (d: string) => d.slice(cwd.length + 1);
   const original = losses(dir);
   equal(original.length, 4);
+
+  await t.step(
+    "the init share column is 100·init/(init + train) of the run files, as its header says",
+    () => {
+      const lines = Deno.readTextFileSync(`${dir}/summary.md`).split("\n");
+      const head = lines.findIndex((l) => l.startsWith("| method |") && l.includes("init % of"));
+      const cells = (line: string) => line.split("|").map((c) => c.trim());
+      const columns = cells(lines[head]);
+      const index = columns.indexOf("init % of (init + train) time");
+      ok(index > 0, lines[head]);
+      for (const label of ["lora", "pissa"]) {
+        const r = JSON.parse(Deno.readTextFileSync(`${dir}/runs/${label}-seed0.json`));
+        const row = lines.slice(head + 2).find((l) => l.startsWith(`| ${label} |`))!;
+        const shown = Number(cells(row)[index].split(" ")[0]);
+        const share = (100 * r.initSeconds) / (r.initSeconds + r.trainSeconds);
+        ok(
+          Math.abs(shown - share) <= 0.005 * share,
+          `${label}: ${shown} shown, 100·init/(init + train) = ${share}`,
+        );
+      }
+    },
+  );
 
   await t.step("a changed learning rate and step count are refused, naming both values of each", async () => {
     const record = await Deno.readFile(`${dir}/config.yaml`);

@@ -57,6 +57,8 @@ const EXPERIMENTS: {
       "4",
     ],
     plots: ["loss", "grad_norm", "modality_variance"],
+    // A mean of per-layer ratios, not the LM experiments' √Σ‖s·B₀·A₀‖² / √Σ‖W‖²: the header says which.
+    summary: [/\| ‖s·B₀A₀‖\/‖W‖ per module type \(mean over its layers, then seeds\) \|/],
   },
   {
     name: "gap_init",
