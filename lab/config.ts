@@ -10,7 +10,7 @@
  * - `--key value` and `--key=value`; nested keys with dots: `--train.lr 0.1`; a value that starts with "--"
  *   only as `--key=--value` (`--prompt --steps 2` is a --prompt without its value, then --steps 2);
  * - kebab-case flags map to camelCase keys: `--batch-size 8` sets `batchSize` (`--batchSize 8` works too);
- * - booleans: `--flag`, `--no-flag`, `--flag=false`;
+ * - booleans: `--flag`, `--no-flag`, `--flag=false` (and `--flag=null` where the key may be null);
  * - arrays: `--ranks 4,8,16` or `--ranks [4,8,16]`;
  * - repeatable flags that add one value each to an array key, as a script declares them
  *   (`repeatable: { method: "methods" }`: `--method a=lora --method b=pissa:niter=4`; no splitting at commas);
@@ -430,7 +430,10 @@ function parseYamlOrText(text: string): unknown {
 /** Where each leaf's final value came from, for error messages. */
 type Sources = Map<string, string>;
 
-/** Check that every key of a (YAML or defaults) object is in the schema, recording where leaves came from. */
+/**
+ * Check that every key of a (YAML or defaults) object is in the schema, recording where leaves came from; a group
+ * given as null (empty in YAML) is removed, so that it overrides nothing.
+ */
 function checkKeys(
   index: SchemaIndex,
   value: Record<string, unknown>,
@@ -456,7 +459,10 @@ function checkKeys(
     if (index.groups.has(key)) {
       if (isPlainObject(child)) {
         checkKeys(index, child, path, origin, sources, issues);
-      } else if (child !== undefined && child !== null) {
+      } else if (child === null) {
+        // An empty group in YAML (`train:` with its keys commented out) sets nothing: its defaults stay.
+        delete value[name];
+      } else if (child !== undefined) {
         issues.push(`config key "${key}": expected mapping, got ${show(child)} ${origin}`);
       }
     } else {
@@ -634,7 +640,7 @@ function readFlags(
       continue;
     }
     if (leaf.kind === "boolean") {
-      setPath(result.values, leaf.path, value === undefined ? true : coerceString(leaf, value));
+      setPath(result.values, leaf.path, value === undefined ? true : flagValue(leaf, value));
     } else if (value === undefined) {
       issues.push(`flag ${rawName} needs a value (${describeType(leaf.core)})`);
       continue;
@@ -836,7 +842,7 @@ function optionRows<S extends ConfigSchema>(schema: S, options: ConfigOptions<S>
     const fromOptions = getPath(options.defaults, leaf.path);
     const parts: string[] = [];
     if (leaf.description !== undefined) parts.push(leaf.description);
-    if (leaf.kind === "boolean" && leaf.nullable) parts.push("(may be null)");
+    if (leaf.kind === "boolean" && leaf.nullable) parts.push(`(may be null: --${flagName(leaf)}=null)`);
     if (fromOptions !== undefined) parts.push(`(default: ${show(fromOptions)})`);
     else if (leaf.hasDefault && leaf.defaultValue !== undefined) {
       parts.push(`(default: ${show(leaf.defaultValue)})`);

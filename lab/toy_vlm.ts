@@ -575,6 +575,7 @@ export const VLM_DATA_FIELDS: {
   ),
   heldOut: distinctList(z.string(), {
     default: [],
+    allowEmpty: true,
     description: "held-out emoji groups or shape colours (empty: the source's default)",
   }),
   images: z.number().int().positive().default(1000).describe(

@@ -170,6 +170,20 @@ Deno.test("config: booleans: --flag, --no-flag, --flag=false, YAML", () => {
   assert.match(bad.message, /config key "useBias": expected boolean, got "maybe"/);
 });
 
+Deno.test("config: a boolean that may be null is set to null by --flag=null, as --help says", () => {
+  const Nullable = z.object({ gate: z.boolean().nullable().default(false).describe("gate the update") });
+  assert.equal(parseConfig(Nullable, ["--gate=null"], { name: "t" }).gate, null);
+  assert.equal(parseConfig(Nullable, ["--gate=true"], { name: "t" }).gate, true);
+  assert.equal(parseConfig(Nullable, ["--gate", "--no-gate"], { name: "t" }).gate, false);
+  assert.match(
+    configUsage(Nullable, { name: "t" }),
+    /--gate, --no-gate +gate the update \(may be null: --gate=null\)/,
+  );
+  // Where null is not allowed, "null" is a wrong value as before.
+  const bad = configError(() => parseConfig(Schema, ["--use-bias=null"], { name: "t" }));
+  assert.match(bad.message, /config key "useBias": expected boolean, got "null" \(from flag --use-bias\)/);
+});
+
 Deno.test("config: arrays from comma lists or YAML flow sequences", () => {
   assert.deepEqual(parseConfig(Schema, ["--ranks", "2,16,64"], { name: "t" }).ranks, [2, 16, 64]);
   assert.deepEqual(parseConfig(Schema, ["--ranks", "[1, 3]"], { name: "t" }).ranks, [1, 3]);
@@ -223,6 +237,19 @@ Deno.test("config: unreadable or invalid YAML files are reported with their path
   assert.match(
     configError(() => parseConfig(Schema, ["--config", list], { name: "t" })).message,
     /must hold a mapping/,
+  );
+  // A group left empty (its keys commented out) overrides nothing: its defaults and the file's other keys hold.
+  const random = rng(12);
+  const steps = 1 + Math.floor(random() * 1000);
+  const empty = tempYaml(`train:\n#  lr: 0.5\nsteps: ${steps}\n`);
+  const fromEmpty = parseConfig(Schema, ["--config", empty, "--config", empty], { name: "t" });
+  assert.deepEqual(fromEmpty.train, { lr: 0.001, warmupSteps: 10 });
+  assert.equal(fromEmpty.steps, steps);
+  const earlier = tempYaml("train:\n  warmupSteps: 3\n");
+  assert.equal(
+    parseConfig(Schema, ["--config", earlier, "--config", empty], { name: "t" }).train.warmupSteps,
+    3,
+    "an empty group in a later file keeps an earlier file's values",
   );
   const scalarGroup = tempYaml("train: 3\n");
   assert.match(

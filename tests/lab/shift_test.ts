@@ -1,4 +1,6 @@
-import { deepEqual, equal, ok, rejects } from "node:assert/strict";
+import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
+import { z } from "../../deps.ts";
+import { parseConfig } from "../../lab/config.ts";
 import { COLOUR_NAMES } from "../../lab/generated.ts";
 import {
   DEFAULT_HELD_OUT,
@@ -6,6 +8,7 @@ import {
   hasEmojiPack,
   shiftedVlmData,
   subsetVlmData,
+  VLM_DATA_FIELDS,
 } from "../../lab/toy_vlm.ts";
 import { loadEmojiPack } from "../../mod.ts";
 
@@ -23,6 +26,18 @@ Deno.test("shiftedVlmData shapes: pretraining never sees the held-out colours, f
   ok(pre.captions.every((c) => !/cyan|orange/.test(c)));
   ok(ft.captions.every((c) => /cyan|orange/.test(c)));
   await rejects(() => shiftedVlmData("shapes", { images: 8, heldOut: ["mauve"] }), /unknown: mauve/);
+});
+
+Deno.test("the heldOut key takes the empty list its help promises (the source's default), by flag or YAML", () => {
+  const Config = z.object({ ...VLM_DATA_FIELDS });
+  const yaml = Deno.makeTempFileSync({ suffix: ".yaml" });
+  Deno.writeTextFileSync(yaml, "heldOut: []\n");
+  for (const args of [["--held-out", "[]"], ["--held-out", ""], ["--config", yaml], []]) {
+    deepEqual(parseConfig(Config, args, { name: "t" }).heldOut, [], args.join(" "));
+  }
+  deepEqual(parseConfig(Config, ["--held-out", "cyan,white"], { name: "t" }).heldOut, ["cyan", "white"]);
+  throws(() => parseConfig(Config, ["--held-out", "cyan,cyan"], { name: "t" }), /"cyan" is given twice/);
+  Deno.removeSync(yaml);
 });
 
 Deno.test("subsetVlmData keeps images, captions and labels together", async () => {
