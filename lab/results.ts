@@ -216,9 +216,23 @@ function flatten(value: unknown, prefix: string, out: Map<string, unknown>): voi
 }
 
 /**
+ * JSON text with the keys of every object sorted: values that differ only in key order (a method spec given as
+ * `rank=8,alpha=2` or as `alpha=2,rank=8`) give the same text.
+ */
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(
+    value,
+    (_k, v) =>
+      typeof v === "object" && v !== null && !Array.isArray(v)
+        ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+        : v,
+  );
+}
+
+/**
  * The keys whose values differ between a stored configuration and the current one (nested objects compared key
- * by key, arrays and numbers by their JSON form, so `NaN` equals the stored `"NaN"`), leaving out the keys in
- * `ignore` and those below them.
+ * by key, arrays and numbers by their JSON form with object keys sorted, so `NaN` equals the stored `"NaN"` and
+ * the order of a method's options does not count), leaving out the keys in `ignore` and those below them.
  *
  * @param stored The configuration recorded with the run.
  * @param current The configuration now.
@@ -247,7 +261,7 @@ export function configDifferences(
     if (skip(key)) continue;
     const x = a.get(key);
     const y = b.get(key);
-    if (JSON.stringify(x) !== JSON.stringify(y)) out.push({ key, stored: x, current: y });
+    if (canonicalJson(x) !== canonicalJson(y)) out.push({ key, stored: x, current: y });
   }
   return out;
 }

@@ -3,6 +3,7 @@ import { parseYaml } from "../../lab/deps.ts";
 import { readJsonl } from "../../lib/io/json.ts";
 import { configDifferences, gitInfo, ResultsDir, runTimestamp } from "../../lab/results.ts";
 import { mdTable, meanStd, summarizeMetric } from "../../lab/report.ts";
+import { parseMethod } from "../../lab/methods.ts";
 import { TestRng } from "../_helpers.ts";
 
 /** A uniform generator for test `seed` (mixed with TEST_SEED, so every run draws fresh values). */
@@ -176,6 +177,22 @@ Deno.test("results: configDifferences compares nested keys and lists, ignoring t
   ]);
   assert.deepEqual(configDifferences(stored, { ...current, lr, seeds: [1, 0] }, new Set(["resume"])), [
     { key: "seeds", stored: [0, 1], current: [1, 0] },
+  ]);
+  // Objects inside lists (method specs) are compared whatever the order of their keys.
+  const a = parseMethod("a=lora:rank=8,alpha=2");
+  const b = parseMethod("a=lora:alpha=2,rank=8");
+  assert.notEqual(JSON.stringify(a), JSON.stringify(b));
+  assert.deepEqual(configDifferences({ methods: [a] }, { methods: [b] }), []);
+  const entries = Array.from({ length: 6 }, (_, i) => [`k${i}`, { v: random(), w: [random()] }] as const);
+  const shuffled = [...entries].sort(() => random() - 0.5).map(([k, v]) => [k, { w: v.w, v: v.v }] as const);
+  assert.deepEqual(
+    configDifferences({ list: [Object.fromEntries(entries)] }, {
+      list: [Object.fromEntries(shuffled)],
+    }),
+    [],
+  );
+  assert.deepEqual(configDifferences({ methods: [a] }, { methods: [{ ...b, rank: 4 }] }).map((d) => d.key), [
+    "methods",
   ]);
   assert.deepEqual(configDifferences({ a: { b: 1 } }, { a: { c: 1 } }), [
     { key: "a.b", stored: 1, current: undefined },
