@@ -120,14 +120,16 @@ function openResults(
     );
     // --extend only makes a run longer: no hint where the length shrank.
     const longer = key !== undefined && !extend &&
-        refused.some((d) => d.key === key && Number(d.current) > Number(d.stored))
-      ? `, or make the run longer with --extend (only --${key} may change)`
-      : "";
+      refused.some((d) => d.key === key && Number(d.current) > Number(d.stored));
+    // config.yaml is a record (with the adapter and the extensions), not a --config file: the values go as flags.
+    const ways = [
+      `Resume with the run's value of each key above (${results.file("config.yaml")} records them all)`,
+      "start a new run without --resume",
+      ...(longer ? [`make the run longer with --extend (only --${key} may change)`] : []),
+    ];
     throw new RangeError(
       `--resume "${results.path}" was run with a different configuration:\n${lines.join("\n")}\n` +
-        `Resume with the run's settings (${
-          results.file("config.yaml")
-        }), start a new run without --resume${longer}.`,
+        `${ways.slice(0, -1).join(", ")}${ways.length > 2 ? "," : ""} or ${ways.at(-1)}.`,
     );
   }
   if (extension !== undefined) {
