@@ -76,7 +76,16 @@ function runsArg(args: readonly string[]): { name: string; run: string }[] | nul
       throw new Error("exp:all: --runs needs a comma-separated list of run directories");
     } else throw new Error(`exp:all: --runs writes the report only; ${a} would be ignored`);
   }
-  return dirs.filter((d) => d !== "").map((d) => {
+  const given = dirs.filter((d) => d !== "");
+  if (given.length === 0) {
+    throw new Error(
+      `exp:all: --runs ${
+        JSON.stringify(dirs.join(","))
+      } names no run directory (the report would be empty, and ` +
+        `would replace results/REPORT.md)`,
+    );
+  }
+  return given.map((d) => {
     const run = d.replace(/\/+$/, "");
     for (const f of ["summary.md", "summary.json"]) {
       try {

@@ -112,6 +112,14 @@ Deno.test("exp:all --runs writes REPORT.md from the finished runs given, and ref
   const odd = await run("--runs", "results/cntlora/a");
   ok(odd.code !== 0);
   match(new TextDecoder().decode(odd.stderr), /claim 0 has no claim text or a verdict other than reproduced/);
+  // An empty --runs names nothing: refused, and the last report stays.
+  const last = await Deno.readTextFile(`${dir}/results/REPORT.md`);
+  for (const args of [["--runs", ""], ["--runs=,"]]) {
+    const empty = await run(...args);
+    equal(empty.code, 2, args.join(" "));
+    match(new TextDecoder().decode(empty.stderr), /--runs "[,]*" names no run directory/);
+  }
+  equal(await Deno.readTextFile(`${dir}/results/REPORT.md`), last);
   const mixed = await run("--runs", "results/eva/c", "--quick");
   equal(mixed.code, 2);
   match(new TextDecoder().decode(mixed.stderr), /--quick would be ignored/);
