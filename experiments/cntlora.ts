@@ -664,7 +664,9 @@ async function main(): Promise<void> {
         `init time (calibration forward passes included) as % of the time of ${cfg.steps} training steps, ` +
         `per seed; with m its mean and sd its std: reproduced when m + 2·sd < 2%, not reproduced when ` +
         `m − 2·sd > 2%, else inconclusive; ${n} seeds (at least 3 to judge).`,
-      evidence: `${formatMeanStd(s, 3)}% (${r.initS.mean.toFixed(2)} s).`,
+      // The unit goes with the number: "818% (one value)", not "818 (one value)%".
+      evidence: `${s.n === 1 ? `${formatNumber(s.mean, 3)}% (one value)` : `${formatMeanStd(s, 3)}%`} ` +
+        `(${r.initS.mean.toFixed(2)} s).`,
       // The paired claims' rule, on 2% minus the share: fewer than 3 seeds give no spread to judge against.
       verdict: pairedSpreadVerdict({ mean: 2 - s.mean, std: s.std, n: shares.length }),
       note: "The share shrinks in proportion to the length of training.",
