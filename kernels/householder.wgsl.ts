@@ -5,6 +5,13 @@
  * β = −sign(α)·√(α² + ξ²) (with sign(0) = +), τ = (β − α)/β, x = a_(k+1:, k)/(α − β), R_kk = β. So R's
  * diagonal may be negative, exactly as in geqrf.
  *
+ * H_k is orthogonal only when ξ is the norm of the x that is scaled into v. The shaders therefore sum the
+ * squares scaled by the largest entry, as LAPACK's slassq does: a plain float32 sum of squares underflows once
+ * a column's entries fall below about 1e-19 (repeated columns of a rank-deficient matrix leave residuals near
+ * 1e-22), and τ then no longer matches v. Entries below the smallest normal float32 count as zero, in ξ and in
+ * v alike, because WGSL lets a GPU flush them to zero in any operation; the host twins, which sum in float64
+ * and need no scaling, follow the same rule so that every device builds the same reflectors.
+ *
  * Launches (one submission, no read-back):
  * - {@link hhFirstWGSL} (1 workgroup) computes reflector 0.
  * - {@link hhStepWGSL}, dispatched with `cols − k − 1` workgroups for k = 0 .. K−2 (K = min(rows, cols)),
@@ -67,7 +74,9 @@ function header(v: HouseholderVariant, bindings: string[]): string {
   }
   lines.push(
     `const WG: u32 = ${v.wg}u;`,
+    `const TINY: f32 = ${TINY_F32}f;`,
     `var<workgroup> red: array<f32, ${v.wg}>;`,
+    `var<workgroup> red_scale: array<f32, ${v.wg}>;`,
     `var<workgroup> sh_a: f32;`,
     `var<workgroup> sh_b: f32;`,
     `var<workgroup> sh_c: f32;`,
@@ -75,6 +84,24 @@ function header(v: HouseholderVariant, bindings: string[]): string {
   );
   return lines.join("\n");
 }
+
+/** The smallest normal float32: smaller entries count as zero in a reflector (see the module doc). */
+const TINY_F32 = 1.17549435e-38;
+
+/**
+ * WGSL adding one entry to a lane's scaled sum of squares `acc = (scale, ssq)`, which stands for ssq·scale²
+ * with scale the largest |entry| so far (slassq's update): no square of a small entry underflows.
+ */
+const ADD_SQUARE = `fn add_square(x: f32, acc: vec2<f32>) -> vec2<f32> {
+  let a = abs(x);
+  if (a < TINY) { return acc; }
+  if (a > acc.x) {
+    let r = acc.x / a;
+    return vec2<f32>(a, fma(acc.y * r, r, 1.0));
+  }
+  let r = a / acc.x;
+  return vec2<f32>(acc.x, fma(r, r, acc.y));
+}`;
 
 /** Reads the sizes, then exits early on a zero guard (in workgroup-uniform control flow). */
 function prologue(v: HouseholderVariant): string {
@@ -89,22 +116,39 @@ function prologue(v: HouseholderVariant): string {
 }
 
 /**
- * Finishes reflector `r` of column record `co` inside a workgroup: each invocation holds `ss` (its part of
- * the squared norm below the diagonal) and `sh_a` holds α. Lane 0 computes β, τ and the scale; then every
- * lane rewrites the rows it owns (`i = o + lid + t·WG`), the lane owning row r storing β.
+ * Finishes reflector `r` of column record `co` inside a workgroup: each invocation holds `acc` (its part of
+ * the squared norm below the diagonal, as {@link ADD_SQUARE} keeps it) and `sh_a` holds α. Lane 0 merges the
+ * parts into ξ and computes β = −sign(α)·hypot(α, ξ) (scaled too), τ and the scale; then every lane rewrites
+ * the rows it owns (`i = o + lid + t·WG`), the lane owning row r storing β.
  */
 function finishReflector(r: string, o: string, co: string): string {
-  return `    red[lid] = ss;
+  return `    red_scale[lid] = acc.x;
+    red[lid] = acc.y;
     workgroupBarrier();
     if (lid == 0u) {
-      var xn2 = 0.0;
-      for (var t = 0u; t < WG; t = t + 1u) { xn2 = xn2 + red[t]; }
+      var scale = 0.0;
+      var ssq = 0.0;
+      for (var t = 0u; t < WG; t = t + 1u) {
+        let st = red_scale[t];
+        if (st > scale) {
+          let q = scale / st;
+          ssq = fma(ssq * q, q, red[t]);
+          scale = st;
+        } else if (st > 0.0) {
+          let q = st / scale;
+          ssq = fma(red[t] * q, q, ssq);
+        }
+      }
       let alpha = sh_a;
       var tau = 0.0;
       var beta = alpha;
       var scal = 1.0;
-      if (xn2 > 0.0) {
-        let nrm = sqrt(alpha * alpha + xn2);
+      if (scale > 0.0) {
+        let xi = scale * sqrt(ssq);
+        let big = max(abs(alpha), xi);
+        let ra = alpha / big;
+        let rx = xi / big;
+        let nrm = big * sqrt(fma(ra, ra, rx * rx));
         beta = select(-nrm, nrm, alpha < 0.0);
         tau = (beta - alpha) / beta;
         scal = 1.0 / (alpha - beta);
@@ -120,7 +164,8 @@ function finishReflector(r: string, o: string, co: string): string {
       if (i == ${r}) {
         C[${co} + i] = beta;
       } else if (i > ${r}) {
-        C[${co} + i] = C[${co} + i] * scal;
+        let x = C[${co} + i];
+        C[${co} + i] = select(0.0, x * scal, abs(x) >= TINY);
       }
     }`;
 }
@@ -128,8 +173,12 @@ function finishReflector(r: string, o: string, co: string): string {
 /** Host version of the reflector of column `j` (rows from `j`), in place. */
 function reflectHost(c: Float32Array, taus: Float32Array, rows: number, j: number): void {
   const co = j * rows;
+  // In float64 the square of a float32 cannot underflow, so the plain sum is exact enough; entries below
+  // TINY_F32 count as zero as in the shaders.
   let xn2 = 0;
-  for (let i = j + 1; i < rows; i++) xn2 += c[co + i] * c[co + i];
+  for (let i = j + 1; i < rows; i++) {
+    if (Math.abs(c[co + i]) >= TINY_F32) xn2 += c[co + i] * c[co + i];
+  }
   const alpha = c[co + j];
   if (xn2 > 0) {
     const nrm = Math.sqrt(alpha * alpha + xn2);
@@ -137,7 +186,7 @@ function reflectHost(c: Float32Array, taus: Float32Array, rows: number, j: numbe
     taus[j] = (beta - alpha) / beta;
     const scal = 1 / (alpha - beta);
     c[co + j] = beta;
-    for (let i = j + 1; i < rows; i++) c[co + i] *= scal;
+    for (let i = j + 1; i < rows; i++) c[co + i] = Math.abs(c[co + i]) >= TINY_F32 ? c[co + i] * scal : 0;
   } else {
     taus[j] = 0;
   }
@@ -169,13 +218,14 @@ function guardHost(p: HouseholderLayout, b: HostBuffers, index: number): boolean
 export function hhFirstWGSL(v: HouseholderVariant): string {
   return `// Householder QR: first reflector
 ${header(v, ["var<storage, read_write> C: array<f32>;", "var<storage, read_write> taus: array<f32>;"])}
+${ADD_SQUARE}
 @compute @workgroup_size(${v.wg})
 fn main(@builtin(local_invocation_index) lid: u32) {
 ${prologue(v)}
-  var ss = 0.0;
+  var acc = vec2<f32>(0.0, 0.0);
   for (var i = lid; i < ROWS; i = i + WG) {
     let x = C[i];
-    if (i == 0u) { sh_a = x; } else { ss = fma(x, x, ss); }
+    if (i == 0u) { sh_a = x; } else { acc = add_square(x, acc); }
   }
 ${finishReflector("0u", "0u", "0u")}
 }
@@ -198,6 +248,7 @@ export function hhFirstHost(p: HouseholderLayout): (b: HostBuffers) => void {
 export function hhStepWGSL(v: HouseholderVariant): string {
   return `// Householder QR: apply reflector k and compute reflector k+1
 ${header(v, ["var<storage, read_write> C: array<f32>;", "var<storage, read_write> taus: array<f32>;"])}
+${ADD_SQUARE}
 @compute @workgroup_size(${v.wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -221,13 +272,15 @@ ${prologue(v)}
   workgroupBarrier();
   let tw = sh_a;
   workgroupBarrier();
-  var ss = 0.0;
+  // Only workgroup 0 (column k+1) builds the next reflector; the others skip the norm.
+  let next = wid.x == 0u;
+  var acc = vec2<f32>(0.0, 0.0);
   for (var i = k + lid; i < ROWS; i = i + WG) {
     let v = select(C[vo + i], 1.0, i == k);
     let nv = C[co + i] - tw * v;
     C[co + i] = nv;
     if (i == k + 1u) { sh_a = nv; }
-    if (i > k + 1u) { ss = fma(nv, nv, ss); }
+    if (next && i > k + 1u) { acc = add_square(nv, acc); }
   }
   if (wid.x == 0u && k + 1u < KREF) {
 ${finishReflector("j", "k", "co")}

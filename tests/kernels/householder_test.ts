@@ -42,3 +42,19 @@ Deno.test("householder kernels: a zero guard skips every launch, a non-zero one 
     }
   }
 });
+
+Deno.test("householder kernels: columns below the smallest normal float32 give H = I on every device", async () => {
+  // Entries under 1.2e-38 count as zero: with them scaled into v, 1/(α − β) overflowed float32 (a column of
+  // 1e-41 gives 1/(α − β) near 1e40) and Q became NaN. Both columns here are such, so Q is exactly I.
+  const rows = 16, cols = 2;
+  const data = Float32Array.from({ length: rows * cols }, (_, i) => (i % 3 - 1) * 1e-41 * (1 + (i % 5)));
+  const identity = Float32Array.from({ length: cols * rows }, (_, i) => i % (rows + 1) === 0 ? 1 : 0);
+  for (
+    const [device, wg] of [["cpu", undefined], ["wasm", undefined], ["webgpu", 8], ["webgpu", 64]] as const
+  ) {
+    const x = tensor(data, { shape: [cols, rows], device }) as unknown as F32;
+    const f = await householderColumns(x, rows, cols, { wantQ: true, wg });
+    deepEqual(Array.from(await f.taus.data()), [0, 0], `${device} wg ${wg}: τ`);
+    deepEqual(Array.from(await f.q!.data()), Array.from(identity), `${device} wg ${wg}: Q`);
+  }
+});

@@ -73,3 +73,32 @@ Deno.test("qr: wantQ false returns R only, and the cpu device agrees", async () 
   assertBelow("R without Q equals R with Q", relMaxDiff(await readMat(rOnly.r), await readMat(full.r)), 1e-6);
   await check(a, "cpu 19x9", "cpu");
 });
+
+Deno.test("qr: repeated identical columns keep Q orthonormal on every device", async () => {
+  // [B B ... B]: after the reflectors of one copy the next copy is a rounding residual about 1e-7 times
+  // smaller, so the fourth copy's columns are near 1e-22 (their squares below float32's range) and the
+  // eighth's below the smallest normal float32, which a GPU may flush to zero.
+  const rng = new TestRng(205);
+  const m = 30, k = 5;
+  for (const reps of [4, 8]) {
+    const n = k * reps;
+    const b = gaussian(rng, m, k);
+    const a = mat(m, n, Array.from({ length: m * n }, (_, i) => at(b, Math.floor(i / n), i % n % k)));
+    // Householder QR is backward stable: QᵀQ − I and A − QR are rounding errors bounded by about m·K·ε
+    // (K = min(m, n); 3.6e-5 for 30×20, ε = 2^-24); a reflector whose τ does not match v gave 6e-2.
+    const bound = m * Math.min(m, n) * 2 ** -24;
+    // Float64 Householder QR: the first k rows of R and columns of Q depend on B alone.
+    const ref = householderQR(a);
+    const head = (x: M64, rows: number, cols: number) =>
+      mat(rows, cols, Array.from({ length: rows * cols }, (_, i) => at(x, Math.floor(i / cols), i % cols)));
+    for (const device of ["cpu", "wasm", "webgpu"] as const) {
+      const what = `${device}, ${reps} copies`;
+      const { q, r } = await qr(tensor(Float32Array.from(a.data), { shape: [m, n], device }));
+      const qm = await readMat(q), rm = await readMat(r);
+      assertBelow(`${what}: ‖QᵀQ − I‖_F`, orthError(qm), bound);
+      assertBelow(`${what}: ‖A − QR‖/‖A‖`, fro(sub(a, matmul(qm, rm))) / fro(a), bound);
+      assertBelow(`${what}: R[:${k}] vs float64`, relMaxDiff(head(rm, k, n), head(ref.r, k, n)), 1e-4);
+      assertBelow(`${what}: Q[:, :${k}] vs float64`, relMaxDiff(head(qm, m, k), head(ref.q, m, k)), 1e-3);
+    }
+  }
+});
