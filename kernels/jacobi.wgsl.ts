@@ -20,16 +20,30 @@
  * `(c·x − s·y, s·x + c·y)` in exact arithmetic. Rutishauser's form matters in float32: once t < 2⁻¹², c
  * rounds to exactly 1 and the textbook form grows every norm by t² per rotation, a bias that accumulated in V
  * to ‖VᵀV − I‖_F ≈ 5e-4 at n = 200 (against 2e-5 with this form, as good as float64 rotations stored in
- * float32). The rotation is skipped when either squared norm is at most {@link JACOBI_TINY} (a numerically
- * zero column, orthogonal to everything) or |γ| ≤ {@link JACOBI_EPS_ROTATE}·‖x‖‖y‖. A rotation with |γ| >
- * `tol`·‖x‖‖y‖ adds one to the counter in binding 2, so a sweep that leaves the counter at zero has
+ * float32). The rotation is skipped when either squared norm is at most the zero floor of binding 4 (a
+ * numerically zero column, orthogonal to everything) or |γ| ≤ {@link JACOBI_EPS_ROTATE}·‖x‖‖y‖. A rotation
+ * with |γ| > `tol`·‖x‖‖y‖ adds one to the counter in binding 2, so a sweep that leaves the counter at zero has
  * converged.
+ *
+ * The floor ({@link JACOBI_ZERO_REL}) is relative to the whole matrix because a column at the level of the
+ * float32 rounding of the others has no direction of its own: every rotation with a large column x changes it
+ * by about 2⁻²⁴‖x‖, its own size, so pairs of such columns kept rotating for sweeps after the rest had
+ * converged (a rank-deficient matrix whose QR leaves its null space spread over the columns took 16 sweeps to
+ * converge at n = 80 instead of 9).
  *
  * @module
  */
 
 /** Squared column norms at or below this are treated as exactly zero (inputs are scaled to max |a| = 1). */
 export const JACOBI_TINY = 1e-30;
+
+/**
+ * A column of W whose squared norm is at most this times ‖W‖_F² (or {@link JACOBI_TINY}) counts as zero: 2⁻²⁴‖W‖_F
+ * is the size of rounding W to float32, so the float32 data does not determine a column that small (the QR and
+ * the rotations leave the null space of a rank-deficient W at up to 0.45·2⁻²⁴‖W‖_F, measured at n = 80..256).
+ */
+export const JACOBI_ZERO_REL = 2 ** -48;
+
 /** Pairs whose cosine is below this are left alone (it is below float32 rounding of the cosine itself). */
 export const JACOBI_EPS_ROTATE = 2 ** -26;
 
@@ -70,7 +84,8 @@ function f32(v: number): string {
 /**
  * WGSL of one round with `wg` invocations per workgroup (the same shader for every size). Bindings: 0 the
  * source records, 1 the destination records, 2 the rotation counter, 3 the parameters from {@link
- * jacobiParams}.
+ * jacobiParams}, 4 the zero floor (one f32: the larger of {@link JACOBI_TINY} and {@link JACOBI_ZERO_REL} times the squared
+ * Frobenius norm of the columns).
  */
 export function jacobiRoundWGSL(wg: number): string {
   return `// one-sided Jacobi round
@@ -78,6 +93,7 @@ export function jacobiRoundWGSL(wg: number): string {
 @group(0) @binding(1) var<storage, read_write> dst: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> cnt: array<atomic<u32>>;
 @group(0) @binding(3) var<storage, read> params: array<u32>;
+@group(0) @binding(4) var<storage, read> zero_floor: array<f32>;
 const WG: u32 = ${wg}u;
 var<workgroup> red: array<f32, ${3 * wg}>;
 var<workgroup> rot: vec2<f32>;
@@ -122,7 +138,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var s = 0.0;
     var tau = 0.0;
     let scale = sqrt(sa) * sqrt(sb);
-    if (sa > ${f32(JACOBI_TINY)} && sb > ${f32(JACOBI_TINY)} && abs(sg) > ${f32(JACOBI_EPS_ROTATE)} * scale) {
+    let zero = zero_floor[0];
+    if (sa > zero && sb > zero && abs(sg) > ${f32(JACOBI_EPS_ROTATE)} * scale) {
       let zeta = (sb - sa) / (2.0 * sg);
       var t: f32;
       if (abs(zeta) > 1e15) {
@@ -169,11 +186,11 @@ export function jacobiRoundHost(
   checkLayout(p);
   const { rows, stride, slots } = p;
   const tolF = Math.fround(tol);
-  return ([src, dst, cnt]) => {
+  return ([src, dst, cnt, _params, zeroFloor]) => {
     for (let w = 0; w < slots / 2; w++) {
       const po = w * stride;
       const qo = (slots - 1 - w) * stride;
-      const rot = hostRotation(src, po, qo, rows, tolF);
+      const rot = hostRotation(src, po, qo, rows, tolF, zeroFloor[0]);
       const s = rot?.s ?? 0;
       const tau = rot?.tau ?? 0;
       if (rot?.counts) cnt[0]++;
@@ -193,7 +210,7 @@ export function jacobiRoundHost(
  * The rotation both host twins apply to the columns of `v` at `po` and `qo` (their first `n` entries), in float64:
  * with a = ‖p‖², b = ‖q‖², g = p·q, `s` and `tau = s / (1 + c)` of the rotation that makes them orthogonal, and
  * whether |g| > `tol`·‖p‖‖q‖ (a rotation that counts against convergence). Null when the pair needs none (a
- * column near zero, or g below {@link JACOBI_EPS_ROTATE}·‖p‖‖q‖).
+ * squared norm at most `zero`, or g below {@link JACOBI_EPS_ROTATE}·‖p‖‖q‖).
  */
 export function hostRotation(
   v: ArrayLike<number>,
@@ -201,6 +218,7 @@ export function hostRotation(
   qo: number,
   n: number,
   tol: number,
+  zero: number,
 ): { s: number; tau: number; counts: boolean } | null {
   let a = 0, b = 0, g = 0;
   for (let i = 0; i < n; i++) {
@@ -211,7 +229,7 @@ export function hostRotation(
     g += x * y;
   }
   const scale = Math.sqrt(a) * Math.sqrt(b);
-  if (!(a > JACOBI_TINY && b > JACOBI_TINY && Math.abs(g) > JACOBI_EPS_ROTATE * scale)) return null;
+  if (!(a > zero && b > zero && Math.abs(g) > JACOBI_EPS_ROTATE * scale)) return null;
   const zeta = (b - a) / (2 * g);
   const t = Math.abs(zeta) > 1e15
     ? 0.5 / zeta

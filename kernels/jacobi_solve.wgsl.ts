@@ -257,7 +257,7 @@ export function jacobiSolveHost(
         for (let w = 0; w < slots / 2; w++) {
           const po = at(w, r) * stride;
           const qo = at(slots - 1 - w, r) * stride;
-          const rot = hostRotation(rec, po, qo, p4r, tol);
+          const rot = hostRotation(rec, po, qo, p4r, tol, JACOBI_TINY);
           if (rot === null) continue;
           const { s, tau } = rot;
           if (rot.counts) rotated++;

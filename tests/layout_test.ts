@@ -17,7 +17,7 @@ const BUDGETS: Record<string, number> = {
   lab: 7_300,
   experiments: 4_200,
   bench: 4_300,
-  kernels: 2_350,
+  kernels: 2_400,
   cli: 750,
   tools: 1_150,
   examples: 120,

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { JACOBI_TINY } from "../../kernels/jacobi.wgsl.ts";
+import { JACOBI_TINY, JACOBI_ZERO_REL } from "../../kernels/jacobi.wgsl.ts";
 import { eye, randn, tensor } from "../tensor/creation.ts";
 import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
 import { absMaxScale, checkInt, checkMatrix, descendingPerm, largestPositiveSigns } from "./common.ts";
@@ -22,15 +22,16 @@ import { LOOP_BUDGET } from "../codegen/split_loops.ts";
 import { runKernels } from "../tensor/custom.ts";
 import { householderColumns, upperR } from "./qr.ts";
 
-/** Seed of the random vectors that complete V when the input has exactly zero singular values. */
+/** Seed of the random vectors that complete V where singular values are numerically zero. */
 const COMPLETION_SEED = 0x51d0_c0de;
 
 /** Options of {@link svd}. */
 export interface SvdOptions {
   /**
    * Jacobi sweeps (the maximum when `check` is set). Default: `max(8, ⌈5 + 0.9·log2 k⌉)` for k = min(m, n)
-   * (11 at 64, 13 at 256, 14 at 1024, 16 at 4096), measured to converge on random, rank-deficient,
-   * ill-conditioned and clustered spectra with 1–3 sweeps of margin (see `defaultSweeps` in jacobi.ts).
+   * (11 at 64, 13 at 256, 14 at 1024, 16 at 4096), measured to converge on random, rank-deficient (also with
+   * repeated or dependent columns among independent ones), ill-conditioned and clustered spectra with 1–3
+   * sweeps of margin (see `defaultSweeps` in jacobi.ts).
    */
   sweeps?: number;
   /**
@@ -83,7 +84,8 @@ export interface SvdCoreOptions extends SvdOptions {
  * The SVD core on a tall working matrix W (rows ≥ cols) given column-major (`wc`: `cols` records of `rows`),
  * already scaled. W = Q R (Householder), then one-sided Jacobi on the columns of Rᵀ: Rᵀ V' = B' with B'
  * having orthogonal columns, so R = V' Σ Ûᵀ (Û = B'/σ) and W = (Q V') Σ Ûᵀ. U = Q V' is a product of
- * orthonormal factors, so it is orthonormal whatever the rank; V = Û is completed where σ is exactly zero.
+ * orthonormal factors, so it is orthonormal whatever the rank; V = Û is completed where σ is numerically zero
+ * (at most 2⁻²³‖W‖_F; see `JACOBI_ZERO_REL` in kernels/jacobi.wgsl.ts).
  * Returns Uᵀ (cols×rows), S (cols, descending) and Vᵀ (cols×cols), unsigned.
  */
 export async function svdColumns(
@@ -129,9 +131,11 @@ export async function svdColumns(
     return { uRows, s, vRows: s };
   }
   // Columns that the Jacobi kernel treated as zero carry no direction: replace them by random vectors and
-  // re-orthonormalise by Householder QR, which is queued always but skipped on the GPU when none is zero.
+  // re-orthonormalise by Householder QR, which is queued always but skipped on the GPU when none is zero. Σσ² =
+  // ‖W‖_F², so the kernel's floor is Σσ²·JACOBI_ZERO_REL; twice its norm leaves a margin for the rounding of σ.
   const bs = b.gather(perm, 0) as F32;
-  const good = s.square().gt(4 * JACOBI_TINY);
+  const s2 = s.square();
+  const good = s2.gt(s2.sum().mul(4 * JACOBI_ZERO_REL).maximum(4 * JACOBI_TINY));
   const rand = randn([cols, cols], { seed: COMPLETION_SEED, device: dev });
   const vFill = good.reshape([cols, 1]).where(bs.div(s.reshape([cols, 1])), rand);
   const flag = (good.logicalNot().cast("f32").sum()).gt(0).cast("u32") as Tensor<number[], "u32">;
@@ -215,13 +219,18 @@ async function svdFused(wc: F32, rows: number, cols: number, opts: SvdCoreOption
  * of the Gram matrix would square the condition number); the QR step (Drmač–Veselić preconditioning, here
  * without pivoting) makes the number of sweeps nearly independent of the spectrum: 9–10 sweeps at n = 128
  * for Gaussian, rank-deficient and 10⁶-conditioned inputs, against 10, 18 and 22 without it. U = Q V' is
- * orthonormal by construction; columns of Û that come out exactly zero (exact rank deficiency) are replaced
- * by an orthonormal completion from a Householder QR that is queued always and skipped on the GPU when not
- * needed. Rotations use Rutishauser's update `x − s(y + τx)`, which keeps the accumulated V' orthogonal to
- * ~1e-5 (Frobenius) at n = 200 in float32, where the textbook `c·x − s·y` drifts to ~5e-4.
+ * orthonormal by construction. Columns of B' at most 2⁻²⁴‖W‖_F in norm, the size of rounding W to float32,
+ * count as zero: the rotations leave them alone (their directions are rounding noise, and rotating them kept
+ * the null space of a matrix with repeated columns from converging for 7–10 more sweeps), and the columns of Û
+ * with σ at most 2⁻²³‖W‖_F are replaced by an orthonormal completion from a Householder QR that is queued
+ * always and skipped on the GPU when not needed. Rotations use Rutishauser's update `x − s(y + τx)`, which
+ * keeps the accumulated V' orthogonal to ~1e-5 (Frobenius) at n = 200 in float32, where the textbook
+ * `c·x − s·y` drifts to ~5e-4.
  *
- * Accuracy (float32, n = 200): ‖A − U S Vᵀ‖/‖A‖ ≈ 1e-6, ‖UᵀU − I‖_F and ‖VᵀV − I‖_F ≈ 1e-5. The input must
- * be finite (NaN or infinite entries give unspecified results).
+ * Accuracy (float32, n = 200): ‖A − U S Vᵀ‖/‖A‖ ≈ 1e-6, ‖UᵀU − I‖_F and ‖VᵀV − I‖_F ≈ 1e-5, singular
+ * values to about 2⁻²⁴‖A‖_F absolute (smaller ones are rounding noise, and their singular vectors an
+ * orthonormal basis of what the others leave). The input must be finite (NaN or infinite entries give
+ * unspecified results).
  *
  * Small matrices (min(m, n) ≤ 64, max(m, n) ≤ 128; see {@link SvdOptions.fused}) skip the QR step and run the
  * whole Jacobi iteration in one kernel (`kernels/jacobi_solve.wgsl.ts`): one workgroup, a barrier between rounds

@@ -5,6 +5,7 @@ import { runKernels } from "../../lib/tensor/custom.ts";
 import {
   COUNTER_RESET_WGSL,
   counterResetHost,
+  JACOBI_TINY,
   jacobiParams,
   jacobiRoundHost,
   jacobiRoundWGSL,
@@ -48,16 +49,17 @@ Deno.test("jacobi round: WGSL equals the host twin and orthogonalises each pair"
   for (const [device, wg] of [["cpu", 64], ["webgpu", 8], ["webgpu", 64]] as const) {
     const x = tensor(data, { shape: [layout.slots, layout.stride], device });
     const params = tensor(jacobiParams(layout, tol), { dtype: "u32", device });
-    const [y, cnt] = await runKernels([x, params], [
+    const floor = tensor([JACOBI_TINY], { device });
+    const [y, cnt] = await runKernels([x, params, floor], [
       { shape: [layout.slots, layout.stride], dtype: "f32" },
       { shape: [1], dtype: "u32" },
     ], [
-      { name: "reset", wgsl: COUNTER_RESET_WGSL, dispatch: [1, 1, 1], bindings: [3], host: counterResetHost },
+      { name: "reset", wgsl: COUNTER_RESET_WGSL, dispatch: [1, 1, 1], bindings: [4], host: counterResetHost },
       {
         name: "round",
         wgsl: jacobiRoundWGSL(wg),
         dispatch: [layout.slots / 2, 1, 1],
-        bindings: [0, 2, 3, 1],
+        bindings: [0, 3, 4, 1, 2],
         host: jacobiRoundHost(layout, tol),
       },
     ]);
@@ -80,6 +82,37 @@ Deno.test("jacobi round: WGSL equals the host twin and orthogonalises each pair"
     }
     const cos = Math.abs(dot) / Math.sqrt(np * nq);
     if (cos > 1e-5) throw new Error(`pair ${w}: cos ${cos} after rotation (TEST_SEED=${TEST_SEED})`);
+  }
+});
+
+Deno.test("jacobi round: a column at or below the zero floor is left alone and not counted", async () => {
+  const rng = new TestRng(903);
+  const layout = { rows: 8, stride: 8, slots: 4 };
+  const data = rng.normals(layout.slots * layout.stride);
+  // Record 3 (paired with record 0 in the first round) has ‖x‖² = 64·1e-8², below a floor of 1e-14.
+  for (let i = 0; i < 8; i++) data[3 * 8 + i] = 1e-8;
+  for (const device of ["cpu", "webgpu"] as const) {
+    const x = tensor(data, { shape: [layout.slots, layout.stride], device });
+    const params = tensor(jacobiParams(layout, 1e-6), { dtype: "u32", device });
+    const floor = tensor([1e-14], { device });
+    const [y, cnt] = await runKernels([x, params, floor], [
+      { shape: [layout.slots, layout.stride], dtype: "f32" },
+      { shape: [1], dtype: "u32" },
+    ], [
+      { name: "reset", wgsl: COUNTER_RESET_WGSL, dispatch: [1, 1, 1], bindings: [4], host: counterResetHost },
+      {
+        name: "round",
+        wgsl: jacobiRoundWGSL(8),
+        dispatch: [layout.slots / 2, 1, 1],
+        bindings: [0, 3, 4, 1, 2],
+        host: jacobiRoundHost(layout, 1e-6),
+      },
+    ]);
+    const out = await y.data() as Float32Array;
+    // Records 0 and 3 keep their values (position 0 stays, position 3 moves to 1); 1 and 2 are rotated.
+    deepEqual(Array.from(out.subarray(0, 8)), Array.from(data.subarray(0, 8)), `${device}: record 0`);
+    deepEqual(Array.from(out.subarray(8, 16)), Array.from(data.subarray(24, 32)), `${device}: record 3`);
+    equal((await cnt.data())[0], 1, `${device}: one counted rotation (TEST_SEED=${TEST_SEED})`);
   }
 });
 

@@ -177,6 +177,29 @@ Deno.test("svd: four copies of each column (QR-preconditioned sweeps) on every d
   }
 });
 
+Deno.test("svd: columns in equal pairs (QR-preconditioned sweeps) give orthonormal V, and U for the transpose", async () => {
+  // X = [b₀ b₀ b₁ b₁ …] = B·P with PPᵀ = 2I: its singular values are √2·σ(B) (float64 Jacobi on B), then 40
+  // zeros. Its QR spreads the null space over all of R, and with the default sweeps the rotations among the
+  // columns at rounding level had not converged: ‖VᵀV − I‖_F was 1.7.
+  const rng = new TestRng(109);
+  const b = gaussian(rng, 100, 40);
+  const x = mat(
+    100,
+    80,
+    Array.from({ length: 100 * 80 }, (_, i) => at(b, Math.floor(i / 80), (i % 80) >> 1)),
+  );
+  const ref = jacobiSVD(mat(100, 40, Float32Array.from(b.data))).s;
+  for (const device of ["cpu", "webgpu"] as const) {
+    for (const [a, what] of [[x, "100x80"], [transpose(x), "80x100 (transposed)"]] as const) {
+      const { s } = await run(a, `${device} pairs ${what}`, {}, device);
+      for (let i = 0; i < 40; i++) {
+        const err = Math.abs(s[i] - Math.SQRT2 * ref[i]) / (Math.SQRT2 * ref[0]);
+        assertBelow(`${device} ${what}: |σ${i} − √2σ${i}(B)|/σ_max`, err, 1e-5);
+      }
+    }
+  }
+});
+
 Deno.test("svd: flip 'v' convention and the convergence check give the same factorisation", async () => {
   const rng = new TestRng(105);
   const a = gaussian(rng, 20, 14);
