@@ -133,11 +133,14 @@ export function formatPaired(d: PairedDifference, digits = 4): string {
   }, ${d.n} pairs)`;
 }
 
+/** The most pairs {@link pairsNeeded} counts up to. */
+export const MAX_PAIRS_NEEDED = 10_000;
+
 /**
  * How many pairs would put the 95% interval of a difference with this mean and spread clear of 0 (the smallest n
- * with t(n−1)·std/√n < |mean|, up to 10 000), or null when no number would: the mean is 0. Throws when the
- * difference cannot say (one pair, whose spread is unknown, or a mean or spread that is not a number): callers
- * judge those inconclusive without an estimate.
+ * with t(n−1)·std/√n < |mean|), Infinity when that takes more than {@link MAX_PAIRS_NEEDED}, or null when no
+ * number would: the mean is 0. Throws when the difference cannot say (one pair, whose spread is unknown, or a
+ * mean or spread that is not a number): callers judge those inconclusive without an estimate.
  */
 export function pairsNeeded(d: PairedDifference): number | null {
   if (d.n < 2 || !Number.isFinite(d.mean) || !Number.isFinite(d.std)) {
@@ -146,26 +149,30 @@ export function pairsNeeded(d: PairedDifference): number | null {
     );
   }
   if (!(Math.abs(d.mean) > 0)) return null;
-  for (let n = 2; n <= 10_000; n++) {
+  for (let n = 2; n <= MAX_PAIRS_NEEDED; n++) {
     if (tQuantile975(n - 1) * d.std / Math.sqrt(n) < Math.abs(d.mean)) return n;
   }
-  return null;
+  return Infinity;
 }
 
 /**
  * The note of an inconclusive paired claim: how many seeds would separate the difference and what they would cost
- * (`runsPerSeed` runs of `secondsPerRun` each), or why there is no estimate (one pair, a non-finite difference, or a
- * mean of 0).
+ * (`runsPerSeed` runs of `secondsPerRun` each), that more than {@link MAX_PAIRS_NEEDED} would be needed, or why
+ * there is no estimate (one pair, a non-finite difference, or a mean of 0).
  */
 export function seedsNote(d: PairedDifference, runsPerSeed: number, secondsPerRun: number): string {
   if (d.n < 2 || !Number.isFinite(d.mean) || !Number.isFinite(d.std)) {
     return `${d.n} pair(s) with mean ${d.mean}: no estimate of the seeds that would separate it`;
   }
   const pairs = pairsNeeded(d);
-  return pairs === null
-    ? "the mean difference is 0: no number of seeds would separate it"
-    : `about ${pairs} seeds would separate a difference of this size and spread: ${pairs} × ${runsPerSeed} runs × ` +
-      `${secondsPerRun.toFixed(0)} s ≈ ${
-        (pairs * runsPerSeed * secondsPerRun / 60).toFixed(0)
-      } min on this device`;
+  if (pairs === null) return "the mean difference is 0: no number of seeds would separate it";
+  if (pairs === Infinity) {
+    return `a difference of this size and spread would need more than ${
+      MAX_PAIRS_NEEDED.toLocaleString("en-US")
+    } seeds to separate`;
+  }
+  return `about ${pairs} seeds would separate a difference of this size and spread: ${pairs} × ${runsPerSeed} runs × ` +
+    `${secondsPerRun.toFixed(0)} s ≈ ${
+      (pairs * runsPerSeed * secondsPerRun / 60).toFixed(0)
+    } min on this device`;
 }

@@ -49,10 +49,14 @@ export function meanStd(values: readonly number[]): MeanStd {
  * large magnitudes; integers are printed exactly.
  *
  * @param value The number.
- * @param digits Significant digits (default 4).
+ * @param digits Significant digits, an integer from 1 to 21 (default 4).
  * @returns The text.
  */
 export function formatNumber(value: number, digits = 4): string {
+  // 1..21 is toPrecision's range in every engine (ES5's; a double holds no more than 17 digits anyway).
+  if (!Number.isInteger(digits) || digits < 1 || digits > 21) {
+    throw new RangeError(`formatNumber: digits must be an integer from 1 to 21, got ${digits}`);
+  }
   if (!Number.isFinite(value)) return String(value);
   if (Number.isInteger(value) && Math.abs(value) < 1e15) return String(value);
   const abs = Math.abs(value);
@@ -219,8 +223,8 @@ export function summarizeMetric(
  * always with one seed: there is no spread to judge by).
  *
  * @param diff The difference the claim predicts to be positive.
- * @param spread Its standard deviation over seeds (e.g. the combined std of the two means).
- * @param seeds How many seeds the means are over.
+ * @param spread Its standard deviation over seeds (e.g. the combined std of the two means), ≥ 0.
+ * @param seeds How many seeds the means are over, a positive integer.
  * @returns The verdict.
  *
  * @example
@@ -230,6 +234,10 @@ export function summarizeMetric(
  * ```
  */
 export function verdictFor(diff: number, spread: number, seeds: number): string {
+  if (!(spread >= 0)) throw new RangeError(`verdictFor: spread must be a number ≥ 0, got ${spread}`);
+  if (!Number.isInteger(seeds) || seeds < 1) {
+    throw new RangeError(`verdictFor: seeds must be a positive integer, got ${seeds}`);
+  }
   if (seeds < 2) return "inconclusive (one seed: no spread to judge the difference against)";
   if (diff > 2 * spread) return "reproduced";
   if (diff < -2 * spread) return "not reproduced";

@@ -1,5 +1,12 @@
-import { equal, ok, throws } from "node:assert/strict";
-import { pairedDifference, pairedVerdict, pairsNeeded, tQuantile975 } from "../../lab/paired.ts";
+import { equal, match, ok, throws } from "node:assert/strict";
+import {
+  MAX_PAIRS_NEEDED,
+  pairedDifference,
+  pairedVerdict,
+  pairsNeeded,
+  seedsNote,
+  tQuantile975,
+} from "../../lab/paired.ts";
 
 Deno.test("pairedDifference: mean, sample std and 95% half-width of per-seed differences", () => {
   const a = Array.from({ length: 6 }, () => Math.random());
@@ -37,4 +44,22 @@ Deno.test("tQuantile975 and pairsNeeded follow Student's t", () => {
   // One pair has no spread to go on (its std is 0 by convention), and NaN is no mean: no estimate, not 2 or "0".
   throws(() => pairsNeeded(pairedDifference([0.5], [0.49])), /1 pair\(s\) .* gives no estimate/);
   throws(() => pairsNeeded(pairedDifference([NaN, 1], [0, 0])), /mean NaN/);
+});
+
+Deno.test("pairsNeeded and seedsNote tell a difference beyond 10 000 pairs from a mean of 0", () => {
+  // The smallest n with t(n−1)·std/√n < |mean| is 10 000 for a std just below √10000/t(9999) (and above
+  // √9999/t(9998)); just above it, more than 10 000 pairs are needed.
+  const edge = Math.sqrt(MAX_PAIRS_NEEDED) / tQuantile975(MAX_PAIRS_NEEDED - 1);
+  const below = Math.sqrt(MAX_PAIRS_NEEDED - 1) / tQuantile975(MAX_PAIRS_NEEDED - 2);
+  equal(pairsNeeded({ mean: 1, std: (edge + below) / 2, n: 3, half: 0 }), MAX_PAIRS_NEEDED);
+  equal(pairsNeeded({ mean: 1, std: edge * (1 + 1e-9), n: 3, half: 0 }), Infinity);
+  // Differences 0.001, 0, 1, −1: mean 2.5e-4 with std 0.82 needs about (1.96·0.82/2.5e-4)² ≈ 4e7 pairs.
+  const far = pairedDifference([1.001, 0, 2, -1], [1, 0, 1, 0]);
+  equal(pairsNeeded(far), Infinity);
+  match(seedsNote(far, 2, 30), /more than 10,000 seeds/);
+  match(seedsNote(pairedDifference([1, -1, 0], [0, 0, 0]), 2, 30), /mean difference is 0/);
+  match(
+    seedsNote(pairedDifference([1, -1, 0.5], [0, 0, 0]), 2, 30),
+    /^about \d+ seeds .* min on this device$/,
+  );
 });

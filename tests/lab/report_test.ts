@@ -1,7 +1,8 @@
 /** Reports: the verdict rule, mean curves over seeds, and what writeReport puts in summary.md, summary.json and plots. */
-import { deepEqual, equal, match, ok } from "node:assert/strict";
+import { deepEqual, equal, match, ok, throws } from "node:assert/strict";
 import {
   formatMeanStd,
+  formatNumber,
   judged,
   meanCurves,
   meanStd,
@@ -23,6 +24,12 @@ Deno.test("report: the verdict is 'reproduced' beyond twice the spread, 'not rep
     equal(verdictFor(k * spread, spread, 3), want, `diff ${k}·spread`);
   }
   match(verdictFor(10, 0, 1), /^inconclusive \(one seed/);
+  // A negative or NaN spread and a seed count that is not a positive integer are no evidence of anything.
+  throws(() => verdictFor(0.1, -1, 3), /spread must be a number ≥ 0, got -1/);
+  throws(() => verdictFor(0.1, NaN, 3), /spread must be a number ≥ 0, got NaN/);
+  for (const seeds of [NaN, 0, 2.5, -3]) {
+    throws(() => verdictFor(1, 0.1, seeds), new RegExp(`seeds must be a positive integer, got ${seeds}`));
+  }
   equal(judged("A beats B", "1 vs 2", "reproduced"), "A beats B (1 vs 2): **reproduced**.");
 });
 
@@ -113,4 +120,16 @@ Deno.test("report: formatMeanStd shows one value as such, not as a spread of 0",
   const x = 1 + new TestRng(45).next();
   equal(formatMeanStd(meanStd([x])), `${Number(x.toPrecision(4))} (one value)`);
   match(formatMeanStd(meanStd([x, x + 1])), /^\S+ ± 0\.707$/);
+});
+
+Deno.test("report: formatNumber takes 1 to 21 significant digits and refuses others by name", () => {
+  const x = 1 + new TestRng(46).next();
+  equal(formatNumber(x, 1), String(Number(x.toPrecision(1))));
+  equal(formatNumber(x, 21), String(Number(x.toPrecision(21))));
+  for (const digits of [0, 22, 2.5, NaN]) {
+    throws(
+      () => formatNumber(x, digits),
+      new RegExp(`digits must be an integer from 1 to 21, got ${digits}`),
+    );
+  }
 });
