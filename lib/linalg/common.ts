@@ -4,6 +4,8 @@
  *
  * @module
  */
+import { z } from "../../deps.ts";
+import { opt } from "../options.ts";
 import type { F32, I32 } from "../tensor/tensor.ts";
 import type { DeviceName } from "../ir/node.ts";
 import { arange } from "../tensor/creation.ts";
@@ -17,6 +19,17 @@ export function checkMatrix(op: string, a: Tensor): [number, number] {
   if (m === 0 || n === 0) throw new RangeError(`${op}: the matrix is empty (shape [${a.shape}])`);
   return [m, n];
 }
+
+/**
+ * Schema fields of the Jacobi options that svd, eigh, pinv and IncrementalPCA's inner SVD share: `tol` is a
+ * threshold on the cosine of two columns, so one of 1 or more (or NaN, which compares false) would take every
+ * sweep as converged, and 0 none.
+ */
+export const JACOBI_OPTION_FIELDS = {
+  sweeps: opt.count().optional(),
+  check: opt.index().optional(),
+  tol: z.number().gt(0).lt(1).optional(),
+};
 
 /** Checks that an option is an integer in [lo, hi]. */
 export function checkInt(op: string, name: string, v: number, lo: number, hi = Infinity): number {

@@ -9,7 +9,11 @@ import { getDefaultDevice } from "../runtime/realize.ts";
 import { tensor } from "../tensor/creation.ts";
 import { runKernels } from "../tensor/custom.ts";
 import type { Tensor } from "../tensor/tensor.ts";
+import { z } from "../../deps.ts";
+import { checkOptions, opt } from "../options.ts";
 import { checkInt } from "./common.ts";
+
+const DST_OPTIONS = z.object({ device: opt.device().optional() }).strict();
 
 /** Options of {@link dstBasis}. */
 export interface DstOptions {
@@ -41,7 +45,7 @@ export async function dstBasis<N extends number, R extends number>(
   if (n * r >= 2 ** 32 || (n + 1) * 2 >= 2 ** 31) {
     throw new RangeError(`dstBasis: n·r = ${n * r} is too large for 32-bit index arithmetic`);
   }
-  const device = opts.device ?? getDefaultDevice();
+  const device = checkOptions("dstBasis", DST_OPTIONS, opts).device ?? getDefaultDevice();
   const table = tensor(Float32Array.from(dstTable(n)), { device });
   const params = tensor(Uint32Array.of(n, r), { dtype: "u32", device });
   const [out] = await runKernels([table, params], [{ shape: [n, r], dtype: "f32" }], [{

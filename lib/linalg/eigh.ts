@@ -3,20 +3,34 @@
  *
  * @module
  */
+import { z } from "../../deps.ts";
+import { checkOptions } from "../options.ts";
 import { eye } from "../tensor/creation.ts";
 import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
-import { absMaxScale, checkMatrix, descendingPerm, iota, largestPositiveSigns } from "./common.ts";
+import {
+  absMaxScale,
+  checkMatrix,
+  descendingPerm,
+  iota,
+  JACOBI_OPTION_FIELDS,
+  largestPositiveSigns,
+} from "./common.ts";
 import { svdColumns } from "./svd.ts";
+
+const EIGH_OPTIONS = z.object({
+  ...JACOBI_OPTION_FIELDS,
+  order: z.enum(["ascending", "descending"]).optional(),
+}).strict();
 
 /** Options of {@link eigh}. */
 export interface EighOptions {
   /** Order of the eigenvalues: `"ascending"` (default, like numpy and torch) or `"descending"`. */
   order?: "ascending" | "descending";
-  /** Jacobi sweeps (default as in {@link svd}: `max(8, ⌈5 + 0.9·log2 n⌉)`). */
+  /** Jacobi sweeps, at least 1 (default as in {@link svd}: `max(8, ⌈5 + 0.9·log2 n⌉)`). */
   sweeps?: number;
   /** Read back the rotation counter every `check` sweeps and stop early (default 0: no read-back). */
   check?: number;
-  /** Convergence threshold of `check` on the cosine between columns (default √n · 2⁻²⁴). */
+  /** Convergence threshold of `check` on the cosine between columns, in (0, 1) (default √n · 2⁻²⁴). */
   tol?: number;
 }
 
@@ -56,10 +70,8 @@ export async function eigh<N extends number>(
 ): Promise<EighResult<N>> {
   const [n, n2] = checkMatrix("eigh", s);
   if (n !== n2) throw new RangeError(`eigh: expected a square matrix, got shape [${s.shape}]`);
+  checkOptions("eigh", EIGH_OPTIONS, opts);
   const order = opts.order ?? "ascending";
-  if (order !== "ascending" && order !== "descending") {
-    throw new RangeError(`eigh: order must be "ascending" or "descending", got ${JSON.stringify(order)}`);
-  }
   const x = s;
   const dev = x.device;
   const i = iota(n, dev).reshape([n, 1]) as F32;

@@ -5,9 +5,21 @@
  */
 import { concat, zeros } from "../tensor/creation.ts";
 import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
-import { checkInt, checkMatrix, disposeUnless } from "./common.ts";
+import { z } from "../../deps.ts";
+import { checkOptions, opt } from "../options.ts";
+import { checkMatrix, disposeUnless, JACOBI_OPTION_FIELDS } from "./common.ts";
 import { type SvdOptions, svdRows } from "./svd.ts";
 import { svdLowRank } from "./svd_lowrank.ts";
+
+const IPCA_OPTIONS = z.object({
+  nComponents: opt.count().optional(),
+  lowRank: z.object({
+    q: opt.count().optional(),
+    niter: opt.index().optional(),
+    seed: opt.seed().optional(),
+  }).strict().optional(),
+  svd: z.object(JACOBI_OPTION_FIELDS).strict().optional(),
+}).strict();
 
 /** Options of {@link IncrementalPCA}. */
 export interface IncrementalPCAOptions {
@@ -78,7 +90,7 @@ export class IncrementalPCA {
 
   /** An unfitted model. */
   constructor(opts: IncrementalPCAOptions = {}) {
-    if (opts.nComponents !== undefined) checkInt("IncrementalPCA", "nComponents", opts.nComponents, 1);
+    checkOptions("IncrementalPCA", IPCA_OPTIONS, opts);
     this.#opts = opts;
   }
 

@@ -17,6 +17,8 @@ import type { Shape } from "../shape.ts";
 import { tensor } from "../tensor/creation.ts";
 import { type KernelLaunch, runKernels } from "../tensor/custom.ts";
 import type { Tensor } from "../tensor/tensor.ts";
+import { z } from "../../deps.ts";
+import { checkOptions } from "../options.ts";
 import { checkInt } from "./common.ts";
 
 export { NF4_CODE_TABLE, NF4_THRESHOLDS };
@@ -37,8 +39,10 @@ export interface Nf4Quantized<S extends Shape = Shape> {
   blockSize: number;
 }
 
+const NF4_OPTIONS = z.object({ blockSize: z.int().min(1).max(4096).optional() }).strict();
+
 function blockSizeOf(op: string, opts: Nf4Options): number {
-  return checkInt(op, "blockSize", opts.blockSize ?? 64, 1, 4096);
+  return checkOptions(op, NF4_OPTIONS, opts).blockSize ?? 64;
 }
 
 function checkInput(op: string, x: Tensor): void {
@@ -104,7 +108,8 @@ export async function nf4Quantize<S extends Shape>(
 }
 
 /**
- * Dequantises NF4 codes: `table[code]·absmax` of the element's block, in the shape of `q.codes`.
+ * Dequantises NF4 codes: `table[code]·absmax` of the element's block, in the shape of `q.codes`. Codes above 15
+ * (not from {@link nf4Quantize}) are refused: their largest is read back first, one value.
  *
  * @example
  * ```ts
@@ -123,6 +128,15 @@ export async function nf4Dequantize<S extends Shape>(q: Nf4Quantized<S>): Promis
       `nf4Dequantize: ${n} codes in blocks of ${bs} need ${
         Math.ceil(n / bs)
       } absmax values, got ${q.absmax.size}`,
+    );
+  }
+  // The kernels clamp a code to 15 to keep the table read in bounds; such a code is no NF4 value at all.
+  const top = (await q.codes.max().data())[0];
+  if (top > 15) {
+    const codes = await q.codes.data();
+    const first = codes.findIndex((c) => c > 15);
+    throw new RangeError(
+      `nf4Dequantize: codes must be 0..15, got ${codes[first]} at element ${first} (the largest is ${top})`,
     );
   }
   const params = tensor(nf4Params(n, bs), { dtype: "u32", device: q.codes.device });

@@ -3,12 +3,20 @@
  *
  * @module
  */
+import { z } from "../../deps.ts";
+import { checkOptions } from "../options.ts";
 import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
-import { checkMatrix } from "./common.ts";
+import { checkMatrix, JACOBI_OPTION_FIELDS } from "./common.ts";
 import { type SvdOptions, svdRows } from "./svd.ts";
 
 /** Machine epsilon of float32 (`numpy.finfo(numpy.float32).eps`, 2⁻²³). */
 export const F32_EPS = 2 ** -23;
+
+const PINV_OPTIONS = z.object({
+  ...JACOBI_OPTION_FIELDS,
+  fused: z.boolean().optional(),
+  rcond: z.number().min(0).optional(),
+}).strict();
 
 /** Options of {@link pinv}. */
 export interface PinvOptions extends Omit<SvdOptions, "flip"> {
@@ -36,11 +44,8 @@ export async function pinv<M extends number, N extends number>(
   opts: PinvOptions = {},
 ): Promise<Tensor<[N, M], "f32">> {
   const [m, n] = checkMatrix("pinv", a);
-  const rcond = opts.rcond ?? Math.max(m, n) * F32_EPS;
-  if (!(rcond >= 0) || !Number.isFinite(rcond)) {
-    throw new RangeError(`pinv: rcond must be a finite number >= 0, got ${rcond}`);
-  }
-  const { uRows, s, vRows } = await svdRows(a, opts);
+  const { rcond = Math.max(m, n) * F32_EPS, ...svdOpts } = checkOptions("pinv", PINV_OPTIONS, opts);
+  const { uRows, s, vRows } = await svdRows(a, svdOpts);
   const k = s.shape[0];
   const cutoff = s.max().mul(rcond);
   const inv = s.gt(cutoff).where(s.reciprocal(), 0).reshape([k, 1]);

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { z } from "../../deps.ts";
 import { COPY_WGSL, copyGrid, copyHost } from "../../kernels/copy.wgsl.ts";
 import {
   grid,
@@ -23,6 +24,7 @@ import { runKernels } from "../tensor/custom.ts";
 import { tensor } from "../tensor/creation.ts";
 import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
 import { LOOP_BUDGET } from "../codegen/split_loops.ts";
+import { checkOptions } from "../options.ts";
 import { jacobiWorkgroup } from "./jacobi.ts";
 import { absMaxScale, checkMatrix, iota } from "./common.ts";
 
@@ -140,6 +142,8 @@ export function upperR(factored: F32, rows: number, cols: number): F32 {
   return i.le(j).where(rt, 0) as F32;
 }
 
+const QR_OPTIONS = z.object({ wantQ: z.boolean().optional() }).strict();
+
 /** Options of {@link qr}. */
 export interface QrOptions {
   /** Also form Q (default true). With `false` only R is computed (half the work) and `q` is null. */
@@ -190,7 +194,7 @@ export async function qr<M extends number, N extends number>(
   opts: QrOptions = {},
 ): Promise<QrResult<M, N, Tensor<[M, number], "f32"> | null>> {
   const [m, n] = checkMatrix("qr", a);
-  const wantQ = opts.wantQ ?? true;
+  const wantQ = checkOptions("qr", QR_OPTIONS, opts).wantQ ?? true;
   const x = a;
   const scale = absMaxScale(x);
   const xin = x.transpose().div(scale) as F32;

@@ -6,7 +6,15 @@
 import { JACOBI_TINY, JACOBI_ZERO_REL } from "../../kernels/jacobi.wgsl.ts";
 import { eye, randn, tensor } from "../tensor/creation.ts";
 import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
-import { absMaxScale, checkInt, checkMatrix, descendingPerm, largestPositiveSigns } from "./common.ts";
+import { z } from "../../deps.ts";
+import { checkOptions } from "../options.ts";
+import {
+  absMaxScale,
+  checkMatrix,
+  descendingPerm,
+  JACOBI_OPTION_FIELDS,
+  largestPositiveSigns,
+} from "./common.ts";
 import { defaultSweeps, F32_UNIT_ROUNDOFF, jacobiSweeps, roundUp4 } from "./jacobi.ts";
 import {
   JACOBI_SOLVE_WGSL,
@@ -25,10 +33,16 @@ import { householderColumns, upperR } from "./qr.ts";
 /** Seed of the random vectors that complete V where singular values are numerically zero. */
 const COMPLETION_SEED = 0x51d0_c0de;
 
+const SVD_OPTIONS = z.object({
+  ...JACOBI_OPTION_FIELDS,
+  fused: z.boolean().optional(),
+  flip: z.enum(["u", "v"]).optional(),
+}).strict();
+
 /** Options of {@link svd}. */
 export interface SvdOptions {
   /**
-   * Jacobi sweeps (the maximum when `check` is set). Default: `max(8, ⌈5 + 0.9·log2 k⌉)` for k = min(m, n)
+   * Jacobi sweeps, at least 1 (the maximum when `check` is set). Default: `max(8, ⌈5 + 0.9·log2 k⌉)` for k = min(m, n)
    * (11 at 64, 13 at 256, 14 at 1024, 16 at 4096), measured to converge on random, rank-deficient (also with
    * repeated or dependent columns among independent ones), ill-conditioned and clustered spectra with 1–3
    * sweeps of margin (see `defaultSweeps` in jacobi.ts).
@@ -39,7 +53,10 @@ export interface SvdOptions {
    * sweep made no rotation above `tol`. Default 0: no read-back, run exactly `sweeps` sweeps.
    */
   check?: number;
-  /** Convergence threshold of `check` on the cosine of two columns (default √k · 2⁻²⁴, k = min(m, n)). */
+  /**
+   * Convergence threshold on the cosine of two columns, in (0, 1): of `check`, and of the one-kernel solver's
+   * stop (default √k · 2⁻²⁴, k = min(m, n)).
+   */
   tol?: number;
   /**
    * Run the whole Jacobi iteration in one kernel without QR preconditioning (`kernels/jacobi_solve.wgsl.ts`: one
@@ -271,11 +288,7 @@ export async function svd<M extends number, N extends number>(
 /** {@link svd} returning Uᵀ and Vᵀ (row-major factors), realized. */
 export async function svdRows(a: F32, opts: SvdOptions = {}): Promise<SvdRows> {
   const [m, n] = checkMatrix("svd", a);
-  if (opts.sweeps !== undefined) checkInt("svd", "sweeps", opts.sweeps, 0);
-  if (opts.check !== undefined) checkInt("svd", "check", opts.check, 0);
-  if (opts.flip !== undefined && opts.flip !== "u" && opts.flip !== "v") {
-    throw new RangeError(`svd: flip must be "u" or "v", got ${JSON.stringify(opts.flip)}`);
-  }
+  checkOptions("svd", SVD_OPTIONS, opts);
   const wide = m < n;
   const rows = Math.max(m, n);
   const cols = Math.min(m, n);

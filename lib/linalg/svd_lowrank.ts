@@ -3,11 +3,21 @@
  *
  * @module
  */
+import { z } from "../../deps.ts";
+import { checkOptions, opt } from "../options.ts";
 import { randn } from "../tensor/creation.ts";
 import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
 import { checkInt, checkMatrix, disposeUnless, largestPositiveSigns } from "./common.ts";
 import { qr } from "./qr.ts";
 import { type SvdOptions, type SvdResult, svdRows } from "./svd.ts";
+
+const SVD_LOW_RANK_OPTIONS = z.object({
+  sweeps: opt.count().optional(),
+  flip: z.enum(["u", "v"]).optional(),
+  niter: opt.index().optional(),
+  seed: opt.seed().optional(),
+  oversample: opt.index().optional(),
+}).strict();
 
 /** Options of {@link svdLowRank}. */
 export interface SvdLowRankOptions extends Pick<SvdOptions, "sweeps" | "flip"> {
@@ -51,10 +61,7 @@ export async function svdLowRank<M extends number, N extends number>(
 ): Promise<SvdResult<M, N>> {
   const [m, n] = checkMatrix("svdLowRank", a);
   checkInt("svdLowRank", "q", q, 1, Math.min(m, n));
-  const niter = checkInt("svdLowRank", "niter", opts.niter ?? 2, 0);
-  const oversample = checkInt("svdLowRank", "oversample", opts.oversample ?? 0, 0);
-  const seed = opts.seed ?? 0;
-  if (!Number.isInteger(seed)) throw new TypeError(`svdLowRank: seed must be an integer, got ${seed}`);
+  const { niter = 2, oversample = 0, seed = 0 } = checkOptions("svdLowRank", SVD_LOW_RANK_OPTIONS, opts);
   const l = Math.min(q + oversample, Math.min(m, n));
   await a.realize(); // it is read 2·niter + 2 times
   const tall = m >= n;

@@ -1,0 +1,106 @@
+/**
+ * Options of the linear algebra: every function refuses an unknown key or a bad value with an `OptionsError` naming
+ * the function, the key and the value, before any work; and nf4Dequantize refuses codes that are no NF4 code.
+ */
+import { rejects } from "node:assert/strict";
+import { tensor } from "../../mod.ts";
+import {
+  dstBasis,
+  eigh,
+  IncrementalPCA,
+  nf4Dequantize,
+  nf4Qdq,
+  nf4Quantize,
+  type Nf4Quantized,
+  pinv,
+  qr,
+  svd,
+  svdLowRank,
+} from "../../lib/linalg/mod.ts";
+import { refusedOptions, TestRng } from "../_helpers.ts";
+
+// Options given as a caller might build them: misspelt keys and values of the wrong type included.
+type Loose = Record<string, unknown>;
+
+Deno.test("linalg: tol must lie in (0, 1) and sweeps be at least 1 in svd, eigh, pinv and IncrementalPCA", async () => {
+  const rng = new TestRng(1101);
+  const a = tensor(rng.normals(6 * 4), { shape: [6, 4] });
+  const s = a.transpose().matmul(a);
+  // tol is a threshold on the cosine of two columns: NaN (never exceeded) and 1 or more took the first sweep as
+  // converged and returned unorthogonalised factors; with 0 no sweep would ever count as converged.
+  for (
+    const [tol, why] of [
+      [NaN, "must be a finite number, got NaN"],
+      [2, "must be < 1, got 2"],
+      [1, "must be < 1, got 1"],
+      [0, "must be > 0, got 0"],
+      ["1e-6", 'must be a finite number, got "1e-6"'],
+    ] as const
+  ) {
+    const bad = { tol } as Loose;
+    const pattern = (fn: string) => new RegExp(`^${fn}: option "tol" ${why}$`);
+    await refusedOptions(() => svd(a, bad), pattern("svd"));
+    await refusedOptions(() => svd(a, { ...bad, fused: false }), pattern("svd"));
+    await refusedOptions(() => eigh(s, bad), pattern("eigh"));
+    await refusedOptions(() => pinv(a, bad), pattern("pinv"));
+    await refusedOptions(() => new IncrementalPCA({ svd: bad }), /^IncrementalPCA: option "svd.tol" must/);
+  }
+  await refusedOptions(() => svd(a, { sweeps: 0 }), /^svd: option "sweeps" must be >= 1, got 0$/);
+  await refusedOptions(() => eigh(s, { sweeps: 0 }), /^eigh: option "sweeps" must be >= 1, got 0$/);
+  await refusedOptions(() => svdLowRank(a, 2, { sweeps: 0 }), /^svdLowRank: option "sweeps" must be >= 1/);
+  await refusedOptions(() => svd(a, { check: -1 }), /^svd: option "check" must be >= 0, got -1$/);
+});
+
+Deno.test("linalg: an unknown option key or a bad value is refused by name in every function", async () => {
+  const rng = new TestRng(1102);
+  const a = tensor(rng.normals(6 * 4), { shape: [6, 4] });
+  const s = a.transpose().matmul(a);
+  await refusedOptions(() => svd(a, { sweep: 3 } as Loose), /^svd: unknown option "sweep"$/);
+  await refusedOptions(
+    () => svd(a, { flip: "x" } as Loose),
+    /^svd: option "flip" must be one of "u", "v", got "x"$/,
+  );
+  await refusedOptions(() => eigh(s, { sweep: 3 } as Loose), /^eigh: unknown option "sweep"$/);
+  await refusedOptions(() => eigh(s, { order: "up" } as Loose), /^eigh: option "order" must be one of/);
+  await refusedOptions(() => pinv(a, { flip: "v" } as Loose), /^pinv: unknown option "flip"$/);
+  await refusedOptions(() => pinv(a, { rcond: -1 }), /^pinv: option "rcond" must be >= 0, got -1$/);
+  await refusedOptions(() => qr(a, { wantq: false } as Loose), /^qr: unknown option "wantq"$/);
+  await refusedOptions(() => qr(a, { wantQ: "no" } as Loose), /^qr: option "wantQ" must be true or false/);
+  // svdLowRank took any flip other than "u" as "v".
+  await refusedOptions(
+    () => svdLowRank(a, 2, { flip: "x" } as Loose),
+    /^svdLowRank: option "flip" must be one of/,
+  );
+  await refusedOptions(() => svdLowRank(a, 2, { iters: 4 } as Loose), /^svdLowRank: unknown option "iters"$/);
+  await refusedOptions(
+    () => svdLowRank(a, 2, { seed: 1.5 }),
+    /^svdLowRank: option "seed" must be an integer/,
+  );
+  await refusedOptions(() => new IncrementalPCA({ components: 2 } as Loose), /unknown option "components"$/);
+  await refusedOptions(
+    () => new IncrementalPCA({ nComponents: 0 }),
+    /option "nComponents" must be >= 1, got 0$/,
+  );
+  await refusedOptions(
+    () => new IncrementalPCA({ lowRank: { q: 4, niters: 2 } } as Loose),
+    /^IncrementalPCA: unknown option of "lowRank" "niters"$/,
+  );
+  await refusedOptions(() => nf4Quantize(a, { block: 64 } as Loose), /^nf4Quantize: unknown option "block"$/);
+  await refusedOptions(() => nf4Qdq(a, { blockSize: 0 }), /^nf4Qdq: option "blockSize" must be >= 1, got 0$/);
+  await refusedOptions(() => dstBasis(8, 2, { dev: "cpu" } as Loose), /^dstBasis: unknown option "dev"$/);
+});
+
+Deno.test("nf4Dequantize refuses codes above 15 on every device (the kernels would read them as 15)", async () => {
+  for (const device of ["cpu", "wasm", "webgpu"] as const) {
+    const q: Nf4Quantized = {
+      codes: tensor(Uint32Array.of(3, 15, 16, 200), { dtype: "u32", device }),
+      absmax: tensor([1], { device }),
+      blockSize: 64,
+    };
+    await rejects(
+      () => nf4Dequantize(q),
+      /^RangeError: nf4Dequantize: codes must be 0\.\.15, got 16 at element 2 \(the largest is 200\)$/,
+      device,
+    );
+  }
+});
