@@ -53,7 +53,9 @@ export interface EighResult<N extends number> {
  * are the Rayleigh quotients `λ_k = v_kᵀ S v_k` (accurate to about `eps·‖S‖`, independent of the shift).
  * Eigenvectors of a repeated eigenvalue are an arbitrary orthonormal basis of its eigenspace.
  *
- * Sign convention: the largest-magnitude entry of each eigenvector is positive (first one on ties).
+ * Sign convention: the largest-magnitude entry of each eigenvector is positive (first one on ties). The lower
+ * triangle must be finite: NaN or infinite entries give all-NaN results on every device.
+ *
  * Read-backs: none unless `check` is set (see {@link EighOptions.check}).
  *
  * @example
@@ -79,7 +81,9 @@ export async function eigh<N extends number>(
   const sym = i.ge(j).where(x, x.transpose()); // lower triangle, mirrored
   const scale = absMaxScale(sym);
   const sn = sym.div(scale);
-  await realize(scale, sn);
+  // NaN exactly when the lower triangle holds a NaN or an infinity (see svd); the CPU's vectors stayed finite.
+  const poison = sym.mul(0).sum();
+  await realize(scale, sn, poison);
   const c = sn.square().sum().sqrt();
   // Symmetric, so it is its own column-major form.
   const shifted = sn.add((eye(n, n, { device: dev })).mul(c));
@@ -93,10 +97,10 @@ export async function eigh<N extends number>(
   const lam = vecRows.matmul(sn).mul(vecRows).sum(1); // Rayleigh quotients of the scaled matrix
   const perm = descendingPerm(order === "ascending" ? lam.neg() : lam);
   const sorted = vecRows.gather(perm, 0);
-  const vectors = sorted.mul(largestPositiveSigns(sorted)).transpose();
-  const values = lam.gather(perm, 0).mul(scale);
+  const vectors = sorted.mul(largestPositiveSigns(sorted)).transpose().add(poison);
+  const values = lam.gather(perm, 0).mul(scale).add(poison);
   await realize(values, vectors);
-  for (const t of [core.uRows, core.s, sn, scale]) t.dispose();
+  for (const t of [core.uRows, core.s, sn, scale, poison]) t.dispose();
   return {
     values: values as unknown as Tensor<[N], "f32">,
     vectors: vectors as unknown as Tensor<[N, N], "f32">,

@@ -7,6 +7,7 @@ import { concat, zeros } from "../tensor/creation.ts";
 import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
 import { z } from "../../deps.ts";
 import { checkOptions, opt } from "../options.ts";
+import { checkFinite } from "../nn/finite.ts";
 import { checkMatrix, disposeUnless, JACOBI_OPTION_FIELDS } from "./common.ts";
 import { type SvdOptions, svdRows } from "./svd.ts";
 import { svdLowRank } from "./svd_lowrank.ts";
@@ -141,7 +142,9 @@ export class IncrementalPCA {
 
   /**
    * Updates the model with one batch (samples × features). Returns this model.
-   * Throws when the feature count changes or the batch has fewer rows than `nComponents`.
+   * Throws when the feature count changes, the batch has fewer rows than `nComponents`, or it holds NaN or
+   * infinite values (a `NonFiniteWeightsError`; the check reads back one value, and the model is left as it
+   * was: without it the inner SVD turned such a batch into finite components).
    */
   async partialFit(x: Tensor<[number, number], "f32"> | F32): Promise<this> {
     const [ns, nf] = checkMatrix("IncrementalPCA.partialFit", x);
@@ -160,6 +163,7 @@ export class IncrementalPCA {
         `IncrementalPCA.partialFit: nComponents=${k} must be at most the batch's number of samples ${ns}`,
       );
     }
+    await checkFinite([["batch", x]], { what: "IncrementalPCA.partialFit" });
     const xs: F32 = x;
     const nSeen = prev?.nSeen ?? 0;
     const nTotal = nSeen + ns;

@@ -3,8 +3,9 @@
  * (QR-preconditioned one-sided Jacobi), randomized SVD with `torch.svd_lowrank` semantics, symmetric
  * eigendecomposition, pseudo-inverse, incremental PCA (scikit-learn's algorithm), blockwise NF4 quantisation
  * (bitsandbytes) and the DST-I basis. Everything runs on the tensor's device (WebGPU, or the float64 CPU
- * reference) without read-backs unless an option asks for a convergence check or an input is checked
- * (nf4Dequantize reads back its largest code).
+ * reference) without read-backs unless an option asks for a convergence check or an input is checked: one
+ * value each for the finiteness of nf4Quantize's, nf4Qdq's and IncrementalPCA's input and for nf4Dequantize's
+ * largest code. The factorisations check nothing on the host: NaN or infinite input makes their results NaN.
  *
  * @example
  * ```ts

@@ -19,6 +19,7 @@ import { type KernelLaunch, runKernels } from "../tensor/custom.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { z } from "../../deps.ts";
 import { checkOptions } from "../options.ts";
+import { checkFinite } from "../nn/finite.ts";
 import { checkInt } from "./common.ts";
 
 export { NF4_CODE_TABLE, NF4_THRESHOLDS };
@@ -45,9 +46,14 @@ function blockSizeOf(op: string, opts: Nf4Options): number {
   return checkOptions(op, NF4_OPTIONS, opts).blockSize ?? 64;
 }
 
-function checkInput(op: string, x: Tensor): void {
+/**
+ * A non-empty float32 tensor of finite values. The finiteness check reads back one value: on a GPU a NaN dropped
+ * out of its block's absmax and took code 0 (−absmax, as in bitsandbytes), while the CPU made the block NaN.
+ */
+async function checkInput(op: string, x: Tensor): Promise<void> {
   if (x.dtype !== "f32") throw new TypeError(`${op}: expected a float32 tensor, got dtype ${x.dtype}`);
   if (x.size === 0) throw new RangeError(`${op}: the tensor is empty (shape [${x.shape}])`);
+  await checkFinite([["x", x]], { what: op });
 }
 
 function quantizeLaunch(n: number, bs: number, bindings: number[]): KernelLaunch {
@@ -75,7 +81,8 @@ function dequantizeLaunch(n: number, bs: number, bindings: number[]): KernelLaun
  * block may be shorter): per block `absmax = max|x|` (float32), per element the code of the nearest NF4 value
  * to `x·(1/absmax)`, decided by the float32 midpoints between neighbouring codes with `x > t` → upper code
  * and an exact tie → lower code, exactly as bitsandbytes (METHODS.md §6). An all-zero block gets absmax 0 and
- * the code of 0.0. One launch on the device of `x`, no read-back.
+ * the code of 0.0. NaN or infinite values are refused (a `NonFiniteWeightsError` naming the first), checked
+ * with one value read back; then one launch on the device of `x`.
  *
  * @example
  * ```ts
@@ -91,8 +98,8 @@ export async function nf4Quantize<S extends Shape>(
   x: Tensor<S, "f32">,
   opts: Nf4Options = {},
 ): Promise<Nf4Quantized<S>> {
-  checkInput("nf4Quantize", x);
   const bs = blockSizeOf("nf4Quantize", opts);
+  await checkInput("nf4Quantize", x);
   const n = x.size;
   const params = tensor(nf4Params(n, bs), { dtype: "u32", device: x.device });
   const [codes, absmax] = await runKernels([x, params], [
@@ -148,8 +155,9 @@ export async function nf4Dequantize<S extends Shape>(q: Nf4Quantized<S>): Promis
 }
 
 /**
- * Quantise-dequantise (`qdq` in LoftQ): `nf4Dequantize(nf4Quantize(x))` in one submission. The result lies on
- * the NF4 grid of each block and is a fixed point: `nf4Qdq(nf4Qdq(x))` equals `nf4Qdq(x)`.
+ * Quantise-dequantise (`qdq` in LoftQ): `nf4Dequantize(nf4Quantize(x))` in one submission after the same
+ * finiteness check as {@link nf4Quantize}. The result lies on the NF4 grid of each block and is a fixed point:
+ * `nf4Qdq(nf4Qdq(x))` equals `nf4Qdq(x)`.
  *
  * @example
  * ```ts
@@ -164,8 +172,8 @@ export async function nf4Qdq<S extends Shape>(
   x: Tensor<S, "f32">,
   opts: Nf4Options = {},
 ): Promise<Tensor<S, "f32">> {
-  checkInput("nf4Qdq", x);
   const bs = blockSizeOf("nf4Qdq", opts);
+  await checkInput("nf4Qdq", x);
   const n = x.size;
   const params = tensor(nf4Params(n, bs), { dtype: "u32", device: x.device });
   // Buffers: 0 x, 1 params, 2 codes, 3 absmax, 4 out.

@@ -167,7 +167,8 @@ export interface QrResult<M extends number, N extends number, Q = Tensor<[M, num
  * **R's diagonal entries may be negative** (R_kk < 0 whenever α ≥ 0); a column that is already zero below the
  * diagonal gets τ = 0 and keeps its diagonal entry. For a full-rank input the result therefore equals
  * LAPACK's up to rounding. The input is scaled by `1/max|a|` internally (R is scaled back), so the sums of
- * squares cannot overflow. Q is orthonormal to float32 rounding even when `a` is rank-deficient.
+ * squares cannot overflow. Q is orthonormal to float32 rounding even when `a` is rank-deficient. The input must
+ * be finite: NaN or infinite entries give all-NaN factors on every device.
  *
  * Cost: about `2mn² − 2n³/3` flops for R and as much again for Q, in `2·min(m, n)` dispatches.
  *
@@ -198,12 +199,14 @@ export async function qr<M extends number, N extends number>(
   const x = a;
   const scale = absMaxScale(x);
   const xin = x.transpose().div(scale) as F32;
-  await realize(scale, xin); // one pass over a (possibly lazy) input
+  // NaN exactly when a holds a NaN or an infinity; the reflectors kept some columns of Q finite otherwise.
+  const poison = x.mul(0).sum();
+  await realize(scale, xin, poison); // one pass over a (possibly lazy) input
   const f = await householderColumns(xin, m, n, { wantQ });
-  const r = upperR(f.factored, m, n).mul(scale) as F32;
-  const q = f.q === null ? null : f.q.transpose() as F32;
+  const r = upperR(f.factored, m, n).mul(scale).add(poison) as F32;
+  const q = f.q === null ? null : f.q.transpose().add(poison) as F32;
   await (q === null ? realize(r) : realize(r, q));
-  for (const t of [scale, xin, f.factored, f.taus]) t.dispose();
+  for (const t of [scale, xin, poison, f.factored, f.taus]) t.dispose();
   f.q?.dispose();
   return {
     q: q as unknown as Tensor<[M, number], "f32"> | null,

@@ -247,7 +247,7 @@ async function svdFused(wc: F32, rows: number, cols: number, opts: SvdCoreOption
  * Accuracy (float32, n = 200): ‖A − U S Vᵀ‖/‖A‖ ≈ 1e-6, ‖UᵀU − I‖_F and ‖VᵀV − I‖_F ≈ 1e-5, singular
  * values to about 2⁻²⁴‖A‖_F absolute (smaller ones are rounding noise, and their singular vectors an
  * orthonormal basis of what the others leave). The input must be finite (NaN or infinite entries give
- * unspecified results).
+ * all-NaN factors on every device).
  *
  * Small matrices (min(m, n) ≤ 64, max(m, n) ≤ 128; see {@link SvdOptions.fused}) skip the QR step and run the
  * whole Jacobi iteration in one kernel (`kernels/jacobi_solve.wgsl.ts`): one workgroup, a barrier between rounds
@@ -294,17 +294,21 @@ export async function svdRows(a: F32, opts: SvdOptions = {}): Promise<SvdRows> {
   const cols = Math.min(m, n);
   const scale = absMaxScale(a);
   const wc = (wide ? a : a.transpose()).div(scale);
-  await realize(scale, wc); // one pass over a (possibly lazy) input
+  // Σ a·0 is NaN exactly when a holds a NaN or an infinity (IEEE), and added to every factor it makes them all
+  // NaN on every device: the rotations, whose comparisons with NaN are false, returned finite values otherwise
+  // (σ = [NaN, 2.236] for [[1, NaN], [2, 3]] on the CPU).
+  const poison = a.mul(0).sum();
+  await realize(scale, wc, poison); // one pass over a (possibly lazy) input
   const core = await svdColumns(wc, rows, cols, opts);
   wc.dispose();
   // For a wide input the core factored Aᵀ = U' S V'ᵀ, so A = V' S U'ᵀ.
   let uRows = wide ? core.vRows : core.uRows;
   let vRows = wide ? core.uRows : core.vRows;
   const signs = largestPositiveSigns((opts.flip ?? "u") === "u" ? uRows : vRows);
-  uRows = uRows.mul(signs);
-  vRows = vRows.mul(signs);
-  const s = core.s.mul(scale);
+  uRows = uRows.mul(signs).add(poison);
+  vRows = vRows.mul(signs).add(poison);
+  const s = core.s.mul(scale).add(poison);
   await realize(uRows, vRows, s);
-  for (const t of [core.uRows, core.vRows, core.s, scale]) t.dispose();
+  for (const t of [core.uRows, core.vRows, core.s, scale, poison]) t.dispose();
   return { uRows, s, vRows };
 }
