@@ -123,6 +123,9 @@ interface Launch {
  */
 const POOL_WAIT_MS = 50;
 
+/** Most threads of one backend. */
+const MAX_THREADS = 256;
+
 /** FNV-1a over the module bytes (a cache key; hits are confirmed byte by byte). */
 function hashBytes(b: Uint8Array): string {
   let h = 0x811c9dc5;
@@ -195,8 +198,8 @@ export class WasmBackend implements Backend {
    * threads that cannot be started leave the backend single-threaded and say why in {@link description}.
    */
   setThreads(n: number): void {
-    if (!Number.isInteger(n) || n < 1 || n > 256) {
-      throw new RangeError(`wasm backend: threads must be an integer in [1, 256], got ${n}`);
+    if (!Number.isInteger(n) || n < 1 || n > MAX_THREADS) {
+      throw new RangeError(`wasm backend: threads must be an integer in [1, ${MAX_THREADS}], got ${n}`);
     }
     this.#pool?.close();
     this.#pool = null;
@@ -650,8 +653,10 @@ function defaultThreads(): number {
       const v = Deno.env.get("TESSERA_THREADS");
       if (v !== undefined && v !== "") {
         const n = Number(v);
-        if (!Number.isInteger(n) || n < 1) {
-          throw new RangeError(`TESSERA_THREADS must be a positive integer, got ${JSON.stringify(v)}`);
+        if (!Number.isInteger(n) || n < 1 || n > MAX_THREADS) {
+          throw new RangeError(
+            `TESSERA_THREADS must be an integer in [1, ${MAX_THREADS}], got ${JSON.stringify(v)}`,
+          );
         }
         return n;
       }

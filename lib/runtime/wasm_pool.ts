@@ -10,7 +10,12 @@
  *   new one;
  * - the caller, once no chunk is left to claim, sleeps on the done counter (`Atomics.wait`, never spinning) for a
  *   short while, then, if workers are still busy, waits with `Atomics.waitAsync` so that the event loop runs (and
- *   notices a worker that died); workers block in `Atomics.wait` between jobs, so an idle pool burns no CPU.
+ *   notices a worker that died); workers block in `Atomics.wait` between jobs, so an idle pool burns no CPU;
+ * - a job is over only when every chunk that a thread claimed is done, also when a chunk threw: a chunk still
+ *   running would count toward the next job's done counter (which then ended early, with outputs unwritten) and
+ *   write into memory released after the error. A chunk that throws on the calling thread ends the claims; the
+ *   error is thrown once the chunks the workers took are done. A worker whose chunk throws writes the message into
+ *   the control block before counting the chunk done, so the caller reads it with the job's end.
  *
  * Compiled kernel modules reach the workers through a message port that they drain synchronously
  * (`receiveMessageOnPort`) when a job names a kernel they have not instantiated yet. Workers are unref'd: they
@@ -46,12 +51,38 @@ export const CTL = {
   error: 10,
   /** Set when the pool shuts down. */
   stop: 11,
+  /** Chunks done when the job is over: all of them, or those claimed before a chunk threw on the calling thread. */
+  end: 12,
+  /** Bytes of the failed worker's message, whose UTF-8 text follows the arguments (see {@link readWorkerError}). */
+  errorBytes: 13,
   /** First kernel argument. */
   args: 16,
 } as const;
 
 /** Most kernel arguments a job can carry. */
 export const MAX_ARGS = 1024;
+
+/** Most bytes of a worker's error message that the control block keeps. */
+const MAX_ERROR_BYTES = 1024;
+
+/** Words of the control block: the fields, the arguments and the error message. */
+const CTL_WORDS = CTL.args + MAX_ARGS + MAX_ERROR_BYTES / 4;
+
+/** Stores a worker's error message (cut to {@link MAX_ERROR_BYTES} bytes, on a character boundary) in `ctl`. */
+export function writeWorkerError(ctl: Int32Array, message: string): void {
+  // encodeInto refuses views of shared memory: encode into a private buffer, then copy.
+  const text = new Uint8Array(MAX_ERROR_BYTES);
+  const { written } = new TextEncoder().encodeInto(message, text);
+  new Uint8Array(ctl.buffer, 4 * (CTL.args + MAX_ARGS), MAX_ERROR_BYTES).set(text.subarray(0, written));
+  Atomics.store(ctl, CTL.errorBytes, written);
+}
+
+/** The message stored by {@link writeWorkerError}. */
+export function readWorkerError(ctl: Int32Array): string {
+  const bytes = Atomics.load(ctl, CTL.errorBytes);
+  // slice() copies into private memory, which TextDecoder accepts.
+  return new TextDecoder().decode(new Uint8Array(ctl.buffer, 4 * (CTL.args + MAX_ARGS), bytes).slice());
+}
 
 /** Claims the next chunk of job generation `gen` (11 bits); -1 when none is left or the job is over. */
 export function claimChunk(ctl: Int32Array, gen: number, chunks: number): number {
@@ -103,15 +134,16 @@ export class ThreadPool {
   readonly #ports: MessagePort[] = [];
   readonly #shared = new Set<number>();
   #failure: string | null = null;
-  #kernelError: string | null = null;
-  /** Chunks of the latest job. */
-  #chunks = 0;
+  /** Chunks done when the latest job is over (see {@link CTL.end}). */
+  #end = 0;
+  /** What a chunk of the latest job threw on the calling thread, thrown when the job is over. */
+  #thrown: { error: unknown } | null = null;
 
   /** A pool of `threads - 1` workers over `memory`, started with the first job. */
   constructor(memory: WebAssembly.Memory, threads: number) {
     this.threads = threads;
     this.#memory = memory;
-    this.#ctl = new Int32Array(new SharedArrayBuffer(4 * (CTL.args + MAX_ARGS)));
+    this.#ctl = new Int32Array(new SharedArrayBuffer(4 * CTL_WORDS));
   }
 
   /** Why the pool stopped working, or null. */
@@ -150,9 +182,8 @@ export class ThreadPool {
       w.on("exit", () => {
         this.#failure ??= `wasm worker thread ${t} exited`;
       });
-      w.on("message", (m: { ready?: boolean; error?: string }) => {
+      w.on("message", (m: { ready?: boolean }) => {
         if (m.ready) w.unref();
-        if (m.error !== undefined) this.#kernelError = m.error;
       });
       this.#workers.push(w);
       this.#ports.push(port1);
@@ -170,7 +201,7 @@ export class ThreadPool {
   /**
    * Runs a job on every thread; resolves when all its chunks are done. Throws {@link PoolFailure} when a worker
    * has stopped (the job's outputs are then incomplete: run the kernel again on the calling thread), or the
-   * error of a chunk that failed in a worker.
+   * error of a chunk that failed (a worker's reads `wasm worker 2: ...`) once no chunk of the job still runs.
    */
   async run(job: PoolJob): Promise<void> {
     if (!this.runSync(job, 0)) await this.finish();
@@ -201,10 +232,14 @@ export class ThreadPool {
     ctl[CTL.stride] = job.stride;
     ctl.set(job.args, CTL.args);
     ctl[CTL.chunks] = chunks;
+    // The previous job is over (every claimed chunk done): nothing of it can still set these.
+    Atomics.store(ctl, CTL.error, 0);
+    Atomics.store(ctl, CTL.end, chunks);
     Atomics.store(ctl, CTL.done, 0);
     Atomics.add(ctl, CTL.gen, 1);
     Atomics.notify(ctl, CTL.gen);
-    this.#chunks = chunks;
+    this.#end = chunks;
+    this.#thrown = null;
     let mine = 0;
     try {
       const call = [0, 0, job.scratch, ...job.args];
@@ -214,13 +249,19 @@ export class ThreadPool {
         job.fn.apply(null, call as Parameters<KernelFn>);
         mine++;
       }
-    } finally {
-      if (mine > 0) Atomics.add(ctl, CTL.done, mine);
+    } catch (e) {
+      // No chunk is claimed after this one; the job ends when the claimed ones, this one included, are done.
+      const claimed = Atomics.exchange(ctl, CTL.claim, (gen << 20) | 0xfffff) & 0xfffff;
+      this.#end = Math.min(claimed, chunks);
+      Atomics.store(ctl, CTL.end, this.#end);
+      this.#thrown = { error: e };
+      mine++;
     }
+    if (mine > 0) Atomics.add(ctl, CTL.done, mine);
     const deadline = waitMs > 0 ? performance.now() + waitMs : 0;
     for (;;) {
       const done = Atomics.load(ctl, CTL.done);
-      if (done >= chunks) break;
+      if (done >= this.#end) break;
       const left = deadline - performance.now();
       if (left <= 0) return false;
       Atomics.wait(ctl, CTL.done, done, left);
@@ -232,15 +273,15 @@ export class ThreadPool {
   /** Waits (without blocking the event loop) until the job started by {@link runSync} is over. */
   async finish(): Promise<void> {
     const ctl = this.#ctl;
-    const chunks = this.#chunks;
-    if (Atomics.load(ctl, CTL.done) < chunks) {
+    const end = this.#end;
+    if (Atomics.load(ctl, CTL.done) < end) {
       // A pending waitAsync alone does not keep every event loop alive (the test runner's does not count it):
       // hold a timer while waiting.
       const alive = setTimeout(() => {}, 2 ** 30);
       try {
         for (;;) {
           const done = Atomics.load(ctl, CTL.done);
-          if (done >= chunks) break;
+          if (done >= end) break;
           // Check now and then that no worker died holding a chunk.
           const w = Atomics.waitAsync(ctl, CTL.done, done, 1000);
           if (w.async && (await w.value) === "timed-out" && this.#failure !== null) {
@@ -254,11 +295,10 @@ export class ThreadPool {
     this.#checkError();
   }
 
+  /** Throws what failed in the job that is now over: the calling thread's error first, else a worker's. */
   #checkError(): void {
-    if (Atomics.load(this.#ctl, CTL.error) !== 0) {
-      Atomics.store(this.#ctl, CTL.error, 0);
-      throw new Error(this.#kernelError ?? "a wasm kernel failed in a worker thread");
-    }
+    if (this.#thrown !== null) throw this.#thrown.error;
+    if (Atomics.load(this.#ctl, CTL.error) !== 0) throw new Error(readWorkerError(this.#ctl));
   }
 
   /** Stops the workers. */

@@ -5,7 +5,7 @@
  * @module
  */
 import { type MessagePort, parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
-import { claimChunk, CTL, type KernelFn } from "./wasm_pool.ts";
+import { claimChunk, CTL, type KernelFn, writeWorkerError } from "./wasm_pool.ts";
 
 const { memory, control, port, thread } = workerData as {
   memory: WebAssembly.Memory;
@@ -63,10 +63,13 @@ function serve(): void {
         fn ??= kernel(ctl[CTL.kernel]);
         fn(c * chunk, Math.min(items, (c + 1) * chunk), scratch, ...args);
       } catch (e) {
-        Atomics.store(ctl, CTL.error, 1);
-        parentPort?.postMessage({ error: `wasm worker ${thread}: ${(e as Error).message}` });
+        // The job's first failure keeps its message; counting the chunk done below publishes it to the caller.
+        if (Atomics.compareExchange(ctl, CTL.error, 0, 1) === 0) {
+          writeWorkerError(ctl, `wasm worker ${thread}: ${(e as Error).message}`);
+        }
       }
-      if (Atomics.add(ctl, CTL.done, 1) + 1 === chunks) Atomics.notify(ctl, CTL.done);
+      // The job ends at CTL.end chunks, fewer than `chunks` when a chunk threw on the calling thread.
+      if (Atomics.add(ctl, CTL.done, 1) + 1 >= Atomics.load(ctl, CTL.end)) Atomics.notify(ctl, CTL.done);
     }
   }
 }
