@@ -19,7 +19,7 @@
  * @module
  */
 import type { DType } from "../dtype.ts";
-import { bufferNode, type Node, type Storage } from "../ir/node.ts";
+import { bufferNode, type DeviceName, type Node, type Storage } from "../ir/node.ts";
 import type { Backend } from "../runtime/backend.ts";
 import { BoundPlan, copyStorages, writeStorage } from "../runtime/plan.ts";
 import { HostStorage, type Recording, resolveStorage } from "../runtime/realize.ts";
@@ -109,6 +109,7 @@ interface BatchSlot {
   name: string;
   dtype: DType;
   shape: readonly number[];
+  device: DeviceName;
   storage: Storage;
   /** The ranges the traced step checked this entry's values against (token ids, targets). */
   bounds: readonly HostBound[];
@@ -185,6 +186,7 @@ export class ReplayedStep {
                 name: role.name,
                 dtype: n.dtype,
                 shape: n.shape,
+                device: n.device,
                 storage: alloc(n.dtype, n.size),
                 bounds,
               };
@@ -245,23 +247,30 @@ export class ReplayedStep {
   }
 
   /**
-   * Whether `batch` has the names, shapes and dtypes the replayed step was traced with.
+   * Whether `batch` has the names, shapes, dtypes and devices the replayed step was traced with. A batch that does
+   * not fit is traced, so that building the step refuses what it refuses (a tensor on another device than the
+   * model's) with the same error.
    */
   fits(batch: Readonly<Record<string, Tensor>>): boolean {
     const names = Object.keys(batch);
     if (names.length < this.#batch.length) return false;
     return this.#batch.every((b) => {
       const t = batch[b.name];
-      return t instanceof Tensor && t.dtype === b.dtype && t.shape.join() === b.shape.join();
+      return t instanceof Tensor && t.device === b.device && t.dtype === b.dtype &&
+        t.shape.join() === b.shape.join();
     });
   }
 
   /**
    * Runs one step on `batch` (checked with {@link fits}) with the optimiser's step scalars for learning-rate
-   * factor `lrScale`; returns the step's metrics vector (a fresh tensor owned by the caller).
+   * factor `lrScale`; returns the step's metrics vector (a fresh tensor owned by the caller). Throws what the
+   * traced step throws for a factor or batch values it refuses, before the step counts.
    */
   async run(batch: Readonly<Record<string, Tensor>>, opt: Optimizer, lrScale: number): Promise<Tensor> {
     const be = this.#be;
+    const step = this.#optStep + 1;
+    // The optimiser refuses a factor its update refuses (negative, NaN) with the update's message.
+    const scalars = opt.stepScalars(step, lrScale);
     const copies = [];
     for (const b of this.#batch) {
       const t = batch[b.name];
@@ -277,13 +286,11 @@ export class ReplayedStep {
       } else copies.push({ src: resolveStorage(st, be), dst: b.storage, dtype: b.dtype, n: t.size });
     }
     await copyStorages(be, copies);
-    this.#optStep++;
-    if (this.#scalars !== null) {
-      await writeStorage(be, this.#scalars, "f32", opt.stepScalars(this.#optStep, lrScale));
-    }
+    if (this.#scalars !== null) await writeStorage(be, this.#scalars, "f32", scalars);
     // The metrics vector is copied out in the same submission (the next replay overwrites it).
     const out = be.alloc("f32", this.#vectorShape.reduce((a, b) => a * b, 1));
     await this.#bound[this.#current].run([[this.#vector, out]]);
+    this.#optStep = step;
     this.#current = this.#current === 0 ? 1 : 0;
     this.#synced = false;
     return new Tensor(bufferNode(out, this.#vectorShape, "f32"));

@@ -485,7 +485,14 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     if (this.#replay !== null) {
       if (this.#replay.valid(opt) && this.#replay.fits(batch)) {
         const scale = this.#o.schedule?.(s) ?? 1;
-        const vector = await this.#replay.run(batch, opt, scale);
+        let vector: Tensor;
+        try {
+          vector = await this.#replay.run(batch, opt, scale);
+        } catch (e) {
+          // A refused step leaves the model as a traced one leaves it: holding the latest state.
+          await this.#dropReplay();
+          throw e;
+        }
         for (const t of Object.values(batch)) if (t.isRealized) t.dispose();
         this.#pending.push({ step: s, vector, lrs: opt.learningRates(scale) });
         this.#step = s;

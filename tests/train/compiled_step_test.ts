@@ -122,6 +122,58 @@ Deno.test("a replayed step checks each batch's token ids and targets as the trac
   }
 });
 
+Deno.test("a replayed step refuses a factor or a batch device as the traced step does, leaving the same model", async () => {
+  const cases: { schedule: (s: number) => number; device: (s: number) => "cpu" | "wasm"; error: string }[] = [
+    {
+      schedule: (s) => (s >= 7 ? -1 : 1),
+      device: () => "wasm",
+      error: "AdamW: lrScale must be a finite number >= 0, got -1",
+    },
+    {
+      schedule: (s) => (s >= 7 ? NaN : 1),
+      device: () => "wasm",
+      error: "AdamW: lrScale must be a finite number >= 0, got NaN",
+    },
+    {
+      schedule: () => 1,
+      device: (s) => (s >= 7 ? "cpu" : "wasm"),
+      error: "Cannot combine tensors on devices cpu and wasm in Dot; move one with .to()",
+    },
+  ];
+  for (const c of cases) {
+    const trainers = [false, true].map((compile) => {
+      const model = new Mlp([4, 8, 3], { seed: 1, device: "wasm" });
+      return new Trainer({
+        model,
+        optimizer: new AdamW(model, { lr: 1e-2 }),
+        schedule: c.schedule,
+        batch: (s) => ({
+          x: tensor(Float32Array.from({ length: 32 }, (_, i) => Math.sin(i + s)), {
+            shape: [8, 4],
+            device: c.device(s),
+          }),
+          y: tensor(Int32Array.from({ length: 8 }, (_, i) => (i + s) % 3), {
+            dtype: "i32",
+            device: c.device(s),
+          }),
+        }),
+        loss: (m, b) => crossEntropy(m.forward(b.x as F) as F, b.y as I),
+        steps: 12,
+        readEvery: 4,
+        compile,
+        progress: false,
+      });
+    });
+    const [eager, compiled] = trainers;
+    for (const t of trainers) await rejects(() => t.run(), { message: c.error });
+    // Steps 1-2 traced, 3-6 replayed, step 7 refused by both.
+    deepEqual(compiled.compileStats.replayed, 4);
+    deepEqual([compiled.step, compiled.optimizer.stepCount], [eager.step, eager.optimizer.stepCount]);
+    deepEqual(await stateOf(compiled), await stateOf(eager));
+    for (const t of trainers) t.close();
+  }
+});
+
 Deno.test("a batch of a new shape and parameters loaded between runs make the trainer trace again", async () => {
   const rng = new TestRng(302);
   const seeds = { initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps: 24 };

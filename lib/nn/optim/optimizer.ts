@@ -521,9 +521,7 @@ export abstract class Optimizer {
    */
   update(grads: ParamDict, opts: UpdateOptions = {}): PendingUpdate {
     const lrScale = opts.lrScale ?? 1;
-    if (!Number.isFinite(lrScale) || lrScale < 0) {
-      throw new RangeError(`${this.name}: lrScale must be a finite number >= 0, got ${lrScale}`);
-    }
+    this.#checkLrScale(lrScale);
     const missing = this.#paths.filter((p) => !(grads[p] instanceof Tensor));
     if (missing.length > 0) {
       throw new RangeError(
@@ -582,12 +580,19 @@ export abstract class Optimizer {
     return { step, params, state, packed, tensors: Object.values(packed), scalars: hyper };
   }
 
+  #checkLrScale(lrScale: number): void {
+    if (!Number.isFinite(lrScale) || lrScale < 0) {
+      throw new RangeError(`${this.name}: lrScale must be a finite number >= 0, got ${lrScale}`);
+    }
+  }
+
   /**
    * The step scalars an update of step `step` (1-based) with learning-rate factor `lrScale` uploads, group after
    * group in the order of the rule's scalar names. A compiled training step writes these into its replayed
    * update's input instead of building the update again.
    */
   stepScalars(step: number, lrScale = 1): Float32Array {
+    this.#checkLrScale(lrScale);
     const names = this.#scalarNames;
     const values = new Float32Array(Math.max(1, this.#groups.length * names.length));
     this.#groups.forEach((g, gi) => {
