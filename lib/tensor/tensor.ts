@@ -924,21 +924,53 @@ export function boundsOf(s: Storage): readonly HostBound[] {
  */
 export async function realize(...tensors: Tensor[]): Promise<void> {
   const byDevice = new Map<DeviceName, Tensor[]>();
-  for (const t of tensors) {
-    if (t.node.storage !== null) {
-      await uploadStorage(t.node.storage);
-      continue;
+  const waits: Promise<void>[] = [];
+  try {
+    for (const t of new Set(tensors)) {
+      const n = t.node;
+      if (n.storage !== null) {
+        await uploadStorage(n.storage);
+        continue;
+      }
+      const pending = realizing.get(n);
+      if (pending !== undefined) {
+        waits.push(pending.run.then((leaves) => replaceNode(t, n, leaves[pending.index])));
+        continue;
+      }
+      const list = byDevice.get(t.device) ?? [];
+      list.push(t);
+      byDevice.set(t.device, list);
     }
-    const list = byDevice.get(t.device) ?? [];
-    list.push(t);
-    byDevice.set(t.device, list);
+    for (const list of byDevice.values()) {
+      const nodes = [...new Set(list.map((t) => t.node))];
+      const run = realizeNodes(nodes).then((st) => nodes.map((n, i) => bufferNode(st[i], n.shape, n.dtype)));
+      nodes.forEach((n, index) => realizing.set(n, { run, index }));
+      try {
+        const leaves = await run;
+        const leafOf = new Map(nodes.map((n, i) => [n, leaves[i]]));
+        for (const t of list) replaceNode(t, t.node, leafOf.get(t.node));
+      } finally {
+        for (const n of nodes) if (realizing.get(n)?.run === run) realizing.delete(n);
+      }
+    }
+  } catch (e) {
+    // The realizations waited for are settled first: their own failure is not left unhandled.
+    await Promise.allSettled(waits);
+    throw e;
   }
-  for (const list of byDevice.values()) {
-    const nodes = [...new Set(list.map((t) => t.node))];
-    const storages = await realizeNodes(nodes);
-    const leaves = new Map(nodes.map((n, i) => [n, bufferNode(storages[i], n.shape, n.dtype)]));
-    for (const t of list) t.setNode(leaves.get(t.node)!);
-  }
+  await Promise.all(waits);
+}
+
+/**
+ * Lazy nodes being computed by a {@link realize} call, with the buffer nodes they become: a realize of the same
+ * tensor meanwhile (two `data()` calls not awaited one after the other) waits for that result instead of
+ * computing it again.
+ */
+const realizing = new WeakMap<Node, { run: Promise<Node[]>; index: number }>();
+
+/** Gives `t` the buffer node `leaf` computed for its node `n`, unless `t` moved on from `n` meanwhile. */
+function replaceNode(t: Tensor, n: Node, leaf: Node | undefined): void {
+  if (leaf !== undefined && t.node === n) t.setNode(leaf);
 }
 
 /** Storage bytes of a tensor's elements. */

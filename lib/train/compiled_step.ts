@@ -40,6 +40,8 @@ export interface TracedStep {
   readonly rec: Recording;
   /** Role of each leaf slot. */
   readonly roles: readonly LeafRole[];
+  /** Pairs of batch names that held one tensor (the first name is the one in {@link roles}). */
+  readonly sameBatch: readonly (readonly [string, string])[];
   /** Root index of each parameter pack's update, by pack key. */
   readonly packedRoot: ReadonlyMap<string, number>;
   /** Root index of the metrics vector. */
@@ -100,6 +102,9 @@ export function replayBlocker(prev: TracedStep, cur: TracedStep, packs: readonly
     if (rb.kind === "batch" && rb.name !== (ra as { name: string }).name) return "batch leaves do not match";
   }
   if (seen.size !== packs.length) return "some parameter packs are not read by the step";
+  if (prev.sameBatch.join(";") !== cur.sameBatch.join(";")) {
+    return "batch entries that were one tensor are not";
+  }
   const batchNames = cur.roles.filter((r) => r.kind === "batch").map((r) => (r as { name: string }).name);
   if (new Set(batchNames).size !== batchNames.length) return "two batch entries share one tensor";
   return null;
@@ -122,6 +127,7 @@ export class ReplayedStep {
   readonly #sets: [Map<string, Storage>, Map<string, Storage>];
   readonly #packedShape = new Map<string, { shape: readonly number[]; dtype: DType }>();
   readonly #batch: BatchSlot[] = [];
+  readonly #sameBatch: TracedStep["sameBatch"];
   readonly #scalars: Storage | null;
   readonly #vector: Storage;
   readonly #vectorShape: readonly number[];
@@ -216,6 +222,7 @@ export class ReplayedStep {
     });
     this.#bound = [first, second];
     this.#scalars = scalars;
+    this.#sameBatch = trace.sameBatch;
     this.#fixed = fixed;
     this.#optStep = opt.stepCount;
     this.#syncVersion = opt.stateVersion;
@@ -247,13 +254,15 @@ export class ReplayedStep {
   }
 
   /**
-   * Whether `batch` has the names, shapes, dtypes and devices the replayed step was traced with. A batch that does
-   * not fit is traced, so that building the step refuses what it refuses (a tensor on another device than the
-   * model's) with the same error.
+   * Whether `batch` has the names, shapes, dtypes and devices the replayed step was traced with, and one tensor
+   * under the names that held one tensor then (the step reads it once). A batch that does not fit is traced, so
+   * that building the step refuses what it refuses (a tensor on another device than the model's) with the same
+   * error.
    */
   fits(batch: Readonly<Record<string, Tensor>>): boolean {
     const names = Object.keys(batch);
     if (names.length < this.#batch.length) return false;
+    for (const [a, b] of this.#sameBatch) if (batch[a] !== batch[b]) return false;
     return this.#batch.every((b) => {
       const t = batch[b.name];
       return t instanceof Tensor && t.device === b.device && t.dtype === b.dtype &&

@@ -565,6 +565,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     const vector = stack(scalars.map((t) => t.reshape([])));
     let rec: Recording | null = null;
     let roles: TracedStep["roles"] = [];
+    const sameBatch: [string, string][] = [];
     if (compile) {
       // Roles are told by storage identity, before the step's realization replaces anything.
       const state = new Map<Storage, string>();
@@ -574,7 +575,12 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       }
       const batchStorage = new Map<Storage, string>();
       for (const [name, t] of Object.entries(batch)) {
-        if (t.node.storage !== null) batchStorage.set(t.node.storage, name);
+        const st = t.node.storage;
+        if (st === null) continue;
+        const first = batchStorage.get(st);
+        // One tensor under two names (an autoencoder's input and target) is one input of the step.
+        if (first !== undefined) sameBatch.push([first, name]);
+        else batchStorage.set(st, name);
       }
       const roots = [...new Set([...pending.tensors, vector].map((t) => t.node))];
       const storages = await realizeNodes(roots, { record: (r) => (rec = r) });
@@ -590,13 +596,14 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     this.#pending.push({ step: s, vector, lrs: opt.learningRates(scale) });
     this.#step = s;
     this.#stats.traced++;
-    if (rec !== null) await this.#considerReplay(rec, roles, pending.packed, vector, rootNodes);
+    if (rec !== null) await this.#considerReplay(rec, roles, sameBatch, pending.packed, vector, rootNodes);
   }
 
   /** Makes the step replayable when this trace and the previous one agree (see `compiled_step.ts`). */
   async #considerReplay(
     rec: Recording,
     roles: TracedStep["roles"],
+    sameBatch: TracedStep["sameBatch"],
     packed: Readonly<Record<string, Tensor>>,
     vector: Tensor,
     roots: readonly Storage[],
@@ -610,6 +617,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     const trace: TracedStep = {
       rec,
       roles,
+      sameBatch,
       packedRoot,
       vectorRoot: rootIndex.get(vector.node.storage!) ?? -1,
     };

@@ -8,7 +8,15 @@ import { CpuBackend } from "../../lib/runtime/cpu.ts";
 import type { Backend } from "../../lib/runtime/backend.ts";
 import { BoundPlan, copyStorages, graphSignature, planFor, writeStorage } from "../../lib/runtime/plan.ts";
 import { paramValue } from "../../lib/codegen/lower.ts";
-import { AdamW, crossEntropy, loadParameters, Mlp, namedParameters, setTraining } from "../../lib/nn/mod.ts";
+import {
+  AdamW,
+  crossEntropy,
+  loadParameters,
+  Mlp,
+  mse,
+  namedParameters,
+  setTraining,
+} from "../../lib/nn/mod.ts";
 import { attachLora } from "../../lib/init/mod.ts";
 import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
 import type { Shape } from "../../mod.ts";
@@ -172,6 +180,35 @@ Deno.test("a replayed step refuses a factor or a batch device as the traced step
     deepEqual(await stateOf(compiled), await stateOf(eager));
     for (const t of trainers) t.close();
   }
+});
+
+Deno.test("one lazy tensor under two batch names (an autoencoder) replays as eager steps, also once they part", async () => {
+  // Input and target are one tensor up to step 6, then the target is another tensor.
+  const records = [];
+  for (const compile of [false, true]) {
+    const model = new Mlp([4, 3, 4], { seed: 2, device: "wasm" });
+    const t = new Trainer({
+      model,
+      optimizer: new AdamW(model, { lr: 1e-2 }),
+      batch: (s) => {
+        const x = tensor(Float32Array.from({ length: 32 }, (_, i) => Math.sin(i * s)), {
+          shape: [8, 4],
+          device: "wasm",
+        })
+          .tanh();
+        return { x, y: s <= 6 ? x : x.mul(3) };
+      },
+      loss: (m, b) => mse(m.forward(b.x as F) as F, b.y as F),
+      steps: 12,
+      readEvery: 4,
+      compile,
+      progress: false,
+    });
+    records.push(await t.run());
+    if (compile) deepEqual(t.compileStats, { traced: 4, replayed: 8, blocker: null });
+    t.close();
+  }
+  deepEqual(records[1], records[0]);
 });
 
 Deno.test("a batch of a new shape and parameters loaded between runs make the trainer trace again", async () => {
