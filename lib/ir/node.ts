@@ -149,6 +149,25 @@ export function releaseBufferNode(node: Node): void {
   node.storage.release();
 }
 
+/** Memory let go of: reading it throws as reading released memory does. */
+class ReleasedStorage implements Storage {
+  readonly device: DeviceName;
+  readonly bytes = 0;
+  readonly released = true;
+  constructor(device: DeviceName) {
+    this.device = device;
+  }
+  release(): void {}
+}
+
+/**
+ * A buffer node of `node`'s shape, dtype and device over no memory: what a disposed tensor holds when other
+ * tensors still hold its memory (using it throws "tensor used after dispose()").
+ */
+export function releasedBufferNode(node: Node): Node {
+  return new Node(Op.Buffer, [], null, node.shape, node.dtype, node.device, new ReleasedStorage(node.device));
+}
+
 /** A constant of the given shape (hash-consed). */
 export function constNode(value: number, shape: readonly number[], dtype: DType, device: DeviceName): Node {
   const key = `${Op.Const}|${dtype}|${device}|${shape.join(",")}||${numberKey(value)}`;

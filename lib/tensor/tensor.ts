@@ -47,6 +47,7 @@ import {
   mk,
   type Node,
   releaseBufferNode,
+  releasedBufferNode,
   type Storage,
 } from "../ir/node.ts";
 import { Op } from "../ir/ops.ts";
@@ -132,7 +133,10 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   }
 
   #wrap<S2 extends Shape, D2 extends DType = D>(n: Node): Tensor<S2, D2> {
-    return new Tensor<S2, D2>(n);
+    const t = new Tensor<S2, D2>(n);
+    // An op that changes nothing gives a tensor of its own on the same node (see holdTogether).
+    if (n === this.#node) holdTogether(n, [this, t]);
+    return t;
   }
 
   /** A constant with this tensor's dtype and device, broadcast to `shape`. */
@@ -404,7 +408,7 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   /** Converts to another dtype (float→int truncates toward zero and saturates). */
   cast<T extends DType>(dtype: T): Tensor<S, T> {
     checkDType(dtype, "cast");
-    if (dtype === (this.dtype as DType)) return this as unknown as Tensor<S, T>;
+    if (dtype === (this.dtype as DType)) return this.#wrap(this.#node);
     return this.#wrap(mk(Op.Cast, [this.#node], { dtype }, dtype));
   }
 
@@ -551,7 +555,7 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   /** Same data, new shape (one dimension may be -1). */
   reshape<const S2 extends Shape>(shape: S2 & ReshapeOk<S, S2>): Tensor<Writable<S2>, D> {
     const to = reshapeShape(this.shape, shape as S2);
-    if (to.join() === this.shape.join()) return this as unknown as Tensor<Writable<S2>, D>;
+    if (to.join() === this.shape.join()) return this.#wrap(this.#node);
     return this.#wrap(mk(Op.Reshape, [this.#node], { shape: to }));
   }
   /** Flattens to 1-D. */
@@ -561,13 +565,13 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   /** Reorders the axes. */
   permute(perm: readonly number[]): Tensor<number[], D> {
     const p = checkPermutation("permute", this.shape, perm);
-    if (p.every((v, i) => v === i)) return this as unknown as Tensor<number[], D>;
+    if (p.every((v, i) => v === i)) return this.#wrap(this.#node);
     return this.#wrap(mk(Op.Permute, [this.#node], { perm: p }));
   }
   /** Swaps the last two axes (a 1-D tensor is returned unchanged). */
   transpose(): Tensor<Transposed<S>, D> {
     const r = this.ndim;
-    if (r < 2) return this as unknown as Tensor<Transposed<S>, D>;
+    if (r < 2) return this.#wrap(this.#node);
     const perm = [...Array(r).keys()];
     [perm[r - 2], perm[r - 1]] = [perm[r - 1], perm[r - 2]];
     return this.permute(perm) as unknown as Tensor<Transposed<S>, D>;
@@ -679,7 +683,7 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
       );
     }
     checkScalar("pad", this.dtype, value);
-    if (pads.every(([a, b]) => a === 0 && b === 0)) return this as unknown as Tensor<number[], D>;
+    if (pads.every(([a, b]) => a === 0 && b === 0)) return this.#wrap(this.#node);
     return this.#wrap(
       mk(Op.Pad, [this.#node], { pads: pads.map(([a, b]) => [a, b] as [number, number]), value }),
     );
@@ -798,9 +802,9 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     return (await this.data())[0];
   }
 
-  /** Copies the tensor to another device. */
+  /** Copies the tensor to another device (to its own device: a tensor of its own over the same memory). */
   async to(device: DeviceName): Promise<Tensor<S, D>> {
-    if (device === this.device) return this;
+    if (device === this.device) return this.#wrap(this.#node);
     if (!(["cpu", "wasm", "webgpu"] as unknown[]).includes(device)) {
       throw new TypeError(`to: unknown device ${JSON.stringify(device)}; expected "cpu", "wasm" or "webgpu"`);
     }
@@ -808,9 +812,18 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     return fromData(d as ArrayLike<number>, this.shape, this.dtype, device) as Tensor<S, D>;
   }
 
-  /** Releases the device memory now (instead of at garbage collection). Using the tensor afterwards throws. */
+  /**
+   * Releases the device memory now (instead of at garbage collection). Using the tensor afterwards throws. Memory
+   * that other tensors hold too (what `reshape`, `cast` or `to` returned unchanged from this one, a tensor realized
+   * from the same expression in the same `realize`) stays until the last of them is disposed or collected; a lazy
+   * tensor (not yet computed) has no memory to release. Lazy tensors built from this one (views, sums) read its
+   * memory when they are computed: dispose it after computing them.
+   */
   dispose(): void {
-    releaseBufferNode(this.#node);
+    const n = this.#node;
+    if (n.storage === null) return;
+    if (holdersOf(n).some((t) => t !== this)) this.#node = releasedBufferNode(n);
+    else releaseBufferNode(n);
   }
 
   /** Supports `using t = ...`. */
@@ -923,7 +936,7 @@ export function boundsOf(s: Storage): readonly HostBound[] {
  * loader can let the host copy go).
  */
 export async function realize(...tensors: Tensor[]): Promise<void> {
-  const byDevice = new Map<DeviceName, Tensor[]>();
+  const byDevice = new Map<DeviceName, Map<Node, Tensor[]>>();
   const waits: Promise<void>[] = [];
   try {
     for (const t of new Set(tensors)) {
@@ -934,21 +947,22 @@ export async function realize(...tensors: Tensor[]): Promise<void> {
       }
       const pending = realizing.get(n);
       if (pending !== undefined) {
-        waits.push(pending.run.then((leaves) => replaceNode(t, n, leaves[pending.index])));
+        waits.push(pending.run.then((leaves) => giveLeaf(n, leaves[pending.index], [t], pending.tensors)));
         continue;
       }
-      const list = byDevice.get(t.device) ?? [];
-      list.push(t);
-      byDevice.set(t.device, list);
+      const byNode = byDevice.get(t.device) ?? new Map<Node, Tensor[]>();
+      byDevice.set(t.device, byNode);
+      const same = byNode.get(n);
+      if (same === undefined) byNode.set(n, [t]);
+      else same.push(t);
     }
-    for (const list of byDevice.values()) {
-      const nodes = [...new Set(list.map((t) => t.node))];
+    for (const byNode of byDevice.values()) {
+      const nodes = [...byNode.keys()];
       const run = realizeNodes(nodes).then((st) => nodes.map((n, i) => bufferNode(st[i], n.shape, n.dtype)));
-      nodes.forEach((n, index) => realizing.set(n, { run, index }));
+      nodes.forEach((n, index) => realizing.set(n, { run, index, tensors: byNode.get(n)! }));
       try {
         const leaves = await run;
-        const leafOf = new Map(nodes.map((n, i) => [n, leaves[i]]));
-        for (const t of list) replaceNode(t, t.node, leafOf.get(t.node));
+        nodes.forEach((n, i) => giveLeaf(n, leaves[i], byNode.get(n)!));
       } finally {
         for (const n of nodes) if (realizing.get(n)?.run === run) realizing.delete(n);
       }
@@ -966,11 +980,44 @@ export async function realize(...tensors: Tensor[]): Promise<void> {
  * tensor meanwhile (two `data()` calls not awaited one after the other) waits for that result instead of
  * computing it again.
  */
-const realizing = new WeakMap<Node, { run: Promise<Node[]>; index: number }>();
+const realizing = new WeakMap<Node, { run: Promise<Node[]>; index: number; tensors: readonly Tensor[] }>();
 
-/** Gives `t` the buffer node `leaf` computed for its node `n`, unless `t` moved on from `n` meanwhile. */
-function replaceNode(t: Tensor, n: Node, leaf: Node | undefined): void {
-  if (leaf !== undefined && t.node === n) t.setNode(leaf);
+/**
+ * Gives the buffer node `leaf` computed for the lazy node `n` to `tensors` and to the tensors holding `n` with
+ * them, each unless it moved on from `n` meanwhile; they hold it together with those of `given` (the tensors it
+ * was given to before) that still hold it.
+ */
+function giveLeaf(n: Node, leaf: Node, tensors: readonly Tensor[], given: readonly Tensor[] = []): void {
+  const all = [...new Set([...tensors, ...holdersOf(n)])].filter((t) => t.node === n);
+  for (const t of all) t.setNode(leaf);
+  const holding = [...all, ...given.filter((t) => t.node === leaf)];
+  if (holding.length > 1) holdTogether(leaf, holding);
+}
+
+/**
+ * Tensors holding one node together, weakly: those given one buffer node by {@link realize} (several tensors
+ * built from one hash-consed expression) and a tensor with what an op returns unchanged (`reshape` to its own
+ * shape, `cast` to its own dtype, `to` its own device). Realizing one of them realizes all that still hold the
+ * node; disposing one releases the memory only when none of the others still holds it. Most nodes have one
+ * tensor and no entry.
+ */
+const coHolders = new WeakMap<Node, WeakRef<Tensor>[]>();
+
+/** Records `tensors` as holding `n` together, dropping entries that no longer hold it. */
+function holdTogether(n: Node, tensors: readonly Tensor[]): void {
+  const live = (coHolders.get(n) ?? []).filter((r) => r.deref()?.node === n);
+  for (const t of tensors) if (!live.some((r) => r.deref() === t)) live.push(new WeakRef(t));
+  coHolders.set(n, live);
+}
+
+/** The live tensors recorded as holding `n` that still hold it. */
+function holdersOf(n: Node): Tensor[] {
+  const out: Tensor[] = [];
+  for (const r of coHolders.get(n) ?? []) {
+    const t = r.deref();
+    if (t !== undefined && t.node === n) out.push(t);
+  }
+  return out;
 }
 
 /** Storage bytes of a tensor's elements. */
