@@ -514,27 +514,37 @@ export class WebGPUBackend implements Backend {
   async #runEach(steps: readonly (Step | RawStep)[], names: readonly string[]): Promise<void> {
     const packed = this.#packParams(steps);
     const perKernel = debugLevel() >= 1;
-    let encoder = this.#device.createCommandEncoder();
-    let pass = encoder.beginComputePass();
     this.#device.pushErrorScope("validation");
     this.#device.pushErrorScope("internal");
-    for (const [si, s] of steps.entries()) {
-      const { pipeline, group, dispatch } = this.#bind(s, packed.buffer, packed.offsets[si]);
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(dispatch[0], dispatch[1], dispatch[2]);
-      if (perKernel) {
-        pass.end();
-        const t0 = performance.now();
-        this.#device.queue.submit([encoder.finish()]);
-        await this.#device.queue.onSubmittedWorkDone();
-        console.error(`webgpu ${names[si]} ${dispatch.join("x")} ${(performance.now() - t0).toFixed(3)} ms`);
-        encoder = this.#device.createCommandEncoder();
-        pass = encoder.beginComputePass();
+    try {
+      let encoder = this.#device.createCommandEncoder();
+      let pass = encoder.beginComputePass();
+      for (const [si, s] of steps.entries()) {
+        const { pipeline, group, dispatch } = this.#bind(s, packed.buffer, packed.offsets[si]);
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, group);
+        pass.dispatchWorkgroups(dispatch[0], dispatch[1], dispatch[2]);
+        if (perKernel) {
+          pass.end();
+          const t0 = performance.now();
+          this.#device.queue.submit([encoder.finish()]);
+          await this.#device.queue.onSubmittedWorkDone();
+          console.error(
+            `webgpu ${names[si]} ${dispatch.join("x")} ${(performance.now() - t0).toFixed(3)} ms`,
+          );
+          encoder = this.#device.createCommandEncoder();
+          pass = encoder.beginComputePass();
+        }
       }
+      pass.end();
+      this.#device.queue.submit([encoder.finish()]);
+    } catch (e) {
+      // A step refused before submission (a dispatch too large, f16 without the feature): the scopes go too, or
+      // they would stay on the device's stack and swallow the errors of every later command.
+      await this.#device.popErrorScope();
+      await this.#device.popErrorScope();
+      throw e;
     }
-    pass.end();
-    this.#device.queue.submit([encoder.finish()]);
     await this.#settle(names, packed, steps.length);
   }
 
@@ -613,24 +623,36 @@ export class WebGPUBackend implements Backend {
       run: async (copies = []) => {
         if (disposed) throw new Error("prepared steps used after dispose()");
         this.#check(names[0] ?? "copy");
+        for (const [src, dst] of copies) {
+          if (src.bytes !== dst.bytes) {
+            throw new RangeError(`copy: ${src.bytes} bytes into ${dst.bytes} bytes`);
+          }
+        }
         const scoped = !validated;
         if (scoped) {
           this.#device.pushErrorScope("validation");
           this.#device.pushErrorScope("internal");
         }
-        const encoder = this.#device.createCommandEncoder();
-        if (bound.length > 0) {
-          const pass = encoder.beginComputePass();
-          encodeLaunches(pass, bound);
-          pass.end();
+        try {
+          const encoder = this.#device.createCommandEncoder();
+          if (bound.length > 0) {
+            const pass = encoder.beginComputePass();
+            encodeLaunches(pass, bound);
+            pass.end();
+          }
+          for (const [src, dst] of copies) {
+            const a = src as GpuStorage;
+            encoder.copyBufferToBuffer(a.buffer, 0, (dst as GpuStorage).buffer, 0, a.bytes);
+          }
+          this.#device.queue.submit([encoder.finish()]);
+        } catch (e) {
+          // The scopes go with the error (see #runEach).
+          if (scoped) {
+            await this.#device.popErrorScope();
+            await this.#device.popErrorScope();
+          }
+          throw e;
         }
-        for (const [src, dst] of copies) {
-          const a = src as GpuStorage;
-          const d = dst as GpuStorage;
-          if (a.bytes !== d.bytes) throw new RangeError(`copy: ${a.bytes} bytes into ${d.bytes} bytes`);
-          encoder.copyBufferToBuffer(a.buffer, 0, d.buffer, 0, a.bytes);
-        }
-        this.#device.queue.submit([encoder.finish()]);
         if (scoped) {
           const internal = await this.#device.popErrorScope();
           const validation = await this.#device.popErrorScope();

@@ -1,0 +1,66 @@
+/**
+ * WebGPU errors after a refused step: a kernel refused before submission (a dispatch over 65535 workgroups) or a
+ * prepared run refused (copies of unequal sizes) leaves no error scope on the device's stack, so the next invalid
+ * command is still reported by the next run.
+ */
+import { equal, rejects } from "node:assert/strict";
+import { customKernel, getWebGPU, tensor } from "../../mod.ts";
+import { debugLevel, setDebugLevel } from "../../lib/runtime/debug.ts";
+
+const be = await getWebGPU();
+
+/** No error scope is left on the device's stack: popping one fails. */
+async function noScopeLeft(): Promise<void> {
+  await rejects(be.device.popErrorScope(), { name: "OperationError", message: /no error scopes/ });
+}
+
+/** An invalid command (a write into a buffer made without COPY_DST) is reported by the next run. */
+async function nextRunReportsInvalidCommand(): Promise<void> {
+  const buffer = be.device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE });
+  be.device.queue.writeBuffer(buffer, 0, new Uint8Array(16));
+  await rejects(tensor([1, 2, 3, 4], { device: "webgpu" }).add(1).data(), /do not contain required usage/);
+  buffer.destroy();
+  // Reported once: the device works on.
+  equal(await tensor([1, 2], { device: "webgpu" }).mul(2).sum().item(), 6);
+}
+
+Deno.test("a step refused before submission leaves no error scope (one launch per step, DEBUG=1)", async () => {
+  const level = debugLevel();
+  setDebugLevel(1);
+  try {
+    const x = tensor([1, 2, 3, 4], { device: "webgpu" });
+    const huge = customKernel({
+      key: "scope_test_huge_dispatch",
+      name: "huge_dispatch",
+      shape: [4],
+      dtype: "f32",
+      wgsl: "@group(0) @binding(0) var<storage, read_write> out0: array<f32>;\n" +
+        "@group(0) @binding(1) var<storage, read> x: array<f32>;\n" +
+        "@compute @workgroup_size(1) fn main() { out0[0] = x[0]; }",
+      dispatch: [70000, 1, 1],
+      host: () => {},
+    }, [x]);
+    await rejects(huge.data(), /kernel huge_dispatch: dispatch 70000x1x1 exceeds 65535 per dimension/);
+    await noScopeLeft();
+    await nextRunReportsInvalidCommand();
+  } finally {
+    setDebugLevel(level);
+  }
+});
+
+Deno.test("a prepared run refused for its copies leaves no error scope", async () => {
+  const level = debugLevel();
+  setDebugLevel(0);
+  try {
+    const prepared = be.prepare([]);
+    const [four, eight] = [be.alloc("f32", 4), be.alloc("f32", 8)];
+    await rejects(prepared.run([[four, eight]]), /copy: 16 bytes into 32 bytes/);
+    await noScopeLeft();
+    await nextRunReportsInvalidCommand();
+    prepared.dispose();
+    four.release();
+    eight.release();
+  } finally {
+    setDebugLevel(level);
+  }
+});
