@@ -216,6 +216,13 @@ export class WebGPUBackend implements Backend {
   #staging = new BufferPool<GPUBuffer>();
   #uniforms = new BufferPool<GPUBuffer>();
   #pipelines = new LruCache<string, GPUComputePipeline>(PIPELINE_CACHE_SIZE);
+  /**
+   * Cache keys of the pipelines (by source) and merged shaders made since they were last taken for a run: a run
+   * that fails drops them from the caches. A shader that does not compile leaves an invalid pipeline, and its
+   * later uses reported only "ComputePipeline with 'bad' label is invalid", under the name of the kernel that made
+   * it, where a pipeline made anew reports the compiler's message under the kernel that runs it.
+   */
+  #made: { pipelines: string[]; merged: string[] } = { pipelines: [], merged: [] };
   #rendered = new WeakMap<Kernel, RenderedKernel>();
   #layouts = new Map<string, GPUBindGroupLayout>();
   #live = 0;
@@ -379,6 +386,7 @@ export class WebGPUBackend implements Backend {
         label: name,
       });
       this.#pipelines.set(source, p);
+      this.#made.pipelines.push(source);
     }
     return p;
   }
@@ -497,6 +505,7 @@ export class WebGPUBackend implements Backend {
     try {
       launches = this.#launches(steps, true);
     } catch (e) {
+      this.#dropMade(this.#takeMade());
       await this.#device.popErrorScope();
       await this.#device.popErrorScope();
       throw e;
@@ -507,7 +516,7 @@ export class WebGPUBackend implements Backend {
     encodeLaunches(pass, bound);
     pass.end();
     this.#device.queue.submit([encoder.finish()]);
-    await this.#settle(names, packed, bound.length);
+    await this.#settle(names, packed, bound.length, this.#takeMade());
   }
 
   /** {@link run} with every step its own launch; with `DEBUG` >= 1 each is submitted and timed on its own. */
@@ -541,21 +550,36 @@ export class WebGPUBackend implements Backend {
     } catch (e) {
       // A step refused before submission (a dispatch too large, f16 without the feature): the scopes go too, or
       // they would stay on the device's stack and swallow the errors of every later command.
+      this.#dropMade(this.#takeMade());
       await this.#device.popErrorScope();
       await this.#device.popErrorScope();
       throw e;
     }
-    await this.#settle(names, packed, steps.length);
+    await this.#settle(names, packed, steps.length, this.#takeMade());
+  }
+
+  /** The cache keys of what was made since they were last taken (see {@link #made}). */
+  #takeMade(): { pipelines: string[]; merged: string[] } {
+    const made = this.#made;
+    this.#made = { pipelines: [], merged: [] };
+    return made;
+  }
+
+  /** Drops the pipelines and merged shaders `made` by a run that failed from the caches. */
+  #dropMade(made: { pipelines: string[]; merged: string[] }): void {
+    for (const source of made.pipelines) this.#pipelines.delete(source);
+    for (const key of made.merged) this.#merged.delete(key);
   }
 
   /**
    * After a run's submission: gives its parameter buffer back to the pool, records its launches and throws what
-   * its commands raised (the two error scopes that the run pushed).
+   * its commands raised (the two error scopes that the run pushed), dropping what the run `made` from the caches.
    */
   async #settle(
     names: readonly string[],
     packed: { buffer: GPUBuffer | null; cls: number },
     launches: number,
+    made: { pipelines: string[]; merged: string[] },
   ): Promise<void> {
     this.#lastRunLaunches = launches;
     // Later writes to the parameter buffer are queued after this submission, so it can be reused at once.
@@ -564,6 +588,7 @@ export class WebGPUBackend implements Backend {
     const validation = await this.#device.popErrorScope();
     const err = validation ?? internal;
     if (err) {
+      this.#dropMade(made);
       const which = names.length === 1 ? names[0] : `one of [${names.join(", ")}]`;
       throw new WebGPUError(which, err.message);
     }
@@ -614,6 +639,7 @@ export class WebGPUBackend implements Backend {
   prepare(steps: readonly (Step | RawStep)[]): PreparedSteps {
     if (debugLevel() >= 1) return { run: () => this.run(steps), dispose: () => {}, launches: steps.length };
     const { bound, packed } = this.#launches(steps, false);
+    const made = this.#takeMade();
     const names = steps.map((s) => ("wgsl" in s ? s.name : s.kernel.name));
     let disposed = false;
     // Validation errors are a property of the commands, which never change: only the first run is checked with
@@ -657,7 +683,10 @@ export class WebGPUBackend implements Backend {
           const internal = await this.#device.popErrorScope();
           const validation = await this.#device.popErrorScope();
           const err = validation ?? internal;
-          if (err) throw new WebGPUError(`one of [${names.join(", ")}]`, err.message);
+          if (err) {
+            this.#dropMade(made);
+            throw new WebGPUError(`one of [${names.join(", ")}]`, err.message);
+          }
           validated = true;
         }
         this.#check(names[names.length - 1] ?? "copy");
@@ -715,6 +744,7 @@ export class WebGPUBackend implements Backend {
       const layout = this.#layoutOf(bindings.map((b) => b.write), paramBase > 0);
       made = { dispatch: r.dispatch, layout, pipeline: this.#pipeline(r.source, name, layout) };
       this.#merged.set(key, made);
+      this.#made.merged.push(key);
     }
     const { layout, pipeline } = made;
     const entries: GPUBindGroupEntry[] = bindings.map((b, i) => ({

@@ -1,9 +1,10 @@
 /**
  * WebGPU errors after a refused step: a kernel refused before submission (a dispatch over 65535 workgroups) or a
  * prepared run refused (copies of unequal sizes) leaves no error scope on the device's stack, so the next invalid
- * command is still reported by the next run.
+ * command is still reported by the next run. A shader that does not compile is reported with the compiler's
+ * message under the name of the kernel that runs it, at every use, alone or beside other kernels.
  */
-import { equal, rejects } from "node:assert/strict";
+import { equal, match, rejects } from "node:assert/strict";
 import { customKernel, getWebGPU, tensor } from "../../mod.ts";
 import { debugLevel, setDebugLevel } from "../../lib/runtime/debug.ts";
 
@@ -60,6 +61,42 @@ Deno.test("a prepared run refused for its copies leaves no error scope", async (
     prepared.dispose();
     four.release();
     eight.release();
+  } finally {
+    setDebugLevel(level);
+  }
+});
+
+Deno.test("a shader that does not compile reports the compiler's message under the running kernel's name, every time", async () => {
+  const x = tensor([1, 2, 3, 4], { device: "webgpu" });
+  const broken = (name: string) =>
+    customKernel({
+      key: `compile_test_${name}`,
+      name,
+      shape: [4],
+      dtype: "f32",
+      wgsl: "@group(0) @binding(0) var<storage, read_write> out0: array<f32>;\n" +
+        "@compute @workgroup_size(4) fn main() { out0[0] = undefined_thing; }",
+      dispatch: [1, 1, 1],
+      host: () => {},
+    }, [x]);
+  const parseError = (name: string) =>
+    new RegExp(`Shader '${name}' parsing error: no definition in scope for identifier: \`undefined_thing\``);
+  const level = debugLevel();
+  try {
+    // Runs as one submission, and with one launch per step.
+    for (const debug of [0, 1]) {
+      setDebugLevel(debug);
+      for (const name of ["broken_a", "broken_b", "broken_a"]) {
+        await rejects(broken(name).data(), (e: Error) => {
+          match(e.message, new RegExp(`^WebGPU error in kernel ${name}: `));
+          match(e.message, parseError(name));
+          return true;
+        });
+        // Beside a kernel that compiles, in one submission.
+        await rejects(broken(`${name}_with_exp`).add(x.exp()).data(), parseError(`${name}_with_exp`));
+        equal(await x.mul(2).sum().item(), 20);
+      }
+    }
   } finally {
     setDebugLevel(level);
   }
