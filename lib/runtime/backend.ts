@@ -125,8 +125,9 @@ export interface BackendStats {
   /** Compiled pipelines (or host functions) in the cache. */
   readonly cachedKernels: number;
   /**
-   * Bytes of device memory the backend holds in buffers, live or pooled (a GPU backend never frees a pooled buffer,
-   * so this is also the peak); absent where the backend does not track it.
+   * Bytes of device memory the backend holds in buffers: storage buffers, live or pooled (a GPU backend never frees
+   * a pooled one), and on WebGPU the staging buffers of readbacks (those beyond 16 MiB are freed after their read).
+   * The small uniform buffers of kernel parameters are not counted. Absent where the backend does not track it.
    */
   readonly deviceBytes?: number;
 }

@@ -126,8 +126,11 @@ function encode(d: DType, data: AnyDataArray): Uint8Array {
 /** Most kernels one launch of a prepared sequence runs (bounds the size of a merged shader). */
 export const MAX_MERGED_STEPS = 24;
 
-/** Most compiled pipelines a WebGPU backend keeps (least recently used ones are dropped). */
-export const PIPELINE_CACHE_SIZE = 1024;
+/**
+ * Most bytes of readback staging buffers kept for reuse: one readback waits for the queue anyway (~11 ms), and
+ * reads running at once (150 reads of 1 MiB held 150 MiB for good) are not worth keeping buffers for.
+ */
+const STAGING_POOL_BYTES = 16 * 2 ** 20;
 
 /**
  * Writes a kernel's parameter values into `words` from word `at` on, as the shader reads them: 32-bit words,
@@ -214,8 +217,18 @@ export class WebGPUBackend implements Backend {
   readonly #device: GPUDevice;
   #pool = new BufferPool<GPUBuffer>();
   #staging = new BufferPool<GPUBuffer>();
+  /** Bytes of the staging buffers parked in {@link #staging} (at most {@link STAGING_POOL_BYTES}). */
+  #stagingParked = 0;
   #uniforms = new BufferPool<GPUBuffer>();
-  #pipelines = new LruCache<string, GPUComputePipeline>(PIPELINE_CACHE_SIZE);
+  /**
+   * Compiled pipelines by shader source, never dropped. Deno frees no dropped `GPUComputePipeline` (WebGPU has no
+   * destroy() for them), so a bounded cache only made memory grow faster: on lavapipe 1,200 shaders run 4 times
+   * over with a least-recently-used cache of 1,024 grew the resident memory 367 -> 432 -> 462 -> 481 MB (about
+   * 30 KB per pipeline made again, never returned, and 0.41 ms per kernel to make it again from Mesa's shader
+   * cache, 9 ms without it), while keeping all 1,200 stayed at 315-324 MB at 0.28 ms per kernel. Memory grows
+   * with the number of distinct kernels (about 100 KB each there), as it did with the bounded cache.
+   */
+  #pipelines = new Map<string, GPUComputePipeline>();
   /**
    * Cache keys of the pipelines (by source) and merged shaders made since they were last taken for a run: a run
    * that fails drops them from the caches. A shader that does not compile leaves an invalid pipeline, and its
@@ -824,11 +837,13 @@ export class WebGPUBackend implements Backend {
     }
     const cls = sizeClass(Math.max(bytes, 4));
     let staging = this.#staging.take(cls);
-    if (staging === undefined) {
+    if (staging !== undefined) this.#stagingParked -= cls;
+    else {
       staging = this.#device.createBuffer({
         size: cls,
         usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
       });
+      this.#deviceBytes += cls;
     }
     const enc = this.#device.createCommandEncoder();
     parts.forEach((p, i) => {
@@ -839,7 +854,13 @@ export class WebGPUBackend implements Backend {
     await staging.mapAsync(GPUMapMode.READ);
     const all = staging.getMappedRange().slice(0);
     staging.unmap();
-    this.#staging.give(cls, staging);
+    if (this.#stagingParked + cls <= STAGING_POOL_BYTES) {
+      this.#staging.give(cls, staging);
+      this.#stagingParked += cls;
+    } else {
+      staging.destroy();
+      this.#deviceBytes -= cls;
+    }
     this.#check("readback");
     return parts.map((p, i) =>
       decode(p.dtype, all.slice(offsets[i], offsets[i] + (p.storage as GpuStorage).bytes), p.n)
