@@ -152,7 +152,8 @@ export interface ArrayBatchOptions {
  * @param n number of examples.
  * @param options `batchSize`, `seed`, `shuffle` (default true), `dropLast` (default false), `epochs`
  *   (default 1).
- * @throws {RangeError} on a negative `n` or a non-positive `batchSize`.
+ * @throws {RangeError} on a negative `n`, a non-positive `batchSize`, or fewer than `batchSize` examples with
+ *   `dropLast` (no batch at all).
  * @throws {Error} when `shuffle` is set without a seed.
  *
  * @example
@@ -170,6 +171,13 @@ export function arrayBatches(n: number, options: ArrayBatchOptions): Generator<I
   }
   checkPositiveInteger("arrayBatches", "batchSize", batchSize);
   checkEpochs("arrayBatches", epochs);
+  if (dropLast && n < batchSize) {
+    // Every batch would be the dropped remainder: a loop over it would run no step and say nothing.
+    throw new RangeError(
+      `arrayBatches: ${n} examples are fewer than batchSize ${batchSize}, so dropLast would yield nothing; ` +
+        `lower batchSize or set dropLast: false`,
+    );
+  }
   const rng = makeRng("arrayBatches", shuffle, seed);
   return arrayBatchGenerator(n, { batchSize, dropLast, epochs, rng });
 }

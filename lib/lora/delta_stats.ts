@@ -29,7 +29,9 @@ function checkShape(what: string, data: Float32Array | Float64Array, shape: read
 
 /**
  * The spectral norm `‖M‖₂ = σ_max(M)` of a row-major `[rows, cols]` matrix, by power iteration on `MᵀM` in float64
- * from a fixed, deterministic start vector. 0 for the zero matrix.
+ * from a fixed, deterministic start vector. 0 for the zero matrix. Power iteration converges as (σ₂/σ₁)² a
+ * step: where the two largest singular values are close, `maxIter` ends it first and the result, always between
+ * σ₂ and σ₁, is off by up to their gap (σ = 1 and 1 − 1e-4 give 0.99990 at the default 500 iterations).
  *
  * @example
  * ```ts

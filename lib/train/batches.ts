@@ -102,6 +102,12 @@ export function epochIndices(n: number, opts: EpochIndexOptions): Int32Array {
   checkPositive("epochIndices: n", n);
   checkPositive("epochIndices: batchSize", batchSize);
   checkPositive("epochIndices: step", step);
+  if (!Number.isSafeInteger(step * batchSize)) {
+    // Past 2^53 the positions (step − 1)·batchSize + b round, and one batch could hold an example twice.
+    throw new RangeError(
+      `epochIndices: step ${step} × batchSize ${batchSize} is past 2^53, where positions round`,
+    );
+  }
   const out = new Int32Array(batchSize);
   for (let b = 0; b < batchSize; b++) {
     const pos = (step - 1) * batchSize + b;

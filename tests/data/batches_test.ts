@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { arrayBatches, lmBatches, Rng } from "../../lib/data/mod.ts";
+import { epochIndices } from "../../lib/train/mod.ts";
 
 /** A random permutation of 0..n-1 as tokens: every value is distinct, so a window's start is indexOf(x[0]). */
 function distinctTokens(n: number, seed: number): Int32Array {
@@ -100,4 +101,22 @@ Deno.test("arrayBatches: covers 0..n-1 once per epoch, reshuffles, honours dropL
   assert.deepEqual([...arrayBatches(0, { batchSize: 4, shuffle: false, epochs: Infinity })], []);
   assert.throws(() => arrayBatches(5, { batchSize: 2 }), /seed is required/);
   assert.throws(() => arrayBatches(-1, { batchSize: 2, seed: 0 }), /n must be/);
+  // Fewer examples than one batch with dropLast: no batch at all, refused rather than an empty loop.
+  assert.throws(
+    () => arrayBatches(3, { batchSize: 5, seed: 0, dropLast: true }),
+    /arrayBatches: 3 examples are fewer than batchSize 5, so dropLast would yield nothing/,
+  );
+});
+
+Deno.test("epochIndices: a batch holds distinct examples, and steps whose positions would round are refused", () => {
+  const n = 10;
+  for (const step of [1, 7, 2 ** 40 + 3]) {
+    const idx = Array.from(epochIndices(n, { batchSize: 4, seed: 4, step }));
+    assert.equal(new Set(idx).size, 4, `step ${step}: ${idx}`);
+  }
+  // (2^52 − 1)·4 is past 2^53: positions rounded, and the batch at step 2^52 held example 3 twice.
+  assert.throws(
+    () => epochIndices(n, { batchSize: 4, seed: 4, step: 2 ** 52 }),
+    /past 2\^53, where positions round/,
+  );
 });
