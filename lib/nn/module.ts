@@ -297,7 +297,16 @@ function describe(v: unknown): string {
 
 /** Replaces every occurrence (by identity) of the keys of `swap` below `root` with their values. */
 export function replaceTensors(root: object, swap: ReadonlyMap<Tensor, Tensor>): void {
-  if (swap.size === 0) return;
+  swapSlots(root, swap);
+}
+
+/** One place a tensor was replaced: the container, the key, and the tensor that was there. */
+type Slot = [Record<string, unknown>, string, Tensor];
+
+/** {@link replaceTensors}, returning every place it changed, to be put back by {@link restoreSlots}. */
+function swapSlots(root: object, swap: ReadonlyMap<Tensor, Tensor>): Slot[] {
+  const changed: Slot[] = [];
+  if (swap.size === 0) return changed;
   const seen = new Set<object>();
   const go = (v: object) => {
     if (seen.has(v)) return;
@@ -306,11 +315,20 @@ export function replaceTensors(root: object, swap: ReadonlyMap<Tensor, Tensor>):
     for (const [k, c] of entriesOf(v)) {
       if (c instanceof Tensor) {
         const r = swap.get(c);
-        if (r !== undefined) rec[k] = r;
+        if (r !== undefined) {
+          changed.push([rec, k, c]);
+          rec[k] = r;
+        }
       } else if (isContainer(c)) go(c);
     }
   };
   go(root);
+  return changed;
+}
+
+/** Puts back what {@link swapSlots} replaced, place by place. */
+function restoreSlots(changed: readonly Slot[]): void {
+  for (const [rec, k, was] of changed) rec[k] = was;
 }
 
 /**
@@ -384,28 +402,28 @@ export function loadParameters(root: object, params: ParamDict, opts: { strict?:
  */
 export function functionalCall<R>(root: object, params: ParamDict, fn: () => R): R {
   const current = new Map(namedParameters(root));
-  const back = new Map<Tensor, Tensor>();
   const swap = new Map<Tensor, Tensor>();
   for (const [path, t] of Object.entries(params)) {
     const old = current.get(path);
     if (old === undefined) {
       throw new RangeError(`functionalCall: the model has no parameter "${path}"`);
     }
-    if (old.shape.join() !== t.shape.join()) {
+    if (!(t instanceof Tensor)) throw new TypeError(`functionalCall: "${path}" is not a tensor (${t})`);
+    if (old.shape.join() !== t.shape.join() || old.dtype !== t.dtype) {
       throw new RangeError(
-        `functionalCall: "${path}" is [${old.shape.join(", ")}] in the model, got [${t.shape.join(", ")}]`,
+        `functionalCall: "${path}" is [${old.shape.join(", ")}] ${old.dtype} in the model, got ` +
+          `[${t.shape.join(", ")}] ${t.dtype}`,
       );
     }
-    if (old !== t) {
-      swap.set(old, t);
-      back.set(t, old);
-    }
+    if (old !== t) swap.set(old, t);
   }
-  replaceTensors(root, swap);
+  // Restored place by place, not by swapping back by identity: a tensor passed in may also sit at another path
+  // of the model, or be passed for two paths, and swapping it back would overwrite those places too.
+  const changed = swapSlots(root, swap);
   try {
     return fn();
   } finally {
-    replaceTensors(root, back);
+    restoreSlots(changed);
   }
 }
 

@@ -135,10 +135,43 @@ Deno.test("functionalCall: gradients with respect to a parameter record; the mod
   });
   assertClose(await grads.weight.data(), gw, { rtol: 1e-5, atol: 1e-5 });
   assertClose([await value.item()], [y.reduce((s, v) => s + v * v, 0)], { rtol: 1e-5 });
-  throws(() => functionalCall(layer, { weight: tensor([1]) }, () => 0), /is \[2, 3\] in the model/);
+  throws(
+    () => functionalCall(layer, { weight: tensor([1]) }, () => 0),
+    /is \[2, 3\] f32 in the model, got \[1\] f32/,
+  );
   throws(() =>
     functionalCall(layer, {}, () => {
       throw new Error("boom");
     }), /boom/);
   equal(layer.weight, original);
+  throws(
+    () =>
+      functionalCall(layer, { weight: tensor([1, 2, 3, 4, 5, 6], { shape: [2, 3], dtype: "i32" }) }, () => 0),
+    /"weight" is \[2, 3\] f32 in the model, got \[2, 3\] i32/,
+  );
+});
+
+Deno.test("functionalCall puts every place back: a tensor passed in that is also another parameter, or passed twice", () => {
+  const rng = new TestRng(33);
+  const tree = {
+    a: new Linear(2, 2, { seed: rng.int(0, 1e6) }),
+    b: new Linear(2, 2, { seed: rng.int(0, 1e6) }),
+  };
+  const [a0, b0, ab0, bb0] = [tree.a.weight, tree.b.weight, tree.a.bias!, tree.b.bias!];
+  // b's weight put at a's path: inside the call both paths hold it; afterwards each holds its own again (before,
+  // swapping back by identity also turned b.weight into a's old weight).
+  const seen = functionalCall(tree, { "a.weight": b0 }, () => [tree.a.weight, tree.b.weight]);
+  deepEqual(seen, [b0, b0]);
+  equal(tree.a.weight, a0);
+  equal(tree.b.weight, b0);
+  // One tensor for two paths (before, a.weight came back as b's old weight).
+  const x = tensor(rng.normals(4), { shape: [2, 2] });
+  functionalCall(tree, { "a.weight": x, "b.weight": x }, () => 0);
+  equal(tree.a.weight, a0);
+  equal(tree.b.weight, b0);
+  // Two parameters exchanged.
+  const swapped = functionalCall(tree, { "a.bias": bb0, "b.bias": ab0 }, () => [tree.a.bias, tree.b.bias]);
+  deepEqual(swapped, [bb0, ab0]);
+  equal(tree.a.bias, ab0);
+  equal(tree.b.bias, bb0);
 });
