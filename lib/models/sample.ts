@@ -88,6 +88,8 @@ export function sampleToken(logits: ArrayLike<number>, options: SampleTokenOptio
     throw new RangeError(`sampleToken: temperature must be a finite number >= 0, got ${temperature}`);
   }
   if (!(topP > 0 && topP <= 1)) throw new RangeError(`sampleToken: topP must be in (0, 1], got ${topP}`);
+  // Checked even when greedy: a u outside [0, 1) is a caller's bug, and NaN or 1.5 would pick the last token.
+  if (!(u >= 0 && u < 1)) throw new RangeError(`sampleToken: u must be a uniform draw in [0, 1), got ${u}`);
   // A NaN or +∞ logit, or none above −∞, leaves no distribution to draw from (and no meaningful argmax).
   const bad = Array.prototype.findIndex.call(logits, (v: number) => Number.isNaN(v) || v === Infinity);
   if (bad >= 0 || !Array.prototype.some.call(logits, (v: number) => v > -Infinity)) {

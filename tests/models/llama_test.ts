@@ -263,6 +263,15 @@ Deno.test("sampleToken inverts the (nucleus-truncated) softmax CDF", () => {
   equal(sampleToken(logits, { temperature: 0, u: 0.3 }), order[0]);
   throws(() => sampleToken(logits, { temperature: -1, u: 0 }), /temperature/);
   throws(() => sampleToken(logits, { temperature: 1, topP: 0, u: 0 }), /topP/);
+  // u outside [0, 1): NaN and 1.5 used to pick the last token, -1 the first.
+  for (const u of [NaN, 1.5, -1, 1]) {
+    for (const temperature of [0, 1]) {
+      throws(
+        () => sampleToken(logits, { temperature, u }),
+        new RegExp(`u must be a uniform draw in \\[0, 1\\), got ${u}`),
+      );
+    }
+  }
   // No distribution to draw from: a clear error, where the draw used to return the last token.
   const at = rng.int(0, 6);
   for (const [v, shown] of [[NaN, "NaN"], [Infinity, "Infinity"]] as const) {
