@@ -146,6 +146,10 @@ export class LayerNorm extends Module {
 
   /** Normalises the last axis. */
   forward(x: F32): Tensor<number[], "f32"> {
+    // Without affine there is no gain for layerNorm to check against, and any last axis would be normalised.
+    if (x.shape[x.ndim - 1] !== this.#dim) {
+      throw new RangeError(`LayerNorm: input must be [..., ${this.#dim}], got [${x.shape.join(", ")}]`);
+    }
     return layerNorm(x, this.weight, this.bias, { eps: this.#eps });
   }
 }

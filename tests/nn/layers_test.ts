@@ -78,6 +78,13 @@ Deno.test("Embedding gathers rows; LayerNorm normalises with population variance
     want.push(...row.map((x) => (x - mu) / Math.sqrt(v + 1e-5)));
   }
   assertClose(y, want, { rtol: 1e-4, atol: 1e-5 });
+  // An input whose last axis is not dim is refused alike with and without the gain and bias.
+  for (const affine of [true, false]) {
+    throws(
+      () => new LayerNorm(4, { affine }).forward(randn([2, 8], { seed: 0 })),
+      /LayerNorm: input must be \[\.\.\., 4\], got \[2, 8\]/,
+    );
+  }
 });
 
 Deno.test("initialisers reproduce rand/randn of the same seed and give each parameter its own buffer", async () => {
