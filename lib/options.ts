@@ -163,6 +163,17 @@ export function refuseWithLayers(where: string, opts: object, keys: readonly str
   }
 }
 
+/**
+ * Throws a RangeError unless `value`, a size given as an argument rather than an option, is an integer >= 1,
+ * naming `where` and the argument (`Linear: outFeatures must be a positive integer, got 0`): a layer refuses its
+ * sizes itself, where a zero or fractional size would otherwise surface later in an initialiser or a reshape.
+ */
+export function checkSize(where: string, name: string, value: number): void {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new RangeError(`${where}: ${name} must be a positive integer, got ${showValue(value)}`);
+  }
+}
+
 /** Schema pieces the library's options share. */
 export const opt = {
   /** A finite number. */

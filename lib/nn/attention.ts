@@ -8,7 +8,7 @@
  */
 import { z } from "../../deps.ts";
 import type { DeviceName, Node } from "../ir/node.ts";
-import { checkOptions, opt, refuseWithLayers } from "../options.ts";
+import { checkOptions, checkSize, opt, refuseWithLayers } from "../options.ts";
 import type { Shape } from "../shape.ts";
 import { arange, tensor } from "../tensor/creation.ts";
 import { Tensor } from "../tensor/tensor.ts";
@@ -530,6 +530,7 @@ export class Attention extends Module {
     super();
     checkOptions("Attention", ATTENTION_OPTIONS, opts);
     refuseWithLayers("Attention", opts, ["headDim", "bias", "qkNorm", "normEps", "seed", "device"]);
+    checkSize("Attention", "dim", dim);
     const nKv = opts.nKvHeads ?? opts.nHeads;
     if (
       opts.nHeads % nKv !== 0 ||

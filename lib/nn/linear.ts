@@ -6,7 +6,7 @@
  */
 import { z } from "../../deps.ts";
 import { customVjp } from "../autodiff/grad.ts";
-import { checkOptions, opt } from "../options.ts";
+import { checkOptions, checkSize, opt } from "../options.ts";
 import type { DeviceName } from "../ir/node.ts";
 import type { Shape } from "../shape.ts";
 import type { F16, F32, Tensor } from "../tensor/tensor.ts";
@@ -126,6 +126,8 @@ export class Linear extends Module implements LinearLayer {
   constructor(inFeatures: number, outFeatures: number, opts: LinearOptions) {
     super();
     checkOptions("Linear", LINEAR_OPTIONS, opts);
+    checkSize("Linear", "inFeatures", inFeatures);
+    checkSize("Linear", "outFeatures", outFeatures);
     const bound = 1 / Math.sqrt(inFeatures);
     const device = opts.device;
     this.weight = uniformParam([outFeatures, inFeatures], -bound, bound, { seed: opts.seed, device });
@@ -236,6 +238,8 @@ export class Embedding extends Module {
   constructor(num: number, dim: number, opts: EmbeddingOptions) {
     super();
     checkOptions("Embedding", EMBEDDING_OPTIONS, opts);
+    checkSize("Embedding", "num", num);
+    checkSize("Embedding", "dim", dim);
     this.weight = normalParam([num, dim], opts.std ?? 1, { seed: opts.seed, device: opts.device });
   }
 

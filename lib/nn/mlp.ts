@@ -5,7 +5,7 @@
  */
 import { z } from "../../deps.ts";
 import type { DeviceName } from "../ir/node.ts";
-import { checkOptions, opt, refuseWithLayers } from "../options.ts";
+import { checkOptions, checkSize, opt, refuseWithLayers } from "../options.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { type Activation, relu } from "./activations.ts";
 import { deriveSeed } from "./init.ts";
@@ -77,6 +77,8 @@ export class SwiGLU extends Module {
     super();
     checkOptions("SwiGLU", SWIGLU_OPTIONS, opts);
     refuseWithLayers("SwiGLU", opts, ["seed", "bias", "device"]);
+    checkSize("SwiGLU", "dim", dim);
+    checkSize("SwiGLU", "hidden", hidden);
     if (opts.layers !== undefined) {
       ({ w1: this.w1, w2: this.w2, w3: this.w3 } = opts.layers);
       return;
@@ -130,6 +132,7 @@ export class Mlp extends Module {
     if (sizes.length < 2) {
       throw new RangeError(`Mlp: need at least [in, out] sizes, got [${sizes.join(", ")}]`);
     }
+    sizes.forEach((size, i) => checkSize("Mlp", `sizes[${i}]`, size));
     this.layers = sizes.slice(1).map((out, i) =>
       new Linear(sizes[i], out, { seed: deriveSeed(opts.seed, "layers", i), device: opts.device })
     );

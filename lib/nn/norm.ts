@@ -6,7 +6,7 @@
  */
 import { z } from "../../deps.ts";
 import type { DeviceName } from "../ir/node.ts";
-import { checkOptions, opt } from "../options.ts";
+import { checkOptions, checkSize, opt } from "../options.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { constantParam } from "./init.ts";
 import type { F32 } from "./linear.ts";
@@ -126,6 +126,7 @@ export class LayerNorm extends Module {
   constructor(dim: number, opts: LayerNormModuleOptions = {}) {
     super();
     checkOptions("LayerNorm", LAYER_NORM_MODULE_OPTIONS, opts);
+    checkSize("LayerNorm", "dim", dim);
     this.#dim = dim;
     this.#eps = opts.eps ?? 1e-5;
     if (opts.affine ?? true) {
@@ -180,6 +181,7 @@ export class RMSNorm extends Module {
   constructor(dim: number, opts: RMSNormModuleOptions = {}) {
     super();
     checkOptions("RMSNorm", RMS_NORM_MODULE_OPTIONS, opts);
+    checkSize("RMSNorm", "dim", dim);
     this.#eps = opts.eps ?? 1e-5;
     this.weight = constantParam([dim], 1, { device: opts.device });
   }

@@ -8,7 +8,7 @@
  */
 import { z } from "../../deps.ts";
 import type { DeviceName } from "../ir/node.ts";
-import { checkOptions, opt, OptionsError, refuseWithLayers } from "../options.ts";
+import { checkOptions, checkSize, opt, OptionsError, refuseWithLayers } from "../options.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { Attention, type AttentionForwardOptions, type CachedStep } from "./attention.ts";
 import { deriveSeed } from "./init.ts";
@@ -91,6 +91,7 @@ export class TransformerBlock extends Module {
     super();
     checkOptions("TransformerBlock", BLOCK_OPTIONS, opts);
     refuseWithLayers("TransformerBlock", opts, ["normEps", "ropeTheta", "seed", "device"]);
+    checkSize("TransformerBlock", "dim", dim);
     let layers = opts.layers;
     if (layers !== undefined) {
       // The sizes the options give must be those of the parts (they describe the block, not new parts).

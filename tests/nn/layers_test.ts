@@ -5,6 +5,7 @@
 import { equal, notDeepEqual, ok, throws } from "node:assert/strict";
 import { getBackend, getDefaultDevice, rand, randn, type Shape, type Tensor, tensor } from "../../mod.ts";
 import {
+  Attention,
   constantParam,
   crossEntropy,
   deriveSeed,
@@ -18,8 +19,11 @@ import {
   Mlp,
   mse,
   normalParam,
+  RMSNorm,
   softplus,
+  SwiGLU,
   swiglu,
+  TransformerBlock,
   uniformParam,
 } from "../../lib/nn/mod.ts";
 import { grad, valueAndGrad } from "../../lib/autodiff/mod.ts";
@@ -54,6 +58,28 @@ Deno.test("Linear computes x·Wᵀ + b over the last axis of a 3-D input", async
     () => layer.forward(tensor(xs, { shape: [b * t, inF] }).reshape([b, t * inF]) as F),
     /does not end in 5/,
   );
+});
+
+Deno.test("layers refuse a size that is not a positive integer, naming the layer and the argument", () => {
+  // Zero sizes used to build and fail later in a reshape ("Cannot reshape [3, 0] (0 elements) to [-1, 0]"),
+  // fractional ones in the initialiser ("uniformParam: bad shape [2, 2.5]").
+  const cases: [() => unknown, string][] = [
+    [() => new Linear(2, 0, { seed: 0 }), "Linear: outFeatures must be a positive integer, got 0"],
+    [() => new Linear(2.5, 2, { seed: 0 }), "Linear: inFeatures must be a positive integer, got 2.5"],
+    [() => new Embedding(0, 3, { seed: 0 }), "Embedding: num must be a positive integer, got 0"],
+    [() => new Embedding(4, NaN, { seed: 0 }), "Embedding: dim must be a positive integer, got NaN"],
+    [() => new SwiGLU(8, 0, { seed: 0 }), "SwiGLU: hidden must be a positive integer, got 0"],
+    [() => new Mlp([8, 0, 2], { seed: 0 }), "Mlp: sizes[1] must be a positive integer, got 0"],
+    [() => new Attention(0, { nHeads: 2, seed: 0 }), "Attention: dim must be a positive integer, got 0"],
+    [() => new RMSNorm(0), "RMSNorm: dim must be a positive integer, got 0"],
+    [() => new LayerNorm(0, { affine: false }), "LayerNorm: dim must be a positive integer, got 0"],
+    [() => new LayerNorm(-1), "LayerNorm: dim must be a positive integer, got -1"],
+    [
+      () => new TransformerBlock(0, { nHeads: 2, hiddenDim: 8, seed: 0 }),
+      "TransformerBlock: dim must be a positive integer, got 0",
+    ],
+  ];
+  for (const [make, message] of cases) throws(make, { name: "RangeError", message });
 });
 
 Deno.test("Embedding gathers rows; LayerNorm normalises with population variance", async () => {
