@@ -13,7 +13,9 @@
  *
  * @module
  */
+import { z } from "../../deps.ts";
 import type { DeviceName } from "../ir/node.ts";
+import { checkOptions, opt } from "../options.ts";
 import type { Shape } from "../shape.ts";
 import { arange, tensor, zeros } from "../tensor/creation.ts";
 import { realize, type Tensor } from "../tensor/tensor.ts";
@@ -77,6 +79,12 @@ export interface LlamaRandomOptions {
   /** Device of the parameters (default: the default device). */
   device?: DeviceName;
 }
+
+const RANDOM_OPTIONS = z.object({
+  seed: opt.seed(),
+  std: opt.positive().optional(),
+  device: opt.device().optional(),
+}).strict();
 
 /** Options of the loaders ({@link LlamaLM.fromWeights}, {@link LlamaLM.fromLlama2c}, `loadLlama`). */
 export interface LlamaLoadOptions {
@@ -439,6 +447,7 @@ export class LlamaLM extends Module implements AliasedModule {
    * ```
    */
   static random(config: LlamaConfig, options: LlamaRandomOptions): LlamaLM {
+    checkOptions("LlamaLM.random", RANDOM_OPTIONS, options);
     const c = resolveLlamaConfig(config);
     const std = options.std ?? 0.02;
     const device = options.device;

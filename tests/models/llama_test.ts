@@ -124,6 +124,15 @@ Deno.test("LlamaLM.random is seeded; configs are checked", async () => {
     what: "std of wo",
   });
   deepEqual([...a.get("norm.weight")!.data], new Array(config.dim).fill(1));
+  // Options are checked: a misspelt key and std -1 were ignored, a missing seed read "deriveSeed: seed must be ...".
+  throws(
+    () => LlamaLM.random(config, { seed, std: -1, devcie: "wasm" } as never),
+    { message: 'LlamaLM.random: option "std" must be > 0, got -1; unknown option "devcie"' },
+  );
+  throws(
+    () => LlamaLM.random(config, { std: Infinity } as never),
+    /option "seed" is required; option "std" must be/,
+  );
   throws(
     () => LlamaLM.random({ ...config, nKvHeads: 3 }, { seed }),
     /nHeads 4 is not divisible by nKvHeads 3/,
