@@ -459,6 +459,31 @@ export interface AttentionLayers {
   k_norm?: RMSNorm;
 }
 
+/**
+ * Refuses `layers` whose widths do not fit the heads: the head size is `wq`'s width over `nHeads`, and a
+ * mismatch would otherwise surface at the first forward as a reshape error or an odd RoPE head size.
+ */
+function checkLayerWidths(dim: number, nHeads: number, nKv: number, layers: AttentionLayers): void {
+  const { wq, wk, wv, wo } = layers;
+  if (wq.outFeatures % nHeads !== 0) {
+    throw new RangeError(`Attention: wq.outFeatures ${wq.outFeatures} is not a multiple of nHeads ${nHeads}`);
+  }
+  const hd = wq.outFeatures / nHeads;
+  const kv = `nKvHeads ${nKv} × head size ${hd}`;
+  const widths: [string, number, number, string][] = [
+    ["wq.inFeatures", wq.inFeatures, dim, "dim"],
+    ["wk.inFeatures", wk.inFeatures, dim, "dim"],
+    ["wk.outFeatures", wk.outFeatures, nKv * hd, kv],
+    ["wv.inFeatures", wv.inFeatures, dim, "dim"],
+    ["wv.outFeatures", wv.outFeatures, nKv * hd, kv],
+    ["wo.inFeatures", wo.inFeatures, nHeads * hd, `nHeads ${nHeads} × head size ${hd}`],
+    ["wo.outFeatures", wo.outFeatures, dim, "dim"],
+  ];
+  for (const [name, got, want, why] of widths) {
+    if (got !== want) throw new RangeError(`Attention: ${name} is ${got}, expected ${want} (${why})`);
+  }
+}
+
 /** Options of {@link Attention}. */
 export interface AttentionOptions {
   /** Number of query heads. */
@@ -541,6 +566,7 @@ export class Attention extends Module {
       );
     }
     let layers = opts.layers;
+    if (layers !== undefined) checkLayerWidths(dim, opts.nHeads, nKv, layers);
     if (layers === undefined) {
       if (opts.seed === undefined) {
         throw new TypeError("Attention: give a seed for new projections, or layers");

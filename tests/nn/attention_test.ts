@@ -3,12 +3,13 @@
  * implementation written the way llama2.c's `forward()` is: one position at a time, interleaved RoPE pairs,
  * query head h reading key/value head ⌊h / (nHeads / nKvHeads)⌋, softmax over positions 0..pos.
  */
-import { equal } from "node:assert/strict";
+import { equal, throws } from "node:assert/strict";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
 import {
   applyRope,
   Attention,
   causalAttention,
+  Linear,
   parameters,
   rmsNorm,
   ropeTables,
@@ -274,4 +275,23 @@ Deno.test("TransformerBlock = x + attn(rms(x)), then h + ffn(rms(h)), as llama2.
     hidden,
   );
   assertClose(y, h.map((v, i) => v + f[i]), { rtol: 1e-4, atol: 1e-5 });
+});
+
+Deno.test("Attention refuses layers whose widths do not fit nHeads and nKvHeads", () => {
+  // These used to build: the first failed at forward in a reshape, the second in RoPE ("headDim ... got 2.666...").
+  const lin = (i: number, o: number) => new Linear(i, o, { seed: 0 });
+  const layers = { wq: lin(8, 8), wk: lin(8, 4), wv: lin(8, 4), wo: lin(8, 8) };
+  equal(new Attention(8, { nHeads: 2, nKvHeads: 1, layers }).headDim, 4);
+  throws(() => new Attention(8, { nHeads: 2, nKvHeads: 1, layers: { ...layers, wk: lin(8, 8) } }), {
+    message: "Attention: wk.outFeatures is 8, expected 4 (nKvHeads 1 × head size 4)",
+  });
+  throws(() => new Attention(8, { nHeads: 3, nKvHeads: 1, layers }), {
+    message: "Attention: wq.outFeatures 8 is not a multiple of nHeads 3",
+  });
+  throws(() => new Attention(8, { nHeads: 2, nKvHeads: 1, layers: { ...layers, wo: lin(4, 8) } }), {
+    message: "Attention: wo.inFeatures is 4, expected 8 (nHeads 2 × head size 4)",
+  });
+  throws(() => new Attention(6, { nHeads: 2, nKvHeads: 1, layers }), {
+    message: "Attention: wq.inFeatures is 8, expected 6 (dim)",
+  });
 });
