@@ -85,6 +85,12 @@ const RANDOM_OPTIONS = z.object({
   std: opt.positive().optional(),
   device: opt.device().optional(),
 }).strict();
+// The capacity's upper bound is the model's seqLen, checked in createCache itself.
+const CACHE_OPTIONS = z.object({
+  batch: opt.count().optional(),
+  capacity: opt.number().optional(),
+  device: opt.device().optional(),
+}).strict();
 
 /** Options of the loaders ({@link LlamaLM.fromWeights}, {@link LlamaLM.fromLlama2c}, `loadLlama`). */
 export interface LlamaLoadOptions {
@@ -681,6 +687,7 @@ export class LlamaLM extends Module implements AliasedModule {
    * An empty key/value cache for `batch` sequences of up to `capacity` positions (default `seqLen`).
    */
   createCache(options: { batch?: number; capacity?: number; device?: DeviceName } = {}): KvCache {
+    checkOptions("LlamaLM.createCache", CACHE_OPTIONS, options);
     const capacity = options.capacity ?? this.#config.seqLen;
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > this.#config.seqLen) {
       throw new RangeError(

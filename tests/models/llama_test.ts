@@ -214,6 +214,13 @@ Deno.test("KV-cache decoding gives the logits and greedy tokens of full forwards
       ),
     /LlamaLM\.forwardCached: no new tokens \(tokens are \[1, 0\]\)/,
   );
+  // batch 0 was accepted, and 1.5 failed in zeros as "full: invalid shape [1.5, 6, 1, 4]".
+  throws(() => model.createCache({ batch: 0 }), {
+    message: 'LlamaLM.createCache: option "batch" must be >= 1, got 0',
+  });
+  throws(() => model.createCache({ batch: 1.5 }), /option "batch" must be an integer, got 1\.5/);
+  throws(() => model.createCache({ capacity: 0 }), /capacity must be an integer in 1\.\.16, got 0/);
+  throws(() => model.createCache({ batches: 2 } as never), /unknown option "batches"/);
 
   // A stop token ends generation (and is not returned).
   const stopped = await generate(model, prompt, { steps, stop: [cached[4]] });
