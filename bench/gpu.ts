@@ -34,7 +34,7 @@ import { LlamaLM } from "../lib/models/llama.ts";
 import { attachLora } from "../lib/init/mod.ts";
 import { LORA_TRAINABLE } from "../lib/lora/mod.ts";
 import { Rng } from "../lib/data/rng.ts";
-import { adapterLine, fmt, median, table } from "./_timing.ts";
+import { adapterLine, fmt, median, table, watchHostLoad } from "./_timing.ts";
 
 type I32 = Tensor<Shape, "i32">;
 
@@ -307,10 +307,16 @@ if (import.meta.main) {
         `${c.nHeads}/${c.nKvHeads} heads, vocab ${c.vocabSize}), r=8 alpha 16 on 7 projections, AdamW, ` +
         `batch ${batch}x${seq}, fp32, ${steps} timed steps`,
     );
+    // The load of other processes during each side, said beside the figures: on a shared host (or with PyTorch
+    // on the CPU) threads competing for the cores slow one side far more than the other.
+    const oursLoad = watchHostLoad();
     const ours = await tesseraLora(quick, batch, seq, steps);
+    const loads = [`tessera: ${oursLoad()}`];
+    const theirsLoad = watchHostLoad();
     const theirs = skip.has("torch")
       ? { error: "skipped (--skip torch)" }
       : await torchLora(quick, batch, seq, steps);
+    if (!("error" in theirs)) loads.push(`PyTorch (its process counted as the benchmark's): ${theirsLoad()}`);
     const rows = [["tessera (Trainer, compiled step)", fmt(ours, 0), ""]];
     rows.push(
       "error" in theirs
@@ -319,5 +325,6 @@ if (import.meta.main) {
     );
     console.log(table(["implementation", "tokens/s", "notes"], rows));
     if (!("error" in theirs)) console.log(`tessera / PyTorch: ${fmt(ours / theirs.tokensPerS, 2)}×`);
+    for (const l of loads) if (!l.endsWith(": ")) console.log(l);
   }
 }
