@@ -63,8 +63,12 @@ Deno.test("plot: niceTicks cover random ranges with evenly spaced 1/2/5 steps", 
     assert.ok(ticks[0] <= a && ticks.at(-1)! >= b, `[${a}, ${b}] not covered by ${ticks}`);
     assert.ok(ticks.length >= 2 && ticks.length <= 12, `tick count ${ticks.length} for [${a}, ${b}]`);
     const step = ticks[1] - ticks[0];
-    // step = m·10^k for m in {1, 2, 5}: log10(step / m) is an integer (up to the rounding of the tick values).
-    const isNice = (m: number) => Math.abs(Math.log10(step / m) - Math.round(Math.log10(step / m))) < 1e-6;
+    // step = m·10^k for m in {1, 2, 5}: log10(step / m) is an integer up to the rounding of the tick values, which
+    // the subtraction carries as 2 ulps of the larger tick: relative to the step, 2^-51·|tick|/step, and in log10
+    // that divided by ln 10 (ticks near 59.25 in steps of 1e-9 are 1.5e-6 off in log10, past a fixed 1e-6).
+    const big = Math.max(Math.abs(ticks[0]), Math.abs(ticks[1]));
+    const tol = 1e-9 + (2 ** -51 * big) / step / Math.LN10;
+    const isNice = (m: number) => Math.abs(Math.log10(step / m) - Math.round(Math.log10(step / m))) < tol;
     assert.ok([1, 2, 5].some(isNice), `step ${step} is not 1, 2 or 5 × 10^k`);
     for (let i = 1; i < ticks.length; i++) {
       assert.ok(Math.abs(ticks[i] - ticks[i - 1] - step) <= 1e-9 * Math.max(Math.abs(ticks[i]), step));
