@@ -204,7 +204,10 @@ export function fmt(shape: Shape): string {
   return `[${shape.join(", ")}]`;
 }
 
-/** Throws unless `shape` is an array of non-negative integers. */
+/** Most elements a tensor may have: kernels index elements with 32-bit signed integers. */
+export const MAX_ELEMENTS = 2 ** 31 - 1;
+
+/** Throws unless `shape` is an array of non-negative integers with at most {@link MAX_ELEMENTS} elements. */
 export function checkShape(op: string, shape: unknown): number[] {
   if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
     throw new TypeError(
@@ -212,6 +215,10 @@ export function checkShape(op: string, shape: unknown): number[] {
         Array.isArray(shape) ? `[${shape.map(String).join(", ")}]` : String(shape)
       }; expected an array of non-negative integers`,
     );
+  }
+  const n = shape.reduce((a: number, d: number) => a * d, 1);
+  if (n > MAX_ELEMENTS) {
+    throw new RangeError(`${op}: shape ${fmt(shape)} has ${n} elements, more than a tensor holds (2^31 - 1)`);
   }
   return [...shape];
 }

@@ -7,7 +7,7 @@
 import { z } from "../../deps.ts";
 import { checkDType, type DType, DTYPE_INFO, holds } from "../dtype.ts";
 import { checkOptions, opt } from "../options.ts";
-import { checkShape, fmt, type Shape, type Writable } from "../shape.ts";
+import { checkShape, fmt, MAX_ELEMENTS, type Shape, type Writable } from "../shape.ts";
 import { constNode, type DeviceName, iotaNode, mk, randNode } from "../ir/node.ts";
 import { Op } from "../ir/ops.ts";
 import { seed32 } from "../ir/rng.ts";
@@ -136,6 +136,7 @@ export function zeros<const S extends Shape, D extends DType = "f32">(
   opts: CreateOptions<D> = {},
 ): Tensor<Writable<S>, D> {
   checkOptions("zeros", CREATE_OPTIONS, opts);
+  checkShape("zeros", shape);
   return full(shape, 0, opts);
 }
 
@@ -145,11 +146,9 @@ export function ones<const S extends Shape, D extends DType = "f32">(
   opts: CreateOptions<D> = {},
 ): Tensor<Writable<S>, D> {
   checkOptions("ones", CREATE_OPTIONS, opts);
+  checkShape("ones", shape);
   return full(shape, 1, opts);
 }
-
-/** Most values {@link arange} makes: indices of a tensor are 32-bit. */
-const MAX_ARANGE = 2 ** 31 - 1;
 
 /** `start, start+step, ...` below `stop` (like numpy's arange; `arange(n)` is `0..n-1`). */
 export function arange<D extends DType = "f32">(
@@ -167,7 +166,7 @@ export function arange<D extends DType = "f32">(
     throw new RangeError(`arange: start and stop must be finite, got ${lo} and ${hi}`);
   }
   const n = Math.max(0, Math.ceil((hi - lo) / step));
-  if (n > MAX_ARANGE) throw new RangeError(`arange: ${n} values is more than a tensor holds (${MAX_ARANGE})`);
+  if (n > MAX_ELEMENTS) throw new RangeError(`arange: ${n} values is more than a tensor holds (2^31 - 1)`);
   const dtype = checkDType(opts.dtype ?? "f32", "arange");
   const device = opts.device ?? getDefaultDevice();
   // Integer values are computed in the integer dtype where it holds every one of them, else in f32 and cast.

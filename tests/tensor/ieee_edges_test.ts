@@ -7,7 +7,7 @@
  * (both JSON `null`), and a constant 0 one with −0; concat turned −0 into 0.
  */
 import { equal, throws } from "node:assert/strict";
-import { arange, concat, full, ones, stack, tensor, where } from "../../mod.ts";
+import { arange, concat, full, ones, stack, tensor, where, zeros } from "../../mod.ts";
 import type { Shape, Tensor } from "../../mod.ts";
 import { TEST_SEED, TestRng } from "../_helpers.ts";
 
@@ -116,6 +116,11 @@ Deno.test("bad sizes, bounds and arguments are refused by name", () => {
   throws(() => arange(NaN), /arange: start and stop must be finite, got 0 and NaN/);
   throws(() => arange(0, Infinity), /arange: start and stop must be finite/);
   throws(() => arange(1e12), /arange: 1000000000000 values is more than a tensor holds/);
+  throws(
+    () => zeros([100000, 100000]),
+    /zeros: shape \[100000, 100000\] has 10000000000 elements, more than/,
+  );
+  throws(() => ones([1]).expand([65536, 65536]), /expand: shape \[65536, 65536\] has 4294967296 elements/);
   throws(() => ones([1]).expand([2.5]), /expand: invalid shape \[2\.5\]/);
   throws(() => ones([1]).expand([-3]), /expand: invalid shape \[-3\]/);
   throws(() => i.oneHot(2.5), /oneHot: n must be a non-negative integer, got 2\.5/);
