@@ -291,6 +291,60 @@ function meanOf(values: readonly (number | null)[]): number | null {
 /** The smallest per-seed difference of a cosine or a relative distance that a Table 2 claim counts. */
 const COS_THRESHOLD = 0.01;
 
+/** A run as {@link steadyPairedClaim} reads it: its method, its seed and the step it diverged at, if it did. */
+export interface SteadyRun {
+  /** The run's method. */
+  readonly label: string;
+  /** Its seed. */
+  readonly seed: number;
+  /** The step whose loss was not finite (the run kept the last good weights), if any. */
+  readonly divergedAt?: number;
+}
+
+/**
+ * A paired claim (`pairedClaim`) that `value` of method `a` exceeds that of method `b`, over the seeds where neither
+ * run diverged. A diverged run keeps the weights of its last good step, so a statistic of how far the adapter moved
+ * describes a run that stopped, not one that trained. The rule says that diverged runs are left out and counts the
+ * seeds left (fewer than 3: inconclusive); the note names the runs left out.
+ *
+ * @param runs Every run of the experiment.
+ * @param opts The claim, the statistic in words, the two methods, the per-run value, the seeds, a note and the
+ *   threshold of the paired rule.
+ * @returns The claim.
+ */
+export function steadyPairedClaim<R extends SteadyRun>(
+  runs: readonly R[],
+  opts: {
+    claim: string;
+    stat: string;
+    a: string;
+    b: string;
+    value: (r: R) => number;
+    seeds: readonly number[];
+    note?: string;
+    threshold?: number;
+  },
+): Claim {
+  const run = (label: string, seed: number) => runs.find((r) => r.label === label && r.seed === seed)!;
+  const diverged = opts.seeds.flatMap((s) =>
+    [opts.a, opts.b].map((l) => run(l, s)).filter((r) => r.divergedAt !== undefined)
+  );
+  const kept = opts.seeds.filter((s) => !diverged.some((r) => r.seed === s));
+  const left = diverged.length === 0
+    ? ""
+    : `Left out (diverged): ${
+      diverged.map((r) => `${r.label} seed ${r.seed} at step ${r.divergedAt}`).join(", ")
+    }; ${kept.length} of ${opts.seeds.length} seeds remain.`;
+  return pairedClaim(
+    opts.claim,
+    `${opts.stat}, over the seeds where neither run diverged`,
+    kept.map((s) => opts.value(run(opts.a, s))),
+    kept.map((s) => opts.value(run(opts.b, s))),
+    [opts.note ?? "", left].filter(Boolean).join(" ") || undefined,
+    opts.threshold,
+  );
+}
+
 /** Mean ± std of a per-seed statistic that may be undefined (null) for a method: "—" then. */
 function formatMaybe(values: readonly (number | null)[], digits = 3): string {
   const ok = values.filter((v): v is number => v !== null && Number.isFinite(v));
@@ -598,33 +652,37 @@ async function main(): Promise<void> {
   if (has("cntlora-x")) {
     for (const ref of ["lora", "eva"].filter(has)) {
       for (const m of ["cntlora-x", ...(fixed === undefined ? [] : [fixed])]) {
-        claims.push(paired(
-          `${
+        claims.push(steadyPairedClaim(runs, {
+          claim: `${
             m === "cntlora-x" ? "CNTLoRA-X" : `CNTLoRA-X at a fixed ‖ΔW₀‖ (${m})`
-          }'s A₀ is closer in direction to ` +
-            `its final A than ${ref}'s (Table 2, per matrix).`,
-          `cos(A₀, A) averaged over layers, ${m} minus ${ref}`,
-          perSeed(m, (r) => layerMean(r, "cosA")),
-          perSeed(ref, (r) => layerMean(r, "cosA")),
-          A0_NOTE,
-          COS_THRESHOLD,
-        ));
+          }'s A₀ is closer in direction to its final A than ${ref}'s (Table 2, per matrix).`,
+          stat: `cos(A₀, A) averaged over layers, ${m} minus ${ref}`,
+          a: m,
+          b: ref,
+          value: (r) => layerMean(r, "cosA"),
+          seeds: cfg.seeds,
+          note: A0_NOTE,
+          threshold: COS_THRESHOLD,
+        }));
       }
     }
     const sizes = (m: string) => formatMeanStd(meanStd(by(m).map((r) => r.magnitude.all)), 3);
     for (const ref of ["pissa", "olora", "corda", "lora-ga"].filter(has)) {
       for (const m of ["cntlora-x", ...(fixed === undefined ? [] : [fixed])]) {
-        claims.push(paired(
-          `${
-            m === "cntlora-x" ? "CNTLoRA-X" : `CNTLoRA-X at a fixed ‖ΔW₀‖ (${m})`
-          }'s initial update is closer to ` +
-            `its final update than ${ref}'s, in units of its own size (Table 2, normalised by ‖ΔW₀‖).`,
-          `‖ΔW − ΔW₀‖/‖ΔW₀‖ averaged over layers, ${ref} minus ${m}`,
-          perSeed(ref, (r) => layerMean(r, "travelledOverInit")),
-          perSeed(m, (r) => layerMean(r, "travelledOverInit")),
-          `The ratio falls as ‖ΔW₀‖ grows (‖s·B₀·A₀‖/‖W‖: ${m} ${sizes(m)}, ${ref} ${sizes(ref)}).`,
-          COS_THRESHOLD,
-        ));
+        claims.push(steadyPairedClaim(runs, {
+          claim:
+            `${
+              m === "cntlora-x" ? "CNTLoRA-X" : `CNTLoRA-X at a fixed ‖ΔW₀‖ (${m})`
+            }'s initial update is closer to its final update than ${ref}'s, in units of its own size (Table 2, ` +
+            `normalised by ‖ΔW₀‖).`,
+          stat: `‖ΔW − ΔW₀‖/‖ΔW₀‖ averaged over layers, ${ref} minus ${m}`,
+          a: ref,
+          b: m,
+          value: (r) => layerMean(r, "travelledOverInit"),
+          seeds: cfg.seeds,
+          note: `The ratio falls as ‖ΔW₀‖ grows (‖s·B₀·A₀‖/‖W‖: ${m} ${sizes(m)}, ${ref} ${sizes(ref)}).`,
+          threshold: COS_THRESHOLD,
+        }));
       }
     }
   }
