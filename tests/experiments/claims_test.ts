@@ -4,6 +4,7 @@
  */
 import { equal, match, ok } from "node:assert/strict";
 import { steadyPairedClaim } from "../../experiments/cntlora.ts";
+import { initShareClaim } from "../../experiments/eva.ts";
 
 Deno.test("exp:cntlora: a Table 2 claim leaves diverged runs out and is inconclusive when under 3 seeds remain", () => {
   // Seed 2's cntlora-x run diverged at step 1: its A barely moved, so its cosine is near 1 and pushes toward
@@ -34,4 +35,23 @@ Deno.test("exp:cntlora: a Table 2 claim leaves diverged runs out and is inconclu
   const d = steadyPairedClaim(more, { ...opts, seeds: [0, 1, 2, 3] });
   equal(d.verdict, "reproduced");
   ok(d.evidence.includes("(n = 3)"), d.evidence);
+});
+
+Deno.test("exp:eva: the init-cost claim is judged at the run's length, and can fail", () => {
+  const run = (initSeconds: number, trainSeconds: number) => ({
+    initSeconds,
+    trainSeconds,
+    losses: [1, 1, 1, 1],
+  });
+  // 4 steps of 1 s after 2 s of init: a third of the time. Before, this run was never judged (it would need 198
+  // steps to fall under 1%), and at 198 steps the share was under 1% by arithmetic whatever the seeds said.
+  const costly = initShareClaim([run(2, 4), run(2.1, 4), run(1.9, 4)], 4);
+  equal(costly.verdict, "not reproduced");
+  match(costly.rule, /at this experiment's fine-tuning length \(4 steps;.*3 seeds \(at least 3 to judge\)\./);
+  match(costly.note!, /crosses 1% at 198 steps/);
+  equal(initShareClaim([run(0.01, 4), run(0.011, 4), run(0.009, 4)], 4).verdict, "reproduced");
+  // One seed: no spread to judge against.
+  equal(initShareClaim([run(0.01, 4)], 4).verdict, "inconclusive");
+  // Shares straddling 1% beyond their spread: inconclusive.
+  equal(initShareClaim([run(0.02, 4), run(0.05, 4), run(0.08, 4)], 4).verdict, "inconclusive");
 });
