@@ -68,6 +68,7 @@ import {
   distinctList,
   formatMeanStd,
   linePlot,
+  type MeanStd,
   meanStd,
   resumeField,
   resumeOrRun,
@@ -75,6 +76,7 @@ import {
   savedNumber,
   savedNumbers,
   startExperiment,
+  type Verdict,
   writeReport,
 } from "../lab/mod.ts";
 
@@ -532,6 +534,47 @@ function prop1Specs(cfg: Config): Prop1Spec[] {
   ];
 }
 
+/**
+ * Prop. 2 (c) as a claim: ‖ΔW‖ grows faster with a larger initialisation magnitude. The gains are ordered by their
+ * mean ‖s·B₀·A₀‖, and each neighbouring pair compared by its mean final ‖ΔW‖ (unpaired: d the larger gain's mean
+ * minus the smaller's, s = √(sd₁² + sd₂²) of their stds over seeds). Reproduced when every d > 2·s, not reproduced
+ * when some d < −2·s (an inversion beyond the spread), else inconclusive, and with fewer than 3 seeds or 3 gains.
+ *
+ * @param rows Per gain, its label and the mean ± std over seeds of ‖s·B₀·A₀‖ and of the final ‖ΔW‖.
+ * @param seeds The number of seeds of each row.
+ * @returns The claim.
+ */
+export function growthClaim(
+  rows: readonly { label: string; ba0: MeanStd; update: MeanStd }[],
+  seeds: number,
+): Claim {
+  const sorted = [...rows].sort((a, b) => a.ba0.mean - b.ba0.mean);
+  const steps = sorted.slice(1).map((r, i) => ({
+    d: r.update.mean - sorted[i].update.mean,
+    s: Math.hypot(r.update.std, sorted[i].update.std),
+  }));
+  const finite = steps.every((x) => Number.isFinite(x.d) && Number.isFinite(x.s));
+  const verdict: Verdict = seeds < 3 || rows.length < 3 || !finite
+    ? "inconclusive"
+    : steps.every((x) => x.d > 2 * x.s)
+    ? "reproduced"
+    : steps.some((x) => x.d < -2 * x.s)
+    ? "not reproduced"
+    : "inconclusive";
+  return {
+    claim: "Prop. 2 (c): ‖ΔW‖ grows faster with a larger initialisation magnitude.",
+    rule:
+      `the gains ordered by mean ‖s·B₀·A₀‖; each neighbouring pair compared by the mean final ‖ΔW‖ over ` +
+      `seeds (unpaired), d the larger gain's minus the smaller's and s = √(sd₁² + sd₂²) of their stds: reproduced ` +
+      `when every d > 2·s, not reproduced when some d < −2·s, else inconclusive; ${rows.length} gains and ${seeds} ` +
+      `seeds (at least 3 of each to judge).`,
+    evidence: `final ‖ΔW‖ by increasing ‖s·B₀·A₀‖: ${
+      sorted.map((r) => `${r.label} ${formatMeanStd(r.update, 4)}`).join(" < ")
+    }; d/s per pair ${steps.map((x) => (x.d / x.s).toFixed(2)).join(", ") || "— (nothing to compare)"}.`,
+    verdict,
+  };
+}
+
 function prop2Specs(cfg: Config): RunSpec[] {
   return [
     ...cfg.gains.map((g): RunSpec => ({
@@ -773,27 +816,7 @@ async function main(): Promise<void> {
           : "inconclusive"
       }** (the comparison depends on the two learning rates; both are Adam).`,
   );
-  const sorted = [...loraRows].sort((a, b) => a.ba0.mean - b.ba0.mean);
-  let monotone = true;
-  let separated = true;
-  for (let i = 1; i < sorted.length; i++) {
-    const d = sorted[i].update.mean - sorted[i - 1].update.mean;
-    if (d <= 0) monotone = false;
-    if (d <= 2 * Math.hypot(sorted[i].update.std, sorted[i - 1].update.std)) separated = false;
-  }
-  claims.push(
-    `Prop. 2 (c): ‖ΔW‖ grows faster with a larger initialisation magnitude (final ‖ΔW‖ by increasing ‖s·B₀·A₀‖: ${
-      sorted.map((r) => `${r.label} ${formatMeanStd(r.update, 4)}`).join(" < ")
-    }): **${
-      !monotone
-        ? "not reproduced"
-        : cfg.seeds.length < 2
-        ? "inconclusive (one seed)"
-        : separated
-        ? "reproduced"
-        : "inconclusive"
-    }**.`,
-  );
+  claims.push(growthClaim(loraRows, seeds));
 
   // ----- report -----
   const plots: Record<string, string> = {};

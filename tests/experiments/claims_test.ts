@@ -5,6 +5,7 @@
 import { equal, match, ok } from "node:assert/strict";
 import { steadyPairedClaim } from "../../experiments/cntlora.ts";
 import { initShareClaim } from "../../experiments/eva.ts";
+import { growthClaim } from "../../experiments/magnitude.ts";
 
 Deno.test("exp:cntlora: a Table 2 claim leaves diverged runs out and is inconclusive when under 3 seeds remain", () => {
   // Seed 2's cntlora-x run diverged at step 1: its A barely moved, so its cosine is near 1 and pushes toward
@@ -54,4 +55,28 @@ Deno.test("exp:eva: the init-cost claim is judged at the run's length, and can f
   equal(initShareClaim([run(0.01, 4)], 4).verdict, "inconclusive");
   // Shares straddling 1% beyond their spread: inconclusive.
   equal(initShareClaim([run(0.02, 4), run(0.05, 4), run(0.08, 4)], 4).verdict, "inconclusive");
+});
+
+Deno.test("exp:magnitude: Prop. 2 (c) states its rule, needs 3 gains and 3 seeds, and judges both ways by the spread", () => {
+  const row = (label: string, ba0: number, mean: number, std: number) => ({
+    label,
+    ba0: { mean: ba0, std: 0, n: 3 },
+    update: { mean, std, n: 3 },
+  });
+  // One gain: nothing to compare, which read "reproduced" before.
+  const one = growthClaim([row("lora-Q0.03", 0.03, 1, 0.1)], 3);
+  equal(one.verdict, "inconclusive");
+  match(one.rule, /1 gains and 3 seeds \(at least 3 of each to judge\)/);
+  match(one.evidence, /nothing to compare/);
+  // An inversion of the means well inside the spread: "not reproduced" before, on any number of seeds.
+  const noisy = [row("a", 0.001, 1, 0.2), row("b", 0.03, 0.99, 0.2), row("c", 0.5, 2, 0.1)];
+  equal(growthClaim(noisy, 3).verdict, "inconclusive");
+  // One seed: inconclusive even with a clear inversion.
+  const inverted = [row("a", 0.001, 1, 0.01), row("b", 0.03, 0.5, 0.01), row("c", 0.5, 2, 0.01)];
+  equal(growthClaim(inverted, 1).verdict, "inconclusive");
+  equal(growthClaim(inverted, 3).verdict, "not reproduced");
+  equal(
+    growthClaim([row("a", 0.001, 1, 0.01), row("b", 0.03, 1.5, 0.01), row("c", 0.5, 2, 0.01)], 3).verdict,
+    "reproduced",
+  );
 });
