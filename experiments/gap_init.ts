@@ -276,6 +276,41 @@ async function fineTune(
   };
 }
 
+/**
+ * The verdict on "Gap-Init makes rank-1 LoRA reliable", from each seed's final validation loss of gap-r1 and
+ * lora-r1 (same seed order) and the base's loss before fine-tuning. A run collapses when its loss ends above
+ * (1 − `threshold`) × the base's. Reproduced when Gap-Init collapses in fewer seeds and the 95% t interval of the
+ * paired difference val(lora-r1) − val(gap-r1) lies above 0; not reproduced when it collapses in more seeds or the
+ * interval lies below 0; inconclusive otherwise, and whenever a run's loss is not finite (a diverged run neither
+ * collapsed nor succeeded: counted either way it would decide the comparison).
+ *
+ * @param gap Per seed, gap-r1's final validation loss and the base's.
+ * @param lora Per seed, lora-r1's.
+ * @param threshold The fraction of the base's loss a run must shed not to count as collapsed.
+ * @returns The verdict, the collapses of each, the runs whose loss is not finite and the paired difference.
+ */
+export function rank1Verdict(
+  gap: readonly { valLoss: number; valBefore: number }[],
+  lora: readonly { valLoss: number; valBefore: number }[],
+  threshold: number,
+): { verdict: Verdict; collapses: [number, number]; nonFinite: number; d: PairedDifference } {
+  const collapses = (rs: readonly { valLoss: number; valBefore: number }[]) =>
+    rs.filter((r) => r.valLoss > r.valBefore * (1 - threshold)).length;
+  const g = collapses(gap);
+  const l = collapses(lora);
+  const nonFinite = [...gap, ...lora].filter((r) => !Number.isFinite(r.valLoss)).length;
+  const d = pairedDifference(lora.map((r) => r.valLoss), gap.map((r) => r.valLoss));
+  const loss = pairedVerdict(d);
+  const verdict: Verdict = nonFinite > 0
+    ? "inconclusive"
+    : loss === "reproduced" && g < l
+    ? "reproduced"
+    : loss === "not reproduced" || g > l
+    ? "not reproduced"
+    : "inconclusive";
+  return { verdict, collapses: [g, l], nonFinite, d };
+}
+
 // ----- main -----
 
 /** The noise ablation's runs, `gap-r1-noise<σ>` per `--noise` value. */
@@ -338,6 +373,8 @@ async function main(): Promise<void> {
   const has = (m: string) => names.includes(m) && standard.ok(m);
   const bySeed = (m: string, f: (r: Run) => number) =>
     cfg.seeds.map((seed) => f(runs.find((r) => r.label === m && r.seed === seed)!));
+  const runsBySeed = (m: string) =>
+    cfg.seeds.map((seed) => runs.find((r) => r.label === m && r.seed === seed)!);
   const collapsed = (r: Run) => r.valLoss > r.valBefore * (1 - cfg.collapseThreshold);
   const expected = mean(Object.values(gap.unit).map((u) => 1 / u.length));
   const rows = names.map((m) => ({
@@ -361,14 +398,14 @@ async function main(): Promise<void> {
   if (has("gap-r1") && has("lora-r1")) {
     const g1 = get("gap-r1");
     const l1 = get("lora-r1");
-    const d = valDiff("lora-r1", "gap-r1");
+    const { verdict, nonFinite, d } = rank1Verdict(
+      runsBySeed("gap-r1"),
+      runsBySeed("lora-r1"),
+      cfg.collapseThreshold,
+    );
     const loss = pairedVerdict(d);
-    const verdict: Verdict = loss === "reproduced" && g1.collapses < l1.collapses
-      ? "reproduced"
-      : loss === "not reproduced" || g1.collapses > l1.collapses
-      ? "not reproduced"
-      : "inconclusive";
     const notes: string[] = [];
+    if (nonFinite > 0) notes.push(`${nonFinite} run(s) ended with a non-finite validation loss (diverged)`);
     if (l1.collapses === 0) {
       notes.push(
         "no random rank-1 run collapsed here, so fewer collapses cannot be shown: a shorter run or a lower " +
@@ -385,7 +422,8 @@ async function main(): Promise<void> {
           valBefore.toFixed(4)
         }; per seed (same batches) val(lora-r1) − val(gap-r1); reproduced when Gap-Init collapses in fewer seeds ` +
         `and the 95% t interval of the mean difference lies above 0; not reproduced when it collapses in more ` +
-        `seeds or the interval lies below 0; inconclusive otherwise; ${n} seeds.`,
+        `seeds or the interval lies below 0; inconclusive otherwise and when any run's validation loss is not ` +
+        `finite (a diverged run counts neither as collapsed nor as not); ${n} seeds.`,
       evidence: `collapsed ${g1.collapses}/${n} (gap-r1) vs ${l1.collapses}/${n} (lora-r1); val loss ${
         formatMeanStd(g1.val)
       } vs ${formatMeanStd(l1.val)}; paired difference ${formatPaired(d)}.`,

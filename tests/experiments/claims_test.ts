@@ -6,6 +6,7 @@ import { equal, match, ok } from "node:assert/strict";
 import { steadyPairedClaim } from "../../experiments/cntlora.ts";
 import { initShareClaim } from "../../experiments/eva.ts";
 import { growthClaim } from "../../experiments/magnitude.ts";
+import { rank1Verdict } from "../../experiments/gap_init.ts";
 
 Deno.test("exp:cntlora: a Table 2 claim leaves diverged runs out and is inconclusive when under 3 seeds remain", () => {
   // Seed 2's cntlora-x run diverged at step 1: its A barely moved, so its cosine is near 1 and pushes toward
@@ -79,4 +80,18 @@ Deno.test("exp:magnitude: Prop. 2 (c) states its rule, needs 3 gains and 3 seeds
     growthClaim([row("a", 0.001, 1, 0.01), row("b", 0.03, 1.5, 0.01), row("c", 0.5, 2, 0.01)], 3).verdict,
     "reproduced",
   );
+});
+
+Deno.test("exp:gap_init: a run with a non-finite validation loss makes the rank-1 reliability claim inconclusive", () => {
+  const v = (valLoss: number) => ({ valLoss, valBefore: 2 });
+  // Gap-Init collapses on seeds 1 and 2 (above 0.9 × 2), lora-r1 on seed 0 and diverges on seed 2. Before, the
+  // NaN run counted as not collapsed, so Gap-Init "collapsed in more seeds" and the claim read "not reproduced";
+  // counted as collapsed it would have tied.
+  const gap = [v(1.5), v(1.95), v(1.96)];
+  const lora = [v(1.9), v(1.3), v(NaN)];
+  const r = rank1Verdict(gap, lora, 0.1);
+  equal(r.nonFinite, 1);
+  equal(r.verdict, "inconclusive");
+  // The same seeds with a finite third run are judged: Gap-Init collapses in more seeds.
+  equal(rank1Verdict(gap, [v(1.9), v(1.3), v(1.3)], 0.1).verdict, "not reproduced");
 });
