@@ -186,19 +186,25 @@ function readMethod(text: string, defaults: readonly MethodSpec[]): MethodSpec {
  * labels ("pissa", "eva-rho2"), and is judged only where the label runs that method (`--method lora=pissa` makes
  * "lora" PiSSA). `note` names the others, for the report (null when there are none).
  *
+ * Any option that differs from the default makes another method (`pissa=pissa:exact=true` is not the default
+ * "pissa"), unless the experiment names that spec among `variants`: the specs its claims are stated for besides the
+ * defaults (e.g. the configuration of the source a claim comes from).
+ *
  * @param defaults The experiment's default method specs.
  * @param methods The methods run.
+ * @param variants Other specs under a default's name that the claims also hold for.
  * @returns A test of each label, and the note.
  */
 export function defaultLabels(
   defaults: readonly string[],
   methods: readonly MethodSpec[],
+  variants: readonly string[] = [],
 ): { ok: (label: string) => boolean; note: string | null } {
   const standard = defaults.map((d) => parseMethod(d));
-  const changed = methods.filter((m) => {
-    const d = standard.find((x) => x.name === m.name);
-    return d !== undefined && formatMethod(d) !== formatMethod(m);
-  });
+  const accepted = new Set([...defaults, ...variants].map((d) => formatMethod(parseMethod(d))));
+  const changed = methods.filter((m) =>
+    standard.some((x) => x.name === m.name) && !accepted.has(formatMethod(m))
+  );
   const off = new Set(changed.map((m) => m.name));
   return {
     ok: (label) => !off.has(label),

@@ -7,6 +7,8 @@ import { steadyPairedClaim } from "../../experiments/cntlora.ts";
 import { initShareClaim } from "../../experiments/eva.ts";
 import { growthClaim } from "../../experiments/magnitude.ts";
 import { rank1Verdict } from "../../experiments/gap_init.ts";
+import { settleClaim } from "../../experiments/vlm_dynamics.ts";
+import { defaultLabels, parseMethod } from "../../lab/methods.ts";
 
 Deno.test("exp:cntlora: a Table 2 claim leaves diverged runs out and is inconclusive when under 3 seeds remain", () => {
   // Seed 2's cntlora-x run diverged at step 1: its A barely moved, so its cosine is near 1 and pushes toward
@@ -94,4 +96,30 @@ Deno.test("exp:gap_init: a run with a non-finite validation loss makes the rank-
   equal(r.verdict, "inconclusive");
   // The same seeds with a finite third run are judged: Gap-Init collapses in more seeds.
   equal(rank1Verdict(gap, [v(1.9), v(1.3), v(1.3)], 0.1).verdict, "not reproduced");
+});
+
+Deno.test("exp:vlm_dynamics: claims are judged only where a label runs its method, and all four for the grad norms", () => {
+  const run = (specs: string[]) => specs.map((m) => parseMethod(m));
+  // --method pissa=lora runs LoRA under PiSSA's label: before, its claims were judged as PiSSA's.
+  const relabelled = defaultLabels(["lora", "pissa", "eva", "loftq"], run(["lora", "pissa=lora"]), [
+    "pissa=pissa:niter=16",
+  ]);
+  equal(relabelled.ok("pissa"), false);
+  match(relabelled.note!, /"pissa" ran pissa=lora/);
+  // The blog preset's PiSSA (16 power iterations) is the variant the claims are stated for; other options are not.
+  const blog = defaultLabels(["lora", "pissa"], run(["lora", "pissa=pissa:niter=16"]), [
+    "pissa=pissa:niter=16",
+  ]);
+  equal(blog.ok("pissa"), true);
+  equal(blog.note, null);
+  equal(defaultLabels(["pissa"], run(["pissa=pissa:niter=4"]), ["pissa=pissa:niter=16"]).ok("pissa"), false);
+  // Without LoftQ, the grad-norm claim narrowed to PiSSA vs LoRA and EVA before; now it is inconclusive.
+  const high = [2, 2.1, 2.2];
+  const low = [1, 1.1, 1.05];
+  const three = settleClaim(new Map([["pissa", high], ["lora", low], ["eva", low]]), 3);
+  equal(three.claim.verdict, "inconclusive");
+  equal(three.d, null);
+  match(three.claim.evidence, /not run as the claim means it: loftq/);
+  const four = settleClaim(new Map([["pissa", high], ["loftq", high], ["lora", low], ["eva", low]]), 3);
+  equal(four.claim.verdict, "reproduced");
 });
