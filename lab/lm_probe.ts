@@ -271,10 +271,12 @@ export function orderClaim(what: string, points: readonly OrderPoint[]): {
 } {
   const seeds = [...new Set(points.map((p) => p.seed))].sort((a, b) => a - b);
   const methods = [...new Set(points.map((p) => p.label))];
-  const rhos = seeds.map((s) => {
+  const perSeed = seeds.map((s) => {
     const ps = points.filter((p) => p.seed === s);
     return ps.length >= 3 ? spearman(ps.map((p) => p.x), ps.map((p) => p.y)) : NaN;
-  }).filter(Number.isFinite);
+  });
+  const rhos = perSeed.filter(Number.isFinite);
+  const unusable = seeds.filter((_, i) => !Number.isFinite(perSeed[i]));
   const neg = rhos.length > 0 ? meanStd(rhos.map((r) => -r)) : { mean: NaN, std: NaN, n: 0 };
   const se = rhos.length > 0 ? neg.std / Math.sqrt(rhos.length) : NaN;
   const verdict: Verdict = rhos.length < 3 || methods.length < 3
@@ -289,10 +291,21 @@ export function orderClaim(what: string, points: readonly OrderPoint[]): {
     rule:
       `per seed, Spearman ρ over the ${methods.length} methods between the ${what} and the mean training ` +
       `loss of the first 25% of steps (same batches for every method of a seed); reproduced when mean(−ρ) ≥ ` +
-      `${ORDER_THRESHOLD} and mean(−ρ) − 2·se > 0, not reproduced when mean(−ρ) + 2·se < ${ORDER_THRESHOLD}; ` +
-      `${seeds.length} seed${seeds.length === 1 ? "" : "s"}.`,
+      `${ORDER_THRESHOLD} and mean(−ρ) − 2·se > 0, not reproduced when mean(−ρ) + 2·se < ${ORDER_THRESHOLD}, ` +
+      `else inconclusive; a seed counts only where ρ is defined (3 methods or more, finite values not all tied); ` +
+      `${rhos.length} of ${seeds.length} seed${
+        seeds.length === 1 ? "" : "s"
+      } usable (at least 3 seeds and 3 ` +
+      `methods to judge).`,
     evidence: `ρ per seed ${rhos.map((r) => r.toFixed(3)).join(", ")}; mean ρ ${(-neg.mean).toFixed(3)} ± ` +
-      `${neg.std.toFixed(3)} (se ${se.toFixed(3)}).`,
+      `${neg.std.toFixed(3)} (se ${se.toFixed(3)})${
+        unusable.length === 0
+          ? ""
+          : `; left out: seed${unusable.length === 1 ? "" : "s"} ${
+            unusable.join(", ")
+          } (ρ undefined: fewer ` +
+            `than 3 methods, or values all tied or not finite)`
+      }.`,
     verdict,
     rhos,
   };
@@ -419,7 +432,8 @@ export function equivalenceClaim(
     claim,
     rule:
       `${stat}, paired by seed (same batches); with m the mean per-seed difference and sd its std: reproduced ` +
-      `when |m| + 2·sd < ${margin}, not reproduced when |m| − 2·sd > ${margin}, else inconclusive; ${d.n} seeds.`,
+      `when |m| + 2·sd < ${margin}, not reproduced when |m| − 2·sd > ${margin}, else inconclusive; ${d.n} seeds ` +
+      `(at least 3 to judge).`,
     evidence: `paired difference ${formatPairedDiff(d)}.`,
     verdict,
   };

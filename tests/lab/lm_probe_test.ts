@@ -174,3 +174,17 @@ Deno.test("lm probe: LoRAM's thesis is judged with both predictors, and not at a
   ok(byGrad.claim.includes("step-1 gradient norm") && byGrad.rhos.every((r) => Math.abs(r - 1) < 1e-12));
   equal(thesisClaims(runs.filter((r) => r.label < "c"), (r) => r.early).length, 0);
 });
+
+Deno.test("lm probe: the rank-order and equivalence rules print their minimum and the seeds they used", () => {
+  // Seed 3's predictor is tied across methods, so its ρ is undefined: 3 of 4 seeds are usable, and the rule says so.
+  const points = [0, 1, 2, 3].flatMap((seed) =>
+    ["a", "b", "c", "d"].map((label, i) => ({ label, seed, x: seed === 3 ? 1 : i, y: -i }))
+  );
+  const c = orderClaim("init", points);
+  equal(c.rhos.length, 3);
+  ok(c.rule.includes("3 of 4 seeds usable (at least 3 seeds and 3 methods to judge)"), c.rule);
+  ok(c.evidence.includes("left out: seed 3 (ρ undefined"), c.evidence);
+  const e = equivalenceClaim("A matches B.", "A minus B", [1, 1], [1, 1], 0.01);
+  equal(e.verdict, "inconclusive");
+  ok(e.rule.includes("2 seeds (at least 3 to judge)"), e.rule);
+});
