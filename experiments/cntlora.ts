@@ -63,6 +63,7 @@ import {
   type MethodSpec,
   moduleType,
   pairedClaim,
+  pairedRule,
   pairedSpreadVerdict,
   type ResultsDir,
   resumeOrRun,
@@ -345,6 +346,52 @@ export function steadyPairedClaim<R extends SteadyRun>(
   );
 }
 
+/**
+ * "The best CNTLoRA variant beats the best other initialisation on target val loss" (Table 1): the best of each group
+ * is the method with the lowest mean val loss over seeds, then the two are compared by the paired rule. A method
+ * whose mean is not finite (a seed diverged) cannot be ranked: the claim is inconclusive while any such method is in
+ * either group, and the note names them (leaving one out could drop the best of its group).
+ *
+ * @param cnt The CNTLoRA rows: each method and its mean val loss.
+ * @param other The other methods' rows.
+ * @param perSeed A method's per-seed value of a statistic of its runs (val loss here).
+ * @returns The claim.
+ */
+export function bestOfClaim<R extends { valLoss: number }>(
+  cnt: readonly { m: string; val: MeanStd }[],
+  other: readonly { m: string; val: MeanStd }[],
+  perSeed: (label: string, f: (r: R) => number) => number[],
+): Claim {
+  const unranked = [...cnt, ...other].filter((r) => !Number.isFinite(r.val.mean)).map((r) => r.m);
+  const best = (rs: readonly { m: string; val: MeanStd }[]) =>
+    rs.filter((r) => Number.isFinite(r.val.mean)).reduce<{ m: string; val: MeanStd } | null>(
+      (a, b) => (a === null || b.val.mean < a.val.mean ? b : a),
+      null,
+    );
+  const stat =
+    "target val loss of the best other minus the best CNTLoRA variant (each the lowest mean of its " +
+    "group; a group with a method whose mean is not finite cannot be ranked: inconclusive)";
+  const bestCnt = best(cnt);
+  const bestOther = best(other);
+  const claim = (a: string, b: string) =>
+    `The best CNTLoRA variant beats the best other initialisation on target val loss (Table 1: ${a} vs ${b}).`;
+  if (unranked.length > 0 || bestCnt === null || bestOther === null) {
+    return {
+      claim: claim(bestCnt?.m ?? "—", bestOther?.m ?? "—"),
+      rule: pairedRule(stat, cnt.length === 0 ? 0 : perSeed(cnt[0].m, (r) => r.valLoss).length),
+      evidence: `mean val loss not finite (a seed diverged): ${unranked.join(", ")}.`,
+      verdict: "inconclusive",
+      note: `${unranked.join(", ")} cannot be ranked, so the best of its group is not known.`,
+    };
+  }
+  return pairedClaim(
+    claim(bestCnt.m, bestOther.m),
+    stat,
+    perSeed(bestOther.m, (r) => r.valLoss),
+    perSeed(bestCnt.m, (r) => r.valLoss),
+  );
+}
+
 /** Mean ± std of a per-seed statistic that may be undefined (null) for a method: "—" then. */
 function formatMaybe(values: readonly (number | null)[], digits = 3): string {
   const ok = values.filter((v): v is number => v !== null && Number.isFinite(v));
@@ -606,16 +653,7 @@ async function main(): Promise<void> {
   const paired = pairedClaim;
   const cntRows = rows.filter((r) => isCnt.has(r.m));
   const otherRows = rows.filter((r) => !isCnt.has(r.m));
-  if (cntRows.length > 0 && otherRows.length > 0) {
-    const bestCnt = cntRows.reduce((a, b) => (b.val.mean < a.val.mean ? b : a));
-    const bestOther = otherRows.reduce((a, b) => (b.val.mean < a.val.mean ? b : a));
-    claims.push(paired(
-      `The best CNTLoRA variant beats the best other initialisation on target val loss (Table 1: ${bestCnt.m} vs ${bestOther.m}).`,
-      "target val loss of the best other minus the best CNTLoRA variant (each the lowest mean of its group)",
-      perSeed(bestOther.m, val),
-      perSeed(bestCnt.m, val),
-    ));
-  }
+  if (cntRows.length > 0 && otherRows.length > 0) claims.push(bestOfClaim(cntRows, otherRows, perSeed));
   for (const m of ["cntlora-x", "cntlora-s", "cntlora-sh"]) {
     if (!has(m) || !has("lora")) continue;
     claims.push(paired(

@@ -3,7 +3,8 @@
  * stated rule's: diverged or NaN runs, comparisons with too little to compare, and methods that did not run.
  */
 import { equal, match, ok } from "node:assert/strict";
-import { steadyPairedClaim } from "../../experiments/cntlora.ts";
+import { bestOfClaim, steadyPairedClaim } from "../../experiments/cntlora.ts";
+import { meanStd } from "../../lab/mod.ts";
 import { initShareClaim } from "../../experiments/eva.ts";
 import { growthClaim } from "../../experiments/magnitude.ts";
 import { rank1Verdict } from "../../experiments/gap_init.ts";
@@ -122,4 +123,30 @@ Deno.test("exp:vlm_dynamics: claims are judged only where a label runs its metho
   match(three.claim.evidence, /not run as the claim means it: loftq/);
   const four = settleClaim(new Map([["pissa", high], ["loftq", high], ["lora", low], ["eva", low]]), 3);
   equal(four.claim.verdict, "reproduced");
+});
+
+Deno.test("exp:cntlora: a method with a diverged seed makes the best-of-groups claim inconclusive and is named", () => {
+  const vals: Record<string, number[]> = {
+    "cntlora-x": [NaN, 1.0, 1.0],
+    "cntlora-s": [1.5, 1.52, 1.49],
+    pissa: [1.4, 1.41, 1.42],
+    lora: [1.6, 1.61, 1.59],
+  };
+  const row = (m: string) => ({ m, val: meanStd(vals[m]) });
+  const perSeed = (m: string, f: (r: { valLoss: number }) => number) => vals[m].map((v) => f({ valLoss: v }));
+  // Before, the NaN first CNTLoRA row stayed the "best" and the claim was judged on its NaN values; a NaN
+  // other row dropped out of "best other" without a word.
+  const c = bestOfClaim([row("cntlora-x"), row("cntlora-s")], [row("pissa"), row("lora")], perSeed);
+  equal(c.verdict, "inconclusive");
+  match(c.note!, /cntlora-x cannot be ranked/);
+  vals.lora = [1.6, NaN, 1.59];
+  vals["cntlora-x"] = [1.0, 1.0, 1.01];
+  const d = bestOfClaim([row("cntlora-x"), row("cntlora-s")], [row("pissa"), row("lora")], perSeed);
+  equal(d.verdict, "inconclusive");
+  match(d.evidence, /not finite \(a seed diverged\): lora\./);
+  vals.lora = [1.6, 1.61, 1.59];
+  equal(
+    bestOfClaim([row("cntlora-x"), row("cntlora-s")], [row("pissa"), row("lora")], perSeed).verdict,
+    "reproduced",
+  );
 });
