@@ -188,6 +188,13 @@ async function evaComponents(lm: LmSetup, cfg: Config, variant: { batchSize: num
 const INIT_SHARE_LIMIT = 1;
 
 /**
+ * The shortest run {@link initShareClaim} judges: the claim is about whole fine-tunes, and the share falls with
+ * the length, so a short run would read "not reproduced" for being short. A fixed length, not one derived from
+ * the measured times (which would decide the verdict by arithmetic).
+ */
+const INIT_SHARE_MIN_STEPS = 1000;
+
+/**
  * "EVA's initialisation costs under 1% of training time", judged at the fine-tuning length this experiment ran
  * (`steps`): the share depends on that length alone for a given step time, so the rule names it, and the note gives
  * the length at which the share would cross 1%. Per seed, the share is init / (init + train) time in %; with m its
@@ -213,11 +220,14 @@ export function initShareClaim(
       `init / (init + train) time in %, per seed, at this experiment's fine-tuning length (${steps} steps; ` +
       `the paper's length in steps is not stated); with m its mean and sd its std: reproduced when m + 2·sd < ` +
       `${INIT_SHARE_LIMIT}, not reproduced when m − 2·sd > ${INIT_SHARE_LIMIT}, else inconclusive; ${runs.length} ` +
-      `seeds (at least 3 to judge).`,
+      `seeds (at least 3 to judge); judged on runs of at least ${INIT_SHARE_MIN_STEPS} steps (the claim is ` +
+      `about whole fine-tunes), inconclusive on shorter ones.`,
     evidence:
       `${formatMeanStd(shares, 3)}% (${initS.mean.toFixed(2)} s of calibration and PCA against ${steps} ` +
       `steps at ${stepS.mean.toFixed(3)} s each).`,
-    verdict: pairedSpreadVerdict({ mean: INIT_SHARE_LIMIT - shares.mean, std: shares.std, n: runs.length }),
+    verdict: steps < INIT_SHARE_MIN_STEPS
+      ? "inconclusive"
+      : pairedSpreadVerdict({ mean: INIT_SHARE_LIMIT - shares.mean, std: shares.std, n: runs.length }),
     note: `The share falls in proportion to the length of training: at this step time it crosses ` +
       `${INIT_SHARE_LIMIT}% at ${
         Number.isFinite(crossing) ? crossing : "—"
