@@ -786,8 +786,10 @@ async function main(): Promise<void> {
       ? "not reproduced"
       : "inconclusive";
     claims.push(
-      `Prop. 2 (a), ${r.label}: ‖A‖ and ‖B‖ stay nearly constant during LoRA training (mean relative change over ` +
-        `${cfg.steps} steps: ‖A‖ ${(100 * r.aChange.mean).toFixed(2)}%, ‖B‖ ${
+      `Prop. 2 (a), ${r.label}: ‖A‖ and ‖B‖ stay nearly constant during LoRA training (relative change from the start to the end ` +
+        `of ${cfg.steps} steps, |‖·‖ end − ‖·‖ start| / ‖·‖ start, mean over seeds: ‖A‖ ${
+          (100 * r.aChange.mean).toFixed(2)
+        }%, ‖B‖ ${
           (100 * r.bChange.mean).toFixed(2)
         }%; rule: the larger of the two over ${seeds} seed(s), reproduced when its mean + 2·se is under ` +
         `${

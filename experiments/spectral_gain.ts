@@ -183,7 +183,8 @@ async function main(): Promise<void> {
     : "inconclusive (holds for some module types only)";
   const claims = [
     `"The logarithmic gain approximates the spectral gain of pretrained weights well" (criterion: mean over ranks ` +
-    `r = 1..K of |Q[r] − log_K r| below ${cfg.threshold} for every module type): over all ${matrices.length} ` +
+    `r = 1..K of |Q[r] − log_K r|, then over the layers of a module type, below ${cfg.threshold} for every ` +
+    `module type): over all ${matrices.length} ` +
     `matrices the error is ${formatMeanStd(overall, 3)}; below the threshold: ${
       good.map((r) => r.type).join(", ") || "none"
     }; above: ${
