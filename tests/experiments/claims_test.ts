@@ -8,7 +8,7 @@ import { meanStd } from "../../lab/mod.ts";
 import { initShareClaim } from "../../experiments/eva.ts";
 import { growthClaim } from "../../experiments/magnitude.ts";
 import { rank1Verdict } from "../../experiments/gap_init.ts";
-import { settleClaim } from "../../experiments/vlm_dynamics.ts";
+import { HIGHER_START_MARGIN, higherStartVerdict, settleClaim } from "../../experiments/vlm_dynamics.ts";
 import { defaultLabels, parseMethod } from "../../lab/methods.ts";
 
 Deno.test("exp:cntlora: a Table 2 claim leaves diverged runs out and is inconclusive when under 3 seeds remain", () => {
@@ -156,4 +156,15 @@ Deno.test("exp:cntlora: a method with a diverged seed makes the best-of-groups c
     bestOfClaim([row("cntlora-x"), row("cntlora-s")], [row("pissa"), row("lora")], perSeed).verdict,
     "reproduced",
   );
+});
+
+Deno.test("exp:vlm-dynamics: 'PiSSA starts higher' is not reproduced when PiSSA clearly starts lower", () => {
+  const m = HIGHER_START_MARGIN;
+  equal(higherStartVerdict({ mean: 3 * m, half: m }), "reproduced");
+  // The same start, and a clearly lower one (before, an interval wholly below −margin read "inconclusive").
+  equal(higherStartVerdict({ mean: 0, half: m / 2 }), "not reproduced");
+  equal(higherStartVerdict({ mean: -0.5, half: 0.1 }), "not reproduced");
+  equal(higherStartVerdict({ mean: m, half: m / 2 }), "inconclusive");
+  // One seed has no interval.
+  equal(higherStartVerdict({ mean: 0.5, half: Infinity }), "inconclusive");
 });
