@@ -6,7 +6,7 @@ import { equal, match, ok } from "node:assert/strict";
 import { bestOfClaim, steadyPairedClaim } from "../../experiments/cntlora.ts";
 import { meanStd } from "../../lab/mod.ts";
 import { initShareClaim } from "../../experiments/eva.ts";
-import { growthClaim } from "../../experiments/magnitude.ts";
+import { growthClaim, prop1Verdict } from "../../experiments/magnitude.ts";
 import { rank1Verdict } from "../../experiments/gap_init.ts";
 import { HIGHER_START_MARGIN, higherStartVerdict, settleClaim } from "../../experiments/vlm_dynamics.ts";
 import { defaultLabels, parseMethod } from "../../lab/methods.ts";
@@ -167,4 +167,14 @@ Deno.test("exp:vlm-dynamics: 'PiSSA starts higher' is not reproduced when PiSSA 
   equal(higherStartVerdict({ mean: m, half: m / 2 }), "inconclusive");
   // One seed has no interval.
   equal(higherStartVerdict({ mean: 0.5, half: Infinity }), "inconclusive");
+});
+
+Deno.test("exp:magnitude: Prop. 1 is not reproduced when a run it calls equivalent clearly differs", () => {
+  equal(prop1Verdict([1e-7, 3e-6], [0.2, 0.05]), "reproduced");
+  // An equivalent run 3% off its reference, the breaking runs broken: before, "inconclusive".
+  equal(prop1Verdict([1e-7, 0.03], [0.2, 0.05]), "not reproduced");
+  equal(prop1Verdict([1e-7, 0.03], [1e-8]), "not reproduced");
+  // In the grey zone between the bounds, or breaking runs that do not break: inconclusive.
+  equal(prop1Verdict([1e-7, 1e-3], [0.2]), "inconclusive");
+  equal(prop1Verdict([1e-7], [1e-5]), "inconclusive");
 });
