@@ -323,15 +323,17 @@ async function main(): Promise<void> {
   }
   const evaLabel = ["eva-rho2", "eva-rho1"].find((m) => get(m) !== undefined);
   if (evaLabel !== undefined) claims.push(initShareClaim(by(evaLabel), cfg.steps));
-  const evaRanks = get("eva-rho2") && by("eva-rho2")[0]?.ranks;
-  if (evaRanks) {
-    const values = Object.values(evaRanks);
+  const firstEva = get("eva-rho2") && by("eva-rho2")[0];
+  if (firstEva && firstEva.ranks) {
+    const values = Object.values(firstEva.ranks);
     const uniform = values.every((v) => v === cfg.rank);
     claims.push(judged(
       "With ρ = 2 EVA redistributes ranks across layers",
       `budget ${cfg.rank} × ${values.length}: ranks range ${Math.min(...values)}–${
         Math.max(...values)
-      }, sum ${values.reduce((a, b) => a + b, 0)}`,
+      }, sum ${values.reduce((a, b) => a + b, 0)} (rule: the ranks EVA gave the layers in the run of seed ` +
+        `${firstEva.seed}, one allocation; reproduced when they are not all ${cfg.rank}, not reproduced when ` +
+        `they are)`,
       uniform ? "not reproduced (uniform)" : "reproduced",
     ));
   }
@@ -371,6 +373,7 @@ async function main(): Promise<void> {
       logY: true,
     }),
   };
+  const evaRanks = firstEva ? firstEva.ranks : undefined;
   if (evaRanks) {
     plots.eva_ranks = barPlot({
       title: `EVA (ρ = 2) rank allocation (uniform = ${cfg.rank})`,
