@@ -523,6 +523,11 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   ): Tensor<Reduced<S, A, K>, D> {
     checkFloat("logsumexp", this.dtype);
     const axes = normAxes("logsumexp", this.shape, axis);
+    if (axes.some((a) => this.shape[a] === 0)) {
+      // The log of an empty sum: −∞, as in PyTorch.
+      const shape = reduced(this.shape, axes, opts?.keepdims ?? false);
+      return this.#wrap(this.#const(-Infinity, shape));
+    }
     const max = this.#wrap<Shape, D>(this.#reduce(Op.ReduceMax, "logsumexp", axes, true));
     // An infinite max (all -inf, or a +inf) shifts by 0, as in PyTorch: x − max would be inf − inf = NaN where the
     // result is -inf or +inf.
@@ -538,6 +543,7 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   softmax(axis = -1): Tensor<S, D> {
     checkFloat("softmax", this.dtype);
     const ax = normAxis("softmax", this.shape, axis);
+    if (this.shape[ax] === 0) return this.#wrap(this.#node); // no element to normalise: empty, as in PyTorch
     const m = this.#wrap<Shape, D>(this.#reduce(Op.ReduceMax, "softmax", [ax], true));
     const e = this.#l.sub(m).exp();
     const s = this.#wrap<Shape, D>(e.#reduce(Op.Sum, "softmax", [ax], true));
@@ -547,6 +553,7 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   logSoftmax(axis = -1): Tensor<S, D> {
     checkFloat("logSoftmax", this.dtype);
     const ax = normAxis("logSoftmax", this.shape, axis);
+    if (this.shape[ax] === 0) return this.#wrap(this.#node); // no element to normalise: empty, as in PyTorch
     return this.#l.sub(this.#l.logsumexp(ax, { keepdims: true })) as unknown as Tensor<S, D>;
   }
 

@@ -73,3 +73,18 @@ for (const device of ["cpu", "wasm", "webgpu"] as const) {
     );
   });
 }
+
+for (const device of ["cpu", "wasm", "webgpu"] as const) {
+  Deno.test(`over an empty axis logsumexp is -inf and softmax, logSoftmax are empty, as in PyTorch (${device})`, async () => {
+    const x = tensor(new Float32Array(0), { shape: [3, 0], device }) as F;
+    const l = x.logsumexp(1);
+    ok(l.shape.join() === "3", `shape ${l.shape}`);
+    ok(Array.from(await l.data()).every((v) => v === -Infinity));
+    ok(x.logsumexp(1, { keepdims: true }).shape.join() === "3,1");
+    for (const y of [x.softmax(-1), x.logSoftmax(-1)]) {
+      ok(y.shape.join() === "3,0" && (await y.data()).length === 0);
+    }
+    // Over the other, non-empty axis there is nothing to reduce per line either: shape [0].
+    ok((await x.logsumexp(0).data()).length === 0);
+  });
+}
