@@ -378,33 +378,40 @@ function checkHeaderLength(declared: bigint, fileBytes: number, source: string):
 }
 
 /**
- * The keys that `text`, valid JSON holding an object, gives more than once at its top level (each once, in order).
- * JSON.parse keeps the last of them without a word, so two tensors of one name would leave one silently unread.
+ * The keys that `text`, valid JSON holding an object, gives more than once in one object (each once, in order):
+ * at the top level as the key itself (`"a"`), inside a tensor's entry or `__metadata__` as `"k" in "a"`.
+ * JSON.parse keeps the last of them without a word, so two tensors of one name would leave one silently unread,
+ * and a repeated `shape` or metadata key would hide the first value.
  */
 function repeatedKeys(text: string): string[] {
-  const seen = new Set<string>();
   const repeated = new Set<string>();
-  let depth = 0;
-  let atKey = false; // inside the top-level object, where the next string is a key
+  // One frame per open object or array; an object's frame holds the keys met so far and whether a key comes next.
+  const stack: { keys: Set<string> | null; atKey: boolean; owner: string }[] = [];
+  let lastKey = "";
   for (let i = 0; i < text.length; i++) {
     const c = text[i];
+    const top = stack.at(-1);
     if (c === '"') {
       let end = i + 1;
       while (text[end] !== '"') end += text[end] === "\\" ? 2 : 1; // a backslash escapes the next character
-      if (depth === 1 && atKey) {
+      if (top?.keys && top.atKey) {
         const key: string = JSON.parse(text.slice(i, end + 1)); // decodes escapes: "\u0061" is "a"
-        if (seen.has(key)) repeated.add(key);
-        seen.add(key);
-        atKey = false;
+        if (top.keys.has(key)) {
+          repeated.add(top.owner === "" ? JSON.stringify(key) : `${JSON.stringify(key)} in ${top.owner}`);
+        }
+        top.keys.add(key);
+        top.atKey = false;
+        lastKey = key;
       }
       i = end;
     } else if (c === "{" || c === "[") {
-      depth++;
-      if (depth === 1) atKey = true;
+      // A value's object is named by the key it follows at the top level (a tensor, __metadata__).
+      const owner = stack.length === 0 ? "" : stack.length === 1 ? JSON.stringify(lastKey) : top!.owner;
+      stack.push({ keys: c === "{" ? new Set() : null, atKey: c === "{", owner });
     } else if (c === "}" || c === "]") {
-      depth--;
-    } else if (depth === 1 && c === ",") {
-      atKey = true;
+      stack.pop();
+    } else if (c === "," && top?.keys) {
+      top.atKey = true;
     }
   }
   return [...repeated];
@@ -437,8 +444,8 @@ function parseHeader(
   const repeated = repeatedKeys(headerText);
   if (repeated.length > 0) {
     throw new Error(
-      `${where} names ${repeated.map((k) => JSON.stringify(k)).join(", ")} more than once in its header; ` +
-        `each tensor name (and "__metadata__") must appear once`,
+      `${where} names ${repeated.join(", ")} more than once in its header; each tensor name (and ` +
+        `"__metadata__"), and each key within an entry, must appear once`,
     );
   }
 

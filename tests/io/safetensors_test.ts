@@ -547,9 +547,12 @@ Deno.test("safetensors parser refuses a name given twice in the header, however 
   const data = Float32Array.from({ length: 4 * n }, () => rng.normal());
   const bytes = new Uint8Array(data.buffer);
   const twice: [string, string][] = [
-    [`{"a":${entry(0)},"a":${entry(1)}}`, "a"],
-    [`{"a":${entry(0)},"b":${entry(1)},"\\u0061":${entry(2)}}`, "a"],
-    [`{"__metadata__":{"k":"v"},"w":${entry(0)},"__metadata__":{}}`, "__metadata__"],
+    [`{"a":${entry(0)},"a":${entry(1)}}`, `"a"`],
+    [`{"a":${entry(0)},"b":${entry(1)},"\\u0061":${entry(2)}}`, `"a"`],
+    [`{"__metadata__":{"k":"v"},"w":${entry(0)},"__metadata__":{}}`, `"__metadata__"`],
+    // Inside one object: JSON.parse kept the last, so the first value was hidden.
+    [`{"__metadata__":{"k":"v","k":"w"},"w":${entry(0)}}`, `"k" in "__metadata__"`],
+    [`{"w":{"dtype":"F32","shape":[${n}],"shape":[${n}],"data_offsets":[0,${4 * n}]}}`, `"shape" in "w"`],
   ];
   for (const [header, name] of twice) {
     assert.throws(
@@ -557,8 +560,8 @@ Deno.test("safetensors parser refuses a name given twice in the header, however 
       (e: Error) => {
         assert.equal(
           e.message,
-          `safetensors file "dup.st" names "${name}" more than once in its header; each tensor name (and ` +
-            `"__metadata__") must appear once`,
+          `safetensors file "dup.st" names ${name} more than once in its header; each tensor name (and ` +
+            `"__metadata__"), and each key within an entry, must appear once`,
         );
         return true;
       },
