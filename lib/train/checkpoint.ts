@@ -200,16 +200,32 @@ export async function saveCheckpoint(
       Object.fromEntries(extra.map(([p, m]) => [p, (m as StatefulModule).extraState()])),
     );
   }
-  if (opts.keepPrevious) {
-    // A rename is atomic: at every moment the newest complete checkpoint is at `path` or, between the rename and
-    // the write, at the previous path.
-    try {
-      await Deno.rename(path, previousCheckpointPath(path));
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
-    }
-  }
+  if (opts.keepPrevious) await keepAsPrevious(path);
   await writeSafetensors(path, entries, metadata);
+}
+
+/**
+ * Puts the checkpoint at `path` (if any) at its previous path, before a new one is written over it. A hard link
+ * leaves `path` in place, so the atomic write that follows replaces it with the file's permissions kept (a rename
+ * left the new file with the default ones: a 0600 checkpoint became 0644); where links are not supported, a
+ * rename. Either way the newest complete checkpoint is at every moment at `path` or at the previous path.
+ */
+async function keepAsPrevious(path: string): Promise<void> {
+  const previous = previousCheckpointPath(path);
+  try {
+    await Deno.stat(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return;
+    throw err;
+  }
+  await Deno.remove(previous).catch((err) => {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  });
+  try {
+    await Deno.link(path, previous);
+  } catch {
+    await Deno.rename(path, previous);
+  }
 }
 
 /** Options of {@link loadCheckpoint}. */

@@ -261,3 +261,25 @@ Deno.test("saveCheckpoint refuses a step or seed that loadCheckpoint would refus
   );
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test({
+  name: "saveCheckpoint with keepPrevious keeps the checkpoint's permissions and the one before at .previous",
+  ignore: Deno.build.os === "windows",
+  fn: async () => {
+    const rng = new TestRng(73);
+    const dir = await Deno.makeTempDir();
+    const path = `${dir}/c.safetensors`;
+    const model = new Mlp([3, 4, 2], { seed: rng.int(0, 1000) });
+    const steps = [rng.int(1, 100), rng.int(101, 200), rng.int(201, 300)];
+    await saveCheckpoint(path, model, { step: steps[0], keepPrevious: true });
+    // A private checkpoint: before, the next save renamed it aside and wrote a fresh file, 0644 under umask 022.
+    await Deno.chmod(path, 0o600);
+    for (const [i, step] of steps.slice(1).entries()) {
+      await saveCheckpoint(path, model, { step, keepPrevious: true });
+      equal((await Deno.stat(path)).mode! & 0o777, 0o600);
+      equal((await loadCheckpoint(path)).step, step);
+      equal((await loadCheckpoint(previousCheckpointPath(path))).step, steps[i]);
+    }
+    await Deno.remove(dir, { recursive: true });
+  },
+});
