@@ -19,6 +19,7 @@ import {
   removeTemporaries,
   sampleWindows,
   saveHf,
+  temporaryPath,
   tensor,
   Trainer,
 } from "../mod.ts";
@@ -135,7 +136,8 @@ export async function cachedEntry<T>(options: CacheEntryOptions<T>): Promise<Cac
     return { value, cached: true, dir, seconds: (performance.now() - t0) / 1000 };
   }
   const value = await options.build();
-  const tmp = `${dir}.tmp-${Deno.pid}-${Math.floor(Math.random() * 1e9)}`;
+  // Named as the atomic writes name theirs: bounded to 255 bytes, and removed by removeTemporaries when left.
+  const tmp = temporaryPath(dir);
   await options.save(value, tmp);
   await Deno.mkdir(options.root, { recursive: true });
   try {

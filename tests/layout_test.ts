@@ -13,7 +13,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 32_600,
+  lib: 32_700,
   lab: 7_300,
   experiments: 4_350,
   bench: 4_300,
@@ -21,7 +21,7 @@ const BUDGETS: Record<string, number> = {
   cli: 750,
   tools: 1_150,
   examples: 120,
-  tests: 20_550,
+  tests: 20_700,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */

@@ -38,6 +38,17 @@ const NAME_MAX_BYTES = 255;
  * The temporary file's name for target `name`: `<name>.tmp-<pid>-<random>`, with `name` cut short (at a character)
  * where the whole would pass {@link NAME_MAX_BYTES}, so that a target of a legal long name can be written too.
  */
+/**
+ * A temporary name for `path`, in its folder: `<name>.tmp-<pid>-<random>` with the name cut short where the whole
+ * would pass 255 bytes (see {@link temporaryOwner}). For writers that fill a file or folder and rename it into place.
+ *
+ * @param path The file or folder to be replaced.
+ * @returns The temporary path.
+ */
+export function temporaryPath(path: string): string {
+  return `${dirname(path)}/${temporaryName(basename(path))}`;
+}
+
 function temporaryName(name: string): string {
   const suffix = `.tmp-${Deno.pid}-${randomSuffix()}`;
   const encoder = new TextEncoder();

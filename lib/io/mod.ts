@@ -18,6 +18,7 @@ export {
   removeTemporaries,
   type RemoveTemporariesOptions,
   temporaryOwner,
+  temporaryPath,
   writeFileAtomic,
   writeFileAtomicSync,
   writeTextFileAtomic,

@@ -1,0 +1,39 @@
+/**
+ * The lab's cache entries: built into a temporary folder named as the atomic writes name theirs (bounded to 255
+ * bytes, so a long key still works) and renamed into place; loaded afterwards without building.
+ */
+import { deepEqual, equal, ok } from "node:assert/strict";
+import { cachedEntry } from "../../lab/cache.ts";
+import { TestRng } from "../_helpers.ts";
+
+Deno.test("cachedEntry builds a long-named entry once (its temporary folder stays within 255 bytes) and reloads it", async () => {
+  const rng = new TestRng(91);
+  const root = await Deno.makeTempDir();
+  // 250 bytes of key, with multibyte characters: '<key>.tmp-<pid>-<random>' would pass 255 (before: "File name
+  // too long" after the whole build).
+  const key = "é".repeat(100) + "k".repeat(50);
+  const value = Array.from({ length: 5 }, () => rng.int(0, 1000));
+  let builds = 0;
+  const options = {
+    root,
+    key,
+    marker: "v.json",
+    what: "test entry",
+    load: async (dir: string) => JSON.parse(await Deno.readTextFile(`${dir}/v.json`)) as number[],
+    build: () => {
+      builds++;
+      return Promise.resolve(value);
+    },
+    save: async (v: number[], dir: string) => {
+      ok(new TextEncoder().encode(dir.slice(dir.lastIndexOf("/") + 1)).length <= 255, dir);
+      await Deno.mkdir(dir, { recursive: true });
+      await Deno.writeTextFile(`${dir}/v.json`, JSON.stringify(v));
+    },
+  };
+  const first = await cachedEntry(options);
+  deepEqual([first.value, first.cached], [value, false]);
+  const again = await cachedEntry(options);
+  deepEqual([again.value, again.cached, builds], [value, true, 1]);
+  equal([...Deno.readDirSync(root)].length, 1, "no temporary folder left");
+  await Deno.remove(root, { recursive: true });
+});
