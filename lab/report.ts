@@ -59,9 +59,11 @@ export function formatNumber(value: number, digits = 4): string {
   }
   if (!Number.isFinite(value)) return String(value);
   if (Number.isInteger(value) && Math.abs(value) < 1e15) return String(value);
-  const abs = Math.abs(value);
+  // The range is judged after rounding: 999999.9 to 4 digits is 1.000e+6, not 1000000 (7 digits shown).
+  const rounded = Number(value.toPrecision(digits));
+  const abs = Math.abs(rounded);
   if (abs !== 0 && (abs < 1e-3 || abs >= 1e6)) return value.toExponential(Math.max(0, digits - 1));
-  return String(Number(value.toPrecision(digits)));
+  return String(rounded);
 }
 
 /**

@@ -133,3 +133,23 @@ Deno.test("report: formatNumber takes 1 to 21 significant digits and refuses oth
     );
   }
 });
+
+Deno.test("report: formatNumber picks exponent form after rounding, so it never shows more digits than asked", () => {
+  const rng = new TestRng(47);
+  // Just under 1e6: rounded to 4 digits it is 1.000e+6 (it read 1000000, seven digits); just under 1e-3 it rounds
+  // up into the fixed range.
+  equal(formatNumber(999999.9), "1.000e+6");
+  equal(formatNumber(-999_999.6), "-1.000e+6");
+  equal(formatNumber(0.00099996), "0.001");
+  for (let i = 0; i < 200; i++) {
+    const v = (rng.next() < 0.5 ? -1 : 1) * 10 ** (rng.next() * 12 - 6) * (1 + rng.next());
+    const digits = rng.int(1, 8);
+    const shown = formatNumber(v, digits);
+    const rounded = Number(v.toPrecision(digits));
+    equal(Number(shown), rounded, `${v} to ${digits}: ${shown}`);
+    if (!Number.isInteger(v)) {
+      const big = Math.abs(rounded) >= 1e6 || Math.abs(rounded) < 1e-3;
+      equal(shown.includes("e"), big, `${v} to ${digits}: ${shown}`);
+    }
+  }
+});
