@@ -178,7 +178,13 @@ export async function runInit(args: readonly string[]): Promise<InitRun> {
   if (cfg.exact && "exactSvd" in method.options.shape) own.exactSvd = true;
 
   const hf = await isDirectory(cfg.weights);
-  refuseOutputsOnInputs(cfg, hf);
+  try {
+    refuseOutputsOnInputs(cfg, hf);
+  } catch (e) {
+    // An output on an input is a usage error, as a bad flag is: status 2, with the message alone.
+    if (e instanceof RangeError) throw new ConfigError([e.message]);
+    throw e;
+  }
   if (hf) return await initHfModel(cfg, method, own);
   for (const k of ["calibrationText"] as const) {
     if (cfg[k] !== undefined) {

@@ -215,7 +215,7 @@ Deno.test("init command on a Hugging Face directory refuses, before computing, t
   await Deno.writeTextFile(`${dir}/calib.txt`, text);
   await rejects(
     run(`${dir}/calib.txt`, `${dir}/calib.txt`),
-    /^RangeError: --out ".*calib\.txt" is the --calibration-text input/,
+    /^ConfigError: --out ".*calib\.txt" is the --calibration-text input/,
   );
   await Deno.writeTextFile(`${dir}/other.txt`, text);
   await rejects(
@@ -273,5 +273,26 @@ Deno.test("init command passes on only the method options given, so their defaul
     runInit(["--method", "init-b", ...base, "--std", "0.01"]),
     /init-b: option "std" \(0\.01\) is the standard deviation of distribution "normal"/,
   );
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("init command: an output on an input is a usage error, status 2 with the message alone", async () => {
+  const dir = await Deno.makeTempDir();
+  const weights = `${dir}/w.safetensors`;
+  const bytes = crypto.getRandomValues(new Uint8Array(64));
+  await Deno.writeFile(weights, bytes);
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../../cli/init.ts", import.meta.url).pathname, "--method", "pissa"]
+      .concat(["--weights", weights, "--rank", "2", "--device", "cpu", "--out", weights]),
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  equal(out.code, 2, stderr);
+  match(
+    stderr,
+    /^--out ".*w\.safetensors" is the --weights input ".*w\.safetensors": writing it would replace/,
+  );
+  deepEqual(await Deno.readFile(weights), bytes, "the input is untouched");
   await Deno.remove(dir, { recursive: true });
 });
