@@ -229,10 +229,10 @@ export function initShareClaim(
       ? "inconclusive"
       : pairedSpreadVerdict({ mean: INIT_SHARE_LIMIT - shares.mean, std: shares.std, n: runs.length }),
     note: `The share falls in proportion to the length of training: at this step time it crosses ` +
-      `${INIT_SHARE_LIMIT}% at ${
-        Number.isFinite(crossing) ? crossing : "—"
-      } steps, so the verdict holds for ` +
-      `${steps} steps, not for the paper's runs.`,
+      `${INIT_SHARE_LIMIT}% at ${Number.isFinite(crossing) ? crossing : "—"} steps` +
+      (steps < INIT_SHARE_MIN_STEPS
+        ? `; a run of ${steps} steps is not judged.`
+        : `; the verdict is for runs of ${steps} steps, not for the paper's.`),
   };
 }
 

@@ -61,7 +61,10 @@ Deno.test("exp:eva: the init-cost claim is judged at the run's length from 1,000
   match(costly.note!, /crosses 1% at 198 steps/);
   equal(initShareClaim([run(0.01, 4), run(0.011, 4), run(0.009, 4)], 1000).verdict, "reproduced");
   // A short run says nothing about a whole fine-tune: inconclusive however the share comes out.
-  equal(initShareClaim([run(2, 4), run(2.1, 4), run(1.9, 4)], 999).verdict, "inconclusive");
+  const short = initShareClaim([run(2, 4), run(2.1, 4), run(1.9, 4)], 999);
+  equal(short.verdict, "inconclusive");
+  match(short.note!, /crosses 1% at 198 steps; a run of 999 steps is not judged\./);
+  match(costly.note!, /the verdict is for runs of 1000 steps/);
   // One seed: no spread to judge against.
   equal(initShareClaim([run(0.01, 4)], 1000).verdict, "inconclusive");
   // Shares straddling 1% beyond their spread: inconclusive.
