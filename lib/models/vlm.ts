@@ -25,6 +25,7 @@ import { loadParameters, Module, namedParameters } from "../nn/module.ts";
 import { LayerNorm } from "../nn/norm.ts";
 import { crossEntropy } from "../nn/loss.ts";
 import { Rng } from "../data/rng.ts";
+import { checkSize } from "../options.ts";
 import { type CharVocab, charVocab } from "../data/text.ts";
 import { loadEmojiPack, rgbaOnWhite } from "../data/images.ts";
 import { type LlamaConfig, LlamaLM } from "./llama.ts";
@@ -100,6 +101,9 @@ export class VisionAttention extends Module {
   /** A layer of width `dim` with `heads` heads. */
   constructor(dim: number, heads: number, opts: { seed: number; device?: DeviceName }) {
     super();
+    checkSize("VisionAttention", "dim", dim);
+    checkSize("VisionAttention", "heads", heads);
+    if (dim % heads !== 0) throw new RangeError(`VisionAttention: heads ${heads} does not divide dim ${dim}`);
     const lin = (key: string) =>
       new Linear(dim, dim, { seed: deriveSeed(opts.seed, key), device: opts.device });
     this.q_proj = lin("q_proj");
@@ -134,6 +138,8 @@ export class VisionMlp extends Module {
   /** An MLP for width `dim`. */
   constructor(dim: number, hidden: number, opts: { seed: number; device?: DeviceName }) {
     super();
+    checkSize("VisionMlp", "dim", dim);
+    checkSize("VisionMlp", "hidden", hidden);
     this.fc1 = new Linear(dim, hidden, { seed: deriveSeed(opts.seed, "fc1"), device: opts.device });
     this.fc2 = new Linear(hidden, dim, { seed: deriveSeed(opts.seed, "fc2"), device: opts.device });
   }
@@ -240,6 +246,8 @@ export class Projector extends Module {
   /** A projector `inDim → outDim`. */
   constructor(inDim: number, outDim: number, opts: { seed: number; device?: DeviceName }) {
     super();
+    checkSize("Projector", "inDim", inDim);
+    checkSize("Projector", "outDim", outDim);
     this.linear_1 = new Linear(inDim, outDim, {
       seed: deriveSeed(opts.seed, "linear_1"),
       device: opts.device,

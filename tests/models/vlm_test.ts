@@ -9,7 +9,10 @@ import {
   captionTensors,
   captionVocab,
   emojiVlmData,
+  Projector,
   ToyVlm,
+  VisionAttention,
+  VisionMlp,
   type VlmConfig,
   type VlmData,
 } from "../../lib/models/vlm.ts";
@@ -281,4 +284,14 @@ Deno.test({
     ok(data.images.every((v) => v >= 0 && v <= 1));
     await lossFalls(data, "emoji");
   },
+});
+
+Deno.test("the encoder's layers refuse sizes by their own name, before building anything", () => {
+  const o = { seed: 1 };
+  throws(() => new VisionAttention(8, 3, o), /VisionAttention: heads 3 does not divide dim 8/);
+  throws(() => new VisionAttention(0, 2, o), /VisionAttention: dim must be a positive integer, got 0/);
+  throws(() => new VisionMlp(8, 2.5, o), /VisionMlp: hidden must be a positive integer, got 2\.5/);
+  throws(() => new Projector(8, 0, o), /Projector: outDim must be a positive integer, got 0/);
+  // Sizes that fit build.
+  equal((new VisionAttention(8, 2, o).q_proj as unknown as { weight: F32 }).weight.shape.join(), "8,8");
 });
