@@ -324,8 +324,9 @@ async function main(): Promise<void> {
   const evaLabel = ["eva-rho2", "eva-rho1"].find((m) => get(m) !== undefined);
   if (evaLabel !== undefined) claims.push(initShareClaim(by(evaLabel), cfg.steps));
   const firstEva = get("eva-rho2") && by("eva-rho2")[0];
-  if (firstEva && firstEva.ranks) {
-    const values = Object.values(firstEva.ranks);
+  const evaRanks = firstEva ? firstEva.ranks : undefined;
+  if (firstEva && evaRanks) {
+    const values = Object.values(evaRanks);
     const uniform = values.every((v) => v === cfg.rank);
     claims.push(judged(
       "With ρ = 2 EVA redistributes ranks across layers",
@@ -373,7 +374,6 @@ async function main(): Promise<void> {
       logY: true,
     }),
   };
-  const evaRanks = firstEva ? firstEva.ranks : undefined;
   if (evaRanks) {
     plots.eva_ranks = barPlot({
       title: `EVA (ρ = 2) rank allocation (uniform = ${cfg.rank})`,

@@ -216,7 +216,7 @@ export function checkShape(op: string, shape: unknown): number[] {
       }; expected an array of non-negative integers`,
     );
   }
-  const n = shape.reduce((a: number, d: number) => a * d, 1);
+  const n = size(shape);
   if (n > MAX_ELEMENTS) {
     throw new RangeError(`${op}: shape ${fmt(shape)} has ${n} elements, more than a tensor holds (2^31 - 1)`);
   }
