@@ -5,6 +5,7 @@
  * @module
  */
 import { gunzipSync } from "node:zlib";
+import { readUtf8 } from "./text.ts";
 
 const GZIP_MAGIC_0 = 0x1f;
 const GZIP_MAGIC_1 = 0x8b;
@@ -288,13 +289,7 @@ export async function loadEmojiPack(dir: string): Promise<EmojiPack> {
   const n = rgba.length / EMOJI_BYTES;
   if (n === 0) throw new Error(`emoji pixel file "${pixelsPath}" holds no images`);
 
-  const indexBytes = await Deno.readFile(indexPath);
-  let text: string;
-  try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(indexBytes);
-  } catch {
-    throw new Error(`emoji index "${indexPath}" is not valid UTF-8 (${indexBytes.length} bytes)`);
-  }
+  const text = await readUtf8(indexPath, "emoji index");
   const lines = text.split("\n").map((line) => (line.endsWith("\r") ? line.slice(0, -1) : line));
   while (lines.length > 0 && lines[lines.length - 1] === "") lines.pop();
   const header = (lines[0] ?? "").split("\t");

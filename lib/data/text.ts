@@ -13,7 +13,7 @@ export interface LoadTextOptions {
 }
 
 /** Reads a file and decodes it as UTF-8, naming the file when it is not valid UTF-8. */
-async function readUtf8(path: string, what: string): Promise<string> {
+export async function readUtf8(path: string, what: string): Promise<string> {
   const bytes = await Deno.readFile(path);
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes);

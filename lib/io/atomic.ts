@@ -35,10 +35,6 @@ function randomSuffix(): string {
 const NAME_MAX_BYTES = 255;
 
 /**
- * The temporary file's name for target `name`: `<name>.tmp-<pid>-<random>`, with `name` cut short (at a character)
- * where the whole would pass {@link NAME_MAX_BYTES}, so that a target of a legal long name can be written too.
- */
-/**
  * A temporary name for `path`, in its folder: `<name>.tmp-<pid>-<random>` with the name cut short where the whole
  * would pass 255 bytes (see {@link temporaryOwner}). For writers that fill a file or folder and rename it into place.
  *
@@ -49,6 +45,10 @@ export function temporaryPath(path: string): string {
   return `${dirname(path)}/${temporaryName(basename(path))}`;
 }
 
+/**
+ * The temporary file's name for target `name`: `<name>.tmp-<pid>-<random>`, with `name` cut short (at a character)
+ * where the whole would pass {@link NAME_MAX_BYTES}, so that a target of a legal long name can be written too.
+ */
 function temporaryName(name: string): string {
   const suffix = `.tmp-${Deno.pid}-${randomSuffix()}`;
   const encoder = new TextEncoder();
@@ -105,7 +105,7 @@ export function writeFileAtomicSync(path: string, data: Uint8Array | string): vo
     const reason = err instanceof Error ? err.message : String(err);
     throw new Error(`could not write "${path}": cannot make its folder "${dir}": ${reason}`, { cause: err });
   }
-  const tmp = `${dir}/${temporaryName(name)}`;
+  const tmp = temporaryPath(path);
   // The file keeps who may read it, from before the data is written: a fresh file gets 0666 less the umask, and a
   // 0600 file replaced through one became 0644.
   const mode = permissions(path);

@@ -115,10 +115,8 @@ const DROPOUT_OPTIONS = z.object({
 
 function keyRows(seed: number): Int32Array {
   if (!Number.isInteger(seed)) throw new TypeError(`dropout: seed must be an integer, got ${seed}`);
-  return Int32Array.from(
-    TABLE_SEEDS,
-    (_, t) => mix32((seed32(seed, "dropout") ^ Math.imul(t + 1, 0x68e31da4)) >>> 0) % ROWS,
-  );
+  const s = seed32(seed, "dropout");
+  return Int32Array.from(TABLE_SEEDS, (_, t) => mix32((s ^ Math.imul(t + 1, 0x68e31da4)) >>> 0) % ROWS);
 }
 
 /**

@@ -239,13 +239,18 @@ export function randn<const S extends Shape>(shape: S, opts: RandOptions = {}): 
   return r.mul(u2.mul(2 * Math.PI).cos()) as unknown as Tensor<Writable<S>, "f32">;
 }
 
-/** Concatenates tensors along `axis` (shapes must agree elsewhere). */
-export function concat<D extends DType>(tensors: readonly Tensor<Shape, D>[], axis = 0): Tensor<number[], D> {
-  if (tensors.length === 0) throw new RangeError("concat: need at least one tensor");
+/** Refuses an empty list, or an entry that is not a tensor, as `op`'s input. */
+function checkTensorList(op: string, tensors: readonly unknown[]): void {
+  if (tensors.length === 0) throw new RangeError(`${op}: need at least one tensor`);
   const notTensor = tensors.findIndex((t) => !(t instanceof Tensor));
   if (notTensor >= 0) {
-    throw new TypeError(`concat: entry ${notTensor} is not a tensor (${tensors[notTensor]})`);
+    throw new TypeError(`${op}: entry ${notTensor} is not a tensor (${tensors[notTensor]})`);
   }
+}
+
+/** Concatenates tensors along `axis` (shapes must agree elsewhere). */
+export function concat<D extends DType>(tensors: readonly Tensor<Shape, D>[], axis = 0): Tensor<number[], D> {
+  checkTensorList("concat", tensors);
   const first = tensors[0];
   const r = first.ndim;
   const ax = axis < 0 ? axis + r : axis;
@@ -280,11 +285,7 @@ export function concat<D extends DType>(tensors: readonly Tensor<Shape, D>[], ax
 
 /** Stacks equally shaped tensors along a new axis. */
 export function stack<D extends DType>(tensors: readonly Tensor<Shape, D>[], axis = 0): Tensor<number[], D> {
-  if (tensors.length === 0) throw new RangeError("stack: need at least one tensor");
-  const notTensor = tensors.findIndex((t) => !(t instanceof Tensor));
-  if (notTensor >= 0) {
-    throw new TypeError(`stack: entry ${notTensor} is not a tensor (${tensors[notTensor]})`);
-  }
+  checkTensorList("stack", tensors);
   const s = tensors[0].shape;
   for (const t of tensors) {
     if (t.shape.join() !== s.join()) {
