@@ -251,20 +251,8 @@ const short = (k: string) =>
 /** Specs under a default label that the claims hold for besides the defaults: the blog's PiSSA. */
 const BLOG_VARIANTS = ["pissa=pissa:niter=16"];
 
-/** The margin within which {@link higherStartVerdict} reads two starting losses as the same. */
+/** The margin within which "PiSSA starts from a higher loss than LoRA" reads two starting losses as the same. */
 export const HIGHER_START_MARGIN = 1e-3;
-
-/**
- * The verdict on "PiSSA starts from a higher loss than LoRA" from the paired difference PiSSA − LoRA of the
- * first batch's loss: reproduced when its 95% interval lies above the margin, not reproduced when it lies below
- * it (the same start, or a lower one), inconclusive when it straddles it.
- */
-export function higherStartVerdict(d: { mean: number; half: number }): Verdict {
-  if (!Number.isFinite(d.mean) || !Number.isFinite(d.half)) return "inconclusive";
-  if (d.mean - d.half > HIGHER_START_MARGIN) return "reproduced";
-  if (d.mean + d.half < HIGHER_START_MARGIN) return "not reproduced";
-  return "inconclusive";
-}
 
 /**
  * "PiSSA and LoftQ settle at higher gradient norms than LoRA and EVA", from each method's per-seed mean global
@@ -390,15 +378,15 @@ async function main(): Promise<void> {
   if (has("pissa") && has("lora")) {
     // PiSSA moves W's top-r part into s·BA, so its output at step 0 is the base's up to rounding: a higher
     // starting loss would need a different alpha or a loss of precision.
-    const margin = HIGHER_START_MARGIN;
     const d = pairedDifference(bySeed("pissa", (r) => r.losses[0]), bySeed("lora", (r) => r.losses[0]));
-    const verdict = higherStartVerdict(d);
+    // Above the margin reproduces it; below it (the same start, or a lower one) refutes it.
+    const verdict = pairedVerdict(d, HIGHER_START_MARGIN);
     claims.push({
       claim: `PiSSA starts from a higher loss than LoRA.`,
       rule:
         `per seed, the loss of the first training batch before any update (the same batch for both), PiSSA − ` +
-        `LoRA; reproduced when the 95% t interval of the mean lies above ${margin}, not reproduced when it lies ` +
-        `below ${margin} (the same start, or a lower one), inconclusive otherwise; ${n} seeds.`,
+        `LoRA; reproduced when the 95% t interval of the mean lies above ${HIGHER_START_MARGIN}, not reproduced when it lies ` +
+        `below ${HIGHER_START_MARGIN} (the same start, or a lower one), inconclusive otherwise; ${n} seeds.`,
       evidence: `loss at step 0: ${
         rows.map((r) => `${r.m} ${formatMeanStd(r.loss0)}`).join(", ")
       }; minus the ` +

@@ -97,8 +97,8 @@ export function pairedDifference(a: readonly number[], b: readonly number[]): Pa
 }
 
 /**
- * The verdict on "the difference is positive": reproduced when the 95% interval lies above 0, not reproduced when
- * it lies below 0, inconclusive when it covers 0 (always with one pair).
+ * The verdict on "the difference is above `threshold`" (default 0): reproduced when the 95% interval lies above
+ * it, not reproduced when it lies below it, inconclusive when it covers it (always with one pair).
  *
  * @example
  * ```ts
@@ -106,10 +106,10 @@ export function pairedDifference(a: readonly number[], b: readonly number[]): Pa
  * console.log(pairedVerdict(pairedDifference([2, 3, 4], [1, 1.9, 3.1]))); // "reproduced"
  * ```
  */
-export function pairedVerdict(d: PairedDifference): Verdict {
+export function pairedVerdict(d: PairedDifference, threshold = 0): Verdict {
   if (!(d.n > 1) || !Number.isFinite(d.mean)) return "inconclusive";
-  if (d.mean - d.half > 0) return "reproduced";
-  if (d.mean + d.half < 0) return "not reproduced";
+  if (d.mean - d.half > threshold) return "reproduced";
+  if (d.mean + d.half < threshold) return "not reproduced";
   return "inconclusive";
 }
 

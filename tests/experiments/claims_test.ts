@@ -5,10 +5,11 @@
 import { equal, match, ok } from "node:assert/strict";
 import { bestOfClaim, steadyPairedClaim } from "../../experiments/cntlora.ts";
 import { meanStd } from "../../lab/mod.ts";
+import { pairedVerdict } from "../../lab/paired.ts";
 import { initShareClaim } from "../../experiments/eva.ts";
 import { growthClaim, prop1Verdict } from "../../experiments/magnitude.ts";
 import { rank1Verdict } from "../../experiments/gap_init.ts";
-import { HIGHER_START_MARGIN, higherStartVerdict, settleClaim } from "../../experiments/vlm_dynamics.ts";
+import { HIGHER_START_MARGIN, settleClaim } from "../../experiments/vlm_dynamics.ts";
 import { defaultLabels, parseMethod } from "../../lab/methods.ts";
 
 Deno.test("exp:cntlora: a Table 2 claim leaves diverged runs out and is inconclusive when under 3 seeds remain", () => {
@@ -163,13 +164,15 @@ Deno.test("exp:cntlora: a method with a diverged seed makes the best-of-groups c
 
 Deno.test("exp:vlm-dynamics: 'PiSSA starts higher' is not reproduced when PiSSA clearly starts lower", () => {
   const m = HIGHER_START_MARGIN;
-  equal(higherStartVerdict({ mean: 3 * m, half: m }), "reproduced");
+  // A paired difference by its mean and the half-width of its interval (the verdict reads no more).
+  const diff = (mean: number, half: number, n: number) => ({ mean, half, n, std: 0 });
+  equal(pairedVerdict(diff(3 * m, m, 3), m), "reproduced");
   // The same start, and a clearly lower one (before, an interval wholly below −margin read "inconclusive").
-  equal(higherStartVerdict({ mean: 0, half: m / 2 }), "not reproduced");
-  equal(higherStartVerdict({ mean: -0.5, half: 0.1 }), "not reproduced");
-  equal(higherStartVerdict({ mean: m, half: m / 2 }), "inconclusive");
+  equal(pairedVerdict(diff(0, m / 2, 3), m), "not reproduced");
+  equal(pairedVerdict(diff(-0.5, 0.1, 3), m), "not reproduced");
+  equal(pairedVerdict(diff(m, m / 2, 3), m), "inconclusive");
   // One seed has no interval.
-  equal(higherStartVerdict({ mean: 0.5, half: Infinity }), "inconclusive");
+  equal(pairedVerdict(diff(0.5, Infinity, 1), m), "inconclusive");
 });
 
 Deno.test("exp:magnitude: Prop. 1 is not reproduced when a run it calls equivalent clearly differs", () => {
