@@ -281,7 +281,8 @@ async function evaCore(
         h.skipped++;
         continue;
       }
-      await h.pca.partialFit(batch);
+      // Every batch was checked for NaN and ∞ once, before the loop (checkInputsFinite in evaInitLayers).
+      await h.pca.partialFit(batch, { checkedFinite: true });
       h.fits++;
       fitted.push(h);
     }

@@ -144,9 +144,14 @@ export class IncrementalPCA {
    * Updates the model with one batch (samples × features). Returns this model.
    * Throws when the feature count changes, the batch has fewer rows than `nComponents`, or it holds NaN or
    * infinite values (a `NonFiniteWeightsError`; the check reads back one value, and the model is left as it
-   * was: without it the inner SVD turned such a batch into finite components).
+   * was: without it the inner SVD turned such a batch into finite components). With `{ checkedFinite: true }`
+   * the caller vouches that it has already refused such values in `x` (EVA checks all its batches once, before
+   * fitting them step after step), and the read-back is skipped.
    */
-  async partialFit(x: Tensor<[number, number], "f32"> | F32): Promise<this> {
+  async partialFit(
+    x: Tensor<[number, number], "f32"> | F32,
+    opts: { checkedFinite?: boolean } = {},
+  ): Promise<this> {
     const [ns, nf] = checkMatrix("IncrementalPCA.partialFit", x);
     const prev = this.#state;
     if (prev !== null && prev.nFeatures !== nf) {
@@ -163,7 +168,7 @@ export class IncrementalPCA {
         `IncrementalPCA.partialFit: nComponents=${k} must be at most the batch's number of samples ${ns}`,
       );
     }
-    await checkFinite([["batch", x]], { what: "IncrementalPCA.partialFit" });
+    if (opts.checkedFinite !== true) await checkFinite([["batch", x]], { what: "IncrementalPCA.partialFit" });
     const xs: F32 = x;
     const nSeen = prev?.nSeen ?? 0;
     const nTotal = nSeen + ns;
