@@ -14,8 +14,8 @@ import { tensor } from "../tensor/creation.ts";
 import { LoraLinear } from "../lora/linear.ts";
 import { loraLayers } from "../lora/layers.ts";
 import { getInitMethod } from "./methods.ts";
-import type { InitMethod } from "./registry.ts";
-import type { F32, LayerData, LoraInit } from "./types.ts";
+import { DATA_KEYS, type InitMethod } from "./registry.ts";
+import { COMMON_OPTION_KEYS, type F32, type LayerData, type LoraInit } from "./types.ts";
 import { z } from "../../deps.ts";
 import { checkOptions, opt, OptionsError, showValue } from "../options.ts";
 
@@ -148,9 +148,9 @@ export async function attachLora(model: object, cfg: LoraConfig): Promise<Attach
   checkOptions("attachLora", LORA_CONFIG, cfg);
   // A common option or layer data inside initOptions would reach some methods and not others (initLayers).
   const misplaced = Object.entries(cfg.initOptions ?? {}).flatMap(([k, v]) =>
-    ["rank", "alpha", "useRslora", "seed"].includes(k)
+    COMMON_OPTION_KEYS.has(k)
       ? [`option "initOptions.${k}" (${showValue(v)}) is not a method option: set ${k} on the config itself`]
-      : ["activations", "grads", "gap", "zText", "zVision"].includes(k)
+      : DATA_KEYS.has(k)
       ? [`option "initOptions.${k}" (${showValue(v)}) is calibration data: give it per layer in data`]
       : []
   );

@@ -56,7 +56,8 @@ export interface InitMethod {
   ) => Promise<Map<string, LoraInit>>;
 }
 
-const DATA_KEYS: ReadonlySet<string> = new Set(["activations", "grads", "gap", "zText", "zVision"]);
+/** The keys of a layer's calibration data (`LayerData`), which methods take beside their options. */
+export const DATA_KEYS: ReadonlySet<string> = new Set(["activations", "grads", "gap", "zText", "zVision"]);
 
 /** The calibration data each need stands for. */
 const NEED_DATA: Readonly<Record<InitNeed, readonly (keyof LayerData)[]>> = {

@@ -51,6 +51,9 @@ const COMMON_OPTIONS = z.object({
   seed: opt.seed().optional(),
 });
 
+/** The names of the options every method takes (`rank`, `alpha`, `useRslora`, `seed`). */
+export const COMMON_OPTION_KEYS: ReadonlySet<string> = new Set(Object.keys(COMMON_OPTIONS.shape));
+
 /**
  * Checks the options every method takes (rank an integer >= 1, alpha a finite number > 0, useRslora a boolean, seed
  * an integer), throwing an `OptionsError` naming the method, the key and the value. Other keys are the method's own
