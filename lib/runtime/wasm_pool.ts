@@ -134,8 +134,6 @@ export class ThreadPool {
   readonly #ports: MessagePort[] = [];
   readonly #shared = new Set<number>();
   #failure: string | null = null;
-  /** Chunks done when the latest job is over (see {@link CTL.end}). */
-  #end = 0;
   /** What a chunk of the latest job threw on the calling thread, thrown when the job is over. */
   #thrown: { error: unknown } | null = null;
 
@@ -238,7 +236,6 @@ export class ThreadPool {
     Atomics.store(ctl, CTL.done, 0);
     Atomics.add(ctl, CTL.gen, 1);
     Atomics.notify(ctl, CTL.gen);
-    this.#end = chunks;
     this.#thrown = null;
     let mine = 0;
     try {
@@ -252,8 +249,7 @@ export class ThreadPool {
     } catch (e) {
       // No chunk is claimed after this one; the job ends when the claimed ones, this one included, are done.
       const claimed = Atomics.exchange(ctl, CTL.claim, (gen << 20) | 0xfffff) & 0xfffff;
-      this.#end = Math.min(claimed, chunks);
-      Atomics.store(ctl, CTL.end, this.#end);
+      Atomics.store(ctl, CTL.end, Math.min(claimed, chunks));
       this.#thrown = { error: e };
       mine++;
     }
@@ -261,7 +257,7 @@ export class ThreadPool {
     const deadline = waitMs > 0 ? performance.now() + waitMs : 0;
     for (;;) {
       const done = Atomics.load(ctl, CTL.done);
-      if (done >= this.#end) break;
+      if (done >= Atomics.load(ctl, CTL.end)) break;
       const left = deadline - performance.now();
       if (left <= 0) return false;
       Atomics.wait(ctl, CTL.done, done, left);
@@ -273,7 +269,7 @@ export class ThreadPool {
   /** Waits (without blocking the event loop) until the job started by {@link runSync} is over. */
   async finish(): Promise<void> {
     const ctl = this.#ctl;
-    const end = this.#end;
+    const end = Atomics.load(ctl, CTL.end);
     if (Atomics.load(ctl, CTL.done) < end) {
       // A pending waitAsync alone does not keep every event loop alive (the test runner's does not count it):
       // hold a timer while waiting.
