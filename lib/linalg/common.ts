@@ -40,6 +40,15 @@ export function checkInt(op: string, name: string, v: number, lo: number, hi = I
   return v;
 }
 
+/**
+ * `Σ a·0` as a 0-d tensor: 0, or NaN exactly when `a` holds a NaN or an infinity (IEEE). Added to every factor a
+ * decomposition returns, it makes them all NaN on every device for such input, where the rotations and reflectors
+ * (whose comparisons with NaN are false) left some finite (σ = [NaN, 2.236] for [[1, NaN], [2, 3]] on the CPU).
+ */
+export function nonFinitePoison(a: F32): F32 {
+  return a.mul(0).sum() as F32;
+}
+
 /** `max |a|` as a 0-d tensor, or 1 when `a` is all zeros (so dividing by it is always safe). */
 export function absMaxScale(a: F32): F32 {
   const m = a.abs().max();

@@ -14,6 +14,7 @@ import {
   iota,
   JACOBI_OPTION_FIELDS,
   largestPositiveSigns,
+  nonFinitePoison,
 } from "./common.ts";
 import { svdColumns } from "./svd.ts";
 
@@ -81,8 +82,7 @@ export async function eigh<N extends number>(
   const sym = i.ge(j).where(x, x.transpose()); // lower triangle, mirrored
   const scale = absMaxScale(sym);
   const sn = sym.div(scale);
-  // NaN exactly when the lower triangle holds a NaN or an infinity (see svd); the CPU's vectors stayed finite.
-  const poison = sym.mul(0).sum();
+  const poison = nonFinitePoison(sym as F32); // of the lower triangle, the part eigh reads
   await realize(scale, sn, poison);
   const c = sn.square().sum().sqrt();
   // Symmetric, so it is its own column-major form.

@@ -26,7 +26,7 @@ import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
 import { LOOP_BUDGET } from "../codegen/split_loops.ts";
 import { checkOptions } from "../options.ts";
 import { jacobiWorkgroup } from "./jacobi.ts";
-import { absMaxScale, checkMatrix, iota } from "./common.ts";
+import { absMaxScale, checkMatrix, iota, nonFinitePoison } from "./common.ts";
 
 /**
  * Workgroup size for Householder kernels on columns of `rows`: the device's preference, grown (×4, up to 256)
@@ -199,8 +199,7 @@ export async function qr<M extends number, N extends number>(
   const x = a;
   const scale = absMaxScale(x);
   const xin = x.transpose().div(scale) as F32;
-  // NaN exactly when a holds a NaN or an infinity; the reflectors kept some columns of Q finite otherwise.
-  const poison = x.mul(0).sum();
+  const poison = nonFinitePoison(x);
   await realize(scale, xin, poison); // one pass over a (possibly lazy) input
   const f = await householderColumns(xin, m, n, { wantQ });
   const r = upperR(f.factored, m, n).mul(scale).add(poison) as F32;

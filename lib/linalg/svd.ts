@@ -14,6 +14,7 @@ import {
   descendingPerm,
   JACOBI_OPTION_FIELDS,
   largestPositiveSigns,
+  nonFinitePoison,
 } from "./common.ts";
 import { defaultSweeps, F32_UNIT_ROUNDOFF, jacobiSweeps, roundUp4 } from "./jacobi.ts";
 import {
@@ -294,10 +295,7 @@ export async function svdRows(a: F32, opts: SvdOptions = {}): Promise<SvdRows> {
   const cols = Math.min(m, n);
   const scale = absMaxScale(a);
   const wc = (wide ? a : a.transpose()).div(scale);
-  // Σ a·0 is NaN exactly when a holds a NaN or an infinity (IEEE), and added to every factor it makes them all
-  // NaN on every device: the rotations, whose comparisons with NaN are false, returned finite values otherwise
-  // (σ = [NaN, 2.236] for [[1, NaN], [2, 3]] on the CPU).
-  const poison = a.mul(0).sum();
+  const poison = nonFinitePoison(a);
   await realize(scale, wc, poison); // one pass over a (possibly lazy) input
   const core = await svdColumns(wc, rows, cols, opts);
   wc.dispose();
