@@ -287,15 +287,15 @@ async function fineTune(
  * @param gap Per seed, gap-r1's final validation loss and the base's.
  * @param lora Per seed, lora-r1's.
  * @param threshold The fraction of the base's loss a run must shed not to count as collapsed.
- * @returns The verdict, the collapses of each, the runs whose loss is not finite and the paired difference.
+ * @returns The verdict, the runs whose loss is not finite, the paired difference and its own verdict.
  */
 export function rank1Verdict(
   gap: readonly { valLoss: number; valBefore: number }[],
   lora: readonly { valLoss: number; valBefore: number }[],
   threshold: number,
-): { verdict: Verdict; collapses: [number, number]; nonFinite: number; d: PairedDifference } {
+): { verdict: Verdict; nonFinite: number; d: PairedDifference; loss: Verdict } {
   const collapses = (rs: readonly { valLoss: number; valBefore: number }[]) =>
-    rs.filter((r) => r.valLoss > r.valBefore * (1 - threshold)).length;
+    rs.filter((r) => collapsed(r, threshold)).length;
   const g = collapses(gap);
   const l = collapses(lora);
   const nonFinite = [...gap, ...lora].filter((r) => !Number.isFinite(r.valLoss)).length;
@@ -308,7 +308,12 @@ export function rank1Verdict(
     : loss === "not reproduced" || g > l
     ? "not reproduced"
     : "inconclusive";
-  return { verdict, collapses: [g, l], nonFinite, d };
+  return { verdict, nonFinite, d, loss };
+}
+
+/** Whether a run's final validation loss ends above (1 − `threshold`) × the base's: it did not learn. */
+function collapsed(r: { valLoss: number; valBefore: number }, threshold: number): boolean {
+  return r.valLoss > r.valBefore * (1 - threshold);
 }
 
 // ----- main -----
@@ -371,15 +376,12 @@ async function main(): Promise<void> {
   // A claim names methods by their default labels; it is judged only where the label still runs that method.
   const standard = defaultLabels(METHODS, cfg.methods);
   const has = (m: string) => names.includes(m) && standard.ok(m);
-  const bySeed = (m: string, f: (r: Run) => number) =>
+  const bySeed = <T>(m: string, f: (r: Run) => T) =>
     cfg.seeds.map((seed) => f(runs.find((r) => r.label === m && r.seed === seed)!));
-  const runsBySeed = (m: string) =>
-    cfg.seeds.map((seed) => runs.find((r) => r.label === m && r.seed === seed)!);
-  const collapsed = (r: Run) => r.valLoss > r.valBefore * (1 - cfg.collapseThreshold);
   const expected = mean(Object.values(gap.unit).map((u) => 1 / u.length));
   const rows = names.map((m) => ({
     m,
-    collapses: bySeed(m, (r) => (collapsed(r) ? 1 : 0)).reduce((a, b) => a + b, 0),
+    collapses: bySeed(m, (r) => collapsed(r, cfg.collapseThreshold)).filter((c) => c).length,
     val: meanStd(bySeed(m, (r) => r.valLoss)),
     final: meanStd(bySeed(m, (r) => r.losses.at(-1)!)),
     gapShare: meanStd(bySeed(m, (r) => mean(r.gapShare))),
@@ -398,12 +400,11 @@ async function main(): Promise<void> {
   if (has("gap-r1") && has("lora-r1")) {
     const g1 = get("gap-r1");
     const l1 = get("lora-r1");
-    const { verdict, nonFinite, d } = rank1Verdict(
-      runsBySeed("gap-r1"),
-      runsBySeed("lora-r1"),
+    const { verdict, nonFinite, d, loss } = rank1Verdict(
+      bySeed("gap-r1", (r) => r),
+      bySeed("lora-r1", (r) => r),
       cfg.collapseThreshold,
     );
-    const loss = pairedVerdict(d);
     const notes: string[] = [];
     if (nonFinite > 0) notes.push(`${nonFinite} run(s) ended with a non-finite validation loss (diverged)`);
     if (l1.collapses === 0) {
