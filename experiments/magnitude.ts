@@ -70,6 +70,7 @@ import {
   linePlot,
   type MeanStd,
   meanStd,
+  pairedSpreadVerdict,
   resumeField,
   resumeOrRun,
   runMain,
@@ -574,11 +575,13 @@ export function growthClaim(
     s: Math.hypot(r.update.std, sorted[i].update.std),
   }));
   const finite = steps.every((x) => Number.isFinite(x.d) && Number.isFinite(x.s));
-  const verdict: Verdict = seeds < 3 || rows.length < 3 || !finite
+  // Each pair by the spread rule of the paired claims (d against 2·s, at least 3 seeds).
+  const per = steps.map((x) => pairedSpreadVerdict({ mean: x.d, std: x.s, n: seeds }));
+  const verdict: Verdict = rows.length < 3 || !finite
     ? "inconclusive"
-    : steps.every((x) => x.d > 2 * x.s)
+    : per.every((v) => v === "reproduced")
     ? "reproduced"
-    : steps.some((x) => x.d < -2 * x.s)
+    : per.some((v) => v === "not reproduced")
     ? "not reproduced"
     : "inconclusive";
   return {
