@@ -7,6 +7,55 @@ import {
   seedsNote,
   tQuantile975,
 } from "../../lab/paired.ts";
+import { TestRng } from "../_helpers.ts";
+
+/** scipy.stats.t.ppf(0.975, df) in float64 (scipy 1.x), by df. */
+const T975_SCIPY: readonly (readonly [number, number])[] = [
+  [1, 12.706204736174694],
+  [2, 4.302652729749462],
+  [3, 3.1824463052837078],
+  [4, 2.7764451051977934],
+  [5, 2.5705818356363146],
+  [6, 2.4469118511449786],
+  [7, 2.364624251592784],
+  [8, 2.306004135204166],
+  [9, 2.262157162798205],
+  [10, 2.228138851986274],
+  [11, 2.200985160091639],
+  [12, 2.1788128296672284],
+  [13, 2.1603686564627913],
+  [14, 2.144786687917804],
+  [15, 2.131449545559776],
+  [16, 2.1199052992212546],
+  [17, 2.1098155778333156],
+  [18, 2.1009220402410382],
+  [19, 2.0930240544083087],
+  [20, 2.085963447265864],
+  [21, 2.0796138447276795],
+  [22, 2.0738730679040254],
+  [23, 2.0686576104190486],
+  [24, 2.0638985616280245],
+  [25, 2.0595385527532972],
+  [26, 2.0555294386428735],
+  [27, 2.0518305164802846],
+  [28, 2.0484071417952454],
+  [29, 2.045229642132703],
+  [30, 2.0422724563012378],
+  [31, 2.039513446396408],
+  [32, 2.0369333434601016],
+  [40, 2.021075390306273],
+  [50, 2.008559112100761],
+  [60, 2.0002978220142604],
+  [99, 1.9842169515864174],
+  [100, 1.9839715185235518],
+  [101, 1.983731002955606],
+  [120, 1.9799304050824402],
+  [150, 1.9759053308966201],
+  [200, 1.9718962236339088],
+  [500, 1.9647198374673676],
+  [1000, 1.9623390808264083],
+  [9999, 1.960201263621357],
+];
 
 Deno.test("pairedDifference: mean, sample std and 95% half-width of per-seed differences", () => {
   const a = Array.from({ length: 6 }, () => Math.random());
@@ -17,8 +66,8 @@ Deno.test("pairedDifference: mean, sample std and 95% half-width of per-seed dif
   const std = Math.sqrt(diffs.reduce((s, x) => s + (x - mean) ** 2, 0) / 5);
   ok(Math.abs(d.mean - mean) < 1e-12);
   ok(Math.abs(d.std - std) < 1e-12);
-  // t(5) at 97.5% is 2.571 (standard tables).
-  ok(Math.abs(d.half - 2.571 * std / Math.sqrt(6)) < 1e-12);
+  // t(5) at 97.5% is 2.5705818356363146 (scipy).
+  ok(Math.abs(d.half - 2.5705818356363146 * std / Math.sqrt(6)) < 1e-12);
   equal(d.n, 6);
   throws(() => pairedDifference([1, 2], [1]), /equally long/);
 });
@@ -33,11 +82,38 @@ Deno.test("pairedVerdict: the sign of a clear difference, inconclusive when the 
   equal(pairedVerdict(pairedDifference([5], [1])), "inconclusive");
 });
 
+Deno.test("pairedVerdict judges by the exact t interval: a mean just inside it is inconclusive", () => {
+  // Random differences with their mean set just inside the exact 95% interval's edge (lower bound −1e-4·se
+  // below 0): inconclusive by the stated rule, whatever the sample. A t(n−1) a few 1e-3 too small (the
+  // rounded tables and 1.96 + 2.4/df beyond 30 were) would put the interval above 0 and read "reproduced".
+  const rng = new TestRng(4101);
+  for (const [df, q] of T975_SCIPY.filter(([df]) => df >= 3 && df <= 60)) {
+    const n = df + 1;
+    const raw = Array.from({ length: n }, () => rng.normal());
+    const m = raw.reduce((s, x) => s + x, 0) / n;
+    const centred = raw.map((x) => x - m);
+    const se = Math.sqrt(centred.reduce((s, x) => s + x * x, 0) / (n - 1)) / Math.sqrt(n);
+    const shift = (q - 1e-4) * se;
+    const zeros = centred.map(() => 0);
+    equal(pairedVerdict(pairedDifference(centred.map((x) => x + shift), zeros)), "inconclusive", `n ${n}`);
+    equal(
+      pairedVerdict(pairedDifference(centred.map((x) => x + (q + 1e-4) * se), zeros)),
+      "reproduced",
+      `n ${n}`,
+    );
+  }
+});
+
 Deno.test("tQuantile975 and pairsNeeded follow Student's t", () => {
-  equal(tQuantile975(1), 12.706);
-  equal(tQuantile975(30), 2.042);
-  ok(Math.abs(tQuantile975(120) - 1.98) < 0.002); // table value 1.980
+  // Relative error 1e-10: the closed form up to df 100 agrees to about 1e-14, the expansion beyond to 4e-11.
+  for (const [df, q] of T975_SCIPY) {
+    ok(Math.abs(tQuantile975(df) - q) <= 1e-10 * q, `df ${df}: ${tQuantile975(df)} vs scipy ${q}`);
+  }
+  // Closed forms: t(1) = tan(0.475π); for df 2, P(|T| ≤ t) = t/√(t² + 2), so t = 0.95·√(2/(1 − 0.95²)).
+  ok(Math.abs(tQuantile975(1) - Math.tan(0.475 * Math.PI)) < 1e-12);
+  ok(Math.abs(tQuantile975(2) - 0.95 * Math.sqrt(2 / (1 - 0.95 ** 2))) < 1e-13);
   throws(() => tQuantile975(0), /df/);
+  throws(() => tQuantile975(2.5), /df/);
   // Mean 1, std 1: n = 7 is the first with t(n−1)/√n < 1 (t(6) = 2.447 → 0.925; t(5) = 2.571 → 1.05).
   equal(pairsNeeded({ mean: 1, std: 1, n: 3, half: 0 }), 7);
   equal(pairsNeeded({ mean: 0, std: 1, n: 3, half: 0 }), null);
