@@ -194,7 +194,8 @@ export interface PairedDiff {
 }
 
 /**
- * The per-seed differences `a[i] − b[i]` (runs of the same seed see the same batches), as mean ± std.
+ * The per-seed differences `a[i] − b[i]` (runs of the same seed see the same batches), as mean ± std; no pairs
+ * (every seed left out) give n 0 with a NaN mean and std, which the paired rule judges inconclusive.
  *
  * @example
  * ```ts
@@ -206,6 +207,7 @@ export function pairedDiff(a: readonly number[], b: readonly number[]): PairedDi
   if (a.length !== b.length) {
     throw new RangeError(`pairedDiff: ${a.length} and ${b.length} values: pairs need one of each per seed`);
   }
+  if (a.length === 0) return { mean: NaN, std: NaN, n: 0 };
   const s = meanStd(a.map((v, i) => v - b[i]));
   return { mean: s.mean, std: s.std, n: a.length };
 }
@@ -389,6 +391,7 @@ export function pairedClaim(
 } {
   const d = pairedDiff(a, b);
   const f = (xs: readonly number[]) => {
+    if (xs.length === 0) return "— (no seeds)";
     const s = meanStd(xs);
     return `${s.mean.toFixed(4)} ± ${s.std.toFixed(4)}`;
   };

@@ -11,6 +11,7 @@ import { growthClaim, prop1Verdict } from "../../experiments/magnitude.ts";
 import { rank1Verdict } from "../../experiments/gap_init.ts";
 import { HIGHER_START_MARGIN, settleClaim } from "../../experiments/vlm_dynamics.ts";
 import { defaultLabels, parseMethod } from "../../lab/methods.ts";
+import { TestRng } from "../_helpers.ts";
 
 Deno.test("exp:cntlora: a Table 2 claim leaves diverged runs out and is inconclusive when under 3 seeds remain", () => {
   // Seed 2's cntlora-x run diverged at step 1: its A barely moved, so its cosine is near 1 and pushes toward
@@ -41,6 +42,28 @@ Deno.test("exp:cntlora: a Table 2 claim leaves diverged runs out and is inconclu
   const d = steadyPairedClaim(more, { ...opts, seeds: [0, 1, 2, 3] });
   equal(d.verdict, "reproduced");
   ok(d.evidence.includes("(n = 3)"), d.evidence);
+});
+
+Deno.test("exp:cntlora: a Table 2 claim with a diverged run in every seed is inconclusive on 0 seeds", () => {
+  // Every seed loses a run: no pair is left, which the rule (fewer than 3 seeds) calls inconclusive.
+  const rng = new TestRng(4102);
+  const seeds = [0, 1, 2, 3];
+  const runs = seeds.flatMap((seed) => [
+    { label: "cntlora-x", seed, cosA: 0.9 + 0.05 * rng.next(), divergedAt: rng.int(1, 50) },
+    { label: "lora", seed, cosA: 0.5 * rng.next() },
+  ]);
+  const c = steadyPairedClaim(runs, {
+    claim: "A₀ stays closer.",
+    stat: "cos(A₀, A), cntlora-x minus lora",
+    a: "cntlora-x",
+    b: "lora",
+    value: (r) => r.cosA,
+    seeds,
+  });
+  equal(c.verdict, "inconclusive");
+  match(c.rule, /; 0 seeds \(at least 3 to judge\)/);
+  match(c.evidence, /\(n = 0\)/);
+  match(c.note ?? "", /0 of 4 seeds remain/);
 });
 
 Deno.test("exp:eva: the init-cost claim is judged at the run's length from 1,000 steps on, and can fail", () => {
