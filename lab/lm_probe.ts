@@ -275,7 +275,9 @@ export function orderClaim(what: string, points: readonly OrderPoint[]): {
   const methods = [...new Set(points.map((p) => p.label))];
   const perSeed = seeds.map((s) => {
     const ps = points.filter((p) => p.seed === s);
-    return ps.length >= 3 ? spearman(ps.map((p) => p.x), ps.map((p) => p.y)) : NaN;
+    // A seed with a non-finite value (a diverged run) has no ρ: the rule leaves it out.
+    const finite = ps.every((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
+    return ps.length >= 3 && finite ? spearman(ps.map((p) => p.x), ps.map((p) => p.y)) : NaN;
   });
   const rhos = perSeed.filter(Number.isFinite);
   const unusable = seeds.filter((_, i) => !Number.isFinite(perSeed[i]));

@@ -157,6 +157,29 @@ Deno.test("lm probe: the rank-order claim follows the sign and size of ρ over s
   equal(orderClaim("init", points(-1).filter((p) => p.label < "c")).verdict, "inconclusive"); // 2 methods: no ρ
 });
 
+Deno.test("lm probe: the rank-order claim leaves out a seed with a non-finite value, as its rule says", () => {
+  // y falls strictly with x in every seed, so each usable seed's ρ is −1 (closed form); seed 1 holds a diverged
+  // run (NaN early loss) and seed 3 an infinite predictor: left out, 3 of 5 seeds remain, mean(−ρ) = 1, se 0.
+  const rng = new TestRng(1806);
+  const points = [0, 1, 2, 3, 4].flatMap((seed) =>
+    ["a", "b", "c", "d"].map((label, i) => {
+      const x = i + rng.next() * 0.5;
+      return {
+        label,
+        seed,
+        x: seed === 3 && i === 2 ? Infinity : x,
+        y: seed === 1 && i === 0 ? NaN : 5 - x ** 2,
+      };
+    })
+  );
+  const c = orderClaim("init", points);
+  equal(c.verdict, "reproduced");
+  equal(c.rhos.length, 3);
+  ok(c.rhos.every((r) => Math.abs(r + 1) < 1e-12), `ρ ${c.rhos}`);
+  ok(c.rule.includes("3 of 5 seeds usable"), c.rule);
+  ok(c.evidence.includes("left out: seeds 1, 3"), c.evidence);
+});
+
 Deno.test("lm probe: LoRAM's thesis is judged with both predictors, and not at all with fewer than 3 methods", () => {
   const rng = new TestRng(2207);
   // Early loss falls as the initial update grows (ρ = −1 per seed); the step-1 gradient norm rises with the loss
