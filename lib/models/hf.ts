@@ -383,8 +383,9 @@ export function llamaConfigFromHf(json: unknown, source = "config.json"): LlamaC
     }
     return v;
   };
+  // Explicit nulls of flags, rms_norm_eps and hidden_act are refused: transformers' configs refuse them too.
   const flag = (key: string): boolean => {
-    const v = json[key] ?? false;
+    const v = json[key] === undefined ? false : json[key];
     if (typeof v !== "boolean") {
       throw new Error(`${where}: "${key}" must be true or false, found ${JSON.stringify(v)}`);
     }
@@ -396,7 +397,7 @@ export function llamaConfigFromHf(json: unknown, source = "config.json"): LlamaC
   const refuse = (key: string, why: string): never => {
     throw new Error(`${where}: "${key}" is ${JSON.stringify(json[key])}; ${why}`);
   };
-  const act = json.hidden_act ?? "silu";
+  const act = json.hidden_act === undefined ? "silu" : json.hidden_act;
   if (act !== "silu" && act !== "swish") refuse("hidden_act", `only "silu" is implemented`);
   const dropout = json.attention_dropout ?? 0;
   if (dropout !== 0) refuse("attention_dropout", "attention dropout is not implemented (only 0)");
@@ -444,7 +445,7 @@ export function llamaConfigFromHf(json: unknown, source = "config.json"): LlamaC
   if (family !== "qwen2" && family !== "qwen3" && json.use_sliding_window === true) {
     refuse("use_sliding_window", "sliding-window attention is not implemented");
   }
-  const eps = json.rms_norm_eps ?? 1e-6;
+  const eps = json.rms_norm_eps === undefined ? 1e-6 : json.rms_norm_eps;
   if (typeof eps !== "number" || !(eps > 0) || !Number.isFinite(eps)) {
     refuse("rms_norm_eps", "it must be a positive number");
   }

@@ -218,6 +218,15 @@ Deno.test("HF config: legacy spellings and family defaults read as transformers 
     ["qwen3", "head_dim", /"head_dim" must be a positive integer, found null/],
     ["llama", "rope_theta", /"rope_theta" must be a positive number, found null/],
     ["llama", "max_position_embeddings", /"max_position_embeddings" must be a positive integer, found null/],
+    // transformers' config classes refuse these nulls too; read as the defaults they changed the model silently.
+    ["llama", "rms_norm_eps", /"rms_norm_eps" is null; it must be a positive number/],
+    ["qwen3", "rms_norm_eps", /"rms_norm_eps" is null; it must be a positive number/],
+    ["llama", "hidden_act", /"hidden_act" is null; only "silu" is implemented/],
+    ["llama", "tie_word_embeddings", /"tie_word_embeddings" must be true or false, found null/],
+    ["llama", "attention_bias", /"attention_bias" must be true or false, found null/],
+    ["llama", "mlp_bias", /"mlp_bias" must be true or false, found null/],
+    ["qwen3", "attention_bias", /"attention_bias" must be true or false, found null/],
+    ["qwen2", "use_sliding_window", /"use_sliding_window" must be true or false, found null/],
   ];
   for (const [family, key, re] of refusedNull) {
     const n = await fixtureConfig(family);
