@@ -601,9 +601,12 @@ export async function loadAdapter(
     }
     const alpha = patternValue(config.alpha_pattern, name, where, "alpha_pattern") ?? config.lora_alpha;
     const dev = target.weight.device;
+    // Rows are in the alias's layout only when the file names the module by its alias (a file in the model's own
+    // names, as tessera wrote them before it wrote Hugging Face names, holds its own layout).
+    const byAlias = aliased !== undefined && name === aliased.moduleAlias(path);
     const rowsIn = (e: StEntry) => {
       const data = toFloat32(e);
-      const back = aliased === undefined ? data : aliased.convertRows(path, data, e.shape[1] ?? 1, false);
+      const back = byAlias ? aliased.convertRows(path, data, e.shape[1] ?? 1, false) : data;
       return tensor(back, { shape: e.shape, device: dev }) as F32;
     };
     const baseEntry = bases.get(`${PREFIX}${name}.base_layer.weight`) ?? bases.get(`${name}.weight`);

@@ -8,9 +8,15 @@
  */
 import { equal, ok, rejects } from "node:assert/strict";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
-import { readSafetensors, toFloat32, toInt32, writeSafetensors } from "../../lib/io/safetensors.ts";
+import {
+  readSafetensors,
+  type StEntry,
+  toFloat32,
+  toInt32,
+  writeSafetensors,
+} from "../../lib/io/safetensors.ts";
 import { loadLlama } from "../../lib/models/load.ts";
-import { hfModulePath } from "../../lib/models/names.ts";
+import { hfModulePath, modulePathFromHf } from "../../lib/models/names.ts";
 import { loadAdapter, loraLayers, mergeLora } from "../../lib/lora/mod.ts";
 import { getAt, type Linear } from "../../lib/nn/mod.ts";
 import type { LlamaLM } from "../../lib/models/llama.ts";
@@ -168,4 +174,68 @@ Deno.test("PEFT adapters with features tessera cannot honour are refused by name
     message = (err as Error).message;
   }
   ok(/o_proj" has weights but target_modules/.test(message), message);
+});
+
+/**
+ * Hugging Face rows `[heads·hd, cols]` (each head: the first halves of its RoPE pairs, then the second halves) in
+ * tessera's interleaved layout, written out here from the definition: Hugging Face row `j·hd/2 + i` of a head is
+ * tessera row `2i + j`.
+ */
+function interleaveHeads(rows: Float32Array, heads: number, cols: number): Float32Array {
+  const hd = rows.length / cols / heads;
+  const out = new Float32Array(rows.length);
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < hd / 2; i++) {
+      for (let j = 0; j < 2; j++) {
+        const from = (h * hd + j * (hd / 2) + i) * cols;
+        out.set(rows.subarray(from, from + cols), (h * hd + 2 * i + j) * cols);
+      }
+    }
+  }
+  return out;
+}
+
+Deno.test("PEFT-format adapters in the model's own module names are read in its own row layout", async () => {
+  // PEFT's adapters rewritten as tessera wrote them before it used Hugging Face names: modules named by tessera's
+  // paths, query and key rows (lora_B, DoRA magnitudes) in tessera's interleaved layout. They must give PEFT's
+  // logits too; read as Hugging Face rows, the queries and keys were permuted (0.56 of the largest logit off).
+  for (const kind of ["lora", "dora"]) {
+    const ref = await readSafetensors(`${ROOT}adapters/llama_${kind}/expected.safetensors`);
+    const model = await loadLlama(`${ROOT}models/llama`);
+    const short: Record<string, string> = {
+      q_proj: "wq",
+      k_proj: "wk",
+      v_proj: "wv",
+      o_proj: "wo",
+      gate_proj: "w1",
+      down_proj: "w2",
+      up_proj: "w3",
+    };
+    const dir = await edited(`llama_${kind}`, (c) => {
+      c.target_modules = (c.target_modules as string[]).map((t) => short[t]);
+    });
+    const { tensors } = await readSafetensors(`${dir}/adapter_model.safetensors`);
+    const renamed = new Map<string, StEntry>();
+    for (const [key, entry] of tensors) {
+      const m = /^base_model\.model\.(.+)\.(lora_A\.weight|lora_B\.weight|lora_magnitude_vector)$/.exec(key)!;
+      const path = modulePathFromHf(m[1])!;
+      const heads = /attention\.wq$/.test(path)
+        ? model.config.nHeads
+        : /attention\.wk$/.test(path)
+        ? model.config.nKvHeads
+        : 0;
+      const data = heads > 0 && m[2] !== "lora_A.weight"
+        ? interleaveHeads(toFloat32(entry), heads, entry.shape[1] ?? 1)
+        : toFloat32(entry);
+      renamed.set(`base_model.model.${path}.${m[2]}`, { dtype: "F32", shape: entry.shape, data });
+    }
+    await writeSafetensors(`${dir}/adapter_model.safetensors`, renamed);
+    const paths = await loadAdapter(dir, model);
+    equal(paths.length, [...tensors.keys()].filter((k) => k.endsWith("lora_A.weight")).length);
+    const ids = tensor(toInt32(ref.tensors.get("input_ids")!), { shape: [2, 16], dtype: "i32" });
+    const logits = await model.forward(ids as Tensor<Shape, "i32">).data() as Float32Array;
+    const err = relError(logits, toFloat32(ref.tensors.get("logits")!));
+    ok(err < 1e-4, `llama_${kind} in own names: logits differ from PEFT's by ${err.toExponential(2)}`);
+    await Deno.remove(dir, { recursive: true });
+  }
 });
