@@ -349,7 +349,10 @@ export async function readAdapterConfig(dir: string): Promise<AdapterConfig> {
     if (off === undefined) {
       throw new Error(`${where}: key "${key}" (${JSON.stringify(value)}) is not implemented`);
     }
-    if (!off.some((v) => v === value || (v === null && value === undefined))) {
+    // An empty modules_to_save saves no module, as null (PEFT tests it for truth).
+    const none = value === undefined ||
+      (key === "modules_to_save" && Array.isArray(value) && value.length === 0);
+    if (!off.some((v) => v === value || (v === null && none))) {
       throw new Error(
         `${where}: "${key}" is ${JSON.stringify(value)}; only ${
           off.map((v) => JSON.stringify(v)).join(" or ")

@@ -195,6 +195,18 @@ function interleaveHeads(rows: Float32Array, heads: number, cols: number): Float
   return out;
 }
 
+Deno.test("PEFT adapters with an empty modules_to_save load as with none", async () => {
+  const dir = await edited("llama_lora", (c) => (c.modules_to_save = []));
+  const { tensors } = await readSafetensors(`${ROOT}adapters/llama_lora/expected.safetensors`);
+  const model = await loadLlama(`${ROOT}models/llama`);
+  await loadAdapter(dir, model);
+  const ids = tensor(toInt32(tensors.get("input_ids")!), { shape: [2, 16], dtype: "i32" });
+  const logits = await model.forward(ids as Tensor<Shape, "i32">).data() as Float32Array;
+  const err = relError(logits, toFloat32(tensors.get("logits")!));
+  ok(err < 1e-4, `logits differ from PEFT's by ${err.toExponential(2)}`);
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("PEFT-format adapters in the model's own module names are read in its own row layout", async () => {
   // PEFT's adapters rewritten as tessera wrote them before it used Hugging Face names: modules named by tessera's
   // paths, query and key rows (lora_B, DoRA magnitudes) in tessera's interleaved layout. They must give PEFT's
