@@ -114,6 +114,7 @@ TEXTS = [
     "\u00a0non-breaking\u2009thin space",
     "say <|im_start|> x<|im_end|> I love New York",
     "a <|sp|> b",
+    "\ufeffa byte order mark, and one in\ufeffside",
 ]
 
 

@@ -397,7 +397,8 @@ export class HfTokenizer implements TextTokenizer {
  *   `normalized` true is then not skipped by `skip_special_tokens`, which compares raw contents: the Rust library
  *   (and so transformers) skips it neither.
  * - a run of byte tokens that is not valid UTF-8 decodes as one U+FFFD per byte (`ByteFallback`); the port decoded
- *   it leniently, so `<0xE6><0x21>` gave "�!" where the Rust library gives "��".
+ *   it leniently, so `<0xE6><0x21>` gave "�!" where the Rust library gives "��"; and a U+FEFF in byte tokens
+ *   is kept (a run starting with one lost it).
  */
 function mendDecoding(port: HfTokenizerPort, addedTokens: unknown[]): Set<number> {
   const { normalizer, model } = port;
@@ -407,7 +408,8 @@ function mendDecoding(port: HfTokenizerPort, addedTokens: unknown[]): Set<number
       if ((t.normalized ?? true) === true) model.vocab[t.id] = normalizer.normalize(t.content);
     }
   }
-  const strict = new TextDecoder("utf-8", { fatal: true });
+  // ignoreBOM: a U+FEFF written as byte tokens is text like any other (TextDecoder drops a leading one by default).
+  const strict = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
   const bytesOf = (token: string): number | null =>
     token.length === 6 && /^<0x[0-9A-Fa-f]{2}>$/.test(token) ? parseInt(token.slice(3, 5), 16) : null;
   let hasByteFallback = false;
