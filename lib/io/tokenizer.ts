@@ -417,7 +417,8 @@ export class Tokenizer {
   /**
    * Decode ids to text. BOS and EOS produce no text; the leading space of the first token and of any
    * token right after BOS is dropped (the dummy prefix added by {@link Tokenizer.encode}); byte tokens
-   * are reassembled into UTF-8 across token boundaries (invalid sequences become U+FFFD).
+   * are reassembled into UTF-8 across token boundaries (invalid sequences become U+FFFD; a U+FEFF is kept, also
+   * at the start).
    *
    * @example
    * ```ts
@@ -445,7 +446,7 @@ export class Tokenizer {
       all.set(part, at);
       at += part.length;
     }
-    return new TextDecoder().decode(all);
+    return new TextDecoder("utf-8", { ignoreBOM: true }).decode(all);
   }
 
   /**
@@ -464,7 +465,7 @@ export class Tokenizer {
    * ```
    */
   streamDecoder(): TokenStreamDecoder {
-    const decoder = new TextDecoder();
+    const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
     let prev = BOS_ID;
     return {
       push: (id: number) => {

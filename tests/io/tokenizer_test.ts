@@ -74,6 +74,7 @@ const SENTENCES = [
   "  two leading spaces, a\ttab, and\nnew lines\n\nend.",
   "Zoo",
   "x",
+  "\ufeffA byte order mark first, and one in\ufeffside.",
 ];
 
 Deno.test({
