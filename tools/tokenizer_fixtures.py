@@ -42,6 +42,8 @@ Fixtures:
 - `sentencepiece_added`: the `sentencepiece_legacy` files with three tokens added by `add_tokens` (`normalized`
   true, as that call writes them) and a special one that is normalized too: a decoded added token keeps the space
   before it, and the special one is not skipped by `skip_special_tokens`.
+- `sentencepiece_no_unk`: the `sentencepiece_legacy` files with neither an `unk_token` nor byte fallback in the
+  model: a character outside the vocabulary is dropped before merging, so its neighbours merge across it.
 
 Every expected.json also holds the decoding of random id lists (`id_lists`), half of them runs of byte tokens
 where the vocabulary has them, valid UTF-8 or not.
@@ -227,6 +229,14 @@ def build_sentencepiece_metaspace() -> tuple[Tokenizer, dict]:
     return _sentencepiece(legacy=False)
 
 
+def build_sentencepiece_no_unk() -> tuple[Tokenizer, dict]:
+    tok, special = _sentencepiece(legacy=True)
+    data = json.loads(tok.to_str())
+    data["model"]["unk_token"] = None
+    data["model"]["byte_fallback"] = False
+    return Tokenizer.from_str(json.dumps(data)), special
+
+
 BUILDERS = {
     "bytelevel_bos": build_bytelevel_bos,
     "bytelevel_nobos": build_bytelevel_nobos,
@@ -235,6 +245,7 @@ BUILDERS = {
     "sentencepiece_metaspace": build_sentencepiece_metaspace,
     "sentencepiece_llama_class": build_sentencepiece_legacy,
     "sentencepiece_added": build_sentencepiece_legacy,
+    "sentencepiece_no_unk": build_sentencepiece_no_unk,
 }
 
 # Tokens `sentencepiece_added` adds with `add_tokens` (so `normalized` is true, as that call writes it).

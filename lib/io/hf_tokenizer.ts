@@ -253,6 +253,7 @@ export class HfTokenizer implements TextTokenizer {
       fail(err instanceof Error ? err.message : String(err));
     }
     const byteIds = mendDecoding(port!, addedTokens);
+    mendUnknownCharacters(port!, model, fail);
     let vocabSize = 0;
     for (const id of port!.get_vocab(true).values()) vocabSize = Math.max(vocabSize, id + 1);
     const idOf = (key: string): number | undefined => {
@@ -445,6 +446,42 @@ function mendDecoding(port: HfTokenizerPort, addedTokens: unknown[]): Set<number
   const byteIds = new Set<number>();
   if (hasByteFallback) model?.vocab.forEach((token, id) => bytesOf(token) !== null && byteIds.add(id));
   return byteIds;
+}
+
+/**
+ * Makes the port's BPE treat a character it has no token for as the Rust library does. There, a character that is
+ * not in the vocabulary and has no complete set of byte-fallback tokens becomes `unk_token` (an error when that is
+ * not in the vocabulary either), and without an `unk_token` it is dropped before merging, so its neighbours can
+ * merge across it. The port kept such a character in the word until after the merges, where it split them
+ * ("t𝔸he" gave "▁t" "he" where the Rust library gives "▁the"), and gave the id `undefined` for an `unk_token`
+ * missing from the vocabulary.
+ */
+function mendUnknownCharacters(port: HfTokenizerPort, model: Json, fail: (msg: string) => never): void {
+  const bpeModel = port.model as unknown as { bpe?: (token: string) => string[] } | null;
+  const bpe = bpeModel?.bpe?.bind(bpeModel);
+  if (bpe === undefined) return;
+  const vocab = model.vocab as Json;
+  const known = (piece: string) => Object.hasOwn(vocab, piece);
+  const unk = typeof model.unk_token === "string" ? model.unk_token : null;
+  const encoder = new TextEncoder();
+  const byteFallback = model.byte_fallback === true;
+  const hasBytes = (char: string) =>
+    [...encoder.encode(char)].every((b) => known(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`));
+  bpeModel!.bpe = (token: string): string[] => {
+    let kept = "";
+    for (const char of token) {
+      if (known(char) || (byteFallback && hasBytes(char))) kept += char;
+      else if (unk === null) continue;
+      else if (!known(unk)) {
+        fail(
+          `model.unk_token ${JSON.stringify(unk)} is not in the vocabulary, and ${
+            JSON.stringify(char)
+          } needs it`,
+        );
+      } else kept += char;
+    }
+    return bpe(kept);
+  };
 }
 
 /** The special tokens a post-processor's single-sequence template puts before and after `$A`. */

@@ -22,6 +22,7 @@ const NAMES = [
   "sentencepiece_metaspace",
   "sentencepiece_llama_class",
   "sentencepiece_added",
+  "sentencepiece_no_unk",
 ];
 
 type Case = {
@@ -223,5 +224,19 @@ Deno.test("HfTokenizer.fromJson: an added token with single_word true is refused
   throws(
     () => HfTokenizer.fromJson(json, { source: "z.json" }),
     new RegExp(`tokenizer "z\\.json": added_tokens\\[${at}\\] \\("New York"\\) has single_word true`),
+  );
+});
+
+Deno.test("HfTokenizer: an unk_token missing from the vocabulary is an error when a character needs it", async () => {
+  // The Rust library fails the same way ("Unk token `<nope>` not found in the vocabulary"); the port gave undefined.
+  const json = JSON.parse(await Deno.readTextFile(`${FIXTURES}sentencepiece_no_unk/tokenizer.json`));
+  json.model.unk_token = "<nope>";
+  const tok = HfTokenizer.fromJson(json, { source: "u.json" });
+  const want = await expected("sentencepiece_no_unk");
+  const known = want.cases.find((c) => c.text === "the lighthouse keeper wrote three lines")!;
+  deepEqual(tok.encode(known.text), known.ids, "no character needs <unk>");
+  throws(
+    () => tok.encode("the 🦀"),
+    /tokenizer "u\.json": model\.unk_token "<nope>" is not in the vocabulary, and "🦀" needs it/,
   );
 });
