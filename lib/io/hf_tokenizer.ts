@@ -30,6 +30,18 @@ const NORMALIZERS = new Set(["Sequence", "NFC", "NFD", "NFKC", "NFKD", "Prepend"
 const PRE_TOKENIZERS = new Set(["Sequence", "ByteLevel", "Split", "Metaspace", "Digits"]);
 const POST_PROCESSORS = new Set(["Sequence", "ByteLevel", "TemplateProcessing"]);
 const DECODERS = new Set(["Sequence", "ByteLevel", "Replace", "ByteFallback", "Fuse", "Strip"]);
+/** The special tokens `tokenizer_config.json` may name, one each ... */
+const SPECIAL_TOKEN_KEYS = [
+  "bos_token",
+  "eos_token",
+  "unk_token",
+  "sep_token",
+  "pad_token",
+  "cls_token",
+  "mask_token",
+];
+/** ... and in lists (or, for `extra_special_tokens`, objects of named ones). */
+const SPECIAL_TOKEN_LISTS = ["additional_special_tokens", "extra_special_tokens"];
 /** The `tokenizer_class` values for which transformers 5 rebuilds the pipeline as a Llama 2 tokenizer. */
 const LLAMA_CLASSES = new Set(["LlamaTokenizer", "LlamaTokenizerFast"]);
 
@@ -256,15 +268,28 @@ export class HfTokenizer implements TextTokenizer {
     mendUnknownCharacters(port!, model, fail);
     let vocabSize = 0;
     for (const id of port!.get_vocab(true).values()) vocabSize = Math.max(vocabSize, id + 1);
-    const idOf = (key: string): number | undefined => {
-      const text = tokenText(config[key]);
+    const idOf = (key: string, value: unknown = config[key]): number | undefined => {
+      const text = tokenText(value);
       if (text === undefined) return undefined;
       const id = port!.token_to_id(text);
       if (id === undefined) {
-        fail(`tokenizer_config.json names ${key} ${JSON.stringify(text)}, which is not a token`);
+        fail(
+          `tokenizer_config.json names ${key} ${
+            JSON.stringify(text)
+          }, which is not a token (transformers would add it as a new one)`,
+        );
       }
       return id;
     };
+    // transformers adds every special token the config names that the vocabulary lacks, as a new id.
+    for (const key of SPECIAL_TOKEN_KEYS) idOf(key);
+    for (const key of SPECIAL_TOKEN_LISTS) {
+      const list = config[key];
+      if (Array.isArray(list)) list.forEach((value, i) => idOf(`${key}[${i}]`, value));
+      else if (isObject(list)) {
+        for (const [name, value] of Object.entries(list)) idOf(`${key}.${name}`, value);
+      }
+    }
     const template = templateSpecials(checked.post_processor, port!);
     // tokenizer_config.json decides when it names the key (null: the tokenizer has no such token); without
     // it, the template's leading / trailing special token is the best the file says.

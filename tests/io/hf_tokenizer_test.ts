@@ -184,6 +184,19 @@ Deno.test("loadTokenizer: bad inputs give errors naming the path and the problem
   await write(good);
   await Deno.writeTextFile(`${dir}/tokenizer_config.json`, JSON.stringify({ bos_token: "<nope>" }));
   await rejects(loadTokenizer(dir), /names bos_token "<nope>", which is not a token/);
+  // transformers adds any other special token the config names that the vocabulary lacks as a new id (so
+  // "a<pad>b" encodes "<pad>" as one token); refused by name.
+  for (
+    const [config, named] of [
+      [{ pad_token: "<pad>" }, 'pad_token "<pad>"'],
+      [{ mask_token: { content: "<mask>" } }, 'mask_token "<mask>"'],
+      [{ additional_special_tokens: ["<|begin_of_text|>", "<x>"] }, 'additional_special_tokens\\[1\\] "<x>"'],
+      [{ extra_special_tokens: { image_token: "<img>" } }, 'extra_special_tokens\\.image_token "<img>"'],
+    ] as const
+  ) {
+    await Deno.writeTextFile(`${dir}/tokenizer_config.json`, JSON.stringify(config));
+    await rejects(loadTokenizer(dir), new RegExp(`names ${named}, which is not a token`));
+  }
   await Deno.writeTextFile(`${dir}/tokenizer_config.json`, "[1, 2");
   await rejects(loadTokenizer(dir), new RegExp(`"${dir}/tokenizer_config\\.json" is not valid JSON`));
   // Without a config the template's leading special token is the BOS.
