@@ -44,6 +44,10 @@ Fixtures:
   before it, and the special one is not skipped by `skip_special_tokens`.
 - `sentencepiece_no_unk`: the `sentencepiece_legacy` files with neither an `unk_token` nor byte fallback in the
   model: a character outside the vocabulary is dropped before merging, so its neighbours merge across it.
+- `bytelevel_gpt2_class`, `bytelevel_qwen2_class`: the `bytelevel_digits` files with `tokenizer_config.json`
+  naming `"tokenizer_class": "GPT2Tokenizer"` (as SmolLM's does) or `"Qwen2Tokenizer"`. transformers 5 then keeps
+  the vocabulary, merges and post-processor and builds the rest as that class does (GPT-2's `ByteLevel` regex
+  alone; Qwen2's NFC and split pattern), so the `Digits` step of the file is not used.
 
 Every expected.json also holds the decoding of random id lists (`id_lists`), half of them runs of byte tokens
 where the vocabulary has them, valid UTF-8 or not.
@@ -246,7 +250,12 @@ BUILDERS = {
     "sentencepiece_llama_class": build_sentencepiece_legacy,
     "sentencepiece_added": build_sentencepiece_legacy,
     "sentencepiece_no_unk": build_sentencepiece_no_unk,
+    "bytelevel_gpt2_class": build_bytelevel_digits,
+    "bytelevel_qwen2_class": build_bytelevel_digits,
 }
+
+# Fixtures whose tokenizer_config.json names a class for which transformers builds its own pipeline.
+CLASS_OF = {"bytelevel_gpt2_class": "GPT2Tokenizer", "bytelevel_qwen2_class": "Qwen2Tokenizer"}
 
 # Tokens `sentencepiece_added` adds with `add_tokens` (so `normalized` is true, as that call writes it).
 ADDED = ["<|im_start|>", "<|im_end|>", "New York"]
@@ -276,6 +285,12 @@ def save(name: str, directory: str) -> None:
         config["legacy"] = False
         config["add_bos_token"] = True
         config["add_eos_token"] = False
+        _write_json(path, config)
+    if name in CLASS_OF:
+        path = os.path.join(directory, "tokenizer_config.json")
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+        config["tokenizer_class"] = CLASS_OF[name]
         _write_json(path, config)
 
 

@@ -6,7 +6,9 @@
  * What this file adds to the port: every component of the pipeline is checked against the list that
  * tessera's golden fixtures (written by transformers, see `tools/tokenizer_fixtures.py`) cover, and anything
  * else is refused by its JSON path; a few spellings the port reads differently from the Rust library are
- * rewritten to equivalent ones, and two of its decoding differences are mended (see `mendDecoding`); the special-token ids come from `tokenizer_config.json`; decoding never
+ * rewritten to equivalent ones, and two of its decoding differences are mended (see `mendDecoding`); the
+ * `tokenizer_class` values for which transformers builds its own pipeline are rebuilt as it does, and any other
+ * class than the plain ones is refused; the special-token ids come from `tokenizer_config.json`; decoding never
  * cleans up spaces (transformers 5 does not for BPE models); and a streaming decoder holds back text that
  * later tokens can still change.
  *
@@ -42,8 +44,8 @@ const SPECIAL_TOKEN_KEYS = [
 ];
 /** ... and in lists (or, for `extra_special_tokens`, objects of named ones). */
 const SPECIAL_TOKEN_LISTS = ["additional_special_tokens", "extra_special_tokens"];
-/** The `tokenizer_class` values for which transformers 5 rebuilds the pipeline as a Llama 2 tokenizer. */
-const LLAMA_CLASSES = new Set(["LlamaTokenizer", "LlamaTokenizerFast"]);
+/** The `tokenizer_class` values for which transformers 5 uses `tokenizer.json` as it is. */
+const VERBATIM_CLASSES = new Set(["TokenizersBackend", "PreTrainedTokenizerFast"]);
 
 function isObject(value: unknown): value is Json {
   return typeof value === "object" && value !== null && !Array.isArray(value);
@@ -150,6 +152,94 @@ function asLlamaClass(json: Json, config: Json): Json {
   };
 }
 
+/** The BPE model as transformers 5's GPT-2 and Qwen2 classes build it from the file's vocabulary and merges. */
+function plainBpe(model: Json): Json {
+  return {
+    ...model,
+    dropout: null,
+    unk_token: null,
+    continuing_subword_prefix: "",
+    end_of_word_suffix: "",
+    fuse_unk: false,
+    byte_fallback: false,
+    ignore_merges: false,
+  };
+}
+
+const BYTE_LEVEL_DECODER = { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true };
+
+/**
+ * What transformers 5 does for `tokenizer_class: "GPT2Tokenizer"` (SmolLM's config names it): it keeps the
+ * vocabulary, merges, added tokens and post-processor of `tokenizer.json` and builds the rest as GPT-2's (no
+ * normalizer, a `ByteLevel` pre-tokenizer with its own regex, so a `Digits` step in the file is dropped).
+ */
+function asGpt2Class(json: Json, config: Json): Json {
+  return {
+    ...json,
+    normalizer: null,
+    pre_tokenizer: {
+      type: "ByteLevel",
+      add_prefix_space: config.add_prefix_space === true,
+      trim_offsets: true,
+      use_regex: true,
+    },
+    decoder: BYTE_LEVEL_DECODER,
+    model: plainBpe(json.model as Json),
+  };
+}
+
+/** Qwen2's split pattern (transformers' `PRETOKENIZE_REGEX` in `tokenization_qwen2.py`). */
+const QWEN2_PATTERN =
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|" +
+  "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+/** What transformers 5 does for `tokenizer_class: "Qwen2Tokenizer"`: as GPT-2, with NFC and Qwen2's own split. */
+function asQwen2Class(json: Json, config: Json): Json {
+  return {
+    ...json,
+    normalizer: { type: "NFC" },
+    pre_tokenizer: {
+      type: "Sequence",
+      pretokenizers: [
+        { type: "Split", pattern: { Regex: QWEN2_PATTERN }, behavior: "Isolated", invert: false },
+        {
+          type: "ByteLevel",
+          add_prefix_space: config.add_prefix_space === true,
+          trim_offsets: true,
+          use_regex: false,
+        },
+      ],
+    },
+    decoder: BYTE_LEVEL_DECODER,
+    model: plainBpe(json.model as Json),
+  };
+}
+
+/**
+ * The `tokenizer_class` values whose transformers 5 class builds its own pipeline, how, and the special tokens
+ * the class names when the config does not (each must be a token, or transformers would add it as a new one).
+ */
+const REBUILT_CLASSES = new Map<
+  string,
+  { pipeline: (json: Json, config: Json) => Json; specialTokens: Json }
+>([
+  ...["LlamaTokenizer", "LlamaTokenizerFast"].map((name) =>
+    [name, { pipeline: asLlamaClass, specialTokens: {} }] as const
+  ),
+  ...["GPT2Tokenizer", "GPT2TokenizerFast"].map((name) =>
+    [name, {
+      pipeline: asGpt2Class,
+      specialTokens: { unk_token: "<|endoftext|>", bos_token: "<|endoftext|>", eos_token: "<|endoftext|>" },
+    }] as const
+  ),
+  ...["Qwen2Tokenizer", "Qwen2TokenizerFast"].map((name) =>
+    [name, {
+      pipeline: asQwen2Class,
+      specialTokens: { unk_token: "<|endoftext|>", eos_token: "<|endoftext|>", pad_token: "<|endoftext|>" },
+    }] as const
+  ),
+]);
+
 /**
  * A Hugging Face BPE tokenizer read from `tokenizer.json` (+ `tokenizer_config.json`). Build it with
  * {@link loadTokenizer} (from a path) or {@link HfTokenizer.fromJson} (from parsed JSON).
@@ -217,11 +307,24 @@ export class HfTokenizer implements TextTokenizer {
     if (!isObject(json)) fail("tokenizer.json must hold a JSON object");
     const rawConfig = options.config ?? {};
     if (!isObject(rawConfig)) fail("tokenizer_config.json must hold a JSON object");
-    const config = rawConfig as Json;
+    let config = rawConfig as Json;
     let file = json as Json;
-    if (typeof config.tokenizer_class === "string" && LLAMA_CLASSES.has(config.tokenizer_class)) {
-      checkModel(file.model, fail);
-      file = asLlamaClass(file, config);
+    const tokenizerClass = config.tokenizer_class ?? null;
+    if (tokenizerClass !== null) {
+      const rebuild = typeof tokenizerClass === "string" ? REBUILT_CLASSES.get(tokenizerClass) : undefined;
+      if (rebuild !== undefined) {
+        checkModel(file.model, fail);
+        file = rebuild.pipeline(file, config);
+        config = { ...rebuild.specialTokens, ...config };
+      } else if (typeof tokenizerClass !== "string" || !VERBATIM_CLASSES.has(tokenizerClass)) {
+        fail(
+          `tokenizer_config.json tokenizer_class ${
+            JSON.stringify(tokenizerClass)
+          } is not supported: transformers builds that class's pipeline its own way (supported: ${
+            [...VERBATIM_CLASSES, ...REBUILT_CLASSES.keys()].join(", ")
+          })`,
+        );
+      }
     }
     const model = checkModel(file.model, fail);
     const addedTokens: unknown[] = file.added_tokens === undefined || file.added_tokens === null

@@ -23,6 +23,8 @@ const NAMES = [
   "sentencepiece_llama_class",
   "sentencepiece_added",
   "sentencepiece_no_unk",
+  "bytelevel_gpt2_class",
+  "bytelevel_qwen2_class",
 ];
 
 type Case = {
@@ -251,5 +253,25 @@ Deno.test("HfTokenizer: an unk_token missing from the vocabulary is an error whe
   throws(
     () => tok.encode("the 🦀"),
     /tokenizer "u\.json": model\.unk_token "<nope>" is not in the vocabulary, and "🦀" needs it/,
+  );
+});
+
+Deno.test("HfTokenizer.fromJson: a tokenizer_class that transformers builds its own way is refused by name", async () => {
+  const json = JSON.parse(await Deno.readTextFile(`${FIXTURES}bytelevel_digits/tokenizer.json`));
+  for (const tokenizerClass of ["GemmaTokenizer", 3]) {
+    throws(
+      () => HfTokenizer.fromJson(json, { source: "c.json", config: { tokenizer_class: tokenizerClass } }),
+      new RegExp(
+        `tokenizer "c\\.json": tokenizer_config\\.json tokenizer_class ${
+          JSON.stringify(tokenizerClass)
+        } is not supported: .*\\(supported: TokenizersBackend, PreTrainedTokenizerFast, LlamaTokenizer, `,
+      ),
+    );
+  }
+  // A class that names a special token of its own (GPT-2's <|endoftext|>) the vocabulary lacks: transformers adds it.
+  const llama3 = JSON.parse(await Deno.readTextFile(`${FIXTURES}bytelevel_bos/tokenizer.json`));
+  throws(
+    () => HfTokenizer.fromJson(llama3, { source: "d.json", config: { tokenizer_class: "GPT2Tokenizer" } }),
+    /names bos_token "<\|endoftext\|>", which is not a token/,
   );
 });
