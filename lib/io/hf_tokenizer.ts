@@ -224,7 +224,10 @@ const REBUILT_CLASSES = new Map<
   { pipeline: (json: Json, config: Json) => Json; specialTokens: Json }
 >([
   ...["LlamaTokenizer", "LlamaTokenizerFast"].map((name) =>
-    [name, { pipeline: asLlamaClass, specialTokens: {} }] as const
+    [name, {
+      pipeline: asLlamaClass,
+      specialTokens: { unk_token: "<unk>", bos_token: "<s>", eos_token: "</s>" },
+    }] as const
   ),
   ...["GPT2Tokenizer", "GPT2TokenizerFast"].map((name) =>
     [name, {

@@ -275,3 +275,14 @@ Deno.test("HfTokenizer.fromJson: a tokenizer_class that transformers builds its 
     /names bos_token "<\|endoftext\|>", which is not a token/,
   );
 });
+
+Deno.test("HfTokenizer: a rebuilt class's own special tokens stand where the config names none", async () => {
+  // transformers' LlamaTokenizer defaults to <unk>, <s> and </s>; the golden ids were recorded with them named.
+  const dir = `${FIXTURES}sentencepiece_llama_class`;
+  const want = await expected("sentencepiece_llama_class");
+  const config = JSON.parse(await Deno.readTextFile(`${dir}/tokenizer_config.json`));
+  for (const key of ["bos_token", "eos_token", "unk_token"]) delete config[key];
+  const tok = HfTokenizer.fromJson(JSON.parse(await Deno.readTextFile(`${dir}/tokenizer.json`)), { config });
+  equal(tok.bosId, want.bos_token_id);
+  equal(tok.eosId, want.eos_token_id);
+});
