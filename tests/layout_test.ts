@@ -13,7 +13,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 32_700,
+  lib: 32_900,
   lab: 7_400,
   experiments: 4_350,
   bench: 4_300,
