@@ -608,6 +608,49 @@ function seededOrder(n: number, seed: number): number[] {
   return new Rng(seed).shuffle(Array.from({ length: n }, (_, i) => i));
 }
 
+/** An image and its caption as one string: equal strings are the same example. */
+function exampleKey(data: VlmData, i: number): string {
+  const px = data.size * data.size * 3;
+  const bytes = Uint8Array.from(data.images.subarray(i * px, (i + 1) * px), (v) => Math.round(v * 255));
+  let pixels = "";
+  for (const b of bytes) pixels += String.fromCharCode(b);
+  return `${data.captions[i]}\u0000${pixels}`;
+}
+
+/**
+ * `n` generated shapes of seed `seed` whose class passes `wanted`, in the generator's order, leaving out every image
+ * that `unlike` holds (same pixels and caption): the generator has few distinct images (3024 with four colours), so
+ * two seeds' draws share many, and a validation set must not hold a fine-tuning example. The draw grows until `n`
+ * are found; a shortfall (every wanted image is in `unlike`) is an error.
+ */
+function drawShapes(
+  seed: number,
+  n: number,
+  wanted: (label: number) => boolean,
+  what: string,
+  unlike?: VlmData,
+): VlmData {
+  const taken = new Set(Array.from({ length: unlike?.n ?? 0 }, (_, i) => exampleKey(unlike!, i)));
+  // Three times the expected draw (the 32 classes are equally likely), doubled while examples in `unlike` are
+  // passed over.
+  const share = Array.from({ length: 32 }, (_, c) => c).filter(wanted).length / 32;
+  let draw = Math.ceil((3 * n) / share) + 64;
+  for (let attempt = 0; attempt < 4; attempt++, draw *= 2) {
+    const all = shapesVlmData({ n: draw, seed });
+    const keep = [...all.labels.keys()]
+      .filter((i) => wanted(all.labels[i]) && !taken.has(exampleKey(all, i)))
+      .slice(0, n);
+    if (keep.length === n) {
+      const apart = unlike === undefined ? "" : `, none of them a fine-tuning image`;
+      return subsetVlmData(all, keep, `generateShapes seed ${seed}, ${n} images ${what}${apart}`);
+    }
+  }
+  throw new RangeError(
+    `generated shift: fewer than ${n} images ${what} of seed ${seed} differ from the ${unlike?.n ?? 0} ` +
+      `fine-tuning images (among ${draw / 2} drawn): use fewer images or hold out more colours`,
+  );
+}
+
 function generatedShift(images: number, heldOut: readonly string[]): ShiftedVlmData {
   const unknown = heldOut.filter((c) => !(COLOUR_NAMES as readonly string[]).includes(c));
   if (unknown.length > 0 || heldOut.length === 0 || heldOut.length === COLOUR_NAMES.length) {
@@ -618,21 +661,12 @@ function generatedShift(images: number, heldOut: readonly string[]): ShiftedVlmD
     );
   }
   const out = new Set(heldOut.map((c) => COLOUR_NAMES.indexOf(c as typeof COLOUR_NAMES[number])));
-  // Draw three times as many as needed; each colour has probability 1/8, so a shortfall is a bad argument.
-  const pick = (seed: number, n: number, wantHeldOut: boolean, what: string) => {
-    const share = (wantHeldOut ? out.size : 8 - out.size) / 8;
-    const all = shapesVlmData({ n: Math.ceil((3 * n) / share) + 64, seed });
-    const keep = [...all.labels.keys()].filter((i) => out.has(all.labels[i] % 8) === wantHeldOut).slice(0, n);
-    if (keep.length < n) {
-      throw new RangeError(`generated shift: only ${keep.length} of ${n} ${what} images drawn`);
-    }
-    return subsetVlmData(all, keep, `generateShapes seed ${seed}, ${n} images ${what}`);
-  };
   const colours = heldOut.join(", ");
+  const ft = drawShapes(1, images, (label) => out.has(label % 8), `in ${colours}`);
   return {
-    pre: pick(0, images, false, `without ${colours}`),
-    ft: pick(1, images, true, `in ${colours}`),
-    val: pick(2, 200, true, `in ${colours}`),
+    pre: drawShapes(0, images, (label) => !out.has(label % 8), `without ${colours}`),
+    ft,
+    val: drawShapes(2, 200, (label) => out.has(label % 8), `in ${colours}`, ft),
     shift: `pretraining on shapes of the other colours, fine-tuning and validation on shapes in ${colours} ` +
       `(colours and colour words the base never saw)`,
   };
@@ -673,7 +707,7 @@ async function emojiShift(
 /**
  * A fine-tuning task shifted away from pretraining. `"shapes"`: the generated shapes, pretraining on the colours not
  * in `heldOut` (default cyan, magenta, white, orange) and fine-tuning on those colours (fresh draws for fine-tuning
- * and validation). `"emoji"` or a pack directory: pretraining on up to `images` emoji outside the `heldOut` groups
+ * and validation, no validation image a fine-tuning one). `"emoji"` or a pack directory: pretraining on up to `images` emoji outside the `heldOut` groups
  * (default Animals & Nature, Food & Drink), fine-tuning on three quarters of those groups' emoji, validating on the
  * rest (a seeded split). `"auto"`: the emoji pack at {@link EMOJI_DIR} when present, else the generated shift.
  *
@@ -855,9 +889,10 @@ export async function vlmSetup(cfg: VlmSettings, device: DeviceName): Promise<Vl
     const source = cfg.data === "auto" ? (hasEmojiPack() ? "emoji" : "shapes") : cfg.data;
     pre = await loadVlmData(source, { n: cfg.images, seed: 0 });
     ft = source === "shapes" ? await loadVlmData(source, { n: cfg.images, seed: 1 }) : pre;
-    val = source === "shapes" ? await loadVlmData(source, { n: 200, seed: 2 }) : pre;
+    val = source === "shapes" ? drawShapes(2, 200, () => true, "of every colour", ft) : pre;
     shift = source === "shapes"
-      ? "no shift: fine-tuning on a fresh draw of the pretraining generator (seed 1)"
+      ? "no shift: fine-tuning on a fresh draw of the pretraining generator (seed 1), validating on images of seed 2 " +
+        "that are not fine-tuning images"
       : "no shift: fine-tuning and validating on the pretraining images";
   }
   const vocabCaptions = [...ft.captions, ...val.captions];

@@ -11,6 +11,7 @@ import {
   VLM_DATA_FIELDS,
 } from "../../lab/toy_vlm.ts";
 import { loadEmojiPack } from "../../mod.ts";
+import { TEST_SEED, TestRng } from "../_helpers.ts";
 
 const colourOf = (label: number) => COLOUR_NAMES[label % 8];
 
@@ -26,6 +27,29 @@ Deno.test("shiftedVlmData shapes: pretraining never sees the held-out colours, f
   ok(pre.captions.every((c) => !/cyan|orange/.test(c)));
   ok(ft.captions.every((c) => /cyan|orange/.test(c)));
   await rejects(() => shiftedVlmData("shapes", { images: 8, heldOut: ["mauve"] }), /unknown: mauve/);
+});
+
+Deno.test("shiftedVlmData shapes: no validation image is a fine-tuning image (same pixels and caption)", async () => {
+  const rng = new TestRng(4401);
+  const colours = [...COLOUR_NAMES];
+  const heldOut = Array.from(
+    { length: rng.int(1, 4) },
+    () => colours.splice(rng.int(0, colours.length - 1), 1)[0],
+  );
+  const images = rng.int(600, 1500);
+  const { ft, val } = await shiftedVlmData("shapes", { images, heldOut });
+  const px = 16 * 16 * 3;
+  const key = (d: typeof ft, i: number) =>
+    `${d.captions[i]}|${d.images.subarray(i * px, (i + 1) * px).join(",")}`;
+  const seen = new Set(Array.from({ length: ft.n }, (_, i) => key(ft, i)));
+  const shared = Array.from({ length: val.n }, (_, i) => i).filter((i) => seen.has(key(val, i)));
+  equal(val.n, 200);
+  equal(
+    shared.length,
+    0,
+    `held out ${heldOut.join(", ")}, ${images} images: ${shared.length} of 200 validation images (first ` +
+      `${shared.slice(0, 5).join(", ")}) are fine-tuning images (TEST_SEED ${TEST_SEED})`,
+  );
 });
 
 Deno.test("the heldOut key takes the empty list its help promises (the source's default), by flag or YAML", () => {
