@@ -551,7 +551,10 @@ export function captionTensors(
   };
 }
 
-/** Mean captioning loss over `batches` fixed batches (seeded by `seed`), one readback. */
+/**
+ * Mean captioning loss per labelled text token over `batches` fixed batches (seeded by `seed`), one readback: each
+ * batch's mean is weighted by its labelled positions (captions differ in length, so batches do in tokens).
+ */
 export async function captionLoss(
   model: ToyVlm,
   data: VlmData,
@@ -559,17 +562,24 @@ export async function captionLoss(
   opts: { batches: number; batchSize: number; seed: number; textLen?: number; device?: DeviceName },
 ): Promise<number> {
   const textLen = opts.textLen ?? CAPTION_TEXT_LEN;
+  if (!Number.isInteger(opts.batches) || opts.batches < 1) {
+    throw new RangeError(`captionLoss: batches must be a positive integer, got ${opts.batches}`);
+  }
   let total: F32 | null = null;
+  let tokens = 0;
   for (let i = 1; i <= opts.batches; i++) {
+    const host = captionBatch(data, vocab, batchIndices(data.n, opts.batchSize, opts.seed, i), textLen);
+    const labelled = host.targets.reduce((n, t) => n + (t === -100 ? 0 : 1), 0);
     const b = captionTensors(
-      captionBatch(data, vocab, batchIndices(data.n, opts.batchSize, opts.seed, i), textLen),
+      host,
       { batchSize: opts.batchSize, size: data.size, textLen },
       opts.device ?? model.lm.device,
     );
-    const l = model.loss(b.images, b.tokens, b.targets);
+    const l = model.loss(b.images, b.tokens, b.targets).mul(labelled) as F32;
     total = total === null ? l : total.add(l);
+    tokens += labelled;
   }
-  return (await total!.item()) / opts.batches;
+  return (await total!.item()) / tokens;
 }
 
 /** A new model with a copy of `model`'s parameters (its own buffers), e.g. a fresh base for each fine-tuning run. */

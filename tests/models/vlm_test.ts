@@ -1,9 +1,11 @@
-import { equal, ok, throws } from "node:assert/strict";
+import { equal, ok, rejects, throws } from "node:assert/strict";
+import { TEST_SEED, TestRng } from "../_helpers.ts";
 import { concat, rand, tensor } from "../../mod.ts";
 import type { F32 } from "../../lib/nn/linear.ts";
 import { attachLora } from "../../lib/init/mod.ts";
 import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
 import {
+  batchIndices,
   captionBatch,
   captionLoss,
   captionTensors,
@@ -265,6 +267,67 @@ async function lossFalls(data: VlmData, label: string) {
   const afterC = await captionLoss(model, data, vocab, evalOpts);
   ok(afterC < afterB - 0.05, `${label} stage c: caption loss ${afterB} → ${afterC} should fall`);
 }
+
+Deno.test("captionLoss is the mean over labelled tokens (float64 from the logits), not the mean of batch means", async () => {
+  const rng = new TestRng(5150);
+  const n = 12;
+  const alphabet = "abcdefgh ";
+  // Captions of 1 to 30 characters, so that batches differ in labelled tokens.
+  const captions = Array.from(
+    { length: n },
+    () => Array.from({ length: rng.int(1, 30) }, () => alphabet[rng.int(0, alphabet.length - 1)]).join(""),
+  );
+  const data: VlmData = {
+    images: Float32Array.from({ length: n * 16 * 16 * 3 }, () => rng.next()),
+    captions,
+    labels: Int32Array.from({ length: n }, () => rng.int(0, 3)),
+    nClasses: 4,
+    n,
+    size: 16,
+    description: "random captions",
+  };
+  const vocab = captionVocab(captions);
+  const model = ToyVlm.random(config(vocab.size, 4), { seed: rng.int(0, 1e6), lmStd: 1, device: "cpu" });
+  const opts = { batches: 4, batchSize: 2, seed: rng.int(0, 1e6), textLen: 32, device: "cpu" as const };
+  let sum = 0, count = 0;
+  const batchMeans: number[] = [];
+  for (let i = 1; i <= opts.batches; i++) {
+    const host = captionBatch(data, vocab, batchIndices(n, opts.batchSize, opts.seed, i), opts.textLen);
+    const b = captionTensors(host, { batchSize: opts.batchSize, size: 16, textLen: opts.textLen }, "cpu");
+    const logits = (await model.forward(b.images, b.tokens).data()) as Float32Array;
+    const v = vocab.size, p = model.visualTokens, t = opts.textLen;
+    let s = 0, c = 0;
+    for (let r = 0; r < opts.batchSize; r++) {
+      for (let j = 0; j < t; j++) {
+        const y = host.targets[r * t + j];
+        if (y === -100) continue;
+        const row = logits.subarray((r * (p + t) + p + j) * v, (r * (p + t) + p + j + 1) * v);
+        const max = Math.max(...row);
+        const z = row.reduce((a, x) => a + Math.exp(x - max), 0);
+        s += Math.log(z) + max - row[y];
+        c++;
+      }
+    }
+    sum += s;
+    count += c;
+    batchMeans.push(s / c);
+  }
+  const perToken = sum / count;
+  const meanOfMeans = batchMeans.reduce((a, x) => a + x, 0) / batchMeans.length;
+  const got = await captionLoss(model, data, vocab, opts);
+  // f32 logits and a f32 sum of 4 weighted batch losses: 1e-5 relative is well above their rounding.
+  ok(
+    Math.abs(got - perToken) <= 1e-5 * perToken,
+    `captionLoss ${got}, per-token ${perToken} (TEST_SEED ${TEST_SEED})`,
+  );
+  if (Math.abs(meanOfMeans - perToken) > 1e-4 * perToken) {
+    ok(Math.abs(got - meanOfMeans) > 1e-5 * perToken, "the mean of batch means is not what is measured");
+  }
+  await rejects(
+    captionLoss(model, data, vocab, { ...opts, batches: 0 }),
+    /batches must be a positive integer, got 0/,
+  );
+});
 
 Deno.test("caption loss falls in stage b (projector) and stage c (LoRA) on generated shapes", async () => {
   await lossFalls(shapesVlmData({ n: 16, seed: 7 }), "shapes");
