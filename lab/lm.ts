@@ -270,6 +270,12 @@ export async function lmSetup(cfg: LmSettings, device: DeviceName, sourceText?: 
         `trained with`,
     );
   }
+  if (cfg.seqLen > base.config.seqLen) {
+    throw new RangeError(
+      `seqLen ${cfg.seqLen} is more than the base model's context of ${base.config.seqLen} tokens (${note}): ` +
+        `pass --seqLen ${base.config.seqLen} or less`,
+    );
+  }
   console.log(`data: ${corpus.description}\nbase: ${note}`);
   const weights = await base.hostWeights();
   const batch = (tokens: Int32Array, seed: number, step: number, batchSize = cfg.batchSize) => {
