@@ -135,6 +135,11 @@ export async function cachedEntry<T>(options: CacheEntryOptions<T>): Promise<Cac
     }
     return { value, cached: true, dir, seconds: (performance.now() - t0) / 1000 };
   }
+  // Entries appear whole (renamed into place), so a directory without its marker is not one being written: it was
+  // damaged or put there by hand, and the build would end in a rename that cannot replace it.
+  const incomplete = () =>
+    new Error(`${options.what} "${dir}" is incomplete: it has no ${options.marker}. ${rebuildHint(dir)}`);
+  if (await exists(dir)) throw incomplete();
   const value = await options.build();
   // Named as the atomic writes name theirs: bounded to 255 bytes, and removed by removeTemporaries when left.
   const tmp = temporaryPath(dir);
@@ -144,7 +149,8 @@ export async function cachedEntry<T>(options: CacheEntryOptions<T>): Promise<Cac
     await Deno.rename(tmp, dir);
   } catch (e) {
     await Deno.remove(tmp, { recursive: true });
-    if (!(await exists(`${dir}/${options.marker}`))) throw e; // a concurrent run may have won the race
+    // A concurrent run may have won the race; anything else in the way is named.
+    if (!(await exists(`${dir}/${options.marker}`))) throw await exists(dir) ? incomplete() : e;
   }
   return { value, cached: false, dir, seconds: (performance.now() - t0) / 1000 };
 }

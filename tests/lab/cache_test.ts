@@ -2,7 +2,7 @@
  * The lab's cache entries: built into a temporary folder named as the atomic writes name theirs (bounded to 255
  * bytes, so a long key still works) and renamed into place; loaded afterwards without building.
  */
-import { deepEqual, equal, ok } from "node:assert/strict";
+import { deepEqual, equal, ok, rejects } from "node:assert/strict";
 import { cachedEntry } from "../../lab/cache.ts";
 import { TestRng } from "../_helpers.ts";
 
@@ -35,5 +35,32 @@ Deno.test("cachedEntry builds a long-named entry once (its temporary folder stay
   const again = await cachedEntry(options);
   deepEqual([again.value, again.cached, builds], [value, true, 1]);
   equal([...Deno.readDirSync(root)].length, 1, "no temporary folder left");
+  await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("cachedEntry names an entry directory without its marker before building, and builds nothing", async () => {
+  const rng = new TestRng(92);
+  const root = await Deno.makeTempDir();
+  const key = `k${rng.int(0, 1e6)}`;
+  await Deno.mkdir(`${root}/${key}`);
+  await Deno.writeTextFile(`${root}/${key}/other.txt`, String(rng.next()));
+  let builds = 0;
+  await rejects(
+    cachedEntry({
+      root,
+      key,
+      marker: "v.json",
+      what: "test entry",
+      load: async (dir: string) => await Deno.readTextFile(`${dir}/v.json`),
+      build: () => (builds++, Promise.resolve("v")),
+      save: async (v: string, dir: string) => {
+        await Deno.mkdir(dir, { recursive: true });
+        await Deno.writeTextFile(`${dir}/v.json`, v);
+      },
+    }),
+    new RegExp(`test entry "${root}/${key}" is incomplete: it has no v\\.json\\. Remove the directory`),
+  );
+  equal(builds, 0);
+  deepEqual([...Deno.readDirSync(root)].map((e) => e.name), [key], "no temporary folder left");
   await Deno.remove(root, { recursive: true });
 });
