@@ -325,7 +325,8 @@ export async function lmSetup(cfg: LmSettings, device: DeviceName, sourceText?: 
       const steps = Array.from({ length: batches }, (_, i) => i + 1);
       const grads = needs.includes("grads")
         ? await collectGradients(model, cfg.targets, (m, step: number) => {
-          const b = classify?.batch(seed + 55, step) ?? batch(corpus.train, seed + 55, step);
+          const b = classify?.batch(seed + 55, step, options.batchSize) ??
+            batch(corpus.train, seed + 55, step, options.batchSize);
           return m.loss(b.x, b.y);
         }, steps)
         : undefined;

@@ -1,5 +1,5 @@
 /** The LM experiments' set-up: its checks of the configuration against the base model. */
-import { rejects } from "node:assert/strict";
+import { equal, ok, rejects } from "node:assert/strict";
 import { lmSetup } from "../../lab/lm.ts";
 import { loadLlama } from "../../mod.ts";
 import { TEST_SEED, TestRng } from "../_helpers.ts";
@@ -44,6 +44,43 @@ Deno.test({
       new RegExp(`seqLen ${seqLen} is more than the base model's context of ${context} tokens`),
       `TEST_SEED ${TEST_SEED}`,
     );
+    await Deno.remove(text);
+  },
+});
+
+Deno.test({
+  name: "calibration's batchSize sets the sequences of the gradient batches too, as that of the activations",
+  ignore: !have,
+  fn: async () => {
+    const rng = new TestRng(2302);
+    const text = await Deno.makeTempFile({ suffix: ".txt" });
+    const words = ["the", "cat", "sat", "on", "a", "mat", "and", "slept"];
+    Deno.writeTextFileSync(text, Array.from({ length: 4000 }, () => words[rng.int(0, 7)]).join(" "));
+    const small = rng.int(1, 3), large = small + rng.int(1, 3);
+    const cfg = (batchSize: number) => ({
+      quick: true,
+      model: MODEL,
+      tokenizer: TOK,
+      data: text,
+      pretrainSteps: 1,
+      targets: ["wq"],
+      batchSize,
+      seqLen: 16,
+      valBatches: 1,
+      calibBatches: 2,
+    });
+    const seed = rng.int(0, 1000);
+    // Asked for batches of `small` sequences, a set-up of batch size `large` gives those of batch size `small`.
+    const asked = await lmSetup(cfg(large), "cpu");
+    const own = await lmSetup(cfg(small), "cpu");
+    const got = (await asked.calibration(asked.fresh(), "lora-ga", seed, { batchSize: small }))!;
+    const want = (await own.calibration(own.fresh(), "lora-ga", seed))!;
+    for (const [path, d] of Object.entries(want)) {
+      const a = (await got[path].grads!.data()) as Float32Array, b = (await d.grads!.data()) as Float32Array;
+      equal(a.length, b.length);
+      const scale = Math.max(...b.map(Math.abs));
+      ok(a.every((v, i) => Math.abs(v - b[i]) <= 1e-6 * scale), `${path} (TEST_SEED ${TEST_SEED})`); // same batches
+    }
     await Deno.remove(text);
   },
 });
