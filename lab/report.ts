@@ -67,16 +67,55 @@ export function formatNumber(value: number, digits = 4): string {
 }
 
 /**
+ * Format a number that a rule compares with thresholds so that the text compares as the number does: starting at
+ * `digits` significant digits ({@link formatNumber}), digits are added until the printed value lies on the same
+ * side of every threshold as the value itself, and equals a threshold only where the value does. 1.996 against 2
+ * prints `1.996`, not `2.00`; 2 against 2 prints `2`. Seventeen digits give back every double exactly, so the
+ * search ends there at the latest.
+ *
+ * @param value The number the rule judges.
+ * @param thresholds The values it is compared with (finite or infinite, not NaN).
+ * @param digits The fewest significant digits, an integer from 1 to 21 (default 4).
+ * @returns The text.
+ *
+ * @example
+ * ```ts
+ * import { formatAgainst } from "./report.ts";
+ * console.log(formatAgainst(0.8996, [0.7, 0.9], 3)); // "0.8996"
+ * console.log(formatAgainst(0.8123, [0.7, 0.9], 3)); // "0.812"
+ * ```
+ */
+export function formatAgainst(value: number, thresholds: readonly number[], digits = 4): string {
+  const bad = thresholds.find((t) => Number.isNaN(t));
+  if (bad !== undefined) {
+    throw new RangeError(`formatAgainst: thresholds must be numbers, got [${thresholds.join(", ")}]`);
+  }
+  let text = formatNumber(value, digits);
+  if (!Number.isFinite(value)) return text;
+  const sameSides = (printed: number) =>
+    thresholds.every((t) => Math.sign(printed - t) === Math.sign(value - t));
+  for (let d = digits + 1; d <= 17 && !sameSides(Number(text)); d++) text = formatNumber(value, d);
+  return text;
+}
+
+/**
  * Format a {@link MeanStd} as `mean ± std` (with `(n=…)` left out), or `mean (one value)` when there is one value.
  *
  * @param stats The statistics.
  * @param digits Significant digits of the mean (default 4).
+ * @param options `against`: thresholds a rule compares the mean with; the mean is then printed by
+ *   {@link formatAgainst}, on the same side of each as its value.
  * @returns E.g. `0.8123 ± 0.0131`.
  */
-export function formatMeanStd(stats: MeanStd, digits = 4): string {
+export function formatMeanStd(
+  stats: MeanStd,
+  digits = 4,
+  options: { against?: readonly number[] } = {},
+): string {
+  const mean = formatAgainst(stats.mean, options.against ?? [], digits);
   // One value has no spread to show: "± 0" would read as none measured.
-  if (stats.n === 1) return `${formatNumber(stats.mean, digits)} (one value)`;
-  return `${formatNumber(stats.mean, digits)} ± ${formatNumber(stats.std, Math.max(2, digits - 1))}`;
+  if (stats.n === 1) return `${mean} (one value)`;
+  return `${mean} ± ${formatNumber(stats.std, Math.max(2, digits - 1))}`;
 }
 
 /** A table cell: text, or a number formatted with {@link formatNumber}. */

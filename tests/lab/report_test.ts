@@ -1,6 +1,7 @@
 /** Reports: the verdict rule, mean curves over seeds, and what writeReport puts in summary.md, summary.json and plots. */
 import { deepEqual, equal, match, ok, throws } from "node:assert/strict";
 import {
+  formatAgainst,
   formatMeanStd,
   formatNumber,
   judged,
@@ -152,4 +153,52 @@ Deno.test("report: formatNumber picks exponent form after rounding, so it never 
       equal(shown.includes("e"), big, `${v} to ${digits}: ${shown}`);
     }
   }
+});
+
+Deno.test("report: formatAgainst prints a number on the same side of each threshold as its value", () => {
+  const rng = new TestRng(48);
+  const side = (a: number, t: number) => Math.sign(a - t);
+  let widened = 0;
+  for (let i = 0; i < 500; i++) {
+    // Thresholds of any magnitude; the value a relative distance of 1e-1..1e-16 from one of them, or on it.
+    const thresholds = Array.from(
+      { length: rng.int(1, 3) },
+      () => (rng.next() < 0.2 ? -1 : 1) * 10 ** (rng.next() * 16 - 8) * (1 + rng.next()),
+    );
+    const t = thresholds[rng.int(0, thresholds.length - 1)];
+    const value = rng.next() < 0.1 ? t : t * (1 + (rng.next() < 0.5 ? -1 : 1) * 10 ** -rng.int(1, 16));
+    const digits = rng.int(1, 6);
+    const text = formatAgainst(value, thresholds, digits);
+    const printed = Number(text);
+    for (const th of thresholds) equal(side(printed, th), side(value, th), `${value} vs ${th}: ${text}`);
+    // The fewest digits that do: the plain text where it already agrees, else one digit fewer would not.
+    const plain = formatNumber(value, digits);
+    if (thresholds.every((th) => side(Number(plain), th) === side(value, th))) equal(text, plain);
+    else {
+      widened++;
+      let fewer = digits;
+      while (formatNumber(value, fewer + 1) !== text) fewer++;
+      ok(thresholds.some((th) => side(Number(formatNumber(value, fewer)), th) !== side(value, th)), text);
+    }
+  }
+  ok(widened > 100, `only ${widened} of 500 values needed more digits: the draw tests little`);
+  // Exactly on a threshold reads as equal to it; the reported cases read on their own side.
+  equal(formatAgainst(2, [1, 2], 3), "2");
+  equal(formatAgainst(0.9, [0.7, 0.9], 3), "0.9");
+  equal(formatAgainst(1.996, [1, 2], 3), "1.996");
+  equal(formatAgainst(9.9996e-5, [1e-4, 1e-2], 3), "9.9996e-5");
+  equal(formatAgainst(Infinity, [2]), "Infinity");
+  equal(formatAgainst(NaN, [2]), "NaN");
+  throws(() => formatAgainst(1, [0.5, NaN]), /thresholds must be numbers, got \[0\.5, NaN\]/);
+});
+
+Deno.test("report: formatMeanStd prints the mean against a rule's thresholds when given them", () => {
+  const rng = new TestRng(49);
+  const std = 0.01 + 0.1 * rng.next();
+  equal(formatMeanStd({ mean: 0.09996, std, n: 4 }, 3), `0.1 ± ${formatNumber(std, 2)}`);
+  equal(
+    formatMeanStd({ mean: 0.09996, std, n: 4 }, 3, { against: [0.1] }),
+    `0.09996 ± ${formatNumber(std, 2)}`,
+  );
+  equal(formatMeanStd({ mean: 0.09996, std: 0, n: 1 }, 3, { against: [0.1] }), "0.09996 (one value)");
 });
