@@ -66,6 +66,7 @@ import {
   type Claim,
   deviceField,
   distinctList,
+  formatAgainst,
   formatMeanStd,
   linePlot,
   type MeanStd,
@@ -101,6 +102,40 @@ export function prop1Verdict(eq: readonly number[], br: readonly number[]): Verd
   if (eqOk && brOk) return "reproduced";
   if (eq.some((r) => r > BROKEN) || (!eqOk && !brOk)) return "not reproduced";
   return "inconclusive";
+}
+
+/** A relative loss difference of Prop. 1 as text, on the same side of {@link EQUIV} and {@link BROKEN} as its value. */
+function formatRel(rel: number): string {
+  return formatAgainst(rel, [EQUIV, BROKEN], 3);
+}
+
+/**
+ * Prop. 1 as a claim for one group of runs: its rule, the relative loss differences as evidence and
+ * {@link prop1Verdict}'s verdict on them.
+ *
+ * @param eq The runs the rule calls equivalent, each with its largest relative loss difference to its reference.
+ * @param br The runs that break the rule, likewise.
+ * @param context The group's name, the number of seeds the differences are the largest over, and the device.
+ * @returns The claim.
+ */
+export function prop1Claim(
+  eq: readonly { label: string; rel: number }[],
+  br: readonly { label: string; rel: number }[],
+  { group, seeds, device }: { group: string; seeds: number; device: string },
+): Claim {
+  return {
+    claim:
+      `Prop. 1 (${group}): the runs the rule calls equivalent follow the reference's loss trajectory, and ` +
+      `the runs that break it do not.`,
+    rule: `max over steps and ${seeds} seeds of |ΔL| relative to the reference's max loss (same ` +
+      `task, data order and adapter bases per seed); reproduced when every equivalent run is below ${EQUIV} and ` +
+      `every rule-breaking run above ${BROKEN}; not reproduced when an equivalent run is above ${BROKEN} (clearly ` +
+      `not equivalent) or neither holds; inconclusive otherwise.`,
+    evidence: `equivalent: ${eq.map((r) => `${r.label} ${formatRel(r.rel)}`).join(", ")}; breaking: ${
+      br.map((r) => `${r.label} ${formatRel(r.rel)}`).join(", ")
+    } (device ${device}).`,
+    verdict: prop1Verdict(eq.map((r) => r.rel), br.map((r) => r.rel)),
+  };
 }
 
 // ----- configuration -----
@@ -724,27 +759,14 @@ async function main(): Promise<void> {
     columns: ["run", "vs", "rule", "expected", "max |ΔL| over steps and seeds", "relative to max L"],
     rows: p1Rows.map((
       r,
-    ) => [r.label, r.ref, r.rule, r.expect, r.abs.toExponential(2), r.rel.toExponential(2)]),
+    ) => [r.label, r.ref, r.rule, r.expect, r.abs.toExponential(2), formatRel(r.rel)]),
   };
   const claims: (Claim | string)[] = [];
   for (const group of [...new Set(p1.map((p) => p.group))]) {
     const rows = p1Rows.filter((r) => r.group === group);
     const eq = rows.filter((r) => r.expect === "equivalent");
     const br = rows.filter((r) => r.expect === "different");
-    claims.push({
-      claim:
-        `Prop. 1 (${group}): the runs the rule calls equivalent follow the reference's loss trajectory, and ` +
-        `the runs that break it do not.`,
-      rule:
-        `max over steps and ${cfg.seeds.length} seeds of |ΔL| relative to the reference's max loss (same ` +
-        `task, data order and adapter bases per seed); reproduced when every equivalent run is below ${EQUIV} and ` +
-        `every rule-breaking run above ${BROKEN}; not reproduced when an equivalent run is above ${BROKEN} (clearly ` +
-        `not equivalent) or neither holds; inconclusive otherwise.`,
-      evidence: `equivalent: ${eq.map((r) => `${r.label} ${r.rel.toExponential(2)}`).join(", ")}; breaking: ${
-        br.map((r) => `${r.label} ${r.rel.toExponential(2)}`).join(", ")
-      } (device ${p1Device}).`,
-      verdict: prop1Verdict(eq.map((r) => r.rel), br.map((r) => r.rel)),
-    });
+    claims.push(prop1Claim(eq, br, { group, seeds: cfg.seeds.length, device: p1Device }));
   }
 
   // ----- Proposition 2 -----

@@ -1,0 +1,51 @@
+/**
+ * The evidence a claim prints agrees with its verdict: a number judged against a threshold is printed on the same
+ * side of it as its value, so that judging the printed numbers by the stated rule gives the verdict the claim has.
+ * Values are drawn a relative 1e-2..1e-9 from the thresholds, where rounding to a few digits used to cross them.
+ */
+import { equal, ok } from "node:assert/strict";
+import { prop1Claim, prop1Verdict } from "../../experiments/magnitude.ts";
+import { TestRng } from "../_helpers.ts";
+
+/** A value a relative distance 10^-k (k in 2..9) above or below `t`, or `t` itself. */
+function near(rng: TestRng, t: number): number {
+  if (rng.next() < 0.1) return t;
+  return t * (1 + (rng.next() < 0.5 ? -1 : 1) * 10 ** -rng.int(2, 9));
+}
+
+/** The number printed after `label ` in `text` (a decimal or exponent literal). */
+function printedAfter(text: string, label: string): number {
+  const at = text.indexOf(`${label} `);
+  ok(at >= 0, `"${label}" not in ${text}`);
+  const m = /^-?[0-9.]+(e[+-]?[0-9]+)?/.exec(text.slice(at + label.length + 1));
+  ok(m !== null, `no number after "${label}" in ${text}`);
+  return Number(m[0]);
+}
+
+Deno.test("exp:magnitude: Prop. 1's evidence reads on the side of 1e-4 and 1e-2 its verdict is judged on", () => {
+  // The rule's stated thresholds (EQUIV, BROKEN), as its text gives them.
+  const [equiv, broken] = [1e-4, 1e-2];
+  // The reported case: 9.9996e-5 is below 1e-4 (reproduced) and was printed 1.00e-4.
+  const reported = prop1Claim([{ label: "eq", rel: 9.9996e-5 }], [{ label: "br", rel: 0.5 }], {
+    group: "g",
+    seeds: 3,
+    device: "cpu",
+  });
+  equal(reported.verdict, "reproduced");
+  ok(printedAfter(reported.evidence, "eq") < equiv, reported.evidence);
+  ok(reported.rule.includes(`below ${equiv}`) && reported.rule.includes(`above ${broken}`), reported.rule);
+  const rng = new TestRng(2101);
+  for (let i = 0; i < 200; i++) {
+    const eq = Array.from({ length: rng.int(1, 3) }, (_, j) => ({
+      label: `eq${j}`,
+      rel: near(rng, rng.next() < 0.7 ? equiv : broken),
+    }));
+    const br = Array.from({ length: rng.int(1, 3) }, (_, j) => ({
+      label: `br${j}`,
+      rel: near(rng, rng.next() < 0.7 ? broken : equiv),
+    }));
+    const c = prop1Claim(eq, br, { group: "g", seeds: 3, device: "cpu" });
+    const shown = (rows: typeof eq) => rows.map((r) => printedAfter(c.evidence, r.label));
+    equal(prop1Verdict(shown(eq), shown(br)), c.verdict, c.evidence);
+  }
+});
