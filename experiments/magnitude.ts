@@ -633,6 +633,44 @@ export function growthClaim(
   };
 }
 
+/** Prop. 2 (b): the ratio of full fine-tuning's mean ‖ΔW‖ to the largest LoRA mean that counts as "far". */
+const FAR = 2;
+
+/**
+ * Prop. 2 (b) as a judged sentence: LoRA's ‖ΔW‖ grows far slower than full fine-tuning's ‖W − W₀‖. The ratio of
+ * full fine-tuning's mean final ‖ΔW‖ to the largest LoRA row's: reproduced at {@link FAR}× or more, not reproduced
+ * below 1×, inconclusive between and with one seed.
+ *
+ * @param loraRows Per LoRA run, its label and the mean ± std over seeds of its final ‖ΔW‖.
+ * @param full Full fine-tuning's.
+ * @param context The number of seeds and the two learning rates (Adam).
+ * @returns The sentence, with the verdict in bold.
+ */
+export function slowerClaim(
+  loraRows: readonly { label: string; update: MeanStd }[],
+  full: { update: MeanStd },
+  { seeds, fullLr, loraLr }: { seeds: number; fullLr: number; loraLr: number },
+): string {
+  const ratio = full.update.mean / Math.max(...loraRows.map((r) => r.update.mean));
+  const verdict = seeds < 2
+    ? "inconclusive (one seed)"
+    : ratio >= FAR
+    ? "reproduced"
+    : ratio < 1
+    ? "not reproduced"
+    : "inconclusive";
+  return `Prop. 2 (b): LoRA's ‖ΔW‖ grows far slower than full fine-tuning's ‖W − W₀‖ (final ${
+    loraRows.map((r) => `${r.label} ${r.update.mean.toFixed(4)}`).join(", ")
+  } vs full ${
+    full.update.mean.toFixed(4)
+  } at learning rate ${fullLr} (LoRA ${loraLr}); ratio of the means over ` +
+    `${seeds} seed(s) ${
+      formatAgainst(ratio, [1, FAR], 3)
+    }×; rule: "far" = ≥ ${FAR}×, not reproduced below 1×, ` +
+    `inconclusive between and with one seed): **${verdict}** (the comparison depends on the two learning rates; ` +
+    `both are Adam).`;
+}
+
 function prop2Specs(cfg: Config): RunSpec[] {
   return [
     ...cfg.gains.map((g): RunSpec => ({
@@ -840,26 +878,7 @@ async function main(): Promise<void> {
         `seed): **${verdict}**.`,
     );
   }
-  const biggestLora = Math.max(...loraRows.map((r) => r.update.mean));
-  const ratio = full.update.mean / biggestLora;
-  claims.push(
-    `Prop. 2 (b): LoRA's ‖ΔW‖ grows far slower than full fine-tuning's ‖W − W₀‖ (final ${
-      loraRows.map((r) => `${r.label} ${r.update.mean.toFixed(4)}`).join(", ")
-    } vs full ${full.update.mean.toFixed(4)} at learning rate ${
-      cfg.fullLr ?? cfg.adamLr
-    } (LoRA ${cfg.adamLr}); ratio of the means over ${seeds} seed(s) ${
-      ratio.toFixed(2)
-    }×; rule: "far" = ≥ 2×, ` +
-      `not reproduced below 1×, inconclusive between and with one seed): **${
-        seeds < 2
-          ? "inconclusive (one seed)"
-          : ratio >= 2
-          ? "reproduced"
-          : ratio < 1
-          ? "not reproduced"
-          : "inconclusive"
-      }** (the comparison depends on the two learning rates; both are Adam).`,
-  );
+  claims.push(slowerClaim(loraRows, full, { seeds, fullLr: cfg.fullLr ?? cfg.adamLr, loraLr: cfg.adamLr }));
   claims.push(growthClaim(loraRows, seeds));
 
   // ----- report -----

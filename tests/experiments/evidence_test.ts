@@ -4,7 +4,7 @@
  * Values are drawn a relative 1e-2..1e-9 from the thresholds, where rounding to a few digits used to cross them.
  */
 import { equal, ok } from "node:assert/strict";
-import { prop1Claim, prop1Verdict } from "../../experiments/magnitude.ts";
+import { prop1Claim, prop1Verdict, slowerClaim } from "../../experiments/magnitude.ts";
 import { TestRng } from "../_helpers.ts";
 
 /** A value a relative distance 10^-k (k in 2..9) above or below `t`, or `t` itself. */
@@ -47,5 +47,26 @@ Deno.test("exp:magnitude: Prop. 1's evidence reads on the side of 1e-4 and 1e-2 
     const c = prop1Claim(eq, br, { group: "g", seeds: 3, device: "cpu" });
     const shown = (rows: typeof eq) => rows.map((r) => printedAfter(c.evidence, r.label));
     equal(prop1Verdict(shown(eq), shown(br)), c.verdict, c.evidence);
+  }
+});
+
+Deno.test("exp:magnitude: Prop. 2 (b) prints the ratio on the side of 1× and 2× its verdict is judged on", () => {
+  const verdictOf = (s: string) => /\*\*([^*]+)\*\*/.exec(s)![1];
+  const rule = (ratio: number) => (ratio >= 2 ? "reproduced" : ratio < 1 ? "not reproduced" : "inconclusive");
+  const claim = (lora: number, full: number) =>
+    slowerClaim([{ label: "lora-Q1", update: { mean: lora, std: 0.01, n: 3 } }], {
+      update: { mean: full, std: 0.01, n: 3 },
+    }, { seeds: 3, fullLr: 1e-3, loraLr: 1e-3 });
+  // The reported case: a ratio of 1.996 was printed 2.00× beside "inconclusive".
+  const reported = claim(1, 1.996);
+  equal(verdictOf(reported), "inconclusive");
+  ok(printedAfter(reported, "seed(s)") < 2, reported);
+  const rng = new TestRng(2102);
+  for (let i = 0; i < 200; i++) {
+    const lora = 0.01 + rng.next();
+    const full = lora * near(rng, rng.next() < 0.5 ? 2 : 1);
+    const text = claim(lora, full);
+    equal(rule(printedAfter(text, "seed(s)")), verdictOf(text), text);
+    equal(verdictOf(text), rule(full / lora), text);
   }
 });
