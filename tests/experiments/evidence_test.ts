@@ -5,6 +5,7 @@
  */
 import { equal, ok } from "node:assert/strict";
 import { prop1Claim, prop1Verdict, slowerClaim } from "../../experiments/magnitude.ts";
+import { stabilityClaim } from "../../experiments/eva.ts";
 import { TestRng } from "../_helpers.ts";
 
 /** A value a relative distance 10^-k (k in 2..9) above or below `t`, or `t` itself. */
@@ -68,5 +69,24 @@ Deno.test("exp:magnitude: Prop. 2 (b) prints the ratio on the side of 1× and 2�
     const text = claim(lora, full);
     equal(rule(printedAfter(text, "seed(s)")), verdictOf(text), text);
     equal(verdictOf(text), rule(full / lora), text);
+  }
+});
+
+Deno.test("exp:eva: the stability claim prints each agreement on the side of 0.7 and 0.9 its verdict is judged on", () => {
+  const verdictOf = (s: string) => /\*\*([^*]+)\*\*/.exec(s)![1];
+  const rule = (
+    worst: number,
+  ) => (worst >= 0.9 ? "reproduced" : worst < 0.7 ? "not reproduced" : "inconclusive");
+  const names = ["batch size ×0.5", "batch size ×2", "other batches/order"];
+  // The reported case: 0.8996 was printed 0.900, "0.9 or more", beside "inconclusive".
+  const reported = stabilityClaim({ [names[0]]: 0.95, [names[1]]: 0.8996, [names[2]]: 0.97 });
+  equal(verdictOf(reported), "inconclusive");
+  ok(printedAfter(reported, names[1]) < 0.9, reported);
+  const rng = new TestRng(2103);
+  for (let i = 0; i < 200; i++) {
+    const values = names.map(() => Math.min(1, near(rng, rng.next() < 0.5 ? 0.9 : 0.7)));
+    const text = stabilityClaim(Object.fromEntries(names.map((n, j) => [n, values[j]])));
+    equal(verdictOf(text), rule(Math.min(...values)), text);
+    equal(rule(Math.min(...names.map((n) => printedAfter(text, n)))), verdictOf(text), text);
   }
 });
