@@ -6,6 +6,7 @@
 import { equal, ok } from "node:assert/strict";
 import { prop1Claim, prop1Verdict, slowerClaim } from "../../experiments/magnitude.ts";
 import { stabilityClaim } from "../../experiments/eva.ts";
+import { gainReport, type GainRow } from "../../experiments/spectral_gain.ts";
 import { TestRng } from "../_helpers.ts";
 
 /** A value a relative distance 10^-k (k in 2..9) above or below `t`, or `t` itself. */
@@ -88,5 +89,44 @@ Deno.test("exp:eva: the stability claim prints each agreement on the side of 0.7
     const text = stabilityClaim(Object.fromEntries(names.map((n, j) => [n, values[j]])));
     equal(verdictOf(text), rule(Math.min(...values)), text);
     equal(rule(Math.min(...names.map((n) => printedAfter(text, n)))), verdictOf(text), text);
+  }
+});
+
+Deno.test("exp:spectral-gain: the table and claims print each error on the side of the threshold it is judged on", () => {
+  const rng = new TestRng(2104);
+  const stats = (mean: number) => ({ mean, std: 0.01 + 0.05 * rng.next(), n: 4 });
+  const row = (type: string, mae: number): GainRow => ({
+    type,
+    shape: [64, 64],
+    k: 64,
+    count: 4,
+    mae: stats(mae),
+    max: stats(3 * mae),
+    signed: stats(mae / 2),
+    q1: stats(0.5),
+    controlMae: 0.3,
+  });
+  const overall = stats(0.1);
+  // The reported case: an error of 0.09996, below 0.1 (reproduced), read 0.1 in the table.
+  const reported = gainReport([row("wq", 0.09996)], { threshold: 0.1, overall, matrices: 4 });
+  ok(Number(String(reported.table.rows[0][4]).split(" ")[0]) < 0.1, String(reported.table.rows[0][4]));
+  ok(printedAfter(reported.claims[1], "mean |ΔQ|") < 0.1, reported.claims[1]);
+  for (let i = 0; i < 100; i++) {
+    const threshold = 0.02 + 0.2 * rng.next();
+    const types = ["wq", "wk", "wv", "wo", "w1"].slice(0, rng.int(1, 5));
+    const rows = types.map((t) => row(t, near(rng, threshold)));
+    const { table, claims } = gainReport(rows, { threshold, overall, matrices: 4 * rows.length });
+    rows.forEach((r, j) => {
+      const below = r.mae.mean < threshold;
+      // The table's cell, the per-type claim's number and its verdict all read as the value does.
+      equal(Number(String(table.rows[j][4]).split(" ")[0]) < threshold, below, String(table.rows[j][4]));
+      const claim = claims[1 + j];
+      equal(printedAfter(claim, "mean |ΔQ|") < threshold, below, claim);
+      equal(claim.endsWith(below ? "**reproduced**." : "**not reproduced**."), true, claim);
+      // Listed above the threshold, it is printed at or above it.
+      if (!below) {
+        ok(Number(new RegExp(`${r.type} \\(([^)]+)\\)`).exec(claims[0])![1]) >= threshold, claims[0]);
+      }
+    });
   }
 });
