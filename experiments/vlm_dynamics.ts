@@ -34,6 +34,7 @@ import {
   distinctList,
   type FineTuneRun,
   fineTuneRunFields,
+  formatAgainst,
   formatMeanStd,
   formatMethod,
   formatNumber,
@@ -305,6 +306,48 @@ export function settleClaim(
 
 // ----- main -----
 
+/** The range of variance ratios (visual over text) {@link varianceClaim} checks the interval against. */
+const VARIANCE_RANGE: readonly [number, number] = [2, 3];
+
+/**
+ * "Visual-token inputs of the adapted LM layers have 2–3× the variance of text-token inputs", judged by the 95% t
+ * interval of the mean ratio over draws: reproduced when it lies inside [2, 3], not reproduced when it lies outside,
+ * inconclusive otherwise. The interval's ends are printed on the side of 2 and 3 their values are on.
+ *
+ * @param ratios Per draw (one per seed), the geometric mean over adapted layers of the variance ratio.
+ * @param context The calibration batches of a draw, and the mean ratio over draws of each layer (for the evidence).
+ * @returns The claim.
+ */
+export function varianceClaim(
+  ratios: readonly number[],
+  { calibBatches, perLayer }: { calibBatches: number; perLayer: Readonly<Record<string, number>> },
+): Claim {
+  const [low, high] = VARIANCE_RANGE;
+  const n = ratios.length;
+  const s = meanStd(ratios);
+  const half = n > 1 ? tQuantile975(n - 1) * s.std / Math.sqrt(n) : Infinity;
+  const lo = s.mean - half;
+  const hi = s.mean + half;
+  const verdict: Verdict = lo >= low && hi <= high
+    ? "reproduced"
+    : hi < low || lo > high
+    ? "not reproduced"
+    : "inconclusive";
+  const per = Object.entries(perLayer).map(([l, v]) => `${l} ${formatNumber(v, 3)}`);
+  return {
+    claim:
+      `Visual-token inputs of the adapted LM layers have ${low}–${high}× the variance of text-token inputs.`,
+    rule: `on the base model, per draw of ${calibBatches} fine-tuning batches (one draw per seed), the ` +
+      `geometric mean over adapted layers of (mean per-feature variance over visual tokens) / (the same over ` +
+      `labelled text tokens); reproduced when the 95% t interval of the mean ratio lies inside [${low}, ${high}], ` +
+      `not reproduced when it lies outside, inconclusive otherwise; ${n} draws.`,
+    evidence: `ratio ${formatMeanStd(s, 3)} (95% interval ${formatAgainst(lo, VARIANCE_RANGE, 3)}..${
+      formatAgainst(hi, VARIANCE_RANGE, 3)
+    }); per layer (mean over draws): ${per.join(", ")}.`,
+    verdict,
+  };
+}
+
 async function main(): Promise<void> {
   const { cfg, device, adapter, results } = await startExperiment(Config, {
     task: "vlm-dynamics",
@@ -397,33 +440,14 @@ async function main(): Promise<void> {
       note: verdict === "inconclusive" ? cost(d) : undefined,
     });
   }
-  {
-    const ratios = baseDraws.map(varianceRatio);
-    const s = meanStd(ratios);
-    const half = n > 1 ? tQuantile975(n - 1) * s.std / Math.sqrt(n) : Infinity;
-    const lo = s.mean - half;
-    const hi = s.mean + half;
-    const verdict: Verdict = lo >= 2 && hi <= 3
-      ? "reproduced"
-      : hi < 2 || lo > 3
-      ? "not reproduced"
-      : "inconclusive";
-    const per = Object.keys(baseStats).map((l) =>
-      `${short(l)} ${formatNumber(meanStd(baseDraws.map((b) => b[l].visualVar / b[l].textVar)).mean, 3)}`
-    );
-    claims.push({
-      claim: `Visual-token inputs of the adapted LM layers have 2–3× the variance of text-token inputs.`,
-      rule:
-        `on the base model, per draw of ${cfg.calibBatches} fine-tuning batches (one draw per seed), the ` +
-        `geometric mean over adapted layers of (mean per-feature variance over visual tokens) / (the same over ` +
-        `labelled text tokens); reproduced when the 95% t interval of the mean ratio lies inside [2, 3], not ` +
-        `reproduced when it lies outside, inconclusive otherwise; ${n} draws.`,
-      evidence: `ratio ${formatMeanStd(s, 3)} (95% interval ${formatNumber(lo, 3)}..${
-        formatNumber(hi, 3)
-      }); per layer (mean over draws): ${per.join(", ")}.`,
-      verdict,
-    });
-  }
+  claims.push(varianceClaim(baseDraws.map(varianceRatio), {
+    calibBatches: cfg.calibBatches,
+    perLayer: Object.fromEntries(
+      Object.keys(baseStats).map((
+        l,
+      ) => [short(l), meanStd(baseDraws.map((b) => b[l].visualVar / b[l].textVar)).mean]),
+    ),
+  }));
 
   // ----- report -----
   const layers = Object.keys(baseStats);

@@ -7,6 +7,8 @@ import { equal, ok } from "node:assert/strict";
 import { prop1Claim, prop1Verdict, slowerClaim } from "../../experiments/magnitude.ts";
 import { stabilityClaim } from "../../experiments/eva.ts";
 import { gainReport, type GainRow } from "../../experiments/spectral_gain.ts";
+import { varianceClaim } from "../../experiments/vlm_dynamics.ts";
+import { meanStd, tQuantile975 } from "../../lab/mod.ts";
 import { TestRng } from "../_helpers.ts";
 
 /** A value a relative distance 10^-k (k in 2..9) above or below `t`, or `t` itself. */
@@ -128,5 +130,32 @@ Deno.test("exp:spectral-gain: the table and claims print each error on the side 
         ok(Number(new RegExp(`${r.type} \\(([^)]+)\\)`).exec(claims[0])![1]) >= threshold, claims[0]);
       }
     });
+  }
+});
+
+Deno.test("exp:vlm-dynamics: the variance claim prints its interval's ends on the side of 2 and 3 they are judged on", () => {
+  const rule = (lo: number, hi: number) =>
+    lo >= 2 && hi <= 3 ? "reproduced" : hi < 2 || lo > 3 ? "not reproduced" : "inconclusive";
+  const interval = (evidence: string) => {
+    const m = /95% interval (\S+)\.\.([^)]+)\)/.exec(evidence);
+    ok(m !== null, evidence);
+    return [Number(m[1]), Number(m[2])];
+  };
+  const rng = new TestRng(2105);
+  for (let i = 0; i < 200; i++) {
+    const n = rng.int(2, 6);
+    const noise = Array.from({ length: n }, () => 0.05 * rng.normal());
+    const s = meanStd(noise);
+    const half = tQuantile975(n - 1) * s.std / Math.sqrt(n);
+    // Centre the draws so that one end of the interval lies near 2 or 3.
+    const end = near(rng, rng.next() < 0.5 ? 2 : 3);
+    const centre = rng.next() < 0.5 ? end + half : end - half;
+    const ratios = noise.map((x) => x - s.mean + centre);
+    const c = varianceClaim(ratios, { calibBatches: 4, perLayer: { "layers.0.wq": centre } });
+    const exact = meanStd(ratios);
+    const h = tQuantile975(n - 1) * exact.std / Math.sqrt(n);
+    equal(c.verdict, rule(exact.mean - h, exact.mean + h), c.evidence);
+    const [lo, hi] = interval(c.evidence);
+    equal(rule(lo, hi), c.verdict, c.evidence);
   }
 });
