@@ -45,6 +45,7 @@ import {
   distinctList,
   type FineTuneRun,
   fineTuneRunFields,
+  formatAgainst,
   formatMeanStd,
   formatMethod,
   formatNumber,
@@ -761,7 +762,11 @@ async function main(): Promise<void> {
         `per seed; with m its mean and sd its std: reproduced when m + 2·sd < 2%, not reproduced when ` +
         `m − 2·sd > 2%, else inconclusive; ${n} seeds (at least 3 to judge).`,
       // The unit goes with the number: "818% (one value)", not "818 (one value)%".
-      evidence: `${s.n === 1 ? `${formatNumber(s.mean, 3)}% (one value)` : `${formatMeanStd(s, 3)}%`} ` +
+      evidence: `${
+        s.n === 1
+          ? `${formatAgainst(s.mean, [2], 3)}% (one value)`
+          : `${formatMeanStd(s, 3, { against: [2] })}%`
+      } ` +
         `(${r.initS.mean.toFixed(2)} s).`,
       // The paired claims' rule, on 2% minus the share: fewer than 3 seeds give no spread to judge against.
       verdict: pairedSpreadVerdict({ mean: 2 - s.mean, std: s.std, n: shares.length }),

@@ -224,7 +224,9 @@ export function initShareClaim(
       `seeds (at least 3 to judge); judged on runs of at least ${INIT_SHARE_MIN_STEPS} steps (the claim is ` +
       `about whole fine-tunes), inconclusive on shorter ones.`,
     evidence:
-      `${formatMeanStd(shares, 3)}% (${initS.mean.toFixed(2)} s of calibration and PCA against ${steps} ` +
+      `${formatMeanStd(shares, 3, { against: [INIT_SHARE_LIMIT] })}% (${
+        initS.mean.toFixed(2)
+      } s of calibration and PCA against ${steps} ` +
       `steps at ${stepS.mean.toFixed(3)} s each).`,
     verdict: steps < INIT_SHARE_MIN_STEPS
       ? "inconclusive"

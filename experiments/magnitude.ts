@@ -868,9 +868,9 @@ async function main(): Promise<void> {
     claims.push(
       `Prop. 2 (a), ${r.label}: ‖A‖ and ‖B‖ stay nearly constant during LoRA training (relative change from the start to the end ` +
         `of ${cfg.steps} steps, |‖·‖ end − ‖·‖ start| / ‖·‖ start, mean over seeds: ‖A‖ ${
-          (100 * r.aChange.mean).toFixed(2)
+          formatAgainst(100 * r.aChange.mean, [100 * CONST], 3)
         }%, ‖B‖ ${
-          (100 * r.bChange.mean).toFixed(2)
+          formatAgainst(100 * r.bChange.mean, [100 * CONST], 3)
         }%; rule: the larger of the two over ${seeds} seed(s), reproduced when its mean + 2·se is under ` +
         `${
           100 * CONST

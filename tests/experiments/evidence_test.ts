@@ -5,7 +5,7 @@
  */
 import { equal, ok } from "node:assert/strict";
 import { prop1Claim, prop1Verdict, slowerClaim } from "../../experiments/magnitude.ts";
-import { stabilityClaim } from "../../experiments/eva.ts";
+import { initShareClaim, stabilityClaim } from "../../experiments/eva.ts";
 import { gainReport, type GainRow } from "../../experiments/spectral_gain.ts";
 import { varianceClaim } from "../../experiments/vlm_dynamics.ts";
 import { meanStd, tQuantile975 } from "../../lab/mod.ts";
@@ -157,5 +157,24 @@ Deno.test("exp:vlm-dynamics: the variance claim prints its interval's ends on th
     equal(c.verdict, rule(exact.mean - h, exact.mean + h), c.evidence);
     const [lo, hi] = interval(c.evidence);
     equal(rule(lo, hi), c.verdict, c.evidence);
+  }
+});
+
+Deno.test("exp:eva: the init-cost claim prints the mean share on the side of 1% its value is on", () => {
+  const rng = new TestRng(2106);
+  for (let i = 0; i < 100; i++) {
+    // Three seeds whose shares of init / (init + train) lie a hair apart, near 1% (the rule: m ± 2·sd against 1).
+    const share = near(rng, 1);
+    const runs = [0, 1, 2].map(() => {
+      const s = share * (1 + 1e-12 * rng.normal());
+      const trainSeconds = 100 + 100 * rng.next();
+      return { initSeconds: s * trainSeconds / (100 - s), trainSeconds, losses: Array(1000).fill(1) };
+    });
+    const c = initShareClaim(runs, 1000);
+    const exact = meanStd(runs.map((r) => (100 * r.initSeconds) / (r.initSeconds + r.trainSeconds))).mean;
+    const printed = Number(/^(\S+) ±/.exec(c.evidence)![1]);
+    equal(Math.sign(printed - 1), Math.sign(exact - 1), `${exact}: ${c.evidence}`);
+    if (c.verdict === "reproduced") ok(printed < 1, c.evidence);
+    if (c.verdict === "not reproduced") ok(printed > 1, c.evidence);
   }
 });
