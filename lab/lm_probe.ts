@@ -8,7 +8,7 @@
  * @module
  */
 import { asF32, Linear, loraLayers, namedModules } from "../mod.ts";
-import { meanStd, type ReportTable, type Verdict } from "./report.ts";
+import { formatAgainst, meanStd, type ReportTable, type Verdict } from "./report.ts";
 
 /** The Frobenius norm of every `Linear` weight whose last path segment is in `targets`, by path. */
 export async function weightNorms(
@@ -301,7 +301,10 @@ export function orderClaim(what: string, points: readonly OrderPoint[]): {
         seeds.length === 1 ? "" : "s"
       } usable (at least 3 seeds and 3 ` +
       `methods to judge).`,
-    evidence: `ρ per seed ${rhos.map((r) => r.toFixed(3)).join(", ")}; mean ρ ${(-neg.mean).toFixed(3)} ± ` +
+    evidence:
+      `ρ per seed ${rhos.map((r) => r.toFixed(3)).join(", ")}; mean ρ ${
+        formatAgainst(-neg.mean, [-ORDER_THRESHOLD], 3)
+      } ± ` +
       `${neg.std.toFixed(3)} (se ${se.toFixed(3)})${
         unusable.length === 0
           ? ""

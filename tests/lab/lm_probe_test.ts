@@ -211,3 +211,35 @@ Deno.test("lm probe: the rank-order and equivalence rules print their minimum an
   equal(e.verdict, "inconclusive");
   ok(e.rule.includes("2 seeds (at least 3 to judge)"), e.rule);
 });
+
+Deno.test("lm_probe: orderClaim prints the mean ρ on the side of −0.5 its value is on", () => {
+  const rng = new TestRng(2107);
+  // Spearman's ρ of a permutation against 0..n−1 (no ties), in closed form: 1 − 6·Σd² / (n·(n² − 1)).
+  const n = 30;
+  const rho = (ranks: readonly number[]) =>
+    1 - 6 * ranks.reduce((s, r, i) => s + (r - i) ** 2, 0) / (n * (n * n - 1));
+  // The loss ranks of a seed: reversed (ρ = −1) with noise, so that ρ scatters around −0.5.
+  const draw = () => {
+    const noisy = Array.from({ length: n }, (_, i) => n - i + 14 * rng.normal());
+    const order = noisy.map((v, i) => [v, i]).sort((a, b) => a[0] - b[0]).map(([, i]) => i);
+    const ranks = new Array<number>(n);
+    order.forEach((i, r) => (ranks[i] = r));
+    return ranks;
+  };
+  let found = 0;
+  for (let tries = 0; tries < 20_000 && found < 20; tries++) {
+    const seeds = [draw(), draw(), draw()];
+    const m = -seeds.map(rho).reduce((a, b) => a + b, 0) / 3;
+    // Within 5e-4 of 0.5 and not on it: three decimals would print it as 0.500.
+    if (!(Math.abs(m - 0.5) < 5e-4) || m === 0.5) continue;
+    found++;
+    const points = seeds.flatMap((ranks, seed) =>
+      ranks.map((r, i) => ({ label: `m${i}`, seed, x: i, y: r }))
+    );
+    const c = orderClaim("init", points);
+    const printed = Number(/mean ρ (\S+) ±/.exec(c.evidence)![1]);
+    equal(Math.sign(printed + 0.5), Math.sign(-m + 0.5), `mean(−ρ) ${m}: ${c.evidence}`);
+    if (c.verdict === "reproduced") ok(printed <= -0.5, c.evidence);
+  }
+  ok(found >= 5, `only ${found} draws near 0.5`);
+});
