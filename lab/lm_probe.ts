@@ -232,10 +232,21 @@ export function pairedSpreadVerdict(d: PairedDiff, threshold = 0): Verdict {
   return "inconclusive";
 }
 
-/** `mean ± std (n = …)` of a paired difference. */
-export function formatPairedDiff(d: PairedDiff, digits = 4): string {
+/**
+ * `mean ± std (n = …)` of a paired difference, `digits` decimals (exponent form under 1e-3). With `against`, the
+ * thresholds a rule compares the mean with, a mean that those decimals would put on another side of one is printed
+ * with the significant digits that keep it on its own ({@link formatAgainst}).
+ */
+export function formatPairedDiff(
+  d: PairedDiff,
+  digits = 4,
+  options: { against?: readonly number[] } = {},
+): string {
   const f = (v: number) => (Math.abs(v) >= 1e-3 || v === 0 ? v.toFixed(digits) : v.toExponential(2));
-  return `${f(d.mean)} ± ${f(d.std)} (n = ${d.n})`;
+  const against = options.against ?? [];
+  const shown = Number(f(d.mean));
+  const sameSides = against.every((t) => Math.sign(shown - t) === Math.sign(d.mean - t));
+  return `${sameSides ? f(d.mean) : formatAgainst(d.mean, against, digits)} ± ${f(d.std)} (n = ${d.n})`;
 }
 
 /** One run as {@link orderClaim} reads it: its method, seed, the predictor and the early loss. */
@@ -403,7 +414,7 @@ export function pairedClaim(
   return {
     claim,
     rule: pairedRule(stat, a.length, threshold),
-    evidence: `${f(a)} vs ${f(b)}; paired difference ${formatPairedDiff(d)}.`,
+    evidence: `${f(a)} vs ${f(b)}; paired difference ${formatPairedDiff(d, 4, { against: [threshold] })}.`,
     verdict: pairedSpreadVerdict(d, threshold),
     ...(note === undefined ? {} : { note }),
   };
@@ -442,7 +453,7 @@ export function equivalenceClaim(
       `${stat}, paired by seed (same batches); with m the mean per-seed difference and sd its std: reproduced ` +
       `when |m| + 2·sd < ${margin}, not reproduced when |m| − 2·sd > ${margin}, else inconclusive; ${d.n} seeds ` +
       `(at least 3 to judge).`,
-    evidence: `paired difference ${formatPairedDiff(d)}.`,
+    evidence: `paired difference ${formatPairedDiff(d, 4, { against: [-margin, margin] })}.`,
     verdict,
   };
 }

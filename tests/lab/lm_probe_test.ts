@@ -243,3 +243,24 @@ Deno.test("lm_probe: orderClaim prints the mean ρ on the side of −0.5 its val
   }
   ok(found >= 5, `only ${found} draws near 0.5`);
 });
+
+Deno.test("lm_probe: paired and equivalence claims print the mean difference on the side of their threshold", () => {
+  const rng = new TestRng(2108);
+  const printedMean = (evidence: string) => Number(/paired difference (\S+) ±/.exec(evidence)![1]);
+  let crossed = 0;
+  for (let i = 0; i < 200; i++) {
+    const t = rng.next() < 0.5 ? [0.01, 0.02, 0.05][rng.int(0, 2)] : 0.001 + 0.1 * rng.next();
+    // A mean a relative 1e-3..1e-9 from the threshold (or on it), with a small spread: m ± 2·sd decides.
+    const m = rng.next() < 0.1 ? t : t * (1 + (rng.next() < 0.5 ? -1 : 1) * 10 ** -rng.int(3, 9));
+    const b = Array.from({ length: 5 }, () => rng.next());
+    const a = b.map((v, j) => v + m + 1e-12 * [-2, -1, 0, 1, 2][j]);
+    const d = pairedDiff(a, b);
+    const side = Math.sign(d.mean - t);
+    if (Math.sign(Number(d.mean.toFixed(4)) - t) !== side) crossed++;
+    const paired = pairedClaim("A beats B.", "A minus B", a, b, undefined, t);
+    equal(Math.sign(printedMean(paired.evidence) - t), side, `${d.mean} vs ${t}: ${paired.evidence}`);
+    const equivalent = equivalenceClaim("A matches B.", "A minus B", a, b, t);
+    equal(Math.sign(printedMean(equivalent.evidence) - t), side, `${d.mean} vs ${t}: ${equivalent.evidence}`);
+  }
+  ok(crossed > 10, `only ${crossed} means that four decimals would print across the threshold`);
+});
