@@ -125,7 +125,10 @@ export function encodeSentiment(
 export interface ClassifyScore {
   /** Mean cross-entropy of the label token (over the whole vocabulary). */
   loss: number;
-  /** Share of sequences whose right label token has the larger logit of the two. */
+  /**
+   * Share of sequences whose right label token has the larger logit of the two; a sequence where either logit is
+   * not finite counts as wrong.
+   */
   accuracy: number;
 }
 
@@ -261,7 +264,10 @@ export async function sentimentTask(opts: SentimentOptions): Promise<SentimentTa
           idx.forEach((i, r) => {
             const neg = (sel as Float32Array)[r * v + labels[0]],
               pos = (sel as Float32Array)[r * v + labels[1]];
-            if ((pos > neg ? 1 : 0) === set.labels[i]) right++;
+            // A non-finite logit (a diverged model) predicts neither label: it counts as wrong (`pos > neg` alone
+            // reads NaN as a prediction of 0, and a diverged model would score the share of negatives).
+            const finite = Number.isFinite(neg) && Number.isFinite(pos);
+            if (finite && (pos > neg ? 1 : 0) === set.labels[i]) right++;
           });
           lossSum += (loss as number) * idx.length;
         }

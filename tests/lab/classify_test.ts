@@ -3,7 +3,8 @@
  * target), batches as pure functions of (seed, step), and scores against a direct read of the model's logits.
  */
 import { deepEqual, equal, ok, throws } from "node:assert/strict";
-import { type I32, loadLlama, tensor, Tokenizer } from "../../mod.ts";
+import { type I32, LlamaLM, loadLlama, tensor, Tokenizer } from "../../mod.ts";
+import { readLlama2c } from "../../lib/io/llama2c.ts";
 import {
   encodeSentiment,
   type Labelled,
@@ -159,5 +160,31 @@ Deno.test({
     const each = rows(encodeSentiment(own as Labelled[], tok, seqLen, task.labels).x, n);
     equal(task.train.n, each.filter((r) => !held.has(r)).length);
     await Deno.remove(dir, { recursive: true });
+  },
+});
+
+Deno.test({
+  name: "classify: a diverged model (NaN logits) scores 0, not the share of negative labels",
+  ignore: !have,
+  fn: async () => {
+    const task = await sentimentTask({
+      dir: SENT,
+      tokenizer: TOK,
+      trainDomain: "amazon",
+      heldOut: 20,
+      seqLen: 24,
+      batchSize: 4,
+      device: "cpu",
+    });
+    const { config, weights } = await readLlama2c(MODEL);
+    // One NaN in the final norm's weight reaches every logit of every position.
+    const norm = weights.get("norm.weight")!;
+    norm.data[new TestRng(1812).int(0, norm.data.length - 1)] = NaN;
+    const model = LlamaLM.fromWeights(config, weights, { device: "cpu" });
+    const set = task.test["amazon (held out)"];
+    ok(set.labels.some((l) => l === 0), "the held-out set has negative sentences");
+    const got = (await task.score(model, ["amazon (held out)"]))["amazon (held out)"];
+    equal(got.accuracy, 0);
+    ok(Number.isNaN(got.loss));
   },
 });
