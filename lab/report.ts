@@ -302,7 +302,7 @@ export interface CurveRun {
  * has), with the min..max band when there are several runs.
  *
  * @param runs The runs.
- * @param labels The labels to plot, in order.
+ * @param labels The labels to plot, in order; each must label at least one run.
  * @param key The per-step values of a run.
  * @returns Series for `linePlot`.
  */
@@ -313,6 +313,13 @@ export function meanCurves<R extends CurveRun>(
 ): LineSeries[] {
   return labels.map((m) => {
     const rs = runs.filter((r) => r.label === m);
+    if (rs.length === 0) {
+      throw new RangeError(
+        `meanCurves: no run is labelled ${JSON.stringify(m)} (the runs' labels: ${
+          [...new Set(runs.map((r) => JSON.stringify(r.label)))].join(", ") || "none, no runs"
+        })`,
+      );
+    }
     const n = Math.min(...rs.map((r) => key(r).length));
     const x = Array.from({ length: n }, (_, i) => i + 1);
     const mean = x.map((_, i) => rs.reduce((s, r) => s + key(r)[i], 0) / rs.length);

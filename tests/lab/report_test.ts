@@ -50,6 +50,15 @@ Deno.test("report: mean curves average the runs of a label step by step, with a 
     equal(curve.band!.high[i], Math.max(...xs));
   }
   equal(meanCurves([runs[0]], ["a"], (r) => r.losses)[0].band, undefined);
+  // A label without runs has no curve: named, where the minimum over no lengths made an array of length Infinity.
+  throws(
+    () => meanCurves(runs, ["a", "b"], (r) => r.losses),
+    /meanCurves: no run is labelled "b" \(the runs' labels: "a"\)/,
+  );
+  throws(
+    () => meanCurves(runs.slice(0, 0), ["a"], (r) => r.losses),
+    /no run is labelled "a" \(the runs' labels: none, no runs\)/,
+  );
 });
 
 Deno.test("report: writeReport writes the setting, tables, claims and plots", async () => {
