@@ -82,19 +82,24 @@ Deno.test({
   },
 });
 
+/** The task trained on Amazon with 20 held-out sentences, on the CPU. */
+function amazonTask() {
+  return sentimentTask({
+    dir: SENT,
+    tokenizer: TOK,
+    trainDomain: "amazon",
+    heldOut: 20,
+    seqLen: 24,
+    batchSize: 4,
+    device: "cpu",
+  });
+}
+
 Deno.test({
   name: "classify: batches are pure in (seed, step); scores match the logits read directly",
   ignore: !have,
   fn: async () => {
-    const task = await sentimentTask({
-      dir: SENT,
-      tokenizer: TOK,
-      trainDomain: "amazon",
-      heldOut: 20,
-      seqLen: 24,
-      batchSize: 4,
-      device: "cpu",
-    });
+    const task = await amazonTask();
     deepEqual(task.testDomains, ["amazon (held out)", "imdb", "yelp"]);
     ok(task.train.n <= 980 && task.train.n >= 960, `${task.train.n} training sentences`); // 980 less repeats
     const a = task.batch(3, 7), b = task.batch(3, 7), c = task.batch(4, 7);
@@ -167,15 +172,7 @@ Deno.test({
   name: "classify: a diverged model (NaN logits) scores 0, not the share of negative labels",
   ignore: !have,
   fn: async () => {
-    const task = await sentimentTask({
-      dir: SENT,
-      tokenizer: TOK,
-      trainDomain: "amazon",
-      heldOut: 20,
-      seqLen: 24,
-      batchSize: 4,
-      device: "cpu",
-    });
+    const task = await amazonTask();
     const { config, weights } = await readLlama2c(MODEL);
     // One NaN in the final norm's weight reaches every logit of every position.
     const norm = weights.get("norm.weight")!;

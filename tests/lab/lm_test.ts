@@ -17,6 +17,14 @@ const have = (() => {
   }
 })();
 
+/** A temporary text file of 4,000 random words from a small vocabulary. */
+async function wordsFile(rng: TestRng): Promise<string> {
+  const text = await Deno.makeTempFile({ suffix: ".txt" });
+  const words = ["the", "cat", "sat", "on", "a", "mat", "and", "slept"];
+  Deno.writeTextFileSync(text, Array.from({ length: 4000 }, () => words[rng.int(0, 7)]).join(" "));
+  return text;
+}
+
 Deno.test({
   name: "lmSetup refuses a seqLen longer than the base model's context, naming both",
   ignore: !have,
@@ -24,9 +32,7 @@ Deno.test({
     const rng = new TestRng(2301);
     const context = (await loadLlama(MODEL, { device: "cpu" })).config.seqLen;
     const seqLen = context + rng.int(1, 64);
-    const text = await Deno.makeTempFile({ suffix: ".txt" });
-    const words = ["the", "cat", "sat", "on", "a", "mat", "and", "slept"];
-    Deno.writeTextFileSync(text, Array.from({ length: 4000 }, () => words[rng.int(0, 7)]).join(" "));
+    const text = await wordsFile(rng);
     const cfg = {
       quick: true,
       model: MODEL,
@@ -53,9 +59,7 @@ Deno.test({
   ignore: !have,
   fn: async () => {
     const rng = new TestRng(2302);
-    const text = await Deno.makeTempFile({ suffix: ".txt" });
-    const words = ["the", "cat", "sat", "on", "a", "mat", "and", "slept"];
-    Deno.writeTextFileSync(text, Array.from({ length: 4000 }, () => words[rng.int(0, 7)]).join(" "));
+    const text = await wordsFile(rng);
     const small = rng.int(1, 3), large = small + rng.int(1, 3);
     const cfg = (batchSize: number) => ({
       quick: true,
