@@ -142,6 +142,17 @@ async function sentimentCorpus(task: SentimentTask, cfg: LmSettings, sourceText?
   };
 }
 
+/** Context length of the built-in base. */
+const BUILT_IN_CONTEXT = 128;
+
+/** The refusal of a `seqLen` longer than the base model's context. */
+function contextError(seqLen: number, context: number, note: string): RangeError {
+  return new RangeError(
+    `seqLen ${seqLen} is more than the base model's context of ${context} tokens (${note}): ` +
+      `pass --seqLen ${context} or less`,
+  );
+}
+
 /** The base model: `model` from a file, or a small LM pretrained on the source domain (cached). */
 export async function baseModel(
   cfg: CorpusSettings,
@@ -157,7 +168,7 @@ export async function baseModel(
       nHeads: 4,
       nKvHeads: 2,
       vocabSize: corpus.vocab,
-      seqLen: 128,
+      seqLen: BUILT_IN_CONTEXT,
       sharedClassifier: true,
     },
     steps: cfg.pretrainSteps,
@@ -261,6 +272,10 @@ export async function lmSetup(cfg: LmSettings, device: DeviceName, sourceText?: 
     cfg,
     sourceText,
   );
+  // Before the built-in base is pretrained, which takes minutes.
+  if (cfg.model === undefined && cfg.seqLen > BUILT_IN_CONTEXT) {
+    throw contextError(cfg.seqLen, BUILT_IN_CONTEXT, "the built-in base");
+  }
   const { model: base, note } = await baseModel(cfg, corpus, device);
   if (corpus.vocab !== base.config.vocabSize) {
     throw new RangeError(
@@ -270,12 +285,7 @@ export async function lmSetup(cfg: LmSettings, device: DeviceName, sourceText?: 
         `trained with`,
     );
   }
-  if (cfg.seqLen > base.config.seqLen) {
-    throw new RangeError(
-      `seqLen ${cfg.seqLen} is more than the base model's context of ${base.config.seqLen} tokens (${note}): ` +
-        `pass --seqLen ${base.config.seqLen} or less`,
-    );
-  }
+  if (cfg.seqLen > base.config.seqLen) throw contextError(cfg.seqLen, base.config.seqLen, note);
   console.log(`data: ${corpus.description}\nbase: ${note}`);
   const weights = await base.hostWeights();
   const batch = (tokens: Int32Array, seed: number, step: number, batchSize = cfg.batchSize) => {

@@ -707,9 +707,9 @@ async function emojiShift(
 /**
  * A fine-tuning task shifted away from pretraining. `"shapes"`: the generated shapes, pretraining on the colours not
  * in `heldOut` (default cyan, magenta, white, orange) and fine-tuning on those colours (fresh draws for fine-tuning
- * and validation, no validation image a fine-tuning one). `"emoji"` or a pack directory: pretraining on up to `images` emoji outside the `heldOut` groups
- * (default Animals & Nature, Food & Drink), fine-tuning on three quarters of those groups' emoji, validating on the
- * rest (a seeded split). `"auto"`: the emoji pack at {@link EMOJI_DIR} when present, else the generated shift.
+ * and validation, no validation image a fine-tuning one). `"emoji"` or a pack directory: pretraining on up to
+ * `images` emoji outside the `heldOut` groups (default Animals & Nature, Food & Drink), fine-tuning on three quarters
+ * of those groups' emoji, validating on the rest (a seeded split). `"auto"`: the emoji pack at {@link EMOJI_DIR} when present, else the generated shift.
  *
  * @param source `"auto"`, `"shapes"`, `"emoji"` or an emoji-pack directory.
  * @param opts `images` (pretraining; for shapes also fine-tuning), `heldOut` (empty: the source's default), `seed`

@@ -54,6 +54,36 @@ Deno.test({
   },
 });
 
+Deno.test("lmSetup refuses a seqLen longer than the built-in base's context before pretraining it", async () => {
+  const rng = new TestRng(2303);
+  const seqLen = 128 + rng.int(1, 64);
+  const here = Deno.cwd();
+  const dir = await Deno.makeTempDir();
+  // The built-in base is cached under .cache/ of the working directory: nothing may be built there.
+  Deno.chdir(dir);
+  try {
+    const cfg = {
+      quick: true,
+      pretrainSteps: 1,
+      targets: ["wq"],
+      batchSize: 2,
+      seqLen,
+      valBatches: 1,
+      calibBatches: 1,
+    };
+    await rejects(
+      lmSetup(cfg, "cpu"),
+      new RegExp(
+        `seqLen ${seqLen} is more than the base model's context of 128 tokens \\(the built-in base\\)`,
+      ),
+    );
+    equal([...Deno.readDirSync(dir)].length, 0, "the set-up wrote nothing (no base was pretrained)");
+  } finally {
+    Deno.chdir(here);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test({
   name: "calibration's batchSize sets the sequences of the gradient batches too, as that of the activations",
   ignore: !have,
