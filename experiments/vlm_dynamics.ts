@@ -435,7 +435,7 @@ async function main(): Promise<void> {
       }; minus the ` +
         `base model's on the same batch: ${
           rows.map((r) => `${r.m} ${formatNumber(r.loss0MinusBase.mean, 3)}`).join(", ")
-        }; paired difference PiSSA − LoRA ${formatPaired(d)}.`,
+        }; paired difference PiSSA − LoRA ${formatPaired(d, 4, { against: [HIGHER_START_MARGIN] })}.`,
       verdict,
       note: verdict === "inconclusive" ? cost(d) : undefined,
     });

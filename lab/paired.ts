@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { formatNumber, type Verdict } from "./report.ts";
+import { formatAgainst, formatNumber, type Verdict } from "./report.ts";
 
 /**
  * P(|T| ≤ tan θ·√ν) for Student's t with ν degrees of freedom, in closed form (Abramowitz & Stegun 26.7.3–4):
@@ -126,18 +126,28 @@ export const PAIRED_RULE: string =
   "0, not reproduced when it lies below 0, inconclusive otherwise";
 
 /**
- * A paired difference as text: `mean ± std (95% ± half, n pairs)`.
+ * A paired difference as text: `mean ± std (95% ± half, interval lo..hi, n pairs)`. The interval's ends are what
+ * {@link pairedVerdict} compares with its threshold, so they are printed by {@link formatAgainst} against
+ * `against` (default [0], the threshold of {@link PAIRED_RULE}): each on the same side of each threshold as its
+ * value, where `mean − half` worked out from the rounded numbers could land on the other.
  *
  * @example
  * ```ts
  * import { formatPaired, pairedDifference } from "./paired.ts";
- * console.log(formatPaired(pairedDifference([2, 3], [1, 1]))); // "1.5 ± 0.707 (95% ± 6.353, 2 pairs)"
+ * console.log(formatPaired(pairedDifference([2, 3], [1, 1])));
+ * // "1.5 ± 0.707 (95% ± 6.353, interval -4.853..7.853, 2 pairs)"
  * ```
  */
-export function formatPaired(d: PairedDifference, digits = 4): string {
+export function formatPaired(
+  d: PairedDifference,
+  digits = 4,
+  options: { against?: readonly number[] } = {},
+): string {
+  const against = options.against ?? [0];
+  const end = (v: number) => formatAgainst(v, against, digits);
   return `${formatNumber(d.mean, digits)} ± ${formatNumber(d.std, Math.max(2, digits - 1))} (95% ± ${
     formatNumber(d.half, digits)
-  }, ${d.n} pairs)`;
+  }, interval ${end(d.mean - d.half)}..${end(d.mean + d.half)}, ${d.n} pairs)`;
 }
 
 /** The most pairs {@link pairsNeeded} counts up to. */

@@ -1,5 +1,6 @@
 import { equal, match, ok, throws } from "node:assert/strict";
 import {
+  formatPaired,
   MAX_PAIRS_NEEDED,
   pairedDifference,
   pairedVerdict,
@@ -7,6 +8,7 @@ import {
   seedsNote,
   tQuantile975,
 } from "../../lab/paired.ts";
+import { formatNumber } from "../../lab/report.ts";
 import { TestRng } from "../_helpers.ts";
 
 /** scipy.stats.t.ppf(0.975, df) in float64 (scipy 1.x), by df. */
@@ -102,6 +104,38 @@ Deno.test("pairedVerdict judges by the exact t interval: a mean just inside it i
       `n ${n}`,
     );
   }
+});
+
+Deno.test("formatPaired prints the interval's ends on the side of the threshold the verdict judges them on", () => {
+  // Random differences shifted so that one end of the exact 95% interval (mean ∓ half, what pairedVerdict compares)
+  // lies within 1e-4 relative of a non-zero threshold: four digits would often print that end as the threshold
+  // itself, or past it. Parsed back, each printed end must be on its exact value's side, and so read as the verdict.
+  const rng = new TestRng(4102);
+  let crossing = 0;
+  for (let trial = 0; trial < 300; trial++) {
+    const n = rng.int(3, 8);
+    const t = (0.01 + rng.next()) * (rng.next() < 0.5 ? -1 : 1);
+    const raw = Array.from({ length: n }, () => rng.normal() * Math.abs(t) * (0.01 + rng.next()));
+    const d0 = pairedDifference(raw, raw.map(() => 0));
+    const target = t * (1 + (2 * rng.next() - 1) * 1e-4);
+    const shift = trial % 2 === 0 ? target + d0.half - d0.mean : target - d0.half - d0.mean;
+    const b = raw.map(() => 1 + rng.next());
+    const d = pairedDifference(b.map((x, i) => x + raw[i] + shift), b);
+    const [lo, hi] = [d.mean - d.half, d.mean + d.half];
+    const near = trial % 2 === 0 ? lo : hi;
+    if (Math.sign(Number(formatNumber(near, 4)) - t) !== Math.sign(near - t)) crossing++;
+    const text = formatPaired(d, 4, { against: [t] });
+    const m = /, interval (.+?)\.\.(.+?), \d+ pairs\)$/.exec(text);
+    ok(m !== null, `no interval in ${text}`);
+    const [shownLo, shownHi] = [Number(m[1]), Number(m[2])];
+    const at = `${text} against ${t} (exact ends ${lo}, ${hi})`;
+    equal(Math.sign(shownLo - t), Math.sign(lo - t), at);
+    equal(Math.sign(shownHi - t), Math.sign(hi - t), at);
+    const read = shownLo > t ? "reproduced" : shownHi < t ? "not reproduced" : "inconclusive";
+    equal(pairedVerdict(d, t), read, at);
+  }
+  // The draw reaches the case the test is about: four digits alone put the end on the threshold's other side.
+  ok(crossing > 10, `only ${crossing} of 300 ends would cross at four digits`);
 });
 
 Deno.test("tQuantile975 and pairsNeeded follow Student's t", () => {
