@@ -69,6 +69,8 @@ import {
   formatAgainst,
   formatMeanStd,
   linePlot,
+  type LineSeries,
+  meanCurves,
   type MeanStd,
   meanStd,
   pairedSpreadVerdict,
@@ -702,15 +704,6 @@ function maxDiff(a: readonly number[], b: readonly number[]): number {
   return m;
 }
 
-function meanSeries(runs: RunResult[], key: (r: RunResult) => number[]) {
-  const n = Math.min(...runs.map((r) => key(r).length));
-  const x = Array.from({ length: n }, (_, i) => i);
-  const y = x.map((i) => runs.reduce((s, r) => s + key(r)[i], 0) / runs.length);
-  const low = x.map((i) => Math.min(...runs.map((r) => key(r)[i])));
-  const high = x.map((i) => Math.max(...runs.map((r) => key(r)[i])));
-  return { x, y, band: runs.length > 1 ? { low, high } : undefined };
-}
-
 async function main(): Promise<void> {
   const { cfg, device, adapter, results } = await startExperiment(Config, {
     task: "magnitude",
@@ -809,6 +802,11 @@ async function main(): Promise<void> {
 
   // ----- Proposition 2 -----
   const byLabel = (label: string) => runs.filter((r) => r.label === label);
+  // The mean over a label's seeds, step by step: meanCurves numbers the values from step 1 (losses); the norms'
+  // first value is the state before training, step 0.
+  const curve = (label: string, key: (r: RunResult) => readonly number[]) =>
+    meanCurves(runs, [label], key)[0];
+  const fromStep0 = (c: LineSeries): LineSeries => ({ ...c, x: c.x.map((step) => step - 1) });
   const rel = (xs: number[]) => Math.abs(xs.at(-1)! - xs[0]) / xs[0];
   const p2Rows = p2.map((spec) => {
     const rs = byLabel(spec.label);
@@ -893,8 +891,8 @@ async function main(): Promise<void> {
       yLabel: "MSE",
       logY: true,
       series: labels.map((l, i) => {
-        const m = meanSeries(byLabel(l), (r) => r.losses);
-        return { name: l, x: m.x.map((s) => s + 1), y: m.y, dashed: i > 0 && i < 3 };
+        const m = curve(l, (r) => r.losses);
+        return { name: l, x: m.x, y: m.y, dashed: i > 0 && i < 3 };
       }),
     });
   }
@@ -905,25 +903,22 @@ async function main(): Promise<void> {
     yLabel: "Frobenius norm (all layers)",
     logY: true,
     series: loraLabels.flatMap((l) => [
-      { name: `${l} ‖A‖`, ...meanSeries(byLabel(l), (r) => r.normA) },
-      { name: `${l} ‖B‖`, ...meanSeries(byLabel(l), (r) => r.normB), dashed: true },
+      { ...fromStep0(curve(l, (r) => r.normA)), name: `${l} ‖A‖` },
+      { ...fromStep0(curve(l, (r) => r.normB)), name: `${l} ‖B‖`, dashed: true },
     ]),
   });
   plots.prop2_update = linePlot({
     title: "Prop. 2: ‖ΔW‖ — LoRA ‖s(BA − B₀A₀)‖ vs full fine-tuning ‖W − W₀‖",
     xLabel: "step",
     yLabel: "Frobenius norm (all layers)",
-    series: p2.map((s) => ({ name: s.label, ...meanSeries(byLabel(s.label), (r) => r.normUpdate) })),
+    series: p2.map((s) => fromStep0(curve(s.label, (r) => r.normUpdate))),
   });
   plots.prop2_loss = linePlot({
     title: "Prop. 2 runs: training loss",
     xLabel: "step",
     yLabel: "MSE",
     logY: true,
-    series: p2.map((s) => {
-      const m = meanSeries(byLabel(s.label), (r) => r.losses);
-      return { name: s.label, x: m.x.map((v) => v + 1), y: m.y, band: m.band };
-    }),
+    series: p2.map((s) => curve(s.label, (r) => r.losses)),
   });
   await writeReport(results, {
     title: "exp:magnitude",
