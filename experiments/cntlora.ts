@@ -52,6 +52,7 @@ import {
   heatmap,
   linePlot,
   LM_QUICK,
+  LM_SETUP_REVISION,
   lmCheck,
   lmFields,
   type LmSetup,
@@ -448,6 +449,7 @@ async function main(): Promise<void> {
       checkDerivedLabels(c.methods, calibrationRuns(c).derived);
     },
     extendable: "steps",
+    revision: LM_SETUP_REVISION,
   });
 
   const lm = await lmSetup(cfg, device);

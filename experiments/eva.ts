@@ -35,6 +35,7 @@ import {
   judged,
   linePlot,
   LM_QUICK,
+  LM_SETUP_REVISION,
   lmCheck,
   lmFields,
   type LmSetup,
@@ -275,6 +276,7 @@ async function main(): Promise<void> {
     quick: QUICK,
     check: lmCheck,
     extendable: "steps",
+    revision: LM_SETUP_REVISION,
   });
   const lm = await lmSetup(cfg, device);
   const baseVal = (await lm.evaluate(lm.base)).loss;

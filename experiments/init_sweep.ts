@@ -39,6 +39,7 @@ import {
   formatPairedDiff,
   linePlot,
   LM_QUICK,
+  LM_SETUP_REVISION,
   lmCheck,
   lmFields,
   type LmSetup,
@@ -231,6 +232,7 @@ async function main(): Promise<void> {
     quick: QUICK,
     check: lmCheck,
     extendable: "steps",
+    revision: LM_SETUP_REVISION,
   });
   // LoRAM's ablations join the compared methods (a name already given is kept as given).
   if (cfg.ablations) {

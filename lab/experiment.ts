@@ -53,6 +53,11 @@ export interface ExperimentAbout<S extends ConfigSchema> {
    * value: `--resume DIR --extend --steps N` is then accepted (and recorded). The schema needs an `extend` key.
    */
   extendable?: string;
+  /**
+   * The revision of what the results depend on beyond the configuration (e.g. the generated data and the seeds of
+   * the calibration batches), recorded as `setupRevision` with it: `--resume` refuses a run of another revision.
+   */
+  revision?: number;
 }
 
 /** A started experiment. */
@@ -98,6 +103,15 @@ function openResults(
     // Interrupted between creating the directory and recording the configuration: nothing ran yet.
     results.writeConfig(record);
     return results;
+  }
+  if (stored.setupRevision !== record.setupRevision) {
+    throw new RangeError(
+      `--resume "${results.path}" was run with set-up revision ${valueText(stored.setupRevision)} of ` +
+        `exp:${about.task} (its data or calibration batches), now ${
+          valueText(record.setupRevision)
+        }: its runs ` +
+        `cannot be reused; start a new run without --resume`,
+    );
   }
   const diffs = configDifferences(stored, record, NOT_RESULTS);
   const key = about.extendable;
@@ -163,7 +177,12 @@ export async function startExperiment<S extends ConfigSchema>(
   }
   const device = resolveDevice(common.device);
   const adapter = await deviceLine(common.device);
-  const record = { ...(cfg as Record<string, unknown>), device, adapter };
+  const record = {
+    ...(cfg as Record<string, unknown>),
+    device,
+    adapter,
+    ...(about.revision !== undefined ? { setupRevision: about.revision } : {}),
+  };
   let results: ResultsDir;
   let extensionsBefore = 0;
   try {

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Rng } from "../mod.ts";
+import { deriveSeed, Rng } from "../mod.ts";
 
 /** Shape names, indexed by the `shape` class label of {@linkcode generateShapes}. */
 export const SHAPE_NAMES = ["circle", "square", "triangle", "cross"] as const;
@@ -308,8 +308,19 @@ function fillTemplate(rng: Rng, template: string, words: Record<string, readonly
   });
 }
 
-/** Generates stories (one per line) until exactly `nSentences` sentences were written. */
-function generateDomain(rng: Rng, grammar: Grammar, nSentences: number): string {
+/** Draws a sentence again where one fails `keep`, up to this many times (then the grammar cannot give one). */
+const MAX_DRAWS = 10_000;
+
+/**
+ * Generates stories (one per line) until exactly `nSentences` sentences were written, each one that `keep` accepts
+ * (a sentence `keep` refuses is drawn again, template and words, in the same place of the story).
+ */
+function generateDomain(
+  rng: Rng,
+  grammar: Grammar,
+  nSentences: number,
+  keep: (sentence: string) => boolean = () => true,
+): string {
   const lines: string[] = [];
   let written = 0;
   while (written < nSentences) {
@@ -318,16 +329,36 @@ function generateDomain(rng: Rng, grammar: Grammar, nSentences: number): string 
     const length = Math.min(planned, nSentences - written);
     const sentences: string[] = [];
     for (let k = 0; k < length; k++) {
-      let template: string;
-      if (k === 0) template = grammar.opening[rng.int(grammar.opening.length)];
-      else if (k === planned - 1) template = grammar.closing[rng.int(grammar.closing.length)];
-      else template = pickWeighted(rng, grammar.body).template;
-      sentences.push(fillTemplate(rng, template, grammar.words));
+      const place = k === 0 ? "opening" : k === planned - 1 ? "closing" : "body";
+      const draw = () => {
+        if (place === "body") return pickWeighted(rng, grammar.body).template;
+        const list = grammar[place];
+        return list[rng.int(list.length)];
+      };
+      let sentence = fillTemplate(rng, draw(), grammar.words);
+      for (let tries = 1; !keep(sentence); tries++) {
+        if (tries === MAX_DRAWS) {
+          throw new RangeError(
+            `text grammar: no ${place} sentence of the wanted share in ${MAX_DRAWS} draws (the held-out split ` +
+              `leaves this place of the story none)`,
+          );
+        }
+        sentence = fillTemplate(rng, draw(), grammar.words);
+      }
+      sentences.push(sentence);
     }
     lines.push(sentences.join(" "));
     written += length;
   }
   return lines.length === 0 ? "" : `${lines.join("\n")}\n`;
+}
+
+/** The share of distinct target sentences held out for validation (when validation sentences are asked for). */
+const VAL_SHARE = 0.1;
+
+/** Whether `sentence` belongs to the validation share of seed `seed`: a hash of both, not the order drawn. */
+function isValSentence(seed: number, sentence: string): boolean {
+  return deriveSeed(seed, "validation sentence", sentence) / 2 ** 32 < VAL_SHARE;
 }
 
 /** Options for {@linkcode generateTextDomains}. */
@@ -336,6 +367,12 @@ export interface TextDomainsOptions {
   seed: number;
   /** Sentences per domain. Default 2000 (about 100 kB of text per domain). */
   nSentences?: number;
+  /**
+   * Of the target domain's `nSentences`, how many are held out as {@linkcode TextDomains.targetVal}. Default 0.
+   * When more than 0, the distinct target sentences are split by a hash with the seed: a tenth can only be drawn
+   * for validation and the rest only for training, so no validation sentence is in the training text.
+   */
+  valSentences?: number;
 }
 
 /** A pair of synthetic text domains. */
@@ -344,6 +381,8 @@ export interface TextDomains {
   source: string;
   /** Target ("fine-tuning") domain: seafaring log entries with the same skeleton, one entry per line. */
   target: string;
+  /** Held-out target-domain entries (`valSentences` sentences, none of them in `target`); empty without them. */
+  targetVal: string;
 }
 
 /**
@@ -354,8 +393,9 @@ export interface TextDomains {
  * frequencies, so a small language model trained on `source` has clearly higher loss on `target` before
  * fine-tuning. Build a character vocabulary from `source + target` so both can be encoded.
  *
- * @param options `seed` and `nSentences` (default 2000, per domain).
- * @throws {RangeError} when `nSentences` is not a non-negative integer.
+ * @param options `seed`, `nSentences` (default 2000, per domain) and `valSentences` (default 0; of the target's).
+ * @throws {RangeError} when `nSentences` is not a non-negative integer, or `valSentences` is not one of at most
+ * `nSentences`.
  *
  * @example
  * ```ts
@@ -367,16 +407,29 @@ export interface TextDomains {
  * ```
  */
 export function generateTextDomains(options: TextDomainsOptions): TextDomains {
-  const { seed, nSentences = 2000 } = options;
+  const { seed, nSentences = 2000, valSentences = 0 } = options;
   if (!Number.isInteger(nSentences) || nSentences < 0) {
     throw new RangeError(`generateTextDomains: nSentences must be an integer >= 0, got ${nSentences}`);
   }
+  if (!Number.isInteger(valSentences) || valSentences < 0 || valSentences > nSentences) {
+    throw new RangeError(
+      `generateTextDomains: valSentences must be an integer in [0, nSentences = ${nSentences}], got ${valSentences}`,
+    );
+  }
   const rng = new Rng(seed);
-  // Independent streams for the two domains, both derived from the seed.
+  // Independent streams for the domains and the held-out target text, all derived from the seed.
   const sourceRng = new Rng(rng.uint32());
   const targetRng = new Rng(rng.uint32());
+  const valRng = new Rng(rng.uint32());
+  const held = valSentences > 0;
   return {
     source: generateDomain(sourceRng, SOURCE_GRAMMAR, nSentences),
-    target: generateDomain(targetRng, TARGET_GRAMMAR, nSentences),
+    target: generateDomain(
+      targetRng,
+      TARGET_GRAMMAR,
+      nSentences - valSentences,
+      held ? (s) => !isValSentence(seed, s) : undefined,
+    ),
+    targetVal: generateDomain(valRng, TARGET_GRAMMAR, valSentences, (s) => isValSentence(seed, s)),
   };
 }

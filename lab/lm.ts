@@ -34,6 +34,13 @@ import { type ClassifyScore, type SentimentTask, sentimentTask } from "./classif
 import { methodOptimizer, type MethodSpec } from "./methods.ts";
 import type { ResultsDir } from "./results.ts";
 
+/**
+ * The revision of the LM set-up's data and calibration streams, recorded with each LM experiment's configuration
+ * (`revision` of its `startExperiment`) so that `--resume` refuses runs made before a change. 2: the generated
+ * target's validation sentences are none of its training sentences.
+ */
+export const LM_SETUP_REVISION = 2;
+
 /** What picks the corpus and the base model. */
 export interface CorpusSettings {
   /** The smaller generated corpus and base of `--quick`. */
@@ -112,12 +119,17 @@ export async function loadCorpus(cfg: CorpusSettings, sourceText?: string): Prom
       description: `${cfg.data} (characters)`,
     };
   }
-  const { source, target } = generateTextDomains({ seed: 0, nSentences: cfg.quick ? 1500 : 4000 });
-  const v = charVocab(source + target);
-  const { train, val } = splitText(target);
+  // A tenth of the target's sentences held out, none of them in the training text.
+  const nSentences = cfg.quick ? 1500 : 4000;
+  const { source, target, targetVal } = generateTextDomains({
+    seed: 0,
+    nSentences,
+    valSentences: nSentences / 10,
+  });
+  const v = charVocab(source + target + targetVal);
   return {
-    train: v.encode(train),
-    val: v.encode(val),
+    train: v.encode(target),
+    val: v.encode(targetVal),
     source: v.encode(source),
     vocab: v.size,
     description: "generated: synthetic source domain (pretraining) → shifted target domain (fine-tuning)",

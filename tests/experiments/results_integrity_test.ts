@@ -17,6 +17,7 @@
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { parseYaml } from "../../lab/deps.ts";
 import { serializeTokenizer } from "../../lib/io/tokenizer.ts";
+import { LM_SETUP_REVISION } from "../../lab/lm.ts";
 
 const SCRIPT = new URL("../../experiments/eva.ts", import.meta.url).pathname;
 const STORIES = new URL("../../../shared/data/models/stories260K/stories260K.bin", import.meta.url).pathname;
@@ -127,6 +128,28 @@ Deno.test("--resume: changed keys, locks, foreign directories, damaged run files
     deepEqual(await Deno.readFile(`${dir}/config.yaml`), record, "config.yaml is not rewritten");
     noStack(r);
   });
+
+  await t.step(
+    "a run of an older set-up (data, calibration batches) is refused, naming both revisions",
+    async () => {
+      const old = `${cwd}/results/eva/older`;
+      await copyDir(dir, old);
+      const rec = JSON.parse(await Deno.readTextFile(`${old}/experiment.json`));
+      equal(rec.config.setupRevision, LM_SETUP_REVISION);
+      delete rec.config.setupRevision;
+      await Deno.writeTextFile(`${old}/experiment.json`, JSON.stringify(rec));
+      const r = await eva(cwd, [...ARGS, "--resume", arg(old)]);
+      equal(r.code, 2, r.stderr);
+      match(
+        r.stderr,
+        new RegExp(
+          `was run with set-up revision \\(not set\\) of exp:eva \\(its data or calibration batches\\), now ` +
+            `${LM_SETUP_REVISION}: its runs cannot be reused; start a new run without --resume`,
+        ),
+      );
+      noStack(r);
+    },
+  );
 
   await t.step("a lock held by a live process is refused naming it", async () => {
     const holder = {

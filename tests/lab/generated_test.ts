@@ -8,6 +8,8 @@ import {
   SHAPE_NAMES,
   type ShapesData,
 } from "../../lab/generated.ts";
+import { loadCorpus } from "../../lab/lm.ts";
+import { TestRng } from "../_helpers.ts";
 
 // ------------------------------------------------------------------------------------------------
 // Shapes: an independent reading of the pixels, compared with the caption.
@@ -211,6 +213,56 @@ Deno.test("generateTextDomains: deterministic, seed-dependent, exact sentence co
   assert.deepEqual(charVocab(a.source).itos, charVocab(a.target).itos);
   assert.equal(generateTextDomains({ seed: 0, nSentences: 0 }).source, "");
   assert.throws(() => generateTextDomains({ seed: 0, nSentences: 1.5 }), /nSentences/);
+});
+
+/** The sentences of a generated text (each ends with its only full stop). */
+function sentencesOf(text: string): string[] {
+  return text.split(/(?<=\.)\s+/).map((s) => s.trim()).filter((s) => s !== "");
+}
+
+Deno.test("generateTextDomains: held-out target sentences are none of the training text's, per seed", () => {
+  const rng = new TestRng(0x7e47);
+  // The sizes of exp:eva's corpus with and without --quick.
+  for (const [n, nVal] of [[1500, 150], [4000, 400]]) {
+    for (let trial = 0; trial < 2; trial++) {
+      const seed = rng.int(0, 1_000_000);
+      const d = generateTextDomains({ seed, nSentences: n, valSentences: nVal });
+      const train = sentencesOf(d.target), val = sentencesOf(d.targetVal);
+      assert.equal(train.length, n - nVal);
+      assert.equal(val.length, nVal);
+      const seen = new Set(train);
+      const shared = val.filter((s) => seen.has(s));
+      assert.equal(
+        shared.length,
+        0,
+        `seed ${seed}: ${shared.length} of ${nVal} held-out sentences, e.g. "${shared[0]}"`,
+      );
+      // Same seed, same texts; the source does not depend on the held-out share.
+      assert.deepEqual(generateTextDomains({ seed, nSentences: n, valSentences: nVal }), d);
+      assert.equal(d.source, generateTextDomains({ seed, nSentences: n }).source);
+      assert.deepEqual(charVocab(d.targetVal).itos, charVocab(d.target).itos);
+    }
+  }
+  assert.throws(() => generateTextDomains({ seed: 0, nSentences: 10, valSentences: 11 }), /valSentences.*11/);
+});
+
+Deno.test("loadCorpus (generated): no validation sentence of the target domain is in its training text", async () => {
+  for (const quick of [true, false]) {
+    const corpus = await loadCorpus({ quick, pretrainSteps: 1 });
+    // The corpus's vocabulary: characters of the generated domains (the same alphabet for every seed and size).
+    const { source, target } = generateTextDomains({ seed: 1, nSentences: 200 });
+    const v = charVocab(source + target);
+    assert.equal(v.size, corpus.vocab);
+    const train = new Set(sentencesOf(v.decode(corpus.train)));
+    const val = sentencesOf(v.decode(corpus.val));
+    assert.ok(val.length >= (quick ? 150 : 400), `${val.length} validation sentences`);
+    const shared = val.filter((s) => train.has(s));
+    assert.equal(
+      shared.length,
+      0,
+      `quick ${quick}: ${shared.length} of ${val.length} in training, e.g. "${shared[0]}"`,
+    );
+  }
 });
 
 Deno.test("generateTextDomains: a model fit on the source has clearly higher loss on the target", () => {
