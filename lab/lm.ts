@@ -12,6 +12,7 @@ import {
   collectActivations,
   collectGradients,
   cosineSchedule,
+  deriveSeed,
   type DeviceChoice,
   type DeviceName,
   getInitMethod,
@@ -37,9 +38,9 @@ import type { ResultsDir } from "./results.ts";
 /**
  * The revision of the LM set-up's data and calibration streams, recorded with each LM experiment's configuration
  * (`revision` of its `startExperiment`) so that `--resume` refuses runs made before a change. 2: the generated
- * target's validation sentences are none of its training sentences.
+ * target's validation sentences are none of its training sentences; 3: the calibration batches' seeds are hashed.
  */
-export const LM_SETUP_REVISION = 2;
+export const LM_SETUP_REVISION = 3;
 
 /** What picks the corpus and the base model. */
 export interface CorpusSettings {
@@ -247,9 +248,9 @@ export interface LmSetup {
   /** The mean loss of `model` over `valBatches` fixed batches of `tokens` (one readback). */
   meanLoss(model: LlamaLM, tokens: Int32Array): Promise<number>;
   /**
-   * The calibration data initialisation `init` needs from `model` on target-domain training batches seeded by
-   * `seed`: input activations of the targets, and/or full weight gradients of the loss averaged over the batches;
-   * undefined when it needs none.
+   * The calibration data initialisation `init` needs from `model` on target-domain training batches of streams
+   * hashed from `seed` (one for activations, one for gradients; no run's training batches): input activations of
+   * the targets, and/or full weight gradients of the loss averaged over the batches; undefined when it needs none.
    */
   calibration(
     model: LlamaLM,
@@ -336,19 +337,21 @@ export async function lmSetup(cfg: LmSettings, device: DeviceName, sourceText?: 
     async calibration(model, init, seed, options = {}) {
       const needs = getInitMethod(init).needs;
       const batches = options.batches ?? cfg.calibBatches;
+      // Streams of their own, hashed from the seed with a label each: an offset (seed + 77) would be the training
+      // batches of the run whose seed is 77 more.
+      const calib = (purpose: string, step: number) => {
+        const s = deriveSeed(seed, "calibration", purpose);
+        return classify?.batch(s, step, options.batchSize) ?? batch(corpus.train, s, step, options.batchSize);
+      };
       const acts = needs.includes("activations")
         ? await collectActivations(model, cfg.targets, (m, i) => {
-          m.forward(
-            classify?.batch(seed + 77, i + 1, options.batchSize).x ??
-              batch(corpus.train, seed + 77, i + 1, options.batchSize).x,
-          );
+          m.forward(calib("activations", i + 1).x);
         }, { batches })
         : undefined;
       const steps = Array.from({ length: batches }, (_, i) => i + 1);
       const grads = needs.includes("grads")
         ? await collectGradients(model, cfg.targets, (m, step: number) => {
-          const b = classify?.batch(seed + 55, step, options.batchSize) ??
-            batch(corpus.train, seed + 55, step, options.batchSize);
+          const b = calib("gradients", step);
           return m.loss(b.x, b.y);
         }, steps)
         : undefined;

@@ -21,7 +21,7 @@ const BUDGETS: Record<string, number> = {
   cli: 750,
   tools: 1_150,
   examples: 120,
-  tests: 21_600,
+  tests: 21_650,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */

@@ -1,7 +1,7 @@
 /** The LM experiments' set-up: its checks of the configuration against the base model. */
 import { equal, ok, rejects } from "node:assert/strict";
 import { lmSetup } from "../../lab/lm.ts";
-import { loadLlama } from "../../mod.ts";
+import { collectActivations, collectGradients, loadLlama } from "../../mod.ts";
 import { TEST_SEED, TestRng } from "../_helpers.ts";
 
 const DATA = new URL("../../../shared/data/", import.meta.url).pathname;
@@ -114,6 +114,72 @@ Deno.test({
       equal(a.length, b.length);
       const scale = Math.max(...b.map(Math.abs));
       ok(a.every((v, i) => Math.abs(v - b[i]) <= 1e-6 * scale), `${path} (TEST_SEED ${TEST_SEED})`); // same batches
+    }
+    await Deno.remove(text);
+  },
+});
+
+Deno.test({
+  name:
+    "calibration's batches are no run's training batches: not those of its seed, nor of seeds 55 or 77 above",
+  ignore: !have,
+  fn: async () => {
+    const rng = new TestRng(2303);
+    const text = await Deno.makeTempFile({ suffix: ".txt" });
+    const words = ["the", "cat", "sat", "on", "a", "mat", "and", "slept", "dog", "ran"];
+    Deno.writeTextFileSync(text, Array.from({ length: 4000 }, () => words[rng.int(0, 9)]).join(" "));
+    const cfg = {
+      quick: true,
+      model: MODEL,
+      tokenizer: TOK,
+      data: text,
+      pretrainSteps: 1,
+      targets: ["wq"],
+      batchSize: 2,
+      seqLen: 16,
+      valBatches: 1,
+      calibBatches: 2,
+    };
+    const lm = await lmSetup(cfg, "cpu");
+    const seed = rng.int(0, 1000);
+    const steps = [1, 2];
+    // What the calibration records, and what the same collection records on the training batches of run `s`.
+    const got = (await lm.calibration(lm.fresh(), "lora-ga", seed))!;
+    const gotActs = (await lm.calibration(lm.fresh(), "eva", seed))!;
+    const onTraining = async (s: number) => ({
+      acts: await collectActivations(lm.fresh(), cfg.targets, (m, i) => {
+        m.forward(lm.trainBatch(s, i + 1).x);
+      }, { batches: steps.length }),
+      grads: await collectGradients(lm.fresh(), cfg.targets, (m, step: number) => {
+        const b = lm.trainBatch(s, step);
+        return m.loss(b.x, b.y);
+      }, steps),
+    });
+    const same = (a: Float32Array, b: Float32Array) => a.length === b.length && a.every((v, i) => v === b[i]);
+    for (const s of [seed, seed + 55, seed + 77]) {
+      const train = await onTraining(s);
+      for (const path of Object.keys(got)) {
+        const a = (await gotActs[path].activations!.data()) as Float32Array;
+        const g = (await got[path].grads!.data()) as Float32Array;
+        ok(
+          !same(a, (await train.acts[path].activations!.data()) as Float32Array),
+          `${path}: activations = run ${s}'s`,
+        );
+        ok(
+          !same(g, (await train.grads[path].grads!.data()) as Float32Array),
+          `${path}: gradients = run ${s}'s`,
+        );
+      }
+    }
+    // Deterministic: the same seed calibrates on the same batches.
+    const again = (await lm.calibration(lm.fresh(), "lora-ga", seed))!;
+    for (const path of Object.keys(got)) {
+      ok(
+        same(
+          (await got[path].grads!.data()) as Float32Array,
+          (await again[path].grads!.data()) as Float32Array,
+        ),
+      );
     }
     await Deno.remove(text);
   },
