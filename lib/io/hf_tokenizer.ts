@@ -110,14 +110,20 @@ function checkComponent(
   return value;
 }
 
-/** The model section: only BPE without dropout or a continuing-subword prefix/suffix. */
-function checkModel(value: unknown, fail: (msg: string) => never): Json {
+/** The part of the model section that every BPE pipeline reads: its type, vocabulary and merges. */
+function checkBpeCore(value: unknown, fail: (msg: string) => never): Json {
   if (!isObject(value)) fail(`"model" is missing or not an object`);
   if (value.type !== "BPE") {
     fail(`model.type ${JSON.stringify(value.type ?? null)} is not supported (only "BPE")`);
   }
   if (!isObject(value.vocab)) fail(`model.vocab is missing or not an object`);
   if (!Array.isArray(value.merges)) fail(`model.merges is missing or not an array`);
+  return value;
+}
+
+/** The model section: only BPE without dropout or a continuing-subword prefix/suffix. */
+function checkModel(json: unknown, fail: (msg: string) => never): Json {
+  const value = checkBpeCore(json, fail);
   if (value.dropout !== null && value.dropout !== undefined && value.dropout !== 0) {
     fail(`model.dropout ${JSON.stringify(value.dropout)} is not supported (only null)`);
   }
@@ -316,7 +322,10 @@ export class HfTokenizer implements TextTokenizer {
     if (tokenizerClass !== null) {
       const rebuild = typeof tokenizerClass === "string" ? REBUILT_CLASSES.get(tokenizerClass) : undefined;
       if (rebuild !== undefined) {
-        checkModel(file.model, fail);
+        // Only what the rebuild reads: GPT-2's and Qwen2's classes take the vocabulary and merges alone (the
+        // file's dropout, unk_token and subword prefix/suffix are not used); the Llama class keeps the file's
+        // model, which the full check below sees.
+        checkBpeCore(file.model, fail);
         file = rebuild.pipeline(file, config);
         config = { ...rebuild.specialTokens, ...config };
       } else if (typeof tokenizerClass !== "string" || !VERBATIM_CLASSES.has(tokenizerClass)) {

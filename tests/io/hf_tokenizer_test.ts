@@ -286,3 +286,25 @@ Deno.test("HfTokenizer: a rebuilt class's own special tokens stand where the con
   equal(tok.bosId, want.bos_token_id);
   equal(tok.eosId, want.eos_token_id);
 });
+
+Deno.test("HfTokenizer: GPT-2's and Qwen2's classes read only the vocabulary and merges of the file's model", async () => {
+  // transformers rebuilds these classes' BPE from the vocabulary and merges alone, so a file's dropout and
+  // subword prefix/suffix do not change its ids (checked with transformers on both fixtures, three times each).
+  for (const name of ["bytelevel_gpt2_class", "bytelevel_qwen2_class"]) {
+    const dir = `${FIXTURES}${name}`;
+    const json = JSON.parse(await Deno.readTextFile(`${dir}/tokenizer.json`));
+    json.model = { ...json.model, dropout: 0.5, continuing_subword_prefix: "##", end_of_word_suffix: "</w>" };
+    const config = JSON.parse(await Deno.readTextFile(`${dir}/tokenizer_config.json`));
+    const tok = HfTokenizer.fromJson(json, { config, source: name });
+    for (const c of (await expected(name)).cases) {
+      deepEqual(tok.encode(c.text), c.ids, `${name} ${JSON.stringify(c.text)}: ids`);
+      equal(tok.decode(c.ids), c.decoded, `${name} ${JSON.stringify(c.text)}: decode`);
+    }
+    // What the rebuild does read is still checked.
+    throws(
+      () =>
+        HfTokenizer.fromJson({ ...json, model: { ...json.model, merges: null } }, { config, source: name }),
+      new RegExp(`tokenizer "${name}": model\\.merges is missing or not an array`),
+    );
+  }
+});
