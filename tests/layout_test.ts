@@ -19,7 +19,7 @@ const BUDGETS: Record<string, number> = {
   bench: 4_300,
   kernels: 2_400,
   cli: 750,
-  tools: 1_150,
+  tools: 1_200,
   examples: 120,
   tests: 21_650,
 };

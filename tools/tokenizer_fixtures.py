@@ -48,6 +48,10 @@ Fixtures:
   naming `"tokenizer_class": "GPT2Tokenizer"` (as SmolLM's does) or `"Qwen2Tokenizer"`. transformers 5 then keeps
   the vocabulary, merges and post-processor and builds the rest as that class does (GPT-2's `ByteLevel` regex
   alone; Qwen2's NFC and split pattern), so the `Digits` step of the file is not used.
+- `bytelevel_gpt2_class_no_added`: the `bytelevel_gpt2_class` files with no `added_tokens` at all, a config that
+  names no BOS/EOS/UNK (the class's default `<|endoftext|>` stands) and `extra_special_tokens: ["<|im_end|>"]`:
+  transformers adds every special token it names as a special added token though the file does not, so
+  `<|endoftext|>` and `<|im_end|>` in the text are one token each (and skipped on decode), `<|im_start|>` is text.
 
 Every expected.json also holds the decoding of random id lists (`id_lists`), half of them runs of byte tokens
 where the vocabulary has them, valid UTF-8 or not.
@@ -252,10 +256,15 @@ BUILDERS = {
     "sentencepiece_no_unk": build_sentencepiece_no_unk,
     "bytelevel_gpt2_class": build_bytelevel_digits,
     "bytelevel_qwen2_class": build_bytelevel_digits,
+    "bytelevel_gpt2_class_no_added": build_bytelevel_digits,
 }
 
 # Fixtures whose tokenizer_config.json names a class for which transformers builds its own pipeline.
-CLASS_OF = {"bytelevel_gpt2_class": "GPT2Tokenizer", "bytelevel_qwen2_class": "Qwen2Tokenizer"}
+CLASS_OF = {
+    "bytelevel_gpt2_class": "GPT2Tokenizer",
+    "bytelevel_qwen2_class": "Qwen2Tokenizer",
+    "bytelevel_gpt2_class_no_added": "GPT2Tokenizer",
+}
 
 # Tokens `sentencepiece_added` adds with `add_tokens` (so `normalized` is true, as that call writes it).
 ADDED = ["<|im_start|>", "<|im_end|>", "New York"]
@@ -291,7 +300,18 @@ def save(name: str, directory: str) -> None:
         with open(path, encoding="utf-8") as f:
             config = json.load(f)
         config["tokenizer_class"] = CLASS_OF[name]
+        if name == "bytelevel_gpt2_class_no_added":
+            # The class's own default (<|endoftext|>) names BOS, EOS and UNK; the config names one more.
+            for key in ("bos_token", "eos_token", "unk_token"):
+                config.pop(key, None)
+            config["extra_special_tokens"] = ["<|im_end|>"]
         _write_json(path, config)
+    if name == "bytelevel_gpt2_class_no_added":
+        path = os.path.join(directory, "tokenizer.json")
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        data["added_tokens"] = []
+        _write_json(path, data)
 
 
 def _write_json(path: str, value: object) -> None:

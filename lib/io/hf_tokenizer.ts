@@ -8,9 +8,10 @@
  * else is refused by its JSON path; a few spellings the port reads differently from the Rust library are
  * rewritten to equivalent ones, and two of its decoding differences are mended (see `mendDecoding`); the
  * `tokenizer_class` values for which transformers builds its own pipeline are rebuilt as it does, and any other
- * class than the plain ones is refused; the special-token ids come from `tokenizer_config.json`; decoding never
- * cleans up spaces (transformers 5 does not for BPE models); and a streaming decoder holds back text that
- * later tokens can still change.
+ * class than the plain ones is refused; the special-token ids come from `tokenizer_config.json`, and every
+ * special token it names is a special added token as in transformers (also when `added_tokens` lacks it);
+ * decoding never cleans up spaces (transformers 5 does not for BPE models); and a streaming decoder holds back
+ * text that later tokens can still change.
  *
  * @module
  */
@@ -56,6 +57,50 @@ function tokenText(value: unknown): string | undefined {
   if (typeof value === "string") return value;
   if (isObject(value) && typeof value.content === "string") return value.content;
   return undefined;
+}
+
+/** Every special token `tokenizer_config.json` names, as [the key that names it, its text]. */
+function namedSpecialTokens(config: Json): [string, string][] {
+  const named: [string, string][] = [];
+  const add = (key: string, value: unknown) => {
+    const text = tokenText(value);
+    if (text !== undefined) named.push([key, text]);
+  };
+  for (const key of SPECIAL_TOKEN_KEYS) add(key, config[key]);
+  for (const key of SPECIAL_TOKEN_LISTS) {
+    const list = config[key];
+    if (Array.isArray(list)) list.forEach((value, i) => add(`${key}[${i}]`, value));
+    else if (isObject(list)) {
+      for (const [name, value] of Object.entries(list)) add(`${key}.${name}`, value);
+    }
+  }
+  return named;
+}
+
+/**
+ * transformers adds every special token the config names as a special added token (matched in the text before
+ * the pre-tokenizer, not normalized, skipped by `skip_special_tokens`), also when `added_tokens` lacks it; this
+ * adds the ones that are in the vocabulary but not yet added. One the vocabulary lacks is left for the caller to
+ * refuse.
+ */
+function withNamedSpecialTokens(addedTokens: unknown[], vocab: Json, config: Json): unknown[] {
+  const added = new Set(addedTokens.map((t) => isObject(t) ? t.content : undefined));
+  const out = [...addedTokens];
+  for (const [, text] of namedSpecialTokens(config)) {
+    const id = Object.hasOwn(vocab, text) ? vocab[text] : undefined;
+    if (added.has(text) || typeof id !== "number") continue;
+    added.add(text);
+    out.push({
+      id,
+      content: text,
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    });
+  }
+  return out;
 }
 
 /**
@@ -339,11 +384,12 @@ export class HfTokenizer implements TextTokenizer {
       }
     }
     const model = checkModel(file.model, fail);
-    const addedTokens: unknown[] = file.added_tokens === undefined || file.added_tokens === null
+    const fileAddedTokens: unknown[] = file.added_tokens === undefined || file.added_tokens === null
       ? []
       : Array.isArray(file.added_tokens)
       ? file.added_tokens
       : fail("added_tokens is not an array");
+    const addedTokens = withNamedSpecialTokens(fileAddedTokens, model.vocab as Json, config);
     // The port matches a single_word token inside words too; the Rust library only as a word of its own.
     addedTokens.forEach((t, i) => {
       if (isObject(t) && t.single_word === true) {
@@ -397,14 +443,7 @@ export class HfTokenizer implements TextTokenizer {
       return id;
     };
     // transformers adds every special token the config names that the vocabulary lacks, as a new id.
-    for (const key of SPECIAL_TOKEN_KEYS) idOf(key);
-    for (const key of SPECIAL_TOKEN_LISTS) {
-      const list = config[key];
-      if (Array.isArray(list)) list.forEach((value, i) => idOf(`${key}[${i}]`, value));
-      else if (isObject(list)) {
-        for (const [name, value] of Object.entries(list)) idOf(`${key}.${name}`, value);
-      }
-    }
+    for (const [key, text] of namedSpecialTokens(config)) idOf(key, text);
     const template = templateSpecials(checked.post_processor, port!);
     // tokenizer_config.json decides when it names the key (null: the tokenizer has no such token); without
     // it, the template's leading / trailing special token is the best the file says.

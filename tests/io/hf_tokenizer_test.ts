@@ -25,6 +25,7 @@ const NAMES = [
   "sentencepiece_no_unk",
   "bytelevel_gpt2_class",
   "bytelevel_qwen2_class",
+  "bytelevel_gpt2_class_no_added",
 ];
 
 type Case = {
