@@ -7,6 +7,7 @@
  */
 export { z } from "npm:zod@^4.1.0";
 export {
+  BPE as HfBpeModel,
   ByteFallbackDecoder as HfByteFallbackDecoder,
   SequenceDecoder as HfSequenceDecoder,
   Tokenizer as HfTokenizerPort,

@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { HfByteFallbackDecoder, HfSequenceDecoder, HfTokenizerPort } from "../../deps.ts";
+import { HfBpeModel, HfByteFallbackDecoder, HfSequenceDecoder, HfTokenizerPort } from "../../deps.ts";
 import type { TextDecodeOptions, TextEncodeOptions, TextTokenizer } from "./text_tokenizer.ts";
 import type { TokenStreamDecoder } from "./tokenizer.ts";
 
@@ -636,9 +636,9 @@ function mendDecoding(port: HfTokenizerPort, addedTokens: unknown[]): Set<number
  * missing from the vocabulary.
  */
 function mendUnknownCharacters(port: HfTokenizerPort, model: Json, fail: (msg: string) => never): void {
-  const bpeModel = port.model as unknown as { bpe?: (token: string) => string[] } | null;
-  const bpe = bpeModel?.bpe?.bind(bpeModel);
-  if (bpe === undefined) return;
+  const bpeModel = port.model;
+  if (!(bpeModel instanceof HfBpeModel)) return;
+  const bpe = bpeModel.bpe.bind(bpeModel);
   const vocab = model.vocab as Json;
   const known = (piece: string) => Object.hasOwn(vocab, piece);
   const unk = typeof model.unk_token === "string" ? model.unk_token : null;
@@ -646,7 +646,7 @@ function mendUnknownCharacters(port: HfTokenizerPort, model: Json, fail: (msg: s
   const byteFallback = model.byte_fallback === true;
   const hasBytes = (char: string) =>
     [...encoder.encode(char)].every((b) => known(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`));
-  bpeModel!.bpe = (token: string): string[] => {
+  bpeModel.bpe = (token: string): string[] => {
     let kept = "";
     for (const char of token) {
       if (known(char) || (byteFallback && hasBytes(char))) kept += char;
