@@ -21,7 +21,7 @@ const BUDGETS: Record<string, number> = {
   cli: 750,
   tools: 1_200,
   examples: 120,
-  tests: 21_650,
+  tests: 21_800,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */
