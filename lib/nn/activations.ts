@@ -69,8 +69,7 @@ export function leakyRelu<S extends Shape>(x: Tensor<S, "f32">, slope = 0.01): T
   // A select, not max(x, slope·x): that maximum is slope·x below 0 only for slope ≤ 1, and Max splits the tie at
   // x = 0 into a gradient of (1 + slope)/2. The select's gradient is 1 where x > 0 and slope elsewhere, as
   // PyTorch's; a NaN fails x > 0 and comes out as slope·NaN.
-  const w = x as unknown as Tensor<Shape, "f32">;
-  return w.gt(0).where(w, w.mul(slope)) as unknown as Tensor<S, "f32">;
+  return x.gt(0).where(x, x.mul(slope));
 }
 
 const softplusOf = customVjp(

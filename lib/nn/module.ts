@@ -85,9 +85,8 @@ export function asAliased(root: object): AliasedModule | undefined {
 export function setTraining(root: object, training: boolean): number {
   let n = 0;
   for (const [, m] of namedModules(root)) {
-    const holder = m as unknown as { training?: unknown };
-    if (typeof holder.training === "boolean") {
-      holder.training = training;
+    if ("training" in m && typeof m.training === "boolean") {
+      m.training = training;
       n++;
     }
   }

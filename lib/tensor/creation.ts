@@ -300,7 +300,7 @@ export function where<D extends DType>(
   cond: Tensor<Shape, "bool">,
   a: Tensor<Shape, D> | number,
   b: Tensor<Shape, D> | number,
-): Tensor<number[], D> {
+): Tensor<Shape, D> {
   if (!(cond instanceof Tensor)) {
     throw new TypeError(`where: the condition must be a bool tensor, got ${cond}`);
   }

@@ -310,8 +310,11 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     return this.#wrap(mk(Op.CmpEq, [this.#node, this.#const(0, this.shape)], null));
   }
 
+  /** Picks `a` where this (bool) tensor is true, else `b`: with both of this tensor's shape (or numbers), that shape. */
+  where<T extends DType>(a: Tensor<S, T> | number, b: Tensor<S, T> | number): Tensor<S, T>;
   /** Picks `a` where this (bool) tensor is true, else `b`; all three broadcast. */
-  where<T extends DType>(a: Tensor<Shape, T> | number, b: Tensor<Shape, T> | number): Tensor<number[], T> {
+  where<T extends DType>(a: Tensor<Shape, T> | number, b: Tensor<Shape, T> | number): Tensor<number[], T>;
+  where<T extends DType>(a: Tensor<Shape, T> | number, b: Tensor<Shape, T> | number): Tensor<Shape, T> {
     if (this.dtype !== "bool") throw new TypeError(`where: condition must be bool, got ${this.dtype}`);
     const dt = a instanceof Tensor ? a.dtype : b instanceof Tensor ? b.dtype : "f32";
     const an = a instanceof Tensor ? a.#node : constNode(checkScalar("where", dt, a), [], dt, this.device);
