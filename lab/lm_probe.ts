@@ -8,7 +8,7 @@
  * @module
  */
 import { asF32, Linear, loraLayers, namedModules } from "../mod.ts";
-import { formatAgainst, meanStd, type ReportTable, type Verdict } from "./report.ts";
+import { formatAgainst, formatSpreadEnds, meanStd, type ReportTable, type Verdict } from "./report.ts";
 
 /** The Frobenius norm of every `Linear` weight whose last path segment is in `targets`, by path. */
 export async function weightNorms(
@@ -235,18 +235,28 @@ export function pairedSpreadVerdict(d: PairedDiff, threshold = 0): Verdict {
 /**
  * `mean ± std (n = …)` of a paired difference, `digits` decimals (exponent form under 1e-3). With `against`, the
  * thresholds a rule compares the mean with, a mean that those decimals would put on another side of one is printed
- * with the significant digits that keep it on its own ({@link formatAgainst}).
+ * with the significant digits that keep it on its own ({@link formatAgainst}), and the ends the rule compares with
+ * them follow (`, m ± 2·sd lo..hi`, {@link formatSpreadEnds}): m − 2·sd and m + 2·sd as {@link pairedSpreadVerdict}
+ * computes them, or with `absolute` |m| − 2·sd and |m| + 2·sd against the thresholds' sizes, as
+ * {@link equivalenceClaim} does. Ends that are not numbers (no seeds) are left out.
  */
 export function formatPairedDiff(
   d: PairedDiff,
   digits = 4,
-  options: { against?: readonly number[] } = {},
+  options: { against?: readonly number[]; absolute?: boolean } = {},
 ): string {
   const f = (v: number) => (Math.abs(v) >= 1e-3 || v === 0 ? v.toFixed(digits) : v.toExponential(2));
   const against = options.against ?? [];
   const shown = Number(f(d.mean));
   const sameSides = against.every((t) => Math.sign(shown - t) === Math.sign(d.mean - t));
-  return `${sameSides ? f(d.mean) : formatAgainst(d.mean, against, digits)} ± ${f(d.std)} (n = ${d.n})`;
+  const text = `${sameSides ? f(d.mean) : formatAgainst(d.mean, against, digits)} ± ${f(d.std)} (n = ${d.n})`;
+  if (against.length === 0 || !Number.isFinite(d.mean) || !Number.isFinite(d.std)) return text;
+  if (options.absolute) {
+    const m = Math.abs(d.mean);
+    const sizes = [...new Set(against.map(Math.abs))];
+    return `${text}, ${formatSpreadEnds(m - 2 * d.std, m + 2 * d.std, sizes, digits, "|m| ± 2·sd")}`;
+  }
+  return `${text}, ${formatSpreadEnds(d.mean - 2 * d.std, d.mean + 2 * d.std, against, digits)}`;
 }
 
 /** One run as {@link orderClaim} reads it: its method, seed, the predictor and the early loss. */
@@ -453,7 +463,7 @@ export function equivalenceClaim(
       `${stat}, paired by seed (same batches); with m the mean per-seed difference and sd its std: reproduced ` +
       `when |m| + 2·sd < ${margin}, not reproduced when |m| − 2·sd > ${margin}, else inconclusive; ${d.n} seeds ` +
       `(at least 3 to judge).`,
-    evidence: `paired difference ${formatPairedDiff(d, 4, { against: [-margin, margin] })}.`,
+    evidence: `paired difference ${formatPairedDiff(d, 4, { against: [-margin, margin], absolute: true })}.`,
     verdict,
   };
 }

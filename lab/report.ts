@@ -99,6 +99,34 @@ export function formatAgainst(value: number, thresholds: readonly number[], digi
 }
 
 /**
+ * The ends a spread rule compares with its thresholds (m − 2·sd and m + 2·sd, computed by the caller as the rule
+ * computes them), as `label lo..hi`, each printed by {@link formatAgainst} against `against`: on the same side of
+ * each threshold as its value, where the ends worked out from a rounded mean and sd could land on the other.
+ *
+ * @param lo The lower end.
+ * @param hi The upper end.
+ * @param against The thresholds the rule compares the ends with.
+ * @param digits The fewest significant digits (default 4).
+ * @param label What the ends are (default `m ± 2·sd`).
+ * @returns E.g. `m ± 2·sd 0.00998..0.0302`.
+ *
+ * @example
+ * ```ts
+ * import { formatSpreadEnds } from "./report.ts";
+ * console.log(formatSpreadEnds(0.0099996, 0.03, [0.01])); // "m ± 2·sd 0.0099996..0.03"
+ * ```
+ */
+export function formatSpreadEnds(
+  lo: number,
+  hi: number,
+  against: readonly number[],
+  digits = 4,
+  label = "m ± 2·sd",
+): string {
+  return `${label} ${formatAgainst(lo, against, digits)}..${formatAgainst(hi, against, digits)}`;
+}
+
+/**
  * Format a {@link MeanStd} as `mean ± std` (with `(n=…)` left out), or `mean (one value)` when there is one value.
  *
  * @param stats The statistics.

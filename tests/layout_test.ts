@@ -14,14 +14,14 @@ const ROOT = new URL("../", import.meta.url).pathname;
  */
 const BUDGETS: Record<string, number> = {
   lib: 32_900,
-  lab: 7_550,
+  lab: 7_600,
   experiments: 4_450,
   bench: 4_300,
   kernels: 2_400,
   cli: 750,
   tools: 1_200,
   examples: 120,
-  tests: 21_800,
+  tests: 21_900,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */

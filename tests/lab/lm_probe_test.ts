@@ -264,3 +264,50 @@ Deno.test("lm_probe: paired and equivalence claims print the mean difference on 
   }
   ok(crossed > 10, `only ${crossed} means that four decimals would print across the threshold`);
 });
+
+Deno.test("lm_probe: paired and equivalence claims print the ends m ± 2·sd on the side of the threshold they are judged on", () => {
+  const rng = new TestRng(2111);
+  const num = String.raw`(-?\d+(?:\.\d+)?(?:e[+-]?\d+)?)`;
+  const ends = (evidence: string, label: string) => {
+    const hit = new RegExp(`${label.replaceAll("|", "\\|")} ${num}\\.\\.${num}\\.$`).exec(evidence);
+    ok(hit !== null, `no ends in: ${evidence}`);
+    return [Number(hit[1]), Number(hit[2])];
+  };
+  let crossed = 0;
+  for (let i = 0; i < 300; i++) {
+    // Five per-seed differences around a random mean with a random spread (float64, as the rule computes them).
+    const scale = 10 ** -rng.int(0, 3);
+    const mean = scale * (rng.next() * 4 - 2), spread = scale * (0.05 + rng.next());
+    const b = Array.from({ length: 5 }, () => rng.next());
+    const a = b.map((v) => v + mean + spread * rng.normal());
+    const d = pairedDiff(a, b);
+    const lo = d.mean - 2 * d.std, hi = d.mean + 2 * d.std;
+    // A threshold within a relative 1e-4 of one end (or on it).
+    const end = rng.next() < 0.5 ? lo : hi;
+    const rel = rng.next() < 0.1 ? 0 : (rng.next() * 2 - 1) * 1e-4;
+    const t = end * (1 + rel);
+    const naiveLo = Number(d.mean.toFixed(4)) - 2 * Number(d.std.toFixed(4));
+    const naiveHi = Number(d.mean.toFixed(4)) + 2 * Number(d.std.toFixed(4));
+    if (Math.sign(naiveLo - t) !== Math.sign(lo - t) || Math.sign(naiveHi - t) !== Math.sign(hi - t)) {
+      crossed++;
+    }
+    const paired = pairedClaim("A beats B.", "A minus B", a, b, undefined, t);
+    const [pLo, pHi] = ends(paired.evidence, "m ± 2·sd");
+    equal(Math.sign(pLo - t), Math.sign(lo - t), `${lo} vs ${t}: ${paired.evidence}`);
+    equal(Math.sign(pHi - t), Math.sign(hi - t), `${hi} vs ${t}: ${paired.evidence}`);
+    const read = pLo > t ? "reproduced" : pHi < t ? "not reproduced" : "inconclusive";
+    equal(read, paired.verdict, `${t}: ${paired.evidence}`);
+    equal(paired.verdict, pairedSpreadVerdict(d, t));
+    // The equivalence rule's ends are |m| ∓ 2·sd against the margin, a positive one near either end.
+    const m = Math.abs(d.mean);
+    const aLo = m - 2 * d.std, aHi = m + 2 * d.std;
+    const margin = (aLo > 0 && rng.next() < 0.5 ? aLo : aHi) * (1 + rel);
+    const eq = equivalenceClaim("A matches B.", "A minus B", a, b, margin);
+    const [eLo, eHi] = ends(eq.evidence, "|m| ± 2·sd");
+    equal(Math.sign(eLo - margin), Math.sign(aLo - margin), `${aLo} vs ${margin}: ${eq.evidence}`);
+    equal(Math.sign(eHi - margin), Math.sign(aHi - margin), `${aHi} vs ${margin}: ${eq.evidence}`);
+    const eqRead = eHi < margin ? "reproduced" : eLo > margin ? "not reproduced" : "inconclusive";
+    equal(eqRead, eq.verdict, `${margin}: ${eq.evidence}`);
+  }
+  ok(crossed > 10, `only ${crossed} draws whose ends, worked out from four decimals, cross the threshold`);
+});
