@@ -49,6 +49,7 @@ import {
   formatMeanStd,
   formatMethod,
   formatNumber,
+  formatSpreadEnds,
   heatmap,
   linePlot,
   LM_QUICK,
@@ -767,11 +768,14 @@ async function main(): Promise<void> {
       evidence: `${
         s.n === 1
           ? `${formatAgainst(s.mean, [2], 3)}% (one value)`
-          : `${formatMeanStd(s, 3, { against: [2] })}%`
+          : `${formatMeanStd(s, 3, { against: [2] })}%, ${
+            formatSpreadEnds(s.mean - 2 * s.std, s.mean + 2 * s.std, [2], 3)
+          }%`
       } ` +
         `(${r.initS.mean.toFixed(2)} s).`,
-      // The paired claims' rule, on 2% minus the share: fewer than 3 seeds give no spread to judge against.
-      verdict: pairedSpreadVerdict({ mean: 2 - s.mean, std: s.std, n: shares.length }),
+      // The paired claims' rule on minus the share (m + 2·sd < 2 as −m − 2·sd > −2, the printed ends' doubles
+      // negated): fewer than 3 seeds give no spread to judge against.
+      verdict: pairedSpreadVerdict({ mean: -s.mean, std: s.std, n: shares.length }, -2),
       note: "The share shrinks in proportion to the length of training.",
     });
     break; // one representative (the others are in the table)

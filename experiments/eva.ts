@@ -32,6 +32,7 @@ import {
   formatAgainst,
   formatMeanStd,
   formatMethod,
+  formatSpreadEnds,
   judged,
   linePlot,
   LM_QUICK,
@@ -43,6 +44,7 @@ import {
   lmTrainer,
   magnitudeTable,
   meanCurves,
+  type MeanStd,
   meanStd,
   methodsField,
   type MethodSpec,
@@ -197,6 +199,17 @@ const INIT_SHARE_LIMIT = 1;
 const INIT_SHARE_MIN_STEPS = 1000;
 
 /**
+ * `, m ± 2·sd lo..hi%`: the ends of a share in % that a rule compares with `limit` ({@link formatSpreadEnds}), or
+ * nothing where there is no spread to judge (one value, or ends that are not numbers).
+ */
+function shareEnds(s: MeanStd, limit: number): string {
+  const lo = s.mean - 2 * s.std, hi = s.mean + 2 * s.std;
+  return s.n < 2 || !Number.isFinite(lo) || !Number.isFinite(hi)
+    ? ""
+    : `, ${formatSpreadEnds(lo, hi, [limit], 3)}%`;
+}
+
+/**
  * "EVA's initialisation costs under 1% of training time", judged at the fine-tuning length this experiment ran
  * (`steps`): the share depends on that length alone for a given step time, so the rule names it, and the note gives
  * the length at which the share would cross 1%. Per seed, the share is init / (init + train) time in %; with m its
@@ -225,13 +238,14 @@ export function initShareClaim(
       `seeds (at least 3 to judge); judged on runs of at least ${INIT_SHARE_MIN_STEPS} steps (the claim is ` +
       `about whole fine-tunes), inconclusive on shorter ones.`,
     evidence:
-      `${formatMeanStd(shares, 3, { against: [INIT_SHARE_LIMIT] })}% (${
+      `${formatMeanStd(shares, 3, { against: [INIT_SHARE_LIMIT] })}%${shareEnds(shares, INIT_SHARE_LIMIT)} (${
         initS.mean.toFixed(2)
       } s of calibration and PCA against ${steps} ` +
       `steps at ${stepS.mean.toFixed(3)} s each).`,
     verdict: steps < INIT_SHARE_MIN_STEPS
       ? "inconclusive"
-      : pairedSpreadVerdict({ mean: INIT_SHARE_LIMIT - shares.mean, std: shares.std, n: runs.length }),
+      // m + 2·sd < limit as −m − 2·sd > −limit: the same doubles as the printed ends, negated.
+      : pairedSpreadVerdict({ mean: -shares.mean, std: shares.std, n: runs.length }, -INIT_SHARE_LIMIT),
     note: `The share falls in proportion to the length of training: at this step time it crosses ` +
       `${INIT_SHARE_LIMIT}% at ${Number.isFinite(crossing) ? crossing : "—"} steps` +
       (steps < INIT_SHARE_MIN_STEPS
