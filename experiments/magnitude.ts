@@ -630,7 +630,10 @@ export function growthClaim(
       `seeds (at least 3 of each to judge).`,
     evidence: `final ‖ΔW‖ by increasing ‖s·B₀·A₀‖: ${
       sorted.map((r) => `${r.label} ${formatMeanStd(r.update, 4)}`).join(" < ")
-    }; d/s per pair ${steps.map((x) => (x.d / x.s).toFixed(2)).join(", ") || "— (nothing to compare)"}.`,
+    }; d ± 2·s per pair ${
+      steps.map((x) => `${formatAgainst(x.d - 2 * x.s, [0], 3)}..${formatAgainst(x.d + 2 * x.s, [0], 3)}`)
+        .join(", ") || "— (nothing to compare)"
+    }.`,
     verdict,
   };
 }

@@ -4,7 +4,7 @@
  * Values are drawn a relative 1e-2..1e-9 from the thresholds, where rounding to a few digits used to cross them.
  */
 import { equal, ok } from "node:assert/strict";
-import { prop1Claim, prop1Verdict, slowerClaim } from "../../experiments/magnitude.ts";
+import { growthClaim, prop1Claim, prop1Verdict, slowerClaim } from "../../experiments/magnitude.ts";
 import { initShareClaim, stabilityClaim } from "../../experiments/eva.ts";
 import { gainReport, type GainRow } from "../../experiments/spectral_gain.ts";
 import { varianceClaim } from "../../experiments/vlm_dynamics.ts";
@@ -177,4 +177,78 @@ Deno.test("exp:eva: the init-cost claim prints the mean share on the side of 1% 
     if (c.verdict === "reproduced") ok(printed < 1, c.evidence);
     if (c.verdict === "not reproduced") ok(printed > 1, c.evidence);
   }
+});
+
+Deno.test("exp:eva: the init-cost claim prints the ends m ± 2·sd on the side of 1% they are judged on", () => {
+  const rng = new TestRng(2112);
+  const num = String.raw`(-?\d+(?:\.\d+)?(?:e[+-]?\d+)?)`;
+  const share = (r: { initSeconds: number; trainSeconds: number }) =>
+    (100 * r.initSeconds) / (r.initSeconds + r.trainSeconds);
+  let crossed = 0;
+  for (let i = 0; i < 200; i++) {
+    // Three seeds' shares with a random spread, moved so that m + 2·sd (or m − 2·sd) lies a relative 1e-4 from 1.
+    const sd = 0.01 + 0.3 * rng.next();
+    const raw = [0, 1, 2].map(() => sd * rng.normal());
+    const s0 = meanStd(raw);
+    const upper = rng.next() < 0.5;
+    const end = upper ? s0.mean + 2 * s0.std : s0.mean - 2 * s0.std;
+    const target = 1 + (rng.next() < 0.1 ? 0 : (rng.next() * 2 - 1) * 1e-4);
+    const runs = raw.map((v) => {
+      const s = v + target - end;
+      const trainSeconds = 100 + 100 * rng.next();
+      return { initSeconds: s * trainSeconds / (100 - s), trainSeconds, losses: Array(1000).fill(1) };
+    });
+    const exact = meanStd(runs.map(share));
+    const lo = exact.mean - 2 * exact.std, hi = exact.mean + 2 * exact.std;
+    const naive = Number(exact.mean.toPrecision(3)) + (upper ? 2 : -2) * Number(exact.std.toPrecision(2));
+    if (Math.sign(naive - 1) !== Math.sign((upper ? hi : lo) - 1)) crossed++;
+    const c = initShareClaim(runs, 1000);
+    const hit = new RegExp(`m ± 2·sd ${num}\\.\\.${num}%`).exec(c.evidence);
+    ok(hit !== null, c.evidence);
+    const [pLo, pHi] = [Number(hit[1]), Number(hit[2])];
+    equal(Math.sign(pLo - 1), Math.sign(lo - 1), `${lo}: ${c.evidence}`);
+    equal(Math.sign(pHi - 1), Math.sign(hi - 1), `${hi}: ${c.evidence}`);
+    equal(pHi < 1 ? "reproduced" : pLo > 1 ? "not reproduced" : "inconclusive", c.verdict, c.evidence);
+  }
+  ok(crossed > 10, `only ${crossed} draws whose end, worked out from the printed mean and sd, crosses 1`);
+});
+
+Deno.test("exp:magnitude: Prop. 2 (c) prints each pair's ends d ± 2·s on the side of 0 they are judged on", () => {
+  const rng = new TestRng(2113);
+  const num = String.raw`(-?\d+(?:\.\d+)?(?:e[+-]?\d+)?)`;
+  let crossed = 0;
+  for (let i = 0; i < 200; i++) {
+    // Three gains whose neighbouring differences d of mean ‖ΔW‖ lie a relative 1e-4 from 2·s (s = √(sd₁² + sd₂²)).
+    const sds = [0, 1, 2].map(() => 0.01 + 0.2 * rng.next());
+    const means = [1 + rng.next()];
+    for (let k = 1; k < 3; k++) {
+      const s = Math.hypot(sds[k], sds[k - 1]);
+      const sign = rng.next() < 0.5 ? 1 : -1;
+      means.push(means[k - 1] + sign * 2 * s * (1 + (rng.next() < 0.1 ? 0 : (rng.next() * 2 - 1) * 1e-4)));
+    }
+    const rows = means.map((mean, k) => ({
+      label: `g${k}`,
+      ba0: { mean: 10 ** (k - 3), std: 0, n: 3 },
+      update: { mean, std: sds[k], n: 3 },
+    }));
+    const c = growthClaim(rows, 3);
+    const text = /d ± 2·s per pair (.*)\.$/.exec(c.evidence);
+    ok(text !== null, c.evidence);
+    const printed = [...text[1].matchAll(new RegExp(`${num}\\.\\.${num}`, "g"))].map((h) => [+h[1], +h[2]]);
+    equal(printed.length, 2, c.evidence);
+    for (let k = 1; k < 3; k++) {
+      const d = means[k] - means[k - 1], s = Math.hypot(sds[k], sds[k - 1]);
+      const [lo, hi] = printed[k - 1];
+      equal(Math.sign(lo), Math.sign(d - 2 * s), `${d - 2 * s}: ${c.evidence}`);
+      equal(Math.sign(hi), Math.sign(d + 2 * s), `${d + 2 * s}: ${c.evidence}`);
+      if (Math.sign(Number((d / s).toFixed(2)) - 2) !== Math.sign(d - 2 * s) && d > 0) crossed++;
+    }
+    const read = printed.every(([lo]) => lo > 0)
+      ? "reproduced"
+      : printed.some(([, hi]) => hi < 0)
+      ? "not reproduced"
+      : "inconclusive";
+    equal(read, c.verdict, c.evidence);
+  }
+  ok(crossed > 10, `only ${crossed} pairs whose d/s, to two decimals, read on the other side of 2`);
 });
