@@ -17,6 +17,20 @@ const have = (() => {
   }
 })();
 
+/** Settings of a one-step set-up (tiny batches, one target), with `over` on top. */
+function settings<T extends object>(over: T) {
+  return {
+    quick: true,
+    pretrainSteps: 1,
+    targets: ["wq"],
+    batchSize: 2,
+    seqLen: 16,
+    valBatches: 1,
+    calibBatches: 1,
+    ...over,
+  };
+}
+
 /** A temporary text file of 4,000 random words from a small vocabulary. */
 async function wordsFile(rng: TestRng): Promise<string> {
   const text = await Deno.makeTempFile({ suffix: ".txt" });
@@ -33,18 +47,7 @@ Deno.test({
     const context = (await loadLlama(MODEL, { device: "cpu" })).config.seqLen;
     const seqLen = context + rng.int(1, 64);
     const text = await wordsFile(rng);
-    const cfg = {
-      quick: true,
-      model: MODEL,
-      tokenizer: TOK,
-      data: text,
-      pretrainSteps: 1,
-      targets: ["wq"],
-      batchSize: 2,
-      seqLen,
-      valBatches: 1,
-      calibBatches: 1,
-    };
+    const cfg = settings({ model: MODEL, tokenizer: TOK, data: text, seqLen });
     await rejects(
       lmSetup(cfg, "cpu"),
       new RegExp(`seqLen ${seqLen} is more than the base model's context of ${context} tokens`),
@@ -55,22 +58,14 @@ Deno.test({
 });
 
 Deno.test("lmSetup refuses a seqLen longer than the built-in base's context before pretraining it", async () => {
-  const rng = new TestRng(2303);
+  const rng = new TestRng(2304);
   const seqLen = 128 + rng.int(1, 64);
   const here = Deno.cwd();
   const dir = await Deno.makeTempDir();
   // The built-in base is cached under .cache/ of the working directory: nothing may be built there.
   Deno.chdir(dir);
   try {
-    const cfg = {
-      quick: true,
-      pretrainSteps: 1,
-      targets: ["wq"],
-      batchSize: 2,
-      seqLen,
-      valBatches: 1,
-      calibBatches: 1,
-    };
+    const cfg = settings({ seqLen });
     await rejects(
       lmSetup(cfg, "cpu"),
       new RegExp(
@@ -91,18 +86,8 @@ Deno.test({
     const rng = new TestRng(2302);
     const text = await wordsFile(rng);
     const small = rng.int(1, 3), large = small + rng.int(1, 3);
-    const cfg = (batchSize: number) => ({
-      quick: true,
-      model: MODEL,
-      tokenizer: TOK,
-      data: text,
-      pretrainSteps: 1,
-      targets: ["wq"],
-      batchSize,
-      seqLen: 16,
-      valBatches: 1,
-      calibBatches: 2,
-    });
+    const cfg = (batchSize: number) =>
+      settings({ model: MODEL, tokenizer: TOK, data: text, batchSize, calibBatches: 2 });
     const seed = rng.int(0, 1000);
     // Asked for batches of `small` sequences, a set-up of batch size `large` gives those of batch size `small`.
     const asked = await lmSetup(cfg(large), "cpu");
@@ -128,18 +113,7 @@ Deno.test({
     const text = await Deno.makeTempFile({ suffix: ".txt" });
     const words = ["the", "cat", "sat", "on", "a", "mat", "and", "slept", "dog", "ran"];
     Deno.writeTextFileSync(text, Array.from({ length: 4000 }, () => words[rng.int(0, 9)]).join(" "));
-    const cfg = {
-      quick: true,
-      model: MODEL,
-      tokenizer: TOK,
-      data: text,
-      pretrainSteps: 1,
-      targets: ["wq"],
-      batchSize: 2,
-      seqLen: 16,
-      valBatches: 1,
-      calibBatches: 2,
-    };
+    const cfg = settings({ model: MODEL, tokenizer: TOK, data: text, calibBatches: 2 });
     const lm = await lmSetup(cfg, "cpu");
     const seed = rng.int(0, 1000);
     const steps = [1, 2];
