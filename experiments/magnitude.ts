@@ -68,6 +68,7 @@ import {
   distinctList,
   formatAgainst,
   formatMeanStd,
+  formatSpreadEnds,
   linePlot,
   type LineSeries,
   meanCurves,
@@ -638,6 +639,46 @@ export function growthClaim(
   };
 }
 
+/** Prop. 2 (a): the relative change of ‖A‖ and ‖B‖ under which they count as "nearly constant" (10%). */
+const CONSTANT_CHANGE = 0.1;
+
+/**
+ * Prop. 2 (a) as a judged sentence: ‖A‖ and ‖B‖ stay nearly constant during LoRA training. The larger of the two mean
+ * relative changes over seeds, with its standard error: reproduced when mean + 2·se is under
+ * {@link CONSTANT_CHANGE}, not reproduced when mean − 2·se is at or above it, inconclusive between and with one seed.
+ * The ends are printed (in %) on the side of the limit they are judged on.
+ *
+ * @param r A LoRA run's label and the mean ± std over seeds of the relative changes of ‖A‖ and ‖B‖.
+ * @param seeds The number of seeds.
+ * @param steps The training steps.
+ * @returns The sentence, with the verdict in bold.
+ */
+export function constancyClaim(
+  r: { label: string; aChange: MeanStd; bChange: MeanStd },
+  seeds: number,
+  steps: number,
+): string {
+  const limit = 100 * CONSTANT_CHANGE;
+  // The larger of the two changes, with its standard error over the seeds, in %.
+  const worst = r.aChange.mean >= r.bChange.mean ? r.aChange : r.bChange;
+  const se = worst.std / Math.sqrt(Math.max(worst.n, 1));
+  const lo = 100 * worst.mean - 2 * 100 * se, hi = 100 * worst.mean + 2 * 100 * se;
+  const verdict = seeds < 2
+    ? "inconclusive (one seed)"
+    : hi < limit
+    ? "reproduced"
+    : lo >= limit
+    ? "not reproduced"
+    : "inconclusive";
+  return `Prop. 2 (a), ${r.label}: ‖A‖ and ‖B‖ stay nearly constant during LoRA training (relative change from the ` +
+    `start to the end of ${steps} steps, |‖·‖ end − ‖·‖ start| / ‖·‖ start, mean over seeds: ‖A‖ ${
+      formatAgainst(100 * r.aChange.mean, [limit], 3)
+    }%, ‖B‖ ${formatAgainst(100 * r.bChange.mean, [limit], 3)}%, ${
+      formatSpreadEnds(lo, hi, [limit], 3, "the larger's mean ± 2·se")
+    }%; rule: the larger of the two over ${seeds} seed(s), reproduced when its mean + 2·se is under ${limit}%, not ` +
+    `reproduced when its mean − 2·se is at or above it, inconclusive between and with one seed): **${verdict}**.`;
+}
+
 /** Prop. 2 (b): the ratio of full fine-tuning's mean ‖ΔW‖ to the largest LoRA mean that counts as "far". */
 const FAR = 2;
 
@@ -853,32 +894,8 @@ async function main(): Promise<void> {
   };
   const loraRows = p2Rows.filter((r) => !isFull(r.label));
   const full = p2Rows.find((r) => isFull(r.label))!;
-  const CONST = 0.1;
   const seeds = cfg.seeds.length;
-  for (const r of loraRows) {
-    // The larger of the two changes, with its standard error over the seeds.
-    const worst = r.aChange.mean >= r.bChange.mean ? r.aChange : r.bChange;
-    const se = worst.std / Math.sqrt(Math.max(worst.n, 1));
-    const verdict = seeds < 2
-      ? "inconclusive (one seed)"
-      : worst.mean + 2 * se < CONST
-      ? "reproduced"
-      : worst.mean - 2 * se >= CONST
-      ? "not reproduced"
-      : "inconclusive";
-    claims.push(
-      `Prop. 2 (a), ${r.label}: ‖A‖ and ‖B‖ stay nearly constant during LoRA training (relative change from the start to the end ` +
-        `of ${cfg.steps} steps, |‖·‖ end − ‖·‖ start| / ‖·‖ start, mean over seeds: ‖A‖ ${
-          formatAgainst(100 * r.aChange.mean, [100 * CONST], 3)
-        }%, ‖B‖ ${
-          formatAgainst(100 * r.bChange.mean, [100 * CONST], 3)
-        }%; rule: the larger of the two over ${seeds} seed(s), reproduced when its mean + 2·se is under ` +
-        `${
-          100 * CONST
-        }%, not reproduced when its mean − 2·se is at or above it, inconclusive between and with one ` +
-        `seed): **${verdict}**.`,
-    );
-  }
+  for (const r of loraRows) claims.push(constancyClaim(r, seeds, cfg.steps));
   claims.push(slowerClaim(loraRows, full, { seeds, fullLr: cfg.fullLr ?? cfg.adamLr, loraLr: cfg.adamLr }));
   claims.push(growthClaim(loraRows, seeds));
 

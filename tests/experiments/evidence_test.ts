@@ -4,7 +4,13 @@
  * Values are drawn a relative 1e-2..1e-9 from the thresholds, where rounding to a few digits used to cross them.
  */
 import { equal, ok } from "node:assert/strict";
-import { growthClaim, prop1Claim, prop1Verdict, slowerClaim } from "../../experiments/magnitude.ts";
+import {
+  constancyClaim,
+  growthClaim,
+  prop1Claim,
+  prop1Verdict,
+  slowerClaim,
+} from "../../experiments/magnitude.ts";
 import { initShareClaim, stabilityClaim } from "../../experiments/eva.ts";
 import { gainReport, type GainRow } from "../../experiments/spectral_gain.ts";
 import { varianceClaim } from "../../experiments/vlm_dynamics.ts";
@@ -251,4 +257,35 @@ Deno.test("exp:magnitude: Prop. 2 (c) prints each pair's ends d ± 2·s on the s
     equal(read, c.verdict, c.evidence);
   }
   ok(crossed > 10, `only ${crossed} pairs whose d/s, to two decimals, read on the other side of 2`);
+});
+
+Deno.test("exp:magnitude: Prop. 2 (a) prints the larger change's ends mean ± 2·se on the side of 10% they are judged on", () => {
+  const rng = new TestRng(2114);
+  const num = String.raw`(-?\d+(?:\.\d+)?(?:e[+-]?\d+)?)`;
+  let crossed = 0;
+  for (let i = 0; i < 200; i++) {
+    // The larger of two mean changes with its standard error over n seeds, an end a relative 1e-4 from 0.1.
+    const n = rng.int(2, 6);
+    const std = 0.001 + 0.05 * rng.next();
+    const se = std / Math.sqrt(n);
+    const upper = rng.next() < 0.5;
+    const end = 0.1 * (1 + (rng.next() < 0.1 ? 0 : (rng.next() * 2 - 1) * 1e-4));
+    const worst = { mean: upper ? end - 2 * se : end + 2 * se, std, n };
+    const other = { mean: worst.mean * rng.next(), std: 0.01, n };
+    const [aChange, bChange] = rng.next() < 0.5 ? [worst, other] : [other, worst];
+    const text = constancyClaim({ label: "lora", aChange, bChange }, n, 100);
+    const hit = new RegExp(`the larger's mean ± 2·se ${num}\\.\\.${num}%`).exec(text);
+    ok(hit !== null, text);
+    const lo = 100 * worst.mean - 2 * 100 * se, hi = 100 * worst.mean + 2 * 100 * se;
+    const [pLo, pHi] = [Number(hit[1]), Number(hit[2])];
+    equal(Math.sign(pLo - 10), Math.sign(lo - 10), `${lo}: ${text}`);
+    equal(Math.sign(pHi - 10), Math.sign(hi - 10), `${hi}: ${text}`);
+    const read = pHi < 10 ? "reproduced" : pLo >= 10 ? "not reproduced" : "inconclusive";
+    ok(text.endsWith(`**${read}**.`), `${read}: ${text}`);
+    // The old evidence: the larger mean alone, three digits; an end worked out from it and 2·se to two digits.
+    const naive = Number((100 * worst.mean).toPrecision(3)) +
+      (upper ? 2 : -2) * Number((100 * se).toPrecision(2));
+    if (Math.sign(naive - 10) !== Math.sign((upper ? hi : lo) - 10)) crossed++;
+  }
+  ok(crossed > 10, `only ${crossed} draws whose end, worked out from rounded numbers, crosses 10%`);
 });
