@@ -7,6 +7,13 @@ import { equal, match, ok } from "node:assert/strict";
 const STORIES260K =
   new URL("../../../shared/data/models/stories260K/stories260K.bin", import.meta.url).pathname;
 
+/** exp:init-sweep on stories260K with its tokenizer, two quick steps at rank 2: `data` flags and `methods` added. */
+function storiesSweep(data: string[], methods: string): string[] {
+  const tokenizer = STORIES260K.replace("stories260K.bin", "tok512.bin");
+  const quick = ["--quick", "--steps", "2", "--seq-len", "16", "--ranks", "2"];
+  return ["--model", STORIES260K, "--tokenizer", tokenizer, ...data, ...quick, "--methods", methods];
+}
+
 /** Whether a file exists (experiments that read shared data are skipped only when it is absent). */
 function exists(path: string): boolean {
   try {
@@ -140,25 +147,12 @@ const EXPERIMENTS: {
   {
     name: "init-sweep",
     script: "experiments/init_sweep.ts",
-    args: [
+    args: storiesSweep([
       "--task",
       "sentiment",
-      "--model",
-      STORIES260K,
-      "--tokenizer",
-      STORIES260K.replace("stories260K.bin", "tok512.bin"),
       "--sentiment-dir",
       new URL("../../../shared/data/text/sentiment_labelled_sentences", import.meta.url).pathname,
-      "--quick",
-      "--steps",
-      "2",
-      "--seq-len",
-      "16",
-      "--ranks",
-      "2",
-      "--methods",
-      "lora,pissa,loram",
-    ],
+    ], "lora,pissa,loram"),
     needs: STORIES260K,
     plots: ["target_loss", "loss_r2"],
     label: "sentiment",
@@ -166,23 +160,10 @@ const EXPERIMENTS: {
   {
     name: "init-sweep",
     script: "experiments/init_sweep.ts",
-    args: [
-      "--model",
-      STORIES260K,
-      "--tokenizer",
-      STORIES260K.replace("stories260K.bin", "tok512.bin"),
-      "--data",
-      new URL("../../../shared/data/text/gutenberg/pg11.txt", import.meta.url).pathname,
-      "--quick",
-      "--steps",
-      "2",
-      "--seq-len",
-      "16",
-      "--ranks",
-      "2",
-      "--methods",
+    args: storiesSweep(
+      ["--data", new URL("../../../shared/data/text/gutenberg/pg11.txt", import.meta.url).pathname],
       "lora,pissa",
-    ],
+    ),
     needs: STORIES260K,
     plots: ["target_loss", "loss_r2"],
     // No --source: forgetting is not measured, so neither it nor the trade-off against it is drawn.
