@@ -8,7 +8,14 @@
  * @module
  */
 import { asF32, Linear, loraLayers, namedModules } from "../mod.ts";
-import { formatAgainst, formatSpreadEnds, meanStd, type ReportTable, type Verdict } from "./report.ts";
+import {
+  formatAgainst,
+  formatSpreadEnds,
+  meanStd,
+  onSameSides,
+  type ReportTable,
+  type Verdict,
+} from "./report.ts";
 
 /** The Frobenius norm of every `Linear` weight whose last path segment is in `targets`, by path. */
 export async function weightNorms(
@@ -247,9 +254,10 @@ export function formatPairedDiff(
 ): string {
   const f = (v: number) => (Math.abs(v) >= 1e-3 || v === 0 ? v.toFixed(digits) : v.toExponential(2));
   const against = options.against ?? [];
-  const shown = Number(f(d.mean));
-  const sameSides = against.every((t) => Math.sign(shown - t) === Math.sign(d.mean - t));
-  const text = `${sameSides ? f(d.mean) : formatAgainst(d.mean, against, digits)} ± ${f(d.std)} (n = ${d.n})`;
+  const mean = onSameSides(Number(f(d.mean)), d.mean, against)
+    ? f(d.mean)
+    : formatAgainst(d.mean, against, digits);
+  const text = `${mean} ± ${f(d.std)} (n = ${d.n})`;
   if (against.length === 0 || !Number.isFinite(d.mean) || !Number.isFinite(d.std)) return text;
   if (options.absolute) {
     const m = Math.abs(d.mean);

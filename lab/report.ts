@@ -92,10 +92,22 @@ export function formatAgainst(value: number, thresholds: readonly number[], digi
   }
   let text = formatNumber(value, digits);
   if (!Number.isFinite(value)) return text;
-  const sameSides = (printed: number) =>
-    thresholds.every((t) => Math.sign(printed - t) === Math.sign(value - t));
-  for (let d = digits + 1; d <= 17 && !sameSides(Number(text)); d++) text = formatNumber(value, d);
+  for (let d = digits + 1; d <= 17 && !onSameSides(Number(text), value, thresholds); d++) {
+    text = formatNumber(value, d);
+  }
   return text;
+}
+
+/**
+ * Whether `printed` lies on the same side of (or on) each threshold as `value`: what {@link formatAgainst} keeps.
+ *
+ * @param printed The number as printed, read back.
+ * @param value The exact value.
+ * @param thresholds The thresholds.
+ * @returns True when no threshold separates the two.
+ */
+export function onSameSides(printed: number, value: number, thresholds: readonly number[]): boolean {
+  return thresholds.every((t) => Math.sign(printed - t) === Math.sign(value - t));
 }
 
 /**
