@@ -39,6 +39,7 @@ import {
   formatMethod,
   formatNumber,
   formatPaired,
+  halfWidth95,
   linePlot,
   meanCurves,
   meanStd,
@@ -57,7 +58,6 @@ import {
   savedNumber,
   seedsNote,
   startExperiment,
-  tQuantile975,
   type Verdict,
   VLM_DATA_FIELDS,
   type VlmSetup,
@@ -325,7 +325,7 @@ export function varianceClaim(
   const [low, high] = VARIANCE_RANGE;
   const n = ratios.length;
   const s = meanStd(ratios);
-  const half = n > 1 ? tQuantile975(n - 1) * s.std / Math.sqrt(n) : Infinity;
+  const half = halfWidth95(s.std, n);
   const lo = s.mean - half;
   const hi = s.mean + half;
   const verdict: Verdict = lo >= low && hi <= high

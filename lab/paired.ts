@@ -100,7 +100,18 @@ export function pairedDifference(a: readonly number[], b: readonly number[]): Pa
   const n = d.length;
   const mean = d.reduce((s, x) => s + x, 0) / n;
   const std = n > 1 ? Math.sqrt(d.reduce((s, x) => s + (x - mean) ** 2, 0) / (n - 1)) : 0;
-  return { mean, std, n, half: n > 1 ? tQuantile975(n - 1) * std / Math.sqrt(n) : Infinity };
+  return { mean, std, n, half: halfWidth95(std, n) };
+}
+
+/**
+ * The half-width of the 95% t interval of a mean of `n` values with sample std `std` (∞ for fewer than two).
+ *
+ * @param std The sample standard deviation.
+ * @param n The number of values.
+ * @returns `t₀.₉₇₅(n − 1) · std / √n`.
+ */
+export function halfWidth95(std: number, n: number): number {
+  return n > 1 ? tQuantile975(n - 1) * std / Math.sqrt(n) : Infinity;
 }
 
 /**
@@ -167,7 +178,7 @@ export function pairsNeeded(d: PairedDifference): number | null {
   }
   if (!(Math.abs(d.mean) > 0)) return null;
   for (let n = 2; n <= MAX_PAIRS_NEEDED; n++) {
-    if (tQuantile975(n - 1) * d.std / Math.sqrt(n) < Math.abs(d.mean)) return n;
+    if (halfWidth95(d.std, n) < Math.abs(d.mean)) return n;
   }
   return Infinity;
 }
