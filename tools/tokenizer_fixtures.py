@@ -125,6 +125,10 @@ TEXTS = [
     "say <|im_start|> x<|im_end|> I love New York",
     "a <|sp|> b",
     "\ufeffa byte order mark, and one in\ufeffside",
+    # Normalized added tokens side by side: a sentencepiece-style normalizer prepends "▁" once, so only the first
+    # is found, and the rest is text even where it is the token's raw content.
+    "<|im_end|><|im_end|>",
+    "I love New York<|sp|>",
 ]
 
 
@@ -257,6 +261,7 @@ BUILDERS = {
     "bytelevel_gpt2_class": build_bytelevel_digits,
     "bytelevel_qwen2_class": build_bytelevel_digits,
     "bytelevel_gpt2_class_no_added": build_bytelevel_digits,
+    "bytelevel_named_not_special": build_bytelevel_bos,
 }
 
 # Fixtures whose tokenizer_config.json names a class for which transformers builds its own pipeline.
@@ -306,6 +311,15 @@ def save(name: str, directory: str) -> None:
                 config.pop(key, None)
             config["extra_special_tokens"] = ["<|im_end|>"]
         _write_json(path, config)
+    if name == "bytelevel_named_not_special":
+        # BOS and EOS, named in tokenizer_config.json, written as added tokens that are not special (transformers
+        # still skips them with skip_special_tokens).
+        path = os.path.join(directory, "tokenizer.json")
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        for t in data["added_tokens"]:
+            t["special"] = False
+        _write_json(path, data)
     if name == "bytelevel_gpt2_class_no_added":
         path = os.path.join(directory, "tokenizer.json")
         with open(path, encoding="utf-8") as f:

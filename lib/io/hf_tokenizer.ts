@@ -80,13 +80,20 @@ function namedSpecialTokens(config: Json): [string, string][] {
 /**
  * transformers adds every special token the config names as a special added token (matched in the text before
  * the pre-tokenizer, not normalized, skipped by `skip_special_tokens`), also when `added_tokens` lacks it; this
- * adds the ones that are in the vocabulary but not yet added. One the vocabulary lacks is left for the caller to
- * refuse.
+ * adds the ones that are in the vocabulary but not yet added, and marks special the ones `added_tokens` has as
+ * not special (transformers then skips them too, their `normalized`, `lstrip` and `rstrip` unchanged). One the
+ * vocabulary lacks is left for the caller to refuse.
  */
 function withNamedSpecialTokens(addedTokens: unknown[], vocab: Json, config: Json): unknown[] {
+  const named = new Set(namedSpecialTokens(config).map(([, text]) => text));
   const added = new Set(addedTokens.map((t) => isObject(t) ? t.content : undefined));
-  const out = [...addedTokens];
-  for (const [, text] of namedSpecialTokens(config)) {
+  // One that `added_tokens` has with `special` false becomes special too (its other flags stay as they are).
+  const out = addedTokens.map((t) =>
+    isObject(t) && typeof t.content === "string" && named.has(t.content) && t.special !== true
+      ? { ...t, special: true }
+      : t
+  );
+  for (const text of named) {
     const id = Object.hasOwn(vocab, text) ? vocab[text] : undefined;
     if (added.has(text) || typeof id !== "number") continue;
     added.add(text);
@@ -426,6 +433,7 @@ export class HfTokenizer implements TextTokenizer {
       fail(err instanceof Error ? err.message : String(err));
     }
     const byteIds = mendDecoding(port!, addedTokens);
+    mendNormalizedMatches(port!, addedTokens);
     mendUnknownCharacters(port!, model, fail);
     let vocabSize = 0;
     for (const id of port!.get_vocab(true).values()) vocabSize = Math.max(vocabSize, id + 1);
@@ -661,6 +669,30 @@ function mendUnknownCharacters(port: HfTokenizerPort, model: Json, fail: (msg: s
     }
     return bpe(kept);
   };
+}
+
+/**
+ * The Rust library matches an added token with `normalized` true in the normalized text only, by its normalized
+ * content; the port also took a piece of text equal to its raw content for it. With a normalizer that changes the
+ * content (a sentencepiece-style one prepends `▁`), `"<|im_end|><|im_end|>"` normalizes to
+ * `"▁<|im_end|><|im_end|>"`, where the Rust library finds the token once and encodes the rest as text; the port
+ * found it twice. The raw content no longer names the token when the port looks pieces of text up; `token_to_id`
+ * still finds it.
+ */
+function mendNormalizedMatches(port: HfTokenizerPort, addedTokens: unknown[]): void {
+  const { normalizer } = port;
+  if (normalizer === null) return;
+  // The port keeps its lookup private; a version without it would break this mend, so it says so.
+  const map: unknown = Reflect.get(port, "added_tokens_map");
+  if (!(map instanceof Map)) {
+    throw new Error("the tokenizer port has no added_tokens_map (its version changed)");
+  }
+  for (const t of addedTokens) {
+    if (!isObject(t) || typeof t.content !== "string" || (t.normalized ?? !t.special) !== true) continue;
+    if (normalizer.normalize(t.content) !== t.content && map.get(t.content)?.id === t.id) {
+      map.delete(t.content);
+    }
+  }
 }
 
 /** The special tokens a post-processor's single-sequence template puts before and after `$A`. */

@@ -26,6 +26,7 @@ const NAMES = [
   "bytelevel_gpt2_class",
   "bytelevel_qwen2_class",
   "bytelevel_gpt2_class_no_added",
+  "bytelevel_named_not_special",
 ];
 
 type Case = {
