@@ -726,7 +726,12 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     if (!Number.isInteger(n) || n < 0) {
       throw new RangeError(`oneHot: n must be a non-negative integer, got ${n}`);
     }
-    const x = this.cast("i32").unsqueeze(-1);
+    // Not this.cast("i32") on i32 indices: that would be a second tensor holding this one's buffer until it is
+    // collected, so disposing the indices (a batch's targets) would free nothing until then.
+    const idx: Tensor<Shape, "i32"> = this.dtype === "i32"
+      ? (this as Tensor<Shape, "i32">)
+      : this.cast("i32");
+    const x = idx.unsqueeze(-1);
     const iota = new Tensor<Shape, "i32">(iotaNode(n, "i32", this.device));
     return x.eq(iota).cast(dtype) as Tensor<number[], T>;
   }

@@ -7,6 +7,7 @@
  */
 import { equal, ok } from "node:assert/strict";
 import { getBackend, tensor } from "../../mod.ts";
+import { crossEntropy } from "../../lib/nn/mod.ts";
 import { TEST_SEED, TestRng } from "../_helpers.ts";
 
 const SCRIPT = new URL("./_memory_loop.ts", import.meta.url).pathname;
@@ -59,4 +60,24 @@ Deno.test("the CPU device's liveBytes counts the bytes of its live buffers", asy
   t.dispose();
   u.dispose();
   equal(be.stats().liveBytes, before);
+});
+
+Deno.test("disposing the targets of a cross-entropy frees their buffer at once (cpu, wasm)", async () => {
+  const rng = new TestRng(73);
+  for (const device of ["cpu", "wasm"] as const) {
+    const be = await getBackend(device);
+    const [rows, classes] = [rng.int(2, 40), rng.int(2, 30)];
+    const logits = tensor(rng.normals(rows * classes), { shape: [rows, classes], device });
+    await logits.realize();
+    const before = be.stats().liveBuffers;
+    const ids = Int32Array.from({ length: rows }, () => rng.int(0, classes - 1));
+    const targets = tensor(ids, { dtype: "i32", device });
+    const loss = await crossEntropy(logits, targets).realize();
+    // oneHot wrapped the i32 targets in a second tensor (a cast to their own dtype), which held their buffer
+    // until the engine collected it: the trainer's disposal of each step's targets freed nothing until then.
+    targets.dispose();
+    loss.dispose();
+    equal(be.stats().liveBuffers, before, `${device}, ${rows}x${classes}, TEST_SEED=${TEST_SEED}`);
+    logits.dispose();
+  }
 });
