@@ -13,7 +13,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 32_900,
+  lib: 32_950,
   lab: 7_600,
   experiments: 4_500,
   bench: 4_300,

@@ -11,6 +11,10 @@ tests/fixtures/adapters/<base>_<kind>/ (adapter_config.json + adapter_model.safe
   - dora:     DoRA on q_proj, v_proj and down_proj, A, B and the magnitudes perturbed;
   - pissa_2r: PiSSA, A and B perturbed as training would, saved with PEFT's conversion to a rank-2r LoRA of the
               original base (path_initial_model_for_weight_conversion).
+and, for llama only:
+  - mica:     MiCA (init_lora_weights "mica": B the minor left singular vectors, frozen), A perturbed; its
+              expected.safetensors metadata "trainable" lists (as a JSON array) the parameters PEFT trains after
+              PeftModel.from_pretrained(base, dir, is_trainable=True), without "base_model.model." and ".default".
 Each directory also holds expected.safetensors: "input_ids" (the base fixture's), "logits" of
 PeftModel.from_pretrained(base, dir) in float32, and "merged.<module>.weight" for every adapted module, the weights
 merge_and_unload() gives.
@@ -57,7 +61,7 @@ def perturb(model: torch.nn.Module, seed: int, scale: float) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "lora_" in name:
+            if "lora_" in name and p.requires_grad:  # MiCA's frozen B stays as initialised
                 p.add_(scale * torch.randn(p.shape, generator=g))
 
 
@@ -77,6 +81,8 @@ def config_for(kind: str) -> LoraConfig:
         return LoraConfig(r=4, lora_alpha=8, use_dora=True, target_modules=["q_proj", "v_proj", "down_proj"])
     if kind == "pissa_2r":
         return LoraConfig(r=4, lora_alpha=4, init_lora_weights="pissa", target_modules=["q_proj", "k_proj", "v_proj", "gate_proj"])
+    if kind == "mica":
+        return LoraConfig(r=4, lora_alpha=8, init_lora_weights="mica", target_modules=["q_proj", "v_proj", "up_proj"])
     raise ValueError(kind)
 
 
@@ -111,8 +117,13 @@ def write_fixture(base: str, kind: str, seed: int) -> dict:
     state = merged.state_dict()
     for module in sorted(adapted):
         tensors[f"merged.{module}.weight"] = state[f"{module}.weight"].float().contiguous()
-    save_file(tensors, out / "expected.safetensors",
-              metadata={"peft": peft.__version__, "transformers": transformers.__version__})
+    metadata = {"peft": peft.__version__, "transformers": transformers.__version__}
+    if kind == "mica":
+        trainable = PeftModel.from_pretrained(base_model(base), out, is_trainable=True)
+        metadata["trainable"] = json.dumps(sorted(
+            n.removeprefix("base_model.model.").replace(".default", "")
+            for n, p in trainable.named_parameters() if p.requires_grad))
+    save_file(tensors, out / "expected.safetensors", metadata=metadata)
     return {"modules": len(adapted), "max_abs_logit": float(logits.abs().max())}
 
 
@@ -158,6 +169,7 @@ def main() -> None:
     for i, base in enumerate(["llama", "qwen2"]):
         for j, kind in enumerate(["lora", "rslora", "dora", "pissa_2r"]):
             print(base, kind, write_fixture(base, kind, seed=10 * i + j))
+    print("llama mica", write_fixture("llama", "mica", seed=4))
 
 
 if __name__ == "__main__":

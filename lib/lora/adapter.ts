@@ -9,7 +9,8 @@
  *   gives tessera's logits.
  * - `adapter_config.json`: `peft_type: "LORA"`, `r`, `lora_alpha`, `target_modules`, `use_rslora`, `use_dora`,
  *   `rank_pattern`, `alpha_pattern` (full module paths as keys), `lora_dropout`, `init_lora_weights: true` (the
- *   adapter is data, not an init recipe) and PEFT's other standard keys.
+ *   adapter is data, not an init recipe; `"mica"` for layers whose B stays frozen in training, which PEFT 0.21
+ *   reads as its MiCA variant) and PEFT's other standard keys.
  *
  * An initialisation that rewrote the base as `W_res = W − s·B₀·A₀` (PiSSA, MiLoRA, OLoRA, CorDA, LoRA-GA, LoRAM) is
  * saved, by default, as the plain LoRA of rank 2r that gives the same weight on the unmodified W:
@@ -171,6 +172,16 @@ export async function saveAdapter(
         `do not (e.g. "${plain}"); PEFT's use_dora covers every layer of an adapter`,
     );
   }
+  // MiCA's frozen B is recorded as PEFT records it (init_lora_weights "mica"), which covers the whole adapter.
+  const frozenB = layers.filter(([, l]) => l.frozenParameters.includes("lora_B.weight")).map(([p]) => p);
+  if (frozenB.length > 0 && frozenB.length < layers.length) {
+    throw new Error(
+      `saveAdapter: ${frozenB.length} of ${layers.length} LoRA layers keep B frozen (e.g. "${
+        frozenB[0]
+      }") and the ` +
+        `others do not; PEFT's init_lora_weights "mica" covers every layer of an adapter`,
+    );
+  }
   const { aliased, external } = naming(model);
   const tensors: Record<string, StEntry> = {};
   const bases: Record<string, StEntry> = {};
@@ -218,7 +229,11 @@ export async function saveAdapter(
     lora_dropout: opts.dropout ?? mostCommon(layers.map(([, l]) => l.dropout)),
     bias: "none",
     fan_in_fan_out: false,
-    init_lora_weights: form === "raw" && opts.init !== undefined && opts.init !== "lora" ? opts.init : true,
+    init_lora_weights: frozenB.length > 0
+      ? "mica"
+      : form === "raw" && opts.init !== undefined && opts.init !== "lora"
+      ? opts.init
+      : true,
     modules_to_save: null,
     inference_mode: true,
     base_model_name_or_path: opts.baseModel ?? null,
@@ -480,7 +495,8 @@ export interface LoadAdapterOptions {
  * `rank_pattern`, `alpha_pattern` (PEFT's regex matching), DoRA magnitudes, `lora_dropout` and `exclude_modules`
  * are honoured; anything else that would change the model (`modules_to_save`, `layers_to_transform`, a bias mode,
  * a `target_modules` entry that matches nothing, an unknown key) is an error naming it. The layers come in
- * evaluation mode, as PEFT loads them (`training: true` for dropout). Returns the adapted paths.
+ * evaluation mode, as PEFT loads them (`training: true` for dropout). A MiCA adapter (`init_lora_weights: "mica"`)
+ * keeps B frozen, as PEFT does: optimisers train only its A. Returns the adapted paths.
  *
  * @example
  * ```ts ignore
@@ -523,6 +539,13 @@ export async function loadAdapter(
         `them: on the original base it gives a different model. Save it converted (PEFT: ` +
         `path_initial_model_for_weight_conversion; tessera: saveAdapter's default form), or pass ` +
         `allowRewrittenBase with the rewritten base loaded`,
+    );
+  }
+  // PEFT 0.21 picks its MiCA variant when init_lora_weights is exactly "mica": B stays frozen in training.
+  const mica = init === "mica";
+  if (mica && config.use_dora) {
+    throw new Error(
+      `adapter "${dir}": init_lora_weights "mica" with use_dora true is no variant PEFT 0.21 has`,
     );
   }
   // The modules PEFT would adapt: every Linear whose name the targets select (excluded ones left out).
@@ -625,7 +648,7 @@ export async function loadAdapter(
       rank,
       alpha,
       scale: loraScale(alpha, rank, config.use_rslora),
-    }, { dropout: config.lora_dropout, useRslora: config.use_rslora });
+    }, { dropout: config.lora_dropout, useRslora: config.use_rslora, freezeB: mica });
     layer.training = opts.training ?? false;
     const mag = parts.get("lora_magnitude_vector");
     if ((mag !== undefined) !== config.use_dora) {

@@ -10,7 +10,7 @@
  */
 import { stopGradient } from "../autodiff/grad.ts";
 import { asF32, type F32, Linear, linear, type LinearLayer } from "../nn/linear.ts";
-import { Module } from "../nn/module.ts";
+import { type FreezingModule, Module } from "../nn/module.ts";
 import { dropout } from "../nn/activations.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { deriveSeed } from "../nn/init.ts";
@@ -47,6 +47,7 @@ const LAYER_OPTIONS = z.object({
   seed: opt.seed().optional(),
   useRslora: z.boolean().optional(),
   initial: z.object({ a: z.custom<F32>(), b: z.custom<F32>() }).optional(),
+  freezeB: z.boolean().optional(),
 }).strict();
 
 /** The scalar fields of an init result (its tensors are checked by shape below). */
@@ -68,6 +69,11 @@ export interface LoraLayerOptions {
    * rank-2r LoRA of the original W. Absent for any other base (e.g. LoftQ's quantised W).
    */
   initial?: { a: F32; b: F32 };
+  /**
+   * Keep `B` fixed in training (no optimiser updates it; default false), as PEFT 0.21 does for MiCA
+   * (`init_lora_weights: "mica"`, arXiv 2604.01694: B holds the base's minor singular vectors and only A learns).
+   */
+  freezeB?: boolean;
 }
 
 /** A weight holder with PEFT's field name (`lora_A.weight`). */
@@ -77,7 +83,7 @@ export interface WeightHolder {
 }
 
 /** A linear layer with a low-rank adapter. Build it with {@link LoraLinear.wrap}. */
-export class LoraLinear extends Module implements LinearLayer {
+export class LoraLinear extends Module implements LinearLayer, FreezingModule {
   /** The frozen base layer (weight `W_res`, and the original bias). */
   base_layer: Linear;
   /** `lora_A.weight`: `[r, d_in]`. */
@@ -94,6 +100,7 @@ export class LoraLinear extends Module implements LinearLayer {
   #baseRewritten: boolean;
   #useRslora: boolean;
   #initial: { a: F32; b: F32 } | undefined;
+  #freezeB: boolean;
   /** Dropout is applied only while this is true. */
   training = true;
 
@@ -124,6 +131,7 @@ export class LoraLinear extends Module implements LinearLayer {
     this.#baseRewritten = init.base !== undefined;
     this.#useRslora = opts.useRslora ?? false;
     this.#initial = init.base !== undefined ? opts.initial : undefined;
+    this.#freezeB = opts.freezeB ?? false;
     if (opts.useDora) {
       // m = ‖W_res + s·B·A‖ per output row, computed after the init (so it includes B0·A0).
       this.lora_magnitude_vector = this.#combined().square().sum(1).sqrt() as F32;
@@ -166,6 +174,10 @@ export class LoraLinear extends Module implements LinearLayer {
   /** Whether the scale is rsLoRA's `alpha/√r`. */
   get useRslora(): boolean {
     return this.#useRslora;
+  }
+  /** Parameters of this layer that no optimiser trains: `lora_B.weight` with `freezeB` (see {@link FreezingModule}). */
+  get frozenParameters(): readonly string[] {
+    return this.#freezeB ? ["lora_B.weight"] : [];
   }
   /**
    * For an offset initialisation, the initial adapter `B₀`, `A₀` with `base = W − s·B₀·A₀`, so that

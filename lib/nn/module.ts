@@ -93,6 +93,43 @@ export function setTraining(root: object, training: boolean): number {
   return n;
 }
 
+/**
+ * A module with parameters of its own that no optimiser trains (PyTorch's `requires_grad = False` on them, e.g. the
+ * `B` that PEFT's MiCA keeps fixed): `frozenParameters` lists their paths relative to the module. It is a getter,
+ * not a field, so it is no part of the parameter tree. The parameters stay in it (checkpoints, `parameters`).
+ */
+export interface FreezingModule {
+  /** Paths, relative to this module, of its parameters that stay fixed in training. */
+  readonly frozenParameters: readonly string[];
+}
+
+/**
+ * The parameters below `root` that their modules declare frozen ({@link FreezingModule}), by the path
+ * {@link namedParameters} gives them (the first path of a tied tensor). Optimisers leave them out.
+ *
+ * @example
+ * ```ts
+ * import { Linear, frozenParameters } from "./mod.ts";
+ * frozenParameters({ fc: new Linear(4, 2, { seed: 0 }) }); // []: a plain Linear declares none
+ * ```
+ */
+export function frozenParameters(root: object): string[] {
+  const frozen = new Set<Tensor>();
+  for (const [path, m] of namedModules(root)) {
+    const list = (m as Partial<FreezingModule>).frozenParameters;
+    if (list === undefined) continue;
+    for (const p of list) {
+      const t = getAt(m, p);
+      if (!(t instanceof Tensor)) {
+        throw new TypeError(`frozenParameters: "${join(path, p)}" holds ${describe(t)}, not a tensor`);
+      }
+      frozen.add(t);
+    }
+  }
+  if (frozen.size === 0) return [];
+  return namedParameters(root).filter(([, t]) => frozen.has(t)).map(([p]) => p);
+}
+
 /** Parameters (or gradients, or optimiser state) keyed by dotted path. */
 export type ParamDict = Record<string, Tensor>;
 

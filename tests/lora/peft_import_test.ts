@@ -6,7 +6,7 @@
  * PEFT's `merge_and_unload` within 1e-5 (in Hugging Face's row layout). Features tessera cannot honour are refused
  * by name.
  */
-import { equal, ok, rejects } from "node:assert/strict";
+import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
 import {
   readSafetensors,
@@ -17,8 +17,9 @@ import {
 } from "../../lib/io/safetensors.ts";
 import { loadLlama } from "../../lib/models/load.ts";
 import { hfModulePath, modulePathFromHf } from "../../lib/models/names.ts";
-import { loadAdapter, loraLayers, mergeLora } from "../../lib/lora/mod.ts";
-import { getAt, type Linear } from "../../lib/nn/mod.ts";
+import { loadAdapter, LORA_TRAINABLE, loraLayers, mergeLora, saveAdapter } from "../../lib/lora/mod.ts";
+import { AdamW, functionalCall, getAt, type Linear, type ParamDict } from "../../lib/nn/mod.ts";
+import { valueAndGrad } from "../../lib/autodiff/mod.ts";
 import type { LlamaLM } from "../../lib/models/llama.ts";
 
 const ROOT = new URL("../fixtures/", import.meta.url).pathname;
@@ -34,7 +35,7 @@ function relError(a: Float32Array, b: Float32Array): number {
 }
 
 for (const base of ["llama", "qwen2"]) {
-  for (const kind of ["lora", "rslora", "dora", "pissa_2r"]) {
+  for (const kind of ["lora", "rslora", "dora", "pissa_2r", ...(base === "llama" ? ["mica"] : [])]) {
     Deno.test(`PEFT ${base}_${kind}: tessera gives PEFT's logits and merge_and_unload's weights`, async () => {
       const dir = `${ROOT}adapters/${base}_${kind}`;
       const { tensors } = await readSafetensors(`${dir}/expected.safetensors`);
@@ -250,4 +251,44 @@ Deno.test("PEFT-format adapters in the model's own module names are read in its 
     ok(err < 1e-4, `llama_${kind} in own names: logits differ from PEFT's by ${err.toExponential(2)}`);
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("PEFT's MiCA adapter trains A only, as PEFT does: B stays bit for bit, the trained set is PEFT's", async () => {
+  const dir = `${ROOT}adapters/llama_mica`;
+  const { tensors, metadata } = await readSafetensors(`${dir}/expected.safetensors`);
+  const model = await loadLlama(`${ROOT}models/llama`);
+  await loadAdapter(dir, model, { training: true });
+  const opt = new AdamW(model, { lr: 1e-2, weightDecay: 0.1, trainable: LORA_TRAINABLE });
+  // The parameters PEFT trains after from_pretrained(..., is_trainable=True), in Hugging Face names.
+  const hfName = (p: string) =>
+    p.replace(/^(.*)\.(lora_\w)\.weight$/, (_, m, w) => `${hfModulePath(m)}.${w}.weight`);
+  deepEqual(opt.paths.map(hfName).sort(), JSON.parse(metadata.trainable));
+  const before = new Map<string, Float32Array>();
+  for (const [path, l] of loraLayers(model)) {
+    before.set(`${path}.A`, Float32Array.from(await l.lora_A.weight.data() as Float32Array));
+    before.set(`${path}.B`, Float32Array.from(await l.lora_B.weight.data() as Float32Array));
+  }
+  const ids = tensor(toInt32(tensors.get("input_ids")!), { shape: [2, 16], dtype: "i32" });
+  const lossOf = (p: ParamDict) =>
+    functionalCall(model, p, () => model.forward(ids as Tensor<Shape, "i32">).square().mean());
+  for (let step = 0; step < 3; step++) {
+    const { value, grads } = valueAndGrad(lossOf)(opt.params);
+    await opt.step(grads, { realize: [value] });
+  }
+  for (const [path, l] of loraLayers(model)) {
+    deepEqual(await l.lora_B.weight.data(), before.get(`${path}.B`), `${path}: B changed`);
+    const a = await l.lora_A.weight.data() as Float32Array;
+    ok(a.some((v, i) => v !== before.get(`${path}.A`)![i]), `${path}: A did not move`);
+  }
+  // Saved again, it is still MiCA for PEFT; B listed explicitly is refused by name.
+  const out = await Deno.makeTempDir();
+  equal((await saveAdapter(out, model)).init_lora_weights, "mica");
+  const path = loraLayers(model)[0][0];
+  throws(
+    () => new AdamW(model, { lr: 1e-2, trainable: [`${path}.lora_A.weight`, `${path}.lora_B.weight`] }),
+    new RegExp(
+      `trainable lists "${path.replaceAll(".", "\\.")}\\.lora_B\\.weight", which its module declares frozen`,
+    ),
+  );
+  await Deno.remove(out, { recursive: true });
 });

@@ -26,6 +26,7 @@ import { realize, Tensor } from "../../tensor/tensor.ts";
 import type { F32 } from "../linear.ts";
 import {
   checkDistinctParameters,
+  frozenParameters,
   getAt,
   namedParameters,
   type ParamDict,
@@ -55,7 +56,10 @@ export interface OptimizerOptions {
   lr: number;
   /** Weight decay (of the default group; its meaning depends on the optimiser). */
   weightDecay?: number;
-  /** Which parameters of the target to train (default: all). The others are left alone (frozen). */
+  /**
+   * Which parameters of the target to train (default: all). The others are left alone (frozen), as are those their
+   * modules declare frozen (`frozenParameters`, e.g. MiCA's B), whatever the filter says.
+   */
   trainable?: ParamFilter;
   /** Groups with their own rate or decay; trainable parameters that match none form the `"default"` group. */
   groups?: readonly ParamGroup[];
@@ -263,7 +267,17 @@ export abstract class Optimizer {
     this.#target = target;
     this.#slots = slots;
     this.#scalarNames = scalarNames;
-    const named = namedParameters(target, { filter: options.trainable });
+    // Parameters their modules declare frozen (MiCA's B) are never trained, whatever the filter selects.
+    const frozen = new Set(frozenParameters(target));
+    const named = namedParameters(target, { filter: options.trainable }).filter(([p]) => !frozen.has(p));
+    const listed = Array.isArray(options.trainable) ? options.trainable.filter((p) => frozen.has(p)) : [];
+    if (listed.length > 0) {
+      throw new RangeError(
+        `${what}: trainable lists ${listed.map((p) => `"${p}"`).join(", ")}, which ${
+          listed.length > 1 ? "their modules declare" : "its module declares"
+        } frozen`,
+      );
+    }
     if (named.length === 0) throw new Error(`${what}: the target has no trainable parameters`);
     checkDistinctParameters(named, what);
     const devices = new Set(named.map(([, t]) => t.device));
