@@ -269,17 +269,22 @@ function pattern(values: [string, number][], fallback: number): Record<string, n
 
 /**
  * `target_modules` for the adapted `paths`: the distinct last names (`q_proj`, `v_proj`) when they select exactly
- * these modules among the model's `Linear` layers (PEFT matches an entry at the end of a path), else every path.
+ * these modules among the model's `Linear` layers (PEFT matches an entry at the end of a path), else every path
+ * when those select exactly them, else (a path that ends another module's path: `a.q` and `b.a.q`) one regular
+ * expression that PEFT matches against whole paths, the paths escaped and joined by `|`.
  */
-function targetModules(model: object, paths: string[], external: (p: string) => string): string[] {
+function targetModules(model: object, paths: string[], external: (p: string) => string): string[] | string {
   const names = paths.map(external);
-  const short = [...new Set(names.map((n) => n.slice(n.lastIndexOf(".") + 1)))].sort();
-  const selected = namedModules(model)
+  const linears = namedModules(model)
     .filter(([, m]) => m instanceof Linear || m instanceof LoraLinear)
-    .map(([p]) => external(p))
-    .filter((n) => short.some((k) => n === k || n.endsWith(`.${k}`)));
-  const same = selected.length === names.length && selected.every((n) => names.includes(n));
-  return same ? short : names;
+    .map(([p]) => external(p));
+  const selects = (list: string[]) => {
+    const selected = linears.filter((n) => list.some((k) => n === k || n.endsWith(`.${k}`)));
+    return selected.length === names.length && selected.every((n) => names.includes(n));
+  };
+  const short = [...new Set(names.map((n) => n.slice(n.lastIndexOf(".") + 1)))].sort();
+  if (selects(short)) return short;
+  return selects(names) ? names : names.map(escapeRegex).join("|");
 }
 
 /** PEFT config keys that do not change the adapted model's forward pass (or only how PEFT runs it). */

@@ -16,7 +16,8 @@ import type { LlamaLM } from "../../lib/models/llama.ts";
 import { attachLora } from "../../lib/init/mod.ts";
 import { loadAdapter, LORA_TRAINABLE, loraLayers, saveAdapter } from "../../lib/lora/mod.ts";
 import { collectActivations, collectGradients } from "../../lib/init/mod.ts";
-import { AdamW, functionalCall, type ParamDict, setTraining } from "../../lib/nn/mod.ts";
+import { AdamW, functionalCall, Linear, type ParamDict, setTraining } from "../../lib/nn/mod.ts";
+import { TEST_SEED, TestRng } from "../_helpers.ts";
 import { valueAndGrad } from "../../lib/autodiff/mod.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -212,4 +213,48 @@ Deno.test("attachLora patterns under Hugging Face names; saving mixed DoRA is re
     ok(loraLayers(again).every(([, l]) => l.training === (training ?? false)), `training ${training}`);
   }
   await Deno.remove(dir, { recursive: true });
+});
+
+/** PEFT 0.21's target rule (check_target_module_exists): a string is `re.fullmatch`ed, a list entry equals or ends. */
+function peftSelects(targets: string[] | string, name: string): boolean {
+  if (typeof targets === "string") return new RegExp(`^(?:${targets})$`).test(name);
+  return targets.includes(name) || targets.some((t) => name.endsWith(`.${t}`));
+}
+
+Deno.test("saveAdapter's target_modules select, by PEFT's rule, exactly the adapted modules of nested models", async () => {
+  const rng = new TestRng(811);
+  // Trees of plain objects and Linear layers whose paths end one another (a.q and b.a.q), and random ones.
+  const fixed = [["a.q", "b.a.q"], ["a.q", "b.a.q", "q"], ["x.a.q", "a.q", "b.k"]];
+  const random = Array.from({ length: 4 }, () =>
+    Array.from(
+      { length: rng.int(2, 5) },
+      () => Array.from({ length: rng.int(1, 3) }, () => ["a", "b", "q"][rng.int(0, 2)]).join(".") + ".k",
+    ));
+  for (const paths of [...fixed, ...random]) {
+    const unique = [...new Set(paths)].filter((p) => !paths.some((o) => o.startsWith(`${p}.`)));
+    const build = () => {
+      const root: Record<string, unknown> = {};
+      unique.forEach((p, i) => {
+        const keys = p.split(".");
+        let node = root;
+        for (const k of keys.slice(0, -1)) node = (node[k] ??= {}) as Record<string, unknown>;
+        node[keys[keys.length - 1]] = new Linear(3, 3, { seed: i });
+      });
+      return root;
+    };
+    const adapted = unique.filter((_, i) => i === 0 || rng.next() < 0.4);
+    const escaped = adapted.map((p) => p.replaceAll(".", "\\."));
+    const model = build();
+    await attachLora(model, { targetModules: new RegExp(`^(${escaped.join("|")})$`), rank: 2, init: "lora" });
+    const dir = await Deno.makeTempDir();
+    const { target_modules } = await saveAdapter(dir, model);
+    const selected = unique.filter((p) => peftSelects(target_modules, p));
+    deepEqual(
+      selected.sort(),
+      [...adapted].sort(),
+      `${unique}: ${JSON.stringify(target_modules)} (seed ${TEST_SEED})`,
+    );
+    deepEqual((await loadAdapter(dir, build())).sort(), [...adapted].sort());
+    await Deno.remove(dir, { recursive: true });
+  }
 });
