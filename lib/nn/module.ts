@@ -153,6 +153,31 @@ function join(prefix: string, key: string): string {
   return prefix === "" ? key : `${prefix}.${key}`;
 }
 
+/**
+ * Throws when a Map or Set at `path` holds a tensor or module (directly or in arrays, objects, Maps or Sets in it):
+ * its parameters would be missing, without a word, from `parameters`, optimisers and checkpoints.
+ */
+function refuseHidden(v: Map<unknown, unknown> | Set<unknown>, path: string): void {
+  const seen = new Set<unknown>();
+  const holds = (x: unknown): boolean => {
+    if (x instanceof Tensor || x instanceof Module) return true;
+    if (seen.has(x) || !(isContainer(x) || x instanceof Map || x instanceof Set)) return false;
+    seen.add(x);
+    const values = x instanceof Map
+      ? [...x.keys(), ...x.values()]
+      : x instanceof Set
+      ? [...x]
+      : Object.values(x);
+    return values.some(holds);
+  };
+  if (holds(v)) {
+    throw new TypeError(
+      `"${path}" is a ${v.constructor.name} holding tensors or modules, which parameter discovery does not enter ` +
+        `(its parameters would be neither listed nor trained nor saved); hold them in a plain object or an array`,
+    );
+  }
+}
+
 /** Calls `visit` on every tensor and container below `root` once (the first path wins), depth first. */
 function walk(
   root: object,
@@ -166,7 +191,10 @@ function walk(
       visit(path, v, parent, key);
       return;
     }
-    if (!isContainer(v)) return;
+    if (!isContainer(v)) {
+      if (v instanceof Map || v instanceof Set) refuseHidden(v, path);
+      return;
+    }
     seen.add(v);
     visit(path, v, parent, key);
     for (const [k, c] of entriesOf(v)) go(c, join(path, k), v, k);

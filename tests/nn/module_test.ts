@@ -6,6 +6,7 @@ import { deepEqual, equal, ok, throws } from "node:assert/strict";
 import { ones, type Shape, type Tensor, tensor } from "../../mod.ts";
 import { valueAndGrad } from "../../lib/autodiff/mod.ts";
 import {
+  AdamW,
   checkDistinctParameters,
   constantParam,
   functionalCall,
@@ -174,4 +175,27 @@ Deno.test("functionalCall puts every place back: a tensor passed in that is also
   deepEqual(swapped, [bb0, ab0]);
   equal(tree.a.bias, ab0);
   equal(tree.b.bias, bb0);
+});
+
+Deno.test("a Map or Set of modules or tensors is refused by name, not left out of the parameters", () => {
+  class Heads extends Module {
+    heads = new Map([["x", new Linear(2, 2, { seed: 0 })]]);
+    out = new Linear(2, 1, { seed: 1 });
+  }
+  const cases: [object, RegExp][] = [
+    [new Heads(), /"heads" is a Map holding tensors or modules/],
+    [{ a: { s: new Set([[new Linear(2, 2, { seed: 2 })]]) } }, /"a\.s" is a Set holding tensors or modules/],
+  ];
+  for (const [model, re] of cases) {
+    throws(() => namedParameters(model), re);
+    throws(() => new AdamW(model, { lr: 1e-3 }), re);
+  }
+  // A Map of plain values (no parameters in it) is no error.
+  deepEqual(
+    namedParameters({ ids: new Map([["a", 1]]), fc: new Linear(2, 1, { seed: 3 }) }).map(([p]) => p),
+    [
+      "fc.weight",
+      "fc.bias",
+    ],
+  );
 });
