@@ -4,8 +4,9 @@
  * `T x S` score matrix).
  *
  * Layouts (contiguous, row-major): `q` is `[B, T, H, D]`, `k` and `v` are `[B, S, Hkv, D]`, query head `h` uses
- * key/value head `⌊h / G⌋` with `G = H / Hkv`; with `causal`, query `t` sees keys `0 .. t + S − T`. Scores are
- * `scale · q·k`.
+ * key/value head `⌊h / G⌋` with `G = H / Hkv`; with `causal`, query `t` sees keys `0 .. t + S − T`, and with a
+ * sliding `window` `W` only the last `W` of them, `t + S − T − W + 1 .. t + S − T` (transformers' sliding-window
+ * mask `kv_idx > q_idx − W`). Scores are `scale · q·k`.
  *
  * - forward, per query row `(b, t, h)`: `O = Σ_s softmax_s(scores) v_s` and `L = logsumexp_s(scores)`; the result
  *   is `[O (B·T·H·D) | L (B·T·H)]`;
@@ -43,6 +44,11 @@ export interface AttentionDims {
   readonly scale: number;
   /** Mask keys after each query's position. */
   readonly causal: boolean;
+  /**
+   * With `causal`: each query sees only the last `window` keys up to its position (itself included). Absent: all of
+   * them; the kernels (and their keys) are then those without a window.
+   */
+  readonly window?: number;
   /**
    * Rotate queries and keys by RoPE inside the kernels (the last two inputs are then the tables `cos`, `sin`,
    * `[≥ S, D/2]`, rows by position): query `t` at position `t + S − T`, key `s` at `s`; the gradients of `q` and
@@ -113,6 +119,9 @@ export function attentionUnfit(dims: AttentionDims, loopBudget: number): string 
   if (dims.rope && dims.causal && s !== t) return "in-kernel RoPE needs as many keys as queries";
   if (h % hkv !== 0) return `${h} heads are not a multiple of ${hkv} key/value heads`;
   if (dims.causal && s < t) return `${t} queries need at least as many keys, got ${s}`;
+  if (dims.window !== undefined && !(dims.causal && Number.isSafeInteger(dims.window) && dims.window >= 1)) {
+    return `a sliding window (${dims.window}) needs causal attention and a positive integer size`;
+  }
   if (s > loopBudget || (h / hkv) * t > loopBudget) return "the loops would exceed the iteration budget";
   return null;
 }
@@ -183,7 +192,9 @@ function ropeHost(
 function key(kind: string, a: AttentionDims): string {
   return `attention_${kind}(b=${a.b},t=${a.t},s=${a.s},h=${a.h},hkv=${a.hkv},d=${a.d},scale=${
     Math.fround(a.scale)
-  },causal=${a.causal}${a.rope ? ",rope" : ""}${storesRotated(a) ? ",rotated" : ""})`;
+  },causal=${a.causal}${a.window === undefined ? "" : `,window=${a.window}`}${a.rope ? ",rope" : ""}${
+    storesRotated(a) ? ",rotated" : ""
+  })`;
 }
 
 /** The query row index and the head indices of an invocation (WGSL lines). */
@@ -197,7 +208,13 @@ function rowLines(a: AttentionDims, rows: number, beforeExit: readonly string[] 
     `  let b = row / ${a.h * a.t};`,
     `  let kh = h / ${a.h / a.hkv};`,
     `  let last = ${a.causal ? `t + ${a.s - a.t}` : `${a.s - 1}`};`,
+    ...(a.window === undefined ? [] : [`  let first = max(0, last - ${a.window - 1});`]),
   ];
+}
+
+/** WGSL of the first key a query row's loop visits: 0, or the first in its window. */
+function firstKey(a: AttentionDims): string {
+  return a.window === undefined ? "0" : "first";
 }
 
 /**
@@ -233,7 +250,7 @@ export function attentionForward(a: AttentionDims): AttentionKernel {
   }
   for (let i = 0; i < d4; i++) L.push(`  var acc${i} = vec4<f32>(0.0);`);
   L.push(`  var m = bitcast<f32>(0xff800000u);`, `  var l = 0.0;`);
-  L.push(`  for (var s = 0; s <= last; s = s + 1) {`);
+  L.push(`  for (var s = ${firstKey(a)}; s <= last; s = s + 1) {`);
   L.push(`    let kb = ((b * ${a.s} + s) * ${a.hkv} + kh) * ${d4};`);
   L.push(`    ${dotLines("sc", d4, (i) => `q${i}`, (i) => rot(a, `k[kb + ${i}]`, "s", i))}`);
   L.push(`    let mn = max(m, sc);`, `    let corr = exp(m - mn);`, `    let p = exp(sc - mn);`);
@@ -259,11 +276,11 @@ export function attentionForward(a: AttentionDims): AttentionKernel {
         for (let i = 0; i < krows * a.d; i++) out[layout.k + i] = k[i];
       }
       for (let row = 0; row < rows; row++) {
-        const { b, t, kh, last } = rowOf(a, row);
+        const { b, t, kh, first, last } = rowOf(a, row);
         acc.fill(0);
         let m = -Infinity;
         let l = 0;
-        for (let s = 0; s <= last; s++) {
+        for (let s = first; s <= last; s++) {
           const kb = ((b * a.s + s) * a.hkv + kh) * a.d;
           let sc = 0;
           for (let i = 0; i < a.d; i++) sc += q[row * a.d + i] * k[kb + i];
@@ -341,7 +358,8 @@ function rowOf(a: AttentionDims, row: number) {
   const b = Math.floor(row / (a.h * a.t));
   const kh = Math.floor(h / (a.h / a.hkv));
   const last = a.causal ? t + a.s - a.t : a.s - 1;
-  return { h, t, b, kh, last };
+  const first = a.window === undefined ? 0 : Math.max(0, last - a.window + 1);
+  return { h, t, b, kh, first, last };
 }
 
 /**
@@ -380,7 +398,7 @@ export function attentionBackwardQuery(a: AttentionDims): AttentionKernel {
   }
   L.push(`  ${dotLines("delta", d4, (i) => `do${i}`, (i) => `fwd[row * ${d4} + ${i}]`)}`);
   L.push(`  let lse = fwd[${lBase} + row / 4][row % 4];`);
-  L.push(`  for (var s = 0; s <= last; s = s + 1) {`);
+  L.push(`  for (var s = ${firstKey(a)}; s <= last; s = s + 1) {`);
   L.push(`    let kb = ((b * ${a.s} + s) * ${a.hkv} + kh) * ${d4};`);
   for (let i = 0; i < d4; i++) L.push(`    let k${i} = ${rr.key("kb", "s", i)};`);
   L.push(`    ${dotLines("sc", d4, (i) => `q${i}`, (i) => `k${i}`)}`);
@@ -405,12 +423,12 @@ export function attentionBackwardQuery(a: AttentionDims): AttentionKernel {
       const { out, q, k, v, dout, fwd, cos, sin } = backwardInputs(a, buffers, false);
       const dq = new Float64Array(a.d);
       for (let row = 0; row < rows; row++) {
-        const { b, kh, last } = rowOf(a, row);
+        const { b, kh, first, last } = rowOf(a, row);
         let delta = 0;
         for (let i = 0; i < a.d; i++) delta += dout[row * a.d + i] * fwd[row * a.d + i];
         const lse = fwd[rows * a.d + row];
         dq.fill(0);
-        for (let s = 0; s <= last; s++) {
+        for (let s = first; s <= last; s++) {
           const kb = ((b * a.s + s) * a.hkv + kh) * a.d;
           let sc = 0;
           let dp = 0;
@@ -453,6 +471,12 @@ export function attentionBackwardKeyValue(a: AttentionDims): AttentionKernel {
     `  let b = kr / ${a.hkv * a.s};`,
   );
   L.push(`  let first = ${a.causal ? `max(0, s - ${a.s - a.t})` : "0"};`);
+  // With a window, key s is seen by the queries at positions s .. s + W − 1 only.
+  const end = a.window === undefined ? `${a.t}` : "end";
+  if (a.window !== undefined) {
+    const shift = a.window - (a.s - a.t);
+    L.push(`  let end = min(${a.t}, s ${shift < 0 ? "-" : "+"} ${Math.abs(shift)});`);
+  }
   for (let i = 0; i < d4; i++) {
     L.push(`  let k${i} = ${rr.key(`kr * ${d4}`, "s", i)} * ${f32(a.scale)};`);
     L.push(`  let v${i} = v[kr * ${d4} + ${i}];`);
@@ -460,7 +484,7 @@ export function attentionBackwardKeyValue(a: AttentionDims): AttentionKernel {
   }
   L.push(`  for (var j = 0; j < ${g}; j = j + 1) {`);
   L.push(`    let h = kh * ${g} + j;`);
-  L.push(`    for (var t = first; t < ${a.t}; t = t + 1) {`);
+  L.push(`    for (var t = first; t < ${end}; t = t + 1) {`);
   L.push(`      let row = (b * ${a.t} + t) * ${a.h} + h;`);
   L.push(`      let qb = row * ${d4};`);
   for (let i = 0; i < d4; i++) L.push(`      let q${i} = ${rr.query("qb", i)};`);
@@ -496,11 +520,12 @@ export function attentionBackwardKeyValue(a: AttentionDims): AttentionKernel {
         const s = Math.floor(kr / a.hkv) % a.s;
         const b = Math.floor(kr / (a.hkv * a.s));
         const first = a.causal ? Math.max(0, s - (a.s - a.t)) : 0;
+        const end = a.window === undefined ? a.t : Math.min(a.t, s + a.window - (a.s - a.t));
         dk.fill(0);
         dv.fill(0);
         for (let j = 0; j < g; j++) {
           const h = kh * g + j;
-          for (let t = first; t < a.t; t++) {
+          for (let t = first; t < end; t++) {
             const row = (b * a.t + t) * a.h + h;
             let sc = 0;
             let dp = 0;

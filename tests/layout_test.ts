@@ -13,7 +13,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 33_000,
+  lib: 33_100,
   lab: 7_600,
   experiments: 4_500,
   bench: 4_300,
@@ -21,7 +21,7 @@ const BUDGETS: Record<string, number> = {
   cli: 750,
   tools: 1_200,
   examples: 120,
-  tests: 21_950,
+  tests: 22_200,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */

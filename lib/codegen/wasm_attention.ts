@@ -340,13 +340,15 @@ function oncePerSequence(e: Emit, b: number, done: number, body: () => void): vo
 
 /**
  * Sets the i32 locals of a query row's indices: `b`, `t`, `kh`, the number of keys `n` it sees and the byte
- * offset `kv` of its first key/value row (`((b·S)·Hkv + kh)·D·4`).
+ * offset `kv` of its first key/value row (`((b·S)·Hkv + kh)·D·4`). With a sliding window, `skip` (else null) holds
+ * the byte offset of the first key the row sees from key 0 (`first·Hkv·D·4`), which the caller adds to the
+ * addresses of its keys and values.
  */
 function queryRow(
   e: Emit,
   a: AttentionDims,
   row: number,
-): { b: number; t: number; kh: number; n: number; kv: number } {
+): { b: number; t: number; kh: number; n: number; kv: number; skip: number | null } {
   const f = e.f;
   const t = f.local("i32");
   const b = f.local("i32");
@@ -361,7 +363,21 @@ function queryRow(
   if (a.causal) f.get(t).i32(a.s - a.t + 1).op("i32.add").set(n);
   else f.i32(a.s).set(n);
   f.get(b).i32(a.s * a.hkv).op("i32.mul").get(kh).op("i32.add").i32(a.d * 4).op("i32.mul").set(kv);
-  return { b, t, kh, n, kv };
+  if (a.window === undefined) return { b, t, kh, n, kv, skip: null };
+  // With a window W the row sees keys first .. n − 1, first = max(0, n − W): n − first of them, from key first on.
+  const first = f.local("i32");
+  const skip = f.local("i32");
+  f.get(n).i32(a.window).op("i32.sub").op("local.tee", first).i32(0).get(first).i32(0).op("i32.gt_s");
+  f.op("select").set(first);
+  f.get(n).get(first).op("i32.sub").set(n);
+  f.get(first).i32(a.hkv * a.d * 4).op("i32.mul").set(skip);
+  return { b, t, kh, n, kv, skip };
+}
+
+/** Moves the i32 locals `addrs` (key and value row addresses) to the first key in the row's window, if any. */
+function skipTo(e: Emit, skip: number | null, addrs: readonly number[]): void {
+  if (skip === null) return;
+  for (const x of addrs) e.f.get(x).get(skip).op("i32.add").set(x);
 }
 
 /**
@@ -440,12 +456,13 @@ function forward(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffer> {
     f.i32(-1).set(done);
   }
   e.loop(row, () => f.get(START), () => f.get(END), 1, () => {
-    const { b, t, kh, n, kv } = queryRow(e, a, row);
+    const { b, t, kh, n, kv, skip } = queryRow(e, a, row);
     f.get(row).i32(a.d * 4).op("i32.mul").set(qa);
     f.get(qa).get(Q).op("i32.add").set(qa);
     if (tables === null) f.get(kv).get(K).op("i32.add").set(kb);
     else rotatedKeys(e, a, tables, { b, kh, keys, done, kb });
     f.get(kv).get(V).op("i32.add").set(vb);
+    skipTo(e, skip, [kb, vb]);
     const qv = queryRegisters(e, a, qa, t, tables);
     // Scores of four keys at a time into the scratch (lanes past the last key: -inf), and their maximum.
     f.op("v128.const", NEG_INF).set(mv);
@@ -538,10 +555,11 @@ function backwardQuery(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffer> 
   const done = f.local("i32");
   if (tables !== null) f.i32(-1).set(done);
   e.loop(row, () => f.get(START), () => f.get(END), 1, () => {
-    const { b, t, kh, n, kv } = queryRow(e, a, row);
+    const { b, t, kh, n, kv, skip } = queryRow(e, a, row);
     if (tables === null) f.get(kv).get(K).op("i32.add").set(kb);
     else rotatedKeys(e, a, tables, { b, kh, keys: SCRATCH, done, kb });
     f.get(kv).get(V).op("i32.add").set(vb);
+    skipTo(e, skip, [kb, vb]);
     // The row's byte offset in q, dO and the forward's O.
     f.get(row).i32(a.d * 4).op("i32.mul").set(ra);
     const at = (base: number) => {
@@ -652,7 +670,14 @@ function backwardKeyValue(a: AttentionDims, fma: boolean): Uint8Array<ArrayBuffe
       f.get(s).i32(a.s - a.t).op("i32.sub").op("local.tee", first).i32(0).get(first).i32(0).op("i32.gt_s");
       f.op("select").set(first);
     } else f.i32(0).set(first);
-    f.i32(a.t).get(first).op("i32.sub").set(nq);
+    if (a.window === undefined) f.i32(a.t).get(first).op("i32.sub").set(nq);
+    else {
+      // With a window W, queries first .. min(T, s + W − (S − T)) − 1 see key s (none when that is empty).
+      f.get(s).i32(a.window - (a.s - a.t)).op("i32.add").op("local.tee", nq).i32(a.t).get(nq).i32(a.t);
+      f.op("i32.lt_s").op("select").get(first).op("i32.sub").set(nq);
+      // None when the key lies before every query's window.
+      f.get(nq).i32(0).get(nq).i32(0).op("i32.gt_s").op("select").set(nq);
+    }
     const ka = f.local("i32");
     f.get(kr).i32(a.d * 4).op("i32.mul").set(ka);
     const kaddr = f.local("i32");
@@ -756,7 +781,7 @@ function rotatedBytes(a: AttentionDims, pass: AttentionPass): number {
 /** Average number of keys a query sees (forward and query passes) or queries a key is seen by (key pass). */
 function meanLoop(a: AttentionDims, pass: AttentionPass): number {
   if (!a.causal) return pass === "backward_key_value" ? (a.h / a.hkv) * a.t : a.s;
-  const perQuery = a.s - a.t + (a.t + 1) / 2;
+  const perQuery = Math.min(a.s - a.t + (a.t + 1) / 2, a.window ?? Infinity);
   return pass === "backward_key_value" ? ((a.h / a.hkv) * a.t * perQuery) / a.s : perQuery;
 }
 

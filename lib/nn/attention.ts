@@ -2,7 +2,9 @@
  * Causal multi-head self-attention with grouped key/value heads (GQA) and rotary position embeddings, with
  * Llama-2 / llama2.c semantics: RoPE with theta 1e4 rotates the interleaved pairs `(2i, 2i+1)` inside each head
  * by `pos · theta^(−2i/head_dim)`; query head `h` attends with key/value head `⌊h / (n_heads / n_kv_heads)⌋`;
- * scores are scaled by `1/√head_dim` and causally masked before the softmax.
+ * scores are scaled by `1/√head_dim` and causally masked before the softmax. A layer with a sliding `window` `W`
+ * (Mistral, Qwen2's sliding layers) lets each query see only the last `W` positions up to its own, itself included:
+ * key `j` is visible to query `i` when `i − W < j ≤ i`, transformers' `kv_idx > q_idx − sliding_window`.
  *
  * @module
  */
@@ -74,6 +76,7 @@ const ROPE_TABLE_OPTIONS = z.object({
 const CAUSAL_ATTENTION_OPTIONS = z.object({
   scale: opt.number().optional(),
   causal: z.boolean().optional(),
+  window: opt.count().optional(),
   fused: z.boolean().optional(),
   rope: ROPE_TABLES.optional(),
 }).strict();
@@ -86,6 +89,7 @@ const ATTENTION_OPTIONS = z.object({
   bias: z.boolean().optional(),
   qkNorm: z.boolean().optional(),
   normEps: opt.nonNegative().optional(),
+  window: opt.count().optional(),
   seed: opt.seed().optional(),
   device: opt.device().optional(),
   layers: z.object({
@@ -238,6 +242,12 @@ export interface CausalAttentionOptions {
   /** Mask future keys (default true). */
   causal?: boolean;
   /**
+   * Sliding window (needs `causal`): query `i` (at position `S − T + i`) sees only the last `window` keys up to its
+   * position, itself included (default: all of them). A window of at least `S` keys is full attention, and runs the
+   * kernels without a window.
+   */
+  window?: number;
+  /**
    * Use the fused attention kernels where the shapes allow (default true): scores, mask, softmax and weighted sum
    * in one pass per query row (`kernels/attention.wgsl.ts`), and two passes backward. `false` composes the same
    * math from primitives (matmuls and a softmax).
@@ -375,6 +385,11 @@ export function causalAttention(
   if (causal && s < t) {
     throw new RangeError(`causalAttention: ${t} queries need at least ${t} keys, got ${s}`);
   }
+  if (opts.window !== undefined && !causal) {
+    throw new RangeError(`causalAttention: a sliding window (${opts.window}) needs causal attention`);
+  }
+  // A window that holds every key hides none: the kernels without a window, unchanged.
+  const window = opts.window !== undefined && opts.window < s ? opts.window : undefined;
   const g = h / hkv;
   const scale = opts.scale ?? 1 / Math.sqrt(d);
   const rope = opts.rope;
@@ -388,7 +403,18 @@ export function causalAttention(
       }] and [${rope.sin.shape.join(", ")}]`,
     );
   }
-  const dims: AttentionDims = { b, t, s, h, hkv, d, scale, causal, rope: rope !== undefined };
+  const dims: AttentionDims = {
+    b,
+    t,
+    s,
+    h,
+    hkv,
+    d,
+    scale,
+    causal,
+    rope: rope !== undefined,
+    ...(window === undefined ? {} : { window }),
+  };
   const fused = (opts.fused ?? true) && q.dtype === "f32" && attentionUnfit(dims, LOOP_BUDGET) === null;
   if (fused) return fusedAttention(q, k, v, dims, rope) as Tensor<number[], "f32">;
   if (rope !== undefined) {
@@ -407,11 +433,21 @@ export function causalAttention(
   if (causal) {
     const rows = arange(t, undefined, 1, { dtype: "i32", device: q.device }).add(s - t).reshape([t, 1]);
     const cols = arange(s, undefined, 1, { dtype: "i32", device: q.device }).reshape([1, s]);
-    const visible = (rows as Tensor<Shape, "i32">).ge(cols as Tensor<Shape, "i32">);
+    const visible = window === undefined
+      ? (rows as Tensor<Shape, "i32">).ge(cols as Tensor<Shape, "i32">)
+      : inWindow(rows.sub(cols as Tensor<Shape, "i32">) as Tensor<Shape, "i32">, window);
     scores = visible.where(scores, -1e30) as F32;
   }
   const out = scores.softmax(-1).matmul(vh) as F32; // [b, hkv, g, t, d]
   return out.reshape([b, h, t, d]).permute([0, 2, 1, 3]) as Tensor<number[], "f32">;
+}
+
+/**
+ * Whether a key `d = i − j` positions before its query (i32, any shape) is in a sliding window of `w` positions:
+ * `0 ≤ d < w`, that is `min(d, w − 1 − d) ≥ 0` (one comparison, no boolean and).
+ */
+function inWindow(d: Tensor<Shape, "i32">, w: number): Tensor<Shape, "bool"> {
+  return d.minimum(d.neg().add(w - 1) as Tensor<Shape, "i32">).ge(0) as Tensor<Shape, "bool">;
 }
 
 /**
@@ -437,6 +473,11 @@ export interface CachedStep {
   rope: RopeTables;
   /** Visibility `[T, L]`: slot `j` is visible to new position `p` when `j <= p`. */
   mask: Tensor<Shape, "bool">;
+  /**
+   * The new positions, `[T]` i32: needed by layers with a sliding window, which hide slot `j` from position `p`
+   * when `j ≤ p − window`.
+   */
+  positions?: Tensor<Shape, "i32">;
   /** Slots written by this step, `[L]` bool. */
   write: Tensor<Shape, "bool">;
   /** For each slot, the new position it takes its value from (clamped to a valid index), `[L]` i32. */
@@ -502,6 +543,11 @@ export interface AttentionOptions {
   qkNorm?: boolean;
   /** Epsilon of those norms (default 1e-5). */
   normEps?: number;
+  /**
+   * Sliding window: each position attends to the last `window` positions up to its own, itself included (default:
+   * all earlier positions).
+   */
+  window?: number;
   /** Seed of new projections (needed unless `layers` are given). */
   seed?: number;
   /** Device of new parameters. */
@@ -548,6 +594,7 @@ export class Attention extends Module {
   #nKvHeads: number;
   #rope: boolean;
   #theta: number;
+  #window: number | undefined;
   #tables = new Map<string, RopeTables>();
 
   /** A layer for inputs `[batch, time, dim]`: new seeded projections, or `opts.layers`. */
@@ -594,6 +641,12 @@ export class Attention extends Module {
     this.#nKvHeads = nKv;
     this.#rope = opts.rope ?? true;
     this.#theta = opts.ropeTheta ?? 1e4;
+    this.#window = opts.window;
+  }
+
+  /** The sliding window (positions each query sees, itself included), or undefined for full causal attention. */
+  get window(): number | undefined {
+    return this.#window;
   }
 
   /** Number of query heads. */
@@ -651,7 +704,9 @@ export class Attention extends Module {
     const rope = this.#rope ? opts.rope ?? this.rope(t, opts.start ?? 0, x.device) : undefined;
     // RoPE is applied by causalAttention: inside the fused kernels where they apply (no kernels of its own).
     const { q, k, v } = this.#qkv(x, undefined);
-    const o = causalAttention(q, k, v, { rope }).reshape([b, t, this.#nHeads * this.headDim]) as F32;
+    const window = this.#window;
+    const o = causalAttention(q, k, v, { rope, ...(window === undefined ? {} : { window }) })
+      .reshape([b, t, this.#nHeads * this.headDim]) as F32;
     return this.wo.forward(o);
   }
 
@@ -665,7 +720,26 @@ export class Attention extends Module {
     const slots = step.write.reshape([1, -1, 1, 1]) as Tensor<Shape, "bool">;
     const kc = slots.where(k.gather(step.source, 1), cache.k) as F32;
     const vc = slots.where(v.gather(step.source, 1), cache.v) as F32;
-    const o = maskedAttention(q, kc, vc, step.mask).reshape([b, t, this.#nHeads * this.headDim]) as F32;
+    const o = maskedAttention(q, kc, vc, this.#cachedMask(step, kc.shape[1]))
+      .reshape([b, t, this.#nHeads * this.headDim]) as F32;
     return { y: this.wo.forward(o) as F32, k: kc, v: vc };
+  }
+
+  /** The step's visibility `[T, L]`, or with a window: slot `j` visible to position `p` when `p − W < j ≤ p`. */
+  #cachedMask(step: CachedStep, slots: number): Tensor<Shape, "bool"> {
+    const window = this.#window;
+    if (window === undefined) return step.mask;
+    if (step.positions === undefined) {
+      throw new TypeError(
+        `Attention.forwardCached: a layer with a sliding window (${window}) needs step.positions`,
+      );
+    }
+    const device = step.mask.device;
+    const j = arange(slots, undefined, 1, { dtype: "i32", device }).reshape([1, slots]) as Tensor<
+      Shape,
+      "i32"
+    >;
+    const p = step.positions.reshape([-1, 1]) as Tensor<Shape, "i32">;
+    return inWindow(p.sub(j) as Tensor<Shape, "i32">, window);
   }
 }

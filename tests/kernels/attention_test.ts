@@ -251,3 +251,150 @@ for (const device of ["webgpu", "wasm", "cpu"] as const) {
     }
   });
 }
+
+/**
+ * Sliding-window attention in float64, written here from its definition: query `i` (at position `p = i + S − T`)
+ * sees keys `p − W < j ≤ p`; RoPE rotates queries and keys by their positions. Returns the loss `Σ out · w` and its
+ * gradients with respect to `q`, `k`, `v` (softmax backward `dS = P (dP − Σ P dP)`, rotations transposed).
+ */
+function windowedHost(
+  c: { b: number; t: number; s: number; h: number; hkv: number; d: number; window: number },
+  x: { q: Float64Array; k: Float64Array; v: Float64Array; w: Float64Array },
+  tables?: { cos: Float64Array; sin: Float64Array },
+) {
+  const { b: nb, t: nt, s: ns, h: nh, hkv, d, window } = c;
+  const half = d / 2;
+  const scale = 1 / Math.sqrt(d);
+  const rotate = (src: Float64Array, at: number, pos: number, back: boolean) => {
+    const out = Float64Array.from(src.subarray(at, at + d));
+    if (tables === undefined) return out;
+    for (let i = 0; i < half; i++) {
+      const cs = tables.cos[pos * half + i];
+      const sn = back ? -tables.sin[pos * half + i] : tables.sin[pos * half + i];
+      out[2 * i] = src[at + 2 * i] * cs - src[at + 2 * i + 1] * sn;
+      out[2 * i + 1] = src[at + 2 * i] * sn + src[at + 2 * i + 1] * cs;
+    }
+    return out;
+  };
+  const qi = (b: number, i: number, h: number) => ((b * nt + i) * nh + h) * d;
+  const kj = (b: number, j: number, kh: number) => ((b * ns + j) * hkv + kh) * d;
+  const dq = new Float64Array(x.q.length);
+  const dkr = new Float64Array(x.k.length); // in the rotated frame until the end
+  const dv = new Float64Array(x.v.length);
+  let loss = 0;
+  for (let b = 0; b < nb; b++) {
+    for (let h = 0; h < nh; h++) {
+      const kh = Math.floor(h / (nh / hkv));
+      for (let i = 0; i < nt; i++) {
+        const p = i + ns - nt;
+        const q = rotate(x.q, qi(b, i, h), p, false);
+        const keys: number[] = [];
+        for (let j = Math.max(0, p - window + 1); j <= p; j++) keys.push(j);
+        const kr = keys.map((j) => rotate(x.k, kj(b, j, kh), j, false));
+        const sc = kr.map((k) => scale * k.reduce((acc, kv, n) => acc + kv * q[n], 0));
+        const m = Math.max(...sc);
+        const e = sc.map((z) => Math.exp(z - m));
+        const sum = e.reduce((a1, a2) => a1 + a2, 0);
+        const P = e.map((z) => z / sum);
+        const dO = x.w.subarray(qi(b, i, h), qi(b, i, h) + d);
+        const dP = keys.map((j) => {
+          let acc = 0;
+          for (let n = 0; n < d; n++) {
+            loss += P[keys.indexOf(j)] * x.v[kj(b, j, kh) + n] * dO[n];
+            acc += dO[n] * x.v[kj(b, j, kh) + n];
+          }
+          return acc;
+        });
+        const mean = P.reduce((acc, pj, n) => acc + pj * dP[n], 0);
+        const dqr = new Float64Array(d);
+        keys.forEach((j, n) => {
+          const ds = P[n] * (dP[n] - mean);
+          for (let r = 0; r < d; r++) {
+            dqr[r] += scale * ds * kr[n][r];
+            dkr[kj(b, j, kh) + r] += scale * ds * q[r];
+            dv[kj(b, j, kh) + r] += P[n] * dO[r];
+          }
+        });
+        dq.set(rotate(dqr, 0, p, true), qi(b, i, h));
+      }
+    }
+  }
+  const dk = new Float64Array(x.k.length);
+  for (let r = 0; r < nb * ns * hkv; r++) dk.set(rotate(dkr, r * d, Math.floor(r / hkv) % ns, true), r * d);
+  return { loss, dq, dk, dv };
+}
+
+const windowCases = [
+  { b: 2, t: 7, s: 7, h: 4, hkv: 2, d: 8, window: 3, rope: false },
+  // A cached prefix (S > T): the window cuts the prefix for every query, and some keys are seen by none.
+  { b: 1, t: 3, s: 9, h: 2, hkv: 1, d: 8, window: 4, rope: false },
+  // RoPE inside the kernels; a window of one key (each query sees itself only).
+  { b: 2, t: 6, s: 6, h: 4, hkv: 2, d: 12, window: 2, rope: true },
+  { b: 1, t: 5, s: 5, h: 2, hkv: 2, d: 4, window: 1, rope: false },
+];
+
+for (const device of ["webgpu", "wasm", "cpu"] as const) {
+  for (const c of windowCases) {
+    Deno.test(`sliding-window attention = float64 reference, values and gradients, fused and composed (${device}, ${JSON.stringify(c)})`, async () => {
+      const rng = new TestRng(470 + c.window + c.s);
+      const draw = (shape: number[]) => Float64Array.from(rng.normals(shape.reduce((a, b) => a * b, 1)));
+      const host = {
+        q: draw([c.b, c.t, c.h, c.d]),
+        k: draw([c.b, c.s, c.hkv, c.d]),
+        v: draw([c.b, c.s, c.hkv, c.d]),
+        w: draw([c.b, c.t, c.h, c.d]),
+      };
+      const shapes = { q: [c.b, c.t, c.h, c.d], k: [c.b, c.s, c.hkv, c.d], v: [c.b, c.s, c.hkv, c.d] };
+      const dev = (name: "q" | "k" | "v" | "w") =>
+        tensor(Float32Array.from(host[name]), { shape: name === "w" ? shapes.q : shapes[name], device }) as F;
+      const rope = c.rope ? ropeTables(c.d, c.s, { device }) : undefined;
+      const tables = rope === undefined ? undefined : {
+        cos: Float64Array.from(await rope.cos.data()),
+        sin: Float64Array.from(await rope.sin.data()),
+      };
+      // The reference reads the float32 inputs the devices get, widened exactly.
+      const f32 = (a: Float64Array) => Float64Array.from(Float32Array.from(a));
+      const want = windowedHost(
+        c,
+        { q: f32(host.q), k: f32(host.k), v: f32(host.v), w: f32(host.w) },
+        tables,
+      );
+      const w = dev("w");
+      for (const fused of [true, false]) {
+        const run = valueAndGrad((p: Record<string, Tensor>) =>
+          (causalAttention(p.q as F, p.k as F, p.v as F, { window: c.window, rope, fused }) as F).mul(w).sum()
+        );
+        const got = run({ q: dev("q"), k: dev("k"), v: dev("v") });
+        const what = fused ? "fused" : "composed";
+        // float32 sums of a few dozen terms of size ~1 against float64: errors of ~1e-6 relative.
+        assertClose(await got.value.data(), [want.loss], { rtol: 1e-5, atol: 1e-4, what: `${what} loss` });
+        for (const name of ["q", "k", "v"] as const) {
+          assertClose(await got.grads[name].data(), want[`d${name}`], {
+            rtol: 1e-4,
+            atol: 1e-5,
+            what: `${what} d${name}`,
+          });
+        }
+      }
+    });
+  }
+}
+
+Deno.test("a sliding window that holds every key runs the kernels without a window (same key and shader)", () => {
+  const rng = new TestRng(480);
+  const mk = (shape: number[]) => tensor(rng.normals(shape.reduce((a, b) => a * b, 1)), { shape }) as F;
+  const [q, k, v] = [mk([1, 6, 2, 8]), mk([1, 6, 1, 8]), mk([1, 6, 1, 8])];
+  const custom = (window?: number) =>
+    toposort([causalAttention(q, k, v, window === undefined ? {} : { window }).node])
+      .filter((n) => n.op === Op.Custom).map((n) =>
+        JSON.stringify(n.arg, (key, x) => key === "host" ? undefined : x)
+      );
+  const none = custom();
+  equal(none.length, 1);
+  equal(custom(6)[0], none[0]);
+  equal(custom(100)[0], none[0]);
+  ok(custom(5)[0] !== none[0], "a window shorter than the keys changes the kernel");
+  const dims: AttentionDims = { b: 1, t: 6, s: 6, h: 2, hkv: 1, d: 8, scale: 0.5, causal: true };
+  ok(!attentionForward(dims).key.includes("window"), "no window in the key of a kernel without one");
+  ok(attentionForward({ ...dims, window: 3 }).key.includes("window=3"));
+});

@@ -5,7 +5,7 @@
  * for `{ labelSmoothing: 0.5 }`, the sum for `{ reduction: "avg" }` and a LayerNorm with weights for
  * `{ elementwiseAffine: false }`).
  */
-import { deepEqual, ok } from "node:assert/strict";
+import { deepEqual, ok, throws } from "node:assert/strict";
 import {
   arange,
   Attention,
@@ -99,11 +99,20 @@ Deno.test("norms refuse unknown keys and bad epsilons; LayerNorm without affine 
   deepEqual(Object.keys(parameters(new LayerNorm(4, { bias: false }))), ["weight"]);
 });
 
-Deno.test("attention refuses dropout, sliding windows and rope scaling it does not implement", async () => {
+Deno.test("attention refuses dropout and rope scaling it does not implement, and windows that are no size", async () => {
   const [q, k, v] = [qkv(), qkv(), qkv()];
   await refused(
-    () => causalAttention(q, k, v, { dropout: 0.9, window: 1 } as never),
-    /^causalAttention: unknown options "dropout", "window"$/,
+    () => causalAttention(q, k, v, { dropout: 0.9, drop: 1 } as never),
+    /^causalAttention: unknown options "dropout", "drop"$/,
+  );
+  await refused(() => causalAttention(q, k, v, { window: 0 }), /option "window" must be >= 1, got 0/);
+  throws(
+    () => causalAttention(q, k, v, { window: 2, causal: false }),
+    { message: "causalAttention: a sliding window (2) needs causal attention" },
+  );
+  await refused(
+    () => new Attention(8, { nHeads: 2, seed: 0, window: 1.5 }),
+    /option "window" must be an integer/,
   );
   await refused(() => causalAttention(q, k, v, { scale: NaN }), /option "scale" must be a finite number/);
   await refused(
