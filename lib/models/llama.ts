@@ -65,6 +65,16 @@ export interface LlamaConfig extends Llama2cConfig {
   qkNorm?: boolean;
   /** The Hugging Face family (default "llama"; decides names and `config.json` when saving). */
   family?: LlamaFamily;
+  /**
+   * Sliding-window attention (Mistral, Qwen2/Qwen3 `use_sliding_window`): a sliding layer's position `p` attends to
+   * positions `p − slidingWindow + 1 .. p` only (default: none, every layer full causal attention).
+   */
+  slidingWindow?: number;
+  /**
+   * Which layers slide, one flag per layer (default: all of them when there is a `slidingWindow`); a layer whose
+   * flag is false attends to every earlier position.
+   */
+  slidingLayers?: readonly boolean[];
 }
 
 /** One host-side float32 weight and its shape (the format of the llama2.c and Hugging Face loaders). */
@@ -110,8 +120,13 @@ export interface ForwardCachedOptions {
   lastOnly?: boolean;
 }
 
-/** The config with its optional fields filled in (`ropeScaling` stays optional: absent means none). */
-export type ResolvedLlamaConfig = Required<Omit<LlamaConfig, "ropeScaling">> & { ropeScaling?: RopeScaling };
+/**
+ * The config with its optional fields filled in (`ropeScaling` stays optional: absent means none; so do
+ * `slidingWindow` and `slidingLayers`, which are both present or both absent).
+ */
+export type ResolvedLlamaConfig =
+  & Required<Omit<LlamaConfig, "ropeScaling" | "slidingWindow" | "slidingLayers">>
+  & { ropeScaling?: RopeScaling; slidingWindow?: number; slidingLayers?: readonly boolean[] };
 
 /**
  * Checks that a config describes a consistent Llama shape and fills in the defaults; errors start with
@@ -187,8 +202,39 @@ export function resolveLlamaConfig(config: LlamaConfig, where = "Llama config"):
     family: config.family ?? "llama",
   };
   if (config.ropeScaling !== undefined) c.ropeScaling = config.ropeScaling;
+  Object.assign(c, slidingOf(config, where));
   checkFamily(c, where);
   return c;
+}
+
+/** The checked `slidingWindow` and `slidingLayers` of a config (none, or both with one flag per layer). */
+function slidingOf(
+  config: LlamaConfig,
+  where: string,
+): { slidingWindow?: number; slidingLayers?: readonly boolean[] } {
+  const { slidingWindow: w, slidingLayers: layers } = config;
+  if (w === undefined) {
+    if (layers !== undefined) {
+      throw new RangeError(
+        `${where}: slidingLayers ${JSON.stringify(layers)} are given without a slidingWindow`,
+      );
+    }
+    return {};
+  }
+  if (!Number.isSafeInteger(w) || w <= 0) {
+    throw new RangeError(`${where}: slidingWindow must be a positive integer, found ${JSON.stringify(w)}`);
+  }
+  if (
+    layers !== undefined &&
+    (!Array.isArray(layers) || layers.length !== config.nLayers || layers.some((x) => typeof x !== "boolean"))
+  ) {
+    throw new RangeError(
+      `${where}: slidingLayers must be ${config.nLayers} flags (true or false), one per layer, found ${
+        JSON.stringify(layers)
+      }`,
+    );
+  }
+  return { slidingWindow: w, slidingLayers: [...(layers ?? Array(config.nLayers).fill(true))] };
 }
 
 /** The features each family's `transformers` class can express (what a saved `config.json` can say). */
@@ -202,6 +248,7 @@ function checkFamily(c: ResolvedLlamaConfig, where: string): void {
         bad(`qkvBias ${c.qkvBias} with outBias ${c.outBias} (attention_bias sets both)`);
       }
       if (c.qkNorm) bad("qkNorm");
+      if (c.slidingWindow !== undefined) bad(`a slidingWindow (${c.slidingWindow})`);
       return;
     case "qwen2":
       if (!c.qkvBias || c.outBias || c.mlpBias) bad("biases other than on wq, wk and wv");
@@ -217,6 +264,9 @@ function checkFamily(c: ResolvedLlamaConfig, where: string): void {
     case "mistral":
       if (c.qkvBias || c.outBias || c.mlpBias) bad("biases");
       if (c.qkNorm) bad("qkNorm");
+      if (c.slidingLayers?.includes(false)) {
+        bad(`full layers beside sliding ones (slidingLayers ${JSON.stringify(c.slidingLayers)})`);
+      }
       return;
     default:
       bad(`the unknown family ${JSON.stringify(c.family)}`);
@@ -413,9 +463,11 @@ export class LlamaLM extends Module implements AliasedModule {
           k_norm: rmsNormFrom(get(`${p}.attention.k_norm.weight`), eps),
         }
         : undefined;
+      const window = config.slidingLayers?.[i] ? config.slidingWindow : undefined;
       const attention = new Attention(config.dim, {
         nHeads: config.nHeads,
         nKvHeads: config.nKvHeads,
+        ...(window === undefined ? {} : { window }),
         layers: {
           wq: lin("attention.wq"),
           wk: lin("attention.wk"),
@@ -645,7 +697,7 @@ export class LlamaLM extends Module implements AliasedModule {
 
   /**
    * Logits `[B, T, vocabSize]` of a batch of token ids `[B, T]` (i32, `T ≤ seqLen`), causally: position `t` sees
-   * tokens `0 .. t`.
+   * tokens `0 .. t` (in a sliding layer only `t − slidingWindow + 1 .. t`).
    */
   forward(tokens: Tensor<Shape, "i32">): Tensor<number[], "f32"> {
     const [, t] = this.#checkTokens(tokens, "LlamaLM.forward");
@@ -756,6 +808,7 @@ export class LlamaLM extends Module implements AliasedModule {
     >;
     const step: CachedStep = {
       rope: { cos: full.cos.gather(pos, 0) as F32, sin: full.sin.gather(pos, 0) as F32 },
+      positions: pos,
       mask: slots.le(pos.reshape([t, 1]) as Tensor<Shape, "i32">) as Tensor<Shape, "bool">,
       write: tensor(write, { dtype: "bool", device }) as Tensor<Shape, "bool">,
       source: tensor(source, { dtype: "i32", device }) as Tensor<Shape, "i32">,

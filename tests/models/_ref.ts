@@ -59,7 +59,7 @@ function rmsnorm(x: Float64Array, w: ArrayLike<number>, eps: number): Float64Arr
   return x.map((v, i) => v * s * w[i]);
 }
 
-/** Logits `[T, V]` (row-major) of one token sequence, in float64. */
+/** Logits `[T, V]` (row-major) of one token sequence, in float64 (sliding-window layers included). */
 export function hostLogits(
   c: LlamaConfig,
   weights: Map<string, HostWeight>,
@@ -78,6 +78,9 @@ export function hostLogits(
     let x = Float64Array.from(W("tok_embeddings.weight").subarray(token * c.dim, (token + 1) * c.dim));
     for (let l = 0; l < c.nLayers; l++) {
       const p = `layers.${l}`;
+      const window = c.slidingWindow !== undefined && (c.slidingLayers?.[l] ?? true)
+        ? c.slidingWindow
+        : Infinity;
       const xb = rmsnorm(x, W(`${p}.attention_norm.weight`), eps);
       const q = matvec(W(`${p}.attention.wq.weight`), xb, c.dim, c.dim);
       const k = matvec(W(`${p}.attention.wk.weight`), xb, kvDim, c.dim);
@@ -102,7 +105,8 @@ export function hostLogits(
         for (let t = 0; t <= pos; t++) {
           let s = 0;
           for (let i = 0; i < hd; i++) s += q[h * hd + i] * keys[l][t][kvh * hd + i];
-          scores[t] = s / Math.sqrt(hd);
+          // A sliding layer sees positions pos − W + 1 .. pos only.
+          scores[t] = t <= pos - window ? -Infinity : s / Math.sqrt(hd);
         }
         const m = Math.max(...scores);
         const e = scores.map((s) => Math.exp(s - m));

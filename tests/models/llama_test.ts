@@ -307,3 +307,82 @@ Deno.test("sampleToken inverts the (nucleus-truncated) softmax CDF", () => {
   equal(argmax([1, NaN, 7, NaN]), 1);
   equal(argmax([NaN, 9]), 0);
 });
+
+for (const device of ["cpu", "wasm", "webgpu"] as const) {
+  Deno.test(`sliding-window layers: forward = float64 host, KV-cache decoding past the window = forward (${device})`, async () => {
+    const rng = new TestRng(19);
+    // Layer 0 slides over 3 positions, layer 1 is full (Qwen2 allows both; its q/k/v biases are zero here); 11
+    // positions run well past the window.
+    const config: LlamaConfig = {
+      ...tiny(false),
+      nLayers: 2,
+      seqLen: 16,
+      family: "qwen2",
+      qkvBias: true,
+      slidingWindow: 3,
+      slidingLayers: [true, false],
+    };
+    const weights = randomWeights({ ...config, qkvBias: false }, rng, 2);
+    for (const { name, shape } of llamaParameterShapes(config)) {
+      if (name.endsWith(".bias")) weights.set(name, { shape, data: new Float32Array(shape[0]) });
+    }
+    const model = LlamaLM.fromWeights(config, weights, { device });
+    const n = 11;
+    const inputs = ids(rng, n, config.vocabSize);
+    const full = await model.forward(tensor(inputs, { shape: [1, n], dtype: "i32", device }) as I32).data();
+    assertClose(full, hostLogits(config, weights, inputs), {
+      rtol: 1e-4,
+      atol: 1e-4,
+      what: "windowed logits",
+    });
+    const cache = model.createCache({ capacity: n });
+    const parts: Float32Array[] = [];
+    let logits = model.forwardCached(
+      tensor(inputs.slice(0, 2), { shape: [1, 2], dtype: "i32", device }) as I32,
+      cache,
+    );
+    await cache.realize(logits);
+    parts.push(await logits.data() as Float32Array);
+    for (let p = 2; p < n; p++) {
+      logits = model.forwardCached(
+        tensor([inputs[p]], { shape: [1, 1], dtype: "i32", device }) as I32,
+        cache,
+      );
+      await cache.realize(logits);
+      parts.push(await logits.data() as Float32Array);
+    }
+    const stepped = Float32Array.from(parts.flatMap((p) => [...p]));
+    assertClose(stepped, full, { rtol: 1e-4, atol: 1e-4, what: "cached windowed logits" });
+  });
+}
+
+Deno.test("sliding-window configs are checked: a positive window, one flag per layer, families that have one", () => {
+  const base = { ...tiny(false), nLayers: 2 };
+  throws(
+    () => LlamaLM.random({ ...base, family: "mistral", slidingWindow: 0 }, { seed: 0 }),
+    /slidingWindow must be a positive integer, found 0/,
+  );
+  throws(
+    () =>
+      LlamaLM.random({ ...base, family: "mistral", slidingWindow: 4, slidingLayers: [true] }, { seed: 0 }),
+    /slidingLayers must be 2 flags/,
+  );
+  throws(
+    () => LlamaLM.random({ ...base, slidingWindow: 4 }, { seed: 0 }),
+    /a llama model cannot have a slidingWindow \(4\)/,
+  );
+  throws(
+    () =>
+      LlamaLM.random({ ...base, family: "mistral", slidingWindow: 4, slidingLayers: [true, false] }, {
+        seed: 0,
+      }),
+    /a mistral model cannot have full layers beside sliding ones/,
+  );
+  throws(
+    () => LlamaLM.random({ ...base, slidingLayers: [true, true] }, { seed: 0 }),
+    /without a slidingWindow/,
+  );
+  const m = LlamaLM.random({ ...base, family: "mistral", slidingWindow: 4 }, { seed: 0 });
+  deepEqual(m.config.slidingLayers, [true, true]);
+  deepEqual(m.layers.map((l) => l.attention.window), [4, 4]);
+});
