@@ -118,6 +118,27 @@ FIXTURES = {
     "mistral": ("MistralConfig", dict(sliding_window=None, tie_word_embeddings=False), torch.float32, None, None),
 }
 
+# Sliding-window attention (a separate block: new fixtures go after the others, so existing seeds stay). The inputs
+# are 16 tokens long, so a window of 5 hides most of each row's keys.
+FIXTURES.update({
+    # Mistral with a window on every layer.
+    "mistral_sliding": ("MistralConfig", dict(sliding_window=5, tie_word_embeddings=False), torch.float32, None, None),
+    # Qwen2 with use_sliding_window: layers from max_window_layers on slide (here layer 1), layer 0 is full.
+    "qwen2_sliding": (
+        "Qwen2Config",
+        dict(
+            tie_word_embeddings=True,
+            rope_parameters=dict(rope_type="default", rope_theta=1000000.0),
+            use_sliding_window=True,
+            sliding_window=5,
+            max_window_layers=1,
+        ),
+        torch.float32,
+        None,
+        None,
+    ),
+})
+
 
 def randomize(model: torch.nn.Module, seed: int) -> None:
     """Random weights large enough that logits vary (std 0.02 would make them almost constant)."""

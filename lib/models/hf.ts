@@ -2,13 +2,18 @@
  * Hugging Face checkpoints (`config.json` + `model.safetensors`, or shards listed in `model.safetensors.index.json`)
  * of the Llama-style families to and from {@link LlamaLM}: `LlamaForCausalLM` (Llama 2, Llama 3.x, TinyLlama,
  * SmolLM), `Qwen2ForCausalLM` (q/k/v biases), `Qwen3ForCausalLM` (per-head q/k RMSNorm, explicit `head_dim`) and
- * `MistralForCausalLM` (without a sliding window).
+ * `MistralForCausalLM`.
  *
  * `config.json` is read as `transformers` reads it: every key the modelling code of these classes consults is
- * either implemented or, with a value that would change the math, refused by name (`rope_type: "yarn"`, a sliding
- * window, `partial_rotary_factor`, an activation other than SiLU, ...). RoPE settings come from `rope_parameters`
+ * either implemented or, with a value that would change the math, refused by name (`rope_type: "yarn"`,
+ * `partial_rotary_factor`, an activation other than SiLU, ...). RoPE settings come from `rope_parameters`
  * (transformers 5) or the older top-level `rope_theta` / `rope_scaling` (with `type` or `rope_type`), with the
- * same precedence as `transformers`; rope types `default`, `linear` and `llama3` are implemented.
+ * same precedence as `transformers`; rope types `default`, `linear` and `llama3` are implemented. Sliding-window
+ * attention (position `p` sees positions `p − W + 1 .. p`, transformers' `kv_idx > q_idx − sliding_window`) is read
+ * as `transformers` 5 reads it: Mistral slides on every layer over `sliding_window` (4096 when the key is absent,
+ * none when null); Qwen2 and Qwen3 only with `use_sliding_window`, over `sliding_window`, on the layers that
+ * `layer_types` marks `"sliding_attention"` or, without that list, the layers from `max_window_layers` on. Saving
+ * writes the window back (`sliding_window`, and for Qwen `use_sliding_window` and `layer_types`).
  *
  * Names map one to one (`model.layers.{i}.self_attn.q_proj` ↔ `layers.{i}.attention.wq`, `mlp.gate_proj` ↔
  * `feed_forward.w1`, `mlp.up_proj` ↔ `w3`, `mlp.down_proj` ↔ `w2`, `input_layernorm` ↔ `attention_norm`,
@@ -159,7 +164,6 @@ const INERT_KEYS = new Set([
   "pretraining_tp", // transformers 5 no longer reads it
   "is_llama_config", // SmolLM's own marker; transformers ignores it
   "rope_interleaved", // written by nanotron (SmolLM); transformers ignores it
-  "max_window_layers", // checked with use_sliding_window
   "tokenizer_class",
   "output_attentions",
   "output_hidden_states",
@@ -205,6 +209,7 @@ const READ_KEYS = new Set([
   "original_max_position_embeddings",
   "sliding_window",
   "use_sliding_window",
+  "max_window_layers",
   "layer_types",
 ]);
 
@@ -409,41 +414,9 @@ export function llamaConfigFromHf(json: unknown, source = "config.json"): LlamaC
   if (family !== "llama" && json.mlp_bias !== undefined && json.mlp_bias !== false) {
     refuse("mlp_bias", `${ARCHITECTURE[family]} has no MLP biases`);
   }
-  // Sliding windows: a window shorter than the context changes attention; refuse it.
-  if (d.sliding === "qwen") {
-    const on = flag("use_sliding_window");
-    const window = json.sliding_window === undefined ? 4096 : json.sliding_window;
-    const types = json.layer_types;
-    if (types !== undefined && types !== null) {
-      if (!Array.isArray(types) || types.some((t) => t !== "full_attention" && t !== "sliding_attention")) {
-        refuse("layer_types", `expected a list of "full_attention" / "sliding_attention"`);
-      }
-      if ((types as string[]).some((t) => t !== "full_attention")) {
-        refuse("layer_types", "sliding-window layers are not implemented");
-      }
-    }
-    if (on && window !== null && (typeof window !== "number" || window < seqLen)) {
-      refuse(
-        "use_sliding_window",
-        `sliding-window attention (sliding_window ${JSON.stringify(window)}) is not implemented`,
-      );
-    }
-  } else if (d.sliding !== "none") {
-    const window = Object.hasOwn(json, "sliding_window") ? json.sliding_window : d.sliding;
-    if (window !== null && (typeof window !== "number" || window < seqLen)) {
-      throw new Error(
-        `${where}: "sliding_window" is ${JSON.stringify(window)}${
-          Object.hasOwn(json, "sliding_window")
-            ? ""
-            : ` (the ${ARCHITECTURE[family]} default when the key is absent)`
-        }, shorter than max_position_embeddings ${seqLen}; sliding-window attention is not implemented`,
-      );
-    }
-  } else if (json.sliding_window !== undefined && json.sliding_window !== null) {
-    refuse("sliding_window", `${ARCHITECTURE[family]} has no sliding window`);
-  }
+  const sliding = slidingOf(json, family, int("num_hidden_layers"), where);
   if (family !== "qwen2" && family !== "qwen3" && json.use_sliding_window === true) {
-    refuse("use_sliding_window", "sliding-window attention is not implemented");
+    refuse("use_sliding_window", `${ARCHITECTURE[family]} does not read it; its window is "sliding_window"`);
   }
   const eps = json.rms_norm_eps === undefined ? 1e-6 : json.rms_norm_eps;
   if (typeof eps !== "number" || !(eps > 0) || !Number.isFinite(eps)) {
@@ -479,8 +452,83 @@ export function llamaConfigFromHf(json: unknown, source = "config.json"): LlamaC
     family,
   };
   if (rope.scaling !== undefined) config.ropeScaling = rope.scaling;
+  Object.assign(config, sliding);
   resolveLlamaConfig(config, where);
   return config;
+}
+
+/**
+ * The sliding window of a config as `transformers` 5 reads it. Mistral: `sliding_window` on every layer (4096 when
+ * the key is absent, none when null). Qwen2 / Qwen3: a window only with `use_sliding_window` (then
+ * `sliding_window`, 4096 when absent, none when null); the layers that slide are the `"sliding_attention"` entries of
+ * `layer_types`, or without that list the layers from `max_window_layers` (default 28) on. Llama has none. A
+ * window that covers the whole context is kept (it is saved back as it came); attention skips it.
+ */
+function slidingOf(
+  json: Record<string, unknown>,
+  family: LlamaFamily,
+  nLayers: number,
+  where: string,
+): { slidingWindow?: number; slidingLayers?: boolean[] } {
+  const refuse = (key: string, why: string): never => {
+    throw new Error(`${where}: "${key}" is ${JSON.stringify(json[key])}; ${why}`);
+  };
+  const d = DEFAULTS[family];
+  if (d.sliding === "none") {
+    if (json.sliding_window !== undefined && json.sliding_window !== null) {
+      refuse("sliding_window", `${ARCHITECTURE[family]} has no sliding window`);
+    }
+    return {};
+  }
+  const window = json.sliding_window === undefined
+    ? (d.sliding === "qwen" ? 4096 : d.sliding)
+    : json.sliding_window;
+  const on = d.sliding !== "qwen" || json.use_sliding_window === true;
+  const flag = json.use_sliding_window;
+  if (d.sliding === "qwen" && flag !== undefined && typeof flag !== "boolean") {
+    throw new Error(`${where}: "use_sliding_window" must be true or false, found ${JSON.stringify(flag)}`);
+  }
+  // transformers drops the window unless use_sliding_window is on (Qwen); a null window is none.
+  const size = on ? window : null;
+  if (size !== null && (typeof size !== "number" || !Number.isSafeInteger(size) || size <= 0)) {
+    throw new Error(
+      `${where}: "sliding_window" is ${JSON.stringify(window)}${
+        json.sliding_window === undefined ? " (the default)" : ""
+      }; a sliding window must be a positive integer number of positions (or null for none)`,
+    );
+  }
+  if (d.sliding !== "qwen") {
+    return size === null ? {} : { slidingWindow: size, slidingLayers: Array(nLayers).fill(true) };
+  }
+  let layers: boolean[];
+  const types = json.layer_types;
+  if (types !== undefined && types !== null) {
+    if (
+      !Array.isArray(types) || types.length !== nLayers ||
+      types.some((t) => t !== "full_attention" && t !== "sliding_attention")
+    ) {
+      refuse(
+        "layer_types",
+        `expected ${nLayers} entries (num_hidden_layers), each "full_attention" or "sliding_attention"`,
+      );
+    }
+    layers = (types as string[]).map((t) => t === "sliding_attention");
+    if (size === null && layers.includes(true)) {
+      refuse(
+        "layer_types",
+        `sliding layers need a window, and there is none (use_sliding_window ${
+          JSON.stringify(json.use_sliding_window ?? false)
+        }, sliding_window ${JSON.stringify(window)}); transformers fails on this config`,
+      );
+    }
+  } else {
+    const from = json.max_window_layers === undefined ? 28 : json.max_window_layers;
+    if (typeof from !== "number" || !Number.isSafeInteger(from)) {
+      refuse("max_window_layers", "it must be an integer (the first layer with a sliding window)");
+    }
+    layers = Array.from({ length: nLayers }, (_, i) => size !== null && i >= (from as number));
+  }
+  return size === null || !layers.includes(true) ? {} : { slidingWindow: size, slidingLayers: layers };
 }
 
 /**
@@ -535,10 +583,18 @@ export function hfConfigFromLlama(config: LlamaConfig): Record<string, unknown> 
   if (c.family === "llama") Object.assign(json, { attention_bias: c.qkvBias, mlp_bias: c.mlpBias });
   if (c.family === "llama") Object.assign(json, { bos_token_id: 1, eos_token_id: 2 });
   if (c.family === "qwen3") json.attention_bias = c.qkvBias;
+  const layers = c.slidingLayers;
   if (c.family === "qwen2" || c.family === "qwen3") {
-    Object.assign(json, { use_sliding_window: false, sliding_window: null });
+    Object.assign(
+      json,
+      layers === undefined ? { use_sliding_window: false, sliding_window: null } : {
+        use_sliding_window: true,
+        sliding_window: c.slidingWindow,
+        layer_types: layers.map((slides) => slides ? "sliding_attention" : "full_attention"),
+      },
+    );
   }
-  if (c.family === "mistral") json.sliding_window = null;
+  if (c.family === "mistral") json.sliding_window = c.slidingWindow ?? null;
   return json;
 }
 

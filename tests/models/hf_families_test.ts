@@ -1,7 +1,7 @@
 /**
  * Hugging Face model families against golden logits from transformers (tests/fixtures/models, written by
  * tools/hf_fixtures.py): Llama (default, llama3 and legacy linear RoPE, every bias, explicit head_dim, bf16 in two
- * shards), Qwen2, Qwen3 and Mistral. Tolerances: 1e-4 of the largest |logit| for float32 files (float32 arithmetic
+ * shards), Qwen2, Qwen3 and Mistral, with sliding windows (Mistral's on every layer, Qwen2's on some). Tolerances: 1e-4 of the largest |logit| for float32 files (float32 arithmetic
  * in a different order on a 2-layer model differs by ~1e-6 relative), 1e-3 for the bf16 file read into f16
  * storage (bf16 values are exact in f16, but activations are then rounded where transformers keeps float32).
  * Configs that transformers would read differently are refused with the key named.
@@ -51,6 +51,8 @@ const CASES: [string, string, number][] = [
   ["qwen2", "qwen2", 1e-4],
   ["qwen3", "qwen3", 1e-4],
   ["mistral", "mistral", 1e-4],
+  ["mistral_sliding", "mistral", 1e-4],
+  ["qwen2_sliding", "qwen2", 1e-4],
 ];
 
 for (const [name, family, tol] of CASES) {
@@ -72,6 +74,43 @@ Deno.test("HF families on the CPU device: Qwen3 and the bf16 Llama match transfo
     const ids = tensor(ref.ids, { shape: [2, 16], dtype: "i32", device: "cpu" }) as Tensor<Shape, "i32">;
     const err = relError(await model.forward(ids).data() as Float32Array, ref.logits);
     ok(err < tol, `${name} on cpu: relative error ${err.toExponential(2)} above ${tol}`);
+  }
+});
+
+Deno.test("HF sliding windows on the CPU and WebGPU devices match transformers there too", async () => {
+  for (const device of ["cpu", "webgpu"] as const) {
+    for (const name of ["mistral_sliding", "qwen2_sliding"]) {
+      const model = await loadLlama(`${FIXTURES}${name}`, { device });
+      const ref = await expected(name);
+      const ids = tensor(ref.ids, { shape: [2, 16], dtype: "i32", device }) as Tensor<Shape, "i32">;
+      const err = relError(await model.forward(ids).data() as Float32Array, ref.logits);
+      ok(err < 1e-4, `${name} on ${device}: relative error ${err.toExponential(2)} above 1e-4`);
+    }
+  }
+});
+
+Deno.test("HF sliding windows: save → transformers config → read keeps the window and the sliding layers", async () => {
+  for (
+    const [name, window, layers] of [["mistral_sliding", 5, [true, true]], ["qwen2_sliding", 5, [
+      false,
+      true,
+    ]]] as const
+  ) {
+    const { config, weights } = await readHf(`${FIXTURES}${name}`);
+    equal(config.slidingWindow, window);
+    equal(JSON.stringify(config.slidingLayers), JSON.stringify(layers));
+    const dir = await Deno.makeTempDir();
+    await saveHf(LlamaLM.fromWeights(config, weights), dir);
+    const json = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+    equal(json.sliding_window, window);
+    if (name === "qwen2_sliding") {
+      equal(json.use_sliding_window, true);
+      equal(JSON.stringify(json.layer_types), JSON.stringify(["full_attention", "sliding_attention"]));
+    }
+    const again = await readHf(dir);
+    equal(again.config.slidingWindow, window);
+    equal(JSON.stringify(again.config.slidingLayers), JSON.stringify(layers));
+    await Deno.remove(dir, { recursive: true });
   }
 });
 
@@ -154,17 +193,45 @@ Deno.test("HF configs transformers would read differently are refused with the k
     ["llama", (c) => (c.rope_parameters = { rope_type: "linear", rope_theta: 1e4 }), /factor.*undefined/],
     ["llama", (c) => (c.architectures = ["GPT2LMHeadModel"]), /architectures.*GPT2LMHeadModel/],
     ["llama", (c) => (c.model_type = "qwen2"), /model_type.*does not match/],
-    ["mistral", (c) => (c.sliding_window = 64), /sliding_window.*64/],
-    ["mistral", (c) => {
-      delete c.sliding_window;
-      c.max_position_embeddings = 8192;
-    }, /sliding_window.*4096.*default/],
+    [
+      "mistral",
+      (c) => (c.sliding_window = 0),
+      /"sliding_window" is 0; a sliding window must be a positive integer/,
+    ],
+    [
+      "mistral",
+      (c) => (c.sliding_window = 2.5),
+      /"sliding_window" is 2\.5; a sliding window must be a positive/,
+    ],
     [
       "qwen2",
-      (c) => Object.assign(c, { use_sliding_window: true, sliding_window: 32 }),
-      /use_sliding_window/,
+      (c) => Object.assign(c, { use_sliding_window: true, sliding_window: "32" }),
+      /"sliding_window" is "32"; a sliding window must be a positive integer/,
     ],
-    ["qwen3", (c) => (c.layer_types = ["full_attention", "sliding_attention"]), /layer_types/],
+    // Sliding layers without a window: transformers fails on its first forward.
+    [
+      "qwen3",
+      (c) => (c.layer_types = ["full_attention", "sliding_attention"]),
+      /"layer_types" is .*sliding layers need a window, and there is none \(use_sliding_window false/,
+    ],
+    [
+      "qwen2_sliding",
+      (c) => (c.layer_types = ["sliding_attention"]),
+      /"layer_types" is \["sliding_attention"\]; expected 2 entries/,
+    ],
+    [
+      "qwen2_sliding",
+      (c) => (c.layer_types = ["full_attention", "chunked_attention"]),
+      /"layer_types" is .*"chunked_attention".*each "full_attention" or "sliding_attention"/,
+    ],
+    [
+      "qwen2_sliding",
+      (c) => {
+        delete c.layer_types;
+        c.max_window_layers = 1.5;
+      },
+      /"max_window_layers" is 1\.5; it must be an integer/,
+    ],
     ["qwen2", (c) => (c.attention_bias = false), /attention_bias/],
     [
       "qwen3",
@@ -237,11 +304,40 @@ Deno.test("HF config: legacy spellings and family defaults read as transformers 
   const l = await fixtureConfig("llama");
   Object.assign(l, { head_dim: null, hidden_size: 48, num_attention_heads: 4, num_key_value_heads: 2 });
   equal(llamaConfigFromHf(l).headDim, 12);
-  // Mistral without a window key but with a context within the 4096 default is accepted.
+  // Mistral without a window key slides over transformers' default 4096 positions on every layer.
   const m = await fixtureConfig("mistral");
   delete m.sliding_window;
-  m.max_position_embeddings = 4096;
-  equal(llamaConfigFromHf(m).family, "mistral");
+  m.max_position_embeddings = 8192;
+  const mc = llamaConfigFromHf(m);
+  equal(mc.slidingWindow, 4096);
+  equal(JSON.stringify(mc.slidingLayers), "[true,true]");
+  // Qwen: the window counts only with use_sliding_window (a window covering the whole context is kept, and is
+  // full attention); without layer_types the layers from max_window_layers (default 28) on slide.
+  const windows: [Record<string, unknown>, number | undefined, boolean[] | undefined][] = [
+    [{ use_sliding_window: false, sliding_window: 5, max_window_layers: 0 }, undefined, undefined],
+    [{ use_sliding_window: true, sliding_window: 5, max_window_layers: 1 }, 5, [false, true]],
+    [{ use_sliding_window: true, sliding_window: 512, max_window_layers: 0 }, 512, [true, true]],
+    [{ use_sliding_window: true, max_window_layers: 0 }, 4096, [true, true]],
+    [{ use_sliding_window: true, sliding_window: 5 }, undefined, undefined], // max_window_layers 28 > 2 layers
+    [{ use_sliding_window: true, sliding_window: null, max_window_layers: 0 }, undefined, undefined],
+    [
+      { use_sliding_window: true, sliding_window: 5, layer_types: ["sliding_attention", "full_attention"] },
+      5,
+      [
+        true,
+        false,
+      ],
+    ],
+  ];
+  for (const [edit, window, layers] of windows) {
+    const q = await fixtureConfig("qwen2");
+    delete q.layer_types;
+    delete q.sliding_window;
+    Object.assign(q, edit);
+    const qc = llamaConfigFromHf(q);
+    equal(qc.slidingWindow, window, JSON.stringify(edit));
+    equal(JSON.stringify(qc.slidingLayers), JSON.stringify(layers), JSON.stringify(edit));
+  }
 });
 
 Deno.test("HF loading refuses a tensor larger than the device's largest binding before reading any data", async () => {
