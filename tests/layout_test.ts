@@ -13,15 +13,15 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 33_100,
+  lib: 33_400,
   lab: 7_600,
   experiments: 4_500,
   bench: 4_300,
   kernels: 2_400,
   cli: 750,
-  tools: 1_200,
+  tools: 1_300,
   examples: 120,
-  tests: 22_200,
+  tests: 22_600,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */
