@@ -139,6 +139,66 @@ FIXTURES.update({
     ),
 })
 
+# YaRN (rope_type "yarn"), each with its own seed so that fixtures added to the table above keep theirs. With head_dim
+# 16 the ramp between extrapolated and interpolated frequencies covers a few of the eight, so each fixture has
+# frequencies on both sides of it and inside it. expected.safetensors also holds the reference's inverse frequencies
+# ("rope_inv_freq") and, in its metadata, the factor that scales cos and sin ("rope_attention_scaling").
+YARN_FIXTURES = {
+    # As Qwen3's long-context configs: rope_parameters with factor 4 over an original context of 32, the default
+    # betas (32, 1), truncation and attention factor (0.1·ln 4 + 1).
+    "qwen3_yarn": (
+        "Qwen3Config",
+        dict(
+            head_dim=16,
+            tie_word_embeddings=True,
+            rope_parameters=dict(
+                rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=32
+            ),
+            use_sliding_window=False,
+        ),
+        torch.float32,
+        None,
+        None,
+    ),
+    # As Qwen2.5's configs: top-level rope_theta and rope_scaling {"type": "yarn"}, here with betas, mscale /
+    # mscale_all_dim (which set the attention factor) and truncate false.
+    "qwen2_yarn_legacy": (
+        "Qwen2Config",
+        dict(num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True, use_sliding_window=False),
+        torch.float32,
+        dict(
+            rope_theta=100.0,
+            type="yarn",
+            factor=4.0,
+            original_max_position_embeddings=32,
+            beta_fast=16.0,
+            beta_slow=2.0,
+            mscale=0.8,
+            mscale_all_dim=0.4,
+            truncate=False,
+        ),
+        None,
+    ),
+    # An explicit attention_factor (which mscale no longer changes) and no original_max_position_embeddings (so
+    # transformers takes max_position_embeddings).
+    "llama_yarn_attention": (
+        "LlamaConfig",
+        dict(
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            tie_word_embeddings=False,
+            rope_parameters=dict(
+                rope_type="yarn", rope_theta=10000.0, factor=2.0, attention_factor=1.25, mscale=1.0, mscale_all_dim=2.0
+            ),
+        ),
+        torch.float32,
+        None,
+        None,
+    ),
+}
+FIXTURES.update(YARN_FIXTURES)
+SEEDS = {"qwen3_yarn": 100, "qwen2_yarn_legacy": 101, "llama_yarn_attention": 102}
+
 
 def randomize(model: torch.nn.Module, seed: int) -> None:
     """Random weights large enough that logits vary (std 0.02 would make them almost constant)."""
@@ -154,12 +214,18 @@ def randomize(model: torch.nn.Module, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) / fan_in**0.5)
 
 
-def legacy_rewrite(path: Path, kind: str) -> None:
-    """Rewrites config.json into the pre-rope_parameters spelling (top-level rope_theta, rope_scaling)."""
+def legacy_rewrite(path: Path, kind: str | dict) -> None:
+    """Rewrites config.json into the pre-rope_parameters spelling (top-level rope_theta, rope_scaling): a type with
+    factor 2 and theta 20000, or the rope_scaling dict given, whose "rope_theta" goes to the top level."""
     cfg = json.loads(path.read_text())
     cfg.pop("rope_parameters", None)
-    cfg["rope_theta"] = 20000.0
-    cfg["rope_scaling"] = {"type": kind, "factor": 2.0}
+    if isinstance(kind, dict):
+        scaling = dict(kind)
+        cfg["rope_theta"] = scaling.pop("rope_theta")
+        cfg["rope_scaling"] = scaling
+    else:
+        cfg["rope_theta"] = 20000.0
+        cfg["rope_scaling"] = {"type": kind, "factor": 2.0}
     path.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
@@ -193,11 +259,13 @@ def write_fixture(name: str, seed: int) -> dict:
     ids = torch.randint(0, cfg.vocab_size, (2, 16), generator=g)
     with torch.no_grad():
         logits = ref(input_ids=ids).logits.float()
-    save_file(
-        {"input_ids": ids.to(torch.int32).contiguous(), "logits": logits.contiguous()},
-        out / "expected.safetensors",
-        metadata={"transformers": transformers.__version__, "torch": torch.__version__},
-    )
+    tensors = {"input_ids": ids.to(torch.int32).contiguous(), "logits": logits.contiguous()}
+    metadata = {"transformers": transformers.__version__, "torch": torch.__version__}
+    rotary = ref.model.rotary_emb
+    if rotary.rope_type == "yarn":
+        tensors["rope_inv_freq"] = rotary.inv_freq.float().contiguous()
+        metadata["rope_attention_scaling"] = repr(float(rotary.attention_scaling))
+    save_file(tensors, out / "expected.safetensors", metadata=metadata)
     loaded = AutoConfig.from_pretrained(out)
     return {
         "architecture": type(ref).__name__,
@@ -213,7 +281,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     summary = {}
     for i, name in enumerate(FIXTURES):
-        summary[name] = write_fixture(name, seed=i)
+        summary[name] = write_fixture(name, seed=SEEDS.get(name, i))
         print(name, json.dumps(summary[name]))
     (OUT / "README.md").write_text(
         "Written by `tools/hf_fixtures.py` with transformers "

@@ -5,12 +5,14 @@
  * `MistralForCausalLM`.
  *
  * `config.json` is read as `transformers` reads it: every key the modelling code of these classes consults is
- * either implemented or, with a value that would change the math, refused by name (`rope_type: "yarn"`,
+ * either implemented or, with a value that would change the math, refused by name (`rope_type: "dynamic"`,
  * `partial_rotary_factor`, an activation other than SiLU, ...). RoPE settings come from `rope_parameters`
  * (transformers 5) or the older top-level `rope_theta` / `rope_scaling` (with `type` or `rope_type`), with the
- * same precedence as `transformers`; rope types `default`, `linear` and `llama3` are implemented. Sliding-window
- * attention (position `p` sees positions `p − W + 1 .. p`, transformers' `kv_idx > q_idx − sliding_window`) is read
- * as `transformers` 5 reads it: Mistral slides on every layer over `sliding_window` (4096 when the key is absent,
+ * same precedence as `transformers`; rope types `default`, `linear`, `llama3` and `yarn` (with `beta_fast`,
+ * `beta_slow`, `truncate`, `attention_factor`, `mscale` / `mscale_all_dim`) are implemented; `dynamic` and
+ * `longrope`, whose frequencies change with the running sequence length, are refused. Sliding-window attention
+ * (position `p` sees positions `p − W + 1 .. p`, transformers' `kv_idx > q_idx − sliding_window`) is read as
+ * `transformers` 5 reads it: Mistral slides on every layer over `sliding_window` (4096 when the key is absent,
  * none when null); Qwen2 and Qwen3 only with `use_sliding_window`, over `sliding_window`, on the layers that
  * `layer_types` marks `"sliding_attention"` or, without that list, the layers from `max_window_layers` on. Saving
  * writes the window back (`sliding_window`, and for Qwen `use_sliding_window` and `layer_types`).
@@ -340,11 +342,108 @@ function ropeOf(
         },
       };
     }
+    case "yarn":
+      return { theta, scaling: yarnOf(json, params, key, maxPositions, where) };
     default:
       throw new Error(
-        `${where}: "${key}.rope_type" is ${JSON.stringify(type)}; implemented: "default", "linear", "llama3"`,
+        `${where}: "${key}.rope_type" is ${
+          JSON.stringify(type)
+        }; implemented: "default", "linear", "llama3", "yarn"`,
       );
   }
+}
+
+/**
+ * YaRN's settings as `transformers` 5 reads them (`_compute_yarn_parameters` after `standardize_rope_params`):
+ * `factor` is required, and null means `max_position_embeddings / original_max_position_embeddings`; the original
+ * context is the top-level key when the config has one, else the one in the dict, else `max_position_embeddings`;
+ * `beta_fast` / `beta_slow` default to 32 / 1 when absent, null or 0; `truncate` is tested for truth (absent: true,
+ * null: false); the attention factor is `attention_factor`, else `get_mscale(factor, mscale) /
+ * get_mscale(factor, mscale_all_dim)` when both are non-zero, else `get_mscale(factor)`. Values that transformers
+ * warns are invalid (`factor` below 1, `beta_fast` below `beta_slow`, a negative attention factor) or fails on are
+ * refused. Other keys in the dict are ignored, as transformers ignores them.
+ */
+function yarnOf(
+  json: Record<string, unknown>,
+  params: Record<string, unknown>,
+  key: string,
+  maxPositions: number,
+  where: string,
+): RopeScaling {
+  const refuse = (name: string, value: unknown, why: string): never => {
+    throw new Error(`${where}: "${name}" is ${JSON.stringify(value)}; ${why}`);
+  };
+  const number = (name: string, value: unknown): number =>
+    typeof value === "number" && Number.isFinite(value) ? value : refuse(name, value, "it must be a number");
+  const top = json.original_max_position_embeddings !== undefined;
+  const originalName = top ? "original_max_position_embeddings" : `${key}.original_max_position_embeddings`;
+  const originalValue = top
+    ? json.original_max_position_embeddings
+    : params.original_max_position_embeddings === undefined
+    ? maxPositions
+    : params.original_max_position_embeddings;
+  const original = number(originalName, originalValue);
+  if (!(original > 0)) refuse(originalName, originalValue, "it must be a positive number");
+  if (params.factor === undefined) {
+    throw new Error(`${where}: "${key}" has rope_type "yarn" but no "factor" (transformers requires it)`);
+  }
+  const factor = params.factor === null ? maxPositions / original : number(`${key}.factor`, params.factor);
+  if (!(factor >= 1)) {
+    refuse(
+      `${key}.factor`,
+      params.factor,
+      `${
+        params.factor === null
+          ? `max_position_embeddings / original_max_position_embeddings is ${factor}, `
+          : ""
+      }` +
+        `YaRN's factor must be at least 1`,
+    );
+  }
+  const beta = (name: string, fallback: number): number => {
+    const v = params[name];
+    if (v === undefined || v === null || v === 0) return fallback;
+    if (!(number(`${key}.${name}`, v) > 0)) refuse(`${key}.${name}`, v, "it must be a positive number");
+    return v as number;
+  };
+  const betaFast = beta("beta_fast", 32);
+  const betaSlow = beta("beta_slow", 1);
+  if (betaFast < betaSlow) {
+    refuse(
+      `${key}.beta_fast`,
+      params.beta_fast,
+      `it must be at least beta_slow (${betaSlow}); defaults 32 and 1`,
+    );
+  }
+  const truncate = params.truncate === undefined ? true : params.truncate === null ? false : params.truncate;
+  if (typeof truncate !== "boolean") {
+    refuse(`${key}.truncate`, params.truncate, "it must be true, false or null");
+  }
+  const mscale = (scale: number, m: number) => scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1;
+  const optional = (name: string): number | undefined =>
+    params[name] === undefined || params[name] === null ? undefined : number(`${key}.${name}`, params[name]);
+  let attentionFactor = optional("attention_factor");
+  const m = optional("mscale");
+  const mAll = optional("mscale_all_dim");
+  if (attentionFactor === undefined && m && mAll) {
+    const divisor = mscale(factor, mAll);
+    if (divisor === 0) {
+      refuse(`${key}.mscale_all_dim`, mAll, `it gives get_mscale(factor, mscale_all_dim) = 0`);
+    }
+    attentionFactor = mscale(factor, m) / divisor;
+  }
+  if (attentionFactor !== undefined && !(attentionFactor >= 0)) {
+    refuse(`${key}.attention_factor`, attentionFactor, "the attention factor must not be negative");
+  }
+  const scaling = {
+    type: "yarn" as const,
+    factor,
+    originalMaxPositionEmbeddings: original,
+    betaFast,
+    betaSlow,
+    truncate: truncate as boolean,
+  };
+  return attentionFactor === undefined ? scaling : { ...scaling, attentionFactor };
 }
 
 /**
@@ -552,6 +651,18 @@ export function hfConfigFromLlama(config: LlamaConfig): Record<string, unknown> 
     ? { rope_type: "default", rope_theta: c.ropeTheta }
     : s.type === "linear"
     ? { rope_type: "linear", rope_theta: c.ropeTheta, factor: s.factor }
+    : s.type === "yarn"
+    ? {
+      rope_type: "yarn",
+      rope_theta: c.ropeTheta,
+      factor: s.factor,
+      original_max_position_embeddings: s.originalMaxPositionEmbeddings,
+      beta_fast: s.betaFast ?? 32,
+      beta_slow: s.betaSlow ?? 1,
+      truncate: s.truncate ?? true,
+      // Absent, transformers derives the same default from factor.
+      ...(s.attentionFactor === undefined ? {} : { attention_factor: s.attentionFactor }),
+    }
     : {
       rope_type: "llama3",
       rope_theta: c.ropeTheta,

@@ -44,7 +44,10 @@ export interface RopeTables {
  * How the rotary frequencies are rescaled for long contexts, as `transformers` computes them (`rope_type` in a
  * Hugging Face config): `linear` divides every frequency by `factor`; `llama3` (Llama 3.1+) divides the low
  * frequencies (wavelength above `originalMaxPositionEmbeddings / lowFreqFactor`) by `factor`, keeps the high ones
- * (wavelength below `originalMaxPositionEmbeddings / highFreqFactor`) and interpolates in between.
+ * (wavelength below `originalMaxPositionEmbeddings / highFreqFactor`) and interpolates in between; `yarn` (YaRN,
+ * Peng et al. 2023, arXiv:2309.00071) blends `θ_i / factor` and `θ_i` by a linear ramp over the pair index between
+ * the dimensions where a frequency turns `betaFast` and `betaSlow` times over `originalMaxPositionEmbeddings`
+ * positions, and scales the cosines and sines by an attention factor ({@link ropeAttentionFactor}).
  */
 export type RopeScaling =
   | { readonly type: "linear"; readonly factor: number }
@@ -54,6 +57,19 @@ export type RopeScaling =
     readonly lowFreqFactor: number;
     readonly highFreqFactor: number;
     readonly originalMaxPositionEmbeddings: number;
+  }
+  | {
+    readonly type: "yarn";
+    readonly factor: number;
+    readonly originalMaxPositionEmbeddings: number;
+    /** Rotations over the original context below which a frequency is interpolated in full (default 32). */
+    readonly betaFast?: number;
+    /** Rotations over the original context above which a frequency is kept (default 1). */
+    readonly betaSlow?: number;
+    /** Round the ramp's ends outwards to whole dimensions (default true). */
+    readonly truncate?: boolean;
+    /** Factor on cos and sin (default `0.1·ln(factor) + 1`, or 1 when `factor <= 1`). */
+    readonly attentionFactor?: number;
   };
 
 const ROPE_SCALING = z.discriminatedUnion("type", [
@@ -64,6 +80,15 @@ const ROPE_SCALING = z.discriminatedUnion("type", [
     lowFreqFactor: opt.positive(),
     highFreqFactor: opt.positive(),
     originalMaxPositionEmbeddings: opt.positive(),
+  }).strict(),
+  z.object({
+    type: z.literal("yarn"),
+    factor: opt.positive(),
+    originalMaxPositionEmbeddings: opt.positive(),
+    betaFast: opt.positive().optional(),
+    betaSlow: opt.positive().optional(),
+    truncate: z.boolean().optional(),
+    attentionFactor: opt.nonNegative().optional(),
   }).strict(),
 ]);
 const ROPE_TABLES = z.object({ cos: opt.tensor(), sin: opt.tensor() });
@@ -134,6 +159,7 @@ export function ropeInverseFrequencies(headDim: number, theta = 1e4, scaling?: R
     );
   }
   if (scaling.type === "linear") return inv.map((x) => f(x / scaling.factor));
+  if (scaling.type === "yarn") return yarnFrequencies(inv, headDim, theta, scaling);
   const { factor, lowFreqFactor: low, highFreqFactor: high, originalMaxPositionEmbeddings: old } = scaling;
   if (!(high > low) || !(low > 0) || !(old > 0)) {
     throw new RangeError(
@@ -152,6 +178,67 @@ export function ropeInverseFrequencies(headDim: number, theta = 1e4, scaling?: R
   });
 }
 
+/**
+ * YaRN's frequencies as `transformers` computes them: with `d(r) = headDim·ln(L / (2π·r)) / (2·ln theta)` (the
+ * dimension whose frequency turns `r` times over the original context `L`), `low = max(d(betaFast), 0)` and
+ * `high = min(d(betaSlow), headDim − 1)` (rounded outwards when `truncate`), pair `i` keeps the fraction
+ * `e_i = 1 − clamp((i − low) / (high − low), 0, 1)` of `θ_i` and takes the rest from `θ_i / factor`. The ramp runs
+ * over the pair index with ends in dimensions, as the reference does.
+ */
+function yarnFrequencies(
+  inv: Float64Array,
+  headDim: number,
+  theta: number,
+  scaling: Extract<RopeScaling, { type: "yarn" }>,
+): Float64Array {
+  const f = Math.fround;
+  const { factor, originalMaxPositionEmbeddings: old } = scaling;
+  const betaFast = scaling.betaFast ?? 32;
+  const betaSlow = scaling.betaSlow ?? 1;
+  if (!(betaFast >= betaSlow)) {
+    throw new RangeError(
+      `ropeInverseFrequencies: yarn scaling needs betaFast >= betaSlow, got betaFast ${betaFast} and betaSlow ${betaSlow}`,
+    );
+  }
+  const dimension = (rotations: number) =>
+    (headDim * Math.log(old / (rotations * 2 * Math.PI))) / (2 * Math.log(theta));
+  let low = dimension(betaFast);
+  let high = dimension(betaSlow);
+  if (scaling.truncate ?? true) {
+    low = Math.floor(low);
+    high = Math.ceil(high);
+  }
+  low = Math.max(low, 0);
+  high = Math.min(high, headDim - 1);
+  if (low === high) high += 0.001; // the reference's guard against a zero-width ramp
+  const width = f(high - low);
+  return inv.map((x, i) => {
+    const position = f(f(theta) ** f((2 * i) / headDim));
+    const interpolated = f(1 / f(f(factor) * position));
+    const ramp = Math.min(Math.max(f(f(i - f(low)) / width), 0), 1);
+    const kept = f(1 - ramp);
+    return f(f(interpolated * f(1 - kept)) + f(x * kept));
+  });
+}
+
+/**
+ * The factor on the rotary cosines and sines: YaRN's attention factor (`attentionFactor`, else
+ * `0.1·ln(factor) + 1` for `factor > 1`), 1 for the other scalings. It multiplies both q and k, so the attention
+ * logits grow by its square.
+ *
+ * @example
+ * ```ts
+ * import { ropeAttentionFactor } from "./attention.ts";
+ * ropeAttentionFactor({ type: "yarn", factor: 4, originalMaxPositionEmbeddings: 32 }); // 1.138629436111989
+ * ropeAttentionFactor(undefined); // 1
+ * ```
+ */
+export function ropeAttentionFactor(scaling: RopeScaling | undefined): number {
+  if (scaling?.type !== "yarn") return 1;
+  if (scaling.attentionFactor !== undefined) return scaling.attentionFactor;
+  return scaling.factor <= 1 ? 1 : 0.1 * Math.log(scaling.factor) + 1;
+}
+
 /** Options of {@link ropeTables}. */
 export interface RopeTableOptions {
   /** Base of the frequencies (default 1e4, as Llama-2). */
@@ -167,7 +254,8 @@ export interface RopeTableOptions {
 /**
  * The rotary tables for positions `start .. start + length − 1`: entry `[p, i]` is `cos` / `sin` of
  * `(start + p) · θ_i` with the frequencies of {@link ropeInverseFrequencies}; the angle is rounded to float32
- * (as `transformers` and llama2.c compute it) and its cosine and sine taken in float64.
+ * (as `transformers` and llama2.c compute it) and its cosine and sine taken in float64, then (YaRN only) rounded to
+ * float32 and multiplied by {@link ropeAttentionFactor}.
  *
  * @example
  * ```ts
@@ -181,6 +269,7 @@ export function ropeTables(headDim: number, length: number, opts: RopeTableOptio
     throw new RangeError(`ropeTables: headDim must be an even integer >= 2, got ${headDim}`);
   }
   const inv = ropeInverseFrequencies(headDim, opts.theta ?? 1e4, opts.scaling);
+  const gain = Math.fround(ropeAttentionFactor(opts.scaling));
   const start = opts.start ?? 0;
   const half = headDim / 2;
   const c = new Float32Array(length * half);
@@ -188,8 +277,9 @@ export function ropeTables(headDim: number, length: number, opts: RopeTableOptio
   for (let p = 0; p < length; p++) {
     for (let i = 0; i < half; i++) {
       const angle = Math.fround((start + p) * inv[i]);
-      c[p * half + i] = Math.cos(angle);
-      s[p * half + i] = Math.sin(angle);
+      // Rounded to float32 before the attention factor (1 but for YaRN), as the reference scales its tables.
+      c[p * half + i] = gain === 1 ? Math.cos(angle) : Math.fround(Math.cos(angle)) * gain;
+      s[p * half + i] = gain === 1 ? Math.sin(angle) : Math.fround(Math.sin(angle)) * gain;
     }
   }
   const device = opts.device;

@@ -183,8 +183,11 @@ Deno.test("loaders name the file and what was expected", async () => {
   await rejectsWith(() => loadLlama(dir), /config\.json.*nHeads 4 is not divisible by nKvHeads 3/);
   await Deno.writeTextFile(cfgPath, JSON.stringify({ ...json, intermediate_size: undefined }));
   await rejectsWith(() => loadLlama(dir), /"intermediate_size" must be a positive integer, found undefined/);
-  await Deno.writeTextFile(cfgPath, JSON.stringify({ ...json, rope_scaling: { type: "yarn", factor: 2 } }));
-  await rejectsWith(() => loadLlama(dir), /"rope_scaling\.rope_type" is "yarn"/);
+  await Deno.writeTextFile(
+    cfgPath,
+    JSON.stringify({ ...json, rope_scaling: { type: "dynamic", factor: 2 } }),
+  );
+  await rejectsWith(() => loadLlama(dir), /"rope_scaling\.rope_type" is "dynamic"/);
   await Deno.writeTextFile(cfgPath, JSON.stringify({ ...json, model_type: "gpt2" }));
   await rejectsWith(
     () => loadLlama(dir),
