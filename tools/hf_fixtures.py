@@ -139,7 +139,7 @@ FIXTURES.update({
     ),
 })
 
-# YaRN (rope_type "yarn"), each with its own seed so that fixtures added to the table above keep theirs. With head_dim
+# YaRN (rope_type "yarn") and dynamic NTK, each with its own seed so that fixtures added to the table above keep theirs. With head_dim
 # 16 the ramp between extrapolated and interpolated frequencies covers a few of the eight, so each fixture has
 # frequencies on both sides of it and inside it. expected.safetensors also holds the reference's inverse frequencies
 # ("rope_inv_freq") and, in its metadata, the factor that scales cos and sin ("rope_attention_scaling").
@@ -195,9 +195,24 @@ YARN_FIXTURES = {
         None,
         None,
     ),
+    # Dynamic NTK: transformers changes the frequencies only for sequences longer than max_position_embeddings,
+    # here 16, the length of the fixture's batch, so the batch fills the context and the frequencies are fixed.
+    "llama_dynamic": (
+        "LlamaConfig",
+        dict(
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            tie_word_embeddings=False,
+            max_position_embeddings=16,
+            rope_parameters=dict(rope_type="dynamic", rope_theta=10000.0, factor=3.5),
+        ),
+        torch.float32,
+        None,
+        None,
+    ),
 }
 FIXTURES.update(YARN_FIXTURES)
-SEEDS = {"qwen3_yarn": 100, "qwen2_yarn_legacy": 101, "llama_yarn_attention": 102}
+SEEDS = {"qwen3_yarn": 100, "qwen2_yarn_legacy": 101, "llama_yarn_attention": 102, "llama_dynamic": 103}
 
 
 def randomize(model: torch.nn.Module, seed: int) -> None:
@@ -262,7 +277,7 @@ def write_fixture(name: str, seed: int) -> dict:
     tensors = {"input_ids": ids.to(torch.int32).contiguous(), "logits": logits.contiguous()}
     metadata = {"transformers": transformers.__version__, "torch": torch.__version__}
     rotary = ref.model.rotary_emb
-    if rotary.rope_type == "yarn":
+    if rotary.rope_type in ("yarn", "dynamic"):
         tensors["rope_inv_freq"] = rotary.inv_freq.float().contiguous()
         metadata["rope_attention_scaling"] = repr(float(rotary.attention_scaling))
     save_file(tensors, out / "expected.safetensors", metadata=metadata)

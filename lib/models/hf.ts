@@ -5,17 +5,19 @@
  * `MistralForCausalLM`.
  *
  * `config.json` is read as `transformers` reads it: every key the modelling code of these classes consults is
- * either implemented or, with a value that would change the math, refused by name (`rope_type: "dynamic"`,
+ * either implemented or, with a value that would change the math, refused by name (`rope_type: "longrope"`,
  * `partial_rotary_factor`, an activation other than SiLU, ...). RoPE settings come from `rope_parameters`
  * (transformers 5) or the older top-level `rope_theta` / `rope_scaling` (with `type` or `rope_type`), with the
- * same precedence as `transformers`; rope types `default`, `linear`, `llama3` and `yarn` (with `beta_fast`,
- * `beta_slow`, `truncate`, `attention_factor`, `mscale` / `mscale_all_dim`) are implemented; `dynamic` and
- * `longrope`, whose frequencies change with the running sequence length, are refused. Sliding-window attention
- * (position `p` sees positions `p − W + 1 .. p`, transformers' `kv_idx > q_idx − sliding_window`) is read as
- * `transformers` 5 reads it: Mistral slides on every layer over `sliding_window` (4096 when the key is absent,
- * none when null); Qwen2 and Qwen3 only with `use_sliding_window`, over `sliding_window`, on the layers that
- * `layer_types` marks `"sliding_attention"` or, without that list, the layers from `max_window_layers` on. Saving
- * writes the window back (`sliding_window`, and for Qwen `use_sliding_window` and `layer_types`).
+ * same precedence as `transformers`; rope types `default`, `linear`, `llama3`, `yarn` (with `beta_fast`,
+ * `beta_slow`, `truncate`, `attention_factor`, `mscale` / `mscale_all_dim`) and `dynamic` (whose frequencies
+ * transformers changes only for sequences longer than `max_position_embeddings`, which the model refuses) are
+ * implemented; `longrope`, whose frequencies change past `original_max_position_embeddings`, is refused.
+ * Sliding-window attention (position `p` sees positions `p − W + 1 .. p`, transformers'
+ * `kv_idx > q_idx − sliding_window`) is read as `transformers` 5 reads it: Mistral slides on every layer over
+ * `sliding_window` (4096 when the key is absent, none when null); Qwen2 and Qwen3 only with `use_sliding_window`,
+ * over `sliding_window`, on the layers that `layer_types` marks `"sliding_attention"` or, without that list, the
+ * layers from `max_window_layers` on. Saving writes the window back (`sliding_window`, and for Qwen
+ * `use_sliding_window` and `layer_types`).
  *
  * Names map one to one (`model.layers.{i}.self_attn.q_proj` ↔ `layers.{i}.attention.wq`, `mlp.gate_proj` ↔
  * `feed_forward.w1`, `mlp.up_proj` ↔ `w3`, `mlp.down_proj` ↔ `w2`, `input_layernorm` ↔ `attention_norm`,
@@ -344,11 +346,24 @@ function ropeOf(
     }
     case "yarn":
       return { theta, scaling: yarnOf(json, params, key, maxPositions, where) };
+    case "dynamic": {
+      // transformers recomputes the frequencies only for a sequence longer than max_position_embeddings, which
+      // the model refuses; up to it they are fixed.
+      const factor = params.factor;
+      if (typeof factor !== "number" || !(factor >= 1) || !Number.isFinite(factor)) {
+        throw new Error(
+          `${where}: "${key}.factor" is ${
+            JSON.stringify(factor)
+          }; dynamic scaling needs a factor of at least 1`,
+        );
+      }
+      return { theta, scaling: { type: "dynamic", factor, maxPositionEmbeddings: maxPositions } };
+    }
     default:
       throw new Error(
         `${where}: "${key}.rope_type" is ${
           JSON.stringify(type)
-        }; implemented: "default", "linear", "llama3", "yarn"`,
+        }; implemented: "default", "linear", "llama3", "yarn", "dynamic"`,
       );
   }
 }
@@ -651,6 +666,8 @@ export function hfConfigFromLlama(config: LlamaConfig): Record<string, unknown> 
     ? { rope_type: "default", rope_theta: c.ropeTheta }
     : s.type === "linear"
     ? { rope_type: "linear", rope_theta: c.ropeTheta, factor: s.factor }
+    : s.type === "dynamic"
+    ? { rope_type: "dynamic", rope_theta: c.ropeTheta, factor: s.factor }
     : s.type === "yarn"
     ? {
       rope_type: "yarn",

@@ -183,6 +183,15 @@ export function resolveLlamaConfig(config: LlamaConfig, where = "Llama config"):
     throw new RangeError(`${where}: ropeTheta must be a positive number, found ${JSON.stringify(ropeTheta)}`);
   }
   if (config.ropeScaling !== undefined) ropeInverseFrequencies(headDim, ropeTheta, config.ropeScaling);
+  const dynamic = config.ropeScaling?.type === "dynamic"
+    ? config.ropeScaling.maxPositionEmbeddings
+    : undefined;
+  if (dynamic !== undefined && config.seqLen > dynamic) {
+    throw new RangeError(
+      `${where}: seqLen ${config.seqLen} exceeds the dynamic RoPE scaling's maxPositionEmbeddings ${dynamic}; ` +
+        `its frequencies for longer sequences are not implemented`,
+    );
+  }
   const c: ResolvedLlamaConfig = {
     dim: config.dim,
     hiddenDim: config.hiddenDim,

@@ -47,7 +47,10 @@ export interface RopeTables {
  * (wavelength below `originalMaxPositionEmbeddings / highFreqFactor`) and interpolates in between; `yarn` (YaRN,
  * Peng et al. 2023, arXiv:2309.00071) blends `θ_i / factor` and `θ_i` by a linear ramp over the pair index between
  * the dimensions where a frequency turns `betaFast` and `betaSlow` times over `originalMaxPositionEmbeddings`
- * positions, and scales the cosines and sines by an attention factor ({@link ropeAttentionFactor}).
+ * positions, and scales the cosines and sines by an attention factor ({@link ropeAttentionFactor}); `dynamic`
+ * (dynamic NTK) raises the base to `theta·(factor·L/L − (factor − 1))^(headDim/(headDim − 2))` with
+ * `L = maxPositionEmbeddings`, which is what `transformers` uses for every sequence of at most `L` positions (the
+ * only ones a model with `seqLen <= L` runs; beyond `L` it would recompute them per sequence length).
  */
 export type RopeScaling =
   | { readonly type: "linear"; readonly factor: number }
@@ -70,7 +73,8 @@ export type RopeScaling =
     readonly truncate?: boolean;
     /** Factor on cos and sin (default `0.1·ln(factor) + 1`, or 1 when `factor <= 1`). */
     readonly attentionFactor?: number;
-  };
+  }
+  | { readonly type: "dynamic"; readonly factor: number; readonly maxPositionEmbeddings: number };
 
 const ROPE_SCALING = z.discriminatedUnion("type", [
   z.object({ type: z.literal("linear"), factor: opt.positive() }).strict(),
@@ -90,6 +94,8 @@ const ROPE_SCALING = z.discriminatedUnion("type", [
     truncate: z.boolean().optional(),
     attentionFactor: opt.nonNegative().optional(),
   }).strict(),
+  z.object({ type: z.literal("dynamic"), factor: opt.positive(), maxPositionEmbeddings: opt.positive() })
+    .strict(),
 ]);
 const ROPE_TABLES = z.object({ cos: opt.tensor(), sin: opt.tensor() });
 const ROPE_TABLE_OPTIONS = z.object({
@@ -160,6 +166,18 @@ export function ropeInverseFrequencies(headDim: number, theta = 1e4, scaling?: R
   }
   if (scaling.type === "linear") return inv.map((x) => f(x / scaling.factor));
   if (scaling.type === "yarn") return yarnFrequencies(inv, headDim, theta, scaling);
+  if (scaling.type === "dynamic") {
+    if (headDim === 2) {
+      throw new RangeError(
+        "ropeInverseFrequencies: dynamic scaling needs headDim > 2 (its exponent is d/(d − 2))",
+      );
+    }
+    const { factor, maxPositionEmbeddings: l } = scaling;
+    return ropeInverseFrequencies(
+      headDim,
+      theta * ((factor * l / l) - (factor - 1)) ** (headDim / (headDim - 2)),
+    );
+  }
   const { factor, lowFreqFactor: low, highFreqFactor: high, originalMaxPositionEmbeddings: old } = scaling;
   if (!(high > low) || !(low > 0) || !(old > 0)) {
     throw new RangeError(

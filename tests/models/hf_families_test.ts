@@ -179,7 +179,6 @@ async function fixtureConfig(name: string): Promise<Record<string, unknown>> {
 
 Deno.test("HF configs transformers would read differently are refused with the key named", async () => {
   const cases: [string, (c: Record<string, unknown>) => void, RegExp][] = [
-    ["llama", (c) => (c.rope_parameters = { rope_type: "dynamic", rope_theta: 1e4, factor: 2 }), /"dynamic"/],
     ["llama", (c) => (c.rope_scaling = { type: "longrope", factor: 2 }), /rope_scaling\.rope_type.*longrope/],
     ["llama", (c) => (c.partial_rotary_factor = 0.5), /partial_rotary_factor.*0\.5/],
     ["llama", (c) => (c.hidden_act = "gelu"), /hidden_act.*gelu/],

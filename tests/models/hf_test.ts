@@ -185,9 +185,9 @@ Deno.test("loaders name the file and what was expected", async () => {
   await rejectsWith(() => loadLlama(dir), /"intermediate_size" must be a positive integer, found undefined/);
   await Deno.writeTextFile(
     cfgPath,
-    JSON.stringify({ ...json, rope_scaling: { type: "dynamic", factor: 2 } }),
+    JSON.stringify({ ...json, rope_scaling: { type: "longrope", factor: 2 } }),
   );
-  await rejectsWith(() => loadLlama(dir), /"rope_scaling\.rope_type" is "dynamic"/);
+  await rejectsWith(() => loadLlama(dir), /"rope_scaling\.rope_type" is "longrope"/);
   await Deno.writeTextFile(cfgPath, JSON.stringify({ ...json, model_type: "gpt2" }));
   await rejectsWith(
     () => loadLlama(dir),

@@ -133,8 +133,8 @@ Deno.test("attention refuses dropout and rope scaling it does not implement, and
     /^TransformerBlock: unknown option "dropout"$/,
   );
   await refused(
-    () => ropeTables(4, 2, { scaling: { type: "dynamic", factor: 2 } } as never),
-    /^ropeTables: option "scaling.type" must be one of "linear", "llama3", "yarn", got "dynamic"$/,
+    () => ropeTables(4, 2, { scaling: { type: "longrope", factor: 2 } } as never),
+    /^ropeTables: option "scaling.type" must be one of "linear", "llama3", "yarn", "dynamic", got "longrope"$/,
   );
   await refused(() => ropeTables(4, 2, { start: -1 }), /option "start" must be >= 0, got -1/);
   await refused(

@@ -1,7 +1,8 @@
 /**
- * YaRN RoPE (`rope_type: "yarn"`) from Hugging Face configs against transformers (tests/fixtures/models/*yarn*,
- * written by tools/hf_fixtures.py): logits on every device, the inverse frequencies and the attention factor that
- * transformers' rotary embedding held, how each key of the dict is read, the refusals, and the saveHf round trip.
+ * YaRN and dynamic-NTK RoPE (`rope_type: "yarn"`, `"dynamic"`) from Hugging Face configs against transformers
+ * (tests/fixtures/models/*yarn*, llama_dynamic, written by tools/hf_fixtures.py): logits on every device, the
+ * inverse frequencies and the attention factor that transformers' rotary embedding held, how each key of the dict
+ * is read, the refusals, and the saveHf round trip.
  * Logit tolerance as the other HF fixtures: 1e-4 of the largest |logit| (float32 in a different order).
  */
 import { equal, ok, throws } from "node:assert/strict";
@@ -15,6 +16,7 @@ import { TEST_SEED, TestRng } from "../_helpers.ts";
 
 const FIXTURES = new URL("../fixtures/models/", import.meta.url).pathname;
 const YARN = ["qwen3_yarn", "qwen2_yarn_legacy", "llama_yarn_attention"];
+const SCALED = [...YARN, "llama_dynamic"];
 
 async function expected(name: string) {
   const { tensors, metadata } = await readSafetensors(`${FIXTURES}${name}/expected.safetensors`);
@@ -47,10 +49,10 @@ async function logits(model: LlamaLM, ids: Int32Array, device: DeviceName): Prom
 }
 
 for (const device of ["cpu", "wasm", "webgpu"] as DeviceName[]) {
-  Deno.test(`HF YaRN checkpoints on ${device}: logits match transformers within 1e-4 of the largest logit`, async () => {
-    for (const name of YARN) {
+  Deno.test(`HF YaRN and dynamic checkpoints on ${device}: logits match transformers within 1e-4`, async () => {
+    for (const name of SCALED) {
       const model = await loadLlama(`${FIXTURES}${name}`, { device });
-      equal(model.config.ropeScaling?.type, "yarn");
+      equal(model.config.ropeScaling?.type, name === "llama_dynamic" ? "dynamic" : "yarn");
       const ref = await expected(name);
       const err = relError(await logits(model, ref.ids, device), ref.logits);
       ok(err < 1e-4, `${name} on ${device}: relative error ${err.toExponential(2)}`);
@@ -178,11 +180,10 @@ Deno.test("HF YaRN config: values transformers rejects or warns are invalid are 
       /"original_max_position_embeddings" is null; it must be a/,
     ],
     [
-      { ...rope, rope_type: "dynamic" },
+      { ...rope, rope_type: "longrope" },
       {},
-      /"rope_parameters\.rope_type" is "dynamic"; implemented: .*"yarn"/,
+      /"rope_parameters\.rope_type" is "longrope"; implemented: .*"yarn", "dynamic"/,
     ],
-    [{ ...rope, rope_type: "longrope" }, {}, /"rope_parameters\.rope_type" is "longrope"/],
   ];
   for (const [params, top, re] of cases) {
     throws(() => llamaConfigFromHf({ ...base, ...top, rope_parameters: params }), re, JSON.stringify(params));
@@ -201,13 +202,13 @@ Deno.test("HF YaRN config: values transformers rejects or warns are invalid are 
   );
 });
 
-Deno.test("HF YaRN: saveHf writes the yarn parameters back and reading them gives the same model", async () => {
-  for (const name of YARN) {
+Deno.test("HF YaRN and dynamic: saveHf writes the parameters back and reading them gives the same model", async () => {
+  for (const name of SCALED) {
     const { config: c, weights } = await readHf(`${FIXTURES}${name}`);
     const dir = await Deno.makeTempDir();
     await saveHf(LlamaLM.fromWeights(c, weights), dir);
     const json = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
-    equal(json.rope_parameters.rope_type, "yarn");
+    equal(json.rope_parameters.rope_type, c.ropeScaling!.type);
     equal(JSON.stringify(json.rope_parameters), JSON.stringify(hfConfigFromLlama(c).rope_parameters));
     equal(JSON.stringify(llamaConfigFromHf(json).ropeScaling), JSON.stringify(c.ropeScaling), name);
     const model = await loadLlama(dir, { device: "cpu" });
@@ -216,4 +217,33 @@ Deno.test("HF YaRN: saveHf writes the yarn parameters back and reading them give
     ok(err < 1e-4, `${name} saved and loaded: relative error ${err.toExponential(2)}`);
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("HF dynamic RoPE: up to max_position_embeddings, transformers' frequencies are the unscaled ones", async () => {
+  const c = llamaConfigFromHf(await config("llama_dynamic"));
+  const ref = await expected("llama_dynamic");
+  equal(c.seqLen, 16); // the fixture's batch fills the context
+  const inv = ropeInverseFrequencies(c.headDim!, c.ropeTheta, c.ropeScaling);
+  ok(relError(inv, ref.invFreq) <= 2 ** -23, `${inv} vs ${ref.invFreq}`);
+  equal(inv.join(), ropeInverseFrequencies(c.headDim!, c.ropeTheta).join());
+  equal(ref.attentionScaling, 1);
+  equal(ropeAttentionFactor(c.ropeScaling), 1);
+  const base = await config("llama_dynamic");
+  const refused: [unknown, RegExp][] = [
+    [
+      { rope_type: "dynamic", rope_theta: 1e4 },
+      /"rope_parameters\.factor" is undefined; dynamic scaling needs a factor/,
+    ],
+    [
+      { rope_type: "dynamic", rope_theta: 1e4, factor: 0.5 },
+      /"rope_parameters\.factor" is 0\.5; .*at least 1/,
+    ],
+  ];
+  for (const [rope, re] of refused) throws(() => llamaConfigFromHf({ ...base, rope_parameters: rope }), re);
+  // A context longer than the scaling's own would need the frequencies transformers recomputes per length.
+  const { weights } = await readHf(`${FIXTURES}llama_dynamic`);
+  throws(
+    () => LlamaLM.fromWeights({ ...c, seqLen: 32 }, weights),
+    /seqLen 32 exceeds the dynamic RoPE scaling's maxPositionEmbeddings 16/,
+  );
 });
