@@ -13,13 +13,13 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 33_400,
+  lib: 33_700,
   lab: 7_600,
   experiments: 4_500,
   bench: 4_300,
   kernels: 2_400,
   cli: 750,
-  tools: 1_300,
+  tools: 1_350,
   examples: 120,
   tests: 22_600,
 };
