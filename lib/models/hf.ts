@@ -528,10 +528,9 @@ export function llamaConfigFromHf(json: unknown, source = "config.json"): LlamaC
   if (family !== "llama" && json.mlp_bias !== undefined && json.mlp_bias !== false) {
     refuse("mlp_bias", `${ARCHITECTURE[family]} has no MLP biases`);
   }
+  // Llama's classes read no window key and Mistral's not use_sliding_window (transformers' logits are the same
+  // with and without them); both are ignored here too.
   const sliding = slidingOf(json, family, int("num_hidden_layers"), where);
-  if (family !== "qwen2" && family !== "qwen3" && json.use_sliding_window === true) {
-    refuse("use_sliding_window", `${ARCHITECTURE[family]} does not read it; its window is "sliding_window"`);
-  }
   const eps = json.rms_norm_eps === undefined ? 1e-6 : json.rms_norm_eps;
   if (typeof eps !== "number" || !(eps > 0) || !Number.isFinite(eps)) {
     refuse("rms_norm_eps", "it must be a positive number");
@@ -588,12 +587,7 @@ function slidingOf(
     throw new Error(`${where}: "${key}" is ${JSON.stringify(json[key])}; ${why}`);
   };
   const d = DEFAULTS[family];
-  if (d.sliding === "none") {
-    if (json.sliding_window !== undefined && json.sliding_window !== null) {
-      refuse("sliding_window", `${ARCHITECTURE[family]} has no sliding window`);
-    }
-    return {};
-  }
+  if (d.sliding === "none") return {};
   const window = json.sliding_window === undefined
     ? (d.sliding === "qwen" ? 4096 : d.sliding)
     : json.sliding_window;

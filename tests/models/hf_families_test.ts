@@ -305,6 +305,24 @@ Deno.test("HF config: legacy spellings and family defaults read as transformers 
   const mc = llamaConfigFromHf(m);
   equal(mc.slidingWindow, 4096);
   equal(JSON.stringify(mc.slidingLayers), "[true,true]");
+  // transformers' Llama classes read no window key and Mistral's not use_sliding_window: their logits are the same
+  // with and without them (checked against transformers 5.18), so they are ignored.
+  for (
+    const edit of [{ sliding_window: 3 }, {
+      use_sliding_window: true,
+      sliding_window: 3,
+      layer_types: ["sliding_attention", "full_attention"],
+    }]
+  ) {
+    const ll = await fixtureConfig("llama");
+    Object.assign(ll, edit);
+    equal(llamaConfigFromHf(ll).slidingWindow, undefined, JSON.stringify(edit));
+  }
+  for (const flag of [true, false]) {
+    const mm = await fixtureConfig("mistral");
+    Object.assign(mm, { sliding_window: 5, use_sliding_window: flag });
+    equal(llamaConfigFromHf(mm).slidingWindow, 5, `mistral, use_sliding_window ${flag}`);
+  }
   // Qwen: the window counts only with use_sliding_window (a window covering the whole context is kept, and is
   // full attention); without layer_types the layers from max_window_layers (default 28) on slide.
   const windows: [Record<string, unknown>, number | undefined, boolean[] | undefined][] = [
