@@ -1,8 +1,9 @@
 /**
- * Exclusive ownership of a directory by one process: a lock file created with an exclusive create (`createNew`),
- * holding the owner's pid, host name and start time. A lock left by a process that no longer runs (killed, crashed)
- * is stale: it is taken over, on the same host. A lock held by a live process, or by a process on another host,
- * is refused with a message naming the holder.
+ * Exclusive ownership of a directory by one process: a lock file on which its owner holds the system's exclusive
+ * lock (`tryLockSync`, which the system ends with the process), holding the owner's pid, host name and start time.
+ * A file left by a process that no longer runs (killed, crashed) is stale: it is taken over, on the same host, by
+ * exactly one process. A lock held by a live process, or by a process on another host, is refused with a message
+ * naming the holder.
  *
  * @module
  */
@@ -70,28 +71,21 @@ export function processAlive(pid: number): boolean {
   }
 }
 
-function readHolder(path: string): LockHolder | null {
-  try {
-    const value = JSON.parse(Deno.readTextFileSync(path));
-    if (typeof value?.pid === "number" && typeof value?.host === "string") return value as LockHolder;
-  } catch {
-    // unreadable or half-written: handled by the caller
-  }
-  return null;
-}
-
 /** A held lock; release it with {@link Lock.release} (or `using`). */
 export class Lock {
   #path: string;
+  #file: Deno.FsFile;
   #released = false;
   #onUnload: () => void;
 
   /** Use {@link acquireLock}. */
-  constructor(path: string) {
+  constructor(path: string, file: Deno.FsFile) {
     this.#path = path;
+    this.#file = file;
     this.#onUnload = () => this.release();
     // Released when the process ends normally or through Deno.exit (an interrupt handler's exit included); a
-    // process that is killed leaves a stale lock, which the next acquireLock takes over.
+    // process that is killed leaves the file, whose system lock ends with the process, so the next acquireLock
+    // takes it over.
     globalThis.addEventListener("unload", this.#onUnload);
   }
 
@@ -100,19 +94,21 @@ export class Lock {
     return this.#path;
   }
 
-  /** Removes the lock file if it is still this process's. Idempotent. */
+  /** Removes the lock file, then ends the system lock on it. Idempotent. */
   release(): void {
     if (this.#released) return;
     this.#released = true;
     globalThis.removeEventListener("unload", this.#onUnload);
-    const holder = readHolder(this.#path);
-    if (holder !== null && holder.pid === Deno.pid && holder.host === hostname()) {
+    // Removed while still locked: a process that opened it meanwhile finds, once it has the system lock, that the
+    // path no longer names the file it locked, and starts again.
+    if (sameFile(this.#path, this.#file)) {
       try {
         Deno.removeSync(this.#path);
       } catch {
         // already gone
       }
     }
+    this.#file.close();
   }
 
   /** Releases the lock (for `using`). */
@@ -121,10 +117,55 @@ export class Lock {
   }
 }
 
+/** Whether `path` still names the file open as `file` (same device and inode). */
+function sameFile(path: string, file: Deno.FsFile): boolean {
+  let named: Deno.FileInfo;
+  try {
+    named = Deno.statSync(path);
+  } catch {
+    return false;
+  }
+  const open = file.statSync();
+  if (named.ino === null || open.ino === null) return true; // no inode numbers (Windows): files cannot be removed while open there
+  return named.ino === open.ino && named.dev === open.dev;
+}
+
+function readOpen(file: Deno.FsFile): string {
+  file.seekSync(0, Deno.SeekMode.Start);
+  const size = file.statSync().size;
+  const bytes = new Uint8Array(size);
+  let done = 0;
+  while (done < size) {
+    const n = file.readSync(bytes.subarray(done));
+    if (n === null) break;
+    done += n;
+  }
+  return new TextDecoder().decode(bytes.subarray(0, done));
+}
+
+function parseHolder(text: string): LockHolder | null {
+  try {
+    const value = JSON.parse(text);
+    if (typeof value?.pid === "number" && typeof value?.host === "string") return value as LockHolder;
+  } catch {
+    // empty or half-written
+  }
+  return null;
+}
+
+function heldMessage(holder: LockHolder, me: LockHolder): string {
+  const where = holder.host === me.host ? "this host" : `host "${holder.host}"`;
+  return `locked by process ${holder.pid}${holder.pid === me.pid ? " (this one)" : ""} on ${where} since ` +
+    `${holder.since} (${holder.purpose}); wait for it to finish or stop it`;
+}
+
 /**
- * Takes the lock file `path` for this process: created exclusively with the pid, host, time and `purpose`. A stale
- * lock (its process no longer runs on this host, or the file is empty or unreadable and older than a minute) is
- * replaced. Throws a {@link LockedError} naming the holder otherwise.
+ * Takes the lock file `path` for this process. Mutual exclusion is the system's exclusive lock on the open file
+ * (`tryLockSync`), which ends with its process however it ends, so exactly one of any number of processes that
+ * try at once holds it, and a file left by a killed process is taken over by exactly one. The holder writes its
+ * pid, host, time and `purpose` into the file, for the message another process gets. A file that names a live
+ * process on this host that holds no system lock on it (a holder that does not take one), or a process on another
+ * host (whose locks this host may not see), is refused too. Throws a {@link LockedError} naming the holder.
  *
  * @param path The lock file, e.g. `results/eva/20260101-120000/.lock`.
  * @param purpose What this process is doing, recorded for the message another process would see.
@@ -140,66 +181,43 @@ export class Lock {
 export function acquireLock(path: string, purpose: string): Lock {
   const me: LockHolder = { pid: Deno.pid, host: hostname(), since: new Date().toISOString(), purpose };
   for (let attempt = 0; attempt < 3; attempt++) {
+    const file = Deno.openSync(path, { read: true, write: true, create: true });
+    let keep = false;
     try {
-      const file = Deno.openSync(path, { write: true, createNew: true });
-      try {
-        file.writeSync(new TextEncoder().encode(JSON.stringify(me) + "\n"));
-      } finally {
-        file.close();
-      }
-      return new Lock(path);
-    } catch (err) {
-      if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
-    }
-    const holder = readHolder(path);
-    if (holder === null) {
-      // Being written right now by its creator, or left empty by a crash between create and write.
-      let age = 0;
-      try {
-        age = Date.now() - (Deno.statSync(path).mtime?.getTime() ?? Date.now());
-      } catch {
-        continue; // removed meanwhile: try again
-      }
-      if (age < 60_000) {
+      if (!file.tryLockSync(true)) {
+        const holder = parseHolder(readOpen(file));
         throw new LockedError(
           path,
-          null,
-          `"${path}" is being taken by another process; if none is running, remove the file and try again`,
+          holder,
+          holder === null
+            ? `"${path}" is being taken by another process; wait for it to finish or stop it`
+            : heldMessage(holder, me),
         );
       }
-    } else if (holder.host !== me.host) {
-      throw new LockedError(
-        path,
-        holder,
-        `locked by process ${holder.pid} on host "${holder.host}" since ${holder.since} (${holder.purpose}); ` +
-          `if that process no longer runs, remove "${path}"`,
-      );
-    } else if (holder.pid === me.pid || processAlive(holder.pid)) {
-      throw new LockedError(
-        path,
-        holder,
-        `locked by process ${holder.pid}${holder.pid === me.pid ? " (this one)" : ""} on this host since ` +
-          `${holder.since} (${holder.purpose}); wait for it to finish or stop it`,
-      );
-    }
-    // Stale: its process is gone. Move it aside (atomically, so two processes breaking it at once cannot remove
-    // each other's new lock), put back what was moved if it is not the stale lock, and try again.
-    const aside = `${path}.stale-${Deno.pid}`;
-    try {
-      Deno.renameSync(path, aside);
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) continue;
-      throw err;
-    }
-    const moved = readHolder(aside);
-    if (holder !== null && (moved?.pid !== holder.pid || moved?.since !== holder.since)) {
-      try {
-        Deno.linkSync(aside, path);
-      } catch {
-        // a third process took it meanwhile; its create won
+      // Its holder may have released it (removed the file) between our open and our lock: start again.
+      if (!sameFile(path, file)) continue;
+      const holder = parseHolder(readOpen(file));
+      if (holder !== null && holder.host !== me.host) {
+        throw new LockedError(
+          path,
+          holder,
+          `locked by process ${holder.pid} on host "${holder.host}" since ${holder.since} (${holder.purpose}); ` +
+            `if that process no longer runs, remove "${path}"`,
+        );
       }
+      if (holder !== null && (holder.pid === me.pid || processAlive(holder.pid))) {
+        throw new LockedError(path, holder, heldMessage(holder, me));
+      }
+      // Ours: none holds it, and what it names (if anything) has ended.
+      file.truncateSync(0);
+      file.seekSync(0, Deno.SeekMode.Start);
+      const bytes = new TextEncoder().encode(JSON.stringify(me) + "\n");
+      for (let done = 0; done < bytes.length;) done += file.writeSync(bytes.subarray(done));
+      keep = true;
+      return new Lock(path, file);
+    } finally {
+      if (!keep) file.close();
     }
-    Deno.removeSync(aside);
   }
-  throw new LockedError(path, readHolder(path), `could not take the lock "${path}": it keeps changing hands`);
+  throw new LockedError(path, null, `could not take the lock "${path}": it keeps changing hands`);
 }
