@@ -18,8 +18,9 @@
  * Every compared method is a line (`--method NAME=INIT[:key=value,...]`, e.g. `--method pissa4=pissa:niter=4`); the
  * claim compares the default methods by name.
  *
- * Writes results/vlm_dynamics/<timestamp>/: config.yaml, metrics.jsonl, runs/*.json (`--resume <dir>` reuses
- * finished runs), summary.json, summary.md, and PNG + SVG plots.
+ * Writes results/vlm_dynamics/<timestamp>/: config.yaml, metrics.jsonl, runs/*.json, checkpoints/*.safetensors
+ * (`--resume <dir>` reuses finished runs and continues an interrupted one from its last checkpoint, every 25 steps),
+ * summary.json, summary.md, and PNG + SVG plots.
  *
  * @module
  */
@@ -58,6 +59,7 @@ import {
   savedNumber,
   seedsNote,
   startExperiment,
+  trainResumable,
   type Verdict,
   VLM_DATA_FIELDS,
   type VlmSetup,
@@ -170,11 +172,15 @@ async function fineTune(method: MethodSpec, seed: number, vlm: VlmSetup, cfg: Co
   });
   const initSeconds = (performance.now() - t0) / 1000;
   const initShare = await initialUpdateShare(model, vlm.base, attached);
-  using metrics = results.metrics({ file: `metrics/${method.name}-seed${seed}.jsonl` });
-  const trainer = vlmTrainer(vlm, model, { method, lr: cfg.lr, steps: cfg.steps, seed, metrics });
-  const t1 = performance.now();
-  const records = await trainer.run();
-  const trainSeconds = (performance.now() - t1) / 1000;
+  // Checkpointed every 25 steps: an interrupted run continues from its last checkpoint on --resume.
+  const metrics = results.file(`metrics/${method.name}-seed${seed}.jsonl`);
+  const checkpoint = results.file(`checkpoints/${method.name}-seed${seed}.safetensors`);
+  const trainer = vlmTrainer(vlm, model, { method, lr: cfg.lr, steps: cfg.steps, seed, metrics, checkpoint });
+  const { records, seconds: trainSeconds } = await trainResumable(trainer, {
+    label: `${method.name} seed ${seed}`,
+    checkpoint,
+    metrics,
+  });
   // Inputs of the adapted layers after fine-tuning: the LoRA layers' base_layer sees the same inputs.
   const after = await modalityAnalysis(
     model,

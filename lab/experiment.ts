@@ -589,7 +589,7 @@ export async function trainResumable<M extends object, B extends Batch>(
     for (const skipped of info.skipped) {
       console.error(`${label}: passed over "${skipped.path}": ${skipped.reason}`);
     }
-    if (info.skipped.length > 0) console.error(`  continued from "${info.path}" (step ${info.step})`);
+    console.error(`${label}: continued from "${info.path}" (step ${info.step})`);
   } else if (options.previous !== undefined) {
     throw new Error(
       `cannot make run ${label} longer: its last checkpoint "${checkpoint}" is gone; remove its file under runs/ ` +

@@ -846,12 +846,18 @@ export interface VlmTrainerOptions {
   seed: number;
   /** Where the per-step records go. */
   metrics: TrainerOptions<ToyVlm, Record<string, Tensor>>["metrics"];
+  /**
+   * A checkpoint of the adapters, their optimiser state and the step, written every 25 steps and at the end, from
+   * which an interrupted run continues exactly (`trainResumable`); none when left out.
+   */
+  checkpoint?: string;
 }
 
 /**
  * The fine-tuning loop of the VLM experiments: AdamW on the adapters (the method's own rate and ratio where it sets
  * them), cosine schedule with 10% warm-up, global-norm clipping at 1, the seed's fine-tuning batches, metrics read
- * every 25 steps.
+ * every 25 steps, and with `checkpoint` a checkpoint of the adapters and their optimiser state every 25 steps (the
+ * base and the seeded init are rebuilt identically, and the batches are a pure function of seed and step).
  */
 export function vlmTrainer(
   vlm: VlmSetup,
@@ -868,6 +874,9 @@ export function vlmTrainer(
     clipNorm: 1,
     readEvery: 25,
     metrics: o.metrics,
+    checkpoint: o.checkpoint === undefined
+      ? undefined
+      : { path: o.checkpoint, every: 25, trainableOnly: true },
     progress: Deno.stderr.isTerminal() ? `${o.method.name} seed ${o.seed}` : false,
     seed: o.seed,
   });
