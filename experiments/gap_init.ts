@@ -21,8 +21,9 @@
  * name. The default task is short (30 steps at lr 1e-3) on held-out emoji groups: there, random rank-1 LoRA falls
  * short of the 2% collapse threshold.
  *
- * Writes results/gap_init/<timestamp>/: config.yaml, metrics.jsonl, runs/*.json (`--resume <dir>` reuses finished
- * runs), summary.json, summary.md, and PNG + SVG plots.
+ * Writes results/gap_init/<timestamp>/: config.yaml, metrics.jsonl, runs/*.json, checkpoints/*.safetensors and
+ * measures/*.json (`--resume <dir>` reuses finished runs and continues an interrupted one from its last checkpoint,
+ * every 25 steps), summary.json, summary.md, and PNG + SVG plots.
  *
  * @module
  */
@@ -33,6 +34,7 @@ import {
   type LayerData,
   type ParamDict,
   parameters,
+  previousCheckpointPath,
   Rng,
   type ToyVlm,
   valueAndGrad,
@@ -70,6 +72,7 @@ import {
   savedNumbers,
   seedsNote,
   startExperiment,
+  trainResumable,
   type Verdict,
   VLM_DATA_FIELDS,
   type VlmSetup,
@@ -167,6 +170,9 @@ const RUN = z.object({
   gradA1: savedNumber(),
 });
 
+/** What measures/*.json holds: a run's measurements of its first `gradSteps` steps, kept for a resumed run. */
+const MEASURES = z.object({ gapShare: savedNumbers(), randomShare: savedNumbers(), gradA1: savedNumber() });
+
 /** The modality gap of every target layer: Gap-Init's data, its unit direction, and random unit directions. */
 interface Gap {
   data: Record<string, LayerData>;
@@ -244,22 +250,41 @@ async function fineTune(
     seed,
   });
   const initSeconds = (performance.now() - t0) / 1000;
-  using metrics = results.metrics({ file: `metrics/${method.name}-seed${seed}.jsonl` });
-  const trainer = vlmTrainer(vlm, model, { method, lr: cfg.lr, steps: cfg.steps, seed, metrics });
-  const t1 = performance.now();
-  const gapShare: number[] = [];
-  const randomShare: number[] = [];
-  let gradA1 = NaN;
-  const records = [];
-  for (let s = 1; s <= Math.min(cfg.gradSteps, cfg.steps); s++) {
-    const m = await measure(model, vlm, gap, s, seed);
-    gapShare.push(m.gapShare);
-    randomShare.push(m.randomShare);
-    if (s === 1) gradA1 = m.gradA;
-    records.push(...await trainer.run({ until: s }));
+  // Checkpointed every 25 steps: an interrupted run continues from its last checkpoint on --resume, with the
+  // measurements of its first steps, saved once they are taken; a run stopped before that starts again.
+  const name = `${method.name}-seed${seed}`;
+  const metrics = results.file(`metrics/${name}.jsonl`);
+  const checkpoint = results.file(`checkpoints/${name}.safetensors`);
+  const measuresFile = results.file(`measures/${name}.json`);
+  const trainer = vlmTrainer(vlm, model, { method, lr: cfg.lr, steps: cfg.steps, seed, metrics, checkpoint });
+  let measured: z.infer<typeof MEASURES>;
+  try {
+    measured = MEASURES.parse(JSON.parse(await Deno.readTextFile(measuresFile)));
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) {
+      throw new Error(
+        `cannot read "${measuresFile}": ${(err as Error).message}; remove it to run ${name} again`,
+      );
+    }
+    for (const path of [checkpoint, previousCheckpointPath(checkpoint)]) {
+      await Deno.remove(path).catch(() => {});
+    }
+    measured = { gapShare: [], randomShare: [], gradA1: NaN };
+    for (let s = 1; s <= Math.min(cfg.gradSteps, cfg.steps); s++) {
+      const m = await measure(model, vlm, gap, s, seed);
+      measured.gapShare.push(m.gapShare);
+      measured.randomShare.push(m.randomShare);
+      if (s === 1) measured.gradA1 = m.gradA;
+      await trainer.run({ until: s });
+    }
+    results.writeJson(`measures/${name}.json`, measured);
   }
-  records.push(...await trainer.run());
-  const trainSeconds = (performance.now() - t1) / 1000;
+  const { records, seconds: trainSeconds } = await trainResumable(trainer, {
+    label: `${method.name} seed ${seed}`,
+    checkpoint,
+    metrics,
+  });
+  const { gapShare, randomShare, gradA1 } = measured;
   return {
     label: method.name,
     seed,

@@ -567,10 +567,11 @@ export interface ResumableRun {
 }
 
 /**
- * Runs `trainer` to its end as a resumable run: when its checkpoint (or the one before it) exists — an interrupted
- * run, or a finished one that `--extend` makes longer — it continues from there (the batches are a pure function of
- * seed and step, so it continues exactly); then it closes the trainer, reads the records back from its metrics file
- * and drops the checkpoint before the last (the last stays, for `--extend`).
+ * Runs `trainer` to its end as a resumable run: when it has run no step yet and its checkpoint (or the one before
+ * it) exists — an interrupted run, or a finished one that `--extend` makes longer — it continues from there (the
+ * batches are a pure function of seed and step, so it continues exactly); a trainer the caller has started goes on
+ * from its step. Then it closes the trainer, reads the records back from its metrics file and drops the checkpoint
+ * before the last (the last stays, for `--extend`).
  *
  * @param trainer A trainer with `metrics` (a path) and `checkpoint` set.
  * @param options `label` for messages, the `checkpoint` and `metrics` paths, and `previous`: the finished run being
@@ -583,7 +584,9 @@ export async function trainResumable<M extends object, B extends Batch>(
 ): Promise<ResumableRun> {
   const { label, checkpoint } = options;
   const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
-  if (await exists(checkpoint) || await exists(previousCheckpointPath(checkpoint))) {
+  if (trainer.step > 0) {
+    // Started by the caller (steps it measures on the way): it goes on from where it is.
+  } else if (await exists(checkpoint) || await exists(previousCheckpointPath(checkpoint))) {
     // Making a finished run longer changes its length and schedule on purpose (the experiment checked the rest).
     const info = await trainer.resume(checkpoint, { allowChanged: options.previous !== undefined });
     for (const skipped of info.skipped) {
