@@ -12,7 +12,7 @@ import { constNode, type DeviceName, iotaNode, mk, randNode } from "../ir/node.t
 import { Op } from "../ir/ops.ts";
 import { seed32 } from "../ir/rng.ts";
 import { getDefaultDevice } from "../runtime/realize.ts";
-import { fromData, Tensor } from "./tensor.ts";
+import { fromData, Tensor, withShape } from "./tensor.ts";
 
 /** Where and as what a new tensor is made. */
 export interface CreateOptions<D extends DType = DType> {
@@ -191,7 +191,7 @@ export function eye<N extends number, M extends number = N, D extends DType = "f
   const device = opts.device ?? getDefaultDevice();
   const r = new Tensor<Shape, "i32">(mk(Op.Reshape, [iotaNode(n, "i32", device)], { shape: [n, 1] }));
   const c = new Tensor<Shape, "i32">(mk(Op.Reshape, [iotaNode(cols, "i32", device)], { shape: [1, cols] }));
-  return r.eq(c).cast(opts.dtype ?? ("f32" as D)) as unknown as Tensor<[N, M], D>;
+  return withShape<[N, M], D>(r.eq(c).cast(opts.dtype ?? ("f32" as D)), [n, cols]);
 }
 
 let globalSeed = 0x5eed;
@@ -236,7 +236,7 @@ export function randn<const S extends Shape>(shape: S, opts: RandOptions = {}): 
   const u1 = u.slice(...s.map(() => null), 0).neg().add(1); // in (0, 1]
   const u2 = u.slice(...s.map(() => null), 1);
   const r = u1.log().mul(-2).sqrt();
-  return r.mul(u2.mul(2 * Math.PI).cos()) as unknown as Tensor<Writable<S>, "f32">;
+  return withShape<Writable<S>>(r.mul(u2.mul(2 * Math.PI).cos()), s);
 }
 
 /** Refuses an empty list, or an entry that is not a tensor, as `op`'s input. */
@@ -270,17 +270,17 @@ export function concat<D extends DType>(tensors: readonly Tensor<Shape, D>[], ax
   }
   const total = tensors.reduce((a, t) => a + t.shape[ax], 0);
   let off = 0;
-  let out: Tensor<Shape, D> | null = null;
+  let out: Tensor<number[], D> | null = null;
   for (const t of tensors) {
     const pads = t.shape.map((_, i) =>
       (i === ax ? [off, total - off - t.shape[ax]] : [0, 0]) as [number, number]
     );
     off += t.shape[ax];
     // −0, not 0: x + (−0) is x for every float x, −0 included (x + 0 turns −0 into 0).
-    const p = t.pad(pads, DTYPE_INFO[first.dtype].isFloat ? -0 : 0) as unknown as Tensor<Shape, D>;
-    out = out === null ? p : (out.add(p) as unknown as Tensor<Shape, D>);
+    const p = t.pad(pads, DTYPE_INFO[first.dtype].isFloat ? -0 : 0);
+    out = out === null ? p : out.add(p);
   }
-  return out as unknown as Tensor<number[], D>;
+  return out!;
 }
 
 /** Stacks equally shaped tensors along a new axis. */
@@ -292,7 +292,7 @@ export function stack<D extends DType>(tensors: readonly Tensor<Shape, D>[], axi
       throw new RangeError(`Cannot stack shapes ${tensors.map((x) => fmt(x.shape)).join(", ")}`);
     }
   }
-  return concat(tensors.map((t) => t.unsqueeze(axis) as unknown as Tensor<Shape, D>), axis);
+  return concat(tensors.map((t) => t.unsqueeze(axis)), axis);
 }
 
 /** `cond ? a : b` elementwise, with broadcasting. */

@@ -6,7 +6,7 @@
  * @module
  */
 import type { DType } from "../dtype.ts";
-import { checkShape, size } from "../shape.ts";
+import { checkShape, type Shape, size } from "../shape.ts";
 import { bufferNode, mk, type Storage } from "../ir/node.ts";
 import { type CustomKernelArg, type HostBuffer, Op } from "../ir/ops.ts";
 import type { RawStep } from "../runtime/backend.ts";
@@ -37,10 +37,20 @@ export interface OutputSpec {
   init?: Float32Array | Int32Array | Uint32Array;
 }
 
+/** The tensors {@link runKernels} returns: one per output spec, with that spec's dtype. */
+export type KernelOutputs<O extends readonly OutputSpec[]> = {
+  -readonly [K in keyof O]: Tensor<Shape, O[K] extends { dtype: infer T extends DType } ? T : DType>;
+};
+
 /**
  * Runs `launches` in order in one submission over the buffers `[...inputs, ...outputs]` and returns the outputs.
  * Inputs are never written by a well-formed launch list (bind them read-only in the WGSL).
  */
+export function runKernels<const O extends readonly OutputSpec[]>(
+  inputs: readonly Tensor[],
+  outputs: O,
+  launches: readonly KernelLaunch[],
+): Promise<KernelOutputs<O>>;
 export async function runKernels(
   inputs: readonly Tensor[],
   outputs: readonly OutputSpec[],

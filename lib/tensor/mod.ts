@@ -45,6 +45,7 @@ export {
   customKernel,
   type CustomKernelSpec,
   type KernelLaunch,
+  type KernelOutputs,
   type OutputSpec,
   runKernels,
 } from "./custom.ts";

@@ -96,7 +96,7 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
 
   /** The shape. */
   get shape(): S {
-    return this.#node.shape as unknown as S;
+    return this.#node.shape as S;
   }
 
   /** The dtype. */
@@ -384,7 +384,7 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
   }
   /** This tensor with its shape widened to `Shape` (for internal composites). */
   get #l(): Tensor<Shape, D> {
-    return this as unknown as Tensor<Shape, D>;
+    return this;
   }
   /** `max(x, 0)` (the value of `maximum(0)`), with gradient 1 where `x > 0` and 0 elsewhere, 0 at `x = 0` too. */
   relu(): Tensor<S, D> {
@@ -401,11 +401,11 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     checkFloat("gelu", this.dtype);
     const x = this.#l;
     const inner = x.add(x.square().mul(x).mul(0.044715)).mul(Math.sqrt(2 / Math.PI));
-    return x.mul(0.5).mul(inner.tanh().add(1)) as unknown as Tensor<S, D>;
+    return withShape<S, D>(x.mul(0.5).mul(inner.tanh().add(1)), this.shape);
   }
   /** SiLU (swish): `x * sigmoid(x)`. */
   silu(): Tensor<S, D> {
-    return this.#l.mul(this.#l.sigmoid()) as unknown as Tensor<S, D>;
+    return withShape<S, D>(this.#l.mul(this.#l.sigmoid()), this.shape);
   }
 
   /** Converts to another dtype (float→int truncates toward zero and saturates). */
@@ -458,7 +458,7 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     const axes = normAxes("mean", this.shape, axis);
     const count = axes.reduce((a, i) => a * this.shape[i], 1);
     const s = this.#wrap<Shape, D>(this.#reduce(Op.Sum, "mean", axes, opts?.keepdims ?? false));
-    return s.div(count) as unknown as Tensor<Reduced<S, A, K>, D>;
+    return withShape<Reduced<S, A, K>, D>(s.div(count));
   }
   /** Maximum over `axis` (all axes when omitted). */
   max<A extends number | undefined = undefined, K extends boolean = false>(
@@ -514,10 +514,9 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     const mu = this.#wrap<Shape, D>(this.#reduce(Op.Sum, "var", axes, true)).div(count);
     const d = this.#l.sub(mu).square();
     const ss = d.#reduce(Op.Sum, "var", axes, opts?.keepdims ?? false);
-    return this.#wrap<Shape, D>(ss).div(Math.max(count - (opts?.correction ?? 0), 0)) as unknown as Tensor<
-      Reduced<S, A, K>,
-      D
-    >;
+    return withShape<Reduced<S, A, K>, D>(
+      this.#wrap<Shape, D>(ss).div(Math.max(count - (opts?.correction ?? 0), 0)),
+    );
   }
   /** `log(sum(exp(x)))` over `axis`, computed stably. */
   logsumexp<A extends number | undefined = undefined, K extends boolean = false>(
@@ -537,10 +536,9 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     const m = max.abs().eq(Infinity).where(0, max);
     const s = this.#l.sub(m).exp().#reduce(Op.Sum, "logsumexp", axes, true);
     const out = this.#wrap<Shape, D>(s).log().add(m);
-    return (opts?.keepdims ? out : out.reshape(reduced(this.shape, axes, false))) as unknown as Tensor<
-      Reduced<S, A, K>,
-      D
-    >;
+    return withShape<Reduced<S, A, K>, D>(
+      opts?.keepdims ? out : out.reshape(reduced(this.shape, axes, false)),
+    );
   }
   /** Softmax along `axis` (default: last). */
   softmax(axis = -1): Tensor<S, D> {
@@ -550,14 +548,14 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     const m = this.#wrap<Shape, D>(this.#reduce(Op.ReduceMax, "softmax", [ax], true));
     const e = this.#l.sub(m).exp();
     const s = this.#wrap<Shape, D>(e.#reduce(Op.Sum, "softmax", [ax], true));
-    return e.div(s) as unknown as Tensor<S, D>;
+    return withShape<S, D>(e.div(s), this.shape);
   }
   /** Log-softmax along `axis` (default: last). */
   logSoftmax(axis = -1): Tensor<S, D> {
     checkFloat("logSoftmax", this.dtype);
     const ax = normAxis("logSoftmax", this.shape, axis);
     if (this.shape[ax] === 0) return this.#wrap(this.#node); // no element to normalise: empty, as in PyTorch
-    return this.#l.sub(this.#l.logsumexp(ax, { keepdims: true })) as unknown as Tensor<S, D>;
+    return withShape<S, D>(this.#l.sub(this.#l.logsumexp(ax, { keepdims: true })), this.shape);
   }
 
   // ----- movement -----
@@ -584,7 +582,7 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     if (r < 2) return this.#wrap(this.#node);
     const perm = [...Array(r).keys()];
     [perm[r - 2], perm[r - 1]] = [perm[r - 1], perm[r - 2]];
-    return this.permute(perm) as unknown as Tensor<Transposed<S>, D>;
+    return withShape<Transposed<S>, D>(this.permute(perm));
   }
   /** Matrix transpose (last two axes), as a property. */
   get T(): Tensor<Transposed<S>, D> {
@@ -854,6 +852,27 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
 
 /** Valid axis argument: `undefined` or an axis of S. */
 export type AxisArg<S extends Shape, A> = A extends number ? AxisOk<S, A> : unknown;
+
+/**
+ * `t` itself (no new tensor, no op) with its static shape type re-labelled `S`: the library's single place where a
+ * static shape is asserted rather than derived. Code inside works with plain tensors (`F32`); a public function
+ * whose declared result shape is computed (`Reduced<S, A, K>`, `Transposed<S>`) or holds run-time sizes
+ * (`[M, number]`) returns its plain result through here. `expect`, a rank or a whole shape, is checked: a
+ * mismatch is a bug in the library, and the error names both.
+ */
+export function withShape<S extends Shape, D extends DType = "f32">(
+  t: Tensor<Shape, D>,
+  expect?: S["length"] | Shape,
+): Tensor<S, D> {
+  const bad = typeof expect === "number"
+    ? t.ndim !== expect
+    : expect !== undefined && t.shape.join() !== expect.join();
+  if (bad) {
+    const want = typeof expect === "number" ? `rank ${expect}` : fmt(expect!);
+    throw new Error(`withShape: a tensor of shape ${fmt(t.shape)} labelled with ${want}`);
+  }
+  return t as Tensor<S, D>;
+}
 
 /** Makes a tensor from host values (copied; converted to `dtype`). */
 export function fromData(

@@ -2,8 +2,9 @@
  * Static shape checks: each `@ts-expect-error` line must fail `deno check` (an unused directive is itself an
  * error), and the lines without it must type-check with the expected result types.
  */
-import { equal } from "node:assert/strict";
-import { ones, type Tensor, tensor, zeros } from "../../mod.ts";
+import { equal, throws } from "node:assert/strict";
+import { ones, runKernels, type Shape, type Tensor, tensor, zeros } from "../../mod.ts";
+import { withShape } from "../../lib/tensor/tensor.ts";
 
 type Eq<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 const expectType = <T extends true>(_: T) => {};
@@ -57,8 +58,24 @@ function staticChecks(): void {
   // Any specific tensor is a Tensor.
   const general: Tensor = ones([2, 2]);
   void general;
+
+  // runKernels gives each output its spec's dtype; withShape's rank must be the label's.
+  const outs = () => runKernels([], [{ shape: [2], dtype: "u32" }, { shape: [3], dtype: "f32" }], []);
+  expectType<Eq<Awaited<ReturnType<typeof outs>>, [Tensor<Shape, "u32">, Tensor<Shape, "f32">]>>(true);
+  const plain: Tensor<Shape, "f32"> = zeros([2, 3]);
+  expectType<Eq<ReturnType<typeof withShape<[2, 3]>>, Tensor<[2, 3], "f32">>>(true);
+  // @ts-expect-error a rank-2 label checked against rank 3
+  withShape<[2, 3]>(plain, 3);
 }
 
 Deno.test("static shape checks compile as intended", () => {
   equal(typeof staticChecks, "function");
+});
+
+Deno.test("withShape re-labels the same tensor and refuses a label whose rank or shape the tensor lacks", () => {
+  const t = zeros([2, 3]) as Tensor<Shape, "f32">;
+  equal(withShape<[number, number]>(t, 2), t);
+  equal(withShape<[2, 3]>(t, [2, 3]), t);
+  throws(() => withShape<[number]>(t, 1), /withShape: a tensor of shape \[2, 3\] labelled with rank 1/);
+  throws(() => withShape<[3, 2]>(t, [3, 2]), /withShape: a tensor of shape \[2, 3\] labelled with \[3, 2\]/);
 });
