@@ -12,7 +12,7 @@ import { type CustomVjpArg, Op } from "../ir/ops.ts";
 import type { Shape } from "../shape.ts";
 import { type F32, Tensor } from "../tensor/tensor.ts";
 
-const t = (n: Node): F32 => new Tensor(n) as unknown as F32;
+const t = (n: Node): F32 => new Tensor<Shape, "f32">(n);
 /** A vjp rule: cotangents of the inputs given the node and the cotangent of its output. */
 export type VjpRule = (n: Node, g: Node) => (Node | null)[];
 
@@ -37,7 +37,7 @@ function unshrink(g: Node, n: Node): Node {
     if (s < 0) {
       // Flip so the step is positive; the lowest input index touched is start + (L-1)·step.
       const spec = inShape.map((_, i) => (i === ax ? [null, null, -1] as [null, null, number] : null));
-      x = x.slice(...spec) as unknown as F32;
+      x = x.slice(...spec);
       lo = start[ax] + (L - 1) * s;
     }
     const as = Math.abs(s);
@@ -50,12 +50,12 @@ function unshrink(g: Node, n: Node): Node {
       const merged = inner.reshape([...shp.slice(0, ax), L * as, ...shp.slice(ax + 1)]);
       x = merged.slice(
         ...shp.map((_, i) => (i === ax ? [0, (L - 1) * as + 1] as [number, number] : null)),
-      ) as unknown as F32;
+      );
     }
     const extent = (L - 1) * as + 1;
     x = x.pad(
       x.shape.map((_, i) => (i === ax ? [lo, inShape[ax] - lo - extent] : [0, 0]) as [number, number]),
-    ) as unknown as F32;
+    );
   }
   return x.node;
 }
@@ -105,22 +105,22 @@ export const VJP_RULES: { [O in Op]: VjpRule } = {
   // d max(x, y): g goes to the larger input, split evenly on ties.
   [Op.Max]: (n, g) => {
     const [x, y] = [t(n.src[0]), t(n.src[1])];
-    const wx = y.lt(x).where(1, x.eq(y).where(0.5, 0)) as unknown as F32;
+    const wx = y.lt(x).where<"f32">(1, x.eq(y).where<"f32">(0.5, 0));
     return [t(g).mul(wx).node, t(g).mul(wx.neg().add(1)).node];
   },
   // d(x^y) = (y·x^(y-1)·g, x^y·log x·g), the first taken as 0 where y = 0 (0·0^-1 would be NaN at x = 0, as
   // PyTorch), the second as 0 where x ≤ 0
   [Op.Pow]: (n, g) => {
     const [x, y] = [t(n.src[0]), t(n.src[1])];
-    const dx = y.eq(0).where(0, t(g).mul(y).mul(x.pow(y.sub(1)))) as unknown as F32;
-    const dy = x.gt(0).where(t(g).mul(t(n)).mul(x.log()), 0) as unknown as F32;
+    const dx = y.eq(0).where(0, t(g).mul(y).mul(x.pow(y.sub(1))));
+    const dy = x.gt(0).where(t(g).mul(t(n)).mul(x.log()), 0);
     return [dx.node, dy.node];
   },
   [Op.CmpLt]: none,
   [Op.CmpEq]: none,
   // d where(c, a, b) = (-, where(c, g, 0), where(c, 0, g))
   [Op.Where]: (n, g) => {
-    const c = new Tensor(n.src[0]) as unknown as Tensor<Shape, "bool">;
+    const c = new Tensor<Shape, "bool">(n.src[0]);
     return [null, c.where(t(g), 0).node, c.where(0, t(g)).node];
   },
   // d sum = g broadcast back over the reduced axes
@@ -130,7 +130,7 @@ export const VJP_RULES: { [O in Op]: VjpRule } = {
     const { axes } = n.argOf(Op.ReduceMax);
     const x = t(n.src[0]);
     const full = [...n.src[0].shape];
-    const hit = x.eq(t(mk(Op.Expand, [n], { shape: full }))).cast("f32") as unknown as F32;
+    const hit = x.eq(t(mk(Op.Expand, [n], { shape: full }))).cast("f32");
     const count = t(mk(Op.Sum, [hit.node], { axes }));
     const share = t(mk(Op.Expand, [t(g).div(count).node], { shape: full }));
     return [hit.mul(share).node];
@@ -166,9 +166,9 @@ export const VJP_RULES: { [O in Op]: VjpRule } = {
     const post = x.shape.slice(axis + 1).reduce((a, b) => a * b, 1);
     const size = x.shape[axis];
     const p = index.size;
-    const idx = new Tensor(index) as unknown as Tensor<Shape, "i32">;
+    const idx = new Tensor<Shape, "i32">(index);
     const oh = idx.cast("i32").reshape([p, 1]).eq(
-      new Tensor(iotaNode(size, "i32", x.device)) as unknown as Tensor<Shape, "i32">,
+      new Tensor<Shape, "i32">(iotaNode(size, "i32", x.device)),
     )
       .cast("f32");
     const ohT = oh.transpose().reshape([1, size, p]).expand([pre, size, p]);
