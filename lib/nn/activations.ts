@@ -9,7 +9,7 @@ import { customVjp } from "../autodiff/grad.ts";
 import { checkOptions, opt } from "../options.ts";
 import type { Shape } from "../shape.ts";
 import { rand, tensor } from "../tensor/creation.ts";
-import type { F32, Tensor } from "../tensor/tensor.ts";
+import { type F32, type Tensor, withShape } from "../tensor/tensor.ts";
 import { mix32, seed32 } from "../ir/rng.ts";
 import { Module } from "./module.ts";
 
@@ -84,7 +84,7 @@ const softplusOf = customVjp(
  * `σ(x)`.
  */
 export function softplus<S extends Shape>(x: Tensor<S, "f32">): Tensor<S, "f32"> {
-  return softplusOf(x as unknown as F32) as unknown as Tensor<S, "f32">;
+  return withShape<S>(softplusOf(x), x.shape);
 }
 
 /** Rows of each random table dropout masks are built from. */
@@ -133,7 +133,7 @@ function keyRows(seed: number): Int32Array {
  */
 export function dropoutKey(seed: number, opts: { device?: Tensor["device"] } = {}): DropoutKey {
   checkOptions("dropoutKey", DEVICE_OPTIONS, opts);
-  return tensor(keyRows(seed), { dtype: "i32", device: opts.device }) as unknown as DropoutKey;
+  return tensor(keyRows(seed), { dtype: "i32", shape: [4], device: opts.device });
 }
 
 /**
@@ -146,14 +146,14 @@ export function dropoutKey(seed: number, opts: { device?: Tensor["device"] } = {
 function maskUniforms(n: number, key: DropoutKey, salt: number): Tensor<Shape, "f32"> {
   const device = key.device;
   let u: Tensor<Shape, "f32"> | null = null;
-  TABLE_SEEDS.forEach((tableSeed, t) => {
+  for (const [t, tableSeed] of TABLE_SEEDS.entries()) {
     const shift = mix32((Math.imul(salt >>> 0, 0x2c1b3c6d) ^ tableSeed) >>> 0) % ROWS;
     const picked = (key as Tensor<Shape, "i32">).slice([t, t + 1]).add(shift) as Tensor<Shape, "i32">;
     const row = picked.ge(ROWS).where(picked.sub(ROWS), picked) as Tensor<Shape, "i32">;
     const ut = rand([ROWS, n], { seed: tableSeed, device }).gather(row, 0) as Tensor<Shape, "f32">;
     u = u === null ? ut : addMod1(u, ut);
-  });
-  return (u as unknown as Tensor<Shape, "f32">).reshape([n]) as Tensor<Shape, "f32">;
+  }
+  return u!.reshape([n]);
 }
 
 /** Options of {@link dropout}: a `seed`, or a `key` with a `salt`. */
@@ -205,8 +205,8 @@ export function dropout<S extends Shape>(
     throw new RangeError(`dropout: ${n} elements exceed the ${2 ** 31 / ROWS}-element limit`);
   }
   const keep = maskUniforms(n, key, salt).ge(rate).where(1 / (1 - rate), 0) as Tensor<Shape, "f32">;
-  const w = x as unknown as Tensor<Shape, "f32">;
-  return w.mul(keep.reshape(x.shape as Shape) as Tensor<Shape, "f32">) as unknown as Tensor<S, "f32">;
+  const w: F32 = x;
+  return withShape<S>(w.mul(keep.reshape(x.shape as Shape) as Tensor<Shape, "f32">), x.shape);
 }
 
 /**

@@ -73,7 +73,7 @@ export function uniformParam<const S extends Shape>(
   const seed = seed32(opts.seed, "uniformParam");
   const data = new Float32Array(n);
   for (let i = 0; i < n; i++) data[i] = low + (high - low) * randUniform(seed, i);
-  return tensor(data, { shape: [...shape], device: opts.device }) as unknown as Tensor<Writable<S>, "f32">;
+  return tensor(data, { shape, device: opts.device });
 }
 
 /**
@@ -100,7 +100,7 @@ export function normalParam<const S extends Shape>(
     const u2 = randUniform(seed, 2 * i + 1);
     data[i] = std * Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
   }
-  return tensor(data, { shape: [...shape], device: opts.device }) as unknown as Tensor<Writable<S>, "f32">;
+  return tensor(data, { shape, device: opts.device });
 }
 
 /**
@@ -119,5 +119,5 @@ export function constantParam<const S extends Shape>(
 ): Tensor<Writable<S>, "f32"> {
   checkOptions("constantParam", CONSTANT_OPTIONS, opts);
   const data = new Float32Array(count(shape, "constantParam")).fill(value);
-  return tensor(data, { shape: [...shape], device: opts.device }) as unknown as Tensor<Writable<S>, "f32">;
+  return tensor(data, { shape, device: opts.device });
 }
