@@ -1,8 +1,8 @@
 /**
  * The shape of the tree: the lines of each top-level folder stay within its budget (the counts are printed), no two
  * files of the library or the lab import each other through any chain (type imports included), imports run one way (`lib ← lab ← {experiments, bench, cli, examples}`: the library imports nothing above it, and the lab
- * uses the library through `mod.ts` as any user does), and the library's module graph holds none of the lab's
- * packages (YAML, resvg).
+ * uses the library through `mod.ts` as any user does), the library's module graph holds none of the lab's
+ * packages (YAML, resvg), and no library file casts through `unknown`.
  */
 import { deepEqual, ok } from "node:assert/strict";
 
@@ -147,6 +147,16 @@ Deno.test("the lab uses the library through its public entry point (mod.ts) only
       .filter((target) => target.startsWith("lib/")).map((target) => `${file} imports ${target}`)
   );
   deepEqual(deep, []);
+});
+
+Deno.test("the library asserts no type through unknown: no double cast in lib/ (DESIGN.md §3 item 11)", () => {
+  // A static shape that is asserted rather than derived goes through the one helper that says so (`withShape`).
+  const casts = filesUnder("lib").filter((f) => f.endsWith(".ts")).flatMap((file) =>
+    Deno.readTextFileSync(`${ROOT}${file}`).split("\n").flatMap((line, i) =>
+      line.includes("as unknown as") ? [`${file}:${i + 1}: ${line.trim()}`] : []
+    )
+  );
+  deepEqual(casts, []);
 });
 
 Deno.test("the library's module graph holds no YAML or plotting package; the lab's does", async () => {

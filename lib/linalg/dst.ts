@@ -8,7 +8,7 @@ import type { DeviceName } from "../ir/node.ts";
 import { getDefaultDevice } from "../runtime/realize.ts";
 import { tensor } from "../tensor/creation.ts";
 import { runKernels } from "../tensor/custom.ts";
-import type { Tensor } from "../tensor/tensor.ts";
+import { type Tensor, withShape } from "../tensor/tensor.ts";
 import { z } from "../../deps.ts";
 import { checkOptions, opt } from "../options.ts";
 import { checkInt } from "./common.ts";
@@ -57,5 +57,5 @@ export async function dstBasis<N extends number, R extends number>(
   }]);
   table.dispose();
   params.dispose();
-  return out as unknown as Tensor<[N, R], "f32">;
+  return withShape<[N, R]>(out, [n, r]);
 }

@@ -6,7 +6,7 @@
 import { z } from "../../deps.ts";
 import { checkOptions } from "../options.ts";
 import { eye } from "../tensor/creation.ts";
-import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
+import { type F32, realize, type Tensor, withShape } from "../tensor/tensor.ts";
 import {
   absMaxScale,
   checkMatrix,
@@ -102,7 +102,7 @@ export async function eigh<N extends number>(
   await realize(values, vectors);
   for (const t of [core.uRows, core.s, sn, scale, poison]) t.dispose();
   return {
-    values: values as unknown as Tensor<[N], "f32">,
-    vectors: vectors as unknown as Tensor<[N, N], "f32">,
+    values: withShape<[N]>(values, [n]),
+    vectors: withShape<[N, N]>(vectors, [n, n]),
   };
 }

@@ -4,7 +4,7 @@
  * @module
  */
 import { concat, zeros } from "../tensor/creation.ts";
-import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
+import { type F32, realize, type Tensor, withShape } from "../tensor/tensor.ts";
 import { z } from "../../deps.ts";
 import { checkOptions, opt } from "../options.ts";
 import { checkFinite } from "../nn/finite.ts";
@@ -102,34 +102,31 @@ export class IncrementalPCA {
 
   /** Principal axes, `nComponents × features`, orthonormal rows sorted by explained variance. */
   get components(): Tensor<[number, number], "f32"> {
-    return this.#fitted("components").components as unknown as Tensor<[number, number], "f32">;
+    return withShape<[number, number]>(this.#fitted("components").components, 2);
   }
   /** Singular values of the kept components (descending). */
   get singularValues(): Tensor<[number], "f32"> {
-    return this.#fitted("singularValues").singularValues as unknown as Tensor<[number], "f32">;
+    return withShape<[number]>(this.#fitted("singularValues").singularValues, 1);
   }
   /** Variance along each kept component: `S²/(n − 1)`. */
   get explainedVariance(): Tensor<[number], "f32"> {
-    return this.#fitted("explainedVariance").explainedVariance as unknown as Tensor<[number], "f32">;
+    return withShape<[number]>(this.#fitted("explainedVariance").explainedVariance, 1);
   }
   /** Fraction of the total variance along each kept component. */
   get explainedVarianceRatio(): Tensor<[number], "f32"> {
-    return this.#fitted("explainedVarianceRatio").explainedVarianceRatio as unknown as Tensor<
-      [number],
-      "f32"
-    >;
+    return withShape<[number]>(this.#fitted("explainedVarianceRatio").explainedVarianceRatio, 1);
   }
   /** Mean of the discarded components' variances (0 when none is discarded), as a 0-d tensor. */
   get noiseVariance(): Tensor<[], "f32"> {
-    return this.#fitted("noiseVariance").noiseVariance as unknown as Tensor<[], "f32">;
+    return withShape<[]>(this.#fitted("noiseVariance").noiseVariance, 0);
   }
   /** Per-feature mean of all samples seen. */
   get mean(): Tensor<[number], "f32"> {
-    return this.#fitted("mean").mean as unknown as Tensor<[number], "f32">;
+    return withShape<[number]>(this.#fitted("mean").mean, 1);
   }
   /** Per-feature (population) variance of all samples seen. */
   get var(): Tensor<[number], "f32"> {
-    return this.#fitted("var").var as unknown as Tensor<[number], "f32">;
+    return withShape<[number]>(this.#fitted("var").var, 1);
   }
   /** Samples seen so far. */
   get nSamplesSeen(): number {
@@ -260,9 +257,6 @@ export class IncrementalPCA {
       throw new RangeError(`IncrementalPCA.transform: got ${nf} features, the model has ${st.nFeatures}`);
     }
     const xs: F32 = x;
-    return (xs.sub(st.mean)).matmul(st.components.transpose()) as unknown as Tensor<
-      [number, number],
-      "f32"
-    >;
+    return withShape<[number, number]>(xs.sub(st.mean).matmul(st.components.transpose()), 2);
   }
 }

@@ -16,7 +16,7 @@ import {
 import type { Shape } from "../shape.ts";
 import { tensor } from "../tensor/creation.ts";
 import { type KernelLaunch, runKernels } from "../tensor/custom.ts";
-import type { Tensor } from "../tensor/tensor.ts";
+import { type Tensor, withShape } from "../tensor/tensor.ts";
 import { z } from "../../deps.ts";
 import { checkOptions } from "../options.ts";
 import { checkFinite } from "../nn/finite.ts";
@@ -108,8 +108,8 @@ export async function nf4Quantize<S extends Shape>(
   ], [quantizeLaunch(n, bs, [0, 2, 3, 1])]);
   params.dispose();
   return {
-    codes: codes as unknown as Tensor<S, "u32">,
-    absmax: absmax as unknown as Tensor<[number], "f32">,
+    codes: withShape<S, "u32">(codes, x.shape),
+    absmax: withShape<[number]>(absmax, 1),
     blockSize: bs,
   };
 }
@@ -151,7 +151,7 @@ export async function nf4Dequantize<S extends Shape>(q: Nf4Quantized<S>): Promis
     dequantizeLaunch(n, bs, [0, 1, 3, 2]),
   ]);
   params.dispose();
-  return out as unknown as Tensor<S, "f32">;
+  return withShape<S>(out, q.codes.shape);
 }
 
 /**
@@ -185,5 +185,5 @@ export async function nf4Qdq<S extends Shape>(
   params.dispose();
   codes.dispose();
   absmax.dispose();
-  return out as unknown as Tensor<S, "f32">;
+  return withShape<S>(out, x.shape);
 }

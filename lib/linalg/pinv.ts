@@ -5,7 +5,7 @@
  */
 import { z } from "../../deps.ts";
 import { checkOptions } from "../options.ts";
-import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
+import { type F32, realize, type Tensor, withShape } from "../tensor/tensor.ts";
 import { checkMatrix, JACOBI_OPTION_FIELDS } from "./common.ts";
 import { type SvdOptions, svdRows } from "./svd.ts";
 
@@ -54,5 +54,5 @@ export async function pinv<M extends number, N extends number>(
   uRows.dispose();
   s.dispose();
   vRows.dispose();
-  return p as unknown as Tensor<[N, M], "f32">;
+  return withShape<[N, M]>(p, [n, m]);
 }

@@ -22,7 +22,7 @@ import {
 import type { KernelLaunch } from "../tensor/custom.ts";
 import { runKernels } from "../tensor/custom.ts";
 import { tensor } from "../tensor/creation.ts";
-import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
+import { type F32, realize, type Tensor, withShape } from "../tensor/tensor.ts";
 import { LOOP_BUDGET } from "../codegen/split_loops.ts";
 import { checkOptions } from "../options.ts";
 import { jacobiWorkgroup } from "./jacobi.ts";
@@ -208,7 +208,7 @@ export async function qr<M extends number, N extends number>(
   for (const t of [scale, xin, poison, f.factored, f.taus]) t.dispose();
   f.q?.dispose();
   return {
-    q: q as unknown as Tensor<[M, number], "f32"> | null,
-    r: r as unknown as Tensor<[number, N], "f32">,
+    q: q === null ? null : withShape<[M, number]>(q, 2),
+    r: withShape<[number, N]>(r, 2),
   };
 }

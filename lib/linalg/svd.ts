@@ -5,7 +5,7 @@
  */
 import { JACOBI_TINY, JACOBI_ZERO_REL } from "../../kernels/jacobi.wgsl.ts";
 import { eye, randn, tensor } from "../tensor/creation.ts";
-import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
+import { type F32, realize, type Tensor, withShape } from "../tensor/tensor.ts";
 import { z } from "../../deps.ts";
 import { checkOptions } from "../options.ts";
 import {
@@ -124,7 +124,7 @@ export async function svdColumns(
   // odd column count gets one zero record. The kernel reads them as vec4.
   const p4 = roundUp4(cols);
   const records = r.pad([[0, slots - cols], [0, 2 * p4 - cols]]).add(
-    (eye(cols, cols, { device: dev }) as unknown as F32).pad([[0, slots - cols], [p4, p4 - cols]]),
+    eye(cols, cols, { device: dev }).pad([[0, slots - cols], [p4, p4 - cols]]),
   ) as F32;
   await realize(records);
   f.factored.dispose();
@@ -199,7 +199,7 @@ async function svdFused(wc: F32, rows: number, cols: number, opts: SvdCoreOption
   const { p4r, stride, slots } = solveShape(layout);
   // Records [w_j | e_j | 0] (the identity starts V), one zero record for an odd column count.
   const records = wc.pad([[0, slots - cols], [0, stride - rows]]).add(
-    (eye(cols, cols, { device: wc.device }) as unknown as F32).pad([[0, slots - cols], [
+    eye(cols, cols, { device: wc.device }).pad([[0, slots - cols], [
       p4r,
       stride - p4r - cols,
     ]]),
@@ -278,11 +278,16 @@ export async function svd<M extends number, N extends number>(
   const u = r.uRows.transpose();
   await realize(u);
   r.uRows.dispose();
+  return svdResult(u, r.s, r.vRows);
+}
+
+/** The public result of plain factors `U`, `s` and `Vᵀ` (`v` a lazy view of `vh`), their ranks checked. */
+export function svdResult<M extends number, N extends number>(u: F32, s: F32, vh: F32): SvdResult<M, N> {
   return {
-    u: u as unknown as Tensor<[M, number], "f32">,
-    s: r.s as unknown as Tensor<[number], "f32">,
-    v: r.vRows.transpose() as unknown as Tensor<[N, number], "f32">,
-    vh: r.vRows as unknown as Tensor<[number, N], "f32">,
+    u: withShape<[M, number]>(u, 2),
+    s: withShape<[number]>(s, 1),
+    v: withShape<[N, number]>(vh.transpose(), 2),
+    vh: withShape<[number, N]>(vh, 2),
   };
 }
 

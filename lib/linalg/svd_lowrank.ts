@@ -9,7 +9,7 @@ import { randn } from "../tensor/creation.ts";
 import { type F32, realize, type Tensor } from "../tensor/tensor.ts";
 import { checkInt, checkMatrix, disposeUnless, largestPositiveSigns } from "./common.ts";
 import { qr } from "./qr.ts";
-import { type SvdOptions, type SvdResult, svdRows } from "./svd.ts";
+import { type SvdOptions, type SvdResult, svdResult, svdRows } from "./svd.ts";
 
 const SVD_LOW_RANK_OPTIONS = z.object({
   sweeps: opt.count().optional(),
@@ -94,10 +94,5 @@ export async function svdLowRank<M extends number, N extends number>(
   await realize(u, vh, s);
   basis.dispose();
   for (const t of [small.uRows, small.vRows, small.s]) disposeUnless(t, u, vh, s);
-  return {
-    u: u as unknown as Tensor<[M, number], "f32">,
-    s: s as unknown as Tensor<[number], "f32">,
-    v: vh.transpose() as unknown as Tensor<[N, number], "f32">,
-    vh: vh as unknown as Tensor<[number, N], "f32">,
-  };
+  return svdResult(u, s, vh);
 }
