@@ -330,6 +330,12 @@ export class Trainer<M extends object, B extends Batch = Batch> {
   #progressStart = 0;
   #resumedFrom: number | null = null;
   #resumePath: string | null = null;
+  /**
+   * The checkpoint path resumed from when its file was damaged and the previous one was used instead: its next
+   * periodic save replaces the damaged file without keeping it as the previous one, which holds the state resumed
+   * from until a newer checkpoint is in place.
+   */
+  #damagedNewest: string | null = null;
   // The last state confirmed good (its loss was read back finite) and the newest state read back after finite
   // metrics (its own loss not yet seen): the two snapshots of the non-finite guard.
   #good: Snapshot | null = null;
@@ -828,21 +834,26 @@ export class Trainer<M extends object, B extends Batch = Batch> {
   async #save(path: string, keepPrevious: boolean, paths?: readonly string[]): Promise<void> {
     await this.#flush();
     await this.#syncReplay();
+    // Kept as the previous checkpoint, a damaged file would take the place of the only good one before the new
+    // checkpoint is written (a run stopped during the write would have none left).
+    const damaged = keepPrevious && this.#damagedNewest !== null && resolve(path) === this.#damagedNewest;
     await saveCheckpoint(path, this.#o.model, {
       optimizer: this.#o.optimizer,
       step: this.#step,
       seed: this.#o.seed,
       metadata: { run: JSON.stringify(this.#runConfig()), seconds: String(this.trainSeconds) },
-      keepPrevious,
+      keepPrevious: keepPrevious && !damaged,
       paths,
     });
+    if (damaged) this.#damagedNewest = null;
   }
 
   /**
    * Continues from a checkpoint: loads the parameters and optimiser state and sets the step. The periodic
    * checkpoints keep the one before the newest at `<path>.previous`; when `path` is missing or damaged that one is
-   * used (see `restoreLatestCheckpoint`), and the returned `skipped` names what was passed over. With a metrics
-   * path, records after the checkpoint's step are dropped from the file and new ones appended.
+   * used (see `restoreLatestCheckpoint`), and the returned `skipped` names what was passed over; the next periodic
+   * checkpoint then replaces the damaged file and leaves that one in place. With a metrics path, records after the
+   * checkpoint's step are dropped from the file and new ones appended.
    */
   async resume(path: string, opts: ResumeOptions = {}): Promise<ResumeInfo> {
     if (this.#step !== 0 || this.#pending.length > 0) {
@@ -876,6 +887,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     this.#seconds = Number.isFinite(seconds) && seconds >= 0 ? seconds : 0;
     this.#resumedFrom = ckpt.step;
     this.#resumePath = path;
+    this.#damagedNewest = restored.skipped.some((s) => s.path === path) ? resolve(path) : null;
     return { path: restored.path, step: ckpt.step, skipped: restored.skipped, changed };
   }
 

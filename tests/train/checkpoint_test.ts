@@ -283,3 +283,41 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   },
 });
+
+Deno.test("a run resumed from .previous past a damaged checkpoint keeps that one until a newer is written", async () => {
+  const rng = new TestRng(74);
+  const seeds = { initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps: 16 };
+  const dir = await Deno.makeTempDir();
+  const ckpt = `${dir}/c.safetensors`;
+  const make = () =>
+    new Trainer({ ...mlpSetup(seeds), readEvery: 2, checkpoint: { path: ckpt, every: 4 }, compile: false });
+  const reference = new Trainer({ ...mlpSetup(seeds), readEvery: 2, compile: false });
+  await reference.run({ until: 12 });
+  // A run that stops after step 9 (checkpoints after steps 4, 8 and 9); then the newest is cut short.
+  const first = make();
+  await first.run({ until: 9 });
+  first.close();
+  const size = (await Deno.stat(ckpt)).size;
+  await Deno.truncate(ckpt, rng.int(1, size - 1));
+  const resumed = make();
+  const info = await resumed.resume(ckpt);
+  deepEqual([info.path, info.step, info.skipped.map((s) => s.path)], [previousCheckpointPath(ckpt), 8, [
+    ckpt,
+  ]]);
+  // The next save replaces the damaged file and leaves the state resumed from at .previous (it used to move the
+  // damaged file there first, so that a run stopped while writing had no usable checkpoint left).
+  await resumed.run({ until: 12 });
+  equal((await loadCheckpoint(previousCheckpointPath(ckpt))).step, 8);
+  const saved = await loadCheckpoint(ckpt);
+  equal(saved.step, 12);
+  for (const [p, t] of namedParameters(reference.model)) {
+    deepEqual(await saved.params[p].data(), await t.data(), p);
+  }
+  // From then on the newest is kept as the previous one, as always.
+  await resumed.run();
+  equal((await loadCheckpoint(previousCheckpointPath(ckpt))).step, 12);
+  equal((await loadCheckpoint(ckpt)).step, 16);
+  resumed.close();
+  reference.close();
+  await Deno.remove(dir, { recursive: true });
+});
