@@ -253,7 +253,9 @@ export async function saveAdapter(
 
 /**
  * PEFT's `rank_pattern` / `alpha_pattern` for per-module values that differ from the default: keyed by the last
- * name (`v_proj`) when every adapted module of that name has the same value, else by the full (escaped) path.
+ * name (`v_proj`) when every adapted module of that name has the same value, else by the full path, escaped and
+ * anchored (`^a\.q`): PEFT matches a key at the end of a name after a dot (`(.*\.)?(key)$`), so a bare `a\.q`
+ * would give `b.a.q` the value of `a.q` too, while `^` holds only at the start of the name.
  */
 function pattern(values: [string, number][], fallback: number): Record<string, number> {
   const last = (n: string) => n.slice(n.lastIndexOf(".") + 1);
@@ -262,7 +264,7 @@ function pattern(values: [string, number][], fallback: number): Record<string, n
     if (v === fallback) continue;
     const same = values.filter(([n]) => last(n) === last(name));
     if (same.every(([, w]) => w === v)) out[escapeRegex(last(name))] = v;
-    else out[escapeRegex(name)] = v;
+    else out[`^${escapeRegex(name)}`] = v;
   }
   return out;
 }

@@ -221,6 +221,18 @@ function peftSelects(targets: string[] | string, name: string): boolean {
   return targets.includes(name) || targets.some((t) => name.endsWith(`.${t}`));
 }
 
+/** A tree of plain objects with a `Linear(size, size)` at each of `paths` (none a prefix of another). */
+function linearTree(paths: string[], size: number): Record<string, unknown> {
+  const root: Record<string, unknown> = {};
+  paths.forEach((p, i) => {
+    const keys = p.split(".");
+    let node = root;
+    for (const k of keys.slice(0, -1)) node = (node[k] ??= {}) as Record<string, unknown>;
+    node[keys[keys.length - 1]] = new Linear(size, size, { seed: i });
+  });
+  return root;
+}
+
 Deno.test("saveAdapter's target_modules select, by PEFT's rule, exactly the adapted modules of nested models", async () => {
   const rng = new TestRng(811);
   // Trees of plain objects and Linear layers whose paths end one another (a.q and b.a.q), and random ones.
@@ -232,16 +244,7 @@ Deno.test("saveAdapter's target_modules select, by PEFT's rule, exactly the adap
     ));
   for (const paths of [...fixed, ...random]) {
     const unique = [...new Set(paths)].filter((p) => !paths.some((o) => o.startsWith(`${p}.`)));
-    const build = () => {
-      const root: Record<string, unknown> = {};
-      unique.forEach((p, i) => {
-        const keys = p.split(".");
-        let node = root;
-        for (const k of keys.slice(0, -1)) node = (node[k] ??= {}) as Record<string, unknown>;
-        node[keys[keys.length - 1]] = new Linear(3, 3, { seed: i });
-      });
-      return root;
-    };
+    const build = () => linearTree(unique, 3);
     const adapted = unique.filter((_, i) => i === 0 || rng.next() < 0.4);
     const escaped = adapted.map((p) => p.replaceAll(".", "\\."));
     const model = build();
@@ -255,6 +258,55 @@ Deno.test("saveAdapter's target_modules select, by PEFT's rule, exactly the adap
       `${unique}: ${JSON.stringify(target_modules)} (seed ${TEST_SEED})`,
     );
     deepEqual((await loadAdapter(dir, build())).sort(), [...adapted].sort());
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/**
+ * The value PEFT 0.21 gives module `name` from a `rank_pattern` / `alpha_pattern`: peft.utils.other.get_pattern_key
+ * takes the first key (in order) with `re.match(rf"(.*\.)?({key})$", name)`, and LoraModel._create_and_replace
+ * falls back to `r` / `lora_alpha` when none matches. The keys tessera writes are escaped paths, optionally anchored
+ * by `^`, and last names, which JavaScript's RegExp reads as Python's `re` does.
+ */
+function peftPatternValue(pattern: Record<string, number>, name: string, fallback: number): number {
+  const key = Object.keys(pattern).find((k) => new RegExp(`^(.*\\.)?(${k})$`).test(name));
+  return key === undefined ? fallback : pattern[key];
+}
+
+Deno.test("saveAdapter's rank_pattern and alpha_pattern give, by PEFT's rule, each adapted module its own values", async () => {
+  const rng = new TestRng(812);
+  // Paths that end one another (a.q and b.a.q) with different ranks and alphas, and random trees.
+  const fixed = [["a.q", "b.a.q"], ["b.a.q", "a.q", "q"], ["x.a.q", "a.q", "b.k"]];
+  const random = Array.from({ length: 4 }, () =>
+    Array.from(
+      { length: rng.int(2, 5) },
+      () => Array.from({ length: rng.int(1, 3) }, () => ["a", "b", "q"][rng.int(0, 2)]).join(".") + ".k",
+    ));
+  for (const [c, paths] of [...fixed, ...random].entries()) {
+    const unique = [...new Set(paths)].filter((p) => !paths.some((o) => o.startsWith(`${p}.`)));
+    // attachLora's keys match a path's end too: the longest first gives every path its own key.
+    const byLength = [...unique].sort((x, y) => y.length - x.length);
+    // In the fixed cases the shorter path has the smaller rank and alpha, so it is the one given a key.
+    const n = unique.length;
+    const ranks = Object.fromEntries(byLength.map((p, i) => [p, c < fixed.length ? n - i : rng.int(1, 3)]));
+    const alphas = Object.fromEntries(
+      byLength.map((p, i) => [p, c < fixed.length ? 2 ** (n - i) : 2 ** rng.int(1, 3)]),
+    );
+    const model = linearTree(unique, 4);
+    await attachLora(model, {
+      targetModules: unique,
+      rankPattern: ranks,
+      alphaPattern: alphas,
+      init: "lora",
+    });
+    const dir = await Deno.makeTempDir();
+    const config = await saveAdapter(dir, model);
+    for (const p of unique) {
+      const where = `${p} of ${unique}: ${JSON.stringify(config)} (seed ${TEST_SEED})`;
+      equal(peftPatternValue(config.rank_pattern, p, config.r), ranks[p], `rank of ${where}`);
+      equal(peftPatternValue(config.alpha_pattern, p, config.lora_alpha), alphas[p], `alpha of ${where}`);
+    }
+    deepEqual((await loadAdapter(dir, linearTree(unique, 4))).sort(), [...unique].sort());
     await Deno.remove(dir, { recursive: true });
   }
 });
