@@ -154,14 +154,15 @@ function join(prefix: string, key: string): string {
 }
 
 /**
- * Throws when a Map or Set at `path` holds a tensor or module (directly or in arrays, objects, Maps or Sets in it):
- * its parameters would be missing, without a word, from `parameters`, optimisers and checkpoints.
+ * Throws when an object at `path` that parameter discovery does not enter (a Map, a Set, an instance of a class
+ * that is not a Module) holds a tensor or module, directly or in what it holds: its parameters would be missing,
+ * without a word, from `parameters`, optimisers, checkpoints and adapters.
  */
-function refuseHidden(v: Map<unknown, unknown> | Set<unknown>, path: string): void {
+function refuseHidden(v: object, path: string): void {
   const seen = new Set<unknown>();
   const holds = (x: unknown): boolean => {
     if (x instanceof Tensor || x instanceof Module) return true;
-    if (seen.has(x) || !(isContainer(x) || x instanceof Map || x instanceof Set)) return false;
+    if (x === null || typeof x !== "object" || ArrayBuffer.isView(x) || seen.has(x)) return false;
     seen.add(x);
     const values = x instanceof Map
       ? [...x.keys(), ...x.values()]
@@ -170,12 +171,16 @@ function refuseHidden(v: Map<unknown, unknown> | Set<unknown>, path: string): vo
       : Object.values(x);
     return values.some(holds);
   };
-  if (holds(v)) {
-    throw new TypeError(
-      `"${path}" is a ${v.constructor.name} holding tensors or modules, which parameter discovery does not enter ` +
-        `(its parameters would be neither listed nor trained nor saved); hold them in a plain object or an array`,
-    );
-  }
+  if (!holds(v)) return;
+  const name = v.constructor?.name ?? "object";
+  const what = v instanceof Map || v instanceof Set
+    ? `a ${name}`
+    : `an instance of ${name}, which is not a Module,`;
+  throw new TypeError(
+    `"${path}" is ${what} holding tensors or modules, which parameter discovery does not enter ` +
+      `(its parameters would be neither listed nor trained nor saved); hold them in a plain object or an array` +
+      (what.startsWith("an") ? `, or make ${name} extend Module` : ""),
+  );
 }
 
 /** Calls `visit` on every tensor and container below `root` once (the first path wins), depth first. */
@@ -192,7 +197,7 @@ function walk(
       return;
     }
     if (!isContainer(v)) {
-      if (v instanceof Map || v instanceof Set) refuseHidden(v, path);
+      if (v !== null && typeof v === "object") refuseHidden(v, path);
       return;
     }
     seen.add(v);

@@ -199,3 +199,42 @@ Deno.test("a Map or Set of modules or tensors is refused by name, not left out o
     ],
   );
 });
+
+Deno.test("an instance of a class that is not a Module, holding modules or tensors, is refused by name", () => {
+  class Head {
+    w = new Linear(2, 2, { seed: 0 });
+  }
+  class Holder {
+    inner = { head: new Head() };
+    scale = tensor([1]);
+  }
+  class Model extends Module {
+    head = new Head();
+    out = new Linear(2, 1, { seed: 1 });
+  }
+  const cases: [object, RegExp][] = [
+    [
+      new Model(),
+      /"head" is an instance of Head, which is not a Module, holding tensors or modules.*extend Module/,
+    ],
+    [
+      { a: [new Holder()] },
+      /"a\.0" is an instance of Holder, which is not a Module, holding tensors or modules/,
+    ],
+  ];
+  for (const [model, re] of cases) {
+    throws(() => namedParameters(model), re);
+    throws(() => new AdamW(model, { lr: 1e-3 }), re);
+  }
+  // Instances without parameters in them (options, typed arrays, dates) are no error.
+  class Options {
+    size = 2;
+  }
+  const fine = {
+    opts: new Options(),
+    table: new Float32Array(4),
+    when: new Date(0),
+    fc: new Linear(2, 1, { seed: 3 }),
+  };
+  deepEqual(namedParameters(fine).map(([p]) => p), ["fc.weight", "fc.bias"]);
+});
