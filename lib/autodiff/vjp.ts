@@ -102,11 +102,14 @@ export const VJP_RULES: { [O in Op]: VjpRule } = {
     const y = t(n.src[1]);
     return [t(g).div(y).node, t(g).mul(t(n)).div(y).neg().node];
   },
-  // d max(x, y): g goes to the larger input, split evenly on ties.
+  // d max(x, y): g goes to the larger input, split evenly on ties; where either is NaN (the result is NaN) each
+  // input gets all of g, as torch.maximum's derivative (neither is smaller than the other, nor equal to it).
   [Op.Max]: (n, g) => {
     const [x, y] = [t(n.src[0]), t(n.src[1])];
-    const wx = y.lt(x).where<"f32">(1, x.eq(y).where<"f32">(0.5, 0));
-    return [t(g).mul(wx).node, t(g).mul(wx.neg().add(1)).node];
+    const half = x.eq(y).where<"f32">(0.5, 1);
+    const wx = x.lt(y).where<"f32">(0, half);
+    const wy = y.lt(x).where<"f32">(0, half);
+    return [t(g).mul(wx).node, t(g).mul(wy).node];
   },
   // d(x^y) = (y·x^(y-1)·g, x^y·log x·g), the first taken as 0 where y = 0 (0·0^-1 would be NaN at x = 0, as
   // PyTorch), the second as 0 where x ≤ 0

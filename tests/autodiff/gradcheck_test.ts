@@ -237,6 +237,44 @@ Deno.test("relu: value max(x, 0), gradient 1 above 0 and 0 at and below 0", asyn
   }
 });
 
+Deno.test("maximum and minimum: gradient to the larger (smaller) input, halved on ties, whole to both where a side is NaN", async () => {
+  const rng = new TestRng(1303);
+  // Fresh small integers (many ties), with NaN, ∞ and −∞ on either side or both; c weighs each output.
+  const pool = [NaN, Infinity, -Infinity];
+  const draw = () => (rng.next() < 0.3 ? pool[rng.int(0, 2)] : rng.int(-2, 2));
+  const n = 64;
+  const [xs, ys] = [Array.from({ length: n }, draw), Array.from({ length: n }, draw)];
+  const cs = Array.from({ length: n }, () => rng.normal());
+  // torch.maximum's derivative (derivatives.yaml): where(x == y, g/2, g) with 0 where x < y (x's share) or y < x
+  // (y's share); a NaN is neither smaller nor equal, so both sides get g. minimum swaps < for >.
+  const share = (a: number, b: number, smaller: (a: number, b: number) => boolean) =>
+    smaller(a, b) ? 0 : a === b ? 0.5 : 1;
+  const lt = (a: number, b: number) => a < b;
+  const gt = (a: number, b: number) => a > b;
+  for (const device of ["cpu", "wasm", "webgpu"] as const) {
+    const make = (v: number[]) => tensor(Float32Array.from(v), { device }) as F;
+    const c = make(cs);
+    for (const [op, smaller] of [["maximum", lt], ["minimum", gt]] as const) {
+      const f = (p: { x: F; y: F }) => p.x[op](p.y).mul(c).sum();
+      const { grads } = valueAndGrad(f)({ x: make(xs), y: make(ys) });
+      const cf32 = Array.from(await c.data());
+      const want = (mine: number[], other: number[]) =>
+        mine.map((a, i) => cf32[i] * share(a, other[i], smaller));
+      const where = `${device}: d ${op}`;
+      assertClose(await grads.x.data(), want(xs, ys), {
+        rtol: 0,
+        atol: 0,
+        what: `${where}/dx, x ${xs}, y ${ys}`,
+      });
+      assertClose(await grads.y.data(), want(ys, xs), {
+        rtol: 0,
+        atol: 0,
+        what: `${where}/dy, x ${xs}, y ${ys}`,
+      });
+    }
+  }
+});
+
 Deno.test("sigmoid and silu: gradients σ(1 − σ) and σ + x·σ(1 − σ), finite and accurate far below 0", async () => {
   const rng = new TestRng(1302);
   // Fresh values in [-120, 30], where e^-x overflows f32 below -88.7, with the points -100, -90, -50 and 0.
