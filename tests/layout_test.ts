@@ -21,7 +21,7 @@ const BUDGETS: Record<string, number> = {
   cli: 750,
   tools: 1_350,
   examples: 120,
-  tests: 22_900,
+  tests: 23_200,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */

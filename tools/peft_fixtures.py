@@ -12,6 +12,9 @@ tests/fixtures/adapters/<base>_<kind>/ (adapter_config.json + adapter_model.safe
   - pissa_2r: PiSSA, A and B perturbed as training would, saved with PEFT's conversion to a rank-2r LoRA of the
               original base (path_initial_model_for_weight_conversion).
 and, for llama only:
+  - patterns: rank_pattern and alpha_pattern keys that overlap (a regex, a partial path, a last name, an anchored
+              path), so the first key in the file's order that matches decides, as PEFT's get_pattern_key does; the
+              keys are given in sorted order, the order PEFT writes them in (and so reads them back);
   - mica:     MiCA (init_lora_weights "mica": B the minor left singular vectors, frozen), A perturbed; its
               expected.safetensors metadata "trainable" lists (as a JSON array) the parameters PEFT trains after
               PeftModel.from_pretrained(base, dir, is_trainable=True), without "base_model.model." and ".default".
@@ -81,6 +84,12 @@ def config_for(kind: str) -> LoraConfig:
         return LoraConfig(r=4, lora_alpha=8, use_dora=True, target_modules=["q_proj", "v_proj", "down_proj"])
     if kind == "pissa_2r":
         return LoraConfig(r=4, lora_alpha=4, init_lora_weights="pissa", target_modules=["q_proj", "k_proj", "v_proj", "gate_proj"])
+    if kind == "patterns":
+        ranks = {r"^model\.layers\.0\.self_attn\.v_proj": 5, r"^model\.layers\.\d\.self_attn\.(q|k)_proj": 6,
+                 "layers.1.self_attn.q_proj": 2, "q_proj": 3}
+        alphas = {r"(?:o|v)_proj": 9, "k_proj": 12, r"self_attn\.k_proj": 3}
+        return LoraConfig(r=4, lora_alpha=6, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                          rank_pattern=dict(sorted(ranks.items())), alpha_pattern=dict(sorted(alphas.items())))
     if kind == "mica":
         return LoraConfig(r=4, lora_alpha=8, init_lora_weights="mica", target_modules=["q_proj", "v_proj", "up_proj"])
     raise ValueError(kind)
@@ -170,6 +179,7 @@ def main() -> None:
         for j, kind in enumerate(["lora", "rslora", "dora", "pissa_2r"]):
             print(base, kind, write_fixture(base, kind, seed=10 * i + j))
     print("llama mica", write_fixture("llama", "mica", seed=4))
+    print("llama patterns", write_fixture("llama", "patterns", seed=5))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 /**
  * Adapters written by PEFT 0.21 itself (tests/fixtures/adapters, from tools/peft_fixtures.py) load into tessera on
  * the same Hugging Face bases: plain LoRA with non-zero B on all seven projections, rsLoRA with rank and alpha
- * patterns, DoRA, and PiSSA converted to rank 2r. The adapted logits equal PEFT's within 1e-4 of the largest logit
+ * patterns, DoRA, PiSSA converted to rank 2r, MiCA, and rank and alpha patterns whose keys overlap (a regex, a
+ * partial path, a last name: the first key in the file that matches decides, as in PEFT's get_pattern_key). The adapted logits equal PEFT's within 1e-4 of the largest logit
  * (float32 on a 2-layer model in another summation order: ~1e-6 expected), and `mergeLora` gives the weights of
  * PEFT's `merge_and_unload` within 1e-5 (in Hugging Face's row layout). Features tessera cannot honour are refused
  * by name.
@@ -35,7 +36,9 @@ function relError(a: Float32Array, b: Float32Array): number {
 }
 
 for (const base of ["llama", "qwen2"]) {
-  for (const kind of ["lora", "rslora", "dora", "pissa_2r", ...(base === "llama" ? ["mica"] : [])]) {
+  for (
+    const kind of ["lora", "rslora", "dora", "pissa_2r", ...(base === "llama" ? ["mica", "patterns"] : [])]
+  ) {
     Deno.test(`PEFT ${base}_${kind}: tessera gives PEFT's logits and merge_and_unload's weights`, async () => {
       const dir = `${ROOT}adapters/${base}_${kind}`;
       const { tensors } = await readSafetensors(`${dir}/expected.safetensors`);
@@ -49,6 +52,15 @@ for (const base of ["llama", "qwen2"]) {
       if (kind === "dora") ok([...layers.values()].every((l) => l.lora_magnitude_vector !== undefined));
       if (kind === "pissa_2r") ok([...layers.values()].every((l) => l.rank === 8));
       if (kind === "lora") ok([...layers.values()].every((l) => l.dropout === 0.05));
+      if (kind === "patterns") {
+        // PEFT's ranks: the regex key for q and k comes first (layers.1's own q key and q_proj are never reached).
+        const ranks = [...layers].map(([p, l]) => `${p.split(".").slice(1).join(".")} ${l.rank}`).join(", ");
+        equal(
+          ranks,
+          "0.attention.wq 6, 0.attention.wk 6, 0.attention.wv 5, 0.attention.wo 4, " +
+            "1.attention.wq 6, 1.attention.wk 6, 1.attention.wv 4, 1.attention.wo 4",
+        );
+      }
       const ids = tensor(toInt32(tensors.get("input_ids")!), { shape: [2, 16], dtype: "i32" });
       const logits = await model.forward(ids as Tensor<Shape, "i32">).data() as Float32Array;
       const err = relError(logits, toFloat32(tensors.get("logits")!));
