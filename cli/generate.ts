@@ -8,15 +8,18 @@
  * `--tokenizer`, a Hugging Face model directory's own `tokenizer.json` is used (a llama2.c model needs
  * `--tokenizer`). The prompt is encoded as transformers' `tokenizer(prompt)` does (BOS where the tokenizer adds
  * one). Prints the prompt and its continuation on stdout (streamed token by token, special tokens left out), and
- * the token count, speed and adapter on stderr. Temperature 0 is greedy decoding. Generation stops at the
- * tokenizer's BOS or EOS token unless `--no-stop` is given (llama2.c's `run.c` stops at BOS only, which its stories
- * are separated by; transformers' `generate` stops at EOS), and when the context is full.
+ * the token count, speed and adapter on stderr. Temperature 0 is greedy decoding. Unless `--no-stop` is given,
+ * generation stops where transformers' `generate` stops for a Hugging Face directory: at the `eos_token_id` (one id
+ * or a list) of its `generation_config.json`, or of its `config.json` when it has no such file (none when neither
+ * names one; the tokenizer's BOS and EOS do not stop it); and for a llama2.c model at the tokenizer's BOS or EOS
+ * (`run.c` stops at BOS, which its stories are separated by). The stop token is not printed. It also stops when the
+ * context is full.
  *
  * @module
  */
 import { z } from "../deps.ts";
 import { checkTokenizerFits, loadTokenizer, modelTokenizerPath } from "../lib/io/load_tokenizer.ts";
-import { loadLlama } from "../lib/models/load.ts";
+import { loadLlama, modelEosTokenIds } from "../lib/models/load.ts";
 import { generate } from "../lib/models/sample.ts";
 import { deviceLine, resolveDevice } from "../lib/runtime/realize.ts";
 import { DEVICE_CHOICES } from "../lib/runtime/device.ts";
@@ -34,7 +37,9 @@ const Config = z.object({
   temperature: z.number().nonnegative().default(0).describe("sampling temperature; 0 = greedy"),
   topP: z.number().positive().max(1).default(1).describe("nucleus sampling threshold (1 = off)"),
   seed: z.int().default(0).describe("seed of the sampling draws"),
-  stop: z.boolean().default(true).describe("stop at a BOS or EOS token"),
+  stop: z.boolean().default(true).describe(
+    "stop at the model's EOS ids (generation_config.json, else config.json; llama2.c: the tokenizer's BOS or EOS)",
+  ),
   device: z.enum(DEVICE_CHOICES).default("auto").describe(
     "where to run the model (auto: a hardware GPU, else wasm)",
   ),
@@ -74,6 +79,10 @@ export async function runGenerate(
   const model = await loadLlama(cfg.model, { device });
   checkTokenizerFits(tokenizer, tokenizerPath, model.config.vocabSize, cfg.model);
   const adapter = await deviceLine(cfg.device);
+  const eos = await modelEosTokenIds(cfg.model);
+  const stop = !cfg.stop
+    ? []
+    : eos ?? [tokenizer.bosId, tokenizer.eosId].filter((id): id is number => id !== undefined);
   let promptTokens = tokenizer.encode(cfg.prompt);
   // An empty prompt under a tokenizer whose template adds nothing (SmolLM, Qwen) starts from its BOS, if any.
   if (promptTokens.length === 0 && tokenizer.bosId !== undefined) promptTokens = [tokenizer.bosId];
@@ -119,7 +128,7 @@ export async function runGenerate(
     temperature: cfg.temperature,
     topP: cfg.topP,
     seed: cfg.seed,
-    stop: cfg.stop ? [tokenizer.bosId, tokenizer.eosId].filter((id) => id !== undefined) : [],
+    stop,
     onToken: emit,
   });
   const seconds = (performance.now() - start) / 1000;

@@ -10,6 +10,7 @@ Set-up, once (the venv stays out of git):
     .venv-tools/bin/pip install "torch==2.13.0+cpu" transformers peft tokenizers safetensors
 Run from the repository root:
     .venv-tools/bin/python tools/hf_fixtures.py            # rewrites tests/fixtures/models/
+    .venv-tools/bin/python tools/hf_fixtures.py generate   # rewrites only generate_stops.json
 
 Reference logits are computed in float32 (a bf16 checkpoint is read with dtype=float32, which widens its values
 exactly), so they are the exact function of the stored weights.
@@ -292,7 +293,69 @@ def write_fixture(name: str, seed: int) -> dict:
     }
 
 
+# Where generation stops (a separate block; it reads the llama fixture and writes generate_stops.json beside the
+# fixtures). transformers' generate stops at the eos_token_id of generation_config.json when the directory has one
+# (config.json is then not consulted), else at config.json's; each case copies the llama fixture, writes the files
+# it names, and records the greedy continuation transformers generates (the stop token last, when it stops).
+GENERATE_PROMPT = "Once upon"
+GENERATE_STEPS = 24
+
+
+def write_generate_stops() -> None:
+    src = OUT / "llama"
+    tok = transformers.AutoTokenizer.from_pretrained(src)
+    prompt = tok(GENERATE_PROMPT, return_tensors="pt").input_ids
+
+    def greedy(d: Path, eos=...) -> tuple[list[int], object]:
+        model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+        kwargs = {} if eos is ... else {"eos_token_id": eos}
+        with torch.no_grad():
+            out = model.generate(prompt, max_new_tokens=GENERATE_STEPS, do_sample=False, pad_token_id=0, **kwargs)
+        return out[0, prompt.shape[1]:].tolist(), model.generation_config.eos_token_id
+
+    free, _ = greedy(src, eos=None)
+    # Stop ids that do come up: the first token new at step 3 or later, and one that never does.
+    x = next(t for i, t in enumerate(free) if i >= 3 and t not in free[:i] and t not in (1, 2))
+    never = next(t for t in range(3, 64) if t not in free)
+    cases = [
+        ("generation_config_list", {"bos_token_id": 1, "eos_token_id": [never, x]}, ...),
+        ("generation_config_without_eos", {"bos_token_id": 1}, x),
+        ("config_list", None, [2, x]),
+        ("config_default", None, ...),
+    ]
+    records = []
+    for name, generation, config_eos in cases:
+        d = Path("/tmp") / f"tessera_generate_{name}"
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(src, d)
+        if generation is not None:
+            (d / "generation_config.json").write_text(json.dumps(generation) + "\n")
+        if config_eos is not ...:
+            cfg = json.loads((d / "config.json").read_text())
+            cfg["eos_token_id"] = config_eos
+            (d / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        generated, eos = greedy(d)
+        shutil.rmtree(d)
+        record = {"name": name, "generation_config": generation, "eos_token_id": eos, "generated": generated}
+        if config_eos is not ...:
+            record["config_eos_token_id"] = config_eos
+        records.append(record)
+    fixture = {
+        "transformers": transformers.__version__,
+        "model": "llama",
+        "prompt": GENERATE_PROMPT,
+        "prompt_ids": prompt[0].tolist(),
+        "steps": GENERATE_STEPS,
+        "cases": records,
+    }
+    (OUT / "generate_stops.json").write_text(json.dumps(fixture, indent=1) + "\n")
+    print("generate_stops", json.dumps([(r["name"], len(r["generated"])) for r in records]))
+
+
 def main() -> None:
+    if sys.argv[1:] == ["generate"]:
+        write_generate_stops()
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     summary = {}
     for i, name in enumerate(FIXTURES):
@@ -304,7 +367,10 @@ def main() -> None:
         + "".join(f"- `{k}`: {v['architecture']}, {v['dtype']}, rope {json.dumps(v['rope_parameters'])}"
                   f"{', tokenizer ' + v['tokenizer'] if v['tokenizer'] else ''}\n"
                   for k, v in summary.items())
+        + "\n`generate_stops.json`: transformers' greedy `generate` on `llama` with the stop ids of"
+        " generation_config.json or config.json.\n"
     )
+    write_generate_stops()
 
 
 if __name__ == "__main__":

@@ -117,6 +117,35 @@ async function readJson(path: string, what: string): Promise<unknown> {
   }
 }
 
+/**
+ * The token ids at which transformers' `generate` stops for the checkpoint in `dir`: the `eos_token_id` of
+ * `generation_config.json` when the directory has that file (transformers then reads nothing from `config.json`,
+ * so a file without the key stops nowhere), else the `eos_token_id` of `config.json`. A single id or a list; an
+ * absent or null value gives `[]`. Anything else is refused with the file and the value.
+ *
+ * @example
+ * ```ts
+ * import { hfEosTokenIds } from "./hf.ts";
+ * await hfEosTokenIds("tests/fixtures/models/llama"); // [2]: config.json's, as there is no generation_config.json
+ * ```
+ */
+export async function hfEosTokenIds(dir: string): Promise<number[]> {
+  const generationPath = `${dir}/generation_config.json`;
+  const hasGeneration = await Deno.stat(generationPath).then((s) => s.isFile, () => false);
+  const path = hasGeneration ? generationPath : `${dir}/config.json`;
+  const json = await readJson(path, hasGeneration ? "generation config" : "Hugging Face config");
+  if (!isRecord(json)) throw new Error(`"${path}" must hold a JSON object`);
+  const value = json.eos_token_id;
+  if (value === undefined || value === null) return [];
+  const ids = Array.isArray(value) ? value : [value];
+  if (!ids.every((id) => Number.isInteger(id) && id >= 0)) {
+    throw new Error(
+      `"${path}": eos_token_id must be a token id or a list of them, got ${JSON.stringify(value)}`,
+    );
+  }
+  return ids as number[];
+}
+
 /** Per-family defaults of `transformers`' config classes, for keys a `config.json` may leave out. */
 interface FamilyDefaults {
   modelType: string;

@@ -5,7 +5,7 @@
  */
 import { checkFinite } from "../nn/finite.ts";
 import { namedParameters } from "../nn/module.ts";
-import { loadHf } from "./hf.ts";
+import { hfEosTokenIds, loadHf } from "./hf.ts";
 import { LlamaLM, type LlamaLoadOptions } from "./llama.ts";
 
 /**
@@ -31,16 +31,38 @@ export async function loadLlama(path: string, options: LlamaLoadOptions = {}): P
       { cause: err },
     );
   }
-  let dir: string | undefined;
-  if (info.isDirectory) dir = path;
-  else if (/(^|[\\/])config\.json$/.test(path) || path.endsWith(".safetensors")) {
-    const cut = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
-    dir = cut < 0 ? "." : path.slice(0, cut);
-  }
+  const dir = hfDirOf(path, info);
   const model = dir === undefined ? await LlamaLM.fromLlama2c(path, options) : await loadHf(dir, options);
   await checkFinite(namedParameters(model), {
     what: `model "${path}"`,
     hint: "The file is damaged or holds the weights of a diverged run; use an intact copy",
   });
   return model;
+}
+
+/** The Hugging Face directory `path` names (itself, or the directory of a file in it), or undefined for a llama2.c file. */
+function hfDirOf(path: string, info: Deno.FileInfo): string | undefined {
+  if (info.isDirectory) return path;
+  if (/(^|[\\/])config\.json$/.test(path) || path.endsWith(".safetensors")) {
+    const cut = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
+    return cut < 0 ? "." : path.slice(0, cut);
+  }
+  return undefined;
+}
+
+/**
+ * The token ids at which transformers' `generate` stops for the model at `path` (as {@link loadLlama} reads it):
+ * for a Hugging Face directory, the `eos_token_id` of its `generation_config.json`, else of its `config.json`
+ * (see {@link hfEosTokenIds}); `undefined` for a llama2.c file, which names none.
+ *
+ * @example
+ * ```ts
+ * import { modelEosTokenIds } from "./load.ts";
+ * await modelEosTokenIds("tests/fixtures/models/llama"); // [2]
+ * await modelEosTokenIds("../shared/data/models/stories260K/stories260K.bin"); // undefined
+ * ```
+ */
+export async function modelEosTokenIds(path: string): Promise<number[] | undefined> {
+  const dir = hfDirOf(path, await Deno.stat(path));
+  return dir === undefined ? undefined : await hfEosTokenIds(dir);
 }

@@ -38,8 +38,16 @@ export {
   ropeRowsFromHf,
   ropeRowsToHf,
 } from "./names.ts";
-export { type HfCheckpoint, hfConfigFromLlama, llamaConfigFromHf, loadHf, readHf, saveHf } from "./hf.ts";
-export { loadLlama } from "./load.ts";
+export {
+  type HfCheckpoint,
+  hfConfigFromLlama,
+  hfEosTokenIds,
+  llamaConfigFromHf,
+  loadHf,
+  readHf,
+  saveHf,
+} from "./hf.ts";
+export { loadLlama, modelEosTokenIds } from "./load.ts";
 export { argmax, generate, type GenerateOptions, sampleToken, type SampleTokenOptions } from "./sample.ts";
 
 // Types from other areas that the API above refers to.

@@ -299,3 +299,59 @@ Deno.test("ppl command: an HF directory with a Qwen-style tokenizer (no BOS) and
     String(error),
   );
 });
+
+Deno.test("generate command: stops at the EOS ids transformers' generate reads (generation_config.json, else config.json)", async () => {
+  // Golden continuations from transformers (tools/hf_fixtures.py, generate_stops.json): a generation_config.json's
+  // eos_token_id list stops it, one without eos_token_id stops nothing (config.json's is not read then), and
+  // without the file config.json's id or list stops it. transformers ends its output with the stop token; the
+  // command leaves the stop token out.
+  const src = new URL("../fixtures/models/", import.meta.url).pathname;
+  const golden = JSON.parse(await Deno.readTextFile(`${src}generate_stops.json`));
+  ok(golden.cases.some((c: { generated: number[] }) => c.generated.length < golden.steps), "some case stops");
+  for (const c of golden.cases) {
+    const dir = await Deno.makeTempDir();
+    for (const file of ["model.safetensors", "tokenizer.json", "tokenizer_config.json", "config.json"]) {
+      await Deno.copyFile(`${src}${golden.model}/${file}`, `${dir}/${file}`);
+    }
+    if (c.generation_config !== null) {
+      await Deno.writeTextFile(`${dir}/generation_config.json`, JSON.stringify(c.generation_config));
+    }
+    if ("config_eos_token_id" in c) {
+      const config = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+      await Deno.writeTextFile(
+        `${dir}/config.json`,
+        JSON.stringify({ ...config, eos_token_id: c.config_eos_token_id }),
+      );
+    }
+    const run = await runGenerate([
+      "--model",
+      dir,
+      "--prompt",
+      golden.prompt,
+      "--steps",
+      String(golden.steps),
+      "--device",
+      "cpu",
+    ]);
+    deepEqual(run.promptTokens, golden.prompt_ids, c.name);
+    const eos = [c.eos_token_id ?? []].flat();
+    const stopped = c.generated.length < golden.steps || eos.includes(c.generated.at(-1));
+    deepEqual(run.tokens, stopped ? c.generated.slice(0, -1) : c.generated, c.name);
+    await Deno.remove(dir, { recursive: true });
+  }
+  // An eos_token_id that is no token id is refused with the file and the value.
+  const dir = await Deno.makeTempDir();
+  for (const file of ["model.safetensors", "tokenizer.json", "tokenizer_config.json", "config.json"]) {
+    await Deno.copyFile(`${src}${golden.model}/${file}`, `${dir}/${file}`);
+  }
+  await Deno.writeTextFile(`${dir}/generation_config.json`, JSON.stringify({ eos_token_id: [2, -1] }));
+  const err = await runGenerate(["--model", dir, "--steps", "2", "--device", "cpu"]).then(
+    () => null,
+    (e) => e,
+  );
+  match(
+    String(err),
+    /generation_config\.json": eos_token_id must be a token id or a list of them, got \[2,-1\]/,
+  );
+  await Deno.remove(dir, { recursive: true });
+});
