@@ -595,6 +595,20 @@ export function llamaConfigFromHf(json: unknown, source = "config.json"): LlamaC
   };
   if (rope.scaling !== undefined) config.ropeScaling = rope.scaling;
   Object.assign(config, sliding);
+  // Token ids the model does not use, kept so that saveHf writes them back (null or absent: none).
+  const ids = (key: string): number[] | undefined => {
+    const v = json[key];
+    if (v === undefined || v === null) return undefined;
+    const list = Array.isArray(v) ? v : [v];
+    if (!list.every((id) => Number.isSafeInteger(id) && id >= 0)) {
+      refuse(key, "it must be a token id (or, for eos_token_id, a list of them)");
+    }
+    if (key === "bos_token_id" && Array.isArray(v)) refuse(key, "it must be one token id");
+    return list as number[];
+  };
+  const bos = ids("bos_token_id"), eos = ids("eos_token_id");
+  if (bos !== undefined) config.bosTokenId = bos[0];
+  if (eos !== undefined) config.eosTokenIds = eos;
   resolveLlamaConfig(config, where);
   return config;
 }
@@ -732,7 +746,14 @@ export function hfConfigFromLlama(config: LlamaConfig): Record<string, unknown> 
     use_cache: true,
   };
   if (c.family === "llama") Object.assign(json, { attention_bias: c.qkvBias, mlp_bias: c.mlpBias });
-  if (c.family === "llama") Object.assign(json, { bos_token_id: 1, eos_token_id: 2 });
+  // The token ids the checkpoint came with (EOS: the ids its generate stopped at, which transformers reads from
+  // config.json when there is no generation_config.json); a model from a llama2.c file has llama2.c's 1 and 2.
+  const eos = c.eosTokenIds;
+  if (c.bosTokenId !== undefined) json.bos_token_id = c.bosTokenId;
+  if (eos !== undefined) json.eos_token_id = eos.length === 1 ? eos[0] : [...eos];
+  if (c.family === "llama" && c.bosTokenId === undefined && eos === undefined) {
+    Object.assign(json, { bos_token_id: 1, eos_token_id: 2 });
+  }
   if (c.family === "qwen3") json.attention_bias = c.qkvBias;
   const layers = c.slidingLayers;
   if (c.family === "qwen2" || c.family === "qwen3") {
@@ -820,6 +841,13 @@ interface OpenCheckpoint {
 async function openHf(dir: string): Promise<OpenCheckpoint> {
   const configPath = `${dir}/config.json`;
   let config = llamaConfigFromHf(await readJson(configPath, "Hugging Face config"), configPath);
+  // transformers' generate stops at generation_config.json's EOS ids when there is one (see hfEosTokenIds); kept
+  // as the model's, so that saveHf writes them back into config.json, where the saved checkpoint's generate reads.
+  if (await Deno.stat(`${dir}/generation_config.json`).then((s) => s.isFile, () => false)) {
+    const { eosTokenIds: _, ...rest } = config;
+    const eos = await hfEosTokenIds(dir);
+    config = eos.length === 0 ? rest : { ...rest, eosTokenIds: eos };
+  }
   const { files, fileOf } = await openHfTensors(dir);
   try {
     // Tied embeddings with an lm_head.weight stored as well: transformers ties them only when the two hold the same
@@ -972,7 +1000,10 @@ function fitsF16(data: Float32Array): boolean {
 
 /**
  * Writes a model as a Hugging Face checkpoint: `dir/config.json` and `dir/model.safetensors` (F32, names and
- * RoPE layout of its family's `*ForCausalLM`), each written atomically. LoRA layers must be merged first.
+ * RoPE layout of its family's `*ForCausalLM`), each written atomically. LoRA layers must be merged first. The
+ * config names the token ids the model was loaded with (`bos_token_id`; as `eos_token_id`, the ids its
+ * checkpoint's `generate` stopped at, so the saved one stops at the same), or llama2.c's 1 and 2 for a llama-family
+ * model that has none.
  *
  * @example
  * ```ts

@@ -75,6 +75,13 @@ export interface LlamaConfig extends Llama2cConfig {
    * flag is false attends to every earlier position.
    */
   slidingLayers?: readonly boolean[];
+  /** The checkpoint's `bos_token_id` (kept so that saving writes it back; the model itself does not use it). */
+  bosTokenId?: number;
+  /**
+   * The ids at which transformers' `generate` stops for the checkpoint (`generation_config.json`'s
+   * `eos_token_id`, else `config.json`'s; see `hfEosTokenIds`), kept so that saving writes them back.
+   */
+  eosTokenIds?: readonly number[];
 }
 
 /** One host-side float32 weight and its shape (the format of the llama2.c and Hugging Face loaders). */
@@ -125,8 +132,16 @@ export interface ForwardCachedOptions {
  * `slidingWindow` and `slidingLayers`, which are both present or both absent).
  */
 export type ResolvedLlamaConfig =
-  & Required<Omit<LlamaConfig, "ropeScaling" | "slidingWindow" | "slidingLayers">>
-  & { ropeScaling?: RopeScaling; slidingWindow?: number; slidingLayers?: readonly boolean[] };
+  & Required<
+    Omit<LlamaConfig, "ropeScaling" | "slidingWindow" | "slidingLayers" | "bosTokenId" | "eosTokenIds">
+  >
+  & {
+    ropeScaling?: RopeScaling;
+    slidingWindow?: number;
+    slidingLayers?: readonly boolean[];
+    bosTokenId?: number;
+    eosTokenIds?: readonly number[];
+  };
 
 /**
  * Checks that a config describes a consistent Llama shape and fills in the defaults; errors start with
@@ -211,6 +226,23 @@ export function resolveLlamaConfig(config: LlamaConfig, where = "Llama config"):
     family: config.family ?? "llama",
   };
   if (config.ropeScaling !== undefined) c.ropeScaling = config.ropeScaling;
+  const tokenId = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+  if (config.bosTokenId !== undefined) {
+    if (!tokenId(config.bosTokenId)) {
+      throw new RangeError(
+        `${where}: bosTokenId must be a token id, found ${JSON.stringify(config.bosTokenId)}`,
+      );
+    }
+    c.bosTokenId = config.bosTokenId;
+  }
+  if (config.eosTokenIds !== undefined) {
+    if (!Array.isArray(config.eosTokenIds) || !config.eosTokenIds.every(tokenId)) {
+      throw new RangeError(
+        `${where}: eosTokenIds must be a list of token ids, found ${JSON.stringify(config.eosTokenIds)}`,
+      );
+    }
+    c.eosTokenIds = [...config.eosTokenIds];
+  }
   Object.assign(c, slidingOf(config, where));
   checkFamily(c, where);
   return c;

@@ -8,7 +8,7 @@ import { type Shape, type Tensor, tensor } from "../../mod.ts";
 import { openSafetensors, readSafetensors, toFloat32, writeSafetensors } from "../../lib/io/safetensors.ts";
 import { serializeLlama2c } from "../../lib/io/llama2c.ts";
 import { type LlamaConfig, LlamaLM, resolveLlamaConfig } from "../../lib/models/llama.ts";
-import { readHf, saveHf } from "../../lib/models/hf.ts";
+import { hfEosTokenIds, readHf, saveHf } from "../../lib/models/hf.ts";
 import { loadLlama } from "../../lib/models/load.ts";
 import { TestRng } from "../_helpers.ts";
 import { randomWeights } from "./_ref.ts";
@@ -74,7 +74,8 @@ for (const shared of [false, true]) {
     );
 
     const back = await readHf(dir);
-    deepEqual(resolveLlamaConfig(back.config), resolveLlamaConfig(c));
+    // A llama-family model without token ids is saved with llama2.c's BOS 1 and EOS 2, which loading keeps.
+    deepEqual(resolveLlamaConfig(back.config), resolveLlamaConfig({ ...c, bosTokenId: 1, eosTokenIds: [2] }));
     deepEqual([...back.weights.keys()].sort(), [...weights.keys()].sort());
     for (const [name, w] of weights) deepEqual(back.weights.get(name)!.data, w.data, name);
 
@@ -255,4 +256,30 @@ Deno.test("sharded HF checkpoints (model.safetensors.index.json) load like a sin
     );
   }
   await rejectsWith(() => openSafetensors(dir), /safetensors file ".*": it is not a file/);
+});
+
+Deno.test("saveHf writes back the BOS id and the ids transformers' generate stops at", async () => {
+  const rng = new TestRng(41);
+  const src = await Deno.makeTempDir();
+  const fixture = new URL("../fixtures/models/llama/", import.meta.url).pathname;
+  for (const f of ["config.json", "model.safetensors"]) await Deno.copyFile(`${fixture}${f}`, `${src}/${f}`);
+  // Random stop ids (one, or several as instruct checkpoints list them) in generation_config.json, which transformers
+  // reads before config.json's eos_token_id, and a random BOS id in config.json.
+  const stops = Array.from({ length: rng.int(1, 3) }, () => rng.int(0, 255));
+  const bos = rng.int(0, 255);
+  const json = JSON.parse(await Deno.readTextFile(`${src}/config.json`));
+  await Deno.writeTextFile(`${src}/config.json`, JSON.stringify({ ...json, bos_token_id: bos }));
+  await Deno.writeTextFile(`${src}/generation_config.json`, JSON.stringify({ eos_token_id: stops }));
+  const out = await Deno.makeTempDir();
+  await saveHf(await loadLlama(src, { device: "cpu" }), out);
+  deepEqual(await hfEosTokenIds(out), await hfEosTokenIds(src), `stop ids ${JSON.stringify(stops)}`);
+  equal(JSON.parse(await Deno.readTextFile(`${out}/config.json`)).bos_token_id, bos);
+  // A checkpoint whose config names none (the Qwen2 fixture) is saved naming none either.
+  const qwen = new URL("../fixtures/models/qwen2", import.meta.url).pathname;
+  const qout = await Deno.makeTempDir();
+  await saveHf(await loadLlama(qwen, { device: "cpu" }), qout);
+  const saved = JSON.parse(await Deno.readTextFile(`${qout}/config.json`));
+  equal(saved.eos_token_id ?? null, null);
+  equal(saved.bos_token_id ?? null, null);
+  for (const d of [src, out, qout]) await Deno.remove(d, { recursive: true });
 });
