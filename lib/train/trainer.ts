@@ -853,7 +853,8 @@ export class Trainer<M extends object, B extends Batch = Batch> {
    * checkpoints keep the one before the newest at `<path>.previous`; when `path` is missing or damaged that one is
    * used (see `restoreLatestCheckpoint`), and the returned `skipped` names what was passed over; the next periodic
    * checkpoint then replaces the damaged file and leaves that one in place. With a metrics path, records after the
-   * checkpoint's step are dropped from the file and new ones appended.
+   * checkpoint's step are dropped from the file and new ones appended; a file whose records stop short of the
+   * checkpoint's step or skip steps before it (a last line cut short) is refused, naming the missing steps.
    */
   async resume(path: string, opts: ResumeOptions = {}): Promise<ResumeInfo> {
     if (this.#step !== 0 || this.#pending.length > 0) {
@@ -879,7 +880,10 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     };
     const restored = await restoreLatestCheckpoint(path, this.#o.model, {
       optimizer: this.#o.optimizer,
-      accept,
+      accept: (ckpt) => {
+        accept(ckpt);
+        this.#checkMetricsReach(ckpt.step, path);
+      },
     });
     const ckpt = restored.checkpoint;
     this.#step = ckpt.step;
@@ -889,6 +893,40 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     this.#resumePath = path;
     this.#damagedNewest = restored.skipped.some((s) => s.path === path) ? resolve(path) : null;
     return { path: restored.path, step: ckpt.step, skipped: restored.skipped, changed };
+  }
+
+  /**
+   * Refuses to continue a metrics file whose records do not run without a gap up to the checkpoint's `step` (a last
+   * line cut short, lost lines): the resumed run would append after the gap. A missing or unreadable file is left
+   * to {@link #openMetrics}.
+   */
+  #checkMetricsReach(step: number, ckpt: string): void {
+    const m = this.#o.metrics;
+    if (typeof m !== "string") return;
+    let steps: number[];
+    try {
+      steps = readJsonl(m).map((r) => r.step).filter((s): s is number => typeof s === "number" && s <= step);
+    } catch {
+      return;
+    }
+    // A file begun by a resumed run starts at that run's first step; an empty one has nothing to continue.
+    if (steps.length === 0) return;
+    const have = new Set(steps);
+    const missing: [number, number][] = [];
+    for (let s = steps[0]; s <= step; s++) {
+      if (have.has(s)) continue;
+      const last = missing.at(-1);
+      if (last !== undefined && last[1] === s - 1) last[1] = s;
+      else missing.push([s, s]);
+    }
+    if (missing.length === 0) return;
+    const shown = missing.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(", ");
+    throw new Error(
+      `it is at step ${step} but the metrics file "${m}" has no record of step(s) ${shown} (lines cut short or ` +
+        `lost after the checkpoint was written), so the run's records would have a gap. Remove "${ckpt}" to ` +
+        `continue from "${previousCheckpointPath(ckpt)}" if that one is before the gap, remove "${m}" to ` +
+        `continue without the earlier records, or remove both checkpoints and "${m}" to run from the start`,
+    );
   }
 
   /**

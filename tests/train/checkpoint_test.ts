@@ -88,6 +88,45 @@ Deno.test("resuming from a checkpoint reproduces the uninterrupted loss trajecto
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("resume refuses a metrics file without the records up to the checkpoint, naming the missing steps", async () => {
+  const rng = new TestRng(74);
+  const seeds = { initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps: 12 };
+  const dir = await Deno.makeTempDir();
+  const ckpt = `${dir}/checkpoint.safetensors`;
+  const metrics = `${dir}/metrics.jsonl`;
+  const options = () => ({ ...mlpSetup(seeds), readEvery: 2, metrics, checkpoint: { path: ckpt, every: 3 } });
+  const reference = await new Trainer({ ...mlpSetup(seeds), readEvery: 2 }).run();
+  const first = new Trainer(options());
+  await first.run({ until: 6 });
+  first.close();
+  // The last line (step 6, the checkpoint's step) cut short by 2 to 20 bytes (not just its newline), as outside damage leaves it.
+  const text = await Deno.readTextFile(metrics);
+  await Deno.writeTextFile(metrics, text.slice(0, text.length - rng.int(2, 20)));
+  const missingLast = new Trainer(options());
+  await rejects(
+    () => missingLast.resume(ckpt),
+    (e: Error) =>
+      e.message.includes(`it is at step 6 but the metrics file "${metrics}" has no record of step(s) 6 `) &&
+      e.message.includes(`continue from "${previousCheckpointPath(ckpt)}"`),
+  );
+  // A line lost in the middle is named as well.
+  const lines = text.split("\n");
+  await Deno.writeTextFile(metrics, [...lines.slice(0, 1), ...lines.slice(3)].join("\n"));
+  await rejects(() => new Trainer(options()).resume(ckpt), /has no record of step\(s\) 2-3 /);
+  // The remedy it names: without the newest checkpoint the run continues from the previous one (step 3), redoes
+  // steps 4..6 and records every step once.
+  await Deno.writeTextFile(metrics, text.slice(0, text.length - rng.int(2, 20)));
+  await Deno.remove(ckpt);
+  const resumed = new Trainer(options());
+  equal((await resumed.resume(ckpt)).step, 3);
+  await resumed.run();
+  resumed.close();
+  const written = readJsonl(metrics);
+  deepEqual(written.map((r) => r.step), Array.from({ length: 12 }, (_, i) => i + 1));
+  assertClose(written.map((r) => r.loss as number), reference.map((r) => r.loss), { rtol: 1e-6, atol: 1e-7 });
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("resume refuses a checkpoint of another optimiser or seed", async () => {
   const dir = await Deno.makeTempDir();
   const ckpt = `${dir}/c.safetensors`;
