@@ -76,6 +76,33 @@ export function leafRoles(
   });
 }
 
+/**
+ * Whether a loss function may read its third argument, the step number, and must then be traced at every step.
+ * `length` counts only the parameters before the first one with a default value or a rest parameter, so
+ * `(m, b, step = 0) => ...` has length 2 and `(...args) => ...` length 0; a function is therefore taken to read the
+ * step when it declares three parameters, when its parameter list holds a default value or a rest parameter, when
+ * its source mentions `arguments`, and when its parameter list cannot be read from its source (a bound or native
+ * function, quotes or comments among the parameters).
+ */
+export function mayReadStep(fn: (...args: never[]) => unknown): boolean {
+  if (fn.length >= 3) return true;
+  const src = Function.prototype.toString.call(fn);
+  if (src.includes("[native code]") || /\barguments\b/.test(src)) return true;
+  // One parameter without parentheses: `m => ...`, `async m => ...`.
+  if (/^(async\s+)?[\w$]+\s*=>/.test(src)) return false;
+  const open = src.indexOf("(");
+  if (open < 0) return true;
+  let depth = 0;
+  for (let i = open; i < src.length; i++) {
+    const c = src[i];
+    if (c === "(" || c === "[" || c === "{") depth++;
+    else if (c === ")" || c === "]" || c === "}") depth--;
+    else if (c === "=" || c === "." || c === "/" || c === "'" || c === '"' || c === "`") return true;
+    if (depth === 0) return false;
+  }
+  return true;
+}
+
 /** Why two traces do not make a replayable step (null: they do). */
 export function replayBlocker(prev: TracedStep, cur: TracedStep, packs: readonly string[]): string | null {
   const a = prev.rec;

@@ -29,7 +29,14 @@ import { type F32, realize, Tensor } from "../tensor/tensor.ts";
 import { getBackend, realizeNodes, type Recording, resolveStorage } from "../runtime/realize.ts";
 import { bufferNode, type Storage } from "../ir/node.ts";
 import { type CopySpec, copyStorages } from "../runtime/plan.ts";
-import { baseStorage, leafRoles, replayBlocker, ReplayedStep, type TracedStep } from "./compiled_step.ts";
+import {
+  baseStorage,
+  leafRoles,
+  mayReadStep,
+  replayBlocker,
+  ReplayedStep,
+  type TracedStep,
+} from "./compiled_step.ts";
 import { type MetricRecord, MetricsWriter, readJsonl } from "../io/json.ts";
 import { writeFileAtomicSync } from "../io/atomic.ts";
 import { Progress } from "./progress.ts";
@@ -126,7 +133,8 @@ export interface TrainerOptions<M extends object, B extends Batch> {
    * kernels with the new batch and step scalars instead of building, scheduling and binding it again (see
    * `compiled_step.ts`). The results are bit for bit those of `compile: false`. `loss` and `track` are then
    * called only while tracing, so they must build the same computation at every step from the model and the
-   * batch; a `loss` that declares the `step` argument is traced at every step (still without recompiling).
+   * batch; a `loss` that may read the `step` argument (declares it, has a default value or a rest parameter, or
+   * mentions `arguments`) is traced at every step (still without recompiling).
    */
   compile?: boolean;
 }
@@ -631,7 +639,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     this.#lastTrace = trace;
     if (prev === null) return;
     const opt = this.#o.optimizer;
-    this.#stats.blocker = this.#o.loss.length >= 3
+    this.#stats.blocker = mayReadStep(this.#o.loss)
       ? "the loss function takes the step number"
       : trace.vectorRoot < 0 || packedRoot.size !== opt.packs.length
       ? "the step's outputs are not one update per parameter pack and a metrics vector"

@@ -21,6 +21,7 @@ import { attachLora } from "../../lib/init/mod.ts";
 import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
 import type { Shape } from "../../mod.ts";
 import { Trainer, type TrainerOptions } from "../../lib/train/mod.ts";
+import { mayReadStep } from "../../lib/train/compiled_step.ts";
 import { cachedPlans } from "../../lib/runtime/plan.ts";
 import { loraMlpSetup, mlpSetup } from "./_setup.ts";
 import { TinyLm } from "./_models.ts";
@@ -263,6 +264,60 @@ Deno.test("a loss that reads the step number is traced at every step, still comp
   deepEqual(t.compileStats, { traced: 12, replayed: 0, blocker: "the loss function takes the step number" });
   eager.close();
   t.close();
+});
+
+Deno.test("a loss that reads the step through a default value, a rest parameter or arguments is traced at every step (cpu)", async () => {
+  setDefaultDevice("cpu");
+  try {
+    const rng = new TestRng(310);
+    const seeds = { initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps: 8 };
+    // From a step drawn after the first two traces on, the loss is tripled: a graph the first steps never built.
+    const from = rng.int(4, 7);
+    const base = mlpSetup(seeds).loss;
+    const plain = (m: Mlp, b: Parameters<Setup["loss"]>[1]) => (base(m, b, 0) as { loss: F }).loss;
+    const losses: Record<string, Setup["loss"]> = {
+      "a default value": (m, b, step = 0) => step >= from ? plain(m, b).mul(3) : plain(m, b),
+      "a rest parameter": (...args) =>
+        args[2] >= from ? plain(args[0], args[1]).mul(3) : plain(args[0], args[1]),
+      "arguments": function (m, b) {
+        return arguments[2] >= from ? plain(m, b).mul(3) : plain(m, b);
+      },
+    };
+    for (const [what, loss] of Object.entries(losses)) {
+      const { eager, compiled } = pair(() => ({ ...mlpSetup(seeds), loss }));
+      deepEqual(await compiled.run(), await eager.run(), what);
+      deepEqual(await stateOf(compiled), await stateOf(eager), what);
+      deepEqual(compiled.compileStats, {
+        traced: 8,
+        replayed: 0,
+        blocker: "the loss function takes the step number",
+      });
+      eager.close();
+      compiled.close();
+    }
+  } finally {
+    setDefaultDevice("webgpu");
+  }
+});
+
+Deno.test("mayReadStep: a loss is taken to read the step unless its parameter list shows it cannot", () => {
+  const cases: [(...args: never[]) => unknown, boolean][] = [
+    [(m: number, b: number) => m + b, false],
+    [(m: number) => m, false],
+    [async (m: number) => await m, false],
+    [function (m: number, { x }: { x: number }) {
+      return m + x;
+    }, false],
+    [(m: number, b: number, step: number) => m + b + step, true],
+    [(m: number, b: number, step = 0) => m + b + step, true],
+    [(m: number, { x }: { x: number }, step = Math.PI) => m + x + step, true],
+    [(...args: number[]) => args[2], true],
+    [function (m: number) {
+      return m + arguments.length;
+    }, true],
+    [((m: number, b: number, step = 0) => m + b + step).bind(null), true],
+  ];
+  deepEqual(cases.map(([f]) => mayReadStep(f)), cases.map(([, want]) => want));
 });
 
 Deno.test("cpu: replayed steps equal eager steps bit for bit", async () => {
