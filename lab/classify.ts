@@ -27,7 +27,8 @@ export interface Labelled {
 }
 
 /**
- * Reads one domain's file (`sentence \t label` per line; UTF-8, lines ending in LF, CRLF or a lone CR).
+ * Reads one domain's file (`sentence \t label` per line; UTF-8, lines ending in LF, CRLF or a lone CR). Blank lines
+ * are skipped; a line with no tab, a label other than 0 or 1, or an empty sentence is an error naming the line.
  *
  * @param path The file.
  * @returns Its sentences, in file order.
@@ -55,7 +56,11 @@ export function readSentiment(path: string): Labelled[] {
         `sentiment data "${path}" line ${i + 1}: expected "sentence<TAB>0|1", got ${JSON.stringify(line)}`,
       );
     }
-    out.push({ text: line.slice(0, tab).trim(), label: label === "1" ? 1 : 0 });
+    const sentence = line.slice(0, tab).trim();
+    if (sentence === "") {
+      throw new RangeError(`sentiment data "${path}" line ${i + 1}: the sentence before the tab is empty`);
+    }
+    out.push({ text: sentence, label: label === "1" ? 1 : 0 });
   }
   if (out.length === 0) throw new RangeError(`sentiment data "${path}" holds no examples`);
   return out;

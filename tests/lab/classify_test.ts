@@ -48,6 +48,28 @@ Deno.test("classify: readSentiment parses sentence<TAB>label and names a bad lin
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("classify: readSentiment refuses a line whose sentence is empty, naming the file and the line", async () => {
+  // "\t1" would otherwise be an example with no text: BOS ":" trained and scored as a sentence of label 1.
+  const dir = await Deno.makeTempDir();
+  const rng = new TestRng(2207);
+  const n = rng.int(2, 12);
+  const empty = rng.int(0, n - 1);
+  const lines = Array.from(
+    { length: n },
+    (_, i) => `${i === empty ? " " : `sentence ${i}.`}\t${rng.int(0, 1)}`,
+  );
+  const path = `${dir}/empty_sentence.txt`;
+  Deno.writeTextFileSync(path, lines.join("\n") + "\n");
+  throws(
+    () => readSentiment(path),
+    (e: Error) =>
+      e.message.includes(`"${path}" line ${empty + 1}:`) &&
+      /sentence before the tab is empty/.test(e.message),
+    `TEST_SEED=${TEST_SEED}`,
+  );
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test({
   name:
     "classify: encoding keeps BOS and the sentence's end; the label is the one target, at the ':' position",
