@@ -531,8 +531,16 @@ export function captionBatch(
   return { images, tokens, targets };
 }
 
-/** Seeded random indices `[batchSize]` into `n` items for step `step` (a pure function of seed and step). */
+/**
+ * Seeded random indices `[batchSize]` into `n` items for step `step` (a pure function of seed and step), drawn
+ * uniformly with replacement. `n` and `batchSize` must be positive integers.
+ */
 export function batchIndices(n: number, batchSize: number, seed: number, step: number): Int32Array {
+  for (const [name, v] of [["n", n], ["batchSize", batchSize]] as const) {
+    if (!Number.isSafeInteger(v) || v < 1) {
+      throw new RangeError(`batchIndices: ${name} must be a positive integer, got ${v}`);
+    }
+  }
   const rng = new Rng(deriveSeed(seed, "batch", step));
   return Int32Array.from({ length: batchSize }, () => Math.floor(rng.next() * n));
 }

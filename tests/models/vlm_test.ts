@@ -143,6 +143,21 @@ Deno.test("captionBatch: '\\n' + caption as input, caption + '\\n' as targets, p
   throws(() => captionBatch(data, vocab, [0], 1), /textLen must be an integer >= 2/);
 });
 
+Deno.test("batchIndices: indices in 0..n-1 for positive integer sizes; any other n or batchSize is refused by name", () => {
+  const rng = new TestRng(4411);
+  const n = rng.int(1, 50), batchSize = rng.int(1, 40), seed = rng.int(0, 1e6), step = rng.int(1, 1000);
+  const idx = batchIndices(n, batchSize, seed, step);
+  equal(idx.length, batchSize, `TEST_SEED=${TEST_SEED}`);
+  ok(idx.every((i) => Number.isInteger(i) && i >= 0 && i < n), `TEST_SEED=${TEST_SEED}`);
+  // An empty set would give index 0 of nothing; a fractional or negative batch size a silently smaller batch.
+  for (const bad of [0, -n, n + 0.5, NaN]) {
+    throws(() => batchIndices(bad, batchSize, seed, step), new RegExp(`batchIndices: n .*${bad}`));
+  }
+  for (const bad of [0, -batchSize, batchSize + 0.5, Infinity]) {
+    throws(() => batchIndices(n, bad, seed, step), new RegExp(`batchIndices: batchSize .*${bad}`));
+  }
+});
+
 Deno.test("modalityAnalysis: layer-0 statistics and gaps match a direct computation", async () => {
   const data = shapesVlmData({ n: 8, seed: 4 });
   const vocab = captionVocab(data.captions);
