@@ -82,7 +82,10 @@ export interface Corpus {
   train: Int32Array;
   /** Target-domain validation tokens. */
   val: Int32Array;
-  /** Source-domain tokens (pretraining data; held out for forgetting), when known. */
+  /**
+   * Source-domain tokens (pretraining data; held out for forgetting), when known: with a tokenizer, those of the
+   * source text's first {@link SOURCE_CHARS} characters (the description says so when the text is longer).
+   */
   source?: Int32Array;
   /** Vocabulary size. */
   vocab: number;
@@ -90,9 +93,24 @@ export interface Corpus {
   description: string;
 }
 
+/** Characters of a source-domain text that are tokenized with a tokenizer (the leading ones). */
+export const SOURCE_CHARS = 200_000;
+
+/** The leading part of a source text that is tokenized, and the words of the corpus description for it. */
+function sourcePart(text: string, path: string): { text: string; note: string } {
+  if (text.length <= SOURCE_CHARS) return { text, note: `, source ${path}` };
+  const high = text.charCodeAt(SOURCE_CHARS - 1);
+  const cut = high >= 0xd800 && high <= 0xdbff ? SOURCE_CHARS - 1 : SOURCE_CHARS; // a surrogate pair stays whole
+  return {
+    text: text.slice(0, cut),
+    note: `, source ${path} (its first ${cut} of ${text.length} characters)`,
+  };
+}
+
 /**
  * The corpus: `data` (a text file, tokenized with `tokenizer` or as characters) as the target domain, with
- * `sourceText` (e.g. TinyStories for stories260K) as the source domain when given; or the generated domain pair.
+ * `sourceText` (e.g. TinyStories for stories260K) as the source domain when given (with a tokenizer, its first
+ * {@link SOURCE_CHARS} characters); or the generated domain pair.
  */
 export async function loadCorpus(cfg: CorpusSettings, sourceText?: string): Promise<Corpus> {
   if (cfg.data !== undefined) {
@@ -101,14 +119,13 @@ export async function loadCorpus(cfg: CorpusSettings, sourceText?: string): Prom
     const src = sourceText !== undefined ? await loadText(sourceText) : undefined;
     if (cfg.tokenizer !== undefined) {
       const tok = await Tokenizer.load(cfg.tokenizer);
+      const part = src !== undefined ? sourcePart(src, sourceText!) : undefined;
       return {
         train: Int32Array.from(tok.encode(train)),
         val: Int32Array.from(tok.encode(val)),
-        source: src !== undefined ? Int32Array.from(tok.encode(src.slice(0, 200_000))) : undefined,
+        source: part !== undefined ? Int32Array.from(tok.encode(part.text)) : undefined,
         vocab: tok.vocabSize,
-        description: `${cfg.data} (tokenizer ${cfg.tokenizer})${
-          src !== undefined ? `, source ${sourceText}` : ""
-        }`,
+        description: `${cfg.data} (tokenizer ${cfg.tokenizer})${part?.note ?? ""}`,
       };
     }
     const v = charVocab(text + (src ?? ""));
@@ -144,14 +161,13 @@ export const SENTIMENT_DIR = "../shared/data/text/sentiment_labelled_sentences";
 async function sentimentCorpus(task: SentimentTask, cfg: LmSettings, sourceText?: string): Promise<Corpus> {
   const tok = await Tokenizer.load(cfg.tokenizer!);
   const held = task.test[task.testDomains[0]];
+  const part = sourceText !== undefined ? sourcePart(await loadText(sourceText), sourceText) : undefined;
   return {
     train: task.train.x,
     val: held.x,
-    source: sourceText !== undefined
-      ? Int32Array.from(tok.encode((await loadText(sourceText)).slice(0, 200_000)))
-      : undefined,
+    source: part !== undefined ? Int32Array.from(tok.encode(part.text)) : undefined,
     vocab: tok.vocabSize,
-    description: task.description + (sourceText !== undefined ? `, source ${sourceText}` : ""),
+    description: task.description + (part?.note ?? ""),
   };
 }
 

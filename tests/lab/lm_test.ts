@@ -1,7 +1,7 @@
 /** The LM experiments' set-up: its checks of the configuration against the base model. */
-import { equal, ok, rejects } from "node:assert/strict";
-import { lmSetup } from "../../lab/lm.ts";
-import { collectActivations, collectGradients, loadLlama } from "../../mod.ts";
+import { deepEqual, equal, ok, rejects } from "node:assert/strict";
+import { lmSetup, loadCorpus, SOURCE_CHARS } from "../../lab/lm.ts";
+import { collectActivations, collectGradients, loadLlama, Tokenizer } from "../../mod.ts";
 import { TEST_SEED, TestRng } from "../_helpers.ts";
 
 const DATA = new URL("../../../shared/data/", import.meta.url).pathname;
@@ -54,6 +54,33 @@ Deno.test({
       `TEST_SEED ${TEST_SEED}`,
     );
     await Deno.remove(text);
+  },
+});
+
+Deno.test({
+  name: "loadCorpus: a source text tokenized in part is cut where its description says, and only then",
+  ignore: !have,
+  fn: async () => {
+    const rng = new TestRng(2417);
+    const data = await wordsFile(rng);
+    const tok = await Tokenizer.load(TOK);
+    const words = ["once", "upon", "a", "time", "lily", "played", "in", "the", "park", "."];
+    for (const length of [SOURCE_CHARS + rng.int(1, 30_000), rng.int(1_000, 5_000)]) {
+      let text = "";
+      while (text.length < length) text += words[rng.int(0, words.length - 1)] + " ";
+      text = text.slice(0, length);
+      const source = await Deno.makeTempFile({ suffix: ".txt" });
+      Deno.writeTextFileSync(source, text);
+      const corpus = await loadCorpus({ quick: true, pretrainSteps: 1, data, tokenizer: TOK }, source);
+      const cut = Math.min(length, SOURCE_CHARS);
+      deepEqual([...corpus.source!], tok.encode(text.slice(0, cut)), `TEST_SEED ${TEST_SEED}`);
+      const said = corpus.description.includes(
+        `source ${source} (its first ${SOURCE_CHARS} of ${length} characters)`,
+      );
+      equal(said, length > SOURCE_CHARS, `${corpus.description}; TEST_SEED ${TEST_SEED}`);
+      await Deno.remove(source);
+    }
+    await Deno.remove(data);
   },
 });
 
