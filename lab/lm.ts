@@ -301,6 +301,19 @@ export async function lmSetup(cfg: LmSettings, device: DeviceName, sourceText?: 
     cfg,
     sourceText,
   );
+  // Each stream cut into windows must hold one: else the first batch or validation loss fails, naming no file.
+  const streams: [string, Int32Array | undefined][] = classify === undefined
+    ? [["training part (the first 90%)", corpus.train], ["validation part (the last 10%)", corpus.val]]
+    : [];
+  streams.push(["source text", corpus.source]);
+  for (const [part, tokens] of streams) {
+    if (tokens !== undefined && tokens.length < cfg.seqLen + 1) {
+      throw new RangeError(
+        `the ${part} of ${corpus.description} is ${tokens.length} tokens, fewer than the ${cfg.seqLen + 1} ` +
+          `a window of seqLen ${cfg.seqLen} needs: give a longer text or a smaller --seqLen`,
+      );
+    }
+  }
   // Before the built-in base is pretrained, which takes minutes.
   if (cfg.model === undefined && cfg.seqLen > BUILT_IN_CONTEXT) {
     throw contextError(cfg.seqLen, BUILT_IN_CONTEXT, "the built-in base");

@@ -1,7 +1,7 @@
 /** The LM experiments' set-up: its checks of the configuration against the base model. */
 import { deepEqual, equal, ok, rejects } from "node:assert/strict";
 import { lmSetup, loadCorpus, SOURCE_CHARS } from "../../lab/lm.ts";
-import { collectActivations, collectGradients, loadLlama, Tokenizer } from "../../mod.ts";
+import { collectActivations, collectGradients, loadLlama, splitText, Tokenizer } from "../../mod.ts";
 import { TEST_SEED, TestRng } from "../_helpers.ts";
 
 const DATA = new URL("../../../shared/data/", import.meta.url).pathname;
@@ -81,6 +81,36 @@ Deno.test({
       await Deno.remove(source);
     }
     await Deno.remove(data);
+  },
+});
+
+Deno.test({
+  name: "lmSetup refuses a text too short for one window in its training or validation part, naming the file",
+  ignore: !have,
+  fn: async () => {
+    const rng = new TestRng(2419);
+    const tok = await Tokenizer.load(TOK);
+    const seqLen = rng.int(16, 64);
+    const words = ["the", "cat", "sat", "on", "a", "mat", "and", "slept"];
+    const long = Array.from({ length: 200 * seqLen }, () => words[rng.int(0, 7)]).join(" ");
+    // 8..20 characters per position: the training part holds a window, the validation tenth does not.
+    const short = long.slice(0, rng.int(8, 20) * seqLen);
+    for (const [text, part] of [[short, "validation"], ["", "training"]]) {
+      const file = await Deno.makeTempFile({ suffix: ".txt" });
+      Deno.writeTextFileSync(file, text);
+      const split = splitText(text);
+      const trainTokens = tok.encode(split.train).length;
+      const tokens = part === "training" ? trainTokens : tok.encode(split.val).length;
+      ok(tokens < seqLen + 1 && (part === "training" || trainTokens >= seqLen + 1), `TEST_SEED ${TEST_SEED}`);
+      await rejects(
+        lmSetup(settings({ model: MODEL, tokenizer: TOK, data: file, seqLen }), "cpu"),
+        (e: Error) =>
+          e.message.includes(file) && e.message.includes(`${part} part`) &&
+          e.message.includes(`${tokens} tokens, fewer than the ${seqLen + 1}`),
+        `TEST_SEED ${TEST_SEED}`,
+      );
+      await Deno.remove(file);
+    }
   },
 });
 
