@@ -13,7 +13,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 33_700,
+  lib: 33_900,
   lab: 7_800,
   experiments: 4_600,
   bench: 4_300,
@@ -21,7 +21,7 @@ const BUDGETS: Record<string, number> = {
   cli: 750,
   tools: 1_400,
   examples: 120,
-  tests: 23_200,
+  tests: 23_500,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */
