@@ -109,3 +109,14 @@ export async function refusedOptions(fn: () => unknown, pattern: RegExp): Promis
     throw new Error(`expected an OptionsError matching ${pattern}, got "${err.message}"`);
   }
 }
+
+/** max |a − b| / max |b|: the error relative to the largest reference value (logits against a reference). */
+export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`relError: lengths ${a.length} and ${b.length} differ`);
+  let err = 0, scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    err = Math.max(err, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return err / scale;
+}

@@ -17,7 +17,7 @@ import { attachLora } from "../../lib/init/mod.ts";
 import { loadAdapter, LORA_TRAINABLE, loraLayers, saveAdapter } from "../../lib/lora/mod.ts";
 import { collectActivations, collectGradients } from "../../lib/init/mod.ts";
 import { AdamW, functionalCall, Linear, type ParamDict, setTraining } from "../../lib/nn/mod.ts";
-import { TEST_SEED, TestRng } from "../_helpers.ts";
+import { relError, TEST_SEED, TestRng } from "../_helpers.ts";
 import { valueAndGrad } from "../../lib/autodiff/mod.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -53,15 +53,6 @@ const CASES: Case[] = [
   { name: "dora", init: "lora", useDora: true, offset: false },
   { name: "rslora", init: "pissa", options: { exact: true }, useRslora: true, offset: true },
 ];
-
-function relError(a: Float32Array, b: Float32Array): number {
-  let err = 0, scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    err = Math.max(err, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return err / scale;
-}
 
 for (const base of ["llama", "qwen2"]) {
   Deno.test(`saveAdapter on ${base}: PEFT-loadable adapters for every init reproduce the model on the original base`, async () => {

@@ -22,18 +22,9 @@ import { loadAdapter, LORA_TRAINABLE, loraLayers, mergeLora, saveAdapter } from 
 import { AdamW, functionalCall, getAt, type Linear, type ParamDict } from "../../lib/nn/mod.ts";
 import { valueAndGrad } from "../../lib/autodiff/mod.ts";
 import type { LlamaLM } from "../../lib/models/llama.ts";
+import { relError } from "../_helpers.ts";
 
 const ROOT = new URL("../fixtures/", import.meta.url).pathname;
-
-function relError(a: Float32Array, b: Float32Array): number {
-  equal(a.length, b.length);
-  let err = 0, scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    err = Math.max(err, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return err / scale;
-}
 
 for (const base of ["llama", "qwen2"]) {
   for (

@@ -23,6 +23,7 @@ import {
   type ParamDict,
   valueAndGrad,
 } from "../../mod.ts";
+import { relError } from "../_helpers.ts";
 
 const FIXTURES = new URL("../fixtures/models/", import.meta.url).pathname;
 
@@ -30,17 +31,6 @@ async function expected(name: string): Promise<{ ids: Int32Array; logits: Float3
   const { tensors } = await readSafetensors(`${FIXTURES}${name}/expected.safetensors`);
   const logits = tensors.get("logits")!;
   return { ids: toInt32(tensors.get("input_ids")!), logits: toFloat32(logits), shape: logits.shape };
-}
-
-/** max |a − b| / max |b|. */
-function relError(a: Float32Array, b: Float32Array): number {
-  equal(a.length, b.length);
-  let err = 0, scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    err = Math.max(err, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return err / scale;
 }
 
 const CASES: [string, string, number][] = [

@@ -12,7 +12,7 @@ import { hfConfigFromLlama, llamaConfigFromHf, readHf, saveHf } from "../../lib/
 import { loadLlama } from "../../lib/models/load.ts";
 import { LlamaLM } from "../../lib/models/llama.ts";
 import { ropeAttentionFactor, ropeInverseFrequencies, ropeTables } from "../../lib/nn/attention.ts";
-import { TEST_SEED, TestRng } from "../_helpers.ts";
+import { relError, TEST_SEED, TestRng } from "../_helpers.ts";
 
 const FIXTURES = new URL("../fixtures/models/", import.meta.url).pathname;
 const YARN = ["qwen3_yarn", "qwen2_yarn_legacy", "llama_yarn_attention"];
@@ -30,17 +30,6 @@ async function expected(name: string) {
 
 async function config(name: string): Promise<Record<string, unknown>> {
   return JSON.parse(await Deno.readTextFile(`${FIXTURES}${name}/config.json`));
-}
-
-/** max |a − b| / max |b|. */
-function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  equal(a.length, b.length);
-  let err = 0, scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    err = Math.max(err, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return err / scale;
 }
 
 async function logits(model: LlamaLM, ids: Int32Array, device: DeviceName): Promise<Float32Array> {
