@@ -2,7 +2,7 @@
  * The shape of the tree: the lines of each top-level folder stay within its budget (the counts are printed), no two
  * files of the library or the lab import each other through any chain (type imports included), imports run one way (`lib ← lab ← {experiments, bench, cli, examples}`: the library imports nothing above it, and the lab
  * uses the library through `mod.ts` as any user does), the library's module graph holds none of the lab's
- * packages (YAML, resvg), and no library file casts through `unknown`.
+ * packages (YAML, resvg), no library file casts through `unknown`, and no source file is empty.
  */
 import { deepEqual, ok } from "node:assert/strict";
 
@@ -51,6 +51,13 @@ Deno.test("every top-level folder stays within its line budget", () => {
   }
   console.log(`lines per folder:\n${rows.join("\n")}`);
   deepEqual(over, []);
+});
+
+Deno.test("no source file (.ts, .py) at the root or in a top-level folder is empty", () => {
+  const root = [...Deno.readDirSync(ROOT)].filter((e) => e.isFile).map((e) => e.name);
+  const files = [...root, ...Object.keys(BUDGETS).flatMap(filesUnder)].filter((f) => /\.(ts|py)$/.test(f));
+  const empty = files.filter((f) => Deno.readTextFileSync(`${ROOT}${f}`).trim() === "");
+  deepEqual(empty, []);
 });
 
 /** The relative import specifiers of a TypeScript source, comments (and the examples in them) left out. */
