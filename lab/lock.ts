@@ -165,7 +165,9 @@ function heldMessage(holder: LockHolder, me: LockHolder): string {
  * try at once holds it, and a file left by a killed process is taken over by exactly one. The holder writes its
  * pid, host, time and `purpose` into the file, for the message another process gets. A file that names a live
  * process on this host that holds no system lock on it (a holder that does not take one), or a process on another
- * host (whose locks this host may not see), is refused too. Throws a {@link LockedError} naming the holder.
+ * host (whose locks this host may not see), is refused too; one naming this process's own pid was left by an
+ * earlier process with that pid (a restarted container's) and is taken over. Throws a {@link LockedError} naming
+ * the holder.
  *
  * @param path The lock file, e.g. `results/eva/20260101-120000/.lock`.
  * @param purpose What this process is doing, recorded for the message another process would see.
@@ -205,7 +207,9 @@ export function acquireLock(path: string, purpose: string): Lock {
             `if that process no longer runs, remove "${path}"`,
         );
       }
-      if (holder !== null && (holder.pid === me.pid || processAlive(holder.pid))) {
+      // A file naming this process's own pid was left by an earlier process with the same pid (a restarted
+      // container's): this process would hold the system's lock if it held the file.
+      if (holder !== null && holder.pid !== me.pid && processAlive(holder.pid)) {
         throw new LockedError(path, holder, heldMessage(holder, me));
       }
       // Ours: none holds it, and what it names (if anything) has ended.

@@ -141,3 +141,28 @@ for (const [name, prepare] of Object.entries(SCENARIOS)) {
     }
   });
 }
+
+Deno.test("acquireLock: a file naming this process's own pid, left by an earlier process, is taken over; a lock this process holds is refused", async () => {
+  const { acquireLock } = await import(LOCK_MODULE);
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/.lock`;
+  // As a restarted container leaves it: an earlier process with the same pid wrote it and ended.
+  const stale = {
+    pid: Deno.pid,
+    host: Deno.hostname(),
+    since: "2020-01-01T00:00:00.000Z",
+    purpose: "earlier",
+  };
+  await Deno.writeTextFile(path, JSON.stringify(stale) + "\n");
+  const lock = acquireLock(path, "now");
+  ok(JSON.parse(await Deno.readTextFile(path)).since !== stale.since, "the file names the new holder");
+  let refused = "";
+  try {
+    acquireLock(path, "again");
+  } catch (e) {
+    refused = (e as Error).message;
+  }
+  ok(/\(this one\)/.test(refused), `a second take in the same process: ${JSON.stringify(refused)}`);
+  lock[Symbol.dispose]();
+  await Deno.remove(dir, { recursive: true });
+});
