@@ -12,6 +12,7 @@ import {
   batchIndices,
   type CaptionBatch,
   captionBatch,
+  captionCuts,
   captionLoss,
   captionTensors,
   captionVocab,
@@ -535,6 +536,9 @@ export function subsetVlmData(data: VlmData, indices: readonly number[], descrip
     n: indices.length,
     size: data.size,
     description,
+    uncutLengths: data.uncutLengths === undefined
+      ? undefined
+      : Int32Array.from(indices, (k) => data.uncutLengths![k]),
   };
 }
 
@@ -904,6 +908,12 @@ export async function vlmSetup(cfg: VlmSettings, device: DeviceName): Promise<Vl
         "that are not fine-tuning images"
       : "no shift: fine-tuning and validating on the pretraining images";
   }
+  // Every set's description says how many of its captions the batches show cut (at load or by textLen).
+  const withCuts = (d: VlmData): VlmData => ({
+    ...d,
+    description: `${d.description} [textLen ${cfg.textLen}: ${captionCuts(d, cfg.textLen).text}]`,
+  });
+  [pre, ft, val] = [pre, ft, val].map(withCuts);
   const vocabCaptions = [...ft.captions, ...val.captions];
   const spec = defaultVlmSpec(pre, {
     quick: cfg.quick,

@@ -413,6 +413,11 @@ export interface VlmData {
   size: number;
   /** Where the data came from. */
   description: string;
+  /**
+   * Characters (code points) of each caption before the loader cut it ({@link emojiVlmData}'s `maxCaption`); left
+   * out where the captions are whole. {@link captionCuts} reads it to count every cut caption.
+   */
+  uncutLengths?: Int32Array;
 }
 
 /** Default text positions of a caption batch: `"\n"`, then up to 39 characters followed by the end marker `"\n"`. */
@@ -464,15 +469,67 @@ export async function emojiVlmData(
   }
   const groups = [...new Set(pack.rows.map((r) => r.group))];
   const rows = pack.rows.slice(start, start + count);
+  const names = rows.map((r) => Array.from(r.name.toLowerCase()));
+  const cut = names.filter((c) => c.length > maxCaption).length;
   return {
     images,
-    captions: rows.map((r) => r.name.toLowerCase().slice(0, maxCaption)),
+    captions: names.map((c) => c.slice(0, maxCaption).join("")),
     labels: Int32Array.from(rows, (r) => groups.indexOf(r.group)),
     nClasses: groups.length,
     n: count,
     size,
-    description: `Noto emoji pack "${dir}" rows ${start}..${start + count - 1} (${size} px, CLDR names)`,
+    description:
+      `Noto emoji pack "${dir}" rows ${start}..${start + count - 1} (${size} px, CLDR names; ${cut} of ` +
+      `${count} names cut to their first ${maxCaption} characters)`,
+    uncutLengths: Int32Array.from(names, (c) => c.length),
   };
+}
+
+/** How many captions of a data set a caption batch shows cut ({@link captionCuts}). */
+export interface CaptionCuts {
+  /** Captions cut, at load or by the batch's `textLen`. */
+  cut: number;
+  /** Captions in all. */
+  n: number;
+  /** The characters a cut caption keeps, each length once, ascending (empty when none is cut). */
+  keptLengths: number[];
+  /**
+   * The count in words, e.g. `"527 of 3526 captions cut to their first 39 characters, the end marker trained after
+   * the cut"` or `"no caption cut (each fits the 39 characters before the end marker)"`.
+   */
+  text: string;
+}
+
+/**
+ * How many captions of `data` the batches of {@link captionBatch} with `textLen` text positions show cut: those the
+ * loader cut ({@link VlmData.uncutLengths}) and those longer than `textLen − 1` characters. A cut caption is still
+ * followed by the end marker as its last target, so the model is taught that the name ends at the cut.
+ */
+export function captionCuts(data: VlmData, textLen: number): CaptionCuts {
+  if (!Number.isInteger(textLen) || textLen < 2) {
+    throw new RangeError(
+      `captionCuts: textLen must be an integer >= 2 (a character and the end), got ${textLen}`,
+    );
+  }
+  const kept = new Set<number>();
+  let cut = 0;
+  data.captions.forEach((caption, i) => {
+    const chars = Array.from(caption).length;
+    const whole = data.uncutLengths?.[i] ?? chars;
+    const shown = Math.min(chars, textLen - 1);
+    if (whole > shown) {
+      cut++;
+      kept.add(shown);
+    }
+  });
+  const keptLengths = [...kept].sort((a, b) => a - b);
+  const to = keptLengths.length === 1
+    ? `${keptLengths[0]}`
+    : `${keptLengths[0]}..${keptLengths[keptLengths.length - 1]}`;
+  const text = cut === 0
+    ? `no caption cut (each fits the ${textLen - 1} characters before the end marker)`
+    : `${cut} of ${data.n} captions cut to their first ${to} characters, the end marker trained after the cut`;
+  return { cut, n: data.n, keptLengths, text };
 }
 
 /** The character vocabulary of captions: their characters plus `"\n"` (begin/end of a caption). */

@@ -24,6 +24,10 @@ function exists(path: string): boolean {
   }
 }
 
+/** The data line of a VLM experiment's summary: each set's caption cuts at --quick's textLen 36. */
+const VLM_CUTS =
+  /Data: pretraining [^\n]*\[textLen 36: (no caption cut|\d+ of \d+ captions cut to their first [\d.]+ characters)[^\n]*fine-tuning [^\n]*\[textLen 36: [^\n]*validation [^\n]*\[textLen 36: /;
+
 const EXPERIMENTS: {
   name: string;
   script: string;
@@ -70,7 +74,11 @@ const EXPERIMENTS: {
     ],
     plots: ["loss", "grad_norm", "modality_variance"],
     // A mean of per-layer ratios, not the LM experiments' √Σ‖s·B₀·A₀‖² / √Σ‖W‖²: the header says which.
-    summary: [/\| ‖s·B₀A₀‖\/‖W‖ per module type \(mean over its layers, then seeds\) \|/],
+    summary: [
+      /\| ‖s·B₀A₀‖\/‖W‖ per module type \(mean over its layers, then seeds\) \|/,
+      // Each set says how many captions the batches of --quick's 36 text positions show cut.
+      VLM_CUTS,
+    ],
   },
   {
     name: "gap_init",
@@ -95,6 +103,7 @@ const EXPERIMENTS: {
       "2",
     ],
     plots: ["loss", "alignment"],
+    summary: [VLM_CUTS],
   },
   {
     name: "magnitude",

@@ -1,4 +1,4 @@
-import { equal, ok, rejects, throws } from "node:assert/strict";
+import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
 import { TEST_SEED, TestRng } from "../_helpers.ts";
 import { concat, rand, tensor } from "../../mod.ts";
 import type { F32 } from "../../lib/nn/linear.ts";
@@ -7,6 +7,7 @@ import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
 import {
   batchIndices,
   captionBatch,
+  captionCuts,
   captionLoss,
   captionTensors,
   captionVocab,
@@ -253,6 +254,67 @@ Deno.test("emojiVlmData: start and count checked by name; default captions fit t
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("captionCuts counts the captions a batch shows cut, at load and by textLen, and says to what length", () => {
+  const rng = new TestRng(3117);
+  const n = rng.int(20, 60);
+  const maxCaption = rng.int(8, 20);
+  const letters = "abcdefghij ";
+  const whole = Array.from(
+    { length: n },
+    () => Array.from({ length: rng.int(1, 30) }, () => letters[rng.int(0, letters.length - 1)]).join(""),
+  );
+  const data = {
+    ...shapesVlmData({ n, seed: 0 }),
+    captions: whole.map((c) => c.slice(0, maxCaption)),
+    uncutLengths: Int32Array.from(whole, (c) => c.length),
+  };
+  const vocab = captionVocab(data.captions);
+  for (const textLen of [2, rng.int(3, maxCaption), maxCaption + 1, maxCaption + 5]) {
+    // Reference: the caption as a batch shows it (its targets before the end marker) against the whole name.
+    const { targets } = captionBatch(data, vocab, Array.from({ length: n }, (_, i) => i), textLen);
+    const shown = Array.from({ length: n }, (_, i) => {
+      const row = Array.from(targets.subarray(i * textLen, (i + 1) * textLen)).filter((v) => v !== -100);
+      return vocab.decode(row.slice(0, -1));
+    });
+    const cutRows = whole.map((c, i) => [c, shown[i]]).filter(([c, s]) => c !== s);
+    const cuts = captionCuts(data, textLen);
+    equal(cuts.cut, cutRows.length, `textLen ${textLen}, maxCaption ${maxCaption} (TEST_SEED ${TEST_SEED})`);
+    equal(cuts.n, n);
+    deepEqual(cuts.keptLengths, [...new Set(cutRows.map(([, s]) => s.length))].sort((a, b) => a - b));
+    if (cutRows.length > 0) {
+      ok(cuts.text.startsWith(`${cutRows.length} of ${n} captions cut to their first `), cuts.text);
+    } else ok(cuts.text.startsWith("no caption cut"), cuts.text);
+  }
+  // Without uncutLengths only the textLen cut is seen.
+  const plain = { ...data, uncutLengths: undefined };
+  equal(captionCuts(plain, maxCaption + 1).cut, 0);
+  throws(() => captionCuts(data, 1), /textLen must be an integer >= 2/);
+});
+
+Deno.test({
+  name: "emojiVlmData's description counts the names it cuts (the shared pack, against its index.tsv)",
+  ignore: !haveEmoji,
+  async fn() {
+    const dir = new URL(`../../${EMOJI}`, import.meta.url).pathname;
+    const names = (await Deno.readTextFile(`${dir}/index.tsv`)).split("\n").slice(1).filter((l) => l !== "")
+      .map((l) => Array.from(l.split("\t")[7].toLowerCase()));
+    const rng = new TestRng(3118);
+    const maxCaption = rng.int(12, 39);
+    const data = await emojiVlmData(dir, { maxCaption });
+    const cut = names.filter((c) => c.length > maxCaption).length;
+    ok(cut > 0);
+    ok(
+      data.description.includes(
+        `${cut} of ${names.length} names cut to their first ${maxCaption} characters`,
+      ),
+      data.description,
+    );
+    // At a textLen that fits the cut captions, the cut ones are exactly the loader's.
+    equal(captionCuts(data, maxCaption + 1).cut, cut);
+    equal(captionCuts(data, 12).cut, names.filter((c) => c.length > 11).length);
+  },
 });
 
 async function assertRejects(p: Promise<unknown>, message: string): Promise<void> {
