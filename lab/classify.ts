@@ -78,6 +78,8 @@ export interface EncodedSet {
   labels: Int32Array;
   /** Sequences. */
   n: number;
+  /** Sentences too long for `seqLen`, kept as BOS and their last tokens (their beginning dropped). */
+  cut: number;
 }
 
 /** The label tokens of a tokenizer: the single tokens `0` and `1` take after `:`. */
@@ -114,16 +116,18 @@ export function encodeSentiment(
   const y = new Int32Array(n * seqLen).fill(-100);
   const pos = new Int32Array(n);
   const labels = new Int32Array(n);
+  let cut = 0;
   items.forEach((it, i) => {
     const e = tok.encode(`${it.text}:`);
     // BOS, then the sentence's last tokens (the end of a long review), then ":".
+    if (e.length > seqLen) cut++;
     const body = e.length > seqLen ? [e[0], ...e.slice(e.length - (seqLen - 1))] : [...e];
     x.set(body, i * seqLen);
     pos[i] = body.length - 1;
     labels[i] = it.label;
     y[i * seqLen + pos[i]] = label[it.label];
   });
-  return { x, y, pos, labels, n };
+  return { x, y, pos, labels, n, cut };
 }
 
 /** Loss and accuracy of a model on a set. */
@@ -242,8 +246,11 @@ export async function sentimentTask(opts: SentimentOptions): Promise<SentimentTa
       `sentiment (UCI labelled sentences): sentence → label token, fine-tuned on ${opts.trainDomain} ` +
       `(${train.n} sentences), tested on ${
         testDomains.map((d) => `${d} (${test[d].n})`).join(", ")
-      }; ${seqLen} ` +
-      `tokens per sequence`,
+      }; ${seqLen} tokens per sequence, a longer sentence cut to its last ${seqLen - 2} tokens (after BOS, ` +
+      `before ":"): ${
+        [["training", train] as const, ...testDomains.map((d) => [d, test[d]] as const)]
+          .map(([d, set]) => `${set.cut} of ${set.n} ${d}`).join(", ")
+      }`,
     batch: (seed, step, size = batchSize) =>
       rows(train, epochIndices(train.n, { batchSize: size, seed, step })),
     async score(model, domains = testDomains) {

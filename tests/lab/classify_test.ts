@@ -5,6 +5,7 @@
 import { deepEqual, equal, ok, throws } from "node:assert/strict";
 import { type I32, LlamaLM, loadLlama, tensor, Tokenizer } from "../../mod.ts";
 import { readLlama2c } from "../../lib/io/llama2c.ts";
+import { loadSentiment } from "../../lib/data/mod.ts";
 import {
   encodeSentiment,
   type Labelled,
@@ -205,5 +206,55 @@ Deno.test({
     const got = (await task.score(model, ["amazon (held out)"]))["amazon (held out)"];
     equal(got.accuracy, 0);
     ok(Number.isNaN(got.loss));
+  },
+});
+
+Deno.test({
+  name: "classify: the task's description counts, per set, the sentences cut to their last tokens",
+  ignore: !have,
+  fn: async () => {
+    const rng = new TestRng(1813);
+    const domains = ["amazon", "imdb", "yelp"];
+    const trainDomain = domains[rng.int(0, 2)];
+    const seqLen = rng.int(24, 72);
+    const task = await sentimentTask({
+      dir: SENT,
+      tokenizer: TOK,
+      trainDomain,
+      seqLen,
+      batchSize: 4,
+      device: "cpu",
+    });
+    const tok = await Tokenizer.load(TOK);
+    const files: Record<string, string> = {
+      amazon: "amazon_cells_labelled.txt",
+      imdb: "imdb_labelled.txt",
+      yelp: "yelp_labelled.txt",
+    };
+    const where = `trainDomain ${trainDomain}, seqLen ${seqLen} (TEST_SEED ${TEST_SEED})`;
+    const isCut = (s: string) => tok.encode(`${s}:`).length > seqLen;
+    for (const d of domains.filter((d) => d !== trainDomain)) {
+      const sentences = (await loadSentiment(`${SENT}/${files[d]}`)).map((e) => e.sentence);
+      const cut = sentences.filter(isCut).length;
+      equal(task.test[d].cut, cut, `${d}: ${where}`);
+      ok(task.description.includes(`${cut} of ${sentences.length} ${d}`), `${task.description}; ${where}`);
+    }
+    // The training domain's two sets: each row traced back to its sentence (the row of each sentence alone).
+    const own = (await loadSentiment(`${SENT}/${files[trainDomain]}`)).map((e) => e.sentence);
+    const cutOfRow = new Map<string, boolean>();
+    for (const s of own) {
+      const row = encodeSentiment([{ text: s, label: 0 }], tok, seqLen, task.labels).x.join(",");
+      ok((cutOfRow.get(row) ?? isCut(s)) === isCut(s), `two sentences share a row: ${where}`);
+      cutOfRow.set(row, isCut(s));
+    }
+    const count = (x: Int32Array, n: number) =>
+      Array.from({ length: n }, (_, i) => x.subarray(i * seqLen, (i + 1) * seqLen).join(","))
+        .filter((r) => cutOfRow.get(r)).length;
+    const held = task.test[`${trainDomain} (held out)`];
+    for (const [name, set] of [["training", task.train], [`${trainDomain} (held out)`, held]] as const) {
+      const cut = count(set.x, set.n);
+      equal(set.cut, cut, `${name}: ${where}`);
+      ok(task.description.includes(`${cut} of ${set.n} ${name}`), `${task.description}; ${where}`);
+    }
   },
 });
