@@ -9,7 +9,7 @@
  * @module
  */
 import { type DeviceName, type F32, type I32, type LlamaLM, tensor, Tokenizer } from "../mod.ts";
-import { epochIndices } from "../mod.ts";
+import { epochIndices, loadSentiment } from "../mod.ts";
 
 /** The domains and their files. */
 export const SENTIMENT_DOMAINS: Readonly<Record<string, string>> = {
@@ -27,43 +27,15 @@ export interface Labelled {
 }
 
 /**
- * Reads one domain's file (`sentence \t label` per line; UTF-8, lines ending in LF, CRLF or a lone CR). Blank lines
- * are skipped; a line with no tab, a label other than 0 or 1, or an empty sentence is an error naming the line.
+ * Reads one domain's file with {@link loadSentiment}'s rules (one `sentence<TAB>0|1` per line, UTF-8, lines ending
+ * in LF, CRLF or a lone CR, a final empty line allowed): a blank line elsewhere, a line with no tab, a label other
+ * than 0 or 1 or an empty sentence is an error naming the file and the line.
  *
  * @param path The file.
  * @returns Its sentences, in file order.
  */
-export function readSentiment(path: string): Labelled[] {
-  let bytes: Uint8Array;
-  try {
-    bytes = Deno.readFileSync(path);
-  } catch (err) {
-    throw new Error(`sentiment data: cannot read "${path}": ${(err as Error).message}`);
-  }
-  let text: string;
-  try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-  } catch {
-    throw new Error(`sentiment data "${path}" is not valid UTF-8 (${bytes.length} bytes)`);
-  }
-  const out: Labelled[] = [];
-  for (const [i, line] of text.split(/\r\n|\r|\n/).entries()) {
-    if (line.trim() === "") continue;
-    const tab = line.lastIndexOf("\t");
-    const label = line.slice(tab + 1).trim();
-    if (tab < 0 || (label !== "0" && label !== "1")) {
-      throw new RangeError(
-        `sentiment data "${path}" line ${i + 1}: expected "sentence<TAB>0|1", got ${JSON.stringify(line)}`,
-      );
-    }
-    const sentence = line.slice(0, tab).trim();
-    if (sentence === "") {
-      throw new RangeError(`sentiment data "${path}" line ${i + 1}: the sentence before the tab is empty`);
-    }
-    out.push({ text: sentence, label: label === "1" ? 1 : 0 });
-  }
-  if (out.length === 0) throw new RangeError(`sentiment data "${path}" holds no examples`);
-  return out;
+export async function readSentiment(path: string): Promise<Labelled[]> {
+  return (await loadSentiment(path)).map((e) => ({ text: e.sentence, label: e.label }));
 }
 
 /** Token sequences of labelled sentences, ready to batch. */
@@ -201,9 +173,8 @@ export async function sentimentTask(opts: SentimentOptions): Promise<SentimentTa
   }
   const tok = await Tokenizer.load(opts.tokenizer);
   const labels = labelTokens(tok);
-  const all = Object.fromEntries(
-    Object.entries(SENTIMENT_DOMAINS).map(([d, f]) => [d, readSentiment(`${opts.dir}/${f}`)]),
-  );
+  const all: Record<string, Labelled[]> = {};
+  for (const [d, f] of Object.entries(SENTIMENT_DOMAINS)) all[d] = await readSentiment(`${opts.dir}/${f}`);
   const own = all[opts.trainDomain];
   const held = opts.heldOut ?? 200;
   if (!(held >= 1 && held < own.length)) {

@@ -12,9 +12,14 @@ export interface LoadTextOptions {
   normalizeNewlines?: boolean;
 }
 
-/** Reads a file and decodes it as UTF-8, naming the file when it is not valid UTF-8. */
+/** Reads a file and decodes it as UTF-8, naming the file when it cannot be read or is not valid UTF-8. */
 export async function readUtf8(path: string, what: string): Promise<string> {
-  const bytes = await Deno.readFile(path);
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (err) {
+    throw new Error(`${what} "${path}": cannot read it: ${(err as Error).message}`);
+  }
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch {

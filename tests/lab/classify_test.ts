@@ -2,7 +2,7 @@
  * The sentiment task: parsing with clear errors, encoding (BOS, the sentence's end, ":", the label as the only
  * target), batches as pure functions of (seed, step), and scores against a direct read of the model's logits.
  */
-import { deepEqual, equal, ok, throws } from "node:assert/strict";
+import { deepEqual, equal, ok, rejects } from "node:assert/strict";
 import { type I32, LlamaLM, loadLlama, tensor, Tokenizer } from "../../mod.ts";
 import { readLlama2c } from "../../lib/io/llama2c.ts";
 import { loadSentiment } from "../../lib/data/mod.ts";
@@ -32,20 +32,42 @@ const have = (() => {
 
 Deno.test("classify: readSentiment parses sentence<TAB>label and names a bad line", async () => {
   const dir = await Deno.makeTempDir();
-  Deno.writeTextFileSync(`${dir}/ok.txt`, "Great phone.\t1\nAwful.  \t0\r\n\n");
-  deepEqual(readSentiment(`${dir}/ok.txt`), [{ text: "Great phone.", label: 1 }, {
+  Deno.writeTextFileSync(`${dir}/ok.txt`, "Great phone.\t1\nAwful.  \t0\r\n");
+  deepEqual(await readSentiment(`${dir}/ok.txt`), [{ text: "Great phone.", label: 1 }, {
     text: "Awful.",
     label: 0,
   }]);
   Deno.writeTextFileSync(`${dir}/bad.txt`, "fine\t1\nno label here\n");
-  throws(() => readSentiment(`${dir}/bad.txt`), /line 2: expected "sentence<TAB>0\|1"/);
-  throws(() => readSentiment(`${dir}/missing.txt`), /cannot read/);
+  await rejects(
+    readSentiment(`${dir}/bad.txt`),
+    /bad\.txt" line 2: expected "sentence<TAB>label" but found no tab/,
+  );
+  await rejects(readSentiment(`${dir}/missing.txt`), /missing\.txt": cannot read it/);
   Deno.writeTextFileSync(`${dir}/cr_only.txt`, "Fine.\t1\rBad.\t0\r");
-  deepEqual(readSentiment(`${dir}/cr_only.txt`).map((e) => e.text), ["Fine.", "Bad."]);
+  deepEqual((await readSentiment(`${dir}/cr_only.txt`)).map((e) => e.text), ["Fine.", "Bad."]);
   Deno.writeFileSync(`${dir}/latin1.txt`, new Uint8Array([0x63, 0x61, 0x66, 0xe9, 0x09, 0x31, 0x0a])); // "café" in Latin-1
-  throws(() => readSentiment(`${dir}/latin1.txt`), /latin1\.txt" is not valid UTF-8/);
-  Deno.writeTextFileSync(`${dir}/blank.txt`, "\n\n");
-  throws(() => readSentiment(`${dir}/blank.txt`), /blank\.txt" holds no examples/);
+  await rejects(readSentiment(`${dir}/latin1.txt`), /latin1\.txt" is not valid UTF-8/);
+  Deno.writeTextFileSync(`${dir}/nothing.txt`, "");
+  await rejects(readSentiment(`${dir}/nothing.txt`), /nothing\.txt" holds no examples/);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("classify: readSentiment follows loadSentiment's rules: a blank line before the last is refused by line", async () => {
+  // It skipped blank lines that loadSentiment refuses, so one file read two ways by the two readers.
+  const dir = await Deno.makeTempDir();
+  const rng = new TestRng(2208);
+  const n = rng.int(3, 12);
+  const blank = rng.int(1, n - 2);
+  const lines = Array.from({ length: n }, (_, i) => (i === blank ? " " : `sentence ${i}.\t${rng.int(0, 1)}`));
+  const path = `${dir}/blank_line.txt`;
+  Deno.writeTextFileSync(path, lines.join(rng.next() < 0.5 ? "\n" : "\r\n") + "\n");
+  const message = `"${path}" line ${blank + 1}: expected "sentence<TAB>label" but the line is empty`;
+  await rejects(loadSentiment(path), (e: Error) => e.message.includes(message), `TEST_SEED=${TEST_SEED}`);
+  await rejects(
+    async () => await readSentiment(path),
+    (e: Error) => e.message.includes(message),
+    `TEST_SEED=${TEST_SEED}`,
+  );
   await Deno.remove(dir, { recursive: true });
 });
 
@@ -61,8 +83,8 @@ Deno.test("classify: readSentiment refuses a line whose sentence is empty, namin
   );
   const path = `${dir}/empty_sentence.txt`;
   Deno.writeTextFileSync(path, lines.join("\n") + "\n");
-  throws(
-    () => readSentiment(path),
+  await rejects(
+    readSentiment(path),
     (e: Error) =>
       e.message.includes(`"${path}" line ${empty + 1}:`) &&
       /sentence before the tab is empty/.test(e.message),
