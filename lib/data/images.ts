@@ -157,15 +157,18 @@ export interface OptdigitsData {
 
 const OPTDIGITS_FIELDS = 65;
 const INTEGER_PATTERN = /^-?\d+$/;
+const OPTDIGITS_HEADER = [...Array.from({ length: 64 }, (_, i) => `Block ${i + 1}`), "Class"].join(",");
 
 /**
  * Loads an optdigits CSV (`optdigits.tra` / `optdigits.tes`): each row has 64 integers in 0..16 (an 8×8
- * image, row-major) and then the class 0..9. A first line with no integer field (the `Block 1,…,Class`
- * header some copies carry) is skipped, so both the headered and the original UCI files load. Each row is
- * validated; errors name the file and the 1-based line number. A file with no data rows is an error.
+ * image, row-major) and then the class 0..9. A first line that is exactly the header `Block 1,…,Block 64,Class`
+ * (the one the shared copies carry; fields trimmed) is skipped, so both the headered and the original UCI files
+ * load; any other first line is read as a data row. Each row is validated; errors name the file and the
+ * 1-based line number. A file that is not valid UTF-8 or holds no data rows is an error naming the file.
  *
- * @param path CSV file (LF or CRLF).
- * @throws {Error} on a row with the wrong number of fields, a non-integer, a value out of range, or no rows.
+ * @param path CSV file (UTF-8, LF or CRLF).
+ * @throws {Error} on bytes that are not UTF-8, a row with the wrong number of fields, a non-integer, a value out
+ *   of range, or no rows.
  *
  * @example
  * ```ts
@@ -175,13 +178,18 @@ const INTEGER_PATTERN = /^-?\d+$/;
  * ```
  */
 export async function loadOptdigits(path: string): Promise<OptdigitsData> {
-  const text = new TextDecoder().decode(await Deno.readFile(path));
+  const bytes = await Deno.readFile(path);
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new Error(`optdigits file "${path}" is not valid UTF-8 (${bytes.length} bytes)`);
+  }
   const lines = text.split("\n").map((line) => (line.endsWith("\r") ? line.slice(0, -1) : line));
   while (lines.length > 0 && lines[lines.length - 1].trim() === "") lines.pop();
 
-  // A header (`Block 1,…,Block 64,Class`) has no integer field; a first row with any is data and checked as such.
-  const header = lines.length > 0 &&
-    lines[0].split(",").every((field) => !INTEGER_PATTERN.test(field.trim()));
+  // Only the exact header is skipped; any other first line is a data row and checked as such.
+  const header = lines.length > 0 && lines[0].split(",").map((f) => f.trim()).join(",") === OPTDIGITS_HEADER;
   const first = header ? 1 : 0;
 
   const n = lines.length - first;

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { loadEmojiPack, loadMnist, loadOptdigits, rgbaOnWhite, Rng } from "../../lib/data/mod.ts";
+import { TEST_SEED, TestRng } from "../_helpers.ts";
 
 const DATA_DIR = decodeURIComponent(new URL("../../../shared/data/", import.meta.url).pathname);
 const haveData = (() => {
@@ -233,7 +234,6 @@ Deno.test("loadOptdigits: header optional, malformed rows give the file and line
       ["empty.csv", ""],
       ["header_only.csv", header + "\n"],
       ["cr_only.csv", "\r"],
-      ["nul.csv", new Uint8Array(100)],
     ];
     for (const [name, content] of empties) {
       const path = `${dir}/${name}`;
@@ -246,6 +246,66 @@ Deno.test("loadOptdigits: header optional, malformed rows give the file and line
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("loadOptdigits refuses bytes that are not UTF-8 and skips only the exact Block 1,…,Class header", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const rng = new TestRng(5121);
+    const rows = Array.from(
+      { length: rng.int(1, 5) },
+      () => [...Array.from({ length: 64 }, () => rng.int(0, 16)), rng.int(0, 9)].join(","),
+    );
+    const header = [...Array.from({ length: 64 }, (_, i) => `Block ${i + 1}`), "Class"];
+    // A Latin-1 header ("é" is one byte 0xE9) before good rows, and a Latin-1 line alone.
+    const latin1 = (text: string) => Uint8Array.from(text, (c) => c.charCodeAt(0));
+    const k = rng.int(0, 64);
+    const accented = header.map((f, i) => (i === k ? `${f}é` : f)).join(",");
+    for (
+      const [name, bytes] of [
+        ["latin1_header.csv", latin1([accented, ...rows].join("\n") + "\n")],
+        ["latin1_line.csv", latin1("donnée\n")],
+      ] as const
+    ) {
+      const path = `${dir}/${name}`;
+      await Deno.writeFile(path, bytes);
+      await assert.rejects(loadOptdigits(path), (e: Error) => {
+        assert.equal(e.message, `optdigits file "${path}" is not valid UTF-8 (${bytes.length} bytes)`);
+        return true;
+      });
+    }
+    // Any first line other than the header is a data row: a near-header or stray text is refused at line 1.
+    const near = header.map((f, i) => (i === k ? f.toUpperCase() : f)).join(",");
+    for (const [name, first, found] of [["near_header.csv", near, 65], ["text.csv", "digits", 1]] as const) {
+      const path = `${dir}/${name}`;
+      await Deno.writeTextFile(path, [first, ...rows].join("\n"));
+      await assert.rejects(loadOptdigits(path), new RegExp(`${name.replace(".", "\\.")}" line 1: `));
+      if (found !== 65) {
+        await assert.rejects(loadOptdigits(path), new RegExp(`expected 65 .* but found ${found}`));
+      }
+    }
+    const spaced = `${dir}/spaced_header.csv`;
+    await Deno.writeTextFile(spaced, [header.join(" , "), ...rows].join("\r\n"));
+    assert.equal((await loadOptdigits(spaced)).n, rows.length, `TEST_SEED ${TEST_SEED}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "the shared optdigits files open with the exact header that loadOptdigits skips",
+  ignore: !haveData,
+  fn: async () => {
+    const header = [...Array.from({ length: 64 }, (_, i) => `Block ${i + 1}`), "Class"].join(",");
+    for (const f of ["optdigits.tes", "optdigits.tra"]) {
+      const text = await Deno.readTextFile(`${DATA_DIR}images/optdigits/${f}`);
+      assert.equal(text.split("\n")[0].replace(/\r$/, ""), header, f);
+      assert.equal(
+        (await loadOptdigits(`${DATA_DIR}images/optdigits/${f}`)).n,
+        text.trim().split("\n").length - 1,
+      );
+    }
+  },
 });
 
 Deno.test({
