@@ -13,6 +13,7 @@ import {
   cosineSchedule,
   globalNorm,
   linearSchedule,
+  Module,
   type Optimizer,
   type ParamDict,
   PARAMS_PER_PACK,
@@ -323,6 +324,52 @@ Deno.test("optimiser bookkeeping: frozen parameters, groups, state, disposal, fl
   restored.loadState(saved, opt.stepCount);
   equal(restored.stepCount, 12);
   throws(() => restored.loadState({ ...saved, "exp_avg.x": mk([1]) }, 1), /does not train: exp_avg.x/);
+});
+
+Deno.test("optimisers refuse parameters added after them that their filter selects; paths, groups, frozen and re-initialised ones pass", async () => {
+  const rng = new TestRng(47);
+  const mk = (shape: number[]) => tensor(rng.normals(shape.reduce((a, b) => a * b, 1)), { shape }) as F;
+  /** A module holding a parameter it declares frozen. */
+  class Frozen extends Module {
+    lora_B = mk([4, 2]);
+    get frozenParameters(): readonly string[] {
+      return ["lora_B"];
+    }
+  }
+  const model: Record<string, unknown> = { base: mk([4, 4]), lora_A: mk([2, 4]), lora_B: mk([4, 2]) };
+  const byFilter = new AdamW(model, {
+    lr: 1e-2,
+    weightDecay: 0,
+    trainable: /lora_/,
+    groups: [{ name: "B", params: /B$/ }],
+  });
+  const byList = new SGD(model, { lr: 1e-2, trainable: ["lora_A"] });
+  const grads = () => ({ lora_A: mk([2, 4]), lora_B: mk([4, 2]) });
+  // Parameters the filter does not select, or that their module declares frozen, are no concern.
+  model.extra = mk([3]);
+  model.frozen = new Frozen();
+  byFilter.update(grads());
+  // A parameter replaced at its path (a re-initialisation) is trained from its new value: Adam's first step is
+  // p - lr·g/(|g| + eps).
+  model.lora_A = mk([2, 4]);
+  const p = await (model.lora_A as F).data() as Float32Array;
+  const g = grads();
+  const gv = await g.lora_A.data() as Float32Array;
+  await byFilter.step(g);
+  assertClose(
+    await (model.lora_A as F).data(),
+    Array.from(p, (v, i) => v - 1e-2 * gv[i] / (Math.abs(gv[i]) + 1e-8)),
+    { rtol: 1e-6, atol: 1e-7 },
+  );
+  // One the filter selects but the optimiser does not hold is refused by path, groups or not; a list selects none.
+  model.lora_C = mk([2, 2]);
+  throws(
+    () => byFilter.update(grads()),
+    /1 parameter\(s\) that the trainable filter selects.*"lora_C".*create the optimiser after/,
+  );
+  await byList.step({ lora_A: mk([2, 4]) });
+  model.lora_C = undefined;
+  byFilter.update(grads());
 });
 
 Deno.test("clipByGlobalNorm scales by min(1, max/(norm + 1e-6)); globalNorm", async () => {

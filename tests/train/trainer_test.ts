@@ -3,9 +3,12 @@
  * device is read once every `readEvery` steps, metrics go to JSONL as they are read, norms and learning rates
  * are consistent, and device memory stays flat.
  */
-import { deepEqual, equal, ok } from "node:assert/strict";
-import { getBackend, getDefaultDevice, type Tensor } from "../../mod.ts";
-import { getAt } from "../../lib/nn/mod.ts";
+import { deepEqual, equal, notDeepEqual, ok, rejects } from "node:assert/strict";
+import { getBackend, getDefaultDevice, type Shape, type Tensor, tensor } from "../../mod.ts";
+import type { DeviceName } from "../../lib/ir/node.ts";
+import { AdamW, getAt, Mlp } from "../../lib/nn/mod.ts";
+import { attachLora } from "../../lib/init/mod.ts";
+import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
 import { Trainer } from "../../lib/train/mod.ts";
 import { readJsonl } from "../../lib/io/json.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
@@ -85,5 +88,66 @@ Deno.test("Trainer: options are checked", () => {
       threw = true;
     }
     ok(threw, `accepted ${JSON.stringify(bad)}`);
+  }
+});
+
+Deno.test("Trainer: parameters the optimiser's filter selects but that were added after it are refused, by path", async () => {
+  // LoRA on layers.1 attached after `new AdamW(model, { trainable: LORA_TRAINABLE })` was never trained: its
+  // matrices stayed as initialised through every step, compiled or not.
+  const added = ["layers.1.lora_A.weight", "layers.1.lora_B.weight"];
+  const setup = async (device: DeviceName, compile: boolean, late: boolean) => {
+    const rng = new TestRng(device === "cpu" ? 62 : 63);
+    const model = new Mlp([6, 10, 3], { seed: rng.int(0, 2 ** 30), device });
+    await attachLora(model, { targetModules: ["layers.0"], rank: 2, seed: rng.int(0, 2 ** 30) });
+    const lora1 = () =>
+      attachLora(model, { targetModules: ["layers.1"], rank: 2, seed: rng.int(0, 2 ** 30) });
+    if (!late) await lora1();
+    const optimizer = new AdamW(model, { lr: 1e-2, trainable: LORA_TRAINABLE });
+    const x = (s: number) => tensor(new TestRng(s).normals(4 * 6), { shape: [4, 6], device });
+    const trainer = new Trainer({
+      model,
+      optimizer,
+      batch: (s) => ({ x: x(s) }),
+      loss: (m, b) => (m.forward(b.x as Tensor<Shape, "f32">) as Tensor<Shape, "f32">).square().mean(),
+      steps: 6,
+      readEvery: 2,
+      progress: false,
+      compile,
+    });
+    return { model, trainer, lora1 };
+  };
+  const refused = (e: unknown) => {
+    const m = (e as Error).message;
+    ok(
+      added.every((p) => m.includes(`"${p}"`)) && m.includes("create the optimiser after changing the model"),
+      m,
+    );
+    ok(!m.includes("layers.0.lora") && !m.includes("base"), `only the parameters it does not hold: ${m}`);
+    return true;
+  };
+  for (const device of ["cpu", "wasm"] as const) {
+    for (const compile of [true, false]) {
+      // Attached between creating the optimiser and the first step.
+      const a = await setup(device, compile, true);
+      await a.lora1();
+      await rejects(() => a.trainer.run(), refused);
+      a.trainer.close();
+      // Attached between steps: after three (replayed once compiled), the next step refuses.
+      const b = await setup(device, compile, true);
+      await b.trainer.run({ until: 3 });
+      equal(b.trainer.compileStats.replayed, compile ? 1 : 0);
+      await b.lora1();
+      await rejects(() => b.trainer.run(), refused);
+      b.trainer.close();
+      // Attached before the optimiser: every adapter matrix is trained.
+      const c = await setup(device, compile, false);
+      const before = await Promise.all(added.map((p) => (getAt(c.model, p) as Tensor).data()));
+      equal((await c.trainer.run()).length, 6);
+      const after = await Promise.all(added.map((p) => (getAt(c.model, p) as Tensor).data()));
+      added.forEach((p, i) =>
+        notDeepEqual(after[i], before[i], `${device} compile ${compile}: ${p} changed`)
+      );
+      c.trainer.close();
+    }
   }
 });

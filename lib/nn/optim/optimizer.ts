@@ -246,6 +246,10 @@ export abstract class Optimizer {
   #packed = new Map<string, Tensor>();
   /** The views of its pack installed for each path: the parameter's node and the state tensors. */
   #installed = new Map<string, { param: Node; state: readonly Tensor[] }>();
+  /** The trainable filter, to find parameters added to the target later ({@link checkTarget}). */
+  #trainable: (path: string, t: Tensor) => boolean;
+  /** Paths of every parameter of the target at the last {@link checkTarget} that passed (or at creation). */
+  #checked: readonly string[];
 
   /**
    * Selects the trainable parameters of `target` and builds the groups.
@@ -269,7 +273,10 @@ export abstract class Optimizer {
     this.#scalarNames = scalarNames;
     // Parameters their modules declare frozen (MiCA's B) are never trained, whatever the filter selects.
     const frozen = new Set(frozenParameters(target));
-    const named = namedParameters(target, { filter: options.trainable }).filter(([p]) => !frozen.has(p));
+    this.#trainable = paramFilter(options.trainable);
+    const all = namedParameters(target);
+    this.#checked = all.map(([p]) => p);
+    const named = all.filter(([p, t]) => this.#trainable(p, t) && !frozen.has(p));
     const listed = Array.isArray(options.trainable) ? options.trainable.filter((p) => frozen.has(p)) : [];
     if (listed.length > 0) {
       throw new RangeError(
@@ -411,6 +418,32 @@ export abstract class Optimizer {
     return out;
   }
 
+  /**
+   * Throws when the target has parameters that the trainable filter selects, and that their modules do not declare
+   * frozen, but that this optimiser does not hold: it knows the parameters present at its creation, so those added
+   * since (a LoRA adapter attached or loaded afterwards) would never be trained, without a word. A parameter
+   * replaced at its path is still held. Called by every {@link update}; the paths are only matched against the
+   * filter when they differ from those of the last check, so an unchanged target costs one walk.
+   */
+  checkTarget(): void {
+    const named = namedParameters(this.#target);
+    const last = this.#checked;
+    if (named.length === last.length && named.every(([p], i) => p === last[i])) return;
+    const held = new Set(this.#paths);
+    const frozen = new Set(frozenParameters(this.#target));
+    const missed = named.filter(([p, t]) => !held.has(p) && !frozen.has(p) && this.#trainable(p, t));
+    if (missed.length > 0) {
+      const shown = missed.slice(0, 8).map(([p]) => `"${p}"`).join(", ");
+      throw new Error(
+        `${this.name}: the model has ${missed.length} parameter(s) that the trainable filter selects but that ` +
+          `this optimiser does not hold, so they would never be trained: ${shown}${
+            missed.length > 8 ? ", ..." : ""
+          } (added to the model after the optimiser was created?); create the optimiser after changing the model`,
+      );
+    }
+    this.#checked = named.map(([p]) => p);
+  }
+
   /** Paths of the trainable parameters. */
   get paths(): readonly string[] {
     return this.#paths;
@@ -536,6 +569,7 @@ export abstract class Optimizer {
   update(grads: ParamDict, opts: UpdateOptions = {}): PendingUpdate {
     const lrScale = opts.lrScale ?? 1;
     this.#checkLrScale(lrScale);
+    this.checkTarget();
     const missing = this.#paths.filter((p) => !(grads[p] instanceof Tensor));
     if (missing.length > 0) {
       throw new RangeError(
