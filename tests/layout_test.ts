@@ -21,7 +21,7 @@ const BUDGETS: Record<string, number> = {
   cli: 750,
   tools: 1_400,
   examples: 120,
-  tests: 23_500,
+  tests: 23_800,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */
