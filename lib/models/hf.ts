@@ -138,7 +138,7 @@ export async function hfEosTokenIds(dir: string): Promise<number[]> {
   const value = json.eos_token_id;
   if (value === undefined || value === null) return [];
   const ids = Array.isArray(value) ? value : [value];
-  if (!ids.every((id) => Number.isInteger(id) && id >= 0)) {
+  if (!ids.every((id) => Number.isSafeInteger(id) && id >= 0)) {
     throw new Error(
       `"${path}": eos_token_id must be a token id or a list of them, got ${JSON.stringify(value)}`,
     );

@@ -3,7 +3,7 @@
  * turns llama2.c's interleaved RoPE into transformers' rotate-half RoPE (checked with a float64 rotate-half
  * implementation written here), and malformed checkpoints fail with errors naming the file.
  */
-import { deepEqual, equal, ok } from "node:assert/strict";
+import { deepEqual, equal, ok, rejects } from "node:assert/strict";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
 import { openSafetensors, readSafetensors, toFloat32, writeSafetensors } from "../../lib/io/safetensors.ts";
 import { serializeLlama2c } from "../../lib/io/llama2c.ts";
@@ -282,4 +282,19 @@ Deno.test("saveHf writes back the BOS id and the ids transformers' generate stop
   equal(saved.eos_token_id ?? null, null);
   equal(saved.bos_token_id ?? null, null);
   for (const d of [src, out, qout]) await Deno.remove(d, { recursive: true });
+});
+
+Deno.test("hfEosTokenIds refuses an id beyond the safe integers, as llamaConfigFromHf does, naming the file", async () => {
+  const rng = new TestRng(43);
+  const dir = await Deno.makeTempDir();
+  const fixture = new URL("../fixtures/models/llama/", import.meta.url).pathname;
+  for (const f of ["config.json", "model.safetensors"]) await Deno.copyFile(`${fixture}${f}`, `${dir}/${f}`);
+  // An integer-valued id past 2^53 (JSON numbers read as doubles): no token id, and config.json's reader refuses it.
+  const unsafe = Number.MAX_SAFE_INTEGER + 1 + 2 ** rng.int(1, 20) * 2;
+  const file = `${dir}/generation_config.json`;
+  await Deno.writeTextFile(file, `{"eos_token_id": [${rng.int(0, 255)}, ${BigInt(unsafe)}]}`);
+  const named = (e: Error) => e.message.includes(`"${file}": eos_token_id must be a token id`);
+  await rejects(() => hfEosTokenIds(dir), named);
+  await rejects(() => loadLlama(dir, { device: "cpu" }), named);
+  await Deno.remove(dir, { recursive: true });
 });
