@@ -747,13 +747,11 @@ export function hfConfigFromLlama(config: LlamaConfig): Record<string, unknown> 
   };
   if (c.family === "llama") Object.assign(json, { attention_bias: c.qkvBias, mlp_bias: c.mlpBias });
   // The token ids the checkpoint came with (EOS: the ids its generate stopped at, which transformers reads from
-  // config.json when there is no generation_config.json); a model from a llama2.c file has llama2.c's 1 and 2.
+  // config.json when there is no generation_config.json; a model from a llama2.c file has llama2.c's 1 and 2). None
+  // written when it has none: transformers' generate then stops nowhere, as it did on the checkpoint.
   const eos = c.eosTokenIds;
   if (c.bosTokenId !== undefined) json.bos_token_id = c.bosTokenId;
   if (eos !== undefined) json.eos_token_id = eos.length === 1 ? eos[0] : [...eos];
-  if (c.family === "llama" && c.bosTokenId === undefined && eos === undefined) {
-    Object.assign(json, { bos_token_id: 1, eos_token_id: 2 });
-  }
   if (c.family === "qwen3") json.attention_bias = c.qkvBias;
   const layers = c.slidingLayers;
   if (c.family === "qwen2" || c.family === "qwen3") {

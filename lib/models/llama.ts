@@ -666,7 +666,11 @@ export class LlamaLM extends Module implements AliasedModule {
    */
   static async fromLlama2c(path: string, options: LlamaLoadOptions = {}): Promise<LlamaLM> {
     const { config, weights } = await readLlama2c(path);
-    return LlamaLM.fromWeights(config, weights, { ...options, source: path });
+    // The file names no token ids; llama2.c's tokenizers have BOS 1 and EOS 2 (kept so that saveHf writes them).
+    return LlamaLM.fromWeights({ ...config, bosTokenId: 1, eosTokenIds: [2] }, weights, {
+      ...options,
+      source: path,
+    });
   }
 
   /**

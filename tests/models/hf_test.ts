@@ -74,8 +74,8 @@ for (const shared of [false, true]) {
     );
 
     const back = await readHf(dir);
-    // A llama-family model without token ids is saved with llama2.c's BOS 1 and EOS 2, which loading keeps.
-    deepEqual(resolveLlamaConfig(back.config), resolveLlamaConfig({ ...c, bosTokenId: 1, eosTokenIds: [2] }));
+    // A model without token ids is saved naming none (its generate stops nowhere, as before saving).
+    deepEqual(resolveLlamaConfig(back.config), resolveLlamaConfig(c));
     deepEqual([...back.weights.keys()].sort(), [...weights.keys()].sort());
     for (const [name, w] of weights) deepEqual(back.weights.get(name)!.data, w.data, name);
 
@@ -297,4 +297,32 @@ Deno.test("hfEosTokenIds refuses an id beyond the safe integers, as llamaConfigF
   await rejects(() => hfEosTokenIds(dir), named);
   await rejects(() => loadLlama(dir, { device: "cpu" }), named);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("saveHf names no token ids for a Llama checkpoint that names none, and llama2.c's 1 and 2 for its models", async () => {
+  // transformers' generate on a config.json without eos_token_id stops nowhere (LlamaConfig's default 2 is not used
+  // by generate); the saved checkpoint wrote bos 1 and eos 2 for every llama-family model naming none, so its
+  // generate stopped at token 2.
+  const rng = new TestRng(44);
+  const src = await Deno.makeTempDir();
+  const fixture = new URL("../fixtures/models/llama/", import.meta.url).pathname;
+  await Deno.copyFile(`${fixture}model.safetensors`, `${src}/model.safetensors`);
+  const { bos_token_id: _b, eos_token_id: _e, ...json } = JSON.parse(
+    await Deno.readTextFile(`${fixture}config.json`),
+  );
+  await Deno.writeTextFile(`${src}/config.json`, JSON.stringify(json));
+  const out = await Deno.makeTempDir();
+  await saveHf(await loadLlama(src, { device: "cpu" }), out);
+  deepEqual(await hfEosTokenIds(src), []);
+  deepEqual(await hfEosTokenIds(out), []);
+  const saved = JSON.parse(await Deno.readTextFile(`${out}/config.json`));
+  equal(saved.bos_token_id ?? null, null);
+  // A llama2.c file's model (its tokenizers have BOS 1 and EOS 2) is saved with them.
+  const weights = randomWeights(config, rng);
+  await Deno.writeFile(`${src}/m.bin`, serializeLlama2c({ ...config, sharedClassifier: false }, weights));
+  const fromBin = await Deno.makeTempDir();
+  await saveHf(await LlamaLM.fromLlama2c(`${src}/m.bin`, { device: "cpu" }), fromBin);
+  const binJson = JSON.parse(await Deno.readTextFile(`${fromBin}/config.json`));
+  deepEqual([binJson.bos_token_id, binJson.eos_token_id], [1, 2]);
+  for (const d of [src, out, fromBin]) await Deno.remove(d, { recursive: true });
 });

@@ -44,6 +44,9 @@ Deno.test({
       mlpBias: false,
       qkNorm: false,
       family: "llama",
+      // llama2.c's token ids (tok512's <s> and </s>), which the file does not name.
+      bosTokenId: 1,
+      eosTokenIds: [2],
     });
     const ids = await generate(model, [tok.bosId], { steps: 32, temperature: 0 });
     const text = tok.decode(ids);
