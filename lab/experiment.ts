@@ -567,6 +567,36 @@ export interface ResumableRun {
 }
 
 /**
+ * Throws unless the metrics file holds a record of every step up to `step`, the checkpoint's: the trainer refuses
+ * gaps between its records, but a file that is gone or begins after step 1 would make the run's records, and the
+ * results drawn from them, start at the checkpoint's step.
+ */
+function checkEarlierRecords(metrics: string, step: number, label: string, checkpoint: string): void {
+  let have = new Set<unknown>();
+  try {
+    have = new Set(readJsonl(metrics).map((r) => r.step));
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  const missing: [number, number][] = [];
+  for (let s = 1; s <= step; s++) {
+    if (have.has(s)) continue;
+    const last = missing.at(-1);
+    if (last !== undefined && last[1] === s - 1) last[1] = s;
+    else missing.push([s, s]);
+  }
+  if (missing.length === 0) return;
+  const shown = missing.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(", ");
+  throw new Error(
+    `cannot continue run ${label} at step ${step}: its metrics file "${metrics}" has no record of step(s) ${shown}, ` +
+      `and its results list every step; remove "${checkpoint}" and "${
+        previousCheckpointPath(checkpoint)
+      }" to run ` +
+      `it again from the start`,
+  );
+}
+
+/**
  * Runs `trainer` to its end as a resumable run: when it has run no step yet and its checkpoint (or the one before
  * it) exists — an interrupted run, or a finished one that `--extend` makes longer — it continues from there (the
  * batches are a pure function of seed and step, so it continues exactly); a trainer the caller has started goes on
@@ -592,6 +622,7 @@ export async function trainResumable<M extends object, B extends Batch>(
     for (const skipped of info.skipped) {
       console.error(`${label}: passed over "${skipped.path}": ${skipped.reason}`);
     }
+    checkEarlierRecords(options.metrics, info.step, label, checkpoint);
     console.error(`${label}: continued from "${info.path}" (step ${info.step})`);
   } else if (options.previous !== undefined) {
     throw new Error(

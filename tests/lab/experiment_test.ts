@@ -1,9 +1,11 @@
 /** The resume-or-run loop of the experiments: which runs it accepts, and what it tells the user. */
 import { deepEqual, equal, match, rejects } from "node:assert/strict";
 import { z } from "../../deps.ts";
-import { type FineTuneRun, fineTuneRunFields, resumeOrRun } from "../../lab/experiment.ts";
+import { type FineTuneRun, fineTuneRunFields, resumeOrRun, trainResumable } from "../../lab/experiment.ts";
 import { ResultsDir } from "../../lab/results.ts";
-import { TestRng } from "../_helpers.ts";
+import { Trainer } from "../../lib/train/mod.ts";
+import { assertClose, TestRng } from "../_helpers.ts";
+import { mlpSetup } from "../train/_setup.ts";
 
 const tempRoot = Deno.makeTempDirSync({ prefix: "experiment_test_" });
 globalThis.addEventListener("unload", () => Deno.removeSync(tempRoot, { recursive: true }));
@@ -98,4 +100,46 @@ Deno.test("resumeOrRun points a finished run shorter than the configuration to -
   }
   equal(Deno.readTextFileSync(results.file(file)), before);
   results.release();
+});
+
+Deno.test("trainResumable refuses to continue a run whose metrics file lacks the steps before its checkpoint", async () => {
+  // With the metrics file gone (or begun after step 1), the resumed run's records started at the checkpoint's step
+  // and its results listed the losses of the later steps only, as if they were the whole run.
+  const rng = new TestRng(2);
+  const seeds = { initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps: 12 };
+  const dir = await Deno.makeTempDir({ dir: tempRoot });
+  const checkpoint = `${dir}/c.safetensors`;
+  const metrics = `${dir}/m.jsonl`;
+  const options = () => ({
+    ...mlpSetup(seeds),
+    readEvery: 2,
+    metrics,
+    checkpoint: { path: checkpoint, every: 3 },
+  });
+  const reference = new Trainer({ ...mlpSetup(seeds), readEvery: 2 });
+  const want = (await reference.run()).map((r) => r.loss);
+  reference.close();
+  const stop = 3 * rng.int(1, 3);
+  const first = new Trainer(options());
+  await first.run({ until: stop });
+  first.close();
+  const text = await Deno.readTextFile(metrics);
+  const lines = text.split("\n").filter((l) => l !== "");
+  const cut = rng.int(1, stop - 1);
+  for (const damage of ["gone", "begun later"]) {
+    if (damage === "gone") await Deno.remove(metrics);
+    else await Deno.writeTextFile(metrics, lines.slice(cut).map((l) => `${l}\n`).join(""));
+    const missing = damage === "gone" ? `1-${stop}` : cut === 1 ? "1" : `1-${cut}`;
+    await rejects(
+      () => trainResumable(new Trainer(options()), { label: "r", checkpoint, metrics }),
+      (e: Error) =>
+        e.message.includes(`"${metrics}" has no record of step(s) ${missing}`) &&
+        e.message.includes(`at step ${stop}`) && e.message.includes(`remove "${checkpoint}"`),
+    );
+  }
+  // With its records, it continues to every step's record, the losses those of an uninterrupted run.
+  await Deno.writeTextFile(metrics, text);
+  const run = await trainResumable(new Trainer(options()), { label: "r", checkpoint, metrics });
+  deepEqual(run.records.map((r) => r.step), Array.from({ length: 12 }, (_, i) => i + 1));
+  assertClose(run.records.map((r) => r.loss), want, { rtol: 1e-6, atol: 1e-7 });
 });
