@@ -17,6 +17,7 @@ import {
   type DeviceChoice,
   deviceLine,
   type DeviceName,
+  missingSteps,
   previousCheckpointPath,
   readJsonl,
   resolveDevice,
@@ -578,15 +579,8 @@ function checkEarlierRecords(metrics: string, step: number, label: string, check
   } catch (err) {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
   }
-  const missing: [number, number][] = [];
-  for (let s = 1; s <= step; s++) {
-    if (have.has(s)) continue;
-    const last = missing.at(-1);
-    if (last !== undefined && last[1] === s - 1) last[1] = s;
-    else missing.push([s, s]);
-  }
-  if (missing.length === 0) return;
-  const shown = missing.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(", ");
+  const shown = missingSteps(have, 1, step);
+  if (shown === null) return;
   throw new Error(
     `cannot continue run ${label} at step ${step}: its metrics file "${metrics}" has no record of step(s) ${shown}, ` +
       `and its results list every step; remove "${checkpoint}" and "${

@@ -121,6 +121,27 @@ export function previousCheckpointPath(path: string): string {
   return `${path}.previous`;
 }
 
+/**
+ * The steps `from..to` that `have` lacks, as ranges (`"2-3, 6"`), or null when it has them all: what a resume's
+ * refusal names when a metrics file misses records before the checkpoint.
+ *
+ * @example
+ * ```ts
+ * import { missingSteps } from "./checkpoint.ts";
+ * missingSteps(new Set([1, 4, 5]), 1, 6); // "2-3, 6"
+ * ```
+ */
+export function missingSteps(have: ReadonlySet<unknown>, from: number, to: number): string | null {
+  const missing: [number, number][] = [];
+  for (let s = from; s <= to; s++) {
+    if (have.has(s)) continue;
+    const last = missing.at(-1);
+    if (last !== undefined && last[1] === s - 1) last[1] = s;
+    else missing.push([s, s]);
+  }
+  return missing.length === 0 ? null : missing.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(", ");
+}
+
 /** A checkpoint read back by {@link loadCheckpoint}. */
 export interface Checkpoint {
   /** Steps completed when it was written. */

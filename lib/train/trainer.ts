@@ -42,6 +42,7 @@ import { writeFileAtomicSync } from "../io/atomic.ts";
 import { Progress } from "./progress.ts";
 import {
   type Checkpoint,
+  missingSteps,
   previousCheckpointPath,
   restoreLatestCheckpoint,
   saveCheckpoint,
@@ -919,16 +920,8 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     }
     // A file begun by a resumed run starts at that run's first step; an empty one has nothing to continue.
     if (steps.length === 0) return;
-    const have = new Set(steps);
-    const missing: [number, number][] = [];
-    for (let s = steps[0]; s <= step; s++) {
-      if (have.has(s)) continue;
-      const last = missing.at(-1);
-      if (last !== undefined && last[1] === s - 1) last[1] = s;
-      else missing.push([s, s]);
-    }
-    if (missing.length === 0) return;
-    const shown = missing.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(", ");
+    const shown = missingSteps(new Set(steps), steps[0], step);
+    if (shown === null) return;
     throw new Error(
       `it is at step ${step} but the metrics file "${m}" has no record of step(s) ${shown} (lines cut short or ` +
         `lost after the checkpoint was written), so the run's records would have a gap. Remove "${ckpt}" to ` +
