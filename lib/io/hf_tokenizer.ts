@@ -328,6 +328,8 @@ export class HfTokenizer implements TextTokenizer {
   #source: string;
   /** Ids of the byte tokens a `ByteFallback` decoder reads (`<0x00>`..`<0xFF>`); empty without one. */
   #byteIds: ReadonlySet<number>;
+  /** Ids known to be dropped (true) or kept (false) by `skipSpecialTokens` (see `#skipped`). */
+  #skippedIds = new Map<number, boolean>();
 
   private constructor(
     port: HfTokenizerPort,
@@ -529,6 +531,16 @@ export class HfTokenizer implements TextTokenizer {
     });
   }
 
+  /** Whether `skipSpecialTokens` drops `id` (a special token): it then decodes to nothing, and otherwise to text. */
+  #skipped(id: number): boolean {
+    let skipped = this.#skippedIds.get(id);
+    if (skipped === undefined) {
+      skipped = this.decode([id], { skipSpecialTokens: true }) === "" && this.decode([id]) !== "";
+      this.#skippedIds.set(id, skipped);
+    }
+    return skipped;
+  }
+
   /**
    * An incremental decoder: push ids one at a time and get the text that no later token can change. Text
    * ending in U+FFFD (a UTF-8 character split across byte tokens) is held back until the character is
@@ -554,7 +566,9 @@ export class HfTokenizer implements TextTokenizer {
       push: (id: number) => {
         this.#checkIds([id]);
         window.push(id);
-        if (this.#byteIds.has(id)) return "";
+        // A byte token may continue a run a later byte ends; a special token that decoding skips is no text, so
+        // it ends no run (decode drops it before the decoder joins the bytes around it).
+        if (this.#byteIds.has(id) || (options.skipSpecialTokens === true && this.#skipped(id))) return "";
         const text = this.decode(window, options);
         if (text.length <= contextText.length || text.endsWith("\uFFFD") || !text.startsWith(contextText)) {
           return "";

@@ -12,6 +12,7 @@ import {
   type TextTokenizer,
   Tokenizer,
 } from "../../lib/io/mod.ts";
+import { TestRng } from "../_helpers.ts";
 
 const FIXTURES = new URL("../fixtures/tokenizers/", import.meta.url).pathname;
 const NAMES = [
@@ -308,5 +309,38 @@ Deno.test("HfTokenizer: GPT-2's and Qwen2's classes read only the vocabulary and
         HfTokenizer.fromJson({ ...json, model: { ...json.model, merges: null } }, { config, source: name }),
       new RegExp(`tokenizer "${name}": model\\.merges is missing or not an array`),
     );
+  }
+});
+
+Deno.test("HF tokenizer: streaming decode equals decode on random ids that put special tokens inside byte runs", async () => {
+  const rng = new TestRng(61);
+  for (const name of NAMES) {
+    const tok = await loadTokenizer(`${FIXTURES}${name}`) as HfTokenizer;
+    const want = await expected(name);
+    // Byte tokens (sentencepiece-style byte fallback) where the vocabulary has them, the named special tokens, and
+    // any ids: skipSpecialTokens drops a special token before the decoder joins the bytes around it.
+    const bytes = Array.from(
+      { length: 256 },
+      (_, b) => tok.tokenId(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`),
+    )
+      .filter((id): id is number => id !== undefined);
+    const specials = [want.bos_token_id, want.eos_token_id, tok.tokenId("<unk>")].filter((id): id is number =>
+      typeof id === "number"
+    );
+    for (let trial = 0; trial < 300; trial++) {
+      const ids = Array.from({ length: rng.int(1, 8) }, () => {
+        const r = rng.next();
+        if (r < 0.5 && bytes.length > 0) return bytes[rng.int(0, bytes.length - 1)];
+        if (r < 0.7 && specials.length > 0) return specials[rng.int(0, specials.length - 1)];
+        return rng.int(0, tok.vocabSize - 1);
+      });
+      for (const skip of [true, false]) {
+        equal(
+          streamed(tok, ids, skip),
+          tok.decode(ids, { skipSpecialTokens: skip }),
+          `${name} ${JSON.stringify(ids)}`,
+        );
+      }
+    }
   }
 });
