@@ -47,6 +47,7 @@ import { realize } from "../tensor/tensor.ts";
 import { hfName, ropeRowsFromHf, ropeRowsToHf } from "./names.ts";
 import {
   type HostWeight,
+  isTokenId,
   type LlamaConfig,
   type LlamaFamily,
   LlamaLM,
@@ -130,20 +131,36 @@ async function readJson(path: string, what: string): Promise<unknown> {
  * ```
  */
 export async function hfEosTokenIds(dir: string): Promise<number[]> {
-  const generationPath = `${dir}/generation_config.json`;
-  const hasGeneration = await Deno.stat(generationPath).then((s) => s.isFile, () => false);
-  const path = hasGeneration ? generationPath : `${dir}/config.json`;
-  const json = await readJson(path, hasGeneration ? "generation config" : "Hugging Face config");
+  return await generationEosTokenIds(dir) ?? await eosTokenIdsIn(`${dir}/config.json`, "Hugging Face config");
+}
+
+/** The `eos_token_id` of `dir/generation_config.json` (see {@link hfEosTokenIds}), or undefined without that file. */
+async function generationEosTokenIds(dir: string): Promise<number[] | undefined> {
+  const path = `${dir}/generation_config.json`;
+  const has = await Deno.stat(path).then((s) => s.isFile, () => false);
+  return has ? await eosTokenIdsIn(path, "generation config") : undefined;
+}
+
+/** The `eos_token_id` of the JSON file `path` as a list ([] when absent or null); anything else is refused. */
+async function eosTokenIdsIn(path: string, what: string): Promise<number[]> {
+  const json = await readJson(path, what);
   if (!isRecord(json)) throw new Error(`"${path}" must hold a JSON object`);
-  const value = json.eos_token_id;
-  if (value === undefined || value === null) return [];
-  const ids = Array.isArray(value) ? value : [value];
-  if (!ids.every((id) => Number.isSafeInteger(id) && id >= 0)) {
+  const ids = tokenIdList(json.eos_token_id);
+  if (ids === null) {
     throw new Error(
-      `"${path}": eos_token_id must be a token id or a list of them, got ${JSON.stringify(value)}`,
+      `"${path}": eos_token_id must be a token id or a list of them, got ${
+        JSON.stringify(json.eos_token_id)
+      }`,
     );
   }
-  return ids as number[];
+  return ids;
+}
+
+/** A config's token id entry as a list: one id or a list of them ([] when absent or null), else null. */
+function tokenIdList(value: unknown): number[] | null {
+  if (value === undefined || value === null) return [];
+  const ids: unknown[] = Array.isArray(value) ? value : [value];
+  return ids.every(isTokenId) ? ids : null;
 }
 
 /** Per-family defaults of `transformers`' config classes, for keys a `config.json` may leave out. */
@@ -597,14 +614,11 @@ export function llamaConfigFromHf(json: unknown, source = "config.json"): LlamaC
   Object.assign(config, sliding);
   // Token ids the model does not use, kept so that saveHf writes them back (null or absent: none).
   const ids = (key: string): number[] | undefined => {
-    const v = json[key];
-    if (v === undefined || v === null) return undefined;
-    const list = Array.isArray(v) ? v : [v];
-    if (!list.every((id) => Number.isSafeInteger(id) && id >= 0)) {
+    if (json[key] === undefined || json[key] === null) return undefined;
+    const list = tokenIdList(json[key]) ??
       refuse(key, "it must be a token id (or, for eos_token_id, a list of them)");
-    }
-    if (key === "bos_token_id" && Array.isArray(v)) refuse(key, "it must be one token id");
-    return list as number[];
+    if (key === "bos_token_id" && Array.isArray(json[key])) refuse(key, "it must be one token id");
+    return list;
   };
   const bos = ids("bos_token_id"), eos = ids("eos_token_id");
   if (bos !== undefined) config.bosTokenId = bos[0];
@@ -841,9 +855,9 @@ async function openHf(dir: string): Promise<OpenCheckpoint> {
   let config = llamaConfigFromHf(await readJson(configPath, "Hugging Face config"), configPath);
   // transformers' generate stops at generation_config.json's EOS ids when there is one (see hfEosTokenIds); kept
   // as the model's, so that saveHf writes them back into config.json, where the saved checkpoint's generate reads.
-  if (await Deno.stat(`${dir}/generation_config.json`).then((s) => s.isFile, () => false)) {
+  const eos = await generationEosTokenIds(dir);
+  if (eos !== undefined) {
     const { eosTokenIds: _, ...rest } = config;
-    const eos = await hfEosTokenIds(dir);
     config = eos.length === 0 ? rest : { ...rest, eosTokenIds: eos };
   }
   const { files, fileOf } = await openHfTensors(dir);

@@ -143,6 +143,11 @@ export type ResolvedLlamaConfig =
     eosTokenIds?: readonly number[];
   };
 
+/** Whether `v` can be a token id: a non-negative safe integer (what `bosTokenId`, `eosTokenIds` and configs hold). */
+export function isTokenId(v: unknown): v is number {
+  return Number.isSafeInteger(v) && (v as number) >= 0;
+}
+
 /**
  * Checks that a config describes a consistent Llama shape and fills in the defaults; errors start with
  * `where` (e.g. the file the config came from).
@@ -226,9 +231,8 @@ export function resolveLlamaConfig(config: LlamaConfig, where = "Llama config"):
     family: config.family ?? "llama",
   };
   if (config.ropeScaling !== undefined) c.ropeScaling = config.ropeScaling;
-  const tokenId = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
   if (config.bosTokenId !== undefined) {
-    if (!tokenId(config.bosTokenId)) {
+    if (!isTokenId(config.bosTokenId)) {
       throw new RangeError(
         `${where}: bosTokenId must be a token id, found ${JSON.stringify(config.bosTokenId)}`,
       );
@@ -236,7 +240,7 @@ export function resolveLlamaConfig(config: LlamaConfig, where = "Llama config"):
     c.bosTokenId = config.bosTokenId;
   }
   if (config.eosTokenIds !== undefined) {
-    if (!Array.isArray(config.eosTokenIds) || !config.eosTokenIds.every(tokenId)) {
+    if (!Array.isArray(config.eosTokenIds) || !config.eosTokenIds.every(isTokenId)) {
       throw new RangeError(
         `${where}: eosTokenIds must be a list of token ids, found ${JSON.stringify(config.eosTokenIds)}`,
       );
