@@ -352,6 +352,8 @@ export class Trainer<M extends object, B extends Batch = Batch> {
   #failed: NonFiniteError | null = null;
   #lastTrace: TracedStep | null = null;
   #replay: ReplayedStep | null = null;
+  /** Whether the loss may read the step number (see `mayReadStep`): its steps are then traced, never replayed. */
+  #lossReadsStep = false;
   #stats: CompileStats = { traced: 0, replayed: 0, blocker: null };
   /** Seconds spent in {@link run} before the current call (a resumed run: from its checkpoint on). */
   #seconds = 0;
@@ -397,6 +399,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       seen.set(at, what);
     }
     this.#o = options;
+    this.#lossReadsStep = mayReadStep(options.loss);
   }
 
   /** Steps completed. */
@@ -640,7 +643,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     this.#lastTrace = trace;
     if (prev === null) return;
     const opt = this.#o.optimizer;
-    this.#stats.blocker = mayReadStep(this.#o.loss)
+    this.#stats.blocker = this.#lossReadsStep
       ? "the loss function takes the step number"
       : trace.vectorRoot < 0 || packedRoot.size !== opt.packs.length
       ? "the step's outputs are not one update per parameter pack and a metrics vector"
