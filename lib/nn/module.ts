@@ -173,13 +173,12 @@ function refuseHidden(v: object, path: string): void {
   };
   if (!holds(v)) return;
   const name = v.constructor?.name ?? "object";
-  const what = v instanceof Map || v instanceof Set
-    ? `a ${name}`
-    : `an instance of ${name}, which is not a Module,`;
+  const collection = v instanceof Map || v instanceof Set;
+  const what = collection ? `a ${name}` : `an instance of ${name}, which is not a Module,`;
   throw new TypeError(
     `"${path}" is ${what} holding tensors or modules, which parameter discovery does not enter ` +
       `(its parameters would be neither listed nor trained nor saved); hold them in a plain object or an array` +
-      (what.startsWith("an") ? `, or make ${name} extend Module` : ""),
+      (collection ? "" : `, or make ${name} extend Module`),
   );
 }
 
