@@ -13,7 +13,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 33_900,
+  lib: 34_200,
   lab: 7_800,
   experiments: 4_600,
   bench: 4_300,
@@ -21,7 +21,7 @@ const BUDGETS: Record<string, number> = {
   cli: 750,
   tools: 1_400,
   examples: 120,
-  tests: 23_800,
+  tests: 24_100,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */

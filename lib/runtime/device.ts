@@ -7,6 +7,7 @@
  * @module
  */
 import type { DeviceName } from "../ir/node.ts";
+import { chosenBackendNote, requestGpuAdapter } from "./gpu_adapter.ts";
 
 /** Every device name a user may pass (`--device`, `TESSERA_DEVICE`, `{ device }`), `auto` first. */
 export const DEVICE_CHOICES = ["auto", "webgpu", "wasm", "cpu"] as const;
@@ -40,11 +41,14 @@ export async function probeAutoDevice(): Promise<AutoDevice> {
   }
   let adapter: GPUAdapter | null = null;
   try {
-    adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+    adapter = await requestGpuAdapter();
   } catch (e) {
     return { device: "wasm", reason: `auto: requesting a WebGPU adapter failed (${(e as Error).message})` };
   }
-  if (adapter === null) return { device: "wasm", reason: "auto: no WebGPU adapter" };
+  if (adapter === null) {
+    const note = chosenBackendNote();
+    return { device: "wasm", reason: `auto: no WebGPU adapter${note ? ` (${note})` : ""}` };
+  }
   const info = adapter.info;
   const name = info.description || info.device || info.vendor || "unknown adapter";
   if (info.isFallbackAdapter || SOFTWARE.test(`${info.description} ${info.device} ${info.vendor}`)) {

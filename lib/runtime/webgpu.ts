@@ -22,6 +22,7 @@ import {
   type Step,
 } from "./backend.ts";
 import { debugLevel } from "./debug.ts";
+import { chosenBackendNote, requestGpuAdapter } from "./gpu_adapter.ts";
 import { launchGroups } from "./launch_groups.ts";
 import { canMerge, type MergedBranch, renderMerged, workgroupsOf } from "../codegen/render_merged.ts";
 import { type LaunchPolicy, launchPolicyFor } from "../codegen/launch_policy.ts";
@@ -902,8 +903,8 @@ export async function createWebGPUBackend(): Promise<WebGPUBackend> {
   if (typeof navigator === "undefined" || navigator.gpu === undefined) {
     throw new NoAdapterError("navigator.gpu missing");
   }
-  const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
-  if (adapter === null) throw new NoAdapterError();
+  const adapter = await requestGpuAdapter();
+  if (adapter === null) throw new NoAdapterError(chosenBackendNote());
   const l = adapter.limits;
   const requiredLimits: Record<string, number> = {
     maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
