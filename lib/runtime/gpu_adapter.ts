@@ -9,7 +9,8 @@
  * waits in `exit`). So when no backend is chosen (`DENO_WEBGPU_BACKEND` unset)
  * and a Vulkan driver is installed, tessera chooses Vulkan before the first request: the GL driver is then never
  * loaded. A machine without a Vulkan driver keeps Deno's default (the GL adapter); a backend set by the user is
- * never changed.
+ * never changed, and a script without leave to read and set the variable (or to read the driver directories)
+ * keeps Deno's default without being asked for it.
  *
  * @module
  */
@@ -59,19 +60,22 @@ export function chooseBackend(f: BackendFacts): "vulkan" | null {
   return vulkanManifestDirs(f.env).some((d) => f.hasManifest(d)) ? "vulkan" : null;
 }
 
-/** The facts of this process; anything the permissions do not allow reads as absent. */
+/** Whether this process may use `what` without a prompt (a prompt would stop a script that never asked for it). */
+function granted(what: Deno.PermissionDescriptor): boolean {
+  try {
+    return Deno.permissions.querySync(what).state === "granted";
+  } catch {
+    return false;
+  }
+}
+
+/** The facts of this process; anything the permissions do not grant reads as absent. */
 function processFacts(): BackendFacts {
-  const env = (name: string) => {
-    try {
-      return Deno.env.get(name);
-    } catch {
-      return undefined;
-    }
-  };
   return {
     os: Deno.build.os,
-    env,
+    env: (name) => (granted({ name: "env", variable: name }) ? Deno.env.get(name) : undefined),
     hasManifest: (dir) => {
+      if (!granted({ name: "read", path: dir })) return false;
       try {
         for (const e of Deno.readDirSync(dir)) if (e.name.endsWith(".json")) return true;
       } catch {
@@ -80,9 +84,9 @@ function processFacts(): BackendFacts {
       return false;
     },
     exists: (path) => {
+      if (!granted({ name: "read", path })) return false;
       try {
-        Deno.statSync(path);
-        return true;
+        return Deno.statSync(path).isFile;
       } catch {
         return false;
       }
@@ -98,14 +102,12 @@ export function chooseProcessBackend(): "vulkan" | null {
   if (chosen !== undefined) return chosen;
   chosen = null;
   if (typeof Deno === "undefined") return chosen;
+  // Without leave to read and set the variable, Deno's default stays.
+  if (!granted({ name: "env", variable: BACKEND_VARIABLE })) return chosen;
   const pick = chooseBackend(processFacts());
   if (pick !== null) {
-    try {
-      Deno.env.set(BACKEND_VARIABLE, pick);
-      chosen = pick;
-    } catch {
-      // no permission to set the variable: Deno's default stays
-    }
+    Deno.env.set(BACKEND_VARIABLE, pick);
+    chosen = pick;
   }
   return chosen;
 }

@@ -106,3 +106,29 @@ Deno.test("asking for the device loads no OpenGL driver where Vulkan is installe
   const kept = JSON.parse(await fresh(probe, "gl"));
   equal(kept.backend, "gl");
 });
+
+Deno.test("a script without leave to read the environment keeps Deno's default and is never asked for it", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/probe.ts`;
+    await Deno.writeTextFile(
+      file,
+      `import { AUTO_DEVICE } from "${new URL("../../lib/runtime/realize.ts", import.meta.url).href}";
+      console.log(AUTO_DEVICE.reason);`,
+    );
+    const env = Deno.env.toObject();
+    delete env.DENO_WEBGPU_BACKEND;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-prompt", "--allow-read", file],
+      env,
+      clearEnv: true,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.code === 0 ? out.stdout : out.stderr);
+    equal(out.code, 0, text);
+    match(text, /^auto: /);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
