@@ -153,6 +153,7 @@ function checkComponent(
     // never splits.
     fail(`${path}.split ${JSON.stringify(value.split ?? "absent (true)")} is not supported (only false)`);
   }
+  if (type === "Metaspace") checkMetaspace(value, path, fail);
   if (type === "Digits") {
     // The Rust library splits on every Unicode number (char::is_numeric, i.e. \p{N}); the port's pattern only
     // knows ASCII digits. An isolating split on \p{N} (one at a time, or runs of them) is the same thing.
@@ -160,6 +161,39 @@ function checkComponent(
     return { type: "Split", pattern: { Regex: pattern }, behavior: "Isolated", invert: false };
   }
   return value;
+}
+
+const PREPEND_SCHEMES = ["always", "first", "never"];
+
+/**
+ * A `Metaspace` pre-tokenizer's prepend settings, as the Rust library reads them: `prepend_scheme` (default
+ * "always") decides, and the older key `add_prefix_space` may only agree with it (false with "never"; true with
+ * any scheme, which then wins). The library refuses a file where they conflict; the port read `prepend_scheme`
+ * alone and took such a file.
+ */
+function checkMetaspace(value: Json, path: string, fail: (msg: string) => never): void {
+  const scheme = value.prepend_scheme ?? "absent (always)";
+  if (value.prepend_scheme !== undefined && !PREPEND_SCHEMES.includes(value.prepend_scheme as string)) {
+    fail(
+      `${path}.prepend_scheme ${JSON.stringify(value.prepend_scheme)} is not one of ${
+        PREPEND_SCHEMES.join(", ")
+      }`,
+    );
+  }
+  const addPrefixSpace = value.add_prefix_space;
+  if (addPrefixSpace !== undefined && addPrefixSpace !== null && typeof addPrefixSpace !== "boolean") {
+    fail(`${path}.add_prefix_space ${JSON.stringify(addPrefixSpace)} is not a boolean`);
+  }
+  if (addPrefixSpace === false && value.prepend_scheme !== "never") {
+    fail(
+      `${path}.add_prefix_space false conflicts with ${path}.prepend_scheme ${
+        JSON.stringify(scheme)
+      } (tokenizers refuses the file; false goes only with "never")`,
+    );
+  }
+  if (typeof value.replacement !== "string" || [...value.replacement].length !== 1) {
+    fail(`${path}.replacement ${JSON.stringify(value.replacement ?? null)} is not one character`);
+  }
 }
 
 /** The part of the model section that every BPE pipeline reads: its type, vocabulary and merges. */

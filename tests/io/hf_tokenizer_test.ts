@@ -344,3 +344,57 @@ Deno.test("HF tokenizer: streaming decode equals decode on random ids that put s
     }
   }
 });
+
+Deno.test("HfTokenizer.fromJson: a Metaspace whose add_prefix_space conflicts with its prepend_scheme is refused", async () => {
+  // tokenizers refuses add_prefix_space false with any prepend_scheme but "never" (its default is "always"), an
+  // unknown scheme and a replacement that is not one character; add_prefix_space true agrees with every scheme,
+  // which then decides (transformers gives the same ids as without the key).
+  const file = JSON.parse(await Deno.readTextFile(`${FIXTURES}sentencepiece_metaspace/tokenizer.json`));
+  const config = JSON.parse(
+    await Deno.readTextFile(`${FIXTURES}sentencepiece_metaspace/tokenizer_config.json`),
+  );
+  const { prepend_scheme: _, ...base } = file.pre_tokenizer;
+  const withPre = (pre: Record<string, unknown>) =>
+    HfTokenizer.fromJson({ ...file, pre_tokenizer: { ...base, ...pre } }, { config, source: "m.json" });
+  const refused: [Record<string, unknown>, RegExp][] = [
+    [
+      { add_prefix_space: false },
+      /pre_tokenizer\.add_prefix_space false conflicts with .*"absent \(always\)"/,
+    ],
+    [
+      { add_prefix_space: false, prepend_scheme: "first" },
+      /pre_tokenizer\.add_prefix_space false conflicts with .*"first"/,
+    ],
+    [
+      { add_prefix_space: false, prepend_scheme: "always" },
+      /pre_tokenizer\.add_prefix_space false conflicts with .*"always"/,
+    ],
+    [
+      { add_prefix_space: "false", prepend_scheme: "never" },
+      /pre_tokenizer\.add_prefix_space "false" is not a boolean/,
+    ],
+    [{ prepend_scheme: "First" }, /pre_tokenizer\.prepend_scheme "First" is not one of always, first, never/],
+    [{ replacement: "ab", prepend_scheme: "first" }, /pre_tokenizer\.replacement "ab" is not one character/],
+  ];
+  for (const [pre, message] of refused) {
+    throws(() => withPre(pre), new RegExp(`tokenizer "m\\.json": ${message.source}`), JSON.stringify(pre));
+  }
+  const rng = new TestRng(61);
+  const words = ["the", "sea", " ", "  ", "<s>", "\n", "café", "ships"];
+  const word = () => words[rng.int(0, words.length - 1)];
+  const texts = Array.from({ length: 50 }, () => Array.from({ length: rng.int(1, 8) }, word).join(""));
+  const agreeing: [Record<string, unknown>, string][] = [
+    [{ add_prefix_space: true, prepend_scheme: "always" }, "always"],
+    [{ add_prefix_space: true, prepend_scheme: "first" }, "first"],
+    [{ add_prefix_space: true, prepend_scheme: "never" }, "never"],
+    [{ add_prefix_space: false, prepend_scheme: "never" }, "never"],
+    [{ add_prefix_space: true }, "always"],
+  ];
+  for (const [pre, scheme] of agreeing) {
+    const tok = withPre(pre);
+    const plain = withPre({ prepend_scheme: scheme });
+    for (const text of texts) {
+      deepEqual(tok.encode(text), plain.encode(text), `${JSON.stringify(pre)} ${JSON.stringify(text)}`);
+    }
+  }
+});
