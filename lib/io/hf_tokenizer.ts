@@ -196,6 +196,30 @@ function checkMetaspace(value: Json, path: string, fail: (msg: string) => never)
   }
 }
 
+const ADDED_TOKEN_FLAGS = ["single_word", "lstrip", "rstrip", "normalized", "special"];
+
+/**
+ * One entry of `added_tokens`: the Rust library requires its id, content and every flag, and refuses a file where
+ * one is missing (an omitted `normalized` has no default there; the port took `!special`).
+ */
+function checkAddedToken(t: unknown, i: number, fail: (msg: string) => never): void {
+  if (!isObject(t)) fail(`added_tokens[${i}] is ${JSON.stringify(t)}, not an object`);
+  if (typeof t.content !== "string") fail(`added_tokens[${i}].content is missing or not a string`);
+  const name = `added_tokens[${i}] (${JSON.stringify(t.content)})`;
+  if (!Number.isSafeInteger(t.id) || (t.id as number) < 0) {
+    fail(`${name} has id ${JSON.stringify(t.id ?? "absent")}, not a token id`);
+  }
+  for (const key of ADDED_TOKEN_FLAGS) {
+    if (typeof t[key] !== "boolean") {
+      fail(
+        `${name} has ${key} ${
+          JSON.stringify(t[key] ?? "absent")
+        }, not true or false (tokenizers requires it)`,
+      );
+    }
+  }
+}
+
 /** The part of the model section that every BPE pipeline reads: its type, vocabulary and merges. */
 function checkBpeCore(value: unknown, fail: (msg: string) => never): Json {
   if (!isObject(value)) fail(`"model" is missing or not an object`);
@@ -432,6 +456,7 @@ export class HfTokenizer implements TextTokenizer {
       : Array.isArray(file.added_tokens)
       ? file.added_tokens
       : fail("added_tokens is not an array");
+    fileAddedTokens.forEach((t, i) => checkAddedToken(t, i, fail));
     const addedTokens = withNamedSpecialTokens(fileAddedTokens, model.vocab as Json, config);
     // The port matches a single_word token inside words too; the Rust library only as a word of its own.
     addedTokens.forEach((t, i) => {
@@ -627,7 +652,7 @@ export class HfTokenizer implements TextTokenizer {
 
 /**
  * Where the port decodes differently from the Rust library, makes it decode as that library does:
- * - an added token with `normalized` true (the default for one that is not special) decodes as its normalized
+ * - an added token with `normalized` true decodes as its normalized
  *   text, as the Rust library's `id_to_token` gives it (a sentencepiece-style normalizer prepends `▁`, which the
  *   decoder turns into the space before the token); the port decoded the raw content. A special token with
  *   `normalized` true is then not skipped by `skip_special_tokens`, which compares raw contents: the Rust library
@@ -641,7 +666,7 @@ function mendDecoding(port: HfTokenizerPort, addedTokens: unknown[]): Set<number
   if (normalizer !== null && model !== null) {
     for (const t of addedTokens) {
       if (!isObject(t) || typeof t.content !== "string" || typeof t.id !== "number") continue;
-      if ((t.normalized ?? true) === true) model.vocab[t.id] = normalizer.normalize(t.content);
+      if (t.normalized === true) model.vocab[t.id] = normalizer.normalize(t.content);
     }
   }
   // ignoreBOM: a U+FEFF written as byte tokens is text like any other (TextDecoder drops a leading one by default).
@@ -736,7 +761,7 @@ function mendNormalizedMatches(port: HfTokenizerPort, addedTokens: unknown[]): v
     throw new Error("the tokenizer port has no added_tokens_map (its version changed)");
   }
   for (const t of addedTokens) {
-    if (!isObject(t) || typeof t.content !== "string" || (t.normalized ?? !t.special) !== true) continue;
+    if (!isObject(t) || typeof t.content !== "string" || t.normalized !== true) continue;
     if (normalizer.normalize(t.content) !== t.content && map.get(t.content)?.id === t.id) {
       map.delete(t.content);
     }

@@ -398,3 +398,29 @@ Deno.test("HfTokenizer.fromJson: a Metaspace whose add_prefix_space conflicts wi
     }
   }
 });
+
+Deno.test("HfTokenizer.fromJson: an added token without one of its fields is refused by its place and the field", async () => {
+  // tokenizers requires id, content and every flag of each entry ("missing field `normalized`"); an omitted
+  // `normalized` has no default there, so the file cannot be read, special token or not.
+  const file = JSON.parse(await Deno.readTextFile(`${FIXTURES}sentencepiece_added/tokenizer.json`));
+  const rng = new TestRng(62);
+  const fields = ["id", "single_word", "lstrip", "rstrip", "normalized", "special"];
+  for (let k = 0; k < 12; k++) {
+    const at = rng.int(0, file.added_tokens.length - 1);
+    const field = k < 2 ? "normalized" : fields[rng.int(0, fields.length - 1)];
+    const json = structuredClone(file);
+    delete json.added_tokens[at][field];
+    const content = JSON.stringify(json.added_tokens[at].content).replace(/[|()[\]\\]/g, "\\$&");
+    throws(
+      () => HfTokenizer.fromJson(json, { source: "a.json" }),
+      new RegExp(`tokenizer "a\\.json": added_tokens\\[${at}\\] \\(${content}\\) has ${field} "?absent"?`),
+      `${field} of added_tokens[${at}]`,
+    );
+  }
+  const notBool = structuredClone(file);
+  notBool.added_tokens[0].normalized = null;
+  throws(
+    () => HfTokenizer.fromJson(notBool),
+    /added_tokens\[0\] \("<unk>"\) has normalized "absent", not true or false/,
+  );
+});
