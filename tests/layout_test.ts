@@ -19,7 +19,7 @@ const BUDGETS: Record<string, number> = {
   bench: 4_300,
   kernels: 2_400,
   cli: 750,
-  tools: 1_400,
+  tools: 1_500,
   examples: 120,
   tests: 24_100,
 };

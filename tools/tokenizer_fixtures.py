@@ -52,6 +52,12 @@ Fixtures:
   names no BOS/EOS/UNK (the class's default `<|endoftext|>` stands) and `extra_special_tokens: ["<|im_end|>"]`:
   transformers adds every special token it names as a special added token though the file does not, so
   `<|endoftext|>` and `<|im_end|>` in the text are one token each (and skipped on decode), `<|im_start|>` is text.
+- `sentencepiece_special_dicts`: the `sentencepiece_added` files with `<s>` and `</s>` left out of
+  `added_tokens`, `tokenizer_config.json` naming `eos_token` `</s>` as an `{"__type": "AddedToken", ...}` object
+  with `lstrip`, `rstrip` and `normalized` true, and a `special_tokens_map.json` naming `bos_token` `<|im_start|>`
+  (over the config's `<s>`) and `pad_token` `<s>` as plain objects: transformers reads the map over the config,
+  adds `</s>` and `<s>` with the flags their objects give, and keeps those of `<|im_start|>` as they were. Its
+  cases add random texts built around these tokens (`RANDOM_TEXTS`).
 
 Every expected.json also holds the decoding of random id lists (`id_lists`), half of them runs of byte tokens
 where the vocabulary has them, valid UTF-8 or not.
@@ -130,6 +136,22 @@ TEXTS = [
     "<|im_end|><|im_end|>",
     "I love New York<|sp|>",
 ]
+
+
+# Pieces of the random texts some fixtures add to their cases: words, spaces and the tokens they are about.
+RANDOM_PIECES = {
+    "sentencepiece_special_dicts": ["the", "sea", "café", "New York", "<s>", "</s>", "<|im_start|>", "<|im_end|>"],
+}
+
+
+def random_texts(name: str, n: int = 60) -> list[str]:
+    """`n` texts joining random pieces of RANDOM_PIECES[name] with random runs of spaces (none for a fixture without)."""
+    if name not in RANDOM_PIECES:
+        return []
+    rng = random.Random(name)
+    pieces = RANDOM_PIECES[name]
+    gaps = ["", "", " ", " ", "  ", "\n"]
+    return ["".join(rng.choice(pieces) + rng.choice(gaps) for _ in range(rng.randint(1, 8))) for _ in range(n)]
 
 
 def corpus() -> list[str]:
@@ -262,6 +284,7 @@ BUILDERS = {
     "bytelevel_qwen2_class": build_bytelevel_digits,
     "bytelevel_gpt2_class_no_added": build_bytelevel_digits,
     "bytelevel_named_not_special": build_bytelevel_bos,
+    "sentencepiece_special_dicts": build_sentencepiece_legacy,
 }
 
 # Fixtures whose tokenizer_config.json names a class for which transformers builds its own pipeline.
@@ -286,7 +309,7 @@ def save(name: str, directory: str) -> None:
 
     tok, special = build(name)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, **special)
-    if name == "sentencepiece_added":
+    if name in ("sentencepiece_added", "sentencepiece_special_dicts"):
         fast.add_tokens(ADDED)
         # A special token that is normalized too: decoded as its normalized text, and so never skipped.
         fast.add_tokens([AddedToken("<|sp|>", normalized=True, special=True)], special_tokens=True)
@@ -328,20 +351,40 @@ def save(name: str, directory: str) -> None:
         _write_json(path, data)
 
 
+    if name == "sentencepiece_special_dicts":
+        path = os.path.join(directory, "tokenizer.json")
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] not in ("<s>", "</s>")]
+        _write_json(path, data)
+        path = os.path.join(directory, "tokenizer_config.json")
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+        flags = {"lstrip": True, "rstrip": True, "normalized": True, "single_word": False, "special": True}
+        config["eos_token"] = {"__type": "AddedToken", "content": "</s>", **flags}
+        _write_json(path, config)
+        special_map = {
+            "bos_token": {"content": "<|im_start|>", "lstrip": True},
+            "pad_token": {"content": "<s>", "rstrip": True},
+            "unk_token": "<unk>",
+        }
+        _write_json(os.path.join(directory, "special_tokens_map.json"), special_map)
+
+
 def _write_json(path: str, value: object) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(value, f, ensure_ascii=False, indent=1, sort_keys=True)
         f.write("\n")
 
 
-def record(directory: str) -> dict:
-    """What transformers gives for every text in TEXTS with the tokenizer saved in `directory`."""
+def record(directory: str, extra: list[str] = ()) -> dict:
+    """What transformers gives for every text in TEXTS and `extra` with the tokenizer saved in `directory`."""
     import transformers
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(directory)
     cases = []
-    for text in TEXTS:
+    for text in [*TEXTS, *extra]:
         with_special = tok(text)["input_ids"]
         without = tok(text, add_special_tokens=False)["input_ids"]
         cases.append(
@@ -386,7 +429,7 @@ def main() -> None:
         directory = os.path.join(args.out, name)
         shutil.rmtree(directory, ignore_errors=True)
         save(name, directory)
-        expected = record(directory)
+        expected = record(directory, random_texts(name))
         _write_json(os.path.join(directory, "expected.json"), expected)
         size = sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory))
         print(f"{name}: vocab {expected['vocab_size']}, {size / 1024:.1f} KiB -> {directory}", file=sys.stderr)

@@ -8,8 +8,8 @@
  * else is refused by its JSON path; a few spellings the port reads differently from the Rust library are
  * rewritten to equivalent ones, and two of its decoding differences are mended (see `mendDecoding`); the
  * `tokenizer_class` values for which transformers builds its own pipeline are rebuilt as it does, and any other
- * class than the plain ones is refused; the special-token ids come from `tokenizer_config.json`, and every
- * special token it names is a special added token as in transformers (also when `added_tokens` lacks it);
+ * class than the plain ones is refused; the special-token ids come from `tokenizer_config.json` (and
+ * `special_tokens_map.json` over it), and every special token they name is a special added token as in transformers (also when `added_tokens` lacks it);
  * decoding never cleans up spaces (transformers 5 does not for BPE models); and a streaming decoder holds back
  * text that later tokens can still change.
  *
@@ -25,6 +25,8 @@ type Json = Record<string, unknown>;
 export type HfTokenizerOptions = {
   /** The parsed `tokenizer_config.json`, when there is one (special tokens, tokenizer class). */
   config?: unknown;
+  /** The parsed `special_tokens_map.json`, when there is one: the special tokens it names replace the config's. */
+  specialTokensMap?: unknown;
   /** Where the JSON came from, used in error messages. */
   source?: string;
 };
@@ -59,12 +61,12 @@ function tokenText(value: unknown): string | undefined {
   return undefined;
 }
 
-/** Every special token `tokenizer_config.json` names, as [the key that names it, its text]. */
-function namedSpecialTokens(config: Json): [string, string][] {
-  const named: [string, string][] = [];
+/** Every special token `tokenizer_config.json` names, as [the key that names it, its text, its entry]. */
+function namedSpecialTokens(config: Json): [string, string, unknown][] {
+  const named: [string, string, unknown][] = [];
   const add = (key: string, value: unknown) => {
     const text = tokenText(value);
-    if (text !== undefined) named.push([key, text]);
+    if (text !== undefined) named.push([key, text, value]);
   };
   for (const key of SPECIAL_TOKEN_KEYS) add(key, config[key]);
   for (const key of SPECIAL_TOKEN_LISTS) {
@@ -78,14 +80,39 @@ function namedSpecialTokens(config: Json): [string, string][] {
 }
 
 /**
+ * The special tokens of `tokenizer_config.json` with those `special_tokens_map.json` names put over them, as
+ * transformers reads the two. In `tokenizer_config.json` transformers takes a token written as an object only when
+ * it says `"__type": "AddedToken"` (as older versions wrote it) and refuses any other object; in
+ * `special_tokens_map.json` it takes `{ content, ... }` as it is.
+ */
+function withSpecialTokensMap(config: Json, map: Json, fail: (msg: string) => never): Json {
+  for (const [key, , value] of namedSpecialTokens(config)) {
+    if (isObject(value) && value.__type !== "AddedToken") {
+      fail(
+        `tokenizer_config.json ${key} is ${
+          JSON.stringify(value)
+        }, an object without "__type": "AddedToken", which transformers refuses (write the token's text)`,
+      );
+    }
+  }
+  const merged = { ...config };
+  for (const key of [...SPECIAL_TOKEN_KEYS, ...SPECIAL_TOKEN_LISTS]) {
+    if (key in map) merged[key] = map[key];
+  }
+  return merged;
+}
+
+/**
  * transformers adds every special token the config names as a special added token (matched in the text before
- * the pre-tokenizer, not normalized, skipped by `skip_special_tokens`), also when `added_tokens` lacks it; this
- * adds the ones that are in the vocabulary but not yet added, and marks special the ones `added_tokens` has as
- * not special (transformers then skips them too, their `normalized`, `lstrip` and `rstrip` unchanged). One the
+ * the pre-tokenizer, skipped by `skip_special_tokens`), also when `added_tokens` lacks it, with the `lstrip`,
+ * `rstrip`, `single_word` and `normalized` flags its entry gives when that is an object (each false when absent);
+ * this adds the ones that are in the vocabulary but not yet added, and marks special the ones `added_tokens` has as
+ * not special (transformers then skips them too, their flags unchanged, whatever the entry says). One the
  * vocabulary lacks is left for the caller to refuse.
  */
 function withNamedSpecialTokens(addedTokens: unknown[], vocab: Json, config: Json): unknown[] {
-  const named = new Set(namedSpecialTokens(config).map(([, text]) => text));
+  const named = new Map<string, unknown>();
+  for (const [, text, value] of namedSpecialTokens(config)) if (!named.has(text)) named.set(text, value);
   const added = new Set(addedTokens.map((t) => isObject(t) ? t.content : undefined));
   // One that `added_tokens` has with `special` false becomes special too (its other flags stay as they are).
   const out = addedTokens.map((t) =>
@@ -93,17 +120,18 @@ function withNamedSpecialTokens(addedTokens: unknown[], vocab: Json, config: Jso
       ? { ...t, special: true }
       : t
   );
-  for (const text of named) {
+  for (const [text, value] of named) {
     const id = Object.hasOwn(vocab, text) ? vocab[text] : undefined;
     if (added.has(text) || typeof id !== "number") continue;
     added.add(text);
+    const flag = (key: string) => isObject(value) && value[key] === true;
     out.push({
       id,
       content: text,
-      single_word: false,
-      lstrip: false,
-      rstrip: false,
-      normalized: false,
+      single_word: flag("single_word"),
+      lstrip: flag("lstrip"),
+      rstrip: flag("rstrip"),
+      normalized: flag("normalized"),
       special: true,
     });
   }
@@ -428,7 +456,9 @@ export class HfTokenizer implements TextTokenizer {
     if (!isObject(json)) fail("tokenizer.json must hold a JSON object");
     const rawConfig = options.config ?? {};
     if (!isObject(rawConfig)) fail("tokenizer_config.json must hold a JSON object");
-    let config = rawConfig as Json;
+    const map: unknown = options.specialTokensMap ?? {};
+    if (!isObject(map)) fail("special_tokens_map.json must hold a JSON object");
+    let config = withSpecialTokensMap(rawConfig as Json, map as Json, fail);
     let file = json as Json;
     const tokenizerClass = config.tokenizer_class ?? null;
     if (tokenizerClass !== null) {

@@ -39,8 +39,8 @@ function dirname(path: string): string {
 }
 
 /**
- * Opens a tokenizer: a Hugging Face `tokenizer.json` file (its sibling `tokenizer_config.json` is read too
- * when present), a directory holding them (a model directory), or any other file as a llama2.c
+ * Opens a tokenizer: a Hugging Face `tokenizer.json` file (its siblings `tokenizer_config.json` and
+ * `special_tokens_map.json` are read too when present), a directory holding them (a model directory), or any other file as a llama2.c
  * `tokenizer.bin`. Errors name the path and what is wrong with it.
  *
  * @example
@@ -77,7 +77,9 @@ export async function loadTokenizer(path: string): Promise<TextTokenizer> {
   const configPath = `${dirname(jsonPath)}/tokenizer_config.json`;
   const json = await readJson(jsonPath);
   const config = (await isFile(configPath)) ? await readJson(configPath) : undefined;
-  return HfTokenizer.fromJson(json, { config, source: jsonPath });
+  const mapPath = `${dirname(jsonPath)}/special_tokens_map.json`;
+  const specialTokensMap = (await isFile(mapPath)) ? await readJson(mapPath) : undefined;
+  return HfTokenizer.fromJson(json, { config, specialTokensMap, source: jsonPath });
 }
 
 /**

@@ -28,6 +28,7 @@ const NAMES = [
   "bytelevel_qwen2_class",
   "bytelevel_gpt2_class_no_added",
   "bytelevel_named_not_special",
+  "sentencepiece_special_dicts",
 ];
 
 type Case = {
@@ -194,7 +195,7 @@ Deno.test("loadTokenizer: bad inputs give errors naming the path and the problem
   for (
     const [config, named] of [
       [{ pad_token: "<pad>" }, 'pad_token "<pad>"'],
-      [{ mask_token: { content: "<mask>" } }, 'mask_token "<mask>"'],
+      [{ mask_token: { __type: "AddedToken", content: "<mask>" } }, 'mask_token "<mask>"'],
       [{ additional_special_tokens: ["<|begin_of_text|>", "<x>"] }, 'additional_special_tokens\\[1\\] "<x>"'],
       [{ extra_special_tokens: { image_token: "<img>" } }, 'extra_special_tokens\\.image_token "<img>"'],
     ] as const
@@ -423,4 +424,27 @@ Deno.test("HfTokenizer.fromJson: an added token without one of its fields is ref
     () => HfTokenizer.fromJson(notBool),
     /added_tokens\[0\] \("<unk>"\) has normalized "absent", not true or false/,
   );
+});
+
+Deno.test("HfTokenizer.fromJson: a special token written as an object without __type in tokenizer_config.json is refused", async () => {
+  // transformers refuses it ("Special token eos_token has to be either str or AddedToken"); it takes the object
+  // with "__type": "AddedToken" that older versions wrote, and plain objects in special_tokens_map.json.
+  const dir = `${FIXTURES}sentencepiece_special_dicts`;
+  const file = JSON.parse(await Deno.readTextFile(`${dir}/tokenizer.json`));
+  const config = JSON.parse(await Deno.readTextFile(`${dir}/tokenizer_config.json`));
+  const { __type: _, ...plain } = config.eos_token;
+  throws(
+    () => HfTokenizer.fromJson(file, { config: { ...config, eos_token: plain }, source: "c.json" }),
+    /tokenizer "c\.json": tokenizer_config\.json eos_token is \{"content":"<\/s>".*\}, an object without "__type": "AddedToken"/,
+  );
+  throws(
+    () =>
+      HfTokenizer.fromJson(file, {
+        config: { ...config, additional_special_tokens: [{ content: "New York" }] },
+      }),
+    /tokenizer_config\.json additional_special_tokens\[0\] is \{"content":"New York"\}, an object without "__type"/,
+  );
+  // Without the map, the config's <s> is BOS again.
+  const noMap = HfTokenizer.fromJson(file, { config });
+  equal(noMap.bosId, 1);
 });
