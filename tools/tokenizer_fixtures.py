@@ -58,6 +58,10 @@ Fixtures:
   (over the config's `<s>`) and `pad_token` `<s>` as plain objects: transformers reads the map over the config,
   adds `</s>` and `<s>` with the flags their objects give, and keeps those of `<|im_start|>` as they were. Its
   cases add random texts built around these tokens (`RANDOM_TEXTS`).
+- `sentencepiece_single_word`: the `sentencepiece_added` files with `single_word` true on `New York` and
+  `<|im_end|>` (normalized) and on `<|sp|>` (made not normalized, with `lstrip`): each is a token only where no
+  word character (`\\w`: letters, marks, decimal digits, `_`) touches it, else text. Its cases add random texts of
+  these tokens next to word and other characters (`RANDOM_PIECES`).
 
 Every expected.json also holds the decoding of random id lists (`id_lists`), half of them runs of byte tokens
 where the vocabulary has them, valid UTF-8 or not.
@@ -141,6 +145,9 @@ TEXTS = [
 # Pieces of the random texts some fixtures add to their cases: words, spaces and the tokens they are about.
 RANDOM_PIECES = {
     "sentencepiece_special_dicts": ["the", "sea", "café", "New York", "<s>", "</s>", "<|im_start|>", "<|im_end|>"],
+    "sentencepiece_single_word": [
+        "New York", "<|im_end|>", "<|sp|>", "York", "a", "é", "\u0301", "1", "٣", "²", "_", "‿", "𝔸", "🦀", "日", "-", "!",
+    ],
 }
 
 
@@ -285,6 +292,7 @@ BUILDERS = {
     "bytelevel_gpt2_class_no_added": build_bytelevel_digits,
     "bytelevel_named_not_special": build_bytelevel_bos,
     "sentencepiece_special_dicts": build_sentencepiece_legacy,
+    "sentencepiece_single_word": build_sentencepiece_legacy,
 }
 
 # Fixtures whose tokenizer_config.json names a class for which transformers builds its own pipeline.
@@ -309,7 +317,7 @@ def save(name: str, directory: str) -> None:
 
     tok, special = build(name)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, **special)
-    if name in ("sentencepiece_added", "sentencepiece_special_dicts"):
+    if name in ("sentencepiece_added", "sentencepiece_special_dicts", "sentencepiece_single_word"):
         fast.add_tokens(ADDED)
         # A special token that is normalized too: decoded as its normalized text, and so never skipped.
         fast.add_tokens([AddedToken("<|sp|>", normalized=True, special=True)], special_tokens=True)
@@ -351,6 +359,17 @@ def save(name: str, directory: str) -> None:
         _write_json(path, data)
 
 
+    if name == "sentencepiece_single_word":
+        path = os.path.join(directory, "tokenizer.json")
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        for t in data["added_tokens"]:
+            if t["content"] in ("New York", "<|im_end|>", "<|sp|>"):
+                t["single_word"] = True
+            if t["content"] == "<|sp|>":
+                t["normalized"] = False
+                t["lstrip"] = True
+        _write_json(path, data)
     if name == "sentencepiece_special_dicts":
         path = os.path.join(directory, "tokenizer.json")
         with open(path, encoding="utf-8") as f:

@@ -488,14 +488,6 @@ export class HfTokenizer implements TextTokenizer {
       : fail("added_tokens is not an array");
     fileAddedTokens.forEach((t, i) => checkAddedToken(t, i, fail));
     const addedTokens = withNamedSpecialTokens(fileAddedTokens, model.vocab as Json, config);
-    // The port matches a single_word token inside words too; the Rust library only as a word of its own.
-    addedTokens.forEach((t, i) => {
-      if (isObject(t) && t.single_word === true) {
-        fail(
-          `added_tokens[${i}] (${JSON.stringify(t.content)}) has single_word true, which is not supported`,
-        );
-      }
-    });
     const checked: Json = {
       ...file,
       added_tokens: addedTokens,
@@ -525,6 +517,7 @@ export class HfTokenizer implements TextTokenizer {
     }
     const byteIds = mendDecoding(port!, addedTokens);
     mendNormalizedMatches(port!, addedTokens);
+    mendSingleWords(port!, addedTokens, fail);
     mendUnknownCharacters(port!, model, fail);
     let vocabSize = 0;
     for (const id of port!.get_vocab(true).values()) vocabSize = Math.max(vocabSize, id + 1);
@@ -796,6 +789,109 @@ function mendNormalizedMatches(port: HfTokenizerPort, addedTokens: unknown[]): v
       map.delete(t.content);
     }
   }
+}
+
+/** A word character as the Rust library's `\\w` (Unicode): alphabetic, a mark, a decimal digit, a connector, a joiner. */
+const WORD_CHARACTER = /^[\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}]$/u;
+
+/** The character (code point) that ends at `end` in `text`, or "" at the start. */
+function charBefore(text: string, end: number): string {
+  if (end <= 0) return "";
+  const low = text.charCodeAt(end - 1);
+  const pair = end >= 2 && low >= 0xdc00 && low <= 0xdfff && text.charCodeAt(end - 2) >= 0xd800 &&
+    text.charCodeAt(end - 2) <= 0xdbff;
+  return text.slice(pair ? end - 2 : end - 1, end);
+}
+
+/**
+ * The added tokens one search finds in `text` (the port's leftmost-longest search over `tokens`' keys), as
+ * [piece, its token or undefined for text]; a match of a `single_word` token with a word character (`\\w`) just
+ * before or after it in `text` is text, joined to the text around it, and the search goes on after it.
+ */
+function findAddedTokens(
+  text: string,
+  split: (text: string) => string[],
+  tokens: Map<string, Json>,
+): [string, Json | undefined][] {
+  const out: [string, Json | undefined][] = [];
+  let at = 0;
+  for (const piece of split(text)) {
+    const end = at + piece.length;
+    // A piece of text never equals a key: the search would have matched it.
+    let token = tokens.get(piece);
+    if (token?.single_word === true) {
+      const after = String.fromCodePoint(text.codePointAt(end) ?? 0);
+      const alone = !WORD_CHARACTER.test(charBefore(text, at)) &&
+        (end === text.length || !WORD_CHARACTER.test(after));
+      if (!alone) token = undefined;
+    }
+    const last = out[out.length - 1];
+    if (token === undefined && last !== undefined && last[1] === undefined) last[0] += piece;
+    else out.push([piece, token]);
+    at = end;
+  }
+  return out;
+}
+
+/**
+ * The Rust library takes an added token with `single_word` true only where it is a word of its own: a match with a
+ * word character just before or after it, in the piece of text being searched, stays text (see
+ * `findAddedTokens`); the port matched it inside words too. With such a token, the search for added tokens in the
+ * text is replaced by one that does as the Rust library does and is otherwise the port's: the raw text is searched
+ * for the tokens that are not normalized, then each piece of text between them, normalized, for the normalized
+ * ones (and only those: the port also took a piece of normalized text equal to a raw token's content for that
+ * token, which a dropped match of one would then be), the `lstrip` / `rstrip` of a token trimming the text next
+ * to it, and the rest goes through the pre-tokenizer and the model.
+ */
+function mendSingleWords(port: HfTokenizerPort, addedTokens: unknown[], fail: (msg: string) => never): void {
+  if (!addedTokens.some((t) => isObject(t) && t.single_word === true)) return;
+  const { normalizer, pre_tokenizer: preTokenizer, model } = port;
+  for (const key of ["remove_space", "do_lowercase_and_remove_accent"]) {
+    const value: unknown = Reflect.get(port, key);
+    if (value === true) fail(`${key} true together with a single_word added token is not supported`);
+  }
+  const splitterOf = (field: string): (text: string) => string[] => {
+    const splitter: unknown = Reflect.get(port, field);
+    const split: unknown = isObject(splitter) ? splitter.split : undefined;
+    if (typeof split !== "function") {
+      throw new Error(`the tokenizer port has no ${field} (its version changed)`);
+    }
+    return (text) => split.call(splitter, text);
+  };
+  const splitRaw = splitterOf("splitter_unnormalized");
+  const splitNormalized = splitterOf("splitter_normalized");
+  const raw = new Map<string, Json>();
+  const normalized = new Map<string, Json>();
+  for (const t of addedTokens) {
+    if (!isObject(t) || typeof t.content !== "string") continue;
+    if (t.normalized === true && normalizer !== null) normalized.set(normalizer.normalize(t.content), t);
+    else raw.set(t.content, t);
+  }
+  // The pieces on either side of a token with lstrip / rstrip lose their white space there, as in the port.
+  const strip = (pieces: [string, Json | undefined][]) => {
+    pieces.forEach(([, token], i) => {
+      if (token?.lstrip === true && i > 0) pieces[i - 1][0] = pieces[i - 1][0].trimEnd();
+      if (token?.rstrip === true && i < pieces.length - 1) pieces[i + 1][0] = pieces[i + 1][0].trimStart();
+    });
+    return pieces;
+  };
+  const encodeText = (text: string | null): string[] | null => {
+    if (text === null) return null;
+    return strip(findAddedTokens(text, splitRaw, raw)).flatMap(([piece, token], sectionIndex) => {
+      if (piece.length === 0) return [];
+      if (token !== undefined) return [piece];
+      const normal = normalizer === null ? piece : normalizer.normalize(piece);
+      return strip(findAddedTokens(normal, splitNormalized, normalized)).flatMap(([sub, subToken]) => {
+        if (sub.length === 0) return [];
+        if (subToken !== undefined) return [sub];
+        const words = preTokenizer === null
+          ? [sub]
+          : preTokenizer.pre_tokenize(sub, { section_index: sectionIndex });
+        return model === null ? words : model._call(words);
+      });
+    });
+  };
+  Reflect.set(port, "encode_text", encodeText);
 }
 
 /** The special tokens a post-processor's single-sequence template puts before and after `$A`. */

@@ -29,6 +29,7 @@ const NAMES = [
   "bytelevel_gpt2_class_no_added",
   "bytelevel_named_not_special",
   "sentencepiece_special_dicts",
+  "sentencepiece_single_word",
 ];
 
 type Case = {
@@ -233,17 +234,6 @@ Deno.test("HfTokenizer.fromJson: non-object inputs are refused with the source n
     /tokenizer "x\.json": tokenizer\.json must hold/,
   );
   throws(() => HfTokenizer.fromJson({}, { source: "y.json" }), /tokenizer "y\.json": "model" is missing/);
-});
-
-Deno.test("HfTokenizer.fromJson: an added token with single_word true is refused by its place", async () => {
-  // The port would match it inside words ("wordword" as two of it); transformers only as a word of its own.
-  const json = JSON.parse(await Deno.readTextFile(`${FIXTURES}sentencepiece_added/tokenizer.json`));
-  const at = json.added_tokens.findIndex((t: { content: string }) => t.content === "New York");
-  json.added_tokens[at].single_word = true;
-  throws(
-    () => HfTokenizer.fromJson(json, { source: "z.json" }),
-    new RegExp(`tokenizer "z\\.json": added_tokens\\[${at}\\] \\("New York"\\) has single_word true`),
-  );
 });
 
 Deno.test("HfTokenizer: an unk_token missing from the vocabulary is an error when a character needs it", async () => {
