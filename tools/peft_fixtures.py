@@ -3,6 +3,7 @@
 Writing fixtures (run tools/hf_fixtures.py first: the adapters sit on its tiny Llama and Qwen2 checkpoints):
 
     .venv-tools/bin/python tools/peft_fixtures.py            # rewrites tests/fixtures/adapters/
+    .venv-tools/bin/python tools/peft_fixtures.py --only llama_lm_head   # writes that one fixture alone
 
 For each base in (llama, qwen2) it saves, with PEFT itself, adapters of four kinds into
 tests/fixtures/adapters/<base>_<kind>/ (adapter_config.json + adapter_model.safetensors as PEFT writes them):
@@ -15,6 +16,9 @@ and, for llama only:
   - patterns: rank_pattern and alpha_pattern keys that overlap (a regex, a partial path, a last name, an anchored
               path), so the first key in the file's order that matches decides, as PEFT's get_pattern_key does; the
               keys are given in sorted order, the order PEFT writes them in (and so reads them back);
+  - lm_head:  v_proj and lm_head, whose files PEFT writes with lm_head's base weight
+              ("lm_head.base_layer.weight", as for any targeted embedding layer), moved off the original base's so
+              that the reference shows PEFT loading it over the base;
   - mica:     MiCA (init_lora_weights "mica": B the minor left singular vectors, frozen), A perturbed; its
               expected.safetensors metadata "trainable" lists (as a JSON array) the parameters PEFT trains after
               PeftModel.from_pretrained(base, dir, is_trainable=True), without "base_model.model." and ".default".
@@ -90,9 +94,18 @@ def config_for(kind: str) -> LoraConfig:
         alphas = {r"(?:o|v)_proj": 9, "k_proj": 12, r"self_attn\.k_proj": 3}
         return LoraConfig(r=4, lora_alpha=6, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
                           rank_pattern=dict(sorted(ranks.items())), alpha_pattern=dict(sorted(alphas.items())))
+    if kind == "lm_head":
+        return LoraConfig(r=4, lora_alpha=8, target_modules=["v_proj", "lm_head"])
     if kind == "mica":
         return LoraConfig(r=4, lora_alpha=8, init_lora_weights="mica", target_modules=["q_proj", "v_proj", "up_proj"])
     raise ValueError(kind)
+
+
+BASES = ["llama", "qwen2"]
+KINDS = ["lora", "rslora", "dora", "pissa_2r"]
+# Each fixture's seed: 10 * base index + kind index for the kinds of both bases, then those of llama alone.
+SEEDS = {f"{b}_{k}": 10 * i + j for i, b in enumerate(BASES) for j, k in enumerate(KINDS)}
+SEEDS |= {"llama_mica": 4, "llama_patterns": 5, "llama_lm_head": 6}
 
 
 def write_fixture(base: str, kind: str, seed: int) -> dict:
@@ -111,6 +124,10 @@ def write_fixture(base: str, kind: str, seed: int) -> dict:
         shutil.rmtree(initial)
     else:
         perturb(model, seed, 0.1)
+        if kind == "lm_head":
+            head = model.base_model.model.lm_head.base_layer.weight
+            with torch.no_grad():
+                head.add_(0.05 * torch.randn(head.shape, generator=torch.Generator().manual_seed(seed + 1)))
         model.save_pretrained(out)
     (out / "README.md").unlink(missing_ok=True)
 
@@ -171,15 +188,17 @@ def check(directory: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--check", type=Path, help="check adapters tessera saved under this directory")
+    parser.add_argument("--only", help="write this one fixture (<base>_<kind>) and leave the others")
     args = parser.parse_args()
     if args.check is not None:
         sys.exit(check(args.check))
+    if args.only is not None and args.only not in SEEDS:
+        parser.error(f"--only: no fixture {args.only!r}; the fixtures are {', '.join(SEEDS)}")
     OUT.mkdir(parents=True, exist_ok=True)
-    for i, base in enumerate(["llama", "qwen2"]):
-        for j, kind in enumerate(["lora", "rslora", "dora", "pissa_2r"]):
-            print(base, kind, write_fixture(base, kind, seed=10 * i + j))
-    print("llama mica", write_fixture("llama", "mica", seed=4))
-    print("llama patterns", write_fixture("llama", "patterns", seed=5))
+    for name, seed in SEEDS.items():
+        if args.only is None or name == args.only:
+            base, kind = name.split("_", 1)
+            print(name, write_fixture(base, kind, seed=seed))
 
 
 if __name__ == "__main__":

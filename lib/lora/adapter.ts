@@ -3,10 +3,11 @@
  *
  * - `adapter_model.safetensors`: `base_model.model.<module>.lora_A.weight` `[r, d_in]`,
  *   `base_model.model.<module>.lora_B.weight` `[d_out, r]` and, with DoRA, `base_model.model.<module>.lora_magnitude_vector`
- *   `[d_out]` (float32). For a model with a second naming convention (a Llama-family model answers with
- *   `transformers`' module paths, `model.layers.0.self_attn.q_proj`) `<module>` is that name and rows are in that
- *   convention's layout (queries and keys: rotate-half RoPE), so `PeftModel.from_pretrained` on the original base
- *   gives tessera's logits.
+ *   `[d_out]` (float32); PEFT adds `base_model.model.<module>.base_layer.weight` for a targeted `lm_head` (its base
+ *   weight, which it loads over the base's, and tessera too). For a model with a second naming convention (a
+ *   Llama-family model answers with `transformers`' module paths, `model.layers.0.self_attn.q_proj`) `<module>` is
+ *   that name and rows are in that convention's layout (queries and keys: rotate-half RoPE), so
+ *   `PeftModel.from_pretrained` on the original base gives tessera's logits.
  * - `adapter_config.json`: `peft_type: "LORA"`, `r`, `lora_alpha`, `target_modules`, `use_rslora`, `use_dora`,
  *   `rank_pattern`, `alpha_pattern` (full module paths as keys), `lora_dropout`, `init_lora_weights: true` (the
  *   adapter is data, not an init recipe; `"mica"` for layers whose B stays frozen in training, which PEFT 0.21
@@ -531,7 +532,9 @@ export async function loadAdapter(
   const strip = (k: string) => (k.startsWith(PREFIX) ? k.slice(PREFIX.length) : k);
   const byModule = new Map<string, Map<string, StEntry>>();
   for (const [k, v] of tensors) {
-    const m = /^(.*)\.(lora_A\.weight|lora_B\.weight|lora_magnitude_vector)$/.exec(strip(k));
+    const m = /^(.*)\.(lora_A\.weight|lora_B\.weight|lora_magnitude_vector|base_layer\.weight)$/.exec(
+      strip(k),
+    );
     if (m === null) throw new Error(`adapter "${file}": unexpected tensor "${k}"`);
     const entry = byModule.get(m[1]) ?? new Map<string, StEntry>();
     entry.set(m[2], v);
@@ -642,7 +645,10 @@ export async function loadAdapter(
       const back = byAlias ? aliased.convertRows(path, data, e.shape[1] ?? 1, false) : data;
       return tensor(back, { shape: e.shape, device: dev }) as F32;
     };
-    const baseEntry = bases.get(`${PREFIX}${name}.base_layer.weight`) ?? bases.get(`${name}.weight`);
+    // PEFT writes the base weight of a targeted embedding layer (lm_head) beside its adapter and loads it over the
+    // base's, as it would any base_layer weight the file holds.
+    const baseEntry = parts.get("base_layer.weight") ?? bases.get(`${PREFIX}${name}.base_layer.weight`) ??
+      bases.get(`${name}.weight`);
     if (baseEntry !== undefined && baseEntry.shape.join() !== `${dOut},${dIn}`) {
       throw new Error(
         `adapter: base weight of "${name}" is [${baseEntry.shape}], expected [${dOut}, ${dIn}]`,

@@ -2,7 +2,9 @@
  * Adapters written by PEFT 0.21 itself (tests/fixtures/adapters, from tools/peft_fixtures.py) load into tessera on
  * the same Hugging Face bases: plain LoRA with non-zero B on all seven projections, rsLoRA with rank and alpha
  * patterns, DoRA, PiSSA converted to rank 2r, MiCA, and rank and alpha patterns whose keys overlap (a regex, a
- * partial path, a last name: the first key in the file that matches decides, as in PEFT's get_pattern_key). The adapted logits equal PEFT's within 1e-4 of the largest logit
+ * partial path, a last name: the first key in the file that matches decides, as in PEFT's get_pattern_key), and lm_head
+ * with the base weight PEFT writes beside it (moved off the original's, so that PEFT's logits show it loaded over the
+ * base). The adapted logits equal PEFT's within 1e-4 of the largest logit
  * (float32 on a 2-layer model in another summation order: ~1e-6 expected), and `mergeLora` gives the weights of
  * PEFT's `merge_and_unload` within 1e-5 (in Hugging Face's row layout). Features tessera cannot honour are refused
  * by name.
@@ -28,7 +30,13 @@ const ROOT = new URL("../fixtures/", import.meta.url).pathname;
 
 for (const base of ["llama", "qwen2"]) {
   for (
-    const kind of ["lora", "rslora", "dora", "pissa_2r", ...(base === "llama" ? ["mica", "patterns"] : [])]
+    const kind of [
+      "lora",
+      "rslora",
+      "dora",
+      "pissa_2r",
+      ...(base === "llama" ? ["mica", "patterns", "lm_head"] : []),
+    ]
   ) {
     Deno.test(`PEFT ${base}_${kind}: tessera gives PEFT's logits and merge_and_unload's weights`, async () => {
       const dir = `${ROOT}adapters/${base}_${kind}`;
@@ -43,6 +51,7 @@ for (const base of ["llama", "qwen2"]) {
       if (kind === "dora") ok([...layers.values()].every((l) => l.lora_magnitude_vector !== undefined));
       if (kind === "pissa_2r") ok([...layers.values()].every((l) => l.rank === 8));
       if (kind === "lora") ok([...layers.values()].every((l) => l.dropout === 0.05));
+      if (kind === "lm_head") ok(layers.has("output"), "lm_head (tessera's output) adapted");
       if (kind === "patterns") {
         // PEFT's ranks: the regex key for q and k comes first (layers.1's own q key and q_proj are never reached).
         const ranks = [...layers].map(([p, l]) => `${p.split(".").slice(1).join(".")} ${l.rank}`).join(", ");
