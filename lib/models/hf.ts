@@ -663,6 +663,22 @@ function slidingOf(
     );
   }
   if (d.sliding !== "qwen") {
+    // transformers' Auto classes read a Mistral config that has "layer_types" as Ministral's, with a window on the
+    // "sliding_attention" layers only, while MistralForCausalLM ignores the list and slides every layer: only a
+    // list on which both agree (null, or every layer sliding under a window) is read.
+    const types = json.layer_types;
+    if (
+      types !== undefined && types !== null &&
+      (size === null || !Array.isArray(types) || types.length !== nLayers ||
+        types.some((t) => t !== "sliding_attention"))
+    ) {
+      refuse(
+        "layer_types",
+        `transformers' AutoModelForCausalLM reads it as Ministral's per-layer windows, MistralForCausalLM ` +
+          `ignores it (sliding_window ${JSON.stringify(size)} on every layer); only null or ${nLayers} ` +
+          `"sliding_attention" entries with a sliding_window are read`,
+      );
+    }
     return size === null ? {} : { slidingWindow: size, slidingLayers: Array(nLayers).fill(true) };
   }
   let layers: boolean[];

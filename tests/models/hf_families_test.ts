@@ -217,6 +217,23 @@ Deno.test("HF configs transformers would read differently are refused with the k
       /"max_window_layers" is 1\.5; it must be an integer/,
     ],
     ["qwen2", (c) => (c.attention_bias = false), /attention_bias/],
+    // A Mistral config with layer_types is Ministral's to transformers' Auto classes (a window on the sliding
+    // layers only), and MistralForCausalLM ignores the list: refused where the two differ.
+    [
+      "mistral_sliding",
+      (c) => (c.layer_types = ["sliding_attention", "full_attention"]),
+      /"layer_types" is \["sliding_attention","full_attention"\]; transformers' AutoModelForCausalLM reads it as Ministral's/,
+    ],
+    [
+      "mistral_sliding",
+      (c) => (c.layer_types = ["full_attention", "full_attention"]),
+      /"layer_types" is \["full_attention","full_attention"\]; .*sliding_window 5 on every layer/,
+    ],
+    [
+      "mistral",
+      (c) => (c.layer_types = ["sliding_attention", "sliding_attention"]),
+      /"layer_types" is .*sliding_window null on every layer/,
+    ],
     [
       "qwen3",
       (c) => (c.rope_parameters = { full_attention: { rope_type: "default" } }),
@@ -312,6 +329,13 @@ Deno.test("HF config: legacy spellings and family defaults read as transformers 
     const mm = await fixtureConfig("mistral");
     Object.assign(mm, { sliding_window: 5, use_sliding_window: flag });
     equal(llamaConfigFromHf(mm).slidingWindow, 5, `mistral, use_sliding_window ${flag}`);
+  }
+  // A Mistral layer_types that Ministral reads as Mistral does (null, or every layer sliding under a window).
+  for (const types of [null, ["sliding_attention", "sliding_attention"]]) {
+    const mm = await fixtureConfig("mistral_sliding");
+    mm.layer_types = types;
+    const mc = llamaConfigFromHf(mm);
+    equal(JSON.stringify([mc.slidingWindow, mc.slidingLayers]), "[5,[true,true]]", JSON.stringify(types));
   }
   // Qwen: the window counts only with use_sliding_window (a window covering the whole context is kept, and is
   // full attention); without layer_types the layers from max_window_layers (default 28) on slide.
