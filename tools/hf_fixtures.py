@@ -213,7 +213,28 @@ YARN_FIXTURES = {
     ),
 }
 FIXTURES.update(YARN_FIXTURES)
-SEEDS = {"qwen3_yarn": 100, "qwen2_yarn_legacy": 101, "llama_yarn_attention": 102, "llama_dynamic": 103}
+
+# A pad token: transformers' embedding is nn.Embedding(padding_idx=pad_token_id), so the table's row for it gets no
+# gradient from the lookup. The batch holds the pad token at every fourth position, and expected.safetensors also
+# holds random "targets" (I32 [2, 16]) and the gradient of their mean cross-entropy with respect to the embedding
+# table ("embed_grad", F32 [V, hidden]); tied, so the pad row still gets the classifier's share.
+PAD_FIXTURES = {
+    "llama_pad": (
+        "LlamaConfig",
+        dict(tie_word_embeddings=True, pad_token_id=3, bos_token_id=1, eos_token_id=2),
+        torch.float32,
+        None,
+        None,
+    ),
+}
+FIXTURES.update(PAD_FIXTURES)
+SEEDS = {
+    "qwen3_yarn": 100,
+    "qwen2_yarn_legacy": 101,
+    "llama_yarn_attention": 102,
+    "llama_dynamic": 103,
+    "llama_pad": 104,
+}
 
 
 def randomize(model: torch.nn.Module, seed: int) -> None:
@@ -276,6 +297,18 @@ def write_fixture(name: str, seed: int) -> dict:
     with torch.no_grad():
         logits = ref(input_ids=ids).logits.float()
     tensors = {"input_ids": ids.to(torch.int32).contiguous(), "logits": logits.contiguous()}
+    if name in PAD_FIXTURES:
+        ids[:, ::4] = cfg.pad_token_id
+        targets = torch.randint(0, cfg.vocab_size, (2, 16), generator=g)
+        logits = ref(input_ids=ids).logits.float()
+        torch.nn.functional.cross_entropy(logits.reshape(-1, cfg.vocab_size), targets.reshape(-1)).backward()
+        grad = ref.model.embed_tokens.weight.grad
+        tensors = {
+            "input_ids": ids.to(torch.int32).contiguous(),
+            "logits": logits.detach().contiguous(),
+            "targets": targets.to(torch.int32).contiguous(),
+            "embed_grad": grad.float().contiguous(),
+        }
     metadata = {"transformers": transformers.__version__, "torch": torch.__version__}
     rotary = ref.model.rotary_emb
     if rotary.rope_type in ("yarn", "dynamic"):

@@ -208,7 +208,6 @@ const INERT_KEYS = new Set([
   "_name_or_path",
   "bos_token_id",
   "eos_token_id",
-  "pad_token_id",
   "use_cache",
   "initializer_range",
   "pretraining_tp", // transformers 5 no longer reads it
@@ -261,6 +260,7 @@ const READ_KEYS = new Set([
   "use_sliding_window",
   "max_window_layers",
   "layer_types",
+  "pad_token_id",
 ]);
 
 /** Generation settings some checkpoints keep in config.json; they do not change the model. */
@@ -623,6 +623,21 @@ export function llamaConfigFromHf(json: unknown, source = "config.json"): LlamaC
   const bos = ids("bos_token_id"), eos = ids("eos_token_id");
   if (bos !== undefined) config.bosTokenId = bos[0];
   if (eos !== undefined) config.eosTokenIds = eos;
+  // The embedding's padding_idx: its row gets no gradient from the lookup. torch counts a negative index from the
+  // end of the table, and transformers fails on one outside it.
+  const pad = json.pad_token_id;
+  if (pad !== undefined && pad !== null) {
+    if (
+      typeof pad !== "number" || !Number.isSafeInteger(pad) || pad >= config.vocabSize ||
+      pad < -config.vocabSize
+    ) {
+      refuse(
+        "pad_token_id",
+        `it must be a token id below vocab_size ${config.vocabSize} (or, counted from the end, down to -${config.vocabSize})`,
+      );
+    }
+    config.padTokenId = (pad as number) < 0 ? config.vocabSize + (pad as number) : pad as number;
+  }
   resolveLlamaConfig(config, where);
   return config;
 }
@@ -781,6 +796,7 @@ export function hfConfigFromLlama(config: LlamaConfig): Record<string, unknown> 
   // written when it has none: transformers' generate then stops nowhere, as it did on the checkpoint.
   const eos = c.eosTokenIds;
   if (c.bosTokenId !== undefined) json.bos_token_id = c.bosTokenId;
+  if (c.padTokenId !== undefined) json.pad_token_id = c.padTokenId;
   if (eos !== undefined) json.eos_token_id = eos.length === 1 ? eos[0] : [...eos];
   if (c.family === "qwen3") json.attention_bias = c.qkvBias;
   const layers = c.slidingLayers;

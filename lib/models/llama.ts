@@ -19,6 +19,7 @@ import { checkOptions, opt } from "../options.ts";
 import type { Shape } from "../shape.ts";
 import { arange, tensor, zeros } from "../tensor/creation.ts";
 import { realize, type Tensor } from "../tensor/tensor.ts";
+import { stopGradient } from "../autodiff/grad.ts";
 import { getDefaultDevice } from "../runtime/realize.ts";
 import { type Llama2cConfig, type Llama2cWeight, readLlama2c } from "../io/llama2c.ts";
 import {
@@ -78,6 +79,12 @@ export interface LlamaConfig extends Llama2cConfig {
   /** The checkpoint's `bos_token_id` (kept so that saving writes it back; the model itself does not use it). */
   bosTokenId?: number;
   /**
+   * The checkpoint's `pad_token_id`. As in transformers' models, whose embedding is torch's
+   * `nn.Embedding(padding_idx=pad_token_id)`, the table's row for this token gets no gradient from the lookup (a
+   * shared classifier still trains it); the values computed do not change. Absent: every row trains.
+   */
+  padTokenId?: number;
+  /**
    * The ids at which transformers' `generate` stops for the checkpoint (`generation_config.json`'s
    * `eos_token_id`, else `config.json`'s; see `hfEosTokenIds`), kept so that saving writes them back.
    */
@@ -133,13 +140,17 @@ export interface ForwardCachedOptions {
  */
 export type ResolvedLlamaConfig =
   & Required<
-    Omit<LlamaConfig, "ropeScaling" | "slidingWindow" | "slidingLayers" | "bosTokenId" | "eosTokenIds">
+    Omit<
+      LlamaConfig,
+      "ropeScaling" | "slidingWindow" | "slidingLayers" | "bosTokenId" | "padTokenId" | "eosTokenIds"
+    >
   >
   & {
     ropeScaling?: RopeScaling;
     slidingWindow?: number;
     slidingLayers?: readonly boolean[];
     bosTokenId?: number;
+    padTokenId?: number;
     eosTokenIds?: readonly number[];
   };
 
@@ -238,6 +249,16 @@ export function resolveLlamaConfig(config: LlamaConfig, where = "Llama config"):
       );
     }
     c.bosTokenId = config.bosTokenId;
+  }
+  if (config.padTokenId !== undefined) {
+    if (!isTokenId(config.padTokenId) || config.padTokenId >= c.vocabSize) {
+      throw new RangeError(
+        `${where}: padTokenId must be a token id below vocabSize ${c.vocabSize}, found ${
+          JSON.stringify(config.padTokenId)
+        }`,
+      );
+    }
+    c.padTokenId = config.padTokenId;
   }
   if (config.eosTokenIds !== undefined) {
     if (!Array.isArray(config.eosTokenIds) || !config.eosTokenIds.every(isTokenId)) {
@@ -713,6 +734,18 @@ export class LlamaLM extends Module implements AliasedModule {
   }
 
   /**
+   * The embedding rows of `tokens` `[B, T]`, `[B, T, dim]`. Rows looked up for the config's `padTokenId` pass no
+   * gradient back to the table, as torch's `nn.Embedding(padding_idx)` in transformers' models.
+   */
+  embed(tokens: Tensor<Shape, "i32">): F32 {
+    const rows = this.tok_embeddings.forward(tokens) as F32;
+    const pad = this.#config.padTokenId;
+    if (pad === undefined) return rows;
+    // d(rows)/d(table) is zero at the pad token's positions, and the values are those of the lookup.
+    return tokens.eq(pad).reshape([...tokens.shape, 1]).where(stopGradient(rows), rows) as F32;
+  }
+
+  /**
    * RoPE tables on `device` covering at least positions `0 .. needed−1`: the whole context when it is at most 4096
    * positions, else a power of two (from 4096) that grows when a longer sequence arrives, so a 128k-context model
    * does not build 128k-row tables for short sequences.
@@ -757,7 +790,7 @@ export class LlamaLM extends Module implements AliasedModule {
     }
     const full = this.#ropeTables(tokens.device, t);
     const rope = { cos: full.cos.slice([0, t]), sin: full.sin.slice([0, t]) };
-    let h = this.tok_embeddings.forward(tokens);
+    let h = this.embed(tokens);
     for (const layer of this.layers) h = layer.forward(h, { rope });
     return this.#logits(h);
   }
@@ -862,7 +895,7 @@ export class LlamaLM extends Module implements AliasedModule {
       write: tensor(write, { dtype: "bool", device }) as Tensor<Shape, "bool">,
       source: tensor(source, { dtype: "i32", device }) as Tensor<Shape, "i32">,
     };
-    let h = this.tok_embeddings.forward(tokens) as F32;
+    let h = this.embed(tokens);
     this.layers.forEach((layer, i) => {
       const r = layer.forwardCached(h, step, { k: cache.k[i], v: cache.v[i] });
       cache.set(i, r.k, r.v);

@@ -365,7 +365,7 @@ export class ToyVlm extends Module {
       });
       this.#rope.set(key, rope);
     }
-    const text = this.lm.tok_embeddings.forward(tokens);
+    const text = this.lm.embed(tokens);
     let h = concat([this.embedImages(images), text], 1);
     for (const layer of this.lm.layers) h = layer.forward(h, { rope });
     return h;

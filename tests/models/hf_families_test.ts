@@ -163,6 +163,44 @@ Deno.test("HF tied embeddings with an lm_head stored as well: the stored head wh
 });
 
 /** A valid base config of each family, edited per case. */
+Deno.test("HF pad_token_id: the pad row of the embedding gets transformers' gradient (none from the lookup)", async () => {
+  // llama_pad: pad_token_id 3 at every fourth input position, tied classifier; the reference is the gradient of the
+  // mean cross-entropy with respect to transformers' embedding table (nn.Embedding with padding_idx 3).
+  const model = await loadLlama(`${FIXTURES}llama_pad`, { device: "cpu" });
+  equal(model.config.padTokenId, 3);
+  const { tensors } = await readSafetensors(`${FIXTURES}llama_pad/expected.safetensors`);
+  const shape = tensors.get("input_ids")!.shape;
+  const ids = tensor(toInt32(tensors.get("input_ids")!), { shape, dtype: "i32", device: "cpu" }) as Tensor<
+    Shape,
+    "i32"
+  >;
+  const targets = tensor(toInt32(tensors.get("targets")!), { shape, dtype: "i32", device: "cpu" });
+  const params = Object.fromEntries(namedParameters(model)) as ParamDict;
+  const { value, grads } = valueAndGrad((p: ParamDict) =>
+    functionalCall(model, p, () => model.loss(ids, targets as never))
+  )(params);
+  const logits = await model.forward(ids).data() as Float32Array;
+  ok(relError(logits, toFloat32(tensors.get("logits")!)) < 1e-4, "logits");
+  ok(Number.isFinite(await value.item()));
+  const got = await (grads as Record<string, Tensor>)["tok_embeddings.weight"].data() as Float32Array;
+  const ref = toFloat32(tensors.get("embed_grad")!);
+  // float32 sums in another order over 32 positions: ~1e-6 of the largest entry.
+  const err = relError(got, ref);
+  ok(err < 1e-4, `embedding gradient: relative error ${err.toExponential(2)} above 1e-4`);
+  const dim = model.config.dim;
+  const row = (g: Float32Array) => Math.hypot(...g.subarray(3 * dim, 4 * dim));
+  ok(Math.abs(row(got) - row(ref)) <= 1e-4 * row(ref), `pad row |g| ${row(got)}, transformers ${row(ref)}`);
+  // Saved back as it came; negative ids count from the end of the table (torch's rule); outside it, refused.
+  equal(hfConfigFromLlama(model.config).pad_token_id, 3);
+  const c = await fixtureConfig("llama_pad");
+  c.pad_token_id = -1;
+  equal(llamaConfigFromHf(c).padTokenId, (c.vocab_size as number) - 1);
+  for (const bad of [c.vocab_size, -(c.vocab_size as number) - 1, 2.5, "3", [3]]) {
+    c.pad_token_id = bad;
+    throws(() => llamaConfigFromHf(c), /"pad_token_id" is .*; it must be a token id below vocab_size 256/);
+  }
+});
+
 async function fixtureConfig(name: string): Promise<Record<string, unknown>> {
   return JSON.parse(await Deno.readTextFile(`${FIXTURES}${name}/config.json`));
 }
