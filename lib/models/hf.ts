@@ -581,9 +581,10 @@ export function llamaConfigFromHf(json: unknown, source = "config.json"): LlamaC
   if (typeof eps !== "number" || !(eps > 0) || !Number.isFinite(eps)) {
     refuse("rms_norm_eps", "it must be a positive number");
   }
-  // Llama's, Qwen2's and Mistral's attention take hidden_size / heads when head_dim is null; Qwen3's config refuses
-  // null.
-  const headDim = json.head_dim === undefined || (json.head_dim === null && family !== "qwen3")
+  // Llama's and Mistral's configs take hidden_size / heads when head_dim is null; Qwen3's config refuses null, and
+  // Qwen2's attention fails on it (it reads the key when present, and None ** -0.5 raises).
+  const nullHeadDim = family === "llama" || family === "mistral";
+  const headDim = json.head_dim === undefined || (json.head_dim === null && nullHeadDim)
     ? d.headDim(dim, nHeads)
     : int("head_dim");
   const rope = ropeOf(json, seqLen, where);

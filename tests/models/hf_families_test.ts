@@ -313,7 +313,8 @@ Deno.test("HF config: legacy spellings and family defaults read as transformers 
   equal(qc.headDim, 128);
   equal(qc.nKvHeads, 32);
   // An explicit null: one kv head per query head (Llama, Qwen2, Qwen3; Mistral's config refuses it); head_dim
-  // hidden / heads (not Qwen3, whose config refuses it); rope_theta refused (transformers fails on it).
+  // hidden / heads (not Qwen3, whose config refuses it, nor Qwen2, whose attention fails on it); rope_theta refused
+  // (transformers fails on it).
   for (const family of ["llama", "qwen2", "qwen3"]) {
     const n = await fixtureConfig(family);
     n.num_key_value_heads = null;
@@ -322,6 +323,7 @@ Deno.test("HF config: legacy spellings and family defaults read as transformers 
   const refusedNull: [string, string, RegExp][] = [
     ["mistral", "num_key_value_heads", /"num_key_value_heads" must be a positive integer, found null/],
     ["qwen3", "head_dim", /"head_dim" must be a positive integer, found null/],
+    ["qwen2", "head_dim", /"head_dim" must be a positive integer, found null/],
     ["llama", "rope_theta", /"rope_theta" must be a positive number, found null/],
     ["llama", "max_position_embeddings", /"max_position_embeddings" must be a positive integer, found null/],
     // transformers' config classes refuse these nulls too; read as the defaults they changed the model silently.
