@@ -3,11 +3,12 @@
  *
  * - `adapter_model.safetensors`: `base_model.model.<module>.lora_A.weight` `[r, d_in]`,
  *   `base_model.model.<module>.lora_B.weight` `[d_out, r]` and, with DoRA, `base_model.model.<module>.lora_magnitude_vector`
- *   `[d_out]` (float32); PEFT adds `base_model.model.<module>.base_layer.weight` for a targeted `lm_head` (its base
- *   weight, which it loads over the base's, and tessera too). For a model with a second naming convention (a
- *   Llama-family model answers with `transformers`' module paths, `model.layers.0.self_attn.q_proj`) `<module>` is
- *   that name and rows are in that convention's layout (queries and keys: rotate-half RoPE), so
- *   `PeftModel.from_pretrained` on the original base gives tessera's logits.
+ *   `[d_out]` (float32), and `base_model.model.<module>.base_layer.weight` for a base weight that is not the
+ *   original's (PEFT writes it for a targeted `lm_head`, and loads any such weight over the base's, as tessera
+ *   does). For a model with a second naming convention (a Llama-family model answers with `transformers`'
+ *   module paths, `model.layers.0.self_attn.q_proj`) `<module>` is that name and rows are in that convention's
+ *   layout (queries and keys: rotate-half RoPE), so `PeftModel.from_pretrained` on the original base gives tessera's
+ *   logits.
  * - `adapter_config.json`: `peft_type: "LORA"`, `r`, `lora_alpha`, `target_modules`, `use_rslora`, `use_dora`,
  *   `rank_pattern`, `alpha_pattern` (full module paths as keys), `lora_dropout`, `init_lora_weights: true` (the
  *   adapter is data, not an init recipe; `"mica"` for layers whose B stays frozen in training, which PEFT 0.21
@@ -16,11 +17,12 @@
  * An initialisation that rewrote the base as `W_res = W − s·B₀·A₀` (PiSSA, MiLoRA, OLoRA, CorDA, LoRA-GA, LoRAM) is
  * saved, by default, as the plain LoRA of rank 2r that gives the same weight on the unmodified W:
  * `A' = [A; A₀]`, `B' = [B, −B₀]`, with `lora_alpha` scaled so that the scale stays `s` (2α, or √2·α with rsLoRA),
- * the conversion PEFT documents for PiSSA and OLoRA. A base that is not an offset of W (LoftQ's quantised W) cannot
- * be expressed that way: the adapter corrects that base, so the base is saved beside it in
- * `base_model_weights.safetensors` (keys `<module>.weight` in the model's convention; load it into the base model
- * before the adapter). `{ form: "raw" }` keeps rank r and writes every rewritten base there instead
- * (`base_model.model.<module>.base_layer.weight`), for tessera-to-tessera use.
+ * the conversion PEFT documents for PiSSA and OLoRA. A base that is not an offset of W (LoftQ's quantised W, or a
+ * base weight read from a PEFT file) cannot be expressed that way: the adapter corrects that base, so the base is
+ * saved with it as `base_model.model.<module>.base_layer.weight` in `adapter_model.safetensors`, which PEFT loads
+ * over the original base's. `{ form: "raw" }` keeps rank r and writes every rewritten base, under the same keys, to
+ * `base_model_weights.safetensors` instead, for tessera-to-tessera use. Directories written before keep LoftQ's base
+ * there under `<module>.weight`, and still load.
  *
  * @module
  */
@@ -42,7 +44,10 @@ import { loraLayers } from "./layers.ts";
 
 const PREFIX = "base_model.model.";
 
-/** The files of an adapter directory: {@link saveAdapter} writes them (the base weights removed when not needed). */
+/**
+ * The files of an adapter directory: {@link saveAdapter} writes them (the base weights, which only the raw form
+ * writes, removed when not needed).
+ */
 export const ADAPTER_FILES: Readonly<Record<"model" | "config" | "base", string>> = {
   model: "adapter_model.safetensors",
   config: "adapter_config.json",
@@ -56,7 +61,8 @@ export interface SaveAdapterOptions {
   /** Dropout used in training (`lora_dropout`; default: the layers' own). */
   dropout?: number;
   /**
-   * `"peft"` (default): what PEFT loads onto the original base (offset initialisations as rank-2r LoRA);
+   * `"peft"` (default): what PEFT loads onto the original base (offset initialisations as rank-2r LoRA, other
+   * rewritten bases as `base_layer.weight` tensors of the adapter file);
    * `"raw"`: rank r with every rewritten base in `base_model_weights.safetensors` (tessera only).
    */
   form?: "peft" | "raw";
@@ -198,8 +204,12 @@ export async function saveAdapter(
       a = concat([a, initial.a], 0) as F32;
       b = concat([b, initial.b.neg() as F32], 1) as F32;
     } else if (l.baseRewritten) {
-      const key = form === "raw" ? `${PREFIX}${name}.base_layer.weight` : `${name}.weight`;
-      bases[key] = await rowsOut(asF32(l.base_layer.weight), path, aliased);
+      // PEFT loads a base_layer weight it finds in the adapter file over the base's (as it writes lm_head's).
+      (form === "raw" ? bases : tensors)[`${PREFIX}${name}.base_layer.weight`] = await rowsOut(
+        asF32(l.base_layer.weight),
+        path,
+        aliased,
+      );
     }
     const rank = a.shape[0];
     tensors[`${PREFIX}${name}.lora_A.weight`] = await rowsOut(a, "", undefined);
@@ -646,7 +656,8 @@ export async function loadAdapter(
       return tensor(back, { shape: e.shape, device: dev }) as F32;
     };
     // PEFT writes the base weight of a targeted embedding layer (lm_head) beside its adapter and loads it over the
-    // base's, as it would any base_layer weight the file holds.
+    // base's, as it would any base_layer weight the file holds (saveAdapter writes LoftQ's base so). The raw form
+    // keeps the base in its own file, as did the peft form before (under "<module>.weight").
     const baseEntry = parts.get("base_layer.weight") ?? bases.get(`${PREFIX}${name}.base_layer.weight`) ??
       bases.get(`${name}.weight`);
     if (baseEntry !== undefined && baseEntry.shape.join() !== `${dOut},${dIn}`) {

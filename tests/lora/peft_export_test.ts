@@ -10,7 +10,13 @@
  */
 import { deepEqual, equal, ok, rejects } from "node:assert/strict";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
-import { readSafetensors, toInt32, writeSafetensors } from "../../lib/io/safetensors.ts";
+import {
+  readSafetensors,
+  type StEntry,
+  toFloat32,
+  toInt32,
+  writeSafetensors,
+} from "../../lib/io/safetensors.ts";
 import { loadLlama } from "../../lib/models/load.ts";
 import type { LlamaLM } from "../../lib/models/llama.ts";
 import { attachLora } from "../../lib/init/mod.ts";
@@ -132,11 +138,12 @@ for (const base of ["llama", "qwen2"]) {
   });
 }
 
-Deno.test("saveAdapter raw form keeps rank r and the rewritten base; LoftQ saves its quantised base beside it", async () => {
+Deno.test("saveAdapter raw form keeps rank r and the rewritten base; LoftQ's quantised base goes in the adapter file", async () => {
   const dir = await Deno.makeTempDir();
   const base = `${ROOT}tests/fixtures/models/llama`;
   const { tensors } = await readSafetensors(`${base}/expected.safetensors`);
   const x = tensor(toInt32(tensors.get("input_ids")!), { shape: [2, 16], dtype: "i32" }) as I32;
+  const q = "base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight";
   for (const [init, form] of [["pissa", "raw"], ["loftq", "peft"]] as const) {
     const model = await loadLlama(base);
     await attachLora(model, { targetModules: ["q_proj", "v_proj"], rank: 4, alpha: 8, init });
@@ -144,19 +151,71 @@ Deno.test("saveAdapter raw form keeps rank r and the rewritten base; LoftQ saves
       l.lora_B.weight = l.lora_B.weight.add(0.05) as typeof l.lora_B.weight;
     }
     const want = await model.forward(x).data() as Float32Array;
-    const config = await saveAdapter(`${dir}/${init}`, model, { form, init });
+    const out = `${dir}/${init}`;
+    const config = await saveAdapter(out, model, { form, init });
     equal(config.r, 4);
     equal(config.init_lora_weights, form === "raw" ? init : true);
-    const baseFile = (await readSafetensors(`${dir}/${init}/base_model_weights.safetensors`)).tensors;
-    const key = form === "raw"
-      ? "base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"
-      : "model.layers.0.self_attn.q_proj.weight";
-    ok(baseFile.has(key), [...baseFile.keys()].join());
+    // The raw form keeps the base apart; the peft form puts it where PEFT loads it over the original base's.
+    const adapterFile = (await readSafetensors(`${out}/adapter_model.safetensors`)).tensors;
+    const hasBaseFile = await Deno.stat(`${out}/base_model_weights.safetensors`).then(
+      () => true,
+      () => false,
+    );
+    equal(hasBaseFile, form === "raw");
+    const baseFile = form === "raw"
+      ? (await readSafetensors(`${out}/base_model_weights.safetensors`)).tensors
+      : adapterFile;
+    ok(baseFile.has(q), [...baseFile.keys()].join());
+    equal(adapterFile.has(q), form === "peft");
     const fresh = await loadLlama(base);
-    await loadAdapter(`${dir}/${init}`, fresh);
+    await loadAdapter(out, fresh);
     const err = relError(await fresh.forward(x).data() as Float32Array, want);
     ok(err < 1e-5, `${init} ${form}: ${err}`);
+    if (form === "peft") {
+      // Directories saved before kept LoftQ's base in base_model_weights.safetensors under "<module>.weight".
+      const bases: Record<string, StEntry> = {};
+      const rest: Record<string, StEntry> = {};
+      for (const [k, v] of adapterFile) {
+        const m = /^base_model\.model\.(.*)\.base_layer\.weight$/.exec(k);
+        if (m === null) rest[k] = v;
+        else bases[`${m[1]}.weight`] = v;
+      }
+      equal(Object.keys(bases).length, 4);
+      await writeSafetensors(`${out}/adapter_model.safetensors`, rest);
+      await writeSafetensors(`${out}/base_model_weights.safetensors`, bases);
+      const old = await loadLlama(base);
+      await loadAdapter(out, old);
+      const e = relError(await old.forward(x).data() as Float32Array, want);
+      ok(e < 1e-5, `${init} in the earlier layout: ${e}`);
+    }
   }
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("saveAdapter writes a base weight read from a PEFT file (lm_head) back into the adapter file", async () => {
+  // PEFT's llama_lm_head adapter carries lm_head's base weight, moved off the original base's: an export of it must
+  // carry that weight as PEFT wrote it (it was saved apart, in a file PEFT does not read: 0.26 of the largest logit
+  // off in PEFT), and the export on a fresh original base gives PEFT's logits.
+  const fixture = `${ROOT}tests/fixtures/adapters/llama_lm_head`;
+  const base = `${ROOT}tests/fixtures/models/llama`;
+  const key = "base_model.model.lm_head.base_layer.weight";
+  const theirs = (await readSafetensors(`${fixture}/adapter_model.safetensors`)).tensors;
+  const { tensors: expected } = await readSafetensors(`${fixture}/expected.safetensors`);
+  const x = tensor(toInt32(expected.get("input_ids")!), { shape: [2, 16], dtype: "i32" }) as I32;
+  const model = await loadLlama(base);
+  await loadAdapter(fixture, model);
+  const dir = await Deno.makeTempDir();
+  await saveAdapter(dir, model);
+  const ours = (await readSafetensors(`${dir}/adapter_model.safetensors`)).tensors;
+  ok(ours.has(key), `no ${key} among ${[...ours.keys()].join(", ")}`);
+  deepEqual(ours.get(key)!.shape, theirs.get(key)!.shape);
+  deepEqual(toFloat32(ours.get(key)!), toFloat32(theirs.get(key)!));
+  ok(!(await Deno.stat(`${dir}/base_model_weights.safetensors`).then(() => true, () => false)));
+  const fresh = await loadLlama(base);
+  await loadAdapter(dir, fresh);
+  const err = relError(await fresh.forward(x).data() as Float32Array, toFloat32(expected.get("logits")!));
+  // The tolerance of PEFT's own fixtures (float32 in another summation order: ~1e-6 expected).
+  ok(err < 1e-4, `reloaded export: logits differ from PEFT's by ${err.toExponential(2)}`);
   await Deno.remove(dir, { recursive: true });
 });
 
