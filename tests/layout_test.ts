@@ -13,13 +13,13 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 34_300,
+  lib: 34_400,
   lab: 7_800,
   experiments: 4_600,
   bench: 4_300,
   kernels: 2_400,
   cli: 750,
-  tools: 1_500,
+  tools: 1_600,
   examples: 120,
   tests: 24_100,
 };

@@ -62,6 +62,8 @@ Fixtures:
   `<|im_end|>` (normalized) and on `<|sp|>` (made not normalized, with `lstrip`): each is a token only where no
   word character (`\\w`: letters, marks, decimal digits, `_`) touches it, else text. Its cases add random texts of
   these tokens next to word and other characters (`RANDOM_PIECES`).
+- `bytelevel_split_removed`: the `bytelevel_bos` files with the split regex replaced by a `Split` on the literal
+  (`String`) pattern `" "` with behavior `Removed`: every space is dropped.
 
 Every expected.json also holds the decoding of random id lists (`id_lists`), half of them runs of byte tokens
 where the vocabulary has them, valid UTF-8 or not.
@@ -149,6 +151,9 @@ RANDOM_PIECES = {
         "New York", "<|im_end|>", "<|sp|>", "York", "a", "é", "\u0301", "1", "٣", "²", "_", "‿", "𝔸", "🦀", "日", "-", "!",
     ],
 }
+
+
+RANDOM_PIECES["bytelevel_split_removed"] = ["the", "sea", "café", "日本", "🦀", "42", "!", " ", "  ", "\t", "\n", "<|begin_of_text|>"]
 
 
 def random_texts(name: str, n: int = 60) -> list[str]:
@@ -293,6 +298,7 @@ BUILDERS = {
     "bytelevel_named_not_special": build_bytelevel_bos,
     "sentencepiece_special_dicts": build_sentencepiece_legacy,
     "sentencepiece_single_word": build_sentencepiece_legacy,
+    "bytelevel_split_removed": build_bytelevel_bos,
 }
 
 # Fixtures whose tokenizer_config.json names a class for which transformers builds its own pipeline.
@@ -304,6 +310,16 @@ CLASS_OF = {
 
 # Tokens `sentencepiece_added` adds with `add_tokens` (so `normalized` is true, as that call writes it).
 ADDED = ["<|im_start|>", "<|im_end|>", "New York"]
+
+
+def _split_removed(data: dict) -> None:
+    # A literal (String) pattern whose matches are dropped, before a byte-level step without its own regex.
+    split = {"type": "Split", "pattern": {"String": " "}, "behavior": "Removed", "invert": False}
+    data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [split, data["pre_tokenizer"]["pretokenizers"][1]]}
+
+
+# Fixtures whose tokenizer.json is another's with its pipeline edited.
+PIPELINE_EDITS = {"bytelevel_split_removed": _split_removed}
 
 
 def build(name: str) -> tuple[Tokenizer, dict]:
@@ -359,6 +375,12 @@ def save(name: str, directory: str) -> None:
         _write_json(path, data)
 
 
+    if name in PIPELINE_EDITS:
+        path = os.path.join(directory, "tokenizer.json")
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        PIPELINE_EDITS[name](data)
+        _write_json(path, data)
     if name == "sentencepiece_single_word":
         path = os.path.join(directory, "tokenizer.json")
         with open(path, encoding="utf-8") as f:

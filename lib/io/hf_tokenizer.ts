@@ -175,6 +175,24 @@ function checkComponent(
       );
     }
     if (value.invert === true) fail(`${path}.invert true is not supported`);
+    const pattern = value.pattern;
+    if (isObject(pattern) && typeof pattern.String === "string") {
+      // The port splits "Removed" on a literal pattern as if it were "Isolated" (it wraps the text in a capturing
+      // group, which String.split keeps); the same literal as an escaped regex is read as the Rust library does.
+      return { ...value, pattern: { Regex: escapeRegex(pattern.String) } };
+    }
+    if (behavior === "Removed" && isObject(pattern) && typeof pattern.Regex === "string") {
+      // String.split keeps what a capturing group matched, so those pieces would stay in the text.
+      const group = capturingGroup(pattern.Regex);
+      if (group !== undefined) {
+        fail(
+          `${path}.pattern.Regex ${
+            JSON.stringify(pattern.Regex)
+          } has a capturing group at offset ${group}, ` +
+            `which behavior "Removed" does not support (write it as (?:...))`,
+        );
+      }
+    }
   }
   if (type === "Metaspace" && value.split !== false) {
     // The Rust library splits on the replacement character when `split` is true (its default); the port
@@ -189,6 +207,33 @@ function checkComponent(
     return { type: "Split", pattern: { Regex: pattern }, behavior: "Isolated", invert: false };
   }
   return value;
+}
+
+/** `text` as a regular expression that matches exactly it (in Oniguruma and in JavaScript's `u` mode). */
+function escapeRegex(text: string): string {
+  return text.replace(/[\\^$.*+?()[\]{}|/]/g, "\\$&");
+}
+
+/** Whether what follows `(?` opens a named group (`(?<name>`, `(?P<name>`), not a lookbehind (`(?<=`, `(?<!`). */
+function isNamedGroup(next: string): boolean {
+  return next.startsWith("P<") || (next[0] === "<" && next[1] !== "=" && next[1] !== "!");
+}
+
+/** The offset of the first capturing group `(` of `source` (not escaped, not in a class, named or not), if any. */
+function capturingGroup(source: string): number | undefined {
+  let inClass = 0;
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i];
+    if (c === "\\") i++;
+    else if (c === "[") inClass++;
+    else if (c === "]" && inClass > 0) inClass--;
+    else if (
+      c === "(" && inClass === 0 && (source[i + 1] !== "?" || isNamedGroup(source.slice(i + 2, i + 4)))
+    ) {
+      return i;
+    }
+  }
+  return undefined;
 }
 
 const PREPEND_SCHEMES = ["always", "first", "never"];

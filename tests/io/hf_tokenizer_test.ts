@@ -30,6 +30,7 @@ const NAMES = [
   "bytelevel_named_not_special",
   "sentencepiece_special_dicts",
   "sentencepiece_single_word",
+  "bytelevel_split_removed",
 ];
 
 type Case = {
@@ -437,4 +438,19 @@ Deno.test("HfTokenizer.fromJson: a special token written as an object without __
   // Without the map, the config's <s> is BOS again.
   const noMap = HfTokenizer.fromJson(file, { config });
   equal(noMap.bosId, 1);
+});
+
+Deno.test("HfTokenizer.fromJson: a Removed Split whose regex has a capturing group is refused by its offset", async () => {
+  const file = JSON.parse(await Deno.readTextFile(`${FIXTURES}bytelevel_split_removed/tokenizer.json`));
+  for (const [regex, offset] of [["a|(\\d)", 2], ["[(](?<n>x)", 3]] as const) {
+    file.pre_tokenizer.pretokenizers[0].pattern = { Regex: regex };
+    throws(() => HfTokenizer.fromJson(file), (err: Error) =>
+      err.message.includes(
+        `pre_tokenizer.pretokenizers[0].pattern.Regex ${
+          JSON.stringify(regex)
+        } has a capturing group at offset ${offset}`,
+      ));
+  }
+  file.pre_tokenizer.pretokenizers[0].pattern = { Regex: "(?:\\d)|(?<=a)b|[(]" };
+  HfTokenizer.fromJson(file);
 });
