@@ -64,6 +64,8 @@ Fixtures:
   these tokens next to word and other characters (`RANDOM_PIECES`).
 - `bytelevel_split_removed`: the `bytelevel_bos` files with the split regex replaced by a `Split` on the literal
   (`String`) pattern `" "` with behavior `Removed`: every space is dropped.
+- `bytelevel_replace_dollar`: the `bytelevel_bos` files with a `Replace` normalizer whose content `"$1$&"` is
+  literal text (tokenizers does not expand `$` references).
 
 Every expected.json also holds the decoding of random id lists (`id_lists`), half of them runs of byte tokens
 where the vocabulary has them, valid UTF-8 or not.
@@ -154,6 +156,7 @@ RANDOM_PIECES = {
 
 
 RANDOM_PIECES["bytelevel_split_removed"] = ["the", "sea", "café", "日本", "🦀", "42", "!", " ", "  ", "\t", "\n", "<|begin_of_text|>"]
+RANDOM_PIECES["bytelevel_replace_dollar"] = ["the", "sea", "café", "oo", "o", "$1", "$&", "$$", " ", "!", "7"]
 
 
 def random_texts(name: str, n: int = 60) -> list[str]:
@@ -299,6 +302,7 @@ BUILDERS = {
     "sentencepiece_special_dicts": build_sentencepiece_legacy,
     "sentencepiece_single_word": build_sentencepiece_legacy,
     "bytelevel_split_removed": build_bytelevel_bos,
+    "bytelevel_replace_dollar": build_bytelevel_bos,
 }
 
 # Fixtures whose tokenizer_config.json names a class for which transformers builds its own pipeline.
@@ -318,8 +322,13 @@ def _split_removed(data: dict) -> None:
     data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [split, data["pre_tokenizer"]["pretokenizers"][1]]}
 
 
+def _replace_dollar(data: dict) -> None:
+    # Replace contents are literal text in tokenizers: "$1" and "$&" are not references to the match.
+    data["normalizer"] = {"type": "Replace", "pattern": {"Regex": "(o)"}, "content": "$1$&"}
+
+
 # Fixtures whose tokenizer.json is another's with its pipeline edited.
-PIPELINE_EDITS = {"bytelevel_split_removed": _split_removed}
+PIPELINE_EDITS = {"bytelevel_split_removed": _split_removed, "bytelevel_replace_dollar": _replace_dollar}
 
 
 def build(name: str) -> tuple[Tokenizer, dict]:

@@ -194,6 +194,11 @@ function checkComponent(
       }
     }
   }
+  if (type === "Replace" && typeof value.content === "string") {
+    // The Rust library inserts the content as it is written; the port hands it to String.replaceAll, which reads
+    // "$1", "$&" and "$$" in it as references. Doubling every "$" makes each stand for itself.
+    return { ...value, content: value.content.replaceAll("$", "$$$$") };
+  }
   if (type === "Metaspace" && value.split !== false) {
     // The Rust library splits on the replacement character when `split` is true (its default); the port
     // never splits.

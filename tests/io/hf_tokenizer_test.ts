@@ -31,6 +31,7 @@ const NAMES = [
   "sentencepiece_special_dicts",
   "sentencepiece_single_word",
   "bytelevel_split_removed",
+  "bytelevel_replace_dollar",
 ];
 
 type Case = {
