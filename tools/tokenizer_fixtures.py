@@ -66,6 +66,8 @@ Fixtures:
   (`String`) pattern `" "` with behavior `Removed`: every space is dropped.
 - `bytelevel_replace_dollar`: the `bytelevel_bos` files with a `Replace` normalizer whose content `"$1$&"` is
   literal text (tokenizers does not expand `$` references).
+- `bytelevel_template_ids`: the `bytelevel_bos` files with the template's `<|begin_of_text|>` entry in
+  `special_tokens` listing two tokens and ids (BOS then EOS): the template adds both.
 
 Every expected.json also holds the decoding of random id lists (`id_lists`), half of them runs of byte tokens
 where the vocabulary has them, valid UTF-8 or not.
@@ -303,6 +305,7 @@ BUILDERS = {
     "sentencepiece_single_word": build_sentencepiece_legacy,
     "bytelevel_split_removed": build_bytelevel_bos,
     "bytelevel_replace_dollar": build_bytelevel_bos,
+    "bytelevel_template_ids": build_bytelevel_bos,
 }
 
 # Fixtures whose tokenizer_config.json names a class for which transformers builds its own pipeline.
@@ -327,8 +330,18 @@ def _replace_dollar(data: dict) -> None:
     data["normalizer"] = {"type": "Replace", "pattern": {"Regex": "(o)"}, "content": "$1$&"}
 
 
+def _template_ids(data: dict) -> None:
+    # A template special token that stands for two ids, as its special_tokens entry lists them.
+    template = [p for p in data["post_processor"]["processors"] if p["type"] == "TemplateProcessing"][0]
+    entry = template["special_tokens"]["<|begin_of_text|>"]
+    ids = {t["content"]: t["id"] for t in data["added_tokens"]}
+    entry["tokens"] = ["<|begin_of_text|>", "<|end_of_text|>"]
+    entry["ids"] = [ids["<|begin_of_text|>"], ids["<|end_of_text|>"]]
+
+
 # Fixtures whose tokenizer.json is another's with its pipeline edited.
-PIPELINE_EDITS = {"bytelevel_split_removed": _split_removed, "bytelevel_replace_dollar": _replace_dollar}
+PIPELINE_EDITS = {"bytelevel_split_removed": _split_removed, "bytelevel_replace_dollar": _replace_dollar,
+                  "bytelevel_template_ids": _template_ids}
 
 
 def build(name: str) -> tuple[Tokenizer, dict]:

@@ -199,6 +199,7 @@ function checkComponent(
     // "$1", "$&" and "$$" in it as references. Doubling every "$" makes each stand for itself.
     return { ...value, content: value.content.replaceAll("$", "$$$$") };
   }
+  if (type === "TemplateProcessing") return expandTemplate(value, path, fail);
   if (type === "Metaspace" && value.split !== false) {
     // The Rust library splits on the replacement character when `split` is true (its default); the port
     // never splits.
@@ -212,6 +213,61 @@ function checkComponent(
     return { type: "Split", pattern: { Regex: pattern }, behavior: "Isolated", invert: false };
   }
   return value;
+}
+
+/**
+ * A `TemplateProcessing` whose special-token items are spelled out one per token: the Rust library adds the ids
+ * its `special_tokens` entry lists (one or more), the port the id of the item's name alone. Each listed token
+ * then stands for its id, which {@link checkTemplateIds} checks against the vocabulary.
+ */
+function expandTemplate(value: Json, path: string, fail: (msg: string) => never): Json {
+  const specials = isObject(value.special_tokens) ? value.special_tokens : {};
+  const expand = (key: string) => {
+    const items = value[key];
+    if (!Array.isArray(items)) return items;
+    return items.flatMap((item) => {
+      const special = isObject(item) ? item.SpecialToken : undefined;
+      if (!isObject(special)) return [item];
+      const name = String(special.id);
+      const entry = Object.hasOwn(specials, name) ? specials[name] : undefined;
+      if (!isObject(entry) || !Array.isArray(entry.tokens) || !Array.isArray(entry.ids)) {
+        fail(`${path}.${key} names special token ${JSON.stringify(name)}, which special_tokens lacks`);
+      }
+      if (entry.tokens.length !== entry.ids.length) {
+        fail(
+          `${path}.special_tokens[${
+            JSON.stringify(name)
+          }] has ${entry.ids.length} ids but ${entry.tokens.length} tokens`,
+        );
+      }
+      return entry.tokens.map((token) => ({ SpecialToken: { ...special, id: token } }));
+    });
+  };
+  return { ...value, single: expand("single"), pair: expand("pair") };
+}
+
+/** Every token a template's `special_tokens` lists must be the id listed beside it, as the port reads it so. */
+function checkTemplateIds(processor: unknown, port: HfTokenizerPort, fail: (msg: string) => never): void {
+  if (!isObject(processor)) return;
+  if (processor.type === "Sequence" && Array.isArray(processor.processors)) {
+    for (const p of processor.processors) checkTemplateIds(p, port, fail);
+  }
+  if (processor.type !== "TemplateProcessing" || !isObject(processor.special_tokens)) return;
+  for (const [name, entry] of Object.entries(processor.special_tokens)) {
+    if (!isObject(entry) || !Array.isArray(entry.tokens) || !Array.isArray(entry.ids)) continue;
+    entry.tokens.forEach((token, k) => {
+      const id = port.token_to_id(String(token));
+      if (id !== (entry.ids as unknown[])[k]) {
+        fail(
+          `post_processor special_tokens[${JSON.stringify(name)}] gives token ${
+            JSON.stringify(token)
+          } the id ${JSON.stringify((entry.ids as unknown[])[k])}, but the vocabulary has ${
+            id ?? "no such token"
+          }`,
+        );
+      }
+    });
+  }
 }
 
 /** `text` as a regular expression that matches exactly it (in Oniguruma and in JavaScript's `u` mode). */
@@ -565,6 +621,7 @@ export class HfTokenizer implements TextTokenizer {
     } catch (err) {
       fail(err instanceof Error ? err.message : String(err));
     }
+    checkTemplateIds(checked.post_processor, port!, fail);
     const byteIds = mendDecoding(port!, addedTokens);
     mendNormalizedMatches(port!, addedTokens);
     mendSingleWords(port!, addedTokens, fail);

@@ -32,6 +32,7 @@ const NAMES = [
   "sentencepiece_single_word",
   "bytelevel_split_removed",
   "bytelevel_replace_dollar",
+  "bytelevel_template_ids",
 ];
 
 type Case = {
@@ -454,4 +455,15 @@ Deno.test("HfTokenizer.fromJson: a Removed Split whose regex has a capturing gro
   }
   file.pre_tokenizer.pretokenizers[0].pattern = { Regex: "(?:\\d)|(?<=a)b|[(]" };
   HfTokenizer.fromJson(file);
+});
+
+Deno.test("HfTokenizer.fromJson: a template special token whose listed id is not the vocabulary's is refused", async () => {
+  const file = JSON.parse(await Deno.readTextFile(`${FIXTURES}bytelevel_template_ids/tokenizer.json`));
+  const template = file.post_processor.processors.find((p: { type: string }) =>
+    p.type === "TemplateProcessing"
+  );
+  template.special_tokens["<|begin_of_text|>"].ids = [0, 7];
+  throws(() => HfTokenizer.fromJson(file), /"<\|end_of_text\|>" the id 7, but the vocabulary has 1/);
+  template.special_tokens["<|begin_of_text|>"].ids = [0];
+  throws(() => HfTokenizer.fromJson(file), /has 1 ids but 2 tokens/);
 });
