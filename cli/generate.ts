@@ -13,13 +13,17 @@
  * or a list) of its `generation_config.json`, or of its `config.json` when it has no such file (none when neither
  * names one; the tokenizer's BOS and EOS do not stop it); and for a llama2.c model at the tokenizer's BOS or EOS
  * (`run.c` stops at BOS, which its stories are separated by). The stop token is not printed. It also stops when the
- * context is full.
+ * context is full. The directory's generation settings (`generation_config.json`, else `config.json`) are read as
+ * transformers' `generate` reads them: `repetition_penalty` applies; a setting tessera does not implement (beams,
+ * n-gram bans, suppressed or forced tokens, ...) is refused by file, key and value; `do_sample` and its sampling
+ * keys, and `max_new_tokens` / `max_length`, give way to `--temperature`, `--top-p` and `--steps`, and the command
+ * says so on stderr when the file sets them.
  *
  * @module
  */
 import { z } from "../deps.ts";
 import { checkTokenizerFits, loadTokenizer, modelTokenizerPath } from "../lib/io/load_tokenizer.ts";
-import { loadLlama, modelEosTokenIds } from "../lib/models/load.ts";
+import { loadLlama, modelEosTokenIds, modelGenerationSettings } from "../lib/models/load.ts";
 import { generate } from "../lib/models/sample.ts";
 import { deviceLine, resolveDevice } from "../lib/runtime/realize.ts";
 import { DEVICE_CHOICES } from "../lib/runtime/device.ts";
@@ -96,6 +100,22 @@ export async function runGenerate(
     );
   }
   const notes: string[] = [];
+  const settings = await modelGenerationSettings(cfg.model);
+  if (settings?.sampling) {
+    notes.push(
+      `"${settings.path}" asks for sampling (${describe(settings.sampling)}); this command's --temperature ` +
+        `${cfg.temperature} and --top-p ${cfg.topP} decide instead${
+          cfg.temperature === 0 ? " (greedy)" : ""
+        }`,
+    );
+  }
+  if (settings?.length) {
+    notes.push(
+      `"${settings.path}" sets ${
+        describe(settings.length)
+      }; this command's --steps ${cfg.steps} decides instead`,
+    );
+  }
   const room = model.config.seqLen - promptTokens.length + 1;
   if (cfg.steps > room && room > 0) {
     notes.push(
@@ -127,6 +147,7 @@ export async function runGenerate(
     steps: cfg.steps,
     temperature: cfg.temperature,
     topP: cfg.topP,
+    repetitionPenalty: settings?.repetitionPenalty ?? 1,
     seed: cfg.seed,
     stop,
     onToken: emit,
@@ -136,6 +157,11 @@ export async function runGenerate(
   text += rest;
   if (rest.length > 0) write(rest);
   return { text, tokens, promptTokens, seconds, adapter, notes };
+}
+
+/** `key value, key value` of a settings object. */
+function describe(keys: Record<string, unknown>): string {
+  return Object.entries(keys).map(([k, v]) => `${k} ${JSON.stringify(v)}`).join(", ");
 }
 
 if (import.meta.main) {

@@ -11,6 +11,7 @@ Set-up, once (the venv stays out of git):
 Run from the repository root:
     .venv-tools/bin/python tools/hf_fixtures.py            # rewrites tests/fixtures/models/
     .venv-tools/bin/python tools/hf_fixtures.py generate   # rewrites only generate_stops.json
+    .venv-tools/bin/python tools/hf_fixtures.py generate_settings   # rewrites only generate_settings.json
 
 Reference logits are computed in float32 (a bf16 checkpoint is read with dtype=float32, which widens its values
 exactly), so they are the exact function of the stored weights.
@@ -385,9 +386,51 @@ def write_generate_stops() -> None:
     print("generate_stops", json.dumps([(r["name"], len(r["generated"])) for r in records]))
 
 
+# Generation settings transformers' greedy generate applies (a separate block, writing generate_settings.json):
+# repetition_penalty from generation_config.json, or from config.json when there is no such file; sampling keys
+# under do_sample false change nothing.
+SETTINGS_CASES = [
+    ("generation_config_penalty", {"eos_token_id": None, "repetition_penalty": 1.3}, None),
+    ("generation_config_penalty_below_one", {"eos_token_id": None, "repetition_penalty": 0.7}, None),
+    ("generation_config_greedy_sampling_keys",
+     {"eos_token_id": None, "do_sample": False, "temperature": 0.3, "top_k": 5, "top_p": 0.5,
+      "repetition_penalty": 1.2}, None),
+    ("config_penalty", None, {"repetition_penalty": 1.5, "eos_token_id": None}),
+]
+
+
+def write_generate_settings() -> None:
+    src = OUT / "llama"
+    tok = transformers.AutoTokenizer.from_pretrained(src)
+    prompt = tok(GENERATE_PROMPT, return_tensors="pt").input_ids
+    records = []
+    for name, generation, config_keys in SETTINGS_CASES:
+        d = Path("/tmp") / f"tessera_generate_{name}"
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(src, d)
+        if generation is not None:
+            (d / "generation_config.json").write_text(json.dumps(generation) + "\n")
+        if config_keys is not None:
+            cfg = json.loads((d / "config.json").read_text())
+            (d / "config.json").write_text(json.dumps({**cfg, **config_keys}, indent=2) + "\n")
+        model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+        with torch.no_grad():
+            out = model.generate(prompt, max_new_tokens=GENERATE_STEPS, pad_token_id=0)
+        shutil.rmtree(d)
+        records.append({"name": name, "generation_config": generation, "config": config_keys,
+                        "generated": out[0, prompt.shape[1]:].tolist()})
+    fixture = {"transformers": transformers.__version__, "model": "llama", "prompt": GENERATE_PROMPT,
+               "prompt_ids": prompt[0].tolist(), "steps": GENERATE_STEPS, "cases": records}
+    (OUT / "generate_settings.json").write_text(json.dumps(fixture, indent=1) + "\n")
+    print("generate_settings", json.dumps([(r["name"], r["generated"][:10]) for r in records]))
+
+
 def main() -> None:
     if sys.argv[1:] == ["generate"]:
         write_generate_stops()
+        return
+    if sys.argv[1:] == ["generate_settings"]:
+        write_generate_settings()
         return
     OUT.mkdir(parents=True, exist_ok=True)
     summary = {}
@@ -404,6 +447,7 @@ def main() -> None:
         " generation_config.json or config.json.\n"
     )
     write_generate_stops()
+    write_generate_settings()
 
 
 if __name__ == "__main__":

@@ -141,6 +141,109 @@ async function generationEosTokenIds(dir: string): Promise<number[] | undefined>
   return has ? await eosTokenIdsIn(path, "generation config") : undefined;
 }
 
+/** What transformers' `generate` takes from a checkpoint's generation settings, as {@link hfGenerationSettings} reads them. */
+export interface HfGenerationSettings {
+  /** The file the settings were read from (`generation_config.json`, else `config.json`). */
+  path: string;
+  /** `repetition_penalty` (1: none). */
+  repetitionPenalty: number;
+  /** The sampling keys when the file has `do_sample` true (transformers then samples), else undefined. */
+  sampling?: Record<string, unknown>;
+  /** The `max_new_tokens` / `max_length` the file names, if any. */
+  length?: Record<string, unknown>;
+}
+
+/**
+ * Generation keys that change what transformers' `generate` returns for one sequence and that tessera does not
+ * implement, with the values that leave it unchanged (transformers' defaults). A value outside the list is refused.
+ */
+const UNSUPPORTED_GENERATION: Record<string, readonly unknown[]> = {
+  num_beams: [null, 1],
+  num_beam_groups: [null, 1],
+  num_return_sequences: [null, 1],
+  penalty_alpha: [null],
+  guidance_scale: [null, 1],
+  no_repeat_ngram_size: [null, 0],
+  encoder_no_repeat_ngram_size: [null, 0],
+  encoder_repetition_penalty: [null, 1],
+  min_length: [null, 0],
+  min_new_tokens: [null, 0],
+  bad_words_ids: [null],
+  suppress_tokens: [null],
+  begin_suppress_tokens: [null],
+  forced_bos_token_id: [null],
+  forced_eos_token_id: [null],
+  sequence_bias: [null],
+  exponential_decay_length_penalty: [null],
+  stop_strings: [null],
+  watermarking_config: [null],
+  dola_layers: [null],
+  max_time: [null],
+};
+
+/**
+ * The generation settings transformers' `generate` reads for the checkpoint in `dir`: those of
+ * `generation_config.json` when the directory has that file, else the generation keys of `config.json` (as for
+ * {@link hfEosTokenIds}). `repetition_penalty` is read (a number > 0); a key of `UNSUPPORTED_GENERATION` with a
+ * value other than its default is refused with the file, key and value, as is `repetition_penalty` that is not a
+ * positive number. The sampling keys (`do_sample` true and its temperature, top_k, top_p, ...) and the lengths
+ * are returned for the caller, whose own settings decide them.
+ *
+ * @example
+ * ```ts
+ * import { hfGenerationSettings } from "./hf.ts";
+ * await hfGenerationSettings("tests/fixtures/models/llama"); // { path: ".../config.json", repetitionPenalty: 1 }
+ * ```
+ */
+export async function hfGenerationSettings(dir: string): Promise<HfGenerationSettings> {
+  const own = `${dir}/generation_config.json`;
+  const has = await Deno.stat(own).then((s) => s.isFile, () => false);
+  const path = has ? own : `${dir}/config.json`;
+  const json = await readJson(path, has ? "generation config" : "Hugging Face config");
+  if (!isRecord(json)) throw new Error(`"${path}" must hold a JSON object`);
+  for (const [key, defaults] of Object.entries(UNSUPPORTED_GENERATION)) {
+    const value = json[key] ?? null;
+    const empty = Array.isArray(value) && value.length === 0 &&
+      (key === "suppress_tokens" || key.startsWith("begin"));
+    if (!empty && !defaults.includes(value)) {
+      throw new Error(
+        `"${path}": ${key} ${JSON.stringify(value)} is not supported (generation here supports only ${
+          defaults.map((d) => JSON.stringify(d)).join(" or ")
+        } for it), so transformers' generate would give another result`,
+      );
+    }
+  }
+  const penalty = json.repetition_penalty ?? 1;
+  if (typeof penalty !== "number" || !(penalty > 0) || !Number.isFinite(penalty)) {
+    throw new Error(
+      `"${path}": repetition_penalty must be a number > 0, got ${JSON.stringify(json.repetition_penalty)}`,
+    );
+  }
+  const pick = (keys: string[]) =>
+    Object.fromEntries(
+      keys.filter((k) => json[k] !== undefined && json[k] !== null).map((k) => [k, json[k]]),
+    );
+  const sampling = json.do_sample === true
+    ? pick([
+      "do_sample",
+      "temperature",
+      "top_k",
+      "top_p",
+      "min_p",
+      "typical_p",
+      "epsilon_cutoff",
+      "eta_cutoff",
+    ])
+    : undefined;
+  const length = pick(["max_new_tokens", "max_length"]);
+  return {
+    path,
+    repetitionPenalty: penalty,
+    ...(sampling ? { sampling } : {}),
+    ...(Object.keys(length).length > 0 ? { length } : {}),
+  };
+}
+
 /** The `eos_token_id` of the JSON file `path` as a list ([] when absent or null); anything else is refused. */
 async function eosTokenIdsIn(path: string, what: string): Promise<number[]> {
   const json = await readJson(path, what);

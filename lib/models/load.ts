@@ -5,7 +5,7 @@
  */
 import { checkFinite } from "../nn/finite.ts";
 import { namedParameters } from "../nn/module.ts";
-import { hfEosTokenIds, loadHf } from "./hf.ts";
+import { hfEosTokenIds, type HfGenerationSettings, hfGenerationSettings, loadHf } from "./hf.ts";
 import { LlamaLM, type LlamaLoadOptions } from "./llama.ts";
 
 /**
@@ -65,4 +65,19 @@ function hfDirOf(path: string, info: Deno.FileInfo): string | undefined {
 export async function modelEosTokenIds(path: string): Promise<number[] | undefined> {
   const dir = hfDirOf(path, await Deno.stat(path));
   return dir === undefined ? undefined : await hfEosTokenIds(dir);
+}
+
+/**
+ * The generation settings transformers' `generate` reads for the model at `path` (see {@link hfGenerationSettings}):
+ * `undefined` for a llama2.c file, which has none.
+ *
+ * @example
+ * ```ts
+ * import { modelGenerationSettings } from "./load.ts";
+ * (await modelGenerationSettings("tests/fixtures/models/llama"))?.repetitionPenalty; // 1
+ * ```
+ */
+export async function modelGenerationSettings(path: string): Promise<HfGenerationSettings | undefined> {
+  const dir = hfDirOf(path, await Deno.stat(path));
+  return dir === undefined ? undefined : await hfGenerationSettings(dir);
 }

@@ -42,12 +42,14 @@ export {
   type HfCheckpoint,
   hfConfigFromLlama,
   hfEosTokenIds,
+  type HfGenerationSettings,
+  hfGenerationSettings,
   llamaConfigFromHf,
   loadHf,
   readHf,
   saveHf,
 } from "./hf.ts";
-export { loadLlama, modelEosTokenIds } from "./load.ts";
+export { loadLlama, modelEosTokenIds, modelGenerationSettings } from "./load.ts";
 export { argmax, generate, type GenerateOptions, sampleToken, type SampleTokenOptions } from "./sample.ts";
 
 // Types from other areas that the API above refers to.

@@ -18,6 +18,7 @@ const GENERATE_OPTIONS = z.object({
   temperature: opt.nonNegative().optional(),
   seed: opt.seed().optional(),
   topP: z.number().gt(0).max(1).optional(),
+  repetitionPenalty: opt.positive().optional(),
   stop: z.array(opt.index()).optional(),
   onToken: opt.fn().optional(),
 }).strict();
@@ -32,6 +33,11 @@ export interface GenerateOptions {
   seed?: number;
   /** Nucleus sampling: sample among the most likely tokens whose probabilities sum to at least `topP` (default 1). */
   topP?: number;
+  /**
+   * transformers' `repetition_penalty` (default 1: none): before each choice, the logit of every token already in
+   * the prompt or the output is divided by it where positive and multiplied by it where negative.
+   */
+  repetitionPenalty?: number;
   /** Token ids that end the generation; the stop token itself is not returned (default: none). */
   stop?: readonly number[];
   /** Called with each generated token as soon as it is known (for streaming). */
@@ -176,6 +182,9 @@ export async function generate(
   // Validates temperature and topP before any GPU work.
   sampleToken([0], { temperature, topP, u: 0 });
   const stop = new Set(options.stop ?? []);
+  // torch computes in float32, the penalty rounded to it.
+  const penalty = Math.fround(options.repetitionPenalty ?? 1);
+  const seen = new Set(promptTokens);
   const out: number[] = [];
   const budget = Math.min(steps, seqLen - promptTokens.length + 1);
   if (budget <= 0) return out;
@@ -192,9 +201,14 @@ export async function generate(
     await cache.realize(logits);
     const row = await logits.data() as Float32Array;
     logits.dispose();
+    if (penalty !== 1) {
+      // As transformers' RepetitionPenaltyLogitsProcessor, in float32: each id seen counts once.
+      for (const id of seen) row[id] = row[id] < 0 ? row[id] * penalty : row[id] / penalty;
+    }
     const next = sampleToken(row, { temperature, topP, u: randUniform(seed32(seed, "generate"), i) });
     if (stop.has(next)) break;
     out.push(next);
+    seen.add(next);
     options.onToken?.(next);
     if (i + 1 < budget) input = tensor(Int32Array.of(next), { shape: [1, 1], dtype: "i32", device });
   }

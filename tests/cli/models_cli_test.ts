@@ -355,3 +355,65 @@ Deno.test("generate command: stops at the EOS ids transformers' generate reads (
   );
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("generate command: applies repetition_penalty, refuses settings it does not implement, says what its flags override", async () => {
+  // Golden continuations from transformers (tools/hf_fixtures.py generate_settings, generate_settings.json):
+  // repetition_penalty from generation_config.json, or from config.json without it; sampling keys under
+  // do_sample false change nothing.
+  const src = new URL("../fixtures/models/", import.meta.url).pathname;
+  const golden = JSON.parse(await Deno.readTextFile(`${src}generate_settings.json`));
+  const copy = async (generation: unknown, configKeys: Record<string, unknown> | null) => {
+    const dir = await Deno.makeTempDir();
+    for (const file of ["model.safetensors", "tokenizer.json", "tokenizer_config.json", "config.json"]) {
+      await Deno.copyFile(`${src}${golden.model}/${file}`, `${dir}/${file}`);
+    }
+    if (generation !== null) {
+      await Deno.writeTextFile(`${dir}/generation_config.json`, JSON.stringify(generation));
+    }
+    if (configKeys !== null) {
+      const config = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+      await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify({ ...config, ...configKeys }));
+    }
+    return dir;
+  };
+  const args = (
+    dir: string,
+  ) => ["--model", dir, "--prompt", golden.prompt, "--steps", String(golden.steps), "--device", "cpu"];
+  for (const c of golden.cases) {
+    const dir = await copy(c.generation_config, c.config);
+    const run = await runGenerate(args(dir));
+    deepEqual(run.tokens, c.generated, c.name);
+    await Deno.remove(dir, { recursive: true });
+  }
+  // A setting that changes transformers' result and is not implemented is refused by file, key and value.
+  for (
+    const [key, value] of [["num_beams", 3], ["no_repeat_ngram_size", 2], ["suppress_tokens", [5]], [
+      "guidance_scale",
+      1.5,
+    ], ["repetition_penalty", 0]] as const
+  ) {
+    const dir = await copy({ [key]: value }, null);
+    const err = await runGenerate(args(dir)).then(() => null, (e) => e);
+    ok(
+      String(err).includes(`generation_config.json": ${key} ${JSON.stringify(value)}`) ||
+        String(err).includes(`generation_config.json": ${key} must be a number > 0, got ${value}`),
+      `${key}: ${err}`,
+    );
+    await Deno.remove(dir, { recursive: true });
+  }
+  // Sampling and length keys give way to the flags, and the command says so.
+  const dir = await copy({ do_sample: true, temperature: 0.6, max_new_tokens: 5 }, null);
+  const run = await runGenerate(args(dir));
+  deepEqual(run.tokens.length, golden.steps);
+  ok(
+    run.notes.some((n) =>
+      /asks for sampling \(do_sample true, temperature 0\.6\); this command's --temperature 0/.test(n)
+    ),
+    run.notes.join("\n"),
+  );
+  ok(
+    run.notes.some((n) => /sets max_new_tokens 5; this command's --steps 24 decides/.test(n)),
+    run.notes.join("\n"),
+  );
+  await Deno.remove(dir, { recursive: true });
+});
