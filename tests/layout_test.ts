@@ -13,15 +13,15 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 34_400,
+  lib: 34_600,
   lab: 7_800,
   experiments: 4_600,
   bench: 4_300,
   kernels: 2_400,
-  cli: 750,
+  cli: 780,
   tools: 1_600,
   examples: 120,
-  tests: 24_200,
+  tests: 24_300,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */
