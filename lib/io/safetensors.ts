@@ -77,6 +77,22 @@ export const ST_DTYPE_BYTES: Readonly<Record<StDType, number>> = {
   BOOL: 1,
 };
 
+/** The dtypes of the safetensors format (0.8) that this reader does not decode: refused as unsupported, not unknown. */
+const ST_UNSUPPORTED_DTYPES: readonly string[] = [
+  "I16",
+  "U16",
+  "U64",
+  "C64",
+  "F8_E4M3",
+  "F8_E5M2",
+  "F8_E4M3FNUZ",
+  "F8_E5M2FNUZ",
+  "F8_E8M0",
+  "F6_E2M3",
+  "F6_E3M2",
+  "F4",
+];
+
 /** Headers larger than this are rejected (same limit as the reference implementation). */
 const MAX_HEADER_BYTES = 100_000_000;
 
@@ -474,10 +490,11 @@ function parseHeader(
     if (!isPlainObject(info)) throw new Error(`${what}: header entry is not an object`);
     const { dtype, shape, data_offsets: offsets } = info;
     if (typeof dtype !== "string" || !isStDType(dtype)) {
+      const known = typeof dtype === "string" && ST_UNSUPPORTED_DTYPES.includes(dtype);
       throw new Error(
-        `${what}: unknown dtype ${JSON.stringify(dtype)}; supported: ${
-          Object.keys(ST_DTYPE_BYTES).join(", ")
-        }`,
+        `${what}: ${known ? "dtype" : "unknown dtype"} ${JSON.stringify(dtype)}${
+          known ? " is a safetensors dtype that tessera does not support" : ""
+        }; supported: ${Object.keys(ST_DTYPE_BYTES).join(", ")}`,
       );
     }
     if (!Array.isArray(shape) || !shape.every(isNonNegativeInteger)) {

@@ -486,9 +486,16 @@ Deno.test("safetensors parser rejects malformed files with errors naming the fil
     ["header not an object", makeFile("[1, 2]", data), /"bad\.st" has a JSON header that is not an object/],
     [
       "unknown dtype",
-      makeFile({ w: { dtype: "F8_E4M3", shape: [2], data_offsets: [0, 2] } }, data),
-      /"bad\.st", tensor "w": unknown dtype "F8_E4M3"/,
+      makeFile({ w: { dtype: "F7", shape: [2], data_offsets: [0, 2] } }, data),
+      /"bad\.st", tensor "w": unknown dtype "F7"; supported: F64, F32/,
     ],
+    ...["I16", "U16", "U64", "F8_E4M3", "F8_E5M2"].map((dtype): [string, Uint8Array, RegExp] => [
+      `unsupported dtype ${dtype}`,
+      makeFile({ w: { dtype, shape: [2], data_offsets: [0, 2] } }, data),
+      new RegExp(
+        `"bad\\.st", tensor "w": dtype "${dtype}" is a safetensors dtype that tessera does not support`,
+      ),
+    ]),
     [
       "offsets not matching shape x dtype",
       makeFile({ w: { dtype: "F32", shape: [3, 2], data_offsets: [0, 16] } }, data),
