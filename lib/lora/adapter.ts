@@ -423,6 +423,14 @@ export async function readAdapterConfig(dir: string): Promise<AdapterConfig> {
   };
   const targets = c.target_modules;
   names("target_modules", targets);
+  if (typeof targets === "string" && targets.toLowerCase() === "all-linear") {
+    throw new Error(
+      `${where}: "target_modules" is ${
+        JSON.stringify(targets)
+      }, PEFT's shorthand for every Linear layer but the ` +
+        `output head, which tessera does not expand: list the modules (PEFT's save_pretrained writes them out)`,
+    );
+  }
   if (c.exclude_modules !== undefined && c.exclude_modules !== null) {
     names("exclude_modules", c.exclude_modules);
   }
@@ -583,9 +591,16 @@ export async function loadAdapter(
         const adapted = loraLayers(model).some(([p]) =>
           [external(p), p].some((n) => n === t || n.endsWith(`.${t}`))
         );
+        // A tied head is no module of its own: the classifier multiplies by the embedding table.
+        const tied = "config" in model &&
+          (model.config as { sharedClassifier?: unknown }).sharedClassifier === true;
+        const head = ["output", external("output")].some((n) => n === t || n.endsWith(`.${t}`));
         throw new Error(
-          `adapter "${dir}": target_modules entry "${t}" matches no Linear module of the model` +
-            (adapted ? " (it matches LoRA layers: is an adapter already attached?)" : ""),
+          tied && head
+            ? `adapter "${dir}": target_modules entry "${t}" names the output head, which this model ties to its ` +
+              `embedding (tie_word_embeddings): it has no separate Linear module to adapt`
+            : `adapter "${dir}": target_modules entry "${t}" matches no Linear module of the model` +
+              (adapted ? " (it matches LoRA layers: is an adapter already attached?)" : ""),
         );
       }
     }

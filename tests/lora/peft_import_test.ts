@@ -107,6 +107,14 @@ Deno.test("PEFT adapters with features tessera cannot honour are refused by name
       (c) => (c.target_modules = ["q_proj"]),
       /module "model\.layers\.\d\.\w+\.(?!q_proj)\w+" has weights but target_modules \["q_proj"\]/,
     ],
+    // PEFT expands "all-linear" (any case) to every Linear but the output head, and saves the list it expanded.
+    ...["all-linear", "ALL-Linear"].map((t): [string, (c: Record<string, unknown>) => void, RegExp] => [
+      "llama_lora",
+      (c) => (c.target_modules = t),
+      new RegExp(
+        `"target_modules" is "${t}", PEFT's shorthand for every Linear layer but the output head, which`,
+      ),
+    ]),
     ["llama_lora", (c) => (c.r = 8), /has rank 4 but the config \(r, rank_pattern\) says 8/],
     ["llama_dora", (c) => (c.use_dora = false), /has a lora_magnitude_vector but use_dora is false/],
     [
@@ -177,6 +185,11 @@ Deno.test("PEFT adapters with features tessera cannot honour are refused by name
     /matches no Linear module .* already attached/,
   );
   await Deno.remove(dup, { recursive: true });
+  // An lm_head target on a model whose head is tied to the embedding (llama_pad) says so.
+  await rejects(
+    loadAdapter(`${ROOT}adapters/llama_lm_head`, await loadLlama(`${ROOT}models/llama_pad`)),
+    /entry "lm_head" names the output head, which this model ties to its embedding/,
+  );
   // exclude_modules is honoured: the excluded modules are left plain, as PEFT leaves them.
   const dir = await edited("llama_rslora", (c) => (c.exclude_modules = ["o_proj"]));
   const model = await loadLlama(`${ROOT}models/llama`);
