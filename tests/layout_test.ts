@@ -13,7 +13,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 34_600,
+  lib: 34_700,
   lab: 7_800,
   experiments: 4_600,
   bench: 4_300,

@@ -615,6 +615,7 @@ export class HfTokenizer implements TextTokenizer {
       ),
       decoder: checkComponent(file.decoder, "decoder", DECODERS, "decoders", fail),
     };
+    checkByteLevelVocab(checked.decoder, model, addedTokens, fail);
     let port: HfTokenizerPort;
     try {
       port = new HfTokenizerPort(checked, config);
@@ -836,6 +837,41 @@ function mendDecoding(port: HfTokenizerPort, addedTokens: unknown[]): Set<number
   const byteIds = new Set<number>();
   if (hasByteFallback) model?.vocab.forEach((token, id) => bytesOf(token) !== null && byteIds.add(id));
   return byteIds;
+}
+
+/** True for a character of the byte-level alphabet: GPT-2's printable bytes as themselves, the other 68 at 256+. */
+function isByteLevelChar(code: number): boolean {
+  return (code >= 33 && code <= 126) || (code >= 161 && code <= 255 && code !== 173) ||
+    (code >= 256 && code < 324);
+}
+
+/**
+ * Refuses a vocabulary token with a character outside the byte-level alphabet when a `ByteLevel` decoder reads it:
+ * the Rust library then keeps the whole token as written ("Ġ中" decodes to "Ġ中"), where the port writes U+0000 for
+ * each such character and maps the rest to bytes. Added tokens decode as written in both, so they may hold any text.
+ */
+function checkByteLevelVocab(
+  decoder: unknown,
+  model: Json,
+  addedTokens: unknown[],
+  fail: (msg: string) => never,
+) {
+  const hasByteLevel = (d: unknown): boolean =>
+    isObject(d) && (d.type === "ByteLevel" || (Array.isArray(d.decoders) && d.decoders.some(hasByteLevel)));
+  if (!hasByteLevel(decoder) || !isObject(model.vocab)) return;
+  const added = new Set(addedTokens.map((t) => isObject(t) ? t.id : undefined));
+  for (const [token, id] of Object.entries(model.vocab)) {
+    if (added.has(id)) continue;
+    for (const ch of token) {
+      if (isByteLevelChar(ch.codePointAt(0)!)) continue;
+      fail(
+        `model.vocab token ${JSON.stringify(token)} (id ${id}) has ${JSON.stringify(ch)} (U+${
+          ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")
+        }), outside the ByteLevel decoder's byte alphabet: tokenizers decodes such a token as written, which the ` +
+          `port does not`,
+      );
+    }
+  }
 }
 
 /**

@@ -467,3 +467,39 @@ Deno.test("HfTokenizer.fromJson: a template special token whose listed id is not
   template.special_tokens["<|begin_of_text|>"].ids = [0];
   throws(() => HfTokenizer.fromJson(file), /has 1 ids but 2 tokens/);
 });
+
+Deno.test("HfTokenizer: a ByteLevel vocabulary token with a character outside the byte alphabet is refused", async () => {
+  // tokenizers' ByteLevel decoder keeps such a token as written ("Ġ中x" gives "Ġ中x"), the port wrote U+0000 for the
+  // character and decoded the rest as bytes. As an added token it decodes as written in both, so it loads.
+  const dir = `${FIXTURES}bytelevel_nobos`;
+  const config = JSON.parse(await Deno.readTextFile(`${dir}/tokenizer_config.json`));
+  const rng = new TestRng(0xb17e);
+  for (let trial = 0; trial < 8; trial++) {
+    const json = JSON.parse(await Deno.readTextFile(`${dir}/tokenizer.json`));
+    // Outside the alphabet: the bytes GPT-2 remaps (0-32, 127-160, 173), or anything from U+0144 on.
+    const pools = [[0, 32], [127, 160], [173, 173], [324, 0xd7ff]];
+    const [lo, hi] = pools[rng.int(0, pools.length - 1)];
+    const ch = String.fromCodePoint(rng.int(lo, hi));
+    const token = `Ġ${ch}x`;
+    const id = Math.max(...Object.values(json.model.vocab as Record<string, number>)) + 1;
+    json.model.vocab[token] = id;
+    throws(
+      () => HfTokenizer.fromJson(json, { config, source: "b.json" }),
+      (e: Error) =>
+        e.message.includes(
+          `model.vocab token ${JSON.stringify(token)} (id ${id}) has ${JSON.stringify(ch)}`,
+        ) &&
+        e.message.includes("outside the ByteLevel decoder's byte alphabet"),
+    );
+    json.added_tokens.push({
+      id,
+      content: token,
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: false,
+    });
+    equal(HfTokenizer.fromJson(json, { config, source: "b.json" }).decode([id]), token);
+  }
+});
