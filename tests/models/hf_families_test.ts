@@ -3,7 +3,8 @@
  * tools/hf_fixtures.py): Llama (default, llama3 and legacy linear RoPE, every bias, explicit head_dim, bf16 in two
  * shards), Qwen2, Qwen3 and Mistral, with sliding windows (Mistral's on every layer, Qwen2's on some). Tolerances: 1e-4 of the largest |logit| for float32 files (float32 arithmetic
  * in a different order on a 2-layer model differs by ~1e-6 relative), 1e-3 for the bf16 file read into f16
- * storage (bf16 values are exact in f16, but activations are then rounded where transformers keeps float32).
+ * storage (bf16 values of magnitude 2^-14 or more are exact in f16, smaller ones within 2^-25 of it, and activations
+ * are then rounded where transformers keeps float32).
  * Configs that transformers would read differently are refused with the key named.
  */
 import { equal, ok, throws } from "node:assert/strict";
