@@ -75,6 +75,7 @@ import {
   trainResumable,
   type Verdict,
   VLM_DATA_FIELDS,
+  vlmCheck,
   type VlmSetup,
   vlmSetup,
   vlmTrainer,
@@ -360,7 +361,10 @@ async function main(): Promise<void> {
     dir: "gap_init",
     description: "Gap-Init vs random rank-1 LoRA (and rank-8 LoRA) on a toy VLM",
     quick: QUICK,
-    check: (c) => checkDerivedLabels(c.methods, noiseRuns(c)),
+    check: (c) => {
+      vlmCheck(c);
+      checkDerivedLabels(c.methods, noiseRuns(c));
+    },
   });
   const noise = noiseRuns(cfg);
   const methods = [...cfg.methods, ...noise.map((d) => d.method)];

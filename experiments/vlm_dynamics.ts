@@ -62,6 +62,7 @@ import {
   trainResumable,
   type Verdict,
   VLM_DATA_FIELDS,
+  vlmCheck,
   type VlmSetup,
   vlmSetup,
   vlmTrainer,
@@ -360,6 +361,7 @@ async function main(): Promise<void> {
     dir: "vlm_dynamics",
     description: "LoRA / PiSSA / EVA / LoftQ training dynamics on a toy VLM",
     quick: QUICK,
+    check: vlmCheck,
   });
   const vlm = await vlmSetup(cfg, device);
   const baseVal = await vlm.valLoss(vlm.base);

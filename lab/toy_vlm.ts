@@ -596,6 +596,24 @@ export const DEFAULT_HELD_OUT: Readonly<Record<"shapes" | "emoji", readonly stri
   emoji: ["Animals & Nature", "Food & Drink"],
 };
 
+/**
+ * The companions the VLM data keys need, checked before anything is written: `--held-out` names the classes that
+ * `--shift held-out` keeps out of pretraining, and `--shift none` fine-tunes on the pretraining distribution, where
+ * held-out classes would be ignored.
+ *
+ * @param cfg The `shift` and `heldOut` keys.
+ */
+export function vlmCheck(cfg: { shift: "held-out" | "none"; heldOut: readonly string[] }): void {
+  if (cfg.shift === "none" && cfg.heldOut.length > 0) {
+    throw new RangeError(
+      `--held-out ${
+        JSON.stringify(cfg.heldOut)
+      } is used only with --shift held-out, and --shift is none (fine-tuning ` +
+        "on the pretraining distribution holds nothing out): leave out --held-out or use --shift held-out",
+    );
+  }
+}
+
 /** The shared emoji pack's directory as seen from the repository root. */
 export const EMOJI_DIR = "../shared/data/vl/noto_emoji32";
 

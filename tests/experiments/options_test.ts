@@ -1,0 +1,31 @@
+/**
+ * Options an experiment would accept and then ignore are refused before anything is written: the refusal names
+ * the option and its value, and no results directory is created.
+ */
+import { equal, match } from "node:assert/strict";
+
+/** Runs `experiments/<script>` with `args` in a fresh directory; its exit status, stderr and what it wrote. */
+async function refusal(
+  script: string,
+  args: string[],
+): Promise<{ code: number; stderr: string; wrote: string[] }> {
+  const dir = await Deno.makeTempDir();
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL(`../../experiments/${script}`, import.meta.url).pathname, ...args],
+    cwd: dir,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const wrote = [...Deno.readDirSync(dir)].map((e) => e.name);
+  await Deno.remove(dir, { recursive: true });
+  return { code: out.code, stderr: new TextDecoder().decode(out.stderr), wrote };
+}
+
+for (const script of ["vlm_dynamics.ts", "gap_init.ts"]) {
+  Deno.test(`${script} refuses --held-out with --shift none (nothing is held out there)`, async () => {
+    const r = await refusal(script, ["--quick", "--device", "cpu", "--shift", "none", "--held-out", "cyan"]);
+    equal(r.code, 2, r.stderr);
+    match(r.stderr, /--held-out \["cyan"\] is used only with --shift held-out, and --shift is none/);
+    equal(r.wrote.length, 0, `wrote ${r.wrote}`);
+  });
+}
