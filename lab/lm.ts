@@ -397,12 +397,36 @@ export async function lmSetup(cfg: LmSettings, device: DeviceName, sourceText?: 
 /**
  * The companions the LM experiments' data keys need, checked before anything is loaded or written: `--data` is
  * fine-tuned on by a `--model` read with its `--tokenizer` (the built-in base only knows the generated domains),
- * and `--source` (forgetting) belongs to `--data`.
+ * `--source` (forgetting) belongs to `--data`, and `--train-domain` and `--sentiment-dir` to `--task sentiment`.
  */
 export function lmCheck(
-  cfg: { model?: string; tokenizer?: string; data?: string; source?: string; task?: "lm" | "sentiment" },
+  cfg: {
+    model?: string;
+    tokenizer?: string;
+    data?: string;
+    source?: string;
+    task?: "lm" | "sentiment";
+    trainDomain?: string;
+    sentimentDir?: string;
+  },
 ): void {
   const problems: string[] = [];
+  if (cfg.task !== "sentiment") {
+    // Only the sentiment task reads these; with --task lm a value other than the default would be ignored.
+    const unused = [
+      ...(cfg.trainDomain !== undefined && cfg.trainDomain !== "yelp"
+        ? [`--train-domain ${cfg.trainDomain}`]
+        : []),
+      ...(cfg.sentimentDir !== undefined && cfg.sentimentDir !== SENTIMENT_DIR
+        ? [`--sentiment-dir "${cfg.sentimentDir}"`]
+        : []),
+    ];
+    if (unused.length > 0) {
+      problems.push(
+        `${unused.join(" and ")}: used only with --task sentiment, and --task is ${cfg.task ?? "lm"}`,
+      );
+    }
+  }
   if (cfg.task === "sentiment") {
     if (cfg.model === undefined || cfg.tokenizer === undefined) {
       problems.push("--task sentiment needs --model and --tokenizer (a pretrained LM, e.g. stories260K)");

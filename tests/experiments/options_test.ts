@@ -29,3 +29,17 @@ for (const script of ["vlm_dynamics.ts", "gap_init.ts"]) {
     equal(r.wrote.length, 0, `wrote ${r.wrote}`);
   });
 }
+
+// Tiny sizes, so that an experiment that does not refuse ends soon.
+const LM_TINY = ["--quick", "--device", "cpu", "--steps", "2", "--pretrain-steps", "2", "--targets", "wq"];
+for (const script of ["eva.ts", "init_sweep.ts", "cntlora.ts"]) {
+  Deno.test(`${script} refuses --train-domain and --sentiment-dir with --task lm (only the sentiment task reads them)`, async () => {
+    const one = await refusal(script, [...LM_TINY, "--methods", "lora", "--train-domain", "imdb"]);
+    equal(one.code, 2, one.stderr);
+    match(one.stderr, /--train-domain imdb: used only with --task sentiment, and --task is lm/);
+    equal(one.wrote.length, 0, `wrote ${one.wrote}`);
+    const two = await refusal(script, [...LM_TINY, "--methods", "lora", "--sentiment-dir", "elsewhere"]);
+    equal(two.code, 2, two.stderr);
+    match(two.stderr, /--sentiment-dir "elsewhere": used only with --task sentiment/);
+  });
+}
