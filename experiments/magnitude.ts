@@ -757,15 +757,15 @@ async function main(): Promise<void> {
     quick: QUICK,
     check: (c) => {
       if (c.rank > c.width) throw new RangeError(`--rank ${c.rank} exceeds --width ${c.width}`);
+      if (c.prop1Rank > c.prop1Width) {
+        throw new RangeError(`--prop1-rank ${c.prop1Rank} exceeds --prop1-width ${c.prop1Width}`);
+      }
     },
   });
   const p1 = prop1Specs(cfg);
   const p2 = prop2Specs(cfg);
   // Prop. 1 runs at their own size on their own device (the reference backend by default); Prop. 2 at the main one.
   const p1Cfg: Config = { ...cfg, width: cfg.prop1Width, rank: cfg.prop1Rank, steps: cfg.prop1Steps };
-  if (p1Cfg.rank > p1Cfg.width) {
-    throw new RangeError(`--prop1-rank ${p1Cfg.rank} exceeds --prop1-width ${p1Cfg.width}`);
-  }
   const p1Device = cfg.prop1Device === "auto" ? device : cfg.prop1Device;
   // Each seed's task (base, teacher, data) is made once per size, when the first of its runs needs it.
   const tasks = new Map<string, Promise<Task>>();

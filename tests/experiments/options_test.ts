@@ -3,6 +3,7 @@
  * the option and its value, and no results directory is created.
  */
 import { equal, match } from "node:assert/strict";
+import { TestRng } from "../_helpers.ts";
 
 /** Runs `experiments/<script>` with `args` in a fresh directory; its exit status, stderr and what it wrote. */
 async function refusal(
@@ -43,3 +44,21 @@ for (const script of ["eva.ts", "init_sweep.ts", "cntlora.ts"]) {
     match(two.stderr, /--sentiment-dir "elsewhere": used only with --task sentiment/);
   });
 }
+
+Deno.test("magnitude.ts refuses --prop1-rank above --prop1-width before it creates a results directory", async () => {
+  const rng = new TestRng(1);
+  const width = rng.int(2, 16);
+  const rank = width + rng.int(1, 8);
+  const r = await refusal("magnitude.ts", [
+    "--quick",
+    "--device",
+    "cpu",
+    "--prop1-width",
+    String(width),
+    "--prop1-rank",
+    String(rank),
+  ]);
+  equal(r.code, 2, r.stderr);
+  match(r.stderr, new RegExp(`--prop1-rank ${rank} exceeds --prop1-width ${width}`));
+  equal(r.wrote.length, 0, `wrote ${r.wrote}`);
+});
