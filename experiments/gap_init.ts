@@ -64,6 +64,7 @@ import {
   pairedDifference,
   pairedVerdict,
   parseMethod,
+  resolveVlmSource,
   type ResultsDir,
   resumeField,
   resumeOrRun,
@@ -365,6 +366,7 @@ async function main(): Promise<void> {
       vlmCheck(c);
       checkDerivedLabels(c.methods, noiseRuns(c));
     },
+    resolved: (c) => ({ data: resolveVlmSource(c.data) }),
   });
   const noise = noiseRuns(cfg);
   const methods = [...cfg.methods, ...noise.map((d) => d.method)];

@@ -52,6 +52,7 @@ import {
   type PairedDifference,
   pairedDifference,
   pairedVerdict,
+  resolveVlmSource,
   type ResultsDir,
   resumeField,
   resumeOrRun,
@@ -362,6 +363,7 @@ async function main(): Promise<void> {
     description: "LoRA / PiSSA / EVA / LoftQ training dynamics on a toy VLM",
     quick: QUICK,
     check: vlmCheck,
+    resolved: (c) => ({ data: resolveVlmSource(c.data) }),
   });
   const vlm = await vlmSetup(cfg, device);
   const baseVal = await vlm.valLoss(vlm.base);

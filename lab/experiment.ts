@@ -59,6 +59,12 @@ export interface ExperimentAbout<S extends ConfigSchema> {
    * the calibration batches), recorded as `setupRevision` with it: `--resume` refuses a run of another revision.
    */
   revision?: number;
+  /**
+   * What keys with an environment-dependent value resolve to (e.g. `--data auto`: the emoji pack when it is there,
+   * else the generated shapes), recorded as `resolved` beside the configuration: `--resume` refuses a run whose keys
+   * resolved otherwise, as it refuses a changed key.
+   */
+  resolved?: (cfg: ConfigOf<S>) => Record<string, unknown>;
 }
 
 /** A started experiment. */
@@ -183,6 +189,7 @@ export async function startExperiment<S extends ConfigSchema>(
     device,
     adapter,
     ...(about.revision !== undefined ? { setupRevision: about.revision } : {}),
+    ...(about.resolved !== undefined ? { resolved: about.resolved(cfg) } : {}),
   };
   let results: ResultsDir;
   let extensionsBefore = 0;

@@ -617,6 +617,17 @@ export function vlmCheck(cfg: { shift: "held-out" | "none"; heldOut: readonly st
 /** The shared emoji pack's directory as seen from the repository root. */
 export const EMOJI_DIR = "../shared/data/vl/noto_emoji32";
 
+/**
+ * The image source `data` names: `"auto"` is the emoji pack when it is at {@link EMOJI_DIR}, else the generated
+ * shapes; any other value is itself.
+ *
+ * @param data `"auto"`, `"shapes"`, `"emoji"` or an emoji-pack directory.
+ * @returns The source the data is read from.
+ */
+export function resolveVlmSource(data: string): string {
+  return data === "auto" ? (hasEmojiPack() ? "emoji" : "shapes") : data;
+}
+
 /** Whether an emoji pack is at `dir` (its pixel file and index). */
 export function hasEmojiPack(dir: string = EMOJI_DIR): boolean {
   try {
@@ -742,7 +753,7 @@ export async function shiftedVlmData(
   source: string,
   opts: { images: number; heldOut?: readonly string[]; seed?: number },
 ): Promise<ShiftedVlmData> {
-  const resolved = source === "auto" ? (hasEmojiPack() ? "emoji" : "shapes") : source;
+  const resolved = resolveVlmSource(source);
   const given = opts.heldOut !== undefined && opts.heldOut.length > 0 ? opts.heldOut : undefined;
   if (resolved === "shapes") return generatedShift(opts.images, given ?? DEFAULT_HELD_OUT.shapes);
   const dir = resolved === "emoji" ? EMOJI_DIR : resolved;
@@ -917,7 +928,7 @@ export async function vlmSetup(cfg: VlmSettings, device: DeviceName): Promise<Vl
   if (cfg.shift === "held-out") {
     ({ pre, ft, val, shift } = await shiftedVlmData(cfg.data, { images: cfg.images, heldOut: cfg.heldOut }));
   } else {
-    const source = cfg.data === "auto" ? (hasEmojiPack() ? "emoji" : "shapes") : cfg.data;
+    const source = resolveVlmSource(cfg.data);
     pre = await loadVlmData(source, { n: cfg.images, seed: 0 });
     ft = source === "shapes" ? await loadVlmData(source, { n: cfg.images, seed: 1 }) : pre;
     val = source === "shapes" ? drawShapes(2, 200, () => true, "of every colour", ft) : pre;

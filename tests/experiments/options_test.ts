@@ -62,3 +62,41 @@ Deno.test("magnitude.ts refuses --prop1-rank above --prop1-width before it creat
   match(r.stderr, new RegExp(`--prop1-rank ${rank} exceeds --prop1-width ${width}`));
   equal(r.wrote.length, 0, `wrote ${r.wrote}`);
 });
+
+Deno.test("vlm_dynamics.ts records what --data auto resolved to, and --resume refuses a run it resolved otherwise", async () => {
+  // "auto" is the emoji pack at ../shared/data/vl/noto_emoji32 when it is there: absent from a/a, present from b.
+  const root = await Deno.makeTempDir();
+  const withoutPack = `${root}/a/a`;
+  const withPack = `${root}/b`;
+  const pack = `${root}/shared/data/vl/noto_emoji32`;
+  for (const dir of [withoutPack, withPack, pack]) await Deno.mkdir(dir, { recursive: true });
+  for (const file of ["index.tsv", "noto_emoji32_rgba.u8.gz"]) {
+    await Deno.writeTextFile(`${pack}/${file}`, "");
+  }
+  const tiny = ["--quick", "--device", "cpu", "--steps", "2", "--pretrain-steps", "2", "--seeds", "0"];
+  const more = ["--methods", "lora", "--images", "40", "--val-batches", "1", "--calib-batches", "1"];
+  const run = (cwd: string, extra: string[]) =>
+    new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../../experiments/vlm_dynamics.ts", import.meta.url).pathname,
+        ...tiny,
+        ...more,
+        ...extra,
+      ],
+      cwd,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  const first = await run(withoutPack, []);
+  const stdout = new TextDecoder().decode(first.stdout);
+  equal(first.code, 0, new TextDecoder().decode(first.stderr).slice(-2000));
+  match(stdout, /generateShapes/);
+  const dir = `${withoutPack}/${/exp:vlm-dynamics → (\S+)/.exec(stdout)![1]}`;
+  const again = await run(withPack, ["--resume", dir]);
+  const stderr = new TextDecoder().decode(again.stderr);
+  equal(again.code, 2, stderr);
+  match(stderr, /resolved\.data: "shapes" in the run, "emoji" now/);
+  await Deno.remove(root, { recursive: true });
+});
