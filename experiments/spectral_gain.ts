@@ -42,6 +42,7 @@ import {
   loadCorpus,
   type MeanStd,
   meanStd,
+  PRETRAIN_STEPS,
   type ReportTable,
   runMain,
   startExperiment,
@@ -58,7 +59,9 @@ const Config = z.object({
     'mean |Q[r] − log_K r| below which the log gain "fits"',
   ),
   model: z.string().optional().describe("llama2.c .bin or HF directory (default: the generated base)"),
-  pretrainSteps: z.number().int().positive().default(600).describe("steps of the generated base model"),
+  pretrainSteps: z.number().int().positive().default(PRETRAIN_STEPS).describe(
+    "steps of the generated base model",
+  ),
   seed: z.number().int().default(0).describe("seed of the Gaussian control matrices"),
   resume: z.string().optional().describe(
     "a previous results directory to write into again (analysis is cheap)",
@@ -178,6 +181,20 @@ async function main(): Promise<void> {
     dir: "spectral_gain",
     description: "LoRAM's logarithmic gain vs the spectral gain Q[r] of pretrained weights",
     quick: QUICK,
+    check: (c) => {
+      // Both describe the generated base: with --model they would be ignored.
+      const unused = [
+        ...(c.quick ? ["--quick"] : []),
+        ...(!c.quick && c.pretrainSteps !== PRETRAIN_STEPS ? [`--pretrain-steps ${c.pretrainSteps}`] : []),
+      ];
+      if (c.model !== undefined && unused.length > 0) {
+        throw new RangeError(
+          `${
+            unused.join(" and ")
+          }: used only for the generated base model, and --model "${c.model}" is given`,
+        );
+      }
+    },
   });
 
   const { model, note } = await loadModel(cfg, device);

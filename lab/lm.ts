@@ -397,7 +397,8 @@ export async function lmSetup(cfg: LmSettings, device: DeviceName, sourceText?: 
 /**
  * The companions the LM experiments' data keys need, checked before anything is loaded or written: `--data` is
  * fine-tuned on by a `--model` read with its `--tokenizer` (the built-in base only knows the generated domains),
- * `--source` (forgetting) belongs to `--data`, and `--train-domain` and `--sentiment-dir` to `--task sentiment`.
+ * `--source` (forgetting) belongs to `--data`, `--train-domain` and `--sentiment-dir` to `--task sentiment`, and
+ * `--pretrain-steps` to the generated base (not to `--model`).
  */
 export function lmCheck(
   cfg: {
@@ -408,9 +409,18 @@ export function lmCheck(
     task?: "lm" | "sentiment";
     trainDomain?: string;
     sentimentDir?: string;
+    quick?: boolean;
+    pretrainSteps?: number;
   },
 ): void {
   const problems: string[] = [];
+  const pretrainDefault = cfg.quick ? LM_QUICK.pretrainSteps : PRETRAIN_STEPS;
+  if (cfg.model !== undefined && cfg.pretrainSteps !== undefined && cfg.pretrainSteps !== pretrainDefault) {
+    problems.push(
+      `--pretrain-steps ${cfg.pretrainSteps}: used only for the generated base model, and --model "${cfg.model}" ` +
+        "is given",
+    );
+  }
   if (cfg.task !== "sentiment") {
     // Only the sentiment task reads these; with --task lm a value other than the default would be ignored.
     const unused = [
@@ -547,6 +557,9 @@ export interface LmFields {
   trainDomain: ConfigField<"amazon" | "imdb" | "yelp">;
 }
 
+/** The pretraining steps of the generated base model without `--quick` (the preset's are in {@link LM_QUICK}). */
+export const PRETRAIN_STEPS = 600;
+
 /**
  * The configuration keys every LM fine-tuning experiment shares, to spread into its schema (keys listed after
  * the spread override these): seeds, target modules, training length and batches, the base model and data, resume
@@ -573,7 +586,9 @@ export function lmFields(steps: number): LmFields {
     ),
     tokenizer: z.string().optional().describe("tokenizer.bin for --model (default: characters)"),
     data: z.string().optional().describe("target-domain text file (default: generated)"),
-    pretrainSteps: z.number().int().positive().default(600).describe("steps of the generated base model"),
+    pretrainSteps: z.number().int().positive().default(PRETRAIN_STEPS).describe(
+      "steps of the generated base model",
+    ),
     resume: resumeField(),
     extend: z.boolean().default(false).describe(
       "with --resume: accept a larger --steps; finished runs continue from their last checkpoint (the schedule of " +

@@ -100,3 +100,54 @@ Deno.test("vlm_dynamics.ts records what --data auto resolved to, and --resume re
   match(stderr, /resolved\.data: "shapes" in the run, "emoji" now/);
   await Deno.remove(root, { recursive: true });
 });
+
+const STORIES = new URL("../../../shared/data/models/stories260K/", import.meta.url).pathname;
+const HAS_STORIES = (() => {
+  try {
+    return Deno.statSync(`${STORIES}stories260K.bin`).isFile;
+  } catch {
+    return false;
+  }
+})();
+
+Deno.test({
+  name:
+    "the LM experiments and spectral_gain.ts refuse --pretrain-steps with --model (it sizes the generated base)",
+  ignore: !HAS_STORIES,
+  fn: async () => {
+    const steps = String(new TestRng(2).int(2, 50));
+    const model = ["--device", "cpu", "--model", `${STORIES}stories260K.bin`, "--pretrain-steps", steps];
+    const lm = [
+      "--quick",
+      "--steps",
+      "2",
+      "--targets",
+      "wq",
+      "--methods",
+      "lora",
+      "--tokenizer",
+      `${STORIES}tok512.bin`,
+    ];
+    const data = ["--data", `${STORIES}LICENSE.llama2.c-MIT.txt`];
+    for (
+      const [script, args] of [["eva.ts", [...lm, ...data, ...model]], ["spectral_gain.ts", model]] as const
+    ) {
+      const r = await refusal(script, [...args]);
+      equal(r.code, 2, `${script}: ${r.stderr}`);
+      match(
+        r.stderr,
+        new RegExp(`--pretrain-steps ${steps}: used only for the generated base model, and --model`),
+      );
+      equal(r.wrote.length, 0, `wrote ${r.wrote}`);
+    }
+    const quick = await refusal("spectral_gain.ts", [
+      "--quick",
+      "--device",
+      "cpu",
+      "--model",
+      `${STORIES}stories260K.bin`,
+    ]);
+    equal(quick.code, 2, quick.stderr);
+    match(quick.stderr, /--quick: used only for the generated base model/);
+  },
+});
