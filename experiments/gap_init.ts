@@ -272,7 +272,7 @@ async function fineTune(
       await Deno.remove(path).catch(() => {});
     }
     measured = { gapShare: [], randomShare: [], gradA1: NaN };
-    for (let s = 1; s <= Math.min(cfg.gradSteps, cfg.steps); s++) {
+    for (let s = 1; s <= cfg.gradSteps; s++) {
       const m = await measure(model, vlm, gap, s, seed);
       measured.gapShare.push(m.gapShare);
       measured.randomShare.push(m.randomShare);
@@ -364,6 +364,12 @@ async function main(): Promise<void> {
     quick: QUICK,
     check: (c) => {
       vlmCheck(c);
+      if (c.gradSteps > c.steps) {
+        throw new RangeError(
+          `--grad-steps ${c.gradSteps} exceeds --steps ${c.steps}: the gradients are measured at the first ` +
+            "gradSteps training steps",
+        );
+      }
       checkDerivedLabels(c.methods, noiseRuns(c));
     },
     resolved: (c) => ({ data: resolveVlmSource(c.data) }),

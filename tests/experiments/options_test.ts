@@ -151,3 +151,22 @@ Deno.test({
     match(quick.stderr, /--quick: used only for the generated base model/);
   },
 });
+
+Deno.test("gap_init.ts refuses --grad-steps above --steps (it measured fewer steps than its report names)", async () => {
+  const rng = new TestRng(3);
+  const steps = rng.int(1, 5);
+  const grad = steps + rng.int(1, 5);
+  const tiny = ["--quick", "--device", "cpu", "--pretrain-steps", "2", "--seeds", "0", "--methods", "lora"];
+  const r = await refusal("gap_init.ts", [
+    ...tiny,
+    "--data",
+    "shapes",
+    "--steps",
+    String(steps),
+    "--grad-steps",
+    String(grad),
+  ]);
+  equal(r.code, 2, r.stderr);
+  match(r.stderr, new RegExp(`--grad-steps ${grad} exceeds --steps ${steps}`));
+  equal(r.wrote.length, 0, `wrote ${r.wrote}`);
+});
