@@ -757,6 +757,14 @@ async function main(): Promise<void> {
     quick: QUICK,
     check: (c) => {
       if (c.rank > c.width) throw new RangeError(`--rank ${c.rank} exceeds --width ${c.width}`);
+      // The teacher of the Prop. 1 runs has their width.
+      for (const [flag, width] of [["--width", c.width], ["--prop1-width", c.prop1Width]] as const) {
+        if (c.teacherRank > width) {
+          throw new RangeError(
+            `--teacher-rank ${c.teacherRank} exceeds ${flag} ${width}: a layer's shift has rank at most its width`,
+          );
+        }
+      }
       if (c.prop1Rank > c.prop1Width) {
         throw new RangeError(`--prop1-rank ${c.prop1Rank} exceeds --prop1-width ${c.prop1Width}`);
       }

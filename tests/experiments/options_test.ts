@@ -170,3 +170,49 @@ Deno.test("gap_init.ts refuses --grad-steps above --steps (it measured fewer ste
   match(r.stderr, new RegExp(`--grad-steps ${grad} exceeds --steps ${steps}`));
   equal(r.wrote.length, 0, `wrote ${r.wrote}`);
 });
+
+Deno.test("magnitude.ts refuses --teacher-rank above --width (the report named a rank the shift cannot have)", async () => {
+  const rng = new TestRng(4);
+  const width = rng.int(4, 16);
+  const teacher = width + rng.int(1, 8);
+  const r = await refusal("magnitude.ts", [
+    "--quick",
+    "--device",
+    "cpu",
+    "--width",
+    String(width),
+    "--rank",
+    "2",
+    "--teacher-rank",
+    String(teacher),
+    "--steps",
+    "3",
+    "--prop1-steps",
+    "2",
+    "--prop1-width",
+    "4",
+    "--prop1-rank",
+    "2",
+    "--examples",
+    "32",
+    "--batch-size",
+    "8",
+    "--seeds",
+    "0",
+  ]);
+  equal(r.code, 2, r.stderr);
+  match(r.stderr, new RegExp(`--teacher-rank ${teacher} exceeds --width ${width}`));
+  equal(r.wrote.length, 0, `wrote ${r.wrote}`);
+  // The Prop. 1 runs' teacher has --prop1-width.
+  const p1 = await refusal("magnitude.ts", [
+    "--quick",
+    "--device",
+    "cpu",
+    "--teacher-rank",
+    "8",
+    "--prop1-width",
+    "4",
+  ]);
+  equal(p1.code, 2, p1.stderr);
+  match(p1.stderr, /--teacher-rank 8 exceeds --prop1-width 4/);
+});
