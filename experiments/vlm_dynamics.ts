@@ -362,7 +362,16 @@ async function main(): Promise<void> {
     dir: "vlm_dynamics",
     description: "LoRA / PiSSA / EVA / LoftQ training dynamics on a toy VLM",
     quick: QUICK,
-    check: vlmCheck,
+    check: (c) => {
+      vlmCheck(c);
+      const calibrated = c.methods.filter((m) => getInitMethod(m.init).needs.includes("activations"));
+      if (c.evaPositions !== "all" && calibrated.length === 0) {
+        throw new RangeError(
+          `--eva-positions ${c.evaPositions}: used only by methods calibrated on activations (e.g. eva), and ` +
+            `--methods ${c.methods.map((m) => m.name).join(",")} has none`,
+        );
+      }
+    },
     resolved: (c) => ({ data: resolveVlmSource(c.data) }),
   });
   const vlm = await vlmSetup(cfg, device);

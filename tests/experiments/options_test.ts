@@ -216,3 +216,22 @@ Deno.test("magnitude.ts refuses --teacher-rank above --width (the report named a
   equal(p1.code, 2, p1.stderr);
   match(p1.stderr, /--teacher-rank 8 exceeds --prop1-width 4/);
 });
+
+Deno.test("vlm_dynamics.ts refuses --eva-positions labelled when no method is calibrated on activations", async () => {
+  const tiny = ["--quick", "--device", "cpu", "--steps", "2", "--pretrain-steps", "2", "--seeds", "0"];
+  const r = await refusal("vlm_dynamics.ts", [
+    ...tiny,
+    "--data",
+    "shapes",
+    "--methods",
+    "lora,pissa",
+    "--eva-positions",
+    "labelled",
+  ]);
+  equal(r.code, 2, r.stderr);
+  match(
+    r.stderr,
+    /--eva-positions labelled: used only by methods calibrated on activations \(e\.g\. eva\), and --methods lora,pissa has none/,
+  );
+  equal(r.wrote.length, 0, `wrote ${r.wrote}`);
+});
