@@ -21,6 +21,11 @@ import { LM_SETUP_REVISION } from "../../lab/lm.ts";
 
 const SCRIPT = new URL("../../experiments/eva.ts", import.meta.url).pathname;
 const STORIES = new URL("../../../shared/data/models/stories260K/stories260K.bin", import.meta.url).pathname;
+/** `args` without the `--pretrain-steps` flag and its value. */
+function withoutPretrainSteps(args: readonly string[]): string[] {
+  return args.filter((a, i) => a !== "--pretrain-steps" && args[i - 1] !== "--pretrain-steps");
+}
+
 const ARGS = [
   "--quick",
   "--device",
@@ -277,7 +282,16 @@ Deno.test("duplicate, empty and NaN settings, and mismatched or missing companio
     eva(cwd, [...ARGS, "--seeds", ""]),
     eva(cwd, [...ARGS, "--config", "nan.yaml"]),
     eva(cwd, [...ARGS, "--data", "text.txt"]),
-    eva(cwd, [...ARGS, "--model", STORIES, "--tokenizer", "tok1188.bin", "--data", "text.txt"]),
+    // --pretrain-steps sizes the generated base only, and is refused beside --model.
+    eva(cwd, [
+      ...withoutPretrainSteps(ARGS),
+      "--model",
+      STORIES,
+      "--tokenizer",
+      "tok1188.bin",
+      "--data",
+      "text.txt",
+    ]),
   ]);
   for (const r of [seeds, methods, empty, nan, data]) equal(r.code, 2, r.stderr);
   match(seeds.stderr, /config key "seeds": 0 is given twice \(each value may appear once/);
