@@ -335,6 +335,20 @@ GENERATE_PROMPT = "Once upon"
 GENERATE_STEPS = 24
 
 
+def generate_variant(src: Path, name: str, generation: dict | None, config_keys: dict | None) -> Path:
+    """A copy of checkpoint `src` in /tmp with `generation` as its generation_config.json (none when None) and
+    `config_keys` set in its config.json."""
+    d = Path("/tmp") / f"tessera_generate_{name}"
+    shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(src, d)
+    if generation is not None:
+        (d / "generation_config.json").write_text(json.dumps(generation) + "\n")
+    if config_keys is not None:
+        cfg = json.loads((d / "config.json").read_text())
+        (d / "config.json").write_text(json.dumps({**cfg, **config_keys}, indent=2) + "\n")
+    return d
+
+
 def write_generate_stops() -> None:
     src = OUT / "llama"
     tok = transformers.AutoTokenizer.from_pretrained(src)
@@ -359,15 +373,7 @@ def write_generate_stops() -> None:
     ]
     records = []
     for name, generation, config_eos in cases:
-        d = Path("/tmp") / f"tessera_generate_{name}"
-        shutil.rmtree(d, ignore_errors=True)
-        shutil.copytree(src, d)
-        if generation is not None:
-            (d / "generation_config.json").write_text(json.dumps(generation) + "\n")
-        if config_eos is not ...:
-            cfg = json.loads((d / "config.json").read_text())
-            cfg["eos_token_id"] = config_eos
-            (d / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        d = generate_variant(src, name, generation, None if config_eos is ... else {"eos_token_id": config_eos})
         generated, eos = greedy(d)
         shutil.rmtree(d)
         record = {"name": name, "generation_config": generation, "eos_token_id": eos, "generated": generated}
@@ -405,14 +411,7 @@ def write_generate_settings() -> None:
     prompt = tok(GENERATE_PROMPT, return_tensors="pt").input_ids
     records = []
     for name, generation, config_keys in SETTINGS_CASES:
-        d = Path("/tmp") / f"tessera_generate_{name}"
-        shutil.rmtree(d, ignore_errors=True)
-        shutil.copytree(src, d)
-        if generation is not None:
-            (d / "generation_config.json").write_text(json.dumps(generation) + "\n")
-        if config_keys is not None:
-            cfg = json.loads((d / "config.json").read_text())
-            (d / "config.json").write_text(json.dumps({**cfg, **config_keys}, indent=2) + "\n")
+        d = generate_variant(src, name, generation, config_keys)
         model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
         with torch.no_grad():
             out = model.generate(prompt, max_new_tokens=GENERATE_STEPS, pad_token_id=0)
