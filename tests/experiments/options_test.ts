@@ -57,6 +57,9 @@ Deno.test("magnitude.ts refuses --prop1-rank above --prop1-width before it creat
     String(width),
     "--prop1-rank",
     String(rank),
+    // A teacher of rank 1 fits every width: the default one would exceed a small --prop1-width and be refused first.
+    "--teacher-rank",
+    "1",
   ]);
   equal(r.code, 2, r.stderr);
   match(r.stderr, new RegExp(`--prop1-rank ${rank} exceeds --prop1-width ${width}`));
