@@ -143,14 +143,25 @@ function openResults(
     const longer = key !== undefined && !extend &&
       refused.some((d) => d.key === key && Number(d.current) > Number(d.stored));
     // config.yaml is a record (with the adapter and the extensions), not a --config file: the values go as flags.
+    // A resolved key is what a setting stood for on the machine that ran it: no flag gives it back.
+    const machine = refused.filter((d) => d.key.startsWith("resolved.")).map((d) => d.key);
     const ways = [
-      `Resume with the run's value of each key above (${results.file("config.yaml")} records them all)`,
+      ...(machine.length < refused.length
+        ? [`resume with the run's value of each key above (${results.file("config.yaml")} records them all)`]
+        : []),
+      ...(machine.length > 0
+        ? [
+          `resume where ${machine.join(", ")} resolve${
+            machine.length > 1 ? "" : "s"
+          } as in the run (what its settings stood for where it ran)`,
+        ]
+        : []),
       "start a new run without --resume",
       ...(longer ? [`make the run longer with --extend (only --${key} may change)`] : []),
     ];
     throw new RangeError(
       `--resume "${results.path}" was run with a different configuration:\n${lines.join("\n")}\n` +
-        `${ways.slice(0, -1).join(", ")}${ways.length > 2 ? "," : ""} or ${ways.at(-1)}.`,
+        `${capitalize(ways.slice(0, -1).join(", "))}${ways.length > 2 ? "," : ""} or ${ways.at(-1)}.`,
     );
   }
   if (extension !== undefined) {
@@ -636,4 +647,9 @@ export async function trainResumable<M extends object, B extends Batch>(
   trainer.close();
   await Deno.remove(previousCheckpointPath(checkpoint)).catch(() => {});
   return { records: readJsonl(options.metrics) as unknown as StepRecord[], seconds };
+}
+
+/** `text` with its first letter upper-case. */
+function capitalize(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }

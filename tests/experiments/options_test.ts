@@ -101,6 +101,12 @@ Deno.test("vlm_dynamics.ts records what --data auto resolved to, and --resume re
   const stderr = new TextDecoder().decode(again.stderr);
   equal(again.code, 2, stderr);
   match(stderr, /resolved\.data: "shapes" in the run, "emoji" now/);
+  // No flag gives a resolved value back: the refusal does not send the user to the run's values.
+  match(
+    stderr,
+    /Resume where resolved\.data resolves as in the run .* or start a new run without --resume\./s,
+  );
+  equal(/run's value of each key/.test(stderr), false, stderr);
   await Deno.remove(root, { recursive: true });
 });
 
