@@ -42,6 +42,7 @@ import {
   loadCorpus,
   type MeanStd,
   meanStd,
+  missingInputs,
   PRETRAIN_STEPS,
   type ReportTable,
   runMain,
@@ -187,6 +188,8 @@ async function main(): Promise<void> {
         ...(c.quick ? ["--quick"] : []),
         ...(!c.quick && c.pretrainSteps !== PRETRAIN_STEPS ? [`--pretrain-steps ${c.pretrainSteps}`] : []),
       ];
+      const missing = missingInputs([["--model", c.model]]);
+      if (missing.length > 0) throw new RangeError(missing.join("; "));
       if (c.model !== undefined && unused.length > 0) {
         throw new RangeError(
           `${

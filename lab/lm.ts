@@ -395,7 +395,28 @@ export async function lmSetup(cfg: LmSettings, device: DeviceName, sourceText?: 
 }
 
 /**
- * The companions the LM experiments' data keys need, checked before anything is loaded or written: `--data` is
+ * One problem for each given path (`[flag, path]`, undefined: not given) that does not exist, so that an experiment
+ * refuses it before it makes its results directory.
+ */
+export function missingInputs(inputs: readonly (readonly [string, string | undefined])[]): string[] {
+  return inputs.flatMap(([flag, path]) => {
+    if (path === undefined) return [];
+    try {
+      Deno.statSync(path);
+      return [];
+    } catch (e) {
+      return [
+        `${flag} "${path}": ${
+          e instanceof Deno.errors.NotFound ? "no such file or directory" : (e as Error).message
+        }`,
+      ];
+    }
+  });
+}
+
+/**
+ * The paths the LM experiments read exist, and the companions their data keys need, checked before anything is
+ * loaded or written: `--data` is
  * fine-tuned on by a `--model` read with its `--tokenizer` (the built-in base only knows the generated domains),
  * `--source` (forgetting) belongs to `--data`, `--train-domain` and `--sentiment-dir` to `--task sentiment`, and
  * `--pretrain-steps` to the generated base (not to `--model`).
@@ -413,7 +434,13 @@ export function lmCheck(
     pretrainSteps?: number;
   },
 ): void {
-  const problems: string[] = [];
+  const problems: string[] = missingInputs([
+    ["--model", cfg.model],
+    ["--tokenizer", cfg.tokenizer],
+    ["--data", cfg.data],
+    ["--source", cfg.source],
+    ["--sentiment-dir", cfg.task === "sentiment" ? cfg.sentimentDir : undefined],
+  ]);
   const pretrainDefault = cfg.quick ? LM_QUICK.pretrainSteps : PRETRAIN_STEPS;
   if (cfg.model !== undefined && cfg.pretrainSteps !== undefined && cfg.pretrainSteps !== pretrainDefault) {
     problems.push(

@@ -244,3 +244,29 @@ Deno.test("vlm_dynamics.ts refuses --eva-positions labelled when no method is ca
   );
   equal(r.wrote.length, 0, `wrote ${r.wrote}`);
 });
+
+Deno.test("an input path that does not exist is refused by flag and path before a results directory is made", async () => {
+  const missing = `/nonexistent-${new TestRng(3).int(1, 1e9)}`;
+  const cases: [string, string[], string][] = [
+    ["spectral_gain.ts", ["--model", `${missing}/model.bin`], "--model"],
+    ["eva.ts", [
+      "--model",
+      `${missing}/m.bin`,
+      "--tokenizer",
+      `${missing}/t.bin`,
+      "--data",
+      `${missing}/d.txt`,
+    ], "--data"],
+    [
+      "cntlora.ts",
+      ["--task", "sentiment", "--model", `${missing}/m.bin`, "--tokenizer", `${missing}/t.bin`],
+      "--model",
+    ],
+  ];
+  for (const [script, args, flag] of cases) {
+    const r = await refusal(script, ["--quick", "--device", "cpu", ...args]);
+    equal(r.code, 2, r.stderr);
+    match(r.stderr, new RegExp(`${flag} "${missing}/[a-z.]+": no such file or directory`));
+    equal(r.wrote.length, 0, `${script} wrote ${r.wrote}`);
+  }
+});
