@@ -131,14 +131,25 @@ async function readJson(path: string, what: string): Promise<unknown> {
  * ```
  */
 export async function hfEosTokenIds(dir: string): Promise<number[]> {
-  return await generationEosTokenIds(dir) ?? await eosTokenIdsIn(`${dir}/config.json`, "Hugging Face config");
+  const { path, what } = await generationFile(dir);
+  return await eosTokenIdsIn(path, what);
 }
 
 /** The `eos_token_id` of `dir/generation_config.json` (see {@link hfEosTokenIds}), or undefined without that file. */
 async function generationEosTokenIds(dir: string): Promise<number[] | undefined> {
+  const { path, what, own } = await generationFile(dir);
+  return own ? await eosTokenIdsIn(path, what) : undefined;
+}
+
+/**
+ * The file transformers' `generate` reads a checkpoint's generation settings from: `generation_config.json` when
+ * the directory has that file (`own`), else `config.json`; `what` names it in errors.
+ */
+async function generationFile(dir: string): Promise<{ path: string; what: string; own: boolean }> {
   const path = `${dir}/generation_config.json`;
-  const has = await Deno.stat(path).then((s) => s.isFile, () => false);
-  return has ? await eosTokenIdsIn(path, "generation config") : undefined;
+  return await Deno.stat(path).then((s) => s.isFile, () => false)
+    ? { path, what: "generation config", own: true }
+    : { path: `${dir}/config.json`, what: "Hugging Face config", own: false };
 }
 
 /** What transformers' `generate` takes from a checkpoint's generation settings, as {@link hfGenerationSettings} reads them. */
@@ -196,10 +207,8 @@ const UNSUPPORTED_GENERATION: Record<string, readonly unknown[]> = {
  * ```
  */
 export async function hfGenerationSettings(dir: string): Promise<HfGenerationSettings> {
-  const own = `${dir}/generation_config.json`;
-  const has = await Deno.stat(own).then((s) => s.isFile, () => false);
-  const path = has ? own : `${dir}/config.json`;
-  const json = await readJson(path, has ? "generation config" : "Hugging Face config");
+  const { path, what } = await generationFile(dir);
+  const json = await readJson(path, what);
   if (!isRecord(json)) throw new Error(`"${path}" must hold a JSON object`);
   for (const [key, defaults] of Object.entries(UNSUPPORTED_GENERATION)) {
     const value = json[key] ?? null;
