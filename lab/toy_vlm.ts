@@ -603,7 +603,19 @@ export const DEFAULT_HELD_OUT: Readonly<Record<"shapes" | "emoji", readonly stri
  *
  * @param cfg The `shift` and `heldOut` keys.
  */
-export function vlmCheck(cfg: { shift: "held-out" | "none"; heldOut: readonly string[] }): void {
+export function vlmCheck(
+  cfg: { shift: "held-out" | "none"; heldOut: readonly string[]; data?: string },
+): void {
+  // An emoji pack named by --data (or the shared one, by "emoji") is read only after the results directory exists.
+  if (cfg.data !== undefined && cfg.data !== "auto" && cfg.data !== "shapes") {
+    const dir = cfg.data === "emoji" ? EMOJI_DIR : cfg.data;
+    if (!hasEmojiPack(dir)) {
+      throw new RangeError(
+        `--data "${cfg.data}": no emoji pack at "${dir}" (it holds index.tsv and noto_emoji32_rgba.u8.gz); ` +
+          `--data shapes uses the generated images`,
+      );
+    }
+  }
   if (cfg.shift === "none" && cfg.heldOut.length > 0) {
     throw new RangeError(
       `--held-out ${

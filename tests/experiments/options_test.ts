@@ -31,6 +31,16 @@ for (const script of ["vlm_dynamics.ts", "gap_init.ts"]) {
   });
 }
 
+for (const script of ["vlm_dynamics.ts", "gap_init.ts"]) {
+  Deno.test(`${script} refuses a --data directory without an emoji pack before it creates a results directory`, async () => {
+    const missing = `no_pack_${new TestRng(7).int(0, 1 << 30)}`;
+    const r = await refusal(script, ["--quick", "--device", "cpu", "--data", missing]);
+    equal(r.code, 2, r.stderr);
+    match(r.stderr, new RegExp(`--data "${missing}": no emoji pack at "${missing}"`));
+    equal(r.wrote.length, 0, `wrote ${r.wrote}`);
+  });
+}
+
 // Tiny sizes, so that an experiment that does not refuse ends soon.
 const LM_TINY = ["--quick", "--device", "cpu", "--steps", "2", "--pretrain-steps", "2", "--targets", "wq"];
 for (const script of ["eva.ts", "init_sweep.ts", "cntlora.ts"]) {
