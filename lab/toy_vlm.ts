@@ -599,14 +599,15 @@ export const DEFAULT_HELD_OUT: Readonly<Record<"shapes" | "emoji", readonly stri
 /**
  * The companions the VLM data keys need, checked before anything is written: `--held-out` names the classes that
  * `--shift held-out` keeps out of pretraining, and `--shift none` fine-tunes on the pretraining distribution, where
- * held-out classes would be ignored.
+ * held-out classes would be ignored; a `--data` other than `auto` and `shapes` names an emoji pack that must be
+ * there.
  *
- * @param cfg The `shift` and `heldOut` keys.
+ * @param cfg The `shift`, `heldOut` and `data` keys.
  */
 export function vlmCheck(
   cfg: { shift: "held-out" | "none"; heldOut: readonly string[]; data?: string },
 ): void {
-  // An emoji pack named by --data (or the shared one, by "emoji") is read only after the results directory exists.
+  // The pack itself is read only after the results directory exists.
   if (cfg.data !== undefined && cfg.data !== "auto" && cfg.data !== "shapes") {
     const dir = cfg.data === "emoji" ? EMOJI_DIR : cfg.data;
     if (!hasEmojiPack(dir)) {
