@@ -362,8 +362,7 @@ def save(name: str, directory: str) -> None:
     fast.save_pretrained(directory)
     if name == "sentencepiece_llama_class":
         path = os.path.join(directory, "tokenizer_config.json")
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
+        config = _read_json(path)
         config["tokenizer_class"] = "LlamaTokenizer"
         config["legacy"] = False
         config["add_bos_token"] = True
@@ -371,8 +370,7 @@ def save(name: str, directory: str) -> None:
         _write_json(path, config)
     if name in CLASS_OF:
         path = os.path.join(directory, "tokenizer_config.json")
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
+        config = _read_json(path)
         config["tokenizer_class"] = CLASS_OF[name]
         if name == "bytelevel_gpt2_class_no_added":
             # The class's own default (<|endoftext|>) names BOS, EOS and UNK; the config names one more.
@@ -384,29 +382,23 @@ def save(name: str, directory: str) -> None:
         # BOS and EOS, named in tokenizer_config.json, written as added tokens that are not special (transformers
         # still skips them with skip_special_tokens).
         path = os.path.join(directory, "tokenizer.json")
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = _read_json(path)
         for t in data["added_tokens"]:
             t["special"] = False
         _write_json(path, data)
     if name == "bytelevel_gpt2_class_no_added":
         path = os.path.join(directory, "tokenizer.json")
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = _read_json(path)
         data["added_tokens"] = []
         _write_json(path, data)
-
-
     if name in PIPELINE_EDITS:
         path = os.path.join(directory, "tokenizer.json")
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = _read_json(path)
         PIPELINE_EDITS[name](data)
         _write_json(path, data)
     if name == "sentencepiece_single_word":
         path = os.path.join(directory, "tokenizer.json")
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = _read_json(path)
         for t in data["added_tokens"]:
             if t["content"] in ("New York", "<|im_end|>", "<|sp|>"):
                 t["single_word"] = True
@@ -416,13 +408,11 @@ def save(name: str, directory: str) -> None:
         _write_json(path, data)
     if name == "sentencepiece_special_dicts":
         path = os.path.join(directory, "tokenizer.json")
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = _read_json(path)
         data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] not in ("<s>", "</s>")]
         _write_json(path, data)
         path = os.path.join(directory, "tokenizer_config.json")
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
+        config = _read_json(path)
         flags = {"lstrip": True, "rstrip": True, "normalized": True, "single_word": False, "special": True}
         config["eos_token"] = {"__type": "AddedToken", "content": "</s>", **flags}
         _write_json(path, config)
@@ -432,6 +422,11 @@ def save(name: str, directory: str) -> None:
             "unk_token": "<unk>",
         }
         _write_json(os.path.join(directory, "special_tokens_map.json"), special_map)
+
+
+def _read_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def _write_json(path: str, value: object) -> None:
