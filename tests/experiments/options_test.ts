@@ -29,9 +29,6 @@ for (const script of ["vlm_dynamics.ts", "gap_init.ts"]) {
     match(r.stderr, /--held-out \["cyan"\] is used only with --shift held-out, and --shift is none/);
     equal(r.wrote.length, 0, `wrote ${r.wrote}`);
   });
-}
-
-for (const script of ["vlm_dynamics.ts", "gap_init.ts"]) {
   Deno.test(`${script} refuses a --data directory without an emoji pack before it creates a results directory`, async () => {
     const missing = `no_pack_${new TestRng(7).int(0, 1 << 30)}`;
     const r = await refusal(script, ["--quick", "--device", "cpu", "--data", missing]);
