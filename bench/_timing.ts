@@ -220,7 +220,7 @@ export function parseBenchArgs(script: string, argv: readonly string[]): BenchAr
 
 /**
  * One line describing where the benchmark ran: the device (the default one, as `auto` or `TESSERA_DEVICE` picked
- * it, with its adapter), the WebGPU adapter, Deno version, host CPU count and the 1-minute load average (on a
+ * it, with its adapter), the WebGPU adapter and its launch policy, Deno version, host CPU count and the 1-minute load average (on a
  * software adapter or the wasm device, other processes on the host take the same cores).
  */
 export async function adapterLine(): Promise<string> {
@@ -233,7 +233,8 @@ export async function adapterLine(): Promise<string> {
     // loadavg needs --allow-sys; the line is complete without it
   }
   const device = await deviceLine();
-  return `device: ${device} | webgpu adapter: ${gpu.description} | deno ${Deno.version.deno} | ${cpus} host CPUs${load}`;
+  return `device: ${device} | webgpu adapter: ${gpu.description}, launch policy ${gpu.launchPolicy.name} | ` +
+    `deno ${Deno.version.deno} | ${cpus} host CPUs${load}`;
 }
 
 /** Waits until every queued kernel of the default device has run (the `sync` of {@link timeIterations}). */

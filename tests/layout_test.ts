@@ -21,7 +21,7 @@ const BUDGETS: Record<string, number> = {
   cli: 780,
   tools: 1_600,
   examples: 120,
-  tests: 24_600,
+  tests: 24_700,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */

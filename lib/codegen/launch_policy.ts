@@ -13,6 +13,11 @@
  *   launches; a GPU branches uniformly per workgroup at no cost. Row reductions keep kernels of their own (a row
  *   per invocation reads memory uncoalesced there). Textbook defaults: measure them on the GPU.
  *
+ * `TESSERA_LAUNCH_POLICY=software` or `=gpu` sets the policy of the WebGPU device whatever the adapter (see
+ * {@link namedLaunchPolicy}): on a GPU, to time the software policy beside its own (`deno task bench:train` once
+ * with each); on lavapipe, to run the GPU policy's kernels and launches (results, kernel and launch counts; its
+ * times there say nothing about a GPU).
+ *
  * @module
  */
 import { type AdapterTraits, isSoftwareAdapter } from "./matmul_policy.ts";
@@ -67,4 +72,28 @@ export const GPU_LAUNCHES: LaunchPolicy = {
  */
 export function launchPolicyFor(a: AdapterTraits): LaunchPolicy {
   return isSoftwareAdapter(a) ? SOFTWARE_LAUNCHES : GPU_LAUNCHES;
+}
+
+/** The policies by the names `TESSERA_LAUNCH_POLICY` takes. */
+export const LAUNCH_POLICIES: Readonly<Record<"software" | "gpu", LaunchPolicy>> = {
+  software: SOFTWARE_LAUNCHES,
+  gpu: GPU_LAUNCHES,
+};
+
+/**
+ * The policy named `name` (a key of {@link LAUNCH_POLICIES}); any other name is refused, naming `source` (where
+ * the name came from) and the names there are.
+ *
+ * @example
+ * ```ts
+ * import { namedLaunchPolicy } from "./launch_policy.ts";
+ * console.log(namedLaunchPolicy("gpu").rowKernels); // false
+ * ```
+ */
+export function namedLaunchPolicy(name: string, source = "TESSERA_LAUNCH_POLICY"): LaunchPolicy {
+  if (name === "software" || name === "gpu") return LAUNCH_POLICIES[name];
+  const names = Object.keys(LAUNCH_POLICIES).map((k) => `"${k}"`).join(" or ");
+  throw new RangeError(
+    `${source} is ${JSON.stringify(name)}; the launch policies are ${names} (unset: chosen by the adapter)`,
+  );
 }

@@ -25,7 +25,7 @@ import { debugLevel } from "./debug.ts";
 import { chosenBackendNote, requestGpuAdapter } from "./gpu_adapter.ts";
 import { launchGroups } from "./launch_groups.ts";
 import { canMerge, type MergedBranch, renderMerged, workgroupsOf } from "../codegen/render_merged.ts";
-import { type LaunchPolicy, launchPolicyFor } from "../codegen/launch_policy.ts";
+import { type LaunchPolicy, launchPolicyFor, namedLaunchPolicy } from "../codegen/launch_policy.ts";
 
 /** No WebGPU adapter could be found. */
 export class NoAdapterError extends Error {
@@ -209,7 +209,10 @@ export class WebGPUBackend implements Backend {
   readonly hasF16: boolean;
   /** How matmuls are blocked on this adapter (see `matmul_policy.ts`). */
   readonly matmulPolicy: MatmulPolicy;
-  /** Which kernels of a prepared sequence share launches on this adapter (see `launch_policy.ts`). */
+  /**
+   * Which kernels of a prepared sequence share launches on this adapter (see `launch_policy.ts`), or the policy
+   * `TESSERA_LAUNCH_POLICY` names.
+   */
   readonly launchPolicy: LaunchPolicy;
   /** Whether row reductions are fused into the kernels that broadcast them (the launch policy's choice). */
   readonly rowKernels: boolean;
@@ -262,7 +265,10 @@ export class WebGPUBackend implements Backend {
       isFallback: this.isFallback,
       subgroups: device.features.has("subgroups" as GPUFeatureName),
     });
-    this.launchPolicy = launchPolicyFor({ description: i.description ?? "", isFallback: this.isFallback });
+    const requested = envValue("TESSERA_LAUNCH_POLICY");
+    this.launchPolicy = requested === undefined || requested === ""
+      ? launchPolicyFor({ description: i.description ?? "", isFallback: this.isFallback })
+      : namedLaunchPolicy(requested);
     this.rowKernels = this.launchPolicy.rowKernels;
     this.maxBufferBytes = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
     device.lost.then((info) => {
@@ -886,15 +892,16 @@ export class WebGPUBackend implements Backend {
 
 /** Whether `TESSERA_SUBGROUP_MATMUL=1` asks for the subgroup matmul tiles (false without env access). */
 function subgroupMatmulRequested(): boolean {
+  return envValue("TESSERA_SUBGROUP_MATMUL") === "1";
+}
+
+/** The environment variable `name`, or undefined when it is unset or env access to it is not granted. */
+function envValue(name: string): string | undefined {
   try {
-    if (
-      Deno.permissions.querySync({ name: "env", variable: "TESSERA_SUBGROUP_MATMUL" }).state !== "granted"
-    ) {
-      return false;
-    }
-    return Deno.env.get("TESSERA_SUBGROUP_MATMUL") === "1";
+    if (Deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") return undefined;
+    return Deno.env.get(name);
   } catch {
-    return false;
+    return undefined;
   }
 }
 

@@ -3,15 +3,20 @@
  * by buffer, binding and size limits), and that a merged shader computes bit for bit what the kernels compute
  * launched one by one.
  */
-import { deepEqual, equal, ok } from "node:assert/strict";
+import { deepEqual, equal, match, ok, throws } from "node:assert/strict";
 import { getWebGPU, tensor } from "../../mod.ts";
 import { launchGroups } from "../../lib/runtime/launch_groups.ts";
-import { launchPolicyFor } from "../../lib/codegen/launch_policy.ts";
+import {
+  GPU_LAUNCHES,
+  launchPolicyFor,
+  namedLaunchPolicy,
+  SOFTWARE_LAUNCHES,
+} from "../../lib/codegen/launch_policy.ts";
 import { BoundPlan, graphSignature, planFor } from "../../lib/runtime/plan.ts";
 import { realizeNodes, resolveStorage } from "../../lib/runtime/realize.ts";
 import type { Storage } from "../../lib/ir/node.ts";
 import { paramValue } from "../../lib/codegen/lower.ts";
-import { TestRng } from "../_helpers.ts";
+import { assertClose, TEST_SEED, TestRng } from "../_helpers.ts";
 
 const use = (buffer: object, write = false, type = "f32") => ({ buffer, type, write });
 
@@ -97,4 +102,69 @@ Deno.test("launch policy: software adapters share launches only between small ke
   ok(gpu.mayShare(64, true) && !gpu.mayShare(65, false));
   // One-off submissions merge where launches cost the device milliseconds, not where they cost microseconds.
   ok(soft.mergeRuns && !gpu.mergeRuns);
+});
+
+Deno.test("launch policy by name: software and gpu, any other name refused with the names there are", () => {
+  equal(namedLaunchPolicy("software"), SOFTWARE_LAUNCHES);
+  equal(namedLaunchPolicy("gpu"), GPU_LAUNCHES);
+  for (const bad of ["GPU", "fast", "toString", "__proto__", " gpu"]) {
+    throws(
+      () => namedLaunchPolicy(bad),
+      (e: Error) =>
+        e.message.includes(`TESSERA_LAUNCH_POLICY is ${JSON.stringify(bad)}`) &&
+        /"software" or "gpu"/.test(e.message),
+    );
+  }
+});
+
+/** Runs the launch-policy child with `TESSERA_LAUNCH_POLICY=policy` and this process's TEST_SEED. */
+async function policyChild(policy: string, seed: number) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("./_launch_policy_child.ts", import.meta.url).pathname, String(seed)],
+    env: { TESSERA_LAUNCH_POLICY: policy, TEST_SEED: String(TEST_SEED) },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+interface ChildRun {
+  records: Record<string, number>[];
+  state: Record<string, number[]>;
+  replayed: number;
+}
+
+Deno.test("TESSERA_LAUNCH_POLICY runs either policy on this adapter: a LoRA transformer trains alike under both, replayed bit for bit", async () => {
+  const seed = new TestRng(47).int(0, 2 ** 20);
+  const runs: Record<string, { policy: string; rowKernels: boolean; runs: ChildRun[] }> = {};
+  for (const policy of ["gpu", "software"]) {
+    const child = await policyChild(policy, seed);
+    equal(child.code, 0, child.stderr);
+    runs[policy] = JSON.parse(child.stdout);
+    const [eager, compiled] = runs[policy].runs;
+    equal(compiled.replayed, 5);
+    deepEqual(compiled.records, eager.records, `${policy}: replayed records`);
+    deepEqual(compiled.state, eager.state, `${policy}: replayed parameters`);
+  }
+  match(runs.gpu.policy, /^gpu /);
+  equal(runs.gpu.rowKernels, false);
+  match(runs.software.policy, /^software /);
+  equal(runs.software.rowKernels, true);
+  // The policies choose launches and whether a norm's statistics get a kernel of their own, not the arithmetic:
+  // the same f32 operations, so agreement to a few ulps after seven AdamW steps.
+  const [gpu, soft] = [runs.gpu.runs[1], runs.software.runs[1]];
+  assertClose(gpu.records.map((r) => r.loss), soft.records.map((r) => r.loss), { rtol: 1e-5, atol: 0 });
+  for (const [path, values] of Object.entries(soft.state)) {
+    assertClose(gpu.state[path], values, { rtol: 1e-5, atol: 1e-6, what: path });
+  }
+});
+
+Deno.test("TESSERA_LAUNCH_POLICY with a name that is no policy stops at the device's creation, naming it", async () => {
+  const child = await policyChild("fast", 1);
+  ok(child.code !== 0, child.stdout);
+  match(child.stderr, /TESSERA_LAUNCH_POLICY is "fast"; the launch policies are "software" or "gpu"/);
 });
