@@ -220,8 +220,8 @@ export function parseBenchArgs(script: string, argv: readonly string[]): BenchAr
 
 /**
  * One line describing where the benchmark ran: the device (the default one, as `auto` or `TESSERA_DEVICE` picked
- * it, with its adapter), the WebGPU adapter and its launch policy, Deno version, host CPU count and the 1-minute load average (on a
- * software adapter or the wasm device, other processes on the host take the same cores).
+ * it, with its adapter), the WebGPU adapter and its launch policy, Deno version, host CPU count and the 1-minute
+ * load average (on a software adapter or the wasm device, other processes on the host take the same cores).
  */
 export async function adapterLine(): Promise<string> {
   const gpu = await getWebGPU();
