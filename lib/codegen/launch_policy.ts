@@ -91,7 +91,7 @@ export const LAUNCH_POLICIES: Readonly<Record<"software" | "gpu", LaunchPolicy>>
  * ```
  */
 export function namedLaunchPolicy(name: string, source = "TESSERA_LAUNCH_POLICY"): LaunchPolicy {
-  if (name === "software" || name === "gpu") return LAUNCH_POLICIES[name];
+  if (Object.hasOwn(LAUNCH_POLICIES, name)) return LAUNCH_POLICIES[name as keyof typeof LAUNCH_POLICIES];
   const names = Object.keys(LAUNCH_POLICIES).map((k) => `"${k}"`).join(" or ");
   throw new RangeError(
     `${source} is ${JSON.stringify(name)}; the launch policies are ${names} (unset: chosen by the adapter)`,
