@@ -1,5 +1,5 @@
 /**
- * Child of `launch_policy_test.ts` (run with `TESSERA_LAUNCH_POLICY` set): seven LoRA steps of a two-layer
+ * Child of `launch_groups_test.ts` (run with `TESSERA_LAUNCH_POLICY` set): seven LoRA steps of a two-layer
  * transformer on WebGPU, eager and compiled, printed as JSON with the device's launch policy.
  */
 import { getWebGPU, type Shape, type Tensor, tensor } from "../../mod.ts";
