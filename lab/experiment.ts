@@ -82,8 +82,9 @@ export interface Started<C> {
 /** Keys that do not affect results: where to resume from, and the permission to extend. */
 const NOT_RESULTS = new Set(["resume", "extend"]);
 
+/** A recorded or current value, whole: two long values (a device line, say) may differ only at their ends. */
 function valueText(v: unknown): string {
-  return v === undefined ? "(not set)" : showValue(v);
+  return v === undefined ? "(not set)" : showValue(v, Infinity);
 }
 
 /**

@@ -22,8 +22,11 @@ export class OptionsError extends RangeError {
   }
 }
 
-/** A short rendering of a value given as an option (non-finite numbers, tensors and functions included). */
-export function showValue(value: unknown): string {
+/**
+ * A short rendering of a value given as an option (non-finite numbers, tensors and functions included), cut to
+ * `max` characters (default 80).
+ */
+export function showValue(value: unknown, max = 80): string {
   if (value === undefined) return "nothing";
   if (typeof value === "number") return Object.is(value, -0) ? "-0" : String(value);
   if (typeof value === "bigint") return `${value}n`;
@@ -44,7 +47,7 @@ export function showValue(value: unknown): string {
   } catch {
     text = String(value);
   }
-  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+  return text.length > max ? `${text.slice(0, max - 3)}...` : text;
 }
 
 function valueAt(source: unknown, path: readonly PropertyKey[]): unknown {

@@ -255,8 +255,6 @@ export class WebGPUBackend implements Backend {
     this.isFallback = adapter.info.isFallbackAdapter ?? false;
     this.hasF16 = device.features.has("shader-f16");
     const i = adapter.info;
-    this.description = [i.description || "unknown adapter", i.vendor && `vendor ${i.vendor}`, i.architecture]
-      .filter(Boolean).join(", ") + (this.isFallback ? " (fallback adapter)" : "");
     this.maxInputs = Math.min(device.limits.maxStorageBuffersPerShaderStage - 1, 30);
     // At least 16 bytes, so that a range read as vec4 starts at a vec4 of its buffer on every adapter.
     this.viewAlign = Math.max(16, device.limits.minStorageBufferOffsetAlignment);
@@ -270,6 +268,16 @@ export class WebGPUBackend implements Backend {
       ? launchPolicyFor({ description: i.description ?? "", isFallback: this.isFallback })
       : namedLaunchPolicy(requested);
     this.rowKernels = this.launchPolicy.rowKernels;
+    // The settings made by environment variables change the kernels, so the description (which reports and
+    // resumed experiments compare) names them; the adapter's own choices follow from its name.
+    const chosen = [
+      requested ? `TESSERA_LAUNCH_POLICY=${requested}` : "",
+      device.features.has("subgroups" as GPUFeatureName) ? "TESSERA_SUBGROUP_MATMUL=1" : "",
+    ].filter(Boolean);
+    this.description = [i.description || "unknown adapter", i.vendor && `vendor ${i.vendor}`, i.architecture]
+      .filter(Boolean).join(", ") +
+      (this.isFallback ? " (fallback adapter)" : "") +
+      (chosen.length > 0 ? `, with ${chosen.join(" ")}` : "");
     this.maxBufferBytes = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
     device.lost.then((info) => {
       this.#lost = `${info.reason}: ${info.message}`;

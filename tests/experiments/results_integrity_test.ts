@@ -135,6 +135,31 @@ Deno.test("--resume: changed keys, locks, foreign directories, damaged run files
   });
 
   await t.step(
+    "a recorded value that differs from the current one only past 80 characters is shown whole",
+    async () => {
+      // As when a run made on one device setting (a launch policy, a thread count) is resumed under another: the
+      // device line is long and the difference sits at its end.
+      const copy = `${cwd}/results/eva/long-adapter`;
+      await copyDir(dir, copy);
+      // The record --resume compares is experiment.json's (config.yaml is its readable copy).
+      const file = `${copy}/experiment.json`;
+      const record = JSON.parse(Deno.readTextFileSync(file));
+      const now = String(record.config.adapter);
+      const then = `${now}${", with an environment setting".repeat(3)}`;
+      ok(then.length > 90, then);
+      record.config.adapter = then;
+      Deno.writeTextFileSync(file, JSON.stringify(record));
+      const r = await eva(cwd, [...ARGS, "--resume", arg(copy)]);
+      equal(r.code, 2, r.stderr);
+      ok(
+        r.stderr.includes(`  adapter: ${JSON.stringify(then)} in the run, ${JSON.stringify(now)} now\n`),
+        r.stderr,
+      );
+      noStack(r);
+    },
+  );
+
+  await t.step(
     "a run of an older set-up (data, calibration batches) is refused, naming both revisions",
     async () => {
       const old = `${cwd}/results/eva/older`;

@@ -1,8 +1,8 @@
 /**
  * Child of `launch_groups_test.ts` (run with `TESSERA_LAUNCH_POLICY` set): seven LoRA steps of a two-layer
- * transformer on WebGPU, eager and compiled, printed as JSON with the device's launch policy.
+ * transformer on WebGPU, eager and compiled, printed as JSON with the device's launch policy and description.
  */
-import { getWebGPU, type Shape, type Tensor, tensor } from "../../mod.ts";
+import { deviceLine, getWebGPU, type Shape, type Tensor, tensor } from "../../mod.ts";
 import { AdamW, crossEntropy, loadParameters, namedParameters } from "../../lib/nn/mod.ts";
 import { attachLora } from "../../lib/init/mod.ts";
 import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
@@ -53,4 +53,10 @@ for (const compile of [false, true]) {
   runs.push({ records, state, replayed: t.compileStats.replayed });
   t.close();
 }
-console.log(JSON.stringify({ policy: be.launchPolicy.name, rowKernels: be.rowKernels, runs }));
+console.log(JSON.stringify({
+  policy: be.launchPolicy.name,
+  rowKernels: be.rowKernels,
+  description: be.description,
+  deviceLine: await deviceLine("webgpu"),
+  runs,
+}));

@@ -140,7 +140,10 @@ interface ChildRun {
 
 Deno.test("TESSERA_LAUNCH_POLICY runs either policy on this adapter: a LoRA transformer trains alike under both, replayed bit for bit", async () => {
   const seed = new TestRng(47).int(0, 2 ** 20);
-  const runs: Record<string, { policy: string; rowKernels: boolean; runs: ChildRun[] }> = {};
+  const runs: Record<
+    string,
+    { policy: string; rowKernels: boolean; description: string; deviceLine: string; runs: ChildRun[] }
+  > = {};
   for (const policy of ["gpu", "software"]) {
     const child = await policyChild(policy, seed);
     equal(child.code, 0, child.stderr);
@@ -149,6 +152,16 @@ Deno.test("TESSERA_LAUNCH_POLICY runs either policy on this adapter: a LoRA tran
     equal(compiled.replayed, 5);
     deepEqual(compiled.records, eager.records, `${policy}: replayed records`);
     deepEqual(compiled.state, eager.state, `${policy}: replayed parameters`);
+  }
+  // The device's description (what reports and resumed experiments compare) names the variable and its value.
+  // This process's device: with neither variable set (as in CI), the adapter's own words and nothing added.
+  const own = (await getWebGPU()).description.replace(/, with TESSERA_.*$/, "");
+  if (!Deno.env.get("TESSERA_LAUNCH_POLICY") && !Deno.env.get("TESSERA_SUBGROUP_MATMUL")) {
+    equal((await getWebGPU()).description, own);
+  }
+  for (const policy of ["gpu", "software"]) {
+    equal(runs[policy].description, `${own}, with TESSERA_LAUNCH_POLICY=${policy}`);
+    match(runs[policy].deviceLine, new RegExp(`^webgpu: .*, with TESSERA_LAUNCH_POLICY=${policy}$`));
   }
   match(runs.gpu.policy, /^gpu /);
   equal(runs.gpu.rowKernels, false);
