@@ -70,11 +70,14 @@ export interface GenerateRun {
 
 /**
  * Runs the command on `args`. Throws {@link ConfigError} (or {@link ConfigHelp}) for bad flags and an error naming
- * the file for unreadable or malformed inputs. `write` receives the text as it is produced.
+ * the file for unreadable or malformed inputs. `write` receives the text as it is produced, and `note` each note
+ * known before the text (about the settings and the context) as soon as it is known; the run's `notes` hold them
+ * all.
  */
 export async function runGenerate(
   args: readonly string[],
   write: (text: string) => void = () => {},
+  note: (line: string) => void = () => {},
 ): Promise<GenerateRun> {
   const cfg = parseConfig(Config, args, { name: NAME, description: DESCRIPTION });
   const tokenizerPath = await modelTokenizerPath(cfg.model, cfg.tokenizer);
@@ -100,9 +103,13 @@ export async function runGenerate(
     );
   }
   const notes: string[] = [];
+  const tell = (line: string) => {
+    notes.push(line);
+    note(line);
+  };
   const settings = await modelGenerationSettings(cfg.model);
   if (settings?.sampling) {
-    notes.push(
+    tell(
       `"${settings.path}" asks for sampling (${describe(settings.sampling)}); this command's --temperature ` +
         `${cfg.temperature} and --top-p ${cfg.topP} decide instead${
           cfg.temperature === 0 ? " (greedy)" : ""
@@ -110,7 +117,7 @@ export async function runGenerate(
     );
   }
   if (settings?.length) {
-    notes.push(
+    tell(
       `"${settings.path}" sets ${
         describe(settings.length)
       }; this command's --steps ${cfg.steps} decides instead`,
@@ -118,7 +125,7 @@ export async function runGenerate(
   }
   const room = model.config.seqLen - promptTokens.length + 1;
   if (cfg.steps > room && room > 0) {
-    notes.push(
+    tell(
       `--steps ${cfg.steps} is more than the context has room for: the model sees ${model.config.seqLen} ` +
         `positions and the prompt takes ${promptTokens.length}, so at most ${room} tokens are generated`,
     );
@@ -131,6 +138,7 @@ export async function runGenerate(
   const emit = (id: number) => {
     if (id >= tokenizer.vocabSize) {
       if (textless++ === 0) {
+        // Kept for the end: a note in the middle of the text would cut it on a terminal.
         notes.push(
           `the model generated id ${id}, which tokenizer "${tokenizerPath}" (${tokenizer.vocabSize} ids) has no text for: shown as nothing`,
         );
@@ -166,10 +174,18 @@ function describe(keys: Record<string, unknown>): string {
 
 if (import.meta.main) {
   const encoder = new TextEncoder();
+  let told = 0;
   try {
-    const run = await runGenerate(Deno.args, (piece) => Deno.stdout.writeSync(encoder.encode(piece)));
+    const run = await runGenerate(
+      Deno.args,
+      (piece) => Deno.stdout.writeSync(encoder.encode(piece)),
+      (note) => {
+        told++;
+        console.error(`generate: ${note}`);
+      },
+    );
     Deno.stdout.writeSync(encoder.encode("\n"));
-    for (const note of run.notes) console.error(`generate: ${note}`);
+    for (const note of run.notes.slice(told)) console.error(`generate: ${note}`);
     const rate = run.tokens.length / Math.max(run.seconds, 1e-9);
     console.error(
       `${run.tokens.length} tokens in ${run.seconds.toFixed(2)} s (${

@@ -403,8 +403,12 @@ Deno.test("generate command: applies repetition_penalty, refuses settings it doe
   }
   // Sampling and length keys give way to the flags, and the command says so.
   const dir = await copy({ do_sample: true, temperature: 0.6, max_new_tokens: 5 }, null);
-  const run = await runGenerate(args(dir));
+  const events: string[] = [];
+  const run = await runGenerate(args(dir), (p) => events.push(`text ${p}`), (n) => events.push(`note ${n}`));
   deepEqual(run.tokens.length, golden.steps);
+  // Both notes reach the user before the text does (the command prints them as they come).
+  deepEqual(events.slice(0, 2), run.notes.map((n) => `note ${n}`));
+  ok(events.slice(2).length > 0 && events.slice(2).every((e) => e.startsWith("text ")), events.join("\n"));
   ok(
     run.notes.some((n) =>
       /asks for sampling \(do_sample true, temperature 0\.6\); this command's --temperature 0/.test(n)
