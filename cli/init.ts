@@ -57,6 +57,13 @@ import { collectActivations, collectGradients } from "../lib/init/calibrate.ts";
 import { deviceLine, resolveDevice } from "../lib/runtime/realize.ts";
 import { DEVICE_CHOICES } from "../lib/runtime/device.ts";
 
+/** Defaults of the options that apply to a Hugging Face model directory only. */
+const HF_DEFAULTS = {
+  targets: "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+  calibrationBatches: 4,
+  calibrationSeqLen: 128,
+} as const;
+
 const BASE = z.object({
   method: z.string().describe(`initialisation: ${Object.keys(INIT_METHODS).join(", ")}`),
   weights: z.string().describe(
@@ -77,19 +84,28 @@ const BASE = z.object({
   device: z.enum(DEVICE_CHOICES).default("auto").describe(
     "where to compute (auto: a hardware GPU, else wasm)",
   ),
-  targets: z.string().default("q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj").describe(
-    "Hugging Face model: comma-separated projections to adapt",
+  // The Hugging Face options have no schema default, so that one given with a weights file can be refused.
+  targets: z.string().optional().describe(
+    `Hugging Face model: comma-separated projections to adapt (default: ${HF_DEFAULTS.targets})`,
   ),
   calibrationText: z.string().optional().describe(
     "Hugging Face model: text file the data-driven methods calibrate on (the model's tokenizer)",
   ),
-  calibrationBatches: z.number().int().positive().default(4).describe(
-    "Hugging Face model: calibration batches",
+  calibrationBatches: z.number().int().positive().optional().describe(
+    `Hugging Face model: calibration batches (default: ${HF_DEFAULTS.calibrationBatches})`,
   ),
-  calibrationSeqLen: z.number().int().positive().default(128).describe(
-    "Hugging Face model: tokens per calibration batch (one sequence each)",
+  calibrationSeqLen: z.number().int().positive().optional().describe(
+    `Hugging Face model: tokens per calibration batch, one sequence each (default: ${HF_DEFAULTS.calibrationSeqLen})`,
   ),
 });
+
+/** The flag of each option that applies to a Hugging Face model directory only. */
+const HF_FLAGS = {
+  targets: "--targets",
+  calibrationText: "--calibration-text",
+  calibrationBatches: "--calibration-batches",
+  calibrationSeqLen: "--calibration-seq-len",
+} as const;
 
 /** The file key of each kind of calibration data (`<layer>.<key>`). */
 const CALIBRATION_KEYS: Record<keyof LayerData, string> = {
@@ -186,10 +202,12 @@ export async function runInit(args: readonly string[]): Promise<InitRun> {
     throw e;
   }
   if (hf) return await initHfModel(cfg, method, own);
-  for (const k of ["calibrationText"] as const) {
-    if (cfg[k] !== undefined) {
-      throw new ConfigError([`--calibration-text needs a Hugging Face model directory as --weights`]);
-    }
+  const hfOnly = Object.entries(HF_FLAGS).filter(([k]) => cfg[k] !== undefined).map(([, flag]) => flag);
+  if (hfOnly.length > 0) {
+    throw new ConfigError([
+      `${hfOnly.join(", ")} ${hfOnly.length === 1 ? "needs" : "need"} a Hugging Face model directory as ` +
+      `--weights; "${cfg.weights}" is a weights file, whose every <layer>.weight is adapted`,
+    ]);
   }
   const { tensors: weights } = await readSafetensors(cfg.weights);
   const layers = [...weights].filter(([k, v]) => k.endsWith(".weight") && v.shape.length === 2);
@@ -361,7 +379,10 @@ async function initHfModel(
   }
   const device = resolveDevice(cfg.device);
   const model = await loadLlama(cfg.weights, { device });
-  const targets = cfg.targets.split(",").map((t) => t.trim()).filter((t) => t.length > 0);
+  const calibrationBatches = cfg.calibrationBatches ?? HF_DEFAULTS.calibrationBatches;
+  const calibrationSeqLen = cfg.calibrationSeqLen ?? HF_DEFAULTS.calibrationSeqLen;
+  const targetList = cfg.targets ?? HF_DEFAULTS.targets;
+  const targets = targetList.split(",").map((t) => t.trim()).filter((t) => t.length > 0);
   let data: Record<string, LayerData> | undefined;
   if (method.needs.length > 0) {
     if (cfg.calibrationText === undefined) {
@@ -377,8 +398,8 @@ async function initHfModel(
     const tokenizer = await loadTokenizer(cfg.weights);
     checkTokenizerFits(tokenizer, cfg.weights, model.config.vocabSize, cfg.weights);
     const ids = Int32Array.from(tokenizer.encode(await loadText(cfg.calibrationText)));
-    const t = Math.min(cfg.calibrationSeqLen, model.config.seqLen);
-    const batches = Array.from({ length: cfg.calibrationBatches }, (_, i) => {
+    const t = Math.min(calibrationSeqLen, model.config.seqLen);
+    const batches = Array.from({ length: calibrationBatches }, (_, i) => {
       const { x, y } = sampleWindows(ids, { batchSize: 1, seqLen: t, seed: cfg.seed, step: i + 1 });
       return {
         x: tensor(x, { shape: [1, t], dtype: "i32", device }) as Tensor<Shape, "i32">,

@@ -296,3 +296,20 @@ Deno.test("init command: an output on an input is a usage error, status 2 with t
   deepEqual(await Deno.readFile(weights), bytes, "the input is untouched");
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("init command with a weights file refuses the Hugging Face options, which it would ignore", async () => {
+  const dir = await Deno.makeTempDir();
+  await weightsFile(new TestRng(62), dir);
+  const base = ["--method", "lora", "--weights", `${dir}/w.safetensors`, "--out", `${dir}/o.safetensors`];
+  // --targets blk.q adapted blk.v as well, and the calibration sizes were dropped without a word.
+  await rejects(
+    runInit([...base, "--device", "cpu", "--targets", "blk.q"]),
+    /^ConfigError: --targets needs a Hugging Face model directory as --weights; ".*w\.safetensors" is a weights file/,
+  );
+  await rejects(
+    runInit([...base, "--device", "cpu", "--calibration-batches", "2", "--calibration-seq-len", "16"]),
+    /--calibration-batches, --calibration-seq-len need a Hugging Face model directory as --weights/,
+  );
+  await rejects(Deno.stat(`${dir}/o.safetensors`), Deno.errors.NotFound, "nothing written");
+  await Deno.remove(dir, { recursive: true });
+});
