@@ -51,7 +51,7 @@ import { checkTokenizerFits, loadTokenizer } from "../lib/io/load_tokenizer.ts";
 import { loadText } from "../lib/data/text.ts";
 import { sampleWindows } from "../lib/train/batches.ts";
 import { attachLora } from "../lib/init/mod.ts";
-import { findTargets } from "../lib/nn/targets.ts";
+import { findTargets, moduleNames } from "../lib/nn/targets.ts";
 import { ADAPTER_FILES, saveAdapter } from "../lib/lora/mod.ts";
 import { collectActivations, collectGradients } from "../lib/init/calibrate.ts";
 import { deviceLine, resolveDevice } from "../lib/runtime/realize.ts";
@@ -383,6 +383,7 @@ async function initHfModel(
   const calibrationSeqLen = cfg.calibrationSeqLen ?? HF_DEFAULTS.calibrationSeqLen;
   const targetList = cfg.targets ?? HF_DEFAULTS.targets;
   const targets = targetList.split(",").map((t) => t.trim()).filter((t) => t.length > 0);
+  refuseUnmatchedTargets(model, targets, cfg.weights);
   let data: Record<string, LayerData> | undefined;
   if (method.needs.length > 0) {
     if (cfg.calibrationText === undefined) {
@@ -424,6 +425,26 @@ async function initHfModel(
   });
   await saveAdapter(cfg.out, model, { baseModel: cfg.weights });
   return { layers: res.perLayer, out: cfg.out, device: await deviceLine(cfg.device) };
+}
+
+/**
+ * Refuses each `--targets` entry that selects no projection of the model (a misspelt name was dropped while the
+ * others were adapted), naming it and the projection names the model answers to.
+ */
+function refuseUnmatchedTargets(model: object, targets: readonly string[], weights: string): void {
+  const unmatched = targets.filter((t) => findTargets(model, [t]).length === 0);
+  if (unmatched.length === 0) return;
+  const names = new Set(
+    findTargets(model, /.*/).flatMap(([p]) =>
+      moduleNames(model, p).map((n) => n.slice(n.lastIndexOf(".") + 1))
+    ),
+  );
+  throw new ConfigError([
+    `--targets ${unmatched.map((t) => `"${t}"`).join(", ")} ${
+      unmatched.length === 1 ? "matches" : "match"
+    } ` +
+    `no projection of "${weights}"; its projections: ${[...names].join(", ")}`,
+  ]);
 }
 
 /** The module paths `targets` selects (Hugging Face or tessera names), for the calibration helpers. */

@@ -313,3 +313,15 @@ Deno.test("init command with a weights file refuses the Hugging Face options, wh
   await rejects(Deno.stat(`${dir}/o.safetensors`), Deno.errors.NotFound, "nothing written");
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("init command on a Hugging Face directory refuses a --targets entry that matches no projection", async () => {
+  const base = new URL("../fixtures/models/qwen2", import.meta.url).pathname;
+  const dir = await Deno.makeTempDir();
+  // A misspelt "q_prj" was dropped: v_proj alone was adapted and the adapter written.
+  await rejects(
+    runInit(["--method", "lora", "--weights", base, "--targets", "v_proj,q_prj", "--out", `${dir}/adapter`]),
+    /^ConfigError: --targets "q_prj" matches no projection of ".*qwen2"; its projections: wq, q_proj, wk, k_proj/,
+  );
+  await rejects(Deno.stat(`${dir}/adapter`), Deno.errors.NotFound, "nothing written");
+  await Deno.remove(dir, { recursive: true });
+});
