@@ -78,12 +78,7 @@ export async function runPpl(args: readonly string[]): Promise<PplRun> {
   const { seqLen, vocabSize } = model.config;
   checkTokenizerFits(tokenizer, tokenizerPath, vocabSize, cfg.model);
   if (seqLen < 2) throw new Error(`model "${cfg.model}" has a context of ${seqLen}; windows need at least 2`);
-  let text: string;
-  try {
-    text = await loadText(cfg.text);
-  } catch (err) {
-    throw new Error(`cannot read text file "${cfg.text}": ${(err as Error).message}`, { cause: err });
-  }
+  const text = await loadText(cfg.text); // its error names the file
   const all = tokenizer.encode(text, { bos: false });
   if (all.length === 0) throw new Error(`text file "${cfg.text}" is empty`);
   const ids = cfg.maxTokens === undefined ? all : all.slice(0, cfg.maxTokens);

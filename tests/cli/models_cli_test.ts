@@ -98,6 +98,21 @@ Deno.test("generate/ppl commands: --help, unknown keys and missing files", async
   ok(error instanceof ConfigError && /tokenizr/.test(error.message), String(error));
 });
 
+Deno.test("ppl command: an unreadable --text is named once, in one line", async () => {
+  const model = new URL("../fixtures/models/qwen2", import.meta.url).pathname;
+  const dir = await Deno.makeTempDir();
+  // It read `cannot read text file "X": text file "X": cannot read it: ...`.
+  for (const [text, cause] of [[`${dir}/missing.txt`, /No such file/], [dir, /directory/i]] as const) {
+    const out = await cli("ppl.ts", ["--model", model, "--text", text, "--device", "cpu"]);
+    equal(out.code, 1, out.stderr);
+    const line = `ppl: text file "${text}": cannot read it: `;
+    ok(out.stderr.startsWith(line) && out.stderr.split(`"${text}"`).length === 2, out.stderr);
+    match(out.stderr, cause);
+    equal(out.stderr.trimEnd().split("\n").length, 1, out.stderr);
+  }
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("generate command: greedy continuation of a prompt with a model saved as an HF directory", async () => {
   const { dir, tok, config, weights } = await fixture(41, 16);
   let streamed = "";
