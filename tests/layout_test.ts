@@ -18,7 +18,7 @@ const BUDGETS: Record<string, number> = {
   experiments: 4_600,
   bench: 4_300,
   kernels: 2_400,
-  cli: 810,
+  cli: 830,
   tools: 1_600,
   examples: 120,
   tests: 24_750,
