@@ -213,7 +213,19 @@ export async function runInit(args: readonly string[]): Promise<InitRun> {
   const layers = [...weights].filter(([k, v]) => k.endsWith(".weight") && v.shape.length === 2);
   if (layers.length === 0) throw new Error(`"${cfg.weights}" has no 2-D <layer>.weight tensor`);
   // Calibration files are read when the method needs them or when they are given (options such as LoRAM's
-  // tracking mode may use them).
+  // tracking mode may use them); one the method would drop is refused.
+  const dropped = [
+    ...(cfg.activations !== undefined && !method.takes.some((k) => k !== "grads") ? ["--activations"] : []),
+    ...(cfg.grads !== undefined && !method.takes.includes("grads") ? ["--grads"] : []),
+  ];
+  if (dropped.length > 0) {
+    throw new ConfigError([
+      `${dropped.join(" and ")} ${
+        dropped.length > 1 ? "are" : "is"
+      } given, but method "${method.name}" reads ` +
+      `${method.takes.length === 0 ? "no calibration data" : `only ${method.takes.join(", ")}`}`,
+    ]);
+  }
   const acts = method.needs.some((n) => n === "activations" || n === "gap") || cfg.activations !== undefined
     ? (await readSafetensors(need(cfg.activations, "activations", name))).tensors
     : new Map<string, StEntry>();
@@ -385,7 +397,14 @@ async function initHfModel(
   const targets = targetList.split(",").map((t) => t.trim()).filter((t) => t.length > 0);
   refuseUnmatchedTargets(model, targets, cfg.weights);
   let data: Record<string, LayerData> | undefined;
-  if (method.needs.length > 0) {
+  const reads = (k: keyof LayerData) => method.takes.includes(k);
+  if (cfg.calibrationText !== undefined && !reads("activations") && !reads("grads")) {
+    throw new ConfigError([
+      `--calibration-text "${cfg.calibrationText}" is given, but method "${method.name}" reads no calibration ` +
+      `data from a language model`,
+    ]);
+  }
+  if (method.needs.length > 0 || cfg.calibrationText !== undefined) {
     if (cfg.calibrationText === undefined) {
       throw new ConfigError([
         `method "${method.name}" needs --calibration-text (a text file to calibrate on)`,
@@ -407,11 +426,17 @@ async function initHfModel(
         y: tensor(y, { shape: [1, t], dtype: "i32", device }) as Tensor<Shape, "i32">,
       };
     });
-    data = method.needs.includes("grads")
-      ? await collectGradients(model, targetsOf(model, targets), (m, b) => m.loss(b.x, b.y), batches)
-      : await collectActivations(model, targetsOf(model, targets), (m, i) => void m.forward(batches[i].x), {
+    // What the method reads: LoRAM's tracking mode may use either, so it gets both when given a text.
+    const paths = targetsOf(model, targets);
+    const acts = reads("activations")
+      ? await collectActivations(model, paths, (m, i) => void m.forward(batches[i].x), {
         batches: batches.length,
-      });
+      })
+      : {};
+    const grads = reads("grads")
+      ? await collectGradients(model, paths, (m, b) => m.loss(b.x, b.y), batches)
+      : {};
+    data = Object.fromEntries(paths.map((p) => [p, { ...acts[p], ...grads[p] }]));
   }
   const res = await attachLora(model, {
     targetModules: targets,

@@ -18,10 +18,10 @@ const BUDGETS: Record<string, number> = {
   experiments: 4_600,
   bench: 4_300,
   kernels: 2_400,
-  cli: 830,
+  cli: 850,
   tools: 1_600,
   examples: 120,
-  tests: 24_750,
+  tests: 24_850,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */

@@ -39,6 +39,11 @@ export interface InitMethod {
   readonly kind: InitKind;
   /** Calibration data it needs. */
   readonly needs: readonly InitNeed[];
+  /**
+   * The calibration data it reads: what it needs and what its options may use (LoRAM's tracking mode); any other
+   * data given to `init` is dropped.
+   */
+  readonly takes: readonly (keyof LayerData)[];
   /** Method-specific options (validated; unknown keys rejected). */
   readonly options: ConfigSchema & { readonly shape: Readonly<Record<string, unknown>> };
   /** Initialises one layer. `opts` holds the common options, the layer's data and the method's options. */
@@ -71,7 +76,7 @@ const NEED_DATA: Readonly<Record<InitNeed, readonly (keyof LayerData)[]>> = {
  * same schema); the entry hands it the options as given, less the layer's calibration data it does not take.
  */
 export function entry<S extends z.ZodObject>(
-  m: Omit<InitMethod, "init" | "options"> & {
+  m: Omit<InitMethod, "init" | "options" | "takes"> & {
     options: S;
     /** Calibration data the method takes besides what it needs (LoRAM's tracking mode). */
     takes?: readonly (keyof LayerData)[];
@@ -82,6 +87,7 @@ export function entry<S extends z.ZodObject>(
   const data = new Set<string>([...m.needs.flatMap((n) => NEED_DATA[n]), ...(takes ?? [])]);
   return {
     ...rest,
+    takes: [...data] as (keyof LayerData)[],
     init: async (weight, opts) => {
       const given = Object.entries(opts).filter(([k]) => !DATA_KEYS.has(k) || data.has(k));
       return await run(weight, Object.fromEntries(given) as CommonInitOptions & LayerData & z.input<S>);

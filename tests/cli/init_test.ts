@@ -325,3 +325,66 @@ Deno.test("init command on a Hugging Face directory refuses a --targets entry th
   await rejects(Deno.stat(`${dir}/adapter`), Deno.errors.NotFound, "nothing written");
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("init command: calibration data a method would drop is refused; LoRAM's tracking mode calibrates on text", async () => {
+  const base = new URL("../fixtures/models/qwen2", import.meta.url).pathname;
+  const dir = await Deno.makeTempDir();
+  const rng = new TestRng(71);
+  const words = ["the", "cat", "sat", "on", "a", "mat", "and", "looked", "at", "sun", "all", "day"];
+  const text = Array.from({ length: 400 }, () => words[rng.int(0, words.length - 1)]);
+  await Deno.writeTextFile(`${dir}/calib.txt`, text.join(" "));
+  const seed = `${rng.int(0, 99)}`;
+  const hf = (method: string[], out: string) =>
+    runInit(
+      [...method, "--weights", base, "--rank", "2", "--targets", "q_proj,v_proj", "--seed", seed, "--out"]
+        .concat([`${dir}/${out}`, "--calibration-text", `${dir}/calib.txt`, "--calibration-seq-len", "16"]),
+    );
+  // PiSSA reads no calibration data: the text was accepted and dropped (a missing file too).
+  await rejects(
+    hf(["--method", "pissa"], "pissa"),
+    /--calibration-text ".*calib\.txt" is given, but method "pissa"/,
+  );
+  // LoRAM tracking CorDA needs the activations: it stopped with "needs the layer's activations" though a text was
+  // given. Tracking sets ν[B·A] = ν[B_ref·A_ref] of CorDA run with the same rank, seed and data.
+  const nu = async (out: string, method: string[]) => {
+    await hf(method, out);
+    const { tensors } = await readSafetensors(`${dir}/${out}/adapter_model.safetensors`);
+    const magnitudes: Record<string, number> = {};
+    for (const [key, a] of tensors) {
+      if (!key.endsWith("lora_A.weight")) continue;
+      // An offset method is saved as [B0, −B0]·[A0; A0]: ν of B0·A0 from the first r rows of A and columns of B.
+      const b = tensors.get(key.replace("lora_A", "lora_B"))!;
+      const [r2, m] = a.shape;
+      const n = b.shape[0];
+      const [av, bv] = [toFloat32(a), toFloat32(b)];
+      let sum = 0;
+      for (let i = 0; i < n; i++) {
+        for (let j = 0; j < m; j++) {
+          let v = 0;
+          for (let k = 0; k < r2 / 2; k++) v += bv[i * r2 + k] * av[k * m + j];
+          sum += v * v;
+        }
+      }
+      magnitudes[key] = sum / (n * m);
+    }
+    return magnitudes;
+  };
+  const corda = await nu("corda", ["--method", "corda"]);
+  const loram = await nu("loram", ["--method", "loram", "--tracking-mode", "corda"]);
+  deepEqual(Object.keys(loram).sort(), Object.keys(corda).sort());
+  equal(Object.keys(corda).length, 4);
+  for (const [k, v] of Object.entries(corda)) {
+    ok(v > 0, k);
+    assertClose([loram[k]], [v], { rtol: 1e-4, atol: 0, what: k });
+  }
+  // A weights file's --activations or --grads that the method would drop is refused the same way.
+  await weightsFile(rng, dir);
+  await rejects(
+    runInit(
+      ["--method", "pissa", "--weights", `${dir}/w.safetensors`, "--activations", `${dir}/w.safetensors`]
+        .concat(["--out", `${dir}/o.safetensors`]),
+    ),
+    /^ConfigError: --activations is given, but method "pissa" reads no calibration data/,
+  );
+  await Deno.remove(dir, { recursive: true });
+});
