@@ -23,6 +23,12 @@ const GENERATE_OPTIONS = z.object({
   onToken: opt.fn().optional(),
 }).strict();
 
+const SAMPLE_TOKEN_OPTIONS = z.object({
+  temperature: opt.nonNegative(),
+  topP: z.number().gt(0).max(1).optional(),
+  u: z.number().min(0).lt(1),
+}).strict();
+
 /** Options of {@link generate}. */
 export interface GenerateOptions {
   /** Number of tokens to generate (fewer when a stop token comes first or the context is full). */
@@ -88,14 +94,11 @@ export function argmax(values: ArrayLike<number>): number {
  * ```
  */
 export function sampleToken(logits: ArrayLike<number>, options: SampleTokenOptions): number {
+  // u is checked even when greedy: outside [0, 1) it is a caller's bug, and NaN or 1.5 would pick the last token.
+  // An unknown key (`topp`) is refused: it would sample from the whole distribution.
+  checkOptions("sampleToken", SAMPLE_TOKEN_OPTIONS, options);
   const { temperature, u } = options;
   const topP = options.topP ?? 1;
-  if (!(temperature >= 0) || !Number.isFinite(temperature)) {
-    throw new RangeError(`sampleToken: temperature must be a finite number >= 0, got ${temperature}`);
-  }
-  if (!(topP > 0 && topP <= 1)) throw new RangeError(`sampleToken: topP must be in (0, 1], got ${topP}`);
-  // Checked even when greedy: a u outside [0, 1) is a caller's bug, and NaN or 1.5 would pick the last token.
-  if (!(u >= 0 && u < 1)) throw new RangeError(`sampleToken: u must be a uniform draw in [0, 1), got ${u}`);
   // A NaN or +∞ logit, or none above −∞, leaves no distribution to draw from (and no meaningful argmax).
   const bad = Array.prototype.findIndex.call(logits, (v: number) => Number.isNaN(v) || v === Infinity);
   if (bad >= 0 || !Array.prototype.some.call(logits, (v: number) => v > -Infinity)) {

@@ -277,15 +277,21 @@ Deno.test("sampleToken inverts the (nucleus-truncated) softmax CDF", () => {
     }
   }
   equal(sampleToken(logits, { temperature: 0, u: 0.3 }), order[0]);
-  throws(() => sampleToken(logits, { temperature: -1, u: 0 }), /temperature/);
-  throws(() => sampleToken(logits, { temperature: 1, topP: 0, u: 0 }), /topP/);
+  // A misspelt key is refused, not dropped: { topp: 0.6 } drew from the whole distribution (for a u near 1, a token
+  // the nucleus of topP 0.6 leaves out).
+  const spelt = { temperature, u: 1 - rng.next() * 1e-3, topp: 0.6 } as never;
+  throws(() => sampleToken(logits, spelt), /^OptionsError: sampleToken: unknown option "topp"$/);
+  throws(
+    () => sampleToken(logits, { temperature: -1, u: 0 }),
+    /^OptionsError: sampleToken: option "temperature"/,
+  );
+  throws(() => sampleToken(logits, { temperature: 1, topP: 0, u: 0 }), /option "topP" must be > 0, got 0/);
   // u outside [0, 1): NaN and 1.5 used to pick the last token, -1 the first.
-  for (const u of [NaN, 1.5, -1, 1]) {
+  for (
+    const [u, rule] of [[NaN, "be a finite number"], [1.5, "be < 1"], [-1, "be >= 0"], [1, "be < 1"]] as const
+  ) {
     for (const temperature of [0, 1]) {
-      throws(
-        () => sampleToken(logits, { temperature, u }),
-        new RegExp(`u must be a uniform draw in \\[0, 1\\), got ${u}`),
-      );
+      throws(() => sampleToken(logits, { temperature, u }), new RegExp(`option "u" must ${rule}, got ${u}`));
     }
   }
   // No distribution to draw from: a clear error, where the draw used to return the last token.
