@@ -46,6 +46,7 @@ import { tensor } from "../tensor/creation.ts";
 import { realize } from "../tensor/tensor.ts";
 import { hfName, ropeRowsFromHf, ropeRowsToHf } from "./names.ts";
 import {
+  checkLoadOptions,
   type HostWeight,
   isTokenId,
   type LlamaConfig,
@@ -1107,6 +1108,7 @@ const BYTES = { f16: 2, f32: 4 } as const;
  * ```
  */
 export async function loadHf(dir: string, options: LlamaLoadOptions = {}): Promise<LlamaLM> {
+  checkLoadOptions("loadHf", options);
   const device: DeviceName = options.device ?? getDefaultDevice();
   const { config, files, params } = await openHf(dir);
   try {

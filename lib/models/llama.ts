@@ -109,6 +109,20 @@ const RANDOM_OPTIONS = z.object({
   std: opt.positive().optional(),
   device: opt.device().optional(),
 }).strict();
+const LOAD_FIELDS = {
+  device: opt.device().optional(),
+  weightDtype: z.enum(["auto", "f16", "f32"]).optional(),
+};
+const LOAD_OPTIONS = z.object(LOAD_FIELDS).strict();
+const FROM_WEIGHTS_OPTIONS = z.object({ ...LOAD_FIELDS, source: z.string().optional() }).strict();
+
+/**
+ * Throws an `OptionsError` of `where` (the loader) unless `options` are {@link LlamaLoadOptions}: a misspelt key or a
+ * `weightDtype` other than "auto", "f16" and "f32" would otherwise load the model as if it were not given.
+ */
+export function checkLoadOptions(where: string, options: LlamaLoadOptions): void {
+  checkOptions(where, LOAD_OPTIONS, options);
+}
 // The capacity's upper bound is the model's seqLen, checked in createCache itself.
 const CACHE_OPTIONS = z.object({
   batch: opt.count().optional(),
@@ -601,6 +615,7 @@ export class LlamaLM extends Module implements AliasedModule {
     weights: ReadonlyMap<string, HostWeight>,
     options: LlamaLoadOptions & { source?: string } = {},
   ): LlamaLM {
+    checkOptions("LlamaLM.fromWeights", FROM_WEIGHTS_OPTIONS, options);
     const where = options.source === undefined ? "LlamaLM.fromWeights" : `"${options.source}"`;
     const c = resolveLlamaConfig(config, `${where}: config`);
     const expected = llamaParameterShapes(c);
@@ -690,6 +705,7 @@ export class LlamaLM extends Module implements AliasedModule {
    * ```
    */
   static async fromLlama2c(path: string, options: LlamaLoadOptions = {}): Promise<LlamaLM> {
+    checkLoadOptions("LlamaLM.fromLlama2c", options);
     const { config, weights } = await readLlama2c(path);
     // The file names no token ids; llama2.c's tokenizers have BOS 1 and EOS 2 (kept so that saveHf writes them).
     return LlamaLM.fromWeights({ ...config, bosTokenId: 1, eosTokenIds: [2] }, weights, {

@@ -6,7 +6,7 @@
 import { checkFinite } from "../nn/finite.ts";
 import { namedParameters } from "../nn/module.ts";
 import { hfEosTokenIds, type HfGenerationSettings, hfGenerationSettings, loadHf } from "./hf.ts";
-import { LlamaLM, type LlamaLoadOptions } from "./llama.ts";
+import { checkLoadOptions, LlamaLM, type LlamaLoadOptions } from "./llama.ts";
 
 /**
  * Loads a {@link LlamaLM} from `path`: a directory (or a `config.json` / `*.safetensors` file inside one) is read
@@ -21,6 +21,7 @@ import { LlamaLM, type LlamaLoadOptions } from "./llama.ts";
  * ```
  */
 export async function loadLlama(path: string, options: LlamaLoadOptions = {}): Promise<LlamaLM> {
+  checkLoadOptions("loadLlama", options);
   let info: Deno.FileInfo;
   try {
     info = await Deno.stat(path);

@@ -8,9 +8,10 @@ import { type Shape, type Tensor, tensor } from "../../mod.ts";
 import { openSafetensors, readSafetensors, toFloat32, writeSafetensors } from "../../lib/io/safetensors.ts";
 import { serializeLlama2c } from "../../lib/io/llama2c.ts";
 import { type LlamaConfig, LlamaLM, resolveLlamaConfig } from "../../lib/models/llama.ts";
-import { hfEosTokenIds, readHf, saveHf } from "../../lib/models/hf.ts";
+import { hfEosTokenIds, loadHf, readHf, saveHf } from "../../lib/models/hf.ts";
 import { loadLlama } from "../../lib/models/load.ts";
-import { TestRng } from "../_helpers.ts";
+import { refusedOptions, TestRng } from "../_helpers.ts";
+import { namedParameters } from "../../lib/nn/module.ts";
 import { randomWeights } from "./_ref.ts";
 
 type I32 = Tensor<Shape, "i32">;
@@ -218,6 +219,33 @@ Deno.test("loaders name the file and what was expected", async () => {
   );
   await Deno.remove(cfgPath);
   await rejectsWith(() => loadLlama(dir), /cannot read Hugging Face config ".*config\.json"/);
+});
+
+Deno.test("loaders refuse an option they do not know, naming it: a misspelt key loaded as if it were not given", async () => {
+  const rng = new TestRng(36);
+  const dir = await Deno.makeTempDir();
+  const weights = randomWeights(config, rng);
+  await saveHf(LlamaLM.fromWeights(config, weights), dir);
+  await Deno.writeFile(`${dir}/m.bin`, serializeLlama2c(config, weights));
+  const loaders: [string, (o: never) => Promise<unknown> | unknown][] = [
+    ["loadLlama", (o) => loadLlama(dir, o)],
+    ["loadLlama", (o) => loadLlama(`${dir}/m.bin`, o)],
+    ["loadHf", (o) => loadHf(dir, o)],
+    ["LlamaLM.fromLlama2c", (o) => LlamaLM.fromLlama2c(`${dir}/m.bin`, o)],
+    ["LlamaLM.fromWeights", (o) => LlamaLM.fromWeights(config, weights, o)],
+  ];
+  for (const [where, load] of loaders) {
+    // "bf16" was read as "auto" and "devcie" dropped: the model came in f32 on the default device.
+    await refusedOptions(
+      () => load({ weightDtype: "bf16", devcie: "cpu" } as never),
+      new RegExp(
+        `^${where}: option "weightDtype" must be one of "auto", "f16", "f32", got "bf16"; unknown option "devcie"$`,
+      ),
+    );
+    // The options it knows still hold: every parameter on the CPU device, in f32.
+    const model = await load({ device: "cpu", weightDtype: "f32" } as never) as LlamaLM;
+    deepEqual(new Set(namedParameters(model).map(([, t]) => `${t.device} ${t.dtype}`)), new Set(["cpu f32"]));
+  }
 });
 
 Deno.test("sharded HF checkpoints (model.safetensors.index.json) load like a single file", async () => {
