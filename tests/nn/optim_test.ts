@@ -287,6 +287,30 @@ Deno.test("optimiser bookkeeping: frozen parameters, groups, state, disposal, fl
     () => new AdamW(model, { lr: 1, groups: [{ name: "C", params: /lora_C/ }] }),
     /matches no trainable/,
   );
+  // A listed path that names no parameter (misspelt) was dropped: lora_B went untrained, or into the default
+  // group at the default rate.
+  const typo = rng.next() < 0.5 ? "lora_b" : "lora_B.weight";
+  throws(
+    () => new AdamW(model, { lr: 1, trainable: ["lora_A", typo] }),
+    new RegExp(
+      `^RangeError: AdamW: trainable lists "${
+        typo.replace(".", "\\.")
+      }", which is no parameter of the target`,
+    ),
+  );
+  throws(
+    () =>
+      new SGD(model, {
+        lr: 1,
+        trainable: /^lora_/,
+        groups: [{ name: "B", params: [typo, "base.w"], lr: 16 }],
+      }),
+    new RegExp(
+      `^RangeError: SGD: group "B" lists "${
+        typo.replace(".", "\\.")
+      }", "base\\.w", which are no trainable parameter`,
+    ),
+  );
   // Packs are keyed by group name: a second group "B" made lora_A take lora_B's update (and rate).
   throws(
     () =>

@@ -220,6 +220,11 @@ export interface RuleResult {
   state: F32[];
 }
 
+/** Up to six paths, then "...". */
+function shortList(paths: readonly string[]): string {
+  return `${paths.slice(0, 6).join(", ")}${paths.length > 6 ? ", ..." : ""}`;
+}
+
 function checkRate(what: string, v: number): number {
   if (!Number.isFinite(v) || v < 0) throw new RangeError(`${what} must be a finite number >= 0, got ${v}`);
   return v;
@@ -276,6 +281,17 @@ export abstract class Optimizer {
     this.#trainable = paramFilter(options.trainable);
     const all = namedParameters(target);
     this.#checked = all.map(([p]) => p);
+    // A listed path that names no parameter (a misspelt "l.bais") would leave that parameter out unnoticed.
+    const unknown = Array.isArray(options.trainable)
+      ? options.trainable.filter((p) => !this.#checked.includes(p))
+      : [];
+    if (unknown.length > 0) {
+      throw new RangeError(
+        `${what}: trainable lists ${unknown.map((p) => `"${p}"`).join(", ")}, which ${
+          unknown.length > 1 ? "are" : "is"
+        } no parameter of the target (its parameters: ${shortList(this.#checked)})`,
+      );
+    }
     const named = all.filter(([p, t]) => this.#trainable(p, t) && !frozen.has(p));
     const listed = Array.isArray(options.trainable) ? options.trainable.filter((p) => frozen.has(p)) : [];
     if (listed.length > 0) {
@@ -309,6 +325,15 @@ export abstract class Optimizer {
           `${what}: groups ${first} and ${k} are both named "${g.name}"; names must differ`,
         );
       }
+      // A listed path that names no trainable parameter would leave that parameter in the default group.
+      const stray = Array.isArray(g.params) ? g.params.filter((p) => !named.some(([q]) => q === p)) : [];
+      if (stray.length > 0) {
+        throw new RangeError(
+          `${what}: group "${g.name}" lists ${stray.map((p) => `"${p}"`).join(", ")}, which ${
+            stray.length > 1 ? "are" : "is"
+          } no trainable parameter (trainable: ${shortList(named.map(([p]) => p))})`,
+        );
+      }
       return paramFilter(g.params);
     });
     const members: string[][] = userGroups.map(() => []);
@@ -322,10 +347,7 @@ export abstract class Optimizer {
     userGroups.forEach((g, k) => {
       if (members[k].length === 0) {
         throw new RangeError(
-          `${what}: group "${g.name}" matches no trainable parameter (trainable: ${
-            this.#paths.slice(0, 6).join(", ")
-          }` +
-            `${this.#paths.length > 6 ? ", ..." : ""})`,
+          `${what}: group "${g.name}" matches no trainable parameter (trainable: ${shortList(this.#paths)})`,
         );
       }
       this.#groups.push({
