@@ -41,6 +41,20 @@ import { asF32, type F32, Linear } from "../nn/linear.ts";
 import { concat, tensor } from "../tensor/creation.ts";
 import { LoraLinear, loraScale } from "./linear.ts";
 import { loraLayers } from "./layers.ts";
+import { z } from "../../deps.ts";
+import { checkOptions } from "../options.ts";
+
+const SAVE_OPTIONS = z.object({
+  baseModel: z.string().optional(),
+  dropout: z.number().min(0).lt(1).optional(),
+  form: z.enum(["peft", "raw"]).optional(),
+  init: z.string().min(1).optional(),
+}).strict();
+const LOAD_OPTIONS = z.object({
+  allowRewrittenBase: z.boolean().optional(),
+  training: z.boolean().optional(),
+})
+  .strict();
 
 const PREFIX = "base_model.model.";
 
@@ -158,12 +172,10 @@ export async function saveAdapter(
   model: object,
   opts: SaveAdapterOptions = {},
 ): Promise<AdapterConfig> {
+  checkOptions("saveAdapter", SAVE_OPTIONS, opts);
   const layers = loraLayers(model);
   if (layers.length === 0) throw new Error("saveAdapter: the model has no LoRA layers");
   const form = opts.form ?? "peft";
-  if (form !== "peft" && form !== "raw") {
-    throw new RangeError(`saveAdapter: form must be "peft" or "raw", got ${JSON.stringify(form)}`);
-  }
   const rslora = new Set(layers.map(([, l]) => l.useRslora));
   if (rslora.size > 1) throw new Error("saveAdapter: some layers use rsLoRA scaling and others do not");
   const useRslora = rslora.has(true);
@@ -537,6 +549,7 @@ export async function loadAdapter(
   model: object,
   opts: LoadAdapterOptions = {},
 ): Promise<string[]> {
+  checkOptions("loadAdapter", LOAD_OPTIONS, opts);
   const config = await readAdapterConfig(dir);
   const where = `adapter config "${dir}/adapter_config.json"`;
   const file = `${dir}/adapter_model.safetensors`;

@@ -23,7 +23,7 @@ import { attachLora } from "../../lib/init/mod.ts";
 import { loadAdapter, LORA_TRAINABLE, loraLayers, saveAdapter } from "../../lib/lora/mod.ts";
 import { collectActivations, collectGradients } from "../../lib/init/mod.ts";
 import { AdamW, functionalCall, Linear, type ParamDict, setTraining } from "../../lib/nn/mod.ts";
-import { relError, TEST_SEED, TestRng } from "../_helpers.ts";
+import { refusedOptions, relError, TEST_SEED, TestRng } from "../_helpers.ts";
 import { valueAndGrad } from "../../lib/autodiff/mod.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -262,6 +262,24 @@ Deno.test("attachLora patterns under Hugging Face names; saving mixed DoRA is re
     await loadAdapter(dir, again, training === undefined ? {} : { training });
     ok(loraLayers(again).every(([, l]) => l.training === (training ?? false)), `training ${training}`);
   }
+  // A misspelt or bad option was dropped: { from: "raw" } wrote the peft form, { dropout: NaN } a null, and
+  // { trainig: true } loaded the layers in evaluation mode.
+  const dropout = new TestRng(231).next() * 0.9;
+  equal((await saveAdapter(dir, model, { dropout })).lora_dropout, dropout);
+  await refusedOptions(
+    () => saveAdapter(dir, model, { from: "raw" } as never),
+    /^saveAdapter: unknown option "from"$/,
+  );
+  for (const bad of [NaN, 1, -0.5]) {
+    await refusedOptions(
+      () => saveAdapter(dir, model, { dropout: bad }),
+      new RegExp(`^saveAdapter: option "dropout" must be .*, got ${bad}$`),
+    );
+  }
+  await refusedOptions(
+    async () => loadAdapter(dir, await fresh(), { trainig: true } as never),
+    /^loadAdapter: unknown option "trainig"$/,
+  );
   await Deno.remove(dir, { recursive: true });
 });
 
