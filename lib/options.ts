@@ -136,7 +136,6 @@ function describe(issue: z.core.$ZodIssue, input: unknown): string {
  * ```ts
  * import { checkOptions, OptionsError } from "./options.ts";
  * import { z } from "../deps.ts";
-import { DTYPES } from "./dtype.ts";
  * const Schema = z.object({ rank: z.int().min(1) }).strict();
  * try {
  *   checkOptions("demo", Schema, { rank: 0 });
