@@ -13,7 +13,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 34_700,
+  lib: 34_800,
   lab: 7_850,
   experiments: 4_600,
   bench: 4_300,
@@ -21,7 +21,7 @@ const BUDGETS: Record<string, number> = {
   cli: 850,
   tools: 1_600,
   examples: 120,
-  tests: 24_900,
+  tests: 25_000,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */

@@ -14,11 +14,29 @@ import { checkFinite } from "../nn/finite.ts";
 import type { Optimizer } from "../nn/optim/optimizer.ts";
 import { tensor } from "../tensor/creation.ts";
 import { Tensor } from "../tensor/tensor.ts";
+import { z } from "../../deps.ts";
+import { checkOptions, opt } from "../options.ts";
 
 /** Value of the `format` metadata key. */
 export const CHECKPOINT_FORMAT = "tessera-checkpoint";
 const VERSION = "1";
 const RESERVED = new Set(["format", "version", "step", "seed", "optimizer", "modules"]);
+
+const OPTIMIZER = z.custom<Optimizer>(
+  (v) => typeof v === "object" && v !== null && "stateDict" in v && "loadState" in v,
+  { message: "must be an optimiser (new AdamW(model, ...))" },
+);
+// step and seed are checked by numberText, which also checks a step taken from the optimiser.
+const SAVE_OPTIONS = z.object({
+  optimizer: OPTIMIZER.optional(),
+  step: z.unknown().optional(),
+  seed: z.unknown().optional(),
+  metadata: z.record(z.string(), z.string()).optional(),
+  keepPrevious: z.boolean().optional(),
+  paths: z.array(z.string()).optional(),
+}).strict();
+const LOAD_OPTIONS = z.object({ device: opt.device().optional() }).strict();
+const RESTORE_OPTIONS = z.object({ optimizer: OPTIMIZER.optional(), accept: opt.fn().optional() }).strict();
 
 /**
  * A module with state besides its parameters that a run must carry on from (e.g. the counter a LoRA layer's dropout
@@ -192,6 +210,7 @@ export async function saveCheckpoint(
   model: object,
   opts: SaveCheckpointOptions = {},
 ): Promise<void> {
+  checkOptions("saveCheckpoint", SAVE_OPTIONS, opts);
   const step = numberText("step", opts.step ?? opts.optimizer?.stepCount ?? 0);
   const seed = opts.seed === undefined ? undefined : numberText("seed", opts.seed);
   const only = opts.paths === undefined ? undefined : new Set(opts.paths);
@@ -207,7 +226,6 @@ export async function saveCheckpoint(
   const metadata: Record<string, string> = {};
   for (const [k, v] of Object.entries(opts.metadata ?? {})) {
     if (RESERVED.has(k)) throw new RangeError(`saveCheckpoint: metadata key "${k}" is reserved`);
-    if (typeof v !== "string") throw new TypeError(`saveCheckpoint: metadata "${k}" must be a string`);
     metadata[k] = v;
   }
   metadata.format = CHECKPOINT_FORMAT;
@@ -266,6 +284,7 @@ export interface LoadCheckpointOptions {
  * ```
  */
 export async function loadCheckpoint(path: string, opts: LoadCheckpointOptions = {}): Promise<Checkpoint> {
+  checkOptions("loadCheckpoint", LOAD_OPTIONS, opts);
   const { tensors, metadata } = await readSafetensors(path);
   if (metadata.format !== CHECKPOINT_FORMAT) {
     throw new Error(
@@ -344,6 +363,7 @@ export async function restoreCheckpoint(
   model: object,
   opts: RestoreCheckpointOptions = {},
 ): Promise<Checkpoint> {
+  checkOptions("restoreCheckpoint", RESTORE_OPTIONS, opts);
   const device = namedParameters(model)[0]?.[1].device;
   const ckpt = await loadCheckpoint(path, { device });
   try {
@@ -403,6 +423,8 @@ export async function restoreLatestCheckpoint(
   model: object,
   opts: RestoreCheckpointOptions = {},
 ): Promise<RestoredCheckpoint> {
+  // Checked here too: restoreCheckpoint's refusal would be taken below for a damaged file.
+  checkOptions("restoreLatestCheckpoint", RESTORE_OPTIONS, opts);
   const skipped: { path: string; reason: string }[] = [];
   for (const candidate of [path, previousCheckpointPath(path)]) {
     try {

@@ -5,6 +5,8 @@
  *
  * @module
  */
+import { z } from "../../deps.ts";
+import { checkOptions, opt } from "../options.ts";
 
 /** Named values shown after the bar; numbers are shown with 4 significant digits. */
 export type ProgressValues = Record<string, number | string>;
@@ -24,6 +26,15 @@ export interface ProgressOptions {
   /** Line width; the terminal width (or 100) when omitted. */
   columns?: number;
 }
+
+const PROGRESS_OPTIONS = z.object({
+  label: z.string().optional(),
+  minIntervalMs: opt.nonNegative().optional(),
+  enabled: z.boolean().optional(),
+  write: opt.fn().optional(),
+  now: opt.fn().optional(),
+  columns: opt.count().optional(),
+}).strict();
 
 /**
  * Format a duration in seconds as `42s`, `3m07s` or `2h05m`.
@@ -100,6 +111,7 @@ export class Progress {
    * @param options Label, redraw interval, output and clock.
    */
   constructor(total: number, options: ProgressOptions = {}) {
+    checkOptions("Progress", PROGRESS_OPTIONS, options);
     if (!(total > 0)) throw new Error(`Progress total must be a positive number, got ${total}`);
     this.#total = total;
     this.#label = options.label ?? "";

@@ -175,6 +175,7 @@ const TRAINER_OPTIONS = z.object({
   lastGoodPath: z.string().min(1).optional(),
   compile: z.boolean().optional(),
 }).strict();
+const RESUME_OPTIONS = z.object({ allowChanged: z.boolean().optional() }).strict();
 
 /**
  * Thrown by {@link Trainer.run} when a loss or gradient norm read back is NaN or infinite. Before it is thrown
@@ -869,6 +870,8 @@ export class Trainer<M extends object, B extends Batch = Batch> {
    * checkpoint's step or skip steps before it (a last line cut short) is refused, naming the missing steps.
    */
   async resume(path: string, opts: ResumeOptions = {}): Promise<ResumeInfo> {
+    // A misspelt key ({ allowChange: true }) is refused rather than read as no permission.
+    checkOptions("Trainer.resume", RESUME_OPTIONS, opts);
     if (this.#step !== 0 || this.#pending.length > 0) {
       throw new Error("Trainer.resume: resume a fresh trainer, before running any step");
     }

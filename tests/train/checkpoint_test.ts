@@ -9,13 +9,15 @@ import {
   CheckpointMismatchError,
   loadCheckpoint,
   previousCheckpointPath,
+  restoreCheckpoint,
+  restoreLatestCheckpoint,
   saveCheckpoint,
   Trainer,
 } from "../../lib/train/mod.ts";
 import { parseSafetensors, serializeSafetensors } from "../../lib/io/safetensors.ts";
 import type { Tensor } from "../../mod.ts";
 import { readJsonl } from "../../lib/io/json.ts";
-import { assertClose, TestRng } from "../_helpers.ts";
+import { assertClose, refusedOptions, TestRng } from "../_helpers.ts";
 import { loraMlpSetup, mlpSetup } from "./_setup.ts";
 
 Deno.test("resuming from a checkpoint reproduces the uninterrupted loss trajectory", async () => {
@@ -359,4 +361,68 @@ Deno.test("a run resumed from .previous past a damaged checkpoint keeps that one
   resumed.close();
   reference.close();
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("checkpoint functions and Trainer.resume refuse an unknown option or a bad value by name", async () => {
+  const rng = new TestRng(75);
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/c.safetensors`;
+  const model = new Mlp([3, 4, 2], { seed: rng.int(0, 1000) });
+  const optimizer = new AdamW(model, { lr: 1e-2 });
+  const step = rng.int(1, 1000);
+  const seed = rng.int(0, 2 ** 30);
+  // Each was dropped: keepPrevios kept no .previous, devcie loaded on the default device, optimiser left the
+  // optimiser's state where it was, allowChange read as no permission.
+  await refusedOptions(
+    () => saveCheckpoint(path, model, { optimizer, step, keepPrevios: true } as never),
+    /^saveCheckpoint: unknown option "keepPrevios"$/,
+  );
+  await refusedOptions(
+    () => saveCheckpoint(path, model, { step, metadata: { note: 3 } } as never),
+    /^saveCheckpoint: option "metadata.note" must be a string, got 3$/,
+  );
+  await rejects(Deno.stat(path), Deno.errors.NotFound);
+  await saveCheckpoint(path, model, { optimizer, step, seed, metadata: { note: "kept" } });
+  await refusedOptions(
+    () => loadCheckpoint(path, { devcie: "cpu" } as never),
+    /^loadCheckpoint: unknown option "devcie"$/,
+  );
+  await refusedOptions(
+    () => loadCheckpoint(path, { device: "tpu" } as never),
+    /^loadCheckpoint: option "device" must be one of "webgpu", "wasm", "cpu", got "tpu"$/,
+  );
+  for (const restore of [restoreCheckpoint, restoreLatestCheckpoint]) {
+    await refusedOptions(
+      () => restore(path, model, { optimiser: optimizer } as never),
+      new RegExp(`^${restore.name}: unknown option "optimiser"$`),
+    );
+  }
+  await refusedOptions(
+    () => restoreCheckpoint(path, model, { optimizer: { lr: 1 } } as never),
+    /^restoreCheckpoint: option "optimizer" must be an optimiser \(new AdamW\(model, \.\.\.\)\), got \{"lr":1\}$/,
+  );
+  const loaded = await loadCheckpoint(path, { device: "cpu" });
+  deepEqual(
+    [loaded.step, loaded.seed, loaded.metadata, loaded.params["layers.0.weight"].device],
+    [step, seed, { note: "kept" }, "cpu"],
+  );
+  const fresh = new AdamW(model, { lr: 1e-2 });
+  equal((await restoreCheckpoint(path, model, { optimizer: fresh })).step, step);
+  equal(fresh.stepCount, step);
+  await Deno.remove(dir, { recursive: true });
+
+  const seeds = { initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps: 4 };
+  const runDir = await Deno.makeTempDir();
+  const ckpt = `${runDir}/c.safetensors`;
+  await new Trainer({ ...mlpSetup(seeds), checkpoint: { path: ckpt, every: 2 } }).run();
+  await refusedOptions(
+    () => new Trainer(mlpSetup(seeds)).resume(ckpt, { allowChange: true } as never),
+    /^Trainer\.resume: unknown option "allowChange"$/,
+  );
+  await refusedOptions(
+    () => new Trainer(mlpSetup(seeds)).resume(ckpt, { allowChanged: "yes" } as never),
+    /^Trainer\.resume: option "allowChanged" must be true or false, got "yes"$/,
+  );
+  equal((await new Trainer(mlpSetup(seeds)).resume(ckpt, { allowChanged: false })).step, seeds.steps);
+  await Deno.remove(runDir, { recursive: true });
 });

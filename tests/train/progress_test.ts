@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { formatDuration, Progress } from "../../lib/train/progress.ts";
+import { refusedOptions } from "../_helpers.ts";
 
 /** A fake clock and output sink. */
 function harness() {
@@ -69,4 +70,27 @@ Deno.test("progress: log prints above the bar; formatDuration", () => {
   assert.equal(formatDuration(7500), "2h05m");
   assert.equal(formatDuration(NaN), "?");
   assert.throws(() => new Progress(0), /positive/);
+});
+
+Deno.test("progress: an unknown option or a bad value is refused by name", async () => {
+  const { options } = harness();
+  // Dropped: { lable } drew no label, and a NaN minIntervalMs never redrew before the last step.
+  await refusedOptions(
+    () => new Progress(4, { ...options, lable: "train" } as never),
+    /^Progress: unknown option "lable"$/,
+  );
+  for (const bad of [NaN, -1]) {
+    await refusedOptions(
+      () => new Progress(4, { ...options, minIntervalMs: bad }),
+      new RegExp(`^Progress: option "minIntervalMs" must be .*, got ${bad}$`),
+    );
+  }
+  await refusedOptions(
+    () => new Progress(4, { ...options, columns: 0 }),
+    /^Progress: option "columns" must be >= 1, got 0$/,
+  );
+  assert.match(
+    new Progress(4, { ...options, label: "train", minIntervalMs: 0 }).render(),
+    /^train \[\.+\] 0\/4 /,
+  );
 });
