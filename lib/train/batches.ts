@@ -6,6 +6,8 @@
  */
 import { Rng } from "../data/rng.ts";
 import { deriveSeed } from "../nn/init.ts";
+import { z } from "../../deps.ts";
+import { checkOptions, opt } from "../options.ts";
 
 /** Options of {@link sampleWindows}. */
 export interface WindowOptions {
@@ -27,6 +29,15 @@ export interface WindowBatch {
   y: Int32Array;
 }
 
+// The seed is checked here so that a bad one is named as the caller's option, not as deriveSeed's argument.
+const WINDOW_OPTIONS = z.object({
+  batchSize: opt.count(),
+  seqLen: opt.count(),
+  seed: opt.seed(),
+  step: opt.count(),
+}).strict();
+const EPOCH_OPTIONS = z.object({ batchSize: opt.count(), seed: opt.seed(), step: opt.count() }).strict();
+
 function checkPositive(what: string, v: number): void {
   if (!Number.isInteger(v) || v < 1) throw new RangeError(`${what} must be a positive integer, got ${v}`);
 }
@@ -43,10 +54,8 @@ function checkPositive(what: string, v: number): void {
  * ```
  */
 export function sampleWindows(tokens: Int32Array, opts: WindowOptions): WindowBatch {
+  checkOptions("sampleWindows", WINDOW_OPTIONS, opts);
   const { batchSize, seqLen, seed, step } = opts;
-  checkPositive("sampleWindows: batchSize", batchSize);
-  checkPositive("sampleWindows: seqLen", seqLen);
-  checkPositive("sampleWindows: step", step);
   const starts = tokens.length - seqLen;
   if (starts < 1) {
     throw new RangeError(
@@ -98,10 +107,9 @@ function permutation(n: number, seed: number, epoch: number): Int32Array {
  * ```
  */
 export function epochIndices(n: number, opts: EpochIndexOptions): Int32Array {
+  checkOptions("epochIndices", EPOCH_OPTIONS, opts);
   const { batchSize, seed, step } = opts;
   checkPositive("epochIndices: n", n);
-  checkPositive("epochIndices: batchSize", batchSize);
-  checkPositive("epochIndices: step", step);
   if (!Number.isSafeInteger(step * batchSize)) {
     // Past 2^53 the positions (step − 1)·batchSize + b round, and one batch could hold an example twice.
     throw new RangeError(

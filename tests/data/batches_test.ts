@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { arrayBatches, lmBatches, Rng } from "../../lib/data/mod.ts";
-import { epochIndices } from "../../lib/train/mod.ts";
+import { epochIndices, sampleWindows } from "../../lib/train/mod.ts";
+import { refusedOptions } from "../_helpers.ts";
 
 /** A random permutation of 0..n-1 as tokens: every value is distinct, so a window's start is indexOf(x[0]). */
 function distinctTokens(n: number, seed: number): Int32Array {
@@ -119,4 +120,43 @@ Deno.test("epochIndices: a batch holds distinct examples, and steps whose positi
     () => epochIndices(n, { batchSize: 4, seed: 4, step: 2 ** 52 }),
     /past 2\^53, where positions round/,
   );
+});
+
+Deno.test("sampleWindows and epochIndices refuse an unknown option or a bad seed, naming themselves", async () => {
+  const rng = new Rng(12);
+  const tokens = Int32Array.from({ length: 60 }, (_, i) => i);
+  const seed = rng.int(1 << 30);
+  // Dropped before: { shuffel: false } still drew random windows, and { epochs: 3 } set no end (there is none).
+  await refusedOptions(
+    () => sampleWindows(tokens, { batchSize: 2, seqLen: 4, seed, step: 1, shuffel: false } as never),
+    /^sampleWindows: unknown option "shuffel"$/,
+  );
+  await refusedOptions(
+    () => epochIndices(10, { batchSize: 2, seed, step: 1, epochs: 3 } as never),
+    /^epochIndices: unknown option "epochs"$/,
+  );
+  // A bad seed was named as deriveSeed's, which the caller never called.
+  for (const bad of [0.5, NaN]) {
+    await refusedOptions(
+      () => sampleWindows(tokens, { batchSize: 2, seqLen: 4, seed: bad, step: 1 }),
+      new RegExp(`^sampleWindows: option "seed" must be .*, got ${bad}$`),
+    );
+    await refusedOptions(
+      () => epochIndices(10, { batchSize: 2, seed: bad, step: 1 }),
+      new RegExp(`^epochIndices: option "seed" must be .*, got ${bad}$`),
+    );
+  }
+  await refusedOptions(
+    () => sampleWindows(tokens, { batchSize: 2, seqLen: 0, seed, step: 1 }),
+    /^sampleWindows: option "seqLen" must be >= 1, got 0$/,
+  );
+  // Valid calls: each window is a run of consecutive tokens and its target the run shifted by one; steps 1..5 of
+  // batches of 2 over 10 examples visit each example once.
+  const { x, y } = sampleWindows(tokens, { batchSize: 3, seqLen: 5, seed, step: 2 });
+  for (let i = 0; i < x.length; i++) {
+    if (i % 5 > 0) assert.equal(x[i], x[i - 1] + 1);
+    assert.equal(y[i], x[i] + 1);
+  }
+  const epoch = [1, 2, 3, 4, 5].flatMap((step) => Array.from(epochIndices(10, { batchSize: 2, seed, step })));
+  assert.deepEqual(epoch.sort((a, b) => a - b), Array.from({ length: 10 }, (_, i) => i));
 });
