@@ -115,6 +115,8 @@ const LOAD_FIELDS = {
 };
 const LOAD_OPTIONS = z.object(LOAD_FIELDS).strict();
 const FROM_WEIGHTS_OPTIONS = z.object({ ...LOAD_FIELDS, source: z.string().optional() }).strict();
+// The tensors keep their own device and dtypes: a device or weightDtype given here would be ignored.
+const FROM_TENSORS_OPTIONS = z.object({ source: z.string().optional() }).strict();
 
 /**
  * Throws an `OptionsError` of `where` (the loader) unless `options` are {@link LlamaLoadOptions}: a misspelt key or a
@@ -669,6 +671,7 @@ export class LlamaLM extends Module implements AliasedModule {
     tensors: ReadonlyMap<string, F32 | F16>,
     options: { source?: string } = {},
   ): LlamaLM {
+    checkOptions("LlamaLM.fromTensors", FROM_TENSORS_OPTIONS, options);
     const where = options.source === undefined ? "LlamaLM.fromTensors" : `"${options.source}"`;
     const c = resolveLlamaConfig(config, `${where}: config`);
     const expected = llamaParameterShapes(c);

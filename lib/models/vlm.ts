@@ -25,7 +25,8 @@ import { loadParameters, Module, namedParameters } from "../nn/module.ts";
 import { LayerNorm } from "../nn/norm.ts";
 import { crossEntropy } from "../nn/loss.ts";
 import { Rng } from "../data/rng.ts";
-import { checkSize } from "../options.ts";
+import { checkOptions, checkSize, opt } from "../options.ts";
+import { z } from "../../deps.ts";
 import { type CharVocab, charVocab } from "../data/text.ts";
 import { loadEmojiPack, rgbaOnWhite } from "../data/images.ts";
 import { type LlamaConfig, LlamaLM } from "./llama.ts";
@@ -276,6 +277,12 @@ export interface VlmRandomOptions {
   device?: DeviceName;
 }
 
+const RANDOM_OPTIONS = z.object({
+  seed: opt.seed(),
+  lmStd: opt.positive().optional(),
+  device: opt.device().optional(),
+}).strict();
+
 /**
  * The toy vision-language model: `lm(concat(projector(encoder(images)), embed(tokens)))`.
  *
@@ -319,6 +326,7 @@ export class ToyVlm extends Module {
 
   /** A model with fresh weights. */
   static random(config: VlmConfig, options: VlmRandomOptions): ToyVlm {
+    checkOptions("ToyVlm.random", RANDOM_OPTIONS, options);
     return new ToyVlm(config, options);
   }
 

@@ -8,7 +8,8 @@ import { type LlamaConfig, LlamaLM, llamaParameterShapes } from "../../lib/model
 import { argmax, generate, sampleToken } from "../../lib/models/sample.ts";
 import { namedModules, namedParameters } from "../../lib/nn/module.ts";
 import { attachLora } from "../../lib/init/mod.ts";
-import { assertClose, TestRng } from "../_helpers.ts";
+import { assertClose, refusedOptions, TestRng } from "../_helpers.ts";
+import type { F32 } from "../../lib/nn/linear.ts";
 import { hostLogits, nllOf, randomWeights, weightShapes } from "./_ref.ts";
 
 type I32 = Tensor<Shape, "i32">;
@@ -391,4 +392,19 @@ Deno.test("sliding-window configs are checked: a positive window, one flag per l
   const m = LlamaLM.random({ ...base, family: "mistral", slidingWindow: 4 }, { seed: 0 });
   deepEqual(m.config.slidingLayers, [true, true]);
   deepEqual(m.layers.map((l) => l.attention.window), [4, 4]);
+});
+
+Deno.test("LlamaLM.fromTensors refuses an unknown option by name; a valid call keeps the tensors given", async () => {
+  const a = LlamaLM.random(tiny(true), { seed: new TestRng(81).int(0, 2 ** 30), device: "cpu" });
+  const tensors = new Map(namedParameters(a) as [string, F32][]);
+  // Dropped before: the tensors stay where they are, so { device: "wasm" } (or a misspelt source) did nothing.
+  for (const key of ["device", "sorce"]) {
+    await refusedOptions(
+      () => LlamaLM.fromTensors(a.config, tensors, { [key]: "wasm" } as never),
+      new RegExp(`^LlamaLM\\.fromTensors: unknown option "${key}"$`),
+    );
+  }
+  const b = LlamaLM.fromTensors(a.config, tensors, { source: "test" });
+  for (const [name, t] of namedParameters(b)) equal(t, tensors.get(name), name);
+  equal(namedParameters(b).length, tensors.size);
 });

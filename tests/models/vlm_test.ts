@@ -1,5 +1,5 @@
 import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
-import { TEST_SEED, TestRng } from "../_helpers.ts";
+import { refusedOptions, TEST_SEED, TestRng } from "../_helpers.ts";
 import { concat, rand, tensor } from "../../mod.ts";
 import type { F32 } from "../../lib/nn/linear.ts";
 import { attachLora } from "../../lib/init/mod.ts";
@@ -434,4 +434,24 @@ Deno.test("the encoder's layers refuse sizes by their own name, before building 
   throws(() => new Projector(8, 0, o), /Projector: outDim must be a positive integer, got 0/);
   // Sizes that fit build.
   equal((new VisionAttention(8, 2, o).q_proj as unknown as { weight: F32 }).weight.shape.join(), "8,8");
+});
+
+Deno.test("ToyVlm.random refuses an unknown option or a bad lmStd by name; lmStd sets the LM's weights' spread", async () => {
+  const seed = new TestRng(82).int(0, 2 ** 30);
+  // Dropped before: { lmstd: 0.5 } drew the LM at the default 0.02; a bad lmStd was named as LlamaLM.random's std.
+  await refusedOptions(
+    () => ToyVlm.random(config(40), { seed, lmstd: 0.5 } as never),
+    /^ToyVlm\.random: unknown option "lmstd"$/,
+  );
+  await refusedOptions(
+    () => ToyVlm.random(config(40), { seed, lmStd: 0 }),
+    /^ToyVlm\.random: option "lmStd" must be > 0, got 0$/,
+  );
+  const lmStd = 0.5;
+  const vlm = ToyVlm.random(config(40), { seed, lmStd, device: "cpu" });
+  // The embedding is normal(0, lmStd): 40·32 draws put the sample deviation within 8% of it.
+  const emb = await vlm.lm.tok_embeddings.weight.data() as Float32Array;
+  const sd = Math.sqrt(emb.reduce((s, v) => s + v * v, 0) / emb.length);
+  ok(Math.abs(sd / lmStd - 1) < 0.08, `sample deviation ${sd}`);
+  equal(vlm.lm.tok_embeddings.weight.device, "cpu");
 });
