@@ -6,6 +6,8 @@
  *
  * @module
  */
+import { z } from "../../deps.ts";
+import { checkOptions, opt } from "../options.ts";
 
 /** Options of {@link spectralNorm}. */
 export interface SpectralNormOptions {
@@ -14,6 +16,10 @@ export interface SpectralNormOptions {
   /** Stop when the estimate changes by less than this relative amount (default 1e-10). */
   tol?: number;
 }
+
+// A maxIter of 0 (or NaN) ran no iteration and returned 0; a NaN tol never stopped early.
+const SPECTRAL_NORM_OPTIONS = z.object({ maxIter: opt.count().optional(), tol: opt.nonNegative().optional() })
+  .strict();
 
 function checkShape(what: string, data: Float32Array | Float64Array, shape: readonly [number, number]) {
   const [rows, cols] = shape;
@@ -44,6 +50,7 @@ export function spectralNorm(
   shape: readonly [number, number],
   opts: SpectralNormOptions = {},
 ): number {
+  checkOptions("spectralNorm", SPECTRAL_NORM_OPTIONS, opts);
   checkShape("spectralNorm", data, shape);
   const [rows, cols] = shape;
   const maxIter = opts.maxIter ?? 500;

@@ -3,7 +3,7 @@ import { equal, ok, throws } from "node:assert/strict";
 import { tensor } from "../../mod.ts";
 import { svd } from "../../lib/linalg/svd.ts";
 import { spectralNorm, updateSimilarity } from "../../lib/lora/delta_stats.ts";
-import { TestRng } from "../_helpers.ts";
+import { refusedOptions, TestRng } from "../_helpers.ts";
 
 /** `k` orthonormal columns of length `n` (Gram–Schmidt on Gaussian vectors), as a column list. */
 function orthonormal(rng: TestRng, n: number, k: number): Float64Array[] {
@@ -82,4 +82,26 @@ Deno.test("updateSimilarity: cosine as the Frobenius formula, distance of a rank
   ok(Math.abs(same.spectralDistance - same.initialSpectralNorm) < 1e-4 * same.initialSpectralNorm);
   // A zero initial update (Noise & Zeros) has no cosine.
   equal(updateSimilarity(new Float32Array(a.length), a, [rows, cols]).cosine, null);
+});
+
+Deno.test("spectralNorm refuses an unknown option or a bad maxIter or tol by name", async () => {
+  const rng = new TestRng(14);
+  const b = 1 + rng.next(), a = b * (0.2 + 0.5 * rng.next());
+  const m = new Float64Array([a, 0, 0, -b]); // diag(a, −b): ‖M‖₂ = b
+  // Dropped before: { maxIters: 1 } ran the default 500; a maxIter of 0 returned 0 for any matrix.
+  await refusedOptions(
+    () => spectralNorm(m, [2, 2], { maxIters: 1 } as never),
+    /^spectralNorm: unknown option "maxIters"$/,
+  );
+  for (const bad of [0, NaN, 2.5]) {
+    await refusedOptions(
+      () => spectralNorm(m, [2, 2], { maxIter: bad }),
+      new RegExp(`^spectralNorm: option "maxIter" must be .*, got ${bad}$`),
+    );
+  }
+  await refusedOptions(
+    () => spectralNorm(m, [2, 2], { tol: -1 }),
+    /^spectralNorm: option "tol" must be >= 0, got -1$/,
+  );
+  ok(Math.abs(spectralNorm(m, [2, 2], { maxIter: 1000, tol: 0 }) - b) < 1e-12 * b);
 });
