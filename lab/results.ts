@@ -15,6 +15,7 @@ import { z } from "../deps.ts";
 import { stringifyYaml } from "./deps.ts";
 import { acquireLock, type Lock } from "./lock.ts";
 import {
+  checkOptions,
   MetricsWriter,
   type MetricsWriterOptions,
   removeTemporaries,
@@ -80,6 +81,15 @@ export interface ResultsDirOptions {
   /** Directory whose git revision is recorded (default: the current directory). */
   gitCwd?: string;
 }
+
+const CREATE_OPTIONS = z.object({
+  root: z.string().min(1),
+  startedAt: z.date(),
+  gitCwd: z.string(),
+}).partial().strict();
+const OPEN_OPTIONS = z.object({ gitCwd: z.string() }).partial().strict();
+const METRICS_OPTIONS = z.object({ file: z.string().min(1), resume: z.boolean() }).partial().strict();
+const MARKDOWN_OPTIONS = z.object({ file: z.string().min(1) }).partial().strict();
 
 /** What {@link ResultsDir.writeSummary} adds under the `run` key of `summary.json`. */
 export interface RunInfo {
@@ -322,6 +332,7 @@ export class ResultsDir {
    * @returns The results directory.
    */
   static create(name: string, options: ResultsDirOptions = {}): ResultsDir {
+    checkOptions("ResultsDir.create", CREATE_OPTIONS, options);
     if (!/^[A-Za-z0-9_.-]+$/.test(name) || name === "." || name === "..") {
       throw new Error(`results name must use only letters, digits, "_", "-" and ".", got "${name}"`);
     }
@@ -363,6 +374,7 @@ export class ResultsDir {
    * @returns The results directory.
    */
   static open(path: string, name: string, options: { gitCwd?: string } = {}): ResultsDir {
+    checkOptions("ResultsDir.open", OPEN_OPTIONS, options);
     let info: Deno.FileInfo;
     try {
       info = Deno.statSync(path);
@@ -518,6 +530,8 @@ export class ResultsDir {
    * @returns The writer.
    */
   metrics(options: MetricsWriterOptions & { file?: string } = {}): MetricsWriter {
+    // A misspelt `resume` would empty the file it was meant to continue.
+    checkOptions("ResultsDir.metrics", METRICS_OPTIONS, options);
     return MetricsWriter.open(this.file(options.file ?? "metrics.jsonl"), options);
   }
 
@@ -596,6 +610,7 @@ export class ResultsDir {
    * @returns The file's path.
    */
   writeMarkdown(text: string, options: { file?: string } = {}): string {
+    checkOptions("ResultsDir.writeMarkdown", MARKDOWN_OPTIONS, options);
     const path = this.file(options.file ?? "summary.md");
     writeFileAtomicSync(path, text.endsWith("\n") ? text : `${text}\n`);
     return path;

@@ -100,6 +100,43 @@ Deno.test("results: config.yaml, metrics.jsonl, summary.json and summary.md", as
   assert.ok(![...Deno.readDirSync(run.path)].some((e) => e.name === ".lock"));
 });
 
+Deno.test("results: create, open, metrics and writeMarkdown refuse an option they do not take, naming it", () => {
+  const random = rng(43);
+  const root = `${tempRoot}/options`;
+  const run = ResultsDir.create("opts", { root });
+  const losses = Array.from({ length: 3 + Math.floor(random() * 4) }, () => random());
+  {
+    using metrics = run.metrics();
+    losses.forEach((loss, i) => metrics.write({ step: i + 1, loss }));
+  }
+  // A misspelt `resume` emptied the file it was meant to continue: refused, and the records stay.
+  assert.throws(() => run.metrics({ resum: true } as never), /ResultsDir\.metrics: unknown option "resum"/);
+  assert.throws(
+    () => run.metrics({ resume: "yes" } as never),
+    /option "resume" must be true or false, got "yes"/,
+  );
+  assert.deepEqual(readJsonl(run.file("metrics.jsonl")).map((r) => r.loss), losses);
+  {
+    using metrics = run.metrics({ resume: true });
+    assert.deepEqual(metrics.records.map((r) => r.loss), losses);
+  }
+  assert.throws(() => run.writeMarkdown("# x", { fiel: "a.md" } as never), /unknown option "fiel"/);
+  run.release();
+  // A misspelt `root` wrote under ./results; a bad start time named the directory "NaNNaN...".
+  const elsewhere = `${root}/elsewhere`;
+  assert.throws(
+    () => ResultsDir.create("opts", { rooot: elsewhere } as never),
+    /create: unknown option "rooot"/,
+  );
+  assert.throws(() => ResultsDir.create("opts", { root: "" }), /option "root" must be at least 1 characters/);
+  assert.throws(() => ResultsDir.create("opts", { root, startedAt: new Date(NaN) }), /option "startedAt"/);
+  assert.throws(
+    () => ResultsDir.open(run.path, "opts", { gitcwd: "." } as never),
+    /open: unknown option "gitcwd"/,
+  );
+  assert.deepEqual([...Deno.readDirSync(`${root}/opts`)].map((e) => e.name), [run.path.split("/").at(-1)]);
+});
+
 Deno.test("results: git revision matches git itself in a fresh repository, 'unknown' outside one", () => {
   const repo = `${tempRoot}/repo`;
   Deno.mkdirSync(repo);
