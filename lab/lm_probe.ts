@@ -233,6 +233,9 @@ export function pairedDiff(a: readonly number[], b: readonly number[]): PairedDi
  * ```
  */
 export function pairedSpreadVerdict(d: PairedDiff, threshold = 0): Verdict {
+  if (!Number.isFinite(threshold)) {
+    throw new RangeError(`pairedSpreadVerdict: threshold must be a finite number, got ${threshold}`);
+  }
   if (d.n < 3 || !Number.isFinite(d.mean) || !Number.isFinite(d.std)) return "inconclusive";
   if (d.mean - 2 * d.std > threshold) return "reproduced";
   if (d.mean + 2 * d.std < threshold) return "not reproduced";
@@ -423,6 +426,9 @@ export function pairedClaim(
   verdict: Verdict;
   note?: string;
 } {
+  if (!Number.isFinite(threshold)) {
+    throw new RangeError(`pairedClaim: threshold must be a finite number, got ${threshold}`);
+  }
   const d = pairedDiff(a, b);
   const f = (xs: readonly number[]) => {
     if (xs.length === 0) return "— (no seeds)";
@@ -456,6 +462,10 @@ export function equivalenceClaim(
   b: readonly number[],
   margin: number,
 ): { claim: string; rule: string; evidence: string; verdict: Verdict } {
+  // A margin of 0 or less is one no difference stays within: every judged claim would read "not reproduced".
+  if (!(margin > 0 && margin < Infinity)) {
+    throw new RangeError(`equivalenceClaim: margin must be a finite number > 0, got ${margin}`);
+  }
   const d = pairedDiff(a, b);
   const m = Math.abs(d.mean);
   const verdict: Verdict = d.n < 3 || !Number.isFinite(m)

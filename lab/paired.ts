@@ -125,6 +125,9 @@ export function halfWidth95(std: number, n: number): number {
  * ```
  */
 export function pairedVerdict(d: PairedDifference, threshold = 0): Verdict {
+  if (!Number.isFinite(threshold)) {
+    throw new RangeError(`pairedVerdict: threshold must be a finite number, got ${threshold}`);
+  }
   if (!(d.n > 1) || !Number.isFinite(d.mean)) return "inconclusive";
   if (d.mean - d.half > threshold) return "reproduced";
   if (d.mean + d.half < threshold) return "not reproduced";

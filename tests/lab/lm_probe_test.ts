@@ -140,6 +140,26 @@ Deno.test("lm probe: the paired rule judges m ± 2·sd against the threshold", (
   );
 });
 
+Deno.test("lm probe: a threshold that is not a number, or a margin of 0 or less, is refused by name", () => {
+  const rng = new TestRng(1805);
+  const b = Array.from({ length: 5 }, () => rng.next());
+  // Equal pairs: every |difference| is 0, within any positive margin; a margin ≤ 0 judged it "not reproduced".
+  for (const margin of [-0.5 * rng.next() - 0.01, 0, NaN, Infinity]) {
+    throws(
+      () => equivalenceClaim("A matches B.", "A minus B", b, b, margin),
+      /margin must be a finite number > 0/,
+    );
+  }
+  const a = b.map((v) => v + 1 + 0.01 * rng.next());
+  for (const t of [NaN, Infinity]) {
+    throws(
+      () => pairedSpreadVerdict(pairedDiff(a, b), t),
+      new RegExp(`threshold must be a finite number, got ${t}`),
+    );
+    throws(() => pairedClaim("A beats B.", "A minus B", a, b, undefined, t), /pairedClaim: threshold/);
+  }
+});
+
 Deno.test("lm probe: the rank-order claim follows the sign and size of ρ over seeds", () => {
   const rng = new TestRng(1805);
   const points = (sign: number) =>

@@ -84,6 +84,16 @@ Deno.test("pairedVerdict: the sign of a clear difference, inconclusive when the 
   equal(pairedVerdict(pairedDifference([5], [1])), "inconclusive");
 });
 
+Deno.test("pairedVerdict refuses a threshold that is not a finite number, which it judged inconclusive", () => {
+  const rng = new TestRng(4103);
+  const b = Array.from({ length: 4 }, () => rng.next());
+  const d = pairedDifference(b.map((x) => x + 1 + 0.01 * rng.next()), b);
+  equal(pairedVerdict(d), "reproduced");
+  for (const t of [NaN, Infinity, -Infinity]) {
+    throws(() => pairedVerdict(d, t), /threshold must be a finite number/);
+  }
+});
+
 Deno.test("pairedVerdict judges by the exact t interval: a mean just inside it is inconclusive", () => {
   // Random differences with their mean set just inside the exact 95% interval's edge (lower bound −1e-4·se
   // below 0): inconclusive by the stated rule, whatever the sample. A t(n−1) a few 1e-3 too small (the
