@@ -9,6 +9,7 @@
  */
 import { asF32, Linear, loraLayers, namedModules } from "../mod.ts";
 import {
+  checkAgainstOptions,
   formatAgainst,
   formatSpreadEnds,
   meanStd,
@@ -255,6 +256,7 @@ export function formatPairedDiff(
   digits = 4,
   options: { against?: readonly number[]; absolute?: boolean } = {},
 ): string {
+  checkAgainstOptions("formatPairedDiff", options, ["absolute"]);
   const f = (v: number) => (Math.abs(v) >= 1e-3 || v === 0 ? v.toFixed(digits) : v.toExponential(2));
   const against = options.against ?? [];
   const mean = onSameSides(Number(f(d.mean)), d.mean, against)

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { formatAgainst, formatNumber, type Verdict } from "./report.ts";
+import { checkAgainstOptions, formatAgainst, formatNumber, type Verdict } from "./report.ts";
 
 /**
  * P(|T| ≤ tan θ·√ν) for Student's t with ν degrees of freedom, in closed form (Abramowitz & Stegun 26.7.3–4):
@@ -157,6 +157,7 @@ export function formatPaired(
   digits = 4,
   options: { against?: readonly number[] } = {},
 ): string {
+  checkAgainstOptions("formatPaired", options);
   const against = options.against ?? [0];
   const end = (v: number) => formatAgainst(v, against, digits);
   return `${formatNumber(d.mean, digits)} ± ${formatNumber(d.std, Math.max(2, digits - 1))} (95% ± ${

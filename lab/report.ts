@@ -6,9 +6,30 @@
  *
  * @module
  */
-import { type MetricRecord, toJson, writeFileAtomicSync } from "../mod.ts";
+import { z } from "../deps.ts";
+import { checkOptions, type MetricRecord, toJson, writeFileAtomicSync } from "../mod.ts";
 import type { LineSeries } from "./plot.ts";
 import type { ResultsDir } from "./results.ts";
+
+/** A threshold of `against`: a number, infinite ones included (NaN is refused). */
+const THRESHOLD = z.custom<number>((v) => typeof v === "number" && !Number.isNaN(v), {
+  message: "must be numbers",
+});
+
+/**
+ * Checks the options of a formatting helper that takes `against` (thresholds the printed value keeps its side of)
+ * and the true-or-false `flags`: a misspelt `against` printed a value on the wrong side of the rule's threshold.
+ * Throws an `OptionsError` naming `where`, the key and the value.
+ */
+export function checkAgainstOptions(where: string, options: object, flags: readonly string[] = []): void {
+  const keys = Object.fromEntries(flags.map((k) => [k, z.boolean()]));
+  checkOptions(where, z.object({ against: z.array(THRESHOLD), ...keys }).partial().strict(), options);
+}
+const TABLE_OPTIONS = z.object({
+  align: z.array(z.enum(["left", "right", "center"])),
+  digits: z.int().min(1).max(21),
+}).partial().strict();
+const SUMMARY_OPTIONS = z.object({ tail: z.int().min(1) }).partial().strict();
 
 /** Mean, sample standard deviation and count of a list of numbers. */
 export interface MeanStd {
@@ -152,6 +173,7 @@ export function formatMeanStd(
   digits = 4,
   options: { against?: readonly number[] } = {},
 ): string {
+  checkAgainstOptions("formatMeanStd", options);
   const mean = formatAgainst(stats.mean, options.against ?? [], digits);
   // One value has no spread to show: "± 0" would read as none measured.
   if (stats.n === 1) return `${mean} (one value)`;
@@ -198,6 +220,12 @@ export function mdTable(
   rows: readonly (readonly Cell[])[],
   options: MdTableOptions = {},
 ): string {
+  checkOptions("mdTable", TABLE_OPTIONS, options);
+  if ((options.align?.length ?? 0) > headers.length) {
+    throw new RangeError(
+      `mdTable: option "align" has ${options.align?.length} entries for ${headers.length} columns`,
+    );
+  }
   const digits = options.digits ?? 4;
   rows.forEach((row, i) => {
     if (row.length !== headers.length) {
@@ -268,6 +296,7 @@ export function summarizeMetric(
   key: string,
   options: { tail?: number } = {},
 ): MetricSummary | undefined {
+  checkOptions("summarizeMetric", SUMMARY_OPTIONS, options);
   const values: number[] = [];
   let nonFinite = 0;
   let min = Infinity;
@@ -284,7 +313,7 @@ export function summarizeMetric(
     max = Math.max(max, value);
   }
   if (values.length === 0) return undefined;
-  const tail = values.slice(-Math.max(1, options.tail ?? 10));
+  const tail = values.slice(-(options.tail ?? 10));
   const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
   return {
     count: values.length,

@@ -5,8 +5,10 @@ import {
   formatMeanStd,
   formatNumber,
   judged,
+  mdTable,
   meanCurves,
   meanStd,
+  summarizeMetric,
   verdictFor,
   writeCombinedMetrics,
   writeReport,
@@ -14,6 +16,8 @@ import {
 import { readJsonl } from "../../lib/io/json.ts";
 import { ResultsDir } from "../../lab/results.ts";
 import { linePlot } from "../../lab/plot.ts";
+import { formatPaired, pairedDifference } from "../../lab/paired.ts";
+import { formatPairedDiff, pairedDiff } from "../../lab/lm_probe.ts";
 import { TestRng } from "../_helpers.ts";
 
 Deno.test("report: the verdict is 'reproduced' beyond twice the spread, 'not reproduced' below minus twice", () => {
@@ -210,4 +214,43 @@ Deno.test("report: formatMeanStd prints the mean against a rule's thresholds whe
     `0.09996 ± ${formatNumber(std, 2)}`,
   );
   equal(formatMeanStd({ mean: 0.09996, std: 0, n: 1 }, 3, { against: [0.1] }), "0.09996 (one value)");
+});
+
+Deno.test("report: the tail mean averages the last `tail` values; a tail or a format option it cannot honour is refused", () => {
+  const rng = new TestRng(1905);
+  const values = Array.from({ length: 6 + rng.int(0, 5) }, () => rng.next());
+  const records = values.map((loss) => ({ loss }));
+  const tail = rng.int(1, values.length);
+  const want = values.slice(values.length - tail).reduce((s, v) => s + v, 0) / tail;
+  ok(Math.abs(summarizeMetric(records, "loss", { tail })!.tailMean - want) < 1e-12);
+  // A tail of 0 averaged the last value, NaN every value, and a misspelt key the default 10.
+  for (const bad of [{ tail: 0 }, { tail: NaN }, { tail: 2.5 }, { tails: 2 }]) {
+    throws(
+      () => summarizeMetric(records, "loss", bad as never),
+      /summarizeMetric: (option "tail"|unknown option)/,
+    );
+  }
+  // Digits or alignments misspelt or too many were dropped.
+  throws(() => mdTable(["a"], [[values[0]]], { digit: 2 } as never), /mdTable: unknown option "digit"/);
+  throws(
+    () => mdTable(["a"], [[values[0]]], { align: ["left", "right"] }),
+    /"align" has 2 entries for 1 columns/,
+  );
+  // A misspelt `against` printed a mean just under 2 as "2", the threshold it is judged against.
+  const near = [2 - 1e-5 * (1 + rng.next()), 2 - 1e-5 * (1 + rng.next())];
+  ok(Number(formatMeanStd(meanStd(near), 4, { against: [2] }).split(" ")[0]) < 2);
+  throws(
+    () => formatMeanStd(meanStd(near), 4, { againts: [2] } as never),
+    /formatMeanStd: unknown option "againts"/,
+  );
+  const zeros = near.map(() => 0);
+  throws(
+    () => formatPaired(pairedDifference(near, zeros), 4, { againts: [2] } as never),
+    /formatPaired: unknown/,
+  );
+  throws(() => formatPairedDiff(pairedDiff(near, zeros), 4, { against: [NaN] }), /option "against\[0\]"/);
+  throws(
+    () => formatPairedDiff(pairedDiff(near, zeros), 4, { absolut: true } as never),
+    /unknown option "absolut"/,
+  );
 });
