@@ -64,7 +64,13 @@ export {
 export * from "./lib/ir/mod.ts";
 export * from "./lib/codegen/mod.ts";
 export * from "./lib/runtime/mod.ts";
-export { checkOptions, type ConfigSchema, OptionsError, showValue } from "./lib/options.ts";
+export {
+  checkOptions,
+  type ConfigSchema,
+  OptionsError,
+  type OptionsSchema,
+  showValue,
+} from "./lib/options.ts";
 export * from "./lib/nn/mod.ts";
 export * from "./lib/train/mod.ts";
 export * from "./lib/lora/mod.ts";

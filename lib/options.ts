@@ -144,8 +144,14 @@ function describe(issue: z.core.$ZodIssue, input: unknown): string {
  * }
  * ```
  */
-export function checkOptions<S extends z.ZodType>(where: string, schema: S, value: unknown): z.output<S> {
-  const result = schema.safeParse(value);
+export function checkOptions<S extends OptionsSchema>(
+  where: string,
+  schema: S,
+  value: unknown,
+): S["_zod"]["output"];
+export function checkOptions(where: string, schema: OptionsSchema, value: unknown): unknown {
+  // Spelled structurally in the signature (public APIs name no zod-internal type); every schema here is zod's.
+  const result = (schema as OptionsSchema & Pick<z.ZodType, "safeParse">).safeParse(value);
   if (!result.success) throw new OptionsError(where, result.error.issues.map((i) => describe(i, value)));
   return result.data;
 }
@@ -217,13 +223,17 @@ export const opt = {
     z.union([z.instanceof(RegExp), z.array(z.string()), opt.fn()]),
 } as const;
 
+/** A zod schema (of options, say), spelled structurally so that public APIs name no zod-internal types. */
+export interface OptionsSchema {
+  /** zod's internals, which carry the schema's input and output types. */
+  readonly _zod: { readonly input: unknown; readonly output: unknown };
+}
+
 /**
  * A `z.object(...)` schema of options or of a configuration, spelled structurally so that public APIs name no
  * zod-internal types (the lab's configuration parser and the init registry take one).
  */
-export interface ConfigSchema {
-  /** zod's internals, which carry the schema's input and output types. */
-  readonly _zod: { readonly input: unknown; readonly output: unknown };
+export interface ConfigSchema extends OptionsSchema {
   /** The object's fields. */
   readonly shape: unknown;
 }
