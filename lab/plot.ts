@@ -6,6 +6,8 @@
  *
  * @module
  */
+import { z } from "../deps.ts";
+import { checkOptions, OptionsError, showValue } from "../mod.ts";
 
 /** One line of a {@link linePlot}. */
 export interface LineSeries {
@@ -37,7 +39,10 @@ export interface LinePlotOptions {
   logX?: boolean;
   /** Logarithmic y axis (non-positive y values are dropped). */
   logY?: boolean;
-  /** Y range to show instead of the data's (extended to nice ticks); lines outside the axes are clipped. */
+  /**
+   * Y range `[min, max]` (min < max; min > 0 with `logY`) to show instead of the data's (extended to nice ticks);
+   * lines outside the axes are clipped.
+   */
   yRange?: readonly [number, number];
   /** Draw a dot at every point; by default only when every series has at most 30 points. */
   markers?: boolean;
@@ -97,7 +102,7 @@ export interface HeatmapOptions {
   xLabel?: string;
   /** Y axis label. */
   yLabel?: string;
-  /** Colour scale range; the data range when omitted. */
+  /** Colour scale range `[min, max]`, min < max; the data range when omitted. */
   colorRange?: readonly [number, number];
   /** Write each cell's value in it (default: when cells are large enough). */
   annotate?: boolean;
@@ -109,7 +114,7 @@ export interface HeatmapOptions {
 
 /** Options of {@link niceTicks}. */
 export interface TickOptions {
-  /** Roughly how many ticks (default 6). */
+  /** Roughly how many ticks, an integer of at least 2 (default 6). */
   count?: number;
   /** Powers of ten (and 2×, 5× within a single decade) for a log axis. */
   log?: boolean;
@@ -128,6 +133,54 @@ export const PALETTE: readonly string[] = [
   "#7F7F7F",
   "#BCBD22",
 ];
+
+/** A data value: any number, NaN and ±Infinity included (a plot skips them or draws them grey). */
+const DATUM = z.custom<number>((v) => typeof v === "number", { message: "must be numbers" });
+const DATA = z.array(DATUM);
+/** An image size in px: a finite number > 0. */
+const SIZE = z.number().gt(0);
+/** An axis or colour range `[min, max]` of finite numbers, min < max. */
+const RANGE = z.tuple([z.number(), z.number()]).refine(([lo, hi]) => lo < hi, {
+  message: "must be [min, max] with min < max",
+});
+const TEXTS = { title: z.string(), xLabel: z.string().optional(), yLabel: z.string().optional() };
+const SIZES = { width: SIZE.optional(), height: SIZE.optional() };
+const TICK_OPTIONS = z.object({ count: z.int().min(2), log: z.boolean() }).partial().strict();
+const LINE_SERIES = z.object({
+  name: z.string(),
+  x: DATA,
+  y: DATA,
+  band: z.object({ low: DATA, high: DATA }).strict().optional(),
+  color: z.string().optional(),
+  dashed: z.boolean().optional(),
+}).strict();
+const LINE_OPTIONS = z.object({
+  ...TEXTS,
+  ...SIZES,
+  series: z.array(LINE_SERIES),
+  logX: z.boolean().optional(),
+  logY: z.boolean().optional(),
+  yRange: RANGE.optional(),
+  markers: z.boolean().optional(),
+}).strict();
+const BAR_OPTIONS = z.object({
+  ...TEXTS,
+  ...SIZES,
+  labels: z.array(z.string()),
+  logY: z.boolean().optional(),
+  values: DATA.optional(),
+  errors: DATA.optional(),
+  groups: z.array(z.object({ name: z.string(), values: DATA, errors: DATA.optional() }).strict()).optional(),
+}).strict();
+const HEATMAP_OPTIONS = z.object({
+  ...TEXTS,
+  ...SIZES,
+  xLabels: z.array(z.string()),
+  yLabels: z.array(z.string()),
+  values: z.array(DATA),
+  colorRange: RANGE.optional(),
+  annotate: z.boolean().optional(),
+}).strict();
 
 const FONT = "DejaVu Sans, Helvetica, Arial, sans-serif";
 const AXIS_COLOR = "#333333";
@@ -180,11 +233,12 @@ function fraction(v: number, lo: number, hi: number): number {
  * ```
  */
 export function niceTicks(min: number, max: number, options: TickOptions = {}): number[] {
+  checkOptions("niceTicks", TICK_OPTIONS, options);
   if (!Number.isFinite(min) || !Number.isFinite(max)) {
     throw new Error(`niceTicks needs finite bounds, got [${min}, ${max}]`);
   }
   if (min > max) [min, max] = [max, min];
-  const count = Math.max(2, options.count ?? 6);
+  const count = options.count ?? 6;
   if (options.log) {
     if (!(min > 0)) throw new Error(`a log axis needs positive values, got a minimum of ${min}`);
     let lo = Math.floor(Math.log10(min));
@@ -452,6 +506,12 @@ function finiteRange(values: Iterable<number>, positiveOnly: boolean): [number, 
  * ```
  */
 export function linePlot(options: LinePlotOptions): string {
+  checkOptions("linePlot", LINE_OPTIONS, options);
+  if (options.logY && options.yRange !== undefined && !(options.yRange[0] > 0)) {
+    throw new OptionsError("linePlot", [
+      `option "yRange" must be positive on a log y axis (logY), got ${showValue(options.yRange)}`,
+    ]);
+  }
   const width = options.width ?? 720;
   const height = options.height ?? 440;
   const logX = options.logX ?? false;
@@ -562,6 +622,19 @@ export function linePlot(options: LinePlotOptions): string {
  * ```
  */
 export function barPlot(options: BarPlotOptions): string {
+  checkOptions("barPlot", BAR_OPTIONS, options);
+  if ((options.values === undefined) === (options.groups === undefined)) {
+    throw new OptionsError("barPlot", [
+      options.values === undefined
+        ? `option "values" or "groups" is required`
+        : `options "values" and "groups" were both given; give one (a group holds its own values)`,
+    ]);
+  }
+  if (options.groups !== undefined && options.errors !== undefined) {
+    throw new OptionsError("barPlot", [
+      `option "errors" goes with "values"; with "groups" each group has its own`,
+    ]);
+  }
   const width = options.width ?? 720;
   const height = options.height ?? 440;
   const logY = options.logY ?? false;
@@ -704,6 +777,7 @@ export function viridis(t: number): string {
  * ```
  */
 export function heatmap(options: HeatmapOptions): string {
+  checkOptions("heatmap", HEATMAP_OPTIONS, options);
   const width = options.width ?? 720;
   const height = options.height ?? 480;
   const rows = options.yLabels.length;

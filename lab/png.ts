@@ -10,7 +10,8 @@
  * @module
  */
 import { initWasm, Resvg, RESVG_WASM_URL } from "./deps.ts";
-import { writeFileAtomicSync } from "../mod.ts";
+import { z } from "../deps.ts";
+import { checkOptions, OptionsError, writeFileAtomicSync } from "../mod.ts";
 
 /** Fonts tried, in order, when no `fontPath` is given. */
 export const DEFAULT_FONT_PATHS: readonly string[] = [
@@ -92,11 +93,22 @@ function loadFonts(fontPath: string | undefined): { fonts: Uint8Array[]; warning
   };
 }
 
+const SVG_TO_PNG_OPTIONS = z.object({
+  width: z.int().min(1),
+  zoom: z.number().gt(0),
+  fontPath: z.string(),
+  background: z.string(),
+}).partial().strict();
+const SAVE_PLOT_OPTIONS = z.object({ width: z.int().min(1), fontPath: z.string() }).partial().strict();
+
 /** Options of {@link svgToPng}. */
 export interface SvgToPngOptions {
-  /** Output width in px; the height follows the aspect ratio. Default: the SVG's own width times `zoom`. */
+  /**
+   * Output width in px, a positive integer; the height follows the aspect ratio. Default: the SVG's own width times
+   * `zoom`.
+   */
   width?: number;
-  /** Scale factor when `width` is not given (default 1). */
+  /** Scale factor, a finite number > 0, when `width` is not given (default 1); give one of the two. */
   zoom?: number;
   /** A TrueType/OpenType font file for the text; system fonts are searched when omitted. */
   fontPath?: string;
@@ -133,8 +145,11 @@ export interface PngImage {
  * ```
  */
 export async function svgToPng(svg: string, options: SvgToPngOptions = {}): Promise<PngImage> {
-  if (options.width !== undefined && !(options.width > 0 && Number.isInteger(options.width))) {
-    throw new Error(`svgToPng width must be a positive integer, got ${options.width}`);
+  checkOptions("svgToPng", SVG_TO_PNG_OPTIONS, options);
+  if (options.width !== undefined && options.zoom !== undefined) {
+    throw new OptionsError("svgToPng", [
+      `options "width" (${options.width}) and "zoom" (${options.zoom}) both set the size; give one`,
+    ]);
   }
   await ensureWasm();
   const { fonts, warning } = loadFonts(options.fontPath);
@@ -172,7 +187,7 @@ export async function svgToPng(svg: string, options: SvgToPngOptions = {}): Prom
 
 /** Options of {@link savePlot}. */
 export interface SavePlotOptions {
-  /** PNG width in px (default: twice the SVG's width, for sharp images on high-density screens). */
+  /** PNG width in px, a positive integer (default: twice the SVG's width, for sharp images on high-density screens). */
   width?: number;
   /** Font file for the PNG's text (see {@link svgToPng}). */
   fontPath?: string;
@@ -212,13 +227,13 @@ export async function savePlot(
   svg: string,
   options: SavePlotOptions = {},
 ): Promise<SavedPlot> {
+  checkOptions("savePlot", SAVE_PLOT_OPTIONS, options);
   if (name === "" || name.includes("/") || name.includes("\\")) {
     throw new Error(`savePlot name must be a plain file name without extension, got "${name}"`);
   }
   const base = dir.endsWith("/") ? `${dir}${name}` : `${dir}/${name}`;
   const image = await svgToPng(svg, {
-    width: options.width,
-    zoom: 2,
+    ...(options.width === undefined ? { zoom: 2 } : { width: options.width }),
     fontPath: options.fontPath,
     background: "white",
   });

@@ -308,3 +308,53 @@ Deno.test("plot: heatmap has one cell per value and a colour bar", () => {
     /row 0 has 2/,
   );
 });
+
+Deno.test("plot: linePlot, barPlot, heatmap and niceTicks refuse unknown keys, bad sizes and reversed ranges", () => {
+  const series = [{ name: "a", x: [1, 2, 3], y: [1, 10, 1000] }];
+  const misspelt = { title: "t", series, logy: true } as never;
+  assert.throws(() => linePlot(misspelt), /linePlot: unknown option "logy"/);
+  assert.throws(
+    () => linePlot({ title: "t", series, width: NaN }),
+    /linePlot: option "width" must be a finite/,
+  );
+  assert.throws(
+    () => linePlot({ title: "t", series, height: 0 }),
+    /linePlot: option "height" must be > 0, got 0/,
+  );
+  assert.throws(
+    () => linePlot({ title: "t", series, yRange: [100, 1] }),
+    /linePlot: option "yRange" must be \[min, max\] with min < max, got \[100,1\]/,
+  );
+  assert.throws(
+    () => linePlot({ title: "t", series, yRange: [0, 1], logY: true }),
+    /linePlot: option "yRange" must be positive/,
+  );
+  const badSeries = [{ name: "a", x: [1], y: [1], dashd: true }] as never;
+  assert.throws(
+    () => linePlot({ title: "t", series: badSeries }),
+    /linePlot: unknown option of "series\[0\]" "dashd"/,
+  );
+  const both = { title: "t", labels: ["a"], values: [1], groups: [{ name: "g", values: [2] }] };
+  assert.throws(
+    () => barPlot(both as never),
+    /barPlot: options "values" and "groups"/,
+  );
+  assert.throws(
+    () => barPlot({ title: "t", labels: ["a"], values: [1], width: -5 }),
+    /barPlot: option "width" must be > 0/,
+  );
+  const cells = { title: "t", xLabels: ["a", "b"], yLabels: ["r"], values: [[1, 2]] };
+  assert.throws(
+    () => heatmap({ ...cells, colorRange: [1, 1] }),
+    /heatmap: option "colorRange" must be \[min, max\]/,
+  );
+  assert.throws(
+    () => heatmap({ ...cells, anotate: false } as never),
+    /unknown option "anotate"/,
+  );
+  assert.throws(() => niceTicks(0, 1, { count: NaN }), /niceTicks: option "count" must be/);
+  // The valid spellings still draw: a log y axis over three decades has the decade ticks, at the given size.
+  const svg = linePlot({ title: "t", series, logY: true, width: 300, height: 200 });
+  assert.deepEqual(texts(svg, 12, "end"), ["1", "10", "100", "1000"]);
+  assert.ok(svg.startsWith(`<svg xmlns="http://www.w3.org/2000/svg" width="300" height="200"`));
+});

@@ -58,7 +58,26 @@ Deno.test("png: explicit font paths are checked; bad SVG and bad width are error
     /\/nonexistent\/font\.ttf/,
   );
   await assert.rejects(() => svgToPng("<svg", {}), /resvg could not parse/);
-  await assert.rejects(() => svgToPng(demoSvg(3), { width: 0 }), /positive integer/);
+  await assert.rejects(
+    () => svgToPng(demoSvg(3), { width: 0 }),
+    /svgToPng: option "width" must be >= 1, got 0/,
+  );
+});
+
+Deno.test("png: svgToPng and savePlot refuse unknown keys, a bad zoom and a width beside a zoom", async () => {
+  const svg = demoSvg(5); // 600 × 400
+  await assert.rejects(
+    () => svgToPng(svg, { zoom: NaN }),
+    /svgToPng: option "zoom" must be a finite number, got NaN/,
+  );
+  await assert.rejects(() => svgToPng(svg, { zoom: -1 }), /svgToPng: option "zoom" must be > 0, got -1/);
+  await assert.rejects(
+    () => svgToPng(svg, { width: 300, zoom: 2 }),
+    /svgToPng: options "width" \(300\) and "zoom"/,
+  );
+  const typo = { widht: 300 } as never;
+  await assert.rejects(() => savePlot(Deno.cwd(), "never", svg, typo), /savePlot: unknown option "widht"/);
+  assert.deepEqual(pngSize((await svgToPng(svg, { zoom: 0.5 })).png), { width: 300, height: 200 });
 });
 
 Deno.test("png: savePlot writes name.svg and name.png and nothing else", async () => {
