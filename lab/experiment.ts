@@ -13,6 +13,7 @@
  */
 import {
   type Batch,
+  checkOptions,
   DEVICE_CHOICES,
   type DeviceChoice,
   deviceLine,
@@ -578,6 +579,13 @@ export async function resumeOrRun<
   return out;
 }
 
+const RESUMABLE_OPTIONS = z.object({
+  label: z.string(),
+  checkpoint: z.string().min(1),
+  metrics: z.string().min(1),
+  previous: z.unknown().optional(),
+}).strict();
+
 /** What {@link trainResumable} returns. */
 export interface ResumableRun {
   /** Every step's record, from the metrics file (the steps of an extended run's earlier part included). */
@@ -625,6 +633,7 @@ export async function trainResumable<M extends object, B extends Batch>(
   trainer: Trainer<M, B>,
   options: { label: string; checkpoint: string; metrics: string; previous?: unknown },
 ): Promise<ResumableRun> {
+  checkOptions("trainResumable", RESUMABLE_OPTIONS, options);
   const { label, checkpoint } = options;
   const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
   if (trainer.step > 0) {

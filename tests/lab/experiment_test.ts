@@ -143,3 +143,31 @@ Deno.test("trainResumable refuses to continue a run whose metrics file lacks the
   deepEqual(run.records.map((r) => r.step), Array.from({ length: 12 }, (_, i) => i + 1));
   assertClose(run.records.map((r) => r.loss), want, { rtol: 1e-6, atol: 1e-7 });
 });
+
+Deno.test("trainResumable refuses an option it does not take, naming it, and trains a valid call to its end", async () => {
+  // A misspelt `previous` with the checkpoint gone retrained the finished run from scratch instead of refusing.
+  const rng = new TestRng(3);
+  const seeds = { initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps: 4 };
+  const dir = await Deno.makeTempDir({ dir: tempRoot });
+  const paths = { checkpoint: `${dir}/c.safetensors`, metrics: `${dir}/m.jsonl` };
+  const trainer = () =>
+    new Trainer({
+      ...mlpSetup(seeds),
+      metrics: paths.metrics,
+      checkpoint: { path: paths.checkpoint, every: 2 },
+    });
+  const misspelt = { label: "r", ...paths, previos: fakeRun("r", 1, 4, rng) };
+  const refused = trainer();
+  await rejects(() => trainResumable(refused, misspelt as never), /trainResumable: unknown option "previos"/);
+  equal(await Deno.stat(paths.metrics).then(() => true, () => false), false, "nothing was trained");
+  await rejects(
+    () => trainResumable(refused, { label: "r", ...paths, metrics: "" }),
+    /option "metrics" must be at least 1/,
+  );
+  refused.close();
+  const reference = new Trainer({ ...mlpSetup(seeds), readEvery: 1 });
+  const want = (await reference.run()).map((r) => r.loss);
+  reference.close();
+  const run = await trainResumable(trainer(), { label: "r", ...paths });
+  assertClose(run.records.map((r) => r.loss), want, { rtol: 1e-6, atol: 1e-7 });
+});
