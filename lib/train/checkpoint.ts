@@ -15,7 +15,7 @@ import type { Optimizer } from "../nn/optim/optimizer.ts";
 import { tensor } from "../tensor/creation.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { z } from "../../deps.ts";
-import { checkOptions, opt } from "../options.ts";
+import { checkOptions, opt, OptionsError } from "../options.ts";
 
 /** Value of the `format` metadata key. */
 export const CHECKPOINT_FORMAT = "tessera-checkpoint";
@@ -124,7 +124,8 @@ export interface SaveCheckpointOptions {
   keepPrevious?: boolean;
   /**
    * Save only the parameters at these paths (e.g. the optimiser's trainable ones, a small fraction of a LoRA model);
-   * the others must then be rebuilt identically before restoring. Default: every parameter.
+   * the others must then be rebuilt identically before restoring; each must name a parameter of the model. Default:
+   * every parameter.
    */
   paths?: readonly string[];
 }
@@ -213,8 +214,21 @@ export async function saveCheckpoint(
   checkOptions("saveCheckpoint", SAVE_OPTIONS, opts);
   const step = numberText("step", opts.step ?? opts.optimizer?.stepCount ?? 0);
   const seed = opts.seed === undefined ? undefined : numberText("seed", opts.seed);
+  const named = namedParameters(model);
   const only = opts.paths === undefined ? undefined : new Set(opts.paths);
-  const params = namedParameters(model).filter(([p]) => only === undefined || only.has(p));
+  // A listed path that names no parameter (a misspelt "l.bais") would leave that tensor out of every checkpoint.
+  const unknown = [...only ?? []].filter((p) => !named.some(([q]) => q === p));
+  if (unknown.length > 0) {
+    const names = named.map(([p]) => p);
+    throw new OptionsError("saveCheckpoint", [
+      `option "paths" lists ${unknown.map((p) => `"${p}"`).join(", ")}, which ${
+        unknown.length > 1 ? "are" : "is"
+      } no parameter of the model (its parameters: ${names.slice(0, 6).join(", ")}${
+        names.length > 6 ? ", ..." : ""
+      })`,
+    ]);
+  }
+  const params = named.filter(([p]) => only === undefined || only.has(p));
   const state = opts.optimizer === undefined ? [] : Object.entries(opts.optimizer.stateDict());
   const all = [
     ...params.map(([p, t]) => [`params.${p}`, t] as const),

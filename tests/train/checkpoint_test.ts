@@ -426,3 +426,23 @@ Deno.test("checkpoint functions and Trainer.resume refuse an unknown option or a
   equal((await new Trainer(mlpSetup(seeds)).resume(ckpt, { allowChanged: false })).step, seeds.steps);
   await Deno.remove(runDir, { recursive: true });
 });
+
+Deno.test("saveCheckpoint refuses a paths entry that names no parameter, naming it and the parameters", async () => {
+  // A misspelt path was dropped: that tensor was never saved, and a restore left it at its fresh value.
+  const rng = new TestRng(76);
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/c.safetensors`;
+  const model = new Mlp([3, 4, 2], { seed: rng.int(0, 1000) });
+  await refusedOptions(
+    () => saveCheckpoint(path, model, { paths: ["layers.0.weight", "layers.1.bais"] }),
+    /^saveCheckpoint: option "paths" lists "layers\.1\.bais", which is no parameter of the model \(its parameters: layers\.0\.weight, layers\.0\.bias, layers\.1\.weight, layers\.1\.bias\)$/,
+  );
+  await rejects(Deno.stat(path), Deno.errors.NotFound);
+  const kept = ["layers.0.weight", "layers.1.bias"];
+  await saveCheckpoint(path, model, { paths: kept });
+  const { params } = await loadCheckpoint(path);
+  deepEqual(Object.keys(params).sort(), kept);
+  const byPath = new Map(namedParameters(model));
+  for (const p of kept) deepEqual(await params[p].toArray(), await byPath.get(p)!.toArray());
+  await Deno.remove(dir, { recursive: true });
+});
