@@ -6,9 +6,11 @@
  *
  * @module
  */
+import { z } from "../deps.ts";
 import {
   AdamW,
   checkFinite,
+  checkOptions,
   cosineSchedule,
   type DeviceName,
   type I32,
@@ -40,6 +42,21 @@ export interface PretrainSpec {
   /** Seed of the initialisation and the batches. */
   seed: number;
 }
+
+const PRETRAIN_SPEC = z.object({
+  model: z.custom<LlamaConfig>((v) => typeof v === "object" && v !== null, { message: "must be an object" }),
+  steps: z.int().min(1),
+  batchSize: z.int().min(1),
+  seqLen: z.int().min(1),
+  lr: z.number().gt(0),
+  seed: z.int(),
+}).strict();
+const CACHE_OPTIONS = z.object({
+  cacheDir: z.string().min(1),
+  device: z.enum(["webgpu", "wasm", "cpu"]),
+  progress: z.boolean(),
+})
+  .partial().strict();
 
 /** Options of {@link cachedPretrained}. */
 export interface CacheOptions {
@@ -166,6 +183,8 @@ export async function cachedPretrained(
   tokens: Int32Array,
   opts: CacheOptions = {},
 ): Promise<{ model: LlamaLM; cached: boolean; dir: string; seconds: number }> {
+  checkOptions("cachedPretrained: spec", PRETRAIN_SPEC, spec);
+  checkOptions("cachedPretrained", CACHE_OPTIONS, opts);
   const entry = await cachedEntry({
     root: opts.cacheDir ?? ".cache/base",
     key: cacheKey(JSON.stringify(spec), tokens),

@@ -9,7 +9,8 @@
  * @module
  */
 import { type DeviceName, type F32, type I32, type LlamaLM, tensor, Tokenizer } from "../mod.ts";
-import { epochIndices, loadSentiment } from "../mod.ts";
+import { checkOptions, epochIndices, loadSentiment } from "../mod.ts";
+import { z } from "../deps.ts";
 
 /** The domains and their files. */
 export const SENTIMENT_DOMAINS: Readonly<Record<string, string>> = {
@@ -113,6 +114,16 @@ export interface ClassifyScore {
   accuracy: number;
 }
 
+const SENTIMENT_OPTIONS = z.object({
+  dir: z.string(),
+  tokenizer: z.string(),
+  trainDomain: z.string(),
+  heldOut: z.int().min(1).optional(),
+  seqLen: z.int().min(1),
+  batchSize: z.int().min(1),
+  device: z.enum(["webgpu", "wasm", "cpu"]),
+}).strict();
+
 /** Options of {@link sentimentTask}. */
 export interface SentimentOptions {
   /** The directory of the three files. */
@@ -164,6 +175,7 @@ function shuffled(n: number, seed: number): number[] {
  * for training; the held-out ones and every sentence of the other domains for testing.
  */
 export async function sentimentTask(opts: SentimentOptions): Promise<SentimentTask> {
+  checkOptions("sentimentTask", SENTIMENT_OPTIONS, opts);
   if (!(opts.trainDomain in SENTIMENT_DOMAINS)) {
     throw new RangeError(
       `trainDomain must be one of ${Object.keys(SENTIMENT_DOMAINS).join(", ")}, got ${

@@ -6,7 +6,8 @@
  * @module
  */
 
-import { deriveSeed, Rng } from "../mod.ts";
+import { checkOptions, deriveSeed, Rng } from "../mod.ts";
+import { z } from "../deps.ts";
 
 /** Shape names, indexed by the `shape` class label of {@linkcode generateShapes}. */
 export const SHAPE_NAMES = ["circle", "square", "triangle", "cross"] as const;
@@ -55,6 +56,10 @@ const COLOUR_RGB: readonly (readonly [number, number, number])[] = [
 ];
 
 /** Options for {@linkcode generateShapes}. */
+const SHAPES_OPTIONS = z.object({ n: z.int().min(0), size: z.int().min(12).optional(), seed: z.int() })
+  .strict();
+
+/** Options of {@link generateShapes}. */
 export interface ShapesOptions {
   /** Number of images. */
   n: number;
@@ -133,13 +138,8 @@ function insideShape(shape: number, x: number, y: number, s: number): boolean {
  * ```
  */
 export function generateShapes(options: ShapesOptions): ShapesData {
+  checkOptions("generateShapes", SHAPES_OPTIONS, options);
   const { n, size = 16, seed } = options;
-  if (!Number.isInteger(n) || n < 0) {
-    throw new RangeError(`generateShapes: n must be an integer >= 0, got ${n}`);
-  }
-  if (!Number.isInteger(size) || size < 12) {
-    throw new RangeError(`generateShapes: size must be an integer >= 12, got ${size}`);
-  }
   const rng = new Rng(seed);
   const s = Math.floor((size - 2) / 3);
   const slack = size - (3 * s + 2);

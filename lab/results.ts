@@ -532,7 +532,7 @@ export class ResultsDir {
   metrics(options: MetricsWriterOptions & { file?: string } = {}): MetricsWriter {
     // A misspelt `resume` would empty the file it was meant to continue.
     checkOptions("ResultsDir.metrics", METRICS_OPTIONS, options);
-    return MetricsWriter.open(this.file(options.file ?? "metrics.jsonl"), options);
+    return MetricsWriter.open(this.file(options.file ?? "metrics.jsonl"), { resume: options.resume });
   }
 
   /**

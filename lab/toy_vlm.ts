@@ -18,6 +18,7 @@ import {
   captionVocab,
   type CharVocab,
   checkFinite,
+  checkOptions,
   collectActivations,
   copyVlm,
   cosineSchedule,
@@ -62,6 +63,7 @@ import { methodOptimizer, type MethodSpec } from "./methods.ts";
  * ```
  */
 export function shapesVlmData(opts: { n: number; seed: number; size?: number }): VlmData {
+  checkOptions("shapesVlmData", SHAPES_DATA_OPTIONS, opts);
   const d = generateShapes({ n: opts.n, seed: opts.seed, size: opts.size ?? 16 });
   const labels = Int32Array.from(d.labels.shape, (s, i) => s * 8 + d.labels.colour[i]);
   return {
@@ -97,6 +99,25 @@ export interface StageOptions {
   progress?: string | false;
 }
 
+const STAGE_FIELDS = {
+  steps: z.int().min(1),
+  batchSize: z.int().min(1),
+  lr: z.number().gt(0),
+  seed: z.int(),
+  warmupRatio: z.number().min(0).max(1).optional(),
+  textLen: z.int().min(1).optional(),
+  device: z.enum(["webgpu", "wasm", "cpu"]).optional(),
+  progress: z.union([z.string(), z.literal(false)]).optional(),
+};
+const STAGE_OPTIONS = z.object(STAGE_FIELDS).strict();
+const CAPTION_TRAINER_OPTIONS = z.object({
+  ...STAGE_FIELDS,
+  trainable: z.union([z.instanceof(RegExp), z.array(z.string()), z.custom((v) => typeof v === "function")]),
+  metrics: z.unknown().optional(),
+}).strict();
+const SHAPES_DATA_OPTIONS = z.object({ n: z.int().min(0), seed: z.int(), size: z.int().min(12).optional() })
+  .strict();
+
 function stageTrainer<B extends Record<string, Tensor>>(
   model: ToyVlm,
   trainable: ParamFilter,
@@ -125,6 +146,7 @@ export async function pretrainLmOnCaptions(
   vocab: CharVocab,
   opts: StageOptions,
 ): Promise<number[]> {
+  checkOptions("pretrainLmOnCaptions", STAGE_OPTIONS, opts);
   const stream = vocab.encode(data.captions.join("\n") + "\n");
   const seqLen = Math.min(opts.textLen ?? 40, model.lm.config.seqLen);
   const device = opts.device ?? model.lm.device;
@@ -141,6 +163,7 @@ export async function pretrainLmOnCaptions(
 
 /** Stage a: the encoder (and its head) on the class labels. Returns the per-step losses. */
 export async function pretrainEncoder(model: ToyVlm, data: VlmData, opts: StageOptions): Promise<number[]> {
+  checkOptions("pretrainEncoder", STAGE_OPTIONS, opts);
   const device = opts.device ?? model.lm.device;
   const px = data.size * data.size * 3;
   const trainer = stageTrainer(model, /^encoder\./, opts, (step) => {
@@ -168,6 +191,7 @@ export function captionTrainer(
     metrics?: TrainerOptions<ToyVlm, Record<string, Tensor>>["metrics"];
   },
 ): Trainer<ToyVlm, Record<string, Tensor>> {
+  checkOptions("captionTrainer", CAPTION_TRAINER_OPTIONS, opts);
   const device = opts.device ?? model.lm.device;
   const textLen = opts.textLen ?? 40;
   const shape = { batchSize: opts.batchSize, size: data.size, textLen };
@@ -198,6 +222,7 @@ export async function trainProjector(
   vocab: CharVocab,
   opts: StageOptions,
 ): Promise<number[]> {
+  checkOptions("trainProjector", STAGE_OPTIONS, opts);
   return (await captionTrainer(model, data, vocab, { ...opts, trainable: /^projector\./ }).run()).map((r) =>
     r.loss
   );

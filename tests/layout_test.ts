@@ -14,14 +14,14 @@ const ROOT = new URL("../", import.meta.url).pathname;
  */
 const BUDGETS: Record<string, number> = {
   lib: 34_800,
-  lab: 8_000,
+  lab: 8_050,
   experiments: 4_600,
   bench: 4_300,
   kernels: 2_400,
   cli: 850,
   tools: 1_600,
   examples: 120,
-  tests: 25_300,
+  tests: 25_400,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */

@@ -11,6 +11,8 @@
  */
 
 import { writeFileAtomicSync } from "./atomic.ts";
+import { z } from "../../deps.ts";
+import { checkOptions } from "../options.ts";
 
 /** One record (line) of a metrics file. */
 export type MetricRecord = Record<string, unknown>;
@@ -133,6 +135,8 @@ export function readJsonl(path: string): MetricRecord[] {
   return parseJsonl(Deno.readFileSync(path), path).records;
 }
 
+const OPEN_OPTIONS = z.object({ resume: z.boolean() }).partial().strict();
+
 /** Options of {@link MetricsWriter.open}. */
 export interface MetricsWriterOptions {
   /**
@@ -174,6 +178,7 @@ export class MetricsWriter {
    * @returns The writer; close it with {@link MetricsWriter.close} or a `using` declaration.
    */
   static open(path: string, options: MetricsWriterOptions = {}): MetricsWriter {
+    checkOptions("MetricsWriter.open", OPEN_OPTIONS, options);
     Deno.mkdirSync(dirname(path), { recursive: true });
     let records: MetricRecord[] = [];
     if (options.resume) {

@@ -130,3 +130,23 @@ Deno.test("metrics: writeJsonAtomic replaces the file and leaves no temporary fi
   const names = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
   assert.deepEqual(names, ["summary.json", "summary.json.txt"]);
 });
+
+Deno.test("metrics: MetricsWriter.open refuses an option it does not take, before emptying the file", () => {
+  // { resum: true } was dropped, and the file it was meant to continue was emptied.
+  const path = `${Deno.makeTempDirSync()}/m.jsonl`;
+  const rows = [{ step: 1, loss: 0.5 }, { step: 2, loss: 0.25 }];
+  {
+    using writer = MetricsWriter.open(path);
+    for (const r of rows) writer.write(r);
+  }
+  assert.throws(
+    () => MetricsWriter.open(path, { resum: true } as never),
+    /MetricsWriter\.open: unknown option "resum"/,
+  );
+  assert.throws(
+    () => MetricsWriter.open(path, { resume: 1 } as never),
+    /option "resume" must be true or false, got 1/,
+  );
+  using writer = MetricsWriter.open(path, { resume: true });
+  assert.deepEqual(writer.records, rows);
+});

@@ -3,7 +3,7 @@
  * bytes, so a long key still works) and renamed into place; loaded afterwards without building.
  */
 import { deepEqual, equal, ok, rejects } from "node:assert/strict";
-import { cachedEntry } from "../../lab/cache.ts";
+import { cachedEntry, cachedPretrained } from "../../lab/cache.ts";
 import { TestRng } from "../_helpers.ts";
 
 Deno.test("cachedEntry builds a long-named entry once (its temporary folder stays within 255 bytes) and reloads it", async () => {
@@ -63,4 +63,26 @@ Deno.test("cachedEntry names an entry directory without its marker before buildi
   equal(builds, 0);
   deepEqual([...Deno.readDirSync(root)].map((e) => e.name), [key], "no temporary folder left");
   await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("cachedPretrained refuses an option or a spec key it does not take, before building anything", async () => {
+  // { cachedir } was dropped (the model went under .cache/base); a spec key it does not read changed the entry's
+  // key yet not the model.
+  const root = await Deno.makeTempDir();
+  const spec = { model: {} as never, steps: 2, batchSize: 2, seqLen: 4, lr: 1e-3, seed: 0 };
+  const tokens = new Int32Array(16);
+  await rejects(
+    cachedPretrained(spec, tokens, { cachedir: root } as never),
+    /cachedPretrained: unknown option "cachedir"/,
+  );
+  await rejects(
+    cachedPretrained({ ...spec, warmup: 0.1 } as never, tokens, { cacheDir: root }),
+    /cachedPretrained: spec: unknown option "warmup"/,
+  );
+  await rejects(
+    cachedPretrained({ ...spec, lr: NaN }, tokens, { cacheDir: root }),
+    /option "lr" must be a finite/,
+  );
+  deepEqual([...Deno.readDirSync(root)], []);
+  await Deno.remove(root);
 });

@@ -280,3 +280,23 @@ Deno.test({
     }
   },
 });
+
+Deno.test("sentimentTask refuses an option it does not take or a bad value, before reading any file", async () => {
+  // { heldout: 50 } was dropped: 200 sentences were held out, not the 50 asked for.
+  const opts = {
+    dir: "/nonexistent",
+    tokenizer: "/nonexistent",
+    trainDomain: "amazon",
+    seqLen: 24,
+    batchSize: 4,
+  };
+  await rejects(
+    sentimentTask({ ...opts, device: "cpu", heldout: 50 } as never),
+    /^OptionsError: sentimentTask: unknown option "heldout"$/,
+  );
+  await rejects(
+    sentimentTask({ ...opts, device: "gpu" } as never),
+    /option "device" must be one of "webgpu"/,
+  );
+  await rejects(sentimentTask({ ...opts, device: "cpu", seqLen: 0 }), /option "seqLen" must be >= 1, got 0/);
+});

@@ -170,8 +170,17 @@ Deno.test("generateShapes: every attribute value occurs, and the data are determ
   assert.equal(new Set(a.labels.colour).size, COLOUR_NAMES.length);
   assert.deepEqual([...new Set(a.labels.count)].sort(), [1, 2, 3]);
   assert.equal(new Set(a.labels.position).size, POSITION_NAMES.length);
-  assert.throws(() => generateShapes({ n: 1, size: 8, seed: 0 }), /size must be an integer >= 12/);
-  assert.throws(() => generateShapes({ n: -1, seed: 0 }), /n must be/);
+  assert.throws(
+    () => generateShapes({ n: 1, size: 8, seed: 0 }),
+    /^OptionsError: generateShapes: option "size" must be >= 12, got 8$/,
+  );
+  assert.throws(() => generateShapes({ n: -1, seed: 0 }), /generateShapes: option "n" must be >= 0, got -1/);
+  // A misspelt size was dropped: 16 px images instead of the 24 px asked for.
+  assert.throws(
+    () => generateShapes({ n: 1, seed: 0, sise: 24 } as never),
+    /generateShapes: unknown option "sise"/,
+  );
+  assert.equal(generateShapes({ n: 2, seed: 0, size: 24 }).images.length, 2 * 24 * 24 * 3);
 });
 
 // ------------------------------------------------------------------------------------------------

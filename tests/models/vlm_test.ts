@@ -1,6 +1,6 @@
 import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
 import { refusedOptions, TEST_SEED, TestRng } from "../_helpers.ts";
-import { concat, rand, tensor } from "../../mod.ts";
+import { concat, namedParameters, rand, tensor } from "../../mod.ts";
 import type { F32 } from "../../lib/nn/linear.ts";
 import { attachLora } from "../../lib/init/mod.ts";
 import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
@@ -408,6 +408,28 @@ Deno.test("captionLoss is the mean over labelled tokens (float64 from the logits
 
 Deno.test("caption loss falls in stage b (projector) and stage c (LoRA) on generated shapes", async () => {
   await lossFalls(shapesVlmData({ n: 16, seed: 7 }), "shapes");
+});
+
+Deno.test("the training stages and shapesVlmData refuse an option they do not take, before training", async () => {
+  // Each was dropped: { warmupratio: 0.5 } warmed up over the default 5%, { sise: 24 } drew 16 px images.
+  const data = shapesVlmData({ n: 4, seed: 2 });
+  const vocab = captionVocab(data.captions);
+  const model = ToyVlm.random(config(vocab.size, data.nClasses), { seed: 1 });
+  const before = await namedParameters(model.projector)[0][1].toArray();
+  const stage = { steps: 2, batchSize: 2, lr: 1e-2, seed: 0 };
+  await refusedOptions(
+    () => trainProjector(model, data, vocab, { ...stage, warmupratio: 0.5 } as never),
+    /^trainProjector: unknown option "warmupratio"$/,
+  );
+  await refusedOptions(
+    () => captionTrainer(model, data, vocab, { ...stage, lr: NaN, trainable: /^projector\./ }),
+    /^captionTrainer: option "lr" must be a finite number, got NaN$/,
+  );
+  await refusedOptions(
+    () => shapesVlmData({ n: 4, seed: 2, sise: 24 } as never),
+    /shapesVlmData: unknown option "sise"/,
+  );
+  deepEqual(await namedParameters(model.projector)[0][1].toArray(), before);
 });
 
 Deno.test({
