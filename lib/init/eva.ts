@@ -32,7 +32,11 @@ export interface EvaOptions extends CommonInitOptions {
   rho?: number;
   /** Convergence threshold τ on the cosine similarity of each component with the previous step's (default 0.99). */
   tau?: number;
-  /** Divide each row of A by √(its singular value) (PEFT's `whiten`; default false). */
+  /**
+   * Divide each row of A by √(its singular value) (PEFT's `whiten`; default false). Once per layer, as METHODS.md
+   * §7 and the paper: PEFT 0.21 divides the components of layers that read one input in place once per layer, so
+   * all but the first get rows divided by the singular value itself.
+   */
   whiten?: boolean;
   /**
    * Keep the scaling `alpha/r` of the configured rank when a layer gets rank k ≠ r: `alpha_layer = alpha·k/r`
