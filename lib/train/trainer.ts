@@ -379,6 +379,12 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     if (options.clipNorm !== undefined && !(options.clipNorm > 0)) {
       throw new RangeError(`Trainer: clipNorm must be > 0, got ${options.clipNorm}`);
     }
+    if (options.lastGoodPath !== undefined && options.stopOnNonFinite === false) {
+      throw new RangeError(
+        `Trainer: lastGoodPath "${options.lastGoodPath}" is written when the run stops on a non-finite value; ` +
+          `with stopOnNonFinite false it would never be`,
+      );
+    }
     const every = options.checkpoint?.every;
     if (every !== undefined && (!Number.isInteger(every) || every < 1)) {
       throw new RangeError(`Trainer: checkpoint.every must be a positive integer, got ${every}`);

@@ -3,7 +3,7 @@
  * NonFiniteError naming the step and the offending parameter group, after saving the last state whose own loss
  * was finite (compared here with an independent, shorter run of the same setup) as a loadable checkpoint.
  */
-import { deepEqual, equal, match, ok, rejects } from "node:assert/strict";
+import { deepEqual, equal, match, ok, rejects, throws } from "node:assert/strict";
 import type { Shape, Tensor } from "../../mod.ts";
 import { getAt } from "../../lib/nn/mod.ts";
 import { loadCheckpoint, type LossOutput, NonFiniteError, Trainer } from "../../lib/train/mod.ts";
@@ -154,6 +154,11 @@ Deno.test("non-finite guard: NaN at the first step saves nothing; stopOnNonFinit
   lenient.close();
   equal(records.length, 6);
   ok(records.every((r) => Number.isNaN(r.loss)));
+  // A lastGoodPath beside stopOnNonFinite: false would never be written: refused, naming both.
+  throws(
+    () => new Trainer({ ...again, stopOnNonFinite: false, lastGoodPath: "/tmp/never.safetensors" }),
+    /lastGoodPath "\/tmp\/never\.safetensors" is written when the run stops on a non-finite value; with stopOnNonFinite false/,
+  );
 });
 
 Deno.test("the guard sees a NaN that reaches the loss only through a product with a literal zero (WebGPU too)", async () => {
