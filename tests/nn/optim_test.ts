@@ -427,6 +427,11 @@ Deno.test("schedules: warm-up s/W, then constant, linear or cosine decay to `fin
   }
   equal(cos(100), 0);
   equal(constantSchedule()(7), 1);
+  // A final factor was ignored by the constant schedule (it stayed at 1): refused.
+  throws(
+    () => constantSchedule({ totalSteps: total, final: 0.1 }),
+    /constantSchedule: final 0\.1 is for a decaying/,
+  );
   // warmupRatio · totalSteps rounded up, against exact integer arithmetic: ratio m / 10^d of `total` steps is
   // ceil(m · total / 10^d) steps. In floating point 0.07 · 100 is 7.000000000000001 (it gave 8 steps).
   for (const [ratio, want] of [[0.07, 7], [0.14, 14], [0.28, 28], [0.55, 55], [0.071, 8]]) {

@@ -88,6 +88,12 @@ function checkFinal(final: number): number {
  * ```
  */
 export function constantSchedule(opts: ScheduleOptions = { totalSteps: 1 }): Schedule {
+  // A constant factor ends at 1: a final factor would be ignored.
+  if (opts.final !== undefined) {
+    throw new RangeError(
+      `constantSchedule: final ${opts.final} is for a decaying schedule; a constant one ends at 1`,
+    );
+  }
   return make(opts, () => 1);
 }
 
