@@ -148,6 +148,18 @@ export function allocData<D extends DType>(d: D, n: number): DataArray<D> {
   }
 }
 
+/**
+ * What a gather gives at an index outside its axis, by dtype: NaN for floats, the lowest i32, the largest u32 and
+ * true, as `jnp.take`'s fill mode. Only indices computed on the device can be outside (host ones are refused).
+ */
+export const GATHER_FILL: { readonly [D in DType]: number } = {
+  f32: NaN,
+  f16: NaN,
+  i32: -2147483648,
+  u32: 4294967295,
+  bool: 1,
+};
+
 /** The identity of max-reduction for dtype `d` (the lowest value it holds). */
 export function lowest(d: DType): number {
   return d === "i32" ? -2147483648 : d === "u32" || d === "bool" ? 0 : -Infinity;

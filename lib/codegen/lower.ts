@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { GATHER_FILL } from "../dtype.ts";
 import { argKey, type Node } from "../ir/node.ts";
 import { Op } from "../ir/ops.ts";
 import { stridesOf } from "../shape.ts";
@@ -178,11 +179,16 @@ export const LOWER_RULES: { [O in Op]: Rule } = {
     const kb = c.kb;
     let iv = c.at(index, idx.slice(axis, axis + ir));
     if (iv.dtype !== "i32") iv = kb.alu("cast", [iv], "i32");
+    const size = x.shape[axis];
+    // An index outside the axis gives the dtype's fill (NaN for floats), not a neighbouring element; the load
+    // is evaluated there too, clamped into the axis.
+    const inside = kb.and(kb.lt(kb.const(-1, "i32"), iv), kb.lt(iv, size));
     const clamped = kb.alu("min", [
       kb.alu("max", [iv, kb.const(0, "i32")], "i32"),
-      kb.const(x.shape[axis] - 1, "i32"),
+      kb.const(size - 1, "i32"),
     ], "i32");
-    return c.at(x, [...idx.slice(0, axis), clamped, ...idx.slice(axis + ir)]);
+    const value = c.at(x, [...idx.slice(0, axis), clamped, ...idx.slice(axis + ir)]);
+    return kb.where(inside, value, kb.const(GATHER_FILL[n.dtype], n.dtype));
   },
   [Op.Detach]: (n, idx, c) => c.at(n.src[0], idx),
   [Op.CustomVjp]: (n, idx, c) => c.at(n.src[0], idx),

@@ -6,7 +6,7 @@
  * @module
  */
 import type { DType } from "../dtype.ts";
-import { roundTo, toI32, toU32 } from "../dtype.ts";
+import { GATHER_FILL, roundTo, toI32, toU32 } from "../dtype.ts";
 import { stridesOf } from "../shape.ts";
 import type { Node } from "./node.ts";
 import { toposort } from "./node.ts";
@@ -213,15 +213,21 @@ export const REFERENCE_RULES: { [O in Op]: RefRule } = {
     const xst = stridesOf(xs);
     const ist = stridesOf(n.src[1].shape);
     const ir = n.src[1].shape.length;
-    return viewMap(n, (idx) => {
-      const iflat = flat(idx.slice(axis, axis + ir), ist);
-      const j = Math.min(Math.max(index[iflat], 0), xs[axis] - 1);
-      let s = 0;
-      for (let d = 0; d < axis; d++) s += idx[d] * xst[d];
-      s += j * xst[axis];
-      for (let d = axis + 1; d < xs.length; d++) s += idx[d - 1 + ir] * xst[d];
-      return s;
-    }, x);
+    return viewMap(
+      n,
+      (idx) => {
+        const iflat = flat(idx.slice(axis, axis + ir), ist);
+        const j = index[iflat];
+        if (!(j >= 0 && j < xs[axis])) return null;
+        let s = 0;
+        for (let d = 0; d < axis; d++) s += idx[d] * xst[d];
+        s += j * xst[axis];
+        for (let d = axis + 1; d < xs.length; d++) s += idx[d - 1 + ir] * xst[d];
+        return s;
+      },
+      x,
+      GATHER_FILL[n.dtype],
+    );
   },
   [Op.Detach]: (_n, [a]) => a,
   [Op.CustomVjp]: (_n, [a]) => a,

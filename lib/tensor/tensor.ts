@@ -696,14 +696,18 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
       mk(Op.Pad, [this.#node], { pads: pads.map(([a, b]) => [a, b] as [number, number]), value }),
     );
   }
-  /** Elements of this tensor at `indices` along `axis`: the result's shape puts the indices' shape there. */
+  /**
+   * Elements of this tensor at `indices` along `axis`: the result's shape puts the indices' shape there. Indices
+   * on the host outside `0 .. n − 1` are refused; one computed on the device gives NaN (floats), the lowest i32,
+   * the largest u32 or true there, with no gradient, as `jnp.take`'s fill mode.
+   */
   gather(indices: Tensor<Shape, "i32" | "u32">, axis = 0): Tensor<number[], D> {
     const ax = normAxis("gather", this.shape, axis);
     if (!(indices instanceof Tensor) || (indices.dtype !== "i32" && indices.dtype !== "u32")) {
       throw new TypeError(`gather: indices must be an i32 or u32 tensor`);
     }
-    // Kernels clamp an index into the axis (they cannot throw); indices still on the host are checked here, so a
-    // token id past a vocabulary is an error, not the last row.
+    // Kernels cannot throw; indices still on the host are checked here, so a token id past a vocabulary is an
+    // error, not a row of NaN.
     const n = this.shape[ax];
     checkHostValues(indices, {
       op: "gather",
