@@ -288,9 +288,13 @@ export function stack<D extends DType>(tensors: readonly Tensor<Shape, D>[], axi
   checkTensorList("stack", tensors);
   const s = tensors[0].shape;
   for (const t of tensors) {
-    if (t.shape.join() !== s.join()) {
-      throw new RangeError(`Cannot stack shapes ${tensors.map((x) => fmt(x.shape)).join(", ")}`);
+    if (t.shape.join() !== s.join() || t.dtype !== tensors[0].dtype) {
+      throw new RangeError(`Cannot stack ${tensors.map((x) => `${fmt(x.shape)} ${x.dtype}`).join(", ")}`);
     }
+  }
+  // The new axis goes anywhere from before the first axis to after the last: −(rank + 1) .. rank.
+  if (!Number.isInteger(axis) || axis < -(s.length + 1) || axis > s.length) {
+    throw new RangeError(`stack: axis ${axis} is out of range for tensors of shape ${fmt(s)}`);
   }
   return concat(tensors.map((t) => t.unsqueeze(axis)), axis);
 }

@@ -1,6 +1,6 @@
 /** Misuse fails early with a message that names the op and the shapes or dtypes involved. */
 import { equal, throws } from "node:assert/strict";
-import { arange, concat, ones, rand, tensor, zeros } from "../../mod.ts";
+import { arange, concat, ones, rand, stack, tensor, zeros } from "../../mod.ts";
 import type { Shape, Tensor } from "../../mod.ts";
 import { crossEntropy } from "../../lib/nn/mod.ts";
 import { boundsOf } from "../../lib/tensor/tensor.ts";
@@ -28,6 +28,17 @@ Deno.test("shape errors name the op and the shapes", () => {
   throws(
     () => concat([ones([2, 3]), ones([3, 3])], 1),
     /Cannot concat \[2, 3\] f32, \[3, 3\] f32 along axis 1/,
+  );
+  // stack names itself, the axis and the shapes and dtypes (an axis past the new one was unsqueeze's error, a
+  // dtype mismatch concat's).
+  throws(
+    () => stack([ones([2, 3]), ones([2, 3])], -4),
+    /stack: axis -4 is out of range for tensors of shape \[2, 3\]/,
+  );
+  throws(() => stack([ones([2, 3]), ones([2, 3])], 3), /stack: axis 3 is out of range/);
+  throws(
+    () => stack([ones([2]), wide(ones([2], { dtype: "i32" })) as unknown as Tensor<Shape, "f32">]),
+    /Cannot stack \[2\] f32, \[2\] i32/,
   );
   throws(() => wide(ones([0, 3])).max(0), /cannot reduce over an empty axis of shape \[0, 3\]/);
   throws(() => tensor([[1, 2], [3]]), /ragged nested array/);
