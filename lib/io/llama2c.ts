@@ -169,10 +169,12 @@ export function parseLlama2c(bytes: Uint8Array, source = "<bytes>"): Llama2cChec
     sharedClassifier: h[5] > 0,
   };
   checkConfig(config, `${where} has an invalid header [${h.join(", ")}]`);
-  const { headSize } = derived(config);
-  const layout = llama2cLayout(config);
-  const body = layout.filter((e) => e.name !== "output.weight");
-  const bodyFloats = body.reduce((a, e) => a + count(e.shape), 0);
+  const { headSize, kvDim } = derived(config);
+  // The sizes come from the header alone, before any list of weights is built: a header of a few bytes may declare
+  // billions of layers, and the file's size then refuses it at once.
+  const { dim, hiddenDim, nLayers } = config;
+  const perLayerFloats = 2 * dim + 2 * dim * dim + 2 * kvDim * dim + 3 * hiddenDim * dim;
+  const bodyFloats = config.vocabSize * dim + nLayers * perLayerFloats + dim;
   const freqFloats = 2 * config.seqLen * Math.floor(headSize / 2);
   const clsFloats = config.sharedClassifier ? 0 : config.vocabSize * config.dim;
   const withoutFreq = HEADER_BYTES + 4 * (bodyFloats + clsFloats);
@@ -187,6 +189,7 @@ export function parseLlama2c(bytes: Uint8Array, source = "<bytes>"): Llama2cChec
       }, seq_len=${config.seqLen}) requires ${withFreq} bytes (with freq_cis tables) or ${withoutFreq} bytes (without)`,
     );
   }
+  const body = llama2cLayout(config).filter((e) => e.name !== "output.weight");
 
   const totalFloats = (bytes.length - HEADER_BYTES) / 4;
   const all = new Float32Array(totalFloats);

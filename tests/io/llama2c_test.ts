@@ -204,3 +204,29 @@ Deno.test("llama2.c writer and reader reject inconsistent inputs", () => {
     /"bad\.bin" has an invalid header .*nHeads must be a positive integer/,
   );
 });
+
+Deno.test("llama2.c reader refuses a header declaring billions of layers from its size, building nothing", () => {
+  // 92 bytes whose header declares 2·10⁹ layers: listing their weights first took minutes and gigabytes.
+  const bytes = new Uint8Array(28 + 64);
+  const header = [8, 16, 2_000_000_000, 2, 1, 10, 4];
+  header.forEach((v, i) => new DataView(bytes.buffer).setInt32(4 * i, v, true));
+  // The sizes in closed form: embedding, per layer two norms, wq, wk, wv, wo and three FFN matrices, final norm;
+  // the freq_cis tables are seqLen × headSize/2, twice.
+  const [dim, hidden, layers, heads, kvHeads, vocab, seqLen] = header;
+  const kvDim = (dim / heads) * kvHeads;
+  const perLayer = 2 * dim + 2 * dim * dim + 2 * kvDim * dim + 3 * hidden * dim;
+  const without = 28 + 4 * (vocab * dim + layers * perLayer + dim);
+  const withFreq = without + 4 * 2 * seqLen * (dim / heads / 2);
+  const started = performance.now();
+  assert.throws(
+    () => parseLlama2c(bytes, "huge.bin"),
+    (err: Error) => {
+      assert.match(err.message, /"huge\.bin" has 92 bytes, but its header \(.*n_layers=2000000000/);
+      assert.ok(
+        err.message.includes(`requires ${withFreq} bytes (with freq_cis tables) or ${without} bytes`),
+      );
+      return true;
+    },
+  );
+  assert.ok(performance.now() - started < 1000, "the refusal comes from the header alone");
+});
