@@ -6,6 +6,8 @@
  */
 
 import { Rng } from "./rng.ts";
+import { z } from "../../deps.ts";
+import { checkOptions, opt } from "../options.ts";
 
 /** Options for {@linkcode lmBatches}. */
 export interface LmBatchOptions {
@@ -35,17 +37,23 @@ export interface LmBatch {
   epoch: number;
 }
 
-function checkPositiveInteger(fn: string, name: string, value: number): void {
-  if (!Number.isInteger(value) || value < 1) {
-    throw new RangeError(`${fn}: ${name} must be a positive integer, got ${value}`);
-  }
-}
-
-function checkEpochs(fn: string, epochs: number): void {
-  if (!(epochs === Infinity || (Number.isInteger(epochs) && epochs >= 0))) {
-    throw new RangeError(`${fn}: epochs must be a non-negative integer or Infinity, got ${epochs}`);
-  }
-}
+/** A number of passes: an integer >= 0, or Infinity for an endless stream. */
+const EPOCHS = z.union([opt.index(), z.literal(Infinity)]);
+const LM_BATCH_OPTIONS = z.object({
+  batchSize: opt.count(),
+  seqLen: opt.count(),
+  seed: opt.seed().optional(),
+  shuffle: z.boolean().optional(),
+  epochs: EPOCHS.optional(),
+  dropLast: z.boolean().optional(),
+}).strict();
+const ARRAY_BATCH_OPTIONS = z.object({
+  batchSize: opt.count(),
+  seed: opt.seed().optional(),
+  shuffle: z.boolean().optional(),
+  dropLast: z.boolean().optional(),
+  epochs: EPOCHS.optional(),
+}).strict();
 
 function makeRng(fn: string, shuffle: boolean, seed: number | undefined): Rng | null {
   if (!shuffle) return null;
@@ -65,7 +73,8 @@ function makeRng(fn: string, shuffle: boolean, seed: number | undefined): Rng | 
  * @param tokens token ids.
  * @param options `batchSize`, `seqLen`, `seed`, `shuffle` (default true), `epochs` (default 1), `dropLast`
  *   (default true).
- * @throws {RangeError} when the stream is shorter than one window or a size is not a positive integer.
+ * @throws {RangeError} when the stream is shorter than one window.
+ * @throws {OptionsError} on an unknown key, a size that is not a positive integer, or a bad seed or epochs.
  * @throws {Error} when `dropLast` would leave no batch at all, or `shuffle` is set without a seed.
  *   All arguments are checked when `lmBatches` is called, before the first batch is requested.
  *
@@ -79,10 +88,8 @@ function makeRng(fn: string, shuffle: boolean, seed: number | undefined): Rng | 
  * ```
  */
 export function lmBatches(tokens: Int32Array, options: LmBatchOptions): Generator<LmBatch> {
+  checkOptions("lmBatches", LM_BATCH_OPTIONS, options);
   const { batchSize, seqLen, seed, shuffle = true, epochs = 1, dropLast = true } = options;
-  checkPositiveInteger("lmBatches", "batchSize", batchSize);
-  checkPositiveInteger("lmBatches", "seqLen", seqLen);
-  checkEpochs("lmBatches", epochs);
   const nWindows = Math.floor((tokens.length - 1) / seqLen);
   if (nWindows < 1) {
     throw new RangeError(
@@ -152,8 +159,8 @@ export interface ArrayBatchOptions {
  * @param n number of examples.
  * @param options `batchSize`, `seed`, `shuffle` (default true), `dropLast` (default false), `epochs`
  *   (default 1).
- * @throws {RangeError} on a negative `n`, a non-positive `batchSize`, or fewer than `batchSize` examples with
- *   `dropLast` (no batch at all).
+ * @throws {RangeError} on a negative `n`, or fewer than `batchSize` examples with `dropLast` (no batch at all).
+ * @throws {OptionsError} on an unknown key, a `batchSize` that is not a positive integer, or a bad seed or epochs.
  * @throws {Error} when `shuffle` is set without a seed.
  *
  * @example
@@ -165,12 +172,11 @@ export interface ArrayBatchOptions {
  * ```
  */
 export function arrayBatches(n: number, options: ArrayBatchOptions): Generator<Int32Array> {
+  checkOptions("arrayBatches", ARRAY_BATCH_OPTIONS, options);
   const { batchSize, seed, shuffle = true, dropLast = false, epochs = 1 } = options;
   if (!Number.isInteger(n) || n < 0) {
     throw new RangeError(`arrayBatches: n must be an integer >= 0, got ${n}`);
   }
-  checkPositiveInteger("arrayBatches", "batchSize", batchSize);
-  checkEpochs("arrayBatches", epochs);
   if (dropLast && n < batchSize) {
     // Every batch would be the dropped remainder: a loop over it would run no step and say nothing.
     throw new RangeError(

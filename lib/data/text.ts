@@ -5,6 +5,12 @@
  *
  * @module
  */
+import { z } from "../../deps.ts";
+import { checkOptions } from "../options.ts";
+
+const LOAD_TEXT_OPTIONS = z.object({ normalizeNewlines: z.boolean() }).partial().strict();
+// A number here; its range, [0, 1), is checked where it is read.
+const SPLIT_TEXT_OPTIONS = z.object({ valFraction: z.number() }).partial().strict();
 
 /** Options for {@linkcode loadText}. */
 export interface LoadTextOptions {
@@ -33,6 +39,7 @@ export async function readUtf8(path: string, what: string): Promise<string> {
  * @param path file to read.
  * @param options `normalizeNewlines` (default `true`) turns CRLF into LF.
  * @throws {Error} when the file cannot be read or is not valid UTF-8.
+ * @throws {OptionsError} on an unknown key or a `normalizeNewlines` that is not a boolean.
  *
  * @example
  * ```ts
@@ -41,6 +48,7 @@ export async function readUtf8(path: string, what: string): Promise<string> {
  * ```
  */
 export async function loadText(path: string, options: LoadTextOptions = {}): Promise<string> {
+  checkOptions("loadText", LOAD_TEXT_OPTIONS, options);
   const { normalizeNewlines = true } = options;
   const text = await readUtf8(path, "text file");
   return normalizeNewlines ? text.replaceAll("\r\n", "\n") : text;
@@ -67,7 +75,7 @@ export interface TextSplit {
  *
  * @param text text to split.
  * @param options `valFraction` (default `0.1`).
- * @throws {RangeError} when `valFraction` is outside [0, 1).
+ * @throws {RangeError} when `valFraction` is outside [0, 1); an `OptionsError` on an unknown key.
  *
  * @example
  * ```ts
@@ -76,6 +84,7 @@ export interface TextSplit {
  * ```
  */
 export function splitText(text: string, options: SplitTextOptions = {}): TextSplit {
+  checkOptions("splitText", SPLIT_TEXT_OPTIONS, options);
   const { valFraction = 0.1 } = options;
   if (!(valFraction >= 0 && valFraction < 1)) {
     throw new RangeError(`splitText: valFraction must be in [0, 1), got ${valFraction}`);

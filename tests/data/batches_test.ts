@@ -61,7 +61,10 @@ Deno.test("lmBatches: seeded determinism, unshuffled order, dropLast and errors"
   assert.throws(() => lmBatches(tokens.subarray(0, 10), { batchSize: 1, seqLen: 10, seed: 0 }), /11 tokens/);
   assert.throws(() => lmBatches(tokens, { batchSize: 30, seqLen: 10, seed: 0 }), /only 19 windows/);
   assert.throws(() => lmBatches(tokens, { batchSize: 2, seqLen: 10 }), /seed is required/);
-  assert.throws(() => lmBatches(tokens, { batchSize: 0, seqLen: 10, seed: 0 }), /batchSize must be/);
+  assert.throws(
+    () => lmBatches(tokens, { batchSize: 0, seqLen: 10, seed: 0 }),
+    /option "batchSize" must be >= 1, got 0/,
+  );
 });
 
 Deno.test("lmBatches: an endless stream keeps yielding full batches", () => {
@@ -159,4 +162,26 @@ Deno.test("sampleWindows and epochIndices refuse an unknown option or a bad seed
   }
   const epoch = [1, 2, 3, 4, 5].flatMap((step) => Array.from(epochIndices(10, { batchSize: 2, seed, step })));
   assert.deepEqual(epoch.sort((a, b) => a - b), Array.from({ length: 10 }, (_, i) => i));
+});
+
+Deno.test("lmBatches and arrayBatches refuse an unknown option key instead of dropping it", () => {
+  const tokens = Int32Array.from({ length: 21 }, (_, i) => i);
+  // Dropped, { shuffel: false } with a seed drew shuffled windows, and { droplast: true } kept the short batch.
+  assert.throws(
+    () => lmBatches(tokens, { batchSize: 2, seqLen: 5, seed: 1, shuffel: false } as never),
+    /lmBatches: unknown option "shuffel"/,
+  );
+  const ordered = [...lmBatches(tokens, { batchSize: 2, seqLen: 5, seed: 1, shuffle: false })];
+  assert.deepEqual(Array.from(ordered[0].x), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.throws(
+    () => arrayBatches(5, { batchSize: 2, shuffle: false, droplast: true } as never),
+    /arrayBatches: unknown option "droplast"/,
+  );
+  assert.equal([...arrayBatches(5, { batchSize: 2, shuffle: false, dropLast: true })].length, 2);
+  assert.throws(() => lmBatches(tokens, { batchSize: 2, seqLen: 5, seed: 1, epochs: -1 }), /"epochs"/);
+  const endless = arrayBatches(3, { batchSize: 3, shuffle: false, epochs: Infinity });
+  assert.deepEqual([endless.next().value, endless.next().value], [
+    Int32Array.of(0, 1, 2),
+    Int32Array.of(0, 1, 2),
+  ]);
 });

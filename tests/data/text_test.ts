@@ -140,3 +140,19 @@ Deno.test("loadSentiment errors name the file, the line and the problem", async 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("loadText and splitText refuse an unknown option key instead of dropping it", async () => {
+  const path = `${await Deno.makeTempDir()}/crlf text.txt`;
+  await Deno.writeTextFile(path, "a\r\nb");
+  // Dropped, { normalizeNewline: false } gave "a\nb"; and { valfraction: 0.5 } split at the default 0.1.
+  await assert.rejects(
+    () => loadText(path, { normalizeNewline: false } as never),
+    /loadText: unknown option "normalizeNewline"/,
+  );
+  assert.equal(await loadText(path, { normalizeNewlines: false }), "a\r\nb");
+  assert.throws(
+    () => splitText("abcdefghij", { valfraction: 0.5 } as never),
+    /splitText: unknown option "valfraction"/,
+  );
+  assert.deepEqual(splitText("abcdefghij", { valFraction: 0.5 }), { train: "abcde", val: "fghij" });
+});
