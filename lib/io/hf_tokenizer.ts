@@ -18,6 +18,8 @@
 import { HfBpeModel, HfByteFallbackDecoder, HfSequenceDecoder, HfTokenizerPort } from "../../deps.ts";
 import type { TextDecodeOptions, TextEncodeOptions, TextTokenizer } from "./text_tokenizer.ts";
 import type { TokenStreamDecoder } from "./tokenizer.ts";
+import { z } from "../../deps.ts";
+import { checkOptions } from "../options.ts";
 
 type Json = Record<string, unknown>;
 
@@ -30,6 +32,11 @@ export type HfTokenizerOptions = {
   /** Where the JSON came from, used in error messages. */
   source?: string;
 };
+
+const FROM_JSON_OPTIONS = z.object({ config: z.unknown(), specialTokensMap: z.unknown(), source: z.string() })
+  .partial().strict();
+const ENCODE_OPTIONS = z.object({ bos: z.boolean() }).partial().strict();
+const DECODE_OPTIONS = z.object({ skipSpecialTokens: z.boolean() }).partial().strict();
 
 const NORMALIZERS = new Set(["Sequence", "NFC", "NFD", "NFKC", "NFKD", "Prepend", "Replace"]);
 const PRE_TOKENIZERS = new Set(["Sequence", "ByteLevel", "Split", "Metaspace", "Digits"]);
@@ -555,6 +562,7 @@ export class HfTokenizer implements TextTokenizer {
    * ```
    */
   static fromJson(json: unknown, options: HfTokenizerOptions = {}): HfTokenizer {
+    checkOptions("HfTokenizer.fromJson", FROM_JSON_OPTIONS, options);
     const source = options.source ?? "<tokenizer.json>";
     const fail = (msg: string): never => {
       throw new Error(`tokenizer "${source}": ${msg}`);
@@ -684,6 +692,7 @@ export class HfTokenizer implements TextTokenizer {
    * ```
    */
   encode(text: string, options: TextEncodeOptions = {}): number[] {
+    checkOptions("HfTokenizer.encode", ENCODE_OPTIONS, options);
     const { bos = true } = options;
     return this.#port.encode(text, { add_special_tokens: bos }).ids;
   }
@@ -713,6 +722,7 @@ export class HfTokenizer implements TextTokenizer {
    * ```
    */
   decode(ids: ArrayLike<number>, options: TextDecodeOptions = {}): string {
+    checkOptions("HfTokenizer.decode", DECODE_OPTIONS, options);
     const list = this.#checkIds(ids);
     if (list.length === 0) return "";
     return this.#port.decode(list, {
@@ -749,6 +759,7 @@ export class HfTokenizer implements TextTokenizer {
    * ```
    */
   streamDecoder(options: TextDecodeOptions = {}): TokenStreamDecoder {
+    checkOptions("HfTokenizer.streamDecoder", DECODE_OPTIONS, options);
     let window: number[] = [];
     let contextLength = 0;
     let contextText = "";

@@ -10,6 +10,8 @@
  */
 
 import { writeFileAtomic } from "./atomic.ts";
+import { z } from "../../deps.ts";
+import { checkOptions } from "../options.ts";
 
 /** One vocabulary entry for building or writing a tokenizer. */
 export type TokenPiece = {
@@ -43,6 +45,7 @@ export const BOS_ID = 1;
 export const EOS_ID = 2;
 
 const BYTE_PIECE = /^<0x([0-9A-Fa-f]{2})>$/;
+const ENCODE_OPTIONS = z.object({ bos: z.boolean(), eos: z.boolean() }).partial().strict();
 
 /** A byte string as a JS string with one char code (0..255) per byte, used as a map key. */
 function bytesKey(bytes: Uint8Array): string {
@@ -311,6 +314,7 @@ export class Tokenizer {
    * ```
    */
   encode(text: string, options: EncodeOptions = {}): number[] {
+    checkOptions("Tokenizer.encode", ENCODE_OPTIONS, options);
     const { bos = true, eos = false } = options;
     const out: number[] = [];
     if (bos) out.push(BOS_ID);

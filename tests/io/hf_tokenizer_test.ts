@@ -503,3 +503,29 @@ Deno.test("HfTokenizer: a ByteLevel vocabulary token with a character outside th
     equal(HfTokenizer.fromJson(json, { config, source: "b.json" }).decode([id]), token);
   }
 });
+
+Deno.test("HfTokenizer: a misspelt encode, decode, streamDecoder or fromJson option is refused, not dropped", async () => {
+  const name = "bytelevel_bos";
+  const want = await expected(name);
+  const c = want.cases.find((k) => k.ids.length !== k.ids_no_special.length)!;
+  const tok = await loadTokenizer(`${FIXTURES}${name}`);
+  // Dropped, { add_special_tokens: false } kept <|begin_of_text|> and { skipSpecial: true } decoded it.
+  throws(
+    () => tok.encode(c.text, { add_special_tokens: false } as never),
+    /encode: unknown option "add_special_tokens"/,
+  );
+  deepEqual(tok.encode(c.text, { bos: false }), c.ids_no_special);
+  throws(() => tok.decode(c.ids, { skipSpecial: true } as never), /decode: unknown option "skipSpecial"/);
+  equal(tok.decode(c.ids, { skipSpecialTokens: true }), c.decoded_skip_special);
+  throws(
+    () => tok.streamDecoder({ skip_special_tokens: true } as never),
+    /unknown option "skip_special_tokens"/,
+  );
+  const json = JSON.parse(await Deno.readTextFile(`${FIXTURES}${name}/tokenizer.json`));
+  const config = JSON.parse(await Deno.readTextFile(`${FIXTURES}${name}/tokenizer_config.json`));
+  throws(
+    () => HfTokenizer.fromJson(json, { tokenizerConfig: config } as never),
+    /unknown option "tokenizerConfig"/,
+  );
+  equal(HfTokenizer.fromJson(json, { config }).bosId, want.bos_token_id ?? undefined);
+});

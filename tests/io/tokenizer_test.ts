@@ -246,3 +246,11 @@ Deno.test("tokenizer file errors name the file, token and offset", () => {
   const tok = Tokenizer.fromBytes(bytes);
   assert.throws(() => tok.decode([268]), /token id 268 is out of range for a vocabulary of 268 pieces/);
 });
+
+Deno.test("Tokenizer.encode refuses a misspelt option instead of dropping it", () => {
+  const tok = new Tokenizer(syntheticPieces());
+  // Dropped, { BOS: false } still put BOS (1) first and { eso: true } put no EOS (2) last; closed form below.
+  assert.throws(() => tok.encode("abc", { BOS: false } as never), /Tokenizer\.encode: unknown option "BOS"/);
+  assert.throws(() => tok.encode("abc", { eso: true } as never), /Tokenizer\.encode: unknown option "eso"/);
+  assert.deepEqual(tok.encode("abc", { bos: false, eos: true }), [259, 265, 2]);
+});
