@@ -5,6 +5,14 @@
  *
  * @module
  */
+import { z } from "../../deps.ts";
+import { checkOptions, opt } from "../options.ts";
+
+const REMOVE_OPTIONS = z.object({
+  recursive: z.boolean(),
+  owners: z.enum(["dead", "all"]),
+  alive: opt.fn(),
+}).partial().strict();
 
 /** Where the last folder separator of `path` is (-1: none): "/", and on Windows "\\" too. */
 function lastSeparator(path: string): number {
@@ -243,6 +251,7 @@ export interface RemoveTemporariesOptions {
  * ```
  */
 export function removeTemporaries(dir: string, options: RemoveTemporariesOptions = {}): string[] {
+  checkOptions("removeTemporaries", REMOVE_OPTIONS, options);
   const removed: string[] = [];
   const alive = options.alive ?? (() => true);
   let entries: Deno.DirEntry[];

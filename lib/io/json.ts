@@ -18,6 +18,7 @@ import { checkOptions } from "../options.ts";
 export type MetricRecord = Record<string, unknown>;
 
 const encoder = new TextEncoder();
+const WRITE_JSON_OPTIONS = z.object({ indent: z.int().min(0).max(10) }).partial().strict();
 const decoder = new TextDecoder();
 
 /** JSON.stringify replacer keeping non-finite numbers (which JSON would turn into null) as strings. */
@@ -67,6 +68,7 @@ function writeAll(file: Deno.FsFile, bytes: Uint8Array): void {
  * ```
  */
 export function writeJsonAtomic(path: string, value: unknown, options: { indent?: number } = {}): void {
+  checkOptions("writeJsonAtomic", WRITE_JSON_OPTIONS, options);
   writeFileAtomicSync(path, `${toJson(value, options.indent ?? 2)}\n`);
 }
 

@@ -19,6 +19,8 @@
  */
 
 import { writeFileAtomic } from "./atomic.ts";
+import { z } from "../../deps.ts";
+import { checkOptions } from "../options.ts";
 
 /** Hyper-parameters stored in a llama2.c checkpoint header. */
 export type Llama2cConfig = {
@@ -62,6 +64,7 @@ export type SerializeLlama2cOptions = {
   freqCis?: boolean;
 };
 
+const SERIALIZE_OPTIONS = z.object({ freqCis: z.boolean() }).partial().strict();
 const HEADER_BYTES = 28;
 /** First four bytes of llama2.c's newer (version 1/2) exports: "ak42" as a little-endian uint32. */
 const NEW_FORMAT_MAGIC = 0x616b3432;
@@ -283,6 +286,7 @@ export function serializeLlama2c(
   weights: Map<string, Llama2cWeight> | Record<string, Llama2cWeight>,
   options: SerializeLlama2cOptions = {},
 ): Uint8Array {
+  checkOptions("serializeLlama2c", SERIALIZE_OPTIONS, options);
   const where = "cannot serialize llama2.c checkpoint";
   checkConfig(config, `${where}: config`);
   const map = weights instanceof Map ? weights : new Map(Object.entries(weights));

@@ -24,6 +24,8 @@
  */
 
 import { writeFileAtomic } from "./atomic.ts";
+import { z } from "../../deps.ts";
+import { checkOptions } from "../options.ts";
 
 /** The safetensors dtypes this module reads and writes. */
 export type StDType = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "U32" | "I8" | "U8" | "BOOL";
@@ -92,6 +94,8 @@ const ST_UNSUPPORTED_DTYPES: readonly string[] = [
   "F6_E3M2",
   "F4",
 ];
+
+const PARSE_OPTIONS = z.object({ rawHalf: z.boolean() }).partial().strict();
 
 /** Headers larger than this are rejected (same limit as the reference implementation). */
 const MAX_HEADER_BYTES = 100_000_000;
@@ -347,6 +351,7 @@ export function parseSafetensors(
   source = "<bytes>",
   options: ParseSafetensorsOptions = {},
 ): Safetensors {
+  checkOptions("parseSafetensors", PARSE_OPTIONS, options);
   if (bytes.length < 8) {
     throw new Error(
       `safetensors file "${source}" has ${bytes.length} bytes, fewer than the 8-byte header length field`,
@@ -607,6 +612,7 @@ export async function openSafetensors(path: string): Promise<SafetensorsFile> {
       specs: byName,
       metadata,
       async read(name: string, options: ParseSafetensorsOptions = {}): Promise<StEntry> {
+        checkOptions("SafetensorsFile.read", PARSE_OPTIONS, options);
         const spec = byName.get(name);
         if (spec === undefined) throw new Error(`safetensors file "${path}" has no tensor "${name}"`);
         const raw = await readAt(dataStart + spec.start, spec.end - spec.start);
@@ -640,6 +646,7 @@ export async function readSafetensors(
   path: string,
   options: ParseSafetensorsOptions = {},
 ): Promise<Safetensors> {
+  checkOptions("readSafetensors", PARSE_OPTIONS, options);
   let bytes: Uint8Array;
   try {
     bytes = await Deno.readFile(path);

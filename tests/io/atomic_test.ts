@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { writeFileAtomic, writeTextFileAtomic } from "../../lib/io/mod.ts";
+import { removeTemporaries, writeFileAtomic, writeTextFileAtomic } from "../../lib/io/mod.ts";
 import { freshSeed, Rng } from "./_rng.ts";
 
 async function listNames(dir: string): Promise<string[]> {
@@ -112,4 +112,17 @@ Deno.test("writeFileAtomic writes names up to 255 bytes, takes only / as a separ
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("removeTemporaries refuses a misspelt option instead of removing nothing", () => {
+  const dir = Deno.makeTempDirSync();
+  const left = `${dir}/ckpt.safetensors.tmp-999999-a1b2c3`;
+  Deno.writeTextFileSync(left, "half a file");
+  // Dropped, { owner: "all" } kept the default "dead" with every pid taken as alive: nothing was removed.
+  assert.throws(
+    () => removeTemporaries(dir, { owner: "all" } as never),
+    /removeTemporaries: unknown option "owner"/,
+  );
+  assert.throws(() => removeTemporaries(dir, { owners: "any" } as never), /removeTemporaries: .*"owners"/);
+  assert.deepEqual(removeTemporaries(dir, { owners: "all" }), [left]);
 });

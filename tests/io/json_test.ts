@@ -150,3 +150,12 @@ Deno.test("metrics: MetricsWriter.open refuses an option it does not take, befor
   using writer = MetricsWriter.open(path, { resume: true });
   assert.deepEqual(writer.records, rows);
 });
+
+Deno.test("writeJsonAtomic refuses a misspelt or out-of-range indent", () => {
+  const path = `${Deno.makeTempDirSync()}/summary.json`;
+  // Dropped, { indnet: 0 } wrote two-space indentation; JSON.stringify clamps an indent of 12 to 10.
+  assert.throws(() => writeJsonAtomic(path, { a: 1 }, { indnet: 0 } as never), /unknown option "indnet"/);
+  assert.throws(() => writeJsonAtomic(path, { a: 1 }, { indent: 12 }), /writeJsonAtomic: .*"indent"/);
+  writeJsonAtomic(path, { a: 1 }, { indent: 0 });
+  assert.equal(Deno.readTextFileSync(path), '{"a":1}\n');
+});

@@ -230,3 +230,15 @@ Deno.test("llama2.c reader refuses a header declaring billions of layers from it
   );
   assert.ok(performance.now() - started < 1000, "the refusal comes from the header alone");
 });
+
+Deno.test("serializeLlama2c refuses a misspelt freqCis instead of writing the tables", () => {
+  const { config, weights } = randomModel(new Rng(freshSeed()), true);
+  // Dropped, { freqcis: false } wrote the tables; the file without them is 2·seqLen·⌊headSize/2⌋ floats shorter.
+  assert.throws(
+    () => serializeLlama2c(config, weights, { freqcis: false } as never),
+    /unknown option "freqcis"/,
+  );
+  const withTables = serializeLlama2c(config, weights).length;
+  const without = serializeLlama2c(config, weights, { freqCis: false }).length;
+  assert.equal(withTables - without, 8 * config.seqLen * Math.floor(config.dim / config.nHeads / 2));
+});

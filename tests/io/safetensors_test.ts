@@ -4,6 +4,7 @@ import {
   decodeF16,
   encodeBf16,
   encodeF16,
+  openSafetensors,
   parseSafetensors,
   readSafetensors,
   serializeSafetensors,
@@ -620,4 +621,29 @@ Deno.test("safetensors writer rejects inconsistent entries", () => {
     () => serializeSafetensors({ __metadata__: { dtype: "U8", shape: [1], data: new Uint8Array([1]) } }),
     /reserved/,
   );
+});
+
+Deno.test("parseSafetensors, readSafetensors and SafetensorsFile.read refuse a misspelt rawHalf", async () => {
+  // 1.5 is 0x3e00 in binary16; dropped, { rawhalf: true } gave the decoded Float32Array [1.5] instead of the bits.
+  const bytes = serializeSafetensors({ w: { dtype: "F16", shape: [1], data: new Uint16Array([0x3e00]) } });
+  assert.throws(() => parseSafetensors(bytes, "w", { rawhalf: true } as never), /unknown option "rawhalf"/);
+  assert.deepEqual(
+    parseSafetensors(bytes, "w", { rawHalf: true }).tensors.get("w")!.data,
+    new Uint16Array([0x3e00]),
+  );
+  const path = `${await Deno.makeTempDir()}/w w.safetensors`;
+  await Deno.writeFile(path, bytes);
+  await assert.rejects(
+    () => readSafetensors(path, { raw: true } as never),
+    /readSafetensors: unknown option "raw"/,
+  );
+  const file = await openSafetensors(path);
+  try {
+    await assert.rejects(
+      () => file.read("w", { rawhalf: true } as never),
+      /SafetensorsFile\.read: unknown option/,
+    );
+  } finally {
+    file.close();
+  }
 });
