@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { parseFlags } from "./_args.ts";
 import { deviceLine, getBackend, getDefaultDevice, getWebGPU } from "../lib/runtime/realize.ts";
 
 /** Options of {@link timeIterations}. */
@@ -171,7 +171,7 @@ export interface BenchArgs {
 }
 
 /**
- * Parses `--quick`, `--reps N` and `--target-ms N`; rejects anything else with a message naming the script.
+ * Parses `--quick`, `--reps N` and `--target-ms N`; refuses anything else, naming the script (see `_args.ts`).
  *
  * @example
  * ```ts
@@ -181,41 +181,16 @@ export interface BenchArgs {
  * ```
  */
 export function parseBenchArgs(script: string, argv: readonly string[]): BenchArgs {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: [...argv],
-      options: {
-        quick: { type: "boolean", default: false },
-        reps: { type: "string" },
-        "target-ms": { type: "string" },
-        help: { type: "boolean", default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    });
-  } catch (e) {
-    throw new Error(
-      `${script}: ${(e as Error).message}. Usage: deno run -A bench/${script}.ts [--quick] [--reps N] ` +
-        `[--target-ms N]`,
-    );
-  }
-  const v = parsed.values;
-  if (v.help) {
-    console.log(`Usage: deno run -A bench/${script}.ts [--quick] [--reps N] [--target-ms N]`);
-    Deno.exit(0);
-  }
-  const positive = (name: string, raw: string | undefined, fallback: number): number => {
-    if (raw === undefined) return fallback;
-    const n = Number(raw);
-    if (!Number.isFinite(n) || n <= 0) {
-      throw new Error(`${script}: --${name} must be a positive number, got "${raw}"`);
-    }
-    return n;
+  const v = parseFlags(script, argv, {
+    quick: { type: "boolean" },
+    reps: { type: "int" },
+    "target-ms": { type: "number" },
+  });
+  return {
+    quick: v.quick,
+    reps: v.reps ?? (v.quick ? 3 : 5),
+    targetMs: v["target-ms"] ?? (v.quick ? 150 : 300),
   };
-  const quick = v.quick ?? false;
-  const reps = Math.round(positive("reps", v.reps, quick ? 3 : 5));
-  return { quick, reps, targetMs: positive("target-ms", v["target-ms"], quick ? 150 : 300) };
 }
 
 /**

@@ -22,7 +22,7 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { parseFlags, refuse } from "./_args.ts";
 import { randn, realize, type Shape, type Tensor, tensor } from "../mod.ts";
 import { getWebGPU } from "../lib/runtime/realize.ts";
 import { lower } from "../lib/codegen/lower.ts";
@@ -220,33 +220,29 @@ async function torchLora(
 }
 
 if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      quick: { type: "boolean", default: false },
-      "peak-tflops": { type: "string" },
-      skip: { type: "string", default: "" },
-      steps: { type: "string" },
-      batch: { type: "string", default: "8" },
-      seq: { type: "string", default: "256" },
-      subgroups: { type: "boolean", default: false },
-    },
+  const values = parseFlags("gpu", Deno.args, {
+    quick: { type: "boolean" },
+    "peak-tflops": { type: "number" },
+    skip: { type: "list", choices: ["matmul", "peers", "lora", "torch"] },
+    steps: { type: "int" },
+    batch: { type: "int" },
+    seq: { type: "int" },
+    subgroups: { type: "boolean" },
   });
+  // --quick trains at sequence length 64; the LoRA part alone reads the step, batch and sequence flags, and the
+  // matmul part alone the peak.
+  if (values.quick && values.seq !== undefined) refuse("gpu", "--seq has no effect with --quick (64)");
+  const unread = values.skip?.includes("lora") ? ["steps", "batch", "seq"] as const : [];
+  for (const k of [...unread, ...(values.skip?.includes("matmul") ? ["peak-tflops"] as const : [])]) {
+    if (values[k] !== undefined) refuse("gpu", `--${k} has no effect with --skip ${values.skip}`);
+  }
   // Read when the device is created (below): asks for the subgroups feature.
   if (values.subgroups) Deno.env.set("TESSERA_SUBGROUP_MATMUL", "1");
-  const quick = values.quick!;
-  const skip = new Set(values.skip!.split(",").filter((s) => s !== ""));
-  for (const s of skip) {
-    if (!["matmul", "peers", "lora", "torch"].includes(s)) {
-      throw new RangeError(`--skip: unknown part "${s}" (matmul, peers, lora, torch)`);
-    }
-  }
-  const steps = Number(values.steps ?? (quick ? 3 : 20));
-  const batch = Number(values.batch);
-  const seq = quick ? 64 : Number(values.seq);
-  for (const [k, v] of [["steps", steps], ["batch", batch], ["seq", seq]] as const) {
-    if (!Number.isInteger(v) || v < 1) throw new RangeError(`--${k} must be a positive integer, got ${v}`);
-  }
+  const quick = values.quick;
+  const skip = new Set(values.skip ?? []);
+  const steps = values.steps ?? (quick ? 3 : 20);
+  const batch = values.batch ?? 8;
+  const seq = values.seq ?? (quick ? 64 : 256);
   const be = await getWebGPU();
   console.log(`# bench:gpu${quick ? " [--quick]" : ""}`);
   console.log(await adapterLine());
@@ -254,7 +250,7 @@ if (import.meta.main) {
   if (be.isFallback || /llvmpipe|lavapipe|swiftshader/i.test(be.description)) {
     console.log("warning: a software adapter, not a GPU: the figures below say nothing about a GPU");
   }
-  const peak = values["peak-tflops"] !== undefined ? Number(values["peak-tflops"]) : fp32Peak(be.description);
+  const peak = values["peak-tflops"] ?? fp32Peak(be.description);
 
   if (!skip.has("matmul")) {
     const n = quick ? 512 : 4096;

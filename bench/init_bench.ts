@@ -21,10 +21,10 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import { randn, realize, tensor } from "../mod.ts";
 import { type F32, INIT_METHODS, type InitMethod, type LayerData, type LoraInit } from "../lib/init/mod.ts";
 import { adapterLine, defaultDeviceSync, fmt, median, table } from "./_timing.ts";
+import { parseFlags, refuse } from "./_args.ts";
 
 const USAGE = "Usage: deno run -A bench/init_bench.ts [--quick] [--full] [--reps N] [--budget-s S] " +
   "[--methods a,b,...]";
@@ -40,60 +40,22 @@ const VARIANTS: readonly { method: string; options: Record<string, unknown> }[] 
 /** Time at [1024, 1024] ≈ time at [256, 256] × this (see the module documentation). */
 const PROBE_FACTOR = 100;
 
-interface Args {
-  quick: boolean;
-  full: boolean;
-  reps: number;
-  budgetS: number;
-  methods: string[] | null;
-}
-
-function parse(argv: readonly string[]): Args {
-  let v;
-  try {
-    v = parseArgs({
-      args: [...argv],
-      options: {
-        quick: { type: "boolean", default: false },
-        full: { type: "boolean", default: false },
-        reps: { type: "string" },
-        "budget-s": { type: "string" },
-        methods: { type: "string" },
-        help: { type: "boolean", default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }).values;
-  } catch (e) {
-    throw new Error(`init_bench: ${(e as Error).message}. ${USAGE}`);
+function parse(argv: readonly string[]) {
+  const v = parseFlags("init_bench", argv, {
+    quick: { type: "boolean" },
+    full: { type: "boolean" },
+    reps: { type: "int", default: 3 },
+    "budget-s": { type: "number" },
+    methods: { type: "list", choices: Object.keys(INIT_METHODS) },
+  }, USAGE);
+  // --quick times no 1024-dim model, so nothing is skipped by the budget or run in full.
+  if (v.quick && (v.full || v["budget-s"] !== undefined)) {
+    refuse("init_bench", `--${v.full ? "full" : "budget-s"} has no effect with --quick`, USAGE);
   }
-  if (v.help) {
-    console.log(USAGE);
-    Deno.exit(0);
+  if (v.full && v["budget-s"] !== undefined) {
+    refuse("init_bench", "--budget-s has no effect with --full", USAGE);
   }
-  const positive = (name: string, raw: string | undefined, fallback: number) => {
-    if (raw === undefined) return fallback;
-    const x = Number(raw);
-    if (!Number.isFinite(x) || x <= 0) {
-      throw new Error(`init_bench: --${name} must be a positive number, got "${raw}"`);
-    }
-    return x;
-  };
-  const methods = v.methods === undefined ? null : v.methods.split(",").map((s) => s.trim()).filter((s) => s);
-  for (const m of methods ?? []) {
-    if (INIT_METHODS[m] === undefined) {
-      throw new Error(
-        `init_bench: unknown method "${m}"; registered: ${Object.keys(INIT_METHODS).join(", ")}`,
-      );
-    }
-  }
-  return {
-    quick: v.quick ?? false,
-    full: v.full ?? false,
-    reps: Math.round(positive("reps", v.reps, 3)),
-    budgetS: positive("budget-s", v["budget-s"], 120),
-    methods,
-  };
+  return { ...v, budgetS: v["budget-s"] ?? 120, methods: v.methods ?? null };
 }
 
 /** One timed case: a method with options. */

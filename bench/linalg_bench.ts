@@ -14,15 +14,27 @@
  */
 import { randn, type Tensor } from "../mod.ts";
 import { adapterLine } from "./_timing.ts";
+import { parseFlags } from "./_args.ts";
 import { eigh, qr, svd, svdLowRank } from "../lib/linalg/mod.ts";
 import { defaultSweeps } from "../lib/linalg/jacobi.ts";
 
 type Mat = Tensor<[number, number], "f32">;
 
+// Takes no flags: the sizes come from the environment (below).
+if (import.meta.main) {
+  parseFlags(
+    "linalg_bench",
+    Deno.args,
+    {},
+    "Usage: [LINALG_BENCH_SIZES=64,256] [LINALG_BENCH_4096=1] deno run -A bench/linalg_bench.ts",
+  );
+}
+const big = Deno.env.get("LINALG_BENCH_4096");
+if (big !== undefined && big !== "1") throw new Error(`LINALG_BENCH_4096 must be 1 or unset, got "${big}"`);
 // `deno bench` (the bench task) defaults to the sizes that finish in seconds on a CPU adapter.
 const defaultSizes = import.meta.main ? "64,256,1024" : "64,256";
 const sizes = (Deno.env.get("LINALG_BENCH_SIZES") ?? defaultSizes).split(",").map(Number)
-  .concat(Deno.env.get("LINALG_BENCH_4096") === "1" ? [4096] : []);
+  .concat(big === "1" ? [4096] : []);
 for (const n of sizes) {
   if (!Number.isInteger(n) || n < 2) throw new Error(`LINALG_BENCH_SIZES: bad size ${n}`);
 }

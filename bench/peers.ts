@@ -36,7 +36,7 @@ import "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
 import "npm:@tensorflow/tfjs-backend-wasm@4.22.0";
 // deno-lint-ignore no-import-prefix
 import * as jax from "npm:@jax-js/jax@0.1.25";
-import { parseArgs } from "node:util";
+import { parseFlags, refuse } from "./_args.ts";
 import { realize, type Shape, type Tensor, tensor } from "../mod.ts";
 import { deviceLine, getBackend, getWebGPU } from "../lib/runtime/realize.ts";
 import { functionalCall, Mlp, type ParamDict, SGD, TransformerBlock } from "../lib/nn/mod.ts";
@@ -838,60 +838,24 @@ async function runRow(
 }
 
 function parse(argv: readonly string[]) {
-  const usage = "Usage: deno run -A bench/peers.ts [--quick] [--big] [--json] [--reps N] [--target-ms N] " +
-    "[--rows matmul,mlp,lora,svd] [--devices webgpu,wasm]";
-  let values;
-  try {
-    values = parseArgs({
-      args: [...argv],
-      options: {
-        quick: { type: "boolean", default: false },
-        big: { type: "boolean", default: false },
-        json: { type: "boolean", default: false },
-        reps: { type: "string" },
-        "target-ms": { type: "string" },
-        rows: { type: "string", default: "matmul,mlp,lora,svd" },
-        devices: { type: "string", default: "webgpu,wasm" },
-        help: { type: "boolean", default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }).values;
-  } catch (e) {
-    throw new Error(`peers: ${(e as Error).message}. ${usage}`);
+  const v = parseFlags("peers", argv, {
+    quick: { type: "boolean" },
+    big: { type: "boolean" },
+    json: { type: "boolean" },
+    reps: { type: "int" },
+    "target-ms": { type: "number" },
+    rows: { type: "list", default: "matmul,mlp,lora,svd", choices: ["matmul", "mlp", "lora", "svd"] },
+    devices: { type: "list", default: "webgpu,wasm", choices: ["webgpu", "wasm"] },
+  });
+  if (v.quick && v.big) {
+    refuse("peers", "--big has no effect with --quick (n = 256, 512 only)");
   }
-  if (values.help) {
-    console.log(usage);
-    Deno.exit(0);
-  }
-  const num = (name: string, raw: string | undefined, fallback: number) => {
-    if (raw === undefined) return fallback;
-    const n = Number(raw);
-    if (!(Number.isFinite(n) && n > 0)) {
-      throw new Error(`peers: --${name} must be a positive number, got "${raw}"`);
-    }
-    return n;
-  };
-  const rows = values.rows!.split(",").map((r) => r.trim()).filter((r) => r !== "");
-  const known = ["matmul", "mlp", "lora", "svd"];
-  const bad = rows.filter((r) => !known.includes(r));
-  if (bad.length > 0) {
-    throw new Error(`peers: unknown --rows entry ${bad.join(", ")}; known: ${known.join(", ")}`);
-  }
-  const devices = values.devices!.split(",").map((r) => r.trim()).filter((r) => r !== "");
-  const badDevices = devices.filter((d) => d !== "webgpu" && d !== "wasm");
-  if (badDevices.length > 0) {
-    throw new Error(`peers: unknown --devices entry ${badDevices.join(", ")}; known: webgpu, wasm`);
-  }
-  const quick = values.quick!;
   return {
-    quick,
-    big: values.big!,
-    json: values.json!,
-    reps: Math.round(num("reps", values.reps, quick ? 3 : 5)),
-    targetMs: num("target-ms", values["target-ms"], quick ? 150 : 300),
-    rows: new Set(rows),
-    devices: new Set(devices),
+    ...v,
+    reps: v.reps ?? (v.quick ? 3 : 5),
+    targetMs: v["target-ms"] ?? (v.quick ? 150 : 300),
+    rows: new Set(v.rows),
+    devices: new Set(v.devices),
   };
 }
 

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { parseFlags } from "./_args.ts";
 import { writeTextFileAtomic } from "../lib/io/atomic.ts";
 import { encodeBf16, type StEntry, writeSafetensors } from "../lib/io/safetensors.ts";
 import { hfConfigFromLlama } from "../lib/models/hf.ts";
@@ -122,27 +122,19 @@ async function exists(path: string): Promise<boolean> {
 const mib = (b: number | undefined) => (b === undefined ? "—" : `${(b / 2 ** 20).toFixed(0)} MiB`);
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      models: { type: "string", default: Object.keys(MODELS).join(",") },
-      batch: { type: "string", default: "1" },
-      tokens: { type: "string", default: "128" },
-      steps: { type: "string", default: "2" },
-      rank: { type: "string", default: "16" },
-      "weight-dtype": { type: "string", default: "auto" },
-      "cache-dir": { type: "string", default: ".cache/real" },
-      device: { type: "string", default: "webgpu" },
-    },
+  const values = parseFlags("real_bench", Deno.args, {
+    models: { type: "list", default: Object.keys(MODELS).join(","), choices: Object.keys(MODELS) },
+    batch: { type: "int", default: 1 },
+    tokens: { type: "int", default: 128 },
+    steps: { type: "int", default: 2 },
+    rank: { type: "int", default: 16 },
+    "weight-dtype": { type: "string", default: "auto", choices: ["auto", "f16", "f32"] },
+    "cache-dir": { type: "string", default: ".cache/real" },
+    device: { type: "string", default: "webgpu", choices: ["webgpu", "wasm", "cpu"] },
   });
-  const batch = Number(values.batch), tokens = Number(values.tokens), steps = Number(values.steps);
-  const rank = Number(values.rank);
+  const { batch, tokens, steps, rank } = values;
   const weightDtype = values["weight-dtype"] as "auto" | "f16" | "f32";
-  if (!["auto", "f16", "f32"].includes(weightDtype)) throw new Error(`--weight-dtype: ${weightDtype}`);
   const device = values.device as "webgpu" | "wasm" | "cpu";
-  if (!["webgpu", "wasm", "cpu"].includes(device)) {
-    throw new Error(`--device: ${device} (webgpu, wasm or cpu)`);
-  }
   // The model loads onto `device`; the batches and the adapters are made on the default device, which must match
   // ("auto" picks wasm on a software adapter).
   setDefaultDevice(device);
@@ -150,11 +142,8 @@ async function main(): Promise<void> {
   const load = watchHostLoad();
   console.log(`adapter: ${be.description}; largest storage binding ${mib(be.maxBufferBytes)}`);
   const rows: string[][] = [];
-  for (const key of values.models.split(",")) {
+  for (const key of values.models) {
     const config = MODELS[key];
-    if (config === undefined) {
-      throw new Error(`--models: unknown "${key}"; known: ${Object.keys(MODELS).join(", ")}`);
-    }
     const dir = `${values["cache-dir"]}/${key}`;
     if (!(await exists(`${dir}/config.json`))) {
       console.log(`${key}: writing a random bf16 checkpoint to ${dir} ...`);

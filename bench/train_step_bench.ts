@@ -29,9 +29,9 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import type { Shape, Tensor } from "../mod.ts";
 import { adapterLine, fmt, table, watchHostLoad } from "./_timing.ts";
+import { parseFlags, refuse } from "./_args.ts";
 
 type F32 = Tensor<Shape, "f32">;
 type I32 = Tensor<Shape, "i32">;
@@ -494,51 +494,48 @@ const USAGE =
   `deno run -A bench/train_step_bench.ts [--steps 20] [--warmup 5] [--readEvery 10] [--device webgpu]
   [--cases 0,1,...] | --vs DIR [--rounds 3] [--device wasm] | --devices A,B [--rounds 3]`;
 
-/** The command line, with a usage message instead of a stack trace for an unknown or malformed option. */
+/**
+ * The command line. `--child`, `--lib` and `--case` are how the side-by-side modes start one case in a fresh
+ * process; each refuses the flags of a mode it is not in.
+ */
 function parseCli() {
-  if (Deno.args.includes("--help")) {
-    console.log(USAGE);
-    Deno.exit(0);
+  const devices = ["auto", "webgpu", "wasm", "cpu"];
+  const v = parseFlags("train_step_bench", Deno.args, {
+    steps: { type: "int", default: 20 },
+    warmup: { type: "int", default: 5 },
+    readEvery: { type: "int", default: 10 },
+    vs: { type: "string" },
+    rounds: { type: "int" },
+    cases: { type: "list", choices: cases.map((_, i) => String(i)) },
+    child: { type: "boolean" },
+    lib: { type: "string" },
+    case: { type: "string", choices: cases.map((_, i) => String(i)) },
+    device: { type: "string", choices: devices },
+    devices: { type: "list", choices: devices },
+  }, USAGE);
+  const fail = (message: string) => refuse("train_step_bench", message);
+  if (v.child && (v.lib === undefined || v.case === undefined)) fail("--child needs --lib and --case");
+  if (!v.child && (v.lib !== undefined || v.case !== undefined)) {
+    fail(`--${v.lib !== undefined ? "lib" : "case"} is read only with --child (--cases picks the cases)`);
   }
-  try {
-    return parseArgs({
-      args: Deno.args,
-      options: {
-        steps: { type: "string", default: "20" },
-        warmup: { type: "string", default: "5" },
-        readEvery: { type: "string", default: "10" },
-        vs: { type: "string" },
-        rounds: { type: "string", default: "3" },
-        cases: { type: "string" },
-        child: { type: "boolean", default: false },
-        lib: { type: "string" },
-        case: { type: "string" },
-        device: { type: "string", default: "webgpu" },
-        devices: { type: "string" },
-      },
-    });
-  } catch (e) {
-    console.error(`bench:train: ${(e as Error).message}\n${USAGE}`);
-    Deno.exit(2);
+  if (v.rounds !== undefined && v.vs === undefined && v.devices === undefined) {
+    fail("--rounds is read only with --vs or --devices");
   }
+  if (v.devices !== undefined && v.devices.length !== 2) {
+    fail(`--devices takes two devices, got ${v.devices}`);
+  }
+  if (v.devices !== undefined && v.device !== undefined) fail("--device is not read beside --devices");
+  return {
+    ...v,
+    device: v.device ?? "webgpu",
+    rounds: v.rounds ?? 3,
+    picked: (v.cases ?? cases.map((_, i) => String(i))).map(Number),
+  };
 }
 
 if (import.meta.main) {
-  const { values } = parseCli();
-  const device = values.device!;
-  const steps = Number(values.steps);
-  const warmup = Number(values.warmup);
-  const readEvery = Number(values.readEvery);
-  for (const [k, v] of [["steps", steps], ["warmup", warmup], ["readEvery", readEvery]] as const) {
-    if (!Number.isInteger(v) || v < 1) throw new RangeError(`--${k} must be a positive integer, got ${v}`);
-  }
-  const picked = values.cases === undefined ? cases.map((_, i) => i) : values.cases.split(",").map((s) => {
-    const i = Number(s);
-    if (!Number.isInteger(i) || i < 0 || i >= cases.length) {
-      throw new RangeError(`--cases: ${s} is not a case index (0..${cases.length - 1})`);
-    }
-    return i;
-  });
+  const values = parseCli();
+  const { device, steps, warmup, readEvery, picked } = values;
   if (values.child) {
     const root = new URL(`file://${values.lib!.replace(/\/?$/, "/")}`);
     const lib = await loadLib(root);
@@ -547,11 +544,10 @@ if (import.meta.main) {
     );
   } else if (values.vs !== undefined || values.devices !== undefined) {
     // Two sides, each a checkout and a device: another checkout on --device (--vs), or two devices here.
-    const devices = values.devices?.split(",").map((d) => d.trim()) ?? [device, device];
-    if (devices.length !== 2) throw new RangeError(`--devices takes two devices, got "${values.devices}"`);
+    const devices = values.devices ?? [device, device];
     const other = values.vs !== undefined ? new URL(`file://${values.vs.replace(/\/?$/, "/")}`) : HERE;
     const [otherDevice, myDevice] = devices;
-    const rounds = Number(values.rounds);
+    const rounds = values.rounds;
     const lib = await loadLib(HERE);
     await lib.mod.getWebGPU();
     console.log(await adapterLine());
