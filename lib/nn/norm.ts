@@ -6,7 +6,7 @@
  */
 import { z } from "../../deps.ts";
 import type { DeviceName } from "../ir/node.ts";
-import { checkOptions, checkSize, opt } from "../options.ts";
+import { checkOptions, checkSize, opt, OptionsError } from "../options.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { constantParam } from "./init.ts";
 import type { F32 } from "./linear.ts";
@@ -97,7 +97,7 @@ export function rmsNorm(x: F32, weight?: F32, opts: RmsNormOptions = {}): Tensor
 export interface LayerNormModuleOptions extends LayerNormOptions {
   /** Learnable gain and bias (default true); without them the layer only normalises. */
   affine?: boolean;
-  /** Learnable bias when `affine` (default true). */
+  /** Learnable bias when `affine` (default true; `true` beside `affine: false` is refused). */
   bias?: boolean;
   /** Device of the parameters. */
   device?: DeviceName;
@@ -126,6 +126,11 @@ export class LayerNorm extends Module {
   constructor(dim: number, opts: LayerNormModuleOptions = {}) {
     super();
     checkOptions("LayerNorm", LAYER_NORM_MODULE_OPTIONS, opts);
+    if (opts.affine === false && opts.bias === true) {
+      throw new OptionsError("LayerNorm", [
+        'option "bias" is true but "affine" is false: there is no bias without affine',
+      ]);
+    }
     checkSize("LayerNorm", "dim", dim);
     this.#dim = dim;
     this.#eps = opts.eps ?? 1e-5;

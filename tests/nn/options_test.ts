@@ -95,7 +95,13 @@ Deno.test("norms refuse unknown keys and bad epsilons; LayerNorm without affine 
     /^RMSNorm: option "eps" must be a finite number, got NaN$/,
   );
   await refused(() => new RMSNorm(4, { device: "gpu" } as never), /option "device" must be one of/);
+  // A bias asked for beside affine: false was dropped: the layer had no parameters and normalised only.
+  await refused(
+    () => new LayerNorm(4, { affine: false, bias: true }),
+    /^LayerNorm: option "bias" is true but "affine" is false/,
+  );
   deepEqual(Object.keys(parameters(new LayerNorm(4, { affine: false }))), []);
+  deepEqual(Object.keys(parameters(new LayerNorm(4, { affine: false, bias: false }))), []);
   deepEqual(Object.keys(parameters(new LayerNorm(4, { bias: false }))), ["weight"]);
 });
 
