@@ -15,7 +15,7 @@ import { dropout } from "../nn/activations.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { deriveSeed } from "../nn/init.ts";
 import { z } from "../../deps.ts";
-import { checkOptions, opt } from "../options.ts";
+import { checkOptions, opt, OptionsError } from "../options.ts";
 
 /** What one initialisation produces for one layer. */
 export interface LoraInit {
@@ -46,7 +46,7 @@ const LAYER_OPTIONS = z.object({
   useDora: z.boolean().optional(),
   seed: opt.seed().optional(),
   useRslora: z.boolean().optional(),
-  initial: z.object({ a: z.custom<F32>(), b: z.custom<F32>() }).optional(),
+  initial: z.object({ a: opt.tensor(), b: opt.tensor() }).strict().optional(),
   freezeB: z.boolean().optional(),
 }).strict();
 
@@ -66,7 +66,8 @@ export interface LoraLayerOptions {
   /**
    * For an offset initialisation (`init.base` = W − s·B₀·A₀, as PiSSA, OLoRA, CorDA, LoRA-GA, LoRAM write it): copies
    * of B₀ and A₀ (tensors of their own, not the trained parameters), kept so the adapter can be exported as a
-   * rank-2r LoRA of the original W. Absent for any other base (e.g. LoftQ's quantised W).
+   * rank-2r LoRA of the original W, with the shapes of B and A. Absent for any other base (e.g. LoftQ's quantised
+   * W); refused without `init.base`.
    */
   initial?: { a: F32; b: F32 };
   /**
@@ -74,6 +75,27 @@ export interface LoraLayerOptions {
    * (`init_lora_weights: "mica"`, arXiv 2604.01694: B holds the base's minor singular vectors and only A learns).
    */
   freezeB?: boolean;
+}
+
+/**
+ * `initial` describes the offset `base = W − s·B₀·A₀` of `init`: without `init.base` it describes nothing (it was
+ * dropped), and B₀, A₀ must have the shapes of B and A (the exported adapter stacks them).
+ */
+function checkInitial(init: LoraInit, initial: { a: F32; b: F32 } | undefined): void {
+  if (initial === undefined) return;
+  if (init.base === undefined) {
+    throw new OptionsError("LoraLinear", [
+      'option "initial" needs an init result with a base (an offset initialisation); this one has none',
+    ]);
+  }
+  const issues = (["a", "b"] as const).filter((k) => initial[k].shape.join() !== init[k].shape.join()).map((
+    k,
+  ) =>
+    `option "initial.${k}" must have the shape [${init[k].shape}] of the init's ${k}, got [${
+      initial[k].shape
+    }]`
+  );
+  if (issues.length > 0) throw new OptionsError("LoraLinear", issues);
 }
 
 /** A weight holder with PEFT's field name (`lora_A.weight`). */
@@ -116,6 +138,7 @@ export class LoraLinear extends Module implements LinearLayer, FreezingModule {
           `expected [${init.rank}, ${dIn}] and [${dOut}, ${init.rank}]`,
       );
     }
+    checkInitial(init, opts.initial);
     const p = opts.dropout ?? 0;
     // A rewritten base keeps the storage dtype of the weight it replaces (an f16 base stays f16, as in PEFT).
     const rewritten = init.base !== undefined && base.weight.dtype === "f16"

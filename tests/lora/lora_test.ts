@@ -18,7 +18,7 @@ import {
 import { gradcheck } from "../../lib/autodiff/gradcheck.ts";
 import { dropout } from "../../lib/nn/activations.ts";
 import { deriveSeed } from "../../lib/nn/init.ts";
-import { assertClose, TestRng } from "../_helpers.ts";
+import { assertClose, refusedOptions, TestRng } from "../_helpers.ts";
 
 type F = Tensor<Shape, "f32">;
 const mk = (rng: TestRng, shape: number[], device: DeviceName = getDefaultDevice()) =>
@@ -74,6 +74,40 @@ Deno.test("LoraLinear computes x·W_resᵀ + b + s·x·Aᵀ·Bᵀ (float64 refer
   for (let i = 0; i < want.length; i++) want[i] += bd[i % dOut] + 2 * lora[i];
   assertClose(await layer.forward(x).data(), want, { rtol: 1e-5, atol: 1e-5 });
   assertClose(await layer.merge().forward(x).data(), want, { rtol: 1e-5, atol: 1e-5, what: "merged" });
+});
+
+Deno.test("LoraLinear refuses an initial adapter without an offset base or of other shapes than B and A", async () => {
+  const rng = new TestRng(47);
+  const [dIn, dOut, r] = [rng.int(4, 9), rng.int(3, 9), rng.int(1, 3)]; // dIn > r: Aᵀ has another shape
+  const w = mk(rng, [dOut, dIn]);
+  const [a, b, a0, b0] = [mk(rng, [r, dIn]), mk(rng, [dOut, r]), mk(rng, [r, dIn]), mk(rng, [dOut, r])];
+  const init = { a, b, rank: r, alpha: 2 * r, scale: 2 };
+  // Without a base the copies were dropped: the layer reported no initial adapter, and its export had no offset.
+  await refusedOptions(
+    () => LoraLinear.wrap(Linear.fromWeights(w), init, { initial: { a: a0, b: b0 } }),
+    /^LoraLinear: option "initial" needs an init result with a base/,
+  );
+  const offset = { ...init, base: w.sub(b0.matmul(a0).mul(2)) as F };
+  // Copies of other shapes (or no tensors) were kept as given, to fail or mislead only when exported.
+  await refusedOptions(
+    () => LoraLinear.wrap(Linear.fromWeights(w), offset, { initial: { a: a0.T as F, b: b0 } }),
+    new RegExp(`^LoraLinear: option "initial.a" must have the shape \\[${r},${dIn}\\]`),
+  );
+  await refusedOptions(
+    () => LoraLinear.wrap(Linear.fromWeights(w), offset, { initial: { a: a0, b: 1 } } as never),
+    /option "initial.b" must be a tensor/,
+  );
+  const layer = LoraLinear.wrap(Linear.fromWeights(w), offset, { initial: { a: a0, b: b0 } });
+  equal(layer.initialAdapter?.a, a0);
+  // The offset layer computes W at init: base + s·B₀·A₀ with B = B₀, A = A₀ given as the trained pair.
+  const same = LoraLinear.wrap(Linear.fromWeights(w), { ...offset, a: a0, b: b0 }, {
+    initial: { a: a0, b: b0 },
+  });
+  assertClose(await same.mergedWeight().data(), await w.data(), {
+    rtol: 1e-5,
+    atol: 1e-5,
+    what: "W at init",
+  });
 });
 
 Deno.test("attachLora: PEFT-style targets, rank/alpha patterns, output unchanged at init, trainable names", async () => {
