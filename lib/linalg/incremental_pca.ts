@@ -21,6 +21,7 @@ const IPCA_OPTIONS = z.object({
   }).strict().optional(),
   svd: z.object(JACOBI_OPTION_FIELDS).strict().optional(),
 }).strict();
+const PARTIAL_FIT_OPTIONS = z.object({ checkedFinite: z.boolean().optional() }).strict();
 
 /** Options of {@link IncrementalPCA}. */
 export interface IncrementalPCAOptions {
@@ -150,6 +151,7 @@ export class IncrementalPCA {
     opts: { checkedFinite?: boolean } = {},
   ): Promise<this> {
     const [ns, nf] = checkMatrix("IncrementalPCA.partialFit", x);
+    checkOptions("IncrementalPCA.partialFit", PARTIAL_FIT_OPTIONS, opts);
     const prev = this.#state;
     if (prev !== null && prev.nFeatures !== nf) {
       throw new RangeError(

@@ -85,6 +85,11 @@ Deno.test("linalg: an unknown option key or a bad value is refused by name in ev
     () => new IncrementalPCA({ lowRank: { q: 4, niters: 2 } } as Loose),
     /^IncrementalPCA: unknown option of "lowRank" "niters"$/,
   );
+  // partialFit dropped an unknown key: { checkedfinite: true } still read the batch back to check it.
+  await refusedOptions(
+    () => new IncrementalPCA().partialFit(a, { checkedfinite: true } as Loose),
+    /^IncrementalPCA.partialFit: unknown option "checkedfinite"$/,
+  );
   await refusedOptions(() => nf4Quantize(a, { block: 64 } as Loose), /^nf4Quantize: unknown option "block"$/);
   await refusedOptions(() => nf4Qdq(a, { blockSize: 0 }), /^nf4Qdq: option "blockSize" must be >= 1, got 0$/);
   await refusedOptions(() => dstBasis(8, 2, { dev: "cpu" } as Loose), /^dstBasis: unknown option "dev"$/);
