@@ -697,7 +697,9 @@ export function slowerClaim(
   full: { update: MeanStd },
   { seeds, fullLr, loraLr }: { seeds: number; fullLr: number; loraLr: number },
 ): string {
-  const ratio = full.update.mean / Math.max(...loraRows.map((r) => r.update.mean));
+  // The LoRA row whose mean is largest: the ratio divides by it, and the sentence names it.
+  const largest = loraRows.reduce((a, b) => (b.update.mean > a.update.mean ? b : a));
+  const ratio = full.update.mean / largest.update.mean;
   const verdict = seeds < 2
     ? "inconclusive (one seed)"
     : ratio >= FAR
@@ -709,8 +711,8 @@ export function slowerClaim(
     loraRows.map((r) => `${r.label} ${r.update.mean.toFixed(4)}`).join(", ")
   } vs full ${
     full.update.mean.toFixed(4)
-  } at learning rate ${fullLr} (LoRA ${loraLr}); ratio of the means over ` +
-    `${seeds} seed(s) ${
+  } at learning rate ${fullLr} (LoRA ${loraLr}); full fine-tuning's mean ÷ the largest LoRA mean ` +
+    `(${largest.label}), means over ${seeds} seed(s) ${
       formatAgainst(ratio, [1, FAR], 3)
     }×; rule: "far" = ≥ ${FAR}×, not reproduced below 1×, ` +
     `inconclusive between and with one seed): **${verdict}** (the comparison depends on the two learning rates; ` +

@@ -81,6 +81,18 @@ Deno.test("exp:magnitude: Prop. 2 (b) prints the ratio on the side of 1× and 2�
   }
 });
 
+Deno.test("exp:magnitude: Prop. 2 (b) names the LoRA row its ratio divides by", () => {
+  const rows = [1.4, 2.9, 1.9].map((mean, i) => ({ label: `lora-Q${i}`, update: { mean, std: 0.1, n: 3 } }));
+  const text = slowerClaim(rows, { update: { mean: 2.5, std: 0.1, n: 3 } }, {
+    seeds: 3,
+    fullLr: 1e-3,
+    loraLr: 1e-3,
+  });
+  // The ratio is full fine-tuning's mean over the largest LoRA mean (lora-Q1's): a reader needs the row to redo it.
+  ok(text.includes("full fine-tuning's mean ÷ the largest LoRA mean (lora-Q1)"), text);
+  equal(printedAfter(text, "seed(s)"), Number((2.5 / 2.9).toPrecision(3)), text);
+});
+
 Deno.test("exp:eva: the stability claim prints each agreement on the side of 0.7 and 0.9 its verdict is judged on", () => {
   const verdictOf = (s: string) => /\*\*([^*]+)\*\*/.exec(s)![1];
   const rule = (
