@@ -13,6 +13,14 @@ import { Module, replaceModule } from "../nn/module.ts";
 import { concat, stack, tensor } from "../tensor/creation.ts";
 import { type I32, realize, type Tensor } from "../tensor/tensor.ts";
 import type { F32, LayerData } from "./types.ts";
+import { z } from "../../deps.ts";
+import { checkOptions, opt } from "../options.ts";
+
+const COLLECT_ACTIVATIONS_OPTIONS = z.object({
+  batches: opt.count().optional(),
+  labelMask: opt.fn().optional(),
+  ragged: z.enum(["error", "trim", "concat"]).optional(),
+}).strict();
 
 /** Options of {@link collectActivations}. */
 export interface CollectActivationsOptions {
@@ -73,7 +81,8 @@ function checkTargets(model: object, targets: readonly string[] | RegExp, what: 
  * a recording module with the same parameter tensors (so parameter paths and `functionalCall` keep working) and put
  * back afterwards, also when `run` throws. Every call of a layer is one calibration batch: its input `[..., d_in]`
  * is flattened to tokens `[T, d_in]`, masked by `labelMask`, and the batches are stacked to `[NB, T, d_in]`.
- * Layers that were never called are an error.
+ * Layers that were never called are an error, and so is an unknown option or a bad value (an `OptionsError` naming
+ * it, before `run` is called).
  *
  * @example
  * ```ts
@@ -93,10 +102,8 @@ export async function collectActivations<T extends object>(
   run: (model: T, batch: number) => void | Promise<void>,
   opts: CollectActivationsOptions = {},
 ): Promise<Record<string, LayerData>> {
+  checkOptions("collectActivations", COLLECT_ACTIVATIONS_OPTIONS, opts);
   const calls = opts.batches ?? 1;
-  if (!Number.isInteger(calls) || calls < 1) {
-    throw new RangeError(`collectActivations: batches must be an integer >= 1, got ${calls}`);
-  }
   const found = checkTargets(model, targets, "collectActivations");
   const recorded = new Map<string, F32[]>(found.map(([p]) => [p, []]));
   const pending: F32[] = [];

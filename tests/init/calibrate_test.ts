@@ -8,6 +8,7 @@ import { type Shape, type Tensor, tensor } from "../../mod.ts";
 import { collectActivations, collectGradients } from "../../lib/init/calibrate.ts";
 import { Linear } from "../../lib/nn/linear.ts";
 import { Module, namedParameters } from "../../lib/nn/module.ts";
+import { OptionsError } from "../../lib/options.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
 
 type F = Tensor<Shape, "f32">;
@@ -112,6 +113,28 @@ Deno.test("collectActivations: label masks, ragged batches, errors restore the m
   deepEqual(cat.fc1.activations!.shape, [5, D_IN]);
   const trim = await collectActivations(net, ["fc1"], run, { batches: 2, labelMask: uneven, ragged: "trim" });
   deepEqual(trim.fc1.activations!.shape, [2, 2, D_IN]);
+  // The kept tokens, in order: all of them concatenated, or the first two of each batch.
+  const first = (b: number, k: number) => Array.from(xs[b].subarray(0, k * D_IN));
+  assertClose(await cat.fc1.activations!.data(), [...first(0, 2), ...first(1, 3)], { what: "concat" });
+  assertClose(await trim.fc1.activations!.data(), [...first(0, 2), ...first(1, 2)], { what: "trim" });
+  // A misspelt or bad option is refused, naming it: { labelmask } kept every token, { batch: 2 } ran once.
+  const calls: number[] = [];
+  const counted = (m: TinyNet, i: number) => void (calls.push(i), run(m, i));
+  for (
+    const [opts, message] of [
+      [{ labelmask: even }, 'unknown option "labelmask"'],
+      [{ batch: 2 }, 'unknown option "batch"'],
+      [{ ragged: "trm" }, 'option "ragged" must be one of "error", "trim", "concat", got "trm"'],
+      [{ batches: 1.5 }, 'option "batches" must be an integer, got 1.5'],
+      [{ labelMask: [1, 0] }, 'option "labelMask" must be a function, got [1,0]'],
+    ] as const
+  ) {
+    await rejects(
+      collectActivations(net, ["fc1"], counted, opts as never),
+      (e: Error) => e instanceof OptionsError && e.message === `collectActivations: ${message}`,
+    );
+  }
+  deepEqual(calls, [], "nothing ran");
   // Errors: the modules are put back whatever happens.
   const fc1 = net.fc1;
   await rejects(
