@@ -73,7 +73,10 @@ export interface LoraConfig {
   init?: string;
   /** Method-specific options of the initialisation. */
   initOptions?: Readonly<Record<string, unknown>>;
-  /** Calibration data per module path, for data-driven inits. */
+  /**
+   * Calibration data per module path, for data-driven inits: keys are the target modules' whole paths (a key that
+   * names no target is an error); kinds of data the method does not read are left unused.
+   */
   data?: Readonly<Record<string, LayerData>>;
   /** Seed (each layer derives its own from it and its path; default 0). */
   seed?: number;
@@ -164,6 +167,15 @@ export async function attachLora(model: object, cfg: LoraConfig): Promise<Attach
         names.join(", ") || "none"
       }`,
     );
+  }
+  // Data for a path that is no target would be dropped (a misspelt path, or the layers of another target list).
+  const strays = Object.keys(cfg.data ?? {}).filter((p) => !targets.some(([path]) => path === p));
+  if (strays.length > 0) {
+    throw new OptionsError("attachLora", [
+      `option "data" has data for ${strays.map((p) => `"${p}"`).join(", ")}, which ${
+        strays.length === 1 ? "is no target module" : "are no target modules"
+      } (the targets: ${targets.map(([p]) => `"${p}"`).join(", ")})`,
+    ]);
   }
   // Pattern keys select among the targets, under either name; one that selects none is a mistake, not a no-op.
   for (const key of ["rankPattern", "alphaPattern"] as const) {

@@ -170,6 +170,41 @@ Deno.test("attachLora: a common option or layer data inside initOptions is refus
   );
 });
 
+Deno.test("attachLora refuses data for a path that is no target, naming it and the targets", async () => {
+  const rng = new TestRng(5);
+  const net = () => ({
+    fc1: Linear.fromWeights(matrix(rng, 6, 4)),
+    fc2: Linear.fromWeights(matrix(rng, 6, 6)),
+  });
+  const fc1 = { activations: matrix(rng, 20, 4) };
+  const fc2 = { activations: matrix(rng, 20, 6) };
+  // Data collected for more layers than are adapted, and a misspelt path beside a right one: both were dropped.
+  await rejects(
+    attachLora(net(), { targetModules: ["fc1"], init: "eva", rank: 2, data: { fc1, fc2 } }),
+    (e: Error) =>
+      e instanceof OptionsError &&
+      e.message ===
+        'attachLora: option "data" has data for "fc2", which is no target module (the targets: "fc1")',
+  );
+  await rejects(
+    attachLora(net(), {
+      targetModules: ["fc1", "fc2"],
+      init: "pissa",
+      rank: 2,
+      data: { fc1, fc02: fc2, x: fc2 },
+    }),
+    /^OptionsError: attachLora: option "data" has data for "fc02", "x", which are no target modules \(the targets: "fc1", "fc2"\)$/,
+  );
+  // Data for the targets only, of kinds the method may not read, is taken.
+  const res = await attachLora(net(), {
+    targetModules: ["fc1", "fc2"],
+    init: "pissa",
+    rank: 2,
+    data: { fc1, fc2 },
+  });
+  ok(res.layers.join() === "fc1,fc2");
+});
+
 Deno.test("cntloraTarget and cntloraEstimate take the target's options only, checked", async () => {
   const rng = new TestRng(919);
   const w = matrix(rng, 8, 6);
