@@ -10,6 +10,10 @@ import { type CustomVjpArg, Op } from "../ir/ops.ts";
 import { fmt, type Shape } from "../shape.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { VJP_RULES } from "./vjp.ts";
+import { z } from "../../deps.ts";
+import { checkOptions } from "../options.ts";
+
+const GRAD_OPTIONS = z.object({ hasAux: z.boolean().optional() }).strict();
 
 /** A tree of tensors: a tensor, an array of trees, or an object of trees (module parameters, optimiser state). */
 export type Params = Tensor | readonly Params[] | { readonly [key: string]: Params };
@@ -144,7 +148,7 @@ export interface ValueAndGrad<P extends Params, Aux> {
  * f32 or f16 tensors; an integer or bool tensor, or a value that is not a tensor, is an error naming its path:
  * pass such inputs as further arguments). The loss must have one element. Gradients flow through every op;
  * `stopGradient` blocks them and `customVjp` replaces them. Reading a tensor's data inside `f` realizes it and
- * cuts the graph there.
+ * cuts the graph there. An unknown option or a `hasAux` that is not a boolean is an `OptionsError`.
  *
  * @example
  * ```ts
@@ -160,6 +164,7 @@ export function valueAndGrad<P extends Params, A extends unknown[], Aux = undefi
   f: (p: P, ...args: A) => Tensor | [Tensor, Aux],
   opts: GradOptions = {},
 ): (p: P, ...args: A) => ValueAndGrad<P, Aux> {
+  checkOptions("valueAndGrad", GRAD_OPTIONS, opts);
   return (p: P, ...args: A) => {
     const leaves = leavesOf(p, "", "valueAndGrad");
     for (const { path, tensor } of leaves) {

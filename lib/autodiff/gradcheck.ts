@@ -11,6 +11,15 @@ import { getBackend, HostStorage, resolveStorage } from "../runtime/realize.ts";
 import { rand } from "../tensor/creation.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { backprop } from "./grad.ts";
+import { z } from "../../deps.ts";
+import { checkOptions, opt } from "../options.ts";
+
+const GRADCHECK_OPTIONS = z.object({
+  eps: opt.positive().optional(),
+  rtol: opt.nonNegative().optional(),
+  atol: opt.nonNegative().optional(),
+  seed: opt.seed().optional(),
+}).strict();
 
 /** Options of {@link gradcheck}. */
 export interface GradcheckOptions {
@@ -54,13 +63,15 @@ export async function leafValues(roots: readonly Node[]): Promise<Map<Node, Floa
 /**
  * Compares the autodiff gradient of `f` at `inputs` with central finite differences, both in float64. A non-scalar
  * output is reduced to `sum(out · R)` with a fixed random R, which checks the full vector-Jacobian product.
- * Throws with the input, element and both values when they disagree.
+ * Throws with the input, element and both values when they disagree. An unknown option or a bad value (a step that
+ * is not > 0, a tolerance below 0, anything but a finite number) is an `OptionsError` naming it.
  */
 export async function gradcheck(
   f: (...xs: Tensor[]) => Tensor,
   inputs: readonly Tensor[],
   opts: GradcheckOptions = {},
 ): Promise<GradcheckResult> {
+  checkOptions("gradcheck", GRADCHECK_OPTIONS, opts);
   const { eps = 1e-6, rtol = 1e-5, atol = 1e-7, seed = 0 } = opts;
   const out = f(...inputs);
   const loss = out.size === 1

@@ -3,9 +3,18 @@
  * lib/autodiff/gradcheck.ts for why rtol 1e-5 is safe), with fresh random inputs away from kinks. The same
  * gradient graphs, computed by the wasm device in f32, are compared with their float64 reference values.
  */
-import { deepEqual, equal, ok, throws } from "node:assert/strict";
+import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
 import { concat, type DeviceName, rand, type Shape, type Tensor, tensor } from "../../mod.ts";
-import { customVjp, grad, gradcheck, stopGradient, valueAndGrad } from "../../lib/autodiff/mod.ts";
+import {
+  customVjp,
+  grad,
+  gradcheck,
+  type GradcheckOptions,
+  type GradOptions,
+  stopGradient,
+  valueAndGrad,
+} from "../../lib/autodiff/mod.ts";
+import { OptionsError } from "../../lib/options.ts";
 import { backprop } from "../../lib/autodiff/grad.ts";
 import { constNode } from "../../lib/ir/node.ts";
 import { Tensor as TensorClass } from "../../lib/tensor/tensor.ts";
@@ -194,6 +203,52 @@ Deno.test("valueAndGrad differentiates f32 and f16 leaves of any tree; other lea
       /"m" is a Linear, .* pass parameters\(module\)/,
     );
   }
+});
+
+Deno.test("gradcheck's step and tolerances take effect; unknown or bad options of gradcheck and valueAndGrad are refused", async () => {
+  const rng = new TestRng(103);
+  const x = Float64Array.from(rng.normals(4));
+  const cube = (t: Tensor) => t.pow(3).sum();
+  // Central differences of x³ with step e give 3x² + e² exactly: e = 0.01 is 1e-4 from the gradient 3x².
+  const r = await gradcheck(cube, [tensor(Float32Array.from(x), { device: "cpu" })], {
+    eps: 1e-2,
+    rtol: 0,
+    atol: 2e-4,
+  });
+  const x32 = Float32Array.from(x);
+  assertClose(r.numeric[0], Array.from(x32, (v) => 3 * v * v + 1e-4), {
+    rtol: 1e-9,
+    atol: 1e-9,
+    what: "numeric",
+  });
+  await rejects(
+    gradcheck(cube, [tensor(x32, { device: "cpu" })], { eps: 1e-2, rtol: 0, atol: 5e-5 }),
+    /gradcheck: input 0 \(shape \[4\]\) element 0/,
+  );
+  const bad = async (opts: object, message: string) => {
+    let called = false;
+    const f = (t: Tensor) => (called = true, cube(t));
+    await rejects(
+      gradcheck(f, [tensor(x32, { device: "cpu" })], opts as GradcheckOptions),
+      (e: Error) => e instanceof OptionsError && e.message === `gradcheck: ${message}`,
+    );
+    ok(!called, "refused before f runs");
+  };
+  // { tol } was dropped (the default tolerances applied); a step of 0 divided by 0; a NaN tolerance failed any input.
+  await bad({ tol: 1e-3 }, 'unknown option "tol"');
+  await bad({ eps: 0 }, 'option "eps" must be > 0, got 0');
+  await bad({ rtol: NaN }, 'option "rtol" must be a finite number, got NaN');
+  await bad({ atol: -1e-7 }, 'option "atol" must be >= 0, got -1e-7');
+  await bad({ seed: 0.5 }, 'option "seed" must be an integer, got 0.5');
+  const loss = (p: { w: F }) => [p.w.sum(), 1] as [F, number];
+  throws(
+    () => valueAndGrad(loss, { hasaux: true } as GradOptions),
+    (e: Error) => e instanceof OptionsError && e.message === 'valueAndGrad: unknown option "hasaux"',
+  );
+  throws(
+    () => valueAndGrad(loss, { hasAux: "yes" } as unknown as GradOptions),
+    /^OptionsError: valueAndGrad: option "hasAux" must be true or false, got "yes"$/,
+  );
 });
 
 Deno.test("gradients computed on webgpu match the float64 reference of the same graph", async () => {
