@@ -32,6 +32,8 @@ import {
 } from "./backend.ts";
 import { type KernelFn, PoolFailure, ThreadPool } from "./wasm_pool.ts";
 import { debugLevel } from "./debug.ts";
+import { z } from "../../deps.ts";
+import { checkOptions } from "../options.ts";
 
 const PAGE = 65536;
 /** Bytes below this address are never handed out (a zero pointer is always a bug). */
@@ -133,6 +135,8 @@ function hashBytes(b: Uint8Array): string {
   return `${b.length}:${(h >>> 0).toString(16)}`;
 }
 
+const WASM_BACKEND_OPTIONS = z.object({ threads: z.int().min(1).max(MAX_THREADS).optional() }).strict();
+
 /** Options of {@link createWasmBackend}. */
 export interface WasmBackendOptions {
   /** Threads that run one kernel, the calling thread included (default `navigator.hardwareConcurrency`). */
@@ -177,6 +181,7 @@ export class WasmBackend implements Backend {
 
   /** Use {@link createWasmBackend}. */
   constructor(opts: WasmBackendOptions = {}) {
+    checkOptions("createWasmBackend", WASM_BACKEND_OPTIONS, opts);
     this.#memory = new WebAssembly.Memory({ initial: 64, maximum: WASM_MAX_PAGES, shared: true });
     this.setThreads(opts.threads ?? defaultThreads());
   }
@@ -667,7 +672,10 @@ function defaultThreads(): number {
   return Math.max(1, Math.min(navigator.hardwareConcurrency ?? 1, 64));
 }
 
-/** Creates a wasm backend (the device `"wasm"` uses one shared instance from `getBackend("wasm")`). */
+/**
+ * Creates a wasm backend (the device `"wasm"` uses one shared instance from `getBackend("wasm")`). An unknown option
+ * or a thread count outside 1 .. 256 is an `OptionsError` naming it.
+ */
 export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
   return new WasmBackend(opts);
 }

@@ -6,7 +6,8 @@
  */
 import { deepEqual, equal, match, rejects, throws } from "node:assert/strict";
 import { ThreadPool } from "../../lib/runtime/wasm_pool.ts";
-import { createWasmBackend } from "../../lib/runtime/wasm.ts";
+import { createWasmBackend, type WasmBackendOptions } from "../../lib/runtime/wasm.ts";
+import { TestRng } from "../_helpers.ts";
 import { FnBuilder, ModuleBuilder, type OpName } from "../../lib/codegen/wasm_encode.ts";
 import { WASM_MAX_PAGES } from "../../lib/codegen/wasm_emit.ts";
 
@@ -147,6 +148,24 @@ Deno.test("wasm backend: TESSERA_THREADS out of range names the variable", () =>
     else Deno.env.set("TESSERA_THREADS", before);
   }
   throws(() => createWasmBackend({ threads: 999 }), {
-    message: /threads must be an integer in \[1, 256\], got 999/,
+    message: 'createWasmBackend: option "threads" must be <= 256, got 999',
+  });
+});
+
+Deno.test("createWasmBackend refuses an unknown option, naming it: { thread: 1 } ran on every hardware thread", () => {
+  const rng = new TestRng(136);
+  const n = rng.int(1, 4);
+  const be = createWasmBackend({ threads: n });
+  try {
+    equal(be.threads, n);
+  } finally {
+    be.close();
+  }
+  throws(() => createWasmBackend({ thread: n } as WasmBackendOptions), {
+    name: "OptionsError",
+    message: 'createWasmBackend: unknown option "thread"',
+  });
+  throws(() => createWasmBackend({ threads: n + 0.5 }), {
+    message: `createWasmBackend: option "threads" must be an integer, got ${n + 0.5}`,
   });
 });
