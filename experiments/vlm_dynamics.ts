@@ -312,6 +312,31 @@ export function settleClaim(
   };
 }
 
+/**
+ * A row of the per-modality table: the layer, its base statistics to 4 significant digits (the variances of the
+ * visual tokens can be 1e-6 where the text tokens' are near 1: fixed decimals printed them as 0), and per method the
+ * visual/text ratio after fine-tuning, mean ± std over its runs.
+ *
+ * @param layer The layer's short name.
+ * @param base Its input statistics on the base model.
+ * @param after Per method, its runs' statistics of the layer after fine-tuning.
+ * @returns The cells.
+ */
+export function modalityRow(
+  layer: string,
+  base: ModalityStats,
+  after: readonly (readonly ModalityStats[])[],
+): string[] {
+  return [
+    layer,
+    formatNumber(base.visualVar),
+    formatNumber(base.textVar),
+    formatNumber(base.visualVar / base.textVar, 3),
+    formatNumber(base.inputGapNorm),
+    ...after.map((rs) => formatMeanStd(meanStd(rs.map((s) => s.visualVar / s.textVar)), 3)),
+  ];
+}
+
 // ----- main -----
 
 /** The range of variance ratios (visual over text) {@link varianceClaim} checks the interval against. */
@@ -525,21 +550,13 @@ async function main(): Promise<void> {
           "‖mean_t − mean_v‖ (base)",
           ...names.map((m) => `visual/text after ${m}`),
         ],
-        rows: layers.map((l) => {
-          const s = baseStats[l];
-          const after = names.map((m) => {
-            const rs = runs.filter((r) => r.label === m && r.stats[l]);
-            return formatMeanStd(meanStd(rs.map((r) => r.stats[l].visualVar / r.stats[l].textVar)), 3);
-          });
-          return [
+        rows: layers.map((l) =>
+          modalityRow(
             short(l),
-            s.visualVar.toFixed(4),
-            s.textVar.toFixed(4),
-            (s.visualVar / s.textVar).toFixed(3),
-            s.inputGapNorm.toFixed(3),
-            ...after,
-          ];
-        }),
+            baseStats[l],
+            names.map((m) => runs.filter((r) => r.label === m && r.stats[l]).map((r) => r.stats[l])),
+          )
+        ),
       },
     ],
     claims,

@@ -13,7 +13,7 @@ import {
 } from "../../experiments/magnitude.ts";
 import { initShareClaim, stabilityClaim } from "../../experiments/eva.ts";
 import { gainReport, type GainRow } from "../../experiments/spectral_gain.ts";
-import { varianceClaim } from "../../experiments/vlm_dynamics.ts";
+import { modalityRow, varianceClaim } from "../../experiments/vlm_dynamics.ts";
 import { meanStd, tQuantile975 } from "../../lab/mod.ts";
 import { TestRng } from "../_helpers.ts";
 
@@ -175,6 +175,29 @@ Deno.test("exp:vlm-dynamics: the variance claim prints its interval's ends on th
     equal(c.verdict, rule(exact.mean - h, exact.mean + h), c.evidence);
     const [lo, hi] = interval(c.evidence);
     equal(rule(lo, hi), c.verdict, c.evidence);
+  }
+});
+
+Deno.test("exp:vlm-dynamics: the per-modality table prints each base statistic to its significant digits", () => {
+  const rng = new TestRng(2106);
+  const close = (printed: string, value: number, rel: number) =>
+    ok(Math.abs(Number(printed) - value) <= rel * Math.abs(value), `${printed} for ${value}`);
+  for (let i = 0; i < 100; i++) {
+    // Visual-token variances a thousandth of the text tokens' and below, as a quick base gives them.
+    const base = {
+      visualVar: 10 ** (8 * rng.next() - 7),
+      textVar: 10 ** (4 * rng.next() - 3),
+      visualMeanSq: 1,
+      textMeanSq: 1,
+      inputGapNorm: 10 ** (3 * rng.next() - 2),
+    };
+    const [layer, visual, text, ratio, gap, after] = modalityRow("L0.wq", base, [[base, base]]);
+    equal(layer, "L0.wq");
+    close(visual, base.visualVar, 5e-4);
+    close(text, base.textVar, 5e-4);
+    close(ratio, base.visualVar / base.textVar, 5e-3);
+    close(gap, base.inputGapNorm, 5e-4);
+    close(after.split(" ± ")[0], base.visualVar / base.textVar, 5e-3);
   }
 });
 
