@@ -160,7 +160,18 @@ export function formatSpreadEnds(
 }
 
 /**
+ * Whether a standard deviation is rounding noise of the mean: at most 8 units of rounding (`Number.EPSILON`) of the
+ * mean's magnitude. Equal values can give a std of that size, as their mean rounds (0.7 three times has mean
+ * 0.6999999999999998 and std 1.4e-16); a spread of a few units in the last place is not one a report can tell from
+ * that noise.
+ */
+function isStdNoise(std: number, mean: number): boolean {
+  return Math.abs(std) <= 8 * Number.EPSILON * Math.abs(mean);
+}
+
+/**
  * Format a {@link MeanStd} as `mean ± std` (with `(n=…)` left out), or `mean (one value)` when there is one value.
+ * A std that is rounding noise of the mean (at most 8·ε·|mean|, ε = `Number.EPSILON`) is printed as `0`.
  *
  * @param stats The statistics.
  * @param digits Significant digits of the mean (default 4).
@@ -177,7 +188,8 @@ export function formatMeanStd(
   const mean = formatAgainst(stats.mean, options.against ?? [], digits);
   // One value has no spread to show: "± 0" would read as none measured.
   if (stats.n === 1) return `${mean} (one value)`;
-  return `${mean} ± ${formatNumber(stats.std, Math.max(2, digits - 1))}`;
+  const std = isStdNoise(stats.std, stats.mean) ? 0 : stats.std;
+  return `${mean} ± ${formatNumber(std, Math.max(2, digits - 1))}`;
 }
 
 /** A table cell: text, or a number formatted with {@link formatNumber}. */

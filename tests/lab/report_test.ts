@@ -136,6 +136,17 @@ Deno.test("report: formatMeanStd shows one value as such, not as a spread of 0",
   match(formatMeanStd(meanStd([x, x + 1])), /^\S+ ± 0\.707$/);
 });
 
+Deno.test("report: formatMeanStd prints a std of equal values that is rounding noise as 0", () => {
+  // Equal values have an exact std of 0; their float mean rounds, and the float std is then a few ulps.
+  const values = [0.7, 0.1, 1 + new TestRng(47).next()].map((v) => [v, v, v]);
+  const noisy = values.filter((xs) => meanStd(xs).std > 0);
+  ok(noisy.length > 0, "no equal values with a float std above 0");
+  for (const xs of noisy) match(formatMeanStd(meanStd(xs)), /^\S+ ± 0$/);
+  // A spread beyond a few ulps of the mean is still shown.
+  const apart = [1, 1 + 1e-12];
+  equal(formatMeanStd(meanStd(apart)), `1 ± ${formatNumber(meanStd(apart).std, 3)}`);
+});
+
 Deno.test("report: formatNumber takes 1 to 21 significant digits and refuses others by name", () => {
   const x = 1 + new TestRng(46).next();
   equal(formatNumber(x, 1), String(Number(x.toPrecision(1))));
