@@ -11,6 +11,7 @@ import { asF32, Linear, loraLayers, namedModules } from "../mod.ts";
 import {
   checkAgainstOptions,
   formatAgainst,
+  formatMeanStd,
   formatSpreadEnds,
   meanStd,
   onSameSides,
@@ -502,12 +503,8 @@ export function magnitudeTable(
   types: readonly string[],
   heading = "Initial update size per module type",
 ): ReportTable {
-  const cell = (xs: number[]) => {
-    if (xs.length === 0) return "—";
-    const s = meanStd(xs);
-    const f = (v: number) => (v === 0 ? "0" : Math.abs(v) >= 0.01 ? v.toFixed(3) : v.toExponential(2));
-    return `${f(s.mean)} ± ${f(s.std)}`;
-  };
+  // formatMeanStd, as the experiments' other tables: one seed reads "(one value)", not "± 0".
+  const cell = (xs: number[]) => (xs.length === 0 ? "—" : formatMeanStd(meanStd(xs), 3));
   return {
     heading,
     note:

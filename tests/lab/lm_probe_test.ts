@@ -2,13 +2,15 @@
  * LM probes: the initial update's size per module type against float64 norms of the attached layers, per-matrix
  * comparisons against direct formulas, Spearman's ρ against closed forms, and the paired and rank-order rules.
  */
-import { equal, ok, throws } from "node:assert/strict";
+import { deepEqual, equal, ok, throws } from "node:assert/strict";
+import { formatMeanStd, meanStd } from "../../lab/report.ts";
 import { Linear } from "../../lib/nn/linear.ts";
 import { attachLora } from "../../lib/init/mod.ts";
 import {
   adapterStates,
   compareAdapters,
   equivalenceClaim,
+  magnitudeTable,
   orderClaim,
   pairedClaim,
   pairedDiff,
@@ -330,4 +332,17 @@ Deno.test("lm_probe: paired and equivalence claims print the ends m ± 2·sd on 
     equal(eqRead, eq.verdict, `${margin}: ${eq.evidence}`);
   }
   ok(crossed > 10, `only ${crossed} draws whose ends, worked out from four decimals, cross the threshold`);
+});
+
+Deno.test("lm_probe: magnitudeTable renders one seed as one value, as formatMeanStd does", () => {
+  const rng = new TestRng(48);
+  const run = () => ({ q: rng.next(), v: rng.next(), all: rng.next() });
+  const one = run(), two = [run(), run()];
+  const table = magnitudeTable([{ name: "a", runs: [one] }, { name: "b", runs: two }], ["q", "v"]);
+  deepEqual(table.rows[0], ["a", ...[one.q, one.v, one.all].map((x) => formatMeanStd(meanStd([x]), 3))]);
+  ok(table.rows[0].slice(1).every((c) => String(c).endsWith("(one value)")), String(table.rows[0]));
+  deepEqual(table.rows[1], [
+    "b",
+    ...(["q", "v", "all"] as const).map((k) => formatMeanStd(meanStd(two.map((r) => r[k])), 3)),
+  ]);
 });
