@@ -237,8 +237,13 @@ export function initShareClaim(
       `${INIT_SHARE_LIMIT}, not reproduced when m − 2·sd > ${INIT_SHARE_LIMIT}, else inconclusive; ${runs.length} ` +
       `seeds (at least 3 to judge); judged on runs of at least ${INIT_SHARE_MIN_STEPS} steps (the claim is ` +
       `about whole fine-tunes), inconclusive on shorter ones.`,
+    // The unit goes with the number: "68.5% (one value)", not "68.5 (one value)%".
     evidence:
-      `${formatMeanStd(shares, 3, { against: [INIT_SHARE_LIMIT] })}%${shareEnds(shares, INIT_SHARE_LIMIT)} (${
+      `${
+        shares.n === 1
+          ? `${formatAgainst(shares.mean, [INIT_SHARE_LIMIT], 3)}% (one value)`
+          : `${formatMeanStd(shares, 3, { against: [INIT_SHARE_LIMIT] })}%`
+      }${shareEnds(shares, INIT_SHARE_LIMIT)} (${
         initS.mean.toFixed(2)
       } s of calibration and PCA against ${steps} ` +
       `steps at ${stepS.mean.toFixed(3)} s each).`,

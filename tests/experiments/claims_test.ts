@@ -4,7 +4,7 @@
  */
 import { equal, match, ok } from "node:assert/strict";
 import { bestOfClaim, steadyPairedClaim } from "../../experiments/cntlora.ts";
-import { meanStd } from "../../lab/mod.ts";
+import { formatMeanStd, meanStd } from "../../lab/mod.ts";
 import { pairedVerdict } from "../../lab/paired.ts";
 import { initShareClaim } from "../../experiments/eva.ts";
 import { growthClaim, prop1Verdict } from "../../experiments/magnitude.ts";
@@ -89,8 +89,14 @@ Deno.test("exp:eva: the init-cost claim is judged at the run's length from 1,000
   equal(short.verdict, "inconclusive");
   match(short.note!, /crosses 1% at 198 steps; a run of 999 steps is not judged\./);
   match(costly.note!, /the verdict is for runs of 1000 steps/);
-  // One seed: no spread to judge against.
-  equal(initShareClaim([run(0.01, 4)], 1000).verdict, "inconclusive");
+  // One seed: no spread to judge against, and the unit follows the number, not "(one value)".
+  const one = initShareClaim([run(0.01, 4)], 1000);
+  equal(one.verdict, "inconclusive");
+  const share = meanStd([(100 * 0.01) / (0.01 + 4)]);
+  ok(
+    one.evidence.startsWith(`${formatMeanStd(share, 3).replace(" (one value)", "")}% (one value) (`),
+    one.evidence,
+  );
   // Shares straddling 1% beyond their spread: inconclusive.
   equal(initShareClaim([run(0.02, 4), run(0.05, 4), run(0.08, 4)], 1000).verdict, "inconclusive");
 });
