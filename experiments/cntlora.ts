@@ -584,7 +584,8 @@ async function main(): Promise<void> {
     ]),
   };
   const cosATable = {
-    note: "cos(A₀, A) per module type (mean over layers and seeds):",
+    note:
+      "cos(A₀, A) per module type (per seed the mean over the layers of the type; mean ± std over seeds):",
     columns: ["method", ...types],
     rows: names.map((m) => [m, ...types.map((t) => formatMaybe(by(m).map((r) => layerMean(r, "cosA", t))))]),
   };

@@ -199,6 +199,10 @@ const EXPERIMENTS: {
       "cntlora-x,cntlora-x-vas,lora-ga,lora",
     ],
     plots: ["val_loss", "loss", "init_share", "magnitude", "cosine", "calib_batches", "vas_ranks"],
+    // The cells are a mean ± std over seeds of per-seed means over layers: the note says so.
+    summary: [
+      /cos\(A₀, A\) per module type \(per seed the mean over the layers of the type; mean ± std over seeds\):/,
+    ],
   },
 ];
 
