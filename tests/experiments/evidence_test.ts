@@ -3,7 +3,7 @@
  * side of it as its value, so that judging the printed numbers by the stated rule gives the verdict the claim has.
  * Values are drawn a relative 1e-2..1e-9 from the thresholds, where rounding to a few digits used to cross them.
  */
-import { equal, ok } from "node:assert/strict";
+import { equal, match, ok } from "node:assert/strict";
 import {
   constancyClaim,
   growthClaim,
@@ -44,6 +44,13 @@ Deno.test("exp:magnitude: Prop. 1's evidence reads on the side of 1e-4 and 1e-2 
   equal(reported.verdict, "reproduced");
   ok(printedAfter(reported.evidence, "eq") < equiv, reported.evidence);
   ok(reported.rule.includes(`below ${equiv}`) && reported.rule.includes(`above ${broken}`), reported.rule);
+  // The ratio is taken per seed, then the largest over seeds: the max |ΔL| over all seeds divided by the max loss
+  // over all seeds is another number, so the rule says which.
+  match(
+    reported.rule,
+    /^per seed, the max over steps of \|ΔL\| divided by that seed's reference's max \|L\|/,
+  );
+  match(reported.rule, /then the largest over 3 seeds;/);
   const rng = new TestRng(2101);
   for (let i = 0; i < 200; i++) {
     const eq = Array.from({ length: rng.int(1, 3) }, (_, j) => ({

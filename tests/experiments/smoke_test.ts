@@ -126,6 +126,9 @@ const EXPERIMENTS: {
     summary: [
       /Prop\. 2 \(a\), [^\n]*over 1 seed\(s\)[^\n]*\*\*inconclusive \(one seed\)\*\*/,
       /Prop\. 2 \(b\)[^\n]*\*\*inconclusive \(one seed\)\*\*/,
+      // Prop. 1's relative difference is taken per seed: its column and the note above the table say so.
+      /\| max over seeds of \(max \\\|ΔL\\\| \/ ref\. max \\\|L\\\|\) per seed \|/,
+      /The last column is taken per seed, each seed's max \|ΔL\| over its reference's max \|L\|/,
     ],
   },
   {
