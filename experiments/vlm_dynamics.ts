@@ -248,10 +248,27 @@ function gradSpikes(gradNorms: readonly number[], factor: number): number {
   return n;
 }
 
+/** Geometric mean over layers of `f` of a layer's input statistics. */
+function layerGeoMean(stats: Record<string, ModalityStats>, f: (s: ModalityStats) => number): number {
+  const logs = Object.values(stats).map((s) => Math.log(f(s)));
+  return Math.exp(logs.reduce((a, b) => a + b, 0) / logs.length);
+}
+
 /** Geometric mean over layers of visual/text input variance. */
 function varianceRatio(stats: Record<string, ModalityStats>): number {
-  const logs = Object.values(stats).map((s) => Math.log(s.visualVar / s.textVar));
-  return Math.exp(logs.reduce((a, b) => a + b, 0) / logs.length);
+  return layerGeoMean(stats, (s) => s.visualVar / s.textVar);
+}
+
+/**
+ * Geometric mean over layers of the visual tokens' variance over their mean square: near 0 when every visual
+ * token is nearly the same vector (a collapsed projector). The variance over all visual tokens bounds the variance
+ * across images at each visual position (their mean over positions) from above.
+ *
+ * @param stats Per adapted layer, its input statistics.
+ * @returns The spread.
+ */
+export function visualSpread(stats: Record<string, ModalityStats>): number {
+  return layerGeoMean(stats, (s) => s.visualVar / s.visualMeanSq);
 }
 
 const short = (k: string) =>
@@ -343,17 +360,30 @@ export function modalityRow(
 const VARIANCE_RANGE: readonly [number, number] = [2, 3];
 
 /**
+ * Below this visual spread (variance over mean square of the visual tokens, geometric mean over adapted layers) in
+ * any draw, {@link varianceClaim} reads the visual tokens as collapsed: nearly one vector for every image.
+ */
+export const COLLAPSE_SPREAD = 0.01;
+
+/**
  * "Visual-token inputs of the adapted LM layers have 2–3× the variance of text-token inputs", judged by the 95% t
  * interval of the mean ratio over draws: reproduced when it lies inside [2, 3], not reproduced when it lies outside,
- * inconclusive otherwise. The interval's ends are printed on the side of 2 and 3 their values are on.
+ * inconclusive otherwise, and inconclusive when the visual tokens collapsed in any draw (their variance under
+ * {@link COLLAPSE_SPREAD} of their mean square: the ratio then measures the projector's collapse, not how the two
+ * modalities differ). The interval's ends are printed on the side of 2 and 3 their values are on.
  *
  * @param ratios Per draw (one per seed), the geometric mean over adapted layers of the variance ratio.
- * @param context The calibration batches of a draw, and the mean ratio over draws of each layer (for the evidence).
+ * @param context The calibration batches of a draw, the mean ratio over draws of each layer (for the evidence), and
+ * per draw the geometric mean over adapted layers of the visual tokens' variance / mean square.
  * @returns The claim.
  */
 export function varianceClaim(
   ratios: readonly number[],
-  { calibBatches, perLayer }: { calibBatches: number; perLayer: Readonly<Record<string, number>> },
+  { calibBatches, perLayer, spreads }: {
+    calibBatches: number;
+    perLayer: Readonly<Record<string, number>>;
+    spreads: readonly number[];
+  },
 ): Claim {
   const [low, high] = VARIANCE_RANGE;
   const n = ratios.length;
@@ -361,23 +391,33 @@ export function varianceClaim(
   const half = halfWidth95(s.std, n);
   const lo = s.mean - half;
   const hi = s.mean + half;
-  const verdict: Verdict = lo >= low && hi <= high
+  const collapsed = spreads.some((v) => !(v >= COLLAPSE_SPREAD));
+  const verdict: Verdict = collapsed
+    ? "inconclusive"
+    : lo >= low && hi <= high
     ? "reproduced"
     : hi < low || lo > high
     ? "not reproduced"
     : "inconclusive";
   const per = Object.entries(perLayer).map(([l, v]) => `${l} ${formatNumber(v, 3)}`);
+  const spread = spreads.map((v) => formatNumber(v, 3)).join(", ");
   return {
     claim:
       `Visual-token inputs of the adapted LM layers have ${low}–${high}× the variance of text-token inputs.`,
     rule: `on the base model, per draw of ${calibBatches} fine-tuning batches (one draw per seed), the ` +
       `geometric mean over adapted layers of (mean per-feature variance over visual tokens) / (the same over ` +
       `labelled text tokens); reproduced when the 95% t interval of the mean ratio lies inside [${low}, ${high}], ` +
-      `not reproduced when it lies outside, inconclusive otherwise; ${n} draws.`,
+      `not reproduced when it lies outside, inconclusive otherwise; inconclusive too when the visual tokens ` +
+      `collapsed in any draw: the geometric mean over adapted layers of their variance / their mean square under ` +
+      `${COLLAPSE_SPREAD} (nearly one vector for every image); ${n} draws.`,
     evidence: `ratio ${formatMeanStd(s, 3)} (95% interval ${formatAgainst(lo, VARIANCE_RANGE, 3)}..${
       formatAgainst(hi, VARIANCE_RANGE, 3)
-    }); per layer (mean over draws): ${per.join(", ")}.`,
+    }); per layer (mean over draws): ${per.join(", ")}; visual variance / mean square per draw: ${spread}.`,
     verdict,
+    note: collapsed
+      ? `the visual tokens collapsed (variance / mean square under ${COLLAPSE_SPREAD} in a draw): the ratio ` +
+        `measures the projector's collapse, not the modalities`
+      : undefined,
   };
 }
 
@@ -484,8 +524,11 @@ async function main(): Promise<void> {
       note: verdict === "inconclusive" ? cost(d) : undefined,
     });
   }
-  claims.push(varianceClaim(baseDraws.map(varianceRatio), {
+  const varianceRatios = baseDraws.map(varianceRatio);
+  const visualSpreads = baseDraws.map(visualSpread);
+  claims.push(varianceClaim(varianceRatios, {
     calibBatches: cfg.calibBatches,
+    spreads: visualSpreads,
     perLayer: Object.fromEntries(
       Object.keys(baseStats).map((
         l,
@@ -592,6 +635,9 @@ async function main(): Promise<void> {
       baseFitLoss: baseFit,
       rows,
       baseStats,
+      // Per calibration draw (seed order), the variance claim's ratio and the visual tokens' variance / mean square.
+      varianceRatios,
+      visualSpreads,
     },
   });
 }

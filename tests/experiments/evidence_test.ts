@@ -13,7 +13,7 @@ import {
 } from "../../experiments/magnitude.ts";
 import { initShareClaim, stabilityClaim } from "../../experiments/eva.ts";
 import { gainReport, type GainRow } from "../../experiments/spectral_gain.ts";
-import { modalityRow, varianceClaim } from "../../experiments/vlm_dynamics.ts";
+import { COLLAPSE_SPREAD, modalityRow, varianceClaim, visualSpread } from "../../experiments/vlm_dynamics.ts";
 import { meanStd, tQuantile975 } from "../../lab/mod.ts";
 import { TestRng } from "../_helpers.ts";
 
@@ -176,12 +176,45 @@ Deno.test("exp:vlm-dynamics: the variance claim prints its interval's ends on th
     const end = near(rng, rng.next() < 0.5 ? 2 : 3);
     const centre = rng.next() < 0.5 ? end + half : end - half;
     const ratios = noise.map((x) => x - s.mean + centre);
-    const c = varianceClaim(ratios, { calibBatches: 4, perLayer: { "layers.0.wq": centre } });
+    const c = varianceClaim(ratios, { calibBatches: 4, perLayer: { "layers.0.wq": centre }, spreads: [0.5] });
     const exact = meanStd(ratios);
     const h = tQuantile975(n - 1) * exact.std / Math.sqrt(n);
     equal(c.verdict, rule(exact.mean - h, exact.mean + h), c.evidence);
     const [lo, hi] = interval(c.evidence);
     equal(rule(lo, hi), c.verdict, c.evidence);
+  }
+});
+
+Deno.test("exp:vlm-dynamics: the variance claim is inconclusive where the visual tokens collapsed", () => {
+  const rng = new TestRng(2107);
+  for (let i = 0; i < 100; i++) {
+    // Visual tokens x = μ + σ·z per feature (z of mean 0, variance 1): variance σ², mean square μ² + σ².
+    const mu = 0.5 + rng.next();
+    const collapsed = rng.next() < 0.5;
+    // A spread a factor 2..10 below or above the threshold.
+    const target = COLLAPSE_SPREAD * (collapsed ? 1 / (2 + 8 * rng.next()) : 2 + 8 * rng.next());
+    const sigma2 = target * mu * mu / (1 - target);
+    const layer = (textVar: number) => ({
+      visualVar: sigma2,
+      textVar,
+      visualMeanSq: mu * mu + sigma2,
+      textMeanSq: 1,
+      inputGapNorm: mu,
+    });
+    // Three draws of two layers whose ratios lie at 2.5 ± 0.01: reproduced, were the tokens not collapsed.
+    const draws = [0, 1, 2].map((k) => ({
+      "L0.wq": layer(sigma2 / (2.5 + 0.01 * (k - 1))),
+      "L0.w2": layer(sigma2 / (2.5 - 0.01 * (k - 1))),
+    }));
+    const spreads = draws.map(visualSpread);
+    for (const v of spreads) ok(Math.abs(v - target) <= 1e-12 * target, `${v} for ${target}`);
+    const ratios = draws.map((d) =>
+      Math.sqrt(Object.values(d).reduce((a, s) => a * s.visualVar / s.textVar, 1))
+    );
+    const c = varianceClaim(ratios, { calibBatches: 4, perLayer: { "L0.wq": 2.5 }, spreads });
+    equal(c.verdict, collapsed ? "inconclusive" : "reproduced", c.evidence);
+    equal(c.note !== undefined, collapsed, c.note);
+    ok(c.rule.includes(`under ${COLLAPSE_SPREAD}`), c.rule);
   }
 });
 
