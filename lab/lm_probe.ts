@@ -250,7 +250,8 @@ export function pairedSpreadVerdict(d: PairedDiff, threshold = 0): Verdict {
  * with the significant digits that keep it on its own ({@link formatAgainst}), and the ends the rule compares with
  * them follow (`, m ± 2·sd lo..hi`, {@link formatSpreadEnds}): m − 2·sd and m + 2·sd as {@link pairedSpreadVerdict}
  * computes them, or with `absolute` |m| − 2·sd and |m| + 2·sd against the thresholds' sizes, as
- * {@link equivalenceClaim} does. Ends that are not numbers (no seeds) are left out.
+ * {@link equivalenceClaim} does. Ends that are not numbers (no seeds) are left out; one seed prints
+ * `mean (one value)`, as {@link formatMeanStd} does, with no ends.
  */
 export function formatPairedDiff(
   d: PairedDiff,
@@ -263,6 +264,8 @@ export function formatPairedDiff(
   const mean = onSameSides(Number(f(d.mean)), d.mean, against)
     ? f(d.mean)
     : formatAgainst(d.mean, against, digits);
+  // One seed has no spread to show (formatMeanStd's rendering), and no spread ends for a rule to compare.
+  if (d.n === 1) return `${mean} (one value)`;
   const text = `${mean} ± ${f(d.std)} (n = ${d.n})`;
   if (against.length === 0 || !Number.isFinite(d.mean) || !Number.isFinite(d.std)) return text;
   if (options.absolute) {
@@ -336,18 +339,14 @@ export function orderClaim(what: string, points: readonly OrderPoint[]): {
         seeds.length === 1 ? "" : "s"
       } usable (at least 3 seeds and 3 ` +
       `methods to judge).`,
-    evidence:
-      `ρ per seed ${rhos.map((r) => r.toFixed(3)).join(", ")}; mean ρ ${
-        formatAgainst(-neg.mean, [-ORDER_THRESHOLD], 3)
-      } ± ` +
-      `${neg.std.toFixed(3)} (se ${se.toFixed(3)})${
-        unusable.length === 0
-          ? ""
-          : `; left out: seed${unusable.length === 1 ? "" : "s"} ${
-            unusable.join(", ")
-          } (ρ undefined: fewer ` +
-            `than 3 methods, or values all tied or not finite)`
-      }.`,
+    evidence: `ρ per seed ${rhos.map((r) => r.toFixed(3)).join(", ")}; mean ρ ${
+      formatAgainst(-neg.mean, [-ORDER_THRESHOLD], 3)
+    }${rhos.length === 1 ? " (one value)" : ` ± ${neg.std.toFixed(3)} (se ${se.toFixed(3)})`}${
+      unusable.length === 0
+        ? ""
+        : `; left out: seed${unusable.length === 1 ? "" : "s"} ${unusable.join(", ")} (ρ undefined: fewer ` +
+          `than 3 methods, or values all tied or not finite)`
+    }.`,
     verdict,
     rhos,
   };
@@ -436,7 +435,7 @@ export function pairedClaim(
   const f = (xs: readonly number[]) => {
     if (xs.length === 0) return "— (no seeds)";
     const s = meanStd(xs);
-    return `${s.mean.toFixed(4)} ± ${s.std.toFixed(4)}`;
+    return s.n === 1 ? `${s.mean.toFixed(4)} (one value)` : `${s.mean.toFixed(4)} ± ${s.std.toFixed(4)}`;
   };
   return {
     claim,

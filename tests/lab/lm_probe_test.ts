@@ -346,3 +346,23 @@ Deno.test("lm_probe: magnitudeTable renders one seed as one value, as formatMean
     ...(["q", "v", "all"] as const).map((k) => formatMeanStd(meanStd(two.map((r) => r[k])), 3)),
   ]);
 });
+
+Deno.test('lm probe: one seed reads "(one value)" in the paired and rank-order evidence, not "± 0"', () => {
+  const rng = new TestRng(1809);
+  const a = [1 + rng.next()], b = [rng.next()];
+  const paired = pairedClaim("A beats B.", "A minus B", a, b);
+  equal(paired.verdict, "inconclusive");
+  ok(!paired.evidence.includes("±"), paired.evidence);
+  ok(
+    paired.evidence.startsWith(`${a[0].toFixed(4)} (one value) vs ${b[0].toFixed(4)} (one value)`),
+    paired.evidence,
+  );
+  ok(paired.evidence.includes(`paired difference ${(a[0] - b[0]).toFixed(4)} (one value).`), paired.evidence);
+  const same = equivalenceClaim("A matches B.", "A minus B", a, a, 0.01);
+  ok(same.evidence.includes("(one value)") && !same.evidence.includes("±"), same.evidence);
+  const points = ["a", "b", "c"].map((label, i) => ({ label, seed: 0, x: i + rng.next() * 0.1, y: -i }));
+  const order = orderClaim("init", points);
+  equal(order.rhos.length, 1);
+  ok(order.evidence.includes(" (one value)") && !order.evidence.includes("±"), order.evidence);
+  ok(!order.evidence.includes("se "), order.evidence);
+});
