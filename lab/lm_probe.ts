@@ -13,6 +13,7 @@ import {
   formatAgainst,
   formatMeanStd,
   formatSpreadEnds,
+  isStdNoise,
   meanStd,
   onSameSides,
   type ReportTable,
@@ -251,7 +252,8 @@ export function pairedSpreadVerdict(d: PairedDiff, threshold = 0): Verdict {
  * them follow (`, m ± 2·sd lo..hi`, {@link formatSpreadEnds}): m − 2·sd and m + 2·sd as {@link pairedSpreadVerdict}
  * computes them, or with `absolute` |m| − 2·sd and |m| + 2·sd against the thresholds' sizes, as
  * {@link equivalenceClaim} does. Ends that are not numbers (no seeds) are left out; one seed prints
- * `mean (one value)`, as {@link formatMeanStd} does, with no ends.
+ * `mean (one value)`, as {@link formatMeanStd} does, with no ends; a std that is rounding noise of the mean
+ * ({@link isStdNoise}) is printed as 0, as there.
  */
 export function formatPairedDiff(
   d: PairedDiff,
@@ -266,7 +268,7 @@ export function formatPairedDiff(
     : formatAgainst(d.mean, against, digits);
   // One seed has no spread to show (formatMeanStd's rendering), and no spread ends for a rule to compare.
   if (d.n === 1) return `${mean} (one value)`;
-  const text = `${mean} ± ${f(d.std)} (n = ${d.n})`;
+  const text = `${mean} ± ${f(isStdNoise(d.std, d.mean) ? 0 : d.std)} (n = ${d.n})`;
   if (against.length === 0 || !Number.isFinite(d.mean) || !Number.isFinite(d.std)) return text;
   if (options.absolute) {
     const m = Math.abs(d.mean);

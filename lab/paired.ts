@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { checkAgainstOptions, formatAgainst, formatNumber, type Verdict } from "./report.ts";
+import { checkAgainstOptions, formatAgainst, formatNumber, isStdNoise, type Verdict } from "./report.ts";
 
 /**
  * P(|T| ≤ tan θ·√ν) for Student's t with ν degrees of freedom, in closed form (Abramowitz & Stegun 26.7.3–4):
@@ -143,7 +143,8 @@ export const PAIRED_RULE: string =
  * A paired difference as text: `mean ± std (95% ± half, interval lo..hi, n pairs)`. The interval's ends are what
  * {@link pairedVerdict} compares with its threshold, so they are printed by {@link formatAgainst} against
  * `against` (default [0], the threshold of {@link PAIRED_RULE}): each on the same side of each threshold as its
- * value, where `mean − half` worked out from the rounded numbers could land on the other.
+ * value, where `mean − half` worked out from the rounded numbers could land on the other. A std that is rounding
+ * noise of the mean ({@link isStdNoise}, as in `formatMeanStd`) is printed as 0, and so is its half-width.
  *
  * @example
  * ```ts
@@ -160,9 +161,12 @@ export function formatPaired(
   checkAgainstOptions("formatPaired", options);
   const against = options.against ?? [0];
   const end = (v: number) => formatAgainst(v, against, digits);
-  return `${formatNumber(d.mean, digits)} ± ${formatNumber(d.std, Math.max(2, digits - 1))} (95% ± ${
-    formatNumber(d.half, digits)
-  }, interval ${end(d.mean - d.half)}..${end(d.mean + d.half)}, ${d.n} pairs)`;
+  const noise = isStdNoise(d.std, d.mean);
+  return `${formatNumber(d.mean, digits)} ± ${
+    formatNumber(noise ? 0 : d.std, Math.max(2, digits - 1))
+  } (95% ± ${formatNumber(noise ? 0 : d.half, digits)}, interval ${end(d.mean - d.half)}..${
+    end(d.mean + d.half)
+  }, ${d.n} pairs)`;
 }
 
 /** The most pairs {@link pairsNeeded} counts up to. */

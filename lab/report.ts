@@ -165,7 +165,7 @@ export function formatSpreadEnds(
  * 0.6999999999999998 and std 1.4e-16); a spread of a few units in the last place is not one a report can tell from
  * that noise.
  */
-function isStdNoise(std: number, mean: number): boolean {
+export function isStdNoise(std: number, mean: number): boolean {
   return Math.abs(std) <= 8 * Number.EPSILON * Math.abs(mean);
 }
 

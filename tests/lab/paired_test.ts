@@ -183,3 +183,14 @@ Deno.test("pairsNeeded and seedsNote tell a difference beyond 10 000 pairs from 
     /^about \d+ seeds .* min on this device$/,
   );
 });
+
+Deno.test("formatPaired prints a std that is rounding noise of the mean as 0, as formatMeanStd does", () => {
+  // Equal differences have an exact std of 0; their float mean rounds, and the float std is then a few ulps.
+  const values = [0.7, 0.1, 1 + new TestRng(48).next()];
+  const noisy = values.map((v) => pairedDifference([v, v, v], [0, 0, 0])).filter((d) => d.std > 0);
+  ok(noisy.length > 0, "no equal differences with a float std above 0");
+  for (const d of noisy) match(formatPaired(d), /^\S+ ± 0 \(95% ± 0, interval /);
+  // A spread beyond a few ulps of the mean is still shown.
+  const apart = pairedDifference([1, 1 + 1e-12, 1], [0, 0, 0]);
+  match(formatPaired(apart), new RegExp(`^\\S+ ± ${formatNumber(apart.std, 3).replace(".", "\\.")} \\(`));
+});

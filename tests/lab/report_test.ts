@@ -147,6 +147,15 @@ Deno.test("report: formatMeanStd prints a std of equal values that is rounding n
   equal(formatMeanStd(meanStd(apart)), `1 ± ${formatNumber(meanStd(apart).std, 3)}`);
 });
 
+Deno.test("report: formatPairedDiff prints a std that is rounding noise of the mean as 0, as formatMeanStd does", () => {
+  const values = [0.7, 0.1, 1 + new TestRng(49).next()];
+  const noisy = values.map((v) => pairedDiff([v, v, v], [0, 0, 0])).filter((d) => d.std > 0);
+  ok(noisy.length > 0, "no equal differences with a float std above 0");
+  for (const d of noisy) match(formatPairedDiff(d), /^\S+ ± 0\.0000 \(n = 3\)$/);
+  const apart = pairedDiff([1, 1.1, 1], [0, 0, 0]);
+  equal(formatPairedDiff(apart), `${apart.mean.toFixed(4)} ± ${apart.std.toFixed(4)} (n = 3)`);
+});
+
 Deno.test("report: formatNumber takes 1 to 21 significant digits and refuses others by name", () => {
   const x = 1 + new TestRng(46).next();
   equal(formatNumber(x, 1), String(Number(x.toPrecision(1))));
