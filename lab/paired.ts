@@ -193,7 +193,8 @@ export function pairsNeeded(d: PairedDifference): number | null {
 
 /**
  * The note of an inconclusive paired claim: how many seeds would separate the difference and what they would cost
- * (`runsPerSeed` runs of `secondsPerRun` each), that more than {@link MAX_PAIRS_NEEDED} would be needed, or why
+ * (`runsPerSeed` runs of `secondsPerRun` each, times to 2 significant digits, the total in seconds under a minute
+ * and in minutes from one), that more than {@link MAX_PAIRS_NEEDED} would be needed, or why
  * there is no estimate (one pair, a non-finite difference, or a mean of 0).
  */
 export function seedsNote(d: PairedDifference, runsPerSeed: number, secondsPerRun: number): string {
@@ -207,8 +208,9 @@ export function seedsNote(d: PairedDifference, runsPerSeed: number, secondsPerRu
       MAX_PAIRS_NEEDED.toLocaleString("en-US")
     } seeds to separate`;
   }
+  // Two significant digits: whole seconds and minutes printed a run of 0.4 s as "0 s" and a total of 24 s as "0 min".
+  const total = pairs * runsPerSeed * secondsPerRun;
+  const cost = total < 60 ? `${formatNumber(total, 2)} s` : `${formatNumber(total / 60, 2)} min`;
   return `about ${pairs} seeds would separate a difference of this size and spread: ${pairs} × ${runsPerSeed} runs × ` +
-    `${secondsPerRun.toFixed(0)} s ≈ ${
-      (pairs * runsPerSeed * secondsPerRun / 60).toFixed(0)
-    } min on this device`;
+    `${formatNumber(secondsPerRun, 2)} s ≈ ${cost} on this device`;
 }

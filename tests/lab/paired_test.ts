@@ -194,3 +194,22 @@ Deno.test("formatPaired prints a std that is rounding noise of the mean as 0, as
   const apart = pairedDifference([1, 1 + 1e-12, 1], [0, 0, 0]);
   match(formatPaired(apart), new RegExp(`^\\S+ ± ${formatNumber(apart.std, 3).replace(".", "\\.")} \\(`));
 });
+
+Deno.test("seedsNote prints runs under a second and totals under a minute in significant digits", () => {
+  const d = pairedDifference([1, -1, 0.5, 0.8], [0, 0, 0, 0]);
+  const pairs = pairsNeeded(d);
+  ok(typeof pairs === "number" && Number.isFinite(pairs), `pairs ${pairs}`);
+  const fast = 0.4 + 0.05 * new TestRng(50).next();
+  const total = pairs * 2 * fast;
+  ok(total < 60, `total ${total}`);
+  match(
+    seedsNote(d, 2, fast),
+    new RegExp(` × ${formatNumber(fast, 2)} s ≈ ${formatNumber(total, 2)} s on this`),
+  );
+  const slow = 120 / pairs;
+  match(
+    seedsNote(d, 2, slow),
+    new RegExp(`≈ ${formatNumber((pairs * 2 * slow) / 60, 2)} min on this device$`),
+  );
+  ok(!seedsNote(d, 2, fast).includes(" 0 s") && !seedsNote(d, 2, fast).includes("0 min"));
+});
