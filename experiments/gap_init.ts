@@ -488,7 +488,7 @@ async function main(): Promise<void> {
         formatMeanStd(get("gap-r1").randomShare, 3)
       } (a random unit direction expects 1/d_out: mean over layers ${formatNumber(expected, 3)}); log ratio ${
         formatPaired(d, 3)
-      } (ratio ${formatNumber(Math.exp(d.mean), 3)}).`,
+      } (geometric mean of the per-seed ratios ${formatNumber(Math.exp(d.mean), 3)}).`,
       verdict,
       note: verdict === "inconclusive" ? cost(d, 1) : undefined,
     });
@@ -509,7 +509,7 @@ async function main(): Promise<void> {
         formatMeanStd(get("rand-r1").gradA1, 3)
       }${has("lora-r1") ? `, lora-r1 ${formatMeanStd(get("lora-r1").gradA1, 3)} (B = 0)` : ""}; log ratio ${
         formatPaired(d, 3)
-      } (ratio ${formatNumber(Math.exp(d.mean), 3)}).`,
+      } (geometric mean of the per-seed ratios ${formatNumber(Math.exp(d.mean), 3)}).`,
       verdict,
       note: verdict === "inconclusive" ? cost(d, 2) : undefined,
     });
@@ -556,7 +556,7 @@ async function main(): Promise<void> {
         "method",
         "collapsed runs",
         "val loss",
-        "final train loss",
+        "train loss of the last step's batch",
         `‖∂L/∂W‖² share along the gap, first ${cfg.gradSteps} steps`,
         "same along random directions",
         "‖∂L/∂A‖, step 1",

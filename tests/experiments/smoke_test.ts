@@ -103,7 +103,12 @@ const EXPERIMENTS: {
       "2",
     ],
     plots: ["loss", "alignment"],
-    summary: [VLM_CUTS],
+    summary: [
+      VLM_CUTS,
+      // The loss column is one batch's, the last step's; exp(mean log ratio) is a geometric mean over seeds.
+      /\| train loss of the last step's batch \|/,
+      /log ratio [^\n]*\(geometric mean of the per-seed ratios [^\n]*\)\./,
+    ],
   },
   {
     name: "magnitude",
