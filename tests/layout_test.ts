@@ -15,13 +15,13 @@ const ROOT = new URL("../", import.meta.url).pathname;
 const BUDGETS: Record<string, number> = {
   lib: 35_000,
   lab: 8_050,
-  experiments: 4_600,
+  experiments: 4_700,
   bench: 4_300,
   kernels: 2_400,
   cli: 850,
   tools: 1_600,
   examples: 120,
-  tests: 26_000,
+  tests: 26_100,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */
