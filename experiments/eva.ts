@@ -432,7 +432,8 @@ async function main(): Promise<void> {
       `before fine-tuning ${baseVal.toFixed(4)}. Methods: ${
         cfg.methods.map(formatMethod).join("; ")
       }. Rank ` +
-      `${cfg.rank}, alpha ${cfg.alpha}, targets ${cfg.targets.join(", ")}, ${cfg.steps} steps, seeds ` +
+      `${cfg.rank}, alpha ${cfg.alpha}, targets ${cfg.targets.join(", ")}, ${cfg.steps} steps, batch ` +
+      `${cfg.batchSize}×${cfg.seqLen}, lr ${cfg.lr}, ${cfg.calibBatches} calibration batches, seeds ` +
       `${cfg.seeds.join(", ")}.`,
     tables: [
       {

@@ -44,10 +44,28 @@ const EXPERIMENTS: {
   {
     name: "eva",
     script: "experiments/eva.ts",
-    args: ["--quick", "--steps", "6", "--pretrain-steps", "30", "--calib-batches", "2", "--val-batches", "2"],
+    args: [
+      "--quick",
+      "--steps",
+      "6",
+      "--pretrain-steps",
+      "30",
+      "--calib-batches",
+      "2",
+      "--val-batches",
+      "2",
+      "--batch-size",
+      "6",
+      "--seq-len",
+      "24",
+      "--lr",
+      "0.002",
+    ],
     plots: ["loss", "grad_norm", "eva_ranks", "eva_stability"],
     // The rank claim states its rule; the init-cost claim is not judged on a 6-step run.
     summary: [
+      // The setting names what the run trained with: batch × sequence length, lr and calibration batches.
+      /6 steps, batch 6×24, lr 0\.002, 2 calibration batches, seeds /,
       /redistributes ranks across layers .*\(rule: the ranks EVA gave the layers in the run of seed 0, one allocation;/,
       /\*\*inconclusive\*\* — EVA's initialisation costs under 1% of training time\./,
     ],
