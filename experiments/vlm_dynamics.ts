@@ -549,7 +549,8 @@ async function main(): Promise<void> {
       `caption loss ${baseVal.toFixed(4)}, fit loss (fine-tuning images) ${baseFit.toFixed(4)}. Methods: ${
         cfg.methods.map(formatMethod).join("; ")
       }. Rank ${cfg.rank}, alpha ${cfg.alpha}, targets ${cfg.targets.join(", ")} (LM), ${cfg.steps} steps, ` +
-      `cosine schedule with 10% warm-up, lr ${cfg.lr}, clip 1, EVA on ${
+      `batch ${cfg.batchSize} images, cosine schedule with 10% warm-up, lr ${cfg.lr}, clip 1, ` +
+      `${cfg.valBatches} validation batches, ${cfg.calibBatches} calibration batches, EVA on ${
         cfg.evaPositions === "labelled" ? "the labelled positions (targets ≠ -100)" : "all positions"
       }, seeds ${cfg.seeds.join(", ")} (each seed: the same batches for every method).`,
     tables: [

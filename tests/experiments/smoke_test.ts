@@ -96,6 +96,8 @@ const EXPERIMENTS: {
       /\| ‖s·B₀A₀‖\/‖W‖ per module type \(mean over its layers, then seeds\) \|/,
       // Each set says how many captions the batches of --quick's 36 text positions show cut.
       VLM_CUTS,
+      // The setting names the batch size and the validation and calibration batches it ran with.
+      /4 steps, batch 4 images, [^\n]*, 1 validation batches, 1 calibration batches, /,
     ],
   },
   {
