@@ -550,7 +550,7 @@ async function main(): Promise<void> {
         cfg.methods.map(formatMethod).join("; ")
       }. Rank ${cfg.rank}, alpha ${cfg.alpha}, targets ${cfg.targets.join(", ")} (LM), ${cfg.steps} steps, ` +
       `batch ${cfg.batchSize} images, cosine schedule with 10% warm-up, lr ${cfg.lr}, clip 1, ` +
-      `${cfg.valBatches} validation batches, ${cfg.calibBatches} calibration batches, EVA on ${
+      `validation batches ${cfg.valBatches}, calibration batches ${cfg.calibBatches}, EVA on ${
         cfg.evaPositions === "labelled" ? "the labelled positions (targets ≠ -100)" : "all positions"
       }, seeds ${cfg.seeds.join(", ")} (each seed: the same batches for every method).`,
     tables: [

@@ -97,7 +97,7 @@ const EXPERIMENTS: {
       // Each set says how many captions the batches of --quick's 36 text positions show cut.
       VLM_CUTS,
       // The setting names the batch size and the validation and calibration batches it ran with.
-      /4 steps, batch 4 images, [^\n]*, 1 validation batches, 1 calibration batches, /,
+      /4 steps, batch 4 images, [^\n]*, validation batches 1, calibration batches 1, /,
     ],
   },
   {
