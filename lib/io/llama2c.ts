@@ -172,12 +172,13 @@ export function parseLlama2c(bytes: Uint8Array, source = "<bytes>"): Llama2cChec
     sharedClassifier: h[5] > 0,
   };
   checkConfig(config, `${where} has an invalid header [${h.join(", ")}]`);
-  const { headSize, kvDim } = derived(config);
-  // The sizes come from the header alone, before any list of weights is built: a header of a few bytes may declare
-  // billions of layers, and the file's size then refuses it at once.
-  const { dim, hiddenDim, nLayers } = config;
-  const perLayerFloats = 2 * dim + 2 * dim * dim + 2 * kvDim * dim + 3 * hiddenDim * dim;
-  const bodyFloats = config.vocabSize * dim + nLayers * perLayerFloats + dim;
+  const { headSize } = derived(config);
+  // The sizes come from the layout of no layer and of one, before the whole list of weights is built: a header of a
+  // few bytes may declare billions of layers, and the file's size then refuses it at once.
+  const floatsWith = (nLayers: number) =>
+    llama2cLayout({ ...config, nLayers, sharedClassifier: true }).reduce((a, e) => a + count(e.shape), 0);
+  const fixedFloats = floatsWith(0);
+  const bodyFloats = fixedFloats + config.nLayers * (floatsWith(1) - fixedFloats);
   const freqFloats = 2 * config.seqLen * Math.floor(headSize / 2);
   const clsFloats = config.sharedClassifier ? 0 : config.vocabSize * config.dim;
   const withoutFreq = HEADER_BYTES + 4 * (bodyFloats + clsFloats);
