@@ -50,6 +50,21 @@ export function showValue(value: unknown, max = 80): string {
   return text.length > max ? `${text.slice(0, max - 3)}...` : text;
 }
 
+/** Up to six names, then ", ...": the names there are, beside a refusal of names that are not. */
+export function shortList(names: readonly string[]): string {
+  return `${names.slice(0, 6).join(", ")}${names.length > 6 ? ", ..." : ""}`;
+}
+
+/**
+ * `"a", which is <noun>` or `"a", "b", which are <plural>`: the names a refusal lists (a misspelt path in a list of
+ * paths, say).
+ */
+export function namesWhich(names: readonly string[], noun: string, plural = noun): string {
+  return `${names.map((n) => `"${n}"`).join(", ")}, which ${
+    names.length > 1 ? `are ${plural}` : `is ${noun}`
+  }`;
+}
+
 function valueAt(source: unknown, path: readonly PropertyKey[]): unknown {
   let node: unknown = source;
   for (const key of path) {

@@ -17,7 +17,7 @@ import { getInitMethod } from "./methods.ts";
 import { DATA_KEYS, type InitMethod } from "./registry.ts";
 import { COMMON_OPTION_KEYS, type F32, type LayerData, type LoraInit } from "./types.ts";
 import { z } from "../../deps.ts";
-import { checkOptions, opt, OptionsError, showValue } from "../options.ts";
+import { checkOptions, namesWhich, opt, OptionsError, showValue } from "../options.ts";
 
 const TENSOR = z.custom<Tensor>((v) => v instanceof Tensor, { message: "must be a tensor" });
 
@@ -172,8 +172,8 @@ export async function attachLora(model: object, cfg: LoraConfig): Promise<Attach
   const strays = Object.keys(cfg.data ?? {}).filter((p) => !targets.some(([path]) => path === p));
   if (strays.length > 0) {
     throw new OptionsError("attachLora", [
-      `option "data" has data for ${strays.map((p) => `"${p}"`).join(", ")}, which ${
-        strays.length === 1 ? "is no target module" : "are no target modules"
+      `option "data" has data for ${
+        namesWhich(strays, "no target module", "no target modules")
       } (the targets: ${targets.map(([p]) => `"${p}"`).join(", ")})`,
     ]);
   }

@@ -15,7 +15,7 @@ import type { Optimizer } from "../nn/optim/optimizer.ts";
 import { tensor } from "../tensor/creation.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { z } from "../../deps.ts";
-import { checkOptions, opt, OptionsError } from "../options.ts";
+import { checkOptions, namesWhich, opt, OptionsError, shortList } from "../options.ts";
 
 /** Value of the `format` metadata key. */
 export const CHECKPOINT_FORMAT = "tessera-checkpoint";
@@ -221,10 +221,8 @@ export async function saveCheckpoint(
   if (unknown.length > 0) {
     const names = named.map(([p]) => p);
     throw new OptionsError("saveCheckpoint", [
-      `option "paths" lists ${unknown.map((p) => `"${p}"`).join(", ")}, which ${
-        unknown.length > 1 ? "are" : "is"
-      } no parameter of the model (its parameters: ${names.slice(0, 6).join(", ")}${
-        names.length > 6 ? ", ..." : ""
+      `option "paths" lists ${namesWhich(unknown, "no parameter of the model")} (its parameters: ${
+        shortList(names)
       })`,
     ]);
   }

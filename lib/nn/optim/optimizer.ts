@@ -24,6 +24,7 @@ import { size } from "../../shape.ts";
 import { concat, stack, tensor, zeros } from "../../tensor/creation.ts";
 import { realize, Tensor } from "../../tensor/tensor.ts";
 import type { F32 } from "../linear.ts";
+import { namesWhich, shortList } from "../../options.ts";
 import {
   checkDistinctParameters,
   frozenParameters,
@@ -220,11 +221,6 @@ export interface RuleResult {
   state: F32[];
 }
 
-/** Up to six paths, then "...". */
-function shortList(paths: readonly string[]): string {
-  return `${paths.slice(0, 6).join(", ")}${paths.length > 6 ? ", ..." : ""}`;
-}
-
 function checkRate(what: string, v: number): number {
   if (!Number.isFinite(v) || v < 0) throw new RangeError(`${what} must be a finite number >= 0, got ${v}`);
   return v;
@@ -287,9 +283,9 @@ export abstract class Optimizer {
       : [];
     if (unknown.length > 0) {
       throw new RangeError(
-        `${what}: trainable lists ${unknown.map((p) => `"${p}"`).join(", ")}, which ${
-          unknown.length > 1 ? "are" : "is"
-        } no parameter of the target (its parameters: ${shortList(this.#checked)})`,
+        `${what}: trainable lists ${namesWhich(unknown, "no parameter of the target")} (its parameters: ${
+          shortList(this.#checked)
+        })`,
       );
     }
     const named = all.filter(([p, t]) => this.#trainable(p, t) && !frozen.has(p));
@@ -329,9 +325,9 @@ export abstract class Optimizer {
       const stray = Array.isArray(g.params) ? g.params.filter((p) => !named.some(([q]) => q === p)) : [];
       if (stray.length > 0) {
         throw new RangeError(
-          `${what}: group "${g.name}" lists ${stray.map((p) => `"${p}"`).join(", ")}, which ${
-            stray.length > 1 ? "are" : "is"
-          } no trainable parameter (trainable: ${shortList(named.map(([p]) => p))})`,
+          `${what}: group "${g.name}" lists ${namesWhich(stray, "no trainable parameter")} (trainable: ${
+            shortList(named.map(([p]) => p))
+          })`,
         );
       }
       return paramFilter(g.params);
