@@ -10,6 +10,7 @@
 import { asF32, Linear, loraLayers, namedModules } from "../mod.ts";
 import {
   checkAgainstOptions,
+  checkThreshold,
   formatAgainst,
   formatMeanStd,
   formatSpreadEnds,
@@ -236,9 +237,7 @@ export function pairedDiff(a: readonly number[], b: readonly number[]): PairedDi
  * ```
  */
 export function pairedSpreadVerdict(d: PairedDiff, threshold = 0): Verdict {
-  if (!Number.isFinite(threshold)) {
-    throw new RangeError(`pairedSpreadVerdict: threshold must be a finite number, got ${threshold}`);
-  }
+  checkThreshold("pairedSpreadVerdict", threshold);
   if (d.n < 3 || !Number.isFinite(d.mean) || !Number.isFinite(d.std)) return "inconclusive";
   if (d.mean - 2 * d.std > threshold) return "reproduced";
   if (d.mean + 2 * d.std < threshold) return "not reproduced";
@@ -430,9 +429,7 @@ export function pairedClaim(
   verdict: Verdict;
   note?: string;
 } {
-  if (!Number.isFinite(threshold)) {
-    throw new RangeError(`pairedClaim: threshold must be a finite number, got ${threshold}`);
-  }
+  checkThreshold("pairedClaim", threshold);
   const d = pairedDiff(a, b);
   const f = (xs: readonly number[]) => {
     if (xs.length === 0) return "— (no seeds)";

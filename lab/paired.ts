@@ -5,7 +5,14 @@
  *
  * @module
  */
-import { checkAgainstOptions, formatAgainst, formatNumber, isStdNoise, type Verdict } from "./report.ts";
+import {
+  checkAgainstOptions,
+  checkThreshold,
+  formatAgainst,
+  formatNumber,
+  isStdNoise,
+  type Verdict,
+} from "./report.ts";
 
 /**
  * P(|T| ≤ tan θ·√ν) for Student's t with ν degrees of freedom, in closed form (Abramowitz & Stegun 26.7.3–4):
@@ -125,9 +132,7 @@ export function halfWidth95(std: number, n: number): number {
  * ```
  */
 export function pairedVerdict(d: PairedDifference, threshold = 0): Verdict {
-  if (!Number.isFinite(threshold)) {
-    throw new RangeError(`pairedVerdict: threshold must be a finite number, got ${threshold}`);
-  }
+  checkThreshold("pairedVerdict", threshold);
   if (!(d.n > 1) || !Number.isFinite(d.mean)) return "inconclusive";
   if (d.mean - d.half > threshold) return "reproduced";
   if (d.mean + d.half < threshold) return "not reproduced";

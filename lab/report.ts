@@ -25,6 +25,12 @@ export function checkAgainstOptions(where: string, options: object, flags: reado
   const keys = Object.fromEntries(flags.map((k) => [k, z.boolean()]));
   checkOptions(where, z.object({ against: z.array(THRESHOLD), ...keys }).partial().strict(), options);
 }
+/** Throws a RangeError naming `where` unless a verdict's `threshold` is finite (NaN left every verdict open). */
+export function checkThreshold(where: string, threshold: number): void {
+  if (!Number.isFinite(threshold)) {
+    throw new RangeError(`${where}: threshold must be a finite number, got ${threshold}`);
+  }
+}
 const TABLE_OPTIONS = z.object({
   align: z.array(z.enum(["left", "right", "center"])),
   digits: z.int().min(1).max(21),
