@@ -47,13 +47,7 @@ const LM_BATCH_OPTIONS = z.object({
   epochs: EPOCHS.optional(),
   dropLast: z.boolean().optional(),
 }).strict();
-const ARRAY_BATCH_OPTIONS = z.object({
-  batchSize: opt.count(),
-  seed: opt.seed().optional(),
-  shuffle: z.boolean().optional(),
-  dropLast: z.boolean().optional(),
-  epochs: EPOCHS.optional(),
-}).strict();
+const ARRAY_BATCH_OPTIONS = LM_BATCH_OPTIONS.omit({ seqLen: true });
 
 function makeRng(fn: string, shuffle: boolean, seed: number | undefined): Rng | null {
   if (!shuffle) return null;

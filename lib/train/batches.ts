@@ -36,7 +36,7 @@ const WINDOW_OPTIONS = z.object({
   seed: opt.seed(),
   step: opt.count(),
 }).strict();
-const EPOCH_OPTIONS = z.object({ batchSize: opt.count(), seed: opt.seed(), step: opt.count() }).strict();
+const EPOCH_OPTIONS = WINDOW_OPTIONS.omit({ seqLen: true });
 
 function checkPositive(what: string, v: number): void {
   if (!Number.isInteger(v) || v < 1) throw new RangeError(`${what} must be a positive integer, got ${v}`);
