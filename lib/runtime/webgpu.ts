@@ -258,10 +258,12 @@ export class WebGPUBackend implements Backend {
     this.maxInputs = Math.min(device.limits.maxStorageBuffersPerShaderStage - 1, 30);
     // At least 16 bytes, so that a range read as vec4 starts at a vec4 of its buffer on every adapter.
     this.viewAlign = Math.max(16, device.limits.minStorageBufferOffsetAlignment);
+    // The device has subgroups only when TESSERA_SUBGROUP_MATMUL=1 asked for them (createWebGPUBackend).
+    const subgroups = device.features.has("subgroups" as GPUFeatureName);
     this.matmulPolicy = matmulPolicyFor({
       description: i.description ?? "",
       isFallback: this.isFallback,
-      subgroups: device.features.has("subgroups" as GPUFeatureName),
+      subgroups,
     });
     const requested = envValue("TESSERA_LAUNCH_POLICY");
     this.launchPolicy = requested === undefined || requested === ""
@@ -272,7 +274,7 @@ export class WebGPUBackend implements Backend {
     // resumed experiments compare) names them; the adapter's own choices follow from its name.
     const chosen = [
       requested ? `TESSERA_LAUNCH_POLICY=${requested}` : "",
-      device.features.has("subgroups" as GPUFeatureName) ? "TESSERA_SUBGROUP_MATMUL=1" : "",
+      subgroups ? "TESSERA_SUBGROUP_MATMUL=1" : "",
     ].filter(Boolean);
     this.description = [i.description || "unknown adapter", i.vendor && `vendor ${i.vendor}`, i.architecture]
       .filter(Boolean).join(", ") +
