@@ -13,7 +13,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 35_000,
+  lib: 35_100,
   lab: 8_050,
   experiments: 4_700,
   bench: 4_300,

@@ -19,6 +19,11 @@ and, for llama only:
   - lm_head:  v_proj and lm_head, whose files PEFT writes with lm_head's base weight
               ("lm_head.base_layer.weight", as for any targeted embedding layer), moved off the original base's so
               that the reference shows PEFT loading it over the base;
+  - pissa_raw, olora_raw: PiSSA (r=4, alpha 8, a rank_pattern) and OLoRA (whose residual depends on the scale, alpha
+              8 at r=4), A and B perturbed as training would, saved by plain save_pretrained (init_lora_weights kept,
+              the residual base not saved): PeftModel.from_pretrained re-runs the init on the original base, so the
+              reference is the trained model. Small: expected.safetensors holds the first 4 input ids and their
+              logits only;
   - mica:     MiCA (init_lora_weights "mica": B the minor left singular vectors, frozen), A perturbed; its
               expected.safetensors metadata "trainable" lists (as a JSON array) the parameters PEFT trains after
               PeftModel.from_pretrained(base, dir, is_trainable=True), without "base_model.model." and ".default".
@@ -96,6 +101,11 @@ def config_for(kind: str) -> LoraConfig:
                           rank_pattern=dict(sorted(ranks.items())), alpha_pattern=dict(sorted(alphas.items())))
     if kind == "lm_head":
         return LoraConfig(r=4, lora_alpha=8, target_modules=["v_proj", "lm_head"])
+    if kind == "pissa_raw":
+        return LoraConfig(r=4, lora_alpha=8, init_lora_weights="pissa", target_modules=["q_proj", "v_proj"],
+                          rank_pattern={"v_proj": 2})
+    if kind == "olora_raw":
+        return LoraConfig(r=4, lora_alpha=8, init_lora_weights="olora", target_modules=["k_proj", "o_proj"])
     if kind == "mica":
         return LoraConfig(r=4, lora_alpha=8, init_lora_weights="mica", target_modules=["q_proj", "v_proj", "up_proj"])
     raise ValueError(kind)
@@ -105,7 +115,8 @@ BASES = ["llama", "qwen2"]
 KINDS = ["lora", "rslora", "dora", "pissa_2r"]
 # Each fixture's seed: 10 * base index + kind index for the kinds of both bases, then those of llama alone.
 SEEDS = {f"{b}_{k}": 10 * i + j for i, b in enumerate(BASES) for j, k in enumerate(KINDS)}
-SEEDS |= {"llama_mica": 4, "llama_patterns": 5, "llama_lm_head": 6}
+SEEDS |= {"llama_mica": 4, "llama_patterns": 5, "llama_lm_head": 6, "llama_pissa_raw": 7, "llama_olora_raw": 8}
+RAW = ["pissa_raw", "olora_raw"]
 
 
 def write_fixture(base: str, kind: str, seed: int) -> dict:
@@ -134,8 +145,14 @@ def write_fixture(base: str, kind: str, seed: int) -> dict:
     # The reference: PEFT loads the directory onto a fresh copy of the original base.
     loaded = PeftModel.from_pretrained(base_model(base), out).eval()
     ids = load_file(MODELS / base / "expected.safetensors")["input_ids"].long()
+    if kind in RAW:
+        ids = ids[:1, :4]
     with torch.no_grad():
         logits = loaded(input_ids=ids).logits.float()
+    if kind in RAW:
+        save_file({"input_ids": ids.to(torch.int32).contiguous(), "logits": logits.contiguous()},
+                  out / "expected.safetensors", metadata={"peft": peft.__version__})
+        return {"max_abs_logit": float(logits.abs().max())}
     merged = loaded.merge_and_unload()
     tensors = {"input_ids": ids.to(torch.int32).contiguous(), "logits": logits.contiguous()}
     adapted = {k.removeprefix("base_model.model.").rsplit(".lora_A.weight", 1)[0]

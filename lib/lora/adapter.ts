@@ -22,7 +22,9 @@
  * saved with it as `base_model.model.<module>.base_layer.weight` in `adapter_model.safetensors`, which PEFT loads
  * over the original base's. `{ form: "raw" }` keeps rank r and writes every rewritten base, under the same keys, to
  * `base_model_weights.safetensors` instead, for tessera-to-tessera use. Directories written before keep LoftQ's base
- * there under `<module>.weight`, and still load.
+ * there under `<module>.weight`, and still load. Read back, an adapter PEFT saved without conversion after exact PiSSA
+ * or OLoRA (`init_lora_weights` `"pissa"` / `"olora"`, no base in the files) gets its residual base derived from the
+ * model's weight, as PEFT's `from_pretrained` derives it; other base-rewriting inits are refused without their base.
  *
  * @module
  */
@@ -39,10 +41,12 @@ import {
 import { checkFinite } from "../nn/finite.ts";
 import { asF32, type F32, Linear } from "../nn/linear.ts";
 import { concat, tensor } from "../tensor/creation.ts";
-import { LoraLinear, loraScale } from "./linear.ts";
+import { type LoraInit, LoraLinear, loraScale } from "./linear.ts";
 import { loraLayers } from "./layers.ts";
 import { z } from "../../deps.ts";
 import { checkOptions } from "../options.ts";
+import { pissaInit } from "../init/pissa.ts";
+import { oloraInit } from "../init/olora.ts";
 
 const SAVE_OPTIONS = z.object({
   baseModel: z.string().optional(),
@@ -369,6 +373,22 @@ const OFF_VALUES: Record<string, unknown[]> = {
 /** Initialisations whose adapters only make sense on a rewritten base (PEFT warns to convert them). */
 const REWRITING_INITS = /^(pissa|olora|corda|loftq|milora|loram|lora-ga|lora_ga)/i;
 
+/**
+ * The rewriting inits whose base PEFT's `from_pretrained` derives again from the original weight, deterministically,
+ * before it loads A and B (its `update_layer` re-runs the init): exact PiSSA (`"pissa"`, the thin SVD:
+ * `W_res = W − U_r S_r V_rᵀ`) and OLoRA (`"olora"`, any case: `W_res = W − s·Q_r R_r`). Row permutations (the rotary
+ * layouts) commute with both, so tessera's own init on its own layout gives the same residual.
+ */
+function derivedBase(
+  init: unknown,
+): ((w: F32, rank: number, alpha: number, rs: boolean) => Promise<LoraInit>) | undefined {
+  if (init === "pissa") return (w, rank, alpha, useRslora) => pissaInit(w, { rank, alpha, useRslora });
+  if (typeof init === "string" && init.toLowerCase() === "olora") {
+    return (w, rank, alpha, useRslora) => oloraInit(w, { rank, alpha, useRslora });
+  }
+  return undefined;
+}
+
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
@@ -534,7 +554,10 @@ export interface LoadAdapterOptions {
  * are honoured; anything else that would change the model (`modules_to_save`, `layers_to_transform`, a bias mode,
  * a `target_modules` entry that matches nothing, an unknown key) is an error naming it. The layers come in
  * evaluation mode, as PEFT loads them (`training: true` for dropout). A MiCA adapter (`init_lora_weights: "mica"`)
- * keeps B frozen, as PEFT does: optimisers train only its A. Returns the adapted paths.
+ * keeps B frozen, as PEFT does: optimisers train only its A. An exact PiSSA or OLoRA adapter saved without its base
+ * (`init_lora_weights` `"pissa"` / `"olora"`) is applied to the residual `W − s·B₀·A₀` that the init derives from each
+ * layer's weight with the adapter's rank and alpha, as PEFT's `from_pretrained` applies it; other base-rewriting
+ * inits (`pissa_niter_K`, CorDA, LoftQ, ...) need their base. Returns the adapted paths.
  *
  * @example
  * ```ts ignore
@@ -572,8 +595,12 @@ export async function loadAdapter(
     byModule.set(m[1], entry);
   }
   const init = config.init_lora_weights;
+  // Exact PiSSA and OLoRA get their residual base as PEFT's from_pretrained gives it (from the original weight),
+  // unless the files hold a base or the caller brings the rewritten one.
+  const derive = bases.size === 0 && !opts.allowRewrittenBase ? derivedBase(init) : undefined;
   if (
-    typeof init === "string" && REWRITING_INITS.test(init) && bases.size === 0 && !opts.allowRewrittenBase
+    typeof init === "string" && REWRITING_INITS.test(init) && bases.size === 0 && !opts.allowRewrittenBase &&
+    derive === undefined
   ) {
     throw new Error(
       `adapter "${dir}" was saved with init_lora_weights "${init}", which rewrites the base weights, and without ` +
@@ -693,14 +720,23 @@ export async function loadAdapter(
         `adapter: base weight of "${name}" is [${baseEntry.shape}], expected [${dOut}, ${dIn}]`,
       );
     }
+    // The initial adapter is kept, so that saveAdapter's PEFT form writes the rank-2r LoRA of the original base.
+    const initial = baseEntry === undefined && derive !== undefined
+      ? await derive(asF32(target.weight), rank, alpha, config.use_rslora)
+      : undefined;
     const layer = LoraLinear.wrap(target, {
       a: tensor(toFloat32(a), { shape: a.shape, device: dev }) as F32,
       b: rowsIn(b),
-      base: baseEntry === undefined ? undefined : rowsIn(baseEntry),
+      base: baseEntry !== undefined ? rowsIn(baseEntry) : initial?.base,
       rank,
       alpha,
       scale: loraScale(alpha, rank, config.use_rslora),
-    }, { dropout: config.lora_dropout, useRslora: config.use_rslora, freezeB: mica });
+    }, {
+      dropout: config.lora_dropout,
+      useRslora: config.use_rslora,
+      freezeB: mica,
+      initial: initial === undefined ? undefined : { a: initial.a, b: initial.b },
+    });
     layer.training = opts.training ?? false;
     const mag = parts.get("lora_magnitude_vector");
     if ((mag !== undefined) !== config.use_dora) {
