@@ -12,9 +12,19 @@ const GZIP_MAGIC_1 = 0x8b;
 const IDX_IMAGES_MAGIC = 2051; // 0x00000803: unsigned byte, 3 dimensions
 const IDX_LABELS_MAGIC = 2049; // 0x00000801: unsigned byte, 1 dimension
 
+/** Reads a file, naming the loader, the kind of file and the path when it cannot be read. */
+async function readBytes(path: string, what: string, loader: string): Promise<Uint8Array> {
+  try {
+    return await Deno.readFile(path);
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new Error(`${loader}: cannot read ${what} "${path}": ${reason}`, { cause: err });
+  }
+}
+
 /** Reads a file and gunzips it when it starts with the gzip magic bytes; errors name the file. */
-async function readMaybeGzip(path: string, what: string): Promise<Uint8Array> {
-  const raw = await Deno.readFile(path);
+async function readMaybeGzip(path: string, what: string, loader: string): Promise<Uint8Array> {
+  const raw = await readBytes(path, what, loader);
   if (raw.length < 2 || raw[0] !== GZIP_MAGIC_0 || raw[1] !== GZIP_MAGIC_1) return raw;
   return gunzip(raw, path, what);
 }
@@ -60,7 +70,7 @@ export interface MnistData {
  *
  * @param imagesPath e.g. `t10k-images-idx3-ubyte.gz`.
  * @param labelsPath e.g. `t10k-labels-idx1-ubyte.gz`.
- * @throws {Error} on a bad magic number, a truncated or oversized file, mismatched counts or a label above 9.
+ * @throws {Error} on a file that cannot be read, a bad magic number, a truncated or oversized file, mismatched counts or a label above 9.
  *
  * @example
  * ```ts
@@ -71,8 +81,8 @@ export interface MnistData {
  * ```
  */
 export async function loadMnist(imagesPath: string, labelsPath: string): Promise<MnistData> {
-  const imageBytes = await readMaybeGzip(imagesPath, "IDX images file");
-  const labelBytes = await readMaybeGzip(labelsPath, "IDX labels file");
+  const imageBytes = await readMaybeGzip(imagesPath, "IDX images file", "loadMnist");
+  const labelBytes = await readMaybeGzip(labelsPath, "IDX labels file", "loadMnist");
 
   const imageView = new DataView(imageBytes.buffer, imageBytes.byteOffset, imageBytes.byteLength);
   const imageMagic = imageBytes.length >= 4 ? imageView.getInt32(0, false) : -1;
@@ -167,7 +177,7 @@ const OPTDIGITS_HEADER = [...Array.from({ length: 64 }, (_, i) => `Block ${i + 1
  * 1-based line number. A file that is not valid UTF-8 or holds no data rows is an error naming the file.
  *
  * @param path CSV file (UTF-8, LF or CRLF).
- * @throws {Error} on bytes that are not UTF-8, a row with the wrong number of fields, a non-integer, a value out
+ * @throws {Error} on a file that cannot be read, bytes that are not UTF-8, a row with the wrong number of fields, a non-integer, a value out
  *   of range, or no rows.
  *
  * @example
@@ -178,7 +188,7 @@ const OPTDIGITS_HEADER = [...Array.from({ length: 64 }, (_, i) => `Block ${i + 1
  * ```
  */
 export async function loadOptdigits(path: string): Promise<OptdigitsData> {
-  const bytes = await Deno.readFile(path);
+  const bytes = await readBytes(path, "optdigits file", "loadOptdigits");
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
@@ -287,7 +297,7 @@ export async function loadEmojiPack(dir: string): Promise<EmojiPack> {
   const pixelsPath = `${base}/noto_emoji32_rgba.u8.gz`;
   const indexPath = `${base}/index.tsv`;
 
-  const rgba = await readMaybeGzip(pixelsPath, "emoji pixel file");
+  const rgba = await readMaybeGzip(pixelsPath, "emoji pixel file", "loadEmojiPack");
   if (rgba.length % EMOJI_BYTES !== 0) {
     throw new Error(
       `emoji pixel file "${pixelsPath}" decompresses to ${rgba.length} bytes, ` +

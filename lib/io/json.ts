@@ -123,6 +123,7 @@ function parseJsonl(bytes: Uint8Array, path: string): JsonlParse {
  *
  * @param path File to read.
  * @returns The records in file order.
+ * @throws {Error} naming the file when it cannot be read, and the file and line for a line that is not a JSON object.
  *
  * @example
  * ```ts
@@ -134,7 +135,14 @@ function parseJsonl(bytes: Uint8Array, path: string): JsonlParse {
  * ```
  */
 export function readJsonl(path: string): MetricRecord[] {
-  return parseJsonl(Deno.readFileSync(path), path).records;
+  let bytes: Uint8Array;
+  try {
+    bytes = Deno.readFileSync(path);
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new Error(`readJsonl: cannot read JSON-lines file "${path}": ${reason}`, { cause: err });
+  }
+  return parseJsonl(bytes, path).records;
 }
 
 const OPEN_OPTIONS = z.object({ resume: z.boolean() }).partial().strict();

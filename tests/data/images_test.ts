@@ -437,3 +437,39 @@ Deno.test("loadMnist: a labels file with a wrong magic is named as such", async 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("loadMnist, loadOptdigits and loadEmojiPack name the loader and the path of a file they cannot read", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeFile(`${dir}/img.idx`, idxBytes([2051, 1, 2, 2], new Uint8Array([1, 2, 3, 4])));
+    await Deno.writeFile(`${dir}/lab.idx`, idxBytes([2049, 1], new Uint8Array([5])));
+    await Deno.mkdir(`${dir}/a_directory`);
+    const missing = `${dir}/missing-${new TestRng(41).int(0, 1e9)}.gz`;
+    const cases: [() => Promise<unknown>, string][] = [
+      [() => loadMnist(missing, `${dir}/lab.idx`), `loadMnist: cannot read IDX images file "${missing}"`],
+      [() => loadMnist(`${dir}/img.idx`, missing), `loadMnist: cannot read IDX labels file "${missing}"`],
+      [
+        () => loadMnist(`${dir}/a_directory`, `${dir}/lab.idx`),
+        `loadMnist: cannot read IDX images file "${dir}/a_directory"`,
+      ],
+      [() => loadOptdigits(missing), `loadOptdigits: cannot read optdigits file "${missing}"`],
+      [
+        () => loadOptdigits(`${dir}/a_directory`),
+        `loadOptdigits: cannot read optdigits file "${dir}/a_directory"`,
+      ],
+      [
+        () => loadEmojiPack(`${dir}/nowhere`),
+        `loadEmojiPack: cannot read emoji pixel file "${dir}/nowhere/noto_emoji32_rgba.u8.gz"`,
+      ],
+    ];
+    for (const [load, wanted] of cases) {
+      await assert.rejects(load(), (err: Error) => {
+        assert.ok(err.message.startsWith(wanted), `${err.message} should start with ${wanted}`);
+        assert.ok(err.cause instanceof Error, "the system's error is kept as the cause");
+        return true;
+      });
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

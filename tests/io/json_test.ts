@@ -116,6 +116,22 @@ Deno.test("metrics: a corrupt line in the middle is an error naming file and lin
   assert.throws(() => readJsonl(path), /line 2 .*expected a JSON object/);
 });
 
+Deno.test("readJsonl names itself and the path of a file it cannot read", () => {
+  const missing = tempPath(`missing-${new TestRng(17).int(0, 1e9)}.jsonl`);
+  const directory = tempPath("a_directory");
+  Deno.mkdirSync(directory, { recursive: true });
+  for (const path of [missing, directory]) {
+    assert.throws(() => readJsonl(path), (err: Error) => {
+      assert.ok(
+        err.message.startsWith(`readJsonl: cannot read JSON-lines file "${path}": `),
+        `unexpected message: ${err.message}`,
+      );
+      assert.ok(err.cause instanceof Error, "the system's error is kept as the cause");
+      return true;
+    });
+  }
+});
+
 Deno.test("metrics: writeJsonAtomic replaces the file and leaves no temporary files", () => {
   const path = tempPath("summary.json");
   const random = rng(9);
