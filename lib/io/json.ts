@@ -19,7 +19,21 @@ export type MetricRecord = Record<string, unknown>;
 
 const encoder = new TextEncoder();
 const WRITE_JSON_OPTIONS = z.object({ indent: z.int().min(0).max(10) }).partial().strict();
-const decoder = new TextDecoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+const lenientDecoder = new TextDecoder("utf-8", { ignoreBOM: true });
+
+/** Byte offset in `bytes` (which a fatal decoder refused) of the first sequence that is not UTF-8. */
+function firstBadUtf8(bytes: Uint8Array): number {
+  const text = lenientDecoder.decode(bytes);
+  let at = text.indexOf("\uFFFD");
+  while (at >= 0) {
+    const offset = encoder.encode(text.slice(0, at)).length;
+    // A U+FFFD that the bytes spell out (EF BF BD) is text, not a replaced sequence.
+    if (bytes[offset] !== 0xef || bytes[offset + 1] !== 0xbf || bytes[offset + 2] !== 0xbd) return offset;
+    at = text.indexOf("\uFFFD", at + 1);
+  }
+  return bytes.length;
+}
 
 /** JSON.stringify replacer keeping non-finite numbers (which JSON would turn into null) as strings. */
 function keepNonFinite(_key: string, value: unknown): unknown {
@@ -92,7 +106,18 @@ function parseJsonl(bytes: Uint8Array, path: string): JsonlParse {
     const complete = end >= 0;
     if (!complete) end = bytes.length;
     lineNumber++;
-    const line = decoder.decode(bytes.subarray(start, end)).trim();
+    let line: string;
+    try {
+      line = strictDecoder.decode(bytes.subarray(start, end)).trim();
+    } catch {
+      if (!complete) break; // a multi-byte character cut by a crash mid-write
+      const offset = start + firstBadUtf8(bytes.subarray(start, end));
+      const found = Array.from(bytes.subarray(offset, offset + 4), (b) => b.toString(16).padStart(2, "0"));
+      throw new Error(
+        `"${path}" line ${lineNumber} is not valid UTF-8: the first bad sequence is at byte ${offset} ` +
+          `(bytes from there: ${found.join(" ")})`,
+      );
+    }
     if (line !== "") {
       let value: unknown;
       try {
@@ -118,8 +143,9 @@ function parseJsonl(bytes: Uint8Array, path: string): JsonlParse {
 /**
  * Read a JSON-lines file: one JSON object per line; blank lines are skipped.
  *
- * A last line that is incomplete (no trailing newline and not valid JSON, as left by a crash mid-write)
- * is ignored; an invalid line anywhere else is an error naming the file and line.
+ * A last line that is incomplete (no trailing newline and not valid UTF-8 or not valid JSON, as left by a crash
+ * mid-write) is ignored; an invalid line anywhere else is an error naming the file and line (and, for bytes that
+ * are not UTF-8, the byte offset of the first bad sequence).
  *
  * @param path File to read.
  * @returns The records in file order.

@@ -132,6 +132,43 @@ Deno.test("readJsonl names itself and the path of a file it cannot read", () => 
   }
 });
 
+Deno.test("readJsonl refuses bytes that are not UTF-8 with the line and the byte offset of the first bad one", () => {
+  const path = tempPath("metrics.jsonl");
+  const random = new TestRng(23);
+  const utf8 = new TextEncoder();
+  // Sequences a UTF-8 decoder replaces by U+FFFD: a lone continuation byte, a byte never in UTF-8, a 3-byte
+  // sequence cut short, an overlong "/" and an encoded surrogate; the bad sequence starts at their first byte.
+  const badSequences = [[0x80], [0xff], [0xe2, 0x82], [0xc0, 0xaf], [0xed, 0xa0, 0x80]];
+  for (const bad of badSequences) {
+    const records = randomRecords(random.int(0, 1e6), random.int(2, 6));
+    const badLine = random.int(1, records.length - 1); // 0-based; never the last line
+    const head = utf8.encode(records.slice(0, badLine).map((r) => `${JSON.stringify(r)}\n`).join(""));
+    // A genuine U+FFFD (EF BF BD) and some other multi-byte text before the bad bytes, at a random place.
+    const before = utf8.encode(`{"note":"é\uFFFD${"x".repeat(random.int(0, 20))}`);
+    const after = utf8.encode(`"}\n${records.slice(badLine).map((r) => `${JSON.stringify(r)}\n`).join("")}`);
+    const bytes = new Uint8Array([...head, ...before, ...bad, ...after]);
+    Deno.mkdirSync(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+    Deno.writeFileSync(path, bytes);
+    const offset = head.length + before.length;
+    assert.throws(() => readJsonl(path), (err: Error) => {
+      assert.ok(
+        err.message.includes(`"${path}" line ${badLine + 1} is not valid UTF-8`) &&
+          err.message.includes(`at byte ${offset} `),
+        `bad ${bad}: expected line ${badLine + 1} and byte ${offset}, got: ${err.message}`,
+      );
+      return true;
+    });
+  }
+  // A last line cut inside a multi-byte character by a crash mid-write is ignored, as a cut JSON line is.
+  const records = randomRecords(random.int(0, 1e6), 3);
+  const cut = utf8.encode(`{"note":"€`).slice(0, -1);
+  Deno.writeFileSync(
+    path,
+    new Uint8Array([...utf8.encode(records.map((r) => `${JSON.stringify(r)}\n`).join("")), ...cut]),
+  );
+  assert.deepEqual(readJsonl(path), records);
+});
+
 Deno.test("metrics: writeJsonAtomic replaces the file and leaves no temporary files", () => {
   const path = tempPath("summary.json");
   const random = rng(9);
