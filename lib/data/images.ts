@@ -5,12 +5,29 @@
  * @module
  */
 import { gunzipSync } from "node:zlib";
+import { z } from "../../deps.ts";
+import { checkOptions } from "../options.ts";
 import { readUtf8 } from "./text.ts";
 
 const GZIP_MAGIC_0 = 0x1f;
 const GZIP_MAGIC_1 = 0x8b;
 const IDX_IMAGES_MAGIC = 2051; // 0x00000803: unsigned byte, 3 dimensions
 const IDX_LABELS_MAGIC = 2049; // 0x00000801: unsigned byte, 1 dimension
+
+/**
+ * Default limit, in bytes, on what a gzip'd image file may expand to: 2 GiB, about 45 times MNIST's training
+ * images (47 MB), 4 times EMNIST's largest IDX file (549 MB) and over 100 times the emoji pack (about 15 MB). A
+ * gzip stream can expand about a thousandfold, so a small corrupt or hostile file would otherwise fill memory.
+ */
+export const MAX_GUNZIP_BYTES = 2 ** 31;
+
+/** Options of {@link loadMnist} and {@link loadEmojiPack}. */
+export interface GunzipOptions {
+  /** Largest size in bytes a gzip'd file may expand to; default {@link MAX_GUNZIP_BYTES} (2 GiB). */
+  maxGunzipBytes?: number;
+}
+
+const GUNZIP_OPTIONS = z.object({ maxGunzipBytes: z.int().min(1) }).partial().strict();
 
 /** Reads a file, naming the loader, the kind of file and the path when it cannot be read. */
 async function readBytes(path: string, what: string, loader: string): Promise<Uint8Array> {
@@ -23,18 +40,35 @@ async function readBytes(path: string, what: string, loader: string): Promise<Ui
 }
 
 /** Reads a file and gunzips it when it starts with the gzip magic bytes; errors name the file. */
-async function readMaybeGzip(path: string, what: string, loader: string): Promise<Uint8Array> {
+async function readMaybeGzip(
+  path: string,
+  what: string,
+  loader: string,
+  maxBytes: number,
+): Promise<Uint8Array> {
   const raw = await readBytes(path, what, loader);
   if (raw.length < 2 || raw[0] !== GZIP_MAGIC_0 || raw[1] !== GZIP_MAGIC_1) return raw;
-  return gunzip(raw, path, what);
+  return gunzip(raw, { path, what, loader, maxBytes });
 }
 
-/** Gunzips every member of `raw` (a gzip file may be several members one after another, as gunzip reads it). */
-function gunzip(raw: Uint8Array, path: string, what: string): Uint8Array {
+/**
+ * Gunzips every member of `raw` (a gzip file may be several members one after another, as gunzip reads it),
+ * refusing output longer than `maxBytes`.
+ */
+function gunzip(
+  raw: Uint8Array,
+  { path, what, loader, maxBytes }: { path: string; what: string; loader: string; maxBytes: number },
+): Uint8Array {
   try {
-    const out = gunzipSync(raw);
+    const out = gunzipSync(raw, { maxOutputLength: maxBytes });
     return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
   } catch (err) {
+    if (err instanceof RangeError && (err as { code?: string }).code === "ERR_BUFFER_TOO_LARGE") {
+      throw new Error(
+        `${loader}: ${what} "${path}" expands to more than ${maxBytes} bytes when gunzipped (from ${raw.length} ` +
+          `gzip bytes); if the file is genuine, raise the limit with the option maxGunzipBytes`,
+      );
+    }
     const reason = err instanceof Error ? err.message : String(err);
     throw new Error(
       `${what} "${path}" looks gzip'd but could not be decompressed (${raw.length} bytes): ${reason}`,
@@ -70,7 +104,8 @@ export interface MnistData {
  *
  * @param imagesPath e.g. `t10k-images-idx3-ubyte.gz`.
  * @param labelsPath e.g. `t10k-labels-idx1-ubyte.gz`.
- * @throws {Error} on a file that cannot be read, a bad magic number, a truncated or oversized file, mismatched counts or a label above 9.
+ * @param options `maxGunzipBytes`: the most a gzip'd file may expand to (default {@link MAX_GUNZIP_BYTES}, 2 GiB).
+ * @throws {Error} on a file that cannot be read, a bad magic number, a truncated or oversized file, a gzip'd file that expands past the limit, mismatched counts or a label above 9.
  *
  * @example
  * ```ts
@@ -80,9 +115,15 @@ export interface MnistData {
  * // test.n === 10000, test.rows === 28, test.cols === 28
  * ```
  */
-export async function loadMnist(imagesPath: string, labelsPath: string): Promise<MnistData> {
-  const imageBytes = await readMaybeGzip(imagesPath, "IDX images file", "loadMnist");
-  const labelBytes = await readMaybeGzip(labelsPath, "IDX labels file", "loadMnist");
+export async function loadMnist(
+  imagesPath: string,
+  labelsPath: string,
+  options: GunzipOptions = {},
+): Promise<MnistData> {
+  checkOptions("loadMnist", GUNZIP_OPTIONS, options);
+  const maxBytes = options.maxGunzipBytes ?? MAX_GUNZIP_BYTES;
+  const imageBytes = await readMaybeGzip(imagesPath, "IDX images file", "loadMnist", maxBytes);
+  const labelBytes = await readMaybeGzip(labelsPath, "IDX labels file", "loadMnist", maxBytes);
 
   const imageView = new DataView(imageBytes.buffer, imageBytes.byteOffset, imageBytes.byteLength);
   const imageMagic = imageBytes.length >= 4 ? imageView.getInt32(0, false) : -1;
@@ -283,6 +324,7 @@ const EMOJI_COLUMNS = [
  * row per image whose `idx` is the row position in decimal digits, and that every row has all 8 columns.
  *
  * @param dir directory, e.g. `../shared/data/vl/noto_emoji32`.
+ * @param options `maxGunzipBytes`: the most the pixel file may expand to (default {@link MAX_GUNZIP_BYTES}, 2 GiB).
  * @throws {Error} naming the file and the problem when the pack is inconsistent.
  *
  * @example
@@ -292,12 +334,18 @@ const EMOJI_COLUMNS = [
  * const rgb = rgbaOnWhite(pack.rgba); // n × 32 × 32 × 3 floats in [0, 1]
  * ```
  */
-export async function loadEmojiPack(dir: string): Promise<EmojiPack> {
+export async function loadEmojiPack(dir: string, options: GunzipOptions = {}): Promise<EmojiPack> {
+  checkOptions("loadEmojiPack", GUNZIP_OPTIONS, options);
   const base = dir.replace(/[\\/]+$/, "");
   const pixelsPath = `${base}/noto_emoji32_rgba.u8.gz`;
   const indexPath = `${base}/index.tsv`;
 
-  const rgba = await readMaybeGzip(pixelsPath, "emoji pixel file", "loadEmojiPack");
+  const rgba = await readMaybeGzip(
+    pixelsPath,
+    "emoji pixel file",
+    "loadEmojiPack",
+    options.maxGunzipBytes ?? MAX_GUNZIP_BYTES,
+  );
   if (rgba.length % EMOJI_BYTES !== 0) {
     throw new Error(
       `emoji pixel file "${pixelsPath}" decompresses to ${rgba.length} bytes, ` +

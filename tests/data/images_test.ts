@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { loadEmojiPack, loadMnist, loadOptdigits, rgbaOnWhite, Rng } from "../../lib/data/mod.ts";
+import {
+  loadEmojiPack,
+  loadMnist,
+  loadOptdigits,
+  MAX_GUNZIP_BYTES,
+  rgbaOnWhite,
+  Rng,
+} from "../../lib/data/mod.ts";
 import { TEST_SEED, TestRng } from "../_helpers.ts";
 
 const DATA_DIR = decodeURIComponent(new URL("../../../shared/data/", import.meta.url).pathname);
@@ -468,6 +475,72 @@ Deno.test("loadMnist, loadOptdigits and loadEmojiPack name the loader and the pa
         assert.ok(err.cause instanceof Error, "the system's error is kept as the cause");
         return true;
       });
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("loadMnist and loadEmojiPack refuse a gzip'd file that expands past maxGunzipBytes, naming file and limit", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const random = new TestRng(43);
+    const n = random.int(2, 9);
+    const rows = random.int(2, 9);
+    const cols = random.int(2, 9);
+    const pixels = Uint8Array.from({ length: n * rows * cols }, () => random.int(0, 255));
+    const labels = Uint8Array.from({ length: n }, () => random.int(0, 9));
+    const imageSize = 16 + pixels.length; // four header words, then the pixels
+    await Deno.writeFile(`${dir}/img.gz`, await gzip(idxBytes([2051, n, rows, cols], pixels)));
+    await Deno.writeFile(`${dir}/lab.gz`, await gzip(idxBytes([2049, n], labels)));
+
+    // A file that expands to exactly the limit loads; one byte less of limit refuses it.
+    const exact = await loadMnist(`${dir}/img.gz`, `${dir}/lab.gz`, { maxGunzipBytes: imageSize });
+    assert.deepEqual(exact.images, pixels);
+    await assert.rejects(
+      loadMnist(`${dir}/img.gz`, `${dir}/lab.gz`, { maxGunzipBytes: imageSize - 1 }),
+      (err: Error) => {
+        assert.ok(
+          err.message.startsWith(
+            `loadMnist: IDX images file "${dir}/img.gz" expands to more than ${
+              imageSize - 1
+            } bytes when gunzipped`,
+          ) && err.message.includes("maxGunzipBytes"),
+          err.message,
+        );
+        return true;
+      },
+    );
+
+    // Many gzip members of zeros (a thousandfold expansion each) stop at the limit, not at their end.
+    const member = await gzip(new Uint8Array(1 << 20));
+    const members = random.int(3, 6);
+    const bomb = new Uint8Array(member.length * members);
+    for (let i = 0; i < members; i++) bomb.set(member, i * member.length);
+    await Deno.writeFile(`${dir}/bomb.gz`, bomb);
+    const limit = random.int(1 << 20, (members << 20) - 1);
+    await assert.rejects(
+      loadMnist(`${dir}/bomb.gz`, `${dir}/lab.gz`, { maxGunzipBytes: limit }),
+      new RegExp(
+        `IDX images file ".*bomb\\.gz" expands to more than ${limit} bytes .*from ${bomb.length} gzip bytes`,
+      ),
+    );
+    await Deno.mkdir(`${dir}/emoji`);
+    await Deno.writeFile(`${dir}/emoji/noto_emoji32_rgba.u8.gz`, bomb);
+    await assert.rejects(
+      loadEmojiPack(`${dir}/emoji`, { maxGunzipBytes: limit }),
+      new RegExp(
+        `loadEmojiPack: emoji pixel file ".*noto_emoji32_rgba\\.u8\\.gz" expands to more than ${limit} bytes`,
+      ),
+    );
+
+    // The default is documented as 2 GiB; a limit that is not a positive integer is refused by name.
+    assert.equal(MAX_GUNZIP_BYTES, 2 ** 31);
+    for (const bad of [0, -1, 1.5, Number.NaN]) {
+      await assert.rejects(
+        loadMnist(`${dir}/img.gz`, `${dir}/lab.gz`, { maxGunzipBytes: bad }),
+        /loadMnist: .*maxGunzipBytes/,
+      );
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
