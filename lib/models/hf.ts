@@ -928,10 +928,14 @@ export function hfConfigFromLlama(config: LlamaConfig): Record<string, unknown> 
   return json;
 }
 
-/** The safetensors files of a checkpoint directory, each opened (header only), with the file of every tensor. */
+/**
+ * The safetensors files of a checkpoint directory, each opened (header only), with the file of every tensor. As in
+ * transformers, a sharded checkpoint opens every shard its index's `weight_map` names and takes each tensor from the
+ * shard that holds it; `weight_map` (empty for a single file) is kept to name the shard in errors.
+ */
 async function openHfTensors(
   dir: string,
-): Promise<{ files: SafetensorsFile[]; fileOf: Map<string, SafetensorsFile> }> {
+): Promise<{ files: SafetensorsFile[]; fileOf: Map<string, SafetensorsFile>; index: HfIndex | undefined }> {
   const single = `${dir}/model.safetensors`;
   const index = `${dir}/model.safetensors.index.json`;
   const exists = async (p: string) => {
@@ -942,6 +946,7 @@ async function openHfTensors(
     }
   };
   let names: string[];
+  let weightMap: Map<string, string> | undefined;
   if (await exists(single)) names = ["model.safetensors"];
   else if (await exists(index)) {
     const json = await readJson(index, "safetensors index");
@@ -961,6 +966,7 @@ async function openHfTensors(
       shards.add(file);
     }
     names = [...shards];
+    weightMap = new Map(Object.entries(map as Record<string, string>));
   } else {
     throw new Error(
       `Hugging Face checkpoint "${dir}" has neither model.safetensors nor model.safetensors.index.json`,
@@ -970,7 +976,21 @@ async function openHfTensors(
   const fileOf = new Map<string, SafetensorsFile>();
   try {
     for (const name of names) {
-      const file = await openSafetensors(`${dir}/${name}`);
+      let file: SafetensorsFile;
+      try {
+        file = await openSafetensors(`${dir}/${name}`);
+      } catch (err) {
+        if (weightMap === undefined) throw err;
+        const listed = [...weightMap].filter(([, shard]) => shard === name).map(([tensor]) => tensor);
+        const reason = err instanceof Error ? err.message : String(err);
+        throw new Error(
+          `safetensors index "${index}" names shard "${name}" (for ${listed.length} tensors, e.g. "${
+            listed[0]
+          }"), ` +
+            `which cannot be opened: ${reason}`,
+          { cause: err },
+        );
+      }
       files.push(file);
       for (const tensorName of file.specs.keys()) {
         const other = fileOf.get(tensorName);
@@ -984,7 +1004,22 @@ async function openHfTensors(
     for (const f of files) f.close();
     throw err;
   }
-  return { files, fileOf };
+  return { files, fileOf, index: weightMap === undefined ? undefined : { path: index, weightMap } };
+}
+
+/** A sharded checkpoint's index: its path and its `weight_map` (tensor name → shard file name). */
+interface HfIndex {
+  path: string;
+  weightMap: Map<string, string>;
+}
+
+/** Why `key` is in no opened file, for a sharded checkpoint: the shard its index names, or that it names none. */
+function indexNote(index: HfIndex | undefined, key: string): string {
+  if (index === undefined) return "";
+  const shard = index.weightMap.get(key);
+  return shard === undefined
+    ? ` (its index "${index.path}" names no shard for it)`
+    : ` (its index "${index.path}" names shard "${shard}", which does not hold it)`;
 }
 
 /** An open checkpoint: its config, and every parameter's file entry, validated against the config. */
@@ -1006,7 +1041,7 @@ async function openHf(dir: string): Promise<OpenCheckpoint> {
     const { eosTokenIds: _, ...rest } = config;
     config = eos.length === 0 ? rest : { ...rest, eosTokenIds: eos };
   }
-  const { files, fileOf } = await openHfTensors(dir);
+  const { files, fileOf, index } = await openHfTensors(dir);
   try {
     // Tied embeddings with an lm_head.weight stored as well: transformers ties them only when the two hold the same
     // values, and otherwise keeps the stored head (with a warning). So does this reader.
@@ -1037,7 +1072,11 @@ async function openHf(dir: string): Promise<OpenCheckpoint> {
       const key = hfName(name)!;
       const file = fileOf.get(key);
       if (file === undefined) {
-        throw new Error(`Hugging Face checkpoint "${dir}" lacks tensor "${key}" [${shape.join(", ")}]`);
+        throw new Error(
+          `Hugging Face checkpoint "${dir}" lacks tensor "${key}" [${shape.join(", ")}]${
+            indexNote(index, key)
+          }`,
+        );
       }
       const spec = file.specs.get(key)!;
       if (spec.shape.join() !== shape.join()) {

@@ -5,7 +5,13 @@
  */
 import { deepEqual, equal, ok, rejects } from "node:assert/strict";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
-import { openSafetensors, readSafetensors, toFloat32, writeSafetensors } from "../../lib/io/safetensors.ts";
+import {
+  openSafetensors,
+  readSafetensors,
+  serializeSafetensors,
+  toFloat32,
+  writeSafetensors,
+} from "../../lib/io/safetensors.ts";
 import { serializeLlama2c } from "../../lib/io/llama2c.ts";
 import { type LlamaConfig, LlamaLM, resolveLlamaConfig } from "../../lib/models/llama.ts";
 import { hfEosTokenIds, loadHf, readHf, saveHf } from "../../lib/models/hf.ts";
@@ -284,6 +290,83 @@ Deno.test("sharded HF checkpoints (model.safetensors.index.json) load like a sin
     );
   }
   await rejectsWith(() => openSafetensors(dir), /safetensors file ".*": it is not a file/);
+});
+
+Deno.test("a sharded checkpoint whose index disagrees with its shards loads as transformers loads it or is refused by name", async () => {
+  const rng = new TestRng(37);
+  const weights = randomWeights(config, rng);
+  const dir = await Deno.makeTempDir();
+  await saveHf(LlamaLM.fromWeights(config, weights), dir);
+  const { tensors } = await readSafetensors(`${dir}/model.safetensors`);
+  await Deno.remove(`${dir}/model.safetensors`);
+  const names = [...tensors.keys()];
+  const files = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
+  const shardOf = new Map(names.map((n) => [n, files[rng.int(0, 1)]]));
+  shardOf.set(names[0], files[0]).set(names[1], files[1]); // both shards hold a tensor
+  for (const file of files) {
+    const held = names.filter((n) => shardOf.get(n) === file);
+    await Deno.writeFile(
+      `${dir}/${file}`,
+      serializeSafetensors(Object.fromEntries(held.map((n) => [n, tensors.get(n)!]))),
+    );
+  }
+  const index = `${dir}/model.safetensors.index.json`;
+  const writeIndex = (map: Map<string, string>) =>
+    Deno.writeTextFile(index, JSON.stringify({ metadata: {}, weight_map: Object.fromEntries(map) }));
+  const loadsExactly = async (what: string) => {
+    const back = await readHf(dir);
+    for (const [name, w] of weights) deepEqual(back.weights.get(name)!.data, w.data, `${what}: ${name}`);
+  };
+  // transformers opens the shards weight_map names and takes each tensor from the shard that holds it; so does
+  // tessera: an entry naming the other shard, a tensor the index leaves out, a name no shard holds that the model
+  // does not use.
+  const moved = names[rng.int(0, names.length - 1)];
+  const other = shardOf.get(moved) === files[0] ? files[1] : files[0];
+  await writeIndex(new Map(shardOf).set(moved, other));
+  await loadsExactly(`"${moved}" listed in the other shard`);
+  const left = names[rng.int(2, names.length - 1)];
+  const without = new Map(shardOf);
+  without.delete(left);
+  await writeIndex(without);
+  await loadsExactly(`"${left}" left out of the index`);
+  await writeIndex(new Map(shardOf).set("model.layers.0.unused.weight", files[rng.int(0, 1)]));
+  await loadsExactly("an index entry no shard holds");
+  // A shard the index names but that is not there: transformers raises FileNotFoundError; refused, naming the
+  // index and the shard.
+  const gone = files[rng.int(0, 1)];
+  const listed = names.filter((n) => shardOf.get(n) === gone);
+  await writeIndex(shardOf);
+  await Deno.rename(`${dir}/${gone}`, `${dir}/moved_away`);
+  await rejectsWith(
+    () => readHf(dir),
+    new RegExp(
+      `safetensors index ".*model\\.safetensors\\.index\\.json" names shard "${
+        gone.replaceAll(".", "\\.")
+      }" ` +
+        `\\(for ${listed.length} tensors, e\\.g\\. "${
+          listed[0].replaceAll(".", "\\.")
+        }"\\), which cannot be opened`,
+    ),
+  );
+  await Deno.rename(`${dir}/moved_away`, `${dir}/${gone}`);
+  // A tensor the model needs that no shard holds: transformers initialises it at random with a warning; refused,
+  // naming the shard the index names for it (stricter).
+  const dropped = names[rng.int(2, names.length - 1)];
+  const home = shardOf.get(dropped)!;
+  const kept = names.filter((n) => n !== dropped && shardOf.get(n) === home);
+  await Deno.writeFile(
+    `${dir}/${home}`,
+    serializeSafetensors(Object.fromEntries(kept.map((n) => [n, tensors.get(n)!]))),
+  );
+  await rejectsWith(
+    () => readHf(dir),
+    new RegExp(
+      `lacks tensor "${dropped.replaceAll(".", "\\.")}" .*\\(its index ".*" names shard "${
+        home.replaceAll(".", "\\.")
+      }", which does not hold it\\)`,
+    ),
+  );
+  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("saveHf writes back the BOS id and the ids transformers' generate stops at", async () => {
