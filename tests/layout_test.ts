@@ -21,7 +21,7 @@ const BUDGETS: Record<string, number> = {
   cli: 850,
   tools: 1_600,
   examples: 120,
-  tests: 26_300,
+  tests: 26_400,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */

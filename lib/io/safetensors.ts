@@ -330,9 +330,10 @@ function isNonNegativeInteger(v: unknown): v is number {
  * Checks, each with an error naming `source` and the tensor: the file holds the 8-byte length and the
  * declared header; the header is a JSON object; every dtype is known; every shape is a list of
  * non-negative integers; `data_offsets` is `[start, end]` with `start <= end` inside the data section
- * and `end - start` equal to the element count times the dtype size; no two tensors' byte ranges
- * overlap; no name appears twice; `__metadata__` maps strings to strings. Gaps between tensors and trailing bytes
- * are allowed.
+ * and `end - start` equal to the element count times the dtype size; in offset order each tensor starts where the
+ * one before it ends (the first at 0) and the last ends at the end of the file, so there is no overlap, no gap and
+ * no trailing byte, as the safetensors library requires; no name appears twice; `__metadata__` maps strings to
+ * strings.
  *
  * @param bytes The whole file.
  * @param source Name used in error messages (the path, usually).
@@ -529,16 +530,41 @@ function parseHeader(
     specs.push({ name, dtype, shape: (shape as number[]).slice(), start, end });
   }
 
+  // As the safetensors library validates a file: in offset order, each tensor starts where the one before it ends
+  // (an empty tensor too), and the last ends where the file does.
   specs.sort((a, b) => a.start - b.start || a.end - b.end);
   let previous: StSpec | undefined;
+  let covered = 0;
   for (const spec of specs) {
-    if (spec.start === spec.end) continue; // empty tensors occupy no bytes
-    if (previous !== undefined && spec.start < previous.end) {
+    if (previous !== undefined && spec.start < covered) {
       throw new Error(
         `${where}: tensors "${previous.name}" [${previous.start}, ${previous.end}] and "${spec.name}" [${spec.start}, ${spec.end}] overlap`,
       );
     }
+    if (spec.start > covered) {
+      const before = previous === undefined
+        ? "the data section starts at offset 0"
+        : `"${previous.name}" [${previous.start}, ${previous.end}] ends at ${covered}`;
+      throw new Error(
+        `${where}: tensor "${spec.name}" [${spec.start}, ${spec.end}] leaves a gap of ${
+          spec.start - covered
+        } bytes ` +
+          `(${before}); the safetensors library refuses data that is not one run of tensors`,
+      );
+    }
     previous = spec;
+    covered = spec.end;
+  }
+  if (covered !== dataLength) {
+    const last = previous === undefined
+      ? "it holds no tensors"
+      : `the last tensor, "${previous.name}", ends at ${covered}`;
+    throw new Error(
+      `${where}: ${
+        dataLength - covered
+      } trailing bytes after the tensors: the data section has ${dataLength} bytes ` +
+        `but ${last}; the safetensors library refuses a file its tensors do not cover`,
+    );
   }
   return { specs, metadata };
 }

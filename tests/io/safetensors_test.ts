@@ -14,6 +14,7 @@ import {
   writeSafetensors,
 } from "../../lib/io/mod.ts";
 import { freshSeed, Rng } from "./_rng.ts";
+import { TestRng } from "../_helpers.ts";
 
 // ---------------------------------------------------------------------------------------------------------
 // Independent oracles for half-precision rounding, computed in float64 from the format definitions.
@@ -474,7 +475,10 @@ Deno.test("safetensors parser rejects malformed files with errors naming the fil
   const data = new Uint8Array(32).map((_, i) => i + 1);
   const ok = { w: { dtype: "F32", shape: [2, 2], data_offsets: [0, 16] } };
   // sanity: the well-formed base case parses
-  assert.deepEqual(parseSafetensors(makeFile(ok, data), "ok").tensors.get("w")!.shape, [2, 2]);
+  assert.deepEqual(parseSafetensors(makeFile(ok, data.subarray(0, 16)), "ok").tensors.get("w")!.shape, [
+    2,
+    2,
+  ]);
 
   const cases: [string, Uint8Array, RegExp][] = [
     ["shorter than the length field", new Uint8Array(5), /"bad\.st" has 5 bytes, fewer than the 8-byte/],
@@ -545,6 +549,86 @@ Deno.test("safetensors parser rejects malformed files with errors naming the fil
   for (const [label, bytes, pattern] of cases) {
     assert.throws(() => parseSafetensors(bytes, "bad.st"), pattern, label);
   }
+});
+
+Deno.test("safetensors refuses a gap before or between tensors and trailing bytes, as the safetensors library does", async () => {
+  const rng = new TestRng(71);
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/gap.safetensors`;
+  // n F32 tensors of random lengths, listed in random order; `gaps[i]` bytes lie before tensor i and `tail` after.
+  const build = (lengths: number[], gaps: number[], tail: number) => {
+    const header: Record<string, unknown> = {};
+    const parts: number[] = [];
+    let at = 0;
+    lengths.forEach((len, i) => {
+      at += gaps[i];
+      for (let k = 0; k < gaps[i]; k++) parts.push(rng.int(0, 255));
+      header[`t${i}`] = { dtype: "F32", shape: [len], data_offsets: [at, at + 4 * len] };
+      for (let k = 0; k < 4 * len; k++) parts.push(rng.int(0, 255));
+      at += 4 * len;
+    });
+    for (let k = 0; k < tail; k++) parts.push(rng.int(0, 255));
+    const order = Object.keys(header).sort(() => rng.next() - 0.5);
+    return makeFile(Object.fromEntries(order.map((k) => [k, header[k]])), new Uint8Array(parts));
+  };
+  const check = async (bytes: Uint8Array, pattern: RegExp, label: string) => {
+    assert.throws(() => parseSafetensors(bytes, path), pattern, label);
+    await Deno.writeFile(path, bytes);
+    await assert.rejects(readSafetensors(path), pattern, label);
+    await assert.rejects(openSafetensors(path), pattern, label);
+  };
+  for (let trial = 0; trial < 6; trial++) {
+    const n = rng.int(1, 5);
+    const lengths = Array.from({ length: n }, () => rng.int(0, 6));
+    lengths[rng.int(0, n - 1)] ||= 1; // at least one tensor holds data
+    const none = new Array(n).fill(0);
+    // The contiguous file parses, whatever order the header lists the tensors in (empty ones included).
+    assert.equal(parseSafetensors(build(lengths, none, 0), path).tensors.size, n);
+
+    // The gap goes before a tensor that holds data (two empty tensors at one offset may come in either order).
+    const holding = lengths.flatMap((len, i) => (len > 0 ? [i] : []));
+    const g = holding[rng.int(0, holding.length - 1)];
+    const gap = rng.int(1, 9);
+    const gaps = none.map((_, i) => (i === g ? gap : 0));
+    const start = gap + 4 * lengths.slice(0, g).reduce((a, b) => a + b, 0);
+    const end = start + 4 * lengths[g];
+    const escaped = path.replaceAll(".", "\\.");
+    await check(
+      build(lengths, gaps, 0),
+      new RegExp(
+        `safetensors file "${escaped}": tensor "t${g}" \\[${start}, ${end}\\] leaves a gap of ${gap} bytes ` +
+          `\\((the data section starts at offset 0|"t\\d+" \\[\\d+, ${start - gap}\\] ends at ${
+            start - gap
+          })\\)`,
+      ),
+      `gap of ${gap} before t${g} of lengths ${lengths}`,
+    );
+    const tail = rng.int(1, 9);
+    const total = 4 * lengths.reduce((a, b) => a + b, 0);
+    await check(
+      build(lengths, none, tail),
+      new RegExp(
+        `safetensors file "${escaped}": ${tail} trailing bytes after the tensors: the data section has ` +
+          `${total + tail} bytes but the last tensor, "t\\d+", ends at ${total}`,
+      ),
+      `${tail} trailing bytes after lengths ${lengths}`,
+    );
+  }
+  // A file with no tensors and data bytes is refused too; an empty tensor that lies inside another overlaps it.
+  await check(
+    makeFile({ __metadata__: { k: "v" } }, new Uint8Array(rng.int(1, 9))),
+    /but it holds no tensors/,
+    "none",
+  );
+  await check(
+    makeFile({
+      a: { dtype: "F32", shape: [4], data_offsets: [0, 16] },
+      e: { dtype: "F32", shape: [0], data_offsets: [8, 8] },
+    }, new Uint8Array(16)),
+    /tensors "a" \[0, 16\] and "e" \[8, 8\] overlap/,
+    "empty inside",
+  );
+  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("safetensors parser refuses a name given twice in the header, however it is spelled", () => {
