@@ -484,6 +484,11 @@ export class Trainer<M extends object, B extends Batch = Batch> {
         }
       }
       await this.#syncReplay();
+    } catch (err) {
+      // A run stopped by an error (a batch() that threw, a callback's) leaves the model and optimiser holding the
+      // last completed step, as an eager run leaves them, also for a caller that closes the trainer next.
+      await this.#syncReplay();
+      throw err;
     } finally {
       this.#seconds = this.trainSeconds;
       this.#runStart = null;

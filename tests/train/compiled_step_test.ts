@@ -526,3 +526,30 @@ Deno.test("changes between runs that a replay cannot see make it trace again: mo
     compiled.close();
   }
 });
+
+Deno.test("a run stopped by an error from batch() leaves the model at the last completed step, as an eager run does", async () => {
+  const rng = new TestRng(306);
+  const seeds = { initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps: 16 };
+  // The data runs out at step k, after some replayed steps and between two readbacks (readEvery 5).
+  const k = rng.int(8, 15);
+  const make = () => {
+    const base = mlpSetup(seeds);
+    const batch = (s: number) => {
+      if (s === k) throw new Error(`no batch for step ${s}`);
+      return base.batch!(s);
+    };
+    return { ...base, batch };
+  };
+  const { eager, compiled } = pair(make);
+  await rejects(() => eager.run(), /no batch for step/);
+  await rejects(() => compiled.run(), /no batch for step/);
+  ok(compiled.compileStats.replayed > 0, JSON.stringify(compiled.compileStats));
+  for (const t of [eager, compiled]) {
+    equal(t.step, k - 1);
+    equal(t.optimizer.stepCount, k - 1);
+  }
+  // Closing the trainer keeps what the model holds.
+  eager.close();
+  compiled.close();
+  deepEqual(await stateOf(compiled), await stateOf(eager));
+});
