@@ -108,13 +108,18 @@ export function replayBlocker(prev: TracedStep, cur: TracedStep, packs: readonly
   const a = prev.rec;
   const b = cur.rec;
   if (a.plan.key !== b.plan.key) return "the step's graph changed";
-  if (a.params.some((v, i) => !Object.is(v, b.params[i]))) return "a constant or seed changed between steps";
+  const changed = a.params.findIndex((v, i) => !Object.is(v, b.params[i]));
+  if (changed >= 0) {
+    return `a constant or seed changed between steps (${a.params[changed]} then ${b.params[changed]})`;
+  }
   const seen = new Set<string>();
   for (let i = 0; i < b.leafNodes.length; i++) {
     const [ra, rb] = [prev.roles[i], cur.roles[i]];
     if (ra.kind !== rb.kind) return "a tensor changed its role between steps";
     if (rb.kind === "fixed" && a.leafNodes[i].storage !== b.leafNodes[i].storage) {
-      return "the step reads a tensor that is new at every step and is neither batch nor optimiser state";
+      const { shape, dtype } = b.leafNodes[i];
+      const what = `a [${shape.join(", ")}] ${dtype} tensor`;
+      return `the step reads ${what} that is new at every step and is neither batch nor optimiser state`;
     }
     if (rb.kind === "state") {
       if (rb.pack !== (ra as { pack: string }).pack || seen.has(rb.pack)) return "state leaves do not match";

@@ -553,3 +553,42 @@ Deno.test("a run stopped by an error from batch() leaves the model at the last c
   compiled.close();
   deepEqual(await stateOf(compiled), await stateOf(eager));
 });
+
+Deno.test("a step that cannot be replayed says why, naming the constant's values or the new tensor's shape (cpu)", async () => {
+  setDefaultDevice("cpu");
+  try {
+    const rng = new TestRng(307);
+    const xs = rng.normals(8 * 5);
+    const ys = Int32Array.from({ length: 8 }, () => rng.int(0, 2));
+    // Two distinct loss weights that are exact in f32 (multiples of 1/8).
+    const w1 = 1 + rng.int(1, 8) / 8;
+    const w2 = w1 + rng.int(1, 8) / 8;
+    const shift = rng.normals(3);
+    const cases: [string, (calls: number) => (logits: F) => F, string][] = [
+      // A weight the loss takes from a counter of its own, w1 and w2 in turn: a constant that changes at every step.
+      ["constant", (calls) => (logits) => logits.mul(calls % 2 === 0 ? w1 : w2) as F, `(${w1} then ${w2})`],
+      // A tensor made from host data at every call: the step's graph reads a new [3] f32 buffer.
+      ["tensor", () => (logits) => logits.add(tensor(shift, { shape: [3] })) as F, "a [3] f32 tensor"],
+    ];
+    for (const [what, transform, words] of cases) {
+      const model = new Mlp([5, 6, 3], { seed: rng.int(0, 2 ** 30) });
+      let calls = 0;
+      const t = new Trainer({
+        model,
+        optimizer: new AdamW(model, { lr: 1e-2 }),
+        batch: () => ({ x: tensor(xs, { shape: [8, 5] }), y: tensor(ys, { dtype: "i32" }) }),
+        loss: (m, b) => crossEntropy(transform(calls++)(m.forward(b.x as F) as F), b.y as I),
+        steps: 4,
+        readEvery: 4,
+        progress: false,
+      });
+      await t.run();
+      const { replayed, blocker } = t.compileStats;
+      equal(replayed, 0, what);
+      ok(blocker !== null && blocker.includes(words), `${what}: ${blocker}`);
+      t.close();
+    }
+  } finally {
+    setDefaultDevice("webgpu");
+  }
+});
