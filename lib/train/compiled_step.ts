@@ -313,20 +313,30 @@ export class ReplayedStep {
     // The optimiser refuses a factor its update refuses (negative, NaN) with the update's message.
     const scalars = opt.stepScalars(step, lrScale);
     const copies = [];
-    for (const b of this.#batch) {
-      const t = batch[b.name];
-      if (!t.isRealized) await realize(t);
-      const st = t.node.storage!;
-      if (st instanceof HostStorage && st.host !== null) {
-        // The graph is not built again, so the checks its ops made of the traced batch are made here.
-        for (const bound of b.bounds) {
-          const err = outOfBound(st.host, t.shape, bound, `batch "${b.name}" (${bound.op})`);
-          if (err !== null) throw err;
+    // A lazy entry is computed into a buffer of the step's own, and stays lazy (as the traced step leaves it).
+    const computed: Tensor[] = [];
+    try {
+      for (const b of this.#batch) {
+        let t = batch[b.name];
+        if (!t.isRealized) {
+          t = new Tensor(t.node);
+          computed.push(t);
+          await realize(t);
         }
-        await writeStorage(be, b.storage, b.dtype, st.host);
-      } else copies.push({ src: resolveStorage(st, be), dst: b.storage, dtype: b.dtype, n: t.size });
+        const st = t.node.storage!;
+        if (st instanceof HostStorage && st.host !== null) {
+          // The graph is not built again, so the checks its ops made of the traced batch are made here.
+          for (const bound of b.bounds) {
+            const err = outOfBound(st.host, t.shape, bound, `batch "${b.name}" (${bound.op})`);
+            if (err !== null) throw err;
+          }
+          await writeStorage(be, b.storage, b.dtype, st.host);
+        } else copies.push({ src: resolveStorage(st, be), dst: b.storage, dtype: b.dtype, n: t.size });
+      }
+      await copyStorages(be, copies);
+    } finally {
+      for (const t of computed) t.dispose();
     }
-    await copyStorages(be, copies);
     if (this.#scalars !== null) await writeStorage(be, this.#scalars, "f32", scalars);
     // The metrics vector is copied out in the same submission (the next replay overwrites it).
     const out = be.alloc("f32", this.#vectorShape.reduce((a, b) => a * b, 1));

@@ -91,10 +91,11 @@ export interface TrainerOptions<M extends object, B extends Batch> {
   /** The optimiser, created over `model` (its `trainable` filter decides what is trained). */
   optimizer: Optimizer;
   /**
-   * The batch of a step, as fresh tensors (disposed after the step). Make it a pure function of the run's seed
-   * and `step` (see `sampleWindows`) so a resumed run sees the same batches. It must not read the model: while
-   * steps are replayed (`compile`), the model holds the parameters of the last time it was brought up to date, not
-   * those of the previous step (a batch chosen by the model's own losses needs `compile: false`).
+   * The batch of a step, as fresh tensors (disposed after the step; a lazy one is computed and left lazy). Make it
+   * a pure function of the run's seed and `step` (see `sampleWindows`) so a resumed run sees the same batches. It
+   * must not read the model: while steps are replayed (`compile`), the model holds the parameters of the last time
+   * it was brought up to date, not those of the previous step (a batch chosen by the model's own losses needs
+   * `compile: false`).
    */
   batch?: (step: number) => B;
   /** The loss of `model` on `batch` at `step` (1-based); may return extra metrics. */
@@ -501,7 +502,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
 
   async #trainStep(s: number): Promise<void> {
     const { model, optimizer: opt, track = {} } = this.#o;
-    const batch = this.#o.batch?.(s) ?? ({} as B);
+    let batch = this.#o.batch?.(s) ?? ({} as B);
     for (const [name, t] of Object.entries(batch as Record<string, unknown>)) {
       if (!(t instanceof Tensor)) {
         throw new TypeError(
@@ -533,9 +534,15 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     }
     const compile = this.#o.compile ?? true;
     if (compile) {
-      // A lazy batch entry becomes a plain buffer first, so that a replay can take its place as an input.
-      const lazy = Object.values(batch).filter((t) => !t.isRealized);
-      if (lazy.length > 0) await realize(...lazy);
+      // A lazy batch entry is computed into a plain buffer first, so that a replay can take its place as an input.
+      // The step reads (and disposes) that buffer; the entry itself stays lazy, as an eager step leaves it.
+      const lazy = Object.entries(batch).filter(([, t]) => !t.isRealized).map(([n, t]) =>
+        [n, new Tensor(t.node)] as const
+      );
+      if (lazy.length > 0) {
+        await realize(...lazy.map(([, t]) => t));
+        batch = { ...batch, ...Object.fromEntries(lazy) };
+      }
       // Parameters and state packed before the trace (as every update leaves them), so that this step builds the
       // graph the next one will: two traces, not three, make the step replayable.
       if (opt.currentPacks.size < opt.packs.length) {

@@ -592,3 +592,36 @@ Deno.test("a step that cannot be replayed says why, naming the constant's values
     setDefaultDevice("webgpu");
   }
 });
+
+Deno.test("a lazy batch entry given at every step stays lazy: replayed steps read it as eager ones do (wasm)", async () => {
+  const rng = new TestRng(308);
+  const xs = Array.from({ length: 9 }, () => rng.normals(8 * 5));
+  const ys = Int32Array.from({ length: 8 }, () => rng.int(0, 2));
+  const initSeed = rng.int(0, 2 ** 30);
+  const scaleLog = rng.normals(5);
+  const runs = [];
+  for (const compile of [false, true]) {
+    // A per-feature scale built once as an expression (never realized by the caller) and passed with each batch.
+    const scale = tensor(scaleLog, { shape: [5], device: "wasm" }).exp();
+    const model = new Mlp([5, 6, 3], { seed: initSeed, device: "wasm" });
+    const t = new Trainer({
+      model,
+      optimizer: new AdamW(model, { lr: 1e-2 }),
+      batch: (s) => ({
+        x: tensor(xs[s - 1], { shape: [8, 5], device: "wasm" }),
+        y: tensor(ys, { dtype: "i32", device: "wasm" }),
+        scale,
+      }),
+      loss: (m, b) => crossEntropy(m.forward((b.x as F).mul(b.scale as F) as F) as F, b.y as I),
+      steps: 9,
+      readEvery: 3,
+      compile,
+      progress: false,
+    });
+    runs.push({ records: await t.run(), state: await stateOf(t) });
+    equal(scale.isRealized, false);
+    if (compile) deepEqual(t.compileStats, { traced: 2, replayed: 7, blocker: null });
+    t.close();
+  }
+  deepEqual(runs[1], runs[0]);
+});
