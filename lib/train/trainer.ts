@@ -512,6 +512,12 @@ export class Trainer<M extends object, B extends Batch = Batch> {
             `with tensor(...))`,
         );
       }
+      if (t.node.storage?.released) {
+        throw new Error(
+          `Trainer: batch(${s}) entry "${name}" (${t}) was disposed: the trainer disposes each step's batch after ` +
+            `the step, so batch() must make new tensors at every call, not give one kept from an earlier call`,
+        );
+      }
     }
     if (this.#replay !== null) {
       if (this.#replay.valid(opt) && this.#replay.fits(batch)) {

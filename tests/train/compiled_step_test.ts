@@ -625,3 +625,20 @@ Deno.test("a lazy batch entry given at every step stays lazy: replayed steps rea
   }
   deepEqual(runs[1], runs[0]);
 });
+
+Deno.test("a realized batch entry kept from an earlier call is refused by name, compiled or not", async () => {
+  const rng = new TestRng(309);
+  const seeds = { initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps: 6 };
+  for (const compile of [false, true]) {
+    const base = mlpSetup(seeds);
+    // The targets of step 1, given again at every step: the trainer disposed them after step 1.
+    const kept = base.batch!(1).y;
+    const t = new Trainer({ ...base, batch: (s) => ({ ...base.batch!(s), y: kept }), compile });
+    await rejects(
+      () => t.run(),
+      /batch\(2\) entry "y" \(Tensor\(\[32\] i32 on \w+\)\) was disposed: the trainer/,
+    );
+    equal(t.step, 1);
+    t.close();
+  }
+});
