@@ -19,7 +19,7 @@ const BUDGETS: Record<string, number> = {
   bench: 4_300,
   kernels: 2_400,
   cli: 850,
-  tools: 1_600,
+  tools: 1_620,
   examples: 120,
   tests: 26_400,
 };

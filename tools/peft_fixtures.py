@@ -26,7 +26,12 @@ and, for llama only:
               logits only;
   - mica:     MiCA (init_lora_weights "mica": B the minor left singular vectors, frozen), A perturbed; its
               expected.safetensors metadata "trainable" lists (as a JSON array) the parameters PEFT trains after
-              PeftModel.from_pretrained(base, dir, is_trainable=True), without "base_model.model." and ".default".
+              PeftModel.from_pretrained(base, dir, is_trainable=True), without "base_model.model." and ".default";
+  - layers_int, layers_list, layers_pattern: adapters on some layers only (layers_to_transform): an int and no
+              layers_pattern (the first numbered segment of a path is the layer index); a list with a list of
+              layers_patterns (the first that matches a path gives its index) and, in target_modules, one full path
+              of another layer (an exact name is adapted whatever its layer); a list with layers_pattern a string.
+              Small, as pissa_raw.
 Each directory also holds expected.safetensors: "input_ids" (the base fixture's), "logits" of
 PeftModel.from_pretrained(base, dir) in float32, and "merged.<module>.weight" for every adapted module, the weights
 merge_and_unload() gives.
@@ -108,6 +113,14 @@ def config_for(kind: str) -> LoraConfig:
         return LoraConfig(r=4, lora_alpha=8, init_lora_weights="olora", target_modules=["k_proj", "o_proj"])
     if kind == "mica":
         return LoraConfig(r=4, lora_alpha=8, init_lora_weights="mica", target_modules=["q_proj", "v_proj", "up_proj"])
+    if kind == "layers_int":
+        return LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], layers_to_transform=1)
+    if kind == "layers_list":
+        return LoraConfig(r=4, lora_alpha=8, target_modules=["k_proj", "o_proj", "model.layers.1.mlp.up_proj"],
+                          layers_to_transform=[0], layers_pattern=["blocks", "layers"])
+    if kind == "layers_pattern":
+        return LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "gate_proj"], layers_to_transform=[1],
+                          layers_pattern="layers")
     raise ValueError(kind)
 
 
@@ -115,8 +128,10 @@ BASES = ["llama", "qwen2"]
 KINDS = ["lora", "rslora", "dora", "pissa_2r"]
 # Each fixture's seed: 10 * base index + kind index for the kinds of both bases, then those of llama alone.
 SEEDS = {f"{b}_{k}": 10 * i + j for i, b in enumerate(BASES) for j, k in enumerate(KINDS)}
-SEEDS |= {"llama_mica": 4, "llama_patterns": 5, "llama_lm_head": 6, "llama_pissa_raw": 7, "llama_olora_raw": 8}
-RAW = ["pissa_raw", "olora_raw"]
+SEEDS |= {"llama_mica": 4, "llama_patterns": 5, "llama_lm_head": 6, "llama_pissa_raw": 7, "llama_olora_raw": 8,
+          "llama_layers_int": 9, "llama_layers_list": 14, "llama_layers_pattern": 15}
+# Fixtures kept small: the first 4 input ids and their logits only.
+SMALL = ["pissa_raw", "olora_raw", "layers_int", "layers_list", "layers_pattern"]
 
 
 def write_fixture(base: str, kind: str, seed: int) -> dict:
@@ -145,11 +160,11 @@ def write_fixture(base: str, kind: str, seed: int) -> dict:
     # The reference: PEFT loads the directory onto a fresh copy of the original base.
     loaded = PeftModel.from_pretrained(base_model(base), out).eval()
     ids = load_file(MODELS / base / "expected.safetensors")["input_ids"].long()
-    if kind in RAW:
+    if kind in SMALL:
         ids = ids[:1, :4]
     with torch.no_grad():
         logits = loaded(input_ids=ids).logits.float()
-    if kind in RAW:
+    if kind in SMALL:
         save_file({"input_ids": ids.to(torch.int32).contiguous(), "logits": logits.contiguous()},
                   out / "expected.safetensors", metadata={"peft": peft.__version__})
         return {"max_abs_logit": float(logits.abs().max())}

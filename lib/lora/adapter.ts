@@ -12,7 +12,8 @@
  * - `adapter_config.json`: `peft_type: "LORA"`, `r`, `lora_alpha`, `target_modules`, `use_rslora`, `use_dora`,
  *   `rank_pattern`, `alpha_pattern` (full module paths as keys), `lora_dropout`, `init_lora_weights: true` (the
  *   adapter is data, not an init recipe; `"mica"` for layers whose B stays frozen in training, which PEFT 0.21
- *   reads as its MiCA variant) and PEFT's other standard keys.
+ *   reads as its MiCA variant) and PEFT's other standard keys. `layers_to_transform` is written null: modules of some
+ *   layers only are listed by full name, which PEFT adapts in any layer; read, it selects layers as PEFT does.
  *
  * An initialisation that rewrote the base as `W_res = W − s·B₀·A₀` (PiSSA, MiLoRA, OLoRA, CorDA, LoRA-GA, LoRAM) is
  * saved, by default, as the plain LoRA of rank 2r that gives the same weight on the unmodified W:
@@ -112,6 +113,16 @@ export interface AdapterConfig {
   init_lora_weights: boolean | string;
   /** Base model name. */
   base_model_name_or_path: string | null;
+  /**
+   * The layers whose modules a `target_modules` entry selects by the end of their name (a full name is selected in
+   * any layer): one index, or a list (empty: every layer). Null (written so) for every layer.
+   */
+  layers_to_transform?: number | number[] | null;
+  /**
+   * The path segment (a regex) before the layer index in module names, or several tried in order; null or empty: the
+   * first number that follows a segment after another (`model.layers.3.…`).
+   */
+  layers_pattern?: string | string[] | null;
   /** Other PEFT keys are kept as read. */
   [key: string]: unknown;
 }
@@ -333,7 +344,6 @@ const INERT_KEYS = new Set([
   "megatron_core",
   "qalora_group_size",
   "runtime_config",
-  "layers_pattern",
 ]);
 
 /** Keys tessera implements. */
@@ -347,6 +357,8 @@ const READ_KEYS = new Set([
   "rank_pattern",
   "alpha_pattern",
   "lora_dropout",
+  "layers_to_transform",
+  "layers_pattern",
 ]);
 
 /** Keys whose value must be the "off" value given here; anything else changes the math and is refused. */
@@ -354,7 +366,6 @@ const OFF_VALUES: Record<string, unknown[]> = {
   bias: ["none"],
   fan_in_fan_out: [false],
   modules_to_save: [null],
-  layers_to_transform: [null],
   layer_replication: [null],
   lora_bias: [false],
   use_qalora: [false],
@@ -466,6 +477,49 @@ export async function readAdapterConfig(dir: string): Promise<AdapterConfig> {
   if (c.exclude_modules !== undefined && c.exclude_modules !== null) {
     names("exclude_modules", c.exclude_modules);
   }
+  const layers = c.layers_to_transform ?? null;
+  if (
+    layers !== null && !Number.isInteger(layers) &&
+    !(Array.isArray(layers) && layers.every((i) => Number.isInteger(i)))
+  ) {
+    throw new Error(
+      `${where}: "layers_to_transform" must be a layer index or a list of them, found ${
+        JSON.stringify(layers)
+      }`,
+    );
+  }
+  const layersPattern = c.layers_pattern ?? null;
+  if (
+    layersPattern !== null && typeof layersPattern !== "string" &&
+    !(Array.isArray(layersPattern) && layersPattern.every((p) => typeof p === "string"))
+  ) {
+    throw new Error(
+      `${where}: "layers_pattern" must be a name, a regex or a list of them, found ${
+        JSON.stringify(layersPattern)
+      }`,
+    );
+  }
+  // PEFT's LoraConfig refuses these three combinations when it reads the file.
+  for (const [k, v] of [["layers_to_transform", layers], ["layers_pattern", layersPattern]] as const) {
+    if (typeof targets === "string" && v !== null) {
+      throw new Error(
+        `${where}: "${k}" is ${JSON.stringify(v)} while "target_modules" is the regex ${
+          JSON.stringify(targets)
+        }; PEFT refuses ${k} with a regex of targets`,
+      );
+    }
+  }
+  if (layers === null && layersPattern !== null && layersPattern.length > 0) {
+    throw new Error(
+      `${where}: "layers_pattern" is ${
+        JSON.stringify(layersPattern)
+      } but "layers_to_transform" is null; PEFT refuses a ` +
+        `layers_pattern without layers_to_transform`,
+    );
+  }
+  for (const p of typeof layersPattern === "string" ? [layersPattern] : layersPattern ?? []) {
+    layerRegex(p, where); // compiles, or names the key
+  }
   for (const k of ["use_rslora", "use_dora"] as const) {
     if (c[k] !== undefined && c[k] !== null && typeof c[k] !== "boolean") {
       throw new Error(`${where}: "${k}" must be true or false, found ${JSON.stringify(c[k])}`);
@@ -484,6 +538,8 @@ export async function readAdapterConfig(dir: string): Promise<AdapterConfig> {
     lora_dropout: dropout,
     init_lora_weights: c.init_lora_weights ?? true,
     base_model_name_or_path: c.base_model_name_or_path ?? null,
+    layers_to_transform: layers,
+    layers_pattern: layersPattern,
   };
 }
 
@@ -535,6 +591,93 @@ function isTarget(targets: string[] | string, name: string, where: string, key: 
   return targets.some((t) => name === t || name.endsWith(`.${t}`));
 }
 
+/** PEFT's layer index search with no `layers_pattern`: the first number that is a segment after two others. */
+const ANY_LAYER = /^.*?\.[^.]*\.(?<idx>\d+)\./;
+
+/**
+ * PEFT's layer index search after `layers_pattern` entry `pattern`,
+ * `re.match(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", name)`. A leading inline flag (`(?i)`) lands mid-pattern
+ * there, which Python refuses, and so is refused here.
+ */
+function layerRegex(pattern: string, where: string): RegExp {
+  if (/^\(\?[aiLmsux]+\)/.test(pattern)) {
+    throw new Error(
+      `${where}: "layers_pattern" holds ${
+        JSON.stringify(pattern)
+      }, whose leading inline flag Python refuses inside ` +
+        `PEFT's layer regex`,
+    );
+  }
+  return pyRegex(pattern, (p) => `^(?:(?:^|.*?\\.)${p}\\.(?<idx>\\d+)\\.)`, where, "layers_pattern");
+}
+
+/** The layer index PEFT reads in module name `name`: after the first of `patterns` that matches (none: undefined). */
+function layerIndex(name: string, patterns: readonly RegExp[]): number | undefined {
+  for (const re of patterns) {
+    const m = re.exec(name);
+    if (m !== null) return m.groups?.idx === undefined ? undefined : Number(m.groups.idx);
+  }
+  return undefined;
+}
+
+/** What decides, in PEFT's `check_target_module_exists`, whether a module is adapted (`exclude_modules` aside). */
+interface Selection {
+  targets: string[] | string;
+  /** The layers a target selects in by the end of a name; undefined: every layer. */
+  layers: number[] | undefined;
+  /** The layer index searches, tried in order. */
+  patterns: RegExp[];
+}
+
+function selection(config: AdapterConfig, where: string): Selection {
+  const v = config.layers_to_transform ?? null;
+  const layers = v === null ? undefined : typeof v === "number" ? [v] : v.length === 0 ? undefined : v;
+  const p = config.layers_pattern ?? null;
+  const list = p === null ? [] : typeof p === "string" ? [p] : p;
+  // PEFT tests the pattern's length: "" and [] search as no pattern does.
+  const patterns = list.length === 0 ? [ANY_LAYER] : list.map((q) => layerRegex(q, where));
+  return { targets: config.target_modules, layers, patterns };
+}
+
+/**
+ * PEFT's target rule with layers: a regex selects by the whole name; a list entry equal to the name selects it in
+ * any layer, one that ends it only where `layers_to_transform` holds the name's layer index.
+ */
+function selects(sel: Selection, name: string, where: string): boolean {
+  if (typeof sel.targets === "string") return fullRegex(sel.targets, where, "target_modules").test(name);
+  if (sel.targets.includes(name)) return true;
+  if (!sel.targets.some((t) => name.endsWith(`.${t}`))) return false;
+  if (sel.layers === undefined) return true;
+  const index = layerIndex(name, sel.patterns);
+  return index !== undefined && sel.layers.includes(index);
+}
+
+/**
+ * Refuses a `layers_to_transform` index at which no module that a target entry names by its end sits (PEFT adapts
+ * nothing there): `names` are the model's Linear modules under each of their names.
+ */
+function checkLayers(sel: Selection, value: unknown, names: string[], where: string): void {
+  const targets = sel.targets as string[];
+  const found = new Set<number>();
+  for (const n of names) {
+    if (!targets.some((t) => n.endsWith(`.${t}`))) continue;
+    const index = layerIndex(n, sel.patterns);
+    if (index !== undefined) found.add(index);
+  }
+  for (const i of sel.layers ?? []) {
+    if (found.has(i)) continue;
+    const how = sel.patterns[0] === ANY_LAYER ? "" : " after its layers_pattern";
+    throw new Error(
+      `${where}: "layers_to_transform" is ${JSON.stringify(value)}, but layer ${i} holds no module that ` +
+        `target_modules names by its end (${
+          found.size === 0
+            ? `no such module's name has a layer index${how}`
+            : `their layers${how}: ${[...found].sort((a, b) => a - b).join(", ")}`
+        })`,
+    );
+  }
+}
+
 /** Options of {@link loadAdapter}. */
 export interface LoadAdapterOptions {
   /** Accept an adapter made by a base-rewriting init without its base (the caller supplies that base). */
@@ -550,8 +693,9 @@ export interface LoadAdapterOptions {
  * Attaches the adapters stored in `dir` (PEFT's format, written by PEFT or by {@link saveAdapter}) to `model`, whose
  * target modules must still be plain `Linear` layers of matching shapes. Names may be the model's second convention
  * (Hugging Face module paths for a Llama-family model; rows converted back) or its own paths. `use_rslora`,
- * `rank_pattern`, `alpha_pattern` (PEFT's regex matching), DoRA magnitudes, `lora_dropout` and `exclude_modules`
- * are honoured; anything else that would change the model (`modules_to_save`, `layers_to_transform`, a bias mode,
+ * `rank_pattern`, `alpha_pattern` (PEFT's regex matching), DoRA magnitudes, `lora_dropout`, `exclude_modules`,
+ * `layers_to_transform` and `layers_pattern` (PEFT's layer index search) are honoured; anything else that would change
+ * the model (`modules_to_save`, a bias mode,
  * a `target_modules` entry that matches nothing, an unknown key) is an error naming it. The layers come in
  * evaluation mode, as PEFT loads them (`training: true` for dropout). A MiCA adapter (`init_lora_weights: "mica"`)
  * keeps B frozen, as PEFT does: optimisers train only its A. An exact PiSSA or OLoRA adapter saved without its base
@@ -619,12 +763,16 @@ export async function loadAdapter(
   // The modules PEFT would adapt: every Linear whose name the targets select (excluded ones left out).
   const excluded = config.exclude_modules as string[] | string | null | undefined;
   const candidates = namedModules(model).filter(([, m]) => m instanceof Linear).map(([p]) => p);
+  const sel = selection(config, where);
   const wanted = new Set(candidates.filter((p) => {
     const names = [external(p), p];
-    return names.some((n) => isTarget(config.target_modules, n, where, "target_modules")) &&
+    return names.some((n) => selects(sel, n, where)) &&
       !(excluded !== undefined && excluded !== null &&
         names.some((n) => isTarget(excluded, n, where, "exclude_modules")));
   }));
+  if (sel.layers !== undefined) {
+    checkLayers(sel, config.layers_to_transform, candidates.flatMap((p) => [external(p), p]), where);
+  }
   if (Array.isArray(config.target_modules)) {
     for (const t of config.target_modules) {
       if (!candidates.some((p) => [external(p), p].some((n) => n === t || n.endsWith(`.${t}`)))) {
@@ -661,6 +809,10 @@ export async function loadAdapter(
         target instanceof Linear
           ? `adapter "${file}": module "${name}" has weights but target_modules ${
             JSON.stringify(config.target_modules)
+          }${
+            sel.layers === undefined
+              ? ""
+              : ` with layers_to_transform ${JSON.stringify(config.layers_to_transform)}`
           } does not select it`
           : `adapter "${file}": module "${name}" is not a plain Linear layer (already adapted?)`,
       );

@@ -96,7 +96,11 @@ async function edited(name: string, edit: (c: Record<string, unknown>) => void):
 Deno.test("PEFT adapters with features tessera cannot honour are refused by name", async () => {
   const cases: [string, (c: Record<string, unknown>) => void, RegExp][] = [
     ["llama_lora", (c) => (c.modules_to_save = ["lm_head"]), /"modules_to_save" is \["lm_head"\]/],
-    ["llama_lora", (c) => (c.layers_to_transform = [0]), /"layers_to_transform" is \[0\]/],
+    [
+      "llama_lora",
+      (c) => (c.layers_to_transform = [0]),
+      /module "model\.layers\.1\.\w+\.\w+" has weights but target_modules .* with layers_to_transform \[0\] does/,
+    ],
     ["llama_lora", (c) => (c.bias = "all"), /"bias" is "all"/],
     ["llama_lora", (c) => (c.lora_bias = true), /"lora_bias" is true/],
     ["llama_lora", (c) => (c.use_qalora = true), /"use_qalora" is true/],
@@ -250,6 +254,125 @@ for (const kind of ["pissa_raw", "olora_raw"]) {
     await Deno.remove(out, { recursive: true });
   });
 }
+
+// PEFT adapts a module that a target_modules entry names by its end only in the layers of layers_to_transform (an
+// int or a list), the index read after layers_pattern (or, with none, after the path's second segment); a full name
+// in the list is adapted in any layer. The fixtures: an int and no pattern; a list, a list of patterns of which the
+// first matches nothing, and layer 1's full up_proj name; a list and one pattern. 1e-4 as the other imports (2-layer
+// float32 model, another summation order: ~1e-6 expected).
+for (const kind of ["layers_int", "layers_list", "layers_pattern"]) {
+  Deno.test(`PEFT ${kind}: the modules PEFT adapts on some layers, PEFT's logits; saved again as full names`, async () => {
+    const dir = `${ROOT}adapters/llama_${kind}`;
+    const { tensors } = await readSafetensors(`${dir}/expected.safetensors`);
+    const ids = tensor(toInt32(tensors.get("input_ids")!), { shape: [1, 4], dtype: "i32" }) as Tensor<
+      Shape,
+      "i32"
+    >;
+    const model = await loadLlama(`${ROOT}models/llama`);
+    const paths = await loadAdapter(dir, model);
+    const stored = [...(await readSafetensors(`${dir}/adapter_model.safetensors`)).tensors.keys()]
+      .filter((k) => k.endsWith(".lora_A.weight"))
+      .map((k) => k.slice("base_model.model.".length, -".lora_A.weight".length));
+    deepEqual(paths.map(hfModulePath).sort(), stored.sort());
+    const got = await model.forward(ids).data() as Float32Array;
+    const err = relError(got, toFloat32(tensors.get("logits")!));
+    ok(err < 1e-4, `${kind}: logits differ from PEFT's by ${err.toExponential(2)}`);
+    // saveAdapter lists the adapted modules by full name (PEFT adapts a full name in any layer).
+    const out = await Deno.makeTempDir();
+    const config = await saveAdapter(out, model);
+    equal(config.layers_to_transform, null);
+    deepEqual([...config.target_modules].sort(), stored.sort());
+    const fresh = await loadLlama(`${ROOT}models/llama`);
+    deepEqual((await loadAdapter(out, fresh)).sort(), [...paths].sort());
+    deepEqual(await fresh.forward(ids).data(), got);
+    await Deno.remove(out, { recursive: true });
+  });
+}
+
+Deno.test("PEFT layers_to_transform: an empty list is every layer; what PEFT refuses or matches no layer is refused", async () => {
+  const ref = await readSafetensors(`${ROOT}adapters/llama_lora/expected.safetensors`);
+  const all = await edited("llama_lora", (c) => {
+    c.layers_to_transform = [];
+    c.layers_pattern = "layers";
+  });
+  const model = await loadLlama(`${ROOT}models/llama`);
+  equal((await loadAdapter(all, model)).length, 14);
+  const ids = tensor(toInt32(ref.tensors.get("input_ids")!), { shape: [2, 16], dtype: "i32" });
+  const err = relError(
+    await model.forward(ids as Tensor<Shape, "i32">).data() as Float32Array,
+    toFloat32(ref.tensors.get("logits")!),
+  );
+  ok(err < 1e-4, `layers_to_transform []: logits differ from PEFT's by ${err.toExponential(2)}`);
+  await Deno.remove(all, { recursive: true });
+  const cases: [string, (c: Record<string, unknown>) => void, RegExp][] = [
+    [
+      "llama_layers_int",
+      (c) => (c.layers_to_transform = 5),
+      /"layers_to_transform" is 5, but layer 5 holds no module that target_modules names by its end \(their layers: 0, 1\)/,
+    ],
+    [
+      "llama_layers_list",
+      (c) => (c.layers_to_transform = [0, 7]),
+      /"layers_to_transform" is \[0,7\], but layer 7 holds no module .*\(their layers after its layers_pattern: 0, 1\)/,
+    ],
+    [
+      "llama_layers_pattern",
+      (c) => (c.layers_pattern = "blocks"),
+      /"layers_to_transform" is \[1\], but layer 1 .*\(no such module's name has a layer index after its layers_pattern\)/,
+    ],
+    [
+      "llama_layers_int",
+      (c) => (c.layers_to_transform = 0),
+      /module "model\.layers\.1\.\w+\.\w+" has weights but target_modules .* with layers_to_transform 0 does not/,
+    ],
+    [
+      "llama_layers_int",
+      (c) => (c.layers_to_transform = true),
+      /"layers_to_transform" must be a layer index or a list of them, found true/,
+    ],
+    [
+      "llama_layers_int",
+      (c) => (c.layers_to_transform = ["1"]),
+      /"layers_to_transform" must be a layer index or a list of them, found \["1"\]/,
+    ],
+    ["llama_layers_int", (c) => (c.layers_to_transform = 1.5), /"layers_to_transform" must be .* found 1\.5/],
+    [
+      "llama_layers_pattern",
+      (c) => (c.layers_pattern = 3),
+      /"layers_pattern" must be a name, a regex or a list of them, found 3/,
+    ],
+    [
+      "llama_layers_int",
+      (c) => (c.target_modules = ".*\\.layers\\.1\\..*_proj"),
+      /"layers_to_transform" is 1 while "target_modules" is the regex ".*\\\\.layers.*"; PEFT refuses layers_to_transform with/,
+    ],
+    [
+      "llama_lora",
+      (c) => (c.target_modules = ".*_proj", c.layers_pattern = ""),
+      /"layers_pattern" is "" while "target_modules" is the regex ".*_proj"; PEFT refuses layers_pattern with/,
+    ],
+    [
+      "llama_lora",
+      (c) => (c.layers_pattern = ["layers"]),
+      /"layers_pattern" is \["layers"\] but "layers_to_transform" is null; PEFT refuses a layers_pattern without/,
+    ],
+    [
+      "llama_layers_pattern",
+      (c) => (c.layers_pattern = "(?i)LAYERS"),
+      /"layers_pattern" holds "\(\?i\)LAYERS", whose leading inline flag Python refuses/,
+    ],
+    [
+      "llama_layers_pattern",
+      (c) => (c.layers_pattern = "lay(ers"),
+      /"layers_pattern" holds "lay\(ers", not a regular expression/,
+    ],
+  ];
+  for (const [name, edit, re] of cases) {
+    const dir = await edited(name, edit);
+    await rejects(loadAdapter(dir, await loadLlama(`${ROOT}models/llama`)), re, `${name}: expected ${re}`);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
 
 Deno.test("PEFT adapters with an empty modules_to_save load as with none", async () => {
   const dir = await edited("llama_lora", (c) => (c.modules_to_save = []));
