@@ -44,7 +44,10 @@ export interface GenerateOptions {
    * the prompt or the output is divided by it where positive and multiplied by it where negative.
    */
   repetitionPenalty?: number;
-  /** Token ids that end the generation; the stop token itself is not returned (default: none). */
+  /**
+   * Token ids that end the generation, each in `0..vocabSize - 1`; the stop token itself is not returned
+   * (default: none).
+   */
   stop?: readonly number[];
   /** Called with each generated token as soon as it is known (for streaming). */
   onToken?: (id: number) => void;
@@ -181,6 +184,14 @@ export async function generate(
     if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
       throw new RangeError(`generate: prompt token ${id} is not an id in 0..${vocabSize - 1}`);
     }
+  }
+  // A stop id outside the vocabulary is never drawn, so it would silently stop nothing.
+  const outside = (options.stop ?? []).find((id) => id >= vocabSize);
+  if (outside !== undefined) {
+    const ids = `ids 0..${vocabSize - 1}`;
+    throw new RangeError(
+      `generate: stop token ${outside} is not an id of the vocabulary (size ${vocabSize}, ${ids})`,
+    );
   }
   // Validates temperature and topP before any GPU work.
   sampleToken([0], { temperature, topP, u: 0 });

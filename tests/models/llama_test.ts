@@ -244,6 +244,25 @@ Deno.test("generation stops when the context is full (host-side rule; cpu device
   await throwsAsync(() => generate(model, [1, 99], { steps: 1 }), /prompt token 99/);
 });
 
+Deno.test("generate refuses a stop token outside the vocabulary, which no draw can match", async () => {
+  const rng = new TestRng(21);
+  const config = tiny(false);
+  const model = LlamaLM.fromWeights(config, randomWeights(config, rng), { device: "cpu" });
+  const inside = rng.int(0, config.vocabSize - 1);
+  const outside = config.vocabSize + rng.int(0, 1000);
+  for (const id of [config.vocabSize, outside]) {
+    await throwsAsync(
+      () => generate(model, [1], { steps: 2, stop: [inside, id] }),
+      new RegExp(`^generate: stop token ${id} is not an id of the vocabulary \\(size 23, ids 0\\.\\.22\\)$`),
+    );
+  }
+  // The last id of the vocabulary is a stop token like any other: the output is the free run's, up to it.
+  const last = config.vocabSize - 1;
+  const free = await generate(model, [1], { steps: 8 });
+  const cut = free.indexOf(last);
+  deepEqual(await generate(model, [1], { steps: 8, stop: [last] }), cut < 0 ? free : free.slice(0, cut));
+});
+
 Deno.test("sampleToken inverts the (nucleus-truncated) softmax CDF", () => {
   const rng = new TestRng(19);
   const logits = Array.from({ length: 7 }, () => 2 * rng.normal());
