@@ -6,7 +6,7 @@
  * @module
  */
 import { z } from "../../deps.ts";
-import { checkOptions, opt } from "../options.ts";
+import { checkOptions, checkSize, opt } from "../options.ts";
 
 /** Named values shown after the bar; numbers are shown with 4 significant digits. */
 export type ProgressValues = Record<string, number | string>;
@@ -107,12 +107,13 @@ export class Progress {
   /**
    * Create a bar (nothing is drawn until the first update).
    *
-   * @param total Number of steps (must be positive).
+   * @param total Number of steps: a positive integer.
    * @param options Label, redraw interval, output and clock.
    */
   constructor(total: number, options: ProgressOptions = {}) {
     checkOptions("Progress", PROGRESS_OPTIONS, options);
-    if (!(total > 0)) throw new Error(`Progress total must be a positive number, got ${total}`);
+    // An infinite or fractional total drew a bar that never fills (2/Infinity 0%) or never reaches its end.
+    checkSize("Progress", "total", total);
     this.#total = total;
     this.#label = options.label ?? "";
     this.#minIntervalMs = options.minIntervalMs ?? 100;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { formatDuration, Progress } from "../../lib/train/progress.ts";
-import { refusedOptions } from "../_helpers.ts";
+import { refusedOptions, TestRng } from "../_helpers.ts";
 
 /** A fake clock and output sink. */
 function harness() {
@@ -70,6 +70,21 @@ Deno.test("progress: log prints above the bar; formatDuration", () => {
   assert.equal(formatDuration(7500), "2h05m");
   assert.equal(formatDuration(NaN), "?");
   assert.throws(() => new Progress(0), /positive/);
+});
+
+Deno.test("progress: a total that is not a positive integer is refused, naming the value", () => {
+  const { options } = harness();
+  const rng = new TestRng(31);
+  const fraction = rng.int(1, 50) + 0.5;
+  for (const bad of [Infinity, -Infinity, NaN, 0, -rng.int(1, 50), fraction]) {
+    assert.throws(
+      () => new Progress(bad, options),
+      (err: unknown) =>
+        err instanceof RangeError && err.message === `Progress: total must be a positive integer, got ${bad}`,
+    );
+  }
+  const total = rng.int(1, 50);
+  assert.match(new Progress(total, { ...options, minIntervalMs: 0 }).render(), new RegExp(` 0/${total} `));
 });
 
 Deno.test("progress: an unknown option or a bad value is refused by name", async () => {
