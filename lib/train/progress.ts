@@ -6,7 +6,7 @@
  * @module
  */
 import { z } from "../../deps.ts";
-import { checkOptions, checkSize, opt } from "../options.ts";
+import { checkOptions, checkSize, opt, showValue } from "../options.ts";
 
 /** Named values shown after the bar; numbers are shown with 4 significant digits. */
 export type ProgressValues = Record<string, number | string>;
@@ -138,10 +138,14 @@ export class Progress {
   /**
    * Set the number of steps done and (optionally) the values shown; redraws if enough time has passed.
    *
-   * @param step Steps done (clamped to the total).
+   * @param step Steps done: an integer >= 0 (clamped to the total).
    * @param values Named values to show; they replace the previous ones with the same names.
    */
   update(step: number, values: ProgressValues = {}): void {
+    // A negative step failed inside the bar's drawing ("Invalid count value"), NaN drew "NaN/10 NaN%".
+    if (!Number.isSafeInteger(step) || step < 0) {
+      throw new RangeError(`Progress.update: step must be an integer >= 0, got ${showValue(step)}`);
+    }
     this.#step = Math.min(step, this.#total);
     this.#values = { ...this.#values, ...values };
     const now = this.#now();

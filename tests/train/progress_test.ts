@@ -87,6 +87,25 @@ Deno.test("progress: a total that is not a positive integer is refused, naming t
   assert.match(new Progress(total, { ...options, minIntervalMs: 0 }).render(), new RegExp(` 0/${total} `));
 });
 
+Deno.test("progress: a step that is not an integer >= 0 is refused, naming the value", () => {
+  const { state, options } = harness();
+  const rng = new TestRng(32);
+  const total = rng.int(5, 50);
+  const progress = new Progress(total, { ...options, enabled: true, minIntervalMs: 0 });
+  for (const bad of [NaN, -rng.int(1, 50), rng.int(0, 3) + 0.5, Infinity]) {
+    assert.throws(
+      () => progress.update(bad),
+      (err: unknown) =>
+        err instanceof RangeError &&
+        err.message === `Progress.update: step must be an integer >= 0, got ${bad}`,
+    );
+  }
+  assert.throws(() => progress.tick(-1), /Progress\.update: step must be an integer >= 0, got -1$/);
+  // Past the total is clamped to it, as documented.
+  progress.update(total + 1);
+  assert.match(state.writes.at(-1)!, new RegExp(`\\] ${total}/${total}  100% `));
+});
+
 Deno.test("progress: an unknown option or a bad value is refused by name", async () => {
   const { options } = harness();
   // Dropped: { lable } drew no label, and a NaN minIntervalMs never redrew before the last step.
