@@ -657,10 +657,11 @@ function defaultThreads(): number {
     if (Deno.permissions.querySync({ name: "env", variable: "TESSERA_THREADS" }).state === "granted") {
       const v = Deno.env.get("TESSERA_THREADS");
       if (v !== undefined && v !== "") {
-        const n = Number(v);
+        // Decimal digits only: Number() also read "0x4" as 4, "1e1" as 10 and " 2 " as 2.
+        const n = /^[0-9]+$/.test(v) ? Number(v) : NaN;
         if (!Number.isInteger(n) || n < 1 || n > MAX_THREADS) {
           throw new RangeError(
-            `TESSERA_THREADS must be an integer in [1, ${MAX_THREADS}], got ${JSON.stringify(v)}`,
+            `TESSERA_THREADS must be a decimal integer in [1, ${MAX_THREADS}], got ${JSON.stringify(v)}`,
           );
         }
         return n;

@@ -139,10 +139,12 @@ Deno.test("wasm backend: TESSERA_THREADS out of range names the variable", () =>
   try {
     Deno.env.set("TESSERA_THREADS", "999");
     throws(() => createWasmBackend(), {
-      message: 'TESSERA_THREADS must be an integer in [1, 256], got "999"',
+      message: 'TESSERA_THREADS must be a decimal integer in [1, 256], got "999"',
     });
     Deno.env.set("TESSERA_THREADS", "0");
-    throws(() => createWasmBackend(), { message: 'TESSERA_THREADS must be an integer in [1, 256], got "0"' });
+    throws(() => createWasmBackend(), {
+      message: 'TESSERA_THREADS must be a decimal integer in [1, 256], got "0"',
+    });
   } finally {
     if (before === undefined) Deno.env.delete("TESSERA_THREADS");
     else Deno.env.set("TESSERA_THREADS", before);
@@ -150,6 +152,34 @@ Deno.test("wasm backend: TESSERA_THREADS out of range names the variable", () =>
   throws(() => createWasmBackend({ threads: 999 }), {
     message: 'createWasmBackend: option "threads" must be <= 256, got 999',
   });
+});
+
+Deno.test("wasm backend: TESSERA_THREADS takes decimal digits only, naming the variable and the value", () => {
+  const rng = new TestRng(137);
+  const n = rng.int(1, 4);
+  const before = Deno.env.get("TESSERA_THREADS");
+  try {
+    // Each reads as n (or 10) under Number(), which took them.
+    for (const bad of [`0x${n}`, `0o${n}`, `0b1`, `${n}e0`, "1e1", ` ${n} `, `${n}.0`, `+${n}`, `${n}.5`]) {
+      Deno.env.set("TESSERA_THREADS", bad);
+      throws(() => createWasmBackend(), {
+        name: "RangeError",
+        message: `TESSERA_THREADS must be a decimal integer in [1, 256], got ${JSON.stringify(bad)}`,
+      });
+    }
+    for (const good of [`${n}`, `0${n}`]) {
+      Deno.env.set("TESSERA_THREADS", good);
+      const be = createWasmBackend();
+      try {
+        equal(be.threads, n);
+      } finally {
+        be.close();
+      }
+    }
+  } finally {
+    if (before === undefined) Deno.env.delete("TESSERA_THREADS");
+    else Deno.env.set("TESSERA_THREADS", before);
+  }
 });
 
 Deno.test("createWasmBackend refuses an unknown option, naming it: { thread: 1 } ran on every hardware thread", () => {
