@@ -22,6 +22,7 @@ import {
   resolveChoice,
 } from "./device.ts";
 import { debugLevel } from "./debug.ts";
+import { showValue } from "../options.ts";
 import { yieldIfDue } from "./event_loop.ts";
 
 /**
@@ -107,16 +108,24 @@ export function getDefaultDevice(): DeviceName {
 
 /** Sets the device new tensors go to (`"auto"` picks as {@link AUTO_DEVICE} says). */
 export function setDefaultDevice(d: DeviceChoice): void {
-  defaultChoice = checkDeviceChoice(d);
+  defaultChoice = checkDeviceChoice(d, "setDefaultDevice: device");
   defaultDevice = resolveChoice(defaultChoice, AUTO_DEVICE);
 }
 
 /** The device a choice names (`"auto"` resolved), for code that takes `--device auto|webgpu|wasm|cpu`. */
 export function resolveDevice(d: DeviceChoice | undefined): DeviceName {
-  return d === undefined ? getDefaultDevice() : resolveChoice(checkDeviceChoice(d), AUTO_DEVICE);
+  return d === undefined
+    ? getDefaultDevice()
+    : resolveChoice(checkDeviceChoice(d, "resolveDevice: device"), AUTO_DEVICE);
 }
 
-/** The backend of a device, created on first use. */
+/** getBackend's refusal of a name that is no device; "auto" is a choice, which {@link resolveDevice} resolves. */
+function unknownDevice(d: unknown): string {
+  const hint = d === "auto" ? ' ("auto" is a choice: resolveDevice("auto") names its device)' : "";
+  return `getBackend: unknown device ${showValue(d)}; expected "cpu", "wasm" or "webgpu"${hint}`;
+}
+
+/** The backend of a device (`"cpu"`, `"wasm"` or `"webgpu"`), created on first use. */
 export function getBackend(d: DeviceName): Promise<Backend> {
   let b = backends[d];
   if (b === undefined) {
@@ -126,7 +135,7 @@ export function getBackend(d: DeviceName): Promise<Backend> {
       ? Promise.resolve(createWasmBackend())
       : d === "webgpu"
       ? createWebGPUBackend()
-      : Promise.reject(new TypeError(`unknown device ${JSON.stringify(d)}`));
+      : Promise.reject(new TypeError(unknownDevice(d)));
     b.catch(() => delete backends[d]);
     backends[d] = b;
   }

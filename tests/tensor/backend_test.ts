@@ -7,6 +7,7 @@ import {
   getWebGPU,
   randn,
   realize,
+  resolveDevice,
   setDefaultDevice,
   tensor,
   zeros,
@@ -120,6 +121,41 @@ Deno.test("auto picks wasm over a software adapter, TESSERA_DEVICE and setDefaul
       () => setDefaultDevice("metal" as "cpu"),
       /device must be one of auto, webgpu, wasm, cpu, got "metal"/,
     );
+  } finally {
+    setDefaultDevice(before);
+  }
+});
+
+Deno.test("getBackend, setDefaultDevice and resolveDevice name themselves, the device given and the valid names", async () => {
+  const rng = new TestRng(21);
+  const before = getDefaultDevice();
+  // A random misspelling of a valid name, and names of other frameworks.
+  const valid = ["cpu", "wasm", "webgpu"];
+  const typo = valid[rng.int(0, 2)].toUpperCase();
+  try {
+    for (const bad of [typo, "gpu", "metal", ""]) {
+      await rejects(getBackend(bad as "cpu"), {
+        name: "TypeError",
+        message: `getBackend: unknown device ${JSON.stringify(bad)}; expected "cpu", "wasm" or "webgpu"`,
+      });
+      throws(() => setDefaultDevice(bad as "cpu"), {
+        name: "TypeError",
+        message: `setDefaultDevice: device must be one of auto, webgpu, wasm, cpu, got ${
+          JSON.stringify(bad)
+        }`,
+      });
+      throws(() => resolveDevice(bad as "cpu"), {
+        name: "TypeError",
+        message: `resolveDevice: device must be one of auto, webgpu, wasm, cpu, got ${JSON.stringify(bad)}`,
+      });
+    }
+    // "auto" is a choice, not a device: getBackend says where it is resolved.
+    await rejects(getBackend("auto" as "cpu"), {
+      message: 'getBackend: unknown device "auto"; expected "cpu", "wasm" or "webgpu" ' +
+        '("auto" is a choice: resolveDevice("auto") names its device)',
+    });
+    equal(getDefaultDevice(), before, "a refused choice leaves the default alone");
+    for (const d of valid) ok(await getBackend(d as "cpu"));
   } finally {
     setDefaultDevice(before);
   }
