@@ -10,7 +10,7 @@
  */
 import { z } from "../../deps.ts";
 import type { DeviceName, Node } from "../ir/node.ts";
-import { checkOptions, checkSize, opt, refuseWithLayers } from "../options.ts";
+import { checkOptions, checkSize, opt, OptionsError, refuseWithLayers } from "../options.ts";
 import type { Shape } from "../shape.ts";
 import { arange, tensor } from "../tensor/creation.ts";
 import { Tensor } from "../tensor/tensor.ts";
@@ -643,7 +643,7 @@ export interface AttentionOptions {
   headDim?: number;
   /** Rotary embeddings (default true). */
   rope?: boolean;
-  /** RoPE base (default 1e4). */
+  /** RoPE base (default 1e4); refused with `rope: false`, where it changes nothing. */
   ropeTheta?: number;
   /** Biases in new projections (default false, as Llama). */
   bias?: boolean;
@@ -710,6 +710,11 @@ export class Attention extends Module {
     super();
     checkOptions("Attention", ATTENTION_OPTIONS, opts);
     refuseWithLayers("Attention", opts, ["headDim", "bias", "qkNorm", "normEps", "seed", "device"]);
+    if (opts.rope === false && opts.ropeTheta !== undefined) {
+      throw new OptionsError("Attention", [
+        `option "ropeTheta" is ${opts.ropeTheta} but "rope" is false: without rotary embeddings it changes nothing`,
+      ]);
+    }
     checkSize("Attention", "dim", dim);
     const nKv = opts.nKvHeads ?? opts.nHeads;
     if (

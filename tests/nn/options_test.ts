@@ -129,6 +129,16 @@ Deno.test("attention refuses dropout and rope scaling it does not implement, and
     () => new Attention(8, { nHeads: 0, seed: 0 }),
     /^Attention: option "nHeads" must be >= 1, got 0$/,
   );
+  // Without RoPE the base is never read: theta 5 and 5e5 gave the same layer.
+  const theta = rng.int(1, 1e6);
+  await refused(
+    () => new Attention(8, { nHeads: 2, seed: 0, rope: false, ropeTheta: theta }),
+    new RegExp(
+      `^Attention: option "ropeTheta" is ${theta} but "rope" is false: without rotary embeddings it changes nothing$`,
+    ),
+  );
+  ok(new Attention(8, { nHeads: 2, seed: 0, rope: true, ropeTheta: theta }));
+  ok(new Attention(8, { nHeads: 2, seed: 0, rope: false }));
   const attn = new Attention(8, { nHeads: 2, seed: 0 });
   await refused(
     () => attn.forward(randn([1, 2, 8]), { offset: 3 } as never),
