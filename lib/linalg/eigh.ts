@@ -16,7 +16,7 @@ import {
   largestPositiveSigns,
   nonFinitePoison,
 } from "./common.ts";
-import { svdColumns } from "./svd.ts";
+import { refuseUnreadTol, svdColumns } from "./svd.ts";
 
 const EIGH_OPTIONS = z.object({
   ...JACOBI_OPTION_FIELDS,
@@ -31,7 +31,10 @@ export interface EighOptions {
   sweeps?: number;
   /** Read back the rotation counter every `check` sweeps and stop early (default 0: no read-back). */
   check?: number;
-  /** Convergence threshold of `check` on the cosine between columns, in (0, 1) (default √n · 2⁻²⁴). */
+  /**
+   * Convergence threshold on the cosine between columns, in (0, 1) (default √n · 2⁻²⁴): of `check`, and for
+   * n ≤ 64 of the one-kernel solver's stop; refused where neither runs, as it would change nothing.
+   */
   tol?: number;
 }
 
@@ -74,6 +77,7 @@ export async function eigh<N extends number>(
   const [n, n2] = checkMatrix("eigh", s);
   if (n !== n2) throw new RangeError(`eigh: expected a square matrix, got shape [${s.shape}]`);
   checkOptions("eigh", EIGH_OPTIONS, opts);
+  refuseUnreadTol("eigh", "tol", n, n, opts);
   const order = opts.order ?? "ascending";
   const x = s;
   const dev = x.device;

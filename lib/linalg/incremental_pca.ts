@@ -9,7 +9,7 @@ import { z } from "../../deps.ts";
 import { checkOptions, opt } from "../options.ts";
 import { checkFinite } from "../nn/finite.ts";
 import { checkMatrix, disposeUnless, JACOBI_OPTION_FIELDS } from "./common.ts";
-import { type SvdOptions, svdRows } from "./svd.ts";
+import { refuseUnreadTol, type SvdOptions, svdRows } from "./svd.ts";
 import { svdLowRank } from "./svd_lowrank.ts";
 
 const IPCA_OPTIONS = z.object({
@@ -211,6 +211,7 @@ export class IncrementalPCA {
       s = r.s;
       vRows = r.vh;
     } else {
+      refuseUnreadTol("IncrementalPCA.partialFit", "svd.tol", rows, nf, this.#opts.svd ?? {});
       const r = await svdRows(stacked, { ...this.#opts.svd, flip: "v" });
       s = r.s;
       vRows = r.vRows;

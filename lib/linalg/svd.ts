@@ -7,7 +7,7 @@ import { JACOBI_TINY, JACOBI_ZERO_REL } from "../../kernels/jacobi.wgsl.ts";
 import { eye, randn, tensor } from "../tensor/creation.ts";
 import { type F32, realize, type Tensor, withShape } from "../tensor/tensor.ts";
 import { z } from "../../deps.ts";
-import { checkOptions } from "../options.ts";
+import { checkOptions, OptionsError } from "../options.ts";
 import {
   absMaxScale,
   checkMatrix,
@@ -56,7 +56,8 @@ export interface SvdOptions {
   check?: number;
   /**
    * Convergence threshold on the cosine of two columns, in (0, 1): of `check`, and of the one-kernel solver's
-   * stop (default √k · 2⁻²⁴, k = min(m, n)).
+   * stop (default √k · 2⁻²⁴, k = min(m, n)). Refused where neither runs (no `check`, and a matrix the one-kernel
+   * solver does not take), as it would change nothing.
    */
   tol?: number;
   /**
@@ -99,6 +100,37 @@ export interface SvdCoreOptions extends SvdOptions {
 }
 
 /**
+ * Whether {@link svdColumns} solves a tall `rows × cols` working matrix in one kernel (`fused` when given, else
+ * min(m, n) ≤ 64 and max(m, n) ≤ 128).
+ */
+function solvesFused(rows: number, cols: number, fused: boolean | undefined): boolean {
+  return fused ?? (cols <= SOLVE_MAX_COLS && rows <= SOLVE_MAX_ROWS);
+}
+
+/**
+ * Throws an {@link OptionsError} of `where` when `tol` is given (as option `key`) but nothing would read it: on the
+ * preconditioned solver `tol` only decides whether a sweep counts as converged when `check` reads the counter back,
+ * so without `check` every sweep runs and any `tol` gives the same factors. The one-kernel solver always reads it.
+ * `m × n` is the matrix factored (either orientation).
+ */
+export function refuseUnreadTol(
+  where: string,
+  key: string,
+  m: number,
+  n: number,
+  opts: Pick<SvdOptions, "tol" | "check" | "fused">,
+): void {
+  if (opts.tol === undefined || (opts.check ?? 0) > 0) return;
+  if (solvesFused(Math.max(m, n), Math.min(m, n), opts.fused)) return;
+  const solver = opts.fused === false ? "with fused: false" : `for a ${m} x ${n} matrix`;
+  throw new OptionsError(where, [
+    `option "${key}" is ${opts.tol} but nothing reads it: ${solver} the solver runs every sweep, and tol ` +
+    `is read only by the read-backs of "check" (>= 1) or by the one-kernel solver (fused, min(m, n) <= ` +
+    `${SOLVE_MAX_COLS} and max(m, n) <= ${SOLVE_MAX_ROWS})`,
+  ]);
+}
+
+/**
  * The SVD core on a tall working matrix W (rows ≥ cols) given column-major (`wc`: `cols` records of `rows`),
  * already scaled. W = Q R (Householder), then one-sided Jacobi on the columns of Rᵀ: Rᵀ V' = B' with B'
  * having orthogonal columns, so R = V' Σ Ûᵀ (Û = B'/σ) and W = (Q V') Σ Ûᵀ. U = Q V' is a product of
@@ -112,7 +144,7 @@ export async function svdColumns(
   cols: number,
   opts: SvdCoreOptions,
 ): Promise<SvdRows> {
-  if (opts.fused ?? (cols <= SOLVE_MAX_COLS && rows <= SOLVE_MAX_ROWS)) {
+  if (solvesFused(rows, cols, opts.fused)) {
     return await svdFused(wc, rows, cols, opts);
   }
   const dev = wc.device;
@@ -295,6 +327,7 @@ export function svdResult<M extends number, N extends number>(u: F32, s: F32, vh
 export async function svdRows(a: F32, opts: SvdOptions = {}): Promise<SvdRows> {
   const [m, n] = checkMatrix("svd", a);
   checkOptions("svd", SVD_OPTIONS, opts);
+  refuseUnreadTol("svd", "tol", m, n, opts);
   const wide = m < n;
   const rows = Math.max(m, n);
   const cols = Math.min(m, n);

@@ -2,8 +2,8 @@
  * Options of the linear algebra: every function refuses an unknown key or a bad value with an `OptionsError` naming
  * the function, the key and the value, before any work; and nf4Dequantize refuses codes that are no NF4 code.
  */
-import { rejects } from "node:assert/strict";
-import { tensor } from "../../mod.ts";
+import { equal, rejects } from "node:assert/strict";
+import { type Tensor, tensor } from "../../mod.ts";
 import {
   dstBasis,
   eigh,
@@ -16,6 +16,7 @@ import {
   qr,
   svd,
   svdLowRank,
+  type SvdOptions,
 } from "../../lib/linalg/mod.ts";
 import { refusedOptions, TestRng } from "../_helpers.ts";
 
@@ -49,6 +50,50 @@ Deno.test("linalg: tol must lie in (0, 1) and sweeps be at least 1 in svd, eigh,
   await refusedOptions(() => eigh(s, { sweeps: 0 }), /^eigh: option "sweeps" must be >= 1, got 0$/);
   await refusedOptions(() => svdLowRank(a, 2, { sweeps: 0 }), /^svdLowRank: option "sweeps" must be >= 1/);
   await refusedOptions(() => svd(a, { check: -1 }), /^svd: option "check" must be >= 0, got -1$/);
+});
+
+Deno.test("linalg: tol is refused where nothing reads it (no check, not the one-kernel solver)", async () => {
+  const rng = new TestRng(1103);
+  const tol = 1e-6 * rng.int(1, 999);
+  // More than 128 rows: the preconditioned solver, whose tol only counts rotations for check's read-backs (tol
+  // 1e-7 and 0.5 gave the same factors).
+  const [m, n] = [rng.int(129, 160), rng.int(2, 6)];
+  const tall = tensor(rng.normals(m * n), { shape: [m, n] });
+  const unread = (fn: string, key: string, solver: string) =>
+    new RegExp(
+      `^${fn}: option "${key}" is ${tol} but nothing reads it: ${solver} the solver runs every sweep, and tol is ` +
+        `read only by the read-backs of "check" \\(>= 1\\) or by the one-kernel solver \\(fused, ` +
+        `min\\(m, n\\) <= 64 and max\\(m, n\\) <= 128\\)$`,
+    );
+  await refusedOptions(() => svd(tall, { tol }), unread("svd", "tol", `for a ${m} x ${n} matrix`));
+  await refusedOptions(
+    () => svd(tall.transpose(), { tol }),
+    unread("svd", "tol", `for a ${n} x ${m} matrix`),
+  );
+  await refusedOptions(() => pinv(tall, { tol }), unread("pinv", "tol", `for a ${m} x ${n} matrix`));
+  const small = tensor(rng.normals(6 * 4), { shape: [6, 4] });
+  await refusedOptions(() => svd(small, { tol, fused: false }), unread("svd", "tol", "with fused: false"));
+  await refusedOptions(
+    () => pinv(small, { tol, check: 0, fused: false }),
+    unread("pinv", "tol", "with fused: false"),
+  );
+  const k = rng.int(65, 72);
+  const g = tensor(rng.normals(k * k), { shape: [k, k] });
+  await refusedOptions(
+    () => eigh(g.add(g.transpose()), { tol }),
+    unread("eigh", "tol", `for a ${k} x ${k} matrix`),
+  );
+  await refusedOptions(
+    () => new IncrementalPCA({ nComponents: 2, svd: { tol } }).partialFit(tall),
+    unread("IncrementalPCA.partialFit", "svd.tol", `for a ${m} x ${n} matrix`),
+  );
+  // Where tol is read it is taken: with check, and by the one-kernel solver (small matrices).
+  const read: [Tensor<number[], "f32">, SvdOptions][] = [
+    [small, { tol, fused: false, check: 1 }],
+    [small, { tol }],
+    [tall, { tol, check: 2 }],
+  ];
+  for (const [a, o] of read) equal((await svd(a, o)).s.shape[0], Math.min(...a.shape));
 });
 
 Deno.test("linalg: an unknown option key or a bad value is refused by name in every function", async () => {
