@@ -17,19 +17,36 @@ import sys
 import time
 
 
+def at_least(minimum: int):
+    """An argparse type: an integer >= minimum, else an error naming the value (the flag is named by argparse)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
 def main() -> int:
+    # Sizes and counts are checked here, before torch is imported: --steps 0 ended in a ZeroDivisionError after
+    # building the model, and --steps -3 printed a negative throughput.
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--json", action="store_true")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=4)
-    p.add_argument("--dim", type=int, default=576)
-    p.add_argument("--hidden", type=int, default=1536)
-    p.add_argument("--layers", type=int, default=30)
-    p.add_argument("--heads", type=int, default=9)
-    p.add_argument("--kv-heads", type=int, default=3)
-    p.add_argument("--vocab", type=int, default=49152)
+    p.add_argument("--batch", type=at_least(1), default=8)
+    p.add_argument("--seq", type=at_least(1), default=256)
+    p.add_argument("--steps", type=at_least(1), default=20)
+    p.add_argument("--warmup", type=at_least(0), default=4)
+    p.add_argument("--dim", type=at_least(1), default=576)
+    p.add_argument("--hidden", type=at_least(1), default=1536)
+    p.add_argument("--layers", type=at_least(1), default=30)
+    p.add_argument("--heads", type=at_least(1), default=9)
+    p.add_argument("--kv-heads", type=at_least(1), default=3)
+    p.add_argument("--vocab", type=at_least(1), default=49152)
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     a = p.parse_args()
 

@@ -37,3 +37,40 @@ Deno.test("a misspelt flag or a bad value is refused in one line, exit code 2, b
     match(r.stderr, why, what);
   });
 });
+
+/** Whether `python3` runs here (peft_bench.py reads its flags before importing torch, so plain Python suffices). */
+async function hasPython(): Promise<boolean> {
+  try {
+    return (await new Deno.Command("python3", { args: ["-c", ""], stdout: "null", stderr: "null" }).output())
+      .success;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name: "peft_bench.py refuses a step count, warm-up or size it cannot use, naming the flag and the value",
+  ignore: !await hasPython(),
+  fn: async () => {
+    // --steps 0 ended in a ZeroDivisionError after building the model, and --steps -3 printed a negative throughput.
+    const cases: [string[], string][] = [
+      [["--steps", "0"], "argument --steps: must be an integer >= 1, got '0'"],
+      [["--steps=-3"], "argument --steps: must be an integer >= 1, got '-3'"],
+      [["--steps", "2.5"], "argument --steps: must be an integer >= 1, got '2.5'"],
+      [["--warmup=-1"], "argument --warmup: must be an integer >= 0, got '-1'"],
+      [["--batch", "0"], "argument --batch: must be an integer >= 1, got '0'"],
+      [["--kv-heads", "0"], "argument --kv-heads: must be an integer >= 1, got '0'"],
+    ];
+    for (const [args, why] of cases) {
+      const out = await new Deno.Command("python3", {
+        args: [`${BENCH}peft_bench.py`, "--json", ...args],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stderr = new TextDecoder().decode(out.stderr).trim();
+      equal(out.code, 2, `${args.join(" ")}: exit code ${out.code}; stderr: ${stderr}`);
+      equal(new TextDecoder().decode(out.stdout), "", args.join(" "));
+      equal(stderr.split("\n").at(-1), `peft_bench.py: error: ${why}`, args.join(" "));
+    }
+  },
+});
