@@ -14,29 +14,33 @@
  */
 import { randn, type Tensor } from "../mod.ts";
 import { adapterLine } from "./_timing.ts";
-import { parseFlags } from "./_args.ts";
+import { parseFlags, refuse } from "./_args.ts";
 import { eigh, qr, svd, svdLowRank } from "../lib/linalg/mod.ts";
 import { defaultSweeps } from "../lib/linalg/jacobi.ts";
 
 type Mat = Tensor<[number, number], "f32">;
 
+const USAGE = "Usage: [LINALG_BENCH_SIZES=64,256] [LINALG_BENCH_4096=1] deno run -A bench/linalg_bench.ts";
+
 // Takes no flags: the sizes come from the environment (below).
-if (import.meta.main) {
-  parseFlags(
-    "linalg_bench",
-    Deno.args,
-    {},
-    "Usage: [LINALG_BENCH_SIZES=64,256] [LINALG_BENCH_4096=1] deno run -A bench/linalg_bench.ts",
-  );
-}
+if (import.meta.main) parseFlags("linalg_bench", Deno.args, {}, USAGE);
+// A bad variable is refused as a bad flag is (one line, exit code 2), not with a stack trace; sizes are decimal
+// digits ("0x40" was read as 64).
 const big = Deno.env.get("LINALG_BENCH_4096");
-if (big !== undefined && big !== "1") throw new Error(`LINALG_BENCH_4096 must be 1 or unset, got "${big}"`);
+if (big !== undefined && big !== "1") {
+  refuse("linalg_bench", `LINALG_BENCH_4096 must be 1 or unset, got ${JSON.stringify(big)}`, USAGE);
+}
 // `deno bench` (the bench task) defaults to the sizes that finish in seconds on a CPU adapter.
 const defaultSizes = import.meta.main ? "64,256,1024" : "64,256";
-const sizes = (Deno.env.get("LINALG_BENCH_SIZES") ?? defaultSizes).split(",").map(Number)
+const sizesText = Deno.env.get("LINALG_BENCH_SIZES") ?? defaultSizes;
+const sizes = sizesText.split(",").map((part) => /^[0-9]+$/.test(part) ? Number(part) : NaN)
   .concat(big === "1" ? [4096] : []);
-for (const n of sizes) {
-  if (!Number.isInteger(n) || n < 2) throw new Error(`LINALG_BENCH_SIZES: bad size ${n}`);
+if (sizes.some((n) => !Number.isSafeInteger(n) || n < 2)) {
+  refuse(
+    "linalg_bench",
+    `LINALG_BENCH_SIZES must be sizes >= 2 separated by commas, got ${JSON.stringify(sizesText)}`,
+    USAGE,
+  );
 }
 
 /** The operations under test; each resolves once its result has been read back (the GPU is idle). */

@@ -74,3 +74,30 @@ Deno.test({
     }
   },
 });
+
+Deno.test("linalg_bench refuses a bad LINALG_BENCH_* variable in one line naming it and the value, exit code 2", async () => {
+  // They ended on a thrown error with its stack ("LINALG_BENCH_SIZES: bad size NaN"), and "0x40" ran n = 64.
+  const cases: [Record<string, string>, string][] = [
+    [{ LINALG_BENCH_4096: "yes" }, 'LINALG_BENCH_4096 must be 1 or unset, got "yes"'],
+    [{ LINALG_BENCH_SIZES: "64,x" }, 'LINALG_BENCH_SIZES must be sizes >= 2 separated by commas, got "64,x"'],
+    [{ LINALG_BENCH_SIZES: "0x40" }, 'LINALG_BENCH_SIZES must be sizes >= 2 separated by commas, got "0x40"'],
+    [{ LINALG_BENCH_SIZES: "64,1" }, 'LINALG_BENCH_SIZES must be sizes >= 2 separated by commas, got "64,1"'],
+  ];
+  for (const [env, why] of cases) {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", `${BENCH}linalg_bench.ts`],
+      env,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const what = JSON.stringify(env);
+    const stderr = new TextDecoder().decode(out.stderr).trim();
+    equal(out.code, 2, `${what}: exit code ${out.code}; stderr: ${stderr}`);
+    equal(new TextDecoder().decode(out.stdout), "", what);
+    equal(
+      stderr,
+      `linalg_bench: ${why}. Usage: [LINALG_BENCH_SIZES=64,256] [LINALG_BENCH_4096=1] deno run -A bench/linalg_bench.ts`,
+      what,
+    );
+  }
+});
