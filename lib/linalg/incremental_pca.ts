@@ -6,7 +6,7 @@
 import { concat, zeros } from "../tensor/creation.ts";
 import { type F32, realize, type Tensor, withShape } from "../tensor/tensor.ts";
 import { z } from "../../deps.ts";
-import { checkOptions, opt } from "../options.ts";
+import { checkOptions, opt, OptionsError, showValue } from "../options.ts";
 import { checkFinite } from "../nn/finite.ts";
 import { checkMatrix, disposeUnless, JACOBI_OPTION_FIELDS } from "./common.ts";
 import { refuseUnreadTol, type SvdOptions, svdRows } from "./svd.ts";
@@ -36,7 +36,7 @@ export interface IncrementalPCAOptions {
    * exact Jacobi SVD (deterministic).
    */
   lowRank?: { q?: number; niter?: number; seed?: number };
-  /** Options of the exact inner SVD (sweeps, convergence check). */
+  /** Options of the exact inner SVD (sweeps, convergence check); refused with `lowRank`, which does not read them. */
   svd?: Pick<SvdOptions, "sweeps" | "check" | "tol">;
 }
 
@@ -93,6 +93,14 @@ export class IncrementalPCA {
   /** An unfitted model. */
   constructor(opts: IncrementalPCAOptions = {}) {
     checkOptions("IncrementalPCA", IPCA_OPTIONS, opts);
+    if (opts.lowRank !== undefined && opts.svd !== undefined) {
+      throw new OptionsError("IncrementalPCA", [
+        `option "svd" is ${
+          showValue(opts.svd)
+        } but "lowRank" is given: the randomized SVD does not read the ` +
+        `exact SVD's options`,
+      ]);
+    }
     this.#opts = opts;
   }
 

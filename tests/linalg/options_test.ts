@@ -130,6 +130,15 @@ Deno.test("linalg: an unknown option key or a bad value is refused by name in ev
     () => new IncrementalPCA({ lowRank: { q: 4, niters: 2 } } as Loose),
     /^IncrementalPCA: unknown option of "lowRank" "niters"$/,
   );
+  // With lowRank the exact SVD's options were never read: sweeps 1 and sweeps 40 with check gave the same fit.
+  const sweeps = rng.int(1, 40);
+  await refusedOptions(
+    () => new IncrementalPCA({ lowRank: { q: 4 }, svd: { sweeps } }),
+    new RegExp(
+      `^IncrementalPCA: option "svd" is \\{"sweeps":${sweeps}\\} but "lowRank" is given: the randomized SVD ` +
+        `does not read the exact SVD's options$`,
+    ),
+  );
   // partialFit dropped an unknown key: { checkedfinite: true } still read the batch back to check it.
   await refusedOptions(
     () => new IncrementalPCA().partialFit(a, { checkedfinite: true } as Loose),
