@@ -16,7 +16,7 @@ import {
   largestPositiveSigns,
   nonFinitePoison,
 } from "./common.ts";
-import { refuseUnreadTol, svdColumns } from "./svd.ts";
+import { refuseUnreadJacobiOptions, svdColumns } from "./svd.ts";
 
 const EIGH_OPTIONS = z.object({
   ...JACOBI_OPTION_FIELDS,
@@ -29,7 +29,10 @@ export interface EighOptions {
   order?: "ascending" | "descending";
   /** Jacobi sweeps, at least 1 (default as in {@link svd}: `max(8, ⌈5 + 0.9·log2 n⌉)`). */
   sweeps?: number;
-  /** Read back the rotation counter every `check` sweeps and stop early (default 0: no read-back). */
+  /**
+   * Read back the rotation counter every `check` sweeps and stop early (default 0: no read-back). Refused for
+   * n ≤ 64, where the one-kernel solver runs, which stops at convergence itself.
+   */
   check?: number;
   /**
    * Convergence threshold on the cosine between columns, in (0, 1) (default √n · 2⁻²⁴): of `check`, and for
@@ -77,7 +80,7 @@ export async function eigh<N extends number>(
   const [n, n2] = checkMatrix("eigh", s);
   if (n !== n2) throw new RangeError(`eigh: expected a square matrix, got shape [${s.shape}]`);
   checkOptions("eigh", EIGH_OPTIONS, opts);
-  refuseUnreadTol("eigh", "tol", n, n, opts);
+  refuseUnreadJacobiOptions("eigh", n, n, opts);
   const order = opts.order ?? "ascending";
   const x = s;
   const dev = x.device;

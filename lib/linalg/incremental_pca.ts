@@ -9,7 +9,7 @@ import { z } from "../../deps.ts";
 import { checkOptions, opt, OptionsError, showValue } from "../options.ts";
 import { checkFinite } from "../nn/finite.ts";
 import { checkMatrix, disposeUnless, JACOBI_OPTION_FIELDS } from "./common.ts";
-import { refuseUnreadTol, type SvdOptions, svdRows } from "./svd.ts";
+import { refuseUnreadJacobiOptions, type SvdOptions, svdRows } from "./svd.ts";
 import { svdLowRank } from "./svd_lowrank.ts";
 
 const IPCA_OPTIONS = z.object({
@@ -219,7 +219,7 @@ export class IncrementalPCA {
       s = r.s;
       vRows = r.vh;
     } else {
-      refuseUnreadTol("IncrementalPCA.partialFit", "svd.tol", rows, nf, this.#opts.svd ?? {});
+      refuseUnreadJacobiOptions("IncrementalPCA.partialFit", rows, nf, this.#opts.svd ?? {}, "svd.");
       const r = await svdRows(stacked, { ...this.#opts.svd, flip: "v" });
       s = r.s;
       vRows = r.vRows;

@@ -7,7 +7,7 @@ import { z } from "../../deps.ts";
 import { checkOptions } from "../options.ts";
 import { type F32, realize, type Tensor, withShape } from "../tensor/tensor.ts";
 import { checkMatrix, JACOBI_OPTION_FIELDS } from "./common.ts";
-import { refuseUnreadTol, type SvdOptions, svdRows } from "./svd.ts";
+import { refuseUnreadJacobiOptions, type SvdOptions, svdRows } from "./svd.ts";
 
 /** Machine epsilon of float32 (`numpy.finfo(numpy.float32).eps`, 2⁻²³). */
 export const F32_EPS = 2 ** -23;
@@ -45,7 +45,7 @@ export async function pinv<M extends number, N extends number>(
 ): Promise<Tensor<[N, M], "f32">> {
   const [m, n] = checkMatrix("pinv", a);
   const { rcond = Math.max(m, n) * F32_EPS, ...svdOpts } = checkOptions("pinv", PINV_OPTIONS, opts);
-  refuseUnreadTol("pinv", "tol", m, n, svdOpts);
+  refuseUnreadJacobiOptions("pinv", m, n, svdOpts);
   const { uRows, s, vRows } = await svdRows(a, svdOpts);
   const k = s.shape[0];
   const cutoff = s.max().mul(rcond);

@@ -51,7 +51,8 @@ export interface SvdOptions {
   sweeps?: number;
   /**
    * Read the rotation counter back to the host every `check` sweeps (~11 ms each) and stop early once a
-   * sweep made no rotation above `tol`. Default 0: no read-back, run exactly `sweeps` sweeps.
+   * sweep made no rotation above `tol`. Default 0: no read-back, run exactly `sweeps` sweeps. Refused where the
+   * one-kernel solver runs (see `fused`), which stops at convergence itself.
    */
   check?: number;
   /**
@@ -108,26 +109,36 @@ function solvesFused(rows: number, cols: number, fused: boolean | undefined): bo
 }
 
 /**
- * Throws an {@link OptionsError} of `where` when `tol` is given (as option `key`) but nothing would read it: on the
- * preconditioned solver `tol` only decides whether a sweep counts as converged when `check` reads the counter back,
- * so without `check` every sweep runs and any `tol` gives the same factors. The one-kernel solver always reads it.
- * `m × n` is the matrix factored (either orientation).
+ * Throws an {@link OptionsError} of `where` for a Jacobi option that nothing would read for an `m × n` matrix
+ * (either orientation); `prefix` goes before the keys in the message (`"svd."` for IncrementalPCA's). On the
+ * preconditioned solver `tol` only decides whether a sweep counts as converged for the read-backs of `check`, so
+ * without `check` every sweep runs and any `tol` gives the same factors. The one-kernel solver reads `tol` for
+ * its own stop and has no read-back, so there `check` changes nothing.
  */
-export function refuseUnreadTol(
+export function refuseUnreadJacobiOptions(
   where: string,
-  key: string,
   m: number,
   n: number,
   opts: Pick<SvdOptions, "tol" | "check" | "fused">,
+  prefix = "",
 ): void {
-  if (opts.tol === undefined || (opts.check ?? 0) > 0) return;
-  if (solvesFused(Math.max(m, n), Math.min(m, n), opts.fused)) return;
-  const solver = opts.fused === false ? "with fused: false" : `for a ${m} x ${n} matrix`;
-  throw new OptionsError(where, [
-    `option "${key}" is ${opts.tol} but nothing reads it: ${solver} the solver runs every sweep, and tol ` +
-    `is read only by the read-backs of "check" (>= 1) or by the one-kernel solver (fused, min(m, n) <= ` +
-    `${SOLVE_MAX_COLS} and max(m, n) <= ${SOLVE_MAX_ROWS})`,
-  ]);
+  const check = opts.check ?? 0;
+  const fused = solvesFused(Math.max(m, n), Math.min(m, n), opts.fused);
+  const solver = opts.fused === undefined ? `for a ${m} x ${n} matrix` : `with fused: ${opts.fused}`;
+  const sizes = `min(m, n) <= ${SOLVE_MAX_COLS} and max(m, n) <= ${SOLVE_MAX_ROWS}`;
+  if (fused && check > 0) {
+    throw new OptionsError(where, [
+      `option "${prefix}check" is ${check} but nothing reads it: ${solver} the one-kernel solver runs, which ` +
+      `stops at convergence without read-backs; check is read by the preconditioned solver (fused: false, or ` +
+      `a matrix beyond ${sizes})`,
+    ]);
+  }
+  if (!fused && check === 0 && opts.tol !== undefined) {
+    throw new OptionsError(where, [
+      `option "${prefix}tol" is ${opts.tol} but nothing reads it: ${solver} the solver runs every sweep, and tol ` +
+      `is read only by the read-backs of "check" (>= 1) or by the one-kernel solver (fused, ${sizes})`,
+    ]);
+  }
 }
 
 /**
@@ -327,7 +338,7 @@ export function svdResult<M extends number, N extends number>(u: F32, s: F32, vh
 export async function svdRows(a: F32, opts: SvdOptions = {}): Promise<SvdRows> {
   const [m, n] = checkMatrix("svd", a);
   checkOptions("svd", SVD_OPTIONS, opts);
-  refuseUnreadTol("svd", "tol", m, n, opts);
+  refuseUnreadJacobiOptions("svd", m, n, opts);
   const wide = m < n;
   const rows = Math.max(m, n);
   const cols = Math.min(m, n);

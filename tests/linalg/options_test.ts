@@ -96,6 +96,42 @@ Deno.test("linalg: tol is refused where nothing reads it (no check, not the one-
   for (const [a, o] of read) equal((await svd(a, o)).s.shape[0], Math.min(...a.shape));
 });
 
+Deno.test("linalg: check is refused where the one-kernel solver runs (it stops at convergence, no read-back)", async () => {
+  const rng = new TestRng(1104);
+  const check = rng.int(1, 5);
+  // At most 64 columns and 128 rows: the one-kernel solver, which check 1 and no check ran alike.
+  const [m, n] = [rng.int(8, 128), rng.int(2, 8)];
+  const a = tensor(rng.normals(m * n), { shape: [m, n] });
+  const unread = (fn: string, key: string, solver: string) =>
+    new RegExp(
+      `^${fn}: option "${key}" is ${check} but nothing reads it: ${solver} the one-kernel solver runs, which ` +
+        `stops at convergence without read-backs; check is read by the preconditioned solver \\(fused: false, ` +
+        `or a matrix beyond min\\(m, n\\) <= 64 and max\\(m, n\\) <= 128\\)$`,
+    );
+  await refusedOptions(() => svd(a, { check }), unread("svd", "check", `for a ${m} x ${n} matrix`));
+  await refusedOptions(
+    () => svd(a.transpose(), { check }),
+    unread("svd", "check", `for a ${n} x ${m} matrix`),
+  );
+  await refusedOptions(() => svd(a, { check, fused: true }), unread("svd", "check", "with fused: true"));
+  await refusedOptions(
+    () => pinv(a, { check, tol: 1e-6 }),
+    unread("pinv", "check", `for a ${m} x ${n} matrix`),
+  );
+  const g = tensor(rng.normals(n * n), { shape: [n, n] });
+  await refusedOptions(
+    () => eigh(g.add(g.transpose()), { check }),
+    unread("eigh", "check", `for a ${n} x ${n} matrix`),
+  );
+  await refusedOptions(
+    () => new IncrementalPCA({ nComponents: 2, svd: { check } }).partialFit(a),
+    unread("IncrementalPCA.partialFit", "svd.check", `for a ${m} x ${n} matrix`),
+  );
+  // check 0 is no read-back, and the preconditioned solver takes check.
+  equal((await svd(a, { check: 0 })).s.shape[0], n);
+  equal((await svd(a, { check, fused: false })).s.shape[0], n);
+});
+
 Deno.test("linalg: an unknown option key or a bad value is refused by name in every function", async () => {
   const rng = new TestRng(1102);
   const a = tensor(rng.normals(6 * 4), { shape: [6, 4] });
