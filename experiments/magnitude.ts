@@ -61,6 +61,7 @@ import {
   type Tensor,
   tensor,
   Trainer,
+  writeFileAtomicSync,
 } from "../mod.ts";
 import {
   type Claim,
@@ -802,7 +803,8 @@ async function main(): Promise<void> {
     async (k) => train(k.spec, k.seed, await taskOf(k.seed, cfg, device), cfg, device),
   );
   const runs = [...p1Runs, ...p2Runs];
-  await Deno.writeTextFile(
+  // Atomically: a process killed while writing it (on --resume too) leaves the file it replaces whole.
+  writeFileAtomicSync(
     results.file("metrics.jsonl"),
     runs.flatMap((r) =>
       r.losses.map((loss, i) =>

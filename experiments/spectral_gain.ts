@@ -30,6 +30,7 @@ import {
   namedModules,
   randn,
   weightGains,
+  writeFileAtomicSync,
 } from "../mod.ts";
 import {
   barPlot,
@@ -239,7 +240,8 @@ async function main(): Promise<void> {
         singularValue: mr.gains.singularValues[i],
       }))
   );
-  await Deno.writeTextFile(results.file("metrics.jsonl"), metrics.join("\n") + "\n");
+  // Atomically: a process killed while writing it (on --resume too) leaves the file it replaces whole.
+  writeFileAtomicSync(results.file("metrics.jsonl"), metrics.join("\n") + "\n");
 
   // ----- per module type -----
   const types = cfg.modules.filter((t) => matrices.some((m) => m.type === t));
