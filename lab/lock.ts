@@ -45,8 +45,11 @@ function hostname(): string {
 }
 
 /**
- * Whether a process with id `pid` runs on this host: `/proc/<pid>` on Linux, `ps -p` elsewhere. When it cannot be
- * told (no permission, no `ps`), it is taken to run, so a lock is never broken on a guess.
+ * Whether a process with id `pid` runs on this host: `/proc/<pid>/stat` on Linux, `ps -o stat= -p` elsewhere. A
+ * process that has ended but whose parent has not yet collected it (a zombie, state `Z`, or `X`: what a killed
+ * experiment is until its shell or the system's first process reaps it, for good under a first process that reaps
+ * nothing) no longer runs: it holds no lock and cannot be stopped. When it cannot be told (no permission, no `ps`),
+ * it is taken to run, so a lock is never broken on a guess.
  *
  * @param pid Process id.
  * @returns False only when the process is known not to run.
@@ -54,21 +57,30 @@ function hostname(): string {
 export function processAlive(pid: number): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   if (pid === Deno.pid) return true;
+  let state: string;
   if (Deno.build.os === "linux") {
     try {
-      Deno.statSync(`/proc/${pid}`);
-      return true;
+      // "<pid> (<command>) <state> ...": the command may hold spaces and parentheses, so read after the last ")".
+      const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+      state = stat.slice(stat.lastIndexOf(")") + 1).trim().charAt(0);
     } catch (err) {
       return !(err instanceof Deno.errors.NotFound);
     }
+  } else {
+    try {
+      const out = new Deno.Command("ps", {
+        args: ["-o", "stat=", "-p", String(pid)],
+        stdout: "piped",
+        stderr: "null",
+      })
+        .outputSync();
+      if (!out.success) return false;
+      state = new TextDecoder().decode(out.stdout).trim().charAt(0);
+    } catch {
+      return true;
+    }
   }
-  try {
-    const out = new Deno.Command("ps", { args: ["-p", String(pid)], stdout: "null", stderr: "null" })
-      .outputSync();
-    return out.success;
-  } catch {
-    return true;
-  }
+  return state !== "Z" && state !== "X";
 }
 
 /** A held lock; release it with {@link Lock.release} (or `using`). */

@@ -166,3 +166,55 @@ Deno.test("acquireLock: a file naming this process's own pid, left by an earlier
   lock[Symbol.dispose]();
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test({
+  name: "acquireLock: the lock of a process killed and not yet reaped (a zombie) is taken over",
+  // A zombie needs a parent that does not wait for its child (bash exec-ing into sleep), and is seen in /proc.
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    const { acquireLock, processAlive } = await import(LOCK_MODULE);
+    const dir = await Deno.makeTempDir();
+    const path = `${dir}/.lock`;
+    const holder = `const { acquireLock } = await import(${JSON.stringify(LOCK_MODULE)});
+acquireLock(Deno.args[0], "killed holder");
+Deno.writeTextFileSync(Deno.args[1], "");
+await new Promise(() => setInterval(() => {}, 1000));`;
+    // bash starts the holder, records its pid, and becomes a sleep that never collects it once it is killed.
+    const parent = new Deno.Command("bash", {
+      args: [
+        "-c",
+        `"$0" eval "$1" "$2" "$3" & echo $! > "$4"; exec sleep 60`,
+        Deno.execPath(),
+        holder,
+        path,
+        `${dir}/held`,
+        `${dir}/pid`,
+      ],
+      stdout: "null",
+      stderr: "inherit",
+    }).spawn();
+    try {
+      const deadline = Date.now() + 30_000;
+      while (!exists(`${dir}/held`)) {
+        ok(Date.now() < deadline, "the holder took no lock within 30 s");
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const pid = Number(Deno.readTextFileSync(`${dir}/pid`));
+      equal(JSON.parse(Deno.readTextFileSync(path)).pid, pid);
+      Deno.kill(pid, "SIGKILL");
+      // Killed, it stays in the process table as a zombie for as long as its parent sleeps.
+      while (!/^\d+ \(.*\) Z/.test(Deno.readTextFileSync(`/proc/${pid}/stat`))) {
+        ok(Date.now() < deadline, "the killed holder did not become a zombie within 30 s");
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      equal(processAlive(pid), false, `processAlive(${pid}) of a zombie`);
+      const lock = acquireLock(path, "after the kill");
+      equal(JSON.parse(Deno.readTextFileSync(path)).pid, Deno.pid);
+      lock[Symbol.dispose]();
+    } finally {
+      parent.kill("SIGKILL");
+      await parent.status;
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
