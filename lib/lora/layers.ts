@@ -8,7 +8,7 @@ import { namedModules, replaceModule } from "../nn/module.ts";
 import { findTargets } from "../nn/targets.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import type { F32 } from "../nn/linear.ts";
-import { type LoraInit, LoraLinear } from "./linear.ts";
+import { type LoraInit, LoraLinear, type MergedAdapter } from "./linear.ts";
 import { z } from "../../deps.ts";
 import { checkOptions, opt } from "../options.ts";
 
@@ -41,9 +41,18 @@ export function loraNorms(model: object): Record<string, Tensor<[], "f32">> {
   return out;
 }
 
-/** Replaces every LoRA layer with its merged `Linear` (the adapter folded into the weight). */
-export function mergeLora(model: object): void {
-  for (const [path, l] of loraLayers(model)) replaceModule(model, path, l.merge());
+/**
+ * Replaces every LoRA layer with its merged `Linear` (the adapter folded into the weight) and returns, by path, what
+ * {@link unmergeLora} needs to undo it (PEFT's `merge_adapter` / `unmerge_adapter`). A model with no LoRA layer left
+ * (merged already) is returned unchanged, with an empty record.
+ */
+export function mergeLora(model: object): Record<string, MergedAdapter> {
+  const out: Record<string, MergedAdapter> = {};
+  for (const [path, l] of loraLayers(model)) {
+    out[path] = l.mergedAdapter();
+    replaceModule(model, path, l.merge());
+  }
+  return out;
 }
 
 /** Optimiser settings for LoRA+ (Hayou, Ghosh & Yu, ICML 2024, arXiv 2402.12354): B learns `ratio` times faster. */
@@ -88,8 +97,15 @@ export function loraPlusOptions(opts: LoraPlusOptions): {
   };
 }
 
-/** Undoes {@link mergeLora} for the given adapters: each merged `Linear` at a path becomes a LoRA layer again. */
-export function unmergeLora(model: object, adapters: Readonly<Record<string, LoraInit>>): void {
+/**
+ * Undoes {@link mergeLora} for the given adapters: each merged `Linear` at a path becomes a LoRA layer again (see
+ * {@link LoraLinear.unmerge}). Pass what `mergeLora` returned to get the layers back as they were (DoRA included); a
+ * bare init result per path gives plain LoRA layers.
+ */
+export function unmergeLora(
+  model: object,
+  adapters: Readonly<Record<string, LoraInit | MergedAdapter>>,
+): void {
   for (const [path, adapter] of Object.entries(adapters)) {
     const m = findTargets(model, new RegExp(path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")))[0]?.[1];
     if (m === undefined) throw new RangeError(`unmergeLora: the model has no Linear module "${path}"`);

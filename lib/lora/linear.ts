@@ -98,6 +98,20 @@ function checkInitial(init: LoraInit, initial: { a: F32; b: F32 } | undefined): 
   if (issues.length > 0) throw new OptionsError("LoraLinear", issues);
 }
 
+/** What {@link LoraLinear.mergedAdapter} records of a layer it merges, to unmerge it later. */
+export interface MergedAdapter {
+  /** The adapter (A, B, rank, alpha, scale; no base). */
+  init: LoraInit;
+  /** The layer's options (dropout, DoRA, rsLoRA, seed, frozen B, the initial adapter of an offset init). */
+  options: LoraLayerOptions;
+  /** DoRA: the magnitudes `m` and the row norms `‖W_res + s·B·A‖` the merge divided by. */
+  dora?: { magnitude: F32; norm: F32 };
+  /** Whether the layer's base was rewritten by its init (see {@link LoraLinear.baseRewritten}). */
+  baseRewritten: boolean;
+  /** Whether the layer was in training mode. */
+  training: boolean;
+}
+
 /** A weight holder with PEFT's field name (`lora_A.weight`). */
 export interface WeightHolder {
   /** The tensor. */
@@ -282,12 +296,59 @@ export class LoraLinear extends Module implements LinearLayer, FreezingModule {
   }
 
   /**
-   * The inverse of {@link merge} for plain LoRA: given a layer whose weight already contains `s·B·A` (a merged
-   * layer, e.g. one saved after merging), recovers the adapted layer with `W_res = W − s·B·A`.
+   * What {@link merge} folds into the weight, for {@link LoraLinear.unmerge} to take out again: the adapter, the
+   * layer's options and, with DoRA, the row norms `‖W_res + s·B·A‖` it divides by (as PEFT caches them when merging:
+   * the merged weight's rows have norm `m`, so it does not give them back).
    */
-  static unmerge(merged: Linear, adapter: LoraInit): LoraLinear {
-    const delta = adapter.b.matmul(adapter.a).mul(adapter.scale);
-    const base = asF32(merged.weight).sub(delta as F32) as F32;
-    return new LoraLinear(merged, { ...adapter, base });
+  mergedAdapter(): MergedAdapter {
+    const m = this.lora_magnitude_vector;
+    return {
+      init: {
+        a: this.lora_A.weight,
+        b: this.lora_B.weight,
+        rank: this.rank,
+        alpha: this.#alpha,
+        scale: this.#scale,
+      },
+      options: {
+        dropout: this.#dropout,
+        useDora: m !== undefined,
+        seed: this.#seed,
+        useRslora: this.#useRslora,
+        freezeB: this.#freezeB,
+        ...(this.#initial !== undefined ? { initial: this.#initial } : {}),
+      },
+      dora: m === undefined
+        ? undefined
+        : { magnitude: m, norm: stopGradient(this.#combined().square().sum(1).sqrt() as F32) },
+      baseRewritten: this.#baseRewritten,
+      training: this.training,
+    };
+  }
+
+  /**
+   * The inverse of {@link merge}: given a layer whose weight already contains the adapter, recovers the adapted
+   * layer. From a {@link MergedAdapter} (what {@link mergedAdapter} gave), as PEFT unmerges: `W_res = W − s·B·A`, with
+   * DoRA `W_res = W·‖W_res + s·B·A‖/m − s·B·A` (the norms kept at merge), and the layer's options, DoRA magnitude and
+   * mode as they were. From a bare init result (e.g. a layer saved after merging and its plain LoRA adapter file):
+   * `W_res = W − s·B·A`, a plain LoRA layer whose base counts as rewritten (an adapter file written from it carries
+   * the base, which gives the right model whichever init made it).
+   */
+  static unmerge(merged: Linear, adapter: LoraInit | MergedAdapter): LoraLinear {
+    if (!("init" in adapter)) {
+      const delta = adapter.b.matmul(adapter.a).mul(adapter.scale);
+      const base = asF32(merged.weight).sub(delta as F32) as F32;
+      return new LoraLinear(merged, { ...adapter, base });
+    }
+    const { init, options, dora } = adapter;
+    let w = asF32(merged.weight);
+    if (dora !== undefined) w = w.mul(dora.norm.div(dora.magnitude).reshape([-1, 1])) as F32;
+    const base = w.sub(init.b.matmul(init.a).mul(init.scale) as F32) as F32;
+    const layer = adapter.baseRewritten
+      ? new LoraLinear(merged, { ...init, base }, options)
+      : new LoraLinear(Linear.fromWeights(base, merged.bias), init, options);
+    if (dora !== undefined) layer.lora_magnitude_vector = dora.magnitude;
+    layer.training = adapter.training;
+    return layer;
   }
 }

@@ -179,6 +179,36 @@ Deno.test("tracked norms and merging", async () => {
   after.forEach((w, i) => assertClose(w, bases[i], { rtol: 1e-5, atol: 1e-6, what: "unmerged base" }));
 });
 
+Deno.test("unmerging what mergeLora returned restores a DoRA layer: its base W, magnitudes, options and mode", async () => {
+  const rng = new TestRng(46);
+  const [dOut, dIn, r] = [7, 9, 3];
+  const w = mk(rng, [dOut, dIn]);
+  const init = { a: mk(rng, [r, dIn]), b: mk(rng, [dOut, r]), rank: r, alpha: 5, scale: 5 / Math.sqrt(r) };
+  const layer = LoraLinear.wrap(Linear.fromWeights(w, mk(rng, [dOut])), init, {
+    useDora: true,
+    useRslora: true,
+    dropout: 0.1,
+    seed: 3,
+  });
+  // Trained magnitudes (not the row norms), so that the merged rows do not give the norms back.
+  layer.lora_magnitude_vector = tensor(Float32Array.from({ length: dOut }, () => 0.5 + rng.next()));
+  layer.training = false;
+  const model = { q: layer };
+  const x = mk(rng, [4, dIn]);
+  const y = await layer.forward(x).data();
+  const m = await layer.lora_magnitude_vector.data();
+  const merged = mergeLora(model);
+  deepEqual(mergeLora(model), {}, "merging again merges nothing");
+  unmergeLora(model, merged);
+  const back = model.q as unknown as LoraLinear;
+  ok(back instanceof LoraLinear);
+  // W' = g ⊙ (W + ΔW) then W'/g − ΔW: float32 rounding of values of size ~|W| + |ΔW| (< 10 here).
+  assertClose(await back.base_layer.weight.data(), await w.data(), { atol: 1e-5, what: "unmerged base W" });
+  deepEqual(await back.lora_magnitude_vector!.data(), m);
+  deepEqual([back.useRslora, back.dropout, back.training, back.baseRewritten], [true, 0.1, false, false]);
+  assertClose(await back.forward(x).data(), y, { rtol: 1e-5, atol: 1e-5, what: "unmerged output" });
+});
+
 Deno.test("DoRA: magnitude = row norms at init (output unchanged) and gradients check", async () => {
   const rng = new TestRng(43);
   const base = Linear.fromWeights(mk(rng, [4, 5], "cpu"), mk(rng, [4], "cpu"));
