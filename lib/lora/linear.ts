@@ -9,7 +9,7 @@
  * @module
  */
 import { stopGradient } from "../autodiff/grad.ts";
-import { asF32, type F32, Linear, linear, type LinearLayer } from "../nn/linear.ts";
+import { asF32, type F16, type F32, Linear, linear, type LinearLayer } from "../nn/linear.ts";
 import { type FreezingModule, Module } from "../nn/module.ts";
 import { dropout } from "../nn/activations.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -96,6 +96,11 @@ function checkInitial(init: LoraInit, initial: { a: F32; b: F32 } | undefined): 
     }]`
   );
   if (issues.length > 0) throw new OptionsError("LoraLinear", issues);
+}
+
+/** `w` stored in the dtype of `like` (f16 or f32). */
+function inDtypeOf(w: F32, like: F32 | F16): F32 | F16 {
+  return like.dtype === "f16" ? w.cast("f16") as F16 : w;
 }
 
 /** What {@link LoraLinear.mergedAdapter} records of a layer it merges, to unmerge it later. */
@@ -290,9 +295,12 @@ export class LoraLinear extends Module implements LinearLayer, FreezingModule {
     return base.add(linear(down, this.lora_B.weight) as F32) as Tensor<number[], "f32">;
   }
 
-  /** A plain {@link Linear} computing the same function (the adapter folded into the weight). */
+  /**
+   * A plain {@link Linear} computing the same function (the adapter folded into the weight). The merged weight is
+   * computed in f32 and stored in the base's dtype, as PEFT merges (an f16 base gives an f16 merged weight).
+   */
   merge(): Linear {
-    return Linear.fromWeights(this.mergedWeight(), this.base_layer.bias);
+    return Linear.fromWeights(inDtypeOf(this.mergedWeight(), this.base_layer.weight), this.base_layer.bias);
   }
 
   /**
@@ -346,7 +354,7 @@ export class LoraLinear extends Module implements LinearLayer, FreezingModule {
     const base = w.sub(init.b.matmul(init.a).mul(init.scale) as F32) as F32;
     const layer = adapter.baseRewritten
       ? new LoraLinear(merged, { ...init, base }, options)
-      : new LoraLinear(Linear.fromWeights(base, merged.bias), init, options);
+      : new LoraLinear(Linear.fromWeights(inDtypeOf(base, merged.weight), merged.bias), init, options);
     if (dora !== undefined) layer.lora_magnitude_vector = dora.magnitude;
     layer.training = adapter.training;
     return layer;

@@ -209,6 +209,30 @@ Deno.test("unmerging what mergeLora returned restores a DoRA layer: its base W, 
   assertClose(await back.forward(x).data(), y, { rtol: 1e-5, atol: 1e-5, what: "unmerged output" });
 });
 
+for (const device of ["cpu", "wasm"] as const) {
+  Deno.test(`${device}: an f16 base merges into an f16 weight and unmerges into an f16 base, as PEFT keeps the dtype`, async () => {
+    const rng = new TestRng(47);
+    const [dOut, dIn, r, s] = [6, 10, 2, 1.5];
+    const w16 = mk(rng, [dOut, dIn], device).cast("f16");
+    const W = await w16.cast("f32").data();
+    const init = { a: mk(rng, [r, dIn], device), b: mk(rng, [dOut, r], device), rank: r, alpha: 3, scale: s };
+    const model = { q: LoraLinear.wrap(Linear.fromWeights(w16), init) };
+    const ba = mm(await init.b.data(), await init.a.data(), dOut, r, dIn);
+    const want = Float64Array.from(ba, (v, i) => W[i] + s * v);
+    const merged = mergeLora(model);
+    const mw = (model.q as unknown as Linear).weight;
+    equal(mw.dtype, "f16", "merged weight dtype");
+    // Computed in f32 and rounded once to f16: within f16's half ulp (2^-11 relative) and f32's rounding.
+    assertClose(await mw.cast("f32").data(), want, { rtol: 2 ** -10, atol: 1e-6, what: "merged f16 weight" });
+    unmergeLora(model, merged);
+    const base = (model.q as unknown as LoraLinear).base_layer.weight;
+    equal(base.dtype, "f16", "unmerged base dtype");
+    // f16(f16(W + ΔW) − ΔW): one f16 rounding of a value of size |W + ΔW| each way, as PEFT's in-place add and sub.
+    const big = Math.max(...want.map(Math.abs));
+    assertClose(await base.cast("f32").data(), W, { atol: big * 2 ** -10, what: "unmerged f16 base" });
+  });
+}
+
 Deno.test("DoRA: magnitude = row norms at init (output unchanged) and gradients check", async () => {
   const rng = new TestRng(43);
   const base = Linear.fromWeights(mk(rng, [4, 5], "cpu"), mk(rng, [4], "cpu"));
