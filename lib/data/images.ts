@@ -7,6 +7,7 @@
 import { gunzipSync } from "node:zlib";
 import { z } from "../../deps.ts";
 import { checkOptions } from "../options.ts";
+import { readError } from "../io/paths.ts";
 import { readUtf8 } from "./text.ts";
 
 const GZIP_MAGIC_0 = 0x1f;
@@ -34,8 +35,7 @@ async function readBytes(path: string, what: string, loader: string): Promise<Ui
   try {
     return await Deno.readFile(path);
   } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
-    throw new Error(`${loader}: cannot read ${what} "${path}": ${reason}`, { cause: err });
+    throw readError(err, `${loader}: cannot read ${what} "${path}"`);
   }
 }
 

@@ -11,6 +11,7 @@
  */
 
 import { writeFileAtomicSync } from "./atomic.ts";
+import { readError } from "./paths.ts";
 import { z } from "../../deps.ts";
 import { checkOptions } from "../options.ts";
 
@@ -165,8 +166,7 @@ export function readJsonl(path: string): MetricRecord[] {
   try {
     bytes = Deno.readFileSync(path);
   } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
-    throw new Error(`readJsonl: cannot read JSON-lines file "${path}": ${reason}`, { cause: err });
+    throw readError(err, `readJsonl: cannot read JSON-lines file "${path}"`);
   }
   return parseJsonl(bytes, path).records;
 }

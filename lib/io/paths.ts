@@ -91,3 +91,18 @@ export function refuseOutputOnInput(output: NamedPath, inputs: readonly NamedPat
     }
   }
 }
+
+/**
+ * The error for a file that cannot be read: `what` (the reader and the path) and the system's reason, with the
+ * system's error as the cause and its kind kept, so that a caller that takes a missing file as empty still finds
+ * a `Deno.errors.NotFound`.
+ */
+export function readError(err: unknown, what: string): Error {
+  const reason = err instanceof Error ? err.message : String(err);
+  const Kind = err instanceof Deno.errors.NotFound
+    ? Deno.errors.NotFound
+    : err instanceof Deno.errors.PermissionDenied
+    ? Deno.errors.PermissionDenied
+    : Error;
+  return new Kind(`${what}: ${reason}`, { cause: err });
+}

@@ -473,6 +473,7 @@ Deno.test("loadMnist, loadOptdigits and loadEmojiPack name the loader and the pa
       await assert.rejects(load(), (err: Error) => {
         assert.ok(err.message.startsWith(wanted), `${err.message} should start with ${wanted}`);
         assert.ok(err.cause instanceof Error, "the system's error is kept as the cause");
+        assert.equal(err instanceof Deno.errors.NotFound, !wanted.includes("a_directory"), err.name);
         return true;
       });
     }

@@ -127,6 +127,8 @@ Deno.test("readJsonl names itself and the path of a file it cannot read", () => 
         `unexpected message: ${err.message}`,
       );
       assert.ok(err.cause instanceof Error, "the system's error is kept as the cause");
+      // A missing file stays a NotFound, which callers that take it as an empty file test for.
+      assert.equal(err instanceof Deno.errors.NotFound, path === missing, `${err.name}: ${err.message}`);
       return true;
     });
   }
