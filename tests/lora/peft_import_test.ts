@@ -28,6 +28,13 @@ import { relError } from "../_helpers.ts";
 
 const ROOT = new URL("../fixtures/", import.meta.url).pathname;
 
+/** `model`'s logits on a fixture's input_ids (batch 2 × 16) against the fixture's logits: error relative to its largest. */
+async function logitsError(model: LlamaLM, fixture: Map<string, StEntry>): Promise<number> {
+  const ids = tensor(toInt32(fixture.get("input_ids")!), { shape: [2, 16], dtype: "i32" });
+  const logits = await model.forward(ids as Tensor<Shape, "i32">).data() as Float32Array;
+  return relError(logits, toFloat32(fixture.get("logits")!));
+}
+
 for (const base of ["llama", "qwen2"]) {
   for (
     const kind of [
@@ -160,11 +167,7 @@ Deno.test("PEFT adapters with features tessera cannot honour are refused by name
   });
   const pyModel = await loadLlama(`${ROOT}models/llama`);
   equal((await loadAdapter(python, pyModel)).length, 8);
-  const ids = tensor(toInt32(ref.tensors.get("input_ids")!), { shape: [2, 16], dtype: "i32" });
-  const err = relError(
-    await pyModel.forward(ids as Tensor<Shape, "i32">).data() as Float32Array,
-    toFloat32(ref.tensors.get("logits")!),
-  );
+  const err = await logitsError(pyModel, ref.tensors);
   ok(err < 1e-4, `Python-spelt patterns: logits differ from PEFT's by ${err.toExponential(2)}`);
   await Deno.remove(python, { recursive: true });
   // One module under both names is refused (the second copy won silently); a second load onto an adapted model says
@@ -297,11 +300,7 @@ Deno.test("PEFT layers_to_transform: an empty list is every layer; what PEFT ref
   });
   const model = await loadLlama(`${ROOT}models/llama`);
   equal((await loadAdapter(all, model)).length, 14);
-  const ids = tensor(toInt32(ref.tensors.get("input_ids")!), { shape: [2, 16], dtype: "i32" });
-  const err = relError(
-    await model.forward(ids as Tensor<Shape, "i32">).data() as Float32Array,
-    toFloat32(ref.tensors.get("logits")!),
-  );
+  const err = await logitsError(model, ref.tensors);
   ok(err < 1e-4, `layers_to_transform []: logits differ from PEFT's by ${err.toExponential(2)}`);
   await Deno.remove(all, { recursive: true });
   const cases: [string, (c: Record<string, unknown>) => void, RegExp][] = [
@@ -379,9 +378,7 @@ Deno.test("PEFT adapters with an empty modules_to_save load as with none", async
   const { tensors } = await readSafetensors(`${ROOT}adapters/llama_lora/expected.safetensors`);
   const model = await loadLlama(`${ROOT}models/llama`);
   await loadAdapter(dir, model);
-  const ids = tensor(toInt32(tensors.get("input_ids")!), { shape: [2, 16], dtype: "i32" });
-  const logits = await model.forward(ids as Tensor<Shape, "i32">).data() as Float32Array;
-  const err = relError(logits, toFloat32(tensors.get("logits")!));
+  const err = await logitsError(model, tensors);
   ok(err < 1e-4, `logits differ from PEFT's by ${err.toExponential(2)}`);
   await Deno.remove(dir, { recursive: true });
 });
@@ -423,9 +420,7 @@ Deno.test("PEFT-format adapters in the model's own module names are read in its 
     await writeSafetensors(`${dir}/adapter_model.safetensors`, renamed);
     const paths = await loadAdapter(dir, model);
     equal(paths.length, [...tensors.keys()].filter((k) => k.endsWith("lora_A.weight")).length);
-    const ids = tensor(toInt32(ref.tensors.get("input_ids")!), { shape: [2, 16], dtype: "i32" });
-    const logits = await model.forward(ids as Tensor<Shape, "i32">).data() as Float32Array;
-    const err = relError(logits, toFloat32(ref.tensors.get("logits")!));
+    const err = await logitsError(model, ref.tensors);
     ok(err < 1e-4, `llama_${kind} in own names: logits differ from PEFT's by ${err.toExponential(2)}`);
     await Deno.remove(dir, { recursive: true });
   }
