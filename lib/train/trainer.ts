@@ -357,6 +357,11 @@ export class Trainer<M extends object, B extends Batch = Batch> {
   /** Whether the loss may read the step number (see `mayReadStep`): its steps are then traced, never replayed. */
   #lossReadsStep = false;
   #stats: CompileStats = { traced: 0, replayed: 0, blocker: null };
+  /**
+   * The shapes and dtypes of the batch of a step (the latest one built, or the one a resume checked), saved in
+   * checkpoints: a resume builds that step's batch again and refuses other shapes (another batch size, say).
+   */
+  #batchShapes: { step: number; entries: Record<string, string> } | null = null;
   /** Seconds spent in {@link run} before the current call (a resumed run: from its checkpoint on). */
   #seconds = 0;
   /** When the current {@link run} call started (null outside one). */
@@ -519,6 +524,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
         );
       }
     }
+    this.#batchShapes = { step: s, entries: batchShapes(batch) };
     if (this.#replay !== null) {
       if (this.#replay.valid(opt) && this.#replay.fits(batch)) {
         const scale = this.#o.schedule?.(s) ?? 1;
@@ -761,7 +767,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
         optimizer: opt,
         step: snap.step,
         seed: this.#o.seed,
-        metadata: { run: JSON.stringify(this.#runConfig()), seconds: String(this.trainSeconds) },
+        metadata: this.#metadata(),
       });
       saved = { path, step: snap.step };
     }
@@ -878,7 +884,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       optimizer: this.#o.optimizer,
       step: this.#step,
       seed: this.#o.seed,
-      metadata: { run: JSON.stringify(this.#runConfig()), seconds: String(this.trainSeconds) },
+      metadata: this.#metadata(),
       keepPrevious: keepPrevious && !damaged,
       paths,
     });
@@ -891,7 +897,9 @@ export class Trainer<M extends object, B extends Batch = Batch> {
    * used (see `restoreLatestCheckpoint`), and the returned `skipped` names what was passed over; the next periodic
    * checkpoint then replaces the damaged file and leaves that one in place. With a metrics path, records after the
    * checkpoint's step are dropped from the file and new ones appended; a file whose records stop short of the
-   * checkpoint's step or skip steps before it (a last line cut short) is refused, naming the missing steps.
+   * checkpoint's step or skip steps before it (a last line cut short) is refused, naming the missing steps. A
+   * configuration other than the checkpoint's (see `#runConfig`) is refused unless `allowChanged`, and so are other
+   * batch shapes: the batch of the step whose shapes the checkpoint recorded is built once more to compare them.
    */
   async resume(path: string, opts: ResumeOptions = {}): Promise<ResumeInfo> {
     // A misspelt key ({ allowChange: true }) is refused rather than read as no permission.
@@ -900,6 +908,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       throw new Error("Trainer.resume: resume a fresh trainer, before running any step");
     }
     let changed: string[] = [];
+    let checkedBatch: { step: number; entries: Record<string, string> } | null = null;
     const accept = (ckpt: Checkpoint) => {
       if (ckpt.seed !== undefined && this.#o.seed !== undefined && ckpt.seed !== this.#o.seed) {
         throw new Error(
@@ -908,6 +917,15 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       }
       const run = ckpt.metadata.run;
       changed = run === undefined ? [] : differences(JSON.parse(run), this.#runConfig());
+      const batch = ckpt.metadata.batch;
+      if (batch !== undefined) {
+        const then = JSON.parse(batch) as { step: number; entries: Record<string, string> };
+        const built = this.#o.batch?.(then.step) ?? {};
+        const entries = batchShapes(built);
+        for (const t of Object.values(built)) if (t instanceof Tensor && t.isRealized) t.dispose();
+        changed.push(...differences(then.entries, entries, "batch"));
+        checkedBatch = { step: then.step, entries };
+      }
       if (changed.length > 0 && !opts.allowChanged) {
         throw new Error(
           `the run that wrote it was configured differently: ${changed.slice(0, 4).join("; ")}${
@@ -930,6 +948,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     this.#seconds = Number.isFinite(seconds) && seconds >= 0 ? seconds : 0;
     this.#resumedFrom = ckpt.step;
     this.#resumePath = path;
+    this.#batchShapes = checkedBatch;
     this.#damagedNewest = restored.skipped.some((s) => s.path === path) ? resolve(path) : null;
     return { path: restored.path, step: ckpt.step, skipped: restored.skipped, changed };
   }
@@ -976,6 +995,24 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       optimizer: this.#o.optimizer.describe(),
     };
   }
+
+  /** The trainer's metadata of a checkpoint: the run's configuration, its seconds and the batch's shapes. */
+  #metadata(): Record<string, string> {
+    return {
+      run: JSON.stringify(this.#runConfig()),
+      seconds: String(this.trainSeconds),
+      ...(this.#batchShapes === null ? {} : { batch: JSON.stringify(this.#batchShapes) }),
+    };
+  }
+}
+
+/** Each batch entry's shape and dtype, as `"[32, 432] f32"`. */
+function batchShapes(batch: Record<string, unknown>): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(batch).map((
+      [name, t],
+    ) => [name, t instanceof Tensor ? `[${t.shape.join(", ")}] ${t.dtype}` : typeof t]),
+  );
 }
 
 /** The leaves where two JSON values differ, as "path: then → now". */

@@ -33,11 +33,14 @@ export interface MlpSetup {
   runSeed: number;
   /** Steps of the run. */
   steps: number;
+  /** Examples per batch (default 32). */
+  batchSize?: number;
 }
 
 /** An MLP classifying the shape of generated images, trained with AdamW, two groups, cosine warm-up, clipping. */
 export function mlpSetup(s: MlpSetup): TrainerOptions<Mlp, { x: Tensor; y: Tensor; key: Tensor }> {
   const model = new Mlp([DIM, 48, 4], { seed: s.initSeed });
+  const size = s.batchSize ?? BATCH;
   return {
     model,
     optimizer: new AdamW(model, {
@@ -46,15 +49,15 @@ export function mlpSetup(s: MlpSetup): TrainerOptions<Mlp, { x: Tensor; y: Tenso
       groups: [{ name: "head", params: /^layers\.1\./, lr: 8e-3, weightDecay: 0 }],
     }),
     batch: (step) => {
-      const idx = epochIndices(N, { batchSize: BATCH, seed: s.runSeed, step });
-      const x = new Float32Array(BATCH * DIM);
-      const y = new Int32Array(BATCH);
+      const idx = epochIndices(N, { batchSize: size, seed: s.runSeed, step });
+      const x = new Float32Array(size * DIM);
+      const y = new Int32Array(size);
       idx.forEach((i, b) => {
         x.set(data.images.subarray(i * DIM, (i + 1) * DIM), b * DIM);
         y[b] = data.labels.shape[i];
       });
       return {
-        x: tensor(x, { shape: [BATCH, DIM] }),
+        x: tensor(x, { shape: [size, DIM] }),
         y: tensor(y, { dtype: "i32" }),
         key: dropoutKey(deriveSeed(s.runSeed, "dropout", step)),
       };
