@@ -916,7 +916,13 @@ export class Trainer<M extends object, B extends Batch = Batch> {
         );
       }
       const run = ckpt.metadata.run;
-      changed = run === undefined ? [] : differences(JSON.parse(run), this.#runConfig());
+      if (run !== undefined) {
+        const then = JSON.parse(run) as Record<string, unknown>;
+        const now = this.#runConfig();
+        // Recorded since a later version: a checkpoint written before cannot tell, and is taken as it was.
+        for (const key of LATER_RUN_KEYS) if (!(key in then)) delete now[key];
+        changed = differences(then, now);
+      }
       const batch = ckpt.metadata.batch;
       if (batch !== undefined) {
         const then = JSON.parse(batch) as { step: number; entries: Record<string, string> };
@@ -982,7 +988,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
   /**
    * What a resumed run must share with the run that wrote its checkpoint, besides the model and the batches: the
    * run's length, seed and clipping, the learning-rate factors of the schedule (at 33 steps spread over the run) and
-   * the optimiser's description (kind, hyperparameters, groups).
+   * the optimiser's description (kind, hyperparameters, groups) and the parameters each group trains.
    */
   #runConfig(): Record<string, unknown> {
     const { steps, clipNorm, schedule, seed } = this.#o;
@@ -993,6 +999,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       clipNorm: clipNorm ?? null,
       schedule: schedule === undefined ? null : Object.fromEntries(at.map((s) => [`step ${s}`, schedule(s)])),
       optimizer: this.#o.optimizer.describe(),
+      trainable: Object.fromEntries(this.#o.optimizer.groups.map((g) => [g.name, g.paths])),
     };
   }
 
@@ -1005,6 +1012,9 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     };
   }
 }
+
+/** Keys of {@link Trainer}'s run configuration that earlier checkpoints do not have. */
+const LATER_RUN_KEYS = ["trainable"];
 
 /** Each batch entry's shape and dtype, as `"[32, 432] f32"`. */
 function batchShapes(batch: Record<string, unknown>): Record<string, string> {

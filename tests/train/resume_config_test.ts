@@ -1,9 +1,10 @@
 /**
  * A resume refuses a configuration that changes what the remaining steps compute and that the optimiser's
- * description, the seed, the clipping and the schedule's samples do not show: the batch's shapes. A checkpoint
+ * description, the seed, the clipping and the schedule's samples do not show: the batch's shapes, which parameters each group trains. A checkpoint
  * written before these were recorded still resumes.
  */
 import { deepEqual, equal, ok, rejects } from "node:assert/strict";
+import { AdamW, SGD } from "../../lib/nn/mod.ts";
 import { Trainer, type TrainerOptions } from "../../lib/train/mod.ts";
 import { parseSafetensors, serializeSafetensors } from "../../lib/io/safetensors.ts";
 import type { Tensor } from "../../mod.ts";
@@ -50,12 +51,45 @@ Deno.test("resume refuses a changed batch shape, naming the entry and both shape
   await Deno.remove(ckpt.replace(/\/[^/]*$/, ""), { recursive: true });
 });
 
-Deno.test("a checkpoint written before the batch's shapes were recorded resumes", async () => {
+Deno.test("resume refuses other parameters in a group or another trainable set of the same size", async () => {
+  const rng = new TestRng(302);
+  const seeds = { initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps: 6 };
+  const ckpt = await checkpointAt(mlpSetup(seeds), rng.int(1, 5));
+  // The head group over the first layer instead of the second: two parameters either way.
+  const swapped = mlpSetup(seeds);
+  swapped.optimizer = new AdamW(swapped.model, {
+    lr: 4e-3,
+    weightDecay: 0.01,
+    groups: [{ name: "head", params: /^layers\.0\./, lr: 8e-3, weightDecay: 0 }],
+  });
+  await rejects(
+    () => new Trainer(swapped).resume(ckpt),
+    /trainable\.head\.1 "layers\.1\.bias" then, "layers\.0\.bias" now/,
+  );
+  // Plain SGD keeps no state, so nothing else would tell the first layer's training from the second's.
+  const sgd = (layer: number) => {
+    const s = mlpSetup(seeds);
+    return {
+      ...s,
+      optimizer: new SGD(s.model, { lr: 0.05, trainable: new RegExp(`^layers\\.${layer}\\.`) }),
+    };
+  };
+  const sgdCkpt = await checkpointAt(sgd(1), rng.int(1, 5));
+  await rejects(
+    () => new Trainer(sgd(0)).resume(sgdCkpt),
+    /trainable\.default\.1 "layers\.1\.bias" then, "layers\.0\.bias" now/,
+  );
+  equal((await new Trainer(sgd(1)).resume(sgdCkpt)).changed.length, 0);
+  for (const c of [ckpt, sgdCkpt]) await Deno.remove(c.replace(/\/[^/]*$/, ""), { recursive: true });
+});
+
+Deno.test("a checkpoint written before the batch's shapes and the groups' parameters were recorded resumes", async () => {
   const rng = new TestRng(304);
   const seeds = { initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps: 6 };
   const ckpt = await checkpointAt(mlpSetup(seeds), rng.int(1, 5));
   const { tensors, metadata } = parseSafetensors(await Deno.readFile(ckpt));
   const run = JSON.parse(metadata.run);
+  delete run.trainable;
   const old: Record<string, string> = { ...metadata, run: JSON.stringify(run) };
   delete old.batch;
   await Deno.writeFile(ckpt, serializeSafetensors(tensors, old));
