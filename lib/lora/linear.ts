@@ -237,6 +237,23 @@ export class LoraLinear extends Module implements LinearLayer, FreezingModule {
     return { dropoutCalls: this.#calls };
   }
 
+  /**
+   * The settings a resumed run must share with the run that wrote its checkpoint (see `ConfiguredModule`): rank,
+   * alpha, scale, rsLoRA, dropout (with the seed of its masks), DoRA and frozen B.
+   */
+  runSettings(): Record<string, number | boolean> {
+    return {
+      rank: this.rank,
+      alpha: this.#alpha,
+      scale: this.#scale,
+      useRslora: this.#useRslora,
+      dropout: this.#dropout,
+      ...(this.#dropout > 0 ? { dropoutSeed: this.#seed } : {}),
+      useDora: this.lora_magnitude_vector !== undefined,
+      freezeB: this.#freezeB,
+    };
+  }
+
   /** Takes back what {@link extraState} gave. */
   loadExtraState(state: Record<string, number>): void {
     const calls = state.dropoutCalls;

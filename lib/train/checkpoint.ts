@@ -50,6 +50,16 @@ export interface StatefulModule {
   loadExtraState(state: Record<string, number>): void;
 }
 
+/**
+ * A module whose computation depends on settings besides its parameters (a LoRA layer's scaling and dropout): the
+ * trainer records {@link runSettings} in its checkpoints under the module's path, and a resume with other values is
+ * refused as a changed configuration.
+ */
+export interface ConfiguredModule {
+  /** The settings that change what the module computes, as JSON values. */
+  runSettings(): Record<string, number | boolean>;
+}
+
 /** What a checkpoint's step and seed must be, checked alike when writing and when reading. */
 const NUMBER_RULES = {
   step: { holds: (n: number) => Number.isSafeInteger(n) && n >= 0, expected: "a non-negative integer" },

@@ -20,7 +20,7 @@
  * @module
  */
 import { valueAndGrad } from "../autodiff/grad.ts";
-import { functionalCall, loadParameters, type ParamDict } from "../nn/module.ts";
+import { functionalCall, loadParameters, namedModules, type ParamDict } from "../nn/module.ts";
 import { clipByGlobalNorm, sumOfSquares } from "../nn/optim/clip.ts";
 import type { Optimizer } from "../nn/optim/optimizer.ts";
 import type { Schedule } from "../nn/optim/schedule.ts";
@@ -42,6 +42,7 @@ import { writeFileAtomicSync } from "../io/atomic.ts";
 import { Progress } from "./progress.ts";
 import {
   type Checkpoint,
+  type ConfiguredModule,
   missingSteps,
   previousCheckpointPath,
   restoreLatestCheckpoint,
@@ -987,8 +988,9 @@ export class Trainer<M extends object, B extends Batch = Batch> {
 
   /**
    * What a resumed run must share with the run that wrote its checkpoint, besides the model and the batches: the
-   * run's length, seed and clipping, the learning-rate factors of the schedule (at 33 steps spread over the run) and
-   * the optimiser's description (kind, hyperparameters, groups) and the parameters each group trains.
+   * run's length, seed and clipping, the learning-rate factors of the schedule (at 33 steps spread over the run),
+   * the optimiser's description (kind, hyperparameters, groups), the parameters each group trains, and the settings
+   * of the model's configured modules (`ConfiguredModule`, e.g. LoRA's scale and dropout).
    */
   #runConfig(): Record<string, unknown> {
     const { steps, clipNorm, schedule, seed } = this.#o;
@@ -1000,6 +1002,9 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       schedule: schedule === undefined ? null : Object.fromEntries(at.map((s) => [`step ${s}`, schedule(s)])),
       optimizer: this.#o.optimizer.describe(),
       trainable: Object.fromEntries(this.#o.optimizer.groups.map((g) => [g.name, g.paths])),
+      model: Object.fromEntries(
+        namedModules(this.#o.model).flatMap(([p, m]) => isConfigured(m) ? [[p, m.runSettings()]] : []),
+      ),
     };
   }
 
@@ -1014,7 +1019,11 @@ export class Trainer<M extends object, B extends Batch = Batch> {
 }
 
 /** Keys of {@link Trainer}'s run configuration that earlier checkpoints do not have. */
-const LATER_RUN_KEYS = ["trainable"];
+const LATER_RUN_KEYS = ["trainable", "model"];
+
+function isConfigured(m: object): m is ConfiguredModule {
+  return typeof (m as Partial<ConfiguredModule>).runSettings === "function";
+}
 
 /** Each batch entry's shape and dtype, as `"[32, 432] f32"`. */
 function batchShapes(batch: Record<string, unknown>): Record<string, string> {

@@ -1,15 +1,20 @@
 /**
  * A resume refuses a configuration that changes what the remaining steps compute and that the optimiser's
- * description, the seed, the clipping and the schedule's samples do not show: the batch's shapes, which parameters each group trains. A checkpoint
- * written before these were recorded still resumes.
+ * description, the seed, the clipping and the schedule's samples do not show: the batch's shapes, which parameters
+ * each group trains, the LoRA layers' scaling and dropout. A checkpoint written before these were recorded still
+ * resumes.
  */
 import { deepEqual, equal, ok, rejects } from "node:assert/strict";
-import { AdamW, SGD } from "../../lib/nn/mod.ts";
+import { AdamW, Mlp, SGD } from "../../lib/nn/mod.ts";
 import { Trainer, type TrainerOptions } from "../../lib/train/mod.ts";
+import { attachLora } from "../../lib/init/mod.ts";
+import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
 import { parseSafetensors, serializeSafetensors } from "../../lib/io/safetensors.ts";
-import type { Tensor } from "../../mod.ts";
+import { type Shape, type Tensor, tensor } from "../../mod.ts";
 import { TestRng } from "../_helpers.ts";
 import { mlpSetup } from "./_setup.ts";
+
+type F = Tensor<Shape, "f32">;
 
 /** Runs `options` for `until` steps and saves a checkpoint in a new directory; returns its path. */
 async function checkpointAt<M extends object, B extends Record<string, Tensor>>(
@@ -83,13 +88,58 @@ Deno.test("resume refuses other parameters in a group or another trainable set o
   for (const c of [ckpt, sgdCkpt]) await Deno.remove(c.replace(/\/[^/]*$/, ""), { recursive: true });
 });
 
-Deno.test("a checkpoint written before the batch's shapes and the groups' parameters were recorded resumes", async () => {
+/** A LoRA MLP whose adapters have the given alpha, rsLoRA flag and dropout, trained on inputs drawn per step. */
+async function loraRun(
+  inputSeed: number,
+  lora: { alpha: number; useRslora: boolean; dropout: number },
+): Promise<TrainerOptions<Mlp, { x: Tensor }>> {
+  const model = new Mlp([6, 10, 3], { seed: 4 });
+  await attachLora(model, { targetModules: ["layers.0", "layers.1"], rank: 2, seed: 9, ...lora });
+  return {
+    model,
+    optimizer: new AdamW(model, { lr: 1e-2, trainable: LORA_TRAINABLE }),
+    batch: (step) => ({ x: tensor(new TestRng(inputSeed + step).normals(4 * 6), { shape: [4, 6] }) }),
+    loss: (m, b) => (m.forward(b.x as F) as F).square().mean() as F,
+    steps: 6,
+    progress: false,
+  };
+}
+
+Deno.test("resume refuses a LoRA layer with another alpha, rsLoRA flag or dropout", async () => {
+  const rng = new TestRng(303);
+  const inputSeed = rng.int(0, 2 ** 30);
+  const base = { alpha: rng.int(1, 16), useRslora: rng.next() < 0.5, dropout: rng.int(1, 5) / 10 };
+  const ckpt = await checkpointAt(await loraRun(inputSeed, base), rng.int(1, 5));
+  const alpha = base.alpha + rng.int(1, 4);
+  const changes: [Partial<typeof base>, string][] = [
+    [{ alpha }, `model.layers.0.alpha ${base.alpha} then, ${alpha} now`],
+    [
+      { useRslora: !base.useRslora },
+      `model.layers.0.useRslora ${base.useRslora} then, ${!base.useRslora} now`,
+    ],
+    [
+      { dropout: base.dropout + 0.1 },
+      `model.layers.1.dropout ${base.dropout} then, ${base.dropout + 0.1} now`,
+    ],
+  ];
+  for (const [edit, text] of changes) {
+    await rejects(
+      async () => new Trainer(await loraRun(inputSeed, { ...base, ...edit })).resume(ckpt),
+      (e: Error) => e.message.includes(text),
+      JSON.stringify(edit),
+    );
+  }
+  equal((await new Trainer(await loraRun(inputSeed, base)).resume(ckpt)).changed.length, 0);
+  await Deno.remove(ckpt.replace(/\/[^/]*$/, ""), { recursive: true });
+});
+
+Deno.test("a checkpoint written before the batch, groups' parameters and layer settings were recorded resumes", async () => {
   const rng = new TestRng(304);
   const seeds = { initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps: 6 };
   const ckpt = await checkpointAt(mlpSetup(seeds), rng.int(1, 5));
   const { tensors, metadata } = parseSafetensors(await Deno.readFile(ckpt));
   const run = JSON.parse(metadata.run);
-  delete run.trainable;
+  for (const key of ["trainable", "model"]) delete run[key];
   const old: Record<string, string> = { ...metadata, run: JSON.stringify(run) };
   delete old.batch;
   await Deno.writeFile(ckpt, serializeSafetensors(tensors, old));
