@@ -1,7 +1,8 @@
 /**
  * Exclusive ownership of a directory by one process: a lock file on which its owner holds the system's exclusive
- * lock (`tryLockSync`, which the system ends with the process), holding the owner's pid, host name and start time.
- * A file left by a process that no longer runs (killed, crashed) is stale: it is taken over, on the same host, by
+ * lock (`tryLockSync`, which the system ends with the process), holding the owner's pid, host name, the time it took
+ * the lock and (on Linux) when the process started. A file left by a process that no longer runs (killed, crashed;
+ * its pid now another process's, started at another time) is stale: it is taken over, on the same host, by
  * exactly one process. A lock held by a live process, or by a process on another host, is refused with a message
  * naming the holder.
  *
@@ -18,6 +19,11 @@ export interface LockHolder {
   since: string;
   /** What the holder is doing (e.g. the command line). */
   purpose: string;
+  /**
+   * When the process started ({@link processStartTime}): a live process with the pid but another start time is not
+   * the holder. Absent where it cannot be told, and in files written before it was recorded.
+   */
+  started?: number;
 }
 
 /** Thrown by {@link acquireLock} when another live process holds the lock. */
@@ -81,6 +87,33 @@ export function processAlive(pid: number): boolean {
     }
   }
   return state !== "Z" && state !== "X";
+}
+
+/**
+ * When process `pid` started, in clock ticks after the system booted (field 22 of `/proc/<pid>/stat`, Linux), to tell
+ * a process from a later one given the same pid; null where it cannot be told (another system, no such process).
+ *
+ * @param pid Process id.
+ * @returns The start time, or null.
+ */
+export function processStartTime(pid: number): number | null {
+  if (Deno.build.os !== "linux" || !Number.isInteger(pid) || pid <= 0) return null;
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    // After the command's closing ")" come fields 3 (state) onwards: field 22 is the 20th.
+    const value = Number(stat.slice(stat.lastIndexOf(")") + 1).trim().split(/\s+/)[19]);
+    return Number.isSafeInteger(value) && value >= 0 ? value : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether `holder` names a process running now: a live one with its pid and, where both are known, its start time. */
+function holderRuns(holder: LockHolder): boolean {
+  if (!processAlive(holder.pid)) return false;
+  if (typeof holder.started !== "number") return true;
+  const started = processStartTime(holder.pid);
+  return started === null || started === holder.started;
 }
 
 /** A held lock; release it with {@link Lock.release} (or `using`). */
@@ -176,7 +209,8 @@ function heldMessage(holder: LockHolder, me: LockHolder): string {
  * (`tryLockSync`), which ends with its process however it ends, so exactly one of any number of processes that
  * try at once holds it, and a file left by a killed process is taken over by exactly one. The holder writes its
  * pid, host, time and `purpose` into the file, for the message another process gets. A file that names a live
- * process on this host that holds no system lock on it (a holder that does not take one), or a process on another
+ * process on this host that holds no system lock on it (a holder that does not take one; unless that process started
+ * at another time than the holder, which makes it a later process given the holder's pid), or a process on another
  * host (whose locks this host may not see), is refused too; one naming this process's own pid was left by an
  * earlier process with that pid (a restarted container's) and is taken over. Throws a {@link LockedError} naming
  * the holder.
@@ -194,6 +228,8 @@ function heldMessage(holder: LockHolder, me: LockHolder): string {
  */
 export function acquireLock(path: string, purpose: string): Lock {
   const me: LockHolder = { pid: Deno.pid, host: hostname(), since: new Date().toISOString(), purpose };
+  const started = processStartTime(Deno.pid);
+  if (started !== null) me.started = started;
   for (let attempt = 0; attempt < 3; attempt++) {
     const file = Deno.openSync(path, { read: true, write: true, create: true });
     let keep = false;
@@ -221,7 +257,8 @@ export function acquireLock(path: string, purpose: string): Lock {
       }
       // A file naming this process's own pid was left by an earlier process with the same pid (a restarted
       // container's): this process would hold the system's lock if it held the file.
-      if (holder !== null && holder.pid !== me.pid && processAlive(holder.pid)) {
+      // A live process with its pid that started at another time than the holder got that pid after the holder ended.
+      if (holder !== null && holder.pid !== me.pid && holderRuns(holder)) {
         throw new LockedError(path, holder, heldMessage(holder, me));
       }
       // Ours: none holds it, and what it names (if anything) has ended.

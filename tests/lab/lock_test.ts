@@ -218,3 +218,59 @@ await new Promise(() => setInterval(() => {}, 1000));`;
     }
   },
 });
+
+Deno.test({
+  name:
+    "acquireLock: a file naming a live process that started at another time than its holder is taken over",
+  // Start times are read from /proc.
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    const { acquireLock } = await import(LOCK_MODULE);
+    // Field 22 of /proc/<pid>/stat, counted from the end of the command's parentheses (field 2).
+    const startTime = (pid: number) => {
+      const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+      return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[22 - 3]);
+    };
+    const rng = new TestRng(405);
+    const dir = await Deno.makeTempDir();
+    const path = `${dir}/.lock`;
+    // An unrelated live process that has the pid the crashed holder had.
+    const other = new Deno.Command("sleep", { args: ["60"], stdout: "null" }).spawn();
+    try {
+      const started = startTime(other.pid);
+      ok(typeof started === "number" && started > 0, `start time of process ${other.pid}: ${started}`);
+      const holder = {
+        pid: other.pid,
+        host: Deno.hostname(),
+        since: "2020-01-01T00:00:00.000Z",
+        purpose: "crashed",
+      };
+      const write = (fields: Record<string, unknown>) =>
+        Deno.writeTextFileSync(path, JSON.stringify({ ...holder, ...fields }) + "\n");
+      // Its own start time, or none recorded (a file written before start times were): it may be the holder.
+      for (const fields of [{ started }, {}]) {
+        write(fields);
+        let refused = "";
+        try {
+          acquireLock(path, "now")[Symbol.dispose]();
+        } catch (e) {
+          refused = (e as Error).message;
+        }
+        ok(
+          refused.startsWith(`locked by process ${other.pid} on this host`),
+          `${JSON.stringify(fields)}: ${refused}`,
+        );
+      }
+      write({ started: started + rng.int(1, 1000) * (rng.next() < 0.5 ? -1 : 1) });
+      const lock = acquireLock(path, "after the crash");
+      const written = JSON.parse(Deno.readTextFileSync(path));
+      equal(written.pid, Deno.pid);
+      equal(written.started, startTime(Deno.pid));
+      lock[Symbol.dispose]();
+    } finally {
+      other.kill("SIGKILL");
+      await other.status;
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
