@@ -171,3 +171,32 @@ Deno.test("trainResumable refuses an option it does not take, naming it, and tra
   const run = await trainResumable(trainer(), { label: "r", ...paths });
   assertClose(run.records.map((r) => r.loss), want, { rtol: 1e-6, atol: 1e-7 });
 });
+
+Deno.test("trainResumable making a finished run longer refuses a run that differs in more than its length", async () => {
+  // The trainer resumes with { allowChanged } there (the steps and the schedule change on purpose): another batch
+  // size went through and trained the added steps on batches the finished run never had.
+  const rng = new TestRng(4);
+  const seeds = { initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps: 4 };
+  const dir = await Deno.makeTempDir({ dir: tempRoot });
+  const paths = { checkpoint: `${dir}/c.safetensors`, metrics: `${dir}/m.jsonl` };
+  const trainer = (steps: number, batchSize?: number) =>
+    new Trainer({
+      ...mlpSetup({ ...seeds, steps, batchSize }),
+      metrics: paths.metrics,
+      checkpoint: { path: paths.checkpoint, every: 2 },
+    });
+  await trainResumable(trainer(4), { label: "r", ...paths });
+  const previous = fakeRun("r", 1, 4, rng);
+  const size = rng.int(3, 9);
+  const other = trainer(6, size);
+  await rejects(
+    () => trainResumable(other, { label: "r", ...paths, previous }),
+    (e: Error) =>
+      e.message.includes("cannot make run r longer: more than its length changed: batch.x") &&
+      e.message.includes(`[${size}, `),
+  );
+  other.close();
+  // Only longer: it goes on to the added steps.
+  const run = await trainResumable(trainer(6), { label: "r", ...paths, previous });
+  deepEqual(run.records.map((r) => r.step), [1, 2, 3, 4, 5, 6]);
+});
