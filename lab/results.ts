@@ -9,6 +9,9 @@
  * configuration key by key ({@link configDifferences}), and validates every file it reuses against a schema
  * ({@link ResultsDir.reuse}).
  *
+ * A run resumed after an interruption is made by several processes: `experiment.json` lists each one's part (its
+ * {@link Segment}), and the wall-clock seconds in `summary.json` are their sum, from the first process's start.
+ *
  * @module
  */
 import { z } from "../deps.ts";
@@ -103,14 +106,36 @@ export interface RunInfo {
   command: { mainModule: string; args: string[] };
   /** Deno version. */
   deno: string;
-  /** Start time, ISO 8601. */
+  /** When the first process started the run (created the directory), ISO 8601. */
   startedAt: string;
   /** Time the summary was written, ISO 8601. */
   finishedAt: string;
-  /** Seconds from creating the directory to writing the summary. */
+  /**
+   * Wall-clock seconds of every process that worked on the run, summed (the `seconds` of each of `segments`): from
+   * creating the directory to writing the summary when no process was interrupted.
+   */
   wallSeconds: number;
-  /** Seconds per label recorded with {@link ResultsDir.time} / {@link ResultsDir.startTimer}. */
+  /** Each process's part of the run, the first (that created the directory) first and this one last. */
+  segments: Segment[];
+  /**
+   * Seconds per label recorded with {@link ResultsDir.time} / {@link ResultsDir.startTimer} by this process only
+   * (the last of `segments`): the parts of the work that earlier processes did are not in them.
+   */
   timings: Record<string, number>;
+}
+
+/**
+ * One process's part of a run: from creating or reopening the results directory to writing the summary or, for a
+ * process that ended before it wrote one (killed, or stopped by an error), to the last file it wrote in the
+ * directory (the work after that was lost, and is done again by the next process).
+ */
+export interface Segment {
+  /** When the process created or reopened the directory, ISO 8601. */
+  startedAt: string;
+  /** When its part ended, ISO 8601; null while it runs (or until a later process reopens the directory). */
+  endedAt: string | null;
+  /** Wall-clock seconds of the part; null while it runs. */
+  seconds: number | null;
 }
 
 /** The lock file of a results directory. */
@@ -138,6 +163,8 @@ interface ExperimentRecord {
   createdAt: string;
   config: Record<string, unknown> | null;
   extended: Extension[];
+  /** The processes that worked on the run (absent in records written before they were kept). */
+  segments?: Segment[];
 }
 
 function commandLine(): string {
@@ -162,7 +189,57 @@ const RECORD = z.object({
   createdAt: z.string(),
   config: z.record(z.string(), z.unknown()).nullable(),
   extended: z.array(z.object({ key: z.string(), from: z.unknown(), to: z.unknown(), at: z.string() })),
+  segments: z.array(
+    z.object({ startedAt: z.string(), endedAt: z.string().nullable(), seconds: z.number().nullable() }),
+  )
+    .optional(),
 });
+
+/** The newest modification time (ms) of the files under `dir`, its subdirectories included; 0 when none. */
+function newestWrite(dir: string): number {
+  let newest = 0;
+  for (const entry of Deno.readDirSync(dir)) {
+    const path = `${dir}/${entry.name}`;
+    try {
+      if (entry.isDirectory) newest = Math.max(newest, newestWrite(path));
+      else newest = Math.max(newest, Deno.statSync(path).mtime?.getTime() ?? 0);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+  }
+  return newest;
+}
+
+/**
+ * The record's segments with the last one ended: a process that wrote its summary ended its segment then, and
+ * one that did not (killed) is taken to have worked until the last file written in `dir`. A record written before
+ * segments were kept gets one segment from its creation.
+ */
+function closeSegments(record: ExperimentRecord, dir: string): Segment[] {
+  const segments = record.segments ?? [{ startedAt: record.createdAt, endedAt: null, seconds: null }];
+  const last = segments.at(-1);
+  if (last === undefined) return [];
+  const lastWrite = newestWrite(dir);
+  const start = new Date(last.startedAt).getTime();
+  let closed: Segment;
+  if (last.endedAt === null || last.seconds === null) {
+    const end = Math.max(start, lastWrite);
+    closed = {
+      startedAt: last.startedAt,
+      endedAt: new Date(end).toISOString(),
+      seconds: (end - start) / 1000,
+    };
+  } else {
+    // Files written after the summary (a report, plots) are part of that process's work too.
+    const after = Math.max(0, lastWrite - new Date(last.endedAt).getTime());
+    closed = {
+      ...last,
+      endedAt: new Date(new Date(last.endedAt).getTime() + after).toISOString(),
+      seconds: last.seconds + after / 1000,
+    };
+  }
+  return [...segments.slice(0, -1), closed];
+}
 
 /** The record of a results directory, checked to belong to experiment `name`. */
 function readRecord(dir: string, name: string): ExperimentRecord {
@@ -297,6 +374,7 @@ export class ResultsDir {
   #name: string;
   #path: string;
   #startedAt: Date;
+  #segmentStart: Date;
   #startMs: number;
   #git: GitInfo;
   #timings: Record<string, number> = {};
@@ -315,7 +393,8 @@ export class ResultsDir {
   ) {
     this.#name = name;
     this.#path = path;
-    this.#startedAt = startedAt;
+    this.#segmentStart = new Date(record.segments?.at(-1)?.startedAt ?? startedAt);
+    this.#startedAt = new Date(record.segments?.[0]?.startedAt ?? startedAt);
     this.#startMs = performance.now();
     this.#git = git;
     this.#lock = lock;
@@ -356,6 +435,7 @@ export class ResultsDir {
         createdAt: startedAt.toISOString(),
         config: null,
         extended: [],
+        segments: [{ startedAt: startedAt.toISOString(), endedAt: null, seconds: null }],
       };
       writeJsonAtomic(`${path}/${RECORD_FILE}`, record);
       return new ResultsDir(name, path, startedAt, gitInfo({ cwd: options.gitCwd }), lock, record, []);
@@ -383,10 +463,18 @@ export class ResultsDir {
     }
     if (!info.isDirectory) throw new Error(`cannot resume: "${path}" is not a directory`);
     const clean = path.replace(/\/+$/, "");
-    const record = readRecord(clean, name);
+    const stored = readRecord(clean, name);
+    // Before this process writes anything (its lock file included): the previous one's last write ends its part.
+    const segments = closeSegments(stored, clean);
     const lock = acquireLockOf(clean);
+    const now = new Date();
+    const record = {
+      ...stored,
+      segments: [...segments, { startedAt: now.toISOString(), endedAt: null, seconds: null }],
+    };
+    writeJsonAtomic(`${clean}/${RECORD_FILE}`, record);
     const removed = removeTemporaries(clean, { recursive: true, owners: "all" });
-    return new ResultsDir(name, clean, new Date(), gitInfo({ cwd: options.gitCwd }), lock, record, removed);
+    return new ResultsDir(name, clean, now, gitInfo({ cwd: options.gitCwd }), lock, record, removed);
   }
 
   /** The experiment name. */
@@ -399,7 +487,7 @@ export class ResultsDir {
     return this.#path;
   }
 
-  /** When the run started. */
+  /** When the run started: when its first process created the directory. */
   get startedAt(): Date {
     return this.#startedAt;
   }
@@ -576,19 +664,30 @@ export class ResultsDir {
 
   /**
    * Write `summary.json` (atomically): the given fields plus a `run` entry ({@link RunInfo}) with the git
-   * revision, command, start/finish times, total wall-clock seconds and the recorded timings.
+   * revision, command, start/finish times, the wall-clock seconds of every process that worked on the run (also
+   * recorded in `experiment.json`, where a resume finds them) and the timings recorded by this one.
    *
    * @param summary The run's results.
    * @returns The file's path.
    */
   writeSummary(summary: Record<string, unknown>): string {
     const path = this.file("summary.json");
-    writeJsonAtomic(path, { ...summary, run: this.runInfo() });
+    const run = this.runInfo();
+    this.#record = { ...this.#record, segments: run.segments };
+    writeJsonAtomic(this.file(RECORD_FILE), this.#record);
+    writeJsonAtomic(path, { ...summary, run });
     return path;
   }
 
   /** The `run` entry written by {@link ResultsDir.writeSummary}, as of now. */
   runInfo(): RunInfo {
+    const now = new Date();
+    const seconds = (performance.now() - this.#startMs) / 1000;
+    const earlier = (this.#record.segments ?? []).slice(0, -1);
+    const segments = [
+      ...earlier,
+      { startedAt: this.#segmentStart.toISOString(), endedAt: now.toISOString(), seconds },
+    ];
     return {
       name: this.#name,
       dir: this.#path,
@@ -596,8 +695,9 @@ export class ResultsDir {
       command: { mainModule: Deno.mainModule, args: [...Deno.args] },
       deno: Deno.version.deno,
       startedAt: this.#startedAt.toISOString(),
-      finishedAt: new Date().toISOString(),
-      wallSeconds: (performance.now() - this.#startMs) / 1000,
+      finishedAt: now.toISOString(),
+      wallSeconds: segments.reduce((sum, s) => sum + (s.seconds ?? 0), 0),
+      segments,
       timings: { ...this.#timings },
     };
   }

@@ -264,3 +264,64 @@ Deno.test("results: summarizeMetric matches an independent computation", () => {
   assert.ok(Math.abs(s.tailMean - (tail[0] + tail[1] + tail[2] + tail[3] + tail[4]) / 5) < 1e-12);
   assert.equal(summarizeMetric(records, "absent"), undefined);
 });
+
+Deno.test("results: a run killed and resumed records the wall time of both processes, from the first's start", async () => {
+  const root = `${tempRoot}/killed`;
+  const module = new URL("../../lab/results.ts", import.meta.url).href;
+  // The first process writes how long it has worked beside its results until it is killed.
+  const script = `import { ResultsDir } from "${module}";
+const run = ResultsDir.create("killed", { root: ${JSON.stringify(root)} });
+const start = performance.now();
+console.log(run.path);
+for (;;) {
+  run.writeJson("progress.json", { seconds: (performance.now() - start) / 1000 });
+  await new Promise((resolve) => setTimeout(resolve, 50));
+}`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=ts", script],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let printed = "";
+  while (!printed.includes("\n")) {
+    const { value, done } = await reader.read();
+    assert.ok(!done, "the first process ended before printing its directory");
+    printed += value;
+  }
+  const path = printed.trim();
+  await new Promise((resolve) => setTimeout(resolve, 700));
+  child.kill("SIGKILL");
+  await child.status;
+  await reader.cancel();
+  const first = JSON.parse(Deno.readTextFileSync(`${path}/progress.json`)).seconds;
+  assert.ok(first >= 0.5, `the first process worked ${first} s`);
+  const created = JSON.parse(Deno.readTextFileSync(`${path}/experiment.json`)).createdAt;
+
+  const resumed = ResultsDir.open(path, "killed");
+  busyWait(300);
+  resumed.writeSummary({});
+  const { run } = JSON.parse(Deno.readTextFileSync(`${path}/summary.json`));
+  assert.equal(run.startedAt, created);
+  assert.equal(run.segments.length, 2);
+  assert.ok(
+    run.segments[0].seconds >= first,
+    `first segment ${run.segments[0].seconds} s, worked ${first} s`,
+  );
+  assert.ok(run.segments[1].seconds >= 0.3, `second segment ${run.segments[1].seconds} s`);
+  assert.ok(Math.abs(run.wallSeconds - run.segments[0].seconds - run.segments[1].seconds) < 1e-9);
+  assert.ok(run.wallSeconds >= first + 0.3, `wall ${run.wallSeconds} s`);
+  // What the summary says is kept for the next resume: a third process adds its part to the two.
+  resumed.release();
+  const third = ResultsDir.open(path, "killed");
+  busyWait(100);
+  third.writeSummary({});
+  const again = JSON.parse(Deno.readTextFileSync(`${path}/summary.json`)).run;
+  assert.equal(again.segments.length, 3);
+  assert.ok(
+    again.wallSeconds >= run.wallSeconds + 0.1,
+    `wall ${again.wallSeconds} s after ${run.wallSeconds} s`,
+  );
+  assert.equal(again.startedAt, created);
+  third.release();
+});
