@@ -4,16 +4,23 @@
  * the count of reproduced / not reproduced / inconclusive, then each experiment's summary and links to its plots.
  *
  *   deno task exp:all --quick
+ *   deno task exp:all --quick --resume results/all/20261206-101500
  *   deno task exp:all --runs results/eva/20261206-101500,results/cntlora/20261206-104000
  *
- * An experiment that fails is reported as failed in REPORT.md; the others still run. `--runs` runs nothing: it
+ * An experiment that fails is reported as failed in REPORT.md; the others still run. exp:all keeps its own
+ * directory results/all/<timestamp>/ (printed first), where `experiments.json` records each experiment's run
+ * directory as soon as the experiment names it, and how it ended. `--resume <that directory>` continues an
+ * interrupted exp:all with the same arguments (other arguments are refused): an experiment that finished is
+ * reported from its run, one that was interrupted or failed is continued with `--resume <its run directory>` (which
+ * reuses its finished runs, and refuses a changed configuration), and one that had not started starts. `--runs` runs nothing: it
  * writes REPORT.md from the finished run directories given (any number per experiment, e.g. a default run and one
  * on stories260K; the experiment is the run's parent folder), in the order given.
  *
  * @module
  */
 
-import { type Claim, verdictOf } from "../lab/mod.ts";
+import { type Claim, configDifferences, ResultsDir, verdictOf } from "../lab/mod.ts";
+import { z } from "../deps.ts";
 
 const EXPERIMENTS = [
   ["eva", "eva.ts"],
@@ -25,14 +32,124 @@ const EXPERIMENTS = [
   ["gap_init", "gap_init.ts"],
 ] as const;
 
-/** The newest run directory of an experiment under `results/<name>/`, or null. */
-function latestRun(name: string): string | null {
+/** What exp:all records of one experiment in `experiments.json`. */
+export interface ExperimentProgress {
+  /** The run directory the experiment named (`exp:<task> → <dir>`), or null before it named one. */
+  run: string | null;
+  /** Its exit code, or null while it runs (or when exp:all was stopped during it). */
+  code: number | null;
+}
+
+/** How to go on with one experiment of an exp:all run. */
+export type NextStep =
+  | { kind: "report"; run: string }
+  | { kind: "run"; args: string[] };
+
+/**
+ * What to do with experiment `name` given what an earlier exp:all process recorded of it (undefined: nothing, or a
+ * new exp:all): report a run that finished (exit code 0 and a `summary.json`), continue a run directory it left
+ * unfinished with `--resume`, or start the experiment.
+ *
+ * @param progress What was recorded of the experiment.
+ * @param args exp:all's arguments, passed on to the experiment.
+ * @param finished Whether a run directory holds a finished run (default: it has `summary.json`).
+ * @returns The step.
+ */
+export function nextStep(
+  progress: ExperimentProgress | undefined,
+  args: readonly string[],
+  finished: (run: string) => boolean = (run) => exists(`${run}/summary.json`),
+): NextStep {
+  if (progress?.run === undefined || progress.run === null) return { kind: "run", args: [...args] };
+  if (progress.code === 0 && finished(progress.run)) return { kind: "report", run: progress.run };
+  return { kind: "run", args: ["--resume", progress.run, ...args] };
+}
+
+function exists(path: string): boolean {
   try {
-    const dirs = [...Deno.readDirSync(`results/${name}`)].filter((e) => e.isDirectory).map((e) => e.name)
-      .sort();
-    return dirs.length > 0 ? `results/${name}/${dirs[dirs.length - 1]}` : null;
+    Deno.statSync(path);
+    return true;
   } catch {
-    return null;
+    return false;
+  }
+}
+
+/** The `--resume <dir>` of exp:all's arguments and the others, which go to every experiment. */
+function resumeArg(args: readonly string[]): { resume: string | undefined; rest: string[] } {
+  const rest: string[] = [];
+  let resume: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const value = a === "--resume"
+      ? args[++i]
+      : a.startsWith("--resume=")
+      ? a.slice("--resume=".length)
+      : null;
+    if (value === null) {
+      rest.push(a);
+      continue;
+    }
+    if (value === undefined || value === "") {
+      throw new Error("exp:all: --resume needs a results/all/<timestamp> directory");
+    }
+    if (resume !== undefined) throw new Error(`exp:all: --resume is given twice (${resume} and ${value})`);
+    resume = value;
+  }
+  return { resume, rest };
+}
+
+/** exp:all's directory: a new one, or the `--resume` one after checking that it ran with the same arguments. */
+function openAll(resume: string | undefined, args: string[]): ResultsDir {
+  if (resume === undefined) {
+    const dir = ResultsDir.create("all");
+    dir.writeConfig({ args });
+    return dir;
+  }
+  const dir = ResultsDir.open(resume, "all");
+  const stored = dir.storedConfig;
+  if (stored === null) {
+    dir.writeConfig({ args });
+    return dir;
+  }
+  if (configDifferences(stored, { args }).length > 0) {
+    dir.release();
+    throw new Error(
+      `exp:all: --resume "${dir.path}" was run with the arguments ${JSON.stringify(stored.args)}, now ` +
+        `${JSON.stringify(args)}; resume with the run's arguments or start a new run without --resume`,
+    );
+  }
+  return dir;
+}
+
+/** Runs one experiment, echoing its output; `named` is called with the run directory as soon as it prints it. */
+async function runExperiment(file: string, args: string[], named: (run: string) => void): Promise<number> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL(`./${file}`, import.meta.url).pathname, ...args],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const decoder = new TextDecoder();
+  let head: string | null = "";
+  for await (const chunk of child.stdout) {
+    for (let done = 0; done < chunk.length;) done += await Deno.stdout.write(chunk.subarray(done));
+    if (head === null) continue;
+    head += decoder.decode(chunk, { stream: true });
+    const m = /^exp:\S+ → (.+)$/m.exec(head);
+    if (m !== null) {
+      named(m[1].trim());
+      head = null;
+    }
+  }
+  return (await child.status).code;
+}
+
+/** The wall-clock seconds a finished run's summary records (every process that worked on it), as text. */
+function wallOf(run: string): string {
+  try {
+    const seconds = JSON.parse(Deno.readTextFileSync(`${run}/summary.json`)).run?.wallSeconds;
+    return typeof seconds === "number" ? ` (${seconds.toFixed(0)} s)` : "";
+  } catch {
+    return "";
   }
 }
 
@@ -119,6 +236,7 @@ async function main(): Promise<void> {
   if (Deno.args.includes("--help")) {
     console.log(
       "deno task exp:all [args passed to every experiment, e.g. --quick]\n" +
+        "deno task exp:all [the same args] --resume results/all/<timestamp>   (continue an interrupted exp:all)\n" +
         "deno task exp:all --runs results/<experiment>/<timestamp>[,...]   (report from finished runs, runs nothing)",
     );
     return;
@@ -137,28 +255,54 @@ async function main(): Promise<void> {
     writeReport(claims, sections);
     return;
   }
+  let all: ResultsDir;
+  let args: string[];
+  try {
+    const { resume, rest } = resumeArg(Deno.args);
+    args = rest;
+    all = openAll(resume, args);
+  } catch (e) {
+    console.error((e as Error).message);
+    Deno.exit(2);
+  }
+  console.log(`exp:all → ${all.path} (continue with --resume ${all.path} if it is stopped)`);
+  const progress: Record<string, ExperimentProgress> = all.reuse("experiments.json", PROGRESS) ?? {};
+  const note = (name: string, value: ExperimentProgress) => {
+    progress[name] = value;
+    all.writeJson("experiments.json", progress);
+  };
   for (const [name, file] of EXPERIMENTS) {
-    const before = latestRun(name);
-    const t0 = performance.now();
-    console.log(`\n=== exp:${name} ${Deno.args.join(" ")}`);
-    const { code } = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL(`./${file}`, import.meta.url).pathname, ...Deno.args],
-      stdout: "inherit",
-      stderr: "inherit",
-    }).output();
-    const seconds = ((performance.now() - t0) / 1000).toFixed(0);
-    const run = latestRun(name);
-    if (code !== 0 || run === null || run === before) {
-      sections.push(
-        `## exp:${name}`,
-        "",
-        `**Failed** (exit code ${code}, ${seconds} s); see the console output.`,
-        "",
-      );
-      continue;
+    const step = nextStep(progress[name], args);
+    let run: string | null;
+    let code = 0;
+    if (step.kind === "report") {
+      run = step.run;
+      console.log(`\n=== exp:${name}: finished in ${run}`);
+    } else {
+      const t0 = performance.now();
+      console.log(`\n=== exp:${name} ${step.args.join(" ")}`);
+      run = progress[name]?.run ?? null;
+      note(name, { run, code: null });
+      code = await runExperiment(file, step.args, (named) => {
+        run = named;
+        note(name, { run, code: null });
+      });
+      note(name, { run, code });
+      const seconds = ((performance.now() - t0) / 1000).toFixed(0);
+      if (code !== 0 || run === null) {
+        sections.push(
+          `## exp:${name}`,
+          "",
+          `**Failed** (exit code ${code} after ${seconds} s)${
+            run === null ? "" : ` in \`${run}\``
+          }; see the console output.`,
+          "",
+        );
+        continue;
+      }
     }
     try {
-      reportRun(name, run, ` (${seconds} s)`, sections, claims);
+      reportRun(name, run, wallOf(run), sections, claims);
     } catch (err) {
       // One unreadable run must not take the report of the others with it.
       sections.push(
@@ -170,7 +314,10 @@ async function main(): Promise<void> {
     }
   }
   writeReport(claims, sections);
+  all.release();
 }
+
+const PROGRESS = z.record(z.string(), z.object({ run: z.string().nullable(), code: z.int().nullable() }));
 
 /** The claims a run's summary.json holds (structured, or sentences with the verdict in bold). */
 function claimsOf(path: string): (Claim | string)[] {

@@ -15,7 +15,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
 const BUDGETS: Record<string, number> = {
   lib: 35_650,
   lab: 8_200,
-  experiments: 4_700,
+  experiments: 4_800,
   bench: 4_300,
   kernels: 2_400,
   cli: 850,

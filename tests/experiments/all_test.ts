@@ -1,6 +1,7 @@
 /** exp:all passes its arguments to every experiment and reports each one, failures included. */
-import { equal, match, ok } from "node:assert/strict";
-import { claimTable } from "../../experiments/all.ts";
+import { deepEqual, equal, match, ok } from "node:assert/strict";
+import { claimTable, nextStep } from "../../experiments/all.ts";
+import { ResultsDir } from "../../lab/mod.ts";
 
 Deno.test("exp:all runs every experiment and writes results/REPORT.md (an unknown flag makes each fail fast)", async () => {
   const dir = await Deno.makeTempDir();
@@ -123,5 +124,72 @@ Deno.test("exp:all --runs writes REPORT.md from the finished runs given, and ref
   const mixed = await run("--runs", "results/eva/c", "--quick");
   equal(mixed.code, 2);
   match(new TextDecoder().decode(mixed.stderr), /--quick would be ignored/);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("exp:all --resume: a finished experiment is reported, an interrupted one resumed in its own directory", () => {
+  const args = ["--quick", "--seeds", "0"];
+  const done = (run: string) => run === "results/eva/a";
+  deepEqual(nextStep(undefined, args, done), { kind: "run", args });
+  deepEqual(nextStep({ run: null, code: 2 }, args, done), { kind: "run", args });
+  deepEqual(nextStep({ run: "results/eva/a", code: 0 }, args, done), {
+    kind: "report",
+    run: "results/eva/a",
+  });
+  // Stopped during it, failed, or exit code 0 without a summary: continued where it was.
+  const resume = (run: string) => ({ kind: "run", args: ["--resume", run, ...args] });
+  deepEqual(nextStep({ run: "results/eva/b", code: null }, args, done), resume("results/eva/b"));
+  deepEqual(nextStep({ run: "results/eva/a", code: 1 }, args, done), resume("results/eva/a"));
+  deepEqual(nextStep({ run: "results/eva/b", code: 0 }, args, done), resume("results/eva/b"));
+});
+
+Deno.test("exp:all --resume continues an interrupted exp:all directory and refuses other arguments", async () => {
+  const dir = await Deno.makeTempDir();
+  const script = new URL("../../experiments/all.ts", import.meta.url).pathname;
+  const args = ["--no-such-option", "1"];
+  // An exp:all stopped during exp:magnitude: five experiments finished, eva failed, gap_init not started.
+  const all = ResultsDir.create("all", { root: `${dir}/results` });
+  all.writeConfig({ args });
+  const progress: Record<string, { run: string | null; code: number | null }> = {
+    eva: { run: "results/eva/x", code: 1 },
+    magnitude: { run: "results/magnitude/y", code: null },
+  };
+  for (const name of ["spectral_gain", "init-sweep", "vlm_dynamics", "cntlora"]) {
+    const run = `results/${name}/z`;
+    await Deno.mkdir(`${dir}/${run}`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/${run}/summary.md`, `# t\n\nsummary of ${name}\n`);
+    await Deno.writeTextFile(`${dir}/${run}/summary.json`, JSON.stringify({ run: { wallSeconds: 12.4 } }));
+    progress[name] = { run, code: 0 };
+  }
+  all.writeJson("experiments.json", progress);
+  all.release();
+  const path = all.path.slice(dir.length + 1);
+  const run = (...extra: string[]) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", script, ...extra],
+      cwd: dir,
+      stdout: "piped",
+      stderr: "piped",
+    })
+      .outputSync();
+  const changed = run("--resume", path, "--quick");
+  equal(changed.code, 2);
+  match(
+    new TextDecoder().decode(changed.stderr),
+    /was run with the arguments \["--no-such-option","1"\], now \["--quick"\]/,
+  );
+  const out = run("--resume", path, ...args);
+  equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const stdout = new TextDecoder().decode(out.stdout);
+  match(stdout, /=== exp:eva --resume results\/eva\/x --no-such-option 1\n/);
+  match(stdout, /=== exp:magnitude --resume results\/magnitude\/y --no-such-option 1\n/);
+  match(stdout, /=== exp:cntlora: finished in results\/cntlora\/z\n/);
+  match(stdout, /=== exp:gap_init --no-such-option 1\n/);
+  const report = await Deno.readTextFile(`${dir}/results/REPORT.md`);
+  match(report, /## exp:cntlora\n\nRun: `results\/cntlora\/z` \(12 s\)\.\n\nsummary of cntlora/);
+  match(report, /## exp:eva\n\n\*\*Failed\*\* \(exit code 2 after \d+ s\) in `results\/eva\/x`/);
+  const recorded = JSON.parse(await Deno.readTextFile(`${dir}/${path}/experiments.json`));
+  deepEqual(recorded.eva, { run: "results/eva/x", code: 2 });
+  deepEqual(recorded.gap_init, { run: null, code: 2 });
   await Deno.remove(dir, { recursive: true });
 });
