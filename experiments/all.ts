@@ -19,7 +19,8 @@
  * @module
  */
 
-import { type Claim, configDifferences, ResultsDir, verdictOf } from "../lab/mod.ts";
+import { type Claim, configDifferences, processAlive, ResultsDir, verdictOf } from "../lab/mod.ts";
+import { removeTemporaries, writeFileAtomicSync } from "../mod.ts";
 import { z } from "../deps.ts";
 
 const EXPERIMENTS = [
@@ -223,12 +224,13 @@ function runsArg(args: readonly string[]): { name: string; run: string }[] | nul
   });
 }
 
-/** Writes results/REPORT.md (through a temporary file, so a crash leaves the old one). */
+/**
+ * Writes results/REPORT.md atomically (a crash leaves the old one), after removing the temporary files that
+ * killed exp:all processes left there.
+ */
 function writeReport(claims: { experiment: string; claim: Claim | string }[], sections: string[]): void {
-  Deno.mkdirSync("results", { recursive: true });
-  const tmp = `results/REPORT.md.tmp-${Deno.pid}`;
-  Deno.writeTextFileSync(tmp, [...claimTable(claims), ...sections].join("\n") + "\n");
-  Deno.renameSync(tmp, "results/REPORT.md");
+  removeTemporaries("results", { alive: processAlive });
+  writeFileAtomicSync("results/REPORT.md", [...claimTable(claims), ...sections].join("\n") + "\n");
   console.log("\nwrote results/REPORT.md");
 }
 

@@ -193,3 +193,34 @@ Deno.test("exp:all --resume continues an interrupted exp:all directory and refus
   deepEqual(recorded.gap_init, { run: null, code: 2 });
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("exp:all writes REPORT.md atomically: a failed write leaves no temporary, and a killed one's is removed", async () => {
+  const dir = await Deno.makeTempDir();
+  const script = new URL("../../experiments/all.ts", import.meta.url).pathname;
+  await Deno.mkdir(`${dir}/results/eva/a`, { recursive: true });
+  await Deno.writeTextFile(`${dir}/results/eva/a/summary.md`, "# t\n\nsummary of eva\n");
+  await Deno.writeTextFile(`${dir}/results/eva/a/summary.json`, "{}");
+  const run = () =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", script, "--runs", "results/eva/a"],
+      cwd: dir,
+      stdout: "piped",
+      stderr: "piped",
+    }).outputSync();
+  const leftovers = () =>
+    [...Deno.readDirSync(`${dir}/results`)].map((e) => e.name).filter((n) => n.includes(".tmp"));
+  // REPORT.md is a folder that holds a file: the rename fails, and the temporary goes with the error.
+  await Deno.mkdir(`${dir}/results/REPORT.md/x`, { recursive: true });
+  ok(run().code !== 0);
+  deepEqual(leftovers(), []);
+  await Deno.remove(`${dir}/results/REPORT.md`, { recursive: true });
+  // What a process killed during the write leaves (its pid no longer runs) is removed by the next exp:all.
+  const gone = new Deno.Command("true").spawn();
+  await gone.status;
+  await Deno.writeTextFile(`${dir}/results/REPORT.md.tmp-${gone.pid}-0a1b2c`, "# Experiment rep");
+  const out = run();
+  equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  deepEqual(leftovers(), []);
+  match(await Deno.readTextFile(`${dir}/results/REPORT.md`), /summary of eva/);
+  await Deno.remove(dir, { recursive: true });
+});
