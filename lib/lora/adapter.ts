@@ -168,7 +168,10 @@ async function rowsOut(t: F32, path: string, aliased: AliasedModule | undefined)
 
 /**
  * Writes the model's adapters to `dir` (created if needed) in PEFT's format; see the module documentation for what
- * is written and how rewritten bases are handled. Returns the config written.
+ * is written and how rewritten bases are handled. Returns the config written. Each file is replaced atomically, and
+ * `adapter_config.json` is removed before the weights are written and written after them: a save that is stopped
+ * midway (killed, a full disk) leaves a directory without a config, which neither tessera nor PEFT loads, rather
+ * than new weights beside an older adapter's config.
  *
  * @example
  * ```ts
@@ -280,6 +283,11 @@ export async function saveAdapter(
     layers_pattern: null,
   };
   await Deno.mkdir(dir, { recursive: true });
+  // The config goes last, and the old one first: a save stopped midway leaves no config, never new weights
+  // beside the config of the adapter they replace (which PEFT would load with its alpha and ranks).
+  await Deno.remove(`${dir}/${ADAPTER_FILES.config}`).catch((err) => {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  });
   const meta = { format: "pt", producer: "tessera" };
   await writeSafetensors(`${dir}/${ADAPTER_FILES.model}`, tensors, meta);
   if (Object.keys(bases).length > 0) {
@@ -411,6 +419,13 @@ export async function readAdapterConfig(dir: string): Promise<AdapterConfig> {
   try {
     raw = JSON.parse(await Deno.readTextFile(path));
   } catch (e) {
+    const weights = await Deno.stat(`${dir}/${ADAPTER_FILES.model}`).then(() => true, () => false);
+    if (e instanceof Deno.errors.NotFound && weights) {
+      throw new Error(
+        `cannot read adapter config "${path}": the directory holds ${ADAPTER_FILES.model} without it, as a ` +
+          `save stopped before its end leaves it (saveAdapter writes the config last); save the adapter again`,
+      );
+    }
     throw new Error(`cannot read adapter config "${path}": ${(e as Error).message}`);
   }
   if (!isRecord(raw)) throw new Error(`adapter config "${path}" is not a JSON object`);

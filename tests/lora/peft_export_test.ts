@@ -378,3 +378,36 @@ Deno.test("saveAdapter's rank_pattern and alpha_pattern give, by PEFT's rule, ea
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("saveAdapter stopped before its config leaves no older adapter's config beside the new weights", async () => {
+  const rng = new TestRng(71);
+  const dir = await Deno.makeTempDir();
+  const adapted = async (alpha: number) => {
+    const model = { q: new Linear(8, 8, { seed: 3 }) };
+    await attachLora(model, { targetModules: ["q"], rank: 2, alpha, init: "gaussian" });
+    return model;
+  };
+  const first = 8 + Math.floor(rng.next() * 8);
+  await saveAdapter(dir, await adapted(first));
+  equal(JSON.parse(await Deno.readTextFile(`${dir}/adapter_config.json`)).lora_alpha, first);
+  // The second save is stopped when it comes to the config (as a kill there would stop it).
+  const rename = Deno.renameSync;
+  Deno.renameSync = (from, to) => {
+    if (String(to).endsWith("adapter_config.json")) throw new Error("stopped before the config");
+    rename(from, to);
+  };
+  try {
+    await rejects(saveAdapter(dir, await adapted(first / 4)), /stopped before the config/);
+  } finally {
+    Deno.renameSync = rename;
+  }
+  // New weights with the first adapter's alpha would load as an adapter nobody saved: refused instead.
+  await rejects(
+    loadAdapter(dir, { q: new Linear(8, 8, { seed: 3 }) }),
+    /holds adapter_model\.safetensors without it, as a save stopped before its end leaves it/,
+  );
+  await saveAdapter(dir, await adapted(first / 4));
+  equal(JSON.parse(await Deno.readTextFile(`${dir}/adapter_config.json`)).lora_alpha, first / 4);
+  await loadAdapter(dir, { q: new Linear(8, 8, { seed: 3 }) });
+  await Deno.remove(dir, { recursive: true });
+});
