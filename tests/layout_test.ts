@@ -13,15 +13,15 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 35_650,
-  lab: 8_200,
+  lib: 35_700,
+  lab: 8_250,
   experiments: 4_800,
   bench: 4_300,
   kernels: 2_400,
   cli: 850,
   tools: 1_620,
   examples: 120,
-  tests: 27_400,
+  tests: 27_700,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */
