@@ -214,7 +214,9 @@ export async function baseModel(
   const r = await cachedPretrained(spec, corpus.source, { device, progress: Deno.stderr.isTerminal() });
   return {
     model: r.model,
-    note: `${r.cached ? "cached" : "pretrained"} base in ${r.dir} (${r.seconds.toFixed(1)} s)`,
+    note: `${r.cached ? "cached" : "pretrained"} base in ${r.dir} (${r.seconds.toFixed(1)} s${
+      r.continuedFrom > 0 ? `, continued from step ${r.continuedFrom}` : ""
+    })`,
   };
 }
 

@@ -279,7 +279,8 @@ function readStages(value: unknown, file: string): CachedVlm["stages"] {
 /**
  * The toy VLM after stages 0, a and b on `data`: loaded from `<cacheDir>/<key>/` when present (key = hash of the
  * spec and the data), else trained and saved there (`vlm.safetensors` + `info.json`, written to a temporary
- * directory renamed into place).
+ * directory renamed into place). The stages write no checkpoint: a process killed while running them leaves
+ * nothing, and the next call runs them again from the start (another process asking meanwhile waits for the entry).
  */
 export async function cachedVlm(
   spec: VlmPretrainSpec,

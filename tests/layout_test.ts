@@ -14,14 +14,14 @@ const ROOT = new URL("../", import.meta.url).pathname;
  */
 const BUDGETS: Record<string, number> = {
   lib: 35_700,
-  lab: 8_250,
+  lab: 8_350,
   experiments: 4_800,
   bench: 4_300,
   kernels: 2_400,
   cli: 850,
   tools: 1_620,
   examples: 120,
-  tests: 27_700,
+  tests: 27_800,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */
