@@ -93,8 +93,10 @@ Deno.test({
     const seqLen = rng.int(16, 64);
     const words = ["the", "cat", "sat", "on", "a", "mat", "and", "slept"];
     const long = Array.from({ length: 200 * seqLen }, () => words[rng.int(0, 7)]).join(" ");
-    // 8..20 characters per position: the training part holds a window, the validation tenth does not.
-    const short = long.slice(0, rng.int(8, 20) * seqLen);
+    // 8..12 characters per position: the training part holds a window, the validation tenth does not (at most
+    // 1.2·seqLen characters, about 0.5·seqLen tokens of these words; with up to 20 some draws' validation part held
+    // a window).
+    const short = long.slice(0, rng.int(8, 12) * seqLen);
     for (const [text, part] of [[short, "validation"], ["", "training"]]) {
       const file = await Deno.makeTempFile({ suffix: ".txt" });
       Deno.writeTextFileSync(file, text);
