@@ -641,7 +641,9 @@ export async function trainResumable<M extends object, B extends Batch>(
   } else if (await exists(checkpoint) || await exists(previousCheckpointPath(checkpoint))) {
     // Making a finished run longer changes its length and schedule on purpose (the experiment checked the rest).
     const info = await trainer.resume(checkpoint, { allowChanged: options.previous !== undefined });
-    const other = info.changed.filter((c) => !/^(steps|schedule\.step \d+) /.test(c));
+    const other = info.changed.filter((c) =>
+      !/^(steps|schedule\.step \d+|scheduleValues(\.steps \d+-\d+)?) /.test(c)
+    );
     if (other.length > 0) {
       throw new Error(`cannot make run ${label} longer: more than its length changed: ${other.join("; ")}`);
     }

@@ -363,6 +363,8 @@ export class Trainer<M extends object, B extends Batch = Batch> {
    * checkpoints: a resume builds that step's batch again and refuses other shapes (another batch size, say).
    */
   #batchShapes: { step: number; entries: Record<string, string> } | null = null;
+  /** Fingerprints of the schedule's factors between the sampled steps (see `#runConfig`), once computed. */
+  #scheduleValues: Record<string, string> | null = null;
   /** Seconds spent in {@link run} before the current call (a resumed run: from its checkpoint on). */
   #seconds = 0;
   /** When the current {@link run} call started (null outside one). */
@@ -988,24 +990,54 @@ export class Trainer<M extends object, B extends Batch = Batch> {
 
   /**
    * What a resumed run must share with the run that wrote its checkpoint, besides the model and the batches: the
-   * run's length, seed and clipping, the learning-rate factors of the schedule (at 33 steps spread over the run),
-   * the optimiser's description (kind, hyperparameters, groups), the parameters each group trains, and the settings
-   * of the model's configured modules (`ConfiguredModule`, e.g. LoRA's scale and dropout).
+   * run's length, seed and clipping, the learning-rate factors of the schedule (at 33 steps spread over the run,
+   * readable, and as fingerprints of its factors at every step between them, `scheduleValues`, so that a schedule
+   * that differs between the samples is told by the steps around the difference), the optimiser's description (kind,
+   * hyperparameters, groups), the parameters each group trains, and the settings of the model's configured modules
+   * (`ConfiguredModule`, e.g. LoRA's scale and dropout).
    */
   #runConfig(): Record<string, unknown> {
     const { steps, clipNorm, schedule, seed } = this.#o;
-    const at = [...new Set(Array.from({ length: 33 }, (_, i) => 1 + Math.round(((steps - 1) * i) / 32)))];
+    const at = this.#sampledSteps();
     return {
       steps,
       seed: seed ?? null,
       clipNorm: clipNorm ?? null,
       schedule: schedule === undefined ? null : Object.fromEntries(at.map((s) => [`step ${s}`, schedule(s)])),
+      scheduleValues: this.#scheduleDigests(),
       optimizer: this.#o.optimizer.describe(),
       trainable: Object.fromEntries(this.#o.optimizer.groups.map((g) => [g.name, g.paths])),
       model: Object.fromEntries(
         namedModules(this.#o.model).flatMap(([p, m]) => isConfigured(m) ? [[p, m.runSettings()]] : []),
       ),
     };
+  }
+
+  /** The steps at which the schedule's factors are recorded as numbers: 33 spread over the run. */
+  #sampledSteps(): number[] {
+    const steps = this.#o.steps;
+    return [...new Set(Array.from({ length: 33 }, (_, i) => 1 + Math.round(((steps - 1) * i) / 32)))];
+  }
+
+  /**
+   * The fingerprints of the schedule's factors at the steps strictly between two sampled ones (the float64 bits of
+   * each), keyed by the range (`"steps 33-63"`), or null without a schedule; computed once per trainer. A run of
+   * 10⁶ steps takes one call of the schedule per step and 8 MB hashed: 0.14 to 0.32 s for a cosine schedule.
+   */
+  #scheduleDigests(): Record<string, string> | null {
+    const schedule = this.#o.schedule;
+    if (schedule === undefined || this.#scheduleValues !== null) return this.#scheduleValues;
+    const at = this.#sampledSteps();
+    const out: Record<string, string> = {};
+    for (let i = 0; i + 1 < at.length; i++) {
+      const [from, to] = [at[i] + 1, at[i + 1] - 1];
+      if (from > to) continue;
+      const values = new Float64Array(to - from + 1);
+      for (let s = from; s <= to; s++) values[s - from] = schedule(s);
+      out[`steps ${from}-${to}`] = fingerprint(values);
+    }
+    this.#scheduleValues = out;
+    return out;
   }
 
   /** The trainer's metadata of a checkpoint: the run's configuration, its seconds and the batch's shapes. */
@@ -1019,7 +1051,33 @@ export class Trainer<M extends object, B extends Batch = Batch> {
 }
 
 /** Keys of {@link Trainer}'s run configuration that earlier checkpoints do not have. */
-const LATER_RUN_KEYS = ["trainable", "model"];
+const LATER_RUN_KEYS = ["trainable", "model", "scheduleValues"];
+
+/**
+ * A 64-bit fingerprint (16 hex digits) of `data`'s bytes: two multiplicative hashes over its 32-bit words (FNV-1a's,
+ * and one whose shift carries high bits down), the length in the second. Not a cryptographic hash: it tells values
+ * changed by accident (another schedule, another base), several times faster than SHA-256 through `crypto.subtle`
+ * (54 MB: 0.1 to 0.3 s against 0.5 to 1.5 s on a loaded two-core machine).
+ */
+function fingerprint(data: ArrayBufferView): string {
+  let bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (bytes.byteOffset % 4 !== 0) bytes = bytes.slice();
+  const n = bytes.length >>> 2;
+  const words = new Uint32Array(bytes.buffer, bytes.byteOffset, n);
+  let a = 0x811c9dc5;
+  let b = 0x9e3779b9 ^ bytes.length;
+  // The bytes after the last whole word make one more word.
+  let tail = 0;
+  for (let j = 4 * n; j < bytes.length; j++) tail = (tail << 8) | bytes[j];
+  for (let i = 0; i <= n; i++) {
+    const w = i < n ? words[i] : tail;
+    a = Math.imul(a ^ w, 0x01000193);
+    b = Math.imul(b ^ w, 0x85ebca6b);
+    b ^= b >>> 13;
+  }
+  const hex = (h: number) => (h >>> 0).toString(16).padStart(8, "0");
+  return hex(a) + hex(b);
+}
 
 function isConfigured(m: object): m is ConfiguredModule {
   return typeof (m as Partial<ConfiguredModule>).runSettings === "function";
