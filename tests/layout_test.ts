@@ -13,7 +13,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 35_700,
+  lib: 35_800,
   lab: 8_350,
   experiments: 4_800,
   bench: 4_300,
@@ -21,7 +21,7 @@ const BUDGETS: Record<string, number> = {
   cli: 850,
   tools: 1_620,
   examples: 120,
-  tests: 27_800,
+  tests: 27_850,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */

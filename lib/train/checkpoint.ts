@@ -360,10 +360,10 @@ export interface RestoreCheckpointOptions {
   /** Optimiser to restore (its state and step count); it must be of the kind that saved the checkpoint. */
   optimizer?: Optimizer;
   /**
-   * Called with the checkpoint read back, before anything is loaded into the model: it throws to refuse the
-   * checkpoint (the error becomes a {@link CheckpointMismatchError}).
+   * Called with the checkpoint read back, before anything is loaded into the model: it throws (or rejects) to
+   * refuse the checkpoint (the error becomes a {@link CheckpointMismatchError}).
    */
-  accept?: (ckpt: Checkpoint) => void;
+  accept?: (ckpt: Checkpoint) => void | Promise<void>;
 }
 
 /**
@@ -389,7 +389,7 @@ export async function restoreCheckpoint(
   const device = namedParameters(model)[0]?.[1].device;
   const ckpt = await loadCheckpoint(path, { device });
   try {
-    opts.accept?.(ckpt);
+    await opts.accept?.(ckpt);
   } catch (err) {
     throw new CheckpointMismatchError(path, (err as Error).message);
   }

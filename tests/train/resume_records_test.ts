@@ -1,13 +1,19 @@
 /**
  * A resume refuses what the schedule's samples and the saved tensors do not show: a schedule that differs between
- * the sampled steps. A checkpoint written before this was recorded still resumes.
+ * the sampled steps, another frozen base under a checkpoint of the trainable parameters only. A checkpoint written
+ * before these were recorded still resumes.
  */
 import { deepEqual, equal, ok, rejects } from "node:assert/strict";
+import { AdamW, Mlp, namedParameters } from "../../lib/nn/mod.ts";
 import { Trainer, type TrainerOptions } from "../../lib/train/mod.ts";
+import { attachLora } from "../../lib/init/mod.ts";
+import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
 import { parseSafetensors, serializeSafetensors } from "../../lib/io/safetensors.ts";
-import type { Tensor } from "../../mod.ts";
+import { type Shape, type Tensor, tensor } from "../../mod.ts";
 import { TestRng } from "../_helpers.ts";
 import { mlpSetup } from "./_setup.ts";
+
+type F = Tensor<Shape, "f32">;
 
 /** Runs `options` for `until` steps with a checkpoint at every step in a new directory; returns its path. */
 async function checkpointAt<M extends object, B extends Record<string, Tensor>>(
@@ -62,5 +68,38 @@ Deno.test("resume refuses a schedule that differs between its sampled steps, nam
     m.run = JSON.stringify(config);
   });
   deepEqual((await new Trainer(run(drop + 1)).resume(ckpt)).changed, []);
+  await removeDir(ckpt);
+});
+
+/** A LoRA MLP on a base of seed `baseSeed`, its adapters trained on inputs drawn per step. */
+async function loraRun(baseSeed: number, inputSeed: number): Promise<TrainerOptions<Mlp, { x: Tensor }>> {
+  const model = new Mlp([6, 10, 3], { seed: baseSeed });
+  await attachLora(model, { targetModules: ["layers.0"], rank: 2, seed: 9 });
+  return {
+    model,
+    optimizer: new AdamW(model, { lr: 1e-2, trainable: LORA_TRAINABLE }),
+    batch: (step) => ({ x: tensor(new TestRng(inputSeed + step).normals(4 * 6), { shape: [4, 6] }) }),
+    loss: (m, b) => (m.forward(b.x as F) as F).square().mean() as F,
+    steps: 6,
+    progress: false,
+  };
+}
+
+Deno.test("resume of a trainable-only checkpoint refuses another frozen base, naming the first parameter", async () => {
+  const rng = new TestRng(312);
+  const baseSeed = rng.int(0, 2 ** 30);
+  const otherSeed = baseSeed + rng.int(1, 1000);
+  const inputSeed = rng.int(0, 2 ** 30);
+  const options = await loraRun(baseSeed, inputSeed);
+  const trained = new Set(options.optimizer.paths);
+  const frozen = namedParameters(options.model).map(([p]) => p).filter((p) => !trained.has(p));
+  const ckpt = await checkpointAt(options, rng.int(1, 5), true);
+  await rejects(
+    async () => new Trainer(await loraRun(otherSeed, inputSeed)).resume(ckpt),
+    (e: Error) => e.message.includes(`frozen.${frozen[0]} "`) && e.message.includes(" then, "),
+  );
+  deepEqual((await new Trainer(await loraRun(baseSeed, inputSeed)).resume(ckpt)).changed, []);
+  await editMetadata(ckpt, (m) => delete m.frozen);
+  deepEqual((await new Trainer(await loraRun(otherSeed, inputSeed)).resume(ckpt)).changed, []);
   await removeDir(ckpt);
 });
