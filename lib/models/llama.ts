@@ -549,6 +549,8 @@ export class LlamaLM extends Module implements AliasedModule {
       const attention = new Attention(config.dim, {
         nHeads: config.nHeads,
         nKvHeads: config.nKvHeads,
+        // The model passes its own rotary tables; the layer's base is the model's, for its tables and its record.
+        ropeTheta: config.ropeTheta,
         ...(window === undefined ? {} : { window }),
         layers: {
           wq: lin("attention.wq"),
@@ -745,6 +747,20 @@ export class LlamaLM extends Module implements AliasedModule {
   /** Size of one attention head. */
   get headDim(): number {
     return this.#config.headDim;
+  }
+
+  /**
+   * The settings a resumed run must share with the run that wrote its checkpoint (`ConfiguredModule`; the layers
+   * record theirs): the RoPE base and scaling of the model's rotary tables, and the padding token whose embedding row
+   * gets no gradient.
+   */
+  runSettings(): Record<string, number | boolean | string> {
+    const { ropeTheta, ropeScaling, padTokenId } = this.#config;
+    return {
+      ropeTheta,
+      ...Object.fromEntries(Object.entries(ropeScaling ?? {}).map(([k, v]) => [`ropeScaling.${k}`, v])),
+      ...(padTokenId === undefined ? {} : { padTokenId }),
+    };
   }
 
   /** The device of the parameters. */

@@ -114,6 +114,11 @@ export class VisionAttention extends Module {
     this.#heads = heads;
   }
 
+  /** The settings a resumed run must share with the run that wrote its checkpoint (`ConfiguredModule`). */
+  runSettings(): Record<string, number | boolean> {
+    return { heads: this.#heads, causal: false };
+  }
+
   /** Attention of every token over every token of `x` (`[B, T, dim]`). */
   forward(x: F32): Tensor<number[], "f32"> {
     const [b, t, d] = x.shape;

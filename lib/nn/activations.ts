@@ -237,6 +237,11 @@ export class Dropout extends Module {
     return this.#rate;
   }
 
+  /** The settings a resumed run must share with the run that wrote its checkpoint (`ConfiguredModule`). */
+  runSettings(): Record<string, number> {
+    return { rate: this.#rate };
+  }
+
   /** Drops with `seed` (a number or a {@link DropoutKey}), or returns `x` unchanged without one. */
   forward<S extends Shape>(x: Tensor<S, "f32">, seed?: number | DropoutKey, salt = 0): Tensor<S, "f32"> {
     if (seed === undefined) return x;

@@ -767,6 +767,21 @@ export class Attention extends Module {
     return this.#nHeads;
   }
 
+  /**
+   * The settings a resumed run must share with the run that wrote its checkpoint (`ConfiguredModule`): the heads,
+   * the causal mask, RoPE and its base, the sliding window.
+   */
+  runSettings(): Record<string, number | boolean> {
+    return {
+      nHeads: this.#nHeads,
+      nKvHeads: this.#nKvHeads,
+      causal: true,
+      rope: this.#rope,
+      ...(this.#rope ? { ropeTheta: this.#theta } : {}),
+      ...(this.#window === undefined ? {} : { window: this.#window }),
+    };
+  }
+
   /** Number of key/value heads. */
   get nKvHeads(): number {
     return this.#nKvHeads;

@@ -150,6 +150,11 @@ export class LayerNorm extends Module {
     return this.#eps;
   }
 
+  /** The settings a resumed run must share with the run that wrote its checkpoint (`ConfiguredModule`). */
+  runSettings(): Record<string, number> {
+    return { eps: this.#eps };
+  }
+
   /** Normalises the last axis. */
   forward(x: F32): Tensor<number[], "f32"> {
     // Without affine there is no gain for layerNorm to check against, and any last axis would be normalised.
@@ -199,6 +204,11 @@ export class RMSNorm extends Module {
   /** The epsilon. */
   get eps(): number {
     return this.#eps;
+  }
+
+  /** The settings a resumed run must share with the run that wrote its checkpoint (`ConfiguredModule`). */
+  runSettings(): Record<string, number> {
+    return { eps: this.#eps };
   }
 
   /** `x · rsqrt(mean(x²) + eps) · weight`. */

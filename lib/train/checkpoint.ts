@@ -51,13 +51,14 @@ export interface StatefulModule {
 }
 
 /**
- * A module whose computation depends on settings besides its parameters (a LoRA layer's scaling and dropout): the
- * trainer records {@link runSettings} in its checkpoints under the module's path, and a resume with other values is
- * refused as a changed configuration.
+ * A module whose computation depends on settings besides its parameters (a LoRA layer's scaling and dropout, a
+ * norm's epsilon, attention's heads and RoPE base, a dropout layer's rate): the trainer records {@link runSettings}
+ * in its checkpoints under the module's path (the model's own under the path `model`), and a resume with other
+ * values is refused as a changed configuration.
  */
 export interface ConfiguredModule {
   /** The settings that change what the module computes, as JSON values. */
-  runSettings(): Record<string, number | boolean>;
+  runSettings(): Record<string, number | boolean | string>;
 }
 
 /** What a checkpoint's step and seed must be, checked alike when writing and when reading. */

@@ -934,6 +934,12 @@ export class Trainer<M extends object, B extends Batch = Batch> {
         const now = this.#runConfig();
         // Recorded since a later version: a checkpoint written before cannot tell, and is taken as it was.
         for (const key of LATER_RUN_KEYS) if (!(key in then)) delete now[key];
+        // Before every configured module recorded its settings, LoRA layers alone did: the others are taken as they
+        // are.
+        if (!("everyModule" in then) && typeof then.model === "object" && then.model !== null) {
+          const had = then.model as Record<string, unknown>;
+          now.model = Object.fromEntries(Object.entries(now.model as object).filter(([p]) => p in had));
+        }
         changed = differences(then, now);
       }
       const batch = ckpt.metadata.batch;
@@ -1008,7 +1014,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
    * readable, and as fingerprints of its factors at every step between them, `scheduleValues`, so that a schedule
    * that differs between the samples is told by the steps around the difference), the optimiser's description (kind,
    * hyperparameters, groups), the parameters each group trains, and the settings of the model's configured modules
-   * (`ConfiguredModule`, e.g. LoRA's scale and dropout).
+   * (`ConfiguredModule`, e.g. LoRA's scale and dropout, a norm's epsilon, the RoPE base).
    */
   #runConfig(): Record<string, unknown> {
     const { steps, clipNorm, schedule, seed } = this.#o;
@@ -1024,6 +1030,8 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       model: Object.fromEntries(
         namedModules(this.#o.model).flatMap(([p, m]) => isConfigured(m) ? [[p, m.runSettings()]] : []),
       ),
+      // Marks a model record of every configured module (norms, attention, dropout), not LoRA layers alone.
+      everyModule: true,
     };
   }
 
@@ -1089,7 +1097,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
 }
 
 /** Keys of {@link Trainer}'s run configuration that earlier checkpoints do not have. */
-const LATER_RUN_KEYS = ["trainable", "model", "scheduleValues"];
+const LATER_RUN_KEYS = ["trainable", "model", "scheduleValues", "everyModule"];
 
 /**
  * A 64-bit fingerprint (16 hex digits) of `data`'s bytes: two multiplicative hashes over its 32-bit words (FNV-1a's,
@@ -1135,7 +1143,10 @@ function differences(then: unknown, now: unknown, path = ""): string[] {
   const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null;
   if (isObj(then) && isObj(now) && Array.isArray(then) === Array.isArray(now)) {
     const keys = [...new Set([...Object.keys(then), ...Object.keys(now)])];
-    return keys.flatMap((k) => differences(then[k], now[k], path === "" ? k : `${path}.${k}`));
+    // An empty key (the model's own settings, at path "") adds nothing to the path.
+    return keys.flatMap((k) =>
+      differences(then[k], now[k], path === "" || k === "" ? path + k : `${path}.${k}`)
+    );
   }
   const [a, b] = [JSON.stringify(then ?? null), JSON.stringify(now ?? null)];
   return a === b ? [] : [`${path} ${a} then, ${b} now`];

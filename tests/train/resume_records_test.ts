@@ -1,19 +1,21 @@
 /**
  * A resume refuses what the schedule's samples and the saved tensors do not show: a schedule that differs between
- * the sampled steps, another frozen base under a checkpoint of the trainable parameters only. A checkpoint written
- * before these were recorded still resumes.
+ * the sampled steps, another frozen base under a checkpoint of the trainable parameters only, and the settings of
+ * norms, attention and dropout layers. A checkpoint written before these were recorded still resumes.
  */
-import { deepEqual, equal, ok, rejects } from "node:assert/strict";
-import { AdamW, Mlp, namedParameters } from "../../lib/nn/mod.ts";
+import { deepEqual, equal, match, ok, rejects } from "node:assert/strict";
+import { AdamW, crossEntropy, Dropout, Linear, Mlp, Module, namedParameters } from "../../lib/nn/mod.ts";
 import { Trainer, type TrainerOptions } from "../../lib/train/mod.ts";
 import { attachLora } from "../../lib/init/mod.ts";
 import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
+import { LlamaLM } from "../../lib/models/mod.ts";
 import { parseSafetensors, serializeSafetensors } from "../../lib/io/safetensors.ts";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
 import { TestRng } from "../_helpers.ts";
 import { mlpSetup } from "./_setup.ts";
 
 type F = Tensor<Shape, "f32">;
+type I = Tensor<Shape, "i32">;
 
 /** Runs `options` for `until` steps with a checkpoint at every step in a new directory; returns its path. */
 async function checkpointAt<M extends object, B extends Record<string, Tensor>>(
@@ -101,5 +103,116 @@ Deno.test("resume of a trainable-only checkpoint refuses another frozen base, na
   deepEqual((await new Trainer(await loraRun(baseSeed, inputSeed)).resume(ckpt)).changed, []);
   await editMetadata(ckpt, (m) => delete m.frozen);
   deepEqual((await new Trainer(await loraRun(otherSeed, inputSeed)).resume(ckpt)).changed, []);
+  await removeDir(ckpt);
+});
+
+/** A one-layer Llama with the given norm epsilon and RoPE base, on token windows drawn per step. */
+function llamaRun(o: { normEps: number; ropeTheta: number; dataSeed: number }): TrainerOptions<LlamaLM, {
+  ids: Tensor;
+}> {
+  const model = LlamaLM.random({
+    dim: 8,
+    hiddenDim: 16,
+    nLayers: 1,
+    nHeads: 2,
+    nKvHeads: 1,
+    vocabSize: 11,
+    seqLen: 8,
+    sharedClassifier: true,
+    normEps: o.normEps,
+    ropeTheta: o.ropeTheta,
+  }, { seed: 3 });
+  return {
+    model,
+    optimizer: new AdamW(model, { lr: 1e-2 }),
+    batch: (step) => {
+      const r = new TestRng(o.dataSeed + step);
+      return {
+        ids: tensor(Int32Array.from({ length: 2 * 6 }, () => r.int(0, 10)), { shape: [2, 6], dtype: "i32" }),
+      };
+    },
+    loss: (m, b) => {
+      const ids = b.ids as I;
+      const logits = m.forward(ids.slice(null, [0, 5]) as I) as F;
+      return crossEntropy(logits.reshape([10, 11]) as F, ids.slice(null, [1, 6]).reshape([10]) as I);
+    },
+    steps: 4,
+    progress: false,
+  };
+}
+
+Deno.test("resume refuses another RMSNorm epsilon or RoPE base, naming the module and both values", async () => {
+  const rng = new TestRng(313);
+  const base = {
+    normEps: rng.int(1, 9) * 1e-6,
+    ropeTheta: rng.int(1, 9) * 1e4,
+    dataSeed: rng.int(0, 2 ** 30),
+  };
+  const ckpt = await checkpointAt(llamaRun(base), rng.int(1, 3));
+  const eps = base.normEps * 2;
+  const theta = base.ropeTheta + 1e4;
+  const fmt = JSON.stringify;
+  const changes: [Partial<typeof base>, string][] = [
+    [{ normEps: eps }, `model.layers.0.attention_norm.eps ${fmt(base.normEps)} then, ${fmt(eps)} now`],
+    [{ ropeTheta: theta }, `model.ropeTheta ${fmt(base.ropeTheta)} then, ${fmt(theta)} now`],
+    [
+      { ropeTheta: theta },
+      `model.layers.0.attention.ropeTheta ${fmt(base.ropeTheta)} then, ${fmt(theta)} now`,
+    ],
+  ];
+  for (const [edit, text] of changes) {
+    await rejects(
+      () => new Trainer(llamaRun({ ...base, ...edit })).resume(ckpt),
+      (e: Error) => e.message.includes(text),
+      `${fmt(edit)}: ${text}`,
+    );
+  }
+  deepEqual((await new Trainer(llamaRun(base)).resume(ckpt)).changed, []);
+  // Written when LoRA layers alone recorded their settings (this model has none): resumes as before.
+  await editMetadata(ckpt, (m) => {
+    const config = JSON.parse(m.run);
+    config.model = {};
+    delete config.everyModule;
+    m.run = JSON.stringify(config);
+  });
+  deepEqual((await new Trainer(llamaRun(base)).resume(ckpt)).changed, []);
+  await removeDir(ckpt);
+});
+
+/** A linear layer under dropout of `rate`, its masks drawn from the step. */
+class DroppedLinear extends Module {
+  lin: Linear;
+  drop: Dropout;
+  constructor(rate: number) {
+    super();
+    this.lin = new Linear(5, 3, { seed: 2 });
+    this.drop = new Dropout(rate);
+  }
+}
+
+function dropoutRun(rate: number, dataSeed: number): TrainerOptions<DroppedLinear, { x: Tensor }> {
+  const model = new DroppedLinear(rate);
+  return {
+    model,
+    optimizer: new AdamW(model, { lr: 1e-2 }),
+    batch: (step) => ({ x: tensor(new TestRng(dataSeed + step).normals(4 * 5), { shape: [4, 5] }) }),
+    loss: (m, b, step) => (m.drop.forward(m.lin.forward(b.x as F) as F, step) as F).square().mean() as F,
+    steps: 4,
+    compile: false,
+    progress: false,
+  };
+}
+
+Deno.test("resume refuses a dropout layer with another rate", async () => {
+  const rng = new TestRng(314);
+  const rate = rng.int(1, 4) / 10;
+  const other = rate + 0.1;
+  const dataSeed = rng.int(0, 2 ** 30);
+  const ckpt = await checkpointAt(dropoutRun(rate, dataSeed), rng.int(1, 3));
+  await rejects(() => new Trainer(dropoutRun(other, dataSeed)).resume(ckpt), (e: Error) => {
+    match(e.message, new RegExp(`model\\.drop\\.rate ${rate} then, ${other} now`));
+    return true;
+  });
+  deepEqual((await new Trainer(dropoutRun(rate, dataSeed)).resume(ckpt)).changed, []);
   await removeDir(ckpt);
 });
