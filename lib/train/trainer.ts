@@ -121,7 +121,10 @@ export interface TrainerOptions<M extends object, B extends Batch> {
   metrics?: string | MetricsWriter;
   /** Progress bar on stderr (default: when stderr is a terminal); a string is used as the bar's label. */
   progress?: boolean | string;
-  /** Seed of the run, stored in checkpoints and checked when resuming. */
+  /**
+   * Seed of the run, stored in checkpoints and checked when resuming: give the one `batch` draws from, which the
+   * trainer cannot see otherwise (without it, a resume with another data seed is not noticed).
+   */
   seed?: number;
   /** Save a checkpoint periodically. */
   checkpoint?: CheckpointSchedule;
@@ -913,6 +916,11 @@ export class Trainer<M extends object, B extends Batch = Batch> {
    * batch shapes: the batch of the step whose shapes the checkpoint recorded is built once more to compare them. A
    * checkpoint of the trainable parameters only (`trainableOnly`) records fingerprints of the frozen ones, and another
    * base (other pretrained weights of the same shapes) is refused by path.
+   *
+   * The seed compared is the `seed` option, the only one the trainer sees: the data's seed lives in the `batch`
+   * function, which cannot be read. A trainer given no `seed` compares none, and a `batch` function over another data
+   * seed (with the same shapes) resumes unnoticed on other batches; give the seed the batches and dropout keys are
+   * drawn from as `seed` to have it checked.
    */
   async resume(path: string, opts: ResumeOptions = {}): Promise<ResumeInfo> {
     // A misspelt key ({ allowChange: true }) is refused rather than read as no permission.
