@@ -148,6 +148,13 @@ export interface LlamaLoadOptions {
 export interface ForwardCachedOptions {
   /** Return the logits of the last new position only (`[B, 1, V]`), as sampling needs. */
   lastOnly?: boolean;
+  /**
+   * How many of the `T` new tokens are real (default `T`): the ones after them are padding, which lets steps of
+   * different lengths share the kernels of one length. The cache advances by `valid` only and `lastOnly` takes
+   * position `valid − 1`. Causal attention keeps the padding from the real positions, and the next steps overwrite
+   * its cache entries before any position can see them.
+   */
+  valid?: number;
 }
 
 /**
@@ -906,6 +913,10 @@ export class LlamaLM extends Module implements AliasedModule {
         `LlamaLM.forwardCached: the cache has ${cache.k.length} layers, the model ${this.layers.length}`,
       );
     }
+    const valid = options.valid ?? t;
+    if (!Number.isInteger(valid) || valid < 1 || valid > t) {
+      throw new RangeError(`LlamaLM.forwardCached: valid must be an integer in 1..${t}, got ${valid}`);
+    }
     const start = cache.length;
     const cap = cache.capacity;
     if (start + t > cap) {
@@ -936,8 +947,12 @@ export class LlamaLM extends Module implements AliasedModule {
       cache.set(i, r.k, r.v);
       h = r.y;
     });
-    cache.advance(t);
-    if (options.lastOnly && t > 1) h = h.slice(null, [t - 1, t]) as F32;
+    cache.advance(valid);
+    if (options.lastOnly && t > 1) {
+      // A gather, whose index is data: a slice's offset is part of the kernel on some backends.
+      const last = tensor(Int32Array.of(valid - 1), { dtype: "i32", device }) as Tensor<Shape, "i32">;
+      h = h.gather(last, 1) as F32;
+    }
     return this.#logits(h);
   }
 

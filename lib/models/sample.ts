@@ -147,8 +147,10 @@ export function sampleToken(logits: ArrayLike<number>, options: SampleTokenOptio
 
 /**
  * Continues `promptTokens` (ids, usually starting with BOS) by up to `steps` tokens and returns the new ids
- * (not the prompt). Uses a key/value cache sized `prompt + steps` (at most the context length; generation stops
- * when the context is full). One readback per generated token.
+ * (not the prompt). Uses a key/value cache of `prompt + steps − 1` positions rounded up to a power of two (at most
+ * the context length; generation stops when the context is full), and feeds the prompt padded to a power of two:
+ * kernels are compiled per shape and, on WebGPU, kept for the life of the process, so calls with prompts and
+ * lengths of every size share the kernels of a few sizes. One readback per generated token.
  *
  * @example
  * ```ts
@@ -202,16 +204,21 @@ export async function generate(
   const out: number[] = [];
   const budget = Math.min(steps, seqLen - promptTokens.length + 1);
   if (budget <= 0) return out;
-  // The last generated token is never fed back, so the cache needs prompt + budget − 1 positions.
-  const cache = model.createCache({ capacity: Math.max(1, promptTokens.length + budget - 1) });
+  // The last generated token is never fed back, so the cache needs prompt + budget − 1 positions. Kernels are
+  // specialised to the cache's capacity and the prompt's length, and compiled ones are kept for the life of the
+  // process (on WebGPU), so both are rounded up to a power of two: calls with other prompts and lengths reuse a
+  // few sets of kernels. The slots beyond the current position are masked and the prompt's padding comes after
+  // it, so the logits are those of the exact sizes: bit for bit on cpu and WebGPU; on wasm a padded prompt's last
+  // row goes through the matmul in another block, which moved logits of stories260K by up to 1.3e-5.
+  const prompt = promptTokens.length;
+  const cache = model.createCache({ capacity: lengthBucket(prompt + budget - 1, seqLen) });
+  const padded = lengthBucket(prompt, cache.capacity);
+  const first = Int32Array.from({ length: padded }, (_, j) => promptTokens[Math.min(j, prompt - 1)]);
   const device = model.device;
-  let input = tensor(Int32Array.from(promptTokens), {
-    shape: [1, promptTokens.length],
-    dtype: "i32",
-    device,
-  });
+  let input = tensor(first, { shape: [1, padded], dtype: "i32", device });
   for (let i = 0; i < budget; i++) {
-    const logits = model.forwardCached(input as Tensor<Shape, "i32">, cache, { lastOnly: true });
+    const valid = i === 0 ? prompt : 1;
+    const logits = model.forwardCached(input as Tensor<Shape, "i32">, cache, { lastOnly: true, valid });
     await cache.realize(logits);
     const row = await logits.data() as Float32Array;
     logits.dispose();
@@ -227,4 +234,9 @@ export async function generate(
     if (i + 1 < budget) input = tensor(Int32Array.of(next), { shape: [1, 1], dtype: "i32", device });
   }
   return out;
+}
+
+/** `n` rounded up to a power of two, at most `max` (the sizes {@link generate} compiles its kernels for). */
+function lengthBucket(n: number, max: number): number {
+  return Math.min(max, 2 ** Math.ceil(Math.log2(Math.max(1, n))));
 }

@@ -11,6 +11,7 @@ import { attachLora } from "../../lib/init/mod.ts";
 import { assertClose, refusedOptions, TestRng } from "../_helpers.ts";
 import type { F32 } from "../../lib/nn/linear.ts";
 import { hostLogits, nllOf, randomWeights, weightShapes } from "./_ref.ts";
+import { getBackend, getDefaultDevice } from "../../lib/runtime/realize.ts";
 
 type I32 = Tensor<Shape, "i32">;
 
@@ -261,6 +262,64 @@ Deno.test("generate refuses a stop token outside the vocabulary, which no draw c
   const free = await generate(model, [1], { steps: 8 });
   const cut = free.indexOf(last);
   deepEqual(await generate(model, [1], { steps: 8, stop: [last] }), cut < 0 ? free : free.slice(0, cut));
+});
+
+Deno.test("generate reuses the kernels of a few sizes for prompts and lengths of other sizes", async () => {
+  // Kernels are specialised to shapes and kept for the life of the process (on WebGPU, pipelines Deno never
+  // frees), so a script generating for prompts of many lengths compiled a new set for every prompt length and
+  // cache size. Prompts of 5 to 8 tokens and caches of 9 to 16 positions now share one set.
+  const rng = new TestRng(23);
+  const config = { ...tiny(false), nLayers: 2, seqLen: 32 };
+  const model = LlamaLM.fromWeights(config, randomWeights(config, rng));
+  const be = await getBackend(getDefaultDevice());
+  const greedy = async (prompt: number[], steps: number) => {
+    // Full forwards of a fixed length (one set of kernels of their own), the argmax of the last real row.
+    const seq = [...prompt];
+    for (let i = 0; i < steps; i++) {
+      const padded = [...seq, ...new Array(config.seqLen - seq.length).fill(0)];
+      const x = tensor(padded, { shape: [1, config.seqLen], dtype: "i32" }) as I32;
+      const logits = await model.forward(x).data();
+      seq.push(argmax(logits.subarray((seq.length - 1) * config.vocabSize, seq.length * config.vocabSize)));
+    }
+    return seq.slice(prompt.length);
+  };
+  const first = [1, ...ids(rng, 4, config.vocabSize)];
+  deepEqual(await generate(model, first, { steps: 8 }), await greedy(first, 8));
+  const kernels = be.stats().cachedKernels;
+  for (const [length, steps] of [[6, 9], [7, 7], [8, 5], [5, 12]]) {
+    const prompt = [1, ...ids(rng, length - 1, config.vocabSize)];
+    deepEqual(await generate(model, prompt, { steps }), await greedy(prompt, steps), `prompt ${length}`);
+  }
+  equal(be.stats().cachedKernels, kernels, "other prompt lengths or steps compiled new kernels");
+});
+
+Deno.test("forwardCached with padded tokens gives the logits and cache of the real ones", async () => {
+  const rng = new TestRng(24);
+  const config = { ...tiny(true), nLayers: 2 };
+  const model = LlamaLM.fromWeights(config, randomWeights(config, rng), { device: "cpu" });
+  const prompt = [1, ...ids(rng, 4, config.vocabSize)];
+  const next = ids(rng, 3, config.vocabSize);
+  const run = async (pad: number) => {
+    const cache = model.createCache({ capacity: 12 });
+    const shape = [1, prompt.length + pad];
+    const x = tensor([...prompt, ...new Array(pad).fill(7)], { shape, dtype: "i32", device: "cpu" });
+    const out = [model.forwardCached(x as I32, cache, { lastOnly: true, valid: prompt.length })];
+    equal(cache.length, prompt.length);
+    for (const id of next) {
+      out.push(model.forwardCached(tensor([[id]], { dtype: "i32", device: "cpu" }) as I32, cache));
+    }
+    await cache.realize(...out);
+    return Promise.all(out.map((t) => t.data()));
+  };
+  const exact = await run(0);
+  deepEqual(await run(3), exact);
+  const cache = model.createCache({ capacity: 12 });
+  for (const valid of [0, 3, 1.5]) {
+    throws(
+      () => model.forwardCached(tensor([[1, 2]], { dtype: "i32", device: "cpu" }) as I32, cache, { valid }),
+      new RegExp(`valid must be an integer in 1\\.\\.2, got ${valid}`),
+    );
+  }
 });
 
 Deno.test("sampleToken inverts the (nucleus-truncated) softmax CDF", () => {
