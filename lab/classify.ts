@@ -207,13 +207,14 @@ export async function sentimentTask(opts: SentimentOptions): Promise<SentimentTa
   const test: Record<string, EncodedSet> = { [testDomains[0]]: enc(heldItems) };
   for (const d of testDomains.slice(1)) test[d] = enc(all[d]);
   const { seqLen, batchSize, device } = opts;
-  const rows = (set: EncodedSet, idx: ArrayLike<number>) => {
-    const x = new Int32Array(idx.length * seqLen), y = new Int32Array(idx.length * seqLen);
+  // `n` rows (default: one per index); the rows past the indices are padding: EOS inputs, ignored targets.
+  const rows = (set: EncodedSet, idx: ArrayLike<number>, n = idx.length) => {
+    const x = new Int32Array(n * seqLen).fill(tok.eosId), y = new Int32Array(n * seqLen).fill(-100);
     for (let r = 0; r < idx.length; r++) {
       x.set(set.x.subarray(idx[r] * seqLen, (idx[r] + 1) * seqLen), r * seqLen);
       y.set(set.y.subarray(idx[r] * seqLen, (idx[r] + 1) * seqLen), r * seqLen);
     }
-    const shape = [idx.length, seqLen];
+    const shape = [n, seqLen];
     return {
       x: tensor(x, { shape, dtype: "i32", device }) as I32,
       y: tensor(y, { shape, dtype: "i32", device }) as I32,
@@ -238,20 +239,23 @@ export async function sentimentTask(opts: SentimentOptions): Promise<SentimentTa
       rows(train, epochIndices(train.n, { batchSize: size, seed, step })),
     async score(model, domains = testDomains) {
       const out: Record<string, ClassifyScore> = {};
-      const chunk = 64;
       for (const d of domains) {
         const set = test[d];
         if (set === undefined) {
           throw new RangeError(`no test domain "${d}"; there are ${testDomains.join(", ")}`);
         }
+        // Every chunk of a set has the same rows, the last one padded with rows that have no label: kernels are
+        // specialised to shapes (on WebGPU kept for the life of the process), and a ragged last chunk compiled a
+        // set of its own for each remainder.
+        const chunk = Math.min(64, set.n);
         let lossSum = 0, right = 0;
         for (let s = 0; s < set.n; s += chunk) {
           const idx = Array.from({ length: Math.min(chunk, set.n - s) }, (_, i) => s + i);
-          const { x, y } = rows(set, idx);
+          const { x, y } = rows(set, idx, chunk);
           // The logits at each sequence's label position: a one-hot mask over positions, summed out.
-          const mask = new Float32Array(idx.length * seqLen);
+          const mask = new Float32Array(chunk * seqLen);
           idx.forEach((i, r) => (mask[r * seqLen + set.pos[i]] = 1));
-          const m = tensor(mask, { shape: [idx.length, seqLen, 1], device }) as F32;
+          const m = tensor(mask, { shape: [chunk, seqLen, 1], device }) as F32;
           const logits = model.forward(x) as F32;
           const at = logits.mul(m).sum(1) as F32;
           const [sel, loss] = await Promise.all([at.data(), model.loss(x, y).item()]);

@@ -14,6 +14,7 @@ import {
   sentimentTask,
 } from "../../lab/classify.ts";
 import { TEST_SEED, TestRng } from "../_helpers.ts";
+import { getBackend, getDefaultDevice } from "../../lib/runtime/realize.ts";
 
 const DATA = new URL("../../../shared/data/", import.meta.url).pathname;
 const TOK = `${DATA}models/stories260K/tok512.bin`;
@@ -210,6 +211,63 @@ Deno.test({
     const each = rows(encodeSentiment(own as Labelled[], tok, seqLen, task.labels).x, n);
     equal(task.train.n, each.filter((r) => !held.has(r)).length);
     await Deno.remove(dir, { recursive: true });
+  },
+});
+
+Deno.test({
+  name:
+    "classify: test sets of other sizes score with the kernels of one chunk size, as unchunked logits say",
+  ignore: !have,
+  fn: async () => {
+    // Kernels are specialised to shapes (on WebGPU kept for the life of the process): the last, ragged chunk of
+    // every set compiled a set of kernels for its remainder (70 and 100 sentences: chunks of 6 and 36 rows).
+    const rng = new TestRng(1813);
+    const dir = await Deno.makeTempDir();
+    const words = ["the", "food", "was", "not", "good", "and", "service", "slow", "great", "place"];
+    const lines = (n: number) =>
+      Array.from({ length: n }, () => {
+        const text = Array.from({ length: rng.int(1, 8) }, () => words[rng.int(0, words.length - 1)]).join(
+          " ",
+        );
+        return `${text}\t${rng.int(0, 1)}\n`;
+      }).join("");
+    const sizes = { amazon_cells_labelled: 70, imdb_labelled: 100, yelp_labelled: 30 };
+    for (const [f, n] of Object.entries(sizes)) Deno.writeTextFileSync(`${dir}/${f}.txt`, lines(n));
+    const device = getDefaultDevice();
+    const seqLen = 16;
+    const task = await sentimentTask({
+      dir,
+      tokenizer: TOK,
+      trainDomain: "yelp",
+      seqLen,
+      batchSize: 4,
+      heldOut: 10,
+      device,
+    });
+    await Deno.remove(dir, { recursive: true });
+    const model = await loadLlama(MODEL, { device });
+    const be = await getBackend(device);
+    const v = model.config.vocabSize;
+    const amazon = await task.score(model, ["amazon"]);
+    const kernels = be.stats().cachedKernels;
+    const scores = { ...amazon, ...await task.score(model, ["imdb"]) };
+    equal(be.stats().cachedKernels, kernels, "a set of another size compiled new kernels");
+    for (const [d, got] of Object.entries(scores)) {
+      // Every sentence in one forward pass, its label position read back.
+      const set = task.test[d];
+      const x = tensor(set.x, { shape: [set.n, seqLen], dtype: "i32", device }) as I32;
+      const logits = await model.forward(x).data() as Float32Array;
+      let right = 0, nll = 0;
+      for (let i = 0; i < set.n; i++) {
+        const row = logits.subarray((i * seqLen + set.pos[i]) * v, (i * seqLen + set.pos[i] + 1) * v);
+        const max = Math.max(...row);
+        nll += max + Math.log(row.reduce((a, t) => a + Math.exp(t - max), 0)) -
+          row[task.labels[set.labels[i]]];
+        if ((row[task.labels[1]] > row[task.labels[0]] ? 1 : 0) === set.labels[i]) right++;
+      }
+      equal(got.accuracy, right / set.n, d);
+      ok(Math.abs(got.loss - nll / set.n) < 1e-4 * (nll / set.n), `${d}: ${got.loss} vs ${nll / set.n}`);
+    }
   },
 });
 
