@@ -3,6 +3,10 @@
  * records every kernel of a realization into one command buffer and submits it once, and reads back only when
  * asked. Every WebGPU error is turned into a thrown error that names the kernel.
  *
+ * Kernels are specialised to shapes and each pipeline stays for the life of the process (Deno frees none), so every
+ * distinct shape a script runs adds its kernels for good: evaluate at a few padded sizes, not at every length
+ * (`stats().cachedKernels` counts the pipelines).
+ *
  * @module
  */
 import { type AnyDataArray, type DType, DTYPE_INFO } from "../dtype.ts";
