@@ -81,6 +81,9 @@ function checkTargets(model: object, targets: readonly string[] | RegExp, what: 
  * a recording module with the same parameter tensors (so parameter paths and `functionalCall` keep working) and put
  * back afterwards, also when `run` throws. Every call of a layer is one calibration batch: its input `[..., d_in]`
  * is flattened to tokens `[T, d_in]`, masked by `labelMask`, and the batches are stacked to `[NB, T, d_in]`.
+ * Kernels are specialised to shapes (on WebGPU kept for the life of the process): each batch's kept tokens are
+ * gathered into a power-of-two number of rows, but the result has the kept count, so every new count (or, with
+ * `"concat"`, every new list of counts) compiles the kernels that assemble it and those of the init that reads it.
  * Layers that were never called are an error, and so is an unknown option or a bad value (an `OptionsError` naming
  * it, before `run` is called).
  *
@@ -105,7 +108,7 @@ export async function collectActivations<T extends object>(
   checkOptions("collectActivations", COLLECT_ACTIVATIONS_OPTIONS, opts);
   const calls = opts.batches ?? 1;
   const found = checkTargets(model, targets, "collectActivations");
-  const recorded = new Map<string, F32[]>(found.map(([p]) => [p, []]));
+  const recorded = new Map<string, Kept[]>(found.map(([p]) => [p, []]));
   const pending: F32[] = [];
   const swapped: [string, Linear][] = [];
   try {
@@ -113,11 +116,13 @@ export async function collectActivations<T extends object>(
       const list = recorded.get(path)!;
       const d = layer.weight.shape[1];
       const rec = new RecordingLinear(layer, (x) => {
-        let tokens = x.reshape([-1, d]) as F32;
+        const all = x.reshape([-1, d]) as F32;
         const mask = opts.labelMask?.(list.length);
-        if (mask !== undefined) tokens = applyMask(path, list.length, tokens, mask);
-        list.push(tokens);
-        pending.push(tokens);
+        const kept = mask === undefined
+          ? { rows: all, count: all.shape[0] }
+          : applyMask(path, list.length, all, mask);
+        list.push(kept);
+        pending.push(kept.rows);
       });
       replaceModule(model, path, rec);
       swapped.push([path, layer]);
@@ -147,7 +152,17 @@ export async function collectActivations<T extends object>(
   return out;
 }
 
-function applyMask(path: string, batch: number, tokens: F32, mask: ArrayLike<number | boolean>): F32 {
+/** A batch's kept tokens: the first `count` rows of `rows`, the rest padding. */
+interface Kept {
+  rows: F32;
+  count: number;
+}
+
+/**
+ * The kept tokens of one batch, gathered into a power-of-two number of rows at most `n` (the padding repeats the
+ * first kept row): kernels are specialised to shapes, so gathering exactly the kept count compiled a kernel per count.
+ */
+function applyMask(path: string, batch: number, tokens: F32, mask: ArrayLike<number | boolean>): Kept {
   const n = tokens.shape[0];
   if (mask.length !== n) {
     throw new RangeError(
@@ -159,20 +174,23 @@ function applyMask(path: string, batch: number, tokens: F32, mask: ArrayLike<num
   if (keep.length === 0) {
     throw new RangeError(`collectActivations: labelMask(${batch}) keeps no token of layer "${path}"`);
   }
-  if (keep.length === n) return tokens;
-  const idx: I32 = tensor(Int32Array.from(keep), { dtype: "i32", device: tokens.device });
-  return tokens.gather(idx, 0);
+  if (keep.length === n) return { rows: tokens, count: n };
+  const idx = new Int32Array(Math.min(2 ** Math.ceil(Math.log2(keep.length)), n)).fill(keep[0]);
+  idx.set(keep);
+  const rows = tokens.gather(tensor(idx, { dtype: "i32", device: tokens.device }) as I32, 0);
+  return { rows, count: keep.length };
 }
 
-function stackBatches(path: string, list: F32[], ragged: "error" | "trim" | "concat"): F32 {
-  const counts = list.map((t) => t.shape[0]);
+function stackBatches(path: string, list: Kept[], ragged: "error" | "trim" | "concat"): F32 {
+  const counts = list.map((t) => t.count);
   const min = Math.min(...counts);
-  if (counts.every((c) => c === min)) return stack(list, 0);
+  const first = (t: Kept, k: number) => (t.rows.shape[0] === k ? t.rows : t.rows.slice([0, k])) as F32;
+  if (counts.every((c) => c === min)) return stack(list.map((t) => first(t, min)), 0);
   switch (ragged) {
     case "concat":
-      return concat(list, 0);
+      return concat(list.map((t) => first(t, t.count)), 0);
     case "trim":
-      return stack(list.map((t) => t.slice([0, min])), 0);
+      return stack(list.map((t) => first(t, min)), 0);
     default:
       throw new RangeError(
         `collectActivations: the batches of layer "${path}" have different token counts (${

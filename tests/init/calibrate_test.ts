@@ -4,7 +4,7 @@
  * of the loss with respect to each weight, averaged over batches.
  */
 import { deepEqual, equal, ok, rejects } from "node:assert/strict";
-import { type Shape, type Tensor, tensor } from "../../mod.ts";
+import { getBackend, getDefaultDevice, type Shape, type Tensor, tensor } from "../../mod.ts";
 import { collectActivations, collectGradients } from "../../lib/init/calibrate.ts";
 import { Linear } from "../../lib/nn/linear.ts";
 import { Module, namedParameters } from "../../lib/nn/module.ts";
@@ -151,6 +151,29 @@ Deno.test("collectActivations: label masks, ragged batches, errors restore the m
     collectActivations(net, ["fc1"], run, { labelMask: () => [1, 0] }),
     /2 entries but layer "fc1" got 6/,
   );
+});
+
+Deno.test("collectActivations: masks keeping other counts of tokens compile no new kernels", async () => {
+  const rng = new TestRng(1103);
+  const net = new TinyNet(7);
+  const xs = [0, 1, 2].map(() => rng.normals(12 * D_IN));
+  const run = (m: TinyNet, i: number) => {
+    m.forward(tensor(xs[i], { shape: [12, D_IN] }) as unknown as F);
+  };
+  // Batch b keeps its first counts[b] tokens; the trimmed result is the first 5 of each.
+  const collect = async (counts: number[]) => {
+    const labelMask = (b: number) => Array.from({ length: 12 }, (_, j) => j < counts[b]);
+    const data = await collectActivations(net, ["fc1"], run, { batches: 3, labelMask, ragged: "trim" });
+    deepEqual(data.fc1.activations!.shape, [3, 5, D_IN]);
+    const want = xs.flatMap((x) => Array.from(x.subarray(0, 5 * D_IN)));
+    deepEqual(Array.from(await data.fc1.activations!.data()), want, `counts ${counts}`);
+  };
+  const be = await getBackend(getDefaultDevice());
+  await collect([5, 6, 7]);
+  const kernels = be.stats().cachedKernels;
+  await collect([8, 5, 6]);
+  await collect([7, 8, 5]);
+  equal(be.stats().cachedKernels, kernels, "new kept counts compiled new kernels");
 });
 
 Deno.test("collectGradients equals the closed-form gradient averaged over batches", async () => {
