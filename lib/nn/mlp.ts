@@ -7,7 +7,17 @@ import { z } from "../../deps.ts";
 import type { DeviceName } from "../ir/node.ts";
 import { checkOptions, checkSize, opt, refuseWithLayers } from "../options.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { type Activation, relu } from "./activations.ts";
+import {
+  type Activation,
+  gelu,
+  identity,
+  leakyRelu,
+  relu,
+  sigmoid,
+  silu,
+  softplus,
+  tanh,
+} from "./activations.ts";
 import { deriveSeed } from "./init.ts";
 import { type F32, Linear, linear, type LinearLayer } from "./linear.ts";
 import { Module } from "./module.ts";
@@ -148,4 +158,27 @@ export class Mlp extends Module {
     });
     return h as Tensor<number[], "f32">;
   }
+
+  /**
+   * The settings a resumed run must share with the run that wrote its checkpoint (`ConfiguredModule`): the
+   * activation, by name for the library's own (`"gelu"`), by source text for any other function. A closure is told
+   * by its code, not by the values it captures: `(x) => leakyRelu(x, slope)` over another `slope` reads the same.
+   */
+  runSettings(): Record<string, string> {
+    const f = this.#activation;
+    const known = LIBRARY_ACTIVATIONS.find(([, g]) => g === f);
+    return { activation: known !== undefined ? known[0] : String(f).replace(/\s+/g, " ") };
+  }
 }
+
+/** The library's activations by name; a name alone would not tell closures apart (`{ activation: (x) => ... }`). */
+const LIBRARY_ACTIVATIONS: [string, Activation][] = Object.entries({
+  relu,
+  gelu,
+  silu,
+  sigmoid,
+  tanh,
+  identity,
+  leakyRelu,
+  softplus,
+});

@@ -942,9 +942,10 @@ export class Trainer<M extends object, B extends Batch = Batch> {
         const now = this.#runConfig();
         // Recorded since a later version: a checkpoint written before cannot tell, and is taken as it was.
         for (const key of LATER_RUN_KEYS) if (!(key in then)) delete now[key];
-        // Before every configured module recorded its settings, LoRA layers alone did: the others are taken as they
-        // are.
-        if (!("everyModule" in then) && typeof then.model === "object" && then.model !== null) {
+        // Before every configured module recorded its settings, LoRA layers alone did, and before `mlpActivation`
+        // Mlp did not record its activation: the modules such a checkpoint has no record of are taken as they are.
+        const before = MODULE_RECORD_KEYS.some((k) => !(k in then));
+        if (before && typeof then.model === "object" && then.model !== null) {
           const had = then.model as Record<string, unknown>;
           now.model = Object.fromEntries(Object.entries(now.model as object).filter(([p]) => p in had));
         }
@@ -1040,6 +1041,8 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       ),
       // Marks a model record of every configured module (norms, attention, dropout), not LoRA layers alone.
       everyModule: true,
+      // Marks a record of Mlp's activation.
+      mlpActivation: true,
     };
   }
 
@@ -1105,7 +1108,10 @@ export class Trainer<M extends object, B extends Batch = Batch> {
 }
 
 /** Keys of {@link Trainer}'s run configuration that earlier checkpoints do not have. */
-const LATER_RUN_KEYS = ["trainable", "model", "scheduleValues", "everyModule"];
+const LATER_RUN_KEYS = ["trainable", "model", "scheduleValues", "everyModule", "mlpActivation"];
+
+/** Keys of the run configuration marking a model record of modules that earlier checkpoints did not record. */
+const MODULE_RECORD_KEYS = ["everyModule", "mlpActivation"];
 
 /**
  * A 64-bit fingerprint (16 hex digits) of `data`'s bytes: two multiplicative hashes over its 32-bit words (FNV-1a's,

@@ -4,7 +4,19 @@
  * norms, attention and dropout layers. A checkpoint written before these were recorded still resumes.
  */
 import { deepEqual, equal, match, ok, rejects } from "node:assert/strict";
-import { AdamW, crossEntropy, Dropout, Linear, Mlp, Module, namedParameters } from "../../lib/nn/mod.ts";
+import {
+  type Activation,
+  AdamW,
+  crossEntropy,
+  Dropout,
+  gelu,
+  leakyRelu,
+  Linear,
+  Mlp,
+  Module,
+  namedParameters,
+  silu,
+} from "../../lib/nn/mod.ts";
 import { Trainer, type TrainerOptions } from "../../lib/train/mod.ts";
 import { attachLora } from "../../lib/init/mod.ts";
 import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
@@ -214,5 +226,44 @@ Deno.test("resume refuses a dropout layer with another rate", async () => {
     return true;
   });
   deepEqual((await new Trainer(dropoutRun(rate, dataSeed)).resume(ckpt)).changed, []);
+  await removeDir(ckpt);
+});
+
+function mlpRun(activation: Activation, dataSeed: number): TrainerOptions<Mlp, { x: Tensor }> {
+  const model = new Mlp([5, 6, 3], { seed: 4, activation });
+  return {
+    model,
+    optimizer: new AdamW(model, { lr: 1e-2 }),
+    batch: (step) => ({ x: tensor(new TestRng(dataSeed + step).normals(4 * 5), { shape: [4, 5] }) }),
+    loss: (m, b) => m.forward(b.x as F).square().mean() as F,
+    steps: 4,
+    compile: false,
+    progress: false,
+  };
+}
+
+Deno.test("resume refuses an Mlp with another activation; a checkpoint without its record resumes", async () => {
+  const rng = new TestRng(315);
+  const dataSeed = rng.int(0, 2 ** 30);
+  const slope = rng.int(1, 9) / 10;
+  const ckpt = await checkpointAt(mlpRun(gelu, dataSeed), rng.int(1, 3));
+  await rejects(() => new Trainer(mlpRun(silu, dataSeed)).resume(ckpt), (e: Error) => {
+    match(e.message, /model\.activation "gelu" then, "silu" now/);
+    return true;
+  });
+  // Another function, not the library's: told by its code.
+  await rejects(
+    () => new Trainer(mlpRun((x) => leakyRelu(x, slope), dataSeed)).resume(ckpt),
+    (e: Error) => /model\.activation "gelu" then, "[^"]*leakyRelu\(x, slope\)[^"]*" now/.test(e.message),
+  );
+  deepEqual((await new Trainer(mlpRun(gelu, dataSeed)).resume(ckpt)).changed, []);
+  // Written when every configured module but Mlp recorded its settings: resumes as before.
+  await editMetadata(ckpt, (m) => {
+    const config = JSON.parse(m.run);
+    delete config.model[""];
+    delete config.mlpActivation;
+    m.run = JSON.stringify(config);
+  });
+  deepEqual((await new Trainer(mlpRun(silu, dataSeed)).resume(ckpt)).changed, []);
   await removeDir(ckpt);
 });
