@@ -21,6 +21,8 @@ import { Trainer, type TrainerOptions } from "../../lib/train/mod.ts";
 import { attachLora } from "../../lib/init/mod.ts";
 import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
 import { LlamaLM } from "../../lib/models/mod.ts";
+import { VisionAttention } from "../../lib/models/vlm.ts";
+import type { RopeScaling } from "../../lib/nn/attention.ts";
 import { parseSafetensors, serializeSafetensors } from "../../lib/io/safetensors.ts";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
 import { TestRng } from "../_helpers.ts";
@@ -119,7 +121,9 @@ Deno.test("resume of a trainable-only checkpoint refuses another frozen base, na
 });
 
 /** A one-layer Llama with the given norm epsilon and RoPE base, on token windows drawn per step. */
-function llamaRun(o: { normEps: number; ropeTheta: number; dataSeed: number }): TrainerOptions<LlamaLM, {
+function llamaRun(
+  o: { normEps: number; ropeTheta: number; dataSeed: number; ropeScaling?: RopeScaling },
+): TrainerOptions<LlamaLM, {
   ids: Tensor;
 }> {
   const model = LlamaLM.random({
@@ -133,6 +137,7 @@ function llamaRun(o: { normEps: number; ropeTheta: number; dataSeed: number }): 
     sharedClassifier: true,
     normEps: o.normEps,
     ropeTheta: o.ropeTheta,
+    ...(o.ropeScaling === undefined ? {} : { ropeScaling: o.ropeScaling }),
   }, { seed: 3 });
   return {
     model,
@@ -188,6 +193,67 @@ Deno.test("resume refuses another RMSNorm epsilon or RoPE base, naming the modul
     m.run = JSON.stringify(config);
   });
   deepEqual((await new Trainer(llamaRun(base)).resume(ckpt)).changed, []);
+  await removeDir(ckpt);
+});
+
+Deno.test("resume refuses another RoPE scaling of LlamaLM's rotary tables, naming the field", async () => {
+  const rng = new TestRng(316);
+  const base = { normEps: 1e-5, ropeTheta: 1e4, dataSeed: rng.int(0, 2 ** 30) };
+  const factor = rng.int(2, 8);
+  const ckpt = await checkpointAt(
+    llamaRun({ ...base, ropeScaling: { type: "linear", factor } }),
+    rng.int(1, 3),
+  );
+  const changes: [RopeScaling | undefined, string][] = [
+    [{ type: "linear", factor: factor + 1 }, `model.ropeScaling.factor ${factor} then, ${factor + 1} now`],
+    [undefined, `model.ropeScaling.type "linear" then, null now`],
+  ];
+  for (const [ropeScaling, text] of changes) {
+    await rejects(
+      () => new Trainer(llamaRun({ ...base, ropeScaling })).resume(ckpt),
+      (e: Error) => e.message.includes(text),
+      text,
+    );
+  }
+  deepEqual(
+    (await new Trainer(llamaRun({ ...base, ropeScaling: { type: "linear", factor } })).resume(ckpt)).changed,
+    [],
+  );
+  await removeDir(ckpt);
+});
+
+/** A vision attention layer of `heads` heads (its projections' shapes do not depend on them). */
+class Encoder extends Module {
+  attn: VisionAttention;
+  constructor(heads: number) {
+    super();
+    this.attn = new VisionAttention(8, heads, { seed: 6 });
+  }
+}
+
+function encoderRun(heads: number, dataSeed: number): TrainerOptions<Encoder, { x: Tensor }> {
+  const model = new Encoder(heads);
+  return {
+    model,
+    optimizer: new AdamW(model, { lr: 1e-2 }),
+    batch: (step) => ({ x: tensor(new TestRng(dataSeed + step).normals(2 * 3 * 8), { shape: [2, 3, 8] }) }),
+    loss: (m, b) => m.attn.forward(b.x as F).square().mean() as F,
+    steps: 4,
+    compile: false,
+    progress: false,
+  };
+}
+
+Deno.test("resume refuses a VisionAttention layer with another number of heads", async () => {
+  const rng = new TestRng(317);
+  const dataSeed = rng.int(0, 2 ** 30);
+  const [heads, other] = rng.next() < 0.5 ? [2, 4] : [4, 2];
+  const ckpt = await checkpointAt(encoderRun(heads, dataSeed), rng.int(1, 3));
+  await rejects(() => new Trainer(encoderRun(other, dataSeed)).resume(ckpt), (e: Error) => {
+    match(e.message, new RegExp(`model\\.attn\\.heads ${heads} then, ${other} now`));
+    return true;
+  });
+  deepEqual((await new Trainer(encoderRun(heads, dataSeed)).resume(ckpt)).changed, []);
   await removeDir(ckpt);
 });
 
