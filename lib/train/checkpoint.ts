@@ -369,7 +369,8 @@ export interface RestoreCheckpointOptions {
 
 /**
  * Loads a checkpoint into a model (every saved parameter must exist in it with the same shape) and, when
- * given, into an optimiser over that model. Returns the checkpoint.
+ * given, into an optimiser over that model. Returns the checkpoint. A checkpoint refused (by `accept`, the optimiser
+ * or the model) leaves the model and the optimiser as they were.
  *
  * @example
  * ```ts ignore
@@ -411,10 +412,14 @@ export async function restoreCheckpoint(
     if (!isStateful(m)) throw new CheckpointMismatchError(path, `the model has no stateful module "${p}"`);
     return [m, st] as const;
   });
+  const previous = Object.fromEntries(namedParameters(model));
   try {
     loadParameters(model, ckpt.params);
     opt?.loadState(ckpt.state, ckpt.step);
   } catch (err) {
+    // The optimiser refuses its state after the parameters were loaded: they are put back, so that a refused
+    // checkpoint leaves the model as it was (a trainer can then run from the start or resume another).
+    loadParameters(model, previous);
     throw new CheckpointMismatchError(path, (err as Error).message);
   }
   for (const [m, st] of stateful) m.loadExtraState(st);

@@ -295,11 +295,15 @@ Deno.test("resume refuses a dropout layer with another rate", async () => {
   await removeDir(ckpt);
 });
 
-function mlpRun(activation: Activation, dataSeed: number): TrainerOptions<Mlp, { x: Tensor }> {
+function mlpRun(
+  activation: Activation,
+  dataSeed: number,
+  trainable?: RegExp,
+): TrainerOptions<Mlp, { x: Tensor }> {
   const model = new Mlp([5, 6, 3], { seed: 4, activation });
   return {
     model,
-    optimizer: new AdamW(model, { lr: 1e-2 }),
+    optimizer: new AdamW(model, { lr: 1e-2, ...(trainable === undefined ? {} : { trainable }) }),
     batch: (step) => ({ x: tensor(new TestRng(dataSeed + step).normals(4 * 5), { shape: [4, 5] }) }),
     loss: (m, b) => m.forward(b.x as F).square().mean() as F,
     steps: 4,
@@ -331,5 +335,48 @@ Deno.test("resume refuses an Mlp with another activation; a checkpoint without i
     m.run = JSON.stringify(config);
   });
   deepEqual((await new Trainer(mlpRun(silu, dataSeed)).resume(ckpt)).changed, []);
+  await removeDir(ckpt);
+});
+
+/** Every parameter's values, by path. */
+async function values(model: object): Promise<Record<string, number[]>> {
+  const out: Record<string, number[]> = {};
+  for (const [p, t] of namedParameters(model)) out[p] = Array.from(await t.data());
+  return out;
+}
+
+Deno.test("a refused resume leaves the trainer as it was: it resumes a matching checkpoint or runs from the start", async () => {
+  const rng = new TestRng(318);
+  const dataSeed = rng.int(0, 2 ** 30);
+  const ckpt = await checkpointAt(mlpRun(gelu, dataSeed), rng.int(1, 3));
+  // Another activation: refused before anything is loaded; the same trainer then resumes a matching checkpoint.
+  const other = mlpRun(silu, dataSeed);
+  const fresh = await values(other.model);
+  const refused = new Trainer(other);
+  await rejects(() => refused.resume(ckpt), /model\.activation/);
+  deepEqual(await values(other.model), fresh);
+  await editMetadata(ckpt, (m) => {
+    const config = JSON.parse(m.run);
+    config.model[""].activation = "silu";
+    m.run = JSON.stringify(config);
+  });
+  const reference = mlpRun(silu, dataSeed);
+  const step = (await new Trainer(reference).resume(ckpt)).step;
+  equal((await refused.resume(ckpt)).step, step);
+  deepEqual(await values(other.model), await values(reference.model));
+  // Another trainable set, let through: the optimiser refuses its state after the parameters were loaded, and they
+  // are put back.
+  const head = mlpRun(silu, dataSeed, /^layers\.1\./);
+  const initial = await values(head.model);
+  const trainer = new Trainer(head);
+  await rejects(() => trainer.resume(ckpt, { allowChanged: true }), /does not train/);
+  deepEqual(await values(head.model), initial);
+  await trainer.run({ until: 1 });
+  trainer.close();
+  const scratch = mlpRun(silu, dataSeed, /^layers\.1\./);
+  const unrefused = new Trainer(scratch);
+  await unrefused.run({ until: 1 });
+  unrefused.close();
+  deepEqual(await values(head.model), await values(scratch.model));
   await removeDir(ckpt);
 });
