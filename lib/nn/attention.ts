@@ -666,9 +666,12 @@ export interface AttentionOptions {
 
 /** Options of {@link Attention.forward}. */
 export interface AttentionForwardOptions {
-  /** Position of the first token (default 0), for the rotary angles. */
+  /** Position of the first token (default 0), for the rotary angles; refused by a layer built with `rope: false`. */
   start?: number;
-  /** The rotary tables of the positions (a model computes them once for all its layers); default: the layer's. */
+  /**
+   * The rotary tables of the positions (a model computes them once for all its layers); default: the layer's.
+   * Refused by a layer built with `rope: false`.
+   */
   rope?: RopeTables;
 }
 
@@ -825,6 +828,19 @@ export class Attention extends Module {
   /** Causal attention over `x` (`[batch, time, dim]`). */
   forward(x: F32, opts: AttentionForwardOptions = {}): Tensor<number[], "f32"> {
     checkOptions("Attention.forward", ATTENTION_FORWARD_OPTIONS, opts);
+    // Without RoPE the positions are never read: the tables or start given would change nothing.
+    const unread = [
+      ...(opts.start === undefined ? [] : [`option "start" is ${opts.start}`]),
+      ...(opts.rope === undefined ? [] : [`option "rope" is given (rotary tables)`]),
+    ];
+    if (!this.#rope && unread.length > 0) {
+      throw new OptionsError(
+        "Attention.forward",
+        unread.map((u) =>
+          `${u} but the layer was built with "rope": false: without rotary embeddings it changes nothing`
+        ),
+      );
+    }
     if (x.ndim !== 3) {
       throw new RangeError(`Attention: x must be [batch, time, dim], got [${x.shape.join(", ")}]`);
     }

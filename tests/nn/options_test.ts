@@ -139,6 +139,21 @@ Deno.test("attention refuses dropout and rope scaling it does not implement, and
   );
   ok(new Attention(8, { nHeads: 2, seed: 0, rope: true, ropeTheta: theta }));
   ok(new Attention(8, { nHeads: 2, seed: 0, rope: false }));
+  // Without RoPE a start or tables given to forward were ignored: the output was that of start 0.
+  const plain = new Attention(8, { nHeads: 2, seed: 0, rope: false });
+  const start = rng.int(1, 100);
+  const x = randn([1, 3, 8], { seed: rng.int(0, 2 ** 30) });
+  await refused(
+    () => plain.forward(x, { start }),
+    new RegExp(
+      `^Attention.forward: option "start" is ${start} but the layer was built with "rope": false: without`,
+    ),
+  );
+  await refused(
+    () => plain.forward(x, { rope: new Attention(8, { nHeads: 2, seed: 0 }).rope(3, start, x.device) }),
+    /^Attention.forward: option "rope" is given \(rotary tables\) but the layer was built with "rope": false/,
+  );
+  ok(plain.forward(x));
   const attn = new Attention(8, { nHeads: 2, seed: 0 });
   await refused(
     () => attn.forward(randn([1, 2, 8]), { offset: 3 } as never),
