@@ -123,3 +123,27 @@ export async function loraMlpSetup(
     ...opts,
   };
 }
+
+/**
+ * A LoRA MLP (6 → 10 → 3) on a base of seed `baseSeed` whose rank-2 adapters on `targets` (alpha, rsLoRA and dropout
+ * from `lora`) AdamW trains for 6 steps on inputs drawn per step from `inputSeed`: the resume tests' small LoRA run.
+ */
+export async function loraMlpRun(
+  o: {
+    baseSeed: number;
+    inputSeed: number;
+    targets: string[];
+    lora?: { alpha?: number; useRslora?: boolean; dropout?: number };
+  },
+): Promise<TrainerOptions<Mlp, { x: Tensor }>> {
+  const model = new Mlp([6, 10, 3], { seed: o.baseSeed });
+  await attachLora(model, { targetModules: o.targets, rank: 2, seed: 9, ...o.lora });
+  return {
+    model,
+    optimizer: new AdamW(model, { lr: 1e-2, trainable: LORA_TRAINABLE }),
+    batch: (step) => ({ x: tensor(new TestRng(o.inputSeed + step).normals(4 * 6), { shape: [4, 6] }) }),
+    loss: (m, b) => (m.forward(b.x as F) as F).square().mean() as F,
+    steps: 6,
+    progress: false,
+  };
+}

@@ -5,14 +5,12 @@
  * resumes.
  */
 import { deepEqual, equal, ok, rejects } from "node:assert/strict";
-import { AdamW, Mlp, SGD } from "../../lib/nn/mod.ts";
+import { AdamW, SGD } from "../../lib/nn/mod.ts";
 import { Trainer, type TrainerOptions } from "../../lib/train/mod.ts";
-import { attachLora } from "../../lib/init/mod.ts";
-import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
 import { parseSafetensors, serializeSafetensors } from "../../lib/io/safetensors.ts";
-import { type Shape, type Tensor, tensor } from "../../mod.ts";
+import type { Shape, Tensor } from "../../mod.ts";
 import { TestRng } from "../_helpers.ts";
-import { mlpSetup } from "./_setup.ts";
+import { loraMlpRun, mlpSetup } from "./_setup.ts";
 
 type F = Tensor<Shape, "f32">;
 
@@ -88,22 +86,9 @@ Deno.test("resume refuses other parameters in a group or another trainable set o
   for (const c of [ckpt, sgdCkpt]) await Deno.remove(c.replace(/\/[^/]*$/, ""), { recursive: true });
 });
 
-/** A LoRA MLP whose adapters have the given alpha, rsLoRA flag and dropout, trained on inputs drawn per step. */
-async function loraRun(
-  inputSeed: number,
-  lora: { alpha: number; useRslora: boolean; dropout: number },
-): Promise<TrainerOptions<Mlp, { x: Tensor }>> {
-  const model = new Mlp([6, 10, 3], { seed: 4 });
-  await attachLora(model, { targetModules: ["layers.0", "layers.1"], rank: 2, seed: 9, ...lora });
-  return {
-    model,
-    optimizer: new AdamW(model, { lr: 1e-2, trainable: LORA_TRAINABLE }),
-    batch: (step) => ({ x: tensor(new TestRng(inputSeed + step).normals(4 * 6), { shape: [4, 6] }) }),
-    loss: (m, b) => (m.forward(b.x as F) as F).square().mean() as F,
-    steps: 6,
-    progress: false,
-  };
-}
+/** The LoRA run of these tests, its adapters on both layers with `lora`'s settings. */
+const loraRun = (inputSeed: number, lora: { alpha: number; useRslora: boolean; dropout: number }) =>
+  loraMlpRun({ baseSeed: 4, inputSeed, targets: ["layers.0", "layers.1"], lora });
 
 Deno.test("resume refuses a LoRA layer with another alpha, rsLoRA flag or dropout", async () => {
   const rng = new TestRng(303);

@@ -18,15 +18,13 @@ import {
   silu,
 } from "../../lib/nn/mod.ts";
 import { Trainer, type TrainerOptions } from "../../lib/train/mod.ts";
-import { attachLora } from "../../lib/init/mod.ts";
-import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
 import { LlamaLM } from "../../lib/models/mod.ts";
 import { VisionAttention } from "../../lib/models/vlm.ts";
 import type { RopeScaling } from "../../lib/nn/attention.ts";
 import { parseSafetensors, serializeSafetensors } from "../../lib/io/safetensors.ts";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
 import { TestRng } from "../_helpers.ts";
-import { mlpSetup } from "./_setup.ts";
+import { loraMlpRun, mlpSetup } from "./_setup.ts";
 
 type F = Tensor<Shape, "f32">;
 type I = Tensor<Shape, "i32">;
@@ -87,19 +85,9 @@ Deno.test("resume refuses a schedule that differs between its sampled steps, nam
   await removeDir(ckpt);
 });
 
-/** A LoRA MLP on a base of seed `baseSeed`, its adapters trained on inputs drawn per step. */
-async function loraRun(baseSeed: number, inputSeed: number): Promise<TrainerOptions<Mlp, { x: Tensor }>> {
-  const model = new Mlp([6, 10, 3], { seed: baseSeed });
-  await attachLora(model, { targetModules: ["layers.0"], rank: 2, seed: 9 });
-  return {
-    model,
-    optimizer: new AdamW(model, { lr: 1e-2, trainable: LORA_TRAINABLE }),
-    batch: (step) => ({ x: tensor(new TestRng(inputSeed + step).normals(4 * 6), { shape: [4, 6] }) }),
-    loss: (m, b) => (m.forward(b.x as F) as F).square().mean() as F,
-    steps: 6,
-    progress: false,
-  };
-}
+/** The LoRA run of these tests, adapters on the first layer, on a base of seed `baseSeed`. */
+const loraRun = (baseSeed: number, inputSeed: number) =>
+  loraMlpRun({ baseSeed, inputSeed, targets: ["layers.0"] });
 
 Deno.test("resume of a trainable-only checkpoint refuses another frozen base, naming the first parameter", async () => {
   const rng = new TestRng(312);
