@@ -222,7 +222,9 @@ export class MetricsWriter {
       try {
         bytes = Deno.readFileSync(path);
       } catch (err) {
-        if (!(err instanceof Deno.errors.NotFound)) throw err;
+        if (!(err instanceof Deno.errors.NotFound)) {
+          throw readError(err, `MetricsWriter.open: cannot read metrics file "${path}" to continue it`);
+        }
       }
       if (bytes !== undefined) {
         const parsed = parseJsonl(bytes, path);

@@ -214,3 +214,17 @@ Deno.test("writeJsonAtomic refuses a misspelt or out-of-range indent", () => {
   writeJsonAtomic(path, { a: 1 }, { indent: 0 });
   assert.equal(Deno.readTextFileSync(path), '{"a":1}\n');
 });
+
+Deno.test("MetricsWriter.open({ resume: true }) names itself and the path of a metrics file it cannot read", () => {
+  // A directory where the file should be: the system's "Is a directory" came through alone.
+  const path = tempPath(`metrics-dir-${new TestRng(18).int(0, 1e9)}.jsonl`);
+  Deno.mkdirSync(path, { recursive: true });
+  assert.throws(() => MetricsWriter.open(path, { resume: true }), (err: Error) => {
+    assert.ok(
+      err.message.startsWith(`MetricsWriter.open: cannot read metrics file "${path}" to continue it: `),
+      `unexpected message: ${err.message}`,
+    );
+    assert.ok(err.cause instanceof Error, "the system's error is kept as the cause");
+    return true;
+  });
+});
