@@ -28,11 +28,12 @@ import { relError } from "../_helpers.ts";
 
 const ROOT = new URL("../fixtures/", import.meta.url).pathname;
 
-/** `model`'s logits on a fixture's input_ids (batch 2 × 16) against the fixture's logits: error relative to its largest. */
-async function logitsError(model: LlamaLM, fixture: Map<string, StEntry>): Promise<number> {
-  const ids = tensor(toInt32(fixture.get("input_ids")!), { shape: [2, 16], dtype: "i32" });
-  const logits = await model.forward(ids as Tensor<Shape, "i32">).data() as Float32Array;
-  return relError(logits, toFloat32(fixture.get("logits")!));
+/** `model`'s logits on a fixture's input_ids against the fixture's (PEFT's): the error relative to their largest. */
+async function againstPeft(model: LlamaLM, fixture: Map<string, StEntry>) {
+  const entry = fixture.get("input_ids")!;
+  const ids = tensor(toInt32(entry), { shape: entry.shape, dtype: "i32" }) as Tensor<Shape, "i32">;
+  const logits = await model.forward(ids).data() as Float32Array;
+  return { ids, logits, err: relError(logits, toFloat32(fixture.get("logits")!)) };
 }
 
 for (const base of ["llama", "qwen2"]) {
@@ -167,7 +168,7 @@ Deno.test("PEFT adapters with features tessera cannot honour are refused by name
   });
   const pyModel = await loadLlama(`${ROOT}models/llama`);
   equal((await loadAdapter(python, pyModel)).length, 8);
-  const err = await logitsError(pyModel, ref.tensors);
+  const { err } = await againstPeft(pyModel, ref.tensors);
   ok(err < 1e-4, `Python-spelt patterns: logits differ from PEFT's by ${err.toExponential(2)}`);
   await Deno.remove(python, { recursive: true });
   // One module under both names is refused (the second copy won silently); a second load onto an adapted model says
@@ -236,14 +237,9 @@ for (const kind of ["pissa_raw", "olora_raw"]) {
   Deno.test(`PEFT ${kind} saved without its base loads on the original base with the residual PEFT derives`, async () => {
     const dir = `${ROOT}adapters/llama_${kind}`;
     const { tensors } = await readSafetensors(`${dir}/expected.safetensors`);
-    const ids = tensor(toInt32(tensors.get("input_ids")!), { shape: [1, 4], dtype: "i32" }) as Tensor<
-      Shape,
-      "i32"
-    >;
     const model = await loadLlama(`${ROOT}models/llama`);
     await loadAdapter(dir, model);
-    const got = await model.forward(ids).data() as Float32Array;
-    const err = relError(got, toFloat32(tensors.get("logits")!));
+    const { ids, logits: got, err } = await againstPeft(model, tensors);
     ok(err < 1e-4, `${kind}: logits differ from PEFT's by ${err.toExponential(2)}`);
     // Saved again, it is PEFT's conversion (rank 2r on the original weight), which gives the same model.
     const out = await Deno.makeTempDir();
@@ -267,18 +263,13 @@ for (const kind of ["layers_int", "layers_list", "layers_pattern"]) {
   Deno.test(`PEFT ${kind}: the modules PEFT adapts on some layers, PEFT's logits; saved again as full names`, async () => {
     const dir = `${ROOT}adapters/llama_${kind}`;
     const { tensors } = await readSafetensors(`${dir}/expected.safetensors`);
-    const ids = tensor(toInt32(tensors.get("input_ids")!), { shape: [1, 4], dtype: "i32" }) as Tensor<
-      Shape,
-      "i32"
-    >;
     const model = await loadLlama(`${ROOT}models/llama`);
     const paths = await loadAdapter(dir, model);
     const stored = [...(await readSafetensors(`${dir}/adapter_model.safetensors`)).tensors.keys()]
       .filter((k) => k.endsWith(".lora_A.weight"))
       .map((k) => k.slice("base_model.model.".length, -".lora_A.weight".length));
     deepEqual(paths.map(hfModulePath).sort(), stored.sort());
-    const got = await model.forward(ids).data() as Float32Array;
-    const err = relError(got, toFloat32(tensors.get("logits")!));
+    const { ids, logits: got, err } = await againstPeft(model, tensors);
     ok(err < 1e-4, `${kind}: logits differ from PEFT's by ${err.toExponential(2)}`);
     // saveAdapter lists the adapted modules by full name (PEFT adapts a full name in any layer).
     const out = await Deno.makeTempDir();
@@ -300,7 +291,7 @@ Deno.test("PEFT layers_to_transform: an empty list is every layer; what PEFT ref
   });
   const model = await loadLlama(`${ROOT}models/llama`);
   equal((await loadAdapter(all, model)).length, 14);
-  const err = await logitsError(model, ref.tensors);
+  const { err } = await againstPeft(model, ref.tensors);
   ok(err < 1e-4, `layers_to_transform []: logits differ from PEFT's by ${err.toExponential(2)}`);
   await Deno.remove(all, { recursive: true });
   const cases: [string, (c: Record<string, unknown>) => void, RegExp][] = [
@@ -378,7 +369,7 @@ Deno.test("PEFT adapters with an empty modules_to_save load as with none", async
   const { tensors } = await readSafetensors(`${ROOT}adapters/llama_lora/expected.safetensors`);
   const model = await loadLlama(`${ROOT}models/llama`);
   await loadAdapter(dir, model);
-  const err = await logitsError(model, tensors);
+  const { err } = await againstPeft(model, tensors);
   ok(err < 1e-4, `logits differ from PEFT's by ${err.toExponential(2)}`);
   await Deno.remove(dir, { recursive: true });
 });
@@ -420,7 +411,7 @@ Deno.test("PEFT-format adapters in the model's own module names are read in its 
     await writeSafetensors(`${dir}/adapter_model.safetensors`, renamed);
     const paths = await loadAdapter(dir, model);
     equal(paths.length, [...tensors.keys()].filter((k) => k.endsWith("lora_A.weight")).length);
-    const err = await logitsError(model, ref.tensors);
+    const { err } = await againstPeft(model, ref.tensors);
     ok(err < 1e-4, `llama_${kind} in own names: logits differ from PEFT's by ${err.toExponential(2)}`);
     await Deno.remove(dir, { recursive: true });
   }
