@@ -16,10 +16,21 @@
  * writes REPORT.md from the finished run directories given (any number per experiment, e.g. a default run and one
  * on stories260K; the experiment is the run's parent folder), in the order given.
  *
+ * SIGINT or SIGTERM stops exp:all after the running experiment, to which it is passed on (the experiment saves what
+ * it finished); an exp:all killed otherwise (SIGKILL, its terminal closed) takes that experiment with it within a
+ * second, so its run directory's lock is free for `--resume`.
+ *
  * @module
  */
 
-import { type Claim, configDifferences, processAlive, ResultsDir, verdictOf } from "../lab/mod.ts";
+import {
+  type Claim,
+  configDifferences,
+  PARENT_PID_ENV,
+  processAlive,
+  ResultsDir,
+  verdictOf,
+} from "../lab/mod.ts";
 import { removeTemporaries, writeFileAtomicSync } from "../mod.ts";
 import { z } from "../deps.ts";
 
@@ -122,13 +133,36 @@ function openAll(resume: string | undefined, args: string[]): ResultsDir {
   return dir;
 }
 
-/** Runs one experiment, echoing its output; `named` is called with the run directory as soon as it prints it. */
-async function runExperiment(file: string, args: string[], named: (run: string) => void): Promise<number> {
+/**
+ * Runs one experiment, echoing its output; `named` is called with the run directory as soon as it prints it. The
+ * experiment gets this process's id ({@link PARENT_PID_ENV}) and stops when this process is gone; SIGINT and SIGTERM
+ * sent to this process alone are passed on to it, and returned once it has ended (null when none came).
+ */
+async function runExperiment(
+  file: string,
+  args: string[],
+  named: (run: string) => void,
+): Promise<{ code: number; signal: "SIGINT" | "SIGTERM" | null }> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", new URL(`./${file}`, import.meta.url).pathname, ...args],
+    env: { [PARENT_PID_ENV]: String(Deno.pid) },
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
+  let signal: "SIGINT" | "SIGTERM" | null = null;
+  const listening: [Deno.Signal, () => void][] = [];
+  for (const s of ["SIGINT", "SIGTERM"] as const) {
+    const handler = () => {
+      signal = s;
+      try {
+        child.kill(s);
+      } catch { /* it has ended */ }
+    };
+    try {
+      Deno.addSignalListener(s, handler);
+      listening.push([s, handler]);
+    } catch { /* a signal this platform does not have (SIGTERM on Windows) */ }
+  }
   const decoder = new TextDecoder();
   let head: string | null = "";
   for await (const chunk of child.stdout) {
@@ -141,7 +175,9 @@ async function runExperiment(file: string, args: string[], named: (run: string) 
       head = null;
     }
   }
-  return (await child.status).code;
+  const { code } = await child.status;
+  listening.forEach(([s, handler]) => Deno.removeSignalListener(s, handler));
+  return { code, signal };
 }
 
 /** The wall-clock seconds a finished run's summary records (every process that worked on it), as text. */
@@ -285,11 +321,18 @@ async function main(): Promise<void> {
       console.log(`\n=== exp:${name} ${step.args.join(" ")}`);
       run = progress[name]?.run ?? null;
       note(name, { run, code: null });
-      code = await runExperiment(file, step.args, (named) => {
+      const ended = await runExperiment(file, step.args, (named) => {
         run = named;
         note(name, { run, code: null });
       });
+      code = ended.code;
       note(name, { run, code });
+      if (ended.signal !== null) {
+        console.error(
+          `\nexp:all: ${ended.signal}: stopped during exp:${name}; continue with --resume ${all.path}`,
+        );
+        Deno.exit(ended.signal === "SIGINT" ? 130 : 143);
+      }
       const seconds = ((performance.now() - t0) / 1000).toFixed(0);
       if (code !== 0 || run === null) {
         sections.push(

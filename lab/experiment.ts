@@ -172,12 +172,50 @@ function openResults(
   return results;
 }
 
+/** The environment variable in which exp:all gives an experiment its process id (see {@link stopWithParent}). */
+export const PARENT_PID_ENV = "TESSERA_EXP_ALL_PID";
+
+/**
+ * Ends this process when the exp:all that started it (the process whose id {@link PARENT_PID_ENV} holds) is gone: an
+ * exp:all killed with SIGKILL, or with its terminal, would leave the experiment running on its own, holding its
+ * results directory's lock, and the next `exp:all --resume` would report it failed. Every `everyMs` a timer that
+ * keeps nothing alive compares `Deno.ppid` (the system gives an orphan another parent) with that id; on a change the
+ * process exits with status 129 after a line on stderr, which releases the lock, and `--resume` continues from the
+ * saved runs. The variable is removed, so that a process this one starts is not bound to exp:all. Without it (an
+ * experiment started by hand), nothing is watched.
+ *
+ * @param task The task name after `exp:`, for the message.
+ * @param everyMs How often to look, in milliseconds.
+ */
+export function stopWithParent(task: string, everyMs = 1000): void {
+  let text: string | undefined;
+  try {
+    text = Deno.env.get(PARENT_PID_ENV);
+    Deno.env.delete(PARENT_PID_ENV);
+  } catch {
+    return; // no --allow-env: nothing was passed
+  }
+  const parent = Number(text);
+  if (text === undefined || !Number.isInteger(parent) || parent <= 0) return;
+  const check = () => {
+    if (Deno.ppid === parent) return;
+    console.error(
+      `deno task exp:${task}: stopped: the exp:all that started it (process ${parent}) is gone; ` +
+        "exp:all --resume continues from its saved runs",
+    );
+    Deno.exit(129);
+  };
+  check();
+  Deno.unrefTimer(setInterval(check, everyMs));
+}
+
 /** Parses the configuration, opens the results directory and prints the header lines. */
 export async function startExperiment<S extends ConfigSchema>(
   schema: S,
   about: ExperimentAbout<S>,
 ): Promise<Started<ConfigOf<S>>> {
   const name = `deno task exp:${about.task}`;
+  stopWithParent(about.task);
   // An experiment that compares methods takes them one per --method flag as well.
   const repeatable = "methods" in (schema.shape as object) ? { method: "methods" } : undefined;
   const first = cliConfig(schema, { name, description: about.description, repeatable });

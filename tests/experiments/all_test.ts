@@ -1,7 +1,7 @@
 /** exp:all passes its arguments to every experiment and reports each one, failures included. */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { claimTable, nextStep } from "../../experiments/all.ts";
-import { ResultsDir } from "../../lab/mod.ts";
+import { acquireLock, processAlive, ResultsDir } from "../../lab/mod.ts";
 
 Deno.test("exp:all runs every experiment and writes results/REPORT.md (an unknown flag makes each fail fast)", async () => {
   const dir = await Deno.makeTempDir();
@@ -222,5 +222,55 @@ Deno.test("exp:all writes REPORT.md atomically: a failed write leaves no tempora
   equal(out.code, 0, new TextDecoder().decode(out.stderr));
   deepEqual(leftovers(), []);
   match(await Deno.readTextFile(`${dir}/results/REPORT.md`), /summary of eva/);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("an experiment stops with its exp:all: killed, it takes the experiment with it; SIGTERM is passed on", async () => {
+  const dir = await Deno.makeTempDir();
+  const script = new URL("../../experiments/all.ts", import.meta.url).pathname;
+  const start = () =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", script, "--quick"],
+      cwd: dir,
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+  // The lock of exp:eva's run directory and the experiment's pid, once it holds it.
+  const evaLock = async (): Promise<{ path: string; pid: number }> => {
+    for (let i = 0; i < 600; i++) {
+      try {
+        for (const run of Deno.readDirSync(`${dir}/results/eva`)) {
+          const path = `${dir}/results/eva/${run.name}/.lock`;
+          const pid = JSON.parse(Deno.readTextFileSync(path)).pid;
+          if (typeof pid === "number") return { path, pid };
+        }
+      } catch { /* not yet */ }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error("exp:eva took no lock within 60 s");
+  };
+  const gone = async (lock: { path: string; pid: number }) => {
+    for (let i = 0; i < 50 && processAlive(lock.pid); i++) await new Promise((r) => setTimeout(r, 100));
+    ok(!processAlive(lock.pid), `exp:eva (process ${lock.pid}) still runs 5 s after its exp:all ended`);
+    // Free for the next process (`--resume`): removed on exit, or left by a killed holder and taken over.
+    acquireLock(lock.path, "the test").release();
+  };
+  const killed = start();
+  const killedErr = new Response(killed.stderr).text();
+  const first = await evaLock();
+  killed.kill("SIGKILL");
+  await killed.status;
+  await gone(first);
+  match(await killedErr, /exp:eva: stopped: the exp:all that started it \(process \d+\) is gone/);
+  const stopped = start();
+  const stoppedErr = new Response(stopped.stderr).text();
+  const second = await evaLock();
+  stopped.kill("SIGTERM");
+  equal((await stopped.status).code, 143);
+  await gone(second);
+  const all = (await stoppedErr).match(/continue with --resume (results\/all\/\S+)/);
+  ok(all !== null, await stoppedErr);
+  const recorded = JSON.parse(await Deno.readTextFile(`${dir}/${all[1]}/experiments.json`));
+  equal(recorded.eva.code, 143);
   await Deno.remove(dir, { recursive: true });
 });
