@@ -235,16 +235,22 @@ Deno.test("an experiment stops with its exp:all: killed, it takes the experiment
       stdout: "null",
       stderr: "piped",
     }).spawn();
-  // The lock of exp:eva's run directory and the experiment's pid, once it holds it.
-  const evaLock = async (): Promise<{ path: string; pid: number }> => {
+  // The lock of a new exp:eva run directory and the experiment's pid, once it holds it. Each run directory is read
+  // on its own: the first run's directory (its lock gone) may be listed before the second's.
+  const evaLock = async (except?: string): Promise<{ path: string; pid: number }> => {
     for (let i = 0; i < 600; i++) {
+      let runs: Deno.DirEntry[] = [];
       try {
-        for (const run of Deno.readDirSync(`${dir}/results/eva`)) {
-          const path = `${dir}/results/eva/${run.name}/.lock`;
+        runs = [...Deno.readDirSync(`${dir}/results/eva`)];
+      } catch { /* not yet */ }
+      for (const run of runs) {
+        const path = `${dir}/results/eva/${run.name}/.lock`;
+        if (path === except) continue;
+        try {
           const pid = JSON.parse(Deno.readTextFileSync(path)).pid;
           if (typeof pid === "number") return { path, pid };
-        }
-      } catch { /* not yet */ }
+        } catch { /* not yet, or no longer */ }
+      }
       await new Promise((r) => setTimeout(r, 100));
     }
     throw new Error("exp:eva took no lock within 60 s");
@@ -264,7 +270,7 @@ Deno.test("an experiment stops with its exp:all: killed, it takes the experiment
   match(await killedErr, /exp:eva: stopped: the exp:all that started it \(process \d+\) is gone/);
   const stopped = start();
   const stoppedErr = new Response(stopped.stderr).text();
-  const second = await evaLock();
+  const second = await evaLock(first.path);
   stopped.kill("SIGTERM");
   equal((await stopped.status).code, 143);
   await gone(second);
