@@ -19,11 +19,11 @@ import {
   checkOptions,
   cosineSchedule,
   type DeviceName,
+  hasCheckpoint,
   type I32,
   type LlamaConfig,
   LlamaLM,
   namedParameters,
-  previousCheckpointPath,
   readHf,
   removeTemporaries,
   sampleWindows,
@@ -302,7 +302,7 @@ export async function cachedPretrained(
         seed: spec.seed,
         checkpoint: { path: checkpoint, every: opts.checkpointEvery ?? 50 },
       });
-      if (await exists(checkpoint) || await exists(previousCheckpointPath(checkpoint))) {
+      if (await hasCheckpoint(checkpoint)) {
         try {
           continuedFrom = (await trainer.resume(checkpoint)).step;
         } catch (err) {

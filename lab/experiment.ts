@@ -18,6 +18,7 @@ import {
   type DeviceChoice,
   deviceLine,
   type DeviceName,
+  hasCheckpoint,
   missingSteps,
   previousCheckpointPath,
   readJsonl,
@@ -673,10 +674,9 @@ export async function trainResumable<M extends object, B extends Batch>(
 ): Promise<ResumableRun> {
   checkOptions("trainResumable", RESUMABLE_OPTIONS, options);
   const { label, checkpoint } = options;
-  const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
   if (trainer.step > 0) {
     // Started by the caller (steps it measures on the way): it goes on from where it is.
-  } else if (await exists(checkpoint) || await exists(previousCheckpointPath(checkpoint))) {
+  } else if (await hasCheckpoint(checkpoint)) {
     // Making a finished run longer changes its length and schedule on purpose (the experiment checked the rest).
     const info = await trainer.resume(checkpoint, { allowChanged: options.previous !== undefined });
     const other = info.changed.filter((c) =>

@@ -152,6 +152,19 @@ export function previousCheckpointPath(path: string): string {
 }
 
 /**
+ * Whether a run has a checkpoint to continue from at `path`: the file itself or, when a save was interrupted, the
+ * one {@link previousCheckpointPath} kept (`Trainer.resume(path)` restores whichever is complete).
+ *
+ * @param path The checkpoint file.
+ */
+export async function hasCheckpoint(path: string): Promise<boolean> {
+  for (const p of [path, previousCheckpointPath(path)]) {
+    if (await Deno.stat(p).then(() => true, () => false)) return true;
+  }
+  return false;
+}
+
+/**
  * The steps `from..to` that `have` lacks, as ranges (`"2-3, 6"`), or null when it has them all: what a resume's
  * refusal names when a metrics file misses records before the checkpoint.
  *
