@@ -1,6 +1,6 @@
 /**
  * Small WGSL helper functions the renderer splices into kernels that need them. Each mirrors a host function
- * (`Math.tanh`, `Math.pow`, `randUniform` in `lib/ir/rng.ts`) that the CPU backend and the reference use.
+ * (`Math.tanh`, `Math.log`, `Math.pow`, `randUniform` in `lib/ir/rng.ts`) that the CPU backend and the reference use.
  *
  * @module
  */
@@ -20,6 +20,29 @@ export const WGSL_HELPERS = {
   }
   let e = exp(-2.0 * ax);
   return sign(x) * (1.0 - e) / (1.0 + e);
+}`,
+  /**
+   * Natural log within a few ulp of f32 everywhere. The builtin's error is absolute (WGSL allows 2^-21 on
+   * [0.5, 2]), so near 1, where log x is small, it kept none of the digits: log(1 - 2^-24) came out 6e6 ulp off on
+   * lavapipe, and randn, whose radius is sqrt(-2 log(1 - u)), was off by up to 1e-2 relative for its small
+   * values. Here x = m·2^e with m in [√½, √2), and log m = 2 atanh(s) with s = (m - 1)/(m + 1), |s| < 0.172, by its
+   * series to s^9 (the next term is under 2^-27 of the sum); ln 2 is split so that e·ln2_hi is exact.
+   */
+  log: `fn log_(x: f32) -> f32 {
+  if (x != x || x < 0.0) { return bitcast<f32>(0x7fc00000u); }
+  if (x == 0.0) { return bitcast<f32>(0xff800000u); }
+  if (x == bitcast<f32>(0x7f800000u)) { return x; }
+  let fr = frexp(x);
+  var m = fr.fract;
+  var e = f32(fr.exp);
+  if (m < 0.70710678) {
+    m = m * 2.0;
+    e = e - 1.0;
+  }
+  let s = (m - 1.0) / (m + 1.0);
+  let z = s * s;
+  let p = 2.0 * s + 2.0 * s * z * (0.33333333 + z * (0.2 + z * (0.14285715 + z * 0.11111111)));
+  return e * 0.693145751953125 + (e * 1.4286068e-6 + p);
 }`,
   /**
    * pow as C's `pow` (PyTorch, NumPy) gives it: 1 for a zero exponent or a base of 1 (even with NaN), NaN for a

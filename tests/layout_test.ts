@@ -17,7 +17,7 @@ const BUDGETS: Record<string, number> = {
   lab: 8_350,
   experiments: 4_850,
   bench: 4_300,
-  kernels: 2_400,
+  kernels: 2_450,
   cli: 850,
   tools: 1_620,
   examples: 120,

@@ -209,7 +209,6 @@ function expr(e: KExpr): string {
         case "recip":
           return `(${literal(1, e.dtype)} / ${a})`;
         case "exp":
-        case "log":
         case "sqrt":
         case "sin":
         case "cos":
@@ -217,6 +216,8 @@ function expr(e: KExpr): string {
           return `${e.op}(${a})`;
         case "tanh":
           return `${wgslType(e.dtype)}(tanh_(f32(${a})))`;
+        case "log":
+          return `${wgslType(e.dtype)}(log_(f32(${a})))`;
         case "cast":
           return castExpr(e.args[0], e.dtype);
         case "add":
@@ -333,6 +334,7 @@ function needs(kernel: Kernel, roots: readonly KExpr[]): { f16: boolean; helpers
   const helpers: string[] = [];
   const need = (op: string) => nodes.some((n) => n.k === "alu" && n.op === op);
   if (need("tanh")) helpers.push(WGSL_HELPERS.tanh);
+  if (need("log")) helpers.push(WGSL_HELPERS.log);
   if (need("pow")) helpers.push(WGSL_HELPERS.pow);
   if (nodes.some((n) => n.k === "rand")) helpers.push(WGSL_HELPERS.rand);
   return { f16, helpers };

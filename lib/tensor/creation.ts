@@ -228,7 +228,10 @@ export function rand<const S extends Shape>(shape: S, opts: RandOptions = {}): T
   return new Tensor(randNode(seed, s, opts.device ?? getDefaultDevice()));
 }
 
-/** Standard normal values (Box–Muller over pairs of uniforms from {@link rand}). */
+/**
+ * Standard normal values (Box–Muller over pairs of uniforms from {@link rand}): the uniforms are the same bits on
+ * every device, the normals agree to the devices' log, sqrt and cos (a few ulp).
+ */
 export function randn<const S extends Shape>(shape: S, opts: RandOptions = {}): Tensor<Writable<S>, "f32"> {
   checkOptions("randn", RAND_OPTIONS, opts);
   const s = checkShape("randn", shape);

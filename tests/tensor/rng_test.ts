@@ -20,12 +20,34 @@ Deno.test("rand: same bits on webgpu, wasm, cpu and the host formula", async () 
       );
     }
   }
-  // randn (Box-Muller over two uniforms) too: the same transcendental formula on every device, within f32 rounding.
-  const gn = await randn(shape, { seed, device: "webgpu" }).data();
-  const wn = await randn(shape, { seed, device: "wasm" }).data();
-  const cn = await randn(shape, { seed, device: "cpu" }).data();
-  assertClose(wn, cn, { rtol: 1e-5, atol: 1e-5, what: "randn wasm vs cpu" });
-  assertClose(gn, cn, { rtol: 1e-5, atol: 1e-5, what: "randn webgpu vs cpu" });
+});
+
+Deno.test("randn: Box-Muller of the same uniforms on every device, against float64, small radii included", async () => {
+  const seed = new TestRng(5).int(0, 2 ** 31);
+  // 2^18 pairs: the smallest 1 - u1 is near 2^-18, where r = sqrt(-2 log u1) is about 3e-3 and an absolute error
+  // of one ulp of 1 in log (a GPU builtin's) moves z by about 2e-5.
+  const n = 1 << 18;
+  const u = await rand([n, 2], { seed, device: "cpu" }).data();
+  const want = new Float64Array(n), slack = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    // The devices form 1 - u1 and 2π·u2 in f32 (the first exactly), then log, sqrt, cos and the product.
+    const r = Math.sqrt(-2 * Math.log(Math.fround(1 - u[2 * i])));
+    want[i] = r * Math.cos(Math.fround(u[2 * i + 1] * Math.fround(2 * Math.PI)));
+    // WGSL allows cos an absolute error of 2^-11 on [-π, π]; the radius and the product a few ulp (rtol below).
+    slack[i] = r * 2 ** -11;
+  }
+  for (const device of ["cpu", "wasm", "webgpu"] as const) {
+    const got = await randn([n], { seed, device }).data();
+    const cosBound = device === "webgpu";
+    for (let i = 0; i < n; i++) {
+      const atol = 1e-6 + (cosBound ? slack[i] : 0);
+      assertClose([got[i]], [want[i]], {
+        rtol: 1e-6,
+        atol,
+        what: `${device} randn element ${i} (seed ${seed})`,
+      });
+    }
+  }
 });
 
 Deno.test("rand/randn: moments and determinism", async () => {
