@@ -44,8 +44,8 @@ const Config = z.object({
   stop: z.boolean().default(true).describe(
     "stop at the model's EOS ids (generation_config.json, else config.json; llama2.c: the tokenizer's BOS or EOS)",
   ),
-  device: z.enum(DEVICE_CHOICES).default("auto").describe(
-    "where to run the model (auto: a hardware GPU, else wasm)",
+  device: z.enum(DEVICE_CHOICES).optional().describe(
+    "where to run the model (default: TESSERA_DEVICE, else auto: a hardware GPU, else wasm)",
   ),
 });
 

@@ -81,8 +81,8 @@ const BASE = z.object({
   exact: z.boolean().default(false).describe(
     "deterministic variant where a method has a randomized one (exact SVD for PiSSA and LoRA-GA, exact inner SVD for EVA)",
   ),
-  device: z.enum(DEVICE_CHOICES).default("auto").describe(
-    "where to compute (auto: a hardware GPU, else wasm)",
+  device: z.enum(DEVICE_CHOICES).optional().describe(
+    "where to compute (default: TESSERA_DEVICE, else auto: a hardware GPU, else wasm)",
   ),
   // The Hugging Face options have no schema default, so that one given with a weights file can be refused.
   targets: z.string().optional().describe(

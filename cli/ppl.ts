@@ -35,8 +35,8 @@ const Config = z.object({
   text: z.string().describe("UTF-8 text file to evaluate"),
   maxTokens: z.int().positive().optional().describe("evaluate only the first N tokens of the text"),
   batchSize: z.int().positive().default(8).describe("windows per forward pass"),
-  device: z.enum(DEVICE_CHOICES).default("auto").describe(
-    "where to run the model (auto: a hardware GPU, else wasm)",
+  device: z.enum(DEVICE_CHOICES).optional().describe(
+    "where to run the model (default: TESSERA_DEVICE, else auto: a hardware GPU, else wasm)",
   ),
 });
 

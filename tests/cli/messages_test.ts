@@ -13,8 +13,10 @@ import { basePieces, Tokenizer, writeTokenizer } from "../../lib/io/tokenizer.ts
 import type { LlamaConfig } from "../../lib/models/llama.ts";
 import { TestRng } from "../_helpers.ts";
 import { randomWeights } from "../models/_ref.ts";
+import { writeSafetensors } from "../../lib/io/safetensors.ts";
 
 const GENERATE = new URL("../../cli/generate.ts", import.meta.url).pathname;
+const CLI = new URL("../../cli/", import.meta.url).pathname;
 
 /** A tokenizer of byte pieces and single letters, and a tiny random model with its vocabulary and `seqLen`. */
 async function fixture(rng: TestRng, seqLen: number) {
@@ -175,5 +177,51 @@ Deno.test("ppl: a --max-tokens too small for a tokenizer without BOS says it is 
     runPpl(args),
     /--max-tokens 1 keeps 1 of its \d+ tokens; without a BOS at least 2 are needed/,
   );
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("generate, ppl and init run on TESSERA_DEVICE without --device, and --device overrides it", async () => {
+  const rng = new TestRng(804);
+  const { dir } = await fixture(rng, 8);
+  const [dOut, dIn] = [rng.int(3, 8), rng.int(3, 8)];
+  await writeSafetensors(`${dir}/w.safetensors`, {
+    "blk.q.weight": { dtype: "F32", shape: [dOut, dIn], data: rng.normals(dOut * dIn, 0.3) },
+  });
+  await Deno.writeTextFile(`${dir}/text.txt`, "a cat sat on the hat and then ran\n");
+  const model = ["--model", `${dir}/model.bin`, "--tokenizer", `${dir}/tok.bin`];
+  const commands: [string, string[]][] = [
+    ["generate.ts", [...model, "--prompt", "a", "--steps", "2"]],
+    ["ppl.ts", [...model, "--text", `${dir}/text.txt`]],
+    ["init.ts", [
+      "--method",
+      "lora",
+      "--rank",
+      "2",
+      "--weights",
+      `${dir}/w.safetensors`,
+      "--out",
+      `${dir}/o.st`,
+    ]],
+  ];
+  // The automatic device is wasm or webgpu, never cpu: a device line naming cpu comes from the variable.
+  const lines = {
+    "generate.ts": / on (\w+): /,
+    "ppl.ts": /^adapter: +(\w+): /m,
+    "init.ts": /\(device: (\w+): /,
+  };
+  for (const [script, args] of commands) {
+    for (const flag of [[], ["--device", "wasm"]]) {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", `${CLI}${script}`, ...args, ...flag],
+        env: { TESSERA_DEVICE: "cpu" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+      equal(out.code, 0, text);
+      const found = text.match(lines[script as keyof typeof lines]);
+      equal(found?.[1], flag.length === 0 ? "cpu" : "wasm", `${script} ${flag.join(" ")}: ${text}`);
+    }
+  }
   await Deno.remove(dir, { recursive: true });
 });
