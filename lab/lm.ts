@@ -626,7 +626,8 @@ export function lmFields(steps: number): LmFields {
     device: deviceField(),
     task: z.enum(["lm", "sentiment"]).default("lm").describe(
       "lm: next-token fine-tuning on the target domain; sentiment: sentence → label token on one domain of the " +
-        "sentiment data, tested (loss and accuracy) on the other two (needs --model and --tokenizer)",
+        "sentiment data, tested (loss and accuracy) on its held-out sentences and on the other two (needs --model " +
+        "and --tokenizer)",
     ),
     sentimentDir: z.string().default(SENTIMENT_DIR).describe(
       "directory of the sentiment data (--task sentiment)",
