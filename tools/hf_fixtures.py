@@ -7,7 +7,8 @@ The tests compare tessera against these files, so neither CI nor a user needs Py
 
 Set-up, once (the venv stays out of git):
     python3 -m venv .venv-tools
-    .venv-tools/bin/pip install "torch==2.13.0+cpu" transformers peft tokenizers safetensors
+    .venv-tools/bin/pip install --index-url file:///opt/pypi/simple --extra-index-url file:///opt/pypi-more/simple \
+        "torch==2.13.0+cpu" transformers peft tokenizers safetensors
 Run from the repository root:
     .venv-tools/bin/python tools/hf_fixtures.py            # rewrites tests/fixtures/models/
     .venv-tools/bin/python tools/hf_fixtures.py generate   # rewrites only generate_stops.json
