@@ -34,15 +34,21 @@ import {
 import { removeTemporaries, writeFileAtomicSync } from "../mod.ts";
 import { z } from "../deps.ts";
 
+/** Each experiment: its results folder (the key of `experiments.json`), its script and its task (`exp:<task>`). */
 const EXPERIMENTS = [
-  ["eva", "eva.ts"],
-  ["magnitude", "magnitude.ts"],
-  ["spectral_gain", "spectral_gain.ts"],
-  ["init-sweep", "init_sweep.ts"],
-  ["vlm_dynamics", "vlm_dynamics.ts"],
-  ["cntlora", "cntlora.ts"],
-  ["gap_init", "gap_init.ts"],
+  ["eva", "eva.ts", "eva"],
+  ["magnitude", "magnitude.ts", "magnitude"],
+  ["spectral_gain", "spectral_gain.ts", "spectral-gain"],
+  ["init-sweep", "init_sweep.ts", "init-sweep"],
+  ["vlm_dynamics", "vlm_dynamics.ts", "vlm-dynamics"],
+  ["cntlora", "cntlora.ts", "cntlora"],
+  ["gap_init", "gap_init.ts", "gap-init"],
 ] as const;
+
+/** `exp:<task>` of the experiment whose results folder is `name`, as the user runs it (`exp:gap-init`). */
+function taskOf(name: string): string {
+  return `exp:${EXPERIMENTS.find(([folder]) => folder === name)?.[2] ?? name}`;
+}
 
 /** What exp:all records of one experiment in `experiments.json`. */
 export interface ExperimentProgress {
@@ -200,14 +206,14 @@ function reportRun(
 ): void {
   const summary = Deno.readTextFileSync(`${run}/summary.md`).replace(/^# .*\n/, "");
   // The run's folder name (its timestamp) tells apart several runs of one experiment in the claim table.
-  const label = `${name} (${run.split("/").at(-1)})`;
+  const label = `${taskOf(name).slice("exp:".length)} (${run.split("/").at(-1)})`;
   for (const claim of claimsOf(`${run}/summary.json`)) claims.push({ experiment: label, claim });
   const plots = [...Deno.readDirSync(run)].filter((e) => e.name.endsWith(".png")).map((e) => e.name).sort();
   // REPORT.md sits in results/: plots are linked from there.
   const at = run.lastIndexOf("results/");
   const rel = at >= 0 ? run.slice(at + "results/".length) : run;
   sections.push(
-    `## exp:${name}`,
+    `## ${taskOf(name)}`,
     "",
     `Run: \`${run}\`${how}.`,
     "",
@@ -315,10 +321,10 @@ async function main(): Promise<void> {
     let code = 0;
     if (step.kind === "report") {
       run = step.run;
-      console.log(`\n=== exp:${name}: finished in ${run}`);
+      console.log(`\n=== ${taskOf(name)}: finished in ${run}`);
     } else {
       const t0 = performance.now();
-      console.log(`\n=== exp:${name} ${step.args.join(" ")}`);
+      console.log(`\n=== ${taskOf(name)} ${step.args.join(" ")}`);
       run = progress[name]?.run ?? null;
       note(name, { run, code: null });
       const ended = await runExperiment(file, step.args, (named) => {
@@ -329,14 +335,14 @@ async function main(): Promise<void> {
       note(name, { run, code });
       if (ended.signal !== null) {
         console.error(
-          `\nexp:all: ${ended.signal}: stopped during exp:${name}; continue with --resume ${all.path}`,
+          `\nexp:all: ${ended.signal}: stopped during ${taskOf(name)}; continue with --resume ${all.path}`,
         );
         Deno.exit(ended.signal === "SIGINT" ? 130 : 143);
       }
       const seconds = ((performance.now() - t0) / 1000).toFixed(0);
       if (code !== 0 || run === null) {
         sections.push(
-          `## exp:${name}`,
+          `## ${taskOf(name)}`,
           "",
           `**Failed** (exit code ${code} after ${seconds} s)${
             run === null ? "" : ` in \`${run}\``
@@ -351,7 +357,7 @@ async function main(): Promise<void> {
     } catch (err) {
       // One unreadable run must not take the report of the others with it.
       sections.push(
-        `## exp:${name}`,
+        `## ${taskOf(name)}`,
         "",
         `**Not reported**: ${(err as Error).message} (run \`${run}\`).`,
         "",

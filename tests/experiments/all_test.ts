@@ -14,10 +14,11 @@ Deno.test("exp:all runs every experiment and writes results/REPORT.md (an unknow
   }).output();
   equal(out.code, 0);
   const report = await Deno.readTextFile(`${dir}/results/REPORT.md`);
+  // Each under its task's name, as the user runs it (the results folders of three differ: spectral_gain, ...).
   for (
-    const name of ["eva", "magnitude", "spectral_gain", "init-sweep", "vlm_dynamics", "cntlora", "gap_init"]
+    const task of ["eva", "magnitude", "spectral-gain", "init-sweep", "vlm-dynamics", "cntlora", "gap-init"]
   ) {
-    match(report, new RegExp(`## exp:${name}\\n\\n\\*\\*Failed\\*\\* \\(exit code 2`));
+    match(report, new RegExp(`## exp:${task}\\n\\n\\*\\*Failed\\*\\* \\(exit code 2`));
   }
   // Each experiment rejected the unknown key by name.
   match(new TextDecoder().decode(out.stderr), /no-such-option|noSuchOption/);
@@ -184,9 +185,14 @@ Deno.test("exp:all --resume continues an interrupted exp:all directory and refus
   match(stdout, /=== exp:eva --resume results\/eva\/x --no-such-option 1\n/);
   match(stdout, /=== exp:magnitude --resume results\/magnitude\/y --no-such-option 1\n/);
   match(stdout, /=== exp:cntlora: finished in results\/cntlora\/z\n/);
-  match(stdout, /=== exp:gap_init --no-such-option 1\n/);
+  match(stdout, /=== exp:gap-init --no-such-option 1\n/);
+  match(stdout, /=== exp:spectral-gain: finished in results\/spectral_gain\/z\n/);
   const report = await Deno.readTextFile(`${dir}/results/REPORT.md`);
   match(report, /## exp:cntlora\n\nRun: `results\/cntlora\/z` \(12 s\)\.\n\nsummary of cntlora/);
+  match(
+    report,
+    /## exp:vlm-dynamics\n\nRun: `results\/vlm_dynamics\/z` \(12 s\)\.\n\nsummary of vlm_dynamics/,
+  );
   match(report, /## exp:eva\n\n\*\*Failed\*\* \(exit code 2 after \d+ s\) in `results\/eva\/x`/);
   const recorded = JSON.parse(await Deno.readTextFile(`${dir}/${path}/experiments.json`));
   deepEqual(recorded.eva, { run: "results/eva/x", code: 2 });
