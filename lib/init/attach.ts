@@ -8,7 +8,7 @@ import { asF32, Linear } from "../nn/linear.ts";
 import { namedModules, replaceModule } from "../nn/module.ts";
 import { findTargets, matchesKey, moduleNames } from "../nn/targets.ts";
 import { deriveSeed } from "../nn/init.ts";
-import { checkFinite } from "../nn/finite.ts";
+import { checkFinite, NonFiniteWeightsError } from "../nn/finite.ts";
 import { realize, Tensor } from "../tensor/tensor.ts";
 import { tensor } from "../tensor/creation.ts";
 import { LoraLinear } from "../lora/linear.ts";
@@ -90,6 +90,21 @@ function patternValue(
   if (pattern === undefined) return undefined;
   for (const [k, v] of Object.entries(pattern)) if (names.some((n) => matchesKey(n, k))) return v;
   return undefined;
+}
+
+/**
+ * A method's error for one layer, with the layer's path: a method sees a weight, not where it sits in the model.
+ * Range and type errors keep their kind; a non-finite input is named by its path (`v.weight`); option errors, the
+ * same for every layer, pass through.
+ */
+function inLayer(err: unknown, method: string, path: string): unknown {
+  if (err instanceof OptionsError || !(err instanceof Error)) return err;
+  if (err instanceof NonFiniteWeightsError) {
+    const named = err.tensors.map((t) => ({ ...t, name: `${path}.${t.name}` }));
+    return new NonFiniteWeightsError(`attachLora: the "${method}" initialisation's input`, named);
+  }
+  const Kind = err instanceof RangeError ? RangeError : err instanceof TypeError ? TypeError : Error;
+  return new Kind(`attachLora: layer "${path}": ${err.message}`, { cause: err });
 }
 
 /** Makes every tensor of `inits` its own buffer (equal lazy expressions would otherwise share a node). */
@@ -234,17 +249,21 @@ export async function attachLora(model: object, cfg: LoraConfig): Promise<Attach
       const rank = patternValue(moduleNames(model, path), cfg.rankPattern) ?? base.rank;
       const alpha = patternValue(moduleNames(model, path), cfg.alphaPattern) ?? base.alpha;
       if (rank === 0) continue;
-      inits.set(
-        path,
-        await method.init(asF32(m.weight), {
-          ...cfg.initOptions,
-          ...cfg.data?.[path],
-          rank,
-          alpha,
-          useRslora: base.useRslora,
-          seed: deriveSeed(base.seed, path),
-        }),
-      );
+      try {
+        inits.set(
+          path,
+          await method.init(asF32(m.weight), {
+            ...cfg.initOptions,
+            ...cfg.data?.[path],
+            rank,
+            alpha,
+            useRslora: base.useRslora,
+            seed: deriveSeed(base.seed, path),
+          }),
+        );
+      } catch (err) {
+        throw inLayer(err, method.name, path);
+      }
     }
   }
   const list = [...inits.values()].filter((i) => i.rank > 0);
