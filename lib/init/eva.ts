@@ -315,6 +315,18 @@ async function evaCore(
     rankDist = redistribute(order, hookOfLayer, followers, budget);
   }
 
+  // Centred inputs that are all zero (one input repeated) have no principal directions: the ratios are 0/0.
+  for (const h of hooks.values()) {
+    if (h.ratios.some((v) => Number.isNaN(v))) {
+      throw new RangeError(
+        `eva: layer "${h.name}" has activations without variance: every token of its ${h.fits} fitted ` +
+          `batch(es) of [${
+            h.batches[0].shape
+          }] is the same input (e.g. constant or zero activations), so it has ` +
+          `no principal directions; check the batches the activations were collected on`,
+      );
+    }
+  }
   const out = new Map<string, LoraInit>();
   for (const l of layers) {
     const [dOut, dIn] = l.weight.shape;

@@ -55,3 +55,24 @@ Deno.test("attachLora names the layer whose initialisation fails", async () => {
       /NaN or infinite values in "v\.weight" \[24, 16\]/.test(e.message),
   );
 });
+
+Deno.test("EVA refuses a layer whose activations have no variance, naming it", async () => {
+  const rng = new TestRng(902);
+  const row = rng.normals(16);
+  const cases: [string, Float32Array][] = [
+    ["constant", new Float32Array(40 * 16).fill(rng.normal())],
+    ["zero", new Float32Array(40 * 16)],
+    ["one row repeated", Float32Array.from({ length: 40 * 16 }, (_, i) => row[i % 16])],
+  ];
+  for (const [what, values] of cases) {
+    const data = {
+      q: { activations: rand(rng, [40, 16]) },
+      v: { activations: tensor(values, { shape: [40, 16] }) as unknown as F },
+    };
+    await rejects(
+      attachLora(twoLayers(rng), { targetModules: ["q", "v"], rank: 4, init: "eva", data }),
+      /^RangeError: eva: layer "v" has activations without variance: every token of its \d+ fitted batch\(es\) of \[40,16\]/,
+      what,
+    );
+  }
+});
