@@ -155,6 +155,18 @@ export async function loraGaInit(weight: F32, opts: LoraGaOptions = {}): Promise
   await checkInputsFinite("lora-ga", { weight, grads: opts.grads });
   const q = Math.min(4 * rank, dOut, dIn);
   const dec = (opts.exact ?? true) ? await svd(g) : await svdLowRank(g, q, { niter: 4, seed });
+  const top = dec.s.slice([0, Math.min(2 * rank, dec.s.shape[0])]);
+  const gradSingularValues = Array.from((await top.data()) as Float32Array);
+  // A zero gradient has no singular directions: A and B would be whatever basis the SVD returns for it.
+  if (gradSingularValues[0] === 0) {
+    throw new RangeError(
+      `lora-ga: the gradient [${
+        opts.grads!.shape
+      }] is zero, so it has no directions to align A and B with; ` +
+        `the layer received no gradient from the calibration batches (is it on the loss's path, are the labels ` +
+        `all masked?)`,
+    );
+  }
   const idx = loraGaIndices(direction, rank, variant, seed);
   const dev = weight.device;
   let a = dec.vh.gather(indexTensor(idx.a, dev), 0); // [r, d_in]
@@ -190,9 +202,7 @@ export async function loraGaInit(weight: F32, opts: LoraGaOptions = {}): Promise
       throw new RangeError(`lora-ga: unknown scale ${JSON.stringify(scale)}`);
   }
   const base = weight.sub(b.matmul(a).mul(s));
-  const top = dec.s.slice([0, Math.min(2 * rank, dec.s.shape[0])]);
-  await realize(a, b, base, top);
-  const gradSingularValues = Array.from((await top.data()) as Float32Array);
+  await realize(a, b, base);
   return {
     a: a,
     b: b,

@@ -76,3 +76,17 @@ Deno.test("EVA refuses a layer whose activations have no variance, naming it", a
     );
   }
 });
+
+Deno.test("LoRA-GA refuses a zero gradient, naming the layer", async () => {
+  const rng = new TestRng(903);
+  for (const zero of [[24, 16], [3, 24, 16]]) {
+    const data = {
+      q: { grads: rand(rng, [24, 16]) },
+      v: { grads: tensor(new Float32Array(zero.reduce((a, b) => a * b)), { shape: zero }) as unknown as F },
+    };
+    await rejects(
+      attachLora(twoLayers(rng), { targetModules: ["q", "v"], rank: 2, init: "lora-ga", data }),
+      new RegExp(`^RangeError: attachLora: layer "v": lora-ga: the gradient \\[${zero}\\] is zero`),
+    );
+  }
+});
