@@ -29,7 +29,7 @@ import {
   type LoraInit,
   loraScale,
 } from "./types.ts";
-import { splitTriplets } from "./pissa.ts";
+import { splitTriplets, warnZeroTriplets } from "./pissa.ts";
 
 /** Options of {@link miloraInit} (the common ones only). */
 export type MiloraOptions = CommonInitOptions;
@@ -50,6 +50,8 @@ export async function miloraInit(weight: F32, opts: MiloraOptions = {}): Promise
   const scale = loraScale(alpha, rank, opts.useRslora);
   const k = Math.min(dOut, dIn);
   const f = await svd(weight as Tensor<[number, number], "f32">);
+  const sv = (await f.s.data()) as Float32Array;
+  warnZeroTriplets("milora", weight.shape, sv, Array.from({ length: rank }, (_, i) => k - rank + i));
   const { a, b, base } = await splitTriplets(weight, {
     u: f.u.slice(null, [k - rank, k]),
     s: f.s.slice([k - rank, k]),

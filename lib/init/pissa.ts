@@ -85,6 +85,29 @@ export async function splitTriplets(
 }
 
 /**
+ * Warns when some of the singular values an adapter starts from are numerically zero (at most
+ * `max(d_out, d_in)·2⁻²³·σ_max`, numpy's matrix-rank tolerance in float32): a weight of lower rank than the adapter
+ * (PiSSA) or than `min(d_out, d_in) − r + 1` (MiLoRA). Those rows of A and columns of B start at ≈ 0, in directions
+ * the weight does not have, and receive almost no gradient.
+ */
+export function warnZeroTriplets(
+  method: string,
+  shape: readonly number[],
+  all: Float32Array,
+  chosen: number[],
+): void {
+  const tol = Math.max(shape[0], shape[1]) * 2 ** -23 * all[0];
+  const zero = chosen.filter((i) => !(all[i] > tol)).length;
+  if (zero === 0) return;
+  const rank = all.filter((v) => v > tol).length;
+  console.warn(
+    `${method}: ${zero} of the ${chosen.length} singular values the adapter starts from are numerically zero ` +
+      `(the [${shape}] weight has rank ${rank}): those rows of A and columns of B start at ≈ 0 and get almost no ` +
+      `gradient`,
+  );
+}
+
+/**
  * PiSSA: the r principal singular triplets of W become the adapter and the rest stays in the base weight.
  * Deterministic with the exact SVD (default); with `niter` the randomized SVD is seeded by `seed`.
  * Throws when the rank is not in `1..min(d_out, d_in)`.
@@ -100,6 +123,8 @@ export async function pissaInit(weight: F32, opts: PissaOptions = {}): Promise<L
   const f = randomized
     ? await svdLowRank(weight, rank, { niter: opts.niter, seed: opts.seed ?? 0 })
     : await svd(weight);
+  const sv = (await f.s.data()) as Float32Array;
+  if (!randomized) warnZeroTriplets("pissa", weight.shape, sv, [...Array(rank).keys()]);
   const t: Triplets = {
     u: f.u.slice(null, [0, rank]),
     s: f.s.slice([0, rank]),

@@ -3,12 +3,12 @@
  * without variance, a zero gradient, a weight of lower rank than the adapter. Each either gives the method's result
  * or a clear error naming the layer and the values.
  */
-import { rejects } from "node:assert/strict";
+import { deepEqual, rejects } from "node:assert/strict";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
-import { attachLora } from "../../lib/init/mod.ts";
+import { attachLora, miloraInit, pissaInit } from "../../lib/init/mod.ts";
 import { Linear } from "../../lib/nn/linear.ts";
 import { NonFiniteWeightsError } from "../../lib/nn/finite.ts";
-import { TestRng } from "../_helpers.ts";
+import { assertClose, TestRng } from "../_helpers.ts";
 
 type F = Tensor<Shape, "f32">;
 
@@ -88,5 +88,51 @@ Deno.test("LoRA-GA refuses a zero gradient, naming the layer", async () => {
       attachLora(twoLayers(rng), { targetModules: ["q", "v"], rank: 2, init: "lora-ga", data }),
       new RegExp(`^RangeError: attachLora: layer "v": lora-ga: the gradient \\[${zero}\\] is zero`),
     );
+  }
+});
+
+/** A `[dOut, dIn]` weight of rank `k`: a product of Gaussian factors, accumulated in float64. */
+function lowRank(rng: TestRng, dOut: number, dIn: number, k: number): F {
+  const u = rng.normals(dOut * k);
+  const v = rng.normals(k * dIn);
+  const w = new Float32Array(dOut * dIn);
+  for (let i = 0; i < dOut; i++) {
+    for (let j = 0; j < dIn; j++) {
+      let acc = 0;
+      for (let c = 0; c < k; c++) acc += u[i * k + c] * v[c * dIn + j];
+      w[i * dIn + j] = acc;
+    }
+  }
+  return tensor(w, { shape: [dOut, dIn] }) as unknown as F;
+}
+
+Deno.test("PiSSA and MiLoRA warn when the adapter starts from singular values the weight does not have", async () => {
+  const rng = new TestRng(904);
+  const warnings: string[] = [];
+  const original = console.warn;
+  console.warn = (...args: unknown[]) => void warnings.push(args.join(" "));
+  try {
+    const w = lowRank(rng, 32, 24, 3);
+    await pissaInit(w, { rank: 3 });
+    await pissaInit(rand(rng, [32, 24]), { rank: 8 });
+    await miloraInit(rand(rng, [32, 24]), { rank: 8 });
+    deepEqual(warnings, [], "no warning where every singular value used is non-zero");
+    const p = await pissaInit(w, { rank: 5 });
+    const m = await miloraInit(w, { rank: 2 });
+    deepEqual(warnings, [
+      "pissa: 2 of the 5 singular values the adapter starts from are numerically zero (the [32,24] weight has " +
+      "rank 3): those rows of A and columns of B start at ≈ 0 and get almost no gradient",
+      "milora: 2 of the 2 singular values the adapter starts from are numerically zero (the [32,24] weight has " +
+      "rank 3): those rows of A and columns of B start at ≈ 0 and get almost no gradient",
+    ]);
+    // The split itself is still the method's: base + s·B·A = W.
+    const want = (await w.data()) as Float32Array;
+    for (const r of [p, m]) {
+      const got = (await r.base!.add(r.b.matmul(r.a).mul(r.scale)).data()) as Float32Array;
+      const norm = Math.sqrt(want.reduce((s, x) => s + x * x, 0));
+      assertClose(got, want, { atol: 1e-5 * norm, what: "base + s·B·A = W" });
+    }
+  } finally {
+    console.warn = original;
   }
 });
