@@ -4,7 +4,7 @@
  * depend on the shapes), also starting from runs of a stored buffer (`--views`) and checking the gradients autodiff
  * builds (`--grad`), some replayed as bound plans (`--replay`). `deno task fuzz --cases N` runs longer campaigns.
  */
-import { runCase } from "../../tools/fuzz.ts";
+import { campaignSeed, generateCase, runCase } from "../../tools/fuzz.ts";
 import { equal } from "node:assert/strict";
 import { getWebGPU, tensor } from "../../mod.ts";
 import { GPU_LAUNCHES } from "../../lib/codegen/launch_policy.ts";
@@ -75,4 +75,17 @@ Deno.test("fuzz: 40 graphs and replays under the policies of GPUs (no row kernel
     be.rowKernels = rows;
     be.matmulPolicy = matmul;
   }
+});
+
+Deno.test("a campaign's cases start from inputs of every rank: consecutive seeds would all start alike", () => {
+  // The generator takes its seed as its state: every seed from 1000 to 2999 begins with a rank-1 input, so
+  // `--seed S --cases N` stepping by one tested one kind of first input. A campaign's seeds are spread instead.
+  const s0 = 1000 + (TEST_SEED % 1000);
+  const ranks = new Set<number>();
+  for (let i = 0; i < 40; i++) {
+    const first = generateCase(campaignSeed(s0, i), "cpu").steps[0];
+    ranks.add(first.slice(first.indexOf("[") + 1, first.indexOf("]")).split(",").length);
+  }
+  equal(campaignSeed(s0, 0), s0, "the first case runs the given seed (so --cases 1 reproduces a case)");
+  equal(ranks.size >= 3, true, `first inputs of ranks ${[...ranks]} only`);
 });
