@@ -120,6 +120,11 @@ export interface ConfigOptions<S extends ConfigSchema> {
    * flag, form the key's list.
    */
   repeatable?: Readonly<Record<string, string>>;
+  /**
+   * Top-level keys that a run records beside its settings (a run's own `config.yaml` holds them): a `--config` file
+   * may carry them, and each is handed to `take` with the file's path instead of being read as a setting.
+   */
+  records?: { readonly keys: readonly string[]; take(key: string, value: unknown, file: string): void };
 }
 
 /** What a flag value is converted to before validation. */
@@ -772,6 +777,11 @@ export function parseConfig<S extends ConfigSchema>(
   for (const file of flags.configFiles) {
     const fromFile = readYamlConfig(file, issues);
     if (fromFile === undefined) continue;
+    for (const key of options.records?.keys ?? []) {
+      if (!(key in fromFile) || index.groups.get("")?.has(key)) continue;
+      options.records!.take(key, fromFile[key], file);
+      delete fromFile[key];
+    }
     checkKeys(index, fromFile, [], `(from file "${file}")`, sources, issues);
     merged = mergeInto(merged, fromFile);
   }

@@ -145,7 +145,7 @@ function openResults(
     // --extend only makes a run longer: no hint where the length shrank.
     const longer = key !== undefined && !extend &&
       refused.some((d) => d.key === key && Number(d.current) > Number(d.stored));
-    // config.yaml is a record (with the adapter and the extensions), not a --config file: the values go as flags.
+    // The values go as flags (or the run's config.yaml as --config).
     // A resolved key is what a setting stood for on the machine that ran it: no flag gives it back.
     const machine = refused.filter((d) => d.key.startsWith("resolved.")).map((d) => d.key);
     const ways = [
@@ -210,6 +210,38 @@ export function stopWithParent(task: string, everyMs = 1000): void {
   Deno.unrefTimer(setInterval(check, everyMs));
 }
 
+/**
+ * Keys a run's `config.yaml` records beside its settings, which a `--config` file may therefore hold: the set-up
+ * revision and what environment-dependent keys resolved to (checked: a file recorded by another set-up, or whose keys
+ * resolve otherwise here, is refused), the machine's adapter and the extensions (descriptions, not settings).
+ */
+const RECORD_KEYS = ["setupRevision", "resolved", "adapter", "extended"];
+
+/**
+ * Why the records a `--config` file carried do not describe this run (null when they do): the run it came from had
+ * another set-up revision, or its keys resolved otherwise.
+ */
+function recordMismatch(
+  given: ReadonlyMap<string, { value: unknown; file: string }>,
+  record: Record<string, unknown>,
+  task: string,
+): string | null {
+  for (const key of ["setupRevision", "resolved"]) {
+    const g = given.get(key);
+    if (g === undefined || JSON.stringify(g.value) === JSON.stringify(record[key])) continue;
+    const what = key === "setupRevision"
+      ? `was recorded by set-up revision ${
+        valueText(g.value)
+      } of exp:${task} (its data or calibration batches), ` +
+        `which is now ${valueText(record[key])}: this run would not repeat it`
+      : `records that its keys resolved to ${valueText(g.value)}, and here they resolve to ${
+        valueText(record[key])
+      }: this run would not repeat it`;
+    return `config file "${g.file}" ${what}; remove ${key} from the file to run these settings anyway`;
+  }
+  return null;
+}
+
 /** Parses the configuration, opens the results directory and prints the header lines. */
 export async function startExperiment<S extends ConfigSchema>(
   schema: S,
@@ -219,11 +251,17 @@ export async function startExperiment<S extends ConfigSchema>(
   stopWithParent(about.task);
   // An experiment that compares methods takes them one per --method flag as well.
   const repeatable = "methods" in (schema.shape as object) ? { method: "methods" } : undefined;
-  const first = cliConfig(schema, { name, description: about.description, repeatable });
+  // A run's own config.yaml given as --config: its records are checked against this run's below.
+  const fromRecords = new Map<string, { value: unknown; file: string }>();
+  const records = {
+    keys: RECORD_KEYS,
+    take: (key: string, value: unknown, file: string) => fromRecords.set(key, { value, file }),
+  };
+  const first = cliConfig(schema, { name, description: about.description, repeatable, records });
   // With quick set (by flag or YAML), parse again with the preset under the flags and YAML keys.
   const quick = (first as { quick?: boolean }).quick === true;
   const cfg = quick
-    ? cliConfig(schema, { name, description: about.description, defaults: about.quick, repeatable })
+    ? cliConfig(schema, { name, description: about.description, defaults: about.quick, repeatable, records })
     : first;
   const common = cfg as { device?: DeviceChoice; resume?: string; extend?: boolean };
   if (about.check !== undefined) {
@@ -243,6 +281,11 @@ export async function startExperiment<S extends ConfigSchema>(
     ...(about.revision !== undefined ? { setupRevision: about.revision } : {}),
     ...(about.resolved !== undefined ? { resolved: about.resolved(cfg) } : {}),
   };
+  const mismatch = recordMismatch(fromRecords, record, about.task);
+  if (mismatch !== null) {
+    console.error(`${name}: ${mismatch}`);
+    Deno.exit(2);
+  }
   let results: ResultsDir;
   let extensionsBefore = 0;
   try {
