@@ -158,6 +158,18 @@ function checkActs(name: string, x: F32 | undefined, dIn: number): F32[] {
  */
 export async function cntloraTarget(weight: F32, batch: F32, opts: CntLoraTargetOptions = {}): Promise<F32> {
   checkOptionsOf("cntloraTarget", TARGET_OPTIONS, opts);
+  return await target(weight, batch, opts, new Map());
+}
+
+/**
+ * The SVDs (`s`, `vh`) of the batches of one {@link cntloraInitLayers} call by node: layers that read the same
+ * input (`wq`, `wk` and `wv` read one normed hidden state, whose recorded batches are one node) decompose each
+ * batch once. Equal nodes are equal values, so the result is the same as decomposing it again.
+ */
+type BatchSvds = Map<unknown, Promise<{ s: F32; vh: F32 }>>;
+
+/** {@link cntloraTarget} with the batch SVDs of `svds`. */
+async function target(weight: F32, batch: F32, opts: CntLoraTargetOptions, svds: BatchSvds): Promise<F32> {
   const [k, d] = checkLayer("cntlora", weight, 1, Infinity);
   if (batch.ndim !== 2 || batch.shape[1] !== d) {
     throw new RangeError(
@@ -174,7 +186,12 @@ export async function cntloraTarget(weight: F32, batch: F32, opts: CntLoraTarget
   const mode = opts.mode ?? "x";
   let out: F32;
   if (mode === "x" || mode === "s") {
-    const { s, vh } = await svd(xb, { flip: "v" }); // batch = U S Pᵀ, rows of vh = columns of P
+    let pending = svds.get(xb.node);
+    if (pending === undefined) {
+      pending = svd(xb, { flip: "v" }); // batch = U S Pᵀ, rows of vh = columns of P
+      svds.set(xb.node, pending);
+    }
+    const { s, vh } = await pending;
     const kk = s.shape[0];
     const dd = s.square();
     const keep = dd.gt(dd.max().mul(d * F32_EPS));
@@ -222,10 +239,20 @@ export async function cntloraEstimate(
   opts: CntLoraTargetOptions = {},
 ): Promise<F32> {
   checkOptionsOf("cntloraEstimate", TARGET_OPTIONS, opts);
+  return await estimate(weight, activations, opts, new Map());
+}
+
+/** {@link cntloraEstimate} with the batch SVDs of `svds`. */
+async function estimate(
+  weight: F32,
+  activations: F32,
+  opts: CntLoraTargetOptions,
+  svds: BatchSvds,
+): Promise<F32> {
   const batches = checkActs("layer", activations, weight.shape[1]);
   let sum = weight;
   for (const b of batches) {
-    sum = sum.add(await cntloraTarget(weight, b, opts));
+    sum = sum.add(await target(weight, b, opts, svds));
     await realize(sum);
   }
   const est = sum.div(batches.length + 1);
@@ -248,8 +275,8 @@ function checkOptions(o: CntLoraOptions): void {
   }
 }
 
-async function decompose(l: InitLayer, opts: CntLoraOptions): Promise<Decomposed> {
-  const est = await cntloraEstimate(l.weight, checkPresent(l), targetOptions(opts));
+async function decompose(l: InitLayer, opts: CntLoraOptions, svds: BatchSvds): Promise<Decomposed> {
+  const est = await estimate(l.weight, checkPresent(l), targetOptions(opts), svds);
   const delta = est.sub(l.weight);
   await realize(delta);
   if ((opts.split ?? "svd") === "qr") return { name: l.name, weight: l.weight, delta };
@@ -405,9 +432,10 @@ export async function cntloraInitLayers(
     ),
   );
   const decs: Decomposed[] = [];
+  const svds: BatchSvds = new Map();
   // A Gaussian C of its own per layer, drawn from the seed and the layer's name.
   for (const l of layers) {
-    decs.push(await decompose(l, { ...opts, seed: deriveSeed(opts.seed ?? 0, l.name) }));
+    decs.push(await decompose(l, { ...opts, seed: deriveSeed(opts.seed ?? 0, l.name) }, svds));
   }
   const sv: number[][] = [];
   for (const d of decs) sv.push(d.svd ? Array.from((await d.svd.s.data()) as Float32Array) : []);

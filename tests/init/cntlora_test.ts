@@ -25,6 +25,7 @@ import {
   transpose,
 } from "../linalg/_ref64.ts";
 import { assertBelow, flipLike, readMat } from "../linalg/_util.ts";
+import { debugLevel, setDebugLevel } from "../../lib/runtime/debug.ts";
 
 type F = Tensor<Shape, "f32">;
 
@@ -327,4 +328,45 @@ Deno.test("cntlora relativeNorm: ‖s·B·A‖_F = relativeNorm·‖W‖_F per l
   }
   await rejects(cntloraInitLayers(layers, { rank: 2, relativeNorm: 0 }), /relativeNorm/);
   await rejects(cntloraInitLayers(layers, { rank: 2, relativeNorm: -1 }), /relativeNorm/);
+});
+
+Deno.test("cntlora: layers that read one input decompose each of its batches once, with the results of each layer alone", async () => {
+  const rng = new TestRng(911);
+  // 200 tokens of 8 features: the batch SVD goes through the Jacobi sweeps, which log one line each at DEBUG 1.
+  const acts = tensor(Float32Array.from(gaussian(rng, 2 * 200, D).data), {
+    shape: [2, 200, D],
+  }) as unknown as F;
+  const layers: InitLayer[] = ["q", "k", "v"].map((name) => ({
+    name,
+    weight: toTensor(f32(gaussian(rng, K, D, 0.5))),
+    data: { activations: acts },
+  }));
+  const sweeps = async (run: () => Promise<unknown>) => {
+    const level = debugLevel();
+    const log = console.error;
+    let n = 0;
+    console.error = (...args: unknown[]) => {
+      if (String(args[0]).startsWith("jacobi:")) n++;
+    };
+    setDebugLevel(1);
+    try {
+      await run();
+    } finally {
+      setDebugLevel(level);
+      console.error = log;
+    }
+    return n;
+  };
+  let shared = new Map<string, Awaited<ReturnType<typeof cntloraInit>>>();
+  equal(
+    await sweeps(async () => (shared = await cntloraInitLayers(layers, { rank: 2 }))),
+    2,
+    "one SVD per batch",
+  );
+  for (const l of layers) {
+    const alone = (await cntloraInitLayers([l], { rank: 2 })).get(l.name)!;
+    const got = shared.get(l.name)!;
+    deepEqual(await got.a.data(), await alone.a.data(), `${l.name}: A`);
+    deepEqual(await got.b.data(), await alone.b.data(), `${l.name}: B`);
+  }
 });
