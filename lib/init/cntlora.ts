@@ -7,7 +7,7 @@
  */
 import { realize } from "../tensor/tensor.ts";
 import { tensor } from "../tensor/creation.ts";
-import { svd } from "../linalg/svd.ts";
+import { svd, svdRows } from "../linalg/svd.ts";
 import { qr } from "../linalg/qr.ts";
 import { F32_EPS, pinv } from "../linalg/pinv.ts";
 import { randn } from "../tensor/creation.ts";
@@ -188,7 +188,8 @@ async function target(weight: F32, batch: F32, opts: CntLoraTargetOptions, svds:
   if (mode === "x" || mode === "s") {
     let pending = svds.get(xb.node);
     if (pending === undefined) {
-      pending = svd(xb, { flip: "v" }); // batch = U S Pᵀ, rows of vh = columns of P
+      // batch = U S Pᵀ, rows of vh = columns of P; U is not needed.
+      pending = svdRows(xb, { flip: "v" }, { noU: true }).then((r) => ({ s: r.s, vh: r.vRows }));
       svds.set(xb.node, pending);
     }
     const { s, vh } = await pending;

@@ -206,7 +206,6 @@ export class IncrementalPCA {
     const rows = stacked.shape[0];
     let s: F32;
     let vRows: F32;
-    let uRows: F32 | null = null;
     if (this.#opts.lowRank !== undefined) {
       const lr = this.#opts.lowRank;
       const q = Math.min(lr.q ?? 2 * k, rows, nf);
@@ -220,10 +219,10 @@ export class IncrementalPCA {
       vRows = r.vh;
     } else {
       refuseUnreadJacobiOptions("IncrementalPCA.partialFit", rows, nf, this.#opts.svd ?? {}, "svd.");
-      const r = await svdRows(stacked, { ...this.#opts.svd, flip: "v" });
+      // The components are V's rows: U is not formed.
+      const r = await svdRows(stacked, { ...this.#opts.svd, flip: "v" }, { noU: true });
       s = r.s;
       vRows = r.vRows;
-      uRows = r.uRows;
     }
     const kk = s.shape[0];
     const sq = s.square();
@@ -246,7 +245,7 @@ export class IncrementalPCA {
     };
     await realize(...stateTensors(next));
     const kept = [next.components, next.singularValues];
-    for (const t of uRows === null ? [s, vRows] : [uRows, s, vRows]) disposeUnless(t, ...kept);
+    for (const t of [s, vRows]) disposeUnless(t, ...kept);
     if (prev !== null) {
       for (const t of stateTensors(prev)) t.dispose();
     }

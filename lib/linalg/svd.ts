@@ -98,6 +98,11 @@ export interface SvdRows {
 export interface SvdCoreOptions extends SvdOptions {
   /** Skip forming V (only U and S are needed: {@link eigh}); `vRows` is then the same tensor as `s`. */
   noV?: boolean;
+  /**
+   * Skip forming U where it costs work of its own (only S and V are needed: PCA); `uRows` is then the same tensor
+   * as `s`. The one-kernel solver forms U on the way and returns it.
+   */
+  noU?: boolean;
 }
 
 /**
@@ -159,9 +164,9 @@ export async function svdColumns(
     return await svdFused(wc, rows, cols, opts);
   }
   const dev = wc.device;
-  const f = await householderColumns(wc, rows, cols, { wantQ: true });
+  const f = await householderColumns(wc, rows, cols, { wantQ: opts.noU !== true });
   const r = upperR(f.factored, rows, cols); // [cols, cols]; row j of R = column j of Rᵀ
-  const qc = f.q!;
+  const qc = f.q;
   const slots = cols + (cols % 2);
   // Records [column of Rᵀ; column of V'] (each padded to a multiple of 4, V' starting as the identity); an
   // odd column count gets one zero record. The kernel reads them as vec4.
@@ -183,12 +188,12 @@ export async function svdColumns(
   const sig = b.square().sum(1).sqrt() as F32;
   const perm = descendingPerm(sig);
   const s = sig.gather(perm, 0) as F32;
-  const uRows = (vp.gather(perm, 0) as F32).matmul(qc) as F32; // (Q V')ᵀ, sorted
+  const uRows = qc === null ? s : (vp.gather(perm, 0) as F32).matmul(qc) as F32; // (Q V')ᵀ, sorted
   if (opts.noV) {
     await realize(s, uRows);
     if (fin !== records) fin.dispose();
     records.dispose();
-    qc.dispose();
+    qc?.dispose();
     return { uRows, s, vRows: s };
   }
   // Columns that the Jacobi kernel treated as zero carry no direction: replace them by random vectors and
@@ -203,7 +208,7 @@ export async function svdColumns(
   await realize(vFill, flag, s, uRows);
   if (fin !== records) fin.dispose();
   records.dispose();
-  qc.dispose();
+  qc?.dispose();
   const c = await householderColumns(vFill, cols, cols, { wantQ: true, guard: flag });
   // Q's columns match the filled columns up to the signs of R's diagonal.
   const diag = c.factored.reshape([cols * cols]).slice([0, cols * cols, cols + 1]);
@@ -334,11 +339,21 @@ export function svdResult<M extends number, N extends number>(u: F32, s: F32, vh
   };
 }
 
-/** {@link svd} returning Uᵀ and Vᵀ (row-major factors), realized. */
-export async function svdRows(a: F32, opts: SvdOptions = {}): Promise<SvdRows> {
+/**
+ * {@link svd} returning Uᵀ and Vᵀ (row-major factors), realized. With `only.noU` (and `flip: "v"`, the signs then
+ * follow V) U is not formed where that is work of its own, and `uRows` is the same tensor as `s`; S and V are those
+ * of the full SVD, bit for bit.
+ */
+export async function svdRows(a: F32, opts: SvdOptions = {}, only: { noU?: boolean } = {}): Promise<SvdRows> {
   const [m, n] = checkMatrix("svd", a);
   checkOptions("svd", SVD_OPTIONS, opts);
   refuseUnreadJacobiOptions("svd", m, n, opts);
+  const noU = only.noU === true;
+  if (noU && opts.flip !== "v") {
+    throw new RangeError(
+      `svd: without U the signs follow V: pass flip "v" (got ${JSON.stringify(opts.flip)})`,
+    );
+  }
   const wide = m < n;
   const rows = Math.max(m, n);
   const cols = Math.min(m, n);
@@ -346,16 +361,27 @@ export async function svdRows(a: F32, opts: SvdOptions = {}): Promise<SvdRows> {
   const wc = (wide ? a : a.transpose()).div(scale);
   const poison = nonFinitePoison(a);
   await realize(scale, wc, poison); // one pass over a (possibly lazy) input
-  const core = await svdColumns(wc, rows, cols, opts);
+  // A's U is the core's U for a tall input, its V for a wide one.
+  const core = await svdColumns(
+    wc,
+    rows,
+    cols,
+    noU ? { ...opts, ...(wide ? { noV: true } : { noU: true }) } : opts,
+  );
   wc.dispose();
   // For a wide input the core factored Aᵀ = U' S V'ᵀ, so A = V' S U'ᵀ.
   let uRows = wide ? core.vRows : core.uRows;
   let vRows = wide ? core.uRows : core.vRows;
   const signs = largestPositiveSigns((opts.flip ?? "u") === "u" ? uRows : vRows);
-  uRows = uRows.mul(signs).add(poison);
   vRows = vRows.mul(signs).add(poison);
   const s = core.s.mul(scale).add(poison);
-  await realize(uRows, vRows, s);
-  for (const t of [core.uRows, core.vRows, core.s, scale, poison]) t.dispose();
+  if (noU) {
+    await realize(vRows, s);
+    uRows = s;
+  } else {
+    uRows = uRows.mul(signs).add(poison);
+    await realize(uRows, vRows, s);
+  }
+  for (const t of new Set([core.uRows, core.vRows, core.s, scale, poison])) t.dispose();
   return { uRows, s, vRows };
 }

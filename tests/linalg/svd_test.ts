@@ -2,7 +2,7 @@
  * svd against float64 one-sided Jacobi and closed forms: reconstruction, orthogonality, ordering, signs, and
  * the hard cases (rank-deficient with exact zeros, condition number 1e6, repeated singular values).
  */
-import { equal, ok } from "node:assert/strict";
+import { deepEqual, equal, ok, rejects } from "node:assert/strict";
 import { getBackend, tensor } from "../../mod.ts";
 import { qr, svd, svdLowRank } from "../../lib/linalg/mod.ts";
 import { TEST_SEED, TestRng } from "../_helpers.ts";
@@ -25,6 +25,9 @@ import {
   withSpectrum,
 } from "./_ref64.ts";
 import { argmaxAbsCol, assertBelow, flipLike, readMat, readVec, relMaxDiff } from "./_util.ts";
+import { svdRows } from "../../lib/linalg/svd.ts";
+import { IncrementalPCA } from "../../lib/linalg/incremental_pca.ts";
+import { debugLevel, setDebugLevel } from "../../lib/runtime/debug.ts";
 
 type Device = "webgpu" | "wasm" | "cpu";
 
@@ -250,4 +253,54 @@ Deno.test("svd, qr and svdLowRank release their intermediates (live buffers stay
   const early = Math.min(...live.slice(0, 8));
   const late = Math.min(...live.slice(8));
   ok(late - early <= 3, `live buffers after each round: ${live}`);
+});
+
+/** The names of the wasm launches `run` makes (DEBUG 1 logs each one). */
+async function wasmLaunches(run: () => Promise<unknown>): Promise<string[]> {
+  const level = debugLevel();
+  const log = console.error;
+  const names: string[] = [];
+  console.error = (...args: unknown[]) => {
+    const m = /^wasm (\S+) /.exec(String(args[0]));
+    if (m !== null) names.push(m[1]);
+  };
+  setDebugLevel(1);
+  try {
+    await run();
+  } finally {
+    setDebugLevel(level);
+    console.error = log;
+  }
+  return names;
+}
+
+Deno.test("svdRows without U: S and V bit for bit those of the full SVD, with fewer Q launches (tall and wide)", async () => {
+  const rng = new TestRng(TEST_SEED + 71);
+  const qLaunches = (names: string[]) => names.filter((l) => l.startsWith("qr_q_")).length;
+  // Past the one-kernel solver's 128 rows, so the QR-preconditioned path runs. Tall: the QR's Q is U's only use;
+  // wide: the orthonormal completion of (A's) U is not needed.
+  for (const [m, n] of [[200, 12], [12, 200]]) {
+    const a = gaussian(rng, m, n);
+    for (const device of ["cpu", "wasm"] as const) {
+      const t = tensor(Float32Array.from(a.data), { shape: [m, n], device });
+      let full = await svdRows(t, { flip: "v" });
+      const all = await wasmLaunches(async () => (full = await svdRows(t, { flip: "v" })));
+      let part = full;
+      const some = await wasmLaunches(async () => (part = await svdRows(t, { flip: "v" }, { noU: true })));
+      deepEqual(await part.s.data(), await full.s.data(), `${m}x${n} on ${device}: S`);
+      deepEqual(await part.vRows.data(), await full.vRows.data(), `${m}x${n} on ${device}: V`);
+      equal(part.uRows, part.s, "uRows is S");
+      if (device === "wasm") {
+        ok(qLaunches(some) < qLaunches(all), `${m}x${n}: Q launches ${qLaunches(some)} vs ${qLaunches(all)}`);
+      }
+    }
+  }
+  const t = tensor(Float32Array.from(gaussian(rng, 200, 12).data), { shape: [200, 12], device: "wasm" });
+  const all = await wasmLaunches(() => svdRows(t, { flip: "v" }));
+  const fit = await wasmLaunches(() => new IncrementalPCA({ nComponents: 4 }).partialFit(t));
+  ok(
+    qLaunches(fit) < qLaunches(all),
+    `IncrementalPCA.partialFit: Q launches ${qLaunches(fit)} vs ${qLaunches(all)}`,
+  );
+  await rejects(svdRows(t, {}, { noU: true }), /flip "v"/);
 });
