@@ -21,7 +21,7 @@ const BUDGETS: Record<string, number> = {
   cli: 850,
   tools: 1_620,
   examples: 120,
-  tests: 28_700,
+  tests: 29_100,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */
