@@ -515,7 +515,12 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       this.#progress.done();
       this.#progress = null;
     }
-    if (this.#step >= this.#o.steps) this.#dropSnapshots();
+    if (this.#step >= this.#o.steps) {
+      // The run is over (the model holds its last step): the guard's copies and the replay's buffers are freed now,
+      // not when the trainer is closed, which a sweep that drops its trainers may never do.
+      this.#dropSnapshots();
+      this.#releaseReplay();
+    }
     return this.#history.slice(first);
   }
 
@@ -786,9 +791,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       saved = { path, step: snap.step };
     }
     for (const s of [this.#good, this.#candidate]) if (s !== snap) this.#disposeSnapshot(s);
-    this.#replay?.dispose();
-    this.#replay = null;
-    this.#lastTrace = null;
+    this.#releaseReplay();
     this.#good = null;
     this.#candidate = null;
     this.#failed = new NonFiniteError(bad, groups, saved);
@@ -864,12 +867,17 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     this.#ownsWriter = true;
   }
 
-  /** Closes the metrics file if the trainer opened it, and frees the device copies kept for the guard. */
-  close(): void {
-    this.#dropSnapshots();
+  /** Frees the replay's buffers and bindings (after {@link #syncReplay}); the next step traces again. */
+  #releaseReplay(): void {
     this.#replay?.dispose();
     this.#replay = null;
     this.#lastTrace = null;
+  }
+
+  /** Closes the metrics file if the trainer opened it, and frees the device copies kept for the guard. */
+  close(): void {
+    this.#dropSnapshots();
+    this.#releaseReplay();
     if (this.#ownsWriter) this.#writer?.close();
     this.#writer = null;
     this.#ownsWriter = false;

@@ -642,3 +642,36 @@ Deno.test("a realized batch entry kept from an earlier call is refused by name, 
     t.close();
   }
 });
+
+Deno.test("a trainer that ran to its end holds no buffers of its replay, closed or not (wasm, webgpu)", async () => {
+  const rng = new TestRng(312);
+  try {
+    for (const device of ["wasm", "webgpu"] as const) {
+      setDefaultDevice(device);
+      const be = await getBackend(device);
+      const steps = rng.int(8, 16);
+      const seeds = { initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps };
+      // Without the guard's copies, what closing a trainer frees at once is its replay's buffers and bindings.
+      const freedByClose = async (until: number) => {
+        const t = new Trainer({ ...mlpSetup(seeds), readEvery: 4, stopOnNonFinite: false });
+        await t.run({ until });
+        ok(t.compileStats.replayed > 0, `${device}: ${JSON.stringify(t.compileStats)}`);
+        const live = be.stats().liveBuffers;
+        t.close();
+        return live - be.stats().liveBuffers;
+      };
+      // Stopped before its end, a trainer keeps its replay for the next run() ...
+      const midway = await freedByClose(steps - 2);
+      ok(midway > 0, `${device}: closing a trainer stopped at step ${steps - 2} of ${steps} freed nothing`);
+      // ... ended, it has freed it: a sweep that drops its trainers without closing them kept every run's.
+      const ended = await freedByClose(steps);
+      equal(
+        ended,
+        0,
+        `${device}: closing a trainer that ran its ${steps} steps freed ${ended} buffers (${midway} midway)`,
+      );
+    }
+  } finally {
+    setDefaultDevice("webgpu");
+  }
+});
