@@ -152,6 +152,18 @@ interface BatchSlot {
   bounds: readonly HostBound[];
 }
 
+/**
+ * Frees the bindings and buffers of a replay that became unreachable without being disposed: its trainer was
+ * dropped before its last step and not closed (a run abandoned in a sweep). The held value does not refer to the
+ * replay.
+ */
+const abandoned = new FinalizationRegistry<{ bound: readonly BoundPlan[]; owned: readonly Storage[] }>(
+  ({ bound, owned }) => {
+    for (const b of bound) b.dispose();
+    for (const s of owned) s.release();
+  },
+);
+
 /** A traced step bound for replay (see the module comment). */
 export class ReplayedStep {
   readonly #be: Backend;
@@ -260,6 +272,7 @@ export class ReplayedStep {
     this.#syncVersion = opt.stateVersion;
     this.#installed = installedNodes(opt);
     this.#facts = modelFacts(opt.target);
+    abandoned.register(this, { bound: this.#bound, owned: this.#owned }, this);
   }
 
   /**
@@ -386,6 +399,7 @@ export class ReplayedStep {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
+    abandoned.unregister(this);
     for (const b of this.#bound) b.dispose();
     for (const s of this.#owned) s.release();
   }

@@ -675,3 +675,35 @@ Deno.test("a trainer that ran to its end holds no buffers of its replay, closed 
     setDefaultDevice("webgpu");
   }
 });
+
+for (const device of ["wasm", "webgpu"]) {
+  Deno.test(`a trainer dropped before its end, unclosed, frees its replay once collected (${device})`, async () => {
+    const rng = new TestRng(313);
+    const runs = 6;
+    const args = [device, runs, rng.int(8, 16), rng.int(0, 2 ** 30), rng.int(0, 2 ** 30)].map(String);
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--v8-flags=--expose-gc",
+        new URL("./_abandoned_trainers.ts", import.meta.url).pathname,
+        ...args,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    equal(out.code, 0, new TextDecoder().decode(out.stderr).slice(-2000));
+    const lines = new TextDecoder().decode(out.stdout).trim().split("\n").map((l) => JSON.parse(l));
+    const [{ replayBuffers }, ...after] = lines as [{ replayBuffers: number }, ...{ liveBuffers: number }[]];
+    equal(after.length, runs);
+    ok(replayBuffers > 0, `closing a trainer stopped before its end freed nothing (${args})`);
+    // Each dropped trainer's model, optimiser and replay are garbage: what stays live is at most what the latest one
+    // (whose buffers may not all be collected yet) holds. A replay kept alive would add its buffers at every run.
+    const growth = after[runs - 1].liveBuffers - after[0].liveBuffers;
+    ok(
+      growth < replayBuffers,
+      `live buffers grew by ${growth} over ${runs - 1} dropped trainers, each replay ` +
+        `holding ${replayBuffers} (${args}): ${JSON.stringify(after)}`,
+    );
+  });
+}
