@@ -516,10 +516,12 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       this.#progress = null;
     }
     if (this.#step >= this.#o.steps) {
-      // The run is over (the model holds its last step): the guard's copies and the replay's buffers are freed now,
-      // not when the trainer is closed, which a sweep that drops its trainers may never do.
+      // The run is over (the model holds its last step, every record is written): the guard's copies, the replay's
+      // buffers and the metrics file the trainer opened are let go now, not when the trainer is closed, which a sweep
+      // that drops its trainers may never do.
       this.#dropSnapshots();
       this.#releaseReplay();
+      this.#closeMetrics();
     }
     return this.#history.slice(first);
   }
@@ -874,13 +876,18 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     this.#lastTrace = null;
   }
 
+  /** Closes the metrics file if the trainer opened it (a writer it was given stays open). */
+  #closeMetrics(): void {
+    if (this.#ownsWriter) this.#writer?.close();
+    this.#writer = null;
+    this.#ownsWriter = false;
+  }
+
   /** Closes the metrics file if the trainer opened it, and frees the device copies kept for the guard. */
   close(): void {
     this.#dropSnapshots();
     this.#releaseReplay();
-    if (this.#ownsWriter) this.#writer?.close();
-    this.#writer = null;
-    this.#ownsWriter = false;
+    this.#closeMetrics();
   }
 
   /** Closes the metrics file (for `using`). */
