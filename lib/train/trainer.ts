@@ -793,7 +793,9 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       saved = { path, step: snap.step };
     }
     for (const s of [this.#good, this.#candidate]) if (s !== snap) this.#disposeSnapshot(s);
+    // The trainer runs no further step: what only a run needs is let go now, as at the end of a run.
     this.#releaseReplay();
+    this.#closeMetrics();
     this.#good = null;
     this.#candidate = null;
     this.#failed = new NonFiniteError(bad, groups, saved);

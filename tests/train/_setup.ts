@@ -147,3 +147,15 @@ export async function loraMlpRun(
     progress: false,
   };
 }
+
+/** Descriptors of this process open on the file at `path` (Linux lists them under /proc/self/fd). */
+export function descriptorsOn(path: string): number {
+  const real = Deno.realPathSync(path);
+  return [...Deno.readDirSync("/proc/self/fd")].filter((e) => {
+    try {
+      return Deno.readLinkSync(`/proc/self/fd/${e.name}`) === real;
+    } catch {
+      return false; // the descriptor of the listing itself, closed by now
+    }
+  }).length;
+}

@@ -9,7 +9,7 @@ import { getAt } from "../../lib/nn/mod.ts";
 import { loadCheckpoint, type LossOutput, NonFiniteError, Trainer } from "../../lib/train/mod.ts";
 import { readJsonl } from "../../lib/io/json.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
-import { mlpSetup } from "./_setup.ts";
+import { descriptorsOn, mlpSetup } from "./_setup.ts";
 
 type F = Tensor<Shape, "f32">;
 
@@ -59,6 +59,8 @@ Deno.test("a loss that turns NaN in one group stops the run naming the step and 
     },
   });
   const err = await nonFinite(() => trainer.run());
+  // The trainer cannot go on: its metrics file is closed (an unclosed one per diverged run of a sweep stayed open).
+  equal(descriptorsOn(`${dir}/metrics.jsonl`), 0, "the metrics file is still open after the run stopped");
   trainer.close();
   equal(err.step, k);
   deepEqual(err.groups, ["head"]);

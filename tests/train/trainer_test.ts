@@ -12,7 +12,7 @@ import { LORA_TRAINABLE } from "../../lib/lora/mod.ts";
 import { Trainer } from "../../lib/train/mod.ts";
 import { readJsonl } from "../../lib/io/json.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
-import { countReads, mlpSetup } from "./_setup.ts";
+import { countReads, descriptorsOn, mlpSetup } from "./_setup.ts";
 
 Deno.test("Trainer: an MLP learns; every step recorded, one readback per readEvery steps, flat memory", async () => {
   const rng = new TestRng(61);
@@ -156,26 +156,17 @@ Deno.test("Trainer: a run that reached its last step has closed the metrics file
   const rng = new TestRng(62);
   const dir = await Deno.makeTempDir();
   const steps = rng.int(4, 12);
-  const path = await Deno.realPath(dir) + "/metrics.jsonl";
-  // The descriptors of this process open on the metrics file (Linux lists them under /proc/self/fd).
-  const openOnIt = () =>
-    [...Deno.readDirSync("/proc/self/fd")].filter((e) => {
-      try {
-        return Deno.readLinkSync(`/proc/self/fd/${e.name}`) === path;
-      } catch {
-        return false; // the descriptor of the listing itself, closed by now
-      }
-    }).length;
+  const path = `${dir}/metrics.jsonl`;
   const trainer = new Trainer({
     ...mlpSetup({ initSeed: rng.int(0, 2 ** 30), runSeed: rng.int(0, 2 ** 30), steps }),
     readEvery: 3,
     metrics: path,
   });
   await trainer.run({ until: steps - 1 });
-  equal(openOnIt(), 1, "the trainer writes its metrics file while the run goes on");
+  equal(descriptorsOn(path), 1, "the trainer writes its metrics file while the run goes on");
   await trainer.run();
   // A sweep that drops its trainers unclosed kept one descriptor per run open until "Too many open files".
-  equal(openOnIt(), 0, `the metrics file is still open after the run's ${steps} steps`);
+  equal(descriptorsOn(path), 0, `the metrics file is still open after the run's ${steps} steps`);
   equal(readJsonl(path).length, steps);
   trainer.close();
   await Deno.remove(dir, { recursive: true });
