@@ -31,7 +31,10 @@ export interface CrossEntropyOptions {
    * Multiplied with the ignore-index mask. Gradients flow to them: d/dw of the weighted sum is the per-target loss.
    */
   weights?: F32;
-  /** `"mean"` (default: weighted mean over the kept targets, 0 when none is kept), `"sum"` or `"none"`. */
+  /**
+   * `"mean"` (default: weighted mean over the kept targets; 0, with gradients 0, when none is kept or their weights
+   * sum to 0, where PyTorch gives NaN), `"sum"` or `"none"`.
+   */
   reduction?: Reduction;
 }
 
@@ -103,8 +106,12 @@ export function crossEntropy(
   const rows = perLine(logits).mul(w) as F32;
   if (reduction === "none") return rows as Tensor<number[], "f32">;
   const total = rows.sum() as F32;
-  // The mean divides by the total weight; max() keeps an all-ignored batch at 0 instead of 0/0.
-  return (reduction === "sum" ? total : total.div(w.sum().maximum(1e-12))) as Tensor<number[], "f32">;
+  if (reduction === "sum") return total as Tensor<number[], "f32">;
+  // The mean divides by the total weight, however small. A total of 0 (every target ignored, or weights of 0) gives
+  // 0, not 0/0: the division then sees 1, so that the branch not taken has a gradient of 0 too.
+  const den = w.sum() as F32;
+  const empty = den.eq(0);
+  return empty.where(0, total.div(empty.where(1, den))) as Tensor<number[], "f32">;
 }
 
 /** Options of {@link mse}. */

@@ -368,3 +368,39 @@ Deno.test("crossEntropy matches host float64 with ignore-index and weights; mse"
     },
   );
 });
+
+Deno.test("crossEntropy's weighted mean divides by the weights' sum however small it is; 0 when the sum is 0", async () => {
+  const rng = new TestRng(28);
+  const [n, c] = [12, 5];
+  const logits = rng.normals(n * c, 2);
+  const targets = Int32Array.from({ length: n }, (_, i) => (i % 4 === 1 ? -100 : rng.int(0, c - 1)));
+  // Weights of about 1e-15 (their sum about 1e-14): normal float32 numbers, so the ratio keeps full precision.
+  const weights = Float32Array.from({ length: n }, () => (0.5 + rng.next()) * 1e-15);
+  // Float64 closed forms: Σ w·CE / Σ w over the kept lines, and d/dlogits = w·(softmax − onehot) / Σ w.
+  const row = (i: number) => Array.from(logits.slice(i * c, i * c + c), Number);
+  const lse = (r: number[]) =>
+    Math.max(...r) + Math.log(r.reduce((s, v) => s + Math.exp(v - Math.max(...r)), 0));
+  const kept = [...targets.keys()].filter((i) => targets[i] !== -100);
+  const wsum = kept.reduce((s, i) => s + weights[i], 0);
+  const mean = kept.reduce((s, i) => s + weights[i] * (lse(row(i)) - row(i)[targets[i]]), 0) / wsum;
+  const dMean = [...targets.keys()].flatMap((i) =>
+    row(i).map((v, j) =>
+      targets[i] === -100 ? 0 : weights[i] * (Math.exp(v - lse(row(i))) - (j === targets[i] ? 1 : 0)) / wsum
+    )
+  );
+  for (const device of ["cpu", "wasm", "webgpu"] as const) {
+    const tg = tensor(targets, { dtype: "i32", device });
+    const lg = tensor(logits, { shape: [n, c], device }) as F;
+    // Sums of 12 (5) terms and logs of values ~10 in float32: a few ulp each.
+    const tol = { rtol: 1e-5, atol: 1e-7 };
+    const f = (w: F) => (p: { lg: F }) => crossEntropy(p.lg, tg, { weights: w });
+    const { value, grads } = valueAndGrad(f(tensor(weights, { device }) as F))({ lg });
+    assertClose([await value.item()], [mean], { ...tol, what: `${device} mean` });
+    assertClose(await grads.lg.data(), dMean, { ...tol, what: `${device} d mean` });
+    // Kept weights summing to 0 leave nothing to average: 0, with gradient 0 (not 0/0).
+    const zero = Float32Array.from(weights, (v, i) => (kept.includes(i) ? 0 : v));
+    const none = valueAndGrad(f(tensor(zero, { device }) as F))({ lg });
+    equal(await none.value.item(), 0, `${device} zero weights`);
+    ok((await none.grads.lg.data()).every((v) => v === 0), `${device} d zero weights`);
+  }
+});
