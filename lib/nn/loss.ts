@@ -79,6 +79,11 @@ export function crossEntropy(
       }]`,
     );
   }
+  if (opts.weights !== undefined && opts.weights.dtype !== "f32") {
+    throw new TypeError(
+      `crossEntropy: weights must be f32, got ${opts.weights.dtype} (a mask of 0/1 as weights: mask.cast("f32"))`,
+    );
+  }
   const ignore = opts.ignoreIndex ?? -100;
   // Targets still on the host are checked: past the classes, a one-hot is all zeros and the loss silently wrong.
   checkHostValues(targets, {

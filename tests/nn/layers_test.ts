@@ -358,6 +358,14 @@ Deno.test("crossEntropy matches host float64 with ignore-index and weights; mse"
   const big = tensor(Float32Array.from(logits, (v) => v * 1000), { shape: [n, c] });
   ok(Number.isFinite(await crossEntropy(big, tg).item()));
   throws(() => crossEntropy(lg, tensor(targets.slice(1), { dtype: "i32" })), /must have the shape/);
+  // A bool or i32 label mask is refused by name, not by the multiplication inside.
+  for (const dtype of ["bool", "i32"] as const) {
+    const mask = tensor(Int32Array.from(targets, (t) => (t === -100 ? 0 : 1)), { dtype });
+    throws(
+      () => crossEntropy(lg, tg, { weights: mask as unknown as F }),
+      new RegExp(`crossEntropy: weights must be f32, got ${dtype}`),
+    );
+  }
   const a = rng.normals(10);
   const b = rng.normals(10);
   assertClose(
