@@ -243,6 +243,21 @@ export function stridesOf(shape: Shape): number[] {
 
 /** Runtime twin of {@link Broadcast}: the broadcast shape, or an error naming the op and both shapes. */
 export function broadcast(op: string, a: Shape, b: Shape): number[] {
+  return checkResultSize(op, a, b, broadcastDims(op, a, b));
+}
+
+/** Throws unless `out`, the shape of `op` over shapes `a` and `b`, has at most {@link MAX_ELEMENTS} elements. */
+function checkResultSize(op: string, a: Shape, b: Shape, out: number[]): number[] {
+  const n = size(out);
+  if (n > MAX_ELEMENTS) {
+    const what = `Cannot ${op} shapes ${fmt(a)} and ${fmt(b)}: the result ${fmt(out)} has ${n} elements`;
+    throw new RangeError(`${what}, more than a tensor holds (2^31 - 1)`);
+  }
+  return out;
+}
+
+/** {@link broadcast} without the limit on the result's size. */
+function broadcastDims(op: string, a: Shape, b: Shape): number[] {
   const n = Math.max(a.length, b.length);
   const out = new Array<number>(n);
   for (let i = 0; i < n; i++) {
@@ -274,14 +289,14 @@ export function matmulShape(a: Shape, b: Shape): number[] {
   const b2 = b.length === 1 ? [b[0], 1] : b;
   let batch: number[];
   try {
-    batch = broadcast("matmul", a2.slice(0, -2), b2.slice(0, -2));
+    batch = broadcastDims("matmul", a2.slice(0, -2), b2.slice(0, -2));
   } catch {
     throw new RangeError(`Cannot matmul shapes ${fmt(a)} and ${fmt(b)}: batch dimensions do not broadcast`);
   }
   const out = [...batch];
   if (a.length > 1) out.push(a[a.length - 2]);
   if (b.length > 1) out.push(b[b.length - 1]);
-  return out;
+  return checkResultSize("matmul", a, b, out);
 }
 
 /** Runtime twin of {@link ReshapeOk}; also resolves one `-1` dimension. */

@@ -5,7 +5,7 @@
  * @module
  */
 import type { DType } from "../dtype.ts";
-import { fmt } from "../shape.ts";
+import { fmt, MAX_ELEMENTS, size } from "../shape.ts";
 import { Op, type OpArgs, SHAPE_RULES } from "./ops.ts";
 import { seed32 } from "./rng.ts";
 
@@ -109,6 +109,15 @@ export function mk<O extends Op>(op: O, src: readonly Node[], arg: OpArgs[O], dt
   }
   const rule = SHAPE_RULES[op] as (s: readonly Node[], a: OpArgs[O]) => { shape: number[]; dtype: DType };
   const r = rule(src, arg);
+  // Kernels index elements with 32-bit integers: a larger view, even one sliced before it is computed, had its
+  // element indices wrap (a [65536, 1] + [1, 65537] sum reshaped to [65537, 65536] read row 0 for its last row).
+  const n = size(r.shape);
+  if (n > MAX_ELEMENTS) {
+    const from = src.map((s) => fmt(s.shape)).join(" and ");
+    throw new RangeError(
+      `${op} of ${from}: the result ${fmt(r.shape)} has ${n} elements, more than a tensor holds (2^31 - 1)`,
+    );
+  }
   const dt = dtype ?? r.dtype;
   const key = `${op}|${dt}|${device}|${r.shape.join(",")}|${src.map((s) => s.id).join(",")}|${argKey(arg)}`;
   const hit = consTable.get(key)?.deref();

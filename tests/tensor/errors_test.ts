@@ -1,9 +1,10 @@
 /** Misuse fails early with a message that names the op and the shapes or dtypes involved. */
-import { equal, throws } from "node:assert/strict";
+import { deepEqual, equal, throws } from "node:assert/strict";
 import { arange, concat, ones, rand, stack, tensor, zeros } from "../../mod.ts";
 import type { Shape, Tensor } from "../../mod.ts";
 import { crossEntropy } from "../../lib/nn/mod.ts";
 import { boundsOf } from "../../lib/tensor/tensor.ts";
+import { TestRng } from "../_helpers.ts";
 
 const wide = <D extends "f32" | "i32">(t: Tensor<Shape, D>) => t as Tensor<number[], D>;
 
@@ -63,6 +64,49 @@ Deno.test("dtype errors name the op and the dtypes", () => {
   );
   throws(() => ones([3]).cast("f64" as "f32"), /unknown dtype "f64"/);
   throws(() => rand([2], { seed: 1.5 }), /rand: option "seed" must be an integer, got 1\.5/);
+});
+
+Deno.test("a result of more than 2^31 - 1 elements is refused when built, not computed with wrapped indices", async () => {
+  // Built lazily and sliced before it is computed, a [65536, 65537] view needs no memory, but its element indices
+  // (up to 2^32 + 65535) wrapped at 2^32: the last row of its [65537, 65536] reshape read row 0.
+  const rows = wide(arange(0, 65536, 1, { dtype: "i32" }).reshape([65536, 1]));
+  throws(
+    () => rows.add(wide(zeros([1, 65537], { dtype: "i32" }))),
+    /Cannot add shapes \[65536, 1\] and \[1, 65537\]: the result \[65536, 65537\] has 4295032832 elements, more than a tensor holds \(2\^31 - 1\)/,
+  );
+  throws(
+    () => wide(ones([50000, 4])).matmul(wide(ones([4, 50000]))),
+    /Cannot matmul shapes \[50000, 4\] and \[4, 50000\]: the result \[50000, 50000\] has 2500000000 elements/,
+  );
+  throws(
+    () => wide(ones([3, 1, 1, 1])).matmul(wide(ones([1, 2 ** 30, 1, 1]))),
+    /Cannot matmul shapes \[3, 1, 1, 1\] and \[1, 1073741824, 1, 1\]: the result \[3, 1073741824, 1, 1\] has/,
+  );
+  throws(
+    () => wide(ones([46340, 46341])).pad([[0, 46340], [0, 0]]),
+    /Pad of \[46340, 46341\]: the result \[92680, 46341\] has 4294883880 elements, more than a tensor holds/,
+  );
+  throws(
+    () => wide(ones([2, 1])).add(wide(ones([1, 2 ** 30]))),
+    /the result \[2, 1073741824\] has 2147483648/,
+  );
+  equal(wide(ones([1, 2 ** 31 - 1])).add(wide(ones([1, 1]))).size, 2 ** 31 - 1);
+  // Just below the limit, a [46340, 46341] view reshaped to [46341, 46340] reads its last row right on every device.
+  const [r, c] = [46340, 46341];
+  const rng = new TestRng(71);
+  const from = rng.int(0, r - 8);
+  for (const device of ["cpu", "wasm", "webgpu"] as const) {
+    const rowOf = arange(0, r, 1, { dtype: "i32", device }).reshape([r, 1]).add(
+      zeros([1, c], { dtype: "i32", device }),
+    );
+    const colOf = arange(0, c, 1, { dtype: "i32", device }).reshape([1, c]).add(
+      zeros([r, 1], { dtype: "i32", device }),
+    );
+    const last = (t: Tensor<Shape, "i32">) => wide(t).reshape([c, r]).slice(c - 1, [from, from + 8]).data();
+    const flat = Array.from({ length: 8 }, (_, j) => (c - 1) * r + from + j);
+    deepEqual(Array.from(await last(rowOf)), flat.map((f) => Math.floor(f / c)), device);
+    deepEqual(Array.from(await last(colOf)), flat.map((f) => f % c), device);
+  }
 });
 
 Deno.test("tensors on different devices cannot be combined", () => {
