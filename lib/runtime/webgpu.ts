@@ -45,6 +45,14 @@ export class NoAdapterError extends Error {
   }
 }
 
+/** Milliseconds a failed readback waits for the device's `lost` promise, to tell a lost device from other failures. */
+const LOST_WAIT_MS = 200;
+
+/** The error of work on a lost device; `why` is its reason and message. */
+function lostMessage(why: string): string {
+  return `device lost (${why}); its buffers are gone, so tensors on webgpu can no longer be computed or read`;
+}
+
 /** A WebGPU error raised while running a kernel. */
 export class WebGPUError extends Error {
   /** `kernel` names the failing kernel. */
@@ -301,7 +309,7 @@ export class WebGPUBackend implements Backend {
   }
 
   #check(kernel: string): void {
-    if (this.#lost !== null) throw new WebGPUError(kernel, `device lost (${this.#lost})`);
+    if (this.#lost !== null) throw new WebGPUError(kernel, lostMessage(this.#lost));
     if (this.#uncaptured !== null) {
       const m = this.#uncaptured;
       this.#uncaptured = null;
@@ -874,7 +882,13 @@ export class WebGPUBackend implements Backend {
       enc.copyBufferToBuffer(g.buffer, g instanceof GpuRange ? g.offset : 0, staging, offsets[i], g.bytes);
     });
     this.#device.queue.submit([enc.finish()]);
-    await staging.mapAsync(GPUMapMode.READ);
+    try {
+      await staging.mapAsync(GPUMapMode.READ);
+    } catch (e) {
+      staging.destroy();
+      this.#deviceBytes -= cls;
+      throw new WebGPUError("readback", await this.#mapFailure(bytes, e as Error));
+    }
     const all = staging.getMappedRange().slice(0);
     staging.unmap();
     if (this.#stagingParked + cls <= STAGING_POOL_BYTES) {
@@ -888,6 +902,20 @@ export class WebGPUBackend implements Backend {
     return parts.map((p, i) =>
       decode(p.dtype, all.slice(offsets[i], offsets[i] + (p.storage as GpuStorage).bytes), p.n)
     );
+  }
+
+  /**
+   * Why mapping `bytes` of read-back data failed. A lost device (destroyed, or reset by the driver) rejects the map
+   * with "validation error occurred" before its `lost` promise settles, so that promise is given a moment.
+   */
+  async #mapFailure(bytes: number, e: Error): Promise<string> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const wait = new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), LOST_WAIT_MS));
+    const info = await Promise.race([this.#device.lost, wait]);
+    clearTimeout(timer);
+    if (info !== null) this.#lost ??= `${info.reason}: ${info.message}`;
+    if (this.#lost !== null) return lostMessage(this.#lost);
+    return `mapping ${bytes} bytes to read them back failed (${e.message})`;
   }
 
   /** Waits until all submitted work has finished (benchmarks). */

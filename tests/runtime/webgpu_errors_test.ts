@@ -2,11 +2,14 @@
  * WebGPU errors after a refused step: a kernel refused before submission (a dispatch over 65535 workgroups) or a
  * prepared run refused (copies of unequal sizes) leaves no error scope on the device's stack, so the next invalid
  * command is still reported by the next run. A shader that does not compile is reported with the compiler's
- * message under the name of the kernel that runs it, at every use, alone or beside other kernels.
+ * message under the name of the kernel that runs it, at every use, alone or beside other kernels. A lost device is
+ * named as such by the first read after the loss, and by every later run or read.
  */
-import { equal, match, rejects } from "node:assert/strict";
+import { deepEqual, equal, match, rejects } from "node:assert/strict";
 import { customKernel, getWebGPU, tensor } from "../../mod.ts";
+import { createWebGPUBackend } from "../../lib/runtime/webgpu.ts";
 import { debugLevel, setDebugLevel } from "../../lib/runtime/debug.ts";
+import { TestRng } from "../_helpers.ts";
 
 const be = await getWebGPU();
 
@@ -100,4 +103,26 @@ Deno.test("a shader that does not compile reports the compiler's message under t
   } finally {
     setDebugLevel(level);
   }
+});
+
+Deno.test("a lost device is named by the first read after the loss and by later runs, with its reason", async () => {
+  // A backend of its own: the shared one stays usable for the other tests.
+  const own = await createWebGPUBackend();
+  const rng = new TestRng(83);
+  const values = rng.normals(64);
+  const stored = own.upload("f32", values);
+  deepEqual(await own.read(stored, "f32", 64), values);
+  own.device.destroy();
+  // The map of the first read fails before the device's lost promise settles: it said "validation error occurred".
+  const lost =
+    /device lost \(destroyed: [^)]*\); its buffers are gone, so tensors on webgpu can no longer be/;
+  await rejects(own.read(stored, "f32", 64), (e: Error) => {
+    match(e.message, /^WebGPU error in kernel readback: /);
+    match(e.message, lost);
+    return true;
+  });
+  await rejects(own.read(stored, "f32", 64), lost);
+  const out = own.alloc("f32", 64);
+  await rejects(async () => await own.copy([[stored, out]]), lost);
+  equal(await tensor([1, 2], { device: "webgpu" }).mul(2).sum().item(), 6, "the shared device is untouched");
 });
