@@ -356,8 +356,11 @@ function bindingTypes(kernel: Kernel, vec4Inputs: ReadonlySet<string>): string[]
   ];
 }
 
+/** Workgroups one dispatch may launch along each dimension (WebGPU's default `maxComputeWorkgroupsPerDimension`). */
+const MAX_GROUPS_PER_DIM = 65535;
+
 /** Dispatch grid for `groups` workgroups: x up to the per-dimension limit, the rest in y. */
-export function grid(groups: number, maxPerDim = 65535): [number, number, number] {
+export function grid(groups: number, maxPerDim = MAX_GROUPS_PER_DIM): [number, number, number] {
   if (groups <= maxPerDim) return [Math.max(groups, 1), 1, 1];
   // Split evenly so that at most gy - 1 groups are launched in vain (not up to a whole row of 65,535).
   const gy = Math.ceil(groups / maxPerDim);
@@ -408,7 +411,8 @@ export function renderWGSL(
   kernel: Kernel,
   opts: { tile?: MatmulTile; vec4?: boolean; policy?: MatmulPolicy; shuffle?: ShuffleMode } = {},
 ): RenderedKernel {
-  if (kernel.matmul !== null) {
+  // The template runs one batch per workgroup row of z: a batch past the dispatch limit runs the generic form.
+  if (kernel.matmul !== null && (kernel.matmul.batch <= MAX_GROUPS_PER_DIM || kernel.body === null)) {
     const mm = kernel.matmul;
     const tile = opts.tile ?? (opts.policy ?? SOFTWARE_POLICY).choose(mm.m, mm.n, matmulDepth(mm));
     return renderMatmulKernel(kernel, mm, tile, opts.vec4 ?? true, opts.shuffle ?? "native");

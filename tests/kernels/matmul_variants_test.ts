@@ -56,6 +56,26 @@ for (const [m, k, n, batch] of [[70, 37, 65, 1], [33, 64, 40, 2], [64, 48, 64, 1
   });
 }
 
+Deno.test("a batch of more than 65535 products runs the generic kernel, within the dispatch limit, and equals float64", async () => {
+  // The template runs one product per workgroup along z: 70,000 of them were refused ("dispatch 1x1x70000 exceeds
+  // 65535 per dimension") where cpu and wasm computed them.
+  const rng = new TestRng(65536);
+  const batch = 65535 + rng.int(1, 5000);
+  for (const device of ["webgpu", "wasm", "cpu"] as const) {
+    const a = tensor(rng.normals(batch * 6), { shape: [batch, 2, 3], device }) as F;
+    const b = tensor(rng.normals(batch * 6), { shape: [batch, 3, 2], device }) as F;
+    await realize(a, b);
+    const out = a.matmul(b) as F;
+    if (device === "webgpu") {
+      const rendered = renderWGSL(lower(out.node, () => false).kernel);
+      ok(rendered.dispatch.every((d) => d <= 65535), `dispatch ${rendered.dispatch.join("x")}`);
+    }
+    const want = await reference(out);
+    // Three f32 products of normal values per element: rounding stays below 1e-5 of their magnitude.
+    assertClose(await out.data(), want, { rtol: 1e-5, atol: 1e-5, what: `${batch} products on ${device}` });
+  }
+});
+
 Deno.test("f16 storage with f32 accumulation: read as vec4<f16>, equal to the float64 product of the f16 values", async () => {
   const be = await getWebGPU();
   if (!be.hasF16) {
