@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { allocData, type AnyDataArray, type DType, toI32, toU32 } from "../dtype.ts";
+import { allocData, type AnyDataArray, type DType, DTYPE_INFO, toI32, toU32 } from "../dtype.ts";
 import type { Storage } from "../ir/node.ts";
 import { randUniform } from "../ir/rng.ts";
 import { powRef } from "../ir/reference.ts";
@@ -84,11 +84,23 @@ export class CpuBackend implements Backend {
   #sources = new WeakMap<Kernel, string>();
 
   alloc(d: DType, n: number): Storage {
-    return new CpuStorage(this, hostArray(d, n));
+    return new CpuStorage(this, hostArray(d, this.#checkSize(d, n)));
+  }
+
+  /** `n`, unless `n` elements of `d` exceed {@link maxBufferBytes}: then an error naming both. */
+  #checkSize(d: DType, n: number): number {
+    const bytes = n * DTYPE_INFO[d].bytes;
+    if (bytes > this.maxBufferBytes) {
+      throw new RangeError(
+        `Cannot allocate ${n} ${d} elements (${bytes} bytes): the cpu device's largest buffer is ` +
+          `${this.maxBufferBytes} bytes; split the tensor`,
+      );
+    }
+    return n;
   }
 
   upload(d: DType, data: AnyDataArray): Storage {
-    const arr = hostArray(d, data.length);
+    const arr = hostArray(d, this.#checkSize(d, data.length));
     arr.set(data);
     return new CpuStorage(this, arr);
   }

@@ -13,6 +13,7 @@ import {
   zeros,
 } from "../../mod.ts";
 import { runKernels } from "../../lib/tensor/custom.ts";
+import { CpuBackend } from "../../lib/runtime/cpu.ts";
 import { leafValues } from "../../lib/autodiff/gradcheck.ts";
 import { assertClose, reference, TestRng } from "../_helpers.ts";
 
@@ -188,6 +189,35 @@ Deno.test("DEBUG=4 prints the generated WGSL and DEBUG=1 the kernel times", asyn
   const werr = new TextDecoder().decode((await wasm.output()).stderr);
   match(werr, /wasm kernel reshape_sum_exp_scalar: \d+ bytes/);
   match(werr, /wasm reshape_sum_exp_scalar 1 items x1 [\d.]+ ms/);
+});
+
+Deno.test("the cpu device refuses a buffer larger than its largest, as wasm and webgpu do", async () => {
+  // It computed one: zeros([2^29 + 1024]).add(1) took 41 s and 4.1 GiB where its limit says 2 GiB.
+  class SmallCpu extends CpuBackend {
+    override readonly maxBufferBytes = 64;
+  }
+  const small = new SmallCpu();
+  for (const [d, fits] of [["f32", 16], ["i32", 16], ["f16", 32]] as const) {
+    small.alloc(d, fits).release();
+    throws(
+      () => small.alloc(d, fits + 1),
+      new RegExp(
+        `Cannot allocate ${fits + 1} ${d} elements \\(${
+          64 + 64 / fits
+        } bytes\\): the cpu device's largest buffer is 64`,
+      ),
+    );
+    throws(
+      () => small.upload(d, new Float32Array(fits + 1)),
+      /the cpu device's largest buffer is 64 bytes; split/,
+    );
+  }
+  const be = await getBackend("cpu");
+  const n = Math.floor(be.maxBufferBytes / 4) + 1024;
+  await rejects(
+    zeros([n], { device: "cpu" }).add(1).data(),
+    /result of Add with shape \[\d+\] f32: Cannot allocate \d+ f32 elements .* split the tensor/,
+  );
 });
 
 for (const device of ["webgpu", "wasm"] as const) {
