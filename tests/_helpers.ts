@@ -6,6 +6,7 @@ import type { Tensor } from "../mod.ts";
 import { evaluateReference } from "../lib/ir/reference.ts";
 import { leafValues } from "../lib/autodiff/gradcheck.ts";
 import { OptionsError } from "../lib/options.ts";
+import { debugLevel, setDebugLevel } from "../lib/runtime/debug.ts";
 
 /** Seed of this test process: TEST_SEED if set, else fresh. */
 export const TEST_SEED: number = (() => {
@@ -119,4 +120,20 @@ export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
     scale = Math.max(scale, Math.abs(b[i]));
   }
   return err / scale;
+}
+
+/** The first argument of every `console.error` call `run` makes at DEBUG level 1 (launches, solver sweeps). */
+export async function debugLines(run: () => Promise<unknown>): Promise<string[]> {
+  const level = debugLevel();
+  const log = console.error;
+  const lines: string[] = [];
+  console.error = (...args: unknown[]) => lines.push(String(args[0]));
+  setDebugLevel(1);
+  try {
+    await run();
+  } finally {
+    setDebugLevel(level);
+    console.error = log;
+  }
+  return lines;
 }

@@ -6,7 +6,7 @@ import { deepEqual, equal, ok, rejects } from "node:assert/strict";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
 import { cntloraInit, cntloraInitLayers, cntloraTarget, vasRanks } from "../../lib/init/cntlora.ts";
 import { INIT_METHODS, type InitLayer } from "../../lib/init/mod.ts";
-import { assertClose, TestRng } from "../_helpers.ts";
+import { assertClose, debugLines, TestRng } from "../_helpers.ts";
 import {
   at,
   colsOf,
@@ -25,7 +25,6 @@ import {
   transpose,
 } from "../linalg/_ref64.ts";
 import { assertBelow, flipLike, readMat } from "../linalg/_util.ts";
-import { debugLevel, setDebugLevel } from "../../lib/runtime/debug.ts";
 
 type F = Tensor<Shape, "f32">;
 
@@ -341,22 +340,8 @@ Deno.test("cntlora: layers that read one input decompose each of its batches onc
     weight: toTensor(f32(gaussian(rng, K, D, 0.5))),
     data: { activations: acts },
   }));
-  const sweeps = async (run: () => Promise<unknown>) => {
-    const level = debugLevel();
-    const log = console.error;
-    let n = 0;
-    console.error = (...args: unknown[]) => {
-      if (String(args[0]).startsWith("jacobi:")) n++;
-    };
-    setDebugLevel(1);
-    try {
-      await run();
-    } finally {
-      setDebugLevel(level);
-      console.error = log;
-    }
-    return n;
-  };
+  const sweeps = async (run: () => Promise<unknown>) =>
+    (await debugLines(run)).filter((l) => l.startsWith("jacobi:")).length;
   let shared = new Map<string, Awaited<ReturnType<typeof cntloraInit>>>();
   equal(
     await sweeps(async () => (shared = await cntloraInitLayers(layers, { rank: 2 }))),

@@ -5,7 +5,7 @@
 import { deepEqual, equal, ok, rejects } from "node:assert/strict";
 import { getBackend, tensor } from "../../mod.ts";
 import { qr, svd, svdLowRank } from "../../lib/linalg/mod.ts";
-import { TEST_SEED, TestRng } from "../_helpers.ts";
+import { debugLines, TEST_SEED, TestRng } from "../_helpers.ts";
 import {
   at,
   colsOf,
@@ -27,7 +27,6 @@ import {
 import { argmaxAbsCol, assertBelow, flipLike, readMat, readVec, relMaxDiff } from "./_util.ts";
 import { svdRows } from "../../lib/linalg/svd.ts";
 import { IncrementalPCA } from "../../lib/linalg/incremental_pca.ts";
-import { debugLevel, setDebugLevel } from "../../lib/runtime/debug.ts";
 
 type Device = "webgpu" | "wasm" | "cpu";
 
@@ -257,21 +256,7 @@ Deno.test("svd, qr and svdLowRank release their intermediates (live buffers stay
 
 /** The names of the wasm launches `run` makes (DEBUG 1 logs each one). */
 async function wasmLaunches(run: () => Promise<unknown>): Promise<string[]> {
-  const level = debugLevel();
-  const log = console.error;
-  const names: string[] = [];
-  console.error = (...args: unknown[]) => {
-    const m = /^wasm (\S+) /.exec(String(args[0]));
-    if (m !== null) names.push(m[1]);
-  };
-  setDebugLevel(1);
-  try {
-    await run();
-  } finally {
-    setDebugLevel(level);
-    console.error = log;
-  }
-  return names;
+  return (await debugLines(run)).flatMap((l) => /^wasm (\S+) /.exec(l)?.[1] ?? []);
 }
 
 Deno.test("svdRows without U: S and V bit for bit those of the full SVD, with fewer Q launches (tall and wide)", async () => {
