@@ -157,6 +157,16 @@ export function arange<D extends DType = "f32">(
   step = 1,
   opts: CreateOptions<D> = {},
 ): Tensor<[number], D> {
+  for (const [name, v] of [["start", start], ["stop", stop], ["step", step]] as const) {
+    if (v !== undefined && typeof v !== "number") {
+      throw new TypeError(
+        `arange: ${name} must be a number, got ${
+          typeof v === "object" ? "an object" : typeof v
+        }; options go ` +
+          `after step: arange(0, n, 1, { device })`,
+      );
+    }
+  }
   checkOptions("arange", CREATE_OPTIONS, opts);
   const [lo, hi] = stop === undefined ? [0, start] : [start, stop];
   if (step === 0 || !Number.isFinite(step)) {

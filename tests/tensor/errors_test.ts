@@ -50,6 +50,16 @@ Deno.test("shape errors name the op and the shapes", () => {
   throws(() => zeros([2, -1]), /invalid shape \[2, -1\]/);
   throws(() => zeros([NaN, 3]), /invalid shape \[NaN, 3\]/); // not JSON's [null,3]
   throws(() => arange(0, 5, 0), /step must be finite and non-zero/);
+  // Options given where a number goes (arange(n, { device })) are named, not read as a stop of "[object Object]".
+  const n = new TestRng(52).int(2, 100);
+  throws(
+    () => arange(n, { dtype: "i32" } as unknown as number),
+    /arange: stop must be a number, got an object; options go after step/,
+  );
+  throws(
+    () => arange(0, n, { dtype: "i32" } as unknown as number),
+    /arange: step must be a number, got an object/,
+  );
 });
 
 Deno.test("dtype errors name the op and the dtypes", () => {
