@@ -84,6 +84,13 @@ export function crossEntropy(
       `crossEntropy: weights must be f32, got ${opts.weights.dtype} (a mask of 0/1 as weights: mask.cast("f32"))`,
     );
   }
+  for (const [name, t] of [["targets", targets], ["weights", opts.weights]] as const) {
+    if (t !== undefined && t.device !== logits.device) {
+      throw new Error(
+        `crossEntropy: ${name} are on ${t.device} and logits on ${logits.device}: move one with await t.to(device)`,
+      );
+    }
+  }
   const ignore = opts.ignoreIndex ?? -100;
   // Targets still on the host are checked: past the classes, a one-hot is all zeros and the loss silently wrong.
   checkHostValues(targets, {

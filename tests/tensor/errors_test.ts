@@ -123,6 +123,16 @@ Deno.test("tensors on different devices cannot be combined", () => {
   const a = ones([2], { device: "cpu" });
   const b = tensor([1, 2], { device: "webgpu" });
   throws(() => a.add(b), /Cannot combine tensors on devices cpu and webgpu/);
+  // A loss names itself and what is where, not the op deep inside it that first meets the two devices.
+  const logits = ones([3, 4], { device: "cpu" });
+  const targets = tensor([0, 1, 2], { dtype: "i32", device: "wasm" });
+  throws(() => crossEntropy(logits, targets), /crossEntropy: targets are on wasm and logits on cpu/);
+  const weights = ones([3], { device: "wasm" });
+  const here = tensor([0, 1, 2], { dtype: "i32", device: "cpu" });
+  throws(
+    () => crossEntropy(logits, here, { weights }),
+    /crossEntropy: weights are on wasm and logits on cpu/,
+  );
 });
 
 Deno.test("using a disposed tensor throws instead of reading freed memory", async () => {
