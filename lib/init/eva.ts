@@ -97,6 +97,8 @@ interface Hook {
   comps: Float32Array | null;
   ratios: number[];
   singular: number[];
+  /** Whether the inputs so far vary less than float32 rounding of their mean can account for (see below). */
+  flat: boolean;
   fits: number;
   skipped: number;
 }
@@ -253,6 +255,7 @@ async function evaCore(
       comps: null,
       ratios: [],
       singular: [],
+      flat: false,
       fits: 0,
       skipped: 0,
     });
@@ -296,6 +299,7 @@ async function evaCore(
         h.pca.components.reshape([-1]),
         h.pca.explainedVarianceRatio,
         h.pca.singularValues,
+        h.pca.mean,
       ]);
       const host = (await concat(parts, 0).data()) as Float32Array;
       let off = 0;
@@ -307,6 +311,14 @@ async function evaCore(
         off += h.nComp;
         h.singular = Array.from(host.subarray(off, off + h.nComp));
         off += h.nComp;
+        // Inputs that are one vector repeated centre to 0, or to float32 rounding of their mean (a relative 2⁻²⁴
+        // per element), which has no principal directions either: the largest singular value must stand above
+        // 2⁻¹⁸ of the inputs' norm (√(n·‖mean‖² + Σσ²)). NaN ratios (0/0) count as flat too.
+        const mean = host.subarray(off, off + h.dIn);
+        off += h.dIn;
+        const energy = h.pca.nSamplesSeen * mean.reduce((a, v) => a + v * v, 0) +
+          h.singular.reduce((a, v) => a + v * v, 0);
+        h.flat = !(h.singular[0] ** 2 > 2 ** -36 * energy) || h.ratios.some((v) => Number.isNaN(v));
         if (h.comps !== null) h.converged = rowCosines(comps, h.comps, h.nComp, h.dIn).map((s) => s >= tau);
         h.comps = comps;
       }
@@ -315,9 +327,9 @@ async function evaCore(
     rankDist = redistribute(order, hookOfLayer, followers, budget);
   }
 
-  // Centred inputs that are all zero (one input repeated) have no principal directions: the ratios are 0/0.
+  // Inputs that are one vector repeated have no principal directions (see `flat` above).
   for (const h of hooks.values()) {
-    if (h.ratios.some((v) => Number.isNaN(v))) {
+    if (h.flat) {
       throw new RangeError(
         `eva: layer "${h.name}" has activations without variance: every token of its ${h.fits} fitted ` +
           `batch(es) of [${

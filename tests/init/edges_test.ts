@@ -58,11 +58,15 @@ Deno.test("attachLora names the layer whose initialisation fails", async () => {
 
 Deno.test("EVA refuses a layer whose activations have no variance, naming it", async () => {
   const rng = new TestRng(902);
-  const row = rng.normals(16);
+  // A repeated row of random floats centres to float32 rounding of its mean, not always to 0: several rows.
+  const rows = Array.from({ length: 4 }, () => rng.normals(16));
   const cases: [string, Float32Array][] = [
     ["constant", new Float32Array(40 * 16).fill(rng.normal())],
     ["zero", new Float32Array(40 * 16)],
-    ["one row repeated", Float32Array.from({ length: 40 * 16 }, (_, i) => row[i % 16])],
+    ...rows.map((row, k): [string, Float32Array] => [
+      `row ${k} repeated`,
+      Float32Array.from({ length: 40 * 16 }, (_, i) => row[i % 16]),
+    ]),
   ];
   for (const [what, values] of cases) {
     const data = {
