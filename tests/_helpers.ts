@@ -137,3 +137,27 @@ export async function debugLines(run: () => Promise<unknown>): Promise<string[]>
   }
   return lines;
 }
+
+/**
+ * Starts `deno eval` of the TypeScript `script` and reads its stdout until it holds `marker`; throws `ended` when the
+ * process ends first. Returns the process, what it printed, and `stop()`, which ends the reading of its stdout.
+ */
+export async function evalUntil(
+  script: string,
+  marker: string,
+  ended: string,
+): Promise<{ child: Deno.ChildProcess; printed: string; stop: () => Promise<void> }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=ts", script],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let printed = "";
+  while (!printed.includes(marker)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(ended);
+    printed += value;
+  }
+  return { child, printed, stop: () => reader.cancel() };
+}

@@ -8,7 +8,7 @@
 import { deepEqual, equal, ok, rejects } from "node:assert/strict";
 import { cachedEntry, cachedPretrained, cacheKey, cacheWorkDir } from "../../lab/cache.ts";
 import { loadCheckpoint } from "../../mod.ts";
-import { TestRng } from "../_helpers.ts";
+import { evalUntil, TestRng } from "../_helpers.ts";
 
 Deno.test("cachedEntry builds a long-named entry once (its temporary folder stays within 255 bytes) and reloads it", async () => {
   const rng = new TestRng(91);
@@ -163,22 +163,11 @@ await Deno.rename(${JSON.stringify(`${root}/${key}.tmp-${Deno.pid}-0a`)}, ${
   });
 await Deno.remove(${JSON.stringify(work)}, { recursive: true });
 lock.release();`;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--ext=ts", script],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let printed = "";
-  while (!printed.includes("locked")) {
-    const { value, done } = await reader.read();
-    ok(!done, "the other process ended before taking the lock");
-    printed += value;
-  }
+  const { child, stop } = await evalUntil(script, "locked", "the other process ended before taking the lock");
   let builds = 0;
   const entry = await cachedEntry(textEntry(root, key, () => (builds++, Promise.resolve("ours"))));
   equal((await child.status).code, 0);
-  await reader.cancel();
+  await stop();
   deepEqual([entry.value, entry.cached, builds], ["theirs", true, 0]);
   ok(!await exists(work), "a working directory was left");
   await Deno.remove(root, { recursive: true });

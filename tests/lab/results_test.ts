@@ -4,7 +4,7 @@ import { readJsonl } from "../../lib/io/json.ts";
 import { configDifferences, gitInfo, ResultsDir, runTimestamp } from "../../lab/results.ts";
 import { mdTable, meanStd, summarizeMetric } from "../../lab/report.ts";
 import { parseMethod } from "../../lab/methods.ts";
-import { TestRng } from "../_helpers.ts";
+import { evalUntil, TestRng } from "../_helpers.ts";
 
 /** A uniform generator for test `seed` (mixed with TEST_SEED, so every run draws fresh values). */
 function rng(seed: number): () => number {
@@ -277,23 +277,16 @@ for (;;) {
   run.writeJson("progress.json", { seconds: (performance.now() - start) / 1000 });
   await new Promise((resolve) => setTimeout(resolve, 50));
 }`;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--ext=ts", script],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let printed = "";
-  while (!printed.includes("\n")) {
-    const { value, done } = await reader.read();
-    assert.ok(!done, "the first process ended before printing its directory");
-    printed += value;
-  }
+  const { child, printed, stop } = await evalUntil(
+    script,
+    "\n",
+    "the first process ended before printing its directory",
+  );
   const path = printed.trim();
   await new Promise((resolve) => setTimeout(resolve, 700));
   child.kill("SIGKILL");
   await child.status;
-  await reader.cancel();
+  await stop();
   const first = JSON.parse(Deno.readTextFileSync(`${path}/progress.json`)).seconds;
   assert.ok(first >= 0.5, `the first process worked ${first} s`);
   const created = JSON.parse(Deno.readTextFileSync(`${path}/experiment.json`)).createdAt;
