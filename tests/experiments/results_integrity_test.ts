@@ -12,10 +12,11 @@
  *   saying what to pass;
  * - item 10: a reused run file with a `null` loss or nothing in it names the file and how to have it rerun;
  * - item 11: temporary files of interrupted writes are removed on resume; errors are one line, no stack trace;
- * - the report's init share column is what its header says, and runs under one label are refused.
+ * - the report's init share column is what its header says, and runs under one label are refused;
+ * - a run's own `config.yaml` given back as `--config` repeats the run, and is refused from another set-up.
  */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
-import { parseYaml } from "../../lab/deps.ts";
+import { parseYaml, stringifyYaml } from "../../lab/deps.ts";
 import { serializeTokenizer } from "../../lib/io/tokenizer.ts";
 import { LM_SETUP_REVISION } from "../../lab/lm.ts";
 
@@ -394,4 +395,50 @@ Deno.test("a --method named like a run the experiment derives is refused before 
   );
   deepEqual([...Deno.readDirSync(cwd)], [], "nothing was written");
   await Deno.remove(cwd, { recursive: true });
+});
+
+/** The per-run losses of a results directory, by run file. */
+function runLosses(dir: string): Record<string, number[]> {
+  const out: Record<string, number[]> = {};
+  for (const e of Deno.readDirSync(`${dir}/runs`)) {
+    if (e.name.endsWith(".json")) {
+      out[e.name] = JSON.parse(Deno.readTextFileSync(`${dir}/runs/${e.name}`)).losses;
+    }
+  }
+  return out;
+}
+
+// A run's own config.yaml given back as --config repeats the run: the keys it records beside its settings (the
+// adapter, the set-up revision, what keys resolved to) are not unknown settings; another set-up revision is refused.
+Deno.test("exp:eva repeats a run from its config.yaml given as --config, and refuses one of another set-up", async () => {
+  const cwd = await Deno.makeTempDir();
+  try {
+    const first = await eva(cwd, ARGS);
+    equal(first.code, 0, first.stderr.slice(-2000));
+    const dir = `${cwd}/${/exp:eva → (\S+)/.exec(first.stdout)![1]}`;
+    const recorded = parseYaml(Deno.readTextFileSync(`${dir}/config.yaml`)) as Record<string, unknown>;
+    equal(typeof recorded.adapter, "string", "the record holds the adapter");
+    equal(typeof recorded.setupRevision, "number", "the record holds the set-up revision");
+
+    const again = await eva(cwd, ["--config", `${dir}/config.yaml`]);
+    equal(again.code, 0, again.stderr.slice(-2000));
+    const dir2 = `${cwd}/${/exp:eva → (\S+)/.exec(again.stdout)![1]}`;
+    const l1 = runLosses(dir);
+    equal(Object.keys(l1).length, 2);
+    deepEqual(runLosses(dir2), l1, "the same settings on the same device give the same losses");
+
+    const other = `${cwd}/other.yaml`;
+    Deno.writeTextFileSync(
+      other,
+      stringifyYaml({ ...recorded, setupRevision: Number(recorded.setupRevision) + 1 }),
+    );
+    const refused = await eva(cwd, ["--config", other]);
+    equal(refused.code, 2, refused.stdout);
+    match(
+      refused.stderr,
+      /other\.yaml" was recorded by set-up revision \d+ of exp:eva .* remove setupRevision/,
+    );
+  } finally {
+    await Deno.remove(cwd, { recursive: true });
+  }
 });
