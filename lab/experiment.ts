@@ -228,14 +228,16 @@ function recordMismatch(
 ): string | null {
   for (const key of ["setupRevision", "resolved"]) {
     const g = given.get(key);
-    if (g === undefined || JSON.stringify(g.value) === JSON.stringify(record[key])) continue;
+    // Compared as --resume compares a run's record (canonical JSON, key by key).
+    const d = g === undefined ? undefined : configDifferences({ [key]: g.value }, { [key]: record[key] })[0];
+    if (g === undefined || d === undefined) continue;
     const what = key === "setupRevision"
       ? `was recorded by set-up revision ${
         valueText(g.value)
       } of exp:${task} (its data or calibration batches), ` +
         `which is now ${valueText(record[key])}: this run would not repeat it`
-      : `records that its keys resolved to ${valueText(g.value)}, and here they resolve to ${
-        valueText(record[key])
+      : `records that ${d.key} resolved to ${valueText(d.stored)}, and here it resolves to ${
+        valueText(d.current)
       }: this run would not repeat it`;
     return `config file "${g.file}" ${what}; remove ${key} from the file to run these settings anyway`;
   }
