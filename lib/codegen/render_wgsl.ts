@@ -357,7 +357,7 @@ function bindingTypes(kernel: Kernel, vec4Inputs: ReadonlySet<string>): string[]
 }
 
 /** Workgroups one dispatch may launch along each dimension (WebGPU's default `maxComputeWorkgroupsPerDimension`). */
-const MAX_GROUPS_PER_DIM = 65535;
+export const MAX_GROUPS_PER_DIM = 65535;
 
 /** Dispatch grid for `groups` workgroups: x up to the per-dimension limit, the rest in y. */
 export function grid(groups: number, maxPerDim = MAX_GROUPS_PER_DIM): [number, number, number] {

@@ -11,7 +11,7 @@
  */
 import { type AnyDataArray, type DType, DTYPE_INFO } from "../dtype.ts";
 import type { Storage } from "../ir/node.ts";
-import { paramVec4s, type RenderedKernel, renderWGSL } from "../codegen/render_wgsl.ts";
+import { MAX_GROUPS_PER_DIM, paramVec4s, type RenderedKernel, renderWGSL } from "../codegen/render_wgsl.ts";
 import type { Kernel } from "../codegen/kexpr.ts";
 import { LruCache } from "../codegen/lru.ts";
 import { type MatmulPolicy, matmulPolicyFor } from "../codegen/matmul_policy.ts";
@@ -456,8 +456,10 @@ export class WebGPUBackend implements Backend {
     const withParams = offset >= 0;
     const layout = raw ? null : this.#layout(s.inputs.length, withParams);
     const pipeline = this.#pipeline(r.source, name, layout);
-    if (r.dispatch.some((d) => d > 65535)) {
-      throw new RangeError(`kernel ${name}: dispatch ${r.dispatch.join("x")} exceeds 65535 per dimension`);
+    if (r.dispatch.some((d) => d > MAX_GROUPS_PER_DIM)) {
+      throw new RangeError(
+        `kernel ${name}: dispatch ${r.dispatch.join("x")} exceeds ${MAX_GROUPS_PER_DIM} per dimension`,
+      );
     }
     const buffers = raw ? s.buffers : [s.output, ...s.inputs];
     const entries: GPUBindGroupEntry[] = buffers.map((b, i) => ({ binding: i, resource: bufferBinding(b) }));
