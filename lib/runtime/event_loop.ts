@@ -18,16 +18,21 @@
  */
 
 /**
- * Milliseconds of work between two turns of the event loop. A turn costs about 2 ms (the timers' granularity; a
- * message through a `MessageChannel` is cheaper but is delivered without a real turn, so finalizers do not run),
- * so this keeps the cost near 2%.
+ * Milliseconds of work between two turns of the event loop. A turn through `setImmediate` costs about 0.1 ms (one
+ * through `setTimeout(…, 0)` about 2 ms, the timers' granularity; a message through a `MessageChannel` is
+ * delivered without a real turn, so finalizers do not run), so this keeps the cost well under 1%.
  */
 export const YIELD_INTERVAL_MS = 100;
 
 let lastTurn = performance.now();
 
-/** One turn of the event loop. */
+/**
+ * One turn of the event loop: `setImmediate` (Deno, Node) runs its callback after the loop's pending work, the
+ * finalizers' cleanup included; where it is missing (browsers), a zero timer.
+ */
 function nextTurn(): Promise<void> {
+  const g = globalThis as { setImmediate?: (f: () => void) => unknown };
+  if (typeof g.setImmediate === "function") return new Promise((resolve) => g.setImmediate!(resolve));
   return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
