@@ -664,6 +664,13 @@ function defaultThreads(): number {
             `TESSERA_THREADS must be a decimal integer in [1, ${MAX_THREADS}], got ${JSON.stringify(v)}`,
           );
         }
+        const cores = navigator.hardwareConcurrency;
+        if (cores !== undefined && n > cores) {
+          console.warn(
+            `TESSERA_THREADS=${n} is more than this machine's ${cores} hardware threads: the wasm device's ` +
+              `threads take turns on them (the results are the same, the device slower; ${cores} or fewer runs best)`,
+          );
+        }
         return n;
       }
     }

@@ -4,7 +4,7 @@
  * reads as that worker's message, never an earlier job's, and a thread count out of range names its variable.
  * The interleavings are forced: the calling thread's chunk waits until a worker has started one.
  */
-import { deepEqual, equal, match, rejects, throws } from "node:assert/strict";
+import { deepEqual, equal, match, ok, rejects, throws } from "node:assert/strict";
 import { ThreadPool } from "../../lib/runtime/wasm_pool.ts";
 import { createWasmBackend, type WasmBackendOptions } from "../../lib/runtime/wasm.ts";
 import { TestRng } from "../_helpers.ts";
@@ -177,6 +177,38 @@ Deno.test("wasm backend: TESSERA_THREADS takes decimal digits only, naming the v
       }
     }
   } finally {
+    if (before === undefined) Deno.env.delete("TESSERA_THREADS");
+    else Deno.env.set("TESSERA_THREADS", before);
+  }
+});
+
+Deno.test("wasm backend: TESSERA_THREADS above the hardware threads warns with both numbers", () => {
+  const cores = navigator.hardwareConcurrency;
+  const before = Deno.env.get("TESSERA_THREADS");
+  const warn = console.warn;
+  const warned: string[] = [];
+  console.warn = (...a: unknown[]) => warned.push(a.join(" "));
+  try {
+    for (const n of [cores, Math.min(cores + 1 + new TestRng(91).int(0, 3), 256)]) {
+      warned.length = 0;
+      Deno.env.set("TESSERA_THREADS", String(n));
+      const be = createWasmBackend();
+      be.close();
+      if (n <= cores) deepEqual(warned, [], `TESSERA_THREADS=${n} on ${cores} hardware threads`);
+      else {
+        equal(
+          warned.length,
+          1,
+          `TESSERA_THREADS=${n} on ${cores} hardware threads: ${JSON.stringify(warned)}`,
+        );
+        ok(
+          warned[0].includes(`TESSERA_THREADS=${n}`) && warned[0].includes(`${cores} hardware threads`),
+          warned[0],
+        );
+      }
+    }
+  } finally {
+    console.warn = warn;
     if (before === undefined) Deno.env.delete("TESSERA_THREADS");
     else Deno.env.set("TESSERA_THREADS", before);
   }
