@@ -1,7 +1,7 @@
 /**
  * Generate text with a Llama model (llama2.c `.bin` or Hugging Face directory) and its tokenizer.
  *
- *   deno run -A cli/generate.ts --model M [--tokenizer T] [--prompt P] [--steps N] [--temperature 0]
+ *   deno task generate --model M [--tokenizer T] [--prompt P] [--steps N] [--temperature 0]
  *     [--top-p 0.9] [--seed S] [--no-stop] [--device auto|webgpu|wasm|cpu]
  *
  * The tokenizer is a Hugging Face `tokenizer.json` (or a directory holding one) or a llama2.c `.bin`; without
@@ -49,7 +49,7 @@ const Config = z.object({
   ),
 });
 
-const NAME = "cli/generate.ts";
+const NAME = "deno task generate";
 const DESCRIPTION = "Continue a prompt with a Llama model and print the text.";
 
 /** What {@link runGenerate} returns. */

@@ -1,7 +1,7 @@
 /**
  * Perplexity of a Llama model (llama2.c `.bin` or Hugging Face directory) on a text file.
  *
- *   deno run -A cli/ppl.ts --model M [--tokenizer T] --text FILE [--max-tokens N] [--batch-size B]
+ *   deno task ppl --model M [--tokenizer T] --text FILE [--max-tokens N] [--batch-size B]
  *     [--device auto|webgpu|wasm|cpu]
  *
  * The tokenizer is a Hugging Face `tokenizer.json` (or a directory holding one) or a llama2.c `.bin`; without
@@ -40,7 +40,7 @@ const Config = z.object({
   ),
 });
 
-const NAME = "cli/ppl.ts";
+const NAME = "deno task ppl";
 const DESCRIPTION =
   "Token-level perplexity of a Llama model on a text file (non-overlapping windows, each after BOS or the token before it).";
 const IGNORE = -100;

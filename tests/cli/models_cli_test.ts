@@ -73,6 +73,9 @@ Deno.test("generate/ppl commands: --help, unknown keys and missing files", async
   }
   const pplHelp = await cli("ppl.ts", ["--help"]);
   equal(pplHelp.code, 0);
+  // The usage line names the task README gives, as `deno task init --help` does.
+  match(help.stdout, /^Usage: deno task generate \[--config/);
+  match(pplHelp.stdout, /^Usage: deno task ppl \[--config/);
   for (const flag of ["--model", "--tokenizer", "--text", "--max-tokens"]) {
     ok(pplHelp.stdout.includes(flag), flag);
   }
