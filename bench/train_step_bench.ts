@@ -1,9 +1,9 @@
 /**
  * Training-step benchmark: time per step, tokens (or examples) per second, kernels per step and the host's share of
  * the Trainer on an MLP and on small Llama-style transformer LMs (RoPE + GQA attention, RMSNorm, SwiGLU), with
- * AdamW, global-norm clipping and one metrics readback per `readEvery` steps, as a real run does.
+ * AdamW, global-norm clipping and one metrics readback per `--read-every` steps, as a real run does.
  *
- *   deno run -A bench/train_step_bench.ts [--steps 20] [--readEvery 10] [--device webgpu]   one table
+ *   deno run -A bench/train_step_bench.ts [--steps 20] [--read-every 10] [--device webgpu]   one table
  *   deno run -A bench/train_step_bench.ts --vs /tmp/main-ref [--rounds 3] [--device wasm]   beside a checkout
  *   deno run -A bench/train_step_bench.ts --devices webgpu,wasm [--rounds 3]  side by side on two devices
  *   deno bench -A bench/train_step_bench.ts                                  one step per iteration
@@ -475,7 +475,7 @@ async function child(
     String(steps),
     "--warmup",
     String(warmup),
-    "--readEvery",
+    "--read-every",
     String(readEvery),
     "--device",
     device,
@@ -491,7 +491,7 @@ async function child(
 
 /** The usage lines of the module comment. */
 const USAGE =
-  `deno run -A bench/train_step_bench.ts [--steps 20] [--warmup 5] [--readEvery 10] [--device webgpu]
+  `deno run -A bench/train_step_bench.ts [--steps 20] [--warmup 5] [--read-every 10] [--device webgpu]
   [--cases 0,1,...] | --vs DIR [--rounds 3] [--device wasm] | --devices A,B [--rounds 3]`;
 
 /**
@@ -503,7 +503,7 @@ function parseCli() {
   const v = parseFlags("train_step_bench", Deno.args, {
     steps: { type: "int", default: 20 },
     warmup: { type: "int", default: 5 },
-    readEvery: { type: "int", default: 10 },
+    "read-every": { type: "int", default: 10 },
     vs: { type: "string" },
     rounds: { type: "int" },
     cases: { type: "list", choices: cases.map((_, i) => String(i)) },
@@ -529,6 +529,7 @@ function parseCli() {
     ...v,
     device: v.device ?? "webgpu",
     rounds: v.rounds ?? 3,
+    readEvery: v["read-every"],
     picked: (v.cases ?? cases.map((_, i) => String(i))).map(Number),
   };
 }

@@ -23,6 +23,8 @@ Deno.test("a misspelt flag or a bad value is refused in one line, exit code 2, b
   const cases: [string, string[], RegExp][] = [
     ["train_step_bench", ["--case", "3"], /--case is read only with --child \(--cases picks the cases\)/],
     ["train_step_bench", ["--step", "40"], /'--step'.*\[--steps N\]/],
+    // Its flags are kebab-case like every other benchmark's.
+    ["train_step_bench", ["--readEvery", "5"], /'--readEvery'.*\[--read-every N\]/],
     ["matmul_bench", ["--reps", "0.3"], /--reps must be an integer >= 1, got "0\.3".*\[--reps N\]/],
     ["real_bench", ["--device", "wbgpu"], /--device must be one of webgpu, wasm, cpu, got "wbgpu"/],
   ];
