@@ -19,9 +19,9 @@ const BUDGETS: Record<string, number> = {
   bench: 4_300,
   kernels: 2_450,
   cli: 850,
-  tools: 1_620,
+  tools: 1_800,
   examples: 120,
-  tests: 29_100,
+  tests: 29_300,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */

@@ -1,0 +1,154 @@
+"""Golden LoRA fine-tuning trajectories from transformers + PEFT + torch, for tessera's Trainer.
+
+Run from the repository root (after tools/hf_fixtures.py, whose tiny checkpoints are the bases; install the tools as
+that script says):
+
+    .venv-tools/bin/python tools/trajectory_fixtures.py     # rewrites tests/fixtures/trajectories/
+
+The output is the same bytes on every run (seeded generators, one thread, deterministic kernels).
+
+For each case it attaches a PEFT LoRA (rank 4, lora_dropout 0) to a base of tests/fixtures/models, moves A and B off
+their initialisation by seeded noise (B non-zero, so the gradients reach A), saves that adapter with PEFT
+(tests/fixtures/trajectories/<case>/adapter_config.json and adapter_model.safetensors: the start tessera loads), then
+runs K = 8 steps of torch.optim.AdamW over the adapter with a warm-up + decay schedule and global-norm clipping on 8
+fixed batches whose labels hold -100 at some positions, calling the model as transformers' Trainer does
+(model(input_ids, labels=labels): the labels are shifted inside, and the loss is the mean over kept positions).
+expected.safetensors holds:
+  - "input_ids", "labels": I32 [K, batch, T], the batch of each step;
+  - "loss", "grad_norm": F32 [K], each step's loss and the global gradient norm before clipping (clip_grad_norm_'s
+    return value);
+  - "lr": F64 [K], the learning rate each step used (of the first group: A's with LoRA+), "lr_b" that of B (the same
+    without LoRA+), and "hf_lr": F64 [K], the one transformers' get_*_schedule_with_warmup gives the same step (see
+    below);
+  - "final.<key>": the adapter's tensors after step K, keyed as in adapter_model.safetensors;
+and its metadata "options" (JSON) the run's settings.
+
+The schedule: transformers' LambdaLR is stepped after each optimiser step, so step k (1-based) uses the factor
+f(k - 1) of get_*_schedule_with_warmup, which is 0 at the first step. tessera's schedules (lib/nn/optim/schedule.ts)
+give step k the factor f(k) by design ("the first step is not wasted at zero"). The trajectory follows tessera's
+convention (a LambdaLR of f(k)), so that the rest of the update can be compared; "hf_lr" records transformers'
+rates so the test can state the one-step offset.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import peft
+import torch
+import transformers
+from peft import LoraConfig, get_peft_model
+from peft.optimizers import create_loraplus_optimizer
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "fixtures" / "trajectories"
+STEPS, BATCH, T = 8, 2, 12
+
+CASES = {
+    # q_proj's rows are in the rotary layout tessera permutes; alpha / r = 2; cosine decay after 2 warm-up steps.
+    "llama": dict(base="llama", seed=1, targets=["q_proj", "v_proj"], alpha=8, rslora=False, schedule="cosine",
+                  warmup=2, lr=2e-2, betas=(0.9, 0.95), eps=1e-6, weight_decay=0.1, clip=1.7),
+    # Qwen3's k_proj (with its q/k RMSNorm) and an MLP projection, rsLoRA (alpha / sqrt(r) = 3); linear decay after
+    # 3 warm-up steps.
+    "qwen3": dict(base="qwen3", seed=2, targets=["k_proj", "down_proj"], alpha=6, rslora=True, schedule="linear",
+                  warmup=3, lr=3e-2, betas=(0.8, 0.99), eps=1e-5, weight_decay=0.05, clip=2.0),
+    # DoRA on Qwen2 (q/k/v biases) with PEFT's LoRA+ optimiser: B and the magnitudes at 4 x lr, weight decay on both
+    # groups; cosine decay to 0 with no warm-up.
+    "qwen2_dora_loraplus": dict(base="qwen2", seed=3, targets=["q_proj", "v_proj"], alpha=8, rslora=False, dora=True,
+                                loraplus_ratio=4.0, schedule="cosine", warmup=0, lr=1e-2, betas=(0.9, 0.999),
+                                eps=1e-8, weight_decay=0.02, clip=1.5),
+}
+
+
+def batches(seed: int, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """K batches of random ids; labels are the ids with -100 on a prompt (row 0) and on padding (row 1)."""
+    g = torch.Generator().manual_seed(1000 + seed)
+    ids = torch.randint(0, vocab, (STEPS, BATCH, T), generator=g)
+    labels = ids.clone()
+    for k in range(STEPS):
+        labels[k, 0, : 2 + k % 3] = -100
+        labels[k, 1, T - 1 - k % 4 :] = -100
+    return ids, labels
+
+
+def write_case(name: str, c: dict) -> dict:
+    torch.manual_seed(c["seed"])
+    # A relative path, so that adapter_config.json's base_model_name_or_path does not depend on the checkout.
+    base = AutoModelForCausalLM.from_pretrained(f"tests/fixtures/models/{c['base']}", dtype=torch.float32)
+    config = LoraConfig(r=4, lora_alpha=c["alpha"], lora_dropout=0.0, target_modules=c["targets"],
+                        use_rslora=c["rslora"], use_dora=c.get("dora", False))
+    model = get_peft_model(base, config)
+    params = [p for n, p in model.named_parameters() if p.requires_grad]
+    g = torch.Generator().manual_seed(c["seed"])
+    with torch.no_grad():
+        for p in params:  # A moves off its init, B becomes non-zero, as after some training
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    out = OUT / name
+    if out.exists():
+        shutil.rmtree(out)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        out.mkdir(parents=True)
+        shutil.copy(Path(tmp) / "adapter_model.safetensors", out)
+        # target_modules is a set inside PEFT, saved in the order of Python's string hashing, which changes from run
+        # to run: it is written sorted, in PEFT's own format (sorted keys, indent 2).
+        saved = json.loads((Path(tmp) / "adapter_config.json").read_text())
+        saved["target_modules"] = sorted(saved["target_modules"])
+        (out / "adapter_config.json").write_text(json.dumps(saved, indent=2, sort_keys=True))
+    keys = list(load_file(out / "adapter_model.safetensors"))
+
+    make = {"cosine": transformers.get_cosine_schedule_with_warmup,
+            "linear": transformers.get_linear_schedule_with_warmup}[c["schedule"]]
+    factor = make(torch.optim.SGD([torch.zeros(1)], lr=1.0), c["warmup"], STEPS).lr_lambdas[0]
+    adam = dict(lr=c["lr"], betas=c["betas"], eps=c["eps"])
+    if "loraplus_ratio" in c:
+        opt = create_loraplus_optimizer(model, torch.optim.AdamW, loraplus_lr_ratio=c["loraplus_ratio"],
+                                        loraplus_weight_decay=c["weight_decay"], **adam)
+    else:
+        opt = torch.optim.AdamW(params, weight_decay=c["weight_decay"], **adam)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: factor(s + 1))
+    ids, labels = batches(c["seed"], base.config.vocab_size)
+    losses, norms, lrs, lrs_b = [], [], [], []
+    model.train()
+    for k in range(STEPS):
+        loss = model(input_ids=ids[k], labels=labels[k]).loss
+        loss.backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(params, c["clip"])))
+        losses.append(loss.item())
+        lrs.append(opt.param_groups[0]["lr"])
+        lrs_b.append(opt.param_groups[-1]["lr"])  # LoRA+'s B group (the same group without LoRA+)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+    state = peft.get_peft_model_state_dict(model)
+    tensors = {
+        "input_ids": ids.to(torch.int32).contiguous(),
+        "labels": labels.to(torch.int32).contiguous(),
+        "loss": torch.tensor(losses, dtype=torch.float32),
+        "grad_norm": torch.tensor(norms, dtype=torch.float32),
+        "lr": torch.tensor(lrs, dtype=torch.float64),
+        "lr_b": torch.tensor(lrs_b, dtype=torch.float64),
+        "hf_lr": torch.tensor([c["lr"] * factor(k) for k in range(STEPS)], dtype=torch.float64),
+    }
+    tensors |= {f"final.{k}": state[k].detach().float().contiguous() for k in keys}
+    options = {k: v for k, v in c.items() if k != "seed"} | {"steps": STEPS, "rank": 4}
+    versions = {"torch": torch.__version__.split("+")[0], "transformers": transformers.__version__,
+                "peft": peft.__version__}
+    save_file(tensors, out / "expected.safetensors", metadata={"options": json.dumps(options | versions)})
+    return {"loss": [round(x, 4) for x in losses], "grad_norm": [round(x, 4) for x in norms]}
+
+
+def main() -> None:
+    os.chdir(ROOT)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    for name, c in CASES.items():
+        print(name, write_case(name, c))
+
+
+if __name__ == "__main__":
+    main()
