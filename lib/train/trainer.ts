@@ -71,7 +71,8 @@ export interface LossOutput {
 
 /**
  * One recorded step: `step` (1-based), `loss`, `grad_norm` (global, before clipping), `grad_norm/<group>` per
- * optimiser group, `lr` (of the first group) and `lr/<group>` when there are several groups, `norm/<name>` per
+ * optimiser group, `lr` (the default group's rate, or the first group's where every parameter is in a named
+ * group) and `lr/<group>` when there are several groups, `norm/<name>` per
  * tracked tensor (after the step's update), and the loss function's extra metrics.
  */
 export type StepRecord =
@@ -817,7 +818,8 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     const records: StepRecord[] = pending.map((p, i) => {
       const r: Record<string, number> = { step: p.step };
       names.forEach((n, j) => (r[n] = values[i * names.length + j]));
-      r.lr = p.lrs[groups[0]];
+      // The rate the optimiser was given: its default group's (LoRA+'s A), as PEFT and transformers log it.
+      r.lr = p.lrs.default ?? p.lrs[groups[0]];
       if (groups.length > 1) { for (const g of groups) r[`lr/${g}`] = p.lrs[g]; }
       return r as StepRecord;
     });

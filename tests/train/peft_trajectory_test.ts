@@ -138,13 +138,16 @@ for (const name of ["llama", "qwen3", "qwen2_dora_loraplus"]) {
       const col = (k: "loss" | "grad_norm" | "lr") => records.map((r) => r[k]);
 
       // The schedule: the reference's rates (both lr · factor in float64, so equal but for the last bit), which are
-      // transformers' rates one step on; transformers' own first rate is 0 after a warm-up, lr without one. With LoRA+ the record's `lr` is that of
-      // the optimiser's first group, which is B's ("lora_B" comes before "default"), so A's is `lr/default`.
+      // transformers' rates one step on; transformers' own first rate is 0 after a warm-up, lr without one. With
+      // LoRA+ the record's `lr` is A's (the default group's), as PEFT and transformers log the first group's.
       const lrs = toFloat64(tensors.get("lr")!), lrsB = toFloat64(tensors.get("lr_b")!);
       const hf = toFloat64(tensors.get("hf_lr")!);
       const plus = o.loraplus_ratio !== undefined;
       for (
-        const [key, want] of [[plus ? "lr/default" : "lr", lrs], [plus ? "lr/lora_B" : "lr", lrsB]] as const
+        const [key, want] of [["lr", lrs], [plus ? "lr/default" : "lr", lrs], [
+          plus ? "lr/lora_B" : "lr",
+          lrsB,
+        ]] as const
       ) {
         const got = records.map((r) => r[key]);
         const w = worst(got, want, true);
