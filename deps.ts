@@ -9,6 +9,8 @@ export { z } from "npm:zod@^4.1.0";
 export {
   BPE as HfBpeModel,
   ByteFallbackDecoder as HfByteFallbackDecoder,
+  ByteLevelPreTokenizer as HfByteLevelPreTokenizer,
   SequenceDecoder as HfSequenceDecoder,
+  SequencePreTokenizer as HfSequencePreTokenizer,
   Tokenizer as HfTokenizerPort,
 } from "npm:@huggingface/tokenizers@0.2.0";

@@ -145,6 +145,9 @@ TEXTS = [
     # is found, and the rest is text even where it is the token's raw content.
     "<|im_end|><|im_end|>",
     "I love New York<|sp|>",
+    # White space as the Rust library's regex reads it: U+0085 is white space, U+FEFF is not (JavaScript's \s has
+    # them the other way round), next to a contraction, marks and punctuation.
+    "\ufeff's a\u0308\x85's x\x85!\ufeff y\u3000\ufeff\x85",
 ]
 
 

@@ -15,7 +15,14 @@
  *
  * @module
  */
-import { HfBpeModel, HfByteFallbackDecoder, HfSequenceDecoder, HfTokenizerPort } from "../../deps.ts";
+import {
+  HfBpeModel,
+  HfByteFallbackDecoder,
+  HfByteLevelPreTokenizer,
+  HfSequenceDecoder,
+  HfSequencePreTokenizer,
+  HfTokenizerPort,
+} from "../../deps.ts";
 import type { TextDecodeOptions, TextEncodeOptions, TextTokenizer } from "./text_tokenizer.ts";
 import type { TokenStreamDecoder } from "./tokenizer.ts";
 import { z } from "../../deps.ts";
@@ -635,6 +642,7 @@ export class HfTokenizer implements TextTokenizer {
     mendNormalizedMatches(port!, addedTokens);
     mendSingleWords(port!, addedTokens, fail);
     mendUnknownCharacters(port!, model, fail);
+    mendByteLevelSplit(port!.pre_tokenizer);
     let vocabSize = 0;
     for (const id of port!.get_vocab(true).values()) vocabSize = Math.max(vocabSize, id + 1);
     const idOf = (key: string, value: unknown = config[key]): number | undefined => {
@@ -1046,6 +1054,24 @@ function mendSingleWords(port: HfTokenizerPort, addedTokens: unknown[], fail: (m
     });
   };
   Reflect.set(port, "encode_text", encodeText);
+}
+
+/**
+ * GPT-2's split (the `ByteLevel` pre-tokenizer with `use_regex`), with white space as the Rust library's regex
+ * engine reads `\\s`: Unicode's White_Space, which has U+0085 and not U+FEFF.
+ */
+const BYTE_LEVEL_SPLIT =
+  /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\p{White_Space}\p{L}\p{N}]+|\p{White_Space}+(?!\P{White_Space})|\p{White_Space}+/gu;
+
+/**
+ * The port's `ByteLevel` pre-tokenizer splits with GPT-2's pattern in JavaScript's `\\s`, which has U+FEFF and lacks
+ * U+0085, where the Rust library's has U+0085 and lacks U+FEFF: "\uFEFF's" split as "\uFEFF" "'s" (the Rust
+ * library: "\uFEFF'" "s"), and a U+0085 between two marks joined them. Each such pre-tokenizer gets the pattern
+ * with Unicode's White_Space.
+ */
+function mendByteLevelSplit(preTokenizer: unknown): void {
+  if (preTokenizer instanceof HfSequencePreTokenizer) preTokenizer.tokenizers.forEach(mendByteLevelSplit);
+  if (preTokenizer instanceof HfByteLevelPreTokenizer) preTokenizer.pattern = BYTE_LEVEL_SPLIT;
 }
 
 /** The special tokens a post-processor's single-sequence template puts before and after `$A`. */
