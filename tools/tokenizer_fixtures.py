@@ -62,6 +62,10 @@ Fixtures:
   `<|im_end|>` (normalized) and on `<|sp|>` (made not normalized, with `lstrip`): each is a token only where no
   word character (`\\w`: letters, marks, decimal digits, `_`) touches it, else text. Its cases add random texts of
   these tokens next to word and other characters (`RANDOM_PIECES`).
+- `sentencepiece_strip`: the `sentencepiece_legacy` files with added tokens that have `lstrip` and / or `rstrip`
+  (`STRIP_TOKENS`, normalized or not): each takes the white space next to it as Rust's `char::is_whitespace` reads
+  it (U+0085 is white space, U+FEFF is not). Its cases add random texts of these tokens next to white space of
+  every kind (`RANDOM_PIECES`).
 - `bytelevel_split_removed`: the `bytelevel_bos` files with the split regex replaced by a `Split` on the literal
   (`String`) pattern `" "` with behavior `Removed`: every space is dropped.
 - `bytelevel_replace_dollar`: the `bytelevel_bos` files with a `Replace` normalizer whose content `"$1$&"` is
@@ -160,6 +164,9 @@ RANDOM_PIECES = {
 }
 
 
+WHITE_SPACE = [" ", "\t", "\n", "\x0b", "\x1c", "\x85", "\xa0", "\u1680", "\u2000", "\u200a", "\u2028", "\u202f",
+               "\u205f", "\u3000", "\u180e", "\u200b", "\ufeff"]
+RANDOM_PIECES["sentencepiece_strip"] = ["sea", "é", "<|ls|>", "<|rs|>", "<|both|>", "<|nls|>", *WHITE_SPACE]
 RANDOM_PIECES["bytelevel_split_removed"] = ["the", "sea", "café", "日本", "🦀", "42", "!", " ", "  ", "\t", "\n", "<|begin_of_text|>"]
 RANDOM_PIECES["bytelevel_replace_dollar"] = ["the", "sea", "café", "oo", "o", "$1", "$&", "$$", " ", "!", "7"]
 
@@ -306,6 +313,7 @@ BUILDERS = {
     "bytelevel_named_not_special": build_bytelevel_bos,
     "sentencepiece_special_dicts": build_sentencepiece_legacy,
     "sentencepiece_single_word": build_sentencepiece_legacy,
+    "sentencepiece_strip": build_sentencepiece_legacy,
     "bytelevel_split_removed": build_bytelevel_bos,
     "bytelevel_replace_dollar": build_bytelevel_bos,
     "bytelevel_template_ids": build_bytelevel_bos,
@@ -320,6 +328,14 @@ CLASS_OF = {
 
 # Tokens `sentencepiece_added` adds with `add_tokens` (so `normalized` is true, as that call writes it).
 ADDED = ["<|im_start|>", "<|im_end|>", "New York"]
+
+# Tokens `sentencepiece_strip` adds: lstrip, rstrip or both, special or not, normalized or not.
+STRIP_TOKENS = [
+    AddedToken("<|ls|>", lstrip=True, normalized=False, special=True),
+    AddedToken("<|rs|>", rstrip=True, normalized=False, special=True),
+    AddedToken("<|both|>", lstrip=True, rstrip=True, normalized=False, special=False),
+    AddedToken("<|nls|>", lstrip=True, rstrip=True, normalized=True, special=False),
+]
 
 
 def _split_removed(data: dict) -> None:
@@ -362,6 +378,8 @@ def save(name: str, directory: str) -> None:
         fast.add_tokens(ADDED)
         # A special token that is normalized too: decoded as its normalized text, and so never skipped.
         fast.add_tokens([AddedToken("<|sp|>", normalized=True, special=True)], special_tokens=True)
+    if name == "sentencepiece_strip":
+        fast.add_tokens(STRIP_TOKENS)
     fast.save_pretrained(directory)
     if name == "sentencepiece_llama_class":
         path = os.path.join(directory, "tokenizer_config.json")

@@ -640,7 +640,7 @@ export class HfTokenizer implements TextTokenizer {
     checkTemplateIds(checked.post_processor, port!, fail);
     const byteIds = mendDecoding(port!, addedTokens);
     mendNormalizedMatches(port!, addedTokens);
-    mendSingleWords(port!, addedTokens, fail);
+    mendAddedTokenSearch(port!, addedTokens, fail);
     mendUnknownCharacters(port!, model, fail);
     mendByteLevelSplit(port!.pre_tokenizer);
     let vocabSize = 0;
@@ -953,6 +953,10 @@ function mendNormalizedMatches(port: HfTokenizerPort, addedTokens: unknown[]): v
   }
 }
 
+/** White space at the end / start of a text as Rust's `char::is_whitespace` reads it (Unicode's White_Space). */
+const TRAILING_WHITE_SPACE = /\p{White_Space}+$/u;
+const LEADING_WHITE_SPACE = /^\p{White_Space}+/u;
+
 /** A word character as the Rust library's `\\w` (Unicode): alphabetic, a mark, a decimal digit, a connector, a joiner. */
 const WORD_CHARACTER = /^[\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}]$/u;
 
@@ -996,21 +1000,39 @@ function findAddedTokens(
 }
 
 /**
- * The Rust library takes an added token with `single_word` true only where it is a word of its own: a match with a
- * word character just before or after it, in the piece of text being searched, stays text (see
- * `findAddedTokens`); the port matched it inside words too. With such a token, the search for added tokens in the
- * text is replaced by one that does as the Rust library does and is otherwise the port's: the raw text is searched
- * for the tokens that are not normalized, then each piece of text between them, normalized, for the normalized
- * ones (and only those: the port also took a piece of normalized text equal to a raw token's content for that
- * token, which a dropped match of one would then be), the `lstrip` / `rstrip` of a token trimming the text next
- * to it, and the rest goes through the pre-tokenizer and the model.
+ * The search for added tokens in the text, as the Rust library does it where the port does not:
+ * - it takes a token with `single_word` true only where it is a word of its own: a match with a word character
+ *   just before or after it, in the piece of text being searched, stays text (see `findAddedTokens`); the port
+ *   matched it inside words too;
+ * - the `lstrip` / `rstrip` of a token take the white space next to it as `char::is_whitespace` reads it (Unicode's
+ *   White_Space: U+0085 is white space, U+FEFF is not); the port trimmed with JavaScript's `trimEnd` /
+ *   `trimStart`, which take U+FEFF and leave U+0085.
+ *
+ * With such a token, the search is replaced by one that does as the Rust library does and is otherwise the port's:
+ * the raw text is searched for the tokens that are not normalized, then each piece of text between them,
+ * normalized, for the normalized ones (and only those: the port also took a piece of normalized text equal to a raw
+ * token's content for that token, which a dropped match of one would then be), the `lstrip` / `rstrip` of a token
+ * trimming the text next to it, and the rest goes through the pre-tokenizer and the model.
  */
-function mendSingleWords(port: HfTokenizerPort, addedTokens: unknown[], fail: (msg: string) => never): void {
-  if (!addedTokens.some((t) => isObject(t) && t.single_word === true)) return;
+function mendAddedTokenSearch(
+  port: HfTokenizerPort,
+  addedTokens: unknown[],
+  fail: (msg: string) => never,
+): void {
+  const flagged = addedTokens.find((t) =>
+    isObject(t) && (t.single_word === true || t.lstrip === true || t.rstrip === true)
+  );
+  if (!isObject(flagged)) return;
   const { normalizer, pre_tokenizer: preTokenizer, model } = port;
   for (const key of ["remove_space", "do_lowercase_and_remove_accent"]) {
     const value: unknown = Reflect.get(port, key);
-    if (value === true) fail(`${key} true together with a single_word added token is not supported`);
+    if (value === true) {
+      fail(
+        `${key} true together with an added token with single_word, lstrip or rstrip (${
+          JSON.stringify(flagged.content)
+        }) is not supported`,
+      );
+    }
   }
   const splitterOf = (field: string): (text: string) => string[] => {
     const splitter: unknown = Reflect.get(port, field);
@@ -1029,11 +1051,15 @@ function mendSingleWords(port: HfTokenizerPort, addedTokens: unknown[], fail: (m
     if (t.normalized === true && normalizer !== null) normalized.set(normalizer.normalize(t.content), t);
     else raw.set(t.content, t);
   }
-  // The pieces on either side of a token with lstrip / rstrip lose their white space there, as in the port.
+  // The pieces on either side of a token with lstrip / rstrip lose their white space there.
   const strip = (pieces: [string, Json | undefined][]) => {
     pieces.forEach(([, token], i) => {
-      if (token?.lstrip === true && i > 0) pieces[i - 1][0] = pieces[i - 1][0].trimEnd();
-      if (token?.rstrip === true && i < pieces.length - 1) pieces[i + 1][0] = pieces[i + 1][0].trimStart();
+      if (token?.lstrip === true && i > 0) {
+        pieces[i - 1][0] = pieces[i - 1][0].replace(TRAILING_WHITE_SPACE, "");
+      }
+      if (token?.rstrip === true && i < pieces.length - 1) {
+        pieces[i + 1][0] = pieces[i + 1][0].replace(LEADING_WHITE_SPACE, "");
+      }
     });
     return pieces;
   };

@@ -30,6 +30,7 @@ const NAMES = [
   "bytelevel_named_not_special",
   "sentencepiece_special_dicts",
   "sentencepiece_single_word",
+  "sentencepiece_strip",
   "bytelevel_split_removed",
   "bytelevel_replace_dollar",
   "bytelevel_template_ids",
