@@ -66,6 +66,10 @@ Fixtures:
   (`STRIP_TOKENS`, normalized or not): each takes the white space next to it as Rust's `char::is_whitespace` reads
   it (U+0085 is white space, U+FEFF is not). Its cases add random texts of these tokens next to white space of
   every kind (`RANDOM_PIECES`).
+- `bytelevel_listed_not_special`: the `bytelevel_bos` files with `<|im_start|>` and `<|im_end|>` added as tokens that
+  are not special, both named in `tokenizer_config.json`'s `additional_special_tokens` and `<|im_end|>` also as
+  `pad_token`: transformers makes `<|im_end|>` special (a key names it) and leaves `<|im_start|>` as it is, so
+  `skip_special_tokens` drops only `<|im_end|>`.
 - `bytelevel_split_removed`: the `bytelevel_bos` files with the split regex replaced by a `Split` on the literal
   (`String`) pattern `" "` with behavior `Removed`: every space is dropped.
 - `bytelevel_replace_dollar`: the `bytelevel_bos` files with a `Replace` normalizer whose content `"$1$&"` is
@@ -167,6 +171,7 @@ RANDOM_PIECES = {
 WHITE_SPACE = [" ", "\t", "\n", "\x0b", "\x1c", "\x85", "\xa0", "\u1680", "\u2000", "\u200a", "\u2028", "\u202f",
                "\u205f", "\u3000", "\u180e", "\u200b", "\ufeff"]
 RANDOM_PIECES["sentencepiece_strip"] = ["sea", "é", "<|ls|>", "<|rs|>", "<|both|>", "<|nls|>", *WHITE_SPACE]
+RANDOM_PIECES["bytelevel_listed_not_special"] = ["the", "sea", " ", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>"]
 RANDOM_PIECES["bytelevel_split_removed"] = ["the", "sea", "café", "日本", "🦀", "42", "!", " ", "  ", "\t", "\n", "<|begin_of_text|>"]
 RANDOM_PIECES["bytelevel_replace_dollar"] = ["the", "sea", "café", "oo", "o", "$1", "$&", "$$", " ", "!", "7"]
 
@@ -314,6 +319,7 @@ BUILDERS = {
     "sentencepiece_special_dicts": build_sentencepiece_legacy,
     "sentencepiece_single_word": build_sentencepiece_legacy,
     "sentencepiece_strip": build_sentencepiece_legacy,
+    "bytelevel_listed_not_special": build_bytelevel_bos,
     "bytelevel_split_removed": build_bytelevel_bos,
     "bytelevel_replace_dollar": build_bytelevel_bos,
     "bytelevel_template_ids": build_bytelevel_bos,
@@ -380,6 +386,8 @@ def save(name: str, directory: str) -> None:
         fast.add_tokens([AddedToken("<|sp|>", normalized=True, special=True)], special_tokens=True)
     if name == "sentencepiece_strip":
         fast.add_tokens(STRIP_TOKENS)
+    if name == "bytelevel_listed_not_special":
+        fast.add_tokens(["<|im_start|>", "<|im_end|>"])
     fast.save_pretrained(directory)
     if name == "sentencepiece_llama_class":
         path = os.path.join(directory, "tokenizer_config.json")
@@ -407,6 +415,12 @@ def save(name: str, directory: str) -> None:
         for t in data["added_tokens"]:
             t["special"] = False
         _write_json(path, data)
+    if name == "bytelevel_listed_not_special":
+        path = os.path.join(directory, "tokenizer_config.json")
+        config = _read_json(path)
+        config["additional_special_tokens"] = ["<|im_start|>", "<|im_end|>"]
+        config["pad_token"] = "<|im_end|>"
+        _write_json(path, config)
     if name == "bytelevel_gpt2_class_no_added":
         path = os.path.join(directory, "tokenizer.json")
         data = _read_json(path)

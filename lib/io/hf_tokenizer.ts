@@ -120,17 +120,21 @@ function withSpecialTokensMap(config: Json, map: Json, fail: (msg: string) => ne
  * transformers adds every special token the config names as a special added token (matched in the text before
  * the pre-tokenizer, skipped by `skip_special_tokens`), also when `added_tokens` lacks it, with the `lstrip`,
  * `rstrip`, `single_word` and `normalized` flags its entry gives when that is an object (each false when absent);
- * this adds the ones that are in the vocabulary but not yet added, and marks special the ones `added_tokens` has as
- * not special (transformers then skips them too, their flags unchanged, whatever the entry says). One the
- * vocabulary lacks is left for the caller to refuse.
+ * this adds the ones that are in the vocabulary but not yet added. One that `added_tokens` has as not special stays
+ * so when only a list (`additional_special_tokens`, `extra_special_tokens`) names it (transformers then neither
+ * skips it), and becomes special when a key such as `bos_token` names it (its other flags unchanged, whatever the
+ * entry says). One the vocabulary lacks is left for the caller to refuse.
  */
 function withNamedSpecialTokens(addedTokens: unknown[], vocab: Json, config: Json): unknown[] {
   const named = new Map<string, unknown>();
-  for (const [, text, value] of namedSpecialTokens(config)) if (!named.has(text)) named.set(text, value);
+  const byKey = new Set<string>();
+  for (const [key, text, value] of namedSpecialTokens(config)) {
+    if (!named.has(text)) named.set(text, value);
+    if (SPECIAL_TOKEN_KEYS.includes(key)) byKey.add(text);
+  }
   const added = new Set(addedTokens.map((t) => isObject(t) ? t.content : undefined));
-  // One that `added_tokens` has with `special` false becomes special too (its other flags stay as they are).
   const out = addedTokens.map((t) =>
-    isObject(t) && typeof t.content === "string" && named.has(t.content) && t.special !== true
+    isObject(t) && typeof t.content === "string" && byKey.has(t.content) && t.special !== true
       ? { ...t, special: true }
       : t
   );
@@ -633,7 +637,9 @@ export class HfTokenizer implements TextTokenizer {
     checkByteLevelVocab(checked.decoder, model, addedTokens, fail);
     let port: HfTokenizerPort;
     try {
-      port = new HfTokenizerPort(checked, config);
+      // The port makes every token of additional_special_tokens one that skip_special_tokens drops; which are
+      // special is already in addedTokens.
+      port = new HfTokenizerPort(checked, { ...config, additional_special_tokens: [] });
     } catch (err) {
       fail(err instanceof Error ? err.message : String(err));
     }

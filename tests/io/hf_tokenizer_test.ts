@@ -31,6 +31,7 @@ const NAMES = [
   "sentencepiece_special_dicts",
   "sentencepiece_single_word",
   "sentencepiece_strip",
+  "bytelevel_listed_not_special",
   "bytelevel_split_removed",
   "bytelevel_replace_dollar",
   "bytelevel_template_ids",
