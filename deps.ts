@@ -9,6 +9,7 @@ export { z } from "npm:zod@^4.1.0";
 export {
   BPE as HfBpeModel,
   ByteFallbackDecoder as HfByteFallbackDecoder,
+  ByteLevelDecoder as HfByteLevelDecoder,
   ByteLevelPreTokenizer as HfByteLevelPreTokenizer,
   SequenceDecoder as HfSequenceDecoder,
   SequencePreTokenizer as HfSequencePreTokenizer,

@@ -70,6 +70,10 @@ Fixtures:
   are not special, both named in `tokenizer_config.json`'s `additional_special_tokens` and `<|im_end|>` also as
   `pad_token`: transformers makes `<|im_end|>` special (a key names it) and leaves `<|im_start|>` as it is, so
   `skip_special_tokens` drops only `<|im_end|>`.
+- `bytelevel_added_bytes`: the `bytelevel_bos` files with added tokens written in the byte-level alphabet
+  (`BYTE_TOKENS`): tokenizers decodes an added token through the `ByteLevel` decoder like any other, so "Ġ<|x|>"
+  decodes to " <|x|>", and "ÃÃ" (the bytes C3 C3) and "ðŁ" (F0 9F, the start of an emoji) to U+FFFD unless the
+  bytes around them complete a character.
 - `bytelevel_split_removed`: the `bytelevel_bos` files with the split regex replaced by a `Split` on the literal
   (`String`) pattern `" "` with behavior `Removed`: every space is dropped.
 - `bytelevel_replace_dollar`: the `bytelevel_bos` files with a `Replace` normalizer whose content `"$1$&"` is
@@ -172,6 +176,7 @@ WHITE_SPACE = [" ", "\t", "\n", "\x0b", "\x1c", "\x85", "\xa0", "\u1680", "\u200
                "\u205f", "\u3000", "\u180e", "\u200b", "\ufeff"]
 RANDOM_PIECES["sentencepiece_strip"] = ["sea", "é", "<|ls|>", "<|rs|>", "<|both|>", "<|nls|>", *WHITE_SPACE]
 RANDOM_PIECES["bytelevel_listed_not_special"] = ["the", "sea", " ", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>"]
+RANDOM_PIECES["bytelevel_added_bytes"] = ["the", "é", "🦀", " ", "Ġ", "ÃÃ", "ðŁ", "Ġ<|x|>", "<|y|>Ġ"]
 RANDOM_PIECES["bytelevel_split_removed"] = ["the", "sea", "café", "日本", "🦀", "42", "!", " ", "  ", "\t", "\n", "<|begin_of_text|>"]
 RANDOM_PIECES["bytelevel_replace_dollar"] = ["the", "sea", "café", "oo", "o", "$1", "$&", "$$", " ", "!", "7"]
 
@@ -320,6 +325,7 @@ BUILDERS = {
     "sentencepiece_single_word": build_sentencepiece_legacy,
     "sentencepiece_strip": build_sentencepiece_legacy,
     "bytelevel_listed_not_special": build_bytelevel_bos,
+    "bytelevel_added_bytes": build_bytelevel_bos,
     "bytelevel_split_removed": build_bytelevel_bos,
     "bytelevel_replace_dollar": build_bytelevel_bos,
     "bytelevel_template_ids": build_bytelevel_bos,
@@ -334,6 +340,19 @@ CLASS_OF = {
 
 # Tokens `sentencepiece_added` adds with `add_tokens` (so `normalized` is true, as that call writes it).
 ADDED = ["<|im_start|>", "<|im_end|>", "New York"]
+
+# Tokens `bytelevel_added_bytes` adds, in the byte-level alphabet: bytes C3 C3 (not UTF-8), F0 9F (an emoji's first
+# two), and a space (Ġ) before or after text.
+BYTE_TOKENS = [
+    AddedToken("ÃÃ", normalized=False, special=False),
+    AddedToken("ðŁ", normalized=False, special=True),
+    AddedToken("Ġ<|x|>", normalized=False, special=False),
+    AddedToken("<|y|>Ġ", normalized=False, special=True),
+]
+
+# Id lists, written as tokens, that some fixtures decode besides the random ones: an added token's bytes completed
+# (or not) by the byte tokens after it.
+TOKEN_LISTS = {"bytelevel_added_bytes": [["ðŁ", "¦", "Ģ", "ÃÃ", "ĳ"], ["ĺ", "ðŁ", "ĺ", "Ģ", "Ġ<|x|>", "<|y|>Ġ", "é"]]}
 
 # Tokens `sentencepiece_strip` adds: lstrip, rstrip or both, special or not, normalized or not.
 STRIP_TOKENS = [
@@ -388,6 +407,8 @@ def save(name: str, directory: str) -> None:
         fast.add_tokens(STRIP_TOKENS)
     if name == "bytelevel_listed_not_special":
         fast.add_tokens(["<|im_start|>", "<|im_end|>"])
+    if name == "bytelevel_added_bytes":
+        fast.add_tokens(BYTE_TOKENS)
     fast.save_pretrained(directory)
     if name == "sentencepiece_llama_class":
         path = os.path.join(directory, "tokenizer_config.json")
@@ -470,7 +491,7 @@ def _write_json(path: str, value: object) -> None:
         f.write("\n")
 
 
-def record(directory: str, extra: list[str] = ()) -> dict:
+def record(directory: str, extra: list[str] = (), token_lists: list[list[str]] = ()) -> dict:
     """What transformers gives for every text in TEXTS and `extra` with the tokenizer saved in `directory`."""
     import transformers
     from transformers import AutoTokenizer
@@ -495,9 +516,11 @@ def record(directory: str, extra: list[str] = ()) -> dict:
     vocab = tok.get_vocab()
     byte_ids = sorted(i for t, i in vocab.items() if len(t) == 6 and t.startswith("<0x") and t.endswith(">"))
     id_lists = []
-    for k in range(40):
+    for k in range(40 + len(token_lists)):
         pool = byte_ids if byte_ids and k % 2 == 0 else range(len(tok))
         ids = [rng.choice(pool) if rng.random() < 0.8 else rng.randrange(len(tok)) for _ in range(rng.randint(1, 10))]
+        if k >= 40:
+            ids = tok.convert_tokens_to_ids(token_lists[k - 40])
         id_lists.append(
             {"ids": ids, "decoded": tok.decode(ids), "decoded_skip_special": tok.decode(ids, skip_special_tokens=True)}
         )
@@ -522,7 +545,7 @@ def main() -> None:
         directory = os.path.join(args.out, name)
         shutil.rmtree(directory, ignore_errors=True)
         save(name, directory)
-        expected = record(directory, random_texts(name))
+        expected = record(directory, random_texts(name), TOKEN_LISTS.get(name, []))
         _write_json(os.path.join(directory, "expected.json"), expected)
         size = sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory))
         print(f"{name}: vocab {expected['vocab_size']}, {size / 1024:.1f} KiB -> {directory}", file=sys.stderr)

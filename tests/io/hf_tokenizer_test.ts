@@ -32,6 +32,7 @@ const NAMES = [
   "sentencepiece_single_word",
   "sentencepiece_strip",
   "bytelevel_listed_not_special",
+  "bytelevel_added_bytes",
   "bytelevel_split_removed",
   "bytelevel_replace_dollar",
   "bytelevel_template_ids",
