@@ -19,7 +19,7 @@ const BUDGETS: Record<string, number> = {
   bench: 4_300,
   kernels: 2_450,
   cli: 850,
-  tools: 1_800,
+  tools: 1_850,
   examples: 120,
   tests: 29_300,
 };
