@@ -74,6 +74,9 @@ Fixtures:
   (`BYTE_TOKENS`): tokenizers decodes an added token through the `ByteLevel` decoder like any other, so "Ġ<|x|>"
   decodes to " <|x|>", and "ÃÃ" (the bytes C3 C3) and "ðŁ" (F0 9F, the start of an emoji) to U+FFFD unless the
   bytes around them complete a character.
+- `bytelevel_config_keys`: the `bytelevel_bos` files with `remove_space`, `do_lowercase_and_remove_accent` and
+  `clean_up_tokenization_spaces` true in `tokenizer_config.json`: transformers 5 ignores all three for a BPE
+  `tokenizer.json` (the last unless `clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output`).
 - `bytelevel_split_removed`: the `bytelevel_bos` files with the split regex replaced by a `Split` on the literal
   (`String`) pattern `" "` with behavior `Removed`: every space is dropped.
 - `bytelevel_replace_dollar`: the `bytelevel_bos` files with a `Replace` normalizer whose content `"$1$&"` is
@@ -177,6 +180,7 @@ WHITE_SPACE = [" ", "\t", "\n", "\x0b", "\x1c", "\x85", "\xa0", "\u1680", "\u200
 RANDOM_PIECES["sentencepiece_strip"] = ["sea", "é", "<|ls|>", "<|rs|>", "<|both|>", "<|nls|>", *WHITE_SPACE]
 RANDOM_PIECES["bytelevel_listed_not_special"] = ["the", "sea", " ", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>"]
 RANDOM_PIECES["bytelevel_added_bytes"] = ["the", "é", "🦀", " ", "Ġ", "ÃÃ", "ðŁ", "Ġ<|x|>", "<|y|>Ġ"]
+RANDOM_PIECES["bytelevel_config_keys"] = ["Héllo", "WORLD", " .", " ,", " ?", " !", " ' ", " n't", " 's", " 're", "  "]
 RANDOM_PIECES["bytelevel_split_removed"] = ["the", "sea", "café", "日本", "🦀", "42", "!", " ", "  ", "\t", "\n", "<|begin_of_text|>"]
 RANDOM_PIECES["bytelevel_replace_dollar"] = ["the", "sea", "café", "oo", "o", "$1", "$&", "$$", " ", "!", "7"]
 
@@ -326,6 +330,7 @@ BUILDERS = {
     "sentencepiece_strip": build_sentencepiece_legacy,
     "bytelevel_listed_not_special": build_bytelevel_bos,
     "bytelevel_added_bytes": build_bytelevel_bos,
+    "bytelevel_config_keys": build_bytelevel_bos,
     "bytelevel_split_removed": build_bytelevel_bos,
     "bytelevel_replace_dollar": build_bytelevel_bos,
     "bytelevel_template_ids": build_bytelevel_bos,
@@ -441,6 +446,12 @@ def save(name: str, directory: str) -> None:
         config = _read_json(path)
         config["additional_special_tokens"] = ["<|im_start|>", "<|im_end|>"]
         config["pad_token"] = "<|im_end|>"
+        _write_json(path, config)
+    if name == "bytelevel_config_keys":
+        path = os.path.join(directory, "tokenizer_config.json")
+        config = _read_json(path)
+        for key in ("remove_space", "do_lowercase_and_remove_accent", "clean_up_tokenization_spaces"):
+            config[key] = True
         _write_json(path, config)
     if name == "bytelevel_gpt2_class_no_added":
         path = os.path.join(directory, "tokenizer.json")

@@ -50,6 +50,13 @@ const NORMALIZERS = new Set(["Sequence", "NFC", "NFD", "NFKC", "NFKD", "Prepend"
 const PRE_TOKENIZERS = new Set(["Sequence", "ByteLevel", "Split", "Metaspace", "Digits"]);
 const POST_PROCESSORS = new Set(["Sequence", "ByteLevel", "TemplateProcessing"]);
 const DECODERS = new Set(["Sequence", "ByteLevel", "Replace", "ByteFallback", "Fuse", "Strip"]);
+/**
+ * The `tokenizer_config.json` key with which transformers cleans up the spaces of a BPE tokenizer's decoded text
+ * (" ." to ".", " n't" to "n't", ...) when `clean_up_tokenization_spaces` is true; without it, transformers 5 does
+ * not clean up BPE output, nor does this port.
+ */
+const CLEAN_UP_BPE = "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output";
+
 /** The special tokens `tokenizer_config.json` may name, one each ... */
 const SPECIAL_TOKEN_KEYS = [
   "bos_token",
@@ -606,6 +613,12 @@ export class HfTokenizer implements TextTokenizer {
         );
       }
     }
+    if (config.clean_up_tokenization_spaces === true && config[CLEAN_UP_BPE] === true) {
+      fail(
+        `tokenizer_config.json ${CLEAN_UP_BPE} true (with clean_up_tokenization_spaces true) is not supported: ` +
+          `transformers then removes the spaces before punctuation in decoded text`,
+      );
+    }
     const model = checkModel(file.model, fail);
     const fileAddedTokens: unknown[] = file.added_tokens === undefined || file.added_tokens === null
       ? []
@@ -639,8 +652,15 @@ export class HfTokenizer implements TextTokenizer {
     let port: HfTokenizerPort;
     try {
       // The port makes every token of additional_special_tokens one that skip_special_tokens drops; which are
-      // special is already in addedTokens.
-      port = new HfTokenizerPort(checked, { ...config, additional_special_tokens: [] });
+      // special is already in addedTokens. It also collapses spaces (remove_space) and lowercases
+      // (do_lowercase_and_remove_accent) where the config says so, which transformers 5 does not do for a
+      // tokenizer.json (its normalizer says what to do).
+      port = new HfTokenizerPort(checked, {
+        ...config,
+        additional_special_tokens: [],
+        remove_space: false,
+        do_lowercase_and_remove_accent: false,
+      });
     } catch (err) {
       fail(err instanceof Error ? err.message : String(err));
     }
@@ -648,7 +668,7 @@ export class HfTokenizer implements TextTokenizer {
     const byteIds = mendDecoding(port!, addedTokens);
     mendByteLevelDecoding(port!.decoder);
     mendNormalizedMatches(port!, addedTokens);
-    mendAddedTokenSearch(port!, addedTokens, fail);
+    mendAddedTokenSearch(port!, addedTokens);
     mendUnknownCharacters(port!, model, fail);
     mendByteLevelSplit(port!.pre_tokenizer);
     let vocabSize = 0;
@@ -1063,26 +1083,12 @@ function findAddedTokens(
  * token's content for that token, which a dropped match of one would then be), the `lstrip` / `rstrip` of a token
  * trimming the text next to it, and the rest goes through the pre-tokenizer and the model.
  */
-function mendAddedTokenSearch(
-  port: HfTokenizerPort,
-  addedTokens: unknown[],
-  fail: (msg: string) => never,
-): void {
-  const flagged = addedTokens.find((t) =>
+function mendAddedTokenSearch(port: HfTokenizerPort, addedTokens: unknown[]): void {
+  const flagged = addedTokens.some((t) =>
     isObject(t) && (t.single_word === true || t.lstrip === true || t.rstrip === true)
   );
-  if (!isObject(flagged)) return;
+  if (!flagged) return;
   const { normalizer, pre_tokenizer: preTokenizer, model } = port;
-  for (const key of ["remove_space", "do_lowercase_and_remove_accent"]) {
-    const value: unknown = Reflect.get(port, key);
-    if (value === true) {
-      fail(
-        `${key} true together with an added token with single_word, lstrip or rstrip (${
-          JSON.stringify(flagged.content)
-        }) is not supported`,
-      );
-    }
-  }
   const splitterOf = (field: string): (text: string) => string[] => {
     const splitter: unknown = Reflect.get(port, field);
     const split: unknown = isObject(splitter) ? splitter.split : undefined;

@@ -36,6 +36,7 @@ const NAMES = [
   "bytelevel_split_removed",
   "bytelevel_replace_dollar",
   "bytelevel_template_ids",
+  "bytelevel_config_keys",
 ];
 
 type Case = {
@@ -210,6 +211,16 @@ Deno.test("loadTokenizer: bad inputs give errors naming the path and the problem
     await Deno.writeTextFile(`${dir}/tokenizer_config.json`, JSON.stringify(config));
     await rejects(loadTokenizer(dir), new RegExp(`names ${named}, which is not a token`));
   }
+  // transformers cleans up the spaces of BPE output ("a ." to "a.") only with this key: refused by name, not ignored.
+  const cleanUp = "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output";
+  await Deno.writeTextFile(
+    `${dir}/tokenizer_config.json`,
+    JSON.stringify({ clean_up_tokenization_spaces: true, [cleanUp]: true }),
+  );
+  await rejects(
+    loadTokenizer(dir),
+    new RegExp(`tokenizer_config\\.json ${cleanUp} true .* is not supported`),
+  );
   await Deno.writeTextFile(`${dir}/tokenizer_config.json`, "[1, 2");
   await rejects(loadTokenizer(dir), new RegExp(`"${dir}/tokenizer_config\\.json" is not valid JSON`));
   // Without a config the template's leading special token is the BOS.
