@@ -2,7 +2,7 @@
  * A small WebAssembly binary encoder: modules with one imported shared memory, imported and defined functions,
  * and exports; function bodies written instruction by instruction with the text-format names
  * (`f.op("f32.add")`, `f.op("local.get", x)`). Only the instructions the wasm renderers use are in the table
- * (core, saturating truncation, bulk memory, 128-bit SIMD and relaxed-SIMD fused multiply-add).
+ * (core, saturating truncation, bulk memory, an atomic add, 128-bit SIMD and relaxed-SIMD fused multiply-add).
  *
  * @module
  */
@@ -130,6 +130,7 @@ const OPS = {
   "i32.trunc_sat_f32_u": [0xfc001, "none"],
   "i32.trunc_sat_f64_s": [0xfc002, "none"],
   "memory.fill": [0xfc00b, "zero"],
+  "i32.atomic.rmw.add": [0xfe01e, "mem"],
   "v128.load": [0xfd000, "mem"],
   "v128.load32_splat": [0xfd009, "mem"],
   "v128.load64_splat": [0xfd00a, "mem"],
@@ -286,7 +287,7 @@ export class FnBuilder {
     const [code, kind] = OPS[name] as readonly [number, Imm];
     const c = this.#code;
     if (code > 0xff) {
-      // Prefixed: 0xfc (saturating truncation, bulk memory) or 0xfd (SIMD), then the LEB128 sub-opcode.
+      // Prefixed: 0xfc (saturating truncation, bulk memory), 0xfd (SIMD) or 0xfe (atomics), then the LEB128 sub-opcode.
       c.push(code >> 12);
       uleb(c, code & 0xfff);
     } else c.push(code);

@@ -15,6 +15,7 @@ import {
   jacobiRoundHost,
   jacobiRoundWGSL,
 } from "../../kernels/jacobi.wgsl.ts";
+import { jacobiRoundWasm } from "../codegen/wasm_linalg.ts";
 import { type KernelLaunch, runKernels } from "../tensor/custom.ts";
 import { tensor } from "../tensor/creation.ts";
 import type { F32, Tensor } from "../tensor/tensor.ts";
@@ -103,6 +104,7 @@ export async function jacobiSweeps(records: F32, rows: number, opts: JacobiOptio
   const check = opts.check ?? 0;
   const wgsl = jacobiRoundWGSL(opts.wg ?? await jacobiWorkgroup(records.device));
   const host = jacobiRoundHost(layout, tol);
+  const wasm = () => jacobiRoundWasm(layout);
   const params = tensor(jacobiParams(layout, tol), { dtype: "u32", device: records.device });
   // Rotations keep ‖W‖_F, so the floor computed once holds for every sweep.
   const floor = records.slice(null, [0, rows]).square().sum().mul(JACOBI_ZERO_REL).maximum(JACOBI_TINY)
@@ -133,6 +135,7 @@ export async function jacobiSweeps(records: F32, rows: number, opts: JacobiOptio
           dispatch: [slots / 2, 1, 1],
           bindings: [src, dst, 5, 1, 2],
           host,
+          wasm,
         });
         src = dst;
       }

@@ -8,7 +8,7 @@
 import type { DType } from "../dtype.ts";
 import { checkShape, type Shape, size } from "../shape.ts";
 import { bufferNode, mk, type Storage } from "../ir/node.ts";
-import { type CustomKernelArg, type HostBuffer, Op } from "../ir/ops.ts";
+import { type CustomKernelArg, type CustomWasmKernel, type HostBuffer, Op } from "../ir/ops.ts";
 import type { RawStep } from "../runtime/backend.ts";
 import { getBackend, getDefaultDevice, resolveStorage } from "../runtime/realize.ts";
 import { realize, Tensor } from "./tensor.ts";
@@ -25,6 +25,8 @@ export interface KernelLaunch {
   bindings: readonly number[];
   /** The same computation on host arrays (bound in the same order), for the CPU backend. */
   host: (buffers: (Float32Array | Int32Array | Uint32Array)[]) => void;
+  /** Optional: the same computation as a WebAssembly module (buffers in binding order), run by the wasm device. */
+  wasm?: (features: { readonly relaxedSimd: boolean }) => CustomWasmKernel;
 }
 
 /** Description of one output buffer. */
@@ -86,6 +88,7 @@ export async function runKernels(
       wgsl: l.wgsl,
       dispatch: l.dispatch,
       host: l.host,
+      wasm: l.wasm,
       buffers: l.bindings.map((b) => all[b]),
     };
   });

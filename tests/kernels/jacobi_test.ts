@@ -1,11 +1,18 @@
-/** The hand-written Jacobi kernels: the round (its circle ordering, the WGSL against its host twin) and the one-kernel solve. */
+/**
+ * The hand-written Jacobi kernels: the round (its circle ordering, the WGSL against its host twin, its wasm form bit for
+ * bit against the host twin) and the one-kernel solve.
+ */
 import { deepEqual, equal } from "node:assert/strict";
-import { tensor } from "../../mod.ts";
+import { type Tensor, tensor } from "../../mod.ts";
+import { jacobiRoundWasm } from "../../lib/codegen/wasm_linalg.ts";
+import { getBackend } from "../../lib/runtime/realize.ts";
+import type { WasmBackend } from "../../lib/runtime/wasm.ts";
 import { runKernels } from "../../lib/tensor/custom.ts";
 import {
   COUNTER_RESET_WGSL,
   counterResetHost,
   JACOBI_TINY,
+  JACOBI_ZERO_REL,
   jacobiParams,
   jacobiRoundHost,
   jacobiRoundWGSL,
@@ -17,7 +24,7 @@ import {
   jacobiSolveParams,
   solveShape,
 } from "../../kernels/jacobi_solve.wgsl.ts";
-import { assertClose, TEST_SEED, TestRng } from "../_helpers.ts";
+import { assertClose, debugLines, TEST_SEED, TestRng } from "../_helpers.ts";
 
 Deno.test("jacobi ordering: one sweep meets every pair once and brings every record home", () => {
   for (const slots of [2, 4, 10, 64]) {
@@ -168,4 +175,115 @@ Deno.test("jacobi solve (one kernel): WGSL and host twin both give W = U diag(σ
     }
   }
   assertClose(sigmas[1], sigmas[0], { rtol: 1e-5, atol: 1e-5, what: "σ on webgpu vs the host twin" });
+});
+
+/**
+ * Records for a round: `m` matrix rows (zero-padded to the layout's rows) of Gaussian columns, among them zero
+ * columns, a column below the zero floor, columns that are multiples of others (rank-deficient) and negative
+ * zeros; the carried part random.
+ */
+function roundRecords(rng: TestRng, m: number, layout: { rows: number; stride: number; slots: number }) {
+  const { rows, stride, slots } = layout;
+  const data = new Float32Array(slots * stride);
+  for (let j = 0; j < slots; j++) {
+    const kind = rng.int(0, 9);
+    for (let i = 0; i < stride; i++) {
+      if (i >= m && i < rows) continue;
+      const src = j > 0 ? data[rng.int(0, j - 1) * stride + i] : 0;
+      data[j * stride + i] = i >= rows
+        ? rng.normal()
+        : kind === 0
+        ? 0
+        : kind === 1
+        ? -0
+        : kind === 2
+        ? 1e-12 * rng.normal()
+        : kind === 3
+        ? 3 * src
+        : rng.normal();
+    }
+  }
+  let sum = 0;
+  for (let j = 0; j < slots; j++) for (let i = 0; i < rows; i++) sum += data[j * stride + i] ** 2;
+  return { data, floor: Math.max(JACOBI_TINY, JACOBI_ZERO_REL * sum) };
+}
+
+/** The bits of float32 values (deepEqual takes -0 for 0). */
+function bits(a: ArrayLike<number>): Uint32Array {
+  return new Uint32Array(Float32Array.from(a).buffer);
+}
+
+Deno.test("jacobi round: the wasm form equals the host twin bit for bit, split over 1 or 2 threads", async () => {
+  const rng = new TestRng(904);
+  const wasm = await getBackend("wasm") as WasmBackend;
+  const threadsBefore = wasm.threads;
+  const rounds = 3;
+  try {
+    // [matrix rows, layout]: odd row counts padded to a multiple of 4; the last has enough work to be split.
+    for (
+      const [m, layout] of [
+        [7, { rows: 8, stride: 16, slots: 2 }],
+        [33, { rows: 36, stride: 72, slots: 10 }],
+        [101, { rows: 104, stride: 208, slots: 64 }],
+        [397, { rows: 400, stride: 800, slots: 256 }],
+      ] as const
+    ) {
+      const { data, floor } = roundRecords(rng, m, layout);
+      const tol = 0.01 + 0.1 * rng.next();
+      // The host twin, `rounds` rounds ping-ponging between two arrays, counting into one counter.
+      let src = Float32Array.from(data);
+      const cnt = new Uint32Array(1);
+      for (let r = 0; r < rounds; r++) {
+        const dst = new Float32Array(data.length);
+        jacobiRoundHost(layout, tol)([src, dst, cnt, jacobiParams(layout, tol), Float32Array.of(floor)]);
+        src = dst;
+      }
+      for (const threads of [1, 2]) {
+        wasm.setThreads(threads);
+        const x = tensor(data, { shape: [layout.slots, layout.stride], device: "wasm" });
+        const params = tensor(jacobiParams(layout, tol), { dtype: "u32", device: "wasm" });
+        const zero = tensor([floor], { device: "wasm" });
+        const round = (s: number, d: number) => ({
+          name: "round",
+          wgsl: jacobiRoundWGSL(8),
+          dispatch: [layout.slots / 2, 1, 1] as const,
+          bindings: [s, d, 5, 1, 2],
+          host: () => {
+            throw new Error("the host twin ran on the wasm device");
+          },
+          wasm: () => jacobiRoundWasm(layout),
+        });
+        let outs: Tensor[] = [];
+        const lines = await debugLines(async () => {
+          outs = await runKernels([x, params, zero], [
+            { shape: [layout.slots, layout.stride], dtype: "f32" },
+            { shape: [layout.slots, layout.stride], dtype: "f32" },
+            { shape: [1], dtype: "u32" },
+          ], [
+            {
+              name: "reset",
+              wgsl: COUNTER_RESET_WGSL,
+              dispatch: [1, 1, 1],
+              bindings: [5],
+              host: counterResetHost,
+            },
+            round(0, 3),
+            round(3, 4),
+            round(4, 3),
+          ]);
+        });
+        const what = `${m} rows in ${JSON.stringify(layout)}, ${threads} thread(s) (TEST_SEED=${TEST_SEED})`;
+        deepEqual(bits(await outs[0].data()), bits(src), `records after ${rounds} rounds, ${what}`);
+        deepEqual((await outs[2].data())[0], cnt[0], `counted rotations, ${what}`);
+        const split = lines.filter((l) => /^wasm round \d+ items x2/.test(l)).length;
+        equal(
+          split,
+          threads === 2 && layout.slots === 256 ? rounds : 0,
+          `rounds split over 2 threads, ${what}`,
+        );
+      }
+    }
+  } finally {
+    wasm.setThreads(threadsBefore);
+  }
 });

@@ -289,3 +289,31 @@ Deno.test("svdRows without U: S and V bit for bit those of the full SVD, with fe
   );
   await rejects(svdRows(t, {}, { noU: true }), /flip "v"/);
 });
+
+Deno.test("svd: S and the Jacobi side's vectors on the wasm device are bit for bit those of the cpu device", async () => {
+  // The wasm forms of the Jacobi round and the Householder steps compute what their host twins compute, in the same
+  // float64 operations. The vectors from the Jacobi rotations (V of a tall matrix, U of a wide one, which is
+  // factored transposed) match bit for bit where σ > 0; the others go through the devices' own matmul kernels, and
+  // those of σ = 0 are completed from random vectors (randn's transcendentals differ in the last bits).
+  const rng = new TestRng(TEST_SEED + 72);
+  const bits = (a: ArrayLike<number>) => new Uint32Array(Float32Array.from(a).buffer);
+  // Past the one-kernel solver's sizes: tall, wide, and rank-deficient (repeated columns, a zero column).
+  const deficient = gaussian(rng, 150, 41);
+  for (let i = 0; i < 150; i++) {
+    for (let j = 20; j < 41; j++) deficient.data[i * 41 + j] = j === 30 ? 0 : at(deficient, i, j - 20);
+  }
+  for (const a of [gaussian(rng, 201, 37), gaussian(rng, 37, 201), deficient]) {
+    const out: Uint32Array[][] = [];
+    for (const device of ["cpu", "wasm"] as const) {
+      const { u, s, vh } = await svd(tensor(Float32Array.from(a.data), { shape: [a.rows, a.cols], device }));
+      // Rows of Vᵀ (tall) or of Uᵀ (wide), those of σ > 0 only.
+      const sv = await s.data();
+      const rank = sv.filter((x) => x > 1e-4 * sv[0]).length;
+      const rows = a.rows >= a.cols ? vh : u.transpose();
+      out.push([bits(sv), bits((await rows.data()).subarray(0, rank * Math.min(a.rows, a.cols)))]);
+    }
+    const what = `${a.rows}x${a.cols} (TEST_SEED=${TEST_SEED})`;
+    deepEqual(out[1][0], out[0][0], `${what}: S`);
+    deepEqual(out[1][1], out[0][1], `${what}: ${a.rows >= a.cols ? "V" : "U"} where σ > 0`);
+  }
+});
