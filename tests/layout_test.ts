@@ -13,7 +13,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 36_400,
+  lib: 36_450,
   lab: 8_450,
   experiments: 4_850,
   bench: 4_300,
