@@ -25,17 +25,12 @@
  * @module
  */
 import type { AttentionDims } from "../../kernels/attention.wgsl.ts";
-import { FnBuilder, ModuleBuilder } from "./wasm_encode.ts";
+import { FnBuilder, lanesMask, ModuleBuilder } from "./wasm_encode.ts";
 import { Helpers, WASM_MAX_PAGES, type WasmKernel, type WasmRenderOptions } from "./wasm_emit.ts";
 import { LruCache } from "./lru.ts";
 
 /** Which of the three attention kernels. */
 export type AttentionPass = "forward" | "backward_query" | "backward_key_value";
-
-/** Byte mask of `i8x16.shuffle` taking lanes `lanes` (0-3 of the first operand, 4-7 of the second). */
-function lanesMask(lanes: readonly number[]): Uint8Array {
-  return new Uint8Array(lanes.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3]));
-}
 
 const f32x4 = (xs: readonly number[]) => new Uint8Array(new Float32Array(xs).buffer);
 const i32x4 = (xs: readonly number[]) => new Uint8Array(new Int32Array(xs).buffer);

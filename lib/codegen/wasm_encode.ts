@@ -215,6 +215,14 @@ const OPS = {
 } as const satisfies Record<string, readonly [number, Imm]>;
 
 /** Names of the instructions the encoder knows. */
+/**
+ * The byte mask of an `i8x16.shuffle` that takes 32-bit lanes `lanes` (0-3 of the first operand, 4-7 of the
+ * second).
+ */
+export function lanesMask(lanes: readonly number[]): Uint8Array {
+  return new Uint8Array(lanes.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3]));
+}
+
 export type OpName = keyof typeof OPS;
 
 /** A block's result: nothing, or one value. */

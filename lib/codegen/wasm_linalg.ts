@@ -11,14 +11,9 @@
  */
 import { JACOBI_EPS_ROTATE, type JacobiLayout } from "../../kernels/jacobi.wgsl.ts";
 import type { CustomWasmKernel } from "../ir/ops.ts";
-import { FnBuilder, ModuleBuilder } from "./wasm_encode.ts";
+import { FnBuilder, lanesMask, ModuleBuilder } from "./wasm_encode.ts";
 import { WASM_MAX_PAGES } from "./wasm_emit.ts";
 import { LruCache } from "./lru.ts";
-
-/** Byte mask of `i8x16.shuffle` taking f32 lanes `lanes` (0-3 of the first operand, 4-7 of the second). */
-function lanesMask(lanes: readonly number[]): Uint8Array {
-  return new Uint8Array(lanes.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3]));
-}
 
 /** `for (v = from(); v < limit; v += step) body()` over i32 local `v` and i32 local `limit`. */
 function loop(f: FnBuilder, v: number, limit: number, step: number, body: () => void): void {
