@@ -39,14 +39,14 @@ const PAGE = 65536;
 /** Bytes below this address are never handed out (a zero pointer is always a bug). */
 const RESERVED = 1024;
 /**
- * Work below this many estimated nanoseconds runs on the calling thread. A parallel job costs ~15 µs of
- * synchronisation on an idle machine, but on a loaded one a worker may wait a scheduler slice to run: measured on
- * a shared 2-core host (the calling thread sleeping on the done counter, not yielding to the event loop), the
- * stories260K LoRA step was fastest splitting kernels estimated above 0.05-0.1 ms.
+ * Work below this many estimated nanoseconds runs on the calling thread. With workers that sleep between jobs a
+ * split waited for a worker's wake-up (tens of µs, more on a loaded host) and paid from 0.05-0.1 ms of work on; the
+ * pool's threads now poll briefly between jobs (see `wasm_pool.ts`), and measured on a shared 2-core host the
+ * stories260K LoRA step was fastest splitting kernels estimated above 15-30 µs (flat in between).
  */
-const PARALLEL_MIN_NS = 100_000;
+const PARALLEL_MIN_NS = 30_000;
 /** Chunks of a parallel job get at least this much estimated work. */
-const CHUNK_MIN_NS = 50_000;
+const CHUNK_MIN_NS = 15_000;
 
 /** Whether this runtime validates a module using `f32x4.relaxed_madd` (detected once, at start). */
 export const HAS_RELAXED_SIMD: boolean = (() => {

@@ -1,11 +1,11 @@
 /**
- * A worker thread of the wasm backend's pool (see `wasm_pool.ts` for the protocol): blocks in `Atomics.wait`
- * until a job is published, claims and runs chunks of it, counts them done, and waits again.
+ * A worker thread of the wasm backend's pool (see `wasm_pool.ts` for the protocol): polls briefly, then blocks in
+ * `Atomics.wait`, until a job is published, claims and runs chunks of it, counts them done, and waits again.
  *
  * @module
  */
 import { type MessagePort, parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
-import { claimChunk, CTL, type KernelFn, writeWorkerError } from "./wasm_pool.ts";
+import { claimChunk, CTL, type KernelFn, WORKER_POLL_MS, writeWorkerError } from "./wasm_pool.ts";
 
 const { memory, control, port, thread } = workerData as {
   memory: WebAssembly.Memory;
@@ -41,10 +41,25 @@ function kernel(id: number): KernelFn {
   }
 }
 
+/**
+ * Returns once the job counter is no longer `seen`: polls it for {@link WORKER_POLL_MS}, then sleeps on it (the
+ * caller's notify wakes the worker, tens of microseconds later).
+ */
+function awaitJob(seen: number): void {
+  const until = performance.now() + WORKER_POLL_MS;
+  for (let i = 1; Atomics.load(ctl, CTL.gen) === seen; i++) {
+    // The clock is read every 64 polls.
+    if ((i & 63) === 0 && performance.now() > until) {
+      Atomics.wait(ctl, CTL.gen, seen);
+      return;
+    }
+  }
+}
+
 function serve(): void {
   let seen = Atomics.load(ctl, CTL.gen);
   for (;;) {
-    Atomics.wait(ctl, CTL.gen, seen);
+    awaitJob(seen);
     const g = Atomics.load(ctl, CTL.gen);
     if (g === seen) continue;
     seen = g;

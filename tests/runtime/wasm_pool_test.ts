@@ -1,11 +1,13 @@
 /**
  * The wasm thread pool when a chunk fails: a job whose chunk throws on the calling thread ends only when the chunks
  * that a worker took are done (the next job then counts and writes only its own chunks), a worker's failure
- * reads as that worker's message, never an earlier job's, and a thread count out of range names its variable.
+ * reads as that worker's message, never an earlier job's, workers poll for jobs only briefly (an idle pool uses no
+ * CPU), and a thread count out of range names its variable.
  * The interleavings are forced: the calling thread's chunk waits until a worker has started one.
  */
 import { deepEqual, equal, match, ok, rejects, throws } from "node:assert/strict";
-import { ThreadPool } from "../../lib/runtime/wasm_pool.ts";
+import process from "node:process";
+import { ThreadPool, WORKER_POLL_MS } from "../../lib/runtime/wasm_pool.ts";
 import { createWasmBackend, type WasmBackendOptions } from "../../lib/runtime/wasm.ts";
 import { TestRng } from "../_helpers.ts";
 import { FnBuilder, ModuleBuilder, type OpName } from "../../lib/codegen/wasm_encode.ts";
@@ -129,6 +131,36 @@ Deno.test("wasm pool: a worker's failure reads as its own message, job after job
       for (let i = start; i < end; i++) words[OUT[2] / 4 + i] = 1;
     }));
     deepEqual(Array.from(words.subarray(OUT[2] / 4, OUT[2] / 4 + 2)), [1, 1]);
+  } finally {
+    pool.close();
+  }
+});
+
+Deno.test("wasm pool: workers poll for the next job only briefly: an idle pool burns no CPU", async () => {
+  const { pool, words } = await testPool();
+  try {
+    // Jobs back to back, each within the workers' poll window of the one before: all chunks are done.
+    for (let j = 0; j < 50; j++) {
+      words.fill(0, OUT[0] / 4, OUT[0] / 4 + 2);
+      equal(
+        pool.runSync({
+          ...job(1, 0, (start, end) => words.fill(1, OUT[0] / 4 + start, OUT[0] / 4 + end)),
+          args: [OUT[0], FLAG[0], 1000],
+        }, 10_000),
+        true,
+      );
+      deepEqual(Array.from(words.subarray(OUT[0] / 4, OUT[0] / 4 + 2)), [1, 1]);
+    }
+    // Then idle: past WORKER_POLL_MS the worker sleeps. Over 300 ms the process uses a few ms of CPU, where a
+    // worker that kept polling would use all 300.
+    await new Promise((r) => setTimeout(r, 20 + WORKER_POLL_MS));
+    const before = process.cpuUsage();
+    await new Promise((r) => setTimeout(r, 300));
+    const used = process.cpuUsage(before);
+    ok(
+      (used.user + used.system) / 1000 < 100,
+      `${(used.user + used.system) / 1000} ms of CPU in 300 ms idle`,
+    );
   } finally {
     pool.close();
   }
