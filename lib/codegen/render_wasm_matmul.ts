@@ -26,11 +26,17 @@ const NC_MAX = 128;
 
 const up = (x: number, m: number) => Math.ceil(x / m) * m;
 
-/** The block sizes used for a product of this shape. */
+/**
+ * The block sizes used for a product of this shape. Blocks of m and n are as even as the register block allows
+ * (`ceil(m / MC_MAX)` blocks of about `m / blocks` rows), not `MC_MAX` rows and a short remainder: the blocks are
+ * the work items split over threads, and with m = 512 (6 blocks) two threads ran 288 and 224 rows where they now
+ * run 270 and 242. Only k's blocking orders the sums, so the results do not depend on `mc` and `nc`.
+ */
 export function matmulBlocking(m: number, n: number, k: number): { mc: number; nc: number; kc: number } {
+  const even = (x: number, most: number, unit: number) => up(Math.ceil(x / Math.ceil(x / most)), unit);
   return {
-    mc: Math.max(MR, Math.min(MC_MAX, up(m, MR))),
-    nc: Math.max(NR, Math.min(NC_MAX, up(n, NR))),
+    mc: Math.max(MR, even(m, MC_MAX, MR)),
+    nc: Math.max(NR, even(n, NC_MAX, NR)),
     kc: Math.max(2, Math.min(KC_MAX, up(k, 2))),
   };
 }

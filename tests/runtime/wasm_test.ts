@@ -1,12 +1,13 @@
 /**
  * The wasm device beyond the shared parity suites: its transcendental routines against the host's float64 ones
  * (ulp bounds, special values, the four-lane and scalar forms agreeing bit for bit), the matmul template's packing
- * forms (transposed, batched, prologues, k longer than one block) against the float64 reference, the same bits on
+ * forms (transposed, batched, prologues, k longer than one block, uneven blocks) against the float64 reference, its
+ * even blocking, the same bits on
  * one thread and on the pool, the attention kernels (RoPE inside them included) against their float64 host
  * twins and against rotating first, row kernels (norms, softmaxes, cross-entropy and their gradients, one row
  * per work item) against the float64 reference, and a memory that grows.
  */
-import { equal, ok } from "node:assert/strict";
+import { deepEqual, equal, ok } from "node:assert/strict";
 import { getWasm, realize, type Shape, type Tensor, tensor } from "../../mod.ts";
 import { assertClose, reference, TEST_SEED, TestRng } from "../_helpers.ts";
 import {
@@ -22,6 +23,7 @@ import { grad, valueAndGrad } from "../../lib/autodiff/grad.ts";
 import { graphSignature, planFor } from "../../lib/runtime/plan.ts";
 import { Op } from "../../lib/ir/ops.ts";
 import { toposort } from "../../lib/ir/node.ts";
+import { matmulBlocking, MR, NR } from "../../lib/codegen/render_wasm_matmul.ts";
 
 type F = Tensor<Shape, "f32">;
 
@@ -132,6 +134,7 @@ Deno.test("wasm matmul template: transposed, batched, padded and cast operands, 
     ["B transposed (x·Wᵀ, as Linear)", () => mk([61, 70]).matmul(mk([45, 70]).T) as F],
     ["both transposed", () => mk([70, 61]).T.matmul(mk([45, 70]).T) as F],
     ["k = 600 (three k blocks, odd tail)", () => mk([13, 601]).matmul(mk([601, 29])) as F],
+    ["several blocks of m and n, the last ones shorter", () => mk([200, 70]).matmul(mk([70, 172])) as F],
     ["batched with broadcast", () => mk([3, 1, 20, 30]).matmul(mk([2, 30, 17])) as F],
     ["padded prologue", () => mk([40, 30]).pad([[0, 0], [2, 1]], 0.5).matmul(mk([33, 50])) as F],
     ["cast prologue", () => mk([40, 30]).gt(0).cast("f32").matmul(mk([30, 50])) as F],
@@ -149,6 +152,22 @@ Deno.test("wasm matmul template: transposed, batched, padded and cast operands, 
       assertClose(await y.data(), want, { rtol: 1e-4, atol: 2e-4, what: name });
     });
   }
+});
+
+Deno.test("wasm matmul blocks of m and n are as even as the register block allows, k's as before", () => {
+  for (let x = 1; x <= 1100; x++) {
+    const { mc, nc, kc } = matmulBlocking(x, x, x);
+    for (const [size, unit, most] of [[mc, MR, 96], [nc, NR, 128]]) {
+      const blocks = Math.ceil(x / size);
+      equal(size % unit, 0, `${x}: block ${size}`);
+      ok(size <= Math.max(most, unit), `${x}: block ${size}`);
+      // As few blocks as with full ones, the last one short of the others by less than a register block each.
+      equal(blocks, Math.ceil(x / most), `${x}: ${blocks} blocks of ${size}`);
+      ok(x - (blocks - 1) * size > size - unit * blocks, `${x}: blocks of ${size}`);
+    }
+    equal(kc, Math.max(2, Math.min(256, Math.ceil(x / 2) * 2)), `${x}: kc ${kc}`);
+  }
+  deepEqual([matmulBlocking(512, 172, 72).mc, matmulBlocking(512, 172, 72).nc], [90, 88]);
 });
 
 Deno.test("wasm gives the same bits on one thread and on the thread pool", async () => {
