@@ -56,88 +56,148 @@ function affineLoad(
   return { buf: value.buf, c0: c, coef };
 }
 
+/** The twelve f32x4 accumulators of a micro-kernel and its B and A registers. */
+interface MicroRegs {
+  readonly c: readonly number[];
+  readonly b0: number;
+  readonly b1: number;
+  readonly a: number;
+  /** An i32 local: the end of the B panel. */
+  readonly end: number;
+}
+
+/**
+ * Declares the registers of a micro-kernel and loads the accumulators from C (byte address in local `pc`), or
+ * leaves them zero (`pc` null: wasm locals start at zero, the +0.0 that C's zero-filled block held).
+ */
+function microRegs(f: FnBuilder, pc: number | null, ldc: number): MicroRegs {
+  const c: number[] = [];
+  for (let i = 0; i < MR * 2; i++) c.push(f.local("v128"));
+  const regs = { c, b0: f.local("v128"), b1: f.local("v128"), a: f.local("v128"), end: f.local("i32") };
+  for (let r = 0; r < MR && pc !== null; r++) {
+    for (let v = 0; v < 2; v++) f.get(pc).op("v128.load", r * ldc * 4 + v * 16).set(c[r * 2 + v]);
+  }
+  return regs;
+}
+
+/** Stores the accumulators back to C. */
+function storeMicro(f: FnBuilder, g: MicroRegs, pc: number, ldc: number): void {
+  for (let r = 0; r < MR; r++) {
+    for (let v = 0; v < 2; v++) f.get(pc, g.c[r * 2 + v]).op("v128.store", r * ldc * 4 + v * 16);
+  }
+}
+
+/** One step `u` of k: the B row at `pb + u·NR·4`, the A values of row r where `aAt(r)` pushes their address. */
+function microStep(
+  f: FnBuilder,
+  g: MicroRegs,
+  fma: boolean,
+  pb: number,
+  u: number,
+  aAt: (r: number) => void,
+): void {
+  f.get(pb).op("v128.load", u * NR * 4).set(g.b0);
+  f.get(pb).op("v128.load", u * NR * 4 + 16).set(g.b1);
+  for (let r = 0; r < MR; r++) {
+    aAt(r);
+    f.set(g.a);
+    for (const [v, bv] of [[0, g.b0], [1, g.b1]]) {
+      const acc = g.c[r * 2 + v];
+      if (fma) f.get(g.a, bv, acc).op("f32x4.relaxed_madd").set(acc);
+      else f.get(acc, g.a, bv).op("f32x4.mul").op("f32x4.add").set(acc);
+    }
+  }
+}
+
+/** Accumulates packed A (local `pa`) times packed B (local `pb`) over `kcp` steps (local; even and > 0). */
+function packedSteps(f: FnBuilder, g: MicroRegs, fma: boolean, pa: number, pb: number, kcp: number): void {
+  // end = pb + kcp·NR·4
+  f.get(pb).get(kcp).i32(NR * 4).op("i32.mul").op("i32.add").set(g.end);
+  f.op("loop");
+  for (let u = 0; u < 2; u++) {
+    microStep(f, g, fma, pb, u, (r) => f.get(pa).op("v128.load32_splat", (u * MR + r) * 4));
+  }
+  f.get(pa).i32(2 * MR * 4).op("i32.add").set(pa);
+  f.get(pb).i32(2 * NR * 4).op("i32.add").op("local.tee", pb).get(g.end).op("i32.lt_u").op("br_if", 0);
+  f.op("end");
+}
+
+/**
+ * Accumulates six rows of A read in place (locals `rows`: byte addresses at the block's first k, rows contiguous
+ * along k) times packed B (local `pb`) over `kc` steps (local): two steps per iteration, then one more when `kc` is
+ * odd (A is never read past k = kc).
+ */
+function directSteps(
+  f: FnBuilder,
+  g: MicroRegs,
+  fma: boolean,
+  rows: readonly number[],
+  pb: number,
+  kc: number,
+): void {
+  // end = pb + (kc & ~1)·NR·4: the pairs of k
+  f.get(pb).get(kc).i32(-2).op("i32.and").i32(NR * 4).op("i32.mul").op("i32.add").set(g.end);
+  f.get(kc).i32(2).op("i32.ge_s").op("if", "void").op("loop");
+  for (let u = 0; u < 2; u++) {
+    microStep(f, g, fma, pb, u, (r) => f.get(rows[r]).op("v128.load32_splat", u * 4));
+  }
+  for (let r = 0; r < MR; r++) f.get(rows[r]).i32(8).op("i32.add").set(rows[r]);
+  f.get(pb).i32(2 * NR * 4).op("i32.add").op("local.tee", pb).get(g.end).op("i32.lt_u").op("br_if", 0);
+  f.op("end").op("end");
+  f.get(kc).i32(1).op("i32.and").op("if", "void");
+  microStep(f, g, fma, pb, 0, (r) => f.get(rows[r]).op("v128.load32_splat", 0));
+  f.op("end");
+}
+
 /** The micro-kernel `micro(pa, pb, pc, kcp)`: C[MR x NR] (row stride `ldc` floats) += Ap · Bp over kcp steps. */
 function microKernel(ldc: number, fma: boolean): FnBuilder {
   const f = new FnBuilder(["i32", "i32", "i32", "i32"], []);
-  const [PA, PB, PC, KCP] = [0, 1, 2, 3];
-  const c: number[] = [];
-  for (let i = 0; i < MR * 2; i++) c.push(f.local("v128"));
-  const b0 = f.local("v128");
-  const b1 = f.local("v128");
-  const a = f.local("v128");
-  const end = f.local("i32");
-  for (let r = 0; r < MR; r++) {
-    for (let v = 0; v < 2; v++) f.get(PC).op("v128.load", r * ldc * 4 + v * 16).set(c[r * 2 + v]);
-  }
-  // end = pb + kcp·NR·4 (kcp is even and > 0)
-  f.get(PB).get(KCP).i32(NR * 4).op("i32.mul").op("i32.add").set(end);
-  f.op("loop");
-  for (let u = 0; u < 2; u++) {
-    f.get(PB).op("v128.load", u * NR * 4).set(b0);
-    f.get(PB).op("v128.load", u * NR * 4 + 16).set(b1);
-    for (let r = 0; r < MR; r++) {
-      f.get(PA).op("v128.load32_splat", (u * MR + r) * 4).set(a);
-      for (const [v, bv] of [[0, b0], [1, b1]]) {
-        const acc = c[r * 2 + v];
-        if (fma) f.get(a, bv, acc).op("f32x4.relaxed_madd").set(acc);
-        else f.get(acc, a, bv).op("f32x4.mul").op("f32x4.add").set(acc);
-      }
-    }
-  }
-  f.get(PA).i32(2 * MR * 4).op("i32.add").set(PA);
-  f.get(PB).i32(2 * NR * 4).op("i32.add").op("local.tee", PB).get(end).op("i32.lt_u").op("br_if", 0);
-  f.op("end");
-  for (let r = 0; r < MR; r++) {
-    for (let v = 0; v < 2; v++) f.get(PC, c[r * 2 + v]).op("v128.store", r * ldc * 4 + v * 16);
-  }
+  const g = microRegs(f, 2, ldc);
+  packedSteps(f, g, fma, 0, 1, 3);
+  storeMicro(f, g, 2, ldc);
   return f;
 }
 
 /**
  * The micro-kernel reading A in place: `microA(a0..a5, pb, pc, kc)` with `a0..a5` the byte addresses of six rows of
- * A at the block's first k (rows contiguous along k), B packed as for {@link microKernel}. Two steps of k per
- * iteration, then one more when `kc` is odd (A is never read past k = kc).
+ * A at the block's first k (rows contiguous along k), B packed as for {@link microKernel}.
  */
 function microKernelDirectA(ldc: number, fma: boolean): FnBuilder {
   const f = new FnBuilder([...Array.from({ length: MR }, () => "i32" as const), "i32", "i32", "i32"], []);
-  const PB = MR;
-  const PC = MR + 1;
-  const KC = MR + 2;
-  const c: number[] = [];
-  for (let i = 0; i < MR * 2; i++) c.push(f.local("v128"));
-  const b0 = f.local("v128");
-  const b1 = f.local("v128");
-  const a = f.local("v128");
-  const end = f.local("i32");
-  for (let r = 0; r < MR; r++) {
-    for (let v = 0; v < 2; v++) f.get(PC).op("v128.load", r * ldc * 4 + v * 16).set(c[r * 2 + v]);
-  }
-  const step = (u: number) => {
-    f.get(PB).op("v128.load", u * NR * 4).set(b0);
-    f.get(PB).op("v128.load", u * NR * 4 + 16).set(b1);
-    for (let r = 0; r < MR; r++) {
-      f.get(r).op("v128.load32_splat", u * 4).set(a);
-      for (const [v, bv] of [[0, b0], [1, b1]]) {
-        const acc = c[r * 2 + v];
-        if (fma) f.get(a, bv, acc).op("f32x4.relaxed_madd").set(acc);
-        else f.get(acc, a, bv).op("f32x4.mul").op("f32x4.add").set(acc);
-      }
+  const g = microRegs(f, MR + 1, ldc);
+  directSteps(f, g, fma, Array.from({ length: MR }, (_, r) => r), MR, MR + 2);
+  storeMicro(f, g, MR + 1, ldc);
+  return f;
+}
+
+/**
+ * The micro-kernel of a product (or sum of products) whose every k fits one block: `microSum(...terms, pc)` with per
+ * term the address of its packed A panel (or, for A read in place, its six row addresses) and of its packed B
+ * panel. The terms accumulate one after the other in the same registers, from zero, in the order and with the
+ * operations of one {@link microKernel} / {@link microKernelDirectA} call per term on a zero-filled C, so the sums
+ * are the same bits; C is stored once, never zero-filled nor loaded, and a sum makes one call, not one per term.
+ */
+function microKernelSum(
+  ldc: number,
+  fma: boolean,
+  terms: readonly { direct: boolean; k: number }[],
+): FnBuilder {
+  const params = terms.reduce((n, t) => n + (t.direct ? MR : 1) + 1, 0);
+  const f = new FnBuilder(Array.from({ length: params + 1 }, () => "i32" as const), []);
+  const g = microRegs(f, null, ldc);
+  const kc = f.local("i32");
+  let at = 0;
+  for (const t of terms) {
+    f.i32(t.direct ? t.k : Math.ceil(t.k / 2) * 2).set(kc);
+    if (t.direct) {
+      directSteps(f, g, fma, Array.from({ length: MR }, (_, r) => at + r), at + MR, kc);
+      at += MR + 1;
+    } else {
+      packedSteps(f, g, fma, at, at + 1, kc);
+      at += 2;
     }
-  };
-  // end = pb + (kc & ~1)·NR·4: the pairs of k
-  f.get(PB).get(KC).i32(-2).op("i32.and").i32(NR * 4).op("i32.mul").op("i32.add").set(end);
-  f.get(KC).i32(2).op("i32.ge_s").op("if", "void").op("loop");
-  step(0);
-  step(1);
-  for (let r = 0; r < MR; r++) f.get(r).i32(8).op("i32.add").set(r);
-  f.get(PB).i32(2 * NR * 4).op("i32.add").op("local.tee", PB).get(end).op("i32.lt_u").op("br_if", 0);
-  f.op("end").op("end");
-  f.get(KC).i32(1).op("i32.and").op("if", "void");
-  step(0);
-  f.op("end");
-  for (let r = 0; r < MR; r++) {
-    for (let v = 0; v < 2; v++) f.get(PC, c[r * 2 + v]).op("v128.store", r * ldc * 4 + v * 16);
   }
+  storeMicro(f, g, params, ldc);
   return f;
 }
 
@@ -158,10 +218,33 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
   const microA = direct.every((d) => d === null)
     ? -1
     : mb.addFunction(microKernelDirectA(NC, opts.relaxedSimd));
-  // Scratch: packed A (MC x KC), packed B (KC x NC), the block's accumulators (MC x NC).
+  // A product (or sum of products) whose every k fits one block packs every term's panels, then sums all terms
+  // per register block in one call (`microKernelSum`).
+  const live = [...mm.terms.keys()].filter((q) => mm.terms[q].k > 0);
+  const summed = live.length > 0 && depth <= KC && opts.sumTerms !== false;
+  const microSum = summed
+    ? mb.addFunction(
+      microKernelSum(
+        NC,
+        opts.relaxedSimd,
+        live.map((q) => ({ direct: direct[q] !== null, k: mm.terms[q].k })),
+      ),
+    )
+    : -1;
+  // Scratch: packed A (MC x KC), packed B (KC x NC), the block's accumulators (MC x NC); for a sum, the packed
+  // panels of every term (MC x k and k x NC, k rounded up to even) one after the other.
+  const panels = new Map<number, { a: number; b: number }>();
+  let summedBytes = 0;
+  for (const q of summed ? live : []) {
+    const kp = Math.ceil(mm.terms[q].k / 2) * 2;
+    const a = summedBytes;
+    summedBytes += direct[q] === null ? MC * kp * 4 : 0;
+    panels.set(q, { a, b: summedBytes });
+    summedBytes += kp * NC * 4;
+  }
   const AP = 0;
   const BP = MC * KC * 4;
-  const CB = BP + KC * NC * 4;
+  const CB = summed ? summedBytes : BP + KC * NC * 4;
   const scratchBytes = CB + MC * NC * 4;
 
   const L = () => f.local("i32");
@@ -304,9 +387,63 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
     minTo(nc, NC, mm.n, n0);
     f.get(mc).i32(MR - 1).op("i32.add").i32(MR).op("i32.div_u").set(mp);
     f.get(nc).i32(NR - 1).op("i32.add").i32(NR).op("i32.div_u").set(np);
-    f.get(SCR).i32(CB).op("i32.add").i32(0).i32(MC * NC * 4).op("memory.fill");
+    if (!summed) f.get(SCR).i32(CB).op("i32.add").i32(0).i32(MC * NC * 4).op("memory.fill");
+    /** Pushes the six row addresses of term `q`'s A read in place, at row panel `i` and k = pc. */
+    const pushRows = (q: number) => {
+      // Row addresses in[c0 + cb·b + cm·row + pc], rows past M clamped to the last (never stored).
+      const directA = direct[q]!;
+      const cb = directA.coef.get("b") ?? 0;
+      const cm = directA.coef.get("m") ?? 0;
+      for (let r = 0; r < MR; r++) {
+        f.get(bases[directA.buf]).i32(directA.c0).get(bi).i32(cb).op("i32.mul").op("i32.add");
+        f.get(m0).get(i).i32(MR).op("i32.mul").op("i32.add").i32(r).op("i32.add").set(row);
+        f.get(row).i32(mm.m - 1).get(row).i32(mm.m - 1).op("i32.lt_s").op("select").i32(cm).op("i32.mul");
+        f.op("i32.add").get(pc).op("i32.add").i32(2).op("i32.shl").op("i32.add");
+      }
+    };
+    /** Pushes the address of panel `index` (local) of `width` rows of a packed operand at `offset`. */
+    const pushPanel = (offset: number, index: number, width: number, steps: () => void) => {
+      f.get(SCR).i32(offset).op("i32.add").get(index).i32(width * 4).op("i32.mul");
+      steps();
+      f.op("i32.mul").op("i32.add");
+    };
+    const pushC = () => {
+      f.get(SCR).i32(CB).op("i32.add").get(i).i32(MR * NC * 4).op("i32.mul").op("i32.add").get(jp)
+        .i32(NR * 4).op("i32.mul").op("i32.add");
+    };
+    if (summed) {
+      // Every term's panels, then one call per register block.
+      f.i32(0).set(pc);
+      for (const q of live) {
+        const term = mm.terms[q];
+        f.i32(term.k).set(kc);
+        f.i32(Math.ceil(term.k / 2) * 2).set(kcp);
+        if (direct[q] === null) pack(term.a, "m", m0, mc, mp, MR, panels.get(q)!.a);
+        pack(term.b, "n", n0, nc, np, NR, panels.get(q)!.b);
+      }
+      // Row panels outside, so that the rows of A read in place are addressed once per panel.
+      const rows = new Map(
+        live.filter((q) => direct[q] !== null).map((q) => [q, Array.from({ length: MR }, L)]),
+      );
+      forLocal(i, mp, () => {
+        for (const [q, locals] of rows) {
+          pushRows(q);
+          for (let r = MR - 1; r >= 0; r--) f.set(locals[r]);
+        }
+        forLocal(jp, np, () => {
+          for (const q of live) {
+            const steps = () => f.i32(Math.ceil(mm.terms[q].k / 2) * 2);
+            if (direct[q] !== null) f.get(...rows.get(q)!);
+            else pushPanel(panels.get(q)!.a, i, MR, steps);
+            pushPanel(panels.get(q)!.b, jp, NR, steps);
+          }
+          pushC();
+          f.op("call", microSum);
+        });
+      });
+    }
     // for each term, for pc in 0, KC, ... < K
-    for (const [q, term] of mm.terms.entries()) {
+    for (const [q, term] of summed ? [] : mm.terms.entries()) {
       const directA = direct[q];
       if (term.k === 0) continue;
       f.i32(0).set(pc);
@@ -318,28 +455,11 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
       pack(term.b, "n", n0, nc, np, NR, BP);
       forLocal(jp, np, () => {
         forLocal(i, mp, () => {
-          if (directA !== null) {
-            // Row addresses in[c0 + cb·b + cm·row + pc], rows past M clamped to the last (never stored).
-            const cb = directA.coef.get("b") ?? 0;
-            const cm = directA.coef.get("m") ?? 0;
-            for (let r = 0; r < MR; r++) {
-              f.get(bases[directA.buf]).i32(directA.c0).get(bi).i32(cb).op("i32.mul").op("i32.add");
-              f.get(m0).get(i).i32(MR).op("i32.mul").op("i32.add").i32(r).op("i32.add").set(row);
-              f.get(row).i32(mm.m - 1).get(row).i32(mm.m - 1).op("i32.lt_s").op("select").i32(cm).op(
-                "i32.mul",
-              );
-              f.op("i32.add").get(pc).op("i32.add").i32(2).op("i32.shl").op("i32.add");
-            }
-          } else {
-            f.get(SCR).i32(AP).op("i32.add").get(i).i32(MR * 4).op("i32.mul").get(kcp).op("i32.mul").op(
-              "i32.add",
-            );
-          }
-          f.get(SCR).i32(BP).op("i32.add").get(jp).i32(NR * 4).op("i32.mul").get(kcp).op("i32.mul").op(
-            "i32.add",
-          );
-          f.get(SCR).i32(CB).op("i32.add").get(i).i32(MR * NC * 4).op("i32.mul").op("i32.add").get(jp)
-            .i32(NR * 4).op("i32.mul").op("i32.add");
+          const steps = () => f.get(kcp);
+          if (directA !== null) pushRows(q);
+          else pushPanel(AP, i, MR, steps);
+          pushPanel(BP, jp, NR, steps);
+          pushC();
           if (directA !== null) f.get(kc).op("call", microA);
           else f.get(kcp).op("call", micro);
         });

@@ -42,6 +42,11 @@ export interface WasmRenderOptions {
   readonly relaxedSimd: boolean;
   /** Compute four outputs at a time where the kernel allows it (default true; tests compare both forms). */
   readonly simd?: boolean;
+  /**
+   * Sum a matmul's terms in one micro-kernel call per register block where every k fits one block (default true;
+   * tests compare both forms, which give the same bits).
+   */
+  readonly sumTerms?: boolean;
 }
 
 /** The wasm value type holding a value of dtype `d` (f16 is computed in f32; bool and u32 in i32). */

@@ -2,7 +2,7 @@
  * The wasm device beyond the shared parity suites: its transcendental routines against the host's float64 ones
  * (ulp bounds, special values, the four-lane and scalar forms agreeing bit for bit), the matmul template's packing
  * forms (transposed, batched, prologues, k longer than one block, uneven blocks) against the float64 reference, its
- * even blocking, the same bits on
+ * even blocking, sums of products summed in one pass giving the bits of term by term, the same bits on
  * one thread and on the pool, the attention kernels (RoPE inside them included) against their float64 host
  * twins and against rotating first, row kernels (norms, softmaxes, cross-entropy and their gradients, one row
  * per work item) against the float64 reference, and a memory that grows.
@@ -24,6 +24,10 @@ import { graphSignature, planFor } from "../../lib/runtime/plan.ts";
 import { Op } from "../../lib/ir/ops.ts";
 import { toposort } from "../../lib/ir/node.ts";
 import { matmulBlocking, MR, NR } from "../../lib/codegen/render_wasm_matmul.ts";
+import { renderWasm, type WasmKernel } from "../../lib/codegen/render_wasm.ts";
+import type { Kernel } from "../../lib/codegen/kexpr.ts";
+import { WASM_MAX_PAGES } from "../../lib/codegen/wasm_emit.ts";
+import { HAS_RELAXED_SIMD } from "../../lib/runtime/wasm.ts";
 
 type F = Tensor<Shape, "f32">;
 
@@ -168,6 +172,59 @@ Deno.test("wasm matmul blocks of m and n are as even as the register block allow
     equal(kc, Math.max(2, Math.min(256, Math.ceil(x / 2) * 2)), `${x}: kc ${kc}`);
   }
   deepEqual([matmulBlocking(512, 172, 72).mc, matmulBlocking(512, 172, 72).nc], [90, 88]);
+});
+
+/** Runs a rendered kernel on all its items over a fresh memory holding `inputs`; returns its f32 output. */
+function runRendered(kernel: Kernel, r: WasmKernel, inputs: readonly Float32Array[]): Float32Array {
+  const outSize = kernel.outShape.reduce((a, b) => a * b, 1);
+  let at = 1024;
+  const addr = [outSize, ...inputs.map((x) => x.length)].map((n) => {
+    const a = at;
+    at += Math.ceil(n / 16) * 64;
+    return a;
+  });
+  const memory = new WebAssembly.Memory({
+    initial: Math.ceil((at + r.scratchBytes) / 65536),
+    maximum: WASM_MAX_PAGES,
+    shared: true,
+  });
+  inputs.forEach((x, i) => new Float32Array(memory.buffer, addr[i + 1], x.length).set(x));
+  const env = { mem: memory };
+  const inst = new WebAssembly.Instance(
+    new WebAssembly.Module(r.bytes),
+    r.usesMath ? { env, math: { sin: Math.sin, cos: Math.cos } } : { env },
+  );
+  (inst.exports.run as (...args: number[]) => void)(0, r.items, at, ...addr, 0);
+  return new Float32Array(memory.buffer, addr[0], outSize).slice();
+}
+
+Deno.test("wasm matmul: a sum of products whose every k fits one block, summed in one pass, gives the bits of term by term", () => {
+  const rng = new TestRng(304);
+  const mk = (shape: number[]) =>
+    tensor(rng.normals(shape.reduce((a, b) => a * b, 1)), { shape, device: "wasm" }) as unknown as F;
+  const [x, w, h, b, s, g] = [mk([61, 70]), mk([45, 70]), mk([61, 5]), mk([45, 5]), mk([70]), mk([61, 45])];
+  const sums: [string, F][] = [
+    ["A in place (x·Wᵀ + h·Bᵀ, a LoRA projection)", x.matmul(w.T).add(h.matmul(b.T)) as F],
+    ["A packed beside A in place", x.mul(s).matmul(w.T).add(h.matmul(b.T)) as F],
+    ["three terms", g.matmul(w).add(g.matmul(b).matmul(h.T).T.matmul(x)).add(h.matmul(h.T).matmul(x)) as F],
+    ["one term", x.matmul(w.T) as F],
+  ];
+  for (const [name, y] of sums) {
+    const plan = planFor([y.node], graphSignature([y.node]), { maxInputs: 256, loopBudget: Infinity });
+    const kernels = plan.kernels.map((k) => k.kernel).filter((k) => k?.matmul != null) as Kernel[];
+    const last = kernels[kernels.length - 1];
+    ok(name === "one term" || last.matmul!.terms.length > 1, `${name}: ${last.matmul!.terms.length} terms`);
+    const data = last.inputs.map((i) =>
+      Float32Array.from(rng.normals(i.size), (v, j) => (j % 7 === 0 ? 0 : v))
+    );
+    const render = (sumTerms: boolean) => renderWasm(last, { relaxedSimd: HAS_RELAXED_SIMD, sumTerms });
+    const [summed, termwise] = [
+      runRendered(last, render(true), data),
+      runRendered(last, render(false), data),
+    ];
+    ok(summed.some((v) => v !== 0), name);
+    ok(summed.every((v, i) => Object.is(v, termwise[i])), `${name}: the bits differ`);
+  }
 });
 
 Deno.test("wasm gives the same bits on one thread and on the thread pool", async () => {
