@@ -285,18 +285,27 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
     em.vars.set("k", kAbs);
     // Rows contiguous in memory (B row-major, A transposed): a whole panel step is `width` consecutive floats.
     const contiguous = aff !== null && aff.coef.get(rowVar) === 1;
+    // Rows contiguous along k (B = Wᵀ, as Linear reads W): eight rows of four steps, transposed in registers.
+    const alongK = aff !== null && !contiguous && aff.coef.get("k") === 1 && width === NR &&
+      (aff.coef.get(rowVar) ?? 0) > 0;
     forLocal(ip, panels, () => {
-      if (contiguous) {
+      if (contiguous || alongK) {
         const cb = aff!.coef.get("b") ?? 0;
         const ck = aff!.coef.get("k") ?? 0;
+        const cr = aff!.coef.get(rowVar) ?? 0;
         // A full panel: copy `width` floats per step of k (16-byte pieces, then 8 bytes for a width of 6).
         f.get(first).get(ip).i32(width).op("i32.mul").op("i32.add").set(row);
         f.get(row).i32(width).op("i32.add").get(first).get(count).op("i32.add").op("i32.le_s");
         f.op("if", "void");
         f.get(SCR).i32(scratchOff).op("i32.add").get(ip).i32(width).op("i32.mul").get(kcp).op("i32.mul")
           .i32(2).op("i32.shl").op("i32.add").set(dst);
-        f.get(bases[aff!.buf]).i32(aff!.c0).get(bi).i32(cb).op("i32.mul").op("i32.add").get(row).op("i32.add")
-          .get(pc).i32(ck).op("i32.mul").op("i32.add").i32(2).op("i32.shl").op("i32.add").set(src);
+        f.get(bases[aff!.buf]).i32(aff!.c0).get(bi).i32(cb).op("i32.mul").op("i32.add").get(row).i32(cr)
+          .op("i32.mul").op("i32.add").get(pc).i32(ck).op("i32.mul").op("i32.add").i32(2).op("i32.shl")
+          .op("i32.add").set(src);
+        if (alongK) transposePanel(cr);
+      }
+      if (contiguous) {
+        const ck = aff!.coef.get("k") ?? 0;
         const copy = (zero: boolean) => {
           for (let o = 0; o + 4 <= width; o += 4) {
             f.get(dst);
@@ -319,8 +328,8 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
         f.get(kcp).get(kc).op("i32.gt_s").op("if", "void");
         copy(true);
         f.op("end");
-        f.op("else"); // a panel at the edge: row by row below
       }
+      if (contiguous || alongK) f.op("else"); // a panel at the edge: row by row below
       f.i32(0).set(r);
       f.op("loop");
       // row = first + ip·width + r; dst = scratch + off + (ip·width·kcp + r)·4
@@ -365,8 +374,52 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
       );
       f.get(r).i32(1).op("i32.add").op("local.tee", r).i32(width).op("i32.lt_s").op("br_if", 0);
       f.op("end");
-      if (contiguous) f.op("end");
+      if (contiguous || alongK) f.op("end");
     });
+  };
+
+  /**
+   * Packs a full panel of NR rows that lie `cr` floats apart and run along k (from `src` to `dst`): per four steps
+   * of k, two 4 x 4 blocks transposed with shuffles; the last `kc % 4` steps one float at a time; a zero pad step.
+   */
+  const transposePanel = (cr: number) => {
+    const v = [0, 1, 2, 3].map(() => f.local("v128"));
+    const t = [0, 1, 2, 3].map(() => f.local("v128"));
+    const shuffle = (a: number, b: number, lanes: number[]) =>
+      f.get(a, b).op(
+        "i8x16.shuffle",
+        new Uint8Array(lanes.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3])),
+      );
+    f.i32(0).set(kk);
+    f.op("block").op("loop");
+    f.get(kk).i32(4).op("i32.add").get(kc).op("i32.gt_s").op("br_if", 1);
+    for (let h = 0; h < 2; h++) {
+      for (let j = 0; j < 4; j++) f.get(src).op("v128.load", (h * 4 + j) * cr * 4).set(v[j]);
+      // (r0k0, r1k0, r0k1, r1k1), (r0k2, r1k2, r0k3, r1k3) and the same of rows 2 and 3; then step k of rows 0-3.
+      shuffle(v[0], v[1], [0, 4, 1, 5]).set(t[0]);
+      shuffle(v[0], v[1], [2, 6, 3, 7]).set(t[1]);
+      shuffle(v[2], v[3], [0, 4, 1, 5]).set(t[2]);
+      shuffle(v[2], v[3], [2, 6, 3, 7]).set(t[3]);
+      for (let j = 0; j < 4; j++) {
+        f.get(dst);
+        shuffle(t[j >> 1], t[2 + (j >> 1)], j % 2 === 0 ? [0, 1, 4, 5] : [2, 3, 6, 7]);
+        f.op("v128.store", (j * NR + h * 4) * 4);
+      }
+    }
+    f.get(dst).i32(4 * NR * 4).op("i32.add").set(dst);
+    f.get(src).i32(16).op("i32.add").set(src);
+    f.get(kk).i32(4).op("i32.add").set(kk);
+    f.op("br", 0).op("end").op("end");
+    f.op("block").op("loop");
+    f.get(kk).get(kc).op("i32.ge_s").op("br_if", 1);
+    for (let j = 0; j < NR; j++) f.get(dst).get(src).op("f32.load", j * cr * 4).op("f32.store", j * 4);
+    f.get(dst).i32(NR * 4).op("i32.add").set(dst);
+    f.get(src).i32(4).op("i32.add").set(src);
+    f.get(kk).i32(1).op("i32.add").set(kk);
+    f.op("br", 0).op("end").op("end");
+    f.get(kcp).get(kc).op("i32.gt_s").op("if", "void");
+    for (let o = 0; o < NR; o += 4) f.get(dst).op("v128.const", new Uint8Array(16)).op("v128.store", o * 4);
+    f.op("end");
   };
 
   // for item in start..end
