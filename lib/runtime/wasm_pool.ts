@@ -59,6 +59,8 @@ export const CTL = {
   end: 12,
   /** Bytes of the failed worker's message, whose UTF-8 text follows the arguments (see {@link readWorkerError}). */
   errorBytes: 13,
+  /** Workers asleep in `Atomics.wait` between jobs (past their poll; see {@link WORKER_POLL_MS}). */
+  sleeping: 14,
   /** First kernel argument. */
   args: 16,
 } as const;
@@ -144,6 +146,11 @@ export class ThreadPool {
   readonly #memory: WebAssembly.Memory;
   readonly #ctl: Int32Array;
   readonly #workers: Worker[] = [];
+
+  /** How many of the pool's workers sleep between jobs now (those still polling for one do not). */
+  get sleepingWorkers(): number {
+    return Atomics.load(this.#ctl, CTL.sleeping);
+  }
   readonly #ports: MessagePort[] = [];
   readonly #shared = new Set<number>();
   #failure: string | null = null;

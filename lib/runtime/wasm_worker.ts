@@ -50,7 +50,9 @@ function awaitJob(seen: number): void {
   for (let i = 1; Atomics.load(ctl, CTL.gen) === seen; i++) {
     // The clock is read every 64 polls.
     if ((i & 63) === 0 && performance.now() > until) {
+      Atomics.add(ctl, CTL.sleeping, 1);
       Atomics.wait(ctl, CTL.gen, seen);
+      Atomics.sub(ctl, CTL.sleeping, 1);
       return;
     }
   }
