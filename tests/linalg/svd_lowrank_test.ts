@@ -28,14 +28,18 @@ async function lowRank(
   return { u: await readMat(r.u), s: await readVec(r.s), v: await readMat(r.v) };
 }
 
-Deno.test("svdLowRank niter=16 recovers the top-q subspaces of a decaying spectrum", async () => {
+// The subspaces converge as tan θ₀ · (σ₇/σ₆)^(2·niter) = tan θ₀ · 0.7^(2·niter), θ₀ the angle of the random start,
+// which now and then is far off one of the top directions. Measured over 600 matrices of these shapes: with niter 16
+// the worst angles were 4.0e-3, 3.1e-3, 3.1e-3 (3 of 600 above 1e-3, median 8.4e-6); with niter 24 the worst
+// was 6.0e-5 (median 1.2e-7), so the bound below holds with a margin of 17 there.
+Deno.test("svdLowRank niter=24 recovers the top-q subspaces of a decaying spectrum", async () => {
   const rng = new TestRng(501);
   for (const [m, n] of [[96, 64], [40, 90]]) {
     const sigma = geomspace(1, 0.7 ** (Math.min(m, n) - 1), Math.min(m, n)); // decay 0.7 per index
     const a = mat(m, n, Float32Array.from(withSpectrum(rng, m, n, sigma).data));
     const ref = jacobiSVD(a);
     const q = 6;
-    const { u, s, v } = await lowRank(a, q, { niter: 16, seed: 11 });
+    const { u, s, v } = await lowRank(a, q, { niter: 24, seed: 11 });
     assertBelow(`${m}x${n}: U_q angle (rad)`, largestPrincipalAngle(u, colsOf(ref.u, 0, q)), 1e-3);
     assertBelow(`${m}x${n}: V_q angle (rad)`, largestPrincipalAngle(v, colsOf(ref.v, 0, q)), 1e-3);
     assertBelow(`${m}x${n}: UᵀU − I`, orthError(u), 1e-5);
