@@ -12,7 +12,7 @@
 import type { Kernel, KExpr, MatmulSpec } from "./kexpr.ts";
 import { linearForm } from "./kexpr.ts";
 import { linearize } from "./linearize.ts";
-import { FnBuilder } from "./wasm_encode.ts";
+import { FnBuilder, lanesMask } from "./wasm_encode.ts";
 import { KEmitter, kernelModule, type WasmKernel, type WasmRenderOptions } from "./wasm_emit.ts";
 import { classifyLanes, VEmitter } from "./wasm_vector.ts";
 
@@ -30,7 +30,8 @@ const up = (x: number, m: number) => Math.ceil(x / m) * m;
  * The block sizes used for a product of this shape. Blocks of m and n are as even as the register block allows
  * (`ceil(m / MC_MAX)` blocks of about `m / blocks` rows), not `MC_MAX` rows and a short remainder: the blocks are
  * the work items split over threads, and with m = 512 (6 blocks) two threads ran 288 and 224 rows where they now
- * run 270 and 242. Only k's blocking orders the sums, so the results do not depend on `mc` and `nc`.
+ * run 270 and 242. No block changes the order of a sum (each element of C adds its k terms in order, block after
+ * block), so the results do not depend on `mc` and `nc`.
  */
 export function matmulBlocking(m: number, n: number, k: number): { mc: number; nc: number; kc: number } {
   const even = (x: number, most: number, unit: number) => up(Math.ceil(x / Math.ceil(x / most)), unit);
@@ -188,7 +189,7 @@ function microKernelSum(
   const kc = f.local("i32");
   let at = 0;
   for (const t of terms) {
-    f.i32(t.direct ? t.k : Math.ceil(t.k / 2) * 2).set(kc);
+    f.i32(t.direct ? t.k : up(t.k, 2)).set(kc);
     if (t.direct) {
       directSteps(f, g, fma, Array.from({ length: MR }, (_, r) => at + r), at + MR, kc);
       at += MR + 1;
@@ -236,7 +237,7 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
   const panels = new Map<number, { a: number; b: number }>();
   let summedBytes = 0;
   for (const q of summed ? live : []) {
-    const kp = Math.ceil(mm.terms[q].k / 2) * 2;
+    const kp = up(mm.terms[q].k, 2);
     const a = summedBytes;
     summedBytes += direct[q] === null ? MC * kp * 4 : 0;
     panels.set(q, { a, b: summedBytes });
@@ -386,10 +387,7 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
     const v = [0, 1, 2, 3].map(() => f.local("v128"));
     const t = [0, 1, 2, 3].map(() => f.local("v128"));
     const shuffle = (a: number, b: number, lanes: number[]) =>
-      f.get(a, b).op(
-        "i8x16.shuffle",
-        new Uint8Array(lanes.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3])),
-      );
+      f.get(a, b).op("i8x16.shuffle", lanesMask(lanes));
     f.i32(0).set(kk);
     f.op("block").op("loop");
     f.get(kk).i32(4).op("i32.add").get(kc).op("i32.gt_s").op("br_if", 1);
@@ -470,7 +468,7 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
       for (const q of live) {
         const term = mm.terms[q];
         f.i32(term.k).set(kc);
-        f.i32(Math.ceil(term.k / 2) * 2).set(kcp);
+        f.i32(up(term.k, 2)).set(kcp);
         if (direct[q] === null) pack(term.a, "m", m0, mc, mp, MR, panels.get(q)!.a);
         pack(term.b, "n", n0, nc, np, NR, panels.get(q)!.b);
       }
@@ -485,7 +483,7 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
         }
         forLocal(jp, np, () => {
           for (const q of live) {
-            const steps = () => f.i32(Math.ceil(mm.terms[q].k / 2) * 2);
+            const steps = () => f.i32(up(mm.terms[q].k, 2));
             if (direct[q] !== null) f.get(...rows.get(q)!);
             else pushPanel(panels.get(q)!.a, i, MR, steps);
             pushPanel(panels.get(q)!.b, jp, NR, steps);

@@ -214,7 +214,6 @@ const OPS = {
   "f32x4.relaxed_madd": [0xfd105, "none"],
 } as const satisfies Record<string, readonly [number, Imm]>;
 
-/** Names of the instructions the encoder knows. */
 /**
  * The byte mask of an `i8x16.shuffle` that takes 32-bit lanes `lanes` (0-3 of the first operand, 4-7 of the
  * second).
@@ -223,6 +222,7 @@ export function lanesMask(lanes: readonly number[]): Uint8Array {
   return new Uint8Array(lanes.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3]));
 }
 
+/** Names of the instructions the encoder knows. */
 export type OpName = keyof typeof OPS;
 
 /** A block's result: nothing, or one value. */
@@ -295,7 +295,8 @@ export class FnBuilder {
     const [code, kind] = OPS[name] as readonly [number, Imm];
     const c = this.#code;
     if (code > 0xff) {
-      // Prefixed: 0xfc (saturating truncation, bulk memory), 0xfd (SIMD) or 0xfe (atomics), then the LEB128 sub-opcode.
+      // Prefixed: 0xfc (saturating truncation, bulk memory), 0xfd (SIMD) or 0xfe (atomics), then the LEB128
+      // sub-opcode.
       c.push(code >> 12);
       uleb(c, code & 0xfff);
     } else c.push(code);
