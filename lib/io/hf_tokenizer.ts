@@ -886,7 +886,10 @@ function mendDecoding(port: HfTokenizerPort, addedTokens: unknown[]): Set<number
   return byteIds;
 }
 
-/** The byte each character of the byte-level alphabet stands for (GPT-2's `bytes_to_unicode`, reversed). */
+/**
+ * The byte each character of the byte-level alphabet stands for (GPT-2's `bytes_to_unicode`, reversed): the printable
+ * bytes as themselves, the other 68 at 256 and up.
+ */
 const BYTE_OF_CHARACTER: ReadonlyMap<number, number> = (() => {
   const map = new Map<number, number>();
   let next = 256;
@@ -925,12 +928,6 @@ function mendByteLevelDecoding(decoder: unknown): void {
   };
 }
 
-/** True for a character of the byte-level alphabet: GPT-2's printable bytes as themselves, the other 68 at 256+. */
-function isByteLevelChar(code: number): boolean {
-  return (code >= 33 && code <= 126) || (code >= 161 && code <= 255 && code !== 173) ||
-    (code >= 256 && code < 324);
-}
-
 /**
  * Refuses a vocabulary token with a character outside the byte-level alphabet when a `ByteLevel` decoder reads it:
  * the Rust library then keeps the whole token as written ("Ġ中" decodes to "Ġ中"), where the port wrote U+0000 for
@@ -951,7 +948,7 @@ function checkByteLevelVocab(
   for (const [token, id] of Object.entries(model.vocab)) {
     if (added.has(id)) continue;
     for (const ch of token) {
-      if (isByteLevelChar(ch.codePointAt(0)!)) continue;
+      if (BYTE_OF_CHARACTER.has(ch.codePointAt(0)!)) continue;
       fail(
         `model.vocab token ${JSON.stringify(token)} (id ${id}) has ${JSON.stringify(ch)} (U+${
           ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")
