@@ -72,8 +72,8 @@ export interface LossOutput {
 /**
  * One recorded step: `step` (1-based), `loss`, `grad_norm` (global, before clipping), `grad_norm/<group>` per
  * optimiser group, `lr` (the default group's rate, or the first group's where every parameter is in a named
- * group) and `lr/<group>` when there are several groups, `norm/<name>` per
- * tracked tensor (after the step's update), and the loss function's extra metrics.
+ * group) and `lr/<group>` when there are several groups, `norm/<name>` per tracked tensor (after the step's update),
+ * and the loss function's extra metrics.
  */
 export type StepRecord =
   & { step: number; loss: number; grad_norm: number; lr: number }
@@ -518,11 +518,9 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     }
     if (this.#step >= this.#o.steps) {
       // The run is over (the model holds its last step, every record is written): the guard's copies, the replay's
-      // buffers and the metrics file the trainer opened are let go now, not when the trainer is closed, which a sweep
-      // that drops its trainers may never do.
-      this.#dropSnapshots();
-      this.#releaseReplay();
-      this.#closeMetrics();
+      // buffers and the metrics file the trainer opened are let go now, not when the caller closes the trainer,
+      // which a sweep that drops its trainers may never do.
+      this.close();
     }
     return this.#history.slice(first);
   }
