@@ -146,11 +146,6 @@ export class ThreadPool {
   readonly #memory: WebAssembly.Memory;
   readonly #ctl: Int32Array;
   readonly #workers: Worker[] = [];
-
-  /** How many of the pool's workers sleep between jobs now (those still polling for one do not). */
-  get sleepingWorkers(): number {
-    return Atomics.load(this.#ctl, CTL.sleeping);
-  }
   readonly #ports: MessagePort[] = [];
   readonly #shared = new Set<number>();
   #failure: string | null = null;
@@ -162,6 +157,11 @@ export class ThreadPool {
     this.threads = threads;
     this.#memory = memory;
     this.#ctl = new Int32Array(new SharedArrayBuffer(4 * CTL_WORDS));
+  }
+
+  /** How many of the pool's workers sleep between jobs now (those still polling for one do not). */
+  get sleepingWorkers(): number {
+    return Atomics.load(this.#ctl, CTL.sleeping);
   }
 
   /** Why the pool stopped working, or null. */
@@ -227,9 +227,9 @@ export class ThreadPool {
 
   /**
    * Runs a job on every thread, the calling one included, then blocks the calling thread (polling for at most
-   * {@link CALLER_POLL_MS}, then in `Atomics.wait`) for at most `waitMs` until the chunks the workers took are done. Returns true when the job is over
-   * (errors are thrown as by {@link run}); false when workers are still busy: then {@link finish} must be awaited
-   * before the next job. A worker that dies is only noticed by the event loop, so keep `waitMs` short.
+   * {@link CALLER_POLL_MS}, then in `Atomics.wait`) for at most `waitMs` until the chunks the workers took are done.
+   * Returns true when the job is over (errors are thrown as by {@link run}); false when workers are still busy: then
+   * {@link finish} must be awaited before the next job. A worker that dies is only noticed by the event loop, so keep `waitMs` short.
    */
   runSync(job: PoolJob, waitMs: number): boolean {
     if (this.#failure !== null) throw new PoolFailure(this.#failure);
