@@ -193,6 +193,11 @@ export interface CustomWasmKernel {
   readonly scratchBytes: number;
   /** Whether the module also imports `math.sin` and `math.cos` (the host's `Math.sin`, `Math.cos`). */
   readonly usesMath: boolean;
+  /**
+   * Optional: i32 values passed to `run` after the buffers' addresses (a launch's own constants, such as the step of
+   * a factorisation, so that one module serves every launch).
+   */
+  readonly args?: readonly number[];
 }
 
 /**

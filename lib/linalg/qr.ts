@@ -24,6 +24,7 @@ import { runKernels } from "../tensor/custom.ts";
 import { tensor } from "../tensor/creation.ts";
 import { type F32, realize, type Tensor, withShape } from "../tensor/tensor.ts";
 import { LOOP_BUDGET } from "../codegen/split_loops.ts";
+import { hhStepWasm, qStepWasm } from "../codegen/wasm_householder.ts";
 import { checkOptions } from "../options.ts";
 import { jacobiWorkgroup } from "./jacobi.ts";
 import { absMaxScale, checkMatrix, iota, nonFinitePoison } from "./common.ts";
@@ -98,6 +99,7 @@ export async function householderColumns(
       dispatch: [cols - s - 1, 1, 1],
       bindings: [C, T, P, ...g],
       host: hhStepHost(p, s),
+      wasm: () => hhStepWasm(p, s),
     });
   }
   if (opts.wantQ) {
@@ -117,6 +119,7 @@ export async function householderColumns(
         dispatch: [k - s, 1, 1],
         bindings: [C, T, Q, P, ...g],
         host: qStepHost(p, s),
+        wasm: () => qStepWasm(p, s),
       });
     }
   }

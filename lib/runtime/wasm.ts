@@ -379,12 +379,11 @@ export class WasmBackend implements Backend {
     return c;
   }
 
-  /** The compiled wasm form of a hand-written kernel. */
-  #compileRaw(s: RawStep): Compiled {
-    const r = s.wasm!({ relaxedSimd: this.relaxedSimd });
+  /** The compiled wasm form `r` of the hand-written kernel `name`. */
+  #compileRaw(name: string, r: CustomWasmKernel): Compiled {
     let c = this.#compiledRaw.get(r);
     if (c === undefined) {
-      c = this.#instantiate(s.name, r);
+      c = this.#instantiate(name, r);
       this.#compiledRaw.set(r, c);
     }
     return c;
@@ -426,8 +425,9 @@ export class WasmBackend implements Backend {
           launches.push({ name: s.name, c: null, raw: s, call: [], args: offsets });
           continue;
         }
-        const c = this.#compileRaw(s);
-        if (c.items > 0) launches.push(this.#launchOf(c, offsets));
+        const r = s.wasm({ relaxedSimd: this.relaxedSimd });
+        const c = this.#compileRaw(s.name, r);
+        if (c.items > 0) launches.push(this.#launchOf(c, [...offsets, ...(r.args ?? [])]));
         continue;
       }
       const c = this.#compile(s.kernel);

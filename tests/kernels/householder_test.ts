@@ -1,9 +1,11 @@
 /** The hand-written Householder kernels: WGSL against the host twins, and the guard that skips them. */
-import { deepEqual } from "node:assert/strict";
+import { deepEqual, equal } from "node:assert/strict";
 import { tensor } from "../../mod.ts";
 import { householderColumns } from "../../lib/linalg/qr.ts";
+import { getBackend } from "../../lib/runtime/realize.ts";
+import type { WasmBackend } from "../../lib/runtime/wasm.ts";
 import type { F32 } from "../../mod.ts";
-import { assertClose, TestRng } from "../_helpers.ts";
+import { assertClose, debugLines, TEST_SEED, TestRng } from "../_helpers.ts";
 
 Deno.test("householder kernels: webgpu (workgroups of 8, 64, 256) equals the host twins", async () => {
   const rng = new TestRng(902);
@@ -56,5 +58,63 @@ Deno.test("householder kernels: columns below the smallest normal float32 give H
     const f = await householderColumns(x, rows, cols, { wantQ: true, wg });
     deepEqual(Array.from(await f.taus.data()), [0, 0], `${device} wg ${wg}: τ`);
     deepEqual(Array.from(await f.q!.data()), Array.from(identity), `${device} wg ${wg}: Q`);
+  }
+});
+
+/** The bits of float32 values (deepEqual takes -0 for 0). */
+function bits(a: ArrayLike<number>): Uint32Array {
+  return new Uint32Array(Float32Array.from(a).buffer);
+}
+
+Deno.test("householder kernels: the wasm steps equal the cpu device bit for bit, split over 1 or 2 threads", async () => {
+  const rng = new TestRng(904);
+  const wasm = await getBackend("wasm") as WasmBackend;
+  const threadsBefore = wasm.threads;
+  // [rows, cols, what]: the first is large enough for its first steps to be split over two threads.
+  const cases: [number, number, string][] = [
+    [400, 120, "tall"],
+    [31, 31, "square"],
+    [50, 1, "one column"],
+    [5, 9, "wide, 5 rows"],
+    [7, 3, "7 rows"],
+    [24, 10, "a zero column and one below the smallest normal float32"],
+  ];
+  try {
+    for (const [rows, cols, what] of cases) {
+      const data = rng.normals(rows * cols);
+      if (cols === 10) {
+        // Column 0 is zero below its first entry (H_0 = I), so column 1 reaches reflector 1 as given: a diagonal
+        // entry, entries of a few 1e-39 (below the smallest normal float32: they count as zero) and one of 3e-37.
+        data.fill(0, 1, rows);
+        for (let i = 2; i < rows; i++) data[rows + i] = (rng.next() - 0.5) * 4e-39;
+        data[rows + 9] = 3e-37;
+        data.fill(0, 2 * rows, 3 * rows); // column 2 is zero
+      }
+      for (const guard of [undefined, 0, 1]) {
+        const run = async (device: "cpu" | "wasm") => {
+          const x = tensor(data, { shape: [cols, rows], device }) as unknown as F32;
+          const g = guard === undefined ? undefined : tensor(Uint32Array.of(guard), { dtype: "u32", device });
+          const f = await householderColumns(x, rows, cols, { wantQ: true, guard: g });
+          return [await f.factored.data(), await f.taus.data(), await f.q!.data()];
+        };
+        const want = await run("cpu");
+        for (const threads of [1, 2]) {
+          wasm.setThreads(threads);
+          let got: ArrayLike<number>[] = [];
+          const lines = await debugLines(async () => got = await run("wasm"));
+          const label =
+            `${rows}x${cols} (${what}), guard ${guard}, ${threads} thread(s) (TEST_SEED=${TEST_SEED})`;
+          ["factored matrix", "taus", "Q"].forEach((name, i) =>
+            deepEqual(bits(got[i]), bits(want[i]), `${name}, ${label}`)
+          );
+          const steps = lines.filter((l) => /^wasm qr_(q_)?step /.test(l));
+          equal(steps.some((l) => l.includes("(host)")), false, `a step ran its host twin, ${label}`);
+          const split = steps.some((l) => / items x2 /.test(l));
+          equal(split, threads === 2 && rows === 400, `steps split over 2 threads, ${label}`);
+        }
+      }
+    }
+  } finally {
+    wasm.setThreads(threadsBefore);
   }
 });
