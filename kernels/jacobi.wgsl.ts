@@ -207,6 +207,26 @@ export function jacobiRoundHost(
 }
 
 /**
+ * One whole sweep (`slots − 1` rounds) on the host devices, as {@link jacobiRoundHost} applied round after round.
+ * Bindings: 0 the source records, 1 and 2 the buffers the rounds ping-pong between (round 0 reads the source and
+ * writes 1, odd rounds read 1 and write 2, even rounds after 0 read 2 and write 1, so the last round, an even one,
+ * writes 1), 3 the rotation counter, 4 the parameters, 5 the zero floor, 6 the control words of the wasm form
+ * (unused here). There is no WGSL form: WebGPU runs the rounds one launch each.
+ */
+export function jacobiSweepHost(
+  p: JacobiLayout,
+  tol: number,
+): (buffers: (Float32Array | Int32Array | Uint32Array)[]) => void {
+  const round = jacobiRoundHost(p, tol);
+  return ([src, a, b, cnt, params, zeroFloor]) => {
+    for (let r = 0; r < p.slots - 1; r++) {
+      const from = r === 0 ? src : r % 2 === 1 ? a : b;
+      round([from, r % 2 === 1 ? b : a, cnt, params, zeroFloor]);
+    }
+  };
+}
+
+/**
  * The rotation both host twins apply to the columns of `v` at `po` and `qo` (their first `n` entries), in float64:
  * with a = ‖p‖², b = ‖q‖², g = p·q, `s` and `tau = s / (1 + c)` of the rotation that makes them orthogonal, and
  * whether |g| > `tol`·‖p‖‖q‖ (a rotation that counts against convergence). Null when the pair needs none (a

@@ -2,7 +2,7 @@
  * A small WebAssembly binary encoder: modules with one imported shared memory, imported and defined functions,
  * and exports; function bodies written instruction by instruction with the text-format names
  * (`f.op("f32.add")`, `f.op("local.get", x)`). Only the instructions the wasm renderers use are in the table
- * (core, saturating truncation, bulk memory, an atomic add, 128-bit SIMD and relaxed-SIMD fused multiply-add).
+ * (core, saturating truncation, bulk memory, a few atomics, 128-bit SIMD and relaxed-SIMD fused multiply-add).
  *
  * @module
  */
@@ -130,7 +130,11 @@ const OPS = {
   "i32.trunc_sat_f32_u": [0xfc001, "none"],
   "i32.trunc_sat_f64_s": [0xfc002, "none"],
   "memory.fill": [0xfc00b, "zero"],
+  "memory.atomic.notify": [0xfe000, "mem"],
+  "memory.atomic.wait32": [0xfe001, "mem"],
+  "i32.atomic.load": [0xfe010, "mem"],
   "i32.atomic.rmw.add": [0xfe01e, "mem"],
+  "i32.atomic.rmw.cmpxchg": [0xfe048, "mem"],
   "v128.load": [0xfd000, "mem"],
   "v128.load32_splat": [0xfd009, "mem"],
   "v128.load64_splat": [0xfd00a, "mem"],

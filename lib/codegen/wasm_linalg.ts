@@ -32,21 +32,18 @@ function nextSlot(f: FnBuilder, k: number, slots: number): void {
   f.get(k).op("i32.eqz").op("select");
 }
 
-// Parameters of `run` of the Jacobi round: the item range, the scratch (unused), then the WGSL bindings.
-const START = 0, END = 1, SRC = 3, DST = 4, CNT = 5, PARAMS = 6, FLOOR = 7;
+// Parameters of the pair function: the pair range, the source and destination records, the parameters, the floor.
+const START = 0, END = 1, SRC = 2, DST = 3, PARAMS = 4, FLOOR = 5;
 
 /**
- * `run(start, end, scratch, src, dst, cnt, params, floor)`: pairs `start..end-1` of one Jacobi round, as
- * `jacobiRoundHost` computes them (its rotation is `hostRotation`). The dot products of two pairs run side by side in
- * the two float64 lanes, each lane summing its pair's terms one entry after another; the rotation, whose entries are
- * independent, runs two entries at a time (per lane the host's operations). Rotations that count add to a local
- * count, added to the counter once per call with an atomic add, so any split of the pairs over threads gives the
- * host's count.
+ * Adds `pairs(start, end, src, dst, params, floor) -> count` to `mb` and returns its index: pairs `start..end-1` of
+ * one Jacobi round, as `jacobiRoundHost` computes them (its rotation is `hostRotation`), and how many of their
+ * rotations count. The dot products of two pairs run side by side in the two float64 lanes, each lane summing its
+ * pair's terms one entry after another; the rotation, whose entries are independent, runs two entries at a time (per
+ * lane the host's operations). Every pair is computed alone, so any split of a round's pairs gives the host's bits.
  */
-function jacobiRoundModule(): Uint8Array<ArrayBuffer> {
-  const mb = new ModuleBuilder();
-  mb.importMemory("env", "mem", { min: 1, max: WASM_MAX_PAGES, shared: true });
-  const f = new FnBuilder(Array.from({ length: 8 }, () => "i32" as const), []);
+function addPairsFunction(mb: ModuleBuilder): number {
+  const f = new FnBuilder(Array.from({ length: 6 }, () => "i32" as const), ["i32"]);
   const locals = (n: number, t: "i32" | "f64" | "v128") => Array.from({ length: n }, () => f.local(t));
   const [w, q, po, qo, np, nq, off, rowsB, strideB, slots, count, step] = locals(12, "i32");
   const [a, b, g, scale, zeta, t, c, s, tau, tol, zero] = locals(11, "f64");
@@ -176,6 +173,136 @@ function jacobiRoundModule(): Uint8Array<ArrayBuffer> {
     rotatePair();
     f.op("end");
   });
+  f.get(count);
+  return mb.addFunction(f);
+}
+
+/**
+ * `run(start, end, scratch, src, dst, cnt, params, floor)`: pairs `start..end-1` of one Jacobi round. Rotations
+ * that count are added to the counter once per call with an atomic add, so any split of the pairs over threads gives
+ * the host's count.
+ */
+function jacobiRoundModule(): Uint8Array<ArrayBuffer> {
+  const mb = new ModuleBuilder();
+  mb.importMemory("env", "mem", { min: 1, max: WASM_MAX_PAGES, shared: true });
+  const pairs = addPairsFunction(mb);
+  const f = new FnBuilder(Array.from({ length: 8 }, () => "i32" as const), []);
+  const count = f.local("i32");
+  // run's parameters: 0 start, 1 end, 2 scratch, 3 src, 4 dst, 5 cnt, 6 params, 7 floor.
+  f.get(0, 1, 3, 4, 6, 7).op("call", pairs).set(count);
+  f.get(count).op("if", "void");
+  f.get(5).get(count).op("i32.atomic.rmw.add", 0).op("drop");
+  f.op("end");
+  mb.exportFunction("run", mb.addFunction(f));
+  return mb.encode();
+}
+
+/** Most parts a sweep's rounds are cut into (one per thread; more threads share them). */
+export const SWEEP_MAX_PARTS = 16;
+
+/**
+ * Least estimated work (ns) of one part of a round: every round ends with a wait for all parts, which cost as much as
+ * it saved at 64 records of 64 rows (5.4 µs of pairs a round: 0.61–0.71 ms a sweep on two threads, 0.66–0.73 on one,
+ * on a 2-core x86 host); 80 records (8.4 µs) took 0.68–0.73 ms on two threads, 1.10–1.14 on one.
+ */
+export const SWEEP_PART_MIN_NS = 4_000;
+
+/** Control words of the sweep: the finished parts, the sleepers, and one claim word per part. */
+export const SWEEP_CONTROL_WORDS = 2 + SWEEP_MAX_PARTS;
+
+/**
+ * Polls of the finished parts before a thread of the sweep sleeps until the next part is finished (about 0.1 ms:
+ * with 4,096 polls a sweep of 172 records on two threads took 5.5 ms, with 65,536 4.8, mostly woken by a notify).
+ */
+const SWEEP_SPINS = 65536;
+
+/**
+ * `run(start, end, scratch, src, a, b, cnt, params, floor, ctl)`: one whole sweep, the `slots − 1` rounds of
+ * `jacobiSweepHost` (round 0 reads src and writes a, then the rounds ping-pong between a and b), run by every thread
+ * that calls it. Every round is cut into `parts` ranges of consecutive pairs, and its work items are `parts`
+ * tickets: a call is one thread joining the sweep, whatever its range, and owns part `start mod parts`. In each
+ * round a joined thread claims its own part first, then any other part no thread has claimed (a thread that joins
+ * late, or never, leaves its part to the others), computes the parts it claimed and counts them finished, and waits
+ * until every part of the round is finished before the next. Owning a part keeps the records where they are:
+ * round r + 1's pair w reads what round r's pairs w − 1 and w + 1 wrote, so a thread mostly reads what it wrote
+ * itself (parts claimed in turn moved most records between cores every round, slower on two threads than on one).
+ * Part c's claim word `ctl[2 + c]` holds the rounds for which it is claimed (a claim moves it from r to r + 1 with a
+ * compare-and-swap); `ctl[0]` counts finished parts. A thread waits only after claiming what it can, so the sweep
+ * ends whether workers join early, late or never; a thread that joins starts at the round in progress, and one that
+ * joins after the sweep returns at once. A thread waits by polling `ctl[0]`, then, if the others still have not
+ * finished the round (one of them lost its core to another process), sleeping on it (`memory.atomic.wait32`),
+ * counted in `ctl[1]`: a thread that finishes a part wakes the sleepers. The control words must be zero when the
+ * sweep starts. Rotations that count are added to the counter once per call.
+ */
+function jacobiSweepModule(parts: number): Uint8Array<ArrayBuffer> {
+  const mb = new ModuleBuilder();
+  mb.importMemory("env", "mem", { min: 1, max: WASM_MAX_PAGES, shared: true });
+  const pairs = addPairsFunction(mb);
+  const f = new FnBuilder(Array.from({ length: 10 }, () => "i32" as const), []);
+  const [rounds, round, own, i, part, half, count, need, spins, seen, nParts] = Array.from(
+    { length: 11 },
+    () => f.local("i32"),
+  );
+  // run's parameters: 0 start, 1 end, 2 scratch, 3 src, 4 a, 5 b, 6 cnt, 7 params, 8 floor, 9 ctl.
+  const [START, S, A, B, CNT, PRM, FLR, CTL] = [0, 3, 4, 5, 6, 7, 8, 9];
+  /** Pushes the first pair of part `p` (a local): ⌊p · half / parts⌋. */
+  const firstPair = (push: () => void) => {
+    push();
+    f.get(half).op("i32.mul").i32(parts).op("i32.div_u");
+  };
+  f.get(PRM).op("i32.load", 8).i32(1).op("i32.shr_u").set(half);
+  f.get(PRM).op("i32.load", 8).i32(1).op("i32.sub").set(rounds);
+  f.get(START).i32(parts).op("i32.rem_u").set(own);
+  f.i32(parts).set(nParts);
+  f.i32(0).set(count);
+  // Start at the round in progress: every part of the rounds before it is finished.
+  f.get(CTL).op("i32.atomic.load", 0).i32(parts).op("i32.div_u").set(round);
+  f.op("block").op("loop");
+  {
+    f.get(round, rounds).op("i32.ge_u").op("br_if", 1);
+    f.i32(0).set(i);
+    loop(f, i, nParts, 1, () => {
+      f.get(own, i).op("i32.add").i32(parts).op("i32.rem_u").set(part);
+      // Claim the part for this round: its claim word goes from round to round + 1 unless a thread came first.
+      f.get(CTL).get(part).i32(4).op("i32.mul").op("i32.add");
+      f.get(round).get(round).i32(1).op("i32.add").op("i32.atomic.rmw.cmpxchg", 8);
+      f.get(round).op("i32.eq").op("if", "void");
+      {
+        firstPair(() => f.get(part));
+        firstPair(() => f.get(part).i32(1).op("i32.add"));
+        // Round 0 reads src; odd rounds read a and write b, even ones read b and write a.
+        f.get(S);
+        f.get(A, B).get(round).i32(1).op("i32.and").op("select");
+        f.get(round).op("i32.eqz").op("select");
+        f.get(B, A).get(round).i32(1).op("i32.and").op("select");
+        f.get(PRM, FLR).op("call", pairs).get(count).op("i32.add").set(count);
+        f.get(CTL).i32(1).op("i32.atomic.rmw.add", 0).op("drop");
+        f.get(CTL).op("i32.atomic.load", 4).op("if", "void");
+        f.get(CTL).i32(0x7fffffff).op("memory.atomic.notify", 0).op("drop");
+        f.op("end");
+      }
+      f.op("end");
+    });
+    f.get(round).i32(1).op("i32.add").set(round);
+    // Wait until every part of the round is finished: poll, then sleep until a finished part wakes the sleepers
+    // (or 1 ms passed).
+    f.get(round).i32(parts).op("i32.mul").set(need);
+    f.i32(0).set(spins);
+    f.op("block").op("loop");
+    {
+      f.get(CTL).op("i32.atomic.load", 0).get(need).op("i32.ge_u").op("br_if", 1);
+      f.get(spins).i32(1).op("i32.add").op("local.tee", spins).i32(SWEEP_SPINS).op("i32.lt_u").op("br_if", 0);
+      f.get(CTL).i32(1).op("i32.atomic.rmw.add", 4).op("drop");
+      f.get(CTL).op("i32.atomic.load", 0).op("local.tee", seen).get(need).op("i32.lt_u").op("if", "void");
+      f.get(CTL).get(seen).op("i64.const", 1_000_000).op("memory.atomic.wait32", 0).op("drop");
+      f.op("end");
+      f.get(CTL).i32(-1).op("i32.atomic.rmw.add", 4).op("drop");
+      f.op("br", 0);
+    }
+    f.op("end").op("end");
+    f.op("br", 0);
+  }
+  f.op("end").op("end");
   f.get(count).op("if", "void");
   f.get(CNT).get(count).op("i32.atomic.rmw.add", 0).op("drop");
   f.op("end");
@@ -201,6 +328,37 @@ export function jacobiRoundWasm(layout: JacobiLayout): CustomWasmKernel {
       bytes: jacobiBytes,
       items: layout.slots / 2,
       itemCost: 10 + layout.rows / 2 + layout.stride,
+      scratchBytes: 0,
+      usesMath: false,
+    };
+    jacobiKernels.set(key, k);
+  }
+  return k;
+}
+
+const sweepBytes = new Map<number, Uint8Array<ArrayBuffer>>();
+
+/**
+ * The wasm form of one whole Jacobi sweep of `layout` (`jacobiSweepHost`) for a pool of `threads` threads: its work
+ * items are one ticket per part of the rounds (see {@link jacobiSweepModule}), as many as threads (at most
+ * {@link SWEEP_MAX_PARTS}) but with {@link SWEEP_PART_MIN_NS} of a round's estimated work per part, each costed at
+ * its share of the sweep, so the pool hands every thread one ticket. The kernel object is cached per layout and
+ * thread count.
+ */
+export function jacobiSweepWasm(layout: JacobiLayout, threads: number): CustomWasmKernel {
+  // Per pair: the dot products over the column and the rotation of the whole record (ns, as for the round).
+  const pairCost = 10 + layout.rows / 2 + layout.stride;
+  const roundCost = (layout.slots / 2) * pairCost;
+  const parts = Math.max(1, Math.min(threads, SWEEP_MAX_PARTS, Math.floor(roundCost / SWEEP_PART_MIN_NS)));
+  const key = `sweep|${layout.rows}|${layout.stride}|${layout.slots}|${parts}`;
+  let k = jacobiKernels.get(key);
+  if (k === undefined) {
+    let bytes = sweepBytes.get(parts);
+    if (bytes === undefined) sweepBytes.set(parts, bytes = jacobiSweepModule(parts));
+    k = {
+      bytes,
+      items: parts,
+      itemCost: Math.ceil(((layout.slots - 1) * roundCost) / parts),
       scratchBytes: 0,
       usesMath: false,
     };

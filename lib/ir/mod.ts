@@ -12,4 +12,5 @@ export {
   type HostBuffer,
   Op,
   type OpArgs,
+  type WasmFeatures,
 } from "./ops.ts";

@@ -172,9 +172,17 @@ export interface CustomKernelArg {
    * Optional: the same computation as a WebAssembly module for the `wasm` device (which otherwise runs `host` over
    * views of its memory); called with the device's SIMD features, results may be cached by the caller.
    */
-  readonly wasm?: (features: { readonly relaxedSimd: boolean }) => CustomWasmKernel;
+  readonly wasm?: (features: WasmFeatures) => CustomWasmKernel;
   /** Serializes as the key (hash-consing, signatures and printing). */
   toJSON(): string;
+}
+
+/** What the wasm device tells a hand-written kernel's wasm form about itself. */
+export interface WasmFeatures {
+  /** Whether relaxed-SIMD instructions (fused multiply-add) are available. */
+  readonly relaxedSimd: boolean;
+  /** Threads that run a split kernel (the pool's workers and the calling thread). */
+  readonly threads: number;
 }
 
 /**

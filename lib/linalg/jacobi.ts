@@ -14,12 +14,14 @@ import {
   jacobiParams,
   jacobiRoundHost,
   jacobiRoundWGSL,
+  jacobiSweepHost,
 } from "../../kernels/jacobi.wgsl.ts";
-import { jacobiRoundWasm } from "../codegen/wasm_linalg.ts";
+import { jacobiRoundWasm, jacobiSweepWasm, SWEEP_CONTROL_WORDS } from "../codegen/wasm_linalg.ts";
 import { type KernelLaunch, runKernels } from "../tensor/custom.ts";
 import { tensor } from "../tensor/creation.ts";
 import type { F32, Tensor } from "../tensor/tensor.ts";
 import type { DeviceName } from "../ir/node.ts";
+import type { WasmFeatures } from "../ir/ops.ts";
 import { debugLevel } from "../runtime/debug.ts";
 import { getBackend } from "../runtime/realize.ts";
 
@@ -90,11 +92,18 @@ export interface JacobiRun {
   converged: boolean | null;
 }
 
+/** Zeroes the rotation counter and the sweep's control words before a sweep on the CPU devices. */
+function sweepResetHost(buffers: (Float32Array | Int32Array | Uint32Array)[]): void {
+  for (const b of buffers) b.fill(0);
+}
+
 /**
  * Runs Jacobi sweeps over `records` (shape `[slots, stride]`, slots even; the first `rows` entries of each
  * record are the columns to orthogonalise). Columns whose squared norm is at most `JACOBI_ZERO_REL` times that
  * of all columns together count as zero (see kernels/jacobi.wgsl.ts). Without `check` all sweeps go into one
- * submission (one per sweep from {@link LARGE_SLOTS} records on) and nothing is read back.
+ * submission (one per sweep from {@link LARGE_SLOTS} records on) and nothing is read back. WebGPU launches the
+ * rounds one by one; the CPU devices run a sweep per launch (`jacobiSweepHost`, and on wasm one pool job whose
+ * threads share the rounds), with the same results bit for bit.
  */
 export async function jacobiSweeps(records: F32, rows: number, opts: JacobiOptions = {}): Promise<JacobiRun> {
   const [slots, stride] = records.shape;
@@ -105,6 +114,9 @@ export async function jacobiSweeps(records: F32, rows: number, opts: JacobiOptio
   const wgsl = jacobiRoundWGSL(opts.wg ?? await jacobiWorkgroup(records.device));
   const host = jacobiRoundHost(layout, tol);
   const wasm = () => jacobiRoundWasm(layout);
+  const perSweep = records.device !== "webgpu";
+  const sweepHost = jacobiSweepHost(layout, tol);
+  const sweepWasm = (features: WasmFeatures) => jacobiSweepWasm(layout, features.threads);
   const params = tensor(jacobiParams(layout, tol), { dtype: "u32", device: records.device });
   // Rotations keep ‖W‖_F, so the floor computed once holds for every sweep.
   const floor = records.slice(null, [0, rows]).square().sum().mul(JACOBI_ZERO_REL).maximum(JACOBI_TINY)
@@ -115,11 +127,33 @@ export async function jacobiSweeps(records: F32, rows: number, opts: JacobiOptio
   let converged: boolean | null = null;
   while (done < total) {
     const chunk = Math.min(check > 0 ? check : slots >= LARGE_SLOTS ? 1 : total, total - done);
-    // Buffers: 0 = input records, 1 = parameters, 2 = zero floor, 3 = X, 4 = Y, 5 = counter.
+    // Buffers: 0 = input records, 1 = parameters, 2 = zero floor, 3 = X, 4 = Y, 5 = counter, 6 = the sweep's
+    // control words (CPU devices).
     const launches: KernelLaunch[] = [];
     let src = 0;
     let t = 0;
     for (let s = 0; s < chunk; s++) {
+      if (perSweep) {
+        // Round t writes X when t is even; a sweep has an odd number of rounds, so its last writes where its first does.
+        const first = t % 2 === 0 ? 3 : 4;
+        launches.push({
+          name: "jacobi_reset",
+          wgsl: null,
+          dispatch: [1, 1, 1],
+          bindings: [5, 6],
+          host: sweepResetHost,
+        }, {
+          name: "jacobi_sweep",
+          wgsl: null,
+          dispatch: [1, 1, 1],
+          bindings: [src, first, 7 - first, 5, 1, 2, 6],
+          host: sweepHost,
+          wasm: sweepWasm,
+        });
+        src = first;
+        t += rounds;
+        continue;
+      }
       launches.push({
         name: "jacobi_reset",
         wgsl: COUNTER_RESET_WGSL,
@@ -140,11 +174,13 @@ export async function jacobiSweeps(records: F32, rows: number, opts: JacobiOptio
         src = dst;
       }
     }
-    const [x, y, cnt] = await runKernels([current, params, floor], [
+    const [x, y, cnt, control] = await runKernels([current, params, floor], [
       { shape: [slots, stride], dtype: "f32" },
       { shape: [slots, stride], dtype: "f32" },
       { shape: [1], dtype: "u32" },
-    ], launches) as [F32, F32, Tensor<number[], "u32">];
+      { shape: [SWEEP_CONTROL_WORDS], dtype: "u32" },
+    ], launches) as [F32, F32, Tensor<number[], "u32">, Tensor<number[], "u32">];
+    control.dispose();
     const last = src === 3 ? x : y;
     (src === 3 ? y : x).dispose();
     if (current !== records) current.dispose();

@@ -7,7 +7,7 @@
 import type { AnyDataArray, DType } from "../dtype.ts";
 import type { Kernel } from "../codegen/kexpr.ts";
 import type { DeviceName, Storage } from "../ir/node.ts";
-import type { CustomWasmKernel } from "../ir/ops.ts";
+import type { CustomWasmKernel, WasmFeatures } from "../ir/ops.ts";
 
 /** One kernel launch: its kernel, the storage of each input binding, and the output storage. */
 export interface Step {
@@ -28,14 +28,14 @@ export interface Step {
 export interface RawStep {
   /** Name used in errors and DEBUG output. */
   readonly name: string;
-  /** The compute shader (entry point `main`). */
-  readonly wgsl: string;
+  /** The compute shader (entry point `main`); null for a step of the CPU backends only, which WebGPU refuses. */
+  readonly wgsl: string | null;
   /** Workgroup counts. */
   readonly dispatch: readonly [number, number, number];
   /** The same computation on host arrays (f32 data as Float32Array, i32 as Int32Array, u32/bool as Uint32Array). */
   readonly host: (buffers: (Float32Array | Int32Array | Uint32Array)[]) => void;
   /** Optional: the same computation as a WebAssembly module, which the `wasm` device runs instead of `host`. */
-  readonly wasm?: (features: { readonly relaxedSimd: boolean }) => CustomWasmKernel;
+  readonly wasm?: (features: WasmFeatures) => CustomWasmKernel;
   /** Storage of each binding. */
   readonly buffers: readonly Storage[];
 }

@@ -425,7 +425,7 @@ export class WasmBackend implements Backend {
           launches.push({ name: s.name, c: null, raw: s, call: [], args: offsets });
           continue;
         }
-        const r = s.wasm({ relaxedSimd: this.relaxedSimd });
+        const r = s.wasm({ relaxedSimd: this.relaxedSimd, threads: this.#threads });
         const c = this.#compileRaw(s.name, r);
         if (c.items > 0) launches.push(this.#launchOf(c, [...offsets, ...(r.args ?? [])]));
         continue;

@@ -446,7 +446,10 @@ export class WebGPUBackend implements Backend {
   ): { pipeline: GPUComputePipeline; group: GPUBindGroup; dispatch: readonly [number, number, number] } {
     const raw = "wgsl" in s;
     const name = raw ? s.name : s.kernel.name;
-    const r = raw ? { source: s.wgsl, dispatch: s.dispatch } : this.#render(s.kernel);
+    if (raw && s.wgsl === null) {
+      throw new Error(`webgpu: kernel ${name} has no WGSL (cpu and wasm devices only)`);
+    }
+    const r = raw ? { source: s.wgsl!, dispatch: s.dispatch } : this.#render(s.kernel);
     if (!this.hasF16 && r.source.startsWith("enable f16;")) {
       throw new TypeError(
         `kernel ${name} uses f16, but the adapter (${this.description}) lacks the shader-f16 feature; ` +

@@ -8,7 +8,13 @@
 import type { DType } from "../dtype.ts";
 import { checkShape, type Shape, size } from "../shape.ts";
 import { bufferNode, mk, type Storage } from "../ir/node.ts";
-import { type CustomKernelArg, type CustomWasmKernel, type HostBuffer, Op } from "../ir/ops.ts";
+import {
+  type CustomKernelArg,
+  type CustomWasmKernel,
+  type HostBuffer,
+  Op,
+  type WasmFeatures,
+} from "../ir/ops.ts";
 import type { RawStep } from "../runtime/backend.ts";
 import { getBackend, getDefaultDevice, resolveStorage } from "../runtime/realize.ts";
 import { realize, Tensor } from "./tensor.ts";
@@ -17,16 +23,19 @@ import { realize, Tensor } from "./tensor.ts";
 export interface KernelLaunch {
   /** Name used in errors and DEBUG output. */
   name: string;
-  /** The compute shader (entry point `main`); binding `i` is buffer `bindings[i]`. */
-  wgsl: string;
-  /** Workgroup counts (each at most 65,535). */
+  /**
+   * The compute shader (entry point `main`); binding `i` is buffer `bindings[i]`. Null for a launch of the CPU
+   * devices only (`cpu`, `wasm`): {@link runKernels} refuses it on WebGPU.
+   */
+  wgsl: string | null;
+  /** Workgroup counts (each at most 65,535; unused without WGSL). */
   dispatch: readonly [number, number, number];
   /** Indices into `[...inputs, ...outputs]`, one per shader binding, in binding order. */
   bindings: readonly number[];
   /** The same computation on host arrays (bound in the same order), for the CPU backend. */
   host: (buffers: (Float32Array | Int32Array | Uint32Array)[]) => void;
   /** Optional: the same computation as a WebAssembly module (buffers in binding order), run by the wasm device. */
-  wasm?: (features: { readonly relaxedSimd: boolean }) => CustomWasmKernel;
+  wasm?: (features: WasmFeatures) => CustomWasmKernel;
 }
 
 /** Description of one output buffer. */
@@ -64,6 +73,12 @@ export async function runKernels(
     if (t.device !== device) throw new Error(`runKernels: inputs on devices ${device} and ${t.device}`);
   }
   const be = await getBackend(device ?? getDefaultDevice());
+  const hostOnly = launches.find((l) => l.wgsl === null);
+  if (hostOnly !== undefined && be.name === "webgpu") {
+    throw new Error(
+      `runKernels: launch ${hostOnly.name} has no WGSL and runs on the cpu and wasm devices only, not webgpu`,
+    );
+  }
   await realize(...inputs);
   const inStorage: Storage[] = inputs.map((t) => resolveStorage(t.node.storage!, be));
   const outStorage = outputs.map((o) => {

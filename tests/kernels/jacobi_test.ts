@@ -1,10 +1,11 @@
 /**
  * The hand-written Jacobi kernels: the round (its circle ordering, the WGSL against its host twin, its wasm form bit for
- * bit against the host twin) and the one-kernel solve.
+ * bit against the host twin), the whole sweep of the CPU devices (its wasm form bit for bit against the round's host
+ * twin, its rounds waiting for each other) and the one-kernel solve.
  */
 import { deepEqual, equal } from "node:assert/strict";
 import { type Tensor, tensor } from "../../mod.ts";
-import { jacobiRoundWasm } from "../../lib/codegen/wasm_linalg.ts";
+import { jacobiRoundWasm, jacobiSweepWasm, SWEEP_CONTROL_WORDS } from "../../lib/codegen/wasm_linalg.ts";
 import { getBackend } from "../../lib/runtime/realize.ts";
 import type { WasmBackend } from "../../lib/runtime/wasm.ts";
 import { runKernels } from "../../lib/tensor/custom.ts";
@@ -16,6 +17,7 @@ import {
   jacobiParams,
   jacobiRoundHost,
   jacobiRoundWGSL,
+  jacobiSweepHost,
   nextSlot,
 } from "../../kernels/jacobi.wgsl.ts";
 import {
@@ -285,5 +287,196 @@ Deno.test("jacobi round: the wasm form equals the host twin bit for bit, split o
     }
   } finally {
     wasm.setThreads(threadsBefore);
+  }
+});
+
+/**
+ * The host twin's rounds, `sweeps` sweeps of them from `data` (ping-ponging between fresh arrays, the counter reset
+ * when a sweep starts): the reference of the sweep kernels. Returns the records and the last sweep's count.
+ */
+function roundsByHost(
+  data: Float32Array,
+  layout: { rows: number; stride: number; slots: number },
+  tol: number,
+  floor: number,
+  rounds: { from: number; to: number },
+) {
+  let src = Float32Array.from(data);
+  const cnt = new Uint32Array(1);
+  for (let r = rounds.from; r < rounds.to; r++) {
+    if (r % (layout.slots - 1) === 0) cnt[0] = 0;
+    const dst = new Float32Array(data.length);
+    jacobiRoundHost(layout, tol)([src, dst, cnt, jacobiParams(layout, tol), Float32Array.of(floor)]);
+    src = dst;
+  }
+  return { records: src, count: cnt[0] };
+}
+
+Deno.test("jacobi sweep: the wasm form equals the host twin's rounds bit for bit, on 1 or 2 threads", async () => {
+  const rng = new TestRng(905);
+  const wasm = await getBackend("wasm") as WasmBackend;
+  const threadsBefore = wasm.threads;
+  const sweeps = 2;
+  try {
+    // [matrix rows, columns, layout]: an odd column count leaves a zero record (as svd pads); rows padded to a
+    // multiple of 4; the rounds of the last two have enough work to be split over 2 threads.
+    for (
+      const [m, cols, layout] of [
+        [7, 1, { rows: 8, stride: 16, slots: 2 }],
+        [33, 9, { rows: 36, stride: 72, slots: 10 }],
+        [61, 64, { rows: 64, stride: 128, slots: 64 }],
+        [172, 171, { rows: 172, stride: 344, slots: 172 }],
+        [201, 181, { rows: 204, stride: 392, slots: 182 }],
+      ] as const
+    ) {
+      const { data } = roundRecords(rng, m, layout);
+      const { rows, stride, slots } = layout;
+      // Columns repeated exactly (their carried parts differ), and the padding records zero.
+      for (let j = 2; j < cols; j += 7) {
+        data.copyWithin(j * stride, (j - 1) * stride, (j - 1) * stride + rows);
+      }
+      data.fill(0, cols * stride);
+      let sum = 0;
+      for (let j = 0; j < slots; j++) for (let i = 0; i < rows; i++) sum += data[j * stride + i] ** 2;
+      const floor = Math.max(JACOBI_TINY, JACOBI_ZERO_REL * sum);
+      const tol = 0.01 + 0.1 * rng.next();
+      const want = roundsByHost(data, layout, tol, floor, { from: 0, to: sweeps * (slots - 1) });
+      // The cpu device runs the sweep's host twin: the same rounds.
+      const cpuHost = jacobiSweepHost(layout, tol);
+      for (const threads of [1, 2]) {
+        wasm.setThreads(threads);
+        const x = tensor(data, { shape: [slots, stride], device: "wasm" });
+        const params = tensor(jacobiParams(layout, tol), { dtype: "u32", device: "wasm" });
+        const zero = tensor([floor], { device: "wasm" });
+        // As jacobiSweeps launches them: buffers 0 records, 1 parameters, 2 floor, 3 X, 4 Y, 5 counter, 6 control.
+        const sweep = (src: number, first: number) => [{
+          name: "reset",
+          wgsl: null,
+          dispatch: [1, 1, 1] as const,
+          bindings: [5, 6],
+          host: (b: (Float32Array | Int32Array | Uint32Array)[]) => b.forEach((a) => a.fill(0)),
+        }, {
+          name: "sweep",
+          wgsl: null,
+          dispatch: [1, 1, 1] as const,
+          bindings: [src, first, 7 - first, 5, 1, 2, 6],
+          host: () => {
+            throw new Error("the host twin ran on the wasm device");
+          },
+          wasm: () => jacobiSweepWasm(layout, threads),
+        }];
+        let outs: Tensor[] = [];
+        const lines = await debugLines(async () => {
+          outs = await runKernels([x, params, zero], [
+            { shape: [slots, stride], dtype: "f32" },
+            { shape: [slots, stride], dtype: "f32" },
+            { shape: [1], dtype: "u32" },
+            { shape: [SWEEP_CONTROL_WORDS], dtype: "u32" },
+          ], [...sweep(0, 3), ...sweep(3, 4)]);
+        });
+        const what = `${m} x ${cols} in ${
+          JSON.stringify(layout)
+        }, ${threads} thread(s) (TEST_SEED=${TEST_SEED})`;
+        // Two sweeps of an odd number of rounds: the second ends in Y.
+        deepEqual(bits(await outs[1].data()), bits(want.records), `records after ${sweeps} sweeps, ${what}`);
+        equal((await outs[2].data())[0], want.count, `counted rotations of the last sweep, ${what}`);
+        const split = lines.filter((l) => /^wasm sweep 2 items x2/.test(l)).length;
+        equal(split, threads === 2 && slots > 64 ? sweeps : 0, `sweeps split over 2 threads, ${what}`);
+        if (threads === 1) {
+          // The sweep's host twin (what the cpu device runs) gives the same.
+          const hx = [Float32Array.from(data), new Float32Array(data.length), new Float32Array(data.length)];
+          const cnt = new Uint32Array(1);
+          for (const [src, a, b] of [[0, 1, 2], [1, 2, 1]]) {
+            cnt[0] = 0;
+            cpuHost([hx[src], hx[a], hx[b], cnt, jacobiParams(layout, tol), Float32Array.of(floor)]);
+          }
+          deepEqual(bits(hx[2]), bits(want.records), `records of the sweep's host twin, ${what}`);
+          equal(cnt[0], want.count, `count of the sweep's host twin, ${what}`);
+        }
+      }
+    }
+  } finally {
+    wasm.setThreads(threadsBefore);
+  }
+});
+
+Deno.test("jacobi sweep: a thread of the wasm sweep starts a round only once every pair of the one before is done", async () => {
+  // A worker joins a sweep cut into two parts whose round 0 is done but for part 1 (claimed, as it were, by a thread
+  // that lost its core): it must wait (and goes to sleep), claiming and writing nothing of round 1, until that part
+  // is counted finished, then do rounds 1 to slots − 2 alone. Bit-exact comparisons on a real pool catch a round
+  // that starts early only when a thread falls a round behind (round r + 1's pair w reads what round r's pairs
+  // w − 1 and w + 1 wrote), which depends on the host's load; this test does not.
+  const rng = new TestRng(906);
+  // Long records, so that a round of 5 pairs is worth two parts.
+  const layout = { rows: 800, stride: 1600, slots: 10 };
+  const { stride, slots } = layout;
+  const { data, floor } = roundRecords(rng, 797, layout);
+  const kernel = jacobiSweepWasm(layout, 2);
+  equal(kernel.items, 2, "two parts");
+  const tol = 0.05;
+  const round0 = roundsByHost(data, layout, tol, floor, { from: 0, to: 1 }).records;
+  const want = roundsByHost(round0, layout, tol, floor, { from: 1, to: slots - 1 });
+  const mem = new WebAssembly.Memory({ initial: 4, maximum: 4, shared: true });
+  const n = slots * stride;
+  // Byte addresses: src, a, b, counter, parameters, floor, control.
+  const at = {
+    src: 0,
+    a: 4 * n,
+    b: 8 * n,
+    cnt: 12 * n,
+    params: 12 * n + 16,
+    floor: 12 * n + 32,
+    ctl: 12 * n + 48,
+  };
+  new Float32Array(mem.buffer, at.src, n).set(data);
+  new Float32Array(mem.buffer, at.a, n).set(round0);
+  new Uint32Array(mem.buffer, at.params, 4).set(jacobiParams(layout, tol));
+  new Float32Array(mem.buffer, at.floor, 1)[0] = floor;
+  // Control words: parts finished, sleepers, then each part's claimed rounds.
+  const ctl = new Int32Array(mem.buffer, at.ctl, SWEEP_CONTROL_WORDS);
+  ctl.set([1, 0, 1, 1]);
+  const code = `self.onmessage = (e) => {
+    const { bytes, mem, args } = e.data;
+    new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { mem } }).exports.run(...args);
+    self.postMessage("done");
+  };`;
+  const url = URL.createObjectURL(new Blob([code], { type: "text/javascript" }));
+  const worker = new Worker(url, { type: "module" });
+  try {
+    let finished = false;
+    const done = new Promise<void>((resolve) => {
+      worker.onmessage = () => {
+        finished = true;
+        resolve();
+      };
+    });
+    const args = [0, 1, 0, at.src, at.a, at.b, at.cnt, at.params, at.floor, at.ctl];
+    worker.postMessage({ bytes: kernel.bytes, mem, args });
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    for (let i = 0; i < 500 && Atomics.load(ctl, 1) === 0; i++) await sleep(10);
+    equal(Atomics.load(ctl, 1), 1, "the worker sleeps, waiting for round 0");
+    await sleep(50);
+    equal(finished, false, "the sweep ended while a part of round 0 was unfinished");
+    deepEqual([Atomics.load(ctl, 2), Atomics.load(ctl, 3)], [1, 1], "parts claimed for round 1");
+    deepEqual(
+      Array.from(new Float32Array(mem.buffer, at.b, n)),
+      new Array(n).fill(0),
+      "round 1 wrote records",
+    );
+    Atomics.add(ctl, 0, 1);
+    Atomics.notify(ctl, 0);
+    await done;
+    const what = `(TEST_SEED=${TEST_SEED})`;
+    // Rounds 1..slots-2 alone: the last (even) one writes a.
+    deepEqual(bits(new Float32Array(mem.buffer, at.a, n)), bits(want.records), `records ${what}`);
+    equal(new Uint32Array(mem.buffer, at.cnt, 1)[0], want.count, `counted rotations ${what}`);
+    deepEqual(
+      Array.from(ctl.subarray(0, 4)),
+      [2 * (slots - 1), 0, slots - 1, slots - 1],
+      `control words ${what}`,
+    );
+  } finally {
+    worker.terminate();
+    URL.revokeObjectURL(url);
   }
 });

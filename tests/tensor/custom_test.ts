@@ -1,5 +1,5 @@
 /** Hand-written kernels run through runKernels on both backends, with the same results. */
-import { equal } from "node:assert/strict";
+import { equal, rejects } from "node:assert/strict";
 import { tensor } from "../../mod.ts";
 import { runKernels } from "../../lib/tensor/custom.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
@@ -46,3 +46,26 @@ for (const device of ["webgpu", "wasm", "cpu"] as const) {
     assertClose(await y.add(1).data(), Float64Array.from(xs, (v) => 2 * v + 2), { rtol: 1e-6 });
   });
 }
+
+Deno.test("runKernels: a launch without WGSL runs on the cpu and wasm devices and is refused on webgpu", async () => {
+  const rng = new TestRng(10);
+  const xs = rng.normals(10);
+  const launch = {
+    name: "host_double",
+    wgsl: null,
+    dispatch: [1, 1, 1] as const,
+    bindings: [0, 1],
+    host: ([a, b]: (Float32Array | Int32Array | Uint32Array)[]) => a.forEach((v, i) => (b[i] = 2 * v)),
+  };
+  for (const device of ["cpu", "wasm"] as const) {
+    const [y] = await runKernels([tensor(xs, { device })], [{ shape: [10], dtype: "f32" }], [launch]);
+    assertClose(await y.data() as Float32Array, xs.map((v) => 2 * v), { rtol: 0, atol: 0, what: device });
+  }
+  await rejects(
+    runKernels([tensor(xs, { device: "webgpu" })], [{ shape: [10], dtype: "f32" }], [launch]),
+    {
+      message:
+        "runKernels: launch host_double has no WGSL and runs on the cpu and wasm devices only, not webgpu",
+    },
+  );
+});
