@@ -217,6 +217,14 @@ export const SWEEP_CONTROL_WORDS = 2 + SWEEP_MAX_PARTS;
 const SWEEP_SPINS = 65536;
 
 /**
+ * Sleeps of 1 ms that end with no part finished, in one round, after which a waiting thread of the sweep traps
+ * (about a minute): a thread that trapped inside its part (only a bad address can make one) never counts it
+ * finished, and the threads waiting for it would otherwise keep the job, and the program, waiting for ever. The
+ * trap ends their chunk with an error, and the job with it.
+ */
+export const SWEEP_GIVE_UP_SLEEPS = 60_000;
+
+/**
  * `run(start, end, scratch, src, a, b, cnt, params, floor, ctl)`: one whole sweep, the `slots − 1` rounds of
  * `jacobiSweepHost` (round 0 reads src and writes a, then the rounds ping-pong between a and b), run by every thread
  * that calls it. Every round is cut into `parts` ranges of consecutive pairs, and its work items are `parts`
@@ -231,16 +239,17 @@ const SWEEP_SPINS = 65536;
  * ends whether workers join early, late or never; a thread that joins starts at the round in progress, and one that
  * joins after the sweep returns at once. A thread waits by polling `ctl[0]`, then, if the others still have not
  * finished the round (one of them lost its core to another process), sleeping on it (`memory.atomic.wait32`),
- * counted in `ctl[1]`: a thread that finishes a part wakes the sleepers. The control words must be zero when the
- * sweep starts. Rotations that count are added to the counter once per call.
+ * counted in `ctl[1]`: a thread that finishes a part wakes the sleepers; `giveUp` sleeps of a round that time out
+ * make it trap (see {@link SWEEP_GIVE_UP_SLEEPS}). The control words must be zero when the sweep starts. Rotations
+ * that count are added to the counter once per call. Exported for its tests.
  */
-function jacobiSweepModule(parts: number): Uint8Array<ArrayBuffer> {
+export function jacobiSweepModule(parts: number, giveUp = SWEEP_GIVE_UP_SLEEPS): Uint8Array<ArrayBuffer> {
   const mb = new ModuleBuilder();
   mb.importMemory("env", "mem", { min: 1, max: WASM_MAX_PAGES, shared: true });
   const pairs = addPairsFunction(mb);
   const f = new FnBuilder(Array.from({ length: 10 }, () => "i32" as const), []);
-  const [rounds, round, own, i, part, half, count, need, spins, seen, nParts] = Array.from(
-    { length: 11 },
+  const [rounds, round, own, i, part, half, count, need, spins, seen, nParts, idle] = Array.from(
+    { length: 12 },
     () => f.local("i32"),
   );
   // run's parameters: 0 start, 1 end, 2 scratch, 3 src, 4 a, 5 b, 6 cnt, 7 params, 8 floor, 9 ctl.
@@ -288,13 +297,19 @@ function jacobiSweepModule(parts: number): Uint8Array<ArrayBuffer> {
     // (or 1 ms passed).
     f.get(round).i32(parts).op("i32.mul").set(need);
     f.i32(0).set(spins);
+    f.i32(0).set(idle);
     f.op("block").op("loop");
     {
       f.get(CTL).op("i32.atomic.load", 0).get(need).op("i32.ge_u").op("br_if", 1);
       f.get(spins).i32(1).op("i32.add").op("local.tee", spins).i32(SWEEP_SPINS).op("i32.lt_u").op("br_if", 0);
       f.get(CTL).i32(1).op("i32.atomic.rmw.add", 4).op("drop");
       f.get(CTL).op("i32.atomic.load", 0).op("local.tee", seen).get(need).op("i32.lt_u").op("if", "void");
-      f.get(CTL).get(seen).op("i64.const", 1_000_000).op("memory.atomic.wait32", 0).op("drop");
+      // 2: timed out. Give up after `giveUp` of them in this round.
+      f.get(CTL).get(seen).op("i64.const", 1_000_000).op("memory.atomic.wait32", 0).i32(2).op("i32.eq");
+      f.op("if", "void");
+      f.get(idle).i32(1).op("i32.add").op("local.tee", idle).i32(giveUp).op("i32.ge_u");
+      f.op("if", "void").op("unreachable").op("end");
+      f.op("end");
       f.op("end");
       f.get(CTL).i32(-1).op("i32.atomic.rmw.add", 4).op("drop");
       f.op("br", 0);

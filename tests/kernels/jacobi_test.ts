@@ -3,9 +3,14 @@
  * bit against the host twin), the whole sweep of the CPU devices (its wasm form bit for bit against the round's host
  * twin, its rounds waiting for each other) and the one-kernel solve.
  */
-import { deepEqual, equal } from "node:assert/strict";
+import { deepEqual, equal, ok, throws } from "node:assert/strict";
 import { type Tensor, tensor } from "../../mod.ts";
-import { jacobiRoundWasm, jacobiSweepWasm, SWEEP_CONTROL_WORDS } from "../../lib/codegen/wasm_linalg.ts";
+import {
+  jacobiRoundWasm,
+  jacobiSweepModule,
+  jacobiSweepWasm,
+  SWEEP_CONTROL_WORDS,
+} from "../../lib/codegen/wasm_linalg.ts";
 import { getBackend } from "../../lib/runtime/realize.ts";
 import type { WasmBackend } from "../../lib/runtime/wasm.ts";
 import { runKernels } from "../../lib/tensor/custom.ts";
@@ -479,4 +484,43 @@ Deno.test("jacobi sweep: a thread of the wasm sweep starts a round only once eve
     worker.terminate();
     URL.revokeObjectURL(url);
   }
+});
+
+Deno.test("jacobi sweep: a thread of the wasm sweep whose round never ends traps instead of waiting for ever", () => {
+  // Part 1 of round 0 is claimed by a thread that never counts it finished (one that trapped inside it): with a
+  // bound of 3 timed-out sleeps the joining thread must trap, not hang, and must not have started round 1.
+  const layout = { rows: 8, stride: 8, slots: 10 };
+  const { slots, stride } = layout;
+  const n = slots * stride;
+  const mem = new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
+  const rng = new TestRng(907);
+  const at = {
+    src: 0,
+    a: 4 * n,
+    b: 8 * n,
+    cnt: 12 * n,
+    params: 12 * n + 16,
+    floor: 12 * n + 32,
+    ctl: 12 * n + 48,
+  };
+  new Float32Array(mem.buffer, at.a, n).set(Float32Array.from({ length: n }, () => rng.normal()));
+  new Uint32Array(mem.buffer, at.params, 4).set(jacobiParams(layout, 0.05));
+  const ctl = new Int32Array(mem.buffer, at.ctl, SWEEP_CONTROL_WORDS);
+  ctl.set([1, 0, 1, 1]);
+  const run = new WebAssembly.Instance(new WebAssembly.Module(jacobiSweepModule(2, 3)), { env: { mem } })
+    .exports
+    .run as (...a: number[]) => void;
+  const t0 = performance.now();
+  throws(
+    () => run(0, 1, 0, at.src, at.a, at.b, at.cnt, at.params, at.floor, at.ctl),
+    (e: unknown) => e instanceof WebAssembly.RuntimeError && /unreachable/.test(e.message),
+  );
+  const ms = performance.now() - t0;
+  ok(ms >= 3, `gave up after ${ms.toFixed(1)} ms, before its 3 sleeps of 1 ms`);
+  deepEqual(
+    [Atomics.load(ctl, 0), Atomics.load(ctl, 2), Atomics.load(ctl, 3)],
+    [1, 1, 1],
+    "round 1 was claimed",
+  );
+  deepEqual(Array.from(new Float32Array(mem.buffer, at.b, n)), new Array(n).fill(0), "round 1 wrote records");
 });
