@@ -198,6 +198,8 @@ export async function jacobiSweeps(records: F32, rows: number, opts: JacobiOptio
   }
   params.dispose();
   floor.dispose();
-  if (debugLevel() >= 1) console.error(`jacobi: ${slots} records, ${done} sweeps, converged ${converged}`);
+  if (debugLevel() >= 1) {
+    console.error(`jacobi: ${slots} records of ${stride}, ${done} sweeps, converged ${converged}`);
+  }
   return { records: current, sweeps: done, converged };
 }

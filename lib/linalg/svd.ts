@@ -169,11 +169,16 @@ export async function svdColumns(
   const qc = f.q;
   const slots = cols + (cols % 2);
   // Records [column of Rᵀ; column of V'] (each padded to a multiple of 4, V' starting as the identity); an
-  // odd column count gets one zero record. The kernel reads them as vec4.
+  // odd column count gets one zero record. The kernel reads them as vec4. V' serves only to form U = Q V': without
+  // U the records are Rᵀ's columns alone (the rotations depend on them only, so B' is the same bit for bit, and a
+  // sweep moves half the data).
   const p4 = roundUp4(cols);
-  const records = r.pad([[0, slots - cols], [0, 2 * p4 - cols]]).add(
-    eye(cols, cols, { device: dev }).pad([[0, slots - cols], [p4, p4 - cols]]),
-  ) as F32;
+  const records =
+    (qc === null
+      ? r.pad([[0, slots - cols], [0, p4 - cols]])
+      : r.pad([[0, slots - cols], [0, 2 * p4 - cols]]).add(
+        eye(cols, cols, { device: dev }).pad([[0, slots - cols], [p4, p4 - cols]]),
+      )) as F32;
   await realize(records);
   f.factored.dispose();
   f.taus.dispose();
@@ -184,11 +189,13 @@ export async function svdColumns(
   });
   const fin = run.records;
   const b = fin.slice([0, cols], [0, cols]) as F32; // rows: Rᵀ v'_j
-  const vp = fin.slice([0, cols], [p4, p4 + cols]) as F32; // rows: v'_j
   const sig = b.square().sum(1).sqrt() as F32;
   const perm = descendingPerm(sig);
   const s = sig.gather(perm, 0) as F32;
-  const uRows = qc === null ? s : (vp.gather(perm, 0) as F32).matmul(qc) as F32; // (Q V')ᵀ, sorted
+  // (Q V')ᵀ, sorted; rows of the records' second half: v'_j.
+  const uRows = qc === null
+    ? s
+    : (fin.slice([0, cols], [p4, p4 + cols]).gather(perm, 0) as F32).matmul(qc) as F32;
   if (opts.noV) {
     await realize(s, uRows);
     if (fin !== records) fin.dispose();
