@@ -16,18 +16,10 @@ import type { CustomWasmKernel } from "../ir/ops.ts";
 import { FnBuilder, lanesMask, ModuleBuilder } from "./wasm_encode.ts";
 import { WASM_MAX_PAGES } from "./wasm_emit.ts";
 import { LruCache } from "./lru.ts";
+import { loop } from "./wasm_linalg.ts";
 
 /** The smallest normal float32 as the host twins write it (`TINY_F32`): smaller entries count as zero. */
 const TINY = 1.17549435e-38;
-
-/** `for (; v < limit; v += step) body()` over i32 locals `v` and `limit` (`v` set by the caller). */
-function loop(f: FnBuilder, v: number, limit: number, step: number, body: () => void): void {
-  f.op("block").op("loop");
-  f.get(v, limit).op("i32.ge_s").op("br_if", 1);
-  body();
-  f.get(v).i32(step).op("i32.add").set(v);
-  f.op("br", 0).op("end").op("end");
-}
 
 /** Which step a module computes: the factorisation's (`hhStepHost`) or Q's accumulation (`qStepHost`). */
 type StepKind = "factor" | "q";

@@ -15,8 +15,8 @@ import { FnBuilder, lanesMask, ModuleBuilder } from "./wasm_encode.ts";
 import { WASM_MAX_PAGES } from "./wasm_emit.ts";
 import { LruCache } from "./lru.ts";
 
-/** `for (v = from(); v < limit; v += step) body()` over i32 local `v` and i32 local `limit`. */
-function loop(f: FnBuilder, v: number, limit: number, step: number, body: () => void): void {
+/** `for (; v < limit; v += step) body()` over i32 locals `v` and `limit` (`v` set by the caller). */
+export function loop(f: FnBuilder, v: number, limit: number, step: number, body: () => void): void {
   f.op("block").op("loop");
   f.get(v, limit).op("i32.ge_s").op("br_if", 1);
   body();
