@@ -474,6 +474,11 @@ export class KBuilder {
         }
       }
       if (ok && rlo >= 0 && rhi < d) return this.#fromLinear(q, Math.floor(c / d));
+      // (d·Q + R) / d = Q + R / d when 0 <= R: `(m + 64·k) / 8` is `8·k + m / 8`, whatever m's range.
+      if (ok && (q.size > 0 || c >= d)) {
+        const rest = this.div(this.#fromLinear(r, ((c % d) + d) % d), d);
+        return this.add(this.#fromLinear(q, Math.floor(c / d)), rest);
+      }
       const split = ok ? this.#splitByFactor(terms, c, d) : null;
       // (g·Q + R) / d = Q / (d/g) when g divides d and 0 <= R < g.
       if (split !== null) return this.div(this.#fromLinear(split.q, split.cq), d / split.g);

@@ -80,6 +80,39 @@ Deno.test("a row index times a row length plus a column, over a whole block of r
   equal(flat, e);
 });
 
+Deno.test("a quotient of a sum with a term the divisor divides takes that term out, and a head split comes back affine", () => {
+  // The operand of a LoRA weight gradient read through a permute of heads: column m = 8·h + d of row k at
+  // 64·k + 8·((m + 64·k) / 8 % 8) + m % 8, which is 64·k + m; read through the generic packing path otherwise.
+  const kb = new KBuilder();
+  const m = kb.var("m", 0, 63);
+  const k = kb.var("k", 0, 511);
+  const flat = kb.add(m, kb.mul(k, 64));
+  equal(kb.div(flat, 8), kb.add(kb.mul(k, 8), kb.div(m, 8)));
+  const heads = kb.add(kb.add(kb.mul(k, 64), kb.mul(kb.mod(kb.div(flat, 8), 8), 8)), kb.mod(m, 8));
+  equal(heads, flat);
+  // Values over random sums: one term's coefficient a multiple of d, the other's range wider than d.
+  const rng = new TestRng(33);
+  for (let trial = 0; trial < 300; trial++) {
+    const b = new KBuilder();
+    const d = rng.int(2, 17);
+    const [xs, ys] = [rng.int(1, 30), rng.int(d, 4 * d)];
+    const x = b.var("x", 0, xs - 1);
+    const y = b.var("y", 0, ys - 1);
+    const [a, c, cy] = [d * rng.int(1, 9), rng.int(0, 3 * d), rng.int(1, 5)];
+    const e = b.add(b.add(b.mul(x, a), b.mul(y, cy)), c);
+    const q = b.div(e, d);
+    const r = b.mod(e, d);
+    for (let xv = 0; xv < xs; xv++) {
+      for (let yv = 0; yv < ys; yv += Math.max(1, ys >> 2)) {
+        const v = a * xv + cy * yv + c;
+        const at = `(${a}x + ${cy}y + ${c}) / ${d} at x=${xv}, y=${yv}`;
+        equal(evalIndex(q, { x: xv, y: yv }), Math.floor(v / d), at);
+        equal(evalIndex(r, { x: xv, y: yv }), v % d, at);
+      }
+    }
+  }
+});
+
 Deno.test("factor splitting keeps values over random affine indices", () => {
   const rng = new TestRng(32);
   for (let trial = 0; trial < 300; trial++) {
