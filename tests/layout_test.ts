@@ -21,7 +21,7 @@ const BUDGETS: Record<string, number> = {
   cli: 850,
   tools: 1_850,
   examples: 120,
-  tests: 29_950,
+  tests: 30_000,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */

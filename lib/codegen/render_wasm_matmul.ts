@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { Kernel, KExpr, MatmulSpec } from "./kexpr.ts";
+import type { Kernel, KExpr, MatmulSpec, MatmulTerm } from "./kexpr.ts";
 import { linearForm } from "./kexpr.ts";
 import { linearize } from "./linearize.ts";
 import { FnBuilder, lanesMask } from "./wasm_encode.ts";
@@ -40,6 +40,16 @@ export function matmulBlocking(m: number, n: number, k: number): { mc: number; n
     nc: Math.max(NR, even(n, NC_MAX, NR)),
     kc: Math.max(2, Math.min(KC_MAX, up(k, 2))),
   };
+}
+
+/**
+ * Whether a product computes its transpose, Cᵀ = Bᵀ·Aᵀ: when C has at most `NR` rows and takes fewer `MR x NR`
+ * register blocks that way. C = 8 x 64 (the weight gradient dA = dUᵀ·x of a rank-8 adapter, k = tokens) takes 11
+ * blocks that way and 16 the other, a third of whose rows are padding. Every element still adds the same products in
+ * the same order (a product of two floats, fused or not, does not depend on their order): the same bits.
+ */
+export function matmulSwapped(m: number, n: number): boolean {
+  return m <= NR && up(n, MR) * up(m, NR) < up(m, MR) * up(n, NR);
 }
 
 /** `value` as `c0 + Σ coef·var` over the named template variables, or null. */
@@ -207,13 +217,16 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
   const { mb, f, help, usesMath, out, bases, params } = kernelModule(kernel);
   // A sum of products accumulates every term into the same block accumulators, one term after the other.
   const depth = Math.max(...mm.terms.map((t) => t.k));
-  const { mc: MC, nc: NC, kc: KC } = matmulBlocking(mm.m, mm.n, depth);
-  const mBlocks = Math.ceil(mm.m / MC);
-  const nBlocks = Math.ceil(mm.n / NC);
+  // Swapped, the template's rows are C's columns and its A and B are B's and A's columns and rows.
+  const swap = opts.swap !== false && matmulSwapped(mm.m, mm.n);
+  const [rowsOf, colsOf] = swap ? [mm.n, mm.m] : [mm.m, mm.n];
+  const { mc: MC, nc: NC, kc: KC } = matmulBlocking(rowsOf, colsOf, depth);
+  const mBlocks = Math.ceil(rowsOf / MC);
+  const nBlocks = Math.ceil(colsOf / NC);
   const micro = mb.addFunction(microKernel(NC, opts.relaxedSimd));
   // A read in place when its rows are contiguous along k (x·W, x·Wᵀ with x row-major): no packing of A.
   const direct = mm.terms.map((t) => {
-    const affA = affineLoad(t.a, ["b", "m", "k"]);
+    const affA = swap ? null : affineLoad(t.a, ["b", "m", "k"]);
     return affA !== null && affA.coef.get("k") === 1 ? affA : null;
   });
   const microA = direct.every((d) => d === null)
@@ -420,6 +433,10 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
     f.op("end");
   };
 
+  /** Packs the template's A (B's columns when swapped) and B (A's rows when swapped) of a term. */
+  const packA = (t: MatmulTerm, at: number) => pack(swap ? t.b : t.a, swap ? "n" : "m", m0, mc, mp, MR, at);
+  const packB = (t: MatmulTerm, at: number) => pack(swap ? t.a : t.b, swap ? "m" : "n", n0, nc, np, NR, at);
+
   // for item in start..end
   f.get(0).set(item);
   f.get(0).get(1).op("i32.lt_s").op("if", "void").op("loop");
@@ -434,8 +451,8 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
       )
         .op("select").set(dstL);
     };
-    minTo(mc, MC, mm.m, m0);
-    minTo(nc, NC, mm.n, n0);
+    minTo(mc, MC, rowsOf, m0);
+    minTo(nc, NC, colsOf, n0);
     f.get(mc).i32(MR - 1).op("i32.add").i32(MR).op("i32.div_u").set(mp);
     f.get(nc).i32(NR - 1).op("i32.add").i32(NR).op("i32.div_u").set(np);
     if (!summed) f.get(SCR).i32(CB).op("i32.add").i32(0).i32(MC * NC * 4).op("memory.fill");
@@ -469,8 +486,8 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
         const term = mm.terms[q];
         f.i32(term.k).set(kc);
         f.i32(up(term.k, 2)).set(kcp);
-        if (direct[q] === null) pack(term.a, "m", m0, mc, mp, MR, panels.get(q)!.a);
-        pack(term.b, "n", n0, nc, np, NR, panels.get(q)!.b);
+        if (direct[q] === null) packA(term, panels.get(q)!.a);
+        packB(term, panels.get(q)!.b);
       }
       // Row panels outside, so that the rows of A read in place are addressed once per panel.
       const rows = new Map(
@@ -502,8 +519,8 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
       f.i32(KC).i32(term.k).get(pc).op("i32.sub").i32(KC).i32(term.k).get(pc).op("i32.sub").op("i32.lt_s")
         .op("select").set(kc);
       f.get(kc).i32(1).op("i32.add").i32(-2).op("i32.and").set(kcp);
-      if (directA === null) pack(term.a, "m", m0, mc, mp, MR, AP);
-      pack(term.b, "n", n0, nc, np, NR, BP);
+      if (directA === null) packA(term, AP);
+      packB(term, BP);
       forLocal(jp, np, () => {
         forLocal(i, mp, () => {
           const steps = () => f.get(kcp);
@@ -519,7 +536,8 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
       f.op("end");
     }
     // Epilogue over the block: out[(b·M + m)·N + n] = epi(b, m, n, acc), four columns at a time where the
-    // epilogue allows (its lanes run along n), the last nc % 4 columns one by one.
+    // epilogue allows (its lanes run along n), the last nc % 4 columns one by one; swapped, the block's rows are n
+    // and its columns m, one by one.
     const mVar = f.local("i32");
     const nVar = f.local("i32");
     const acc = f.local("f32");
@@ -528,7 +546,7 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
     em.vars.set("n", nVar);
     em.acc = acc;
     const epi = linearize([mm.epilogue]);
-    const lanes = opts.simd === false ? null : classifyLanes(mm.epilogue, "n");
+    const lanes = opts.simd === false || swap ? null : classifyLanes(mm.epilogue, "n");
     const vem = lanes === null ? null : new VEmitter(f, help, kernel, bases, em, lanes);
     if (vem !== null) vem.acc = accV;
     const nc4 = f.local("i32");
@@ -543,11 +561,11 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
         .op("i32.add");
     };
     forLocal(i, mc, () => {
-      f.get(m0, i).op("i32.add").set(mVar);
+      f.get(m0, i).op("i32.add").set(swap ? nVar : mVar);
       if (vem !== null) {
         f.i32(0).set(j);
         f.get(nc4).i32(0).op("i32.gt_s").op("if", "void").op("loop");
-        f.get(n0, j).op("i32.add").set(nVar);
+        f.get(n0, j).op("i32.add").set(swap ? mVar : nVar);
         cbuf();
         f.op("v128.load").set(accV);
         vem.stmts(epi);
@@ -557,7 +575,7 @@ export function renderWasmMatmul(kernel: Kernel, mm: MatmulSpec, opts: WasmRende
       }
       f.get(nc4).set(j);
       f.get(j).get(nc).op("i32.lt_s").op("if", "void").op("loop");
-      f.get(n0, j).op("i32.add").set(nVar);
+      f.get(n0, j).op("i32.add").set(swap ? mVar : nVar);
       cbuf();
       f.op("f32.load").set(acc);
       em.stmts(epi);

@@ -47,6 +47,11 @@ export interface WasmRenderOptions {
    * tests compare both forms, which give the same bits).
    */
   readonly sumTerms?: boolean;
+  /**
+   * Compute a product of at most 8 rows as its transpose where that takes fewer register blocks (default true;
+   * tests compare both forms, which give the same bits).
+   */
+  readonly swap?: boolean;
 }
 
 /** The wasm value type holding a value of dtype `d` (f16 is computed in f32; bool and u32 in i32). */

@@ -23,11 +23,12 @@ import { grad, valueAndGrad } from "../../lib/autodiff/grad.ts";
 import { graphSignature, planFor } from "../../lib/runtime/plan.ts";
 import { Op } from "../../lib/ir/ops.ts";
 import { toposort } from "../../lib/ir/node.ts";
-import { matmulBlocking, MR, NR } from "../../lib/codegen/render_wasm_matmul.ts";
+import { matmulBlocking, matmulSwapped, MR, NR } from "../../lib/codegen/render_wasm_matmul.ts";
 import { renderWasm, type WasmKernel } from "../../lib/codegen/render_wasm.ts";
 import type { Kernel } from "../../lib/codegen/kexpr.ts";
 import { WASM_MAX_PAGES } from "../../lib/codegen/wasm_emit.ts";
 import { HAS_RELAXED_SIMD } from "../../lib/runtime/wasm.ts";
+import { MATMUL_TEMPLATE_MIN_FLOPS } from "../../lib/codegen/lower.ts";
 
 type F = Tensor<Shape, "f32">;
 
@@ -229,6 +230,50 @@ Deno.test("wasm matmul: a sum of products whose every k fits one block, summed i
     ];
     ok(summed.some((v) => v !== 0), name);
     ok(summed.every((v, i) => Object.is(v, termwise[i])), `${name}: the bits differ`);
+  }
+});
+
+Deno.test("wasm matmul of at most 8 rows computes its transpose where that takes fewer register blocks, with the same bits", async () => {
+  // dA = dUᵀ·x of a rank-8 adapter (8 x 64, 8 x 172) swaps; its dB = dYᵀ·u (64 x 8) and 6-row products do not.
+  const pins: [number, number, boolean][] = [[8, 64, true], [8, 172, true], [7, 9, true], [64, 8, false]];
+  for (
+    const [m, n, want] of [...pins, [6, 64, false], [8, 8, false], [1, 172, false], [
+      512,
+      172,
+      false,
+    ]] as const
+  ) {
+    equal(matmulSwapped(m, n), want, `${m} x ${n}`);
+  }
+  const rng = new TestRng(305);
+  const mk = (shape: number[]) =>
+    tensor(rng.normals(shape.reduce((a, b) => a * b, 1)), { shape, device: "wasm" }) as unknown as F;
+  for (let trial = 0; trial < 8; trial++) {
+    const m = rng.int(7, 8);
+    const n = trial < 2 ? [64, 172][trial] : rng.int(40, 200);
+    // Products of fewer multiply-adds are no matmul template.
+    const k = trial < 2 ? 512 : rng.int(Math.ceil(MATMUL_TEMPLATE_MIN_FLOPS / (m * n)), 600);
+    const forms: [string, F][] = [
+      ["Aᵀ·B (a weight gradient)", mk([k, m]).T.matmul(mk([k, n])) as F],
+      ["A·Bᵀ with a bias and relu", mk([m, k]).matmul(mk([n, k]).T).add(mk([n])).relu() as F],
+      ["batched A·B", mk([2, m, k]).matmul(mk([2, k, n])) as F],
+    ];
+    for (const [name, y] of forms) {
+      const what = `${name}, ${m} x ${n}, k = ${k}`;
+      const plan = planFor([y.node], graphSignature([y.node]), { maxInputs: 256, loopBudget: Infinity });
+      const kernel = plan.kernels.map((x) => x.kernel).filter((x) => x?.matmul != null).pop() as Kernel;
+      ok(kernel !== undefined && matmulSwapped(kernel.matmul!.m, kernel.matmul!.n), what);
+      const data = kernel.inputs.map((i) => Float32Array.from(rng.normals(i.size)));
+      const render = (swap: boolean) => renderWasm(kernel, { relaxedSimd: HAS_RELAXED_SIMD, swap });
+      const [swapped, plain] = [
+        runRendered(kernel, render(true), data),
+        runRendered(kernel, render(false), data),
+      ];
+      ok(swapped.every((v, i) => Object.is(v, plain[i])), `${what}: the bits differ`);
+      // Unit normals, k <= 600: f32 error ~ sqrt(k)·2^-24·|terms| ≈ 1e-5; a misplaced element is O(1).
+      const want = await reference(y);
+      assertClose(await y.data(), want, { rtol: 1e-4, atol: 2e-4, what });
+    }
   }
 });
 
