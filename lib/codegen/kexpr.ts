@@ -542,12 +542,33 @@ export class KBuilder {
     return this.alu("mod", [a, this.const(d, "i32")], "i32");
   }
 
-  /** `a < b` on integers, folded when the bounds decide it. */
+  /**
+   * `a < b` on integers, folded when the bounds decide it. A quotient compared with a constant becomes a comparison
+   * of its dividend, `x / d + c < k` as `x < (k - c)·d` and `k < x / d + c` as `(k - c + 1)·d - 1 < x` (x >= 0,
+   * d > 0): the row test of a concatenation along the first axis, `gid / n < 1`, costs no division.
+   */
   lt(a: KExpr, b: KExpr | number): KExpr {
     const bb = typeof b === "number" ? this.const(b, "i32") : b;
     if (a.hi < bb.lo) return this.const(1, "bool");
     if (a.lo >= bb.hi) return this.const(0, "bool");
+    const qa = bb.k === "const" ? this.#quotientPlus(a) : null;
+    if (qa !== null && bb.k === "const") return this.lt(qa.x, (bb.value - qa.c) * qa.d);
+    const qb = a.k === "const" ? this.#quotientPlus(bb) : null;
+    if (qb !== null && a.k === "const") {
+      return this.lt(this.const((a.value - qb.c + 1) * qb.d - 1, "i32"), qb.x);
+    }
     return this.alu("lt", [a, bb], "bool");
+  }
+
+  /** `e` as `x / d + c` with `x >= 0` and a constant `d > 0`; null when it has another form. */
+  #quotientPlus(e: KExpr): { x: KExpr; d: number; c: number } | null {
+    if (e.dtype !== "i32") return null;
+    const { terms, c } = linearForm(e);
+    if (terms.size !== 1) return null;
+    const [[t, k]] = terms;
+    if (k !== 1 || t.k !== "alu" || t.op !== "div" || t.args[1].k !== "const") return null;
+    const [x, d] = [t.args[0], t.args[1].value];
+    return d > 0 && x.lo >= 0 ? { x, d, c } : null;
   }
 
   /** Logical and, folded when either side is a constant. */

@@ -17,6 +17,8 @@ function evalIndex(e: KExpr, vars: Record<string, number>): number {
       if (e.op === "mul") return a * b;
       if (e.op === "div") return Math.trunc(a / b);
       if (e.op === "mod") return a % b;
+      if (e.op === "lt") return a < b ? 1 : 0;
+      if (e.op === "and") return a && b ? 1 : 0;
       throw new Error(`unexpected op ${e.op}`);
     }
   }
@@ -109,6 +111,36 @@ Deno.test("a quotient of a sum with a term the divisor divides takes that term o
         equal(evalIndex(q, { x: xv, y: yv }), Math.floor(v / d), at);
         equal(evalIndex(r, { x: xv, y: yv }), v % d, at);
       }
+    }
+  }
+});
+
+Deno.test("a quotient compared with a constant compares its dividend, and a concatenation's row test has no division", () => {
+  // The pack of an optimizer's three [n] results as [3, n]: row r of element gid is taken where gid / n == r, tested
+  // as 0 <= gid / n - r < 1; that is n·r <= gid < n·(r + 1).
+  const kb = new KBuilder();
+  const n = 1376;
+  const gid = kb.var("gid", 0, 3 * n - 1);
+  const row = kb.div(gid, n);
+  equal(kb.lt(row, 1), kb.lt(gid, n));
+  const r = kb.add(row, -1);
+  const middle = kb.and(kb.lt(kb.const(-1, "i32"), r), kb.lt(r, 1));
+  equal(middle, kb.and(kb.lt(kb.const(n - 1, "i32"), gid), kb.lt(gid, 2 * n)));
+  // Values over random quotients, constants and comparands, both sides.
+  const rng = new TestRng(34);
+  for (let trial = 0; trial < 300; trial++) {
+    const b = new KBuilder();
+    const [xs, d, c] = [rng.int(2, 200), rng.int(2, 40), rng.int(-6, 6)];
+    const x = b.var("x", 0, xs - 1);
+    const q = b.add(b.div(x, d), c);
+    const k = rng.int(c - 2, Math.floor((xs - 1) / d) + c + 2);
+    const below = b.lt(q, k);
+    const above = b.lt(b.const(k, "i32"), q);
+    for (let xv = 0; xv < xs; xv++) {
+      const v = Math.floor(xv / d) + c;
+      const at = `x / ${d} + ${c} against ${k} at x=${xv}`;
+      equal(evalIndex(below, { x: xv }), v < k ? 1 : 0, at);
+      equal(evalIndex(above, { x: xv }), k < v ? 1 : 0, at);
     }
   }
 });
