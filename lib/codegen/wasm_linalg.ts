@@ -1,11 +1,12 @@
 /**
- * The hand-written linear-algebra kernels of `kernels/jacobi.wgsl.ts` as WebAssembly modules for the wasm device,
- * computing exactly what their host twins compute: the same float64 operations in the same order (float32 loads
- * promoted, sums accumulated one term after another, `f64.sqrt` for `Math.sqrt`, no fused multiply-add) and
- * float32 stores rounded to nearest as a `Float32Array` store rounds, so the wasm device gives the cpu device's
- * results bit for bit. They follow the calling convention of the other wasm kernels (`run(start, end, scratch,
- * ...buffers)` computes work items `start..end-1`, so the thread pool can split them), with the buffers in the
- * WGSL kernel's binding order, and read the sizes from its parameter buffer, so one module serves every size.
+ * The one-sided Jacobi sweep of `kernels/jacobi.wgsl.ts` (`jacobiSweepHost`, its round twin applied round after
+ * round) as a WebAssembly module for the wasm device, computing exactly what the host twin computes: the same
+ * float64 operations in the same order (float32 loads promoted, sums accumulated one term after another, `f64.sqrt`
+ * for `Math.sqrt`, no fused multiply-add) and float32 stores rounded to nearest as a `Float32Array` store rounds, so
+ * the wasm device gives the cpu device's results bit for bit. It follows the calling convention of the other wasm
+ * kernels (`run(start, end, scratch, ...buffers)`, its work items the threads that join it), with the buffers in the
+ * host twin's binding order, and reads the sizes from the round's parameter buffer, so one module serves every size.
+ * WebGPU runs the rounds one launch each (`jacobiRoundWGSL`). `loop` serves the other linear-algebra modules too.
  *
  * @module
  */
@@ -177,26 +178,6 @@ function addPairsFunction(mb: ModuleBuilder): number {
   return mb.addFunction(f);
 }
 
-/**
- * `run(start, end, scratch, src, dst, cnt, params, floor)`: pairs `start..end-1` of one Jacobi round. Rotations
- * that count are added to the counter once per call with an atomic add, so any split of the pairs over threads gives
- * the host's count.
- */
-function jacobiRoundModule(): Uint8Array<ArrayBuffer> {
-  const mb = new ModuleBuilder();
-  mb.importMemory("env", "mem", { min: 1, max: WASM_MAX_PAGES, shared: true });
-  const pairs = addPairsFunction(mb);
-  const f = new FnBuilder(Array.from({ length: 8 }, () => "i32" as const), []);
-  const count = f.local("i32");
-  // run's parameters: 0 start, 1 end, 2 scratch, 3 src, 4 dst, 5 cnt, 6 params, 7 floor.
-  f.get(0, 1, 3, 4, 6, 7).op("call", pairs).set(count);
-  f.get(count).op("if", "void");
-  f.get(5).get(count).op("i32.atomic.rmw.add", 0).op("drop");
-  f.op("end");
-  mb.exportFunction("run", mb.addFunction(f));
-  return mb.encode();
-}
-
 /** Most parts a sweep's rounds are cut into (one per thread; more threads share them). */
 export const SWEEP_MAX_PARTS = 16;
 
@@ -325,31 +306,7 @@ export function jacobiSweepModule(parts: number, giveUp = SWEEP_GIVE_UP_SLEEPS):
   return mb.encode();
 }
 
-let jacobiBytes: Uint8Array<ArrayBuffer> | null = null;
 const jacobiKernels = new LruCache<string, CustomWasmKernel>(64);
-
-/**
- * The wasm form of one Jacobi round of `layout` (`jacobiRoundWGSL`, whose host twin is `jacobiRoundHost`): work
- * items are the `slots/2` column pairs. One module serves every layout; the kernel object is cached per layout.
- */
-export function jacobiRoundWasm(layout: JacobiLayout): CustomWasmKernel {
-  const key = `${layout.rows}|${layout.stride}|${layout.slots}`;
-  let k = jacobiKernels.get(key);
-  if (k === undefined) {
-    jacobiBytes ??= jacobiRoundModule();
-    // Per pair: the dot products over the column and the rotation of the whole record (ns; 0.38 µs a pair
-    // measured at rows 172, stride 344 on a 2-core x86 host).
-    k = {
-      bytes: jacobiBytes,
-      items: layout.slots / 2,
-      itemCost: 10 + layout.rows / 2 + layout.stride,
-      scratchBytes: 0,
-      usesMath: false,
-    };
-    jacobiKernels.set(key, k);
-  }
-  return k;
-}
 
 const sweepBytes = new Map<number, Uint8Array<ArrayBuffer>>();
 
@@ -361,7 +318,8 @@ const sweepBytes = new Map<number, Uint8Array<ArrayBuffer>>();
  * thread count.
  */
 export function jacobiSweepWasm(layout: JacobiLayout, threads: number): CustomWasmKernel {
-  // Per pair: the dot products over the column and the rotation of the whole record (ns, as for the round).
+  // Per pair: the dot products over the column and the rotation of the whole record (ns; 0.38 µs a pair measured
+  // at rows 172, stride 344 on a 2-core x86 host).
   const pairCost = 10 + layout.rows / 2 + layout.stride;
   const roundCost = (layout.slots / 2) * pairCost;
   const parts = Math.max(1, Math.min(threads, SWEEP_MAX_PARTS, Math.floor(roundCost / SWEEP_PART_MIN_NS)));

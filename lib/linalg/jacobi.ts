@@ -16,7 +16,7 @@ import {
   jacobiRoundWGSL,
   jacobiSweepHost,
 } from "../../kernels/jacobi.wgsl.ts";
-import { jacobiRoundWasm, jacobiSweepWasm, SWEEP_CONTROL_WORDS } from "../codegen/wasm_linalg.ts";
+import { jacobiSweepWasm, SWEEP_CONTROL_WORDS } from "../codegen/wasm_linalg.ts";
 import { type KernelLaunch, runKernels } from "../tensor/custom.ts";
 import { tensor } from "../tensor/creation.ts";
 import type { F32, Tensor } from "../tensor/tensor.ts";
@@ -113,7 +113,6 @@ export async function jacobiSweeps(records: F32, rows: number, opts: JacobiOptio
   const check = opts.check ?? 0;
   const wgsl = jacobiRoundWGSL(opts.wg ?? await jacobiWorkgroup(records.device));
   const host = jacobiRoundHost(layout, tol);
-  const wasm = () => jacobiRoundWasm(layout);
   const perSweep = records.device !== "webgpu";
   const sweepHost = jacobiSweepHost(layout, tol);
   const sweepWasm = (features: WasmFeatures) => jacobiSweepWasm(layout, features.threads);
@@ -134,7 +133,8 @@ export async function jacobiSweeps(records: F32, rows: number, opts: JacobiOptio
     let t = 0;
     for (let s = 0; s < chunk; s++) {
       if (perSweep) {
-        // Round t writes X when t is even; a sweep has an odd number of rounds, so its last writes where its first does.
+        // Round t writes X when t is even; a sweep has an odd number of rounds, so its last writes where its first
+        // does.
         const first = t % 2 === 0 ? 3 : 4;
         launches.push({
           name: "jacobi_reset",
@@ -169,7 +169,6 @@ export async function jacobiSweeps(records: F32, rows: number, opts: JacobiOptio
           dispatch: [slots / 2, 1, 1],
           bindings: [src, dst, 5, 1, 2],
           host,
-          wasm,
         });
         src = dst;
       }

@@ -229,7 +229,8 @@ export class ThreadPool {
    * Runs a job on every thread, the calling one included, then blocks the calling thread (polling for at most
    * {@link CALLER_POLL_MS}, then in `Atomics.wait`) for at most `waitMs` until the chunks the workers took are done.
    * Returns true when the job is over (errors are thrown as by {@link run}); false when workers are still busy: then
-   * {@link finish} must be awaited before the next job. A worker that dies is only noticed by the event loop, so keep `waitMs` short.
+   * {@link finish} must be awaited before the next job. A worker that dies is only noticed by the event loop, so
+   * keep `waitMs` short.
    */
   runSync(job: PoolJob, waitMs: number): boolean {
     if (this.#failure !== null) throw new PoolFailure(this.#failure);

@@ -5,12 +5,7 @@
  */
 import { deepEqual, equal, ok, throws } from "node:assert/strict";
 import { type Tensor, tensor } from "../../mod.ts";
-import {
-  jacobiRoundWasm,
-  jacobiSweepModule,
-  jacobiSweepWasm,
-  SWEEP_CONTROL_WORDS,
-} from "../../lib/codegen/wasm_linalg.ts";
+import { jacobiSweepModule, jacobiSweepWasm, SWEEP_CONTROL_WORDS } from "../../lib/codegen/wasm_linalg.ts";
 import { getBackend } from "../../lib/runtime/realize.ts";
 import type { WasmBackend } from "../../lib/runtime/wasm.ts";
 import { runKernels } from "../../lib/tensor/custom.ts";
@@ -220,81 +215,6 @@ function bits(a: ArrayLike<number>): Uint32Array {
   return new Uint32Array(Float32Array.from(a).buffer);
 }
 
-Deno.test("jacobi round: the wasm form equals the host twin bit for bit, split over 1 or 2 threads", async () => {
-  const rng = new TestRng(904);
-  const wasm = await getBackend("wasm") as WasmBackend;
-  const threadsBefore = wasm.threads;
-  const rounds = 3;
-  try {
-    // [matrix rows, layout]: odd row counts padded to a multiple of 4; the last has enough work to be split.
-    for (
-      const [m, layout] of [
-        [7, { rows: 8, stride: 16, slots: 2 }],
-        [33, { rows: 36, stride: 72, slots: 10 }],
-        [101, { rows: 104, stride: 208, slots: 64 }],
-        [397, { rows: 400, stride: 800, slots: 256 }],
-      ] as const
-    ) {
-      const { data, floor } = roundRecords(rng, m, layout);
-      const tol = 0.01 + 0.1 * rng.next();
-      // The host twin, `rounds` rounds ping-ponging between two arrays, counting into one counter.
-      let src = Float32Array.from(data);
-      const cnt = new Uint32Array(1);
-      for (let r = 0; r < rounds; r++) {
-        const dst = new Float32Array(data.length);
-        jacobiRoundHost(layout, tol)([src, dst, cnt, jacobiParams(layout, tol), Float32Array.of(floor)]);
-        src = dst;
-      }
-      for (const threads of [1, 2]) {
-        wasm.setThreads(threads);
-        const x = tensor(data, { shape: [layout.slots, layout.stride], device: "wasm" });
-        const params = tensor(jacobiParams(layout, tol), { dtype: "u32", device: "wasm" });
-        const zero = tensor([floor], { device: "wasm" });
-        const round = (s: number, d: number) => ({
-          name: "round",
-          wgsl: jacobiRoundWGSL(8),
-          dispatch: [layout.slots / 2, 1, 1] as const,
-          bindings: [s, d, 5, 1, 2],
-          host: () => {
-            throw new Error("the host twin ran on the wasm device");
-          },
-          wasm: () => jacobiRoundWasm(layout),
-        });
-        let outs: Tensor[] = [];
-        const lines = await debugLines(async () => {
-          outs = await runKernels([x, params, zero], [
-            { shape: [layout.slots, layout.stride], dtype: "f32" },
-            { shape: [layout.slots, layout.stride], dtype: "f32" },
-            { shape: [1], dtype: "u32" },
-          ], [
-            {
-              name: "reset",
-              wgsl: COUNTER_RESET_WGSL,
-              dispatch: [1, 1, 1],
-              bindings: [5],
-              host: counterResetHost,
-            },
-            round(0, 3),
-            round(3, 4),
-            round(4, 3),
-          ]);
-        });
-        const what = `${m} rows in ${JSON.stringify(layout)}, ${threads} thread(s) (TEST_SEED=${TEST_SEED})`;
-        deepEqual(bits(await outs[0].data()), bits(src), `records after ${rounds} rounds, ${what}`);
-        deepEqual((await outs[2].data())[0], cnt[0], `counted rotations, ${what}`);
-        const split = lines.filter((l) => /^wasm round \d+ items x2/.test(l)).length;
-        equal(
-          split,
-          threads === 2 && layout.slots === 256 ? rounds : 0,
-          `rounds split over 2 threads, ${what}`,
-        );
-      }
-    }
-  } finally {
-    wasm.setThreads(threadsBefore);
-  }
-});
-
 /**
  * The host twin's rounds, `sweeps` sweeps of them from `data` (ping-ponging between fresh arrays, the counter reset
  * when a sweep starts): the reference of the sweep kernels. Returns the records and the last sweep's count.
@@ -405,6 +325,19 @@ Deno.test("jacobi sweep: the wasm form equals the host twin's rounds bit for bit
   }
 });
 
+/** Byte addresses of a sweep's buffers of `n` floats of records in a test memory. */
+function sweepAddresses(n: number) {
+  return {
+    src: 0,
+    a: 4 * n,
+    b: 8 * n,
+    cnt: 12 * n,
+    params: 12 * n + 16,
+    floor: 12 * n + 32,
+    ctl: 12 * n + 48,
+  };
+}
+
 Deno.test("jacobi sweep: a thread of the wasm sweep starts a round only once every pair of the one before is done", async () => {
   // A worker joins a sweep cut into two parts whose round 0 is done but for part 1 (claimed, as it were, by a thread
   // that lost its core): it must wait (and goes to sleep), claiming and writing nothing of round 1, until that part
@@ -423,16 +356,7 @@ Deno.test("jacobi sweep: a thread of the wasm sweep starts a round only once eve
   const want = roundsByHost(round0, layout, tol, floor, { from: 1, to: slots - 1 });
   const mem = new WebAssembly.Memory({ initial: 4, maximum: 4, shared: true });
   const n = slots * stride;
-  // Byte addresses: src, a, b, counter, parameters, floor, control.
-  const at = {
-    src: 0,
-    a: 4 * n,
-    b: 8 * n,
-    cnt: 12 * n,
-    params: 12 * n + 16,
-    floor: 12 * n + 32,
-    ctl: 12 * n + 48,
-  };
+  const at = sweepAddresses(n);
   new Float32Array(mem.buffer, at.src, n).set(data);
   new Float32Array(mem.buffer, at.a, n).set(round0);
   new Uint32Array(mem.buffer, at.params, 4).set(jacobiParams(layout, tol));
@@ -494,15 +418,7 @@ Deno.test("jacobi sweep: a thread of the wasm sweep whose round never ends traps
   const n = slots * stride;
   const mem = new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
   const rng = new TestRng(907);
-  const at = {
-    src: 0,
-    a: 4 * n,
-    b: 8 * n,
-    cnt: 12 * n,
-    params: 12 * n + 16,
-    floor: 12 * n + 32,
-    ctl: 12 * n + 48,
-  };
+  const at = sweepAddresses(n);
   new Float32Array(mem.buffer, at.a, n).set(Float32Array.from({ length: n }, () => rng.normal()));
   new Uint32Array(mem.buffer, at.params, 4).set(jacobiParams(layout, 0.05));
   const ctl = new Int32Array(mem.buffer, at.ctl, SWEEP_CONTROL_WORDS);
