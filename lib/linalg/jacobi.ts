@@ -177,9 +177,9 @@ export async function jacobiSweeps(records: F32, rows: number, opts: JacobiOptio
       { shape: [slots, stride], dtype: "f32" },
       { shape: [slots, stride], dtype: "f32" },
       { shape: [1], dtype: "u32" },
-      { shape: [SWEEP_CONTROL_WORDS], dtype: "u32" },
-    ], launches) as [F32, F32, Tensor<number[], "u32">, Tensor<number[], "u32">];
-    control.dispose();
+      ...(perSweep ? [{ shape: [SWEEP_CONTROL_WORDS], dtype: "u32" as const }] : []),
+    ], launches) as [F32, F32, Tensor<number[], "u32">, Tensor<number[], "u32">?];
+    control?.dispose();
     const last = src === 3 ? x : y;
     (src === 3 ? y : x).dispose();
     if (current !== records) current.dispose();
