@@ -86,7 +86,7 @@ function header(v: HouseholderVariant, bindings: string[]): string {
 }
 
 /** The smallest normal float32: smaller entries count as zero in a reflector (see the module doc). */
-const TINY_F32 = 1.17549435e-38;
+export const TINY_F32 = 1.17549435e-38;
 
 /**
  * WGSL adding one entry to a lane's scaled sum of squares `acc = (scale, ssq)`, which stands for ssq·scale²

@@ -11,15 +11,12 @@
  *
  * @module
  */
-import { type HouseholderLayout, reflectorCount } from "../../kernels/householder.wgsl.ts";
+import { type HouseholderLayout, reflectorCount, TINY_F32 } from "../../kernels/householder.wgsl.ts";
 import type { CustomWasmKernel } from "../ir/ops.ts";
 import { FnBuilder, lanesMask, ModuleBuilder } from "./wasm_encode.ts";
 import { WASM_MAX_PAGES } from "./wasm_emit.ts";
 import { LruCache } from "./lru.ts";
 import { loop } from "./wasm_linalg.ts";
-
-/** The smallest normal float32 as the host twins write it (`TINY_F32`): smaller entries count as zero. */
-const TINY = 1.17549435e-38;
 
 /** Which step a module computes: the factorisation's (`hhStepHost`) or Q's accumulation (`qStepHost`). */
 type StepKind = "factor" | "q";
@@ -134,7 +131,7 @@ function stepModule(kind: StepKind, guarded: boolean): Uint8Array<ArrayBuffer> {
     loop(f, off, rowsB, 4, () => {
       load(co);
       f.set(x);
-      f.get(x).op("f64.abs").op("f64.const", TINY).op("f64.ge").op("if", "void");
+      f.get(x).op("f64.abs").op("f64.const", TINY_F32).op("f64.ge").op("if", "void");
       f.get(xn2).get(x, x).op("f64.mul").op("f64.add").set(xn2);
       f.op("end");
     });
@@ -153,7 +150,7 @@ function stepModule(kind: StepKind, guarded: boolean): Uint8Array<ArrayBuffer> {
         load(co);
         f.set(x);
         f.get(x, scal).op("f64.mul").op("f32.demote_f64").op("f32.const", 0);
-        f.get(x).op("f64.abs").op("f64.const", TINY).op("f64.ge").op("select").op("f32.store", 0);
+        f.get(x).op("f64.abs").op("f64.const", TINY_F32).op("f64.ge").op("select").op("f32.store", 0);
       });
       f.get(beta, alpha).op("f64.sub").get(beta).op("f64.div").op("f32.demote_f64");
     }
