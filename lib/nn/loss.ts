@@ -41,8 +41,9 @@ export interface CrossEntropyOptions {
 /**
  * Softmax cross-entropy of `logits` (`[..., classes]`) against integer `targets` (`[...]`):
  * `logsumexp(logits) − logits[target]` per position, computed stably. Its gradient is the fused
- * `(softmax(logits) − onehot(target)) · weight`. Targets outside `0 .. classes − 1` other than `ignoreIndex`
- * contribute `logsumexp(logits)`; keep them in range.
+ * `(softmax(logits) − onehot(target)) · weight`. A target outside `0 .. classes − 1` other than `ignoreIndex` is
+ * refused when it is still on the host; one computed on the device makes its line's loss and gradient NaN (kernels
+ * cannot throw), so the loss is NaN rather than silently wrong.
  *
  * @example
  * ```ts
@@ -103,14 +104,18 @@ export function crossEntropy(
   const reduction = opts.reduction ?? "mean";
   const keep = targets.ne(ignore);
   const hit = targets.oneHot(classes, "bool");
+  // A kept target past the classes (computed on the device, so not checked above) has a one-hot of zeros: its line
+  // is NaN, loss and gradient, instead of logsumexp(logits).
+  // bad = keep && (target < 0 || target >= classes)
+  const bad = keep.where(targets.ge(0).where(targets.ge(classes), keep), keep);
   // The target logit is selected, not multiplied by a one-hot (a -inf logit times 0 is NaN); an ignored line is 0
   // whatever its logits.
   const perLine = customVjp(
-    (lg: F32) => keep.where(lg.logsumexp(-1).sub(hit.where(lg, 0).sum(-1)), 0) as F32,
-    // d/dlogits = (softmax − onehot) · g, 0 on ignored lines
+    (lg: F32) => bad.where(NaN, keep.where(lg.logsumexp(-1).sub(hit.where(lg, 0).sum(-1)), 0)) as F32,
+    // d/dlogits = (softmax − onehot) · g, 0 on ignored lines, NaN on bad ones
     (g, _out, lg) => {
       const d = lg.softmax(-1).sub(hit.cast("f32")).mul(g.unsqueeze(-1) as F32);
-      return [keep.unsqueeze(-1).where(d, 0) as F32];
+      return [bad.unsqueeze(-1).where(NaN, keep.unsqueeze(-1).where(d, 0)) as F32];
     },
   );
   // Weights enter outside the fused rule, so that gradients flow to them too (d/dw of Σ w·CE is the CE).

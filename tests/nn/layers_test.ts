@@ -313,6 +313,60 @@ Deno.test("crossEntropy over logits with -inf entries: selected, not multiplied 
   assertClose([await crossEntropy(ignored, t2).item()], [1.40760589], { rtol: 1e-6 });
 });
 
+Deno.test("crossEntropy: a target out of range computed on the device makes its line NaN, loss and gradient", async () => {
+  const rng = new TestRng(41);
+  const [n, c] = [9, 6];
+  const logits = rng.normals(n * c, 2);
+  // Targets on the host in range (and the ignore index on line 4); shifted on the device so that line 1 lands
+  // past the classes and line 6 below 0, where no host check sees them.
+  const host = Int32Array.from(
+    { length: n },
+    (_, i) => (i === 4 ? -100 : i === 1 ? c - 1 : i === 6 ? 0 : rng.int(0, c - 1)),
+  );
+  const shift = Int32Array.from({ length: n }, (_, i) => (i === 1 ? 1 : i === 6 ? -1 : 0));
+  const lse = (i: number) => {
+    const row = logits.slice(i * c, (i + 1) * c);
+    const m = Math.max(...row);
+    return m + Math.log(row.reduce((s, v) => s + Math.exp(v - m), 0));
+  };
+  for (const device of ["cpu", "wasm", "webgpu"] as const) {
+    const lg = tensor(Float32Array.from(logits), { shape: [n, c], device }) as F;
+    const tg = tensor(host, { dtype: "i32", device }).add(tensor(shift, { dtype: "i32", device }));
+    const lines = await crossEntropy(lg, tg, { reduction: "none" }).data();
+    for (let i = 0; i < n; i++) {
+      if (i === 1 || i === 6) ok(Number.isNaN(lines[i]), `${device}: line ${i} is ${lines[i]}, not NaN`);
+      else {
+        const want = i === 4 ? 0 : lse(i) - logits[i * c + host[i]];
+        ok(
+          Math.abs(lines[i] - want) <= 1e-5 * (1 + Math.abs(want)),
+          `${device}: line ${i} ${lines[i]} vs ${want}`,
+        );
+      }
+    }
+    const { value, grads } = valueAndGrad((p: { lg: F }) => crossEntropy(p.lg, tg))({ lg });
+    ok(Number.isNaN(await value.item()), `${device}: mean loss not NaN`);
+    const g = await grads.lg.data();
+    for (let i = 0; i < n; i++) {
+      const row = Array.from(g.slice(i * c, (i + 1) * c));
+      // The mean's gradient is NaN everywhere (the loss is); what matters is that nothing passes for a real value.
+      ok(row.every((v) => Number.isNaN(v)) || (i !== 1 && i !== 6), `${device}: line ${i} gradient ${row}`);
+    }
+    // Summed, the other lines keep their gradients: softmax − onehot, 0 on the ignored one.
+    const sum = grad((p: { lg: F }) => crossEntropy(p.lg, tg, { reduction: "sum" }))({ lg });
+    const gs = await sum.lg.data();
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < c; j++) {
+        const v = gs[i * c + j];
+        if (i === 1 || i === 6) ok(Number.isNaN(v), `${device}: sum gradient [${i}, ${j}] = ${v}`);
+        else {
+          const want = i === 4 ? 0 : Math.exp(logits[i * c + j] - lse(i)) - (j === host[i] ? 1 : 0);
+          ok(Math.abs(v - want) <= 1e-5, `${device}: sum gradient [${i}, ${j}] ${v} vs ${want}`);
+        }
+      }
+    }
+  }
+});
+
 Deno.test("crossEntropy matches host float64 with ignore-index and weights; mse", async () => {
   const rng = new TestRng(25);
   const [n, c] = [12, 7];
