@@ -16,6 +16,13 @@
  * copies of the current state, handed over with {@link Optimizer.adopt}) before anything outside the step can
  * look at them.
  *
+ * A step that accumulates gradients over k micro-batches (the trainer's `accumulate`) is k realizations of one
+ * micro-batch graph (parameters, micro-batch and the running sums in, the new sums out) and one of the update graph
+ * (parameters, state and the sums in). The replay binds the micro-batch plan once per set of state buffers and per
+ * pair of sum buffers it may read and write: zeros for the first micro-batch, then two sets in turn (zeros → A,
+ * A → B, B → A, ...), and binds the update to the set the last micro-batch writes. Its intermediates are those of
+ * one micro-batch: the activations of the others are never alive at the same time.
+ *
  * @module
  */
 import type { DType } from "../dtype.ts";
@@ -32,16 +39,29 @@ export type LeafRole =
   | { readonly kind: "state"; readonly pack: string }
   | { readonly kind: "batch"; readonly name: string }
   | { readonly kind: "scalars" }
+  | { readonly kind: "acc"; readonly name: string }
   | { readonly kind: "fixed" };
 
-/** A traced step: its recording, the role of each leaf, and which roots hold what. */
-export interface TracedStep {
+/** One traced realization: its recording, the role of each leaf, and the batch names that held one tensor. */
+export interface TracedRun {
   /** The realization's recording. */
   readonly rec: Recording;
   /** Role of each leaf slot. */
   readonly roles: readonly LeafRole[];
   /** Pairs of batch names that held one tensor (the first name is the one in {@link roles}). */
   readonly sameBatch: readonly (readonly [string, string])[];
+}
+
+/** A traced micro-batch of an accumulating step: the running sums' new values by name (root index). */
+export interface MicroTrace extends TracedRun {
+  /** Root index of each running sum (a gradient by parameter path, the loss and metrics). */
+  readonly accRoot: ReadonlyMap<string, number>;
+}
+
+/** A traced step (its update's realization), and which roots hold what. */
+export interface TracedStep extends TracedRun {
+  /** The micro-batches of an accumulating step, in order (empty: the update's realization reads the batch). */
+  readonly micro: readonly MicroTrace[];
   /** Root index of each parameter pack's update, by pack key. */
   readonly packedRoot: ReadonlyMap<string, number>;
   /** Root index of the metrics vector. */
@@ -57,13 +77,15 @@ export function baseStorage(t: Tensor): Storage | null {
 
 /**
  * Gives each leaf of `rec` its role. `state` maps the storage of each current parameter pack to its key, `batch`
- * each batch tensor's storage to its name, `scalars` is the storage of the optimiser's uploaded step scalars.
+ * each batch tensor's storage to its name, `scalars` is the storage of the optimiser's uploaded step scalars (null:
+ * none read), `acc` each running sum's storage to its name.
  */
 export function leafRoles(
   rec: Recording,
   state: ReadonlyMap<Storage, string>,
   batch: ReadonlyMap<Storage, string>,
-  scalars: Storage,
+  scalars: Storage | null,
+  acc: ReadonlyMap<Storage, string> = new Map(),
 ): LeafRole[] {
   return rec.leafNodes.map((n): LeafRole => {
     const s = n.storage!;
@@ -72,6 +94,8 @@ export function leafRoles(
     const name = batch.get(s);
     if (name !== undefined) return { kind: "batch", name };
     if (s === scalars) return { kind: "scalars" };
+    const sum = acc.get(s);
+    if (sum !== undefined) return { kind: "acc", name: sum };
     return { kind: "fixed" };
   });
 }
@@ -105,6 +129,34 @@ export function mayReadStep(fn: (...args: never[]) => unknown): boolean {
 
 /** Why two traces do not make a replayable step (null: they do). */
 export function replayBlocker(prev: TracedStep, cur: TracedStep, packs: readonly string[]): string | null {
+  const why = runBlocker(prev, cur);
+  if (why !== null) return why;
+  const b = cur.rec;
+  const seen = new Set<string>();
+  for (let i = 0; i < b.leafNodes.length; i++) {
+    const role = cur.roles[i];
+    if (role.kind !== "state") continue;
+    seen.add(role.pack);
+    const root = cur.packedRoot.get(role.pack);
+    const leaf = b.leafNodes[i];
+    const out = root === undefined ? undefined : b.plan.buffers[b.plan.roots[root]];
+    if (out === undefined || out.shape.join() !== leaf.shape.join() || out.dtype !== leaf.dtype) {
+      return `the update of pack "${role.pack}" does not have the layout of its input`;
+    }
+  }
+  if (seen.size !== packs.length) return "some parameter packs are not read by the step";
+  if (prev.micro.length !== cur.micro.length) return "the number of micro-batches changed";
+  // Every micro-batch of a step replays one plan: each is compared with the one before (the first with the previous
+  // step's last).
+  for (let j = 0; j < cur.micro.length; j++) {
+    const m = runBlocker(j === 0 ? prev.micro[prev.micro.length - 1] : cur.micro[j - 1], cur.micro[j]);
+    if (m !== null) return `micro-batch ${j}: ${m}`;
+  }
+  return null;
+}
+
+/** Why two traced realizations do not replay one bound plan (null: they do). */
+function runBlocker(prev: TracedRun, cur: TracedRun): string | null {
   const a = prev.rec;
   const b = cur.rec;
   if (a.plan.key !== b.plan.key) return "the step's graph changed";
@@ -124,16 +176,10 @@ export function replayBlocker(prev: TracedStep, cur: TracedStep, packs: readonly
     if (rb.kind === "state") {
       if (rb.pack !== (ra as { pack: string }).pack || seen.has(rb.pack)) return "state leaves do not match";
       seen.add(rb.pack);
-      const root = cur.packedRoot.get(rb.pack);
-      const leaf = b.leafNodes[i];
-      const out = root === undefined ? undefined : b.plan.buffers[b.plan.roots[root]];
-      if (out === undefined || out.shape.join() !== leaf.shape.join() || out.dtype !== leaf.dtype) {
-        return `the update of pack "${rb.pack}" does not have the layout of its input`;
-      }
     }
     if (rb.kind === "batch" && rb.name !== (ra as { name: string }).name) return "batch leaves do not match";
+    if (rb.kind === "acc" && rb.name !== (ra as { name: string }).name) return "running sums do not match";
   }
-  if (seen.size !== packs.length) return "some parameter packs are not read by the step";
   if (prev.sameBatch.join(";") !== cur.sameBatch.join(";")) {
     return "batch entries that were one tensor are not";
   }
@@ -164,12 +210,21 @@ const abandoned = new FinalizationRegistry<{ bound: readonly BoundPlan[]; owned:
   },
 );
 
+/** The buffers a running sum of an accumulating step lives in: zeros, A and B (see the module comment). */
+interface SumBuffers {
+  readonly dtype: DType;
+  readonly size: number;
+  /** Zeros (read by the first micro-batch), then the two buffers written in turn. */
+  readonly at: readonly [Storage, Storage, Storage];
+}
+
 /** A traced step bound for replay (see the module comment). */
 export class ReplayedStep {
   readonly #be: Backend;
   readonly #bound: [BoundPlan, BoundPlan];
   readonly #sets: [Map<string, Storage>, Map<string, Storage>];
   readonly #packedShape = new Map<string, { shape: readonly number[]; dtype: DType }>();
+  /** The slots of the batch entries, read by the update or, when the step accumulates, by each micro-batch. */
   readonly #batch: BatchSlot[] = [];
   readonly #sameBatch: TracedStep["sameBatch"];
   readonly #scalars: Storage | null;
@@ -177,6 +232,12 @@ export class ReplayedStep {
   readonly #vectorShape: readonly number[];
   readonly #fixed: readonly Node[];
   readonly #owned: Storage[] = [];
+  /** The running sums of an accumulating step, by name. */
+  readonly #sums = new Map<string, SumBuffers>();
+  /** The micro-batch plan bound per state set and per sums read (zeros, A, B); empty without accumulation. */
+  readonly #micro: (readonly BoundPlan[])[] = [];
+  /** Micro-batches per step (1: the update reads the batch). */
+  readonly #microCount: number;
   /** The set holding the latest state (0: A, 1: B). */
   #current: 0 | 1 = 0;
   #optStep: number;
@@ -198,13 +259,15 @@ export class ReplayedStep {
       return { src: rec.roots[root], dst: r.#sets[0].get(key)!, dtype: buf.dtype, n: buf.size };
     });
     await copyStorages(be, copies);
+    for (const { dtype, size, at } of r.#sums.values()) {
+      await writeStorage(be, at[0], dtype, new (dtype === "f32" ? Float32Array : Int32Array)(size));
+    }
     return r;
   }
 
   private constructor(be: Backend, trace: TracedStep, opt: Optimizer) {
     this.#be = be;
-    const { rec, roles } = trace;
-    const plan = rec.plan;
+    const plan = trace.rec.plan;
     const alloc = (dtype: DType, n: number) => {
       const s = be.alloc(dtype, n);
       this.#owned.push(s);
@@ -220,11 +283,18 @@ export class ReplayedStep {
     const vb = plan.buffers[plan.roots[trace.vectorRoot]];
     this.#vector = alloc(vb.dtype, vb.size);
     this.#vectorShape = vb.shape;
+    const micro = trace.micro.length > 0 ? trace.micro[0] : null;
+    this.#microCount = Math.max(1, trace.micro.length);
+    for (const [name, root] of micro?.accRoot ?? []) {
+      const { dtype, size } = micro!.rec.plan.buffers[micro!.rec.plan.roots[root]];
+      this.#sums.set(name, { dtype, size, at: [alloc(dtype, size), alloc(dtype, size), alloc(dtype, size)] });
+    }
     let scalars: Storage | null = null;
-    const fixed: Node[] = [];
-    const leaves = (set: 0 | 1) =>
-      roles.map((role, i) => {
-        const n = rec.leafNodes[i];
+    const fixed = new Set<Node>();
+    // The leaves of a binding of `run` over state set `set`, its running sums read from buffer `sum` of each.
+    const leaves = (run: TracedRun, set: 0 | 1, sum: number) =>
+      run.roles.map((role, i) => {
+        const n = run.rec.leafNodes[i];
         switch (role.kind) {
           case "state":
             return this.#sets[set].get(role.pack)!;
@@ -247,32 +317,66 @@ export class ReplayedStep {
           case "scalars":
             scalars ??= alloc(n.dtype, n.size);
             return scalars;
+          case "acc": {
+            const buffers = this.#sums.get(role.name);
+            if (buffers === undefined) {
+              throw new Error(`ReplayedStep: no micro-batch writes the sum "${role.name}"`);
+            }
+            return buffers.at[sum];
+          }
           case "fixed":
-            if (set === 0) fixed.push(n);
-            return rec.leaves[i];
+            fixed.add(n);
+            return run.rec.leaves[i];
         }
       });
+    if (micro !== null) {
+      // A micro-batch reading the zeros or B writes A; one reading A writes B.
+      const next = [1, 2, 1];
+      const outputs = (from: number) =>
+        new Map([...micro.accRoot].map(([name, root]) => [root, this.#sums.get(name)!.at[next[from]]]));
+      let first: BoundPlan | undefined;
+      for (const set of [0, 1] as const) {
+        this.#micro.push([0, 1, 2].map((from) => {
+          const bound = new BoundPlan(be, micro.rec.plan, {
+            leaves: leaves(micro, set, from),
+            params: micro.rec.params,
+            outputs: outputs(from),
+            shareWith: first,
+          });
+          first ??= bound;
+          return bound;
+        }));
+      }
+    }
+    // The last micro-batch wrote A when their count is odd, B when it is even.
+    const last = this.#microCount % 2 === 1 ? 1 : 2;
     const outputs = (set: 0 | 1) => {
       const m = new Map<number, Storage>([[trace.vectorRoot, this.#vector]]);
       for (const [key, root] of trace.packedRoot) m.set(root, this.#sets[set].get(key)!);
       return m;
     };
-    const first = new BoundPlan(be, plan, { leaves: leaves(0), params: rec.params, outputs: outputs(1) });
+    const rec = trace.rec;
+    const first = new BoundPlan(be, plan, {
+      leaves: leaves(trace, 0, last),
+      params: rec.params,
+      outputs: outputs(1),
+    });
     const second = new BoundPlan(be, plan, {
-      leaves: leaves(1),
+      leaves: leaves(trace, 1, last),
       params: rec.params,
       outputs: outputs(0),
       shareWith: first,
     });
     this.#bound = [first, second];
     this.#scalars = scalars;
-    this.#sameBatch = trace.sameBatch;
-    this.#fixed = fixed;
+    this.#sameBatch = (micro ?? trace).sameBatch;
+    this.#fixed = [...fixed];
     this.#optStep = opt.stepCount;
     this.#syncVersion = opt.stateVersion;
     this.#installed = installedNodes(opt);
     this.#facts = modelFacts(opt.target);
-    abandoned.register(this, { bound: this.#bound, owned: this.#owned }, this);
+    const bound = [...this.#bound, ...this.#micro.flat()];
+    abandoned.register(this, { bound, owned: this.#owned }, this);
   }
 
   /**
@@ -316,15 +420,44 @@ export class ReplayedStep {
   }
 
   /**
-   * Runs one step on `batch` (checked with {@link fits}) with the optimiser's step scalars for learning-rate
-   * factor `lrScale`; returns the step's metrics vector (a fresh tensor owned by the caller). Throws what the
-   * traced step throws for a factor or batch values it refuses, before the step counts.
+   * Runs one step on `batches` (one per micro-batch, each checked with {@link fits}) with the optimiser's step
+   * scalars for learning-rate factor `lrScale`; returns the step's metrics vector (a fresh tensor owned by the
+   * caller). Throws what the traced step throws for a factor or batch values it refuses, before the step counts.
    */
-  async run(batch: Readonly<Record<string, Tensor>>, opt: Optimizer, lrScale: number): Promise<Tensor> {
+  async run(
+    batches: readonly Readonly<Record<string, Tensor>>[],
+    opt: Optimizer,
+    lrScale: number,
+  ): Promise<Tensor> {
+    if (batches.length !== this.#microCount) {
+      throw new Error(`ReplayedStep: ${batches.length} micro-batches for a step of ${this.#microCount}`);
+    }
     const be = this.#be;
     const step = this.#optStep + 1;
     // The optimiser refuses a factor its update refuses (negative, NaN) with the update's message.
     const scalars = opt.stepScalars(step, lrScale);
+    if (this.#micro.length === 0) await this.#writeBatch(batches[0]);
+    else {
+      // Micro-batch j reads the zeros (j = 0), A (odd j) or B (even j > 0); each write of a micro-batch is queued
+      // after the run of the one before.
+      for (let j = 0; j < batches.length; j++) {
+        await this.#writeBatch(batches[j]);
+        await this.#micro[this.#current][j === 0 ? 0 : j % 2 === 1 ? 1 : 2].run();
+      }
+    }
+    if (this.#scalars !== null) await writeStorage(be, this.#scalars, "f32", scalars);
+    // The metrics vector is copied out in the same submission (the next replay overwrites it).
+    const out = be.alloc("f32", this.#vectorShape.reduce((a, b) => a * b, 1));
+    await this.#bound[this.#current].run([[this.#vector, out]]);
+    this.#optStep = step;
+    this.#current = this.#current === 0 ? 1 : 0;
+    this.#synced = false;
+    return new Tensor(bufferNode(out, this.#vectorShape, "f32"));
+  }
+
+  /** Writes `batch`'s entries into the batch slots, checking the values the traced step's ops checked. */
+  async #writeBatch(batch: Readonly<Record<string, Tensor>>): Promise<void> {
+    const be = this.#be;
     const copies = [];
     // A lazy entry is computed into a buffer of the step's own, and stays lazy (as the traced step leaves it).
     const computed: Tensor[] = [];
@@ -350,14 +483,6 @@ export class ReplayedStep {
     } finally {
       for (const t of computed) t.dispose();
     }
-    if (this.#scalars !== null) await writeStorage(be, this.#scalars, "f32", scalars);
-    // The metrics vector is copied out in the same submission (the next replay overwrites it).
-    const out = be.alloc("f32", this.#vectorShape.reduce((a, b) => a * b, 1));
-    await this.#bound[this.#current].run([[this.#vector, out]]);
-    this.#optStep = step;
-    this.#current = this.#current === 0 ? 1 : 0;
-    this.#synced = false;
-    return new Tensor(bufferNode(out, this.#vectorShape, "f32"));
   }
 
   /** Hands copies of the latest state to the optimiser (and so to the model), if the replay ran since. */
@@ -400,7 +525,7 @@ export class ReplayedStep {
     if (this.#disposed) return;
     this.#disposed = true;
     abandoned.unregister(this);
-    for (const b of this.#bound) b.dispose();
+    for (const b of [...this.#bound, ...this.#micro.flat()]) b.dispose();
     for (const s of this.#owned) s.release();
   }
 }

@@ -30,7 +30,7 @@ import {
 import { clipByGlobalNorm, sumOfSquares } from "../nn/optim/clip.ts";
 import type { Optimizer } from "../nn/optim/optimizer.ts";
 import type { Schedule } from "../nn/optim/schedule.ts";
-import { stack } from "../tensor/creation.ts";
+import { stack, tensor } from "../tensor/creation.ts";
 import { type F32, realize, Tensor } from "../tensor/tensor.ts";
 import { getBackend, realizeNodes, type Recording, resolveStorage } from "../runtime/realize.ts";
 import { bufferNode, type Storage } from "../ir/node.ts";
@@ -39,6 +39,7 @@ import {
   baseStorage,
   leafRoles,
   mayReadStep,
+  type MicroTrace,
   replayBlocker,
   ReplayedStep,
   type TracedStep,
@@ -103,10 +104,16 @@ export interface TrainerOptions<M extends object, B extends Batch> {
    * a pure function of the run's seed and `step` (see `sampleWindows`) so a resumed run sees the same batches. It
    * must not read the model: while steps are replayed (`compile`), the model holds the parameters of the last time
    * it was brought up to date, not those of the previous step (a batch chosen by the model's own losses needs
-   * `compile: false`).
+   * `compile: false`). With `accumulate: k` it is called k times per step, as `batch(step, micro)` for micro-batch
+   * `micro` = 0 .. k − 1 (all k before the step's first realization), each call giving new tensors; the data a run
+   * reads is then micro-batch `(step − 1)·k + micro` of its stream, the same after a resume. Without accumulation
+   * `micro` is 0.
    */
-  batch?: (step: number) => B;
-  /** The loss of `model` on `batch` at `step` (1-based); may return extra metrics. */
+  batch?: (step: number, micro: number) => B;
+  /**
+   * The loss of `model` on `batch` at `step` (1-based); may return extra metrics. With `accumulate`, the loss of one
+   * micro-batch, called once for each.
+   */
   loss: (model: M, batch: B, step: number) => Tensor | LossOutput;
   /** Number of steps of the run. */
   steps: number;
@@ -114,6 +121,20 @@ export interface TrainerOptions<M extends object, B extends Batch> {
   schedule?: Schedule;
   /** Clip gradients to this global L2 norm. */
   clipNorm?: number;
+  /**
+   * Micro-batches per optimiser step (gradient accumulation; default 1). Each step computes the gradients of the
+   * loss on each of its `accumulate` micro-batches (see `batch`), one at a time, sums them on the device and takes
+   * their mean: the gradient of the mean of the micro-batches' losses, which for a loss that is a mean over equally
+   * sized micro-batches is the gradient of one step on them all together, with the activation memory of one
+   * micro-batch. Clipping, the schedule, weight decay, `steps`, checkpoints and records count optimiser steps; a
+   * record's `loss` and extra metrics are the means over the step's micro-batches, `grad_norm` the norm of the mean
+   * gradient. Every micro-batch weighs the same: a loss that is a mean over a varying number of kept tokens (labels
+   * of -100) is not weighted by its count, unlike transformers' Trainer since 4.46, which divides the summed token
+   * losses of all micro-batches by their total count of kept tokens (`num_items_in_batch`). For that step, multiply
+   * micro-batch j's loss by k·n_j / N (n_j its kept tokens, N the step's), e.g. as a batch entry `batch` computes
+   * from the step's micro-batches. A resume with another value is refused as another configuration.
+   */
+  accumulate?: number;
   /** Read metrics back every this many steps (default 10). */
   readEvery?: number;
   /** Tensors whose Frobenius norm is recorded every step as `norm/<name>` (e.g. LoRA's ‖A‖, ‖B‖, ‖ΔW‖). */
@@ -172,6 +193,7 @@ const TRAINER_OPTIONS = z.object({
   steps: opt.count(),
   schedule: opt.fn().optional(),
   clipNorm: opt.positive().optional(),
+  accumulate: opt.count().optional(),
   readEvery: opt.count().optional(),
   track: z.record(z.string(), opt.fn()).optional(),
   metrics: z.union([
@@ -397,6 +419,11 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     if (!Number.isInteger(this.#readEvery) || this.#readEvery < 1) {
       throw new RangeError(`Trainer: readEvery must be a positive integer, got ${options.readEvery}`);
     }
+    if (
+      options.accumulate !== undefined && !(Number.isInteger(options.accumulate) && options.accumulate >= 1)
+    ) {
+      throw new RangeError(`Trainer: accumulate must be a positive integer, got ${options.accumulate}`);
+    }
     if (options.clipNorm !== undefined && !(options.clipNorm > 0)) {
       throw new RangeError(`Trainer: clipNorm must be > 0, got ${options.clipNorm}`);
     }
@@ -525,38 +552,56 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     return this.#history.slice(first);
   }
 
-  async #trainStep(s: number): Promise<void> {
-    const { model, optimizer: opt, track = {} } = this.#o;
-    let batch = this.#o.batch?.(s) ?? ({} as B);
+  /**
+   * The batch of micro-batch `j` of step `s` (of `k`), checked: tensors, none disposed, none realized one that an
+   * earlier micro-batch of the step gave (`given`, to which its tensors are added).
+   */
+  #batchOf(s: number, j: number, k: number, given: Set<Tensor>): B {
+    const call = k === 1 ? `batch(${s})` : `batch(${s}, ${j})`;
+    const batch = this.#o.batch?.(s, j) ?? ({} as B);
     for (const [name, t] of Object.entries(batch as Record<string, unknown>)) {
       if (!(t instanceof Tensor)) {
         throw new TypeError(
-          `Trainer: batch(${s}) entry "${name}" is ${
-            t === null ? "null" : typeof t
-          }, not a Tensor (make it ` +
+          `Trainer: ${call} entry "${name}" is ${t === null ? "null" : typeof t}, not a Tensor (make it ` +
             `with tensor(...))`,
         );
       }
       if (t.node.storage?.released) {
         throw new Error(
-          `Trainer: batch(${s}) entry "${name}" (${t}) was disposed: the trainer disposes each step's batch after ` +
+          `Trainer: ${call} entry "${name}" (${t}) was disposed: the trainer disposes each step's batch after ` +
             `the step, so batch() must make new tensors at every call, not give one kept from an earlier call`,
         );
       }
+      if (given.has(t) && t.isRealized) {
+        throw new Error(
+          `Trainer: ${call} entry "${name}" (${t}) is a tensor an earlier micro-batch of step ${s} gave: the ` +
+            `trainer disposes each micro-batch's tensors after it, so batch() must make new tensors at every call`,
+        );
+      }
     }
-    this.#batchShapes = { step: s, entries: batchShapes(batch) };
-    if (this.#replay !== null) {
-      if (this.#replay.valid(opt) && this.#replay.fits(batch)) {
+    for (const t of Object.values(batch)) given.add(t);
+    return batch;
+  }
+
+  async #trainStep(s: number): Promise<void> {
+    const { model, optimizer: opt, track = {} } = this.#o;
+    const k = this.#o.accumulate ?? 1;
+    const given = new Set<Tensor>();
+    let batches = Array.from({ length: k }, (_, j) => this.#batchOf(s, j, k, given));
+    this.#batchShapes = { step: s, entries: batchShapes(batches[0]) };
+    const replay = this.#replay;
+    if (replay !== null) {
+      if (replay.valid(opt) && batches.every((b) => replay.fits(b))) {
         const scale = this.#o.schedule?.(s) ?? 1;
         let vector: Tensor;
         try {
-          vector = await this.#replay.run(batch, opt, scale);
+          vector = await replay.run(batches, opt, scale);
         } catch (e) {
           // A refused step leaves the model as a traced one leaves it: holding the latest state.
           await this.#dropReplay();
           throw e;
         }
-        for (const t of Object.values(batch)) if (t.isRealized) t.dispose();
+        for (const b of batches) disposeBatch(b);
         this.#pending.push({ step: s, vector, lrs: opt.learningRates(scale) });
         this.#step = s;
         this.#stats.replayed++;
@@ -568,13 +613,15 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     if (compile) {
       // A lazy batch entry is computed into a plain buffer first, so that a replay can take its place as an input.
       // The step reads (and disposes) that buffer; the entry itself stays lazy, as an eager step leaves it.
-      const lazy = Object.entries(batch).filter(([, t]) => !t.isRealized).map(([n, t]) =>
-        [n, new Tensor(t.node)] as const
-      );
-      if (lazy.length > 0) {
+      const computed: B[] = [];
+      for (const batch of batches) {
+        const lazy = Object.entries(batch).filter(([, t]) => !t.isRealized).map(([n, t]) =>
+          [n, new Tensor(t.node)] as const
+        );
         await realize(...lazy.map(([, t]) => t));
-        batch = { ...batch, ...Object.fromEntries(lazy) };
+        computed.push(lazy.length > 0 ? { ...batch, ...Object.fromEntries(lazy) } : batch);
       }
+      batches = computed;
       // Parameters and state packed before the trace (as every update leaves them), so that this step builds the
       // graph the next one will: two traces, not three, make the step replayable.
       if (opt.currentPacks.size < opt.packs.length) {
@@ -583,19 +630,17 @@ export class Trainer<M extends object, B extends Batch = Batch> {
         opt.adopt(packed, opt.stepCount);
       }
     }
-    const lossOf = (p: ParamDict): [Tensor, Record<string, Tensor>] =>
-      functionalCall(model, p, () => {
-        const r = this.#o.loss(model, batch, s);
-        return r instanceof Tensor ? [r, {}] : [r.loss, r.metrics ?? {}];
-      });
-    const { value, grads, aux } = valueAndGrad(lossOf, { hasAux: true })(opt.params);
-    const auxNames = Object.keys(aux);
-    if (this.#auxNames === null) this.#auxNames = auxNames;
-    else if (auxNames.join() !== this.#auxNames.join()) {
-      throw new Error(
-        `Trainer: the loss returned metrics [${auxNames}] at step ${s} but [${this.#auxNames}] before`,
-      );
+    // Roles are told by storage identity, before the step's realization replaces anything.
+    const state = new Map<Storage, string>();
+    for (const [key, t] of opt.currentPacks) {
+      const st = baseStorage(t);
+      if (st !== null) state.set(st, key);
     }
+    const micro: MicroTrace[] = [];
+    const { value, grads, aux, sums } = k === 1
+      ? { ...this.#gradients(batches[0], s), sums: [] }
+      : await this.#accumulate(batches, s, compile ? state : null, micro);
+    const auxNames = Object.keys(aux);
     const groupSq = opt.groups.map((g) => sumOfSquares(g.paths.map((p) => grads[p])));
     let total = groupSq[0];
     for (const g of groupSq.slice(1)) total = total.add(g);
@@ -612,15 +657,11 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       () => trackNames.map((n) => (sumOfSquares([track[n](model)])).sqrt()),
     );
     const scalars: F32[] = [
-      value,
+      value as F32,
       norm as F32,
       ...groupSq.map((g) => g.sqrt() as F32),
       ...tracked,
-      ...auxNames.map((n) => {
-        const t = aux[n];
-        if (t.size !== 1) throw new RangeError(`Trainer: metric "${n}" has ${t.size} elements, expected 1`);
-        return t.reshape([]) as F32;
-      }),
+      ...auxNames.map((n) => aux[n].reshape([]) as F32),
     ];
     if (this.#names === null) {
       this.#names = [
@@ -634,38 +675,104 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     const vector = stack(scalars.map((t) => t.reshape([])));
     let rec: Recording | null = null;
     let roles: TracedStep["roles"] = [];
-    const sameBatch: [string, string][] = [];
+    let sameBatch: [string, string][] = [];
     if (compile) {
-      // Roles are told by storage identity, before the step's realization replaces anything.
-      const state = new Map<Storage, string>();
-      for (const [key, t] of opt.currentPacks) {
-        const st = baseStorage(t);
-        if (st !== null) state.set(st, key);
-      }
-      const batchStorage = new Map<Storage, string>();
-      for (const [name, t] of Object.entries(batch)) {
-        const st = t.node.storage;
-        if (st === null) continue;
-        const first = batchStorage.get(st);
-        // One tensor under two names (an autoencoder's input and target) is one input of the step.
-        if (first !== undefined) sameBatch.push([first, name]);
-        else batchStorage.set(st, name);
-      }
+      // The update reads the batch, or (accumulating) the micro-batches' sums.
+      const read = k === 1 ? batchStorages(batches[0]) : { storages: new Map(), sameBatch: [] };
+      sameBatch = read.sameBatch;
       const roots = [...new Set([...pending.tensors, vector].map((t) => t.node))];
       const storages = await realizeNodes(roots, { record: (r) => (rec = r) });
       const leaves = new Map(roots.map((n, i) => [n, bufferNode(storages[i], n.shape, n.dtype)]));
       for (const t of [...pending.tensors, vector]) t.setNode(leaves.get(t.node)!);
-      roles = leafRoles(rec!, state, batchStorage, pending.scalars.node.storage!);
+      roles = leafRoles(rec!, state, read.storages, pending.scalars.node.storage!, sumRoles(sums, opt.paths));
     } else {
       await realize(...pending.tensors, vector);
     }
     const rootNodes = rec === null ? [] : (rec as Recording).roots;
     opt.commit(pending);
-    for (const t of Object.values(batch)) if (t.isRealized) t.dispose();
+    if (k === 1) disposeBatch(batches[0]);
+    for (const t of sums) t.dispose();
     this.#pending.push({ step: s, vector, lrs: opt.learningRates(scale) });
     this.#step = s;
     this.#stats.traced++;
-    if (rec !== null) await this.#considerReplay(rec, roles, sameBatch, pending.packed, vector, rootNodes);
+    if (rec !== null) {
+      await this.#considerReplay(rec, roles, sameBatch, pending.packed, vector, rootNodes, micro);
+    }
+  }
+
+  /** The loss of `batch` at step `s`, its extra metrics (checked against earlier steps') and the gradients (lazy). */
+  #gradients(batch: B, s: number): { value: Tensor; grads: ParamDict; aux: Record<string, Tensor> } {
+    const { model, optimizer: opt } = this.#o;
+    const lossOf = (p: ParamDict): [Tensor, Record<string, Tensor>] =>
+      functionalCall(model, p, () => {
+        const r = this.#o.loss(model, batch, s);
+        return r instanceof Tensor ? [r, {}] : [r.loss, r.metrics ?? {}];
+      });
+    const { value, grads, aux } = valueAndGrad(lossOf, { hasAux: true })(opt.params);
+    const auxNames = Object.keys(aux);
+    if (this.#auxNames === null) this.#auxNames = auxNames;
+    else if (auxNames.join() !== this.#auxNames.join()) {
+      throw new Error(
+        `Trainer: the loss returned metrics [${auxNames}] at step ${s} but [${this.#auxNames}] before`,
+      );
+    }
+    for (const n of auxNames) {
+      const t = aux[n];
+      if (t.size !== 1) throw new RangeError(`Trainer: metric "${n}" has ${t.size} elements, expected 1`);
+    }
+    return { value, grads, aux };
+  }
+
+  /**
+   * Sums the gradients, the loss and its metrics over the k micro-batches of step `s` into running sums that start
+   * from zeros, one realization per micro-batch, so that one micro-batch's activations are alive at a time (a graph
+   * of all of them would keep each one's until its last gradient is summed). Returns the means (the sums times 1 / k,
+   * lazy) and the sums themselves, the gradients by `paths` order then the loss and metrics, for the caller to
+   * dispose after the update. Given the parameter packs' storages (`state`), each realization is traced into `traces`.
+   */
+  async #accumulate(
+    batches: readonly B[],
+    s: number,
+    state: ReadonlyMap<Storage, string> | null,
+    traces: MicroTrace[],
+  ): Promise<{ value: Tensor; grads: ParamDict; aux: Record<string, Tensor>; sums: Tensor[] }> {
+    const paths = this.#o.optimizer.paths;
+    let sums: Tensor[] = [];
+    let auxNames: string[] = [];
+    for (const batch of batches) {
+      const { value, grads, aux } = this.#gradients(batch, s);
+      auxNames = Object.keys(aux);
+      const terms = [
+        ...paths.map((p) => grads[p]),
+        stack([value, ...auxNames.map((n) => aux[n].reshape([]))]),
+      ];
+      const prev = sums.length > 0
+        ? sums
+        : terms.map((t) =>
+          tensor(new Float32Array(t.size), { shape: t.shape, dtype: "f32", device: t.device })
+        );
+      const next = terms.map((t, i) => prev[i].add(t));
+      if (state !== null) {
+        const read = batchStorages(batch);
+        let rec: Recording | null = null;
+        const storages = await realizeNodes(next.map((t) => t.node), { record: (r) => (rec = r) });
+        next.forEach((t, i) => t.setNode(bufferNode(storages[i], t.shape, t.dtype)));
+        const roles = leafRoles(rec!, state, read.storages, null, sumRoles(prev, paths));
+        const accRoot = new Map(next.map((_, i) => [sumName(i, paths), i]));
+        traces.push({ rec: rec!, roles, sameBatch: read.sameBatch, accRoot });
+      } else await realize(...next);
+      for (const t of prev) t.dispose();
+      disposeBatch(batch);
+      sums = next;
+    }
+    const mean = (t: Tensor) => t.mul(1 / batches.length) as Tensor;
+    const metrics = sums[paths.length];
+    return {
+      value: mean(metrics.slice(0)),
+      grads: Object.fromEntries(paths.map((p, i) => [p, mean(sums[i])])),
+      aux: Object.fromEntries(auxNames.map((n, i) => [n, mean(metrics.slice(1 + i))])),
+      sums,
+    };
   }
 
   /** Makes the step replayable when this trace and the previous one agree (see `compiled_step.ts`). */
@@ -676,6 +783,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
     packed: Readonly<Record<string, Tensor>>,
     vector: Tensor,
     roots: readonly Storage[],
+    micro: readonly MicroTrace[],
   ): Promise<void> {
     const rootIndex = new Map(roots.map((st, i) => [st, i]));
     const packedRoot = new Map<string, number>();
@@ -687,6 +795,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       rec,
       roles,
       sameBatch,
+      micro,
       packedRoot,
       vectorRoot: rootIndex.get(vector.node.storage!) ?? -1,
     };
@@ -971,7 +1080,7 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       const batch = ckpt.metadata.batch;
       if (batch !== undefined) {
         const then = JSON.parse(batch) as { step: number; entries: Record<string, string> };
-        const built = this.#o.batch?.(then.step) ?? {};
+        const built = this.#o.batch?.(then.step, 0) ?? {};
         const entries = batchShapes(built);
         for (const t of Object.values(built)) if (t instanceof Tensor && t.isRealized) t.dispose();
         changed.push(...differences(then.entries, entries, "batch"));
@@ -1043,12 +1152,14 @@ export class Trainer<M extends object, B extends Batch = Batch> {
    * (`ConfiguredModule`, e.g. LoRA's scale and dropout, a norm's epsilon, the RoPE base).
    */
   #runConfig(): Record<string, unknown> {
-    const { steps, clipNorm, schedule, seed } = this.#o;
+    const { steps, clipNorm, schedule, seed, accumulate = 1 } = this.#o;
     const at = this.#sampledSteps();
     return {
       steps,
       seed: seed ?? null,
       clipNorm: clipNorm ?? null,
+      // Recorded where it is not 1, so that checkpoints from before it existed (all without accumulation) compare.
+      ...(accumulate === 1 ? {} : { accumulate }),
       schedule: schedule === undefined ? null : Object.fromEntries(at.map((s) => [`step ${s}`, schedule(s)])),
       scheduleValues: this.#scheduleDigests(),
       optimizer: this.#o.optimizer.describe(),
@@ -1181,4 +1292,35 @@ function differences(then: unknown, now: unknown, path = ""): string[] {
   }
   const [a, b] = [JSON.stringify(then ?? null), JSON.stringify(now ?? null)];
   return a === b ? [] : [`${path} ${a} then, ${b} now`];
+}
+
+/** Disposes a batch's realized tensors (a lazy entry stays lazy). */
+function disposeBatch(batch: Readonly<Record<string, Tensor>>): void {
+  for (const t of Object.values(batch)) if (t.isRealized) t.dispose();
+}
+
+/** Each batch tensor's storage by name; one tensor under two names (an autoencoder's input and target) is one. */
+function batchStorages(
+  batch: Readonly<Record<string, Tensor>>,
+): { storages: Map<Storage, string>; sameBatch: [string, string][] } {
+  const storages = new Map<Storage, string>();
+  const sameBatch: [string, string][] = [];
+  for (const [name, t] of Object.entries(batch)) {
+    const st = t.node.storage;
+    if (st === null) continue;
+    const first = storages.get(st);
+    if (first !== undefined) sameBatch.push([first, name]);
+    else storages.set(st, name);
+  }
+  return { storages, sameBatch };
+}
+
+/** The name of running sum `i` of an accumulating step: a parameter's path, then `#loss` (loss and metrics). */
+function sumName(i: number, paths: readonly string[]): string {
+  return i < paths.length ? paths[i] : "#loss";
+}
+
+/** The storage of each running sum (see {@link sumName}), by name. */
+function sumRoles(sums: readonly Tensor[], paths: readonly string[]): Map<Storage, string> {
+  return new Map(sums.map((t, i) => [t.node.storage!, sumName(i, paths)]));
 }

@@ -239,7 +239,7 @@ Deno.test("the trainer refuses shared output files, steps past the run and batch
   );
   const bad = new Trainer({
     ...s,
-    batch: (step) => ({ ...s.batch!(step), x: [1, 2, 3] as unknown as Tensor }),
+    batch: (step) => ({ ...s.batch!(step, 0), x: [1, 2, 3] as unknown as Tensor }),
   });
   await rejects(() => bad.run(), /batch\(1\) entry "x" is object, not a Tensor/);
 });

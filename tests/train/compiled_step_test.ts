@@ -219,7 +219,7 @@ Deno.test("a batch of a new shape and parameters loaded between runs make the tr
   const make = () => {
     const base = mlpSetup(seeds);
     const batch = (s: number) => {
-      const b = base.batch!(s);
+      const b = base.batch!(s, 0);
       return s <= 10 ? b : { x: b.x.slice([0, 16]) as Tensor, y: b.y.slice([0, 16]) as Tensor, key: b.key };
     };
     return { ...base, batch };
@@ -536,7 +536,7 @@ Deno.test("a run stopped by an error from batch() leaves the model at the last c
     const base = mlpSetup(seeds);
     const batch = (s: number) => {
       if (s === k) throw new Error(`no batch for step ${s}`);
-      return base.batch!(s);
+      return base.batch!(s, 0);
     };
     return { ...base, batch };
   };
@@ -632,8 +632,8 @@ Deno.test("a realized batch entry kept from an earlier call is refused by name, 
   for (const compile of [false, true]) {
     const base = mlpSetup(seeds);
     // The targets of step 1, given again at every step: the trainer disposed them after step 1.
-    const kept = base.batch!(1).y;
-    const t = new Trainer({ ...base, batch: (s) => ({ ...base.batch!(s), y: kept }), compile });
+    const kept = base.batch!(1, 0).y;
+    const t = new Trainer({ ...base, batch: (s) => ({ ...base.batch!(s, 0), y: kept }), compile });
     await rejects(
       () => t.run(),
       /batch\(2\) entry "y" \(Tensor\(\[32\] i32 on \w+\)\) was disposed: the trainer/,
