@@ -14,9 +14,10 @@ runs K = 8 steps of torch.optim.AdamW over the adapter with a warm-up + decay sc
 fixed batches whose labels hold -100 at some positions, calling the model as transformers' Trainer does
 (model(input_ids, labels=labels): the labels are shifted inside, and the loss is the mean over kept positions).
 expected.safetensors holds:
-  - "input_ids", "labels": I32 [K, batch, T], the batch of each step;
-  - "loss", "grad_norm": F32 [K], each step's loss and the global gradient norm before clipping (clip_grad_norm_'s
-    return value);
+  - "input_ids", "labels": I32 [K·m, batch, T], the m micro-batches of each step in order (m = 1: the batch of each
+    step; m is the case's "accumulate", 1 where absent);
+  - "loss", "grad_norm": F32 [K], each step's loss (with m > 1 the mean of its micro-batches' losses) and the global
+    gradient norm before clipping (clip_grad_norm_'s return value);
   - "lr": F64 [K], the learning rate each step used (of the first group: A's with LoRA+), "lr_b" that of B (the same
     without LoRA+), and "hf_lr": F64 [K], the one transformers' get_*_schedule_with_warmup gives the same step (see
     below);
@@ -61,15 +62,22 @@ CASES = {
     "qwen2_dora_loraplus": dict(base="qwen2", seed=3, targets=["q_proj", "v_proj"], alpha=8, rslora=False, dora=True,
                                 loraplus_ratio=4.0, schedule="cosine", warmup=0, lr=1e-2, betas=(0.9, 0.999),
                                 eps=1e-8, weight_decay=0.02, clip=1.5),
+    # Gradient accumulation over 3 micro-batches per step on Llama: each micro-batch's loss (the mean over its kept
+    # positions) divided by 3 before its backward, as transformers' Trainer did before 4.46 and as tessera's
+    # `accumulate` does: every micro-batch weighs the same, whatever its count of kept labels (transformers since 4.46
+    # divides the summed token losses by the step's total count instead). Linear decay after 2 warm-up steps.
+    "llama_accumulate": dict(base="llama", seed=4, targets=["q_proj", "v_proj"], alpha=8, rslora=False,
+                             schedule="linear", warmup=2, lr=2e-2, betas=(0.9, 0.95), eps=1e-6, weight_decay=0.1,
+                             clip=0.9, accumulate=3),
 }
 
 
-def batches(seed: int, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """K batches of random ids; labels are the ids with -100 on a prompt (row 0) and on padding (row 1)."""
+def batches(seed: int, vocab: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n batches of random ids; labels are the ids with -100 on a prompt (row 0) and on padding (row 1)."""
     g = torch.Generator().manual_seed(1000 + seed)
-    ids = torch.randint(0, vocab, (STEPS, BATCH, T), generator=g)
+    ids = torch.randint(0, vocab, (n, BATCH, T), generator=g)
     labels = ids.clone()
-    for k in range(STEPS):
+    for k in range(n):
         labels[k, 0, : 2 + k % 3] = -100
         labels[k, 1, T - 1 - k % 4 :] = -100
     return ids, labels
@@ -111,14 +119,24 @@ def write_case(name: str, c: dict) -> dict:
     else:
         opt = torch.optim.AdamW(params, weight_decay=c["weight_decay"], **adam)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: factor(s + 1))
-    ids, labels = batches(c["seed"], base.config.vocab_size)
+    # Micro-batches per step: step k (0-based) runs batches k·micro .. k·micro + micro - 1.
+    micro = c.get("accumulate", 1)
+    ids, labels = batches(c["seed"], base.config.vocab_size, STEPS * micro)
     losses, norms, lrs, lrs_b = [], [], [], []
     model.train()
     for k in range(STEPS):
-        loss = model(input_ids=ids[k], labels=labels[k]).loss
-        loss.backward()
+        if micro == 1:
+            loss = model(input_ids=ids[k], labels=labels[k]).loss
+            loss.backward()
+            losses.append(loss.item())
+        else:
+            step_losses = []
+            for j in range(micro):
+                loss = model(input_ids=ids[k * micro + j], labels=labels[k * micro + j]).loss
+                (loss / micro).backward()
+                step_losses.append(loss.item())
+            losses.append(sum(step_losses) / micro)
         norms.append(float(torch.nn.utils.clip_grad_norm_(params, c["clip"])))
-        losses.append(loss.item())
         lrs.append(opt.param_groups[0]["lr"])
         lrs_b.append(opt.param_groups[-1]["lr"])  # LoRA+'s B group (the same group without LoRA+)
         opt.step()
