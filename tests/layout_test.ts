@@ -16,7 +16,7 @@ const BUDGETS: Record<string, number> = {
   lib: 37_600,
   lab: 8_450,
   experiments: 4_850,
-  bench: 4_300,
+  bench: 4_400,
   kernels: 2_450,
   cli: 850,
   tools: 1_870,
