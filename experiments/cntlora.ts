@@ -54,6 +54,7 @@ import {
   linePlot,
   LM_QUICK,
   LM_SETUP_REVISION,
+  lmBatchText,
   lmCheck,
   lmFields,
   type LmSetup,
@@ -231,6 +232,7 @@ async function fineTune(
     lr: cfg.lr,
     steps: cfg.steps,
     seed,
+    accumulate: cfg.accumulate,
     name: `${label}-seed${seed}`,
     label: `${label} seed ${seed}`,
     results,
@@ -865,7 +867,7 @@ async function main(): Promise<void> {
         baseEval.accuracy === undefined ? "" : ` (accuracy ${baseEval.accuracy.toFixed(3)})`
       }. Methods: ${cfg.methods.map(formatMethod).join("; ")}. Rank ` +
       `${cfg.rank}, alpha ${cfg.alpha}, targets ${cfg.targets.join(", ")}, ${cfg.steps} steps, batch ` +
-      `${cfg.batchSize}×${cfg.seqLen}, lr ${cfg.lr}, ${cfg.calibBatches} calibration batches, seeds ` +
+      `${lmBatchText(cfg)}, lr ${cfg.lr}, ${cfg.calibBatches} calibration batches, seeds ` +
       `${
         cfg.seeds.join(", ")
       }. CNTLoRA keeps the base weight (B·A = ΔW_r, the model starts at ≈ W + s·ΔW_r, as ` +

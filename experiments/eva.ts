@@ -37,6 +37,7 @@ import {
   linePlot,
   LM_QUICK,
   LM_SETUP_REVISION,
+  lmBatchText,
   lmCheck,
   lmFields,
   type LmSetup,
@@ -119,6 +120,7 @@ async function fineTune(
     lr: cfg.lr,
     steps: cfg.steps,
     seed,
+    accumulate: cfg.accumulate,
     name: `${method.name}-seed${seed}`,
     label: `${method.name} seed ${seed}`,
     results,
@@ -433,7 +435,7 @@ async function main(): Promise<void> {
         cfg.methods.map(formatMethod).join("; ")
       }. Rank ` +
       `${cfg.rank}, alpha ${cfg.alpha}, targets ${cfg.targets.join(", ")}, ${cfg.steps} steps, batch ` +
-      `${cfg.batchSize}×${cfg.seqLen}, lr ${cfg.lr}, ${cfg.calibBatches} calibration batches, seeds ` +
+      `${lmBatchText(cfg)}, lr ${cfg.lr}, ${cfg.calibBatches} calibration batches, seeds ` +
       `${cfg.seeds.join(", ")}.`,
     tables: [
       {

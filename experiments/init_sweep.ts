@@ -40,6 +40,7 @@ import {
   linePlot,
   LM_QUICK,
   LM_SETUP_REVISION,
+  lmBatchText,
   lmCheck,
   lmFields,
   type LmSetup,
@@ -158,6 +159,7 @@ async function fineTune(
     lr: cfg.lr,
     steps: cfg.steps,
     seed,
+    accumulate: cfg.accumulate,
     name: `${label}-seed${seed}`,
     label: `${label} seed ${seed}`,
     results,
@@ -400,9 +402,7 @@ async function main(): Promise<void> {
       }. Methods: ${cfg.methods.map(formatMethod).join("; ")}. Targets ${
         cfg.targets.join(", ")
       }, ${cfg.steps} ` +
-      `steps, batch ${cfg.batchSize}×${cfg.seqLen}, lr ${cfg.lr}, seeds ${
-        cfg.seeds.join(", ")
-      }. alpha = rank ` +
+      `steps, batch ${lmBatchText(cfg)}, lr ${cfg.lr}, seeds ${cfg.seeds.join(", ")}. alpha = rank ` +
       `(s = 1; rsLoRA s = √r); LoRA+ uses η_B = 4·η_A as the LoRAM paper's baseline did (the LoRA+ authors suggest ` +
       `16). Forgetting = source-domain loss after fine-tuning minus before (lower is better).`,
     tables: ranks.map((r): ReportTable => ({

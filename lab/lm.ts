@@ -507,6 +507,8 @@ export interface LmTrainerOptions {
   steps: number;
   /** The run's seed (its batches and the trainer's). */
   seed: number;
+  /** Batches per optimiser step (gradient accumulation; default 1). */
+  accumulate?: number;
   /** File stem of the run's checkpoint and metrics under `results` (e.g. `lora-seed0`). */
   name: string;
   /** The progress line's label. */
@@ -517,7 +519,8 @@ export interface LmTrainerOptions {
 
 /**
  * The fine-tuning loop every LM experiment runs: AdamW on the adapters (the method's own rate and ratio where it
- * sets them), cosine schedule with 10% warm-up, global-norm clipping at 1, target-domain batches of the seed,
+ * sets them), cosine schedule with 10% warm-up, global-norm clipping at 1, target-domain batches of the seed (with
+ * `accumulate: k`, step s takes batches (s − 1)·k + 1 .. s·k of the seed's stream, so k = 1 takes batch s),
  * metrics read every 10 steps, and a checkpoint of the adapters and their optimiser state every 50 steps (the base
  * is rebuilt identically: same weights, same seeded init). Returns the trainer and its checkpoint and metrics paths
  * (for `trainResumable`).
@@ -529,12 +532,14 @@ export function lmTrainer(
 ): { trainer: Trainer<LlamaLM, { x: I32; y: I32 }>; checkpoint: string; metrics: string } {
   const checkpoint = o.results.file(`checkpoints/${o.name}.safetensors`);
   const metrics = o.results.file(`metrics/${o.name}.jsonl`);
+  const k = o.accumulate ?? 1;
   const trainer = new Trainer({
     model,
     optimizer: methodOptimizer(model, o.method, o.lr),
-    batch: (step) => lm.trainBatch(o.seed, step),
+    batch: (step, micro) => lm.trainBatch(o.seed, (step - 1) * k + micro + 1),
     loss: (m, b) => m.loss(b.x, b.y),
     steps: o.steps,
+    accumulate: k,
     schedule: cosineSchedule({ totalSteps: o.steps, warmupRatio: 0.1 }),
     clipNorm: 1,
     readEvery: 10,
@@ -558,6 +563,8 @@ export interface LmFields {
   steps: ConfigField<number>;
   /** `batchSize`. */
   batchSize: ConfigField<number>;
+  /** `accumulate`. */
+  accumulate: ConfigField<number | undefined>;
   /** `seqLen`. */
   seqLen: ConfigField<number>;
   /** `lr`. */
@@ -607,6 +614,10 @@ export function lmFields(steps: number): LmFields {
     }),
     steps: z.number().int().positive().default(steps).describe("fine-tuning steps"),
     batchSize: z.number().int().positive().default(8).describe("sequences per batch"),
+    // Optional rather than a default of 1, so that the configurations of runs from before it still resume.
+    accumulate: z.number().int().positive().optional().describe(
+      "batches per optimiser step (gradient accumulation; default 1): the step's gradient is their mean",
+    ),
     seqLen: z.number().int().positive().default(64).describe("tokens per sequence"),
     lr: z.number().positive().default(3e-3).describe("AdamW learning rate (cosine, 10% warm-up)"),
     valBatches: z.number().int().positive().default(8).describe("validation batches of the target domain"),
@@ -636,6 +647,12 @@ export function lmFields(steps: number): LmFields {
       "sentiment domain to fine-tune on (--task sentiment)",
     ),
   };
+}
+
+/** A run's batch for reports: `8×64`, and `8×64, 4 batches per step` with gradient accumulation. */
+export function lmBatchText(cfg: { batchSize: number; seqLen: number; accumulate?: number }): string {
+  const k = cfg.accumulate ?? 1;
+  return `${cfg.batchSize}×${cfg.seqLen}${k === 1 ? "" : `, ${k} batches per step`}`;
 }
 
 /** The `--quick` preset of the keys in {@link lmFields}: one seed, 40 short steps, the smaller base. */

@@ -21,7 +21,7 @@ const BUDGETS: Record<string, number> = {
   cli: 850,
   tools: 1_870,
   examples: 120,
-  tests: 30_300,
+  tests: 30_350,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */
