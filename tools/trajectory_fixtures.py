@@ -1,4 +1,4 @@
-"""Golden LoRA fine-tuning trajectories from transformers + PEFT + torch, for tessera's Trainer.
+"""Golden fine-tuning trajectories (LoRA, and full) from transformers + PEFT + torch, for tessera's Trainer.
 
 Run from the repository root (after tools/hf_fixtures.py, whose tiny checkpoints are the bases; install the tools as
 that script says):
@@ -7,7 +7,7 @@ that script says):
 
 The output is the same bytes on every run (seeded generators, one thread, deterministic kernels).
 
-For each case it attaches a PEFT LoRA (rank 4, lora_dropout 0) to a base of tests/fixtures/models, moves A and B off
+For each of CASES it attaches a PEFT LoRA (rank 4, lora_dropout 0) to a base of tests/fixtures/models, moves A and B off
 their initialisation by seeded noise (B non-zero, so the gradients reach A), saves that adapter with PEFT
 (tests/fixtures/trajectories/<case>/adapter_config.json and adapter_model.safetensors: the start tessera loads), then
 runs K = 8 steps of torch.optim.AdamW over the adapter with a warm-up + decay schedule and global-norm clipping on 8
@@ -23,6 +23,14 @@ expected.safetensors holds:
     below);
   - "final.<key>": the adapter's tensors after step K, keyed as in adapter_model.safetensors;
 and its metadata "options" (JSON) the run's settings.
+
+FULL_CASES are full fine-tunes (tests/train/full_trajectory_test.ts): every parameter of the base trains, starting
+from the base's own weights in tests/fixtures/models (nothing else is saved for the start), with torch.optim.AdamW in
+the two groups transformers' Trainer makes by default (Trainer.get_decay_parameter_names: no weight decay on biases
+and norm gains). Their expected.safetensors has no "lr_b" (both groups run at the same rate), the input ids at -100
+labels of row 1 are the base's pad token where it has one, "final.<name>" holds every parameter after step K under
+transformers' names (a tied table once, as model.embed_tokens.weight), and "options" adds "tied" and "no_decay" (the
+names of the undecayed parameters).
 
 The schedule: transformers' LambdaLR is stepped after each optimiser step, so step k (1-based) uses the factor
 f(k - 1) of get_*_schedule_with_warmup, which is 0 at the first step. tessera's schedules (lib/nn/optim/schedule.ts)
@@ -71,6 +79,21 @@ CASES = {
                              clip=0.9, accumulate=3),
 }
 
+# Full fine-tuning: every parameter of the base trains (embeddings, norms, projections, biases, the head), with
+# torch.optim.AdamW in two groups split as transformers' Trainer splits them by default
+# (Trainer.get_decay_parameter_names: no weight decay on biases and norm gains, decay on everything else).
+FULL_CASES = {
+    # Tied embeddings (the table is also the classifier) and a padding token: nn.Embedding(padding_idx=3) gives the
+    # pad row no gradient through the lookup, only through the head; row 1's -100 tail holds the pad id. Cosine
+    # decay after 2 warm-up steps.
+    "llama_pad_full": dict(base="llama_pad", seed=5, schedule="cosine", warmup=2, lr=3e-3, betas=(0.9, 0.95),
+                           eps=1e-6, weight_decay=0.1, clip=6.0),
+    # An untied head and biases on every projection (stored in bf16, read widened to float32); linear decay after 1
+    # warm-up step.
+    "llama_bias_full": dict(base="llama_bias_bf16", seed=6, schedule="linear", warmup=1, lr=2e-3,
+                            betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05, clip=5.4),
+}
+
 
 def batches(seed: int, vocab: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """n batches of random ids; labels are the ids with -100 on a prompt (row 0) and on padding (row 1)."""
@@ -81,6 +104,13 @@ def batches(seed: int, vocab: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         labels[k, 0, : 2 + k % 3] = -100
         labels[k, 1, T - 1 - k % 4 :] = -100
     return ids, labels
+
+
+def schedule_factor(c: dict):
+    """transformers' get_*_schedule_with_warmup factor f(k) of the case's schedule over STEPS steps."""
+    make = {"cosine": transformers.get_cosine_schedule_with_warmup,
+            "linear": transformers.get_linear_schedule_with_warmup}[c["schedule"]]
+    return make(torch.optim.SGD([torch.zeros(1)], lr=1.0), c["warmup"], STEPS).lr_lambdas[0]
 
 
 def write_case(name: str, c: dict) -> dict:
@@ -109,9 +139,7 @@ def write_case(name: str, c: dict) -> dict:
         (out / "adapter_config.json").write_text(json.dumps(saved, indent=2, sort_keys=True))
     keys = list(load_file(out / "adapter_model.safetensors"))
 
-    make = {"cosine": transformers.get_cosine_schedule_with_warmup,
-            "linear": transformers.get_linear_schedule_with_warmup}[c["schedule"]]
-    factor = make(torch.optim.SGD([torch.zeros(1)], lr=1.0), c["warmup"], STEPS).lr_lambdas[0]
+    factor = schedule_factor(c)
     adam = dict(lr=c["lr"], betas=c["betas"], eps=c["eps"])
     if "loraplus_ratio" in c:
         opt = create_loraplus_optimizer(model, torch.optim.AdamW, loraplus_lr_ratio=c["loraplus_ratio"],
@@ -160,12 +188,64 @@ def write_case(name: str, c: dict) -> dict:
     return {"loss": [round(x, 4) for x in losses], "grad_norm": [round(x, 4) for x in norms]}
 
 
+def write_full_case(name: str, c: dict) -> dict:
+    """A full fine-tune of the base's own weights (the start tessera loads from tests/fixtures/models)."""
+    torch.manual_seed(c["seed"])
+    model = AutoModelForCausalLM.from_pretrained(f"tests/fixtures/models/{c['base']}", dtype=torch.float32)
+    tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    assert tied == bool(model.config.tie_word_embeddings), f"{name}: tie_word_embeddings says {not tied}"
+    named = list(model.named_parameters())  # a tied tensor once, as model.embed_tokens.weight
+    decay = set(transformers.Trainer.get_decay_parameter_names(None, model))
+    no_decay = [n for n, _ in named if n not in decay]
+    params = [p for _, p in named]
+    opt = torch.optim.AdamW([
+        {"params": [p for n, p in named if n in decay], "weight_decay": c["weight_decay"]},
+        {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
+    ], lr=c["lr"], betas=c["betas"], eps=c["eps"])
+    factor = schedule_factor(c)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: factor(s + 1))
+    ids, labels = batches(c["seed"], model.config.vocab_size, STEPS)
+    pad = model.config.pad_token_id
+    if pad is not None:  # padding holds the pad token: row 1's -100 tail
+        ids[:, 1][labels[:, 1] == -100] = pad
+    losses, norms, lrs = [], [], []
+    model.train()
+    for k in range(STEPS):
+        loss = model(input_ids=ids[k], labels=labels[k]).loss
+        loss.backward()
+        losses.append(loss.item())
+        norms.append(float(torch.nn.utils.clip_grad_norm_(params, c["clip"])))
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+    tensors = {
+        "input_ids": ids.to(torch.int32).contiguous(),
+        "labels": labels.to(torch.int32).contiguous(),
+        "loss": torch.tensor(losses, dtype=torch.float32),
+        "grad_norm": torch.tensor(norms, dtype=torch.float32),
+        "lr": torch.tensor(lrs, dtype=torch.float64),
+        "hf_lr": torch.tensor([c["lr"] * factor(k) for k in range(STEPS)], dtype=torch.float64),
+    }
+    tensors |= {f"final.{n}": p.detach().float().contiguous() for n, p in named}
+    options = {k: v for k, v in c.items() if k != "seed"} | {"steps": STEPS, "tied": tied, "no_decay": no_decay}
+    versions = {"torch": torch.__version__.split("+")[0], "transformers": transformers.__version__}
+    out = OUT / name
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    save_file(tensors, out / "expected.safetensors", metadata={"options": json.dumps(options | versions)})
+    return {"loss": [round(x, 4) for x in losses], "grad_norm": [round(x, 4) for x in norms]}
+
+
 def main() -> None:
     os.chdir(ROOT)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     for name, c in CASES.items():
         print(name, write_case(name, c))
+    for name, c in FULL_CASES.items():
+        print(name, write_full_case(name, c))
 
 
 if __name__ == "__main__":
