@@ -40,6 +40,7 @@ import {
   valueAndGrad,
 } from "../mod.ts";
 import {
+  accumulatedText,
   attachMethod,
   barPlot,
   checkDerivedLabels,
@@ -116,6 +117,10 @@ const Config = z.object({
     "fine-tuning steps (few: the regime where random rank-1 LoRA falls short of the collapse threshold)",
   ),
   batchSize: z.number().int().positive().default(16).describe("images per batch"),
+  // Optional rather than a default of 1, so that the configurations of runs from before it still resume.
+  accumulate: z.number().int().positive().optional().describe(
+    "batches per optimiser step (gradient accumulation; default 1): the step's gradient is their mean",
+  ),
   textLen: z.number().int().positive().default(40).describe("text positions per caption"),
   lr: z.number().positive().default(1e-3).describe("AdamW learning rate (cosine, 10% warm-up)"),
   calibBatches: z.number().int().positive().default(8).describe("calibration batches for the gap"),
@@ -258,7 +263,15 @@ async function fineTune(
   const metrics = results.file(`metrics/${name}.jsonl`);
   const checkpoint = results.file(`checkpoints/${name}.safetensors`);
   const measuresFile = results.file(`measures/${name}.json`);
-  const trainer = vlmTrainer(vlm, model, { method, lr: cfg.lr, steps: cfg.steps, seed, metrics, checkpoint });
+  const trainer = vlmTrainer(vlm, model, {
+    method,
+    lr: cfg.lr,
+    steps: cfg.steps,
+    seed,
+    accumulate: cfg.accumulate,
+    metrics,
+    checkpoint,
+  });
   let measured: z.infer<typeof MEASURES>;
   try {
     measured = MEASURES.parse(JSON.parse(await Deno.readTextFile(measuresFile)));
@@ -545,7 +558,9 @@ async function main(): Promise<void> {
       `validation ${vlm.val.description}. Shift: ${vlm.shift}. Base: ${vlm.note}. Validation caption loss before ` +
       `fine-tuning ${valBefore.toFixed(4)}. Methods: ${methods.map(formatMethod).join("; ")}. Targets ${
         cfg.targets.join(", ")
-      } (LM), alpha = ${cfg.alphaOverRank}·r, ${cfg.steps} steps, cosine with 10% warm-up, lr ${cfg.lr}, clip 1, ` +
+      } (LM), alpha = ${cfg.alphaOverRank}·r, ${cfg.steps} steps, batch ${cfg.batchSize} images${
+        accumulatedText(cfg.accumulate)
+      }, cosine with 10% warm-up, lr ${cfg.lr}, clip 1, ` +
       `seeds ${cfg.seeds.join(", ")} (each seed: the same batches for every run). Gap per layer: mean over ${
         cfg.calibBatches * cfg.batchSize
       } calibration images of (mean text-token − mean visual-token base output W·x); ‖gap‖ per layer ${

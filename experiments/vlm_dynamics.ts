@@ -27,6 +27,7 @@
 import { z } from "../deps.ts";
 import { type AttachResult, type F32, getInitMethod, namedParameters, type ToyVlm } from "../mod.ts";
 import {
+  accumulatedText,
   attachMethod,
   barPlot,
   type Claim,
@@ -91,6 +92,10 @@ const Config = z.object({
   }),
   steps: z.number().int().positive().default(120).describe("fine-tuning steps"),
   batchSize: z.number().int().positive().default(16).describe("images per batch"),
+  // Optional rather than a default of 1, so that the configurations of runs from before it still resume.
+  accumulate: z.number().int().positive().optional().describe(
+    "batches per optimiser step (gradient accumulation; default 1): the step's gradient is their mean",
+  ),
   textLen: z.number().int().positive().default(40).describe("text positions per caption"),
   lr: z.number().positive().default(3e-3).describe("AdamW learning rate (cosine, 10% warm-up)"),
   calibBatches: z.number().int().positive().default(4).describe("calibration batches (EVA, modality stats)"),
@@ -177,7 +182,15 @@ async function fineTune(method: MethodSpec, seed: number, vlm: VlmSetup, cfg: Co
   // Checkpointed every 25 steps: an interrupted run continues from its last checkpoint on --resume.
   const metrics = results.file(`metrics/${method.name}-seed${seed}.jsonl`);
   const checkpoint = results.file(`checkpoints/${method.name}-seed${seed}.safetensors`);
-  const trainer = vlmTrainer(vlm, model, { method, lr: cfg.lr, steps: cfg.steps, seed, metrics, checkpoint });
+  const trainer = vlmTrainer(vlm, model, {
+    method,
+    lr: cfg.lr,
+    steps: cfg.steps,
+    seed,
+    accumulate: cfg.accumulate,
+    metrics,
+    checkpoint,
+  });
   const { records, seconds: trainSeconds } = await trainResumable(trainer, {
     label: `${method.name} seed ${seed}`,
     checkpoint,
@@ -549,7 +562,9 @@ async function main(): Promise<void> {
       `caption loss ${baseVal.toFixed(4)}, fit loss (fine-tuning images) ${baseFit.toFixed(4)}. Methods: ${
         cfg.methods.map(formatMethod).join("; ")
       }. Rank ${cfg.rank}, alpha ${cfg.alpha}, targets ${cfg.targets.join(", ")} (LM), ${cfg.steps} steps, ` +
-      `batch ${cfg.batchSize} images, cosine schedule with 10% warm-up, lr ${cfg.lr}, clip 1, ` +
+      `batch ${cfg.batchSize} images${
+        accumulatedText(cfg.accumulate)
+      }, cosine schedule with 10% warm-up, lr ${cfg.lr}, clip 1, ` +
       `validation batches ${cfg.valBatches}, calibration batches ${cfg.calibBatches}, EVA on ${
         cfg.evaPositions === "labelled" ? "the labelled positions (targets ≠ -100)" : "all positions"
       }, seeds ${cfg.seeds.join(", ")} (each seed: the same batches for every method).`,

@@ -649,10 +649,14 @@ export function lmFields(steps: number): LmFields {
   };
 }
 
+/** What reports add to a batch's description for gradient accumulation over `k` batches: `, k batches per step`. */
+export function accumulatedText(k: number | undefined): string {
+  return k === undefined || k === 1 ? "" : `, ${k} batches per step`;
+}
+
 /** A run's batch for reports: `8×64`, and `8×64, 4 batches per step` with gradient accumulation. */
 export function lmBatchText(cfg: { batchSize: number; seqLen: number; accumulate?: number }): string {
-  const k = cfg.accumulate ?? 1;
-  return `${cfg.batchSize}×${cfg.seqLen}${k === 1 ? "" : `, ${k} batches per step`}`;
+  return `${cfg.batchSize}×${cfg.seqLen}${accumulatedText(cfg.accumulate)}`;
 }
 
 /** The `--quick` preset of the keys in {@link lmFields}: one seed, 40 short steps, the smaller base. */

@@ -916,6 +916,8 @@ export interface VlmTrainerOptions {
   steps: number;
   /** The run's seed (its batches and the trainer's). */
   seed: number;
+  /** Batches per optimiser step (gradient accumulation; default 1): step s takes batches (s − 1)·k + 1 .. s·k. */
+  accumulate?: number;
   /** Where the per-step records go. */
   metrics: TrainerOptions<ToyVlm, Record<string, Tensor>>["metrics"];
   /**
@@ -936,12 +938,14 @@ export function vlmTrainer(
   model: ToyVlm,
   o: VlmTrainerOptions,
 ): Trainer<ToyVlm, { images: F32; tokens: I32; targets: I32 }> {
+  const k = o.accumulate ?? 1;
   return new Trainer({
     model,
     optimizer: methodOptimizer(model, o.method, o.lr),
-    batch: (step) => vlm.batch(o.seed, step),
+    batch: (step, micro) => vlm.batch(o.seed, (step - 1) * k + micro + 1),
     loss: (m, b) => m.loss(b.images, b.tokens, b.targets),
     steps: o.steps,
+    accumulate: k,
     schedule: cosineSchedule({ totalSteps: o.steps, warmupRatio: 0.1 }),
     clipNorm: 1,
     readEvery: 25,

@@ -1,8 +1,9 @@
-/** The LM experiments' training loop with gradient accumulation: which batches a step reads, and the config key. */
+/** The experiments' training loops with gradient accumulation: which batches a step reads, and the config key. */
 import { deepEqual, equal, ok } from "node:assert/strict";
 import { z } from "../../deps.ts";
-import { LlamaLM, tensor } from "../../mod.ts";
-import { lmBatchText, lmFields, type LmSetup, lmTrainer } from "../../lab/lm.ts";
+import { LlamaLM, tensor, ToyVlm } from "../../mod.ts";
+import { type VlmSetup, vlmTrainer } from "../../lab/toy_vlm.ts";
+import { accumulatedText, lmBatchText, lmFields, type LmSetup, lmTrainer } from "../../lab/lm.ts";
 import { attachMethod, parseMethod } from "../../lab/methods.ts";
 import { ResultsDir } from "../../lab/results.ts";
 import { TestRng } from "../_helpers.ts";
@@ -72,4 +73,58 @@ Deno.test("lmFields' accumulate: absent unless given (older configurations still
   }
   equal(lmBatchText({ batchSize: 8, seqLen: 64 }), "8×64");
   equal(lmBatchText({ batchSize: 8, seqLen: 64, accumulate: 4 }), "8×64, 4 batches per step");
+  equal(accumulatedText(1), "");
+});
+
+Deno.test("vlmTrainer with accumulate k reads batches (s − 1)·k + 1 .. s·k at step s", async () => {
+  const seed = new TestRng(6).int(0, 1000);
+  const rng = new TestRng(seed);
+  const [b, t, vocab] = [2, 5, 9];
+  const model = ToyVlm.random({
+    imageSize: 8,
+    channels: 3,
+    patchSize: 4,
+    visionDim: 8,
+    visionLayers: 1,
+    visionHeads: 2,
+    visionMlp: 16,
+    nClasses: 4,
+    lm: {
+      dim: 8,
+      hiddenDim: 16,
+      nLayers: 1,
+      nHeads: 2,
+      nKvHeads: 1,
+      vocabSize: vocab,
+      seqLen: 16,
+      sharedClassifier: true,
+    },
+  }, { seed });
+  await attachMethod(model, parseMethod("lora"), { targets: ["wq"], rank: 2, alpha: 4, seed });
+  for (const [k, steps, want] of [[undefined, 2, [1, 2]], [2, 2, [1, 2, 3, 4]]] as const) {
+    const read: number[] = [];
+    const vlm = {
+      batch: (_seed: number, step: number) => {
+        read.push(step);
+        const ids = () => Int32Array.from({ length: b * t }, () => rng.int(0, vocab - 1));
+        return {
+          images: tensor(Float32Array.from({ length: b * 3 * 8 * 8 }, () => rng.normal()), {
+            shape: [b, 8, 8, 3],
+          }),
+          tokens: tensor(ids(), { shape: [b, t], dtype: "i32" }),
+          targets: tensor(ids(), { shape: [b, t], dtype: "i32" }),
+        };
+      },
+    } as unknown as VlmSetup;
+    const trainer = vlmTrainer(vlm, model, {
+      method: parseMethod("lora"),
+      lr: 1e-3,
+      steps,
+      seed,
+      accumulate: k,
+      metrics: undefined,
+    });
+    await trainer.run();
+    deepEqual(read, [...want]);
+  }
 });
