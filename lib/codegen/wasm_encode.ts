@@ -216,6 +216,7 @@ const OPS = {
   "i32x4.trunc_sat_f64x2_s_zero": [0xfd0fc, "none"],
   "f64x2.convert_low_i32x4_s": [0xfd0fe, "none"],
   "f32x4.relaxed_madd": [0xfd105, "none"],
+  "f64x2.relaxed_madd": [0xfd107, "none"],
 } as const satisfies Record<string, readonly [number, Imm]>;
 
 /**

@@ -11,7 +11,7 @@
  * @module
  */
 import { JACOBI_EPS_ROTATE, type JacobiLayout } from "../../kernels/jacobi.wgsl.ts";
-import type { CustomWasmKernel } from "../ir/ops.ts";
+import type { CustomWasmKernel, WasmFeatures } from "../ir/ops.ts";
 import { FnBuilder, lanesMask, ModuleBuilder } from "./wasm_encode.ts";
 import { WASM_MAX_PAGES } from "./wasm_emit.ts";
 import { LruCache } from "./lru.ts";
@@ -36,19 +36,28 @@ function nextSlot(f: FnBuilder, k: number, slots: number): void {
 // Parameters of the pair function: the pair range, the source and destination records, the parameters, the floor.
 const START = 0, END = 1, SRC = 2, DST = 3, PARAMS = 4, FLOOR = 5;
 
+/** Pairs whose dot products one pass over their records computes together (two per float64 vector). */
+const PAIRS_PER_PASS = 4;
+
 /**
  * Adds `pairs(start, end, src, dst, params, floor) -> count` to `mb` and returns its index: pairs `start..end-1` of
  * one Jacobi round, as `jacobiRoundHost` computes them (its rotation is `hostRotation`), and how many of their
- * rotations count. The dot products of two pairs run side by side in the two float64 lanes, each lane summing its
- * pair's terms one entry after another; the rotation, whose entries are independent, runs two entries at a time (per
- * lane the host's operations). Every pair is computed alone, so any split of a round's pairs gives the host's bits.
+ * rotations count. The dot products of {@link PAIRS_PER_PASS} pairs run in one pass, two pairs side by side in the
+ * two float64 lanes of a vector, each lane summing its pair's terms one entry after another (with `fma`, by fused
+ * multiply-add: a product of two float32 values is exact in float64, so the sum rounds once either way); the
+ * rotation, whose entries are independent, runs two entries at a time (per lane the host's operations). A pair that
+ * needs no rotation gets the host's formula with s = τ = 0 in float32, four entries at a time: every intermediate
+ * is then x, y or a signed zero, exact in both widths, so the bits are those of the float64 form (a −0 entry may
+ * come out +0, as there). Every pair is computed alone, so any split of a round's pairs gives the host's bits.
  */
-function addPairsFunction(mb: ModuleBuilder): number {
+function addPairsFunction(mb: ModuleBuilder, fma: boolean): number {
   const f = new FnBuilder(Array.from({ length: 6 }, () => "i32" as const), ["i32"]);
   const locals = (n: number, t: "i32" | "f64" | "v128") => Array.from({ length: n }, () => f.local(t));
-  const [w, q, po, qo, np, nq, off, rowsB, strideB, slots, count, step] = locals(12, "i32");
+  const [w, q, po, qo, np, nq, off, rowsB, strideB, slots, count, rotate] = locals(12, "i32");
+  const dist = locals(PAIRS_PER_PASS - 1, "i32");
   const [a, b, g, scale, zeta, t, c, s, tau, tol, zero] = locals(11, "f64");
-  const [sv, tv, xv, yv, x0, x1, y0, y1, x2, y2, av, bv, gv] = locals(13, "v128");
+  const [sv, tv, xv, yv, x0, x1, y0, y1, x2, y2] = locals(10, "v128");
+  const sums = Array.from({ length: PAIRS_PER_PASS / 2 }, () => locals(3, "v128"));
 
   /** Sets `po` and `qo` to the byte addresses of the records of pair `w` (positions w and slots − 1 − w). */
   const addresses = () => {
@@ -56,6 +65,13 @@ function addPairsFunction(mb: ModuleBuilder): number {
     f.get(w).get(strideB).op("i32.mul").get(SRC).op("i32.add").set(po);
     f.get(q).get(strideB).op("i32.mul").get(SRC).op("i32.add").set(qo);
   };
+
+  type AddSub = "f64x2.add" | "f64x2.sub";
+  /** The two records of a pair after its rotation: [destination, u, v, outer, inner] with u' = u ∓ s·(v ± τ·u). */
+  const sides = (): [number, number, number, AddSub, AddSub][] => [
+    [np, x0, y0, "f64x2.sub", "f64x2.add"],
+    [nq, y0, x0, "f64x2.add", "f64x2.sub"],
+  ];
 
   /** From a, b and g of pair `w`: its rotation, applied to its records and stored at their next positions. */
   const rotatePair = () => {
@@ -66,7 +82,7 @@ function addPairsFunction(mb: ModuleBuilder): number {
     // Rotate when a > zero && b > zero && |g| > EPS·scale.
     f.get(a, zero).op("f64.gt").get(b, zero).op("f64.gt").op("i32.and");
     f.get(g).op("f64.abs").op("f64.const", JACOBI_EPS_ROTATE).get(scale).op("f64.mul").op("f64.gt");
-    f.op("i32.and").op("if", "void");
+    f.op("i32.and").op("local.tee", rotate).op("if", "void");
     {
       // zeta = (b − a)/(2g); t = |zeta| > 1e15 ? 0.5/zeta : (zeta < 0 ? −1 : 1)/(|zeta| + √(1 + zeta²)).
       f.get(b, a).op("f64.sub").op("f64.const", 2).get(g).op("f64.mul").op("f64.div").set(zeta);
@@ -90,43 +106,47 @@ function addPairsFunction(mb: ModuleBuilder): number {
     f.get(strideB).op("i32.mul").get(DST).op("i32.add").set(np);
     nextSlot(f, q, slots);
     f.get(strideB).op("i32.mul").get(DST).op("i32.add").set(nq);
-    f.get(s).op("f64x2.splat").set(sv);
-    f.get(tau).op("f64x2.splat").set(tv);
-    // (x, y) ← (x − s(y + tau·x), y + s(x − tau·y)), four entries per iteration in two f64x2 halves.
     f.i32(0).set(off);
-    loop(f, off, strideB, 16, () => {
-      f.get(po).get(off).op("i32.add").op("v128.load", 0).set(xv);
-      f.get(qo).get(off).op("i32.add").op("v128.load", 0).set(yv);
-      for (const [v, lo, hi] of [[xv, x0, x1], [yv, y0, y1]]) {
-        f.get(v).op("f64x2.promote_low_f32x4").set(lo);
-        f.get(v, v).op("i8x16.shuffle", lanesMask([2, 3, 2, 3])).op("f64x2.promote_low_f32x4").set(hi);
-      }
-      type AddSub = "f64x2.add" | "f64x2.sub";
-      const rotated = (u: number, v: number, outer: AddSub, inner: AddSub) => {
-        // u ∓ s·(v ± tau·u) in the host's order: tau·u, then v ± it, then s times that, then u ∓ it.
-        f.get(u, sv, v, tv, u).op("f64x2.mul").op(inner).op("f64x2.mul").op(outer);
-        f.op("f32x4.demote_f64x2_zero");
-      };
-      const sides = [[np, [x0, x1, y0, y1, "f64x2.sub", "f64x2.add"]], [nq, [
-        y0,
-        y1,
-        x0,
-        x1,
-        "f64x2.add",
-        "f64x2.sub",
-      ]]];
-      for (
-        const [dst, [u0, u1, v0, v1, outer, inner]] of sides as [
-          number,
-          [number, number, number, number, AddSub, AddSub],
-        ][]
-      ) {
-        f.get(dst).get(off).op("i32.add");
-        rotated(u0, v0, outer, inner);
-        rotated(u1, v1, outer, inner);
-        f.op("i8x16.shuffle", lanesMask([0, 1, 4, 5])).op("v128.store", 0);
-      }
-    });
+    f.get(rotate).op("if", "void");
+    {
+      f.get(s).op("f64x2.splat").set(sv);
+      f.get(tau).op("f64x2.splat").set(tv);
+      // (x, y) ← (x − s(y + tau·x), y + s(x − tau·y)), four entries per iteration in two f64x2 halves.
+      loop(f, off, strideB, 16, () => {
+        f.get(po).get(off).op("i32.add").op("v128.load", 0).set(xv);
+        f.get(qo).get(off).op("i32.add").op("v128.load", 0).set(yv);
+        for (const [v, lo, hi] of [[xv, x0, x1], [yv, y0, y1]]) {
+          f.get(v).op("f64x2.promote_low_f32x4").set(lo);
+          f.get(v, v).op("i8x16.shuffle", lanesMask([2, 3, 2, 3])).op("f64x2.promote_low_f32x4").set(hi);
+        }
+        const high = (v: number) => v === x0 ? x1 : y1;
+        for (const [dst, u, v, outer, inner] of sides()) {
+          f.get(dst).get(off).op("i32.add");
+          for (const [uh, vh] of [[u, v], [high(u), high(v)]]) {
+            // u ∓ s·(v ± tau·u) in the host's order: tau·u, then v ± it, then s times that, then u ∓ it.
+            f.get(uh, sv, vh, tv, uh).op("f64x2.mul").op(inner).op("f64x2.mul").op(outer);
+            f.op("f32x4.demote_f64x2_zero");
+          }
+          f.op("i8x16.shuffle", lanesMask([0, 1, 4, 5])).op("v128.store", 0);
+        }
+      });
+    }
+    f.op("else");
+    {
+      // s = tau = +0: the same operations in float32 (see above), four entries per iteration.
+      const z = new Uint8Array(16);
+      loop(f, off, strideB, 16, () => {
+        f.get(po).get(off).op("i32.add").op("v128.load", 0).set(x0);
+        f.get(qo).get(off).op("i32.add").op("v128.load", 0).set(y0);
+        for (const [dst, u, v, outer, inner] of sides()) {
+          f.get(dst).get(off).op("i32.add");
+          f.get(u).op("v128.const", z).get(v).op("v128.const", z).get(u);
+          f.op("f32x4.mul").op(inner === "f64x2.add" ? "f32x4.add" : "f32x4.sub").op("f32x4.mul");
+          f.op(outer === "f64x2.add" ? "f32x4.add" : "f32x4.sub").op("v128.store", 0);
+        }
+      });
+    }
+    f.op("end");
   };
 
   f.get(PARAMS).op("i32.load", 0).i32(16).op("i32.mul").set(rowsB);
@@ -138,41 +158,64 @@ function addPairsFunction(mb: ModuleBuilder): number {
   f.get(START).set(w);
   loop(f, w, END, 1, () => {
     addresses();
-    // a = ‖p‖², b = ‖q‖², g = p·q of pairs w (lane 0) and w + 1 (lane 1: records p + 1 and q − 1, `step` bytes
-    // away; pair w again when it is the last one), each summed in entry order.
-    f.get(w).i32(1).op("i32.add").get(END).op("i32.lt_s").op("if", "i32");
-    f.get(strideB).op("else").i32(0).op("end").set(step);
-    for (const v of [av, bv, gv]) f.op("v128.const", new Uint8Array(16)).set(v);
+    // Pair w + j (j < PAIRS_PER_PASS) has its records `dist[j − 1]` bytes after p and before q: j·stride while
+    // w + j < end, else the distance of pair w + j − 1 (whose sums are then computed twice, and used once).
+    for (let j = 1; j < PAIRS_PER_PASS; j++) {
+      f.get(w).i32(j).op("i32.add").get(END).op("i32.lt_s").op("if", "i32");
+      f.get(strideB).i32(j).op("i32.mul").op("else");
+      if (j === 1) f.i32(0);
+      else f.get(dist[j - 2]);
+      f.op("end").set(dist[j - 1]);
+    }
+    for (const v of sums.flat()) f.op("v128.const", new Uint8Array(16)).set(v);
+    /** Pushes the byte address of entries `off..` of pair w + j's record at p (`sign` 1) or at q (−1). */
+    const at = (base: number, j: number, sign: 1 | -1) => {
+      f.get(base);
+      if (j > 0) f.get(dist[j - 1]).op(sign > 0 ? "i32.add" : "i32.sub");
+      f.get(off).op("i32.add");
+    };
+    // a = ‖p‖², b = ‖q‖², g = p·q of each pair, summed in entry order: pairs w + 2h (lane 0) and w + 2h + 1
+    // (lane 1) in sums[h].
     f.i32(0).set(off);
     loop(f, off, rowsB, 16, () => {
-      f.get(po).get(off).op("i32.add").op("v128.load", 0).set(xv);
-      f.get(po).get(step).op("i32.add").get(off).op("i32.add").op("v128.load", 0).set(x2);
-      f.get(qo).get(off).op("i32.add").op("v128.load", 0).set(yv);
-      f.get(qo).get(step).op("i32.sub").get(off).op("i32.add").op("v128.load", 0).set(y2);
-      for (let i = 0; i < 4; i++) {
-        // Entry i of both pairs: (p_i, p'_i) and (q_i, q'_i).
-        f.get(xv, x2).op("i8x16.shuffle", lanesMask([i, 4 + i, i, 4 + i])).op("f64x2.promote_low_f32x4").set(
-          x0,
-        );
-        f.get(yv, y2).op("i8x16.shuffle", lanesMask([i, 4 + i, i, 4 + i])).op("f64x2.promote_low_f32x4").set(
-          y0,
-        );
-        f.get(av).get(x0, x0).op("f64x2.mul").op("f64x2.add").set(av);
-        f.get(bv).get(y0, y0).op("f64x2.mul").op("f64x2.add").set(bv);
-        f.get(gv).get(x0, y0).op("f64x2.mul").op("f64x2.add").set(gv);
-      }
+      sums.forEach(([av, bv, gv], h) => {
+        for (const [v, base, sign] of [[xv, po, 1], [x2, po, 1], [yv, qo, -1], [y2, qo, -1]] as const) {
+          at(base, 2 * h + (v === x2 || v === y2 ? 1 : 0), sign);
+          f.op("v128.load", 0).set(v);
+        }
+        // Entries 0, 1 of both pairs' records interleaved (lo), then entries 2, 3 (hi, in place of the second).
+        for (const [u, v, lo] of [[xv, x2, x1], [yv, y2, y1]]) {
+          f.get(u, v).op("i8x16.shuffle", lanesMask([0, 4, 1, 5])).set(lo);
+          f.get(u, v).op("i8x16.shuffle", lanesMask([2, 6, 3, 7])).set(v);
+        }
+        for (let i = 0; i < 4; i++) {
+          // Entry i of both pairs: (p_i, p'_i) in x0 and (q_i, q'_i) in y0.
+          for (const [d, lo, hi] of [[x0, x1, x2], [y0, y1, y2]]) {
+            const src = i < 2 ? lo : hi;
+            f.get(src);
+            if (i % 2 === 1) f.get(src).op("i8x16.shuffle", lanesMask([2, 3, 2, 3]));
+            f.op("f64x2.promote_low_f32x4").set(d);
+          }
+          for (const [u, v, acc] of [[x0, x0, av], [y0, y0, bv], [x0, y0, gv]]) {
+            if (fma) f.get(u, v, acc).op("f64x2.relaxed_madd").set(acc);
+            else f.get(acc).get(u, v).op("f64x2.mul").op("f64x2.add").set(acc);
+          }
+        }
+      });
     });
-    f.get(av).op("f64x2.extract_lane", 0).set(a);
-    f.get(bv).op("f64x2.extract_lane", 0).set(b);
-    f.get(gv).op("f64x2.extract_lane", 0).set(g);
-    rotatePair();
-    f.get(w).i32(1).op("i32.add").get(END).op("i32.lt_s").op("if", "void");
-    f.get(w).i32(1).op("i32.add").set(w);
-    f.get(av).op("f64x2.extract_lane", 1).set(a);
-    f.get(bv).op("f64x2.extract_lane", 1).set(b);
-    f.get(gv).op("f64x2.extract_lane", 1).set(g);
-    rotatePair();
-    f.op("end");
+    for (let j = 0; j < PAIRS_PER_PASS; j++) {
+      if (j > 0) {
+        // Pair w + 1 (w moved on to the pair just rotated), when there is one.
+        f.get(w).i32(1).op("i32.add").get(END).op("i32.lt_s").op("if", "void");
+        f.get(w).i32(1).op("i32.add").set(w);
+      }
+      const [av, bv, gv] = sums[j >> 1];
+      f.get(av).op("f64x2.extract_lane", j & 1).set(a);
+      f.get(bv).op("f64x2.extract_lane", j & 1).set(b);
+      f.get(gv).op("f64x2.extract_lane", j & 1).set(g);
+      rotatePair();
+    }
+    for (let j = 1; j < PAIRS_PER_PASS; j++) f.op("end");
   });
   f.get(count);
   return mb.addFunction(f);
@@ -220,14 +263,19 @@ export const SWEEP_GIVE_UP_SLEEPS = 60_000;
  * ends whether workers join early, late or never; a thread that joins starts at the round in progress, and one that
  * joins after the sweep returns at once. A thread waits by polling `ctl[0]`, then, if the others still have not
  * finished the round (one of them lost its core to another process), sleeping on it (`memory.atomic.wait32`),
- * counted in `ctl[1]`: a thread that finishes a part wakes the sleepers; `giveUp` sleeps of a round that time out
- * make it trap (see {@link SWEEP_GIVE_UP_SLEEPS}). The control words must be zero when the sweep starts. Rotations
- * that count are added to the counter once per call. Exported for its tests.
+ * counted in `ctl[1]`: a thread that finishes a part wakes the sleepers; `opts.giveUp` sleeps of a round that time
+ * out make it trap (default {@link SWEEP_GIVE_UP_SLEEPS}). The control words must be zero when the sweep starts.
+ * Rotations that count are added to the counter once per call. `opts.fma` sums the dot products by relaxed-SIMD
+ * fused multiply-add (the same bits; default false). Exported for its tests.
  */
-export function jacobiSweepModule(parts: number, giveUp = SWEEP_GIVE_UP_SLEEPS): Uint8Array<ArrayBuffer> {
+export function jacobiSweepModule(
+  parts: number,
+  opts: { fma?: boolean; giveUp?: number } = {},
+): Uint8Array<ArrayBuffer> {
+  const giveUp = opts.giveUp ?? SWEEP_GIVE_UP_SLEEPS;
   const mb = new ModuleBuilder();
   mb.importMemory("env", "mem", { min: 1, max: WASM_MAX_PAGES, shared: true });
-  const pairs = addPairsFunction(mb);
+  const pairs = addPairsFunction(mb, opts.fma === true);
   const f = new FnBuilder(Array.from({ length: 10 }, () => "i32" as const), []);
   const [rounds, round, own, i, part, half, count, need, spins, seen, nParts, idle] = Array.from(
     { length: 12 },
@@ -308,26 +356,28 @@ export function jacobiSweepModule(parts: number, giveUp = SWEEP_GIVE_UP_SLEEPS):
 
 const jacobiKernels = new LruCache<string, CustomWasmKernel>(64);
 
-const sweepBytes = new Map<number, Uint8Array<ArrayBuffer>>();
+const sweepBytes = new Map<string, Uint8Array<ArrayBuffer>>();
 
 /**
- * The wasm form of one whole Jacobi sweep of `layout` (`jacobiSweepHost`) for a pool of `threads` threads: its work
- * items are one ticket per part of the rounds (see {@link jacobiSweepModule}), as many as threads (at most
+ * The wasm form of one whole Jacobi sweep of `layout` (`jacobiSweepHost`) for a pool of `features.threads` threads:
+ * its work items are one ticket per part of the rounds (see {@link jacobiSweepModule}), as many as threads (at most
  * {@link SWEEP_MAX_PARTS}) but with {@link SWEEP_PART_MIN_NS} of a round's estimated work per part, each costed at
- * its share of the sweep, so the pool hands every thread one ticket. The kernel object is cached per layout and
- * thread count.
+ * its share of the sweep, so the pool hands every thread one ticket. The dot products use fused multiply-add where
+ * `features.relaxedSimd` says the runtime has it (the same bits either way). The kernel object is cached per
+ * layout, thread count and that feature.
  */
-export function jacobiSweepWasm(layout: JacobiLayout, threads: number): CustomWasmKernel {
+export function jacobiSweepWasm(layout: JacobiLayout, features: WasmFeatures): CustomWasmKernel {
+  const { threads, relaxedSimd: fma } = features;
   // Per pair: the dot products over the column and the rotation of the whole record (ns; 0.38 µs a pair measured
   // at rows 172, stride 344 on a 2-core x86 host).
   const pairCost = 10 + layout.rows / 2 + layout.stride;
   const roundCost = (layout.slots / 2) * pairCost;
   const parts = Math.max(1, Math.min(threads, SWEEP_MAX_PARTS, Math.floor(roundCost / SWEEP_PART_MIN_NS)));
-  const key = `sweep|${layout.rows}|${layout.stride}|${layout.slots}|${parts}`;
+  const key = `sweep|${layout.rows}|${layout.stride}|${layout.slots}|${parts}|${fma}`;
   let k = jacobiKernels.get(key);
   if (k === undefined) {
-    let bytes = sweepBytes.get(parts);
-    if (bytes === undefined) sweepBytes.set(parts, bytes = jacobiSweepModule(parts));
+    let bytes = sweepBytes.get(`${parts}|${fma}`);
+    if (bytes === undefined) sweepBytes.set(`${parts}|${fma}`, bytes = jacobiSweepModule(parts, { fma }));
     k = {
       bytes,
       items: parts,

@@ -115,7 +115,7 @@ export async function jacobiSweeps(records: F32, rows: number, opts: JacobiOptio
   const host = jacobiRoundHost(layout, tol);
   const perSweep = records.device !== "webgpu";
   const sweepHost = jacobiSweepHost(layout, tol);
-  const sweepWasm = (features: WasmFeatures) => jacobiSweepWasm(layout, features.threads);
+  const sweepWasm = (features: WasmFeatures) => jacobiSweepWasm(layout, features);
   const params = tensor(jacobiParams(layout, tol), { dtype: "u32", device: records.device });
   // Rotations keep ‖W‖_F, so the floor computed once holds for every sweep.
   const floor = records.slice(null, [0, rows]).square().sum().mul(JACOBI_ZERO_REL).maximum(JACOBI_TINY)

@@ -7,7 +7,8 @@ import { deepEqual, equal, ok, throws } from "node:assert/strict";
 import { type Tensor, tensor } from "../../mod.ts";
 import { jacobiSweepModule, jacobiSweepWasm, SWEEP_CONTROL_WORDS } from "../../lib/codegen/wasm_linalg.ts";
 import { getBackend } from "../../lib/runtime/realize.ts";
-import type { WasmBackend } from "../../lib/runtime/wasm.ts";
+import { HAS_RELAXED_SIMD, type WasmBackend } from "../../lib/runtime/wasm.ts";
+import type { WasmFeatures } from "../../lib/ir/ops.ts";
 import { runKernels } from "../../lib/tensor/custom.ts";
 import {
   COUNTER_RESET_WGSL,
@@ -237,30 +238,59 @@ function roundsByHost(
   return { records: src, count: cnt[0] };
 }
 
+/**
+ * Records that no rotation of a round touches, whatever their positions: record j is non-zero only in the rows i
+ * with i mod slots = j (normal values, and in every third record one below the smallest normal float32), so every
+ * product of two records' entries has a zero factor and every p·q is exactly ±0; the other entries are +0 or −0 at
+ * random. The host's unrotated update turns some −0 entries into +0 (x − 0·(y + 0·x) with x = −0 and y negative).
+ */
+function orthogonalRecords(rng: TestRng, layout: { rows: number; stride: number; slots: number }) {
+  const { rows, stride, slots } = layout;
+  const data = new Float32Array(slots * stride);
+  for (let j = 0; j < slots; j++) {
+    for (let i = 0; i < stride; i++) {
+      const own = i < rows && i % slots === j;
+      data[j * stride + i] = own
+        ? (j % 3 === 2 && i < slots ? 3e-39 : 1) * rng.normal()
+        : rng.next() < 0.5
+        ? -0
+        : 0;
+    }
+  }
+  return data;
+}
+
 Deno.test("jacobi sweep: the wasm form equals the host twin's rounds bit for bit, on 1 or 2 threads", async () => {
   const rng = new TestRng(905);
   const wasm = await getBackend("wasm") as WasmBackend;
   const threadsBefore = wasm.threads;
   const sweeps = 2;
   try {
-    // [matrix rows, columns, layout]: an odd column count leaves a zero record (as svd pads); rows padded to a
-    // multiple of 4; the rounds of the last two have enough work to be split over 2 threads.
+    // [matrix rows, columns, layout, records]: an odd column count leaves a zero record (as svd pads); rows padded to
+    // a multiple of 4; records without a carried part (stride = rows) as svd sweeps them when U is not formed; pair
+    // counts of every remainder modulo 4 (the pairs whose dot products one pass computes); the rounds of the last
+    // four have enough work to be split over 2 threads. "orthogonal": no pair is rotated (see orthogonalRecords).
     for (
-      const [m, cols, layout] of [
-        [7, 1, { rows: 8, stride: 16, slots: 2 }],
-        [33, 9, { rows: 36, stride: 72, slots: 10 }],
-        [61, 64, { rows: 64, stride: 128, slots: 64 }],
-        [172, 171, { rows: 172, stride: 344, slots: 172 }],
-        [201, 181, { rows: 204, stride: 392, slots: 182 }],
+      const [m, cols, layout, kind] of [
+        [7, 1, { rows: 8, stride: 16, slots: 2 }, "gaussian"],
+        [33, 9, { rows: 36, stride: 72, slots: 10 }, "gaussian"],
+        [61, 64, { rows: 64, stride: 128, slots: 64 }, "gaussian"],
+        [22, 14, { rows: 24, stride: 24, slots: 14 }, "orthogonal"],
+        [172, 171, { rows: 172, stride: 344, slots: 172 }, "gaussian"],
+        [172, 172, { rows: 172, stride: 172, slots: 172 }, "gaussian"],
+        [201, 181, { rows: 204, stride: 392, slots: 182 }, "gaussian"],
+        [130, 126, { rows: 132, stride: 132, slots: 126 }, "orthogonal"],
       ] as const
     ) {
-      const { data } = roundRecords(rng, m, layout);
+      const data = kind === "orthogonal" ? orthogonalRecords(rng, layout) : roundRecords(rng, m, layout).data;
       const { rows, stride, slots } = layout;
-      // Columns repeated exactly (their carried parts differ), and the padding records zero.
-      for (let j = 2; j < cols; j += 7) {
-        data.copyWithin(j * stride, (j - 1) * stride, (j - 1) * stride + rows);
+      if (kind === "gaussian") {
+        // Columns repeated exactly (their carried parts differ), and the padding records zero.
+        for (let j = 2; j < cols; j += 7) {
+          data.copyWithin(j * stride, (j - 1) * stride, (j - 1) * stride + rows);
+        }
+        data.fill(0, cols * stride);
       }
-      data.fill(0, cols * stride);
       let sum = 0;
       for (let j = 0; j < slots; j++) for (let i = 0; i < rows; i++) sum += data[j * stride + i] ** 2;
       const floor = Math.max(JACOBI_TINY, JACOBI_ZERO_REL * sum);
@@ -268,7 +298,11 @@ Deno.test("jacobi sweep: the wasm form equals the host twin's rounds bit for bit
       const want = roundsByHost(data, layout, tol, floor, { from: 0, to: sweeps * (slots - 1) });
       // The cpu device runs the sweep's host twin: the same rounds.
       const cpuHost = jacobiSweepHost(layout, tol);
-      for (const threads of [1, 2]) {
+      // Dot products summed by fused multiply-add and by multiply then add, where the runtime has the former.
+      const variants = [false, true].filter((fma) => !fma || HAS_RELAXED_SIMD).flatMap((fma) =>
+        [1, 2].map((threads) => ({ fma, threads }))
+      );
+      for (const { fma, threads } of variants) {
         wasm.setThreads(threads);
         const x = tensor(data, { shape: [slots, stride], device: "wasm" });
         const params = tensor(jacobiParams(layout, tol), { dtype: "u32", device: "wasm" });
@@ -288,7 +322,7 @@ Deno.test("jacobi sweep: the wasm form equals the host twin's rounds bit for bit
           host: () => {
             throw new Error("the host twin ran on the wasm device");
           },
-          wasm: () => jacobiSweepWasm(layout, threads),
+          wasm: (features: WasmFeatures) => jacobiSweepWasm(layout, { ...features, relaxedSimd: fma }),
         }];
         let outs: Tensor[] = [];
         const lines = await debugLines(async () => {
@@ -299,15 +333,16 @@ Deno.test("jacobi sweep: the wasm form equals the host twin's rounds bit for bit
             { shape: [SWEEP_CONTROL_WORDS], dtype: "u32" },
           ], [...sweep(0, 3), ...sweep(3, 4)]);
         });
-        const what = `${m} x ${cols} in ${
+        const what = `${m} x ${cols} (${kind}) in ${
           JSON.stringify(layout)
-        }, ${threads} thread(s) (TEST_SEED=${TEST_SEED})`;
+        }, ${threads} thread(s), fma ${fma} (TEST_SEED=${TEST_SEED})`;
         // Two sweeps of an odd number of rounds: the second ends in Y.
         deepEqual(bits(await outs[1].data()), bits(want.records), `records after ${sweeps} sweeps, ${what}`);
         equal((await outs[2].data())[0], want.count, `counted rotations of the last sweep, ${what}`);
         const split = lines.filter((l) => /^wasm sweep 2 items x2/.test(l)).length;
         equal(split, threads === 2 && slots > 64 ? sweeps : 0, `sweeps split over 2 threads, ${what}`);
-        if (threads === 1) {
+        if (kind === "orthogonal") equal(want.count, 0, `no rotation, ${what}`);
+        if (threads === 1 && !fma) {
           // The sweep's host twin (what the cpu device runs) gives the same.
           const hx = [Float32Array.from(data), new Float32Array(data.length), new Float32Array(data.length)];
           const cnt = new Uint32Array(1);
@@ -349,7 +384,7 @@ Deno.test("jacobi sweep: a thread of the wasm sweep starts a round only once eve
   const layout = { rows: 800, stride: 1600, slots: 10 };
   const { stride, slots } = layout;
   const { data, floor } = roundRecords(rng, 797, layout);
-  const kernel = jacobiSweepWasm(layout, 2);
+  const kernel = jacobiSweepWasm(layout, { threads: 2, relaxedSimd: false });
   equal(kernel.items, 2, "two parts");
   const tol = 0.05;
   const round0 = roundsByHost(data, layout, tol, floor, { from: 0, to: 1 }).records;
@@ -423,7 +458,9 @@ Deno.test("jacobi sweep: a thread of the wasm sweep whose round never ends traps
   new Uint32Array(mem.buffer, at.params, 4).set(jacobiParams(layout, 0.05));
   const ctl = new Int32Array(mem.buffer, at.ctl, SWEEP_CONTROL_WORDS);
   ctl.set([1, 0, 1, 1]);
-  const run = new WebAssembly.Instance(new WebAssembly.Module(jacobiSweepModule(2, 3)), { env: { mem } })
+  const run = new WebAssembly.Instance(new WebAssembly.Module(jacobiSweepModule(2, { giveUp: 3 })), {
+    env: { mem },
+  })
     .exports
     .run as (...a: number[]) => void;
   const t0 = performance.now();
