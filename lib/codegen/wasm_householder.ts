@@ -18,6 +18,9 @@ import { WASM_MAX_PAGES } from "./wasm_emit.ts";
 import { LruCache } from "./lru.ts";
 import { loop } from "./wasm_linalg.ts";
 
+/** Columns whose dot products with the reflector one pass over the rows computes (two per float64 vector). */
+const COLUMNS_PER_PASS = 4;
+
 /** Which step a module computes: the factorisation's (`hhStepHost`) or Q's accumulation (`qStepHost`). */
 type StepKind = "factor" | "q";
 
@@ -38,15 +41,19 @@ function stepModule(kind: StepKind, guarded: boolean): Uint8Array<ArrayBuffer> {
   mb.importMemory("env", "mem", { min: 1, max: WASM_MAX_PAGES, shared: true });
   const f = new FnBuilder(Array.from({ length: K + 1 }, () => "i32" as const), []);
   const locals = (n: number, t: "i32" | "f64" | "v128") => Array.from({ length: n }, () => f.local(t));
-  const [rowsB, kB, vo, w, xo, step, off, last4, co, jB] = locals(10, "i32");
+  const [rowsB, kB, vo, w, xo, xc, off, last4, co, jB] = locals(10, "i32");
+  // dist[c − 1]: bytes from column j to column j + c of a pass (see below).
+  const dist = locals(COLUMNS_PER_PASS - 1, "i32");
   const [tau, xn2, alpha, nrm, beta, scal, x] = locals(7, "f64");
-  const [acc, tw, t, xv, vv] = locals(5, "v128");
+  const [tw, t, xv, vv, xa, xb, vlo, vhi, prod] = locals(9, "v128");
+  const sums = locals(COLUMNS_PER_PASS / 2, "v128");
 
   /** Pushes the float64 of the float32 at byte address `base + off`. */
   const load = (base: number) => f.get(base, off).op("i32.add").op("f32.load", 0).op("f64.promote_f32");
 
-  /** Column at `xo` ← H_k column: x_k −= t, x_i −= t·v_i (i > k), with t lane `lane` of `tw`. */
+  /** Column at `xc` ← H_k column: x_k −= t, x_i −= t·v_i (i > k), with t lane `lane` of `tw`. */
   const update = (lane: number) => {
+    const xo = xc;
     f.get(tw).op("f64x2.extract_lane", lane).op("f64x2.splat").set(t);
     f.get(xo, kB).op("i32.add");
     f.get(xo, kB).op("i32.add").op("f32.load", 0).op("f64.promote_f32");
@@ -81,6 +88,13 @@ function stepModule(kind: StepKind, guarded: boolean): Uint8Array<ArrayBuffer> {
     });
   };
 
+  /** Pushes the byte address of row `off` of column j + c of the pass (c < COLUMNS_PER_PASS). */
+  const at = (c: number) => {
+    f.get(xo);
+    if (c > 0) f.get(dist[c - 1]).op("i32.add");
+    f.get(off).op("i32.add");
+  };
+
   if (guarded) {
     f.get(G).op("i32.load", 0).op("i32.eqz").op("if", "void").op("return").op("end");
   }
@@ -90,33 +104,75 @@ function stepModule(kind: StepKind, guarded: boolean): Uint8Array<ArrayBuffer> {
   f.get(K).get(rowsB).op("i32.mul").get(C).op("i32.add").set(vo);
   f.get(T, kB).op("i32.add").op("f32.load", 0).op("f64.promote_f32").set(tau);
   f.get(START).set(w);
-  loop(f, w, END, 2, () => {
-    // Columns j = first + w (lane 0) and j + 1 (lane 1; column j again when w is the last item).
+  loop(f, w, END, COLUMNS_PER_PASS, () => {
+    // Columns j = first + w .. j + 3: column j + c is dist[c − 1] bytes after column j while w + c < end, else the
+    // column before it again (its sums computed twice, used once).
     f.get(K).i32(kind === "factor" ? 1 : 0).op("i32.add").get(w).op("i32.add");
     f.get(rowsB).op("i32.mul").get(X).op("i32.add").set(xo);
-    f.get(w).i32(1).op("i32.add").get(END).op("i32.lt_s").op("if", "i32");
-    f.get(rowsB).op("else").i32(0).op("end").set(step);
-    // w = x_k, then w += v_i·x_i for i = k+1 .. rows−1, in each lane.
-    f.get(xo, kB).op("i32.add").op("f32.load", 0).op("f64.promote_f32").op("f64x2.splat");
-    f.get(xo, step).op("i32.add").get(kB).op("i32.add").op("f32.load", 0).op("f64.promote_f32");
-    f.op("f64x2.replace_lane", 1).set(acc);
-    f.get(kB).i32(4).op("i32.add").set(off);
-    loop(f, off, rowsB, 4, () => {
-      f.get(acc);
-      load(vo);
-      f.op("f64x2.splat");
-      load(xo);
-      f.op("f64x2.splat");
-      f.get(xo, step).op("i32.add").get(off).op("i32.add").op("f32.load", 0).op("f64.promote_f32");
-      f.op("f64x2.replace_lane", 1);
-      f.op("f64x2.mul").op("f64x2.add").set(acc);
+    for (let c = 1; c < COLUMNS_PER_PASS; c++) {
+      f.get(w).i32(c).op("i32.add").get(END).op("i32.lt_s").op("if", "i32");
+      f.get(rowsB).i32(c).op("i32.mul").op("else");
+      if (c === 1) f.i32(0);
+      else f.get(dist[c - 2]);
+      f.op("end").set(dist[c - 1]);
+    }
+    // w = x_k, then w += v_i·x_i for i = k+1 .. rows−1: columns j + 2h (lane 0) and j + 2h + 1 (lane 1) in sums[h].
+    f.get(kB).set(off);
+    sums.forEach((acc, h) => {
+      at(2 * h);
+      f.op("f32.load", 0).op("f64.promote_f32").op("f64x2.splat");
+      at(2 * h + 1);
+      f.op("f32.load", 0).op("f64.promote_f32").op("f64x2.replace_lane", 1).set(acc);
     });
-    f.get(tau).op("f64x2.splat").get(acc).op("f64x2.mul").set(tw);
-    update(0);
-    f.get(step).op("if", "void");
-    f.get(xo, step).op("i32.add").set(xo);
-    update(1);
-    f.op("end");
+    f.get(kB).i32(4).op("i32.add").set(off);
+    // Four rows per iteration while they fit: v_i..v_i+3 and each pair of columns' entries interleaved, promoted two
+    // at a time; the terms added one row after another, as below.
+    f.op("block").op("loop");
+    f.get(off, last4).op("i32.gt_s").op("br_if", 1);
+    f.get(vo, off).op("i32.add").op("v128.load", 0).set(vv);
+    f.get(vv).op("f64x2.promote_low_f32x4").set(vlo);
+    f.get(vv, vv).op("i8x16.shuffle", lanesMask([2, 3, 2, 3])).op("f64x2.promote_low_f32x4").set(vhi);
+    sums.forEach((acc, h) => {
+      at(2 * h);
+      f.op("v128.load", 0).set(xa);
+      at(2 * h + 1);
+      f.op("v128.load", 0).set(xb);
+      // Rows i, i+1 of both columns (xv), then rows i+2, i+3 (xb).
+      f.get(xa, xb).op("i8x16.shuffle", lanesMask([0, 4, 1, 5])).set(xv);
+      f.get(xa, xb).op("i8x16.shuffle", lanesMask([2, 6, 3, 7])).set(xb);
+      for (let r = 0; r < 4; r++) {
+        const pair = r < 2 ? xv : xb;
+        const vs = r < 2 ? vlo : vhi;
+        f.get(vs, vs).op("i8x16.shuffle", lanesMask(r % 2 === 0 ? [0, 1, 0, 1] : [2, 3, 2, 3]));
+        f.get(pair);
+        if (r % 2 === 1) f.get(pair).op("i8x16.shuffle", lanesMask([2, 3, 2, 3]));
+        f.op("f64x2.promote_low_f32x4").op("f64x2.mul").set(prod);
+        f.get(acc, prod).op("f64x2.add").set(acc);
+      }
+    });
+    f.get(off).i32(16).op("i32.add").set(off);
+    f.op("br", 0).op("end").op("end");
+    loop(f, off, rowsB, 4, () => {
+      load(vo);
+      f.op("f64x2.splat").set(vlo);
+      sums.forEach((acc, h) => {
+        f.get(acc, vlo);
+        at(2 * h);
+        f.op("f32.load", 0).op("f64.promote_f32").op("f64x2.splat");
+        at(2 * h + 1);
+        f.op("f32.load", 0).op("f64.promote_f32").op("f64x2.replace_lane", 1);
+        f.op("f64x2.mul").op("f64x2.add").set(acc);
+      });
+    });
+    for (let c = 0; c < COLUMNS_PER_PASS; c++) {
+      if (c > 0) f.get(w).i32(c).op("i32.add").get(END).op("i32.lt_s").op("if", "void");
+      if (c % 2 === 0) f.get(tau).op("f64x2.splat").get(sums[c >> 1]).op("f64x2.mul").set(tw);
+      f.get(xo);
+      if (c > 0) f.get(dist[c - 1]).op("i32.add");
+      f.set(xc);
+      update(c % 2);
+    }
+    for (let c = 1; c < COLUMNS_PER_PASS; c++) f.op("end");
   });
   if (kind === "factor") {
     // Reflector k+1 from column k+1 (item 0), once it has H_k applied, when k + 1 < K.
