@@ -57,8 +57,10 @@ export interface HouseholderFactors {
 
 /**
  * Householder QR of a matrix given column-major (`cols` rows of `rows` floats, i.e. the transpose), in one
- * submission. With `guard` (a one-element u32 tensor) every launch is skipped on the GPU when it holds 0;
- * `wg` overrides the workgroup size (tests).
+ * submission. With `guard` (a one-element u32 tensor) every launch but the copy of the matrix is skipped when it
+ * holds 0: on the GPU each launch reads it, while the CPU devices read it once (nothing to wait for) and launch only
+ * the copy, which leaves the same outputs (the factored matrix the input, τ and Q zero). `wg` overrides the
+ * workgroup size (tests).
  */
 export async function householderColumns(
   colMajor: F32,
@@ -128,7 +130,12 @@ export async function householderColumns(
     { shape: [k], dtype: "f32" as const },
     { shape: opts.wantQ ? [k, rows] : [1], dtype: "f32" as const },
   ];
-  const [factored, taus, q] = await runKernels(inputs, outputs, launches) as F32[];
+  const skip = opts.guard !== undefined && dev !== "webgpu" && (await opts.guard.data())[0] === 0;
+  const [factored, taus, q] = await runKernels(
+    inputs,
+    outputs,
+    skip ? launches.slice(0, 1) : launches,
+  ) as F32[];
   params.dispose();
   size.dispose();
   if (!opts.wantQ) q.dispose();

@@ -30,17 +30,37 @@ Deno.test("householder kernels: webgpu (workgroups of 8, 64, 256) equals the hos
   }
 });
 
-Deno.test("householder kernels: a zero guard skips every launch, a non-zero one runs them", async () => {
+Deno.test("householder kernels: a zero guard skips every launch but the copy, a non-zero one runs them", async () => {
   const rng = new TestRng(903);
-  const x = tensor(rng.normals(8 * 5), { shape: [5, 8] }) as unknown as F32;
-  for (const flag of [0, 1]) {
-    const guard = tensor(Uint32Array.of(flag), { dtype: "u32" });
-    const f = await householderColumns(x, 8, 5, { wantQ: true, guard });
-    const q = await f.q!.data();
-    if (flag === 0) deepEqual(Array.from(q), new Array(40).fill(0), "guard 0: Q untouched (zeros)");
-    else {
-      const plain = await householderColumns(x, 8, 5, { wantQ: true });
-      assertClose(q, await plain.q!.data(), { rtol: 1e-6, atol: 1e-7, what: "guard 1 = unguarded" });
+  const data = rng.normals(8 * 5);
+  for (const device of ["cpu", "wasm", "webgpu"] as const) {
+    const x = tensor(data, { shape: [5, 8], device }) as unknown as F32;
+    for (const flag of [0, 1]) {
+      const guard = tensor(Uint32Array.of(flag), { dtype: "u32", device });
+      let f: Awaited<ReturnType<typeof householderColumns>> | null = null;
+      const lines = await debugLines(async () =>
+        f = await householderColumns(x, 8, 5, { wantQ: true, guard })
+      );
+      const [factored, taus, q] = [await f!.factored.data(), await f!.taus.data(), await f!.q!.data()];
+      const what = `${device}, guard ${flag}`;
+      if (flag === 0) {
+        // The matrix is copied; τ and Q are left as cleared.
+        deepEqual(bits(factored), bits(data), `${what}: factored = the input`);
+        deepEqual(Array.from(taus), new Array(5).fill(0), `${what}: τ untouched (zeros)`);
+        deepEqual(Array.from(q), new Array(40).fill(0), `${what}: Q untouched (zeros)`);
+        if (device === "wasm") {
+          // The CPU devices read the guard once and launch nothing else (the cpu device does not print its launches).
+          const launched = lines.filter((l) => /^wasm qr_/.test(l)).map((l) => l.split(" ")[1]);
+          deepEqual(launched, ["qr_copy"], `${what}: launches`);
+        }
+      } else {
+        const plain = await householderColumns(x, 8, 5, { wantQ: true });
+        assertClose(q, await plain.q!.data(), {
+          rtol: 1e-6,
+          atol: 1e-7,
+          what: `${what}: guard 1 = unguarded`,
+        });
+      }
     }
   }
 });
@@ -123,7 +143,8 @@ Deno.test("householder kernels: the wasm steps equal the cpu device bit for bit,
           const steps = lines.filter((l) => /^wasm qr_(q_)?step /.test(l));
           equal(steps.some((l) => l.includes("(host)")), false, `a step ran its host twin, ${label}`);
           const split = steps.some((l) => / items x2 /.test(l));
-          equal(split, threads === 2 && rows === 400, `steps split over 2 threads, ${label}`);
+          equal(split, threads === 2 && rows === 400 && guard !== 0, `steps split over 2 threads, ${label}`);
+          if (guard === 0) equal(steps.length, 0, `steps launched under a zero guard, ${label}`);
         }
       }
     }
