@@ -31,14 +31,15 @@
  * trained through the lookup as well the losses by 5.1e-4 and the table by 1.2e-2.
  */
 import { ok } from "node:assert/strict";
-import { type DeviceName, type Shape, type Tensor, tensor } from "../../mod.ts";
-import { readSafetensors, type StEntry, toFloat32, toInt32 } from "../../lib/io/safetensors.ts";
+import type { DeviceName, Shape, Tensor } from "../../mod.ts";
+import { readSafetensors, toFloat32, toInt32 } from "../../lib/io/safetensors.ts";
 import { loadLlama } from "../../lib/models/load.ts";
 import { saveHf } from "../../lib/models/hf.ts";
 import { hfName } from "../../lib/models/names.ts";
 import { AdamW, cosineSchedule, linearSchedule } from "../../lib/nn/optim/mod.ts";
 import { Trainer } from "../../lib/train/mod.ts";
 import { relError } from "../_helpers.ts";
+import { checkLossesAndNorms, fixtureBatches, toFloat64, worstRelative } from "./_trajectory.ts";
 
 const ROOT = new URL("../fixtures/", import.meta.url).pathname;
 
@@ -57,30 +58,6 @@ interface FullRunSettings {
   tied: boolean;
   /** transformers' names of the parameters its Trainer gives no weight decay (biases, norm gains). */
   no_decay: string[];
-}
-
-/** The float64 values of an F64 entry. */
-function toFloat64(e: StEntry): Float64Array {
-  ok(e.dtype === "F64", `expected F64, got ${e.dtype}`);
-  const b = e.data;
-  return new Float64Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-}
-
-/** HF's causal-LM labels as next-token targets: position t predicts labels[t + 1]; the last position predicts none. */
-function shiftLabels(labels: Int32Array, rows: number, t: number): Int32Array {
-  const out = new Int32Array(rows * t).fill(-100);
-  for (let r = 0; r < rows; r++) out.set(labels.subarray(r * t + 1, (r + 1) * t), r * t);
-  return out;
-}
-
-/** Largest |a_i − b_i| / |b_i|, with the index where it is. */
-function worstRelative(got: ArrayLike<number>, want: ArrayLike<number>): { err: number; at: number } {
-  let err = 0, at = -1;
-  for (let i = 0; i < want.length; i++) {
-    const e = Math.abs(got[i] - want[i]) / Math.abs(want[i]);
-    if (e > err) [err, at] = [e, i];
-  }
-  return { err, at };
 }
 
 /** The key projections' biases, whose final values the float32 rounding moves most (see the module comment). */
@@ -115,7 +92,6 @@ async function fullTrajectory(name: string, device: DeviceName) {
     }`,
   );
   const make = { cosine: cosineSchedule, linear: linearSchedule }[o.schedule];
-  const size = rows * t;
   const trainer = new Trainer({
     model,
     optimizer,
@@ -123,17 +99,7 @@ async function fullTrajectory(name: string, device: DeviceName) {
     schedule: make({ totalSteps: steps, warmupSteps: o.warmup }),
     clipNorm: o.clip,
     readEvery: steps,
-    batch: (step) => {
-      const at = (step - 1) * size;
-      return {
-        x: tensor(ids.slice(at, at + size), { shape: [rows, t], dtype: "i32", device }),
-        y: tensor(shiftLabels(labels.subarray(at, at + size), rows, t), {
-          shape: [rows, t],
-          dtype: "i32",
-          device,
-        }),
-      };
-    },
+    batch: fixtureBatches(ids, labels, [rows, t], device),
     loss: (m, b) => m.loss(b.x as Tensor<Shape, "i32">, b.y as Tensor<Shape, "i32">),
   });
   const records = await trainer.run();
@@ -177,13 +143,7 @@ for (const name of ["llama_pad_full", "llama_bias_full"]) {
       }
       ok(hf[0] === 0 && lrs.slice(0, -1).every((v, i) => v === hf[i + 1]), `${name}: rates one step on`);
 
-      const clipped = toFloat32(tensors.get("grad_norm")!).filter((n) => n > o.clip).length;
-      ok(clipped > 0 && clipped < o.steps, `${name}: clipping binds on ${clipped} of ${o.steps} steps`);
-      for (const k of ["loss", "grad_norm"] as const) {
-        const got = records.map((r) => r[k]), want = toFloat32(tensors.get(k)!);
-        const w = worstRelative(got, want);
-        ok(w.err < 3e-6, `${name} on ${device}: ${k} at step ${w.at + 1}: ${got[w.at]} vs ${want[w.at]}`);
-      }
+      checkLossesAndNorms(`${name} on ${device}`, records, tensors, o.clip);
       for (const { key, err } of weights) {
         const bound = K_BIAS.test(key) ? 3e-4 : 3e-5;
         ok(

@@ -30,13 +30,14 @@
  * f(k − 1)) the losses by 2e-3, accumulation left out (micro-batch 0 alone) the losses by 3.5e-2.
  */
 import { ok } from "node:assert/strict";
-import { type DeviceName, type Shape, type Tensor, tensor } from "../../mod.ts";
-import { readSafetensors, type StEntry, toFloat32, toInt32 } from "../../lib/io/safetensors.ts";
+import type { DeviceName, Shape, Tensor } from "../../mod.ts";
+import { readSafetensors, toFloat32, toInt32 } from "../../lib/io/safetensors.ts";
 import { loadLlama } from "../../lib/models/load.ts";
 import { loadAdapter, LORA_TRAINABLE, loraPlusOptions, saveAdapter } from "../../lib/lora/mod.ts";
 import { AdamW, cosineSchedule, linearSchedule, type Schedule } from "../../lib/nn/optim/mod.ts";
 import { Trainer } from "../../lib/train/mod.ts";
 import { relError } from "../_helpers.ts";
+import { checkLossesAndNorms, fixtureBatches, toFloat64, worstRelative } from "./_trajectory.ts";
 
 const ROOT = new URL("../fixtures/", import.meta.url).pathname;
 
@@ -57,34 +58,6 @@ interface RunSettings {
   accumulate?: number;
 }
 
-/** The float64 values of an F64 entry. */
-function toFloat64(e: StEntry): Float64Array {
-  ok(e.dtype === "F64", `expected F64, got ${e.dtype}`);
-  const b = e.data;
-  return new Float64Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-}
-
-/** HF's causal-LM labels as next-token targets: position t predicts labels[t + 1]; the last position predicts none. */
-function shiftLabels(labels: Int32Array, rows: number, t: number): Int32Array {
-  const out = new Int32Array(rows * t).fill(-100);
-  for (let r = 0; r < rows; r++) out.set(labels.subarray(r * t + 1, (r + 1) * t), r * t);
-  return out;
-}
-
-/** Largest |a_i − b_i| relative to max |b_i|, with the index where it is. */
-function worst(
-  got: ArrayLike<number>,
-  want: ArrayLike<number>,
-  relEach = false,
-): { err: number; at: number } {
-  let err = 0, at = -1;
-  for (let i = 0; i < want.length; i++) {
-    const e = Math.abs(got[i] - want[i]) / (relEach ? Math.abs(want[i]) : 1);
-    if (e > err) [err, at] = [e, i];
-  }
-  return { err, at };
-}
-
 async function trajectory(name: string, device: DeviceName) {
   const dir = `${ROOT}trajectories/${name}`;
   const { tensors, metadata } = await readSafetensors(`${dir}/expected.safetensors`);
@@ -103,7 +76,6 @@ async function trajectory(name: string, device: DeviceName) {
       ...loraPlusOptions({ lr: o.lr, ratio: o.loraplus_ratio, weightDecay: o.weight_decay }),
       ...adam,
     });
-  const size = rows * t;
   const trainer = new Trainer({
     model,
     optimizer,
@@ -112,17 +84,7 @@ async function trajectory(name: string, device: DeviceName) {
     clipNorm: o.clip,
     readEvery: steps,
     accumulate,
-    batch: (step, micro) => {
-      const at = ((step - 1) * accumulate + micro) * size;
-      return {
-        x: tensor(ids.slice(at, at + size), { shape: [rows, t], dtype: "i32", device }),
-        y: tensor(shiftLabels(labels.subarray(at, at + size), rows, t), {
-          shape: [rows, t],
-          dtype: "i32",
-          device,
-        }),
-      };
-    },
+    batch: fixtureBatches(ids, labels, [rows, t], device, accumulate),
     loss: (m, b) => m.loss(b.x as Tensor<Shape, "i32">, b.y as Tensor<Shape, "i32">),
   });
   const records = await trainer.run();
@@ -149,7 +111,6 @@ for (const name of ["llama", "qwen3", "qwen2_dora_loraplus", "llama_accumulate"]
   for (const device of devices) {
     Deno.test(`${name} LoRA trajectory on ${device}: 8 Trainer steps follow PEFT + torch's`, async () => {
       const { records, weights, o, tensors } = await trajectory(name, device);
-      const col = (k: "loss" | "grad_norm" | "lr") => records.map((r) => r[k]);
 
       // The schedule: the reference's rates (both lr · factor in float64, so equal but for the last bit), which are
       // transformers' rates one step on; transformers' own first rate is 0 after a warm-up, lr without one. With
@@ -164,7 +125,7 @@ for (const name of ["llama", "qwen3", "qwen2_dora_loraplus", "llama_accumulate"]
         ]] as const
       ) {
         const got = records.map((r) => r[key]);
-        const w = worst(got, want, true);
+        const w = worstRelative(got, want);
         ok(w.err < 1e-15, `${name}: ${key} at step ${w.at + 1}: ${got[w.at]} vs ${want[w.at]}`);
       }
       ok(hf[0] === (o.warmup > 0 ? 0 : o.lr), `${name}: transformers' first rate ${hf[0]}`);
@@ -173,13 +134,7 @@ for (const name of ["llama", "qwen3", "qwen2_dora_loraplus", "llama_accumulate"]
         `${name}: tessera's rates are transformers' one step on`,
       );
 
-      const clipped = toFloat32(tensors.get("grad_norm")!).filter((n) => n > o.clip).length;
-      ok(clipped > 0 && clipped < o.steps, `${name}: clipping binds on ${clipped} of ${o.steps} steps`);
-      for (const k of ["loss", "grad_norm"] as const) {
-        const want = toFloat32(tensors.get(k)!);
-        const w = worst(col(k), want, true);
-        ok(w.err < 3e-6, `${name} on ${device}: ${k} at step ${w.at + 1}: ${col(k)[w.at]} vs ${want[w.at]}`);
-      }
+      checkLossesAndNorms(`${name} on ${device}`, records, tensors, o.clip);
       for (const { key, err } of weights) {
         ok(
           err < 3e-5,
