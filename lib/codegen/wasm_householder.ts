@@ -1,13 +1,13 @@
 /**
- * The Householder QR steps of `kernels/householder.wgsl.ts` (`hhStepWGSL`, `qStepWGSL`) as WebAssembly modules for
+ * The Householder QR steps of `kernels/householder.wgsl.ts` (`hhStepWGSL`, `qStepWGSL`) as one WebAssembly job for
  * the wasm device, computing exactly what their host twins `hhStepHost` and `qStepHost` compute: the same float64
  * operations in the same order (float32 loads promoted, each dot product summed one row after another, `f64.sqrt`
  * for `Math.sqrt`, no fused multiply-add) and float32 stores rounded to nearest as a `Float32Array` store rounds, so
  * the wasm device gives the cpu device's results bit for bit.
  *
- * A step's work items are the columns it updates, so the thread pool may split them; the step index k is not in the
- * module but passed after the buffers (`CustomWasmKernel.args`), and the sizes come from the parameter buffer, so
- * one module per kind of step (and guard) serves every layout and every step.
+ * The job runs every step, one round of `sharedRounds` (the Jacobi sweep's) a step: the threads of the pool share
+ * each step's columns and wait for a step's columns to be done before the next, so a factorisation costs one pool
+ * job, not one a step. The sizes come from the parameter buffer, so one module serves every layout.
  *
  * @module
  */
@@ -16,7 +16,13 @@ import type { CustomWasmKernel } from "../ir/ops.ts";
 import { FnBuilder, lanesMask, ModuleBuilder } from "./wasm_encode.ts";
 import { WASM_MAX_PAGES } from "./wasm_emit.ts";
 import { LruCache } from "./lru.ts";
-import { loop } from "./wasm_linalg.ts";
+import {
+  loop,
+  sharedRounds,
+  SWEEP_GIVE_UP_SLEEPS,
+  SWEEP_MAX_PARTS,
+  SWEEP_PART_MIN_NS,
+} from "./wasm_linalg.ts";
 
 /** Columns whose dot products with the reflector one pass over the rows computes (two per float64 vector). */
 const COLUMNS_PER_PASS = 4;
@@ -25,20 +31,17 @@ const COLUMNS_PER_PASS = 4;
 type StepKind = "factor" | "q";
 
 /**
- * `run(start, end, scratch, C, taus, [Q,] params, [guard,] k)`: the columns `start..end-1` of step k (columns k+1..
- * of C for "factor", k.. of Q for "q") get reflector k applied as `applyHost` does, and for "factor" the call with
- * item 0 (column k+1) then computes reflector k+1 as `reflectHost` does. The dot products of two columns run side by
- * side in the two float64 lanes, each lane adding its column's terms one row after another; the update, whose
- * entries are independent, runs two rows at a time per float64 vector.
+ * Adds `step(start, end, scratch, C, taus, [Q,] params, k)` to `mb` and returns its index: the columns `start..end-1`
+ * of step k (columns k+1.. of C for "factor", k.. of Q for "q") get reflector k applied as `applyHost` does, and for
+ * "factor" the call with item 0 (column k+1) then computes reflector k+1 as `reflectHost` does. The dot products of
+ * two columns run side by side in the two float64 lanes, each lane adding its column's terms one row after another;
+ * the update, whose entries are independent, runs two rows at a time per float64 vector.
  */
-function stepModule(kind: StepKind, guarded: boolean): Uint8Array<ArrayBuffer> {
+function addStepFunction(mb: ModuleBuilder, kind: StepKind): number {
   const START = 0, END = 1, C = 3, T = 4;
   const X = kind === "q" ? 5 : C;
   const P = kind === "q" ? 6 : 5;
-  const G = P + 1;
-  const K = P + 1 + (guarded ? 1 : 0);
-  const mb = new ModuleBuilder();
-  mb.importMemory("env", "mem", { min: 1, max: WASM_MAX_PAGES, shared: true });
+  const K = P + 1;
   const f = new FnBuilder(Array.from({ length: K + 1 }, () => "i32" as const), []);
   const locals = (n: number, t: "i32" | "f64" | "v128") => Array.from({ length: n }, () => f.local(t));
   const [rowsB, kB, vo, w, xo, xc, off, last4, co, jB] = locals(10, "i32");
@@ -95,9 +98,6 @@ function stepModule(kind: StepKind, guarded: boolean): Uint8Array<ArrayBuffer> {
     f.get(off).op("i32.add");
   };
 
-  if (guarded) {
-    f.get(G).op("i32.load", 0).op("i32.eqz").op("if", "void").op("return").op("end");
-  }
   f.get(P).op("i32.load", 0).i32(4).op("i32.mul").set(rowsB);
   f.get(rowsB).i32(16).op("i32.sub").set(last4);
   f.get(K).i32(4).op("i32.mul").set(kB);
@@ -213,78 +213,131 @@ function stepModule(kind: StepKind, guarded: boolean): Uint8Array<ArrayBuffer> {
     f.op("else").op("f32.const", 0).op("end").op("f32.store", 0);
     f.op("end");
   }
+  return mb.addFunction(f);
+}
+
+/**
+ * `run(start, end, scratch, C, taus, [Q,] params, [guard,] ctl)`: every step of the factorisation (0 .. K−2), then
+ * with Q every step of its accumulation (from min(K, rows − 1) − 1 down to 0; Q must hold the identity already), as
+ * one job of {@link sharedRounds} rounds, one round a step, run by every thread that calls it; `ctl` holds its
+ * {@link SWEEP_CONTROL_WORDS} control words, zero when the job starts. A step of n columns whose estimated work
+ * (`columnCost`) reaches {@link STEP_PART_MIN_NS} a part is cut into `parts` parts, part c its columns ⌈c·n/parts⌉ ..
+ * ⌈(c+1)·n/parts⌉ − 1; a smaller one is left to part 0 whole (the other parts empty: cutting it would cost more in
+ * moving columns between cores than it saves). Part 0 thus always holds the column that gives the next reflector,
+ * and every column gets the host twin's bits whatever the split. With a guard holding 0 it does nothing. `giveUp`
+ * as {@link jacobiSweepModule}'s. Exported for its tests.
+ */
+export function qrJobModule(
+  parts: number,
+  wantQ: boolean,
+  guarded: boolean,
+  giveUp = SWEEP_GIVE_UP_SLEEPS,
+): Uint8Array<ArrayBuffer> {
+  const mb = new ModuleBuilder();
+  mb.importMemory("env", "mem", { min: 1, max: WASM_MAX_PAGES, shared: true });
+  const factor = addStepFunction(mb, "factor");
+  const qStep = addStepFunction(mb, "q");
+  const START = 0, SCRATCH = 2, C = 3, T = 4, Q = 5;
+  const P = wantQ ? 6 : 5;
+  const G = P + 1;
+  const CTL = P + 1 + (guarded ? 1 : 0);
+  const f = new FnBuilder(Array.from({ length: CTL + 1 }, () => "i32" as const), []);
+  const [kref, nf, rounds, items, s, split, at] = Array.from({ length: 7 }, () => f.local("i32"));
+  if (guarded) {
+    f.get(G).op("i32.load", 0).op("i32.eqz").op("if", "void").op("return").op("end");
+  }
+  f.get(P).op("i32.load", 8).set(kref);
+  f.get(kref).i32(1).op("i32.sub").set(nf);
+  f.get(nf);
+  if (wantQ) {
+    // min(K, rows − 1) steps of Q.
+    f.get(kref).get(P).op("i32.load", 0).i32(1).op("i32.sub");
+    f.get(kref).get(P).op("i32.load", 0).i32(1).op("i32.sub").op("i32.lt_u").op("select").op("i32.add");
+  }
+  f.set(rounds);
+  /** Pushes the first item of part `p` (a local) plus `plus`: min(items, ⌈(p + plus)·items / split⌉). */
+  const first = (p: number, plus: number) => {
+    f.get(p).i32(plus).op("i32.add").get(items).op("i32.mul").get(split).i32(1).op("i32.sub").op("i32.add");
+    f.get(split).op("i32.div_u").op("local.tee", at).get(items).get(at, items).op("i32.lt_u").op("select");
+  };
+  /** Sets `split`: `parts` when the step (columns `items`, step `s`) is worth that many, else 1 (part 0 alone). */
+  const setSplit = () => {
+    f.i32(parts).i32(1);
+    f.get(items).op("f64.convert_i32_u");
+    f.op("f64.const", COLUMN_NS).op("f64.const", ROW_NS);
+    f.get(P).op("i32.load", 0).get(s).op("i32.sub").op("f64.convert_i32_s").op("f64.mul").op("f64.add");
+    f.op("f64.mul").op("f64.const", parts * STEP_PART_MIN_NS).op("f64.ge").op("select").set(split);
+  };
+  sharedRounds(f, { parts, start: START, ctl: CTL, rounds, giveUp }, (round, part) => {
+    f.get(round, nf).op("i32.lt_u").op("if", "void");
+    {
+      // Step s = round of the factorisation: columns s+1 .. cols−1.
+      f.get(round).set(s);
+      f.get(P).op("i32.load", 4).get(s).op("i32.sub").i32(1).op("i32.sub").set(items);
+      setSplit();
+      first(part, 0);
+      first(part, 1);
+      f.get(SCRATCH, C, T, P, s).op("call", factor);
+    }
+    f.op("else");
+    {
+      // Step s = rounds − 1 − round of Q: its columns s .. K−1.
+      f.get(rounds).i32(1).op("i32.sub").get(round).op("i32.sub").set(s);
+      f.get(kref, s).op("i32.sub").set(items);
+      setSplit();
+      first(part, 0);
+      first(part, 1);
+      f.get(SCRATCH, C, T).get(wantQ ? Q : C).get(P, s).op("call", qStep);
+    }
+    f.op("end");
+  });
   mb.exportFunction("run", mb.addFunction(f));
   return mb.encode();
 }
 
-const modules = new Map<string, Uint8Array<ArrayBuffer>>();
-/** Per layout, the kernel of each step (built on first use). */
-const kernels = new LruCache<string, (CustomWasmKernel | undefined)[]>(64);
-
-/** The cached kernel of step `k`, built by `make` on first use. */
-function cached(key: string, k: number, make: () => CustomWasmKernel): CustomWasmKernel {
-  let steps = kernels.get(key);
-  if (steps === undefined) {
-    steps = [];
-    kernels.set(key, steps);
-  }
-  return steps[k] ??= make();
-}
-
-function moduleOf(kind: StepKind, guarded: boolean): Uint8Array<ArrayBuffer> {
-  const key = `${kind}|${guarded}`;
-  let bytes = modules.get(key);
-  if (bytes === undefined) {
-    bytes = stepModule(kind, guarded);
-    modules.set(key, bytes);
-  }
-  return bytes;
-}
+const COLUMN_NS = 10, ROW_NS = 0.8;
 
 /**
  * Estimated nanoseconds of one column of a step over `rows − k` rows: the dot product and the update (0.8 ns a row
  * measured on a 2-core x86 host at 521 rows).
  */
 function columnCost(rows: number, k: number): number {
-  return 10 + 0.8 * (rows - k);
+  return COLUMN_NS + ROW_NS * (rows - k);
 }
 
-function checkStep(what: string, p: HouseholderLayout, k: number, limit: number): void {
-  if (!Number.isInteger(k) || k < 0 || k >= limit) {
-    throw new RangeError(`${what}: step ${k} outside 0..${limit - 1} for a ${p.rows}x${p.cols} matrix`);
-  }
-}
+/** Least estimated work (ns) of a part of a step of {@link qrJobModule}: a smaller step is left to part 0. */
+const STEP_PART_MIN_NS = 4_000;
 
-/**
- * The wasm form of step k of the factorisation (`hhStepWGSL`, host twin `hhStepHost`): work items are the columns
- * k+1 .. cols−1; the item of column k+1 also computes reflector k+1. Bindings as the WGSL's: matrix, τ, parameters,
- * [guard].
- */
-export function hhStepWasm(p: HouseholderLayout, k: number): CustomWasmKernel {
-  checkStep("hhStepWasm", p, k, reflectorCount(p) - 1);
-  return cached(`factor|${p.rows}|${p.cols}|${p.guarded === true}`, k, () => ({
-    bytes: moduleOf("factor", p.guarded === true),
-    items: p.cols - k - 1,
-    itemCost: columnCost(p.rows, k),
-    scratchBytes: 0,
-    usesMath: false,
-    args: [k],
-  }));
-}
+const jobBytes = new Map<string, Uint8Array<ArrayBuffer>>();
+const jobKernels = new LruCache<string, CustomWasmKernel>(64);
 
 /**
- * The wasm form of step k of Q's backward accumulation (`qStepWGSL`, host twin `qStepHost`): work items are the
- * columns k .. K−1 of Q. Bindings as the WGSL's: factored matrix, τ, Q, parameters, [guard].
+ * The wasm form of every step of a factorisation (and of Q's accumulation with `wantQ`) as one pool job
+ * ({@link qrJobModule}) for a pool of `threads` threads: its work items are one ticket per part of the steps, as many
+ * as threads (at most {@link SWEEP_MAX_PARTS}) but with {@link SWEEP_PART_MIN_NS} of a step's mean estimated work per
+ * part, each costed at its share of the job, so the pool hands every thread one ticket. Bindings: matrix, τ, [Q,]
+ * parameters, [guard,] control words.
  */
-export function qStepWasm(p: HouseholderLayout, k: number): CustomWasmKernel {
+export function qrJobWasm(p: HouseholderLayout, wantQ: boolean, threads: number): CustomWasmKernel {
   const kref = reflectorCount(p);
-  checkStep("qStepWasm", p, k, kref);
-  return cached(`q|${p.rows}|${p.cols}|${p.guarded === true}`, k, () => ({
-    bytes: moduleOf("q", p.guarded === true),
-    items: kref - k,
-    itemCost: columnCost(p.rows, k),
-    scratchBytes: 0,
-    usesMath: false,
-    args: [k],
-  }));
+  const guarded = p.guarded === true;
+  let total = 0, rounds = kref - 1;
+  for (let s = 0; s < kref - 1; s++) total += (p.cols - s - 1) * columnCost(p.rows, s);
+  if (wantQ) {
+    const nq = Math.min(kref, p.rows - 1);
+    for (let s = 0; s < nq; s++) total += (kref - s) * columnCost(p.rows, s);
+    rounds += nq;
+  }
+  const perRound = total / Math.max(1, rounds);
+  const parts = Math.max(1, Math.min(threads, SWEEP_MAX_PARTS, Math.floor(perRound / SWEEP_PART_MIN_NS)));
+  const key = `${p.rows}|${p.cols}|${guarded}|${wantQ}|${parts}`;
+  let k = jobKernels.get(key);
+  if (k === undefined) {
+    const bytesKey = `${parts}|${wantQ}|${guarded}`;
+    let bytes = jobBytes.get(bytesKey);
+    if (bytes === undefined) jobBytes.set(bytesKey, bytes = qrJobModule(parts, wantQ, guarded));
+    k = { bytes, items: parts, itemCost: Math.ceil(total / parts), scratchBytes: 0, usesMath: false };
+    jobKernels.set(key, k);
+  }
+  return k;
 }

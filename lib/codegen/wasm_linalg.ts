@@ -249,6 +249,75 @@ const SWEEP_SPINS = 65536;
 export const SWEEP_GIVE_UP_SLEEPS = 60_000;
 
 /**
+ * Emits into `f` the rounds of a job that every thread calling it shares (the machinery of
+ * {@link jacobiSweepModule}, whose doc says why it is so): each of the `rounds` rounds (an i32 local) is cut into
+ * `parts` parts, and a call with work items from `start` (an i32 parameter) owns part `start mod parts`. Each round a
+ * thread claims its own part first, then any part no thread has claimed, runs `part(round, part)` (i32 locals) for
+ * each part it claimed and counts it finished, and waits until every part of the round is finished before the next.
+ * Control words at `ctl` (an i32 parameter, {@link SWEEP_CONTROL_WORDS} of them, zero when the job starts): the
+ * finished parts, the sleepers, and the rounds for which each part is claimed. A thread starts at the round in
+ * progress; it polls the finished parts, then sleeps on them (counted among the sleepers, woken by a thread that
+ * finishes a part), and traps after `giveUp` sleeps of one round that end with no part finished.
+ */
+export function sharedRounds(
+  f: FnBuilder,
+  o: { parts: number; start: number; ctl: number; rounds: number; giveUp: number },
+  part: (round: number, part: number) => void,
+): void {
+  const { parts, ctl, rounds } = o;
+  const [round, own, i, p, need, spins, seen, nParts, idle] = Array.from({ length: 9 }, () => f.local("i32"));
+  f.get(o.start).i32(parts).op("i32.rem_u").set(own);
+  f.i32(parts).set(nParts);
+  // Start at the round in progress: every part of the rounds before it is finished.
+  f.get(ctl).op("i32.atomic.load", 0).i32(parts).op("i32.div_u").set(round);
+  f.op("block").op("loop");
+  {
+    f.get(round, rounds).op("i32.ge_u").op("br_if", 1);
+    f.i32(0).set(i);
+    loop(f, i, nParts, 1, () => {
+      f.get(own, i).op("i32.add").i32(parts).op("i32.rem_u").set(p);
+      // Claim the part for this round: its claim word goes from round to round + 1 unless a thread came first.
+      f.get(ctl).get(p).i32(4).op("i32.mul").op("i32.add");
+      f.get(round).get(round).i32(1).op("i32.add").op("i32.atomic.rmw.cmpxchg", 8);
+      f.get(round).op("i32.eq").op("if", "void");
+      {
+        part(round, p);
+        f.get(ctl).i32(1).op("i32.atomic.rmw.add", 0).op("drop");
+        f.get(ctl).op("i32.atomic.load", 4).op("if", "void");
+        f.get(ctl).i32(0x7fffffff).op("memory.atomic.notify", 0).op("drop");
+        f.op("end");
+      }
+      f.op("end");
+    });
+    f.get(round).i32(1).op("i32.add").set(round);
+    // Wait until every part of the round is finished: poll, then sleep until a finished part wakes the sleepers
+    // (or 1 ms passed).
+    f.get(round).i32(parts).op("i32.mul").set(need);
+    f.i32(0).set(spins);
+    f.i32(0).set(idle);
+    f.op("block").op("loop");
+    {
+      f.get(ctl).op("i32.atomic.load", 0).get(need).op("i32.ge_u").op("br_if", 1);
+      f.get(spins).i32(1).op("i32.add").op("local.tee", spins).i32(SWEEP_SPINS).op("i32.lt_u").op("br_if", 0);
+      f.get(ctl).i32(1).op("i32.atomic.rmw.add", 4).op("drop");
+      f.get(ctl).op("i32.atomic.load", 0).op("local.tee", seen).get(need).op("i32.lt_u").op("if", "void");
+      // 2: timed out. Give up after `giveUp` of them in this round.
+      f.get(ctl).get(seen).op("i64.const", 1_000_000).op("memory.atomic.wait32", 0).i32(2).op("i32.eq");
+      f.op("if", "void");
+      f.get(idle).i32(1).op("i32.add").op("local.tee", idle).i32(o.giveUp).op("i32.ge_u");
+      f.op("if", "void").op("unreachable").op("end");
+      f.op("end");
+      f.op("end");
+      f.get(ctl).i32(-1).op("i32.atomic.rmw.add", 4).op("drop");
+      f.op("br", 0);
+    }
+    f.op("end").op("end");
+    f.op("br", 0);
+  }
+  f.op("end").op("end");
+}
+
+/**
  * `run(start, end, scratch, src, a, b, cnt, params, floor, ctl)`: one whole sweep, the `slots − 1` rounds of
  * `jacobiSweepHost` (round 0 reads src and writes a, then the rounds ping-pong between a and b), run by every thread
  * that calls it. Every round is cut into `parts` ranges of consecutive pairs, and its work items are `parts`
@@ -277,10 +346,7 @@ export function jacobiSweepModule(
   mb.importMemory("env", "mem", { min: 1, max: WASM_MAX_PAGES, shared: true });
   const pairs = addPairsFunction(mb, opts.fma === true);
   const f = new FnBuilder(Array.from({ length: 10 }, () => "i32" as const), []);
-  const [rounds, round, own, i, part, half, count, need, spins, seen, nParts, idle] = Array.from(
-    { length: 12 },
-    () => f.local("i32"),
-  );
+  const [rounds, half, count] = Array.from({ length: 3 }, () => f.local("i32"));
   // run's parameters: 0 start, 1 end, 2 scratch, 3 src, 4 a, 5 b, 6 cnt, 7 params, 8 floor, 9 ctl.
   const [START, S, A, B, CNT, PRM, FLR, CTL] = [0, 3, 4, 5, 6, 7, 8, 9];
   /** Pushes the first pair of part `p` (a local): ⌊p · half / parts⌋. */
@@ -290,63 +356,17 @@ export function jacobiSweepModule(
   };
   f.get(PRM).op("i32.load", 8).i32(1).op("i32.shr_u").set(half);
   f.get(PRM).op("i32.load", 8).i32(1).op("i32.sub").set(rounds);
-  f.get(START).i32(parts).op("i32.rem_u").set(own);
-  f.i32(parts).set(nParts);
   f.i32(0).set(count);
-  // Start at the round in progress: every part of the rounds before it is finished.
-  f.get(CTL).op("i32.atomic.load", 0).i32(parts).op("i32.div_u").set(round);
-  f.op("block").op("loop");
-  {
-    f.get(round, rounds).op("i32.ge_u").op("br_if", 1);
-    f.i32(0).set(i);
-    loop(f, i, nParts, 1, () => {
-      f.get(own, i).op("i32.add").i32(parts).op("i32.rem_u").set(part);
-      // Claim the part for this round: its claim word goes from round to round + 1 unless a thread came first.
-      f.get(CTL).get(part).i32(4).op("i32.mul").op("i32.add");
-      f.get(round).get(round).i32(1).op("i32.add").op("i32.atomic.rmw.cmpxchg", 8);
-      f.get(round).op("i32.eq").op("if", "void");
-      {
-        firstPair(() => f.get(part));
-        firstPair(() => f.get(part).i32(1).op("i32.add"));
-        // Round 0 reads src; odd rounds read a and write b, even ones read b and write a.
-        f.get(S);
-        f.get(A, B).get(round).i32(1).op("i32.and").op("select");
-        f.get(round).op("i32.eqz").op("select");
-        f.get(B, A).get(round).i32(1).op("i32.and").op("select");
-        f.get(PRM, FLR).op("call", pairs).get(count).op("i32.add").set(count);
-        f.get(CTL).i32(1).op("i32.atomic.rmw.add", 0).op("drop");
-        f.get(CTL).op("i32.atomic.load", 4).op("if", "void");
-        f.get(CTL).i32(0x7fffffff).op("memory.atomic.notify", 0).op("drop");
-        f.op("end");
-      }
-      f.op("end");
-    });
-    f.get(round).i32(1).op("i32.add").set(round);
-    // Wait until every part of the round is finished: poll, then sleep until a finished part wakes the sleepers
-    // (or 1 ms passed).
-    f.get(round).i32(parts).op("i32.mul").set(need);
-    f.i32(0).set(spins);
-    f.i32(0).set(idle);
-    f.op("block").op("loop");
-    {
-      f.get(CTL).op("i32.atomic.load", 0).get(need).op("i32.ge_u").op("br_if", 1);
-      f.get(spins).i32(1).op("i32.add").op("local.tee", spins).i32(SWEEP_SPINS).op("i32.lt_u").op("br_if", 0);
-      f.get(CTL).i32(1).op("i32.atomic.rmw.add", 4).op("drop");
-      f.get(CTL).op("i32.atomic.load", 0).op("local.tee", seen).get(need).op("i32.lt_u").op("if", "void");
-      // 2: timed out. Give up after `giveUp` of them in this round.
-      f.get(CTL).get(seen).op("i64.const", 1_000_000).op("memory.atomic.wait32", 0).i32(2).op("i32.eq");
-      f.op("if", "void");
-      f.get(idle).i32(1).op("i32.add").op("local.tee", idle).i32(giveUp).op("i32.ge_u");
-      f.op("if", "void").op("unreachable").op("end");
-      f.op("end");
-      f.op("end");
-      f.get(CTL).i32(-1).op("i32.atomic.rmw.add", 4).op("drop");
-      f.op("br", 0);
-    }
-    f.op("end").op("end");
-    f.op("br", 0);
-  }
-  f.op("end").op("end");
+  sharedRounds(f, { parts, start: START, ctl: CTL, rounds, giveUp }, (round, part) => {
+    firstPair(() => f.get(part));
+    firstPair(() => f.get(part).i32(1).op("i32.add"));
+    // Round 0 reads src; odd rounds read a and write b, even ones read b and write a.
+    f.get(S);
+    f.get(A, B).get(round).i32(1).op("i32.and").op("select");
+    f.get(round).op("i32.eqz").op("select");
+    f.get(B, A).get(round).i32(1).op("i32.and").op("select");
+    f.get(PRM, FLR).op("call", pairs).get(count).op("i32.add").set(count);
+  });
   f.get(count).op("if", "void");
   f.get(CNT).get(count).op("i32.atomic.rmw.add", 0).op("drop");
   f.op("end");

@@ -13,6 +13,7 @@ import {
   hhStepWGSL,
   type HouseholderLayout,
   householderParams,
+  type HouseholderVariant,
   qInitHost,
   qInitWGSL,
   qStepHost,
@@ -24,7 +25,8 @@ import { runKernels } from "../tensor/custom.ts";
 import { tensor } from "../tensor/creation.ts";
 import { type F32, realize, type Tensor, withShape } from "../tensor/tensor.ts";
 import { LOOP_BUDGET } from "../codegen/split_loops.ts";
-import { hhStepWasm, qStepWasm } from "../codegen/wasm_householder.ts";
+import { qrJobWasm } from "../codegen/wasm_householder.ts";
+import { SWEEP_CONTROL_WORDS } from "../codegen/wasm_linalg.ts";
 import { checkOptions } from "../options.ts";
 import { jacobiWorkgroup } from "./jacobi.ts";
 import { absMaxScale, checkMatrix, iota, nonFinitePoison } from "./common.ts";
@@ -57,7 +59,8 @@ export interface HouseholderFactors {
 
 /**
  * Householder QR of a matrix given column-major (`cols` rows of `rows` floats, i.e. the transpose), in one
- * submission. With `guard` (a one-element u32 tensor) every launch but the copy of the matrix is skipped when it
+ * submission: WebGPU launches every step on its own, the CPU devices run all steps in one launch (on wasm one pool
+ * job, `qrJobWasm`), with the same results bit for bit as the cpu device's. With `guard` (a one-element u32 tensor) every launch but the copy of the matrix is skipped when it
  * holds 0: on the GPU each launch reads it, while the CPU devices read it once (nothing to wait for) and launch only
  * the copy, which leaves the same outputs (the factored matrix the input, τ and Q zero). `wg` overrides the
  * workgroup size (tests).
@@ -93,53 +96,100 @@ export async function householderColumns(
     bindings: [C, T, P, ...g],
     host: hhFirstHost(p),
   }];
-  const step = hhStepWGSL(v);
-  for (let s = 0; s < k - 1; s++) {
+  const perJob = dev !== "webgpu";
+  if (perJob) {
+    // CPU devices: Q's identity first (the factorisation does not touch it), then every step in one launch, on
+    // wasm one pool job whose threads share each step's columns.
+    if (opts.wantQ) launches.push(qInit(p, v, Q, P, g));
+    const CTL = Q + 1;
+    const qb = opts.wantQ ? [Q] : [];
     launches.push({
-      name: "qr_step",
-      wgsl: step,
-      dispatch: [cols - s - 1, 1, 1],
-      bindings: [C, T, P, ...g],
-      host: hhStepHost(p, s),
-      wasm: () => hhStepWasm(p, s),
+      name: "qr_steps",
+      wgsl: null,
+      dispatch: [1, 1, 1],
+      bindings: [C, T, ...qb, P, ...g, CTL],
+      host: stepsHost(p, opts.wantQ),
+      wasm: (features) => qrJobWasm(p, opts.wantQ, features.threads),
     });
-  }
-  if (opts.wantQ) {
-    launches.push({
-      name: "qr_q_init",
-      wgsl: qInitWGSL(v),
-      dispatch: grid(rows * k, 64),
-      bindings: [Q, P, ...g],
-      host: qInitHost(p),
-    });
-    const qStep = qStepWGSL(v);
-    // Reflector rows-1 (a 1x1 block) is always the identity.
-    for (let s = Math.min(k, rows - 1) - 1; s >= 0; s--) {
+  } else {
+    const step = hhStepWGSL(v);
+    for (let s = 0; s < k - 1; s++) {
       launches.push({
-        name: "qr_q_step",
-        wgsl: qStep,
-        dispatch: [k - s, 1, 1],
-        bindings: [C, T, Q, P, ...g],
-        host: qStepHost(p, s),
-        wasm: () => qStepWasm(p, s),
+        name: "qr_step",
+        wgsl: step,
+        dispatch: [cols - s - 1, 1, 1],
+        bindings: [C, T, P, ...g],
+        host: hhStepHost(p, s),
       });
+    }
+    if (opts.wantQ) {
+      launches.push(qInit(p, v, Q, P, g));
+      const qStep = qStepWGSL(v);
+      // Reflector rows-1 (a 1x1 block) is always the identity.
+      for (let s = Math.min(k, rows - 1) - 1; s >= 0; s--) {
+        launches.push({
+          name: "qr_q_step",
+          wgsl: qStep,
+          dispatch: [k - s, 1, 1],
+          bindings: [C, T, Q, P, ...g],
+          host: qStepHost(p, s),
+        });
+      }
     }
   }
   const outputs = [
     { shape: [cols, rows], dtype: "f32" as const },
     { shape: [k], dtype: "f32" as const },
     { shape: opts.wantQ ? [k, rows] : [1], dtype: "f32" as const },
+    ...(perJob ? [{ shape: [SWEEP_CONTROL_WORDS], dtype: "u32" as const }] : []),
   ];
   const skip = opts.guard !== undefined && dev !== "webgpu" && (await opts.guard.data())[0] === 0;
-  const [factored, taus, q] = await runKernels(
+  const [factored, taus, q, control] = await runKernels(
     inputs,
     outputs,
     skip ? launches.slice(0, 1) : launches,
   ) as F32[];
   params.dispose();
   size.dispose();
+  control?.dispose();
   if (!opts.wantQ) q.dispose();
   return { factored, taus, q: opts.wantQ ? q : null };
+}
+
+/** Q's identity (`qInitWGSL`), into binding `q`. */
+function qInit(
+  p: HouseholderLayout,
+  v: HouseholderVariant,
+  q: number,
+  prm: number,
+  g: number[],
+): KernelLaunch {
+  return {
+    name: "qr_q_init",
+    wgsl: qInitWGSL(v),
+    dispatch: grid(p.rows * reflectorCount(p), 64),
+    bindings: [q, prm, ...g],
+    host: qInitHost(p),
+  };
+}
+
+/**
+ * Host twin of the steps' job ({@link qrJobWasm}): bindings matrix, τ, [Q,] parameters, [guard,] control words (not
+ * used); the steps of the factorisation, then with Q those of its accumulation, each as its own launch computes it.
+ */
+function stepsHost(
+  p: HouseholderLayout,
+  wantQ: boolean,
+): (b: (Float32Array | Int32Array | Uint32Array)[]) => void {
+  const k = reflectorCount(p);
+  const factor = Array.from({ length: k - 1 }, (_, s) => hhStepHost(p, s));
+  const qSteps = wantQ ? Array.from({ length: Math.min(k, p.rows - 1) }, (_, s) => qStepHost(p, s)) : [];
+  return (b) => {
+    const [c, t] = b;
+    const rest = b.slice(wantQ ? 3 : 2, b.length - 1); // parameters, [guard]
+    for (const step of factor) step([c, t, ...rest]);
+    for (let s = qSteps.length - 1; s >= 0; s--) qSteps[s]([c, t, b[2], ...rest]);
+  };
 }
 
 /** The upper-triangular R (K×cols) of column-major factors (`cols` records of `rows`), as a lazy tensor. */

@@ -1,7 +1,17 @@
-/** The hand-written Householder kernels: WGSL against the host twins, and the guard that skips them. */
+/** The hand-written Householder kernels: WGSL and wasm against the host twins, and the guard that skips them. */
 import { deepEqual, equal } from "node:assert/strict";
 import { tensor } from "../../mod.ts";
 import { householderColumns } from "../../lib/linalg/qr.ts";
+import { qrJobWasm } from "../../lib/codegen/wasm_householder.ts";
+import { SWEEP_CONTROL_WORDS } from "../../lib/codegen/wasm_linalg.ts";
+import {
+  hhFirstHost,
+  hhStepHost,
+  householderParams,
+  qInitHost,
+  qStepHost,
+  reflectorCount,
+} from "../../kernels/householder.wgsl.ts";
 import { getBackend } from "../../lib/runtime/realize.ts";
 import type { WasmBackend } from "../../lib/runtime/wasm.ts";
 import type { F32 } from "../../mod.ts";
@@ -86,7 +96,7 @@ function bits(a: ArrayLike<number>): Uint32Array {
   return new Uint32Array(Float32Array.from(a).buffer);
 }
 
-Deno.test("householder kernels: the wasm steps equal the cpu device bit for bit, split over 1 or 2 threads", async () => {
+Deno.test("householder kernels: the wasm job of all steps equals the cpu device bit for bit, on 1 or 2 threads", async () => {
   const rng = new TestRng(904);
   const wasm = await getBackend("wasm") as WasmBackend;
   const threadsBefore = wasm.threads;
@@ -140,15 +150,87 @@ Deno.test("householder kernels: the wasm steps equal the cpu device bit for bit,
           ["factored matrix", "taus", "Q"].forEach((name, i) =>
             deepEqual(bits(got[i]), bits(want[i]), `${name}, ${label}`)
           );
-          const steps = lines.filter((l) => /^wasm qr_(q_)?step /.test(l));
-          equal(steps.some((l) => l.includes("(host)")), false, `a step ran its host twin, ${label}`);
-          const split = steps.some((l) => / items x2 /.test(l));
+          // Every step in one pool job.
+          const steps = lines.filter((l) => /^wasm qr_(q_)?steps? /.test(l));
+          equal(steps.length, guard === 0 ? 0 : 1, `launches of steps, ${label}`);
+          equal(steps.some((l) => l.includes("(host)")), false, `the steps ran their host twin, ${label}`);
+          const split = steps.some((l) => /^wasm qr_steps 2 items x2 /.test(l));
           equal(split, threads === 2 && rows === 400 && guard !== 0, `steps split over 2 threads, ${label}`);
-          if (guard === 0) equal(steps.length, 0, `steps launched under a zero guard, ${label}`);
         }
       }
     }
   } finally {
     wasm.setThreads(threadsBefore);
+  }
+});
+
+Deno.test("householder kernels: a thread of the wasm job starts a step only once every column of the one before is done", async () => {
+  // A worker joins a job cut into two parts whose step 0 is done but for part 1 (claimed, as it were, by a thread
+  // that lost its core): it must wait (and goes to sleep), claiming and writing nothing of step 1, until that part
+  // is counted finished, then do every other step alone, giving the host twins' bits.
+  const rng = new TestRng(905);
+  const p = { rows: 800, cols: 40 };
+  const { rows, cols } = p;
+  const k = reflectorCount(p);
+  const kernel = qrJobWasm(p, true, 2);
+  equal(kernel.items, 2, "two parts");
+  const prm = householderParams(p);
+  const c = Float32Array.from(rng.normals(rows * cols));
+  const taus = new Float32Array(k);
+  hhFirstHost(p)([c, taus, prm]);
+  hhStepHost(p, 0)([c, taus, prm]);
+  const identity = new Float32Array(k * rows);
+  qInitHost(p)([identity, prm]);
+  // What the host twins give from there.
+  const [wc, wt, wq] = [c.slice(), taus.slice(), identity.slice()];
+  for (let s = 1; s < k - 1; s++) hhStepHost(p, s)([wc, wt, prm]);
+  for (let s = Math.min(k, rows - 1) - 1; s >= 0; s--) qStepHost(p, s)([wc, wt, wq, prm]);
+  const mem = new WebAssembly.Memory({ initial: 8, maximum: 8, shared: true });
+  const at = { c: 0, t: 4 * rows * cols, q: 4 * (rows * cols + k), p: 4 * (2 * rows * cols + k), ctl: 0 };
+  at.ctl = at.p + 16;
+  const view = (o: number, n: number) => new Float32Array(mem.buffer, o, n);
+  view(at.c, rows * cols).set(c);
+  view(at.t, k).set(taus);
+  view(at.q, k * rows).set(identity);
+  new Uint32Array(mem.buffer, at.p, 3).set(prm);
+  // Control words: parts finished, sleepers, then each part's claimed rounds.
+  const ctl = new Int32Array(mem.buffer, at.ctl, SWEEP_CONTROL_WORDS);
+  ctl.set([1, 0, 1, 1]);
+  const code = `self.onmessage = (e) => {
+    const { bytes, mem, args } = e.data;
+    new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { mem } }).exports.run(...args);
+    self.postMessage("done");
+  };`;
+  const url = URL.createObjectURL(new Blob([code], { type: "text/javascript" }));
+  const worker = new Worker(url, { type: "module" });
+  try {
+    let finished = false;
+    const done = new Promise<void>((resolve) => {
+      worker.onmessage = () => {
+        finished = true;
+        resolve();
+      };
+    });
+    worker.postMessage({ bytes: kernel.bytes, mem, args: [0, 1, 0, at.c, at.t, at.q, at.p, at.ctl] });
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    for (let i = 0; i < 500 && Atomics.load(ctl, 1) === 0; i++) await sleep(10);
+    equal(Atomics.load(ctl, 1), 1, "the worker sleeps, waiting for step 0");
+    await sleep(50);
+    equal(finished, false, "the job ended while a part of step 0 was unfinished");
+    deepEqual([Atomics.load(ctl, 2), Atomics.load(ctl, 3)], [1, 1], "parts claimed for step 1");
+    deepEqual(bits(view(at.c, rows * cols)), bits(c), "step 1 wrote the matrix");
+    deepEqual(bits(view(at.t, k)), bits(taus), "step 1 wrote τ");
+    Atomics.add(ctl, 0, 1);
+    Atomics.notify(ctl, 0);
+    await done;
+    const what = `(TEST_SEED=${TEST_SEED})`;
+    deepEqual(bits(view(at.c, rows * cols)), bits(wc), `factored matrix ${what}`);
+    deepEqual(bits(view(at.t, k)), bits(wt), `τ ${what}`);
+    deepEqual(bits(view(at.q, k * rows)), bits(wq), `Q ${what}`);
+    const rounds = k - 1 + Math.min(k, rows - 1);
+    deepEqual(Array.from(ctl.subarray(0, 4)), [2 * rounds, 0, rounds, rounds], `control words ${what}`);
+  } finally {
+    worker.terminate();
+    URL.revokeObjectURL(url);
   }
 });
