@@ -60,10 +60,10 @@ export interface HouseholderFactors {
 /**
  * Householder QR of a matrix given column-major (`cols` rows of `rows` floats, i.e. the transpose), in one
  * submission: WebGPU launches every step on its own, the CPU devices run all steps in one launch (on wasm one pool
- * job, `qrJobWasm`), with the same results bit for bit as the cpu device's. With `guard` (a one-element u32 tensor) every launch but the copy of the matrix is skipped when it
- * holds 0: on the GPU each launch reads it, while the CPU devices read it once (nothing to wait for) and launch only
- * the copy, which leaves the same outputs (the factored matrix the input, τ and Q zero). `wg` overrides the
- * workgroup size (tests).
+ * job, `qrJobWasm`), with the same results bit for bit as the cpu device's. With `guard` (a one-element u32 tensor)
+ * every launch but the copy of the matrix is skipped when it holds 0: on the GPU each launch reads it, while the CPU
+ * devices read it once (nothing to wait for) and launch only the copy, which leaves the same outputs (the factored
+ * matrix the input, τ and Q zero). `wg` overrides the workgroup size (tests).
  */
 export async function householderColumns(
   colMajor: F32,
