@@ -3,7 +3,6 @@ import { deepEqual, equal } from "node:assert/strict";
 import { tensor } from "../../mod.ts";
 import { householderColumns } from "../../lib/linalg/qr.ts";
 import { qrJobWasm } from "../../lib/codegen/wasm_householder.ts";
-import { SWEEP_CONTROL_WORDS } from "../../lib/codegen/wasm_linalg.ts";
 import {
   hhFirstHost,
   hhStepHost,
@@ -16,6 +15,7 @@ import { getBackend } from "../../lib/runtime/realize.ts";
 import type { WasmBackend } from "../../lib/runtime/wasm.ts";
 import type { F32 } from "../../mod.ts";
 import { assertClose, debugLines, TEST_SEED, TestRng } from "../_helpers.ts";
+import { joinLate } from "./_late_worker.ts";
 
 Deno.test("householder kernels: webgpu (workgroups of 8, 64, 256) equals the host twins", async () => {
   const rng = new TestRng(902);
@@ -193,44 +193,21 @@ Deno.test("householder kernels: a thread of the wasm job starts a step only once
   view(at.t, k).set(taus);
   view(at.q, k * rows).set(identity);
   new Uint32Array(mem.buffer, at.p, 3).set(prm);
-  // Control words: parts finished, sleepers, then each part's claimed rounds.
-  const ctl = new Int32Array(mem.buffer, at.ctl, SWEEP_CONTROL_WORDS);
-  ctl.set([1, 0, 1, 1]);
-  const code = `self.onmessage = (e) => {
-    const { bytes, mem, args } = e.data;
-    new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { mem } }).exports.run(...args);
-    self.postMessage("done");
-  };`;
-  const url = URL.createObjectURL(new Blob([code], { type: "text/javascript" }));
-  const worker = new Worker(url, { type: "module" });
-  try {
-    let finished = false;
-    const done = new Promise<void>((resolve) => {
-      worker.onmessage = () => {
-        finished = true;
-        resolve();
-      };
-    });
-    worker.postMessage({ bytes: kernel.bytes, mem, args: [0, 1, 0, at.c, at.t, at.q, at.p, at.ctl] });
-    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-    for (let i = 0; i < 500 && Atomics.load(ctl, 1) === 0; i++) await sleep(10);
-    equal(Atomics.load(ctl, 1), 1, "the worker sleeps, waiting for step 0");
-    await sleep(50);
-    equal(finished, false, "the job ended while a part of step 0 was unfinished");
-    deepEqual([Atomics.load(ctl, 2), Atomics.load(ctl, 3)], [1, 1], "parts claimed for step 1");
-    deepEqual(bits(view(at.c, rows * cols)), bits(c), "step 1 wrote the matrix");
-    deepEqual(bits(view(at.t, k)), bits(taus), "step 1 wrote τ");
-    Atomics.add(ctl, 0, 1);
-    Atomics.notify(ctl, 0);
-    await done;
-    const what = `(TEST_SEED=${TEST_SEED})`;
-    deepEqual(bits(view(at.c, rows * cols)), bits(wc), `factored matrix ${what}`);
-    deepEqual(bits(view(at.t, k)), bits(wt), `τ ${what}`);
-    deepEqual(bits(view(at.q, k * rows)), bits(wq), `Q ${what}`);
-    const rounds = k - 1 + Math.min(k, rows - 1);
-    deepEqual(Array.from(ctl.subarray(0, 4)), [2 * rounds, 0, rounds, rounds], `control words ${what}`);
-  } finally {
-    worker.terminate();
-    URL.revokeObjectURL(url);
-  }
+  const ctl = await joinLate(
+    kernel.bytes,
+    mem,
+    [0, 1, 0, at.c, at.t, at.q, at.p, at.ctl],
+    at.ctl,
+    "step",
+    () => {
+      deepEqual(bits(view(at.c, rows * cols)), bits(c), "step 1 wrote the matrix");
+      deepEqual(bits(view(at.t, k)), bits(taus), "step 1 wrote τ");
+    },
+  );
+  const what = `(TEST_SEED=${TEST_SEED})`;
+  deepEqual(bits(view(at.c, rows * cols)), bits(wc), `factored matrix ${what}`);
+  deepEqual(bits(view(at.t, k)), bits(wt), `τ ${what}`);
+  deepEqual(bits(view(at.q, k * rows)), bits(wq), `Q ${what}`);
+  const rounds = k - 1 + Math.min(k, rows - 1);
+  deepEqual(Array.from(ctl.subarray(0, 4)), [2 * rounds, 0, rounds, rounds], `control words ${what}`);
 });

@@ -28,6 +28,7 @@ import {
   solveShape,
 } from "../../kernels/jacobi_solve.wgsl.ts";
 import { assertClose, debugLines, TEST_SEED, TestRng } from "../_helpers.ts";
+import { joinLate } from "./_late_worker.ts";
 
 Deno.test("jacobi ordering: one sweep meets every pair once and brings every record home", () => {
   for (const slots of [2, 4, 10, 64]) {
@@ -396,53 +397,23 @@ Deno.test("jacobi sweep: a thread of the wasm sweep starts a round only once eve
   new Float32Array(mem.buffer, at.a, n).set(round0);
   new Uint32Array(mem.buffer, at.params, 4).set(jacobiParams(layout, tol));
   new Float32Array(mem.buffer, at.floor, 1)[0] = floor;
-  // Control words: parts finished, sleepers, then each part's claimed rounds.
-  const ctl = new Int32Array(mem.buffer, at.ctl, SWEEP_CONTROL_WORDS);
-  ctl.set([1, 0, 1, 1]);
-  const code = `self.onmessage = (e) => {
-    const { bytes, mem, args } = e.data;
-    new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { mem } }).exports.run(...args);
-    self.postMessage("done");
-  };`;
-  const url = URL.createObjectURL(new Blob([code], { type: "text/javascript" }));
-  const worker = new Worker(url, { type: "module" });
-  try {
-    let finished = false;
-    const done = new Promise<void>((resolve) => {
-      worker.onmessage = () => {
-        finished = true;
-        resolve();
-      };
-    });
-    const args = [0, 1, 0, at.src, at.a, at.b, at.cnt, at.params, at.floor, at.ctl];
-    worker.postMessage({ bytes: kernel.bytes, mem, args });
-    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-    for (let i = 0; i < 500 && Atomics.load(ctl, 1) === 0; i++) await sleep(10);
-    equal(Atomics.load(ctl, 1), 1, "the worker sleeps, waiting for round 0");
-    await sleep(50);
-    equal(finished, false, "the sweep ended while a part of round 0 was unfinished");
-    deepEqual([Atomics.load(ctl, 2), Atomics.load(ctl, 3)], [1, 1], "parts claimed for round 1");
+  const args = [0, 1, 0, at.src, at.a, at.b, at.cnt, at.params, at.floor, at.ctl];
+  const ctl = await joinLate(kernel.bytes, mem, args, at.ctl, "round", () => {
     deepEqual(
       Array.from(new Float32Array(mem.buffer, at.b, n)),
       new Array(n).fill(0),
       "round 1 wrote records",
     );
-    Atomics.add(ctl, 0, 1);
-    Atomics.notify(ctl, 0);
-    await done;
-    const what = `(TEST_SEED=${TEST_SEED})`;
-    // Rounds 1..slots-2 alone: the last (even) one writes a.
-    deepEqual(bits(new Float32Array(mem.buffer, at.a, n)), bits(want.records), `records ${what}`);
-    equal(new Uint32Array(mem.buffer, at.cnt, 1)[0], want.count, `counted rotations ${what}`);
-    deepEqual(
-      Array.from(ctl.subarray(0, 4)),
-      [2 * (slots - 1), 0, slots - 1, slots - 1],
-      `control words ${what}`,
-    );
-  } finally {
-    worker.terminate();
-    URL.revokeObjectURL(url);
-  }
+  });
+  const what = `(TEST_SEED=${TEST_SEED})`;
+  // Rounds 1..slots-2 alone: the last (even) one writes a.
+  deepEqual(bits(new Float32Array(mem.buffer, at.a, n)), bits(want.records), `records ${what}`);
+  equal(new Uint32Array(mem.buffer, at.cnt, 1)[0], want.count, `counted rotations ${what}`);
+  deepEqual(
+    Array.from(ctl.subarray(0, 4)),
+    [2 * (slots - 1), 0, slots - 1, slots - 1],
+    `control words ${what}`,
+  );
 });
 
 Deno.test("jacobi sweep: a thread of the wasm sweep whose round never ends traps instead of waiting for ever", () => {

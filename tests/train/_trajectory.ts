@@ -4,6 +4,19 @@ import { type DeviceName, type Shape, type Tensor, tensor } from "../../mod.ts";
 import { type StEntry, toFloat32 } from "../../lib/io/safetensors.ts";
 import type { StepRecord } from "../../lib/train/mod.ts";
 
+/** The settings every reference run records (expected.safetensors' metadata "options"). */
+export interface TrajectorySettings {
+  base: string;
+  schedule: "cosine" | "linear";
+  warmup: number;
+  lr: number;
+  betas: [number, number];
+  eps: number;
+  weight_decay: number;
+  clip: number;
+  steps: number;
+}
+
 /** The float64 values of an F64 entry. */
 export function toFloat64(e: StEntry): Float64Array {
   ok(e.dtype === "F64", `expected F64, got ${e.dtype}`);

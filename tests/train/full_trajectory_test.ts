@@ -39,21 +39,18 @@ import { hfName } from "../../lib/models/names.ts";
 import { AdamW, cosineSchedule, linearSchedule } from "../../lib/nn/optim/mod.ts";
 import { Trainer } from "../../lib/train/mod.ts";
 import { relError } from "../_helpers.ts";
-import { checkLossesAndNorms, fixtureBatches, toFloat64, worstRelative } from "./_trajectory.ts";
+import {
+  checkLossesAndNorms,
+  fixtureBatches,
+  toFloat64,
+  type TrajectorySettings,
+  worstRelative,
+} from "./_trajectory.ts";
 
 const ROOT = new URL("../fixtures/", import.meta.url).pathname;
 
 /** The settings of the reference run (expected.safetensors' metadata "options"). */
-interface FullRunSettings {
-  base: string;
-  schedule: "cosine" | "linear";
-  warmup: number;
-  lr: number;
-  betas: [number, number];
-  eps: number;
-  weight_decay: number;
-  clip: number;
-  steps: number;
+interface FullRunSettings extends TrajectorySettings {
   /** Whether the base's classifier is its embedding table. */
   tied: boolean;
   /** transformers' names of the parameters its Trainer gives no weight decay (biases, norm gains). */

@@ -37,21 +37,18 @@ import { loadAdapter, LORA_TRAINABLE, loraPlusOptions, saveAdapter } from "../..
 import { AdamW, cosineSchedule, linearSchedule, type Schedule } from "../../lib/nn/optim/mod.ts";
 import { Trainer } from "../../lib/train/mod.ts";
 import { relError } from "../_helpers.ts";
-import { checkLossesAndNorms, fixtureBatches, toFloat64, worstRelative } from "./_trajectory.ts";
+import {
+  checkLossesAndNorms,
+  fixtureBatches,
+  toFloat64,
+  type TrajectorySettings,
+  worstRelative,
+} from "./_trajectory.ts";
 
 const ROOT = new URL("../fixtures/", import.meta.url).pathname;
 
 /** The settings of the reference run (expected.safetensors' metadata "options"). */
-interface RunSettings {
-  base: string;
-  schedule: "cosine" | "linear";
-  warmup: number;
-  lr: number;
-  betas: [number, number];
-  eps: number;
-  weight_decay: number;
-  clip: number;
-  steps: number;
+interface RunSettings extends TrajectorySettings {
   /** LoRA+: B (and DoRA's magnitudes) at this multiple of lr, in PEFT's create_loraplus_optimizer. */
   loraplus_ratio?: number;
   /** Micro-batches per step (gradient accumulation; absent: 1). */
