@@ -64,6 +64,7 @@ import {
   writeFileAtomicSync,
 } from "../mod.ts";
 import {
+  accumulatedText,
   type Claim,
   deviceField,
   distinctList,
@@ -157,6 +158,10 @@ const Config = z.object({
   alpha: z.number().positive().optional().describe("lora_alpha (default r, so s = 1 as in the paper)"),
   steps: z.number().int().positive().default(300).describe("training steps"),
   batchSize: z.number().int().positive().default(64).describe("examples per batch"),
+  // Optional rather than a default of 1, so that the configurations of runs from before it still resume.
+  accumulate: z.number().int().positive().optional().describe(
+    "batches per optimiser step (gradient accumulation; default 1): the step's gradient is their mean",
+  ),
   examples: z.number().int().positive().default(4096).describe("training examples drawn from the teacher"),
   teacherRank: z.number().int().positive().default(8).describe("rank of the teacher's shift of each layer"),
   teacherShift: z.number().positive().default(0.5).describe("‖teacher − base‖_F / ‖base‖_F per layer"),
@@ -374,8 +379,10 @@ async function train(spec: RunSpec, seed: number, task: Task, cfg: Config, devic
   const trainer = new Trainer({
     model,
     optimizer: opt,
-    batch: (step) => {
-      const idx = epochIndices(cfg.examples, { batchSize: cfg.batchSize, seed, step });
+    // With accumulate k, step s takes the seed's batches (s − 1)·k + 1 .. s·k.
+    batch: (step, micro) => {
+      const at = (step - 1) * (cfg.accumulate ?? 1) + micro + 1;
+      const idx = epochIndices(cfg.examples, { batchSize: cfg.batchSize, seed, step: at });
       const xb = new Float32Array(cfg.batchSize * w);
       const yb = new Float32Array(cfg.batchSize * w);
       idx.forEach((i, r) => {
@@ -389,6 +396,7 @@ async function train(spec: RunSpec, seed: number, task: Task, cfg: Config, devic
     },
     loss: (m, b) => mse(m.forward(b.x as F32) as F32, b.y as F32),
     steps: cfg.steps,
+    accumulate: cfg.accumulate ?? 1,
     readEvery: cfg.readEvery,
     track,
     progress: Deno.stderr.isTerminal() ? `${spec.label} seed ${seed}` : false,
@@ -970,9 +978,9 @@ async function main(): Promise<void> {
         cfg.alpha ?? cfg.rank
       }; regression (MSE) onto a teacher whose ` +
       `layers are the base's plus a rank-${cfg.teacherRank} shift of relative size ${cfg.teacherShift}; ` +
-      `${cfg.examples} examples, batch ${cfg.batchSize}, ${cfg.steps} steps, seeds ${
-        cfg.seeds.join(", ")
-      }. ` +
+      `${cfg.examples} examples, batch ${cfg.batchSize}${
+        accumulatedText(cfg.accumulate)
+      }, ${cfg.steps} steps, seeds ${cfg.seeds.join(", ")}. ` +
       `Adapters start from LoRAM's init with a fixed gain Q (ν[s·B₀·A₀] = Q·ν[W], random orthonormal bases, offset ` +
       `into W); no weight decay, no clipping. LoRAM's log gain at r = ${cfg.rank}, K = ${cfg.width} would be ${
         loramLogGain(cfg.rank, cfg.width, cfg.width).toFixed(3)
