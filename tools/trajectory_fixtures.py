@@ -113,6 +113,41 @@ def schedule_factor(c: dict):
     return make(torch.optim.SGD([torch.zeros(1)], lr=1.0), c["warmup"], STEPS).lr_lambdas[0]
 
 
+def train(model, params: list, opt, c: dict, ids: torch.Tensor, labels: torch.Tensor,
+          micro: int = 1) -> tuple[dict, dict]:
+    """Runs the case's STEPS steps over `params` with `opt` and the case's schedule and clipping, step k (0-based)
+    over batches k·micro .. k·micro + micro - 1, each micro-batch's loss divided by micro before its backward; returns
+    the run's tensors of expected.safetensors but the finals ("lr_b": the last group's rates, LoRA+'s B group), and
+    the losses and norms to print."""
+    factor = schedule_factor(c)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: factor(s + 1))
+    losses, norms, lrs, lrs_b = [], [], [], []
+    model.train()
+    for k in range(STEPS):
+        step_losses = []
+        for j in range(micro):
+            loss = model(input_ids=ids[k * micro + j], labels=labels[k * micro + j]).loss
+            (loss / micro).backward()
+            step_losses.append(loss.item())
+        losses.append(sum(step_losses) / micro)
+        norms.append(float(torch.nn.utils.clip_grad_norm_(params, c["clip"])))
+        lrs.append(opt.param_groups[0]["lr"])
+        lrs_b.append(opt.param_groups[-1]["lr"])
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+    tensors = {
+        "input_ids": ids.to(torch.int32).contiguous(),
+        "labels": labels.to(torch.int32).contiguous(),
+        "loss": torch.tensor(losses, dtype=torch.float32),
+        "grad_norm": torch.tensor(norms, dtype=torch.float32),
+        "lr": torch.tensor(lrs, dtype=torch.float64),
+        "lr_b": torch.tensor(lrs_b, dtype=torch.float64),
+        "hf_lr": torch.tensor([c["lr"] * factor(k) for k in range(STEPS)], dtype=torch.float64),
+    }
+    return tensors, {"loss": [round(x, 4) for x in losses], "grad_norm": [round(x, 4) for x in norms]}
+
+
 def write_case(name: str, c: dict) -> dict:
     torch.manual_seed(c["seed"])
     # A relative path, so that adapter_config.json's base_model_name_or_path does not depend on the checkout.
@@ -139,53 +174,23 @@ def write_case(name: str, c: dict) -> dict:
         (out / "adapter_config.json").write_text(json.dumps(saved, indent=2, sort_keys=True))
     keys = list(load_file(out / "adapter_model.safetensors"))
 
-    factor = schedule_factor(c)
     adam = dict(lr=c["lr"], betas=c["betas"], eps=c["eps"])
     if "loraplus_ratio" in c:
         opt = create_loraplus_optimizer(model, torch.optim.AdamW, loraplus_lr_ratio=c["loraplus_ratio"],
                                         loraplus_weight_decay=c["weight_decay"], **adam)
     else:
         opt = torch.optim.AdamW(params, weight_decay=c["weight_decay"], **adam)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: factor(s + 1))
-    # Micro-batches per step: step k (0-based) runs batches k·micro .. k·micro + micro - 1.
+    # Micro-batches per step (gradient accumulation).
     micro = c.get("accumulate", 1)
     ids, labels = batches(c["seed"], base.config.vocab_size, STEPS * micro)
-    losses, norms, lrs, lrs_b = [], [], [], []
-    model.train()
-    for k in range(STEPS):
-        if micro == 1:
-            loss = model(input_ids=ids[k], labels=labels[k]).loss
-            loss.backward()
-            losses.append(loss.item())
-        else:
-            step_losses = []
-            for j in range(micro):
-                loss = model(input_ids=ids[k * micro + j], labels=labels[k * micro + j]).loss
-                (loss / micro).backward()
-                step_losses.append(loss.item())
-            losses.append(sum(step_losses) / micro)
-        norms.append(float(torch.nn.utils.clip_grad_norm_(params, c["clip"])))
-        lrs.append(opt.param_groups[0]["lr"])
-        lrs_b.append(opt.param_groups[-1]["lr"])  # LoRA+'s B group (the same group without LoRA+)
-        opt.step()
-        sched.step()
-        opt.zero_grad()
+    tensors, printed = train(model, params, opt, c, ids, labels, micro)
     state = peft.get_peft_model_state_dict(model)
-    tensors = {
-        "input_ids": ids.to(torch.int32).contiguous(),
-        "labels": labels.to(torch.int32).contiguous(),
-        "loss": torch.tensor(losses, dtype=torch.float32),
-        "grad_norm": torch.tensor(norms, dtype=torch.float32),
-        "lr": torch.tensor(lrs, dtype=torch.float64),
-        "lr_b": torch.tensor(lrs_b, dtype=torch.float64),
-        "hf_lr": torch.tensor([c["lr"] * factor(k) for k in range(STEPS)], dtype=torch.float64),
-    }
     tensors |= {f"final.{k}": state[k].detach().float().contiguous() for k in keys}
     options = {k: v for k, v in c.items() if k != "seed"} | {"steps": STEPS, "rank": 4}
     versions = {"torch": torch.__version__.split("+")[0], "transformers": transformers.__version__,
                 "peft": peft.__version__}
     save_file(tensors, out / "expected.safetensors", metadata={"options": json.dumps(options | versions)})
-    return {"loss": [round(x, 4) for x in losses], "grad_norm": [round(x, 4) for x in norms]}
+    return printed
 
 
 def write_full_case(name: str, c: dict) -> dict:
@@ -202,31 +207,12 @@ def write_full_case(name: str, c: dict) -> dict:
         {"params": [p for n, p in named if n in decay], "weight_decay": c["weight_decay"]},
         {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
     ], lr=c["lr"], betas=c["betas"], eps=c["eps"])
-    factor = schedule_factor(c)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: factor(s + 1))
     ids, labels = batches(c["seed"], model.config.vocab_size, STEPS)
     pad = model.config.pad_token_id
     if pad is not None:  # padding holds the pad token: row 1's -100 tail
         ids[:, 1][labels[:, 1] == -100] = pad
-    losses, norms, lrs = [], [], []
-    model.train()
-    for k in range(STEPS):
-        loss = model(input_ids=ids[k], labels=labels[k]).loss
-        loss.backward()
-        losses.append(loss.item())
-        norms.append(float(torch.nn.utils.clip_grad_norm_(params, c["clip"])))
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-        opt.zero_grad()
-    tensors = {
-        "input_ids": ids.to(torch.int32).contiguous(),
-        "labels": labels.to(torch.int32).contiguous(),
-        "loss": torch.tensor(losses, dtype=torch.float32),
-        "grad_norm": torch.tensor(norms, dtype=torch.float32),
-        "lr": torch.tensor(lrs, dtype=torch.float64),
-        "hf_lr": torch.tensor([c["lr"] * factor(k) for k in range(STEPS)], dtype=torch.float64),
-    }
+    tensors, printed = train(model, params, opt, c, ids, labels)
+    del tensors["lr_b"]  # both groups run at the same rate
     tensors |= {f"final.{n}": p.detach().float().contiguous() for n, p in named}
     options = {k: v for k, v in c.items() if k != "seed"} | {"steps": STEPS, "tied": tied, "no_decay": no_decay}
     versions = {"torch": torch.__version__.split("+")[0], "transformers": transformers.__version__}
@@ -235,7 +221,7 @@ def write_full_case(name: str, c: dict) -> dict:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     save_file(tensors, out / "expected.safetensors", metadata={"options": json.dumps(options | versions)})
-    return {"loss": [round(x, 4) for x in losses], "grad_norm": [round(x, 4) for x in norms]}
+    return printed
 
 
 def main() -> None:
