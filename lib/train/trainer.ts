@@ -412,30 +412,14 @@ export class Trainer<M extends object, B extends Batch = Batch> {
         "Trainer: the optimiser must be created over the same model object (new AdamW(model, ...))",
       );
     }
-    if (!Number.isInteger(options.steps) || options.steps < 1) {
-      throw new RangeError(`Trainer: steps must be a positive integer, got ${options.steps}`);
-    }
+    // TRAINER_OPTIONS refused steps, readEvery, accumulate and checkpoint.every that are not positive integers and
+    // a clipNorm that is not positive, naming the option and the value.
     this.#readEvery = options.readEvery ?? 10;
-    if (!Number.isInteger(this.#readEvery) || this.#readEvery < 1) {
-      throw new RangeError(`Trainer: readEvery must be a positive integer, got ${options.readEvery}`);
-    }
-    if (
-      options.accumulate !== undefined && !(Number.isInteger(options.accumulate) && options.accumulate >= 1)
-    ) {
-      throw new RangeError(`Trainer: accumulate must be a positive integer, got ${options.accumulate}`);
-    }
-    if (options.clipNorm !== undefined && !(options.clipNorm > 0)) {
-      throw new RangeError(`Trainer: clipNorm must be > 0, got ${options.clipNorm}`);
-    }
     if (options.lastGoodPath !== undefined && options.stopOnNonFinite === false) {
       throw new RangeError(
         `Trainer: lastGoodPath "${options.lastGoodPath}" is written when the run stops on a non-finite value; ` +
           `with stopOnNonFinite false it would never be`,
       );
-    }
-    const every = options.checkpoint?.every;
-    if (every !== undefined && (!Number.isInteger(every) || every < 1)) {
-      throw new RangeError(`Trainer: checkpoint.every must be a positive integer, got ${every}`);
     }
     // Files the run writes must be distinct: a checkpoint renamed over the metrics file would take every record.
     const ck = options.checkpoint?.path;
@@ -630,16 +614,13 @@ export class Trainer<M extends object, B extends Batch = Batch> {
         opt.adopt(packed, opt.stepCount);
       }
     }
-    // Roles are told by storage identity, before the step's realization replaces anything.
-    const state = new Map<Storage, string>();
-    for (const [key, t] of opt.currentPacks) {
-      const st = baseStorage(t);
-      if (st !== null) state.set(st, key);
-    }
+    // Roles are told by storage identity, before the step's realization replaces anything (only a compiled step
+    // reads them).
+    const state = compile ? packStorages(opt) : null;
     const micro: MicroTrace[] = [];
     const { value, grads, aux, sums } = k === 1
       ? { ...this.#gradients(batches[0], s), sums: [] }
-      : await this.#accumulate(batches, s, compile ? state : null, micro);
+      : await this.#accumulate(batches, s, state, micro);
     const auxNames = Object.keys(aux);
     const groupSq = opt.groups.map((g) => sumOfSquares(g.paths.map((p) => grads[p])));
     let total = groupSq[0];
@@ -684,7 +665,13 @@ export class Trainer<M extends object, B extends Batch = Batch> {
       const storages = await realizeNodes(roots, { record: (r) => (rec = r) });
       const leaves = new Map(roots.map((n, i) => [n, bufferNode(storages[i], n.shape, n.dtype)]));
       for (const t of [...pending.tensors, vector]) t.setNode(leaves.get(t.node)!);
-      roles = leafRoles(rec!, state, read.storages, pending.scalars.node.storage!, sumRoles(sums, opt.paths));
+      roles = leafRoles(
+        rec!,
+        state!,
+        read.storages,
+        pending.scalars.node.storage!,
+        sumRoles(sums, opt.paths),
+      );
     } else {
       await realize(...pending.tensors, vector);
     }
@@ -1323,4 +1310,14 @@ function sumName(i: number, paths: readonly string[]): string {
 /** The storage of each running sum (see {@link sumName}), by name. */
 function sumRoles(sums: readonly Tensor[], paths: readonly string[]): Map<Storage, string> {
   return new Map(sums.map((t, i) => [t.node.storage!, sumName(i, paths)]));
+}
+
+/** The storage of each of the optimiser's current parameter packs, by pack key. */
+function packStorages(opt: Optimizer): Map<Storage, string> {
+  const state = new Map<Storage, string>();
+  for (const [key, t] of opt.currentPacks) {
+    const st = baseStorage(t);
+    if (st !== null) state.set(st, key);
+  }
+  return state;
 }
