@@ -18,6 +18,7 @@ import { WASM_MAX_PAGES } from "./wasm_emit.ts";
 import { LruCache } from "./lru.ts";
 import {
   loop,
+  passDistances,
   sharedRounds,
   SWEEP_GIVE_UP_SLEEPS,
   SWEEP_MAX_PARTS,
@@ -105,17 +106,10 @@ function addStepFunction(mb: ModuleBuilder, kind: StepKind): number {
   f.get(T, kB).op("i32.add").op("f32.load", 0).op("f64.promote_f32").set(tau);
   f.get(START).set(w);
   loop(f, w, END, COLUMNS_PER_PASS, () => {
-    // Columns j = first + w .. j + 3: column j + c is dist[c − 1] bytes after column j while w + c < end, else the
-    // column before it again (its sums computed twice, used once).
+    // Columns j = first + w .. j + 3: column j + c is dist[c − 1] bytes after column j.
     f.get(K).i32(kind === "factor" ? 1 : 0).op("i32.add").get(w).op("i32.add");
     f.get(rowsB).op("i32.mul").get(X).op("i32.add").set(xo);
-    for (let c = 1; c < COLUMNS_PER_PASS; c++) {
-      f.get(w).i32(c).op("i32.add").get(END).op("i32.lt_s").op("if", "i32");
-      f.get(rowsB).i32(c).op("i32.mul").op("else");
-      if (c === 1) f.i32(0);
-      else f.get(dist[c - 2]);
-      f.op("end").set(dist[c - 1]);
-    }
+    passDistances(f, w, END, rowsB, dist);
     // w = x_k, then w += v_i·x_i for i = k+1 .. rows−1: columns j + 2h (lane 0) and j + 2h + 1 (lane 1) in sums[h].
     f.get(kB).set(off);
     sums.forEach((acc, h) => {

@@ -16,6 +16,27 @@ import { FnBuilder, lanesMask, ModuleBuilder } from "./wasm_encode.ts";
 import { WASM_MAX_PAGES } from "./wasm_emit.ts";
 import { LruCache } from "./lru.ts";
 
+/**
+ * Sets `dist[j − 1]` (j = 1 .. dist.length), the byte distance from item `w` to item w + j of a pass, to j·`unit`
+ * while w + j < `end`, else to the distance of item w + j − 1 (0 for j = 1): items past the end repeat the one
+ * before them (their results computed twice, used once). `w`, `end`, `unit` and `dist` are i32 locals.
+ */
+export function passDistances(
+  f: FnBuilder,
+  w: number,
+  end: number,
+  unit: number,
+  dist: readonly number[],
+): void {
+  for (let j = 1; j <= dist.length; j++) {
+    f.get(w).i32(j).op("i32.add").get(end).op("i32.lt_s").op("if", "i32");
+    f.get(unit).i32(j).op("i32.mul").op("else");
+    if (j === 1) f.i32(0);
+    else f.get(dist[j - 2]);
+    f.op("end").set(dist[j - 1]);
+  }
+}
+
 /** `for (; v < limit; v += step) body()` over i32 locals `v` and `limit` (`v` set by the caller). */
 export function loop(f: FnBuilder, v: number, limit: number, step: number, body: () => void): void {
   f.op("block").op("loop");
@@ -158,15 +179,8 @@ function addPairsFunction(mb: ModuleBuilder, fma: boolean): number {
   f.get(START).set(w);
   loop(f, w, END, 1, () => {
     addresses();
-    // Pair w + j (j < PAIRS_PER_PASS) has its records `dist[j − 1]` bytes after p and before q: j·stride while
-    // w + j < end, else the distance of pair w + j − 1 (whose sums are then computed twice, and used once).
-    for (let j = 1; j < PAIRS_PER_PASS; j++) {
-      f.get(w).i32(j).op("i32.add").get(END).op("i32.lt_s").op("if", "i32");
-      f.get(strideB).i32(j).op("i32.mul").op("else");
-      if (j === 1) f.i32(0);
-      else f.get(dist[j - 2]);
-      f.op("end").set(dist[j - 1]);
-    }
+    // Pair w + j (j < PAIRS_PER_PASS) has its records `dist[j − 1]` bytes after p and before q.
+    passDistances(f, w, END, strideB, dist);
     for (const v of sums.flat()) f.op("v128.const", new Uint8Array(16)).set(v);
     /** Pushes the byte address of entries `off..` of pair w + j's record at p (`sign` 1) or at q (−1). */
     const at = (base: number, j: number, sign: 1 | -1) => {
