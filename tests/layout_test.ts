@@ -13,7 +13,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 37_800,
+  lib: 37_810,
   lab: 8_450,
   experiments: 4_900,
   bench: 4_400,

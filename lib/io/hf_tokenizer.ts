@@ -25,7 +25,7 @@ import {
   HfTokenizerPort,
 } from "../../deps.ts";
 import type { TextDecodeOptions, TextEncodeOptions, TextTokenizer } from "./text_tokenizer.ts";
-import type { TokenStreamDecoder } from "./tokenizer.ts";
+import { checkWellFormed, type TokenStreamDecoder } from "./tokenizer.ts";
 import { z } from "../../deps.ts";
 import { checkOptions } from "../options.ts";
 
@@ -729,6 +729,7 @@ export class HfTokenizer implements TextTokenizer {
    */
   encode(text: string, options: TextEncodeOptions = {}): number[] {
     checkOptions("HfTokenizer.encode", ENCODE_OPTIONS, options);
+    checkWellFormed("HfTokenizer.encode", text);
     const { bos = true } = options;
     return this.#port.encode(text, { add_special_tokens: bos }).ids;
   }

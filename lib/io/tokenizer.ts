@@ -315,6 +315,7 @@ export class Tokenizer {
    */
   encode(text: string, options: EncodeOptions = {}): number[] {
     checkOptions("Tokenizer.encode", ENCODE_OPTIONS, options);
+    checkWellFormed("Tokenizer.encode", text);
     const { bos = true, eos = false } = options;
     const out: number[] = [];
     if (bos) out.push(BOS_ID);
@@ -551,4 +552,28 @@ export async function writeTokenizer(
   maxTokenLength?: number,
 ): Promise<void> {
   await writeFileAtomic(path, serializeTokenizer(pieces, maxTokenLength));
+}
+
+/**
+ * Refuses a text that is not well-formed UTF-16: one with a lone surrogate (half of a character outside the Basic
+ * Multilingual Plane, e.g. an emoji cut in two by slicing a string). UTF-8 cannot encode it; `TextEncoder` writes
+ * U+FFFD in its place, so the ids would be those of a character the text does not have. transformers' tokenizers
+ * refuse such a text too. Throws a RangeError naming `who`, the surrogate and its index.
+ */
+export function checkWellFormed(who: string, text: string): void {
+  if (text.isWellFormed()) return;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0xd800 || c > 0xdfff) continue;
+    const next = text.charCodeAt(i + 1);
+    if (c <= 0xdbff && next >= 0xdc00 && next <= 0xdfff) {
+      i++;
+      continue;
+    }
+    throw new RangeError(
+      `${who}: the text has a lone surrogate U+${c.toString(16).toUpperCase()} at index ${i} (half of a ` +
+        `character, e.g. from slicing a string inside a surrogate pair): it is not valid Unicode and UTF-8 cannot ` +
+        `encode it`,
+    );
+  }
 }

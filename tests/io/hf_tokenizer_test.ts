@@ -543,3 +543,14 @@ Deno.test("HfTokenizer: a misspelt encode, decode, streamDecoder or fromJson opt
   );
   equal(HfTokenizer.fromJson(json, { config }).bosId, want.bos_token_id ?? undefined);
 });
+
+Deno.test("HF tokenizer: a lone surrogate is refused naming it and its index, as transformers refuses it", async () => {
+  // transformers 5 raises a TypeError for such a text; TextEncoder would have tokenized U+FFFD in its place.
+  for (const name of ["bytelevel_bos", "sentencepiece_legacy"]) {
+    const tok = await loadTokenizer(`${FIXTURES}${name}`);
+    throws(() => tok.encode("ab\uDC00cd"), /HfTokenizer\.encode: .*lone surrogate U\+DC00 at index 2/);
+    throws(() => tok.encode("x\uD83E", { bos: false }), /lone surrogate U\+D83E at index 1/);
+    const whole = tok.encode("x\u{1F980}", { bos: false });
+    equal(tok.decode(whole), "x🦀");
+  }
+});

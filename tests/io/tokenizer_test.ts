@@ -254,3 +254,15 @@ Deno.test("Tokenizer.encode refuses a misspelt option instead of dropping it", (
   assert.throws(() => tok.encode("abc", { eso: true } as never), /Tokenizer\.encode: unknown option "eso"/);
   assert.deepEqual(tok.encode("abc", { bos: false, eos: true }), [259, 265, 2]);
 });
+
+Deno.test("Tokenizer.encode refuses a lone surrogate, naming it and its index", () => {
+  const tok = new Tokenizer(syntheticPieces());
+  // TextEncoder wrote U+FFFD (three byte tokens) in its place: ids of a character the text does not have.
+  assert.throws(() => tok.encode("ab\uD800c"), /Tokenizer\.encode: .*lone surrogate U\+D800 at index 2/);
+  assert.throws(() => tok.encode("abc\uD83E"), /lone surrogate U\+D83E at index 3/); // an emoji cut after its half
+  assert.throws(() => tok.encode("\uDD80abc"), /lone surrogate U\+DD80 at index 0/);
+  // A whole pair is one character: encoded as before (its four UTF-8 bytes, byte fallback here).
+  const ids = tok.encode("a\u{1F980}", { bos: false });
+  // llama2.c's byte tokens: byte b is id b + 3.
+  assert.deepEqual(ids.slice(-4), [0xf0, 0x9f, 0xa6, 0x80].map((b) => b + 3));
+});
