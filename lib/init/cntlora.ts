@@ -24,6 +24,7 @@ import {
   type LoraInit,
   loraScale,
 } from "./types.ts";
+import { warnZeroTriplets } from "./pissa.ts";
 
 /** The constraint set: Cross (Eq. 1–4), Self (Eq. 5–12) or Shift (Eq. 13–17). */
 export type CntLoraMode = "x" | "s" | "sh";
@@ -445,6 +446,18 @@ export async function cntloraInitLayers(
   const out = new Map<string, LoraInit>();
   for (let i = 0; i < decs.length; i++) {
     const init = await split(decs[i], ranks[i], opts, alpha);
+    // The SVD split puts S^p into A and S^(1−p) into B: for 0 < p < 1 a zero singular value of ΔW zeroes both (p = 0
+    // or 1 keeps a unit factor, and the QR split an orthonormal B, which train like plain LoRA).
+    const p = opts.p ?? 0.5;
+    if (decs[i].svd !== undefined && p > 0 && p < 1) {
+      warnZeroTriplets(
+        "cntlora",
+        decs[i].weight.shape,
+        Float32Array.from(sv[i]),
+        [...Array(ranks[i]).keys()],
+        `the update ΔW = W_est − W of the [${decs[i].weight.shape}] weight`,
+      );
+    }
     init.info = {
       mode: opts.mode ?? "x",
       gram: opts.gram ?? "sum",

@@ -40,7 +40,7 @@ import {
   type LoraInit,
   loraScale,
 } from "./types.ts";
-import { splitTriplets } from "./pissa.ts";
+import { splitTriplets, warnZeroTriplets } from "./pissa.ts";
 
 /** Options of {@link cordaInit}. */
 export interface CordaOptions extends CommonInitOptions {
@@ -206,6 +206,14 @@ export async function cordaInit(weight: F32, opts: CordaOptions = {}): Promise<L
   const d = await cordaDecompose(weight, opts.activations, { damping: opts.damping });
   const k = Math.min(dOut, dIn);
   const [lo, hi] = mode === "ipm" ? [0, rank] : [k - rank, k];
+  // C_fix is invertible, so W·C_fix has the rank of W.
+  warnZeroTriplets(
+    "corda",
+    weight.shape,
+    (await d.s.data()) as Float32Array,
+    Array.from({ length: rank }, (_, i) => lo + i),
+    `W·C_fix for the [${weight.shape}] weight`,
+  );
   const { a, b, base } = await splitTriplets(weight, {
     u: d.u.slice(null, [lo, hi]),
     s: d.s.slice([lo, hi]),

@@ -36,6 +36,7 @@ import {
   type LoraInit,
   loraScale,
 } from "./types.ts";
+import { warnZeroTriplets } from "./pissa.ts";
 
 /** Options of {@link loftqInit}. */
 export interface LoftqOptions extends CommonInitOptions {
@@ -79,6 +80,7 @@ export async function loftqInit(weight: F32, opts: LoftqOptions = {}): Promise<L
   let r: F32 | null = null;
   const errors: F32[] = [];
   let quantError: F32 | null = null;
+  let lastS: F32 | null = null; // singular values of the last W − Q_t
   for (let t = 0; t < iterations; t++) {
     const qt = await nf4Qdq(res, { blockSize });
     const diff = weight.sub(qt);
@@ -95,7 +97,8 @@ export async function loftqInit(weight: F32, opts: LoftqOptions = {}): Promise<L
       extra.push(quantError);
     }
     await realize(qt, lt, rt, err, ...extra, ...(next === null ? [] : [next]));
-    f.s.dispose();
+    if (t + 1 < iterations) f.s.dispose();
+    else lastS = f.s;
     f.vh.dispose();
     diff.dispose();
     if (res !== weight) res.dispose();
@@ -118,8 +121,16 @@ export async function loftqInit(weight: F32, opts: LoftqOptions = {}): Promise<L
     r!.dispose();
     l!.dispose();
   }
-  const report = await concat([quantError!, ...errors]).data() as Float32Array;
-  for (const e of [quantError!, ...errors]) e.dispose();
+  const report = await concat([quantError!, ...errors, lastS!]).data() as Float32Array;
+  for (const e of [quantError!, ...errors, lastS!]) e.dispose();
+  // W on the NF4 grid (an all-zero W included) leaves no error to correct: A = B = 0.
+  warnZeroTriplets(
+    "loftq",
+    weight.shape,
+    report.subarray(1 + iterations),
+    [...Array(rank).keys()],
+    `the quantisation error W − Q of the [${weight.shape}] weight`,
+  );
   return {
     a,
     b,
@@ -128,7 +139,7 @@ export async function loftqInit(weight: F32, opts: LoftqOptions = {}): Promise<L
     alpha,
     scale,
     info: {
-      errors: Array.from(report.subarray(1)),
+      errors: Array.from(report.subarray(1, 1 + iterations)),
       quantizationError: report[0],
       iterations,
       blockSize,

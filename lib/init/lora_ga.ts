@@ -18,6 +18,7 @@ import {
   type LoraInit,
   loraScale,
 } from "./types.ts";
+import { warnZeroTriplets } from "./pissa.ts";
 
 /** Which singular directions go into A and B. */
 export type LoraGaDirection = "ArB2r" | "A2rBr" | "ArBr" | "random";
@@ -190,6 +191,10 @@ export async function loraGaInit(weight: F32, opts: LoraGaOptions = {}): Promise
       const qW = Math.min(4 * rank, dOut, dIn);
       const sw = ((opts.exact ?? true) ? await svd(w2) : await svdLowRank(w2, qW, { niter: 4, seed })).s;
       if (variant === "official") {
+        // Both factors are scaled by the mean of √(σ_i/s) over W's top r: 0 for an all-zero W (PEFT's variant
+        // scales B only, and A keeps its unit rows).
+        const values = (await sw.data()) as Float32Array;
+        if (!(values[0] > 0)) warnZeroTriplets("lora-ga", weight.shape, values, [...Array(rank).keys()]);
         const avg = sw.slice([0, rank]).div(s).sqrt().mean();
         a = a.mul(avg);
         b = b.mul(avg);

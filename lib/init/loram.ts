@@ -46,7 +46,7 @@ import {
   type LoraInit,
   loraScale,
 } from "./types.ts";
-import { pissaInit } from "./pissa.ts";
+import { pissaInit, warnZeroTriplets } from "./pissa.ts";
 import { miloraInit } from "./milora.ts";
 import { oloraInit } from "./olora.ts";
 import { cordaInit } from "./corda.ts";
@@ -163,6 +163,8 @@ export async function loramInit(weight: F32, opts: LoramOptions = {}): Promise<L
   const phiM = await basisOf(basis, m, rank, deriveSeed(seed, "loram", "in"), dev);
   // The target energy ν[B·A]·nm, a 0-d tensor on the weight's device.
   let energy: F32;
+  // What sets it, for the warning when it is 0 (undefined: rank 1 with the log gain, warned about below).
+  let source: string | undefined;
   if (opts.trackingMode !== undefined) {
     const common = { rank, alpha, useRslora: opts.useRslora, seed };
     const ref = await referenceInit(opts.trackingMode, weight, common, opts);
@@ -171,6 +173,7 @@ export async function loramInit(weight: F32, opts: LoramOptions = {}): Promise<L
     await realize(energy);
     for (const t of [ref.a, ref.b, ref.base]) t?.dispose();
     info.trackingMode = opts.trackingMode;
+    source = `ν[B·A] of the ${opts.trackingMode} reference`;
   } else {
     let q: number;
     if (gain === "log") {
@@ -195,6 +198,12 @@ export async function loramInit(weight: F32, opts: LoramOptions = {}): Promise<L
       throw new RangeError(`loram: gain must be "log", "exact" or a finite number >= 0, got ${String(gain)}`);
     }
     info.gain = q;
+    if (!Number.isFinite(q)) {
+      throw new RangeError(
+        `loram: the exact gain (Σ_{i≤r} σ_i)²/(r·Σ σ_i²) is ${q} for the [${weight.shape}] weight (all-zero?)`,
+      );
+    }
+    if (!(rank === 1 && gain === "log")) source = `Q[r]·‖W‖_F² (Q[r] = ${q.toPrecision(4)})`;
     // ν[BA] = Q[r]·ν[W].
     energy = weight.square().sum().mul(q);
   }
@@ -207,6 +216,18 @@ export async function loramInit(weight: F32, opts: LoramOptions = {}): Promise<L
   const a = phiM.transpose().mul(beta);
   const base = weight.sub(b.matmul(a).mul(scale));
   await realize(a, b, base);
+  if (source !== undefined) {
+    // β = 0 when the energy is: an all-zero W, a zero gain, a reference whose B·A is 0.
+    const e = await energy.item() as number;
+    const beta2 = new Float32Array(rank).fill(Math.sqrt(Math.max(e, 0) / rank));
+    warnZeroTriplets(
+      "loram",
+      weight.shape,
+      beta2,
+      [...Array(rank).keys()],
+      `B·A = β²·Φ_n·Φ_mᵀ, with β⁴ ∝ ${source} = ${e} for the [${weight.shape}] weight,`,
+    );
+  }
   phiN.dispose();
   phiM.dispose();
   energy.dispose();

@@ -87,23 +87,34 @@ export async function splitTriplets(
 /**
  * Warns when some of the singular values an adapter starts from are numerically zero (at most
  * `max(d_out, d_in)·2⁻²³·σ_max`, numpy's matrix-rank tolerance in float32): a weight of lower rank than the adapter
- * (PiSSA) or than `min(d_out, d_in) − r + 1` (MiLoRA). Those rows of A and columns of B start at ≈ 0, in directions
- * the weight does not have, and receive almost no gradient.
+ * (PiSSA) or than `min(d_out, d_in) − r + 1` (MiLoRA), an all-zero weight, a zero quantisation error (LoftQ), a
+ * zero update (CNTLoRA). Those rows of A and columns of B start at ≈ 0, in directions the matrix does not have, and
+ * receive almost no gradient; when every one is zero, A and B are both ≈ 0 and the adapter does not train at all
+ * (the gradient of A is scaled by B and that of B by A).
+ *
+ * @param method The method's name, for the message.
+ * @param shape The layer's weight shape `[d_out, d_in]`.
+ * @param all Every singular value of the matrix the adapter is cut from, descending.
+ * @param chosen The indices into `all` the adapter starts from.
+ * @param of That matrix, for the message (default: `the [d_out,d_in] weight`).
  */
 export function warnZeroTriplets(
   method: string,
   shape: readonly number[],
   all: Float32Array,
   chosen: number[],
+  of = `the [${shape}] weight`,
 ): void {
   const tol = Math.max(shape[0], shape[1]) * 2 ** -23 * all[0];
   const zero = chosen.filter((i) => !(all[i] > tol)).length;
   if (zero === 0) return;
   const rank = all.filter((v) => v > tol).length;
+  const consequence = zero === chosen.length
+    ? "A and B both start at ≈ 0, and as the gradient of each is scaled by the other, the adapter does not train"
+    : "those rows of A and columns of B start at ≈ 0 and get almost no gradient";
   console.warn(
     `${method}: ${zero} of the ${chosen.length} singular values the adapter starts from are numerically zero ` +
-      `(the [${shape}] weight has rank ${rank}): those rows of A and columns of B start at ≈ 0 and get almost no ` +
-      `gradient`,
+      `(${of} has rank ${rank}): ${consequence}`,
   );
 }
 
@@ -124,7 +135,8 @@ export async function pissaInit(weight: F32, opts: PissaOptions = {}): Promise<L
     ? await svdLowRank(weight, rank, { niter: opts.niter, seed: opts.seed ?? 0 })
     : await svd(weight);
   const sv = (await f.s.data()) as Float32Array;
-  if (!randomized) warnZeroTriplets("pissa", weight.shape, sv, [...Array(rank).keys()]);
+  // The randomized SVD gives only r values: it can tell an all-zero start (σ_max = 0), not the weight's rank.
+  if (!randomized || !(sv[0] > 0)) warnZeroTriplets("pissa", weight.shape, sv, [...Array(rank).keys()]);
   const t: Triplets = {
     u: f.u.slice(null, [0, rank]),
     s: f.s.slice([0, rank]),

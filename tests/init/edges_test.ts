@@ -5,7 +5,18 @@
  */
 import { deepEqual, rejects } from "node:assert/strict";
 import { type Shape, type Tensor, tensor } from "../../mod.ts";
-import { attachLora, miloraInit, pissaInit } from "../../lib/init/mod.ts";
+import {
+  attachLora,
+  cntloraInit,
+  cordaInit,
+  loftqInit,
+  loraGaInit,
+  loramInit,
+  miloraInit,
+  oloraInit,
+  pissaInit,
+} from "../../lib/init/mod.ts";
+import { nf4Qdq } from "../../lib/linalg/nf4.ts";
 import { Linear } from "../../lib/nn/linear.ts";
 import { NonFiniteWeightsError } from "../../lib/nn/finite.ts";
 import { assertClose, TestRng } from "../_helpers.ts";
@@ -127,7 +138,8 @@ Deno.test("PiSSA and MiLoRA warn when the adapter starts from singular values th
       "pissa: 2 of the 5 singular values the adapter starts from are numerically zero (the [32,24] weight has " +
       "rank 3): those rows of A and columns of B start at ≈ 0 and get almost no gradient",
       "milora: 2 of the 2 singular values the adapter starts from are numerically zero (the [32,24] weight has " +
-      "rank 3): those rows of A and columns of B start at ≈ 0 and get almost no gradient",
+      "rank 3): A and B both start at ≈ 0, and as the gradient of each is scaled by the other, the adapter does " +
+      "not train",
     ]);
     // The split itself is still the method's: base + s·B·A = W.
     const want = (await w.data()) as Float32Array;
@@ -139,4 +151,113 @@ Deno.test("PiSSA and MiLoRA warn when the adapter starts from singular values th
   } finally {
     console.warn = original;
   }
+});
+
+/** Runs `f`, returning what it printed with `console.warn`, one string per call. */
+async function warnings(f: () => Promise<unknown>): Promise<string[]> {
+  const got: string[] = [];
+  const original = console.warn;
+  console.warn = (...args: unknown[]) => void got.push(args.join(" "));
+  try {
+    await f();
+  } finally {
+    console.warn = original;
+  }
+  return got;
+}
+
+const DEAD =
+  "A and B both start at ≈ 0, and as the gradient of each is scaled by the other, the adapter does not train";
+
+Deno.test("an init whose A and B both start at zero warns once per layer; a usable one does not", async () => {
+  const rng = new TestRng(905);
+  const [dOut, dIn, r] = [24, 16, 2];
+  const zero = () => tensor(new Float32Array(dOut * dIn), { shape: [dOut, dIn] }) as unknown as F;
+  const acts = () => rand(rng, [2, 20, dIn]);
+  const zeroActs = tensor(new Float32Array(2 * 20 * dIn), { shape: [2, 20, dIn] }) as unknown as F;
+  // A weight exactly on the NF4 grid: LoftQ has no quantisation error left to correct.
+  const onGrid = await nf4Qdq(rand(rng, [dOut, dIn]));
+  const cases: [string, () => Promise<{ a: F; b: F }>, string][] = [
+    ["pissa", () => pissaInit(zero(), { rank: r }), `the [${dOut},${dIn}] weight has rank 0`],
+    ["pissa", () => pissaInit(zero(), { rank: r, niter: 2 }), `the [${dOut},${dIn}] weight has rank 0`],
+    ["milora", () => miloraInit(zero(), { rank: r }), `the [${dOut},${dIn}] weight has rank 0`],
+    [
+      "corda",
+      () => cordaInit(zero(), { rank: r, activations: acts() }),
+      `W·C_fix for the [${dOut},${dIn}] weight has rank 0`,
+    ],
+    ...[zero(), onGrid].map((w): [string, () => Promise<{ a: F; b: F }>, string] => [
+      "loftq",
+      () => loftqInit(w, { rank: r, iterations: 2 }),
+      `the quantisation error W − Q of the [${dOut},${dIn}] weight has rank 0`,
+    ]),
+    [
+      "loram",
+      () => loramInit(zero(), { rank: r }),
+      `B·A = β²·Φ_n·Φ_mᵀ, with β⁴ ∝ Q[r]·‖W‖_F² (Q[r] = ${
+        (Math.log(r) / Math.log(dIn)).toPrecision(4)
+      }) = 0 ` +
+      `for the [${dOut},${dIn}] weight, has rank 0`,
+    ],
+    [
+      "loram",
+      () => loramInit(rand(rng, [dOut, dIn]), { rank: r, gain: 0 }),
+      `B·A = β²·Φ_n·Φ_mᵀ, with β⁴ ∝ Q[r]·‖W‖_F² (Q[r] = 0.000) = 0 for the [${dOut},${dIn}] weight, has rank 0`,
+    ],
+    [
+      "lora-ga",
+      () => loraGaInit(zero(), { rank: r, grads: rand(rng, [dOut, dIn]), scale: "weightS" }),
+      `the [${dOut},${dIn}] weight has rank 0`,
+    ],
+    ...[[zero(), acts()], [zero(), zeroActs]].flatMap(([w, x]) =>
+      (["x", "s", "sh"] as const).map((mode): [string, () => Promise<{ a: F; b: F }>, string] => [
+        "cntlora",
+        () => cntloraInit(w, { rank: r, mode, activations: x }),
+        `the update ΔW = W_est − W of the [${dOut},${dIn}] weight has rank 0`,
+      ])
+    ),
+  ];
+  for (const [method, run, of] of cases) {
+    let res: { a: F; b: F } | undefined;
+    const got = await warnings(async () => void (res = await run()));
+    deepEqual(got, [
+      `${method}: ${r} of the ${r} singular values the adapter starts from are numerically zero (${of}): ${DEAD}`,
+    ]);
+    for (const x of [res!.a, res!.b]) {
+      const v = (await x.data()) as Float32Array;
+      deepEqual(v.every((e) => Math.abs(e) < 1e-6), true, `${method}: the warned factors are ≈ 0`);
+    }
+  }
+  // OLoRA (A = R = 0, B = Q orthonormal), CNTLoRA with p = 0 or 1 or the QR split keep one factor non-zero: that
+  // trains like plain LoRA.
+  const usable: [string, () => Promise<{ a: F; b: F }>][] = [
+    ["olora", () => oloraInit(zero(), { rank: r })],
+    ["cntlora p = 0", () => cntloraInit(zero(), { rank: r, p: 0, activations: acts() })],
+    ["cntlora p = 1", () => cntloraInit(zero(), { rank: r, p: 1, activations: acts() })],
+    ["cntlora qr", () => cntloraInit(zero(), { rank: r, split: "qr", activations: acts() })],
+    // A fresh random weight and data: nothing is zero.
+    ["pissa", () => pissaInit(rand(rng, [dOut, dIn]), { rank: r })],
+    ["milora", () => miloraInit(rand(rng, [dOut, dIn]), { rank: r })],
+    ["corda", () => cordaInit(rand(rng, [dOut, dIn]), { rank: r, mode: "kpm", activations: acts() })],
+    ["loftq", () => loftqInit(rand(rng, [dOut, dIn]), { rank: r, iterations: 2 })],
+    ["loram", () => loramInit(rand(rng, [dOut, dIn]), { rank: r })],
+    [
+      "lora-ga",
+      () => loraGaInit(rand(rng, [dOut, dIn]), { rank: r, grads: rand(rng, [dOut, dIn]), scale: "weightS" }),
+    ],
+    ["cntlora", () => cntloraInit(rand(rng, [dOut, dIn]), { rank: r, activations: acts() })],
+  ];
+  for (const [what, run] of usable) {
+    let res: { a: F; b: F } | undefined;
+    deepEqual(await warnings(async () => void (res = await run())), [], what);
+    const norms = await Promise.all(
+      [res!.a, res!.b].map(async (x) => Math.max(...((await x.data()) as Float32Array).map(Math.abs))),
+    );
+    deepEqual(norms.some((n) => n > 0.1), true, `${what}: a factor is not zero`);
+  }
+  // LoRAM's exact gain is 0/0 for an all-zero weight: refused rather than NaN factors.
+  await rejects(
+    loramInit(zero(), { rank: r, gain: "exact" }),
+    /^RangeError: loram: the exact gain .* is NaN for the \[24,16\] weight/,
+  );
 });
