@@ -21,7 +21,7 @@ const BUDGETS: Record<string, number> = {
   cli: 850,
   tools: 1_950,
   examples: 120,
-  tests: 30_921,
+  tests: 30_940,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */

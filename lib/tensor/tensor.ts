@@ -15,6 +15,7 @@ import {
   type DataArray,
   type DType,
   DTYPE_INFO,
+  GATHER_FILL,
 } from "../dtype.ts";
 import {
   type AxisOk,
@@ -718,8 +719,9 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     return this.#wrap(mk(Op.Gather, [this.#node, indices.#node], { axis: ax }));
   }
   /**
-   * One-hot encoding of an integer tensor: a new last axis of size `n` (f32 by default); an index outside 0..n-1
-   * gives a row of zeros.
+   * One-hot encoding of an integer tensor: a new last axis of size `n` (f32 by default). An index outside 0..n-1
+   * (computed on the device, where nothing can throw) gives a row of gather's fill value instead of a row of zeros
+   * that would pass for a valid line: NaN for floats, the lowest i32, the largest u32, true for bool.
    */
   oneHot<T extends DType = "f32">(n: number, dtype: T = "f32" as T): Tensor<number[], T> {
     if (this.dtype !== "i32" && this.dtype !== "u32") {
@@ -735,7 +737,9 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
       : this.cast("i32");
     const x = idx.unsqueeze(-1);
     const iota = new Tensor<Shape, "i32">(iotaNode(n, "i32", this.device));
-    return x.eq(iota).cast(dtype) as Tensor<number[], T>;
+    // inside = 0 <= x < n (a u32 index of 2³¹ or more is negative as i32); rows inside keep their bits (a select).
+    const inside = x.ge(0).where(x.lt(n), x.ge(0));
+    return inside.where(x.eq(iota).cast(dtype), GATHER_FILL[dtype]) as Tensor<number[], T>;
   }
 
   // ----- matmul -----

@@ -141,3 +141,44 @@ Deno.test("to: an unknown device is refused before anything is read", async () =
   }
   equal(message, 'to: unknown device "gpu"; expected "cpu", "wasm" or "webgpu"');
 });
+
+Deno.test("oneHot: a device index past either end gives a row of the dtype's fill, rows inside keep their bits", async () => {
+  const rng = new TestRng(TEST_SEED + 71);
+  const n = 5;
+  // Random indices in range on the host, shifted on the device (no host check sees the result) by a random shift
+  // past either end: some rows fall outside 0..n-1, the others stay inside.
+  const host = Int32Array.from({ length: 12 }, () => rng.int(0, n - 1));
+  const shifts = Int32Array.from(
+    { length: 12 },
+    (_, i) => (i % 3 === 0 ? -rng.int(n, 3 * n) : i % 3 === 1 ? rng.int(n, 3 * n) : 0),
+  );
+  const want = (fill: number) =>
+    Array.from(host, (h, i) => {
+      const k = h + shifts[i];
+      return Array.from({ length: n }, (_, j) => (k < 0 || k >= n ? fill : j === k ? 1 : 0));
+    }).flat();
+  for (const device of DEVICES) {
+    const idx = tensor(host, { shape: [3, 4], dtype: "i32", device }).add(
+      tensor(shifts, { shape: [3, 4], dtype: "i32", device }),
+    );
+    for (
+      const [dtype, fill] of [["f32", NaN], ["f16", NaN], ["i32", -2147483648], ["u32", 4294967295], [
+        "bool",
+        1,
+      ]] as const
+    ) {
+      if (dtype === "f16" && device === "cpu") continue;
+      const got = Array.from(await idx.oneHot(n, dtype).data() as ArrayLike<number>);
+      equal(JSON.stringify(show(got)), JSON.stringify(show(want(fill))), `${device} ${dtype}`);
+    }
+    // u32 indices of 2³¹ or more (negative as i32) are outside too.
+    const big = tensor(Uint32Array.from([1, 2147483648 - 1]), { shape: [2], dtype: "u32", device }).add(
+      tensor(Uint32Array.from([0, 1]), { shape: [2], dtype: "u32", device }),
+    );
+    equal(
+      JSON.stringify(show(await big.oneHot(3).data())),
+      JSON.stringify(show([0, 1, 0, NaN, NaN, NaN])),
+      `${device} u32`,
+    );
+  }
+});
