@@ -13,7 +13,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
  * size: growing past it means deciding that the folder should grow (and raising it here), not drifting.
  */
 const BUDGETS: Record<string, number> = {
-  lib: 37_880,
+  lib: 37_890,
   lab: 8_450,
   experiments: 4_900,
   bench: 4_400,
@@ -21,7 +21,7 @@ const BUDGETS: Record<string, number> = {
   cli: 850,
   tools: 1_950,
   examples: 120,
-  tests: 30_940,
+  tests: 30_970,
 };
 
 /** Every file under `dir` (relative to the root), recursively. */

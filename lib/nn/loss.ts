@@ -103,7 +103,8 @@ export function crossEntropy(
   });
   const reduction = opts.reduction ?? "mean";
   const keep = targets.ne(ignore);
-  const hit = targets.oneHot(classes, "bool");
+  // Ignored lines take class 0 (oneHot refuses the ignore index on the host); they are selected away below.
+  const hit = keep.where(targets, 0).oneHot(classes, "bool");
   // A kept target past the classes (computed on the device, so not checked above) has a one-hot of zeros: its line
   // is NaN, loss and gradient, instead of logsumexp(logits).
   // bad = keep && (target < 0 || target >= classes)

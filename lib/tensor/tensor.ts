@@ -719,9 +719,10 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     return this.#wrap(mk(Op.Gather, [this.#node, indices.#node], { axis: ax }));
   }
   /**
-   * One-hot encoding of an integer tensor: a new last axis of size `n` (f32 by default). An index outside 0..n-1
-   * (computed on the device, where nothing can throw) gives a row of gather's fill value instead of a row of zeros
-   * that would pass for a valid line: NaN for floats, the lowest i32, the largest u32, true for bool.
+   * One-hot encoding of an integer tensor: a new last axis of size `n` (f32 by default). Indices on the host
+   * outside 0..n-1 are refused, as `gather` refuses them; one computed on the device (where nothing can throw) gives
+   * a row of gather's fill value instead of a row of zeros that would pass for a valid line: NaN for floats, the
+   * lowest i32, the largest u32, true for bool.
    */
   oneHot<T extends DType = "f32">(n: number, dtype: T = "f32" as T): Tensor<number[], T> {
     if (this.dtype !== "i32" && this.dtype !== "u32") {
@@ -730,6 +731,12 @@ export class Tensor<out S extends Shape = Shape, out D extends DType = DType> {
     if (!Number.isInteger(n) || n < 0) {
       throw new RangeError(`oneHot: n must be a non-negative integer, got ${n}`);
     }
+    checkHostValues(this, {
+      op: "oneHot",
+      noun: "index",
+      limit: n,
+      rule: `is outside the ${n} classes (0..${n - 1})`,
+    });
     // Not this.cast("i32") on i32 indices: that would be a second tensor holding this one's buffer until it is
     // collected, so disposing the indices (a batch's targets) would free nothing until then.
     const idx: Tensor<Shape, "i32"> = this.dtype === "i32"

@@ -6,7 +6,7 @@
  * devices disagreed on −0, −∞ and ±∞ exponents; a pad (and so the kernel cache) with fill ∞ reused one with NaN
  * (both JSON `null`), and a constant 0 one with −0; concat turned −0 into 0.
  */
-import { equal, throws } from "node:assert/strict";
+import { deepEqual, equal, throws } from "node:assert/strict";
 import { arange, concat, full, ones, stack, tensor, where, zeros } from "../../mod.ts";
 import type { Shape, Tensor } from "../../mod.ts";
 import { TEST_SEED, TestRng } from "../_helpers.ts";
@@ -140,6 +140,32 @@ Deno.test("to: an unknown device is refused before anything is read", async () =
     message = (e as Error).message;
   }
   equal(message, 'to: unknown device "gpu"; expected "cpu", "wasm" or "webgpu"');
+});
+
+Deno.test("oneHot: host indices outside the classes are refused naming the index and its place", async () => {
+  const rng = new TestRng(TEST_SEED + 72);
+  const n = rng.int(3, 9);
+  const ids = Int32Array.from({ length: 6 }, () => rng.int(0, n - 1));
+  const at = rng.int(0, 5);
+  for (const bad of [n, -1, n + rng.int(1, 50)]) {
+    ids[at] = bad;
+    throws(
+      () => tensor(ids, { shape: [2, 3], dtype: "i32" }).oneHot(n),
+      new RegExp(
+        `oneHot: index ${bad} \\(element ${at} of \\[2, 3\\]\\) is outside the ${n} classes \\(0\\.\\.${
+          n - 1
+        }\\)`,
+      ),
+    );
+  }
+  throws(
+    () => tensor(Uint32Array.from([0, n]), { shape: [2], dtype: "u32" }).oneHot(n),
+    new RegExp(`oneHot: index ${n} \\(element 1 of \\[2\\]\\)`),
+  );
+  // In range: the rows are the closed form.
+  ids[at] = n - 1;
+  const got = Array.from(await tensor(ids, { shape: [6], dtype: "i32" }).oneHot(n).data() as Float32Array);
+  deepEqual(got, Array.from(ids, (k) => Array.from({ length: n }, (_, j) => (j === k ? 1 : 0))).flat());
 });
 
 Deno.test("oneHot: a device index past either end gives a row of the dtype's fill, rows inside keep their bits", async () => {
