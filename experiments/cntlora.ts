@@ -766,7 +766,8 @@ async function main(): Promise<void> {
       rule:
         `init time (calibration forward passes included) as % of the time of ${cfg.steps} training steps, ` +
         `per seed; with m its mean and sd its std: reproduced when m + 2·sd < 2%, not reproduced when ` +
-        `m − 2·sd > 2%, else inconclusive; ${n} seeds (at least 3 to judge).`,
+        `m − 2·sd > 2%, else inconclusive, and inconclusive when every seed gives the same share (sd 0, or ` +
+        `rounding noise of m); ${n} seeds (at least 3 to judge).`,
       // The unit goes with the number: "818% (one value)", not "818 (one value)%".
       evidence: `${
         s.n === 1

@@ -236,7 +236,8 @@ export function initShareClaim(
     rule:
       `init / (init + train) time in %, per seed, at this experiment's fine-tuning length (${steps} steps; ` +
       `the paper's length in steps is not stated); with m its mean and sd its std: reproduced when m + 2·sd < ` +
-      `${INIT_SHARE_LIMIT}, not reproduced when m − 2·sd > ${INIT_SHARE_LIMIT}, else inconclusive; ${runs.length} ` +
+      `${INIT_SHARE_LIMIT}, not reproduced when m − 2·sd > ${INIT_SHARE_LIMIT}, else inconclusive, and ` +
+      `inconclusive when every seed gives the same share (sd 0, or rounding noise of m); ${runs.length} ` +
       `seeds (at least 3 to judge); judged on runs of at least ${INIT_SHARE_MIN_STEPS} steps (the claim is ` +
       `about whole fine-tunes), inconclusive on shorter ones.`,
     // The unit goes with the number: "68.5% (one value)", not "68.5 (one value)%".

@@ -71,11 +71,13 @@ import {
   formatAgainst,
   formatMeanStd,
   formatSpreadEnds,
+  isNoSpread,
   linePlot,
   type LineSeries,
   meanCurves,
   type MeanStd,
   meanStd,
+  NO_SPREAD,
   pairedSpreadVerdict,
   resumeField,
   resumeOrRun,
@@ -607,7 +609,9 @@ function prop1Specs(cfg: Config): Prop1Spec[] {
  * Prop. 2 (c) as a claim: ‖ΔW‖ grows faster with a larger initialisation magnitude. The gains are ordered by their
  * mean ‖s·B₀·A₀‖, and each neighbouring pair compared by its mean final ‖ΔW‖ (unpaired: d the larger gain's mean
  * minus the smaller's, s = √(sd₁² + sd₂²) of their stds over seeds). Reproduced when every d > 2·s, not reproduced
- * when some d < −2·s (an inversion beyond the spread), else inconclusive, and with fewer than 3 seeds or 3 gains.
+ * when some d < −2·s (an inversion beyond the spread), else inconclusive, and with fewer than 3 seeds or 3 gains;
+ * a pair whose s is 0 or rounding noise of d (both rows the same in every seed) judges nothing, as the paired rule
+ * reads a difference with no spread.
  *
  * @param rows Per gain, its label and the mean ± std over seeds of ‖s·B₀·A₀‖ and of the final ‖ΔW‖.
  * @param seeds The number of seeds of each row.
@@ -621,10 +625,12 @@ export function growthClaim(
   const steps = sorted.slice(1).map((r, i) => ({
     d: r.update.mean - sorted[i].update.mean,
     s: Math.hypot(r.update.std, sorted[i].update.std),
+    // Equal values but for rounding spread by ε of their own size, not of the difference's.
+    scale: Math.max(Math.abs(r.update.mean), Math.abs(sorted[i].update.mean)),
   }));
   const finite = steps.every((x) => Number.isFinite(x.d) && Number.isFinite(x.s));
   // Each pair by the spread rule of the paired claims (d against 2·s, at least 3 seeds).
-  const per = steps.map((x) => pairedSpreadVerdict({ mean: x.d, std: x.s, n: seeds }));
+  const per = steps.map((x) => pairedSpreadVerdict({ mean: x.d, std: x.s, n: seeds, scale: x.scale }));
   const verdict: Verdict = rows.length < 3 || !finite
     ? "inconclusive"
     : per.every((v) => v === "reproduced")
@@ -637,8 +643,9 @@ export function growthClaim(
     rule:
       `the gains ordered by mean ‖s·B₀·A₀‖; each neighbouring pair compared by the mean final ‖ΔW‖ over ` +
       `seeds (unpaired), d the larger gain's minus the smaller's and s = √(sd₁² + sd₂²) of their stds: reproduced ` +
-      `when every d > 2·s, not reproduced when some d < −2·s, else inconclusive; ${rows.length} gains and ${seeds} ` +
-      `seeds (at least 3 of each to judge).`,
+      `when every d > 2·s, not reproduced when some d < −2·s, else inconclusive; a pair whose s is 0 or rounding ` +
+      `noise of d (the same values in every seed) judges nothing; ${rows.length} gains and ${seeds} seeds (at ` +
+      `least 3 of each to judge).`,
     evidence: `final ‖ΔW‖ by increasing ‖s·B₀·A₀‖: ${
       sorted.map((r) => `${r.label} ${formatMeanStd(r.update, 4)}`).join(" < ")
     }; d ± 2·s per pair ${
@@ -655,7 +662,8 @@ const CONSTANT_CHANGE = 0.1;
 /**
  * Prop. 2 (a) as a judged sentence: ‖A‖ and ‖B‖ stay nearly constant during LoRA training. The larger of the two mean
  * relative changes over seeds, with its standard error: reproduced when mean + 2·se is under
- * {@link CONSTANT_CHANGE}, not reproduced when mean − 2·se is at or above it, inconclusive between and with one seed.
+ * {@link CONSTANT_CHANGE}, not reproduced when mean − 2·se is at or above it, inconclusive between, with one seed,
+ * and when every seed gives the same change (`isNoSpread`: the seeds then repeat one measurement).
  * The ends are printed (in %) on the side of the limit they are judged on.
  *
  * @param r A LoRA run's label and the mean ± std over seeds of the relative changes of ‖A‖ and ‖B‖.
@@ -675,6 +683,8 @@ export function constancyClaim(
   const lo = 100 * worst.mean - 2 * 100 * se, hi = 100 * worst.mean + 2 * 100 * se;
   const verdict = seeds < 2
     ? "inconclusive (one seed)"
+    : isNoSpread(worst.std, worst.mean, worst.n)
+    ? `inconclusive (${NO_SPREAD})`
     : hi < limit
     ? "reproduced"
     : lo >= limit
@@ -686,7 +696,8 @@ export function constancyClaim(
     }%, ‖B‖ ${formatAgainst(100 * r.bChange.mean, [limit], 3)}%, ${
       formatSpreadEnds(lo, hi, [limit], 3, "the larger's mean ± 2·se")
     }%; rule: the larger of the two over ${seeds} seed(s), reproduced when its mean + 2·se is under ${limit}%, not ` +
-    `reproduced when its mean − 2·se is at or above it, inconclusive between and with one seed): **${verdict}**.`;
+    `reproduced when its mean − 2·se is at or above it, inconclusive between, with one seed and with the same ` +
+    `change in every seed): **${verdict}**.`;
 }
 
 /** Prop. 2 (b): the ratio of full fine-tuning's mean ‖ΔW‖ to the largest LoRA mean that counts as "far". */

@@ -42,6 +42,7 @@ import {
   formatNumber,
   formatPaired,
   halfWidth95,
+  isNoSpread,
   linePlot,
   meanCurves,
   meanStd,
@@ -49,6 +50,7 @@ import {
   type MethodSpec,
   modalityAnalysis,
   type ModalityStats,
+  NO_SPREAD,
   PAIRED_RULE,
   type PairedDifference,
   pairedDifference,
@@ -383,7 +385,9 @@ export const COLLAPSE_SPREAD = 0.01;
  * interval of the mean ratio over draws: reproduced when it lies inside [2, 3], not reproduced when it lies outside,
  * inconclusive otherwise, and inconclusive when the visual tokens collapsed in any draw (their variance under
  * {@link COLLAPSE_SPREAD} of their mean square: the ratio then measures the projector's collapse, not how the two
- * modalities differ). The interval's ends are printed on the side of 2 and 3 their values are on.
+ * modalities differ) or when every draw gives the same ratio (`isNoSpread`: the draws then repeat one measurement,
+ * and the interval, a point, measures no uncertainty). The interval's ends are printed on the side of 2 and 3 their
+ * values are on.
  *
  * @param ratios Per draw (one per seed), the geometric mean over adapted layers of the variance ratio.
  * @param context The calibration batches of a draw, the mean ratio over draws of each layer (for the evidence), and
@@ -405,7 +409,8 @@ export function varianceClaim(
   const lo = s.mean - half;
   const hi = s.mean + half;
   const collapsed = spreads.some((v) => !(v >= COLLAPSE_SPREAD));
-  const verdict: Verdict = collapsed
+  const same = isNoSpread(s.std, s.mean, n);
+  const verdict: Verdict = collapsed || same
     ? "inconclusive"
     : lo >= low && hi <= high
     ? "reproduced"
@@ -422,7 +427,8 @@ export function varianceClaim(
       `labelled text tokens); reproduced when the 95% t interval of the mean ratio lies inside [${low}, ${high}], ` +
       `not reproduced when it lies outside, inconclusive otherwise; inconclusive too when the visual tokens ` +
       `collapsed in any draw: the geometric mean over adapted layers of their variance / their mean square under ` +
-      `${COLLAPSE_SPREAD} (nearly one vector for every image); ${n} draws.`,
+      `${COLLAPSE_SPREAD} (nearly one vector for every image), and when every draw gives the same ratio (std 0, ` +
+      `or rounding noise of the mean); ${n} draws.`,
     evidence: `ratio ${formatMeanStd(s, 3)} (95% interval ${formatAgainst(lo, VARIANCE_RANGE, 3)}..${
       formatAgainst(hi, VARIANCE_RANGE, 3)
     }); per layer (mean over draws): ${per.join(", ")}; visual variance / mean square per draw: ${spread}.`,
@@ -430,6 +436,8 @@ export function varianceClaim(
     note: collapsed
       ? `the visual tokens collapsed (variance / mean square under ${COLLAPSE_SPREAD} in a draw): the ratio ` +
         `measures the projector's collapse, not the modalities`
+      : same
+      ? `the ratio of the ${n} draws: ${NO_SPREAD}`
       : undefined,
   };
 }
@@ -526,7 +534,9 @@ async function main(): Promise<void> {
       rule:
         `per seed, the loss of the first training batch before any update (the same batch for both), PiSSA − ` +
         `LoRA; reproduced when the 95% t interval of the mean lies above ${HIGHER_START_MARGIN}, not reproduced when it lies ` +
-        `below ${HIGHER_START_MARGIN} (the same start, or a lower one), inconclusive otherwise; ${n} seeds.`,
+        `below ${HIGHER_START_MARGIN} (the same start, or a lower one), inconclusive otherwise, and inconclusive ` +
+        `when every seed gives the same difference (std 0, or rounding noise of the values compared: the seeds ` +
+        `then repeat one measurement); ${n} seeds.`,
       evidence: `loss at step 0: ${
         rows.map((r) => `${r.m} ${formatMeanStd(r.loss0)}`).join(", ")
       }; minus the ` +

@@ -14,6 +14,7 @@ import {
   formatAgainst,
   formatMeanStd,
   formatSpreadEnds,
+  isNoSpread,
   isStdNoise,
   meanStd,
   onSameSides,
@@ -202,6 +203,11 @@ export interface PairedDiff {
   std: number;
   /** Seeds. */
   n: number;
+  /**
+   * The largest magnitude among the values differenced, the scale of the differences' rounding (`isNoSpread`);
+   * absent, the mean's magnitude stands for it.
+   */
+  scale?: number;
 }
 
 /**
@@ -220,15 +226,16 @@ export function pairedDiff(a: readonly number[], b: readonly number[]): PairedDi
   }
   if (a.length === 0) return { mean: NaN, std: NaN, n: 0 };
   const s = meanStd(a.map((v, i) => v - b[i]));
-  return { mean: s.mean, std: s.std, n: a.length };
+  return { mean: s.mean, std: s.std, n: a.length, scale: Math.max(...a.map(Math.abs), ...b.map(Math.abs)) };
 }
 
 /**
  * The verdict of the paired rule every LM claim states: with m the mean per-seed difference (signed so that the
  * claim predicts it positive) and sd its std over seeds, reproduced when m − 2·sd > `threshold`, not reproduced when
  * m + 2·sd < `threshold` (with threshold 0: the difference is negative beyond twice its spread; with a positive
- * threshold also when the difference is confidently too small to count), inconclusive otherwise and with fewer
- * than 3 seeds.
+ * threshold also when the difference is confidently too small to count), inconclusive otherwise, with fewer
+ * than 3 seeds, and when every seed gives the same difference ({@link isNoSpread}: sd 0 or rounding noise of the
+ * values compared, so the seeds repeat one measurement and m ± 2·sd, a point, measures no uncertainty).
  *
  * @example
  * ```ts
@@ -239,6 +246,7 @@ export function pairedDiff(a: readonly number[], b: readonly number[]): PairedDi
 export function pairedSpreadVerdict(d: PairedDiff, threshold = 0): Verdict {
   checkThreshold("pairedSpreadVerdict", threshold);
   if (d.n < 3 || !Number.isFinite(d.mean) || !Number.isFinite(d.std)) return "inconclusive";
+  if (isNoSpread(d.std, d.mean, d.n, d.scale)) return "inconclusive";
   if (d.mean - 2 * d.std > threshold) return "reproduced";
   if (d.mean + 2 * d.std < threshold) return "not reproduced";
   return "inconclusive";
@@ -252,7 +260,8 @@ export function pairedSpreadVerdict(d: PairedDiff, threshold = 0): Verdict {
  * computes them, or with `absolute` |m| − 2·sd and |m| + 2·sd against the thresholds' sizes, as
  * {@link equivalenceClaim} does. Ends that are not numbers (no seeds) are left out; one seed prints
  * `mean (one value)`, as {@link formatMeanStd} does, with no ends; a std that is rounding noise of the mean
- * ({@link isStdNoise}) is printed as 0, as there.
+ * ({@link isStdNoise}) is printed as 0, as there, and with more than one seed the ends give way to the reason the
+ * rules read it inconclusive: `m ± 0 (n = 3, the same difference in every seed: no spread to judge by)`.
  */
 export function formatPairedDiff(
   d: PairedDiff,
@@ -267,6 +276,9 @@ export function formatPairedDiff(
     : formatAgainst(d.mean, against, digits);
   // One seed has no spread to show (formatMeanStd's rendering), and no spread ends for a rule to compare.
   if (d.n === 1) return `${mean} (one value)`;
+  if (isNoSpread(d.std, d.mean, d.n, d.scale)) {
+    return `${mean} ± ${f(0)} (n = ${d.n}, the same difference in every seed: no spread to judge by)`;
+  }
   const text = `${mean} ± ${f(isStdNoise(d.std, d.mean) ? 0 : d.std)} (n = ${d.n})`;
   if (against.length === 0 || !Number.isFinite(d.mean) || !Number.isFinite(d.std)) return text;
   if (options.absolute) {
@@ -400,7 +412,9 @@ export function thesisClaims<R extends ThesisRun>(
 export function pairedRule(stat: string, seeds: number, threshold = 0): string {
   return `${stat}, paired by seed (every run of a seed sees the same batches); with m the mean per-seed ` +
     `difference and sd its std: reproduced when m − 2·sd > ${threshold}, not reproduced when m + 2·sd < ` +
-    `${threshold}, else inconclusive; ${seeds} seeds (at least 3 to judge).`;
+    `${threshold}, else inconclusive; inconclusive too when every seed gives the same difference (sd 0, or ` +
+    `rounding noise of the values compared: the seeds then repeat one measurement, and m ± 2·sd measures no ` +
+    `uncertainty); ${seeds} seeds (at least 3 to judge).`;
 }
 
 /**
@@ -448,7 +462,8 @@ export function pairedClaim(
 /**
  * A claim that two methods match: the per-seed difference `a[i] − b[i]` stays within ±`margin`. Rule: with m the mean
  * difference and sd its std over seeds, reproduced when |m| + 2·sd < margin, not reproduced when |m| − 2·sd >
- * margin, inconclusive otherwise and with fewer than 3 seeds.
+ * margin, inconclusive otherwise, with fewer than 3 seeds, and when every seed gives the same difference
+ * ({@link isNoSpread}: the seeds then repeat one measurement, and |m| ± 2·sd measures no uncertainty).
  *
  * @example
  * ```ts
@@ -469,7 +484,7 @@ export function equivalenceClaim(
   }
   const d = pairedDiff(a, b);
   const m = Math.abs(d.mean);
-  const verdict: Verdict = d.n < 3 || !Number.isFinite(m)
+  const verdict: Verdict = d.n < 3 || !Number.isFinite(m) || isNoSpread(d.std, d.mean, d.n, d.scale)
     ? "inconclusive"
     : m + 2 * d.std < margin
     ? "reproduced"
@@ -480,8 +495,9 @@ export function equivalenceClaim(
     claim,
     rule:
       `${stat}, paired by seed (same batches); with m the mean per-seed difference and sd its std: reproduced ` +
-      `when |m| + 2·sd < ${margin}, not reproduced when |m| − 2·sd > ${margin}, else inconclusive; ${d.n} seeds ` +
-      `(at least 3 to judge).`,
+      `when |m| + 2·sd < ${margin}, not reproduced when |m| − 2·sd > ${margin}, else inconclusive; inconclusive ` +
+      `too when every seed gives the same difference (sd 0, or rounding noise of the values compared: the seeds then ` +
+      `repeat one measurement); ${d.n} seeds (at least 3 to judge).`,
     evidence: `paired difference ${formatPairedDiff(d, 4, { against: [-margin, margin], absolute: true })}.`,
     verdict,
   };

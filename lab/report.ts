@@ -176,6 +176,40 @@ export function isStdNoise(std: number, mean: number): boolean {
 }
 
 /**
+ * Whether per-seed values (or per-seed differences) do not vary: more than one of them, a mean that is a number, and
+ * a std of 0 or of rounding noise: at most 8·ε of the larger of |mean| and `scale` (ε = `Number.EPSILON`). A
+ * difference `a − b` carries the rounding of `a` and `b`, not of the difference: (0.1 + k) − k is 0.1 to within
+ * ε·k, so differences of values near `scale` that are equal but for rounding spread by up to ε·scale. The seeds
+ * then varied nothing about the value (both runs of a pair deterministic given the data, or the seed not reaching
+ * what differs): the values repeat one measurement, and an interval or spread rule built on their std measures no
+ * uncertainty. The verdicts judged on a spread over seeds read such values inconclusive, naming {@link NO_SPREAD}.
+ *
+ * @param std The sample std of the values.
+ * @param mean Their mean.
+ * @param n How many there are.
+ * @param scale For differences, the largest magnitude among the values differenced (default 0: the mean's alone).
+ * @returns True when the spread is none.
+ *
+ * @example
+ * ```ts
+ * import { isNoSpread } from "./report.ts";
+ * const d = [1, 2, 3, 4].map((k) => 0.1 + k - k); // 0.1 up to rounding of 0.1 + k
+ * const mean = d.reduce((s, x) => s + x, 0) / 4;
+ * const std = Math.sqrt(d.reduce((s, x) => s + (x - mean) ** 2, 0) / 3);
+ * console.log(std > 0, isNoSpread(std, mean, 4, 4.1)); // true true
+ * ```
+ */
+export function isNoSpread(std: number, mean: number, n: number, scale = 0): boolean {
+  return n > 1 && Number.isFinite(mean) &&
+    Math.abs(std) <= 8 * Number.EPSILON * Math.max(Math.abs(mean), scale);
+}
+
+/** Why a verdict on values with no spread over seeds ({@link isNoSpread}) is inconclusive, for rules and notes. */
+export const NO_SPREAD: string =
+  "no spread over the seeds (the same value in every seed, up to rounding): the seeds varied nothing about it, " +
+  "so they repeat one measurement, and a spread of 0 measures no uncertainty";
+
+/**
  * Format a {@link MeanStd} as `mean ± std` (with `(n=…)` left out), or `mean (one value)` when there is one value.
  * A std that is rounding noise of the mean (at most 8·ε·|mean|, ε = `Number.EPSILON`) is printed as `0`.
  *
@@ -348,7 +382,8 @@ export function summarizeMetric(
 /**
  * The verdict on a claim that one value exceeds another by `diff`, against the spread of the difference over seeds:
  * "reproduced" beyond twice the spread, "not reproduced" below minus twice the spread, "inconclusive" between (and
- * always with one seed: there is no spread to judge by).
+ * always with one seed, or a spread of 0 or of rounding noise of the difference: there is no spread to judge by,
+ * {@link isNoSpread}).
  *
  * @param diff The difference the claim predicts to be positive.
  * @param spread Its standard deviation over seeds (e.g. the combined std of the two means), ≥ 0.
@@ -367,6 +402,7 @@ export function verdictFor(diff: number, spread: number, seeds: number): string 
     throw new RangeError(`verdictFor: seeds must be a positive integer, got ${seeds}`);
   }
   if (seeds < 2) return "inconclusive (one seed: no spread to judge the difference against)";
+  if (isNoSpread(spread, diff, seeds)) return `inconclusive (${NO_SPREAD})`;
   if (diff > 2 * spread) return "reproduced";
   if (diff < -2 * spread) return "not reproduced";
   return "inconclusive";

@@ -5,7 +5,7 @@
 import { equal, match, ok } from "node:assert/strict";
 import { bestOfClaim, steadyPairedClaim } from "../../experiments/cntlora.ts";
 import { formatMeanStd, meanStd } from "../../lab/mod.ts";
-import { pairedVerdict } from "../../lab/paired.ts";
+import { pairedVerdict, tQuantile975 } from "../../lab/paired.ts";
 import { initShareClaim } from "../../experiments/eva.ts";
 import { growthClaim, prop1Verdict } from "../../experiments/magnitude.ts";
 import { rank1Verdict } from "../../experiments/gap_init.ts";
@@ -123,6 +123,17 @@ Deno.test("exp:magnitude: Prop. 2 (c) states its rule, needs 3 gains and 3 seeds
     growthClaim([row("a", 0.001, 1, 0.01), row("b", 0.03, 1.5, 0.01), row("c", 0.5, 2, 0.01)], 3).verdict,
     "reproduced",
   );
+  // The same values in every seed (std 0): the seeds repeat one measurement, and d > 2·0 judges nothing, either way.
+  const same = [row("a", 0.001, 1, 0), row("b", 0.03, 1.5, 0), row("c", 0.5, 2, 0)];
+  equal(growthClaim(same, 3).verdict, "inconclusive");
+  equal(
+    growthClaim([same[0], { ...same[1], update: { mean: 0.5, std: 0, n: 3 } }, same[2]], 3).verdict,
+    "inconclusive",
+  );
+  match(
+    growthClaim(same, 3).rule,
+    /a pair whose s is 0 or rounding noise of d \(the same values in every seed\)/,
+  );
 });
 
 Deno.test("exp:gap_init: a run with a non-finite validation loss makes the rank-1 reliability claim inconclusive", () => {
@@ -193,8 +204,14 @@ Deno.test("exp:cntlora: a method with a diverged seed makes the best-of-groups c
 
 Deno.test("exp:vlm-dynamics: 'PiSSA starts higher' is not reproduced when PiSSA clearly starts lower", () => {
   const m = HIGHER_START_MARGIN;
-  // A paired difference by its mean and the half-width of its interval (the verdict reads no more).
-  const diff = (mean: number, half: number, n: number) => ({ mean, half, n, std: 0 });
+  // A paired difference by its mean and the half-width of its interval, with the std that gives that half-width
+  // (a std of 0 would be pairs that all give the same difference, which the verdict reads inconclusive).
+  const diff = (mean: number, half: number, n: number) => ({
+    mean,
+    half,
+    n,
+    std: n > 1 ? half * Math.sqrt(n) / tQuantile975(n - 1) : 0,
+  });
   equal(pairedVerdict(diff(3 * m, m, 3), m), "reproduced");
   // The same start, and a clearly lower one (before, an interval wholly below −margin read "inconclusive").
   equal(pairedVerdict(diff(0, m / 2, 3), m), "not reproduced");
@@ -202,6 +219,9 @@ Deno.test("exp:vlm-dynamics: 'PiSSA starts higher' is not reproduced when PiSSA 
   equal(pairedVerdict(diff(m, m / 2, 3), m), "inconclusive");
   // One seed has no interval.
   equal(pairedVerdict(diff(0.5, Infinity, 1), m), "inconclusive");
+  // Every seed the same difference: no interval to judge, the clear start above the margin included.
+  equal(pairedVerdict({ mean: 3 * m, half: 0, n: 3, std: 0 }, m), "inconclusive");
+  equal(pairedVerdict({ mean: -0.5, half: 0, n: 3, std: 0 }, m), "inconclusive");
 });
 
 Deno.test("exp:magnitude: Prop. 1 is not reproduced when a run it calls equivalent clearly differs", () => {

@@ -54,7 +54,7 @@ Deno.test("exp:cntlora: a diverged run's training time, the init share column an
   }
   match(
     md,
-    /\*\*inconclusive\*\* — cntlora-x's initialisation is cheap next to training .* else inconclusive; 1 seeds \(at least 3 to judge\)\./,
+    /\*\*inconclusive\*\* — cntlora-x's initialisation is cheap next to training .* else inconclusive, and inconclusive when every seed gives the same share .*; 1 seeds \(at least 3 to judge\)\./,
   );
   // The share's unit stays with its number when there is one seed.
   match(md, /[0-9.]+% \(one value\) \([0-9.]+ s\)\./);

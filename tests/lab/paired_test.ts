@@ -189,7 +189,10 @@ Deno.test("formatPaired prints a std that is rounding noise of the mean as 0, as
   const values = [0.7, 0.1, 1 + new TestRng(48).next()];
   const noisy = values.map((v) => pairedDifference([v, v, v], [0, 0, 0])).filter((d) => d.std > 0);
   ok(noisy.length > 0, "no equal differences with a float std above 0");
-  for (const d of noisy) match(formatPaired(d), /^\S+ ± 0 \(95% ± 0, interval /);
+  // With no spread there is no interval to print: the text says so, as pairedVerdict reads it inconclusive.
+  for (const d of noisy) {
+    match(formatPaired(d), /^\S+ ± 0 \(3 pairs, the same difference in every pair: no spread/);
+  }
   // A spread beyond a few ulps of the mean is still shown.
   const apart = pairedDifference([1, 1 + 1e-12, 1], [0, 0, 0]);
   match(formatPaired(apart), new RegExp(`^\\S+ ± ${formatNumber(apart.std, 3).replace(".", "\\.")} \\(`));
@@ -212,4 +215,74 @@ Deno.test("seedsNote prints runs under a second and totals under a minute in sig
     new RegExp(`≈ ${formatNumber((pairs * 2 * slow) / 60, 2)} min on this device$`),
   );
   ok(!seedsNote(d, 2, fast).includes(" 0 s") && !seedsNote(d, 2, fast).includes("0 min"));
+});
+
+/** Distinct integers from 1 to 1000, `n` of them: values whose sums with a dyadic constant are exact. */
+function distinctInts(rng: TestRng, n: number): number[] {
+  const out = new Set<number>();
+  while (out.size < n) out.add(rng.int(1, 1000));
+  return [...out];
+}
+
+Deno.test("pairedVerdict: pairs that all give exactly the same difference are inconclusive, either sign", () => {
+  // b integers and c a multiple of 1/1024: every a − b is c exactly, so the std is exactly 0 and the 95% interval
+  // the point c, which read "reproduced" (c > 0) or "not reproduced" (c < 0) though the seeds varied nothing.
+  const rng = new TestRng(5201);
+  for (let trial = 0; trial < 20; trial++) {
+    const n = rng.int(2, 8);
+    const b = distinctInts(rng, n);
+    const c = (trial % 2 === 0 ? 1 : -1) * rng.int(1, 4096) / 1024;
+    const d = pairedDifference(b.map((x) => x + c), b);
+    equal(d.std, 0);
+    equal(d.mean, c);
+    equal(pairedVerdict(d), "inconclusive", `c ${c}, n ${n}`);
+    // Against a threshold the point clears by far, too.
+    equal(pairedVerdict(d, c / 2), "inconclusive");
+    equal(
+      formatPaired(d),
+      `${formatNumber(c, 4)} ± 0 (${n} pairs, the same difference in every pair: no spread, no interval)`,
+    );
+    // No estimate of the seeds needed: a spread of 0 made 2 pairs look enough.
+    throws(() => pairsNeeded(d), new RegExp(`${n} pairs with the same difference .* give no estimate`));
+    const note = seedsNote(d, 2, 30);
+    match(note, /no number of seeds is estimated/);
+    ok(!/about \d+ seeds/.test(note), note);
+  }
+});
+
+Deno.test("pairedVerdict: differences equal up to the rounding of the values compared are inconclusive", () => {
+  // (0.1 + k) − k is 0.1 to within an ulp of k, not of 0.1: the differences spread by a few 1e-16, beyond 8 ulps of
+  // their mean (formatMeanStd's noise), and the interval, about 1e-16 wide, sat far from 0.
+  const rng = new TestRng(5202);
+  let beyondMeanNoise = 0;
+  for (let trial = 0; trial < 20; trial++) {
+    const k = distinctInts(rng, rng.int(3, 8));
+    const base = k.map((x) => 0.1 + x);
+    for (const [a, b] of [[base, k], [k, base]]) {
+      const d = pairedDifference(a, b);
+      ok(Math.abs(Math.abs(d.mean) - 0.1) < 1e-12, `mean ${d.mean}`);
+      if (d.std > 8 * Number.EPSILON * Math.abs(d.mean)) beyondMeanNoise++;
+      equal(pairedVerdict(d), "inconclusive", `${a} − ${b}: std ${d.std}`);
+      match(formatPaired(d), /the same difference in every pair/);
+      throws(() => pairsNeeded(d), /give no estimate/);
+    }
+  }
+  // The draw reaches the case: spreads a mean-relative test calls real.
+  ok(beyondMeanNoise > 10, `only ${beyondMeanNoise} of 40 spreads beyond 8 ulps of the mean`);
+});
+
+Deno.test("pairedVerdict: a small but real spread keeps its verdict", () => {
+  // Differences c + 1e-9·z (z standard normal, values near 1..1000): a spread a million ulps wide, an interval
+  // clear of 0 by far.
+  const rng = new TestRng(5203);
+  for (let trial = 0; trial < 20; trial++) {
+    const n = rng.int(3, 8);
+    const b = distinctInts(rng, n).map((x) => x + rng.next());
+    const c = (trial % 2 === 0 ? 1 : -1) * (0.05 + rng.next());
+    const d = pairedDifference(b.map((x) => x + c + 1e-9 * rng.normal()), b);
+    ok(d.std > 1e-11, `std ${d.std}`);
+    equal(pairedVerdict(d), c > 0 ? "reproduced" : "not reproduced", `c ${c}`);
+    match(formatPaired(d), /, interval .*\.\..*, \d+ pairs\)$/);
+    equal(pairsNeeded(d), 2);
+  }
 });

@@ -29,6 +29,11 @@ Deno.test("report: the verdict is 'reproduced' beyond twice the spread, 'not rep
     equal(verdictFor(k * spread, spread, 3), want, `diff ${k}·spread`);
   }
   match(verdictFor(10, 0, 1), /^inconclusive \(one seed/);
+  // Several seeds with no spread (0, or rounding noise of the difference) repeat one measurement: no verdict.
+  for (const diff of [10, -10, 0.1]) {
+    match(verdictFor(diff, 0, 3), /^inconclusive \(no spread over the seeds/);
+    match(verdictFor(diff, Math.abs(diff) * Number.EPSILON, 5), /^inconclusive \(no spread over the seeds/);
+  }
   // A negative or NaN spread and a seed count that is not a positive integer are no evidence of anything.
   throws(() => verdictFor(0.1, -1, 3), /spread must be a number ≥ 0, got -1/);
   throws(() => verdictFor(0.1, NaN, 3), /spread must be a number ≥ 0, got NaN/);
@@ -151,7 +156,13 @@ Deno.test("report: formatPairedDiff prints a std that is rounding noise of the m
   const values = [0.7, 0.1, 1 + new TestRng(49).next()];
   const noisy = values.map((v) => pairedDiff([v, v, v], [0, 0, 0])).filter((d) => d.std > 0);
   ok(noisy.length > 0, "no equal differences with a float std above 0");
-  for (const d of noisy) match(formatPairedDiff(d), /^\S+ ± 0\.0000 \(n = 3\)$/);
+  // With no spread the rules' ends give way to the reason they read it inconclusive.
+  for (const d of noisy) {
+    match(
+      formatPairedDiff(d),
+      /^\S+ ± 0\.0000 \(n = 3, the same difference in every seed: no spread to judge by\)$/,
+    );
+  }
   const apart = pairedDiff([1, 1.1, 1], [0, 0, 0]);
   equal(formatPairedDiff(apart), `${apart.mean.toFixed(4)} ± ${apart.std.toFixed(4)} (n = 3)`);
 });
