@@ -51,6 +51,7 @@ import {
   formatNumber,
   formatSpreadEnds,
   heatmap,
+  lastTenthText,
   linePlot,
   LM_QUICK,
   LM_SETUP_REVISION,
@@ -478,8 +479,8 @@ async function main(): Promise<void> {
     steps: cfg.steps,
     extend: cfg.extend,
     describe: (r) =>
-      `${r.divergedAt === undefined ? "" : `diverged at step ${r.divergedAt}, `}final train loss ${
-        (r.losses.at(-1) ?? NaN).toFixed(4)
+      `${r.divergedAt === undefined ? "" : `diverged at step ${r.divergedAt}, `}${
+        lastTenthText(r.losses)
       }, val ${r.valLoss.toFixed(4)}, ‖s·B₀A₀‖/‖W‖ ${r.magnitude.all.toFixed(3)}, init ${
         r.initSeconds.toFixed(2)
       } s, train ${r.trainSeconds.toFixed(1)} s`,

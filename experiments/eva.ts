@@ -34,6 +34,9 @@ import {
   formatMethod,
   formatSpreadEnds,
   judged,
+  LAST_TENTH_LABEL,
+  lastTenthMean,
+  lastTenthText,
   linePlot,
   LM_QUICK,
   LM_SETUP_REVISION,
@@ -311,9 +314,9 @@ async function main(): Promise<void> {
     steps: cfg.steps,
     extend: cfg.extend,
     describe: (r) =>
-      `final train loss ${r.losses.at(-1)!.toFixed(4)}, val ${r.valLoss.toFixed(4)}, init ${
-        r.initSeconds.toFixed(2)
-      } s, train ${r.trainSeconds.toFixed(1)} s`,
+      `${lastTenthText(r.losses)}, val ${r.valLoss.toFixed(4)}, init ${r.initSeconds.toFixed(2)} s, train ${
+        r.trainSeconds.toFixed(1)
+      } s`,
   }, (k, previous) => fineTune(k.method, k.seed, lm, cfg, results, previous));
 
   // Component stability of EVA (ρ = 2): calibration batch size halved/doubled and a different batch order.
@@ -346,7 +349,7 @@ async function main(): Promise<void> {
     const rs = by(m);
     return {
       m,
-      final: meanStd(rs.map((r) => r.losses.at(-1)!)),
+      lastTenth: meanStd(rs.map((r) => lastTenthMean(r.losses))),
       val: meanStd(rs.map((r) => r.valLoss)),
       early: meanStd(rs.map(quarterMean)),
       gn: meanStd(rs.map((r) => r.gradNorms.at(-1)!)),
@@ -443,7 +446,7 @@ async function main(): Promise<void> {
         columns: [
           "method",
           "val loss",
-          "final train loss",
+          LAST_TENTH_LABEL,
           "mean loss, first 25%",
           "final grad norm",
           "step-1 grad norm",
@@ -454,7 +457,7 @@ async function main(): Promise<void> {
         rows: rows.map((r) => [
           r.m,
           formatMeanStd(r.val),
-          formatMeanStd(r.final),
+          formatMeanStd(r.lastTenth),
           formatMeanStd(r.early),
           formatMeanStd(r.gn),
           formatMeanStd(r.grad1, 3),

@@ -37,6 +37,8 @@ import {
   formatMeanStd,
   formatMethod,
   formatPairedDiff,
+  lastTenthMean,
+  lastTenthText,
   linePlot,
   LM_QUICK,
   LM_SETUP_REVISION,
@@ -192,7 +194,7 @@ interface Row {
   val: MeanStd;
   forgetting: MeanStd | null;
   early: MeanStd;
-  final: MeanStd;
+  lastTenth: MeanStd;
   initS: MeanStd;
   acc: MeanStd | null;
   grad1: MeanStd;
@@ -215,7 +217,7 @@ function summarise(runs: readonly Run[], method: string, rank: number, sourceBef
       ? meanStd(rs.map((r) => r.sourceLoss! - sourceBefore))
       : null,
     early: meanStd(rs.map(quarterMean)),
-    final: meanStd(rs.map((r) => r.losses.at(-1)!)),
+    lastTenth: meanStd(rs.map((r) => lastTenthMean(r.losses))),
     initS: meanStd(rs.map((r) => r.initSeconds)),
     acc: rs.every((r) => r.accuracy !== undefined) ? meanStd(rs.map((r) => r.accuracy!)) : null,
     grad1: meanStd(rs.map((r) => r.gradNorms[0])),
@@ -264,7 +266,7 @@ async function main(): Promise<void> {
     schema: RUN,
     steps: cfg.steps,
     extend: cfg.extend,
-    describe: (r) => `final train loss ${r.losses.at(-1)!.toFixed(4)}, val ${r.valLoss.toFixed(4)}`,
+    describe: (r) => `${lastTenthText(r.losses)}, val ${r.valLoss.toFixed(4)}`,
   }, (k, previous) => fineTune(k.method, k.rank, k.seed, lm, cfg, results, previous));
 
   // ----- claims -----
@@ -413,7 +415,7 @@ async function main(): Promise<void> {
         ...(withAcc ? ["accuracy (other domains)"] : []),
         "forgetting (source loss Δ)",
         "mean train loss, first 25%",
-        "final train loss",
+        "mean train loss, last 10%",
         "step-1 grad norm",
         "‖s·B₀·A₀‖/‖W‖",
         "init s",
@@ -424,7 +426,7 @@ async function main(): Promise<void> {
         ...(withAcc ? [x.acc === null ? "—" : formatMeanStd(x.acc, 3)] : []),
         x.forgetting ? formatMeanStd(x.forgetting) : "—",
         formatMeanStd(x.early),
-        formatMeanStd(x.final),
+        formatMeanStd(x.lastTenth),
         formatMeanStd(x.grad1, 3),
         formatMeanStd(x.magnitude, 3),
         formatMeanStd(x.initS, 3),

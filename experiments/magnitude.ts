@@ -72,6 +72,9 @@ import {
   formatMeanStd,
   formatSpreadEnds,
   isNoSpread,
+  LAST_TENTH_LABEL,
+  lastTenthMean,
+  lastTenthText,
   linePlot,
   type LineSeries,
   meanCurves,
@@ -806,7 +809,7 @@ async function main(): Promise<void> {
     return tasks.get(key)!;
   };
   const describe = (r: RunResult) =>
-    `loss ${r.losses[0].toFixed(4)} → ${r.losses.at(-1)!.toFixed(4)}, ‖update‖ ${
+    `loss ${r.losses[0].toFixed(4)} (step 1), ${lastTenthText(r.losses)}, ‖update‖ ${
       r.normUpdate.at(-1)!.toFixed(4)
     }, ${r.seconds.toFixed(1)} s`;
   const p1Runs = await resumeOrRun(
@@ -897,7 +900,7 @@ async function main(): Promise<void> {
     const rs = byLabel(spec.label);
     return {
       label: spec.label,
-      loss: meanStd(rs.map((r) => r.losses.at(-1)!)),
+      loss: meanStd(rs.map((r) => lastTenthMean(r.losses))),
       a0: meanStd(rs.map((r) => r.normA[0])),
       aChange: meanStd(rs.map((r) => rel(r.normA))),
       b0: meanStd(rs.map((r) => r.normB[0])),
@@ -912,7 +915,7 @@ async function main(): Promise<void> {
     heading: `Proposition 2 (Adam; LoRA lr ${cfg.adamLr}, full fine-tuning lr ${cfg.fullLr ?? cfg.adamLr})`,
     columns: [
       "run",
-      "final loss",
+      LAST_TENTH_LABEL,
       "‖A₀‖",
       "|Δ‖A‖|/‖A₀‖",
       "‖B₀‖",

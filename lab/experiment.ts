@@ -38,6 +38,7 @@ import {
   exitWithError,
 } from "./config.ts";
 import { type ConfigDifference, configDifferences, ResultsDir, type Validator } from "./results.ts";
+import { lastTenthText } from "./report.ts";
 
 /** What {@link startExperiment} needs to know about the experiment. */
 export interface ExperimentAbout<S extends ConfigSchema> {
@@ -547,7 +548,7 @@ export interface ResumeOrRunOptions<R> {
    * experiment that supports `--extend`, so that a shorter run left by an interrupted extension is pointed to it.
    */
   extend?: boolean;
-  /** The line printed after a run (default: its final loss). */
+  /** The line printed after a run (default: its mean loss over the last 10% of steps, `lastTenthText`). */
   describe?: (run: R) => string;
 }
 
@@ -656,7 +657,7 @@ export async function resumeOrRun<
     const r = await run(key, done);
     results.writeJson(name, r);
     out.push(r);
-    const line = options.describe?.(r) ?? `final train loss ${r.losses.at(-1)!.toFixed(4)}`;
+    const line = options.describe?.(r) ?? lastTenthText(r.losses);
     console.log(`${key.label} seed ${key.seed}: ${line}`);
   }
   stopListening();

@@ -379,6 +379,59 @@ export function summarizeMetric(
   };
 }
 
+/** The label of {@link lastTenthMean} in tables and lines (the runs' losses hold every step). */
+export const LAST_TENTH_LABEL = "mean loss, last 10%";
+
+/**
+ * How many of `n` recorded values {@link lastTenthMean} averages: a tenth, rounded up, so at least one (1 of 1..10,
+ * 10 of 100, 11 of 101). `n / 10` is exact where it is an integer, so a multiple of 10 takes exactly a tenth.
+ *
+ * @param n The number of recorded values, an integer ≥ 1.
+ * @returns ⌈n / 10⌉.
+ */
+export function lastTenthCount(n: number): number {
+  if (!Number.isInteger(n) || n < 1) {
+    throw new RangeError(`lastTenthCount: needs at least one recorded value, got n = ${n}`);
+  }
+  return Math.ceil(n / 10);
+}
+
+/**
+ * The mean of the last 10% of a run's recorded values ({@link lastTenthCount} of them, at least one): the late
+ * training loss reports print, where the last value alone is the loss of one batch. The runs of the experiments
+ * record every step, so the window is the last ⌈steps / 10⌉ steps. A value that is not finite (a diverged run)
+ * makes the mean not finite.
+ *
+ * @param values The values, in step order (at least one).
+ * @returns Their mean over the last tenth.
+ *
+ * @example
+ * ```ts
+ * import { lastTenthMean } from "./report.ts";
+ * console.log(lastTenthMean([9, 8, 7, 6, 5, 4, 3, 2, 1, 0.5, 0.3, 0.1])); // 0.2: the last 2 of 12
+ * ```
+ */
+export function lastTenthMean(values: readonly number[]): number {
+  const k = lastTenthCount(values.length);
+  let sum = 0;
+  for (let i = values.length - k; i < values.length; i++) sum += values[i];
+  return sum / k;
+}
+
+/**
+ * {@link lastTenthMean} as a run's line says it: `mean loss, last 10% (steps 91–100) 1.2345`, or `(step 7)` when
+ * the window is one step; `digits` decimals.
+ *
+ * @param losses The run's loss per step (at least one).
+ * @param digits Decimals (default 4).
+ * @returns The text.
+ */
+export function lastTenthText(losses: readonly number[], digits = 4): string {
+  const n = losses.length, k = lastTenthCount(n);
+  const steps = k === 1 ? `step ${n}` : `steps ${n - k + 1}–${n}`;
+  return `${LAST_TENTH_LABEL} (${steps}) ${lastTenthMean(losses).toFixed(digits)}`;
+}
+
 /**
  * The verdict on a claim that one value exceeds another by `diff`, against the spread of the difference over seeds:
  * "reproduced" beyond twice the spread, "not reproduced" below minus twice the spread, "inconclusive" between (and

@@ -5,6 +5,10 @@ import {
   formatMeanStd,
   formatNumber,
   judged,
+  LAST_TENTH_LABEL,
+  lastTenthCount,
+  lastTenthMean,
+  lastTenthText,
   mdTable,
   meanCurves,
   meanStd,
@@ -284,4 +288,35 @@ Deno.test("report: the tail mean averages the last `tail` values; a tail or a fo
     () => formatPairedDiff(pairedDiff(near, zeros), 4, { absolut: true } as never),
     /unknown option "absolut"/,
   );
+});
+
+Deno.test("report: lastTenthMean averages the last ⌈n/10⌉ values, in closed form on an arithmetic sequence", () => {
+  // Values c + d·i (i = 1..n): the mean of the last k is c + d·(n − (k − 1)/2), k = ⌈n/10⌉.
+  const rng = new TestRng(5401);
+  for (const n of [1, 2, 9, 10, 11, 19, 20, 21, 99, 100, 101, 1000, rng.int(2, 5000)]) {
+    const c = 1 + rng.next(), d = -rng.next() / n;
+    const values = Array.from({ length: n }, (_, i) => c + d * (i + 1));
+    const k = Math.ceil(n / 10);
+    equal(lastTenthCount(n), k);
+    const want = c + d * (n - (k - 1) / 2);
+    ok(
+      Math.abs(lastTenthMean(values) - want) <= 1e-13 * Math.abs(want),
+      `n ${n}: ${lastTenthMean(values)} vs ${want}`,
+    );
+  }
+  // Exactly a tenth of a multiple of 10 (0.1·30 rounds to 3.0000000000000004, whose ceiling is 4).
+  equal(lastTenthCount(30), 3);
+  equal(lastTenthCount(70), 7);
+  // A single value, and the last step alone when the window is one step.
+  const x = rng.next();
+  equal(lastTenthMean([x]), x);
+  equal(lastTenthText([2, 1, x]), `${LAST_TENTH_LABEL} (step 3) ${x.toFixed(4)}`);
+  const noisy = Array.from({ length: 40 }, () => rng.next());
+  equal(
+    lastTenthText(noisy),
+    `${LAST_TENTH_LABEL} (steps 37–40) ${((noisy[36] + noisy[37] + noisy[38] + noisy[39]) / 4).toFixed(4)}`,
+  );
+  // A diverged run's NaN stays visible.
+  ok(Number.isNaN(lastTenthMean([1, 2, NaN])));
+  throws(() => lastTenthMean([]), /needs at least one recorded value, got n = 0/);
 });
