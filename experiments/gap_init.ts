@@ -322,7 +322,7 @@ async function fineTune(
  * The verdict on "Gap-Init makes rank-1 LoRA reliable", from each seed's final validation loss of gap-r1 and
  * lora-r1 (same seed order) and the base's loss before fine-tuning. A run collapses when its loss ends above
  * (1 − `threshold`) × the base's. Reproduced when Gap-Init collapses in fewer seeds and the 95% t interval of the
- * paired difference val(lora-r1) − val(gap-r1) lies above 0 (never when every seed gives the same difference:
+ * paired difference val(lora-r1) − val(gap-r1) lies above 0 (never when every seed gives the same values:
  * `pairedVerdict` reads that inconclusive); not reproduced when it collapses in more seeds or the interval lies
  * below 0; inconclusive otherwise, and whenever a run's loss is not finite (a diverged run neither
  * collapsed nor succeeded: counted either way it would decide the comparison).
@@ -478,8 +478,8 @@ async function main(): Promise<void> {
         `and the 95% t interval of the mean difference lies above 0; not reproduced when it collapses in more ` +
         `seeds or the interval lies below 0; inconclusive otherwise and when any run's validation loss is not ` +
         `finite (a diverged run counts neither as collapsed nor as not); the interval judges nothing when every ` +
-        `seed gives the same difference (std 0, or rounding noise of the values compared: the seeds then repeat one ` +
-        `measurement); ${n} seeds.`,
+        `seed gives the same values (neither run of a pair varies over the seeds, up to rounding: the seeds then ` +
+        `repeat one measurement); ${n} seeds.`,
       evidence: `collapsed ${g1.collapses}/${n} (gap-r1) vs ${l1.collapses}/${n} (lora-r1); val loss ${
         formatMeanStd(g1.val)
       } vs ${formatMeanStd(l1.val)}; paired difference ${formatPaired(d)}.`,

@@ -535,7 +535,7 @@ async function main(): Promise<void> {
         `per seed, the loss of the first training batch before any update (the same batch for both), PiSSA − ` +
         `LoRA; reproduced when the 95% t interval of the mean lies above ${HIGHER_START_MARGIN}, not reproduced when it lies ` +
         `below ${HIGHER_START_MARGIN} (the same start, or a lower one), inconclusive otherwise, and inconclusive ` +
-        `when every seed gives the same difference (std 0, or rounding noise of the values compared: the seeds ` +
+        `when every seed gives the same values (neither run of a pair varies over the seeds, up to rounding: the seeds ` +
         `then repeat one measurement); ${n} seeds.`,
       evidence: `loss at step 0: ${
         rows.map((r) => `${r.m} ${formatMeanStd(r.loss0)}`).join(", ")

@@ -14,11 +14,12 @@ import {
   formatAgainst,
   formatMeanStd,
   formatSpreadEnds,
-  isNoSpread,
   isStdNoise,
   meanStd,
   onSameSides,
+  repeatsOneMeasurement,
   type ReportTable,
+  variesOverSeeds,
   type Verdict,
 } from "./report.ts";
 
@@ -208,6 +209,8 @@ export interface PairedDiff {
    * absent, the mean's magnitude stands for it.
    */
   scale?: number;
+  /** Whether either side varies over the seeds (see `repeatsOneMeasurement`). */
+  sidesVary?: boolean;
 }
 
 /**
@@ -226,7 +229,13 @@ export function pairedDiff(a: readonly number[], b: readonly number[]): PairedDi
   }
   if (a.length === 0) return { mean: NaN, std: NaN, n: 0 };
   const s = meanStd(a.map((v, i) => v - b[i]));
-  return { mean: s.mean, std: s.std, n: a.length, scale: Math.max(...a.map(Math.abs), ...b.map(Math.abs)) };
+  return {
+    mean: s.mean,
+    std: s.std,
+    n: a.length,
+    scale: Math.max(...a.map(Math.abs), ...b.map(Math.abs)),
+    sidesVary: variesOverSeeds(a) || variesOverSeeds(b),
+  };
 }
 
 /**
@@ -234,7 +243,7 @@ export function pairedDiff(a: readonly number[], b: readonly number[]): PairedDi
  * claim predicts it positive) and sd its std over seeds, reproduced when m − 2·sd > `threshold`, not reproduced when
  * m + 2·sd < `threshold` (with threshold 0: the difference is negative beyond twice its spread; with a positive
  * threshold also when the difference is confidently too small to count), inconclusive otherwise, with fewer
- * than 3 seeds, and when every seed gives the same difference ({@link isNoSpread}: sd 0 or rounding noise of the
+ * than 3 seeds, and when every seed gives the same values ({@link isNoSpread}: sd 0 or rounding noise of the
  * values compared, so the seeds repeat one measurement and m ± 2·sd, a point, measures no uncertainty).
  *
  * @example
@@ -246,7 +255,7 @@ export function pairedDiff(a: readonly number[], b: readonly number[]): PairedDi
 export function pairedSpreadVerdict(d: PairedDiff, threshold = 0): Verdict {
   checkThreshold("pairedSpreadVerdict", threshold);
   if (d.n < 3 || !Number.isFinite(d.mean) || !Number.isFinite(d.std)) return "inconclusive";
-  if (isNoSpread(d.std, d.mean, d.n, d.scale)) return "inconclusive";
+  if (repeatsOneMeasurement(d)) return "inconclusive";
   if (d.mean - 2 * d.std > threshold) return "reproduced";
   if (d.mean + 2 * d.std < threshold) return "not reproduced";
   return "inconclusive";
@@ -261,7 +270,7 @@ export function pairedSpreadVerdict(d: PairedDiff, threshold = 0): Verdict {
  * {@link equivalenceClaim} does. Ends that are not numbers (no seeds) are left out; one seed prints
  * `mean (one value)`, as {@link formatMeanStd} does, with no ends; a std that is rounding noise of the mean
  * ({@link isStdNoise}) is printed as 0, as there, and with more than one seed the ends give way to the reason the
- * rules read it inconclusive: `m ± 0 (n = 3, the same difference in every seed: no spread to judge by)`.
+ * rules read it inconclusive: `m ± 0 (n = 3, the same values in every seed: no spread to judge by)`.
  */
 export function formatPairedDiff(
   d: PairedDiff,
@@ -276,8 +285,8 @@ export function formatPairedDiff(
     : formatAgainst(d.mean, against, digits);
   // One seed has no spread to show (formatMeanStd's rendering), and no spread ends for a rule to compare.
   if (d.n === 1) return `${mean} (one value)`;
-  if (isNoSpread(d.std, d.mean, d.n, d.scale)) {
-    return `${mean} ± ${f(0)} (n = ${d.n}, the same difference in every seed: no spread to judge by)`;
+  if (repeatsOneMeasurement(d)) {
+    return `${mean} ± ${f(0)} (n = ${d.n}, the same values in every seed: no spread to judge by)`;
   }
   const text = `${mean} ± ${f(isStdNoise(d.std, d.mean) ? 0 : d.std)} (n = ${d.n})`;
   if (against.length === 0 || !Number.isFinite(d.mean) || !Number.isFinite(d.std)) return text;
@@ -412,8 +421,8 @@ export function thesisClaims<R extends ThesisRun>(
 export function pairedRule(stat: string, seeds: number, threshold = 0): string {
   return `${stat}, paired by seed (every run of a seed sees the same batches); with m the mean per-seed ` +
     `difference and sd its std: reproduced when m − 2·sd > ${threshold}, not reproduced when m + 2·sd < ` +
-    `${threshold}, else inconclusive; inconclusive too when every seed gives the same difference (sd 0, or ` +
-    `rounding noise of the values compared: the seeds then repeat one measurement, and m ± 2·sd measures no ` +
+    `${threshold}, else inconclusive; inconclusive too when every seed gives the same values (neither run of a pair ` +
+    `varies over the seeds, up to rounding: the seeds then repeat one measurement, and m ± 2·sd measures no ` +
     `uncertainty); ${seeds} seeds (at least 3 to judge).`;
 }
 
@@ -462,7 +471,7 @@ export function pairedClaim(
 /**
  * A claim that two methods match: the per-seed difference `a[i] − b[i]` stays within ±`margin`. Rule: with m the mean
  * difference and sd its std over seeds, reproduced when |m| + 2·sd < margin, not reproduced when |m| − 2·sd >
- * margin, inconclusive otherwise, with fewer than 3 seeds, and when every seed gives the same difference
+ * margin, inconclusive otherwise, with fewer than 3 seeds, and when every seed gives the same values
  * ({@link isNoSpread}: the seeds then repeat one measurement, and |m| ± 2·sd measures no uncertainty).
  *
  * @example
@@ -484,7 +493,7 @@ export function equivalenceClaim(
   }
   const d = pairedDiff(a, b);
   const m = Math.abs(d.mean);
-  const verdict: Verdict = d.n < 3 || !Number.isFinite(m) || isNoSpread(d.std, d.mean, d.n, d.scale)
+  const verdict: Verdict = d.n < 3 || !Number.isFinite(m) || repeatsOneMeasurement(d)
     ? "inconclusive"
     : m + 2 * d.std < margin
     ? "reproduced"
@@ -496,7 +505,7 @@ export function equivalenceClaim(
     rule:
       `${stat}, paired by seed (same batches); with m the mean per-seed difference and sd its std: reproduced ` +
       `when |m| + 2·sd < ${margin}, not reproduced when |m| − 2·sd > ${margin}, else inconclusive; inconclusive ` +
-      `too when every seed gives the same difference (sd 0, or rounding noise of the values compared: the seeds then ` +
+      `too when every seed gives the same values (neither run of a pair varies over the seeds, up to rounding: the seeds then ` +
       `repeat one measurement); ${d.n} seeds (at least 3 to judge).`,
     evidence: `paired difference ${formatPairedDiff(d, 4, { against: [-margin, margin], absolute: true })}.`,
     verdict,

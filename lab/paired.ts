@@ -10,9 +10,10 @@ import {
   checkThreshold,
   formatAgainst,
   formatNumber,
-  isNoSpread,
   isStdNoise,
   NO_SPREAD,
+  repeatsOneMeasurement,
+  variesOverSeeds,
   type Verdict,
 } from "./report.ts";
 
@@ -88,6 +89,8 @@ export interface PairedDifference {
    * absent, the mean's magnitude stands for it.
    */
   scale?: number;
+  /** Whether either side varies over the seeds (see {@link repeatsOneMeasurement}). */
+  sidesVary?: boolean;
 }
 
 /**
@@ -115,7 +118,14 @@ export function pairedDifference(a: readonly number[], b: readonly number[]): Pa
   const mean = d.reduce((s, x) => s + x, 0) / n;
   const std = n > 1 ? Math.sqrt(d.reduce((s, x) => s + (x - mean) ** 2, 0) / (n - 1)) : 0;
   const scale = Math.max(...a.map(Math.abs), ...b.map(Math.abs));
-  return { mean, std, n, half: halfWidth95(std, n), scale };
+  return {
+    mean,
+    std,
+    n,
+    half: halfWidth95(std, n),
+    scale,
+    sidesVary: variesOverSeeds(a) || variesOverSeeds(b),
+  };
 }
 
 /**
@@ -132,9 +142,10 @@ export function halfWidth95(std: number, n: number): number {
 /**
  * The verdict on "the difference is above `threshold`" (default 0): reproduced when the 95% interval lies above
  * it, not reproduced when it lies below it, inconclusive when it covers it (always with one pair), and inconclusive
- * when the pairs' differences are all the same ({@link isNoSpread}: std 0, or rounding noise of the values). Such
- * pairs repeat one measurement (the seed reached nothing that changes the difference), and their interval, a
- * point, measures no uncertainty.
+ * when the pairs repeat one measurement ({@link repeatsOneMeasurement}: neither run of a pair varies over the seeds,
+ * up to rounding, so the seed reached nothing either run depends on), where the interval, a point, measures no
+ * uncertainty. Runs that vary over the seeds while their difference stays the same (two methods that agree run by
+ * run) are judged by the rule: their point interval is the result.
  *
  * @example
  * ```ts
@@ -144,7 +155,7 @@ export function halfWidth95(std: number, n: number): number {
  */
 export function pairedVerdict(d: PairedDifference, threshold = 0): Verdict {
   checkThreshold("pairedVerdict", threshold);
-  if (!(d.n > 1) || !Number.isFinite(d.mean) || isNoSpread(d.std, d.mean, d.n, d.scale)) {
+  if (!(d.n > 1) || !Number.isFinite(d.mean) || repeatsOneMeasurement(d)) {
     return "inconclusive";
   }
   if (d.mean - d.half > threshold) return "reproduced";
@@ -156,11 +167,11 @@ export function pairedVerdict(d: PairedDifference, threshold = 0): Verdict {
 export const PAIRED_RULE: string =
   "reproduced when the two-sided 95% t interval of the mean per-seed difference lies above " +
   "0, not reproduced when it lies below 0, inconclusive otherwise, and inconclusive when every seed gives the " +
-  "same difference (std 0, or rounding noise of the values compared: the seeds then repeat one measurement, and the " +
-  "interval, a point, measures no uncertainty)";
+  "same values (neither run of a pair varies over the seeds, up to rounding: the seeds then repeat one " +
+  "measurement, and the interval, a point, measures no uncertainty)";
 
-/** The words {@link formatPaired} and {@link seedsNote} print for pairs whose differences are all the same. */
-const SAME_DIFFERENCE = "the same difference in every pair: no spread, no interval";
+/** The words {@link formatPaired} and {@link seedsNote} print for pairs that repeat one measurement. */
+const SAME_DIFFERENCE = "the same values in every pair: no spread, no interval";
 
 /**
  * A paired difference as text: `mean ± std (95% ± half, interval lo..hi, n pairs)`. The interval's ends are what
@@ -169,7 +180,7 @@ const SAME_DIFFERENCE = "the same difference in every pair: no spread, no interv
  * value, where `mean − half` worked out from the rounded numbers could land on the other. A std that is rounding
  * noise of the mean ({@link isStdNoise}, as in `formatMeanStd`) is printed as 0; with more than one pair there is
  * then no interval to print, and the text says why {@link pairedVerdict} reads it inconclusive:
- * `mean ± 0 (n pairs, the same difference in every pair: no spread, no interval)`.
+ * `mean ± 0 (n pairs, the same values in every pair: no spread, no interval)`.
  *
  * @example
  * ```ts
@@ -187,7 +198,7 @@ export function formatPaired(
   const against = options.against ?? [0];
   const end = (v: number) => formatAgainst(v, against, digits);
   const noise = isStdNoise(d.std, d.mean);
-  if (isNoSpread(d.std, d.mean, d.n, d.scale)) {
+  if (repeatsOneMeasurement(d)) {
     return `${formatNumber(d.mean, digits)} ± 0 (${d.n} pairs, ${SAME_DIFFERENCE})`;
   }
   return `${formatNumber(d.mean, digits)} ± ${
@@ -204,8 +215,8 @@ export const MAX_PAIRS_NEEDED = 10_000;
  * How many pairs would put the 95% interval of a difference with this mean and spread clear of 0 (the smallest n
  * with t(n−1)·std/√n < |mean|), Infinity when that takes more than {@link MAX_PAIRS_NEEDED}, or null when no
  * number would: the mean is 0. Throws when the difference cannot say (one pair, whose spread is unknown, a mean or
- * spread that is not a number, or pairs that all give the same difference, {@link isNoSpread}: a spread of 0 is
- * not the spread more seeds would have, and it would make 2 pairs look enough): callers judge those inconclusive
+ * spread that is not a number, or pairs that repeat one measurement, {@link repeatsOneMeasurement}: a spread of 0
+ * is not the spread more seeds would have, and it would make 2 pairs look enough): callers judge those inconclusive
  * without an estimate.
  */
 export function pairsNeeded(d: PairedDifference): number | null {
@@ -214,9 +225,9 @@ export function pairsNeeded(d: PairedDifference): number | null {
       `pairsNeeded: a difference of ${d.n} pair(s) with mean ${d.mean} and std ${d.std} gives no estimate`,
     );
   }
-  if (isNoSpread(d.std, d.mean, d.n, d.scale)) {
+  if (repeatsOneMeasurement(d)) {
     throw new RangeError(
-      `pairsNeeded: ${d.n} pairs with the same difference (mean ${d.mean}, std ${d.std}) give no estimate: ` +
+      `pairsNeeded: ${d.n} pairs of the same values (mean ${d.mean}, std ${d.std}) give no estimate: ` +
         NO_SPREAD,
     );
   }
@@ -231,14 +242,14 @@ export function pairsNeeded(d: PairedDifference): number | null {
  * The note of an inconclusive paired claim: how many seeds would separate the difference and what they would cost
  * (`runsPerSeed` runs of `secondsPerRun` each, times to 2 significant digits, the total in seconds under a minute
  * and in minutes from one), that more than {@link MAX_PAIRS_NEEDED} would be needed, or why
- * there is no estimate (one pair, a non-finite difference, a mean of 0, or the same difference in every pair:
+ * there is no estimate (one pair, a non-finite difference, a mean of 0, or the same values in every pair:
  * more seeds of this set-up would repeat it, and only one where the seed reaches what differs could decide).
  */
 export function seedsNote(d: PairedDifference, runsPerSeed: number, secondsPerRun: number): string {
   if (d.n < 2 || !Number.isFinite(d.mean) || !Number.isFinite(d.std)) {
     return `${d.n} pair(s) with mean ${d.mean}: no estimate of the seeds that would separate it`;
   }
-  if (isNoSpread(d.std, d.mean, d.n, d.scale)) {
+  if (repeatsOneMeasurement(d)) {
     return `${d.n} pairs, ${SAME_DIFFERENCE}: the seeds varied nothing about the difference, so the pairs repeat ` +
       "one measurement and more seeds of this set-up would repeat it again; no number of seeds is estimated (a " +
       "set-up where the seed reaches what differs between the two runs would decide it)";

@@ -204,6 +204,29 @@ export function isNoSpread(std: number, mean: number, n: number, scale = 0): boo
     Math.abs(std) <= 8 * Number.EPSILON * Math.max(Math.abs(mean), scale);
 }
 
+/**
+ * Whether paired values over seeds repeat one measurement: their differences have no spread ({@link isNoSpread})
+ * and, where the pairing says so (`sidesVary`, set by `pairedDifference` and `pairedDiff`), neither side varies
+ * over the seeds either. A difference that is the same in every seed while the runs themselves vary (two methods
+ * that agree exactly, run by run) is a result, not a repetition: its point interval stands.
+ *
+ * @param d The paired difference: mean, std, count, the scale of its rounding and whether its sides vary.
+ * @returns True when the seeds repeat one measurement.
+ */
+export function repeatsOneMeasurement(
+  d: { mean: number; std: number; n: number; scale?: number; sidesVary?: boolean },
+): boolean {
+  return d.sidesVary !== true && isNoSpread(d.std, d.mean, d.n, d.scale);
+}
+
+/** Whether values over seeds vary more than rounding (see {@link isNoSpread}). */
+export function variesOverSeeds(values: readonly number[]): boolean {
+  const n = values.length;
+  const mean = values.reduce((a, v) => a + v, 0) / n;
+  const std = n > 1 ? Math.sqrt(values.reduce((a, v) => a + (v - mean) ** 2, 0) / (n - 1)) : 0;
+  return n > 1 && !isNoSpread(std, mean, n);
+}
+
 /** Why a verdict on values with no spread over seeds ({@link isNoSpread}) is inconclusive, for rules and notes. */
 export const NO_SPREAD: string =
   "no spread over the seeds (the same value in every seed, up to rounding): the seeds varied nothing about it, " +

@@ -124,7 +124,6 @@ Deno.test("lm probe: the paired rule judges m ± 2·sd against the threshold", (
   const near = base.map((v) => v + 0.001 * (rng.next() - 0.5));
   equal(equivalenceClaim("A matches B.", "A minus B", near, base, 0.01).verdict, "reproduced");
   equal(
-    // A spread as `near`'s: the same 0.1 in every seed would repeat one measurement, which judges nothing.
     equivalenceClaim("A matches B.", "A minus B", near.map((v) => v + 0.1), base, 0.01).verdict,
     "not reproduced",
   );
@@ -368,36 +367,45 @@ Deno.test('lm probe: one seed reads "(one value)" in the paired and rank-order e
   ok(!order.evidence.includes("se "), order.evidence);
 });
 
-Deno.test("lm probe: the paired and equivalence rules read the same difference in every seed as inconclusive", () => {
-  // Per seed the same difference: exactly (integers plus a multiple of 1/1024) or up to the rounding of the values
-  // compared ((0.1 + k) − k, within an ulp of k). m ± 2·sd is then a point, which read "reproduced" or "not
-  // reproduced" (and "matches" inside the margin) though the seeds repeated one measurement.
+Deno.test("lm probe: runs the same in every seed are inconclusive; methods that agree run by run match", () => {
+  // Both runs of every pair the same in every seed (exactly, or but for an ulp): m ± 2·sd is then a point, which
+  // read "reproduced" or "not reproduced" (and "matches" inside the margin) though the seeds repeated one
+  // measurement. Runs that vary over the seeds with the same difference in each are a result: judged.
   const rng = new TestRng(5301);
   for (let trial = 0; trial < 20; trial++) {
     const n = rng.int(3, 8);
-    const k = Array.from({ length: n }, (_, i) => 10 * i + rng.int(1, 9));
     const c = (trial % 2 === 0 ? 1 : -1) * rng.int(1, 4096) / 1024;
-    const exact = k.map((x) => x + c);
-    const rounded = k.map((x) => Math.sign(c) * 0.1 + x);
-    for (const [a, what] of [[exact, "exact"], [rounded, "rounded"]] as const) {
+    const x = rng.int(1, 9) + rng.next();
+    const k = Array(n).fill(x);
+    const exact = k.map((v) => v + c);
+    const ulp = k.map((v, i) => (i % 2 === 0 ? v + c : (v + c) * (1 + Number.EPSILON)));
+    for (const [a, what] of [[exact, "exact"], [ulp, "an ulp apart"]] as const) {
       const d = pairedDiff(a, k);
       const at = `${what}, mean ${d.mean}, std ${d.std}`;
       equal(pairedSpreadVerdict(d), "inconclusive", at);
       const claim = pairedClaim("A beats B.", "A minus B", a, k);
       equal(claim.verdict, "inconclusive", at);
       ok(
-        claim.evidence.includes("(n = " + n + ", the same difference in every seed: no spread to judge by)"),
+        claim.evidence.includes("(n = " + n + ", the same values in every seed: no spread to judge by)"),
         at,
       );
       ok(!claim.evidence.includes("m ± 2·sd"), claim.evidence);
-      ok(claim.rule.includes("inconclusive too when every seed gives the same difference"), claim.rule);
+      ok(claim.rule.includes("inconclusive too when every seed gives the same values"), claim.rule);
       // A margin the point lies far inside (or outside): no verdict either way.
       for (const margin of [4 * Math.abs(d.mean), Math.abs(d.mean) / 4]) {
         const eq = equivalenceClaim("A matches B.", "A minus B", a, k, margin);
         equal(eq.verdict, "inconclusive", `${at}, margin ${margin}`);
-        ok(eq.rule.includes("inconclusive too when every seed gives the same difference"), eq.rule);
+        ok(eq.rule.includes("inconclusive too when every seed gives the same values"), eq.rule);
       }
     }
+    // Runs that vary over the seeds: the same difference c in each is judged, and two methods equal run by run
+    // match (a variant that reproduces its reference exactly, e.g. a mode that computes the same adapter).
+    const runs = Array.from({ length: n }, (_, i) => 10 * i + rng.int(1, 9));
+    equal(
+      pairedSpreadVerdict(pairedDiff(runs.map((v) => v + c), runs)),
+      c > 0 ? "reproduced" : "not reproduced",
+    );
+    equal(equivalenceClaim("A matches B.", "A minus B", runs, runs.slice(), 0.01).verdict, "reproduced");
   }
   // A small but real spread (1e-9, a million ulps of values near 1..100) keeps the verdicts.
   const b = Array.from({ length: 5 }, (_, i) => 20 * i + rng.next());

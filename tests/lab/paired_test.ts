@@ -191,7 +191,7 @@ Deno.test("formatPaired prints a std that is rounding noise of the mean as 0, as
   ok(noisy.length > 0, "no equal differences with a float std above 0");
   // With no spread there is no interval to print: the text says so, as pairedVerdict reads it inconclusive.
   for (const d of noisy) {
-    match(formatPaired(d), /^\S+ ± 0 \(3 pairs, the same difference in every pair: no spread/);
+    match(formatPaired(d), /^\S+ ± 0 \(3 pairs, the same values in every pair: no spread/);
   }
   // A spread beyond a few ulps of the mean is still shown.
   const apart = pairedDifference([1, 1 + 1e-12, 1], [0, 0, 0]);
@@ -224,51 +224,57 @@ function distinctInts(rng: TestRng, n: number): number[] {
   return [...out];
 }
 
-Deno.test("pairedVerdict: pairs that all give exactly the same difference are inconclusive, either sign", () => {
-  // b integers and c a multiple of 1/1024: every a − b is c exactly, so the std is exactly 0 and the 95% interval
-  // the point c, which read "reproduced" (c > 0) or "not reproduced" (c < 0) though the seeds varied nothing.
+Deno.test("pairedVerdict: runs that are the same in every seed are inconclusive; runs that vary by the same difference are judged", () => {
+  // x an integer and c a multiple of 1/1024: every a − b is c exactly. With the same runs in every seed the 95%
+  // interval is the point c, which read "reproduced" (c > 0) or "not reproduced" (c < 0) though the seeds varied
+  // nothing; with runs that vary over the seeds, the same difference in each is what the pairing found.
   const rng = new TestRng(5201);
   for (let trial = 0; trial < 20; trial++) {
     const n = rng.int(2, 8);
-    const b = distinctInts(rng, n);
     const c = (trial % 2 === 0 ? 1 : -1) * rng.int(1, 4096) / 1024;
-    const d = pairedDifference(b.map((x) => x + c), b);
-    equal(d.std, 0);
-    equal(d.mean, c);
-    equal(pairedVerdict(d), "inconclusive", `c ${c}, n ${n}`);
-    // Against a threshold the point clears by far, too.
-    equal(pairedVerdict(d, c / 2), "inconclusive");
+    const x = rng.int(1, 1000);
+    const same = pairedDifference(Array(n).fill(x + c), Array(n).fill(x));
+    equal(same.std, 0);
+    equal(same.mean, c);
+    equal(pairedVerdict(same), "inconclusive", `c ${c}, n ${n}`);
+    equal(pairedVerdict(same, c / 2), "inconclusive");
     equal(
-      formatPaired(d),
-      `${formatNumber(c, 4)} ± 0 (${n} pairs, the same difference in every pair: no spread, no interval)`,
+      formatPaired(same),
+      `${formatNumber(c, 4)} ± 0 (${n} pairs, the same values in every pair: no spread, no interval)`,
     );
     // No estimate of the seeds needed: a spread of 0 made 2 pairs look enough.
-    throws(() => pairsNeeded(d), new RegExp(`${n} pairs with the same difference .* give no estimate`));
-    const note = seedsNote(d, 2, 30);
+    throws(() => pairsNeeded(same), new RegExp(`${n} pairs of the same values .* give no estimate`));
+    const note = seedsNote(same, 2, 30);
     match(note, /no number of seeds is estimated/);
     ok(!/about \d+ seeds/.test(note), note);
+    // The runs vary over the seeds (distinct b), their difference does not: judged by the interval, a point.
+    const b = distinctInts(rng, n);
+    const d = pairedDifference(b.map((v) => v + c), b);
+    equal(d.std, 0);
+    equal(pairedVerdict(d), c > 0 ? "reproduced" : "not reproduced", `c ${c}, n ${n}`);
+    match(formatPaired(d), /, interval .*\.\..*, \d+ pairs\)$/);
   }
 });
 
-Deno.test("pairedVerdict: differences equal up to the rounding of the values compared are inconclusive", () => {
-  // (0.1 + k) − k is 0.1 to within an ulp of k, not of 0.1: the differences spread by a few 1e-16, beyond 8 ulps of
-  // their mean (formatMeanStd's noise), and the interval, about 1e-16 wide, sat far from 0.
+Deno.test("pairedVerdict: runs the same in every seed up to rounding repeat one measurement", () => {
+  // One side the same value in every seed but for an ulp (computed twice in another order, say), the other exact:
+  // neither varies over the seeds, so the pairs repeat one measurement, though the differences' std is above 0.
   const rng = new TestRng(5202);
-  let beyondMeanNoise = 0;
   for (let trial = 0; trial < 20; trial++) {
-    const k = distinctInts(rng, rng.int(3, 8));
-    const base = k.map((x) => 0.1 + x);
-    for (const [a, b] of [[base, k], [k, base]]) {
-      const d = pairedDifference(a, b);
-      ok(Math.abs(Math.abs(d.mean) - 0.1) < 1e-12, `mean ${d.mean}`);
-      if (d.std > 8 * Number.EPSILON * Math.abs(d.mean)) beyondMeanNoise++;
-      equal(pairedVerdict(d), "inconclusive", `${a} − ${b}: std ${d.std}`);
-      match(formatPaired(d), /the same difference in every pair/);
-      throws(() => pairsNeeded(d), /give no estimate/);
-    }
+    const n = rng.int(3, 8);
+    const v = 1 + rng.next();
+    const a = Array.from({ length: n }, (_, i) => (i % 2 === 0 ? v : v + v * Number.EPSILON));
+    ok(a.some((x) => x !== v), "no value an ulp apart");
+    const b = Array(n).fill(0); // a − 0 keeps the ulp
+    const d = pairedDifference(a, b);
+    ok(d.std > 0, `std ${d.std}`);
+    equal(pairedVerdict(d), "inconclusive", `std ${d.std}`);
+    match(formatPaired(d), /the same values in every pair/);
+    throws(() => pairsNeeded(d), /give no estimate/);
+    // Differences of runs that vary (0.1 + k) − k spread by rounding of k: a constant difference, judged.
+    const k = distinctInts(rng, n);
+    equal(pairedVerdict(pairedDifference(k.map((x) => 0.1 + x), k)), "reproduced");
   }
-  // The draw reaches the case: spreads a mean-relative test calls real.
-  ok(beyondMeanNoise > 10, `only ${beyondMeanNoise} of 40 spreads beyond 8 ulps of the mean`);
 });
 
 Deno.test("pairedVerdict: a small but real spread keeps its verdict", () => {

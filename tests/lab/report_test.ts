@@ -164,7 +164,7 @@ Deno.test("report: formatPairedDiff prints a std that is rounding noise of the m
   for (const d of noisy) {
     match(
       formatPairedDiff(d),
-      /^\S+ ± 0\.0000 \(n = 3, the same difference in every seed: no spread to judge by\)$/,
+      /^\S+ ± 0\.0000 \(n = 3, the same values in every seed: no spread to judge by\)$/,
     );
   }
   const apart = pairedDiff([1, 1.1, 1], [0, 0, 0]);
