@@ -205,8 +205,8 @@ export interface PairedDiff {
   /** Seeds. */
   n: number;
   /**
-   * The largest magnitude among the values differenced, the scale of the differences' rounding (`isNoSpread`);
-   * absent, the mean's magnitude stands for it.
+   * For a difference given by its mean and spread alone (no `sidesVary`): the largest magnitude among the values
+   * differenced, the scale of the differences' rounding (`isNoSpread`); absent, the mean's magnitude stands for it.
    */
   scale?: number;
   /** Whether either side varies over the seeds (see `repeatsOneMeasurement`). */
@@ -229,13 +229,7 @@ export function pairedDiff(a: readonly number[], b: readonly number[]): PairedDi
   }
   if (a.length === 0) return { mean: NaN, std: NaN, n: 0 };
   const s = meanStd(a.map((v, i) => v - b[i]));
-  return {
-    mean: s.mean,
-    std: s.std,
-    n: a.length,
-    scale: Math.max(...a.map(Math.abs), ...b.map(Math.abs)),
-    sidesVary: variesOverSeeds(a) || variesOverSeeds(b),
-  };
+  return { mean: s.mean, std: s.std, n: a.length, sidesVary: variesOverSeeds(a) || variesOverSeeds(b) };
 }
 
 /**

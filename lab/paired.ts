@@ -84,11 +84,6 @@ export interface PairedDifference {
   n: number;
   /** Half-width of the two-sided 95% t interval of the mean (Infinity for one pair). */
   half: number;
-  /**
-   * The largest magnitude among the values differenced, the scale of the differences' rounding (`isNoSpread`);
-   * absent, the mean's magnitude stands for it.
-   */
-  scale?: number;
   /** Whether either side varies over the seeds (see {@link repeatsOneMeasurement}). */
   sidesVary?: boolean;
 }
@@ -117,15 +112,7 @@ export function pairedDifference(a: readonly number[], b: readonly number[]): Pa
   const n = d.length;
   const mean = d.reduce((s, x) => s + x, 0) / n;
   const std = n > 1 ? Math.sqrt(d.reduce((s, x) => s + (x - mean) ** 2, 0) / (n - 1)) : 0;
-  const scale = Math.max(...a.map(Math.abs), ...b.map(Math.abs));
-  return {
-    mean,
-    std,
-    n,
-    half: halfWidth95(std, n),
-    scale,
-    sidesVary: variesOverSeeds(a) || variesOverSeeds(b),
-  };
+  return { mean, std, n, half: halfWidth95(std, n), sidesVary: variesOverSeeds(a) || variesOverSeeds(b) };
 }
 
 /**
@@ -171,7 +158,7 @@ export const PAIRED_RULE: string =
   "measurement, and the interval, a point, measures no uncertainty)";
 
 /** The words {@link formatPaired} and {@link seedsNote} print for pairs that repeat one measurement. */
-const SAME_DIFFERENCE = "the same values in every pair: no spread, no interval";
+const SAME_VALUES = "the same values in every pair: no spread, no interval";
 
 /**
  * A paired difference as text: `mean ± std (95% ± half, interval lo..hi, n pairs)`. The interval's ends are what
@@ -199,7 +186,7 @@ export function formatPaired(
   const end = (v: number) => formatAgainst(v, against, digits);
   const noise = isStdNoise(d.std, d.mean);
   if (repeatsOneMeasurement(d)) {
-    return `${formatNumber(d.mean, digits)} ± 0 (${d.n} pairs, ${SAME_DIFFERENCE})`;
+    return `${formatNumber(d.mean, digits)} ± 0 (${d.n} pairs, ${SAME_VALUES})`;
   }
   return `${formatNumber(d.mean, digits)} ± ${
     formatNumber(noise ? 0 : d.std, Math.max(2, digits - 1))
@@ -250,7 +237,7 @@ export function seedsNote(d: PairedDifference, runsPerSeed: number, secondsPerRu
     return `${d.n} pair(s) with mean ${d.mean}: no estimate of the seeds that would separate it`;
   }
   if (repeatsOneMeasurement(d)) {
-    return `${d.n} pairs, ${SAME_DIFFERENCE}: the seeds varied nothing about the difference, so the pairs repeat ` +
+    return `${d.n} pairs, ${SAME_VALUES}: the seeds varied neither run, so the pairs repeat ` +
       "one measurement and more seeds of this set-up would repeat it again; no number of seeds is estimated (a " +
       "set-up where the seed reaches what differs between the two runs would decide it)";
   }

@@ -205,9 +205,9 @@ export function isNoSpread(std: number, mean: number, n: number, scale = 0): boo
 }
 
 /**
- * Whether paired values over seeds repeat one measurement: their differences have no spread ({@link isNoSpread})
- * and, where the pairing says so (`sidesVary`, set by `pairedDifference` and `pairedDiff`), neither side varies
- * over the seeds either. A difference that is the same in every seed while the runs themselves vary (two methods
+ * Whether paired values over seeds repeat one measurement: where the pairing knows its sides (`sidesVary`, set by
+ * `pairedDifference` and `pairedDiff`), when neither side varies over the seeds; where only the differences' mean and
+ * spread are known, when they have no spread ({@link isNoSpread}, rounding judged at `scale`). A difference that is the same in every seed while the runs themselves vary (two methods
  * that agree exactly, run by run) is a result, not a repetition: its point interval stands.
  *
  * @param d The paired difference: mean, std, count, the scale of its rounding and whether its sides vary.
@@ -216,14 +216,13 @@ export function isNoSpread(std: number, mean: number, n: number, scale = 0): boo
 export function repeatsOneMeasurement(
   d: { mean: number; std: number; n: number; scale?: number; sidesVary?: boolean },
 ): boolean {
-  return d.sidesVary !== true && isNoSpread(d.std, d.mean, d.n, d.scale);
+  if (d.sidesVary !== undefined) return d.n > 1 && !d.sidesVary;
+  return isNoSpread(d.std, d.mean, d.n, d.scale);
 }
 
 /** Whether values over seeds vary more than rounding (see {@link isNoSpread}). */
 export function variesOverSeeds(values: readonly number[]): boolean {
-  const n = values.length;
-  const mean = values.reduce((a, v) => a + v, 0) / n;
-  const std = n > 1 ? Math.sqrt(values.reduce((a, v) => a + (v - mean) ** 2, 0) / (n - 1)) : 0;
+  const { mean, std, n } = meanStd(values);
   return n > 1 && !isNoSpread(std, mean, n);
 }
 
